@@ -18,7 +18,7 @@ from typing import Any, Callable, Literal, get_args, get_origin
 
 from minitron.errors import MinitronError
 
-# subcommand -> "module:function"; modules are imported only when their command runs.
+# subcommand -> "module:function" of the library function it wraps.
 COMMANDS = {
     "score": "minitron.importance:score",
     "prune": "minitron.prune:prune",
@@ -125,8 +125,15 @@ def _load_config(path: Path, fn: Callable) -> dict[str, Any]:
     return values
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(commands: dict[str, str] = COMMANDS) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minitron", description="Prune and distil Hugging Face LLMs "
+    parser = Parser(prog="minitron", description="Prune and distil Hugging Face LLMs "
                                      "(the Minitron recipe). `minitron COMMAND --help` for each command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, target in commands.items():

@@ -44,3 +44,68 @@ def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
 @pytest.fixture(params=FAMILIES)
 def family(request) -> str:
     return request.param
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def tiny_tokenizer():
+    """A character-level tokenizer of 100 tokens (printable ASCII, newline, ChatML specials)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab = {t: i for i, t in enumerate(specials + [chr(i) for i in range(32, 127)] + ["\n"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(specials)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    return fast
+
+
+def save_tiny(path, family: str = "llama", tie: bool = False, seed: int = 0, **overrides):
+    """Save a tiny model with the tiny tokenizer as an ordinary Hugging Face directory."""
+    from transformers import GenerationConfig
+
+    model = tiny_model(family, tie, seed, **overrides)
+    tok = tiny_tokenizer()
+    model.config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id).save_pretrained(path)
+    return path
+
+
+WORDS = ("the model prunes heads and neurons while the teacher distils knowledge into a smaller student "
+         "network that keeps most of its quality on held out text").split()
+
+
+def write_corpus(path, docs: int = 40, words: int = 120, seed: int = 0):
+    """A directory of small text documents (`*.txt`) with some structure to learn."""
+    import random
+
+    rng = random.Random(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    for d in range(docs):
+        start = rng.randrange(len(WORDS))
+        text = " ".join(WORDS[(start + i) % len(WORDS)] if rng.random() < 0.8 else rng.choice(WORDS)
+                        for i in range(words))
+        (path / f"doc{d:03d}.txt").write_text(text + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    return save_tiny(tmp_path / "tiny-llama")
+
+
+@pytest.fixture
+def tiny_data(tmp_path, tiny_dir):
+    from minitron.data import build_data
+
+    return build_data(source=[str(write_corpus(tmp_path / "corpus"))], out=tmp_path / "data", tokenizer=str(tiny_dir),
+                      glob="*.txt", val_fraction=0.2)

@@ -1,0 +1,419 @@
+"""Importance of hidden channels, attention heads, MLP neurons and layers.
+
+Activation importance (the Minitron papers): forward hooks record, per calibration batch (B, S, D),
+an aggregate over the sequence (mean of |x|, L2 or variance) and accumulate it over the batch in fp32
+(L2, mean or variance across sequences). One pass fills every (sequence, batch) combination.
+Peer criteria for comparison: random, weight magnitude, first-order Taylor, structured Wanda.
+Layers: Block Influence (1 - cos(input, output)) and the LM-loss increase when a layer, or a
+contiguous block of k layers, is removed.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from minitron.arch import (Arch, arch_of, count_params, decoder_layers, embedding, final_norm, head_dim,
+                           layer_norms, mlp_inputs, residual_readers, residual_writers)
+from minitron.checkpoint import atomic_dir, write_json
+from minitron.errors import MinitronError
+
+AGGREGATIONS = ("mean", "l2", "var")
+WIDTH_CRITERIA = ("activation", "wanda", "magnitude", "taylor", "random")
+Criterion = Literal["activation", "wanda", "magnitude", "taylor", "random"]
+Agg = Literal["mean", "l2", "var"]
+
+
+def seq_reduce(x: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, S, D) -> (B, D): mean of |x|, L2 norm or variance over the sequence, in fp32."""
+    x = x.float()
+    if how == "mean":
+        return x.abs().mean(1)
+    if how == "l2":
+        return x.norm(dim=1)
+    return x.var(1, unbiased=False)
+
+
+class Stat:
+    """fp32 running sums over samples of per-sample vectors: enough for batch L2, mean and variance."""
+
+    def __init__(self, *shape: int, device=None):
+        self.sum = torch.zeros(*shape, device=device)
+        self.sq = torch.zeros(*shape, device=device)
+        self.n = 0
+
+    def add(self, x: torch.Tensor) -> None:  # x: (B, *shape)
+        self.sum += x.sum(0)
+        self.sq += x.pow(2).sum(0)
+        self.n += x.shape[0]
+
+    def reduce(self, how: str) -> torch.Tensor:
+        if how == "l2":
+            return self.sq.sqrt().cpu()
+        mean = self.sum / max(self.n, 1)
+        return (mean if how == "mean" else (self.sq / max(self.n, 1) - mean.pow(2)).clamp_min(0)).cpu()
+
+
+class ActivationRecorder:
+    """Forward hooks that accumulate activation statistics for every unit kind."""
+
+    def __init__(self, model: nn.Module, arch: Arch):
+        self.model, self.arch, self.handles = model, arch, []
+        cfg, dev = model.config, next(model.parameters()).device
+        L, D, H, Fn = cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size
+        self.hidden = {s: Stat(D, device=dev) for s in AGGREGATIONS}
+        self.heads = {s: [Stat(H, device=dev) for _ in range(L)] for s in AGGREGATIONS}
+        self.mlp = {s: [Stat(Fn, device=dev) for _ in range(L)] for s in AGGREGATIONS}
+        # squared input norms of the linears that consume each unit (structured Wanda)
+        self.sq = {"attn_in": torch.zeros(L, D, device=dev), "mlp_in": torch.zeros(L, D, device=dev),
+                   "head_in": torch.zeros(D, device=dev), "o_in": torch.zeros(L, H * head_dim(cfg), device=dev)}
+        self.bi_sum, self.bi_count = torch.zeros(L, device=dev), 0
+
+    def _add(self, stats: dict, x: torch.Tensor, layer: int | None = None) -> None:
+        for s in AGGREGATIONS:
+            (stats[s] if layer is None else stats[s][layer]).add(seq_reduce(x, s))
+
+    def _sq(self, key: str, layer: int | None = None):
+        def hook(module, args):
+            sq = args[0].detach().float().pow(2).sum((0, 1))
+            if layer is None:
+                self.sq[key] += sq
+            else:
+                self.sq[key][layer] += sq
+        return hook
+
+    def _heads(self, layer: int):
+        def hook(module, args):
+            x = args[0].detach()
+            self._add(self.heads, x.unflatten(-1, (-1, head_dim(self.model.config))).float().norm(dim=-1), layer)
+            self.sq["o_in"][layer] += x.float().pow(2).sum((0, 1))
+        return hook
+
+    def _block_influence(self, layer: int):
+        def hook(module, args, kwargs, output):
+            x = args[0] if args else kwargs["hidden_states"]
+            y = output[0] if isinstance(output, tuple) else output
+            self.bi_sum[layer] += (1 - F.cosine_similarity(x.float(), y.float(), dim=-1)).sum()
+            if layer == 0:
+                self.bi_count += x.shape[0] * x.shape[1]
+        return hook
+
+    def __enter__(self) -> "ActivationRecorder":
+        reg = self.handles.append
+        for norm in [final_norm(self.model)] + [n for l in decoder_layers(self.model) for n in layer_norms(l, self.arch)]:
+            reg(norm.register_forward_hook(lambda m, a, out: self._add(self.hidden, out.detach())))
+        for i, layer in enumerate(decoder_layers(self.model)):
+            reg(layer.self_attn.o_proj.register_forward_pre_hook(self._heads(i)))
+            reg(layer.mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0].detach(), i)))
+            reg(layer.self_attn.q_proj.register_forward_pre_hook(self._sq("attn_in", i)))
+            reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))
+            reg(layer.register_forward_hook(self._block_influence(i), with_kwargs=True))
+        reg(self.model.get_output_embeddings().register_forward_pre_hook(self._sq("head_in")))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for s in AGGREGATIONS:
+            for b in AGGREGATIONS:
+                out[f"activation/{s}-{b}/hidden"] = self.hidden[s].reduce(b)
+                out[f"activation/{s}-{b}/heads"] = torch.stack([st.reduce(b) for st in self.heads[s]])
+                out[f"activation/{s}-{b}/mlp"] = torch.stack([st.reduce(b) for st in self.mlp[s]])
+        out["layers/block_influence"] = (self.bi_sum / max(self.bi_count, 1)).cpu()
+        return out
+
+
+def coupled_scores(model: nn.Module, arch: Arch, elem: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+    """Sum `elem(param)` over every weight coupled to each unit (Torch-Pruning's dependency groups).
+
+    Hidden channels: embedding columns, norms, columns of residual readers, rows of residual writers,
+    final norm, lm_head columns. Heads: q rows and o columns. MLP neurons: gate/up rows, down columns.
+    """
+    cfg, dim = model.config, head_dim(model.config)
+
+    def rows(lin: nn.Linear) -> torch.Tensor:
+        r = elem(lin.weight).sum(1)
+        return r + elem(lin.bias) if lin.bias is not None else r
+
+    def norm_sum(norm: nn.Module) -> torch.Tensor:
+        s = elem(norm.weight)
+        return s + elem(norm.bias) if getattr(norm, "bias", None) is not None else s
+
+    hidden = elem(embedding(model).weight).sum(0) + norm_sum(final_norm(model))
+    if not cfg.tie_word_embeddings:
+        hidden = hidden + elem(model.get_output_embeddings().weight).sum(0)
+    heads, mlp = [], []
+    for layer in decoder_layers(model):
+        attn = layer.self_attn
+        hidden = hidden + sum(elem(l.weight).sum(0) for l in residual_readers(layer, arch))
+        hidden = hidden + sum(rows(l) for l in residual_writers(layer))
+        hidden = hidden + sum(norm_sum(n) for n in layer_norms(layer, arch))
+        heads.append((rows(attn.q_proj) + elem(attn.o_proj.weight).sum(0)).view(-1, dim).sum(1))
+        mlp.append(sum(rows(l) for l in mlp_inputs(layer, arch)) + elem(layer.mlp.down_proj.weight).sum(0))
+    return {"hidden": hidden.detach().float().cpu(), "heads": torch.stack(heads).detach().float().cpu(),
+            "mlp": torch.stack(mlp).detach().float().cpu()}
+
+
+def wanda_scores(model: nn.Module, arch: Arch, sq: dict[str, torch.Tensor]) -> dict:
+    """Structured Wanda: sum over a unit's consumer weights of |W| times the L2 norm of its input channel."""
+    dim = head_dim(model.config)
+    hidden = model.get_output_embeddings().weight.abs().sum(0) * sq["head_in"].sqrt()
+    heads, mlp = [], []
+    for i, layer in enumerate(decoder_layers(model)):
+        attn, norm_in = layer.self_attn, {"attn_in": sq["attn_in"][i].sqrt(), "mlp_in": sq["mlp_in"][i].sqrt()}
+        hidden = hidden + sum(l.weight.abs().sum(0) for l in (attn.q_proj, attn.k_proj, attn.v_proj)) * norm_in["attn_in"]
+        hidden = hidden + sum(l.weight.abs().sum(0) for l in mlp_inputs(layer, arch)) * norm_in["mlp_in"]
+        heads.append((attn.o_proj.weight.abs().sum(0) * sq["o_in"][i].sqrt()).view(-1, dim).sum(1))
+        mlp.append(layer.mlp.down_proj.weight.abs().sum(0))  # times the input norm, filled in by the caller
+    return {"hidden": hidden.float().cpu(), "heads": torch.stack(heads).float().cpu(), "mlp": torch.stack(mlp).float().cpu()}
+
+
+def random_scores(config, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    L = config.num_hidden_layers
+    return {"hidden": torch.rand(config.hidden_size, generator=g),
+            "heads": torch.rand(L, config.num_attention_heads, generator=g),
+            "mlp": torch.rand(L, config.intermediate_size, generator=g),
+            "layers": torch.rand(L, generator=g)}
+
+
+def next_token_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+
+
+def taylor_scores(model: nn.Module, arch: Arch, batches: list[torch.Tensor]) -> dict:
+    """First-order Taylor (LLM-Pruner): |w * dL/dw| summed over each unit's weights, gradients summed over batches."""
+    device = next(model.parameters()).device
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        for ids in tqdm(batches, desc="taylor", leave=False):
+            ids = ids.to(device)
+            next_token_loss(model(input_ids=ids).logits, ids).backward()
+    out = coupled_scores(model, arch, lambda p: (p.detach() * p.grad).abs() if p.grad is not None else torch.zeros_like(p))
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- layers
+
+def logits_from_hidden(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Final norm, lm_head and (Gemma) soft-capping applied to a last-layer output."""
+    logits = model.get_output_embeddings()(final_norm(model)(h))
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def call_layer(layer: nn.Module, h: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+    out = layer(h, *args, **kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@torch.no_grad()
+def layer_inputs(model: nn.Module, ids: torch.Tensor) -> tuple[list[torch.Tensor], list[tuple]]:
+    """Inputs of every decoder layer plus the last layer's output, and each layer's other call arguments
+    (masks, rotary embeddings): enough to re-run any suffix of the network without the prefix."""
+    states, calls = [], []
+
+    def capture(module, args, kwargs):
+        states.append(args[0] if args else kwargs["hidden_states"])
+        calls.append((args[1:], {k: v for k, v in kwargs.items() if k != "hidden_states"}))
+
+    layers = decoder_layers(model)
+    handles = [l.register_forward_pre_hook(capture, with_kwargs=True) for l in layers]
+    handles.append(layers[-1].register_forward_hook(
+        lambda m, a, out: states.append(out[0] if isinstance(out, tuple) else out)))
+    try:
+        model.model(input_ids=ids, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return states, calls
+
+
+@torch.no_grad()
+def block_removal_losses(model: nn.Module, batches: list[torch.Tensor], k: int) -> tuple[torch.Tensor, float]:
+    """LM loss with layers [s, s+k) removed, for every start s; and the intact model's loss.
+
+    The prefix is shared by all windows, so each removal only re-runs the layers after the block."""
+    device, L = next(model.parameters()).device, model.config.num_hidden_layers
+    layers = decoder_layers(model)
+    losses, base, n = torch.zeros(L - k + 1), 0.0, 0
+    for ids in tqdm(batches, desc=f"layer loss k={k}", leave=False):
+        ids = ids.to(device)
+        states, calls = layer_inputs(model, ids)
+        base += next_token_loss(logits_from_hidden(model, states[-1]), ids).item()
+        for s in range(L - k + 1):
+            h = states[s]
+            for j in range(s + k, L):
+                h = call_layer(layers[j], h, *calls[j])
+            losses[s] += next_token_loss(logits_from_hidden(model, h), ids).item()
+        n += 1
+    return losses / n, base / n
+
+
+# ---------------------------------------------------------------------------------------------- scores
+
+@dataclass
+class Scores:
+    """Importance of every unit under every criterion computed; reusable for any later target."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict = field(default_factory=dict)
+
+    def width(self, criterion: str = "activation", seq_agg: str = "mean", batch_agg: str = "l2") -> dict:
+        prefix = f"activation/{seq_agg}-{batch_agg}" if criterion == "activation" else criterion
+        if f"{prefix}/mlp" not in self.tensors:
+            raise MinitronError(f"the scores have no {prefix!r} importance (have: {', '.join(self.criteria())}); "
+                                f"run `minitron score --criteria {criterion}`")
+        return {k: self.tensors[f"{prefix}/{k}"] for k in ("hidden", "heads", "mlp")}
+
+    def criteria(self) -> list[str]:
+        return sorted({k.split("/")[0] for k in self.tensors if not k.startswith("layers/")})
+
+    def layer(self, key: str) -> torch.Tensor:
+        if f"layers/{key}" not in self.tensors:
+            have = [k.removeprefix("layers/") for k in self.tensors if k.startswith("layers/")]
+            raise MinitronError(f"the scores have no layer importance {key!r} (have: {', '.join(have)}); "
+                                "run `minitron score --layer-loss --block-sizes K`")
+        return self.tensors[f"layers/{key}"]
+
+    def save(self, out: Path, overwrite: bool = False) -> Path:
+        with atomic_dir(out, overwrite) as tmp:
+            save_file({k: v.contiguous() for k, v in self.tensors.items()}, tmp / "scores.safetensors")
+            write_json(tmp / "scores.json", self.meta)
+        return Path(out)
+
+    @classmethod
+    def load(cls, path: Path | str) -> "Scores":
+        path = Path(path)
+        try:
+            return cls(load_file(path / "scores.safetensors"), json.loads((path / "scores.json").read_text()))
+        except FileNotFoundError:
+            raise MinitronError(f"{path} holds no importance scores (scores.safetensors + scores.json); "
+                                "make them with `minitron score --out DIR`") from None
+        except Exception as e:
+            raise MinitronError(f"the scores in {path} are corrupt: {str(e).splitlines()[0][:120]}") from None
+
+
+@torch.no_grad()
+def activation_scores(model: nn.Module, arch: Arch, batches: list[torch.Tensor]) -> tuple[dict, dict]:
+    """One forward pass over the calibration batches: activation scores and Wanda input norms."""
+    device = next(model.parameters()).device
+    with ActivationRecorder(model, arch) as rec:
+        bar = tqdm(batches, desc="scoring", unit="batch", leave=False)
+        start, seen = time.time(), 0
+        for ids in bar:
+            model(input_ids=ids.to(device), use_cache=False)
+            seen += ids.numel()
+            bar.set_postfix(tok_s=f"{seen / (time.time() - start):.0f}")
+    return rec.scores(), rec.sq
+
+
+def compute_scores(model: nn.Module, batches: list[torch.Tensor], criteria: list[str],
+                   layer_loss_batches: list[torch.Tensor] | None = None, block_sizes: list[int] = (),
+                   seed: int = 0) -> Scores:
+    """Every requested criterion's scores for one model and one calibration set."""
+    arch = arch_of(model.config)
+    unknown = sorted(set(criteria) - set(WIDTH_CRITERIA))
+    if unknown:
+        raise MinitronError(f"unknown criteria {', '.join(unknown)}; choose from {', '.join(WIDTH_CRITERIA)}")
+    tensors, meta = {}, {"timings_s": {}}
+    t = time.time()
+    act, sq = activation_scores(model, arch, batches)
+    meta["timings_s"]["activation"] = round(time.time() - t, 2)
+    tensors.update(act if "activation" in criteria else {"layers/block_influence": act["layers/block_influence"]})
+    if "wanda" in criteria:
+        w = wanda_scores(model, arch, sq)
+        w["mlp"] = w["mlp"] * act["activation/l2-l2/mlp"]  # L2 over all tokens of the down_proj input
+        tensors.update({f"wanda/{k}": v for k, v in w.items()})
+    if "magnitude" in criteria:
+        tensors.update({f"magnitude/{k}": v for k, v in coupled_scores(model, arch, lambda p: p.detach().pow(2)).items()})
+    if "taylor" in criteria:
+        t = time.time()
+        tensors.update({f"taylor/{k}": v for k, v in taylor_scores(model, arch, batches).items()})
+        meta["timings_s"]["taylor"] = round(time.time() - t, 2)
+    if "random" in criteria:
+        r = random_scores(model.config, seed)
+        tensors["layers/random"] = r.pop("layers")
+        tensors.update({f"random/{k}": v for k, v in r.items()})
+    if layer_loss_batches:
+        t = time.time()
+        for k in sorted({1, *block_sizes}):
+            losses, base = block_removal_losses(model, layer_loss_batches, k)
+            tensors["layers/loss" if k == 1 else f"layers/block_loss_k{k}"] = losses - base
+            meta["base_loss"] = base
+        meta["timings_s"]["layer_loss"] = round(time.time() - t, 2)
+    meta.update(criteria=sorted(criteria), params=count_params(model),
+                sizes={k: getattr(model.config, k) for k in ("hidden_size", "intermediate_size", "num_attention_heads",
+                                                             "num_key_value_heads", "num_hidden_layers")})
+    return Scores(tensors, meta)
+
+
+DEFAULT_CRITERIA = ["activation", "wanda", "magnitude", "random"]
+
+
+def calibration(model_spec: str, tokenizer, data: Path | None, num_seqs: int, seq_len: int, batch_size: int,
+                seed: int = 1234) -> list[torch.Tensor]:
+    """Calibration batches from a data directory, or from the default corpus in the model's tokenizer."""
+    from minitron.data import TokenData, calibration_batches, default_data
+
+    tokens = TokenData.open(data if data is not None else default_data(model_spec))
+    tokens.check_tokenizer(tokenizer)
+    return calibration_batches(tokens, num_seqs, seq_len, batch_size, seed)
+
+
+def score(model: str = "default", data: Path | None = None, out: Path | None = None,
+          criteria: list[str] | None = None, calib_seqs: int = 64, seq_len: int = 256, batch_size: int = 8,
+          layer_loss: bool = False, layer_loss_seqs: int = 8, block_sizes: list[int] | None = None,
+          device: str = "auto", seed: int = 1234, overwrite: bool = False) -> Scores:
+    """Score the importance of every hidden channel, head, MLP neuron and layer from activations.
+
+    Args:
+        model: teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory or a .gguf file
+        data: token data directory from `minitron data` (default: the default corpus)
+        out: directory to save the scores (scores.safetensors + scores.json)
+        criteria: width criteria to compute: activation, wanda, magnitude, taylor, random
+        calib_seqs: number of calibration sequences
+        seq_len: tokens per calibration sequence
+        batch_size: sequences per forward pass
+        layer_loss: also measure the LM-loss increase of removing each layer (and blocks of --block-sizes)
+        layer_loss_seqs: calibration sequences used for the layer-removal losses
+        block_sizes: contiguous block lengths k to score for depth pruning (with --layer-loss)
+        device: auto, cpu or cuda
+        seed: seed of the calibration sample and of the random criterion
+        overwrite: replace an existing --out directory
+    """
+    from minitron.checkpoint import refuse_existing
+    from minitron.load import load_model, load_tokenizer, pick_device
+
+    if out is not None:
+        refuse_existing(Path(out), overwrite)
+    criteria = criteria or DEFAULT_CRITERIA
+    if calib_seqs < 1 or seq_len < 2 or batch_size < 1:
+        raise MinitronError("--calib-seqs, --batch-size must be at least 1 and --seq-len at least 2")
+    tokenizer = load_tokenizer(model)
+    batches = calibration(model, tokenizer, data, calib_seqs, seq_len, batch_size, seed)
+    net = load_model(model, pick_device(device))
+    L = net.config.num_hidden_layers
+    bad = [k for k in block_sizes or [] if not 1 <= k < L]
+    if bad:
+        raise MinitronError(f"block sizes {bad} are impossible for a model of {L} layers (need 1 <= k < {L})")
+    loss_batches = calibration(model, tokenizer, data, layer_loss_seqs, seq_len, batch_size, seed + 1) if layer_loss else None
+    result = compute_scores(net, batches, criteria, loss_batches, block_sizes or [], seed)
+    result.meta.update(teacher=str(model), calibration={"data": str(data or "default corpus"), "num_seqs": calib_seqs,
+                                                        "seq_len": seq_len, "seed": seed})
+    if out is not None:
+        result.save(Path(out), overwrite)
+        print(f"wrote importance scores to {out}")
+    return result

@@ -1,0 +1,117 @@
+"""Pure in-place slicing of a Hugging Face model: each op slices the modules and updates the config
+together (the shape of gpt-fast's tensor-parallel `tp.py`). Indices are kept units, in original order.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from minitron.arch import (Arch, decoder_layers, embedding, final_norm, head_dim, layer_norms, mlp_inputs,
+                           residual_readers, residual_writers)
+
+
+def _param(t: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(t.contiguous(), requires_grad=True)
+
+
+def slice_linear(linear: nn.Linear, dim: int, index: torch.Tensor) -> None:
+    """Keep output rows (dim=0) or input columns (dim=1) `index` of a linear layer."""
+    index = index.to(linear.weight.device)
+    linear.weight = _param(linear.weight.index_select(dim, index))
+    if dim == 0:
+        linear.out_features = len(index)
+        if linear.bias is not None:
+            linear.bias = _param(linear.bias.index_select(0, index))
+    else:
+        linear.in_features = len(index)
+
+
+def slice_norm(norm: nn.Module, index: torch.Tensor) -> None:
+    """Keep channels `index` of an RMSNorm/LayerNorm (weight, bias and declared shape)."""
+    index = index.to(norm.weight.device)
+    norm.weight = _param(norm.weight.index_select(0, index))
+    if getattr(norm, "bias", None) is not None:
+        norm.bias = _param(norm.bias.index_select(0, index))
+    if isinstance(norm, nn.LayerNorm):
+        norm.normalized_shape = (len(index),)
+
+
+def head_rows(heads: torch.Tensor, dim: int) -> torch.Tensor:
+    """Row indices of whole heads in a (num_heads * head_dim) projection."""
+    return (heads[:, None] * dim + torch.arange(dim)[None, :]).flatten()
+
+
+def prune_mlp(model: nn.Module, arch: Arch, keep: list[torch.Tensor]) -> None:
+    """Keep neurons `keep[l]` (same count in every layer) of each layer's MLP."""
+    for layer, idx in zip(decoder_layers(model), keep):
+        for proj in mlp_inputs(layer, arch):
+            slice_linear(proj, 0, idx)
+        slice_linear(layer.mlp.down_proj, 1, idx)
+        if hasattr(layer.mlp, "intermediate_size"):
+            layer.mlp.intermediate_size = len(idx)
+    model.config.intermediate_size = len(keep[0])
+
+
+def prune_heads(model: nn.Module, keep_q: list[torch.Tensor], keep_kv: list[torch.Tensor]) -> None:
+    """Keep query heads `keep_q[l]` and KV groups `keep_kv[l]` of each layer.
+
+    Kept query heads must come in equal numbers from each kept KV group, listed group by group, so
+    that query head i still attends with KV group i // (heads per group): the result is a valid GQA model.
+    """
+    config, dim = model.config, head_dim(model.config)
+    config.head_dim = dim  # decoupled from hidden_size / heads from now on
+    for layer, q, kv in zip(decoder_layers(model), keep_q, keep_kv):
+        attn = layer.self_attn
+        slice_linear(attn.q_proj, 0, head_rows(q, dim))
+        slice_linear(attn.k_proj, 0, head_rows(kv, dim))
+        slice_linear(attn.v_proj, 0, head_rows(kv, dim))
+        slice_linear(attn.o_proj, 1, head_rows(q, dim))
+        sizes = {"num_heads": len(q), "num_key_value_heads": len(kv), "num_key_value_groups": len(q) // len(kv)}
+        for name, value in sizes.items():
+            if hasattr(attn, name):
+                setattr(attn, name, value)
+    config.num_attention_heads, config.num_key_value_heads = len(keep_q[0]), len(keep_kv[0])
+
+
+def prune_hidden(model: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
+    """Keep hidden (embedding) channels `keep` everywhere the residual stream is read or written."""
+    config = model.config
+    config.head_dim = head_dim(config)
+    emb = embedding(model)
+    emb.weight = _param(emb.weight.index_select(1, keep.to(emb.weight.device)))
+    emb.embedding_dim = len(keep)
+    if arch.scaled_embedding:  # Gemma multiplies by sqrt(hidden_size); keep it equal to what a reload computes
+        emb.scalar_embed_scale = len(keep) ** 0.5
+        emb.embed_scale.fill_(len(keep) ** 0.5)
+    for layer in decoder_layers(model):
+        for norm in layer_norms(layer, arch):
+            slice_norm(norm, keep)
+        for linear in residual_readers(layer, arch):
+            slice_linear(linear, 1, keep)
+        for linear in residual_writers(layer):
+            slice_linear(linear, 0, keep)
+        if hasattr(layer.self_attn, "hidden_size"):
+            layer.self_attn.hidden_size = len(keep)
+    slice_norm(final_norm(model), keep)
+    head = model.get_output_embeddings()
+    if config.tie_word_embeddings:
+        head.weight = emb.weight
+    else:
+        slice_linear(head, 1, keep)
+    head.in_features = len(keep)
+    config.hidden_size = len(keep)
+
+
+def drop_layers(model: nn.Module, drop: list[int]) -> None:
+    """Remove decoder layers `drop` and renumber the rest (KV-cache slots, per-layer attention types)."""
+    config = model.config
+    kept = [i for i in range(config.num_hidden_layers) if i not in set(drop)]
+    layers = decoder_layers(model)
+    model.model.layers = nn.ModuleList(layers[i] for i in kept)
+    for new_idx, layer in enumerate(model.model.layers):
+        layer.self_attn.layer_idx = new_idx
+        if hasattr(layer, "layer_idx"):
+            layer.layer_idx = new_idx
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = [config.layer_types[i] for i in kept]
+    config.num_hidden_layers = len(kept)

@@ -1,0 +1,141 @@
+"""Importance scores equal their definitions computed by hand."""
+import copy
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from conftest import tiny_model
+from minitron.arch import arch_of
+from minitron.eval import lm_loss
+from minitron.importance import Scores, coupled_scores, compute_scores, seq_reduce
+from minitron.prune import Plan, apply_plan
+
+BATCHES = [torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+
+
+def capture(model, module, pre=True):
+    """All inputs (pre) or outputs of `module` over the calibration batches."""
+    seen = []
+    hook = (module.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach())) if pre else
+            module.register_forward_hook(lambda m, a, o: seen.append(o.detach())))
+    with torch.no_grad():
+        for ids in BATCHES:
+            model(input_ids=ids)
+    hook.remove()
+    return torch.cat(seen)  # (all sequences, S, D)
+
+
+def by_hand(x: torch.Tensor, seq: str, batch: str) -> torch.Tensor:
+    per_seq = {"mean": x.abs().mean(1), "l2": x.norm(dim=1), "var": x.var(1, unbiased=False)}[seq]
+    return {"l2": per_seq.norm(dim=0), "mean": per_seq.mean(0), "var": per_seq.var(0, unbiased=False)}[batch]
+
+
+@pytest.fixture(scope="module")
+def scored():
+    model = tiny_model("qwen2")
+    return model, compute_scores(model, BATCHES, ["activation", "wanda", "magnitude", "taylor", "random"],
+                                 BATCHES[:1], block_sizes=[2])
+
+
+@pytest.mark.parametrize("seq", ["mean", "l2", "var"])
+@pytest.mark.parametrize("batch", ["l2", "mean", "var"])
+def test_mlp_and_head_aggregations(scored, seq, batch):
+    model, scores = scored
+    layer = model.model.layers[2]
+    x = capture(model, layer.mlp.down_proj)
+    assert_close(scores.tensors[f"activation/{seq}-{batch}/mlp"][2], by_hand(x, seq, batch), rtol=1e-4, atol=1e-6)
+    heads = capture(model, layer.self_attn.o_proj).unflatten(-1, (8, 16)).norm(dim=-1)
+    assert_close(scores.tensors[f"activation/{seq}-{batch}/heads"][2], by_hand(heads, seq, batch),
+                 rtol=1e-4, atol=1e-6)
+
+
+def test_hidden_channels_aggregate_all_norms(scored):
+    model, scores = scored
+    norms = [model.model.norm] + [n for l in model.model.layers for n in (l.input_layernorm, l.post_attention_layernorm)]
+    per_seq = torch.cat([capture(model, n, pre=False).abs().mean(1) for n in norms])  # every norm's samples
+    assert_close(scores.tensors["activation/mean-l2/hidden"], per_seq.norm(dim=0), rtol=1e-4, atol=1e-6)
+
+
+def test_block_influence(scored):
+    model, scores = scored
+    layer = model.model.layers[1]
+    x, y = capture(model, layer), capture(model, layer, pre=False)
+    expected = (1 - torch.nn.functional.cosine_similarity(x, y, dim=-1)).mean()
+    assert_close(scores.tensors["layers/block_influence"][1], expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma3_text", "nemotron"])
+def test_layer_removal_loss_equals_loss_of_the_dropped_model(family):
+    model = tiny_model(family)
+    scores = compute_scores(model, BATCHES, ["magnitude"], BATCHES, block_sizes=[2])
+    base = lm_loss(model, BATCHES)
+    assert scores.meta["base_loss"] == pytest.approx(base, rel=1e-5)
+    for start, k, key in [(1, 1, "loss"), (2, 1, "loss"), (0, 2, "block_loss_k2"), (2, 2, "block_loss_k2")]:
+        dropped = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, list(range(start, start + k))))
+        assert scores.tensors[f"layers/{key}"][start].item() == pytest.approx(lm_loss(dropped, BATCHES) - base,
+                                                                              rel=1e-4, abs=1e-5)
+
+
+def test_magnitude_of_one_neuron_and_one_head(scored):
+    model, scores = scored
+    layer, j = model.model.layers[0], 5
+    mlp = layer.mlp
+    expected = mlp.gate_proj.weight[j].pow(2).sum() + mlp.up_proj.weight[j].pow(2).sum() + \
+        mlp.down_proj.weight[:, j].pow(2).sum()
+    assert_close(scores.tensors["magnitude/mlp"][0, j], expected.detach())
+    attn, h = layer.self_attn, 3
+    rows = slice(h * 16, (h + 1) * 16)
+    expected = attn.q_proj.weight[rows].pow(2).sum() + attn.q_proj.bias[rows].pow(2).sum() + \
+        attn.o_proj.weight[:, rows].pow(2).sum()
+    assert_close(scores.tensors["magnitude/heads"][0, h], expected.detach())
+
+
+def test_wanda_of_one_neuron(scored):
+    model, scores = scored
+    down = model.model.layers[3].mlp.down_proj
+    x = capture(model, down)
+    expected = down.weight[:, 7].abs().sum() * x[..., 7].norm()
+    assert_close(scores.tensors["wanda/mlp"][3, 7], expected.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_taylor_of_one_neuron(scored):
+    model, scores = scored
+    model.zero_grad()
+    for ids in BATCHES:
+        logits = model(input_ids=ids).logits
+        torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
+    mlp, j = model.model.layers[1].mlp, 11
+    expected = sum((w * w.grad)[j].abs().sum() for w in (mlp.gate_proj.weight, mlp.up_proj.weight)) + \
+        (mlp.down_proj.weight * mlp.down_proj.weight.grad)[:, j].abs().sum()
+    model.zero_grad()
+    assert_close(scores.tensors["taylor/mlp"][1, j], expected.detach(), rtol=1e-4, atol=1e-7)
+
+
+def test_accumulation_over_batches_equals_one_big_batch():
+    model = tiny_model("llama")
+    split = compute_scores(model, BATCHES, ["activation"])
+    whole = compute_scores(model, [torch.cat(BATCHES)], ["activation"])
+    for key, value in split.tensors.items():
+        assert_close(value, whole.tensors[key], rtol=1e-4, atol=1e-6)
+
+
+def test_scores_save_and_load(scored, tmp_path):
+    _, scores = scored
+    scores.save(tmp_path / "s")
+    loaded = Scores.load(tmp_path / "s")
+    assert loaded.tensors.keys() == scores.tensors.keys()
+    assert_close(loaded.width("taylor")["mlp"], scores.width("taylor")["mlp"])
+    assert loaded.criteria() == ["activation", "magnitude", "random", "taylor", "wanda"]
+
+
+def test_seq_reduce_shapes():
+    x = torch.randn(2, 5, 7)
+    assert all(seq_reduce(x, s).shape == (2, 7) for s in ("mean", "l2", "var"))
+
+
+def test_coupled_scores_cover_every_family(family):
+    model = tiny_model(family)
+    s = coupled_scores(model, arch_of(model.config), lambda p: p.detach().abs())
+    assert s["hidden"].shape == (64,) and s["heads"].shape == (4, 8) and s["mlp"].shape == (4, 96)
+    assert (s["hidden"] > 0).all()

@@ -1,0 +1,182 @@
+"""Pruning slices exactly: each op equals the teacher with those units zeroed or skipped."""
+import copy
+import json
+
+import pytest
+import torch
+from torch.testing import assert_close
+from transformers import AutoModelForCausalLM
+
+from conftest import tiny_model
+from minitron.arch import arch_of, count_params, head_dim
+from minitron.errors import MinitronError
+from minitron.importance import random_scores
+from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
+from minitron.slicing import head_rows
+
+IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
+
+
+def logits(model):
+    with torch.no_grad():
+        return model(input_ids=IDS).logits
+
+
+def random_keep(n: int, k: int, layers: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randperm(n, generator=g)[:k].sort().values for _ in range(layers)]
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_pruning_nothing_is_identity(family, tie, tmp_path):
+    model = tiny_model(family, tie)
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, []))
+    assert_close(logits(pruned), logits(model), rtol=0, atol=0)
+    pruned.save_pretrained(tmp_path)
+    assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path).eval()), logits(model))
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_mlp_pruning_equals_zeroed_neurons(family, tie):
+    model = tiny_model(family, tie)
+    keep = random_keep(96, 40, 4)
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, k in zip(zeroed.model.layers, keep):
+            mask = torch.ones(96, dtype=torch.bool)
+            mask[k] = False
+            layer.mlp.down_proj.weight[:, mask] = 0
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, keep, []))
+    assert pruned.config.intermediate_size == 40
+    assert_close(logits(pruned), logits(zeroed))
+
+
+@pytest.mark.parametrize("new_heads,new_kv", [(4, 2), (2, 1), (6, 2)])
+def test_head_pruning_equals_zeroed_heads_and_keeps_gqa(family, new_heads, new_kv):
+    model = tiny_model(family, tie=family == "qwen3")
+    dim = head_dim(model.config)
+    scores = torch.rand(4, 8, generator=torch.Generator().manual_seed(1))
+    chosen = [select_heads(s, 2, new_heads, new_kv) for s in scores]
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, (q, _) in zip(zeroed.model.layers, chosen):
+            mask = torch.ones(8 * dim, dtype=torch.bool)
+            mask[head_rows(q, dim)] = False
+            layer.self_attn.o_proj.weight[:, mask] = 0
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, [c[0] for c in chosen], [c[1] for c in chosen], None, []))
+    assert (pruned.config.num_attention_heads, pruned.config.num_key_value_heads) == (new_heads, new_kv)
+    for q, kv in chosen:  # every kept head belongs to a kept group, equal numbers per group
+        groups = (q // 4).tolist()
+        assert set(groups) == set(kv.tolist()) and all(groups.count(g) == new_heads // new_kv for g in groups)
+    assert_close(logits(pruned), logits(zeroed))
+
+
+def test_select_heads_ranks_within_groups():
+    scores = torch.tensor([9.0, 1.0, 8.0, 2.0, 7.0, 6.0, 0.5, 0.1])  # group 0: heads 0-3, group 1: heads 4-7
+    heads, groups = select_heads(scores, kv_groups=2, heads=4, new_kv=2)
+    assert heads.tolist() == [0, 2, 4, 5] and groups.tolist() == [0, 1]
+    heads, groups = select_heads(scores, kv_groups=2, heads=2, new_kv=1)
+    assert heads.tolist() == [0, 2] and groups.tolist() == [0]
+
+
+def skip_layers(model, drop):
+    """The teacher with layers `drop` turned into identities."""
+    skipped = copy.deepcopy(model)
+    for i in drop:
+        skipped.model.layers[i].forward = lambda hidden_states, *a, **k: hidden_states
+    return skipped
+
+
+@pytest.mark.parametrize("drop", [[1], [1, 2], [0, 3]])
+def test_dropping_layers_equals_skipping_them(family, drop, tmp_path):
+    model = tiny_model(family)
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, drop))
+    assert pruned.config.num_hidden_layers == 4 - len(drop)
+    assert_close(logits(pruned), logits(skip_layers(model, drop)))
+    pruned.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert_close(logits(reloaded), logits(pruned))
+    if family == "gemma3_text":  # per-layer attention types follow their layers
+        kept = [i for i in range(4) if i not in drop]
+        assert reloaded.config.layer_types == [model.config.layer_types[i] for i in kept]
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_path):
+    model = tiny_model(family, tie)
+    target = dict(hidden_size=40, intermediate_size=48, num_attention_heads=2, num_key_value_heads=1,
+                  num_hidden_layers=3)
+    sizes = check_target(model.config, target)
+    expected = params_of(target_config(model.config, sizes))
+    r = random_scores(model.config, seed=0)
+    chosen = [select_heads(s, 2, 2, 1) for s in r["heads"]]
+    plan = Plan(r["hidden"].topk(40).indices.sort().values, [c[0] for c in chosen], [c[1] for c in chosen],
+                [s.topk(48).indices.sort().values for s in r["mlp"]], [2])
+    pruned = apply_plan(copy.deepcopy(model), plan)
+    assert count_params(pruned) == expected
+    pruned.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert count_params(reloaded) == expected
+    assert {k: getattr(reloaded.config, k) for k in target} == target
+    assert_close(logits(reloaded), logits(pruned))
+    assert torch.isfinite(logits(reloaded)).all()
+
+
+def test_hidden_pruning_keeps_tied_embeddings_tied():
+    model = tiny_model("llama", tie=True)
+    pruned = apply_plan(model, Plan(torch.arange(0, 64, 2), None, None, None, []))
+    assert pruned.lm_head.weight is pruned.model.embed_tokens.weight
+    assert pruned.lm_head.weight.shape == (256, 32)
+
+
+def test_hidden_pruning_slices_the_residual_stream_consistently(family):
+    """Keeping every channel but in a permuted order changes nothing: all readers/writers moved together."""
+    model = tiny_model(family)
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(3))
+    permuted = apply_plan(copy.deepcopy(model), Plan(perm, None, None, None, []))
+    assert_close(logits(permuted), logits(model), rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_architecture_is_refused_by_name():
+    from transformers import GPT2Config
+
+    with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: gemma3_text, llama, mistral, nemotron"):
+        arch_of(GPT2Config())
+
+
+@pytest.mark.parametrize("target,message", [
+    ({"num_attention_heads": 7}, "not a multiple of num_key_value_heads=2"),
+    ({"num_attention_heads": 8, "num_key_value_heads": 1}, "more than the teacher's 4"),
+    ({"hidden_size": 65}, "between 1 and the teacher's 64"),
+    ({"intermediate_size": 0}, "between 1 and the teacher's 96"),
+    ({"head_size": 8}, "cannot prune head_size"),
+])
+def test_impossible_targets(target, message):
+    with pytest.raises(MinitronError, match=message):
+        check_target(tiny_model("llama").config, target)
+
+
+# Dry-run arithmetic on the seed models' configs (meta device, nothing allocated).
+NEMO_12B = dict(model_type="mistral", hidden_size=5120, num_hidden_layers=40, num_attention_heads=32,
+                num_key_value_heads=8, head_dim=128, intermediate_size=14336, vocab_size=131072,
+                tie_word_embeddings=False, sliding_window=None)
+NEMOTRON_15B = dict(model_type="nemotron", hidden_size=6144, num_hidden_layers=32, num_attention_heads=48,
+                    num_key_value_heads=8, head_dim=128, intermediate_size=24576, vocab_size=256000,
+                    tie_word_embeddings=False, hidden_act="relu2", partial_rotary_factor=0.5)
+
+
+@pytest.mark.parametrize("config,target,teacher_params,student_params", [
+    (NEMO_12B, dict(hidden_size=4096, intermediate_size=11520), 12_247_782_400, 8_414_105_600),
+    (NEMOTRON_15B, dict(hidden_size=4096, intermediate_size=16384), 15_628_775_424, 8_271_699_968),
+    (NEMOTRON_15B, dict(hidden_size=3072, num_attention_heads=24, intermediate_size=9216), 15_628_775_424,
+     4_190_509_056),
+])
+def test_seed_model_parameter_counts(tmp_path, config, target, teacher_params, student_params, capsys):
+    from minitron.cli import main
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    flag = ",".join(f"{k}={v}" for k, v in target.items())
+    main(["prune", "--model", str(tmp_path), "--target", flag, "--dry-run"])
+    out = capsys.readouterr().out
+    assert f"parameters: {teacher_params:,} -> {student_params:,}" in out
+    assert list(tmp_path.iterdir()) == [tmp_path / "config.json"]  # nothing written, no weights needed

@@ -1,0 +1,120 @@
+"""`minitron score` and `minitron prune` on saved tiny models: outputs, reuse, and bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from minitron.cli import main
+from minitron.importance import Scores
+
+
+def run_cli(*args):
+    main([str(a) for a in args])
+
+
+def fails(capsys, *args) -> str:
+    with pytest.raises(SystemExit) as e:
+        run_cli(*args)
+    assert e.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def stock_load(path) -> int:
+    """Parameter count as stock transformers sees it, in a process that never imports minitron."""
+    code = ("import sys, transformers; m = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1]); "
+            "print(sum(p.numel() for p in m.parameters())); assert 'minitron' not in sys.modules")
+    return int(subprocess.run([sys.executable, "-c", code, str(path)], check=True, capture_output=True,
+                              text=True).stdout.split()[-1])
+
+
+def test_score_then_prune_from_saved_scores(tiny_dir, tiny_data, tmp_path, monkeypatch):
+    run_cli("score", "--model", tiny_dir, "--data", tiny_data, "--out", tmp_path / "scores", "--calib-seqs", 8,
+            "--seq-len", 32, "--layer-loss", "--block-sizes", 2, "--criteria", "activation", "magnitude")
+    scores = Scores.load(tmp_path / "scores")
+    assert {"layers/loss", "layers/block_loss_k2", "layers/block_influence"} <= scores.tensors.keys()
+    assert scores.meta["calibration"]["num_seqs"] == 8
+
+    import minitron.prune
+    monkeypatch.setattr(minitron.prune, "needed_scores", lambda *a, **k: pytest.fail("scores were recomputed"))
+    out = tmp_path / "pruned"
+    run_cli("prune", "--model", tiny_dir, "--scores", tmp_path / "scores", "--out", out, "--target",
+            "hidden_size=48,intermediate_size=64,num_attention_heads=4,num_hidden_layers=2", "--layer-criterion", "block")
+    record = json.loads((out / "pruning.json").read_text())
+    assert record["dropped_layers"] == [int(scores.tensors["layers/block_loss_k2"].argmin()) + i for i in range(2)]
+    assert record["target"]["hidden_size"] == 48 and record["criterion"] == "activation"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= \
+        {p.name for p in out.iterdir()}
+    assert stock_load(out) == record["params_after"] < record["params_before"]
+
+
+def test_prune_computes_scores_when_none_given(tiny_dir, tiny_data, tmp_path):
+    out = tmp_path / "p"
+    run_cli("prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--calib-seqs", 4, "--seq-len", 32,
+            "--target", "intermediate_size=48", "--drop-layers", "1", "--criterion", "wanda")
+    record = json.loads((out / "pruning.json").read_text())
+    assert record["dropped_layers"] == [1] and record["calibration"]["num_seqs"] == 4
+    assert stock_load(out) == record["params_after"]
+
+
+def test_existing_output_is_refused_and_kept(tiny_dir, tiny_data, tmp_path, capsys):
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    err = fails(capsys, "prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--target",
+                "intermediate_size=48")
+    assert "already exists" in err and (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--target", "num_attention_heads=7"], "not a multiple of num_key_value_heads"),
+    (["--target", "hidden_size=65"], "between 1 and the teacher's 64"),
+    (["--target", "intermediate_size=0"], "between 1 and the teacher's 96"),
+    (["--drop-layers", "0-3"], "would remove all 4 layers"),
+    (["--drop-layers", "2-9"], "the model has layers 0-3"),
+    (["--target", "num_hidden_layers=3", "--drop-layers", "0-1"], "give one or the other"),
+    (["--target", "hidden_size=abc"], "must be a whole number"),
+])
+def test_impossible_targets_write_nothing(tiny_dir, tmp_path, capsys, args, message):
+    err = fails(capsys, "prune", "--model", tiny_dir, "--out", tmp_path / "out", *args)
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_models(tmp_path, capsys):
+    assert "does not exist" in fails(capsys, "prune", "--model", tmp_path / "nope", "--dry-run")
+    (tmp_path / "empty").mkdir()
+    assert "no config.json" in fails(capsys, "prune", "--model", tmp_path / "empty", "--dry-run")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    assert "cannot read" in fails(capsys, "prune", "--model", tmp_path / "bad", "--dry-run")
+    (tmp_path / "fake.gguf").write_bytes(b"GGUF" + b"\x00" * 64)
+    assert "not a readable GGUF model" in fails(capsys, "score", "--model", tmp_path / "fake.gguf")
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    assert "'gpt2' (GPT2LMHeadModel) is not supported" in fails(capsys, "prune", "--model", tmp_path / "gpt2", "--dry-run")
+
+
+def test_corrupt_weights(tiny_dir, tiny_data, tmp_path, capsys):
+    weights = tiny_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    err = fails(capsys, "prune", "--model", tiny_dir, "--data", tiny_data, "--out", tmp_path / "o", "--target",
+                "intermediate_size=48")
+    assert "corrupt or incomplete" in err and not (tmp_path / "o").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from minitron.errors import MinitronError
+
+    with pytest.raises(MinitronError):
+        run_cli("prune", "--model", tmp_path / "nope", "--dry-run", "--debug")
+
+
+def test_yaml_config(tiny_dir, tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text(f"model: {tiny_dir}\ntarget: {{intermediate_size: 48}}\ndry_run: true\n")
+    run_cli("prune", "--config", tmp_path / "p.yaml")
+    assert "intermediate_size: 96 -> 48" in capsys.readouterr().out
+    (tmp_path / "bad.yaml").write_text("modle: x\n")
+    assert "unknown parameter(s) modle" in fails(capsys, "prune", "--config", tmp_path / "bad.yaml")
