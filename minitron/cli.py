@@ -20,9 +20,14 @@ from minitron.errors import MinitronError
 
 # subcommand -> "module:function" of the library function it wraps.
 COMMANDS = {
+    "compress": "minitron.pipeline:compress",
     "score": "minitron.importance:score",
     "prune": "minitron.prune:prune",
     "data": "minitron.data:build_data",
+    "distill": "minitron.distill.trainer:distill",
+    "eval": "minitron.eval:evaluate",
+    "chat": "minitron.chat.cli:chat",
+    "generate": "minitron.chat.cli:generate",
 }
 
 
@@ -157,9 +162,18 @@ def run(argv: list[str] | None = None) -> Any:
     return fn(**kwargs)
 
 
+def quiet_transformers() -> None:
+    """minitron shows its own progress; transformers' per-file bars and advice would bury it."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    quiet_transformers()
     try:
         run(argv)
     except MinitronError as e:

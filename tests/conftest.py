@@ -103,9 +103,24 @@ def tiny_dir(tmp_path):
     return save_tiny(tmp_path / "tiny-llama")
 
 
-@pytest.fixture
-def tiny_data(tmp_path, tiny_dir):
+def build_tiny_data(tmp_path, model_dir, docs: int = 40, words: int = 120, name: str = "data"):
+    """Token data (train/val) from `write_corpus` documents, made with `model_dir`'s tokenizer."""
     from minitron.data import build_data
 
-    return build_data(source=[str(write_corpus(tmp_path / "corpus"))], out=tmp_path / "data", tokenizer=str(tiny_dir),
-                      glob="*.txt", val_fraction=0.2)
+    return build_data(source=[str(write_corpus(tmp_path / f"{name}-text", docs, words))], out=tmp_path / name,
+                      tokenizer=str(model_dir), glob="*.txt", val_fraction=0.25)
+
+
+@pytest.fixture
+def tiny_data(tmp_path, tiny_dir):
+    return build_tiny_data(tmp_path, tiny_dir)
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """Tiny models run fastest on one thread (two threads crawl on a busy machine); subprocesses get one too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)

@@ -118,3 +118,17 @@ def test_yaml_config(tiny_dir, tmp_path, capsys):
     assert "intermediate_size: 96 -> 48" in capsys.readouterr().out
     (tmp_path / "bad.yaml").write_text("modle: x\n")
     assert "unknown parameter(s) modle" in fails(capsys, "prune", "--config", tmp_path / "bad.yaml")
+
+
+@pytest.mark.slow
+def test_prune_real_default_teacher(tmp_path, capsys):
+    """The real SmolLM2-135M-Instruct (GGUF, dequantised once): dry run and real prune agree, stock load works."""
+    target = "hidden_size=384,intermediate_size=1024,num_attention_heads=6"
+    run_cli("prune", "--target", target, "--dry-run")
+    assert "parameters: 134,515,008 -> " in capsys.readouterr().out
+    out = tmp_path / "half"
+    run_cli("prune", "--target", target, "--out", out, "--calib-seqs", 2, "--seq-len", 64, "--drop-layers", "20-21")
+    record = json.loads((out / "pruning.json").read_text())
+    assert record["params_before"] == 134_515_008 and record["dropped_layers"] == [20, 21]
+    assert stock_load(out) == record["params_after"]
+    assert "{% for message in messages %}" in (out / "chat_template.jinja").read_text()

@@ -1,0 +1,105 @@
+"""Which importance criterion prunes best? Zero-shot validation LM loss of the real default teacher
+(SmolLM2-135M-Instruct) pruned by every width criterion and aggregation, and by three depth criteria,
+all from one set of scores computed in one run.
+
+    python benchmarks/pruning_criteria.py [--calib-seqs 64] [--val-seqs 32] [--out docs/pruning_criteria.md]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from minitron.data import TokenData, default_data
+from minitron.eval import lm_loss
+from minitron.importance import AGGREGATIONS, calibration, compute_scores
+from minitron.load import load_model, load_tokenizer
+from minitron.prune import apply_plan, check_target, make_plan
+
+WIDTH = dict(hidden_size=384, intermediate_size=1024, num_attention_heads=6)  # 2 query heads per KV group
+DROP = 10  # of 30 layers
+
+
+def evaluate(model, val) -> float:
+    return lm_loss(model, val.split(4))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--calib-seqs", type=int, default=64)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--layer-loss-seqs", type=int, default=8)
+    p.add_argument("--val-seqs", type=int, default=32)
+    p.add_argument("--out", type=Path, default=Path("docs/pruning_criteria.md"))
+    args = p.parse_args()
+    torch.manual_seed(0)
+    tok, teacher = load_tokenizer("default"), load_model("default")
+    data = TokenData.open(default_data("default"))
+    val = data.fixed("val", args.val_seqs, args.seq_len)["input_ids"]
+    batches = calibration("default", tok, None, args.calib_seqs, args.seq_len, 8)
+    loss_batches = calibration("default", tok, None, args.layer_loss_seqs, args.seq_len, 8, seed=1235)
+    t = time.time()
+    scores = compute_scores(teacher, batches, ["activation", "wanda", "magnitude", "taylor", "random"],
+                            loss_batches, block_sizes=[DROP])
+    score_s = time.time() - t
+    rows = [("teacher (unpruned)", "-", evaluate(teacher, val))]
+    width = check_target(teacher.config, WIDTH)
+    runs = [("activation", s, b) for s in AGGREGATIONS for b in AGGREGATIONS] + \
+        [(c, "-", "-") for c in ("wanda", "taylor", "magnitude", "random")]
+    for criterion, s, b in runs:
+        plan = make_plan(scores, teacher.config, width, None, criterion, s if s != "-" else "mean", b if b != "-" else "l2")
+        loss = evaluate(apply_plan(copy.deepcopy(teacher), plan), val)
+        rows.append((criterion, f"seq {s}, batch {b}" if s != "-" else "-", loss))
+        print(f"{rows[-1][0]:>10} {rows[-1][1]:>22}  val loss {loss:.3f}", flush=True)
+    depth = check_target(teacher.config, {"num_hidden_layers": 30 - DROP})
+    depth_rows = []
+    for name, crit in [("Block Influence (10 lowest)", "bi"), ("LM-loss increase (10 lowest)", "loss"),
+                       ("best contiguous block of 10", "block"), ("random 10", "random")]:
+        plan = make_plan(scores, teacher.config, depth, None, layer_criterion=crit)
+        loss = evaluate(apply_plan(copy.deepcopy(teacher), plan), val)
+        depth_rows.append((name, plan.drop, loss))
+        print(f"{name:>30} drop {plan.drop} val loss {loss:.3f}", flush=True)
+    write_report(args, rows, depth_rows, scores, score_s)
+
+
+def write_report(args, rows, depth_rows, scores, score_s) -> None:
+    teacher_loss = rows[0][2]
+    best_random = next(r[2] for r in rows if r[0] == "random")
+    lines = [
+        "# Pruning criteria on the real default teacher",
+        "",
+        "Zero-shot (no distillation) validation LM loss of SmolLM2-135M-Instruct pruned by each criterion. "
+        f"Calibration: {args.calib_seqs} sequences × {args.seq_len} tokens of the default corpus (train split); "
+        f"validation: the first {args.val_seqs} × {args.seq_len} tokens of the held-out split, the same for every row. "
+        f"All scores come from one scoring run ({score_s:.0f} s on this machine's 2 CPU cores).",
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/pruning_criteria.py` "
+        f"(`--calib-seqs {args.calib_seqs} --val-seqs {args.val_seqs}`).",
+        "",
+        f"## Width: hidden 576→384, MLP 1536→1024, heads 9→6 (2 per KV group)",
+        "",
+        "| criterion | aggregation | val loss | perplexity | loss vs random |",
+        "|---|---|---|---|---|",
+    ]
+    for name, agg, loss in rows:
+        lines.append(f"| {name} | {agg} | {loss:.3f} | {torch.tensor(loss).exp():.1f} | "
+                     f"{'' if name.startswith('teacher') else f'{loss / best_random:.2f}×'} |")
+    lines += ["", f"## Depth: drop {DROP} of 30 layers", "", "| criterion | layers dropped | val loss | perplexity |",
+              "|---|---|---|---|"]
+    for name, drop, loss in depth_rows:
+        lines.append(f"| {name} | {drop} | {loss:.3f} | {torch.tensor(loss).exp():.1f} |")
+    lines += ["", f"Teacher validation loss: {teacher_loss:.3f}.", ""]
+    args.out.write_text("\n".join(lines) + "\n")
+    (args.out.with_suffix(".json")).write_text(json.dumps(
+        {"width": [dict(criterion=n, aggregation=a, val_loss=l) for n, a, l in rows],
+         "depth": [dict(criterion=n, dropped=d, val_loss=l) for n, d, l in depth_rows],
+         "scoring_seconds": score_s, "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

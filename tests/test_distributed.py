@@ -1,0 +1,88 @@
+"""Two CPU processes on gloo (torchrun + FSDP2): the same losses and weights as one process, and checkpoints
+that move between 1 and 2 processes."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import build_tiny_data, save_tiny
+from safetensors.torch import load_file
+
+from minitron.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVER = """
+import sys
+from minitron.cli import main
+args = sys.argv[1:]
+cut = args.index("--then")
+main(args[:cut])  # a fresh run, then a resumed one in the same processes (the group is reused)
+main(args[cut + 1:])
+"""
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # torchrun gives each worker one thread too
+
+
+def _args(tmp, out, *extra):
+    return ["distill", "--teacher", str(tmp / "teacher"), "--student", str(tmp / "student"),
+            "--data", str(tmp / "data"), "--out", str(out), "--tokens", str(4 * 256), "--seq-len", "32",
+            "--micro-batch", "2", "--global-batch-tokens", "256", "--eval-seqs", "4", "--eval-every", "2",
+            "--save-every", "2", "--lr", "1e-3", "--hidden-loss", "cosine", "--layer-pairs", "1:3", *extra]
+
+
+def _rewind(src: Path, dst: Path) -> Path:
+    """A copy of a finished run as if it had been stopped right after its step-2 checkpoint."""
+    shutil.copytree(src, dst)
+    shutil.rmtree(dst / "checkpoints" / "step-4")
+    shutil.rmtree(dst / "student")
+    return dst
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = load_file(a / "student" / "model.safetensors"), load_file(b / "student" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=5e-6, msg=k)  # training moves them ~1e-3
+
+
+def test_two_processes_match_one_and_checkpoints_move(tmp_path):
+    save_tiny(tmp_path / "teacher", seed=0)
+    save_tiny(tmp_path / "student", seed=1, tie=True, num_hidden_layers=2, hidden_size=48, num_attention_heads=4)
+    build_tiny_data(tmp_path, tmp_path / "teacher")
+    one = tmp_path / "one"
+    main(_args(tmp_path, one))
+    from_one = _rewind(one, tmp_path / "from-one")
+
+    two = tmp_path / "two"
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(driver), *_args(tmp_path, two), "--then", *_args(tmp_path, from_one, "--resume")]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    # 2 processes train on the same global batches as 1: same losses, same weights
+    m1, m2 = _metrics(one), _metrics(two)
+    assert json.loads((two / "train_config.json").read_text())["world_size"] == 2
+    assert [m["step"] for m in m2] == [1, 2, 3, 4]
+    for key in ("loss", "grad_norm"):
+        assert [m[key] for m in m2] == pytest.approx([m[key] for m in m1], rel=1e-4)
+    assert [m["val_loss"] for m in m2 if "val_loss" in m] == pytest.approx(
+        [m["val_loss"] for m in m1 if "val_loss" in m], rel=1e-4)
+    _assert_same_weights(one, two)
+
+    # a 1-process checkpoint resumed on 2 processes, and a 2-process checkpoint resumed on 1
+    assert [m["loss"] for m in _metrics(from_one)] == pytest.approx([m["loss"] for m in m1], rel=1e-4)
+    _assert_same_weights(one, from_one)
+    from_two = _rewind(two, tmp_path / "from-two")
+    main(_args(tmp_path, from_two, "--resume"))
+    _assert_same_weights(two, from_two)
+    assert [m["loss"] for m in _metrics(from_two)] == pytest.approx([m["loss"] for m in m2], rel=1e-4)

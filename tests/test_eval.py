@@ -1,0 +1,69 @@
+"""`minitron eval`: held-out LM loss and perplexity on the same windows for every model, generation speed."""
+import json
+import math
+
+import pytest
+from conftest import build_tiny_data, save_tiny, tiny_tokenizer
+from transformers import AutoModelForCausalLM
+
+from minitron.cli import main
+from minitron.data import TokenData
+from minitron.eval import evaluate, generation_speed, lm_loss
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval")
+    a = save_tiny(tmp / "a", seed=0)
+    b = save_tiny(tmp / "b", family="qwen3", seed=3, num_hidden_layers=2)
+    return tmp, a, b, build_tiny_data(tmp, a)
+
+
+def test_evaluate_matches_a_plain_computation(models):
+    tmp, a, b, data = models
+    ra = evaluate(str(a), str(data), seq_len=16, num_seqs=6, batch_size=4, speed=False)
+    rb = evaluate(str(b), str(data), seq_len=16, num_seqs=6, batch_size=4, speed=False)
+    windows = TokenData.open(data).fixed("val", 6, 16)["input_ids"]
+    want = lm_loss(AutoModelForCausalLM.from_pretrained(a), [windows[:4], windows[4:]])
+    assert ra["val_loss"] == pytest.approx(want, rel=1e-5)
+    assert ra["perplexity"] == pytest.approx(math.exp(want), rel=1e-5)
+    assert ra["val_tokens"] == rb["val_tokens"] == 6 * 16  # the same held-out tokens for every model
+    assert ra["val_loss"] != rb["val_loss"] and ra["params"] > rb["params"]
+    big = evaluate(str(a), str(data), seq_len=128, num_seqs=10**6, batch_size=16, speed=False)
+    assert big["num_seqs"] == (TokenData.open(data).num_tokens("val") - 1) // 128  # capped at what the split holds
+
+
+def test_generation_speed_counts_new_tokens(models, monkeypatch):
+    tmp, a, _, _ = models
+    model, tok = AutoModelForCausalLM.from_pretrained(a).eval(), tiny_tokenizer()
+    lengths = []
+    real = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: lengths.append(out := real(**kw)) or out)
+    speed = generation_speed(model, tok, new_tokens=12, batch_size=2)
+    assert math.isfinite(speed) and speed > 0
+    prompt = len(tok("The history of computing")["input_ids"])
+    assert lengths[-1].shape == (2, prompt + 12)  # EOS never stops it early
+
+
+def test_eval_command_writes_json_and_refuses_other_tokenizer(models, capsys):
+    tmp, a, _, data = models
+    out = tmp / "metrics" / "a.json"
+    main(["eval", "--model", str(a), "--data", str(data), "--seq-len", "16", "--num-seqs", "4",
+          "--new-tokens", "4", "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert {"val_loss", "perplexity", "generation_tokens_per_s", "params"} <= set(written)
+    other = save_tiny(tmp / "other")
+    other_tok = tiny_tokenizer()
+    other_tok.add_tokens(["<extra>"])
+    other_tok.save_pretrained(other)
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--model", str(other), "--data", str(data), "--seq-len", "16"])
+    assert exc.value.code == 1
+    assert "made with another tokenizer" in capsys.readouterr().err.splitlines()[-1]
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", str(a), "--data", str(data), "--seq-len", "100000"])
+    assert "too few for one window" in capsys.readouterr().err.splitlines()[-1]
+    again = evaluate(str(a), str(data), seq_len=16, num_seqs=4, speed=False)
+    assert written["val_loss"] == again["val_loss"]  # deterministic: same windows, same number

@@ -1,0 +1,249 @@
+"""The training loop: outputs, the loss it optimises, conventional training, exact resume after SIGKILL,
+a full disk while saving, and bad input through the command line."""
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_data, save_tiny, tiny_tokenizer
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from minitron.cli import main
+from minitron.data import TokenData
+from minitron.distill.losses import ForwardKL
+from minitron.eval import evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--seq-len", "32", "--micro-batch", "2", "--global-batch-tokens", "128", "--eval-seqs", "4"]
+STUDENT = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny teacher, a narrower and shallower student, and token data with a loss mask."""
+    tmp = tmp_path_factory.mktemp("world")
+    teacher = save_tiny(tmp / "teacher", seed=0)
+    student = save_tiny(tmp / "student", seed=1, **STUDENT)
+    data = build_tiny_data(tmp, teacher)
+    masked = tmp / "masked"
+    shutil.copytree(data, masked)
+    for split in ("train", "val"):  # chat-style data: train on two tokens of every three
+        n = TokenData.open(data).num_tokens(split)
+        (np.arange(n) % 3 != 0).astype(np.uint8).tofile(masked / f"{split}.mask.bin")
+    return dict(teacher=str(teacher), student=str(student), data=str(data), masked=str(masked), tmp=tmp)
+
+
+def distill_args(w, out, tokens, *extra, data="data"):
+    return ["distill", "--teacher", w["teacher"], "--student", w["student"], "--data", w[data],
+            "--tokens", str(tokens), "--out", str(out), *SMALL, *extra]
+
+
+def read_metrics(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_cli_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("minitron: error: ")]
+    assert len(lines) == 1 and ("\n" + err.rstrip()).endswith("\n" + lines[0])  # a line of its own, printed last
+    return lines[0]
+
+
+def test_distill_outputs_and_masked_kd_loss(world, tmp_path):
+    out = tmp_path / "run"
+    main(distill_args(world, out, 6 * 128, "--eval-every", "2", "--save-every", "2", "--lr", "1e-3",
+                      data="masked"))
+    # layout: a stock-loadable student, the newest two checkpoints, one metrics line per step, the config
+    student = AutoModelForCausalLM.from_pretrained(out / "student")
+    assert student.config.num_hidden_layers == 2 and (out / "student" / "tokenizer.json").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4", "step-6"]
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == list(range(1, 7))
+    assert all({"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s"} <= set(m) for m in metrics)
+    assert [m["step"] for m in metrics if "val_loss" in m] == [2, 4, 6]
+    assert metrics[-1]["tokens"] == 6 * 128 and metrics[-1]["loss"] < metrics[0]["loss"]
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["loss"] == "forward_kl" and saved["plan"]["n_micro"] == 2 and saved["plan"]["steps"] == 6
+
+    # step 1's loss is forward KL averaged over the masked tokens of its two micro-batches
+    data = TokenData.open(world["masked"])
+    batches = [data.sample("train", 2, 32, seed=0, step=1, micro=m) for m in range(2)]
+    ids = torch.cat([b["input_ids"] for b in batches])
+    mask = torch.cat([b["loss_mask"] for b in batches])
+    with torch.no_grad():
+        t_logits = AutoModelForCausalLM.from_pretrained(world["teacher"])(ids[:, :-1]).logits
+        s_logits = AutoModelForCausalLM.from_pretrained(world["student"])(ids[:, :-1]).logits
+    want = ForwardKL()(s_logits, t_logits, mask=mask).item()
+    assert metrics[0]["loss"] == pytest.approx(want, rel=1e-5)
+
+    # the trainer's validation loss is what `minitron eval` measures on the same held-out windows
+    ev = evaluate(str(out / "student"), world["masked"], seq_len=32, num_seqs=4, speed=False)
+    assert ev["val_loss"] == pytest.approx(metrics[-1]["val_loss"], rel=1e-5)
+
+
+def test_conventional_training_from_random_init(world, tmp_path):
+    out = tmp_path / "ce"
+    main(["distill", "--student", world["student"], "--data", world["data"], "--tokens", str(30 * 128),
+          "--out", str(out), "--init", "random", "--lr", "3e-3", "--eval-every", "0", "--save-every", "0",
+          "--warmup-steps", "2", *SMALL])
+    metrics = read_metrics(out)
+    assert json.loads((out / "train_config.json").read_text())["loss"] == "ce"
+    assert metrics[0]["loss"] == pytest.approx(np.log(256), abs=0.3)  # random init predicts ~uniformly
+    assert np.mean([m["loss"] for m in metrics[-3:]]) < metrics[0]["loss"] - 1.0
+    assert metrics[0]["lr"] == pytest.approx(1.5e-3) and metrics[-1]["lr"] < 3e-4  # warm-up, cosine decay
+    assert "val_loss" in metrics[-1] and sorted(os.listdir(out / "checkpoints")) == ["step-30"]
+
+
+def _weights(path):
+    return load_file(Path(path) / "model.safetensors")
+
+
+def test_resume_after_sigkill_is_exact(world, tmp_path):
+    steps = 16
+    extra = ["--save-every", "2", "--eval-every", "0", "--hidden-loss", "cosine", "--layer-pairs", "1:3",
+             "--loss", "ce_kd", "--lr", "1e-3"]
+    reference = tmp_path / "reference"
+    main(distill_args(world, reference, steps * 128, *extra))
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "minitron", *distill_args(world, out, steps * 128, *extra)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").is_file() and len(read_metrics(out)) >= 5:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "student").exists(), "the run finished before it could be killed"
+    done = len(read_metrics(out))
+    assert 5 <= done < steps
+
+    resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout
+    a, b = _weights(out / "student"), _weights(reference / "student")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    for k, v in _weights(reference / "checkpoints" / f"step-{steps}").items():  # projections and student alike
+        torch.testing.assert_close(_weights(out / "checkpoints" / f"step-{steps}")[k], v, msg=k)
+    got, want = read_metrics(out), read_metrics(reference)
+    assert [m["step"] for m in got] == list(range(1, steps + 1))
+    assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in want], rel=1e-5)
+
+
+def test_full_disk_keeps_previous_checkpoint(world, tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+
+    out = tmp_path / "full"
+    argv = distill_args(world, out, 6 * 128, "--save-every", "2", "--eval-every", "0")
+    real, calls = safetensors.torch.save_file, []
+
+    def save_file(tensors, filename, *a, **k):
+        calls.append(filename)
+        if "step-4" in str(filename):
+            raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+        return real(tensors, filename, *a, **k)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    err = run_cli_error(argv, capsys)
+    assert "no space left on device while saving checkpoint step-4" in err and "step-2 is intact" in err
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-2"]  # no half-written step-4 left behind
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    main(argv + ["--resume"])
+    assert [m["step"] for m in read_metrics(out)] == list(range(1, 7)) and (out / "student").is_dir()
+
+
+def _other_tokenizer_data(world):
+    other = world["tmp"] / "other-model"
+    if not other.exists():
+        save_tiny(other)
+        tok = tiny_tokenizer()
+        tok.add_tokens(["<extra>"])
+        tok.save_pretrained(other)
+        build_tiny_data(world["tmp"], other, name="other-data")
+    return str(world["tmp"] / "other-data")
+
+
+def _tiny_data_dir(world):
+    d = world["tmp"] / "few-tokens"
+    if not d.exists():
+        build_tiny_data(world["tmp"], world["teacher"], docs=8, words=6, name="few-tokens")
+    return str(d)
+
+
+BAD = {
+    "vocabulary": (lambda w: ["--teacher", str(save_tiny(w["tmp"] / "v200", vocab_size=200))],
+                   "different vocabularies"),
+    "tokenizer": (lambda w: ["--data", _other_tokenizer_data(w)], "made with another tokenizer"),
+    "empty data": (lambda w: ["--data", str(Path(w["tmp"]).joinpath("empty").resolve())],
+                   "not a minitron data directory"),
+    "tiny data": (lambda w: ["--data", _tiny_data_dir(w), "--seq-len", "400"], "fewer than one sequence of 401"),
+    "budget": (lambda w: ["--tokens", "100"], "less than one optimiser step"),
+    "student": (lambda w: ["--student", str(w["tmp"])], "no config.json"),
+    "no teacher": (lambda w: ["--teacher", str(w["tmp"] / "missing")], "does not exist"),
+    "kd without teacher": (lambda w: ["--loss", "jsd", "--init", "random"], None),
+    "layer pair": (lambda w: ["--hidden-loss", "mse", "--layer-pairs", "5:1"], "out of range"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line(world, tmp_path, capsys, case):
+    make, message = BAD[case]
+    (Path(world["tmp"]) / "empty").mkdir(exist_ok=True)
+    out = tmp_path / "out"
+    argv = distill_args(world, out, 4 * 128) + make(world)
+    if case == "kd without teacher":
+        argv = [a for i, a in enumerate(argv) if a != "--teacher" and argv[i - 1] != "--teacher"]
+        message = "needs a --teacher"
+    err = run_cli_error(argv, capsys)
+    assert message in err
+    assert not out.exists()  # nothing written
+
+
+def test_existing_run_is_not_clobbered(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    err = run_cli_error(distill_args(world, out, 4 * 128), capsys)
+    assert "--resume" in err and "--overwrite" in err
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_every_family_distils_the_plain_kd_loss(world, tmp_path, family):
+    """Step 1 of every family equals forward KL on the models' own logits (embedding scaling, norms, heads)."""
+    teacher = save_tiny(tmp_path / "teacher", family=family, seed=0)
+    student = save_tiny(tmp_path / "student", family=family, seed=1, tie=True, num_hidden_layers=2)
+    out = tmp_path / "run"
+    main(["distill", "--teacher", str(teacher), "--student", str(student), "--data", world["data"],
+          "--tokens", "128", "--out", str(out), "--chunk-tokens", "48", *SMALL])
+    ids = torch.cat([TokenData.open(world["data"]).sample("train", 2, 32, 0, 1, m)["input_ids"] for m in range(2)])
+    with torch.no_grad():
+        t_logits = AutoModelForCausalLM.from_pretrained(teacher)(ids[:, :-1]).logits
+        s_logits = AutoModelForCausalLM.from_pretrained(student)(ids[:, :-1]).logits
+    assert read_metrics(out)[0]["loss"] == pytest.approx(ForwardKL()(s_logits, t_logits).item(), rel=1e-5)
+    trained = AutoModelForCausalLM.from_pretrained(out / "student")
+    assert trained.config.model_type == family and trained.config.tie_word_embeddings
+
+
+@pytest.mark.parametrize("command", ["distill", "eval"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "--seq-len" in capsys.readouterr().out
