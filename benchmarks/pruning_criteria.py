@@ -16,7 +16,7 @@ import torch
 
 from minitron.data import TokenData, default_data
 from minitron.eval import lm_loss
-from minitron.importance import AGGREGATIONS, calibration, compute_scores
+from minitron.importance import AGGREGATIONS, Scores, calibration, compute_scores
 from minitron.load import load_model, load_tokenizer
 from minitron.prune import apply_plan, check_target, make_plan
 
@@ -35,6 +35,8 @@ def main() -> None:
     p.add_argument("--layer-loss-seqs", type=int, default=8)
     p.add_argument("--val-seqs", type=int, default=32)
     p.add_argument("--out", type=Path, default=Path("docs/pruning_criteria.md"))
+    p.add_argument("--scores", type=Path, default=Path("runs/bench/pruning_scores"),
+                   help="where the scores are cached (reused when present: delete to recompute)")
     args = p.parse_args()
     torch.manual_seed(0)
     tok, teacher = load_tokenizer("default"), load_model("default")
@@ -42,10 +44,7 @@ def main() -> None:
     val = data.fixed("val", args.val_seqs, args.seq_len)["input_ids"]
     batches = calibration("default", tok, None, args.calib_seqs, args.seq_len, 8)
     loss_batches = calibration("default", tok, None, args.layer_loss_seqs, args.seq_len, 8, seed=1235)
-    t = time.time()
-    scores = compute_scores(teacher, batches, ["activation", "wanda", "magnitude", "taylor", "random"],
-                            loss_batches, block_sizes=[DROP])
-    score_s = time.time() - t
+    scores, score_s = cached_scores(args, teacher, batches, loss_batches)
     rows = [("teacher (unpruned)", "-", evaluate(teacher, val))]
     width = check_target(teacher.config, WIDTH)
     runs = [("activation", s, b) for s in AGGREGATIONS for b in AGGREGATIONS] + \
@@ -63,10 +62,35 @@ def main() -> None:
         loss = evaluate(apply_plan(copy.deepcopy(teacher), plan), val)
         depth_rows.append((name, plan.drop, loss))
         print(f"{name:>30} drop {plan.drop} val loss {loss:.3f}", flush=True)
-    write_report(args, rows, depth_rows, scores, score_s)
+    axis_rows = per_axis(teacher, scores, val)
+    write_report(args, rows, depth_rows, axis_rows, score_s)
 
 
-def write_report(args, rows, depth_rows, scores, score_s) -> None:
+def cached_scores(args, teacher, batches, loss_batches) -> tuple[Scores, float]:
+    if (args.scores / "scores.json").is_file():
+        scores = Scores.load(args.scores)
+        return scores, scores.meta["seconds"]
+    t = time.time()
+    scores = compute_scores(teacher, batches, ["activation", "wanda", "magnitude", "taylor", "random"],
+                            loss_batches, block_sizes=[DROP])
+    scores.meta["seconds"] = time.time() - t
+    scores.save(args.scores)
+    return scores, scores.meta["seconds"]
+
+
+def per_axis(teacher, scores, val) -> list[tuple[str, str, float]]:
+    """Each width axis pruned alone, to see where the criteria differ."""
+    rows = []
+    for axis, size in WIDTH.items():
+        target = check_target(teacher.config, {axis: size})
+        for criterion in ("activation", "wanda", "taylor", "magnitude", "random"):
+            plan = make_plan(scores, teacher.config, target, None, criterion)
+            rows.append((f"{axis}={size}", criterion, evaluate(apply_plan(copy.deepcopy(teacher), plan), val)))
+            print(f"{rows[-1][0]:>24} {criterion:>10} val loss {rows[-1][2]:.3f}", flush=True)
+    return rows
+
+
+def write_report(args, rows, depth_rows, axis_rows, score_s) -> None:
     teacher_loss = rows[0][2]
     best_random = next(r[2] for r in rows if r[0] == "random")
     lines = [
@@ -92,11 +116,18 @@ def write_report(args, rows, depth_rows, scores, score_s) -> None:
               "|---|---|---|---|"]
     for name, drop, loss in depth_rows:
         lines.append(f"| {name} | {drop} | {loss:.3f} | {torch.tensor(loss).exp():.1f} |")
+    lines += ["", "## Each width axis alone", "", "The same scores, one axis pruned at a time "
+              "(activation: sequence mean, batch L2).", "", "| pruned | " +
+              " | ".join(c for c in ("activation", "wanda", "taylor", "magnitude", "random")) + " |",
+              "|---|---|---|---|---|---|"]
+    for axis in dict.fromkeys(r[0] for r in axis_rows):
+        lines.append(f"| {axis} | " + " | ".join(f"{l:.3f}" for a, _, l in axis_rows if a == axis) + " |")
     lines += ["", f"Teacher validation loss: {teacher_loss:.3f}.", ""]
     args.out.write_text("\n".join(lines) + "\n")
     (args.out.with_suffix(".json")).write_text(json.dumps(
         {"width": [dict(criterion=n, aggregation=a, val_loss=l) for n, a, l in rows],
          "depth": [dict(criterion=n, dropped=d, val_loss=l) for n, d, l in depth_rows],
+         "per_axis": [dict(pruned=a, criterion=c, val_loss=l) for a, c, l in axis_rows],
          "scoring_seconds": score_s, "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
     print(f"wrote {args.out}")
 

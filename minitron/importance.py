@@ -63,11 +63,15 @@ class Stat:
 
 
 class ActivationRecorder:
-    """Forward hooks that accumulate activation statistics for every unit kind."""
+    """Forward hooks that accumulate activation statistics for every unit kind.
 
-    def __init__(self, model: nn.Module, arch: Arch):
+    The statistics live on `device` (default: the model's); hooks are added on entering the context and
+    removed on leaving it, and the statistics survive, so a layer-streamed pass can enter it once per layer.
+    """
+
+    def __init__(self, model: nn.Module, arch: Arch, device: torch.device | str | None = None):
         self.model, self.arch, self.handles = model, arch, []
-        cfg, dev = model.config, next(model.parameters()).device
+        cfg, dev = model.config, device or next(model.parameters()).device
         L, D, H, Fn = cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size
         self.hidden = {s: Stat(D, device=dev) for s in AGGREGATIONS}
         self.heads = {s: [Stat(H, device=dev) for _ in range(L)] for s in AGGREGATIONS}
@@ -81,14 +85,16 @@ class ActivationRecorder:
         for s in AGGREGATIONS:
             (stats[s] if layer is None else stats[s][layer]).add(seq_reduce(x, s))
 
+    def add_input_sq(self, key: str, x: torch.Tensor, layer: int | None = None) -> None:
+        """Add the squared channel norms of a consumer's input `x` (B, S, D) to the Wanda statistic `key`."""
+        sq = x.detach().float().pow(2).sum((0, 1))
+        if layer is None:
+            self.sq[key] += sq
+        else:
+            self.sq[key][layer] += sq
+
     def _sq(self, key: str, layer: int | None = None):
-        def hook(module, args):
-            sq = args[0].detach().float().pow(2).sum((0, 1))
-            if layer is None:
-                self.sq[key] += sq
-            else:
-                self.sq[key][layer] += sq
-        return hook
+        return lambda module, args: self.add_input_sq(key, args[0], layer)
 
     def _heads(self, layer: int):
         def hook(module, args):
@@ -122,6 +128,7 @@ class ActivationRecorder:
     def __exit__(self, *exc) -> None:
         for h in self.handles:
             h.remove()
+        self.handles = []
 
     def scores(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -134,52 +141,98 @@ class ActivationRecorder:
         return out
 
 
-def coupled_scores(model: nn.Module, arch: Arch, elem: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+Elem = Callable[[torch.Tensor], torch.Tensor]
+
+
+def column_sum(w: torch.Tensor, elem: Elem, rows_per_chunk: int | None = None) -> torch.Tensor:
+    """`elem(w).sum(0)`; with `rows_per_chunk`, that many rows at a time, so that a huge embedding matrix
+    needs no second full-size temporary (`elem` must then be elementwise)."""
+    if rows_per_chunk is None or w.shape[0] <= rows_per_chunk:
+        return elem(w).sum(0)
+    return sum(elem(w[i:i + rows_per_chunk]).sum(0) for i in range(0, w.shape[0], rows_per_chunk))
+
+
+def norm_sum(norm: nn.Module, elem: Elem) -> torch.Tensor:
+    s = elem(norm.weight)
+    return s + elem(norm.bias) if getattr(norm, "bias", None) is not None else s
+
+
+def _row_sum(lin: nn.Linear, elem: Elem) -> torch.Tensor:
+    r = elem(lin.weight).sum(1)
+    return r + elem(lin.bias) if lin.bias is not None else r
+
+
+def unit_scores(hidden: torch.Tensor, heads: list[torch.Tensor], mlp: list[torch.Tensor]) -> dict:
+    return {"hidden": hidden.detach().float().cpu(), "heads": torch.stack(heads).detach().float().cpu(),
+            "mlp": torch.stack(mlp).detach().float().cpu()}
+
+
+def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One decoder layer's part of `coupled_scores`: (hidden-channel sum, head scores, neuron scores)."""
+    attn = layer.self_attn
+    hidden = sum(column_sum(l.weight, elem) for l in residual_readers(layer, arch)) + \
+        sum(_row_sum(l, elem) for l in residual_writers(layer)) + sum(norm_sum(n, elem) for n in layer_norms(layer, arch))
+    heads = (_row_sum(attn.q_proj, elem) + column_sum(attn.o_proj.weight, elem)).view(-1, dim).sum(1)
+    mlp = sum(_row_sum(l, elem) for l in mlp_inputs(layer, arch)) + column_sum(layer.mlp.down_proj.weight, elem)
+    return hidden, heads, mlp
+
+
+def coupled_scores(model: nn.Module, arch: Arch, elem: Elem) -> dict:
     """Sum `elem(param)` over every weight coupled to each unit (Torch-Pruning's dependency groups).
 
     Hidden channels: embedding columns, norms, columns of residual readers, rows of residual writers,
     final norm, lm_head columns. Heads: q rows and o columns. MLP neurons: gate/up rows, down columns.
     """
-    cfg, dim = model.config, head_dim(model.config)
-
-    def rows(lin: nn.Linear) -> torch.Tensor:
-        r = elem(lin.weight).sum(1)
-        return r + elem(lin.bias) if lin.bias is not None else r
-
-    def norm_sum(norm: nn.Module) -> torch.Tensor:
-        s = elem(norm.weight)
-        return s + elem(norm.bias) if getattr(norm, "bias", None) is not None else s
-
-    hidden = elem(embedding(model).weight).sum(0) + norm_sum(final_norm(model))
-    if not cfg.tie_word_embeddings:
-        hidden = hidden + elem(model.get_output_embeddings().weight).sum(0)
+    hidden = column_sum(embedding(model).weight, elem) + norm_sum(final_norm(model), elem)
+    if not model.config.tie_word_embeddings:
+        hidden = hidden + column_sum(model.get_output_embeddings().weight, elem)
     heads, mlp = [], []
     for layer in decoder_layers(model):
-        attn = layer.self_attn
-        hidden = hidden + sum(elem(l.weight).sum(0) for l in residual_readers(layer, arch))
-        hidden = hidden + sum(rows(l) for l in residual_writers(layer))
-        hidden = hidden + sum(norm_sum(n) for n in layer_norms(layer, arch))
-        heads.append((rows(attn.q_proj) + elem(attn.o_proj.weight).sum(0)).view(-1, dim).sum(1))
-        mlp.append(sum(rows(l) for l in mlp_inputs(layer, arch)) + elem(layer.mlp.down_proj.weight).sum(0))
-    return {"hidden": hidden.detach().float().cpu(), "heads": torch.stack(heads).detach().float().cpu(),
-            "mlp": torch.stack(mlp).detach().float().cpu()}
+        h, hd, m = coupled_layer(layer, arch, head_dim(model.config), elem)
+        hidden = hidden + h
+        heads.append(hd)
+        mlp.append(m)
+    return unit_scores(hidden, heads, mlp)
+
+
+def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tensor],
+                i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One decoder layer's part of `wanda_scores` (layer `i`'s input norms in `sq`): (hidden, heads, mlp)."""
+    attn = layer.self_attn
+    hidden = sum(l.weight.abs().sum(0) for l in (attn.q_proj, attn.k_proj, attn.v_proj)) * sq["attn_in"][i].sqrt() + \
+        sum(l.weight.abs().sum(0) for l in mlp_inputs(layer, arch)) * sq["mlp_in"][i].sqrt()
+    heads = (attn.o_proj.weight.abs().sum(0) * sq["o_in"][i].sqrt()).view(-1, dim).sum(1)
+    return hidden, heads, layer.mlp.down_proj.weight.abs().sum(0)  # mlp: times the input norm, by `finish_wanda`
+
+
+def wanda_head(weight: torch.Tensor, head_in_sq: torch.Tensor, rows_per_chunk: int | None = None) -> torch.Tensor:
+    """lm_head's part of the hidden-channel Wanda scores."""
+    return column_sum(weight, torch.abs, rows_per_chunk) * head_in_sq.sqrt()
 
 
 def wanda_scores(model: nn.Module, arch: Arch, sq: dict[str, torch.Tensor]) -> dict:
     """Structured Wanda: sum over a unit's consumer weights of |W| times the L2 norm of its input channel."""
-    dim = head_dim(model.config)
-    hidden = model.get_output_embeddings().weight.abs().sum(0) * sq["head_in"].sqrt()
+    hidden = wanda_head(model.get_output_embeddings().weight, sq["head_in"])
     heads, mlp = [], []
     for i, layer in enumerate(decoder_layers(model)):
-        attn, norm_in = layer.self_attn, {"attn_in": sq["attn_in"][i].sqrt(), "mlp_in": sq["mlp_in"][i].sqrt()}
-        hidden = hidden + sum(l.weight.abs().sum(0) for l in (attn.q_proj, attn.k_proj, attn.v_proj)) * norm_in["attn_in"]
-        hidden = hidden + sum(l.weight.abs().sum(0) for l in mlp_inputs(layer, arch)) * norm_in["mlp_in"]
-        heads.append((attn.o_proj.weight.abs().sum(0) * sq["o_in"][i].sqrt()).view(-1, dim).sum(1))
-        mlp.append(layer.mlp.down_proj.weight.abs().sum(0))  # times the input norm, filled in by the caller
-    return {"hidden": hidden.float().cpu(), "heads": torch.stack(heads).float().cpu(), "mlp": torch.stack(mlp).float().cpu()}
+        h, hd, m = wanda_layer(layer, arch, head_dim(model.config), sq, i)
+        hidden = hidden + h
+        heads.append(hd)
+        mlp.append(m)
+    return unit_scores(hidden, heads, mlp)
+
+
+def finish_wanda(w: dict, act: dict) -> dict:
+    """Complete the neuron scores (down_proj |W| column sums) with the L2 over all tokens of its input."""
+    return {**w, "mlp": w["mlp"] * act["activation/l2-l2/mlp"]}
+
+
+def magnitude(p: torch.Tensor) -> torch.Tensor:
+    return p.detach().pow(2)
 
 
 def random_scores(config, seed: int) -> dict:
+    """Uniform random scores of every unit and layer (the baseline criterion)."""
     g = torch.Generator().manual_seed(seed)
     L = config.num_hidden_layers
     return {"hidden": torch.rand(config.hidden_size, generator=g),
@@ -320,43 +373,68 @@ def activation_scores(model: nn.Module, arch: Arch, batches: list[torch.Tensor])
     return rec.scores(), rec.sq
 
 
+def check_criteria(criteria: list[str]) -> None:
+    unknown = sorted(set(criteria) - set(WIDTH_CRITERIA))
+    if unknown:
+        raise MinitronError(f"unknown criteria {', '.join(unknown)}; choose from {', '.join(WIDTH_CRITERIA)}")
+
+
+def named(prefix: str, scores: dict) -> dict[str, torch.Tensor]:
+    """{"hidden": t, ...} -> {"prefix/hidden": t, ...}"""
+    return {f"{prefix}/{k}": v for k, v in scores.items()}
+
+
+def loss_key(k: int) -> str:
+    """Name of the layer-removal losses for blocks of k layers."""
+    return "layers/loss" if k == 1 else f"layers/block_loss_k{k}"
+
+
+def activation_tensors(criteria: list[str], act: dict) -> dict[str, torch.Tensor]:
+    """The activation scores kept (Block Influence always: it comes free with the pass)."""
+    return act if "activation" in criteria else {"layers/block_influence": act["layers/block_influence"]}
+
+
+def random_tensors(config, seed: int) -> dict[str, torch.Tensor]:
+    r = random_scores(config, seed)
+    return {"layers/random": r.pop("layers"), **named("random", r)}
+
+
+def model_meta(model: nn.Module, criteria: list[str]) -> dict:
+    """What a Scores record says about the scored model (works on a meta-device skeleton too)."""
+    return dict(criteria=sorted(criteria), params=count_params(model),
+                sizes={k: getattr(model.config, k) for k in ("hidden_size", "intermediate_size", "num_attention_heads",
+                                                             "num_key_value_heads", "num_hidden_layers")})
+
+
 def compute_scores(model: nn.Module, batches: list[torch.Tensor], criteria: list[str],
                    layer_loss_batches: list[torch.Tensor] | None = None, block_sizes: list[int] = (),
                    seed: int = 0) -> Scores:
     """Every requested criterion's scores for one model and one calibration set."""
     arch = arch_of(model.config)
-    unknown = sorted(set(criteria) - set(WIDTH_CRITERIA))
-    if unknown:
-        raise MinitronError(f"unknown criteria {', '.join(unknown)}; choose from {', '.join(WIDTH_CRITERIA)}")
+    check_criteria(criteria)
     tensors, meta = {}, {"timings_s": {}}
     t = time.time()
     act, sq = activation_scores(model, arch, batches)
     meta["timings_s"]["activation"] = round(time.time() - t, 2)
-    tensors.update(act if "activation" in criteria else {"layers/block_influence": act["layers/block_influence"]})
+    tensors.update(activation_tensors(criteria, act))
     if "wanda" in criteria:
-        w = wanda_scores(model, arch, sq)
-        w["mlp"] = w["mlp"] * act["activation/l2-l2/mlp"]  # L2 over all tokens of the down_proj input
-        tensors.update({f"wanda/{k}": v for k, v in w.items()})
+        tensors.update(named("wanda", finish_wanda(wanda_scores(model, arch, sq), act)))
     if "magnitude" in criteria:
-        tensors.update({f"magnitude/{k}": v for k, v in coupled_scores(model, arch, lambda p: p.detach().pow(2)).items()})
+        tensors.update(named("magnitude", coupled_scores(model, arch, magnitude)))
     if "taylor" in criteria:
         t = time.time()
-        tensors.update({f"taylor/{k}": v for k, v in taylor_scores(model, arch, batches).items()})
+        tensors.update(named("taylor", taylor_scores(model, arch, batches)))
         meta["timings_s"]["taylor"] = round(time.time() - t, 2)
     if "random" in criteria:
-        r = random_scores(model.config, seed)
-        tensors["layers/random"] = r.pop("layers")
-        tensors.update({f"random/{k}": v for k, v in r.items()})
+        tensors.update(random_tensors(model.config, seed))
     if layer_loss_batches:
         t = time.time()
         for k in sorted({1, *block_sizes}):
             losses, base = block_removal_losses(model, layer_loss_batches, k)
-            tensors["layers/loss" if k == 1 else f"layers/block_loss_k{k}"] = losses - base
+            tensors[loss_key(k)] = losses - base
             meta["base_loss"] = base
         meta["timings_s"]["layer_loss"] = round(time.time() - t, 2)
-    meta.update(criteria=sorted(criteria), params=count_params(model),
-                sizes={k: getattr(model.config, k) for k in ("hidden_size", "intermediate_size", "num_attention_heads",
-                                                             "num_key_value_heads", "num_hidden_layers")})
+    meta.update(model_meta(model, criteria))
     return Scores(tensors, meta)
 
 
@@ -376,7 +454,7 @@ def calibration(model_spec: str, tokenizer, data: Path | None, num_seqs: int, se
 def score(model: str = "default", data: Path | None = None, out: Path | None = None,
           criteria: list[str] | None = None, calib_seqs: int = 64, seq_len: int = 256, batch_size: int = 8,
           layer_loss: bool = False, layer_loss_seqs: int = 8, block_sizes: list[int] | None = None,
-          device: str = "auto", seed: int = 1234, overwrite: bool = False) -> Scores:
+          stream: bool | None = None, device: str = "auto", seed: int = 1234, overwrite: bool = False) -> Scores:
     """Score the importance of every hidden channel, head, MLP neuron and layer from activations.
 
     Args:
@@ -390,27 +468,35 @@ def score(model: str = "default", data: Path | None = None, out: Path | None = N
         layer_loss: also measure the LM-loss increase of removing each layer (and blocks of --block-sizes)
         layer_loss_seqs: calibration sequences used for the layer-removal losses
         block_sizes: contiguous block lengths k to score for depth pruning (with --layer-loss)
+        stream: read the checkpoint one layer at a time (default: only when the model does not fit in
+            memory); all criteria but taylor
         device: auto, cpu or cuda
         seed: seed of the calibration sample and of the random criterion
         overwrite: replace an existing --out directory
     """
     from minitron.checkpoint import refuse_existing
-    from minitron.load import load_model, load_tokenizer, pick_device
+    from minitron.load import load_config, load_model, load_tokenizer, pick_device, resolve_model
+    from minitron.stream import check_streamable, choose_stream, stream_scores
 
     if out is not None:
         refuse_existing(Path(out), overwrite)
     criteria = criteria or DEFAULT_CRITERIA
     if calib_seqs < 1 or seq_len < 2 or batch_size < 1:
         raise MinitronError("--calib-seqs, --batch-size must be at least 1 and --seq-len at least 2")
-    tokenizer = load_tokenizer(model)
-    batches = calibration(model, tokenizer, data, calib_seqs, seq_len, batch_size, seed)
-    net = load_model(model, pick_device(device))
-    L = net.config.num_hidden_layers
+    path, L = resolve_model(model), load_config(model).num_hidden_layers
     bad = [k for k in block_sizes or [] if not 1 <= k < L]
     if bad:
         raise MinitronError(f"block sizes {bad} are impossible for a model of {L} layers (need 1 <= k < {L})")
+    streamed = choose_stream(path, stream)
+    (check_streamable if streamed else check_criteria)(criteria)
+    tokenizer = load_tokenizer(model)
+    batches = calibration(model, tokenizer, data, calib_seqs, seq_len, batch_size, seed)
     loss_batches = calibration(model, tokenizer, data, layer_loss_seqs, seq_len, batch_size, seed + 1) if layer_loss else None
-    result = compute_scores(net, batches, criteria, loss_batches, block_sizes or [], seed)
+    if streamed:
+        result = stream_scores(path, batches, criteria, loss_batches, block_sizes or [], seed, pick_device(device))
+    else:
+        result = compute_scores(load_model(model, pick_device(device)), batches, criteria, loss_batches,
+                                block_sizes or [], seed)
     result.meta.update(teacher=str(model), calibration={"data": str(data or "default corpus"), "num_seqs": calib_seqs,
                                                         "seq_len": seq_len, "seed": seed})
     if out is not None:

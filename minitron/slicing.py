@@ -1,5 +1,9 @@
 """Pure in-place slicing of a Hugging Face model: each op slices the modules and updates the config
 together (the shape of gpt-fast's tensor-parallel `tp.py`). Indices are kept units, in original order.
+
+The per-module ops (`slice_layer_mlp`, `slice_layer_heads`, `slice_layer_hidden`, `slice_embedding`) are
+what both paths run: the whole-model ops below call them for every layer of a model in memory, and
+`minitron.stream` calls them on one layer at a time of a checkpoint too large to load.
 """
 from __future__ import annotations
 
@@ -41,14 +45,58 @@ def head_rows(heads: torch.Tensor, dim: int) -> torch.Tensor:
     return (heads[:, None] * dim + torch.arange(dim)[None, :]).flatten()
 
 
+# ------------------------------------------------------------------------------------- one module at a time
+
+def slice_layer_mlp(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
+    """Keep MLP neurons `keep` of one decoder layer."""
+    for proj in mlp_inputs(layer, arch):
+        slice_linear(proj, 0, keep)
+    slice_linear(layer.mlp.down_proj, 1, keep)
+    if hasattr(layer.mlp, "intermediate_size"):
+        layer.mlp.intermediate_size = len(keep)
+
+
+def slice_layer_heads(layer: nn.Module, dim: int, keep_q: torch.Tensor, keep_kv: torch.Tensor) -> None:
+    """Keep query heads `keep_q` and KV groups `keep_kv` (heads of `dim` channels) of one decoder layer."""
+    attn = layer.self_attn
+    slice_linear(attn.q_proj, 0, head_rows(keep_q, dim))
+    slice_linear(attn.k_proj, 0, head_rows(keep_kv, dim))
+    slice_linear(attn.v_proj, 0, head_rows(keep_kv, dim))
+    slice_linear(attn.o_proj, 1, head_rows(keep_q, dim))
+    sizes = {"num_heads": len(keep_q), "num_key_value_heads": len(keep_kv),
+             "num_key_value_groups": len(keep_q) // len(keep_kv)}
+    for name, value in sizes.items():
+        if hasattr(attn, name):
+            setattr(attn, name, value)
+
+
+def slice_layer_hidden(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
+    """Keep hidden channels `keep` in one decoder layer's norms and residual readers and writers."""
+    for norm in layer_norms(layer, arch):
+        slice_norm(norm, keep)
+    for linear in residual_readers(layer, arch):
+        slice_linear(linear, 1, keep)
+    for linear in residual_writers(layer):
+        slice_linear(linear, 0, keep)
+    if hasattr(layer.self_attn, "hidden_size"):
+        layer.self_attn.hidden_size = len(keep)
+
+
+def slice_embedding(emb: nn.Embedding, arch: Arch, keep: torch.Tensor) -> None:
+    """Keep hidden channels `keep` of the token embeddings (and Gemma's sqrt(hidden_size) scale)."""
+    emb.weight = _param(emb.weight.index_select(1, keep.to(emb.weight.device)))
+    emb.embedding_dim = len(keep)
+    if arch.scaled_embedding:  # Gemma multiplies by sqrt(hidden_size); keep it equal to what a reload computes
+        emb.scalar_embed_scale = len(keep) ** 0.5
+        emb.embed_scale.fill_(len(keep) ** 0.5)
+
+
+# ------------------------------------------------------------------------------------------- whole model
+
 def prune_mlp(model: nn.Module, arch: Arch, keep: list[torch.Tensor]) -> None:
     """Keep neurons `keep[l]` (same count in every layer) of each layer's MLP."""
     for layer, idx in zip(decoder_layers(model), keep):
-        for proj in mlp_inputs(layer, arch):
-            slice_linear(proj, 0, idx)
-        slice_linear(layer.mlp.down_proj, 1, idx)
-        if hasattr(layer.mlp, "intermediate_size"):
-            layer.mlp.intermediate_size = len(idx)
+        slice_layer_mlp(layer, arch, idx)
     model.config.intermediate_size = len(keep[0])
 
 
@@ -61,15 +109,7 @@ def prune_heads(model: nn.Module, keep_q: list[torch.Tensor], keep_kv: list[torc
     config, dim = model.config, head_dim(model.config)
     config.head_dim = dim  # decoupled from hidden_size / heads from now on
     for layer, q, kv in zip(decoder_layers(model), keep_q, keep_kv):
-        attn = layer.self_attn
-        slice_linear(attn.q_proj, 0, head_rows(q, dim))
-        slice_linear(attn.k_proj, 0, head_rows(kv, dim))
-        slice_linear(attn.v_proj, 0, head_rows(kv, dim))
-        slice_linear(attn.o_proj, 1, head_rows(q, dim))
-        sizes = {"num_heads": len(q), "num_key_value_heads": len(kv), "num_key_value_groups": len(q) // len(kv)}
-        for name, value in sizes.items():
-            if hasattr(attn, name):
-                setattr(attn, name, value)
+        slice_layer_heads(layer, dim, q, kv)
     config.num_attention_heads, config.num_key_value_heads = len(keep_q[0]), len(keep_kv[0])
 
 
@@ -78,20 +118,9 @@ def prune_hidden(model: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     config = model.config
     config.head_dim = head_dim(config)
     emb = embedding(model)
-    emb.weight = _param(emb.weight.index_select(1, keep.to(emb.weight.device)))
-    emb.embedding_dim = len(keep)
-    if arch.scaled_embedding:  # Gemma multiplies by sqrt(hidden_size); keep it equal to what a reload computes
-        emb.scalar_embed_scale = len(keep) ** 0.5
-        emb.embed_scale.fill_(len(keep) ** 0.5)
+    slice_embedding(emb, arch, keep)
     for layer in decoder_layers(model):
-        for norm in layer_norms(layer, arch):
-            slice_norm(norm, keep)
-        for linear in residual_readers(layer, arch):
-            slice_linear(linear, 1, keep)
-        for linear in residual_writers(layer):
-            slice_linear(linear, 0, keep)
-        if hasattr(layer.self_attn, "hidden_size"):
-            layer.self_attn.hidden_size = len(keep)
+        slice_layer_hidden(layer, arch, keep)
     slice_norm(final_norm(model), keep)
     head = model.get_output_embeddings()
     if config.tie_word_embeddings:

@@ -1,0 +1,198 @@
+"""Prune a teacher larger than memory: Mistral-NeMo 12B's exact shape -> Mistral-NeMo-Minitron-8B's.
+
+Generates a random bf16 checkpoint of Mistral-NeMo 12B's shape (hidden 5120, 40 layers, 32 heads, 8 KV,
+head_dim 128, ffn 14336, vocab 131072, untied; ~24.5 GB in 5 GiB shards) tensor by tensor, tokenises a
+little real text with the Tekken tokenizer (mistral_common's data folder), then runs the ordinary commands
+
+    minitron score --model 12b --data data --calib-seqs 8 --seq-len 256 --batch-size 8 --out scores --stream
+    minitron prune --model 12b --scores scores --target hidden_size=4096,intermediate_size=11520 --out 8b --stream
+
+(`--stream` so that a machine with memory to spare runs the same path; the report also records what the
+automatic choice decides on this machine, without the flag). Reports the wall
+time of each stage, the peak resident memory (a 0.1 s VmRSS sampler per stage, and ru_maxrss), and the
+output's parameter count, from the written shards and from its config built on the meta device. Every
+generated file is deleted at the end, also on failure.
+
+    .venv/bin/python benchmarks/stream_12b.py [--device cpu|cuda] [--workdir DIR] [--layers N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from minitron.cli import main as minitron
+from minitron.prune import check_target, params_of, target_config
+from minitron.shards import Checkpoint, SafetensorsWriter, TensorSpec
+from minitron.stream import choose_stream, skeleton
+
+NEMO_12B = dict(hidden_size=5120, num_hidden_layers=40, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                intermediate_size=14336, vocab_size=131072, tie_word_embeddings=False, sliding_window=None,
+                max_position_embeddings=131072, rope_theta=1_000_000.0, rms_norm_eps=1e-5, bos_token_id=1,
+                eos_token_id=2, dtype="bfloat16")
+TARGET = "hidden_size=4096,intermediate_size=11520"
+STUDENT_PARAMS = 8_414_105_600  # Mistral-NeMo-Minitron-8B
+GIB = 2**30
+
+
+class RssSampler:
+    """Peak VmRSS of this process per stage, sampled every `every` seconds by a daemon thread."""
+
+    def __init__(self, every: float = 0.1):
+        self.every, self.peak, self.stop = every, 0, threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    @staticmethod
+    def rss() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            self.peak = max(self.peak, self.rss())
+
+    def reset(self) -> None:
+        self.peak = self.rss()
+
+
+@contextmanager
+def stage(name: str, report: dict, sampler: RssSampler):
+    sampler.reset()
+    start = time.time()
+    print(f"\n=== {name}", flush=True)
+    yield
+    report[name] = {"wall_s": round(time.time() - start, 1), "peak_rss_gib": round(sampler.peak / GIB, 2)}
+    print(f"=== {name}: {report[name]}", flush=True)
+
+
+def teacher_config(layers: int):
+    from transformers import MistralConfig
+
+    return MistralConfig(**{**NEMO_12B, "num_hidden_layers": layers}, architectures=["MistralForCausalLM"])
+
+
+def random_tensor(name: str, spec: TensorSpec, g: torch.Generator) -> torch.Tensor:
+    """N(0, 0.02) weights; norms around 1."""
+    t = torch.empty(spec.shape, dtype=spec.dtype)
+    return t.normal_(1.0, 0.05, generator=g) if "norm" in name else t.normal_(0.0, 0.02, generator=g)
+
+
+def generate(out: Path, layers: int) -> None:
+    """Config, Tekken tokenizer and random bf16 weights, written one tensor at a time."""
+    config = teacher_config(layers)
+    out.mkdir()
+    config.save_pretrained(out)
+    save_tekken(out)
+    model = skeleton(config, "meta")
+    specs = {n: TensorSpec(torch.bfloat16, tuple(t.shape)) for n, t in model.state_dict().items()}
+    writer, g = SafetensorsWriter(out, specs, max_shard_bytes=5 * GIB), torch.Generator().manual_seed(0)
+    for name, spec in specs.items():
+        writer.write(name, random_tensor(name, spec, g))
+    writer.close()
+
+
+def save_tekken(out: Path) -> None:
+    """Mistral-NeMo's Tekken tokenizer (from mistral_common), converted to a Hugging Face tokenizer."""
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(resources.files("mistral_common") / "data" / "tekken_240911.json", Path(tmp) / "tekken.json")
+        tok = AutoTokenizer.from_pretrained(tmp)
+    tok.eos_token = "</s>"
+    tok.save_pretrained(out)
+
+
+def calibration_text(out: Path) -> list[str]:
+    """The Python documentation sources of the default corpus when installed, else generated sentences."""
+    from minitron.data import DEFAULT_SOURCES
+
+    docs = Path(DEFAULT_SOURCES[0])
+    if docs.is_dir():
+        return [str(p) for p in sorted(docs.glob("library/*.rst.txt"))[:60]]
+    words = "the model streams each layer from disk while the scores of every channel accumulate".split()
+    out.mkdir()
+    for d in range(40):
+        (out / f"{d}.txt").write_text(" ".join(words[(d * 7 + i) % len(words)] for i in range(800)))
+    return [str(out)]
+
+
+def expected_params(layers: int) -> int:
+    """The student's size from the target arithmetic alone (and the published figure at full depth)."""
+    config = teacher_config(layers)
+    sizes = check_target(config, {"hidden_size": 4096, "intermediate_size": 11520})
+    expected = params_of(target_config(config, sizes))
+    assert layers != 40 or expected == STUDENT_PARAMS, expected
+    return expected
+
+
+def verify(pruned: Path, expected: int) -> dict:
+    """Parameters of the output: summed from the shards' headers, and from its config on the meta device."""
+    from transformers import AutoConfig
+
+    ckpt = Checkpoint.open(pruned)
+    config = AutoConfig.from_pretrained(pruned)
+    found = {"from_shards": ckpt.numel(), "from_config_on_meta": params_of(config),
+             "dtypes": sorted({str(s.dtype) for s in ckpt.specs.values()}),
+             "shards": len(set(ckpt.files.values())), "sizes": {"hidden_size": config.hidden_size,
+                                                                  "intermediate_size": config.intermediate_size}}
+    assert found["from_shards"] == found["from_config_on_meta"] == expected, found
+    assert found["dtypes"] == ["torch.bfloat16"], found
+    return found
+
+
+def run(work: Path, layers: int, device: str) -> dict:
+    report, sampler = {"layers": layers, "device": device}, RssSampler()
+    ckpt, data, scores, pruned = work / "nemo-12b", work / "data", work / "scores", work / "minitron-8b"
+    with stage("generate", report, sampler):
+        generate(ckpt, layers)
+    report["teacher_gb"] = round(sum(f.stat().st_size for f in ckpt.glob("*.safetensors")) / 1e9, 2)
+    report["auto_choice_streams"] = choose_stream(ckpt, None)
+    with stage("data", report, sampler):
+        minitron(["data", "--source", *calibration_text(work / "text"), "--tokenizer", str(ckpt), "--out", str(data),
+                  "--glob", "*.txt", "--max-tokens", "60000", "--val-fraction", "0.1"])
+    with stage("score", report, sampler):
+        minitron(["score", "--model", str(ckpt), "--data", str(data), "--calib-seqs", "8", "--seq-len", "256",
+                  "--batch-size", "8", "--out", str(scores), "--device", device, "--stream"])
+    with stage("prune", report, sampler):
+        minitron(["prune", "--model", str(ckpt), "--scores", str(scores), "--target", TARGET, "--out", str(pruned),
+                  "--stream"])
+    report["student"] = verify(pruned, expected_params(layers))
+    report["ru_maxrss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 2)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()), help="where to put ~42 GB")
+    parser.add_argument("--device", default="cpu", help="where the layer math runs: cpu or cuda")
+    parser.add_argument("--layers", type=int, default=40, help="fewer decoder layers for a quick trial")
+    args = parser.parse_args()
+    need = 42e9 * args.layers / 40 + 3e9
+    free = shutil.disk_usage(args.workdir).free
+    if free < need:
+        sys.exit(f"need {need / 1e9:.0f} GB free in {args.workdir}, have {free / 1e9:.0f} GB (use --workdir)")
+    work = Path(tempfile.mkdtemp(prefix="minitron-stream-12b-", dir=args.workdir))
+    start = time.time()
+    try:
+        report = run(work, args.layers, args.device)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report["total_wall_s"] = round(time.time() - start, 1)
+    report["cleaned_up"] = not work.exists()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Safetensors checkpoints read and written one tensor at a time.
+
+`Checkpoint` reads a Hugging Face checkpoint (one `model.safetensors`, or `model.safetensors.index.json`
+and its shards) lazily: opening it reads only the headers, and checks that every shard is there, whole,
+and holds what the index says. `SafetensorsWriter` writes a sharded checkpoint whose layout is fixed up
+front from the tensors' names, dtypes and shapes, so each tensor goes to disk as soon as it is made and
+no shard is ever held in memory.
+"""
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from minitron.errors import MinitronError
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+          "BOOL": torch.bool}
+NAMES = {v: k for k, v in DTYPES.items()}
+CHUNK_BYTES = 256 * 2**20  # tensors bigger than this are read this many stored bytes of rows at a time
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a stored tensor is, without its data."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
+def _read_headers(path: Path) -> dict[str, TensorSpec]:
+    """The tensors a safetensors file holds; a missing, truncated or corrupt file is refused by name."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {n: TensorSpec(DTYPES[f.get_slice(n).get_dtype()], tuple(f.get_slice(n).get_shape()))
+                    for n in f.keys()}
+    except (SafetensorError, OSError, KeyError) as e:
+        raise MinitronError(f"{path} is truncated or corrupt ({str(e).splitlines()[0][:100]}): corrupt or "
+                            "incomplete checkpoint; download it again") from None
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise MinitronError(f"{index} is not a valid safetensors index (JSON with a weight_map)") from None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise MinitronError(f"{index} has an empty or invalid weight_map")
+    return weight_map
+
+
+class Checkpoint:
+    """The tensors of a safetensors checkpoint directory, read lazily from their files."""
+
+    def __init__(self, root: Path, files: dict[str, Path], specs: dict[str, TensorSpec]):
+        self.root, self.files, self.specs = root, files, specs
+
+    @classmethod
+    def open(cls, root: Path | str) -> "Checkpoint":
+        """Read the index and every shard's header; refuse a missing shard, an index naming tensors a
+        shard lacks, or a truncated file, naming the file."""
+        root = Path(root)
+        if (root / INDEX).is_file():
+            weight_map = _weight_map(root / INDEX)
+        elif (root / SINGLE).is_file():
+            weight_map = dict.fromkeys(_read_headers(root / SINGLE), SINGLE)
+        else:
+            raise MinitronError(f"model directory {root} has no {SINGLE} or {INDEX}")
+        files, specs = {}, {}
+        for shard in sorted(set(weight_map.values())):
+            named = [n for n, f in weight_map.items() if f == shard]
+            if not (root / shard).is_file():
+                raise MinitronError(f"shard {root / shard} is missing ({INDEX} puts {len(named)} tensor(s) in it): "
+                                    "the checkpoint is incomplete; download it again")
+            held = _read_headers(root / shard)
+            absent = [n for n in named if n not in held]
+            if absent:
+                raise MinitronError(f"{root / INDEX} names {len(absent)} tensor(s) in {root / shard} that it does "
+                                    f"not hold (e.g. {absent[0]}): the index and shards do not match")
+            specs.update((n, held[n]) for n in named)
+            files.update(dict.fromkeys(named, root / shard))
+        return cls(root, files, specs)
+
+    def numel(self) -> int:
+        return sum(s.numel for s in self.specs.values())
+
+    def require(self, names: list[str]) -> None:
+        """Refuse, by name, tensors the model needs that the checkpoint lacks."""
+        absent = [n for n in names if n not in self.specs]
+        if absent:
+            where = self.root / INDEX if (self.root / INDEX).is_file() else self.root / SINGLE
+            raise MinitronError(f"{where} lacks {len(absent)} tensor(s) the model needs (e.g. {absent[0]}): "
+                                "corrupt or incomplete checkpoint")
+
+    def read(self, names: list[str], dtype: torch.dtype | None = None,
+             device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Tensors `names`, converted to `dtype` (None: as stored) on `device`."""
+        return {n: self._read_one(n, dtype or self.specs[n].dtype, device) for n in names}
+
+    @contextmanager
+    def _mapped(self, path: Path) -> Iterator:
+        try:
+            with safe_open(path, framework="pt") as f:
+                yield f
+        except SafetensorError as e:
+            raise MinitronError(f"cannot read {path} ({str(e).splitlines()[0][:100]}): corrupt or "
+                                "incomplete checkpoint") from None
+
+    def _read_one(self, name: str, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+        """One tensor. The file's mapping is closed after each piece, so the stored pages it touched are let
+        go; a big tensor is copied `CHUNK_BYTES` of rows at a time into its converted self, so that its stored
+        copy and its converted copy are never both resident in full."""
+        spec, path = self.specs[name], self.files[name]
+        rows = CHUNK_BYTES // max(1, spec.nbytes // spec.shape[0]) if spec.shape and spec.shape[0] else 0
+        if spec.nbytes <= CHUNK_BYTES or rows < 1:
+            with self._mapped(path) as f:
+                return f.get_tensor(name).to(device=device, dtype=dtype)
+        out = torch.empty(spec.shape, dtype=dtype, device=device)
+        for start in range(0, spec.shape[0], rows):
+            with self._mapped(path) as f:
+                out[start:start + rows] = f.get_slice(name)[start:start + rows]
+        return out
+
+
+def shard_names(n: int) -> list[str]:
+    """Hugging Face's file names for n shards (one shard: model.safetensors, without an index)."""
+    return [SINGLE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+
+
+def plan_shards(specs: dict[str, TensorSpec], max_shard_bytes: int) -> list[list[str]]:
+    """Consecutive groups of tensors of at most `max_shard_bytes` each (a bigger tensor goes alone)."""
+    shards, size = [[]], 0
+    for name, spec in specs.items():
+        if shards[-1] and size + spec.nbytes > max_shard_bytes:
+            shards, size = shards + [[]], 0
+        shards[-1].append(name)
+        size += spec.nbytes
+    return shards
+
+
+def _header(specs: dict[str, TensorSpec], names: list[str]) -> tuple[bytes, dict[str, int]]:
+    """A safetensors header for `names` in that order (padded to 8 bytes) and each tensor's data offset."""
+    header, offsets, pos = {"__metadata__": {"format": "pt"}}, {}, 0
+    for n in names:
+        spec = specs[n]
+        header[n] = {"dtype": NAMES[spec.dtype], "shape": list(spec.shape), "data_offsets": [pos, pos + spec.nbytes]}
+        offsets[n], pos = pos, pos + spec.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw, offsets
+
+
+class SafetensorsWriter:
+    """Write a checkpoint of known tensors one tensor at a time, in any order, into shards + an index.
+
+    Shard boundaries and headers are fixed from `specs` before any data is written; `write` puts each
+    tensor at its place in its file; `close` checks that every tensor came and writes the index.
+    """
+
+    def __init__(self, out: Path, specs: dict[str, TensorSpec], max_shard_bytes: int = 5 * 2**30):
+        self.out, self.specs = Path(out), specs
+        groups = plan_shards(specs, max_shard_bytes)
+        self.names = dict(zip(shard_names(len(groups)), groups))
+        self.file_of, self.where, self.handles, self.pending = {}, {}, {}, {}
+        for fname, group in self.names.items():
+            header, offsets = _header(specs, group)
+            self.where.update((n, len(header) + o) for n, o in offsets.items())
+            self.file_of.update(dict.fromkeys(group, fname))
+            self.pending[fname] = set(group)
+            self.handles[fname] = header
+
+    def _file(self, fname: str):
+        handle = self.handles[fname]
+        if isinstance(handle, bytes):  # first tensor of this shard: create it with its header
+            self.handles[fname] = open(self.out / fname, "wb")
+            self.handles[fname].write(handle)
+        return self.handles[fname]
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        spec = self.specs.get(name)
+        got = TensorSpec(tensor.dtype, tuple(tensor.shape))
+        if spec != got:
+            raise RuntimeError(f"internal error: {name} is {got}, the checkpoint layout expects {spec}")
+        fname = self.file_of[name]
+        f = self._file(fname)
+        f.seek(self.where[name])
+        f.write(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        self.pending[fname].discard(name)
+        if not self.pending[fname]:
+            f.close()
+
+    def close(self) -> int:
+        """Check that every tensor was written, write the index; the number of elements written."""
+        missing = [n for names in self.pending.values() for n in names]
+        if missing:
+            raise RuntimeError(f"internal error: {len(missing)} tensor(s) never written (e.g. {missing[0]})")
+        if len(self.names) > 1:
+            index = {"metadata": {"total_size": sum(s.nbytes for s in self.specs.values()),
+                                  "total_parameters": sum(s.numel for s in self.specs.values())},
+                     "weight_map": dict(sorted(self.file_of.items()))}
+            (self.out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+        return sum(s.numel for s in self.specs.values())
+
+    def abort(self) -> None:
+        for handle in self.handles.values():
+            if not isinstance(handle, bytes):
+                handle.close()

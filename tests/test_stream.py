@@ -1,0 +1,224 @@
+"""Layer-streamed scoring and pruning equal the in-memory paths, and bad checkpoints fail cleanly."""
+import json
+import shutil
+
+import pytest
+import torch
+from torch.testing import assert_close
+from transformers import AutoModelForCausalLM
+
+import minitron.stream
+from conftest import FAMILIES, tiny_model, tiny_tokenizer
+from minitron.cli import main
+from minitron.importance import Scores, compute_scores, random_scores
+from minitron.load import load_model
+from minitron.prune import apply_plan, check_target, make_plan, params_of, target_config
+from minitron.shards import Checkpoint
+from minitron.stream import stream_scores, write_pruned
+
+BATCHES = [torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(9))
+CRITERIA = ["activation", "wanda", "magnitude", "random"]
+TARGET = dict(hidden_size=40, intermediate_size=48, num_attention_heads=4, num_key_value_heads=1)
+
+
+def save_sharded(path, family="llama", tie=False, dtype=torch.float32, shard="100KB"):
+    """A tiny model (+ tokenizer) saved by stock transformers in several shards with an index."""
+    tiny_model(family, tie).to(dtype).save_pretrained(path, max_shard_size=shard)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=IDS).logits
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_streamed_scores_equal_in_memory_scores(family, tmp_path):
+    path = save_sharded(tmp_path / "m", family, tie=family in ("llama", "gemma3_text"))
+    assert len(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]) > 0
+    assert len(list(path.glob("model-*.safetensors"))) > 2
+    expected = compute_scores(load_model(path), BATCHES, CRITERIA, BATCHES[:1], [2], seed=3)
+    got = stream_scores(path, BATCHES, CRITERIA, BATCHES[:1], [2], seed=3)
+    assert got.tensors.keys() == expected.tensors.keys()
+    assert {"layers/loss", "layers/block_loss_k2", "layers/block_influence", "wanda/mlp"} <= got.tensors.keys()
+    for key, value in expected.tensors.items():
+        assert_close(got.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert got.meta["base_loss"] == expected.meta["base_loss"]
+    assert got.meta["params"] == expected.meta["params"]
+
+
+def test_streamed_scores_from_a_single_file(tmp_path):
+    model = tiny_model("qwen3")
+    model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    expected = compute_scores(model, BATCHES, ["activation"])
+    got = stream_scores(tmp_path / "m", BATCHES, ["activation"])
+    for key, value in expected.tensors.items():
+        assert_close(got.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def random_plan(config, drop=(2,)):
+    sizes = check_target(config, TARGET, list(drop))
+    scores = Scores({f"random/{k}": v for k, v in random_scores(config, 0).items() if k != "layers"})
+    return make_plan(scores, config, sizes, list(drop), "random"), target_config(config, sizes, list(drop))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_streamed_prune_equals_in_memory_prune(family, dtype, tmp_path):
+    path = save_sharded(tmp_path / "m", family, tie=family in ("qwen2", "nemotron"), dtype=dtype)
+    teacher = AutoModelForCausalLM.from_pretrained(path).eval()
+    plan, new_config = random_plan(teacher.config)
+    (tmp_path / "out").mkdir()
+    written = write_pruned(path, plan, new_config, tmp_path / "out", max_shard_bytes=40_000)
+    expected = apply_plan(teacher, plan)
+    got = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert len(list((tmp_path / "out").glob("model-*.safetensors"))) > 1
+    assert written == Checkpoint.open(tmp_path / "out").numel() == params_of(new_config)
+    state = got.state_dict()
+    assert state.keys() == expected.state_dict().keys()
+    for key, value in expected.state_dict().items():
+        assert state[key].dtype == dtype and torch.equal(state[key], value), key
+    assert_close(logits(got), logits(expected), rtol=0, atol=0)
+
+
+def test_streaming_reads_one_layer_at_a_time(tmp_path, monkeypatch):
+    path = save_sharded(tmp_path / "m", "llama")
+    teacher = AutoModelForCausalLM.from_pretrained(path)
+    part = max(teacher.model.embed_tokens.weight.numel(), sum(p.numel() for p in teacher.model.layers[0].parameters()))
+    sizes, read = [], Checkpoint.read
+    monkeypatch.setattr(Checkpoint, "read", lambda self, names, *a, **k: sizes.append(
+        sum(self.specs[n].numel for n in names)) or read(self, names, *a, **k))
+    stream_scores(path, BATCHES, CRITERIA)
+    plan, new_config = random_plan(teacher.config)
+    (tmp_path / "out").mkdir()
+    write_pruned(path, plan, new_config, tmp_path / "out")
+    assert len(sizes) > 2 * teacher.config.num_hidden_layers and max(sizes) <= part
+
+
+def test_big_tensors_are_read_in_row_chunks(tmp_path, monkeypatch):
+    import minitron.shards
+
+    path = save_sharded(tmp_path / "m", "llama", dtype=torch.bfloat16)
+    ckpt, opened, real_open = Checkpoint.open(path), [], minitron.shards.safe_open
+    monkeypatch.setattr(minitron.shards, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(minitron.shards, "safe_open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    got = ckpt.read(list(ckpt.specs), torch.float32)
+    assert len(opened) > 3 * len(ckpt.specs)  # big tensors came in pieces
+    for name, value in AutoModelForCausalLM.from_pretrained(path).state_dict().items():
+        assert got[name].dtype == torch.float32 and torch.equal(got[name], value.float()), name
+
+
+# ------------------------------------------------------------------------------ the commands
+
+WORDS = "the teacher streams one layer at a time while the student keeps the channels that matter".split()
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    """A sharded tiny llama with tokenizer, and token data made with its tokenizer."""
+    from minitron.data import build_data
+
+    root = tmp_path_factory.mktemp("stream")
+    path = save_sharded(root / "model", "llama")
+    (root / "text").mkdir()
+    for d in range(30):
+        (root / "text" / f"{d:02d}.txt").write_text(" ".join(WORDS[(d + i) % len(WORDS)] for i in range(80)))
+    data = build_data(source=[str(root / "text")], tokenizer=str(path), out=root / "data", glob="*.txt",
+                      val_fraction=0.2)
+    return path, data
+
+
+def run(*args):
+    main([str(a) for a in args])
+
+
+def fails(capsys, *args) -> str:
+    with pytest.raises(SystemExit) as e:
+        run(*args)
+    assert e.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_commands_stream_when_the_model_does_not_fit(sharded, tmp_path, monkeypatch, capsys):
+    path, data = sharded
+    calib = ["--data", data, "--calib-seqs", 4, "--seq-len", 16, "--batch-size", 2]
+    monkeypatch.setattr(minitron.stream, "memory_available", lambda: 100_000)  # less than the fp32 weights
+    run("score", "--model", path, *calib, "--out", tmp_path / "scores")
+    said = [line for line in capsys.readouterr().out.splitlines() if "streaming" in line]
+    assert len(said) == 1 and "one layer at a time" in said[0] and "--no-stream" in said[0]
+    assert Scores.load(tmp_path / "scores").meta["streamed"] is True
+    target = "hidden_size=40,intermediate_size=48,num_attention_heads=4"
+    run("prune", "--model", path, "--scores", tmp_path / "scores", "--target", target, "--out", tmp_path / "s")
+    assert "one layer at a time" in capsys.readouterr().out
+    run("prune", "--model", path, "--scores", tmp_path / "scores", "--target", target, "--out", tmp_path / "m",
+        "--no-stream")
+    assert "streaming" not in capsys.readouterr().out
+    streamed, in_memory = (json.loads((tmp_path / d / "pruning.json").read_text()) for d in ("s", "m"))
+    assert streamed["streamed"] and not in_memory["streamed"]
+    got = AutoModelForCausalLM.from_pretrained(tmp_path / "s").eval()
+    assert sum(p.numel() for p in got.parameters()) == streamed["params_after"]
+    assert_close(logits(got), logits(AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()))
+    assert (tmp_path / "s" / "tokenizer.json").is_file() and (tmp_path / "s" / "generation_config.json").is_file()
+
+
+def test_prune_stream_scores_depth_like_in_memory(sharded, tmp_path):
+    path, data = sharded
+    args = ["--model", path, "--data", data, "--calib-seqs", 4, "--seq-len", 16, "--batch-size", 2,
+            "--target", "num_hidden_layers=2,intermediate_size=48", "--layer-criterion", "block"]
+    run("prune", *args, "--stream", "--out", tmp_path / "s")
+    run("prune", *args, "--no-stream", "--out", tmp_path / "m")
+    streamed, in_memory = (json.loads((tmp_path / d / "pruning.json").read_text()) for d in ("s", "m"))
+    assert streamed["dropped_layers"] == in_memory["dropped_layers"] and len(streamed["dropped_layers"]) == 2
+    assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "s").eval()),
+                 logits(AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()))
+
+
+def test_taylor_cannot_stream(sharded, tmp_path, capsys):
+    path, data = sharded
+    err = fails(capsys, "score", "--model", path, "--data", data, "--stream", "--criteria", "taylor",
+                "--out", tmp_path / "o")
+    assert "taylor" in err and "backward pass through the whole model" in err and not (tmp_path / "o").exists()
+
+
+def missing_shard(model):
+    victim = sorted(model.glob("model-*.safetensors"))[1]
+    victim.unlink()
+    return victim
+
+
+def index_names_absent_tensor(model):
+    index = json.loads((model / "model.safetensors.index.json").read_text())
+    victim = model / index["weight_map"]["model.norm.weight"]
+    index["weight_map"]["model.layers.0.mlp.extra.weight"] = victim.name
+    (model / "model.safetensors.index.json").write_text(json.dumps(index))
+    return victim
+
+
+def truncated_shard(model):
+    victim = sorted(model.glob("model-*.safetensors"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size * 2 // 3])
+    return victim
+
+
+def index_lacks_tensor(model):
+    index = json.loads((model / "model.safetensors.index.json").read_text())
+    del index["weight_map"]["model.layers.1.self_attn.o_proj.weight"]
+    (model / "model.safetensors.index.json").write_text(json.dumps(index))
+    return model / "model.safetensors.index.json"
+
+
+@pytest.mark.parametrize("damage", [missing_shard, index_names_absent_tensor, truncated_shard, index_lacks_tensor])
+@pytest.mark.parametrize("command", [["score", "--stream"], ["prune", "--target", "intermediate_size=48"]])
+def test_bad_checkpoints_fail_in_one_line_naming_the_file(sharded, tmp_path, capsys, damage, command):
+    path, data = sharded
+    model = shutil.copytree(path, tmp_path / "model")
+    victim = damage(model)
+    err = fails(capsys, *command, "--model", model, "--data", data, "--calib-seqs", 4, "--seq-len", 16,
+                "--out", tmp_path / "out")
+    assert str(victim) in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
