@@ -123,7 +123,8 @@ def write_meta(out: Path, tokenizer, dtype: np.dtype, splits: dict, **extra) -> 
 
 def build_data(source: list[str] | None = None, out: Path | None = None, tokenizer: str = "default",
                glob: str = DEFAULT_GLOB, text_field: str = "text", val_fraction: float = 0.02,
-               max_tokens: int | None = None, seed: int = 0, overwrite: bool = False) -> Path:
+               max_tokens: int | None = None, seed: int = 0, overwrite: bool = False, chat: bool = False,
+               chat_template: str = "auto") -> Path:
     """Tokenise text into memmap token shards with a train/validation split by document.
 
     Args:
@@ -137,9 +138,14 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
         max_tokens: stop after about this many tokens (all splits together)
         seed: seed of the document split
         overwrite: replace an existing output directory
+        chat: the sources are chat JSONL ({"messages": [...], "tools": [...]}): render each conversation
+            with the chat template and train on the assistant's tokens only (writes loss masks)
+        chat_template: chat format for --chat: auto, nemotron, chatml, mistral or model
     """
     from minitron.load import load_tokenizer
 
+    if chat and (source is None or out is None):
+        raise MinitronError("--chat needs --source (conversation JSONL files) and --out")
     tok = load_tokenizer(tokenizer)
     if source is None:
         missing = [s for s in DEFAULT_SOURCES if not Path(s).is_dir()]
@@ -154,11 +160,13 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
         raise MinitronError(f"tokenizer of {tokenizer} has no EOS token to separate documents")
     dtype = token_dtype(len(tok))
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        writer = ShardWriter(tmp, dtype, with_mask=False)
+        writer = ShardWriter(tmp, dtype, with_mask=chat)
         bar = tqdm(desc="tokenising", unit=" tok", unit_scale=True, dynamic_ncols=True)
-        for doc_id, text in iter_documents(source, glob, text_field):
-            ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            writer.add("val" if is_validation(doc_id, val_fraction, seed) else "train", ids)
+        docs = tokenised_chats(tok, source, glob, chat_template) if chat else \
+            ((d, tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], None)
+             for d, t in iter_documents(source, glob, text_field))
+        for doc_id, ids, mask in docs:
+            writer.add("val" if is_validation(doc_id, val_fraction, seed) else "train", ids, mask)
             bar.update(len(ids))
             if max_tokens and sum(writer.tokens.values()) >= max_tokens:
                 break
@@ -168,9 +176,21 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
             raise MinitronError(f"too little data in {', '.join(map(str, source))}: {splits} "
                                 "(need documents in both splits; add data or raise --val-fraction)")
         write_meta(tmp, tok, dtype, splits, sources=[str(s) for s in source], val_fraction=val_fraction,
-                   seed=seed)
+                   seed=seed, **({"chat_template": chat_template} if chat else {}))
     print(f"wrote {out}: {splits['train']['tokens']:,} train / {splits['val']['tokens']:,} validation tokens")
     return out
+
+
+def tokenised_chats(tok, sources: list[str], glob: str,
+                    template: str) -> Iterator[tuple[str, list[int], list[int]]]:
+    """(id, token ids, loss mask) of chat JSONL conversations; the mask is 1 on the assistant's tokens only."""
+    from minitron.chat.dataset import encode_with_mask, iter_conversations
+    from minitron.chat.templates import get_format
+
+    fmt = get_format(tok, template)
+    for doc_id, record in iter_conversations(sources, "**/*.jsonl" if glob == DEFAULT_GLOB else glob):
+        ids, mask = encode_with_mask(tok, fmt, record["messages"], record.get("tools"))
+        yield doc_id, ids + [tok.eos_token_id], mask + [0]
 
 
 def default_data_dir(tokenizer, max_tokens: int | None = None) -> Path:

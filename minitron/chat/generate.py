@@ -1,0 +1,189 @@
+"""Replies from a chat model: a streaming token loop (one conversation) and batched `generate` (many).
+
+A reply ends at the format's stop string or one of the model's end-of-sequence tokens; neither is part
+of the reply text. `Completion.stopped` says whether it ended that way or ran out of tokens.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from minitron.chat.templates import ChatFormat, encode, get_format
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Completion:
+    text: str  # the reply, without the stop string/token
+    stopped: bool  # ended with a stop string/token (False: hit max_new_tokens or was interrupted)
+    token_ids: list[int] = field(default_factory=list)  # generated ids, stop token included
+
+
+def stop_token_ids(model, tokenizer, fmt: ChatFormat) -> set[int]:
+    """End-of-sequence ids of the tokenizer and generation config, and stop strings that are one token."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    vocab = tokenizer.get_vocab()
+    ids |= {vocab[s] for s in fmt.stop_strings if s in vocab}
+    return ids
+
+
+class StopScanner:
+    """Decodes generated ids as they come, finds where the reply stops, and hands out printable text.
+
+    Text that could still be the start of a stop string (or half a UTF-8 character) is held back.
+    """
+
+    def __init__(self, tokenizer, stop_strings: tuple[str, ...], stop_ids: set[int]):
+        self.tokenizer, self.stop_strings, self.stop_ids = tokenizer, stop_strings, stop_ids
+        self.ids: list[int] = []
+        self.done, self._shown = False, 0
+
+    def push(self, token_id: int) -> str:
+        """Take one generated id; return the newly printable text."""
+        self.ids.append(token_id)
+        if token_id in self.stop_ids:
+            self.done = True
+            return self._show(self._cut(self._decode(self.ids[:-1]))[0])
+        text, found = self._cut(self._decode(self.ids))
+        self.done = found
+        return self._show(text if found else self._safe(text))
+
+    def completion(self) -> Completion:
+        text = self._cut(self._decode(self.ids[:-1] if self.ids and self.ids[-1] in self.stop_ids
+                                      else self.ids))[0]
+        return Completion(text, self.done, list(self.ids))
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def _cut(self, text: str) -> tuple[str, bool]:
+        hits = [i for i in (text.find(s) for s in self.stop_strings) if i >= 0]
+        return (text[:min(hits)], True) if hits else (text, False)
+
+    def _safe(self, text: str) -> str:
+        text = text.rstrip("\ufffd")
+        for s in self.stop_strings:
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:k]):
+                    text = text[:-k]
+                    break
+        return text
+
+    def _show(self, text: str) -> str:
+        new = text[self._shown:] if len(text) > self._shown else ""
+        self._shown = max(self._shown, len(text))
+        return new
+
+
+def pick_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+    """Greedy at temperature 0, else nucleus sampling from softmax(logits / temperature)."""
+    if temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+        probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.no_grad()
+def stream_text(model, prompt_ids: list[int], scanner: StopScanner, sampling: Sampling) -> Iterator[str]:
+    """Generate token by token (with the KV cache), yielding printable text until the reply stops."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device="cpu").manual_seed(sampling.seed)
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    x, cache = torch.tensor([prompt_ids], device=device), {}
+    for _ in range(sampling.max_new_tokens):
+        out = model(input_ids=x, use_cache=True, logits_to_keep=1, **cache)
+        cache = {cache_arg: out[cache_arg]}  # transformers >= 5.2x names it `cache`, earlier `past_key_values`
+        token = pick_token(out.logits[0, -1].cpu(), sampling.temperature, sampling.top_p, generator)
+        piece = scanner.push(token)
+        if piece:
+            yield piece
+        if scanner.done:
+            return
+        x = torch.tensor([[token]], device=device)
+
+
+def complete(model, tokenizer, fmt: ChatFormat, messages: list[dict], tools: list[dict] | None = None,
+             sampling: Sampling = Sampling(), on_text: Callable[[str], None] | None = None) -> Completion:
+    """One reply to `messages`, streamed to `on_text` as it is written."""
+    scanner = StopScanner(tokenizer, fmt.stop_strings, stop_token_ids(model, tokenizer, fmt))
+    for piece in stream_text(model, encode(tokenizer, fmt, messages, tools), scanner, sampling):
+        if on_text:
+            on_text(piece)
+    return scanner.completion()
+
+
+def generate_reply(model, tokenizer, messages: list[dict], template: str | None = None,
+                   tools: list[dict] | None = None, max_new_tokens: int = 256, temperature: float = 0.0,
+                   top_p: float = 1.0, seed: int = 0) -> str:
+    """The model's reply to a conversation, rendered with `template` (None: the model's own chat template,
+    else its detected format); surrounding whitespace stripped. Greedy unless `temperature` > 0."""
+    fmt = get_format(tokenizer, template or "auto")
+    sampling = Sampling(max_new_tokens, temperature, top_p, seed)
+    return complete(model, tokenizer, fmt, messages, tools, sampling).text.strip()
+
+
+@torch.no_grad()
+def complete_batch(model, tokenizer, fmt: ChatFormat, prompts: list[list[int]],
+                   sampling: Sampling = Sampling()) -> list[Completion]:
+    """Replies to many prompts (token ids) at once with `model.generate` (left padding)."""
+    from transformers import GenerationConfig
+
+    stop_ids = stop_token_ids(model, tokenizer, fmt)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids, default=0)
+    width = max(map(len, prompts))
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    sample = sampling.temperature > 0
+    vocab = tokenizer.get_vocab()
+    config = GenerationConfig(max_new_tokens=sampling.max_new_tokens, do_sample=sample, pad_token_id=pad,
+                              eos_token_id=sorted(stop_ids) or None,
+                              stop_strings=[s for s in fmt.stop_strings if s not in vocab] or None,
+                              temperature=sampling.temperature if sample else 1.0,
+                              top_p=sampling.top_p if sample else 1.0, top_k=0 if sample else 50)
+    torch.manual_seed(sampling.seed)
+    device = next(model.parameters()).device
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
+                         tokenizer=tokenizer)
+    return [_scan(tokenizer, fmt, stop_ids, row[width:].tolist()) for row in out.cpu()]
+
+
+def _scan(tokenizer, fmt: ChatFormat, stop_ids: set[int], new_ids: list[int]) -> Completion:
+    scanner = StopScanner(tokenizer, fmt.stop_strings, stop_ids)
+    for token in new_ids:
+        scanner.push(token)
+        if scanner.done:
+            break
+    return scanner.completion()
+
+
+def complete_many(model, tokenizer, fmt: ChatFormat, prompts: list[list[int]], sampling: Sampling = Sampling(),
+                  batch_size: int = 8, progress: bool = True) -> list[Completion]:
+    """Replies to any number of prompts, in batches of similar length; returned in the prompts' order."""
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results: list[Completion | None] = [None] * len(prompts)
+    bar = tqdm(total=len(prompts), desc="generating", unit=" replies", disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        for i, completion in zip(chunk, complete_batch(model, tokenizer, fmt, [prompts[i] for i in chunk], sampling)):
+            results[i] = completion
+        bar.update(len(chunk))
+    bar.close()
+    return results
