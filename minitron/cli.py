@@ -18,16 +18,17 @@ from typing import Any, Callable, Literal, get_args, get_origin
 
 from minitron.errors import MinitronError
 
-# subcommand -> "module:function" of the library function it wraps.
+# subcommand -> ("module:function" of the library function it wraps, one-line summary). Only the module
+# of the command being run is imported.
 COMMANDS = {
-    "compress": "minitron.pipeline:compress",
-    "score": "minitron.importance:score",
-    "prune": "minitron.prune:prune",
-    "data": "minitron.data:build_data",
-    "distill": "minitron.distill.trainer:distill",
-    "eval": "minitron.eval:evaluate",
-    "chat": "minitron.chat.cli:chat",
-    "generate": "minitron.chat.cli:generate",
+    "compress": ("minitron.pipeline:compress", "score, prune, distil, evaluate and report, in one go"),
+    "data": ("minitron.data:build_data", "tokenise text into train/validation token shards"),
+    "score": ("minitron.importance:score", "importance of hidden channels, heads, MLP neurons and layers"),
+    "prune": ("minitron.prune:prune", "prune a model to a target size (or --dry-run the arithmetic)"),
+    "distill": ("minitron.distill.trainer:distill", "distil a teacher into a student (1 or N processes)"),
+    "eval": ("minitron.eval:evaluate", "validation loss, perplexity and generation speed"),
+    "chat": ("minitron.chat.cli:chat", "chat with a model in its own format, with tools"),
+    "generate": ("minitron.chat.cli:generate", "reply to one prompt or a JSONL batch"),
 }
 
 
@@ -89,10 +90,10 @@ def _docstring(fn: Callable) -> tuple[str, dict[str, str]]:
     return summary.strip(), helps
 
 
-def add_command(sub: argparse._SubParsersAction, name: str, fn: Callable) -> None:
+def add_arguments(p: argparse.ArgumentParser, fn: Callable) -> None:
+    """Flags of one command from its function's signature and docstring."""
     summary, helps = _docstring(fn)
-    p = sub.add_parser(name, help=summary.splitlines()[0] if summary else None, description=summary,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.description = summary
     p.add_argument("--config", type=Path, help="YAML file of parameter values (flags override it)")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     hints = typing.get_type_hints(fn)
@@ -137,20 +138,24 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser(commands: dict[str, str] = COMMANDS) -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """Every command listed; the flags of the one named in `argv` (importing only its module)."""
     parser = Parser(prog="minitron", description="Prune and distil Hugging Face LLMs "
                                      "(the Minitron recipe). `minitron COMMAND --help` for each command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, target in commands.items():
-        module, func = target.split(":")
-        add_command(sub, name, getattr(importlib.import_module(module), func))
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (target, summary) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == chosen:
+            module, func = target.split(":")
+            add_arguments(p, getattr(importlib.import_module(module), func))
     return parser
 
 
 def run(argv: list[str] | None = None) -> Any:
     """Parse `argv` and call the subcommand's function; errors propagate."""
     argv = sys.argv[1:] if argv is None else argv
-    args = vars(build_parser().parse_args(argv))
+    args = vars(build_parser(argv).parse_args(argv))
     fn, config = args.pop("_fn"), args.pop("config")
     args.pop("command"), args.pop("debug")
     kwargs = _load_config(config, fn) if config else {}

@@ -60,19 +60,28 @@ def iter_documents(sources: Iterable[str | Path], glob: str = DEFAULT_GLOB,
             yield from _file_documents(source, text_field)
 
 
+def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
+    """(1-based line number, record) of each non-blank line of a JSONL file; bad JSON is refused by line."""
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise MinitronError(f"{path} does not exist") from None
+    with f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield i, json.loads(line)
+            except json.JSONDecodeError:
+                raise MinitronError(f"{path}:{i} is not valid JSON") from None
+
+
 def _file_documents(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
     if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise MinitronError(f"{path}:{i + 1} is not valid JSON") from None
-                if not isinstance(record, dict) or text_field not in record:
-                    raise MinitronError(f"{path}:{i + 1} has no {text_field!r} field (set --text-field)")
-                yield f"{path}:{i}", str(record[text_field])
+        for i, record in read_jsonl(path):
+            if not isinstance(record, dict) or text_field not in record:
+                raise MinitronError(f"{path}:{i} has no {text_field!r} field (set --text-field)")
+            yield f"{path}:{i - 1}", str(record[text_field])
     else:
         yield str(path), path.read_text(encoding="utf-8", errors="replace")
 

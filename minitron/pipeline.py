@@ -13,6 +13,7 @@ from minitron.errors import MinitronError
 
 DEFAULT_TARGET = {"hidden_size": 384, "intermediate_size": 1024, "num_attention_heads": 6}  # ~half of SmolLM2-135M
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
+CONTINUATION = "A Python list is"  # plain text, no chat template: what distillation on documents teaches
 
 
 def run_name(teacher: str) -> str:
@@ -51,10 +52,20 @@ def measure(spec: str | Path, val: torch.Tensor, device: torch.device, prompt: s
     loss = lm_loss(model, val.split(4))
     result = {"params": count_params(model), "val_loss": loss, "ppl": float(torch.tensor(loss).exp()),
               "gen_tokens_per_s": generation_speed(model, tok, new_tokens=speed_tokens),
-              "sample": generate_reply(model, tok, [{"role": "user", "content": prompt}], max_new_tokens=48)}
+              "sample": generate_reply(model, tok, [{"role": "user", "content": prompt}], max_new_tokens=48),
+              "continuation": continue_text(model, tok, CONTINUATION)}
     del model
     gc.collect()
     return result
+
+
+@torch.no_grad()
+def continue_text(model, tokenizer, text: str, new_tokens: int = 32) -> str:
+    """Greedy continuation of plain text (no chat template)."""
+    inputs = tokenizer(text, return_tensors="pt").to(next(model.parameters()).device)
+    out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def stage(n: int, title: str) -> float:
@@ -135,7 +146,7 @@ def compress(teacher: str = "default", data: Path | None = None, target: dict[st
     metrics = {"tokens": result.tokens, "teacher_spec": str(teacher), "target": sizes, "device": str(dev),
                "target_desc": ", ".join(f"{k} {getattr(config, k)}→{v}" for k, v in sizes.items()
                                         if v != getattr(config, k)),
-               "val_tokens": val.numel() - val_seqs, "prompt": prompt}
+               "val_tokens": val.numel() - val_seqs, "prompt": prompt, "continuation_prompt": CONTINUATION}
     for name, spec in (("teacher", teacher), ("pruned", run / "pruned"), ("distilled", student)):
         metrics[name] = measure(spec, val, dev, prompt, speed_tokens=32)
         print(f"  {name:>9}: {metrics[name]['params']:,} params, val loss {metrics[name]['val_loss']:.3f}, "

@@ -72,7 +72,20 @@ def target_config(config, sizes: dict[str, int], drop: list[int] | None = None):
     if getattr(new, "layer_types", None) is not None:
         kept = [i for i in range(config.num_hidden_layers) if i not in set(drop or [])][: sizes["num_hidden_layers"]]
         new.layer_types = [config.layer_types[i] for i in kept]
+    validate_config(new)
     return new
+
+
+def validate_config(config) -> None:
+    """Run the family's own config checks, so nothing is written that stock transformers would refuse."""
+    if not hasattr(config, "validate"):
+        return
+    try:
+        config.validate()
+    except Exception as e:  # huggingface_hub wraps the family's ValueError
+        cause = e.__cause__ or e
+        raise MinitronError(f"the target is not a valid {config.model_type} model for transformers: "
+                            f"{str(cause).strip()}") from None
 
 
 def params_of(config) -> int:

@@ -100,12 +100,16 @@ def write_report(run: Path) -> Path:
     if importance:
         lines += ["## Importance", "", f"![importance per layer and kind]({importance.name})", ""]
     if metrics.get("prompt"):
-        lines += ["## One prompt, three models", "", f"Prompt: *{metrics['prompt']}* (each model's own chat template, "
-                  "greedy).", ""]
+        lines += ["## One prompt, three models", "", f"Chat prompt: *{metrics['prompt']}* (each model's own chat "
+                  f"template, greedy); then the greedy continuation of the plain text "
+                  f"*{metrics.get('continuation_prompt', '')}*.", ""]
         for name in MODELS:
-            sample = metrics.get(name, {}).get("sample")
-            if sample is not None:
-                lines += [f"**{name}:**", "", "```", sample.strip() or "(empty)", "```", ""]
+            m = metrics.get(name, {})
+            if m.get("sample") is not None:
+                reply = m["sample"].strip() or "(ended its turn without a word)"
+                lines += [f"**{name}** — chat reply:", "", "```", reply, "```", ""]
+            if m.get("continuation") is not None:
+                lines += [f"**{name}** — continuation:", "", "```", m["continuation"].strip(), "```", ""]
     timings = metrics.get("timings_s", {})
     if timings:
         lines += ["## Time", "", " · ".join(f"{k} {v:.0f} s" for k, v in timings.items()), ""]

@@ -76,6 +76,7 @@ def test_existing_output_is_refused_and_kept(tiny_dir, tiny_data, tmp_path, caps
     (["--drop-layers", "2-9"], "the model has layers 0-3"),
     (["--target", "num_hidden_layers=3", "--drop-layers", "0-1"], "give one or the other"),
     (["--target", "hidden_size=abc"], "must be a whole number"),
+    (["--target", "hidden_size=60"], "hidden size (60) is not a multiple of the number of attention heads (8)"),
 ])
 def test_impossible_targets_write_nothing(tiny_dir, tmp_path, capsys, args, message):
     err = fails(capsys, "prune", "--model", tiny_dir, "--out", tmp_path / "out", *args)

@@ -11,6 +11,7 @@ from typing import Literal
 from minitron.chat.generate import Completion, Sampling, complete, complete_many
 from minitron.chat.templates import ChatFormat, encode, get_format
 from minitron.chat.tools import ToolCall, as_message_calls, describe, load_tools, parse_tool_calls
+from minitron.data import read_jsonl
 from minitron.errors import MinitronError
 
 Template = Literal["auto", "nemotron", "chatml", "mistral", "model"]
@@ -156,19 +157,9 @@ def chat(model: str = "default", template: Template = "auto", system: str | None
 def _read_prompts(path: Path) -> list[dict]:
     """Records of a prompts JSONL file: {"prompt": ...} or {"messages": [...]}."""
     records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise MinitronError(f"input file {path} does not exist") from None
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise MinitronError(f"{path}:{i + 1} is not valid JSON") from None
+    for i, record in read_jsonl(path):
         if not isinstance(record, dict) or not ("prompt" in record or "messages" in record):
-            raise MinitronError(f"{path}:{i + 1} needs a \"prompt\" string or a \"messages\" list")
+            raise MinitronError(f"{path}:{i} needs a \"prompt\" string or a \"messages\" list")
         records.append(record)
     return records
 

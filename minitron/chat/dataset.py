@@ -5,11 +5,11 @@ Input: JSONL records `{"messages": [{"role": ..., "content": ...}, ...], "tools"
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from minitron.chat.templates import ChatFormat, render
+from minitron.data import read_jsonl
 from minitron.errors import MinitronError
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -28,16 +28,9 @@ def iter_conversations(sources: Iterable[str | Path], glob: str = "**/*.jsonl") 
 
 
 def _file_conversations(path: Path) -> Iterator[tuple[str, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise MinitronError(f"{path}:{i + 1} is not valid JSON") from None
-            check_conversation(record, f"{path}:{i + 1}")
-            yield f"{path}:{i}", record
+    for i, record in read_jsonl(path):
+        check_conversation(record, f"{path}:{i}")
+        yield f"{path}:{i - 1}", record
 
 
 def check_conversation(record, where: str) -> None:
