@@ -44,20 +44,28 @@ def _is_hf_dataset(path: Path) -> bool:
 
 def iter_documents(sources: Iterable[str | Path], glob: str = DEFAULT_GLOB,
                    text_field: str = "text") -> Iterator[tuple[str, str]]:
-    """(document id, text) from text files, directories (with `glob`), JSONL and saved HF datasets."""
+    """(document id, text) from text files, directories (with `glob`), JSONL and saved HF datasets.
+
+    Ids are relative to the source given (a file's path inside its directory, a JSONL file's name and line),
+    so the train/validation split does not change when the data moves."""
     for source in map(Path, sources):
-        if not source.exists():
-            raise MinitronError(f"data source {source} does not exist")
         if _is_hf_dataset(source):
             yield from _hf_dataset_documents(source, text_field)
-        elif source.is_dir():
-            files = sorted(p for p in source.glob(glob) if p.is_file())
-            if not files:
-                raise MinitronError(f"no files match {glob!r} under {source}; set --glob")
-            for f in files:
-                yield from _file_documents(f, text_field)
         else:
-            yield from _file_documents(source, text_field)
+            for f, doc_id in source_files(source, glob):
+                yield from _file_documents(f, doc_id, text_field)
+
+
+def source_files(source: Path, glob: str) -> list[tuple[Path, str]]:
+    """(file, id) of a source: itself, or the files under a directory that match `glob`."""
+    if not source.exists():
+        raise MinitronError(f"data source {source} does not exist")
+    if not source.is_dir():
+        return [(source, source.name)]
+    files = sorted(p for p in source.glob(glob) if p.is_file())
+    if not files:
+        raise MinitronError(f"no files match {glob!r} under {source}; set --glob")
+    return [(f, f.relative_to(source).as_posix()) for f in files]
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
@@ -76,14 +84,14 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
                 raise MinitronError(f"{path}:{i} is not valid JSON") from None
 
 
-def _file_documents(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
+def _file_documents(path: Path, doc_id: str, text_field: str) -> Iterator[tuple[str, str]]:
     if path.suffix == ".jsonl":
         for i, record in read_jsonl(path):
             if not isinstance(record, dict) or text_field not in record:
                 raise MinitronError(f"{path}:{i} has no {text_field!r} field (set --text-field)")
-            yield f"{path}:{i - 1}", str(record[text_field])
+            yield f"{doc_id}:{i}", str(record[text_field])
     else:
-        yield str(path), path.read_text(encoding="utf-8", errors="replace")
+        yield doc_id, path.read_text(encoding="utf-8", errors="replace")
 
 
 def _hf_dataset_documents(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
@@ -95,7 +103,7 @@ def _hf_dataset_documents(path: Path, text_field: str) -> Iterator[tuple[str, st
         if text_field not in part.column_names:
             raise MinitronError(f"dataset {path} has no column {text_field!r} (columns: {part.column_names})")
         for i, text in enumerate(part[text_field]):
-            yield f"{path}:{name}:{i}", text
+            yield f"{path.name}:{name}:{i}", text
 
 
 class ShardWriter:
@@ -168,22 +176,26 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
     if tok.eos_token_id is None:
         raise MinitronError(f"tokenizer of {tokenizer} has no EOS token to separate documents")
     dtype = token_dtype(len(tok))
+    glob = "**/*.jsonl" if chat and glob == DEFAULT_GLOB else glob
+    for src in map(Path, source):  # refuse missing sources before anything is shown or written
+        if not _is_hf_dataset(src):
+            source_files(src, glob)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         writer = ShardWriter(tmp, dtype, with_mask=chat)
-        bar = tqdm(desc="tokenising", unit=" tok", unit_scale=True, dynamic_ncols=True)
         docs = tokenised_chats(tok, source, glob, chat_template) if chat else \
             ((d, tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], None)
              for d, t in iter_documents(source, glob, text_field))
-        for doc_id, ids, mask in docs:
-            writer.add("val" if is_validation(doc_id, val_fraction, seed) else "train", ids, mask)
-            bar.update(len(ids))
-            if max_tokens and sum(writer.tokens.values()) >= max_tokens:
-                break
-        bar.close()
+        with tqdm(desc="tokenising", unit=" tok", unit_scale=True, dynamic_ncols=True) as bar:
+            for doc_id, ids, mask in docs:
+                writer.add("val" if is_validation(doc_id, val_fraction, seed) else "train", ids, mask)
+                bar.update(len(ids))
+                if max_tokens and sum(writer.tokens.values()) >= max_tokens:
+                    break
         splits = writer.close()
         if splits["train"]["tokens"] == 0 or splits["val"]["tokens"] == 0:
-            raise MinitronError(f"too little data in {', '.join(map(str, source))}: {splits} "
-                                "(need documents in both splits; add data or raise --val-fraction)")
+            raise MinitronError(f"too little data in {', '.join(map(str, source))}: {splits['train']['documents']} "
+                                f"training and {splits['val']['documents']} validation documents; both splits need "
+                                "some (add data or raise --val-fraction)")
         write_meta(tmp, tok, dtype, splits, sources=[str(s) for s in source], val_fraction=val_fraction,
                    seed=seed, **({"chat_template": chat_template} if chat else {}))
     print(f"wrote {out}: {splits['train']['tokens']:,} train / {splits['val']['tokens']:,} validation tokens")
@@ -197,7 +209,7 @@ def tokenised_chats(tok, sources: list[str], glob: str,
     from minitron.chat.templates import get_format
 
     fmt = get_format(tok, template)
-    for doc_id, record in iter_conversations(sources, "**/*.jsonl" if glob == DEFAULT_GLOB else glob):
+    for doc_id, record in iter_conversations(sources, glob):
         ids, mask = encode_with_mask(tok, fmt, record["messages"], record.get("tools"))
         yield doc_id, ids + [tok.eos_token_id], mask + [0]
 
@@ -206,7 +218,7 @@ def default_data_dir(tokenizer, max_tokens: int | None = None) -> Path:
     from minitron.load import cache_dir
 
     suffix = f"-{max_tokens}" if max_tokens else ""
-    return cache_dir() / "data" / f"docs-{tokenizer_identity(tokenizer)['sha']}{suffix}"
+    return cache_dir() / "data" / f"docs2-{tokenizer_identity(tokenizer)['sha']}{suffix}"
 
 
 def default_data(tokenizer_spec: str = "default", max_tokens: int | None = None) -> Path:

@@ -59,11 +59,18 @@ def measure(spec: str | Path, val: torch.Tensor, device: torch.device, prompt: s
     return result
 
 
+def merged_timings(previous: Path, now: dict[str, float]) -> dict[str, float]:
+    """Seconds per stage over every invocation of a run (a resumed run adds to the earlier time);
+    evaluation is redone each time, so it counts once."""
+    before = json.loads(previous.read_text()).get("timings_s", {}) if previous.is_file() else {}
+    return {k: round(v + (before.get(k, 0.0) if k != "evaluate" else 0.0), 1) for k, v in now.items()}
+
+
 @torch.no_grad()
-def continue_text(model, tokenizer, text: str, new_tokens: int = 32) -> str:
-    """Greedy continuation of plain text (no chat template)."""
+def continue_text(model, tokenizer, text: str, new_tokens: int = 32, repetition_penalty: float = 1.3) -> str:
+    """Greedy continuation of plain text (no chat template); the penalty keeps weak models out of loops."""
     inputs = tokenizer(text, return_tensors="pt").to(next(model.parameters()).device)
-    out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False,
+    out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, repetition_penalty=repetition_penalty,
                          pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
@@ -154,7 +161,7 @@ def compress(teacher: str = "default", data: Path | None = None, target: dict[st
     timings["evaluate"] = time.time() - t
 
     stage(5, "writing the report")
-    metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+    metrics["timings_s"] = merged_timings(run / "metrics.json", timings)
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     report = write_report(run)
     print(f"\nwrote {report} — distilled student in {student}")

@@ -88,6 +88,14 @@ def validate_config(config) -> None:
                             f"{str(cause).strip()}") from None
 
 
+def stored_dtype(config) -> torch.dtype:
+    """The dtype the teacher's weights are stored in (pruned models are written in it, not in fp32)."""
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+
+
 def params_of(config) -> int:
     """Exact parameter count of a config, built on the meta device (no weights allocated)."""
     from transformers import AutoModelForCausalLM
@@ -287,7 +295,7 @@ def prune(model: str = "default", target: dict[str, int] | None = None, drop_lay
             _generation_config(model, new_config).save_pretrained(tmp)
         else:
             written = count_params(net)
-            save_hf(net.to("cpu"), tokenizer, tmp, _generation_config(model, net.config))
+            save_hf(net.to("cpu", stored_dtype(config)), tokenizer, tmp, _generation_config(model, net.config))
         if written != after:
             raise RuntimeError(f"internal error: pruned model has {written:,} parameters, expected {after:,}")
         record["seconds"] = round(time.time() - start, 1)

@@ -101,8 +101,8 @@ def write_report(run: Path) -> Path:
         lines += ["## Importance", "", f"![importance per layer and kind]({importance.name})", ""]
     if metrics.get("prompt"):
         lines += ["## One prompt, three models", "", f"Chat prompt: *{metrics['prompt']}* (each model's own chat "
-                  f"template, greedy); then the greedy continuation of the plain text "
-                  f"*{metrics.get('continuation_prompt', '')}*.", ""]
+                  f"template, greedy); then the continuation of the plain text "
+                  f"*{metrics.get('continuation_prompt', '')}* (greedy, repetition penalty 1.3).", ""]
         for name in MODELS:
             m = metrics.get(name, {})
             if m.get("sample") is not None:
@@ -112,7 +112,8 @@ def write_report(run: Path) -> Path:
                 lines += [f"**{name}** — continuation:", "", "```", m["continuation"].strip(), "```", ""]
     timings = metrics.get("timings_s", {})
     if timings:
-        lines += ["## Time", "", " · ".join(f"{k} {v:.0f} s" for k, v in timings.items()), ""]
+        lines += ["## Time", "", " · ".join(f"{k} {v:.0f} s" for k, v in timings.items()) +
+                  " (stages of a resumed run add up over its invocations)", ""]
     path = run / "report.md"
     path.write_text("\n".join(lines))
     return path

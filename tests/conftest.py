@@ -98,6 +98,25 @@ def write_corpus(path, docs: int = 40, words: int = 120, seed: int = 0):
     return path
 
 
+def run_cli(*args):
+    """`minitron ARGS...` in this process; arguments may be paths or numbers."""
+    from minitron.cli import main
+
+    main([str(a) for a in args])
+
+
+def cli_error(capsys, *args) -> str:
+    """Run a command that must fail: a non-zero exit, no traceback, and one `minitron...error:` line, printed last."""
+    with pytest.raises(SystemExit) as e:
+        run_cli(*args)
+    assert e.value.code in (1, 2)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("minitron") and "error: " in line]
+    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
+    return lines[0]
+
+
 @pytest.fixture
 def tiny_dir(tmp_path):
     return save_tiny(tmp_path / "tiny-llama")

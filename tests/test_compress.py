@@ -6,6 +6,7 @@ from collections import namedtuple
 import pytest
 
 import minitron
+from conftest import cli_error
 from minitron.cli import main
 from minitron.distill.trainer import distill
 
@@ -64,28 +65,19 @@ def test_compress_real_default_teacher(tmp_path):
     assert saved["teacher"]["val_loss"] < saved["distilled"]["val_loss"]
 
 
-def fails(capsys, args) -> str:
-    with pytest.raises(SystemExit) as e:
-        main(["compress", *map(str, args)])
-    assert e.value.code == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
-
-
 def test_front_door_bad_input(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch):
     base = ["--teacher", tiny_dir, "--data", tiny_data, "--seq-len", 32]
-    err = fails(capsys, [*base, "--out", tmp_path / "a", "--target", "hidden_size=4096"])
+    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "a", "--target", "hidden_size=4096")
     base += ["--target", "intermediate_size=48"]
     assert "between 1 and the teacher's 64" in err and not (tmp_path / "a").exists()
-    err = fails(capsys, [*base, "--out", tmp_path / "b", "--tokens", 10**9])
+    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "b", "--tokens", 10**9)
     assert "fewer than the 1,000,000,000 requested" in err and not (tmp_path / "b").exists()
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12 - 1000, 1000))
-    err = fails(capsys, [*base, "--out", tmp_path / "c", "--tokens", 1024])
+    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "c", "--tokens", 1024)
     assert "no disk space" in err and not (tmp_path / "c").exists()
     existing = tmp_path / "d"
     existing.mkdir()
     (existing / "notes.txt").write_text("keep me")
-    err = fails(capsys, [*base, "--out", existing])
+    err = cli_error(capsys, "compress", *base, "--out", existing)
     assert "already exists" in err and (existing / "notes.txt").read_text() == "keep me"

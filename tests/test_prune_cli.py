@@ -5,21 +5,8 @@ import sys
 
 import pytest
 
-from minitron.cli import main
+from conftest import cli_error, run_cli
 from minitron.importance import Scores
-
-
-def run_cli(*args):
-    main([str(a) for a in args])
-
-
-def fails(capsys, *args) -> str:
-    with pytest.raises(SystemExit) as e:
-        run_cli(*args)
-    assert e.value.code != 0
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def stock_load(path) -> int:
@@ -63,7 +50,7 @@ def test_existing_output_is_refused_and_kept(tiny_dir, tiny_data, tmp_path, caps
     out = tmp_path / "p"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    err = fails(capsys, "prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--target",
+    err = cli_error(capsys, "prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--target",
                 "intermediate_size=48")
     assert "already exists" in err and (out / "keep.txt").read_text() == "mine"
 
@@ -79,29 +66,29 @@ def test_existing_output_is_refused_and_kept(tiny_dir, tiny_data, tmp_path, caps
     (["--target", "hidden_size=60"], "hidden size (60) is not a multiple of the number of attention heads (8)"),
 ])
 def test_impossible_targets_write_nothing(tiny_dir, tmp_path, capsys, args, message):
-    err = fails(capsys, "prune", "--model", tiny_dir, "--out", tmp_path / "out", *args)
+    err = cli_error(capsys, "prune", "--model", tiny_dir, "--out", tmp_path / "out", *args)
     assert message in err
     assert not (tmp_path / "out").exists()
 
 
 def test_bad_models(tmp_path, capsys):
-    assert "does not exist" in fails(capsys, "prune", "--model", tmp_path / "nope", "--dry-run")
+    assert "does not exist" in cli_error(capsys, "prune", "--model", tmp_path / "nope", "--dry-run")
     (tmp_path / "empty").mkdir()
-    assert "no config.json" in fails(capsys, "prune", "--model", tmp_path / "empty", "--dry-run")
+    assert "no config.json" in cli_error(capsys, "prune", "--model", tmp_path / "empty", "--dry-run")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{not json")
-    assert "cannot read" in fails(capsys, "prune", "--model", tmp_path / "bad", "--dry-run")
+    assert "cannot read" in cli_error(capsys, "prune", "--model", tmp_path / "bad", "--dry-run")
     (tmp_path / "fake.gguf").write_bytes(b"GGUF" + b"\x00" * 64)
-    assert "not a readable GGUF model" in fails(capsys, "score", "--model", tmp_path / "fake.gguf")
+    assert "not a readable GGUF model" in cli_error(capsys, "score", "--model", tmp_path / "fake.gguf")
     (tmp_path / "gpt2").mkdir()
     (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
-    assert "'gpt2' (GPT2LMHeadModel) is not supported" in fails(capsys, "prune", "--model", tmp_path / "gpt2", "--dry-run")
+    assert "'gpt2' (GPT2LMHeadModel) is not supported" in cli_error(capsys, "prune", "--model", tmp_path / "gpt2", "--dry-run")
 
 
 def test_corrupt_weights(tiny_dir, tiny_data, tmp_path, capsys):
     weights = tiny_dir / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    err = fails(capsys, "prune", "--model", tiny_dir, "--data", tiny_data, "--out", tmp_path / "o", "--target",
+    err = cli_error(capsys, "prune", "--model", tiny_dir, "--data", tiny_data, "--out", tmp_path / "o", "--target",
                 "intermediate_size=48")
     assert "corrupt or incomplete" in err and not (tmp_path / "o").exists()
 
@@ -118,7 +105,7 @@ def test_yaml_config(tiny_dir, tmp_path, capsys):
     run_cli("prune", "--config", tmp_path / "p.yaml")
     assert "intermediate_size: 96 -> 48" in capsys.readouterr().out
     (tmp_path / "bad.yaml").write_text("modle: x\n")
-    assert "unknown parameter(s) modle" in fails(capsys, "prune", "--config", tmp_path / "bad.yaml")
+    assert "unknown parameter(s) modle" in cli_error(capsys, "prune", "--config", tmp_path / "bad.yaml")
 
 
 @pytest.mark.slow
@@ -133,3 +120,18 @@ def test_prune_real_default_teacher(tmp_path, capsys):
     assert record["params_before"] == 134_515_008 and record["dropped_layers"] == [20, 21]
     assert stock_load(out) == record["params_after"]
     assert "{% for message in messages %}" in (out / "chat_template.jinja").read_text()
+
+
+def test_prune_keeps_the_teachers_dtype(tmp_path, tiny_data):
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from conftest import save_tiny
+
+    teacher = save_tiny(tmp_path / "bf16")
+    AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.bfloat16).save_pretrained(teacher)
+    run_cli("prune", "--model", teacher, "--data", tiny_data, "--out", tmp_path / "p", "--calib-seqs", 2,
+            "--seq-len", 16, "--target", "intermediate_size=48")
+    with safe_open(tmp_path / "p" / "model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}

@@ -8,8 +8,7 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 import minitron.stream
-from conftest import FAMILIES, tiny_model, tiny_tokenizer
-from minitron.cli import main
+from conftest import FAMILIES, cli_error, run_cli, tiny_model, tiny_tokenizer
 from minitron.importance import Scores, compute_scores, random_scores
 from minitron.load import load_model
 from minitron.prune import apply_plan, check_target, make_plan, params_of, target_config
@@ -131,31 +130,18 @@ def sharded(tmp_path_factory):
     return path, data
 
 
-def run(*args):
-    main([str(a) for a in args])
-
-
-def fails(capsys, *args) -> str:
-    with pytest.raises(SystemExit) as e:
-        run(*args)
-    assert e.value.code != 0
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
 def test_commands_stream_when_the_model_does_not_fit(sharded, tmp_path, monkeypatch, capsys):
     path, data = sharded
     calib = ["--data", data, "--calib-seqs", 4, "--seq-len", 16, "--batch-size", 2]
     monkeypatch.setattr(minitron.stream, "memory_available", lambda: 100_000)  # less than the fp32 weights
-    run("score", "--model", path, *calib, "--out", tmp_path / "scores")
+    run_cli("score", "--model", path, *calib, "--out", tmp_path / "scores")
     said = [line for line in capsys.readouterr().out.splitlines() if "streaming" in line]
     assert len(said) == 1 and "one layer at a time" in said[0] and "--no-stream" in said[0]
     assert Scores.load(tmp_path / "scores").meta["streamed"] is True
     target = "hidden_size=40,intermediate_size=48,num_attention_heads=4"
-    run("prune", "--model", path, "--scores", tmp_path / "scores", "--target", target, "--out", tmp_path / "s")
+    run_cli("prune", "--model", path, "--scores", tmp_path / "scores", "--target", target, "--out", tmp_path / "s")
     assert "one layer at a time" in capsys.readouterr().out
-    run("prune", "--model", path, "--scores", tmp_path / "scores", "--target", target, "--out", tmp_path / "m",
+    run_cli("prune", "--model", path, "--scores", tmp_path / "scores", "--target", target, "--out", tmp_path / "m",
         "--no-stream")
     assert "streaming" not in capsys.readouterr().out
     streamed, in_memory = (json.loads((tmp_path / d / "pruning.json").read_text()) for d in ("s", "m"))
@@ -170,8 +156,8 @@ def test_prune_stream_scores_depth_like_in_memory(sharded, tmp_path):
     path, data = sharded
     args = ["--model", path, "--data", data, "--calib-seqs", 4, "--seq-len", 16, "--batch-size", 2,
             "--target", "num_hidden_layers=2,intermediate_size=48", "--layer-criterion", "block"]
-    run("prune", *args, "--stream", "--out", tmp_path / "s")
-    run("prune", *args, "--no-stream", "--out", tmp_path / "m")
+    run_cli("prune", *args, "--stream", "--out", tmp_path / "s")
+    run_cli("prune", *args, "--no-stream", "--out", tmp_path / "m")
     streamed, in_memory = (json.loads((tmp_path / d / "pruning.json").read_text()) for d in ("s", "m"))
     assert streamed["dropped_layers"] == in_memory["dropped_layers"] and len(streamed["dropped_layers"]) == 2
     assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "s").eval()),
@@ -180,7 +166,7 @@ def test_prune_stream_scores_depth_like_in_memory(sharded, tmp_path):
 
 def test_taylor_cannot_stream(sharded, tmp_path, capsys):
     path, data = sharded
-    err = fails(capsys, "score", "--model", path, "--data", data, "--stream", "--criteria", "taylor",
+    err = cli_error(capsys, "score", "--model", path, "--data", data, "--stream", "--criteria", "taylor",
                 "--out", tmp_path / "o")
     assert "taylor" in err and "backward pass through the whole model" in err and not (tmp_path / "o").exists()
 
@@ -218,7 +204,7 @@ def test_bad_checkpoints_fail_in_one_line_naming_the_file(sharded, tmp_path, cap
     path, data = sharded
     model = shutil.copytree(path, tmp_path / "model")
     victim = damage(model)
-    err = fails(capsys, *command, "--model", model, "--data", data, "--calib-seqs", 4, "--seq-len", 16,
+    err = cli_error(capsys, *command, "--model", model, "--data", data, "--calib-seqs", 4, "--seq-len", 16,
                 "--out", tmp_path / "out")
     assert str(victim) in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))

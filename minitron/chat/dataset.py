@@ -9,28 +9,20 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from minitron.chat.templates import ChatFormat, render
-from minitron.data import read_jsonl
+from minitron.data import read_jsonl, source_files
 from minitron.errors import MinitronError
 
 ROLES = ("system", "user", "assistant", "tool")
 
 
 def iter_conversations(sources: Iterable[str | Path], glob: str = "**/*.jsonl") -> Iterator[tuple[str, dict]]:
-    """(id, record) for every conversation in JSONL files (or directories of them, found with `glob`)."""
+    """(id, record) for every conversation in JSONL files (or directories of them, found with `glob`);
+    ids are relative to the source, like documents' (`minitron.data.iter_documents`)."""
     for source in map(Path, sources):
-        if not source.exists():
-            raise MinitronError(f"data source {source} does not exist")
-        files = sorted(p for p in source.glob(glob) if p.is_file()) if source.is_dir() else [source]
-        if not files:
-            raise MinitronError(f"no files match {glob!r} under {source}; set --glob")
-        for f in files:
-            yield from _file_conversations(f)
-
-
-def _file_conversations(path: Path) -> Iterator[tuple[str, dict]]:
-    for i, record in read_jsonl(path):
-        check_conversation(record, f"{path}:{i}")
-        yield f"{path}:{i - 1}", record
+        for f, file_id in source_files(source, glob):
+            for i, record in read_jsonl(f):
+                check_conversation(record, f"{f}:{i}")
+                yield f"{file_id}:{i}", record
 
 
 def check_conversation(record, where: str) -> None:
