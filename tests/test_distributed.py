@@ -86,3 +86,20 @@ def test_two_processes_match_one_and_checkpoints_move(tmp_path):
     main(_args(tmp_path, from_two, "--resume"))
     _assert_same_weights(two, from_two)
     assert [m["loss"] for m in _metrics(from_two)] == pytest.approx([m["loss"] for m in m2], rel=1e-4)
+
+
+def test_only_process_zero_reads_weights_and_its_failure_stops_all(tmp_path):
+    """Process 0 alone reads the checkpoints (the others get their shards by broadcast): a corrupt teacher is
+    reported once, by process 0, and every process exits instead of waiting for it."""
+    save_tiny(tmp_path / "teacher", seed=0)
+    save_tiny(tmp_path / "student", seed=1, num_hidden_layers=2)
+    build_tiny_data(tmp_path, tmp_path / "teacher")
+    weights = tmp_path / "teacher" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "minitron", *_args(tmp_path, tmp_path / "out")]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.count("cannot load the weights") == 1, done.stderr[-3000:]
+    assert "process 0 could not load" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -189,15 +189,37 @@ def init_env(device: str) -> Env:
 
 
 def shard(module: nn.Module, lm: nn.Module, env: Env) -> nn.Module:
-    """FSDP2: each decoder layer, then the whole module (which holds embeddings, final norm, lm_head)."""
-    module.to(env.device)
-    if env.world > 1:
-        from torch.distributed.fsdp import fully_shard
+    """FSDP2: each decoder layer, then the whole module (which holds embeddings, final norm, lm_head).
 
-        for layer in decoder_layers(lm):
-            fully_shard(layer, mesh=env.mesh)
-        fully_shard(module, mesh=env.mesh)
+    With several processes only process 0 holds real weights (see `load_lm`); the others hold parameters
+    on the meta device and receive their shards from it by broadcast, one tensor at a time."""
+    if env.world == 1:
+        return module.to(env.device)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+
+    full = module.state_dict() if env.is_main else {}  # references, not copies: freed after the broadcast
+    for layer in decoder_layers(lm):
+        fully_shard(layer, mesh=env.mesh)  # moves one layer at a time to the device, then keeps its shard
+    fully_shard(module, mesh=env.mesh)
+    if not env.is_main:
+        materialise(module, env.device)
+    set_model_state_dict(module, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     return module
+
+
+def materialise(module: nn.Module, device: torch.device) -> None:
+    """Allocate meta parameters on `device` (contents arrive later); buffers, built real, keep their values."""
+    buffers = {name: b.to(device) for name, b in module.named_buffers()}
+    swap = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)  # keeps tied parameters one object
+    try:
+        module.to_empty(device=device)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swap)
+    with torch.no_grad():
+        for name, b in module.named_buffers():
+            b.copy_(buffers[name])
 
 
 # ---------------------------------------------------------------- models
@@ -355,13 +377,32 @@ def layer_pairs(cfg: TrainConfig, s_config, t_config) -> list[tuple[int, int]]:
     return [(s % ns, t % nt) for s, t in pairs]
 
 
-def load_student(cfg: TrainConfig, s_config) -> nn.Module:
-    if cfg.init == "pretrained":
-        return load_model(cfg.student, "cpu", torch.float32).train()
+def load_lm(spec: str, dtype: torch.dtype, env: Env, config=None) -> nn.Module:
+    """Process 0 reads the weights (or, with `config`, initialises them from the seed); the other processes
+    build the same model on the meta device and get their shards from process 0 in `shard`, so the host
+    holds one copy of each model however many processes it runs. A load that fails stops every process."""
+    from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
+    if not env.is_main:
+        if env.all_sum(0):
+            raise MinitronError(f"process 0 could not load {spec}; see its message")
+        with init_empty_weights():  # parameters on meta, buffers (rotary frequencies...) real
+            model = AutoModelForCausalLM.from_config(config or load_config(resolve_model(spec)), dtype=dtype)
+        model.tie_weights()  # from_config leaves meta embeddings untied
+        return model
+    try:
+        model = load_model(spec, "cpu", dtype) if config is None else AutoModelForCausalLM.from_config(config, dtype=dtype)
+    except MinitronError:
+        env.all_sum(1)
+        raise
+    env.all_sum(0)
+    return model
+
+
+def load_student(cfg: TrainConfig, s_config, env: Env) -> nn.Module:
     torch.manual_seed(cfg.seed)
-    return AutoModelForCausalLM.from_config(s_config, dtype=torch.float32).train()
+    return load_lm(cfg.student, torch.float32, env, None if cfg.init == "pretrained" else s_config).train()
 
 
 def build_model(cfg: TrainConfig, env: Env, s_config, t_config) -> tuple[DistillModel, Teacher | None]:
@@ -370,9 +411,9 @@ def build_model(cfg: TrainConfig, env: Env, s_config, t_config) -> tuple[Distill
     teacher = None
     if name != "ce":
         dtype = torch.bfloat16 if env.device.type == "cuda" else torch.float32
-        teacher = Teacher(load_model(cfg.teacher, "cpu", dtype), tuple(j for _, j in pairs))
+        teacher = Teacher(load_lm(cfg.teacher, dtype, env), tuple(j for _, j in pairs))
         shard(teacher, teacher.lm, env)
-    student = load_student(cfg, s_config)
+    student = load_student(cfg, s_config, env)
     torch.manual_seed(cfg.seed)  # the projections start the same on every rank and world size
     hidden = (HiddenStateLoss(s_config.hidden_size, t_config.hidden_size, pairs, cfg.hidden_loss)
               if pairs else None)
