@@ -5,6 +5,7 @@ head_dim 128, ffn 14336, vocab 131072, untied; ~24.5 GB in 5 GiB shards) tensor 
 little real text with the Tekken tokenizer (mistral_common's data folder), then runs the ordinary commands
 
     minitron score --model 12b --data data --calib-seqs 8 --seq-len 256 --batch-size 8 --out scores --stream
+        [--dtype bfloat16: with --dtypes, once per compute dtype, compared]
     minitron prune --model 12b --scores scores --target hidden_size=4096,intermediate_size=11520 --out 8b --stream
 
 (`--stream` so that a machine with memory to spare runs the same path; the report also records what the
@@ -14,6 +15,7 @@ output's parameter count, from the written shards and from its config built on t
 generated file is deleted at the end, also on failure.
 
     .venv/bin/python benchmarks/stream_12b.py [--device cpu|cuda] [--workdir DIR] [--layers N]
+                                              [--dtypes float32 bfloat16]
 """
 from __future__ import annotations
 
@@ -152,7 +154,25 @@ def verify(pruned: Path, expected: int) -> dict:
     return found
 
 
-def run(work: Path, layers: int, device: str) -> dict:
+def agreement(a: Path, b: Path) -> dict:
+    """Share of the units that the 8B target keeps by activation importance (default aggregation) that the
+    scores in `a` and in `b` both keep."""
+    from minitron.importance import Scores
+
+    sa, sb = Scores.load(a).tensors, Scores.load(b).tensors
+    keep = {"hidden": 4096, "mlp": 11520}
+    out = {}
+    for kind, k in keep.items():
+        ta, tb = sa[f"activation/mean-l2/{kind}"], sb[f"activation/mean-l2/{kind}"]
+        if kind == "mlp":  # per layer
+            same = sum(len(set(x.topk(k).indices.tolist()) & set(y.topk(k).indices.tolist())) for x, y in zip(ta, tb))
+            out[kind] = round(same / (k * len(ta)), 4)
+        else:
+            out[kind] = round(len(set(ta.topk(k).indices.tolist()) & set(tb.topk(k).indices.tolist())) / k, 4)
+    return out
+
+
+def run(work: Path, layers: int, device: str, dtypes: list[str]) -> dict:
     report, sampler = {"layers": layers, "device": device}, RssSampler()
     ckpt, data, scores, pruned = work / "nemo-12b", work / "data", work / "scores", work / "minitron-8b"
     with stage("generate", report, sampler):
@@ -162,9 +182,13 @@ def run(work: Path, layers: int, device: str) -> dict:
     with stage("data", report, sampler):
         minitron(["data", "--source", *calibration_text(work / "text"), "--tokenizer", str(ckpt), "--out", str(data),
                   "--glob", "*.txt", "--max-tokens", "60000", "--val-fraction", "0.1"])
-    with stage("score", report, sampler):
-        minitron(["score", "--model", str(ckpt), "--data", str(data), "--calib-seqs", "8", "--seq-len", "256",
-                  "--batch-size", "8", "--out", str(scores), "--device", device, "--stream"])
+    for i, dtype in enumerate(dtypes):  # the first dtype's scores prune; the others are compared with them
+        with stage("score" if i == 0 else f"score_{dtype}", report, sampler):
+            minitron(["score", "--model", str(ckpt), "--data", str(data), "--calib-seqs", "8", "--seq-len", "256",
+                      "--batch-size", "8", "--out", str(scores if i == 0 else work / f"scores-{dtype}"),
+                      "--device", device, "--dtype", dtype, "--stream"])
+        if i:
+            report[f"score_{dtype}"]["kept_units_shared_with_" + dtypes[0]] = agreement(scores, work / f"scores-{dtype}")
     with stage("prune", report, sampler):
         minitron(["prune", "--model", str(ckpt), "--scores", str(scores), "--target", TARGET, "--out", str(pruned),
                   "--stream"])
@@ -178,6 +202,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()), help="where to put ~42 GB")
     parser.add_argument("--device", default="cpu", help="where the layer math runs: cpu or cuda")
     parser.add_argument("--layers", type=int, default=40, help="fewer decoder layers for a quick trial")
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                        help="score with each compute dtype in turn (the first one's scores prune)")
     args = parser.parse_args()
     need = 42e9 * args.layers / 40 + 3e9
     free = shutil.disk_usage(args.workdir).free
@@ -186,7 +212,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="minitron-stream-12b-", dir=args.workdir))
     start = time.time()
     try:
-        report = run(work, args.layers, args.device)
+        report = run(work, args.layers, args.device, args.dtypes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["total_wall_s"] = round(time.time() - start, 1)

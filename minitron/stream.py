@@ -48,8 +48,8 @@ def memory_available() -> int | None:
     return None
 
 
-def choose_stream(path: Path, stream: bool | None) -> bool:
-    """`stream` if given; else stream when the weights at fp32 do not fit in available memory (saying so).
+def choose_stream(path: Path, stream: bool | None, dtype: torch.dtype = torch.float32) -> bool:
+    """`stream` if given; else stream when the weights in `dtype` do not fit in available memory (saying so).
 
     Unless told not to stream, the checkpoint is checked here against its config, before any work: every
     shard there and whole, the index true to the shards, every tensor the model needs present, shapes right."""
@@ -58,10 +58,11 @@ def choose_stream(path: Path, stream: bool | None) -> bool:
     lazy = LazyModel.open(path)
     if stream:
         return True
-    need, have = lazy.ckpt.numel() * 4, memory_available()
+    need, have = lazy.ckpt.numel() * dtype.itemsize, memory_available()
     if have is None or need * MEMORY_MARGIN <= have:
         return False
-    print(f"streaming {path.name} one layer at a time: its weights need {need / 2**30:.1f} GiB at fp32 but "
+    name = str(dtype).removeprefix("torch.")
+    print(f"streaming {path.name} one layer at a time: its weights need {need / 2**30:.1f} GiB in {name} but "
           f"{have / 2**30:.1f} GiB of memory is available (--no-stream to load it whole)", flush=True)
     return True
 
@@ -328,11 +329,11 @@ def _final_pass(lazy: LazyModel, flows: list[Flow], rec: ActivationRecorder, wei
 @torch.no_grad()
 def stream_scores(path: Path | str, batches: list[torch.Tensor], criteria: list[str],
                   layer_loss_batches: list[torch.Tensor] | None = None, block_sizes: list[int] = (),
-                  seed: int = 0, device: torch.device | str = "cpu") -> Scores:
-    """`importance.compute_scores` for a checkpoint read one layer at a time (computed in fp32 on `device`)."""
+                  seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Scores:
+    """`importance.compute_scores` for a checkpoint read one layer at a time (computed in `dtype` on `device`)."""
     check_streamable(criteria)
     t = time.time()
-    lazy = LazyModel.open(path, device, torch.float32)
+    lazy = LazyModel.open(path, device, dtype)
     model = lazy.model
     meta = {"streamed": True, **model_meta(model, criteria)}  # before materialising unties tied weights
     weights = WeightScores(model, criteria)

@@ -58,6 +58,25 @@ def test_streamed_scores_from_a_single_file(tmp_path):
         assert_close(got.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
+def test_bf16_compute_streamed_equals_in_memory_and_ranks_like_fp32(tmp_path):
+    """`--dtype bfloat16`: the streamed and in-memory paths agree, the statistics stay fp32, and the scores
+    rank units much as the fp32 ones do (the weight criteria, which see the same bf16 weights, exactly)."""
+    path = save_sharded(tmp_path / "m", "llama", dtype=torch.bfloat16)
+    fp32 = compute_scores(load_model(path), BATCHES, CRITERIA)
+    in_memory = compute_scores(load_model(path, "cpu", torch.bfloat16), BATCHES, CRITERIA)
+    streamed = stream_scores(path, BATCHES, CRITERIA, dtype=torch.bfloat16)
+    for key, value in in_memory.tensors.items():
+        assert value.dtype == torch.float32, key
+        assert_close(streamed.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    for key in ("magnitude/hidden", "magnitude/heads", "magnitude/mlp"):
+        assert_close(in_memory.tensors[key], fp32.tensors[key], rtol=1e-5, atol=1e-6, msg=key)
+    for key in ("activation/mean-l2/hidden", "activation/mean-l2/mlp", "wanda/mlp"):
+        a, b = in_memory.tensors[key].flatten(), fp32.tensors[key].flatten()
+        assert not torch.equal(a, b)  # computed in bf16, not fp32
+        ranks = torch.stack([a.argsort().argsort(), b.argsort().argsort()]).float()
+        assert torch.corrcoef(ranks)[0, 1] > 0.95, key  # Spearman correlation
+
+
 def random_plan(config, drop=(2,)):
     sizes = check_target(config, TARGET, list(drop))
     scores = Scores({f"random/{k}": v for k, v in random_scores(config, 0).items() if k != "layers"})
@@ -150,6 +169,20 @@ def test_commands_stream_when_the_model_does_not_fit(sharded, tmp_path, monkeypa
     assert sum(p.numel() for p in got.parameters()) == streamed["params_after"]
     assert_close(logits(got), logits(AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()))
     assert (tmp_path / "s" / "tokenizer.json").is_file() and (tmp_path / "s" / "generation_config.json").is_file()
+
+
+def test_the_compute_dtype_decides_what_fits(sharded, tmp_path, monkeypatch, capsys):
+    path, data = sharded
+    numel = Checkpoint.open(path).numel()
+    monkeypatch.setattr(minitron.stream, "memory_available", lambda: 3 * numel)  # bf16 fits, fp32 does not
+    calib = ["--data", data, "--calib-seqs", 2, "--seq-len", 16, "--batch-size", 2, "--criteria", "activation"]
+    run_cli("score", "--model", path, *calib, "--dtype", "bfloat16", "--out", tmp_path / "bf16")
+    assert "streaming" not in capsys.readouterr().out
+    run_cli("score", "--model", path, *calib, "--out", tmp_path / "fp32")
+    assert "GiB in float32" in capsys.readouterr().out
+    meta = {d: Scores.load(tmp_path / d).meta for d in ("bf16", "fp32")}
+    assert meta["bf16"]["compute_dtype"] == "bfloat16" and not meta["bf16"].get("streamed")
+    assert meta["fp32"]["compute_dtype"] == "float32" and meta["fp32"]["streamed"] is True
 
 
 def test_prune_stream_scores_depth_like_in_memory(sharded, tmp_path):
