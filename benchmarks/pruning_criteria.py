@@ -22,6 +22,7 @@ from minitron.prune import apply_plan, check_target, make_plan
 
 WIDTH = dict(hidden_size=384, intermediate_size=1024, num_attention_heads=6)  # 2 query heads per KV group
 DROP = 10  # of 30 layers
+NOTES = "<!-- notes: written by hand, kept when the tables are regenerated -->"
 
 
 def evaluate(model, val) -> float:
@@ -123,7 +124,9 @@ def write_report(args, rows, depth_rows, axis_rows, score_s) -> None:
     for axis in dict.fromkeys(r[0] for r in axis_rows):
         lines.append(f"| {axis} | " + " | ".join(f"{l:.3f}" for a, _, l in axis_rows if a == axis) + " |")
     lines += ["", f"Teacher validation loss: {teacher_loss:.3f}.", ""]
-    args.out.write_text("\n".join(lines) + "\n")
+    old = args.out.read_text() if args.out.is_file() else ""
+    notes = old[old.index(NOTES):] if NOTES in old else ""  # the hand-written reading of the results stays
+    args.out.write_text("\n".join(lines) + "\n" + notes)
     (args.out.with_suffix(".json")).write_text(json.dumps(
         {"width": [dict(criterion=n, aggregation=a, val_loss=l) for n, a, l in rows],
          "depth": [dict(criterion=n, dropped=d, val_loss=l) for n, d, l in depth_rows],
