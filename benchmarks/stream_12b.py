@@ -188,7 +188,8 @@ def run(work: Path, layers: int, device: str, dtypes: list[str]) -> dict:
                       "--batch-size", "8", "--out", str(scores if i == 0 else work / f"scores-{dtype}"),
                       "--device", device, "--dtype", dtype, "--stream"])
         if i:
-            report[f"score_{dtype}"]["kept_units_shared_with_" + dtypes[0]] = agreement(scores, work / f"scores-{dtype}")
+            shared = agreement(scores, work / f"scores-{dtype}")
+            report[f"score_{dtype}"]["kept_units_shared_with_" + dtypes[0]] = shared
     with stage("prune", report, sampler):
         minitron(["prune", "--model", str(ckpt), "--scores", str(scores), "--target", TARGET, "--out", str(pruned),
                   "--stream"])

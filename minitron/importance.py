@@ -260,7 +260,8 @@ def taylor_scores(model: nn.Module, arch: Arch, batches: list[torch.Tensor]) -> 
         for ids in tqdm(batches, desc="taylor", leave=False):
             ids = ids.to(device)
             next_token_loss(model(input_ids=ids).logits, ids).backward()
-    out = coupled_scores(model, arch, lambda p: (p.detach().float() * p.grad).abs() if p.grad is not None else torch.zeros_like(p))
+    out = coupled_scores(model, arch, lambda p: (p.detach().float() * p.grad).abs() if p.grad is not None
+                         else torch.zeros_like(p, dtype=torch.float32))
     model.zero_grad(set_to_none=True)
     return out
 
@@ -509,8 +510,9 @@ def score(model: str = "default", data: Path | None = None, out: Path | None = N
     else:
         result = compute_scores(load_model(model, pick_device(device), compute), batches, criteria, loss_batches,
                                 block_sizes or [], seed)
-    result.meta.update(teacher=str(model), compute_dtype=dtype, calibration={"data": str(data or "default corpus"), "num_seqs": calib_seqs,
-                                                        "seq_len": seq_len, "seed": seed})
+    result.meta.update(teacher=str(model), compute_dtype=dtype,
+                       calibration={"data": str(data or "default corpus"), "num_seqs": calib_seqs,
+                                    "seq_len": seq_len, "seed": seed})
     if out is not None:
         result.save(Path(out), overwrite)
         print(f"wrote importance scores to {out}")

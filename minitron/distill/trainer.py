@@ -392,7 +392,8 @@ def load_lm(spec: str, dtype: torch.dtype, env: Env, config=None) -> nn.Module:
         model.tie_weights()  # from_config leaves meta embeddings untied
         return model
     try:
-        model = load_model(spec, "cpu", dtype) if config is None else AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = (load_model(spec, "cpu", dtype) if config is None
+                 else AutoModelForCausalLM.from_config(config, dtype=dtype))
     except MinitronError:
         env.all_sum(1)
         raise
