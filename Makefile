@@ -34,6 +34,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/pruning_criteria.py
+	$(PY) benchmarks/distill_losses.py
 
 clean:
 	rm -rf $(VENV) runs
