@@ -15,7 +15,7 @@ output's parameter count, from the written shards and from its config built on t
 generated file is deleted at the end, also on failure.
 
     .venv/bin/python benchmarks/stream_12b.py [--device cpu|cuda] [--workdir DIR] [--layers N]
-                                              [--dtypes float32 bfloat16]
+                                              [--dtypes float32 bfloat16] [--tokenizer DIR]
 """
 from __future__ import annotations
 
@@ -91,12 +91,16 @@ def random_tensor(name: str, spec: TensorSpec, g: torch.Generator) -> torch.Tens
     return t.normal_(1.0, 0.05, generator=g) if "norm" in name else t.normal_(0.0, 0.02, generator=g)
 
 
-def generate(out: Path, layers: int) -> None:
-    """Config, Tekken tokenizer and random bf16 weights, written one tensor at a time."""
+def generate(out: Path, layers: int, tokenizer: Path | None = None) -> None:
+    """Config, Tekken tokenizer (or a copy of `tokenizer`) and random bf16 weights, one tensor at a time."""
     config = teacher_config(layers)
     out.mkdir()
     config.save_pretrained(out)
-    save_tekken(out)
+    if tokenizer is None:
+        save_tekken(out)
+    else:
+        for f in tokenizer.iterdir():
+            shutil.copy(f, out / f.name)
     model = skeleton(config, "meta")
     specs = {n: TensorSpec(torch.bfloat16, tuple(t.shape)) for n, t in model.state_dict().items()}
     writer, g = SafetensorsWriter(out, specs, max_shard_bytes=5 * GIB), torch.Generator().manual_seed(0)
@@ -172,11 +176,11 @@ def agreement(a: Path, b: Path) -> dict:
     return out
 
 
-def run(work: Path, layers: int, device: str, dtypes: list[str]) -> dict:
+def run(work: Path, layers: int, device: str, dtypes: list[str], tokenizer: Path | None = None) -> dict:
     report, sampler = {"layers": layers, "device": device}, RssSampler()
     ckpt, data, scores, pruned = work / "nemo-12b", work / "data", work / "scores", work / "minitron-8b"
     with stage("generate", report, sampler):
-        generate(ckpt, layers)
+        generate(ckpt, layers, tokenizer)
     report["teacher_gb"] = round(sum(f.stat().st_size for f in ckpt.glob("*.safetensors")) / 1e9, 2)
     report["auto_choice_streams"] = choose_stream(ckpt, None)
     with stage("data", report, sampler):
@@ -205,6 +209,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=40, help="fewer decoder layers for a quick trial")
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
                         help="score with each compute dtype in turn (the first one's scores prune)")
+    parser.add_argument("--tokenizer", type=Path, help="a Hugging Face tokenizer directory to use instead of "
+                        "converting Tekken from mistral_common (for machines without it: see gpu_check.sh)")
     args = parser.parse_args()
     need = 42e9 * args.layers / 40 + 3e9
     free = shutil.disk_usage(args.workdir).free
@@ -213,7 +219,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="minitron-stream-12b-", dir=args.workdir))
     start = time.time()
     try:
-        report = run(work, args.layers, args.device, args.dtypes)
+        report = run(work, args.layers, args.device, args.dtypes, args.tokenizer)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["total_wall_s"] = round(time.time() - start, 1)

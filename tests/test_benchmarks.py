@@ -1,0 +1,55 @@
+"""The benchmarks cannot rot: the throughput benchmark's two steps compute the same loss and gradients, and the
+GPU check runs end to end in its dry mode (on the CPU, tiny)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_minitron_step_matches_the_plain_loop(one_thread):
+    """Same models, same batch: minitron's chunked step and the plain full-vocabulary loop give the same loss
+    and the same gradients, within fp32 tolerance."""
+    tp = load_benchmark("throughput")
+    family, sizes, target, seq_len, micro_batch = tp.PRESETS["tiny"]
+    t_config = family(**sizes)
+    setup = tp.Setup(torch.device("cpu"), t_config, tp.target_config(t_config, tp.check_target(t_config, target)),
+                     seq_len, micro_batch)
+    teacher = setup.build(t_config, torch.float32, seed=0).eval().requires_grad_(False)
+    plain, _, plain_loss = tp.make_plain(setup, teacher)
+    ours, _, our_loss = tp.make_minitron(setup, teacher, chunk_tokens=16)  # several chunks per batch
+    ids = setup.batch(0)
+    a, b = plain_loss(ids), our_loss(ids)
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    grads = {n: p.grad for n, p in plain.named_parameters()}
+    for name, p in ours.student.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_gpu_check_dry_mode(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "cuda_tests: exit 0" in summary and "throughput: exit 0" in summary
+    report = json.loads((tmp_path / "throughput.json").read_text())
+    assert {"kd_speedup", "kd_memory_ratio", "score_speed_ratio", "device"} <= report["summary"].keys()
+    assert report["summary"]["device"] == "cpu" and report["kd"]["minitron_equal"]["tokens_per_s"] > 0
+    last = json.loads((tmp_path / "throughput.log").read_text().strip().splitlines()[-1])  # its last line: JSON
+    assert last == report["summary"]
