@@ -43,18 +43,26 @@ def seq_reduce(x: torch.Tensor, how: str) -> torch.Tensor:
     return x.var(1, unbiased=False)
 
 
+def seq_stats(x: torch.Tensor) -> torch.Tensor:
+    """(B, S, D) -> (len(AGGREGATIONS), B, D): every sequence aggregation at once, from one fp32 copy of x
+    (what a forward hook does on every batch: few kernels matter more than few FLOPs)."""
+    x = x.float()
+    return torch.stack([x.abs().mean(1), torch.linalg.vector_norm(x, dim=1), x.var(1, unbiased=False)])
+
+
 class Stat:
-    """fp32 running sums over samples of per-sample vectors: enough for batch L2, mean and variance."""
+    """fp32 running sums over samples of per-sample vectors, one row per sequence aggregation: enough for
+    batch L2, mean and variance."""
 
     def __init__(self, *shape: int, device=None):
-        self.sum = torch.zeros(*shape, device=device)
-        self.sq = torch.zeros(*shape, device=device)
+        self.sum = torch.zeros(len(AGGREGATIONS), *shape, device=device)
+        self.sq = torch.zeros(len(AGGREGATIONS), *shape, device=device)
         self.n = 0
 
-    def add(self, x: torch.Tensor) -> None:  # x: (B, *shape)
-        self.sum += x.sum(0)
-        self.sq += x.pow(2).sum(0)
-        self.n += x.shape[0]
+    def add(self, x: torch.Tensor) -> None:  # x: (len(AGGREGATIONS), B, *shape) from `seq_stats`
+        self.sum += x.sum(1)
+        self.sq += x.pow(2).sum(1)
+        self.n += x.shape[1]
 
     def reduce(self, how: str) -> torch.Tensor:
         if how == "l2":
@@ -74,17 +82,16 @@ class ActivationRecorder:
         self.model, self.arch, self.handles = model, arch, []
         cfg, dev = model.config, device or next(model.parameters()).device
         L, D, H, Fn = cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size
-        self.hidden = {s: Stat(D, device=dev) for s in AGGREGATIONS}
-        self.heads = {s: [Stat(H, device=dev) for _ in range(L)] for s in AGGREGATIONS}
-        self.mlp = {s: [Stat(Fn, device=dev) for _ in range(L)] for s in AGGREGATIONS}
+        self.hidden = Stat(D, device=dev)  # rows: the sequence aggregations of AGGREGATIONS
+        self.heads = [Stat(H, device=dev) for _ in range(L)]
+        self.mlp = [Stat(Fn, device=dev) for _ in range(L)]
         # squared input norms of the linears that consume each unit (structured Wanda)
         self.sq = {"attn_in": torch.zeros(L, D, device=dev), "mlp_in": torch.zeros(L, D, device=dev),
                    "head_in": torch.zeros(D, device=dev), "o_in": torch.zeros(L, H * head_dim(cfg), device=dev)}
         self.bi_sum, self.bi_count = torch.zeros(L, device=dev), 0
 
-    def _add(self, stats: dict, x: torch.Tensor, layer: int | None = None) -> None:
-        for s in AGGREGATIONS:
-            (stats[s] if layer is None else stats[s][layer]).add(seq_reduce(x, s))
+    def _add(self, stats: Stat | list[Stat], x: torch.Tensor, layer: int | None = None) -> None:
+        (stats if layer is None else stats[layer]).add(seq_stats(x))
 
     def add_input_sq(self, key: str, x: torch.Tensor, layer: int | None = None) -> None:
         """Add the squared channel norms of a consumer's input `x` (B, S, D) to the Wanda statistic `key`."""
@@ -133,11 +140,14 @@ class ActivationRecorder:
 
     def scores(self) -> dict[str, torch.Tensor]:
         out = {}
-        for s in AGGREGATIONS:
-            for b in AGGREGATIONS:
-                out[f"activation/{s}-{b}/hidden"] = self.hidden[s].reduce(b)
-                out[f"activation/{s}-{b}/heads"] = torch.stack([st.reduce(b) for st in self.heads[s]])
-                out[f"activation/{s}-{b}/mlp"] = torch.stack([st.reduce(b) for st in self.mlp[s]])
+        for b in AGGREGATIONS:
+            hidden = self.hidden.reduce(b)
+            heads = torch.stack([st.reduce(b) for st in self.heads], 1)  # (A, L, H)
+            mlp = torch.stack([st.reduce(b) for st in self.mlp], 1)
+            for i, s in enumerate(AGGREGATIONS):
+                out[f"activation/{s}-{b}/hidden"] = hidden[i].clone()  # own storage: safetensors refuses shared
+                out[f"activation/{s}-{b}/heads"] = heads[i].clone()
+                out[f"activation/{s}-{b}/mlp"] = mlp[i].clone()
         out["layers/block_influence"] = (self.bi_sum / max(self.bi_count, 1)).cpu()
         return out
 
