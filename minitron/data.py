@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from minitron.checkpoint import atomic_dir, write_json
 from minitron.errors import MinitronError
+from minitron.io import atomic_dir, read_jsonl, write_json
 
 DEFAULT_SOURCES = ("/usr/share/doc/python3.11/html/_sources", "/usr/share/doc/linux-doc-6.1/html/_sources")
 DEFAULT_GLOB = "**/*.rst.txt"
@@ -66,22 +66,6 @@ def source_files(source: Path, glob: str) -> list[tuple[Path, str]]:
     if not files:
         raise MinitronError(f"no files match {glob!r} under {source}; set --glob")
     return [(f, f.relative_to(source).as_posix()) for f in files]
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
-    """(1-based line number, record) of each non-blank line of a JSONL file; bad JSON is refused by line."""
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise MinitronError(f"{path} does not exist") from None
-    with f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield i, json.loads(line)
-            except json.JSONDecodeError:
-                raise MinitronError(f"{path}:{i} is not valid JSON") from None
 
 
 def _file_documents(path: Path, doc_id: str, text_field: str) -> Iterator[tuple[str, str]]:

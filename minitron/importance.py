@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 
 from minitron.arch import (Arch, arch_of, count_params, decoder_layers, embedding, final_norm, head_dim,
                            layer_norms, mlp_inputs, residual_readers, residual_writers)
-from minitron.checkpoint import atomic_dir, write_json
 from minitron.errors import MinitronError
+from minitron.eval import cross_entropy_sum
+from minitron.io import atomic_dir, write_json
 
 AGGREGATIONS = ("mean", "l2", "var")
 WIDTH_CRITERIA = ("activation", "wanda", "magnitude", "taylor", "random")
@@ -248,10 +249,6 @@ def random_scores(config, seed: int) -> dict:
             "layers": torch.rand(L, generator=g)}
 
 
-def next_token_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
-
-
 def taylor_scores(model: nn.Module, arch: Arch, batches: list[torch.Tensor]) -> dict:
     """First-order Taylor (LLM-Pruner): |w * dL/dw| summed over each unit's weights, gradients summed over batches."""
     device = next(model.parameters()).device
@@ -259,7 +256,8 @@ def taylor_scores(model: nn.Module, arch: Arch, batches: list[torch.Tensor]) -> 
     with torch.enable_grad():
         for ids in tqdm(batches, desc="taylor", leave=False):
             ids = ids.to(device)
-            next_token_loss(model(input_ids=ids).logits, ids).backward()
+            total, count = cross_entropy_sum(model(input_ids=ids[:, :-1]).logits, ids[:, 1:])
+            (total / count).backward()
     out = coupled_scores(model, arch, lambda p: (p.detach().float() * p.grad).abs() if p.grad is not None
                          else torch.zeros_like(p, dtype=torch.float32))
     model.zero_grad(set_to_none=True)
@@ -273,6 +271,12 @@ def logits_from_hidden(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
     logits = model.get_output_embeddings()(final_norm(model)(h))
     cap = getattr(model.config, "final_logit_softcapping", None)
     return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def removal_loss_sum(model: nn.Module, h: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LM loss (`eval.cross_entropy_sum`) of a last-layer output `h` of windows ids[:, :-1], for `labels`
+    ids[:, 1:]: the intact model's `eval.lm_loss_sum` when `h` went through every layer."""
+    return cross_entropy_sum(logits_from_hidden(model, h), labels)
 
 
 def call_layer(layer: nn.Module, h: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -309,17 +313,17 @@ def block_removal_losses(model: nn.Module, batches: list[torch.Tensor], k: int) 
     The prefix is shared by all windows, so each removal only re-runs the layers after the block."""
     device, L = next(model.parameters()).device, model.config.num_hidden_layers
     layers = decoder_layers(model)
-    losses, base, n = torch.zeros(L - k + 1), 0.0, 0
+    losses, base, n = torch.zeros(L - k + 1), 0.0, 0.0
     for ids in tqdm(batches, desc=f"layer loss k={k}", leave=False):
         ids = ids.to(device)
-        states, calls = layer_inputs(model, ids)
-        base += next_token_loss(logits_from_hidden(model, states[-1]), ids).item()
+        states, calls = layer_inputs(model, ids[:, :-1])
+        total, count = removal_loss_sum(model, states[-1], ids[:, 1:])
+        base, n = base + total.item(), n + count.item()
         for s in range(L - k + 1):
             h = states[s]
             for j in range(s + k, L):
                 h = call_layer(layers[j], h, *calls[j])
-            losses[s] += next_token_loss(logits_from_hidden(model, h), ids).item()
-        n += 1
+            losses[s] += removal_loss_sum(model, h, ids[:, 1:])[0].item()
     return losses / n, base / n
 
 
@@ -485,7 +489,7 @@ def score(model: str = "default", data: Path | None = None, out: Path | None = N
         seed: seed of the calibration sample and of the random criterion
         overwrite: replace an existing --out directory
     """
-    from minitron.checkpoint import refuse_existing
+    from minitron.io import refuse_existing
     from minitron.load import load_config, load_model, load_tokenizer, pick_device, resolve_model
     from minitron.stream import check_streamable, choose_stream, stream_scores
 

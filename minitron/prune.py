@@ -209,16 +209,6 @@ def needed_scores(config, tokenizer, model: str, sizes: dict, drop: list[int] | 
     return scorer(batches, criteria, loss_batches, [k] if needs_loss and k > 1 else [], seed)
 
 
-def _generation_config(model: str, config):
-    from transformers import GenerationConfig
-
-    from minitron.load import resolve_model
-    try:
-        return GenerationConfig.from_pretrained(resolve_model(model))
-    except OSError:
-        return GenerationConfig.from_model_config(config)
-
-
 def prune(model: str = "default", target: dict[str, int] | None = None, drop_layers: str | None = None,
           out: Path | None = None, criterion: Criterion = "activation", seq_agg: Agg = "mean",
           batch_agg: Agg = "l2", layer_criterion: LayerCriterion = "block", scores: Path | None = None,
@@ -250,8 +240,9 @@ def prune(model: str = "default", target: dict[str, int] | None = None, drop_lay
         overwrite: replace an existing --out directory
         seed: seed of the calibration sample
     """
-    from minitron.checkpoint import atomic_dir, refuse_existing, save_hf, write_json
-    from minitron.load import load_config, load_model, load_tokenizer, pick_device, resolve_model
+    from minitron.io import atomic_dir, refuse_existing, save_hf, write_json
+    from minitron.load import (load_config, load_generation_config, load_model, load_tokenizer, pick_device,
+                               resolve_model)
     from minitron.stream import check_streamable, choose_stream, stream_scores, write_pruned
 
     config = load_config(model)
@@ -292,10 +283,10 @@ def prune(model: str = "default", target: dict[str, int] | None = None, drop_lay
         if streamed:
             written = write_pruned(path, plan, new_config, tmp)
             tokenizer.save_pretrained(tmp)
-            _generation_config(model, new_config).save_pretrained(tmp)
+            load_generation_config(new_config, model).save_pretrained(tmp)
         else:
             written = count_params(net)
-            save_hf(net.to("cpu", stored_dtype(config)), tokenizer, tmp, _generation_config(model, net.config))
+            save_hf(net.to("cpu", stored_dtype(config)), tokenizer, tmp, load_generation_config(net.config, model))
         if written != after:
             raise RuntimeError(f"internal error: pruned model has {written:,} parameters, expected {after:,}")
         record["seconds"] = round(time.time() - start, 1)

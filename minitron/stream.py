@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 from minitron.arch import arch_of, decoder_layers, embedding, final_norm, head_dim
 from minitron.errors import MinitronError
 from minitron.importance import (ActivationRecorder, Scores, activation_tensors, call_layer, check_criteria,
-                                 column_sum, coupled_layer, finish_wanda, logits_from_hidden, loss_key, magnitude,
-                                 model_meta, named, next_token_loss, norm_sum, random_tensors, unit_scores,
-                                 wanda_head, wanda_layer)
+                                 column_sum, coupled_layer, finish_wanda, loss_key, magnitude,
+                                 model_meta, named, norm_sum, random_tensors, unit_scores,
+                                 removal_loss_sum, wanda_head, wanda_layer)
 from minitron.shards import Checkpoint, SafetensorsWriter, TensorSpec
 
 MEMORY_MARGIN = 1.25  # stream unless the fp32 weights fit in available memory this many times over
@@ -179,13 +179,14 @@ class Flow:
     ids: torch.Tensor
     h: torch.Tensor  # the input of the next layer
     calls: list[tuple[tuple, dict]]  # every layer's other call arguments (masks, rotary embeddings, ...)
+    labels: torch.Tensor | None = None  # next tokens of `ids`, for the LM loss
 
     def through(self, layer: nn.Module, i: int, h: torch.Tensor | None = None) -> torch.Tensor:
         return call_layer(layer, self.h if h is None else h, *self.calls[i])
 
 
 @torch.no_grad()
-def capture(model: nn.Module, ids: torch.Tensor) -> Flow:
+def capture(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor | None = None) -> Flow:
     """Embed `ids` and record each decoder layer's call arguments from the model's own forward, with the
     layers stubbed out (only the embeddings need weights)."""
     layers, calls, first = decoder_layers(model), [], []
@@ -209,7 +210,7 @@ def capture(model: nn.Module, ids: torch.Tensor) -> Flow:
     finally:
         for layer in layers:
             del layer.forward
-    return Flow(ids, first[0], calls)
+    return Flow(ids, first[0], calls, labels)
 
 
 class RemovalLosses:
@@ -235,9 +236,10 @@ class RemovalLosses:
     def finish(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], float]:
         """Loss increases per window (keys as `compute_scores` names them) and the intact model's loss."""
         def loss(h: torch.Tensor, f: Flow) -> float:
-            return next_token_loss(logits_from_hidden(model, h), f.ids).item()
+            return removal_loss_sum(model, h, f.labels)[0].item()
 
-        base = sum(loss(f.h, f) for f in self.flows) / len(self.flows)
+        n = sum(f.labels.numel() for f in self.flows)
+        base = sum(loss(f.h, f) for f in self.flows) / n
         out = {}
         for k in sorted({k for k, _ in self.windows}):
             starts = [s for kk, s in self.windows if kk == k]
@@ -245,7 +247,7 @@ class RemovalLosses:
             for b, f in enumerate(self.flows):
                 for s in starts:
                     losses[s] += loss(self.windows[k, s][b], f)
-            out[loss_key(k)] = losses / len(self.flows) - base
+            out[loss_key(k)] = losses / n - base
         return out, base
 
 
@@ -339,7 +341,7 @@ def stream_scores(path: Path | str, batches: list[torch.Tensor], criteria: list[
     weights = WeightScores(model, criteria)
     with lazy.loaded(embedding(model)):
         flows = [capture(model, ids.to(device)) for ids in batches]
-        loss_flows = [capture(model, ids.to(device)) for ids in layer_loss_batches or []]
+        loss_flows = [capture(model, ids[:, :-1].to(device), ids[:, 1:].to(device)) for ids in layer_loss_batches or []]
         weights.embedding(embedding(model))
     losses = RemovalLosses(loss_flows, model.config.num_hidden_layers, sorted({1, *block_sizes})) \
         if loss_flows else None

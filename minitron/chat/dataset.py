@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from minitron.chat.templates import ChatFormat, render
-from minitron.data import read_jsonl, source_files
+from minitron.data import source_files
 from minitron.errors import MinitronError
+from minitron.io import read_jsonl
 
 ROLES = ("system", "user", "assistant", "tool")
 
