@@ -12,6 +12,7 @@ from minitron.chat.templates import ChatFormat, encode, get_format
 from minitron.chat.tools import ToolCall, as_message_calls, describe, load_tools, parse_tool_calls
 from minitron.errors import MinitronError
 from minitron.io import read_jsonl, write_atomic
+from minitron.load import load_model, load_tokenizer, pick_device
 
 Template = Literal["auto", "nemotron", "chatml", "mistral", "model"]
 HELP = ("/reset forgets the conversation · /system TEXT sets the system prompt (and resets) · "
@@ -20,8 +21,6 @@ HELP = ("/reset forgets the conversation · /system TEXT sets the system prompt 
 
 def load_chat_model(model: str, template: str = "auto", device: str = "auto"):
     """(model, tokenizer, chat format) ready to generate."""
-    from minitron.load import load_model, load_tokenizer, pick_device
-
     tokenizer = load_tokenizer(model)
     fmt = get_format(tokenizer, template)
     return load_model(model, pick_device(device)), tokenizer, fmt
