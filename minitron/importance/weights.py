@@ -125,7 +125,7 @@ def taylor_scores(model: nn.Module, arch: Arch, batches: list[torch.Tensor]) -> 
 
 
 class WeightScores:
-    """Magnitude and Wanda scores, summed part by part as the modules stream past."""
+    """Magnitude and Wanda scores, summed part by part as the walk passes each module."""
 
     def __init__(self, model: nn.Module, criteria: list[str]):
         self.model, self.arch, self.dim = model, arch_of(model.config), head_dim(model.config)
