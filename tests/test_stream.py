@@ -16,7 +16,7 @@ from minitron.prune import apply_plan, check_target, make_plan, params_of, targe
 from minitron.shards import Checkpoint
 
 
-def stream_scores(path, *args, dtype=torch.float32, **kwargs):
+def streamed_scores(path, *args, dtype=torch.float32, **kwargs):
     """Scores of a checkpoint streamed one layer at a time (the same walk as in memory, layers not resident)."""
     return compute_scores(LazyModel.open(path, "cpu", dtype), *args, **kwargs)
 
@@ -44,7 +44,7 @@ def test_streamed_scores_equal_in_memory_scores(family, tmp_path):
     assert len(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]) > 0
     assert len(list(path.glob("model-*.safetensors"))) > 2
     expected = compute_scores(load_model(path), BATCHES, CRITERIA, BATCHES[:1], [2], seed=3)
-    got = stream_scores(path, BATCHES, CRITERIA, BATCHES[:1], [2], seed=3)
+    got = streamed_scores(path, BATCHES, CRITERIA, BATCHES[:1], [2], seed=3)
     assert got.tensors.keys() == expected.tensors.keys()
     assert {"layers/loss", "layers/block_loss_k2", "layers/block_influence", "wanda/mlp"} <= got.tensors.keys()
     for key, value in expected.tensors.items():
@@ -58,7 +58,7 @@ def test_streamed_scores_from_a_single_file(tmp_path):
     model.save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / "model.safetensors").is_file()
     expected = compute_scores(model, BATCHES, ["activation"])
-    got = stream_scores(tmp_path / "m", BATCHES, ["activation"])
+    got = streamed_scores(tmp_path / "m", BATCHES, ["activation"])
     for key, value in expected.tensors.items():
         assert_close(got.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
@@ -69,7 +69,7 @@ def test_bf16_compute_streamed_equals_in_memory_and_ranks_like_fp32(tmp_path):
     path = save_sharded(tmp_path / "m", "llama", dtype=torch.bfloat16)
     fp32 = compute_scores(load_model(path), BATCHES, CRITERIA)
     in_memory = compute_scores(load_model(path, "cpu", torch.bfloat16), BATCHES, CRITERIA)
-    streamed = stream_scores(path, BATCHES, CRITERIA, dtype=torch.bfloat16)
+    streamed = streamed_scores(path, BATCHES, CRITERIA, dtype=torch.bfloat16)
     for key, value in in_memory.tensors.items():
         assert value.dtype == torch.float32, key
         assert_close(streamed.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
@@ -114,7 +114,7 @@ def test_streaming_reads_one_layer_at_a_time(tmp_path, monkeypatch):
     sizes, read = [], Checkpoint.read
     monkeypatch.setattr(Checkpoint, "read", lambda self, names, *a, **k: sizes.append(
         sum(self.specs[n].numel for n in names)) or read(self, names, *a, **k))
-    stream_scores(path, BATCHES, CRITERIA)
+    streamed_scores(path, BATCHES, CRITERIA)
     plan, new_config = random_plan(teacher.config)
     (tmp_path / "out").mkdir()
     write_pruned(path, plan, new_config, tmp_path / "out")

@@ -71,7 +71,8 @@ def coupled_scores(model: nn.Module, arch: Arch, elem: Elem) -> dict:
 
 def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tensor],
                 i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One decoder layer's part of `wanda_scores` (layer `i`'s input norms in `sq`): (hidden, heads, mlp)."""
+    """One decoder layer's part of the structured Wanda scores (a unit's consumer weights |W| times the L2 norm
+    of its input channel; layer `i`'s input norms in `sq`): (hidden, heads, mlp)."""
     attn = layer.self_attn
     qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
     hidden = sum(column_sum(l.weight, abs32) for l in qkv) * sq["attn_in"][i].sqrt() + \
