@@ -36,7 +36,7 @@ import torch
 from minitron.cli import main as minitron
 from minitron.prune import check_target, params_of, target_config
 from minitron.shards import Checkpoint, SafetensorsWriter, TensorSpec
-from minitron.stream import choose_stream, skeleton
+from minitron.lazy import choose_stream, skeleton
 
 NEMO_12B = dict(hidden_size=5120, num_hidden_layers=40, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
                 intermediate_size=14336, vocab_size=131072, tie_word_embeddings=False, sliding_window=None,

@@ -4,6 +4,8 @@ The whole recipe is `minitron.compress(...)`; each stage is a function too: `min
 `minitron.score`, `minitron.prune.prune`, `minitron.distill.trainer.distill`, `minitron.evaluate`.
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -17,7 +19,5 @@ _EXPORTS = {
 def __getattr__(name: str):
     """Import lazily, so `import minitron` stays cheap."""
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'minitron' has no attribute {name!r}")

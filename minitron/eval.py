@@ -7,45 +7,68 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minitron.arch import count_params
+from minitron.data import TokenData, default_data
+from minitron.errors import MinitronError
+from minitron.io import write_json
+from minitron.load import load_model, load_tokenizer, pick_device
+
+
+def cross_entropy_sum(logits: Tensor, labels: Tensor, loss_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Next-token cross-entropy of `logits` (B, T, V) against `labels` (B, T), computed in fp32 and summed
+    over the labels `loss_mask` (B, T) keeps (None: all); and how many labels that was (fp32)."""
+    per = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="none")
+    if loss_mask is None:
+        return per.sum(), torch.tensor(float(per.numel()), device=per.device)
+    keep = loss_mask.flatten().to(per.device, torch.float32)
+    return (per * keep).sum(), keep.sum()
 
 
 @torch.no_grad()
-def lm_loss(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> float:
-    """Mean next-token cross-entropy (nats/token) over windows of token ids, each (B, T): T-1 predictions."""
+def lm_loss_sum(model: nn.Module, input_ids: Tensor, loss_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The LM loss everyone uses (eval, importance, the trainer's validation, compress).
+
+    `input_ids` (B, T+1) are token windows: the model sees ids[:, :-1] and predicts the T labels ids[:, 1:];
+    `loss_mask` (B, T) is aligned with the labels (None: every label counts). Returns the summed next-token
+    cross-entropy (fp32) and the number of counted labels, 0-dim tensors on the model's device. The forward
+    runs under bf16 autocast on CUDA; it is a plain `model(input_ids=...)` call, so an FSDP2-sharded model
+    works too (every rank must call it)."""
     device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for ids in batches:
-        ids = ids.to(device)
+    ids = input_ids.to(device)
+    with _autocast(device):
         logits = model(input_ids=ids[:, :-1]).logits
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum")
-        total += loss.item()
-        count += ids[:, 1:].numel()
-    return total / count
+    return cross_entropy_sum(logits, ids[:, 1:], None if loss_mask is None else loss_mask.to(device))
 
 
-@torch.no_grad()
-def masked_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], batch_size: int = 4) -> tuple[float, int]:
-    """Summed next-token cross-entropy over the label tokens a `loss_mask` keeps (all when there is none),
-    and how many tokens that was; `batch` is a `TokenData` window dict."""
-    device = next(model.parameters()).device
-    ids_all, mask_all = batch["input_ids"], batch.get("loss_mask")
-    total, count = 0.0, 0
-    for i in range(0, len(ids_all), batch_size):
-        ids = ids_all[i:i + batch_size].to(device)
-        with _autocast(device):
-            logits = model(input_ids=ids[:, :-1]).logits
-        per = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
-        keep = torch.ones_like(per) if mask_all is None else mask_all[i:i + batch_size].to(device).flatten().float()
-        total += (per * keep).sum().item()
-        count += int(keep.sum().item())
-    return total, count
+def lm_loss(model: nn.Module, batches: Iterable[Tensor | dict[str, Tensor]]) -> float:
+    """Mean next-token cross-entropy (nats per counted label) over batches of token windows (B, T+1), or of
+    `TokenData` window dicts (`input_ids` and, for chat data, `loss_mask`)."""
+    total, count = lm_loss_totals(model, batches)
+    return total / max(count, 1)
+
+
+def lm_loss_totals(model: nn.Module, batches: Iterable[Tensor | dict[str, Tensor]]) -> tuple[float, int]:
+    """`lm_loss_sum` added up over batches: (summed loss, counted labels)."""
+    total, count = 0.0, 0.0
+    for batch in batches:
+        ids, mask = (batch["input_ids"], batch.get("loss_mask")) if isinstance(batch, dict) else (batch, None)
+        loss, n = lm_loss_sum(model, ids, mask)
+        total, count = total + loss.item(), count + n.item()
+    return total, int(count)
+
+
+def windows_in_batches(windows: dict[str, Tensor], batch_size: int) -> list[dict[str, Tensor]]:
+    """A `TokenData` window dict cut into dicts of `batch_size` windows."""
+    n = len(windows["input_ids"])
+    return [{k: v[i:i + batch_size] for k, v in windows.items()} for i in range(0, n, batch_size)]
 
 
 def _autocast(device: torch.device):
@@ -95,11 +118,6 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512
         device: auto, cpu or cuda
         out: write the metrics to this JSON file
     """
-    from minitron.arch import count_params
-    from minitron.data import TokenData, default_data
-    from minitron.errors import MinitronError
-    from minitron.load import load_model, load_tokenizer, pick_device
-
     tokenizer = load_tokenizer(model)
     tokens = TokenData.open(data if data is not None else default_data(model))
     tokens.check_tokenizer(tokenizer)
@@ -108,7 +126,7 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512
         raise MinitronError(f"data in {tokens.path} has {tokens.num_tokens('val'):,} validation tokens, too few for "
                             f"one window of {seq_len + 1}; lower --seq-len or add data")
     lm = load_model(model, pick_device(device))
-    total, count = masked_lm_loss(lm, tokens.fixed("val", n, seq_len), batch_size)
+    total, count = lm_loss_totals(lm, windows_in_batches(tokens.fixed("val", n, seq_len), batch_size))
     loss = total / max(1, count)
     metrics = {"model": str(model), "data": str(tokens.path), "params": count_params(lm), "val_loss": loss,
                "perplexity": math.exp(min(loss, 700.0)), "val_tokens": count, "seq_len": seq_len, "num_seqs": n}
@@ -116,15 +134,5 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512
         metrics["generation_tokens_per_s"] = generation_speed(lm, tokenizer, new_tokens=new_tokens)
     print(json.dumps(metrics, indent=2))
     if out is not None:
-        _write_atomic(Path(out), metrics)
+        write_json(Path(out), metrics)
     return metrics
-
-
-def _write_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

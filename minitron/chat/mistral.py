@@ -19,7 +19,7 @@ PROMPT_STARTS = ("[INST]", "[TOOL_RESULTS]", "[AVAILABLE_TOOLS]")
 
 
 def tekken_path() -> Path:
-    import mistral_common
+    import mistral_common  # lazy: CLI start-up speed (only the mistral format needs it)
 
     return Path(mistral_common.__file__).parent / "data" / TEKKEN_FILE
 
@@ -27,6 +27,7 @@ def tekken_path() -> Path:
 @lru_cache(maxsize=2)
 def mistral_tokenizer(finetuning: bool = False):
     """mistral-common's tokenizer for Mistral-NeMo; `finetuning` accepts conversations ending in a reply."""
+    # lazy: CLI start-up speed (only the mistral format needs mistral-common)
     from mistral_common.protocol.instruct.validator import ValidationMode
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
@@ -36,7 +37,7 @@ def mistral_tokenizer(finetuning: bool = False):
 
 def hf_tekken_tokenizer():
     """A transformers tokenizer with the same vocabulary (for models saved without one)."""
-    from transformers.integrations.mistral import convert_tekken_tokenizer
+    from transformers.integrations.mistral import convert_tekken_tokenizer  # lazy: CLI start-up speed
 
     return convert_tekken_tokenizer(str(tekken_path()))
 
@@ -77,7 +78,7 @@ def _with_call_ids(messages: list[dict]) -> list[dict]:
 def encode_mistral(messages: list[dict], tools: list[dict] | None = None,
                    add_generation_prompt: bool = True) -> tuple[list[int], str]:
     """(token ids, rendered text) of a conversation; a final assistant turn is kept when not prompting."""
-    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest  # lazy: CLI start-up speed
 
     finetuning = bool(messages) and messages[-1].get("role") == "assistant" and not add_generation_prompt
     try:
@@ -107,6 +108,6 @@ def reply_mask(ids: list[int]) -> list[int]:
 
 def decode_mistral(ids: list[int]) -> str:
     """Text of token ids with control tokens such as `[TOOL_CALLS]` kept."""
-    from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
+    from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy  # lazy: CLI start-up speed
 
     return mistral_tokenizer().instruct_tokenizer.tokenizer.decode(ids, special_token_policy=SpecialTokenPolicy.KEEP)

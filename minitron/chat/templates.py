@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from minitron.chat.mistral import check_tekken_vocabulary, encode_mistral
 from minitron.errors import MinitronError
 
 FORMATS = ("nemotron", "chatml", "mistral", "model")
@@ -172,8 +173,6 @@ def get_format(tokenizer, name: str = "auto") -> ChatFormat:
                                 "or mistral")
         return ChatFormat("model", template, _model_stops(tokenizer, template))
     if name == "mistral":
-        from minitron.chat.mistral import check_tekken_vocabulary
-
         check_tekken_vocabulary(tokenizer)
         return ChatFormat("mistral", None, STOP_STRINGS["mistral"])
     if name not in TEMPLATES:
@@ -194,8 +193,6 @@ def render(tokenizer, fmt: ChatFormat, messages: list[dict], tools: list[dict] |
            add_generation_prompt: bool = True, **extra) -> str:
     """The prompt text for `messages` (plus the assistant header when `add_generation_prompt`)."""
     if fmt.name == "mistral":
-        from minitron.chat.mistral import encode_mistral
-
         return encode_mistral(messages, tools, add_generation_prompt)[1]
     try:
         return tokenizer.apply_chat_template(messages, tools=tools or None, chat_template=fmt.template,
@@ -211,8 +208,6 @@ def encode(tokenizer, fmt: ChatFormat, messages: list[dict], tools: list[dict] |
            add_generation_prompt: bool = True, **extra) -> list[int]:
     """Token ids of the prompt, exactly as `render` writes it (no extra BOS/EOS)."""
     if fmt.name == "mistral":
-        from minitron.chat.mistral import encode_mistral
-
         return encode_mistral(messages, tools, add_generation_prompt)[0]
     text = render(tokenizer, fmt, messages, tools, add_generation_prompt, **extra)
     return tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minitron.arch import decoder_layers
-from minitron.checkpoint import atomic_dir, save_hf, write_json
+from minitron.io import atomic_dir, save_hf, write_json
 from minitron.data import TokenData, default_data, tokenizer_identity
 from minitron.distill.losses import (CrossEntropy, HiddenStateLoss, LogitLoss, chunked_logit_loss, make_logit_loss,
                                      parse_layer_pairs)

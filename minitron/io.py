@@ -1,4 +1,5 @@
-"""Atomic output directories and Hugging Face checkpoints that stock `transformers` loads."""
+"""Files that are never half-written: atomic output directories and files, JSON and JSONL, and Hugging Face
+checkpoints that stock `transformers` loads."""
 from __future__ import annotations
 
 import json
@@ -41,8 +42,37 @@ def atomic_dir(path: Path | str, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+def write_atomic(path: Path | str, text: str) -> None:
+    """Write `text` to a temporary sibling of `path`, then rename it into place: a crash leaves the old file
+    or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
+    """(1-based line number, record) of each non-blank line of a JSONL file; bad JSON is refused by line."""
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise MinitronError(f"{path} does not exist") from None
+    with f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield i, json.loads(line)
+            except json.JSONDecodeError:
+                raise MinitronError(f"{path}:{i} is not valid JSON") from None
 
 
 def save_hf(model, tokenizer, out: Path, generation_config=None) -> None:

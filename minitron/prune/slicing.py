@@ -3,7 +3,7 @@ together (the shape of gpt-fast's tensor-parallel `tp.py`). Indices are kept uni
 
 The per-module ops (`slice_layer_mlp`, `slice_layer_heads`, `slice_layer_hidden`, `slice_embedding`) are
 what both paths run: the whole-model ops below call them for every layer of a model in memory, and
-`minitron.stream` calls them on one layer at a time of a checkpoint too large to load.
+`minitron.prune.write` calls them on one layer at a time of a checkpoint too large to load.
 """
 from __future__ import annotations
 

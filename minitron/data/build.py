@@ -1,0 +1,101 @@
+"""`minitron data`: tokenise text (or chat conversations, with assistant-only loss masks) into token shards
+with a train/validation split by document; and the default corpus, built on first use and cached."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from tqdm.auto import tqdm
+
+from minitron.chat.dataset import encode_with_mask
+from minitron.chat.templates import get_format
+from minitron.data.sources import (DEFAULT_GLOB, DEFAULT_SOURCES, is_hf_dataset, is_validation, iter_conversations,
+                                   iter_documents, source_files)
+from minitron.data.tokens import ShardWriter, token_dtype, tokenizer_identity, write_meta
+from minitron.errors import MinitronError
+from minitron.io import atomic_dir
+from minitron.load import cache_dir, load_tokenizer
+
+
+def build_data(source: list[str] | None = None, out: Path | None = None, tokenizer: str = "default",
+               glob: str = DEFAULT_GLOB, text_field: str = "text", val_fraction: float = 0.02,
+               max_tokens: int | None = None, seed: int = 0, overwrite: bool = False, chat: bool = False,
+               chat_template: str = "auto") -> Path:
+    """Tokenise text into memmap token shards with a train/validation split by document.
+
+    Args:
+        source: text files, directories, .jsonl files or saved Hugging Face datasets (default: the
+            Python and Linux documentation sources from Debian's python3.11-doc and linux-doc-6.1)
+        out: output directory (default: the minitron cache, keyed by tokenizer)
+        tokenizer: model whose tokenizer to use ('default', a Hugging Face directory or a .gguf)
+        glob: which files to read inside directories
+        text_field: the text field of JSONL records and dataset rows
+        val_fraction: share of documents held out for validation
+        max_tokens: stop after about this many tokens (all splits together)
+        seed: seed of the document split
+        overwrite: replace an existing output directory
+        chat: the sources are chat JSONL ({"messages": [...], "tools": [...]}): render each conversation
+            with the chat template and train on the assistant's tokens only (writes loss masks)
+        chat_template: chat format for --chat: auto, nemotron, chatml, mistral or model
+    """
+    if chat and (source is None or out is None):
+        raise MinitronError("--chat needs --source (conversation JSONL files) and --out")
+    tok = load_tokenizer(tokenizer)
+    if source is None:
+        missing = [s for s in DEFAULT_SOURCES if not Path(s).is_dir()]
+        if missing:
+            raise MinitronError(f"the default corpus is not installed ({missing[0]} is missing): run "
+                                "`make corpus` or `apt-get install python3.11-doc linux-doc-6.1`")
+        source = list(DEFAULT_SOURCES)
+    if out is None:
+        out = default_data_dir(tok, max_tokens)
+    out = Path(out)
+    if tok.eos_token_id is None:
+        raise MinitronError(f"tokenizer of {tokenizer} has no EOS token to separate documents")
+    dtype = token_dtype(len(tok))
+    glob = "**/*.jsonl" if chat and glob == DEFAULT_GLOB else glob
+    for src in map(Path, source):  # refuse missing sources before anything is shown or written
+        if not is_hf_dataset(src):
+            source_files(src, glob)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        writer = ShardWriter(tmp, dtype, with_mask=chat)
+        docs = tokenised_chats(tok, source, glob, chat_template) if chat else \
+            ((d, tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], None)
+             for d, t in iter_documents(source, glob, text_field))
+        with tqdm(desc="tokenising", unit=" tok", unit_scale=True, dynamic_ncols=True) as bar:
+            for doc_id, ids, mask in docs:
+                writer.add("val" if is_validation(doc_id, val_fraction, seed) else "train", ids, mask)
+                bar.update(len(ids))
+                if max_tokens and sum(writer.tokens.values()) >= max_tokens:
+                    break
+        splits = writer.close()
+        if splits["train"]["tokens"] == 0 or splits["val"]["tokens"] == 0:
+            raise MinitronError(f"too little data in {', '.join(map(str, source))}: {splits['train']['documents']} "
+                                f"training and {splits['val']['documents']} validation documents; both splits need "
+                                "some (add data or raise --val-fraction)")
+        write_meta(tmp, tok, dtype, splits, sources=[str(s) for s in source], val_fraction=val_fraction,
+                   seed=seed, **({"chat_template": chat_template} if chat else {}))
+    print(f"wrote {out}: {splits['train']['tokens']:,} train / {splits['val']['tokens']:,} validation tokens")
+    return out
+
+
+def tokenised_chats(tok, sources: list[str], glob: str,
+                    template: str) -> Iterator[tuple[str, list[int], list[int]]]:
+    """(id, token ids, loss mask) of chat JSONL conversations; the mask is 1 on the assistant's tokens only."""
+    fmt = get_format(tok, template)
+    for doc_id, record in iter_conversations(sources, glob):
+        ids, mask = encode_with_mask(tok, fmt, record["messages"], record.get("tools"))
+        yield doc_id, ids + [tok.eos_token_id], mask + [0]
+
+
+def default_data_dir(tokenizer, max_tokens: int | None = None) -> Path:
+    suffix = f"-{max_tokens}" if max_tokens else ""
+    return cache_dir() / "data" / f"docs2-{tokenizer_identity(tokenizer)['sha']}{suffix}"
+
+
+def default_data(tokenizer_spec: str = "default", max_tokens: int | None = None) -> Path:
+    """The default corpus tokenised for a model's tokenizer, built on first use and cached."""
+    out = default_data_dir(load_tokenizer(tokenizer_spec), max_tokens)
+    if not (out / "meta.json").is_file():
+        build_data(tokenizer=tokenizer_spec, out=out, max_tokens=max_tokens)
+    return out

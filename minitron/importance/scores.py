@@ -1,0 +1,105 @@
+"""The `Scores` record (every unit's importance under every criterion computed, saved as safetensors + JSON,
+reusable for any later target) and the names its tensors go by."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from minitron.arch import count_params
+from minitron.errors import MinitronError
+from minitron.importance.weights import random_scores
+from minitron.io import atomic_dir, write_json
+
+WIDTH_CRITERIA = ("activation", "wanda", "magnitude", "taylor", "random")
+DEFAULT_CRITERIA = ["activation", "wanda", "magnitude", "random"]
+Criterion = Literal["activation", "wanda", "magnitude", "taylor", "random"]
+Agg = Literal["mean", "l2", "var"]
+
+
+@dataclass
+class Scores:
+    """Importance of every unit under every criterion computed; reusable for any later target."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict = field(default_factory=dict)
+
+    def width(self, criterion: str = "activation", seq_agg: str = "mean", batch_agg: str = "l2") -> dict:
+        prefix = f"activation/{seq_agg}-{batch_agg}" if criterion == "activation" else criterion
+        if f"{prefix}/mlp" not in self.tensors:
+            raise MinitronError(f"the scores have no {prefix!r} importance (have: {', '.join(self.criteria())}); "
+                                f"run `minitron score --criteria {criterion}`")
+        return {k: self.tensors[f"{prefix}/{k}"] for k in ("hidden", "heads", "mlp")}
+
+    def criteria(self) -> list[str]:
+        return sorted({k.split("/")[0] for k in self.tensors if not k.startswith("layers/")})
+
+    def layer(self, key: str) -> torch.Tensor:
+        if f"layers/{key}" not in self.tensors:
+            have = [k.removeprefix("layers/") for k in self.tensors if k.startswith("layers/")]
+            raise MinitronError(f"the scores have no layer importance {key!r} (have: {', '.join(have)}); "
+                                "run `minitron score --layer-loss --block-sizes K`")
+        return self.tensors[f"layers/{key}"]
+
+    def save(self, out: Path, overwrite: bool = False) -> Path:
+        with atomic_dir(out, overwrite) as tmp:
+            save_file({k: v.contiguous() for k, v in self.tensors.items()}, tmp / "scores.safetensors")
+            write_json(tmp / "scores.json", self.meta)
+        return Path(out)
+
+    @classmethod
+    def load(cls, path: Path | str) -> "Scores":
+        path = Path(path)
+        try:
+            return cls(load_file(path / "scores.safetensors"), json.loads((path / "scores.json").read_text()))
+        except FileNotFoundError:
+            raise MinitronError(f"{path} holds no importance scores (scores.safetensors + scores.json); "
+                                "make them with `minitron score --out DIR`") from None
+        except Exception as e:
+            raise MinitronError(f"the scores in {path} are corrupt: {str(e).splitlines()[0][:120]}") from None
+
+
+def check_criteria(criteria: list[str]) -> None:
+    unknown = sorted(set(criteria) - set(WIDTH_CRITERIA))
+    if unknown:
+        raise MinitronError(f"unknown criteria {', '.join(unknown)}; choose from {', '.join(WIDTH_CRITERIA)}")
+
+
+def named(prefix: str, scores: dict) -> dict[str, torch.Tensor]:
+    """{"hidden": t, ...} -> {"prefix/hidden": t, ...}"""
+    return {f"{prefix}/{k}": v for k, v in scores.items()}
+
+
+def loss_key(k: int) -> str:
+    """Name of the layer-removal losses for blocks of k layers."""
+    return "layers/loss" if k == 1 else f"layers/block_loss_k{k}"
+
+
+def activation_tensors(criteria: list[str], act: dict) -> dict[str, torch.Tensor]:
+    """The activation scores kept (Block Influence always: it comes free with the pass)."""
+    return act if "activation" in criteria else {"layers/block_influence": act["layers/block_influence"]}
+
+
+def random_tensors(config, seed: int) -> dict[str, torch.Tensor]:
+    r = random_scores(config, seed)
+    return {"layers/random": r.pop("layers"), **named("random", r)}
+
+
+def model_meta(model: nn.Module, criteria: list[str]) -> dict:
+    """What a Scores record says about the scored model (works on a meta-device skeleton too)."""
+    return dict(criteria=sorted(criteria), params=count_params(model),
+                sizes={k: getattr(model.config, k) for k in ("hidden_size", "intermediate_size", "num_attention_heads",
+                                                             "num_key_value_heads", "num_hidden_layers")})
+
+
+def check_streamable(criteria: list[str]) -> None:
+    check_criteria(criteria)
+    if "taylor" in criteria:
+        raise MinitronError("the taylor criterion needs gradients from a backward pass through the whole model, "
+                            "which streaming one layer at a time cannot do; choose activation, wanda, magnitude "
+                            "or random (or --no-stream on a machine where the model fits)")

@@ -1,0 +1,132 @@
+"""Activation statistics: forward hooks that reduce each activation (B, S, D) over the sequence (mean of |x|,
+L2 or variance) and accumulate it over the batch in fp32 (L2, mean or variance across sequences), for
+hidden channels (every norm's output), attention heads (o_proj's input) and MLP neurons (down_proj's input);
+plus Block Influence and the input norms structured Wanda needs. One pass fills every combination."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minitron.arch import Arch, decoder_layers, final_norm, head_dim, layer_norms, mlp_inputs
+
+AGGREGATIONS = ("mean", "l2", "var")
+
+
+def seq_reduce(x: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, S, D) -> (B, D): mean of |x|, L2 norm or variance over the sequence, in fp32."""
+    x = x.float()
+    if how == "mean":
+        return x.abs().mean(1)
+    if how == "l2":
+        return x.norm(dim=1)
+    return x.var(1, unbiased=False)
+
+
+def seq_stats(x: torch.Tensor) -> torch.Tensor:
+    """(B, S, D) -> (len(AGGREGATIONS), B, D): every sequence aggregation at once, from one fp32 copy of x
+    (what a forward hook does on every batch: few kernels matter more than few FLOPs)."""
+    x = x.float()
+    return torch.stack([x.abs().mean(1), torch.linalg.vector_norm(x, dim=1), x.var(1, unbiased=False)])
+
+
+class Stat:
+    """fp32 running sums over samples of per-sample vectors, one row per sequence aggregation: enough for
+    batch L2, mean and variance."""
+
+    def __init__(self, *shape: int, device=None):
+        self.sum = torch.zeros(len(AGGREGATIONS), *shape, device=device)
+        self.sq = torch.zeros(len(AGGREGATIONS), *shape, device=device)
+        self.n = 0
+
+    def add(self, x: torch.Tensor) -> None:  # x: (len(AGGREGATIONS), B, *shape) from `seq_stats`
+        self.sum += x.sum(1)
+        self.sq += x.pow(2).sum(1)
+        self.n += x.shape[1]
+
+    def reduce(self, how: str) -> torch.Tensor:
+        if how == "l2":
+            return self.sq.sqrt().cpu()
+        mean = self.sum / max(self.n, 1)
+        return (mean if how == "mean" else (self.sq / max(self.n, 1) - mean.pow(2)).clamp_min(0)).cpu()
+
+
+class ActivationRecorder:
+    """Forward hooks that accumulate activation statistics for every unit kind.
+
+    The statistics live on `device` (default: the model's); hooks are added on entering the context and
+    removed on leaving it, and the statistics survive, so a layer-streamed pass can enter it once per layer.
+    """
+
+    def __init__(self, model: nn.Module, arch: Arch, device: torch.device | str | None = None):
+        self.model, self.arch, self.handles = model, arch, []
+        cfg, dev = model.config, device or next(model.parameters()).device
+        L, D, H, Fn = cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size
+        self.hidden = Stat(D, device=dev)  # rows: the sequence aggregations of AGGREGATIONS
+        self.heads = [Stat(H, device=dev) for _ in range(L)]
+        self.mlp = [Stat(Fn, device=dev) for _ in range(L)]
+        # squared input norms of the linears that consume each unit (structured Wanda)
+        self.sq = {"attn_in": torch.zeros(L, D, device=dev), "mlp_in": torch.zeros(L, D, device=dev),
+                   "head_in": torch.zeros(D, device=dev), "o_in": torch.zeros(L, H * head_dim(cfg), device=dev)}
+        self.bi_sum, self.bi_count = torch.zeros(L, device=dev), 0
+
+    def _add(self, stats: Stat | list[Stat], x: torch.Tensor, layer: int | None = None) -> None:
+        (stats if layer is None else stats[layer]).add(seq_stats(x))
+
+    def add_input_sq(self, key: str, x: torch.Tensor, layer: int | None = None) -> None:
+        """Add the squared channel norms of a consumer's input `x` (B, S, D) to the Wanda statistic `key`."""
+        sq = x.detach().float().pow(2).sum((0, 1))
+        if layer is None:
+            self.sq[key] += sq
+        else:
+            self.sq[key][layer] += sq
+
+    def _sq(self, key: str, layer: int | None = None):
+        return lambda module, args: self.add_input_sq(key, args[0], layer)
+
+    def _heads(self, layer: int):
+        def hook(module, args):
+            x = args[0].detach()
+            self._add(self.heads, x.unflatten(-1, (-1, head_dim(self.model.config))).float().norm(dim=-1), layer)
+            self.sq["o_in"][layer] += x.float().pow(2).sum((0, 1))
+        return hook
+
+    def _block_influence(self, layer: int):
+        def hook(module, args, kwargs, output):
+            x = args[0] if args else kwargs["hidden_states"]
+            y = output[0] if isinstance(output, tuple) else output
+            self.bi_sum[layer] += (1 - F.cosine_similarity(x.float(), y.float(), dim=-1)).sum()
+            if layer == 0:
+                self.bi_count += x.shape[0] * x.shape[1]
+        return hook
+
+    def __enter__(self) -> "ActivationRecorder":
+        reg = self.handles.append
+        for norm in [final_norm(self.model)] + [n for l in decoder_layers(self.model) for n in layer_norms(l, self.arch)]:
+            reg(norm.register_forward_hook(lambda m, a, out: self._add(self.hidden, out.detach())))
+        for i, layer in enumerate(decoder_layers(self.model)):
+            reg(layer.self_attn.o_proj.register_forward_pre_hook(self._heads(i)))
+            reg(layer.mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0].detach(), i)))
+            reg(layer.self_attn.q_proj.register_forward_pre_hook(self._sq("attn_in", i)))
+            reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))
+            reg(layer.register_forward_hook(self._block_influence(i), with_kwargs=True))
+        reg(self.model.get_output_embeddings().register_forward_pre_hook(self._sq("head_in")))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for b in AGGREGATIONS:
+            hidden = self.hidden.reduce(b)
+            heads = torch.stack([st.reduce(b) for st in self.heads], 1)  # (A, L, H)
+            mlp = torch.stack([st.reduce(b) for st in self.mlp], 1)
+            for i, s in enumerate(AGGREGATIONS):
+                out[f"activation/{s}-{b}/hidden"] = hidden[i].clone()  # own storage: safetensors refuses shared
+                out[f"activation/{s}-{b}/heads"] = heads[i].clone()
+                out[f"activation/{s}-{b}/mlp"] = mlp[i].clone()
+        out["layers/block_influence"] = (self.bi_sum / max(self.bi_count, 1)).cpu()
+        return out

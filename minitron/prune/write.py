@@ -1,0 +1,76 @@
+"""Prune a checkpoint larger than memory: slice each module of the teacher, one at a time, with the same
+per-layer ops as a model in memory, and write it straight into the output shards."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from minitron.arch import arch_of, decoder_layers, embedding, final_norm, head_dim
+from minitron.lazy import LazyModel, skeleton
+from minitron.prune.plan import Plan, apply_layer_plan
+from minitron.prune.slicing import slice_embedding, slice_linear, slice_norm
+from minitron.shards import SafetensorsWriter, TensorSpec
+
+
+def _teacher_name(name: str, kept: list[int]) -> str:
+    """The teacher's name of a student tensor: decoder layers are renumbered after dropping some."""
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
+    return f"model.layers.{kept[int(m[1])]}.{m[2]}" if m else name
+
+
+def student_specs(lazy: LazyModel, new_config, kept: list[int]) -> dict[str, TensorSpec]:
+    """Names and shapes of the student's stored tensors (tied ones once), in the teacher's stored dtypes."""
+    student = skeleton(new_config, "meta")
+    stored, seen = {}, set()
+    for name, t in student.state_dict(keep_vars=True).items():
+        if id(t) not in seen:
+            stored[name] = t
+            seen.add(id(t))
+    return {n: TensorSpec(lazy.stored_spec(_teacher_name(n, kept)).dtype, tuple(t.shape)) for n, t in stored.items()}
+
+
+def _parts(lazy: LazyModel, plan: Plan, kept: list[int], tied: bool) -> list[tuple[nn.Module, str, Callable]]:
+    """(teacher module, student name prefix, slicing op) for each piece of the student, in order: the same
+    per-module ops that `prune.apply_plan` runs on a model in memory."""
+    model, arch = lazy.model, arch_of(lazy.model.config)
+    dim, keep = head_dim(model.config), plan.hidden
+    layers = decoder_layers(model)
+
+    def unless_full_width(op: Callable) -> Callable:
+        return (lambda m: None) if keep is None else op
+
+    parts = [(embedding(model), "model.embed_tokens.", unless_full_width(lambda m: slice_embedding(m, arch, keep)))]
+    parts += [(layers[i], f"model.layers.{n}.", lambda m, i=i: apply_layer_plan(m, arch, dim, plan, i))
+              for n, i in enumerate(kept)]
+    parts.append((final_norm(model), "model.norm.", unless_full_width(lambda m: slice_norm(m, keep))))
+    if not tied:
+        parts.append((model.get_output_embeddings(), "lm_head.", unless_full_width(lambda m: slice_linear(m, 1, keep))))
+    return parts
+
+
+@torch.no_grad()
+def write_pruned(path: Path | str, plan: Plan, new_config, out: Path, max_shard_bytes: int = 5 * 2**30) -> int:
+    """Slice the checkpoint at `path` by `plan` module by module, in its stored dtypes,
+    into safetensors shards + index and config.json in `out`; returns the number of parameters written."""
+    lazy = LazyModel.open(path, "cpu", dtype=None)
+    kept = [i for i in range(lazy.model.config.num_hidden_layers) if i not in set(plan.drop)]
+    specs = student_specs(lazy, new_config, kept)
+    writer = SafetensorsWriter(out, specs, max_shard_bytes)
+    try:
+        parts = _parts(lazy, plan, kept, new_config.tie_word_embeddings)
+        for module, prefix, cut in tqdm(parts, desc="writing (streamed)", unit="part", leave=False):
+            with lazy.loaded(module):
+                cut(module)
+                for name, t in module.state_dict().items():
+                    writer.write(prefix + name, t)
+        written = writer.close()
+    finally:
+        writer.abort()
+    new_config.dtype = specs["model.embed_tokens.weight"].dtype
+    new_config.save_pretrained(out)
+    return written
