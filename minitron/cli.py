@@ -25,7 +25,7 @@ COMMANDS = {
     "data": ("minitron.data:build_data", "tokenise text into train/validation token shards"),
     "score": ("minitron.importance:score", "importance of hidden channels, heads, MLP neurons and layers"),
     "prune": ("minitron.prune:prune", "prune a model to a target size (or --dry-run the arithmetic)"),
-    "distill": ("minitron.distill.trainer:distill", "distil a teacher into a student (1 or N processes)"),
+    "distill": ("minitron.distill.config:TrainConfig", "distil a teacher into a student (1 or N processes)"),
     "eval": ("minitron.eval:evaluate", "validation loss, perplexity and generation speed"),
     "chat": ("minitron.chat.cli:chat", "chat with a model in its own format, with tools"),
     "generate": ("minitron.chat.cli:generate", "reply to one prompt or a JSONL batch"),
@@ -164,6 +164,9 @@ def run(argv: list[str] | None = None) -> Any:
                if p.default is inspect.Parameter.empty and n not in kwargs]
     if missing:
         raise MinitronError(f"missing required option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")
+    if fn.__name__ == "TrainConfig":
+        from minitron.distill import distill
+        return distill(fn(**kwargs))
     return fn(**kwargs)
 
 

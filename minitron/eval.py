@@ -31,6 +31,24 @@ def lm_loss(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> float:
 
 
 @torch.no_grad()
+def lm_loss_sum(model: torch.nn.Module, input_ids: torch.Tensor,
+                loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy (fp32) of (B, T+1) token windows and the number of labels counted.
+
+    The model predicts the T labels ids[:, 1:]; loss_mask (B, T) is aligned with them (None: every label
+    counts). The forward runs under bf16 autocast on CUDA; it calls `model(input_ids=ids[:, :-1])`, so it works
+    for a plain HF model and for an FSDP2-sharded one (every rank must call it). Both results are 0-dim tensors
+    on the model's device."""
+    device = next(model.parameters()).device
+    ids = input_ids.to(device)
+    with _autocast(device):
+        logits = model(input_ids=ids[:, :-1]).logits
+    per = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
+    keep = torch.ones_like(per) if loss_mask is None else loss_mask.to(device).flatten().float()
+    return (per * keep).sum(), keep.sum()
+
+
+@torch.no_grad()
 def masked_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], batch_size: int = 4) -> tuple[float, int]:
     """Summed next-token cross-entropy over the label tokens a `loss_mask` keeps (all when there is none),
     and how many tokens that was; `batch` is a `TokenData` window dict."""

@@ -106,7 +106,7 @@ def compress(teacher: str = "default", data: Path | None = None, target: dict[st
         overwrite: delete an existing run directory and start again
     """
     from minitron.data import TokenData, default_data
-    from minitron.distill.trainer import distill
+    from minitron.distill import TrainConfig, distill
     from minitron.importance import Scores, score
     from minitron.load import load_config, pick_device
     from minitron.prune import check_target, params_of, prune, target_config
@@ -139,11 +139,11 @@ def compress(teacher: str = "default", data: Path | None = None, target: dict[st
     timings["prune"] = time.time() - t
 
     t = stage(3, f"distilling on {tokens:,} tokens")
-    result = distill(str(run / "pruned"), run / "distill", tokens, teacher=teacher, data=str(tokens_data.path),
+    result = distill(TrainConfig(student=str(run / "pruned"), out=run / "distill", tokens=tokens, teacher=teacher, data=str(tokens_data.path),
                      seq_len=seq_len, micro_batch=micro_batch, global_batch_tokens=global_batch_tokens, lr=lr,
                      min_lr=lr / 10, eval_every=max(1, tokens // global_batch_tokens // 6), eval_seqs=val_seqs // 2,
                      save_every=max(1, tokens // global_batch_tokens // 4), device=device,
-                     resume=(run / "distill").exists())
+                     resume=(run / "distill").exists()))
     student = run / "student"
     if not student.exists():
         student.symlink_to(Path("distill") / "student")

@@ -8,7 +8,7 @@ import pytest
 import minitron
 from conftest import cli_error
 from minitron.cli import main
-from minitron.distill.trainer import distill
+from minitron.distill import TrainConfig, distill
 
 TINY = dict(target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4}, tokens=1024,
             calib_seqs=4, seq_len=32, micro_batch=4, global_batch_tokens=256, val_seqs=4, lr=3e-3,
@@ -31,8 +31,9 @@ def check_run(run, metrics):
 @pytest.fixture
 def trained_tiny(tiny_dir, tiny_data, tmp_path, one_thread):
     """A tiny teacher that has learnt something (plain training), so distilling from it means something."""
-    result = distill(str(tiny_dir), tmp_path / "teacher-run", tokens=15360, data=str(tiny_data), loss="ce", lr=3e-3,
-                     seq_len=32, micro_batch=4, global_batch_tokens=256, eval_every=0, save_every=1000, device="cpu")
+    result = distill(TrainConfig(student=str(tiny_dir), out=tmp_path / "teacher-run", tokens=15360, data=str(tiny_data),
+                                 loss="ce", lr=3e-3, seq_len=32, micro_batch=4, global_batch_tokens=256, eval_every=0,
+                                 save_every=1000, device="cpu"))
     return result.student
 
 
