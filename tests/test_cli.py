@@ -92,6 +92,8 @@ def test_parse_mapping():
     ["distill", "--student", "s", "--teacher", "t", "--out", "o", "--tokens", "4096", "--layer-pairs", "3:6", "7:14",
      "--hidden-loss", "cosine", "--lr", "3e-4", "--no-resume"],
     ["data", "--source", "a", "b", "--max-tokens", "1000", "--chat"],
+    ["compress", "--teacher", "t", "--target", "hidden_size=384,num_attention_heads=6", "--out", "r",
+     "--distill.lr", "3e-4", "--distill.layer-pairs", "3:6", "7:14", "--distill.hidden-loss", "mse"],
 ])
 def test_print_config_runs_the_same_job(argv, tmp_path, capsys):
     """--print-config prints a complete YAML; fed back with --config it parses to the same call."""
@@ -102,8 +104,17 @@ def test_print_config_runs_the_same_job(argv, tmp_path, capsys):
     yaml.write_text(capsys.readouterr().out)
     assert parse([argv[0], "--config", str(yaml)]) == parse(argv)
     # flags after --config override it
-    fn, kw = parse([argv[0], "--config", str(yaml), "--seed", "7"])
-    assert (kw["cfg"].seed if "cfg" in kw else kw["seed"]) == 7
+    seed = "--distill.seed" if argv[0] == "compress" else "--seed"
+    _, kw = parse([argv[0], "--config", str(yaml), seed, "7"])
+    config = kw.get("distill") or kw.get("cfg")  # compress's distill section, distill's TrainConfig
+    assert (config.seed if config is not None else kw["seed"]) == 7
+
+
+def test_nested_compress_settings(tmp_path):
+    (tmp_path / "c.yaml").write_text("target: {hidden_size: 384}\ndistill:\n  lr: 0.0003\n  layer_pairs: ['3:6']\n")
+    _, kw = parse(["compress", "--config", str(tmp_path / "c.yaml"), "--distill.tokens", "5000"])
+    assert kw["target"] == {"hidden_size": 384}
+    assert kw["distill"] == TrainConfig(lr=3e-4, layer_pairs=["3:6"], tokens=5000)
 
 
 def test_yaml_unknown_key_is_one_line(tmp_path, capsys):
