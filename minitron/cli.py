@@ -16,6 +16,7 @@ import inspect
 import json
 import re
 import sys
+import types
 import typing
 from typing import Any, Callable
 
@@ -45,9 +46,8 @@ def load_command(name: str) -> Callable:
 
 def config_class(fn: Callable) -> type | None:
     """The dataclass of a command that takes one config object (`distill(cfg: TrainConfig)`)."""
-    hints = typing.get_type_hints(fn)
-    params = [p for p in inspect.signature(fn).parameters if p != "return"]
-    cls = hints.get(params[0]) if len(params) == 1 else None
+    params = list(inspect.signature(fn).parameters)
+    cls = typing.get_type_hints(fn).get(params[0]) if len(params) == 1 else None
     return cls if dataclasses.is_dataclass(cls) else None
 
 
@@ -57,10 +57,10 @@ def command_parser(name: str, fn: Callable) -> ArgumentParser:
     doc = inspect.getdoc(cls or fn) or ""
     p = ArgumentParser(prog=f"minitron {name}", description=doc.split("\n\nArgs:")[0], exit_on_error=False,
                        print_config="--print-config", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="Booleans: --flag, --no-flag or --flag true|false. Lists: space-separated items or "
-                              "[a, b]. Mappings: NAME=VALUE,... or {name: value}. Nested settings: --section.name.")
+                       epilog="--debug shows the full traceback of an error. Booleans: --flag, --no-flag or --flag "
+                              "true|false. Lists: space-separated items or [a, b]. Mappings: NAME=VALUE,... or "
+                              "{name: value}. Nested settings: --section.name, or a section in the YAML.")
     p.add_argument("--config", action=ActionConfigFile, help="YAML file of parameter values (later flags override it)")
-    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     if cls is not None:
         p.add_class_arguments(cls, as_group=False)
     else:
@@ -96,8 +96,8 @@ def parse_mapping(text: str) -> dict[str, int]:
 def _kind(action) -> str | None:
     """bool, list or dict: the types whose command-line forms jsonargparse spells differently."""
     hint = getattr(action, "_typehint", None)
-    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) is typing.Union \
-        or type(hint).__name__ == "UnionType" else [hint]
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if optional else [hint]
     if args == [bool]:
         return "bool"
     origin = typing.get_origin(args[0]) if len(args) == 1 else None
@@ -159,8 +159,9 @@ def parse(argv: list[str]) -> tuple[Callable, dict[str, Any]]:
         raise argparse.ArgumentError(None, "expected a command")
     fn = load_command(argv[0])
     parser = command_parser(argv[0], fn)
-    values = parser.instantiate(parser.parse_args(argparse_forms(parser, argv[1:]))).as_dict()
-    values.pop("config", None), values.pop("debug", None), values.pop("__path__", None)
+    args = [a for a in argv[1:] if a != "--debug"]  # read by `main`, kept out of the printed config
+    values = parser.instantiate(parser.parse_args(argparse_forms(parser, args))).as_dict()
+    values.pop("config", None), values.pop("__path__", None)
     cls = config_class(fn)
     if cls is not None:
         return fn, {next(iter(inspect.signature(fn).parameters)): cls(**values)}

@@ -114,7 +114,7 @@ def test_compress_real_default_teacher(tmp_path):
     run = tmp_path / "real"
     fn, kw = parse(["compress", "--config", str(REPO / "configs" / "demo.yaml"), "--out", str(run), "--calib-seqs", "4",
                     "--val-seqs", "4", "--distill.tokens", "3072", "--distill.seq-len", "128",
-                    "--distill.global-batch-tokens", "1024"])
+                    "--distill.global-batch-tokens", "1024", "--distill.eval-seqs", "4"])
     metrics = fn(**kw)
     saved = check_run(run, metrics)
     assert saved["teacher"]["params"] == 134_515_008
