@@ -16,7 +16,8 @@ from minitron.errors import MinitronError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4}, calib_seqs=4, val_seqs=4,
-            prompt="hello", distill=TrainConfig(tokens=1024, seq_len=32, micro_batch=4, global_batch_tokens=256, lr=3e-3))
+            prompt="hello",
+            distill=TrainConfig(tokens=1024, seq_len=32, micro_batch=4, global_batch_tokens=256, lr=3e-3))
 
 
 def check_run(run, metrics):
@@ -103,7 +104,8 @@ def test_demo_config_is_the_demo():
     assert fn is minitron.compress
     assert kw["teacher"] == "default" and kw["out"] == Path("runs/smollm2-135m-half")
     assert kw["target"] == {"hidden_size": 384, "intermediate_size": 1024, "num_attention_heads": 6}
-    assert (kw["calib_seqs"], kw["val_seqs"], kw["prompt"]) == (32, 32, "What is a Python list? Answer in one sentence.")
+    assert (kw["calib_seqs"], kw["val_seqs"]) == (32, 32)
+    assert kw["prompt"] == "What is a Python list? Answer in one sentence."
     assert kw["distill"] == TrainConfig(tokens=120_000, seq_len=256, micro_batch=4, global_batch_tokens=4096, lr=1e-3,
                                         min_lr=1e-4, eval_every=4, eval_seqs=16, save_every=7)
 
