@@ -88,8 +88,8 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
     record.stage("score", {"calib_seqs": calib_seqs, "seq_len": distill.seq_len},
                  lambda: score_stage(teacher, tokens, run, calib_seqs, distill.seq_len, device))
     record.stage("prune", {"target": sizes}, lambda: prune_stage(teacher, target, run, device))
-    record.stage("distill", {k: v for k, v in json.loads(json.dumps(asdict(train), default=str)).items()
-                             if k not in ("resume", "device")}, lambda: distill_stage(train, run))
+    record.stage("distill", {k: v for k, v in asdict(train).items() if k not in ("student", "out", "resume", "device")},
+                 lambda: distill_stage(train, run))  # paths inside the run are left out: a moved run resumes
     record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
                  lambda: evaluate_stage(teacher, run, tokens, val_seqs, distill.seq_len, prompt, sizes, config,
                                         pick_device(device), record))
