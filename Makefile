@@ -27,7 +27,7 @@ corpus:
 	fi
 
 demo: setup
-	$(VENV)/bin/minitron compress --resume   # a finished run is re-evaluated, an interrupted one continues
+	$(VENV)/bin/minitron compress --config configs/demo.yaml --resume   # a finished run keeps its stages, an interrupted one continues
 
 test: setup
 	$(PY) -m pytest -q -x --durations=15 tests

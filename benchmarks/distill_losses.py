@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from minitron.data import TokenData, default_data
-from minitron.distill.trainer import distill
+from minitron.distill import TrainConfig, distill
 from minitron.eval import lm_loss
 from minitron.load import load_model
 from minitron.prune import prune
@@ -76,9 +76,9 @@ def train(args, run: Path, label: str, pruned: Path, data: TokenData, kw: dict) 
         if (saved["label"], saved["tokens"]) == (label, args.tokens):
             return saved["wall_s"]
     start = time.time()
-    distill(str(pruned), run, args.tokens, teacher="default", data=str(data.path), seq_len=args.seq_len, micro_batch=4,
-            global_batch_tokens=4096, lr=args.lr, min_lr=args.lr / 10, eval_every=0, eval_seqs=4, save_every=10**9,
-            device="cpu", overwrite=True, **kw)
+    distill(TrainConfig(student=str(pruned), out=run, tokens=args.tokens, teacher="default", data=str(data.path),
+                        seq_len=args.seq_len, micro_batch=4, global_batch_tokens=4096, lr=args.lr, min_lr=args.lr / 10,
+                        eval_every=0, eval_seqs=4, save_every=10**9, device="cpu", overwrite=True, **kw))
     wall = round(time.time() - start, 1)
     record.write_text(json.dumps({"label": label, "tokens": args.tokens, "wall_s": wall}) + "\n")
     return wall

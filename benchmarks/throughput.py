@@ -39,8 +39,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig
 
 from minitron.arch import arch_of, decoder_layers
 from minitron.distill.losses import ForwardKL
-from minitron.distill.trainer import DistillModel, Teacher
-from minitron.importance import ActivationRecorder
+from minitron.distill.parallel import DistillModel, Teacher
+from minitron.importance.stats import ActivationRecorder
 from minitron.prune import check_target, target_config
 
 GIB = 2**30

@@ -1,7 +1,7 @@
 """minitron: prune and distil Hugging Face LLMs the way NVIDIA made the Minitron models.
 
 The whole recipe is `minitron.compress(...)`; each stage is a function too: `minitron.build_data`,
-`minitron.score`, `minitron.prune.prune`, `minitron.distill.trainer.distill`, `minitron.evaluate`.
+`minitron.score`, `minitron.prune.prune`, `minitron.distill.distill`, `minitron.evaluate`.
 """
 
 import importlib

@@ -1,35 +1,82 @@
-"""Command line: each subcommand is a typed library function; flags, --help and YAML configs
-come from its signature and docstring.
+"""Command line: every command is a typed library function (or takes one config dataclass); jsonargparse turns
+its signature into flags, --help (from the docstring, or the dataclass's field docstrings), YAML configs and
+--print-config. Nested configs work: `compress --distill.lr 3e-4`, or a `distill:` section in the YAML.
 
     minitron prune --model default --target hidden_size=384,intermediate_size=1024 --out runs/p
-    minitron prune --config prune.yaml          # keys are the function's parameter names
+    minitron prune --config prune.yaml            # keys are the function's parameter names
+    minitron prune ... --print-config > p.yaml    # a complete YAML that runs the same job
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import importlib
 import inspect
+import json
+import re
 import sys
 import types
 import typing
-from pathlib import Path
-from typing import Any, Callable, Literal, get_args, get_origin
+from typing import Any, Callable
+
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from minitron.errors import MinitronError
 
-# subcommand -> ("module:function" of the library function it wraps, one-line summary). Only the module
-# of the command being run is imported.
+# command -> ("module:function" it runs, one-line summary). Only the module of the command being run is imported,
+# so `minitron --help` starts fast and torch is imported only when a command runs.
 COMMANDS = {
     "compress": ("minitron.pipeline:compress", "score, prune, distil, evaluate and report, in one go"),
     "data": ("minitron.data:build_data", "tokenise text into train/validation token shards"),
     "score": ("minitron.importance:score", "importance of hidden channels, heads, MLP neurons and layers"),
     "prune": ("minitron.prune:prune", "prune a model to a target size (or --dry-run the arithmetic)"),
-    "distill": ("minitron.distill.trainer:distill", "distil a teacher into a student (1 or N processes)"),
+    "distill": ("minitron.distill:distill", "distil a teacher into a student (1 or N processes)"),
     "eval": ("minitron.eval:evaluate", "validation loss, perplexity and generation speed"),
     "chat": ("minitron.chat.cli:chat", "chat with a model in its own format, with tools"),
     "generate": ("minitron.chat.cli:generate", "reply to one prompt or a JSONL batch"),
 }
+set_parsing_settings(docstring_parse_attribute_docstrings=True)  # TrainConfig's field docstrings are its help
+
+
+def load_command(name: str) -> Callable:
+    module, func = COMMANDS[name][0].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def config_class(fn: Callable) -> type | None:
+    """The dataclass of a command that takes one config object (`distill(cfg: TrainConfig)`)."""
+    params = list(inspect.signature(fn).parameters)
+    cls = typing.get_type_hints(fn).get(params[0]) if len(params) == 1 else None
+    return cls if dataclasses.is_dataclass(cls) else None
+
+
+def command_parser(name: str, fn: Callable) -> ArgumentParser:
+    """Flags of one command from its function's signature (or its config dataclass's fields)."""
+    cls = config_class(fn)
+    doc = inspect.getdoc(cls or fn) or ""
+    p = ArgumentParser(prog=f"minitron {name}", description=doc.split("\n\nArgs:")[0], exit_on_error=False,
+                       print_config="--print-config", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="--debug shows the full traceback of an error. Booleans: --flag, --no-flag or --flag "
+                              "true|false. Lists: space-separated items or [a, b]. Mappings: NAME=VALUE,... or "
+                              "{name: value}. Nested settings: --section.name, or a section in the YAML.")
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file of parameter values (later flags override it)")
+    if cls is not None:
+        p.add_class_arguments(cls, as_group=False)
+    else:
+        p.add_function_arguments(fn, as_group=False)
+    use_dashes(p)
+    return p
+
+
+def use_dashes(parser: ArgumentParser) -> None:
+    """Flags are spelt --seq-len (the YAML keys stay the parameter names, seq_len)."""
+    for action in parser._actions:
+        if any("_" in o for o in action.option_strings):
+            for old in action.option_strings:
+                parser._option_string_actions.pop(old, None)
+            action.option_strings = [o.replace("_", "-") for o in action.option_strings]
+            parser._option_string_actions.update(dict.fromkeys(action.option_strings, action))
 
 
 def parse_mapping(text: str) -> dict[str, int]:
@@ -38,138 +85,111 @@ def parse_mapping(text: str) -> dict[str, int]:
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
-            raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {item!r}")
+            raise MinitronError(f"expected NAME=VALUE, got {item!r}")
         try:
             out[key.strip()] = int(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{key.strip()} must be a whole number, got {value!r}") from None
+            raise MinitronError(f"{key.strip()} must be a whole number, got {value!r}") from None
     return out
 
 
-def _strip_optional(tp: Any) -> Any:
-    """`X | None` -> X."""
-    if get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
+def _kind(action) -> str | None:
+    """bool, list or dict: the types whose command-line forms jsonargparse spells differently."""
+    hint = getattr(action, "_typehint", None)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if optional else [hint]
+    if args == [bool]:
+        return "bool"
+    origin = typing.get_origin(args[0]) if len(args) == 1 else None
+    return {list: "list", dict: "dict"}.get(origin)
 
 
-def _arg_options(tp: Any) -> dict[str, Any]:
-    """argparse keyword arguments for one annotated parameter."""
-    tp = _strip_optional(tp)
-    origin = get_origin(tp)
-    if tp is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if origin is Literal:
-        choices = get_args(tp)
-        return {"choices": choices, "type": type(choices[0])}
-    if origin is dict:
-        return {"type": parse_mapping, "metavar": "NAME=VALUE,..."}
-    if origin in (list, tuple):
-        return {"type": _strip_optional(get_args(tp)[0]), "nargs": "+"}
-    if tp in (int, float, str, Path):
-        return {"type": tp}
-    raise TypeError(f"unsupported parameter type {tp!r}")
-
-
-def _docstring(fn: Callable) -> tuple[str, dict[str, str]]:
-    """Summary and per-argument help from a Google-style docstring."""
-    doc = inspect.getdoc(fn) or ""
-    summary, _, rest = doc.partition("\nArgs:\n")
-    helps: dict[str, str] = {}
-    name = None
-    for line in rest.splitlines():
-        if line.startswith("    ") and not line.startswith("     ") and ":" in line:
-            name, _, text = line.strip().partition(":")
-            helps[name] = text.strip()
-        elif name and line.strip():
-            helps[name] += " " + line.strip()
-        elif not line.strip():
-            name = None
-    return summary.strip(), helps
-
-
-def add_arguments(p: argparse.ArgumentParser, fn: Callable) -> None:
-    """Flags of one command from its function's signature and docstring."""
-    summary, helps = _docstring(fn)
-    p.description = summary
-    p.add_argument("--config", type=Path, help="YAML file of parameter values (flags override it)")
-    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    hints = typing.get_type_hints(fn)
-    for pname, param in inspect.signature(fn).parameters.items():
-        if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-            continue
-        opts = _arg_options(hints[pname])
-        flag = "--" + pname.replace("_", "-")
-        default = None if param.default is inspect.Parameter.empty else param.default
-        help_text = helps.get(pname, "")
-        if param.default is inspect.Parameter.empty:
-            help_text += " (required)"
-        elif default is not None and opts.get("action") is not argparse.BooleanOptionalAction:
-            help_text += f" (default: {default})"
-        p.add_argument(flag, dest=pname, default=argparse.SUPPRESS, help=help_text.strip(), **opts)
-    p.set_defaults(_fn=fn)
-
-
-def _load_config(path: Path, fn: Callable) -> dict[str, Any]:
-    import yaml
+def _item(text: str, action) -> Any:
+    """One space-separated list item, a number where the list holds numbers."""
+    hint = action._typehint
+    elem = next((typing.get_args(a)[0] for a in (hint, *typing.get_args(hint)) if typing.get_origin(a) is list), str)
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise MinitronError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as e:
-        raise MinitronError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(values, dict):
-        raise MinitronError(f"config file {path} must be a mapping of parameter names to values")
-    names = set(inspect.signature(fn).parameters)
-    values = {k.replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise MinitronError(f"config file {path}: unknown parameter(s) {', '.join(unknown)}; "
-                            f"known: {', '.join(sorted(names))}")
-    return values
+        return elem(text) if elem in (int, float) else text
+    except ValueError:
+        return text  # jsonargparse names the bad value
 
 
-class Parser(argparse.ArgumentParser):
-    """Usage errors in one line, like every other error."""
+def argparse_forms(parser: ArgumentParser, args: list[str]) -> list[str]:
+    """The flag forms of minitron's commands, in jsonargparse's spelling: a bare `--flag` / `--no-flag` for
+    booleans, space-separated lists (`--source a b`, `--layer-pairs 3:6 7:14`) and NAME=VALUE mappings
+    (`--target hidden_size=384,intermediate_size=1024`). Everything else passes through unchanged."""
+    out, i, actions = [], 0, parser._option_string_actions
+    while i < len(args):
+        arg, i = args[i], i + 1
+        action = actions.get(arg)
+        negated = actions.get("--" + arg[5:]) if action is None and arg.startswith("--no-") else None
+        kind = _kind(action or negated)
+        given = i < len(args) and not args[i].startswith("--")
+        if negated is not None and kind == "bool":
+            out.append(f"--{arg[5:]}=false")
+        elif kind == "bool" and not given:
+            out.append(f"{arg}=true")
+        elif kind == "list" and given and not args[i].lstrip().startswith("["):
+            items = []
+            while i < len(args) and not args[i].startswith("--"):
+                items.append(_item(args[i], action))
+                i += 1
+            out += [arg, json.dumps(items)]
+        elif kind == "dict" and given and "=" in args[i] and not args[i].lstrip().startswith("{"):
+            out += [arg, json.dumps(parse_mapping(args[i]))]
+            i += 1
+        else:
+            out.append(arg)
+    return out
 
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-
-def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    """Every command listed; the flags of the one named in `argv` (importing only its module)."""
-    parser = Parser(prog="minitron", description="Prune and distil Hugging Face LLMs "
-                                     "(the Minitron recipe). `minitron COMMAND --help` for each command.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, (target, summary) in COMMANDS.items():
-        p = sub.add_parser(name, help=summary, formatter_class=argparse.RawDescriptionHelpFormatter)
-        if name == chosen:
-            module, func = target.split(":")
-            add_arguments(p, getattr(importlib.import_module(module), func))
+def top_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="minitron", exit_on_error=False, description="Prune and distil Hugging Face "
+                            "LLMs (the Minitron recipe). `minitron COMMAND --help` for each command.")
+    sub = parser.add_subcommands(dest="command", metavar="COMMAND")
+    for name, (_, summary) in COMMANDS.items():
+        sub.add_subcommand(name, ArgumentParser(prog=f"minitron {name}"), help=summary)
     return parser
 
 
+def parse(argv: list[str]) -> tuple[Callable, dict[str, Any]]:
+    """The function a command line runs and its keyword arguments (config dataclasses built)."""
+    if not argv or argv[0] not in COMMANDS:
+        top_parser().parse_args(argv)  # --help, or a usage error
+        raise argparse.ArgumentError(None, "expected a command")
+    fn = load_command(argv[0])
+    parser = command_parser(argv[0], fn)
+    args = [a for a in argv[1:] if a != "--debug"]  # read by `main`, kept out of the printed config
+    values = parser.instantiate(parser.parse_args(argparse_forms(parser, args))).as_dict()
+    values.pop("config", None), values.pop("__path__", None)
+    cls = config_class(fn)
+    if cls is not None:
+        return fn, {next(iter(inspect.signature(fn).parameters)): cls(**values)}
+    return fn, values
+
+
 def run(argv: list[str] | None = None) -> Any:
-    """Parse `argv` and call the subcommand's function; errors propagate."""
-    argv = sys.argv[1:] if argv is None else argv
-    args = vars(build_parser(argv).parse_args(argv))
-    fn, config = args.pop("_fn"), args.pop("config")
-    args.pop("command"), args.pop("debug")
-    kwargs = _load_config(config, fn) if config else {}
-    kwargs.update(args)
-    missing = [n for n, p in inspect.signature(fn).parameters.items()
-               if p.default is inspect.Parameter.empty and n not in kwargs]
-    if missing:
-        raise MinitronError(f"missing required option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")
+    """Parse `argv` and call the command's function; errors propagate."""
+    fn, kwargs = parse(sys.argv[1:] if argv is None else argv)
     return fn(**kwargs)
+
+
+def one_line(message: str) -> str:
+    """jsonargparse's usage error (several lines for a bad value) as one line, in the flags' spelling."""
+    unknown = re.search(r"Option '([\w.-]+)' is not accepted", message)
+    if unknown:
+        return f"unknown parameter(s) {unknown.group(1)}"
+    key = re.match(r'Parser key "([\w.]+)":', message)
+    expected = re.search(r"Expected a ([^\n]*)", message)
+    if not (key and expected):
+        return " ".join(message.split())
+    what = re.sub(r"<class '(\w+)'>", r"\1", expected.group(1)).replace("typing.", "")
+    return f"--{key.group(1).replace('_', '-')}: expected {what}"
 
 
 def quiet_transformers() -> None:
     """minitron shows its own progress; transformers' per-file bars and advice would bury it."""
-    from transformers.utils import logging
+    from transformers.utils import logging  # only when a command runs (start-up speed of --help)
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
@@ -178,9 +198,16 @@ def quiet_transformers() -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
-    quiet_transformers()
+    prog = f"minitron {argv[0]}" if argv and argv[0] in COMMANDS else "minitron"
     try:
-        run(argv)
+        fn, kwargs = parse(argv)
+        quiet_transformers()
+        fn(**kwargs)
+    except argparse.ArgumentError as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(e.message)} (see {prog} --help)", file=sys.stderr)
+        sys.exit(2)
     except MinitronError as e:
         if debug:
             raise

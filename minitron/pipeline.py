@@ -1,35 +1,179 @@
-"""`minitron compress`: the whole recipe in one command — score, prune, distil, evaluate, report."""
+"""`minitron compress`: the whole recipe as a chain of stages — data, score, prune, distill, evaluate (+ report).
+
+Each stage is a function of the run's settings that writes its outputs under the run directory. RUN/stages.json
+records every finished stage with the settings it ran with and what it wrote (rewritten atomically after each
+stage): --resume skips the recorded stages, continues an interrupted distillation from its checkpoint, and
+refuses to go on with settings that differ from those a recorded stage ran with.
+
+    minitron compress --config configs/demo.yaml --resume       # `make demo`
+    minitron compress --teacher T --target hidden_size=2048 --distill.tokens 10000000 --distill.lr 3e-4
+"""
 from __future__ import annotations
 
 import gc
 import json
 import shutil
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
+from minitron.arch import count_params
+from minitron.chat.generate import generate_reply
+from minitron.data import TokenData, default_data
+from minitron.distill import TrainConfig
+from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError
+from minitron.eval import generation_speed, lm_loss_sum
+from minitron.importance import score
+from minitron.io import write_json
+from minitron.load import load_config, load_model, load_tokenizer, pick_device
+from minitron.prune import check_target, params_of, prune, target_config
+from minitron.report import write_report
 
-DEFAULT_TARGET = {"hidden_size": 384, "intermediate_size": 1024, "num_attention_heads": 6}  # ~half of SmolLM2-135M
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
 CONTINUATION = "A Python list is"  # plain text, no chat template: what distillation on documents teaches
+SET_BY_COMPRESS = ("student", "out", "teacher", "data", "device", "resume", "overwrite")  # of the distill section
 
 
-def run_name(teacher: str) -> str:
-    return "smollm2-135m-half" if teacher == "default" else Path(teacher).name.removesuffix(".gguf") + "-pruned"
+def compress(teacher: str = "default", target: dict[str, int] | None = None, out: Path | None = None,
+             data: Path | None = None, calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
+             distill: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False,
+             overwrite: bool = False) -> dict:
+    """Score, prune to a target, distil from the teacher, evaluate all three models and write a report.
 
-
-def refuse_existing_run(run: Path, resume: bool, overwrite: bool) -> None:
+    Args:
+        teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory or a .gguf file
+        target: student sizes, e.g. hidden_size=384,intermediate_size=1024,num_attention_heads=6 (required)
+        out: run directory (default: runs/<teacher name>-pruned)
+        data: token data directory from `minitron data` (default: the default corpus in the teacher's tokenizer)
+        calib_seqs: calibration sequences for importance scoring (of distill.seq_len tokens)
+        val_seqs: held-out sequences every model is evaluated on (of distill.seq_len tokens)
+        prompt: the prompt each model answers in the report
+        distill: distillation settings (`--distill.lr 3e-4`, or a `distill:` section in YAML); its seq_len is
+            also the calibration and evaluation length; student, out, teacher, data, device, resume and overwrite
+            are set by compress
+        device: auto, cpu or cuda
+        resume: continue an interrupted run (recorded stages are kept, distillation continues from its checkpoint)
+        overwrite: delete an existing run directory and start again
+    """
+    if not target:
+        raise MinitronError("compress needs --target, e.g. hidden_size=384,intermediate_size=1024 "
+                            "(or --config configs/demo.yaml)")
+    for name in SET_BY_COMPRESS:
+        if getattr(distill, name) != getattr(TrainConfig(), name):
+            raise MinitronError(f"compress sets distill.{name} itself; leave it out (use the top-level settings)")
+    run = Path(out) if out is not None else Path("runs") / (Path(teacher).name.removesuffix(".gguf") + "-pruned")
     if run.exists() and not (resume or overwrite):
         raise MinitronError(f"{run} already exists; pass --resume to continue it or --overwrite to start again")
-
-
-def prepare_run_dir(run: Path, overwrite: bool) -> None:
+    # the front door: every check that needs no output comes before anything is written
+    config = load_config(teacher)
+    sizes = check_target(config, target)
+    tokens = TokenData.open(data if data is not None else default_data(teacher))
+    if tokens.num_tokens("train") < distill.tokens:
+        raise MinitronError(f"the data has {tokens.num_tokens('train'):,} training tokens, fewer than the "
+                            f"{distill.tokens:,} requested; add data or lower --distill.tokens")
+    check_disk(run, params_of(target_config(config, sizes)), distill.keep_checkpoints)
     if overwrite and run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
 
+    record = Record(run)
+    train = replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher,
+                    data=str(tokens.path), device=device, resume=(run / "distill").exists())
+    record.stage("data", {"teacher": teacher, "data": str(data) if data else None},
+                 lambda: {"data": str(tokens.path), "train_tokens": tokens.num_tokens("train")})
+    record.stage("score", {"calib_seqs": calib_seqs, "seq_len": distill.seq_len},
+                 lambda: score_stage(teacher, tokens, run, calib_seqs, distill.seq_len, device))
+    record.stage("prune", {"target": sizes}, lambda: prune_stage(teacher, target, run, device))
+    record.stage("distill", {k: v for k, v in asdict(train).items() if k not in ("student", "out", "resume", "device")},
+                 lambda: distill_stage(train, run))  # paths inside the run are left out: a moved run resumes
+    record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
+                 lambda: evaluate_stage(teacher, run, tokens, val_seqs, distill.seq_len, prompt, sizes, config,
+                                        pick_device(device), record))
+    report = write_report(run)
+    print(f"\nwrote {report} — distilled student in {run / 'student'}")
+    return json.loads((run / "metrics.json").read_text())
+
+
+class Record:
+    """RUN/stages.json: {stage: {"settings", "outputs", "seconds"}} for every finished stage, in order."""
+
+    def __init__(self, run: Path):
+        self.path = run / "stages.json"
+        self.stages: dict = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def stage(self, name: str, settings: dict, fn: Callable[[], dict]) -> dict:
+        """The stage's outputs: recorded ones if it finished before with these settings, else by running it."""
+        settings = json.loads(json.dumps(settings, default=str))
+        done = self.stages.get(name)
+        if done is not None:
+            changed = [k for k in {**done["settings"], **settings} if done["settings"].get(k) != settings.get(k)]
+            if changed:
+                k = changed[0]
+                raise MinitronError(f"{self.path.parent} finished stage '{name}' with {k} = {done['settings'].get(k)}"
+                                    f", now {settings.get(k)}; use the same settings, --overwrite, or another --out")
+            print(f"[{name}] done before (recorded in {self.path.name})", flush=True)
+            return done["outputs"]
+        print(f"\n[{name}]", flush=True)
+        start = time.time()
+        outputs = fn()
+        self.stages[name] = {"settings": settings, "outputs": outputs, "seconds": round(time.time() - start, 1)}
+        write_json(self.path, self.stages)  # atomic: a kill leaves the old record or the new
+        return outputs
+
+    def seconds(self) -> dict[str, float]:
+        return {name: s["seconds"] for name, s in self.stages.items() if name != "data"}
+
+
+# ---------------------------------------------------------------- the stages
+
+def score_stage(teacher: str, tokens: TokenData, run: Path, calib_seqs: int, seq_len: int, device: str) -> dict:
+    print(f"scoring importance on {calib_seqs} calibration sequences", flush=True)
+    shutil.rmtree(run / "scores", ignore_errors=True)  # left by an interrupted stage
+    score(teacher, data=tokens.path, out=run / "scores", calib_seqs=calib_seqs, seq_len=seq_len,
+          criteria=["activation"], device=device)
+    return {"scores": "scores"}
+
+
+def prune_stage(teacher: str, target: dict[str, int], run: Path, device: str) -> dict:
+    shutil.rmtree(run / "pruned", ignore_errors=True)  # left by an interrupted stage
+    result = prune(teacher, target=target, out=run / "pruned", scores=run / "scores", device=device)
+    return {"pruned": "pruned", "params": result.get("params_after")}
+
+
+def distill_stage(train: TrainConfig, run: Path) -> dict:
+    print(f"distilling on {train.tokens:,} tokens", flush=True)
+    result = run_distill(train)
+    student = run / "student"
+    if not student.is_symlink():
+        student.symlink_to(Path("distill") / "student")
+    return {"student": "student", "steps": result.steps, "tokens": result.tokens, "val_loss": result.val_loss}
+
+
+def evaluate_stage(teacher: str, run: Path, tokens: TokenData, val_seqs: int, seq_len: int, prompt: str,
+                   sizes: dict, config, device: torch.device, record: Record) -> dict:
+    """metrics.json: every model measured on the same held-out windows."""
+    start, val = time.time(), tokens.fixed("val", val_seqs, seq_len)
+    n_val = int(val["input_ids"][:, 1:].numel() if val.get("loss_mask") is None else val["loss_mask"].sum())
+    print(f"evaluating teacher, pruned and distilled models on {n_val:,} held-out tokens", flush=True)
+    distilled = record.stages["distill"]["outputs"]
+    metrics = {"tokens": distilled["tokens"], "teacher_spec": str(teacher), "target": sizes, "device": str(device),
+               "target_desc": ", ".join(f"{k} {getattr(config, k)}→{v}" for k, v in sizes.items()
+                                        if v != getattr(config, k)),
+               "val_tokens": n_val, "prompt": prompt, "continuation_prompt": CONTINUATION}
+    for name, spec in (("teacher", teacher), ("pruned", run / "pruned"), ("distilled", run / "student")):
+        metrics[name] = measure(spec, val, device, prompt, speed_tokens=32)
+        print(f"  {name:>9}: {metrics[name]['params']:,} params, val loss {metrics[name]['val_loss']:.3f}, "
+              f"{metrics[name]['gen_tokens_per_s']:.1f} tok/s", flush=True)
+    metrics["timings_s"] = {**record.seconds(), "evaluate": round(time.time() - start, 1)}
+    write_json(run / "metrics.json", metrics)
+    return {"metrics": "metrics.json"}
+
+
+# ---------------------------------------------------------------- helpers
 
 def check_disk(run: Path, student_params: int, keep_checkpoints: int) -> None:
     """Pruned model + final student + checkpoints (weights and two AdamW moments), fp32, with a margin."""
@@ -41,15 +185,16 @@ def check_disk(run: Path, student_params: int, keep_checkpoints: int) -> None:
                             f"{free / 2**30:.1f} GiB are free")
 
 
-def measure(spec: str | Path, val: torch.Tensor, device: torch.device, prompt: str, speed_tokens: int) -> dict:
-    """Parameters, validation loss/perplexity, generation speed and one sample reply of a model."""
-    from minitron.arch import count_params
-    from minitron.chat.generate import generate_reply
-    from minitron.eval import generation_speed, lm_loss
-    from minitron.load import load_model, load_tokenizer
-
+def measure(spec: str | Path, val: dict, device: torch.device, prompt: str, speed_tokens: int) -> dict:
+    """Parameters, validation loss/perplexity (the LM loss `minitron eval` reports), generation speed and one
+    sample reply of a model."""
     model, tok = load_model(spec, device), load_tokenizer(spec)
-    loss = lm_loss(model, val.split(4))
+    total, count = 0.0, 0.0
+    for i in range(0, len(val["input_ids"]), 4):
+        mask = val.get("loss_mask")
+        s, n = lm_loss_sum(model, val["input_ids"][i:i + 4], None if mask is None else mask[i:i + 4])
+        total, count = total + s.item(), count + n.item()
+    loss = total / max(1.0, count)
     result = {"params": count_params(model), "val_loss": loss, "ppl": float(torch.tensor(loss).exp()),
               "gen_tokens_per_s": generation_speed(model, tok, new_tokens=speed_tokens),
               "sample": generate_reply(model, tok, [{"role": "user", "content": prompt}], max_new_tokens=48),
@@ -59,13 +204,6 @@ def measure(spec: str | Path, val: torch.Tensor, device: torch.device, prompt: s
     return result
 
 
-def merged_timings(previous: Path, now: dict[str, float]) -> dict[str, float]:
-    """Seconds per stage over every invocation of a run (a resumed run adds to the earlier time);
-    evaluation is redone each time, so it counts once."""
-    before = json.loads(previous.read_text()).get("timings_s", {}) if previous.is_file() else {}
-    return {k: round(v + (before.get(k, 0.0) if k != "evaluate" else 0.0), 1) for k, v in now.items()}
-
-
 @torch.no_grad()
 def continue_text(model, tokenizer, text: str, new_tokens: int = 32, repetition_penalty: float = 1.3) -> str:
     """Greedy continuation of plain text (no chat template); the penalty keeps weak models out of loops."""
@@ -73,96 +211,3 @@ def continue_text(model, tokenizer, text: str, new_tokens: int = 32, repetition_
     out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, repetition_penalty=repetition_penalty,
                          pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-
-
-def stage(n: int, title: str) -> float:
-    print(f"\n[{n}/5] {title}", flush=True)
-    return time.time()
-
-
-def compress(teacher: str = "default", data: Path | None = None, target: dict[str, int] | None = None,
-             tokens: int = 120_000, out: Path | None = None, device: str = "auto", calib_seqs: int = 32,
-             seq_len: int = 256, micro_batch: int = 4, global_batch_tokens: int = 4096, lr: float = 1e-3,
-             val_seqs: int = 32, prompt: str = DEFAULT_PROMPT, resume: bool = False,
-             overwrite: bool = False) -> dict:
-    """Score, prune to a target, distil from the teacher, evaluate all three models and write a report.
-
-    Args:
-        teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory or a .gguf file
-        data: token data directory from `minitron data` (default: the default corpus in the teacher's tokenizer)
-        target: student sizes, e.g. hidden_size=384,intermediate_size=1024,num_attention_heads=6 (the default:
-            about half of the default teacher)
-        tokens: distillation budget in tokens
-        out: run directory (default: runs/<name>)
-        device: auto, cpu or cuda
-        calib_seqs: calibration sequences for importance scoring
-        seq_len: tokens per sequence (calibration, training and validation)
-        micro_batch: sequences per forward/backward
-        global_batch_tokens: tokens per optimiser step
-        lr: peak learning rate of distillation
-        val_seqs: held-out sequences every model is evaluated on
-        prompt: the prompt each model answers in the report
-        resume: continue an interrupted run (finished stages are kept)
-        overwrite: delete an existing run directory and start again
-    """
-    from minitron.data import TokenData, default_data
-    from minitron.distill.trainer import distill
-    from minitron.importance import Scores, score
-    from minitron.load import load_config, pick_device
-    from minitron.prune import check_target, params_of, prune, target_config
-    from minitron.report import write_report
-
-    target = target if target is not None else DEFAULT_TARGET
-    run = Path(out) if out is not None else Path("runs") / run_name(teacher)
-    refuse_existing_run(run, resume, overwrite)
-    config = load_config(teacher)
-    sizes = check_target(config, target)
-    student_params = params_of(target_config(config, sizes))
-    tokens_data = TokenData.open(data if data is not None else default_data(teacher))
-    if tokens_data.num_tokens("train") < tokens:
-        raise MinitronError(f"the data has {tokens_data.num_tokens('train'):,} training tokens, fewer than the "
-                            f"{tokens:,} requested; add data or lower --tokens")
-    val = tokens_data.fixed("val", val_seqs, seq_len)["input_ids"]
-    check_disk(run, student_params, keep_checkpoints=2)
-    prepare_run_dir(run, overwrite)
-    dev, timings = pick_device(device), {}
-
-    t = stage(1, f"scoring importance on {calib_seqs} calibration sequences")
-    if not (run / "scores" / "scores.safetensors").is_file():
-        score(teacher, data=tokens_data.path, out=run / "scores", calib_seqs=calib_seqs, seq_len=seq_len,
-              criteria=["activation"], device=device)
-    timings["score"] = time.time() - t
-
-    t = stage(2, "pruning")
-    if not (run / "pruned" / "pruning.json").is_file():
-        prune(teacher, target=target, out=run / "pruned", scores=run / "scores", device=device)
-    timings["prune"] = time.time() - t
-
-    t = stage(3, f"distilling on {tokens:,} tokens")
-    result = distill(str(run / "pruned"), run / "distill", tokens, teacher=teacher, data=str(tokens_data.path),
-                     seq_len=seq_len, micro_batch=micro_batch, global_batch_tokens=global_batch_tokens, lr=lr,
-                     min_lr=lr / 10, eval_every=max(1, tokens // global_batch_tokens // 6), eval_seqs=val_seqs // 2,
-                     save_every=max(1, tokens // global_batch_tokens // 4), device=device,
-                     resume=(run / "distill").exists())
-    student = run / "student"
-    if not student.exists():
-        student.symlink_to(Path("distill") / "student")
-    timings["distill"] = time.time() - t
-
-    t = stage(4, f"evaluating teacher, pruned and distilled models on {val.numel() - val_seqs:,} held-out tokens")
-    metrics = {"tokens": result.tokens, "teacher_spec": str(teacher), "target": sizes, "device": str(dev),
-               "target_desc": ", ".join(f"{k} {getattr(config, k)}→{v}" for k, v in sizes.items()
-                                        if v != getattr(config, k)),
-               "val_tokens": val.numel() - val_seqs, "prompt": prompt, "continuation_prompt": CONTINUATION}
-    for name, spec in (("teacher", teacher), ("pruned", run / "pruned"), ("distilled", student)):
-        metrics[name] = measure(spec, val, dev, prompt, speed_tokens=32)
-        print(f"  {name:>9}: {metrics[name]['params']:,} params, val loss {metrics[name]['val_loss']:.3f}, "
-              f"{metrics[name]['gen_tokens_per_s']:.1f} tok/s", flush=True)
-    timings["evaluate"] = time.time() - t
-
-    stage(5, "writing the report")
-    metrics["timings_s"] = merged_timings(run / "metrics.json", timings)
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    report = write_report(run)
-    print(f"\nwrote {report} — distilled student in {student}")
-    return metrics

@@ -6,16 +6,13 @@ from pathlib import Path
 
 import matplotlib
 
+from minitron.io import read_jsonl
+from minitron.importance import Scores
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 MODELS = ("teacher", "pruned", "distilled")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def plot_training(log: list[dict], metrics: dict, out: Path) -> Path | None:
@@ -43,8 +40,6 @@ def plot_training(log: list[dict], metrics: dict, out: Path) -> Path | None:
 
 def plot_importance(scores_dir: Path, out: Path) -> Path | None:
     """Importance per layer and kind: mean head and MLP-neuron scores per layer, Block Influence, hidden channels."""
-    from minitron.importance import Scores
-
     if not (scores_dir / "scores.safetensors").is_file():
         return None
     scores = Scores.load(scores_dir)
@@ -80,7 +75,8 @@ def _row(name: str, m: dict) -> str:
 def write_report(run: Path) -> Path:
     """report.md (and plots) for a run directory holding metrics.json."""
     metrics = json.loads((run / "metrics.json").read_text())
-    training = plot_training(read_jsonl(run / "distill" / "metrics.jsonl"), metrics, run / "loss.png")
+    log = run / "distill" / "metrics.jsonl"
+    training = plot_training([r for _, r in read_jsonl(log)] if log.is_file() else [], metrics, run / "loss.png")
     importance = plot_importance(run / "scores", run / "importance.png")
     t, p, d = (metrics.get(k, {}) for k in MODELS)
     lines = [f"# minitron run `{run.name}`", "",
@@ -113,7 +109,7 @@ def write_report(run: Path) -> Path:
     timings = metrics.get("timings_s", {})
     if timings:
         lines += ["## Time", "", " · ".join(f"{k} {v:.0f} s" for k, v in timings.items()) +
-                  " (stages of a resumed run add up over its invocations)", ""]
+                  " (each stage as timed by the invocation that finished it)", ""]
     path = run / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -2,17 +2,22 @@
 import json
 import shutil
 from collections import namedtuple
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 import minitron
 from conftest import cli_error
-from minitron.cli import main
-from minitron.distill.trainer import distill
+from minitron.cli import main, parse
+from minitron import pipeline
+from minitron.distill import TrainConfig, distill, loop
+from minitron.errors import MinitronError
 
-TINY = dict(target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4}, tokens=1024,
-            calib_seqs=4, seq_len=32, micro_batch=4, global_batch_tokens=256, val_seqs=4, lr=3e-3,
-            prompt="hello")
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4}, calib_seqs=4, val_seqs=4,
+            prompt="hello",
+            distill=TrainConfig(tokens=1024, seq_len=32, micro_batch=4, global_batch_tokens=256, lr=3e-3))
 
 
 def check_run(run, metrics):
@@ -31,8 +36,9 @@ def check_run(run, metrics):
 @pytest.fixture
 def trained_tiny(tiny_dir, tiny_data, tmp_path, one_thread):
     """A tiny teacher that has learnt something (plain training), so distilling from it means something."""
-    result = distill(str(tiny_dir), tmp_path / "teacher-run", tokens=15360, data=str(tiny_data), loss="ce", lr=3e-3,
-                     seq_len=32, micro_batch=4, global_batch_tokens=256, eval_every=0, save_every=1000, device="cpu")
+    result = distill(TrainConfig(student=str(tiny_dir), out=tmp_path / "teacher-run", tokens=15360, data=str(tiny_data),
+                                 loss="ce", lr=3e-3, seq_len=32, micro_batch=4, global_batch_tokens=256, eval_every=0,
+                                 save_every=1000, device="cpu"))
     return result.student
 
 
@@ -41,23 +47,77 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     metrics = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, **TINY)
     saved = check_run(run, metrics)
     assert saved["distilled"]["val_loss"] < saved["pruned"]["val_loss"]
-    # a finished run is refused unless resumed; resuming keeps every stage's output
+    stages = json.loads((run / "stages.json").read_text())
+    assert list(stages) == ["data", "score", "prune", "distill", "evaluate"]
+    assert stages["distill"]["settings"]["lr"] == 3e-3 and stages["distill"]["outputs"]["tokens"] == 1024
+    assert set(saved["timings_s"]) == {"score", "prune", "distill", "evaluate"}
+    # a finished run is refused unless resumed; resuming keeps every recorded stage's output
     with pytest.raises(SystemExit):
-        main(["compress", "--teacher", str(tiny_dir), "--data", str(tiny_data), "--out", str(run), "--tokens", "1024",
+        main(["compress", "--teacher", str(tiny_dir), "--data", str(tiny_data), "--out", str(run),
               "--target", "intermediate_size=48"])
     assert "already exists; pass --resume" in capsys.readouterr().err
-    mtime = (run / "pruned" / "model.safetensors").stat().st_mtime_ns
+    mtime = {p: (run / p).stat().st_mtime_ns for p in ("pruned/model.safetensors", "metrics.json", "stages.json")}
     again = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True, **TINY)
-    assert (run / "pruned" / "model.safetensors").stat().st_mtime_ns == mtime
-    assert again["distilled"]["val_loss"] == pytest.approx(saved["distilled"]["val_loss"])
+    assert {p: (run / p).stat().st_mtime_ns for p in mtime} == mtime and again == saved
+    # a recorded stage is not redone with other settings
+    changed = {**TINY, "distill": replace(TINY["distill"], lr=1e-3)}
+    with pytest.raises(MinitronError, match="finished stage 'distill' with lr = 0.003, now 0.001"):
+        minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True, **changed)
+    with pytest.raises(MinitronError, match="finished stage 'prune' with target"):
+        minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True,
+                          **{**TINY, "target": {"intermediate_size": 32}})
+
+
+def test_interrupted_compress_resumes_from_the_record(trained_tiny, tiny_data, tmp_path, monkeypatch, capsys):
+    """Killed inside distillation (after its step-2 checkpoint): the resumed run redoes neither scoring nor
+    pruning, continues distillation from the checkpoint, and ends where an unbroken run ends."""
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    settings = {**TINY, "distill": replace(TINY["distill"], save_every=2)}
+    real_save = loop.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, **settings)
+    assert list(json.loads((run / "stages.json").read_text())) == ["data", "score", "prune"]
+    assert (run / "distill" / "checkpoints" / "step-2").is_dir() and not (run / "student").exists()
+
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    for stage in ("score", "prune"):
+        monkeypatch.setattr(pipeline, stage, lambda *a, **k: pytest.fail("a recorded stage ran again"))
+    capsys.readouterr()
+    metrics = minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, resume=True, **settings)
+    out = capsys.readouterr().out
+    assert "[score] done before" in out and "[prune] done before" in out and "resuming" in out
+    assert list(json.loads((run / "stages.json").read_text())) == ["data", "score", "prune", "distill", "evaluate"]
+    monkeypatch.undo()
+    unbroken = minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=reference, **settings)
+    assert metrics["distilled"]["val_loss"] == pytest.approx(unbroken["distilled"]["val_loss"], rel=1e-5)
+
+
+def test_demo_config_is_the_demo():
+    """configs/demo.yaml (what `make demo` runs) holds the demo's settings."""
+    fn, kw = parse(["compress", "--config", str(REPO / "configs" / "demo.yaml")])
+    assert fn is minitron.compress
+    assert kw["teacher"] == "default" and kw["out"] == Path("runs/smollm2-135m-half")
+    assert kw["target"] == {"hidden_size": 384, "intermediate_size": 1024, "num_attention_heads": 6}
+    assert (kw["calib_seqs"], kw["val_seqs"]) == (32, 32)
+    assert kw["prompt"] == "What is a Python list? Answer in one sentence."
+    assert kw["distill"] == TrainConfig(tokens=120_000, seq_len=256, micro_batch=4, global_batch_tokens=4096, lr=1e-3,
+                                        min_lr=1e-4, eval_every=4, eval_seqs=16, save_every=7)
 
 
 @pytest.mark.slow
 def test_compress_real_default_teacher(tmp_path):
-    """The real SmolLM2-135M-Instruct teacher on the default corpus, with a tiny token budget."""
+    """The real SmolLM2-135M-Instruct teacher on the default corpus: the demo's config, with a tiny token budget."""
     run = tmp_path / "real"
-    metrics = minitron.compress(out=run, tokens=3072, calib_seqs=4, seq_len=128, micro_batch=4,
-                                global_batch_tokens=1024, val_seqs=4)
+    fn, kw = parse(["compress", "--config", str(REPO / "configs" / "demo.yaml"), "--out", str(run), "--calib-seqs", "4",
+                    "--val-seqs", "4", "--distill.tokens", "3072", "--distill.seq-len", "128",
+                    "--distill.global-batch-tokens", "1024", "--distill.eval-seqs", "4"])
+    metrics = fn(**kw)
     saved = check_run(run, metrics)
     assert saved["teacher"]["params"] == 134_515_008
     assert 0.45 < saved["pruned"]["params"] / saved["teacher"]["params"] < 0.55
@@ -66,15 +126,15 @@ def test_compress_real_default_teacher(tmp_path):
 
 
 def test_front_door_bad_input(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch):
-    base = ["--teacher", tiny_dir, "--data", tiny_data, "--seq-len", 32]
+    base = ["--teacher", tiny_dir, "--data", tiny_data, "--distill.seq-len", 32]
     err = cli_error(capsys, "compress", *base, "--out", tmp_path / "a", "--target", "hidden_size=4096")
     base += ["--target", "intermediate_size=48"]
     assert "between 1 and the teacher's 64" in err and not (tmp_path / "a").exists()
-    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "b", "--tokens", 10**9)
+    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "b", "--distill.tokens", 10**9)
     assert "fewer than the 1,000,000,000 requested" in err and not (tmp_path / "b").exists()
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12 - 1000, 1000))
-    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "c", "--tokens", 1024)
+    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "c", "--distill.tokens", 1024)
     assert "no disk space" in err and not (tmp_path / "c").exists()
     existing = tmp_path / "d"
     existing.mkdir()

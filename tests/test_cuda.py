@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 import minitron
 from minitron.distill.losses import LOGIT_LOSSES, chunked_logit_loss, make_logit_loss
-from minitron.distill.trainer import distill
+from minitron.distill import TrainConfig, distill
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = os.environ.get("MINITRON_GPU_TESTS_DEVICE", "cuda")
@@ -76,13 +76,14 @@ def test_scoring_bf16_cuda_ranks_like_cpu_fp32(tmp_path):
 def test_compress_tiny_on_cuda(tmp_path):
     tiny = save_tiny(tmp_path / "tiny")
     data = build_tiny_data(tmp_path, tiny)
-    teacher = distill(str(tiny), tmp_path / "teacher-run", tokens=15360, data=str(data), loss="ce", lr=3e-3,
-                      seq_len=32, micro_batch=4, global_batch_tokens=256, eval_every=0, save_every=1000,
-                      device=DEVICE).student
+    teacher = distill(TrainConfig(student=str(tiny), out=tmp_path / "teacher-run", tokens=15360, data=str(data),
+                                  loss="ce", lr=3e-3, seq_len=32, micro_batch=4, global_batch_tokens=256,
+                                  eval_every=0, save_every=1000, device=DEVICE)).student
     metrics = minitron.compress(teacher=str(teacher), data=data, out=tmp_path / "run", device=DEVICE,
                                 target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4},
-                                tokens=2048, calib_seqs=4, seq_len=32, micro_batch=4, global_batch_tokens=256,
-                                val_seqs=4, lr=3e-3, prompt="hello")
+                                calib_seqs=4, val_seqs=4, prompt="hello",
+                                distill=TrainConfig(tokens=2048, seq_len=32, micro_batch=4, global_batch_tokens=256,
+                                                    lr=3e-3))
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["distilled"]["val_loss"] < saved["pruned"]["val_loss"]
     assert metrics["tokens"] > 0

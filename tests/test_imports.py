@@ -26,7 +26,7 @@ FUNCTION_LEVEL_ALLOWED = {
     # r14-train's files, which that branch restructures (compress as a chain of stages): kept as they are here
     ("minitron.pipeline", "minitron.arch"), ("minitron.pipeline", "minitron.chat.generate"),
     ("minitron.pipeline", "minitron.eval"), ("minitron.pipeline", "minitron.load"),
-    ("minitron.pipeline", "minitron.data"), ("minitron.pipeline", "minitron.distill.trainer"),
+    ("minitron.pipeline", "minitron.data"), ("minitron.pipeline", "minitron.distill.loop"),
     ("minitron.pipeline", "minitron.importance"), ("minitron.pipeline", "minitron.prune"),
     ("minitron.pipeline", "minitron.report"), ("minitron.report", "minitron.importance"),
 }

@@ -1,0 +1,142 @@
+"""`TrainConfig`: every setting of a distillation (or plain training) run, its default and its help, in one
+place. The CLI flags (`minitron distill --lr 3e-4`), the YAML keys (`--config run.yaml`) and the library call
+(`distill(TrainConfig(...))`) all come from this dataclass; the string under each field is its help text."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from minitron.errors import MinitronError
+
+LossName = Literal["forward_kl", "reverse_kl", "jsd", "topk_kl", "ce_kd", "ce"]
+
+
+@dataclass
+class TrainConfig:
+    """Distil a teacher into a student (or train the student alone), resumably, on 1 or N processes.
+
+    Without --teacher (or with --loss ce) this is conventional training; with --init random it trains from
+    random initialisation. Under `torchrun --nproc_per_node N` the student and teacher are sharded with FSDP2
+    and each process takes its share of every global batch."""
+
+    # --- models and data
+    student: str | None = None
+    """student model, a Hugging Face directory (e.g. the output of `minitron prune`); required"""
+    out: Path | None = None
+    """run directory (student/, checkpoints/, metrics.jsonl, train_config.json); required"""
+    teacher: str | None = None
+    """teacher model ('default', a Hugging Face directory or a .gguf); omit for plain training"""
+    data: str | None = None
+    """token data directory from `minitron data` (default: the default corpus)"""
+    init: Literal["pretrained", "random"] = "pretrained"
+    """start from the student's weights (pretrained) or from random initialisation (a baseline)"""
+    # --- the loss
+    loss: LossName | None = None
+    """logit loss (default: forward_kl with a teacher, ce without)"""
+    temperature: float = 1.0
+    """distillation temperature T (losses are scaled by T^2)"""
+    ce_weight: float = 0.5
+    """weight of cross-entropy in the ce_kd mix"""
+    top_k: int = 64
+    """teacher tokens kept by topk_kl"""
+    jsd_beta: float = 0.5
+    """mixture weight of the JSD loss"""
+    hidden_loss: Literal["cosine", "mse"] | None = None
+    """add a hidden-state loss (cosine or mse) at --layer-pairs"""
+    hidden_weight: float = 1.0
+    """weight of the hidden-state loss"""
+    layer_pairs: list[str] | None = None
+    """STUDENT:TEACHER pairs of 0-based decoder layers, e.g. 5:11 11:23"""
+    chunk_tokens: int = 1024
+    """tokens whose logits exist at once inside the loss (lower it to save memory)"""
+    # --- batches and the optimiser
+    tokens: int = 1_000_000
+    """training budget in tokens (whole optimiser steps of --global-batch-tokens)"""
+    seq_len: int = 512
+    """tokens per training sequence"""
+    micro_batch: int = 4
+    """sequences per forward/backward on one process"""
+    global_batch_tokens: int = 16384
+    """tokens per optimiser step, all processes together"""
+    lr: float = 1e-4
+    """peak learning rate (AdamW, betas 0.9/0.95)"""
+    min_lr: float = 1e-5
+    """learning rate at the end of the cosine decay"""
+    warmup_steps: int | None = None
+    """linear warm-up steps (default: 5 percent of the steps)"""
+    weight_decay: float = 0.1
+    """AdamW weight decay (matrices only, not norms or biases)"""
+    grad_clip: float = 1.0
+    """maximum global gradient norm (0: no clipping)"""
+    seed: int = 0
+    """seed of data sampling and random initialisation"""
+    # --- validation, checkpoints, the run directory
+    eval_every: int = 50
+    """validate every this many steps (0: only at the end)"""
+    eval_seqs: int = 16
+    """held-out sequences used for validation (the same for every run)"""
+    save_every: int = 50
+    """write a resumable checkpoint every this many steps (and at the end)"""
+    keep_checkpoints: int = 2
+    """how many of the newest checkpoints to keep"""
+    device: str = "auto"
+    """auto, cpu or cuda (under torchrun: each rank's LOCAL_RANK GPU)"""
+    resume: bool = False
+    """continue from the newest checkpoint in --out"""
+    overwrite: bool = False
+    """delete an existing --out and start again"""
+
+    def validate(self) -> str:
+        """Refuse bad values before anything is loaded or written; returns the logit loss to use."""
+        for name in ("student", "out"):
+            if getattr(self, name) in (None, ""):
+                raise MinitronError(f"distill needs --{name}")
+        for name in ("tokens", "seq_len", "micro_batch", "global_batch_tokens", "chunk_tokens"):
+            if getattr(self, name) < 1:
+                raise MinitronError(f"--{name.replace('_', '-')} must be a positive number")
+        name = self.loss or ("forward_kl" if self.teacher else "ce")
+        if name != "ce" and not self.teacher:
+            raise MinitronError(f"--loss {name} needs a --teacher (or use --loss ce for conventional training)")
+        if self.hidden_loss and (not self.teacher or name == "ce"):
+            raise MinitronError("--hidden-loss needs a --teacher and a distillation --loss")
+        if self.hidden_loss and not self.layer_pairs:
+            raise MinitronError("--hidden-loss needs --layer-pairs STUDENT:TEACHER ... (0-based decoder layers)")
+        return name
+
+
+# Settings that may change when a run is resumed; any other difference is refused.
+RESUMABLE_CHANGES = {"out", "tokens", "resume", "overwrite", "device", "eval_every", "eval_seqs", "save_every",
+                     "keep_checkpoints", "chunk_tokens"}
+
+
+@dataclass
+class Plan:
+    """What a config means for this data and number of processes."""
+
+    steps: int  # optimiser steps in the whole run
+    n_micro: int  # micro-batches per step, all processes together (a multiple of the world size)
+    tokens_per_step: int  # n_micro * micro_batch * seq_len
+    warmup_steps: int
+    eval_seqs: int  # validation windows actually used (fewer when the split is small)
+
+
+def make_plan(cfg: TrainConfig, train_tokens: int, val_tokens: int, world: int, where: Path) -> Plan:
+    if train_tokens < cfg.seq_len + 1:
+        raise MinitronError(f"data in {where} has {train_tokens:,} training tokens, fewer than one "
+                            f"sequence of {cfg.seq_len + 1}; add data or lower --seq-len")
+    eval_seqs = min(cfg.eval_seqs, (val_tokens - 1) // cfg.seq_len)
+    if eval_seqs < 1:
+        raise MinitronError(f"data in {where} has {val_tokens:,} validation tokens, too few for one "
+                            f"sequence of {cfg.seq_len + 1}; add data, raise --val-fraction or lower --seq-len")
+    per_micro = cfg.micro_batch * cfg.seq_len
+    n_micro = math.ceil(max(1, round(cfg.global_batch_tokens / per_micro)) / world) * world
+    tokens_per_step = n_micro * per_micro
+    steps = cfg.tokens // tokens_per_step
+    if steps < 1:
+        raise MinitronError(f"--tokens {cfg.tokens:,} is less than one optimiser step ({tokens_per_step:,} tokens "
+                            f"= {n_micro} x {cfg.micro_batch} sequences x {cfg.seq_len}); raise --tokens or lower "
+                            "--global-batch-tokens / --micro-batch / --seq-len")
+    warmup = round(0.05 * steps) if cfg.warmup_steps is None else min(cfg.warmup_steps, steps)
+    return Plan(steps, n_micro, tokens_per_step, warmup, eval_seqs)

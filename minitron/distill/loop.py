@@ -1,0 +1,208 @@
+"""The training loop, for distillation and conventional training, on 1 process or N (torchrun + FSDP2).
+
+    minitron distill --teacher default --student runs/pruned --tokens 2000000 --out runs/distill
+    torchrun --nproc_per_node 8 -m minitron distill ...      # same command, sharded (docs/distributed.md)
+
+`distill(cfg)` reads top to bottom like nanoGPT's train.py: check the inputs, build the models, maybe resume,
+then for each step: batches, forward/backward, clip, step, log, validate, save; then the final student.
+Batches are a pure function of (seed, step, micro-batch): micro-batch m of a step goes to rank m % world, so 1
+and N processes train on the same global batch, and a resumed run on the same batches as an unbroken one.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from minitron.io import write_json
+from minitron.data import TokenData, default_data, tokenizer_identity
+from minitron.distill.checkpoint import (MetricsLog, jsonable, load_checkpoint, prepare_out, save_checkpoint,
+                                         save_student)
+from minitron.distill.config import Plan, TrainConfig, make_plan
+from minitron.distill.parallel import Env, Teacher, build_models, init_env
+from minitron.errors import MinitronError
+from minitron.eval import lm_loss_sum
+from minitron.load import load_config, load_tokenizer
+
+
+@dataclass
+class DistillResult:
+    out: Path  # the run directory
+    student: Path  # out/student, the final Hugging Face checkpoint
+    steps: int  # optimiser steps done
+    tokens: int  # training tokens seen
+    loss: float  # training loss of the last step
+    val_loss: float | None  # final validation LM loss (student cross-entropy on held-out tokens)
+    tokens_per_s: float  # mean training throughput of this invocation
+    seconds: float  # wall time of this invocation
+
+
+def distill(cfg: TrainConfig) -> DistillResult:
+    """Run (or resume) the training that `cfg` describes (see `TrainConfig` for every setting)."""
+    loss_name = cfg.validate()  # cheap checks first
+    env = init_env(cfg.device)
+    data, tokenizer, s_config, t_config = open_inputs(cfg, env)
+    plan = make_plan(cfg, data.num_tokens("train"), data.num_tokens("val"), env.world, data.path)
+    model, teacher = build_models(cfg, loss_name, env, s_config, t_config)
+    resume_from = prepare_out(cfg, env)  # only now, when every input has been checked and loaded
+    optimizer, scheduler = build_optimizer(cfg, model, plan)
+    start = load_checkpoint(resume_from, model, optimizer, scheduler, env) if resume_from else 0
+    val = data.fixed("val", plan.eval_seqs, cfg.seq_len)
+    out = Path(cfg.out)
+    if env.is_main:
+        write_json(out / "train_config.json", {"config": jsonable(asdict(cfg)), "plan": asdict(plan),
+                                               "world_size": env.world, "loss": loss_name})
+    log = MetricsLog(out / "metrics.jsonl", start, env.is_main)
+    record = log.records[-1] if log.records else {"loss": float("nan")}
+    t0 = time.perf_counter()
+    with tqdm(total=plan.steps, initial=min(start, plan.steps), unit="step", dynamic_ncols=True,
+              disable=not env.is_main, desc="distill" if teacher is not None else "train") as bar:
+        for step in range(start + 1, plan.steps + 1):
+            t = time.perf_counter()
+            batches = [data.sample("train", cfg.micro_batch, cfg.seq_len, cfg.seed, step, m)
+                       for m in range(env.rank, plan.n_micro, env.world)]  # this rank's share of the global batch
+            loss, grad_norm, lr = train_step(model, teacher, optimizer, batches, cfg.grad_clip, env)
+            scheduler.step()
+            record = {"step": step, "tokens": step * plan.tokens_per_step, "loss": loss, "lr": lr,
+                      "grad_norm": grad_norm, "tokens_per_s": plan.tokens_per_step / (time.perf_counter() - t)}
+            last = step == plan.steps
+            if (cfg.eval_every and step % cfg.eval_every == 0) or last:
+                record["val_loss"] = validate(model, val, cfg, env)
+                if env.is_main:
+                    bar.write(f"step {step}: loss {loss:.4f}, val_loss {record['val_loss']:.4f}")
+            log.write(record)
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            bar.update(1)
+            if (cfg.save_every and step % cfg.save_every == 0) or last:
+                save_checkpoint(out, step, step * plan.tokens_per_step, model, optimizer, scheduler, env,
+                                cfg.keep_checkpoints)
+    seconds, steps = time.perf_counter() - t0, max(start, plan.steps)
+    val_loss = record.get("val_loss") if start < plan.steps else validate(model, val, cfg, env)
+    student = save_student(cfg, model, s_config, tokenizer, steps, env)
+    done = (steps - start) * plan.tokens_per_step
+    if env.is_main:
+        print(f"wrote {student}: {steps} steps, {steps * plan.tokens_per_step:,} tokens, val_loss {val_loss:.4f}",
+              flush=True)
+    return DistillResult(out, student, steps, steps * plan.tokens_per_step, record["loss"], val_loss,
+                         done / seconds if seconds > 0 and done else 0.0, seconds)
+
+
+# ---------------------------------------------------------------- one step, validation
+
+def label_weights(batch: dict) -> torch.Tensor:
+    """1 for every label that counts (the loss mask of chat data), per label token: (B, T)."""
+    mask = batch.get("loss_mask")
+    return torch.ones(batch["input_ids"][:, 1:].shape) if mask is None else mask.float()
+
+
+def autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: torch.device) -> torch.Tensor:
+    """Summed per-token loss of one micro-batch (teacher forward included)."""
+    ids, w = batch["input_ids"].to(device), label_weights(batch).to(device)
+    with autocast(device):
+        targets = None
+        if teacher is not None:
+            with torch.no_grad():
+                t_hidden, t_states = teacher(ids[:, :-1])
+                targets = (t_hidden, t_states, teacher.head_weight())
+        return model(ids[:, :-1], ids[:, 1:], w, targets)
+
+
+def train_step(model: nn.Module, teacher: Teacher | None, optimizer, batches: list[dict], grad_clip: float,
+               env: Env) -> tuple[float, float, float]:
+    """Accumulate gradients over this rank's micro-batches, clip, step: (mean loss per token, grad norm, lr)."""
+    n_tokens = max(1.0, env.all_sum(sum(label_weights(b).sum().item() for b in batches)))
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for i, batch in enumerate(batches):
+        if env.world > 1:
+            model.set_requires_gradient_sync(i == len(batches) - 1)
+        loss = micro_loss(model, teacher, batch, env.device)
+        (loss * (env.world / n_tokens)).backward()  # FSDP averages over ranks: this makes it a global mean
+        total += loss.item()
+    grad_norm = clip_gradients(model, grad_clip)
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    return env.all_sum(total) / n_tokens, grad_norm, lr
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> float:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, 2.0)
+    if hasattr(norm, "full_tensor"):  # a DTensor under FSDP
+        norm = norm.full_tensor()
+    if max_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_([p for p in model.parameters() if p.grad is not None], max_norm, norm)
+    return norm.item()
+
+
+def validate(model: nn.Module, val: dict, cfg: TrainConfig, env: Env) -> float:
+    """Student LM loss on the fixed held-out windows, by `minitron eval`'s loss function; every rank runs them
+    all (same result everywhere), --chunk-tokens worth of logits at a time."""
+    model.eval()
+    rows, total, count = max(1, cfg.chunk_tokens // cfg.seq_len), 0.0, 0.0
+    ids, mask = val["input_ids"], val.get("loss_mask")
+    for i in range(0, len(ids), rows):
+        s, n = lm_loss_sum(model, ids[i:i + rows], None if mask is None else mask[i:i + rows])
+        total, count = total + s.item(), count + n.item()
+    model.train()
+    return total / max(1.0, count)
+
+
+# ---------------------------------------------------------------- set-up
+
+def open_inputs(cfg: TrainConfig, env: Env):
+    """Token data, tokenizer and model configs, refusing mismatches before anything is loaded or written."""
+    if cfg.data is not None:
+        data = TokenData.open(cfg.data)
+    else:
+        if env.is_main:
+            default_data(cfg.teacher or cfg.student)  # built once, by one process
+        env.barrier()
+        data = TokenData.open(default_data(cfg.teacher or cfg.student))
+    try:  # the student's tokenizer, or the teacher's when the student directory has none
+        tokenizer = load_tokenizer(cfg.student)
+    except MinitronError:
+        if cfg.teacher is None:
+            raise
+        tokenizer = load_tokenizer(cfg.teacher)
+    s_config = load_config(cfg.student)
+    t_config = load_config(cfg.teacher) if cfg.teacher else None
+    if t_config is not None and t_config.vocab_size != s_config.vocab_size:
+        raise MinitronError(f"teacher {cfg.teacher} and student {cfg.student} have different vocabularies "
+                            f"({t_config.vocab_size:,} vs {s_config.vocab_size:,} tokens); distillation needs the "
+                            "same tokenizer (prune the student from this teacher)")
+    if cfg.teacher and tokenizer_identity(load_tokenizer(cfg.teacher))["sha"] != tokenizer_identity(tokenizer)["sha"]:
+        raise MinitronError(f"teacher {cfg.teacher} and student {cfg.student} use different tokenizers; "
+                            "distillation needs the same vocabulary")
+    data.check_tokenizer(tokenizer)
+    if len(tokenizer) > s_config.vocab_size:
+        raise MinitronError(f"tokenizer has {len(tokenizer):,} tokens but {cfg.student} only {s_config.vocab_size:,} "
+                            "embeddings")
+    return data, tokenizer, s_config, t_config
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module, plan: Plan):
+    """AdamW (decay on matrices only) and a linear warm-up + cosine decay to min_lr."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+
+    def factor(step: int) -> float:  # step = optimiser steps done so far
+        if step < plan.warmup_steps:
+            return (step + 1) / plan.warmup_steps
+        progress = (step - plan.warmup_steps) / max(1, plan.steps - plan.warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
