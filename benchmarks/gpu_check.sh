@@ -18,7 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0; [ "${1:-}" = "--dry" ] && DRY=1
 OUT=${OUT:-runs/gpu_check}; mkdir -p "$OUT"; : > "$OUT/summary.txt"
-PY=${PY:-python3}; [ -x .venv/bin/python ] && [ "$DRY" = 1 ] && PY=.venv/bin/python
+PY=${PY:-python3}  # the image's python on the GPU machine; the test suite passes its own
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 if compgen -G ".gpu/wheels/*.whl" >/dev/null && [ "$DRY" = 0 ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/minitron-site \

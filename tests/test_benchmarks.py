@@ -42,7 +42,7 @@ def test_minitron_step_matches_the_plain_loop(one_thread):
 
 
 def test_gpu_check_dry_mode(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path)}
+    env = {**os.environ, "OUT": str(tmp_path), "PY": sys.executable}
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
