@@ -44,7 +44,7 @@ if [ "$DRY" = 1 ]; then
 else
   part env 60 bash -c "nvidia-smi; $PY -c 'import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())'"
   part cuda_tests 180 $PY -m pytest -q -x -p no:cacheprovider -rs -s --durations=10 tests/test_cuda.py
-  part throughput 200 $PY benchmarks/throughput.py --preset gpu --steps 5 --warmup 2 --memory-cap-gib 80 \
+  part throughput 200 $PY benchmarks/throughput.py --preset gpu --steps 5 --warmup 2 --memory-cap-gib 80 --experiments compile ckpt \
     --big-tokens 16384 --profile "$OUT/profile.txt" --json "$OUT/throughput.json"
   tok=(); if [ -f .gpu/tekken/tokenizer.json.gz ]; then
     mkdir -p /tmp/tekken && cp .gpu/tekken/tokenizer_config.json /tmp/tekken/ &&

@@ -37,9 +37,11 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig
 
-from minitron.arch import arch_of, decoder_layers
+from minitron.arch import arch_of
 from minitron.distill.losses import ForwardKL
-from minitron.distill.parallel import DistillModel, Teacher
+from minitron.distill.config import TrainConfig
+from minitron.distill.loop import adamw
+from minitron.distill.parallel import DistillModel, Teacher, speed_options
 from minitron.importance.stats import ActivationRecorder
 from minitron.prune import check_target, target_config
 
@@ -157,12 +159,12 @@ class Setup:
         return torch.randint(0, self.teacher_config.vocab_size, shape, generator=g).to(self.device)
 
 
-def optimizer(model: torch.nn.Module, lr: float, fused: bool = False) -> torch.optim.Optimizer:
-    """The trainer's AdamW (decay on matrices only); `fused` uses PyTorch's fused CUDA kernel."""
+def plain_adamw(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The plain loop's AdamW: PyTorch's default implementation, the trainer's hyperparameters."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
-                             lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=fused or None)
+                             lr=lr, betas=(0.9, 0.95), eps=1e-8)
 
 
 def plain_loss(teacher, student, ids: torch.Tensor) -> torch.Tensor:
@@ -190,22 +192,22 @@ def minitron_loss(teacher: Teacher, model: DistillModel, ids: torch.Tensor) -> t
 
 def make_plain(setup: Setup, teacher_lm):
     student = setup.build(setup.student_config, torch.float32, seed=1).train()
-    return student, optimizer(student, setup.lr), lambda ids: plain_loss(teacher_lm, student, ids)
+    return student, plain_adamw(student, setup.lr), lambda ids: plain_loss(teacher_lm, student, ids)
 
 
-def make_minitron(setup: Setup, teacher_lm, chunk_tokens: int = 1024, fused: bool = False, compile: bool = False):
-    """minitron's step; `fused` (fused AdamW) and `compile` (each student decoder layer compiled in place with
-    torch.compile) are experiments measured beside it."""
-    student = setup.build(setup.student_config, torch.float32, seed=1).train()
-    if compile:
-        for layer in decoder_layers(student):
-            layer.compile()
+def make_minitron(setup: Setup, teacher_lm, **options):
+    """minitron's step as the trainer builds it: `TrainConfig(**options)` (e.g. compile=True) decides the speed
+    and memory options (`speed_options`) and the optimiser (`adamw`: fused on CUDA)."""
+    cfg = TrainConfig(lr=setup.lr, **{"chunk_tokens": 1024, **options})
+    student = speed_options(setup.build(setup.student_config, torch.float32, seed=1).train(), cfg, True)
     teacher = Teacher(teacher_lm, ())
-    model = DistillModel(student, ForwardKL(), None, 1.0, chunk_tokens, (None, None))
-    return model, optimizer(model, setup.lr, fused), lambda ids: minitron_loss(teacher, model, ids)
+    model = DistillModel(student, ForwardKL(), None, 1.0, cfg.chunk_tokens, (None, None))
+    return model, adamw(cfg, model, setup.device), lambda ids: minitron_loss(teacher, model, ids)
 
 
-EXPERIMENTS = {"fused": dict(fused=True), "fused_compile": dict(fused=True, compile=True)}
+# Trainer options measured beside its defaults (`--experiments`); each is a TrainConfig setting.
+EXPERIMENTS = {"compile": dict(compile=True), "ckpt": dict(activation_checkpointing=True),
+               "compile_ckpt": dict(compile=True, activation_checkpointing=True)}
 
 
 def train_steps(step_loss, opt, setup: Setup, steps: int, warmup: int, micro_batch: int) -> dict:

@@ -240,3 +240,18 @@ def test_help(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     assert "--seq-len" in capsys.readouterr().out
+
+
+def test_compile_and_activation_checkpointing_train_the_same(world, tmp_path):
+    """--activation-checkpointing recomputes the same activations (same losses, same weights); --compile runs
+    the same model through torch.compile (same losses within fp32 tolerance)."""
+    runs = {}
+    for name, extra in {"plain": [], "ckpt": ["--activation-checkpointing"], "compiled": ["--compile"]}.items():
+        main(distill_args(world, tmp_path / name, 3 * 128, "--eval-every", "0", "--lr", "1e-3", *extra))
+        runs[name] = read_metrics(tmp_path / name)
+    assert [m["loss"] for m in runs["ckpt"]] == pytest.approx([m["loss"] for m in runs["plain"]], rel=1e-6)
+    assert [m["loss"] for m in runs["compiled"]] == pytest.approx([m["loss"] for m in runs["plain"]], rel=1e-4)
+    a = load_file(tmp_path / "plain" / "student" / "model.safetensors")
+    b = load_file(tmp_path / "ckpt" / "student" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)

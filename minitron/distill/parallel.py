@@ -185,16 +185,31 @@ def layer_pairs(cfg: TrainConfig, s_config, t_config) -> list[tuple[int, int]]:
     return [(s % ns, t % nt) for s, t in pairs]
 
 
+def speed_options(lm: nn.Module, cfg: TrainConfig, train: bool) -> nn.Module:
+    """--activation-checkpointing (a student's, through transformers' own gradient checkpointing) and --compile
+    (each decoder layer compiled in place, so FSDP2 still wraps the layers), applied before sharding."""
+    if train and cfg.activation_checkpointing:
+        if hasattr(lm, "activation_checkpointing_enable"):  # the name since transformers 5.2x
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.compile:
+        for layer in decoder_layers(lm):
+            layer.compile()
+    return lm
+
+
 def build_models(cfg: TrainConfig, loss: str, env: Env, s_config, t_config) -> tuple[DistillModel, Teacher | None]:
     """The sharded student (with its loss) and the sharded, frozen teacher (None for plain training)."""
     pairs = layer_pairs(cfg, s_config, t_config) if cfg.hidden_loss else []
     teacher = None
     if loss != "ce":
         dtype = torch.bfloat16 if env.device.type == "cuda" else torch.float32
-        teacher = Teacher(load_lm(cfg.teacher, dtype, env), tuple(j for _, j in pairs))
+        teacher = Teacher(speed_options(load_lm(cfg.teacher, dtype, env), cfg, False), tuple(j for _, j in pairs))
         shard(teacher, teacher.lm, env)
     torch.manual_seed(cfg.seed)
     student = load_lm(cfg.student, torch.float32, env, None if cfg.init == "pretrained" else s_config).train()
+    speed_options(student, cfg, True)
     torch.manual_seed(cfg.seed)  # the projections start the same on every rank and world size
     hidden = (HiddenStateLoss(s_config.hidden_size, t_config.hidden_size, pairs, cfg.hidden_loss)
               if pairs else None)
