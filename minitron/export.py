@@ -45,6 +45,9 @@ PRE_TOKENIZERS = {
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+",
     "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
              r"|\s+(?!\S)|\s+",
+    "tekken": r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"  # Mistral NeMo
+              r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+              r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 }
 
 
@@ -173,8 +176,10 @@ def pre_tokenizer_name(pre_tokenizer: dict | None) -> str:
     """llama.cpp's name for how a byte-level tokenizer splits text before merging ('default' if unknown)."""
     if pre_tokenizer and pre_tokenizer.get("type") == "ByteLevel" and pre_tokenizer.get("use_regex", True):
         return "gpt2"
-    splits = [p.get("pattern", {}).get("Regex") for p in (pre_tokenizer or {}).get("pretokenizers", [])
-              if p.get("type") == "Split"]
+    parts = (pre_tokenizer or {}).get("pretokenizers", [])
+    if [p.get("type") for p in parts] == ["Digits", "ByteLevel"] and parts[0].get("individual_digits"):
+        return "smollm"  # GPT-2's split after cutting numbers into single digits
+    splits = [p.get("pattern", {}).get("Regex") for p in parts if p.get("type") == "Split"]
     for name, regex in PRE_TOKENIZERS.items():
         if splits == [regex]:
             return name

@@ -1,14 +1,17 @@
 """GGUF export: transformers' own GGUF loader reads the file back and gives the Hugging Face model's logits."""
 from __future__ import annotations
 
+import json
+
 import gguf
+import numpy as np
 import pytest
 import torch
 from conftest import WORDS, save_tiny, tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from minitron.errors import MinitronError
-from minitron.export import export
+from minitron.export import PRE_TOKENIZERS, export, pre_tokenizer_name
 
 VOCAB = 320  # room for a byte-level BPE vocabulary (256 bytes + specials + merges) with unused rows after it
 # (atol, rtol) of the reloaded model's logits (|logits| < 1) against the fp32 Hugging Face model. Measured worst
@@ -19,12 +22,19 @@ SHARPEN = 8.0
 TEXT = "the teacher prunes 123 heads\n  and the student keeps them!"
 
 
-def byte_level_tokenizer():
-    """A byte-level BPE (GPT-2 / Llama 3 / Qwen style) trained here on a few words: 300 tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def byte_level_tokenizer(split: str | None = None):
+    """A byte-level BPE (GPT-2 / Llama 3 / Qwen style) trained here on a few words: 300 tokens.
+
+    `split`: a regex that cuts the text before the bytes are mapped (as Llama 3 and Qwen do); None: GPT-2's.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split is not None:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                                              use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -120,6 +130,28 @@ def test_export_metadata(tmp_path):
     assert types_by_name["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
 
 
+@pytest.mark.parametrize("pre", ["llama-bpe", "qwen2", "tekken"])
+def test_pre_tokenizers(tmp_path, pre):
+    """Llama 3, Qwen and Mistral NeMo split text their own ways: the file names the way, transformers rebuilds it."""
+    tokenizer = byte_level_tokenizer(PRE_TOKENIZERS[pre])
+    save_model(tmp_path / "hf", "llama", tokenizer)
+    out = export(str(tmp_path / "hf"), tmp_path / "model.gguf")
+    assert gguf.GGUFReader(out).fields["tokenizer.ggml.pre"].contents() == pre
+    text = "the 2024 teacher's  heads\n\n don't prune 12345 them"
+    assert AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)(text)["input_ids"] == tokenizer(text)["input_ids"]
+
+
+def test_pre_tokenizer_names(capsys):
+    from tokenizers import Regex, pre_tokenizers
+
+    digits = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel()])
+    assert pre_tokenizer_name(json.loads(digits.__getstate__())) == "smollm"  # SmolLM's own tokenizer
+    other = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r"\w+"), behavior="isolated"),
+                                     pre_tokenizers.ByteLevel(use_regex=False)])
+    assert pre_tokenizer_name(json.loads(other.__getstate__())) == "default"
+    assert "warning: unrecognised pre-tokenizer" in capsys.readouterr().out
+
+
 def test_sentencepiece_tokenizer(tmp_path):
     tokenizer = sentencepiece_tokenizer()
     model = save_model(tmp_path / "hf", "llama", tokenizer)
@@ -163,6 +195,7 @@ def test_default_teacher_round_trip(tmp_path):
     from minitron.load import load_model, load_tokenizer
 
     out = export("default", tmp_path / "smollm2.gguf", "f16")
+    assert out.stat().st_size > 250e6  # 135M parameters in f16
     model, tokenizer = load_model("default"), load_tokenizer("default")
     gguf_model = reload(out)
     gguf_tokenizer = AutoTokenizer.from_pretrained(out.parent, gguf_file=out.name)
@@ -173,7 +206,31 @@ def test_default_teacher_round_trip(tmp_path):
     assert gguf_tokenizer(prompt, return_tensors="pt")["input_ids"].tolist() == ids.tolist()
     with torch.no_grad():
         expected, actual = model(ids).logits, gguf_model(ids).logits
-    torch.testing.assert_close(actual, expected, atol=5e-2, rtol=1e-2)  # f16 weights; logits span about ±30
+    torch.testing.assert_close(actual, expected, atol=5e-2, rtol=1e-2)  # f16 weights; logits span about ±40
     generate = dict(max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert gguf_model.generate(ids, **generate).tolist() == model.generate(ids, **generate).tolist()
-    assert out.stat().st_size > 250e6  # 135M parameters in f16
+
+
+@pytest.mark.slow
+def test_default_teacher_matches_llama_cpps_own_conversion(tmp_path):
+    """The default teacher ships as a GGUF that llama.cpp's converter wrote (Q4_1). Exported from its Hugging Face
+    conversion, every tensor must come back in the same layout (q/k rotary order included) and the same values up
+    to f16 rounding, with the same tokenizer and the same architecture numbers."""
+    from minitron.load import default_gguf
+
+    ours, theirs = gguf.GGUFReader(export("default", tmp_path / "smollm2.gguf")), gguf.GGUFReader(default_gguf())
+    for key in ["tokens", "token_type", "merges", "bos_token_id", "eos_token_id", "unknown_token_id",
+                "padding_token_id", "add_bos_token"]:
+        assert ours.fields[f"tokenizer.ggml.{key}"].contents() == theirs.fields[f"tokenizer.ggml.{key}"].contents()
+    for key in ["tokenizer.chat_template", "llama.context_length", "llama.embedding_length", "llama.block_count",
+                "llama.feed_forward_length", "llama.attention.head_count", "llama.attention.head_count_kv",
+                "llama.rope.dimension_count", "llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon",
+                "llama.vocab_size"]:
+        assert ours.fields[key].contents() == theirs.fields[key].contents(), key
+    mine = {t.name: t for t in ours.tensors}
+    assert sorted(mine) == sorted(t.name for t in theirs.tensors)
+    for t in theirs.tensors:
+        want = gguf.dequantize(t.data, t.tensor_type)
+        got = gguf.dequantize(mine[t.name].data, mine[t.name].tensor_type)
+        assert got.shape == want.shape, t.name
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max(), err_msg=t.name)
