@@ -138,7 +138,8 @@ def test_pre_tokenizers(tmp_path, pre):
     out = export(str(tmp_path / "hf"), tmp_path / "model.gguf")
     assert gguf.GGUFReader(out).fields["tokenizer.ggml.pre"].contents() == pre
     text = "the 2024 teacher's  heads\n\n don't prune 12345 them"
-    assert AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)(text)["input_ids"] == tokenizer(text)["input_ids"]
+    reloaded = AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)
+    assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"]
 
 
 def test_pre_tokenizer_names(capsys):
