@@ -31,8 +31,8 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
         out: The model directory (a Hugging Face checkpoint) to describe; README.md is written there.
         teacher: The model it was made from ('default', a Hub id, a directory or a .gguf file);
             default: the teacher named in train_config.json or pruning.json.
-        run: The distillation run directory holding train_config.json and metrics.jsonl; default: `out`
-            or its parent, whichever has them (distill writes the student to RUN/student).
+        run: The distillation run directory holding train_config.json and metrics.jsonl; default: `out`'s
+            parent when it has them (distill writes the student to RUN/student), else `out`.
         metrics: Measured figures to report, by name, e.g. {"validation loss": 2.31, "perplexity": 10.1}.
         license: The licence to declare; default: the teacher's (from its README.md front matter or
             GGUF metadata).
@@ -43,8 +43,9 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
     out = Path(out)
     if not (out / "config.json").is_file():
         raise MinitronError(f"{out} has no config.json; give the model directory to write a model card into")
-    if run is None:
-        run = out.parent if (out.parent / "train_config.json").is_file() else out
+    if run is None:  # distill writes RUN/student; compress links RUN/student to RUN/distill/student
+        parent = out.resolve().parent
+        run = parent if (parent / "train_config.json").is_file() else out
     training = read_json(Path(run) / "train_config.json")
     history = read_jsonl(Path(run) / "metrics.jsonl")
     pruning = read_json(out / "pruning.json")

@@ -70,7 +70,11 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
     if dtype not in FILE_TYPES:
         raise MinitronError(f"--dtype {dtype!r} is not a GGUF export type; use one of {', '.join(FILE_TYPES)}")
     path = resolve_model(model)
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except json.JSONDecodeError:
+        raise MinitronError(f"{path / 'config.json'} is not valid JSON; is {path} a complete model "
+                            f"directory?") from None
     if model_type not in GGUF_ARCH:
         raise MinitronError(f"cannot export {model_type!r} models to GGUF; export supports "
                             f"{', '.join(GGUF_ARCH)}")
@@ -79,13 +83,15 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
     arch = GGUF_ARCH[model_type]
     with atomic_file(out) as tmp:
         writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
-        add_architecture(writer, config, name=path.name, file_type=FILE_TYPES[dtype][0])
-        add_tokenizer(writer, load_tokenizer(path), config.vocab_size)
-        add_weights(writer, path, config, arch, FILE_TYPES[dtype][1])
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file(progress=True)
-        writer.close()
+        try:
+            add_architecture(writer, config, name=path.name, file_type=FILE_TYPES[dtype][0])
+            add_tokenizer(writer, load_tokenizer(path), config.vocab_size)
+            add_weights(writer, path, config, arch, FILE_TYPES[dtype][1])
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file(progress=True)
+        finally:
+            writer.close()
     return out
 
 

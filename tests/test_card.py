@@ -7,6 +7,7 @@ import math
 import re
 
 import pytest
+import torch
 import yaml
 from conftest import build_tiny_data, save_tiny
 from transformers import AutoModelForCausalLM
@@ -24,6 +25,8 @@ TARGET = {"hidden_size": 48, "intermediate_size": 64}
 def made(tmp_path_factory):
     """A teacher laid out like a Hub cache snapshot (with its own card), its pruned student, a distillation run."""
     tmp = tmp_path_factory.mktemp("card")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `one_thread` does for each test (it is not active yet for a module fixture)
     teacher = save_tiny(tmp / "hub" / "models--acme--tiny-llama" / "snapshots" / "0123abcd")
     (teacher / "README.md").write_text("---\nlicense: mit\ntags: [tiny]\n---\n# tiny llama\n")
     data = build_tiny_data(tmp, teacher)
@@ -32,6 +35,7 @@ def made(tmp_path_factory):
     run = tmp / "run"
     distill(str(pruned), run, tokens=4 * 128, teacher=str(teacher), data=str(data), seq_len=32, micro_batch=2,
             global_batch_tokens=128, eval_every=2, eval_seqs=4, save_every=4, device="cpu")
+    torch.set_num_threads(threads)
     return dict(teacher=teacher, pruned=pruned, run=run)
 
 
@@ -87,6 +91,12 @@ def test_card_arguments_and_refusal(made, tmp_path):
     card = write_model_card(made["pruned"], teacher="default", license="other")
     header, _ = read_card(card)
     assert header["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and header["license"] == "other"
+    compress = tmp_path / "compress"  # compress's layout: RUN/student links to RUN/distill/student
+    compress.mkdir()
+    (compress / "distill").symlink_to(made["run"])
+    (compress / "student").symlink_to("distill/student")
+    header, _ = read_card(write_model_card(compress / "student"))
+    assert header["tags"] == ["minitron", "pruned", "distilled"]
     with pytest.raises(MinitronError, match="has no config.json"):
         write_model_card(tmp_path)
     assert not (tmp_path / "README.md").exists()

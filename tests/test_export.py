@@ -191,35 +191,21 @@ def test_export_keeps_an_existing_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_teacher_round_trip(tmp_path):
-    """SmolLM2-135M-Instruct to f16 GGUF: transformers reads back the same logits, tokens and greedy text."""
-    from minitron.load import load_model, load_tokenizer
-
+def test_default_teacher(tmp_path):
+    """SmolLM2-135M-Instruct to f16 GGUF, checked two ways (one export, as the pair is the slow part)."""
     out = export("default", tmp_path / "smollm2.gguf", "f16")
     assert out.stat().st_size > 250e6  # 135M parameters in f16
-    model, tokenizer = load_model("default"), load_tokenizer("default")
-    gguf_model = reload(out)
-    gguf_tokenizer = AutoTokenizer.from_pretrained(out.parent, gguf_file=out.name)
-    messages = [{"role": "user", "content": "What is the capital of France?"}]
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert gguf_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == prompt
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    assert gguf_tokenizer(prompt, return_tensors="pt")["input_ids"].tolist() == ids.tolist()
-    with torch.no_grad():
-        expected, actual = model(ids).logits, gguf_model(ids).logits
-    torch.testing.assert_close(actual, expected, atol=5e-2, rtol=1e-2)  # f16 weights; logits span about ±40
-    generate = dict(max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    assert gguf_model.generate(ids, **generate).tolist() == model.generate(ids, **generate).tolist()
+    matches_llama_cpps_own_conversion(out)
+    transformers_reads_it_back(out)
 
 
-@pytest.mark.slow
-def test_default_teacher_matches_llama_cpps_own_conversion(tmp_path):
+def matches_llama_cpps_own_conversion(out):
     """The default teacher ships as a GGUF that llama.cpp's converter wrote (Q4_1). Exported from its Hugging Face
     conversion, every tensor must come back in the same layout (q/k rotary order included) and the same values up
     to f16 rounding, with the same tokenizer and the same architecture numbers."""
     from minitron.load import default_gguf
 
-    ours, theirs = gguf.GGUFReader(export("default", tmp_path / "smollm2.gguf")), gguf.GGUFReader(default_gguf())
+    ours, theirs = gguf.GGUFReader(out), gguf.GGUFReader(default_gguf())
     for key in ["tokens", "token_type", "merges", "bos_token_id", "eos_token_id", "unknown_token_id",
                 "padding_token_id", "add_bos_token"]:
         assert ours.fields[f"tokenizer.ggml.{key}"].contents() == theirs.fields[f"tokenizer.ggml.{key}"].contents()
@@ -235,3 +221,24 @@ def test_default_teacher_matches_llama_cpps_own_conversion(tmp_path):
         got = gguf.dequantize(mine[t.name].data, mine[t.name].tensor_type)
         assert got.shape == want.shape, t.name
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max(), err_msg=t.name)
+
+
+def transformers_reads_it_back(out):
+    """transformers' GGUF loader gives the same chat prompt, token ids, logits and greedy reply."""
+    from minitron.load import load_model, load_tokenizer
+
+    model, tokenizer = load_model("default"), load_tokenizer("default")
+    gguf_model = reload(out)
+    gguf_tokenizer = AutoTokenizer.from_pretrained(out.parent, gguf_file=out.name)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert gguf_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == prompt
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    assert gguf_tokenizer(prompt, return_tensors="pt")["input_ids"].tolist() == ids.tolist()
+    with torch.no_grad():
+        expected, actual = model(ids).logits, gguf_model(ids).logits
+    torch.testing.assert_close(actual, expected, atol=5e-2, rtol=1e-2)  # f16 weights; logits span about ±38
+    generate = dict(max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    reply = model.generate(ids, **generate)
+    assert gguf_model.generate(ids, **generate).tolist() == reply.tolist()
+    assert "Paris" in tokenizer.decode(reply[0, ids.shape[1]:])
