@@ -17,7 +17,7 @@ import yaml
 from safetensors import safe_open
 
 from minitron.errors import MinitronError
-from minitron.load import DEFAULT_MODEL, default_gguf
+from minitron.load import DEFAULT_MODEL, default_gguf, resolve_model
 
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model 'default' is a quantised copy of
 EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3")  # model types `minitron export` writes to GGUF
@@ -111,6 +111,15 @@ def teacher_license(teacher: str | None) -> str | None:
     return None
 
 
+def teacher_config(teacher: str | None) -> dict | None:
+    """The teacher's config.json, when the teacher is on this machine (None for a Hub id not downloaded)."""
+    try:
+        path = resolve_model(teacher) if teacher else None
+    except MinitronError:
+        return None
+    return read_json(path / "config.json") if path is not None else None
+
+
 def stored_params(out: Path) -> int:
     """Parameters in the safetensors files, read from their headers (tied embeddings are stored once)."""
     total = 0
@@ -147,7 +156,7 @@ def pruning_section(pruning: dict | None, teacher: str | None) -> str:
     if pruning is None:
         return ""
     before, after = pruning["params_before"], pruning["params_after"]
-    teacher_sizes = read_json(Path(teacher) / "config.json") if teacher and Path(teacher).is_dir() else None
+    teacher_sizes = teacher_config(teacher)
     sizes = ", ".join(f"{k} {teacher_sizes[k]} → {v}" if teacher_sizes and teacher_sizes.get(k, v) != v
                       else f"{k} {v}" for k, v in pruning["target"].items())
     agg = pruning["aggregation"]
@@ -159,7 +168,7 @@ def pruning_section(pruning: dict | None, teacher: str | None) -> str:
         lines.append(f"- dropped layers: {pruning['dropped_layers']} (chosen by {pruning['layer_criterion']})")
     calibration = pruning.get("calibration") or {}
     if calibration:
-        lines.append("- calibration: " + ", ".join(f"{k} {Path(str(v)).name if k == 'data' else v}"
+        lines.append("- calibration: " + ", ".join(f"{k}={Path(str(v)).name if k == 'data' else v}"
                                                    for k, v in calibration.items()))
     return "## How it was made\n\n### Pruning\n\n" + "\n".join(lines)
 

@@ -63,6 +63,7 @@ def test_pruned_card(made):
     assert f"{record['params_before']:,} → {params:,}" in body
     assert "hidden_size 64 → 48" in body and "intermediate_size 96 → 64" in body and "num_hidden_layers 4" in body
     assert "activation (aggregated by mean over the sequence, l2 over the batch)" in body
+    assert "calibration: data=data, num_seqs=4, seq_len=32, seed=1234" in body
     assert "pruned from acme/tiny-llama" in body and "### Distillation" not in body
     assert str(made["teacher"].parent) not in body  # no local paths in a card meant for the Hub
     assert 'AutoModelForCausalLM.from_pretrained("pruned")' in body and "minitron export --model pruned" in body
@@ -89,8 +90,9 @@ def test_distilled_card(made):
 
 def test_card_arguments_and_refusal(made, tmp_path):
     card = write_model_card(made["pruned"], teacher="default", license="other")
-    header, _ = read_card(card)
+    header, body = read_card(card)
     assert header["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and header["license"] == "other"
+    assert "hidden_size 576 → 48" in body  # the sizes of the teacher named (here, wrongly, the default one)
     compress = tmp_path / "compress"  # compress's layout: RUN/student links to RUN/distill/student
     compress.mkdir()
     (compress / "distill").symlink_to(made["run"])
