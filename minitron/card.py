@@ -1,0 +1,210 @@
+"""Model cards: a README.md with the Hub's YAML front matter in a model directory minitron wrote.
+
+Everything in the card is read from files: the model's config and safetensors headers, pruning.json
+(written by `prune`), train_config.json and metrics.jsonl (written by `distill`), the teacher's own
+card or GGUF metadata for its licence, and the figures the caller measured.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import gguf
+import yaml
+from safetensors import safe_open
+
+from minitron.errors import MinitronError
+from minitron.load import DEFAULT_MODEL, default_gguf, resolve_model
+
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model 'default' is a quantised copy of
+EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3")  # model types `minitron export` writes to GGUF
+
+
+def write_model_card(out: Path, teacher: str | None = None, run: Path | None = None,
+                     metrics: dict[str, float] | None = None, license: str | None = None) -> Path:
+    """Write README.md, a Hugging Face model card, into a model directory written by minitron.
+
+    Args:
+        out: The model directory (a Hugging Face checkpoint) to describe; README.md is written there.
+        teacher: The model it was made from ('default', a Hub id, a directory or a .gguf file);
+            default: the teacher named in train_config.json or pruning.json.
+        run: The distillation run directory holding train_config.json and metrics.jsonl; default: `out`'s
+            parent when it has them (distill writes the student to RUN/student), else `out`.
+        metrics: Measured figures to report, by name, e.g. {"validation loss": 2.31, "perplexity": 10.1}.
+        license: The licence to declare; default: the teacher's (from its README.md front matter or
+            GGUF metadata).
+
+    Returns:
+        The path of the written README.md.
+    """
+    out = Path(out)
+    if not (out / "config.json").is_file():
+        raise MinitronError(f"{out} has no config.json; give the model directory to write a model card into")
+    if run is None:  # distill writes RUN/student; compress links RUN/student to RUN/distill/student
+        parent = out.resolve().parent
+        run = parent if (parent / "train_config.json").is_file() else out
+    training = read_json(Path(run) / "train_config.json")
+    history = read_jsonl(Path(run) / "metrics.jsonl")
+    pruning = read_json(out / "pruning.json")
+    if pruning is None and training is not None:  # a distilled student: its record is in the model it started from
+        pruning = read_json(Path(training["config"]["student"]) / "pruning.json")
+    teacher = teacher or (training or {}).get("config", {}).get("teacher") or (pruning or {}).get("teacher")
+    distilled = bool(training and training["config"].get("teacher"))
+    tags = ["minitron"] + ["pruned"] * (pruning is not None) + ["distilled"] * distilled
+    header = {"base_model": hub_id(teacher), "library_name": "transformers",
+              "license": license or teacher_license(teacher), "pipeline_tag": "text-generation", "tags": tags}
+    config = json.loads((out / "config.json").read_text())
+    figures = {"parameters": f"{stored_params(out):,}", **training_figures(history), **(metrics or {})}
+    sections = [summary(out.name, config, teacher, pruning, training), pruning_section(pruning, teacher),
+                training_section(training, history), figures_section(figures), usage_section(out.name, config)]
+    text = "---\n" + yaml.safe_dump({k: v for k, v in header.items() if v}, sort_keys=False) + "---\n\n"
+    text += "\n\n".join(s for s in sections if s) + "\n"
+    tmp = out / ".README.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, out / "README.md")
+    return out / "README.md"
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def hub_id(spec: str | None) -> str | None:
+    """The Hub id a model spec stands for: 'default', 'org/name', or a Hub cache snapshot; None otherwise."""
+    if not spec:
+        return None
+    if spec == DEFAULT_MODEL:
+        return DEFAULT_HUB_ID
+    cached = re.search(r"models--([^/]+)--([^/]+)/snapshots/", str(spec))
+    if cached:
+        return f"{cached[1]}/{cached[2]}"
+    if not Path(spec).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        return spec
+    return None
+
+
+def name_of(spec: str | None) -> str:
+    """How the card names a model: its Hub id, else its file or directory name (no local paths)."""
+    return hub_id(spec) or (Path(spec).name if spec else "an unrecorded model")
+
+
+def teacher_license(teacher: str | None) -> str | None:
+    """The teacher's licence: its README.md front matter (directories) or general.license (GGUF files)."""
+    if not teacher:
+        return None
+    path = default_gguf() if teacher == DEFAULT_MODEL else Path(teacher)
+    if path.is_file() and path.suffix == ".gguf":
+        field = gguf.GGUFReader(path).fields.get("general.license")
+        return field.contents() if field is not None else None
+    card = path / "README.md"
+    if card.is_file():
+        match = re.match(r"---\n(.*?)\n---", card.read_text(), re.S)
+        if match:
+            return (yaml.safe_load(match[1]) or {}).get("license")
+    return None
+
+
+def teacher_config(teacher: str | None) -> dict | None:
+    """The teacher's config.json, when the teacher is on this machine (None for a Hub id not downloaded)."""
+    try:
+        path = resolve_model(teacher) if teacher else None
+    except MinitronError:
+        return None
+    return read_json(path / "config.json") if path is not None else None
+
+
+def stored_params(out: Path) -> int:
+    """Parameters in the safetensors files, read from their headers (tied embeddings are stored once)."""
+    total = 0
+    for file in out.glob("*.safetensors"):
+        with safe_open(file, framework="pt") as f:
+            total += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    return total
+
+
+def training_figures(history: list[dict]) -> dict[str, str]:
+    """The last training loss and the last validation loss (with its perplexity) in metrics.jsonl."""
+    figures = {}
+    if history:
+        figures["final training loss"] = f"{history[-1]['loss']:.4f} (step {history[-1]['step']})"
+    validated = [r for r in history if "val_loss" in r]
+    if validated:
+        val = validated[-1]["val_loss"]
+        figures["validation loss"] = f"{val:.4f} (step {validated[-1]['step']})"
+        figures["validation perplexity"] = f"{math.exp(val):.2f}"
+    return figures
+
+
+def summary(name: str, config: dict, teacher: str | None, pruning: dict | None, training: dict | None) -> str:
+    steps = (["pruned"] if pruning else []) + (["distilled"] if training and training["config"].get("teacher")
+                                                 else ["trained"] if training else [])
+    made = f"{' and '.join(steps)} from" if steps else "made from"
+    return (f"# {name}\n\n{name} is a {config.get('model_type', 'decoder')} language model {made} "
+            f"{name_of(teacher)} with minitron, which follows the recipe of NVIDIA's Minitron models "
+            f"(structured pruning of the teacher's width and depth, then knowledge distillation from the "
+            f"teacher). It is an ordinary Hugging Face checkpoint.")
+
+
+def pruning_section(pruning: dict | None, teacher: str | None) -> str:
+    if pruning is None:
+        return ""
+    before, after = pruning["params_before"], pruning["params_after"]
+    teacher_sizes = teacher_config(teacher)
+    sizes = ", ".join(f"{k} {teacher_sizes[k]} → {v}" if teacher_sizes and teacher_sizes.get(k, v) != v
+                      else f"{k} {v}" for k, v in pruning["target"].items())
+    agg = pruning["aggregation"]
+    lines = [f"- parameters: {before:,} → {after:,} ({after / before:.1%} of the teacher)",
+             f"- sizes: {sizes}",
+             f"- width importance: {pruning['criterion']} (aggregated by {agg['seq']} over the sequence, "
+             f"{agg['batch']} over the batch)"]
+    if pruning["dropped_layers"]:
+        lines.append(f"- dropped layers: {pruning['dropped_layers']} (chosen by {pruning['layer_criterion']})")
+    calibration = pruning.get("calibration") or {}
+    if calibration:
+        lines.append("- calibration: " + ", ".join(f"{k}={Path(str(v)).name if k == 'data' else v}"
+                                                   for k, v in calibration.items()))
+    return "## How it was made\n\n### Pruning\n\n" + "\n".join(lines)
+
+
+def training_section(training: dict | None, history: list[dict]) -> str:
+    if training is None:
+        return ""
+    cfg, plan = training["config"], training.get("plan", {})
+    lines = [f"- teacher: {name_of(cfg.get('teacher'))}" if cfg.get("teacher") else "- no teacher "
+             "(conventional training on the data's next tokens)",
+             f"- loss: {training.get('loss', cfg.get('loss'))}"
+             + (f" + {cfg['hidden_loss']} hidden-state loss at layers {cfg['layer_pairs']}" if cfg.get("hidden_loss")
+                else ""),
+             f"- data: {name_of(cfg.get('data')) if cfg.get('data') else 'the default corpus'}",
+             f"- tokens: {history[-1]['tokens']:,} in {history[-1]['step']} steps" if history
+             else f"- tokens: {cfg['tokens']:,} planned",
+             f"- sequence length {cfg['seq_len']}, {cfg['global_batch_tokens']:,} tokens per step, "
+             f"learning rate {cfg['lr']:g} → {cfg['min_lr']:g} (cosine, {plan.get('warmup_steps', '?')} "
+             f"warm-up steps), "
+             f"{training.get('world_size', 1)} process(es)"]
+    title = "Distillation" if cfg.get("teacher") else "Training"
+    return f"### {title}\n\n" + "\n".join(lines)
+
+
+def figures_section(figures: dict) -> str:
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in figures.items())
+    return "## Figures\n\n| measure | value |\n|---|---|\n" + rows
+
+
+def usage_section(name: str, config: dict) -> str:
+    text = ("## How to use\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f'model = AutoModelForCausalLM.from_pretrained("{name}")  # this directory, or its Hub id\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")\n'
+            'inputs = tokenizer("The capital of France is", return_tensors="pt")\n'
+            "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=20)[0]))\n```")
+    if config.get("model_type") in EXPORTABLE:
+        text += (f"\n\nFor llama.cpp, Ollama or LM Studio, export it to GGUF:\n\n"
+                 f"```\nminitron export --model {name} --out {name}.gguf --dtype q8_0\n```")
+    return text
