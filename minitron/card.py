@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import yaml
 from safetensors import safe_open
 
 from minitron.errors import MinitronError
+from minitron.io import read_jsonl, write_atomic
 from minitron.load import DEFAULT_MODEL, default_gguf, resolve_model
 
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model 'default' is a quantised copy of
@@ -47,7 +47,7 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
         parent = out.resolve().parent
         run = parent if (parent / "train_config.json").is_file() else out
     training = read_json(Path(run) / "train_config.json")
-    history = read_jsonl(Path(run) / "metrics.jsonl")
+    history = read_records(Path(run) / "metrics.jsonl")
     pruning = read_json(out / "pruning.json")
     if pruning is None and training is not None:  # a distilled student: its record is in the model it started from
         pruning = read_json(Path(training["config"]["student"]) / "pruning.json")
@@ -62,9 +62,7 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
                 training_section(training, history), figures_section(figures), usage_section(out.name, config)]
     text = "---\n" + yaml.safe_dump({k: v for k, v in header.items() if v}, sort_keys=False) + "---\n\n"
     text += "\n\n".join(s for s in sections if s) + "\n"
-    tmp = out / ".README.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "README.md")
+    write_atomic(out / "README.md", text)
     return out / "README.md"
 
 
@@ -72,8 +70,9 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+def read_records(path: Path) -> list[dict]:
+    """The records of a JSONL file (metrics.jsonl), or none when there is no such file."""
+    return [record for _, record in read_jsonl(path)] if path.is_file() else []
 
 
 def hub_id(spec: str | None) -> str | None:

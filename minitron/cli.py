@@ -35,6 +35,7 @@ COMMANDS = {
     "eval": ("minitron.eval:evaluate", "validation loss, perplexity and generation speed"),
     "chat": ("minitron.chat.cli:chat", "chat with a model in its own format, with tools"),
     "generate": ("minitron.chat.cli:generate", "reply to one prompt or a JSONL batch"),
+    "export": ("minitron.export:export", "write a model as a GGUF file (llama.cpp, Ollama, LM Studio)"),
 }
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # TrainConfig's field docstrings are its help
 

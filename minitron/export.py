@@ -8,11 +8,8 @@ reads, the tokenizer, and the weights (with llama.cpp's rotary layout for q/k in
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import gguf
 import numpy as np
@@ -20,7 +17,7 @@ import torch
 from safetensors import safe_open
 
 from minitron.arch import head_dim
-from minitron.checkpoint import refuse_existing
+from minitron.io import atomic_file, refuse_existing
 from minitron.errors import MinitronError
 from minitron.load import load_config, load_tokenizer, resolve_model
 
@@ -245,17 +242,3 @@ def encode(data: np.ndarray, qtype: gguf.GGMLQuantizationType):
     if qtype == gguf.GGMLQuantizationType.Q8_0 and data.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:
         qtype = gguf.GGMLQuantizationType.F16
     return gguf.quants.quantize(data, qtype), qtype
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; on success it is renamed into place (a crash leaves the old file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -42,17 +42,25 @@ def atomic_dir(path: Path | str, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: Path | str, text: str) -> None:
-    """Write `text` to a temporary sibling of `path`, then rename it into place: a crash leaves the old file
-    or the new one, never half of one."""
+@contextmanager
+def atomic_file(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write; on success it is renamed into place: a crash (or a full
+    disk) leaves the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield Path(tmp)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_atomic(path: Path | str, text: str) -> None:
+    """Write `text` to `path` through `atomic_file`."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: Path, obj) -> None:

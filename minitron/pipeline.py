@@ -26,7 +26,8 @@ from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError
-from minitron.eval import generation_speed, lm_loss_sum
+from minitron.card import write_model_card
+from minitron.eval import generation_speed, lm_loss, windows_in_batches
 from minitron.importance import score
 from minitron.io import write_json
 from minitron.load import load_config, load_model, load_tokenizer, pick_device
@@ -170,6 +171,11 @@ def evaluate_stage(teacher: str, run: Path, tokens: TokenData, val_seqs: int, se
               f"{metrics[name]['gen_tokens_per_s']:.1f} tok/s", flush=True)
     metrics["timings_s"] = {**record.seconds(), "evaluate": round(time.time() - start, 1)}
     write_json(run / "metrics.json", metrics)
+    d, t = metrics["distilled"], metrics["teacher"]
+    write_model_card(run / "student", teacher=str(teacher), run=run / "distill",
+                     metrics={"validation loss (held-out windows of this run)": round(d["val_loss"], 4),
+                              "perplexity": round(d["ppl"], 2), "teacher's validation loss": round(t["val_loss"], 4),
+                              "greedy generation (tokens/s, this machine)": round(d["gen_tokens_per_s"], 1)})
     return {"metrics": "metrics.json"}
 
 
@@ -189,12 +195,7 @@ def measure(spec: str | Path, val: dict, device: torch.device, prompt: str, spee
     """Parameters, validation loss/perplexity (the LM loss `minitron eval` reports), generation speed and one
     sample reply of a model."""
     model, tok = load_model(spec, device), load_tokenizer(spec)
-    total, count = 0.0, 0.0
-    for i in range(0, len(val["input_ids"]), 4):
-        mask = val.get("loss_mask")
-        s, n = lm_loss_sum(model, val["input_ids"][i:i + 4], None if mask is None else mask[i:i + 4])
-        total, count = total + s.item(), count + n.item()
-    loss = total / max(1.0, count)
+    loss = lm_loss(model, windows_in_batches(val, 4))
     result = {"params": count_params(model), "val_loss": loss, "ppl": float(torch.tensor(loss).exp()),
               "gen_tokens_per_s": generation_speed(model, tok, new_tokens=speed_tokens),
               "sample": generate_reply(model, tok, [{"role": "user", "content": prompt}], max_new_tokens=48),

@@ -13,7 +13,7 @@ from conftest import build_tiny_data, save_tiny
 from transformers import AutoModelForCausalLM
 
 from minitron.card import hub_id, teacher_license, write_model_card
-from minitron.distill.trainer import distill
+from minitron.distill import TrainConfig, distill
 from minitron.errors import MinitronError
 from minitron.prune import prune
 
@@ -33,8 +33,8 @@ def made(tmp_path_factory):
     pruned = tmp / "pruned"
     prune(str(teacher), target=TARGET, out=pruned, data=data, calib_seqs=4, seq_len=32, batch_size=2, device="cpu")
     run = tmp / "run"
-    distill(str(pruned), run, tokens=4 * 128, teacher=str(teacher), data=str(data), seq_len=32, micro_batch=2,
-            global_batch_tokens=128, eval_every=2, eval_seqs=4, save_every=4, device="cpu")
+    distill(TrainConfig(student=str(pruned), out=run, tokens=4 * 128, teacher=str(teacher), data=str(data), seq_len=32,
+                        micro_batch=2, global_batch_tokens=128, eval_every=2, eval_seqs=4, save_every=4, device="cpu"))
     torch.set_num_threads(threads)
     return dict(teacher=teacher, pruned=pruned, run=run)
 

@@ -10,9 +10,14 @@ from transformers import AutoModelForCausalLM
 
 from minitron.cli import main
 from minitron.data import TokenData
+from minitron.distill import TrainConfig
+from minitron.distill.losses import ForwardKL
+from minitron.distill.loop import validate
+from minitron.distill.parallel import DistillModel, Env
 from minitron.eval import evaluate, generation_speed, lm_loss, lm_loss_sum
 from minitron.importance import compute_scores
 from minitron.load import load_model
+from minitron.pipeline import measure
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,3 +101,18 @@ def test_eval_and_importance_report_the_same_lm_loss(models):
     scored = compute_scores(model, [windows], ["random"], [windows[:2], windows[2:]]).meta["base_loss"]
     assert lm_loss(model, windows.split(2)) == pytest.approx(evaluated, rel=1e-6)
     assert scored == pytest.approx(evaluated, rel=1e-6)
+
+
+def test_eval_compress_trainer_and_importance_report_the_same_lm_loss(models):
+    """The four places that report an LM loss (`minitron eval`, compress's measurements, the trainer's
+    validation and importance's intact-model loss) are one computation: the same number on the same windows."""
+    tmp, a, _, data = models
+    val = TokenData.open(data).fixed("val", 4, 16)
+    model = load_model(a)
+    evaluated = evaluate(str(a), str(data), seq_len=16, num_seqs=4, batch_size=2, speed=False)["val_loss"]
+    compressed = measure(str(a), val, torch.device("cpu"), "hi", speed_tokens=2)["val_loss"]
+    student = DistillModel(model, ForwardKL(), None, 1.0, 32, (None, None))
+    trained = validate(student, val, TrainConfig(seq_len=16, chunk_tokens=32), Env())
+    scored = compute_scores(model, [val["input_ids"]], ["random"], [val["input_ids"]]).meta["base_loss"]
+    for other in (compressed, trained, scored):
+        assert other == pytest.approx(evaluated, rel=1e-6)

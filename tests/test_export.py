@@ -7,7 +7,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS, save_tiny, tiny_model
+from conftest import WORDS, cli_error, run_cli, save_tiny, tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from minitron.errors import MinitronError
@@ -188,6 +188,15 @@ def test_export_keeps_an_existing_file(tmp_path):
     assert out.read_bytes() == b"old"
     export(str(tmp_path / "hf"), out, overwrite=True)
     assert out.read_bytes()[:4] == b"GGUF"
+
+
+def test_export_command(tmp_path, capsys):
+    save_model(tmp_path / "hf", "llama", byte_level_tokenizer())
+    run_cli("export", "--model", tmp_path / "hf", "--out", tmp_path / "m.gguf", "--dtype", "q8_0")
+    reader = gguf.GGUFReader(tmp_path / "m.gguf")
+    assert reader.fields["general.file_type"].parts[-1][0] == gguf.LlamaFileType.MOSTLY_Q8_0
+    err = cli_error(capsys, "export", "--model", tmp_path / "hf", "--out", tmp_path / "m.gguf")
+    assert "already exists" in err
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ LAYERS = [
     ["minitron.errors", "minitron.arch"],
     ["minitron.io", "minitron.shards"],
     ["minitron.load", "minitron.lazy"],
+    ["minitron.card", "minitron.export"],  # model cards and GGUF export: a model directory in, a file out
     ["minitron.chat"],  # the chat formats (and the package itself, which imports nothing)
     ["minitron.data"],
     ["minitron.eval"],

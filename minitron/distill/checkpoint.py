@@ -24,10 +24,11 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 from transformers import AutoModelForCausalLM
 
-from minitron.io import atomic_dir, save_hf, write_atomic, write_json
+from minitron.card import write_model_card
 from minitron.distill.config import RESUMABLE_CHANGES, TrainConfig
 from minitron.distill.parallel import Env
 from minitron.errors import MinitronError
+from minitron.io import atomic_dir, save_hf, write_atomic, write_json
 from minitron.load import load_generation_config
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, gathered on CPU (rank 0)
@@ -185,6 +186,7 @@ def save_student(cfg: TrainConfig, model: nn.Module, s_config, tokenizer, step: 
         try:
             with atomic_dir(path, overwrite=True) as tmp:
                 save_hf(student, tokenizer, tmp, load_generation_config(s_config, cfg.student, cfg.teacher))
+                write_model_card(tmp, teacher=cfg.teacher, run=Path(cfg.out))
         except OSError as e:
             failed = (f"{e.strerror or e} while writing {path}; the checkpoint of step {step} is intact: "
                       "fix it and rerun with --resume")

@@ -27,7 +27,7 @@ from minitron.distill.checkpoint import (MetricsLog, jsonable, load_checkpoint, 
 from minitron.distill.config import Plan, TrainConfig, make_plan
 from minitron.distill.parallel import Env, Teacher, build_models, init_env
 from minitron.errors import MinitronError
-from minitron.eval import lm_loss_sum
+from minitron.eval import lm_loss, windows_in_batches
 from minitron.load import load_config, load_tokenizer
 
 
@@ -149,13 +149,9 @@ def validate(model: nn.Module, val: dict, cfg: TrainConfig, env: Env) -> float:
     """Student LM loss on the fixed held-out windows, by `minitron eval`'s loss function; every rank runs them
     all (same result everywhere), --chunk-tokens worth of logits at a time."""
     model.eval()
-    rows, total, count = max(1, cfg.chunk_tokens // cfg.seq_len), 0.0, 0.0
-    ids, mask = val["input_ids"], val.get("loss_mask")
-    for i in range(0, len(ids), rows):
-        s, n = lm_loss_sum(model, ids[i:i + rows], None if mask is None else mask[i:i + rows])
-        total, count = total + s.item(), count + n.item()
+    loss = lm_loss(model, windows_in_batches(val, max(1, cfg.chunk_tokens // cfg.seq_len)))
     model.train()
-    return total / max(1.0, count)
+    return loss
 
 
 # ---------------------------------------------------------------- set-up

@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from minitron.arch import count_params
+from minitron.card import write_model_card
 from minitron.errors import MinitronError
 from minitron.importance import Agg, Criterion, Scores, calibration, compute_scores
 from minitron.importance.scores import check_streamable
@@ -114,5 +115,6 @@ def prune(model: str = "default", target: dict[str, int] | None = None, drop_lay
             raise RuntimeError(f"internal error: pruned model has {written:,} parameters, expected {after:,}")
         record["seconds"] = round(time.time() - start, 1)
         write_json(tmp / "pruning.json", record)
+        write_model_card(tmp, teacher=str(model))
     print(f"wrote {out} ({after:,} parameters)")
     return record
