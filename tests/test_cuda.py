@@ -10,16 +10,26 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_data, save_tiny
+
+from chat_tiny import save_tiny_chat_model
+from conftest import build_tiny_data, save_tiny, tiny_model
 from safetensors.torch import load_file
 
 import minitron
-from minitron.distill.losses import LOGIT_LOSSES, chunked_logit_loss, make_logit_loss
+from minitron.chat.cli import load_chat_model
+from minitron.chat.generate import Sampling, complete
+from minitron.chat.templates import CHATML_TEMPLATE
 from minitron.distill import TrainConfig, distill
+from minitron.distill.losses import LOGIT_LOSSES, chunked_logit_loss, make_logit_loss
+from minitron.eval import lm_loss_sum
+from minitron.importance import compute_scores
+from minitron.lazy import LazyModel
+from minitron.load import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = os.environ.get("MINITRON_GPU_TESTS_DEVICE", "cuda")
@@ -131,3 +141,61 @@ def test_torchrun_nccl_kill_and_resume_gives_the_same_weights(tmp_path):
     print(f"max |weight difference| after kill + resume on CUDA: {worst:.3g}")
     for k in a:  # training moves the weights ~1e-3; bf16 autocast on CUDA is not bitwise deterministic
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=2e-5, msg=k)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3_text"])
+def test_lm_loss_sum_bf16_cuda_matches_cpu_fp32(family):
+    ids = torch.randint(0, 256, (4, 33), generator=torch.Generator().manual_seed(0))
+    mask = torch.rand(4, 32, generator=torch.Generator().manual_seed(1)) > 0.3
+    model = tiny_model(family)
+    ref, n_ref = lm_loss_sum(model, ids, mask)
+    got, n = lm_loss_sum(model.to(DEVICE), ids, mask)
+    assert got.device.type == torch.device(DEVICE).type and got.dtype == torch.float32 and n.item() == n_ref.item()
+    assert abs(got.item() - ref.item()) / ref.item() < 2e-2
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_scoring_walk_resident_and_streamed_on_cuda(tmp_path, family):
+    """The one scoring walk on the GPU: a resident model and one streamed from disk give the same scores, and
+    both agree with the CPU."""
+    batches = [torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    criteria = ["activation", "wanda", "magnitude", "random"]
+    tiny_model(family).save_pretrained(tmp_path / family, max_shard_size="100KB")
+    cpu = compute_scores(load_model(tmp_path / family), batches, criteria, batches[:1], [2], seed=3)
+    resident = compute_scores(load_model(tmp_path / family, DEVICE), batches, criteria, batches[:1], [2], seed=3)
+    streamed = compute_scores(LazyModel.open(tmp_path / family, DEVICE), batches, criteria, batches[:1], [2], seed=3)
+    for key, value in resident.tensors.items():
+        torch.testing.assert_close(streamed.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
+        torch.testing.assert_close(value, cpu.tensors[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_chat_generation_on_cuda(tmp_path):
+    """Greedy replies equal the CPU's; a stop string ends generation; seeded sampling repeats."""
+    path = save_tiny_chat_model(tmp_path / "chat", CHATML_TEMPLATE)
+    lm_cpu, tok, fmt = load_chat_model(str(path), device="cpu")
+    lm_gpu, _, _ = load_chat_model(str(path), device=DEVICE)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    a, b = (complete(m, tok, fmt, messages, sampling=Sampling(16)) for m in (lm_cpu, lm_gpu))
+    assert a.token_ids == b.token_ids
+    pieces = []
+    cut = complete(lm_gpu, tok, replace(fmt, stop_strings=(b.text[2:5],)), messages, sampling=Sampling(16),
+                   on_text=pieces.append)
+    assert cut.stopped and len(cut.token_ids) < 16 and "".join(pieces) == cut.text
+    sampled = [complete(lm_gpu, tok, fmt, messages, sampling=Sampling(12, 1.0, 0.9, 5)).text for _ in range(2)]
+    assert sampled[0] == sampled[1]
+
+
+def test_trainer_speed_options_on_cuda(tmp_path):
+    """--compile and --activation-checkpointing (with fused AdamW on CUDA) train as the defaults do."""
+    save_tiny(tmp_path / "teacher", seed=0)
+    save_tiny(tmp_path / "student", seed=1, num_hidden_layers=2, hidden_size=48, num_attention_heads=4)
+    build_tiny_data(tmp_path, tmp_path / "teacher")
+    losses = {}
+    for name, options in {"plain": {}, "fast": dict(compile=True, activation_checkpointing=True)}.items():
+        result = distill(TrainConfig(student=str(tmp_path / "student"), teacher=str(tmp_path / "teacher"),
+                                     data=str(tmp_path / "data"), out=tmp_path / name, tokens=4 * 256, seq_len=32,
+                                     micro_batch=4, global_batch_tokens=256, eval_every=0, lr=1e-3, device=DEVICE,
+                                     **options))
+        losses[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").open()]
+        assert result.val_loss is not None
+    assert losses["fast"] == pytest.approx(losses["plain"], rel=2e-2)
