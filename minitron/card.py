@@ -24,7 +24,8 @@ EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3")  # model types `minitron exp
 
 
 def write_model_card(out: Path, teacher: str | None = None, run: Path | None = None,
-                     metrics: dict[str, float] | None = None, license: str | None = None) -> Path:
+                     metrics: dict[str, float] | None = None, license: str | None = None,
+                     name: str | None = None) -> Path:
     """Write README.md, a Hugging Face model card, into a model directory written by minitron.
 
     Args:
@@ -36,6 +37,8 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
         metrics: Measured figures to report, by name, e.g. {"validation loss": 2.31, "perplexity": 10.1}.
         license: The licence to declare; default: the teacher's (from its README.md front matter or
             GGUF metadata).
+        name: The model's name in the card; default: the directory's name (give the final name when `out` is a
+            temporary directory that is renamed into place afterwards).
 
     Returns:
         The path of the written README.md.
@@ -58,8 +61,9 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
               "license": license or teacher_license(teacher), "pipeline_tag": "text-generation", "tags": tags}
     config = json.loads((out / "config.json").read_text())
     figures = {"parameters": f"{stored_params(out):,}", **training_figures(history), **(metrics or {})}
-    sections = [summary(out.name, config, teacher, pruning, training), pruning_section(pruning, teacher),
-                training_section(training, history), figures_section(figures), usage_section(out.name, config)]
+    name = name or out.name
+    sections = [summary(name, config, teacher, pruning, training), pruning_section(pruning, teacher),
+                training_section(training, history), figures_section(figures), usage_section(name, config)]
     text = "---\n" + yaml.safe_dump({k: v for k, v in header.items() if v}, sort_keys=False) + "---\n\n"
     text += "\n\n".join(s for s in sections if s) + "\n"
     write_atomic(out / "README.md", text)

@@ -172,7 +172,7 @@ def evaluate_stage(teacher: str, run: Path, tokens: TokenData, val_seqs: int, se
     metrics["timings_s"] = {**record.seconds(), "evaluate": round(time.time() - start, 1)}
     write_json(run / "metrics.json", metrics)
     d, t = metrics["distilled"], metrics["teacher"]
-    write_model_card(run / "student", teacher=str(teacher), run=run / "distill",
+    write_model_card(run / "student", teacher=str(teacher), run=run / "distill", name=run.name,
                      metrics={"validation loss (held-out windows of this run)": round(d["val_loss"], 4),
                               "perplexity": round(d["ppl"], 2), "teacher's validation loss": round(t["val_loss"], 4),
                               "greedy generation (tokens/s, this machine)": round(d["gen_tokens_per_s"], 1)})

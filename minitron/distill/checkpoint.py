@@ -186,7 +186,7 @@ def save_student(cfg: TrainConfig, model: nn.Module, s_config, tokenizer, step: 
         try:
             with atomic_dir(path, overwrite=True) as tmp:
                 save_hf(student, tokenizer, tmp, load_generation_config(s_config, cfg.student, cfg.teacher))
-                write_model_card(tmp, teacher=cfg.teacher, run=Path(cfg.out))
+                write_model_card(tmp, teacher=cfg.teacher, run=Path(cfg.out), name=f"{Path(cfg.out).name}/student")
         except OSError as e:
             failed = (f"{e.strerror or e} while writing {path}; the checkpoint of step {step} is intact: "
                       "fix it and rerun with --resume")

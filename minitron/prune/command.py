@@ -115,6 +115,6 @@ def prune(model: str = "default", target: dict[str, int] | None = None, drop_lay
             raise RuntimeError(f"internal error: pruned model has {written:,} parameters, expected {after:,}")
         record["seconds"] = round(time.time() - start, 1)
         write_json(tmp / "pruning.json", record)
-        write_model_card(tmp, teacher=str(model))
+        write_model_card(tmp, teacher=str(model), name=Path(out).name)
     print(f"wrote {out} ({after:,} parameters)")
     return record
