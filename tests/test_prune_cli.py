@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from conftest import cli_error, run_cli
+from minitron.errors import MinitronError
 from minitron.importance import Scores
 
 
@@ -54,6 +55,38 @@ def test_existing_output_is_refused_and_kept(tiny_dir, tiny_data, tmp_path, caps
     err = cli_error(capsys, "prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--target",
                 "intermediate_size=48")
     assert "already exists" in err and (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--drop-layers", "3-1"], "backwards"),
+    (["--target", ""], "prunes nothing"),
+    ([], "prunes nothing"),
+    (["--target", "hidden_size=64"], "prunes nothing"),
+])
+def test_no_op_prunes_are_refused(tiny_dir, tmp_path, capsys, args, message):
+    """An unpruned copy written with exit 0 would look like success."""
+    err = cli_error(capsys, "prune", "--model", tiny_dir, "--out", tmp_path / "out", *args)
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("target", ["hidden_size=32", {"hidden_size": "32"}, {"hidden_size": 32.5},
+                                    {"hidden_size": True}, ["hidden_size"]])
+def test_target_of_the_wrong_type_is_one_line(tiny_dir, tmp_path, target):
+    """A library call (or a config written by hand) with a string or float target."""
+    from minitron.prune import prune
+
+    with pytest.raises(MinitronError, match="target must be sizes like"):
+        prune(str(tiny_dir), target=target, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_seq_len_above_the_models_positions(tiny_dir, tiny_data, tmp_path, capsys):
+    err = cli_error(capsys, "score", "--model", tiny_dir, "--data", tiny_data, "--out", tmp_path / "s",
+                    "--seq-len", 300)
+    assert "max_position_embeddings (256)" in err and not (tmp_path / "s").exists()
+    err = cli_error(capsys, "eval", "--model", tiny_dir, "--data", tiny_data, "--seq-len", 300)
+    assert "max_position_embeddings (256)" in err
 
 
 @pytest.mark.parametrize("args,message", [
