@@ -118,10 +118,10 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512
         device: auto, cpu or cuda
         out: write the metrics to this JSON file
     """
-    check_seq_len(load_config(model), seq_len, model)
     tokenizer = load_tokenizer(model)
     tokens = TokenData.open(data if data is not None else default_data(model))
     tokens.check_tokenizer(tokenizer)
+    check_seq_len(load_config(model), seq_len, model)
     n = min(num_seqs, (tokens.num_tokens("val") - 1) // max(1, seq_len))
     if n < 1 or seq_len < 1:
         raise MinitronError(f"data in {tokens.path} has {tokens.num_tokens('val'):,} validation tokens, too few for "

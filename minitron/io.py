@@ -70,11 +70,16 @@ def write_json(path: Path, obj) -> None:
 def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
     """(1-based line number, record) of each non-blank line of a JSONL file; bad JSON is refused by line."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")  # decoded line by line, so that a bad byte is reported with its line
     except FileNotFoundError:
         raise MinitronError(f"{path} does not exist") from None
     with f:
-        for i, line in enumerate(f, 1):
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MinitronError(f"{path}:{i} is not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                    "convert the file to UTF-8") from None
             if not line.strip():
                 continue
             try:

@@ -2,6 +2,7 @@
 and sampling that is a pure function of (seed, step)."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,33 @@ def test_default_corpus_in_one_command(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["sources"] == list(DEFAULT_SOURCES) and meta["tokenizer"]["vocab_size"] == 49152
     assert meta["splits"]["val"]["documents"] > 0 and meta["splits"]["train"]["tokens"] > 100_000
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m.pop("splits"), lambda m: m.pop("dtype"), lambda m: m.pop("tokenizer"),
+    lambda m: m.update(dtype="float64"), lambda m: m.update(dtype=16), lambda m: m["splits"].pop("val"),
+    lambda m: m["splits"]["train"].update(tokens="many"), lambda m: m["splits"]["train"].update(tokens=-1),
+    lambda m: m["tokenizer"].pop("sha"), lambda m: m.clear() or m.update(x=[1]),
+])
+def test_meta_json_with_missing_or_wrong_fields(tiny_data, tiny_dir, capsys, change):
+    meta_file = Path(tiny_data) / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    change(meta)
+    meta_file.write_text(json.dumps(meta))
+    assert "meta.json is not a minitron data description" in cli_error(capsys, "eval", "--model", tiny_dir,
+                                                                        "--data", tiny_data, "--seq-len", 32)
+    meta_file.write_text("[1, 2]")
+    assert "meta.json is not a minitron data description" in cli_error(capsys, "eval", "--model", tiny_dir,
+                                                                        "--data", tiny_data, "--seq-len", 32)
+
+
+def test_non_utf8_jsonl_is_one_line_naming_the_line(tmp_path, tiny_dir, capsys):
+    (tmp_path / "latin.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    err = cli_error(capsys, "data", "--source", tmp_path / "latin.jsonl", "--tokenizer", tiny_dir, "--out",
+                    tmp_path / "o")
+    assert "latin.jsonl:2 is not UTF-8" in err and not (tmp_path / "o").exists()
+    (tmp_path / "latin.jsonl").write_bytes(b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
+                                          b'{"messages": [{"role": "user", "content": "caf\xe9"}]}\n')
+    err = cli_error(capsys, "data", "--chat", "--source", tmp_path / "latin.jsonl", "--tokenizer", tiny_dir,
+                    "--out", tmp_path / "o")
+    assert "latin.jsonl:2 is not UTF-8" in err and not (tmp_path / "o").exists()
