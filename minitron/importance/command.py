@@ -17,6 +17,7 @@ from minitron.importance.walk import compute_scores
 from minitron.io import refuse_existing
 from minitron.lazy import LazyModel, choose_stream
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device, resolve_model
+from minitron.shards import Checkpoint
 
 ComputeDtype = Literal["float32", "bfloat16"]
 
@@ -75,7 +76,7 @@ def score(model: str = "default", data: Path | None = None, out: Path | None = N
     dev = pick_device(device)
     source = LazyModel.open(path, dev, compute) if streamed else load_model(model, dev, compute)
     result = compute_scores(source, batches, criteria, loss_batches, block_sizes or [], seed)
-    result.meta.update(teacher=str(model), compute_dtype=dtype,
+    result.meta.update(teacher=str(model), compute_dtype=dtype, fingerprint=Checkpoint.open(path).fingerprint(),
                        calibration={"data": str(data or "default corpus"), "num_seqs": calib_seqs,
                                     "seq_len": seq_len, "seed": seed})
     if out is not None:
