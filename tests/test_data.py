@@ -131,3 +131,39 @@ def test_non_utf8_jsonl_is_one_line_naming_the_line(tmp_path, tiny_dir, capsys):
     err = cli_error(capsys, "data", "--chat", "--source", tmp_path / "latin.jsonl", "--tokenizer", tiny_dir,
                     "--out", tmp_path / "o")
     assert "latin.jsonl:2 is not UTF-8" in err and not (tmp_path / "o").exists()
+
+
+def test_a_second_writer_is_refused_while_the_first_writes(tmp_path, tiny_dir, capsys):
+    """Two `minitron data` runs into one --out: the first (another process) is held inside its write by a
+    named pipe among its sources; the second must be refused, not silently replace the first's output."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    slow = write_corpus(tmp_path / "slow", docs=10)
+    os.mkfifo(tmp_path / "zz.txt")  # read last; blocks until written
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-m", "minitron", "data", "--source", str(slow),
+                              str(tmp_path / "zz.txt"), "--tokenizer",
+                              str(tiny_dir), "--out", str(out), "--glob", "*.txt", "--val-fraction", "0.3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not list(tmp_path.glob(".out.tmp-*")) and time.time() < deadline and first.poll() is None:
+            time.sleep(0.1)  # until the first writer is inside its write
+        assert list(tmp_path.glob(".out.tmp-*")), first.communicate()
+        other = write_corpus(tmp_path / "other", docs=10, seed=1)
+        err = cli_error(capsys, "data", "--source", other, "--tokenizer", tiny_dir, "--out", out, "--glob", "*.txt",
+                        "--val-fraction", 0.3, "--overwrite")
+        assert "being written by another process" in err and not out.exists()
+    finally:
+        try:  # non-blocking: fails at once if the first writer is not reading
+            fd = os.open(tmp_path / "zz.txt", os.O_WRONLY | os.O_NONBLOCK)
+            os.write(fd, b"the last document\n"), os.close(fd)
+        except OSError:
+            first.kill()
+        stdout, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr
+    assert TokenData.open(out).num_tokens("train") > 0
+    assert not list(tmp_path.glob(".out.*"))  # no lock or temporary files left beside the output
