@@ -136,6 +136,9 @@ def argparse_forms(parser: ArgumentParser, args: list[str]) -> list[str]:
                 items.append(_item(args[i], action))
                 i += 1
             out += [arg, json.dumps(items)]
+        elif kind == "dict" and given and not args[i].strip():  # `--target ""`: an empty mapping, refused later
+            out += [arg, "{}"]
+            i += 1
         elif kind == "dict" and given and "=" in args[i] and not args[i].lstrip().startswith("{"):
             out += [arg, json.dumps(parse_mapping(args[i]))]
             i += 1

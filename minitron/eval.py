@@ -19,7 +19,7 @@ from minitron.arch import count_params
 from minitron.data import TokenData, default_data
 from minitron.errors import MinitronError
 from minitron.io import write_json
-from minitron.load import load_model, load_tokenizer, pick_device
+from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 
 
 def cross_entropy_sum(logits: Tensor, labels: Tensor, loss_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -121,6 +121,7 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512
     tokenizer = load_tokenizer(model)
     tokens = TokenData.open(data if data is not None else default_data(model))
     tokens.check_tokenizer(tokenizer)
+    check_seq_len(load_config(model), seq_len, model)
     n = min(num_seqs, (tokens.num_tokens("val") - 1) // max(1, seq_len))
     if n < 1 or seq_len < 1:
         raise MinitronError(f"data in {tokens.path} has {tokens.num_tokens('val'):,} validation tokens, too few for "

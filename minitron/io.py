@@ -2,6 +2,7 @@
 checkpoints that stock `transformers` loads."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -19,14 +20,48 @@ def refuse_existing(path: Path, overwrite: bool) -> None:
 
 
 @contextmanager
+def output_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the output `path` (a `.NAME.lock` file beside it, `fcntl.flock`, released
+    at exit even on a crash); a second writer is refused in one line instead of replacing the first's output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MinitronError(f"{path} is being written by another process (it holds {lock}); wait for it "
+                                "to finish or choose another --out") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break  # the lock file is still the one on disk (not removed by a writer that just finished)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+@contextmanager
 def atomic_dir(path: Path | str, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary sibling of `path`; on success it is renamed into place.
+    """Yield a fresh temporary sibling of `path`; on success it is renamed into place. The output is locked
+    (`output_lock`) from start to end.
 
     A crash (or a full disk) leaves the old `path` untouched and the temporary directory removed.
     """
     path = Path(path)
-    refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(path):
+        refuse_existing(path, overwrite)  # checked again under the lock
+        with _atomic_dir(path) as tmp:
+            yield tmp
+
+
+@contextmanager
+def _atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
@@ -70,11 +105,16 @@ def write_json(path: Path, obj) -> None:
 def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
     """(1-based line number, record) of each non-blank line of a JSONL file; bad JSON is refused by line."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")  # decoded line by line, so that a bad byte is reported with its line
     except FileNotFoundError:
         raise MinitronError(f"{path} does not exist") from None
     with f:
-        for i, line in enumerate(f, 1):
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MinitronError(f"{path}:{i} is not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                    "convert the file to UTF-8") from None
             if not line.strip():
                 continue
             try:

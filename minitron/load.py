@@ -93,6 +93,14 @@ def load_config(spec: str | Path):
     return config
 
 
+def check_seq_len(config, seq_len: int, spec: str | Path) -> None:
+    """Refuse sequences longer than the model was built for (its positions past that are untrained)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit and seq_len > limit:
+        raise MinitronError(f"--seq-len {seq_len} is longer than {spec}'s max_position_embeddings ({limit}); "
+                            f"use --seq-len {limit} or less")
+
+
 def load_tokenizer(spec: str | Path):
     from transformers import AutoTokenizer  # lazy: CLI start-up speed
 

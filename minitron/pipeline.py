@@ -30,7 +30,7 @@ from minitron.card import write_model_card
 from minitron.eval import generation_speed, lm_loss, windows_in_batches
 from minitron.importance import score
 from minitron.io import write_json
-from minitron.load import load_config, load_model, load_tokenizer, pick_device
+from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.prune import check_target, params_of, prune, target_config
 from minitron.report import write_report
 
@@ -72,6 +72,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
     # the front door: every check that needs no output comes before anything is written
     config = load_config(teacher)
     sizes = check_target(config, target)
+    check_seq_len(config, distill.seq_len, teacher)
     tokens = TokenData.open(data if data is not None else default_data(teacher))
     if tokens.num_tokens("train") < distill.tokens:
         raise MinitronError(f"the data has {tokens.num_tokens('train'):,} training tokens, fewer than the "

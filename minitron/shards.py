@@ -14,6 +14,7 @@ memory has one module in memory at a time.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from contextlib import contextmanager
@@ -107,6 +108,19 @@ class Checkpoint:
 
     def numel(self) -> int:
         return sum(s.numel for s in self.specs.values())
+
+    def fingerprint(self, samples: int = 8) -> str:
+        """A short hash that tells this model's weights from another's, cheaply: every tensor's name and shape,
+        and the first row of `samples` tensors spread over the names, in bf16 (so that the same model stored
+        in another dtype has the same fingerprint)."""
+        names = sorted(self.specs)
+        h = hashlib.sha256(json.dumps([[n, list(self.specs[n].shape)] for n in names]).encode())
+        for n in names[::max(1, len(names) // samples)][:samples]:
+            with self._mapped(self.files[n]) as f:
+                part = f.get_slice(n)
+                row = part[0:1] if self.specs[n].shape else f.get_tensor(n)
+            h.update(row.to(torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def require(self, names: list[str]) -> None:
         """Refuse, by name, tensors the model needs that the checkpoint lacks."""

@@ -53,7 +53,7 @@ def test_usage_errors_are_one_line(argv, message, capsys):
 def test_bad_values_are_one_line(capsys, tmp_path):
     assert "hidden_size must be a whole number" in cli_error(capsys, "prune", "--target", "hidden_size=abc")
     assert "distill needs --out" in cli_error(capsys, "distill", "--student", "s")
-    assert "--micro-batch must be a positive number" in cli_error(capsys, "distill", "--student", "s", "--out",
+    assert "--micro-batch must be a positive whole number" in cli_error(capsys, "distill", "--student", "s", "--out",
                                                                    tmp_path / "o", "--micro-batch", 0)
     assert not (tmp_path / "o").exists()
     with pytest.raises(MinitronError):  # --debug: the traceback instead of the line

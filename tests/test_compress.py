@@ -136,6 +136,10 @@ def test_front_door_bad_input(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12 - 1000, 1000))
     err = cli_error(capsys, "compress", *base, "--out", tmp_path / "c", "--distill.tokens", 1024)
     assert "no disk space" in err and not (tmp_path / "c").exists()
+    err = cli_error(capsys, "compress", *base[:-2], "--out", tmp_path / "f", "--target", "hidden_size=64")
+    assert "prunes nothing" in err and not (tmp_path / "f").exists()
+    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "e", "--distill.seq-len", 300)
+    assert "max_position_embeddings (256)" in err and not (tmp_path / "e").exists()
     existing = tmp_path / "d"
     existing.mkdir()
     (existing / "notes.txt").write_text("keep me")

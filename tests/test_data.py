@@ -2,6 +2,7 @@
 and sampling that is a pure function of (seed, step)."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,69 @@ def test_default_corpus_in_one_command(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["sources"] == list(DEFAULT_SOURCES) and meta["tokenizer"]["vocab_size"] == 49152
     assert meta["splits"]["val"]["documents"] > 0 and meta["splits"]["train"]["tokens"] > 100_000
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m.pop("splits"), lambda m: m.pop("dtype"), lambda m: m.pop("tokenizer"),
+    lambda m: m.update(dtype="float64"), lambda m: m.update(dtype=16), lambda m: m["splits"].pop("val"),
+    lambda m: m["splits"]["train"].update(tokens="many"), lambda m: m["splits"]["train"].update(tokens=-1),
+    lambda m: m["tokenizer"].pop("sha"), lambda m: m.clear() or m.update(x=[1]),
+])
+def test_meta_json_with_missing_or_wrong_fields(tiny_data, tiny_dir, capsys, change):
+    meta_file = Path(tiny_data) / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    change(meta)
+    meta_file.write_text(json.dumps(meta))
+    assert "meta.json is not a minitron data description" in cli_error(capsys, "eval", "--model", tiny_dir,
+                                                                        "--data", tiny_data, "--seq-len", 32)
+    meta_file.write_text("[1, 2]")
+    assert "meta.json is not a minitron data description" in cli_error(capsys, "eval", "--model", tiny_dir,
+                                                                        "--data", tiny_data, "--seq-len", 32)
+
+
+def test_non_utf8_jsonl_is_one_line_naming_the_line(tmp_path, tiny_dir, capsys):
+    (tmp_path / "latin.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    err = cli_error(capsys, "data", "--source", tmp_path / "latin.jsonl", "--tokenizer", tiny_dir, "--out",
+                    tmp_path / "o")
+    assert "latin.jsonl:2 is not UTF-8" in err and not (tmp_path / "o").exists()
+    (tmp_path / "latin.jsonl").write_bytes(b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
+                                          b'{"messages": [{"role": "user", "content": "caf\xe9"}]}\n')
+    err = cli_error(capsys, "data", "--chat", "--source", tmp_path / "latin.jsonl", "--tokenizer", tiny_dir,
+                    "--out", tmp_path / "o")
+    assert "latin.jsonl:2 is not UTF-8" in err and not (tmp_path / "o").exists()
+
+
+def test_a_second_writer_is_refused_while_the_first_writes(tmp_path, tiny_dir, capsys):
+    """Two `minitron data` runs into one --out: the first (another process) is held inside its write by a
+    named pipe among its sources; the second must be refused, not silently replace the first's output."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    slow = write_corpus(tmp_path / "slow", docs=10)
+    os.mkfifo(tmp_path / "zz.txt")  # read last; blocks until written
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-m", "minitron", "data", "--source", str(slow),
+                              str(tmp_path / "zz.txt"), "--tokenizer",
+                              str(tiny_dir), "--out", str(out), "--glob", "*.txt", "--val-fraction", "0.3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not list(tmp_path.glob(".out.tmp-*")) and time.time() < deadline and first.poll() is None:
+            time.sleep(0.1)  # until the first writer is inside its write
+        assert list(tmp_path.glob(".out.tmp-*")), first.communicate()
+        other = write_corpus(tmp_path / "other", docs=10, seed=1)
+        err = cli_error(capsys, "data", "--source", other, "--tokenizer", tiny_dir, "--out", out, "--glob", "*.txt",
+                        "--val-fraction", 0.3, "--overwrite")
+        assert "being written by another process" in err and not out.exists()
+    finally:
+        try:  # non-blocking: fails at once if the first writer is not reading
+            fd = os.open(tmp_path / "zz.txt", os.O_WRONLY | os.O_NONBLOCK)
+            os.write(fd, b"the last document\n"), os.close(fd)
+        except OSError:
+            first.kill()
+        stdout, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr
+    assert TokenData.open(out).num_tokens("train") > 0
+    assert not list(tmp_path.glob(".out.*"))  # no lock or temporary files left beside the output

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from conftest import cli_error, run_cli
+from minitron.errors import MinitronError
 from minitron.importance import Scores
 
 
@@ -38,6 +39,30 @@ def test_score_then_prune_from_saved_scores(tiny_dir, tiny_data, tmp_path, monke
     assert stock_load(out) == record["params_after"] < record["params_before"]
 
 
+def test_scores_of_another_model_are_refused(tiny_dir, tiny_data, tmp_path, capsys):
+    """Scores carry the scored model's sizes and fingerprint; prune refuses them for any other model."""
+    from conftest import save_tiny
+
+    run_cli("score", "--model", tiny_dir, "--data", tiny_data, "--out", tmp_path / "scores", "--calib-seqs", 4,
+            "--seq-len", 32, "--criteria", "magnitude")
+    target = ["--target", "intermediate_size=48", "--criterion", "magnitude"]
+    same_sizes = save_tiny(tmp_path / "same-sizes", seed=7)  # same config, other weights
+    err = cli_error(capsys, "prune", "--model", same_sizes, "--scores", tmp_path / "scores", "--out",
+                    tmp_path / "a", *target)
+    assert "were computed on another model" in err and not (tmp_path / "a").exists()
+    wider = save_tiny(tmp_path / "wider", intermediate_size=128)
+    err = cli_error(capsys, "prune", "--model", wider, "--scores", tmp_path / "scores", "--out", tmp_path / "b",
+                    *target)
+    assert "intermediate_size=96" in err and "intermediate_size=128" in err and not (tmp_path / "b").exists()
+    bf16 = tmp_path / "bf16"  # the same model stored in another dtype is the same model
+    from transformers import AutoModelForCausalLM
+    import shutil
+    shutil.copytree(tiny_dir, bf16)
+    AutoModelForCausalLM.from_pretrained(tiny_dir, dtype="bfloat16").save_pretrained(bf16)
+    run_cli("prune", "--model", bf16, "--scores", tmp_path / "scores", "--out", tmp_path / "c", *target)
+    assert (tmp_path / "c" / "config.json").is_file()
+
+
 def test_prune_computes_scores_when_none_given(tiny_dir, tiny_data, tmp_path):
     out = tmp_path / "p"
     run_cli("prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--calib-seqs", 4, "--seq-len", 32,
@@ -54,6 +79,38 @@ def test_existing_output_is_refused_and_kept(tiny_dir, tiny_data, tmp_path, caps
     err = cli_error(capsys, "prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--target",
                 "intermediate_size=48")
     assert "already exists" in err and (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--drop-layers", "3-1"], "backwards"),
+    (["--target", ""], "prunes nothing"),
+    ([], "prunes nothing"),
+    (["--target", "hidden_size=64"], "prunes nothing"),
+])
+def test_no_op_prunes_are_refused(tiny_dir, tmp_path, capsys, args, message):
+    """An unpruned copy written with exit 0 would look like success."""
+    err = cli_error(capsys, "prune", "--model", tiny_dir, "--out", tmp_path / "out", *args)
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("target", ["hidden_size=32", {"hidden_size": "32"}, {"hidden_size": 32.5},
+                                    {"hidden_size": True}, ["hidden_size"]])
+def test_target_of_the_wrong_type_is_one_line(tiny_dir, tmp_path, target):
+    """A library call (or a config written by hand) with a string or float target."""
+    from minitron.prune import prune
+
+    with pytest.raises(MinitronError, match="target must be sizes like"):
+        prune(str(tiny_dir), target=target, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_seq_len_above_the_models_positions(tiny_dir, tiny_data, tmp_path, capsys):
+    err = cli_error(capsys, "score", "--model", tiny_dir, "--data", tiny_data, "--out", tmp_path / "s",
+                    "--seq-len", 300)
+    assert "max_position_embeddings (256)" in err and not (tmp_path / "s").exists()
+    err = cli_error(capsys, "eval", "--model", tiny_dir, "--data", tiny_data, "--seq-len", 300)
+    assert "max_position_embeddings (256)" in err
 
 
 @pytest.mark.parametrize("args,message", [

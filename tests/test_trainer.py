@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM
 from minitron.cli import main
 from minitron.data import TokenData
 from minitron.distill.losses import ForwardKL
+from minitron.errors import MinitronError
 from minitron.eval import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,12 +189,25 @@ BAD = {
     "tokenizer": (lambda w: ["--data", _other_tokenizer_data(w)], "made with another tokenizer"),
     "empty data": (lambda w: ["--data", str(Path(w["tmp"]).joinpath("empty").resolve())],
                    "not a minitron data directory"),
-    "tiny data": (lambda w: ["--data", _tiny_data_dir(w), "--seq-len", "400"], "fewer than one sequence of 401"),
+    "tiny data": (lambda w: ["--data", _tiny_data_dir(w), "--seq-len", "200"], "one sequence of 201"),
     "budget": (lambda w: ["--tokens", "100"], "less than one optimiser step"),
     "student": (lambda w: ["--student", str(w["tmp"])], "no config.json"),
     "no teacher": (lambda w: ["--teacher", str(w["tmp"] / "missing")], "does not exist"),
     "kd without teacher": (lambda w: ["--loss", "jsd", "--init", "random"], None),
     "layer pair": (lambda w: ["--hidden-loss", "mse", "--layer-pairs", "5:1"], "out of range"),
+    "temperature 0": (lambda w: ["--temperature", "0"], "--temperature must be"),
+    "top-k 0": (lambda w: ["--loss", "topk_kl", "--top-k", "0"], "--top-k must be"),
+    "jsd beta 2": (lambda w: ["--loss", "jsd", "--jsd-beta", "2"], "--jsd-beta must be"),
+    "lr nan": (lambda w: ["--lr", "nan"], "--lr"),
+    "lr -1": (lambda w: ["--lr", "-1"], "--lr must be"),
+    "min lr above lr": (lambda w: ["--lr", "1e-4", "--min-lr", "1e-3"], "--min-lr must be"),
+    "weight decay inf": (lambda w: ["--weight-decay", "inf"], "--weight-decay"),
+    "grad clip -1": (lambda w: ["--grad-clip", "-1"], "--grad-clip must be"),
+    "warmup -1": (lambda w: ["--warmup-steps", "-1"], "--warmup-steps must be"),
+    "keep 0": (lambda w: ["--keep-checkpoints", "0"], "--keep-checkpoints must be"),
+    "ce weight 2": (lambda w: ["--loss", "ce_kd", "--ce-weight", "2"], "--ce-weight must be"),
+    "seq len above the model's": (lambda w: ["--seq-len", "300", "--micro-batch", "1", "--global-batch-tokens", "300"],
+                                  "max_position_embeddings"),
 }
 
 
@@ -209,6 +223,29 @@ def test_bad_input_is_one_line(world, tmp_path, capsys, case):
     err = run_cli_error(argv, capsys)
     assert message in err
     assert not out.exists()  # nothing written
+
+
+def test_bad_values_in_a_library_call_or_yaml(world, tmp_path):
+    """Values the CLI's types would catch, given to `distill` directly (or typed wrongly in YAML)."""
+    from minitron.distill import TrainConfig, distill
+
+    base = dict(student=world["student"], teacher=world["teacher"], data=world["data"], out=tmp_path / "out")
+    for bad, message in [({"lr": float("nan")}, "--lr must be a positive number"),
+                         ({"lr": "3e-4"}, "--lr must be a positive number, not '3e-4'"),
+                         ({"tokens": 1.5}, "--tokens must be a positive whole number"),
+                         ({"loss": "kl"}, "--loss must be one of"),
+                         ({"temperature": float("inf")}, "--temperature must be")]:
+        with pytest.raises(MinitronError, match=message):
+            distill(TrainConfig(**base, **bad))
+        assert not (tmp_path / "out").exists()
+
+
+def test_bad_lr_leaves_nothing_so_the_corrected_rerun_starts(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert "--lr must be" in run_cli_error(distill_args(world, out, 4 * 128, "--lr", "-1"), capsys)
+    assert not out.exists()
+    main(distill_args(world, out, 2 * 128))
+    assert (out / "student").is_dir()
 
 
 def test_existing_run_is_not_clobbered(world, tmp_path, capsys):

@@ -59,6 +59,24 @@ def write_meta(out: Path, tokenizer, dtype: np.dtype, splits: dict, **extra) -> 
                                    "eos_token_id": tokenizer.eos_token_id, "splits": splits, **extra})
 
 
+def meta_problem(meta) -> str | None:
+    """What is missing or wrong in a loaded meta.json (None when every field `TokenData` reads is right)."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    if meta.get("dtype") not in ("uint16", "uint32"):
+        return f"dtype {meta.get('dtype')!r} is not uint16 or uint32"
+    splits = meta.get("splits")
+    for split in SPLITS:
+        tokens = splits.get(split, {}).get("tokens") if isinstance(splits, dict) and isinstance(
+            splits.get(split), dict) else None
+        if type(tokens) is not int or tokens < 0:
+            return f"splits.{split}.tokens is {tokens!r}, not a token count"
+    tok = meta.get("tokenizer")
+    if not isinstance(tok, dict) or not isinstance(tok.get("sha"), str) or type(tok.get("vocab_size")) is not int:
+        return "tokenizer has no sha and vocab_size"
+    return None
+
+
 @dataclass
 class TokenData:
     """Read-only view of a data directory."""
@@ -74,8 +92,12 @@ class TokenData:
         except FileNotFoundError:
             raise MinitronError(f"{path} is not a minitron data directory (no meta.json); "
                                 "make one with `minitron data`") from None
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise MinitronError(f"{path / 'meta.json'} is corrupt") from None
+        problem = meta_problem(meta)
+        if problem:
+            raise MinitronError(f"{path / 'meta.json'} is not a minitron data description ({problem}); "
+                                "rebuild the directory with `minitron data`")
         data = cls(path, meta)
         for split in SPLITS:
             expected = meta["splits"][split]["tokens"] * np.dtype(meta["dtype"]).itemsize

@@ -101,9 +101,7 @@ class TrainConfig:
         for name in ("student", "out"):
             if getattr(self, name) in (None, ""):
                 raise MinitronError(f"distill needs --{name}")
-        for name in ("tokens", "seq_len", "micro_batch", "global_batch_tokens", "chunk_tokens"):
-            if getattr(self, name) < 1:
-                raise MinitronError(f"--{name.replace('_', '-')} must be a positive number")
+        self._check_numbers()
         name = self.loss or ("forward_kl" if self.teacher else "ce")
         if name != "ce" and not self.teacher:
             raise MinitronError(f"--loss {name} needs a --teacher (or use --loss ce for conventional training)")
@@ -112,6 +110,38 @@ class TrainConfig:
         if self.hidden_loss and not self.layer_pairs:
             raise MinitronError("--hidden-loss needs --layer-pairs STUDENT:TEACHER ... (0-based decoder layers)")
         return name
+
+    def _check_numbers(self) -> None:
+        """Every number in range (and of the right type: a YAML config can hold anything)."""
+        def check(name: str, ok, what: str, kind=float):
+            value = getattr(self, name)
+            good = isinstance(value, int) and not isinstance(value, bool) if kind is int else (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+            if not good or not ok(value):
+                raise MinitronError(f"--{name.replace('_', '-')} must be {what}, not {value!r}")
+
+        for name in ("tokens", "seq_len", "micro_batch", "global_batch_tokens", "chunk_tokens", "top_k",
+                     "eval_seqs", "keep_checkpoints"):
+            check(name, lambda v: v >= 1, "a positive whole number", int)
+        for name in ("eval_every", "save_every", "seed"):
+            check(name, lambda v: v >= 0, "a whole number, 0 or more", int)
+        if self.warmup_steps is not None:
+            check("warmup_steps", lambda v: v >= 0, "a whole number, 0 or more", int)
+        check("temperature", lambda v: v > 0, "a positive number")
+        check("lr", lambda v: v > 0, "a positive number")
+        check("min_lr", lambda v: 0 <= v <= self.lr, f"a number from 0 to --lr ({self.lr:g})")
+        check("jsd_beta", lambda v: 0 < v < 1, "strictly between 0 and 1")
+        check("ce_weight", lambda v: 0 <= v <= 1, "from 0 to 1")
+        for name in ("weight_decay", "grad_clip", "hidden_weight"):
+            check(name, lambda v: v >= 0, "a number, 0 or more")
+        for name, choices in (("init", ("pretrained", "random")), ("hidden_loss", (None, "cosine", "mse")),
+                              ("loss", (None, "forward_kl", "reverse_kl", "jsd", "topk_kl", "ce_kd", "ce"))):
+            if getattr(self, name) not in choices:
+                raise MinitronError(f"--{name.replace('_', '-')} must be one of "
+                                    f"{', '.join(c for c in choices if c)}, not {getattr(self, name)!r}")
+        for name in ("student", "teacher", "data"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, Path)):
+                raise MinitronError(f"--{name} must be a path, not {getattr(self, name)!r}")
 
 
 # Settings that may change when a run is resumed; any other difference is refused.

@@ -28,7 +28,7 @@ from minitron.distill.config import Plan, TrainConfig, make_plan
 from minitron.distill.parallel import Env, Teacher, build_models, init_env
 from minitron.errors import MinitronError
 from minitron.eval import lm_loss, windows_in_batches
-from minitron.load import load_config, load_tokenizer
+from minitron.load import check_seq_len, load_config, load_tokenizer
 
 
 @dataclass
@@ -173,6 +173,9 @@ def open_inputs(cfg: TrainConfig, env: Env):
         tokenizer = load_tokenizer(cfg.teacher)
     s_config = load_config(cfg.student)
     t_config = load_config(cfg.teacher) if cfg.teacher else None
+    for spec, config in ((cfg.student, s_config), (cfg.teacher, t_config)):
+        if config is not None:
+            check_seq_len(config, cfg.seq_len, spec)
     if t_config is not None and t_config.vocab_size != s_config.vocab_size:
         raise MinitronError(f"teacher {cfg.teacher} and student {cfg.student} have different vocabularies "
                             f"({t_config.vocab_size:,} vs {s_config.vocab_size:,} tokens); distillation needs the "

@@ -16,7 +16,8 @@ from minitron.importance.scores import DEFAULT_CRITERIA, Scores, check_criteria,
 from minitron.importance.walk import compute_scores
 from minitron.io import refuse_existing
 from minitron.lazy import LazyModel, choose_stream
-from minitron.load import load_config, load_model, load_tokenizer, pick_device, resolve_model
+from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device, resolve_model
+from minitron.shards import Checkpoint
 
 ComputeDtype = Literal["float32", "bfloat16"]
 
@@ -60,7 +61,9 @@ def score(model: str = "default", data: Path | None = None, out: Path | None = N
     criteria = criteria or DEFAULT_CRITERIA
     if calib_seqs < 1 or seq_len < 2 or batch_size < 1:
         raise MinitronError("--calib-seqs, --batch-size must be at least 1 and --seq-len at least 2")
-    path, L = resolve_model(model), load_config(model).num_hidden_layers
+    config = load_config(model)
+    check_seq_len(config, seq_len, model)
+    path, L = resolve_model(model), config.num_hidden_layers
     bad = [k for k in block_sizes or [] if not 1 <= k < L]
     if bad:
         raise MinitronError(f"block sizes {bad} are impossible for a model of {L} layers (need 1 <= k < {L})")
@@ -73,7 +76,7 @@ def score(model: str = "default", data: Path | None = None, out: Path | None = N
     dev = pick_device(device)
     source = LazyModel.open(path, dev, compute) if streamed else load_model(model, dev, compute)
     result = compute_scores(source, batches, criteria, loss_batches, block_sizes or [], seed)
-    result.meta.update(teacher=str(model), compute_dtype=dtype,
+    result.meta.update(teacher=str(model), compute_dtype=dtype, fingerprint=Checkpoint.open(path).fingerprint(),
                        calibration={"data": str(data or "default corpus"), "num_seqs": calib_seqs,
                                     "seq_len": seq_len, "seed": seed})
     if out is not None:

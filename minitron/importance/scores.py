@@ -20,6 +20,7 @@ WIDTH_CRITERIA = ("activation", "wanda", "magnitude", "taylor", "random")
 DEFAULT_CRITERIA = ["activation", "wanda", "magnitude", "random"]
 Criterion = Literal["activation", "wanda", "magnitude", "taylor", "random"]
 Agg = Literal["mean", "l2", "var"]
+SIZE_NAMES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers")
 
 
 @dataclass
@@ -45,6 +46,28 @@ class Scores:
             raise MinitronError(f"the scores have no layer importance {key!r} (have: {', '.join(have)}); "
                                 "run `minitron score --layer-loss --block-sizes K`")
         return self.tensors[f"layers/{key}"]
+
+    def check_model(self, config, fingerprint: str, where: Path | str) -> None:
+        """Refuse scores computed on another model: other sizes (recorded, or the tensors' lengths) or, when
+        recorded, another weight fingerprint (`Checkpoint.fingerprint`)."""
+        sizes = {k: getattr(config, k) for k in SIZE_NAMES}
+        recorded = self.meta.get("sizes") or {}
+        differ = [k for k in SIZE_NAMES if k in recorded and recorded[k] != sizes[k]]
+        if differ:
+            raise MinitronError(f"the scores in {where} are for a model with "
+                                f"{', '.join(f'{k}={recorded[k]}' for k in differ)}, but this one has "
+                                f"{', '.join(f'{k}={sizes[k]}' for k in differ)}; score this model")
+        lengths = {"hidden": sizes["hidden_size"], "mlp": sizes["intermediate_size"]}
+        for name, t in self.tensors.items():
+            part = name.rsplit("/", 1)[-1]
+            if (part in lengths and t.shape[-1] != lengths[part]) or (
+                    name.startswith("layers/") and t.shape[0] > sizes["num_hidden_layers"]):
+                raise MinitronError(f"the scores in {where} do not fit this model ({name} has shape "
+                                    f"{tuple(t.shape)}); score this model")
+        if self.meta.get("fingerprint") not in (None, fingerprint):
+            raise MinitronError(f"the scores in {where} were computed on another model ({self.meta.get('teacher')}, "
+                                f"weights fingerprint {self.meta['fingerprint']}, this model's is {fingerprint}) "
+                                "with the same sizes; score this model")
 
     def save(self, out: Path, overwrite: bool = False) -> Path:
         with atomic_dir(out, overwrite) as tmp:
@@ -93,8 +116,7 @@ def random_tensors(config, seed: int) -> dict[str, torch.Tensor]:
 def model_meta(model: nn.Module, criteria: list[str]) -> dict:
     """What a Scores record says about the scored model (works on a meta-device skeleton too)."""
     return dict(criteria=sorted(criteria), params=count_params(model),
-                sizes={k: getattr(model.config, k) for k in ("hidden_size", "intermediate_size", "num_attention_heads",
-                                                             "num_key_value_heads", "num_hidden_layers")})
+                sizes={k: getattr(model.config, k) for k in SIZE_NAMES})
 
 
 def check_streamable(criteria: list[str]) -> None:

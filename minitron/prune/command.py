@@ -21,6 +21,7 @@ from minitron.load import load_config, load_generation_config, load_model, load_
 from minitron.prune.plan import (LayerCriterion, apply_plan, check_target, describe, make_plan, params_of,
                                  parse_layers, stored_dtype, target_config)
 from minitron.prune.write import write_pruned
+from minitron.shards import Checkpoint
 
 
 def needed_scores(config, tokenizer, model: str, sizes: dict, drop: list[int] | None, criterion: str,
@@ -84,6 +85,8 @@ def prune(model: str = "default", target: dict[str, int] | None = None, drop_lay
     refuse_existing(out, overwrite)
     saved = Scores.load(scores) if scores is not None else None
     path = resolve_model(model)
+    if saved is not None:
+        saved.check_model(config, Checkpoint.open(path).fingerprint(), scores)
     streamed = choose_stream(path, stream)
     if streamed and saved is None:
         check_streamable([criterion])

@@ -24,12 +24,16 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
     try:
         for part in filter(None, (p.strip() for p in spec.split(","))):
             lo, _, hi = part.partition("-")
+            if int(hi or lo) < int(lo):
+                raise MinitronError(f"--drop-layers {part!r} is backwards; write {hi}-{lo}")
             layers.update(range(int(lo), int(hi or lo) + 1))
     except ValueError:
         raise MinitronError(f"--drop-layers {spec!r}: expected layer numbers and ranges like 16-31,3") from None
     bad = sorted(i for i in layers if not 0 <= i < num_layers)
     if bad:
         raise MinitronError(f"--drop-layers names layer(s) {bad} but the model has layers 0-{num_layers - 1}")
+    if not layers:
+        raise MinitronError(f"--drop-layers {spec!r} names no layers")
     if len(layers) >= num_layers:
         raise MinitronError(f"--drop-layers would remove all {num_layers} layers; keep at least one")
     return sorted(layers)
@@ -37,6 +41,9 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
 
 def check_target(config, target: dict[str, int], drop: list[int] | None = None) -> dict[str, int]:
     """The student's sizes (teacher's sizes overridden by `target`), or a clear refusal."""
+    if not isinstance(target, dict) or not all(isinstance(k, str) and type(v) is int for k, v in target.items()):
+        raise MinitronError(f"target must be sizes like hidden_size=384,intermediate_size=1024 (a mapping of "
+                            f"names to whole numbers), not {target!r}")
     unknown = sorted(set(target) - set(PRUNABLE_SIZES))
     if unknown:
         raise MinitronError(f"cannot prune {', '.join(unknown)}; a target may set {', '.join(PRUNABLE_SIZES)}")
@@ -45,6 +52,9 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
         if not 1 <= v <= teacher[k]:
             raise MinitronError(f"target {k}={v} is impossible: it must be between 1 and the teacher's {teacher[k]}")
     sizes = {**teacher, **target}
+    if sizes == teacher and not drop:  # an unpruned copy written with exit 0 would look like success
+        raise MinitronError(f"the target prunes nothing: give --target sizes smaller than the teacher's, e.g. "
+                            f"hidden_size={teacher['hidden_size'] // 2}, or --drop-layers")
     if drop:
         if "num_hidden_layers" in target and target["num_hidden_layers"] != teacher["num_hidden_layers"] - len(drop):
             raise MinitronError(f"--drop-layers removes {len(drop)} layers but the target asks for "
