@@ -42,6 +42,7 @@ from minitron.distill.losses import ForwardKL
 from minitron.distill.config import TrainConfig
 from minitron.distill.loop import adamw
 from minitron.distill.parallel import DistillModel, Teacher, speed_options
+from minitron.eval import autocast  # the trainer's: bf16 on CUDA, fp32 on the CPU
 from minitron.importance.stats import ActivationRecorder
 from minitron.prune import check_target, target_config
 
@@ -105,11 +106,6 @@ class PeakMemory:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def autocast(device: torch.device):
-    """As the trainer: bf16 autocast on CUDA, plain fp32 on CPU (bf16 is several times slower on CPUs)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def matmul_peak(device: torch.device) -> float:
@@ -313,15 +309,14 @@ def run(preset: str, device: torch.device, steps: int, warmup: int, big_tokens: 
     setup = Setup(device, t_config, s_config, seq_len, micro_batch)
     teacher = setup.build(t_config, torch.bfloat16 if device.type == "cuda" else torch.float32, seed=0).eval()
     teacher.requires_grad_(False)
-    student_meta = setup.build(s_config, torch.float32, seed=1)
+    with torch.device("meta"):  # sizes only: no weights allocated
+        student_meta = AutoModelForCausalLM.from_config(s_config)
     per_token = flops_per_token(student_meta, seq_len, True) + flops_per_token(teacher, seq_len, False)
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "threads": torch.get_num_threads(), "preset": preset,
               "teacher_params": sum(p.numel() for p in teacher.parameters()),
               "student_params": sum(p.numel() for p in student_meta.parameters()),
               "vocab_size": t_config.vocab_size, "seq_len": seq_len, "steps": steps}
-    del student_meta
-    release()
     report["matmul_flops"] = matmul_peak(device)
     print(f"{report['device']}: teacher {report['teacher_params']:,} -> student {report['student_params']:,} "
           f"parameters; matmul {report['matmul_flops'] / 1e12:.2f} TFLOP/s", flush=True)

@@ -10,7 +10,6 @@ and N processes train on the same global batch, and a resumed run on the same ba
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ from minitron.distill.checkpoint import (MetricsLog, jsonable, load_checkpoint, 
 from minitron.distill.config import Plan, TrainConfig, make_plan
 from minitron.distill.parallel import Env, Teacher, build_models, init_env
 from minitron.errors import MinitronError
-from minitron.eval import lm_loss, windows_in_batches
+from minitron.eval import autocast, lm_loss, windows_in_batches
 from minitron.load import check_seq_len, load_config, load_tokenizer
 
 
@@ -99,10 +98,6 @@ def label_weights(batch: dict) -> torch.Tensor:
     """1 for every label that counts (the loss mask of chat data), per label token: (B, T)."""
     mask = batch.get("loss_mask")
     return torch.ones(batch["input_ids"][:, 1:].shape) if mask is None else mask.float()
-
-
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: torch.device) -> torch.Tensor:
