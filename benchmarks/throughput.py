@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import ctypes
 import gc
 import json
@@ -42,7 +43,7 @@ from minitron.distill.losses import ForwardKL
 from minitron.distill.config import TrainConfig
 from minitron.distill.loop import adamw
 from minitron.distill.parallel import DistillModel, Teacher, speed_options
-from minitron.eval import autocast  # the trainer's: bf16 on CUDA, fp32 on the CPU
+from minitron.eval import autocast  # the trainer's: bf16 on CUDA (and with precision=bf16), else fp32
 from minitron.importance.stats import ActivationRecorder
 from minitron.prune import check_target, target_config
 
@@ -175,11 +176,11 @@ def plain_loss(teacher, student, ids: torch.Tensor) -> torch.Tensor:
     return F.kl_div(s, t, log_target=True, reduction="batchmean")
 
 
-def minitron_loss(teacher: Teacher, model: DistillModel, ids: torch.Tensor) -> torch.Tensor:
+def minitron_loss(teacher: Teacher, model: DistillModel, ids: torch.Tensor, bf16: bool) -> torch.Tensor:
     """minitron's loss: the trainer's teacher pass (hidden states only) and DistillModel (chunked loss)."""
     x, y = ids[:, :-1], ids[:, 1:]
     w = torch.ones(y.shape, device=ids.device)
-    with autocast(ids.device):
+    with autocast(ids.device, bf16):
         with torch.no_grad():
             t_hidden, t_states = teacher(x)
         total = model(x, y, w, (t_hidden, t_states, teacher.head_weight()))
@@ -193,16 +194,21 @@ def make_plain(setup: Setup, teacher_lm):
 
 def make_minitron(setup: Setup, teacher_lm, **options):
     """minitron's step as the trainer builds it: `TrainConfig(**options)` (e.g. compile=True) decides the speed
-    and memory options (`speed_options`) and the optimiser (`adamw`: fused on CUDA)."""
+    and memory options (`speed_options`), the precision (the teacher held in bf16 when it computes in bf16) and
+    the optimiser (`adamw`: fused on CUDA)."""
     cfg = TrainConfig(lr=setup.lr, **{"chunk_tokens": 1024, **options})
+    bf16 = cfg.bf16(setup.device)
     student = speed_options(setup.build(setup.student_config, torch.float32, seed=1).train(), cfg, True)
+    if bf16 and teacher_lm.dtype != torch.bfloat16:  # the CPU presets build an fp32 teacher
+        teacher_lm = copy.deepcopy(teacher_lm).to(torch.bfloat16)
     teacher = Teacher(teacher_lm, ())
     model = DistillModel(student, ForwardKL(), None, 1.0, cfg.chunk_tokens, (None, None))
-    return model, adamw(cfg, model, setup.device), lambda ids: minitron_loss(teacher, model, ids)
+    return model, adamw(cfg, model, setup.device), lambda ids: minitron_loss(teacher, model, ids, bf16)
 
 
 # Trainer options measured beside its defaults (`--experiments`); each is a TrainConfig setting.
-EXPERIMENTS = {"compile": dict(compile=True), "ckpt": dict(activation_checkpointing=True),
+EXPERIMENTS = {"bf16": dict(precision="bf16"), "bf16_ckpt": dict(precision="bf16", activation_checkpointing=True),
+               "compile": dict(compile=True), "ckpt": dict(activation_checkpointing=True),
                "compile_ckpt": dict(compile=True, activation_checkpointing=True)}
 
 

@@ -71,10 +71,11 @@ def windows_in_batches(windows: dict[str, Tensor], batch_size: int) -> list[dict
     return [{k: v[i:i + batch_size] for k, v in windows.items()} for i in range(0, n, batch_size)]
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain fp32 on the CPU (bf16 is several times slower on CPUs)."""
-    return (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-            else contextlib.nullcontext())
+def autocast(device: torch.device, bf16: bool | None = None):
+    """bf16 autocast (matmuls in bf16, weights and reductions in fp32) or plain fp32. By default bf16 on CUDA and
+    fp32 on the CPU, where only CPUs with native bf16 (AVX512-BF16, AMX) gain from it (`TrainConfig.precision`)."""
+    bf16 = device.type == "cuda" if bf16 is None else bf16
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 @torch.no_grad()

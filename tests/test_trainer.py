@@ -294,3 +294,18 @@ def test_compile_and_activation_checkpointing_train_the_same(world, tmp_path):
     b = load_file(tmp_path / "ckpt" / "student" / "model.safetensors")
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_bf16_precision_trains_close_to_fp32(world, tmp_path):
+    """--precision bf16 on the CPU: matmuls under bf16 autocast, the teacher held in bf16, the student's weights
+    still fp32 and saved in fp32; its losses follow the fp32 run's within bf16 rounding, and they differ from it
+    (so autocast really ran)."""
+    runs = {}
+    for name in ("fp32", "bf16"):
+        main(distill_args(world, tmp_path / name, 3 * 128, "--eval-every", "0", "--lr", "1e-3",
+                          "--precision", name))
+        runs[name] = [m["loss"] for m in read_metrics(tmp_path / name)]
+    assert runs["bf16"] == pytest.approx(runs["fp32"], rel=3e-2)
+    assert runs["bf16"] != runs["fp32"]
+    saved = load_file(tmp_path / "bf16" / "student" / "model.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.float32}

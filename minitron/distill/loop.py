@@ -66,7 +66,7 @@ def distill(cfg: TrainConfig) -> DistillResult:
             t = time.perf_counter()
             batches = [data.sample("train", cfg.micro_batch, cfg.seq_len, cfg.seed, step, m)
                        for m in range(env.rank, plan.n_micro, env.world)]  # this rank's share of the global batch
-            loss, grad_norm, lr = train_step(model, teacher, optimizer, batches, cfg.grad_clip, env)
+            loss, grad_norm, lr = train_step(model, teacher, optimizer, batches, cfg.grad_clip, env, cfg.bf16(env.device))
             scheduler.step()
             record = {"step": step, "tokens": step * plan.tokens_per_step, "loss": loss, "lr": lr,
                       "grad_norm": grad_norm, "tokens_per_s": plan.tokens_per_step / (time.perf_counter() - t)}
@@ -100,10 +100,11 @@ def label_weights(batch: dict) -> torch.Tensor:
     return torch.ones(batch["input_ids"][:, 1:].shape) if mask is None else mask.float()
 
 
-def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: torch.device) -> torch.Tensor:
-    """Summed per-token loss of one micro-batch (teacher forward included)."""
+def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: torch.device,
+               bf16: bool) -> torch.Tensor:
+    """Summed per-token loss of one micro-batch (teacher forward included), under bf16 autocast if `bf16`."""
     ids, w = batch["input_ids"].to(device), label_weights(batch).to(device)
-    with autocast(device):
+    with autocast(device, bf16):
         targets = None
         if teacher is not None:
             with torch.no_grad():
@@ -113,7 +114,7 @@ def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: t
 
 
 def train_step(model: nn.Module, teacher: Teacher | None, optimizer, batches: list[dict], grad_clip: float,
-               env: Env) -> tuple[float, float, float]:
+               env: Env, bf16: bool) -> tuple[float, float, float]:
     """Accumulate gradients over this rank's micro-batches, clip, step: (mean loss per token, grad norm, lr)."""
     n_tokens = max(1.0, env.all_sum(sum(label_weights(b).sum().item() for b in batches)))
     optimizer.zero_grad(set_to_none=True)
@@ -121,7 +122,7 @@ def train_step(model: nn.Module, teacher: Teacher | None, optimizer, batches: li
     for i, batch in enumerate(batches):
         if env.world > 1:
             model.set_requires_gradient_sync(i == len(batches) - 1)
-        loss = micro_loss(model, teacher, batch, env.device)
+        loss = micro_loss(model, teacher, batch, env.device, bf16)
         (loss * (env.world / n_tokens)).backward()  # FSDP averages over ranks: this makes it a global mean
         total += loss.item()
     grad_norm = clip_gradients(model, grad_clip)

@@ -204,7 +204,7 @@ def build_models(cfg: TrainConfig, loss: str, env: Env, s_config, t_config) -> t
     pairs = layer_pairs(cfg, s_config, t_config) if cfg.hidden_loss else []
     teacher = None
     if loss != "ce":
-        dtype = torch.bfloat16 if env.device.type == "cuda" else torch.float32
+        dtype = torch.bfloat16 if cfg.bf16(env.device) else torch.float32
         teacher = Teacher(speed_options(load_lm(cfg.teacher, dtype, env), cfg, False), tuple(j for _, j in pairs))
         shard(teacher, teacher.lm, env)
     torch.manual_seed(cfg.seed)
