@@ -15,23 +15,29 @@ import matplotlib.pyplot as plt  # noqa: E402
 MODELS = ("teacher", "pruned", "distilled")
 
 
-def plot_training(log: list[dict], metrics: dict, out: Path) -> Path | None:
-    """Training loss and validation loss against tokens, with the teacher's and pruned model's loss as lines."""
+def plot_training(log: list[dict], metrics: dict, out: Path, objective: str = "distillation loss") -> Path | None:
+    """Two panels against training tokens: the training objective (e.g. KL to the teacher) and the validation
+    cross-entropy, with the teacher's and the pruned model's validation loss as lines. They are different
+    quantities, so they get separate axes."""
     train = [(r["tokens"], r["loss"]) for r in log if "loss" in r]
     val = [(r["tokens"], r["val_loss"]) for r in log if r.get("val_loss") is not None]
     if not train:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(*zip(*train), lw=1, alpha=0.7, label="training loss (distillation objective)")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(*zip(*train), lw=1, alpha=0.8)
+    left.set_title(f"training objective ({objective})", fontsize=10)
+    left.set_ylabel("nats/token")
     if val:
-        ax.plot(*zip(*val), "o-", label="student validation LM loss")
+        right.plot(*zip(*val), "o-", label="student")
     for name, style in (("teacher", "--"), ("pruned", ":")):
         if metrics.get(name, {}).get("val_loss") is not None:
-            ax.axhline(metrics[name]["val_loss"], ls=style, c="gray", label=f"{name} validation LM loss")
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("loss (nats/token)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+            right.axhline(metrics[name]["val_loss"], ls=style, c="gray", label=name)
+    right.set_title("validation cross-entropy (held-out tokens)", fontsize=10)
+    right.set_ylabel("nats/token")
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.set_xlabel("training tokens")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -76,7 +82,10 @@ def write_report(run: Path) -> Path:
     """report.md (and plots) for a run directory holding metrics.json."""
     metrics = json.loads((run / "metrics.json").read_text())
     log = run / "distill" / "metrics.jsonl"
-    training = plot_training([r for _, r in read_jsonl(log)] if log.is_file() else [], metrics, run / "loss.png")
+    train_config = run / "distill" / "train_config.json"
+    objective = json.loads(train_config.read_text())["loss"] if train_config.is_file() else "distillation loss"
+    training = plot_training([r for _, r in read_jsonl(log)] if log.is_file() else [], metrics, run / "loss.png",
+                             objective.replace("_", " "))
     importance = plot_importance(run / "scores", run / "importance.png")
     t, p, d = (metrics.get(k, {}) for k in MODELS)
     lines = [f"# minitron run `{run.name}`", "",
