@@ -44,6 +44,23 @@ ROWS = {  # name: (description, changes to BASE); every row but one runs under b
     "b1k-min0": ("cosine decay to 0", dict(min_lr=0.0)),
     "b1k-nowarm": ("no warm-up (default: 5% of the steps)", dict(warmup_steps=0)),
     "b1k-s512": ("sequences of 512 (2 x 512)", dict(seq_len=512, micro_batch=2)),
+    # other shapes of about the same size (the demo's: hidden 384, MLP 1024, 6 heads, 30 layers, 67.6M)
+    "shape-576-768-18L": ("hidden 576, MLP 768, 9 heads, 18 layers (68.2M)",
+                          dict(target=dict(intermediate_size=768, num_hidden_layers=18))),
+    "shape-480-1024-22L": ("hidden 480, MLP 1024, 6 heads, 22 layers (68.2M)",
+                           dict(target=dict(hidden_size=480, intermediate_size=1024, num_attention_heads=6,
+                                            num_hidden_layers=22))),
+    "shape-576-1024-15L": ("hidden 576, MLP 1024, 9 heads, 15 layers (68.1M)",
+                           dict(target=dict(intermediate_size=1024, num_hidden_layers=15))),
+    "shape-576-768-6h-20L": ("hidden 576, MLP 768, 6 heads, 20 layers (68.2M)",
+                             dict(target=dict(intermediate_size=768, num_attention_heads=6, num_hidden_layers=20))),
+    "shape-576-512-22L": ("hidden 576, MLP 512, 9 heads, 22 layers (67.3M)",
+                          dict(target=dict(intermediate_size=512, num_hidden_layers=22))),
+    "shape-576-1536-11L": ("hidden 576, MLP 1536, 9 heads, 11 layers: depth only (67.3M)",
+                           dict(target=dict(num_hidden_layers=11))),
+    "shape-432-1024-26L": ("hidden 432, MLP 1024, 6 heads, 26 layers (68.7M)",
+                           dict(target=dict(hidden_size=432, intermediate_size=1024, num_attention_heads=6,
+                                            num_hidden_layers=26))),
 }
 
 
@@ -58,20 +75,31 @@ def main() -> None:
     torch.manual_seed(0)
     data = TokenData.open(default_data("default"))
     val = data.fixed("val", args.val_seqs, 256)["input_ids"].split(4)
-    pruned = args.work / "pruned"
-    if not (pruned / "config.json").is_file():
-        prune(model="default", target=TARGET, out=pruned, calib_seqs=32, seq_len=256, overwrite=True)
     results = load_results(args)
     results["teacher"] = {"val_loss": lm_loss(load_model("default"), val)}
-    results["pruned"] = {"val_loss": lm_loss(load_model(pruned), val)}
+    results["pruned"] = {"val_loss": lm_loss(load_model(pruned_student(args, TARGET)), val)}
     for name in args.rows:
-        recipe = {**BASE, **ROWS[name][1]}
+        changes = dict(ROWS[name][1])
+        target = changes.pop("target", TARGET)
+        pruned = pruned_student(args, target)
+        recipe = {**BASE, **changes}
         row = train(args, name, recipe, pruned, data)
+        if target != TARGET:
+            row["pruned_val_loss"] = lm_loss(load_model(pruned), val)
         row["val_loss"] = lm_loss(load_model(args.work / name / "student"), val)
         results[name] = row
         print(f"{name:>12}  val loss {row['val_loss']:.3f}  {row['tokens_per_s']:.0f} tok/s  ({row['wall_s']:.0f} s)",
               flush=True)
         write_report(args, results)
+
+
+def pruned_student(args, target: dict) -> Path:
+    """The teacher pruned to `target` by activation importance (layers by the best contiguous block), once."""
+    name = "pruned" if target == TARGET else "pruned-" + "-".join(str(v) for v in target.values())
+    out = args.work / name
+    if not (out / "config.json").is_file():
+        prune(model="default", target=target, out=out, calib_seqs=32, seq_len=256, overwrite=True)
+    return out
 
 
 def load_results(args) -> dict:
@@ -108,16 +136,17 @@ def write_report(args, results: dict) -> None:
              f"{args.val_seqs} × 256 tokens of the held-out split, as in the demo's report. Teacher {teacher:.3f}, "
              f"pruned student {pruned:.3f}. One run on 2 CPU cores (AVX512-BF16).", "",
              f"Reproduce: `.venv/bin/python benchmarks/recipe.py --tokens {args.tokens}`", "",
-             "| row | recipe (changes to b1k) | steps | val loss | perplexity | gap closed | tokens/s | speed vs b1k | wall time |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| row | recipe (changes to b1k) | steps | pruned val loss | val loss | perplexity | gap closed | tokens/s | "
+             "speed vs b1k | wall time |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, (desc, _) in ROWS.items():
         row = results.get(name)
         if row is None or "recipe" not in row:
             continue
         steps = args.tokens // row["recipe"]["global_batch_tokens"]
-        closed = (pruned - row["val_loss"]) / (pruned - teacher)
+        start = row.get("pruned_val_loss", pruned)  # the shapes' own pruned students
+        closed = (start - row["val_loss"]) / (start - teacher)
         speed = f"{row['tokens_per_s'] / base:.2f}×" if base else ""
-        lines.append(f"| {name} | {desc} | {steps} | {row['val_loss']:.3f} | {math.exp(row['val_loss']):,.1f} | "
+        lines.append(f"| {name} | {desc} | {steps} | {start:.3f} | {row['val_loss']:.3f} | {math.exp(row['val_loss']):,.1f} | "
                      f"{closed:.0%} | {row['tokens_per_s']:.0f} | {speed} | {row['wall_s']:.0f} s |")
     lines += ["", "Every row but *b1k-fp32* runs under bf16 autocast (`--precision bf16`); *b1k-fp32* shows what "
               "the precision alone changes.", ""]

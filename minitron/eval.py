@@ -71,6 +71,15 @@ def windows_in_batches(windows: dict[str, Tensor], batch_size: int) -> list[dict
     return [{k: v[i:i + batch_size] for k, v in windows.items()} for i in range(0, n, batch_size)]
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def autocast(device: torch.device, bf16: bool | None = None):
     """bf16 autocast (matmuls in bf16, weights and reductions in fp32) or plain fp32. By default bf16 on CUDA and
     fp32 on the CPU, where only CPUs with native bf16 (AVX512-BF16, AMX) gain from it (`TrainConfig.precision`)."""

@@ -11,6 +11,7 @@ and N processes train on the same global batch, and a resumed run on the same ba
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from minitron.distill.checkpoint import (MetricsLog, jsonable, load_checkpoint, 
 from minitron.distill.config import Plan, TrainConfig, make_plan
 from minitron.distill.parallel import Env, Teacher, build_models, init_env
 from minitron.errors import MinitronError
-from minitron.eval import autocast, lm_loss, windows_in_batches
+from minitron.eval import autocast, cpu_has_native_bf16, lm_loss, windows_in_batches
 from minitron.load import check_seq_len, load_config, load_tokenizer
 
 
@@ -46,6 +47,9 @@ def distill(cfg: TrainConfig) -> DistillResult:
     """Run (or resume) the training that `cfg` describes (see `TrainConfig` for every setting)."""
     loss_name = cfg.validate()  # cheap checks first
     env = init_env(cfg.device)
+    if cfg.bf16(env.device) and env.device.type == "cpu" and not cpu_has_native_bf16() and env.is_main:
+        print("warning: this CPU has no native bf16 (AVX512-BF16 or AMX); --precision bf16 will be slower than "
+              "--precision fp32 here", file=sys.stderr, flush=True)
     data, tokenizer, s_config, t_config = open_inputs(cfg, env)
     plan = make_plan(cfg, data.num_tokens("train"), data.num_tokens("val"), env.world, data.path)
     model, teacher = build_models(cfg, loss_name, env, s_config, t_config)
