@@ -46,7 +46,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
     """Score, prune to a target, distil from the teacher, evaluate all three models and write a report.
 
     Args:
-        teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory or a .gguf file
+        teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory, a Hub id (org/name) or a .gguf file
         target: student sizes, e.g. hidden_size=384,intermediate_size=1024,num_attention_heads=6 (required)
         out: run directory (default: runs/<teacher name>-pruned)
         data: token data directory from `minitron data` (default: the default corpus in the teacher's tokenizer)

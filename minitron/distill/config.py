@@ -23,11 +23,11 @@ class TrainConfig:
 
     # --- models and data
     student: str | None = None
-    """student model, a Hugging Face directory (e.g. the output of `minitron prune`); required"""
+    """student model, a Hugging Face directory (e.g. the output of `minitron prune`) or a Hub id; required"""
     out: Path | None = None
     """run directory (student/, checkpoints/, metrics.jsonl, train_config.json); required"""
     teacher: str | None = None
-    """teacher model ('default', a Hugging Face directory or a .gguf); omit for plain training"""
+    """teacher model ('default', a Hugging Face directory, a Hub id or a .gguf); omit for plain training"""
     data: str | None = None
     """token data directory from `minitron data` (default: the default corpus)"""
     init: Literal["pretrained", "random"] = "pretrained"
