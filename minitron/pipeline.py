@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 
@@ -33,16 +33,18 @@ from minitron.io import write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.prune import check_target, params_of, prune, target_config
 from minitron.report import write_report
+from minitron.tracking import check_report_to
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
+UNRECORDED = ("student", "out", "resume", "device", "report_to")  # paths in the run; what a resume may change
 CONTINUATION = "A Python list is"  # plain text, no chat template: what distillation on documents teaches
-SET_BY_COMPRESS = ("student", "out", "teacher", "data", "device", "resume", "overwrite")  # of the distill section
+SET_BY_COMPRESS = ("student", "out", "teacher", "data", "device", "resume", "overwrite", "report_to")  # of distill
 
 
 def compress(teacher: str = "default", target: dict[str, int] | None = None, out: Path | None = None,
              data: Path | None = None, calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
              distill: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, report_to: list[Literal["tensorboard", "wandb"]] | None = None) -> dict:
     """Score, prune to a target, distil from the teacher, evaluate all three models and write a report.
 
     Args:
@@ -59,6 +61,8 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
         device: auto, cpu or cuda
         resume: continue an interrupted run (recorded stages are kept, distillation continues from its checkpoint)
         overwrite: delete an existing run directory and start again
+        report_to: also send the distillation's metrics (and settings) to TensorBoard (RUN/distill/tensorboard)
+            and/or Weights & Biases
     """
     if not target:
         raise MinitronError("compress needs --target, e.g. hidden_size=384,intermediate_size=1024 "
@@ -66,6 +70,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
     for name in SET_BY_COMPRESS:
         if getattr(distill, name) != getattr(TrainConfig(), name):
             raise MinitronError(f"compress sets distill.{name} itself; leave it out (use the top-level settings)")
+    check_report_to(report_to)
     run = Path(out) if out is not None else Path("runs") / (Path(teacher).name.removesuffix(".gguf") + "-pruned")
     if run.exists() and not (resume or overwrite):
         raise MinitronError(f"{run} already exists; pass --resume to continue it or --overwrite to start again")
@@ -84,13 +89,13 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
 
     record = Record(run)
     train = replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher,
-                    data=str(tokens.path), device=device, resume=(run / "distill").exists())
+                    data=str(tokens.path), device=device, resume=(run / "distill").exists(), report_to=report_to)
     record.stage("data", {"teacher": teacher, "data": str(data) if data else None},
                  lambda: {"data": str(tokens.path), "train_tokens": tokens.num_tokens("train")})
     record.stage("score", {"calib_seqs": calib_seqs, "seq_len": distill.seq_len},
                  lambda: score_stage(teacher, tokens, run, calib_seqs, distill.seq_len, device))
     record.stage("prune", {"target": sizes}, lambda: prune_stage(teacher, target, run, device))
-    record.stage("distill", {k: v for k, v in asdict(train).items() if k not in ("student", "out", "resume", "device")},
+    record.stage("distill", {k: v for k, v in asdict(train).items() if k not in UNRECORDED},
                  lambda: distill_stage(train, run))  # paths inside the run are left out: a moved run resumes
     record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
                  lambda: evaluate_stage(teacher, run, tokens, val_seqs, distill.seq_len, prompt, sizes, config,

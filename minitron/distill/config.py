@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from minitron.errors import MinitronError
+from minitron.tracking import check_report_to
 
 LossName = Literal["forward_kl", "reverse_kl", "jsd", "topk_kl", "ce_kd", "ce"]
 
@@ -95,6 +96,9 @@ class TrainConfig:
     """continue from the newest checkpoint in --out"""
     overwrite: bool = False
     """delete an existing --out and start again"""
+    report_to: list[Literal["tensorboard", "wandb"]] | None = None
+    """also send every metric of metrics.jsonl, and this config, to TensorBoard (OUT/tensorboard) and/or
+    Weights & Biases (needs `wandb login`)"""
 
     def validate(self) -> str:
         """Refuse bad values before anything is loaded or written; returns the logit loss to use."""
@@ -102,6 +106,7 @@ class TrainConfig:
             if getattr(self, name) in (None, ""):
                 raise MinitronError(f"distill needs --{name}")
         self._check_numbers()
+        check_report_to(self.report_to)
         name = self.loss or ("forward_kl" if self.teacher else "ce")
         if name != "ce" and not self.teacher:
             raise MinitronError(f"--loss {name} needs a --teacher (or use --loss ce for conventional training)")
@@ -146,7 +151,7 @@ class TrainConfig:
 
 # Settings that may change when a run is resumed; any other difference is refused.
 RESUMABLE_CHANGES = {"out", "tokens", "resume", "overwrite", "device", "eval_every", "eval_seqs", "save_every",
-                     "keep_checkpoints", "chunk_tokens", "compile", "activation_checkpointing"}
+                     "keep_checkpoints", "chunk_tokens", "compile", "activation_checkpointing", "report_to"}
 
 
 @dataclass
