@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from minitron.errors import MinitronError
 from minitron.io import read_jsonl, write_atomic
-from minitron.load import DEFAULT_MODEL, default_gguf, resolve_model
+from minitron.load import DEFAULT_MODEL, HUB_ID, default_gguf, resolve_model
 
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model 'default' is a quantised copy of
 EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3")  # model types `minitron export` writes to GGUF
@@ -88,8 +88,8 @@ def hub_id(spec: str | None) -> str | None:
     cached = re.search(r"models--([^/]+)--([^/]+)/snapshots/", str(spec))
     if cached:
         return f"{cached[1]}/{cached[2]}"
-    if not Path(spec).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
-        return spec
+    if not Path(spec).exists() and HUB_ID.fullmatch(spec):
+        return spec.partition("@")[0]  # org/name[@revision]
     return None
 
 
@@ -99,14 +99,17 @@ def name_of(spec: str | None) -> str:
 
 
 def teacher_license(teacher: str | None) -> str | None:
-    """The teacher's licence: its README.md front matter (directories) or general.license (GGUF files)."""
+    """The teacher's licence: its README.md front matter (directories, Hub ids) or general.license (GGUF files)."""
     if not teacher:
         return None
     path = default_gguf() if teacher == DEFAULT_MODEL else Path(teacher)
     if path.is_file() and path.suffix == ".gguf":
         field = gguf.GGUFReader(path).fields.get("general.license")
         return field.contents() if field is not None else None
-    card = path / "README.md"
+    try:
+        card = resolve_model(teacher) / "README.md"  # a directory or a Hub id (whose snapshot has the card)
+    except MinitronError:
+        return None
     if card.is_file():
         match = re.match(r"---\n(.*?)\n---", card.read_text(), re.S)
         if match:

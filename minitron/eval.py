@@ -119,7 +119,7 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512
     speed of greedy generation.
 
     Args:
-        model: model to evaluate ('default', a Hugging Face directory or a .gguf)
+        model: model to evaluate ('default', a Hugging Face directory, a Hub id or a .gguf)
         data: token data directory from `minitron data` (default: the default corpus)
         seq_len: tokens per validation window
         num_seqs: validation windows (fewer if the split is smaller; always the first ones)

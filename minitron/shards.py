@@ -30,6 +30,7 @@ from minitron.errors import MinitronError
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
+PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")  # pickle checkpoints, refused by name
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
           "BOOL": torch.bool}
@@ -74,6 +75,19 @@ def _weight_map(index: Path) -> dict[str, str]:
     return weight_map
 
 
+def require_safetensors(root: Path, pickles: list[str] | None = None) -> None:
+    """Refuse a directory without safetensors weights in one line, naming its pickle weights file if it has
+    one (`pickles`: the pickle files elsewhere, e.g. in the Hub repository the directory came from)."""
+    if (root / INDEX).is_file() or (root / SINGLE).is_file():
+        return
+    pickles = pickles if pickles is not None else sorted(str(p) for g in PICKLE_WEIGHTS for p in root.glob(g))
+    if pickles:
+        raise MinitronError(f"{pickles[0]} is a pickle checkpoint: minitron loads safetensors weights only (a pickle "
+                            f"can run code when loaded); convert it if you trust it (transformers' from_pretrained "
+                            "then save_pretrained writes safetensors)")
+    raise MinitronError(f"model directory {root} has no {SINGLE} or {INDEX}")
+
+
 class Checkpoint:
     """The tensors of a safetensors checkpoint directory, read lazily from their files."""
 
@@ -85,12 +99,11 @@ class Checkpoint:
         """Read the index and every shard's header; refuse a missing shard, an index naming tensors a
         shard lacks, or a truncated file, naming the file."""
         root = Path(root)
+        require_safetensors(root)
         if (root / INDEX).is_file():
             weight_map = _weight_map(root / INDEX)
-        elif (root / SINGLE).is_file():
-            weight_map = dict.fromkeys(_read_headers(root / SINGLE), SINGLE)
         else:
-            raise MinitronError(f"model directory {root} has no {SINGLE} or {INDEX}")
+            weight_map = dict.fromkeys(_read_headers(root / SINGLE), SINGLE)
         files, specs = {}, {}
         for shard in sorted(set(weight_map.values())):
             named = [n for n, f in weight_map.items() if f == shard]

@@ -9,6 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minitron"
 LAYERS = [
     ["minitron.errors", "minitron.arch"],
     ["minitron.io", "minitron.shards"],
+    ["minitron.tracking"],  # --report-to: metric records to TensorBoard / W&B
     ["minitron.load", "minitron.lazy"],
     ["minitron.card", "minitron.export"],  # model cards and GGUF export: a model directory in, a file out
     ["minitron.chat"],  # the chat formats (and the package itself, which imports nothing)

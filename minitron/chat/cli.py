@@ -126,7 +126,7 @@ def chat(model: str = "default", template: Template = "auto", system: str | None
     prompt, /tool TEXT answers a tool call, /exit (or Ctrl-D) leaves.
 
     Args:
-        model: 'default', a Hugging Face directory or a .gguf file
+        model: 'default', a Hugging Face directory, a Hub id (org/name) or a .gguf file
         template: chat format: auto (the model's own template, else guessed from its tokens), nemotron,
             chatml, mistral (Mistral-NeMo via mistral-common) or model (the tokenizer's own)
         system: system prompt
@@ -198,7 +198,7 @@ def generate(model: str = "default", prompt: str | None = None, input: Path | No
     "system"; output records add "reply", "stopped" (ended with the stop token) and parsed "tool_calls".
 
     Args:
-        model: 'default', a Hugging Face directory or a .gguf file
+        model: 'default', a Hugging Face directory, a Hub id (org/name) or a .gguf file
         prompt: one user message to answer
         input: JSONL file of prompts to answer in batches
         output: where to write the JSONL replies for --input (default: print them)

@@ -27,7 +27,7 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
         source: text files, directories, .jsonl files or saved Hugging Face datasets (default: the
             Python and Linux documentation sources from Debian's python3.11-doc and linux-doc-6.1)
         out: output directory (default: the minitron cache, keyed by tokenizer)
-        tokenizer: model whose tokenizer to use ('default', a Hugging Face directory or a .gguf)
+        tokenizer: model whose tokenizer to use ('default', a Hugging Face directory, a Hub id or a .gguf)
         glob: which files to read inside directories
         text_field: the text field of JSONL records and dataset rows
         val_fraction: share of documents held out for validation

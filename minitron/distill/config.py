@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from minitron.errors import MinitronError
+from minitron.tracking import check_report_to
 
 LossName = Literal["forward_kl", "reverse_kl", "jsd", "topk_kl", "ce_kd", "ce"]
 
@@ -23,11 +24,11 @@ class TrainConfig:
 
     # --- models and data
     student: str | None = None
-    """student model, a Hugging Face directory (e.g. the output of `minitron prune`); required"""
+    """student model, a Hugging Face directory (e.g. the output of `minitron prune`) or a Hub id; required"""
     out: Path | None = None
     """run directory (student/, checkpoints/, metrics.jsonl, train_config.json); required"""
     teacher: str | None = None
-    """teacher model ('default', a Hugging Face directory or a .gguf); omit for plain training"""
+    """teacher model ('default', a Hugging Face directory, a Hub id or a .gguf); omit for plain training"""
     data: str | None = None
     """token data directory from `minitron data` (default: the default corpus)"""
     init: Literal["pretrained", "random"] = "pretrained"
@@ -99,6 +100,9 @@ class TrainConfig:
     """continue from the newest checkpoint in --out"""
     overwrite: bool = False
     """delete an existing --out and start again"""
+    report_to: list[Literal["tensorboard", "wandb"]] | None = None
+    """also send every metric of metrics.jsonl, and this config, to TensorBoard (OUT/tensorboard) and/or
+    Weights & Biases (needs `wandb login`)"""
 
     def bf16(self, device: torch.device) -> bool:
         """Whether this run computes in bf16 on `device` (see `precision`)."""
@@ -110,6 +114,7 @@ class TrainConfig:
             if getattr(self, name) in (None, ""):
                 raise MinitronError(f"distill needs --{name}")
         self._check_numbers()
+        check_report_to(self.report_to)
         name = self.loss or ("forward_kl" if self.teacher else "ce")
         if name != "ce" and not self.teacher:
             raise MinitronError(f"--loss {name} needs a --teacher (or use --loss ce for conventional training)")
@@ -154,7 +159,7 @@ class TrainConfig:
 
 # Settings that may change when a run is resumed; any other difference is refused.
 RESUMABLE_CHANGES = {"out", "tokens", "resume", "overwrite", "device", "eval_every", "eval_seqs", "save_every",
-                     "keep_checkpoints", "chunk_tokens", "compile", "activation_checkpointing"}
+                     "keep_checkpoints", "chunk_tokens", "compile", "activation_checkpointing", "report_to"}
 
 
 @dataclass

@@ -29,6 +29,7 @@ from minitron.distill.parallel import Env, Teacher, build_models, init_env
 from minitron.errors import MinitronError
 from minitron.eval import autocast, cpu_has_native_bf16, lm_loss, windows_in_batches
 from minitron.load import check_seq_len, load_config, load_tokenizer
+from minitron.tracking import Tracker
 
 
 @dataclass
@@ -62,6 +63,7 @@ def distill(cfg: TrainConfig) -> DistillResult:
         write_json(out / "train_config.json", {"config": jsonable(asdict(cfg)), "plan": asdict(plan),
                                                "world_size": env.world, "loss": loss_name})
     log = MetricsLog(out / "metrics.jsonl", start, env.is_main)
+    tracker = Tracker(cfg.report_to, out, jsonable(asdict(cfg)), start, env.is_main)  # --report-to: the same records
     record = log.records[-1] if log.records else {"loss": float("nan")}
     t0 = time.perf_counter()
     with tqdm(total=plan.steps, initial=min(start, plan.steps), unit="step", dynamic_ncols=True,
@@ -80,11 +82,13 @@ def distill(cfg: TrainConfig) -> DistillResult:
                 if env.is_main:
                     bar.write(f"step {step}: loss {loss:.4f}, val_loss {record['val_loss']:.4f}")
             log.write(record)
+            tracker.log(record)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             bar.update(1)
             if (cfg.save_every and step % cfg.save_every == 0) or last:
                 save_checkpoint(out, step, step * plan.tokens_per_step, model, optimizer, scheduler, env,
                                 cfg.keep_checkpoints)
+    tracker.close()
     seconds, steps = time.perf_counter() - t0, max(start, plan.steps)
     val_loss = record.get("val_loss") if start < plan.steps else validate(model, val, cfg, env)
     student = save_student(cfg, model, s_config, tokenizer, steps, env)

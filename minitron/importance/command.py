@@ -38,7 +38,7 @@ def score(model: str = "default", data: Path | None = None, out: Path | None = N
     """Score the importance of every hidden channel, head, MLP neuron and layer from activations.
 
     Args:
-        model: teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory or a .gguf file
+        model: teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory, a Hub id (org/name) or a .gguf file
         data: token data directory from `minitron data` (default: the default corpus)
         out: directory to save the scores (scores.safetensors + scores.json)
         criteria: width criteria to compute: activation, wanda, magnitude, taylor, random

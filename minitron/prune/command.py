@@ -48,7 +48,7 @@ def prune(model: str = "default", target: dict[str, int] | None = None, drop_lay
     """Prune a model to a target size and write a Hugging Face checkpoint (with pruning.json).
 
     Args:
-        model: teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory or a .gguf file
+        model: teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory, a Hub id (org/name) or a .gguf file
         target: sizes to prune to, e.g. hidden_size=4096,intermediate_size=11520 (also num_attention_heads,
             num_key_value_heads, num_hidden_layers)
         drop_layers: explicit layers to remove, e.g. 16-31
