@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import importlib
 import inspect
 import json
@@ -23,6 +22,7 @@ from typing import Any, Callable
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from minitron.errors import MinitronError
+from minitron.io import SafetensorError, disk_problem
 
 # command -> ("module:function" it runs, one-line summary). Only the module of the command being run is imported,
 # so `minitron --help` starts fast and torch is imported only when a command runs.
@@ -217,12 +217,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"minitron: error: {e}", file=sys.stderr)
         sys.exit(1)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # outside an atomic output (which says more itself)
         if debug:
             raise
-        if e.errno == errno.ENOSPC:
-            print(f"minitron: error: no space left on device{f' writing {e.filename}' if e.filename else ''}; "
-                  "free some disk space and run again (nothing already written was lost)", file=sys.stderr)
+        problem, name = disk_problem(e), getattr(e, "filename", None)
+        if problem:
+            print(f"minitron: error: {problem}{f' writing {name}' if name else ''}; free some disk space and run "
+                  "again (nothing already written was lost)", file=sys.stderr)
         else:
             print(f"minitron: error: {e}", file=sys.stderr)
         sys.exit(1)

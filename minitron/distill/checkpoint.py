@@ -7,7 +7,6 @@ atomically: a kill or a full disk leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
-import errno
 import json
 import random
 import re
@@ -28,7 +27,7 @@ from minitron.card import write_model_card
 from minitron.distill.config import RESUMABLE_CHANGES, TrainConfig
 from minitron.distill.parallel import Env
 from minitron.errors import MinitronError
-from minitron.io import atomic_dir, save_hf, write_atomic, write_json
+from minitron.io import DiskFull, atomic_dir, save_hf, write_atomic, write_json
 from minitron.load import load_generation_config
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, gathered on CPU (rank 0)
@@ -167,13 +166,20 @@ def save_checkpoint(out: Path, step: int, tokens: int, model: nn.Module, optimiz
             write_checkpoint(out / "checkpoints" / f"step-{step}", model_sd, optim_sd, state)
             for old in checkpoint_dirs(out)[:-max(1, keep)]:
                 shutil.rmtree(old, ignore_errors=True)
-        except OSError as e:
+        except (DiskFull, OSError) as e:
             kept = (f"the previous checkpoint {previous[-1].name} is intact" if previous
                     else "no earlier checkpoint exists")
-            problem = "no space left on device" if e.errno == errno.ENOSPC else f"{e.strerror or e}"
-            failed = f"{problem} while saving checkpoint step-{step}; {kept}: fix it and rerun with --resume"
+            failed = f"{_problem(e)} while saving checkpoint step-{step}; {kept}: {_advice(e)} and rerun with --resume"
     if env.all_sum(failed is not None):
         raise MinitronError(failed or f"saving checkpoint step-{step} failed on rank 0 (see its message)")
+
+
+def _problem(e: Exception) -> str:
+    return e.problem if isinstance(e, DiskFull) else f"{e.strerror or e}"
+
+
+def _advice(e: Exception) -> str:
+    return "free some disk space" if isinstance(e, DiskFull) else "fix it"
 
 
 def save_student(cfg: TrainConfig, model: nn.Module, s_config, tokenizer, step: int, env: Env) -> Path:
@@ -187,9 +193,9 @@ def save_student(cfg: TrainConfig, model: nn.Module, s_config, tokenizer, step: 
             with atomic_dir(path, overwrite=True) as tmp:
                 save_hf(student, tokenizer, tmp, load_generation_config(s_config, cfg.student, cfg.teacher))
                 write_model_card(tmp, teacher=cfg.teacher, run=Path(cfg.out), name=f"{Path(cfg.out).name}/student")
-        except OSError as e:
-            failed = (f"{e.strerror or e} while writing {path}; the checkpoint of step {step} is intact: "
-                      "fix it and rerun with --resume")
+        except (DiskFull, OSError) as e:
+            failed = (f"{_problem(e)} while writing {path}; the checkpoint of step {step} is intact: "
+                      f"{_advice(e)} and rerun with --resume")
     if env.all_sum(failed is not None):
         raise MinitronError(failed or f"writing {path} failed on rank 0 (see its message)")
     return path

@@ -1,0 +1,125 @@
+"""Bad conditions a user meets for real: a disk that fills while writing, signals during a run, a second
+writer, outputs that must not be clobbered, input that is not what it claims. Each gets one line, a non-zero
+exit and loses nothing already written (docs/reliability.md lists them all)."""
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import build_tiny_data, cli_error, run_cli, save_tiny
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--seq-len", "32", "--micro-batch", "2", "--global-batch-tokens", "128", "--eval-seqs", "4",
+         "--eval-every", "0"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny teacher, a smaller student and token data."""
+    tmp = tmp_path_factory.mktemp("world")
+    teacher = save_tiny(tmp / "teacher", seed=0)
+    student = save_tiny(tmp / "student", seed=1, num_hidden_layers=2, hidden_size=48, num_attention_heads=4)
+    return dict(teacher=teacher, student=student, data=build_tiny_data(tmp, teacher), tmp=tmp)
+
+
+def distill_args(w, out, steps, *extra):
+    return ["distill", "--teacher", w["teacher"], "--student", w["student"], "--data", w["data"], "--tokens",
+            steps * 128, "--out", out, *SMALL, *extra]
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Temporary directories, lock files or `.old` copies beside the outputs."""
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+# ---------------------------------------------------------------- a disk that fills
+
+@contextmanager
+def file_size_limit(nbytes: int):
+    """The OS refuses (EFBIG) every write past `nbytes` of a file in this process: real writes through
+    safetensors, transformers and plain files fail the way they do on a full disk (SIGXFSZ is ignored, so the
+    write fails instead of killing the process)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+
+
+def full_disk_error(capsys, limit: int, *args) -> str:
+    with file_size_limit(limit):
+        err = cli_error(capsys, *args)
+    assert "file too large" in err and ("nothing half-written was left" in err or "free some disk space" in err)
+    return err
+
+
+def test_full_disk_data_score_prune(world, tmp_path, capsys):
+    """Every command that writes a directory: one line, nothing half-written, an earlier output untouched."""
+    corpus = world["tmp"] / "data-text"
+    err = full_disk_error(capsys, 4096, "data", "--source", corpus, "--tokenizer", world["teacher"], "--out",
+                          tmp_path / "d", "--glob", "*.txt")
+    assert f"writing {tmp_path / 'd'}" in err and not (tmp_path / "d").exists()
+    err = full_disk_error(capsys, 1024, "score", "--model", world["teacher"], "--data", world["data"], "--out",
+                          tmp_path / "s", "--calib-seqs", 4, "--seq-len", 32, "--criteria", "magnitude")
+    assert f"writing {tmp_path / 's'}" in err and not (tmp_path / "s").exists()
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "earlier.txt").write_text("keep me")
+    target = ["--target", "intermediate_size=64", "--criterion", "magnitude", "--overwrite"]
+    for how in ("--no-stream", "--stream"):  # save_hf (transformers -> safetensors) and the streamed writer
+        err = full_disk_error(capsys, 16384, "prune", "--model", world["teacher"], "--data", world["data"],
+                              "--out", tmp_path / "p", how, *target)
+        assert f"writing {tmp_path / 'p'}" in err
+        assert [p.name for p in (tmp_path / "p").iterdir()] == ["earlier.txt"]
+    assert leftovers(tmp_path) == []
+
+
+def test_full_disk_in_distill_keeps_the_previous_checkpoint(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = distill_args(world, out, 4, "--save-every", "2", "--keep-checkpoints", "2")
+    run_cli(*argv)
+    want = load_file(out / "student" / "model.safetensors")
+    shutil.rmtree(out / "student")
+    shutil.rmtree(out / "checkpoints" / "step-4")  # as if killed after step 2's checkpoint
+    err = full_disk_error(capsys, 65536, *argv, "--resume")  # the checkpoint of step 4 does not fit
+    assert "while saving checkpoint step-4" in err and "step-2 is intact" in err and "--resume" in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2"]
+    run_cli(*argv, "--resume")
+    shutil.rmtree(out / "student")  # the final save fails alone
+    err = full_disk_error(capsys, 65536, *argv, "--resume")
+    assert f"writing {out / 'student'}" in err and "checkpoint of step 4 is intact" in err
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "metrics.jsonl", "train_config.json"]
+    run_cli(*argv, "--resume")
+    got = load_file(out / "student" / "model.safetensors")
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_a_real_full_file_system(world, tmp_path):
+    """ENOSPC from a real 256 KiB tmpfs (mounted in a user namespace): safetensors raises SafetensorError, not
+    OSError; the user sees one line, and the earlier output on that file system is untouched."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-Urm", "true"]).returncode != 0:
+        pytest.skip("no user namespaces here to mount a small tmpfs (the file-size-limit tests cover the same path)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = ('mount -t tmpfs -o size=256k tmpfs "$0" && mkdir "$0/p" && echo keep > "$0/p/earlier.txt" && '
+              '"$@"; rc=$?; find "$0" | sort; exit $rc')
+    cmd = ["unshare", "-Urm", "sh", "-c", script, str(disk), sys.executable, "-m", "minitron", "prune", "--model",
+           str(world["teacher"]), "--data", str(world["data"]), "--target", "intermediate_size=64", "--criterion",
+           "magnitude", "--out", str(disk / "p"), "--overwrite"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"minitron: error: no space left on device writing "
+                                                          f"{disk / 'p'}"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.split("\n")[-4:] == [str(disk), str(disk / "p"), str(disk / "p" / "earlier.txt"), ""]
