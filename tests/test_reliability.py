@@ -123,3 +123,140 @@ def test_a_real_full_file_system(world, tmp_path):
                                                           f"{disk / 'p'}"), proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout.split("\n")[-4:] == [str(disk), str(disk / "p"), str(disk / "p" / "earlier.txt"), ""]
+
+
+# ---------------------------------------------------------------- resume
+
+def test_resume_accepts_the_same_inputs_spelt_differently_and_refuses_other_tokens(world, tmp_path, capsys,
+                                                                                     monkeypatch):
+    monkeypatch.chdir(world["tmp"])
+    out = tmp_path / "run"
+    run = ["distill", "--out", out, "--save-every", "1", *SMALL]
+    run_cli(*run, "--teacher", "./teacher", "--student", "student/", "--data", "data", "--tokens", 2 * 128)
+    shutil.rmtree(out / "student")
+    shutil.rmtree(out / "checkpoints" / "step-2")
+    absolute = ["--teacher", world["teacher"], "--student", world["student"], "--data", world["data"]]
+    err = cli_error(capsys, *run, *absolute, "--tokens", 4 * 128, "--resume")
+    assert "cannot resume" in err and "--tokens 512" in err and "planned for --tokens 256" in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1"]
+    run_cli(*run, *absolute, "--tokens", 2 * 128, "--resume")
+    assert (out / "student" / "model.safetensors").is_file()
+    assert "resuming" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- signals
+
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def reference(world):
+    """The student of an uninterrupted run, to compare interrupted and resumed runs with."""
+    out = world["tmp"] / "reference"
+    run_cli(*distill_args(world, out, STEPS, "--lr", "1e-3"))
+    return load_file(out / "student" / "model.safetensors")
+
+
+def assert_same_weights(path, want):
+    got = load_file(Path(path) / "model.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def interrupted_line(err: str, signame: str, out: Path) -> int:
+    """The step of the one line an interrupted run ends with (no traceback)."""
+    assert "Traceback" not in err, err
+    last = err.replace("\r", "\n").rstrip().splitlines()[-1]
+    prefix = f"minitron: interrupted by {signame} at step "
+    assert last.startswith(prefix) and last.endswith("; resume with --resume"), err
+    step = int(last[len(prefix):].split(";")[0])
+    assert f"checkpoint saved to {out / 'checkpoints' / f'step-{step}'}" in last
+    return step
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_is_exact(world, reference, tmp_path):
+    """What a scheduler does before killing a job: the step finishes, a checkpoint is saved, exit 143."""
+    out = tmp_path / "run"
+    argv = distill_args(world, out, STEPS, "--lr", "1e-3")  # --save-every 50: no checkpoint but the signal's
+    proc = subprocess.Popen([sys.executable, "-m", "minitron", *map(str, argv)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (
+            (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err
+    step = interrupted_line(err, "SIGTERM", out)
+    assert 3 <= step < STEPS and not (out / "student").exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [f"step-{step}"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == step
+    run_cli(*argv, "--resume")
+    assert_same_weights(out / "student", reference)
+
+
+def test_ctrl_c_during_distill_saves_and_resumes_exactly(world, reference, tmp_path, capsys, monkeypatch):
+    import minitron.distill.loop as loop
+
+    real, steps = loop.train_step, []
+
+    def train_step(*args):
+        steps.append(1)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of step 2
+        return real(*args)
+
+    monkeypatch.setattr(loop, "train_step", train_step)
+    out = tmp_path / "run"
+    argv = distill_args(world, out, STEPS, "--lr", "1e-3")
+    with pytest.raises(SystemExit) as e:
+        run_cli(*argv)
+    assert e.value.code == 130
+    assert interrupted_line(capsys.readouterr().err, "SIGINT", out) == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    monkeypatch.setattr(loop, "train_step", real)
+    run_cli(*argv, "--resume")
+    assert_same_weights(out / "student", reference)
+
+
+def test_sigterm_while_writing_leaves_nothing(world, tmp_path, capsys, monkeypatch):
+    """Any command: SIGTERM (like Ctrl-C) removes the half-written output and exits in one line."""
+    import minitron.data.build as build
+
+    real = build.ShardWriter.add
+
+    def add(self, *args):
+        if sum(self.docs.values()) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, *args)
+
+    monkeypatch.setattr(build.ShardWriter, "add", add)
+    with pytest.raises(SystemExit) as e:
+        run_cli("data", "--source", world["tmp"] / "data-text", "--tokenizer", world["teacher"], "--out",
+                tmp_path / "d", "--glob", "*.txt")
+    assert e.value.code == 143
+    assert capsys.readouterr().err.rstrip().splitlines()[-1] == "minitron: terminated; nothing half-written was left"
+    assert list(tmp_path.iterdir()) == []
+
+
+def mapped(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def test_ctrl_c_while_starting_is_one_line(world, tmp_path):
+    """Ctrl-C in the first second, while the command line loads (jsonargparse), then torch: one
+    line. (The signal is sent when the process has mapped the library, so the test does not depend on load.)"""
+    cmd = [sys.executable, "-m", "minitron", "prune", "--model", str(world["teacher"]), "--target",
+           "intermediate_size=64", "--criterion", "magnitude", "--out", str(tmp_path / "p")]
+    for library in ("yaml/_yaml", "libtorch_cpu"):
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while not mapped(proc.pid, library) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 130 and err.startswith("minitron: interrupted") and len(err.splitlines()) == 1, \
+            (library, err)
+    assert leftovers(tmp_path) == [] and not (tmp_path / "p").exists()

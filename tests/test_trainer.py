@@ -230,8 +230,13 @@ def test_existing_run_is_not_clobbered(world, tmp_path, capsys):
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     err = run_cli_error(distill_args(world, out, 4 * 128), capsys)
-    assert "--resume" in err and "--overwrite" in err
+    assert "is not a minitron run" in err
+    err = run_cli_error(distill_args(world, out, 4 * 128, "--overwrite"), capsys)
+    assert "is not a minitron run" in err and "--overwrite replaces only runs" in err
     assert (out / "precious.txt").read_text() == "keep me"
+    (out / "precious.txt").unlink()
+    main(distill_args(world, out, 128))  # into the empty directory
+    assert "already holds a run; pass --resume" in run_cli_error(distill_args(world, out, 128), capsys)
 
 
 def test_every_family_distils_the_plain_kd_loss(world, tmp_path, family):
