@@ -178,16 +178,17 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_is_exact(world, referenc
     out = tmp_path / "run"
     argv = distill_args(world, out, STEPS, "--lr", "1e-3")  # --save-every 50: no checkpoint but the signal's
     proc = subprocess.Popen([sys.executable, "-m", "minitron", *map(str, argv)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.nice(5))  # on a busy machine, this test still sees step 2 first
+    deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not (
-            (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3):
-        time.sleep(0.02)
+            (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 2):
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
-    err = proc.communicate(timeout=120)[1]
+    err = proc.communicate(timeout=300)[1]
     assert proc.returncode == 143, err
     step = interrupted_line(err, "SIGTERM", out)
-    assert 3 <= step < STEPS and not (out / "student").exists()
+    assert 2 <= step < STEPS and not (out / "student").exists()
     assert [p.name for p in (out / "checkpoints").iterdir()] == [f"step-{step}"]
     assert len((out / "metrics.jsonl").read_text().splitlines()) == step
     run_cli(*argv, "--resume")
@@ -260,3 +261,71 @@ def test_ctrl_c_while_starting_is_one_line(world, tmp_path):
         assert proc.returncode == 130 and err.startswith("minitron: interrupted") and len(err.splitlines()) == 1, \
             (library, err)
     assert leftovers(tmp_path) == [] and not (tmp_path / "p").exists()
+
+
+# ---------------------------------------------------------------- outputs that must not be clobbered, inputs
+
+def test_eval_out_is_not_overwritten_without_overwrite(world, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    out.write_text("earlier results")
+    args = ["eval", "--model", world["student"], "--data", world["data"], "--seq-len", 32, "--num-seqs", 2,
+            "--no-speed", "--out", out]
+    assert "already exists; pass --overwrite" in cli_error(capsys, *args)
+    assert out.read_text() == "earlier results"
+    run_cli(*args, "--overwrite")
+    assert '"val_loss"' in out.read_text() and leftovers(tmp_path) == []
+
+
+def test_overwriting_a_regular_file_leaves_no_old_copy(tmp_path):
+    from minitron.io import atomic_dir
+
+    (tmp_path / "out").write_text("a file where a directory goes")
+    with atomic_dir(tmp_path / "out", overwrite=True) as tmp:
+        (tmp / "x").write_text("new")
+    assert (tmp_path / "out" / "x").read_text() == "new" and leftovers(tmp_path) == []
+
+
+def test_compress_overwrite_refuses_what_is_not_a_run(world, tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("keep me")
+    err = cli_error(capsys, "compress", "--teacher", world["teacher"], "--target", "intermediate_size=64",
+                    "--data", world["data"], "--out", tmp_path / "mine", "--overwrite")
+    assert "is not a compress run" in err and (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"
+
+
+def test_a_second_writer_of_a_run_is_refused(world, tmp_path, capsys):
+    """distill and compress hold a lock on their run directory (taken here as another process would)."""
+    from minitron.io import output_lock
+
+    with output_lock(tmp_path / "run"):
+        err = cli_error(capsys, *distill_args(world, tmp_path / "run", 2))
+        assert "is being written by another process" in err
+        err = cli_error(capsys, "compress", "--teacher", world["teacher"], "--target", "intermediate_size=64",
+                        "--data", world["data"], "--out", tmp_path / "run", "--distill.tokens", 256,
+                        "--distill.seq-len", 32)
+        assert "is being written by another process" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_text_that_is_not_utf8_is_refused_naming_the_byte(world, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(world["tmp"] / "data-text", corpus)
+    (corpus / "doc999.txt").write_bytes("the café".encode("latin-1") + b" and more text")
+    err = cli_error(capsys, "data", "--source", corpus, "--tokenizer", world["teacher"], "--out", tmp_path / "d",
+                    "--glob", "*.txt")
+    assert f"{corpus / 'doc999.txt'} is not UTF-8 (byte 0xe9 at offset 7)" in err
+    assert not (tmp_path / "d").exists() and leftovers(tmp_path) == []
+
+
+def test_saved_datasets_are_checked_like_the_rest(world, tmp_path, capsys):
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["fine", None]}).save_to_disk(str(tmp_path / "holes"))
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "holes", broken)
+    for arrow in broken.glob("*.arrow"):
+        arrow.write_bytes(b"not arrow")
+    args = ["--tokenizer", world["teacher"], "--out", tmp_path / "d"]
+    assert "row 1: 'text' is NoneType, not text" in cli_error(capsys, "data", "--source", tmp_path / "holes", *args)
+    assert "is not a readable saved Hugging Face dataset" in cli_error(capsys, "data", "--source", broken, *args)
+    assert not (tmp_path / "d").exists()
