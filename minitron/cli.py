@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import importlib
 import inspect
 import json
 import re
+import signal
 import sys
+import threading
 import types
 import typing
 from typing import Any, Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
-from minitron.errors import MinitronError
+from minitron.errors import Interrupted, MinitronError
+from minitron.io import SafetensorError, disk_problem
 
 # command -> ("module:function" it runs, one-line summary). Only the module of the command being run is imported,
 # so `minitron --help` starts fast and torch is imported only when a command runs.
@@ -199,10 +201,21 @@ def quiet_transformers() -> None:
     logging.set_verbosity_error()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers send before killing a job), raised like Ctrl-C's KeyboardInterrupt so that every
+    output half-written is removed the same way."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     prog = f"minitron {argv[0]}" if argv and argv[0] in COMMANDS else "minitron"
+    main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers may be set
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         fn, kwargs = parse(argv)
         quiet_transformers()
@@ -212,23 +225,32 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"{prog}: error: {one_line(e.message)} (see {prog} --help)", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as e:  # stopped by a signal, after saving its state
+        print(f"minitron: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except MinitronError as e:
         if debug:
             raise
         print(f"minitron: error: {e}", file=sys.stderr)
         sys.exit(1)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # outside an atomic output (which says more itself)
         if debug:
             raise
-        if e.errno == errno.ENOSPC:
-            print(f"minitron: error: no space left on device{f' writing {e.filename}' if e.filename else ''}; "
-                  "free some disk space and run again (nothing already written was lost)", file=sys.stderr)
+        problem, name = disk_problem(e), getattr(e, "filename", None)
+        if problem:
+            print(f"minitron: error: {problem}{f' writing {name}' if name else ''}; free some disk space and run "
+                  "again (nothing already written was lost)", file=sys.stderr)
         else:
             print(f"minitron: error: {e}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("minitron: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        print(f"minitron: {'terminated' if terminated else 'interrupted'}; nothing half-written was left",
+              file=sys.stderr)
+        sys.exit(143 if terminated else 130)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

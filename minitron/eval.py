@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from minitron.arch import count_params
 from minitron.data import TokenData, default_data
 from minitron.errors import MinitronError
-from minitron.io import write_json
+from minitron.io import refuse_existing, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 
 
@@ -114,7 +114,7 @@ def _sync(device: torch.device) -> None:
 
 def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512, num_seqs: int = 32,
              batch_size: int = 4, speed: bool = True, new_tokens: int = 64, device: str = "auto",
-             out: Path | None = None) -> dict:
+             out: Path | None = None, overwrite: bool = False) -> dict:
     """Validation LM loss and perplexity on held-out tokens (the same windows for every model), and the
     speed of greedy generation.
 
@@ -128,7 +128,10 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512
         new_tokens: tokens generated for the speed measurement
         device: auto, cpu or cuda
         out: write the metrics to this JSON file
+        overwrite: replace an existing --out file
     """
+    if out is not None:
+        refuse_existing(Path(out), overwrite)
     tokenizer = load_tokenizer(model)
     tokens = TokenData.open(data if data is not None else default_data(model))
     tokens.check_tokenizer(tokenizer)

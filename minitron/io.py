@@ -2,16 +2,44 @@
 checkpoints that stock `transformers` loads."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from safetensors import SafetensorError
+
 from minitron.errors import MinitronError
+
+# What the OS means when it refuses a write for lack of room (not a bug of ours).
+DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EFBIG: "file too large for this file system (or above the shell's file-size limit)"}
+
+
+def disk_problem(e: BaseException) -> str | None:
+    """"no space left on device" (or a quota or file-size limit) when `e` is the OS refusing a write, else None.
+    safetensors reports it as a `SafetensorError` whose message ends in "(os error N)", not as an OSError."""
+    if isinstance(e, DiskFull):  # from an atomic file inside an atomic directory: named by the directory
+        return e.problem
+    code = e.errno if isinstance(e, OSError) else None
+    if isinstance(e, SafetensorError) and (m := re.search(r"\(os error (\d+)\)", str(e))):
+        code = int(m.group(1))
+    return DISK_ERRORS.get(code)
+
+
+class DiskFull(MinitronError):
+    """The OS refused to write `path` for lack of room; nothing half-written was left there."""
+
+    def __init__(self, problem: str, path: Path):
+        self.problem, self.path = problem, path
+        super().__init__(f"{problem} writing {path}; nothing half-written was left (an earlier {path.name} is "
+                         "untouched): free some space and run again")
 
 
 def refuse_existing(path: Path, overwrite: bool) -> None:
@@ -51,7 +79,7 @@ def atomic_dir(path: Path | str, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary sibling of `path`; on success it is renamed into place. The output is locked
     (`output_lock`) from start to end.
 
-    A crash (or a full disk) leaves the old `path` untouched and the temporary directory removed.
+    A crash (or a full disk: `DiskFull`) leaves the old `path` untouched and the temporary directory removed.
     """
     path = Path(path)
     with output_lock(path):
@@ -69,12 +97,23 @@ def _atomic_dir(path: Path) -> Iterator[Path]:
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.rename(path, old)
             os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            remove(old)
         else:
             os.rename(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        problem = disk_problem(e)
+        if problem:
+            raise DiskFull(problem, path) from None
         raise
+
+
+def remove(path: Path) -> None:
+    """Delete a directory tree or a file (what `--overwrite` replaces may be either)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -88,6 +127,11 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except BaseException as e:
+        problem = disk_problem(e)
+        if problem:
+            raise DiskFull(problem, path) from None
+        raise
     finally:
         Path(tmp).unlink(missing_ok=True)
 

@@ -29,7 +29,7 @@ from minitron.errors import MinitronError
 from minitron.card import write_model_card
 from minitron.eval import generation_speed, lm_loss, windows_in_batches
 from minitron.importance import Agg, Criterion, score
-from minitron.io import write_json
+from minitron.io import output_lock, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.prune import LayerCriterion, check_target, params_of, parse_layers, prune, target_config
 from minitron.report import write_report
@@ -82,6 +82,10 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
     run = Path(out) if out is not None else Path("runs") / (Path(teacher).name.removesuffix(".gguf") + "-pruned")
     if run.exists() and not (resume or overwrite):
         raise MinitronError(f"{run} already exists; pass --resume to continue it or --overwrite to start again")
+    empty = run.is_dir() and not any(run.iterdir())
+    if overwrite and run.exists() and not (empty or (run / "stages.json").is_file()):
+        raise MinitronError(f"{run} exists and is not a compress run (no stages.json); choose another --out "
+                            "(--overwrite replaces only runs)")
     # the front door: every check that needs no output comes before anything is written
     config = load_config(teacher)
     drop = parse_layers(drop_layers, config.num_hidden_layers) if drop_layers else None
@@ -92,28 +96,29 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
         raise MinitronError(f"the data has {tokens.num_tokens('train'):,} training tokens, fewer than the "
                             f"{distill.tokens:,} requested; add data or lower --distill.tokens")
     check_disk(run, params_of(target_config(config, sizes, drop)), distill.keep_checkpoints)
-    if overwrite and run.exists():
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
+    with output_lock(run):  # one writer per run directory
+        if overwrite and run.exists():
+            shutil.rmtree(run)
+        run.mkdir(parents=True, exist_ok=True)
 
-    record = Record(run)
-    train = replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher,
-                    data=str(tokens.path), device=device, resume=(run / "distill").exists(), report_to=report_to)
-    record.stage("data", {"teacher": teacher, "data": str(data) if data else None},
-                 lambda: {"data": str(tokens.path), "train_tokens": tokens.num_tokens("train")})
-    scoring = scores_needed(config, sizes, drop, criterion, layer_criterion)
-    pruning = dict(drop_layers=drop_layers, criterion=criterion, seq_agg=seq_agg, batch_agg=batch_agg,
-                   layer_criterion=layer_criterion)
-    record.stage("score", {"calib_seqs": calib_seqs, "seq_len": distill.seq_len, **beyond(scoring, SCORING)},
-                 lambda: score_stage(teacher, tokens, run, calib_seqs, distill.seq_len, device, **scoring))
-    record.stage("prune", {"target": sizes, **beyond(pruning, PRUNING)},
-                 lambda: prune_stage(teacher, target or {}, run, device, pruning))
-    record.stage("distill", {k: v for k, v in asdict(train).items() if k not in UNRECORDED},
-                 lambda: distill_stage(train, run))  # paths inside the run are left out: a moved run resumes
-    record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
-                 lambda: evaluate_stage(teacher, run, tokens, val_seqs, distill.seq_len, prompt, sizes, config,
-                                        pick_device(device), record))
-    report = write_report(run)
+        record = Record(run)
+        train = replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher,
+                        data=str(tokens.path), device=device, resume=(run / "distill").exists(), report_to=report_to)
+        record.stage("data", {"teacher": teacher, "data": str(data) if data else None},
+                     lambda: {"data": str(tokens.path), "train_tokens": tokens.num_tokens("train")})
+        scoring = scores_needed(config, sizes, drop, criterion, layer_criterion)
+        pruning = dict(drop_layers=drop_layers, criterion=criterion, seq_agg=seq_agg, batch_agg=batch_agg,
+                       layer_criterion=layer_criterion)
+        record.stage("score", {"calib_seqs": calib_seqs, "seq_len": distill.seq_len, **beyond(scoring, SCORING)},
+                     lambda: score_stage(teacher, tokens, run, calib_seqs, distill.seq_len, device, **scoring))
+        record.stage("prune", {"target": sizes, **beyond(pruning, PRUNING)},
+                     lambda: prune_stage(teacher, target or {}, run, device, pruning))
+        record.stage("distill", {k: v for k, v in asdict(train).items() if k not in UNRECORDED},
+                     lambda: distill_stage(train, run))  # paths inside the run are left out: a moved run resumes
+        record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
+                     lambda: evaluate_stage(teacher, run, tokens, val_seqs, distill.seq_len, prompt, sizes, config,
+                                            pick_device(device), record))
+        report = write_report(run)
     print(f"\nwrote {report} — distilled student in {run / 'student'}")
     return json.loads((run / "metrics.json").read_text())
 

@@ -1,6 +1,5 @@
 """The training loop: outputs, the loss it optimises, conventional training, exact resume after SIGKILL,
-a full disk while saving, and bad input through the command line."""
-import errno
+and bad input through the command line (a full disk and signals: test_reliability.py)."""
 import json
 import os
 import shutil
@@ -143,28 +142,6 @@ def test_resume_after_sigkill_is_exact(world, tmp_path):
     assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in want], rel=1e-5)
 
 
-def test_full_disk_keeps_previous_checkpoint(world, tmp_path, monkeypatch, capsys):
-    import safetensors.torch
-
-    out = tmp_path / "full"
-    argv = distill_args(world, out, 6 * 128, "--save-every", "2", "--eval-every", "0")
-    real, calls = safetensors.torch.save_file, []
-
-    def save_file(tensors, filename, *a, **k):
-        calls.append(filename)
-        if "step-4" in str(filename):
-            raise OSError(errno.ENOSPC, "No space left on device", str(filename))
-        return real(tensors, filename, *a, **k)
-
-    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
-    err = run_cli_error(argv, capsys)
-    assert "no space left on device while saving checkpoint step-4" in err and "step-2 is intact" in err
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-2"]  # no half-written step-4 left behind
-    monkeypatch.setattr(safetensors.torch, "save_file", real)
-    main(argv + ["--resume"])
-    assert [m["step"] for m in read_metrics(out)] == list(range(1, 7)) and (out / "student").is_dir()
-
-
 def _other_tokenizer_data(world):
     other = world["tmp"] / "other-model"
     if not other.exists():
@@ -253,8 +230,13 @@ def test_existing_run_is_not_clobbered(world, tmp_path, capsys):
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     err = run_cli_error(distill_args(world, out, 4 * 128), capsys)
-    assert "--resume" in err and "--overwrite" in err
+    assert "is not a minitron run" in err
+    err = run_cli_error(distill_args(world, out, 4 * 128, "--overwrite"), capsys)
+    assert "is not a minitron run" in err and "--overwrite replaces only runs" in err
     assert (out / "precious.txt").read_text() == "keep me"
+    (out / "precious.txt").unlink()
+    main(distill_args(world, out, 128))  # into the empty directory
+    assert "already holds a run; pass --resume" in run_cli_error(distill_args(world, out, 128), capsys)
 
 
 def test_every_family_distils_the_plain_kd_loss(world, tmp_path, family):

@@ -59,18 +59,36 @@ def _file_documents(path: Path, doc_id: str, text_field: str) -> Iterator[tuple[
                 raise MinitronError(f"{path}:{i} has no {text_field!r} field (set --text-field)")
             yield f"{doc_id}:{i}", str(record[text_field])
     else:
-        yield doc_id, path.read_text(encoding="utf-8", errors="replace")
+        yield doc_id, read_utf8(path)
+
+
+def read_utf8(path: Path) -> str:
+    """A text file's text; a file that is not UTF-8 is refused naming the first bad byte (never decoded wrongly
+    or with replacement characters without a word)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MinitronError(f"{path} is not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start:,}); convert it to "
+                            "UTF-8 (e.g. iconv -f latin1 -t utf-8) or leave it out") from None
 
 
 def _hf_dataset_documents(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
     import datasets  # lazy: CLI start-up speed (a heavy import, needed only for saved Hugging Face datasets)
 
-    ds = datasets.load_from_disk(str(path))
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError, TypeError) as e:  # missing or damaged files (pyarrow's are ValueErrors)
+        raise MinitronError(f"{path} is not a readable saved Hugging Face dataset ({str(e).splitlines()[0][:120]}); "
+                            "save it again with save_to_disk") from None
     parts = ds.items() if isinstance(ds, datasets.DatasetDict) else [("", ds)]
     for name, part in parts:
         if text_field not in part.column_names:
             raise MinitronError(f"dataset {path} has no column {text_field!r} (columns: {part.column_names})")
         for i, text in enumerate(part[text_field]):
+            if not isinstance(text, str):
+                raise MinitronError(f"dataset {path}{f' ({name})' if name else ''} row {i}: {text_field!r} is "
+                                    f"{type(text).__name__}, not text (set --text-field)")
             yield f"{path.name}:{name}:{i}", text
 
 

@@ -7,13 +7,14 @@ atomically: a kill or a full disk leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
-import errno
 import json
 import random
 import re
 import shutil
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import safetensors.torch  # called through the module, so a test can make save_file fail
@@ -28,7 +29,7 @@ from minitron.card import write_model_card
 from minitron.distill.config import RESUMABLE_CHANGES, TrainConfig
 from minitron.distill.parallel import Env
 from minitron.errors import MinitronError
-from minitron.io import atomic_dir, save_hf, write_atomic, write_json
+from minitron.io import DiskFull, atomic_dir, output_lock, save_hf, write_atomic, write_json
 from minitron.load import load_generation_config
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, gathered on CPU (rank 0)
@@ -45,8 +46,30 @@ def jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
+@contextmanager
+def run_lock(out: Path, env: Env) -> Iterator[None]:
+    """One writer per run directory: process 0 holds `output_lock(out)` for the whole run, and every process
+    learns whether it was refused."""
+    with ExitStack() as stack:
+        refused = None
+        if env.is_main:
+            try:
+                stack.enter_context(output_lock(out))
+            except MinitronError as e:
+                refused = e
+        if env.all_sum(refused is not None):
+            raise refused or MinitronError(f"{out} is being written by another process (see process 0's message)")
+        yield
+
+
+def is_run(out: Path) -> bool:
+    """Whether a directory is a minitron run (what `--overwrite` may delete)."""
+    return any((out / name).exists() for name in ("checkpoints", "metrics.jsonl", "train_config.json"))
+
+
 def prepare_out(cfg: TrainConfig, env: Env) -> Path | None:
-    """The checkpoint to resume from, after refusing to clobber an existing run or to resume a different one."""
+    """The checkpoint to resume from, after refusing to clobber an existing run (or anything that is not one)
+    or to resume a different one."""
     out = Path(cfg.out)
     found = checkpoint_dirs(out) if cfg.resume else []
     if found:
@@ -54,7 +77,10 @@ def prepare_out(cfg: TrainConfig, env: Env) -> Path | None:
     elif cfg.resume:
         if env.is_main:
             print(f"no checkpoint in {out / 'checkpoints'}: starting from step 0", flush=True)
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and not (out.is_dir() and not any(out.iterdir())):  # anything but an empty directory
+        if not (out.is_dir() and is_run(out)):
+            raise MinitronError(f"{out} exists and is not a minitron run (no checkpoints/, metrics.jsonl or "
+                                "train_config.json); choose another --out (--overwrite replaces only runs)")
         if not cfg.overwrite:
             raise MinitronError(f"{out} already holds a run; pass --resume to continue it or --overwrite to "
                                 "start again (or choose another --out)")
@@ -71,16 +97,37 @@ def prepare_out(cfg: TrainConfig, env: Env) -> Path | None:
 
 
 def check_resumable(cfg: TrainConfig) -> None:
+    """Refuse to resume a run with settings other than those it was started with. Inputs are compared as resolved
+    paths (`./data` and its absolute path are one input); --tokens may not change, since the learning-rate
+    schedule is planned over the whole budget (more tokens would silently reshape it mid-run)."""
     try:
-        saved = json.loads((Path(cfg.out) / "train_config.json").read_text())["config"]
+        started = json.loads((Path(cfg.out) / "train_config.json").read_text())
+        saved = started["config"]
     except (OSError, ValueError, KeyError):
         return
     now = jsonable(asdict(cfg))
+    saved.update(started.get("inputs") or input_paths(saved))
+    now.update(input_paths(now))
+    if saved.get("tokens") != now["tokens"]:
+        raise MinitronError(f"cannot resume {cfg.out} with --tokens {now['tokens']}: it was planned for --tokens "
+                            f"{saved.get('tokens')} (its learning-rate schedule decays over those); resume with "
+                            f"--tokens {saved.get('tokens')}, or train further in a new run from its student "
+                            f"(--student {Path(cfg.out) / 'student'} --out NEW)")
     diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
     if diff:
         k = diff[0]
         raise MinitronError(f"cannot resume {cfg.out}: it was started with --{k.replace('_', '-')} {saved.get(k)}, "
                             f"now {now[k]}; use the same settings or a new --out")
+
+
+INPUTS = ("student", "teacher", "data")
+
+
+def input_paths(settings: dict) -> dict:
+    """The model and data inputs of a run's settings, resolved where they are paths that exist (a Hub id or
+    'default' as given)."""
+    return {k: str(Path(v).resolve()) if v is not None and Path(v).exists() else v
+            for k in INPUTS for v in [settings.get(k)]}
 
 
 def _unshare(sd: dict) -> dict:
@@ -167,13 +214,20 @@ def save_checkpoint(out: Path, step: int, tokens: int, model: nn.Module, optimiz
             write_checkpoint(out / "checkpoints" / f"step-{step}", model_sd, optim_sd, state)
             for old in checkpoint_dirs(out)[:-max(1, keep)]:
                 shutil.rmtree(old, ignore_errors=True)
-        except OSError as e:
+        except (DiskFull, OSError) as e:
             kept = (f"the previous checkpoint {previous[-1].name} is intact" if previous
                     else "no earlier checkpoint exists")
-            problem = "no space left on device" if e.errno == errno.ENOSPC else f"{e.strerror or e}"
-            failed = f"{problem} while saving checkpoint step-{step}; {kept}: fix it and rerun with --resume"
+            failed = f"{_problem(e)} while saving checkpoint step-{step}; {kept}: {_advice(e)} and rerun with --resume"
     if env.all_sum(failed is not None):
         raise MinitronError(failed or f"saving checkpoint step-{step} failed on rank 0 (see its message)")
+
+
+def _problem(e: Exception) -> str:
+    return e.problem if isinstance(e, DiskFull) else f"{e.strerror or e}"
+
+
+def _advice(e: Exception) -> str:
+    return "free some disk space" if isinstance(e, DiskFull) else "fix it"
 
 
 def save_student(cfg: TrainConfig, model: nn.Module, s_config, tokenizer, step: int, env: Env) -> Path:
@@ -187,9 +241,9 @@ def save_student(cfg: TrainConfig, model: nn.Module, s_config, tokenizer, step: 
             with atomic_dir(path, overwrite=True) as tmp:
                 save_hf(student, tokenizer, tmp, load_generation_config(s_config, cfg.student, cfg.teacher))
                 write_model_card(tmp, teacher=cfg.teacher, run=Path(cfg.out), name=f"{Path(cfg.out).name}/student")
-        except OSError as e:
-            failed = (f"{e.strerror or e} while writing {path}; the checkpoint of step {step} is intact: "
-                      "fix it and rerun with --resume")
+        except (DiskFull, OSError) as e:
+            failed = (f"{_problem(e)} while writing {path}; the checkpoint of step {step} is intact: "
+                      f"{_advice(e)} and rerun with --resume")
     if env.all_sum(failed is not None):
         raise MinitronError(failed or f"writing {path} failed on rank 0 (see its message)")
     return path

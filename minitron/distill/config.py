@@ -66,7 +66,9 @@ class TrainConfig:
     less memory (for longer sequences or larger micro-batches) for about a third more compute"""
     # --- batches and the optimiser
     tokens: int = 1_000_000
-    """training budget in tokens (whole optimiser steps of --global-batch-tokens)"""
+    """training budget in tokens (whole optimiser steps of --global-batch-tokens); fixed for a run, since the
+    learning-rate schedule decays over it: --resume with other --tokens is refused (to train longer, distil
+    OUT/student further in a new run)"""
     seq_len: int = 512
     """tokens per training sequence"""
     micro_batch: int = 4
@@ -97,7 +99,8 @@ class TrainConfig:
     device: str = "auto"
     """auto, cpu or cuda (under torchrun: each rank's LOCAL_RANK GPU)"""
     resume: bool = False
-    """continue from the newest checkpoint in --out"""
+    """continue from the newest checkpoint in --out, with the settings it was started with (inputs may be
+    spelt differently: ./data and its absolute path are the same)"""
     overwrite: bool = False
     """delete an existing --out and start again"""
     report_to: list[Literal["tensorboard", "wandb"]] | None = None
@@ -158,7 +161,7 @@ class TrainConfig:
 
 
 # Settings that may change when a run is resumed; any other difference is refused.
-RESUMABLE_CHANGES = {"out", "tokens", "resume", "overwrite", "device", "eval_every", "eval_seqs", "save_every",
+RESUMABLE_CHANGES = {"out", "resume", "overwrite", "device", "eval_every", "eval_seqs", "save_every",
                      "keep_checkpoints", "chunk_tokens", "compile", "activation_checkpointing", "report_to"}
 
 

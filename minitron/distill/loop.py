@@ -11,7 +11,9 @@ and N processes train on the same global batch, and a resumed run on the same ba
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,11 +24,11 @@ from tqdm.auto import tqdm
 
 from minitron.io import write_json
 from minitron.data import TokenData, default_data, tokenizer_identity
-from minitron.distill.checkpoint import (MetricsLog, jsonable, load_checkpoint, prepare_out, save_checkpoint,
-                                         save_student)
+from minitron.distill.checkpoint import (MetricsLog, input_paths, jsonable, load_checkpoint, prepare_out,
+                                         run_lock, save_checkpoint, save_student)
 from minitron.distill.config import Plan, TrainConfig, make_plan
 from minitron.distill.parallel import Env, Teacher, build_models, init_env
-from minitron.errors import MinitronError
+from minitron.errors import Interrupted, MinitronError
 from minitron.eval import autocast, cpu_has_native_bf16, lm_loss, windows_in_batches
 from minitron.load import check_seq_len, load_config, load_tokenizer
 from minitron.tracking import Tracker
@@ -51,6 +53,12 @@ def distill(cfg: TrainConfig) -> DistillResult:
     if cfg.bf16(env.device) and env.device.type == "cpu" and not cpu_has_native_bf16() and env.is_main:
         print("warning: this CPU has no native bf16 (AVX512-BF16 or AMX); --precision bf16 will be slower than "
               "--precision fp32 here", file=sys.stderr, flush=True)
+    with run_lock(Path(cfg.out), env):  # a second writer of the same run is refused
+        return train(cfg, loss_name, env)
+
+
+def train(cfg: TrainConfig, loss_name: str, env: Env) -> DistillResult:
+    """`distill` once its settings are checked, the processes started and the run directory locked."""
     data, tokenizer, s_config, t_config = open_inputs(cfg, env)
     plan = make_plan(cfg, data.num_tokens("train"), data.num_tokens("val"), env.world, data.path)
     model, teacher = build_models(cfg, loss_name, env, s_config, t_config)
@@ -60,14 +68,15 @@ def distill(cfg: TrainConfig) -> DistillResult:
     val = data.fixed("val", plan.eval_seqs, cfg.seq_len)
     out = Path(cfg.out)
     if env.is_main:
-        write_json(out / "train_config.json", {"config": jsonable(asdict(cfg)), "plan": asdict(plan),
-                                               "world_size": env.world, "loss": loss_name})
+        write_json(out / "train_config.json", {"config": jsonable(asdict(cfg)), "inputs": input_paths(asdict(cfg)),
+                                               "plan": asdict(plan), "world_size": env.world, "loss": loss_name})
     log = MetricsLog(out / "metrics.jsonl", start, env.is_main)
     tracker = Tracker(cfg.report_to, out, jsonable(asdict(cfg)), start, env.is_main)  # --report-to: the same records
     record = log.records[-1] if log.records else {"loss": float("nan")}
     t0 = time.perf_counter()
-    with tqdm(total=plan.steps, initial=min(start, plan.steps), unit="step", dynamic_ncols=True,
-              disable=not env.is_main, desc="distill" if teacher is not None else "train") as bar:
+    with StopRequest() as stop, tqdm(total=plan.steps, initial=min(start, plan.steps), unit="step",
+                                     dynamic_ncols=True, disable=not env.is_main,
+                                     desc="distill" if teacher is not None else "train") as bar:
         for step in range(start + 1, plan.steps + 1):
             t = time.perf_counter()
             batches = [data.sample("train", cfg.micro_batch, cfg.seq_len, cfg.seed, step, m)
@@ -85,9 +94,15 @@ def distill(cfg: TrainConfig) -> DistillResult:
             tracker.log(record)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             bar.update(1)
-            if (cfg.save_every and step % cfg.save_every == 0) or last:
+            stopping = env.all_sum(stop.signum) > 0  # every rank stops at the same step
+            if (cfg.save_every and step % cfg.save_every == 0) or last or stopping:
                 save_checkpoint(out, step, step * plan.tokens_per_step, model, optimizer, scheduler, env,
                                 cfg.keep_checkpoints)
+            if stopping:
+                tracker.close()
+                signum = stop.signum or signal.SIGTERM
+                raise Interrupted(f"interrupted by {signal.Signals(signum).name} at step {step}; checkpoint saved "
+                                  f"to {out / 'checkpoints' / f'step-{step}'}; resume with --resume", signum)
     tracker.close()
     seconds, steps = time.perf_counter() - t0, max(start, plan.steps)
     val_loss = record.get("val_loss") if start < plan.steps else validate(model, val, cfg, env)
@@ -98,6 +113,32 @@ def distill(cfg: TrainConfig) -> DistillResult:
               flush=True)
     return DistillResult(out, student, steps, steps * plan.tokens_per_step, record["loss"], val_loss,
                          done / seconds if seconds > 0 and done else 0.0, seconds)
+
+
+class StopRequest:
+    """SIGTERM (what schedulers like Slurm send before killing a job) and SIGINT (Ctrl-C) during training: the
+    handler only notes the signal, and the loop finishes its step, saves a checkpoint and stops. A second signal
+    acts at once (the previous handlers are back)."""
+
+    def __init__(self):
+        self.signum, self.previous = 0, {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers
+            self.previous = {s: signal.signal(s, self._note) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.signum = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
 
 
 # ---------------------------------------------------------------- one step, validation
