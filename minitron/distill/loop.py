@@ -24,7 +24,8 @@ from minitron.data import TokenData, default_data, tokenizer_identity
 from minitron.distill.checkpoint import (MetricsLog, jsonable, load_checkpoint, prepare_out, save_checkpoint,
                                          save_student)
 from minitron.distill.config import Plan, TrainConfig, make_plan
-from minitron.distill.parallel import Env, Teacher, build_models, init_env
+from minitron.distill.parallel import Env, Teacher, build_models, init_env, teacher_dtype
+from minitron.distill.teacher_cache import TeacherCache
 from minitron.errors import MinitronError
 from minitron.eval import autocast, lm_loss, windows_in_batches
 from minitron.load import check_seq_len, load_config, load_tokenizer
@@ -48,10 +49,15 @@ def distill(cfg: TrainConfig) -> DistillResult:
     env = init_env(cfg.device)
     data, tokenizer, s_config, t_config = open_inputs(cfg, env)
     plan = make_plan(cfg, data.num_tokens("train"), data.num_tokens("val"), env.world, data.path)
-    model, teacher = build_models(cfg, loss_name, env, s_config, t_config)
+    cache = (TeacherCache.open(cfg.teacher_cache, cfg.teacher, teacher_dtype(env), data, t_config.vocab_size,
+                               cfg.seq_len, cfg.micro_batch, cfg.seed, cfg.top_k, env) if cfg.teacher_cache else None)
+    cached = cache is not None and cache.complete(plan.steps, plan.n_micro)
+    if cached and env.is_main:
+        print(f"teacher cache {cache.root} holds every step: the teacher is not loaded", flush=True)
+    model, teacher = build_models(cfg, loss_name, env, s_config, t_config, load_teacher=not cached)
     resume_from = prepare_out(cfg, env)  # only now, when every input has been checked and loaded
     optimizer, scheduler = build_optimizer(cfg, model, plan, env.device)
-    start = load_checkpoint(resume_from, model, optimizer, scheduler, env) if resume_from else 0
+    start = load_checkpoint(resume_from, model, optimizer, scheduler, env, plan.n_micro) if resume_from else 0
     val = data.fixed("val", plan.eval_seqs, cfg.seq_len)
     out = Path(cfg.out)
     if env.is_main:
@@ -64,9 +70,11 @@ def distill(cfg: TrainConfig) -> DistillResult:
               disable=not env.is_main, desc="distill" if teacher is not None else "train") as bar:
         for step in range(start + 1, plan.steps + 1):
             t = time.perf_counter()
-            batches = [data.sample("train", cfg.micro_batch, cfg.seq_len, cfg.seed, step, m)
-                       for m in range(env.rank, plan.n_micro, env.world)]  # this rank's share of the global batch
-            loss, grad_norm, lr = train_step(model, teacher, optimizer, batches, cfg.grad_clip, env)
+            micros = range(env.rank, plan.n_micro, env.world)  # this rank's share of the global batch
+            batches = [data.sample("train", cfg.micro_batch, cfg.seq_len, cfg.seed, step, m) for m in micros]
+            topk = cache and cache.targets(step, list(micros), batches, teacher,
+                                           getattr(t_config, "final_logit_softcapping", None), cfg.chunk_tokens, env)
+            loss, grad_norm, lr = train_step(model, teacher, optimizer, batches, cfg.grad_clip, env, topk)
             scheduler.step()
             record = {"step": step, "tokens": step * plan.tokens_per_step, "loss": loss, "lr": lr,
                       "grad_norm": grad_norm, "tokens_per_s": plan.tokens_per_step / (time.perf_counter() - t)}
@@ -80,7 +88,7 @@ def distill(cfg: TrainConfig) -> DistillResult:
             bar.update(1)
             if (cfg.save_every and step % cfg.save_every == 0) or last:
                 save_checkpoint(out, step, step * plan.tokens_per_step, model, optimizer, scheduler, env,
-                                cfg.keep_checkpoints)
+                                cfg.keep_checkpoints, plan.n_micro)
     seconds, steps = time.perf_counter() - t0, max(start, plan.steps)
     val_loss = record.get("val_loss") if start < plan.steps else validate(model, val, cfg, env)
     student = save_student(cfg, model, s_config, tokenizer, steps, env)
@@ -100,10 +108,13 @@ def label_weights(batch: dict) -> torch.Tensor:
     return torch.ones(batch["input_ids"][:, 1:].shape) if mask is None else mask.float()
 
 
-def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: torch.device) -> torch.Tensor:
-    """Summed per-token loss of one micro-batch (teacher forward included)."""
+def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: torch.device,
+               topk: tuple | None = None) -> torch.Tensor:
+    """Summed per-token loss of one micro-batch (teacher forward included, unless the teacher cache gave `topk`)."""
     ids, w = batch["input_ids"].to(device), label_weights(batch).to(device)
     with autocast(device):
+        if topk is not None:
+            return model(ids[:, :-1], ids[:, 1:], w, teacher_topk=tuple(t.to(device) for t in topk))
         targets = None
         if teacher is not None:
             with torch.no_grad():
@@ -113,15 +124,16 @@ def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: t
 
 
 def train_step(model: nn.Module, teacher: Teacher | None, optimizer, batches: list[dict], grad_clip: float,
-               env: Env) -> tuple[float, float, float]:
-    """Accumulate gradients over this rank's micro-batches, clip, step: (mean loss per token, grad norm, lr)."""
+               env: Env, topk: list | None = None) -> tuple[float, float, float]:
+    """Accumulate gradients over this rank's micro-batches, clip, step: (mean loss per token, grad norm, lr);
+    `topk`: the teacher cache's targets of each micro-batch."""
     n_tokens = max(1.0, env.all_sum(sum(label_weights(b).sum().item() for b in batches)))
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for i, batch in enumerate(batches):
         if env.world > 1:
             model.set_requires_gradient_sync(i == len(batches) - 1)
-        loss = micro_loss(model, teacher, batch, env.device)
+        loss = micro_loss(model, teacher, batch, env.device, topk[i] if topk else None)
         (loss * (env.world / n_tokens)).backward()  # FSDP averages over ranks: this makes it a global mean
         total += loss.item()
     grad_norm = clip_gradients(model, grad_clip)
