@@ -1,5 +1,5 @@
-"""Two CPU processes on gloo (torchrun + FSDP2): the same losses and weights as one process, and checkpoints
-that move between 1 and 2 processes."""
+"""Two CPU processes on gloo (torchrun + FSDP2): the same losses and weights as one process, and sharded checkpoints
+(torch.distributed.checkpoint) that move between 1 and 2 processes."""
 import json
 import shutil
 import subprocess
@@ -78,6 +78,12 @@ def test_two_processes_match_one_and_checkpoints_move(tmp_path):
     assert [m["val_loss"] for m in m2 if "val_loss" in m] == pytest.approx(
         [m["val_loss"] for m in m1 if "val_loss" in m], rel=1e-4)
     _assert_same_weights(one, two)
+
+    # each process wrote its own shards of the student and its AdamW state (torch.distributed.checkpoint)
+    shards = {p.name: p.stat().st_size for p in (two / "checkpoints" / "step-4").glob("*.distcp")}
+    assert sorted(shards) == ["__0_0.distcp", "__1_0.distcp"]
+    assert max(shards.values()) < 0.6 * sum(shards.values()), shards
+    assert [p.name for p in (one / "checkpoints" / "step-4").glob("*.distcp")] == ["__0_0.distcp"]
 
     # a 1-process checkpoint resumed on 2 processes, and a 2-process checkpoint resumed on 1
     assert [m["loss"] for m in _metrics(from_one)] == pytest.approx([m["loss"] for m in m1], rel=1e-4)

@@ -14,6 +14,8 @@ import pytest
 import torch
 from conftest import build_tiny_data, cli_error, save_tiny, tiny_tokenizer
 from safetensors.torch import load_file
+from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from transformers import AutoModelForCausalLM
 
 from minitron.cli import main
@@ -107,6 +109,15 @@ def _weights(path):
     return load_file(Path(path) / "model.safetensors")
 
 
+def checkpoint_tensors(path: Path, tmp: Path) -> dict:
+    """The whole model and optimiser state of a sharded checkpoint, flattened ("model.student...", "optim...")."""
+    dcp_to_torch_save(path, tmp / "whole.pt")
+    state = torch.load(tmp / "whole.pt", weights_only=False)
+    flat = {f"model.{k}": v for k, v in state["model"].items()}
+    flat.update({f"optim.{fqn}.{k}": v for fqn, s in state["optim"]["state"].items() for k, v in s.items()})
+    return flat
+
+
 def test_resume_after_sigkill_is_exact(world, tmp_path):
     steps = 16
     extra = ["--save-every", "2", "--eval-every", "0", "--hidden-loss", "cosine", "--layer-pairs", "1:3",
@@ -135,11 +146,54 @@ def test_resume_after_sigkill_is_exact(world, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], msg=k)
-    for k, v in _weights(reference / "checkpoints" / f"step-{steps}").items():  # projections and student alike
-        torch.testing.assert_close(_weights(out / "checkpoints" / f"step-{steps}")[k], v, msg=k)
+    want = checkpoint_tensors(reference / "checkpoints" / f"step-{steps}", reference)
+    got = checkpoint_tensors(out / "checkpoints" / f"step-{steps}", out)
+    assert got.keys() == want.keys() and any(".projections." in k for k in got)  # projections, AdamW state too
+    for k, v in want.items():
+        torch.testing.assert_close(got[k], v, msg=k)
     got, want = read_metrics(out), read_metrics(reference)
     assert [m["step"] for m in got] == list(range(1, steps + 1))
     assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in want], rel=1e-5)
+
+
+def test_full_disk_keeps_previous_checkpoint(world, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "full"
+    argv = distill_args(world, out, 6 * 128, "--save-every", "2", "--eval-every", "0")
+    real = FileSystemWriter.write_data
+
+    def write_data(self, plan, planner):  # the shards of step 4 meet a full disk
+        if "step-4" in str(self.path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return real(self, plan, planner)
+
+    monkeypatch.setattr(FileSystemWriter, "write_data", write_data)
+    err = run_cli_error(argv, capsys)
+    assert "no space left on device while saving checkpoint step-4" in err and "step-2 is intact" in err
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-2"]  # no half-written step-4 left behind
+    monkeypatch.setattr(FileSystemWriter, "write_data", real)
+    main(argv + ["--resume"])
+    assert [m["step"] for m in read_metrics(out)] == list(range(1, 7)) and (out / "student").is_dir()
+
+
+def test_resume_refuses_an_old_checkpoint_and_other_batches(world, tmp_path, capsys):
+    """An unsharded checkpoint of an older minitron is refused in one line, and so is a resume on a number of
+    processes that would change a step's micro-batches (faked here by editing the checkpoint's count)."""
+    out = tmp_path / "run"
+    argv = distill_args(world, out, 2 * 128, "--save-every", "1", "--eval-every", "0")
+    main(argv)
+    shutil.rmtree(out / "student")
+    state_file = out / "checkpoints" / "step-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["n_micro"] == 2 and state["world_size"] == 1
+    state_file.write_text(json.dumps({**state, "n_micro": 3, "world_size": 3}))
+    err = run_cli_error(argv + ["--resume"], capsys)
+    assert "its steps had 3 micro-batches, here a step would have 2" in err and "on 3 process(es)" in err
+    state_file.write_text(json.dumps(state))
+    (out / "checkpoints" / "step-2" / "model.safetensors").write_bytes(b"old")
+    assert "unsharded format of an older minitron" in run_cli_error(argv + ["--resume"], capsys)
+    (out / "checkpoints" / "step-2" / "model.safetensors").unlink()
+    main(argv + ["--resume"])
+    assert (out / "student").is_dir() and len(read_metrics(out)) == 2
 
 
 def _other_tokenizer_data(world):

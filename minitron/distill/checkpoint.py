@@ -2,37 +2,45 @@
 data position = the step), the final Hugging Face student, and metrics.jsonl. Every directory is written
 atomically: a kill or a full disk leaves the previous checkpoint intact.
 
-    OUT/checkpoints/step-N/{model.safetensors, optimizer.safetensors, trainer_state.json}
+    OUT/checkpoints/step-N/{.metadata, __0_0.distcp, __1_0.distcp, ..., trainer_state.json}
     OUT/student/  OUT/metrics.jsonl  OUT/train_config.json
+
+A checkpoint is sharded with torch.distributed.checkpoint (DCP): each process writes its own shards of the student
+and of its AdamW state, so no process ever holds a whole student plus optimiser state; one process is the case
+N = 1 of the same code. trainer_state.json beside them holds the step, the data position, the scheduler and the
+random generators. Only the final OUT/student is gathered (once, by process 0).
 """
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
 from contextlib import ExitStack, contextmanager
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import safetensors.torch  # called through the module, so a test can make save_file fail
 import torch
+import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
+from torch.distributed.checkpoint import CheckpointException
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_state_dict)
 from transformers import AutoModelForCausalLM
 
 from minitron.card import write_model_card
 from minitron.distill.config import RESUMABLE_CHANGES, TrainConfig
 from minitron.distill.parallel import Env
 from minitron.errors import MinitronError
-from minitron.io import DiskFull, atomic_dir, output_lock, save_hf, write_atomic, write_json
+from minitron.io import DiskFull, atomic_dir, disk_problem, output_lock, save_hf, write_atomic, write_json
 from minitron.load import load_generation_config
 
-FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, gathered on CPU (rank 0)
+ONE_PROCESS = "torch.distributed is disabled"  # DCP's warning when there is no process group: intended here
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, gathered on CPU (process 0)
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:
@@ -130,104 +138,123 @@ def input_paths(settings: dict) -> dict:
             for k in INPUTS for v in [settings.get(k)]}
 
 
-def _unshare(sd: dict) -> dict:
-    """safetensors refuses tensors that share memory (tied embeddings): copy the second one."""
-    seen, out = set(), {}
-    for k, v in sd.items():
-        v = v.contiguous()
-        out[k] = v.clone() if v.data_ptr() in seen else v
-        seen.add(v.data_ptr())
-    return out
-
-
-def _rng_state() -> tuple[dict, dict]:
-    tensors = {"rng/torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors.update({f"rng/cuda/{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+def _rng_state() -> dict:
+    """This process's random generators, as JSON (every process restores process 0's: nothing in a training step
+    draws random numbers today, so they only matter to code that does)."""
     np_state = np.random.get_state()
-    extra = {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]], "python": random.getstate()}
-    return tensors, extra
+    return {"torch": torch.get_rng_state().tolist(),
+            "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]], "python": random.getstate()}
 
 
-def _set_rng_state(tensors: dict, extra: dict) -> None:
-    torch.set_rng_state(tensors["rng/torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng/cuda/"))]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    n = extra["numpy"]
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+    if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in rng["cuda"]])
+    n = rng["numpy"]
     np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
-    version, state, gauss = extra["python"]
+    version, state, gauss = rng["python"]
     random.setstate((version, tuple(state), gauss))
 
 
-def write_checkpoint(path: Path, model_sd: dict, optim_sd: dict, state: dict) -> None:
-    """model.safetensors, optimizer.safetensors and trainer_state.json, all in one atomic directory."""
-    tensors = {f"state/{fqn}/{k}": v for fqn, s in optim_sd["state"].items() for k, v in s.items()
-               if isinstance(v, torch.Tensor)}
-    rng, rng_extra = _rng_state()
-    with atomic_dir(path, overwrite=True) as tmp:
-        safetensors.torch.save_file(_unshare(model_sd), tmp / "model.safetensors")
-        safetensors.torch.save_file({**_unshare(tensors), **rng}, tmp / "optimizer.safetensors")
-        write_json(tmp / "trainer_state.json", {**state, "param_groups": optim_sd["param_groups"],
-                                                "rng": rng_extra})
+def write_shards(path: Path, model: nn.Module, optimizer, env: Env) -> None:
+    """Every process writes its own shards of the model and of the AdamW state into `path` with
+    torch.distributed.checkpoint (one `__RANK_0.distcp` file each, and a `.metadata` index): nothing is gathered."""
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ONE_PROCESS)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path, no_dist=env.world == 1)
 
 
-def read_checkpoint(path: Path) -> tuple[dict, dict, dict, dict]:
+def read_shards(path: Path, model: nn.Module, optimizer, env: Env) -> None:
+    """Load `write_shards`' files into this process's shards, whatever the number of processes that wrote them
+    (DCP reads the overlap of each saved shard with each local one)."""
+    model_sd, optim_sd = get_state_dict(model, optimizer)  # this process's shards; AdamW's state initialised
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ONE_PROCESS)
+        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=path, no_dist=env.world == 1)
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
+
+
+def _problem(e: BaseException) -> str:
+    """What went wrong, in words: DCP wraps each process's error in a CheckpointException."""
+    if isinstance(e, CheckpointException) and e.failures:
+        return _problem(next(iter(e.failures.values()))[0])
+    return disk_problem(e) or (f"{e.strerror or e}" if isinstance(e, OSError) else str(e))
+
+
+def _agree(env: Env, work) -> str | None:
+    """Run `work` on this process; every process gets the same answer: None, or the problem one of them met."""
+    problem = None
+    try:
+        work()
+    except (OSError, CheckpointException, DiskFull) as e:
+        problem = _problem(e)
+    if env.all_sum(problem is not None):
+        return problem or "failed on another process (see its message)"
+    return None
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, env: Env, n_micro: int) -> int:
+    """Restore everything a checkpoint holds (on every process, from its own shards); returns its step.
+
+    Any number of processes can resume any checkpoint, as long as a step still has the same `n_micro`
+    micro-batches: then every step trains on the batches it would have trained on."""
+    if (path / "model.safetensors").is_file():
+        raise MinitronError(f"checkpoint {path} is in the unsharded format of an older minitron, which this version "
+                            "does not resume; start again with --overwrite (or finish it with the older version)")
     try:
         state = json.loads((path / "trainer_state.json").read_text())
-        model_sd = safetensors.torch.load_file(path / "model.safetensors")
-        flat = safetensors.torch.load_file(path / "optimizer.safetensors")
     except (OSError, ValueError) as e:
         raise MinitronError(f"checkpoint {path} is unreadable ({e}); delete it to resume from an older one") from None
-    optim_state: dict = {}
-    for key, v in flat.items():
-        if key.startswith("state/"):
-            fqn, _, name = key[len("state/"):].rpartition("/")
-            optim_state.setdefault(fqn, {})[name] = v
-    rng = {k: v for k, v in flat.items() if k.startswith("rng/")}
-    return model_sd, {"state": optim_state, "param_groups": state.pop("param_groups")}, rng, state
-
-
-def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, env: Env) -> int:
-    """Restore everything a checkpoint holds (on every rank); returns its step."""
-    model_sd, optim_sd, rng, state = read_checkpoint(path)
-    opts = StateDictOptions(full_state_dict=True)
-    set_model_state_dict(model, model_sd, options=opts)
-    set_optimizer_state_dict(model, optimizer, optim_sd, options=opts)
+    if state["n_micro"] != n_micro:
+        raise MinitronError(f"cannot resume {path} on {env.world} process(es): its steps had {state['n_micro']} "
+                            f"micro-batches, here a step would have {n_micro} (rounded up to a multiple of the "
+                            f"processes), so the batches would change; resume it on {state['world_size']} process(es)")
+    try:
+        read_shards(path, model, optimizer, env)
+    except (OSError, ValueError, RuntimeError, CheckpointException) as e:
+        raise MinitronError(f"checkpoint {path} is unreadable ({_problem(e).splitlines()[0]}); delete it to resume "
+                            "from an older one") from None
     scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(rng, state["rng"])
+    _set_rng_state(state["rng"])
     if env.is_main:
         print(f"resuming {path.parent.parent} from {path.name} ({state['tokens']:,} tokens done)", flush=True)
     return state["step"]
 
 
 def save_checkpoint(out: Path, step: int, tokens: int, model: nn.Module, optimizer, scheduler, env: Env,
-                    keep: int) -> None:
-    """A resumable checkpoint of this step (every rank calls it); a full disk keeps the previous one and says so."""
-    model_sd = get_model_state_dict(model, options=FULL)
-    optim_sd = get_optimizer_state_dict(model, optimizer, options=FULL)
-    failed = None
-    if env.is_main:
-        previous = checkpoint_dirs(out)
-        state = {"step": step, "tokens": tokens, "scheduler": scheduler.state_dict(), "world_size": env.world}
-        try:
-            write_checkpoint(out / "checkpoints" / f"step-{step}", model_sd, optim_sd, state)
-            for old in checkpoint_dirs(out)[:-max(1, keep)]:
-                shutil.rmtree(old, ignore_errors=True)
-        except (DiskFull, OSError) as e:
-            kept = (f"the previous checkpoint {previous[-1].name} is intact" if previous
-                    else "no earlier checkpoint exists")
-            failed = f"{_problem(e)} while saving checkpoint step-{step}; {kept}: {_advice(e)} and rerun with --resume"
-    if env.all_sum(failed is not None):
-        raise MinitronError(failed or f"saving checkpoint step-{step} failed on rank 0 (see its message)")
+                    keep: int, n_micro: int) -> None:
+    """A resumable checkpoint of this step (every process calls it and writes its own shards into a temporary
+    directory that process 0 completes with trainer_state.json and renames into place); a full disk keeps the
+    previous checkpoint and says so."""
+    path = out / "checkpoints" / f"step-{step}"
+    tmp = path.with_name(f".{path.name}.tmp")  # a name every process knows; a killed save's is removed on restart
+    previous = checkpoint_dirs(out)
+    state = {"step": step, "tokens": tokens, "n_micro": n_micro, "scheduler": scheduler.state_dict(),
+             "world_size": env.world, "rng": _rng_state()}
+
+    def finish():  # process 0, once every shard is written: trainer_state.json marks the checkpoint complete
+        write_json(tmp / "trainer_state.json", state)
+        shutil.rmtree(path, ignore_errors=True)
+        os.rename(tmp, path)
+        for old in checkpoint_dirs(out)[:-max(1, keep)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    failed = _agree(env, lambda: (shutil.rmtree(tmp, ignore_errors=True), tmp.mkdir()) if env.is_main else None)
+    failed = failed or _agree(env, lambda: write_shards(tmp, model, optimizer, env))
+    failed = failed or _agree(env, finish if env.is_main else lambda: None)
+    if failed:
+        if env.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        kept = (f"the previous checkpoint {previous[-1].name} is intact" if previous
+                else "no earlier checkpoint exists")
+        raise MinitronError(f"{failed} while saving checkpoint step-{step}; {kept}: {_advice(failed)} and rerun "
+                            "with --resume")
 
 
-def _problem(e: Exception) -> str:
-    return e.problem if isinstance(e, DiskFull) else f"{e.strerror or e}"
-
-
-def _advice(e: Exception) -> str:
-    return "free some disk space" if isinstance(e, DiskFull) else "fix it"
+def _advice(problem: str) -> str:
+    return "free some disk space" if any(w in problem for w in ("space", "quota", "too large")) else "fix it"
 
 
 def save_student(cfg: TrainConfig, model: nn.Module, s_config, tokenizer, step: int, env: Env) -> Path:
@@ -243,7 +270,7 @@ def save_student(cfg: TrainConfig, model: nn.Module, s_config, tokenizer, step: 
                 write_model_card(tmp, teacher=cfg.teacher, run=Path(cfg.out), name=f"{Path(cfg.out).name}/student")
         except (DiskFull, OSError) as e:
             failed = (f"{_problem(e)} while writing {path}; the checkpoint of step {step} is intact: "
-                      f"{_advice(e)} and rerun with --resume")
+                      f"{_advice(_problem(e))} and rerun with --resume")
     if env.all_sum(failed is not None):
         raise MinitronError(failed or f"writing {path} failed on rank 0 (see its message)")
     return path

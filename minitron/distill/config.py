@@ -106,6 +106,10 @@ class TrainConfig:
     report_to: list[Literal["tensorboard", "wandb"]] | None = None
     """also send every metric of metrics.jsonl, and this config, to TensorBoard (OUT/tensorboard) and/or
     Weights & Biases (needs `wandb login`)"""
+    teacher_cache: str | None = None
+    """directory of a cache of the teacher's top-k log-probabilities (fp16) and tokens, keyed by the teacher,
+    data, seq_len, micro_batch, seed and --top-k: the first run writes it, later runs on the same batches (the
+    search's candidates, reruns) read it instead of running the teacher; needs --loss topk_kl"""
 
     def bf16(self, device: torch.device) -> bool:
         """Whether this run computes in bf16 on `device` (see `precision`)."""
@@ -123,6 +127,11 @@ class TrainConfig:
             raise MinitronError(f"--loss {name} needs a --teacher (or use --loss ce for conventional training)")
         if self.hidden_loss and (not self.teacher or name == "ce"):
             raise MinitronError("--hidden-loss needs a --teacher and a distillation --loss")
+        if self.teacher_cache and name != "topk_kl":
+            raise MinitronError("--teacher-cache stores the teacher's top-k log-probabilities: use it with "
+                                "--loss topk_kl")
+        if self.teacher_cache and self.hidden_loss:
+            raise MinitronError("--teacher-cache keeps no hidden states: it cannot serve --hidden-loss")
         if self.hidden_loss and not self.layer_pairs:
             raise MinitronError("--hidden-loss needs --layer-pairs STUDENT:TEACHER ... (0-based decoder layers)")
         return name
@@ -155,7 +164,7 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise MinitronError(f"--{name.replace('_', '-')} must be one of "
                                     f"{', '.join(c for c in choices if c)}, not {getattr(self, name)!r}")
-        for name in ("student", "teacher", "data"):
+        for name in ("student", "teacher", "data", "teacher_cache"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, Path)):
                 raise MinitronError(f"--{name} must be a path, not {getattr(self, name)!r}")
 

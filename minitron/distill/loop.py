@@ -27,7 +27,8 @@ from minitron.data import TokenData, default_data, tokenizer_identity
 from minitron.distill.checkpoint import (MetricsLog, input_paths, jsonable, load_checkpoint, prepare_out,
                                          run_lock, save_checkpoint, save_student)
 from minitron.distill.config import Plan, TrainConfig, make_plan
-from minitron.distill.parallel import Env, Teacher, build_models, init_env
+from minitron.distill.parallel import Env, Teacher, build_models, init_env, teacher_dtype
+from minitron.distill.teacher_cache import TeacherCache
 from minitron.errors import Interrupted, MinitronError
 from minitron.eval import autocast, cpu_has_native_bf16, lm_loss, windows_in_batches
 from minitron.load import check_seq_len, load_config, load_tokenizer
@@ -61,10 +62,15 @@ def train(cfg: TrainConfig, loss_name: str, env: Env) -> DistillResult:
     """`distill` once its settings are checked, the processes started and the run directory locked."""
     data, tokenizer, s_config, t_config = open_inputs(cfg, env)
     plan = make_plan(cfg, data.num_tokens("train"), data.num_tokens("val"), env.world, data.path)
-    model, teacher = build_models(cfg, loss_name, env, s_config, t_config)
+    cache = (TeacherCache.open(cfg.teacher_cache, cfg.teacher, teacher_dtype(cfg, env), data, t_config.vocab_size,
+                               cfg.seq_len, cfg.micro_batch, cfg.seed, cfg.top_k, env) if cfg.teacher_cache else None)
+    cached = cache is not None and cache.complete(plan.steps, plan.n_micro)
+    if cached and env.is_main:
+        print(f"teacher cache {cache.root} holds every step: the teacher is not loaded", flush=True)
+    model, teacher = build_models(cfg, loss_name, env, s_config, t_config, load_teacher=not cached)
     resume_from = prepare_out(cfg, env)  # only now, when every input has been checked and loaded
     optimizer, scheduler = build_optimizer(cfg, model, plan, env.device)
-    start = load_checkpoint(resume_from, model, optimizer, scheduler, env) if resume_from else 0
+    start = load_checkpoint(resume_from, model, optimizer, scheduler, env, plan.n_micro) if resume_from else 0
     val = data.fixed("val", plan.eval_seqs, cfg.seq_len)
     out = Path(cfg.out)
     if env.is_main:
@@ -79,9 +85,12 @@ def train(cfg: TrainConfig, loss_name: str, env: Env) -> DistillResult:
                                      desc="distill" if teacher is not None else "train") as bar:
         for step in range(start + 1, plan.steps + 1):
             t = time.perf_counter()
-            batches = [data.sample("train", cfg.micro_batch, cfg.seq_len, cfg.seed, step, m)
-                       for m in range(env.rank, plan.n_micro, env.world)]  # this rank's share of the global batch
-            loss, grad_norm, lr = train_step(model, teacher, optimizer, batches, cfg.grad_clip, env, cfg.bf16(env.device))
+            micros = range(env.rank, plan.n_micro, env.world)  # this rank's share of the global batch
+            batches = [data.sample("train", cfg.micro_batch, cfg.seq_len, cfg.seed, step, m) for m in micros]
+            topk = cache and cache.targets(step, list(micros), batches, teacher,
+                                           getattr(t_config, "final_logit_softcapping", None), cfg.chunk_tokens, env)
+            loss, grad_norm, lr = train_step(model, teacher, optimizer, batches, cfg.grad_clip, env,
+                                             cfg.bf16(env.device), topk)
             scheduler.step()
             record = {"step": step, "tokens": step * plan.tokens_per_step, "loss": loss, "lr": lr,
                       "grad_norm": grad_norm, "tokens_per_s": plan.tokens_per_step / (time.perf_counter() - t)}
@@ -97,7 +106,7 @@ def train(cfg: TrainConfig, loss_name: str, env: Env) -> DistillResult:
             stopping = env.all_sum(stop.signum) > 0  # every rank stops at the same step
             if (cfg.save_every and step % cfg.save_every == 0) or last or stopping:
                 save_checkpoint(out, step, step * plan.tokens_per_step, model, optimizer, scheduler, env,
-                                cfg.keep_checkpoints)
+                                cfg.keep_checkpoints, plan.n_micro)
             if stopping:
                 tracker.close()
                 signum = stop.signum or signal.SIGTERM
@@ -150,10 +159,13 @@ def label_weights(batch: dict) -> torch.Tensor:
 
 
 def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: torch.device,
-               bf16: bool) -> torch.Tensor:
-    """Summed per-token loss of one micro-batch (teacher forward included), under bf16 autocast if `bf16`."""
+               bf16: bool, topk: tuple | None = None) -> torch.Tensor:
+    """Summed per-token loss of one micro-batch (teacher forward included, unless the teacher cache gave `topk`),
+    under bf16 autocast if `bf16`."""
     ids, w = batch["input_ids"].to(device), label_weights(batch).to(device)
     with autocast(device, bf16):
+        if topk is not None:
+            return model(ids[:, :-1], ids[:, 1:], w, teacher_topk=tuple(t.to(device) for t in topk))
         targets = None
         if teacher is not None:
             with torch.no_grad():
@@ -163,15 +175,16 @@ def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: t
 
 
 def train_step(model: nn.Module, teacher: Teacher | None, optimizer, batches: list[dict], grad_clip: float,
-               env: Env, bf16: bool) -> tuple[float, float, float]:
-    """Accumulate gradients over this rank's micro-batches, clip, step: (mean loss per token, grad norm, lr)."""
+               env: Env, bf16: bool, topk: list | None = None) -> tuple[float, float, float]:
+    """Accumulate gradients over this rank's micro-batches, clip, step: (mean loss per token, grad norm, lr);
+    `topk`: the teacher cache's targets of each micro-batch."""
     n_tokens = max(1.0, env.all_sum(sum(label_weights(b).sum().item() for b in batches)))
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for i, batch in enumerate(batches):
         if env.world > 1:
             model.set_requires_gradient_sync(i == len(batches) - 1)
-        loss = micro_loss(model, teacher, batch, env.device, bf16)
+        loss = micro_loss(model, teacher, batch, env.device, bf16, topk[i] if topk else None)
         (loss * (env.world / n_tokens)).backward()  # FSDP averages over ranks: this makes it a global mean
         total += loss.item()
     grad_norm = clip_gradients(model, grad_clip)

@@ -85,7 +85,9 @@ class JSD(_Tempered):
 
 class TopKKL(_Tempered):
     """Forward KL on the teacher's k most likely tokens: the teacher is renormalised over its top k,
-    the student keeps its full-vocabulary log-probabilities at those tokens."""
+    the student keeps its full-vocabulary log-probabilities at those tokens. `teacher` is its full logits, or
+    its top k already chosen: a pair (values (N, k), tokens (N, k)) of logits or log-probabilities, as the
+    teacher cache stores them (renormalising makes any constant shift of the values drop out)."""
 
     def __init__(self, k: int = 64, temperature: float = 1.0):
         super().__init__(temperature)
@@ -94,8 +96,9 @@ class TopKKL(_Tempered):
         self.k = k
 
     def per_token(self, student, teacher, labels=None):
-        values, index = teacher.topk(min(self.k, teacher.shape[-1]), dim=-1)
-        lt = F.log_softmax(values / self.temperature, dim=-1)
+        values, index = (teacher if isinstance(teacher, tuple)
+                         else teacher.topk(min(self.k, teacher.shape[-1]), dim=-1))
+        lt = F.log_softmax(values.float() / self.temperature, dim=-1)
         ls = F.log_softmax(student / self.temperature, dim=-1).gather(-1, index)
         return (lt.exp() * (lt - ls)).sum(-1) * self.scale()
 
@@ -154,9 +157,18 @@ def head_logits(hidden: Tensor, weight: Tensor, softcap: float | None = None) ->
     return logits
 
 
-def _chunk_loop(loss: LogitLoss, s_hidden: Tensor, s_weight: Tensor, t_hidden: Tensor | None,
-                t_weight: Tensor | None, labels: Tensor, weights: Tensor, chunk_tokens: int,
-                softcaps: tuple, want: tuple[bool, bool]):
+def _teacher_chunk(t_hidden, t_weight: Tensor | None, idx: Tensor, softcap: float | None):
+    """The teacher's side of a chunk: its logits from hidden states and lm_head, or, when `t_hidden` is a cached
+    top-k pair (values, tokens), those rows."""
+    if t_hidden is None:
+        return None
+    if isinstance(t_hidden, tuple):
+        return t_hidden[0][idx].float(), t_hidden[1][idx].long()
+    return head_logits(t_hidden[idx], t_weight, softcap).detach()
+
+
+def _chunk_loop(loss: LogitLoss, s_hidden: Tensor, s_weight: Tensor, t_hidden, t_weight: Tensor | None,
+                labels: Tensor, weights: Tensor, chunk_tokens: int, softcaps: tuple, want: tuple[bool, bool]):
     """Weighted loss sum over tokens with non-zero weight, a chunk at a time, and (if wanted) its
     gradients with respect to the student's hidden states and lm_head weight."""
     keep = weights.nonzero().squeeze(1)
@@ -164,7 +176,7 @@ def _chunk_loop(loss: LogitLoss, s_hidden: Tensor, s_weight: Tensor, t_hidden: T
     grad_h = torch.zeros_like(s_hidden) if want[0] else None
     grad_w = torch.zeros_like(s_weight, dtype=torch.float32) if want[1] else None
     for idx in keep.split(chunk_tokens):
-        t_logits = None if t_hidden is None else head_logits(t_hidden[idx], t_weight, softcaps[1]).detach()
+        t_logits = _teacher_chunk(t_hidden, t_weight, idx, softcaps[1])
         with torch.enable_grad():
             h = s_hidden[idx].detach().requires_grad_(want[0])
             w = s_weight.detach().requires_grad_(want[1])
@@ -199,17 +211,21 @@ def chunked_logit_loss(loss: LogitLoss, student_hidden: Tensor, student_weight: 
                        weights: Tensor | None = None, teacher_hidden: Tensor | None = None,
                        teacher_weight: Tensor | None = None, chunk_tokens: int = 1024,
                        softcaps: tuple[float | None, float | None] = (None, None),
-                       reduction: str = "mean") -> Tensor:
+                       reduction: str = "mean", teacher_topk: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """`loss` of the logits `hidden @ weight.T`, computed `chunk_tokens` tokens at a time.
 
     Hidden states are (..., H) and flattened; `weights` (...) weighs each token (a bool mask works; zero
     skips the token). `reduction="sum"` returns the weighted sum, "mean" divides by the summed weights.
-    Gradients flow to the student's hidden states and lm_head weight; the teacher gets none.
+    Gradients flow to the student's hidden states and lm_head weight; the teacher gets none. Instead of the
+    teacher's hidden states and lm_head, `teacher_topk` may give its cached top k, (values (..., k), tokens
+    (..., k)), for `TopKKL`.
     """
     h = student_hidden.reshape(-1, student_hidden.shape[-1])
     y = labels.reshape(-1)
     w = torch.ones(h.shape[0], device=h.device) if weights is None else weights.reshape(-1).float()
     th = None if teacher_hidden is None else teacher_hidden.reshape(-1, teacher_hidden.shape[-1]).detach()
+    if teacher_topk is not None:
+        th = tuple(t.reshape(-1, t.shape[-1]) for t in teacher_topk)
     tw = None if teacher_weight is None else teacher_weight.detach()
     if loss.needs_teacher and th is None:
         raise ValueError(f"{type(loss).__name__} needs the teacher's hidden states and lm_head weight")

@@ -150,7 +150,8 @@ class Teacher(nn.Module):
 class DistillModel(nn.Module):
     """What the optimiser trains: the student plus the hidden-state projections. With labels, `forward` returns
     the summed per-token loss of one micro-batch, computed inside the FSDP root so lm_head is gathered; with
-    input_ids alone it is the student's own forward (logits), which validation uses."""
+    input_ids alone it is the student's own forward (logits), which validation uses. The teacher's side is its
+    (hidden states, chosen layers' states, lm_head weight), or `teacher_topk` from the teacher cache."""
 
     def __init__(self, student: nn.Module, logit_loss: LogitLoss, hidden_loss: HiddenStateLoss | None,
                  hidden_weight: float, chunk_tokens: int, softcaps: tuple):
@@ -160,13 +161,14 @@ class DistillModel(nn.Module):
         self.hidden_weight, self.chunk_tokens, self.softcaps = hidden_weight, chunk_tokens, softcaps
         self.layers = tuple(s for s, _ in hidden_loss.pairs) if hidden_loss is not None else ()
 
-    def forward(self, input_ids, labels=None, weights=None, teacher=None):
+    def forward(self, input_ids, labels=None, weights=None, teacher=None, teacher_topk=None):
         if labels is None:
             return self.student(input_ids=input_ids, use_cache=False)
         hidden, states = run_hidden(self.student, input_ids, self.layers)
         t_hidden, t_states, t_weight = teacher if teacher is not None else (None, None, None)
         total = chunked_logit_loss(self.logit_loss, hidden, self.student.lm_head.weight, labels, weights,
-                                   t_hidden, t_weight, self.chunk_tokens, self.softcaps, reduction="sum")
+                                   t_hidden, t_weight, self.chunk_tokens, self.softcaps, reduction="sum",
+                                   teacher_topk=teacher_topk)
         if states:
             per = self.hidden_loss.per_token(states, t_states)
             total = total + self.hidden_weight * (per * weights.reshape(-1).float()).sum()
@@ -199,13 +201,20 @@ def speed_options(lm: nn.Module, cfg: TrainConfig, train: bool) -> nn.Module:
     return lm
 
 
-def build_models(cfg: TrainConfig, loss: str, env: Env, s_config, t_config) -> tuple[DistillModel, Teacher | None]:
-    """The sharded student (with its loss) and the sharded, frozen teacher (None for plain training)."""
+def teacher_dtype(cfg: TrainConfig, env: Env) -> torch.dtype:
+    """The teacher is held in bf16 when the run computes in bf16 (`TrainConfig.precision`), else in fp32."""
+    return torch.bfloat16 if cfg.bf16(env.device) else torch.float32
+
+
+def build_models(cfg: TrainConfig, loss: str, env: Env, s_config, t_config,
+                 load_teacher: bool = True) -> tuple[DistillModel, Teacher | None]:
+    """The sharded student (with its loss) and the sharded, frozen teacher (None for plain training, or when
+    the teacher cache holds everything the run needs: `load_teacher` False)."""
     pairs = layer_pairs(cfg, s_config, t_config) if cfg.hidden_loss else []
     teacher = None
-    if loss != "ce":
-        dtype = torch.bfloat16 if cfg.bf16(env.device) else torch.float32
-        teacher = Teacher(speed_options(load_lm(cfg.teacher, dtype, env), cfg, False), tuple(j for _, j in pairs))
+    if loss != "ce" and load_teacher:
+        teacher = Teacher(speed_options(load_lm(cfg.teacher, teacher_dtype(cfg, env), env), cfg, False),
+                          tuple(j for _, j in pairs))
         shard(teacher, teacher.lm, env)
     torch.manual_seed(cfg.seed)
     student = load_lm(cfg.student, torch.float32, env, None if cfg.init == "pretrained" else s_config).train()
