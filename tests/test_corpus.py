@@ -10,7 +10,7 @@ import pytest
 
 import minitron.data.sources as sources
 from conftest import cli_error, tiny_tokenizer, write_corpus
-from minitron.data import CORPORA, TokenData, build_data, default_data_dir, is_validation, iter_documents
+from minitron.data import CORPORA, TokenData, build_data, concat_data, default_data_dir, is_validation, iter_documents
 from minitron.errors import MinitronError
 
 
@@ -47,6 +47,12 @@ def test_the_mix_starts_its_validation_split_with_the_docs_one(tmp_path, tiny_di
                                     glob="*.txt", val_fraction=0.3))
     n = alone.num_tokens("val")
     assert mix.num_tokens("val") > n and np.array_equal(mix.tokens("val")[:n], alone.tokens("val"))
+    second = build_data(source=[str(prose)], tokenizer=str(tiny_dir), out=tmp_path / "d3", glob="*.txt",
+                        val_fraction=0.3)
+    joined = TokenData.open(concat_data([alone.path, second], tmp_path / "d4"))  # how a cached mix is made
+    assert joined.meta["splits"] == mix.meta["splits"] and joined.meta["sources"] == mix.meta["sources"]
+    for split in ("train", "val"):
+        assert np.array_equal(joined.tokens(split), mix.tokens(split))
 
 
 def test_each_corpus_has_its_own_cache(monkeypatch, tmp_path):

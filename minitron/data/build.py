@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from minitron.chat.dataset import encode_with_mask
 from minitron.chat.templates import get_format
 from minitron.data.sources import (CORPORA, DEFAULT_GLOB, corpus_sources, is_hf_dataset, is_r_data, is_validation,
                                    iter_conversations, iter_documents, source_files)
-from minitron.data.tokens import ShardWriter, token_dtype, tokenizer_identity, write_meta
+from minitron.data.tokens import SPLITS, ShardWriter, TokenData, token_dtype, tokenizer_identity, write_meta
 from minitron.errors import MinitronError
-from minitron.io import atomic_dir
+from minitron.io import atomic_dir, write_json
 from minitron.load import cache_dir, load_tokenizer
 
 
@@ -97,8 +98,31 @@ def default_data_dir(tokenizer, max_tokens: int | None = None, corpus: str = "de
 
 def default_data(tokenizer_spec: str = "default", max_tokens: int | None = None, corpus: str = "default") -> Path:
     """A named corpus (by default the documentation and prose mix) tokenised for a model's tokenizer, built on
-    first use and cached."""
+    first use and cached. A mix is its parts' caches end to end: the same shards as tokenising it, without
+    tokenising again what is already cached."""
     out = default_data_dir(load_tokenizer(tokenizer_spec), max_tokens, corpus)
     if not (out / "meta.json").is_file():
-        build_data(tokenizer=tokenizer_spec, out=out, max_tokens=max_tokens, corpus=corpus)
+        parts = CORPORA[corpus][1]
+        if len(parts) > 1 and not max_tokens:
+            concat_data([default_data(tokenizer_spec, corpus=part) for part in parts], out)
+        else:
+            build_data(tokenizer=tokenizer_spec, out=out, max_tokens=max_tokens, corpus=corpus)
+    return out
+
+
+def concat_data(parts: list[Path], out: Path) -> Path:
+    """Token data directories end to end, split by split: the shards `build_data` writes from their sources in
+    this order (documents are tokenised one by one, so nothing crosses a boundary)."""
+    data = [TokenData.open(p) for p in parts]
+    if len({(d.meta["tokenizer"]["sha"], d.meta["dtype"]) for d in data}) != 1:
+        raise MinitronError(f"cannot join {', '.join(map(str, parts))}: made with different tokenizers")
+    with atomic_dir(out) as tmp:
+        for split in SPLITS:
+            with open(tmp / f"{split}.bin", "wb") as f:
+                for d in data:
+                    f.write(np.asarray(d.tokens(split)).tobytes())
+        splits = {split: {key: sum(d.meta["splits"][split][key] for d in data) for key in ("tokens", "documents")}
+                  for split in SPLITS}
+        write_json(tmp / "meta.json", {**data[0].meta, "splits": splits,
+                                       "sources": [s for d in data for s in d.meta["sources"]]})
     return out
