@@ -46,6 +46,8 @@ def main() -> None:
     args = p.parse_args()
     args.out = args.out or (args.work / "corpus_mix.md" if args.dry else Path("docs/corpus_mix.md"))
     torch.manual_seed(0)
+    if args.dry:
+        torch.set_num_threads(1)  # tiny models crawl on two threads of a busy machine
     teacher, target, recipe, data = dry_setup(args.work) if args.dry else ("default", TARGET, RECIPE, real_data())
     seq_len = recipe["seq_len"]
     val = {split: TokenData.open(data[split]).fixed("val", args.val_seqs, seq_len)["input_ids"].split(4)
