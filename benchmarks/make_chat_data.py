@@ -20,7 +20,7 @@ import re
 import time
 from pathlib import Path
 
-from minitron.data import DEFAULT_SOURCES, is_validation
+from minitron.data import DOCS_SOURCES, is_validation
 
 UNDERLINE = re.compile(r"^([=\-~^*#+])\1{2,}\s*$")
 DIRECTIVE = re.compile(r"^\.\. (?:function|method|class|exception)::\s*([A-Za-z_][\w.]*)", re.M)
@@ -91,7 +91,7 @@ def main() -> None:
     p.add_argument("--num-heldout", type=int, default=60)
     p.add_argument("--per-doc", type=int, default=3, help="most prompts taken from one document")
     p.add_argument("--heldout-fraction", type=float, default=0.15, help="share of documents held out")
-    p.add_argument("--source", type=Path, nargs="+", default=[Path(DEFAULT_SOURCES[0])])
+    p.add_argument("--source", type=Path, nargs="+", default=[Path(DOCS_SOURCES[0])])
     p.add_argument("--model", default="default")
     p.add_argument("--max-new-tokens", type=int, default=192)
     p.add_argument("--batch-size", type=int, default=16)

@@ -121,10 +121,10 @@ def save_tekken(out: Path) -> None:
 
 
 def calibration_text(out: Path) -> list[str]:
-    """The Python documentation sources of the default corpus when installed, else generated sentences."""
-    from minitron.data import DEFAULT_SOURCES
+    """The Python documentation sources of the documentation corpus when installed, else generated sentences."""
+    from minitron.data import DOCS_SOURCES
 
-    docs = Path(DEFAULT_SOURCES[0])
+    docs = Path(DOCS_SOURCES[0])
     if docs.is_dir():
         return [str(p) for p in sorted(docs.glob("library/*.rst.txt"))[:60]]
     words = "the model streams each layer from disk while the scores of every channel accumulate".split()

@@ -53,3 +53,20 @@ def test_gpu_check_dry_mode(tmp_path):
     assert report["summary"]["device"] == "cpu" and report["kd"]["minitron_equal"]["tokens_per_s"] > 0
     last = json.loads((tmp_path / "throughput.log").read_text().strip().splitlines()[-1])  # its last line: JSON
     assert last == report["summary"]
+
+
+def test_corpus_mix_dry_mode(tmp_path, one_thread):
+    """Runs end to end on a tiny random teacher: every row evaluated on both validation splits; a second run
+    reuses the students (no retraining)."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / "corpus_mix.py"), "--dry", "--work", str(tmp_path),
+           "--tokens", "256", "--val-seqs", "4"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads((tmp_path / "corpus_mix.json").read_text())["rows"]
+    assert list(rows) == ["teacher", "pruned", "docs", "mix"]
+    assert all(0 < row[split] < 20 for row in rows.values() for split in ("docs", "prose"))
+    assert rows["docs"]["tokens"] == rows["mix"]["tokens"] == 256
+    assert "| mix |" in (tmp_path / "corpus_mix.md").read_text()
+    trained = (tmp_path / "mix" / "bench.json").stat().st_mtime
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and (tmp_path / "mix" / "bench.json").stat().st_mtime == trained

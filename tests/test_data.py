@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import cli_error, run_cli, tiny_tokenizer, write_corpus
-from minitron.data import (DEFAULT_SOURCES, ShardWriter, TokenData, build_data, iter_documents, token_dtype,
+from minitron.data import (DOCS_SOURCES, ShardWriter, TokenData, build_data, iter_documents, token_dtype,
                            write_meta)
 
 
@@ -97,9 +97,9 @@ def test_data_command_and_bad_sources(tmp_path, tiny_dir, capsys):
 
 @pytest.mark.slow
 def test_default_corpus_in_one_command(tmp_path):
-    out = build_data(out=tmp_path / "docs", max_tokens=1_000_000)
+    out = build_data(out=tmp_path / "docs", max_tokens=1_000_000, corpus="docs")
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["sources"] == list(DEFAULT_SOURCES) and meta["tokenizer"]["vocab_size"] == 49152
+    assert meta["sources"] == list(DOCS_SOURCES) and meta["tokenizer"]["vocab_size"] == 49152
     assert meta["splits"]["val"]["documents"] > 0 and meta["splits"]["train"]["tokens"] > 100_000
 
 

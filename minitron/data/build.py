@@ -5,28 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from minitron.chat.dataset import encode_with_mask
 from minitron.chat.templates import get_format
-from minitron.data.sources import (DEFAULT_GLOB, DEFAULT_SOURCES, is_hf_dataset, is_validation, iter_conversations,
-                                   iter_documents, source_files)
-from minitron.data.tokens import ShardWriter, token_dtype, tokenizer_identity, write_meta
+from minitron.data.sources import (CORPORA, DEFAULT_GLOB, corpus_sources, is_hf_dataset, is_r_data, is_validation,
+                                   iter_conversations, iter_documents, source_files)
+from minitron.data.tokens import SPLITS, ShardWriter, TokenData, token_dtype, tokenizer_identity, write_meta
 from minitron.errors import MinitronError
-from minitron.io import atomic_dir
+from minitron.io import atomic_dir, write_json
 from minitron.load import cache_dir, load_tokenizer
 
 
 def build_data(source: list[str] | None = None, out: Path | None = None, tokenizer: str = "default",
                glob: str = DEFAULT_GLOB, text_field: str = "text", val_fraction: float = 0.02,
                max_tokens: int | None = None, seed: int = 0, overwrite: bool = False, chat: bool = False,
-               chat_template: str = "auto") -> Path:
+               chat_template: str = "auto", corpus: str = "default") -> Path:
     """Tokenise text into memmap token shards with a train/validation split by document.
 
     Args:
-        source: text files, directories, .jsonl files or saved Hugging Face datasets (default: the
-            Python and Linux documentation sources from Debian's python3.11-doc and linux-doc-6.1)
-        out: output directory (default: the minitron cache, keyed by tokenizer)
+        source: text files, directories, .jsonl files, saved Hugging Face datasets or R package data
+            directories (default: the named --corpus)
+        out: output directory (default: the minitron cache, keyed by corpus and tokenizer)
         tokenizer: model whose tokenizer to use ('default', a Hugging Face directory, a Hub id or a .gguf)
         glob: which files to read inside directories
         text_field: the text field of JSONL records and dataset rows
@@ -37,25 +38,24 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
         chat: the sources are chat JSONL ({"messages": [...], "tools": [...]}): render each conversation
             with the chat template and train on the assistant's tokens only (writes loss masks)
         chat_template: chat format for --chat: auto, nemotron, chatml, mistral or model
+        corpus: the corpus built when no --source is given: 'default' (docs then prose), 'docs' (the Python
+            and Linux documentation from Debian's python3.11-doc and linux-doc-6.1) or 'prose' (Jane Austen's
+            novels from Debian's r-cran-janeaustenr); `make corpus` installs them
     """
     if chat and (source is None or out is None):
         raise MinitronError("--chat needs --source (conversation JSONL files) and --out")
     tok = load_tokenizer(tokenizer)
     if source is None:
-        missing = [s for s in DEFAULT_SOURCES if not Path(s).is_dir()]
-        if missing:
-            raise MinitronError(f"the default corpus is not installed ({missing[0]} is missing): run "
-                                "`make corpus` or `apt-get install python3.11-doc linux-doc-6.1`")
-        source = list(DEFAULT_SOURCES)
+        source = corpus_sources(corpus)
     if out is None:
-        out = default_data_dir(tok, max_tokens)
+        out = default_data_dir(tok, max_tokens, corpus)
     out = Path(out)
     if tok.eos_token_id is None:
         raise MinitronError(f"tokenizer of {tokenizer} has no EOS token to separate documents")
     dtype = token_dtype(len(tok))
     glob = "**/*.jsonl" if chat and glob == DEFAULT_GLOB else glob
     for src in map(Path, source):  # refuse missing sources before anything is shown or written
-        if not is_hf_dataset(src):
+        if not (is_hf_dataset(src) or is_r_data(src)):
             source_files(src, glob)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         writer = ShardWriter(tmp, dtype, with_mask=chat)
@@ -88,14 +88,41 @@ def tokenised_chats(tok, sources: list[str], glob: str,
         yield doc_id, ids + [tok.eos_token_id], mask + [0]
 
 
-def default_data_dir(tokenizer, max_tokens: int | None = None) -> Path:
+def default_data_dir(tokenizer, max_tokens: int | None = None, corpus: str = "default") -> Path:
+    """Where a named corpus is cached for a tokenizer: keyed by the corpus' content, so old caches are not mixed up."""
+    if corpus not in CORPORA:
+        raise MinitronError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPORA)}")
     suffix = f"-{max_tokens}" if max_tokens else ""
-    return cache_dir() / "data" / f"docs2-{tokenizer_identity(tokenizer)['sha']}{suffix}"
+    return cache_dir() / "data" / f"{CORPORA[corpus][0]}-{tokenizer_identity(tokenizer)['sha']}{suffix}"
 
 
-def default_data(tokenizer_spec: str = "default", max_tokens: int | None = None) -> Path:
-    """The default corpus tokenised for a model's tokenizer, built on first use and cached."""
-    out = default_data_dir(load_tokenizer(tokenizer_spec), max_tokens)
+def default_data(tokenizer_spec: str = "default", max_tokens: int | None = None, corpus: str = "default") -> Path:
+    """A named corpus (by default the documentation and prose mix) tokenised for a model's tokenizer, built on
+    first use and cached. A mix is its parts' caches end to end: the same shards as tokenising it, without
+    tokenising again what is already cached."""
+    out = default_data_dir(load_tokenizer(tokenizer_spec), max_tokens, corpus)
     if not (out / "meta.json").is_file():
-        build_data(tokenizer=tokenizer_spec, out=out, max_tokens=max_tokens)
+        parts = CORPORA[corpus][1]
+        if len(parts) > 1 and not max_tokens:
+            concat_data([default_data(tokenizer_spec, corpus=part) for part in parts], out)
+        else:
+            build_data(tokenizer=tokenizer_spec, out=out, max_tokens=max_tokens, corpus=corpus)
+    return out
+
+
+def concat_data(parts: list[Path], out: Path) -> Path:
+    """Token data directories end to end, split by split: the shards `build_data` writes from their sources in
+    this order (documents are tokenised one by one, so nothing crosses a boundary)."""
+    data = [TokenData.open(p) for p in parts]
+    if len({(d.meta["tokenizer"]["sha"], d.meta["dtype"]) for d in data}) != 1:
+        raise MinitronError(f"cannot join {', '.join(map(str, parts))}: made with different tokenizers")
+    with atomic_dir(out) as tmp:
+        for split in SPLITS:
+            with open(tmp / f"{split}.bin", "wb") as f:
+                for d in data:
+                    f.write(np.asarray(d.tokens(split)).tobytes())
+        splits = {split: {key: sum(d.meta["splits"][split][key] for d in data) for key in ("tokens", "documents")}
+                  for split in SPLITS}
+        write_json(tmp / "meta.json", {**data[0].meta, "splits": splits,
+                                       "sources": [s for d in data for s in d.meta["sources"]]})
     return out

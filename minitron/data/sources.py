@@ -1,18 +1,60 @@
-"""Where documents come from: text files, directories, JSONL (text or chat conversations) and saved
-Hugging Face datasets, each document with an id relative to its source (the train/validation split is a
-hash of that id, so it does not change when the data moves)."""
+"""Where documents come from: text files, directories, JSONL (text or chat conversations), saved Hugging Face
+datasets and the text data of R packages, each document with an id relative to its source (the train/validation
+split is a hash of that id, so it does not change when the data moves); and the named corpora built by default."""
 from __future__ import annotations
 
 import hashlib
+import re
+import struct
+import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from minitron.chat.dataset import check_conversation
 from minitron.errors import MinitronError
 from minitron.io import read_jsonl
+from minitron.load import cache_dir
 
-DEFAULT_SOURCES = ("/usr/share/doc/python3.11/html/_sources", "/usr/share/doc/linux-doc-6.1/html/_sources")
+# The documentation: reStructuredText sources of the Python and Linux docs (Debian python3.11-doc, linux-doc-6.1).
+DOCS_SOURCES = ("/usr/share/doc/python3.11/html/_sources", "/usr/share/doc/linux-doc-6.1/html/_sources")
 DEFAULT_GLOB = "**/*.rst.txt"
+# The prose: Jane Austen's six novels (public domain) from Debian's r-cran-janeaustenr (MIT), R data that
+# `make corpus` extracts from the .deb under the cache, so that R need not be installed.
+PROSE_PACKAGE = "r-cran-janeaustenr"
+PROSE_DATA = "usr/lib/R/site-library/janeaustenr/data"  # inside the package's file tree
+CORPORA = {  # name: (cache key, changed whenever the text changes; the parts, in the order they are written)
+    "docs": ("docs2", ("docs",)),
+    "prose": ("austen1", ("prose",)),
+    # docs first: the mix's validation split begins with exactly the docs corpus' validation tokens
+    "mix": ("mix1", ("docs", "prose")),
+    # the documentation until the mix is shown to keep its in-domain loss (benchmarks/corpus_mix.py)
+    "default": ("docs2", ("docs",)),
+}
+
+
+def corpus_sources(name: str) -> list[Path]:
+    """The sources of a named corpus, each checked to be installed."""
+    if name not in CORPORA:
+        raise MinitronError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
+    return [src for part in CORPORA[name][1] for src in (docs_sources() if part == "docs" else [prose_source()])]
+
+
+def docs_sources() -> list[Path]:
+    missing = [s for s in DOCS_SOURCES if not Path(s).is_dir()]
+    if missing:
+        raise MinitronError(f"the documentation corpus is not installed ({missing[0]} is missing): run "
+                            "`make corpus` or `apt-get install python3.11-doc linux-doc-6.1`")
+    return [Path(s) for s in DOCS_SOURCES]
+
+
+def prose_source() -> Path:
+    """Jane Austen's novels: the installed R package, or the one `make corpus` extracted under the cache."""
+    for root in (Path("/"), cache_dir() / "corpus" / PROSE_PACKAGE):
+        if (root / PROSE_DATA / "Rdata.rdx").is_file():
+            return root / PROSE_DATA
+    raise MinitronError(f"the prose corpus is not installed ({PROSE_PACKAGE} is missing): run `make corpus`, or "
+                        f"`apt-get download {PROSE_PACKAGE}` and `dpkg-deb -x` it into "
+                        f"{cache_dir() / 'corpus' / PROSE_PACKAGE}")
 
 
 def is_validation(doc_id: str, val_fraction: float, seed: int = 0) -> bool:
@@ -35,6 +77,8 @@ def iter_documents(sources: Iterable[str | Path], glob: str = DEFAULT_GLOB,
     for source in map(Path, sources):
         if is_hf_dataset(source):
             yield from _hf_dataset_documents(source, text_field)
+        elif is_r_data(source):
+            yield from r_text_documents(source)
         else:
             for f, doc_id in source_files(source, glob):
                 yield from _file_documents(f, doc_id, text_field)
@@ -90,6 +134,50 @@ def _hf_dataset_documents(path: Path, text_field: str) -> Iterator[tuple[str, st
                 raise MinitronError(f"dataset {path}{f' ({name})' if name else ''} row {i}: {text_field!r} is "
                                     f"{type(text).__name__}, not text (set --text-field)")
             yield f"{path.name}:{name}:{i}", text
+
+
+def is_r_data(path: Path) -> bool:
+    """An installed R package's data directory (a lazy-load database: Rdata.rdx and Rdata.rdb)."""
+    return path.is_dir() and (path / "Rdata.rdx").is_file() and (path / "Rdata.rdb").is_file()
+
+
+def r_text_documents(path: Path) -> Iterator[tuple[str, str]]:
+    """The chapters of the books in an R package's data: every character vector is a book, one line per element;
+    a line 'Chapter N' or 'CHAPTER N' starts a chapter (the front matter is chapter 0). Ids: book:chapter."""
+    for book, lines in read_r_data(path):
+        chapters: list[list[str]] = [[]]
+        for line in lines:
+            if re.fullmatch(r"chapter [0-9ivxlc]+\.?", line.strip(), re.IGNORECASE):
+                chapters.append([])
+            chapters[-1].append(line)
+        for i, chapter in enumerate(chapters):
+            paragraphs = (" ".join(p.split("\n")) for p in "\n".join(chapter).split("\n\n"))
+            text = "\n\n".join(p.strip() for p in paragraphs if p.strip())
+            if text:
+                yield f"{book}:{i}", text
+
+
+def read_r_data(path: Path) -> Iterator[tuple[str, list[str]]]:
+    """(name, strings) of the character vectors in an R lazy-load database, one at a time (Rdata.rdx: the index,
+    an RDS file; Rdata.rdb: each variable serialised and zlib-compressed after its 4-byte length), read with `rdata`."""
+    try:
+        import rdata  # lazy: an optional dependency, needed only to build the prose corpus
+    except ImportError:
+        raise MinitronError(f"reading the R data in {path} needs the `rdata` package: run `make setup` or "
+                            "`pip install rdata`") from None
+    index = rdata.read_rds(path / "Rdata.rdx")
+    if int(index["compressed"][0]) != 1:  # R writes 2 for bzip2, 3 for xz
+        raise MinitronError(f"{path}/Rdata.rdb is not zlib-compressed; only zlib is read")
+    with open(path / "Rdata.rdb", "rb") as f:
+        for name, (offset, length) in sorted(index["variables"].items()):
+            f.seek(int(offset))
+            record = f.read(int(length))
+            data = zlib.decompress(record[4:])
+            if len(data) != struct.unpack(">I", record[:4])[0]:
+                raise MinitronError(f"{path}/Rdata.rdb: variable {name} is damaged")
+            value = rdata.conversion.convert(rdata.parser.parse_data(data, extension=".rds"))
+            if getattr(value, "dtype", None) is not None and value.dtype.kind == "U":
+                yield str(name), [str(line) for line in value]
 
 
 def iter_conversations(sources: Iterable[str | Path], glob: str = "**/*.jsonl") -> Iterator[tuple[str, dict]]:
