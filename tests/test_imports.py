@@ -18,6 +18,7 @@ LAYERS = [
     ["minitron.prune"],
     ["minitron.distill"],
     ["minitron.chat.generate", "minitron.chat.cli"],
+    ["minitron.search"],
     ["minitron.report", "minitron.pipeline"],
     ["minitron.cli", "minitron.__main__"],
 ]
