@@ -33,6 +33,7 @@ from minitron.io import write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.prune import check_target, params_of, prune, target_config
 from minitron.report import write_report
+from minitron.search import budget_of, search
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
 CONTINUATION = "A Python list is"  # plain text, no chat template: what distillation on documents teaches
@@ -42,12 +43,13 @@ SET_BY_COMPRESS = ("student", "out", "teacher", "data", "device", "resume", "ove
 def compress(teacher: str = "default", target: dict[str, int] | None = None, out: Path | None = None,
              data: Path | None = None, calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
              distill: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, params: float | None = None, search_top: int = 4,
+             search_tokens: int = 65536) -> dict:
     """Score, prune to a target, distil from the teacher, evaluate all three models and write a report.
 
     Args:
         teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory or a .gguf file
-        target: student sizes, e.g. hidden_size=384,intermediate_size=1024,num_attention_heads=6 (required)
+        target: student sizes, e.g. hidden_size=384,intermediate_size=1024,num_attention_heads=6 (or --params)
         out: run directory (default: runs/<teacher name>-pruned)
         data: token data directory from `minitron data` (default: the default corpus in the teacher's tokenizer)
         calib_seqs: calibration sequences for importance scoring (of distill.seq_len tokens)
@@ -59,10 +61,16 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
         device: auto, cpu or cuda
         resume: continue an interrupted run (recorded stages are kept, distillation continues from its checkpoint)
         overwrite: delete an existing run directory and start again
+        params: instead of --target, a parameter budget (a fraction of the teacher's, or a count): the student's
+            shape is searched (`minitron search`) and the winner distilled
+        search_top: with --params: candidates distilled briefly before the winner is chosen (0: zero-shot only)
+        search_tokens: with --params: training tokens of each candidate's short distillation
     """
-    if not target:
-        raise MinitronError("compress needs --target, e.g. hidden_size=384,intermediate_size=1024 "
+    if not target and params is None:
+        raise MinitronError("compress needs --target, e.g. hidden_size=384,intermediate_size=1024, or --params 0.5 "
                             "(or --config configs/demo.yaml)")
+    if target and params is not None:
+        raise MinitronError("give --target or --params, not both")
     for name in SET_BY_COMPRESS:
         if getattr(distill, name) != getattr(TrainConfig(), name):
             raise MinitronError(f"compress sets distill.{name} itself; leave it out (use the top-level settings)")
@@ -71,13 +79,14 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
         raise MinitronError(f"{run} already exists; pass --resume to continue it or --overwrite to start again")
     # the front door: every check that needs no output comes before anything is written
     config = load_config(teacher)
-    sizes = check_target(config, target)
+    sizes = check_target(config, target) if target else None
     check_seq_len(config, distill.seq_len, teacher)
     tokens = TokenData.open(data if data is not None else default_data(teacher))
     if tokens.num_tokens("train") < distill.tokens:
         raise MinitronError(f"the data has {tokens.num_tokens('train'):,} training tokens, fewer than the "
                             f"{distill.tokens:,} requested; add data or lower --distill.tokens")
-    check_disk(run, params_of(target_config(config, sizes)), distill.keep_checkpoints)
+    check_disk(run, params_of(target_config(config, sizes)) if sizes else budget_of(params, params_of(config)),
+               distill.keep_checkpoints)
     if overwrite and run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
@@ -87,9 +96,16 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
                     data=str(tokens.path), device=device, resume=(run / "distill").exists())
     record.stage("data", {"teacher": teacher, "data": str(data) if data else None},
                  lambda: {"data": str(tokens.path), "train_tokens": tokens.num_tokens("train")})
-    record.stage("score", {"calib_seqs": calib_seqs, "seq_len": distill.seq_len},
-                 lambda: score_stage(teacher, tokens, run, calib_seqs, distill.seq_len, device))
-    record.stage("prune", {"target": sizes}, lambda: prune_stage(teacher, target, run, device))
+    if params is not None:  # the shape is searched; the search prunes the winner
+        found = record.stage("search", {"params": params, "search_top": search_top, "search_tokens": search_tokens,
+                                        "calib_seqs": calib_seqs, "val_seqs": val_seqs, "seq_len": distill.seq_len},
+                             lambda: search_stage(teacher, params, tokens, run, calib_seqs, val_seqs, search_top,
+                                                  search_tokens, distill, device))
+        sizes = check_target(config, found["target"])
+    else:
+        record.stage("score", {"calib_seqs": calib_seqs, "seq_len": distill.seq_len},
+                     lambda: score_stage(teacher, tokens, run, calib_seqs, distill.seq_len, device))
+        record.stage("prune", {"target": sizes}, lambda: prune_stage(teacher, target, run, device))
     record.stage("distill", {k: v for k, v in asdict(train).items() if k not in ("student", "out", "resume", "device")},
                  lambda: distill_stage(train, run))  # paths inside the run are left out: a moved run resumes
     record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
@@ -144,6 +160,16 @@ def prune_stage(teacher: str, target: dict[str, int], run: Path, device: str) ->
     shutil.rmtree(run / "pruned", ignore_errors=True)  # left by an interrupted stage
     result = prune(teacher, target=target, out=run / "pruned", scores=run / "scores", device=device)
     return {"pruned": "pruned", "params": result.get("params_after")}
+
+
+def search_stage(teacher: str, params: float, tokens: TokenData, run: Path, calib_seqs: int, val_seqs: int,
+                 top: int, search_tokens: int, distill: TrainConfig, device: str) -> dict:
+    """The best shape under the budget (RUN/search, resumable), pruned into RUN/pruned."""
+    shutil.rmtree(run / "pruned", ignore_errors=True)  # left by an interrupted stage
+    found = search(params, teacher, out=run / "pruned", work=run / "search", data=tokens.path, calib_seqs=calib_seqs,
+                   val_seqs=val_seqs, distill_top=top, distill_tokens=search_tokens,
+                   distill=replace(distill, eval_every=0), device=device)
+    return {"pruned": "pruned", "target": found["target"], "params": found["params"], "search": "search/search.json"}
 
 
 def distill_stage(train: TrainConfig, run: Path) -> dict:

@@ -92,3 +92,22 @@ def test_a_failing_candidate_is_reported_and_skipped(tiny_dir, tiny_data, tmp_pa
 def test_search_refuses_an_impossible_budget(tiny_dir, capsys):
     assert "not fewer than the teacher" in cli_error(capsys, "search", "--model", tiny_dir, "--params", "1e12",
                                                      "--out", "/nonexistent/x")
+
+
+def test_compress_with_a_parameter_budget_searches_the_shape(tiny_dir, tiny_data, tmp_path, one_thread):
+    import minitron
+    from dataclasses import replace
+
+    run = tmp_path / "run"
+    metrics = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, params=0.6, search_top=1,
+                                search_tokens=256, calib_seqs=4, val_seqs=2, prompt="hi",
+                                distill=replace(TRAIN, tokens=512, save_every=50))
+    stages = json.loads((run / "stages.json").read_text())
+    assert list(stages) == ["data", "search", "distill", "evaluate"]
+    found = stages["search"]["outputs"]["target"]
+    assert {k: metrics["target"][k] for k in found} == found
+    assert metrics["distilled"]["params"] == stages["search"]["outputs"]["params"]
+    assert "## Shape search" in (run / "report.md").read_text()
+    with pytest.raises(MinitronError, match="not both"):
+        minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=tmp_path / "r2", params=0.5,
+                          target={"hidden_size": 32})
