@@ -65,7 +65,9 @@ ROWS = [
     Row("depth-block", "depth only: best contiguous block", "depth", "depth", {"layer_criterion": "block"}, True),
     Row("width-depth", "width + depth: activation, best contiguous block", "width + depth", "both", {}, True),
 ]
-DEFAULT_ROWS = [r.key for r in ROWS]
+# about 60 minutes on 2 CPU cores at --tokens 32768 (~5 min a row, ~7 min of scoring); `--rows all` adds
+# magnitude, (var, var) and Block Influence, the three rows the zero-shot benchmark puts last in their groups
+DEFAULT_ROWS = [r.key for r in ROWS if r.key not in ("magnitude", "agg-var-var", "depth-bi")]
 CRITERIA = ["activation", "wanda", "magnitude", "taylor", "random"]
 
 
@@ -97,21 +99,24 @@ def shapes(config) -> dict[str, dict[str, int]]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=32768, help="training tokens per row")
-    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=[r.key for r in ROWS])
+    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=[r.key for r in ROWS] + ["all"])
     p.add_argument("--teacher", default="default")
     p.add_argument("--data", type=Path, default=None, help="token data (default: the default corpus)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--calib-seqs", type=int, default=64)
     p.add_argument("--val-seqs", type=int, default=32)
-    p.add_argument("--curve-points", type=int, default=8, help="validation losses along each run, for the plot")
+    p.add_argument("--curve-points", type=int, default=4, help="validation losses along each run, for the plot")
+    p.add_argument("--curve-seqs", type=int, default=8, help="held-out sequences of those (the first of --val-seqs)")
     p.add_argument("--work", type=Path, default=Path("runs/bench/criteria_kd"), help="scores, students and runs")
     p.add_argument("--out", type=Path, default=Path("docs/criteria_after_kd.md"))
     p.add_argument("--dry", action="store_true", help="tiny budgets (with a tiny --teacher): a check that it runs")
     args = p.parse_args(argv)
     if args.dry:
-        args.seq_len, args.calib_seqs, args.val_seqs, args.curve_points = 32, 4, 2, 2
+        args.seq_len, args.calib_seqs, args.val_seqs, args.curve_points, args.curve_seqs = 32, 4, 2, 2, 2
         args.tokens = min(args.tokens, 512)
+    if "all" in args.rows:
+        args.rows = [r.key for r in ROWS]
     torch.manual_seed(0)
     config = load_config(args.teacher)
     targets = shapes(config)
@@ -156,7 +161,7 @@ def run_row(args, row: Row, target: dict, scores_dir: Path, data: TokenData, val
     distill(TrainConfig(student=str(pruned), out=work / "run", tokens=args.tokens, teacher=args.teacher,
                         data=str(data.path), seq_len=args.seq_len, micro_batch=4, global_batch_tokens=16 * args.seq_len,
                         lr=args.lr, min_lr=args.lr / 10, eval_every=max(1, steps // args.curve_points),
-                        eval_seqs=args.val_seqs, save_every=10**9, device="cpu", overwrite=True))
+                        eval_seqs=args.curve_seqs, save_every=10**9, device="cpu", overwrite=True))
     wall = round(time.time() - start, 1)
     curve = [(r["tokens"], r["val_loss"]) for _, r in read_jsonl(work / "run" / "metrics.jsonl") if "val_loss" in r]
     saved = {"key": row.key, "tokens": args.tokens, "target": target, "params": result["params_after"],
@@ -175,7 +180,8 @@ def write_report(args, targets: dict, teacher_loss: float, results: list[dict]) 
              f"The teacher `{args.teacher}` pruned to about 50% of its parameters by each criterion, then each student "
              f"distilled (forward KL) for {args.tokens:,} tokens of the same batches (sequences of {args.seq_len}, "
              f"{16 * args.seq_len:,}-token batches, AdamW at {args.lr:g} with cosine decay). Validation: the first "
-             f"{args.val_seqs} × {args.seq_len} tokens of the held-out split, the same for every row. Shapes: width = "
+             f"{args.val_seqs} × {args.seq_len} tokens of the held-out split, the same for every row (the curves: the first "
+             f"{args.curve_seqs} of them). Shapes: width = "
              f"{desc['width']}; depth = {desc['depth']}; width + depth = {desc['both']}.", "",
              "Reproduce: `.venv/bin/python benchmarks/criteria_after_kd.py --tokens "
              f"{args.tokens}{' --rows ' + ' '.join(args.rows) if args.rows != DEFAULT_ROWS else ''}`", "",

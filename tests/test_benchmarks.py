@@ -61,11 +61,11 @@ def test_criteria_after_kd_dry_mode(tiny_dir, tiny_data, tmp_path, one_thread):
     the finished rows."""
     bench = load_benchmark("criteria_after_kd")
     out = tmp_path / "report.md"
-    argv = ["--dry", "--teacher", str(tiny_dir), "--data", str(tiny_data), "--work", str(tmp_path / "work"),
-            "--out", str(out)]
+    common = ["--dry", "--teacher", str(tiny_dir), "--data", str(tiny_data), "--work", str(tmp_path / "work")]
+    argv = common + ["--rows", "all", "--out", str(out)]
     bench.main(argv)
     report = json.loads(out.with_suffix(".json").read_text())
-    assert [r["key"] for r in report["rows"]] == bench.DEFAULT_ROWS
+    assert [r["key"] for r in report["rows"]] == [r.key for r in bench.ROWS]
     for r in report["rows"]:
         assert math.isfinite(r["val_loss"]) and math.isfinite(r["zero_shot"]) and r["curve"]
     targets = report["targets"]
@@ -74,6 +74,6 @@ def test_criteria_after_kd_dry_mode(tiny_dir, tiny_data, tmp_path, one_thread):
     assert all(len(d) == 4 - targets["depth"]["num_hidden_layers"] for d in depth.values())
     assert out.with_suffix(".png").stat().st_size > 0 and "| criterion | random |" in out.read_text()
     bench.distill = lambda cfg: (_ for _ in ()).throw(AssertionError("trained again"))
-    bench.main(argv[:-2] + ["--out", str(tmp_path / "again.md"), "--rows", "act", "random"])
+    bench.main(common + ["--out", str(tmp_path / "again.md"), "--rows", "act", "random"])
     again = json.loads((tmp_path / "again.json").read_text())["rows"]
     assert [r["val_loss"] for r in again] == [r["val_loss"] for r in report["rows"] if r["key"] in ("act", "random")]
