@@ -22,7 +22,15 @@ from minitron.prune import apply_plan, check_target, make_plan
 
 WIDTH = dict(hidden_size=384, intermediate_size=1024, num_attention_heads=6)  # 2 query heads per KV group
 DROP = 10  # of 30 layers
+# (hidden_score, head_score) variants of activation importance beside the default (norms, attn), at (mean, l2)
+VARIANTS = [("norms", "o_proj"), ("pooled", "attn"), ("pooled", "o_proj")]
 NOTES = "<!-- notes: written by hand, kept when the tables are regenerated -->"
+
+
+def label(criterion: str, hidden: str, head: str) -> str:
+    """activation, or activation with its non-default hidden/head scores named."""
+    extra = [f"hidden {hidden}"] * (hidden != "norms") + [f"heads {head}"] * (head != "attn")
+    return f"{criterion} ({', '.join(extra)})" if extra else criterion
 
 
 def evaluate(model, val) -> float:
@@ -48,12 +56,14 @@ def main() -> None:
     scores, score_s = cached_scores(args, teacher, batches, loss_batches)
     rows = [("teacher (unpruned)", "-", evaluate(teacher, val))]
     width = check_target(teacher.config, WIDTH)
-    runs = [("activation", s, b) for s in AGGREGATIONS for b in AGGREGATIONS] + \
-        [(c, "-", "-") for c in ("wanda", "taylor", "magnitude", "random")]
-    for criterion, s, b in runs:
-        plan = make_plan(scores, teacher.config, width, None, criterion, s if s != "-" else "mean", b if b != "-" else "l2")
+    runs = [("activation", s, b, "norms", "attn") for s in AGGREGATIONS for b in AGGREGATIONS] + \
+        [("activation", "mean", "l2", hidden, head) for hidden, head in VARIANTS] + \
+        [(c, "-", "-", "norms", "attn") for c in ("wanda", "taylor", "magnitude", "random")]
+    for criterion, s, b, hidden, head in runs:
+        plan = make_plan(scores, teacher.config, width, None, criterion, s if s != "-" else "mean",
+                         b if b != "-" else "l2", hidden_score=hidden, head_score=head)
         loss = evaluate(apply_plan(copy.deepcopy(teacher), plan), val)
-        rows.append((criterion, f"seq {s}, batch {b}" if s != "-" else "-", loss))
+        rows.append((label(criterion, hidden, head), f"seq {s}, batch {b}" if s != "-" else "-", loss))
         print(f"{rows[-1][0]:>10} {rows[-1][1]:>22}  val loss {loss:.3f}", flush=True)
     depth = check_target(teacher.config, {"num_hidden_layers": 30 - DROP})
     depth_rows = []
@@ -79,15 +89,20 @@ def cached_scores(args, teacher, batches, loss_batches) -> tuple[Scores, float]:
     return scores, scores.meta["seconds"]
 
 
+AXIS_COLUMNS = [("activation", "norms", "attn"), ("activation", "pooled", "o_proj"), ("wanda", "norms", "attn"),
+                ("taylor", "norms", "attn"), ("magnitude", "norms", "attn"), ("random", "norms", "attn")]
+
+
 def per_axis(teacher, scores, val) -> list[tuple[str, str, float]]:
     """Each width axis pruned alone, to see where the criteria differ."""
     rows = []
     for axis, size in WIDTH.items():
         target = check_target(teacher.config, {axis: size})
-        for criterion in ("activation", "wanda", "taylor", "magnitude", "random"):
-            plan = make_plan(scores, teacher.config, target, None, criterion)
-            rows.append((f"{axis}={size}", criterion, evaluate(apply_plan(copy.deepcopy(teacher), plan), val)))
-            print(f"{rows[-1][0]:>24} {criterion:>10} val loss {rows[-1][2]:.3f}", flush=True)
+        for criterion, hidden, head in AXIS_COLUMNS:
+            plan = make_plan(scores, teacher.config, target, None, criterion, hidden_score=hidden, head_score=head)
+            rows.append((f"{axis}={size}", label(criterion, hidden, head),
+                         evaluate(apply_plan(copy.deepcopy(teacher), plan), val)))
+            print(f"{rows[-1][0]:>24} {rows[-1][1]:>30} val loss {rows[-1][2]:.3f}", flush=True)
     return rows
 
 
@@ -118,9 +133,9 @@ def write_report(args, rows, depth_rows, axis_rows, score_s) -> None:
     for name, drop, loss in depth_rows:
         lines.append(f"| {name} | {drop} | {loss:.3f} | {torch.tensor(loss).exp():.1f} |")
     lines += ["", "## Each width axis alone", "", "The same scores, one axis pruned at a time "
-              "(activation: sequence mean, batch L2).", "", "| pruned | " +
-              " | ".join(c for c in ("activation", "wanda", "taylor", "magnitude", "random")) + " |",
-              "|---|---|---|---|---|---|"]
+              "(activation: sequence mean, batch L2; the second column is the other hidden score on hidden_size "
+              "and the other head score on num_attention_heads).", "", "| pruned | " +
+              " | ".join(label(*c) for c in AXIS_COLUMNS) + " |", "|---|" + "---|" * len(AXIS_COLUMNS)]
     for axis in dict.fromkeys(r[0] for r in axis_rows):
         lines.append(f"| {axis} | " + " | ".join(f"{l:.3f}" for a, _, l in axis_rows if a == axis) + " |")
     lines += ["", f"Teacher validation loss: {teacher_loss:.3f}.", ""]

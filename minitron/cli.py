@@ -33,6 +33,7 @@ COMMANDS = {
     "data": ("minitron.data:build_data", "tokenise text into train/validation token shards"),
     "score": ("minitron.importance:score", "importance of hidden channels, heads, MLP neurons and layers"),
     "prune": ("minitron.prune:prune", "prune a model to a target size (or --dry-run the arithmetic)"),
+    "search": ("minitron.search:search", "search the best student shape under a parameter budget"),
     "distill": ("minitron.distill:distill", "distil a teacher into a student (1 or N processes)"),
     "eval": ("minitron.eval:evaluate", "validation loss, perplexity and generation speed"),
     "chat": ("minitron.chat.cli:chat", "chat with a model in its own format, with tools"),

@@ -33,6 +33,7 @@ from minitron.io import output_lock, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.prune import LayerCriterion, check_target, params_of, parse_layers, prune, target_config
 from minitron.report import write_report
+from minitron.search import budget_of, search
 from minitron.tracking import check_report_to
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
@@ -45,13 +46,15 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
              criterion: Criterion = "activation", seq_agg: Agg = "mean", batch_agg: Agg = "l2",
              layer_criterion: LayerCriterion = "block", out: Path | None = None, data: Path | None = None, calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
              distill: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False,
-             overwrite: bool = False, report_to: list[Literal["tensorboard", "wandb"]] | None = None) -> dict:
-    """Score, prune to a target, distil from the teacher, evaluate all three models and write a report.
+             overwrite: bool = False, report_to: list[Literal["tensorboard", "wandb"]] | None = None,
+             params: float | None = None, search_top: int = 4, search_tokens: int = 65536) -> dict:
+    """Score, prune to a target (or to the shape a search finds), distil from the teacher, evaluate all three
+    models and write a report.
 
     Args:
         teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory, a Hub id (org/name) or a .gguf file
-        target: student sizes, e.g. hidden_size=384,intermediate_size=1024,num_attention_heads=6 (this or
-            --drop-layers is required)
+        target: student sizes, e.g. hidden_size=384,intermediate_size=1024,num_attention_heads=6 (this,
+            --drop-layers or --params is required)
         drop_layers: explicit decoder layers to remove, e.g. 16-23 (instead of choosing them by --layer-criterion)
         criterion: width importance: activation (the papers'), wanda, magnitude, taylor or random
         seq_agg: activation aggregation over the sequence: mean (of |x|), l2 or var
@@ -71,10 +74,17 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
         overwrite: delete an existing run directory and start again
         report_to: also send the distillation's metrics (and settings) to TensorBoard (RUN/distill/tensorboard)
             and/or Weights & Biases
+        params: instead of --target, a parameter budget (a fraction of the teacher's, or a count): the student's
+            shape is searched (`minitron search`) and the winner distilled
+        search_top: with --params: candidates distilled briefly before the winner is chosen (0: zero-shot only)
+        search_tokens: with --params: training tokens of each candidate's short distillation
     """
-    if not target and not drop_layers:
-        raise MinitronError("compress needs --target, e.g. hidden_size=384,intermediate_size=1024, or --drop-layers "
+    if not target and not drop_layers and params is None:
+        raise MinitronError("compress needs --target, e.g. hidden_size=384,intermediate_size=1024, --params 0.5 "
+                            "or --drop-layers "
                             "(or --config configs/demo.yaml)")
+    if target and params is not None:
+        raise MinitronError("give --target or --params, not both")
     for name in SET_BY_COMPRESS:
         if getattr(distill, name) != getattr(TrainConfig(), name):
             raise MinitronError(f"compress sets distill.{name} itself; leave it out (use the top-level settings)")
@@ -89,38 +99,57 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
     # the front door: every check that needs no output comes before anything is written
     config = load_config(teacher)
     drop = parse_layers(drop_layers, config.num_hidden_layers) if drop_layers else None
-    sizes = check_target(config, target or {}, drop)
+    sizes = check_target(config, target or {}, drop) if params is None else None
     check_seq_len(config, distill.seq_len, teacher)
     tokens = TokenData.open(data if data is not None else default_data(teacher))
     if tokens.num_tokens("train") < distill.tokens:
         raise MinitronError(f"the data has {tokens.num_tokens('train'):,} training tokens, fewer than the "
                             f"{distill.tokens:,} requested; add data or lower --distill.tokens")
-    check_disk(run, params_of(target_config(config, sizes, drop)), distill.keep_checkpoints)
+    check_disk(run, params_of(target_config(config, sizes, drop)) if sizes else budget_of(params, params_of(config)),
+               distill.keep_checkpoints)
     with output_lock(run):  # one writer per run directory
         if overwrite and run.exists():
             shutil.rmtree(run)
         run.mkdir(parents=True, exist_ok=True)
-
-        record = Record(run)
         train = replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher,
                         data=str(tokens.path), device=device, resume=(run / "distill").exists(), report_to=report_to)
-        record.stage("data", {"teacher": teacher, "data": str(data) if data else None},
-                     lambda: {"data": str(tokens.path), "train_tokens": tokens.num_tokens("train")})
-        scoring = scores_needed(config, sizes, drop, criterion, layer_criterion)
         pruning = dict(drop_layers=drop_layers, criterion=criterion, seq_agg=seq_agg, batch_agg=batch_agg,
                        layer_criterion=layer_criterion)
-        record.stage("score", {"calib_seqs": calib_seqs, "seq_len": distill.seq_len, **beyond(scoring, SCORING)},
-                     lambda: score_stage(teacher, tokens, run, calib_seqs, distill.seq_len, device, **scoring))
-        record.stage("prune", {"target": sizes, **beyond(pruning, PRUNING)},
-                     lambda: prune_stage(teacher, target or {}, run, device, pruning))
-        record.stage("distill", {k: v for k, v in asdict(train).items() if k not in UNRECORDED},
-                     lambda: distill_stage(train, run))  # paths inside the run are left out: a moved run resumes
-        record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
-                     lambda: evaluate_stage(teacher, run, tokens, val_seqs, distill.seq_len, prompt, sizes, config,
-                                            pick_device(device), record))
-        report = write_report(run)
+        search_settings = (None if params is None else
+                           {"params": params, "search_top": search_top, "search_tokens": search_tokens})
+        report = run_stages(run, teacher, config, tokens, data, target or {}, sizes, drop, pruning, search_settings,
+                            train, calib_seqs, val_seqs, prompt, device)
     print(f"\nwrote {report} — distilled student in {run / 'student'}")
     return json.loads((run / "metrics.json").read_text())
+
+
+def run_stages(run: Path, teacher: str, config, tokens: TokenData, data: Path | None, target: dict,
+               sizes: dict | None, drop: list[int] | None, pruning: dict, search_settings: dict | None, train: TrainConfig,
+               calib_seqs: int, val_seqs: int, prompt: str, device: str) -> Path:
+    """The chain of stages in RUN (each recorded in stages.json, skipped when a resume finds it done): data,
+    score + prune (or search), distil, evaluate; then the report."""
+    record, seq_len = Record(run), train.seq_len
+    record.stage("data", {"teacher": teacher, "data": str(data) if data else None},
+                 lambda: {"data": str(tokens.path), "train_tokens": tokens.num_tokens("train")})
+    if search_settings is not None:  # the shape is searched; the search prunes the winner
+        found = record.stage("search", {**search_settings, "calib_seqs": calib_seqs, "val_seqs": val_seqs,
+                                        "seq_len": seq_len},
+                             lambda: search_stage(teacher, search_settings["params"], tokens, run, calib_seqs,
+                                                  val_seqs, search_settings["search_top"],
+                                                  search_settings["search_tokens"], train, device))
+        sizes = check_target(config, found["target"])
+    else:
+        scoring = scores_needed(config, sizes, drop, pruning["criterion"], pruning["layer_criterion"])
+        record.stage("score", {"calib_seqs": calib_seqs, "seq_len": seq_len, **beyond(scoring, SCORING)},
+                     lambda: score_stage(teacher, tokens, run, calib_seqs, seq_len, device, **scoring))
+        record.stage("prune", {"target": sizes, **beyond(pruning, PRUNING)},
+                     lambda: prune_stage(teacher, target, run, device, pruning))
+    record.stage("distill", {k: v for k, v in asdict(train).items() if k not in UNRECORDED},
+                 lambda: distill_stage(train, run))  # paths inside the run are left out: a moved run resumes
+    record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
+                 lambda: evaluate_stage(teacher, run, tokens, val_seqs, seq_len, prompt, sizes, config,
+                                        pick_device(device), record))
+    return write_report(run)
 
 
 class Record:
@@ -188,6 +217,16 @@ def prune_stage(teacher: str, target: dict[str, int], run: Path, device: str, pr
     shutil.rmtree(run / "pruned", ignore_errors=True)  # left by an interrupted stage
     result = prune(teacher, target=target, out=run / "pruned", scores=run / "scores", device=device, **pruning)
     return {"pruned": "pruned", "params": result.get("params_after")}
+
+
+def search_stage(teacher: str, params: float, tokens: TokenData, run: Path, calib_seqs: int, val_seqs: int,
+                 top: int, search_tokens: int, distill: TrainConfig, device: str) -> dict:
+    """The best shape under the budget (RUN/search, resumable), pruned into RUN/pruned."""
+    shutil.rmtree(run / "pruned", ignore_errors=True)  # left by an interrupted stage
+    found = search(params, teacher, out=run / "pruned", work=run / "search", data=tokens.path, calib_seqs=calib_seqs,
+                   val_seqs=val_seqs, distill_top=top, distill_tokens=search_tokens,
+                   distill=replace(distill, eval_every=0), device=device)
+    return {"pruned": "pruned", "target": found["target"], "params": found["params"], "search": "search/search.json"}
 
 
 def distill_stage(train: TrainConfig, run: Path) -> dict:

@@ -135,7 +135,8 @@ def write_report(run: Path) -> Path:
     objective = json.loads(train_config.read_text())["loss"] if train_config.is_file() else "distillation loss"
     training = plot_training([r for _, r in read_jsonl(log)] if log.is_file() else [], metrics, run / "loss.png",
                              objective.replace("_", " "))
-    importance = plot_importance(run / "scores", run / "importance.png")
+    importance = plot_importance(run / "scores" if (run / "scores").is_dir() else run / "search" / "scores",
+                                 run / "importance.png")
     t, p, d = (metrics.get(k, {}) for k in MODELS)
     lines = [f"# minitron run `{run.name}`", "",
              recipe_sentence(run, metrics) + f" Every model is evaluated on the same {metrics['val_tokens']:,} "
@@ -148,6 +149,11 @@ def write_report(run: Path) -> Path:
                   f"(the teacher's is {t['val_loss']:.3f}): {gap_closed:.0%} of the gap that pruning opened is closed. "
                   f"The student has {d['params'] / t['params']:.0%} of the teacher's parameters and generates "
                   f"{d['gen_tokens_per_s'] / t['gen_tokens_per_s']:.2f}× as fast here.", ""]
+    if (run / "search" / "search.md").is_file():  # the shape came from `minitron search`
+        table = (run / "search" / "search.md").read_text().split("\n", 2)[2]
+        plot = ["", "![rank by zero-shot loss against rank after distillation](search/search.png)", ""] \
+            if (run / "search" / "search.png").is_file() else [""]
+        lines += ["## Shape search", "", table.rstrip(), *plot]
     if training:
         lines += ["## Training", "", f"![loss against tokens]({training.name})", ""]
     if importance:

@@ -2,6 +2,7 @@
 GPU check runs end to end in its dry mode (on the CPU, tiny)."""
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -70,3 +71,26 @@ def test_corpus_mix_dry_mode(tmp_path, one_thread):
     trained = (tmp_path / "mix" / "bench.json").stat().st_mtime
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and (tmp_path / "mix" / "bench.json").stat().st_mtime == trained
+
+
+def test_criteria_after_kd_dry_mode(tiny_dir, tiny_data, tmp_path, one_thread):
+    """Every row of the after-distillation benchmark runs end to end on a tiny teacher, and a second run reuses
+    the finished rows."""
+    bench = load_benchmark("criteria_after_kd")
+    out = tmp_path / "report.md"
+    common = ["--dry", "--teacher", str(tiny_dir), "--data", str(tiny_data), "--work", str(tmp_path / "work")]
+    argv = common + ["--rows", "all", "--out", str(out)]
+    bench.main(argv)
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [r["key"] for r in report["rows"]] == [r.key for r in bench.ROWS]
+    for r in report["rows"]:
+        assert math.isfinite(r["val_loss"]) and math.isfinite(r["zero_shot"]) and r["curve"]
+    targets = report["targets"]
+    assert targets["depth"]["num_hidden_layers"] < 4 and targets["width"]["hidden_size"] < 64
+    depth = {r["key"]: r["dropped_layers"] for r in report["rows"] if r["group"] == "depth"}
+    assert all(len(d) == 4 - targets["depth"]["num_hidden_layers"] for d in depth.values())
+    assert out.with_suffix(".png").stat().st_size > 0 and "| criterion | random |" in out.read_text()
+    bench.distill = lambda cfg: (_ for _ in ()).throw(AssertionError("trained again"))
+    bench.main(common + ["--out", str(tmp_path / "again.md"), "--rows", "act", "random"])
+    again = json.loads((tmp_path / "again.json").read_text())["rows"]
+    assert [r["val_loss"] for r in again] == [r["val_loss"] for r in report["rows"] if r["key"] in ("act", "random")]

@@ -50,11 +50,47 @@ def test_mlp_and_head_aggregations(scored, seq, batch):
                  rtol=1e-4, atol=1e-6)
 
 
-def test_hidden_channels_aggregate_all_norms(scored):
+@pytest.mark.parametrize("batch", ["l2", "mean"])
+def test_hidden_channels_sum_per_norm_scores(scored, batch):
+    """The papers' definition: per norm, mean |x| over the sequence then L2 (or mean) over the batch; summed over
+    every layer's input and post-attention norm; the final norm left out."""
+    model, scores = scored
+    norms = [n for l in model.model.layers for n in (l.input_layernorm, l.post_attention_layernorm)]
+    expected = sum(by_hand(capture(model, n, pre=False), "mean", batch) for n in norms)
+    assert_close(scores.tensors[f"activation/mean-{batch}/hidden"], expected, rtol=1e-4, atol=1e-6)
+    assert_close(scores.width("activation", "mean", batch)["hidden"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_pooled_hidden_score_pools_every_norm(scored):
+    """The named option `pooled`: every norm's samples, the final norm's too, in one statistic."""
     model, scores = scored
     norms = [model.model.norm] + [n for l in model.model.layers for n in (l.input_layernorm, l.post_attention_layernorm)]
     per_seq = torch.cat([capture(model, n, pre=False).abs().mean(1) for n in norms])  # every norm's samples
-    assert_close(scores.tensors["activation/mean-l2/hidden"], per_seq.norm(dim=0), rtol=1e-4, atol=1e-6)
+    pooled = scores.width("activation", "mean", "l2", hidden_score="pooled")["hidden"]
+    assert_close(pooled, per_seq.norm(dim=0), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(pooled, scores.width("activation", "mean", "l2")["hidden"])
+
+
+def test_gemma3_hidden_channels_use_the_norms_in_front_of_attention_and_mlp():
+    model = tiny_model("gemma3_text")
+    scores = compute_scores(model, BATCHES, ["activation"])
+    norms = [n for l in model.model.layers for n in (l.input_layernorm, l.pre_feedforward_layernorm)]
+    expected = sum(by_hand(capture(model, n, pre=False), "mean", "l2") for n in norms)
+    assert_close(scores.tensors["activation/mean-l2/hidden"], expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("seq,batch", [("mean", "l2"), ("l2", "mean")])
+def test_head_score_after_o_proj(scored, seq, batch):
+    """Each head's output projected through its own o_proj columns, its L2 norm per token, aggregated like the rest."""
+    model, scores = scored
+    o_proj = model.model.layers[1].self_attn.o_proj
+    x = capture(model, o_proj)  # (N, S, 8 heads * 16)
+    per_head = torch.stack([x[..., h * 16:(h + 1) * 16] @ o_proj.weight[:, h * 16:(h + 1) * 16].T
+                            for h in range(8)], -2).norm(dim=-1)  # (N, S, 8)
+    expected = by_hand(per_head.detach(), seq, batch)
+    assert_close(scores.width("activation", seq, batch, head_score="o_proj")["heads"][1], expected,
+                 rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(scores.width("activation", seq, batch)["heads"][1], expected)
 
 
 def test_block_influence(scored):

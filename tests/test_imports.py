@@ -19,6 +19,7 @@ LAYERS = [
     ["minitron.prune"],
     ["minitron.distill"],
     ["minitron.chat.generate", "minitron.chat.cli"],
+    ["minitron.search"],
     ["minitron.report", "minitron.pipeline"],
     ["minitron.cli", "minitron.__main__"],
 ]

@@ -20,6 +20,14 @@ WIDTH_CRITERIA = ("activation", "wanda", "magnitude", "taylor", "random")
 DEFAULT_CRITERIA = ["activation", "wanda", "magnitude", "random"]
 Criterion = Literal["activation", "wanda", "magnitude", "taylor", "random"]
 Agg = Literal["mean", "l2", "var"]
+# hidden-channel activation score -> tensor name: per-norm scores summed over each layer's input and
+# post-attention norms (the papers'), or every norm's samples pooled into one statistic (final norm included)
+HIDDEN_SCORES = {"norms": "hidden", "pooled": "hidden_pooled"}
+HiddenScore = Literal["norms", "pooled"]
+# head activation score -> tensor name: the head's attention output before o_proj (the papers'), or its
+# output projected through its o_proj columns
+HEAD_SCORES = {"attn": "heads", "o_proj": "heads_oproj"}
+HeadScore = Literal["attn", "o_proj"]
 SIZE_NAMES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers")
 
 
@@ -30,12 +38,21 @@ class Scores:
     tensors: dict[str, torch.Tensor]
     meta: dict = field(default_factory=dict)
 
-    def width(self, criterion: str = "activation", seq_agg: str = "mean", batch_agg: str = "l2") -> dict:
+    def width(self, criterion: str = "activation", seq_agg: str = "mean", batch_agg: str = "l2",
+              hidden_score: str = "norms", head_score: str = "attn") -> dict:
+        """{"hidden", "heads", "mlp"} scores of one criterion; for activation also the choice of hidden-channel
+        score (`HIDDEN_SCORES`) and head score (`HEAD_SCORES`)."""
         prefix = f"activation/{seq_agg}-{batch_agg}" if criterion == "activation" else criterion
         if f"{prefix}/mlp" not in self.tensors:
             raise MinitronError(f"the scores have no {prefix!r} importance (have: {', '.join(self.criteria())}); "
                                 f"run `minitron score --criteria {criterion}`")
-        return {k: self.tensors[f"{prefix}/{k}"] for k in ("hidden", "heads", "mlp")}
+        names = {"hidden": "hidden", "heads": "heads", "mlp": "mlp"}
+        if criterion == "activation":
+            names.update(hidden=HIDDEN_SCORES[hidden_score], heads=HEAD_SCORES[head_score])
+            if any(f"{prefix}/{n}" not in self.tensors for n in names.values()):
+                raise MinitronError("these scores were made by an older minitron (no per-norm hidden or o_proj "
+                                    "head scores); score the model again with `minitron score`")
+        return {k: self.tensors[f"{prefix}/{n}"] for k, n in names.items()}
 
     def criteria(self) -> list[str]:
         return sorted({k.split("/")[0] for k in self.tensors if not k.startswith("layers/")})
@@ -57,7 +74,8 @@ class Scores:
             raise MinitronError(f"the scores in {where} are for a model with "
                                 f"{', '.join(f'{k}={recorded[k]}' for k in differ)}, but this one has "
                                 f"{', '.join(f'{k}={sizes[k]}' for k in differ)}; score this model")
-        lengths = {"hidden": sizes["hidden_size"], "mlp": sizes["intermediate_size"]}
+        lengths = {"hidden": sizes["hidden_size"], "hidden_pooled": sizes["hidden_size"],
+                   "mlp": sizes["intermediate_size"]}
         for name, t in self.tensors.items():
             part = name.rsplit("/", 1)[-1]
             if (part in lengths and t.shape[-1] != lengths[part]) or (

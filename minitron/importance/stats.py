@@ -1,7 +1,12 @@
 """Activation statistics: forward hooks that reduce each activation (B, S, D) over the sequence (mean of |x|,
 L2 or variance) and accumulate it over the batch in fp32 (L2, mean or variance across sequences), for
-hidden channels (every norm's output), attention heads (o_proj's input) and MLP neurons (down_proj's input);
-plus Block Influence and the input norms structured Wanda needs. One pass fills every combination."""
+hidden channels (each norm's output, per norm), attention heads (o_proj's input per head, and each head's
+output after o_proj) and MLP neurons (down_proj's input); plus Block Influence and the input norms
+structured Wanda needs. One pass fills every combination.
+
+Hidden channels, as the papers and NVIDIA's implementation define them: each decoder layer's input and
+post-attention norm aggregated on its own, then the per-norm scores summed (the final norm left out). The
+older form, every norm's samples (the final norm's too) pooled into one statistic, stays as `hidden_pooled`."""
 from __future__ import annotations
 
 import torch
@@ -30,6 +35,29 @@ def seq_stats(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([x.abs().mean(1), torch.linalg.vector_norm(x, dim=1), x.var(1, unbiased=False)])
 
 
+# The decoder-layer norms whose per-norm scores are summed into the hidden-channel score: the input and
+# post-attention norms (NVIDIA's implementation: the norms in front of attention and the MLP). Gemma 3's
+# post_attention_layernorm normalises the attention output before the residual add; its pre_feedforward_layernorm
+# is the one in front of the MLP (the choice measured in docs/pruning_criteria.md).
+HIDDEN_NORMS = {"gemma3_text": ("input_layernorm", "pre_feedforward_layernorm")}
+DEFAULT_HIDDEN_NORMS = ("input_layernorm", "post_attention_layernorm")
+
+
+def hidden_norms(arch: Arch) -> tuple[str, ...]:
+    return HIDDEN_NORMS.get(arch.model_type, DEFAULT_HIDDEN_NORMS)
+
+
+def projected_head_norms(per_head: torch.Tensor, o_weight: torch.Tensor) -> torch.Tensor:
+    """(B, S, H, d) attention outputs per head -> (B, S, H): the L2 norm of each head's output projected
+    through its own o_proj columns, ||W_o[:, head] x_head||, from the head's d x d Gram matrix (no (B, S, H, D)
+    temporary)."""
+    H, d = per_head.shape[-2:]
+    w = o_weight.detach().float().view(-1, H, d)  # (D, H, d)
+    gram = torch.einsum("ohd,ohe->hde", w, w)
+    sq = (torch.einsum("bshd,hde->bshe", per_head, gram) * per_head).sum(-1)
+    return sq.clamp_min(0).sqrt()
+
+
 class Stat:
     """fp32 running sums over samples of per-sample vectors, one row per sequence aggregation: enough for
     batch L2, mean and variance."""
@@ -43,6 +71,14 @@ class Stat:
         self.sum += x.sum(1)
         self.sq += x.pow(2).sum(1)
         self.n += x.shape[1]
+
+    @classmethod
+    def pooled(cls, stats: list["Stat"]) -> "Stat":
+        """One statistic over the samples of all of `stats` together."""
+        out = cls.__new__(cls)
+        out.sum, out.sq = sum(s.sum for s in stats), sum(s.sq for s in stats)
+        out.n = sum(s.n for s in stats)
+        return out
 
     def reduce(self, how: str) -> torch.Tensor:
         if how == "l2":
@@ -62,8 +98,11 @@ class ActivationRecorder:
         self.model, self.arch, self.handles = model, arch, []
         cfg, dev = model.config, device or next(model.parameters()).device
         L, D, H, Fn = cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size
-        self.hidden = Stat(D, device=dev)  # rows: the sequence aggregations of AGGREGATIONS
-        self.heads = [Stat(H, device=dev) for _ in range(L)]
+        # hidden channels, per norm: {norm name: one Stat per layer}, and the final norm (only pooled uses it)
+        self.norms = {name: [Stat(D, device=dev) for _ in range(L)] for name in arch.norms}
+        self.final = Stat(D, device=dev)
+        self.heads = [Stat(H, device=dev) for _ in range(L)]  # attention output per head, before o_proj
+        self.heads_o = [Stat(H, device=dev) for _ in range(L)]  # each head's contribution after o_proj
         self.mlp = [Stat(Fn, device=dev) for _ in range(L)]
         # squared input norms of the linears that consume each unit (structured Wanda)
         self.sq = {"attn_in": torch.zeros(L, D, device=dev), "mlp_in": torch.zeros(L, D, device=dev),
@@ -87,9 +126,14 @@ class ActivationRecorder:
     def _heads(self, layer: int):
         def hook(module, args):
             x = args[0].detach()
-            self._add(self.heads, x.unflatten(-1, (-1, head_dim(self.model.config))).float().norm(dim=-1), layer)
+            per_head = x.unflatten(-1, (-1, head_dim(self.model.config))).float()  # (B, S, H, d)
+            self._add(self.heads, per_head.norm(dim=-1), layer)
+            self._add(self.heads_o, projected_head_norms(per_head, module.weight), layer)
             self.sq["o_in"][layer] += x.float().pow(2).sum((0, 1))
         return hook
+
+    def _norm(self, name: str, layer: int):
+        return lambda module, args, out: self._add(self.norms[name], out.detach(), layer)
 
     def _block_influence(self, layer: int):
         def hook(module, args, kwargs, output):
@@ -102,9 +146,10 @@ class ActivationRecorder:
 
     def __enter__(self) -> "ActivationRecorder":
         reg = self.handles.append
-        for norm in [final_norm(self.model)] + [n for l in decoder_layers(self.model) for n in layer_norms(l, self.arch)]:
-            reg(norm.register_forward_hook(lambda m, a, out: self._add(self.hidden, out.detach())))
+        reg(final_norm(self.model).register_forward_hook(lambda m, a, out: self._add(self.final, out.detach())))
         for i, layer in enumerate(decoder_layers(self.model)):
+            for name, norm in zip(self.arch.norms, layer_norms(layer, self.arch)):
+                reg(norm.register_forward_hook(self._norm(name, i)))
             reg(layer.self_attn.o_proj.register_forward_pre_hook(self._heads(i)))
             reg(layer.mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0].detach(), i)))
             reg(layer.self_attn.q_proj.register_forward_pre_hook(self._sq("attn_in", i)))
@@ -120,13 +165,15 @@ class ActivationRecorder:
 
     def scores(self) -> dict[str, torch.Tensor]:
         out = {}
+        summed = [st for name in hidden_norms(self.arch) for st in self.norms[name]]
+        pooled = Stat.pooled([self.final] + [st for stats in self.norms.values() for st in stats])
         for b in AGGREGATIONS:
-            hidden = self.hidden.reduce(b)
-            heads = torch.stack([st.reduce(b) for st in self.heads], 1)  # (A, L, H)
-            mlp = torch.stack([st.reduce(b) for st in self.mlp], 1)
+            units = {"hidden": sum(st.reduce(b) for st in summed), "hidden_pooled": pooled.reduce(b),
+                     "heads": torch.stack([st.reduce(b) for st in self.heads], 1),  # (A, L, H)
+                     "heads_oproj": torch.stack([st.reduce(b) for st in self.heads_o], 1),
+                     "mlp": torch.stack([st.reduce(b) for st in self.mlp], 1)}
             for i, s in enumerate(AGGREGATIONS):
-                out[f"activation/{s}-{b}/hidden"] = hidden[i].clone()  # own storage: safetensors refuses shared
-                out[f"activation/{s}-{b}/heads"] = heads[i].clone()
-                out[f"activation/{s}-{b}/mlp"] = mlp[i].clone()
+                for unit, t in units.items():
+                    out[f"activation/{s}-{b}/{unit}"] = t[i].clone()  # own storage: safetensors refuses shared
         out["layers/block_influence"] = (self.bi_sum / max(self.bi_count, 1)).cpu()
         return out

@@ -13,7 +13,7 @@ from torch import nn
 from minitron.arch import count_params
 from minitron.card import write_model_card
 from minitron.errors import MinitronError
-from minitron.importance import Agg, Criterion, Scores, calibration, compute_scores
+from minitron.importance import Agg, Criterion, HeadScore, HiddenScore, Scores, calibration, compute_scores
 from minitron.importance.scores import check_streamable
 from minitron.io import atomic_dir, refuse_existing, save_hf, write_json
 from minitron.lazy import LazyModel, choose_stream
@@ -41,7 +41,8 @@ def needed_scores(config, tokenizer, model: str, sizes: dict, drop: list[int] | 
 
 def prune(model: str = "default", target: dict[str, int] | None = None, drop_layers: str | None = None,
           out: Path | None = None, criterion: Criterion = "activation", seq_agg: Agg = "mean",
-          batch_agg: Agg = "l2", layer_criterion: LayerCriterion = "block", scores: Path | None = None,
+          batch_agg: Agg = "l2", hidden_score: HiddenScore = "norms", head_score: HeadScore = "attn",
+          layer_criterion: LayerCriterion = "block", scores: Path | None = None,
           data: Path | None = None, calib_seqs: int = 64, seq_len: int = 256, batch_size: int = 8,
           dry_run: bool = False, stream: bool | None = None, device: str = "auto", overwrite: bool = False,
           seed: int = 1234) -> dict:
@@ -56,6 +57,11 @@ def prune(model: str = "default", target: dict[str, int] | None = None, drop_lay
         criterion: width importance: activation (the papers'), wanda, magnitude, taylor or random
         seq_agg: activation aggregation over the sequence: mean (of |x|), l2 or var
         batch_agg: activation aggregation over the batch: l2, mean or var
+        hidden_score: activation score of hidden channels: norms (each layer's input and post-attention norm
+            scored on its own, then summed: the papers') or pooled (every norm's samples, final norm included,
+            in one statistic)
+        head_score: activation score of attention heads: attn (the head's attention output before o_proj: the
+            papers') or o_proj (the head's output projected through its o_proj columns)
         layer_criterion: depth: block (best contiguous block by LM loss), loss (per layer), bi (Block
             Influence) or random
         scores: reuse importance scores saved by `minitron score` instead of running the model
@@ -97,11 +103,13 @@ def prune(model: str = "default", target: dict[str, int] | None = None, drop_lay
         source = LazyModel.open(path, dev) if streamed else net
         saved = needed_scores(config, tokenizer, model, sizes, drop, criterion, layer_criterion, data, calib_seqs,
                               seq_len, batch_size, seed, source)
-    plan = make_plan(saved, config, sizes, drop, criterion, seq_agg, batch_agg, layer_criterion)
+    plan = make_plan(saved, config, sizes, drop, criterion, seq_agg, batch_agg, layer_criterion, hidden_score,
+                     head_score)
     if net is not None:
         apply_plan(net, plan)
     record = {"teacher": str(model), "target": sizes, "criterion": criterion,
               "aggregation": {"seq": seq_agg, "batch": batch_agg}, "layer_criterion": layer_criterion,
+              "hidden_score": hidden_score, "head_score": head_score,
               "dropped_layers": plan.drop, "calibration": saved.meta.get("calibration") or
               {"data": str(data or "default corpus"), "num_seqs": calib_seqs, "seq_len": seq_len, "seed": seed},
               "scores": str(scores) if scores else None, "params_before": before, "params_after": after,

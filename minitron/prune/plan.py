@@ -151,9 +151,10 @@ def layers_to_drop(scores: Scores, criterion: str, num_layers: int, keep: int) -
 
 
 def make_plan(scores: Scores, config, sizes: dict[str, int], drop: list[int] | None, criterion: str = "activation",
-              seq_agg: str = "mean", batch_agg: str = "l2", layer_criterion: str = "block") -> Plan:
+              seq_agg: str = "mean", batch_agg: str = "l2", layer_criterion: str = "block",
+              hidden_score: str = "norms", head_score: str = "attn") -> Plan:
     L = config.num_hidden_layers
-    width = scores.width(criterion, seq_agg, batch_agg) if any(
+    width = scores.width(criterion, seq_agg, batch_agg, hidden_score, head_score) if any(
         sizes[k] != getattr(config, k) for k in PRUNABLE_SIZES[:4]) else None
     hidden = top(width["hidden"], sizes["hidden_size"]) if sizes["hidden_size"] != config.hidden_size else None
     mlp = [top(width["mlp"][l], sizes["intermediate_size"]) for l in range(L)] \

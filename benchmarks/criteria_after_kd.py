@@ -1,0 +1,229 @@
+"""Which importance criterion gives the best model after distillation? The real default teacher
+(SmolLM2-135M-Instruct) pruned to ~50% of its parameters by each criterion (width), each depth criterion, and
+width + depth, then every student distilled on the same budget: the same tokens, the same batches, validated on
+the same held-out tokens. The zero-shot loss (pruned, before training) of each row is reported beside it.
+
+    python benchmarks/criteria_after_kd.py [--tokens 32768] [--rows act wanda ...] [--work runs/bench/criteria_kd]
+    python benchmarks/criteria_after_kd.py --dry --teacher TINY_DIR --data TINY_DATA --work /tmp/x   # seconds
+
+A row whose student is already in --work (same row, same budget) is evaluated again without retraining; its
+recorded wall time is kept. All scores come from one scoring run, cached in WORK/scores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+import torch
+
+from minitron.data import TokenData, default_data
+from minitron.distill import TrainConfig, distill
+from minitron.eval import lm_loss
+from minitron.importance import Scores, score
+from minitron.io import read_jsonl
+from minitron.load import load_config, load_model
+from minitron.prune import prune
+from minitron.search import ParamCounter
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+NOTES = "<!-- notes: written by hand, kept when the tables are regenerated -->"
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str  # --rows name and work directory
+    label: str  # what the table says
+    group: str  # width criteria, aggregation, depth, width + depth
+    shape: str  # width, depth or both (`shapes`)
+    prune: dict = field(default_factory=dict)  # `minitron.prune.prune` arguments
+    main: bool = False  # drawn in the plot of validation loss against tokens
+
+
+ROWS = [
+    Row("act", "activation: per-norm hidden, heads before o_proj (the papers')", "criterion", "width", {}, True),
+    Row("act-oproj", "activation: per-norm hidden, heads after o_proj", "criterion", "width",
+        {"head_score": "o_proj"}, True),
+    Row("act-pooled", "activation: pooled hidden (all norms, final included)", "criterion", "width",
+        {"hidden_score": "pooled"}, True),
+    Row("wanda", "Wanda-style", "criterion", "width", {"criterion": "wanda"}, True),
+    Row("taylor", "first-order Taylor", "criterion", "width", {"criterion": "taylor"}, True),
+    Row("magnitude", "weight magnitude", "criterion", "width", {"criterion": "magnitude"}),
+    Row("random", "random", "criterion", "width", {"criterion": "random"}, True),
+    Row("agg-mean-mean", "activation, (batch mean, seq mean)", "aggregation", "width", {"batch_agg": "mean"}),
+    Row("agg-l2-l2", "activation, (batch L2, seq L2)", "aggregation", "width", {"seq_agg": "l2"}),
+    Row("agg-var-var", "activation, (batch var, seq var)", "aggregation", "width",
+        {"seq_agg": "var", "batch_agg": "var"}),
+    Row("depth-bi", "depth only: Block Influence (lowest layers)", "depth", "depth", {"layer_criterion": "bi"}),
+    Row("depth-loss", "depth only: LM-loss increase (lowest layers)", "depth", "depth", {"layer_criterion": "loss"}),
+    Row("depth-block", "depth only: best contiguous block", "depth", "depth", {"layer_criterion": "block"}, True),
+    Row("width-depth", "width + depth: activation, best contiguous block", "width + depth", "both", {}, True),
+]
+# about 60 minutes on 2 CPU cores at --tokens 32768 (~5 min a row, ~7 min of scoring); `--rows all` adds
+# magnitude, (var, var) and Block Influence, the three rows the zero-shot benchmark puts last in their groups
+DEFAULT_ROWS = [r.key for r in ROWS if r.key not in ("magnitude", "agg-var-var", "depth-bi")]
+CRITERIA = ["activation", "wanda", "magnitude", "taylor", "random"]
+
+
+def shapes(config) -> dict[str, dict[str, int]]:
+    """The three targets: width (hidden, MLP and query heads per KV group at about 2/3: SmolLM2's 384 / 1024 / 6,
+    the demo's, 50% of the parameters), depth (the layer count nearest the same parameters) and both (hidden and MLP
+    at about 5/6 and the width's heads, then the layer count nearest the same parameters)."""
+    def size(v: int, f: float) -> int:
+        return max(16, round(v * f / 16) * 16)
+
+    q = config.num_attention_heads // config.num_key_value_heads
+    heads = config.num_key_value_heads * max(1, round(q * 2 / 3))
+    width = {"hidden_size": size(config.hidden_size, 2 / 3), "intermediate_size": size(config.intermediate_size, 2 / 3),
+             "num_attention_heads": heads}
+    count = ParamCounter(config)
+    full = {"hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
+            "num_attention_heads": config.num_attention_heads, "num_hidden_layers": config.num_hidden_layers}
+    budget = count({**full, **width})
+
+    def nearest_depth(sizes: dict) -> int:
+        return min(range(1, config.num_hidden_layers), key=lambda L: abs(count({**sizes, "num_hidden_layers": L}) - budget))
+
+    both = {"hidden_size": size(config.hidden_size, 5 / 6), "intermediate_size": size(config.intermediate_size, 5 / 6),
+            "num_attention_heads": heads}
+    return {"width": width, "depth": {"num_hidden_layers": nearest_depth(full)},
+            "both": {**both, "num_hidden_layers": nearest_depth({**full, **both})}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=32768, help="training tokens per row")
+    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=[r.key for r in ROWS] + ["all"])
+    p.add_argument("--teacher", default="default")
+    p.add_argument("--data", type=Path, default=None, help="token data (default: the default corpus)")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--calib-seqs", type=int, default=64)
+    p.add_argument("--val-seqs", type=int, default=32)
+    p.add_argument("--curve-points", type=int, default=4, help="validation losses along each run, for the plot")
+    p.add_argument("--curve-seqs", type=int, default=8, help="held-out sequences of those (the first of --val-seqs)")
+    p.add_argument("--work", type=Path, default=Path("runs/bench/criteria_kd"), help="scores, students and runs")
+    p.add_argument("--out", type=Path, default=Path("docs/criteria_after_kd.md"))
+    p.add_argument("--dry", action="store_true", help="tiny budgets (with a tiny --teacher): a check that it runs")
+    args = p.parse_args(argv)
+    if args.dry:
+        args.seq_len, args.calib_seqs, args.val_seqs, args.curve_points, args.curve_seqs = 32, 4, 2, 2, 2
+        args.tokens = min(args.tokens, 512)
+    if "all" in args.rows:
+        args.rows = [r.key for r in ROWS]
+    torch.manual_seed(0)
+    config = load_config(args.teacher)
+    targets = shapes(config)
+    data = TokenData.open(args.data or default_data(args.teacher))
+    val = data.fixed("val", args.val_seqs, args.seq_len)["input_ids"]
+    rows = [r for r in ROWS if r.key in args.rows]
+    scores_dir = cached_scores(args, config, targets, rows)
+    teacher_loss = lm_loss(load_model(args.teacher), val.split(4))
+    results = []
+    for row in rows:
+        results.append(run_row(args, row, targets[row.shape], scores_dir, data, val))
+        r = results[-1]
+        print(f"{row.key:>14}  zero-shot {r['zero_shot']:.3f}  after KD {r['val_loss']:.3f}  ({r['wall_s']:.0f} s)",
+              flush=True)
+    write_report(args, targets, teacher_loss, results)
+
+
+def cached_scores(args, config, targets: dict, rows: list[Row]) -> Path:
+    """Every criterion's scores and the removal losses of the depth rows' blocks, from one scoring run."""
+    path = args.work / "scores"
+    if not (path / "scores.json").is_file():
+        ks = sorted({config.num_hidden_layers - targets[s]["num_hidden_layers"] for s in ("depth", "both")} - {1})
+        score(args.teacher, data=args.data, out=path, criteria=CRITERIA, calib_seqs=args.calib_seqs,
+              seq_len=args.seq_len, layer_loss=True, block_sizes=ks, device="cpu", overwrite=True)
+    return path
+
+
+def run_row(args, row: Row, target: dict, scores_dir: Path, data: TokenData, val: torch.Tensor) -> dict:
+    """Prune, distil and measure one row (or reuse the one already in WORK/ROW with the same budget)."""
+    work = args.work / row.key
+    record = work / "bench.json"
+    if record.is_file() and (work / "run" / "student").is_dir():
+        saved = json.loads(record.read_text())
+        if (saved["key"], saved["tokens"], saved["target"]) == (row.key, args.tokens, target):
+            return {**saved, "val_loss": lm_loss(load_model(work / "run" / "student"), val.split(4))}
+    pruned = work / "pruned"
+    result = prune(args.teacher, target=target, out=pruned, scores=scores_dir, device="cpu", overwrite=True,
+                   **row.prune)
+    zero_shot = lm_loss(load_model(pruned), val.split(4))
+    start = time.time()
+    steps = max(1, args.tokens // (16 * args.seq_len))
+    distill(TrainConfig(student=str(pruned), out=work / "run", tokens=args.tokens, teacher=args.teacher,
+                        data=str(data.path), seq_len=args.seq_len, micro_batch=4, global_batch_tokens=16 * args.seq_len,
+                        lr=args.lr, min_lr=args.lr / 10, eval_every=max(1, steps // args.curve_points),
+                        eval_seqs=args.curve_seqs, save_every=10**9, device="cpu", overwrite=True))
+    wall = round(time.time() - start, 1)
+    curve = [(r["tokens"], r["val_loss"]) for _, r in read_jsonl(work / "run" / "metrics.jsonl") if "val_loss" in r]
+    saved = {"key": row.key, "tokens": args.tokens, "target": target, "params": result["params_after"],
+             "dropped_layers": result["dropped_layers"], "zero_shot": zero_shot, "wall_s": wall, "curve": curve}
+    record.write_text(json.dumps(saved) + "\n")
+    return {**saved, "val_loss": lm_loss(load_model(work / "run" / "student"), val.split(4))}
+
+
+def write_report(args, targets: dict, teacher_loss: float, results: list[dict]) -> None:
+    by_key = {r["key"]: r for r in results}
+    rows = [r for r in ROWS if r.key in by_key]
+    zero_rank = {k: i + 1 for i, k in enumerate(sorted(by_key, key=lambda k: by_key[k]["zero_shot"]))}
+    kd_rank = {k: i + 1 for i, k in enumerate(sorted(by_key, key=lambda k: by_key[k]["val_loss"]))}
+    desc = {s: ", ".join(f"{k} {v}" for k, v in t.items()) for s, t in targets.items()}
+    lines = ["# Pruning criteria after distillation", "",
+             f"The teacher `{args.teacher}` pruned to about 50% of its parameters by each criterion, then each student "
+             f"distilled (forward KL) for {args.tokens:,} tokens of the same batches (sequences of {args.seq_len}, "
+             f"{16 * args.seq_len:,}-token batches, AdamW at {args.lr:g} with cosine decay). Validation: the first "
+             f"{args.val_seqs} × {args.seq_len} tokens of the held-out split, the same for every row (the curves: the first "
+             f"{args.curve_seqs} of them). Shapes: width = "
+             f"{desc['width']}; depth = {desc['depth']}; width + depth = {desc['both']}.", "",
+             "Reproduce: `.venv/bin/python benchmarks/criteria_after_kd.py --tokens "
+             f"{args.tokens}{' --rows ' + ' '.join(args.rows) if args.rows != DEFAULT_ROWS else ''}`", "",
+             "| group | row | parameters | zero-shot loss | rank | loss after KD | rank | wall time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        r = by_key[row.key]
+        lines.append(f"| {row.group} | {row.label} | {r['params']:,} | {r['zero_shot']:.3f} | {zero_rank[row.key]} | "
+                     f"{r['val_loss']:.3f} | {kd_rank[row.key]} | {r['wall_s']:.0f} s |")
+    lines += ["", f"Teacher validation loss: {teacher_loss:.3f}.", ""]
+    plot = plot_curves(args, rows, by_key)
+    if plot:
+        lines += [f"![validation loss against training tokens]({plot.name})", ""]
+    old = args.out.read_text() if args.out.is_file() else ""
+    notes = old[old.index(NOTES):] if NOTES in old else ""  # the hand-written reading of the results stays
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n" + notes)
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"tokens": args.tokens, "seq_len": args.seq_len, "lr": args.lr, "val_seqs": args.val_seqs,
+         "teacher_loss": teacher_loss, "targets": targets,
+         "rows": [{**by_key[r.key], "label": r.label, "group": r.group} for r in rows]}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def plot_curves(args, rows: list[Row], by_key: dict) -> Path | None:
+    """Validation loss against training tokens for the main rows."""
+    main = [r for r in rows if r.main and by_key[r.key]["curve"]]
+    if not main:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in main:
+        tokens, losses = zip(*by_key[row.key]["curve"])
+        ax.plot(tokens, losses, marker="o", ms=3, label=row.key)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("validation loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = args.out.with_suffix(".png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    main()

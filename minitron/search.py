@@ -1,0 +1,398 @@
+"""`minitron search`: the best student shape under a parameter budget, found the way the Minitron papers do it:
+enumerate every shape (hidden_size, num_attention_heads, intermediate_size, num_hidden_layers) within a tolerance
+of the budget, score each zero-shot from cached importance scores (prune in memory, LM loss on held-out tokens),
+distil the best few for the same short token budget each, rank them again, and prune the winner.
+
+    minitron search --model default --params 0.5 --out runs/searched --work runs/search --distill-top 4
+
+WORK holds scores/ (one scoring pass, reused), one directory per distilled candidate (resumable), search.json
+(every candidate: shape, parameters, zero-shot loss, loss after distillation), search.md and search.png.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import traceback
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import matplotlib
+import torch
+
+from minitron.data import TokenData, default_data
+from minitron.distill import TrainConfig
+from minitron.distill.loop import distill as run_distill
+from minitron.errors import MinitronError
+from minitron.eval import lm_loss, windows_in_batches
+from minitron.importance import Agg, Criterion, HeadScore, HiddenScore, Scores, score
+from minitron.importance.scores import loss_key
+from minitron.io import refuse_existing, write_json
+from minitron.load import load_config, load_model, pick_device
+from minitron.prune import apply_plan, check_target, make_plan, params_of, prune
+from minitron.prune.plan import LayerCriterion, validate_config
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+SEARCHED = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers")
+
+
+@dataclass
+class Candidate:
+    """One student shape and what the search measured of it."""
+
+    sizes: dict[str, int]  # the SEARCHED sizes
+    params: int  # exact parameter count
+    zero_shot_loss: float | None = None  # held-out LM loss pruned, before any training
+    distilled_loss: float | None = None  # held-out LM loss after the short distillation
+    error: str | None = None  # why its distillation failed (the candidate is then skipped)
+
+    @property
+    def name(self) -> str:
+        s = self.sizes
+        return (f"h{s['hidden_size']}-a{s['num_attention_heads']}-f{s['intermediate_size']}"
+                f"-l{s['num_hidden_layers']}")
+
+
+# ------------------------------------------------------------------------------ the candidates
+
+def budget_of(params: float, teacher_params: int) -> int:
+    """--params: a fraction of the teacher's parameters (at most 1) or an absolute count."""
+    if not params > 0 or not math.isfinite(params):
+        raise MinitronError(f"--params must be a positive fraction of the teacher (like 0.5) or a parameter count, "
+                            f"not {params}")
+    budget = round(params * teacher_params) if params <= 1 else int(params)
+    if budget >= teacher_params:
+        raise MinitronError(f"--params {params} asks for {budget:,} parameters, not fewer than the teacher's "
+                            f"{teacher_params:,}")
+    return budget
+
+
+class ParamCounter:
+    """Exact parameter counts of many shapes from a few meta-device builds (`prune.params_of`).
+
+    For a fixed hidden_size a model's parameters are base + layers * (c + a_heads * heads + a_mlp * neurons): the
+    embeddings, final norm and lm_head do not depend on the layers, and a layer's attention is affine in its query
+    heads and its MLP in its neurons. Four builds per hidden_size give the four numbers."""
+
+    def __init__(self, config):
+        self.config, self.coef = config, {}
+
+    def _build(self, hidden: int, heads: int, mlp: int, layers: int) -> int:
+        cfg = copy.deepcopy(self.config)
+        cfg.head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.config.num_attention_heads
+        cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size = hidden, heads, mlp
+        cfg.num_hidden_layers = layers
+        if getattr(cfg, "layer_types", None) is not None:
+            cfg.layer_types = self.config.layer_types[:layers]
+        return params_of(cfg)
+
+    def __call__(self, sizes: dict[str, int]) -> int:
+        D = sizes["hidden_size"]
+        if D not in self.coef:
+            H0, F0 = self.config.num_attention_heads, self.config.intermediate_size
+            one = self._build(D, H0, F0, 1)
+            layer = self._build(D, H0, F0, 2) - one
+            a_heads, a_mlp = self._build(D, H0 + 1, F0, 1) - one, self._build(D, H0, F0 + 1, 1) - one
+            self.coef[D] = (one - layer, layer - a_heads * H0 - a_mlp * F0, a_heads, a_mlp)
+        base, c, a_heads, a_mlp = self.coef[D]
+        return base + sizes["num_hidden_layers"] * (c + a_heads * sizes["num_attention_heads"] +
+                                                    a_mlp * sizes["intermediate_size"])
+
+
+def axis_values(config, axis: str, step: int, floor: int) -> list[int]:
+    """The sizes an axis may take: multiples of `step` from `floor` up to the teacher's size (included)."""
+    top = getattr(config, axis)
+    values = {v for v in range(step, top + 1, step) if v >= floor} | ({top} if top >= floor else set())
+    return sorted(values)
+
+
+def default_steps(config) -> dict[str, int]:
+    """Hidden and MLP sizes in multiples of 64, query heads in whole KV groups (the same number per group), layers."""
+    return {"hidden_size": 64, "intermediate_size": 64, "num_attention_heads": config.num_key_value_heads,
+            "num_hidden_layers": 1}
+
+
+def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int] | None = None,
+                     floors: dict[str, int] | None = None) -> list[Candidate]:
+    """Every shape but the teacher's within ±tolerance of `budget` parameters that stock transformers accepts,
+    with its exact parameter count, in order of shape."""
+    steps, floors = {**default_steps(config), **(steps or {})}, floors or {}
+    for name, d in (("steps", steps), ("floors", floors)):
+        bad = sorted(set(d) - set(SEARCHED))
+        if bad or any(type(v) is not int or v < 1 for v in d.values()):
+            raise MinitronError(f"--{name} takes positive whole numbers for {', '.join(SEARCHED)}, got {d}")
+    if steps["num_attention_heads"] % config.num_key_value_heads:
+        raise MinitronError(f"the step of num_attention_heads must be a multiple of num_key_value_heads="
+                            f"{config.num_key_value_heads} (the same number of query heads in every KV group)")
+    values = {a: axis_values(config, a, steps[a], floors.get(a, 1)) for a in SEARCHED}
+    count, teacher = ParamCounter(config), tuple(getattr(config, a) for a in SEARCHED)
+    lo, hi = budget * (1 - tolerance), budget * (1 + tolerance)
+    out = []
+    for D in values["hidden_size"]:
+        for H in values["num_attention_heads"]:
+            if not valid_width(config, D, H):
+                continue
+            for F in values["intermediate_size"]:
+                for L in values["num_hidden_layers"]:
+                    sizes = dict(zip(SEARCHED, (D, H, F, L)))
+                    n = count(sizes)
+                    if lo <= n <= hi and (D, H, F, L) != teacher:
+                        out.append(Candidate(sizes, n))
+    return out
+
+
+def valid_width(config, hidden: int, heads: int) -> bool:
+    """Whether the family's own config checks accept this hidden size with this many heads."""
+    cfg = copy.deepcopy(config)
+    cfg.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    cfg.hidden_size, cfg.num_attention_heads = hidden, heads
+    try:
+        validate_config(cfg)
+    except MinitronError:
+        return False
+    return True
+
+
+def spread(candidates: list[Candidate], k: int, config) -> list[Candidate]:
+    """At most k candidates spread over the shape space: farthest-point sampling on the sizes relative to the
+    teacher's, starting from the candidate nearest the middle."""
+    if len(candidates) <= k:
+        return candidates
+    x = torch.tensor([[c.sizes[a] / getattr(config, a) for a in SEARCHED] for c in candidates])
+    chosen = [int((x - x.mean(0)).norm(dim=1).argmin())]
+    dist = (x - x[chosen[0]]).norm(dim=1)
+    while len(chosen) < k:
+        chosen.append(int(dist.argmax()))
+        dist = torch.minimum(dist, (x - x[chosen[-1]]).norm(dim=1))
+    return [candidates[i] for i in sorted(chosen)]
+
+
+# ------------------------------------------------------------------------------ scoring the candidates
+
+def depth_needs(config, candidates: list[Candidate], layer_criterion: str) -> tuple[list[str], list[int]]:
+    """The layer scores the candidates' depth pruning reads (`prune.plan.layers_to_drop`), and the block lengths
+    (beyond 1) `minitron score --block-sizes` must measure for them."""
+    ks = sorted({config.num_hidden_layers - c.sizes["num_hidden_layers"] for c in candidates} - {0})
+    if not ks:
+        return [], []
+    if layer_criterion == "block":
+        return [loss_key(k) for k in ks], [k for k in ks if k > 1]
+    return [{"loss": "layers/loss", "bi": "layers/block_influence", "random": "layers/random"}[layer_criterion]], []
+
+
+def cached_scores(model: str, scores: Path | None, work: Path, data: Path | None, calib_seqs: int, seq_len: int,
+                  needs: tuple[list[str], list[int]], criterion: str, device: str, seed: int) -> tuple[Scores, Path]:
+    """The given --scores (refused if they lack what the candidates need), or WORK/scores, made once."""
+    keys, blocks = needs
+    path = Path(scores) if scores is not None else work / "scores"
+    if scores is None and not (path / "scores.json").is_file():
+        shutil.rmtree(path, ignore_errors=True)  # left by an interrupted scoring
+        score(model, data=data, out=path, criteria=sorted({criterion, "random"}), calib_seqs=calib_seqs,
+              seq_len=seq_len, layer_loss=any("loss" in k for k in keys), block_sizes=blocks, device=device,
+              seed=seed)
+    saved = Scores.load(path)
+    missing = [k for k in keys if k not in saved.tensors]
+    if missing:
+        raise MinitronError(f"the scores in {path} lack {', '.join(missing)}, which these candidates need; score "
+                            f"with `--layer-loss --block-sizes {' '.join(map(str, blocks or [1]))}`, or leave out "
+                            "--scores and let search score")
+    return saved, path
+
+
+def zero_shot(teacher, scores: Scores, candidates: list[Candidate], val: list, prune_kw: dict) -> None:
+    """Each candidate's held-out loss pruned in memory from the cached scores, before any training."""
+    config = teacher.config
+    for i, c in enumerate(candidates):
+        if c.zero_shot_loss is None:
+            sizes = check_target(config, c.sizes)
+            plan = make_plan(scores, config, sizes, None, **prune_kw)
+            c.zero_shot_loss = lm_loss(apply_plan(copy.deepcopy(teacher), plan), val)
+        print(f"  [{i + 1}/{len(candidates)}] {c.name}: {c.params:,} params, zero-shot loss {c.zero_shot_loss:.3f}",
+              flush=True)
+
+
+def distil_candidate(c: Candidate, model: str, work: Path, scores_dir: Path, train: TrainConfig, val: list,
+                     prune_kw: dict, device: str) -> None:
+    """Prune one candidate, distil it on the shared token budget (resuming its own run directory), measure it.
+
+    A failure of any kind is recorded in the candidate (and its traceback in its directory) and skipped."""
+    run = work / "candidates" / c.name
+    done = run / "result.json"
+    if done.is_file():
+        c.distilled_loss = json.loads(done.read_text())["distilled_loss"]
+        return
+    try:
+        if not (run / "pruned" / "config.json").is_file():
+            prune(model, target=c.sizes, out=run / "pruned", scores=scores_dir, device=device, overwrite=True,
+                  **prune_kw)
+        result = run_distill(replace(train, student=str(run / "pruned"), out=run / "distill", teacher=model,
+                                     device=device, resume=True, overwrite=False))
+        c.distilled_loss = lm_loss(load_model(result.student, pick_device(device)), val)
+        write_json(done, {"distilled_loss": c.distilled_loss, "steps": result.steps, "tokens": result.tokens})
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # one candidate failing must not lose the others: reported, then skipped
+        c.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "error.txt").write_text(traceback.format_exc())
+        print(f"  {c.name}: failed ({c.error}); skipped", flush=True)
+
+
+def ranked(candidates: list[Candidate]) -> list[Candidate]:
+    """Distilled candidates by loss after distillation, then the rest by zero-shot loss, failed ones last."""
+    def key(c: Candidate):
+        return (c.error is not None, c.distilled_loss is None, c.distilled_loss if c.distilled_loss is not None else
+                (c.zero_shot_loss if c.zero_shot_loss is not None else math.inf))
+    return sorted(candidates, key=key)
+
+
+# ------------------------------------------------------------------------------ the command
+
+def search(params: float, model: str = "default", out: Path | None = None, work: Path | None = None,
+           tolerance: float = 0.05, steps: dict[str, int] | None = None, floors: dict[str, int] | None = None,
+           max_candidates: int = 24, distill_top: int = 4, distill_tokens: int = 65536, scores: Path | None = None,
+           data: Path | None = None, calib_seqs: int = 64, val_seqs: int = 16, criterion: Criterion = "activation",
+           seq_agg: Agg = "mean", batch_agg: Agg = "l2", hidden_score: HiddenScore = "norms",
+           head_score: HeadScore = "attn", layer_criterion: LayerCriterion = "block",
+           distill: TrainConfig = TrainConfig(lr=1e-3, min_lr=1e-4, eval_every=0), device: str = "auto",
+           seed: int = 1234, overwrite: bool = False) -> dict:
+    """Search the student shape under a parameter budget and prune the teacher to the winner.
+
+    Args:
+        params: parameter budget: a fraction of the teacher's (e.g. 0.5) or an absolute count (e.g. 60e6)
+        model: teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory or a .gguf file
+        out: output directory for the winner, pruned (a Hugging Face checkpoint, with search.json)
+        work: the search's work directory (default: OUT-search): scores, candidate runs, search.json/.md/.png;
+            an interrupted search resumes from it
+        tolerance: candidates within ±tolerance of the budget (0.05: ±5%)
+        steps: step of each searched size, e.g. hidden_size=64,intermediate_size=64,num_attention_heads=3,
+            num_hidden_layers=1 (default: 64, 64, the KV groups, 1)
+        floors: smallest value of each searched size, e.g. num_hidden_layers=16,hidden_size=256
+        max_candidates: at most this many candidates scored zero-shot, spread over the shapes found
+        distill_top: distil the best K by zero-shot loss and rank them again (0: rank zero-shot only)
+        distill_tokens: training tokens of each candidate's short distillation (the same for every one)
+        scores: importance scores from `minitron score` (default: scored once into WORK/scores)
+        data: token data directory (default: the default corpus)
+        calib_seqs: calibration sequences (when search scores)
+        val_seqs: held-out sequences every candidate is measured on (of distill.seq_len tokens)
+        criterion: width importance: activation, wanda, magnitude, taylor or random
+        seq_agg: activation aggregation over the sequence: mean, l2 or var
+        batch_agg: activation aggregation over the batch: l2, mean or var
+        hidden_score: activation score of hidden channels: norms or pooled (see `minitron prune`)
+        head_score: activation score of heads: attn or o_proj (see `minitron prune`)
+        layer_criterion: depth: block (best contiguous block), loss, bi (Block Influence) or random
+        distill: settings of the short distillations (`--distill.lr`); tokens is --distill-tokens; its seq_len
+            is also the calibration and evaluation length
+        device: auto, cpu or cuda
+        seed: seed of the calibration sample
+        overwrite: replace --out, and start the work directory again
+    """
+    if out is None:
+        raise MinitronError("--out is required (the winner is pruned into it)")
+    out = Path(out)
+    work = Path(work) if work is not None else out.with_name(out.name + "-search")
+    refuse_existing(out, overwrite)
+    if not 0 < tolerance < 1 or max_candidates < 1 or distill_top < 0 or distill_tokens < 1 or val_seqs < 1:
+        raise MinitronError("--tolerance must be between 0 and 1, --max-candidates, --distill-tokens and "
+                            "--val-seqs at least 1, --distill-top 0 or more")
+    config = load_config(model)
+    budget = budget_of(params, params_of(config))
+    candidates = enumerate_shapes(config, budget, tolerance, steps, floors)
+    if not candidates:
+        raise MinitronError(f"no shape has {budget:,} parameters ±{tolerance:.0%} with these steps and floors; "
+                            "raise --tolerance or use smaller --steps")
+    chosen = spread(candidates, max_candidates, config)
+    print(f"search: {len(candidates)} shapes within ±{tolerance:.0%} of {budget:,} parameters; "
+          f"{len(chosen)} scored zero-shot", flush=True)
+    settings = {"model": str(model), "budget": budget, "tolerance": tolerance, "steps": steps, "floors": floors,
+                "max_candidates": max_candidates, "distill_tokens": distill_tokens, "scores": str(scores),
+                "data": str(data), "calib_seqs": calib_seqs, "val_seqs": val_seqs, "criterion": criterion,
+                "seq_agg": seq_agg, "batch_agg": batch_agg, "hidden_score": hidden_score, "head_score": head_score,
+                "layer_criterion": layer_criterion, "distill": json.loads(json.dumps(asdict(distill), default=str)),
+                "seed": seed}
+    restore(work, settings, chosen, overwrite)
+    tokens = TokenData.open(data if data is not None else default_data(model))
+    val = windows_in_batches(tokens.fixed("val", val_seqs, distill.seq_len), 4)
+    saved, scores_dir = cached_scores(model, scores, work, data, calib_seqs, distill.seq_len,
+                                      depth_needs(config, chosen, layer_criterion), criterion, device, seed)
+    prune_kw = dict(criterion=criterion, seq_agg=seq_agg, batch_agg=batch_agg, hidden_score=hidden_score,
+                    head_score=head_score, layer_criterion=layer_criterion)
+    zero_shot(load_model(model, pick_device(device)), saved, chosen, val, prune_kw)
+    write_results(work, settings, chosen)
+    train = replace(distill, tokens=distill_tokens, data=str(tokens.path))
+    for c in sorted(chosen, key=lambda c: c.zero_shot_loss)[:distill_top]:
+        print(f"distilling {c.name} on {distill_tokens:,} tokens", flush=True)
+        distil_candidate(c, model, work, scores_dir, train, val, prune_kw, device)
+        write_results(work, settings, chosen)
+    winner = next((c for c in ranked(chosen) if c.error is None), None)
+    if winner is None:
+        raise MinitronError(f"every candidate's distillation failed (see {work}/candidates/*/error.txt)")
+    print(f"winner: {winner.name} ({winner.params:,} parameters)", flush=True)
+    prune(model, target=winner.sizes, out=out, scores=scores_dir, device=device, overwrite=overwrite, **prune_kw)
+    shutil.copy(work / "search.json", out / "search.json")
+    return {"winner": asdict(winner), "target": winner.sizes, "params": winner.params, "work": str(work),
+            "scores": str(scores_dir)}
+
+
+def restore(work: Path, settings: dict, candidates: list[Candidate], overwrite: bool) -> None:
+    """Take the measurements of an interrupted search with the same settings; refuse other settings."""
+    record = work / "search.json"
+    if overwrite and work.exists():
+        shutil.rmtree(work)
+    if not record.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        return
+    saved = json.loads(record.read_text())
+    if saved["settings"] != settings:
+        changed = next(k for k in {**saved["settings"], **settings} if saved["settings"].get(k) != settings.get(k))
+        raise MinitronError(f"{work} holds a search with {changed} = {saved['settings'].get(changed)}, now "
+                            f"{settings.get(changed)}; use the same settings, --overwrite, or another --work")
+    known = {json.dumps(c["sizes"], sort_keys=True): c for c in saved["candidates"]}
+    for c in candidates:
+        c.zero_shot_loss = known.get(json.dumps(c.sizes, sort_keys=True), {}).get("zero_shot_loss")
+
+
+# ------------------------------------------------------------------------------ results
+
+def write_results(work: Path, settings: dict, candidates: list[Candidate]) -> None:
+    """search.json (every candidate), search.md (a table by final rank) and search.png (rank before vs after)."""
+    order = ranked(candidates)
+    zero = {c.name: i + 1 for i, c in enumerate(sorted(candidates, key=lambda c: c.zero_shot_loss or math.inf))}
+    rows = [{**asdict(c), "name": c.name, "rank": i + 1, "zero_shot_rank": zero[c.name]} for i, c in enumerate(order)]
+    write_json(work / "search.json", {"settings": settings, "candidates": rows})
+    lines = [f"# Shape search: {settings['budget']:,} parameters ±{settings['tolerance']:.0%}", "",
+             f"Zero-shot: pruned from the teacher's importance scores, LM loss on {settings['val_seqs']} held-out "
+             f"sequences. Distilled: the same loss after {settings['distill_tokens']:,} tokens of distillation.", "",
+             "| rank | zero-shot rank | hidden_size | num_attention_heads | intermediate_size | num_hidden_layers | "
+             "parameters | zero-shot loss | distilled loss |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["sizes"]
+        after = f"{r['distilled_loss']:.3f}" if r["distilled_loss"] is not None else (
+            f"failed: {r['error']}" if r["error"] else "")
+        zs = f"{r['zero_shot_loss']:.3f}" if r["zero_shot_loss"] is not None else ""
+        lines.append(f"| {r['rank']} | {r['zero_shot_rank']} | {s['hidden_size']} | {s['num_attention_heads']} | "
+                     f"{s['intermediate_size']} | {s['num_hidden_layers']} | {r['params']:,} | {zs} | {after} |")
+    (work / "search.md").write_text("\n".join(lines) + "\n")
+    plot_ranks(rows, work / "search.png")
+
+
+def plot_ranks(rows: list[dict], path: Path) -> None:
+    """Rank by zero-shot loss against rank after distillation, for the distilled candidates."""
+    done = [r for r in rows if r["distilled_loss"] is not None]
+    if not done:
+        return
+    after = {r["name"]: i + 1 for i, r in enumerate(sorted(done, key=lambda r: r["distilled_loss"]))}
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([1, len(rows)], [1, len(rows)], color="0.8", lw=1)
+    for r in done:
+        ax.scatter(r["zero_shot_rank"], after[r["name"]])
+        ax.annotate(r["name"], (r["zero_shot_rank"], after[r["name"]]), fontsize=7)
+    ax.set_xlabel("rank by zero-shot loss")
+    ax.set_ylabel("rank after distillation")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,113 @@
+"""`minitron search`: the shapes under a budget (exact counts, steps, floors), and the search end to end on a tiny
+model: zero-shot scores, one short distillation, resume, a failing candidate skipped."""
+import json
+
+import pytest
+
+from conftest import cli_error, tiny_config
+from minitron import search as search_mod
+from minitron.distill import TrainConfig
+from minitron.errors import MinitronError
+from minitron.prune import check_target, params_of, target_config
+from minitron.search import ParamCounter, budget_of, enumerate_shapes, search, spread
+
+TRAIN = TrainConfig(seq_len=32, micro_batch=4, global_batch_tokens=256, lr=3e-3, eval_every=0, save_every=2)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_param_counts_are_exact(family, tie):
+    config = tiny_config(family, tie)
+    count = ParamCounter(config)
+    for sizes in [dict(hidden_size=32, num_attention_heads=4, intermediate_size=48, num_hidden_layers=3),
+                  dict(hidden_size=48, num_attention_heads=6, intermediate_size=96, num_hidden_layers=1)]:
+        assert count(sizes) == params_of(target_config(config, check_target(config, sizes)))
+
+
+def test_enumeration_respects_budget_steps_and_floors():
+    config = tiny_config("llama")  # hidden 64, 8 heads in 2 KV groups, MLP 96, 4 layers
+    budget = budget_of(0.5, params_of(config))
+    shapes = enumerate_shapes(config, budget, 0.1, steps={"hidden_size": 16, "intermediate_size": 32},
+                              floors={"num_hidden_layers": 2})
+    assert shapes
+    for c in shapes:
+        s = c.sizes
+        assert abs(c.params - budget) <= 0.1 * budget
+        assert c.params == params_of(target_config(config, check_target(config, s)))
+        assert s["hidden_size"] % 16 == 0 and s["intermediate_size"] % 32 == 0 and s["num_attention_heads"] % 2 == 0
+        assert s["num_hidden_layers"] >= 2
+    assert len({c.name for c in shapes}) == len(shapes)
+    assert len(spread(shapes, 3, config)) == min(3, len(shapes))
+    assert budget_of(1000, params_of(config)) == 1000
+    with pytest.raises(MinitronError, match="multiple of num_key_value_heads"):
+        enumerate_shapes(config, budget, 0.1, steps={"num_attention_heads": 3})
+
+
+def run_search(teacher, data, tmp_path, **kw):
+    args = dict(params=0.6, model=str(teacher), out=tmp_path / "best", work=tmp_path / "work", tolerance=0.15,
+                steps={"hidden_size": 16, "intermediate_size": 32}, max_candidates=4, distill_top=1,
+                distill_tokens=512, data=data, calib_seqs=4, val_seqs=2, distill=TRAIN, device="cpu")
+    return search(**{**args, **kw})
+
+
+def test_search_end_to_end_and_resume(tiny_dir, tiny_data, tmp_path, one_thread, monkeypatch):
+    result = run_search(tiny_dir, tiny_data, tmp_path)
+    record = json.loads((tmp_path / "work" / "search.json").read_text())
+    rows = record["candidates"]
+    assert len(rows) == 4 and all(r["zero_shot_loss"] > 0 for r in rows)
+    distilled = [r for r in rows if r["distilled_loss"] is not None]
+    assert len(distilled) == 1 and distilled[0]["rank"] == 1 and distilled[0]["zero_shot_rank"] == 1
+    assert result["target"] == distilled[0]["sizes"]
+    pruned = json.loads((tmp_path / "best" / "config.json").read_text())
+    assert {k: pruned[k] for k in result["target"]} == result["target"]
+    assert json.loads((tmp_path / "best" / "pruning.json").read_text())["params_after"] == result["params"]
+    assert (tmp_path / "work" / "search.png").stat().st_size > 0
+    assert "| 1 | 1 |" in (tmp_path / "work" / "search.md").read_text()
+    # resumed with the same settings: nothing is measured or trained again
+    monkeypatch.setattr(search_mod, "lm_loss", lambda *a: pytest.fail("measured again"))
+    monkeypatch.setattr(search_mod, "run_distill", lambda *a: pytest.fail("trained again"))
+    again = run_search(tiny_dir, tiny_data, tmp_path, out=tmp_path / "best2")
+    assert again["target"] == result["target"]
+    with pytest.raises(MinitronError, match="tolerance"):
+        run_search(tiny_dir, tiny_data, tmp_path, out=tmp_path / "best3", tolerance=0.2)
+
+
+def test_a_failing_candidate_is_reported_and_skipped(tiny_dir, tiny_data, tmp_path, one_thread, monkeypatch):
+    real, calls = search_mod.run_distill, []
+
+    def first_fails(cfg):
+        calls.append(cfg.student)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        return real(cfg)
+
+    monkeypatch.setattr(search_mod, "run_distill", first_fails)
+    result = run_search(tiny_dir, tiny_data, tmp_path, distill_top=2, max_candidates=3)
+    rows = json.loads((tmp_path / "work" / "search.json").read_text())["candidates"]
+    failed = [r for r in rows if r["error"]]
+    assert len(failed) == 1 and "out of memory" in failed[0]["error"] and failed[0]["rank"] == len(rows)
+    assert result["target"] != failed[0]["sizes"] and len(calls) == 2
+    assert "failed: RuntimeError" in (tmp_path / "work" / "search.md").read_text()
+
+
+def test_search_refuses_an_impossible_budget(tiny_dir, capsys):
+    assert "not fewer than the teacher" in cli_error(capsys, "search", "--model", tiny_dir, "--params", "1e12",
+                                                     "--out", "/nonexistent/x")
+
+
+def test_compress_with_a_parameter_budget_searches_the_shape(tiny_dir, tiny_data, tmp_path, one_thread):
+    import minitron
+    from dataclasses import replace
+
+    run = tmp_path / "run"
+    metrics = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, params=0.6, search_top=1,
+                                search_tokens=256, calib_seqs=4, val_seqs=2, prompt="hi",
+                                distill=replace(TRAIN, tokens=512, save_every=50))
+    stages = json.loads((run / "stages.json").read_text())
+    assert list(stages) == ["data", "search", "distill", "evaluate"]
+    found = stages["search"]["outputs"]["target"]
+    assert {k: metrics["target"][k] for k in found} == found
+    assert metrics["distilled"]["params"] == stages["search"]["outputs"]["params"]
+    assert "## Shape search" in (run / "report.md").read_text()
+    with pytest.raises(MinitronError, match="not both"):
+        minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=tmp_path / "r2", params=0.5,
+                          target={"hidden_size": 32})
