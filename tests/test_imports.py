@@ -17,6 +17,7 @@ LAYERS = [
     ["minitron.importance"],
     ["minitron.prune"],
     ["minitron.distill"],
+    ["minitron.correct"],  # teacher correction: the trainer without a teacher
     ["minitron.chat.generate", "minitron.chat.cli"],
     ["minitron.report", "minitron.pipeline"],
     ["minitron.cli", "minitron.__main__"],

@@ -95,6 +95,11 @@ class TrainConfig:
     """continue from the newest checkpoint in --out"""
     overwrite: bool = False
     """delete an existing --out and start again"""
+    lora_rank: int = 0
+    """train LoRA adapters of this rank on every linear layer (through peft) instead of all the weights; they are
+    merged into the weights of the saved model (0: train all the weights)"""
+    lora_alpha: float = 16.0
+    """LoRA scale: the adapters' update is multiplied by lora_alpha / lora_rank"""
 
     def validate(self) -> str:
         """Refuse bad values before anything is loaded or written; returns the logit loss to use."""
@@ -107,6 +112,8 @@ class TrainConfig:
             raise MinitronError(f"--loss {name} needs a --teacher (or use --loss ce for conventional training)")
         if self.hidden_loss and (not self.teacher or name == "ce"):
             raise MinitronError("--hidden-loss needs a --teacher and a distillation --loss")
+        if self.lora_rank and self.init == "random":
+            raise MinitronError("--lora-rank needs pretrained weights to adapt; leave out --init random")
         if self.hidden_loss and not self.layer_pairs:
             raise MinitronError("--hidden-loss needs --layer-pairs STUDENT:TEACHER ... (0-based decoder layers)")
         return name
@@ -123,12 +130,13 @@ class TrainConfig:
         for name in ("tokens", "seq_len", "micro_batch", "global_batch_tokens", "chunk_tokens", "top_k",
                      "eval_seqs", "keep_checkpoints"):
             check(name, lambda v: v >= 1, "a positive whole number", int)
-        for name in ("eval_every", "save_every", "seed"):
+        for name in ("eval_every", "save_every", "seed", "lora_rank"):
             check(name, lambda v: v >= 0, "a whole number, 0 or more", int)
         if self.warmup_steps is not None:
             check("warmup_steps", lambda v: v >= 0, "a whole number, 0 or more", int)
         check("temperature", lambda v: v > 0, "a positive number")
         check("lr", lambda v: v > 0, "a positive number")
+        check("lora_alpha", lambda v: v > 0, "a positive number")
         check("min_lr", lambda v: 0 <= v <= self.lr, f"a number from 0 to --lr ({self.lr:g})")
         check("jsd_beta", lambda v: 0 < v < 1, "strictly between 0 and 1")
         check("ce_weight", lambda v: 0 <= v <= 1, "from 0 to 1")
