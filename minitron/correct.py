@@ -31,7 +31,7 @@ def correct(model: str = "default", data: Path | None = None, tokens: int = 100_
         lora: train LoRA adapters (merged into the weights at the end) instead of all the weights
         lora_rank: rank of the LoRA adapters (with --lora)
         lora_alpha: LoRA scale numerator: updates are scaled by lora_alpha / lora_rank (with --lora)
-        lr: peak learning rate (AdamW, cosine decay after a 5% warm-up); LoRA usually wants about 10x more
+        lr: peak learning rate (AdamW, cosine decay after a warm-up of 5 percent of the steps); LoRA usually wants about 10x more
         min_lr: learning rate at the end of the decay
         seq_len: tokens per training sequence
         micro_batch: sequences per forward/backward
