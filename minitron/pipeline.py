@@ -7,11 +7,18 @@ refuses to go on with settings that differ from those a recorded stage ran with.
 
     minitron compress --config configs/demo.yaml --resume       # `make demo`
     minitron compress --teacher T --target hidden_size=2048 --distill.tokens 10000000 --distill.lr 3e-4
+    minitron compress ... --correct-teacher 200000 --stages 2   # teacher correction; prune and distil in 2 stages
+
+With --correct-teacher N the teacher is first fine-tuned on N tokens of the data (RUN/correct, `minitron correct`)
+and everything after scores, prunes and distils from the corrected teacher. With --stages S the target is reached
+in S prune-and-distil rounds (each prunes a geometric share of the way, RUN/stage-K/ for all but the last) that split
+the distillation budget's steps evenly; the last round writes RUN/scores, RUN/pruned and RUN/distill as one does.
 """
 from __future__ import annotations
 
 import gc
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, replace
@@ -24,9 +31,11 @@ from minitron.arch import count_params
 from minitron.chat.generate import generate_reply
 from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig
+from minitron.distill.config import make_plan
 from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError
 from minitron.card import write_model_card
+from minitron.correct import correct
 from minitron.eval import generation_speed, lm_loss, windows_in_batches
 from minitron.importance import score
 from minitron.io import write_json
@@ -42,7 +51,8 @@ SET_BY_COMPRESS = ("student", "out", "teacher", "data", "device", "resume", "ove
 def compress(teacher: str = "default", target: dict[str, int] | None = None, out: Path | None = None,
              data: Path | None = None, calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
              distill: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, correct_teacher: int = 0, correct_lr: float = 1e-4, correct_lora_rank: int = 0,
+             stages: int = 1) -> dict:
     """Score, prune to a target, distil from the teacher, evaluate all three models and write a report.
 
     Args:
@@ -59,6 +69,12 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
         device: auto, cpu or cuda
         resume: continue an interrupted run (recorded stages are kept, distillation continues from its checkpoint)
         overwrite: delete an existing run directory and start again
+        correct_teacher: tokens of teacher correction before scoring (fine-tuning the teacher on the data with
+            cross-entropy, `minitron correct`); 0: use the teacher as it is
+        correct_lr: peak learning rate of the teacher correction
+        correct_lora_rank: correct the teacher through LoRA adapters of this rank (merged), 0: all its weights
+        stages: prune and distil in this many rounds, each a geometric share of the way to the target, splitting
+            the distillation tokens evenly (1: one round)
     """
     if not target:
         raise MinitronError("compress needs --target, e.g. hidden_size=384,intermediate_size=1024 "
@@ -77,23 +93,49 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
     if tokens.num_tokens("train") < distill.tokens:
         raise MinitronError(f"the data has {tokens.num_tokens('train'):,} training tokens, fewer than the "
                             f"{distill.tokens:,} requested; add data or lower --distill.tokens")
-    check_disk(run, params_of(target_config(config, sizes)), distill.keep_checkpoints)
+    targets = stage_targets(config, sizes, target, stages)
+    tokens_per_step = make_plan(distill, tokens.num_tokens("train"), tokens.num_tokens("val"), 1, tokens.path)\
+        .tokens_per_step
+    steps = [distill.tokens // tokens_per_step * k // stages for k in range(stages + 1)]
+    if min(b - a for a, b in zip(steps, steps[1:])) < 1:
+        raise MinitronError(f"--distill.tokens {distill.tokens:,} is fewer than one optimiser step "
+                            f"({tokens_per_step:,} tokens) per stage; raise it or lower --stages")
+    check_correction(correct_teacher, correct_lr, correct_lora_rank, tokens.num_tokens("train"))
+    check_disk(run, sum(params_of(target_config(config, check_target(config, t))) for t in targets)
+               + (params_of(config) if correct_teacher else 0), distill.keep_checkpoints)
     if overwrite and run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
 
     record = Record(run)
-    train = replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher,
-                    data=str(tokens.path), device=device, resume=(run / "distill").exists())
-    record.stage("data", {"teacher": teacher, "data": str(data) if data else None},
+    recipe = {"correct_teacher": correct_teacher, "stages": stages}  # recorded only when not the plain recipe
+    record.stage("data", {"teacher": teacher, "data": str(data) if data else None,
+                          **{k: v for k, v in recipe.items() if v not in (0, 1)}},
                  lambda: {"data": str(tokens.path), "train_tokens": tokens.num_tokens("train")})
-    record.stage("score", {"calib_seqs": calib_seqs, "seq_len": distill.seq_len},
-                 lambda: score_stage(teacher, tokens, run, calib_seqs, distill.seq_len, device))
-    record.stage("prune", {"target": sizes}, lambda: prune_stage(teacher, target, run, device))
-    record.stage("distill", {k: v for k, v in asdict(train).items() if k not in ("student", "out", "resume", "device")},
-                 lambda: distill_stage(train, run))  # paths inside the run are left out: a moved run resumes
+    source = teacher  # what is scored, pruned and distilled from: the teacher, or the corrected teacher
+    if correct_teacher:
+        done = record.stage("correct", {"tokens": correct_teacher, "lr": correct_lr, "lora_rank": correct_lora_rank},
+                            lambda: correct_stage(teacher, tokens, run, correct_teacher, correct_lr,
+                                                  correct_lora_rank, distill, device))
+        source = str(run / done["model"])
+    model = source
+    for k, (stage_target, a, b) in enumerate(zip(targets, steps, steps[1:]), 1):
+        where, suffix = (run, "") if k == stages else (run / f"stage-{k}", f"-{k}")
+        where.mkdir(exist_ok=True)
+        share = distill.tokens if stages == 1 else (b - a) * tokens_per_step  # whole steps, S rounds = 1 round
+        train = replace(distill, tokens=share, student=str(where / "pruned"),
+                        out=where / "distill", teacher=source, data=str(tokens.path), device=device,
+                        resume=(where / "distill").exists())
+        record.stage("score" + suffix, {"calib_seqs": calib_seqs, "seq_len": distill.seq_len},
+                     lambda: score_stage(model, tokens, where, calib_seqs, distill.seq_len, device))
+        record.stage("prune" + suffix, {"target": check_target(config, stage_target)},
+                     lambda: prune_stage(model, stage_target, where, device))
+        record.stage("distill" + suffix, {**{k: v for k, v in asdict(train).items()
+                                             if k not in ("student", "out", "resume", "device")}, "teacher": teacher},
+                     lambda: distill_stage(train, where))  # paths inside the run are left out: a moved run resumes
+        model = str(where / "student")
     record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
-                 lambda: evaluate_stage(teacher, run, tokens, val_seqs, distill.seq_len, prompt, sizes, config,
+                 lambda: evaluate_stage(teacher, source, run, tokens, val_seqs, distill.seq_len, prompt, sizes, config,
                                         pick_device(device), record))
     report = write_report(run)
     print(f"\nwrote {report} — distilled student in {run / 'student'}")
@@ -132,6 +174,19 @@ class Record:
 
 # ---------------------------------------------------------------- the stages
 
+def correct_stage(teacher: str, tokens: TokenData, run: Path, n: int, lr: float, lora_rank: int,
+                  distill: TrainConfig, device: str) -> dict:
+    """Teacher correction on the distillation data, at the distillation's sequence length and batch size."""
+    print(f"correcting the teacher on {n:,} tokens", flush=True)
+    result = correct(teacher, data=tokens.path, tokens=n, out=run / "correct", lora=lora_rank > 0,
+                     lora_rank=max(lora_rank, 1), lora_alpha=2.0 * max(lora_rank, 1), lr=lr, min_lr=lr / 10,
+                     seq_len=distill.seq_len, micro_batch=distill.micro_batch,
+                     global_batch_tokens=distill.global_batch_tokens, device=device,
+                     resume=(run / "correct").exists())
+    return {"model": "correct/student", "tokens": result["tokens"], "steps": result["steps"],
+            "val_loss": result["val_loss"]}
+
+
 def score_stage(teacher: str, tokens: TokenData, run: Path, calib_seqs: int, seq_len: int, device: str) -> dict:
     print(f"scoring importance on {calib_seqs} calibration sequences", flush=True)
     shutil.rmtree(run / "scores", ignore_errors=True)  # left by an interrupted stage
@@ -155,25 +210,28 @@ def distill_stage(train: TrainConfig, run: Path) -> dict:
     return {"student": "student", "steps": result.steps, "tokens": result.tokens, "val_loss": result.val_loss}
 
 
-def evaluate_stage(teacher: str, run: Path, tokens: TokenData, val_seqs: int, seq_len: int, prompt: str,
+def evaluate_stage(original: str, teacher: str, run: Path, tokens: TokenData, val_seqs: int, seq_len: int, prompt: str,
                    sizes: dict, config, device: torch.device, record: Record) -> dict:
     """metrics.json: every model measured on the same held-out windows."""
     start, val = time.time(), tokens.fixed("val", val_seqs, seq_len)
     n_val = int(val["input_ids"][:, 1:].numel() if val.get("loss_mask") is None else val["loss_mask"].sum())
     print(f"evaluating teacher, pruned and distilled models on {n_val:,} held-out tokens", flush=True)
-    distilled = record.stages["distill"]["outputs"]
-    metrics = {"tokens": distilled["tokens"], "teacher_spec": str(teacher), "target": sizes, "device": str(device),
+    distilled = [s["outputs"] for name, s in record.stages.items() if name.split("-")[0] == "distill"]
+    metrics = {"tokens": sum(d["tokens"] for d in distilled), "teacher_spec": str(original), "target": sizes,
+               "device": str(device), "stages": len(distilled),
+               "correction_tokens": record.stages.get("correct", {}).get("outputs", {}).get("tokens", 0),
                "target_desc": ", ".join(f"{k} {getattr(config, k)}→{v}" for k, v in sizes.items()
                                         if v != getattr(config, k)),
                "val_tokens": n_val, "prompt": prompt, "continuation_prompt": CONTINUATION}
-    for name, spec in (("teacher", teacher), ("pruned", run / "pruned"), ("distilled", run / "student")):
+    models = [("teacher", teacher), ("pruned", run / "pruned"), ("distilled", run / "student")]
+    for name, spec in models + [("original_teacher", original)] * (teacher != original):
         metrics[name] = measure(spec, val, device, prompt, speed_tokens=32)
         print(f"  {name:>9}: {metrics[name]['params']:,} params, val loss {metrics[name]['val_loss']:.3f}, "
               f"{metrics[name]['gen_tokens_per_s']:.1f} tok/s", flush=True)
     metrics["timings_s"] = {**record.seconds(), "evaluate": round(time.time() - start, 1)}
     write_json(run / "metrics.json", metrics)
     d, t = metrics["distilled"], metrics["teacher"]
-    write_model_card(run / "student", teacher=str(teacher), run=run / "distill", name=run.name,
+    write_model_card(run / "student", teacher=str(original), run=run / "distill", name=run.name,
                      metrics={"validation loss (held-out windows of this run)": round(d["val_loss"], 4),
                               "perplexity": round(d["ppl"], 2), "teacher's validation loss": round(t["val_loss"], 4),
                               "greedy generation (tokens/s, this machine)": round(d["gen_tokens_per_s"], 1)})
@@ -181,6 +239,48 @@ def evaluate_stage(teacher: str, run: Path, tokens: TokenData, val_seqs: int, se
 
 
 # ---------------------------------------------------------------- helpers
+
+HEADS_FIRST = ["num_key_value_heads", "num_attention_heads", "hidden_size", "intermediate_size", "num_hidden_layers"]
+
+
+def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages: int) -> list[dict[str, int]]:
+    """The target of each of `stages` rounds: each size a geometric share of the way from the teacher's to the
+    final one (query heads a multiple of the KV heads, multiples of 8 kept), the last round the target itself."""
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+        raise MinitronError(f"--stages must be a positive whole number, not {stages!r}")
+    result = []
+    for k in range(1, stages):
+        step = {}
+        for name in sorted(target, key=HEADS_FIRST.index):  # KV heads, then query heads, then what follows them
+            start, end = getattr(config, name), sizes[name]
+            value = start * (end / start) ** (k / stages)
+            heads = {**sizes, **step}["num_attention_heads"]
+            unit = ({**sizes, **step}["num_key_value_heads"] if name == "num_attention_heads"
+                    else 8 if start % 8 == 0 and end % 8 == 0 else 1)
+            if name == "hidden_size" and end % sizes["num_attention_heads"] == 0:  # some families need it
+                unit = math.lcm(unit, heads)
+            step[name] = min(start, max(end, unit * round(value / unit)))
+        result.append(step)
+    result.append(dict(target))
+    previous = {n: getattr(config, n) for n in target}
+    for step in result:
+        if step == previous:
+            raise MinitronError(f"--stages {stages} leaves a round with nothing to prune (sizes {step}); the target is "
+                                "too close to the teacher for that many rounds: lower --stages")
+        previous = step
+    return result
+
+
+def check_correction(n: int, lr: float, lora_rank: int, train_tokens: int) -> None:
+    for name, value in (("correct_teacher", n), ("correct_lora_rank", lora_rank)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MinitronError(f"--{name.replace('_', '-')} must be a whole number, 0 or more, not {value!r}")
+    if not isinstance(lr, (int, float)) or not lr > 0:
+        raise MinitronError(f"--correct-lr must be a positive number, not {lr!r}")
+    if n > train_tokens:
+        raise MinitronError(f"the data has {train_tokens:,} training tokens, fewer than the {n:,} of "
+                            "--correct-teacher; add data or lower it")
+
 
 def check_disk(run: Path, student_params: int, keep_checkpoints: int) -> None:
     """Pruned model + final student + checkpoints (weights and two AdamW moments), fp32, with a margin."""
