@@ -6,9 +6,9 @@ from dataclasses import replace
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from conftest import cli_error, run_cli
+from conftest import build_tiny_data, cli_error, run_cli, save_tiny
 from minitron.data import TokenData
 from minitron.distill import TrainConfig, distill, loop
 from minitron.eval import lm_loss, windows_in_batches
@@ -22,23 +22,24 @@ def train_loss(model_dir, data) -> float:
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_correct_writes_a_better_stock_checkpoint(tiny_dir, tiny_data, tmp_path, one_thread, lora):
+def test_correct_writes_a_better_stock_checkpoint(tmp_path, one_thread, lora):
+    tiny_dir = save_tiny(tmp_path / "tiny-llama", tie=lora)  # LoRA on tied embeddings (as SmolLM2's) too
+    tiny_data = build_tiny_data(tmp_path, tiny_dir)
     out = tmp_path / "corrected"
     extra = ["--lora", "--lora-rank", 4, "--lora-alpha", 8, "--lr", 1e-2] if lora else ["--lr", 3e-3]
     run_cli("correct", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--device", "cpu", *TINY, *extra)
     model = out / "student"
     for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "README.md"):
         assert (model / name).is_file(), name
-    with safe_open(model / "model.safetensors", framework="pt") as f:
-        keys = set(f.keys())
-    assert not any("lora" in k or "base_layer" in k for k in keys)
-    assert keys == set(AutoModelForCausalLM.from_pretrained(tiny_dir).state_dict())
+    keys, original = (set(safe_open(m / "model.safetensors", framework="pt").keys()) for m in (model, tiny_dir))
+    assert keys == original and not any("lora" in k or "base_layer" in k for k in keys)
     assert AutoTokenizer.from_pretrained(model).vocab_size == AutoTokenizer.from_pretrained(tiny_dir).vocab_size
     before, after = train_loss(tiny_dir, tiny_data), train_loss(model, tiny_data)
     assert after < before - 0.1, (before, after)
     saved = json.loads((out / "train_config.json").read_text())["config"]
     assert saved["loss"] == "ce" and saved["teacher"] is None and saved["lora_rank"] == (4 if lora else 0)
     assert "tiny-llama" in (model / "README.md").read_text()
+    assert AutoConfig.from_pretrained(model).tie_word_embeddings == lora
     if lora:  # only the adapters trained: the embeddings (no adapter) are the teacher's
         a, b = (AutoModelForCausalLM.from_pretrained(m).model.embed_tokens.weight for m in (tiny_dir, model))
         torch.testing.assert_close(a, b)
