@@ -3,6 +3,8 @@ the trained adapters merged back into an ordinary model for saving. `--lora-rank
 weights and never imports peft."""
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 
 from minitron.distill.config import TrainConfig
@@ -18,7 +20,9 @@ def add_lora(lm: nn.Module, cfg: TrainConfig) -> nn.Module:
     """`lm` itself with LoRA adapters injected in place (lm_head excluded) and only the adapters trainable."""
     from peft import get_peft_model  # optional heavy dependency: only LoRA runs import it
 
-    get_peft_model(lm, lora_config(cfg))  # mutates lm; the PeftModel wrapper is not needed to train it
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for a user to do
+        warnings.simplefilter("ignore", FutureWarning)
+        get_peft_model(lm, lora_config(cfg))  # mutates lm; the PeftModel wrapper is not needed to train it
     return lm
 
 
@@ -27,6 +31,8 @@ def merged(plain: nn.Module, state_dict: dict, cfg: TrainConfig) -> nn.Module:
     `state_dict` (keys as in an `add_lora` model), the adapters merged into the weights and removed."""
     from peft import get_peft_model  # optional heavy dependency: only LoRA runs import it
 
-    wrapped = get_peft_model(plain, lora_config(cfg))
+    with warnings.catch_warnings():  # as in add_lora
+        warnings.simplefilter("ignore", FutureWarning)
+        wrapped = get_peft_model(plain, lora_config(cfg))
     wrapped.base_model.model.load_state_dict(state_dict)
     return wrapped.merge_and_unload()
