@@ -10,6 +10,7 @@ OUT is a training run directory like distill's (checkpoints/, metrics.jsonl, tra
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from minitron.card import write_model_card
@@ -50,7 +51,10 @@ def correct(model: str = "default", data: Path | None = None, tokens: int = 100_
                       lr=lr, min_lr=min(min_lr, lr), seed=seed, device=device, resume=resume, overwrite=overwrite,
                       lora_rank=lora_rank if lora else 0, lora_alpha=lora_alpha)
     result = distill(cfg)
-    write_model_card(result.student, teacher=str(model), run=result.out, name=f"{Path(out).name} (corrected teacher)")
-    print(f"corrected teacher in {result.student}: {result.tokens:,} tokens, validation loss {result.val_loss:.4f}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, process 0 writes (as distill does)
+        write_model_card(result.student, teacher=str(model), run=result.out,
+                         name=f"{Path(out).name} (corrected teacher)")
+        print(f"corrected teacher in {result.student}: {result.tokens:,} tokens, validation loss "
+              f"{result.val_loss:.4f}")
     return {"model": str(result.student), "tokens": result.tokens, "steps": result.steps, "val_loss": result.val_loss,
             "lora_rank": cfg.lora_rank}

@@ -94,12 +94,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
         raise MinitronError(f"the data has {tokens.num_tokens('train'):,} training tokens, fewer than the "
                             f"{distill.tokens:,} requested; add data or lower --distill.tokens")
     targets = stage_targets(config, sizes, target, stages)
-    tokens_per_step = make_plan(distill, tokens.num_tokens("train"), tokens.num_tokens("val"), 1, tokens.path)\
-        .tokens_per_step
-    steps = [distill.tokens // tokens_per_step * k // stages for k in range(stages + 1)]
-    if min(b - a for a, b in zip(steps, steps[1:])) < 1:
-        raise MinitronError(f"--distill.tokens {distill.tokens:,} is fewer than one optimiser step "
-                            f"({tokens_per_step:,} tokens) per stage; raise it or lower --stages")
+    tokens_per_step, steps = split_steps(distill, tokens, stages)
     check_correction(correct_teacher, correct_lr, correct_lora_rank, tokens.num_tokens("train"))
     check_disk(run, sum(params_of(target_config(config, check_target(config, t))) for t in targets)
                + (params_of(config) if correct_teacher else 0), distill.keep_checkpoints)
@@ -122,7 +117,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
     for k, (stage_target, a, b) in enumerate(zip(targets, steps, steps[1:]), 1):
         where, suffix = (run, "") if k == stages else (run / f"stage-{k}", f"-{k}")
         where.mkdir(exist_ok=True)
-        share = distill.tokens if stages == 1 else (b - a) * tokens_per_step  # whole steps, S rounds = 1 round
+        share = distill.tokens if stages == 1 else (b - a) * tokens_per_step  # S rounds: the steps of 1 round
         train = replace(distill, tokens=share, student=str(where / "pruned"),
                         out=where / "distill", teacher=source, data=str(tokens.path), device=device,
                         resume=(where / "distill").exists())
@@ -130,7 +125,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
                      lambda: score_stage(model, tokens, where, calib_seqs, distill.seq_len, device))
         record.stage("prune" + suffix, {"target": check_target(config, stage_target)},
                      lambda: prune_stage(model, stage_target, where, device))
-        record.stage("distill" + suffix, {**{k: v for k, v in asdict(train).items()
+        record.stage("distill" + suffix, {**{key: v for key, v in asdict(train).items()
                                              if k not in ("student", "out", "resume", "device")}, "teacher": teacher},
                      lambda: distill_stage(train, where))  # paths inside the run are left out: a moved run resumes
         model = str(where / "student")
@@ -269,6 +264,18 @@ def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages:
                                 "too close to the teacher for that many rounds: lower --stages")
         previous = step
     return result
+
+
+def split_steps(distill: TrainConfig, tokens: TokenData, stages: int) -> tuple[int, list[int]]:
+    """Tokens per optimiser step, and the step each round ends at (from 0): the distillation's steps split
+    evenly, so that S rounds train on as many tokens as one."""
+    tokens_per_step = make_plan(distill, tokens.num_tokens("train"), tokens.num_tokens("val"), 1,
+                                tokens.path).tokens_per_step
+    steps = [distill.tokens // tokens_per_step * k // stages for k in range(stages + 1)]
+    if min(b - a for a, b in zip(steps, steps[1:])) < 1:
+        raise MinitronError(f"--distill.tokens {distill.tokens:,} is fewer than one optimiser step "
+                            f"({tokens_per_step:,} tokens) per stage; raise it or lower --stages")
+    return tokens_per_step, steps
 
 
 def check_correction(n: int, lr: float, lora_rank: int, train_tokens: int) -> None:
