@@ -126,7 +126,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, out
         record.stage("prune" + suffix, {"target": check_target(config, stage_target)},
                      lambda: prune_stage(model, stage_target, where, device))
         record.stage("distill" + suffix, {**{key: v for key, v in asdict(train).items()
-                                             if k not in ("student", "out", "resume", "device")}, "teacher": teacher},
+                                             if key not in ("student", "out", "resume", "device")}, "teacher": teacher},
                      lambda: distill_stage(train, where))  # paths inside the run are left out: a moved run resumes
         model = str(where / "student")
     record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
