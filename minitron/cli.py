@@ -35,6 +35,7 @@ COMMANDS = {
     "prune": ("minitron.prune:prune", "prune a model to a target size (or --dry-run the arithmetic)"),
     "search": ("minitron.search:search", "search the best student shape under a parameter budget"),
     "distill": ("minitron.distill:distill", "distil a teacher into a student (1 or N processes)"),
+    "correct": ("minitron.correct:correct", "fine-tune a teacher briefly on the distillation data (teacher correction)"),
     "eval": ("minitron.eval:evaluate", "validation loss, perplexity and generation speed"),
     "chat": ("minitron.chat.cli:chat", "chat with a model in its own format, with tools"),
     "generate": ("minitron.chat.cli:generate", "reply to one prompt or a JSONL batch"),

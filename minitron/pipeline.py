@@ -7,14 +7,21 @@ refuses to go on with settings that differ from those a recorded stage ran with.
 
     minitron compress --config configs/demo.yaml --resume       # `make demo`
     minitron compress --teacher T --target hidden_size=2048 --distill.tokens 10000000 --distill.lr 3e-4
+    minitron compress ... --correct-teacher 200000 --stages 2   # teacher correction; prune and distil in 2 stages
+
+With --correct-teacher N the teacher is first fine-tuned on N tokens of the data (RUN/correct, `minitron correct`)
+and everything after scores, prunes and distils from the corrected teacher. With --stages S the target is reached
+in S prune-and-distil rounds (each prunes a geometric share of the way, RUN/stage-K/ for all but the last) that split
+the distillation budget's steps evenly; the last round writes RUN/scores, RUN/pruned and RUN/distill as one does.
 """
 from __future__ import annotations
 
 import gc
 import json
+import math
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -24,9 +31,11 @@ from minitron.arch import count_params
 from minitron.chat.generate import generate_reply
 from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig
+from minitron.distill.config import make_plan
 from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError
 from minitron.card import write_model_card
+from minitron.correct import correct
 from minitron.eval import generation_speed, lm_loss, windows_in_batches
 from minitron.importance import Agg, Criterion, score
 from minitron.io import output_lock, write_json
@@ -47,7 +56,9 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
              layer_criterion: LayerCriterion = "block", out: Path | None = None, data: Path | None = None, calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
              distill: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False,
              overwrite: bool = False, report_to: list[Literal["tensorboard", "wandb"]] | None = None,
-             params: float | None = None, search_top: int = 4, search_tokens: int = 65536) -> dict:
+             params: float | None = None, search_top: int = 4, search_tokens: int = 65536,
+             correct_teacher: int = 0, correct_lr: float = 1e-4, correct_lora_rank: int = 0,
+             stages: int = 1) -> dict:
     """Score, prune to a target (or to the shape a search finds), distil from the teacher, evaluate all three
     models and write a report.
 
@@ -78,6 +89,12 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
             shape is searched (`minitron search`) and the winner distilled
         search_top: with --params: candidates distilled briefly before the winner is chosen (0: zero-shot only)
         search_tokens: with --params: training tokens of each candidate's short distillation
+        correct_teacher: tokens of teacher correction before scoring (fine-tuning the teacher on the data with
+            cross-entropy, `minitron correct`); 0: use the teacher as it is
+        correct_lr: peak learning rate of the teacher correction
+        correct_lora_rank: correct the teacher through LoRA adapters of this rank (merged), 0: all its weights
+        stages: prune and distil in this many rounds, each a geometric share of the way to the target, splitting
+            the distillation tokens evenly (1: one round)
     """
     if not target and not drop_layers and params is None:
         raise MinitronError("compress needs --target, e.g. hidden_size=384,intermediate_size=1024, --params 0.5 "
@@ -105,51 +122,98 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
     if tokens.num_tokens("train") < distill.tokens:
         raise MinitronError(f"the data has {tokens.num_tokens('train'):,} training tokens, fewer than the "
                             f"{distill.tokens:,} requested; add data or lower --distill.tokens")
-    check_disk(run, params_of(target_config(config, sizes, drop)) if sizes else budget_of(params, params_of(config)),
-               distill.keep_checkpoints)
+    if stages != 1 and (params is not None or drop_layers):
+        raise MinitronError("--stages needs an explicit --target (a searched shape or --drop-layers is reached in "
+                            "one round)")
+    targets = [target or {}] if params is not None else stage_targets(config, sizes, target or {}, stages)
+    tokens_per_step, steps = split_steps(distill, tokens, stages)
+    check_correction(correct_teacher, correct_lr, correct_lora_rank, tokens.num_tokens("train"))
+    student_params = (budget_of(params, params_of(config)) if params is not None else
+                      params_of(target_config(config, sizes, drop)) if len(targets) == 1 else
+                      sum(params_of(target_config(config, check_target(config, t))) for t in targets))
+    check_disk(run, student_params + (params_of(config) if correct_teacher else 0), distill.keep_checkpoints)
     with output_lock(run):  # one writer per run directory
         if overwrite and run.exists():
             shutil.rmtree(run)
         run.mkdir(parents=True, exist_ok=True)
-        train = replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher,
-                        data=str(tokens.path), device=device, resume=(run / "distill").exists(), report_to=report_to)
         pruning = dict(drop_layers=drop_layers, criterion=criterion, seq_agg=seq_agg, batch_agg=batch_agg,
                        layer_criterion=layer_criterion)
-        search_settings = (None if params is None else
-                           {"params": params, "search_top": search_top, "search_tokens": search_tokens})
-        report = run_stages(run, teacher, config, tokens, data, target or {}, sizes, drop, pruning, search_settings,
-                            train, calib_seqs, val_seqs, prompt, device)
+        plan = Recipe(targets, steps, tokens_per_step, sizes, drop, pruning,
+                      None if params is None else {"params": params, "search_top": search_top,
+                                                   "search_tokens": search_tokens},
+                      {"tokens": correct_teacher, "lr": correct_lr, "lora_rank": correct_lora_rank})
+        train = replace(distill, data=str(tokens.path), device=device, report_to=report_to)
+        report = run_stages(run, teacher, config, tokens, data, plan, train, calib_seqs, val_seqs, prompt, device)
     print(f"\nwrote {report} — distilled student in {run / 'student'}")
     return json.loads((run / "metrics.json").read_text())
 
 
-def run_stages(run: Path, teacher: str, config, tokens: TokenData, data: Path | None, target: dict,
-               sizes: dict | None, drop: list[int] | None, pruning: dict, search_settings: dict | None, train: TrainConfig,
-               calib_seqs: int, val_seqs: int, prompt: str, device: str) -> Path:
-    """The chain of stages in RUN (each recorded in stages.json, skipped when a resume finds it done): data,
-    score + prune (or search), distil, evaluate; then the report."""
-    record, seq_len = Record(run), train.seq_len
-    record.stage("data", {"teacher": teacher, "data": str(data) if data else None},
+@dataclass
+class Recipe:
+    """What compress does, decided and checked at its front door (compress's flags, in one place)."""
+
+    targets: list[dict[str, int]]  # each round's target (the last: --target itself; one empty one when searched)
+    steps: list[int]  # the optimiser step each round's distillation ends at, from 0
+    tokens_per_step: int  # of the distillation
+    sizes: dict[str, int] | None  # the final student's sizes (None until a search finds them)
+    drop: list[int] | None  # explicit decoder layers to remove (--drop-layers)
+    pruning: dict  # drop_layers, criterion, seq_agg, batch_agg, layer_criterion
+    search: dict | None  # params, search_top, search_tokens (None: an explicit target)
+    correction: dict  # tokens (0: none), lr, lora_rank of the teacher correction
+
+
+def run_stages(run: Path, teacher: str, config, tokens: TokenData, data: Path | None, plan: Recipe,
+               train: TrainConfig, calib_seqs: int, val_seqs: int, prompt: str, device: str) -> Path:
+    """The chain of stages in RUN, each recorded in stages.json and skipped when a resume finds it done: data,
+    teacher correction, then per round score + prune (or the search) and distil, then evaluate; the report."""
+    record, seq_len, rounds = Record(run), train.seq_len, len(plan.targets)
+    extra = {k: v for k, v in (("correct_teacher", plan.correction["tokens"]), ("stages", rounds)) if v not in (0, 1)}
+    record.stage("data", {"teacher": teacher, "data": str(data) if data else None, **extra},
                  lambda: {"data": str(tokens.path), "train_tokens": tokens.num_tokens("train")})
-    if search_settings is not None:  # the shape is searched; the search prunes the winner
-        found = record.stage("search", {**search_settings, "calib_seqs": calib_seqs, "val_seqs": val_seqs,
-                                        "seq_len": seq_len},
-                             lambda: search_stage(teacher, search_settings["params"], tokens, run, calib_seqs,
-                                                  val_seqs, search_settings["search_top"],
-                                                  search_settings["search_tokens"], train, device))
-        sizes = check_target(config, found["target"])
-    else:
-        scoring = scores_needed(config, sizes, drop, pruning["criterion"], pruning["layer_criterion"])
-        record.stage("score", {"calib_seqs": calib_seqs, "seq_len": seq_len, **beyond(scoring, SCORING)},
-                     lambda: score_stage(teacher, tokens, run, calib_seqs, seq_len, device, **scoring))
-        record.stage("prune", {"target": sizes, **beyond(pruning, PRUNING)},
-                     lambda: prune_stage(teacher, target, run, device, pruning))
-    record.stage("distill", {k: v for k, v in asdict(train).items() if k not in UNRECORDED},
-                 lambda: distill_stage(train, run))  # paths inside the run are left out: a moved run resumes
+    source = teacher  # what is scored, pruned and distilled from: the teacher, or the corrected teacher
+    if plan.correction["tokens"]:
+        c = plan.correction
+        done = record.stage("correct", c, lambda: correct_stage(teacher, tokens, run, c["tokens"], c["lr"],
+                                                                c["lora_rank"], train, device))
+        source = str(run / done["model"])
+    sizes, model = plan.sizes, source
+    for k, (target, start, end) in enumerate(zip(plan.targets, plan.steps, plan.steps[1:]), 1):
+        where, suffix = (run, "") if k == rounds else (run / f"stage-{k}", f"-{k}")
+        where.mkdir(exist_ok=True)
+        if plan.search is not None:  # the shape is searched; the search prunes the winner
+            found = record.stage("search", {**plan.search, "calib_seqs": calib_seqs, "val_seqs": val_seqs,
+                                            "seq_len": seq_len},
+                                 lambda: search_stage(source, plan.search["params"], tokens, run, calib_seqs,
+                                                      val_seqs, plan.search["search_top"],
+                                                      plan.search["search_tokens"], train, device))
+            sizes = check_target(config, found["target"])
+        else:
+            score_and_prune(record, suffix, model, target, plan, tokens, where, calib_seqs, seq_len, device)
+        tokens_k = train.tokens if rounds == 1 else (end - start) * plan.tokens_per_step
+        round_train = replace(train, tokens=tokens_k, student=str(where / "pruned"), out=where / "distill",
+                              teacher=source, resume=(where / "distill").exists())
+        record.stage("distill" + suffix, {k: v for k, v in asdict(round_train).items() if k not in UNRECORDED},
+                     lambda: distill_stage(round_train, where))  # paths inside the run are left out: it may move
+        model = str(where / "student")
     record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
-                 lambda: evaluate_stage(teacher, run, tokens, val_seqs, seq_len, prompt, sizes, config,
+                 lambda: evaluate_stage(teacher, source, run, tokens, val_seqs, seq_len, prompt, sizes, config,
                                         pick_device(device), record))
     return write_report(run)
+
+
+def score_and_prune(record: "Record", suffix: str, model: str, target: dict, plan: Recipe, tokens: TokenData,
+                    where: Path, calib_seqs: int, seq_len: int, device: str) -> None:
+    """One round's score and prune stages: `model` (the teacher, or the previous round's student) to `target`."""
+    config = load_config(model)
+    first = not suffix and len(plan.targets) == 1  # explicit --drop-layers only in a single round
+    drop = plan.drop if first else None
+    pruning = plan.pruning if first else {**plan.pruning, "drop_layers": None}
+    sizes = check_target(config, target, drop)
+    scoring = scores_needed(config, sizes, drop, pruning["criterion"], pruning["layer_criterion"])
+    record.stage("score" + suffix, {"calib_seqs": calib_seqs, "seq_len": seq_len, **beyond(scoring, SCORING)},
+                 lambda: score_stage(model, tokens, where, calib_seqs, seq_len, device, **scoring))
+    record.stage("prune" + suffix, {"target": sizes, **beyond(pruning, PRUNING)},
+                 lambda: prune_stage(model, target, where, device, pruning))
 
 
 class Record:
@@ -183,6 +247,19 @@ class Record:
 
 
 # ---------------------------------------------------------------- the stages
+
+def correct_stage(teacher: str, tokens: TokenData, run: Path, n: int, lr: float, lora_rank: int,
+                  distill: TrainConfig, device: str) -> dict:
+    """Teacher correction on the distillation data, at the distillation's sequence length and batch size."""
+    print(f"correcting the teacher on {n:,} tokens", flush=True)
+    result = correct(teacher, data=tokens.path, tokens=n, out=run / "correct", lora=lora_rank > 0,
+                     lora_rank=max(lora_rank, 1), lora_alpha=2.0 * max(lora_rank, 1), lr=lr, min_lr=lr / 10,
+                     seq_len=distill.seq_len, micro_batch=distill.micro_batch,
+                     global_batch_tokens=distill.global_batch_tokens, device=device,
+                     resume=(run / "correct").exists())
+    return {"model": "correct/student", "tokens": result["tokens"], "steps": result["steps"],
+            "val_loss": result["val_loss"]}
+
 
 def scores_needed(config, sizes: dict, drop: list[int] | None, criterion: str, layer_criterion: str) -> dict:
     """The scores `prune` needs for this recipe: the width criterion, and the layer-removal losses (or random
@@ -238,25 +315,28 @@ def distill_stage(train: TrainConfig, run: Path) -> dict:
     return {"student": "student", "steps": result.steps, "tokens": result.tokens, "val_loss": result.val_loss}
 
 
-def evaluate_stage(teacher: str, run: Path, tokens: TokenData, val_seqs: int, seq_len: int, prompt: str,
+def evaluate_stage(original: str, teacher: str, run: Path, tokens: TokenData, val_seqs: int, seq_len: int, prompt: str,
                    sizes: dict, config, device: torch.device, record: Record) -> dict:
     """metrics.json: every model measured on the same held-out windows."""
     start, val = time.time(), tokens.fixed("val", val_seqs, seq_len)
     n_val = int(val["input_ids"][:, 1:].numel() if val.get("loss_mask") is None else val["loss_mask"].sum())
     print(f"evaluating teacher, pruned and distilled models on {n_val:,} held-out tokens", flush=True)
-    distilled = record.stages["distill"]["outputs"]
-    metrics = {"tokens": distilled["tokens"], "teacher_spec": str(teacher), "target": sizes, "device": str(device),
+    distilled = [s["outputs"] for name, s in record.stages.items() if name.split("-")[0] == "distill"]
+    metrics = {"tokens": sum(d["tokens"] for d in distilled), "teacher_spec": str(original), "target": sizes,
+               "device": str(device), "stages": len(distilled),
+               "correction_tokens": record.stages.get("correct", {}).get("outputs", {}).get("tokens", 0),
                "target_desc": ", ".join(f"{k} {getattr(config, k)}→{v}" for k, v in sizes.items()
                                         if v != getattr(config, k)),
                "val_tokens": n_val, "prompt": prompt, "continuation_prompt": CONTINUATION}
-    for name, spec in (("teacher", teacher), ("pruned", run / "pruned"), ("distilled", run / "student")):
+    models = [("teacher", teacher), ("pruned", run / "pruned"), ("distilled", run / "student")]
+    for name, spec in models + [("original_teacher", original)] * (teacher != original):
         metrics[name] = measure(spec, val, device, prompt, speed_tokens=32)
         print(f"  {name:>9}: {metrics[name]['params']:,} params, val loss {metrics[name]['val_loss']:.3f}, "
               f"{metrics[name]['gen_tokens_per_s']:.1f} tok/s", flush=True)
     metrics["timings_s"] = {**record.seconds(), "evaluate": round(time.time() - start, 1)}
     write_json(run / "metrics.json", metrics)
     d, t = metrics["distilled"], metrics["teacher"]
-    write_model_card(run / "student", teacher=str(teacher), run=run / "distill", name=run.name,
+    write_model_card(run / "student", teacher=str(original), run=run / "distill", name=run.name,
                      metrics={"validation loss (held-out windows of this run)": round(d["val_loss"], 4),
                               "perplexity": round(d["ppl"], 2), "teacher's validation loss": round(t["val_loss"], 4),
                               "greedy generation (tokens/s, this machine)": round(d["gen_tokens_per_s"], 1)})
@@ -264,6 +344,60 @@ def evaluate_stage(teacher: str, run: Path, tokens: TokenData, val_seqs: int, se
 
 
 # ---------------------------------------------------------------- helpers
+
+HEADS_FIRST = ["num_key_value_heads", "num_attention_heads", "hidden_size", "intermediate_size", "num_hidden_layers"]
+
+
+def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages: int) -> list[dict[str, int]]:
+    """The target of each of `stages` rounds: each size a geometric share of the way from the teacher's to the
+    final one (query heads a multiple of the KV heads, multiples of 8 kept), the last round the target itself."""
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+        raise MinitronError(f"--stages must be a positive whole number, not {stages!r}")
+    result = []
+    for k in range(1, stages):
+        step = {}
+        for name in sorted(target, key=HEADS_FIRST.index):  # KV heads, then query heads, then what follows them
+            start, end = getattr(config, name), sizes[name]
+            value = start * (end / start) ** (k / stages)
+            heads = {**sizes, **step}["num_attention_heads"]
+            unit = ({**sizes, **step}["num_key_value_heads"] if name == "num_attention_heads"
+                    else 8 if start % 8 == 0 and end % 8 == 0 else 1)
+            if name == "hidden_size" and end % sizes["num_attention_heads"] == 0:  # some families need it
+                unit = math.lcm(unit, heads)
+            step[name] = min(start, max(end, unit * round(value / unit)))
+        result.append(step)
+    result.append(dict(target))
+    previous = {n: getattr(config, n) for n in target}
+    for step in result:
+        if step == previous:
+            raise MinitronError(f"--stages {stages} leaves a round with nothing to prune (sizes {step}); the target is "
+                                "too close to the teacher for that many rounds: lower --stages")
+        previous = step
+    return result
+
+
+def split_steps(distill: TrainConfig, tokens: TokenData, stages: int) -> tuple[int, list[int]]:
+    """Tokens per optimiser step, and the step each round ends at (from 0): the distillation's steps split
+    evenly, so that S rounds train on as many tokens as one."""
+    tokens_per_step = make_plan(distill, tokens.num_tokens("train"), tokens.num_tokens("val"), 1,
+                                tokens.path).tokens_per_step
+    steps = [distill.tokens // tokens_per_step * k // stages for k in range(stages + 1)]
+    if min(b - a for a, b in zip(steps, steps[1:])) < 1:
+        raise MinitronError(f"--distill.tokens {distill.tokens:,} is fewer than one optimiser step "
+                            f"({tokens_per_step:,} tokens) per stage; raise it or lower --stages")
+    return tokens_per_step, steps
+
+
+def check_correction(n: int, lr: float, lora_rank: int, train_tokens: int) -> None:
+    for name, value in (("correct_teacher", n), ("correct_lora_rank", lora_rank)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MinitronError(f"--{name.replace('_', '-')} must be a whole number, 0 or more, not {value!r}")
+    if not isinstance(lr, (int, float)) or not lr > 0:
+        raise MinitronError(f"--correct-lr must be a positive number, not {lr!r}")
+    if n > train_tokens:
+        raise MinitronError(f"the data has {train_tokens:,} training tokens, fewer than the {n:,} of "
+                            "--correct-teacher; add data or lower it")
+
 
 def check_disk(run: Path, student_params: int, keep_checkpoints: int) -> None:
     """Pruned model + final student + checkpoints (weights and two AdamW moments), fp32, with a margin."""

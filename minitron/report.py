@@ -143,6 +143,16 @@ def write_report(run: Path) -> Path:
              f"held-out tokens; generation speed is greedy decoding on {metrics['device']}.", "",
              "| model | parameters | validation loss | perplexity | generation tokens/s |", "|---|---|---|---|---|",
              _row("teacher", t), _row("pruned (no training)", p), _row("distilled", d), ""]
+    if metrics.get("correction_tokens"):
+        lines[-1:-1] = [_row("teacher before correction", metrics.get("original_teacher", {}))]
+        lines += [f"The teacher was first corrected (fine-tuned with cross-entropy) on "
+                  f"{metrics['correction_tokens']:,} tokens of the data; the table's teacher is the corrected one, "
+                  f"which was scored, pruned and distilled from. Tokens in all: "
+                  f"{metrics['correction_tokens'] + metrics['tokens']:,}.", ""]
+    if metrics.get("stages", 1) > 1:
+        lines += [f"The target was reached in {metrics['stages']} rounds of pruning and distillation (RUN/stage-K), "
+                  f"their tokens together {metrics['tokens']:,}; the pruned model and the curves below are the last "
+                  "round's.", ""]
     if p.get("val_loss") and d.get("val_loss") and t.get("val_loss"):
         gap_closed = (p["val_loss"] - d["val_loss"]) / max(p["val_loss"] - t["val_loss"], 1e-9)
         lines += [f"Distillation lowered the student's validation loss from {p['val_loss']:.3f} to {d['val_loss']:.3f} "

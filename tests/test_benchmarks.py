@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,3 +95,43 @@ def test_criteria_after_kd_dry_mode(tiny_dir, tiny_data, tmp_path, one_thread):
     bench.main(common + ["--out", str(tmp_path / "again.md"), "--rows", "act", "random"])
     again = json.loads((tmp_path / "again.json").read_text())["rows"]
     assert [r["val_loss"] for r in again] == [r["val_loss"] for r in report["rows"] if r["key"] in ("act", "random")]
+
+
+def test_baselines_dry_mode(tiny_dir, tiny_data, tmp_path, monkeypatch, one_thread):
+    """Both modes of benchmarks/baselines.py on a tiny teacher: four curves (then three compress runs) in their own
+    sections of the results file, hand-written text around them kept, finished runs reused."""
+    bl = load_benchmark("baselines")
+    out = tmp_path / "results.md"
+    out.write_text("# Results\n\nwritten by hand before\n")
+    base = ["baselines.py", "--dry", "--teacher", str(tiny_dir), "--data", str(tiny_data), "--device", "cpu",
+            "--target", "hidden_size=48,intermediate_size=48,num_attention_heads=4", "--work", str(tmp_path / "w"),
+            "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", base)
+    bl.main()
+    text = out.read_text()
+    assert text.startswith("# Results\n\nwritten by hand before\n") and "## Baselines at the same budget" in text
+    for label, _ in bl.BASELINES:
+        assert f"| {label} |" in text
+    rows = json.loads((tmp_path / "baselines.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == ["teacher"] + [label for label, _ in bl.BASELINES]
+    for r in rows[1:]:  # evaluated from the start, at the same tokens, ending at the budget
+        assert [t for t, _ in r["curve"]] == [t for t, _ in rows[1]["curve"]] and r["curve"][-1][0] == 1024
+        assert r["curve"][-1][1] < r["curve"][0][1]
+    assert rows[1]["curve"][0][1] < rows[3]["curve"][0][1]  # pruned starts far better than random
+    assert (tmp_path / "baselines.png").stat().st_size > 0
+
+    out.write_text(out.read_text() + "\nnotes written by hand after\n")
+    seconds = [r["seconds"] for r in rows[1:]]
+    monkeypatch.setattr(bl, "distill", lambda cfg: pytest.fail("a finished run was trained again"))
+    bl.main()
+    again = json.loads((tmp_path / "baselines.json").read_text())["rows"]
+    assert [r["seconds"] for r in again[1:]] == seconds and out.read_text().count("## Baselines") == 1
+    assert out.read_text().endswith("notes written by hand after\n")
+
+    monkeypatch.setattr(sys, "argv", base + ["--mode", "recipe"])
+    bl.main()
+    text = out.read_text()
+    assert "## Baselines at the same budget" in text and "## Teacher correction and iterative compression" in text
+    rows = json.loads((tmp_path / "recipe.json").read_text())["rows"]
+    assert [r["correction_tokens"] for r in rows] == [0, 256, 0] and {r["tokens"] for r in rows} == {1024}
+    assert max(t for t, _ in rows[2]["curve"]) == 1024 and (tmp_path / "recipe.png").stat().st_size > 0

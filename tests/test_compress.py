@@ -134,7 +134,8 @@ def test_front_door_bad_input(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch
     assert "fewer than the 1,000,000,000 requested" in err and not (tmp_path / "b").exists()
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12 - 1000, 1000))
-    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "c", "--distill.tokens", 1024)
+    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "c", "--distill.tokens", 1024,
+                    "--distill.global-batch-tokens", 256)
     assert "no disk space" in err and not (tmp_path / "c").exists()
     err = cli_error(capsys, "compress", *base[:-2], "--out", tmp_path / "f", "--target", "hidden_size=64")
     assert "prunes nothing" in err and not (tmp_path / "f").exists()

@@ -18,6 +18,7 @@ LAYERS = [
     ["minitron.importance"],
     ["minitron.prune"],
     ["minitron.distill"],
+    ["minitron.correct"],  # teacher correction: the trainer without a teacher
     ["minitron.chat.generate", "minitron.chat.cli"],
     ["minitron.search"],
     ["minitron.report", "minitron.pipeline"],

@@ -34,6 +34,7 @@ from transformers import AutoModelForCausalLM
 
 from minitron.card import write_model_card
 from minitron.distill.config import RESUMABLE_CHANGES, TrainConfig
+from minitron.distill.lora import merged
 from minitron.distill.parallel import Env
 from minitron.errors import MinitronError
 from minitron.io import DiskFull, atomic_dir, disk_problem, output_lock, save_hf, write_atomic, write_json
@@ -263,7 +264,11 @@ def save_student(cfg: TrainConfig, model: nn.Module, s_config, tokenizer, step: 
     path, failed = Path(cfg.out) / "student", None
     if env.is_main:
         student = AutoModelForCausalLM.from_config(s_config, dtype=torch.float32)
-        student.load_state_dict({k[len("student."):]: v for k, v in sd.items() if k.startswith("student.")})
+        weights = {k[len("student."):]: v for k, v in sd.items() if k.startswith("student.")}
+        if cfg.lora_rank:  # the adapters merged into the weights: a stock checkpoint
+            student = merged(student, weights, cfg)
+        else:
+            student.load_state_dict(weights)
         try:
             with atomic_dir(path, overwrite=True) as tmp:
                 save_hf(student, tokenizer, tmp, load_generation_config(s_config, cfg.student, cfg.teacher))

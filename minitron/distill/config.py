@@ -114,6 +114,11 @@ class TrainConfig:
     def bf16(self, device: torch.device) -> bool:
         """Whether this run computes in bf16 on `device` (see `precision`)."""
         return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
+    lora_rank: int = 0
+    """train LoRA adapters of this rank on every linear layer (through peft) instead of all the weights; they are
+    merged into the weights of the saved model (0: train all the weights)"""
+    lora_alpha: float = 16.0
+    """LoRA scale: the adapters' update is multiplied by lora_alpha / lora_rank"""
 
     def validate(self) -> str:
         """Refuse bad values before anything is loaded or written; returns the logit loss to use."""
@@ -132,6 +137,8 @@ class TrainConfig:
                                 "--loss topk_kl")
         if self.teacher_cache and self.hidden_loss:
             raise MinitronError("--teacher-cache keeps no hidden states: it cannot serve --hidden-loss")
+        if self.lora_rank and self.init == "random":
+            raise MinitronError("--lora-rank needs pretrained weights to adapt; leave out --init random")
         if self.hidden_loss and not self.layer_pairs:
             raise MinitronError("--hidden-loss needs --layer-pairs STUDENT:TEACHER ... (0-based decoder layers)")
         return name
@@ -148,12 +155,13 @@ class TrainConfig:
         for name in ("tokens", "seq_len", "micro_batch", "global_batch_tokens", "chunk_tokens", "top_k",
                      "eval_seqs", "keep_checkpoints"):
             check(name, lambda v: v >= 1, "a positive whole number", int)
-        for name in ("eval_every", "save_every", "seed"):
+        for name in ("eval_every", "save_every", "seed", "lora_rank"):
             check(name, lambda v: v >= 0, "a whole number, 0 or more", int)
         if self.warmup_steps is not None:
             check("warmup_steps", lambda v: v >= 0, "a whole number, 0 or more", int)
         check("temperature", lambda v: v > 0, "a positive number")
         check("lr", lambda v: v > 0, "a positive number")
+        check("lora_alpha", lambda v: v > 0, "a positive number")
         check("min_lr", lambda v: 0 <= v <= self.lr, f"a number from 0 to --lr ({self.lr:g})")
         check("jsd_beta", lambda v: 0 < v < 1, "strictly between 0 and 1")
         check("ce_weight", lambda v: 0 <= v <= 1, "from 0 to 1")

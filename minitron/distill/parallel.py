@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM
 
 from minitron.arch import decoder_layers
 from minitron.distill.config import TrainConfig
+from minitron.distill.lora import add_lora
 from minitron.distill.losses import HiddenStateLoss, LogitLoss, chunked_logit_loss, make_logit_loss, parse_layer_pairs
 from minitron.errors import MinitronError
 from minitron.load import load_config, load_model, pick_device, resolve_model
@@ -218,6 +219,8 @@ def build_models(cfg: TrainConfig, loss: str, env: Env, s_config, t_config,
         shard(teacher, teacher.lm, env)
     torch.manual_seed(cfg.seed)
     student = load_lm(cfg.student, torch.float32, env, None if cfg.init == "pretrained" else s_config).train()
+    if cfg.lora_rank:
+        add_lora(student, cfg)
     speed_options(student, cfg, True)
     torch.manual_seed(cfg.seed)  # the projections start the same on every rank and world size
     hidden = (HiddenStateLoss(s_config.hidden_size, t_config.hidden_size, pairs, cfg.hidden_loss)

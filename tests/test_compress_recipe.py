@@ -1,0 +1,95 @@
+"""The rest of the recipe in `compress`: teacher correction before scoring (--correct-teacher) and iterative
+compression (--stages), on tiny models: end to end, resumable, and refused at the front door when impossible."""
+import json
+from dataclasses import replace
+
+import pytest
+from transformers import AutoConfig
+
+import minitron
+from conftest import cli_error
+from minitron import pipeline
+from minitron.distill import loop
+from minitron.errors import MinitronError
+from minitron.load import load_config
+from minitron.prune import check_target
+from test_compress import TINY, check_run, trained_tiny  # noqa: F401 (a fixture)
+
+
+def test_compress_with_teacher_correction(trained_tiny, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    metrics = minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, correct_teacher=1024,
+                                correct_lr=3e-3, **TINY)
+    saved = check_run(run, metrics)
+    stages = json.loads((run / "stages.json").read_text())
+    assert list(stages) == ["data", "correct", "score", "prune", "distill", "evaluate"]
+    assert saved["correction_tokens"] == stages["correct"]["outputs"]["tokens"] == 1024
+    # scored, pruned and distilled from the corrected teacher (test_correct shows that correction lowers the loss)
+    assert json.loads((run / "pruned" / "pruning.json").read_text())["teacher"].endswith("correct/student")
+    train = json.loads((run / "distill" / "train_config.json").read_text())["config"]
+    assert train["teacher"].endswith("correct/student")
+    assert abs(saved["teacher"]["val_loss"] - saved["original_teacher"]["val_loss"]) > 1e-4
+    report = (run / "report.md").read_text()
+    assert "corrected" in report and "teacher before correction" in report and f"{1024 + 1024:,}" in report
+    again = minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, resume=True, correct_teacher=1024,
+                              correct_lr=3e-3, **TINY)
+    assert again == saved
+    with pytest.raises(MinitronError, match="finished stage 'data' with correct_teacher = 1024, now None"):
+        minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, resume=True, **TINY)
+
+
+def test_two_stages_reach_the_target_and_resume(trained_tiny, tiny_data, tmp_path, monkeypatch, capsys):
+    """Killed at the last round's first checkpoint, a resumed 2-stage run redoes nothing of round 1, finishes, and
+    its student has exactly the target's shape; round 1 stopped between the teacher and the target."""
+    run = tmp_path / "run"
+    settings = {**TINY, "distill": replace(TINY["distill"], save_every=1)}
+    real_save, saves = loop.save_checkpoint, []
+
+    def save_then_die(out, *args, **kwargs):
+        real_save(out, *args, **kwargs)
+        saves.append(out)
+        if out == run / "distill":  # the second round's distillation
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, stages=2, **settings)
+    assert list(json.loads((run / "stages.json").read_text())) == ["data", "score-1", "prune-1", "distill-1",
+                                                                    "score", "prune"]
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert run / "stage-1" / "distill" in saves  # round 1's distillation finished
+    for stage in ("score", "prune"):
+        monkeypatch.setattr(pipeline, stage, lambda *a, **k: pytest.fail("a recorded stage ran again"))
+    capsys.readouterr()
+    metrics = minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, stages=2, resume=True, **settings)
+    assert "resuming" in capsys.readouterr().out
+    stages = json.loads((run / "stages.json").read_text())
+    assert list(stages) == ["data", "score-1", "prune-1", "distill-1", "score", "prune", "distill", "evaluate"]
+    assert stages["distill-1"]["outputs"]["tokens"] + stages["distill"]["outputs"]["tokens"] == metrics["tokens"] == 1024
+    teacher, middle, final = (AutoConfig.from_pretrained(p) for p in (trained_tiny, run / "stage-1" / "student",
+                                                                       run / "student"))
+    shape = {name: [getattr(c, name) for c in (teacher, middle, final)] for name in TINY["target"]}
+    assert {name: s[2] for name, s in shape.items()} == TINY["target"]
+    assert all(t >= m >= f for t, m, f in shape.values()) and any(t > m > f for t, m, f in shape.values()), shape
+    # round 2 started from round 1's student; both distilled from the teacher
+    assert json.loads((run / "pruned" / "pruning.json").read_text())["teacher"].endswith("stage-1/student")
+    assert json.loads((run / "distill" / "train_config.json").read_text())["config"]["teacher"] == str(trained_tiny)
+    assert metrics["stages"] == 2 and metrics["distilled"]["val_loss"] < metrics["pruned"]["val_loss"]
+
+
+def test_stage_targets_and_bad_recipes(tiny_dir, tiny_data, tmp_path, capsys):
+    config = load_config(tiny_dir)  # hidden 64, ffn 96, 8 heads in 2 KV groups
+    target = {"hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 4}
+    sizes = check_target(config, target)
+    assert pipeline.stage_targets(config, sizes, target, 1) == [target]
+    assert pipeline.stage_targets(config, sizes, target, 2) == [
+        {"hidden_size": 48, "intermediate_size": 64, "num_attention_heads": 6}, target]
+    base = ["compress", "--teacher", tiny_dir, "--data", tiny_data, "--distill.seq-len", 32,
+            "--distill.global-batch-tokens", 256, "--distill.tokens", 1024]
+    err = cli_error(capsys, *base, "--out", tmp_path / "a", "--target", "num_attention_heads=6", "--stages", 2)
+    assert "nothing to prune" in err and not (tmp_path / "a").exists()
+    err = cli_error(capsys, *base, "--out", tmp_path / "b", "--target", "hidden_size=32", "--stages", 3,
+                    "--distill.tokens", 512)
+    assert "fewer than one optimiser step" in err and not (tmp_path / "b").exists()
+    err = cli_error(capsys, *base, "--out", tmp_path / "c", "--target", "hidden_size=32", "--correct-teacher", 10**9)
+    assert "--correct-teacher" in err and not (tmp_path / "c").exists()

@@ -1,0 +1,73 @@
+"""`minitron correct` (teacher correction): full fine-tuning and LoRA write stock Hugging Face checkpoints whose
+loss on the training data went down; LoRA adapters are merged away."""
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from conftest import build_tiny_data, cli_error, run_cli, save_tiny
+from minitron.data import TokenData
+from minitron.distill import TrainConfig, distill, loop
+from minitron.eval import lm_loss, windows_in_batches
+
+TINY = ["--tokens", 2048, "--seq-len", 32, "--micro-batch", 4, "--global-batch-tokens", 256]
+
+
+def train_loss(model_dir, data) -> float:
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()  # stock transformers
+    return lm_loss(model, windows_in_batches(TokenData.open(data).fixed("train", 16, 32), 8))
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_correct_writes_a_better_stock_checkpoint(tmp_path, one_thread, lora):
+    tiny_dir = save_tiny(tmp_path / "tiny-llama", tie=lora)  # LoRA on tied embeddings (as SmolLM2's) too
+    tiny_data = build_tiny_data(tmp_path, tiny_dir)
+    out = tmp_path / "corrected"
+    extra = ["--lora", "--lora-rank", 4, "--lora-alpha", 8, "--lr", 1e-2] if lora else ["--lr", 3e-3]
+    run_cli("correct", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--device", "cpu", *TINY, *extra)
+    model = out / "student"
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "README.md"):
+        assert (model / name).is_file(), name
+    keys, original = (set(safe_open(m / "model.safetensors", framework="pt").keys()) for m in (model, tiny_dir))
+    assert keys == original and not any("lora" in k or "base_layer" in k for k in keys)
+    assert AutoTokenizer.from_pretrained(model).vocab_size == AutoTokenizer.from_pretrained(tiny_dir).vocab_size
+    before, after = train_loss(tiny_dir, tiny_data), train_loss(model, tiny_data)
+    assert after < before - 0.1, (before, after)
+    saved = json.loads((out / "train_config.json").read_text())["config"]
+    assert saved["loss"] == "ce" and saved["teacher"] is None and saved["lora_rank"] == (4 if lora else 0)
+    assert "tiny-llama" in (model / "README.md").read_text()
+    assert AutoConfig.from_pretrained(model).tie_word_embeddings == lora
+    if lora:  # only the adapters trained: the embeddings (no adapter) are the teacher's
+        a, b = (AutoModelForCausalLM.from_pretrained(m).model.embed_tokens.weight for m in (tiny_dir, model))
+        torch.testing.assert_close(a, b)
+
+
+def test_correct_bad_input(tiny_dir, tiny_data, tmp_path, capsys):
+    base = ["correct", "--model", tiny_dir, "--data", tiny_data, *TINY]
+    assert "needs --out" in cli_error(capsys, *base)
+    err = cli_error(capsys, *base, "--out", tmp_path / "a", "--lora", "--lora-rank", 0)
+    assert "--lora-rank must be a positive" in err and not (tmp_path / "a").exists()
+
+
+def test_lora_training_resumes_exactly(tiny_dir, tiny_data, tmp_path, monkeypatch, one_thread):
+    """Killed after its step-2 checkpoint, a LoRA run resumes (adapters and their optimiser state) and ends where
+    an unbroken run ends."""
+    cfg = TrainConfig(student=str(tiny_dir), data=str(tiny_data), out=tmp_path / "a", loss="ce", tokens=1024,
+                      seq_len=32, global_batch_tokens=256, lr=1e-2, lora_rank=4, save_every=2, device="cpu")
+    real_save = loop.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        distill(cfg)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    resumed = distill(replace(cfg, resume=True))
+    unbroken = distill(replace(cfg, out=tmp_path / "b"))
+    assert resumed.steps == unbroken.steps == 4
+    assert resumed.val_loss == pytest.approx(unbroken.val_loss, rel=1e-5)
