@@ -143,3 +143,19 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def die_after_checkpoint(monkeypatch):
+    """Make the trainer stop (KeyboardInterrupt) right after writing its next checkpoint, as a kill would; call the
+    returned function to let it run normally again."""
+    from minitron.distill import loop  # the module whose save_checkpoint the trainer calls
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    return lambda: monkeypatch.setattr(loop, "save_checkpoint", real_save)

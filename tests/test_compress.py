@@ -11,7 +11,7 @@ import minitron
 from conftest import cli_error
 from minitron.cli import main, parse
 from minitron import pipeline
-from minitron.distill import TrainConfig, distill, loop
+from minitron.distill import TrainConfig, distill
 from minitron.errors import MinitronError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,24 +68,19 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
                           **{**TINY, "target": {"intermediate_size": 32}})
 
 
-def test_interrupted_compress_resumes_from_the_record(trained_tiny, tiny_data, tmp_path, monkeypatch, capsys):
+def test_interrupted_compress_resumes_from_the_record(trained_tiny, tiny_data, tmp_path, monkeypatch, capsys,
+                                                    die_after_checkpoint):
     """Killed inside distillation (after its step-2 checkpoint): the resumed run redoes neither scoring nor
     pruning, continues distillation from the checkpoint, and ends where an unbroken run ends."""
     run, reference = tmp_path / "run", tmp_path / "reference"
     settings = {**TINY, "distill": replace(TINY["distill"], save_every=2)}
-    real_save = loop.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    restore = die_after_checkpoint()
     with pytest.raises(KeyboardInterrupt):
         minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, **settings)
     assert list(json.loads((run / "stages.json").read_text())) == ["data", "score", "prune"]
     assert (run / "distill" / "checkpoints" / "step-2").is_dir() and not (run / "student").exists()
 
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    restore()
     for stage in ("score", "prune"):
         monkeypatch.setattr(pipeline, stage, lambda *a, **k: pytest.fail("a recorded stage ran again"))
     capsys.readouterr()

@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from conftest import build_tiny_data, cli_error, run_cli, save_tiny
 from minitron.data import TokenData
-from minitron.distill import TrainConfig, distill, loop
+from minitron.distill import TrainConfig, distill
 from minitron.eval import lm_loss, windows_in_batches
 
 TINY = ["--tokens", 2048, "--seq-len", 32, "--micro-batch", 4, "--global-batch-tokens", 256]
@@ -52,21 +52,15 @@ def test_correct_bad_input(tiny_dir, tiny_data, tmp_path, capsys):
     assert "--lora-rank must be a positive" in err and not (tmp_path / "a").exists()
 
 
-def test_lora_training_resumes_exactly(tiny_dir, tiny_data, tmp_path, monkeypatch, one_thread):
+def test_lora_training_resumes_exactly(tiny_dir, tiny_data, tmp_path, die_after_checkpoint, one_thread):
     """Killed after its step-2 checkpoint, a LoRA run resumes (adapters and their optimiser state) and ends where
     an unbroken run ends."""
     cfg = TrainConfig(student=str(tiny_dir), data=str(tiny_data), out=tmp_path / "a", loss="ce", tokens=1024,
                       seq_len=32, global_batch_tokens=256, lr=1e-2, lora_rank=4, save_every=2, device="cpu")
-    real_save = loop.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    restore = die_after_checkpoint()
     with pytest.raises(KeyboardInterrupt):
         distill(cfg)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    restore()
     resumed = distill(replace(cfg, resume=True))
     unbroken = distill(replace(cfg, out=tmp_path / "b"))
     assert resumed.steps == unbroken.steps == 4
