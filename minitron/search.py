@@ -267,7 +267,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         out: output directory for the winner, pruned (a Hugging Face checkpoint, with search.json)
         work: the search's work directory (default: OUT-search): scores, candidate runs, search.json/.md/.png;
             an interrupted search resumes from it
-        tolerance: candidates within ±tolerance of the budget (0.05: ±5%)
+        tolerance: candidates within ±tolerance of the budget (0.05: ±5 percent)
         steps: step of each searched size, e.g. hidden_size=64,intermediate_size=64,num_attention_heads=3,
             num_hidden_layers=1 (default: 64, 64, the KV groups, 1)
         floors: smallest value of each searched size, e.g. num_hidden_layers=16,hidden_size=256

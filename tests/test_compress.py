@@ -74,7 +74,7 @@ def test_interrupted_compress_resumes_from_the_record(trained_tiny, tiny_data, t
     pruning, continues distillation from the checkpoint, and ends where an unbroken run ends."""
     run, reference = tmp_path / "run", tmp_path / "reference"
     settings = {**TINY, "distill": replace(TINY["distill"], save_every=2)}
-    restore = die_after_checkpoint()
+    restore = die_after_checkpoint
     with pytest.raises(KeyboardInterrupt):
         minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, **settings)
     assert list(json.loads((run / "stages.json").read_text())) == ["data", "score", "prune"]
@@ -98,11 +98,11 @@ def test_demo_config_is_the_demo():
     fn, kw = parse(["compress", "--config", str(REPO / "configs" / "demo.yaml")])
     assert fn is minitron.compress
     assert kw["teacher"] == "default" and kw["out"] == Path("runs/smollm2-135m-half")
-    assert kw["target"] == {"hidden_size": 384, "intermediate_size": 1024, "num_attention_heads": 6}
+    assert kw["target"] == {"intermediate_size": 768, "num_hidden_layers": 18}
     assert (kw["calib_seqs"], kw["val_seqs"]) == (32, 32)
     assert kw["prompt"] == "What is a Python list? Answer in one sentence."
-    assert kw["distill"] == TrainConfig(tokens=120_000, seq_len=256, micro_batch=4, global_batch_tokens=4096, lr=1e-3,
-                                        min_lr=1e-4, eval_every=4, eval_seqs=16, save_every=7)
+    assert kw["distill"] == TrainConfig(tokens=163_840, seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3,
+                                        min_lr=1e-4, precision="bf16", eval_every=16, eval_seqs=16, save_every=40)
 
 
 @pytest.mark.slow

@@ -57,7 +57,7 @@ def test_lora_training_resumes_exactly(tiny_dir, tiny_data, tmp_path, die_after_
     an unbroken run ends."""
     cfg = TrainConfig(student=str(tiny_dir), data=str(tiny_data), out=tmp_path / "a", loss="ce", tokens=1024,
                       seq_len=32, global_batch_tokens=256, lr=1e-2, lora_rank=4, save_every=2, device="cpu")
-    restore = die_after_checkpoint()
+    restore = die_after_checkpoint
     with pytest.raises(KeyboardInterrupt):
         distill(cfg)
     restore()

@@ -302,7 +302,7 @@ def test_a_second_writer_of_a_run_is_refused(world, tmp_path, capsys):
         assert "is being written by another process" in err
         err = cli_error(capsys, "compress", "--teacher", world["teacher"], "--target", "intermediate_size=64",
                         "--data", world["data"], "--out", tmp_path / "run", "--distill.tokens", 256,
-                        "--distill.seq-len", 32)
+                        "--distill.seq-len", 32, "--distill.global-batch-tokens", 128)
         assert "is being written by another process" in err
     assert not (tmp_path / "run").exists()
 

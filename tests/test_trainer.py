@@ -1,5 +1,6 @@
 """The training loop: outputs, the loss it optimises, conventional training, exact resume after SIGKILL,
 and bad input through the command line (a full disk and signals: test_reliability.py)."""
+import errno
 import json
 import os
 import shutil

@@ -181,6 +181,8 @@ def _problem(e: BaseException) -> str:
     """What went wrong, in words: DCP wraps each process's error in a CheckpointException."""
     if isinstance(e, CheckpointException) and e.failures:
         return _problem(next(iter(e.failures.values()))[0])
+    if isinstance(e, RuntimeError) and "unexpected pos" in str(e):  # torch's zip writer cut short by the OS
+        return "file too large or no space left on device (a checkpoint shard was cut short)"
     return disk_problem(e) or (f"{e.strerror or e}" if isinstance(e, OSError) else str(e))
 
 
