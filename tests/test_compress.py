@@ -101,8 +101,8 @@ def test_demo_config_is_the_demo():
     assert kw["target"] == {"intermediate_size": 768, "num_hidden_layers": 18}
     assert (kw["calib_seqs"], kw["val_seqs"]) == (32, 32)
     assert kw["prompt"] == "What is a Python list? Answer in one sentence."
-    assert kw["distill"] == TrainConfig(tokens=163_840, seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3,
-                                        min_lr=1e-4, precision="bf16", eval_every=16, eval_seqs=16, save_every=40)
+    assert kw["distill"] == TrainConfig(tokens=204_800, seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3,
+                                        min_lr=1e-4, precision="bf16", eval_every=40, eval_seqs=16, save_every=40)
 
 
 @pytest.mark.slow
