@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import ctypes
 import gc
 import json
@@ -71,7 +70,7 @@ class PeakMemory:
     thread every 5 ms (the heap is trimmed first so that freed memory of an earlier block does not count)."""
 
     def __init__(self, device: torch.device):
-        self.device, self.peak, self._stop = device, 0, threading.Event()
+        self.device, self.peak, self.start, self._stop = device, 0, 0, threading.Event()
 
     @staticmethod
     def rss() -> int:
@@ -87,10 +86,11 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
         else:
             with contextlib.suppress(OSError, AttributeError):
                 ctypes.CDLL("libc.so.6").malloc_trim(0)
-            self.peak = self.rss()
+            self.peak = self.start = self.rss()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -144,6 +144,11 @@ class Setup:
     lr: float = 1e-4
     data: list[torch.Tensor] = field(default_factory=list)
 
+    @property
+    def teacher_dtype(self) -> torch.dtype:
+        """The plain loop's teacher: bf16 on CUDA, fp32 on the CPU (where bf16 autocast is the trainer's option)."""
+        return torch.bfloat16 if self.device.type == "cuda" else torch.float32
+
     def build(self, config, dtype: torch.dtype, seed: int) -> torch.nn.Module:
         """Random weights of `config`, initialised directly on the device."""
         torch.manual_seed(seed)
@@ -187,7 +192,15 @@ def minitron_loss(teacher: Teacher, model: DistillModel, ids: torch.Tensor, bf16
     return total / w.sum()
 
 
+def hold_teacher(teacher_lm: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """The one teacher in the dtype a variant holds it in, converted in place, so that no variant's peak memory
+    counts a second copy (the trainer holds only one: bf16 when it computes in bf16). A round trip through bf16
+    rounds the random weights, which changes neither speed nor memory."""
+    return teacher_lm.to(dtype)
+
+
 def make_plain(setup: Setup, teacher_lm):
+    teacher_lm = hold_teacher(teacher_lm, setup.teacher_dtype)
     student = setup.build(setup.student_config, torch.float32, seed=1).train()
     return student, plain_adamw(student, setup.lr), lambda ids: plain_loss(teacher_lm, student, ids)
 
@@ -199,8 +212,7 @@ def make_minitron(setup: Setup, teacher_lm, **options):
     cfg = TrainConfig(lr=setup.lr, **{"chunk_tokens": 1024, **options})
     bf16 = cfg.bf16(setup.device)
     student = speed_options(setup.build(setup.student_config, torch.float32, seed=1).train(), cfg, True)
-    if bf16 and teacher_lm.dtype != torch.bfloat16:  # the CPU presets build an fp32 teacher
-        teacher_lm = copy.deepcopy(teacher_lm).to(torch.bfloat16)
+    teacher_lm = hold_teacher(teacher_lm, torch.bfloat16 if bf16 else setup.teacher_dtype)
     teacher = Teacher(teacher_lm, ())
     model = DistillModel(student, ForwardKL(), None, 1.0, cfg.chunk_tokens, (None, None))
     return model, adamw(cfg, model, setup.device), lambda ids: minitron_loss(teacher, model, ids, bf16)
@@ -233,7 +245,7 @@ def train_steps(step_loss, opt, setup: Setup, steps: int, warmup: int, micro_bat
         return {"oom": True, "tokens_per_step": micro_batch * setup.seq_len}
     tokens = steps * micro_batch * setup.seq_len
     return {"oom": False, "tokens_per_step": micro_batch * setup.seq_len, "tokens_per_s": tokens / seconds,
-            "peak_memory_gib": mem.peak / GIB, "losses": losses}
+            "peak_memory_gib": mem.peak / GIB, "start_memory_gib": mem.start / GIB, "losses": losses}
 
 
 def scoring(setup: Setup, model, steps: int, hooks: bool) -> dict:
@@ -298,7 +310,8 @@ def kd_variants(setup: Setup, teacher_lm, steps: int, warmup: int, big_tokens: i
             model, opt, step_loss = make(setup, teacher_lm)
             out[f"{name}_{label}"] = r = train_steps(step_loss, opt, setup, steps, warmup, mb)
             print(f"  {name:24s} {r['tokens_per_step']:>6,} tok/step: " + (
-                "out of memory" if r["oom"] else f"{r['tokens_per_s']:9.1f} tok/s, peak {r['peak_memory_gib']:.2f} GiB"),
+                "out of memory" if r["oom"] else f"{r['tokens_per_s']:9.1f} tok/s, peak {r['peak_memory_gib']:.2f} GiB "
+                f"({r['start_memory_gib']:.2f} before the first step)"),
                 flush=True)
             if profile and name == "minitron" and label == "equal":
                 profile_step(step_loss, opt, setup, profile)
@@ -313,7 +326,7 @@ def run(preset: str, device: torch.device, steps: int, warmup: int, big_tokens: 
     t_config = family(**teacher_sizes)
     s_config = target_config(t_config, check_target(t_config, target))
     setup = Setup(device, t_config, s_config, seq_len, micro_batch)
-    teacher = setup.build(t_config, torch.bfloat16 if device.type == "cuda" else torch.float32, seed=0).eval()
+    teacher = setup.build(t_config, setup.teacher_dtype, seed=0).eval()
     teacher.requires_grad_(False)
     with torch.device("meta"):  # sizes only: no weights allocated
         student_meta = AutoModelForCausalLM.from_config(s_config)
@@ -326,14 +339,20 @@ def run(preset: str, device: torch.device, steps: int, warmup: int, big_tokens: 
     report["matmul_flops"] = matmul_peak(device)
     print(f"{report['device']}: teacher {report['teacher_params']:,} -> student {report['student_params']:,} "
           f"parameters; matmul {report['matmul_flops'] / 1e12:.2f} TFLOP/s", flush=True)
+    report["score"] = {name: scoring(setup, teacher, steps, hooks) for name, hooks in (("plain", False),
+                                                                                       ("minitron", True))}
     report["kd"] = kd = kd_variants(setup, teacher, steps, warmup, big_tokens, profile, list(experiments))
     datasheet = next((v for k, v in DATASHEET_BF16.items() if k in report["device"]), None)
     for r in kd.values():
         r["mfu_vs_matmul"] = mfu(r, per_token, report["matmul_flops"])
         r["mfu_vs_datasheet"] = mfu(r, per_token, datasheet)
-    report["score"] = {name: scoring(setup, teacher, steps, hooks) for name, hooks in (("plain", False),
-                                                                                       ("minitron", True))}
     return report
+
+
+def step_memory(result: dict) -> float:
+    """The memory a step adds to what was resident before it (the process, both models' weights): activations,
+    logits, gradients and AdamW's state."""
+    return result["peak_memory_gib"] - result["start_memory_gib"]
 
 
 def summary(report: dict) -> dict:
@@ -343,6 +362,7 @@ def summary(report: dict) -> dict:
     out = {"device": report["device"], "preset": report["preset"],
            "kd_speedup": round(ours["tokens_per_s"] / plain["tokens_per_s"], 3) if both else None,
            "kd_memory_ratio": round(ours["peak_memory_gib"] / plain["peak_memory_gib"], 3) if both else None,
+           "kd_step_memory_ratio": round(step_memory(ours) / step_memory(plain), 3) if both else None,
            "score_speed_ratio": round(sc["minitron"]["tokens_per_s"] / sc["plain"]["tokens_per_s"], 3),
            "kd_mfu": {k: v.get("mfu_vs_datasheet") or v.get("mfu_vs_matmul") for k, v in kd.items()}}
     if "minitron_big" in kd:

@@ -24,12 +24,15 @@ DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quot
 
 def disk_problem(e: BaseException) -> str | None:
     """"no space left on device" (or a quota or file-size limit) when `e` is the OS refusing a write, else None.
-    safetensors reports it as a `SafetensorError` whose message ends in "(os error N)", not as an OSError."""
+    safetensors reports it as a `SafetensorError` whose message ends in "(os error N)", not as an OSError; torch's
+    zip writer (`torch.save`) as a RuntimeError "... unexpected pos ..." when the OS cut the file short."""
     if isinstance(e, DiskFull):  # from an atomic file inside an atomic directory: named by the directory
         return e.problem
     code = e.errno if isinstance(e, OSError) else None
     if isinstance(e, SafetensorError) and (m := re.search(r"\(os error (\d+)\)", str(e))):
         code = int(m.group(1))
+    if isinstance(e, RuntimeError) and "unexpected pos" in str(e):
+        return "file too large or no space left on device (torch.save was cut short)"
     return DISK_ERRORS.get(code)
 
 

@@ -78,6 +78,12 @@ class Tracker:
         if self.wandb is not None:
             self.wandb.log(scalars, step=record["step"])
 
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -1,6 +1,7 @@
 """Bad conditions a user meets for real: a disk that fills while writing, signals during a run, a second
 writer, outputs that must not be clobbered, input that is not what it claims. Each gets one line, a non-zero
 exit and loses nothing already written (docs/reliability.md lists them all)."""
+import json
 import os
 import resource
 import shutil
@@ -142,6 +143,22 @@ def test_resume_accepts_the_same_inputs_spelt_differently_and_refuses_other_toke
     run_cli(*run, *absolute, "--tokens", 2 * 128, "--resume")
     assert (out / "student" / "model.safetensors").is_file()
     assert "resuming" in capsys.readouterr().out
+
+
+def test_resume_accepts_a_run_started_before_a_setting_existed(world, tmp_path, capsys):
+    """A run recorded before TrainConfig gained a field resumes when the field is at its default, not otherwise."""
+    out = tmp_path / "run"
+    run = distill_args(world, out, 2, "--save-every", "1")
+    run_cli(*run)
+    shutil.rmtree(out / "student")
+    shutil.rmtree(out / "checkpoints" / "step-2")
+    record = json.loads((out / "train_config.json").read_text())
+    del record["config"]["precision"], record["config"]["lora_rank"]  # as written before those settings existed
+    (out / "train_config.json").write_text(json.dumps(record))
+    err = cli_error(capsys, *run, "--precision", "bf16", "--resume")
+    assert "cannot resume" in err and "--precision" in err
+    run_cli(*run, "--resume")
+    assert (out / "student" / "model.safetensors").is_file()
 
 
 # ---------------------------------------------------------------- signals

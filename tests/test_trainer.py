@@ -145,16 +145,14 @@ def test_resume_after_sigkill_is_exact(world, tmp_path):
     assert "resuming" in resumed.stdout
     a, b = _weights(out / "student"), _weights(reference / "student")
     assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=k)
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed student differs from the uninterrupted one"
     want = checkpoint_tensors(reference / "checkpoints" / f"step-{steps}", reference)
     got = checkpoint_tensors(out / "checkpoints" / f"step-{steps}", out)
     assert got.keys() == want.keys() and any(".projections." in k for k in got)  # projections, AdamW state too
-    for k, v in want.items():
-        torch.testing.assert_close(got[k], v, msg=k)
+    assert [k for k, v in want.items() if not torch.equal(got[k], v)] == []  # bitwise, AdamW's moments included
     got, want = read_metrics(out), read_metrics(reference)
     assert [m["step"] for m in got] == list(range(1, steps + 1))
-    assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in want], rel=1e-5)
+    assert [m["loss"] for m in got] == [m["loss"] for m in want]
 
 
 def test_full_disk_keeps_previous_checkpoint(world, tmp_path, monkeypatch, capsys):

@@ -19,7 +19,7 @@ import re
 import shutil
 from contextlib import ExitStack, contextmanager
 import warnings
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -122,6 +122,8 @@ def check_resumable(cfg: TrainConfig) -> None:
                             f"{saved.get('tokens')} (its learning-rate schedule decays over those); resume with "
                             f"--tokens {saved.get('tokens')}, or train further in a new run from its student "
                             f"(--student {Path(cfg.out) / 'student'} --out NEW)")
+    added = {f.name: f.default for f in fields(TrainConfig) if f.name not in saved and f.default is not MISSING}
+    saved.update(jsonable(added))  # a setting newer than the run: the run had its default
     diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
     if diff:
         k = diff[0]
@@ -181,8 +183,6 @@ def _problem(e: BaseException) -> str:
     """What went wrong, in words: DCP wraps each process's error in a CheckpointException."""
     if isinstance(e, CheckpointException) and e.failures:
         return _problem(next(iter(e.failures.values()))[0])
-    if isinstance(e, RuntimeError) and "unexpected pos" in str(e):  # torch's zip writer cut short by the OS
-        return "file too large or no space left on device (a checkpoint shard was cut short)"
     return disk_problem(e) or (f"{e.strerror or e}" if isinstance(e, OSError) else str(e))
 
 

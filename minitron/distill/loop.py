@@ -77,12 +77,12 @@ def train(cfg: TrainConfig, loss_name: str, env: Env) -> DistillResult:
         write_json(out / "train_config.json", {"config": jsonable(asdict(cfg)), "inputs": input_paths(asdict(cfg)),
                                                "plan": asdict(plan), "world_size": env.world, "loss": loss_name})
     log = MetricsLog(out / "metrics.jsonl", start, env.is_main)
-    tracker = Tracker(cfg.report_to, out, jsonable(asdict(cfg)), start, env.is_main)  # --report-to: the same records
     record = log.records[-1] if log.records else {"loss": float("nan")}
     t0 = time.perf_counter()
-    with StopRequest() as stop, tqdm(total=plan.steps, initial=min(start, plan.steps), unit="step",
-                                     dynamic_ncols=True, disable=not env.is_main,
-                                     desc="distill" if teacher is not None else "train") as bar:
+    tracker = Tracker(cfg.report_to, out, jsonable(asdict(cfg)), start, env.is_main)  # --report-to: the same records
+    bar = tqdm(total=plan.steps, initial=min(start, plan.steps), unit="step", dynamic_ncols=True,
+               disable=not env.is_main, desc="distill" if teacher is not None else "train")
+    with StopRequest() as stop, tracker, bar:
         for step in range(start + 1, plan.steps + 1):
             t = time.perf_counter()
             micros = range(env.rank, plan.n_micro, env.world)  # this rank's share of the global batch
@@ -108,11 +108,9 @@ def train(cfg: TrainConfig, loss_name: str, env: Env) -> DistillResult:
                 save_checkpoint(out, step, step * plan.tokens_per_step, model, optimizer, scheduler, env,
                                 cfg.keep_checkpoints, plan.n_micro)
             if stopping:
-                tracker.close()
                 signum = stop.signum or signal.SIGTERM
                 raise Interrupted(f"interrupted by {signal.Signals(signum).name} at step {step}; checkpoint saved "
                                   f"to {out / 'checkpoints' / f'step-{step}'}; resume with --resume", signum)
-    tracker.close()
     seconds, steps = time.perf_counter() - t0, max(start, plan.steps)
     val_loss = record.get("val_loss") if start < plan.steps else validate(model, val, cfg, env)
     student = save_student(cfg, model, s_config, tokenizer, steps, env)
