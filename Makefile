@@ -43,11 +43,12 @@ corpus:
 # checked against its SHA-256; only the tasks used are kept), and the King James Bible as Debian's `bible` program
 # (bible-kjv) prints it, one verse a line; then minitron writes the JSONL files the task YAMLs read.
 tasks: $(STAMP)
-	@if [ ! -d $(TASKS)/bigbench ]; then \
+	@for t in $(BIGBENCH_TASKS); do [ -f $(TASKS)/bigbench/$$t/task.json ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 	  tmp=$$(mktemp -d) && curl -sSfL -o $$tmp/bigbench.tar.gz $(BIGBENCH_URL) && \
 	  echo "$(BIGBENCH_SHA256)  $$tmp/bigbench.tar.gz" | sha256sum -c --quiet && \
 	  tar xzf $$tmp/bigbench.tar.gz -C $$tmp $(foreach t,$(BIGBENCH_TASKS),bigbench-1.0.0/bigbench/benchmark_tasks/$(t)/task.json) && \
-	  mkdir -p $(TASKS) && mv $$tmp/bigbench-1.0.0/bigbench/benchmark_tasks $(TASKS)/bigbench && rm -rf $$tmp; \
+	  mkdir -p $(TASKS)/bigbench && cp -r $$tmp/bigbench-1.0.0/bigbench/benchmark_tasks/. $(TASKS)/bigbench/ && rm -rf $$tmp; \
 	fi
 	@if [ ! -f $(TASKS)/kjv.txt ]; then \
 	  command -v bible >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bible-kjv >/dev/null; }; \
