@@ -8,8 +8,8 @@ from torch import nn
 from minitron.errors import MinitronError
 from minitron.tasks.sources import TASK_NAMES, YAML_DIR, chance_accuracy, prepare, tasks_dir
 
-# the score the report shows for a task of each kind, and whether higher is better
-MAIN_METRIC = {"multiple_choice": ("acc", True), "loglikelihood_rolling": ("word_perplexity", False)}
+# the score the report shows for a task of each kind (accuracy: higher is better; perplexity: lower)
+MAIN_METRIC = {"multiple_choice": "acc", "loglikelihood_rolling": "word_perplexity"}
 
 
 def check_tasks(tasks: list[str], limit: int | None = None) -> list[str]:
@@ -36,9 +36,11 @@ def task_config(name: str) -> dict:
 
 
 def run_tasks(model: nn.Module, tokenizer, tasks: list[str], limit: int | None = None,
-              batch_size: int = 8) -> dict[str, dict]:
+              batch_size: int = 1) -> dict[str, dict]:
     """Scores of `model` on `tasks` (zero-shot): {task: {metric: value, metric_stderr: value, "samples": n,
-    "kind": output type}}; `limit` takes the first N documents of each task (None: all)."""
+    "kind": output type, "chance": accuracy of guessing (multiple choice)}}; `limit` takes the first N documents
+    of each task (None: all). `batch_size` requests go through the model at once (lm-eval's default is 1: a
+    perplexity task's windows are long, and their logits over a large vocabulary are big)."""
     # lm_eval is an optional, heavy dependency (pandas, scikit-learn, ...): imported only when tasks run
     try:
         import lm_eval
@@ -70,5 +72,5 @@ def scores(name: str, result: dict, samples: int, config: dict) -> dict:
 
 def main_score(result: dict) -> tuple[str, float, float | None]:
     """The metric the report shows for a task result of `run_tasks`: its name, value and standard error."""
-    metric, _ = MAIN_METRIC[result["kind"]]
+    metric = MAIN_METRIC[result["kind"]]
     return metric, result[metric], result.get(f"{metric}_stderr")
