@@ -43,7 +43,7 @@ from minitron.load import check_seq_len, load_config, load_model, load_tokenizer
 from minitron.prune import LayerCriterion, check_target, params_of, parse_layers, prune, target_config
 from minitron.report import write_report
 from minitron.search import budget_of, search
-from minitron.tasks import check_tasks, run_tasks
+from minitron.tasks import check_tasks, main_score, run_tasks
 from minitron.tracking import check_report_to
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
@@ -209,7 +209,7 @@ def run_stages(run: Path, teacher: str, config, tokens: TokenData, data: Path | 
                                         pick_device(device), record))
     if plan.tasks:  # a stage of its own: a finished run resumed with --tasks adds the benchmarks
         record.stage("tasks", {"tasks": plan.tasks, "limit": plan.tasks_limit},
-                     lambda: tasks_stage(source, run, plan.tasks, plan.tasks_limit, pick_device(device)))
+                     lambda: tasks_stage(teacher, source, run, plan.tasks, plan.tasks_limit, pick_device(device)))
     return write_report(run)
 
 
@@ -318,9 +318,10 @@ def search_stage(teacher: str, params: float, tokens: TokenData, run: Path, cali
     return {"pruned": "pruned", "target": found["target"], "params": found["params"], "search": "search/search.json"}
 
 
-def tasks_stage(teacher: str, run: Path, tasks: list[str], limit: int | None, device: torch.device) -> dict:
+def tasks_stage(original: str, teacher: str, run: Path, tasks: list[str], limit: int | None,
+                device: torch.device) -> dict:
     """RUN/tasks.json: the benchmark tasks' scores of the teacher (the one distilled from), the pruned and the
-    distilled model, each loaded in turn."""
+    distilled model, each loaded in turn; the student's model card gains its scores."""
     print(f"running {', '.join(tasks)} on the teacher, pruned and distilled models"
           + (f" (first {limit} documents of each)" if limit else ""), flush=True)
     results = {}
@@ -330,6 +331,7 @@ def tasks_stage(teacher: str, run: Path, tasks: list[str], limit: int | None, de
         del model
         gc.collect()
     write_json(run / "tasks.json", {"tasks": tasks, "limit": limit, "results": results})
+    write_student_card(run, original, json.loads((run / "metrics.json").read_text()), results["distilled"])
     return {"tasks": "tasks.json"}
 
 
@@ -362,12 +364,21 @@ def evaluate_stage(original: str, teacher: str, run: Path, tokens: TokenData, va
               f"{metrics[name]['gen_tokens_per_s']:.1f} tok/s", flush=True)
     metrics["timings_s"] = {**record.seconds(), "evaluate": round(time.time() - start, 1)}
     write_json(run / "metrics.json", metrics)
-    d, t = metrics["distilled"], metrics["teacher"]
-    write_model_card(run / "student", teacher=str(original), run=run / "distill", name=run.name,
-                     metrics={"validation loss (held-out windows of this run)": round(d["val_loss"], 4),
-                              "perplexity": round(d["ppl"], 2), "teacher's validation loss": round(t["val_loss"], 4),
-                              "greedy generation (tokens/s, this machine)": round(d["gen_tokens_per_s"], 1)})
+    write_student_card(run, original, metrics)
     return {"metrics": "metrics.json"}
+
+
+def write_student_card(run: Path, original: str, metrics: dict, tasks: dict[str, dict] | None = None) -> None:
+    """The distilled student's model card, with its figures from metrics.json and, when they ran, its benchmark
+    scores (`run_tasks` results)."""
+    d, t = metrics["distilled"], metrics["teacher"]
+    figures = {"validation loss (held-out windows of this run)": round(d["val_loss"], 4),
+               "perplexity": round(d["ppl"], 2), "teacher's validation loss": round(t["val_loss"], 4),
+               "greedy generation (tokens/s, this machine)": round(d["gen_tokens_per_s"], 1)}
+    for task, result in (tasks or {}).items():
+        metric, value, _ = main_score(result)
+        figures[f"{task}: {metric}, zero-shot, {result['samples']} documents (lm-evaluation-harness)"] = round(value, 4)
+    write_model_card(run / "student", teacher=str(original), run=run / "distill", name=run.name, metrics=figures)
 
 
 # ---------------------------------------------------------------- helpers

@@ -78,6 +78,8 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     report = (run / "report.md").read_text()
     assert "## Benchmarks" in report and "| bb_general_knowledge | 2 | acc |" in report
     assert f"| kjv | 2 | word_perplexity | – | {ppl['teacher']:.2f} | {ppl['pruned']:.2f} |" in report
+    card = (run / "student" / "README.md").read_text()
+    assert "kjv: word_perplexity, zero-shot, 2 documents" in card and "validation loss" in card
 
 
 def test_interrupted_compress_resumes_from_the_record(trained_tiny, tiny_data, tmp_path, monkeypatch, capsys,
