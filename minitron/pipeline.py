@@ -21,7 +21,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -43,6 +43,7 @@ from minitron.load import check_seq_len, load_config, load_model, load_tokenizer
 from minitron.prune import LayerCriterion, check_target, params_of, parse_layers, prune, target_config
 from minitron.report import write_report
 from minitron.search import budget_of, search
+from minitron.tasks import check_tasks, main_score, run_tasks
 from minitron.tracking import check_report_to
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
@@ -58,7 +59,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
              overwrite: bool = False, report_to: list[Literal["tensorboard", "wandb"]] | None = None,
              params: float | None = None, search_top: int = 4, search_tokens: int = 65536,
              correct_teacher: int = 0, correct_lr: float = 1e-4, correct_lora_rank: int = 0,
-             stages: int = 1) -> dict:
+             stages: int = 1, tasks: list[str] | None = None, tasks_limit: int | None = None) -> dict:
     """Score, prune to a target (or to the shape a search finds), distil from the teacher, evaluate all three
     models and write a report.
 
@@ -95,6 +96,9 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
         correct_lora_rank: correct the teacher through LoRA adapters of this rank (merged), 0: all its weights
         stages: prune and distil in this many rounds, each a geometric share of the way to the target, splitting
             the distillation tokens evenly (1: one round)
+        tasks: benchmark tasks (comma-separated, as `minitron eval --tasks`) run on the teacher, the pruned and the
+            distilled model through lm-evaluation-harness; their table goes into the report
+        tasks_limit: the first N documents of each task (default: all)
     """
     if not target and not drop_layers and params is None:
         raise MinitronError("compress needs --target, e.g. hidden_size=384,intermediate_size=1024, --params 0.5 "
@@ -106,6 +110,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
         if getattr(distill, name) != getattr(TrainConfig(), name):
             raise MinitronError(f"compress sets distill.{name} itself; leave it out (use the top-level settings)")
     check_report_to(report_to)
+    benchmarks = check_tasks(tasks, tasks_limit) if tasks is not None else []
     run = Path(out) if out is not None else Path("runs") / (Path(teacher).name.removesuffix(".gguf") + "-pruned")
     if run.exists() and not (resume or overwrite):
         raise MinitronError(f"{run} already exists; pass --resume to continue it or --overwrite to start again")
@@ -141,7 +146,8 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
         plan = Recipe(targets, steps, tokens_per_step, sizes, drop, pruning,
                       None if params is None else {"params": params, "search_top": search_top,
                                                    "search_tokens": search_tokens},
-                      {"tokens": correct_teacher, "lr": correct_lr, "lora_rank": correct_lora_rank})
+                      {"tokens": correct_teacher, "lr": correct_lr, "lora_rank": correct_lora_rank},
+                      benchmarks, tasks_limit)
         train = replace(distill, data=str(tokens.path), device=device, report_to=report_to)
         report = run_stages(run, teacher, config, tokens, data, plan, train, calib_seqs, val_seqs, prompt, device)
     print(f"\nwrote {report} — distilled student in {run / 'student'}")
@@ -160,12 +166,15 @@ class Recipe:
     pruning: dict  # drop_layers, criterion, seq_agg, batch_agg, layer_criterion
     search: dict | None  # params, search_top, search_tokens (None: an explicit target)
     correction: dict  # tokens (0: none), lr, lora_rank of the teacher correction
+    tasks: list[str] = field(default_factory=list)  # benchmark tasks run on the three models (none: no tasks stage)
+    tasks_limit: int | None = None  # the first N documents of each task (None: all)
 
 
 def run_stages(run: Path, teacher: str, config, tokens: TokenData, data: Path | None, plan: Recipe,
                train: TrainConfig, calib_seqs: int, val_seqs: int, prompt: str, device: str) -> Path:
     """The chain of stages in RUN, each recorded in stages.json and skipped when a resume finds it done: data,
-    teacher correction, then per round score + prune (or the search) and distil, then evaluate; the report."""
+    teacher correction, then per round score + prune (or the search) and distil, then evaluate and the benchmark
+    tasks; the report."""
     record, seq_len, rounds = Record(run), train.seq_len, len(plan.targets)
     extra = {k: v for k, v in (("correct_teacher", plan.correction["tokens"]), ("stages", rounds)) if v not in (0, 1)}
     record.stage("data", {"teacher": teacher, "data": str(data) if data else None, **extra},
@@ -198,6 +207,9 @@ def run_stages(run: Path, teacher: str, config, tokens: TokenData, data: Path | 
     record.stage("evaluate", {"val_seqs": val_seqs, "prompt": prompt},
                  lambda: evaluate_stage(teacher, source, run, tokens, val_seqs, seq_len, prompt, sizes, config,
                                         pick_device(device), record))
+    if plan.tasks:  # a stage of its own: a finished run resumed with --tasks adds the benchmarks
+        record.stage("tasks", {"tasks": plan.tasks, "limit": plan.tasks_limit},
+                     lambda: tasks_stage(teacher, source, run, plan.tasks, plan.tasks_limit, pick_device(device)))
     return write_report(run)
 
 
@@ -306,6 +318,23 @@ def search_stage(teacher: str, params: float, tokens: TokenData, run: Path, cali
     return {"pruned": "pruned", "target": found["target"], "params": found["params"], "search": "search/search.json"}
 
 
+def tasks_stage(original: str, teacher: str, run: Path, tasks: list[str], limit: int | None,
+                device: torch.device) -> dict:
+    """RUN/tasks.json: the benchmark tasks' scores of the teacher (the one distilled from), the pruned and the
+    distilled model, each loaded in turn; the student's model card gains its scores."""
+    print(f"running {', '.join(tasks)} on the teacher, pruned and distilled models"
+          + (f" (first {limit} documents of each)" if limit else ""), flush=True)
+    results = {}
+    for name, spec in (("teacher", teacher), ("pruned", run / "pruned"), ("distilled", run / "student")):
+        model = load_model(spec, device)
+        results[name] = run_tasks(model, load_tokenizer(spec), tasks, limit)
+        del model
+        gc.collect()
+    write_json(run / "tasks.json", {"tasks": tasks, "limit": limit, "results": results})
+    write_student_card(run, original, json.loads((run / "metrics.json").read_text()), results["distilled"])
+    return {"tasks": "tasks.json"}
+
+
 def distill_stage(train: TrainConfig, run: Path) -> dict:
     print(f"distilling on {train.tokens:,} tokens", flush=True)
     result = run_distill(train)
@@ -335,12 +364,21 @@ def evaluate_stage(original: str, teacher: str, run: Path, tokens: TokenData, va
               f"{metrics[name]['gen_tokens_per_s']:.1f} tok/s", flush=True)
     metrics["timings_s"] = {**record.seconds(), "evaluate": round(time.time() - start, 1)}
     write_json(run / "metrics.json", metrics)
-    d, t = metrics["distilled"], metrics["teacher"]
-    write_model_card(run / "student", teacher=str(original), run=run / "distill", name=run.name,
-                     metrics={"validation loss (held-out windows of this run)": round(d["val_loss"], 4),
-                              "perplexity": round(d["ppl"], 2), "teacher's validation loss": round(t["val_loss"], 4),
-                              "greedy generation (tokens/s, this machine)": round(d["gen_tokens_per_s"], 1)})
+    write_student_card(run, original, metrics)
     return {"metrics": "metrics.json"}
+
+
+def write_student_card(run: Path, original: str, metrics: dict, tasks: dict[str, dict] | None = None) -> None:
+    """The distilled student's model card, with its figures from metrics.json and, when they ran, its benchmark
+    scores (`run_tasks` results)."""
+    d, t = metrics["distilled"], metrics["teacher"]
+    figures = {"validation loss (held-out windows of this run)": round(d["val_loss"], 4),
+               "perplexity": round(d["ppl"], 2), "teacher's validation loss": round(t["val_loss"], 4),
+               "greedy generation (tokens/s, this machine)": round(d["gen_tokens_per_s"], 1)}
+    for task, result in (tasks or {}).items():
+        metric, value, _ = main_score(result)
+        figures[f"{task}: {metric}, zero-shot, {result['samples']} documents (lm-evaluation-harness)"] = round(value, 4)
+    write_model_card(run / "student", teacher=str(original), run=run / "distill", name=run.name, metrics=figures)
 
 
 # ---------------------------------------------------------------- helpers

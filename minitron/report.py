@@ -8,6 +8,7 @@ import matplotlib
 
 from minitron.io import read_jsonl
 from minitron.importance import Scores
+from minitron.tasks import main_score
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -127,6 +128,25 @@ def _row(name: str, m: dict) -> str:
             f"{fmt('gen_tokens_per_s', '.1f')} |")
 
 
+def benchmark_lines(saved: dict | None) -> list[str]:
+    """The table of RUN/tasks.json (`compress --tasks`): each task's main score for the three models."""
+    if not saved:
+        return []
+    limit = f" on the first {saved['limit']} documents of each task" if saved.get("limit") else ""
+    lines = ["## Benchmarks", "", f"Zero-shot, through lm-evaluation-harness{limit}: accuracy ± standard error for the "
+             "multiple-choice tasks (chance: guessing at random), word perplexity for kjv (lower is better).", "",
+             "| task | documents | metric | chance | teacher | pruned | distilled |", "|---|---|---|---|---|---|---|"]
+    for task in saved["tasks"]:
+        results = [saved["results"][name][task] for name in MODELS]
+        cells = []
+        for result in results:
+            metric, value, stderr = main_score(result)
+            cells.append(f"{value:.3f} ± {stderr:.3f}" if stderr is not None else f"{value:.2f}")
+        chance = f"{results[0]['chance']:.3f}" if "chance" in results[0] else "–"
+        lines.append(f"| {task} | {results[0]['samples']} | {metric} | {chance} | {' | '.join(cells)} |")
+    return lines + [""]
+
+
 def write_report(run: Path) -> Path:
     """report.md (and plots) for a run directory holding metrics.json."""
     metrics = json.loads((run / "metrics.json").read_text())
@@ -159,6 +179,7 @@ def write_report(run: Path) -> Path:
                   f"(the teacher's is {t['val_loss']:.3f}): {gap_closed:.0%} of the gap that pruning opened is closed. "
                   f"The student has {d['params'] / t['params']:.0%} of the teacher's parameters and generates "
                   f"{d['gen_tokens_per_s'] / t['gen_tokens_per_s']:.2f}× as fast here.", ""]
+    lines += benchmark_lines(read_json(run / "tasks.json"))
     if (run / "search" / "search.md").is_file():  # the shape came from `minitron search`
         table = (run / "search" / "search.md").read_text().split("\n", 2)[2]
         plot = ["", "![rank by zero-shot loss against rank after distillation](search/search.png)", ""] \

@@ -66,6 +66,20 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     with pytest.raises(MinitronError, match="finished stage 'prune' with target"):
         minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True,
                           **{**TINY, "target": {"intermediate_size": 32}})
+    # resumed with --tasks, a finished run gains the benchmark stage and its table in the report, nothing else redone
+    minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True, tasks=["bb_general_knowledge,kjv"],
+                      tasks_limit=2, **TINY)
+    assert {p: (run / p).stat().st_mtime_ns for p in mtime if p != "stages.json"} == \
+        {p: t for p, t in mtime.items() if p != "stages.json"}
+    assert list(json.loads((run / "stages.json").read_text()))[-1] == "tasks"
+    results = json.loads((run / "tasks.json").read_text())["results"]
+    ppl = {name: results[name]["kjv"]["word_perplexity"] for name in ("teacher", "pruned", "distilled")}
+    assert len(set(ppl.values())) == 3 and all(results[n]["bb_general_knowledge"]["samples"] == 2 for n in ppl)
+    report = (run / "report.md").read_text()
+    assert "## Benchmarks" in report and "| bb_general_knowledge | 2 | acc |" in report
+    assert f"| kjv | 2 | word_perplexity | – | {ppl['teacher']:.2f} | {ppl['pruned']:.2f} |" in report
+    card = (run / "student" / "README.md").read_text()
+    assert "kjv: word_perplexity, zero-shot, 2 documents" in card and "validation loss" in card
 
 
 def test_interrupted_compress_resumes_from_the_record(trained_tiny, tiny_data, tmp_path, monkeypatch, capsys,
@@ -134,6 +148,8 @@ def test_front_door_bad_input(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch
     assert "no disk space" in err and not (tmp_path / "c").exists()
     err = cli_error(capsys, "compress", *base[:-2], "--out", tmp_path / "f", "--target", "hidden_size=64")
     assert "prunes nothing" in err and not (tmp_path / "f").exists()
+    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "g", "--tasks", "kjv,nope")
+    assert "unknown task 'nope'" in err and not (tmp_path / "g").exists()
     err = cli_error(capsys, "compress", *base, "--out", tmp_path / "e", "--distill.seq-len", 300)
     assert "max_position_embeddings (256)" in err and not (tmp_path / "e").exists()
     existing = tmp_path / "d"

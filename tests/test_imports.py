@@ -14,6 +14,7 @@ LAYERS = [
     ["minitron.card", "minitron.export"],  # model cards and GGUF export: a model directory in, a file out
     ["minitron.chat"],  # the chat formats (and the package itself, which imports nothing)
     ["minitron.data"],
+    ["minitron.tasks"],  # benchmark tasks through lm-evaluation-harness (data from packages, lm-eval YAMLs)
     ["minitron.eval"],
     ["minitron.importance"],
     ["minitron.prune"],

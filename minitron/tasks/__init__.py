@@ -1,0 +1,18 @@
+"""Standard benchmarks through lm-evaluation-harness, on data that installs offline (`minitron eval --tasks`,
+`compress --tasks`).
+
+The lm-eval task configs are the YAML files beside this file (`lm_eval --include_path` takes this directory);
+`sources` prepares the JSONL files they read, `run` evaluates a loaded model on them.
+"""
+from minitron.tasks.run import MAIN_METRIC, check_tasks, main_score, run_tasks, task_config
+from minitron.tasks.sources import TASK_NAMES, YAML_DIR, prepare, tasks_dir
+
+
+def prepare_tasks() -> None:
+    """Every task's JSONL file (`make tasks` calls this after downloading the sources)."""
+    for name in TASK_NAMES:
+        print(f"{name}: {prepare(name)}")
+
+
+__all__ = ["MAIN_METRIC", "TASK_NAMES", "YAML_DIR", "check_tasks", "main_score", "prepare", "prepare_tasks",
+           "run_tasks", "task_config", "tasks_dir"]

@@ -1,0 +1,75 @@
+"""Benchmark tasks through lm-evaluation-harness (`minitron eval --tasks`): the data `make tasks` installs, the scores
+lm-eval computes checked against the model's own log-likelihoods, and bad input refused in one line."""
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import cli_error, save_tiny, tiny_tokenizer
+from minitron.eval import evaluate, lm_loss_sum
+from minitron.load import load_model
+from minitron.tasks import TASK_NAMES, YAML_DIR, prepare, run_tasks, tasks_dir
+
+
+def read_docs(task: str) -> list[dict]:
+    return [json.loads(line) for line in prepare(task).read_text().splitlines()]
+
+
+def test_task_data_from_the_packages():
+    """The documents come whole from BIG-bench's task files and Debian's King James Bible (`make tasks`)."""
+    assert {p.stem for p in YAML_DIR.glob("*.yaml")} == set(TASK_NAMES)
+    sizes = {"bb_social_iqa": 1954, "bb_strategyqa": 2290, "bb_date_understanding": 369, "kjv": 66}
+    for task, n in sizes.items():
+        assert len(read_docs(task)) == n, task
+    for task in TASK_NAMES[:-1]:
+        for doc in read_docs(task):
+            assert doc["inputs"].endswith("A:") and 0 <= doc["label"] < len(doc["choices"]) >= 2
+    social = read_docs("bb_social_iqa")[0]  # the choices are listed in the prompt, in a shuffled order
+    assert all(f"choice: {c}" in social["inputs"] for c in social["choices"])
+    kjv = read_docs("kjv")
+    assert kjv[0]["title"] == "Genesis 1" and kjv[0]["text"].startswith("In the beginning God created the heaven")
+    assert kjv[-1]["title"] == "Revelation 1" and all(len(d["text"]) > 1000 for d in kjv if d["title"] != "Psalms 1")
+
+
+def continuation_logprob(model, tokenizer, context: str, continuation: str) -> float:
+    ids = tokenizer(context + continuation)["input_ids"]
+    n = len(tokenizer(continuation)["input_ids"])  # one token per character: the split is exact
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids[:-1]])).logits[0].log_softmax(-1)
+    return sum(logits[i - 1, ids[i]].item() for i in range(len(ids) - n, len(ids)))
+
+
+def test_eval_tasks_match_the_models_own_likelihoods(tmp_path, one_thread):
+    """lm-eval's accuracy and bits per byte on a tiny random model equal what its own forward pass gives."""
+    model_dir = save_tiny(tmp_path / "tiny", max_position_embeddings=4096)
+    metrics = evaluate(model=str(model_dir), tasks=["bb_general_knowledge"], limit=12, loss=False, speed=False,
+                       out=tmp_path / "eval.json")
+    assert json.loads((tmp_path / "eval.json").read_text())["tasks"] == metrics["tasks"]
+    model, tok = load_model(str(model_dir), torch.device("cpu")), tiny_tokenizer()
+    docs = read_docs("bb_general_knowledge")[:12]
+    right = [max(range(len(d["choices"])), key=lambda i: continuation_logprob(model, tok, d["inputs"],
+                                                                              " " + d["choices"][i])) == d["label"]
+             for d in docs]
+    scores = metrics["tasks"]["bb_general_knowledge"]
+    assert scores["samples"] == 12 and scores["acc"] == pytest.approx(sum(right) / 12)
+    assert scores["chance"] == pytest.approx(sum(1 / len(d["choices"]) for d in docs) / 12)
+    kjv = run_tasks(model, tok, ["kjv"], limit=2)["kjv"]  # Genesis 1 and Exodus 1: each in one window of 4096
+    nll, nbytes = 0.0, 0
+    for doc in read_docs("kjv")[:2]:  # the whole chapter after the end-of-text token
+        ids = torch.tensor([[tok.eos_token_id] + tok(doc["text"])["input_ids"]])
+        nll += lm_loss_sum(model, ids)[0].item()
+        nbytes += len(doc["text"].encode())
+    assert kjv["samples"] == 2 and kjv["bits_per_byte"] == pytest.approx(nll / nbytes / math.log(2), rel=1e-4)
+
+
+def test_bad_tasks_are_one_line(tmp_path, capsys, monkeypatch):
+    model_dir = save_tiny(tmp_path / "tiny")
+    err = cli_error(capsys, "eval", "--model", model_dir, "--tasks", "bb_social_iqa,hellaswag", "--no-loss")
+    assert "unknown task 'hellaswag'; choose from bb_social_iqa" in err
+    err = cli_error(capsys, "eval", "--model", model_dir, "--tasks", "kjv", "--limit", "0", "--no-loss")
+    assert "--limit must be a positive number" in err
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "empty-cache"))
+    assert tasks_dir() == tmp_path / "empty-cache" / "tasks"
+    err = cli_error(capsys, "eval", "--model", model_dir, "--tasks", "kjv", "--no-loss", "--out", tmp_path / "e.json")
+    assert "the data of task kjv is missing" in err and "make tasks" in err and not (tmp_path / "e.json").exists()
