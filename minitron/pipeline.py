@@ -37,7 +37,7 @@ from minitron.errors import MinitronError
 from minitron.card import write_model_card
 from minitron.correct import correct
 from minitron.eval import generation_speed, lm_loss, windows_in_batches
-from minitron.importance import Agg, Criterion, score
+from minitron.importance import Agg, Criterion, HeadScore, HiddenScore, score
 from minitron.io import output_lock, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.prune import LayerCriterion, check_target, params_of, parse_layers, prune, target_config
@@ -54,7 +54,9 @@ SET_BY_COMPRESS = ("student", "out", "teacher", "data", "device", "resume", "ove
 
 def compress(teacher: str = "default", target: dict[str, int] | None = None, drop_layers: str | None = None,
              criterion: Criterion = "activation", seq_agg: Agg = "mean", batch_agg: Agg = "l2",
-             layer_criterion: LayerCriterion = "block", out: Path | None = None, data: Path | None = None, calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
+             hidden_score: HiddenScore = "norms", head_score: HeadScore = "attn",
+             layer_criterion: LayerCriterion = "block", out: Path | None = None, data: Path | None = None,
+             calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
              distill: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False,
              overwrite: bool = False, report_to: list[Literal["tensorboard", "wandb"]] | None = None,
              params: float | None = None, search_top: int = 4, search_tokens: int = 65536,
@@ -71,6 +73,10 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
         criterion: width importance: activation (the papers'), wanda, magnitude, taylor or random
         seq_agg: activation aggregation over the sequence: mean (of |x|), l2 or var
         batch_agg: activation aggregation over the batch: l2, mean or var
+        hidden_score: activation score of hidden channels: norms (each layer's two norms scored on their own, then
+            summed: the papers') or pooled (every norm's samples in one statistic, the final norm included)
+        head_score: activation score of attention heads: attn (the head's output before o_proj: the papers') or
+            o_proj (the head's output projected through its o_proj columns)
         layer_criterion: which layers a smaller num_hidden_layers removes: block (the contiguous block whose
             removal raises the LM loss least), loss (per layer), bi (Block Influence) or random
         out: run directory (default: runs/<teacher name>-pruned)
@@ -142,7 +148,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
             shutil.rmtree(run)
         run.mkdir(parents=True, exist_ok=True)
         pruning = dict(drop_layers=drop_layers, criterion=criterion, seq_agg=seq_agg, batch_agg=batch_agg,
-                       layer_criterion=layer_criterion)
+                       hidden_score=hidden_score, head_score=head_score, layer_criterion=layer_criterion)
         plan = Recipe(targets, steps, tokens_per_step, sizes, drop, pruning,
                       None if params is None else {"params": params, "search_top": search_top,
                                                    "search_tokens": search_tokens},
@@ -163,7 +169,7 @@ class Recipe:
     tokens_per_step: int  # of the distillation
     sizes: dict[str, int] | None  # the final student's sizes (None until a search finds them)
     drop: list[int] | None  # explicit decoder layers to remove (--drop-layers)
-    pruning: dict  # drop_layers, criterion, seq_agg, batch_agg, layer_criterion
+    pruning: dict  # drop_layers, criterion, seq_agg, batch_agg, hidden_score, head_score, layer_criterion
     search: dict | None  # params, search_top, search_tokens (None: an explicit target)
     correction: dict  # tokens (0: none), lr, lora_rank of the teacher correction
     tasks: list[str] = field(default_factory=list)  # benchmark tasks run on the three models (none: no tasks stage)
@@ -190,11 +196,12 @@ def run_stages(run: Path, teacher: str, config, tokens: TokenData, data: Path | 
         where, suffix = (run, "") if k == rounds else (run / f"stage-{k}", f"-{k}")
         where.mkdir(exist_ok=True)
         if plan.search is not None:  # the shape is searched; the search prunes the winner
+            criteria = {k: v for k, v in plan.pruning.items() if k != "drop_layers"}
             found = record.stage("search", {**plan.search, "calib_seqs": calib_seqs, "val_seqs": val_seqs,
-                                            "seq_len": seq_len},
+                                            "seq_len": seq_len, **beyond(criteria, PRUNING)},
                                  lambda: search_stage(source, plan.search["params"], tokens, run, calib_seqs,
                                                       val_seqs, plan.search["search_top"],
-                                                      plan.search["search_tokens"], train, device))
+                                                      plan.search["search_tokens"], train, device, criteria))
             sizes = check_target(config, found["target"])
         else:
             score_and_prune(record, suffix, model, target, plan, tokens, where, calib_seqs, seq_len, device)
@@ -284,7 +291,8 @@ def scores_needed(config, sizes: dict, drop: list[int] | None, criterion: str, l
 
 
 SCORING = {"criteria": ["activation"], "layer_loss": False, "block_sizes": None}  # the default recipe's
-PRUNING = dict(drop_layers=None, criterion="activation", seq_agg="mean", batch_agg="l2", layer_criterion="block")
+PRUNING = dict(drop_layers=None, criterion="activation", seq_agg="mean", batch_agg="l2", hidden_score="norms",
+               head_score="attn", layer_criterion="block")
 
 
 def beyond(settings: dict, defaults: dict) -> dict:
@@ -309,12 +317,13 @@ def prune_stage(teacher: str, target: dict[str, int], run: Path, device: str, pr
 
 
 def search_stage(teacher: str, params: float, tokens: TokenData, run: Path, calib_seqs: int, val_seqs: int,
-                 top: int, search_tokens: int, distill: TrainConfig, device: str) -> dict:
-    """The best shape under the budget (RUN/search, resumable), pruned into RUN/pruned."""
+                 top: int, search_tokens: int, distill: TrainConfig, device: str, criteria: dict) -> dict:
+    """The best shape under the budget (RUN/search, resumable), pruned into RUN/pruned by `criteria` (criterion,
+    aggregations, hidden and head scores, layer criterion)."""
     shutil.rmtree(run / "pruned", ignore_errors=True)  # left by an interrupted stage
     found = search(params, teacher, out=run / "pruned", work=run / "search", data=tokens.path, calib_seqs=calib_seqs,
                    val_seqs=val_seqs, distill_top=top, distill_tokens=search_tokens,
-                   distill=replace(distill, eval_every=0), device=device)
+                   distill=replace(distill, eval_every=0), device=device, **criteria)
     return {"pruned": "pruned", "target": found["target"], "params": found["params"], "search": "search/search.json"}
 
 

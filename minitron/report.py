@@ -82,7 +82,9 @@ def pruning_words(pruning: dict, explicit_drop: bool) -> str:
     agg = pruning.get("aggregation", {})
     words = f"width by {pruning['criterion']} importance"
     if pruning["criterion"] == "activation":
-        words += f" ({agg.get('seq')} over the sequence, {agg.get('batch')} over the batch)"
+        scores = {"pooled": "; hidden channels pooled over every norm", "o_proj": "; heads after o_proj"}
+        extra = "".join(scores.get(pruning.get(k), "") for k in ("hidden_score", "head_score"))
+        words += f" ({agg.get('seq')} over the sequence, {agg.get('batch')} over the batch{extra})"
     drop = pruning.get("dropped_layers") or []
     if drop:
         why = "given explicitly" if explicit_drop else LAYER_CRITERIA.get(pruning.get("layer_criterion"), "")

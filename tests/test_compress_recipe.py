@@ -4,6 +4,8 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from transformers import AutoConfig
 
 import minitron
@@ -12,7 +14,7 @@ from minitron import pipeline
 from minitron.distill import loop
 from minitron.errors import MinitronError
 from minitron.load import load_config
-from minitron.prune import check_target
+from minitron.prune import check_target, prune
 from test_compress import TINY, check_run, trained_tiny  # noqa: F401 (a fixture)
 
 
@@ -36,6 +38,27 @@ def test_compress_with_teacher_correction(trained_tiny, tiny_data, tmp_path):
     assert again == saved
     with pytest.raises(MinitronError, match="finished stage 'data' with correct_teacher = 1024, now None"):
         minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, resume=True, **TINY)
+
+
+def test_compress_passes_the_hidden_and_head_scores_to_prune(tiny_dir, tiny_data, tmp_path, one_thread):
+    """--hidden-score and --head-score reach the prune stage (recorded, in pruning.json) and the report says so;
+    the heads kept are those `minitron prune` keeps from the same scores with the same settings."""
+    run = tmp_path / "run"
+    minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, hidden_score="pooled", head_score="o_proj",
+                      **{**TINY, "distill": replace(TINY["distill"], tokens=256)})
+    pruning = json.loads((run / "pruned" / "pruning.json").read_text())
+    assert (pruning["hidden_score"], pruning["head_score"]) == ("pooled", "o_proj")
+    settings = json.loads((run / "stages.json").read_text())["prune"]["settings"]
+    assert settings["hidden_score"] == "pooled" and settings["head_score"] == "o_proj"
+    assert "hidden channels pooled over every norm; heads after o_proj" in (run / "report.md").read_text()
+    for name, scores in (("direct", dict(hidden_score="pooled", head_score="o_proj")), ("default", {})):
+        prune(str(tiny_dir), target=TINY["target"], out=tmp_path / name, scores=run / "scores",
+                       device="cpu", **scores)
+    weights = {name: load_file(path / "model.safetensors")
+               for name, path in (("run", run / "pruned"), ("direct", tmp_path / "direct"),
+                                  ("default", tmp_path / "default"))}
+    assert all(torch.equal(weights["run"][k], weights["direct"][k]) for k in weights["run"])
+    assert not all(torch.equal(weights["run"][k], weights["default"][k]) for k in weights["run"])
 
 
 def test_two_stages_reach_the_target_and_resume(trained_tiny, tiny_data, tmp_path, monkeypatch, capsys):
