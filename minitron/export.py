@@ -178,7 +178,7 @@ def vocabulary(tokenizer, vocab_size: int, byte_level: bool) -> tuple[list[str],
 def pre_tokenizer_name(pre_tokenizer: dict | None) -> str:
     """llama.cpp's name for how a byte-level tokenizer splits text before merging ('default' if unknown)."""
     if pre_tokenizer and pre_tokenizer.get("type") == "ByteLevel" and pre_tokenizer.get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"  # llama.cpp's name (with the hyphen): it refuses to load a file that says "gpt2"
     parts = (pre_tokenizer or {}).get("pretokenizers", [])
     if [p.get("type") for p in parts] == ["Digits", "ByteLevel"] and parts[0].get("individual_digits"):
         return "smollm"  # GPT-2's split after cutting numbers into single digits

@@ -1,7 +1,10 @@
-"""GGUF export: transformers' own GGUF loader reads the file back and gives the Hugging Face model's logits."""
+"""GGUF export: transformers' own GGUF loader reads the file back and gives the Hugging Face model's logits, and
+llama.cpp itself loads it and continues a prompt greedily as transformers does."""
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -99,6 +102,57 @@ def test_export_reloads_with_the_same_logits(tmp_path, family, dtype, tie):
     assert reloaded(TEXT)["input_ids"] == tokenizer(TEXT)["input_ids"]
 
 
+def llama_cpp_check():
+    """benchmarks/llama_cpp_check.py, which runs llama.cpp itself through node-llama-cpp's prebuilt build."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "llama_cpp_check.py"
+    spec = importlib.util.spec_from_file_location("llama_cpp_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_llama_cpp_generates_as_transformers(tmp_path):
+    """llama.cpp itself (node-llama-cpp's prebuilt CPU build; `make setup` installs it) loads the exports, tokenises
+    text as the Hugging Face tokenizer does, and continues a prompt greedily with the Hugging Face model's choices.
+    (It refused every byte-level export while the pre-tokenizer was written as 'gpt2' instead of 'gpt-2'.)
+
+    Every token llama.cpp picks must be transformers' argmax after the same prefix, up to the export's rounding
+    (TOLERANCE's atol): these random models' top two logits can be closer than bf16 or q8_0 rounding (llama.cpp's
+    q8_0 products round the activations to 8 bits too), so free-running continuations may part at a near tie
+    without anything being wrong. Measured worst shortfall over 32 tokens: f16 0, bf16 6e-4, q8_0 2.2e-3; without
+    the Llama q/k reordering it is 0.21 on the first case."""
+    check = llama_cpp_check()
+    if check.node_llama_cpp() is None:
+        pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
+    texts = [TEXT, "the 2024 teacher's  heads\n\n don't prune 12345 them"]
+    cases = [("llama", None, "f16", False), ("qwen2", "qwen2", "q8_0", True), ("qwen3", None, "f16", False),
+             ("llama", "llama-bpe", "bf16", True), ("llama", "tekken", "q8_0", False),
+             ("mistral", "sentencepiece", "f16", False)]
+    jobs, models = [], []
+    for i, (family, pre, dtype, tie) in enumerate(cases):
+        tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
+            PRE_TOKENIZERS.get(pre))
+        model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie)
+        out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype)
+        ids = tokenizer(TEXT)["input_ids"]
+        jobs.append({"model": out, "ids": ids, "n": 16})
+        models.append((family, pre, dtype, model, ids))
+        for text in texts:  # llama.cpp adds no bos here: compare the text's own tokens
+            want = tokenizer(text, add_special_tokens=False)["input_ids"]
+            jobs.append({"model": out, "text": text, "n": 0, "want": want})
+    results = check.llama_cpp_greedy([{k: v for k, v in job.items() if k != "want"} for job in jobs])
+    for job, result in zip(jobs, results, strict=True):
+        if "want" in job:
+            assert result["prompt"] == job["want"], (job["model"], job["text"])
+    for (family, pre, dtype, model, ids), result in zip(models, results[::len(texts) + 1], strict=True):
+        generated = result["generated"]
+        assert result["prompt"] == ids and len(generated) == 16
+        with torch.no_grad():
+            logits = model(torch.tensor([ids + generated])).logits[0, len(ids) - 1:-1]
+        shortfall = logits.max(-1).values - logits[torch.arange(16), torch.tensor(generated)]
+        assert shortfall.max() <= TOLERANCE[dtype][0], (family, pre, dtype, shortfall)
+
+
 def test_export_metadata(tmp_path):
     """The numbers llama.cpp reads (transformers' loader ignores some of them, so read them here)."""
     tokenizer = byte_level_tokenizer()
@@ -116,7 +170,7 @@ def test_export_metadata(tmp_path):
     assert fields["llama.rope.freq_base"] == pytest.approx(10000.0)
     assert fields["llama.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-6)
     assert fields["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q8_0
-    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt2"
+    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt-2"
     tokens, types = fields["tokenizer.ggml.tokens"], fields["tokenizer.ggml.token_type"]
     assert len(tokens) == len(types) == VOCAB and tokens[300] == "[PAD300]"
     assert types[:3] == [gguf.TokenType.CONTROL] * 3 and types[300] == gguf.TokenType.UNUSED
@@ -201,11 +255,13 @@ def test_export_command(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_teacher(tmp_path):
-    """SmolLM2-135M-Instruct to f16 GGUF, checked two ways (one export, as the pair is the slow part)."""
+    """SmolLM2-135M-Instruct to f16 GGUF, checked three ways (one export, as the export is the slow part)."""
     out = export("default", tmp_path / "smollm2.gguf", "f16")
     assert out.stat().st_size > 250e6  # 135M parameters in f16
     matches_llama_cpps_own_conversion(out)
     transformers_reads_it_back(out)
+    if llama_cpp_check().node_llama_cpp() is not None:  # test_llama_cpp_generates_as_transformers skips without it
+        llama_cpp_replies_as_transformers(out)
 
 
 def matches_llama_cpps_own_conversion(out):
@@ -251,3 +307,19 @@ def transformers_reads_it_back(out):
     reply = model.generate(ids, **generate)
     assert gguf_model.generate(ids, **generate).tolist() == reply.tolist()
     assert "Paris" in tokenizer.decode(reply[0, ids.shape[1]:])
+
+
+def llama_cpp_replies_as_transformers(out):
+    """llama.cpp itself tokenises the chat prompt as transformers does and gives the same greedy reply (measured:
+    the same 136 tokens over benchmarks/llama_cpp_check.py's three prompts)."""
+    from minitron.load import load_model, load_tokenizer
+
+    model, tokenizer = load_model("default"), load_tokenizer("default")
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(prompt)["input_ids"]
+    reply = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                           pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+    [result] = llama_cpp_check().llama_cpp_greedy([{"model": out, "text": prompt, "n": len(reply)}])
+    assert result["prompt"] == ids and result["generated"] == reply
+    assert tokenizer.decode(reply) == "The capital of France is Paris.<|im_end|>"
