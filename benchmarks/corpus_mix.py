@@ -27,9 +27,9 @@ from minitron.eval import lm_loss
 from minitron.load import load_model, load_tokenizer
 from minitron.prune import prune
 
-TARGET = dict(hidden_size=384, intermediate_size=1024, num_attention_heads=6)  # the demo's
+TARGET = dict(intermediate_size=768, num_hidden_layers=18)  # the demo's (configs/demo.yaml)
 RECIPE = dict(seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3, min_lr=1e-4, loss="forward_kl",
-              precision="auto")  # benchmarks/recipe.py's b1k
+              precision="bf16")  # the demo's recipe (benchmarks/recipe.py's b1k)
 ROWS = {"docs": "documentation only (`docs`)", "mix": "documentation + prose (`default`)"}
 CORPUS = {"docs": "docs", "mix": "mix", "prose": "prose"}  # row or split -> corpus name
 DRY_TARGET = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)
@@ -123,9 +123,9 @@ def train(args, name: str, teacher: str, recipe: dict, pruned: Path, data: Path)
 def write_report(args, results: dict, recipe: dict) -> None:
     seqs = f"{args.val_seqs} × {recipe['seq_len']}"
     lines = ["# Mixing prose into the default corpus", "",
-             f"SmolLM2-135M-Instruct pruned to the demo's target (hidden 384 / MLP 1024 / 6 heads) by activation "
+             f"SmolLM2-135M-Instruct pruned to the demo's target (hidden 576 kept, MLP 768, 18 layers) by activation "
              f"importance calibrated on the documentation, then distilled for {args.tokens:,} tokens (1,024-token "
-             f"batches, lr 1e-3 → 1e-4, forward KL) on each corpus. Validation: the first {seqs} held-out tokens "
+             f"batches, lr 1e-3 → 1e-4, forward KL, bf16 autocast) on each corpus. Validation: the first {seqs} held-out tokens "
              "of the documentation (the demo's) and of the prose (Jane Austen's novels). "
              f"{'Dry run: a tiny random teacher on generated text. ' if args.dry else ''}"
              "One run on this machine's CPUs.", "",

@@ -36,6 +36,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 NOTES = "<!-- notes: written by hand, kept when the tables are regenerated -->"
 
 
+PAPERS = {"hidden_score": "norms", "head_score": "attn"}  # the papers' activation score (minitron's heads: o_proj)
+
+
 @dataclass(frozen=True)
 class Row:
     key: str  # --rows name and work directory
@@ -47,27 +50,31 @@ class Row:
 
 
 ROWS = [
-    Row("act", "activation: per-norm hidden, heads before o_proj (the papers')", "criterion", "width", {}, True),
+    Row("act", "activation: per-norm hidden, heads before o_proj (the papers')", "criterion", "width", PAPERS, True),
     Row("act-oproj", "activation: per-norm hidden, heads after o_proj", "criterion", "width",
         {"head_score": "o_proj"}, True),
     Row("act-pooled", "activation: pooled hidden (all norms, final included)", "criterion", "width",
-        {"hidden_score": "pooled"}, True),
+        {**PAPERS, "hidden_score": "pooled"}, True),
+    Row("act-oproj-pooled", "activation: pooled hidden, heads after o_proj", "criterion", "width",
+        {"head_score": "o_proj", "hidden_score": "pooled"}, True),
     Row("wanda", "Wanda-style", "criterion", "width", {"criterion": "wanda"}, True),
     Row("taylor", "first-order Taylor", "criterion", "width", {"criterion": "taylor"}, True),
     Row("magnitude", "weight magnitude", "criterion", "width", {"criterion": "magnitude"}),
     Row("random", "random", "criterion", "width", {"criterion": "random"}, True),
-    Row("agg-mean-mean", "activation, (batch mean, seq mean)", "aggregation", "width", {"batch_agg": "mean"}),
-    Row("agg-l2-l2", "activation, (batch L2, seq L2)", "aggregation", "width", {"seq_agg": "l2"}),
+    Row("agg-mean-mean", "activation, (batch mean, seq mean)", "aggregation", "width",
+        {**PAPERS, "batch_agg": "mean"}),
+    Row("agg-l2-l2", "activation, (batch L2, seq L2)", "aggregation", "width", {**PAPERS, "seq_agg": "l2"}),
     Row("agg-var-var", "activation, (batch var, seq var)", "aggregation", "width",
-        {"seq_agg": "var", "batch_agg": "var"}),
+        {**PAPERS, "seq_agg": "var", "batch_agg": "var"}),
     Row("depth-bi", "depth only: Block Influence (lowest layers)", "depth", "depth", {"layer_criterion": "bi"}),
     Row("depth-loss", "depth only: LM-loss increase (lowest layers)", "depth", "depth", {"layer_criterion": "loss"}),
     Row("depth-block", "depth only: best contiguous block", "depth", "depth", {"layer_criterion": "block"}, True),
-    Row("width-depth", "width + depth: activation, best contiguous block", "width + depth", "both", {}, True),
+    Row("width-depth", "width + depth: activation, best contiguous block", "width + depth", "both", PAPERS, True),
 ]
-# about 60 minutes on 2 CPU cores at --tokens 32768 (~5 min a row, ~7 min of scoring); `--rows all` adds
+# about 40 minutes on 2 CPU cores at --tokens 32768 (~3 min a row, ~7 min of scoring); `--rows all` adds
 # magnitude, (var, var) and Block Influence, the three rows the zero-shot benchmark puts last in their groups
 DEFAULT_ROWS = [r.key for r in ROWS if r.key not in ("magnitude", "agg-var-var", "depth-bi")]
+BATCH_SEQS = 4  # sequences a step: 1,024-token batches at --seq-len 256, the recipe's best (docs/recipe.md)
 CRITERIA = ["activation", "wanda", "magnitude", "taylor", "random"]
 
 
@@ -157,10 +164,11 @@ def run_row(args, row: Row, target: dict, scores_dir: Path, data: TokenData, val
                    **row.prune)
     zero_shot = lm_loss(load_model(pruned), val.split(4))
     start = time.time()
-    steps = max(1, args.tokens // (16 * args.seq_len))
+    steps = max(1, args.tokens // (BATCH_SEQS * args.seq_len))
     distill(TrainConfig(student=str(pruned), out=work / "run", tokens=args.tokens, teacher=args.teacher,
-                        data=str(data.path), seq_len=args.seq_len, micro_batch=4, global_batch_tokens=16 * args.seq_len,
-                        lr=args.lr, min_lr=args.lr / 10, eval_every=max(1, steps // args.curve_points),
+                        data=str(data.path), seq_len=args.seq_len, micro_batch=BATCH_SEQS,
+                        global_batch_tokens=BATCH_SEQS * args.seq_len, lr=args.lr, min_lr=args.lr / 10,
+                        precision="fp32" if args.dry else "bf16", eval_every=max(1, steps // args.curve_points),
                         eval_seqs=args.curve_seqs, save_every=10**9, device="cpu", overwrite=True))
     wall = round(time.time() - start, 1)
     curve = [(r["tokens"], r["val_loss"]) for _, r in read_jsonl(work / "run" / "metrics.jsonl") if "val_loss" in r]
@@ -179,7 +187,7 @@ def write_report(args, targets: dict, teacher_loss: float, results: list[dict]) 
     lines = ["# Pruning criteria after distillation", "",
              f"The teacher `{args.teacher}` pruned to about 50% of its parameters by each criterion, then each student "
              f"distilled (forward KL) for {args.tokens:,} tokens of the same batches (sequences of {args.seq_len}, "
-             f"{16 * args.seq_len:,}-token batches, AdamW at {args.lr:g} with cosine decay). Validation: the first "
+             f"{BATCH_SEQS * args.seq_len:,}-token batches, AdamW at {args.lr:g} with cosine decay, bf16 autocast). Validation: the first "
              f"{args.val_seqs} × {args.seq_len} tokens of the held-out split, the same for every row (the curves: the first "
              f"{args.curve_seqs} of them). Shapes: width = "
              f"{desc['width']}; depth = {desc['depth']}; width + depth = {desc['both']}.", "",

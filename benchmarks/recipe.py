@@ -54,6 +54,9 @@ ROWS = {  # name: (description, changes to BASE); every row but one runs under b
                            dict(target=dict(intermediate_size=1024, num_hidden_layers=15))),
     "shape-576-768-6h-20L": ("hidden 576, MLP 768, 6 heads, 20 layers (68.2M)",
                              dict(target=dict(intermediate_size=768, num_attention_heads=6, num_hidden_layers=20))),
+    "shape-576-768-18L-loss": ("as shape-576-768-18L, layers chosen one by one by LM loss, not as a block",
+                               dict(target=dict(intermediate_size=768, num_hidden_layers=18),
+                                    prune=dict(layer_criterion="loss"))),
     "shape-576-512-22L": ("hidden 576, MLP 512, 9 heads, 22 layers (67.3M)",
                           dict(target=dict(intermediate_size=512, num_hidden_layers=22))),
     "shape-576-1536-11L": ("hidden 576, MLP 1536, 9 heads, 11 layers: depth only (67.3M)",
@@ -81,7 +84,7 @@ def main() -> None:
     for name in args.rows:
         changes = dict(ROWS[name][1])
         target = changes.pop("target", TARGET)
-        pruned = pruned_student(args, target)
+        pruned = pruned_student(args, target, changes.pop("prune", {}))
         recipe = {**BASE, **changes}
         row = train(args, name, recipe, pruned, data)
         if target != TARGET:
@@ -93,12 +96,15 @@ def main() -> None:
         write_report(args, results)
 
 
-def pruned_student(args, target: dict) -> Path:
-    """The teacher pruned to `target` by activation importance (layers by the best contiguous block), once."""
+def pruned_student(args, target: dict, options: dict | None = None) -> Path:
+    """The teacher pruned to `target` by activation importance (layers by the best contiguous block unless `options`
+    say otherwise: `minitron.prune.prune` arguments), once."""
     name = "pruned" if target == TARGET else "pruned-" + "-".join(str(v) for v in target.values())
+    name += "".join(f"-{v}" for v in (options or {}).values())
     out = args.work / name
     if not (out / "config.json").is_file():
-        prune(model="default", target=target, out=out, calib_seqs=32, seq_len=256, overwrite=True)
+        prune(model="default", target=target, out=out, calib_seqs=32, seq_len=256, overwrite=True,
+              **{"head_score": "attn", **(options or {})})  # heads as when these rows were measured
     return out
 
 

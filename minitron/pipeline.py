@@ -54,7 +54,7 @@ SET_BY_COMPRESS = ("student", "out", "teacher", "data", "device", "resume", "ove
 
 def compress(teacher: str = "default", target: dict[str, int] | None = None, drop_layers: str | None = None,
              criterion: Criterion = "activation", seq_agg: Agg = "mean", batch_agg: Agg = "l2",
-             hidden_score: HiddenScore = "norms", head_score: HeadScore = "attn",
+             hidden_score: HiddenScore = "norms", head_score: HeadScore = "o_proj",
              layer_criterion: LayerCriterion = "block", out: Path | None = None, data: Path | None = None,
              calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
              distill: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False,
@@ -75,8 +75,8 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
         batch_agg: activation aggregation over the batch: l2, mean or var
         hidden_score: activation score of hidden channels: norms (each layer's two norms scored on their own, then
             summed: the papers') or pooled (every norm's samples in one statistic, the final norm included)
-        head_score: activation score of attention heads: attn (the head's output before o_proj: the papers') or
-            o_proj (the head's output projected through its o_proj columns)
+        head_score: activation score of attention heads: o_proj (the head's output projected through its o_proj
+            columns: best after distillation) or attn (the head's output before o_proj: the papers')
         layer_criterion: which layers a smaller num_hidden_layers removes: block (the contiguous block whose
             removal raises the LM loss least), loss (per layer), bi (Block Influence) or random
         out: run directory (default: runs/<teacher name>-pruned)
@@ -292,7 +292,7 @@ def scores_needed(config, sizes: dict, drop: list[int] | None, criterion: str, l
 
 SCORING = {"criteria": ["activation"], "layer_loss": False, "block_sizes": None}  # the default recipe's
 PRUNING = dict(drop_layers=None, criterion="activation", seq_agg="mean", batch_agg="l2", hidden_score="norms",
-               head_score="attn", layer_criterion="block")
+               head_score="o_proj", layer_criterion="block")
 
 
 def beyond(settings: dict, defaults: dict) -> dict:

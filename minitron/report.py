@@ -82,7 +82,7 @@ def pruning_words(pruning: dict, explicit_drop: bool) -> str:
     agg = pruning.get("aggregation", {})
     words = f"width by {pruning['criterion']} importance"
     if pruning["criterion"] == "activation":
-        scores = {"pooled": "; hidden channels pooled over every norm", "o_proj": "; heads after o_proj"}
+        scores = {"pooled": "; hidden channels pooled over every norm", "attn": "; heads before o_proj"}
         extra = "".join(scores.get(pruning.get(k), "") for k in ("hidden_score", "head_score"))
         words += f" ({agg.get('seq')} over the sequence, {agg.get('batch')} over the batch{extra})"
     drop = pruning.get("dropped_layers") or []

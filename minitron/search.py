@@ -256,7 +256,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
            max_candidates: int = 24, distill_top: int = 4, distill_tokens: int = 65536, scores: Path | None = None,
            data: Path | None = None, calib_seqs: int = 64, val_seqs: int = 16, criterion: Criterion = "activation",
            seq_agg: Agg = "mean", batch_agg: Agg = "l2", hidden_score: HiddenScore = "norms",
-           head_score: HeadScore = "attn", layer_criterion: LayerCriterion = "block",
+           head_score: HeadScore = "o_proj", layer_criterion: LayerCriterion = "block",
            distill: TrainConfig = TrainConfig(lr=1e-3, min_lr=1e-4, eval_every=0), device: str = "auto",
            seed: int = 1234, overwrite: bool = False) -> dict:
     """Search the student shape under a parameter budget and prune the teacher to the winner.
@@ -282,7 +282,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         seq_agg: activation aggregation over the sequence: mean, l2 or var
         batch_agg: activation aggregation over the batch: l2, mean or var
         hidden_score: activation score of hidden channels: norms or pooled (see `minitron prune`)
-        head_score: activation score of heads: attn or o_proj (see `minitron prune`)
+        head_score: activation score of heads: o_proj or attn (see `minitron prune`)
         layer_criterion: depth: block (best contiguous block), loss, bi (Block Influence) or random
         distill: settings of the short distillations (`--distill.lr`); tokens is --distill-tokens; its seq_len
             is also the calibration and evaluation length

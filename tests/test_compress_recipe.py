@@ -44,14 +44,14 @@ def test_compress_passes_the_hidden_and_head_scores_to_prune(tiny_dir, tiny_data
     """--hidden-score and --head-score reach the prune stage (recorded, in pruning.json) and the report says so;
     the heads kept are those `minitron prune` keeps from the same scores with the same settings."""
     run = tmp_path / "run"
-    minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, hidden_score="pooled", head_score="o_proj",
+    minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, hidden_score="pooled", head_score="attn",
                       **{**TINY, "distill": replace(TINY["distill"], tokens=256)})
     pruning = json.loads((run / "pruned" / "pruning.json").read_text())
-    assert (pruning["hidden_score"], pruning["head_score"]) == ("pooled", "o_proj")
+    assert (pruning["hidden_score"], pruning["head_score"]) == ("pooled", "attn")
     settings = json.loads((run / "stages.json").read_text())["prune"]["settings"]
-    assert settings["hidden_score"] == "pooled" and settings["head_score"] == "o_proj"
-    assert "hidden channels pooled over every norm; heads after o_proj" in (run / "report.md").read_text()
-    for name, scores in (("direct", dict(hidden_score="pooled", head_score="o_proj")), ("default", {})):
+    assert settings["hidden_score"] == "pooled" and settings["head_score"] == "attn"
+    assert "hidden channels pooled over every norm; heads before o_proj" in (run / "report.md").read_text()
+    for name, scores in (("direct", dict(hidden_score="pooled", head_score="attn")), ("default", {})):
         prune(str(tiny_dir), target=TINY["target"], out=tmp_path / name, scores=run / "scores",
                        device="cpu", **scores)
     weights = {name: load_file(path / "model.safetensors")

@@ -90,7 +90,8 @@ def test_head_score_after_o_proj(scored, seq, batch):
     expected = by_hand(per_head.detach(), seq, batch)
     assert_close(scores.width("activation", seq, batch, head_score="o_proj")["heads"][1], expected,
                  rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(scores.width("activation", seq, batch)["heads"][1], expected)
+    assert_close(scores.width("activation", seq, batch)["heads"][1], expected)  # the default
+    assert not torch.allclose(scores.width("activation", seq, batch, head_score="attn")["heads"][1], expected)
 
 
 def test_block_influence(scored):

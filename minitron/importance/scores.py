@@ -39,7 +39,7 @@ class Scores:
     meta: dict = field(default_factory=dict)
 
     def width(self, criterion: str = "activation", seq_agg: str = "mean", batch_agg: str = "l2",
-              hidden_score: str = "norms", head_score: str = "attn") -> dict:
+              hidden_score: str = "norms", head_score: str = "o_proj") -> dict:
         """{"hidden", "heads", "mlp"} scores of one criterion; for activation also the choice of hidden-channel
         score (`HIDDEN_SCORES`) and head score (`HEAD_SCORES`)."""
         prefix = f"activation/{seq_agg}-{batch_agg}" if criterion == "activation" else criterion

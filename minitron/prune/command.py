@@ -41,7 +41,7 @@ def needed_scores(config, tokenizer, model: str, sizes: dict, drop: list[int] | 
 
 def prune(model: str = "default", target: dict[str, int] | None = None, drop_layers: str | None = None,
           out: Path | None = None, criterion: Criterion = "activation", seq_agg: Agg = "mean",
-          batch_agg: Agg = "l2", hidden_score: HiddenScore = "norms", head_score: HeadScore = "attn",
+          batch_agg: Agg = "l2", hidden_score: HiddenScore = "norms", head_score: HeadScore = "o_proj",
           layer_criterion: LayerCriterion = "block", scores: Path | None = None,
           data: Path | None = None, calib_seqs: int = 64, seq_len: int = 256, batch_size: int = 8,
           dry_run: bool = False, stream: bool | None = None, device: str = "auto", overwrite: bool = False,
@@ -60,8 +60,9 @@ def prune(model: str = "default", target: dict[str, int] | None = None, drop_lay
         hidden_score: activation score of hidden channels: norms (each layer's input and post-attention norm
             scored on its own, then summed: the papers') or pooled (every norm's samples, final norm included,
             in one statistic)
-        head_score: activation score of attention heads: attn (the head's attention output before o_proj: the
-            papers') or o_proj (the head's output projected through its o_proj columns)
+        head_score: activation score of attention heads: o_proj (the head's output projected through its o_proj
+            columns: best after distillation, docs/criteria_after_kd.md) or attn (the head's attention output
+            before o_proj: the papers')
         layer_criterion: depth: block (best contiguous block by LM loss), loss (per layer), bi (Block
             Influence) or random
         scores: reuse importance scores saved by `minitron score` instead of running the model

@@ -152,7 +152,7 @@ def layers_to_drop(scores: Scores, criterion: str, num_layers: int, keep: int) -
 
 def make_plan(scores: Scores, config, sizes: dict[str, int], drop: list[int] | None, criterion: str = "activation",
               seq_agg: str = "mean", batch_agg: str = "l2", layer_criterion: str = "block",
-              hidden_score: str = "norms", head_score: str = "attn") -> Plan:
+              hidden_score: str = "norms", head_score: str = "o_proj") -> Plan:
     L = config.num_hidden_layers
     width = scores.width(criterion, seq_agg, batch_agg, hidden_score, head_score) if any(
         sizes[k] != getattr(config, k) for k in PRUNABLE_SIZES[:4]) else None
