@@ -47,6 +47,7 @@ BASELINES = [  # (label, TrainConfig changes): same student shape, budget, batch
     ("random init + distillation", dict(init="random")),
     ("random init + CE training", dict(init="random", loss="ce", teacher=None)),
 ]
+OUTPUT_NAME = {"baselines": "baselines", "recipe": "correction_stages"}  # plot and JSON beside --out
 DRY = dict(tokens=1024, seq_len=32, micro_batch=4, global_batch_tokens=256, eval_seqs=4, lr=3e-3, min_lr=3e-4)
 
 
@@ -207,7 +208,7 @@ def table(args, s: Setup, rows: list[dict]) -> list[str]:
 
 def write_section(args, s: Setup, rows: list[dict]) -> None:
     """Replace this mode's section of --out (between its markers; appended the first time), keeping the rest."""
-    image = args.out.with_name(f"{args.mode}.png")
+    image = args.out.with_name(f"{OUTPUT_NAME[args.mode]}.png")
     teacher = rows[0]["val_loss"] if args.mode == "baselines" else rows[0]["teacher_val_loss"]
     title = ("Baselines at the same budget" if args.mode == "baselines"
              else "Teacher correction and iterative compression")
@@ -233,9 +234,10 @@ def write_section(args, s: Setup, rows: list[dict]) -> None:
     else:
         text = old + ("\n" if old and not old.endswith("\n\n") else "") + "\n".join(section) + "\n"
     args.out.write_text(text)
-    args.out.with_name(f"{args.mode}.json").write_text(json.dumps(
-        {"teacher": s.teacher, "target": s.target, "settings": json.loads(json.dumps(asdict(t), default=str)),
-         "rows": rows}, indent=2) + "\n")
+    settings = json.loads(json.dumps(asdict(t), default=str))
+    settings["data"] = Path(settings["data"]).name  # the corpus' cache entry, not this machine's path
+    args.out.with_name(f"{OUTPUT_NAME[args.mode]}.json").write_text(json.dumps(
+        {"teacher": s.teacher, "target": s.target, "settings": settings, "rows": rows}, indent=2) + "\n")
     print(f"wrote the '{title}' section of {args.out} and {image}")
 
 

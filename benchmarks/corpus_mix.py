@@ -109,12 +109,12 @@ def train(args, name: str, teacher: str, recipe: dict, pruned: Path, data: Path)
     record = run / "bench.json"
     if record.is_file() and (run / "student").is_dir():
         saved = json.loads(record.read_text())
-        if (saved["recipe"], saved["tokens"], saved["data"]) == (recipe, args.tokens, str(data)):
+        if (saved["recipe"], saved["tokens"], saved["data"]) == (recipe, args.tokens, data.name):
             return saved
     start = time.time()
     result = distill(TrainConfig(student=str(pruned), out=run, tokens=args.tokens, teacher=teacher, data=str(data),
                                  eval_every=0, save_every=10**9, device="cpu", overwrite=True, **recipe))
-    saved = {"recipe": recipe, "tokens": args.tokens, "data": str(data), "wall_s": round(time.time() - start, 1),
+    saved = {"recipe": recipe, "tokens": args.tokens, "data": data.name, "wall_s": round(time.time() - start, 1),
              "train_loss": result.loss}
     record.write_text(json.dumps(saved) + "\n")
     return saved

@@ -135,6 +135,6 @@ def test_baselines_dry_mode(trained_tiny, tiny_data, tmp_path, monkeypatch, one_
     bl.main()
     text = out.read_text()
     assert "## Baselines at the same budget" in text and "## Teacher correction and iterative compression" in text
-    rows = json.loads((tmp_path / "recipe.json").read_text())["rows"]
+    rows = json.loads((tmp_path / "correction_stages.json").read_text())["rows"]
     assert [r["correction_tokens"] for r in rows] == [0, 256, 0] and {r["tokens"] for r in rows} == {1024}
-    assert max(t for t, _ in rows[2]["curve"]) == 1024 and (tmp_path / "recipe.png").stat().st_size > 0
+    assert max(t for t, _ in rows[2]["curve"]) == 1024 and (tmp_path / "correction_stages.png").stat().st_size > 0
