@@ -1,6 +1,10 @@
 """Tiny random models of every supported family, built in the test (no downloads)."""
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import (AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, MistralConfig, NemotronConfig,
@@ -96,6 +100,16 @@ def write_corpus(path, docs: int = 40, words: int = 120, seed: int = 0):
                         for i in range(words))
         (path / f"doc{d:03d}.txt").write_text(text + "\n")
     return path
+
+
+def load_benchmark(name: str):
+    """benchmarks/NAME.py as a module (the benchmarks are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_cli(*args):

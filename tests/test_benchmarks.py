@@ -1,6 +1,5 @@
 """The benchmarks cannot rot: the throughput benchmark's two steps compute the same loss and gradients, and the
 GPU check runs end to end in its dry mode (on the CPU, tiny)."""
-import importlib.util
 import json
 import math
 import os
@@ -11,17 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import load_benchmark
 from test_compress import trained_tiny  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_minitron_step_matches_the_plain_loop(one_thread):

@@ -2,15 +2,13 @@
 llama.cpp itself loads it and continues a prompt greedily as transformers does."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS, cli_error, run_cli, save_tiny, tiny_model
+from conftest import WORDS, cli_error, load_benchmark, run_cli, save_tiny, tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from minitron.errors import MinitronError
@@ -104,11 +102,7 @@ def test_export_reloads_with_the_same_logits(tmp_path, family, dtype, tie):
 
 def llama_cpp_check():
     """benchmarks/llama_cpp_check.py, which runs llama.cpp itself through node-llama-cpp's prebuilt build."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "llama_cpp_check.py"
-    spec = importlib.util.spec_from_file_location("llama_cpp_check", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("llama_cpp_check")
 
 
 def test_llama_cpp_generates_as_transformers(tmp_path):
