@@ -208,7 +208,7 @@ def make_plain(setup: Setup, teacher_lm):
 def make_minitron(setup: Setup, teacher_lm, **options):
     """minitron's step as the trainer builds it: `TrainConfig(**options)` (e.g. compile=True) decides the speed
     and memory options (`speed_options`), the precision (the teacher held in bf16 when it computes in bf16) and
-    the optimiser (`adamw`: fused on CUDA)."""
+    the optimiser (`adamw`: fused)."""
     cfg = TrainConfig(lr=setup.lr, **{"chunk_tokens": 1024, **options})
     bf16 = cfg.bf16(setup.device)
     student = speed_options(setup.build(setup.student_config, torch.float32, seed=1).train(), cfg, True)

@@ -176,3 +176,23 @@ def test_coupled_scores_cover_every_family(family):
     s = coupled_scores(model, arch_of(model.config), lambda p: p.detach().abs())
     assert s["hidden"].shape == (64,) and s["heads"].shape == (4, 8) and s["mlp"].shape == (4, 96)
     assert (s["hidden"] > 0).all()
+
+
+def test_wanda_input_norms_equal_the_inputs_squared(family):
+    """The squared input norms structured Wanda reads, taken from the norm statistics already recorded when a
+    linear reads the very tensor a norm produced (q_proj, the MLP, lm_head), equal the inputs squared and summed."""
+    from minitron.arch import mlp_inputs
+    from minitron.importance.stats import ActivationRecorder
+
+    model = tiny_model(family)
+    layer = model.model.layers[1]
+    readers = {"attn_in": layer.self_attn.q_proj, "mlp_in": mlp_inputs(layer, arch_of(model.config))[-1],
+               "o_in": layer.self_attn.o_proj}
+    expected = {key: capture(model, m).pow(2).sum((0, 1)) for key, m in readers.items()}
+    expected["head_in"] = capture(model, model.get_output_embeddings()).pow(2).sum((0, 1))
+    rec = ActivationRecorder(model, arch_of(model.config))
+    with torch.no_grad(), rec:
+        for ids in BATCHES:
+            model(input_ids=ids)
+    for key, want in expected.items():
+        assert_close(rec.sq[key] if key == "head_in" else rec.sq[key][1], want, rtol=1e-5, atol=1e-6)
