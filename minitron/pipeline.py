@@ -206,8 +206,9 @@ def run_stages(run: Path, teacher: str, config, tokens: TokenData, data: Path | 
         else:
             score_and_prune(record, suffix, model, target, plan, tokens, where, calib_seqs, seq_len, device)
         tokens_k = train.tokens if rounds == 1 else (end - start) * plan.tokens_per_step
-        round_train = replace(train, tokens=tokens_k, student=str(where / "pruned"), out=where / "distill",
-                              teacher=source, resume=(where / "distill").exists())
+        round_train = replace(train, tokens=tokens_k, global_batch_tokens=train.batch_tokens(),  # the whole budget's
+                              student=str(where / "pruned"), out=where / "distill", teacher=source,
+                              resume=(where / "distill").exists())
         record.stage("distill" + suffix, {k: v for k, v in asdict(round_train).items() if k not in UNRECORDED},
                      lambda: distill_stage(round_train, where))  # paths inside the run are left out: it may move
         model = str(where / "student")
@@ -274,7 +275,7 @@ def correct_stage(teacher: str, tokens: TokenData, run: Path, n: int, lr: float,
     result = correct(teacher, data=tokens.path, tokens=n, out=run / "correct", lora=lora_rank > 0,
                      lora_rank=max(lora_rank, 1), lora_alpha=2.0 * max(lora_rank, 1), lr=lr, min_lr=lr / 10,
                      seq_len=distill.seq_len, micro_batch=distill.micro_batch,
-                     global_batch_tokens=distill.global_batch_tokens, device=device,
+                     global_batch_tokens=distill.batch_tokens(), device=device,
                      resume=(run / "correct").exists())
     return {"model": "correct/student", "tokens": result["tokens"], "steps": result["steps"],
             "val_loss": result["val_loss"]}

@@ -257,7 +257,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
            data: Path | None = None, calib_seqs: int = 64, val_seqs: int = 16, criterion: Criterion = "activation",
            seq_agg: Agg = "mean", batch_agg: Agg = "l2", hidden_score: HiddenScore = "norms",
            head_score: HeadScore = "o_proj", layer_criterion: LayerCriterion = "block",
-           distill: TrainConfig = TrainConfig(lr=1e-3, min_lr=1e-4, eval_every=0), device: str = "auto",
+           distill: TrainConfig = TrainConfig(eval_every=0), device: str = "auto",
            seed: int = 1234, overwrite: bool = False) -> dict:
     """Search the student shape under a parameter budget and prune the teacher to the winner.
 

@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM
 
 from minitron.cli import main
 from minitron.data import TokenData
+from minitron.distill import TrainConfig
 from minitron.distill.losses import ForwardKL
 from minitron.errors import MinitronError
 from minitron.eval import evaluate
@@ -93,6 +94,29 @@ def test_distill_outputs_and_masked_kd_loss(world, tmp_path):
     assert ev["val_loss"] == pytest.approx(metrics[-1]["val_loss"], rel=1e-5)
 
 
+def test_default_batch_and_learning_rate_follow_the_budget_and_the_width(world, tmp_path):
+    """Unset, the batch leaves at least 64 steps (a power of two, one micro-batch to 16,384 tokens) and the peak
+    learning rate is 1e-3 x 576 / hidden size, at most 1e-3; a run records them as numbers; set, they stay."""
+    assert TrainConfig(tokens=65536).batch_tokens() == 2048  # one micro-batch of 4 x 512: 32 steps
+    assert TrainConfig(tokens=204800, seq_len=256).batch_tokens() == 2048
+    assert TrainConfig(tokens=1_000_000).batch_tokens() == 8192
+    assert TrainConfig(tokens=10**9).batch_tokens() == 16384
+    assert TrainConfig(tokens=10**9, global_batch_tokens=4096).batch_tokens() == 4096
+    wide, narrow = TrainConfig().resolved(4096), TrainConfig().resolved(384)
+    assert (wide.lr, wide.min_lr) == (1.41e-4, pytest.approx(1.41e-5))  # three significant digits
+    assert (narrow.lr, narrow.min_lr) == (1e-3, 1e-4)
+    assert TrainConfig(lr=3e-4).resolved(576).min_lr == pytest.approx(3e-5)
+    with pytest.raises(MinitronError, match="above the learning rate"):
+        TrainConfig(min_lr=1e-2).resolved(576)
+    out = tmp_path / "run"
+    main(["distill", "--teacher", world["teacher"], "--student", world["student"], "--data", world["data"],
+          "--tokens", str(64 * 64), "--out", str(out), "--seq-len", "32", "--micro-batch", "2", "--eval-seqs", "4",
+          "--eval-every", "0", "--save-every", "0"])
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["config"]["global_batch_tokens"] == 64 and saved["plan"]["steps"] == 64
+    assert (saved["config"]["lr"], saved["config"]["min_lr"]) == (1e-3, 1e-4)  # hidden 48: capped at 1e-3
+
+
 def test_conventional_training_from_random_init(world, tmp_path):
     out = tmp_path / "ce"
     main(["distill", "--student", world["student"], "--data", world["data"], "--tokens", str(30 * 128),
@@ -102,7 +126,7 @@ def test_conventional_training_from_random_init(world, tmp_path):
     assert json.loads((out / "train_config.json").read_text())["loss"] == "ce"
     assert metrics[0]["loss"] == pytest.approx(np.log(256), abs=0.3)  # random init predicts ~uniformly
     assert np.mean([m["loss"] for m in metrics[-3:]]) < metrics[0]["loss"] - 1.0
-    assert metrics[0]["lr"] == pytest.approx(1.5e-3) and metrics[-1]["lr"] < 3e-4  # warm-up, cosine decay
+    assert metrics[0]["lr"] == pytest.approx(1.5e-3) and metrics[-1]["lr"] < 4e-4  # warm-up, cosine decay to lr / 10
     assert "val_loss" in metrics[-1] and sorted(os.listdir(out / "checkpoints")) == ["step-30"]
 
 

@@ -4,12 +4,15 @@ place. The CLI flags (`minitron distill --lr 3e-4`), the YAML keys (`--config ru
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from minitron.errors import MinitronError
 from minitron.tracking import check_report_to
+
+MIN_AUTO_STEPS = 64  # the default batch leaves at least this many optimiser steps in the budget
+MAX_AUTO_BATCH = 16384  # and is at most this many tokens
 
 LossName = Literal["forward_kl", "reverse_kl", "jsd", "topk_kl", "ce_kd", "ce"]
 
@@ -73,12 +76,16 @@ class TrainConfig:
     """tokens per training sequence"""
     micro_batch: int = 4
     """sequences per forward/backward on one process"""
-    global_batch_tokens: int = 16384
-    """tokens per optimiser step, all processes together"""
-    lr: float = 1e-4
-    """peak learning rate (AdamW, betas 0.9/0.95)"""
-    min_lr: float = 1e-5
-    """learning rate at the end of the cosine decay"""
+    global_batch_tokens: int | None = None
+    """tokens per optimiser step, all processes together (default: the largest power of two that leaves at least
+    64 steps in --tokens, from one micro-batch up to 16,384; fewer than ~32 steps measured clearly worse,
+    docs/recipe.md)"""
+    lr: float | None = None
+    """peak learning rate (AdamW, betas 0.9/0.95; default: 1e-3 x 576 / the student's hidden size, at most 1e-3:
+    1e-3 measured best for SmolLM2-135M's width, docs/recipe.md; 1.4e-4 at 4,096, the scale of the Minitron papers'
+    1e-4)"""
+    min_lr: float | None = None
+    """learning rate at the end of the cosine decay (default: --lr / 10)"""
     warmup_steps: int | None = None
     """linear warm-up steps (default: 5 percent of the steps)"""
     weight_decay: float = 0.1
@@ -110,6 +117,22 @@ class TrainConfig:
     """directory of a cache of the teacher's top-k log-probabilities (fp16) and tokens, keyed by the teacher,
     data, seq_len, micro_batch, seed and --top-k: the first run writes it, later runs on the same batches (the
     search's candidates, reruns) read it instead of running the teacher; needs --loss topk_kl"""
+
+    def batch_tokens(self) -> int:
+        """--global-batch-tokens, or its default for this budget (see the field)."""
+        if self.global_batch_tokens is not None:
+            return self.global_batch_tokens
+        per_micro = self.micro_batch * self.seq_len
+        return max(per_micro, min(MAX_AUTO_BATCH, 2 ** max(0, (self.tokens // MIN_AUTO_STEPS).bit_length() - 1)))
+
+    def resolved(self, hidden_size: int) -> "TrainConfig":
+        """This config with the defaults that depend on the budget and the student's width made explicit (what
+        a run records and resumes with)."""
+        lr = self.lr if self.lr is not None else float(f"{min(1.0, 576 / hidden_size) * 1e-3:.3g}")
+        min_lr = self.min_lr if self.min_lr is not None else lr / 10
+        if min_lr > lr:
+            raise MinitronError(f"--min-lr {min_lr:g} is above the learning rate {lr:g}; lower it or set --lr")
+        return replace(self, global_batch_tokens=self.batch_tokens(), lr=lr, min_lr=min_lr)
 
     def bf16(self, device: torch.device) -> bool:
         """Whether this run computes in bf16 on `device` (see `precision`)."""
@@ -152,17 +175,21 @@ class TrainConfig:
             if not good or not ok(value):
                 raise MinitronError(f"--{name.replace('_', '-')} must be {what}, not {value!r}")
 
-        for name in ("tokens", "seq_len", "micro_batch", "global_batch_tokens", "chunk_tokens", "top_k",
-                     "eval_seqs", "keep_checkpoints"):
+        for name in ("tokens", "seq_len", "micro_batch", "chunk_tokens", "top_k", "eval_seqs", "keep_checkpoints"):
             check(name, lambda v: v >= 1, "a positive whole number", int)
+        if self.global_batch_tokens is not None:
+            check("global_batch_tokens", lambda v: v >= 1, "a positive whole number", int)
         for name in ("eval_every", "save_every", "seed", "lora_rank"):
             check(name, lambda v: v >= 0, "a whole number, 0 or more", int)
         if self.warmup_steps is not None:
             check("warmup_steps", lambda v: v >= 0, "a whole number, 0 or more", int)
         check("temperature", lambda v: v > 0, "a positive number")
-        check("lr", lambda v: v > 0, "a positive number")
+        if self.lr is not None:
+            check("lr", lambda v: v > 0, "a positive number")
         check("lora_alpha", lambda v: v > 0, "a positive number")
-        check("min_lr", lambda v: 0 <= v <= self.lr, f"a number from 0 to --lr ({self.lr:g})")
+        if self.min_lr is not None:
+            check("min_lr", lambda v: 0 <= v <= (self.lr or math.inf),
+                  f"a number from 0 to --lr ({self.lr:g})" if self.lr else "a number, 0 or more")
         check("jsd_beta", lambda v: 0 < v < 1, "strictly between 0 and 1")
         check("ce_weight", lambda v: 0 <= v <= 1, "from 0 to 1")
         for name in ("weight_decay", "grad_clip", "hidden_weight"):
@@ -202,7 +229,7 @@ def make_plan(cfg: TrainConfig, train_tokens: int, val_tokens: int, world: int, 
         raise MinitronError(f"data in {where} has {val_tokens:,} validation tokens, too few for one "
                             f"sequence of {cfg.seq_len + 1}; add data, raise --val-fraction or lower --seq-len")
     per_micro = cfg.micro_batch * cfg.seq_len
-    n_micro = math.ceil(max(1, round(cfg.global_batch_tokens / per_micro)) / world) * world
+    n_micro = math.ceil(max(1, round(cfg.batch_tokens() / per_micro)) / world) * world
     tokens_per_step = n_micro * per_micro
     steps = cfg.tokens // tokens_per_step
     if steps < 1:

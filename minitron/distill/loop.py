@@ -61,6 +61,7 @@ def distill(cfg: TrainConfig) -> DistillResult:
 def train(cfg: TrainConfig, loss_name: str, env: Env) -> DistillResult:
     """`distill` once its settings are checked, the processes started and the run directory locked."""
     data, tokenizer, s_config, t_config = open_inputs(cfg, env)
+    cfg = cfg.resolved(s_config.hidden_size)  # the batch and learning rate from the budget and the width
     plan = make_plan(cfg, data.num_tokens("train"), data.num_tokens("val"), env.world, data.path)
     cache = (TeacherCache.open(cfg.teacher_cache, cfg.teacher, teacher_dtype(cfg, env), data, t_config.vocab_size,
                                cfg.seq_len, cfg.micro_batch, cfg.seed, cfg.top_k, env) if cfg.teacher_cache else None)
