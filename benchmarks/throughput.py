@@ -220,6 +220,7 @@ def make_minitron(setup: Setup, teacher_lm, **options):
 
 # Trainer options measured beside its defaults (`--experiments`); each is a TrainConfig setting.
 EXPERIMENTS = {"bf16": dict(precision="bf16"), "bf16_ckpt": dict(precision="bf16", activation_checkpointing=True),
+               "bf16_ckpt_c512": dict(precision="bf16", activation_checkpointing=True, chunk_tokens=512),
                "compile": dict(compile=True), "ckpt": dict(activation_checkpointing=True),
                "compile_ckpt": dict(compile=True, activation_checkpointing=True)}
 
