@@ -63,6 +63,8 @@ ROWS = {  # name: (description, changes to BASE); every row but one runs under b
                           dict(target=dict(intermediate_size=512, num_hidden_layers=22))),
     "shape-576-1536-11L": ("hidden 576, MLP 1536, 9 heads, 11 layers: depth only (67.3M)",
                            dict(target=dict(num_hidden_layers=11))),
+    "shape-576-384-25L": ("hidden 576, MLP 384, 9 heads, 25 layers: `minitron search --params 0.5`'s winner (67.0M)",
+                          dict(target=dict(intermediate_size=384, num_hidden_layers=25))),
     "shape-432-1024-26L": ("hidden 432, MLP 1024, 6 heads, 26 layers (68.7M)",
                            dict(target=dict(hidden_size=432, intermediate_size=1024, num_attention_heads=6,
                                             num_hidden_layers=26))),
