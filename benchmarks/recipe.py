@@ -84,20 +84,25 @@ def main() -> None:
     val = data.fixed("val", args.val_seqs, 256)["input_ids"].split(4)
     results = load_results(args)
     results["teacher"] = {"val_loss": lm_loss(load_model("default"), val)}
-    results["pruned"] = {"val_loss": lm_loss(load_model(pruned_student(args, TARGET)), val)}
+    base = pruned_student(args, TARGET)
+    starts = {base: lm_loss(load_model(base), val)}  # each pruned student's loss, evaluated once
+    results["pruned"] = {"val_loss": starts[base]}
     for name in args.rows:
         changes = dict(ROWS[name][1])
         target = changes.pop("target", TARGET)
         pruned = pruned_student(args, target, changes.pop("prune", {}))
         recipe = {**BASE, **changes}
         row = train(args, name, recipe, pruned, data)
-        row["pruned_val_loss"] = lm_loss(load_model(pruned), val)  # each row's own start
+        if pruned not in starts:
+            starts[pruned] = lm_loss(load_model(pruned), val)
+        row["pruned_val_loss"] = starts[pruned]  # each row's own start
         row["val_loss"] = lm_loss(load_model(args.work / name / "student"), val)
         results[name] = row
         print(f"{name:>12}  val loss {row['val_loss']:.3f}  {row['tokens_per_s']:.0f} tok/s  ({row['wall_s']:.0f} s)",
               flush=True)
-        write_report(args, results)
-    write_report(args, results)  # also with no rows to run: the tables from what is recorded
+        write_report(args, results)  # after every row, so that an interrupted run keeps what it measured
+    if not args.rows:
+        write_report(args, results)  # the tables from what is recorded
 
 
 def pruned_student(args, target: dict, options: dict | None = None) -> Path:

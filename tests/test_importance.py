@@ -6,9 +6,10 @@ import torch
 from torch.testing import assert_close
 
 from conftest import tiny_model
-from minitron.arch import arch_of
+from minitron.arch import arch_of, mlp_inputs
 from minitron.eval import lm_loss
 from minitron.importance import Scores, coupled_scores, compute_scores, seq_reduce
+from minitron.importance.stats import ActivationRecorder
 from minitron.prune import Plan, apply_plan
 
 BATCHES = [torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(i)) for i in range(2)]
@@ -181,9 +182,6 @@ def test_coupled_scores_cover_every_family(family):
 def test_wanda_input_norms_equal_the_inputs_squared(family):
     """The squared input norms structured Wanda reads, taken from the norm statistics already recorded when a
     linear reads the very tensor a norm produced (q_proj, the MLP, lm_head), equal the inputs squared and summed."""
-    from minitron.arch import mlp_inputs
-    from minitron.importance.stats import ActivationRecorder
-
     model = tiny_model(family)
     layer = model.model.layers[1]
     readers = {"attn_in": layer.self_attn.q_proj, "mlp_in": mlp_inputs(layer, arch_of(model.config))[-1],

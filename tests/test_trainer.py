@@ -126,7 +126,8 @@ def test_conventional_training_from_random_init(world, tmp_path):
     assert json.loads((out / "train_config.json").read_text())["loss"] == "ce"
     assert metrics[0]["loss"] == pytest.approx(np.log(256), abs=0.3)  # random init predicts ~uniformly
     assert np.mean([m["loss"] for m in metrics[-3:]]) < metrics[0]["loss"] - 1.0
-    assert metrics[0]["lr"] == pytest.approx(1.5e-3) and metrics[-1]["lr"] < 4e-4  # warm-up, cosine decay to lr / 10
+    assert metrics[0]["lr"] == pytest.approx(1.5e-3)  # warm-up
+    assert metrics[-1]["lr"] == pytest.approx(3e-4, rel=0.05)  # cosine decay to the default floor, lr / 10
     assert "val_loss" in metrics[-1] and sorted(os.listdir(out / "checkpoints")) == ["step-30"]
 
 
