@@ -1,5 +1,5 @@
-"""Which distillation recipe recovers the demo's student best for a small budget? The real default teacher
-(SmolLM2-135M-Instruct) pruned once to the demo's target, then the same student distilled with each recipe for the
+"""Which distillation recipe recovers a half-size student best for a small budget? The real default teacher
+(SmolLM2-135M-Instruct) pruned once to the old demo's target, then the same student distilled with each recipe for the
 same number of tokens: global batch size, peak learning rate, sequence length, warm-up and decay, the logit loss
 and the precision. Every model is evaluated on the same held-out tokens (the demo's: the first 32 x 256 tokens of
 the held-out split).
@@ -25,11 +25,13 @@ from minitron.eval import lm_loss
 from minitron.load import load_model
 from minitron.prune import prune
 
-TARGET = dict(hidden_size=384, intermediate_size=1024, num_attention_heads=6)  # the demo's
+TARGET = dict(hidden_size=384, intermediate_size=1024, num_attention_heads=6)  # the old demo's
 NOTES = "<!-- notes: written by hand, kept when the tables are regenerated -->"
 BASE = dict(seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3, min_lr=1e-4, warmup_steps=None,
             loss="forward_kl", precision="bf16")
-POOLED = dict(prune=dict(hidden_score="pooled"))  # the student the first rows were measured on (see NOTES)
+POOLED = dict(prune=dict(hidden_score="pooled"))
+WINNER = dict(intermediate_size=384, num_hidden_layers=25)  # `minitron search --params 0.5`'s winner
+ALL3 = dict(seq_len=128, micro_batch=8, loss="ce_kd", min_lr=0.0)  # the student the first rows were measured on (see NOTES)
 ROWS = {  # name: (description, changes to BASE); every row but one runs under bf16 autocast
     "b1k": ("1,024-token batches (4 x 256), lr 1e-3 → 1e-4, forward KL", {}),
     "b1k-pooled": ("as b1k, the student's hidden channels scored pooled over every norm", POOLED),
@@ -46,7 +48,7 @@ ROWS = {  # name: (description, changes to BASE); every row but one runs under b
     "b1k-min0": ("cosine decay to 0", dict(min_lr=0.0)),
     "b1k-nowarm": ("no warm-up (default: 5% of the steps)", dict(warmup_steps=0)),
     "b1k-s512": ("sequences of 512 (2 x 512)", dict(seq_len=512, micro_batch=2)),
-    # other shapes of about the same size (the demo's: hidden 384, MLP 1024, 6 heads, 30 layers, 67.6M)
+    # other shapes of about the same size (the old demo's: hidden 384, MLP 1024, 6 heads, 30 layers, 67.6M)
     "shape-576-768-18L": ("hidden 576, MLP 768, 9 heads, 18 layers (68.2M)",
                           dict(target=dict(intermediate_size=768, num_hidden_layers=18))),
     "shape-480-1024-22L": ("hidden 480, MLP 1024, 6 heads, 22 layers (68.2M)",
@@ -68,6 +70,20 @@ ROWS = {  # name: (description, changes to BASE); every row but one runs under b
     "shape-432-1024-26L": ("hidden 432, MLP 1024, 6 heads, 26 layers (68.7M)",
                            dict(target=dict(hidden_size=432, intermediate_size=1024, num_attention_heads=6,
                                             num_hidden_layers=26))),
+    # the close recipe rows again, on the search's winner and with a second data order
+    "win-b1k": ("as b1k, on the search's winner (hidden 576, MLP 384, 9 heads, 25 layers)", dict(target=WINNER)),
+    "win-s128": ("as win-b1k, sequences of 128 (8 x 128)", dict(target=WINNER, seq_len=128, micro_batch=8)),
+    "win-cekd": ("as win-b1k, CE + forward KL, 0.5 each", dict(target=WINNER, loss="ce_kd")),
+    "win-min0": ("as win-b1k, cosine decay to 0", dict(target=WINNER, min_lr=0.0)),
+    "win-all3": ("as win-b1k, sequences of 128, CE + KL and decay to 0", dict(target=WINNER, **ALL3)),
+    "win-b1k-seed1": ("as win-b1k, data seed 1", dict(target=WINNER, seed=1)),
+    "win-cekd-seed1": ("as win-cekd, data seed 1", dict(target=WINNER, seed=1, loss="ce_kd")),
+    "win-s512": ("as win-b1k, sequences of 512 (2 x 512)", dict(target=WINNER, seq_len=512, micro_batch=2)),
+    # issue 16's comparison: today's default against the default before issues 16 and 17, side by side
+    "old-default": ("the default before issues 16-17: hidden 384, MLP 1024, 6 heads by the papers' score, hidden "
+                    "channels scored pooled, 4,096-token batches (bf16)", dict(global_batch_tokens=4096, **POOLED)),
+    "new-default": ("today's default (configs/demo.yaml): the search's winner (hidden 576, MLP 384, 9 heads, 25 layers), "
+                    "CE + forward KL", dict(target=WINNER, loss="ce_kd")),
 }
 
 
@@ -145,14 +161,17 @@ def write_report(args, results: dict) -> None:
     teacher, pruned = results["teacher"]["val_loss"], results["pruned"]["val_loss"]
     base = results.get("b1k", {}).get("tokens_per_s")
     lines = ["# Distillation recipes for a small budget", "",
-             f"SmolLM2-135M-Instruct pruned to the demo's target (hidden 384 / MLP 1024 / 6 heads, 67.6M parameters) "
+             f"SmolLM2-135M-Instruct pruned to the old demo's target (hidden 384 / MLP 1024 / 6 heads, 67.6M parameters) "
              f"by activation importance (heads by the papers' score), then distilled for {args.tokens:,} tokens of the "
              f"default corpus with each recipe; AdamW with cosine decay. Every row starts from the same pruned student "
-             f"but the shapes and the rows *as b1k-pooled*, whose student had its hidden channels scored pooled over "
-             f"every norm (the score before issue 16 made it per norm): each row's start is in its own column. "
+             f"but the other shapes (*shape-*, *win-* and *new-default*) and the rows *as b1k-pooled*, whose student "
+             f"had its hidden channels scored pooled over every norm (the score before issue 16 made it per norm): "
+             f"each row's start is in its own column. Every row but *new-default* distils with forward KL unless it "
+             f"says otherwise; *seed* rows change only the order of the training data. "
              f"Validation: the first "
              f"{args.val_seqs} × 256 tokens of the held-out split, as in the demo's report. Teacher {teacher:.3f}, "
-             f"pruned student {pruned:.3f}. One run on 2 CPU cores (AVX512-BF16).", "",
+             f"pruned student {pruned:.3f}. Rows were added over several runs of this script, one row at a time on 2 "
+             f"CPU cores (AVX512-BF16); the losses do not depend on the run.", "",
              f"Reproduce: `.venv/bin/python benchmarks/recipe.py --tokens {args.tokens}`", "",
              "| row | recipe (changes to b1k) | steps | pruned val loss | val loss | perplexity | gap closed | tokens/s | "
              "speed vs b1k | wall time |", "|---|---|---|---|---|---|---|---|---|---|"]

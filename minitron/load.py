@@ -146,7 +146,10 @@ def load_config(spec: str | Path):
 
 
 def check_seq_len(config, seq_len: int, spec: str | Path) -> None:
-    """Refuse sequences longer than the model was built for (its positions past that are untrained)."""
+    """Refuse sequences of no tokens, or longer than the model was built for (its positions past that are
+    untrained)."""
+    if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
+        raise MinitronError(f"--seq-len must be a positive whole number, not {seq_len!r}")
     limit = getattr(config, "max_position_embeddings", None)
     if limit and seq_len > limit:
         raise MinitronError(f"--seq-len {seq_len} is longer than {spec}'s max_position_embeddings ({limit}); "

@@ -37,7 +37,7 @@ from minitron.errors import MinitronError
 from minitron.card import write_model_card
 from minitron.correct import correct
 from minitron.eval import generation_speed, lm_loss, windows_in_batches
-from minitron.importance import Agg, Criterion, HeadScore, HiddenScore, score
+from minitron.importance import HEAD_SCORE, HIDDEN_SCORE, Agg, Criterion, HeadScore, HiddenScore, score
 from minitron.io import output_lock, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.prune import LayerCriterion, check_target, params_of, parse_layers, prune, target_config
@@ -54,9 +54,9 @@ SET_BY_COMPRESS = ("student", "out", "teacher", "data", "device", "resume", "ove
 
 def compress(teacher: str = "default", target: dict[str, int] | None = None, drop_layers: str | None = None,
              criterion: Criterion = "activation", seq_agg: Agg = "mean", batch_agg: Agg = "l2",
-             hidden_score: HiddenScore = "norms", head_score: HeadScore = "o_proj",
+             hidden_score: HiddenScore = HIDDEN_SCORE, head_score: HeadScore = HEAD_SCORE,
              layer_criterion: LayerCriterion = "block", out: Path | None = None, data: Path | None = None,
-             calib_seqs: int = 32, val_seqs: int = 32, prompt: str = DEFAULT_PROMPT,
+             calib_seqs: int = 32, val_seqs: int = 32, seq_len: int | None = None, prompt: str = DEFAULT_PROMPT,
              distill: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False,
              overwrite: bool = False, report_to: list[Literal["tensorboard", "wandb"]] | None = None,
              params: float | None = None, search_top: int = 4, search_tokens: int = 65536,
@@ -81,11 +81,12 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
             removal raises the LM loss least), loss (per layer), bi (Block Influence) or random
         out: run directory (default: runs/<teacher name>-pruned)
         data: token data directory from `minitron data` (default: the default corpus in the teacher's tokenizer)
-        calib_seqs: calibration sequences for importance scoring (of distill.seq_len tokens)
-        val_seqs: held-out sequences every model is evaluated on (of distill.seq_len tokens)
+        calib_seqs: calibration sequences for importance scoring (of --seq-len tokens)
+        val_seqs: held-out sequences every model is evaluated on (of --seq-len tokens)
+        seq_len: tokens per calibration and held-out sequence (default: the distillation's, --distill.seq-len);
+            fixing it keeps the reported losses comparable when the training length changes
         prompt: the prompt each model answers in the report
-        distill: distillation settings (`--distill.lr 3e-4`, or a `distill:` section in YAML); its seq_len is
-            also the calibration and evaluation length; student, out, teacher, data, device, resume and overwrite
+        distill: distillation settings (`--distill.lr 3e-4`, or a `distill:` section in YAML); student, out, teacher, data, device, resume and overwrite
             are set by compress
         device: auto, cpu or cuda
         resume: continue an interrupted run (recorded stages are kept, distillation continues from its checkpoint)
@@ -128,7 +129,9 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
     config = load_config(teacher)
     drop = parse_layers(drop_layers, config.num_hidden_layers) if drop_layers else None
     sizes = check_target(config, target or {}, drop) if params is None else None
-    check_seq_len(config, distill.seq_len, teacher)
+    seq_len = distill.seq_len if seq_len is None else seq_len
+    for length in {seq_len, distill.seq_len}:
+        check_seq_len(config, length, teacher)
     tokens = TokenData.open(data if data is not None else default_data(teacher))
     if tokens.num_tokens("train") < distill.tokens:
         raise MinitronError(f"the data has {tokens.num_tokens('train'):,} training tokens, fewer than the "
@@ -155,7 +158,8 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
                       {"tokens": correct_teacher, "lr": correct_lr, "lora_rank": correct_lora_rank},
                       benchmarks, tasks_limit)
         train = replace(distill, data=str(tokens.path), device=device, report_to=report_to)
-        report = run_stages(run, teacher, config, tokens, data, plan, train, calib_seqs, val_seqs, prompt, device)
+        report = run_stages(run, teacher, config, tokens, data, plan, train, calib_seqs, val_seqs, seq_len, prompt,
+                            device)
     print(f"\nwrote {report} — distilled student in {run / 'student'}")
     return json.loads((run / "metrics.json").read_text())
 
@@ -177,11 +181,11 @@ class Recipe:
 
 
 def run_stages(run: Path, teacher: str, config, tokens: TokenData, data: Path | None, plan: Recipe,
-               train: TrainConfig, calib_seqs: int, val_seqs: int, prompt: str, device: str) -> Path:
+               train: TrainConfig, calib_seqs: int, val_seqs: int, seq_len: int, prompt: str, device: str) -> Path:
     """The chain of stages in RUN, each recorded in stages.json and skipped when a resume finds it done: data,
     teacher correction, then per round score + prune (or the search) and distil, then evaluate and the benchmark
     tasks; the report."""
-    record, seq_len, rounds = Record(run), train.seq_len, len(plan.targets)
+    record, rounds = Record(run), len(plan.targets)
     extra = {k: v for k, v in (("correct_teacher", plan.correction["tokens"]), ("stages", rounds)) if v not in (0, 1)}
     record.stage("data", {"teacher": teacher, "data": str(data) if data else None, **extra},
                  lambda: {"data": str(tokens.path), "train_tokens": tokens.num_tokens("train")})
@@ -200,7 +204,7 @@ def run_stages(run: Path, teacher: str, config, tokens: TokenData, data: Path | 
             found = record.stage("search", {**plan.search, "calib_seqs": calib_seqs, "val_seqs": val_seqs,
                                             "seq_len": seq_len, **beyond(criteria, PRUNING)},
                                  lambda: search_stage(source, plan.search["params"], tokens, run, calib_seqs,
-                                                      val_seqs, plan.search["search_top"],
+                                                      val_seqs, seq_len, plan.search["search_top"],
                                                       plan.search["search_tokens"], train, device, criteria))
             sizes = check_target(config, found["target"])
         else:
@@ -292,8 +296,8 @@ def scores_needed(config, sizes: dict, drop: list[int] | None, criterion: str, l
 
 
 SCORING = {"criteria": ["activation"], "layer_loss": False, "block_sizes": None}  # the default recipe's
-PRUNING = dict(drop_layers=None, criterion="activation", seq_agg="mean", batch_agg="l2", hidden_score="norms",
-               head_score="o_proj", layer_criterion="block")
+PRUNING = dict(drop_layers=None, criterion="activation", seq_agg="mean", batch_agg="l2", hidden_score=HIDDEN_SCORE,
+               head_score=HEAD_SCORE, layer_criterion="block")
 
 
 def beyond(settings: dict, defaults: dict) -> dict:
@@ -318,12 +322,12 @@ def prune_stage(teacher: str, target: dict[str, int], run: Path, device: str, pr
 
 
 def search_stage(teacher: str, params: float, tokens: TokenData, run: Path, calib_seqs: int, val_seqs: int,
-                 top: int, search_tokens: int, distill: TrainConfig, device: str, criteria: dict) -> dict:
+                 seq_len: int, top: int, search_tokens: int, distill: TrainConfig, device: str, criteria: dict) -> dict:
     """The best shape under the budget (RUN/search, resumable), pruned into RUN/pruned by `criteria` (criterion,
     aggregations, hidden and head scores, layer criterion)."""
     shutil.rmtree(run / "pruned", ignore_errors=True)  # left by an interrupted stage
     found = search(params, teacher, out=run / "pruned", work=run / "search", data=tokens.path, calib_seqs=calib_seqs,
-                   val_seqs=val_seqs, distill_top=top, distill_tokens=search_tokens,
+                   val_seqs=val_seqs, seq_len=seq_len, distill_top=top, distill_tokens=search_tokens,
                    distill=replace(distill, eval_every=0), device=device, **criteria)
     return {"pruned": "pruned", "target": found["target"], "params": found["params"], "search": "search/search.json"}
 

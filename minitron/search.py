@@ -26,10 +26,10 @@ from minitron.distill import TrainConfig
 from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError
 from minitron.eval import lm_loss, windows_in_batches
-from minitron.importance import Agg, Criterion, HeadScore, HiddenScore, Scores, score
+from minitron.importance import HEAD_SCORE, HIDDEN_SCORE, Agg, Criterion, HeadScore, HiddenScore, Scores, score
 from minitron.importance.scores import loss_key
 from minitron.io import refuse_existing, write_json
-from minitron.load import load_config, load_model, pick_device
+from minitron.load import check_seq_len, load_config, load_model, pick_device
 from minitron.prune import apply_plan, check_target, make_plan, params_of, prune
 from minitron.prune.plan import LayerCriterion, validate_config
 
@@ -254,9 +254,10 @@ def ranked(candidates: list[Candidate]) -> list[Candidate]:
 def search(params: float, model: str = "default", out: Path | None = None, work: Path | None = None,
            tolerance: float = 0.05, steps: dict[str, int] | None = None, floors: dict[str, int] | None = None,
            max_candidates: int = 24, distill_top: int = 4, distill_tokens: int = 65536, scores: Path | None = None,
-           data: Path | None = None, calib_seqs: int = 64, val_seqs: int = 16, criterion: Criterion = "activation",
-           seq_agg: Agg = "mean", batch_agg: Agg = "l2", hidden_score: HiddenScore = "norms",
-           head_score: HeadScore = "o_proj", layer_criterion: LayerCriterion = "block",
+           data: Path | None = None, calib_seqs: int = 64, val_seqs: int = 16, seq_len: int | None = None,
+           criterion: Criterion = "activation", seq_agg: Agg = "mean", batch_agg: Agg = "l2",
+           hidden_score: HiddenScore = HIDDEN_SCORE, head_score: HeadScore = HEAD_SCORE,
+           layer_criterion: LayerCriterion = "block",
            distill: TrainConfig = TrainConfig(eval_every=0), device: str = "auto",
            seed: int = 1234, overwrite: bool = False) -> dict:
     """Search the student shape under a parameter budget and prune the teacher to the winner.
@@ -277,15 +278,15 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         scores: importance scores from `minitron score` (default: scored once into WORK/scores)
         data: token data directory (default: the default corpus)
         calib_seqs: calibration sequences (when search scores)
-        val_seqs: held-out sequences every candidate is measured on (of distill.seq_len tokens)
+        val_seqs: held-out sequences every candidate is measured on (of --seq-len tokens)
+        seq_len: tokens per calibration and held-out sequence (default: the distillations', --distill.seq-len)
         criterion: width importance: activation, wanda, magnitude, taylor or random
         seq_agg: activation aggregation over the sequence: mean, l2 or var
         batch_agg: activation aggregation over the batch: l2, mean or var
         hidden_score: activation score of hidden channels: norms or pooled (see `minitron prune`)
         head_score: activation score of heads: o_proj or attn (see `minitron prune`)
         layer_criterion: depth: block (best contiguous block), loss, bi (Block Influence) or random
-        distill: settings of the short distillations (`--distill.lr`); tokens is --distill-tokens; its seq_len
-            is also the calibration and evaluation length
+        distill: settings of the short distillations (`--distill.lr`); tokens is --distill-tokens
         device: auto, cpu or cuda
         seed: seed of the calibration sample
         overwrite: replace --out, and start the work directory again
@@ -299,6 +300,8 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         raise MinitronError("--tolerance must be between 0 and 1, --max-candidates, --distill-tokens and "
                             "--val-seqs at least 1, --distill-top 0 or more")
     config = load_config(model)
+    seq_len = distill.seq_len if seq_len is None else seq_len
+    check_seq_len(config, seq_len, model)
     budget = budget_of(params, params_of(config))
     candidates = enumerate_shapes(config, budget, tolerance, steps, floors)
     if not candidates:
@@ -312,11 +315,11 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
                 "data": str(data), "calib_seqs": calib_seqs, "val_seqs": val_seqs, "criterion": criterion,
                 "seq_agg": seq_agg, "batch_agg": batch_agg, "hidden_score": hidden_score, "head_score": head_score,
                 "layer_criterion": layer_criterion, "distill": json.loads(json.dumps(asdict(distill), default=str)),
-                "seed": seed}
+                "seed": seed, **({"seq_len": seq_len} if seq_len != distill.seq_len else {})}
     restore(work, settings, chosen, overwrite)
     tokens = TokenData.open(data if data is not None else default_data(model))
-    val = windows_in_batches(tokens.fixed("val", val_seqs, distill.seq_len), 4)
-    saved, scores_dir = cached_scores(model, scores, work, data, calib_seqs, distill.seq_len,
+    val = windows_in_batches(tokens.fixed("val", val_seqs, seq_len), 4)
+    saved, scores_dir = cached_scores(model, scores, work, data, calib_seqs, seq_len,
                                       depth_needs(config, chosen, layer_criterion), criterion, device, seed)
     prune_kw = dict(criterion=criterion, seq_agg=seq_agg, batch_agg=batch_agg, hidden_score=hidden_score,
                     head_score=head_score, layer_criterion=layer_criterion)

@@ -83,7 +83,7 @@ def test_distilled_card(made):
     assert figures["final training loss"] == f"{history[-1]['loss']:.4f} (step 4)"
     assert figures["held-out perplexity"] == "123.5"
     assert figures["parameters"] == f"{AutoModelForCausalLM.from_pretrained(student).num_parameters():,}"
-    assert "- loss: forward_kl" in body and "- tokens: 512 in 4 steps" in body
+    assert "- loss: ce_kd" in body and "- tokens: 512 in 4 steps" in body
     assert "### Pruning" in body and "hidden_size 64 → 48" in body  # read from the pruned student it started from
     assert "pruned and distilled from acme/tiny-llama" in body
 

@@ -12,7 +12,10 @@ from conftest import cli_error
 from minitron.cli import main, parse
 from minitron import pipeline
 from minitron.distill import TrainConfig, distill
+from minitron.data import TokenData
 from minitron.errors import MinitronError
+from minitron.eval import lm_loss
+from minitron.load import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4}, calib_seqs=4, val_seqs=4,
@@ -82,6 +85,21 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     assert "kjv: word_perplexity, zero-shot, 2 documents" in card and "validation loss" in card
 
 
+def test_compress_scores_and_evaluates_at_its_own_seq_len(trained_tiny, tiny_data, tmp_path):
+    """--seq-len sets the calibration and held-out length apart from the training length (--distill.seq-len):
+    the three models' losses are measured on windows of --seq-len tokens, and a resume with another is refused."""
+    run = tmp_path / "run"
+    metrics = minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, seq_len=16, **TINY)
+    stages = json.loads((run / "stages.json").read_text())
+    assert stages["score"]["settings"]["seq_len"] == 16 and stages["distill"]["settings"]["seq_len"] == 32
+    val = TokenData.open(tiny_data).fixed("val", TINY["val_seqs"], 16)["input_ids"]
+    assert val.shape == (TINY["val_seqs"], 17)
+    for name, model in (("teacher", trained_tiny), ("distilled", run / "student")):
+        assert metrics[name]["val_loss"] == pytest.approx(lm_loss(load_model(model), val.split(4)), rel=1e-4)
+    with pytest.raises(MinitronError, match="finished stage 'score' with seq_len = 16, now 32"):
+        minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, resume=True, **TINY)
+
+
 def test_interrupted_compress_resumes_from_the_record(trained_tiny, tiny_data, tmp_path, monkeypatch, capsys,
                                                     die_after_checkpoint):
     """Killed inside distillation (after its step-2 checkpoint): the resumed run redoes neither scoring nor
@@ -112,11 +130,12 @@ def test_demo_config_is_the_demo():
     fn, kw = parse(["compress", "--config", str(REPO / "configs" / "demo.yaml")])
     assert fn is minitron.compress
     assert kw["teacher"] == "default" and kw["out"] == Path("runs/smollm2-135m-half")
-    assert kw["target"] == {"intermediate_size": 768, "num_hidden_layers": 18}
-    assert (kw["calib_seqs"], kw["val_seqs"]) == (32, 32)
+    assert kw["target"] == {"intermediate_size": 384, "num_hidden_layers": 25}  # the search's winner
+    assert (kw["calib_seqs"], kw["val_seqs"], kw["seq_len"]) == (32, 32, 256)
     assert kw["prompt"] == "What is a Python list? Answer in one sentence."
     assert kw["distill"] == TrainConfig(tokens=204_800, seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3,
-                                        min_lr=1e-4, precision="bf16", eval_every=40, eval_seqs=16, save_every=40)
+                                        min_lr=1e-4, loss="ce_kd", precision="bf16", eval_every=40, eval_seqs=16,
+                                        save_every=40)
 
 
 @pytest.mark.slow
@@ -152,6 +171,10 @@ def test_front_door_bad_input(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch
     assert "unknown task 'nope'" in err and not (tmp_path / "g").exists()
     err = cli_error(capsys, "compress", *base, "--out", tmp_path / "e", "--distill.seq-len", 300)
     assert "max_position_embeddings (256)" in err and not (tmp_path / "e").exists()
+    for bad in (300, 0):  # the calibration and evaluation length, checked like the training length
+        err = cli_error(capsys, "compress", *base, "--out", tmp_path / "h", "--seq-len", bad)
+        assert ("max_position_embeddings (256)" if bad else "positive whole number") in err
+        assert not (tmp_path / "h").exists()
     existing = tmp_path / "d"
     existing.mkdir()
     (existing / "notes.txt").write_text("keep me")

@@ -153,6 +153,10 @@ def test_resume_accepts_a_run_started_before_a_setting_existed(world, tmp_path, 
     shutil.rmtree(out / "student")
     shutil.rmtree(out / "checkpoints" / "step-2")
     record = json.loads((out / "train_config.json").read_text())
+    assert record["config"]["loss"] == "ce_kd"  # the default, recorded by name
+    (out / "train_config.json").write_text(json.dumps({**record, "config": {**record["config"], "loss": None}}))
+    err = cli_error(capsys, *run, "--resume")  # started when the default loss was recorded unresolved (forward KL)
+    assert "cannot resume" in err and "--loss None, now ce_kd" in err
     del record["config"]["precision"], record["config"]["lora_rank"]  # as written before those settings existed
     (out / "train_config.json").write_text(json.dumps(record))
     err = cli_error(capsys, *run, "--precision", "bf16", "--resume")

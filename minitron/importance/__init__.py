@@ -9,11 +9,11 @@ driver over the layers, resident or streamed), which fills a `scores.Scores` rec
 `minitron score`.
 """
 from minitron.importance.command import calibration, score
-from minitron.importance.scores import (DEFAULT_CRITERIA, WIDTH_CRITERIA, Agg, Criterion, HeadScore, HiddenScore,
-                                        Scores)
+from minitron.importance.scores import (DEFAULT_CRITERIA, HEAD_SCORE, HIDDEN_SCORE, WIDTH_CRITERIA, Agg, Criterion,
+                                        HeadScore, HiddenScore, Scores)
 from minitron.importance.stats import AGGREGATIONS, seq_reduce
 from minitron.importance.walk import compute_scores
 from minitron.importance.weights import coupled_scores, random_scores
 
-__all__ = ["AGGREGATIONS", "DEFAULT_CRITERIA", "WIDTH_CRITERIA", "Agg", "Criterion", "HeadScore", "HiddenScore", "Scores", "calibration",
+__all__ = ["AGGREGATIONS", "DEFAULT_CRITERIA", "HEAD_SCORE", "HIDDEN_SCORE", "WIDTH_CRITERIA", "Agg", "Criterion", "HeadScore", "HiddenScore", "Scores", "calibration",
            "compute_scores", "coupled_scores", "random_scores", "score", "seq_reduce"]

@@ -24,10 +24,12 @@ Agg = Literal["mean", "l2", "var"]
 # post-attention norms (the papers'), or every norm's samples pooled into one statistic (final norm included)
 HIDDEN_SCORES = {"norms": "hidden", "pooled": "hidden_pooled"}
 HiddenScore = Literal["norms", "pooled"]
+HIDDEN_SCORE: HiddenScore = "norms"  # the default: best after distillation (docs/criteria_after_kd.md)
 # head activation score -> tensor name: the head's attention output before o_proj (the papers'), or its
 # output projected through its o_proj columns
 HEAD_SCORES = {"attn": "heads", "o_proj": "heads_oproj"}
 HeadScore = Literal["attn", "o_proj"]
+HEAD_SCORE: HeadScore = "o_proj"  # the default: best after distillation (docs/criteria_after_kd.md)
 SIZE_NAMES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers")
 
 
@@ -39,7 +41,7 @@ class Scores:
     meta: dict = field(default_factory=dict)
 
     def width(self, criterion: str = "activation", seq_agg: str = "mean", batch_agg: str = "l2",
-              hidden_score: str = "norms", head_score: str = "o_proj") -> dict:
+              hidden_score: str = HIDDEN_SCORE, head_score: str = HEAD_SCORE) -> dict:
         """{"hidden", "heads", "mlp"} scores of one criterion; for activation also the choice of hidden-channel
         score (`HIDDEN_SCORES`) and head score (`HEAD_SCORES`)."""
         prefix = f"activation/{seq_agg}-{batch_agg}" if criterion == "activation" else criterion

@@ -13,7 +13,7 @@ from torch import nn
 from minitron.arch import count_params
 from minitron.card import write_model_card
 from minitron.errors import MinitronError
-from minitron.importance import Agg, Criterion, HeadScore, HiddenScore, Scores, calibration, compute_scores
+from minitron.importance import HEAD_SCORE, HIDDEN_SCORE, Agg, Criterion, HeadScore, HiddenScore, Scores, calibration, compute_scores
 from minitron.importance.scores import check_streamable
 from minitron.io import atomic_dir, refuse_existing, save_hf, write_json
 from minitron.lazy import LazyModel, choose_stream
@@ -41,7 +41,7 @@ def needed_scores(config, tokenizer, model: str, sizes: dict, drop: list[int] | 
 
 def prune(model: str = "default", target: dict[str, int] | None = None, drop_layers: str | None = None,
           out: Path | None = None, criterion: Criterion = "activation", seq_agg: Agg = "mean",
-          batch_agg: Agg = "l2", hidden_score: HiddenScore = "norms", head_score: HeadScore = "o_proj",
+          batch_agg: Agg = "l2", hidden_score: HiddenScore = HIDDEN_SCORE, head_score: HeadScore = HEAD_SCORE,
           layer_criterion: LayerCriterion = "block", scores: Path | None = None,
           data: Path | None = None, calib_seqs: int = 64, seq_len: int = 256, batch_size: int = 8,
           dry_run: bool = False, stream: bool | None = None, device: str = "auto", overwrite: bool = False,

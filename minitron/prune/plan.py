@@ -10,7 +10,7 @@ import torch
 
 from minitron.arch import PRUNABLE_SIZES, Arch, arch_of, count_params
 from minitron.errors import MinitronError
-from minitron.importance import Scores
+from minitron.importance import HEAD_SCORE, HIDDEN_SCORE, Scores
 from minitron.prune.slicing import drop_layers as drop_layer_modules
 from minitron.prune.slicing import (prune_heads, prune_hidden, prune_mlp, slice_layer_heads, slice_layer_hidden,
                                     slice_layer_mlp)
@@ -152,7 +152,7 @@ def layers_to_drop(scores: Scores, criterion: str, num_layers: int, keep: int) -
 
 def make_plan(scores: Scores, config, sizes: dict[str, int], drop: list[int] | None, criterion: str = "activation",
               seq_agg: str = "mean", batch_agg: str = "l2", layer_criterion: str = "block",
-              hidden_score: str = "norms", head_score: str = "o_proj") -> Plan:
+              hidden_score: str = HIDDEN_SCORE, head_score: str = HEAD_SCORE) -> Plan:
     L = config.num_hidden_layers
     width = scores.width(criterion, seq_agg, batch_agg, hidden_score, head_score) if any(
         sizes[k] != getattr(config, k) for k in PRUNABLE_SIZES[:4]) else None
