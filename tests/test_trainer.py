@@ -99,8 +99,9 @@ def test_distill_outputs_and_masked_kd_loss(world, tmp_path):
 def test_default_batch_and_learning_rate_follow_the_budget_and_the_width(world, tmp_path):
     """Unset, the batch leaves at least 64 steps (a power of two, one micro-batch to 16,384 tokens) and the peak
     learning rate is 1e-3 x 576 / hidden size, at most 1e-3; a run records them as numbers; set, they stay."""
-    assert TrainConfig(tokens=65536).batch_tokens() == 2048  # one micro-batch of 4 x 512: 32 steps
-    assert TrainConfig(tokens=204800, seq_len=256).batch_tokens() == 2048
+    assert TrainConfig(tokens=65536).batch_tokens() == 1024  # 64 steps of 4 x 256
+    assert TrainConfig(tokens=65536, seq_len=512).batch_tokens() == 2048  # one micro-batch of 4 x 512: 32 steps
+    assert TrainConfig(tokens=204800).batch_tokens() == 2048
     assert TrainConfig(tokens=1_000_000).batch_tokens() == 8192
     assert TrainConfig(tokens=10**9).batch_tokens() == 16384
     assert TrainConfig(tokens=10**9, global_batch_tokens=4096).batch_tokens() == 4096
