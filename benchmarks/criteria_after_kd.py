@@ -168,7 +168,8 @@ def run_row(args, row: Row, target: dict, scores_dir: Path, data: TokenData, val
     distill(TrainConfig(student=str(pruned), out=work / "run", tokens=args.tokens, teacher=args.teacher,
                         data=str(data.path), seq_len=args.seq_len, micro_batch=BATCH_SEQS,
                         global_batch_tokens=BATCH_SEQS * args.seq_len, lr=args.lr, min_lr=args.lr / 10,
-                        loss="forward_kl", precision="fp32" if args.dry else "bf16", eval_every=max(1, steps // args.curve_points),
+                        loss="forward_kl", precision="fp32" if args.dry else "bf16",
+                        eval_every=max(1, steps // args.curve_points),
                         eval_seqs=args.curve_seqs, save_every=10**9, device="cpu", overwrite=True))
     wall = round(time.time() - start, 1)
     curve = [(r["tokens"], r["val_loss"]) for _, r in read_jsonl(work / "run" / "metrics.jsonl") if "val_loss" in r]

@@ -29,9 +29,9 @@ TARGET = dict(hidden_size=384, intermediate_size=1024, num_attention_heads=6)  #
 NOTES = "<!-- notes: written by hand, kept when the tables are regenerated -->"
 BASE = dict(seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3, min_lr=1e-4, warmup_steps=None,
             loss="forward_kl", precision="bf16")
-POOLED = dict(prune=dict(hidden_score="pooled"))
+POOLED = dict(prune=dict(hidden_score="pooled"))  # the student the first rows were measured on (see NOTES)
 WINNER = dict(intermediate_size=384, num_hidden_layers=25)  # `minitron search --params 0.5`'s winner
-ALL3 = dict(seq_len=128, micro_batch=8, loss="ce_kd", min_lr=0.0)  # the student the first rows were measured on (see NOTES)
+ALL3 = dict(seq_len=128, micro_batch=8, loss="ce_kd", min_lr=0.0)  # the three close changes together
 ROWS = {  # name: (description, changes to BASE); every row but one runs under bf16 autocast
     "b1k": ("1,024-token batches (4 x 256), lr 1e-3 → 1e-4, forward KL", {}),
     "b1k-pooled": ("as b1k, the student's hidden channels scored pooled over every norm", POOLED),
@@ -66,7 +66,7 @@ ROWS = {  # name: (description, changes to BASE); every row but one runs under b
     "shape-576-1536-11L": ("hidden 576, MLP 1536, 9 heads, 11 layers: depth only (67.3M)",
                            dict(target=dict(num_hidden_layers=11))),
     "shape-576-384-25L": ("hidden 576, MLP 384, 9 heads, 25 layers: `minitron search --params 0.5`'s winner (67.0M)",
-                          dict(target=dict(intermediate_size=384, num_hidden_layers=25))),
+                          dict(target=WINNER)),
     "shape-432-1024-26L": ("hidden 432, MLP 1024, 6 heads, 26 layers (68.7M)",
                            dict(target=dict(hidden_size=432, intermediate_size=1024, num_attention_heads=6,
                                             num_hidden_layers=26))),

@@ -86,8 +86,8 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
         seq_len: tokens per calibration and held-out sequence (default: the distillation's, --distill.seq-len);
             fixing it keeps the reported losses comparable when the training length changes
         prompt: the prompt each model answers in the report
-        distill: distillation settings (`--distill.lr 3e-4`, or a `distill:` section in YAML); student, out, teacher, data, device, resume and overwrite
-            are set by compress
+        distill: distillation settings (`--distill.lr 3e-4`, or a `distill:` section in YAML); student, out,
+            teacher, data, device, resume and overwrite are set by compress
         device: auto, cpu or cuda
         resume: continue an interrupted run (recorded stages are kept, distillation continues from its checkpoint)
         overwrite: delete an existing run directory and start again

@@ -3,6 +3,7 @@ and bad input through the command line (a full disk and signals: test_reliabilit
 import errno
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -378,8 +379,6 @@ def test_cpu_training_reuses_freed_memory():
     """After `reuse_freed_memory` (what distill does on the CPU), a 64 MB block allocated and freed again and again
     reuses the same pages once the heap has grown, instead of faulting them in on every allocation (glibc's default
     maps each such block afresh: 5 x 16,384 faults below)."""
-    import resource
-
     assert reuse_freed_memory()  # glibc, as on every Linux machine this project supports
     size = 64 << 20
     for _ in range(10):  # the heap grows to hold the block, and settles

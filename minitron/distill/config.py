@@ -150,8 +150,8 @@ class TrainConfig:
     lora_alpha: float = 16.0
     """LoRA scale: the adapters' update is multiplied by lora_alpha / lora_rank"""
 
-    def validate(self) -> str:
-        """Refuse bad values before anything is loaded or written; returns the logit loss to use."""
+    def validate(self) -> None:
+        """Refuse bad values before anything is loaded or written."""
         for name in ("student", "out"):
             if getattr(self, name) in (None, ""):
                 raise MinitronError(f"distill needs --{name}")
@@ -171,7 +171,6 @@ class TrainConfig:
             raise MinitronError("--lora-rank needs pretrained weights to adapt; leave out --init random")
         if self.hidden_loss and not self.layer_pairs:
             raise MinitronError("--hidden-loss needs --layer-pairs STUDENT:TEACHER ... (0-based decoder layers)")
-        return name
 
     def _check_numbers(self) -> None:
         """Every number in range (and of the right type: a YAML config can hold anything)."""

@@ -49,7 +49,7 @@ class DistillResult:
 
 def distill(cfg: TrainConfig) -> DistillResult:
     """Run (or resume) the training that `cfg` describes (see `TrainConfig` for every setting)."""
-    loss_name = cfg.validate()  # cheap checks first
+    cfg.validate()  # cheap checks first
     env = init_env(cfg.device)
     if cfg.bf16(env.device) and env.device.type == "cpu" and not cpu_has_native_bf16() and env.is_main:
         print("warning: this CPU has no native bf16 (AVX512-BF16 or AMX); --precision bf16 will be slower than "
@@ -57,7 +57,7 @@ def distill(cfg: TrainConfig) -> DistillResult:
     if env.device.type == "cpu":
         reuse_freed_memory()
     with run_lock(Path(cfg.out), env):  # a second writer of the same run is refused
-        return train(cfg, loss_name, env)
+        return train(cfg, env)
 
 
 def reuse_freed_memory() -> bool:
@@ -75,17 +75,17 @@ def reuse_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def train(cfg: TrainConfig, loss_name: str, env: Env) -> DistillResult:
+def train(cfg: TrainConfig, env: Env) -> DistillResult:
     """`distill` once its settings are checked, the processes started and the run directory locked."""
     data, tokenizer, s_config, t_config = open_inputs(cfg, env)
-    cfg = cfg.resolved(s_config.hidden_size)  # the batch and learning rate from the budget and the width
+    cfg = cfg.resolved(s_config.hidden_size)  # the batch, learning rate and loss from the budget, width and teacher
     plan = make_plan(cfg, data.num_tokens("train"), data.num_tokens("val"), env.world, data.path)
     cache = (TeacherCache.open(cfg.teacher_cache, cfg.teacher, teacher_dtype(cfg, env), data, t_config.vocab_size,
                                cfg.seq_len, cfg.micro_batch, cfg.seed, cfg.top_k, env) if cfg.teacher_cache else None)
     cached = cache is not None and cache.complete(plan.steps, plan.n_micro)
     if cached and env.is_main:
         print(f"teacher cache {cache.root} holds every step: the teacher is not loaded", flush=True)
-    model, teacher = build_models(cfg, loss_name, env, s_config, t_config, load_teacher=not cached)
+    model, teacher = build_models(cfg, env, s_config, t_config, load_teacher=not cached)
     resume_from = prepare_out(cfg, env)  # only now, when every input has been checked and loaded
     optimizer, scheduler = build_optimizer(cfg, model, plan, env.device)
     start = load_checkpoint(resume_from, model, optimizer, scheduler, env, plan.n_micro) if resume_from else 0
@@ -93,7 +93,7 @@ def train(cfg: TrainConfig, loss_name: str, env: Env) -> DistillResult:
     out = Path(cfg.out)
     if env.is_main:
         write_json(out / "train_config.json", {"config": jsonable(asdict(cfg)), "inputs": input_paths(asdict(cfg)),
-                                               "plan": asdict(plan), "world_size": env.world, "loss": loss_name})
+                                               "plan": asdict(plan), "world_size": env.world, "loss": cfg.loss})
     log = MetricsLog(out / "metrics.jsonl", start, env.is_main)
     record = log.records[-1] if log.records else {"loss": float("nan")}
     t0 = time.perf_counter()

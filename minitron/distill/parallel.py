@@ -207,10 +207,11 @@ def teacher_dtype(cfg: TrainConfig, env: Env) -> torch.dtype:
     return torch.bfloat16 if cfg.bf16(env.device) else torch.float32
 
 
-def build_models(cfg: TrainConfig, loss: str, env: Env, s_config, t_config,
+def build_models(cfg: TrainConfig, env: Env, s_config, t_config,
                  load_teacher: bool = True) -> tuple[DistillModel, Teacher | None]:
     """The sharded student (with its loss) and the sharded, frozen teacher (None for plain training, or when
     the teacher cache holds everything the run needs: `load_teacher` False)."""
+    loss = cfg.loss_name()
     pairs = layer_pairs(cfg, s_config, t_config) if cfg.hidden_loss else []
     teacher = None
     if loss != "ce" and load_teacher:

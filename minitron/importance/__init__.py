@@ -15,5 +15,5 @@ from minitron.importance.stats import AGGREGATIONS, seq_reduce
 from minitron.importance.walk import compute_scores
 from minitron.importance.weights import coupled_scores, random_scores
 
-__all__ = ["AGGREGATIONS", "DEFAULT_CRITERIA", "HEAD_SCORE", "HIDDEN_SCORE", "WIDTH_CRITERIA", "Agg", "Criterion", "HeadScore", "HiddenScore", "Scores", "calibration",
-           "compute_scores", "coupled_scores", "random_scores", "score", "seq_reduce"]
+__all__ = ["AGGREGATIONS", "DEFAULT_CRITERIA", "HEAD_SCORE", "HIDDEN_SCORE", "WIDTH_CRITERIA", "Agg", "Criterion",
+           "HeadScore", "HiddenScore", "Scores", "calibration", "compute_scores", "coupled_scores", "random_scores", "score", "seq_reduce"]

@@ -13,7 +13,8 @@ from torch import nn
 from minitron.arch import count_params
 from minitron.card import write_model_card
 from minitron.errors import MinitronError
-from minitron.importance import HEAD_SCORE, HIDDEN_SCORE, Agg, Criterion, HeadScore, HiddenScore, Scores, calibration, compute_scores
+from minitron.importance import (HEAD_SCORE, HIDDEN_SCORE, Agg, Criterion, HeadScore, HiddenScore, Scores, calibration,
+                                 compute_scores)
 from minitron.importance.scores import check_streamable
 from minitron.io import atomic_dir, refuse_existing, save_hf, write_json
 from minitron.lazy import LazyModel, choose_stream
