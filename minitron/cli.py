@@ -19,6 +19,7 @@ import sys
 import threading
 import types
 import typing
+from pathlib import Path
 from typing import Any, Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
@@ -91,6 +92,8 @@ def parse_mapping(text: str) -> dict[str, int]:
         key, sep, value = item.partition("=")
         if not sep:
             raise MinitronError(f"expected NAME=VALUE, got {item!r}")
+        if key.strip() in out:
+            raise MinitronError(f"{key.strip()} is given twice in {text!r}; give each size once")
         try:
             out[key.strip()] = int(value)
         except ValueError:
@@ -168,12 +171,30 @@ def parse(argv: list[str]) -> tuple[Callable, dict[str, Any]]:
     fn = load_command(argv[0])
     parser = command_parser(argv[0], fn)
     args = [a for a in argv[1:] if a != "--debug"]  # read by `main`, kept out of the printed config
+    check_config_files(args)
     values = parser.instantiate(parser.parse_args(argparse_forms(parser, args))).as_dict()
     values.pop("config", None), values.pop("__path__", None)
     cls = config_class(fn)
     if cls is not None:
         return fn, {next(iter(inspect.signature(fn).parameters)): cls(**values)}
     return fn, values
+
+
+def check_config_files(args: list[str]) -> None:
+    """Each --config FILE that exists must be UTF-8 text (jsonargparse would fail with a traceback); a missing one
+    is left to jsonargparse, which names it."""
+    files = [v for flag, v in zip(args, args[1:]) if flag == "--config"]
+    files += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for name in files:
+        try:
+            raw = Path(name).read_bytes()
+        except OSError:
+            continue
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise MinitronError(f"--config {name} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start:,}); "
+                                "save it as UTF-8") from None
 
 
 def run(argv: list[str] | None = None) -> Any:
@@ -203,6 +224,26 @@ def quiet_transformers() -> None:
     logging.set_verbosity_error()
 
 
+class LineTracker:
+    """sys.stderr, remembering whether the last thing written ended its line: a progress bar leaves the cursor
+    after its text, and an error must not be glued to it."""
+
+    def __init__(self, stream):
+        self.stream, self.at_line_start = stream, True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return self.stream.write(text)
+
+    def fresh_line(self) -> None:
+        if not self.at_line_start:
+            self.write("\n")
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what schedulers send before killing a job), raised like Ctrl-C's KeyboardInterrupt so that every
     output half-written is removed the same way."""
@@ -214,45 +255,57 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
-    prog = f"minitron {argv[0]}" if argv and argv[0] in COMMANDS else "minitron"
     main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers may be set
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    stderr = sys.stderr
+    sys.stderr = LineTracker(stderr)
+    try:
+        code = _run_reporting(argv)
+    finally:
+        sys.stderr = stderr
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if code:
+        sys.exit(code)
+
+
+def _run_reporting(argv: list[str]) -> int:
+    """Run the command line; an error is one line on stderr, on a line of its own, and an exit code."""
+    debug = "--debug" in argv
+    prog = f"minitron {argv[0]}" if argv and argv[0] in COMMANDS else "minitron"
     try:
         fn, kwargs = parse(argv)
         quiet_transformers()
         fn(**kwargs)
+        return 0
     except argparse.ArgumentError as e:
         if debug:
             raise
-        print(f"{prog}: error: {one_line(e.message)} (see {prog} --help)", file=sys.stderr)
-        sys.exit(2)
+        return _error(f"{prog}: error: {one_line(e.message)} (see {prog} --help)", 2)
     except Interrupted as e:  # stopped by a signal, after saving its state
-        print(f"minitron: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        return _error(f"minitron: {e}", e.exit_code)
     except MinitronError as e:
         if debug:
             raise
-        print(f"minitron: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        return _error(f"minitron: error: {e}", 1)
     except (OSError, SafetensorError) as e:  # outside an atomic output (which says more itself)
         if debug:
             raise
         problem, name = disk_problem(e), getattr(e, "filename", None)
         if problem:
-            print(f"minitron: error: {problem}{f' writing {name}' if name else ''}; free some disk space and run "
-                  "again (nothing already written was lost)", file=sys.stderr)
-        else:
-            print(f"minitron: error: {e}", file=sys.stderr)
-        sys.exit(1)
+            return _error(f"minitron: error: {problem}{f' writing {name}' if name else ''}; free some disk space and "
+                          "run again (nothing already written was lost)", 1)
+        return _error(f"minitron: error: {e}", 1)
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)
-        print(f"minitron: {'terminated' if terminated else 'interrupted'}; nothing half-written was left",
-              file=sys.stderr)
-        sys.exit(143 if terminated else 130)
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        return _error(f"minitron: {'terminated' if terminated else 'interrupted'}; nothing half-written was left",
+                      143 if terminated else 130)
+
+
+def _error(line: str, code: int) -> int:
+    getattr(sys.stderr, "fresh_line", lambda: None)()  # another stream may have been swapped in meanwhile
+    print(line, file=sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":

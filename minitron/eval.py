@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from minitron.arch import count_params
 from minitron.data import TokenData, default_data
 from minitron.errors import MinitronError
-from minitron.io import refuse_existing, write_json
+from minitron.io import refuse_existing_file, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.tasks import check_tasks, run_tasks
 
@@ -140,7 +140,12 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512
         overwrite: replace an existing --out file
     """
     if out is not None:
-        refuse_existing(Path(out), overwrite)
+        refuse_existing_file(Path(out), overwrite)
+    for name, value in (("batch_size", batch_size), ("num_seqs", num_seqs), ("new_tokens", new_tokens)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise MinitronError(f"--{name.replace('_', '-')} must be a positive whole number, not {value!r}")
+    if not (loss or speed or tasks):
+        raise MinitronError("nothing to measure: --no-loss and --no-speed leave only --tasks, and none was given")
     names = check_tasks(tasks, limit) if tasks is not None else []
     tokenizer = load_tokenizer(model)
     windows = validation_windows(model, tokenizer, data, seq_len, num_seqs) if loss else None
@@ -162,8 +167,9 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = 512
 def validation_windows(model: str, tokenizer, data: str | None, seq_len: int, num_seqs: int) -> dict:
     """The first `num_seqs` validation windows of `seq_len` + 1 tokens of the data (checked against the model)."""
     tokens = TokenData.open(data if data is not None else default_data(model))
-    tokens.check_tokenizer(tokenizer)
-    check_seq_len(load_config(model), seq_len, model)
+    config = load_config(model)
+    tokens.check_model(tokenizer, config.vocab_size, model)
+    check_seq_len(config, seq_len, model)
     n = min(num_seqs, (tokens.num_tokens("val") - 1) // max(1, seq_len))
     if n < 1 or seq_len < 1:
         raise MinitronError(f"data in {tokens.path} has {tokens.num_tokens('val'):,} validation tokens, too few for "

@@ -17,9 +17,10 @@ import torch
 from safetensors import safe_open
 
 from minitron.arch import head_dim
-from minitron.io import atomic_file, refuse_existing
+from minitron.io import atomic_file, refuse_existing_file
 from minitron.errors import MinitronError
 from minitron.load import load_config, load_tokenizer, resolve_model
+from minitron.shards import require_safetensors
 
 ExportDtype = Literal["f16", "bf16", "q8_0"]
 
@@ -63,7 +64,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
         The path of the written file.
     """
     out = Path(out)
-    refuse_existing(out, overwrite)
+    refuse_existing_file(out, overwrite)
     if dtype not in FILE_TYPES:
         raise MinitronError(f"--dtype {dtype!r} is not a GGUF export type; use one of {', '.join(FILE_TYPES)}")
     path = resolve_model(model)
@@ -76,6 +77,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
         raise MinitronError(f"cannot export {model_type!r} models to GGUF; export supports "
                             f"{', '.join(GGUF_ARCH)}")
     config = load_config(path)
+    require_safetensors(path)  # no weights (or only a pickle): refused, not a GGUF without tensors
     check_exportable(config)
     arch = GGUF_ARCH[model_type]
     with atomic_file(out) as tmp:

@@ -45,9 +45,69 @@ class DiskFull(MinitronError):
                          "untouched): free some space and run again")
 
 
+MARKER = ".minitron"  # written into every directory minitron creates: what `--overwrite` may replace
+
+
+def mark(directory: Path) -> None:
+    """Record in `directory` that minitron wrote it (so that `--overwrite` may replace it later); once."""
+    if not (directory / MARKER).is_file():
+        write_json(directory / MARKER, {"written_by": "minitron"})
+
+
+def is_ours(path: Path) -> bool:
+    """Whether `path` is a directory minitron wrote (it holds the marker), or an empty one."""
+    return path.is_dir() and ((path / MARKER).is_file() or not any(path.iterdir()))
+
+
+def refuse_cwd(path: Path) -> None:
+    """An output may never be the current directory or a directory above it."""
+    where, here = Path(path).resolve(), Path.cwd().resolve()
+    if where == here or where in here.parents:
+        raise MinitronError(f"--out {path} is the current directory or one above it; name a new directory for the "
+                            "output")
+
+
 def refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
+    """The front door of an output directory: an existing one needs --overwrite, and --overwrite replaces only a
+    directory minitron wrote (`MARKER`), never a user's directory or file."""
+    path = Path(path)
+    refuse_cwd(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not overwrite:
         raise MinitronError(f"{path} already exists; pass --overwrite to replace it (or choose another --out)")
+    if not path.is_dir():
+        raise MinitronError(f"{path} is a file, not a directory minitron wrote; --overwrite replaces only "
+                            "minitron's outputs: move it away or choose another --out")
+    if not is_ours(path):
+        raise MinitronError(f"{path} was not written by minitron (it has no {MARKER} marker); --overwrite replaces "
+                            "only minitron's outputs, never your files: choose another --out")
+
+
+def check_run_dir(path: Path, resume: bool, overwrite: bool) -> None:
+    """A run directory (distill, compress, search) at the front door: new, or a run minitron wrote that --resume
+    continues or --overwrite starts again (one of them); never the current directory or a user's directory."""
+    path = Path(path)
+    refuse_cwd(path)
+    if resume and overwrite:
+        raise MinitronError("give --resume (continue the run in --out) or --overwrite (start it again), not both")
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not is_ours(path):
+        raise MinitronError(f"{path} exists and was not written by minitron (it has no {MARKER} marker); choose "
+                            "another --out (--overwrite and --resume act only on minitron's runs)")
+    if not (resume or overwrite) and any(path.iterdir()):
+        raise MinitronError(f"{path} already holds a run; pass --resume to continue it or --overwrite to start "
+                            "again (or choose another --out)")
+
+
+def refuse_existing_file(path: Path, overwrite: bool) -> None:
+    """The front door of an output file (a JSON, a GGUF): an existing file needs --overwrite; a directory never."""
+    path = Path(path)
+    if path.is_dir():
+        raise MinitronError(f"{path} is a directory; name a file for the output")
+    if path.exists() and not overwrite:
+        raise MinitronError(f"{path} already exists; pass --overwrite to replace it (or choose another path)")
 
 
 @contextmanager
@@ -78,16 +138,19 @@ def output_lock(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def atomic_dir(path: Path | str, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary sibling of `path`; on success it is renamed into place. The output is locked
-    (`output_lock`) from start to end.
+def atomic_dir(path: Path | str, overwrite: bool = False, owned: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary sibling of `path`, marked as minitron's; on success it is renamed into place. The
+    output is locked (`output_lock`) from start to end. `overwrite`: the user's flag (`refuse_existing`);
+    `owned`: the path is minitron's by construction (a cache entry, a file inside a run) and is replaced.
 
     A crash (or a full disk: `DiskFull`) leaves the old `path` untouched and the temporary directory removed.
     """
     path = Path(path)
     with output_lock(path):
-        refuse_existing(path, overwrite)  # checked again under the lock
+        if not owned:
+            refuse_existing(path, overwrite)  # checked again under the lock
         with _atomic_dir(path) as tmp:
+            mark(tmp)
             yield tmp
 
 

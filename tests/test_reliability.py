@@ -17,6 +17,8 @@ import torch
 from conftest import build_tiny_data, cli_error, run_cli, save_tiny
 from safetensors.torch import load_file
 
+from minitron.io import mark
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--seq-len", "32", "--micro-batch", "2", "--global-batch-tokens", "128", "--eval-seqs", "4",
          "--eval-every", "0"]
@@ -76,13 +78,14 @@ def test_full_disk_data_score_prune(world, tmp_path, capsys):
                           tmp_path / "s", "--calib-seqs", 4, "--seq-len", 32, "--criteria", "magnitude")
     assert f"writing {tmp_path / 's'}" in err and not (tmp_path / "s").exists()
     (tmp_path / "p").mkdir()
+    mark(tmp_path / "p")  # an earlier output of minitron's, which --overwrite may replace
     (tmp_path / "p" / "earlier.txt").write_text("keep me")
     target = ["--target", "intermediate_size=64", "--criterion", "magnitude", "--overwrite"]
     for how in ("--no-stream", "--stream"):  # save_hf (transformers -> safetensors) and the streamed writer
         err = full_disk_error(capsys, 16384, "prune", "--model", world["teacher"], "--data", world["data"],
                               "--out", tmp_path / "p", how, *target)
         assert f"writing {tmp_path / 'p'}" in err
-        assert [p.name for p in (tmp_path / "p").iterdir()] == ["earlier.txt"]
+        assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [".minitron", "earlier.txt"]
     assert leftovers(tmp_path) == []
 
 
@@ -100,7 +103,7 @@ def test_full_disk_in_distill_keeps_the_previous_checkpoint(world, tmp_path, cap
     shutil.rmtree(out / "student")  # the final save fails alone
     err = full_disk_error(capsys, 65536, *argv, "--resume")
     assert f"writing {out / 'student'}" in err and "checkpoint of step 4 is intact" in err
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "metrics.jsonl", "train_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".minitron", "checkpoints", "metrics.jsonl", "train_config.json"]
     run_cli(*argv, "--resume")
     got = load_file(out / "student" / "model.safetensors")
     assert all(torch.equal(got[k], want[k]) for k in want)
@@ -114,6 +117,7 @@ def test_a_real_full_file_system(world, tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
     script = ('mount -t tmpfs -o size=256k tmpfs "$0" && mkdir "$0/p" && echo keep > "$0/p/earlier.txt" && '
+              'echo {} > "$0/p/.minitron" && '
               '"$@"; rc=$?; find "$0" | sort; exit $rc')
     cmd = ["unshare", "-Urm", "sh", "-c", script, str(disk), sys.executable, "-m", "minitron", "prune", "--model",
            str(world["teacher"]), "--data", str(world["data"]), "--target", "intermediate_size=64", "--criterion",
@@ -123,7 +127,8 @@ def test_a_real_full_file_system(world, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith(f"minitron: error: no space left on device writing "
                                                           f"{disk / 'p'}"), proc.stderr
     assert "Traceback" not in proc.stderr
-    assert proc.stdout.split("\n")[-4:] == [str(disk), str(disk / "p"), str(disk / "p" / "earlier.txt"), ""]
+    assert proc.stdout.split("\n")[-5:] == [str(disk), str(disk / "p"), str(disk / "p" / ".minitron"),
+                                             str(disk / "p" / "earlier.txt"), ""]
 
 
 # ---------------------------------------------------------------- resume
@@ -297,13 +302,16 @@ def test_eval_out_is_not_overwritten_without_overwrite(world, tmp_path, capsys):
     assert '"val_loss"' in out.read_text() and leftovers(tmp_path) == []
 
 
-def test_overwriting_a_regular_file_leaves_no_old_copy(tmp_path):
+def test_overwriting_leaves_no_old_copy(tmp_path):
+    """--overwrite of an earlier output replaces it whole (its files gone) and leaves no `.old` copy behind."""
     from minitron.io import atomic_dir
 
-    (tmp_path / "out").write_text("a file where a directory goes")
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "old").write_text("earlier")
     with atomic_dir(tmp_path / "out", overwrite=True) as tmp:
         (tmp / "x").write_text("new")
-    assert (tmp_path / "out" / "x").read_text() == "new" and leftovers(tmp_path) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".minitron", "x"]
+    assert leftovers(tmp_path) == []
 
 
 def test_compress_overwrite_refuses_what_is_not_a_run(world, tmp_path, capsys):
@@ -311,7 +319,7 @@ def test_compress_overwrite_refuses_what_is_not_a_run(world, tmp_path, capsys):
     (tmp_path / "mine" / "thesis.tex").write_text("keep me")
     err = cli_error(capsys, "compress", "--teacher", world["teacher"], "--target", "intermediate_size=64",
                     "--data", world["data"], "--out", tmp_path / "mine", "--overwrite")
-    assert "is not a compress run" in err and (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"
+    assert "was not written by minitron" in err and (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"
 
 
 def test_a_second_writer_of_a_run_is_refused(world, tmp_path, capsys):

@@ -248,7 +248,8 @@ BAD = {
     "tokenizer": (lambda w: ["--data", _other_tokenizer_data(w)], "made with another tokenizer"),
     "empty data": (lambda w: ["--data", str(Path(w["tmp"]).joinpath("empty").resolve())],
                    "not a minitron data directory"),
-    "tiny data": (lambda w: ["--data", _tiny_data_dir(w), "--seq-len", "200"], "one sequence of 201"),
+    "tiny data": (lambda w: ["--data", _tiny_data_dir(w), "--seq-len", "200", "--global-batch-tokens", "400"],
+                  "one sequence of 201"),
     "budget": (lambda w: ["--tokens", "100"], "less than one optimiser step"),
     "student": (lambda w: ["--student", str(w["tmp"])], "no config.json"),
     "no teacher": (lambda w: ["--teacher", str(w["tmp"] / "missing")], "does not exist"),
@@ -312,9 +313,9 @@ def test_existing_run_is_not_clobbered(world, tmp_path, capsys):
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     err = run_cli_error(distill_args(world, out, 4 * 128), capsys)
-    assert "is not a minitron run" in err
+    assert "was not written by minitron" in err
     err = run_cli_error(distill_args(world, out, 4 * 128, "--overwrite"), capsys)
-    assert "is not a minitron run" in err and "--overwrite replaces only runs" in err
+    assert "was not written by minitron" in err and "act only on minitron's runs" in err
     assert (out / "precious.txt").read_text() == "keep me"
     (out / "precious.txt").unlink()
     main(distill_args(world, out, 128))  # into the empty directory

@@ -11,12 +11,23 @@ from minitron.chat.generate import Completion, Sampling, complete, complete_many
 from minitron.chat.templates import ChatFormat, encode, get_format
 from minitron.chat.tools import ToolCall, as_message_calls, describe, load_tools, parse_tool_calls
 from minitron.errors import MinitronError
-from minitron.io import read_jsonl, write_atomic
+from minitron.io import read_jsonl, refuse_existing_file, write_atomic
 from minitron.load import load_model, load_tokenizer, pick_device
 
 Template = Literal["auto", "nemotron", "chatml", "mistral", "model"]
 HELP = ("/reset forgets the conversation · /system TEXT sets the system prompt (and resets) · "
         "/tool TEXT answers the last tool call · /exit leaves (or Ctrl-D)")
+
+
+def utf8(text: str | None, what: str) -> str | None:
+    """`text` as given on the command line or stdin, refused in one line if it is not UTF-8 (Python keeps the bad
+    bytes of arguments as lone surrogates, which no tokenizer encodes)."""
+    try:
+        text is None or text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise MinitronError(f"{what} is not UTF-8 text (a bad byte at character {e.start + 1}); convert it to "
+                            "UTF-8") from None
+    return text
 
 
 def load_chat_model(model: str, template: str = "auto", device: str = "auto"):
@@ -137,9 +148,10 @@ def chat(model: str = "default", template: Template = "auto", system: str | None
         seed: sampling seed
         device: auto, cpu, cuda or cuda:N
     """
+    sampling = Sampling(max_new_tokens, temperature, top_p, seed).check()
+    utf8(system, "--system")
     lm, tokenizer, fmt = load_chat_model(model, template, device)
-    session = ChatSession(lm, tokenizer, fmt, system, read_tools(tools, fmt),
-                          Sampling(max_new_tokens, temperature, top_p, seed))
+    session = ChatSession(lm, tokenizer, fmt, system, read_tools(tools, fmt), sampling)
     print(f"chatting with {model} ({fmt.name} format). {HELP}")
     _line_editing()
     while True:
@@ -148,7 +160,9 @@ def chat(model: str = "default", template: Template = "auto", system: str | None
         except (EOFError, KeyboardInterrupt):
             print()
             return
-        if not session.handle(line):
+        except UnicodeDecodeError:
+            raise MinitronError("a line of input is not UTF-8 text; set the terminal to UTF-8") from None
+        if not session.handle(utf8(line, "a line of input")):
             return
 
 
@@ -191,7 +205,7 @@ def _write_jsonl(path: Path | None, records: list[dict]) -> None:
 def generate(model: str = "default", prompt: str | None = None, input: Path | None = None,
              output: Path | None = None, template: Template = "auto", system: str | None = None,
              tools: Path | None = None, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-             batch_size: int = 8, seed: int = 0, device: str = "auto") -> list[dict]:
+             batch_size: int = 8, seed: int = 0, device: str = "auto", overwrite: bool = False) -> list[dict]:
     """Reply to one prompt (printed as it is written), or to every record of a JSONL file.
 
     Input records are {"prompt": "..."} or {"messages": [...]}, each optionally with "tools" and
@@ -211,13 +225,19 @@ def generate(model: str = "default", prompt: str | None = None, input: Path | No
         batch_size: prompts generated together with --input
         seed: sampling seed
         device: auto, cpu, cuda or cuda:N
+        overwrite: replace an existing --output file
     """
     if (prompt is None) == (input is None):
         raise MinitronError("give either --prompt TEXT or --input prompts.jsonl")
+    if output is not None:
+        refuse_existing_file(Path(output), overwrite)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise MinitronError(f"--batch-size must be a positive whole number, not {batch_size!r}")
+    sampling = Sampling(max_new_tokens, temperature, top_p, seed).check()
+    utf8(prompt, "--prompt"), utf8(system, "--system")
     records = [{"prompt": prompt}] if prompt is not None else _read_prompts(Path(input))
     lm, tokenizer, fmt = load_chat_model(model, template, device)
     default_tools = read_tools(tools, fmt)
-    sampling = Sampling(max_new_tokens, temperature, top_p, seed)
     if prompt is not None:
         completion = complete(lm, tokenizer, fmt, _conversation(records[0], system), default_tools, sampling,
                               _show)

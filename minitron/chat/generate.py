@@ -6,13 +6,16 @@ of the reply text. `Completion.stopped` says whether it ended that way or ran ou
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import sys
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from minitron.chat.templates import ChatFormat, encode, get_format
+from minitron.errors import MinitronError
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,35 @@ class Sampling:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int = 0
+
+    def check(self) -> "Sampling":
+        """Refuse settings that mean nothing (the flags' names in the message); returns itself."""
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not (isinstance(self.max_new_tokens, int) and not isinstance(self.max_new_tokens, bool)
+                and self.max_new_tokens >= 1):
+            raise MinitronError(f"--max-new-tokens must be a positive whole number, not {self.max_new_tokens!r}")
+        if not (number(self.temperature) and self.temperature >= 0):
+            raise MinitronError(f"--temperature must be 0 (greedy) or more, not {self.temperature!r}")
+        if not (number(self.top_p) and 0 < self.top_p <= 1):
+            raise MinitronError(f"--top-p must be above 0 and at most 1, not {self.top_p!r}")
+        return self
+
+
+def room(model, prompt_tokens: int, sampling: Sampling) -> Sampling:
+    """`sampling` with max_new_tokens cut to what the model's context leaves after the prompt (with a warning);
+    a prompt that fills the context is refused."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if not context or prompt_tokens + sampling.max_new_tokens <= context:
+        return sampling
+    left = context - prompt_tokens
+    if left < 1:
+        raise MinitronError(f"the prompt has {prompt_tokens:,} tokens, the model's whole context "
+                            f"(max_position_embeddings {context:,}); shorten it")
+    print(f"minitron: warning: --max-new-tokens {sampling.max_new_tokens:,} is past the model's context of "
+          f"{context:,} tokens; replies stop after {left:,}", file=sys.stderr, flush=True)
+    return replace(sampling, max_new_tokens=left)
 
 
 @dataclass
@@ -136,6 +168,7 @@ def complete(model, tokenizer, fmt: ChatFormat, messages: list[dict], tools: lis
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids, default=0)
     device = next(model.parameters()).device
     ids = torch.tensor([encode(tokenizer, fmt, messages, tools)], device=device)
+    sampling = room(model, ids.shape[1], sampling)
     torch.manual_seed(sampling.seed)
     model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), tokenizer=tokenizer,
                    generation_config=generation_config(tokenizer, fmt, stop_ids, pad, sampling),
@@ -160,6 +193,7 @@ def complete_batch(model, tokenizer, fmt: ChatFormat, prompts: list[list[int]],
     stop_ids = stop_token_ids(model, tokenizer, fmt)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids, default=0)
     width = max(map(len, prompts))
+    sampling = room(model, width, sampling)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     torch.manual_seed(sampling.seed)

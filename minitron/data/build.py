@@ -10,16 +10,16 @@ from tqdm.auto import tqdm
 
 from minitron.chat.dataset import encode_with_mask
 from minitron.chat.templates import get_format
-from minitron.data.sources import (CORPORA, DEFAULT_GLOB, corpus_sources, is_hf_dataset, is_r_data, is_validation,
+from minitron.data.sources import (CORPORA, DOCS_GLOB, corpus_sources, is_hf_dataset, is_r_data, is_validation,
                                    iter_conversations, iter_documents, source_files)
 from minitron.data.tokens import SPLITS, ShardWriter, TokenData, token_dtype, tokenizer_identity, write_meta
 from minitron.errors import MinitronError
-from minitron.io import atomic_dir, write_json
+from minitron.io import atomic_dir, refuse_existing, write_json
 from minitron.load import cache_dir, load_tokenizer
 
 
 def build_data(source: list[str] | None = None, out: Path | None = None, tokenizer: str = "default",
-               glob: str = DEFAULT_GLOB, text_field: str = "text", val_fraction: float = 0.02,
+               glob: str | None = None, text_field: str = "text", val_fraction: float = 0.02,
                max_tokens: int | None = None, seed: int = 0, overwrite: bool = False, chat: bool = False,
                chat_template: str = "auto", corpus: str = "default") -> Path:
     """Tokenise text into memmap token shards with a train/validation split by document.
@@ -29,7 +29,8 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
             directories (default: the named --corpus)
         out: output directory (default: the minitron cache, keyed by corpus and tokenizer)
         tokenizer: model whose tokenizer to use ('default', a Hugging Face directory, a Hub id or a .gguf)
-        glob: which files to read inside directories
+        glob: which files to read inside directories (default: every .txt, .md, .rst and .jsonl file; with
+            --chat every .jsonl file; for the named corpora their own)
         text_field: the text field of JSONL records and dataset rows
         val_fraction: share of documents held out for validation
         max_tokens: stop after about this many tokens (all splits together)
@@ -44,16 +45,23 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
     """
     if chat and (source is None or out is None):
         raise MinitronError("--chat needs --source (conversation JSONL files) and --out")
+    if not (isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool) and 0 < val_fraction < 1):
+        raise MinitronError(f"--val-fraction must be a share of the documents strictly between 0 and 1, not "
+                            f"{val_fraction!r}")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+        raise MinitronError(f"--max-tokens must be a positive whole number, not {max_tokens!r}")
+    if out is not None:
+        refuse_existing(Path(out), overwrite)
     tok = load_tokenizer(tokenizer)
     if source is None:
-        source = corpus_sources(corpus)
+        source, glob = corpus_sources(corpus), glob or DOCS_GLOB
     if out is None:
         out = default_data_dir(tok, max_tokens, corpus)
     out = Path(out)
     if tok.eos_token_id is None:
         raise MinitronError(f"tokenizer of {tokenizer} has no EOS token to separate documents")
     dtype = token_dtype(len(tok))
-    glob = "**/*.jsonl" if chat and glob == DEFAULT_GLOB else glob
+    glob = "**/*.jsonl" if chat and glob is None else glob
     for src in map(Path, source):  # refuse missing sources before anything is shown or written
         if not (is_hf_dataset(src) or is_r_data(src)):
             source_files(src, glob)

@@ -17,7 +17,8 @@ from minitron.load import cache_dir
 
 # The documentation: reStructuredText sources of the Python and Linux docs (Debian python3.11-doc, linux-doc-6.1).
 DOCS_SOURCES = ("/usr/share/doc/python3.11/html/_sources", "/usr/share/doc/linux-doc-6.1/html/_sources")
-DEFAULT_GLOB = "**/*.rst.txt"
+DOCS_GLOB = "**/*.rst.txt"  # the documentation corpus: its reStructuredText sources only
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".jsonl")  # what a directory source holds as text unless --glob says
 # The prose: Jane Austen's six novels (public domain) from Debian's r-cran-janeaustenr (MIT), R data that
 # `make corpus` extracts from the .deb under the cache, so that R need not be installed.
 PROSE_PACKAGE = "r-cran-janeaustenr"
@@ -68,11 +69,11 @@ def is_hf_dataset(path: Path) -> bool:
                                                                "state.json"))
 
 
-def iter_documents(sources: Iterable[str | Path], glob: str = DEFAULT_GLOB,
+def iter_documents(sources: Iterable[str | Path], glob: str | None = None,
                    text_field: str = "text") -> Iterator[tuple[str, str]]:
     """(document id, text) from text files, directories (with `glob`), JSONL and saved HF datasets.
 
-    Ids are relative to the source given (a file's path inside its directory, a JSONL file's name and line),
+    `glob` None: every text file (TEXT_SUFFIXES). Ids are relative to the source given (a file's path inside its directory, a JSONL file's name and line),
     so the train/validation split does not change when the data moves."""
     for source in map(Path, sources):
         if is_hf_dataset(source):
@@ -84,15 +85,18 @@ def iter_documents(sources: Iterable[str | Path], glob: str = DEFAULT_GLOB,
                 yield from _file_documents(f, doc_id, text_field)
 
 
-def source_files(source: Path, glob: str) -> list[tuple[Path, str]]:
-    """(file, id) of a source: itself, or the files under a directory that match `glob`."""
+def source_files(source: Path, glob: str | None) -> list[tuple[Path, str]]:
+    """(file, id) of a source: itself, or the files under a directory that match `glob` (None: every text file,
+    TEXT_SUFFIXES, at any depth)."""
     if not source.exists():
         raise MinitronError(f"data source {source} does not exist")
     if not source.is_dir():
         return [(source, source.name)]
-    files = sorted(p for p in source.glob(glob) if p.is_file())
+    found = source.glob(glob) if glob else (p for p in source.rglob("*") if p.suffix in TEXT_SUFFIXES)
+    files = sorted(p for p in found if p.is_file())
     if not files:
-        raise MinitronError(f"no files match {glob!r} under {source}; set --glob")
+        wanted = repr(glob) if glob else f"text files ({', '.join(TEXT_SUFFIXES)})"
+        raise MinitronError(f"no {'files match ' if glob else ''}{wanted} under {source}; set --glob")
     return [(f, f.relative_to(source).as_posix()) for f in files]
 
 
@@ -101,7 +105,11 @@ def _file_documents(path: Path, doc_id: str, text_field: str) -> Iterator[tuple[
         for i, record in read_jsonl(path):
             if not isinstance(record, dict) or text_field not in record:
                 raise MinitronError(f"{path}:{i} has no {text_field!r} field (set --text-field)")
-            yield f"{doc_id}:{i}", str(record[text_field])
+            text = record[text_field]
+            if not isinstance(text, str):
+                raise MinitronError(f"{path}:{i}: {text_field!r} is {type(text).__name__}, not text (a JSON string); "
+                                    "fix the record or set --text-field")
+            yield f"{doc_id}:{i}", text
     else:
         yield doc_id, read_utf8(path)
 

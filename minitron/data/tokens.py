@@ -106,13 +106,28 @@ class TokenData:
                 raise MinitronError(f"{f} is missing or truncated (expected {expected:,} bytes)")
         return data
 
-    def check_tokenizer(self, tokenizer) -> None:
-        """Refuse shards made with a different tokenizer than the model's."""
+    def check_model(self, tokenizer, vocab_size: int, model: str | Path) -> None:
+        """Refuse shards made with a different tokenizer than the model's, or holding a token id the model has no
+        embedding for (before any work starts: inside the model it would be an IndexError)."""
         ours, theirs = self.meta["tokenizer"], tokenizer_identity(tokenizer)
         if ours["sha"] != theirs["sha"]:
             raise MinitronError(f"data in {self.path} was made with another tokenizer ({ours['name'] or '?'}, "
                                 f"vocabulary {ours['vocab_size']:,}) than the model's ({theirs['vocab_size']:,}); "
                                 "rebuild it with `minitron data --tokenizer MODEL`")
+        for split in SPLITS:
+            tokens = self.tokens(split)
+            top = int(tokens.max()) if len(tokens) else -1
+            if top >= vocab_size:
+                raise MinitronError(f"data in {self.path} holds token id {top:,} (in its {split} split), but {model} "
+                                    f"has embeddings for ids 0-{vocab_size - 1:,} only; rebuild the data with "
+                                    "`minitron data --tokenizer MODEL`")
+
+    def fingerprint(self) -> str:
+        """A hash of meta.json and the shards' sizes: what a run records to notice data rebuilt under it."""
+        h = hashlib.sha256((self.path / "meta.json").read_bytes())
+        for f in sorted(self.path.glob("*.bin")):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+        return h.hexdigest()[:16]
 
     def tokens(self, split: str) -> np.ndarray:
         if self.meta["splits"][split]["tokens"] == 0:

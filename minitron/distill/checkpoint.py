@@ -36,8 +36,10 @@ from minitron.card import write_model_card
 from minitron.distill.config import RESUMABLE_CHANGES, TrainConfig
 from minitron.distill.lora import merged
 from minitron.distill.parallel import Env
+from minitron.distill.safe_dcp import SafePlanner, SafeReader
 from minitron.errors import MinitronError
-from minitron.io import DiskFull, atomic_dir, disk_problem, output_lock, save_hf, write_atomic, write_json
+from minitron.io import (DiskFull, atomic_dir, check_run_dir, disk_problem, mark, output_lock, remove, save_hf,
+                         write_atomic, write_json)
 from minitron.load import load_generation_config
 
 ONE_PROCESS = "torch.distributed is disabled"  # DCP's warning when there is no process group: intended here
@@ -71,49 +73,50 @@ def run_lock(out: Path, env: Env) -> Iterator[None]:
         yield
 
 
-def is_run(out: Path) -> bool:
-    """Whether a directory is a minitron run (what `--overwrite` may delete)."""
-    return any((out / name).exists() for name in ("checkpoints", "metrics.jsonl", "train_config.json"))
-
-
-def prepare_out(cfg: TrainConfig, env: Env) -> Path | None:
-    """The checkpoint to resume from, after refusing to clobber an existing run (or anything that is not one)
-    or to resume a different one."""
+def prepare_out(cfg: TrainConfig, env: Env, data_fingerprint: str) -> Path | None:
+    """The checkpoint to resume from (checked to be the same run), or a fresh run directory (an earlier run
+    deleted with --overwrite); run with the run directory locked."""
+    check_run_dir(Path(cfg.out), cfg.resume, cfg.overwrite)  # again, under the lock
     out = Path(cfg.out)
     found = checkpoint_dirs(out) if cfg.resume else []
     if found:
-        check_resumable(cfg)
+        check_resumable(cfg, data_fingerprint)
     elif cfg.resume:
         if env.is_main:
             print(f"no checkpoint in {out / 'checkpoints'}: starting from step 0", flush=True)
-    elif out.exists() and not (out.is_dir() and not any(out.iterdir())):  # anything but an empty directory
-        if not (out.is_dir() and is_run(out)):
-            raise MinitronError(f"{out} exists and is not a minitron run (no checkpoints/, metrics.jsonl or "
-                                "train_config.json); choose another --out (--overwrite replaces only runs)")
-        if not cfg.overwrite:
-            raise MinitronError(f"{out} already holds a run; pass --resume to continue it or --overwrite to "
-                                "start again (or choose another --out)")
+    elif cfg.overwrite and out.exists():
         env.barrier()
         if env.is_main:
-            shutil.rmtree(out)
+            remove(out)
     env.barrier()
     if env.is_main:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        mark(out)
         for stale in [*(out / "checkpoints").glob(".step-*"), *out.glob(".student.*")]:
             shutil.rmtree(stale, ignore_errors=True)  # left by a killed save
     env.barrier()
     return found[-1] if found else None
 
 
-def check_resumable(cfg: TrainConfig) -> None:
-    """Refuse to resume a run with settings other than those it was started with. Inputs are compared as resolved
-    paths (`./data` and its absolute path are one input); --tokens may not change, since the learning-rate
-    schedule is planned over the whole budget (more tokens would silently reshape it mid-run)."""
+def check_resumable(cfg: TrainConfig, data_fingerprint: str) -> None:
+    """Refuse to resume a run with settings other than those it was started with, or on data that changed since
+    (rebuilt in place). Inputs are compared as resolved paths (`./data` and its absolute path are one input);
+    --tokens may not change, since the learning-rate schedule is planned over the whole budget (more tokens
+    would silently reshape it mid-run). A missing or damaged record refuses the resume."""
+    record = Path(cfg.out) / "train_config.json"
     try:
-        started = json.loads((Path(cfg.out) / "train_config.json").read_text())
+        started = json.loads(record.read_text())
         saved = started["config"]
-    except (OSError, ValueError, KeyError):
-        return
+        if not isinstance(saved, dict):
+            raise ValueError("config is not a mapping")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MinitronError(f"cannot resume {cfg.out}: its record {record.name} is missing or damaged "
+                            f"({type(e).__name__}), so its settings cannot be checked; start again with --overwrite "
+                            "or in a new --out") from None
+    if started.get("data_fingerprint") != data_fingerprint:
+        raise MinitronError(f"cannot resume {cfg.out}: its data changed since the run started (data fingerprint "
+                            f"{started.get('data_fingerprint')}, now {data_fingerprint}: rebuilt in place?); resume "
+                            "on the data it started with, or start again with --overwrite")
     now = jsonable(asdict(cfg))
     saved.update(started.get("inputs") or input_paths(saved))
     now.update(input_paths(now))
@@ -171,19 +174,24 @@ def write_shards(path: Path, model: nn.Module, optimizer, env: Env) -> None:
 
 def read_shards(path: Path, model: nn.Module, optimizer, env: Env) -> None:
     """Load `write_shards`' files into this process's shards, whatever the number of processes that wrote them
-    (DCP reads the overlap of each saved shard with each local one)."""
+    (DCP reads the overlap of each saved shard with each local one). Nothing in them is unpickled beyond plain
+    data and DCP's own index classes (`safe_dcp`)."""
+    reader = SafeReader(path)  # the index is read (safely) before DCP acts on any of it
     model_sd, optim_sd = get_state_dict(model, optimizer)  # this process's shards; AdamW's state initialised
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ONE_PROCESS)
-        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=path, no_dist=env.world == 1)
+        dcp.load({"model": model_sd, "optim": optim_sd}, storage_reader=reader, planner=SafePlanner(),
+                 no_dist=env.world == 1)
     set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
 
 
 def _problem(e: BaseException) -> str:
     """What went wrong, in words: DCP wraps each process's error in a CheckpointException."""
     if isinstance(e, CheckpointException) and e.failures:
-        return _problem(next(iter(e.failures.values()))[0])
-    return disk_problem(e) or (f"{e.strerror or e}" if isinstance(e, OSError) else str(e))
+        failure = next(iter(e.failures.values()))
+        return _problem(failure[0] if isinstance(failure, tuple) else failure)
+    text = disk_problem(e) or (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).strip()
+    return text.splitlines()[0] if text else type(e).__name__  # some errors have no message at all
 
 
 def _agree(env: Env, work) -> str | None:
@@ -216,9 +224,11 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, env: Env
                             f"processes), so the batches would change; resume it on {state['world_size']} process(es)")
     try:
         read_shards(path, model, optimizer, env)
-    except (OSError, ValueError, RuntimeError, CheckpointException) as e:
-        raise MinitronError(f"checkpoint {path} is unreadable ({_problem(e).splitlines()[0]}); delete it to resume "
-                            "from an older one") from None
+    except MinitronError:
+        raise
+    except (Exception, CheckpointException) as e:  # a damaged shard fails in DCP or torch.load in many ways
+        raise MinitronError(f"checkpoint {path} is unreadable ({_problem(e)}); delete it to resume from an older "
+                            "one") from None
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
     if env.is_main:
@@ -272,7 +282,7 @@ def save_student(cfg: TrainConfig, model: nn.Module, s_config, tokenizer, step: 
         else:
             student.load_state_dict(weights)
         try:
-            with atomic_dir(path, overwrite=True) as tmp:
+            with atomic_dir(path, owned=True) as tmp:
                 save_hf(student, tokenizer, tmp, load_generation_config(s_config, cfg.student, cfg.teacher))
                 write_model_card(tmp, teacher=cfg.teacher, run=Path(cfg.out), name=f"{Path(cfg.out).name}/student")
         except (DiskFull, OSError) as e:

@@ -184,7 +184,9 @@ class TrainConfig:
         for name in ("tokens", "seq_len", "micro_batch", "chunk_tokens", "top_k", "eval_seqs", "keep_checkpoints"):
             check(name, lambda v: v >= 1, "a positive whole number", int)
         if self.global_batch_tokens is not None:
-            check("global_batch_tokens", lambda v: v >= 1, "a positive whole number", int)
+            per_micro = self.micro_batch * self.seq_len
+            check("global_batch_tokens", lambda v: v >= per_micro,
+                  f"at least one micro-batch (--micro-batch x --seq-len = {per_micro:,} tokens)", int)
         for name in ("eval_every", "save_every", "seed", "lora_rank"):
             check(name, lambda v: v >= 0, "a whole number, 0 or more", int)
         if self.warmup_steps is not None:

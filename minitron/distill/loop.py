@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.io import write_json
+from minitron.io import check_run_dir, write_json
 from minitron.data import TokenData, default_data, tokenizer_identity
 from minitron.distill.checkpoint import (MetricsLog, input_paths, jsonable, load_checkpoint, prepare_out,
                                          run_lock, save_checkpoint, save_student)
@@ -50,6 +50,7 @@ class DistillResult:
 def distill(cfg: TrainConfig) -> DistillResult:
     """Run (or resume) the training that `cfg` describes (see `TrainConfig` for every setting)."""
     cfg.validate()  # cheap checks first
+    check_run_dir(Path(cfg.out), cfg.resume, cfg.overwrite)
     env = init_env(cfg.device)
     if cfg.bf16(env.device) and env.device.type == "cpu" and not cpu_has_native_bf16() and env.is_main:
         print("warning: this CPU has no native bf16 (AVX512-BF16 or AMX); --precision bf16 will be slower than "
@@ -78,22 +79,26 @@ def reuse_freed_memory() -> bool:
 def train(cfg: TrainConfig, env: Env) -> DistillResult:
     """`distill` once its settings are checked, the processes started and the run directory locked."""
     data, tokenizer, s_config, t_config = open_inputs(cfg, env)
+    asked = cfg.global_batch_tokens
     cfg = cfg.resolved(s_config.hidden_size)  # the batch, learning rate and loss from the budget, width and teacher
     plan = make_plan(cfg, data.num_tokens("train"), data.num_tokens("val"), env.world, data.path)
+    if env.is_main:
+        warn_about_budget(cfg, plan, asked, data)
     cache = (TeacherCache.open(cfg.teacher_cache, cfg.teacher, teacher_dtype(cfg, env), data, t_config.vocab_size,
                                cfg.seq_len, cfg.micro_batch, cfg.seed, cfg.top_k, env) if cfg.teacher_cache else None)
     cached = cache is not None and cache.complete(plan.steps, plan.n_micro)
     if cached and env.is_main:
         print(f"teacher cache {cache.root} holds every step: the teacher is not loaded", flush=True)
     model, teacher = build_models(cfg, env, s_config, t_config, load_teacher=not cached)
-    resume_from = prepare_out(cfg, env)  # only now, when every input has been checked and loaded
+    resume_from = prepare_out(cfg, env, data.fingerprint())  # only now, when every input has been checked and loaded
     optimizer, scheduler = build_optimizer(cfg, model, plan, env.device)
     start = load_checkpoint(resume_from, model, optimizer, scheduler, env, plan.n_micro) if resume_from else 0
     val = data.fixed("val", plan.eval_seqs, cfg.seq_len)
     out = Path(cfg.out)
     if env.is_main:
         write_json(out / "train_config.json", {"config": jsonable(asdict(cfg)), "inputs": input_paths(asdict(cfg)),
-                                               "plan": asdict(plan), "world_size": env.world, "loss": cfg.loss})
+                                               "data_fingerprint": data.fingerprint(), "plan": asdict(plan),
+                                               "world_size": env.world, "loss": cfg.loss})
     log = MetricsLog(out / "metrics.jsonl", start, env.is_main)
     record = log.records[-1] if log.records else {"loss": float("nan")}
     t0 = time.perf_counter()
@@ -138,6 +143,20 @@ def train(cfg: TrainConfig, env: Env) -> DistillResult:
               flush=True)
     return DistillResult(out, student, steps, steps * plan.tokens_per_step, record["loss"], val_loss,
                          done / seconds if seconds > 0 and done else 0.0, seconds)
+
+
+def warn_about_budget(cfg: TrainConfig, plan: Plan, asked: int | None, data: TokenData) -> None:
+    """What a user may mean but should hear: a batch rounded to whole micro-batches, or more tokens than the data
+    holds (several passes over it)."""
+    if asked is not None and plan.tokens_per_step != asked:
+        print(f"minitron: warning: --global-batch-tokens {asked:,} is rounded to {plan.tokens_per_step:,} "
+              f"({plan.n_micro} micro-batches of {cfg.micro_batch} x {cfg.seq_len} tokens)", file=sys.stderr,
+              flush=True)
+    train_tokens = data.num_tokens("train")
+    if cfg.tokens > train_tokens:
+        print(f"minitron: warning: --tokens {cfg.tokens:,} is {cfg.tokens / train_tokens:.1f} passes over the "
+              f"{train_tokens:,} training tokens of {data.path}; the student will see them repeatedly (add data "
+              "or lower --tokens for one pass)", file=sys.stderr, flush=True)
 
 
 class StopRequest:
@@ -257,7 +276,9 @@ def open_inputs(cfg: TrainConfig, env: Env):
     if cfg.teacher and tokenizer_identity(load_tokenizer(cfg.teacher))["sha"] != tokenizer_identity(tokenizer)["sha"]:
         raise MinitronError(f"teacher {cfg.teacher} and student {cfg.student} use different tokenizers; "
                             "distillation needs the same vocabulary")
-    data.check_tokenizer(tokenizer)
+    for spec, config in ((cfg.student, s_config), (cfg.teacher, t_config)):
+        if config is not None:
+            data.check_model(tokenizer, config.vocab_size, spec)
     if len(tokenizer) > s_config.vocab_size:
         raise MinitronError(f"tokenizer has {len(tokenizer):,} tokens but {cfg.student} only {s_config.vocab_size:,} "
                             "embeddings")

@@ -26,7 +26,7 @@ def calibration(model_spec: str, tokenizer, data: Path | None, num_seqs: int, se
                 seed: int = 1234) -> list[torch.Tensor]:
     """Calibration batches from a data directory, or from the default corpus in the model's tokenizer."""
     tokens = TokenData.open(data if data is not None else default_data(model_spec))
-    tokens.check_tokenizer(tokenizer)
+    tokens.check_model(tokenizer, load_config(model_spec).vocab_size, model_spec)
     return calibration_batches(tokens, num_seqs, seq_len, batch_size, seed)
 
 
