@@ -339,3 +339,12 @@ def test_errors_start_on_a_fresh_line(base, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(export, "add_tokenizer", fails)
     err = cli_error(capsys, "export", "--model", base["teacher"], "--out", tmp_path / "m.gguf")
     assert "no space left on device" in err
+
+
+def test_chat_input_that_is_not_utf8_is_one_line(base, capsys, monkeypatch):
+    """A line typed (or piped) into `minitron chat` that is not UTF-8: one line, exit 1, whatever the locale makes
+    of it (a decoding error, or lone surrogates)."""
+    for stdin in (io.TextIOWrapper(io.BytesIO(b"caf\xe9\n"), encoding="utf-8"),
+                  io.TextIOWrapper(io.BytesIO(b"caf\xe9\n"), encoding="utf-8", errors="surrogateescape")):
+        monkeypatch.setattr(sys, "stdin", stdin)
+        assert "is not UTF-8 text" in cli_error(capsys, "chat", "--model", base["teacher"])
