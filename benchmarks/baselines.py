@@ -31,11 +31,11 @@ from minitron import compress
 from minitron.cli import parse_mapping
 from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig, distill
-from minitron.distill.config import make_plan
-from minitron.eval import lm_loss, windows_in_batches
+from minitron.distill.config import schedule
+from minitron.numerics import lm_loss, windows_in_batches
 from minitron.io import read_jsonl
 from minitron.load import load_config, load_model
-from minitron.prune import prune
+from minitron.prune import PruneConfig, prune
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -78,18 +78,20 @@ class Setup:
     def __init__(self, args, config: dict):
         self.teacher = args.teacher or config["teacher"]
         self.target = args.target or config["target"]
-        self.calib_seqs, self.val_seqs = (4, 4) if args.dry else (config["calib_seqs"], config["val_seqs"])
+        self.calib_seqs, self.val_seqs = (4, 4) if args.dry else (config["prune"]["calib_seqs"], config["val_seqs"])
         self.data = TokenData.open(args.data if args.data else default_data(self.teacher))
         section = {**config.get("distill", {}), **(DRY if args.dry else {})}
         if args.tokens:
             section["tokens"] = args.tokens
         self.train = TrainConfig(**{**section, "teacher": self.teacher, "data": str(self.data.path),
                                     "device": args.device})
-        plan = make_plan(self.train, self.data.num_tokens("train"), self.data.num_tokens("val"), 1, self.data.path)
+        plan = schedule(self.train, self.data.num_tokens("train"), self.data.num_tokens("val"), 1, self.data.path)
         every = max(1, (DRY["global_batch_tokens"] if args.dry else args.eval_every) // plan.tokens_per_step)
         self.train = replace(self.train, eval_every=every, save_every=every)
         self.val = self.data.fixed("val", plan.eval_seqs, self.train.seq_len)  # what distill validates on
         self.work, self.device, self.config = args.work, args.device, config
+        # calibration (and compress's held-out sequences) at the distillation's sequence length, as before
+        self.prune = PruneConfig(calib_seqs=self.calib_seqs, seq_len=self.train.seq_len)
 
     @classmethod
     def from_args(cls, args) -> "Setup":
@@ -103,8 +105,8 @@ def baselines(s: Setup) -> list[dict]:
     """Prune once, then train the four students; their validation curves (and the teacher's loss)."""
     pruned = s.work / "pruned"
     if not (pruned / "config.json").is_file():
-        prune(model=s.teacher, target=s.target, out=pruned, data=s.data.path, calib_seqs=s.calib_seqs,
-              seq_len=s.train.seq_len, device=s.device, overwrite=True)
+        prune(model=s.teacher, target=s.target, out=pruned, data=s.data.path, prune=s.prune, device=s.device,
+              overwrite=True)
     torch.manual_seed(s.train.seed)  # distill's random initialisation, for the curve's first point
     start = {"pretrained": s.loss(load_model(pruned)),
              "random": s.loss(AutoModelForCausalLM.from_config(load_config(pruned), dtype=torch.float32))}
@@ -126,7 +128,7 @@ def train(cfg: TrainConfig, label: str) -> float:
     if record.is_file() and json.loads(record.read_text())["settings"] == settings:
         return json.loads(record.read_text())["seconds"]
     saved = cfg.out / "train_config.json"
-    same = saved.is_file() and json.loads(saved.read_text())["config"] == {**settings, "resume": False}
+    same = saved.is_file() and json.loads(saved.read_text()) == {**settings, "resume": False}
     start = time.time()
     distill(replace(cfg, resume=same, overwrite=not same))
     seconds = round(time.time() - start, 1)
@@ -146,7 +148,7 @@ def recipe(s: Setup, args) -> list[dict]:
     for i, (label, extra) in enumerate(runs):
         run = s.work / f"recipe{i}"
         start = time.time()
-        metrics = compress(teacher=s.teacher, target=s.target, out=run, data=s.data.path, calib_seqs=s.calib_seqs,
+        metrics = compress(teacher=s.teacher, target=s.target, out=run, data=s.data.path, prune=s.prune,
                            val_seqs=s.val_seqs, distill=distill_cfg, device=s.device, resume=run.exists(), **extra)
         curve, offset = [], 0
         for where in sorted(run.glob("stage-*")) + [run]:

@@ -23,9 +23,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from minitron.data import TokenData, build_data, default_data
 from minitron.distill import TrainConfig, distill
-from minitron.eval import lm_loss
+from minitron.numerics import lm_loss
 from minitron.load import load_model, load_tokenizer
-from minitron.prune import prune
+from minitron.prune import PruneConfig, prune
 
 TARGET = dict(intermediate_size=768, num_hidden_layers=18)  # the demo's (configs/demo.yaml)
 RECIPE = dict(seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3, min_lr=1e-4, loss="forward_kl",
@@ -54,8 +54,8 @@ def main() -> None:
            for split in ("docs", "prose")}
     pruned = args.work / "pruned"
     if not (pruned / "config.json").is_file():  # calibrated on the documentation, as the demo was before the mix
-        prune(model=teacher, target=target, out=pruned, data=data["docs"], calib_seqs=8 if args.dry else 32,
-              seq_len=seq_len, device="cpu", overwrite=True)
+        prune(model=teacher, target=target, out=pruned, data=data["docs"], device="cpu", overwrite=True,
+              prune=PruneConfig(calib_seqs=8 if args.dry else 32, seq_len=seq_len))
     results = {"teacher": evaluate(teacher, val), "pruned": evaluate(pruned, val)}
     for name in ROWS:
         results[name] = {**train(args, name, teacher, recipe, pruned, data[name]),

@@ -23,11 +23,11 @@ import torch
 
 from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig, distill
-from minitron.eval import lm_loss
+from minitron.numerics import lm_loss
 from minitron.importance import Scores, score
 from minitron.io import read_jsonl
 from minitron.load import load_config, load_model
-from minitron.prune import prune
+from minitron.prune import PruneConfig, prune
 from minitron.search import ParamCounter
 
 matplotlib.use("Agg")
@@ -45,7 +45,7 @@ class Row:
     label: str  # what the table says
     group: str  # width criteria, aggregation, depth, width + depth
     shape: str  # width, depth or both (`shapes`)
-    prune: dict = field(default_factory=dict)  # `minitron.prune.prune` arguments
+    prune: dict = field(default_factory=dict)  # `minitron.prune.PruneConfig` fields (the rest at its defaults)
     main: bool = False  # drawn in the plot of validation loss against tokens
 
 
@@ -161,7 +161,7 @@ def run_row(args, row: Row, target: dict, scores_dir: Path, data: TokenData, val
             return {**saved, "val_loss": lm_loss(load_model(work / "run" / "student"), val.split(4))}
     pruned = work / "pruned"
     result = prune(args.teacher, target=target, out=pruned, scores=scores_dir, device="cpu", overwrite=True,
-                   **row.prune)
+                   prune=PruneConfig(**row.prune))
     zero_shot = lm_loss(load_model(pruned), val.split(4))
     start = time.time()
     steps = max(1, args.tokens // (BATCH_SEQS * args.seq_len))

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig, distill
-from minitron.eval import lm_loss
+from minitron.numerics import lm_loss
 from minitron.load import load_model
-from minitron.prune import prune
+from minitron.prune import PruneConfig, prune
 
 TARGET = dict(hidden_size=384, intermediate_size=1024, num_attention_heads=6)  # the demo's
 NOTES = "<!-- notes: written by hand, kept when the tables are regenerated -->"
@@ -54,7 +54,8 @@ def main() -> None:
     val = data.fixed("val", args.val_seqs, args.seq_len)["input_ids"]
     pruned = args.work / "pruned"
     if not (pruned / "config.json").is_file():
-        prune(model="default", target=TARGET, out=pruned, calib_seqs=32, seq_len=args.seq_len, overwrite=True)
+        prune(model="default", target=TARGET, out=pruned, prune=PruneConfig(calib_seqs=32, seq_len=args.seq_len),
+              overwrite=True)
     teacher = load_model("default")
     with torch.no_grad():
         teacher_logp = [F.log_softmax(teacher(input_ids=ids).logits.float(), -1) for ids in val.split(4)]

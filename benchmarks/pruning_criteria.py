@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from minitron.data import TokenData, default_data
-from minitron.eval import lm_loss
-from minitron.importance import AGGREGATIONS, Scores, calibration, compute_scores
+from minitron.numerics import lm_loss
+from minitron.importance import AGGREGATIONS, CALIB_SEED, Scores, calibration, compute_scores
 from minitron.load import load_model, load_tokenizer
-from minitron.prune import apply_plan, check_target, make_plan
+from minitron.prune import PruneConfig, apply_plan, check_target, make_plan
 
 WIDTH = dict(hidden_size=384, intermediate_size=1024, num_attention_heads=6)  # 2 query heads per KV group
 DROP = 10  # of 30 layers
@@ -51,7 +51,7 @@ def main() -> None:
     tok, teacher = load_tokenizer("default"), load_model("default")
     data = TokenData.open(default_data("default"))
     val = data.fixed("val", args.val_seqs, args.seq_len)["input_ids"]
-    batches = calibration("default", tok, None, args.calib_seqs, args.seq_len, 8)
+    batches = calibration("default", tok, None, args.calib_seqs, args.seq_len, 8, seed=CALIB_SEED)
     loss_batches = calibration("default", tok, None, args.layer_loss_seqs, args.seq_len, 8, seed=1235)
     scores, score_s = cached_scores(args, teacher, batches, loss_batches)
     rows = [("teacher (unpruned)", "-", evaluate(teacher, val))]
@@ -60,8 +60,9 @@ def main() -> None:
         [("activation", "mean", "l2", hidden, head) for hidden, head in VARIANTS] + \
         [(c, "-", "-", "norms", "attn") for c in ("wanda", "taylor", "magnitude", "random")]
     for criterion, s, b, hidden, head in runs:
-        plan = make_plan(scores, teacher.config, width, None, criterion, s if s != "-" else "mean",
-                         b if b != "-" else "l2", hidden_score=hidden, head_score=head)
+        plan = make_plan(scores, teacher.config, width,
+                         PruneConfig(criterion=criterion, seq_agg=s if s != "-" else "mean",
+                                     batch_agg=b if b != "-" else "l2", hidden_score=hidden, head_score=head))
         loss = evaluate(apply_plan(copy.deepcopy(teacher), plan), val)
         rows.append((label(criterion, hidden, head), f"seq {s}, batch {b}" if s != "-" else "-", loss))
         print(f"{rows[-1][0]:>10} {rows[-1][1]:>22}  val loss {loss:.3f}", flush=True)
@@ -69,7 +70,7 @@ def main() -> None:
     depth_rows = []
     for name, crit in [("Block Influence (10 lowest)", "bi"), ("LM-loss increase (10 lowest)", "loss"),
                        ("best contiguous block of 10", "block"), ("random 10", "random")]:
-        plan = make_plan(scores, teacher.config, depth, None, layer_criterion=crit)
+        plan = make_plan(scores, teacher.config, depth, PruneConfig(layer_criterion=crit))
         loss = evaluate(apply_plan(copy.deepcopy(teacher), plan), val)
         depth_rows.append((name, plan.drop, loss))
         print(f"{name:>30} drop {plan.drop} val loss {loss:.3f}", flush=True)
@@ -99,7 +100,8 @@ def per_axis(teacher, scores, val) -> list[tuple[str, str, float]]:
     for axis, size in WIDTH.items():
         target = check_target(teacher.config, {axis: size})
         for criterion, hidden, head in AXIS_COLUMNS:
-            plan = make_plan(scores, teacher.config, target, None, criterion, hidden_score=hidden, head_score=head)
+            plan = make_plan(scores, teacher.config, target,
+                             PruneConfig(criterion=criterion, hidden_score=hidden, head_score=head))
             rows.append((f"{axis}={size}", label(criterion, hidden, head),
                          evaluate(apply_plan(copy.deepcopy(teacher), plan), val)))
             print(f"{rows[-1][0]:>24} {rows[-1][1]:>30} val loss {rows[-1][2]:.3f}", flush=True)

@@ -21,9 +21,9 @@ import torch
 
 from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig, distill
-from minitron.eval import lm_loss
+from minitron.numerics import lm_loss
 from minitron.load import load_model
-from minitron.prune import prune
+from minitron.prune import PruneConfig, prune
 
 TARGET = dict(hidden_size=384, intermediate_size=1024, num_attention_heads=6)  # the old demo's
 NOTES = "<!-- notes: written by hand, kept when the tables are regenerated -->"
@@ -123,13 +123,13 @@ def main() -> None:
 
 def pruned_student(args, target: dict, options: dict | None = None) -> Path:
     """The teacher pruned to `target` by activation importance (layers by the best contiguous block unless `options`
-    say otherwise: `minitron.prune.prune` arguments), once."""
+    say otherwise: `minitron.prune.PruneConfig` fields), once."""
     name = "pruned" if target == TARGET else "pruned-" + "-".join(str(v) for v in target.values())
     name += "".join(f"-{v}" for v in (options or {}).values())
     out = args.work / name
     if not (out / "config.json").is_file():
-        prune(model="default", target=target, out=out, calib_seqs=32, seq_len=256, overwrite=True,
-              **{"head_score": "attn", **(options or {})})  # heads as when these rows were measured
+        prune(model="default", target=target, out=out, overwrite=True,  # heads as when these rows were measured
+              prune=PruneConfig(**{"calib_seqs": 32, "seq_len": 256, "head_score": "attn", **(options or {})}))
     return out
 
 

@@ -7,7 +7,7 @@ set -euo pipefail
 WORK=${1:-runs/teacher-cache-bench}
 PY=${PYTHON:-python}
 mkdir -p "$WORK"
-[ -d "$WORK/pruned" ] || $PY -m minitron prune --model default --criterion magnitude --out "$WORK/pruned" \
+[ -d "$WORK/pruned" ] || $PY -m minitron prune --model default --prune.criterion magnitude --out "$WORK/pruned" \
     --target hidden_size=384,intermediate_size=1024,num_attention_heads=6
 COMMON=(--teacher default --student "$WORK/pruned" --seq-len 256 --micro-batch 4 --global-batch-tokens 2048
         --tokens 16384 --lr 1e-3 --min-lr 1e-4 --warmup-steps 0 --eval-every 0 --eval-seqs 32 --save-every 0

@@ -42,7 +42,7 @@ from minitron.distill.losses import ForwardKL
 from minitron.distill.config import TrainConfig
 from minitron.distill.loop import adamw
 from minitron.distill.parallel import DistillModel, Teacher, speed_options
-from minitron.eval import autocast  # the trainer's: bf16 on CUDA (and with precision=bf16), else fp32
+from minitron.numerics import autocast  # the trainer's: bf16 on CUDA (and with precision=bf16), else fp32
 from minitron.importance.stats import ActivationRecorder
 from minitron.prune import check_target, target_config
 

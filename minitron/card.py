@@ -18,6 +18,7 @@ from safetensors import safe_open
 from minitron.errors import MinitronError
 from minitron.io import read_jsonl, write_atomic
 from minitron.load import DEFAULT_MODEL, HUB_ID, default_gguf, resolve_model
+from minitron.record import RECORD
 
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model 'default' is a quantised copy of
 EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3")  # model types `minitron export` writes to GGUF
@@ -49,13 +50,14 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
     if run is None:  # distill writes RUN/student; compress links RUN/student to RUN/distill/student
         parent = out.resolve().parent
         run = parent if (parent / "train_config.json").is_file() else out
-    training = read_json(Path(run) / "train_config.json")
+    training = read_json(Path(run) / "train_config.json")  # the resolved TrainConfig
+    ran = ((read_json(Path(run) / RECORD) or {}).get("distill") or {}).get("outputs") or {}  # plan, processes
     history = read_records(Path(run) / "metrics.jsonl")
     pruning = read_json(out / "pruning.json")
     if pruning is None and training is not None:  # a distilled student: its record is in the model it started from
-        pruning = read_json(Path(training["config"]["student"]) / "pruning.json")
-    teacher = teacher or (training or {}).get("config", {}).get("teacher") or (pruning or {}).get("teacher")
-    distilled = bool(training and training["config"].get("teacher"))
+        pruning = read_json(Path(training["student"]) / "pruning.json")
+    teacher = teacher or (training or {}).get("teacher") or (pruning or {}).get("teacher")
+    distilled = bool(training and training.get("teacher"))
     tags = ["minitron"] + ["pruned"] * (pruning is not None) + ["distilled"] * distilled
     header = {"base_model": hub_id(teacher), "library_name": "transformers",
               "license": license or teacher_license(teacher), "pipeline_tag": "text-generation", "tags": tags}
@@ -63,7 +65,7 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
     figures = {"parameters": f"{stored_params(out):,}", **training_figures(history), **(metrics or {})}
     name = name or out.name
     sections = [summary(name, config, teacher, pruning, training), pruning_section(pruning, teacher),
-                training_section(training, history), figures_section(figures), usage_section(name, config)]
+                training_section(training, ran, history), figures_section(figures), usage_section(name, config)]
     text = "---\n" + yaml.safe_dump({k: v for k, v in header.items() if v}, sort_keys=False) + "---\n\n"
     text += "\n\n".join(s for s in sections if s) + "\n"
     write_atomic(out / "README.md", text)
@@ -149,7 +151,7 @@ def training_figures(history: list[dict]) -> dict[str, str]:
 
 
 def summary(name: str, config: dict, teacher: str | None, pruning: dict | None, training: dict | None) -> str:
-    steps = (["pruned"] if pruning else []) + (["distilled"] if training and training["config"].get("teacher")
+    steps = (["pruned"] if pruning else []) + (["distilled"] if training and training.get("teacher")
                                                  else ["trained"] if training else [])
     made = f"{' and '.join(steps)} from" if steps else "made from"
     return (f"# {name}\n\n{name} is a {config.get('model_type', 'decoder')} language model {made} "
@@ -165,13 +167,14 @@ def pruning_section(pruning: dict | None, teacher: str | None) -> str:
     teacher_sizes = teacher_config(teacher)
     sizes = ", ".join(f"{k} {teacher_sizes[k]} → {v}" if teacher_sizes and teacher_sizes.get(k, v) != v
                       else f"{k} {v}" for k, v in pruning["target"].items())
-    agg = pruning["aggregation"]
+    how = pruning["prune"]
     lines = [f"- parameters: {before:,} → {after:,} ({after / before:.1%} of the teacher)",
              f"- sizes: {sizes}",
-             f"- width importance: {pruning['criterion']} (aggregated by {agg['seq']} over the sequence, "
-             f"{agg['batch']} over the batch)"]
+             f"- width importance: {how['criterion']} (aggregated by {how['seq_agg']} over the sequence, "
+             f"{how['batch_agg']} over the batch)"]
     if pruning["dropped_layers"]:
-        lines.append(f"- dropped layers: {pruning['dropped_layers']} (chosen by {pruning['layer_criterion']})")
+        why = "given explicitly" if how["drop_layers"] else how["layer_criterion"]
+        lines.append(f"- dropped layers: {pruning['dropped_layers']} (chosen by {why})")
     calibration = pruning.get("calibration") or {}
     if calibration:
         lines.append("- calibration: " + ", ".join(f"{k}={Path(str(v)).name if k == 'data' else v}"
@@ -179,13 +182,14 @@ def pruning_section(pruning: dict | None, teacher: str | None) -> str:
     return "## How it was made\n\n### Pruning\n\n" + "\n".join(lines)
 
 
-def training_section(training: dict | None, history: list[dict]) -> str:
-    if training is None:
+def training_section(cfg: dict | None, ran: dict, history: list[dict]) -> str:
+    """What train_config.json (`cfg`) and the run's record (`ran`: its plan and processes) say of the training."""
+    if cfg is None:
         return ""
-    cfg, plan = training["config"], training.get("plan", {})
+    plan = ran.get("plan", {})
     lines = [f"- teacher: {name_of(cfg.get('teacher'))}" if cfg.get("teacher") else "- no teacher "
              "(conventional training on the data's next tokens)",
-             f"- loss: {training.get('loss', cfg.get('loss'))}"
+             f"- loss: {cfg.get('loss')}"
              + (f" + {cfg['hidden_loss']} hidden-state loss at layers {cfg['layer_pairs']}" if cfg.get("hidden_loss")
                 else ""),
              f"- data: {name_of(cfg.get('data')) if cfg.get('data') else 'the default corpus'}",
@@ -194,7 +198,7 @@ def training_section(training: dict | None, history: list[dict]) -> str:
              f"- sequence length {cfg['seq_len']}, {cfg['global_batch_tokens']:,} tokens per step, "
              f"learning rate {cfg['lr']:g} → {cfg['min_lr']:g} (cosine, {plan.get('warmup_steps', '?')} "
              f"warm-up steps), "
-             f"{training.get('world_size', 1)} process(es)"]
+             f"{ran.get('world_size', 1)} process(es)"]
     title = "Distillation" if cfg.get("teacher") else "Training"
     return f"### {title}\n\n" + "\n".join(lines)
 

@@ -14,9 +14,7 @@ import importlib
 import inspect
 import json
 import re
-import signal
 import sys
-import threading
 import types
 import typing
 from pathlib import Path
@@ -24,7 +22,9 @@ from typing import Any, Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
+from minitron import __version__
 from minitron.errors import Interrupted, MinitronError
+from minitron.signals import Terminated, interrupts
 from minitron.io import SafetensorError, disk_problem
 
 # command -> ("module:function" it runs, one-line summary). Only the module of the command being run is imported,
@@ -58,31 +58,40 @@ def config_class(fn: Callable) -> type | None:
 
 
 def command_parser(name: str, fn: Callable) -> ArgumentParser:
-    """Flags of one command from its function's signature (or its config dataclass's fields)."""
+    """Flags of one command from its function's signature (or its config dataclass's fields): jsonargparse's
+    public API only. Flags are the parameter names, as in YAML (`--seq_len`, `--distill.lr`); `spelling` lets a
+    user type them with dashes too."""
     cls = config_class(fn)
     doc = inspect.getdoc(cls or fn) or ""
     p = ArgumentParser(prog=f"minitron {name}", description=doc.split("\n\nArgs:")[0], exit_on_error=False,
                        print_config="--print-config", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="--debug shows the full traceback of an error. Booleans: --flag, --no-flag or --flag "
-                              "true|false. Lists: space-separated items or [a, b]. Mappings: NAME=VALUE,... or "
-                              "{name: value}. Nested settings: --section.name, or a section in the YAML.")
+                       epilog="--debug shows the full traceback of an error. Flags may be spelt with dashes "
+                              "(--seq-len for --seq_len). Booleans: --flag, --no-flag or --flag true|false. Lists: "
+                              "space-separated items or [a, b]. Mappings: NAME=VALUE,... or {name: value}. Nested "
+                              "settings: --section.name, or a section in the YAML.")
     p.add_argument("--config", action=ActionConfigFile, help="YAML file of parameter values (later flags override it)")
     if cls is not None:
         p.add_class_arguments(cls, as_group=False)
     else:
         p.add_function_arguments(fn, as_group=False)
-    use_dashes(p)
     return p
 
 
-def use_dashes(parser: ArgumentParser) -> None:
-    """Flags are spelt --seq-len (the YAML keys stay the parameter names, seq_len)."""
-    for action in parser._actions:
-        if any("_" in o for o in action.option_strings):
-            for old in action.option_strings:
-                parser._option_string_actions.pop(old, None)
-            action.option_strings = [o.replace("_", "-") for o in action.option_strings]
-            parser._option_string_actions.update(dict.fromkeys(action.option_strings, action))
+def hints(fn: Callable) -> dict[str, Any]:
+    """Every flag of a command (dotted for nested config dataclasses) and its type hint, from the function's own
+    signature: what `spelling` needs to know of the flags, without asking the parser."""
+    cls = config_class(fn)
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, types: dict[str, Any]) -> None:
+        for name, hint in types.items():
+            if dataclasses.is_dataclass(hint):
+                walk(f"{prefix}{name}.", typing.get_type_hints(hint))
+            out[prefix + name] = hint
+
+    walk("", typing.get_type_hints(cls) if cls is not None else
+         {k: v for k, v in typing.get_type_hints(fn).items() if k != "return"})
+    return out
 
 
 def parse_mapping(text: str) -> dict[str, int]:
@@ -101,9 +110,8 @@ def parse_mapping(text: str) -> dict[str, int]:
     return out
 
 
-def _kind(action) -> str | None:
+def _kind(hint) -> str | None:
     """bool, list or dict: the types whose command-line forms jsonargparse spells differently."""
-    hint = getattr(action, "_typehint", None)
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
     args = [a for a in typing.get_args(hint) if a is not type(None)] if optional else [hint]
     if args == [bool]:
@@ -112,51 +120,68 @@ def _kind(action) -> str | None:
     return {list: "list", dict: "dict"}.get(origin)
 
 
-def _item(text: str, action) -> Any:
-    """One space-separated list item, a number where the list holds numbers."""
-    hint = action._typehint
+def _items(text: str, hint) -> list:
+    """One space-separated list item as list elements: a number where the list holds numbers, and for whole
+    numbers also ranges and commas (`16-23,3` -> 16, ..., 23, 3, as in --prune.drop-layers)."""
     elem = next((typing.get_args(a)[0] for a in (hint, *typing.get_args(hint)) if typing.get_origin(a) is list), str)
+    if elem is int and re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text):
+        out = []
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            if hi and int(hi) < int(lo):
+                raise MinitronError(f"{part!r} is backwards; write {hi}-{lo}")
+            out += range(int(lo), int(hi or lo) + 1)
+        return out
     try:
-        return elem(text) if elem in (int, float) else text
+        return [elem(text) if elem in (int, float) else text]
     except ValueError:
-        return text  # jsonargparse names the bad value
+        return [text]  # jsonargparse names the bad value
 
 
-def argparse_forms(parser: ArgumentParser, args: list[str]) -> list[str]:
-    """The flag forms of minitron's commands, in jsonargparse's spelling: a bare `--flag` / `--no-flag` for
-    booleans, space-separated lists (`--source a b`, `--layer-pairs 3:6 7:14`) and NAME=VALUE mappings
-    (`--target hidden_size=384,intermediate_size=1024`). Everything else passes through unchanged."""
-    out, i, actions = [], 0, parser._option_string_actions
+def spelling(args: list[str], known: dict[str, Any]) -> list[str]:
+    """The command line in jsonargparse's spelling: flags with dashes as their parameter names (`--seq-len` ->
+    `--seq_len`), a bare `--flag` / `--no-flag` for booleans, space-separated lists (`--source a b`,
+    `--layer-pairs 3:6 7:14`) and NAME=VALUE mappings (`--target hidden_size=384,intermediate_size=1024`).
+    Everything else passes through unchanged."""
+    out, i = [], 0
     while i < len(args):
         arg, i = args[i], i + 1
-        action = actions.get(arg)
-        negated = actions.get("--" + arg[5:]) if action is None and arg.startswith("--no-") else None
-        kind = _kind(action or negated)
-        given = i < len(args) and not args[i].startswith("--")
-        if negated is not None and kind == "bool":
-            out.append(f"--{arg[5:]}=false")
+        flag, eq, value = arg.partition("=")
+        name = flag[2:].replace("-", "_") if flag.startswith("--") else None
+        negated = name[3:] if name and name.startswith("no_") and name not in known else None
+        if name not in known and negated not in known:
+            out.append(arg)
+            continue
+        kind, hint = _kind(known[negated or name]), known[negated or name]
+        flag = f"--{negated or name}"
+        given = not eq and i < len(args) and not args[i].startswith("--")
+        if eq:
+            out.append(f"{flag}={value}")
+        elif negated is not None and kind == "bool":
+            out.append(f"{flag}=false")
         elif kind == "bool" and not given:
-            out.append(f"{arg}=true")
+            out.append(f"{flag}=true")
         elif kind == "list" and given and not args[i].lstrip().startswith("["):
             items = []
             while i < len(args) and not args[i].startswith("--"):
-                items.append(_item(args[i], action))
+                items += _items(args[i], hint)
                 i += 1
-            out += [arg, json.dumps(items)]
+            out += [flag, json.dumps(items)]
         elif kind == "dict" and given and not args[i].strip():  # `--target ""`: an empty mapping, refused later
-            out += [arg, "{}"]
+            out += [flag, "{}"]
             i += 1
         elif kind == "dict" and given and "=" in args[i] and not args[i].lstrip().startswith("{"):
-            out += [arg, json.dumps(parse_mapping(args[i]))]
+            out += [flag, json.dumps(parse_mapping(args[i]))]
             i += 1
         else:
-            out.append(arg)
+            out.append(flag)
     return out
 
 
 def top_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="minitron", exit_on_error=False, description="Prune and distil Hugging Face "
                             "LLMs (the Minitron recipe). `minitron COMMAND --help` for each command.")
+    parser.add_argument("--version", action="version", version=f"minitron {__version__}")
     sub = parser.add_subcommands(dest="command", metavar="COMMAND")
     for name, (_, summary) in COMMANDS.items():
         sub.add_subcommand(name, ArgumentParser(prog=f"minitron {name}"), help=summary)
@@ -166,13 +191,13 @@ def top_parser() -> ArgumentParser:
 def parse(argv: list[str]) -> tuple[Callable, dict[str, Any]]:
     """The function a command line runs and its keyword arguments (config dataclasses built)."""
     if not argv or argv[0] not in COMMANDS:
-        top_parser().parse_args(argv)  # --help, or a usage error
+        top_parser().parse_args(argv)  # --help, --version, or a usage error
         raise argparse.ArgumentError(None, "expected a command")
     fn = load_command(argv[0])
     parser = command_parser(argv[0], fn)
     args = [a for a in argv[1:] if a != "--debug"]  # read by `main`, kept out of the printed config
     check_config_files(args)
-    values = parser.instantiate(parser.parse_args(argparse_forms(parser, args))).as_dict()
+    values = parser.instantiate(parser.parse_args(spelling(args, {**hints(fn), "help": None}))).as_dict()
     values.pop("config", None), values.pop("__path__", None)
     cls = config_class(fn)
     if cls is not None:
@@ -204,16 +229,8 @@ def run(argv: list[str] | None = None) -> Any:
 
 
 def one_line(message: str) -> str:
-    """jsonargparse's usage error (several lines for a bad value) as one line, in the flags' spelling."""
-    unknown = re.search(r"Option '([\w.-]+)' is not accepted", message)
-    if unknown:
-        return f"unknown parameter(s) {unknown.group(1)}"
-    key = re.match(r'Parser key "([\w.]+)":', message)
-    expected = re.search(r"Expected a ([^\n]*)", message)
-    if not (key and expected):
-        return " ".join(message.split())
-    what = re.sub(r"<class '(\w+)'>", r"\1", expected.group(1)).replace("typing.", "")
-    return f"--{key.group(1).replace('_', '-')}: expected {what}"
+    """jsonargparse's usage error (several lines for a bad value) on one line."""
+    return " ".join(message.split())
 
 
 def quiet_transformers() -> None:
@@ -244,27 +261,15 @@ class LineTracker:
         return getattr(self.stream, name)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what schedulers send before killing a job), raised like Ctrl-C's KeyboardInterrupt so that every
-    output half-written is removed the same way."""
-
-
-def _terminate(signum, frame):
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers may be set
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     stderr = sys.stderr
     sys.stderr = LineTracker(stderr)
     try:
-        code = _run_reporting(argv)
+        with interrupts():
+            code = _run_reporting(argv)
     finally:
         sys.stderr = stderr
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
     if code:
         sys.exit(code)
 

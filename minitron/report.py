@@ -8,6 +8,7 @@ import matplotlib
 
 from minitron.io import read_jsonl
 from minitron.importance import Scores
+from minitron.prune import PruneConfig
 from minitron.tasks import main_score
 
 matplotlib.use("Agg")
@@ -52,11 +53,11 @@ def plot_importance(scores_dir: Path, out: Path) -> Path | None:
     scores = Scores.load(scores_dir)
     if "activation" not in scores.criteria():
         return None
-    w = scores.width("activation")
+    w = PruneConfig(criterion="activation").width(scores)
     fig, axes = plt.subplots(2, 2, figsize=(10, 6))
     panels = [(axes[0, 0], w["heads"].mean(1), "attention heads: mean importance", "layer"),
               (axes[0, 1], w["mlp"].mean(1), "MLP neurons: mean importance", "layer"),
-              (axes[1, 0], scores.layer("block_influence"), "Block Influence (1 - cos)", "layer")]
+              (axes[1, 0], scores.layer("bi"), "Block Influence (1 - cos)", "layer")]
     for ax, values, title, xlabel in panels:
         ax.bar(range(len(values)), values.tolist())
         ax.set_title(title, fontsize=10)
@@ -77,24 +78,24 @@ LAYER_CRITERIA = {"block": "the contiguous block whose removal raises the LM los
                   "random": "chosen at random"}
 
 
-def pruning_words(pruning: dict, explicit_drop: bool) -> str:
+def pruning_words(pruning: dict) -> str:
     """How pruning.json says the model was pruned: width criterion (and aggregation), dropped layers."""
-    agg = pruning.get("aggregation", {})
-    words = f"width by {pruning['criterion']} importance"
-    if pruning["criterion"] == "activation":
+    how = pruning["prune"]
+    words = f"width by {how['criterion']} importance"
+    if how["criterion"] == "activation":
         scores = {"pooled": "; hidden channels pooled over every norm", "attn": "; heads before o_proj"}
-        extra = "".join(scores.get(pruning.get(k), "") for k in ("hidden_score", "head_score"))
-        words += f" ({agg.get('seq')} over the sequence, {agg.get('batch')} over the batch{extra})"
+        extra = "".join(scores.get(how[k], "") for k in ("hidden_score", "head_score"))
+        words += f" ({how['seq_agg']} over the sequence, {how['batch_agg']} over the batch{extra})"
     drop = pruning.get("dropped_layers") or []
     if drop:
-        why = "given explicitly" if explicit_drop else LAYER_CRITERIA.get(pruning.get("layer_criterion"), "")
+        why = "given explicitly" if how["drop_layers"] else LAYER_CRITERIA.get(how["layer_criterion"], "")
         words += f"; decoder layers {', '.join(map(str, drop))} removed ({why})"
     return words
 
 
 def distill_words(training: dict) -> str:
     """The loss train_config.json says the distillation optimised."""
-    cfg, loss = training["config"], training["loss"]
+    cfg, loss = training, training["loss"]
     words = {"forward_kl": "logit forward KL(teacher‖student)", "reverse_kl": "logit reverse KL(student‖teacher)",
              "jsd": f"logit Jensen-Shannon divergence (β {cfg.get('jsd_beta')})",
              "topk_kl": f"forward KL on the teacher's top {cfg.get('top_k')} tokens",
@@ -112,8 +113,7 @@ def recipe_sentence(run: Path, metrics: dict) -> str:
     """What ran, read from the files the stages wrote (pruning.json, train_config.json, stages.json)."""
     pruning = read_json(run / "pruned" / "pruning.json")
     training = read_json(run / "distill" / "train_config.json")
-    explicit = bool((read_json(run / "stages.json") or {}).get("prune", {}).get("settings", {}).get("drop_layers"))
-    how = f" ({pruning_words(pruning, explicit)})" if pruning else ""
+    how = f" ({pruning_words(pruning)})" if pruning else ""
     loss = f" ({distill_words(training)})" if training else ""
     return f"Teacher `{metrics['teacher_spec']}` pruned to {metrics['target_desc']}{how}, then distilled on " \
            f"{metrics['tokens']:,} tokens{loss}."

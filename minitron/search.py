@@ -21,18 +21,19 @@ from pathlib import Path
 import matplotlib
 import torch
 
-from minitron.data import TokenData, default_data
+from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
+from minitron.distill.config import recorded, refuse_located
 from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError
-from minitron.eval import lm_loss, windows_in_batches
-from minitron.importance import HEAD_SCORE, HIDDEN_SCORE, Agg, Criterion, HeadScore, HiddenScore, Scores, score
-from minitron.importance.scores import loss_key
+from minitron.importance import Scores, score
 from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device, resolve_model
+from minitron.numerics import lm_loss, windows_in_batches
+from minitron.prune import PruneConfig, ScoreNeeds, apply_plan, check_target, make_plan, params_of, target_config
+from minitron.prune import prune as prune_model
+from minitron.record import Record
 from minitron.shards import Checkpoint
-from minitron.prune import apply_plan, check_target, make_plan, params_of, prune
-from minitron.prune.plan import LayerCriterion, validate_config
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -86,13 +87,8 @@ class ParamCounter:
         self.config, self.coef = config, {}
 
     def _build(self, hidden: int, heads: int, mlp: int, layers: int) -> int:
-        cfg = copy.deepcopy(self.config)
-        cfg.head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.config.num_attention_heads
-        cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size = hidden, heads, mlp
-        cfg.num_hidden_layers = layers
-        if getattr(cfg, "layer_types", None) is not None:
-            cfg.layer_types = self.config.layer_types[:layers]
-        return params_of(cfg)
+        sizes = dict(hidden_size=hidden, num_attention_heads=heads, intermediate_size=mlp, num_hidden_layers=layers)
+        return params_of(target_config(self.config, sizes, validate=False))  # arithmetic: not every build is valid
 
     def __call__(self, sizes: dict[str, int]) -> int:
         D = sizes["hidden_size"]
@@ -162,11 +158,8 @@ def shapes_within(config, params: float, tolerance: float, steps: dict[str, int]
 
 def valid_width(config, hidden: int, heads: int) -> bool:
     """Whether the family's own config checks accept this hidden size with this many heads."""
-    cfg = copy.deepcopy(config)
-    cfg.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    cfg.hidden_size, cfg.num_attention_heads = hidden, heads
     try:
-        validate_config(cfg)
+        target_config(config, {"hidden_size": hidden, "num_attention_heads": heads})
     except MinitronError:
         return False
     return True
@@ -188,50 +181,45 @@ def spread(candidates: list[Candidate], k: int, config) -> list[Candidate]:
 
 # ------------------------------------------------------------------------------ scoring the candidates
 
-def depth_needs(config, candidates: list[Candidate], layer_criterion: str) -> tuple[list[str], list[int]]:
-    """The layer scores the candidates' depth pruning reads (`prune.plan.layers_to_drop`), and the block lengths
-    (beyond 1) `minitron score --block-sizes` must measure for them."""
-    ks = sorted({config.num_hidden_layers - c.sizes["num_hidden_layers"] for c in candidates} - {0})
-    if not ks:
-        return [], []
-    if layer_criterion == "block":
-        return [loss_key(k) for k in ks], [k for k in ks if k > 1]
-    return [{"loss": "layers/loss", "bi": "layers/block_influence", "random": "layers/random"}[layer_criterion]], []
+def needs_of(config, candidates: list[Candidate], prune: PruneConfig) -> ScoreNeeds:
+    """What the candidates' pruning reads, together (`PruneConfig.needs` of each shape)."""
+    needs = ScoreNeeds((prune.criterion,))
+    for c in candidates:
+        needs |= prune.needs(config, c.sizes)
+    return needs
 
 
-def cached_scores(model: str, scores: Path | None, work: Path, data: Path | None, calib_seqs: int, seq_len: int,
-                  needs: tuple[list[str], list[int]], criterion: str, device: str, seed: int) -> tuple[Scores, Path]:
+def cached_scores(model: str, scores: Path | None, work: Path, data: Path | None, needs: ScoreNeeds,
+                  prune: PruneConfig, device: str) -> tuple[Scores, Path]:
     """The given --scores (refused if they lack what the candidates need), or WORK/scores, made once."""
-    keys, blocks = needs
     path = Path(scores) if scores is not None else work / "scores"
     if scores is None and not (path / "scores.json").is_file():
         shutil.rmtree(path, ignore_errors=True)  # left by an interrupted scoring
-        score(model, data=data, out=path, criteria=sorted({criterion, "random"}), calib_seqs=calib_seqs,
-              seq_len=seq_len, layer_loss=any("loss" in k for k in keys), block_sizes=blocks, device=device,
-              seed=seed)
+        score(model, data=data, out=path, criteria=list(needs.criteria), calib_seqs=prune.calib_seqs,
+              seq_len=prune.seq_len, layer_loss=needs.layer_loss, block_sizes=list(needs.block_sizes),
+              device=device, seed=prune.seed)
     saved = Scores.load(path)
-    missing = [k for k in keys if k not in saved.tensors]
+    missing = [k for k in needs.keys if k not in saved.tensors]
     if missing:
         raise MinitronError(f"the scores in {path} lack {', '.join(missing)}, which these candidates need; score "
-                            f"with `--layer-loss --block-sizes {' '.join(map(str, blocks or [1]))}`, or leave out "
-                            "--scores and let search score")
+                            f"with `--layer-loss --block-sizes {' '.join(map(str, needs.block_sizes or (1,)))}`, or "
+                            "leave out --scores and let search score")
     return saved, path
 
 
-def zero_shot(teacher, scores: Scores, candidates: list[Candidate], val: list, prune_kw: dict) -> None:
+def zero_shot(teacher, scores: Scores, candidates: list[Candidate], val: list, prune: PruneConfig) -> None:
     """Each candidate's held-out loss pruned in memory from the cached scores, before any training."""
     config = teacher.config
     for i, c in enumerate(candidates):
         if c.zero_shot_loss is None:
-            sizes = check_target(config, c.sizes)
-            plan = make_plan(scores, config, sizes, None, **prune_kw)
+            plan = make_plan(scores, config, check_target(config, c.sizes), prune)
             c.zero_shot_loss = lm_loss(apply_plan(copy.deepcopy(teacher), plan), val)
         print(f"  [{i + 1}/{len(candidates)}] {c.name}: {c.params:,} params, zero-shot loss {c.zero_shot_loss:.3f}",
               flush=True)
 
 
 def distil_candidate(c: Candidate, model: str, work: Path, scores_dir: Path, train: TrainConfig, val: list,
-                     prune_kw: dict, device: str) -> None:
+                     prune: PruneConfig, device: str) -> None:
     """Prune one candidate, distil it on the shared token budget (resuming its own run directory), measure it.
 
     A failure of any kind is recorded in the candidate (and its traceback in its directory) and skipped."""
@@ -242,10 +230,10 @@ def distil_candidate(c: Candidate, model: str, work: Path, scores_dir: Path, tra
         return
     try:
         if not (run / "pruned" / "config.json").is_file():
-            prune(model, target=c.sizes, out=run / "pruned", scores=scores_dir, device=device, overwrite=True,
-                  **prune_kw)
+            prune_model(model, target=c.sizes, out=run / "pruned", prune=prune, scores=scores_dir, device=device,
+                        overwrite=True)
         result = run_distill(replace(train, student=str(run / "pruned"), out=run / "distill", teacher=model,
-                                     device=device, resume=True, overwrite=False))
+                                     device=device, resume=True))
         c.distilled_loss = lm_loss(load_model(result.student, pick_device(device)), val)
         write_json(done, {"distilled_loss": c.distilled_loss, "steps": result.steps, "tokens": result.tokens})
     except KeyboardInterrupt:
@@ -268,14 +256,11 @@ def ranked(candidates: list[Candidate]) -> list[Candidate]:
 # ------------------------------------------------------------------------------ the command
 
 def search(params: float, model: str = "default", out: Path | None = None, work: Path | None = None,
-           tolerance: float = SEARCH_TOLERANCE, steps: dict[str, int] | None = None, floors: dict[str, int] | None = None,
-           max_candidates: int = 24, distill_top: int = 4, distill_tokens: int = 65536, scores: Path | None = None,
-           data: Path | None = None, calib_seqs: int = 64, val_seqs: int = 16, seq_len: int | None = None,
-           criterion: Criterion = "activation", seq_agg: Agg = "mean", batch_agg: Agg = "l2",
-           hidden_score: HiddenScore = HIDDEN_SCORE, head_score: HeadScore = HEAD_SCORE,
-           layer_criterion: LayerCriterion = "block",
-           distill: TrainConfig = TrainConfig(eval_every=0), device: str = "auto",
-           seed: int = 1234, overwrite: bool = False) -> dict:
+           tolerance: float = SEARCH_TOLERANCE, steps: dict[str, int] | None = None,
+           floors: dict[str, int] | None = None, max_candidates: int = 24, distill_top: int = 4,
+           distill_tokens: int = 65536, scores: Path | None = None, data: Path | None = None,
+           val_seqs: int = VAL_SEQS, prune: PruneConfig = PruneConfig(), distill: TrainConfig = TrainConfig(eval_every=0),
+           device: str = "auto", overwrite: bool = False) -> dict:
     """Search the student shape under a parameter budget and prune the teacher to the winner.
 
     Args:
@@ -293,20 +278,14 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         distill_tokens: training tokens of each candidate's short distillation (the same for every one)
         scores: importance scores from `minitron score` (default: scored once into WORK/scores)
         data: token data directory (default: the default corpus)
-        calib_seqs: calibration sequences (when search scores)
-        val_seqs: held-out sequences every candidate is measured on (of --seq-len tokens)
-        seq_len: tokens per calibration and held-out sequence (default: the distillations', --distill.seq-len)
-        criterion: width importance: activation, wanda, magnitude, taylor or random
-        seq_agg: activation aggregation over the sequence: mean, l2 or var
-        batch_agg: activation aggregation over the batch: l2, mean or var
-        hidden_score: activation score of hidden channels: norms or pooled (see `minitron prune`)
-        head_score: activation score of heads: o_proj or attn (see `minitron prune`)
-        layer_criterion: depth: block (best contiguous block), loss, bi (Block Influence) or random
-        distill: settings of the short distillations (`--distill.lr`); tokens is --distill-tokens
+        val_seqs: held-out sequences every candidate is measured on (of --prune.seq-len tokens)
+        prune: how each candidate is pruned, and the calibration text (`--prune.head-score attn`, a `prune:` section)
+        distill: settings of the short distillations (`--distill.lr`); tokens is --distill-tokens, and search
+            sets where the models, data and runs are itself
         device: auto, cpu or cuda
-        seed: seed of the calibration sample
         overwrite: replace --out, and start the work directory again
     """
+    refuse_located(distill, "search")
     if out is None:
         raise MinitronError("--out is required (the winner is pruned into it)")
     out = Path(out)
@@ -316,61 +295,57 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         raise MinitronError("--tolerance must be between 0 and 1, --max-candidates, --distill-tokens and "
                             "--val-seqs at least 1, --distill-top 0 or more")
     config = load_config(model)
-    seq_len = distill.seq_len if seq_len is None else seq_len
-    check_seq_len(config, seq_len, model)
+    prune.validate(config)
+    if prune.drop_layers:
+        raise MinitronError("search chooses each candidate's layers by --prune.layer-criterion; leave out "
+                            "--prune.drop-layers")
+    check_seq_len(config, prune.seq_len, model)
     budget, candidates = shapes_within(config, params, tolerance, steps, floors)
     chosen = spread(candidates, max_candidates, config)
     print(f"search: {len(candidates)} shapes within ±{tolerance:.0%} of {budget:,} parameters; "
           f"{len(chosen)} scored zero-shot", flush=True)
-    settings = {"model": str(model), "budget": budget, "tolerance": tolerance, "steps": steps, "floors": floors,
-                "max_candidates": max_candidates, "distill_tokens": distill_tokens, "scores": str(scores),
-                "data": str(data), "calib_seqs": calib_seqs, "val_seqs": val_seqs, "criterion": criterion,
-                "seq_agg": seq_agg, "batch_agg": batch_agg, "hidden_score": hidden_score, "head_score": head_score,
-                "layer_criterion": layer_criterion, "distill": json.loads(json.dumps(asdict(distill), default=str)),
-                "seed": seed, **({"seq_len": seq_len} if seq_len != distill.seq_len else {})}
     tokens = TokenData.open(data if data is not None else default_data(model))
     tokens.check_model(load_tokenizer(model), config.vocab_size, model)
     if scores is not None:  # another model's scores are refused before any work, as prune does
         Scores.load(scores).check_model(config, Checkpoint.open(resolve_model(model)).fingerprint(), scores)
-    restore(work, settings, chosen, overwrite)
-    val = windows_in_batches(tokens.fixed("val", val_seqs, seq_len), 4)
-    saved, scores_dir = cached_scores(model, scores, work, data, calib_seqs, seq_len,
-                                      depth_needs(config, chosen, layer_criterion), criterion, device, seed)
-    prune_kw = dict(criterion=criterion, seq_agg=seq_agg, batch_agg=batch_agg, hidden_score=hidden_score,
-                    head_score=head_score, layer_criterion=layer_criterion)
-    zero_shot(load_model(model, pick_device(device)), saved, chosen, val, prune_kw)
-    write_results(work, settings, chosen)
     train = replace(distill, tokens=distill_tokens, data=str(tokens.path))
+    settings = {"model": str(model), "budget": budget, "tolerance": tolerance, "steps": steps, "floors": floors,
+                "max_candidates": max_candidates, "scores": str(scores), "val_seqs": val_seqs,
+                "prune": asdict(prune), "distill": recorded(train, work)}
+    restore(work, settings, chosen, overwrite)
+    val = windows_in_batches(tokens.fixed("val", val_seqs, prune.seq_len), 4)
+    saved, scores_dir = cached_scores(model, scores, work, data, needs_of(config, chosen, prune), prune, device)
+    zero_shot(load_model(model, pick_device(device)), saved, chosen, val, prune)
+    write_results(work, settings, chosen)
     for c in sorted(chosen, key=lambda c: c.zero_shot_loss)[:distill_top]:
         print(f"distilling {c.name} on {distill_tokens:,} tokens", flush=True)
-        distil_candidate(c, model, work, scores_dir, train, val, prune_kw, device)
+        distil_candidate(c, model, work, scores_dir, train, val, prune, device)
         write_results(work, settings, chosen)
     winner = next((c for c in ranked(chosen) if c.error is None), None)
     if winner is None:
         raise MinitronError(f"every candidate's distillation failed (see {work}/candidates/*/error.txt)")
     print(f"winner: {winner.name} ({winner.params:,} parameters)", flush=True)
-    prune(model, target=winner.sizes, out=out, scores=scores_dir, device=device, overwrite=overwrite, **prune_kw)
+    prune_model(model, target=winner.sizes, out=out, prune=prune, scores=scores_dir, device=device,
+                overwrite=overwrite)
     shutil.copy(work / "search.json", out / "search.json")
     return {"winner": asdict(winner), "target": winner.sizes, "params": winner.params, "work": str(work),
             "scores": str(scores_dir)}
 
 
 def restore(work: Path, settings: dict, candidates: list[Candidate], overwrite: bool) -> None:
-    """Take the measurements of an interrupted search with the same settings; refuse other settings."""
-    record = work / "search.json"
+    """Take the measurements of an interrupted search with the same settings (its record); refuse other
+    settings."""
     check_run_dir(work, resume=not overwrite, overwrite=overwrite)  # a search resumes its work by itself
     if overwrite and work.exists():
         remove(work)
-    if not record.is_file():
-        work.mkdir(parents=True, exist_ok=True)
-        mark(work)
-        return
-    saved = json.loads(record.read_text())
-    if saved["settings"] != settings:
-        changed = next(k for k in {**saved["settings"], **settings} if saved["settings"].get(k) != settings.get(k))
-        raise MinitronError(f"{work} holds a search with {changed} = {saved['settings'].get(changed)}, now "
-                            f"{settings.get(changed)}; use the same settings, --overwrite, or another --work")
-    known = {json.dumps(c["sizes"], sort_keys=True): c for c in saved["candidates"]}
+    work.mkdir(parents=True, exist_ok=True)
+    mark(work)
+    record = Record(work)
+    record.check("search", settings)  # other settings are refused
+    record.save("search", settings)
+    results = work / "search.json"
+    known = {json.dumps(c["sizes"], sort_keys=True): c for c in
+             (json.loads(results.read_text())["candidates"] if results.is_file() else [])}
     for c in candidates:
         c.zero_shot_loss = known.get(json.dumps(c.sizes, sort_keys=True), {}).get("zero_shot_loss")
 
@@ -385,7 +360,7 @@ def write_results(work: Path, settings: dict, candidates: list[Candidate]) -> No
     write_json(work / "search.json", {"settings": settings, "candidates": rows})
     lines = [f"# Shape search: {settings['budget']:,} parameters ±{settings['tolerance']:.0%}", "",
              f"Zero-shot: pruned from the teacher's importance scores, LM loss on {settings['val_seqs']} held-out "
-             f"sequences. Distilled: the same loss after {settings['distill_tokens']:,} tokens of distillation.", "",
+             f"sequences. Distilled: the same loss after {settings['distill']['tokens']:,} tokens of distillation.", "",
              "| rank | zero-shot rank | hidden_size | num_attention_heads | intermediate_size | num_hidden_layers | "
              "parameters | zero-shot loss | distilled loss |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

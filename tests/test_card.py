@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from minitron.card import hub_id, teacher_license, write_model_card
 from minitron.distill import TrainConfig, distill
 from minitron.errors import MinitronError
-from minitron.prune import prune
+from minitron.prune import PruneConfig, prune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TARGET = {"hidden_size": 48, "intermediate_size": 64}
@@ -31,7 +31,8 @@ def made(tmp_path_factory):
     (teacher / "README.md").write_text("---\nlicense: mit\ntags: [tiny]\n---\n# tiny llama\n")
     data = build_tiny_data(tmp, teacher)
     pruned = tmp / "pruned"
-    prune(str(teacher), target=TARGET, out=pruned, data=data, calib_seqs=4, seq_len=32, batch_size=2, device="cpu")
+    prune(str(teacher), target=TARGET, out=pruned, data=data, prune=PruneConfig(calib_seqs=4, seq_len=32), batch_size=2,
+          device="cpu")
     run = tmp / "run"
     distill(TrainConfig(student=str(pruned), out=run, tokens=4 * 128, teacher=str(teacher), data=str(data), seq_len=32,
                         micro_batch=2, global_batch_tokens=128, eval_every=2, eval_seqs=4, save_every=4, device="cpu"))

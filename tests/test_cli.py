@@ -1,8 +1,11 @@
 """The command line: every command's flags come from its function or config dataclass (jsonargparse), the
 argparse-style forms of the README keep working, --print-config round-trips, errors are one line."""
+import dataclasses
 from pathlib import Path
 
 import pytest
+
+import minitron
 from conftest import cli_error
 
 from minitron.cli import COMMANDS, main, parse, parse_mapping
@@ -23,8 +26,17 @@ def test_help_comes_from_docstrings_and_field_docstrings(capsys):
     with pytest.raises(SystemExit):
         main(["distill", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--global-batch-tokens" in out and "tokens per optimiser step, all processes together" in out
-    assert "--seq_len" not in out  # flags are spelt with dashes
+    assert "--global_batch_tokens" in out and "tokens per optimiser step, all processes together" in out
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--prune.head_score" in out and "activation score of attention heads" in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"minitron {minitron.__version__}"
 
 
 def test_top_level_help_lists_every_command(capsys):
@@ -37,15 +49,16 @@ def test_top_level_help_lists_every_command(capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["prune", "--no-such-flag"], "minitron prune: error: unrecognized arguments: --no-such-flag"),
-    (["prune", "--seq-len", "abc"], "minitron prune: error: --seq-len: expected int"),
-    (["prune", "--criterion", "best"], "minitron prune: error: --criterion: expected"),
-    (["distill", "--loss", "l2"], "minitron distill: error: --loss: expected"),
+    (["prune", "--prune.seq-len", "abc"], 'minitron prune: error: Parser key "prune.seq_len": Expected a <class \'int\'>'),
+    (["prune", "--prune.criterion", "best"], 'minitron prune: error: Parser key "prune.criterion": Expected a'),
+    (["distill", "--loss", "l2"], 'minitron distill: error: Parser key "loss":'),
+    (["search", "--params", "0.5", "--distill.out", "o"], "minitron: error: search sets distill.out itself"),
     (["frobnicate"], "minitron: error: argument COMMAND: invalid choice: 'frobnicate'"),
 ])
 def test_usage_errors_are_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
-    assert e.value.code == 2
+    assert e.value.code == (1 if "itself" in message else 2)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), lines
 
@@ -62,9 +75,9 @@ def test_bad_values_are_one_line(capsys, tmp_path):
 
 def test_argparse_style_forms_of_the_readme():
     _, kw = parse(["prune", "--target", "hidden_size=384,intermediate_size=1024,num_attention_heads=6",
-                   "--drop-layers", "16-25", "--dry-run", "--no-stream", "--out", "p"])
+                   "--prune.drop-layers", "16-25", "3", "--dry-run", "--no-stream", "--out", "p"])
     assert kw["target"] == {"hidden_size": 384, "intermediate_size": 1024, "num_attention_heads": 6}
-    assert kw["drop_layers"] == "16-25" and kw["dry_run"] is True and kw["stream"] is False
+    assert kw["prune"].drop_layers == [*range(16, 26), 3] and kw["dry_run"] is True and kw["stream"] is False
     assert kw["out"] == Path("p")
     _, kw = parse(["data", "--source", "a", "b.jsonl", "--chat", "--val-fraction", "0.1"])
     assert kw["source"] == ["a", "b.jsonl"] and kw["chat"] is True and kw["val_fraction"] == 0.1
@@ -75,8 +88,10 @@ def test_argparse_style_forms_of_the_readme():
     assert fn.__name__ == "distill"
     assert kw["cfg"] == TrainConfig(student="s", out=Path("o"), layer_pairs=["3:6", "7:14"], resume=True, lr=3e-4)
     # jsonargparse's own spellings work too
-    _, kw = parse(["prune", "--target", "{hidden_size: 384}", "--dry-run", "false", "--stream", "true"])
+    _, kw = parse(["prune", "--target", "{hidden_size: 384}", "--dry_run", "false", "--stream", "true",
+                   "--prune.drop_layers", "[1, 2]"])
     assert kw["target"] == {"hidden_size": 384} and kw["dry_run"] is False and kw["stream"] is True
+    assert kw["prune"].drop_layers == [1, 2]
 
 
 def test_parse_mapping():
@@ -87,8 +102,8 @@ def test_parse_mapping():
 
 
 @pytest.mark.parametrize("argv", [
-    ["prune", "--model", "m", "--target", "hidden_size=384,intermediate_size=1024", "--drop-layers", "3-4",
-     "--dry-run", "--seq-len", "64"],
+    ["prune", "--model", "m", "--target", "hidden_size=384,intermediate_size=1024", "--prune.drop-layers", "3-4",
+     "--dry-run", "--prune.seq-len", "64", "--prune.head-score", "attn"],
     ["distill", "--student", "s", "--teacher", "t", "--out", "o", "--tokens", "4096", "--layer-pairs", "3:6", "7:14",
      "--hidden-loss", "cosine", "--lr", "3e-4", "--no-resume"],
     ["data", "--source", "a", "b", "--max-tokens", "1000", "--chat"],
@@ -104,9 +119,9 @@ def test_print_config_runs_the_same_job(argv, tmp_path, capsys):
     yaml.write_text(capsys.readouterr().out)
     assert parse([argv[0], "--config", str(yaml)]) == parse(argv)
     # flags after --config override it
-    seed = "--distill.seed" if argv[0] == "compress" else "--seed"
-    _, kw = parse([argv[0], "--config", str(yaml), seed, "7"])
-    config = kw.get("distill") or kw.get("cfg")  # compress's distill section, distill's TrainConfig
+    section = {"compress": "distill", "prune": "prune"}.get(argv[0])  # the nested config that holds the seed
+    _, kw = parse([argv[0], "--config", str(yaml), f"--{section}.seed" if section else "--seed", "7"])
+    config = kw.get(section) or kw.get("cfg")  # compress's distill section, prune's, distill's TrainConfig
     assert (config.seed if config is not None else kw["seed"]) == 7
 
 
@@ -119,4 +134,17 @@ def test_nested_compress_settings(tmp_path):
 
 def test_yaml_unknown_key_is_one_line(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("student: s\nlearning_rate: 1\n")
-    assert "unknown parameter(s) learning_rate" in cli_error(capsys, "distill", "--config", tmp_path / "bad.yaml")
+    assert "learning_rate" in cli_error(capsys, "distill", "--config", tmp_path / "bad.yaml")
+
+
+def test_a_runs_own_train_config_runs_it_again(tmp_path):
+    """train_config.json, the resolved settings a run wrote, is a config `distill --config` takes as it is."""
+    import json
+
+    cfg = TrainConfig(student="s", out=tmp_path / "run", teacher="t", tokens=4096, lr=3e-4, global_batch_tokens=1024,
+                      loss="ce_kd", min_lr=3e-5)
+    (tmp_path / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), default=str))
+    _, kw = parse(["distill", "--config", str(tmp_path / "train_config.json")])
+    assert kw["cfg"] == cfg
+    _, kw = parse(["distill", "--config", str(tmp_path / "train_config.json"), "--out", "other"])
+    assert kw["cfg"] == dataclasses.replace(cfg, out=Path("other"))

@@ -14,7 +14,7 @@ from minitron import pipeline
 from minitron.distill import loop
 from minitron.errors import MinitronError
 from minitron.load import load_config
-from minitron.prune import check_target, prune
+from minitron.prune import PruneConfig, check_target, prune
 from test_compress import TINY, check_run, trained_tiny  # noqa: F401 (a fixture)
 
 
@@ -23,12 +23,12 @@ def test_compress_with_teacher_correction(trained_tiny, tiny_data, tmp_path):
     metrics = minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, correct_teacher=1024,
                                 correct_lr=3e-3, **TINY)
     saved = check_run(run, metrics)
-    stages = json.loads((run / "stages.json").read_text())
+    stages = json.loads((run / "record.json").read_text())
     assert list(stages) == ["data", "correct", "score", "prune", "distill", "evaluate"]
     assert saved["correction_tokens"] == stages["correct"]["outputs"]["tokens"] == 1024
     # scored, pruned and distilled from the corrected teacher (test_correct shows that correction lowers the loss)
     assert json.loads((run / "pruned" / "pruning.json").read_text())["teacher"].endswith("correct/student")
-    train = json.loads((run / "distill" / "train_config.json").read_text())["config"]
+    train = json.loads((run / "distill" / "train_config.json").read_text())
     assert train["teacher"].endswith("correct/student")
     assert abs(saved["teacher"]["val_loss"] - saved["original_teacher"]["val_loss"]) > 1e-4
     report = (run / "report.md").read_text()
@@ -36,24 +36,25 @@ def test_compress_with_teacher_correction(trained_tiny, tiny_data, tmp_path):
     again = minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, resume=True, correct_teacher=1024,
                               correct_lr=3e-3, **TINY)
     assert again == saved
-    with pytest.raises(MinitronError, match="finished stage 'data' with correct_teacher = 1024, now None"):
+    with pytest.raises(MinitronError, match="its data ran with correct_teacher = 1024, now 0"):
         minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, resume=True, **TINY)
 
 
 def test_compress_passes_the_hidden_and_head_scores_to_prune(tiny_dir, tiny_data, tmp_path, one_thread):
-    """--hidden-score and --head-score reach the prune stage (recorded, in pruning.json) and the report says so;
-    the heads kept are those `minitron prune` keeps from the same scores with the same settings."""
+    """--prune.hidden-score and --prune.head-score reach the prune stage (recorded, in pruning.json) and the report
+    says so; the heads kept are those `minitron prune` keeps from the same scores with the same settings."""
     run = tmp_path / "run"
-    minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, hidden_score="pooled", head_score="attn",
-                      **{**TINY, "distill": replace(TINY["distill"], tokens=256)})
+    how = replace(TINY["prune"], hidden_score="pooled", head_score="attn")
+    minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run,
+                      **{**TINY, "prune": how, "distill": replace(TINY["distill"], tokens=256)})
     pruning = json.loads((run / "pruned" / "pruning.json").read_text())
-    assert (pruning["hidden_score"], pruning["head_score"]) == ("pooled", "attn")
-    settings = json.loads((run / "stages.json").read_text())["prune"]["settings"]
+    assert (pruning["prune"]["hidden_score"], pruning["prune"]["head_score"]) == ("pooled", "attn")
+    settings = json.loads((run / "record.json").read_text())["prune"]["settings"]["prune"]
     assert settings["hidden_score"] == "pooled" and settings["head_score"] == "attn"
     assert "hidden channels pooled over every norm; heads before o_proj" in (run / "report.md").read_text()
-    for name, scores in (("direct", dict(hidden_score="pooled", head_score="attn")), ("default", {})):
-        prune(str(tiny_dir), target=TINY["target"], out=tmp_path / name, scores=run / "scores",
-                       device="cpu", **scores)
+    for name, config in (("direct", how), ("default", TINY["prune"])):
+        prune(str(tiny_dir), target=TINY["target"], out=tmp_path / name, prune=config, scores=run / "scores",
+              device="cpu")
     weights = {name: load_file(path / "model.safetensors")
                for name, path in (("run", run / "pruned"), ("direct", tmp_path / "direct"),
                                   ("default", tmp_path / "default"))}
@@ -77,16 +78,16 @@ def test_two_stages_reach_the_target_and_resume(trained_tiny, tiny_data, tmp_pat
     monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, stages=2, **settings)
-    assert list(json.loads((run / "stages.json").read_text())) == ["data", "score-1", "prune-1", "distill-1",
+    assert list(json.loads((run / "record.json").read_text())) == ["data", "score-1", "prune-1", "distill-1",
                                                                     "score", "prune"]
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
     assert run / "stage-1" / "distill" in saves  # round 1's distillation finished
-    for stage in ("score", "prune"):
+    for stage in ("score", "prune_model"):  # the functions the score and prune stages call
         monkeypatch.setattr(pipeline, stage, lambda *a, **k: pytest.fail("a recorded stage ran again"))
     capsys.readouterr()
     metrics = minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, stages=2, resume=True, **settings)
     assert "resuming" in capsys.readouterr().out
-    stages = json.loads((run / "stages.json").read_text())
+    stages = json.loads((run / "record.json").read_text())
     assert list(stages) == ["data", "score-1", "prune-1", "distill-1", "score", "prune", "distill", "evaluate"]
     assert stages["distill-1"]["outputs"]["tokens"] + stages["distill"]["outputs"]["tokens"] == metrics["tokens"] == 1024
     teacher, middle, final = (AutoConfig.from_pretrained(p) for p in (trained_tiny, run / "stage-1" / "student",
@@ -96,7 +97,7 @@ def test_two_stages_reach_the_target_and_resume(trained_tiny, tiny_data, tmp_pat
     assert all(t >= m >= f for t, m, f in shape.values()) and any(t > m > f for t, m, f in shape.values()), shape
     # round 2 started from round 1's student; both distilled from the teacher
     assert json.loads((run / "pruned" / "pruning.json").read_text())["teacher"].endswith("stage-1/student")
-    assert json.loads((run / "distill" / "train_config.json").read_text())["config"]["teacher"] == str(trained_tiny)
+    assert json.loads((run / "distill" / "train_config.json").read_text())["teacher"] == str(trained_tiny)
     assert metrics["stages"] == 2 and metrics["distilled"]["val_loss"] < metrics["pruned"]["val_loss"]
 
 

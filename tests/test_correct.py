@@ -11,9 +11,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from conftest import build_tiny_data, cli_error, run_cli, save_tiny
 from minitron.data import TokenData
 from minitron.distill import TrainConfig, distill
-from minitron.eval import lm_loss, windows_in_batches
+from minitron.numerics import lm_loss, windows_in_batches
 
-TINY = ["--tokens", 2048, "--seq-len", 32, "--micro-batch", 4, "--global-batch-tokens", 256]
+TINY = ["--train.tokens", 2048, "--train.seq-len", 32, "--train.micro-batch", 4, "--train.global-batch-tokens", 256]
 
 
 def train_loss(model_dir, data) -> float:
@@ -26,7 +26,7 @@ def test_correct_writes_a_better_stock_checkpoint(tmp_path, one_thread, lora):
     tiny_dir = save_tiny(tmp_path / "tiny-llama", tie=lora)  # LoRA on tied embeddings (as SmolLM2's) too
     tiny_data = build_tiny_data(tmp_path, tiny_dir)
     out = tmp_path / "corrected"
-    extra = ["--lora", "--lora-rank", 4, "--lora-alpha", 8, "--lr", 1e-2] if lora else ["--lr", 3e-3]
+    extra = ["--train.lora-rank", 4, "--train.lora-alpha", 8, "--train.lr", 1e-2] if lora else ["--train.lr", 3e-3]
     run_cli("correct", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--device", "cpu", *TINY, *extra)
     model = out / "student"
     for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "README.md"):
@@ -36,7 +36,7 @@ def test_correct_writes_a_better_stock_checkpoint(tmp_path, one_thread, lora):
     assert AutoTokenizer.from_pretrained(model).vocab_size == AutoTokenizer.from_pretrained(tiny_dir).vocab_size
     before, after = train_loss(tiny_dir, tiny_data), train_loss(model, tiny_data)
     assert after < before - 0.1, (before, after)
-    saved = json.loads((out / "train_config.json").read_text())["config"]
+    saved = json.loads((out / "train_config.json").read_text())
     assert saved["loss"] == "ce" and saved["teacher"] is None and saved["lora_rank"] == (4 if lora else 0)
     assert "tiny-llama" in (model / "README.md").read_text()
     assert AutoConfig.from_pretrained(model).tie_word_embeddings == lora
@@ -48,8 +48,8 @@ def test_correct_writes_a_better_stock_checkpoint(tmp_path, one_thread, lora):
 def test_correct_bad_input(tiny_dir, tiny_data, tmp_path, capsys):
     base = ["correct", "--model", tiny_dir, "--data", tiny_data, *TINY]
     assert "needs --out" in cli_error(capsys, *base)
-    err = cli_error(capsys, *base, "--out", tmp_path / "a", "--lora", "--lora-rank", 0)
-    assert "--lora-rank must be a positive" in err and not (tmp_path / "a").exists()
+    err = cli_error(capsys, *base, "--out", tmp_path / "a", "--train.lora-rank", -1)
+    assert "--lora-rank must be a whole number, 0 or more" in err and not (tmp_path / "a").exists()
 
 
 def test_lora_training_resumes_exactly(tiny_dir, tiny_data, tmp_path, die_after_checkpoint, one_thread):

@@ -26,10 +26,11 @@ from minitron.chat.generate import Sampling, complete
 from minitron.chat.templates import CHATML_TEMPLATE
 from minitron.distill import TrainConfig, distill
 from minitron.distill.losses import LOGIT_LOSSES, chunked_logit_loss, make_logit_loss
-from minitron.eval import lm_loss_sum
+from minitron.numerics import lm_loss_sum
 from minitron.importance import compute_scores
 from minitron.lazy import LazyModel
 from minitron.load import load_model
+from minitron.prune import PruneConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = os.environ.get("MINITRON_GPU_TESTS_DEVICE", "cuda")
@@ -91,7 +92,7 @@ def test_compress_tiny_on_cuda(tmp_path):
                                   eval_every=0, save_every=1000, device=DEVICE)).student
     metrics = minitron.compress(teacher=str(teacher), data=data, out=tmp_path / "run", device=DEVICE,
                                 target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4},
-                                calib_seqs=4, val_seqs=4, prompt="hello",
+                                prune=PruneConfig(calib_seqs=4, seq_len=32), val_seqs=4, prompt="hello",
                                 distill=TrainConfig(tokens=2048, seq_len=32, micro_batch=4, global_batch_tokens=256,
                                                     lr=3e-3))
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())

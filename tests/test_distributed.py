@@ -71,7 +71,7 @@ def test_two_processes_match_one_and_checkpoints_move(tmp_path):
 
     # 2 processes train on the same global batches as 1: same losses, same weights
     m1, m2 = _metrics(one), _metrics(two)
-    assert json.loads((two / "train_config.json").read_text())["world_size"] == 2
+    assert json.loads((two / "record.json").read_text())["distill"]["outputs"]["world_size"] == 2
     assert [m["step"] for m in m2] == [1, 2, 3, 4]
     for key in ("loss", "grad_norm"):
         assert [m[key] for m in m2] == pytest.approx([m[key] for m in m1], rel=1e-4)

@@ -14,7 +14,8 @@ from minitron.distill import TrainConfig
 from minitron.distill.losses import ForwardKL
 from minitron.distill.loop import validate
 from minitron.distill.parallel import DistillModel, Env
-from minitron.eval import evaluate, generation_speed, lm_loss, lm_loss_sum
+from minitron.eval import evaluate, generation_speed
+from minitron.numerics import lm_loss, lm_loss_sum
 from minitron.importance import compute_scores
 from minitron.load import load_model
 from minitron.pipeline import measure

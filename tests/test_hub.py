@@ -43,7 +43,7 @@ def test_prune_and_distill_from_a_hub_id_offline(offline_hub, tiny_data, tmp_pat
     assert resolve_model(REPO_ID) == offline_hub == resolve_model(f"{REPO_ID}@main")
     pruned = tmp_path / "pruned"
     run_cli("prune", "--model", REPO_ID, "--target", "intermediate_size=48", "--out", pruned, "--data", tiny_data,
-            "--calib-seqs", 4, "--seq-len", 32)
+            "--prune.calib-seqs", 4, "--prune.seq-len", 32)
     record = json.loads((pruned / "pruning.json").read_text())
     assert record["params_after"] < record["params_before"]
     card = (pruned / "README.md").read_text()

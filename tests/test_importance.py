@@ -7,10 +7,10 @@ from torch.testing import assert_close
 
 from conftest import tiny_model
 from minitron.arch import arch_of, mlp_inputs
-from minitron.eval import lm_loss
-from minitron.importance import Scores, coupled_scores, compute_scores, seq_reduce
+from minitron.numerics import lm_loss
+from minitron.importance import Scores, coupled_scores, compute_scores
 from minitron.importance.stats import ActivationRecorder
-from minitron.prune import Plan, apply_plan
+from minitron.prune import Plan, PruneConfig, apply_plan
 
 BATCHES = [torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(i)) for i in range(2)]
 
@@ -59,7 +59,7 @@ def test_hidden_channels_sum_per_norm_scores(scored, batch):
     norms = [n for l in model.model.layers for n in (l.input_layernorm, l.post_attention_layernorm)]
     expected = sum(by_hand(capture(model, n, pre=False), "mean", batch) for n in norms)
     assert_close(scores.tensors[f"activation/mean-{batch}/hidden"], expected, rtol=1e-4, atol=1e-6)
-    assert_close(scores.width("activation", "mean", batch)["hidden"], expected, rtol=1e-4, atol=1e-6)
+    assert_close(PruneConfig(batch_agg=batch).width(scores)["hidden"], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_pooled_hidden_score_pools_every_norm(scored):
@@ -67,9 +67,9 @@ def test_pooled_hidden_score_pools_every_norm(scored):
     model, scores = scored
     norms = [model.model.norm] + [n for l in model.model.layers for n in (l.input_layernorm, l.post_attention_layernorm)]
     per_seq = torch.cat([capture(model, n, pre=False).abs().mean(1) for n in norms])  # every norm's samples
-    pooled = scores.width("activation", "mean", "l2", hidden_score="pooled")["hidden"]
+    pooled = PruneConfig(hidden_score="pooled").width(scores)["hidden"]
     assert_close(pooled, per_seq.norm(dim=0), rtol=1e-4, atol=1e-6)
-    assert not torch.allclose(pooled, scores.width("activation", "mean", "l2")["hidden"])
+    assert not torch.allclose(pooled, PruneConfig().width(scores)["hidden"])
 
 
 def test_gemma3_hidden_channels_use_the_norms_in_front_of_attention_and_mlp():
@@ -89,10 +89,10 @@ def test_head_score_after_o_proj(scored, seq, batch):
     per_head = torch.stack([x[..., h * 16:(h + 1) * 16] @ o_proj.weight[:, h * 16:(h + 1) * 16].T
                             for h in range(8)], -2).norm(dim=-1)  # (N, S, 8)
     expected = by_hand(per_head.detach(), seq, batch)
-    assert_close(scores.width("activation", seq, batch, head_score="o_proj")["heads"][1], expected,
+    assert_close(PruneConfig(seq_agg=seq, batch_agg=batch, head_score="o_proj").width(scores)["heads"][1], expected,
                  rtol=1e-4, atol=1e-5)
-    assert_close(scores.width("activation", seq, batch)["heads"][1], expected)  # the default
-    assert not torch.allclose(scores.width("activation", seq, batch, head_score="attn")["heads"][1], expected)
+    assert_close(PruneConfig(seq_agg=seq, batch_agg=batch).width(scores)["heads"][1], expected)  # the default
+    assert not torch.allclose(PruneConfig(seq_agg=seq, batch_agg=batch, head_score="attn").width(scores)["heads"][1], expected)
 
 
 def test_block_influence(scored):
@@ -163,13 +163,9 @@ def test_scores_save_and_load(scored, tmp_path):
     scores.save(tmp_path / "s")
     loaded = Scores.load(tmp_path / "s")
     assert loaded.tensors.keys() == scores.tensors.keys()
-    assert_close(loaded.width("taylor")["mlp"], scores.width("taylor")["mlp"])
+    taylor = PruneConfig(criterion="taylor")
+    assert_close(taylor.width(loaded)["mlp"], taylor.width(scores)["mlp"])
     assert loaded.criteria() == ["activation", "magnitude", "random", "taylor", "wanda"]
-
-
-def test_seq_reduce_shapes():
-    x = torch.randn(2, 5, 7)
-    assert all(seq_reduce(x, s).shape == (2, 7) for s in ("mean", "l2", "var"))
 
 
 def test_coupled_scores_cover_every_family(family):

@@ -5,22 +5,20 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "minitron"
 
 # Rows of DESIGN.md's layout, bottom first: a module may import only from its own row or the rows before it.
-# (eval holds the one LM loss that importance and distill use, so it sits below them.)
 LAYERS = [
-    ["minitron.errors", "minitron.arch"],
-    ["minitron.io", "minitron.shards"],
+    ["minitron.errors", "minitron.arch", "minitron.signals"],
+    ["minitron.io", "minitron.shards", "minitron.numerics", "minitron.record"],  # files; the one LM loss, autocast, the bf16 check
     ["minitron.tracking"],  # --report-to: metric records to TensorBoard / W&B
     ["minitron.load", "minitron.lazy"],
     ["minitron.card", "minitron.export"],  # model cards and GGUF export: a model directory in, a file out
     ["minitron.chat"],  # the chat formats (and the package itself, which imports nothing)
     ["minitron.data"],
-    ["minitron.tasks"],  # benchmark tasks through lm-evaluation-harness (data from packages, lm-eval YAMLs)
-    ["minitron.eval"],
     ["minitron.importance"],
     ["minitron.prune"],
     ["minitron.distill"],
     ["minitron.correct"],  # teacher correction: the trainer without a teacher
-    ["minitron.chat.generate", "minitron.chat.cli"],
+    ["minitron.tasks"],  # benchmark tasks through lm-evaluation-harness (data from packages, lm-eval YAMLs)
+    ["minitron.eval", "minitron.chat.generate", "minitron.chat.cli"],  # the commands that measure and generate
     ["minitron.search"],
     ["minitron.report", "minitron.pipeline"],
     ["minitron.cli", "minitron.__main__"],

@@ -93,7 +93,7 @@ def truncated(name: str):
 
 
 def bad_record(w):
-    (own_run(w) / "train_config.json").write_text('{"config": ')
+    (own_run(w) / "record.json").write_text('{"distill": ')
     return distill(w, "--resume", "--lr", "0.5", out=w["case"] / "run")
 
 
@@ -103,9 +103,9 @@ def rebuilt_data(w):
     shutil.copytree(w["data"], data)
     meta = json.loads((data / "meta.json").read_text())
     (data / "meta.json").write_text(json.dumps({**meta, "seed": 7}))  # rebuilt in place, with another split
-    record = json.loads((run / "train_config.json").read_text())
-    record["config"]["data"] = record["inputs"]["data"] = str(data.resolve())
-    (run / "train_config.json").write_text(json.dumps(record))
+    record = json.loads((run / "record.json").read_text())
+    record["distill"]["settings"]["data"] = str(data.resolve())  # only the data's content differs
+    (run / "record.json").write_text(json.dumps(record))
     return ["distill", "--teacher", w["teacher"], "--student", w["student"], "--data", data, "--tokens", 256,
             "--out", run, *SMALL, "--resume"]
 
@@ -163,7 +163,7 @@ def existing(name: str):
     return setup
 
 
-PRUNE = ["--target", "intermediate_size=64", "--criterion", "magnitude"]
+PRUNE = ["--target", "intermediate_size=64", "--prune.criterion", "magnitude"]
 BAD_UTF8 = "caf\udce9"  # what Python makes of the byte 0xe9 in a command-line argument
 
 PROBES = [
@@ -201,7 +201,7 @@ PROBES = [
     Probe("export-no-weights", no_weights, "has no model.safetensors"),
     Probe("data-jsonl-number", jsonl_number, "docs.jsonl:1: 'text' is int, not text", created=("d",)),
     Probe("resume-rebuilt-data", rebuilt_data, "its data changed since the run started"),
-    Probe("resume-corrupt-record", bad_record, "train_config.json is missing or damaged"),
+    Probe("resume-corrupt-record", bad_record, "record.json is damaged (JSONDecodeError)"),
     Probe("distill-batch-below-a-micro-batch", lambda w: distill(w, out=w["case"] / "r") + [
         "--global-batch-tokens", 50], "--global-batch-tokens must be at least one micro-batch", created=("r",)),
     Probe("distill-resume-and-overwrite", lambda w: distill(w, "--resume", "--overwrite"), "not both"),

@@ -29,11 +29,12 @@ def test_score_then_prune_from_saved_scores(tiny_dir, tiny_data, tmp_path, monke
     monkeypatch.setattr(minitron.prune.command, "needed_scores", lambda *a, **k: pytest.fail("scores were recomputed"))
     out = tmp_path / "pruned"
     run_cli("prune", "--model", tiny_dir, "--scores", tmp_path / "scores", "--out", out, "--target",
-            "hidden_size=48,intermediate_size=64,num_attention_heads=4,num_hidden_layers=2", "--layer-criterion", "block")
+            "hidden_size=48,intermediate_size=64,num_attention_heads=4,num_hidden_layers=2", "--prune.layer-criterion",
+            "block")
     record = json.loads((out / "pruning.json").read_text())
     assert (out / "README.md").read_text().startswith("---\n")  # the model card, written with the model
     assert record["dropped_layers"] == [int(scores.tensors["layers/block_loss_k2"].argmin()) + i for i in range(2)]
-    assert record["target"]["hidden_size"] == 48 and record["criterion"] == "activation"
+    assert record["target"]["hidden_size"] == 48 and record["prune"]["criterion"] == "activation"
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= \
         {p.name for p in out.iterdir()}
     assert stock_load(out) == record["params_after"] < record["params_before"]
@@ -45,7 +46,7 @@ def test_scores_of_another_model_are_refused(tiny_dir, tiny_data, tmp_path, caps
 
     run_cli("score", "--model", tiny_dir, "--data", tiny_data, "--out", tmp_path / "scores", "--calib-seqs", 4,
             "--seq-len", 32, "--criteria", "magnitude")
-    target = ["--target", "intermediate_size=48", "--criterion", "magnitude"]
+    target = ["--target", "intermediate_size=48", "--prune.criterion", "magnitude"]
     same_sizes = save_tiny(tmp_path / "same-sizes", seed=7)  # same config, other weights
     err = cli_error(capsys, "prune", "--model", same_sizes, "--scores", tmp_path / "scores", "--out",
                     tmp_path / "a", *target)
@@ -65,8 +66,9 @@ def test_scores_of_another_model_are_refused(tiny_dir, tiny_data, tmp_path, caps
 
 def test_prune_computes_scores_when_none_given(tiny_dir, tiny_data, tmp_path):
     out = tmp_path / "p"
-    run_cli("prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--calib-seqs", 4, "--seq-len", 32,
-            "--target", "intermediate_size=48", "--drop-layers", "1", "--criterion", "wanda")
+    run_cli("prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--prune.calib-seqs", 4,
+            "--prune.seq-len", 32, "--target", "intermediate_size=48", "--prune.drop-layers", "1", "--prune.criterion",
+            "wanda")
     record = json.loads((out / "pruning.json").read_text())
     assert record["dropped_layers"] == [1] and record["calibration"]["num_seqs"] == 4
     assert stock_load(out) == record["params_after"]
@@ -79,10 +81,13 @@ def test_existing_output_is_refused_and_kept(tiny_dir, tiny_data, tmp_path, caps
     err = cli_error(capsys, "prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--target",
                 "intermediate_size=48")
     assert "already exists" in err and (out / "keep.txt").read_text() == "mine"
+    err = cli_error(capsys, "prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--target",
+                    "intermediate_size=48", "--overwrite")
+    assert "was not written by minitron" in err and (out / "keep.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--drop-layers", "3-1"], "backwards"),
+    (["--prune.drop-layers", "3-1"], "backwards"),
     (["--target", ""], "prunes nothing"),
     ([], "prunes nothing"),
     (["--target", "hidden_size=64"], "prunes nothing"),
@@ -117,9 +122,10 @@ def test_seq_len_above_the_models_positions(tiny_dir, tiny_data, tmp_path, capsy
     (["--target", "num_attention_heads=7"], "not a multiple of num_key_value_heads"),
     (["--target", "hidden_size=65"], "between 1 and the teacher's 64"),
     (["--target", "intermediate_size=0"], "between 1 and the teacher's 96"),
-    (["--drop-layers", "0-3"], "would remove all 4 layers"),
-    (["--drop-layers", "2-9"], "the model has layers 0-3"),
-    (["--target", "num_hidden_layers=3", "--drop-layers", "0-1"], "give one or the other"),
+    (["--prune.drop-layers", "0-3"], "would remove all 4 layers"),
+    (["--prune.drop-layers", "2-9"], "the model has layers 0-3"),
+    (["--prune.drop-layers", "1", "1"], "names a layer twice"),
+    (["--target", "num_hidden_layers=3", "--prune.drop-layers", "0-1"], "give one or the other"),
     (["--target", "hidden_size=abc"], "must be a whole number"),
     (["--target", "hidden_size=60"], "hidden size (60) is not a multiple of the number of attention heads (8)"),
 ])
@@ -163,7 +169,7 @@ def test_yaml_config(tiny_dir, tmp_path, capsys):
     run_cli("prune", "--config", tmp_path / "p.yaml")
     assert "intermediate_size: 96 -> 48" in capsys.readouterr().out
     (tmp_path / "bad.yaml").write_text("modle: x\n")
-    assert "unknown parameter(s) modle" in cli_error(capsys, "prune", "--config", tmp_path / "bad.yaml")
+    assert "Option 'modle' is not accepted" in cli_error(capsys, "prune", "--config", tmp_path / "bad.yaml")
 
 
 @pytest.mark.slow
@@ -173,7 +179,8 @@ def test_prune_real_default_teacher(tmp_path, capsys):
     run_cli("prune", "--target", target, "--dry-run")
     assert "parameters: 134,515,008 -> " in capsys.readouterr().out
     out = tmp_path / "half"
-    run_cli("prune", "--target", target, "--out", out, "--calib-seqs", 2, "--seq-len", 64, "--drop-layers", "20-21")
+    run_cli("prune", "--target", target, "--out", out, "--prune.calib-seqs", 2, "--prune.seq-len", 64,
+            "--prune.drop-layers", "20-21")
     record = json.loads((out / "pruning.json").read_text())
     assert record["params_before"] == 134_515_008 and record["dropped_layers"] == [20, 21]
     assert stock_load(out) == record["params_after"]
@@ -189,7 +196,7 @@ def test_prune_keeps_the_teachers_dtype(tmp_path, tiny_data):
 
     teacher = save_tiny(tmp_path / "bf16")
     AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.bfloat16).save_pretrained(teacher)
-    run_cli("prune", "--model", teacher, "--data", tiny_data, "--out", tmp_path / "p", "--calib-seqs", 2,
-            "--seq-len", 16, "--target", "intermediate_size=48")
+    run_cli("prune", "--model", teacher, "--data", tiny_data, "--out", tmp_path / "p", "--prune.calib-seqs", 2,
+            "--prune.seq-len", 16, "--target", "intermediate_size=48")
     with safe_open(tmp_path / "p" / "model.safetensors", "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}

@@ -80,7 +80,7 @@ def test_full_disk_data_score_prune(world, tmp_path, capsys):
     (tmp_path / "p").mkdir()
     mark(tmp_path / "p")  # an earlier output of minitron's, which --overwrite may replace
     (tmp_path / "p" / "earlier.txt").write_text("keep me")
-    target = ["--target", "intermediate_size=64", "--criterion", "magnitude", "--overwrite"]
+    target = ["--target", "intermediate_size=64", "--prune.criterion", "magnitude", "--overwrite"]
     for how in ("--no-stream", "--stream"):  # save_hf (transformers -> safetensors) and the streamed writer
         err = full_disk_error(capsys, 16384, "prune", "--model", world["teacher"], "--data", world["data"],
                               "--out", tmp_path / "p", how, *target)
@@ -103,7 +103,8 @@ def test_full_disk_in_distill_keeps_the_previous_checkpoint(world, tmp_path, cap
     shutil.rmtree(out / "student")  # the final save fails alone
     err = full_disk_error(capsys, 65536, *argv, "--resume")
     assert f"writing {out / 'student'}" in err and "checkpoint of step 4 is intact" in err
-    assert sorted(p.name for p in out.iterdir()) == [".minitron", "checkpoints", "metrics.jsonl", "train_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".minitron", "checkpoints", "metrics.jsonl", "record.json",
+                                                    "train_config.json"]
     run_cli(*argv, "--resume")
     got = load_file(out / "student" / "model.safetensors")
     assert all(torch.equal(got[k], want[k]) for k in want)
@@ -120,7 +121,7 @@ def test_a_real_full_file_system(world, tmp_path):
               'echo {} > "$0/p/.minitron" && '
               '"$@"; rc=$?; find "$0" | sort; exit $rc')
     cmd = ["unshare", "-Urm", "sh", "-c", script, str(disk), sys.executable, "-m", "minitron", "prune", "--model",
-           str(world["teacher"]), "--data", str(world["data"]), "--target", "intermediate_size=64", "--criterion",
+           str(world["teacher"]), "--data", str(world["data"]), "--target", "intermediate_size=64", "--prune.criterion",
            "magnitude", "--out", str(disk / "p"), "--overwrite"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
@@ -143,31 +144,28 @@ def test_resume_accepts_the_same_inputs_spelt_differently_and_refuses_other_toke
     shutil.rmtree(out / "checkpoints" / "step-2")
     absolute = ["--teacher", world["teacher"], "--student", world["student"], "--data", world["data"]]
     err = cli_error(capsys, *run, *absolute, "--tokens", 4 * 128, "--resume")
-    assert "cannot resume" in err and "--tokens 512" in err and "planned for --tokens 256" in err
+    assert "its distill ran with tokens = 256, now 512" in err and "learning-rate schedule decays over --tokens" in err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1"]
     run_cli(*run, *absolute, "--tokens", 2 * 128, "--resume")
     assert (out / "student" / "model.safetensors").is_file()
     assert "resuming" in capsys.readouterr().out
 
 
-def test_resume_accepts_a_run_started_before_a_setting_existed(world, tmp_path, capsys):
-    """A run recorded before TrainConfig gained a field resumes when the field is at its default, not otherwise."""
+def test_resume_is_checked_against_the_record_and_the_runs_own_config_resumes_it(world, tmp_path, capsys):
+    """record.json holds what the run learns by (a resume that changes it is refused, naming the setting; how it
+    runs may change); train_config.json, the resolved settings, runs the same job again with --config."""
     out = tmp_path / "run"
     run = distill_args(world, out, 2, "--save-every", "1")
     run_cli(*run)
+    want = load_file(out / "student" / "model.safetensors")
     shutil.rmtree(out / "student")
     shutil.rmtree(out / "checkpoints" / "step-2")
-    record = json.loads((out / "train_config.json").read_text())
-    assert record["config"]["loss"] == "ce_kd"  # the default, recorded by name
-    (out / "train_config.json").write_text(json.dumps({**record, "config": {**record["config"], "loss": None}}))
-    err = cli_error(capsys, *run, "--resume")  # started when the default loss was recorded unresolved (forward KL)
-    assert "cannot resume" in err and "--loss None, now ce_kd" in err
-    del record["config"]["precision"], record["config"]["lora_rank"]  # as written before those settings existed
-    (out / "train_config.json").write_text(json.dumps(record))
+    settings = json.loads((out / "record.json").read_text())["distill"]["settings"]
+    assert settings["loss"] == "ce_kd" and "eval_every" not in settings  # by name; runtime settings are not recorded
     err = cli_error(capsys, *run, "--precision", "bf16", "--resume")
-    assert "cannot resume" in err and "--precision" in err
-    run_cli(*run, "--resume")
-    assert (out / "student" / "model.safetensors").is_file()
+    assert "its distill ran with precision = auto, now bf16" in err
+    run_cli("distill", "--config", out / "train_config.json", "--resume", "--eval-every", 1)  # may change on resume
+    assert_same_weights(out / "student", want)
 
 
 # ---------------------------------------------------------------- signals
@@ -276,7 +274,7 @@ def test_ctrl_c_while_starting_is_one_line(world, tmp_path):
     """Ctrl-C in the first second, while the command line loads (jsonargparse), then torch: one
     line. (The signal is sent when the process has mapped the library, so the test does not depend on load.)"""
     cmd = [sys.executable, "-m", "minitron", "prune", "--model", str(world["teacher"]), "--target",
-           "intermediate_size=64", "--criterion", "magnitude", "--out", str(tmp_path / "p")]
+           "intermediate_size=64", "--prune.criterion", "magnitude", "--out", str(tmp_path / "p")]
     for library in ("yaml/_yaml", "libtorch_cpu"):
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60

@@ -8,10 +8,11 @@ from conftest import cli_error, tiny_config
 from minitron import search as search_mod
 from minitron.distill import TrainConfig
 from minitron.errors import MinitronError
-from minitron.prune import check_target, params_of, target_config
+from minitron.prune import PruneConfig, check_target, params_of, target_config
 from minitron.search import ParamCounter, budget_of, enumerate_shapes, search, spread
 
 TRAIN = TrainConfig(seq_len=32, micro_batch=4, global_batch_tokens=256, lr=3e-3, eval_every=0, save_every=2)
+PRUNE = PruneConfig(calib_seqs=4, seq_len=32)
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -45,7 +46,7 @@ def test_enumeration_respects_budget_steps_and_floors():
 def run_search(teacher, data, tmp_path, **kw):
     args = dict(params=0.6, model=str(teacher), out=tmp_path / "best", work=tmp_path / "work", tolerance=0.15,
                 steps={"hidden_size": 16, "intermediate_size": 32}, max_candidates=4, distill_top=1,
-                distill_tokens=512, data=data, calib_seqs=4, val_seqs=2, distill=TRAIN, device="cpu")
+                distill_tokens=512, data=data, val_seqs=2, prune=PRUNE, distill=TRAIN, device="cpu")
     return search(**{**args, **kw})
 
 
@@ -100,9 +101,9 @@ def test_compress_with_a_parameter_budget_searches_the_shape(tiny_dir, tiny_data
 
     run = tmp_path / "run"
     metrics = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, params=0.6, search_top=1,
-                                search_tokens=256, calib_seqs=4, val_seqs=2, prompt="hi",
+                                search_tokens=256, prune=PRUNE, val_seqs=2, prompt="hi",
                                 distill=replace(TRAIN, tokens=512, save_every=50))
-    stages = json.loads((run / "stages.json").read_text())
+    stages = json.loads((run / "record.json").read_text())
     assert list(stages) == ["data", "search", "distill", "evaluate"]
     found = stages["search"]["outputs"]["target"]
     assert {k: metrics["target"][k] for k in found} == found

@@ -12,7 +12,7 @@ from conftest import FAMILIES, cli_error, run_cli, tiny_model, tiny_tokenizer
 from minitron.importance import Scores, compute_scores, random_scores
 from minitron.lazy import LazyModel
 from minitron.load import load_model
-from minitron.prune import apply_plan, check_target, make_plan, params_of, target_config, write_pruned
+from minitron.prune import PruneConfig, apply_plan, check_target, make_plan, params_of, target_config, write_pruned
 from minitron.shards import Checkpoint
 
 
@@ -85,7 +85,8 @@ def test_bf16_compute_streamed_equals_in_memory_and_ranks_like_fp32(tmp_path):
 def random_plan(config, drop=(2,)):
     sizes = check_target(config, TARGET, list(drop))
     scores = Scores({f"random/{k}": v for k, v in random_scores(config, 0).items() if k != "layers"})
-    return make_plan(scores, config, sizes, list(drop), "random"), target_config(config, sizes, list(drop))
+    return (make_plan(scores, config, sizes, PruneConfig(criterion="random", drop_layers=list(drop))),
+            target_config(config, sizes, list(drop)))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -192,8 +193,8 @@ def test_the_compute_dtype_decides_what_fits(sharded, tmp_path, monkeypatch, cap
 
 def test_prune_stream_scores_depth_like_in_memory(sharded, tmp_path):
     path, data = sharded
-    args = ["--model", path, "--data", data, "--calib-seqs", 4, "--seq-len", 16, "--batch-size", 2,
-            "--target", "num_hidden_layers=2,intermediate_size=48", "--layer-criterion", "block"]
+    args = ["--model", path, "--data", data, "--prune.calib-seqs", 4, "--prune.seq-len", 16, "--batch-size", 2,
+            "--target", "num_hidden_layers=2,intermediate_size=48", "--prune.layer-criterion", "block"]
     run_cli("prune", *args, "--stream", "--out", tmp_path / "s")
     run_cli("prune", *args, "--no-stream", "--out", tmp_path / "m")
     streamed, in_memory = (json.loads((tmp_path / d / "pruning.json").read_text()) for d in ("s", "m"))
@@ -242,7 +243,8 @@ def test_bad_checkpoints_fail_in_one_line_naming_the_file(sharded, tmp_path, cap
     path, data = sharded
     model = shutil.copytree(path, tmp_path / "model")
     victim = damage(model)
-    err = cli_error(capsys, *command, "--model", model, "--data", data, "--calib-seqs", 4, "--seq-len", 16,
-                "--out", tmp_path / "out")
+    calib = ["--prune.calib-seqs", 4, "--prune.seq-len", 16] if command[0] == "prune" else ["--calib-seqs", 4,
+                                                                                           "--seq-len", 16]
+    err = cli_error(capsys, *command, "--model", model, "--data", data, *calib, "--out", tmp_path / "out")
     assert str(victim) in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import cli_error, save_tiny, tiny_tokenizer
-from minitron.eval import evaluate, lm_loss_sum
+from minitron.eval import evaluate
+from minitron.numerics import lm_loss_sum
 from minitron.load import load_model
 from minitron.tasks import TASK_NAMES, YAML_DIR, prepare, run_tasks, tasks_dir
 

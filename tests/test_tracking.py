@@ -100,5 +100,5 @@ def test_a_tracker_that_cannot_work_is_one_line(world, tmp_path, monkeypatch, ca
     with pytest.raises(MinitronError, match="--report-to must name tensorboard or wandb, not 'mlflow'"):
         check_report_to(["mlflow"])
     err = cli_error(capsys, "compress", "--teacher", world["teacher"], "--target", "intermediate_size=48",
-                    "--out", tmp_path / "c", "--report-to", "wandb")
+                    "--out", tmp_path / "c", "--distill.report-to", "wandb")
     assert "needs the wandb package" in err and not (tmp_path / "c").exists()

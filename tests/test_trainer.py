@@ -78,8 +78,10 @@ def test_distill_outputs_and_masked_kd_loss(world, tmp_path):
     assert [m["step"] for m in metrics if "val_loss" in m] == [2, 4, 6]
     assert metrics[-1]["tokens"] == 6 * 128 and metrics[-1]["loss"] < metrics[0]["loss"]
     saved = json.loads((out / "train_config.json").read_text())
-    assert saved["loss"] == saved["config"]["loss"] == "ce_kd"  # the default with a teacher, recorded by name
-    assert saved["plan"]["n_micro"] == 2 and saved["plan"]["steps"] == 6
+    assert saved["loss"] == "ce_kd"  # the default with a teacher, recorded by name
+    ran = json.loads((out / "record.json").read_text())["distill"]
+    assert ran["settings"]["loss"] == "ce_kd" and ran["outputs"]["plan"]["n_micro"] == 2
+    assert ran["outputs"]["plan"]["steps"] == ran["outputs"]["steps"] == 6
 
     # step 1's loss is CE + forward KL, half each, averaged over the masked tokens of its two micro-batches
     data = TokenData.open(world["masked"])
@@ -117,8 +119,9 @@ def test_default_batch_and_learning_rate_follow_the_budget_and_the_width(world, 
           "--tokens", str(64 * 64), "--out", str(out), "--seq-len", "32", "--micro-batch", "2", "--eval-seqs", "4",
           "--eval-every", "0", "--save-every", "0"])
     saved = json.loads((out / "train_config.json").read_text())
-    assert saved["config"]["global_batch_tokens"] == 64 and saved["plan"]["steps"] == 64
-    assert (saved["config"]["lr"], saved["config"]["min_lr"]) == (1e-3, 1e-4)  # hidden 48: capped at 1e-3
+    assert saved["global_batch_tokens"] == 64
+    assert json.loads((out / "record.json").read_text())["distill"]["outputs"]["plan"]["steps"] == 64
+    assert (saved["lr"], saved["min_lr"]) == (1e-3, 1e-4)  # hidden 48: capped at 1e-3
 
 
 def test_conventional_training_from_random_init(world, tmp_path):
@@ -203,9 +206,9 @@ def test_full_disk_keeps_previous_checkpoint(world, tmp_path, monkeypatch, capsy
     assert [m["step"] for m in read_metrics(out)] == list(range(1, 7)) and (out / "student").is_dir()
 
 
-def test_resume_refuses_an_old_checkpoint_and_other_batches(world, tmp_path, capsys):
-    """An unsharded checkpoint of an older minitron is refused in one line, and so is a resume on a number of
-    processes that would change a step's micro-batches (faked here by editing the checkpoint's count)."""
+def test_resume_refuses_other_batches(world, tmp_path, capsys):
+    """A resume on a number of processes that would change a step's micro-batches is refused in one line (faked
+    here by editing the checkpoint's count)."""
     out = tmp_path / "run"
     argv = distill_args(world, out, 2 * 128, "--save-every", "1", "--eval-every", "0")
     main(argv)
@@ -217,9 +220,6 @@ def test_resume_refuses_an_old_checkpoint_and_other_batches(world, tmp_path, cap
     err = run_cli_error(argv + ["--resume"], capsys)
     assert "its steps had 3 micro-batches, here a step would have 2" in err and "on 3 process(es)" in err
     state_file.write_text(json.dumps(state))
-    (out / "checkpoints" / "step-2" / "model.safetensors").write_bytes(b"old")
-    assert "unsharded format of an older minitron" in run_cli_error(argv + ["--resume"], capsys)
-    (out / "checkpoints" / "step-2" / "model.safetensors").unlink()
     main(argv + ["--resume"])
     assert (out / "student").is_dir() and len(read_metrics(out)) == 2
 
@@ -258,10 +258,10 @@ BAD = {
     "temperature 0": (lambda w: ["--temperature", "0"], "--temperature must be"),
     "top-k 0": (lambda w: ["--loss", "topk_kl", "--top-k", "0"], "--top-k must be"),
     "jsd beta 2": (lambda w: ["--loss", "jsd", "--jsd-beta", "2"], "--jsd-beta must be"),
-    "lr nan": (lambda w: ["--lr", "nan"], "--lr"),
+    "lr nan": (lambda w: ["--lr", "nan"], 'Parser key "lr"'),
     "lr -1": (lambda w: ["--lr", "-1"], "--lr must be"),
     "min lr above lr": (lambda w: ["--lr", "1e-4", "--min-lr", "1e-3"], "--min-lr must be"),
-    "weight decay inf": (lambda w: ["--weight-decay", "inf"], "--weight-decay"),
+    "weight decay inf": (lambda w: ["--weight-decay", "inf"], 'Parser key "weight_decay"'),
     "grad clip -1": (lambda w: ["--grad-clip", "-1"], "--grad-clip must be"),
     "warmup -1": (lambda w: ["--warmup-steps", "-1"], "--warmup-steps must be"),
     "keep 0": (lambda w: ["--keep-checkpoints", "0"], "--keep-checkpoints must be"),

@@ -18,6 +18,8 @@ from minitron.errors import MinitronError
 from minitron.io import write_json
 
 SPLITS = ("train", "val")
+SEQ_LEN = 256  # tokens per window, the default everywhere: calibration, training and evaluation
+VAL_SEQS = 32  # held-out windows a model is measured on (eval, the search's candidates, compress's three models)
 
 
 def tokenizer_identity(tokenizer) -> dict:

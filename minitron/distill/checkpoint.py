@@ -19,7 +19,6 @@ import re
 import shutil
 from contextlib import ExitStack, contextmanager
 import warnings
-from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -33,7 +32,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from transformers import AutoModelForCausalLM
 
 from minitron.card import write_model_card
-from minitron.distill.config import RESUMABLE_CHANGES, TrainConfig
+from minitron.distill.config import TrainConfig
 from minitron.distill.lora import merged
 from minitron.distill.parallel import Env
 from minitron.distill.safe_dcp import SafePlanner, SafeReader
@@ -41,6 +40,7 @@ from minitron.errors import MinitronError
 from minitron.io import (DiskFull, atomic_dir, check_run_dir, disk_problem, mark, output_lock, remove, save_hf,
                          write_atomic, write_json)
 from minitron.load import load_generation_config
+from minitron.record import RECORD, Record
 
 ONE_PROCESS = "torch.distributed is disabled"  # DCP's warning when there is no process group: intended here
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, gathered on CPU (process 0)
@@ -51,10 +51,6 @@ def checkpoint_dirs(out: Path) -> list[Path]:
     found = [(int(m.group(1)), p) for p in (out / "checkpoints").glob("step-*")
              if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / "trainer_state.json").is_file()]
     return [p for _, p in sorted(found)]
-
-
-def jsonable(obj):
-    return json.loads(json.dumps(obj, default=str))
 
 
 @contextmanager
@@ -73,14 +69,25 @@ def run_lock(out: Path, env: Env) -> Iterator[None]:
         yield
 
 
-def prepare_out(cfg: TrainConfig, env: Env, data_fingerprint: str) -> Path | None:
-    """The checkpoint to resume from (checked to be the same run), or a fresh run directory (an earlier run
-    deleted with --overwrite); run with the run directory locked."""
+# Why a resumed run may not change a recorded setting, where it is not just "use the same settings".
+EXPLAIN = {"tokens": "its learning-rate schedule decays over --tokens: resume with the same --tokens, or train further "
+                     "in a new run from its student (--student OUT/student --out NEW)",
+           "data_fingerprint": "its data changed since the run started (rebuilt in place?): resume on the data it "
+                               "started with"}
+
+
+def prepare_out(cfg: TrainConfig, env: Env, settings: dict) -> Path | None:
+    """The checkpoint to resume from (its run checked to have been started with these `settings`), or a fresh run
+    directory (an earlier run deleted with --overwrite); run with the run directory locked."""
     check_run_dir(Path(cfg.out), cfg.resume, cfg.overwrite)  # again, under the lock
     out = Path(cfg.out)
     found = checkpoint_dirs(out) if cfg.resume else []
     if found:
-        check_resumable(cfg, data_fingerprint)
+        record = Record(out)
+        if "distill" not in record.steps:
+            raise MinitronError(f"cannot resume {out}: it has checkpoints but no record of its settings "
+                                f"({RECORD}); start again with --overwrite or in a new --out")
+        record.check("distill", settings, EXPLAIN)
     elif cfg.resume:
         if env.is_main:
             print(f"no checkpoint in {out / 'checkpoints'}: starting from step 0", flush=True)
@@ -96,52 +103,6 @@ def prepare_out(cfg: TrainConfig, env: Env, data_fingerprint: str) -> Path | Non
             shutil.rmtree(stale, ignore_errors=True)  # left by a killed save
     env.barrier()
     return found[-1] if found else None
-
-
-def check_resumable(cfg: TrainConfig, data_fingerprint: str) -> None:
-    """Refuse to resume a run with settings other than those it was started with, or on data that changed since
-    (rebuilt in place). Inputs are compared as resolved paths (`./data` and its absolute path are one input);
-    --tokens may not change, since the learning-rate schedule is planned over the whole budget (more tokens
-    would silently reshape it mid-run). A missing or damaged record refuses the resume."""
-    record = Path(cfg.out) / "train_config.json"
-    try:
-        started = json.loads(record.read_text())
-        saved = started["config"]
-        if not isinstance(saved, dict):
-            raise ValueError("config is not a mapping")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise MinitronError(f"cannot resume {cfg.out}: its record {record.name} is missing or damaged "
-                            f"({type(e).__name__}), so its settings cannot be checked; start again with --overwrite "
-                            "or in a new --out") from None
-    if started.get("data_fingerprint") != data_fingerprint:
-        raise MinitronError(f"cannot resume {cfg.out}: its data changed since the run started (data fingerprint "
-                            f"{started.get('data_fingerprint')}, now {data_fingerprint}: rebuilt in place?); resume "
-                            "on the data it started with, or start again with --overwrite")
-    now = jsonable(asdict(cfg))
-    saved.update(started.get("inputs") or input_paths(saved))
-    now.update(input_paths(now))
-    if saved.get("tokens") != now["tokens"]:
-        raise MinitronError(f"cannot resume {cfg.out} with --tokens {now['tokens']}: it was planned for --tokens "
-                            f"{saved.get('tokens')} (its learning-rate schedule decays over those); resume with "
-                            f"--tokens {saved.get('tokens')}, or train further in a new run from its student "
-                            f"(--student {Path(cfg.out) / 'student'} --out NEW)")
-    added = {f.name: f.default for f in fields(TrainConfig) if f.name not in saved and f.default is not MISSING}
-    saved.update(jsonable(added))  # a setting newer than the run: the run had its default
-    diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
-    if diff:
-        k = diff[0]
-        raise MinitronError(f"cannot resume {cfg.out}: it was started with --{k.replace('_', '-')} {saved.get(k)}, "
-                            f"now {now[k]}; use the same settings or a new --out")
-
-
-INPUTS = ("student", "teacher", "data")
-
-
-def input_paths(settings: dict) -> dict:
-    """The model and data inputs of a run's settings, resolved where they are paths that exist (a Hub id or
-    'default' as given)."""
-    return {k: str(Path(v).resolve()) if v is not None and Path(v).exists() else v
-            for k in INPUTS for v in [settings.get(k)]}
 
 
 def _rng_state() -> dict:
@@ -211,9 +172,6 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, env: Env
 
     Any number of processes can resume any checkpoint, as long as a step still has the same `n_micro`
     micro-batches: then every step trains on the batches it would have trained on."""
-    if (path / "model.safetensors").is_file():
-        raise MinitronError(f"checkpoint {path} is in the unsharded format of an older minitron, which this version "
-                            "does not resume; start again with --overwrite (or finish it with the older version)")
     try:
         state = json.loads((path / "trainer_state.json").read_text())
     except (OSError, ValueError) as e:

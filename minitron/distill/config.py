@@ -1,19 +1,37 @@
 """`TrainConfig`: every setting of a distillation (or plain training) run, its default and its help, in one
-place. The CLI flags (`minitron distill --lr 3e-4`), the YAML keys (`--config run.yaml`) and the library call
-(`distill(TrainConfig(...))`) all come from this dataclass; the string under each field is its help text."""
+place. The CLI flags (`minitron distill --lr 3e-4`), the YAML keys (`--config run.yaml`, or a run's own
+train_config.json) and the library call (`distill(TrainConfig(...))`) all come from this dataclass; the string
+under each field is its help text.
+
+Two kinds of field are marked where they are declared: `located` ones say where a run's inputs and directory are
+(a command that runs the training itself, like compress or search, sets them and refuses them in its `distill`
+section), and `runtime` ones say how a run goes, not what it learns (they may change when it is resumed and are
+not part of its record)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
+from minitron.data import SEQ_LEN
 from minitron.errors import MinitronError
 from minitron.tracking import check_report_to
 
 MIN_AUTO_STEPS = 64  # the default batch leaves at least this many optimiser steps in the budget
 MAX_AUTO_BATCH = 16384  # and is at most this many tokens
-DEFAULT_KD_LOSS = "ce_kd"  # the logit loss with a teacher: better than forward KL in every pair (docs/recipe.md)
+DEFAULT_KD_LOSS = "ce_kd"  # the logit loss with a teacher (docs/recipe.md)
+INPUTS = ("student", "teacher", "data")  # recorded as resolved paths
+
+
+def located(default=None, runtime: bool = False):
+    """A field that says where the run's inputs or directory are (set by a command that runs the training)."""
+    return field(default=default, metadata={"located": True, "runtime": runtime})
+
+
+def runtime(default):
+    """A field that says how the run goes, not what it learns: it may change on --resume and is not recorded."""
+    return field(default=default, metadata={"runtime": True})
 
 LossName = Literal["forward_kl", "reverse_kl", "jsd", "topk_kl", "ce_kd", "ce"]
 
@@ -27,20 +45,20 @@ class TrainConfig:
     and each process takes its share of every global batch."""
 
     # --- models and data
-    student: str | None = None
+    student: str | None = located()
     """student model, a Hugging Face directory (e.g. the output of `minitron prune`) or a Hub id; required"""
-    out: Path | None = None
-    """run directory (student/, checkpoints/, metrics.jsonl, train_config.json); required"""
-    teacher: str | None = None
+    out: Path | None = located(runtime=True)
+    """run directory (student/, checkpoints/, metrics.jsonl, train_config.json, record.json); required"""
+    teacher: str | None = located()
     """teacher model ('default', a Hugging Face directory, a Hub id or a .gguf); omit for plain training"""
-    data: str | None = None
+    data: str | None = located()
     """token data directory from `minitron data` (default: the default corpus)"""
     init: Literal["pretrained", "random"] = "pretrained"
     """start from the student's weights (pretrained) or from random initialisation (a baseline)"""
     # --- the loss
     loss: LossName | None = None
-    """logit loss (default: ce_kd with a teacher, ce without; ce_kd beat forward_kl, the papers' choice, in all three
-    paired runs on the default teacher, by 0.11-0.38 nats, and was no worse on the King James Bible: docs/recipe.md)"""
+    """logit loss (default: ce_kd with a teacher, ce without; docs/recipe.md compares them with forward_kl, the
+    papers' choice)"""
     temperature: float = 1.0
     """distillation temperature T (losses are scaled by T^2)"""
     ce_weight: float = 0.5
@@ -55,18 +73,17 @@ class TrainConfig:
     """weight of the hidden-state loss"""
     layer_pairs: list[str] | None = None
     """STUDENT:TEACHER pairs of 0-based decoder layers, e.g. 5:11 11:23"""
-    chunk_tokens: int = 1024
+    chunk_tokens: int = runtime(1024)
     """tokens whose logits exist at once inside the loss (lower it to save memory)"""
     # --- speed and memory
-    compile: bool = False
+    compile: bool = runtime(False)
     """compile each decoder layer of the student and teacher with torch.compile (one graph serves every layer):
-    fuses the elementwise work, 1.26x the plain loop's tokens/s on an H200 (docs/performance.md); the first
-    steps are slower while it compiles"""
+    fuses the elementwise work (docs/performance.md); the first steps are slower while it compiles"""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """bf16: matmuls of both models in bf16 under autocast (the student's weights, gradients and optimiser state
     stay fp32; the teacher is held in bf16); fp32: everything in fp32; auto: bf16 on CUDA, fp32 on the CPU. On a
-    CPU with native bf16 (AVX512-BF16 or AMX) bf16 steps are about 1.7x faster (docs/performance.md)"""
-    activation_checkpointing: bool = False
+    CPU with native bf16 (AVX512-BF16 or AMX) bf16 steps are faster, elsewhere much slower (docs/performance.md)"""
+    activation_checkpointing: bool = runtime(False)
     """recompute each student decoder layer's activations in the backward pass instead of keeping them: much
     less memory (for longer sequences or larger micro-batches) for about a third more compute"""
     # --- batches and the optimiser
@@ -74,19 +91,16 @@ class TrainConfig:
     """training budget in tokens (whole optimiser steps of --global-batch-tokens); fixed for a run, since the
     learning-rate schedule decays over it: --resume with other --tokens is refused (to train longer, distil
     OUT/student further in a new run)"""
-    seq_len: int = 256
-    """tokens per training sequence (256 by default: 512 measured 0.13-0.27 nats worse at 1,024-token batches on two
-    shapes, 128 no better on the searched one, docs/recipe.md; longer budgets and batches may want longer)"""
+    seq_len: int = SEQ_LEN
+    """tokens per training sequence (docs/recipe.md compares lengths; longer budgets and batches may want longer)"""
     micro_batch: int = 4
     """sequences per forward/backward on one process"""
     global_batch_tokens: int | None = None
     """tokens per optimiser step, all processes together (default: the largest power of two that leaves at least
-    64 steps in --tokens, from one micro-batch up to 16,384; fewer than ~32 steps measured clearly worse,
-    docs/recipe.md)"""
+    64 steps in --tokens, from one micro-batch up to 16,384; docs/recipe.md)"""
     lr: float | None = None
     """peak learning rate (AdamW, betas 0.9/0.95; default: 1e-3 x 576 / the student's hidden size, at most 1e-3:
-    1e-3 measured best for SmolLM2-135M's width, docs/recipe.md; 1.4e-4 at 4,096, the scale of the Minitron papers'
-    1e-4)"""
+    docs/recipe.md; 1.4e-4 at 4,096, the scale of the Minitron papers' 1e-4)"""
     min_lr: float | None = None
     """learning rate at the end of the cosine decay (default: --lr / 10)"""
     warmup_steps: int | None = None
@@ -98,22 +112,22 @@ class TrainConfig:
     seed: int = 0
     """seed of data sampling and random initialisation"""
     # --- validation, checkpoints, the run directory
-    eval_every: int = 50
+    eval_every: int = runtime(50)
     """validate every this many steps (0: only at the end)"""
-    eval_seqs: int = 16
+    eval_seqs: int = runtime(16)
     """held-out sequences used for validation (the same for every run)"""
-    save_every: int = 50
+    save_every: int = runtime(50)
     """write a resumable checkpoint every this many steps (and at the end)"""
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = runtime(2)
     """how many of the newest checkpoints to keep"""
-    device: str = "auto"
+    device: str = located("auto", runtime=True)
     """auto, cpu or cuda (under torchrun: each rank's LOCAL_RANK GPU)"""
-    resume: bool = False
+    resume: bool = located(False, runtime=True)
     """continue from the newest checkpoint in --out, with the settings it was started with (inputs may be
     spelt differently: ./data and its absolute path are the same)"""
-    overwrite: bool = False
+    overwrite: bool = located(False, runtime=True)
     """delete an existing --out and start again"""
-    report_to: list[Literal["tensorboard", "wandb"]] | None = None
+    report_to: list[Literal["tensorboard", "wandb"]] | None = runtime(None)
     """also send every metric of metrics.jsonl, and this config, to TensorBoard (OUT/tensorboard) and/or
     Weights & Biases (needs `wandb login`)"""
     teacher_cache: str | None = None
@@ -212,13 +226,34 @@ class TrainConfig:
                 raise MinitronError(f"--{name} must be a path, not {getattr(self, name)!r}")
 
 
-# Settings that may change when a run is resumed; any other difference is refused.
-RESUMABLE_CHANGES = {"out", "resume", "overwrite", "device", "eval_every", "eval_seqs", "save_every",
-                     "keep_checkpoints", "chunk_tokens", "compile", "activation_checkpointing", "report_to"}
+def marked(kind: str) -> tuple[str, ...]:
+    """The TrainConfig fields marked `kind` ("located" or "runtime") where they are declared."""
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get(kind))
+
+
+def recorded(cfg: TrainConfig, run: Path) -> dict:
+    """What a run's record holds of `cfg`: every setting that changes what is learnt (not the runtime ones), its
+    inputs as resolved paths, relative to `run` when inside it (a run directory may move)."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in marked("runtime")}
+    root = Path(run).resolve()
+    for k in INPUTS:
+        if settings[k] is not None and Path(settings[k]).exists():
+            path = Path(settings[k]).resolve()
+            settings[k] = str(path.relative_to(root) if path.is_relative_to(root) else path)
+    return settings
+
+
+def refuse_located(cfg: TrainConfig, command: str) -> None:
+    """A command that runs the training itself sets where its inputs and run directory are: a `distill` section
+    that sets them too is refused, not silently overridden."""
+    for name in marked("located"):
+        if getattr(cfg, name) != getattr(TrainConfig(), name):
+            raise MinitronError(f"{command} sets distill.{name} itself; leave it out of the distill section "
+                                "(use the top-level settings)")
 
 
 @dataclass
-class Plan:
+class Schedule:
     """What a config means for this data and number of processes."""
 
     steps: int  # optimiser steps in the whole run
@@ -228,7 +263,7 @@ class Plan:
     eval_seqs: int  # validation windows actually used (fewer when the split is small)
 
 
-def make_plan(cfg: TrainConfig, train_tokens: int, val_tokens: int, world: int, where: Path) -> Plan:
+def schedule(cfg: TrainConfig, train_tokens: int, val_tokens: int, world: int, where: Path) -> Schedule:
     if train_tokens < cfg.seq_len + 1:
         raise MinitronError(f"data in {where} has {train_tokens:,} training tokens, fewer than one "
                             f"sequence of {cfg.seq_len + 1}; add data or lower --seq-len")
@@ -245,4 +280,4 @@ def make_plan(cfg: TrainConfig, train_tokens: int, val_tokens: int, world: int, 
                             f"= {n_micro} x {cfg.micro_batch} sequences x {cfg.seq_len}); raise --tokens or lower "
                             "--global-batch-tokens / --micro-batch / --seq-len")
     warmup = round(0.05 * steps) if cfg.warmup_steps is None else min(cfg.warmup_steps, steps)
-    return Plan(steps, n_micro, tokens_per_step, warmup, eval_seqs)
+    return Schedule(steps, n_micro, tokens_per_step, warmup, eval_seqs)

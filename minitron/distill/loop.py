@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,14 +23,16 @@ from tqdm.auto import tqdm
 
 from minitron.io import check_run_dir, write_json
 from minitron.data import TokenData, default_data, tokenizer_identity
-from minitron.distill.checkpoint import (MetricsLog, input_paths, jsonable, load_checkpoint, prepare_out,
-                                         run_lock, save_checkpoint, save_student)
-from minitron.distill.config import Plan, TrainConfig, make_plan
+from minitron.distill.checkpoint import (MetricsLog, load_checkpoint, prepare_out, run_lock, save_checkpoint,
+                                         save_student)
+from minitron.distill.config import Schedule, TrainConfig, recorded, schedule
 from minitron.distill.parallel import Env, Teacher, build_models, init_env, teacher_dtype
 from minitron.distill.teacher_cache import TeacherCache
 from minitron.errors import Interrupted, MinitronError
-from minitron.eval import autocast, cpu_has_native_bf16, lm_loss, windows_in_batches
+from minitron.numerics import autocast, cpu_has_native_bf16, lm_loss, windows_in_batches
 from minitron.load import check_seq_len, load_config, load_tokenizer
+from minitron.record import Record, jsonable
+from minitron.signals import StopRequest
 from minitron.tracking import Tracker
 
 
@@ -64,8 +65,8 @@ def distill(cfg: TrainConfig) -> DistillResult:
 def reuse_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of mapping every large block afresh: by default each
     block over 32 MB (a logit chunk, an activation) is its own mmap, unmapped when freed, so every step faults its
-    pages in again. Measured on the demo's CPU run: 13x fewer page faults, 1.3x the tokens/s, the same losses
-    (docs/performance.md). Process-wide; False where the C library is not glibc."""
+    pages in again (docs/performance.md measures the difference). Process-wide; False where the C library is not
+    glibc."""
     import ctypes
 
     try:
@@ -81,7 +82,7 @@ def train(cfg: TrainConfig, env: Env) -> DistillResult:
     data, tokenizer, s_config, t_config = open_inputs(cfg, env)
     asked = cfg.global_batch_tokens
     cfg = cfg.resolved(s_config.hidden_size)  # the batch, learning rate and loss from the budget, width and teacher
-    plan = make_plan(cfg, data.num_tokens("train"), data.num_tokens("val"), env.world, data.path)
+    plan = schedule(cfg, data.num_tokens("train"), data.num_tokens("val"), env.world, data.path)
     if env.is_main:
         warn_about_budget(cfg, plan, asked, data)
     cache = (TeacherCache.open(cfg.teacher_cache, cfg.teacher, teacher_dtype(cfg, env), data, t_config.vocab_size,
@@ -90,15 +91,16 @@ def train(cfg: TrainConfig, env: Env) -> DistillResult:
     if cached and env.is_main:
         print(f"teacher cache {cache.root} holds every step: the teacher is not loaded", flush=True)
     model, teacher = build_models(cfg, env, s_config, t_config, load_teacher=not cached)
-    resume_from = prepare_out(cfg, env, data.fingerprint())  # only now, when every input has been checked and loaded
+    out = Path(cfg.out)
+    settings = {**recorded(cfg, out), "data_fingerprint": data.fingerprint()}
+    resume_from = prepare_out(cfg, env, settings)  # only now, when every input has been checked and loaded
     optimizer, scheduler = build_optimizer(cfg, model, plan, env.device)
     start = load_checkpoint(resume_from, model, optimizer, scheduler, env, plan.n_micro) if resume_from else 0
     val = data.fixed("val", plan.eval_seqs, cfg.seq_len)
-    out = Path(cfg.out)
-    if env.is_main:
-        write_json(out / "train_config.json", {"config": jsonable(asdict(cfg)), "inputs": input_paths(asdict(cfg)),
-                                               "data_fingerprint": data.fingerprint(), "plan": asdict(plan),
-                                               "world_size": env.world, "loss": cfg.loss})
+    ran = Record(out) if env.is_main else None
+    if ran is not None:  # the resolved settings (`--config` runs them again) and the record a resume checks
+        write_json(out / "train_config.json", jsonable(asdict(cfg)))
+        ran.save("distill", settings, {"plan": asdict(plan), "world_size": env.world})
     log = MetricsLog(out / "metrics.jsonl", start, env.is_main)
     record = log.records[-1] if log.records else {"loss": float("nan")}
     t0 = time.perf_counter()
@@ -138,14 +140,16 @@ def train(cfg: TrainConfig, env: Env) -> DistillResult:
     val_loss = record.get("val_loss") if start < plan.steps else validate(model, val, cfg, env)
     student = save_student(cfg, model, s_config, tokenizer, steps, env)
     done = (steps - start) * plan.tokens_per_step
-    if env.is_main:
+    if ran is not None:
+        ran.save("distill", settings, {"plan": asdict(plan), "world_size": env.world, "steps": steps,
+                                          "tokens": steps * plan.tokens_per_step, "val_loss": val_loss})
         print(f"wrote {student}: {steps} steps, {steps * plan.tokens_per_step:,} tokens, val_loss {val_loss:.4f}",
               flush=True)
     return DistillResult(out, student, steps, steps * plan.tokens_per_step, record["loss"], val_loss,
                          done / seconds if seconds > 0 and done else 0.0, seconds)
 
 
-def warn_about_budget(cfg: TrainConfig, plan: Plan, asked: int | None, data: TokenData) -> None:
+def warn_about_budget(cfg: TrainConfig, plan: Schedule, asked: int | None, data: TokenData) -> None:
     """What a user may mean but should hear: a batch rounded to whole micro-batches, or more tokens than the data
     holds (several passes over it)."""
     if asked is not None and plan.tokens_per_step != asked:
@@ -157,32 +161,6 @@ def warn_about_budget(cfg: TrainConfig, plan: Plan, asked: int | None, data: Tok
         print(f"minitron: warning: --tokens {cfg.tokens:,} is {cfg.tokens / train_tokens:.1f} passes over the "
               f"{train_tokens:,} training tokens of {data.path}; the student will see them repeatedly (add data "
               "or lower --tokens for one pass)", file=sys.stderr, flush=True)
-
-
-class StopRequest:
-    """SIGTERM (what schedulers like Slurm send before killing a job) and SIGINT (Ctrl-C) during training: the
-    handler only notes the signal, and the loop finishes its step, saves a checkpoint and stops. A second signal
-    acts at once (the previous handlers are back)."""
-
-    def __init__(self):
-        self.signum, self.previous = 0, {}
-
-    def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers
-            self.previous = {s: signal.signal(s, self._note) for s in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def _note(self, signum, frame) -> None:
-        self.signum = signum
-        self._restore()
-
-    def _restore(self) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-        self.previous = {}
-
-    def __exit__(self, *exc) -> None:
-        self._restore()
 
 
 # ---------------------------------------------------------------- one step, validation
@@ -286,9 +264,8 @@ def open_inputs(cfg: TrainConfig, env: Env):
 
 
 def adamw(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with decay on matrices only, PyTorch's fused kernel on CUDA and on the CPU: the unfused one took 16% of a
-    step's GPU time, and on the CPU its step is ~5x slower and allocates ~3 bytes per parameter of temporaries
-    that the fused one does not (docs/performance.md)."""
+    """AdamW with decay on matrices only, PyTorch's fused kernel on CUDA and on the CPU: the unfused one is slower and
+    allocates temporaries the fused one does not (docs/performance.md)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -296,7 +273,7 @@ def adamw(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.opt
                              fused=device.type in ("cuda", "cpu") or None)
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module, plan: Plan, device: torch.device):
+def build_optimizer(cfg: TrainConfig, model: nn.Module, plan: Schedule, device: torch.device):
     """AdamW (see `adamw`) and a linear warm-up + cosine decay to min_lr."""
     opt = adamw(cfg, model, device)
     floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0

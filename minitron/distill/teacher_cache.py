@@ -28,7 +28,7 @@ from minitron.data import TokenData
 from minitron.distill.losses import head_logits
 from minitron.distill.parallel import Env, Teacher
 from minitron.errors import MinitronError
-from minitron.eval import autocast
+from minitron.numerics import autocast
 from minitron.io import atomic_file, write_json
 from minitron.load import resolve_model
 from minitron.shards import Checkpoint

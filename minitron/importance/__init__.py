@@ -8,12 +8,13 @@ Modules, top-down: `stats` (hooks -> fp32 statistics) and `weights` (weight crit
 driver over the layers, resident or streamed), which fills a `scores.Scores` record; `command` is
 `minitron score`.
 """
-from minitron.importance.command import calibration, score
-from minitron.importance.scores import (DEFAULT_CRITERIA, HEAD_SCORE, HIDDEN_SCORE, WIDTH_CRITERIA, Agg, Criterion,
-                                        HeadScore, HiddenScore, Scores)
-from minitron.importance.stats import AGGREGATIONS, seq_reduce
+from minitron.importance.command import CALIB_SEED, CALIB_SEQS, calibration, score
+from minitron.importance.scores import (DEFAULT_CRITERIA, WIDTH_CRITERIA, Agg, Criterion, HeadScore, HiddenScore,
+                                        LayerCriterion, Scores, layer_key, loss_key)
+from minitron.importance.stats import AGGREGATIONS
 from minitron.importance.walk import compute_scores
 from minitron.importance.weights import coupled_scores, random_scores
 
-__all__ = ["AGGREGATIONS", "DEFAULT_CRITERIA", "HEAD_SCORE", "HIDDEN_SCORE", "WIDTH_CRITERIA", "Agg", "Criterion",
-           "HeadScore", "HiddenScore", "Scores", "calibration", "compute_scores", "coupled_scores", "random_scores", "score", "seq_reduce"]
+__all__ = ["AGGREGATIONS", "CALIB_SEED", "CALIB_SEQS", "DEFAULT_CRITERIA", "WIDTH_CRITERIA", "Agg", "Criterion", "HeadScore", "HiddenScore",
+           "LayerCriterion", "Scores", "calibration", "compute_scores", "coupled_scores", "layer_key", "loss_key",
+           "random_scores", "score"]

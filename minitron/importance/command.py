@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-from minitron.data import TokenData, calibration_batches, default_data
+from minitron.data import SEQ_LEN, TokenData, calibration_batches, default_data
 from minitron.errors import MinitronError
 from minitron.importance.scores import DEFAULT_CRITERIA, Scores, check_criteria, check_streamable
 from minitron.importance.walk import compute_scores
@@ -20,10 +20,12 @@ from minitron.load import check_seq_len, load_config, load_model, load_tokenizer
 from minitron.shards import Checkpoint
 
 ComputeDtype = Literal["float32", "bfloat16"]
+CALIB_SEQS = 64  # calibration sequences, the default of every command that scores (prune.PruneConfig's too)
+CALIB_SEED = 1234  # seed of the calibration sample (and of the random criterion)
 
 
 def calibration(model_spec: str, tokenizer, data: Path | None, num_seqs: int, seq_len: int, batch_size: int,
-                seed: int = 1234) -> list[torch.Tensor]:
+                seed: int) -> list[torch.Tensor]:
     """Calibration batches from a data directory, or from the default corpus in the model's tokenizer."""
     tokens = TokenData.open(data if data is not None else default_data(model_spec))
     tokens.check_model(tokenizer, load_config(model_spec).vocab_size, model_spec)
@@ -31,9 +33,9 @@ def calibration(model_spec: str, tokenizer, data: Path | None, num_seqs: int, se
 
 
 def score(model: str = "default", data: Path | None = None, out: Path | None = None,
-          criteria: list[str] | None = None, calib_seqs: int = 64, seq_len: int = 256, batch_size: int = 8,
+          criteria: list[str] | None = None, calib_seqs: int = CALIB_SEQS, seq_len: int = SEQ_LEN, batch_size: int = 8,
           layer_loss: bool = False, layer_loss_seqs: int = 8, block_sizes: list[int] | None = None,
-          stream: bool | None = None, device: str = "auto", dtype: ComputeDtype = "float32", seed: int = 1234,
+          stream: bool | None = None, device: str = "auto", dtype: ComputeDtype = "float32", seed: int = CALIB_SEED,
           overwrite: bool = False) -> Scores:
     """Score the importance of every hidden channel, head, MLP neuron and layer from activations.
 

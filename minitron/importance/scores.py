@@ -24,12 +24,13 @@ Agg = Literal["mean", "l2", "var"]
 # post-attention norms (the papers'), or every norm's samples pooled into one statistic (final norm included)
 HIDDEN_SCORES = {"norms": "hidden", "pooled": "hidden_pooled"}
 HiddenScore = Literal["norms", "pooled"]
-HIDDEN_SCORE: HiddenScore = "norms"  # the default: best after distillation (docs/criteria_after_kd.md)
 # head activation score -> tensor name: the head's attention output before o_proj (the papers'), or its
 # output projected through its o_proj columns
 HEAD_SCORES = {"attn": "heads", "o_proj": "heads_oproj"}
 HeadScore = Literal["attn", "o_proj"]
-HEAD_SCORE: HeadScore = "o_proj"  # the default: best after distillation (docs/criteria_after_kd.md)
+# a layer criterion -> the layer tensor it ranks by (for block: of blocks of k layers, `layer_key`)
+LayerCriterion = Literal["block", "loss", "bi", "random"]
+LAYER_SCORES = {"loss": "layers/loss", "bi": "layers/block_influence", "random": "layers/random"}
 SIZE_NAMES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers")
 
 
@@ -40,31 +41,30 @@ class Scores:
     tensors: dict[str, torch.Tensor]
     meta: dict = field(default_factory=dict)
 
-    def width(self, criterion: str = "activation", seq_agg: str = "mean", batch_agg: str = "l2",
-              hidden_score: str = HIDDEN_SCORE, head_score: str = HEAD_SCORE) -> dict:
-        """{"hidden", "heads", "mlp"} scores of one criterion; for activation also the choice of hidden-channel
-        score (`HIDDEN_SCORES`) and head score (`HEAD_SCORES`)."""
+    def width(self, criterion: str, seq_agg: str, batch_agg: str, hidden_score: str, head_score: str) -> dict:
+        """{"hidden", "heads", "mlp"} scores of one criterion; for activation also the aggregations and the
+        choice of hidden-channel score (`HIDDEN_SCORES`) and head score (`HEAD_SCORES`)."""
         prefix = f"activation/{seq_agg}-{batch_agg}" if criterion == "activation" else criterion
-        if f"{prefix}/mlp" not in self.tensors:
-            raise MinitronError(f"the scores have no {prefix!r} importance (have: {', '.join(self.criteria())}); "
-                                f"run `minitron score --criteria {criterion}`")
         names = {"hidden": "hidden", "heads": "heads", "mlp": "mlp"}
         if criterion == "activation":
             names.update(hidden=HIDDEN_SCORES[hidden_score], heads=HEAD_SCORES[head_score])
-            if any(f"{prefix}/{n}" not in self.tensors for n in names.values()):
-                raise MinitronError("these scores were made by an older minitron (no per-norm hidden or o_proj "
-                                    "head scores); score the model again with `minitron score`")
+        missing = [f"{prefix}/{n}" for n in names.values() if f"{prefix}/{n}" not in self.tensors]
+        if missing:
+            raise MinitronError(f"the scores have no {missing[0]!r} importance (have: {', '.join(self.criteria())}); "
+                                f"run `minitron score --criteria {criterion}`")
         return {k: self.tensors[f"{prefix}/{n}"] for k, n in names.items()}
 
     def criteria(self) -> list[str]:
         return sorted({k.split("/")[0] for k in self.tensors if not k.startswith("layers/")})
 
-    def layer(self, key: str) -> torch.Tensor:
-        if f"layers/{key}" not in self.tensors:
+    def layer(self, criterion: str, k: int = 1) -> torch.Tensor:
+        """The layer scores `criterion` ranks by (`layer_key`): per layer, or for block per start of k layers."""
+        key = layer_key(criterion, k)
+        if key not in self.tensors:
             have = [k.removeprefix("layers/") for k in self.tensors if k.startswith("layers/")]
-            raise MinitronError(f"the scores have no layer importance {key!r} (have: {', '.join(have)}); "
-                                "run `minitron score --layer-loss --block-sizes K`")
-        return self.tensors[f"layers/{key}"]
+            raise MinitronError(f"the scores have no layer importance {key.removeprefix('layers/')!r} (have: "
+                                f"{', '.join(have)}); run `minitron score --layer-loss --block-sizes {k}`")
+        return self.tensors[key]
 
     def check_model(self, config, fingerprint: str, where: Path | str) -> None:
         """Refuse scores computed on another model: other sizes (recorded, or the tensors' lengths) or, when
@@ -121,6 +121,12 @@ def named(prefix: str, scores: dict) -> dict[str, torch.Tensor]:
 def loss_key(k: int) -> str:
     """Name of the layer-removal losses for blocks of k layers."""
     return "layers/loss" if k == 1 else f"layers/block_loss_k{k}"
+
+
+def layer_key(criterion: str, k: int = 1) -> str:
+    """The tensor a layer criterion ranks by when k layers go: the removal losses of blocks of k for block, else
+    the criterion's per-layer scores."""
+    return loss_key(k) if criterion == "block" else LAYER_SCORES[criterion]
 
 
 def activation_tensors(criteria: list[str], act: dict) -> dict[str, torch.Tensor]:

@@ -18,20 +18,10 @@ from minitron.arch import Arch, decoder_layers, final_norm, head_dim, layer_norm
 AGGREGATIONS = ("mean", "l2", "var")
 
 
-def seq_reduce(x: torch.Tensor, how: str) -> torch.Tensor:
-    """(B, S, D) -> (B, D): mean of |x|, L2 norm or variance over the sequence, in fp32."""
-    x = x.float()
-    if how == "mean":
-        return x.abs().mean(1)
-    if how == "l2":
-        return x.norm(dim=1)
-    return x.var(1, unbiased=False)
-
-
 def seq_stats(x: torch.Tensor) -> torch.Tensor:
     """(B, S, D) -> (len(AGGREGATIONS), B, D): every sequence aggregation at once, from three reductions of one
     fp32 copy of x (what a forward hook does on every batch: few passes over the activation matter more than few
-    FLOPs; plain sums over the sequence here run ~3x faster than `linalg.vector_norm` on the CPU). The variance
+    FLOPs; plain sums over the sequence are faster than `linalg.vector_norm` on the CPU). The variance
     is E[x^2] - E[x]^2: exact to fp32 rounding of E[x^2], which only matters for a channel whose mean dwarfs its
     spread."""
     x, n = x.float(), x.shape[1]

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minitron.arch import arch_of, decoder_layers, embedding, final_norm
-from minitron.eval import cross_entropy_sum
+from minitron.numerics import cross_entropy_sum
 from minitron.importance.scores import (Scores, activation_tensors, check_criteria, check_streamable, loss_key,
                                         model_meta, named, random_tensors)
 from minitron.importance.stats import ActivationRecorder
@@ -33,8 +33,8 @@ def logits_from_hidden(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
 
 
 def removal_loss_sum(model: nn.Module, h: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The LM loss (`eval.cross_entropy_sum`) of a last-layer output `h` of windows ids[:, :-1], for `labels`
-    ids[:, 1:]: the intact model's `eval.lm_loss_sum` when `h` went through every layer."""
+    """The LM loss (`numerics.cross_entropy_sum`) of a last-layer output `h` of windows ids[:, :-1], for `labels`
+    ids[:, 1:]: the intact model's `numerics.lm_loss_sum` when `h` went through every layer."""
     return cross_entropy_sum(logits_from_hidden(model, h), labels)
 
 

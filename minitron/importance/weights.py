@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from minitron.arch import (Arch, arch_of, decoder_layers, embedding, final_norm, head_dim, layer_norms, mlp_inputs,
                            residual_readers, residual_writers)
-from minitron.eval import cross_entropy_sum
+from minitron.numerics import cross_entropy_sum
 
 CHUNK_ROWS = 8192  # rows at a time when summing over embedding-sized matrices
 

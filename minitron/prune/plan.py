@@ -4,39 +4,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from minitron.arch import PRUNABLE_SIZES, Arch, arch_of, count_params
 from minitron.errors import MinitronError
-from minitron.importance import HEAD_SCORE, HIDDEN_SCORE, Scores
+from minitron.importance import Scores
+from minitron.prune.config import PruneConfig
 from minitron.prune.slicing import drop_layers as drop_layer_modules
 from minitron.prune.slicing import (prune_heads, prune_hidden, prune_mlp, slice_layer_heads, slice_layer_hidden,
                                     slice_layer_mlp)
-
-LayerCriterion = Literal["block", "loss", "bi", "random"]
-
-
-def parse_layers(spec: str, num_layers: int) -> list[int]:
-    """'16-31,3' -> [3, 16, 17, ..., 31], checked against the model's layer count."""
-    layers: set[int] = set()
-    try:
-        for part in filter(None, (p.strip() for p in spec.split(","))):
-            lo, _, hi = part.partition("-")
-            if int(hi or lo) < int(lo):
-                raise MinitronError(f"--drop-layers {part!r} is backwards; write {hi}-{lo}")
-            layers.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise MinitronError(f"--drop-layers {spec!r}: expected layer numbers and ranges like 16-31,3") from None
-    bad = sorted(i for i in layers if not 0 <= i < num_layers)
-    if bad:
-        raise MinitronError(f"--drop-layers names layer(s) {bad} but the model has layers 0-{num_layers - 1}")
-    if not layers:
-        raise MinitronError(f"--drop-layers {spec!r} names no layers")
-    if len(layers) >= num_layers:
-        raise MinitronError(f"--drop-layers would remove all {num_layers} layers; keep at least one")
-    return sorted(layers)
 
 
 def check_target(config, target: dict[str, int], drop: list[int] | None = None) -> dict[str, int]:
@@ -54,10 +31,10 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
     sizes = {**teacher, **target}
     if sizes == teacher and not drop:  # an unpruned copy written with exit 0 would look like success
         raise MinitronError(f"the target prunes nothing: give --target sizes smaller than the teacher's, e.g. "
-                            f"hidden_size={teacher['hidden_size'] // 2}, or --drop-layers")
+                            f"hidden_size={teacher['hidden_size'] // 2}, or --prune.drop-layers")
     if drop:
         if "num_hidden_layers" in target and target["num_hidden_layers"] != teacher["num_hidden_layers"] - len(drop):
-            raise MinitronError(f"--drop-layers removes {len(drop)} layers but the target asks for "
+            raise MinitronError(f"--prune.drop-layers removes {len(drop)} layers but the target asks for "
                                 f"num_hidden_layers={target['num_hidden_layers']}; give one or the other")
         sizes["num_hidden_layers"] = teacher["num_hidden_layers"] - len(drop)
     heads, kv = sizes["num_attention_heads"], sizes["num_key_value_heads"]
@@ -71,16 +48,20 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
     return sizes
 
 
-def target_config(config, sizes: dict[str, int], drop: list[int] | None = None):
-    """The student's config: the teacher's with new sizes (head_dim kept explicit)."""
+def target_config(config, sizes: dict[str, int], drop: list[int] | None = None, validate: bool = True):
+    """The student's config: the teacher's with new sizes (any of them; head_dim kept explicit), checked by the
+    family's own config checks unless `validate` is False (the search's parameter arithmetic). The one derivation
+    of a student's config: prune, the search's parameter counts and its validity check use it."""
     new = copy.deepcopy(config)
     new.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     for k, v in sizes.items():
         setattr(new, k, v)
     if getattr(new, "layer_types", None) is not None:
-        kept = [i for i in range(config.num_hidden_layers) if i not in set(drop or [])][: sizes["num_hidden_layers"]]
+        layers = sizes.get("num_hidden_layers", config.num_hidden_layers)
+        kept = [i for i in range(config.num_hidden_layers) if i not in set(drop or [])][:layers]
         new.layer_types = [config.layer_types[i] for i in kept]
-    validate_config(new)
+    if validate:
+        validate_config(new)
     return new
 
 
@@ -140,22 +121,20 @@ def select_heads(scores: torch.Tensor, kv_groups: int, heads: int, new_kv: int) 
 
 
 def layers_to_drop(scores: Scores, criterion: str, num_layers: int, keep: int) -> list[int]:
+    """The k = num_layers - keep layers `criterion` removes: the best contiguous block, or the k lowest-scoring."""
     k = num_layers - keep
     if k == 0:
         return []
     if criterion == "block":
-        start = int(scores.layer("loss" if k == 1 else f"block_loss_k{k}").argmin())
+        start = int(scores.layer("block", k).argmin())
         return list(range(start, start + k))
-    key = {"loss": "loss", "bi": "block_influence", "random": "random"}[criterion]
-    return sorted(scores.layer(key).topk(k, largest=False).indices.tolist())
+    return sorted(scores.layer(criterion).topk(k, largest=False).indices.tolist())
 
 
-def make_plan(scores: Scores, config, sizes: dict[str, int], drop: list[int] | None, criterion: str = "activation",
-              seq_agg: str = "mean", batch_agg: str = "l2", layer_criterion: str = "block",
-              hidden_score: str = HIDDEN_SCORE, head_score: str = HEAD_SCORE) -> Plan:
+def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig) -> Plan:
+    """What survives pruning `config` to `sizes` (from `check_target`) by `prune`'s criteria."""
     L = config.num_hidden_layers
-    width = scores.width(criterion, seq_agg, batch_agg, hidden_score, head_score) if any(
-        sizes[k] != getattr(config, k) for k in PRUNABLE_SIZES[:4]) else None
+    width = prune.width(scores) if any(sizes[k] != getattr(config, k) for k in PRUNABLE_SIZES[:4]) else None
     hidden = top(width["hidden"], sizes["hidden_size"]) if sizes["hidden_size"] != config.hidden_size else None
     mlp = [top(width["mlp"][l], sizes["intermediate_size"]) for l in range(L)] \
         if sizes["intermediate_size"] != config.intermediate_size else None
@@ -165,9 +144,8 @@ def make_plan(scores: Scores, config, sizes: dict[str, int], drop: list[int] | N
         chosen = [select_heads(width["heads"][l], config.num_key_value_heads, sizes["num_attention_heads"],
                                sizes["num_key_value_heads"]) for l in range(L)]
         heads, kv = [c[0] for c in chosen], [c[1] for c in chosen]
-    if drop is None:
-        drop = layers_to_drop(scores, layer_criterion, L, sizes["num_hidden_layers"])
-    return Plan(hidden, heads, kv, mlp, drop)
+    drop = prune.drop_layers or layers_to_drop(scores, prune.layer_criterion, L, sizes["num_hidden_layers"])
+    return Plan(hidden, heads, kv, mlp, sorted(drop))
 
 
 def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
