@@ -6,9 +6,14 @@ STAMP  := $(VENV)/.installed
 DOCS   := /usr/share/doc/python3.11/html/_sources /usr/share/doc/linux-doc-6.1/html/_sources
 PROSE  := $(or $(MINITRON_CACHE),$(HOME)/.cache/minitron)/corpus/r-cran-janeaustenr
 TASKS  := $(or $(MINITRON_CACHE),$(HOME)/.cache/minitron)/tasks/sources
-# BIG-bench's task files ship in its sdist on PyPI (pip cannot fetch it: its metadata names a file:// dependency)
-BIGBENCH_URL    := https://files.pythonhosted.org/packages/95/f8/c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cfc721c157/bigbench-1.0.0.tar.gz
+# BIG-bench's task files ship in its sdist on PyPI, which pip fetches through its own configured index (pip download
+# --no-deps: nothing resolved or installed). pip >= 26 refuses that sdist even so (its metadata names a file://
+# dependency, which pip now rejects in any file from PyPI), so the download runs pip 25.3, which predates the check,
+# straight from its wheel (`python pip-....whl/pip`, as pip documents); the file is then checked against its SHA-256.
+BIGBENCH        := bigbench==1.0.0
+BIGBENCH_SDIST  := bigbench-1.0.0.tar.gz
 BIGBENCH_SHA256 := 1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2
+BIGBENCH_PIP    := 25.3
 BIGBENCH_TASKS  := social_iqa strategyqa date_understanding general_knowledge
 
 # llama.cpp itself, prebuilt, to check GGUF exports (tests/test_export.py, benchmarks/llama_cpp_check.py):
@@ -51,10 +56,14 @@ corpus:
 tasks: $(STAMP)
 	@for t in $(BIGBENCH_TASKS); do [ -f $(TASKS)/bigbench/$$t/task.json ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
-	  tmp=$$(mktemp -d) && curl -sSfL -o $$tmp/bigbench.tar.gz $(BIGBENCH_URL) && \
-	  echo "$(BIGBENCH_SHA256)  $$tmp/bigbench.tar.gz" | sha256sum -c --quiet && \
-	  tar xzf $$tmp/bigbench.tar.gz -C $$tmp $(foreach t,$(BIGBENCH_TASKS),bigbench-1.0.0/bigbench/benchmark_tasks/$(t)/task.json) && \
-	  mkdir -p $(TASKS)/bigbench && cp -r $$tmp/bigbench-1.0.0/bigbench/benchmark_tasks/. $(TASKS)/bigbench/ && rm -rf $$tmp; \
+	  tmp=$$(mktemp -d) && export TMPDIR=$$tmp && \
+	  { $(PIP) download -q --no-deps --only-binary :all: pip==$(BIGBENCH_PIP) -d $$tmp/pip && \
+	    $(PY) $$tmp/pip/pip-$(BIGBENCH_PIP)-py3-none-any.whl/pip download -q --no-deps --no-binary :all: \
+	      --no-build-isolation $(BIGBENCH) -d $$tmp/sdist && \
+	    echo "$(BIGBENCH_SHA256)  $$tmp/sdist/$(BIGBENCH_SDIST)" | sha256sum -c --quiet && \
+	    tar xzf $$tmp/sdist/$(BIGBENCH_SDIST) -C $$tmp $(foreach t,$(BIGBENCH_TASKS),bigbench-1.0.0/bigbench/benchmark_tasks/$(t)/task.json) && \
+	    mkdir -p $(TASKS)/bigbench && cp -r $$tmp/bigbench-1.0.0/bigbench/benchmark_tasks/. $(TASKS)/bigbench/; } ; \
+	  status=$$?; rm -rf $$tmp; exit $$status; \
 	fi
 	@if [ ! -f $(TASKS)/kjv.txt ]; then \
 	  command -v bible >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bible-kjv >/dev/null; }; \

@@ -1,6 +1,6 @@
 """Does pruning + distillation beat the baselines at the same budget? And do teacher correction and iterative
 compression help? The demo's teacher and target (configs/demo.yaml), the same token budget and settings for every
-run, each evaluated on the same held-out tokens every --eval-every tokens: val loss against tokens, as a Markdown
+run, each evaluated on the same dev-split tokens every --eval-every tokens: dev loss against tokens, as a Markdown
 table and a plot in a section of --out (docs/results.md) that is regenerated in place (the rest of the file, the
 hand-written reading included, is kept).
 
@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM
 
 from minitron import compress
 from minitron.cli import parse_mapping
-from minitron.data import TokenData, default_data
+from minitron.data import EVAL_TOKENS, TokenData, default_data
 from minitron.distill import TrainConfig, distill
 from minitron.distill.config import schedule
 from minitron.numerics import lm_loss, windows_in_batches
@@ -78,19 +78,21 @@ class Setup:
     def __init__(self, args, config: dict):
         self.teacher = args.teacher or config["teacher"]
         self.target = args.target or config["target"]
-        self.calib_seqs, self.val_seqs = (4, 4) if args.dry else (config["prune"]["calib_seqs"], config["val_seqs"])
+        self.calib_seqs, self.eval_tokens = (4, 128) if args.dry else (config["prune"]["calib_seqs"],
+                                                                       config.get("eval_tokens", EVAL_TOKENS))
+        self.ood = not args.dry and config.get("ood", True)  # compress's out-of-domain measure (the dry run skips it)
         self.data = TokenData.open(args.data if args.data else default_data(self.teacher))
         section = {**config.get("distill", {}), **(DRY if args.dry else {})}
         if args.tokens:
             section["tokens"] = args.tokens
         self.train = TrainConfig(**{**section, "teacher": self.teacher, "data": str(self.data.path),
                                     "device": args.device})
-        plan = schedule(self.train, self.data.num_tokens("train"), self.data.num_tokens("val"), 1, self.data.path)
+        plan = schedule(self.train, self.data.num_tokens("train"), self.data.num_tokens("dev"), 1, self.data.path)
         every = max(1, (DRY["global_batch_tokens"] if args.dry else args.eval_every) // plan.tokens_per_step)
         self.train = replace(self.train, eval_every=every, save_every=every)
-        self.val = self.data.fixed("val", plan.eval_seqs, self.train.seq_len)  # what distill validates on
+        self.val = self.data.spread("dev", plan.eval_seqs, self.train.seq_len).batch  # what distill validates on
         self.work, self.device, self.config = args.work, args.device, config
-        # calibration (and compress's held-out sequences) at the distillation's sequence length, as before
+        # calibration (and compress's test-split windows) at the distillation's sequence length, as before
         self.prune = PruneConfig(calib_seqs=self.calib_seqs, seq_len=self.train.seq_len)
 
     @classmethod
@@ -102,7 +104,7 @@ class Setup:
 
 
 def baselines(s: Setup) -> list[dict]:
-    """Prune once, then train the four students; their validation curves (and the teacher's loss)."""
+    """Prune once, then train the four students; their validation curves on the dev split (and the teacher's loss)."""
     pruned = s.work / "pruned"
     if not (pruned / "config.json").is_file():
         prune(model=s.teacher, target=s.target, out=pruned, data=s.data.path, prune=s.prune, device=s.device,
@@ -118,7 +120,7 @@ def baselines(s: Setup) -> list[dict]:
                                           if r.get("val_loss") is not None]
         rows.append({"label": label, "val_loss": curve[-1][1], "curve": curve, "seconds": seconds,
                      "tokens": curve[-1][0]})
-        print(f"{label:>28}: val loss {curve[-1][1]:.3f} after {curve[-1][0]:,} tokens ({seconds:.0f} s)", flush=True)
+        print(f"{label:>28}: dev loss {curve[-1][1]:.3f} after {curve[-1][0]:,} tokens ({seconds:.0f} s)", flush=True)
     return rows
 
 
@@ -137,7 +139,8 @@ def train(cfg: TrainConfig, label: str) -> float:
 
 
 def recipe(s: Setup, args) -> list[dict]:
-    """`compress` three ways at the same distillation tokens: as configured, with teacher correction, in 2 stages."""
+    """`compress` three ways at the same distillation tokens: as configured, with teacher correction, in 2 stages
+    (without the benchmark tasks: the rows compare losses)."""
     correct_tokens = args.correct_tokens or s.train.tokens // 4
     runs = [("one stage (as configured)", dict()),
             (f"teacher corrected on {correct_tokens:,} tokens", dict(correct_teacher=correct_tokens,
@@ -149,17 +152,19 @@ def recipe(s: Setup, args) -> list[dict]:
         run = s.work / f"recipe{i}"
         start = time.time()
         metrics = compress(teacher=s.teacher, target=s.target, out=run, data=s.data.path, prune=s.prune,
-                           val_seqs=s.val_seqs, distill=distill_cfg, device=s.device, resume=run.exists(), **extra)
+                           eval_tokens=s.eval_tokens, ood=s.ood, tasks=[], distill=distill_cfg, device=s.device,
+                           resume=run.exists(), **extra)
         curve, offset = [], 0
         for where in sorted(run.glob("stage-*")) + [run]:
             log = [r for _, r in read_jsonl(where / "distill" / "metrics.jsonl")]
             curve += [(offset + r["tokens"], r["val_loss"]) for r in log if r.get("val_loss") is not None]
             offset += log[-1]["tokens"]
-        rows.append({"label": label, "val_loss": metrics["distilled"]["val_loss"], "curve": curve,
-                     "teacher_val_loss": metrics["teacher"]["val_loss"], "tokens": metrics["tokens"],
+        rows.append({"label": label, "test_loss": metrics["distilled"]["test_loss"],
+                     "test_ci95": metrics["distilled"]["test_ci95"], "gap_closed": metrics["gap_closed"]["test"],
+                     "curve": curve, "teacher_test_loss": metrics["teacher"]["test_loss"], "tokens": metrics["tokens"],
                      "correction_tokens": metrics.get("correction_tokens", 0),
                      "seconds": round(sum(metrics["timings_s"].values()), 1), "this_call_s": time.time() - start})
-        print(f"{label:>36}: val loss {rows[-1]['val_loss']:.3f} ({rows[-1]['seconds']:.0f} s)", flush=True)
+        print(f"{label:>36}: test loss {rows[-1]['test_loss']:.3f} ({rows[-1]['seconds']:.0f} s)", flush=True)
     return rows
 
 
@@ -173,7 +178,7 @@ def plot(rows: list[dict], teacher_loss: float | None, out: Path, title: str) ->
     if teacher_loss is not None:
         ax.axhline(teacher_loss, ls="--", c="gray", label="teacher")
     ax.set_xlabel("training tokens")
-    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_ylabel("dev loss (nats/token)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -183,7 +188,7 @@ def plot(rows: list[dict], teacher_loss: float | None, out: Path, title: str) ->
 
 
 def at(curve: list[tuple[int, float]], tokens: int) -> str:
-    """The validation loss of the last evaluation at or before `tokens`."""
+    """The dev loss of the last evaluation at or before `tokens`."""
     seen = [loss for t, loss in curve if t <= tokens]
     return f"{seen[-1]:.3f}" if seen else "–"
 
@@ -191,7 +196,7 @@ def at(curve: list[tuple[int, float]], tokens: int) -> str:
 def table(args, s: Setup, rows: list[dict]) -> list[str]:
     if args.mode == "baselines":
         marks = sorted({s.train.tokens // 4, s.train.tokens // 2, rows[1]["tokens"]})
-        lines = ["| training | " + " | ".join(f"val loss at {t:,} tokens" for t in marks) + " | perplexity | wall time |",
+        lines = ["| training | " + " | ".join(f"dev loss at {t:,} tokens" for t in marks) + " | perplexity | wall time |",
                  "|---|" + "---|" * (len(marks) + 2)]
         lines.append(f"| teacher | " + " | ".join([f"{rows[0]['val_loss']:.3f}"] * len(marks))
                      + f" | {math.exp(rows[0]['val_loss']):.1f} | |")
@@ -199,19 +204,22 @@ def table(args, s: Setup, rows: list[dict]) -> list[str]:
             lines.append(f"| {r['label']} | " + " | ".join(at(r["curve"], t) for t in marks)
                          + f" | {math.exp(r['val_loss']):.1f} | {r['seconds']:.0f} s |")
         return lines
-    lines = ["| compress | correction tokens | distillation tokens | all tokens | teacher val loss | student val loss "
-             "| perplexity | wall time |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| compress | correction tokens | distillation tokens | all tokens | teacher test loss | student test loss "
+             "| perplexity | gap closed | wall time |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        closed = "–" if r["gap_closed"] is None else f"{r['gap_closed']:.0%}"
         lines.append(f"| {r['label']} | {r['correction_tokens']:,} | {r['tokens']:,} | "
-                     f"{r['correction_tokens'] + r['tokens']:,} | {r['teacher_val_loss']:.3f} | {r['val_loss']:.3f} | "
-                     f"{math.exp(r['val_loss']):.1f} | {r['seconds']:.0f} s |")
+                     f"{r['correction_tokens'] + r['tokens']:,} | {r['teacher_test_loss']:.3f} | "
+                     f"{r['test_loss']:.3f} ± {r['test_ci95']:.3f} | {math.exp(r['test_loss']):.1f} | {closed} | "
+                     f"{r['seconds']:.0f} s |")
     return lines
 
 
 def write_section(args, s: Setup, rows: list[dict]) -> None:
     """Replace this mode's section of --out (between its markers; appended the first time), keeping the rest."""
     image = args.out.with_name(f"{OUTPUT_NAME[args.mode]}.png")
-    teacher = rows[0]["val_loss"] if args.mode == "baselines" else rows[0]["teacher_val_loss"]
+    # the teacher's line on the curves' dev windows (in recipe mode the table's teacher losses are on the test split)
+    teacher = rows[0]["val_loss"] if args.mode == "baselines" else s.loss(load_model(s.teacher))
     title = ("Baselines at the same budget" if args.mode == "baselines"
              else "Teacher correction and iterative compression")
     plot(rows if args.mode == "recipe" else rows[1:], teacher, image, title)
@@ -221,15 +229,17 @@ def write_section(args, s: Setup, rows: list[dict]) -> None:
     what = ("the same pruned student trained by distillation and by plain cross-entropy, and the same shape from "
             "random initialisation trained both ways" if args.mode == "baselines" else
             "`compress` as configured, with `--correct-teacher` (its tokens counted on top) and with `--stages 2`, "
-            "at the same distillation tokens; the student's loss is on compress's held-out windows, the curve's on "
-            "the distillation's validation windows")
+            f"at the same distillation tokens; the table's losses are compress's, on {s.eval_tokens:,} tokens of the "
+            "test split (the teacher's too: corrected, it differs per row), the curves' the distillation's own "
+            "validation on the dev split")
     begin, end = f"<!-- {args.mode}: begin (generated by benchmarks/baselines.py) -->", f"<!-- {args.mode}: end -->"
     section = [begin, f"## {title}", "",
                f"Teacher `{s.teacher}` to {target}: {what}. Every run: {t.tokens:,} tokens, sequences of "
                f"{t.seq_len}, {t.global_batch_tokens:,}-token batches, AdamW at {t.lr:g} → {t.min_lr:g}, the same "
-               f"batches; validation on the same {s.val['input_ids'].shape[0]} × {t.seq_len} held-out tokens every "
-               f"{t.eval_every} steps. One run on this machine.", "", f"Reproduce: `{command}`", "",
-               *table(args, s, rows), "", f"![validation loss against training tokens]({image.name})", "", end]
+               f"batches; validation on the same {s.val['input_ids'].shape[0]} × {t.seq_len} tokens of the dev split "
+               f"(windows spread over the whole split) every {t.eval_every} steps. One run on this machine.", "",
+               f"Reproduce: `{command}`", "", *table(args, s, rows), "",
+               f"![dev loss against training tokens]({image.name})", "", end]
     old = args.out.read_text() if args.out.is_file() else ""
     if begin in old and end in old:
         text = old[:old.index(begin)] + "\n".join(section) + old[old.index(end) + len(end):]

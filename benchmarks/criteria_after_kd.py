@@ -1,13 +1,14 @@
 """Which importance criterion gives the best model after distillation? The real default teacher
 (SmolLM2-135M-Instruct) pruned to ~50% of its parameters by each criterion (width), each depth criterion, and
-width + depth, then every student distilled on the same budget: the same tokens, the same batches, validated on
-the same held-out tokens. The zero-shot loss (pruned, before training) of each row is reported beside it.
+width + depth, then every student distilled on the same budget: the same tokens, the same batches, measured on the
+same dev-split tokens (windows spread over the whole split: the benchmark chooses a default, so it reads dev, not the
+test split the reports use). The zero-shot loss (pruned, before training) of each row is reported beside it.
 
     python benchmarks/criteria_after_kd.py [--tokens 32768] [--rows act wanda ...] [--work runs/bench/criteria_kd]
     python benchmarks/criteria_after_kd.py --dry --teacher TINY_DIR --data TINY_DATA --work /tmp/x   # seconds
 
-A row whose student is already in --work (same row, same budget) is evaluated again without retraining; its
-recorded wall time is kept. All scores come from one scoring run, cached in WORK/scores.
+A row whose student is already in --work (same row, same budget) is evaluated again (pruned and distilled) without
+retraining; its recorded wall time and curve are kept. All scores come from one scoring run, cached in WORK/scores.
 """
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calib-seqs", type=int, default=64)
     p.add_argument("--val-seqs", type=int, default=32)
     p.add_argument("--curve-points", type=int, default=4, help="validation losses along each run, for the plot")
-    p.add_argument("--curve-seqs", type=int, default=8, help="held-out sequences of those (the first of --val-seqs)")
+    p.add_argument("--curve-seqs", type=int, default=8, help="dev sequences the runs validate on, for the curves")
     p.add_argument("--work", type=Path, default=Path("runs/bench/criteria_kd"), help="scores, students and runs")
     p.add_argument("--out", type=Path, default=Path("docs/criteria_after_kd.md"))
     p.add_argument("--dry", action="store_true", help="tiny budgets (with a tiny --teacher): a check that it runs")
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(args.teacher)
     targets = shapes(config)
     data = TokenData.open(args.data or default_data(args.teacher))
-    val = data.fixed("val", args.val_seqs, args.seq_len)["input_ids"]
+    val = data.spread("dev", args.val_seqs, args.seq_len).batch["input_ids"]  # selection: the dev split
     rows = [r for r in ROWS if r.key in args.rows]
     scores_dir = cached_scores(args, config, targets, rows)
     teacher_loss = lm_loss(load_model(args.teacher), val.split(4))
@@ -158,7 +159,8 @@ def run_row(args, row: Row, target: dict, scores_dir: Path, data: TokenData, val
     if record.is_file() and (work / "run" / "student").is_dir():
         saved = json.loads(record.read_text())
         if (saved["key"], saved["tokens"], saved["target"]) == (row.key, args.tokens, target):
-            return {**saved, "val_loss": lm_loss(load_model(work / "run" / "student"), val.split(4))}
+            return {**saved, "zero_shot": lm_loss(load_model(work / "pruned"), val.split(4)),  # measured again:
+                    "val_loss": lm_loss(load_model(work / "run" / "student"), val.split(4))}  # same dev tokens
     pruned = work / "pruned"
     result = prune(args.teacher, target=target, out=pruned, scores=scores_dir, device="cpu", overwrite=True,
                    prune=PruneConfig(**row.prune))
@@ -188,9 +190,10 @@ def write_report(args, targets: dict, teacher_loss: float, results: list[dict]) 
     lines = ["# Pruning criteria after distillation", "",
              f"The teacher `{args.teacher}` pruned to about 50% of its parameters by each criterion, then each student "
              f"distilled (forward KL) for {args.tokens:,} tokens of the same batches (sequences of {args.seq_len}, "
-             f"{BATCH_SEQS * args.seq_len:,}-token batches, AdamW at {args.lr:g} with cosine decay, bf16 autocast). Validation: the first "
-             f"{args.val_seqs} × {args.seq_len} tokens of the held-out split, the same for every row (the curves: the first "
-             f"{args.curve_seqs} of them). Shapes: width = "
+             f"{BATCH_SEQS * args.seq_len:,}-token batches, AdamW at {args.lr:g} with cosine decay, bf16 autocast). Measured on "
+             f"{args.val_seqs} × {args.seq_len} tokens of the dev split (windows spread over the whole split), the "
+             f"same for every row (the curves: the runs' own validation, {args.curve_seqs} windows spread over the "
+             f"same split). Shapes: width = "
              f"{desc['width']}; depth = {desc['depth']}; width + depth = {desc['both']}.", "",
              "Reproduce: `.venv/bin/python benchmarks/criteria_after_kd.py --tokens "
              f"{args.tokens}{' --rows ' + ' '.join(args.rows) if args.rows != DEFAULT_ROWS else ''}`", "",
@@ -200,7 +203,7 @@ def write_report(args, targets: dict, teacher_loss: float, results: list[dict]) 
         r = by_key[row.key]
         lines.append(f"| {row.group} | {row.label} | {r['params']:,} | {r['zero_shot']:.3f} | {zero_rank[row.key]} | "
                      f"{r['val_loss']:.3f} | {kd_rank[row.key]} | {r['wall_s']:.0f} s |")
-    lines += ["", f"Teacher validation loss: {teacher_loss:.3f}.", ""]
+    lines += ["", f"Teacher loss on the same dev tokens: {teacher_loss:.3f}.", ""]
     plot = plot_curves(args, rows, by_key)
     if plot:
         lines += [f"![validation loss against training tokens]({plot.name})", ""]

@@ -1,11 +1,12 @@
 """Which loss recovers a pruned model best? The real default teacher (SmolLM2-135M-Instruct) pruned to the
 demo's half-size target once, then the same student trained on the same token budget with each logit loss the
 papers compare (and a hidden-state loss), against conventional training without a teacher and training from
-random initialisation. Every run sees the same batches; every model is evaluated on the same held-out tokens.
+random initialisation. Every run sees the same batches; every model is evaluated on the same dev-split tokens
+(windows spread over the whole split: the benchmark chooses the default loss, so it reads dev, not the test split).
 
     python benchmarks/distill_losses.py [--tokens 32768] [--out docs/distill_losses.md] [--work runs/bench/losses]
 
-Two measures per model: validation LM loss (cross-entropy on the data) and KL(teacher || model) per token, how
+Two measures per model: dev LM loss (cross-entropy on the data) and KL(teacher || model) per token, how
 closely the model imitates the teacher. A run whose student is already in --work (same label and budget) is
 evaluated again without retraining; its recorded wall time is kept.
 """
@@ -51,7 +52,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("docs/distill_losses.md"))
     args = p.parse_args()
     data = TokenData.open(default_data("default"))
-    val = data.fixed("val", args.val_seqs, args.seq_len)["input_ids"]
+    val = data.spread("dev", args.val_seqs, args.seq_len).batch["input_ids"]  # selection: the dev split
     pruned = args.work / "pruned"
     if not (pruned / "config.json").is_file():
         prune(model="default", target=TARGET, out=pruned, prune=PruneConfig(calib_seqs=32, seq_len=args.seq_len),
@@ -65,7 +66,7 @@ def main() -> None:
         run = args.work / f"run{i}"
         rows.append(measure(label, train(args, run, label, pruned, data, kw), load_model(run / "student"), val,
                             teacher_logp))
-        print(f"{label:>50}  val loss {rows[-1][2]:.3f}  KL {rows[-1][3]:.3f}  ({rows[-1][1]:.0f} s)", flush=True)
+        print(f"{label:>50}  dev loss {rows[-1][2]:.3f}  KL {rows[-1][3]:.3f}  ({rows[-1][1]:.0f} s)", flush=True)
     write_report(args, rows)
 
 
@@ -87,7 +88,7 @@ def train(args, run: Path, label: str, pruned: Path, data: TokenData, kw: dict) 
 
 @torch.no_grad()
 def measure(label: str, seconds: float | None, model, val: torch.Tensor, teacher_logp: list[torch.Tensor]) -> tuple:
-    """(label, seconds, validation LM loss, mean KL(teacher || model) per predicted token)."""
+    """(label, seconds, dev LM loss, mean KL(teacher || model) per predicted token)."""
     kl, count = 0.0, 0
     for ids, t in zip(val.split(4), teacher_logp):
         s = F.log_softmax(model(input_ids=ids).logits.float(), -1)
@@ -103,18 +104,18 @@ def write_report(args, rows) -> None:
              f"SmolLM2-135M-Instruct pruned to hidden 384 / MLP 1024 / 6 heads by activation importance (the demo's "
              f"target, 67.6M parameters), then trained for {args.tokens:,} tokens of the default corpus "
              f"(sequences of {args.seq_len}, 4,096-token batches, AdamW at {args.lr:g} with cosine decay) with each "
-             f"loss, all runs on the same batches. Validation: the first {args.val_seqs} × {args.seq_len} tokens of "
-             f"the held-out split, the same for every row. One run on this machine's 2 CPU cores.", "",
+             f"loss, all runs on the same batches. Measured on {args.val_seqs} × {args.seq_len} tokens of the "
+             f"dev split (windows spread over the whole split), the same for every row. One run on this machine's 2 CPU cores.", "",
              f"Reproduce: `.venv/bin/python benchmarks/distill_losses.py --tokens {args.tokens}`", "",
-             "| training | val loss | perplexity | gap closed | loss vs forward KL | KL(teacher ‖ model) | wall time |",
+             "| training | dev loss | perplexity | gap closed | loss vs forward KL | KL(teacher ‖ model) | wall time |",
              "|---|---|---|---|---|---|---|"]
     for label, seconds, loss, kl in rows:
         closed = f"{(pruned - loss) / (pruned - teacher):.0%}" if seconds is not None else ""
         ratio = f"{loss / forward_kl:.2f}×" if seconds is not None else ""
         wall = f"{seconds:.0f} s" if seconds is not None else ""
         lines.append(f"| {label} | {loss:.3f} | {math.exp(loss):,.1f} | {closed} | {ratio} | {kl:.3f} | {wall} |")
-    lines += ["", "*Gap closed*: the share of the validation-loss gap between the pruned model and the teacher that "
-              "training removed. *KL(teacher ‖ model)*: nats per token on the same validation tokens, how far the "
+    lines += ["", "*Gap closed*: the share of the dev-loss gap between the pruned model and the teacher that "
+              "training removed. *KL(teacher ‖ model)*: nats per token on the same dev tokens, how far the "
               "model's next-token distribution is from the teacher's.", ""]
     old = args.out.read_text() if args.out.is_file() else ""
     notes = old[old.index(NOTES):] if NOTES in old else ""  # the hand-written reading of the results stays

@@ -1,12 +1,20 @@
-"""Does llama.cpp itself continue a prompt as transformers does, from minitron's GGUF export? (issue 20 item 5)
+"""Does llama.cpp itself continue a prompt as transformers does, from minitron's GGUF export? (issue 20 item 5,
+issue 30 item A)
 
     python benchmarks/llama_cpp_check.py [--model default] [--dtypes f16 q8_0] [--tokens 64] [--work runs/llama_cpp]
+    python benchmarks/llama_cpp_check.py --tiny [--dtypes f16 q8_0 q4_0 q4_k_m] [--tokens 16]
 
 Exports --model to each dtype, then for a few chat prompts compares llama.cpp's greedy continuation (token ids)
 with transformers' greedy generation from the Hugging Face model in fp32, and prints a Markdown table: whether
 llama.cpp tokenised the chat prompt as the Hugging Face tokenizer does, how many generated tokens agree before the
 first difference, and the worst shortfall: how far below its own top logit the Hugging Face model puts llama.cpp's
-pick, after llama.cpp's prefix (0 when every pick is transformers' argmax; small when a near tie tipped).
+pick, after llama.cpp's prefix (0 when every pick is transformers' argmax; small when a near tie tipped), both
+against the fp32 model and against the same model with its weights rounded as the file stores them
+(`quantized_reference`): what is left then is llama.cpp's own arithmetic (it rounds activations to 8 bits in
+quantised products).
+
+--tiny does the same for a tiny random model of every family minitron prunes (Llama, Mistral, Qwen2, Qwen3,
+Gemma 3, Nemotron; a byte-level BPE trained here), from a text prompt.
 llama.cpp runs through node-llama-cpp's prebuilt CPU build (`make setup` installs it into the virtual environment;
 NODE_LLAMA_CPP names another copy of the package); nothing is compiled.
 """
@@ -21,14 +29,20 @@ import sys
 import time
 from pathlib import Path
 
+import copy
+
+import gguf
 import torch
 
-from minitron.export import export
+from minitron.export import GGUF_ARCH, OUTPUT_REQUIRED, PRE_TOKENIZERS, export
+from minitron.export_quant import TYPES, encode, tensor_type
 from minitron.load import load_model, load_tokenizer
 
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
 PROMPTS = ["What is the capital of France?", "Write a short poem about the sea.",
            "Explain in two sentences why the sky is blue."]
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "nemotron"]
+TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
 def node_llama_cpp() -> Path | None:
@@ -55,13 +69,115 @@ def agreement(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
+def quantized_reference(model, dtype: str):
+    """A copy of `model` whose 2-D weights are rounded exactly as `export(..., dtype)` stores them (same types,
+    same fallbacks, same quantisers), for telling the file's rounding from llama.cpp's arithmetic."""
+    model = copy.deepcopy(model)
+    config = model.config
+    arch = GGUF_ARCH[config.model_type]
+    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
+    tied = config.tie_word_embeddings and arch not in OUTPUT_REQUIRED
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if p.ndim != 2:
+                continue
+            name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+            qtype = tensor_type(name, tuple(p.shape), TYPES[dtype], config.num_hidden_layers, tied)
+            w = p.detach().float().numpy()
+            p.copy_(torch.from_numpy(gguf.quants.dequantize(encode(w, qtype), qtype).reshape(w.shape)))
+    return model
+
+
+def shortfall(model, ids: list[int], generated: list[int]) -> float:
+    """How far below its top logit `model` puts each of llama.cpp's picks after llama.cpp's prefix (the worst)."""
+    if not generated:
+        return 0.0
+    with torch.no_grad():
+        logits = model(torch.tensor([ids + generated])).logits[0, len(ids) - 1:-1]
+    return float((logits.max(-1).values - logits[torch.arange(len(generated)), torch.tensor(generated)]).max())
+
+
+def tiny_tokenizer(split: str | None = None, text: str = TINY_TEXT):
+    """A byte-level BPE (GPT-2 / Llama 3 / Qwen style; 300 tokens) trained on `text` (the prompt's words): GPT-2's
+    split, or the regex `split` first (as Llama 3 and Qwen do)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split is not None:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                                              use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([text] * 20, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>")
+
+
+def tiny_model(family: str, seed: int = 0):
+    """A random model of `family` (4 layers, hidden 64, 8 heads of 16, 2 KV heads; Qwen2's and Nemotron's heads are
+    8 wide, as the llama.cpp node-llama-cpp 3.22.1 ships builds their attention hidden_size wide), norms
+    randomised, attention sharpened so that a wrong q/k layout shows."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    sizes = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
+                 num_key_value_heads=2, head_dim=8 if family in ("qwen2", "nemotron") else 16,
+                 max_position_embeddings=256)
+    extra = {"mistral": dict(sliding_window=None), "nemotron": dict(hidden_act="relu2", partial_rotary_factor=0.5),
+             "gemma3_text": dict(sliding_window=8, query_pre_attn_scalar=16,
+                                 layer_types=["sliding_attention"] * 3 + ["full_attention"])}.get(family, {})
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **sizes, **extra), dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(8.0)
+            layer.self_attn.k_proj.weight.mul_(8.0)
+    return model.eval()
+
+
+def tiny_families(dtypes: list[str], tokens: int, work: Path) -> None:
+    """The --tiny table: every family x dtype, llama.cpp's greedy tokens against transformers'. (Qwen2 gets Qwen2's
+    pre-tokenizer: the llama.cpp node-llama-cpp 3.22.1 ships splits a qwen2 file's text Qwen2's way.)"""
+    print("| family | dtype | prompt ids as HF | agreeing tokens (of %d) | worst shortfall (fp32) | "
+          "worst shortfall (file's rounding) |" % tokens)
+    print("|---|---|---|---|---|---|")
+    for family in FAMILIES:
+        tokenizer = tiny_tokenizer(PRE_TOKENIZERS["qwen2"] if family == "qwen2" else None)
+        ids = tokenizer(TINY_TEXT)["input_ids"]
+        model = tiny_model(family)
+        model.save_pretrained(work / family)
+        tokenizer.save_pretrained(work / family)
+        with torch.no_grad():
+            reply = model.generate(torch.tensor([ids]), max_new_tokens=tokens, do_sample=False,
+                                   pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+        outs = [export(str(work / family), work / f"{family}-{dtype}.gguf", dtype, overwrite=True).gguf
+                for dtype in dtypes]
+        results = llama_cpp_greedy([{"model": out, "ids": ids, "n": tokens} for out in outs]
+                                   + [{"model": outs[0], "text": TINY_TEXT, "n": 0}])
+        prompt_ok = results[-1]["prompt"] == tokenizer(TINY_TEXT, add_special_tokens=False)["input_ids"]
+        for dtype, result in zip(dtypes, results):
+            generated = result["generated"]
+            print(f"| {family} | {dtype} | {prompt_ok} | {agreement(reply, generated)} | "
+                  f"{shortfall(model, ids, generated):.4f} | "
+                  f"{shortfall(quantized_reference(model, dtype), ids, generated):.4f} |", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--dtypes", nargs="+", default=["f16", "q8_0"])
     ap.add_argument("--tokens", type=int, default=64, help="greedy tokens per prompt (fewer if the model stops)")
     ap.add_argument("--work", type=Path, default=Path("runs/llama_cpp"))
+    ap.add_argument("--tiny", action="store_true", help="tiny random models of every family instead of --model")
     args = ap.parse_args(argv)
+    if args.tiny:
+        return tiny_families(args.dtypes, args.tokens, args.work)
 
     model, tokenizer = load_model(args.model).float().eval(), load_tokenizer(args.model)
     references = []
@@ -74,24 +190,24 @@ def main(argv=None):
                                    pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
         references.append((prompt, text, ids, reply))
 
-    print("| dtype | prompt | prompt ids as HF | HF tokens | agreeing tokens | worst shortfall | "
-          "llama.cpp's reply (if different) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| dtype | prompt | prompt ids as HF | HF tokens | agreeing tokens | worst shortfall | worst shortfall "
+          "(file's rounding) | llama.cpp's reply (if different) |")
+    print("|---|---|---|---|---|---|---|---|")
     for dtype in args.dtypes:
         start = time.time()
-        out = export(args.model, args.work / f"model-{dtype}.gguf", dtype, overwrite=True)
+        out = export(args.model, args.work / f"model-{dtype}.gguf", dtype, overwrite=True).gguf
         print(f"<!-- {dtype}: exported in {time.time() - start:.1f} s, {out.stat().st_size / 1e6:.0f} MB -->",
               flush=True)
         results = llama_cpp_greedy([{"model": out, "text": text, "n": len(reply)}
                                     for _, text, _, reply in references])
+        rounded = quantized_reference(model, dtype)
         for (prompt, _, ids, reply), result in zip(references, results):
             generated = result["generated"]
             agree = agreement(reply, generated)
-            with torch.no_grad():
-                logits = model(torch.tensor([ids + generated])).logits[0, len(ids) - 1:-1]
-            shortfall = (logits.max(-1).values - logits[torch.arange(len(generated)), torch.tensor(generated)]).max()
+            worst, worst_rounded = shortfall(model, ids, generated), shortfall(rounded, ids, generated)
             theirs = "" if agree == len(reply) else json.dumps(tokenizer.decode(generated))
-            print(f"| {dtype} | {prompt} | {result['prompt'] == ids} | {len(reply)} | {agree} | {shortfall:.3f} | "
+            print(f"| {dtype} | {prompt} | {result['prompt'] == ids} | {len(reply)} | {agree} | {worst:.3f} | "
+                  f"{worst_rounded:.3f} | "
                   f"{theirs} |", flush=True)
     print(f"\nThe Hugging Face model's replies: {json.dumps([tokenizer.decode(r) for *_, r in references])}")
 

@@ -20,7 +20,7 @@ import re
 import time
 from pathlib import Path
 
-from minitron.data import DOCS_SOURCES, is_validation
+from minitron.data import DOCS_SOURCES, split_of
 
 UNDERLINE = re.compile(r"^([=\-~^*#+])\1{2,}\s*$")
 DIRECTIVE = re.compile(r"^\.\. (?:function|method|class|exception)::\s*([A-Za-z_][\w.]*)", re.M)
@@ -75,7 +75,7 @@ def collect(sources: list[Path], num: int, num_heldout: int, per_doc: int, seed:
     rng.shuffle(files)
     train, heldout = [], []
     for doc_id, f in files:
-        bucket, want = (heldout, num_heldout) if is_validation(doc_id, heldout_fraction, seed) else (train, num)
+        bucket, want = (heldout, num_heldout) if split_of(doc_id, heldout_fraction, 0, seed) == "dev" else (train, num)
         if len(bucket) < want:
             bucket += prompts_of(f.read_text(encoding="utf-8", errors="replace"), rng)[:per_doc][:want - len(bucket)]
         if len(train) >= num and len(heldout) >= num_heldout:

@@ -1,6 +1,7 @@
-"""Which importance criterion prunes best? Zero-shot validation LM loss of the real default teacher
+"""Which importance criterion prunes best? Zero-shot LM loss on the dev split of the real default teacher
 (SmolLM2-135M-Instruct) pruned by every width criterion and aggregation, and by three depth criteria,
-all from one set of scores computed in one run.
+all from one set of scores computed in one run (the benchmark chooses the default criterion, so it measures on dev,
+not on the test split the reports use).
 
     python benchmarks/pruning_criteria.py [--calib-seqs 64] [--val-seqs 32] [--out docs/pruning_criteria.md]
 """
@@ -50,7 +51,7 @@ def main() -> None:
     torch.manual_seed(0)
     tok, teacher = load_tokenizer("default"), load_model("default")
     data = TokenData.open(default_data("default"))
-    val = data.fixed("val", args.val_seqs, args.seq_len)["input_ids"]
+    val = data.spread("dev", args.val_seqs, args.seq_len).batch["input_ids"]  # selection: the dev split
     batches = calibration("default", tok, None, args.calib_seqs, args.seq_len, 8, seed=CALIB_SEED)
     loss_batches = calibration("default", tok, None, args.layer_loss_seqs, args.seq_len, 8, seed=1235)
     scores, score_s = cached_scores(args, teacher, batches, loss_batches)
@@ -65,7 +66,7 @@ def main() -> None:
                                      batch_agg=b if b != "-" else "l2", hidden_score=hidden, head_score=head))
         loss = evaluate(apply_plan(copy.deepcopy(teacher), plan), val)
         rows.append((label(criterion, hidden, head), f"seq {s}, batch {b}" if s != "-" else "-", loss))
-        print(f"{rows[-1][0]:>10} {rows[-1][1]:>22}  val loss {loss:.3f}", flush=True)
+        print(f"{rows[-1][0]:>10} {rows[-1][1]:>22}  dev loss {loss:.3f}", flush=True)
     depth = check_target(teacher.config, {"num_hidden_layers": 30 - DROP})
     depth_rows = []
     for name, crit in [("Block Influence (10 lowest)", "bi"), ("LM-loss increase (10 lowest)", "loss"),
@@ -73,7 +74,7 @@ def main() -> None:
         plan = make_plan(scores, teacher.config, depth, PruneConfig(layer_criterion=crit))
         loss = evaluate(apply_plan(copy.deepcopy(teacher), plan), val)
         depth_rows.append((name, plan.drop, loss))
-        print(f"{name:>30} drop {plan.drop} val loss {loss:.3f}", flush=True)
+        print(f"{name:>30} drop {plan.drop} dev loss {loss:.3f}", flush=True)
     axis_rows = per_axis(teacher, scores, val)
     write_report(args, rows, depth_rows, axis_rows, score_s)
 
@@ -104,7 +105,7 @@ def per_axis(teacher, scores, val) -> list[tuple[str, str, float]]:
                              PruneConfig(criterion=criterion, hidden_score=hidden, head_score=head))
             rows.append((f"{axis}={size}", label(criterion, hidden, head),
                          evaluate(apply_plan(copy.deepcopy(teacher), plan), val)))
-            print(f"{rows[-1][0]:>24} {rows[-1][1]:>30} val loss {rows[-1][2]:.3f}", flush=True)
+            print(f"{rows[-1][0]:>24} {rows[-1][1]:>30} dev loss {rows[-1][2]:.3f}", flush=True)
     return rows
 
 
@@ -114,9 +115,10 @@ def write_report(args, rows, depth_rows, axis_rows, score_s) -> None:
     lines = [
         "# Pruning criteria on the real default teacher",
         "",
-        "Zero-shot (no distillation) validation LM loss of SmolLM2-135M-Instruct pruned by each criterion. "
+        "Zero-shot (no distillation) dev-split LM loss of SmolLM2-135M-Instruct pruned by each criterion. "
         f"Calibration: {args.calib_seqs} sequences × {args.seq_len} tokens of the default corpus (train split); "
-        f"validation: the first {args.val_seqs} × {args.seq_len} tokens of the held-out split, the same for every row. "
+        f"measured on {args.val_seqs} × {args.seq_len} tokens of the dev split (windows spread over the whole "
+        "split), the same for every row. "
         f"All scores come from one scoring run ({score_s:.0f} s on this machine's 2 CPU cores).",
         "",
         "Reproduce: `.venv/bin/python benchmarks/pruning_criteria.py` "
@@ -124,13 +126,13 @@ def write_report(args, rows, depth_rows, axis_rows, score_s) -> None:
         "",
         f"## Width: hidden 576→384, MLP 1536→1024, heads 9→6 (2 per KV group)",
         "",
-        "| criterion | aggregation | val loss | perplexity | loss vs random |",
+        "| criterion | aggregation | dev loss | perplexity | loss vs random |",
         "|---|---|---|---|---|",
     ]
     for name, agg, loss in rows:
         lines.append(f"| {name} | {agg} | {loss:.3f} | {torch.tensor(loss).exp():.1f} | "
                      f"{'' if name.startswith('teacher') else f'{loss / best_random:.2f}×'} |")
-    lines += ["", f"## Depth: drop {DROP} of 30 layers", "", "| criterion | layers dropped | val loss | perplexity |",
+    lines += ["", f"## Depth: drop {DROP} of 30 layers", "", "| criterion | layers dropped | dev loss | perplexity |",
               "|---|---|---|---|"]
     for name, drop, loss in depth_rows:
         lines.append(f"| {name} | {drop} | {loss:.3f} | {torch.tensor(loss).exp():.1f} |")
@@ -140,7 +142,7 @@ def write_report(args, rows, depth_rows, axis_rows, score_s) -> None:
               " | ".join(label(*c) for c in AXIS_COLUMNS) + " |", "|---|" + "---|" * len(AXIS_COLUMNS)]
     for axis in dict.fromkeys(r[0] for r in axis_rows):
         lines.append(f"| {axis} | " + " | ".join(f"{l:.3f}" for a, _, l in axis_rows if a == axis) + " |")
-    lines += ["", f"Teacher validation loss: {teacher_loss:.3f}.", ""]
+    lines += ["", f"Teacher loss on the same dev tokens: {teacher_loss:.3f}.", ""]
     old = args.out.read_text() if args.out.is_file() else ""
     notes = old[old.index(NOTES):] if NOTES in old else ""  # the hand-written reading of the results stays
     args.out.write_text("\n".join(lines) + "\n" + notes)

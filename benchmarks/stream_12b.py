@@ -185,7 +185,7 @@ def run(work: Path, layers: int, device: str, dtypes: list[str], tokenizer: Path
     report["auto_choice_streams"] = choose_stream(ckpt, None)
     with stage("data", report, sampler):
         minitron(["data", "--source", *calibration_text(work / "text"), "--tokenizer", str(ckpt), "--out", str(data),
-                  "--glob", "*.txt", "--max-tokens", "60000", "--val-fraction", "0.1"])
+                  "--glob", "*.txt", "--max-tokens", "60000", "--dev-fraction", "0.1", "--test-fraction", "0.1"])
     for i, dtype in enumerate(dtypes):  # the first dtype's scores prune; the others are compared with them
         with stage("score" if i == 0 else f"score_{dtype}", report, sampler):
             minitron(["score", "--model", str(ckpt), "--data", str(data), "--calib-seqs", "8", "--seq-len", "256",

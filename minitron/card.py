@@ -11,22 +11,23 @@ import math
 import re
 from pathlib import Path
 
-import gguf
 import yaml
 from safetensors import safe_open
 
+from huggingface_hub import ModelCardData
+
 from minitron.errors import MinitronError
 from minitron.io import read_jsonl, write_atomic
-from minitron.load import DEFAULT_MODEL, HUB_ID, default_gguf, resolve_model
+from minitron.load import DEFAULT_MODEL, HUB_ID, converted_license, default_gguf, resolve_model
 from minitron.record import RECORD
 
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model 'default' is a quantised copy of
-EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3")  # model types `minitron export` writes to GGUF
+EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "nemotron")  # what `minitron export` writes
 
 
 def write_model_card(out: Path, teacher: str | None = None, run: Path | None = None,
                      metrics: dict[str, float] | None = None, license: str | None = None,
-                     name: str | None = None) -> Path:
+                     name: str | None = None, eval_results: list | None = None) -> Path:
     """Write README.md, a Hugging Face model card, into a model directory written by minitron.
 
     Args:
@@ -36,6 +37,8 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
         run: The distillation run directory holding train_config.json and metrics.jsonl; default: `out`'s
             parent when it has them (distill writes the student to RUN/student), else `out`.
         metrics: Measured figures to report, by name, e.g. {"validation loss": 2.31, "perplexity": 10.1}.
+        eval_results: The same figures as huggingface_hub `EvalResult`s: the card's `model-index`, which the Hub
+            shows and searches.
         license: The licence to declare; default: the teacher's (from its README.md front matter or
             GGUF metadata).
         name: The model's name in the card; default: the directory's name (give the final name when `out` is a
@@ -59,14 +62,15 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
     teacher = teacher or (training or {}).get("teacher") or (pruning or {}).get("teacher")
     distilled = bool(training and training.get("teacher"))
     tags = ["minitron"] + ["pruned"] * (pruning is not None) + ["distilled"] * distilled
-    header = {"base_model": hub_id(teacher), "library_name": "transformers",
-              "license": license or teacher_license(teacher), "pipeline_tag": "text-generation", "tags": tags}
+    header = ModelCardData(base_model=hub_id(teacher), library_name="transformers",
+                           license=license or teacher_license(teacher), pipeline_tag="text-generation", tags=tags,
+                           model_name=name or out.name, eval_results=eval_results or None)
     config = json.loads((out / "config.json").read_text())
     figures = {"parameters": f"{stored_params(out):,}", **training_figures(history), **(metrics or {})}
     name = name or out.name
     sections = [summary(name, config, teacher, pruning, training), pruning_section(pruning, teacher),
                 training_section(training, ran, history), figures_section(figures), usage_section(name, config)]
-    text = "---\n" + yaml.safe_dump({k: v for k, v in header.items() if v}, sort_keys=False) + "---\n\n"
+    text = "---\n" + header.to_yaml() + "\n---\n\n"
     text += "\n\n".join(s for s in sections if s) + "\n"
     write_atomic(out / "README.md", text)
     return out / "README.md"
@@ -106,8 +110,7 @@ def teacher_license(teacher: str | None) -> str | None:
         return None
     path = default_gguf() if teacher == DEFAULT_MODEL else Path(teacher)
     if path.is_file() and path.suffix == ".gguf":
-        field = gguf.GGUFReader(path).fields.get("general.license")
-        return field.contents() if field is not None else None
+        return converted_license(path)
     try:
         card = resolve_model(teacher) / "README.md"  # a directory or a Hub id (whose snapshot has the card)
     except MinitronError:

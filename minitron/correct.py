@@ -45,6 +45,7 @@ def correct(model: str = "default", out: Path | None = None, data: Path | None =
         raise MinitronError(f"correct fine-tunes with cross-entropy; leave out --train.loss {train.loss}")
     cfg = replace(train, student=str(model), out=Path(out), data=str(data) if data is not None else None, loss="ce",
                   device=device, resume=resume, overwrite=overwrite)
+    cfg.validate("train.")  # the flags as correct spells them
     result = distill(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, process 0 writes (as distill does)
         write_model_card(result.student, teacher=str(model), run=result.out,

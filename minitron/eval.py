@@ -1,7 +1,9 @@
-"""Evaluation: validation LM loss and perplexity on held-out tokens, greedy generation speed, and benchmark tasks
-through lm-evaluation-harness (minitron/tasks).
+"""Evaluation: the LM loss on held-out tokens of a split (test by default; windows spread over every document), on
+general English that no training corpus of minitron's holds (the out-of-domain text), the KL divergence from a
+teacher, greedy generation speed, and benchmark tasks through lm-evaluation-harness (minitron/tasks). Every mean
+comes with a 95% interval over the windows (the unit of measurement).
 
-    minitron eval --model runs/distill/student --data DATA --out runs/distill/eval.json
+    minitron eval --model runs/distill/student --data DATA --teacher default --out runs/distill/eval.json
     minitron eval --model runs/distill/student --tasks bb_social_iqa,kjv --limit 100 --no-loss --no-speed
 """
 from __future__ import annotations
@@ -10,17 +12,22 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Literal
+
+import numpy as np
 
 import torch
 from torch import nn
 
 from minitron.arch import count_params
-from minitron.data import SEQ_LEN, VAL_SEQS, TokenData, default_data
+from minitron.data import (EVAL_TOKENS, SEQ_LEN, TokenData, Windows, default_data, spread_starts, tokenizer_identity,
+                           windows_of)
 from minitron.errors import MinitronError
-from minitron.io import refuse_existing_file, write_json
-from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
-from minitron.numerics import autocast, lm_loss_totals, windows_in_batches
-from minitron.tasks import check_tasks, run_tasks
+from minitron.io import atomic_file, refuse_existing_file, write_json
+from minitron.load import cache_dir, check_seq_len, load_config, load_model, load_tokenizer, pick_device
+from minitron.numerics import autocast, label_weights, windows_in_batches
+from minitron.tasks import check_tasks, ood_documents, run_tasks
+from minitron.stats import ratio_ci
 
 
 @torch.no_grad()
@@ -48,18 +55,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def evaluate(model: str = "default", data: str | None = None, seq_len: int = SEQ_LEN, num_seqs: int = VAL_SEQS,
+def evaluate(model: str = "default", data: str | None = None, split: Literal["dev", "test"] = "test",
+             seq_len: int = SEQ_LEN, tokens: int = EVAL_TOKENS, ood: bool = True, teacher: str | None = None,
              batch_size: int = 4, speed: bool = True, new_tokens: int = 64, tasks: list[str] | None = None,
              limit: int | None = None, loss: bool = True, device: str = "auto", out: Path | None = None,
              overwrite: bool = False) -> dict:
-    """Validation LM loss and perplexity on held-out tokens (the same windows for every model), the speed of
-    greedy generation, and standard benchmark tasks through lm-evaluation-harness.
+    """LM loss and perplexity on held-out tokens (windows spread over every document of a split, the same for every
+    model) and on out-of-domain English, KL divergence from a teacher, the speed of greedy generation, and standard
+    benchmark tasks through lm-evaluation-harness.
 
     Args:
         model: model to evaluate ('default', a Hugging Face directory, a Hub id or a .gguf)
         data: token data directory from `minitron data` (default: the default corpus)
-        seq_len: tokens per validation window
-        num_seqs: validation windows (fewer if the split is smaller; always the first ones)
+        split: the held-out split: test (reports) or dev (choices made by measurement)
+        seq_len: tokens per window
+        tokens: held-out tokens measured, in windows spread over the whole split (fewer if it holds fewer)
+        ood: also measure the loss on out-of-domain English: the King James Bible (`make tasks`), which no training
+            corpus of minitron's holds
+        teacher: also measure KL(teacher ‖ model) on the same windows (a model with the same tokenizer)
         batch_size: windows per forward pass (and requests per batch of the tasks)
         speed: also measure greedy generation speed (tokens/s)
         new_tokens: tokens generated for the speed measurement
@@ -67,29 +80,32 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = SEQ
             bb_date_understanding, bb_general_knowledge (BIG-bench, multiple choice, accuracy) and kjv (perplexity on
             the King James Bible); their data comes from `make tasks`
         limit: the first N documents of each task (default: all)
-        loss: measure the validation loss on --data (--no-loss: only the tasks and/or the speed)
+        loss: measure the losses (--no-loss: only the tasks and/or the speed)
         device: auto, cpu or cuda
         out: write the metrics to this JSON file
         overwrite: replace an existing --out file
     """
     if out is not None:
         refuse_existing_file(Path(out), overwrite)
-    for name, value in (("batch_size", batch_size), ("num_seqs", num_seqs), ("new_tokens", new_tokens)):
+    for name, value in (("batch_size", batch_size), ("tokens", tokens), ("new_tokens", new_tokens)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise MinitronError(f"--{name.replace('_', '-')} must be a positive whole number, not {value!r}")
     if not (loss or speed or tasks):
         raise MinitronError("nothing to measure: --no-loss and --no-speed leave only --tasks, and none was given")
     names = check_tasks(tasks, limit) if tasks is not None else []
     tokenizer = load_tokenizer(model)
-    windows = validation_windows(model, tokenizer, data, seq_len, num_seqs) if loss else None
-    lm = load_model(model, pick_device(device))
-    metrics = {"model": str(model), "params": count_params(lm)}
-    if windows is not None:
-        metrics.update(loss_metrics(lm, windows, batch_size))
+    held_out = held_out_windows(model, tokenizer, data, split, seq_len, tokens, ood, teacher) if loss else {}
+    dev = pick_device(device)
+    models = {"model": load_model(model, dev), **({"teacher": load_model(teacher, dev)} if teacher and loss else {})}
+    metrics = {"model": str(model), "params": count_params(models["model"])}
+    for where, windows in held_out.items():
+        measured = measure(models, windows, batch_size, "teacher" if "teacher" in models else None)
+        metrics[where] = {**windows_info(windows), **measured["model"],
+                          **({"teacher_loss": measured["teacher"]["loss"]} if "teacher" in measured else {})}
     if speed:
-        metrics["generation_tokens_per_s"] = generation_speed(lm, tokenizer, new_tokens=new_tokens)
+        metrics["generation_tokens_per_s"] = generation_speed(models["model"], tokenizer, new_tokens=new_tokens)
     if names:
-        metrics["tasks"] = run_tasks(lm, tokenizer, names, limit, batch_size)
+        metrics["tasks"] = run_tasks(models["model"], tokenizer, names, limit, batch_size)
         metrics["tasks_limit"] = limit
     print(json.dumps(metrics, indent=2))
     if out is not None:
@@ -97,22 +113,82 @@ def evaluate(model: str = "default", data: str | None = None, seq_len: int = SEQ
     return metrics
 
 
-def validation_windows(model: str, tokenizer, data: str | None, seq_len: int, num_seqs: int) -> dict:
-    """The first `num_seqs` validation windows of `seq_len` + 1 tokens of the data (checked against the model)."""
-    tokens = TokenData.open(data if data is not None else default_data(model))
+def held_out_windows(model: str, tokenizer, data: str | None, split: str, seq_len: int, tokens: int, ood: bool,
+                     teacher: str | None) -> dict[str, Windows]:
+    """The windows a model is measured on: `split` of the data (checked against the model, and the teacher) and,
+    with `ood`, the out-of-domain text; each about `tokens` tokens."""
+    data_dir = TokenData.open(data if data is not None else default_data(model))
     config = load_config(model)
-    tokens.check_model(tokenizer, config.vocab_size, model)
+    data_dir.check_model(tokenizer, config.vocab_size, model)
     check_seq_len(config, seq_len, model)
-    n = min(num_seqs, (tokens.num_tokens("val") - 1) // max(1, seq_len))
-    if n < 1 or seq_len < 1:
-        raise MinitronError(f"data in {tokens.path} has {tokens.num_tokens('val'):,} validation tokens, too few for "
+    if teacher is not None:
+        t_config = load_config(teacher)
+        if tokenizer_identity(load_tokenizer(teacher))["sha"] != tokenizer_identity(tokenizer)["sha"]:
+            raise MinitronError(f"teacher {teacher} and {model} use different tokenizers; KL needs the same vocabulary")
+        check_seq_len(t_config, seq_len, teacher)
+    num_seqs = math.ceil(tokens / seq_len)
+    if data_dir.num_tokens(split) < seq_len + 1:
+        raise MinitronError(f"data in {data_dir.path} has {data_dir.num_tokens(split):,} {split} tokens, too few for "
                             f"one window of {seq_len + 1}; lower --seq-len or add data")
-    return {"data": str(tokens.path), "seq_len": seq_len, "windows": tokens.fixed("val", n, seq_len)}
+    windows = {split: data_dir.spread(split, num_seqs, seq_len)}
+    if ood:
+        windows["ood"] = ood_windows(tokenizer, seq_len, num_seqs)
+    return windows
 
 
-def loss_metrics(model: nn.Module, windows: dict, batch_size: int) -> dict:
-    """Validation loss and perplexity of `model` on `validation_windows`."""
-    total, count = lm_loss_totals(model, windows_in_batches(windows["windows"], batch_size))
-    loss = total / max(1, count)
-    return {"data": windows["data"], "val_loss": loss, "perplexity": math.exp(min(loss, 700.0)), "val_tokens": count,
-            "seq_len": windows["seq_len"], "num_seqs": len(windows["windows"]["input_ids"])}
+def ood_windows(tokenizer, seq_len: int, num_seqs: int) -> Windows:
+    """Windows spread over the out-of-domain text (`tasks.ood_documents`: the King James Bible, a document per
+    book), tokenised once per tokenizer and cached."""
+    cache = cache_dir() / "ood" / f"kjv-{tokenizer_identity(tokenizer)['sha']}.npz"
+    if not cache.is_file():
+        docs = [tokenizer(d, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for d in ood_documents()]
+        starts = np.cumsum([0] + [len(d) for d in docs[:-1]])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(cache) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, tokens=np.concatenate(docs).astype(np.int64), starts=starts)
+    saved = np.load(cache)
+    starts, touched = spread_starts(len(saved["tokens"]), saved["starts"], num_seqs, seq_len)
+    return Windows("ood", {"input_ids": windows_of(saved["tokens"], starts, seq_len)}, touched, len(saved["starts"]))
+
+
+def windows_info(windows: Windows) -> dict:
+    return {"split": windows.split, "tokens": windows.tokens, "windows": len(windows.batch["input_ids"]),
+            "seq_len": windows.batch["input_ids"].shape[1] - 1, "documents": windows.documents,
+            "split_documents": windows.split_documents}
+
+
+@torch.no_grad()
+def measure(models: dict[str, nn.Module], windows: Windows, batch_size: int, teacher: str | None = None) -> dict:
+    """Each model's mean next-token cross-entropy on the windows (nats per counted label, the loss `lm_loss`
+    gives) with a 95% interval over the windows, its perplexity, and with `teacher` (a key of `models`) the mean
+    KL(teacher ‖ model) per label likewise. One pass: each batch goes through every model once."""
+    per = {name: {"loss": [], "kl": []} for name in models}
+    counts = []
+    for batch in windows_in_batches(windows.batch, batch_size):
+        ids = batch["input_ids"]
+        weight = label_weights(batch)
+        counts.append(weight.sum(1))
+        logp = {name: log_probs(m, ids) for name, m in models.items()}
+        for name in models:
+            ce = -logp[name].gather(-1, ids[:, 1:, None].to(logp[name].device)).squeeze(-1).cpu()
+            per[name]["loss"].append((ce * weight).sum(1))
+            if teacher is not None and name != teacher:
+                kl = (logp[teacher].exp() * (logp[teacher] - logp[name])).sum(-1).cpu()
+                per[name]["kl"].append((kl * weight).sum(1))
+    n = torch.cat(counts)
+    out = {}
+    for name, values in per.items():
+        loss, ci = ratio_ci(torch.cat(values["loss"]), n)
+        out[name] = {"loss": loss, "ci95": ci, "ppl": math.exp(min(loss, 700.0))}
+        if values["kl"]:
+            out[name]["kl"], out[name]["kl_ci95"] = ratio_ci(torch.cat(values["kl"]), n)
+    return out
+
+
+def log_probs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """fp32 log-probabilities of every next token of windows ids (B, T+1): (B, T, V)."""
+    device = next(model.parameters()).device
+    with autocast(device):
+        logits = model(input_ids=ids[:, :-1].to(device)).logits
+    return torch.log_softmax(logits.float(), dim=-1)

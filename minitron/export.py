@@ -1,15 +1,18 @@
-"""GGUF export: a Hugging Face directory (Llama, Mistral, Qwen2, Qwen3) as one .gguf file for llama.cpp,
-Ollama and LM Studio.
+"""GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Qwen2, Qwen3, Gemma 3,
+Nemotron) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
 
-The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its Q8_0
-quantiser and its metadata keys. This module decides what goes in: the architecture numbers llama.cpp
-reads, the tokenizer, and the weights (with llama.cpp's rotary layout for q/k in the Llama family).
+The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
+its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
+the weights with the transforms llama.cpp's own converter (convert_hf_to_gguf.py) applies: the Llama rotary layout
+for q/k, and 1 added to the norm weights of Gemma 3 (x * (1 + w)) and Nemotron (LayerNorm1P). Weight types are
+minitron.export_quant's, the identity keys and the Modelfile minitron.export_ollama's.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Literal
+from typing import NamedTuple
 
 import gguf
 import numpy as np
@@ -17,12 +20,12 @@ import torch
 from safetensors import safe_open
 
 from minitron.arch import head_dim
-from minitron.io import atomic_file, refuse_existing_file
 from minitron.errors import MinitronError
+from minitron.export_ollama import add_identity, modelfile
+from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
+from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import require_safetensors
-
-ExportDtype = Literal["f16", "bf16", "q8_0"]
 
 # Hugging Face model_type -> llama.cpp architecture. Mistral is llama.cpp's "llama" (as its own converter does).
 GGUF_ARCH = {
@@ -30,13 +33,17 @@ GGUF_ARCH = {
     "mistral": gguf.MODEL_ARCH.LLAMA,
     "qwen2": gguf.MODEL_ARCH.QWEN2,
     "qwen3": gguf.MODEL_ARCH.QWEN3,
+    "gemma3_text": gguf.MODEL_ARCH.GEMMA3,
+    "nemotron": gguf.MODEL_ARCH.NEMOTRON,
 }
-# --dtype -> (general.file_type, the type of 2-D weights); 1-D tensors (norms, biases) stay F32.
-FILE_TYPES = {
-    "f16": (gguf.LlamaFileType.MOSTLY_F16, gguf.GGMLQuantizationType.F16),
-    "bf16": (gguf.LlamaFileType.MOSTLY_BF16, gguf.GGMLQuantizationType.BF16),
-    "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, gguf.GGMLQuantizationType.Q8_0),
-}
+# The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
+ACTIVATIONS = {"gemma3_text": ("gelu_pytorch_tanh",), "nemotron": ("relu2",)}
+# Graphs whose query projection some llama.cpp builds take to be hidden_size wide (heads x head size = hidden size).
+HIDDEN_WIDE_ATTENTION = ("qwen2", "nemotron")
+# Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
+OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON,)
+# Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
+NORM_PLUS_ONE = ("gemma3_text", "nemotron")
 # The split regexes of common byte-level BPE tokenizers, by the name llama.cpp gives them (tokenizer.ggml.pre).
 PRE_TOKENIZERS = {
     "llama-bpe": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -49,24 +56,36 @@ PRE_TOKENIZERS = {
 }
 
 
-def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = False) -> Path:
-    """Export a Hugging Face model directory to one GGUF file for llama.cpp, Ollama and LM Studio.
+class Exported(NamedTuple):
+    """What `export` wrote: the GGUF file and the Ollama Modelfile beside it."""
+
+    gguf: Path
+    modelfile: Path
+
+
+def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = False,
+           name: str | None = None) -> Exported:
+    """Export a Hugging Face model directory to one GGUF file for llama.cpp, Ollama and LM Studio, and an Ollama
+    Modelfile beside it (out.gguf -> out.Modelfile).
 
     Args:
-        model: The model to export: a Hugging Face directory written by minitron (or any stock
-            Llama, Mistral, Qwen2 or Qwen3 checkpoint), a .gguf file or 'default'.
+        model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
+            Qwen2, Qwen3, Gemma 3 text or Nemotron checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
-        dtype: Weight type of the 2-D tensors: f16, bf16 or q8_0 (8-bit blocks of 32; a tensor whose
-            rows are not a multiple of 32 stays f16). Norms and biases stay f32.
-        overwrite: Replace `out` if it already exists.
+        dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
+            type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
+            q5_k_m, q4_k_m (quantised by llama.cpp's own library, which `make llamacpp` installs). Norms and
+            biases stay f32.
+        overwrite: Replace `out` (and its Modelfile) if they already exist.
+        name: The model's name in the file (general.name); default: the model directory's name.
 
     Returns:
-        The path of the written file.
+        The paths of the GGUF file and of the Modelfile.
     """
     out = Path(out)
     refuse_existing_file(out, overwrite)
-    if dtype not in FILE_TYPES:
-        raise MinitronError(f"--dtype {dtype!r} is not a GGUF export type; use one of {', '.join(FILE_TYPES)}")
+    if dtype not in TYPES:
+        raise MinitronError(f"--dtype {dtype!r} is not a GGUF export type; use one of {', '.join(TYPES)}")
     path = resolve_model(model)
     try:
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
@@ -79,38 +98,101 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
     config = load_config(path)
     require_safetensors(path)  # no weights (or only a pickle): refused, not a GGUF without tensors
     check_exportable(config)
-    arch = GGUF_ARCH[model_type]
+    arch, weight_type = GGUF_ARCH[model_type], TYPES[dtype]
+    if weight_type.ggml:
+        ggml_library()  # the k-quants need llama.cpp's quantiser: refused here, before anything is written
+    tokenizer = load_tokenizer(path)
+    recipe = modelfile(out.name, tokenizer)
+    ollama = out.with_suffix(".Modelfile")
+    refuse_existing_file(ollama, overwrite)
     with atomic_file(out) as tmp:
         writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
         try:
-            add_architecture(writer, config, name=path.name, file_type=FILE_TYPES[dtype][0])
-            add_tokenizer(writer, load_tokenizer(path), config.vocab_size)
-            add_weights(writer, path, config, arch, FILE_TYPES[dtype][1])
+            writer.add_type("model")
+            add_identity(writer, name or path.name, path)
+            add_architecture(writer, config)
+            writer.add_file_type(weight_type.file_type)
+            writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+            add_tokenizer(writer, tokenizer, config.vocab_size)
+            add_weights(writer, path, config, arch, weight_type)
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file(progress=True)
         finally:
             writer.close()
-    return out
+        with atomic_file(ollama) as tmp_recipe:  # inside: a failure here leaves neither file
+            tmp_recipe.write_text(recipe, encoding="utf-8")
+    print(f"wrote {out} ({dtype}, {out.stat().st_size / 1e6:.1f} MB) and {ollama}", flush=True)
+    return Exported(out, ollama)
+
+
+def rope_parameters(config, layer_type: str = "full_attention") -> dict:
+    """The RoPE settings of one kind of layer (Gemma 3 keeps one set per layer type) or of every layer."""
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return rope[layer_type] if isinstance(rope.get(layer_type), dict) else rope
+
+
+def rope_theta(config, layer_type: str = "full_attention") -> float:
+    default = getattr(config, "rope_local_base_freq" if layer_type == "sliding_attention" else "rope_theta", 10000.0)
+    return float(rope_parameters(config, layer_type).get("rope_theta", default))
+
+
+def layer_types(config) -> list[str]:
+    """Gemma 3's attention kind per layer: sliding_attention or full_attention."""
+    types = getattr(config, "layer_types", None)
+    if types is None:
+        period = getattr(config, "sliding_window_pattern", None) or getattr(config, "_sliding_window_pattern", 6)
+        types = ["full_attention" if (i + 1) % period == 0 else "sliding_attention"
+                 for i in range(config.num_hidden_layers)]
+    return list(types)
+
+
+def swa_period(config) -> int | None:
+    """The period n of Gemma 3's layer pattern as llama.cpp reads it (layer i slides when i % n < n - 1; every
+    n-th layer is global); None when no period gives this model's pattern (layers dropped from the middle)."""
+    sliding = [t == "sliding_attention" for t in layer_types(config)]
+    return next((n for n in range(1, len(sliding) + 2)
+                 if all(s == (i % n < n - 1) for i, s in enumerate(sliding))), None)
 
 
 def check_exportable(config) -> None:
-    """Refuse what llama.cpp's Llama/Qwen graphs cannot run, naming it."""
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    if rope.get("rope_type", "default") != "default":
-        raise MinitronError(f"cannot export a model with rope_type {rope['rope_type']!r} yet; "
-                            f"GGUF export supports plain RoPE only")
+    """Refuse what llama.cpp's graphs cannot run, naming it."""
+    model_type = config.model_type
+    kinds = ("full_attention", "sliding_attention") if model_type == "gemma3_text" else ("full_attention",)
+    for kind in kinds:
+        rope_type = rope_parameters(config, kind).get("rope_type", "default")
+        if rope_type != "default":
+            raise MinitronError(f"cannot export a model with rope_type {rope_type!r} yet; GGUF export supports "
+                                f"plain RoPE only")
+    act = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
+    if model_type in ACTIVATIONS and act not in ACTIVATIONS[model_type]:
+        raise MinitronError(f"cannot export a {model_type} model with activation {act!r}: llama.cpp's graph for "
+                            f"it computes {ACTIVATIONS[model_type][0]}")
+    if model_type == "gemma3_text":
+        if getattr(config, "attn_logit_softcapping", None) is not None:
+            raise MinitronError("cannot export a Gemma 3 model with attn_logit_softcapping: llama.cpp's Gemma 3 "
+                                "graph has no attention soft-capping")
+        if getattr(config, "use_bidirectional_attention", False):
+            raise MinitronError("cannot export a bidirectional Gemma 3 (an embedding model) as a causal LM")
+        if swa_period(config) is None:
+            raise MinitronError(f"cannot export this Gemma 3 model: its layer pattern {layer_types(config)} is not "
+                                f"periodic, and llama.cpp reads Gemma 3's sliding-window layers as every n-th "
+                                f"layer global")
 
 
-def rope_theta(config) -> float:
-    rope = getattr(config, "rope_parameters", None) or {}
-    return float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+def attention_scale_fix(config) -> float:
+    """Gemma 3 scales queries by query_pre_attn_scalar**-0.5; llama.cpp's Gemma 3 graph by 1/sqrt(head size)
+    (1/sqrt(hidden/heads) for its 62-layer 27B): the ratio, folded into the q-norm weights (equal for stock
+    models; a pruned model whose head count or hidden size changed keeps its own scale this way)."""
+    if config.model_type != "gemma3_text":
+        return 1.0
+    size = config.hidden_size // config.num_attention_heads if config.num_hidden_layers == 62 else head_dim(config)
+    return math.sqrt(size / config.query_pre_attn_scalar)
 
 
-def add_architecture(writer: gguf.GGUFWriter, config, name: str, file_type: gguf.LlamaFileType) -> None:
-    """The numbers llama.cpp builds its graph from (`{arch}.*` keys) and the file's identity."""
-    writer.add_type("model")
-    writer.add_name(name)
+def add_architecture(writer: gguf.GGUFWriter, config) -> None:
+    """The numbers llama.cpp builds its graph from (`{arch}.*` keys)."""
+    model_type = config.model_type
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
@@ -119,12 +201,28 @@ def add_architecture(writer: gguf.GGUFWriter, config, name: str, file_type: gguf
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_key_length(head_dim(config))
     writer.add_value_length(head_dim(config))
-    writer.add_rope_dimension_count(head_dim(config))
-    writer.add_rope_freq_base(rope_theta(config))
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(rope_theta(config))  # Gemma 3: of its global layers
     writer.add_vocab_size(config.vocab_size)
-    writer.add_file_type(file_type)
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    if model_type in HIDDEN_WIDE_ATTENTION and config.num_attention_heads * head_dim(config) != config.hidden_size:
+        print(f"warning: this model's attention is {config.num_attention_heads} heads x {head_dim(config)} wide, not "
+              f"hidden_size {config.hidden_size}: the llama.cpp that node-llama-cpp 3.22.1 ships refuses such a "
+              f"{model_type} file (it builds the attention hidden_size wide)", flush=True)
+    if model_type == "nemotron":  # LayerNorm (with bias), partial rotary embedding
+        writer.add_layer_norm_eps(config.norm_eps)
+        partial = rope_parameters(config).get("partial_rotary_factor",
+                                              getattr(config, "partial_rotary_factor", 1.0))
+        writer.add_rope_dimension_count(int(head_dim(config) * partial))
+        return
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(head_dim(config))
+    if model_type == "gemma3_text":
+        period = swa_period(config)
+        if config.sliding_window and period > 1:  # some layers slide
+            writer.add_sliding_window(config.sliding_window)
+            writer.add_sliding_window_pattern(period)
+            writer.add_rope_freq_base_swa(rope_theta(config, "sliding_attention"))
+        if getattr(config, "final_logit_softcapping", None):
+            writer.add_final_logit_softcapping(config.final_logit_softcapping)
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -208,11 +306,14 @@ def add_special_tokens(writer: gguf.GGUFWriter, tokenizer) -> None:
         writer.add_chat_template(tokenizer.chat_template)
 
 
-def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: gguf.MODEL_ARCH,
-                qtype: gguf.GGMLQuantizationType) -> None:
-    """Every tensor of the safetensors files under its GGUF name, in `qtype` (1-D tensors in f32)."""
+def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: gguf.MODEL_ARCH, weight_type) -> None:
+    """Every tensor of the safetensors files under its GGUF name, transformed as llama.cpp's converter does, in
+    the type export_quant.tensor_type picks (1-D tensors in f32)."""
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     llama_rotary = arch == gguf.MODEL_ARCH.LLAMA
+    plus_one = config.model_type in NORM_PLUS_ONE
+    q_norm_scale = attention_scale_fix(config)
+    add = tensor_adder(writer, config, arch, weight_type)
     for file in sorted(path.glob("*.safetensors")):
         with safe_open(file, framework="pt") as f:
             for key in f.keys():
@@ -227,20 +328,26 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: gguf.MODEL_AR
                     data = interleave_rotary(data, config.num_attention_heads)
                 elif llama_rotary and ".self_attn.k_proj." in key:
                     data = interleave_rotary(data, config.num_key_value_heads)
-                array, raw_dtype = encode(data, qtype)
-                writer.add_tensor(name, array, raw_dtype=raw_dtype)
+                if plus_one and key.endswith("norm.weight"):
+                    data = data + 1.0
+                if q_norm_scale != 1.0 and key.endswith(".self_attn.q_norm.weight"):
+                    data = data * np.float32(q_norm_scale)
+                add(name, data)
+                if name == "token_embd.weight" and config.tie_word_embeddings and arch in OUTPUT_REQUIRED:
+                    add("output.weight", data)  # this graph has no tied head: the head is written out
+
+
+def tensor_adder(writer: gguf.GGUFWriter, config, arch: gguf.MODEL_ARCH, weight_type):
+    """add(name, float32 data): the tensor in the type export_quant.tensor_type picks for it."""
+    tied = config.tie_word_embeddings and arch not in OUTPUT_REQUIRED
+
+    def add(name: str, data: np.ndarray) -> None:
+        qtype = tensor_type(name, data.shape, weight_type, config.num_hidden_layers, tied)
+        writer.add_tensor(name, encode(data, qtype), raw_dtype=qtype)
+    return add
 
 
 def interleave_rotary(w: np.ndarray, heads: int) -> np.ndarray:
     """Reorder each head's q/k output rows from Hugging Face's rotary layout (first half, second half)
     to llama.cpp's Llama layout (pairs side by side), as llama.cpp's own converter does."""
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def encode(data: np.ndarray, qtype: gguf.GGMLQuantizationType):
-    """(array, raw GGUF type) for `GGUFWriter.add_tensor`: f32 for 1-D tensors; Q8_0 needs rows of 32k values."""
-    if data.ndim == 1:
-        return data.astype(np.float32), gguf.GGMLQuantizationType.F32
-    if qtype == gguf.GGMLQuantizationType.Q8_0 and data.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:
-        qtype = gguf.GGMLQuantizationType.F16
-    return gguf.quants.quantize(data, qtype), qtype

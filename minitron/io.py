@@ -159,6 +159,7 @@ def _atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        umask_modes(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.rename(path, old)
@@ -172,6 +173,23 @@ def _atomic_dir(path: Path) -> Iterator[Path]:
         if problem:
             raise DiskFull(problem, path) from None
         raise
+
+
+def umask_modes(root: Path) -> None:
+    """Give a finished output directory and everything in it the modes the umask gives new files (0644 and 0755
+    under 022): temporary directories and files are created 0700 and 0600 (mkdtemp, mkstemp, and libraries that
+    write through them), and would stay unreadable to a server running as another user."""
+    mask = process_umask()
+    for p in [root, *root.rglob("*")]:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+def process_umask() -> int:
+    """The process's umask (read by setting it and back: there is no other way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove(path: Path) -> None:
@@ -190,6 +208,7 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~process_umask())  # mkstemp's is 0600: the output is as readable as any file
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -233,11 +252,20 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
                 raise MinitronError(f"{path}:{i} is not valid JSON") from None
 
 
+def own_config(config):
+    """A config as minitron writes it: without what describes another model's file (a GGUF's quantization_config,
+    and its general.name as `_model_name_or_path`, which the teacher's conversion keeps and a student would
+    inherit)."""
+    for name in ("quantization_config", "_model_name_or_path"):
+        if name in config.__dict__:
+            delattr(config, name)
+    config._name_or_path = ""
+    return config
+
+
 def save_hf(model, tokenizer, out: Path, generation_config=None) -> None:
     """Write an ordinary Hugging Face directory (config, safetensors, tokenizer, generation config)."""
-    config = model.config
-    if getattr(config, "quantization_config", None) is not None:  # GGUF-loaded configs carry one
-        del config.quantization_config
+    own_config(model.config)
     model.save_pretrained(out, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)

@@ -129,8 +129,27 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     generation_config = GenerationConfig.from_model_config(config)
     with atomic_dir(out, owned=True) as tmp:
         save_hf(model, tokenizer, tmp, generation_config)
-        write_json(tmp / "minitron_source.json", {"gguf": str(gguf.name), "key": key})
+        write_json(tmp / "minitron_source.json",
+                   {"gguf": str(gguf.name), "key": key, "license": gguf_license(gguf)})
     return out
+
+
+def gguf_license(path: Path) -> str | None:
+    """A GGUF file's general.license (read once at conversion: the reader parses every field, seconds for a
+    tokenizer's arrays)."""
+    import gguf  # lazy: CLI start-up speed
+
+    field = gguf.GGUFReader(path).fields.get("general.license")
+    return field.contents() if field is not None else None
+
+
+def converted_license(path: Path) -> str | None:
+    """The licence of a GGUF model as its conversion recorded it (an older conversion gains the record)."""
+    record = resolve_model(path) / "minitron_source.json"
+    source = json.loads(record.read_text())
+    if "license" not in source:
+        write_json(record, {**source, "license": gguf_license(path)})
+    return json.loads(record.read_text())["license"]
 
 
 def load_config(spec: str | Path):

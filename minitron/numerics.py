@@ -55,6 +55,12 @@ def lm_loss_totals(model: nn.Module, batches: Iterable[Tensor | dict[str, Tensor
     return total, int(count)
 
 
+def label_weights(batch: dict[str, Tensor]) -> Tensor:
+    """1 for every label that counts (the loss mask of chat data), per label token: (B, T)."""
+    mask = batch.get("loss_mask")
+    return torch.ones(batch["input_ids"][:, 1:].shape) if mask is None else mask.float()
+
+
 def windows_in_batches(windows: dict[str, Tensor], batch_size: int) -> list[dict[str, Tensor]]:
     """A `TokenData` window dict cut into dicts of `batch_size` windows."""
     n = len(windows["input_ids"])

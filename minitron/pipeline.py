@@ -25,27 +25,27 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from huggingface_hub import EvalResult
 
 from minitron.arch import count_params
 from minitron.card import write_model_card
 from minitron.chat.generate import generate_reply
 from minitron.correct import CORRECT_LR, correct
-from minitron.data import VAL_SEQS, TokenData, default_data
+from minitron.data import EVAL_TOKENS, TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located, schedule
 from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError
-from minitron.eval import generation_speed
+from minitron.eval import generation_speed, measure, ood_windows, windows_info
 from minitron.importance import score
 from minitron.io import check_run_dir, mark, output_lock, remove, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
-from minitron.numerics import lm_loss, windows_in_batches
 from minitron.prune import PruneConfig, ScoreNeeds, check_target, params_of, target_config
 from minitron.prune import prune as prune_model
 from minitron.record import Record
 from minitron.report import write_report
 from minitron.search import SEARCH_TOLERANCE, search, shapes_within
-from minitron.tasks import check_tasks, main_score, run_tasks
+from minitron.tasks import MC_TASKS, check_tasks, main_score, run_tasks
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
 CONTINUATION = "A Python list is"  # plain text, no chat template: what distillation on documents teaches
@@ -53,11 +53,12 @@ CONTINUATION = "A Python list is"  # plain text, no chat template: what distilla
 
 def compress(teacher: str = "default", target: dict[str, int] | None = None, params: float | None = None,
              out: Path | None = None, data: Path | None = None, prune: PruneConfig = PruneConfig(),
-             val_seqs: int = VAL_SEQS, prompt: str = DEFAULT_PROMPT, distill: TrainConfig = TrainConfig(),
+             eval_tokens: int = EVAL_TOKENS, ood: bool = True, prompt: str = DEFAULT_PROMPT,
+             distill: TrainConfig = TrainConfig(),
              device: str = "auto", resume: bool = False, overwrite: bool = False, search_top: int = 4,
              search_tokens: int = 65536, correct_teacher: int = 0, correct_lr: float = CORRECT_LR,
              correct_lora_rank: int = 0, stages: int = 1, tasks: list[str] | None = None,
-             tasks_limit: int | None = None) -> dict:
+             tasks_limit: int | None = 100) -> dict:
     """Score, prune to a target (or to the shape a search finds), distil from the teacher, evaluate all three
     models and write a report.
 
@@ -71,7 +72,10 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, par
         data: token data directory from `minitron data` (default: the default corpus in the teacher's tokenizer)
         prune: how the teacher is pruned and the calibration text (`--prune.head-score attn`, a `prune:` section
             in YAML); its seq_len is also the length of the held-out sequences
-        val_seqs: held-out sequences every model is evaluated on (of --prune.seq-len tokens)
+        eval_tokens: test-split tokens every model is measured on (windows of --prune.seq-len spread over every
+            test document; fewer when the split holds fewer), and as many of the out-of-domain text
+        ood: also measure every model on out-of-domain English that no training corpus of minitron's holds (the King
+            James Bible, `make tasks`)
         prompt: the prompt each model answers in the report
         distill: distillation settings (`--distill.lr 3e-4`, or a `distill:` section in YAML); compress sets where
             its models, data and run are (student, out, teacher, data, device, resume, overwrite) itself
@@ -87,11 +91,12 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, par
         stages: prune and distil in this many rounds, each a geometric share of the way to the target, splitting
             the distillation tokens evenly (1: one round)
         tasks: benchmark tasks (comma-separated, as `minitron eval --tasks`) run on the teacher, the pruned and the
-            distilled model through lm-evaluation-harness; their table goes into the report
-        tasks_limit: the first N documents of each task (default: all)
+            distilled model through lm-evaluation-harness; their table goes into the report (default: the bundled
+            multiple-choice tasks; [] for none)
+        tasks_limit: the first N documents of each task (None: all)
     """
     run = Path(out) if out is not None else Path("runs") / (Path(teacher).name.removesuffix(".gguf") + "-pruned")
-    recipe = resolve(teacher, target, params, run, data, prune, val_seqs, prompt, distill, device, search_top,
+    recipe = resolve(teacher, target, params, run, data, prune, (eval_tokens, ood), prompt, distill, device, search_top,
                      search_tokens, Correction(correct_teacher, correct_lr, correct_lora_rank), stages, tasks,
                      tasks_limit, resume, overwrite)
     with output_lock(run):  # one writer per run directory
@@ -143,7 +148,8 @@ class Recipe:
     search: dict | None  # params, search_top, search_tokens (None: an explicit target)
     search_train: TrainConfig  # the candidates' short distillations (their batch follows their own budget)
     correction: Correction
-    val_seqs: int
+    eval_tokens: int  # test tokens (and out-of-domain tokens) each model is measured on
+    ood: bool  # measure on the out-of-domain text too
     prompt: str
     device: str
     tasks: list[str] = field(default_factory=list)  # benchmark tasks run on the three models (none: no tasks stage)
@@ -151,7 +157,8 @@ class Recipe:
 
 
 def resolve(teacher: str, target: dict[str, int] | None, params: float | None, run: Path, data: Path | None,
-            prune: PruneConfig, val_seqs: int, prompt: str, distill: TrainConfig, device: str, search_top: int,
+            prune: PruneConfig, evaluation: tuple[int, bool], prompt: str, distill: TrainConfig, device: str,
+            search_top: int,
             search_tokens: int, correction: Correction, stages: int, tasks: list[str] | None,
             tasks_limit: int | None, resume: bool, overwrite: bool) -> Recipe:
     """compress's front door: every setting checked and every default that depends on others decided, before
@@ -165,8 +172,10 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
         raise MinitronError("--stages needs an explicit --target (a searched shape or --prune.drop-layers is reached "
                             "in one round)")
     refuse_located(distill, "compress")
-    replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher).validate()
-    benchmarks = check_tasks(tasks, tasks_limit) if tasks is not None else []
+    replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher).validate("distill.")
+    benchmarks = check_tasks(MC_TASKS if tasks is None else tasks, tasks_limit) if tasks != [] else []
+    if not isinstance(evaluation[0], int) or isinstance(evaluation[0], bool) or evaluation[0] < 1:
+        raise MinitronError(f"--eval-tokens must be a positive whole number, not {evaluation[0]!r}")
     check_run_dir(run, resume, overwrite)
     config = load_config(teacher)
     prune.validate(config)
@@ -192,7 +201,7 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
     return Recipe(teacher, config, tokens, data, prune, targets, sizes, steps, tokens_per_step, train,
                   None if params is None else {"params": params, "search_top": search_top,
                                                "search_tokens": search_tokens},
-                  replace(distill, eval_every=0), correction, val_seqs, prompt, device, benchmarks, tasks_limit)
+                  replace(distill, eval_every=0), correction, *evaluation, prompt, device, benchmarks, tasks_limit)
 
 
 def run_stages(run: Path, r: Recipe) -> Path:
@@ -212,7 +221,7 @@ def run_stages(run: Path, r: Recipe) -> Path:
         where, suffix = (run, "") if k == rounds else (run / f"stage-{k}", f"-{k}")
         where.mkdir(exist_ok=True)
         if r.search is not None:  # the shape is searched; the search prunes the winner
-            found = record.run("search", {**r.search, "val_seqs": r.val_seqs, "prune": asdict(r.prune)},
+            found = record.run("search", {**r.search, "prune": asdict(r.prune)},
                                lambda: search_stage(source, run, r))
             sizes = check_target(r.config, found["target"])
         else:
@@ -223,7 +232,8 @@ def run_stages(run: Path, r: Recipe) -> Path:
                               resume=(where / "distill").exists())
         record.run("distill" + suffix, recorded(round_train, run), lambda: distill_stage(round_train, where))
         model = str(where / "student")
-    record.run("evaluate", {"val_seqs": r.val_seqs, "seq_len": r.prune.seq_len, "prompt": r.prompt},
+    record.run("evaluate", {"eval_tokens": r.eval_tokens, "ood": r.ood, "seq_len": r.prune.seq_len,
+                            "prompt": r.prompt},
                lambda: evaluate_stage(r.teacher, source, run, r, sizes, record))
     if r.tasks:  # a stage of its own: a finished run resumed with --tasks adds the benchmarks
         record.run("tasks", {"tasks": r.tasks, "limit": r.tasks_limit},
@@ -280,7 +290,7 @@ def search_stage(teacher: str, run: Path, r: Recipe) -> dict:
     """The best shape under the budget (RUN/search, resumable), pruned into RUN/pruned by the recipe's criteria."""
     shutil.rmtree(run / "pruned", ignore_errors=True)  # left by an interrupted stage
     found = search(r.search["params"], teacher, out=run / "pruned", work=run / "search", data=r.tokens.path,
-                   val_seqs=r.val_seqs, distill_top=r.search["search_top"], distill_tokens=r.search["search_tokens"],
+                   distill_top=r.search["search_top"], distill_tokens=r.search["search_tokens"],
                    prune=replace(r.prune, drop_layers=None), distill=r.search_train, device=r.device)
     return {"pruned": "pruned", "target": found["target"], "params": found["params"], "search": "search/search.json"}
 
@@ -297,8 +307,11 @@ def tasks_stage(original: str, teacher: str, run: Path, tasks: list[str], limit:
         results[name] = run_tasks(model, load_tokenizer(spec), tasks, limit)
         del model
         gc.collect()
-    write_json(run / "tasks.json", {"tasks": tasks, "limit": limit, "results": results})
-    write_student_card(run, original, json.loads((run / "metrics.json").read_text()), results["distilled"])
+    mean = {name: sum(main_score(v)[1] for v in res.values() if v["kind"] == "multiple_choice") / max(1, sum(
+        v["kind"] == "multiple_choice" for v in res.values())) for name, res in results.items()}
+    write_json(run / "tasks.json", {"tasks": tasks, "limit": limit, "results": results, "mean_accuracy": mean,
+                                    "gap_closed": gap_closed({k: {"acc": v} for k, v in mean.items()}, "acc")})
+    write_student_card(run, original, json.loads((run / "metrics.json").read_text()), results)
     return {"tasks": "tasks.json"}
 
 
@@ -312,23 +325,36 @@ def distill_stage(train: TrainConfig, run: Path) -> dict:
 
 
 def evaluate_stage(original: str, teacher: str, run: Path, r: Recipe, sizes: dict, record: Record) -> dict:
-    """metrics.json: every model measured on the same held-out windows."""
-    start, val = time.time(), r.tokens.fixed("val", r.val_seqs, r.prune.seq_len)
-    n_val = int(val["input_ids"][:, 1:].numel() if val.get("loss_mask") is None else val["loss_mask"].sum())
-    print(f"evaluating teacher, pruned and distilled models on {n_val:,} held-out tokens", flush=True)
+    """metrics.json: the teacher, the pruned and the distilled model (and the original teacher when it was corrected)
+    measured together on the same windows: the test split and the out-of-domain text, the loss with a 95% interval,
+    KL(teacher ‖ model), the share of the teacher–pruned gap distillation closed; generation speed and samples."""
+    start, device, seq_len = time.time(), pick_device(r.device), r.prune.seq_len
+    num_seqs = math.ceil(r.eval_tokens / seq_len)
+    held_out = {"test": r.tokens.spread("test", num_seqs, seq_len)}
+    if r.ood:
+        held_out["ood"] = ood_windows(load_tokenizer(teacher), seq_len, num_seqs)
+    specs = {"teacher": teacher, "pruned": run / "pruned", "distilled": run / "student",
+             **({"original_teacher": original} if teacher != original else {})}
+    models = {name: load_model(spec, device) for name, spec in specs.items()}
     distilled = [s["outputs"] for name, s in record.steps.items() if name.split("-")[0] == "distill"]
-    config, device = r.config, pick_device(r.device)
     metrics = {"tokens": sum(d["tokens"] for d in distilled), "teacher_spec": str(original), "target": sizes,
                "device": str(device), "stages": len(distilled),
                "correction_tokens": (record.steps.get("correct", {}).get("outputs") or {}).get("tokens", 0),
-               "target_desc": ", ".join(f"{k} {getattr(config, k)}→{v}" for k, v in sizes.items()
-                                        if v != getattr(config, k)),
-               "val_tokens": n_val, "prompt": r.prompt, "continuation_prompt": CONTINUATION}
-    models = [("teacher", teacher), ("pruned", run / "pruned"), ("distilled", run / "student")]
-    for name, spec in models + [("original_teacher", original)] * (teacher != original):
-        metrics[name] = measure(spec, val, device, r.prompt, speed_tokens=32)
-        print(f"  {name:>9}: {metrics[name]['params']:,} params, val loss {metrics[name]['val_loss']:.3f}, "
-              f"{metrics[name]['gen_tokens_per_s']:.1f} tok/s", flush=True)
+               "target_desc": ", ".join(f"{k} {getattr(r.config, k)}→{v}" for k, v in sizes.items()
+                                        if v != getattr(r.config, k)),
+               "held_out": {where: windows_info(w) for where, w in held_out.items()},
+               "prompt": r.prompt, "continuation_prompt": CONTINUATION}
+    for where, windows in held_out.items():
+        print(f"measuring the models on {windows.describe()}", flush=True)
+        for name, m in measure(models, windows, 4, teacher="teacher").items():
+            metrics.setdefault(name, {}).update({f"{where}_{k}": v for k, v in m.items()})
+    for name, model in models.items():
+        metrics[name].update(describe_model(model, load_tokenizer(specs[name]), r.prompt))
+        print(f"  {name:>9}: {metrics[name]['params']:,} params, " + ", ".join(
+            f"{where} loss {metrics[name][f'{where}_loss']:.3f}" for where in held_out), flush=True)
+    metrics["gap_closed"] = {where: gap_closed(metrics, f"{where}_loss") for where in held_out}
+    metrics["gap_closed"].update({f"{where}_kl": 1 - metrics["distilled"][f"{where}_kl"] / metrics["pruned"][
+        f"{where}_kl"] for where in held_out if metrics["pruned"].get(f"{where}_kl")})
     metrics["timings_s"] = {**{k: v for k, v in record.seconds().items() if k != "data"},
                             "evaluate": round(time.time() - start, 1)}
     write_json(run / "metrics.json", metrics)
@@ -336,17 +362,42 @@ def evaluate_stage(original: str, teacher: str, run: Path, r: Recipe, sizes: dic
     return {"metrics": "metrics.json"}
 
 
+def gap_closed(metrics: dict, key: str) -> float | None:
+    """The share of the teacher–pruned gap in `key` that distillation closed: (pruned - distilled) /
+    (pruned - teacher), for a measure where lower is better (or higher: the signs cancel)."""
+    t, p, d = (metrics[name].get(key) for name in ("teacher", "pruned", "distilled"))
+    return None if None in (t, p, d) or p == t else (p - d) / (p - t)
+
+
+HELD_OUT = {"test": "the test split of the distillation data", "ood": "out-of-domain English (the King James Bible)"}
+
+
 def write_student_card(run: Path, original: str, metrics: dict, tasks: dict[str, dict] | None = None) -> None:
-    """The distilled student's model card, with its figures from metrics.json and, when they ran, its benchmark
-    scores (`run_tasks` results)."""
+    """The distilled student's model card: its figures from metrics.json (and, when they ran, its benchmark scores,
+    `run_tasks` results of the three models) in the card's table and as its `model-index`."""
     d, t = metrics["distilled"], metrics["teacher"]
-    figures = {"validation loss (held-out windows of this run)": round(d["val_loss"], 4),
-               "perplexity": round(d["ppl"], 2), "teacher's validation loss": round(t["val_loss"], 4),
-               "greedy generation (tokens/s, this machine)": round(d["gen_tokens_per_s"], 1)}
-    for task, result in (tasks or {}).items():
-        metric, value, _ = main_score(result)
-        figures[f"{task}: {metric}, zero-shot, {result['samples']} documents (lm-evaluation-harness)"] = round(value, 4)
-    write_model_card(run / "student", teacher=str(original), run=run / "distill", name=run.name, metrics=figures)
+    figures, results = {}, []
+    for where, info in metrics["held_out"].items():
+        what = f"{HELD_OUT[where]}, {info['tokens']:,} tokens"
+        figures[f"loss on {what} (nats/token)"] = f"{d[f'{where}_loss']:.4f} ± {d[f'{where}_ci95']:.4f} (teacher " \
+                                                   f"{t[f'{where}_loss']:.4f})"
+        figures[f"KL(teacher ‖ student) on {what}"] = f"{d[f'{where}_kl']:.4f} ± {d[f'{where}_kl_ci95']:.4f}"
+        results += [EvalResult(task_type="text-generation", dataset_type=f"minitron-{where}", dataset_name=what,
+                               metric_type="loss", metric_name="cross-entropy (nats/token)",
+                               metric_value=round(d[f"{where}_loss"], 4)),
+                    EvalResult(task_type="text-generation", dataset_type=f"minitron-{where}", dataset_name=what,
+                               metric_type="kl_divergence", metric_name="KL(teacher ‖ student) (nats/token)",
+                               metric_value=round(d[f"{where}_kl"], 4))]
+    figures["greedy generation (tokens/s, this machine)"] = round(d["gen_tokens_per_s"], 1)
+    for task, result in ((tasks or {}).get("distilled") or {}).items():
+        metric, value, stderr = main_score(result)
+        figures[f"{task}: {metric}, zero-shot, {result['samples']} documents (lm-evaluation-harness)"] = \
+            f"{value:.4f} ± {stderr or float('nan'):.4f} (teacher {main_score(tasks['teacher'][task])[1]:.4f})"
+        results.append(EvalResult(task_type="multiple-choice" if result["kind"] == "multiple_choice" else
+                                  "text-generation", dataset_type="bigbench" if task.startswith("bb_") else task,
+                                  dataset_name=task, metric_type=metric, metric_value=round(value, 4)))
+    write_model_card(run / "student", teacher=str(original), run=run / "distill", name=run.name, metrics=figures,
+                     eval_results=results)
 
 
 # ---------------------------------------------------------------- helpers
@@ -385,7 +436,7 @@ def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages:
 def split_steps(distill: TrainConfig, tokens: TokenData, stages: int) -> tuple[int, list[int]]:
     """Tokens per optimiser step, and the step each round ends at (from 0): the distillation's steps split
     evenly, so that S rounds train on as many tokens as one."""
-    tokens_per_step = schedule(distill, tokens.num_tokens("train"), tokens.num_tokens("val"), 1,
+    tokens_per_step = schedule(distill, tokens.num_tokens("train"), tokens.num_tokens("dev"), 1,
                                tokens.path).tokens_per_step
     steps = [distill.tokens // tokens_per_step * k // stages for k in range(stages + 1)]
     if min(b - a for a, b in zip(steps, steps[1:])) < 1:
@@ -404,18 +455,11 @@ def check_disk(run: Path, student_params: int, keep_checkpoints: int) -> None:
                             f"{free / 2**30:.1f} GiB are free")
 
 
-def measure(spec: str | Path, val: dict, device: torch.device, prompt: str, speed_tokens: int) -> dict:
-    """Parameters, validation loss/perplexity (the LM loss `minitron eval` reports), generation speed and one
-    sample reply of a model."""
-    model, tok = load_model(spec, device), load_tokenizer(spec)
-    loss = lm_loss(model, windows_in_batches(val, 4))
-    result = {"params": count_params(model), "val_loss": loss, "ppl": float(torch.tensor(loss).exp()),
-              "gen_tokens_per_s": generation_speed(model, tok, new_tokens=speed_tokens),
-              "sample": generate_reply(model, tok, [{"role": "user", "content": prompt}], max_new_tokens=48),
-              "continuation": continue_text(model, tok, CONTINUATION)}
-    del model
-    gc.collect()
-    return result
+def describe_model(model, tokenizer, prompt: str) -> dict:
+    """A model's parameters, greedy generation speed, its reply to the prompt and its continuation of plain text."""
+    return {"params": count_params(model), "gen_tokens_per_s": generation_speed(model, tokenizer, new_tokens=32),
+            "sample": generate_reply(model, tokenizer, [{"role": "user", "content": prompt}], max_new_tokens=48),
+            "continuation": continue_text(model, tokenizer, CONTINUATION)}
 
 
 @torch.no_grad()

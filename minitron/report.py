@@ -17,10 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 MODELS = ("teacher", "pruned", "distilled")
 
 
-def plot_training(log: list[dict], metrics: dict, out: Path, objective: str = "distillation loss") -> Path | None:
-    """Two panels against training tokens: the training objective (e.g. KL to the teacher) and the validation
-    cross-entropy, with the teacher's and the pruned model's validation loss as lines. They are different
-    quantities, so they get separate axes."""
+def plot_training(log: list[dict], metrics: dict, out: Path, objective: str = "distillation loss",
+                  validation: str = "dev windows") -> Path | None:
+    """Two panels against training tokens: the training objective (e.g. KL to the teacher) and the cross-entropy on
+    the run's validation windows (the dev split: `validation` says how many), with the teacher's and the pruned
+    model's test loss as lines for scale. They are different quantities, so they get separate axes."""
     train = [(r["tokens"], r["loss"]) for r in log if "loss" in r]
     val = [(r["tokens"], r["val_loss"]) for r in log if r.get("val_loss") is not None]
     if not train:
@@ -32,14 +33,16 @@ def plot_training(log: list[dict], metrics: dict, out: Path, objective: str = "d
     if val:
         right.plot(*zip(*val), "o-", label="student")
     for name, style in (("teacher", "--"), ("pruned", ":")):
-        if metrics.get(name, {}).get("val_loss") is not None:
-            right.axhline(metrics[name]["val_loss"], ls=style, c="gray", label=name)
-    right.set_title("validation cross-entropy (held-out tokens)", fontsize=10)
+        if metrics.get(name, {}).get("test_loss") is not None:
+            right.axhline(metrics[name]["test_loss"], ls=style, c="gray", label=f"{name} (test split)")
+    right.set_title(f"student's cross-entropy on {validation}", fontsize=10)
     right.set_ylabel("nats/token")
     right.legend(fontsize=8)
     for ax in (left, right):
         ax.set_xlabel("training tokens")
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))  # 100k, 1.5M: labels that fit
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -123,11 +126,51 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _row(name: str, m: dict) -> str:
+def _row(name: str, m: dict, held_out: list[str]) -> str:
     def fmt(key, spec):
         return format(m[key], spec) if m.get(key) is not None else "–"
-    return (f"| {name} | {fmt('params', ',')} | {fmt('val_loss', '.3f')} | {fmt('ppl', '.1f')} | "
-            f"{fmt('gen_tokens_per_s', '.1f')} |")
+
+    def loss(where):
+        return f"{fmt(f'{where}_loss', '.3f')} ± {fmt(f'{where}_ci95', '.3f')}" if m.get(f"{where}_loss") else "–"
+
+    def kl(where):
+        return f"{fmt(f'{where}_kl', '.3f')} ± {fmt(f'{where}_kl_ci95', '.3f')}" if m.get(f"{where}_kl") else "–"
+    cells = [f"{loss(w)} | {kl(w)}" for w in held_out]
+    return f"| {name} | {fmt('params', ',')} | {' | '.join(cells)} | {fmt('gen_tokens_per_s', '.1f')} |"
+
+
+HELD_OUT = {"test": "test split", "ood": "out-of-domain"}
+
+
+def results_table(metrics: dict, tasks: dict | None) -> list[str]:
+    """Teacher, pruned and distilled side by side on every measure, with the share of the gap distillation closed."""
+    held_out = list(metrics["held_out"])
+    head = " | ".join(f"{HELD_OUT[w]} loss | {HELD_OUT[w]} KL" for w in held_out)
+    lines = [f"| model | parameters | {head} | generation tokens/s |", "|---" * (3 + 2 * len(held_out)) + "|"]
+    names = [("teacher", "teacher"), ("pruned", "pruned (no training)"), ("distilled", "distilled")]
+    if metrics.get("original_teacher"):
+        names.insert(1, ("original_teacher", "teacher before correction"))
+    lines += [_row(label, metrics.get(name, {}), held_out) for name, label in names]
+    closed = metrics.get("gap_closed", {})
+    cells = [f"{_pct(closed.get(w))} | {_pct(closed.get(f'{w}_kl'))}" for w in held_out]
+    lines += [f"| gap closed by distillation | | {' | '.join(cells)} | |", ""]
+    for w in held_out:
+        info = metrics["held_out"][w]
+        lines.append(f"- {HELD_OUT[w]}: {info['tokens']:,} tokens in {info['windows']} windows of {info['seq_len']} "
+                     f"spread over {info['documents']} of its {info['split_documents']} documents"
+                     + (" (the King James Bible, which no training corpus of minitron's holds)" if w == "ood" else ""))
+    if tasks:
+        mean = tasks["mean_accuracy"]
+        lines.append(f"- benchmarks (multiple choice, mean accuracy): teacher {mean['teacher']:.3f}, pruned "
+                     f"{mean['pruned']:.3f}, distilled {mean['distilled']:.3f}; gap closed "
+                     f"{_pct(tasks.get('gap_closed'))}")
+    return lines + ["", "Loss: cross-entropy in nats per token, ± the half-width of its 95% interval over the windows. "
+                    "KL: KL(teacher ‖ model) per token on the same windows. Gap closed: (pruned − distilled) / "
+                    "(pruned − teacher), or for KL 1 − distilled / pruned.", ""]
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x + 0.0:.0%}"  # + 0.0: no "-0%"
 
 
 def benchmark_lines(saved: dict | None) -> list[str]:
@@ -155,18 +198,19 @@ def write_report(run: Path) -> Path:
     log = run / "distill" / "metrics.jsonl"
     train_config = run / "distill" / "train_config.json"
     objective = json.loads(train_config.read_text())["loss"] if train_config.is_file() else "distillation loss"
-    training = plot_training([r for _, r in read_jsonl(log)] if log.is_file() else [], metrics, run / "loss.png",
-                             objective.replace("_", " "))
+    records = [r for _, r in read_jsonl(log)] if log.is_file() else []
+    dev = read_json(run / "distill" / "train_config.json") or {}
+    validation = f"the dev split ({dev.get('eval_seqs', '?')} windows of {dev.get('seq_len', '?')} tokens)"
+    training = plot_training(records, metrics, run / "loss.png", objective.replace("_", " "), validation)
     importance = plot_importance(run / "scores" if (run / "scores").is_dir() else run / "search" / "scores",
                                  run / "importance.png")
-    t, p, d = (metrics.get(k, {}) for k in MODELS)
-    lines = [f"# minitron run `{run.name}`", "",
-             recipe_sentence(run, metrics) + f" Every model is evaluated on the same {metrics['val_tokens']:,} "
-             f"held-out tokens; generation speed is greedy decoding on {metrics['device']}.", "",
-             "| model | parameters | validation loss | perplexity | generation tokens/s |", "|---|---|---|---|---|",
-             _row("teacher", t), _row("pruned (no training)", p), _row("distilled", d), ""]
+    t, d = metrics.get("teacher", {}), metrics.get("distilled", {})
+    tasks = read_json(run / "tasks.json")
+    ood = " and of out-of-domain English" if "ood" in metrics["held_out"] else ""
+    lines = [f"# minitron run `{run.name}`", "", recipe_sentence(run, metrics) + " Every model is measured on the same "
+             f"windows of the test split (documents the distillation never saw){ood}; "
+             f"generation speed is greedy decoding on {metrics['device']}.", "", *results_table(metrics, tasks)]
     if metrics.get("correction_tokens"):
-        lines[-1:-1] = [_row("teacher before correction", metrics.get("original_teacher", {}))]
         lines += [f"The teacher was first corrected (fine-tuned with cross-entropy) on "
                   f"{metrics['correction_tokens']:,} tokens of the data; the table's teacher is the corrected one, "
                   f"which was scored, pruned and distilled from. Tokens in all: "
@@ -175,13 +219,10 @@ def write_report(run: Path) -> Path:
         lines += [f"The target was reached in {metrics['stages']} rounds of pruning and distillation (RUN/stage-K), "
                   f"their tokens together {metrics['tokens']:,}; the pruned model and the curves below are the last "
                   "round's.", ""]
-    if p.get("val_loss") and d.get("val_loss") and t.get("val_loss"):
-        gap_closed = (p["val_loss"] - d["val_loss"]) / max(p["val_loss"] - t["val_loss"], 1e-9)
-        lines += [f"Distillation lowered the student's validation loss from {p['val_loss']:.3f} to {d['val_loss']:.3f} "
-                  f"(the teacher's is {t['val_loss']:.3f}): {gap_closed:.0%} of the gap that pruning opened is closed. "
-                  f"The student has {d['params'] / t['params']:.0%} of the teacher's parameters and generates "
+    if d.get("params") and t.get("params"):
+        lines += [f"The student has {d['params'] / t['params']:.0%} of the teacher's parameters and generates "
                   f"{d['gen_tokens_per_s'] / t['gen_tokens_per_s']:.2f}× as fast here.", ""]
-    lines += benchmark_lines(read_json(run / "tasks.json"))
+    lines += benchmark_lines(tasks)
     if (run / "search" / "search.md").is_file():  # the shape came from `minitron search`
         table = (run / "search" / "search.md").read_text().split("\n", 2)[2]
         plot = ["", "![rank by zero-shot loss against rank after distillation](search/search.png)", ""] \

@@ -1,7 +1,7 @@
 """`minitron search`: the best student shape under a parameter budget, found the way the Minitron papers do it:
 enumerate every shape (hidden_size, num_attention_heads, intermediate_size, num_hidden_layers) within a tolerance
-of the budget, score each zero-shot from cached importance scores (prune in memory, LM loss on held-out tokens),
-distil the best few for the same short token budget each, rank them again, and prune the winner.
+of the budget, score every one zero-shot from importance scores computed once (prune in memory, LM loss on the dev
+split), distil the best few for the same short token budget each, rank them again on dev, and prune the winner.
 
     minitron search --model default --params 0.5 --out runs/searched --work runs/search --distill-top 4
 
@@ -14,12 +14,14 @@ import copy
 import json
 import math
 import shutil
+import time
 import traceback
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import matplotlib
 import torch
+from tqdm import tqdm
 
 from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
@@ -39,6 +41,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 SEARCH_TOLERANCE = 0.05  # candidates within ±5 percent of the budget
+SHOWN = 30  # rows of search.md
 SEARCHED = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers")
 
 
@@ -207,15 +210,21 @@ def cached_scores(model: str, scores: Path | None, work: Path, data: Path | None
     return saved, path
 
 
-def zero_shot(teacher, scores: Scores, candidates: list[Candidate], val: list, prune: PruneConfig) -> None:
-    """Each candidate's held-out loss pruned in memory from the cached scores, before any training."""
-    config = teacher.config
-    for i, c in enumerate(candidates):
-        if c.zero_shot_loss is None:
-            plan = make_plan(scores, config, check_target(config, c.sizes), prune)
-            c.zero_shot_loss = lm_loss(apply_plan(copy.deepcopy(teacher), plan), val)
-        print(f"  [{i + 1}/{len(candidates)}] {c.name}: {c.params:,} params, zero-shot loss {c.zero_shot_loss:.3f}",
-              flush=True)
+def zero_shot(teacher, scores: Scores, candidates: list[Candidate], val: list, prune: PruneConfig,
+              save=lambda: None) -> None:
+    """Each candidate's dev loss pruned in memory from the cached scores, before any training. The scores (and
+    their layer losses) are computed once for all; a candidate costs one slicing and one pass over the dev windows.
+    `save` is called every 16 candidates, so an interrupted search keeps what it measured."""
+    config, todo = teacher.config, [c for c in candidates if c.zero_shot_loss is None]
+    bar = tqdm(todo, desc="zero-shot", unit="shape", dynamic_ncols=True, disable=not todo)
+    for i, c in enumerate(bar):
+        plan = make_plan(scores, config, check_target(config, c.sizes), prune)
+        c.zero_shot_loss = lm_loss(apply_plan(copy.deepcopy(teacher), plan), val)
+        bar.set_postfix(best=f"{min(x.zero_shot_loss for x in candidates if x.zero_shot_loss is not None):.3f}")
+        if i % 16 == 15:
+            save()
+    best = sorted(candidates, key=lambda c: c.zero_shot_loss)[:5]
+    print("  best zero-shot: " + ", ".join(f"{c.name} {c.zero_shot_loss:.3f}" for c in best), flush=True)
 
 
 def distil_candidate(c: Candidate, model: str, work: Path, scores_dir: Path, train: TrainConfig, val: list,
@@ -257,7 +266,7 @@ def ranked(candidates: list[Candidate]) -> list[Candidate]:
 
 def search(params: float, model: str = "default", out: Path | None = None, work: Path | None = None,
            tolerance: float = SEARCH_TOLERANCE, steps: dict[str, int] | None = None,
-           floors: dict[str, int] | None = None, max_candidates: int = 24, distill_top: int = 4,
+           floors: dict[str, int] | None = None, max_candidates: int | None = None, distill_top: int = 4,
            distill_tokens: int = 65536, scores: Path | None = None, data: Path | None = None,
            val_seqs: int = VAL_SEQS, prune: PruneConfig = PruneConfig(), distill: TrainConfig = TrainConfig(eval_every=0),
            device: str = "auto", overwrite: bool = False) -> dict:
@@ -273,7 +282,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         steps: step of each searched size, e.g. hidden_size=64,intermediate_size=64,num_attention_heads=3,
             num_hidden_layers=1 (default: 64, 64, the KV groups, 1)
         floors: smallest value of each searched size, e.g. num_hidden_layers=16,hidden_size=256
-        max_candidates: at most this many candidates scored zero-shot, spread over the shapes found
+        max_candidates: score only this many shapes zero-shot, spread over those found (default: every one)
         distill_top: distil the best K by zero-shot loss and rank them again (0: rank zero-shot only)
         distill_tokens: training tokens of each candidate's short distillation (the same for every one)
         scores: importance scores from `minitron score` (default: scored once into WORK/scores)
@@ -291,7 +300,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     out = Path(out)
     work = Path(work) if work is not None else out.with_name(out.name + "-search")
     refuse_existing(out, overwrite)
-    if not 0 < tolerance < 1 or max_candidates < 1 or distill_top < 0 or distill_tokens < 1 or val_seqs < 1:
+    if not 0 < tolerance < 1 or (max_candidates or 1) < 1 or distill_top < 0 or distill_tokens < 1 or val_seqs < 1:
         raise MinitronError("--tolerance must be between 0 and 1, --max-candidates, --distill-tokens and "
                             "--val-seqs at least 1, --distill-top 0 or more")
     config = load_config(model)
@@ -301,7 +310,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
                             "--prune.drop-layers")
     check_seq_len(config, prune.seq_len, model)
     budget, candidates = shapes_within(config, params, tolerance, steps, floors)
-    chosen = spread(candidates, max_candidates, config)
+    chosen = candidates if max_candidates is None else spread(candidates, max_candidates, config)
     print(f"search: {len(candidates)} shapes within ±{tolerance:.0%} of {budget:,} parameters; "
           f"{len(chosen)} scored zero-shot", flush=True)
     tokens = TokenData.open(data if data is not None else default_data(model))
@@ -309,18 +318,24 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     if scores is not None:  # another model's scores are refused before any work, as prune does
         Scores.load(scores).check_model(config, Checkpoint.open(resolve_model(model)).fingerprint(), scores)
     train = replace(distill, tokens=distill_tokens, data=str(tokens.path))
+    replace(train, student=str(model), out=work, teacher=str(model)).validate("distill.")
     settings = {"model": str(model), "budget": budget, "tolerance": tolerance, "steps": steps, "floors": floors,
                 "max_candidates": max_candidates, "scores": str(scores), "val_seqs": val_seqs,
                 "prune": asdict(prune), "distill": recorded(train, work)}
     restore(work, settings, chosen, overwrite)
-    val = windows_in_batches(tokens.fixed("val", val_seqs, prune.seq_len), 4)
+    val = windows_in_batches(tokens.spread("dev", val_seqs, prune.seq_len).batch, 4)  # selection: the dev split
+    clock = Clock()  # the seconds of each part, this run (search.json)
     saved, scores_dir = cached_scores(model, scores, work, data, needs_of(config, chosen, prune), prune, device)
-    zero_shot(load_model(model, pick_device(device)), saved, chosen, val, prune)
-    write_results(work, settings, chosen)
+    clock.lap("scores")
+    zero_shot(load_model(model, pick_device(device)), saved, chosen, val, prune,
+              save=lambda: write_results(work, settings, chosen, clock.seconds, plot=False))
+    clock.lap("zero_shot")
+    write_results(work, settings, chosen, clock.seconds)
     for c in sorted(chosen, key=lambda c: c.zero_shot_loss)[:distill_top]:
         print(f"distilling {c.name} on {distill_tokens:,} tokens", flush=True)
         distil_candidate(c, model, work, scores_dir, train, val, prune, device)
-        write_results(work, settings, chosen)
+        clock.lap(f"distill {c.name}")
+        write_results(work, settings, chosen, clock.seconds)
     winner = next((c for c in ranked(chosen) if c.error is None), None)
     if winner is None:
         raise MinitronError(f"every candidate's distillation failed (see {work}/candidates/*/error.txt)")
@@ -352,18 +367,33 @@ def restore(work: Path, settings: dict, candidates: list[Candidate], overwrite: 
 
 # ------------------------------------------------------------------------------ results
 
-def write_results(work: Path, settings: dict, candidates: list[Candidate]) -> None:
-    """search.json (every candidate), search.md (a table by final rank) and search.png (rank before vs after)."""
+class Clock:
+    """Wall seconds of the parts of a run, each from the end of the one before."""
+
+    def __init__(self):
+        self.seconds, self.last = {}, time.time()
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.seconds[name], self.last = round(now - self.last, 1), now
+
+
+def write_results(work: Path, settings: dict, candidates: list[Candidate], seconds: dict | None = None,
+                  plot: bool = True) -> None:
+    """search.json (every candidate), search.md (the first SHOWN by final rank) and search.png (rank before vs
+    after distillation)."""
     order = ranked(candidates)
     zero = {c.name: i + 1 for i, c in enumerate(sorted(candidates, key=lambda c: c.zero_shot_loss or math.inf))}
     rows = [{**asdict(c), "name": c.name, "rank": i + 1, "zero_shot_rank": zero[c.name]} for i, c in enumerate(order)]
-    write_json(work / "search.json", {"settings": settings, "candidates": rows})
+    write_json(work / "search.json", {"settings": settings, "seconds": seconds or {}, "candidates": rows})
     lines = [f"# Shape search: {settings['budget']:,} parameters ±{settings['tolerance']:.0%}", "",
-             f"Zero-shot: pruned from the teacher's importance scores, LM loss on {settings['val_seqs']} held-out "
-             f"sequences. Distilled: the same loss after {settings['distill']['tokens']:,} tokens of distillation.", "",
+             f"{len(rows)} shapes scored. Zero-shot: pruned from the teacher's importance scores, LM loss on "
+             f"{settings['val_seqs']} sequences spread over the dev split. Distilled: the same loss after "
+             f"{settings['distill']['tokens']:,} tokens of distillation."
+             + (f" The first {SHOWN} by rank; search.json has every one." if len(rows) > SHOWN else ""), "",
              "| rank | zero-shot rank | hidden_size | num_attention_heads | intermediate_size | num_hidden_layers | "
              "parameters | zero-shot loss | distilled loss |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in rows[:SHOWN]:
         s = r["sizes"]
         after = f"{r['distilled_loss']:.3f}" if r["distilled_loss"] is not None else (
             f"failed: {r['error']}" if r["error"] else "")
@@ -371,7 +401,8 @@ def write_results(work: Path, settings: dict, candidates: list[Candidate]) -> No
         lines.append(f"| {r['rank']} | {r['zero_shot_rank']} | {s['hidden_size']} | {s['num_attention_heads']} | "
                      f"{s['intermediate_size']} | {s['num_hidden_layers']} | {r['params']:,} | {zs} | {after} |")
     (work / "search.md").write_text("\n".join(lines) + "\n")
-    plot_ranks(rows, work / "search.png")
+    if plot:
+        plot_ranks(rows, work / "search.png")
 
 
 def plot_ranks(rows: list[dict], path: Path) -> None:

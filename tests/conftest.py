@@ -141,7 +141,7 @@ def build_tiny_data(tmp_path, model_dir, docs: int = 40, words: int = 120, name:
     from minitron.data import build_data
 
     return build_data(source=[str(write_corpus(tmp_path / f"{name}-text", docs, words))], out=tmp_path / name,
-                      tokenizer=str(model_dir), glob="*.txt", val_fraction=0.25)
+                      tokenizer=str(model_dir), glob="*.txt", dev_fraction=0.2, test_fraction=0.2)
 
 
 @pytest.fixture

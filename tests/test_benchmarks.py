@@ -13,6 +13,10 @@ import torch
 from conftest import load_benchmark
 from test_compress import trained_tiny  # noqa: F401 (a fixture)
 
+from minitron.data import TokenData
+from minitron.load import load_model
+from minitron.numerics import lm_loss
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -52,8 +56,8 @@ def test_gpu_check_dry_mode(tmp_path):
 
 
 def test_corpus_mix_dry_mode(tmp_path, one_thread):
-    """Runs end to end on a tiny random teacher: every row evaluated on both validation splits; a second run
-    reuses the students (no retraining)."""
+    """Runs end to end on a tiny random teacher: every row evaluated on the dev splits of both corpora (the
+    benchmark chooses a default: it reads dev, not test); a second run reuses the students (no retraining)."""
     cmd = [sys.executable, str(REPO / "benchmarks" / "corpus_mix.py"), "--dry", "--work", str(tmp_path),
            "--tokens", "256", "--val-seqs", "4"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -62,6 +66,10 @@ def test_corpus_mix_dry_mode(tmp_path, one_thread):
     assert list(rows) == ["teacher", "pruned", "docs", "mix"]
     assert all(0 < row[split] < 20 for row in rows.values() for split in ("docs", "prose"))
     assert rows["docs"]["tokens"] == rows["mix"]["tokens"] == 256
+    teacher = load_model(tmp_path / "tiny-teacher")
+    for split in ("docs", "prose"):
+        dev = TokenData.open(tmp_path / f"{split}-data").spread("dev", 4, 32).batch["input_ids"]
+        assert rows["teacher"][split] == pytest.approx(lm_loss(teacher, dev.split(4)), rel=1e-5)
     assert "| mix |" in (tmp_path / "corpus_mix.md").read_text()
     trained = (tmp_path / "mix" / "bench.json").stat().st_mtime
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -85,6 +93,8 @@ def test_criteria_after_kd_dry_mode(tiny_dir, tiny_data, tmp_path, one_thread):
     depth = {r["key"]: r["dropped_layers"] for r in report["rows"] if r["group"] == "depth"}
     assert all(len(d) == 4 - targets["depth"]["num_hidden_layers"] for d in depth.values())
     assert out.with_suffix(".png").stat().st_size > 0 and "| criterion | random |" in out.read_text()
+    dev = TokenData.open(tiny_data).spread("dev", 2, 32).batch["input_ids"]  # --dry: 2 windows of 32, on dev
+    assert report["teacher_loss"] == pytest.approx(lm_loss(load_model(tiny_dir), dev.split(4)), rel=1e-5)
     bench.distill = lambda cfg: (_ for _ in ()).throw(AssertionError("trained again"))
     bench.main(common + ["--out", str(tmp_path / "again.md"), "--rows", "act", "random"])
     again = json.loads((tmp_path / "again.json").read_text())["rows"]
@@ -113,6 +123,8 @@ def test_baselines_dry_mode(trained_tiny, tiny_data, tmp_path, monkeypatch, one_
         assert [t for t, _ in r["curve"]] == [t for t, _ in rows[1]["curve"]] and r["curve"][-1][0] == 1024
         assert r["curve"][-1][1] < r["curve"][0][1], (r["label"], r["curve"])
     assert rows[1]["curve"][0][1] < rows[3]["curve"][0][1]  # pruned starts far better than random
+    dev = TokenData.open(tiny_data).spread("dev", 4, 32).batch  # the distillation's validation windows
+    assert rows[0]["val_loss"] == pytest.approx(lm_loss(load_model(tiny_dir), [dev]), rel=1e-5)
     assert (tmp_path / "baselines.png").stat().st_size > 0
 
     out.write_text(out.read_text() + "\nnotes written by hand after\n")
@@ -130,3 +142,11 @@ def test_baselines_dry_mode(trained_tiny, tiny_data, tmp_path, monkeypatch, one_
     rows = json.loads((tmp_path / "correction_stages.json").read_text())["rows"]
     assert [r["correction_tokens"] for r in rows] == [0, 256, 0] and {r["tokens"] for r in rows} == {1024}
     assert max(t for t, _ in rows[2]["curve"]) == 1024 and (tmp_path / "correction_stages.png").stat().st_size > 0
+    assert "| teacher test loss | student test loss |" in text
+    for i, r in enumerate(rows):  # the table's figures are compress's own, on its test-split windows
+        metrics = json.loads((tmp_path / "w" / f"recipe{i}" / "metrics.json").read_text())
+        assert metrics["held_out"]["test"]["tokens"] == 128 and "ood" not in metrics["held_out"]
+        assert (r["test_loss"], r["test_ci95"], r["teacher_test_loss"], r["gap_closed"]) == (
+            metrics["distilled"]["test_loss"], metrics["distilled"]["test_ci95"], metrics["teacher"]["test_loss"],
+            metrics["gap_closed"]["test"])
+        assert f"| {r['test_loss']:.3f} ± {r['test_ci95']:.3f} |" in text

@@ -56,7 +56,7 @@ def test_pruned_card(made):
     assert card == made["pruned"] / "README.md"
     header, body = read_card(card)
     assert header == {"base_model": "acme/tiny-llama", "library_name": "transformers", "license": "mit",
-                      "pipeline_tag": "text-generation", "tags": ["minitron", "pruned"]}
+                      "pipeline_tag": "text-generation", "tags": ["minitron", "pruned"], "model_name": "pruned"}
     record = json.loads((made["pruned"] / "pruning.json").read_text())
     params = AutoModelForCausalLM.from_pretrained(made["pruned"]).num_parameters()
     assert record["params_after"] == params
@@ -71,10 +71,21 @@ def test_pruned_card(made):
 
 
 def test_distilled_card(made):
+    from huggingface_hub import EvalResult
+
     student = made["run"] / "student"
-    card = write_model_card(student, metrics={"held-out perplexity": 123.456})
+    results = [EvalResult(task_type="text-generation", dataset_type="minitron-test", dataset_name="the test split",
+                          metric_type="loss", metric_value=2.5),
+               EvalResult(task_type="text-generation", dataset_type="minitron-test", dataset_name="the test split",
+                          metric_type="kl_divergence", metric_value=0.05)]
+    card = write_model_card(student, metrics={"held-out perplexity": 123.456}, name="tiny-student",
+                            eval_results=results)
     header, body = read_card(card)
     assert header["tags"] == ["minitron", "pruned", "distilled"]
+    (index,) = header["model-index"]  # the Hub's evaluation results: one dataset, its two metrics
+    assert index["name"] == "tiny-student" and len(index["results"]) == 1
+    assert index["results"][0]["dataset"] == {"name": "the test split", "type": "minitron-test"}
+    assert index["results"][0]["metrics"] == [{"type": "loss", "value": 2.5}, {"type": "kl_divergence", "value": 0.05}]
     assert header["base_model"] == "acme/tiny-llama" and header["license"] == "mit"
     history = [json.loads(line) for line in (made["run"] / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in history if "val_loss" in r][-1]

@@ -91,16 +91,21 @@ def test_minitron_data_chat(tmp_path):
         {"role": "user", "content": f"What is {i} + {i}?"},
         {"role": "assistant", "content": f"{2 * i}."}]}) + "\n" for i in range(40)))
     out = build_data(source=[str(source)], out=tmp_path / "data", tokenizer=str(model), chat=True,
-                     val_fraction=0.2)
+                     dev_fraction=0.2, test_fraction=0.2)
     data = TokenData.open(out)
     tok = tiny_tokenizer()
-    for split in ("train", "val"):
+    for split in ("train", "dev", "test"):
         ids, mask = np.asarray(data.tokens(split)), np.asarray(data.mask(split))
         assert len(ids) == len(mask) == data.num_tokens(split) > 0
         replies = tok.decode(ids[mask == 1].tolist()).split("<|im_end|>")[:-1]
         assert replies and all(r.endswith(".") and r[:-1].isdigit() for r in replies)
     batch = data.sample("train", batch_size=2, seq_len=16, seed=0, step=0)
     assert batch["loss_mask"].shape == (2, 16) and batch["loss_mask"].dtype == torch.bool
+    windows = data.spread("test", 3, 16)  # evaluation windows carry the mask over their labels
+    mask = windows.batch["loss_mask"]
+    assert mask.shape == (3, 16) and mask.dtype == torch.bool and windows.tokens == int(mask.sum()) > 0
+    last = np.asarray(data.mask("test"))[-16:]  # the last window ends on the split's last token
+    assert mask[-1].tolist() == last.astype(bool).tolist()
 
 
 def test_minitron_data_chat_refuses_bad_records(tmp_path):

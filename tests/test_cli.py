@@ -79,8 +79,19 @@ def test_argparse_style_forms_of_the_readme():
     assert kw["target"] == {"hidden_size": 384, "intermediate_size": 1024, "num_attention_heads": 6}
     assert kw["prune"].drop_layers == [*range(16, 26), 3] and kw["dry_run"] is True and kw["stream"] is False
     assert kw["out"] == Path("p")
-    _, kw = parse(["data", "--source", "a", "b.jsonl", "--chat", "--val-fraction", "0.1"])
-    assert kw["source"] == ["a", "b.jsonl"] and kw["chat"] is True and kw["val_fraction"] == 0.1
+    _, kw = parse(["data", "--source", "a", "b.jsonl", "--chat", "--dev-fraction", "0.1"])
+    assert kw["source"] == ["a", "b.jsonl"] and kw["chat"] is True and kw["dev_fraction"] == 0.1
+    assert kw["test_fraction"] == 0.02 and "val_fraction" not in kw
+    _, kw = parse(["data", "--dev-fraction", "0.1", "--test-fraction", "0.05"])
+    assert (kw["dev_fraction"], kw["test_fraction"]) == (0.1, 0.05)
+    _, kw = parse(["eval", "--tokens", "512", "--no-ood", "--split", "dev", "--teacher", "t"])
+    assert (kw["tokens"], kw["ood"], kw["split"], kw["teacher"]) == (512, False, "dev", "t") and "num_seqs" not in kw
+    _, kw = parse(["eval"])
+    assert (kw["split"], kw["tokens"], kw["ood"], kw["teacher"]) == ("test", 65536, True, None)
+    _, kw = parse(["compress", "--target", "hidden_size=384", "--eval-tokens", "512", "--no-ood", "--tasks", "[]"])
+    assert (kw["eval_tokens"], kw["ood"], kw["tasks"]) == (512, False, []) and "val_seqs" not in kw
+    _, kw = parse(["compress", "--target", "hidden_size=384", "--tasks", "bb_social_iqa", "kjv"])
+    assert kw["tasks"] == ["bb_social_iqa", "kjv"] and kw["tasks_limit"] == 100 and kw["ood"] is True
     _, kw = parse(["score", "--layer-loss", "--block-sizes", "2", "4", "--criteria", "activation", "wanda"])
     assert kw["block_sizes"] == [2, 4] and kw["criteria"] == ["activation", "wanda"] and kw["layer_loss"]
     fn, kw = parse(["distill", "--student", "s", "--out", "o", "--layer-pairs", "3:6", "7:14", "--resume",

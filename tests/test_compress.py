@@ -1,11 +1,13 @@
 """`minitron compress` end to end: a tiny random model, the real default teacher, and bad input at the front door."""
 import json
+import math
 import shutil
 from collections import namedtuple
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 import minitron
 from conftest import cli_error
@@ -14,27 +16,77 @@ from minitron import pipeline
 from minitron.distill import TrainConfig, distill
 from minitron.data import TokenData
 from minitron.errors import MinitronError
+from minitron.eval import ood_windows
 from minitron.numerics import lm_loss
-from minitron.load import load_model
+from minitron.load import load_model, load_tokenizer
 from minitron.prune import PruneConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4},
-            prune=PruneConfig(calib_seqs=4, seq_len=32), val_seqs=4, prompt="hello",
+            prune=PruneConfig(calib_seqs=4, seq_len=32), eval_tokens=128, tasks=[], prompt="hello",
             distill=TrainConfig(tokens=1024, seq_len=32, micro_batch=4, global_batch_tokens=256, lr=3e-3))
+MODELS = ("teacher", "pruned", "distilled")
+WINDOW_INFO = {"split", "tokens", "windows", "seq_len", "documents", "split_documents"}
+HELD_OUT = ("test", "ood")
 
 
 def check_run(run, metrics):
+    """metrics.json holds the three models measured together on the test split and the out-of-domain text, the gap
+    closed computed from those same figures, and the report's first table shows them."""
     saved = json.loads((run / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
     assert saved["tokens"] == metrics["tokens"] > 0
-    for name in ("teacher", "pruned", "distilled"):
-        assert {"params", "val_loss", "ppl", "gen_tokens_per_s", "sample"} <= saved[name].keys()
+    assert set(saved) == {"tokens", "teacher_spec", "target", "device", "stages", "correction_tokens",
+                          "target_desc", "held_out", "prompt", "continuation_prompt", *MODELS, "gap_closed",
+                          "timings_s"} | ({"original_teacher"} if saved["correction_tokens"] else set())
+    assert set(saved["held_out"]) == set(HELD_OUT) and all(set(i) == WINDOW_INFO for i in saved["held_out"].values())
+    assert saved["held_out"]["test"]["split"] == "test" and saved["held_out"]["ood"]["split"] == "ood"
+    for where in HELD_OUT:
+        info = saved["held_out"][where]
+        assert info["tokens"] == info["windows"] * info["seq_len"] and 0 < info["documents"] <= info["split_documents"]
+    measured = {f"{w}_{k}" for w in HELD_OUT for k in ("loss", "ci95", "ppl")}
+    kl = {f"{w}_{k}" for w in HELD_OUT for k in ("kl", "kl_ci95")}
+    described = {"params", "gen_tokens_per_s", "sample", "continuation"}
+    assert set(saved["teacher"]) == measured | described
+    for name in ("pruned", "distilled"):
+        assert set(saved[name]) == measured | kl | described
+        assert saved[name]["test_kl"] > 0 and saved[name]["ood_kl"] > 0
+    for name in MODELS:
+        for where in HELD_OUT:
+            m = saved[name]
+            assert m[f"{where}_ppl"] == pytest.approx(math.exp(m[f"{where}_loss"]), rel=1e-6)
+            assert m[f"{where}_ci95"] > 0
+    assert not {"val_loss", "ppl", "val_tokens"} & ({k for name in MODELS for k in saved[name]} | set(saved))
+    t, p, d = (saved[name] for name in MODELS)
+    for where in HELD_OUT:
+        key = f"{where}_loss"
+        assert saved["gap_closed"][where] == pytest.approx((p[key] - d[key]) / (p[key] - t[key]), rel=1e-9)
+        key = f"{where}_kl"  # the teacher's KL from itself is 0: the same formula
+        assert saved["gap_closed"][key] == pytest.approx((p[key] - d[key]) / p[key], rel=1e-9)
     assert saved["pruned"]["params"] == saved["distilled"]["params"] < saved["teacher"]["params"]
     assert (run / "loss.png").stat().st_size > 0 and (run / "importance.png").stat().st_size > 0
     report = (run / "report.md").read_text()
     assert "| distilled |" in report and "loss.png" in report
+    assert "| model | parameters | test split loss | test split KL | out-of-domain loss | out-of-domain KL | " \
+           "generation tokens/s |" in report
+    assert f"| distilled | {d['params']:,} | {d['test_loss']:.3f} ± {d['test_ci95']:.3f} | " \
+           f"{d['test_kl']:.3f} ± {d['test_kl_ci95']:.3f} | {d['ood_loss']:.3f} ± {d['ood_ci95']:.3f} | " in report
+    assert f"| teacher | {t['params']:,} | {t['test_loss']:.3f} ± {t['test_ci95']:.3f} | – |" in report
+    assert f"| gap closed by distillation | | {saved['gap_closed']['test'] + 0.0:.0%} | " in report
+    for where, label in (("test", "test split"), ("ood", "out-of-domain")):
+        info = saved["held_out"][where]
+        assert f"- {label}: {info['tokens']:,} tokens in {info['windows']} windows of {info['seq_len']} spread " \
+               f"over {info['documents']} of its {info['split_documents']} documents" in report
     assert (run / "student" / "config.json").is_file()
     return saved
+
+
+def card_of(run) -> tuple[dict, str]:
+    """The student's model card: its `model-index` as {(dataset type, metric type): value} and its text."""
+    text = (run / "student" / "README.md").read_text()
+    _, front, body = text.split("---\n", 2)
+    (index,) = yaml.safe_load(front)["model-index"]
+    return {(r["dataset"]["type"], m["type"]): m["value"] for r in index["results"] for m in r["metrics"]}, body
 
 
 @pytest.fixture
@@ -50,9 +102,21 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     tiny_dir, run = trained_tiny, tmp_path / "run"
     metrics = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, **TINY)
     saved = check_run(run, metrics)
-    assert saved["distilled"]["val_loss"] < saved["pruned"]["val_loss"]
+    assert saved["distilled"]["test_loss"] < saved["pruned"]["test_loss"]
+    assert saved["distilled"]["test_kl"] < saved["pruned"]["test_kl"]
+    assert saved["held_out"]["test"]["tokens"] == saved["held_out"]["ood"]["tokens"] == 128  # --eval-tokens
     stages = json.loads((run / "record.json").read_text())
-    assert list(stages) == ["data", "score", "prune", "distill", "evaluate"]
+    assert list(stages) == ["data", "score", "prune", "distill", "evaluate"]  # tasks=[]: no tasks stage
+    assert stages["evaluate"]["settings"] == {"eval_tokens": 128, "ood": True, "seq_len": 32, "prompt": "hello"}
+    figures, body = card_of(run)
+    d = saved["distilled"]
+    assert figures == {("minitron-test", "loss"): round(d["test_loss"], 4),
+                       ("minitron-test", "kl_divergence"): round(d["test_kl"], 4),
+                       ("minitron-ood", "loss"): round(d["ood_loss"], 4),
+                       ("minitron-ood", "kl_divergence"): round(d["ood_kl"], 4)}
+    assert f"| loss on the test split of the distillation data, 128 tokens (nats/token) | {d['test_loss']:.4f} ± " \
+           f"{d['test_ci95']:.4f} (teacher {saved['teacher']['test_loss']:.4f}) |" in body
+    assert "| loss on out-of-domain English (the King James Bible), 128 tokens (nats/token) |" in body
     assert stages["distill"]["settings"]["lr"] == 3e-3 and stages["distill"]["outputs"]["tokens"] == 1024
     assert set(saved["timings_s"]) == {"score", "prune", "distill", "evaluate"}
     # a finished run is refused unless resumed; resuming keeps every recorded stage's output
@@ -63,6 +127,8 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     mtime = {p: (run / p).stat().st_mtime_ns for p in ("pruned/model.safetensors", "metrics.json", "record.json")}
     again = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True, **TINY)
     assert {p: (run / p).stat().st_mtime_ns for p in mtime} == mtime and again == saved
+    with pytest.raises(MinitronError, match="its evaluate ran with eval_tokens = 128, now 256"):
+        minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True, **{**TINY, "eval_tokens": 256})
     # a recorded stage is not redone with other settings
     changed = {**TINY, "distill": replace(TINY["distill"], lr=1e-3)}
     with pytest.raises(MinitronError, match="its distill ran with lr = 0.003, now 0.001"):
@@ -71,19 +137,30 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
         minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True,
                           **{**TINY, "target": {"intermediate_size": 32}})
     # resumed with --tasks, a finished run gains the benchmark stage and its table in the report, nothing else redone
-    minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True, tasks=["bb_general_knowledge,kjv"],
-                      tasks_limit=2, **TINY)
+    minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True,
+                      **{**TINY, "tasks": ["bb_general_knowledge,kjv"], "tasks_limit": 2})
     assert {p: (run / p).stat().st_mtime_ns for p in mtime if p != "record.json"} == \
         {p: t for p, t in mtime.items() if p != "record.json"}
     assert list(json.loads((run / "record.json").read_text()))[-1] == "tasks"
-    results = json.loads((run / "tasks.json").read_text())["results"]
-    ppl = {name: results[name]["kjv"]["word_perplexity"] for name in ("teacher", "pruned", "distilled")}
+    tasks = json.loads((run / "tasks.json").read_text())
+    results = tasks["results"]
+    ppl = {name: results[name]["kjv"]["word_perplexity"] for name in MODELS}
     assert len(set(ppl.values())) == 3 and all(results[n]["bb_general_knowledge"]["samples"] == 2 for n in ppl)
+    acc = {name: results[name]["bb_general_knowledge"]["acc"] for name in MODELS}
+    assert tasks["mean_accuracy"] == pytest.approx(acc)  # the mean over the multiple-choice tasks only (kjv is not)
+    t, p, d = (acc[name] for name in MODELS)
+    assert tasks["gap_closed"] == (None if p == t else pytest.approx((p - d) / (p - t)))
     report = (run / "report.md").read_text()
     assert "## Benchmarks" in report and "| bb_general_knowledge | 2 | acc |" in report
     assert f"| kjv | 2 | word_perplexity | – | {ppl['teacher']:.2f} | {ppl['pruned']:.2f} |" in report
-    card = (run / "student" / "README.md").read_text()
-    assert "kjv: word_perplexity, zero-shot, 2 documents" in card and "validation loss" in card
+    assert f"- benchmarks (multiple choice, mean accuracy): teacher {t:.3f}, pruned {p:.3f}, distilled {d:.3f}" \
+        in report
+    figures, body = card_of(run)
+    assert "kjv: word_perplexity, zero-shot, 2 documents" in body and "validation loss" in body
+    assert "loss on the test split of the distillation data, 128 tokens (nats/token)" in body
+    assert {k: v for k, v in figures.items() if not k[0].startswith("minitron-")} == {
+        ("bigbench", "acc"): round(d, 4), ("kjv", "word_perplexity"): round(ppl["distilled"], 4)}
+    assert figures[("minitron-test", "loss")] == round(saved["distilled"]["test_loss"], 4)
 
 
 def test_compress_scores_and_evaluates_at_its_own_seq_len(trained_tiny, tiny_data, tmp_path):
@@ -95,10 +172,15 @@ def test_compress_scores_and_evaluates_at_its_own_seq_len(trained_tiny, tiny_dat
                                 **{**TINY, "prune": replace(TINY["prune"], seq_len=16)})
     stages = json.loads((run / "record.json").read_text())
     assert stages["score"]["settings"]["seq_len"] == 16 and stages["distill"]["settings"]["seq_len"] == 32
-    val = TokenData.open(tiny_data).fixed("val", TINY["val_seqs"], 16)["input_ids"]
-    assert val.shape == (TINY["val_seqs"], 17)
+    test = TokenData.open(tiny_data).spread("test", TINY["eval_tokens"] // 16, 16)  # 8 windows spread over test
+    ids = test.batch["input_ids"]
+    assert ids.shape == (8, 17) and metrics["held_out"]["test"] == {
+        "split": "test", "tokens": 128, "windows": 8, "seq_len": 16, "documents": test.documents,
+        "split_documents": test.split_documents}
+    ood = ood_windows(load_tokenizer(trained_tiny), 16, 8).batch["input_ids"]
     for name, model in (("teacher", trained_tiny), ("distilled", run / "student")):
-        assert metrics[name]["val_loss"] == pytest.approx(lm_loss(load_model(model), val.split(4)), rel=1e-4)
+        assert metrics[name]["test_loss"] == pytest.approx(lm_loss(load_model(model), ids.split(4)), rel=1e-4)
+        assert metrics[name]["ood_loss"] == pytest.approx(lm_loss(load_model(model), ood.split(4)), rel=1e-4)
     with pytest.raises(MinitronError, match="its score ran with seq_len = 16, now 32"):
         minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, resume=True, **TINY)
 
@@ -125,7 +207,8 @@ def test_interrupted_compress_resumes_from_the_record(trained_tiny, tiny_data, t
     assert list(json.loads((run / "record.json").read_text())) == ["data", "score", "prune", "distill", "evaluate"]
     monkeypatch.undo()
     unbroken = minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=reference, **settings)
-    assert metrics["distilled"]["val_loss"] == pytest.approx(unbroken["distilled"]["val_loss"], rel=1e-5)
+    for key in ("test_loss", "test_kl", "ood_loss", "ood_kl"):
+        assert metrics["distilled"][key] == pytest.approx(unbroken["distilled"][key], rel=1e-5)
 
 
 def test_demo_config_is_the_demo():
@@ -133,11 +216,18 @@ def test_demo_config_is_the_demo():
     fn, kw = parse(["compress", "--config", str(REPO / "configs" / "demo.yaml")])
     assert fn is minitron.compress
     assert kw["teacher"] == "default" and kw["out"] == Path("runs/smollm2-135m-half")
-    assert kw["target"] == {"intermediate_size": 384, "num_hidden_layers": 25}  # the search's winner
-    assert kw["prune"] == PruneConfig(calib_seqs=32, seq_len=256) and kw["val_seqs"] == 32
+    # the shape the published search found, and the one the published demo run (docs/demo) pruned to
+    published = json.loads((REPO / "docs" / "demo" / "metrics.json").read_text())["target"]
+    winner = json.loads((REPO / "docs" / "search" / "search.json").read_text())["candidates"][0]["sizes"]
+    assert kw["target"] == {"intermediate_size": 384, "num_hidden_layers": 25}
+    assert all(published[k] == v for k, v in winner.items()) and all(winner[k] == v for k, v in kw["target"].items())
+    assert kw["prune"] == PruneConfig(calib_seqs=32, seq_len=256) and "val_seqs" not in kw
+    # the report's figures: 16,384 test tokens (64 windows of 256) and as many out-of-domain ones; the bundled
+    # multiple-choice tasks (tasks: None) on their first 50 documents
+    assert kw["eval_tokens"] == 16384 and kw["ood"] is True and kw["tasks"] is None and kw["tasks_limit"] == 50
     assert kw["prompt"] == "What is a Python list? Answer in one sentence."
     assert kw["distill"] == TrainConfig(tokens=204_800, seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3,
-                                        min_lr=1e-4, loss="ce_kd", precision="bf16", eval_every=40, eval_seqs=16,
+                                        min_lr=1e-4, loss="ce_kd", precision="auto", eval_every=40, eval_seqs=16,
                                         save_every=40)
 
 
@@ -147,15 +237,37 @@ def test_compress_real_default_teacher(tmp_path):
     run = tmp_path / "real"
     fn, kw = parse(["compress", "--config", str(REPO / "configs" / "demo.yaml"), "--out", str(run),
                     "--prune.calib-seqs", "4",
-                    "--val-seqs", "4", "--distill.tokens", "3072", "--distill.seq-len", "128",
+                    "--eval-tokens", "1024", "--tasks", "[]", "--distill.tokens", "3072", "--distill.seq-len", "128",
                     "--distill.global-batch-tokens", "1024", "--distill.eval-seqs", "4",
                     "--distill.precision", "auto"])  # bf16 only where the CPU has it (7x slower elsewhere)
     metrics = fn(**kw)
     saved = check_run(run, metrics)
     assert saved["teacher"]["params"] == 134_515_008
     assert 0.45 < saved["pruned"]["params"] / saved["teacher"]["params"] < 0.55
-    assert saved["distilled"]["val_loss"] < saved["pruned"]["val_loss"]
-    assert saved["teacher"]["val_loss"] < saved["distilled"]["val_loss"]
+    assert saved["distilled"]["test_loss"] < saved["pruned"]["test_loss"]
+    assert saved["teacher"]["test_loss"] < saved["distilled"]["test_loss"]
+    assert saved["distilled"]["test_kl"] < saved["pruned"]["test_kl"] and 0 < saved["gap_closed"]["test"] < 1
+
+
+def test_compress_runs_the_bundled_tasks_unless_told_none(tiny_dir, tiny_data, tmp_path):
+    """tasks=None (the default): the bundled multiple-choice tasks on their first 100 documents; tasks=[]: none;
+    resolved at the front door, before anything runs."""
+    from minitron.tasks import MC_TASKS
+
+    def recipe(**kw):
+        settings = {**TINY, **kw}
+        return pipeline.resolve(str(tiny_dir), settings["target"], None, tmp_path / "r", tiny_data, settings["prune"],
+                                (settings["eval_tokens"], True), "hi", settings["distill"], "cpu", 4, 65536,
+                                pipeline.Correction(0, 1e-4, 0), 1, settings["tasks"],
+                                settings.get("tasks_limit", 100), False, False)
+
+    default = recipe(tasks=None)
+    assert default.tasks == list(MC_TASKS) == ["bb_social_iqa", "bb_strategyqa", "bb_date_understanding",
+                                               "bb_general_knowledge"] and default.tasks_limit == 100
+    assert recipe(tasks=[]).tasks == [] and recipe(tasks=["kjv"], tasks_limit=None).tasks == ["kjv"]
+    assert (default.eval_tokens, default.ood) == (128, True) and not (tmp_path / "r").exists()
+    with pytest.raises(MinitronError, match="--eval-tokens must be a positive whole number, not 0"):
+        recipe(eval_tokens=0)
 
 
 def test_front_door_bad_input(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch):

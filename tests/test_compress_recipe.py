@@ -30,9 +30,17 @@ def test_compress_with_teacher_correction(trained_tiny, tiny_data, tmp_path):
     assert json.loads((run / "pruned" / "pruning.json").read_text())["teacher"].endswith("correct/student")
     train = json.loads((run / "distill" / "train_config.json").read_text())
     assert train["teacher"].endswith("correct/student")
-    assert abs(saved["teacher"]["val_loss"] - saved["original_teacher"]["val_loss"]) > 1e-4
+    original, teacher = saved["original_teacher"], saved["teacher"]
+    assert abs(teacher["test_loss"] - original["test_loss"]) > 1e-4
+    assert original["test_kl"] > 0 and original["ood_kl"] > 0  # KL from the corrected teacher, the one distilled from
+    assert original["params"] == teacher["params"]
     report = (run / "report.md").read_text()
-    assert "corrected" in report and "teacher before correction" in report and f"{1024 + 1024:,}" in report
+    assert "corrected" in report and f"{1024 + 1024:,}" in report
+    assert f"| teacher before correction | {original['params']:,} | {original['test_loss']:.3f} ± " \
+           f"{original['test_ci95']:.3f} | {original['test_kl']:.3f} ± {original['test_kl_ci95']:.3f} |" in report
+    rows = [line.split(" |")[0] for line in report.splitlines() if line.startswith("| ")]
+    assert rows[1:6] == ["| teacher", "| teacher before correction", "| pruned (no training)", "| distilled",
+                         "| gap closed by distillation"]
     again = minitron.compress(teacher=str(trained_tiny), data=tiny_data, out=run, resume=True, correct_teacher=1024,
                               correct_lr=3e-3, **TINY)
     assert again == saved
@@ -98,7 +106,8 @@ def test_two_stages_reach_the_target_and_resume(trained_tiny, tiny_data, tmp_pat
     # round 2 started from round 1's student; both distilled from the teacher
     assert json.loads((run / "pruned" / "pruning.json").read_text())["teacher"].endswith("stage-1/student")
     assert json.loads((run / "distill" / "train_config.json").read_text())["teacher"] == str(trained_tiny)
-    assert metrics["stages"] == 2 and metrics["distilled"]["val_loss"] < metrics["pruned"]["val_loss"]
+    assert metrics["stages"] == 2 and metrics["distilled"]["test_loss"] < metrics["pruned"]["test_loss"]
+    check_run(run, metrics)
 
 
 def test_stage_targets_and_bad_recipes(tiny_dir, tiny_data, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """The named corpora: the prose source (Jane Austen's novels, R data from Debian's r-cran-janeaustenr, installed by
-`make corpus`) yields whole chapters with a deterministic split; the default mix's validation split starts with the
-documentation's own, so figures measured on the documentation stay comparable; missing pieces are one line."""
+`make corpus`) yields whole chapters with a deterministic split; the default mix's dev and test splits start with
+the documentation's own, so figures measured on the documentation stay comparable; missing pieces are one line."""
 import itertools
 import shutil
 import sys
@@ -10,7 +10,8 @@ import pytest
 
 import minitron.data.sources as sources
 from conftest import cli_error, tiny_tokenizer, write_corpus
-from minitron.data import CORPORA, TokenData, build_data, concat_data, default_data_dir, is_validation, iter_documents
+from minitron.data import (CORPORA, SPLITS, TokenData, build_data, concat_data, default_data_dir, iter_documents,
+                           split_of)
 from minitron.errors import MinitronError
 
 
@@ -34,33 +35,39 @@ def test_prose_split_is_deterministic_wherever_the_data_lives(prose_docs, tmp_pa
     shutil.copytree(sources.prose_source(), moved)
     emma = [d for d in prose_docs if d[0].startswith("emma:")]
     assert list(itertools.islice(iter_documents([moved]), len(emma))) == emma  # books are read one at a time
-    val = [doc_id for doc_id, _ in prose_docs if is_validation(doc_id, 0.02)]
-    assert 2 <= len(val) <= 20 and sum(len(dict(prose_docs)[d]) for d in val) > 40_000  # > 32 x 256 tokens
+    split = {doc_id: split_of(doc_id, 0.02, 0.02) for doc_id, _ in prose_docs}
+    for held_out in ("dev", "test"):  # the defaults: 2% of the chapters each
+        docs = [doc_id for doc_id, s in split.items() if s == held_out]
+        assert 2 <= len(docs) <= 20 and sum(len(dict(prose_docs)[d]) for d in docs) > 40_000  # > 32 x 256 tokens
+    assert list(split.values()).count("train") > 0.9 * len(split)
 
 
-def test_the_mix_starts_its_validation_split_with_the_docs_one(tmp_path, tiny_dir):
-    assert CORPORA["mix"][1][0] == "docs" and CORPORA["docs"][0] == "docs2"  # the docs' cache is kept
+def test_the_mix_starts_its_held_out_splits_with_the_docs_ones(tmp_path, tiny_dir):
+    assert CORPORA["mix"][1][0] == "docs" and CORPORA["docs"][0] == "docs3"  # docs3: the three-split layout
     assert CORPORA["default"] == CORPORA["docs"]  # until the mix is shown to help
     docs, prose = write_corpus(tmp_path / "docs", docs=30), write_corpus(tmp_path / "prose", docs=30, seed=1)
     alone = TokenData.open(build_data(source=[str(docs)], tokenizer=str(tiny_dir), out=tmp_path / "d1",
-                                      glob="*.txt", val_fraction=0.3))
+                                      glob="*.txt", dev_fraction=0.3, test_fraction=0.3))
     mix = TokenData.open(build_data(source=[str(docs), str(prose)], tokenizer=str(tiny_dir), out=tmp_path / "d2",
-                                    glob="*.txt", val_fraction=0.3))
-    n = alone.num_tokens("val")
-    assert mix.num_tokens("val") > n and np.array_equal(mix.tokens("val")[:n], alone.tokens("val"))
+                                    glob="*.txt", dev_fraction=0.3, test_fraction=0.3))
+    for held_out in ("dev", "test"):
+        n = alone.num_tokens(held_out)
+        assert mix.num_tokens(held_out) > n and np.array_equal(mix.tokens(held_out)[:n], alone.tokens(held_out))
     second = build_data(source=[str(prose)], tokenizer=str(tiny_dir), out=tmp_path / "d3", glob="*.txt",
-                        val_fraction=0.3)
+                        dev_fraction=0.3, test_fraction=0.3)
     joined = TokenData.open(concat_data([alone.path, second], tmp_path / "d4"))  # how a cached mix is made
     assert joined.meta["splits"] == mix.meta["splits"] and joined.meta["sources"] == mix.meta["sources"]
-    for split in ("train", "val"):
+    for split in SPLITS:
         assert np.array_equal(joined.tokens(split), mix.tokens(split))
+        assert np.array_equal(joined.doc_starts(split), mix.doc_starts(split))  # the second part's offsets shifted
 
 
 def test_each_corpus_has_its_own_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path))
     tok = tiny_tokenizer()
     dirs = {name: default_data_dir(tok, corpus=name) for name in CORPORA}
-    assert len(set(dirs.values())) == len(CORPORA) - 1 and dirs["docs"].name.startswith("docs2-")
+    assert len(set(dirs.values())) == len(CORPORA) - 1 and dirs["docs"].name.startswith("docs3-")
+    assert dirs["prose"].name.startswith("austen2-") and dirs["mix"].name.startswith("mix2-")
     assert default_data_dir(tok) == dirs["default"] == dirs["docs"] != dirs["mix"]
     with pytest.raises(MinitronError, match="unknown corpus 'novels'; choose one of docs, prose, mix, default"):
         default_data_dir(tok, corpus="novels")

@@ -18,7 +18,7 @@ TINY = ["--train.tokens", 2048, "--train.seq-len", 32, "--train.micro-batch", 4,
 
 def train_loss(model_dir, data) -> float:
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()  # stock transformers
-    return lm_loss(model, windows_in_batches(TokenData.open(data).fixed("train", 16, 32), 8))
+    return lm_loss(model, windows_in_batches(TokenData.open(data).spread("train", 16, 32).batch, 8))
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -49,7 +49,7 @@ def test_correct_bad_input(tiny_dir, tiny_data, tmp_path, capsys):
     base = ["correct", "--model", tiny_dir, "--data", tiny_data, *TINY]
     assert "needs --out" in cli_error(capsys, *base)
     err = cli_error(capsys, *base, "--out", tmp_path / "a", "--train.lora-rank", -1)
-    assert "--lora-rank must be a whole number, 0 or more" in err and not (tmp_path / "a").exists()
+    assert "--train.lora-rank must be a whole number, 0 or more" in err and not (tmp_path / "a").exists()
 
 
 def test_lora_training_resumes_exactly(tiny_dir, tiny_data, tmp_path, die_after_checkpoint, one_thread):

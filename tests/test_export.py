@@ -1,47 +1,48 @@
-"""GGUF export: transformers' own GGUF loader reads the file back and gives the Hugging Face model's logits, and
-llama.cpp itself loads it and continues a prompt greedily as transformers does."""
+"""GGUF export of every family minitron prunes: transformers' own GGUF loader reads the file back and gives the
+Hugging Face model's logits, llama.cpp itself loads it and continues a prompt greedily as transformers does, the
+metadata and the Ollama Modelfile say what they should."""
 from __future__ import annotations
 
 import json
+import re
 
 import gguf
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS, cli_error, load_benchmark, run_cli, save_tiny, tiny_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from conftest import CHATML, WORDS, cli_error, load_benchmark, run_cli, save_tiny, tiny_model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from minitron.chat.templates import TEMPLATES
 from minitron.errors import MinitronError
-from minitron.export import PRE_TOKENIZERS, export, pre_tokenizer_name
+from minitron.export import PRE_TOKENIZERS, Exported, export, pre_tokenizer_name
+from minitron.export_ollama import CHATML_GO, NEMOTRON_GO, modelfile
+from minitron.export_quant import TYPES, ggml_library_path, ggml_quantize, tensor_type
 
+T = gguf.GGMLQuantizationType
 VOCAB = 320  # room for a byte-level BPE vocabulary (256 bytes + specials + merges) with unused rows after it
-# (atol, rtol) of the reloaded model's logits (|logits| < 1) against the fp32 Hugging Face model. Measured worst
-# errors: f16 5e-4, bf16 5e-3, q8_0 1.4e-2 (int8 blocks of 32 with one f16 scale: the loosest); a wrong q/k
-# rotary layout gives 0.49.
-TOLERANCE = {"f16": (2e-3, 1e-2), "bf16": (1e-2, 1e-2), "q8_0": (3e-2, 2e-2)}
+# (atol, rtol) of the reloaded model's logits (|logits| < 2) against the fp32 Hugging Face model. Measured worst
+# errors: f16 1.2e-3, bf16 5e-3, q8_0 1.4e-2 (int8 blocks of 32 with one f16 scale), q4_0 0.33 (4 bits: these
+# random weights lose about a tenth of their size to rounding); a wrong q/k rotary layout gives 0.49, Gemma 3 norms
+# without the +1 or with transformers' own Gemma 3 settings 0.46. Against the same model with its weights rounded as
+# the file stores them (benchmarks/llama_cpp_check.quantized_reference) every dtype reloads within ROUNDED.
+TOLERANCE = {"f16": (2e-3, 1e-2), "bf16": (1e-2, 1e-2), "q8_0": (3e-2, 2e-2), "q4_0": (0.5, 0.1)}
+ROUNDED = (1e-4, 1e-4)
+# llama.cpp's picks: how far below transformers' top logit (of the rounded model) each may be. llama.cpp rounds
+# activations to 8 bits in quantised products; measured worst: f16 0, bf16 0, q8_0 2.2e-3, q4_0 1.9e-3, q4_k_m and
+# q6_k 1e-2 (on the larger models below).
+LLAMA_CPP_ATOL = {"f16": 2e-3, "bf16": 1e-2, "q8_0": 3e-2, "q4_0": 3e-2, "q4_k_m": 3e-2, "q6_k": 3e-2}
 SHARPEN = 8.0
 TEXT = "the teacher prunes 123 heads\n  and the student keeps them!"
+# a model whose rows split into k-quant blocks of 256 (the tiny ones fall back to 32-blocks); its attention is not
+# sharpened: with 32-wide heads, x8 makes attention so peaked that 8-bit activations flip it
+KQUANT_SIZES = dict(hidden_size=256, intermediate_size=512, head_dim=32, sharpen=1.0)
 
 
 def byte_level_tokenizer(split: str | None = None):
-    """A byte-level BPE (GPT-2 / Llama 3 / Qwen style) trained here on a few words: 300 tokens.
-
-    `split`: a regex that cuts the text before the bytes are mapped (as Llama 3 and Qwen do); None: GPT-2's.
-    """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    if split is not None:
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
-                                                     pre_tokenizers.ByteLevel(add_prefix_space=False,
-                                                                              use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([" ".join(WORDS)] * 20, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>")
+    """A byte-level BPE (the benchmark's, `tiny_tokenizer`) trained here on a few words: 300 tokens, with a chat
+    template."""
+    fast = load_benchmark("llama_cpp_check").tiny_tokenizer(split, " ".join(WORDS))
     fast.chat_template = "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}"
     return fast
 
@@ -59,14 +60,35 @@ def sentencepiece_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
-def save_model(path, family: str, tokenizer, tie: bool = False):
-    """A tiny random model of `family` with `tokenizer`; Qwen keeps head_dim as its configs imply (see below)."""
+def save_model(path, family: str, tokenizer, tie: bool = False, sharpen: float = SHARPEN, **sizes):
+    """A tiny random model of `family` with `tokenizer`; Qwen and Nemotron keep head_dim as below."""
     # transformers' GGUF loader does not read the head size for Qwen2/Qwen3: it takes hidden_size /
-    # num_attention_heads for Qwen2 and the config default (128) for Qwen3, so the tiny models use those.
-    head_dim = {"qwen2": 8, "qwen3": 128}.get(family, 16)
-    model = tiny_model(family, tie=tie, vocab_size=VOCAB, head_dim=head_dim)
+    # num_attention_heads for Qwen2 and the config default (128) for Qwen3, so the tiny models use those. The
+    # llama.cpp that node-llama-cpp 3.22.1 ships builds Qwen2's and Nemotron's attention hidden_size wide, so
+    # their heads x head size is the hidden size here too.
+    sizes = {"head_dim": {"qwen2": 8, "qwen3": 128, "nemotron": 8}.get(family, 16), **sizes}
+    model = tiny_model(family, tie=tie, vocab_size=VOCAB, **sizes)
     with torch.no_grad():  # sharpen attention, so that a wrong q/k layout changes the logits well beyond rounding
         for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(sharpen)
+            layer.self_attn.k_proj.weight.mul_(sharpen)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return model
+
+
+def own_gemma3(path, tokenizer):
+    """A tiny Gemma 3 whose settings llama.cpp does not assume: queries scaled by query_pre_attn_scalar 40 (not the
+    head size 16; export folds the ratio into the q-norm), local layers' RoPE base 100 (not 10,000), window 5."""
+    rope = {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}
+    model = tiny_model("gemma3_text", vocab_size=VOCAB, rope_parameters=rope)
+    model.config.query_pre_attn_scalar, model.config.sliding_window = 40, 5
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.scaling = 40 ** -0.5
+            layer.self_attn.config.sliding_window = 5
+            layer.self_attn.sliding_window = 5 if layer.self_attn.is_sliding else None
             layer.self_attn.q_proj.weight.mul_(SHARPEN)
             layer.self_attn.k_proj.weight.mul_(SHARPEN)
     model.save_pretrained(path)
@@ -74,29 +96,38 @@ def save_model(path, family: str, tokenizer, tie: bool = False):
     return model
 
 
-def reload(path):
-    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+def reload(path, config=None):
+    """transformers' GGUF loader; `config`: the Hugging Face directory's own (its Gemma 3 reading misses the
+    layer pattern, the local RoPE base and query_pre_attn_scalar)."""
+    kwargs = {} if config is None else {"config": AutoConfig.from_pretrained(config)}
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                **kwargs).eval()
 
 
-def assert_same_logits(model, gguf_model, dtype: str):
+def assert_same_logits(model, gguf_model, tolerance):
     ids = torch.randint(0, 300, (2, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected, actual = model(ids).logits, gguf_model(ids).logits
-    atol, rtol = TOLERANCE[dtype]
+    atol, rtol = tolerance
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
 
 
 @pytest.mark.parametrize("family,dtype,tie", [
-    ("llama", "f16", False), ("llama", "bf16", True), ("llama", "q8_0", False),
+    ("llama", "f16", False), ("llama", "bf16", True), ("llama", "q8_0", False), ("llama", "q4_0", False),
     ("mistral", "f16", False), ("qwen2", "f16", True), ("qwen2", "q8_0", False), ("qwen3", "f16", False),
+    ("gemma3_text", "f16", False), ("gemma3_text", "q4_0", True), ("nemotron", "f16", False),
+    ("nemotron", "q8_0", True),
 ])
 def test_export_reloads_with_the_same_logits(tmp_path, family, dtype, tie):
     tokenizer = byte_level_tokenizer()
     model = save_model(tmp_path / "hf", family, tokenizer, tie)
     out = export(str(tmp_path / "hf"), tmp_path / "out" / "model.gguf", dtype)
-    assert out == tmp_path / "out" / "model.gguf" and [p.name for p in out.parent.iterdir()] == ["model.gguf"]
-    assert_same_logits(model, reload(out), dtype)
-    reloaded = AutoTokenizer.from_pretrained(out.parent, gguf_file=out.name)
+    assert out == Exported(tmp_path / "out" / "model.gguf", tmp_path / "out" / "model.Modelfile")
+    assert sorted(p.name for p in out.gguf.parent.iterdir()) == ["model.Modelfile", "model.gguf"]
+    gguf_model = reload(out.gguf, tmp_path / "hf" if family == "gemma3_text" else None)
+    assert_same_logits(model, gguf_model, TOLERANCE[dtype])
+    assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), gguf_model, ROUNDED)
+    reloaded = AutoTokenizer.from_pretrained(out.gguf.parent, gguf_file=out.gguf.name)
     assert reloaded(TEXT)["input_ids"] == tokenizer(TEXT)["input_ids"]
 
 
@@ -106,31 +137,40 @@ def llama_cpp_check():
 
 
 def test_llama_cpp_generates_as_transformers(tmp_path):
-    """llama.cpp itself (node-llama-cpp's prebuilt CPU build; `make setup` installs it) loads the exports, tokenises
-    text as the Hugging Face tokenizer does, and continues a prompt greedily with the Hugging Face model's choices.
-    (It refused every byte-level export while the pre-tokenizer was written as 'gpt2' instead of 'gpt-2'.)
+    """llama.cpp itself (node-llama-cpp's prebuilt CPU build; `make setup` installs it) loads the exports of every
+    family, tokenises text as the Hugging Face tokenizer does, and continues a prompt greedily with the Hugging Face
+    model's choices. (It refused every byte-level export while the pre-tokenizer was written as 'gpt2' instead of
+    'gpt-2'.)
 
-    Every token llama.cpp picks must be transformers' argmax after the same prefix, up to the export's rounding
-    (TOLERANCE's atol): these random models' top two logits can be closer than bf16 or q8_0 rounding (llama.cpp's
-    q8_0 products round the activations to 8 bits too), so free-running continuations may part at a near tie
-    without anything being wrong. Measured worst shortfall over 32 tokens: f16 0, bf16 6e-4, q8_0 2.2e-3; without
-    the Llama q/k reordering it is 0.21 on the first case."""
+    Every token llama.cpp picks must be transformers' argmax after the same prefix, up to LLAMA_CPP_ATOL, from the
+    model with its weights rounded as the file stores them: these random models' top two logits can be closer than
+    llama.cpp's 8-bit activations in quantised products, so free-running continuations may part at a near tie
+    without anything being wrong. Without the Llama q/k reordering the shortfall is 0.21 on the first case; without
+    Gemma 3's +1 on norms 0.71, Nemotron's 0.41; with Gemma 3's layer pattern, window, local RoPE base or query scale
+    left to llama.cpp's defaults 0.24, 0.82, 0.25 and 0.20."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
     texts = [TEXT, "the 2024 teacher's  heads\n\n don't prune 12345 them"]
     cases = [("llama", None, "f16", False), ("qwen2", "qwen2", "q8_0", True), ("qwen3", None, "f16", False),
              ("llama", "llama-bpe", "bf16", True), ("llama", "tekken", "q8_0", False),
-             ("mistral", "sentencepiece", "f16", False)]
+             ("mistral", "sentencepiece", "f16", False), ("gemma3_text", None, "f16", False),
+             ("gemma3_text", "own", "q8_0", False), ("gemma3_text", "sentencepiece", "q4_0", True),
+             ("nemotron", "llama-bpe", "f16", True), ("nemotron", None, "q4_0", False),
+             ("llama", "kquant", "q4_k_m", False), ("gemma3_text", "kquant", "q4_k_m", True),
+             ("nemotron", "kquant", "q6_k", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
             PRE_TOKENIZERS.get(pre))
-        model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie)
-        out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype)
+        if pre == "own":
+            model = own_gemma3(tmp_path / f"hf{i}", tokenizer)
+        else:
+            model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **(KQUANT_SIZES if pre == "kquant" else {}))
+        out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
         ids = tokenizer(TEXT)["input_ids"]
         jobs.append({"model": out, "ids": ids, "n": 16})
-        models.append((family, pre, dtype, model, ids))
+        models.append((family, pre, dtype, check.quantized_reference(model, dtype), ids))
         for text in texts:  # llama.cpp adds no bos here: compare the text's own tokens
             want = tokenizer(text, add_special_tokens=False)["input_ids"]
             jobs.append({"model": out, "text": text, "n": 0, "want": want})
@@ -141,19 +181,30 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     for (family, pre, dtype, model, ids), result in zip(models, results[::len(texts) + 1], strict=True):
         generated = result["generated"]
         assert result["prompt"] == ids and len(generated) == 16
-        with torch.no_grad():
-            logits = model(torch.tensor([ids + generated])).logits[0, len(ids) - 1:-1]
-        shortfall = logits.max(-1).values - logits[torch.arange(16), torch.tensor(generated)]
-        assert shortfall.max() <= TOLERANCE[dtype][0], (family, pre, dtype, shortfall)
+        shortfall = check.shortfall(model, ids, generated)
+        assert shortfall <= LLAMA_CPP_ATOL[dtype], (family, pre, dtype, shortfall)
 
 
-def test_export_metadata(tmp_path):
-    """The numbers llama.cpp reads (transformers' loader ignores some of them, so read them here)."""
+def test_export_metadata(tmp_path, capsys):
+    """The numbers llama.cpp reads (transformers' loader ignores some of them, so read them here), the file's
+    identity from the model card, and the one line export prints."""
     tokenizer = byte_level_tokenizer()
     save_model(tmp_path / "hf", "llama", tokenizer)
-    out = export(str(tmp_path / "hf"), tmp_path / "model.gguf", "q8_0")
+    (tmp_path / "hf" / "README.md").write_text("---\nlicense: apache-2.0\nbase_model: HuggingFaceTB/SmolLM2-135M-"
+                                               "Instruct\ntags:\n- minitron\n---\n# A pruned model\n")
+    out = export(str(tmp_path / "hf"), tmp_path / "model.gguf", "q8_0",
+                 name="SmolLM2-135M-Instruct-minitron-67M").gguf
+    size = out.stat().st_size / 1e6
+    assert capsys.readouterr().out.splitlines()[-1] == (f"wrote {out} (q8_0, {size:.1f} MB) and "
+                                                        f"{tmp_path / 'model.Modelfile'}")
     fields = {k: f.contents() for k, f in gguf.GGUFReader(out).fields.items()}
     assert fields["general.architecture"] == "llama"
+    assert fields["general.name"] == "SmolLM2-135M-Instruct-minitron-67M"
+    assert fields["general.license"] == "apache-2.0"
+    assert fields["general.base_model.count"] == 1
+    assert {k: fields[f"general.base_model.0.{k}"] for k in ["name", "organization", "repo_url"]} == {
+        "name": "SmolLM2-135M-Instruct", "organization": "HuggingFaceTB",
+        "repo_url": "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct"}
     assert {k: fields[f"llama.{k}"] for k in ["context_length", "embedding_length", "block_count",
                                               "feed_forward_length", "attention.head_count",
                                               "attention.head_count_kv", "attention.key_length",
@@ -176,6 +227,159 @@ def test_export_metadata(tmp_path):
     types_by_name = {t.name: t.tensor_type for t in gguf.GGUFReader(out).tensors}
     assert types_by_name["blk.0.attn_q.weight"] == gguf.GGMLQuantizationType.Q8_0
     assert types_by_name["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
+    (tmp_path / "hf" / "README.md").unlink()  # no card: the directory's name, no licence or base model
+    fields = gguf.GGUFReader(export(str(tmp_path / "hf"), tmp_path / "plain.gguf").gguf).fields
+    assert fields["general.name"].contents() == "hf"
+    assert "general.license" not in fields and "general.base_model.count" not in fields
+
+
+def tensors(path) -> dict[str, np.ndarray]:
+    return {t.name: gguf.dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
+            for t in gguf.GGUFReader(path).tensors}
+
+
+def test_gemma3_and_nemotron_metadata(tmp_path):
+    """What llama.cpp's Gemma 3 and Nemotron graphs read, and the weights as its converter writes them: 1 + w for
+    the norms (Gemma's x * (1 + w), Nemotron's LayerNorm1P), Gemma's query scale folded into the q-norm."""
+    model = own_gemma3(tmp_path / "gemma", byte_level_tokenizer())
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(export(str(tmp_path / "gemma"),
+                                                                  tmp_path / "gemma.gguf").gguf).fields.items()}
+    assert fields["general.architecture"] == "gemma3"
+    assert {k: fields[f"gemma3.{k}"] for k in ["attention.sliding_window", "attention.sliding_window_pattern",
+                                               "attention.key_length", "attention.value_length",
+                                               "rope.dimension_count"]} == {
+        "attention.sliding_window": 5, "attention.sliding_window_pattern": 4, "attention.key_length": 16,
+        "attention.value_length": 16, "rope.dimension_count": 16}
+    assert fields["gemma3.rope.freq_base"] == 1e6 and fields["gemma3.rope.freq_base_swa"] == 100.0
+    assert "gemma3.final_logit_softcapping" not in fields
+    weights = tensors(tmp_path / "gemma.gguf")
+    hf = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    np.testing.assert_allclose(weights["blk.1.ffn_norm.weight"], hf["model.layers.1.pre_feedforward_layernorm.weight"]
+                               + 1, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(weights["blk.1.attn_q_norm.weight"],
+                               (hf["model.layers.1.self_attn.q_norm.weight"] + 1) * np.sqrt(16 / 40), atol=1e-6)
+    np.testing.assert_allclose(weights["blk.1.attn_k_norm.weight"], hf["model.layers.1.self_attn.k_norm.weight"] + 1,
+                               atol=1e-6)
+    model = save_model(tmp_path / "nemotron", "nemotron", byte_level_tokenizer(), tie=True)
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(export(str(tmp_path / "nemotron"),
+                                                                  tmp_path / "nemotron.gguf").gguf).fields.items()}
+    assert fields["general.architecture"] == "nemotron"
+    assert fields["nemotron.attention.layer_norm_epsilon"] == pytest.approx(1e-5)
+    assert fields["nemotron.rope.dimension_count"] == 4  # partial_rotary_factor 0.5 of 8
+    weights = tensors(tmp_path / "nemotron.gguf")
+    hf = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    np.testing.assert_allclose(weights["output_norm.weight"], hf["model.norm.weight"] + 1, atol=1e-6)
+    np.testing.assert_allclose(weights["output_norm.bias"], hf["model.norm.bias"], atol=1e-6)
+    assert "blk.0.ffn_gate.weight" not in weights and weights["blk.0.ffn_up.weight"].shape == (96, 64)
+    # llama.cpp's Nemotron graph has no tied head: the embedding is written out as the output too
+    np.testing.assert_array_equal(weights["output.weight"], weights["token_embd.weight"])
+
+
+def test_weight_types():
+    """Which type each tensor gets: pure gguf-py types; llama.cpp's k-quant mixes (Q6_K head, Q6_K attn_v and
+    ffn_down on the use_more_bits layers); llama.cpp's fallbacks for rows that do not split into blocks."""
+    q4_0, q4_k_m, q6_k = TYPES["q4_0"], TYPES["q4_k_m"], TYPES["q6_k"]
+    assert tensor_type("blk.0.attn_q.weight", (64, 64), q4_0, 8, False) == T.Q4_0
+    assert tensor_type("output.weight", (320, 64), q4_0, 8, False) == T.Q4_0  # pure, as the converter writes
+    assert tensor_type("blk.0.attn_q.weight", (64, 48), q4_0, 8, False) == T.F16
+    assert tensor_type("blk.0.attn_norm.weight", (64,), q4_0, 8, False) == T.F32
+    assert tensor_type("output.weight", (320, 256), q4_k_m, 8, False) == T.Q6_K
+    assert tensor_type("token_embd.weight", (320, 256), q4_k_m, 8, False) == T.Q4_K
+    assert tensor_type("token_embd.weight", (320, 256), q4_k_m, 8, True) == T.Q6_K  # tied: it is the head
+    v_types = [tensor_type(f"blk.{i}.attn_v.weight", (64, 256), q4_k_m, 8, False) for i in range(8)]
+    assert v_types == [T.Q6_K, T.Q4_K, T.Q4_K, T.Q6_K, T.Q4_K, T.Q4_K, T.Q6_K, T.Q6_K]  # llama.cpp's use_more_bits
+    assert tensor_type("blk.2.ffn_down.weight", (256, 512), q4_k_m, 8, False) == T.Q4_K
+    assert tensor_type("blk.0.ffn_down.weight", (256, 512), q4_k_m, 8, False) == T.Q6_K
+    assert tensor_type("blk.2.attn_q.weight", (256, 96), q4_k_m, 8, False) == T.Q5_0  # rows of 96: Q4_K -> Q5_0
+    assert tensor_type("blk.2.attn_q.weight", (256, 96), q6_k, 8, False) == T.Q8_0
+    assert tensor_type("blk.2.attn_q.weight", (256, 100), q6_k, 8, False) == T.F16
+    if ggml_library_path() is None:
+        pytest.skip("llama.cpp's ggml library is not installed (`make llamacpp`)")
+    rows = np.random.default_rng(0).standard_normal((4, 512)).astype(np.float32)
+    for qtype in [T.Q4_0, T.Q8_0]:  # llama.cpp's quantiser and gguf-py's write the same bytes
+        np.testing.assert_array_equal(ggml_quantize(rows, qtype), gguf.quants.quantize(rows, qtype))
+    for qtype, worst in [(T.Q4_K, 0.25), (T.Q6_K, 0.07)]:  # gguf-py reads llama.cpp's k-quants back
+        assert np.abs(gguf.dequantize(ggml_quantize(rows, qtype), qtype) - rows).max() < worst
+
+
+def go_render(template: str, messages: list[dict]) -> str:
+    """The subset of Go's text/template the Modelfiles' ChatML and Nemotron templates use ({{- -}} trimming,
+    range .Messages, if/else if eq .Role "x", .Role, .Content), to check they render as the Jinja templates do."""
+    parts = re.split(r"({{-?\s*.*?\s*-?}})", template)
+    for i, part in enumerate(parts):  # the trim markers eat the whitespace next to them
+        if part.startswith("{{-"):
+            parts[i - 1] = parts[i - 1].rstrip()
+        if part.endswith("-}}") and i + 1 < len(parts):
+            parts[i + 1] = parts[i + 1].lstrip()
+
+    def run(i: int, message: dict | None, out: list[str], live: bool) -> int:
+        """Render from parts[i] until an unmatched end/else; returns that index."""
+        while i < len(parts):
+            part = parts[i]
+            action = part.strip("{}-").strip() if part.startswith("{{") else None
+            if action is None:
+                out.append(part if live else "")
+            elif action in (".Role", ".Content"):
+                out.append(message[action[1:].lower()] if live else "")
+            elif action == "range .Messages":
+                for m in (messages if live else [None]):
+                    stop = run(i + 1, m, out, live)
+                i = stop
+            elif action.startswith("if "):
+                taken, j = False, i
+                while True:
+                    cond = parts[j].strip("{}-").strip().removeprefix("else").strip().removeprefix("if").strip()
+                    ok = live and not taken and cond.startswith("eq .Role") and message["role"] == cond.split('"')[1]
+                    j = run(j + 1, message, out, ok)
+                    taken = taken or ok
+                    if parts[j].strip("{}-").strip() == "end":
+                        break
+                i = j
+            elif action == "end" or action.startswith("else"):
+                return i
+            else:
+                raise ValueError(action)
+            i += 1
+        return i
+
+    out: list[str] = []
+    run(0, None, out, True)
+    return "".join(out)
+
+
+def test_modelfile(tmp_path):
+    """The Modelfile beside the GGUF: ChatML and Nemotron templates as Ollama's Go templates that render the same
+    prompt as the Jinja ones, a default system prompt kept as SYSTEM, stop strings; other templates left to Ollama."""
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi."},
+                    {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Why?"}]
+    for name, go in [("chatml", CHATML_GO), ("nemotron", NEMOTRON_GO)]:
+        for messages in [conversation, conversation[1:]]:
+            jinja = byte_level_tokenizer().apply_chat_template(messages, chat_template=TEMPLATES[name],
+                                                                add_generation_prompt=True, tokenize=False)
+            assert go_render(go, messages) == jinja, name
+    tokenizer = byte_level_tokenizer()
+    tokenizer.chat_template = CHATML  # the tests' ChatML (conftest): the same layout as minitron's
+    save_model(tmp_path / "hf", "llama", tokenizer)
+    out = export(str(tmp_path / "hf"), tmp_path / "student.gguf", "q4_0")
+    assert out.modelfile.read_text() == (
+        "# Ollama: ollama create NAME -f student.Modelfile && ollama run NAME\n"
+        "FROM ./student.gguf\n"
+        "# the chatml chat format, as a Go template (without tools)\n"
+        f'TEMPLATE """{CHATML_GO}"""\n'
+        'PARAMETER stop "<|im_end|>"\n')
+    smollm = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+              "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>\n' }}{% endif %}"
+              "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+              "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    tokenizer.chat_template = smollm  # ChatML with a default system prompt, as SmolLM2's
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM"""\n' in modelfile("m.gguf", tokenizer)
+    tokenizer.chat_template = TEMPLATES["nemotron"]
+    assert (f'TEMPLATE """{NEMOTRON_GO}"""\nPARAMETER stop "<extra_id_1>"\n' in modelfile("m.gguf", tokenizer))
+    text = modelfile("m.gguf", byte_level_tokenizer())  # a template of its own (roles left out)
+    assert "TEMPLATE" not in text and "Ollama uses the template stored in the GGUF" in text
+    assert text.endswith('PARAMETER stop "<|im_end|>"\n')
+    text = modelfile("m.gguf", sentencepiece_tokenizer())  # no template, no chat tokens
+    assert "TEMPLATE" not in text and "PARAMETER" not in text and "a completion model" in text
 
 
 @pytest.mark.parametrize("pre", ["llama-bpe", "qwen2", "tekken"])
@@ -183,7 +387,7 @@ def test_pre_tokenizers(tmp_path, pre):
     """Llama 3, Qwen and Mistral NeMo split text their own ways: the file names the way, transformers rebuilds it."""
     tokenizer = byte_level_tokenizer(PRE_TOKENIZERS[pre])
     save_model(tmp_path / "hf", "llama", tokenizer)
-    out = export(str(tmp_path / "hf"), tmp_path / "model.gguf")
+    out = export(str(tmp_path / "hf"), tmp_path / "model.gguf").gguf
     assert gguf.GGUFReader(out).fields["tokenizer.ggml.pre"].contents() == pre
     text = "the 2024 teacher's  heads\n\n don't prune 12345 them"
     reloaded = AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)
@@ -204,7 +408,7 @@ def test_pre_tokenizer_names(capsys):
 def test_sentencepiece_tokenizer(tmp_path):
     tokenizer = sentencepiece_tokenizer()
     model = save_model(tmp_path / "hf", "llama", tokenizer)
-    out = export(str(tmp_path / "hf"), tmp_path / "model.gguf")
+    out = export(str(tmp_path / "hf"), tmp_path / "model.gguf").gguf
     reader = gguf.GGUFReader(out)
     assert reader.fields["tokenizer.ggml.model"].contents() == "llama"
     assert reader.fields["tokenizer.ggml.add_space_prefix"].contents() is True
@@ -212,17 +416,30 @@ def test_sentencepiece_tokenizer(tmp_path):
     reloaded = AutoTokenizer.from_pretrained(out.parent, gguf_file=out.name)
     text = "the teacher prunes heads and the student keeps them"
     assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"] and tokenizer(text)["input_ids"][0] == 1
-    assert_same_logits(model, reload(out), "f16")
+    assert_same_logits(model, reload(out), TOLERANCE["f16"])
 
 
 def test_export_refuses_other_families_and_tokenizers(tmp_path):
-    save_model(tmp_path / "gemma", "gemma3_text", byte_level_tokenizer())
-    with pytest.raises(MinitronError, match="cannot export 'gemma3_text' models to GGUF; export supports llama"):
-        export(str(tmp_path / "gemma"), tmp_path / "gemma.gguf")
+    (tmp_path / "phi").mkdir()
+    (tmp_path / "phi" / "config.json").write_text('{"model_type": "phi3"}')
+    with pytest.raises(MinitronError, match="cannot export 'phi3' models to GGUF; export supports llama, mistral, "
+                                            "qwen2, qwen3, gemma3_text, nemotron"):
+        export(str(tmp_path / "phi"), tmp_path / "phi.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
         export(str(tmp_path / "word-level"), tmp_path / "w.gguf")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma", "word-level"]  # no file, no temporary left
+    # what llama.cpp's graphs cannot compute: Gemma 3 layers dropped out of its pattern, another MLP activation
+    for family, change in [("gemma3_text", {"layer_types": ["sliding_attention", "full_attention",
+                                                             "sliding_attention", "sliding_attention"]}),
+                           ("nemotron", {"hidden_act": "gelu"})]:
+        save_model(tmp_path / family, family, byte_level_tokenizer())
+        config = json.loads((tmp_path / family / "config.json").read_text())
+        (tmp_path / family / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(MinitronError, match="layer pattern .* is not periodic"):
+        export(str(tmp_path / "gemma3_text"), tmp_path / "g.gguf")
+    with pytest.raises(MinitronError, match="activation 'gelu': llama.cpp's graph for it computes relu2"):
+        export(str(tmp_path / "nemotron"), tmp_path / "n.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma3_text", "nemotron", "phi", "word-level"]  # no file
 
 
 def test_export_keeps_an_existing_file(tmp_path):
@@ -234,15 +451,22 @@ def test_export_keeps_an_existing_file(tmp_path):
     with pytest.raises(MinitronError, match="--dtype 'q4' is not a GGUF export type"):
         export(str(tmp_path / "hf"), out, "q4", overwrite=True)
     assert out.read_bytes() == b"old"
+    out.with_suffix(".Modelfile").write_text("mine")  # the Modelfile beside it is kept as well
+    out.unlink()
+    with pytest.raises(MinitronError, match="model.Modelfile already exists"):
+        export(str(tmp_path / "hf"), out)
+    assert not out.exists() and out.with_suffix(".Modelfile").read_text() == "mine"
     export(str(tmp_path / "hf"), out, overwrite=True)
-    assert out.read_bytes()[:4] == b"GGUF"
+    assert out.read_bytes()[:4] == b"GGUF" and out.with_suffix(".Modelfile").read_text().startswith("# Ollama")
 
 
 def test_export_command(tmp_path, capsys):
     save_model(tmp_path / "hf", "llama", byte_level_tokenizer())
-    run_cli("export", "--model", tmp_path / "hf", "--out", tmp_path / "m.gguf", "--dtype", "q8_0")
+    run_cli("export", "--model", tmp_path / "hf", "--out", tmp_path / "m.gguf", "--dtype", "q4_0", "--name", "tiny")
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"wrote {tmp_path / 'm.gguf'} (q4_0, ")
     reader = gguf.GGUFReader(tmp_path / "m.gguf")
-    assert reader.fields["general.file_type"].parts[-1][0] == gguf.LlamaFileType.MOSTLY_Q8_0
+    assert reader.fields["general.file_type"].parts[-1][0] == gguf.LlamaFileType.MOSTLY_Q4_0
+    assert reader.fields["general.name"].contents() == "tiny" and (tmp_path / "m.Modelfile").is_file()
     err = cli_error(capsys, "export", "--model", tmp_path / "hf", "--out", tmp_path / "m.gguf")
     assert "already exists" in err
 
@@ -250,8 +474,10 @@ def test_export_command(tmp_path, capsys):
 @pytest.mark.slow
 def test_default_teacher(tmp_path):
     """SmolLM2-135M-Instruct to f16 GGUF, checked three ways (one export, as the export is the slow part)."""
-    out = export("default", tmp_path / "smollm2.gguf", "f16")
+    out, recipe = export("default", tmp_path / "smollm2.gguf", "f16")
     assert out.stat().st_size > 250e6  # 135M parameters in f16
+    # SmolLM2's template is ChatML with a default system prompt: Ollama gets both
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in recipe.read_text()
     matches_llama_cpps_own_conversion(out)
     transformers_reads_it_back(out)
     if llama_cpp_check().node_llama_cpp() is not None:  # test_llama_cpp_generates_as_transformers skips without it

@@ -6,12 +6,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minitron"
 
 # Rows of DESIGN.md's layout, bottom first: a module may import only from its own row or the rows before it.
 LAYERS = [
-    ["minitron.errors", "minitron.arch", "minitron.signals"],
+    ["minitron.errors", "minitron.arch", "minitron.signals", "minitron.stats"],
     ["minitron.io", "minitron.shards", "minitron.numerics", "minitron.record"],  # files; the one LM loss, autocast, the bf16 check
     ["minitron.tracking"],  # --report-to: metric records to TensorBoard / W&B
     ["minitron.load", "minitron.lazy"],
-    ["minitron.card", "minitron.export"],  # model cards and GGUF export: a model directory in, a file out
     ["minitron.chat"],  # the chat formats (and the package itself, which imports nothing)
+    # model cards and GGUF export (its quantisers, its Ollama Modelfile in the model's chat format): a model in, files out
+    ["minitron.card", "minitron.export", "minitron.export_quant", "minitron.export_ollama"],
     ["minitron.data"],
     ["minitron.importance"],
     ["minitron.prune"],

@@ -153,7 +153,20 @@ def truncated_weights(w):
     shutil.copytree(w["teacher"], model)
     f = model / "model.safetensors"
     f.write_bytes(f.read_bytes()[:1000])
-    return ["eval", "--model", model, "--data", w["data"], "--seq-len", 32, "--num-seqs", 2, "--no-speed"]
+    return ["eval", "--model", model, "--data", w["data"], "--seq-len", 32, "--tokens", 64, "--no-speed", "--no-ood"]
+
+
+def old_layout(w):
+    """A data directory as an older minitron made it: train/val splits, no test split, no document offsets."""
+    data = w["case"] / "old-data"
+    shutil.copytree(w["data"], data)
+    meta = json.loads((data / "meta.json").read_text())
+    meta["splits"] = {"train": meta["splits"]["train"], "val": meta["splits"]["dev"]}
+    (data / "meta.json").write_text(json.dumps(meta))
+    (data / "dev.bin").rename(data / "val.bin")
+    for f in [*data.glob("*.docs.bin"), data / "test.bin"]:
+        f.unlink()
+    return ["eval", "--model", w["teacher"], "--data", data, "--seq-len", 32, "--no-speed"]
 
 
 def existing(name: str):
@@ -213,6 +226,12 @@ PROBES = [
           "--top-p must be above 0 and at most 1"),
     Probe("eval-measures-nothing", lambda w: ["eval", "--model", w["teacher"], "--no-loss", "--no-speed"],
           "nothing to measure"),
+    Probe("eval-old-train-val-data", old_layout, "it was made by an older minitron, with train/val splits and no "
+                                                 "test split); rebuild the directory with `minitron data`"),
+    Probe("data-fractions-leave-no-train", lambda w: ["data", "--source", w["tmp"] / "data-text", "--tokenizer",
+                                                      w["teacher"], "--out", w["case"] / "d", "--dev-fraction", 0.5,
+                                                      "--test-fraction", 0.5],
+          "--dev-fraction 0.5 and --test-fraction 0.5 leave no documents to train on", created=("d",)),
     # ---- tracebacks before: one line now
     Probe("config-string-size", lambda w: ["prune", "--model", config_with(w, hidden_size="64"), "--target",
                                            "intermediate_size=64", "--dry-run"], "expected int, got str"),
@@ -224,7 +243,7 @@ PROBES = [
     Probe("yaml-not-utf8", lambda w: (w["case"] / "c.yaml").write_bytes(b"model: \xe9t\xe9\n") and [
         "prune", "--config", w["case"] / "c.yaml", "--dry-run"], "is not UTF-8 text (byte 0xe9 at offset 7)"),
     Probe("eval-token-ids-past-the-vocabulary", lambda w: ["eval", "--model", small_vocab(w), "--data", w["data"],
-                                                           "--seq-len", 32, "--num-seqs", 2, "--no-speed"],
+                                                           "--seq-len", 32, "--tokens", 64, "--no-speed"],
           "has embeddings for ids 0-63 only"),
     Probe("score-token-ids-past-the-vocabulary", lambda w: ["score", "--model", small_vocab(w), "--data", w["data"],
                                                             "--out", w["case"] / "s", "--seq-len", 32],
@@ -243,6 +262,12 @@ PROBES = [
           "--new-tokens must be a positive"),
     Probe("eval-batch-size-0", lambda w: ["eval", "--model", w["teacher"], "--data", w["data"], "--batch-size", 0],
           "--batch-size must be a positive"),
+    Probe("eval-tokens-0", lambda w: ["eval", "--model", w["teacher"], "--data", w["data"], "--tokens", 0],
+          "--tokens must be a positive whole number, not 0"),
+    Probe("compress-eval-tokens-0", lambda w: ["compress", "--teacher", w["teacher"], "--target",
+                                               "intermediate_size=64", "--data", w["data"], "--out", w["case"] / "r",
+                                               "--eval-tokens", 0, "--tasks", "[]"],
+          "--eval-tokens must be a positive whole number, not 0", created=("r",)),
     Probe("truncated-safetensors-named", truncated_weights, "model.safetensors"),
     # ---- unclear before: clear now
     Probe("compress-params-1.5", lambda w: ["compress", "--teacher", w["teacher"], "--params", 1.5, "--data",
@@ -253,9 +278,9 @@ PROBES = [
           "no shape has 1,000 parameters",
           created=("r",)),
     Probe("search-other-models-scores", other_scores, "were computed on another model", created=("s", "s-search")),
-    Probe("data-val-fraction-1.5", lambda w: ["data", "--source", w["tmp"] / "data-text", "--tokenizer",
-                                              w["teacher"], "--out", w["case"] / "d", "--val-fraction", 1.5],
-          "--val-fraction must be a share of the documents strictly between 0 and 1, not 1.5"),
+    Probe("data-dev-fraction-1.5", lambda w: ["data", "--source", w["tmp"] / "data-text", "--tokenizer",
+                                              w["teacher"], "--out", w["case"] / "d", "--dev-fraction", 1.5],
+          "--dev-fraction must be a share of the documents strictly between 0 and 1, not 1.5"),
     Probe("data-max-tokens-negative", lambda w: ["data", "--source", w["tmp"] / "data-text", "--tokenizer",
                                                  w["teacher"], "--out", w["case"] / "d", "--max-tokens", -5],
           "--max-tokens must be a positive whole number, not -5"),
@@ -323,9 +348,9 @@ def test_a_directory_of_text_files_needs_no_glob(base, tmp_path):
     (corpus / "sub").mkdir()
     (corpus / "sub" / "notes.md").write_text("a markdown document " * 40)
     (corpus / "image.png").write_bytes(b"\x89PNG not text")
-    run_cli("data", "--source", corpus, "--tokenizer", base["teacher"], "--out", tmp_path / "d", "--val-fraction",
-            0.25)
-    assert sum(TokenData.open(tmp_path / "d").meta["splits"][s]["documents"] for s in ("train", "val")) == 41
+    run_cli("data", "--source", corpus, "--tokenizer", base["teacher"], "--out", tmp_path / "d", "--dev-fraction",
+            0.25, "--test-fraction", 0.25)
+    assert sum(TokenData.open(tmp_path / "d").meta["splits"][s]["documents"] for s in ("train", "dev", "test")) == 41
 
 
 def test_errors_start_on_a_fresh_line(base, tmp_path, capsys, monkeypatch):

@@ -1,5 +1,7 @@
 """`minitron score` and `minitron prune` on saved tiny models: outputs, reuse, and bad input."""
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -200,3 +202,30 @@ def test_prune_keeps_the_teachers_dtype(tmp_path, tiny_data):
             "--prune.seq-len", 16, "--target", "intermediate_size=48")
     with safe_open(tmp_path / "p" / "model.safetensors", "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_outputs_follow_the_umask(tiny_dir, tiny_data, tmp_path, mask, file_mode, dir_mode):
+    """A server or container running as another user reads what minitron wrote: files and directories get the
+    process umask's modes (temporary files are created 0600/0700 and would keep those)."""
+    out = tmp_path / "p"
+    old = os.umask(mask)
+    try:
+        run_cli("prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--prune.calib-seqs", 4,
+                "--prune.seq-len", 32, "--target", "intermediate_size=48")
+    finally:
+        os.umask(old)
+    paths = [out, *out.rglob("*")]
+    assert any(p.name == "config.json" for p in paths) and any(p.name == "pruning.json" for p in paths)
+    for p in paths:
+        assert stat.S_IMODE(p.stat().st_mode) == (dir_mode if p.is_dir() else file_mode), p
+
+
+def test_the_teachers_name_is_not_carried_over(tiny_dir, tiny_data, tmp_path):
+    """A GGUF-converted teacher's config names it (`_model_name_or_path`, general.name); the student's does not."""
+    config = json.loads((tiny_dir / "config.json").read_text())
+    (tiny_dir / "config.json").write_text(json.dumps({**config, "_model_name_or_path": "Some Teacher 8k Ep2"}))
+    out = tmp_path / "p"
+    run_cli("prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--prune.calib-seqs", 4,
+            "--prune.seq-len", 32, "--target", "intermediate_size=48")
+    assert "Some Teacher" not in (out / "config.json").read_text()

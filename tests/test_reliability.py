@@ -292,12 +292,12 @@ def test_ctrl_c_while_starting_is_one_line(world, tmp_path):
 def test_eval_out_is_not_overwritten_without_overwrite(world, tmp_path, capsys):
     out = tmp_path / "eval.json"
     out.write_text("earlier results")
-    args = ["eval", "--model", world["student"], "--data", world["data"], "--seq-len", 32, "--num-seqs", 2,
-            "--no-speed", "--out", out]
+    args = ["eval", "--model", world["student"], "--data", world["data"], "--seq-len", 32, "--tokens", 64,
+            "--no-speed", "--no-ood", "--out", out]
     assert "already exists; pass --overwrite" in cli_error(capsys, *args)
     assert out.read_text() == "earlier results"
     run_cli(*args, "--overwrite")
-    assert '"val_loss"' in out.read_text() and leftovers(tmp_path) == []
+    assert json.loads(out.read_text())["test"]["tokens"] == 64 and leftovers(tmp_path) == []
 
 
 def test_overwriting_leaves_no_old_copy(tmp_path):

@@ -7,9 +7,12 @@ import pytest
 from conftest import cli_error, tiny_config
 from minitron import search as search_mod
 from minitron.distill import TrainConfig
+from minitron.data import TokenData
 from minitron.errors import MinitronError
+from minitron.load import load_config, load_model
+from minitron.numerics import lm_loss, windows_in_batches
 from minitron.prune import PruneConfig, check_target, params_of, target_config
-from minitron.search import ParamCounter, budget_of, enumerate_shapes, search, spread
+from minitron.search import ParamCounter, budget_of, enumerate_shapes, search, shapes_within, spread
 
 TRAIN = TrainConfig(seq_len=32, micro_batch=4, global_batch_tokens=256, lr=3e-3, eval_every=0, save_every=2)
 PRUNE = PruneConfig(calib_seqs=4, seq_len=32)
@@ -61,6 +64,10 @@ def test_search_end_to_end_and_resume(tiny_dir, tiny_data, tmp_path, one_thread,
     pruned = json.loads((tmp_path / "best" / "config.json").read_text())
     assert {k: pruned[k] for k in result["target"]} == result["target"]
     assert json.loads((tmp_path / "best" / "pruning.json").read_text())["params_after"] == result["params"]
+    # candidates are ranked on windows spread over the dev split (selection), not on the test split (reports)
+    dev = windows_in_batches(TokenData.open(tiny_data).spread("dev", 2, 32).batch, 4)
+    winner = [r for r in rows if r["sizes"] == result["target"]][0]
+    assert winner["zero_shot_loss"] == pytest.approx(lm_loss(load_model(tmp_path / "best"), dev), rel=1e-5)
     assert (tmp_path / "work" / "search.png").stat().st_size > 0
     assert "| 1 | 1 |" in (tmp_path / "work" / "search.md").read_text()
     # resumed with the same settings: nothing is measured or trained again
@@ -70,6 +77,33 @@ def test_search_end_to_end_and_resume(tiny_dir, tiny_data, tmp_path, one_thread,
     assert again["target"] == result["target"]
     with pytest.raises(MinitronError, match="tolerance"):
         run_search(tiny_dir, tiny_data, tmp_path, out=tmp_path / "best3", tolerance=0.2)
+
+
+def test_by_default_every_shape_is_scored_and_an_interrupted_pass_keeps_its_measures(tiny_dir, tiny_data, tmp_path,
+                                                                                     one_thread, monkeypatch):
+    config = load_config(tiny_dir)
+    _, shapes = shapes_within(config, 0.6, 0.15, steps={"hidden_size": 16, "intermediate_size": 32})
+    assert len(shapes) > 16  # more than one save of the zero-shot pass
+    real, measured = search_mod.lm_loss, []
+
+    def stop_after_17(*a):
+        if len(measured) == 17:
+            raise KeyboardInterrupt
+        measured.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(search_mod, "lm_loss", stop_after_17)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(tiny_dir, tiny_data, tmp_path, max_candidates=None, distill_top=0)
+    kept = json.loads((tmp_path / "work" / "search.json").read_text())["candidates"]
+    assert len(kept) == len(shapes) and sum(r["zero_shot_loss"] is not None for r in kept) == 16
+    measured.clear()
+    monkeypatch.setattr(search_mod, "lm_loss", lambda *a: (measured.append(1), real(*a))[1])
+    result = run_search(tiny_dir, tiny_data, tmp_path, max_candidates=None, distill_top=0)
+    rows = json.loads((tmp_path / "work" / "search.json").read_text())["candidates"]
+    assert len(measured) == len(shapes) - 16  # the 16 saved are not measured again
+    assert all(r["zero_shot_loss"] is not None for r in rows) and len(rows) == len(shapes)
+    assert result["target"] == min(rows, key=lambda r: r["zero_shot_loss"])["sizes"]
 
 
 def test_a_failing_candidate_is_reported_and_skipped(tiny_dir, tiny_data, tmp_path, one_thread, monkeypatch):
@@ -101,10 +135,11 @@ def test_compress_with_a_parameter_budget_searches_the_shape(tiny_dir, tiny_data
 
     run = tmp_path / "run"
     metrics = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, params=0.6, search_top=1,
-                                search_tokens=256, prune=PRUNE, val_seqs=2, prompt="hi",
+                                search_tokens=256, prune=PRUNE, eval_tokens=64, ood=False, tasks=[], prompt="hi",
                                 distill=replace(TRAIN, tokens=512, save_every=50))
     stages = json.loads((run / "record.json").read_text())
     assert list(stages) == ["data", "search", "distill", "evaluate"]
+    assert "val_seqs" not in stages["search"]["settings"]  # the search ranks on its own default dev windows
     found = stages["search"]["outputs"]["target"]
     assert {k: metrics["target"][k] for k in found} == found
     assert metrics["distilled"]["params"] == stages["search"]["outputs"]["params"]

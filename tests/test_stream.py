@@ -151,7 +151,7 @@ def sharded(tmp_path_factory):
     for d in range(30):
         (root / "text" / f"{d:02d}.txt").write_text(" ".join(WORDS[(d + i) % len(WORDS)] for i in range(80)))
     data = build_data(source=[str(root / "text")], tokenizer=str(path), out=root / "data", glob="*.txt",
-                      val_fraction=0.2)
+                      dev_fraction=0.2, test_fraction=0.2)
     return path, data
 
 

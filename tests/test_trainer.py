@@ -14,19 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_data, cli_error, save_tiny, tiny_tokenizer
+from conftest import build_tiny_data, cli_error, save_tiny, tiny_tokenizer, write_corpus
 from safetensors.torch import load_file
 from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from transformers import AutoModelForCausalLM
 
 from minitron.cli import main
-from minitron.data import TokenData
+from minitron.data import SPLITS, TokenData, build_data
 from minitron.distill import TrainConfig
 from minitron.distill.losses import CEMix, ForwardKL
 from minitron.distill.loop import reuse_freed_memory
 from minitron.errors import MinitronError
 from minitron.eval import evaluate
+from minitron.numerics import lm_loss
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--seq-len", "32", "--micro-batch", "2", "--global-batch-tokens", "128", "--eval-seqs", "4"]
@@ -43,7 +44,7 @@ def world(tmp_path_factory):
     data = build_tiny_data(tmp, teacher)
     masked = tmp / "masked"
     shutil.copytree(data, masked)
-    for split in ("train", "val"):  # chat-style data: train on two tokens of every three
+    for split in SPLITS:  # chat-style data: train on two tokens of every three
         n = TokenData.open(data).num_tokens(split)
         (np.arange(n) % 3 != 0).astype(np.uint8).tofile(masked / f"{split}.mask.bin")
     return dict(teacher=str(teacher), student=str(student), data=str(data), masked=str(masked), tmp=tmp)
@@ -94,9 +95,15 @@ def test_distill_outputs_and_masked_kd_loss(world, tmp_path):
     want = CEMix(ForwardKL(), ce_weight=0.5)(s_logits, t_logits, ids[:, 1:], mask=mask).item()
     assert metrics[0]["loss"] == pytest.approx(want, rel=1e-5)
 
-    # the trainer's validation loss is what `minitron eval` measures on the same held-out windows
-    ev = evaluate(str(out / "student"), world["masked"], seq_len=32, num_seqs=4, speed=False)
-    assert ev["val_loss"] == pytest.approx(metrics[-1]["val_loss"], rel=1e-5)
+    # the trainer validates on windows spread over the dev split: the loss `minitron eval --split dev` measures on
+    # the same windows
+    dev = data.spread("dev", 4, 32).batch
+    assert metrics[-1]["val_loss"] == pytest.approx(
+        lm_loss(AutoModelForCausalLM.from_pretrained(out / "student"), [dev]), rel=1e-5)
+    ev = evaluate(str(out / "student"), world["masked"], split="dev", seq_len=32, tokens=4 * 32, speed=False,
+                  ood=False)
+    assert ev["dev"]["windows"] == 4 and ev["dev"]["tokens"] == int(dev["loss_mask"].sum())
+    # (that eval's loss on masked windows equals this one: tests/test_eval.py, test_eval_on_masked_data_*)
 
 
 def test_default_batch_and_learning_rate_follow_the_budget_and_the_width(world, tmp_path):
@@ -237,8 +244,9 @@ def _other_tokenizer_data(world):
 
 def _tiny_data_dir(world):
     d = world["tmp"] / "few-tokens"
-    if not d.exists():
-        build_tiny_data(world["tmp"], world["teacher"], docs=12, words=4, name="few-tokens")  # doc010 is held out
+    if not d.exists():  # six documents of four words: doc005 is dev, doc000 and doc003 test, three train
+        build_data(source=[str(write_corpus(world["tmp"] / "few-tokens-text", docs=6, words=4))], out=d,
+                   tokenizer=world["teacher"], glob="*.txt", dev_fraction=0.3, test_fraction=0.3)
     return str(d)
 
 

@@ -1,8 +1,10 @@
 """Token shards on disk: the writer, the read-only `TokenData` view, and calibration batches.
 
-A data directory holds `meta.json` and, per split, `{split}.bin` (uint16 when the vocabulary fits,
-else uint32) with documents separated by the EOS token; chat data adds `{split}.mask.bin` (uint8, 1 where
-a token is trained on). Sequences are sampled from a seed and a step, so any batch can be re-made exactly.
+A data directory holds `meta.json` and, per split (train, dev, test: whole documents each, so that no token of dev or
+test is in a document train has), `{split}.bin` (uint16 when the vocabulary fits, else uint32) with documents
+separated by the EOS token, and `{split}.docs.bin` (uint64: where each document starts); chat data adds
+`{split}.mask.bin` (uint8, 1 where a token is trained on). Training sequences are sampled from a seed and a step, so
+any batch can be re-made exactly; evaluation windows are spread evenly over a whole split (`TokenData.spread`).
 """
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ import torch
 from minitron.errors import MinitronError
 from minitron.io import write_json
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "dev", "test")  # train on train; select (search, benchmarks, defaults) on dev; report on test
 SEQ_LEN = 256  # tokens per window, the default everywhere: calibration, training and evaluation
-VAL_SEQS = 32  # held-out windows a model is measured on (eval, the search's candidates, compress's three models)
+VAL_SEQS = 32  # held-out windows a candidate is ranked on (the search's zero-shot ranking, on dev)
+EVAL_TOKENS = 65536  # held-out tokens a report measures a model on (eval, compress's three models), where the split has them
 
 
 def tokenizer_identity(tokenizer) -> dict:
@@ -35,11 +38,13 @@ class ShardWriter:
     def __init__(self, out: Path, dtype: np.dtype, with_mask: bool):
         self.out, self.dtype, self.with_mask = out, dtype, with_mask
         self.files = {s: open(out / f"{s}.bin", "wb") for s in SPLITS}
+        self.starts = {s: open(out / f"{s}.docs.bin", "wb") for s in SPLITS}
         self.masks = {s: open(out / f"{s}.mask.bin", "wb") for s in SPLITS} if with_mask else {}
         self.tokens = dict.fromkeys(SPLITS, 0)
         self.docs = dict.fromkeys(SPLITS, 0)
 
     def add(self, split: str, ids: list[int], mask: list[int] | None = None) -> None:
+        self.starts[split].write(np.uint64(self.tokens[split]).tobytes())
         self.files[split].write(np.asarray(ids, dtype=self.dtype).tobytes())
         if self.with_mask:
             self.masks[split].write(np.asarray(mask, dtype=np.uint8).tobytes())
@@ -47,7 +52,7 @@ class ShardWriter:
         self.docs[split] += 1
 
     def close(self) -> dict:
-        for f in [*self.files.values(), *self.masks.values()]:
+        for f in [*self.files.values(), *self.starts.values(), *self.masks.values()]:
             f.close()
         return {s: {"tokens": self.tokens[s], "documents": self.docs[s]} for s in SPLITS}
 
@@ -65,6 +70,8 @@ def meta_problem(meta) -> str | None:
     """What is missing or wrong in a loaded meta.json (None when every field `TokenData` reads is right)."""
     if not isinstance(meta, dict):
         return "not a JSON object"
+    if isinstance(meta.get("splits"), dict) and "val" in meta["splits"]:
+        return "it was made by an older minitron, with train/val splits and no test split"
     if meta.get("dtype") not in ("uint16", "uint32"):
         return f"dtype {meta.get('dtype')!r} is not uint16 or uint32"
     splits = meta.get("splits")
@@ -102,10 +109,12 @@ class TokenData:
                                 "rebuild the directory with `minitron data`")
         data = cls(path, meta)
         for split in SPLITS:
-            expected = meta["splits"][split]["tokens"] * np.dtype(meta["dtype"]).itemsize
-            f = path / f"{split}.bin"
-            if not f.is_file() or f.stat().st_size != expected:
-                raise MinitronError(f"{f} is missing or truncated (expected {expected:,} bytes)")
+            counts = meta["splits"][split]
+            for f, expected in ((path / f"{split}.bin", counts["tokens"] * np.dtype(meta["dtype"]).itemsize),
+                                (path / f"{split}.docs.bin", counts["documents"] * 8)):
+                if not f.is_file() or f.stat().st_size != expected:
+                    raise MinitronError(f"{f} is missing or truncated (expected {expected:,} bytes); rebuild the "
+                                        "directory with `minitron data`")
         return data
 
     def check_model(self, tokenizer, vocab_size: int, model: str | Path) -> None:
@@ -145,11 +154,10 @@ class TokenData:
 
     def _windows(self, split: str, starts: np.ndarray, seq_len: int) -> dict[str, torch.Tensor]:
         """Windows of seq_len+1 tokens: `input_ids` and, for chat data, `loss_mask` over the labels."""
-        toks, mask = self.tokens(split), self.mask(split)
-        idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
-        batch = {"input_ids": torch.from_numpy(toks[idx].astype(np.int64))}
+        mask = self.mask(split)
+        batch = {"input_ids": windows_of(self.tokens(split), starts, seq_len)}
         if mask is not None:
-            batch["loss_mask"] = torch.from_numpy(mask[idx[:, 1:]].astype(np.bool_))
+            batch["loss_mask"] = windows_of(mask, starts, seq_len)[:, 1:].bool()
         return batch
 
     def _require(self, split: str, n_tokens: int) -> int:
@@ -166,10 +174,53 @@ class TokenData:
         rng = np.random.default_rng([seed, step, micro])
         return self._windows(split, rng.integers(0, have - seq_len, size=batch_size), seq_len)
 
-    def fixed(self, split: str, num_seqs: int, seq_len: int) -> dict[str, torch.Tensor]:
-        """The first `num_seqs` consecutive windows of a split: the same tokens for every model."""
-        self._require(split, num_seqs * seq_len + 1)
-        return self._windows(split, np.arange(num_seqs) * seq_len, seq_len)
+    def doc_starts(self, split: str) -> np.ndarray:
+        """Where each document of a split starts (token offsets, ascending)."""
+        if self.meta["splits"][split]["documents"] == 0:
+            return np.zeros(0, dtype=np.uint64)
+        return np.memmap(self.path / f"{split}.docs.bin", dtype=np.uint64, mode="r")
+
+    def spread(self, split: str, num_seqs: int, seq_len: int) -> "Windows":
+        """`num_seqs` windows of `seq_len` + 1 tokens spread evenly over the whole split (`spread_starts`)."""
+        self._require(split, seq_len + 1)
+        starts, touched = spread_starts(self.num_tokens(split), self.doc_starts(split), num_seqs, seq_len)
+        return Windows(split, self._windows(split, starts, seq_len), touched, self.meta["splits"][split]["documents"])
+
+
+def spread_starts(n_tokens: int, doc_starts: np.ndarray, num_seqs: int, seq_len: int) -> tuple[np.ndarray, int]:
+    """Where `num_seqs` windows of `seq_len` + 1 tokens start when spread evenly over a stream of `n_tokens` (as many
+    as fit when fewer do), and how many of its documents (starting at `doc_starts`) they take tokens from: every
+    document longer than the spacing is in them, not just the first pages."""
+    n = max(1, min(num_seqs, (n_tokens - 1) // seq_len))
+    starts = np.linspace(0, n_tokens - seq_len - 1, n).round().astype(np.int64)
+    doc_starts = np.asarray(doc_starts, dtype=np.int64)
+    first = np.searchsorted(doc_starts, starts, side="right") - 1
+    last = np.searchsorted(doc_starts, starts + seq_len, side="right")  # the window's last token is a label too
+    return starts, len({d for a, b in zip(first, last) for d in range(max(a, 0), b)})
+
+
+def windows_of(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> torch.Tensor:
+    """The windows of `seq_len` + 1 tokens of `tokens` at `starts`: (N, seq_len + 1) int64."""
+    return torch.from_numpy(np.asarray(tokens)[starts[:, None] + np.arange(seq_len + 1)[None, :]].astype(np.int64))
+
+
+@dataclass
+class Windows:
+    """Evaluation windows of a split (`TokenData.spread`) and what they cover."""
+
+    split: str
+    batch: dict[str, torch.Tensor]  # input_ids (N, seq_len + 1) and, for chat data, loss_mask (N, seq_len)
+    documents: int  # documents of the split the windows take tokens from
+    split_documents: int  # documents in the split
+
+    @property
+    def tokens(self) -> int:
+        """The labels counted (every label, or those the loss mask keeps)."""
+        mask = self.batch.get("loss_mask")
+        return int(self.batch["input_ids"][:, 1:].numel() if mask is None else mask.sum())
+
+    def describe(self) -> str:
+        return f"{self.tokens:,} tokens of {self.documents} of the {self.split_documents} {self.split} documents"
 
 
 def calibration_batches(data: TokenData, num_seqs: int, seq_len: int, batch_size: int,

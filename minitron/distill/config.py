@@ -115,7 +115,7 @@ class TrainConfig:
     eval_every: int = runtime(50)
     """validate every this many steps (0: only at the end)"""
     eval_seqs: int = runtime(16)
-    """held-out sequences used for validation (the same for every run)"""
+    """dev-split sequences the run validates on, spread over the whole split (the same for every run)"""
     save_every: int = runtime(50)
     """write a resumable checkpoint every this many steps (and at the end)"""
     keep_checkpoints: int = runtime(2)
@@ -164,8 +164,15 @@ class TrainConfig:
     lora_alpha: float = 16.0
     """LoRA scale: the adapters' update is multiplied by lora_alpha / lora_rank"""
 
-    def validate(self) -> None:
-        """Refuse bad values before anything is loaded or written."""
+    def validate(self, section: str = "") -> None:
+        """Refuse bad values before anything is loaded or written; the flags named as a command that takes this config
+        as `section` spells them (compress's `--distill.lr`)."""
+        try:
+            self._validate()
+        except MinitronError as e:
+            raise (MinitronError(str(e).replace("--", f"--{section}")) if section else e) from None
+
+    def _validate(self) -> None:
         for name in ("student", "out"):
             if getattr(self, name) in (None, ""):
                 raise MinitronError(f"distill needs --{name}")
@@ -263,14 +270,14 @@ class Schedule:
     eval_seqs: int  # validation windows actually used (fewer when the split is small)
 
 
-def schedule(cfg: TrainConfig, train_tokens: int, val_tokens: int, world: int, where: Path) -> Schedule:
+def schedule(cfg: TrainConfig, train_tokens: int, dev_tokens: int, world: int, where: Path) -> Schedule:
     if train_tokens < cfg.seq_len + 1:
         raise MinitronError(f"data in {where} has {train_tokens:,} training tokens, fewer than one "
                             f"sequence of {cfg.seq_len + 1}; add data or lower --seq-len")
-    eval_seqs = min(cfg.eval_seqs, (val_tokens - 1) // cfg.seq_len)
+    eval_seqs = min(cfg.eval_seqs, (dev_tokens - 1) // cfg.seq_len)
     if eval_seqs < 1:
-        raise MinitronError(f"data in {where} has {val_tokens:,} validation tokens, too few for one "
-                            f"sequence of {cfg.seq_len + 1}; add data, raise --val-fraction or lower --seq-len")
+        raise MinitronError(f"data in {where} has {dev_tokens:,} dev tokens, too few for one validation "
+                            f"sequence of {cfg.seq_len + 1}; add data, raise --dev-fraction or lower --seq-len")
     per_micro = cfg.micro_batch * cfg.seq_len
     n_micro = math.ceil(max(1, round(cfg.batch_tokens() / per_micro)) / world) * world
     tokens_per_step = n_micro * per_micro

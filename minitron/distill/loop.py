@@ -29,7 +29,7 @@ from minitron.distill.config import Schedule, TrainConfig, recorded, schedule
 from minitron.distill.parallel import Env, Teacher, build_models, init_env, teacher_dtype
 from minitron.distill.teacher_cache import TeacherCache
 from minitron.errors import Interrupted, MinitronError
-from minitron.numerics import autocast, cpu_has_native_bf16, lm_loss, windows_in_batches
+from minitron.numerics import autocast, cpu_has_native_bf16, label_weights, lm_loss, windows_in_batches
 from minitron.load import check_seq_len, load_config, load_tokenizer
 from minitron.record import Record, jsonable
 from minitron.signals import StopRequest
@@ -82,7 +82,7 @@ def train(cfg: TrainConfig, env: Env) -> DistillResult:
     data, tokenizer, s_config, t_config = open_inputs(cfg, env)
     asked = cfg.global_batch_tokens
     cfg = cfg.resolved(s_config.hidden_size)  # the batch, learning rate and loss from the budget, width and teacher
-    plan = schedule(cfg, data.num_tokens("train"), data.num_tokens("val"), env.world, data.path)
+    plan = schedule(cfg, data.num_tokens("train"), data.num_tokens("dev"), env.world, data.path)
     if env.is_main:
         warn_about_budget(cfg, plan, asked, data)
     cache = (TeacherCache.open(cfg.teacher_cache, cfg.teacher, teacher_dtype(cfg, env), data, t_config.vocab_size,
@@ -96,7 +96,7 @@ def train(cfg: TrainConfig, env: Env) -> DistillResult:
     resume_from = prepare_out(cfg, env, settings)  # only now, when every input has been checked and loaded
     optimizer, scheduler = build_optimizer(cfg, model, plan, env.device)
     start = load_checkpoint(resume_from, model, optimizer, scheduler, env, plan.n_micro) if resume_from else 0
-    val = data.fixed("val", plan.eval_seqs, cfg.seq_len)
+    val = data.spread("dev", plan.eval_seqs, cfg.seq_len).batch  # selection: the dev split
     ran = Record(out) if env.is_main else None
     if ran is not None:  # the resolved settings (`--config` runs them again) and the record a resume checks
         write_json(out / "train_config.json", jsonable(asdict(cfg)))
@@ -164,12 +164,6 @@ def warn_about_budget(cfg: TrainConfig, plan: Schedule, asked: int | None, data:
 
 
 # ---------------------------------------------------------------- one step, validation
-
-def label_weights(batch: dict) -> torch.Tensor:
-    """1 for every label that counts (the loss mask of chat data), per label token: (B, T)."""
-    mask = batch.get("loss_mask")
-    return torch.ones(batch["input_ids"][:, 1:].shape) if mask is None else mask.float()
-
 
 def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: torch.device,
                bf16: bool, topk: tuple | None = None) -> torch.Tensor:

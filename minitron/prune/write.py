@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minitron.arch import arch_of, decoder_layers, embedding, final_norm, head_dim
+from minitron.io import own_config
 from minitron.lazy import LazyModel, skeleton
 from minitron.prune.plan import Plan, apply_layer_plan
 from minitron.prune.slicing import slice_embedding, slice_linear, slice_norm
@@ -72,5 +73,5 @@ def write_pruned(path: Path | str, plan: Plan, new_config, out: Path, max_shard_
     finally:
         writer.abort()
     new_config.dtype = specs["model.embed_tokens.weight"].dtype
-    new_config.save_pretrained(out)
+    own_config(new_config).save_pretrained(out)
     return written

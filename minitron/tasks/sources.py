@@ -23,6 +23,7 @@ BIGBENCH_TASKS = {"bb_social_iqa": "social_iqa", "bb_strategyqa": "strategyqa",
                   "bb_date_understanding": "date_understanding", "bb_general_knowledge": "general_knowledge"}
 KJV_TASK = "kjv"
 TASK_NAMES = (*BIGBENCH_TASKS, KJV_TASK)
+MC_TASKS = tuple(BIGBENCH_TASKS)  # the bundled multiple-choice tasks: what a compress report runs by default
 YAML_DIR = Path(__file__).parent  # the lm-eval task configs (`--include_path` for the lm_eval command)
 
 
@@ -84,6 +85,24 @@ def bigbench_documents(task: dict) -> list[dict]:
 
 CHAPTER = re.compile(r"^(\S.*) (\d+)$")  # "1 Samuel 1": a book and a chapter
 VERSE = re.compile(r"^\s+\d+ (.*)$")  # "  3 And God said, ..."
+
+
+def ood_documents() -> list[str]:
+    """General English that no training corpus of minitron's holds: the King James Bible, one document per book (66),
+    its verses joined into paragraphs by chapter (installed by `make tasks` from Debian's bible-kjv)."""
+    source = source_path(KJV_TASK)
+    if not source.is_file():
+        raise MinitronError(f"the out-of-domain text is missing ({source}); run `make tasks` (the King James Bible "
+                            "from Debian's bible-kjv), or leave out the out-of-domain measure (--no-ood)")
+    books: dict[str, list[str]] = {}
+    book = None
+    for line in source.read_text().splitlines():
+        if (head := CHAPTER.match(line)) is not None:
+            book = head.group(1)
+            books.setdefault(book, []).append("")
+        elif book is not None and (verse := VERSE.match(line)) is not None:
+            books[book][-1] += verse.group(1).strip() + " "
+    return ["\n\n".join(chapter.strip() for chapter in chapters) for chapters in books.values()]
 
 
 def kjv_documents(text: str) -> list[dict]:

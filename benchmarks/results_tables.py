@@ -1,0 +1,128 @@
+"""The tables in docs/ and the README that are generated from a JSON a run wrote, never typed: each sits between
+two HTML comments that name its renderer and its JSON,
+
+    <!-- generated: demo docs/demo/metrics.json -->
+    | model | ... |
+    <!-- end generated -->
+
+and `python benchmarks/results_tables.py` rewrites every such block from its JSON (tests/test_docs.py checks that each
+block is what its JSON renders to, so a figure in the docs is always the one measured).
+
+Renderers:
+- demo: compress's metrics.json (and the tasks.json beside it): teacher, pruned and distilled on the test split, on
+  out-of-domain English, KL to the teacher and the benchmarks, with the share of the gap distillation closed.
+- tasks: compress's tasks.json: each benchmark task's accuracy ± standard error for the three models.
+- search: search.json: the distilled candidates and the best zero-shot ones, by final rank.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from minitron.tasks import MAIN_METRIC
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCK = re.compile(r"(<!-- generated: (\w+) (\S+) -->\n)(.*?)(<!-- end generated -->)", re.S)
+WHERE = {"test": "test split", "ood": "out-of-domain (KJV)"}
+
+
+def render_demo(metrics: dict, tasks: dict | None) -> str:
+    """Teacher, pruned and distilled side by side: loss ± 95% interval and KL on each held-out set, mean benchmark
+    accuracy; the last row the share of the teacher–pruned gap distillation closed."""
+    held_out = list(metrics["held_out"])
+    head = [f"{WHERE[w]} loss" for w in held_out] + [f"{WHERE[w]} KL" for w in held_out]
+    head += ["benchmarks (mean accuracy)"] if tasks else []
+    lines = ["| model | parameters | " + " | ".join(head) + " |", "|---" * (2 + len(head)) + "|"]
+    for name, label in (("teacher", "teacher"), ("pruned", "pruned, no training"), ("distilled", "distilled")):
+        m = metrics[name]
+        cells = [f"{m[f'{w}_loss']:.3f} ± {m[f'{w}_ci95']:.3f}" for w in held_out]
+        cells += [f"{m[f'{w}_kl']:.3f} ± {m[f'{w}_kl_ci95']:.3f}" if f"{w}_kl" in m else "–" for w in held_out]
+        cells += [f"{tasks['mean_accuracy'][name]:.3f}"] if tasks else []
+        lines.append(f"| {label} | {m['params']:,} | " + " | ".join(cells) + " |")
+    closed = metrics["gap_closed"]
+    cells = [pct(closed.get(w)) for w in held_out] + [pct(closed.get(f"{w}_kl")) for w in held_out]
+    cells += [pct(tasks.get("gap_closed"))] if tasks else []
+    lines.append("| gap closed by distillation | | " + " | ".join(cells) + " |")
+    lines.append("")
+    for w in held_out:
+        info = metrics["held_out"][w]
+        lines.append(f"{WHERE[w]}: {info['tokens']:,} tokens, {info['windows']} windows of {info['seq_len']} spread over "
+                     f"{info['documents']} of its {info['split_documents']} documents.")
+    if tasks:
+        n = {t: r["samples"] for t, r in tasks["results"]["teacher"].items()}
+        lines.append("Benchmarks: " + ", ".join(f"{t} ({k} documents)" for t, k in n.items()) + ", zero-shot, "
+                     "through lm-evaluation-harness.")
+    if metrics.get("timings_s"):
+        lines.append(f"Distilled on {metrics['tokens']:,} tokens on {metrics['device']}; wall time by stage: "
+                     + ", ".join(f"{k} {v:,.0f} s" for k, v in metrics["timings_s"].items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def render_tasks(tasks: dict) -> str:
+    """Each task's main metric ± its standard error (lm-eval's), teacher, pruned and distilled side by side."""
+    models = [m for m in ("teacher", "pruned", "distilled") if m in tasks["results"]]
+    lines = ["| task | documents | " + " | ".join(models) + " |", "|---" * (2 + len(models)) + "|"]
+    for task, first in tasks["results"][models[0]].items():
+        metric = MAIN_METRIC[first["kind"]]
+        cells = []
+        for m in models:
+            r = tasks["results"][m][task]
+            err = r.get(f"{metric}_stderr")
+            cells.append(f"{r[metric]:.3f}" + (f" ± {err:.3f}" if err is not None else ""))
+        lines.append(f"| {task} ({metric}) | {first['samples']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_search(search: dict, shown: int = 8) -> str:
+    """The candidates by final rank: every distilled one, then the best of the rest by zero-shot loss."""
+    rows = search["candidates"]
+    keep = [r for r in rows if r["distilled_loss"] is not None or r["error"]]
+    keep += [r for r in rows if r not in keep][:max(0, shown - len(keep))]
+    lines = ["| rank | hidden / heads / MLP / layers | parameters | zero-shot loss (rank) | distilled loss |",
+             "|---|---|---|---|---|"]
+    for r in keep:
+        s = r["sizes"]
+        after = f"{r['distilled_loss']:.3f}" if r["distilled_loss"] is not None else (r["error"] or "–")
+        lines.append(f"| {r['rank']} | {s['hidden_size']} / {s['num_attention_heads']} / {s['intermediate_size']} / "
+                     f"{s['num_hidden_layers']} | {r['params']:,} | {r['zero_shot_loss']:.3f} ({r['zero_shot_rank']}) "
+                     f"| {after} |")
+    return "\n".join(lines) + "\n"
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{x + 0.0:.0%}"
+
+
+def render(kind: str, source: Path) -> str:
+    """A block's content from its JSON."""
+    if kind == "demo":
+        tasks = source.with_name("tasks.json")
+        return render_demo(json.loads(source.read_text()), json.loads(tasks.read_text()) if tasks.is_file() else None)
+    if kind in ("tasks", "search"):
+        return globals()[f"render_{kind}"](json.loads(source.read_text()))
+    raise ValueError(f"no renderer {kind!r}")
+
+
+def blocks(text: str) -> list[tuple[str, str, str]]:
+    """(renderer, JSON path, current content) of every generated block of a document."""
+    return [(m.group(2), m.group(3), m.group(4)) for m in BLOCK.finditer(text)]
+
+
+def regenerate(path: Path) -> bool:
+    """Rewrite every generated block of `path` from its JSON; whether anything changed."""
+    text = path.read_text()
+    new = BLOCK.sub(lambda m: m.group(1) + render(m.group(2), REPO / m.group(3)) + m.group(5), text)
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+def documents() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
+if __name__ == "__main__":
+    changed = [p for p in documents() if regenerate(p)]
+    print("rewrote " + (", ".join(str(p.relative_to(REPO)) for p in changed) or "nothing"), file=sys.stderr)
