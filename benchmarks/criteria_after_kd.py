@@ -1,10 +1,12 @@
 """Which importance criterion gives the best model after distillation? The real default teacher
 (SmolLM2-135M-Instruct) pruned to ~50% of its parameters by each criterion (width), each depth criterion, and
-width + depth, then every student distilled on the same budget: the same tokens, the same batches, measured on the
-same dev-split tokens (windows spread over the whole split: the benchmark chooses a default, so it reads dev, not the
-test split the reports use). The zero-shot loss (pruned, before training) of each row is reported beside it.
+width + depth, then every student distilled on the same budget once per data order (--seeds): the same tokens, the
+same batches, measured on the same dev-split tokens (windows spread over the whole split: the benchmark chooses a
+default, so it selects on dev) and as many test-split tokens. The zero-shot loss (pruned, before training) of each
+row is reported beside it, and each row is compared with --baseline seed by seed (paired differences with their 95%
+intervals, a tie unless the dev interval excludes 0 and test agrees: minitron.stats).
 
-    python benchmarks/criteria_after_kd.py [--tokens 32768] [--rows act wanda ...] [--work runs/bench/criteria_kd]
+    python benchmarks/criteria_after_kd.py [--tokens 32768] [--rows act wanda ...] [--seeds 0 1 2] [--baseline act]
     python benchmarks/criteria_after_kd.py --dry --teacher TINY_DIR --data TINY_DATA --work /tmp/x   # seconds
 
 A row whose student is already in --work (same row, same budget) is evaluated again (pruned and distilled) without
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,13 @@ import torch
 from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig, distill
 from minitron.numerics import lm_loss
-from minitron.importance import Scores, score
+from minitron.importance import score
 from minitron.io import read_jsonl
 from minitron.load import load_config, load_model
 from minitron.prune import PruneConfig, prune
+from minitron.numerics import cpu_has_native_bf16
 from minitron.search import ParamCounter
+from minitron.stats import fmt_interval, fmt_mean_sd, mean_sd, paired, verdict
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -113,7 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--calib-seqs", type=int, default=64)
-    p.add_argument("--val-seqs", type=int, default=32)
+    p.add_argument("--val-seqs", type=int, default=32, help="dev windows (selection), and as many test windows")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data orders each row is distilled with")
+    p.add_argument("--baseline", default="act", choices=[r.key for r in ROWS],
+                   help="the row every other one is compared with, seed by seed (default: the papers' score)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16" if cpu_has_native_bf16() else "fp32")
     p.add_argument("--curve-points", type=int, default=4, help="validation losses along each run, for the plot")
     p.add_argument("--curve-seqs", type=int, default=8, help="dev sequences the runs validate on, for the curves")
     p.add_argument("--work", type=Path, default=Path("runs/bench/criteria_kd"), help="scores, students and runs")
@@ -122,23 +129,24 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.dry:
         args.seq_len, args.calib_seqs, args.val_seqs, args.curve_points, args.curve_seqs = 32, 4, 2, 2, 2
-        args.tokens = min(args.tokens, 512)
+        args.tokens, args.precision = min(args.tokens, 512), "fp32"
     if "all" in args.rows:
         args.rows = [r.key for r in ROWS]
     torch.manual_seed(0)
     config = load_config(args.teacher)
     targets = shapes(config)
     data = TokenData.open(args.data or default_data(args.teacher))
-    val = data.spread("dev", args.val_seqs, args.seq_len).batch["input_ids"]  # selection: the dev split
+    held_out = {split: data.spread(split, args.val_seqs, args.seq_len).batch["input_ids"].split(4)
+                for split in ("dev", "test")}  # selection on dev; test says whether it holds
     rows = [r for r in ROWS if r.key in args.rows]
     scores_dir = cached_scores(args, config, targets, rows)
-    teacher_loss = lm_loss(load_model(args.teacher), val.split(4))
+    teacher_loss = lm_loss(load_model(args.teacher), held_out["dev"])
     results = []
     for row in rows:
-        results.append(run_row(args, row, targets[row.shape], scores_dir, data, val))
+        results.append(run_row(args, row, targets[row.shape], scores_dir, data, held_out))
         r = results[-1]
-        print(f"{row.key:>14}  zero-shot {r['zero_shot']:.3f}  after KD {r['val_loss']:.3f}  ({r['wall_s']:.0f} s)",
-              flush=True)
+        print(f"{row.key:>14}  zero-shot {r['zero_shot']:.3f}  after KD {r['val_loss']:.3f} (dev, mean of "
+              f"{len(r['seeds'])} seeds)", flush=True)
     write_report(args, targets, teacher_loss, results)
 
 
@@ -152,33 +160,46 @@ def cached_scores(args, config, targets: dict, rows: list[Row]) -> Path:
     return path
 
 
-def run_row(args, row: Row, target: dict, scores_dir: Path, data: TokenData, val: torch.Tensor) -> dict:
-    """Prune, distil and measure one row (or reuse the one already in WORK/ROW with the same budget)."""
-    work = args.work / row.key
-    record = work / "bench.json"
-    if record.is_file() and (work / "run" / "student").is_dir():
-        saved = json.loads(record.read_text())
-        if (saved["key"], saved["tokens"], saved["target"]) == (row.key, args.tokens, target):
-            return {**saved, "zero_shot": lm_loss(load_model(work / "pruned"), val.split(4)),  # measured again:
-                    "val_loss": lm_loss(load_model(work / "run" / "student"), val.split(4))}  # same dev tokens
-    pruned = work / "pruned"
+def run_row(args, row: Row, target: dict, scores_dir: Path, data: TokenData, held_out: dict) -> dict:
+    """Prune one row once, distil it with every seed (or reuse a run already in WORK with the same row, budget and
+    seed) and measure each student on dev and test. `val_loss` is the mean dev loss over the seeds."""
+    pruned = args.work / row.key / "pruned"
     result = prune(args.teacher, target=target, out=pruned, scores=scores_dir, device="cpu", overwrite=True,
                    prune=PruneConfig(**row.prune))
-    zero_shot = lm_loss(load_model(pruned), val.split(4))
+    seeds = {str(seed): distil_seed(args, row, target, seed, pruned, data) for seed in args.seeds}
+    for seed, run in seeds.items():  # measured again each time: the same dev and test tokens for every row
+        student = load_model(args.work / row.key / run_dir(seed) / "student")
+        run.update({f"{split}_loss": lm_loss(student, batches) for split, batches in held_out.items()})
+    return {"key": row.key, "tokens": args.tokens, "target": target, "params": result["params_after"],
+            "dropped_layers": result["dropped_layers"], "zero_shot": lm_loss(load_model(pruned), held_out["dev"]),
+            "seeds": seeds, "val_loss": mean_sd([r["dev_loss"] for r in seeds.values()])[0],
+            "curve": seeds[str(args.seeds[0])]["curve"]}
+
+
+def run_dir(seed: int | str) -> str:
+    return "run" if int(seed) == 0 else f"run-seed{seed}"
+
+
+def distil_seed(args, row: Row, target: dict, seed: int, pruned: Path, data: TokenData) -> dict:
+    """One distillation of a row's pruned student with data order `seed`: its wall time and validation curve."""
+    run = args.work / row.key / run_dir(seed)
+    record = run / "bench.json"
+    if record.is_file() and (run / "student").is_dir():
+        saved = json.loads(record.read_text())
+        if (saved["key"], saved["tokens"], saved["target"], saved["seed"]) == (row.key, args.tokens, target, seed):
+            return saved
     start = time.time()
     steps = max(1, args.tokens // (BATCH_SEQS * args.seq_len))
-    distill(TrainConfig(student=str(pruned), out=work / "run", tokens=args.tokens, teacher=args.teacher,
+    distill(TrainConfig(student=str(pruned), out=run, tokens=args.tokens, teacher=args.teacher, seed=seed,
                         data=str(data.path), seq_len=args.seq_len, micro_batch=BATCH_SEQS,
                         global_batch_tokens=BATCH_SEQS * args.seq_len, lr=args.lr, min_lr=args.lr / 10,
-                        loss="forward_kl", precision="fp32" if args.dry else "bf16",
-                        eval_every=max(1, steps // args.curve_points),
+                        loss="forward_kl", precision=args.precision, eval_every=max(1, steps // args.curve_points),
                         eval_seqs=args.curve_seqs, save_every=10**9, device="cpu", overwrite=True))
-    wall = round(time.time() - start, 1)
-    curve = [(r["tokens"], r["val_loss"]) for _, r in read_jsonl(work / "run" / "metrics.jsonl") if "val_loss" in r]
-    saved = {"key": row.key, "tokens": args.tokens, "target": target, "params": result["params_after"],
-             "dropped_layers": result["dropped_layers"], "zero_shot": zero_shot, "wall_s": wall, "curve": curve}
+    curve = [(r["tokens"], r["val_loss"]) for _, r in read_jsonl(run / "metrics.jsonl") if "val_loss" in r]
+    saved = {"key": row.key, "tokens": args.tokens, "target": target, "seed": seed,
+             "wall_s": round(time.time() - start, 1), "curve": curve}
     record.write_text(json.dumps(saved) + "\n")
-    return {**saved, "val_loss": lm_loss(load_model(work / "run" / "student"), val.split(4))}
+    return saved
 
 
 def write_report(args, targets: dict, teacher_loss: float, results: list[dict]) -> None:
@@ -190,19 +211,37 @@ def write_report(args, targets: dict, teacher_loss: float, results: list[dict]) 
     lines = ["# Pruning criteria after distillation", "",
              f"The teacher `{args.teacher}` pruned to about 50% of its parameters by each criterion, then each student "
              f"distilled (forward KL) for {args.tokens:,} tokens of the same batches (sequences of {args.seq_len}, "
-             f"{BATCH_SEQS * args.seq_len:,}-token batches, AdamW at {args.lr:g} with cosine decay, bf16 autocast). Measured on "
-             f"{args.val_seqs} × {args.seq_len} tokens of the dev split (windows spread over the whole split), the "
-             f"same for every row (the curves: the runs' own validation, {args.curve_seqs} windows spread over the "
-             f"same split). Shapes: width = "
+             f"{BATCH_SEQS * args.seq_len:,}-token batches, AdamW at {args.lr:g} with cosine decay, {args.precision}), "
+             f"once per data order (seeds {', '.join(map(str, args.seeds))}). Measured on {args.val_seqs} × "
+             f"{args.seq_len} tokens of the dev split (selection) and as many of the test split, windows spread over "
+             f"each whole split, the same for every row; mean ± standard deviation over the seeds (the curves: seed "
+             f"{args.seeds[0]}'s own validation, {args.curve_seqs} dev windows). Shapes: width = "
              f"{desc['width']}; depth = {desc['depth']}; width + depth = {desc['both']}.", "",
              "Reproduce: `.venv/bin/python benchmarks/criteria_after_kd.py --tokens "
-             f"{args.tokens}{' --rows ' + ' '.join(args.rows) if args.rows != DEFAULT_ROWS else ''}`", "",
-             "| group | row | parameters | zero-shot loss | rank | loss after KD | rank | wall time |",
+             f"{args.tokens} --seeds {' '.join(map(str, args.seeds))} --baseline {args.baseline}"
+             f"{' --rows ' + ' '.join(args.rows) if args.rows != DEFAULT_ROWS else ''}`", "",
+             "| group | row | parameters | zero-shot dev loss | rank | dev loss after KD | rank | test loss after KD |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         r = by_key[row.key]
+        runs = list(r["seeds"].values())
         lines.append(f"| {row.group} | {row.label} | {r['params']:,} | {r['zero_shot']:.3f} | {zero_rank[row.key]} | "
-                     f"{r['val_loss']:.3f} | {kd_rank[row.key]} | {r['wall_s']:.0f} s |")
+                     f"{fmt_mean_sd([x['dev_loss'] for x in runs])} | {kd_rank[row.key]} | "
+                     f"{fmt_mean_sd([x['test_loss'] for x in runs])} |")
+    lines += ["", f"## Each row against {args.baseline}, seed by seed", "",
+              "The mean paired difference (row − baseline, same data order) with its 95% t-interval; negative is "
+              "better. A tie unless the dev interval excludes 0 and the test difference has the same sign.", "",
+              "| row | seeds | dev | test | reading |", "|---|---|---|---|---|"]
+    base = by_key.get(args.baseline, {}).get("seeds", {})
+    for row in rows:
+        seeds = by_key[row.key]["seeds"]
+        common = sorted(set(seeds) & set(base))
+        if row.key == args.baseline or not common:
+            continue
+        diff = {k: paired([seeds[s][k] for s in common], [base[s][k] for s in common])
+                for k in ("dev_loss", "test_loss")}
+        lines.append(f"| {row.key} | {len(common)} | {fmt_interval(diff['dev_loss'])} | "
+                     f"{fmt_interval(diff['test_loss'])} | {verdict(diff['dev_loss'], diff['test_loss'])} |")
     lines += ["", f"Teacher loss on the same dev tokens: {teacher_loss:.3f}.", ""]
     plot = plot_curves(args, rows, by_key)
     if plot:
@@ -213,6 +252,7 @@ def write_report(args, targets: dict, teacher_loss: float, results: list[dict]) 
     args.out.write_text("\n".join(lines) + "\n" + notes)
     args.out.with_suffix(".json").write_text(json.dumps(
         {"tokens": args.tokens, "seq_len": args.seq_len, "lr": args.lr, "val_seqs": args.val_seqs,
+         "seeds": args.seeds, "baseline": args.baseline, "precision": args.precision,
          "teacher_loss": teacher_loss, "targets": targets,
          "rows": [{**by_key[r.key], "label": r.label, "group": r.group} for r in rows]}, indent=2) + "\n")
     print(f"wrote {args.out}")

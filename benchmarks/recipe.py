@@ -116,16 +116,17 @@ def main() -> None:
     results = load_results(args)
     results["teacher"] = measured(teacher, None, windows)
     starts = {}  # each pruned student's losses, measured once
-    for name in args.rows:
-        changes = dict(ROWS[name][1])
-        target = changes.pop("target", TARGET)
-        pruned = pruned_student(args, target, changes.pop("prune", {}))
-        if pruned not in starts:
-            starts[pruned] = measured(load_model(pruned), teacher, windows)
-        row = results.setdefault(name, {"seeds": {}})
-        row["pruned"] = starts[pruned]  # each row's own start
-        for seed in args.seeds:
-            run = train(args, name, seed, {**BASE, "precision": args.precision, **changes, "seed": seed}, pruned, data)
+    for seed in args.seeds:  # seed by seed, so that the pairs complete as the run goes
+        for name in args.rows:
+            changes = dict(ROWS[name][1])
+            target = changes.pop("target", TARGET)
+            pruned = pruned_student(args, target, changes.pop("prune", {}))
+            if pruned not in starts:
+                starts[pruned] = measured(load_model(pruned), teacher, windows)
+            row = results.setdefault(name, {"seeds": {}})
+            row["pruned"] = starts[pruned]  # each row's own start
+            recipe = {**BASE, "precision": args.precision, **changes, "seed": seed}
+            run = train(args, name, seed, recipe, pruned, data)
             row["seeds"][str(seed)] = {**run, **measured(load_model(args.work / run_name(name, seed) / "student"),
                                                          teacher, windows)}
             print(f"{name:>12} seed {seed}  dev {row['seeds'][str(seed)]['dev_loss']:.3f}  "
@@ -190,7 +191,6 @@ def train(args, name: str, seed: int, recipe: dict, pruned: Path, data: TokenDat
 
 def write_report(args, results: dict) -> None:
     teacher = results["teacher"]
-    base = results.get(args.baseline, {}).get("seeds", {})
     lines = ["# Distillation recipes for a small budget", "",
              f"SmolLM2-135M-Instruct pruned (by default to the old demo's target, hidden 384 / MLP 1024 / 6 heads; "
              f"*shape-*, *win-* and *new-default* rows to other shapes) and distilled for {args.tokens:,} tokens of the "
@@ -200,7 +200,7 @@ def write_report(args, results: dict) -> None:
              f"trained on). Mean ± standard deviation over the seeds. Teacher: dev {teacher['dev_loss']:.3f}, test "
              f"{teacher['test_loss']:.3f}, out-of-domain {teacher['ood_loss']:.3f}.", "",
              f"Reproduce: `.venv/bin/python benchmarks/recipe.py --tokens {args.tokens} --seeds "
-             f"{' '.join(map(str, args.seeds))} --baseline {args.baseline} --rows ROW ...`", "",
+             f"{' '.join(map(str, args.seeds))} --baseline {args.baseline} --out {args.out} --rows ROW ...`", "",
              "| row | recipe (changes to b1k) | pruned dev loss | dev loss | test loss | out-of-domain loss | test KL | "
              "tokens/s |", "|---|---|---|---|---|---|---|---|"]
     for name, (desc, _) in ROWS.items():
@@ -212,26 +212,33 @@ def write_report(args, results: dict) -> None:
         lines.append(f"| {name} | {desc} | {results[name]['pruned']['dev_loss']:.3f} | {col['dev_loss']} | "
                      f"{col['test_loss']} | {col['ood_loss']} | {col['test_kl']} | "
                      f"{sum(r['tokens_per_s'] for r in runs) / len(runs):.0f} |")
-    lines += ["", f"## Each row against {args.baseline}, seed by seed", "",
-              "The mean paired difference (row − baseline, same data order) with its 95% t-interval; negative is "
-              "better. A difference whose dev interval holds 0 is a tie; *better* or *worse* needs the dev interval "
-              "to exclude 0 and the test difference to have the same sign.", "",
-              "| row | seeds | dev | test | out-of-domain | test KL | reading |", "|---|---|---|---|---|---|---|"]
+    lines += ["", f"## Each row against {args.baseline}, seed by seed", "", *paired_table(results, args.baseline)]
+    old = args.out.read_text() if args.out.is_file() else ""
+    notes = old[old.index(NOTES):] if NOTES in old else ""  # the hand-written reading of the results stays
+    args.out.write_text("\n".join(lines) + "\n\n" + notes)
+    args.out.with_suffix(".json").write_text(json.dumps({"tokens": args.tokens, "held_out": held_out(args),
+                                                         "baseline": args.baseline, "rows": results}, indent=2) + "\n")
+
+
+def paired_table(results: dict, baseline: str) -> list[str]:
+    """Each row against the baseline: the mean paired difference (same data order) with its 95% t-interval on dev,
+    test, out-of-domain text and KL, and the verdict (`minitron.stats.verdict`)."""
+    base = results.get(baseline, {}).get("seeds", {})
+    lines = ["The mean paired difference (row − baseline, same data order) with its 95% t-interval; negative is "
+             "better. A difference whose dev interval holds 0 is a tie; *better* or *worse* needs the dev interval "
+             "to exclude 0 and the test difference to have the same sign.", "",
+             "| row | seeds | dev | test | out-of-domain | test KL | reading |", "|---|---|---|---|---|---|---|"]
     for name in ROWS:
         seeds = results.get(name, {}).get("seeds", {})
         common = sorted(set(seeds) & set(base))
-        if name == args.baseline or not common:
+        if name == baseline or not common:
             continue
         diff = {k: paired([seeds[s][k] for s in common], [base[s][k] for s in common])
                 for k in ("dev_loss", "test_loss", "ood_loss", "test_kl")}
         lines.append(f"| {name} | {len(common)} | {fmt_interval(diff['dev_loss'])} | {fmt_interval(diff['test_loss'])} | "
                      f"{fmt_interval(diff['ood_loss'])} | {fmt_interval(diff['test_kl'])} | "
                      f"{verdict(diff['dev_loss'], diff['test_loss'])} |")
-    old = args.out.read_text() if args.out.is_file() else ""
-    notes = old[old.index(NOTES):] if NOTES in old else ""  # the hand-written reading of the results stays
-    args.out.write_text("\n".join(lines) + "\n\n" + notes)
-    args.out.with_suffix(".json").write_text(json.dumps({"tokens": args.tokens, "held_out": held_out(args),
-                                                         "baseline": args.baseline, "rows": results}, indent=2) + "\n")
+    return lines
 
 
 if __name__ == "__main__":

@@ -13,15 +13,18 @@ Renderers:
   out-of-domain English, KL to the teacher and the benchmarks, with the share of the gap distillation closed.
 - tasks: compress's tasks.json: each benchmark task's accuracy ± standard error for the three models.
 - search: search.json: the distilled candidates and the best zero-shot ones, by final rank.
+- seeds: a JSON of benchmarks/recipe.py: each row against its baseline, the paired differences over seeds with
+  their 95% intervals and the verdict (the benchmark's own table).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import sys
 from pathlib import Path
 
-from minitron.tasks import MAIN_METRIC
+from minitron.tasks import main_score
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- generated: (\w+) (\S+) -->\n)(.*?)(<!-- end generated -->)", re.S)
@@ -65,7 +68,7 @@ def render_tasks(tasks: dict) -> str:
     models = [m for m in ("teacher", "pruned", "distilled") if m in tasks["results"]]
     lines = ["| task | documents | " + " | ".join(models) + " |", "|---" * (2 + len(models)) + "|"]
     for task, first in tasks["results"][models[0]].items():
-        metric = MAIN_METRIC[first["kind"]]
+        metric = main_score(first)[0]
         cells = []
         for m in models:
             r = tasks["results"][m][task]
@@ -91,6 +94,16 @@ def render_search(search: dict, shown: int = 8) -> str:
     return "\n".join(lines) + "\n"
 
 
+def benchmark(name: str):
+    """Another benchmark script of this folder, as a module (the benchmarks are scripts, not a package)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{x + 0.0:.0%}"
 
@@ -102,6 +115,9 @@ def render(kind: str, source: Path) -> str:
         return render_demo(json.loads(source.read_text()), json.loads(tasks.read_text()) if tasks.is_file() else None)
     if kind in ("tasks", "search"):
         return globals()[f"render_{kind}"](json.loads(source.read_text()))
+    if kind == "seeds":
+        saved = json.loads(source.read_text())
+        return "\n".join(benchmark("recipe").paired_table(saved["rows"], saved["baseline"])) + "\n"
     raise ValueError(f"no renderer {kind!r}")
 
 

@@ -58,8 +58,8 @@ def _sync(device: torch.device) -> None:
 def evaluate(model: str = "default", data: str | None = None, split: Literal["dev", "test"] = "test",
              seq_len: int = SEQ_LEN, tokens: int = EVAL_TOKENS, ood: bool = True, teacher: str | None = None,
              batch_size: int = 4, speed: bool = True, new_tokens: int = 64, tasks: list[str] | None = None,
-             limit: int | None = None, loss: bool = True, device: str = "auto", out: Path | None = None,
-             overwrite: bool = False) -> dict:
+             limit: int | None = None, include_path: Path | None = None, loss: bool = True, device: str = "auto",
+             out: Path | None = None, overwrite: bool = False) -> dict:
     """LM loss and perplexity on held-out tokens (windows spread over every document of a split, the same for every
     model) and on out-of-domain English, KL divergence from a teacher, the speed of greedy generation, and standard
     benchmark tasks through lm-evaluation-harness.
@@ -76,10 +76,12 @@ def evaluate(model: str = "default", data: str | None = None, split: Literal["de
         batch_size: windows per forward pass (and requests per batch of the tasks)
         speed: also measure greedy generation speed (tokens/s)
         new_tokens: tokens generated for the speed measurement
-        tasks: benchmark tasks, zero-shot (comma-separated): bb_social_iqa, bb_strategyqa,
+        tasks: benchmark tasks, zero-shot (comma-separated): any task lm-eval knows (its data downloaded or in
+            the Hub cache), one in a YAML of --include-path, or a bundled one: bb_social_iqa, bb_strategyqa,
             bb_date_understanding, bb_general_knowledge (BIG-bench, multiple choice, accuracy) and kjv (perplexity on
-            the King James Bible); their data comes from `make tasks`
+            the King James Bible), whose data comes from `make tasks`
         limit: the first N documents of each task (default: all)
+        include_path: a directory of your own lm-eval task YAMLs (lm-eval's --include_path)
         loss: measure the losses (--no-loss: only the tasks and/or the speed)
         device: auto, cpu or cuda
         out: write the metrics to this JSON file
@@ -92,7 +94,7 @@ def evaluate(model: str = "default", data: str | None = None, split: Literal["de
             raise MinitronError(f"--{name.replace('_', '-')} must be a positive whole number, not {value!r}")
     if not (loss or speed or tasks):
         raise MinitronError("nothing to measure: --no-loss and --no-speed leave only --tasks, and none was given")
-    names = check_tasks(tasks, limit) if tasks is not None else []
+    names = check_tasks(tasks, limit, include_path) if tasks is not None else []
     tokenizer = load_tokenizer(model)
     held_out = held_out_windows(model, tokenizer, data, split, seq_len, tokens, ood, teacher) if loss else {}
     dev = pick_device(device)
@@ -105,7 +107,7 @@ def evaluate(model: str = "default", data: str | None = None, split: Literal["de
     if speed:
         metrics["generation_tokens_per_s"] = generation_speed(models["model"], tokenizer, new_tokens=new_tokens)
     if names:
-        metrics["tasks"] = run_tasks(models["model"], tokenizer, names, limit, batch_size)
+        metrics["tasks"] = run_tasks(models["model"], tokenizer, names, limit, batch_size, include_path)
         metrics["tasks_limit"] = limit
     print(json.dumps(metrics, indent=2))
     if out is not None:

@@ -2,6 +2,7 @@
 GPU check runs end to end in its dry mode (on the CPU, tiny)."""
 import json
 import math
+import re
 import os
 import subprocess
 import sys
@@ -81,13 +82,20 @@ def test_criteria_after_kd_dry_mode(tiny_dir, tiny_data, tmp_path, one_thread):
     the finished rows."""
     bench = load_benchmark("criteria_after_kd")
     out = tmp_path / "report.md"
-    common = ["--dry", "--teacher", str(tiny_dir), "--data", str(tiny_data), "--work", str(tmp_path / "work")]
+    common = ["--dry", "--teacher", str(tiny_dir), "--data", str(tiny_data), "--work", str(tmp_path / "work"),
+              "--seeds", "0", "1"]
     argv = common + ["--rows", "all", "--out", str(out)]
     bench.main(argv)
     report = json.loads(out.with_suffix(".json").read_text())
     assert [r["key"] for r in report["rows"]] == [r.key for r in bench.ROWS]
     for r in report["rows"]:
         assert math.isfinite(r["val_loss"]) and math.isfinite(r["zero_shot"]) and r["curve"]
+        assert sorted(r["seeds"]) == ["0", "1"] and all(math.isfinite(x["test_loss"]) for x in r["seeds"].values())
+    # two data orders give two students: paired against the papers' score, each row with its verdict
+    act = next(r for r in report["rows"] if r["key"] == "act")["seeds"]
+    assert act["0"]["dev_loss"] != act["1"]["dev_loss"]
+    text = out.read_text()
+    assert "## Each row against act, seed by seed" in text and re.search(r"\| wanda \| 2 \| [+-]", text)
     targets = report["targets"]
     assert targets["depth"]["num_hidden_layers"] < 4 and targets["width"]["hidden_size"] < 64
     depth = {r["key"]: r["dropped_layers"] for r in report["rows"] if r["group"] == "depth"}

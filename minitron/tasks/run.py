@@ -1,6 +1,10 @@
 """Run benchmark tasks on a loaded model through lm-evaluation-harness (`lm_eval.simple_evaluate` with its `HFLM`
-wrapper and a `TaskManager` over the YAMLs beside this file)."""
+wrapper and a `TaskManager` over the YAMLs beside this file, a user's own YAMLs (`--include-path`) and, for any
+other task name, lm-eval's own tasks)."""
 from __future__ import annotations
+
+import functools
+from pathlib import Path
 
 import yaml
 from torch import nn
@@ -12,20 +16,61 @@ from minitron.tasks.sources import TASK_NAMES, YAML_DIR, chance_accuracy, prepar
 MAIN_METRIC = {"multiple_choice": "acc", "loglikelihood_rolling": "word_perplexity"}
 
 
-def check_tasks(tasks: list[str], limit: int | None = None) -> list[str]:
-    """The task names of `--tasks` (a list, or comma-separated items), each known and its data prepared, and
-    `--limit` checked; refused in one line otherwise (before any model is loaded)."""
-    names = [t.strip() for item in tasks for t in str(item).split(",") if t.strip()]
+def check_tasks(tasks: list[str], limit: int | None = None, include_path: Path | None = None) -> list[str]:
+    """The task names of `--tasks` (a list, or comma-separated items), each bundled (its data prepared), in a YAML
+    of `include_path`, or one lm-eval knows; `--limit` checked. Refused in one line otherwise (before any model
+    is loaded)."""
+    names = list(dict.fromkeys(t.strip() for item in tasks for t in str(item).split(",") if t.strip()))
     if not names:
-        raise MinitronError(f"--tasks is empty; choose from {', '.join(TASK_NAMES)}")
-    unknown = [t for t in names if t not in TASK_NAMES]
-    if unknown:
-        raise MinitronError(f"unknown task {unknown[0]!r}; choose from {', '.join(TASK_NAMES)}")
+        raise MinitronError(f"--tasks is empty; give any lm-eval task, or one of the bundled {', '.join(TASK_NAMES)}")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise MinitronError(f"--limit must be a positive number of documents, not {limit!r}")
+    if include_path is not None and not Path(include_path).is_dir():
+        raise MinitronError(f"--include-path {include_path} is not a directory of task YAMLs")
+    others = [t for t in names if t not in TASK_NAMES]
+    if others:
+        known = set(task_manager(include_path, defaults=True).all_tasks)
+        unknown = [t for t in others if t not in known]
+        if unknown:
+            where = f", in {include_path}" if include_path is not None else ""
+            raise MinitronError(f"unknown task {unknown[0]!r}: not bundled ({', '.join(TASK_NAMES)}){where} or "
+                                "among lm-eval's tasks (`lm_eval --tasks list`)")
     for name in names:
-        prepare(name)
-    return list(dict.fromkeys(names))
+        if name in TASK_NAMES:
+            prepare(name)
+    return names
+
+
+def task_manager(include_path: Path | None = None, defaults: bool = False):
+    """lm-eval's TaskManager over the bundled YAMLs, `include_path`'s and (`defaults`) lm-eval's own tasks."""
+    listing = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in Path(include_path).rglob("*.y*ml"))) \
+        if include_path is not None else ()
+    return _task_manager(str(include_path) if include_path is not None else None, defaults, listing)
+
+
+@functools.lru_cache(maxsize=4)  # indexing lm-eval's own tasks takes seconds; a changed YAML is a new key
+def _task_manager(include_path: str | None, defaults: bool, listing: tuple):
+    try:
+        from lm_eval.tasks import TaskManager  # an optional, heavy dependency: imported only when tasks run
+    except ImportError:
+        raise MinitronError("benchmark tasks need lm-evaluation-harness: pip install 'minitron[tasks]' "
+                            "(or `make setup`)") from None
+    return TaskManager(include_path=[str(YAML_DIR)] + ([include_path] if include_path else []),
+                       include_defaults=defaults)
+
+
+def load_each(specs: dict[str, str | dict], manager) -> None:
+    """Build every task once before any model runs, so that one whose data is not on this machine (a Hub dataset
+    not downloaded, offline; a local file missing) is refused in one line naming it and what is missing."""
+    from lm_eval.tasks import get_task_dict
+
+    for name, spec in specs.items():
+        try:
+            get_task_dict([spec], manager)
+        except Exception as e:  # datasets and lm-eval raise many kinds: connection, file, value errors
+            problem = " ".join(str(e).split())[:200] or type(e).__name__
+            raise MinitronError(f"task {name} cannot load its data on this machine ({type(e).__name__}: "
+                                f"{problem})") from None
 
 
 def task_config(name: str) -> dict:
@@ -35,28 +80,26 @@ def task_config(name: str) -> dict:
     return config
 
 
-def run_tasks(model: nn.Module, tokenizer, tasks: list[str], limit: int | None = None,
-              batch_size: int = 1) -> dict[str, dict]:
+def run_tasks(model: nn.Module, tokenizer, tasks: list[str], limit: int | None = None, batch_size: int = 1,
+              include_path: Path | None = None) -> dict[str, dict]:
     """Scores of `model` on `tasks` (zero-shot): {task: {metric: value, metric_stderr: value, "samples": n,
-    "kind": output type, "chance": accuracy of guessing (multiple choice)}}; `limit` takes the first N documents
-    of each task (None: all). `batch_size` requests go through the model at once (lm-eval's default is 1: a
-    perplexity task's windows are long, and their logits over a large vocabulary are big)."""
-    # lm_eval is an optional, heavy dependency (pandas, scikit-learn, ...): imported only when tasks run
-    try:
-        import lm_eval
-        from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
-    except ImportError:
-        raise MinitronError("benchmark tasks need lm-evaluation-harness: pip install 'minitron[tasks]' "
-                            "(or `make setup`)") from None
-    names = check_tasks(tasks, limit)
-    manager = TaskManager(include_path=str(YAML_DIR), include_defaults=False)
+    "kind": output type, "chance": accuracy of guessing (a bundled multiple-choice task)}}, one entry per task
+    lm-eval ran (a group's subtasks each); `limit` takes the first N documents of each task (None: all).
+    `batch_size` requests go through the model at once (lm-eval's default is 1: a perplexity task's windows are
+    long, and their logits over a large vocabulary are big)."""
+    names = check_tasks(tasks, limit, include_path)
+    import lm_eval  # checked importable by check_tasks' task manager
+    from lm_eval.models.huggingface import HFLM
+
+    manager = task_manager(include_path, defaults=any(n not in TASK_NAMES for n in names))
+    specs = {n: task_config(n) if n in TASK_NAMES else n for n in names}
+    load_each(specs, manager)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
               max_length=getattr(model.config, "max_position_embeddings", None))
-    out = lm_eval.simple_evaluate(model=lm, tasks=[task_config(n) for n in names], task_manager=manager,
+    out = lm_eval.simple_evaluate(model=lm, tasks=list(specs.values()), task_manager=manager,
                                   limit=limit, bootstrap_iters=1000, log_samples=False)
-    return {name: scores(name, out["results"][name], out["n-samples"][name]["effective"], out["configs"][name])
-            for name in names}
+    return {name: scores(name, out["results"][name], counts["effective"], out["configs"][name])
+            for name, counts in out["n-samples"].items()}
 
 
 def scores(name: str, result: dict, samples: int, config: dict) -> dict:
@@ -65,12 +108,15 @@ def scores(name: str, result: dict, samples: int, config: dict) -> dict:
     values = {key.split(",")[0]: float(v) for key, v in result.items()
               if "," in key and isinstance(v, (int, float))}
     values.update(samples=int(samples), kind=config["output_type"])
-    if config["output_type"] == "multiple_choice":
+    if config["output_type"] == "multiple_choice" and name in TASK_NAMES:
         values["chance"] = chance_accuracy(name, int(samples))
     return values
 
 
 def main_score(result: dict) -> tuple[str, float, float | None]:
-    """The metric the report shows for a task result of `run_tasks`: its name, value and standard error."""
-    metric = MAIN_METRIC[result["kind"]]
+    """The metric the report shows for a task result of `run_tasks`: its name, value and standard error (for a
+    kind of task without a main metric here, its first)."""
+    metric = MAIN_METRIC.get(result["kind"])
+    if metric not in result:
+        metric = next(k for k, v in result.items() if isinstance(v, float) and not k.endswith("_stderr"))
     return metric, result[metric], result.get(f"{metric}_stderr")
