@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from minitron.card import hub_id, teacher_license, write_model_card
 from minitron.distill import TrainConfig, distill
+from minitron.distill.config import DEFAULT_KD_LOSS
 from minitron.errors import MinitronError
 from minitron.prune import PruneConfig, prune
 
@@ -95,7 +96,7 @@ def test_distilled_card(made):
     assert figures["final training loss"] == f"{history[-1]['loss']:.4f} (step 4)"
     assert figures["held-out perplexity"] == "123.5"
     assert figures["parameters"] == f"{AutoModelForCausalLM.from_pretrained(student).num_parameters():,}"
-    assert "- loss: ce_kd" in body and "- tokens: 512 in 4 steps" in body
+    assert f"- loss: {DEFAULT_KD_LOSS}" in body and "- tokens: 512 in 4 steps" in body
     assert "### Pruning" in body and "hidden_size 64 → 48" in body  # read from the pruned student it started from
     assert "pruned and distilled from acme/tiny-llama" in body
 

@@ -17,6 +17,7 @@ import torch
 from conftest import build_tiny_data, cli_error, run_cli, save_tiny
 from safetensors.torch import load_file
 
+from minitron.distill.config import DEFAULT_KD_LOSS
 from minitron.io import mark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +162,7 @@ def test_resume_is_checked_against_the_record_and_the_runs_own_config_resumes_it
     shutil.rmtree(out / "student")
     shutil.rmtree(out / "checkpoints" / "step-2")
     settings = json.loads((out / "record.json").read_text())["distill"]["settings"]
-    assert settings["loss"] == "ce_kd" and "eval_every" not in settings  # by name; runtime settings are not recorded
+    assert settings["loss"] == DEFAULT_KD_LOSS and "eval_every" not in settings  # by name; runtime settings are not recorded
     err = cli_error(capsys, *run, "--precision", "bf16", "--resume")
     assert "its distill ran with precision = auto, now bf16" in err
     run_cli("distill", "--config", out / "train_config.json", "--resume", "--eval-every", 1)  # may change on resume

@@ -23,7 +23,8 @@ from transformers import AutoModelForCausalLM
 from minitron.cli import main
 from minitron.data import SPLITS, TokenData, build_data
 from minitron.distill import TrainConfig
-from minitron.distill.losses import CEMix, ForwardKL
+from minitron.distill.config import DEFAULT_KD_LOSS
+from minitron.distill.losses import ForwardKL, make_logit_loss
 from minitron.distill.loop import reuse_freed_memory
 from minitron.errors import MinitronError
 from minitron.eval import evaluate
@@ -79,12 +80,12 @@ def test_distill_outputs_and_masked_kd_loss(world, tmp_path):
     assert [m["step"] for m in metrics if "val_loss" in m] == [2, 4, 6]
     assert metrics[-1]["tokens"] == 6 * 128 and metrics[-1]["loss"] < metrics[0]["loss"]
     saved = json.loads((out / "train_config.json").read_text())
-    assert saved["loss"] == "ce_kd"  # the default with a teacher, recorded by name
+    assert saved["loss"] == DEFAULT_KD_LOSS  # the default with a teacher, recorded by name
     ran = json.loads((out / "record.json").read_text())["distill"]
-    assert ran["settings"]["loss"] == "ce_kd" and ran["outputs"]["plan"]["n_micro"] == 2
+    assert ran["settings"]["loss"] == DEFAULT_KD_LOSS and ran["outputs"]["plan"]["n_micro"] == 2
     assert ran["outputs"]["plan"]["steps"] == ran["outputs"]["steps"] == 6
 
-    # step 1's loss is CE + forward KL, half each, averaged over the masked tokens of its two micro-batches
+    # step 1's loss is the default loss with a teacher, averaged over the masked tokens of its two micro-batches
     data = TokenData.open(world["masked"])
     batches = [data.sample("train", 2, 32, seed=0, step=1, micro=m) for m in range(2)]
     ids = torch.cat([b["input_ids"] for b in batches])
@@ -92,7 +93,7 @@ def test_distill_outputs_and_masked_kd_loss(world, tmp_path):
     with torch.no_grad():
         t_logits = AutoModelForCausalLM.from_pretrained(world["teacher"])(ids[:, :-1]).logits
         s_logits = AutoModelForCausalLM.from_pretrained(world["student"])(ids[:, :-1]).logits
-    want = CEMix(ForwardKL(), ce_weight=0.5)(s_logits, t_logits, ids[:, 1:], mask=mask).item()
+    want = make_logit_loss(DEFAULT_KD_LOSS)(s_logits, t_logits, ids[:, 1:], mask=mask).item()
     assert metrics[0]["loss"] == pytest.approx(want, rel=1e-5)
 
     # the trainer validates on windows spread over the dev split: the loss `minitron eval --split dev` measures on
