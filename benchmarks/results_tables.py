@@ -12,9 +12,12 @@ Renderers:
 - demo: compress's metrics.json (and the tasks.json beside it): teacher, pruned and distilled on the test split, on
   out-of-domain English, KL to the teacher and the benchmarks, with the share of the gap distillation closed.
 - tasks: compress's tasks.json: each benchmark task's accuracy ± standard error for the three models.
+- eval_tasks: a `minitron eval --tasks ... --out` JSON: one model's tasks, as `tasks` shows them.
+- corpus: docs/data.json (benchmarks/corpus_table.py): each part of the corpora, its source, licence, tokens and share.
 - search: search.json: the distilled candidates and the best zero-shot ones, by final rank.
 - seeds: a JSON of benchmarks/recipe.py: each row against its baseline, the paired differences over seeds with
   their 95% intervals and the verdict (the benchmark's own table).
+- corpus_seeds: benchmarks/corpus_mix.py's JSON: each corpus against the baseline's, likewise.
 """
 from __future__ import annotations
 
@@ -64,9 +67,10 @@ def render_demo(metrics: dict, tasks: dict | None) -> str:
 
 
 def render_tasks(tasks: dict) -> str:
-    """Each task's main metric ± its standard error (lm-eval's), teacher, pruned and distilled side by side."""
-    models = [m for m in ("teacher", "pruned", "distilled") if m in tasks["results"]]
-    lines = ["| task | documents | " + " | ".join(models) + " |", "|---" * (2 + len(models)) + "|"]
+    """Each task's main metric ± its standard error (lm-eval's), teacher, pruned and distilled side by side, with the
+    accuracy a uniform guess expects (– for a perplexity task)."""
+    models = [m for m in ("teacher", "pruned", "distilled") if m in tasks["results"]] or list(tasks["results"])
+    lines = ["| task | documents | chance | " + " | ".join(models) + " |", "|---" * (3 + len(models)) + "|"]
     for task, first in tasks["results"][models[0]].items():
         metric = main_score(first)[0]
         cells = []
@@ -74,7 +78,30 @@ def render_tasks(tasks: dict) -> str:
             r = tasks["results"][m][task]
             err = r.get(f"{metric}_stderr")
             cells.append(f"{r[metric]:.3f}" + (f" ± {err:.3f}" if err is not None else ""))
-        lines.append(f"| {task} ({metric}) | {first['samples']} | " + " | ".join(cells) + " |")
+        chance = f"{first['chance']:.3f}" if first.get("chance") is not None else "–"
+        lines.append(f"| {task} ({metric}) | {first['samples']} | {chance} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_eval_tasks(metrics: dict) -> str:
+    """The tasks of one model's `minitron eval --tasks ... --out` JSON, as `render_tasks` shows them."""
+    return render_tasks({"results": {metrics["model"]: metrics["tasks"]}})
+
+
+def render_corpus(data: dict, mix: str = "broad") -> str:
+    """Each part of the corpora: its kind, source, licence, documents and tokens per split, and its share of the
+    `mix` with how many times over its training tokens that share reads it."""
+    parts, shares = data["parts"], data["mixes"][mix]
+    train_total = sum(p["splits"]["train"]["tokens"] for p in parts.values())
+    lines = [f"| part | kind | text | package | licence | documents | train tokens | dev tokens | test tokens | "
+             f"share of `{mix}` | times read |", "|---" * 11 + "|"]
+    for name, p in parts.items():
+        s = p["splits"]
+        share = shares.get(name)
+        passes = "–" if share is None else f"{share * train_total / s['train']['tokens']:.2f}"
+        lines.append(f"| {name} | {p['kind']} | {p['about']} | {p['package']} | {p['licence']} | "
+                     f"{sum(v['documents'] for v in s.values()):,} | {s['train']['tokens']:,} | "
+                     f"{s['dev']['tokens']:,} | {s['test']['tokens']:,} | {pct(share)} | {passes} |")
     return "\n".join(lines) + "\n"
 
 
@@ -113,11 +140,14 @@ def render(kind: str, source: Path) -> str:
     if kind == "demo":
         tasks = source.with_name("tasks.json")
         return render_demo(json.loads(source.read_text()), json.loads(tasks.read_text()) if tasks.is_file() else None)
-    if kind in ("tasks", "search"):
+    if kind in ("tasks", "search", "eval_tasks", "corpus"):
         return globals()[f"render_{kind}"](json.loads(source.read_text()))
     if kind == "seeds":
         saved = json.loads(source.read_text())
         return "\n".join(benchmark("recipe").paired_table(saved["rows"], saved["baseline"])) + "\n"
+    if kind == "corpus_seeds":
+        saved = json.loads(source.read_text())
+        return "\n".join(benchmark("corpus_mix").paired_table(saved, saved["baseline"])) + "\n"
     raise ValueError(f"no renderer {kind!r}")
 
 

@@ -22,6 +22,7 @@ from minitron.load import DEFAULT_MODEL, HUB_ID, converted_license, default_gguf
 from minitron.record import RECORD
 
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model 'default' is a quantised copy of
+MINITRON_SUFFIX = re.compile(r"-(minitron-[0-9.]+[KMB]|corrected)$")  # what `derived_name` appends
 EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "nemotron")  # what `minitron export` writes
 
 
@@ -41,8 +42,8 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
             shows and searches.
         license: The licence to declare; default: the teacher's (from its README.md front matter or
             GGUF metadata).
-        name: The model's name in the card; default: the directory's name (give the final name when `out` is a
-            temporary directory that is renamed into place afterwards).
+        name: The model's name in the card (its title, and the GGUF's name on export); default: one derived from
+            the teacher and the size (`derived_name`: SmolLM2-135M-Instruct-minitron-67M).
 
     Returns:
         The path of the written README.md.
@@ -64,10 +65,12 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
     tags = ["minitron"] + ["pruned"] * (pruning is not None) + ["distilled"] * distilled
     header = ModelCardData(base_model=hub_id(teacher), library_name="transformers",
                            license=license or teacher_license(teacher), pipeline_tag="text-generation", tags=tags,
-                           model_name=name or out.name, eval_results=eval_results or None)
+                           model_name=name, eval_results=eval_results or None)
     config = json.loads((out / "config.json").read_text())
-    figures = {"parameters": f"{stored_params(out):,}", **training_figures(history), **(metrics or {})}
-    name = name or out.name
+    params = stored_params(out)
+    figures = {"parameters": f"{params:,}", **training_figures(history), **(metrics or {})}
+    name = name or derived_name(teacher, params)
+    header.model_name = name
     sections = [summary(name, config, teacher, pruning, training), pruning_section(pruning, teacher),
                 training_section(training, ran, history), figures_section(figures), usage_section(name, config)]
     text = "---\n" + header.to_yaml() + "\n---\n\n"
@@ -97,6 +100,31 @@ def hub_id(spec: str | None) -> str | None:
     if not Path(spec).exists() and HUB_ID.fullmatch(spec):
         return spec.partition("@")[0]  # org/name[@revision]
     return None
+
+
+def base_name(spec: str | None) -> str:
+    """A model's own name without its organisation or a minitron suffix: SmolLM2-135M-Instruct."""
+    name = (hub_id(spec) or (Path(str(spec)).name if spec else "model")).rsplit("/", 1)[-1]
+    return MINITRON_SUFFIX.sub("", name.removesuffix(".gguf")) or "model"
+
+
+def derived_name(teacher: str | None, params: int) -> str:
+    """A student's name from its teacher and its size: SmolLM2-135M-Instruct-minitron-67M (or -8.4B)."""
+    size = (f"{params / 1e9:.1f}B" if params >= 1e9 else f"{round(params / 1e6)}M" if params >= 1e6 else
+            f"{max(1, round(params / 1e3))}K")
+    return f"{base_name(teacher)}-minitron-{size}"
+
+
+def card_name(model_dir: Path) -> str | None:
+    """The name a minitron model card gives its model (its title), or None for a directory without one."""
+    card = Path(model_dir) / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if "minitron" not in text.partition("\n---\n")[0]:  # not a card minitron wrote (tags: minitron)
+        return None
+    title = re.search(r"^# (.+)$", text, re.M)
+    return title[1].strip() if title else None
 
 
 def name_of(spec: str | None) -> str:

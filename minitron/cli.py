@@ -23,7 +23,7 @@ from typing import Any, Callable
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from minitron import __version__
-from minitron.errors import Interrupted, MinitronError
+from minitron.errors import Interrupted, MinitronError, missing_extra
 from minitron.signals import Terminated, interrupts
 from minitron.io import SafetensorError, disk_problem
 
@@ -293,6 +293,10 @@ def _run_reporting(argv: list[str]) -> int:
         if debug:
             raise
         return _error(f"minitron: error: {e}", 1)
+    except ImportError as e:  # an optional package a command needs (`pip install 'minitron[EXTRA]'`)
+        if debug or missing_extra(e) is None:
+            raise
+        return _error(f"minitron: error: {missing_extra(e)}", 1)
     except (OSError, SafetensorError) as e:  # outside an atomic output (which says more itself)
         if debug:
             raise

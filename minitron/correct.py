@@ -15,7 +15,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from minitron.card import write_model_card
+from minitron.card import base_name, write_model_card
 from minitron.distill import TrainConfig, distill
 from minitron.distill.config import refuse_located
 from minitron.errors import MinitronError
@@ -49,8 +49,8 @@ def correct(model: str = "default", out: Path | None = None, data: Path | None =
     result = distill(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, process 0 writes (as distill does)
         write_model_card(result.student, teacher=str(model), run=result.out,
-                         name=f"{Path(out).name} (corrected teacher)")
-        print(f"corrected teacher in {result.student}: {result.tokens:,} tokens, validation loss "
+                         name=cfg.name or f"{base_name(model)}-corrected")
+        print(f"wrote {result.student}: the corrected teacher, {result.tokens:,} tokens, validation loss "
               f"{result.val_loss:.4f}")
     return {"model": str(result.student), "tokens": result.tokens, "steps": result.steps, "val_loss": result.val_loss,
             "lora_rank": cfg.lora_rank}

@@ -1,4 +1,5 @@
-"""The one exception type that the command line turns into a single clear line."""
+"""The one exception type that the command line turns into a single clear line, and that line for an optional
+package that is not installed (`require`)."""
 
 
 class MinitronError(Exception):
@@ -12,3 +13,43 @@ class Interrupted(MinitronError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+EXTRAS = {  # an optional package (its import name): the extra of minitron that installs it, and what needs it
+    "matplotlib": ("plots", "the report's and the search's plots"),
+    "gguf": ("gguf", "GGUF export and .gguf teachers"),
+    "datasets": ("datasets", "a saved Hugging Face dataset as --source"),
+    "peft": ("lora", "LoRA (--lora-rank)"),
+    "mistral_common": ("mistral", "the Mistral (Tekken) chat format"),
+    "lm_eval": ("tasks", "benchmark tasks (--tasks)"),
+    "tensorboard": ("tensorboard", "--report-to tensorboard"),
+    "wandb": ("wandb", "--report-to wandb"),
+    "rdata": ("corpus", "the prose corpus (R data)"),
+}
+
+
+def missing_extra(error: ImportError) -> MinitronError | None:
+    """The one-line error for an optional package that is not installed, naming the extra that installs it; None
+    for any other import error."""
+    name = (getattr(error, "name", None) or "").split(".")[0]
+    if name not in EXTRAS:
+        return None
+    extra, what = EXTRAS[name]
+    return MinitronError(f"{what} needs {name}, which is not installed: pip install 'minitron[{extra}]' (`make` "
+                         "installs every extra)")
+
+
+def require(module: str):
+    """Import an optional package, or raise `missing_extra`'s one line."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise (missing_extra(e) or e) from None
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files only (the Agg backend); an optional package (`require`)."""
+    require("matplotlib").use("Agg")
+    return require("matplotlib.pyplot")

@@ -18,6 +18,7 @@ import numpy as np
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from minitron.arch import count_params
 from minitron.data import (EVAL_TOKENS, SEQ_LEN, TokenData, Windows, default_data, spread_starts, tokenizer_identity,
@@ -112,6 +113,7 @@ def evaluate(model: str = "default", data: str | None = None, split: Literal["de
     print(json.dumps(metrics, indent=2))
     if out is not None:
         write_json(Path(out), metrics)
+        print(f"wrote {out}")
     return metrics
 
 
@@ -167,7 +169,9 @@ def measure(models: dict[str, nn.Module], windows: Windows, batch_size: int, tea
     KL(teacher ‖ model) per label likewise. One pass: each batch goes through every model once."""
     per = {name: {"loss": [], "kl": []} for name in models}
     counts = []
-    for batch in windows_in_batches(windows.batch, batch_size):
+    n = len(windows.batch["input_ids"])
+    for batch in tqdm(windows_in_batches(windows.batch, batch_size), total=math.ceil(n / batch_size), leave=False,
+                      desc=f"measuring on {windows.split}", unit="batch", dynamic_ncols=True, disable=n <= batch_size):
         ids = batch["input_ids"]
         weight = label_weights(batch)
         counts.append(weight.sum(1))

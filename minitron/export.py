@@ -20,6 +20,7 @@ import torch
 from safetensors import safe_open
 
 from minitron.arch import head_dim
+from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
@@ -77,7 +78,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
             q5_k_m, q4_k_m (quantised by llama.cpp's own library, which `make llamacpp` installs). Norms and
             biases stay f32.
         overwrite: Replace `out` (and its Modelfile) if they already exist.
-        name: The model's name in the file (general.name); default: the model directory's name.
+        name: The model's name in the file (general.name); default: the name its minitron model card gives it
+            (SmolLM2-135M-Instruct-minitron-67M), else the model directory's name.
 
     Returns:
         The paths of the GGUF file and of the Modelfile.
@@ -109,7 +111,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
         writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
         try:
             writer.add_type("model")
-            add_identity(writer, name or path.name, path)
+            add_identity(writer, name or card_name(path) or path.name, path)
             add_architecture(writer, config)
             writer.add_file_type(weight_type.file_type)
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)

@@ -63,12 +63,30 @@ def trim_heap() -> None:
         pass
 
 
+@contextmanager
+def params_on_meta() -> Iterator[None]:
+    """Parameters created inside go to the meta device (no memory, no initialisation); buffers stay real, since
+    some are computed at construction (rotary frequencies). What accelerate's init_empty_weights does, without
+    the dependency: every nn.Module.register_parameter moves its parameter to meta."""
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(module, name, param)
+        if param is not None and param.device.type != "meta":
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original
+
+
 def skeleton(config, device: torch.device | str = "cpu") -> nn.Module:
     """The model in eval mode with every parameter on the meta device and its buffers real on `device`."""
-    from accelerate import init_empty_weights  # lazy: CLI start-up speed (accelerate takes a second to import)
     from transformers import AutoModelForCausalLM  # lazy: CLI start-up speed
 
-    with init_empty_weights(include_buffers=False):
+    with params_on_meta():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.tie_weights()
     for module in model.modules():

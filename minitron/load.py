@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from minitron.arch import PRUNABLE_SIZES, arch_of
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, require
 from minitron.io import atomic_dir, save_hf, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
 
@@ -111,6 +111,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # lazy: CLI start-up speed
 
+    require("gguf")  # transformers reads GGUF files through it: a missing one is one line here
     print(f"converting {gguf.name} to a Hugging Face checkpoint (once; cached in {out})", flush=True)
     folder, fname = gguf.parent, gguf.name
     try:

@@ -28,7 +28,7 @@ import torch
 from huggingface_hub import EvalResult
 
 from minitron.arch import count_params
-from minitron.card import write_model_card
+from minitron.card import card_name, derived_name, stored_params, write_model_card
 from minitron.chat.generate import generate_reply
 from minitron.correct import CORRECT_LR, correct
 from minitron.data import EVAL_TOKENS, TokenData, default_data
@@ -229,7 +229,8 @@ def run_stages(run: Path, r: Recipe) -> Path:
                             drop_layers=None), r, where)
         round_train = replace(r.train, tokens=r.train.tokens if rounds == 1 else (end - start) * r.tokens_per_step,
                               student=str(where / "pruned"), out=where / "distill", teacher=source,
-                              resume=(where / "distill").exists())
+                              resume=(where / "distill").exists(),
+                              name=r.train.name or derived_name(r.teacher, stored_params(where / "pruned")))
         record.run("distill" + suffix, recorded(round_train, run), lambda: distill_stage(round_train, where))
         model = str(where / "student")
     record.run("evaluate", {"eval_tokens": r.eval_tokens, "ood": r.ood, "seq_len": r.prune.seq_len,
@@ -396,8 +397,8 @@ def write_student_card(run: Path, original: str, metrics: dict, tasks: dict[str,
         results.append(EvalResult(task_type="multiple-choice" if result["kind"] == "multiple_choice" else
                                   "text-generation", dataset_type="bigbench" if task.startswith("bb_") else task,
                                   dataset_name=task, metric_type=metric, metric_value=round(value, 4)))
-    write_model_card(run / "student", teacher=str(original), run=run / "distill", name=run.name, metrics=figures,
-                     eval_results=results)
+    write_model_card(run / "student", teacher=str(original), run=run / "distill", name=card_name(run / "student"),
+                     metrics=figures, eval_results=results)
 
 
 # ---------------------------------------------------------------- helpers

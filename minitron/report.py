@@ -4,15 +4,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
 
+from minitron.errors import pyplot, require
 from minitron.io import read_jsonl
 from minitron.importance import Scores
 from minitron.prune import PruneConfig
 from minitron.tasks import main_score
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 MODELS = ("teacher", "pruned", "distilled")
 
@@ -26,6 +24,7 @@ def plot_training(log: list[dict], metrics: dict, out: Path, objective: str = "d
     val = [(r["tokens"], r["val_loss"]) for r in log if r.get("val_loss") is not None]
     if not train:
         return None
+    plt, ticker = pyplot(), require("matplotlib.ticker")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(*zip(*train), lw=1, alpha=0.8)
     left.set_title(f"training objective ({objective})", fontsize=10)
@@ -41,8 +40,8 @@ def plot_training(log: list[dict], metrics: dict, out: Path, objective: str = "d
     for ax in (left, right):
         ax.set_xlabel("training tokens")
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))  # 100k, 1.5M: labels that fit
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6))
+        ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))  # 100k, 1.5M: labels that fit
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(6))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -57,6 +56,7 @@ def plot_importance(scores_dir: Path, out: Path) -> Path | None:
     if "activation" not in scores.criteria():
         return None
     w = PruneConfig(criterion="activation").width(scores)
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 6))
     panels = [(axes[0, 0], w["heads"].mean(1), "attention heads: mean importance", "layer"),
               (axes[0, 1], w["mlp"].mean(1), "MLP neurons: mean importance", "layer"),

@@ -19,7 +19,6 @@ import traceback
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import matplotlib
 import torch
 from tqdm import tqdm
 
@@ -27,7 +26,7 @@ from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located
 from minitron.distill.loop import distill as run_distill
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, pyplot
 from minitron.importance import Scores, score
 from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device, resolve_model
@@ -37,8 +36,6 @@ from minitron.prune import prune as prune_model
 from minitron.record import Record
 from minitron.shards import Checkpoint
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 SEARCH_TOLERANCE = 0.05  # candidates within ±5 percent of the budget
 SHOWN = 30  # rows of search.md
@@ -321,7 +318,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     replace(train, student=str(model), out=work, teacher=str(model)).validate("distill.")
     settings = {"model": str(model), "budget": budget, "tolerance": tolerance, "steps": steps, "floors": floors,
                 "max_candidates": max_candidates, "scores": str(scores), "val_seqs": val_seqs,
-                "prune": asdict(prune), "distill": recorded(train, work)}
+                "prune": asdict(prune), "distill": recorded(replace(train, teacher=str(model)), work)}
     restore(work, settings, chosen, overwrite)
     val = windows_in_batches(tokens.spread("dev", val_seqs, prune.seq_len).batch, 4)  # selection: the dev split
     clock = Clock()  # the seconds of each part, this run (search.json)
@@ -331,11 +328,16 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
               save=lambda: write_results(work, settings, chosen, clock.seconds, plot=False))
     clock.lap("zero_shot")
     write_results(work, settings, chosen, clock.seconds)
-    for c in sorted(chosen, key=lambda c: c.zero_shot_loss)[:distill_top]:
-        print(f"distilling {c.name} on {distill_tokens:,} tokens", flush=True)
+    top = sorted(chosen, key=lambda c: c.zero_shot_loss)[:distill_top]
+    started = time.time()
+    for i, c in enumerate(top, 1):
+        print(f"distilling {c.name} on {distill_tokens:,} tokens (candidate {i} of {len(top)})", flush=True)
         distil_candidate(c, model, work, scores_dir, train, val, prune, device)
         clock.lap(f"distill {c.name}")
         write_results(work, settings, chosen, clock.seconds)
+        if i < len(top):  # the overall ETA: the candidates cost about the same
+            left = (time.time() - started) / i * (len(top) - i)
+            print(f"search: {i} of {len(top)} candidates distilled; about {left / 60:.0f} min left", flush=True)
     winner = next((c for c in ranked(chosen) if c.error is None), None)
     if winner is None:
         raise MinitronError(f"every candidate's distillation failed (see {work}/candidates/*/error.txt)")
@@ -343,6 +345,8 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     prune_model(model, target=winner.sizes, out=out, prune=prune, scores=scores_dir, device=device,
                 overwrite=overwrite)
     shutil.copy(work / "search.json", out / "search.json")
+    print(f"wrote {out}: the winner, {winner.name}, pruned ({winner.params:,} parameters); every shape's losses in "
+          f"{work / 'search.json'}", flush=True)
     return {"winner": asdict(winner), "target": winner.sizes, "params": winner.params, "work": str(work),
             "scores": str(scores_dir)}
 
@@ -411,6 +415,7 @@ def plot_ranks(rows: list[dict], path: Path) -> None:
     if not done:
         return
     after = {r["name"]: i + 1 for i, r in enumerate(sorted(done, key=lambda r: r["distilled_loss"]))}
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot([1, len(rows)], [1, len(rows)], color="0.8", lw=1)
     for r in done:

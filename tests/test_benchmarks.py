@@ -57,24 +57,29 @@ def test_gpu_check_dry_mode(tmp_path):
 
 
 def test_corpus_mix_dry_mode(tmp_path, one_thread):
-    """Runs end to end on a tiny random teacher: every row evaluated on the dev splits of both corpora (the
-    benchmark chooses a default: it reads dev, not test); a second run reuses the students (no retraining)."""
+    """Runs end to end on a tiny random teacher: every row measured on the dev and test splits of every kind of
+    text, out of domain and by KL, per seed, with the general measure the mean over the kinds and the rows paired
+    against the baseline; a second run reuses the students (no retraining)."""
     cmd = [sys.executable, str(REPO / "benchmarks" / "corpus_mix.py"), "--dry", "--work", str(tmp_path),
-           "--tokens", "256", "--val-seqs", "4"]
+           "--tokens", "256", "--val-seqs", "4", "--seeds", "0", "1"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = json.loads((tmp_path / "corpus_mix.json").read_text())["rows"]
-    assert list(rows) == ["teacher", "pruned", "docs", "mix"]
-    assert all(0 < row[split] < 20 for row in rows.values() for split in ("docs", "prose"))
-    assert rows["docs"]["tokens"] == rows["mix"]["tokens"] == 256
+    saved = json.loads((tmp_path / "corpus_mix.json").read_text())
+    assert list(saved["rows"]) == ["docs", "broad"] and saved["baseline"] == "docs"
+    kinds = ("documentation", "prose", "reference", "dialogue")
+    for row in saved["rows"].values():
+        assert set(row["seeds"]) == {"0", "1"}
+        for run in row["seeds"].values():
+            assert run["tokens"] == 256 and 0 < run["ood_loss"] < 20 and run["test_kl"] > 0
+            assert run["dev_loss"] == pytest.approx(sum(run[f"dev:{k}_loss"] for k in kinds) / 4)
     teacher = load_model(tmp_path / "tiny-teacher")
-    for split in ("docs", "prose"):
-        dev = TokenData.open(tmp_path / f"{split}-data").spread("dev", 4, 32).batch["input_ids"]
-        assert rows["teacher"][split] == pytest.approx(lm_loss(teacher, dev.split(4)), rel=1e-5)
-    assert "| mix |" in (tmp_path / "corpus_mix.md").read_text()
-    trained = (tmp_path / "mix" / "bench.json").stat().st_mtime
+    dev = TokenData.open(tmp_path / "prose-data").spread("dev", 4, 32).batch["input_ids"]
+    assert saved["teacher"]["dev:prose_loss"] == pytest.approx(lm_loss(teacher, dev.split(4)), rel=1e-5)
+    report = (tmp_path / "corpus_mix.md").read_text()
+    assert "| broad | `broad` |" in report and "| broad | 2 |" in report  # the paired line, over both seeds
+    trained = (tmp_path / "broad-seed1" / "bench.json").stat().st_mtime
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and (tmp_path / "mix" / "bench.json").stat().st_mtime == trained
+    assert again.returncode == 0 and (tmp_path / "broad-seed1" / "bench.json").stat().st_mtime == trained
 
 
 def test_criteria_after_kd_dry_mode(tiny_dir, tiny_data, tmp_path, one_thread):

@@ -12,7 +12,7 @@ import yaml
 from conftest import build_tiny_data, save_tiny
 from transformers import AutoModelForCausalLM
 
-from minitron.card import hub_id, teacher_license, write_model_card
+from minitron.card import base_name, card_name, derived_name, hub_id, teacher_license, write_model_card
 from minitron.distill import TrainConfig, distill
 from minitron.distill.config import DEFAULT_KD_LOSS
 from minitron.errors import MinitronError
@@ -56,10 +56,12 @@ def test_pruned_card(made):
     card = write_model_card(made["pruned"])
     assert card == made["pruned"] / "README.md"
     header, body = read_card(card)
-    assert header == {"base_model": "acme/tiny-llama", "library_name": "transformers", "license": "mit",
-                      "pipeline_tag": "text-generation", "tags": ["minitron", "pruned"], "model_name": "pruned"}
     record = json.loads((made["pruned"] / "pruning.json").read_text())
     params = AutoModelForCausalLM.from_pretrained(made["pruned"]).num_parameters()
+    name = f"tiny-llama-minitron-{round(params / 1e3)}K"  # derived from the teacher and the size
+    assert header == {"base_model": "acme/tiny-llama", "library_name": "transformers", "license": "mit",
+                      "pipeline_tag": "text-generation", "tags": ["minitron", "pruned"], "model_name": name}
+    assert body.lstrip().startswith(f"# {name}\n") and card_name(made["pruned"]) == name
     assert record["params_after"] == params
     assert table(body)["parameters"] == f"{params:,}"
     assert f"{record['params_before']:,} → {params:,}" in body
@@ -68,7 +70,7 @@ def test_pruned_card(made):
     assert "calibration: data=data, num_seqs=4, seq_len=32, seed=1234" in body
     assert "pruned from acme/tiny-llama" in body and "### Distillation" not in body
     assert str(made["teacher"].parent) not in body  # no local paths in a card meant for the Hub
-    assert 'AutoModelForCausalLM.from_pretrained("pruned")' in body and "minitron export --model pruned" in body
+    assert f'AutoModelForCausalLM.from_pretrained("{name}")' in body and f"minitron export --model {name}" in body
 
 
 def test_distilled_card(made):
@@ -122,3 +124,11 @@ def test_default_teacher_identity():
     assert hub_id("default") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert teacher_license("default") == "apache-2.0"
     assert hub_id("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B" and hub_id(None) is None
+
+
+def test_derived_names():
+    assert derived_name("default", 67_048_128) == "SmolLM2-135M-Instruct-minitron-67M"
+    assert derived_name("nvidia/Mistral-NeMo-12B-Base", 8_414_000_000) == "Mistral-NeMo-12B-Base-minitron-8.4B"
+    assert derived_name("runs/x/SmolLM2-135M-Instruct-minitron-67M", 30_000_000) == "SmolLM2-135M-Instruct-minitron-30M"
+    assert derived_name("/models/teacher.gguf", 5_000) == "teacher-minitron-5K"
+    assert base_name("org/Model-7B-corrected") == "Model-7B"

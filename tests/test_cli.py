@@ -81,7 +81,7 @@ def test_argparse_style_forms_of_the_readme():
     assert kw["out"] == Path("p")
     _, kw = parse(["data", "--source", "a", "b.jsonl", "--chat", "--dev-fraction", "0.1"])
     assert kw["source"] == ["a", "b.jsonl"] and kw["chat"] is True and kw["dev_fraction"] == 0.1
-    assert kw["test_fraction"] == 0.02 and "val_fraction" not in kw
+    assert kw["test_fraction"] is None and "val_fraction" not in kw  # None: 0.02, or a corpus part's own
     _, kw = parse(["data", "--dev-fraction", "0.1", "--test-fraction", "0.05"])
     assert (kw["dev_fraction"], kw["test_fraction"]) == (0.1, 0.05)
     _, kw = parse(["eval", "--tokens", "512", "--no-ood", "--split", "dev", "--teacher", "t"])

@@ -13,6 +13,7 @@ import minitron
 from conftest import cli_error
 from minitron.cli import main, parse
 from minitron import pipeline
+from minitron.card import card_name, derived_name
 from minitron.distill import TrainConfig, distill
 from minitron.data import TokenData
 from minitron.errors import MinitronError
@@ -64,6 +65,8 @@ def check_run(run, metrics):
         key = f"{where}_kl"  # the teacher's KL from itself is 0: the same formula
         assert saved["gap_closed"][key] == pytest.approx((p[key] - d[key]) / p[key], rel=1e-9)
     assert saved["pruned"]["params"] == saved["distilled"]["params"] < saved["teacher"]["params"]
+    # the student is named after the teacher it was given (teacher_spec: the original one, even when corrected)
+    assert card_name(run / "student") == derived_name(saved["teacher_spec"], d["params"])
     assert (run / "loss.png").stat().st_size > 0 and (run / "importance.png").stat().st_size > 0
     report = (run / "report.md").read_text()
     assert "| distilled |" in report and "loss.png" in report

@@ -22,13 +22,14 @@ def train_loss(model_dir, data) -> float:
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_correct_writes_a_better_stock_checkpoint(tmp_path, one_thread, lora):
+def test_correct_writes_a_better_stock_checkpoint(tmp_path, one_thread, lora, capsys):
     tiny_dir = save_tiny(tmp_path / "tiny-llama", tie=lora)  # LoRA on tied embeddings (as SmolLM2's) too
     tiny_data = build_tiny_data(tmp_path, tiny_dir)
     out = tmp_path / "corrected"
     extra = ["--train.lora-rank", 4, "--train.lora-alpha", 8, "--train.lr", 1e-2] if lora else ["--train.lr", 3e-3]
     run_cli("correct", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--device", "cpu", *TINY, *extra)
     model = out / "student"
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"wrote {model}: the corrected teacher")
     for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "README.md"):
         assert (model / name).is_file(), name
     keys, original = (set(safe_open(m / "model.safetensors", framework="pt").keys()) for m in (model, tiny_dir))
@@ -38,7 +39,7 @@ def test_correct_writes_a_better_stock_checkpoint(tmp_path, one_thread, lora):
     assert after < before - 0.1, (before, after)
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["loss"] == "ce" and saved["teacher"] is None and saved["lora_rank"] == (4 if lora else 0)
-    assert "tiny-llama" in (model / "README.md").read_text()
+    assert (model / "README.md").read_text().split("\n---\n")[1].lstrip().startswith("# tiny-llama-corrected\n")
     assert AutoConfig.from_pretrained(model).tie_word_embeddings == lora
     if lora:  # only the adapters trained: the embeddings (no adapter) are the teacher's
         a, b = (AutoModelForCausalLM.from_pretrained(m).model.embed_tokens.weight for m in (tiny_dir, model))

@@ -1,6 +1,7 @@
 """Token shards: every kind of source, dtypes, a train/dev/test split by document that does not depend on where
 data lives, sampling that is a pure function of (seed, step), and evaluation windows spread over a whole split."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cli_error, run_cli, tiny_tokenizer, write_corpus
+from conftest import build_tiny_data, cli_error, run_cli, tiny_tokenizer, write_corpus
 from minitron.data import (DOCS_SOURCES, SPLITS, ShardWriter, TokenData, build_data, iter_documents, split_of,
                            spread_starts, token_dtype, windows_of, write_meta)
 from minitron.errors import MinitronError
@@ -288,3 +289,12 @@ def test_a_second_writer_is_refused_while_the_first_writes(tmp_path, tiny_dir, c
     assert first.returncode == 0, stderr
     assert TokenData.open(out).num_tokens("train") > 0
     assert not list(tmp_path.glob(".out.*"))  # no lock or temporary files left beside the output
+
+
+def test_build_shows_progress_with_a_total(tmp_path, tiny_dir, capsys):
+    """The tokenising bar counts the sources' bytes against their total (an ETA), and ends full; the last line of
+    output names what was written."""
+    out = build_tiny_data(tmp_path, tiny_dir)
+    captured = capsys.readouterr()
+    assert re.search(r"tokenising: 100%\|.*tokens=", captured.err), captured.err[-300:]
+    assert captured.out.splitlines()[-1].startswith(f"wrote {out}: ")

@@ -156,6 +156,7 @@ def test_eval_command_writes_json_and_refuses_other_tokenizer(models, capsys):
     out = tmp / "metrics" / "a.json"
     main(["eval", "--model", str(a), "--data", str(data), "--seq-len", "16", "--tokens", "64",
           "--new-tokens", "4", "--out", str(out)])
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {out}"  # the last line names what was written
     written = json.loads(out.read_text())
     assert {"model", "params", "test", "ood", "generation_tokens_per_s"} <= set(written)
     assert {"loss", "ci95", "ppl", "tokens", "windows", "documents"} <= set(written["test"]) & set(written["ood"])

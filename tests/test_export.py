@@ -543,3 +543,13 @@ def llama_cpp_replies_as_transformers(out):
     [result] = llama_cpp_check().llama_cpp_greedy([{"model": out, "text": prompt, "n": len(reply)}])
     assert result["prompt"] == ids and result["generated"] == reply
     assert tokenizer.decode(reply) == "The capital of France is Paris.<|im_end|>"
+
+
+def test_export_names_the_model_as_its_card_does(tmp_path):
+    """Without --name, general.name is the name minitron's card gave the model (derived from teacher and size)."""
+    from minitron.card import write_model_card
+
+    save_model(tmp_path / "hf", "llama", byte_level_tokenizer())
+    write_model_card(tmp_path / "hf", teacher="acme/Tiny-1B")
+    name = gguf.GGUFReader(export(str(tmp_path / "hf"), tmp_path / "m.gguf").gguf).fields["general.name"].contents()
+    assert re.fullmatch(r"Tiny-1B-minitron-\d+K", name)

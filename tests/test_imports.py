@@ -6,7 +6,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minitron"
 
 # Rows of DESIGN.md's layout, bottom first: a module may import only from its own row or the rows before it.
 LAYERS = [
-    ["minitron.errors", "minitron.arch", "minitron.signals", "minitron.stats"],
+    ["minitron.errors", "minitron.arch", "minitron.signals", "minitron.stats", "minitron.callable"],
     ["minitron.io", "minitron.shards", "minitron.numerics", "minitron.record"],  # files; the one LM loss, autocast, the bf16 check
     ["minitron.tracking"],  # --report-to: metric records to TensorBoard / W&B
     ["minitron.load", "minitron.lazy"],

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import cli_error, run_cli
+from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 
@@ -32,9 +33,10 @@ def test_score_then_prune_from_saved_scores(tiny_dir, tiny_data, tmp_path, monke
     out = tmp_path / "pruned"
     run_cli("prune", "--model", tiny_dir, "--scores", tmp_path / "scores", "--out", out, "--target",
             "hidden_size=48,intermediate_size=64,num_attention_heads=4,num_hidden_layers=2", "--prune.layer-criterion",
-            "block")
+            "block", "--name", "Tiny-Half")
     record = json.loads((out / "pruning.json").read_text())
     assert (out / "README.md").read_text().startswith("---\n")  # the model card, written with the model
+    assert card_name(out) == "Tiny-Half"  # --name: the card's title (and an exported GGUF's general.name)
     assert record["dropped_layers"] == [int(scores.tensors["layers/block_loss_k2"].argmin()) + i for i in range(2)]
     assert record["target"]["hidden_size"] == 48 and record["prune"]["criterion"] == "activation"
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= \

@@ -53,8 +53,9 @@ def run_search(teacher, data, tmp_path, **kw):
     return search(**{**args, **kw})
 
 
-def test_search_end_to_end_and_resume(tiny_dir, tiny_data, tmp_path, one_thread, monkeypatch):
+def test_search_end_to_end_and_resume(tiny_dir, tiny_data, tmp_path, one_thread, monkeypatch, capsys):
     result = run_search(tiny_dir, tiny_data, tmp_path)
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"wrote {tmp_path / 'best'}: the winner")
     record = json.loads((tmp_path / "work" / "search.json").read_text())
     rows = record["candidates"]
     assert len(rows) == 4 and all(r["zero_shot_loss"] > 0 for r in rows)

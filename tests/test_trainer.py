@@ -20,6 +20,7 @@ from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from transformers import AutoModelForCausalLM
 
+from minitron.card import card_name
 from minitron.cli import main
 from minitron.data import SPLITS, TokenData, build_data
 from minitron.distill import TrainConfig
@@ -71,8 +72,9 @@ def test_distill_outputs_and_masked_kd_loss(world, tmp_path):
     # layout: a stock-loadable student, the newest two checkpoints, one metrics line per step, the config
     student = AutoModelForCausalLM.from_pretrained(out / "student")
     assert student.config.num_hidden_layers == 2 and (out / "student" / "tokenizer.json").is_file()
-    card = (out / "student" / "README.md").read_text()  # the model card, named after the run, not a temporary
-    assert "distilled" in card and f"{out.name}/student is a" in card and ".tmp" not in card
+    card = (out / "student" / "README.md").read_text()  # the model card: named after teacher and size, no temporary
+    name = card_name(out / "student")
+    assert "-minitron-" in name and "distilled" in card and f"\n{name} is a" in card and ".tmp" not in card
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4", "step-6"]
     metrics = read_metrics(out)
     assert [m["step"] for m in metrics] == list(range(1, 7))

@@ -11,7 +11,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, require
 
 TEKKEN_FILE = "tekken_240718.json"  # the Mistral-NeMo vocabulary (131,072 tokens), Tekken v3 instruct format
 REPLY_STARTS = ("[/INST]", "[/TOOL_RESULTS]")
@@ -19,7 +19,7 @@ PROMPT_STARTS = ("[INST]", "[TOOL_RESULTS]", "[AVAILABLE_TOOLS]")
 
 
 def tekken_path() -> Path:
-    import mistral_common  # lazy: CLI start-up speed (only the mistral format needs it)
+    mistral_common = require("mistral_common")  # optional: only the mistral format needs it
 
     return Path(mistral_common.__file__).parent / "data" / TEKKEN_FILE
 
@@ -27,12 +27,12 @@ def tekken_path() -> Path:
 @lru_cache(maxsize=2)
 def mistral_tokenizer(finetuning: bool = False):
     """mistral-common's tokenizer for Mistral-NeMo; `finetuning` accepts conversations ending in a reply."""
-    # lazy: CLI start-up speed (only the mistral format needs mistral-common)
+    tekken = tekken_path()  # refuses a missing mistral-common in one line
     from mistral_common.protocol.instruct.validator import ValidationMode
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
     mode = ValidationMode.finetuning if finetuning else ValidationMode.test
-    return MistralTokenizer.from_file(str(tekken_path()), mode=mode)
+    return MistralTokenizer.from_file(str(tekken), mode=mode)
 
 
 def hf_tekken_tokenizer():

@@ -10,8 +10,8 @@ from tqdm.auto import tqdm
 
 from minitron.chat.dataset import encode_with_mask
 from minitron.chat.templates import get_format
-from minitron.data.sources import (CORPORA, DOCS_GLOB, corpus_sources, is_hf_dataset, is_r_data, iter_conversations,
-                                   iter_documents, source_files, split_of)
+from minitron.data.corpora import HELD_OUT, named_corpus, part_documents, part_sources
+from minitron.data.sources import iter_conversations, iter_documents, source_bytes, split_of
 from minitron.data.tokens import SPLITS, ShardWriter, TokenData, token_dtype, tokenizer_identity, write_meta
 from minitron.errors import MinitronError
 from minitron.io import atomic_dir, refuse_existing, write_json
@@ -19,9 +19,9 @@ from minitron.load import cache_dir, load_tokenizer
 
 
 def build_data(source: list[str] | None = None, out: Path | None = None, tokenizer: str = "default",
-               glob: str | None = None, text_field: str = "text", dev_fraction: float = 0.02,
-               test_fraction: float = 0.02, max_tokens: int | None = None, seed: int = 0, overwrite: bool = False,
-               chat: bool = False, chat_template: str = "auto", corpus: str = "default") -> Path:
+               glob: str | None = None, text_field: str = "text", dev_fraction: float | None = None,
+               test_fraction: float | None = None, max_tokens: int | None = None, seed: int = 0,
+               overwrite: bool = False, chat: bool = False, chat_template: str = "auto", corpus: str = "default") -> Path:
     """Tokenise text into memmap token shards, split by document into train, dev (what choices are made on) and test
     (what results are reported on).
 
@@ -33,36 +33,51 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
         glob: which files to read inside directories (default: every .txt, .md, .rst and .jsonl file; with
             --chat every .jsonl file; for the named corpora their own)
         text_field: the text field of JSONL records and dataset rows
-        dev_fraction: share of documents held out as the dev split (selection: search, benchmarks, defaults)
-        test_fraction: share of documents held out as the test split (reports)
+        dev_fraction: share of documents held out as the dev split (selection: search, benchmarks, defaults;
+            default 0.02, or a corpus part's own: docs/data.md)
+        test_fraction: share of documents held out as the test split (reports; default as --dev-fraction)
         max_tokens: stop after about this many tokens (all splits together)
         seed: seed of the document split
         overwrite: replace an existing output directory
         chat: the sources are chat JSONL ({"messages": [...], "tools": [...]}): render each conversation
             with the chat template and train on the assistant's tokens only (writes loss masks)
         chat_template: chat format for --chat: auto, nemotron, chatml, mistral or model
-        corpus: the corpus built when no --source is given: 'default' (docs then prose), 'docs' (the Python
-            and Linux documentation from Debian's python3.11-doc and linux-doc-6.1) or 'prose' (Jane Austen's
-            novels from Debian's r-cran-janeaustenr); `make corpus` installs them
+        corpus: the corpus built when no --source is given (`make corpus` installs them; docs/data.md): a part
+            (docs, austen, gutenberg, gcide, wordnet, devil, jargon, foldoc, fortunes, chatterbot), parts end to
+            end (docs,austen) or at shares of the tokens (docs:0.6,gcide:0.4), or a named mix (prose, mix, broad,
+            default)
     """
     check_build(chat, source, out, dev_fraction, test_fraction, max_tokens, overwrite)
     tok = load_tokenizer(tokenizer)
     if source is None:
-        source, glob = corpus_sources(corpus), glob or DOCS_GLOB
-    out = Path(out) if out is not None else default_data_dir(tok, max_tokens, corpus)
+        named = named_corpus(corpus)
+        if len(named.parts) > 1:  # a mix: its parts' cached splits, each at its share
+            if (dev_fraction, test_fraction, seed) != (None, None, 0):
+                raise MinitronError("--dev-fraction, --test-fraction and --seed split one part or your own sources; a "
+                                    f"mix ({corpus}) is made of its parts' cached splits")
+            for part in named.parts:
+                part_sources(part)  # every part installed, before any is tokenised
+            out = Path(out) if out is not None else default_data_dir(tok, max_tokens, corpus)
+            return mix_data([default_data(tokenizer, max_tokens, part) for part in named.parts], out, named.weights,
+                            overwrite=overwrite)
+        documents, source, total, held_out = part_documents(next(iter(named.parts)))  # refuses one not installed
+        out = Path(out) if out is not None else default_data_dir(tok, max_tokens, corpus)
+    else:
+        glob = "**/*.jsonl" if chat and glob is None else glob
+        held_out = HELD_OUT
+        total = source_bytes(source, glob)  # refuses missing sources before anything is shown or written
+        documents = None if chat else iter_documents(source, glob, text_field)
+    dev_fraction = held_out if dev_fraction is None else dev_fraction
+    test_fraction = held_out if test_fraction is None else test_fraction
     if tok.eos_token_id is None:
         raise MinitronError(f"tokenizer of {tokenizer} has no EOS token to separate documents")
-    glob = "**/*.jsonl" if chat and glob is None else glob
-    for src in map(Path, source):  # refuse missing sources before anything is shown or written
-        if not (is_hf_dataset(src) or is_r_data(src)):
-            source_files(src, glob)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         docs = tokenised_chats(tok, source, glob, chat_template) if chat else \
-            ((d, tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], None)
-             for d, t in iter_documents(source, glob, text_field))
+            ((d, tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], None, len(t.encode()))
+             for d, t in documents)
         splits = write_splits(tmp, docs, token_dtype(len(tok)), chat, lambda d: split_of(d, dev_fraction,
                                                                                            test_fraction, seed),
-                              max_tokens)
+                              max_tokens, total)
         if any(splits[s]["tokens"] == 0 for s in SPLITS):
             counts = ", ".join(f"{splits[s]['documents']} {s}" for s in SPLITS)
             raise MinitronError(f"too little data in {', '.join(map(str, source))}: {counts} documents; every split "
@@ -74,16 +89,18 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
     return out
 
 
-def check_build(chat: bool, source, out, dev_fraction: float, test_fraction: float, max_tokens: int | None,
-                overwrite: bool) -> None:
+def check_build(chat: bool, source, out, dev_fraction: float | None, test_fraction: float | None,
+                max_tokens: int | None, overwrite: bool) -> None:
     """`minitron data`'s settings, refused in one line before anything is loaded or written."""
     if chat and (source is None or out is None):
         raise MinitronError("--chat needs --source (conversation JSONL files) and --out")
     for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
+        if value is None:  # the default: HELD_OUT, or a corpus part's own
+            continue
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1):
             raise MinitronError(f"--{name.replace('_', '-')} must be a share of the documents strictly between 0 and "
                                 f"1, not {value!r}")
-    if dev_fraction + test_fraction >= 1:
+    if (dev_fraction or HELD_OUT) + (test_fraction or HELD_OUT) >= 1:
         raise MinitronError(f"--dev-fraction {dev_fraction} and --test-fraction {test_fraction} leave no documents "
                             "to train on; lower them")
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
@@ -92,65 +109,93 @@ def check_build(chat: bool, source, out, dev_fraction: float, test_fraction: flo
         refuse_existing(Path(out), overwrite)
 
 
-def write_splits(tmp: Path, docs, dtype, chat: bool, split_of_doc, max_tokens: int | None) -> dict:
-    """Every (id, token ids, mask) document into its split's shards, with a progress bar; the splits' counts."""
+def write_splits(tmp: Path, docs, dtype, chat: bool, split_of_doc, max_tokens: int | None,
+                 total_bytes: int | None = None) -> dict:
+    """Every (id, token ids, mask, text bytes) document into its split's shards, with a progress bar over the text
+    read (an ETA when `total_bytes` is known: `max_tokens` stops it early) and the tokens written; the splits'
+    counts."""
     writer = ShardWriter(tmp, dtype, with_mask=chat)
-    with tqdm(desc="tokenising", unit=" tok", unit_scale=True, dynamic_ncols=True) as bar:
-        for doc_id, ids, mask in docs:
+    with tqdm(desc="tokenising", total=total_bytes, unit="B", unit_scale=True, dynamic_ncols=True) as bar:
+        for doc_id, ids, mask, nbytes in docs:
             writer.add(split_of_doc(doc_id), ids, mask)
-            bar.update(len(ids))
+            bar.update(min(nbytes, bar.total - bar.n) if bar.total else nbytes)  # JSONL: text < file bytes
+            bar.set_postfix(tokens=f"{sum(writer.tokens.values()):,}", refresh=False)
             if max_tokens and sum(writer.tokens.values()) >= max_tokens:
                 break
+        else:  # every file read: the bar ends full (JSONL files hold more bytes than their text)
+            bar.update((bar.total or bar.n) - bar.n)
     return writer.close()
 
 
 def tokenised_chats(tok, sources: list[str], glob: str,
-                    template: str) -> Iterator[tuple[str, list[int], list[int]]]:
-    """(id, token ids, loss mask) of chat JSONL conversations; the mask is 1 on the assistant's tokens only."""
+                    template: str) -> Iterator[tuple[str, list[int], list[int], int]]:
+    """(id, token ids, loss mask, text bytes) of chat JSONL conversations; the mask is 1 on the assistant's tokens
+    only."""
     fmt = get_format(tok, template)
     for doc_id, record in iter_conversations(sources, glob):
         ids, mask = encode_with_mask(tok, fmt, record["messages"], record.get("tools"))
-        yield doc_id, ids + [tok.eos_token_id], mask + [0]
+        yield doc_id, ids + [tok.eos_token_id], mask + [0], sum(len(str(m.get("content") or "").encode())
+                                                                  for m in record["messages"])
 
 
 def default_data_dir(tokenizer, max_tokens: int | None = None, corpus: str = "default") -> Path:
-    """Where a named corpus is cached for a tokenizer: keyed by the corpus' content, so old caches are not mixed up."""
-    if corpus not in CORPORA:
-        raise MinitronError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPORA)}")
+    """Where a corpus is cached for a tokenizer: keyed by the corpus' content, so old caches are not mixed up."""
     suffix = f"-{max_tokens}" if max_tokens else ""
-    return cache_dir() / "data" / f"{CORPORA[corpus][0]}-{tokenizer_identity(tokenizer)['sha']}{suffix}"
+    return cache_dir() / "data" / f"{named_corpus(corpus).key}-{tokenizer_identity(tokenizer)['sha']}{suffix}"
 
 
 def default_data(tokenizer_spec: str = "default", max_tokens: int | None = None, corpus: str = "default") -> Path:
-    """A named corpus (by default the documentation and prose mix) tokenised for a model's tokenizer, built on
-    first use and cached. A mix is its parts' caches end to end: the same shards as tokenising it, without
-    tokenising again what is already cached."""
+    """A corpus (by default the default one, `corpora.MIXES`) tokenised for a model's tokenizer, built on first use and
+    cached. A mix is made from its parts' caches (`mix_data`), without tokenising again what is already cached."""
     out = default_data_dir(load_tokenizer(tokenizer_spec), max_tokens, corpus)
     if not (out / "meta.json").is_file():
-        parts = CORPORA[corpus][1]
-        if len(parts) > 1 and not max_tokens:
-            concat_data([default_data(tokenizer_spec, corpus=part) for part in parts], out)
-        else:
-            build_data(tokenizer=tokenizer_spec, out=out, max_tokens=max_tokens, corpus=corpus)
+        build_data(tokenizer=tokenizer_spec, out=out, max_tokens=max_tokens, corpus=corpus)
     return out
 
 
-def concat_data(parts: list[Path], out: Path) -> Path:
-    """Token data directories end to end, split by split: the shards `build_data` writes from their sources in
-    this order (documents are tokenised one by one, so nothing crosses a boundary)."""
+def mix_data(parts: list[Path], out: Path, shares: list[float] | None = None, overwrite: bool = False) -> Path:
+    """Token data directories joined split by split into one: end to end at their own sizes (`shares` None, the
+    shards `build_data` writes from their sources in this order), or each part at its share of the split's tokens
+    (the parts' tokens together): a larger part keeps an evenly spread selection of its documents, a smaller one is
+    repeated whole as often as it fits, then as much of an evenly spread selection as the rest needs (`share_of`).
+    Documents are kept whole, so nothing crosses a document boundary and train, dev and test stay disjoint."""
     data = [TokenData.open(p) for p in parts]
     if len({(d.meta["tokenizer"]["sha"], d.meta["dtype"]) for d in data}) != 1:
         raise MinitronError(f"cannot join {', '.join(map(str, parts))}: made with different tokenizers")
-    with atomic_dir(out) as tmp:
+    splits = {}
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         for split in SPLITS:
+            total = sum(d.num_tokens(split) for d in data)
+            targets = [d.num_tokens(split) for d in data] if shares is None else [round(s * total) for s in shares]
             with open(tmp / f"{split}.bin", "wb") as f, open(tmp / f"{split}.docs.bin", "wb") as starts:
-                offset = 0
-                for d in data:
-                    f.write(np.asarray(d.tokens(split)).tobytes())
-                    starts.write((np.asarray(d.doc_starts(split)) + np.uint64(offset)).astype(np.uint64).tobytes())
-                    offset += d.num_tokens(split)
-        splits = {split: {key: sum(d.meta["splits"][split][key] for d in data) for key in ("tokens", "documents")}
-                  for split in SPLITS}
-        write_json(tmp / "meta.json", {**data[0].meta, "splits": splits,
+                offset, documents = 0, 0
+                for d, target in zip(data, targets):
+                    tokens, first = np.asarray(d.tokens(split)), np.asarray(d.doc_starts(split), dtype=np.int64)
+                    ends = np.append(first[1:], len(tokens))
+                    chosen = share_of(first, len(tokens), target)
+                    for i in chosen:
+                        f.write(tokens[first[i]:ends[i]].tobytes())
+                    lengths = ends[chosen] - first[chosen]
+                    starts.write((offset + np.concatenate([[0], np.cumsum(lengths)[:-1]])).astype(np.uint64)
+                                 .tobytes() if len(chosen) else b"")
+                    offset += int(lengths.sum())
+                    documents += len(chosen)
+            splits[split] = {"tokens": offset, "documents": documents}
+        write_json(tmp / "meta.json", {**data[0].meta, "splits": splits, "shares": shares,
+                                       "parts": [{"sources": d.meta["sources"], "splits": d.meta["splits"]}
+                                                 for d in data],
                                        "sources": [s for d in data for s in d.meta["sources"]]})
+    print(f"wrote {out}: " + " / ".join(f"{splits[s]['tokens']:,} {s}" for s in SPLITS) + " tokens")
     return out
+
+
+def share_of(starts: np.ndarray, n_tokens: int, target: int) -> np.ndarray:
+    """The documents (indices into `starts`, where each of a split's documents starts in its `n_tokens`) that make
+    about `target` tokens: every document as many whole times as fit, then an evenly spread selection of them for
+    the rest (its own size exactly when `target` is `n_tokens`)."""
+    if len(starts) == 0 or target <= 0:
+        return np.zeros(0, dtype=np.int64)
+    full, rest = divmod(target, n_tokens)
+    i = np.arange(len(starts) + 1)
+    picked = np.nonzero(np.diff(i * rest // n_tokens))[0]  # floor((i+1) r/n) > floor(i r/n): r/n of them, spread
+    return np.concatenate([np.tile(np.arange(len(starts)), int(full)), picked]).astype(np.int64)

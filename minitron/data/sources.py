@@ -11,51 +11,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from minitron.chat.dataset import check_conversation
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, require
 from minitron.io import read_jsonl
-from minitron.load import cache_dir
 
-# The documentation: reStructuredText sources of the Python and Linux docs (Debian python3.11-doc, linux-doc-6.1).
-DOCS_SOURCES = ("/usr/share/doc/python3.11/html/_sources", "/usr/share/doc/linux-doc-6.1/html/_sources")
-DOCS_GLOB = "**/*.rst.txt"  # the documentation corpus: its reStructuredText sources only
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".jsonl")  # what a directory source holds as text unless --glob says
-# The prose: Jane Austen's six novels (public domain) from Debian's r-cran-janeaustenr (MIT), R data that
-# `make corpus` extracts from the .deb under the cache, so that R need not be installed.
-PROSE_PACKAGE = "r-cran-janeaustenr"
-PROSE_DATA = "usr/lib/R/site-library/janeaustenr/data"  # inside the package's file tree
-CORPORA = {  # name: (cache key, changed whenever the text or its split changes; the parts, in the order written)
-    "docs": ("docs3", ("docs",)),
-    "prose": ("austen2", ("prose",)),
-    # docs first: the mix's dev and test splits begin with exactly the docs corpus' dev and test tokens
-    "mix": ("mix2", ("docs", "prose")),
-    # the documentation until the mix is shown to keep its in-domain loss (benchmarks/corpus_mix.py)
-    "default": ("docs3", ("docs",)),
-}
-
-
-def corpus_sources(name: str) -> list[Path]:
-    """The sources of a named corpus, each checked to be installed."""
-    if name not in CORPORA:
-        raise MinitronError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
-    return [src for part in CORPORA[name][1] for src in (docs_sources() if part == "docs" else [prose_source()])]
-
-
-def docs_sources() -> list[Path]:
-    missing = [s for s in DOCS_SOURCES if not Path(s).is_dir()]
-    if missing:
-        raise MinitronError(f"the documentation corpus is not installed ({missing[0]} is missing): run "
-                            "`make corpus` or `apt-get install python3.11-doc linux-doc-6.1`")
-    return [Path(s) for s in DOCS_SOURCES]
-
-
-def prose_source() -> Path:
-    """Jane Austen's novels: the installed R package, or the one `make corpus` extracted under the cache."""
-    for root in (Path("/"), cache_dir() / "corpus" / PROSE_PACKAGE):
-        if (root / PROSE_DATA / "Rdata.rdx").is_file():
-            return root / PROSE_DATA
-    raise MinitronError(f"the prose corpus is not installed ({PROSE_PACKAGE} is missing): run `make corpus`, or "
-                        f"`apt-get download {PROSE_PACKAGE}` and `dpkg-deb -x` it into "
-                        f"{cache_dir() / 'corpus' / PROSE_PACKAGE}")
 
 
 def split_of(doc_id: str, dev_fraction: float, test_fraction: float, seed: int = 0) -> str:
@@ -63,6 +22,19 @@ def split_of(doc_id: str, dev_fraction: float, test_fraction: float, seed: int =
     `dev_fraction` of the hash range), test (the next `test_fraction`) or train."""
     h = int.from_bytes(hashlib.sha256(f"{seed}:{doc_id}".encode()).digest()[:8], "little") / 2**64
     return "dev" if h < dev_fraction else "test" if h < dev_fraction + test_fraction else "train"
+
+
+def source_bytes(sources: list[str | Path], glob: str | None) -> int | None:
+    """The bytes of the sources' files (what the progress bar's ETA counts down), or None when a source is a saved
+    dataset; a missing source, or a directory without matching files, is refused."""
+    total = 0
+    for src in map(Path, sources):
+        if is_hf_dataset(src) or is_r_data(src):
+            total = None
+        else:
+            files = sum(f.stat().st_size for f, _ in source_files(src, glob))
+            total = None if total is None else total + files
+    return total
 
 
 def is_hf_dataset(path: Path) -> bool:
@@ -74,8 +46,8 @@ def iter_documents(sources: Iterable[str | Path], glob: str | None = None,
                    text_field: str = "text") -> Iterator[tuple[str, str]]:
     """(document id, text) from text files, directories (with `glob`), JSONL and saved HF datasets.
 
-    `glob` None: every text file (TEXT_SUFFIXES). Ids are relative to the source given (a file's path inside its directory, a JSONL file's name and line),
-    so the train/validation split does not change when the data moves."""
+    `glob` None: every text file (TEXT_SUFFIXES). Ids are relative to the source given (a file's path inside its
+    directory, a JSONL file's name and line), so the split does not change when the data moves."""
     for source in map(Path, sources):
         if is_hf_dataset(source):
             yield from _hf_dataset_documents(source, text_field)
@@ -127,7 +99,7 @@ def read_utf8(path: Path) -> str:
 
 
 def _hf_dataset_documents(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
-    import datasets  # lazy: CLI start-up speed (a heavy import, needed only for saved Hugging Face datasets)
+    datasets = require("datasets")  # optional and heavy: needed only for saved Hugging Face datasets
 
     try:
         ds = datasets.load_from_disk(str(path))

@@ -242,7 +242,7 @@ def save_student(cfg: TrainConfig, model: nn.Module, s_config, tokenizer, step: 
         try:
             with atomic_dir(path, owned=True) as tmp:
                 save_hf(student, tokenizer, tmp, load_generation_config(s_config, cfg.student, cfg.teacher))
-                write_model_card(tmp, teacher=cfg.teacher, run=Path(cfg.out), name=f"{Path(cfg.out).name}/student")
+                write_model_card(tmp, teacher=cfg.teacher, run=Path(cfg.out), name=cfg.name)
         except (DiskFull, OSError) as e:
             failed = (f"{_problem(e)} while writing {path}; the checkpoint of step {step} is intact: "
                       f"{_advice(_problem(e))} and rerun with --resume")

@@ -120,6 +120,9 @@ class TrainConfig:
     """write a resumable checkpoint every this many steps (and at the end)"""
     keep_checkpoints: int = runtime(2)
     """how many of the newest checkpoints to keep"""
+    name: str | None = runtime(None)
+    """the student's name in its model card (and in a GGUF exported from it); default: derived from the teacher and
+    the size, e.g. SmolLM2-135M-Instruct-minitron-67M"""
     device: str = located("auto", runtime=True)
     """auto, cpu or cuda (under torchrun: each rank's LOCAL_RANK GPU)"""
     resume: bool = located(False, runtime=True)
@@ -240,8 +243,10 @@ def marked(kind: str) -> tuple[str, ...]:
 
 def recorded(cfg: TrainConfig, run: Path) -> dict:
     """What a run's record holds of `cfg`: every setting that changes what is learnt (not the runtime ones), its
-    inputs as resolved paths, relative to `run` when inside it (a run directory may move)."""
+    inputs as resolved paths, relative to `run` when inside it (a run directory may move), and the loss by name
+    (its default resolved: a default that changes later does not change what a record says ran)."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in marked("runtime")}
+    settings["loss"] = cfg.loss_name()
     root = Path(run).resolve()
     for k in INPUTS:
         if settings[k] is not None and Path(settings[k]).exists():

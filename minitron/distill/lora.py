@@ -8,17 +8,17 @@ import warnings
 from torch import nn
 
 from minitron.distill.config import TrainConfig
+from minitron.errors import require
 
 
 def lora_config(cfg: TrainConfig):
-    from peft import LoraConfig  # optional heavy dependency: only LoRA runs import it
-
-    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules="all-linear")
+    return require("peft").LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                      target_modules="all-linear")
 
 
 def add_lora(lm: nn.Module, cfg: TrainConfig) -> nn.Module:
     """`lm` itself with LoRA adapters injected in place (lm_head excluded) and only the adapters trainable."""
-    from peft import get_peft_model  # optional heavy dependency: only LoRA runs import it
+    get_peft_model = require("peft").get_peft_model  # optional and heavy: only LoRA runs import it
 
     with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for a user to do
         warnings.simplefilter("ignore", FutureWarning)
@@ -29,7 +29,7 @@ def add_lora(lm: nn.Module, cfg: TrainConfig) -> nn.Module:
 def merged(plain: nn.Module, state_dict: dict, cfg: TrainConfig) -> nn.Module:
     """`plain` (a freshly built model of the same config) with the trained weights and adapters of
     `state_dict` (keys as in an `add_lora` model), the adapters merged into the weights and removed."""
-    from peft import get_peft_model  # optional heavy dependency: only LoRA runs import it
+    get_peft_model = require("peft").get_peft_model  # optional and heavy: only LoRA runs import it
 
     with warnings.catch_warnings():  # as in add_lora
         warnings.simplefilter("ignore", FutureWarning)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
-from accelerate import init_empty_weights
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
@@ -23,6 +22,7 @@ from minitron.distill.config import TrainConfig
 from minitron.distill.lora import add_lora
 from minitron.distill.losses import HiddenStateLoss, LogitLoss, chunked_logit_loss, make_logit_loss, parse_layer_pairs
 from minitron.errors import MinitronError
+from minitron.lazy import params_on_meta
 from minitron.load import load_config, load_model, pick_device, resolve_model
 
 
@@ -102,7 +102,7 @@ def load_lm(spec: str, dtype: torch.dtype, env: Env, config=None) -> nn.Module:
     if not env.is_main:
         if env.all_sum(0):
             raise MinitronError(f"process 0 could not load {spec}; see its message")
-        with init_empty_weights():  # parameters on meta, buffers (rotary frequencies...) real
+        with params_on_meta():  # parameters on meta, buffers (rotary frequencies...) real
             model = AutoModelForCausalLM.from_config(config or load_config(resolve_model(spec)), dtype=dtype)
         model.tie_weights()  # from_config leaves meta embeddings untied
         return model

@@ -6,9 +6,10 @@ output)) and the LM-loss increase when a layer, or a contiguous block of k layer
 
 Modules, top-down: `stats` (hooks -> fp32 statistics) and `weights` (weight criteria) feed `walk` (the one
 driver over the layers, resident or streamed), which fills a `scores.Scores` record; `command` is
-`minitron score`.
+`minitron score`, `model` its library form on a model in memory (`minitron.score`).
 """
 from minitron.importance.command import CALIB_SEED, CALIB_SEQS, calibration, score
+from minitron.importance.model import score_model
 from minitron.importance.scores import (DEFAULT_CRITERIA, WIDTH_CRITERIA, Agg, Criterion, HeadScore, HiddenScore,
                                         LayerCriterion, Scores, layer_key, loss_key)
 from minitron.importance.stats import AGGREGATIONS
@@ -17,4 +18,4 @@ from minitron.importance.weights import coupled_scores, random_scores
 
 __all__ = ["AGGREGATIONS", "CALIB_SEED", "CALIB_SEQS", "DEFAULT_CRITERIA", "WIDTH_CRITERIA", "Agg", "Criterion", "HeadScore", "HiddenScore",
            "LayerCriterion", "Scores", "calibration", "compute_scores", "coupled_scores", "layer_key", "loss_key",
-           "random_scores", "score"]
+           "random_scores", "score", "score_model"]

@@ -40,7 +40,7 @@ def needed_scores(source: nn.Module | LazyModel, model: str, tokenizer, needs: S
 def prune(model: str = "default", target: dict[str, int] | None = None, out: Path | None = None,
           prune: PruneConfig = PruneConfig(), scores: Path | None = None, data: Path | None = None,
           batch_size: int = 8, dry_run: bool = False, stream: bool | None = None, device: str = "auto",
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False, name: str | None = None) -> dict:
     """Prune a model to a target size and write a Hugging Face checkpoint (with pruning.json).
 
     Args:
@@ -57,6 +57,8 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
             does not fit in memory); keeps the stored dtype (bf16 in, bf16 out)
         device: auto, cpu or cuda
         overwrite: replace an existing --out directory
+        name: the pruned model's name in its model card (default: derived from the teacher and the size, e.g.
+            SmolLM2-135M-Instruct-minitron-67M)
     """
     config = load_config(model)
     prune.validate(config)
@@ -105,6 +107,6 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
             raise RuntimeError(f"internal error: pruned model has {written:,} parameters, expected {after:,}")
         record["seconds"] = round(time.time() - start, 1)
         write_json(tmp / "pruning.json", record)
-        write_model_card(tmp, teacher=str(model), name=Path(out).name)
+        write_model_card(tmp, teacher=str(model), name=name)
     print(f"wrote {out} ({after:,} parameters)")
     return record

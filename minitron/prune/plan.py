@@ -132,7 +132,8 @@ def layers_to_drop(scores: Scores, criterion: str, num_layers: int, keep: int) -
 
 
 def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig) -> Plan:
-    """What survives pruning `config` to `sizes` (from `check_target`) by `prune`'s criteria."""
+    """What survives pruning `config` to `sizes` (any of them: the rest stay the teacher's) by `prune`'s criteria."""
+    sizes = check_target(config, sizes, prune.drop_layers)
     L = config.num_hidden_layers
     width = prune.width(scores) if any(sizes[k] != getattr(config, k) for k in PRUNABLE_SIZES[:4]) else None
     hidden = top(width["hidden"], sizes["hidden_size"]) if sizes["hidden_size"] != config.hidden_size else None
