@@ -141,7 +141,6 @@ def measured(model, teacher, windows: dict) -> dict:
         values = [v for k, v in out.items() if k.startswith(f"{split}:") and k.endswith(f"_{key}")]
         if values:
             out[f"{split}_{key}"] = sum(values) / len(values)
-    out["ood_loss"] = out.pop("ood_loss")
     return out
 
 

