@@ -11,8 +11,11 @@ losses (each kind weighs the same, whatever a row trains on); each row is compar
 
     python benchmarks/corpus_mix.py [--tokens 32768] [--rows docs broad] [--seeds 0 1 2] [--out docs/corpus_mix.md]
     python benchmarks/corpus_mix.py --dry   # a tiny random teacher and generated text, in seconds (the test's)
+    python benchmarks/corpus_mix.py --report --against broad   # the report again from its JSON, more pairings
 
-A run whose student is already in --work (same corpus, recipe, budget and seed) is measured again without retraining.
+A run whose student is already in --work (same corpus, recipe, budget and seed) is measured again without retraining;
+a run already measured in --out's JSON (same budget, windows, recipe and seed) is kept as it is, so that a new row
+can be added to a finished comparison without running its other rows again.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from minitron.data import PARTS, TokenData, build_data, default_data, mix_data
+from minitron.data.prompts import Generation
 from minitron.distill import TrainConfig, distill
 from minitron.eval import measure, ood_windows
 from minitron.load import load_model, load_tokenizer
@@ -43,7 +47,8 @@ ROWS = {  # name: the corpus (`--corpus`) distilled on
     "broad": "broad",
     "natural": ",".join(PARTS),  # every part end to end, at its own size
     "docs60": "docs:0.6,austen:0.06,gutenberg:0.06,gcide:0.06,wordnet:0.06,devil:0.01,jargon:0.01,foldoc:0.02,"
-              "fortunes:0.06,chatterbot:0.02",
+              "fortunes:0.06,chatterbot:0.02",  # the default since (the general mix)
+    "replies": "teacher replies",  # the teacher's own replies to --replies bundled prompts (`data --generate`)
 }
 MEASURES = ("dev_loss", "test_loss", "ood_loss", "test_kl")
 DRY_TARGET = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)
@@ -56,12 +61,22 @@ def main() -> None:
     p.add_argument("--rows", nargs="+", default=["docs", "broad"], choices=list(ROWS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data orders each row is trained with")
     p.add_argument("--baseline", default="docs", choices=list(ROWS))
+    p.add_argument("--against", nargs="*", default=[], choices=list(ROWS),
+                   help="more rows to pair every row against (a table each, after the baseline's)")
     p.add_argument("--val-seqs", type=int, default=32, help="windows per split and kind")
+    p.add_argument("--replies", type=int, default=1000, help="bundled prompts the teacher answers (row replies)")
     p.add_argument("--work", type=Path, default=Path("runs/bench/corpus_mix"), help="pruned student and runs")
     p.add_argument("--out", type=Path, default=None, help="report (default: docs/corpus_mix.md; --dry: in --work)")
     p.add_argument("--dry", action="store_true", help="a tiny random teacher and generated text (for the tests)")
+    p.add_argument("--report", action="store_true", help="rewrite --out from its JSON (new --against), run nothing")
     args = p.parse_args()
     args.out = args.out or (args.work / "corpus_mix.md" if args.dry else Path("docs/corpus_mix.md"))
+    if args.report:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        args.tokens, args.seeds, args.baseline, args.val_seqs = (saved[k] for k in ("tokens", "seeds", "baseline",
+                                                                                    "val_seqs"))
+        write_report(args, {k: saved[k] for k in ("teacher", "pruned", "rows", "replies") if k in saved})
+        return
     torch.manual_seed(0)
     if args.dry:
         torch.set_num_threads(1)  # tiny models crawl on two threads of a busy machine
@@ -75,9 +90,16 @@ def main() -> None:
               prune=PruneConfig(calib_seqs=8 if args.dry else 32, seq_len=recipe["seq_len"]))
     teacher_model = load_model(teacher, device="cpu")
     results = {"teacher": measured(teacher_model, None, windows), "pruned": measured(load_model(pruned), teacher_model,
-                                                                                      windows), "rows": {}}
+                                                                                      windows), "rows": earlier(args)}
+    if "replies" in rows:  # what the teacher's replies cost to write
+        made = TokenData.open(rows["replies"]).meta["generated"]
+        log = Path(made["replies"]).with_suffix(".json")
+        results["replies"] = {**made, "runs": json.loads(log.read_text())["runs"]}
     for seed in args.seeds:  # seed by seed, so that the pairs complete as the run goes
         for name in args.rows:
+            kept = results["rows"].get(name, {}).get("seeds", {}).get(str(seed))
+            if kept and kept["recipe"] == {**recipe, "seed": seed} and results["rows"][name]["corpus"] == ROWS[name]:
+                continue
             run = train(args, name, seed, teacher, recipe, pruned, rows[name])
             student = load_model(args.work / run_name(name, seed) / "student", device="cpu")
             row = results["rows"].setdefault(name, {"corpus": ROWS[name], "seeds": {}})
@@ -87,10 +109,35 @@ def main() -> None:
             write_report(args, results)  # after every run: a long run reports what it has
 
 
+def earlier(args) -> dict:
+    """The rows already measured in --out's JSON with this budget and these windows (none for a dry run)."""
+    record = args.out.with_suffix(".json")
+    if args.dry or not record.is_file():
+        return {}
+    saved = json.loads(record.read_text())
+    if (saved["tokens"], saved["val_seqs"]) != (args.tokens, args.val_seqs):
+        return {}
+    return saved["rows"]
+
+
 def real_setup(args):
     """The default teacher, the demo's shape and recipe, each kind's data and each row's corpus, in its tokenizer."""
     kinds = {kind: default_data("default", corpus=spec) for kind, spec in KINDS.items()}
-    return "default", TARGET, RECIPE, kinds, {name: default_data("default", corpus=ROWS[name]) for name in args.rows}
+    return "default", TARGET, RECIPE, kinds, {name: row_data(args, name, "default") for name in args.rows}
+
+
+def row_data(args, name: str, teacher: str) -> Path:
+    """A row's token data: its corpus, or for `replies` the teacher's replies to the bundled prompts (generated
+    once into the minitron cache; the data built from them in --work)."""
+    if name != "replies":
+        return default_data(teacher, corpus=ROWS[name])
+    out = args.work / f"replies-{args.replies}"
+    if not (out / "meta.json").is_file():
+        held = 0.2 if args.dry else 0.05  # the replies' own dev and test splits (not measured here)
+        build_data(tokenizer=teacher, out=out, generate=True, overwrite=True, dev_fraction=held, test_fraction=held,
+                   generation=Generation(count=args.replies, max_new_tokens=16 if args.dry else 256, device="cpu",
+                                         temperature=1.0 if args.dry else 0.0))  # a random teacher: sampled
+    return out
 
 
 def dry_setup(args):
@@ -123,7 +170,9 @@ def dry_setup(args):
     rows = {"docs": kinds["documentation"]}  # the rows: the documentation alone, or the four kinds at equal shares
     if not (work / "broad-data" / "meta.json").is_file():
         mix_data(list(kinds.values()), work / "broad-data", [0.25] * 4, overwrite=True)
-    rows.update({name: work / "broad-data" for name in ROWS if name != "docs"})
+    rows.update({name: work / "broad-data" for name in ROWS if name not in ("docs", "replies")})
+    if "replies" in args.rows:
+        rows["replies"] = row_data(args, "replies", str(teacher))
     return str(teacher), DRY_TARGET, DRY_RECIPE, kinds, rows
 
 
@@ -178,7 +227,8 @@ def write_report(args, results: dict) -> None:
              f"standard deviation over the seeds. "
              f"{'Dry run: a tiny random teacher on generated text. ' if args.dry else ''}", "",
              f"Reproduce: `.venv/bin/python benchmarks/corpus_mix.py --tokens {args.tokens} --rows "
-             f"{' '.join(results['rows'])} --seeds {' '.join(map(str, args.seeds))} --baseline {args.baseline}`", "",
+             f"{' '.join(results['rows'])} --seeds {' '.join(map(str, args.seeds))} --baseline {args.baseline}"
+             f"{' --against ' + ' '.join(args.against) if args.against else ''}`", "",
              "| model | corpus | " + " | ".join(f"{k} dev" for k in kinds) + " | general dev | general test | "
              "out-of-domain | test KL |", "|---" * (len(kinds) + 6) + "|"]
     for name in ("teacher", "pruned"):
@@ -191,33 +241,45 @@ def write_report(args, results: dict) -> None:
         cells = [fmt_mean_sd([r[f"dev:{k}_loss"] for r in runs]) for k in kinds]
         cells += [fmt_mean_sd([r[m] for r in runs]) for m in MEASURES]
         lines.append(f"| {name} | `{row['corpus']}` | " + " | ".join(cells) + " |")
-    lines += ["", f"## Each row against {args.baseline}, seed by seed", "", *paired_table(results, args.baseline)]
+    if "replies" in results:
+        r = results["replies"]
+        runs = r["runs"]
+        lines += ["", f"Row `replies`: the teacher's greedy replies (at most {r['max_new_tokens']} tokens) to "
+                  f"{r['count']:,} bundled prompts (`minitron data --generate`), the loss on the replies only; "
+                  f"writing them took {sum(x['seconds'] for x in runs):,.0f} s for {sum(x['tokens'] for x in runs):,} "
+                  f"tokens ({sum(x['tokens'] for x in runs) / sum(x['seconds'] for x in runs):.0f} tokens/s, batches "
+                  f"of {runs[-1]['batch_size']} on {runs[-1]['device']})."]
+    for baseline in [args.baseline, *args.against]:
+        lines += ["", f"## Each row against {baseline}, seed by seed", "", *paired_table(results, baseline)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps({"tokens": args.tokens, "seeds": args.seeds,
-                                                         "baseline": args.baseline, "val_seqs": args.val_seqs,
+                                                         "baseline": args.baseline, "against": args.against,
+                                                         "val_seqs": args.val_seqs,
                                                          **results}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
 def paired_table(results: dict, baseline: str) -> list[str]:
     """Each row against the baseline: the mean paired difference (same data order) with its 95% t-interval on the
-    general dev and test losses, the documentation's test loss, out-of-domain text and KL, and the verdict."""
+    general dev and test losses, the documentation's dev and test losses, out-of-domain text and KL, and the
+    verdict."""
     rows = results["rows"]
     base = rows.get(baseline, {}).get("seeds", {})
     lines = ["The mean paired difference (row − baseline, same data order) with its 95% t-interval; negative is "
              "better. A difference whose dev interval holds 0 is a tie; *better* or *worse* needs the dev interval "
              "to exclude 0 and the test difference to have the same sign.", "",
-             "| row | seeds | general dev | general test | documentation test | out-of-domain | test KL | reading |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| row | seeds | general dev | general test | documentation dev | documentation test | out-of-domain | "
+             "test KL | reading |", "|---|---|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         common = sorted(set(row["seeds"]) & set(base))
         if name == baseline or not common:
             continue
         diff = {k: paired([row["seeds"][s][k] for s in common], [base[s][k] for s in common])
-                for k in (*MEASURES, "test:documentation_loss")}
+                for k in (*MEASURES, "dev:documentation_loss", "test:documentation_loss")}
         lines.append(f"| {name} | {len(common)} | {fmt_interval(diff['dev_loss'])} | "
-                     f"{fmt_interval(diff['test_loss'])} | {fmt_interval(diff['test:documentation_loss'])} | "
+                     f"{fmt_interval(diff['test_loss'])} | {fmt_interval(diff['dev:documentation_loss'])} | "
+                     f"{fmt_interval(diff['test:documentation_loss'])} | "
                      f"{fmt_interval(diff['ood_loss'])} | {fmt_interval(diff['test_kl'])} | "
                      f"{verdict(diff['dev_loss'], diff['test_loss'])} |")
     return lines

@@ -18,6 +18,7 @@ Renderers:
 - seeds: a JSON of benchmarks/recipe.py: each row against its baseline, the paired differences over seeds with
   their 95% intervals and the verdict (the benchmark's own table).
 - corpus_seeds: benchmarks/corpus_mix.py's JSON: each corpus against the baseline's, likewise.
+- demo_corpus: benchmarks/demo_corpus.py's JSON: the demo on the default corpus against the demo on the documentation.
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def render_eval_tasks(metrics: dict) -> str:
     return render_tasks({"results": {metrics["model"]: metrics["tasks"]}})
 
 
-def render_corpus(data: dict, mix: str = "broad") -> str:
+def render_corpus(data: dict, mix: str = "default") -> str:
     """Each part of the corpora: its kind, source, licence, documents and tokens per split, and its share of the
     `mix` with how many times over its training tokens that share reads it."""
     parts, shares = data["parts"], data["mixes"][mix]
@@ -145,6 +146,8 @@ def render(kind: str, source: Path) -> str:
     if kind == "seeds":
         saved = json.loads(source.read_text())
         return "\n".join(benchmark("recipe").paired_table(saved["rows"], saved["baseline"])) + "\n"
+    if kind == "demo_corpus":
+        return benchmark("demo_corpus").tables(json.loads(source.read_text()))
     if kind == "corpus_seeds":
         saved = json.loads(source.read_text())
         return "\n".join(benchmark("corpus_mix").paired_table(saved, saved["baseline"])) + "\n"

@@ -202,8 +202,8 @@ def cached_scores(model: str, scores: Path | None, work: Path, data: Path | None
     missing = [k for k in needs.keys if k not in saved.tensors]
     if missing:
         raise MinitronError(f"the scores in {path} lack {', '.join(missing)}, which these candidates need; score "
-                            f"with `--layer-loss --block-sizes {' '.join(map(str, needs.block_sizes or (1,)))}`, or "
-                            "leave out --scores and let search score")
+                            f"with `--block-sizes {' '.join(map(str, needs.removal))}`, or leave out --scores and "
+                            "let search score")
     return saved, path
 
 

@@ -82,6 +82,41 @@ def test_corpus_mix_dry_mode(tmp_path, one_thread):
     assert again.returncode == 0 and (tmp_path / "broad-seed1" / "bench.json").stat().st_mtime == trained
 
 
+def test_corpus_mix_replies_row_dry_mode(tmp_path, one_thread):
+    """The row distilled on the teacher's own replies (`data --generate` on the bundled prompts): trained with the
+    loss on the replies only, measured like every row, and the cost of writing the replies reported."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / "corpus_mix.py"), "--dry", "--work", str(tmp_path),
+           "--tokens", "128", "--val-seqs", "2", "--seeds", "0", "--rows", "docs", "replies", "--replies", "24"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    saved = json.loads((tmp_path / "corpus_mix.json").read_text())
+    data = TokenData.open(tmp_path / "replies-24")
+    assert data.mask("train") is not None and 0 < data.mask("train").mean() < 1  # prompts masked, replies kept
+    assert saved["replies"]["count"] == 24 and saved["replies"]["runs"][-1]["tokens"] > 0
+    assert saved["rows"]["replies"]["seeds"]["0"]["data"] == "replies-24"
+    assert "tokens/s" in (tmp_path / "corpus_mix.md").read_text()
+
+
+def test_scaling_dry_mode(tmp_path, one_thread):
+    """The scaling curve end to end on a tiny random teacher: a run per budget, each measured beside the teacher and
+    the pruned model, the fit and the tokens to within 10% of the teacher, the report, its JSON and the plot."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / "scaling.py"), "--dry", "--work", str(tmp_path),
+           "--tokens", "128", "384", "--eval-seqs", "2"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    saved = json.loads((tmp_path / "scaling.json").read_text())
+    assert list(saved["runs"]) == ["128", "384"] and set(saved["models"]) == {"teacher", "pruned"}
+    for r in [*saved["runs"].values(), saved["models"]["pruned"]]:
+        assert r["test_kl"] > 0 and 0 < r["ood_loss"] < 20 and 0 <= r["benchmark_mean"] <= 1 and len(r["tasks"]) == 4
+    assert saved["models"]["teacher"]["test_kl"] == pytest.approx(0, abs=1e-6)
+    fit = saved["fit"]
+    assert fit["goal_gap"] == pytest.approx(0.1 * saved["models"]["teacher"]["ood_loss"])
+    assert fit["how"] in ("measured", "extrapolated", None) and (fit["how"] is None) == (fit["tokens_within"] is None)
+    report = (tmp_path / "scaling.md").read_text()
+    assert "| student | 384 |" in report and "Within 10% of the teacher" in report
+    assert (tmp_path / "scaling.png").stat().st_size > 0 and (tmp_path / "tokens-384" / "bench.json").is_file()
+
+
 def test_criteria_after_kd_dry_mode(tiny_dir, tiny_data, tmp_path, one_thread):
     """Every row of the after-distillation benchmark runs end to end on a tiny teacher, and a second run reuses
     the finished rows."""

@@ -55,7 +55,11 @@ def test_corpus_names_parts_shares_and_mixes():
     keys = {spec: named_corpus(spec).key for spec in ("docs", "austen", "docs,austen", "docs:3,gcide:1",
                                                       "docs:1,gcide:1", "broad")}
     assert len(set(keys.values())) == len(keys) and keys["docs"] == "docs3" and keys["austen"] == "austen2"
-    assert named_corpus("default").key == named_corpus("docs").key  # until the broad mix is measured to keep docs
+    general = named_corpus("default")  # the general mix: every part, the documentation at 62.5%
+    assert general.parts == MIXES["general"] and set(general.parts) == set(PARTS) and general.key != keys["broad"]
+    assert abs(sum(general.weights) - 1) < 1e-9 and abs(general.parts["docs"] - 0.625) < 1e-9
+    assert general.key == named_corpus("docs:0.6,austen:0.06,gutenberg:0.06,gcide:0.06,wordnet:0.06,devil:0.01,"
+                                       "jargon:0.01,foldoc:0.02,fortunes:0.06,chatterbot:0.02").key  # as measured
     for spec, match in (("novels", "unknown corpus 'novels'; choose parts of docs, austen"),
                         ("docs:0.5,gcide", "give every part a positive share, or none"),
                         ("docs:0,gcide:1", "give every part a positive share, or none"),
@@ -119,9 +123,9 @@ def test_each_corpus_has_its_own_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path))
     tok = tiny_tokenizer()
     dirs = {name: default_data_dir(tok, corpus=name) for name in [*PARTS, *MIXES]}
-    assert len(set(dirs.values())) == len(dirs) - 2  # prose is austen, default is docs
+    assert len(set(dirs.values())) == len(dirs) - 2  # prose is austen, default is general
     assert dirs["docs"].name.startswith("docs3-") and dirs["prose"] == dirs["austen"]
-    assert default_data_dir(tok) == dirs["default"] == dirs["docs"] != dirs["mix"]
+    assert default_data_dir(tok) == dirs["default"] == dirs["general"] not in (dirs["docs"], dirs["broad"])
 
 
 def test_a_missing_part_is_one_line_saying_how_to_install_it(monkeypatch, tmp_path, tiny_dir, capsys):

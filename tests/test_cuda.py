@@ -164,9 +164,10 @@ def test_scoring_walk_resident_and_streamed_on_cuda(tmp_path, family):
     batches = [torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(i)) for i in range(2)]
     criteria = ["activation", "wanda", "magnitude", "random"]
     tiny_model(family).save_pretrained(tmp_path / family, max_shard_size="100KB")
-    cpu = compute_scores(load_model(tmp_path / family), batches, criteria, batches[:1], [2], seed=3)
-    resident = compute_scores(load_model(tmp_path / family, DEVICE), batches, criteria, batches[:1], [2], seed=3)
-    streamed = compute_scores(LazyModel.open(tmp_path / family, DEVICE), batches, criteria, batches[:1], [2], seed=3)
+    cpu = compute_scores(load_model(tmp_path / family), batches, criteria, batches[:1], [1, 2], seed=3)
+    resident = compute_scores(load_model(tmp_path / family, DEVICE), batches, criteria, batches[:1], [1, 2], seed=3)
+    streamed = compute_scores(LazyModel.open(tmp_path / family, DEVICE), batches, criteria, batches[:1], [1, 2],
+                              seed=3)
     for key, value in resident.tensors.items():
         torch.testing.assert_close(streamed.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
         torch.testing.assert_close(value, cpu.tensors[key], rtol=1e-3, atol=1e-4, msg=key)

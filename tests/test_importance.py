@@ -36,7 +36,7 @@ def by_hand(x: torch.Tensor, seq: str, batch: str) -> torch.Tensor:
 def scored():
     model = tiny_model("qwen2")
     return model, compute_scores(model, BATCHES, ["activation", "wanda", "magnitude", "taylor", "random"],
-                                 BATCHES[:1], block_sizes=[2])
+                                 BATCHES[:1], block_sizes=[1, 2])
 
 
 @pytest.mark.parametrize("seq", ["mean", "l2", "var"])
@@ -106,7 +106,7 @@ def test_block_influence(scored):
 @pytest.mark.parametrize("family", ["qwen2", "gemma3_text", "nemotron"])
 def test_layer_removal_loss_equals_loss_of_the_dropped_model(family):
     model = tiny_model(family)
-    scores = compute_scores(model, BATCHES, ["magnitude"], BATCHES, block_sizes=[2])
+    scores = compute_scores(model, BATCHES, ["magnitude"], BATCHES, block_sizes=[1, 2])
     base = lm_loss(model, BATCHES)
     assert scores.meta["base_loss"] == pytest.approx(base, rel=1e-5)
     for start, k, key in [(1, 1, "loss"), (2, 1, "loss"), (0, 2, "block_loss_k2"), (2, 2, "block_loss_k2")]:

@@ -19,7 +19,7 @@ LAYERS = [
     ["minitron.distill"],
     ["minitron.correct"],  # teacher correction: the trainer without a teacher
     ["minitron.tasks"],  # benchmark tasks through lm-evaluation-harness (data from packages, lm-eval YAMLs)
-    ["minitron.eval", "minitron.chat.generate", "minitron.chat.cli"],  # the commands that measure and generate
+    ["minitron.eval", "minitron.chat.generate", "minitron.chat.cli", "minitron.chat.replies"],  # measure, generate
     ["minitron.search"],
     ["minitron.report", "minitron.pipeline"],
     ["minitron.cli", "minitron.__main__"],
@@ -29,6 +29,8 @@ LAYERS = [
 # (cli.py imports a command's module by name only when that command runs, for start-up speed).
 FUNCTION_LEVEL_ALLOWED: set[tuple[str, str]] = {
     ("minitron.__main__", "minitron.cli"),  # inside the entry point, so that Ctrl-C while it loads is one line
+    # `data --generate` has the teacher write the conversations it tokenises: generation is a layer above the data
+    ("minitron.data.build", "minitron.chat.replies"),
 }
 
 

@@ -231,3 +231,24 @@ def test_the_teachers_name_is_not_carried_over(tiny_dir, tiny_data, tmp_path):
     run_cli("prune", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--prune.calib-seqs", 4,
             "--prune.seq-len", 32, "--target", "intermediate_size=48")
     assert "Some Teacher" not in (out / "config.json").read_text()
+
+
+def test_depth_pruning_scores_only_the_block_length_it_removes(tiny_dir, tiny_data, tmp_path):
+    """Removing k > 1 layers as a block needs the removal losses of blocks of k only (each length is a pass over the
+    layers after every block), single layers only for k = 1 or --prune.layer-criterion loss; --block-sizes alone
+    measures those lengths, --layer-loss adds single layers."""
+    from minitron.load import load_config
+    from minitron.prune import PruneConfig
+
+    config = load_config(str(tiny_dir))
+    L = config.num_hidden_layers
+    needs = {k: PruneConfig().needs(config, {"num_hidden_layers": L - k}) for k in (1, 2)}
+    assert needs[2].removal == [2] and not needs[2].layer_loss and needs[1].removal == [1]
+    assert (needs[1] | needs[2]).removal == [1, 2]  # a search over both depths scores both
+    assert PruneConfig(layer_criterion="loss").needs(config, {"num_hidden_layers": L - 2}).removal == [1]
+    run_cli("prune", "--model", tiny_dir, "--data", tiny_data, "--target", f"num_hidden_layers={L - 2}",
+            "--out", tmp_path / "p", "--prune.calib-seqs", 4, "--prune.seq-len", 32)
+    run_cli("score", "--model", tiny_dir, "--data", tiny_data, "--out", tmp_path / "s", "--calib-seqs", 4,
+            "--seq-len", 32, "--block-sizes", 2, "--criteria", "activation")
+    layers = {k for k in Scores.load(tmp_path / "s").tensors if k.startswith("layers/")}
+    assert layers == {"layers/block_loss_k2", "layers/block_influence"}

@@ -43,8 +43,8 @@ def test_streamed_scores_equal_in_memory_scores(family, tmp_path):
     path = save_sharded(tmp_path / "m", family, tie=family in ("llama", "gemma3_text"))
     assert len(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]) > 0
     assert len(list(path.glob("model-*.safetensors"))) > 2
-    expected = compute_scores(load_model(path), BATCHES, CRITERIA, BATCHES[:1], [2], seed=3)
-    got = streamed_scores(path, BATCHES, CRITERIA, BATCHES[:1], [2], seed=3)
+    expected = compute_scores(load_model(path), BATCHES, CRITERIA, BATCHES[:1], [1, 2], seed=3)
+    got = streamed_scores(path, BATCHES, CRITERIA, BATCHES[:1], [1, 2], seed=3)
     assert got.tensors.keys() == expected.tensors.keys()
     assert {"layers/loss", "layers/block_loss_k2", "layers/block_influence", "wanda/mlp"} <= got.tensors.keys()
     for key, value in expected.tensors.items():

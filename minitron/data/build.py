@@ -2,6 +2,7 @@
 with a train/validation split by document; and the default corpus, built on first use and cached."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
@@ -11,10 +12,11 @@ from tqdm.auto import tqdm
 from minitron.chat.dataset import encode_with_mask
 from minitron.chat.templates import get_format
 from minitron.data.corpora import HELD_OUT, named_corpus, part_documents, part_sources
+from minitron.data.prompts import Generation, bundled_prompts, user_prompts
 from minitron.data.sources import iter_conversations, iter_documents, source_bytes, split_of
 from minitron.data.tokens import SPLITS, ShardWriter, TokenData, token_dtype, tokenizer_identity, write_meta
 from minitron.errors import MinitronError
-from minitron.io import atomic_dir, refuse_existing, write_json
+from minitron.io import atomic_dir, read_jsonl, refuse_existing, write_json
 from minitron.load import cache_dir, load_tokenizer
 
 
@@ -22,7 +24,7 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
                glob: str | None = None, text_field: str = "text", dev_fraction: float | None = None,
                test_fraction: float | None = None, max_tokens: int | None = None, seed: int = 0,
                overwrite: bool = False, chat: bool = False, chat_template: str = "auto",
-               corpus: str = "default") -> Path:
+               corpus: str = "default", generate: bool = False, generation: Generation = Generation()) -> Path:
     """Tokenise text into memmap token shards, split by document into train, dev (what choices are made on) and test
     (what results are reported on).
 
@@ -47,10 +49,18 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
             (docs, austen, gutenberg, gcide, wordnet, devil, jargon, foldoc, fortunes, chatterbot), parts end to
             end (docs,austen) or at shares of the tokens (docs:0.6,gcide:0.4), or a named mix (prose, mix, broad,
             default)
+        generate: the teacher (--tokenizer's model) writes replies, in its chat format, to --generation.prompts or to
+            the bundled prompts (docs/data.md), batched, cached and resumable; the conversations are the data, with
+            the loss on the replies only (sequence-level distillation)
+        generation: how the replies are written (--generation.count, --generation.max-new-tokens, ...)
     """
-    check_build(chat, source, out, dev_fraction, test_fraction, max_tokens, overwrite)
+    check_build(chat, source, out, dev_fraction, test_fraction, max_tokens, overwrite, generate)
     tok = load_tokenizer(tokenizer)
-    if source is None:
+    conversations = None
+    if generate:  # the teacher's conversations, then tokenised as chat data
+        replies, conversations = generated(tokenizer, generation, chat_template)
+        source, chat, held_out, total = [str(replies)], True, HELD_OUT, None
+    elif source is None:
         named = named_corpus(corpus)
         out = Path(out) if out is not None else default_data_dir(tok, max_tokens, corpus)
         if len(named.parts) > 1:  # a mix: its parts' cached splits, each at its share
@@ -71,8 +81,9 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
     test_fraction = held_out if test_fraction is None else test_fraction
     if tok.eos_token_id is None:
         raise MinitronError(f"tokenizer of {tokenizer} has no EOS token to separate documents")
+    conversations = conversations if conversations is not None else iter_conversations(source, glob) if chat else None
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        docs = tokenised_chats(tok, source, glob, chat_template) if chat else \
+        docs = tokenised_chats(tok, conversations, chat_template) if chat else \
             ((d, tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], None, len(t.encode()))
              for d, t in documents)
         splits = write_splits(tmp, docs, token_dtype(len(tok)), chat, lambda d: split_of(d, dev_fraction,
@@ -84,14 +95,18 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
                                 "needs some (add data or raise --dev-fraction / --test-fraction)")
         write_meta(tmp, tok, token_dtype(len(tok)), splits, sources=[str(s) for s in source],
                    dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed,
-                   **({"chat_template": chat_template} if chat else {}))
+                   **({"chat_template": chat_template} if chat else {}),
+                   **({"generated": {**asdict(generation), "prompts": str(generation.prompts or "bundled"),
+                                     "replies": source[0]}} if generate else {}))
     print(f"wrote {out}: " + " / ".join(f"{splits[s]['tokens']:,} {s}" for s in SPLITS) + " tokens")
     return out
 
 
 def check_build(chat: bool, source, out, dev_fraction: float | None, test_fraction: float | None,
-                max_tokens: int | None, overwrite: bool) -> None:
+                max_tokens: int | None, overwrite: bool, generate: bool = False) -> None:
     """`minitron data`'s settings, refused in one line before anything is loaded or written."""
+    if generate and (source is not None or chat or out is None):
+        raise MinitronError("--generate writes its own conversations into --out; leave out --source and --chat")
     if chat and (source is None or out is None):
         raise MinitronError("--chat needs --source (conversation JSONL files) and --out")
     for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
@@ -127,12 +142,25 @@ def write_splits(tmp: Path, docs, dtype, chat: bool, split_of_doc, max_tokens: i
     return writer.close()
 
 
-def tokenised_chats(tok, sources: list[str], glob: str,
-                    template: str) -> Iterator[tuple[str, list[int], list[int], int]]:
-    """(id, token ids, loss mask, text bytes) of chat JSONL conversations; the mask is 1 on the assistant's tokens
-    only."""
+def generated(teacher: str, generation: Generation, template: str) -> tuple[Path, list[tuple[str, dict]]]:
+    """The teacher's replies to --generation.prompts or the bundled prompts (`chat.replies.teacher_replies`: cached,
+    resumable), and (prompt id, conversation) of each, in the prompts' order (not the order they were written in,
+    which a resumed run changes); empty replies left out."""
+    from minitron.chat.replies import teacher_replies  # the teacher generates: a layer above the data (test_imports)
+
+    generation.check()
+    prompts = user_prompts(Path(generation.prompts), generation.count) if generation.prompts is not None else \
+        bundled_prompts(generation.count)
+    replies = teacher_replies(teacher, prompts, generation, template)
+    by_id = {record["id"]: record for _, record in read_jsonl(replies)}
+    return replies, [(p["id"], by_id[p["id"]]) for p in prompts if by_id[p["id"]]["messages"][-1]["content"]]
+
+
+def tokenised_chats(tok, conversations, template: str) -> Iterator[tuple[str, list[int], list[int], int]]:
+    """(id, token ids, loss mask, text bytes) of (id, {"messages", "tools"}) conversations; the mask is 1 on the
+    assistant's tokens only."""
     fmt = get_format(tok, template)
-    for doc_id, record in iter_conversations(sources, glob):
+    for doc_id, record in conversations:
         ids, mask = encode_with_mask(tok, fmt, record["messages"], record.get("tools"))
         yield doc_id, ids + [tok.eos_token_id], mask + [0], sum(len(str(m.get("content") or "").encode())
                                                                   for m in record["messages"])

@@ -12,7 +12,7 @@ import torch
 
 from minitron.data import SEQ_LEN, TokenData, calibration_batches, default_data
 from minitron.errors import MinitronError
-from minitron.importance.scores import DEFAULT_CRITERIA, Scores, check_criteria, check_streamable
+from minitron.importance.scores import DEFAULT_CRITERIA, Scores, check_criteria, check_streamable, removal_sizes
 from minitron.importance.walk import compute_scores
 from minitron.io import refuse_existing
 from minitron.lazy import LazyModel, choose_stream
@@ -47,9 +47,10 @@ def score(model: str = "default", data: Path | None = None, out: Path | None = N
         calib_seqs: number of calibration sequences
         seq_len: tokens per calibration sequence
         batch_size: sequences per forward pass
-        layer_loss: also measure the LM-loss increase of removing each layer (and blocks of --block-sizes)
+        layer_loss: also measure the LM-loss increase of removing each layer alone
         layer_loss_seqs: calibration sequences used for the layer-removal losses
-        block_sizes: contiguous block lengths k to score for depth pruning (with --layer-loss)
+        block_sizes: contiguous block lengths k whose removal losses to measure for depth pruning (each length
+            costs a pass over the layers after each block; with --layer-loss, single layers too)
         stream: read the checkpoint one layer at a time (default: only when the model does not fit in
             memory); all criteria but taylor
         device: auto, cpu or cuda
@@ -74,10 +75,12 @@ def score(model: str = "default", data: Path | None = None, out: Path | None = N
     (check_streamable if streamed else check_criteria)(criteria)
     tokenizer = load_tokenizer(model)
     batches = calibration(model, tokenizer, data, calib_seqs, seq_len, batch_size, seed)
-    loss_batches = calibration(model, tokenizer, data, layer_loss_seqs, seq_len, batch_size, seed + 1) if layer_loss else None
+    removal = removal_sizes(layer_loss, block_sizes)
+    loss_batches = calibration(model, tokenizer, data, layer_loss_seqs, seq_len, batch_size, seed + 1) if removal \
+        else None
     dev = pick_device(device)
     source = LazyModel.open(path, dev, compute) if streamed else load_model(model, dev, compute)
-    result = compute_scores(source, batches, criteria, loss_batches, block_sizes or [], seed)
+    result = compute_scores(source, batches, criteria, loss_batches, removal, seed)
     result.meta.update(teacher=str(model), compute_dtype=dtype, fingerprint=Checkpoint.open(path).fingerprint(),
                        calibration={"data": str(data or "default corpus"), "num_seqs": calib_seqs,
                                     "seq_len": seq_len, "seed": seed})

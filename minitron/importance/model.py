@@ -10,7 +10,7 @@ from torch import nn
 from minitron.data import SEQ_LEN, TokenData, calibration_batches, default_data
 from minitron.errors import MinitronError
 from minitron.importance.command import CALIB_SEED, CALIB_SEQS, score
-from minitron.importance.scores import DEFAULT_CRITERIA, Scores
+from minitron.importance.scores import DEFAULT_CRITERIA, Scores, removal_sizes
 from minitron.importance.walk import compute_scores
 from minitron.load import load_tokenizer
 
@@ -61,8 +61,8 @@ def score_model(model, data=None, *, criteria: list[str] | None = None, calib_se
     `model` is a model in memory (scored where it is, on its device and dtype) or what `minitron score --model`
     takes (a path, a Hub id, 'default'; then this is `minitron.importance.score` and `command_options` are its
     other options). `data`: a `minitron data` directory, a `TokenData`, token ids [N, T], or None for the default
-    corpus in the model's tokenizer. `layer_loss`/`block_sizes`: the LM-loss increase of removing each layer and
-    each block of k layers, which depth pruning by `block` or `loss` needs."""
+    corpus in the model's tokenizer. `layer_loss`/`block_sizes`: the LM-loss increase of removing each layer alone
+    and each block of k layers, which depth pruning by `loss` and `block` needs."""
     if is_spec(model):
         return score(model, data, criteria=criteria, calib_seqs=calib_seqs, seq_len=seq_len, batch_size=batch_size,
                      layer_loss=layer_loss, block_sizes=list(block_sizes), seed=seed, **command_options)
@@ -73,16 +73,16 @@ def score_model(model, data=None, *, criteria: list[str] | None = None, calib_se
     bad = [k for k in block_sizes if not 1 <= k < L]
     if bad:
         raise MinitronError(f"block sizes {bad} are impossible for a model of {L} layers (need 1 <= k < {L})")
+    removal = removal_sizes(layer_loss, block_sizes)
     batches = calibration_windows(model, data, calib_seqs, seq_len, batch_size, seed, tokenizer)
     loss_batches = calibration_windows(model, data, min(8, calib_seqs), seq_len, batch_size, seed + 1, tokenizer) \
-        if layer_loss or block_sizes else None
+        if removal else None
     if isinstance(data, torch.Tensor) and loss_batches is not None:
         loss_batches = list(data.long()[:8].split(batch_size))  # given windows: the first 8 of them
     was_training = model.training
     model.eval()
     try:
-        result = compute_scores(model, batches, list(criteria or DEFAULT_CRITERIA), loss_batches, list(block_sizes),
-                                seed)
+        result = compute_scores(model, batches, list(criteria or DEFAULT_CRITERIA), loss_batches, removal, seed)
     finally:
         model.train(was_training)
     source = "token ids" if isinstance(data, torch.Tensor) else str(data or "default corpus")

@@ -63,7 +63,7 @@ class Scores:
         if key not in self.tensors:
             have = [k.removeprefix("layers/") for k in self.tensors if k.startswith("layers/")]
             raise MinitronError(f"the scores have no layer importance {key.removeprefix('layers/')!r} (have: "
-                                f"{', '.join(have)}); run `minitron score --layer-loss --block-sizes {k}`")
+                                f"{', '.join(have)}); run `minitron score --block-sizes {k}`")
         return self.tensors[key]
 
     def check_model(self, config, fingerprint: str, where: Path | str) -> None:
@@ -116,6 +116,12 @@ def check_criteria(criteria: list[str]) -> None:
 def named(prefix: str, scores: dict) -> dict[str, torch.Tensor]:
     """{"hidden": t, ...} -> {"prefix/hidden": t, ...}"""
     return {f"{prefix}/{k}": v for k, v in scores.items()}
+
+
+def removal_sizes(layer_loss: bool, block_sizes) -> list[int]:
+    """The block lengths whose removal losses are measured: 1 (each layer alone) with `layer_loss`, and each of
+    `block_sizes`."""
+    return sorted({*([1] if layer_loss else []), *(block_sizes or [])})
 
 
 def loss_key(k: int) -> str:

@@ -165,8 +165,9 @@ def compute_scores(model: nn.Module | LazyModel, batches: list[torch.Tensor], cr
                    layer_loss_batches: list[torch.Tensor] | None = None, block_sizes: list[int] = (),
                    seed: int = 0) -> Scores:
     """Every requested criterion's scores for one model (in memory, or a `LazyModel` streamed from its
-    checkpoint) and one calibration set; layer-removal losses for blocks of 1 and `block_sizes` layers on
-    `layer_loss_batches` (token windows: the model sees ids[:, :-1] and predicts ids[:, 1:])."""
+    checkpoint) and one calibration set; layer-removal losses for blocks of each of `block_sizes` layers (1: each
+    layer alone; none given: 1) on `layer_loss_batches` (token windows: the model sees ids[:, :-1] and predicts
+    ids[:, 1:]). Each block length costs a pass over the layers after each block, so only those asked are computed."""
     streamed = isinstance(model, LazyModel)
     (check_streamable if streamed else check_criteria)(criteria)
     source = model if streamed else Resident(model)
@@ -177,7 +178,8 @@ def compute_scores(model: nn.Module | LazyModel, batches: list[torch.Tensor], cr
         flows = [capture(net, ids.to(device)) for ids in batches]
         loss_flows = [capture(net, ids[:, :-1].to(device), ids[:, 1:].to(device)) for ids in layer_loss_batches or []]
         weights.embedding(embedding(net))
-    losses = RemovalLosses(loss_flows, net.config.num_hidden_layers, sorted({1, *block_sizes})) if loss_flows else None
+    losses = RemovalLosses(loss_flows, net.config.num_hidden_layers, sorted(set(block_sizes) or {1})) \
+        if loss_flows else None
     rec = ActivationRecorder(net, arch_of(net.config), device=device)
     _layer_pass(source, flows, rec, weights, losses)
     loss_tensors, base = _final_pass(source, flows, rec, weights, losses)

@@ -33,8 +33,8 @@ def needed_scores(source: nn.Module | LazyModel, model: str, tokenizer, needs: S
     or streamed from its checkpoint (`source`)."""
     batches = calibration(model, tokenizer, data, prune.calib_seqs, prune.seq_len, batch_size, prune.seed)
     loss_batches = calibration(model, tokenizer, data, min(8, prune.calib_seqs), prune.seq_len, batch_size,
-                               prune.seed + 1) if needs.layer_loss else None
-    return compute_scores(source, batches, list(needs.criteria), loss_batches, list(needs.block_sizes), prune.seed)
+                               prune.seed + 1) if needs.removal else None
+    return compute_scores(source, batches, list(needs.criteria), loss_batches, needs.removal, prune.seed)
 
 
 def prune(model: str = "default", target: dict[str, int] | None = None, out: Path | None = None,

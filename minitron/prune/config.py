@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from minitron.errors import MinitronError
 from minitron.importance import (AGGREGATIONS, CALIB_SEED, CALIB_SEQS, WIDTH_CRITERIA, Agg, Criterion, HeadScore,
                                  HiddenScore, LayerCriterion, layer_key)
-from minitron.importance.scores import HEAD_SCORES, HIDDEN_SCORES, LAYER_SCORES
+from minitron.importance.scores import HEAD_SCORES, HIDDEN_SCORES, LAYER_SCORES, removal_sizes
 from minitron.data import SEQ_LEN
 
 
@@ -71,16 +71,17 @@ class PruneConfig:
         k = config.num_hidden_layers - sizes["num_hidden_layers"]
         if self.drop_layers is not None or k == 0:
             return ScoreNeeds((self.criterion,))
-        by_loss = self.layer_criterion in ("block", "loss")
+        block = self.layer_criterion == "block" and k > 1  # the removal losses of blocks of k only
         return ScoreNeeds((self.criterion,) + (("random",) if self.layer_criterion == "random" else ()),
-                          layer_loss=by_loss, block_sizes=(k,) if by_loss and k > 1 else (),
-                          keys=(layer_key(self.layer_criterion, k),))
+                          layer_loss=self.layer_criterion in ("block", "loss") and not block,
+                          block_sizes=(k,) if block else (), keys=(layer_key(self.layer_criterion, k),))
 
 
 @dataclass(frozen=True)
 class ScoreNeeds:
-    """What `minitron score` must compute for a pruning: width criteria, the layer-removal losses (and the block
-    lengths beyond 1), and the layer tensors the plan reads (a given --scores must hold them)."""
+    """What `minitron score` must compute for a pruning: width criteria, the removal losses of single layers
+    (`layer_loss`) and of blocks of `block_sizes` layers, and the layer tensors the plan reads (a given --scores must
+    hold them)."""
 
     criteria: tuple[str, ...]
     layer_loss: bool = False
@@ -91,6 +92,11 @@ class ScoreNeeds:
         """What both prunings need (the search's candidates, each with its own depth)."""
         return ScoreNeeds(tuple(dict.fromkeys(self.criteria + other.criteria)), self.layer_loss or other.layer_loss,
                           tuple(sorted({*self.block_sizes, *other.block_sizes})), tuple(sorted({*self.keys, *other.keys})))
+
+    @property
+    def removal(self) -> list[int]:
+        """Every block length whose removal losses are computed (1: single layers)."""
+        return removal_sizes(self.layer_loss, self.block_sizes)
 
 
 def check_layers(layers: list[int], num_layers: int | None) -> list[int]:

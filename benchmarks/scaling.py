@@ -1,0 +1,203 @@
+"""Student quality against distillation tokens: the demo's recipe (configs/demo.yaml: its shape, its distill section,
+on the default corpus) run with each token budget of --tokens, each its own run with its own learning-rate schedule,
+and every student measured side by side with the teacher and the pruned model on the test split, on out-of-domain
+English (the King James Bible), by KL to the teacher on test, and on the bundled benchmarks.
+
+From the out-of-domain losses it fits gap(T) = A · T^-alpha (least squares on log gap against log tokens, gap = the
+student's loss − the teacher's) and reports the tokens at which the student comes within 10% of the teacher's loss:
+measured when a run got there, else extrapolated from the fit and labelled so. Writes --out (.md, .json, .png).
+
+    python benchmarks/scaling.py [--tokens 204800 512000 1024000 2048000] [--work DIR] [--out docs/scaling.md]
+    python benchmarks/scaling.py --dry   # a tiny random teacher and generated text, in seconds (the test's)
+
+Each run resumes (`distill --resume`) and a finished one is measured again without training, so the curve can be
+run a budget at a time, in the background, over several sessions: --work defaults to the minitron cache, which
+outlives runs/. On 2 CPU cores in fp32 the demo's recipe runs at about 125 tokens/s (2M tokens: about 4.5 hours).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from minitron.data import TokenData, build_data, default_data
+from minitron.distill import TrainConfig, distill
+from minitron.errors import pyplot
+from minitron.eval import measure, ood_windows
+from minitron.load import cache_dir, load_model, load_tokenizer
+from minitron.prune import PruneConfig, prune
+from minitron.tasks import MC_TASKS
+from minitron.tasks.run import run_tasks
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+WITHIN = 0.10  # "within 10% of the teacher": the student's loss at most 1.1 x the teacher's
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, nargs="+", default=[204800, 512000, 1024000, 2048000])
+    p.add_argument("--work", type=Path, default=cache_dir() / "bench" / "scaling", help="pruned student and runs")
+    p.add_argument("--out", type=Path, default=None, help="report (default: docs/scaling.md; --dry: in --work)")
+    p.add_argument("--eval-seqs", type=int, default=DEMO["eval_tokens"] // DEMO["distill"]["seq_len"])
+    p.add_argument("--tasks-limit", type=int, default=DEMO["tasks_limit"], help="documents of each benchmark task")
+    p.add_argument("--dry", action="store_true", help="a tiny random teacher and generated text (for the tests)")
+    args = p.parse_args()
+    args.out = args.out or (args.work / "scaling.md" if args.dry else Path("docs/scaling.md"))
+    teacher, data, target, recipe = dry_setup(args) if args.dry else ("default", default_data("default"),
+                                                                     DEMO["target"], demo_recipe())
+    pruned = args.work / "pruned"
+    if not (pruned / "config.json").is_file():
+        prune(model=teacher, target=target, out=pruned, data=data, device="cpu", overwrite=True,
+              prune=PruneConfig(**DEMO["prune"]) if not args.dry else PruneConfig(calib_seqs=4, seq_len=32))
+    tok = load_tokenizer(teacher)
+    windows = {"test": TokenData.open(data).spread("test", args.eval_seqs, recipe["seq_len"]),
+               "ood": ood_windows(tok, recipe["seq_len"], args.eval_seqs)}
+    teacher_model = load_model(teacher, device="cpu")
+    models = {"teacher": teacher_model, "pruned": load_model(pruned)}
+    results = {"settings": {"teacher": str(teacher), "recipe": recipe, "target": target, "data": str(data),
+                            "eval_seqs": args.eval_seqs, "tasks_limit": args.tasks_limit},
+               "models": {name: measured(m, teacher_model, windows, tok, args) for name, m in models.items()},
+               "runs": {}}
+    for tokens in sorted(args.tokens):
+        run = args.work / f"tokens-{tokens}"
+        record = run / "bench.json"  # the training's own throughput, kept when the run is measured again
+        if not record.is_file():
+            result = distill(TrainConfig(student=str(pruned), out=run, tokens=tokens, teacher=str(teacher),
+                                         data=str(data), device="cpu", resume=True, **recipe))
+            record.write_text(json.dumps({"seconds": result.seconds, "tokens_per_s": result.tokens_per_s}) + "\n")
+        results["runs"][str(tokens)] = {**json.loads(record.read_text()),
+                                        **measured(load_model(run / "student"), teacher_model, windows, tok, args)}
+        results["fit"] = fit(results)
+        write(args, results)  # after every run: a long curve reports what it has
+
+
+def demo_recipe() -> dict:
+    """configs/demo.yaml's distill section without its token budget and logging cadence, in fp32 (the same
+    figures on every CPU)."""
+    skip = ("tokens", "eval_every", "save_every", "eval_seqs")
+    return {**{k: v for k, v in DEMO["distill"].items() if k not in skip}, "precision": "fp32", "eval_every": 0}
+
+
+def dry_setup(args):
+    """A tiny random Llama with the default tokenizer, and generated text."""
+    torch.set_num_threads(1)
+    work, tok = args.work, load_tokenizer("default")
+    teacher, text, data = work / "tiny-teacher", work / "text", work / "data"
+    if not (teacher / "config.json").is_file():
+        torch.manual_seed(0)
+        LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                     eos_token_id=tok.eos_token_id, tie_word_embeddings=True)).save_pretrained(teacher)
+        tok.save_pretrained(teacher)
+    if not (data / "meta.json").is_file():
+        text.mkdir(parents=True, exist_ok=True)
+        rng, words = random.Random(0), "the function returns a list of values when the module imports".split()
+        for d in range(40):
+            (text / f"{d:02d}.txt").write_text(" ".join(rng.choice(words) for _ in range(150)) + "\n")
+        build_data(source=[str(text)], out=data, tokenizer=str(teacher), glob="*.txt", dev_fraction=0.2,
+                   test_fraction=0.2, overwrite=True)
+    recipe = dict(seq_len=32, micro_batch=2, global_batch_tokens=128, lr=1e-3, min_lr=1e-4, loss="forward_kl",
+                  precision="fp32", eval_every=0)
+    return str(teacher), data, dict(hidden_size=32, intermediate_size=64, num_attention_heads=2), recipe
+
+
+def measured(model, teacher, windows: dict, tok, args) -> dict:
+    """Loss on test and out-of-domain text, KL from the teacher on test, and the benchmarks' mean accuracy."""
+    models = {"model": model, "teacher": teacher}
+    test = measure(models, windows["test"], 4, "teacher")["model"]
+    ood = measure({"model": model}, windows["ood"], 4)["model"]
+    tasks = run_tasks(model, tok, list(MC_TASKS), limit=2 if args.dry else args.tasks_limit)
+    return {"test_loss": test["loss"], "test_ci95": test["ci95"], "test_kl": test.get("kl", 0.0),
+            "ood_loss": ood["loss"], "ood_ci95": ood["ci95"],
+            "tasks": {t: {"acc": r["acc"], "acc_stderr": r["acc_stderr"]} for t, r in tasks.items()},
+            "benchmark_mean": sum(r["acc"] for r in tasks.values()) / len(tasks)}
+
+
+def fit(results: dict) -> dict:
+    """gap = A · tokens^-alpha on the out-of-domain losses, and the tokens at which the student is within 10% of the
+    teacher: the first run that is (measured), else the fit's (extrapolated; None with fewer than two runs or a gap
+    that does not shrink)."""
+    teacher = results["models"]["teacher"]["ood_loss"]
+    points = [(int(t), r["ood_loss"] - teacher) for t, r in sorted(results["runs"].items(), key=lambda x: int(x[0]))]
+    goal = WITHIN * teacher
+    reached = [t for t, gap in points if gap <= goal]
+    out = {"goal_gap": goal, "tokens_within": reached[0] if reached else None, "how": "measured" if reached else None}
+    usable = [(t, g) for t, g in points if g > 0]
+    if len(usable) >= 2:
+        x = [math.log(t) for t, _ in usable]
+        y = [math.log(g) for _, g in usable]
+        mx, my = sum(x) / len(x), sum(y) / len(y)
+        slope = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
+        out.update(alpha=-slope, A=math.exp(my - slope * mx))
+        if not reached and slope < 0:
+            out.update(tokens_within=round((out["A"] / goal) ** (1 / out["alpha"])), how="extrapolated")
+    return out
+
+
+def write(args, results: dict) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    args.out.write_text(render(results) + "\n")
+    plot(results, args.out.with_suffix(".png"))
+    print(f"wrote {args.out}", flush=True)
+
+
+def render(results: dict) -> str:
+    s, m, f = results["settings"], results["models"], results["fit"]
+    lines = ["# Student quality against distillation tokens", "",
+             f"The demo's shape and recipe (configs/demo.yaml, fp32) distilled on the default corpus for each budget, "
+             f"each a run of its own; measured on {s['eval_seqs']} windows of the test split and as many of the King "
+             f"James Bible, KL from the teacher on test, and the bundled benchmarks ({s['tasks_limit']} documents "
+             "each, mean accuracy). Reproduce: `.venv/bin/python benchmarks/scaling.py`", "",
+             "| model | tokens | test loss | out-of-domain loss | test KL | benchmarks | tokens/s |",
+             "|---|---|---|---|---|---|---|"]
+    for name in ("teacher", "pruned"):
+        r = m[name]
+        lines.append(f"| {name} | – | {r['test_loss']:.3f} ± {r['test_ci95']:.3f} | {r['ood_loss']:.3f} ± "
+                     f"{r['ood_ci95']:.3f} | {r['test_kl']:.3f} | {r['benchmark_mean']:.3f} | – |")
+    for tokens, r in sorted(results["runs"].items(), key=lambda x: int(x[0])):
+        lines.append(f"| student | {int(tokens):,} | {r['test_loss']:.3f} ± {r['test_ci95']:.3f} | "
+                     f"{r['ood_loss']:.3f} ± {r['ood_ci95']:.3f} | {r['test_kl']:.3f} | {r['benchmark_mean']:.3f} | "
+                     f"{r['tokens_per_s']:.0f} |")
+    if f.get("alpha") is not None:
+        lines += ["", f"Fit on the out-of-domain gap to the teacher: gap = {f['A']:.3g} · tokens^-{f['alpha']:.3f}."]
+    within = (f"{f['tokens_within']:,} tokens ({f['how']})" if f["tokens_within"] else
+              "not reached, and the fit does not say (fewer than two runs, or a gap that does not shrink)")
+    lines.append(f"Within {WITHIN:.0%} of the teacher out of domain (gap ≤ {f['goal_gap']:.3f} nats): {within}.")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    plt = pyplot()
+    runs = sorted(results["runs"].items(), key=lambda x: int(x[0]))
+    tokens = [int(t) for t, _ in runs]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "test_loss", "test split"), (axes[1], "ood_loss", "out-of-domain (KJV)")):
+        ax.plot(tokens, [r[key] for _, r in runs], "o-", label="student")
+        ax.axhline(results["models"]["teacher"][key], ls="--", color="0.4", label="teacher")
+        ax.set_xscale("log")
+        ax.set_xlabel("distillation tokens")
+        ax.set_ylabel("loss (nats/token)")
+        ax.set_title(title)
+        ax.legend()
+    fit = results["fit"]
+    if fit.get("alpha") is not None and tokens:
+        grid = [tokens[0] * (max(fit.get("tokens_within") or tokens[-1], tokens[-1]) / tokens[0]) ** (i / 40)
+                for i in range(41)]
+        top = results["models"]["teacher"]["ood_loss"]
+        axes[1].plot(grid, [top + fit["A"] * t ** -fit["alpha"] for t in grid], ":", color="C1", label="fit")
+        axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
