@@ -63,6 +63,19 @@ def trim_heap() -> None:
         pass
 
 
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of mapping every large block afresh: by default each
+    block over 32 MB (a logit chunk, an activation) is its own mmap, unmapped when freed, so every step faults its
+    pages in again (docs/performance.md measures the difference: distillation, scoring and the search's zero-shot
+    losses all gain). Process-wide; False where the C library is not glibc."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # <malloc.h>
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+
+
 @contextmanager
 def params_on_meta() -> Iterator[None]:
     """Parameters created inside go to the meta device (no memory, no initialisation); buffers stay real, since

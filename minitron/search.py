@@ -10,6 +10,7 @@ WORK holds scores/ (one scoring pass, reused), one directory per distilled candi
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -27,8 +28,9 @@ from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located
 from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError, pyplot
-from minitron.importance import Scores, score
+from minitron.importance import ComputeDtype, Scores, score
 from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
+from minitron.lazy import reuse_freed_memory
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device, resolve_model
 from minitron.numerics import lm_loss, windows_in_batches
 from minitron.prune import PruneConfig, ScoreNeeds, apply_plan, check_target, make_plan, params_of, target_config
@@ -39,6 +41,8 @@ from minitron.shards import Checkpoint
 
 SEARCH_TOLERANCE = 0.05  # candidates within ±5 percent of the budget
 SHOWN = 30  # rows of search.md
+SCREEN_SEQS = 4  # dev windows every candidate is screened on, before the best SCREEN_KEEP are measured on all
+SCREEN_KEEP = 24  # (benchmarks/search_speed.py: the same first four as measuring all 243 shapes on every window)
 SEARCHED = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers")
 
 
@@ -48,7 +52,8 @@ class Candidate:
 
     sizes: dict[str, int]  # the SEARCHED sizes
     params: int  # exact parameter count
-    zero_shot_loss: float | None = None  # held-out LM loss pruned, before any training
+    zero_shot_loss: float | None = None  # held-out LM loss pruned, before any training (every dev window)
+    screen_loss: float | None = None  # the same on the screening windows (only when candidates were screened)
     distilled_loss: float | None = None  # held-out LM loss after the short distillation
     error: str | None = None  # why its distillation failed (the candidate is then skipped)
 
@@ -190,14 +195,14 @@ def needs_of(config, candidates: list[Candidate], prune: PruneConfig) -> ScoreNe
 
 
 def cached_scores(model: str, scores: Path | None, work: Path, data: Path | None, needs: ScoreNeeds,
-                  prune: PruneConfig, device: str) -> tuple[Scores, Path]:
+                  prune: PruneConfig, dtype: ComputeDtype, device: str) -> tuple[Scores, Path]:
     """The given --scores (refused if they lack what the candidates need), or WORK/scores, made once."""
     path = Path(scores) if scores is not None else work / "scores"
     if scores is None and not (path / "scores.json").is_file():
         shutil.rmtree(path, ignore_errors=True)  # left by an interrupted scoring
         score(model, data=data, out=path, criteria=list(needs.criteria), calib_seqs=prune.calib_seqs,
               seq_len=prune.seq_len, layer_loss=needs.layer_loss, block_sizes=list(needs.block_sizes),
-              device=device, seed=prune.seed)
+              dtype=dtype, device=device, seed=prune.seed)
     saved = Scores.load(path)
     missing = [k for k in needs.keys if k not in saved.tensors]
     if missing:
@@ -208,20 +213,52 @@ def cached_scores(model: str, scores: Path | None, work: Path, data: Path | None
 
 
 def zero_shot(teacher, scores: Scores, candidates: list[Candidate], val: list, prune: PruneConfig,
+              screen: list | None = None, keep: int = SCREEN_KEEP, clock: Clock | None = None,
               save=lambda: None) -> None:
     """Each candidate's dev loss pruned in memory from the cached scores, before any training. The scores (and
-    their layer losses) are computed once for all; a candidate costs one slicing and one pass over the dev windows.
-    `save` is called every 16 candidates, so an interrupted search keeps what it measured."""
-    config, todo = teacher.config, [c for c in candidates if c.zero_shot_loss is None]
-    bar = tqdm(todo, desc="zero-shot", unit="shape", dynamic_ncols=True, disable=not todo)
+    their layer losses) are computed once for all; a candidate costs one slicing and one pass over the windows.
+
+    With `screen` (fewer dev windows) and more than `keep` candidates, every candidate is first measured on the
+    screen and only the best `keep` on all of `val`: a two-stage ranking that saves most of its cost, since the
+    losses are far apart (benchmarks/search_speed.py checks that the first shapes stay the same). `save` is called
+    every 16 candidates, so an interrupted search keeps what it measured; `clock` times the parts (planning,
+    slicing, the loss)."""
+    clock = clock or Clock()
+    if next(teacher.parameters()).device.type == "cpu":  # each batch's logits would be mapped afresh
+        reuse_freed_memory()
+    finalists = candidates
+    if screen is not None and len(candidates) > keep:
+        measure(teacher, scores, candidates, screen, "screen_loss", prune, clock, save)
+        finalists = sorted(candidates, key=lambda c: c.screen_loss)[:keep]
+    measure(teacher, scores, finalists, val, "zero_shot_loss", prune, clock, save)
+    best = sorted(finalists, key=lambda c: c.zero_shot_loss)[:5]
+    print("  best zero-shot: " + ", ".join(f"{c.name} {c.zero_shot_loss:.3f}" for c in best), flush=True)
+
+
+def measure(teacher, scores: Scores, candidates: list[Candidate], batches: list, field: str, prune: PruneConfig,
+            clock: Clock, save) -> None:
+    """Set `field` (screen_loss or zero_shot_loss) of each candidate that lacks it: the LM loss over `batches` of
+    the teacher pruned in memory to its shape."""
+    config, todo = teacher.config, [c for c in candidates if getattr(c, field) is None]
+    desc = "screening" if field == "screen_loss" else "zero-shot"
+    bar = tqdm(todo, desc=desc, unit="shape", dynamic_ncols=True, disable=not todo)
     for i, c in enumerate(bar):
-        plan = make_plan(scores, config, check_target(config, c.sizes), prune)
-        c.zero_shot_loss = lm_loss(apply_plan(copy.deepcopy(teacher), plan), val)
-        bar.set_postfix(best=f"{min(x.zero_shot_loss for x in candidates if x.zero_shot_loss is not None):.3f}")
+        with clock.part(f"{desc}.plan"):
+            plan = make_plan(scores, config, check_target(config, c.sizes), prune)
+        with clock.part(f"{desc}.slice"):
+            student = apply_plan(copy.deepcopy(teacher), plan)
+        with clock.part(f"{desc}.loss"):
+            setattr(c, field, lm_loss(student, batches))
+        bar.set_postfix(best=f"{min(getattr(x, field) for x in candidates if getattr(x, field) is not None):.3f}")
         if i % 16 == 15:
             save()
-    best = sorted(candidates, key=lambda c: c.zero_shot_loss)[:5]
-    print("  best zero-shot: " + ", ".join(f"{c.name} {c.zero_shot_loss:.3f}" for c in best), flush=True)
+
+
+def zero_shot_order(c: Candidate) -> tuple:
+    """Sort key of the zero-shot ranking: measured on every dev window first, by that loss; then screened out, by
+    the screening loss; unmeasured last."""
+    return (c.zero_shot_loss is None, c.zero_shot_loss if c.zero_shot_loss is not None else
+            (c.screen_loss if c.screen_loss is not None else math.inf))
 
 
 def distil_candidate(c: Candidate, model: str, work: Path, scores_dir: Path, train: TrainConfig, val: list,
@@ -252,11 +289,9 @@ def distil_candidate(c: Candidate, model: str, work: Path, scores_dir: Path, tra
 
 
 def ranked(candidates: list[Candidate]) -> list[Candidate]:
-    """Distilled candidates by loss after distillation, then the rest by zero-shot loss, failed ones last."""
-    def key(c: Candidate):
-        return (c.error is not None, c.distilled_loss is None, c.distilled_loss if c.distilled_loss is not None else
-                (c.zero_shot_loss if c.zero_shot_loss is not None else math.inf))
-    return sorted(candidates, key=key)
+    """Distilled candidates by loss after distillation, then the rest in zero-shot order, failed ones last."""
+    return sorted(candidates, key=lambda c: (c.error is not None, c.distilled_loss is None, c.distilled_loss or 0.0,
+                                             zero_shot_order(c)))
 
 
 # ------------------------------------------------------------------------------ the command
@@ -265,8 +300,9 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
            tolerance: float = SEARCH_TOLERANCE, steps: dict[str, int] | None = None,
            floors: dict[str, int] | None = None, max_candidates: int | None = None, distill_top: int = 4,
            distill_tokens: int = 65536, scores: Path | None = None, data: Path | None = None,
-           val_seqs: int = VAL_SEQS, prune: PruneConfig = PruneConfig(), distill: TrainConfig = TrainConfig(eval_every=0),
-           device: str = "auto", overwrite: bool = False) -> dict:
+           val_seqs: int = VAL_SEQS, screen_seqs: int = SCREEN_SEQS, screen_keep: int = SCREEN_KEEP,
+           prune: PruneConfig = PruneConfig(), distill: TrainConfig = TrainConfig(eval_every=0),
+           dtype: ComputeDtype = "float32", device: str = "auto", overwrite: bool = False) -> dict:
     """Search the student shape under a parameter budget and prune the teacher to the winner.
 
     Args:
@@ -284,10 +320,15 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         distill_tokens: training tokens of each candidate's short distillation (the same for every one)
         scores: importance scores from `minitron score` (default: scored once into WORK/scores)
         data: token data directory (default: the default corpus)
-        val_seqs: held-out sequences every candidate is measured on (of --prune.seq-len tokens)
+        val_seqs: dev sequences the zero-shot ranking measures on (of --prune.seq-len tokens)
+        screen_seqs: with more than --screen-keep candidates, every candidate is first screened on this many dev
+            sequences and only the best --screen-keep are measured on all --val-seqs (0: no screening)
+        screen_keep: candidates measured on every --val-seqs sequence after the screening (at least --distill-top)
         prune: how each candidate is pruned, and the calibration text (`--prune.head-score attn`, a `prune:` section)
         distill: settings of the short distillations (`--distill.lr`); tokens is --distill-tokens, and search
             sets where the models, data and runs are itself
+        dtype: what the scoring and the zero-shot losses compute in: float32, or bfloat16 (about twice as fast
+            on GPUs and on CPUs with bf16 units, docs/performance.md; the winner is pruned from the same scores)
         device: auto, cpu or cuda
         overwrite: replace --out, and start the work directory again
     """
@@ -300,6 +341,9 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     if not 0 < tolerance < 1 or (max_candidates or 1) < 1 or distill_top < 0 or distill_tokens < 1 or val_seqs < 1:
         raise MinitronError("--tolerance must be between 0 and 1, --max-candidates, --distill-tokens and "
                             "--val-seqs at least 1, --distill-top 0 or more")
+    if screen_seqs < 0 or screen_keep < max(distill_top, 1):
+        raise MinitronError(f"--screen-seqs must be 0 or more and --screen-keep at least 1 and at least --distill-top "
+                            f"({distill_top}), not {screen_seqs} and {screen_keep}")
     config = load_config(model)
     prune.validate(config)
     if prune.drop_layers:
@@ -318,17 +362,23 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     replace(train, student=str(model), out=work, teacher=str(model)).validate("distill.")
     settings = {"model": str(model), "budget": budget, "tolerance": tolerance, "steps": steps, "floors": floors,
                 "max_candidates": max_candidates, "scores": str(scores), "val_seqs": val_seqs,
+                "screen_seqs": screen_seqs, "screen_keep": screen_keep, "dtype": dtype,
                 "prune": asdict(prune), "distill": recorded(replace(train, teacher=str(model)), work)}
     restore(work, settings, chosen, overwrite)
     val = windows_in_batches(tokens.spread("dev", val_seqs, prune.seq_len).batch, 4)  # selection: the dev split
+    screen = windows_in_batches(tokens.spread("dev", screen_seqs, prune.seq_len).batch, 4) \
+        if 0 < screen_seqs < val_seqs else None
     clock = Clock()  # the seconds of each part, this run (search.json)
-    saved, scores_dir = cached_scores(model, scores, work, data, needs_of(config, chosen, prune), prune, device)
+    saved, scores_dir = cached_scores(model, scores, work, data, needs_of(config, chosen, prune), prune, dtype,
+                                      device)
     clock.lap("scores")
-    zero_shot(load_model(model, pick_device(device)), saved, chosen, val, prune,
-              save=lambda: write_results(work, settings, chosen, clock.seconds, plot=False))
+    if scores is None:  # scored by the search (this run or the one it resumes): the scoring's own parts
+        clock.parts.update({f"scores.{k}": v for k, v in saved.meta.get("timings_s", {}).items()})
+    zero_shot(load_model(model, pick_device(device), getattr(torch, dtype)), saved, chosen, val, prune, screen,
+              screen_keep, clock, save=lambda: write_results(work, settings, chosen, clock.seconds, plot=False))
     clock.lap("zero_shot")
     write_results(work, settings, chosen, clock.seconds)
-    top = sorted(chosen, key=lambda c: c.zero_shot_loss)[:distill_top]
+    top = sorted(chosen, key=zero_shot_order)[:distill_top]
     started = time.time()
     for i, c in enumerate(top, 1):
         print(f"distilling {c.name} on {distill_tokens:,} tokens (candidate {i} of {len(top)})", flush=True)
@@ -366,20 +416,34 @@ def restore(work: Path, settings: dict, candidates: list[Candidate], overwrite: 
     known = {json.dumps(c["sizes"], sort_keys=True): c for c in
              (json.loads(results.read_text())["candidates"] if results.is_file() else [])}
     for c in candidates:
-        c.zero_shot_loss = known.get(json.dumps(c.sizes, sort_keys=True), {}).get("zero_shot_loss")
+        row = known.get(json.dumps(c.sizes, sort_keys=True), {})
+        c.zero_shot_loss, c.screen_loss = row.get("zero_shot_loss"), row.get("screen_loss")
 
 
 # ------------------------------------------------------------------------------ results
 
 class Clock:
-    """Wall seconds of the parts of a run, each from the end of the one before."""
+    """Wall seconds of the stages of a run, each from the end of the one before (`lap`), and of the parts of a
+    stage, summed over its repeats (`part`: 'zero_shot.loss')."""
 
     def __init__(self):
-        self.seconds, self.last = {}, time.time()
+        self.laps, self.parts, self.last = {}, {}, time.time()
 
     def lap(self, name: str) -> None:
         now = time.time()
-        self.seconds[name], self.last = round(now - self.last, 1), now
+        self.laps[name], self.last = now - self.last, now
+
+    @contextlib.contextmanager
+    def part(self, name: str):
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.parts[name] = self.parts.get(name, 0.0) + time.time() - start
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {name: round(s, 1) for name, s in {**self.laps, **self.parts}.items()}
 
 
 def write_results(work: Path, settings: dict, candidates: list[Candidate], seconds: dict | None = None,
@@ -387,23 +451,25 @@ def write_results(work: Path, settings: dict, candidates: list[Candidate], secon
     """search.json (every candidate), search.md (the first SHOWN by final rank) and search.png (rank before vs
     after distillation)."""
     order = ranked(candidates)
-    zero = {c.name: i + 1 for i, c in enumerate(sorted(candidates, key=lambda c: c.zero_shot_loss or math.inf))}
+    zero = {c.name: i + 1 for i, c in enumerate(sorted(candidates, key=zero_shot_order))}
     rows = [{**asdict(c), "name": c.name, "rank": i + 1, "zero_shot_rank": zero[c.name]} for i, c in enumerate(order)]
     write_json(work / "search.json", {"settings": settings, "seconds": seconds or {}, "candidates": rows})
     lines = [f"# Shape search: {settings['budget']:,} parameters ±{settings['tolerance']:.0%}", "",
              f"{len(rows)} shapes scored. Zero-shot: pruned from the teacher's importance scores, LM loss on "
-             f"{settings['val_seqs']} sequences spread over the dev split. Distilled: the same loss after "
+             f"{settings['val_seqs']} sequences spread over the dev split"
+             + (f" (screening: every shape on {settings['screen_seqs']}, the best {settings['screen_keep']} on all)"
+                if any(r["screen_loss"] is not None for r in rows) else "") + ". Distilled: the same loss after "
              f"{settings['distill']['tokens']:,} tokens of distillation."
              + (f" The first {SHOWN} by rank; search.json has every one." if len(rows) > SHOWN else ""), "",
              "| rank | zero-shot rank | hidden_size | num_attention_heads | intermediate_size | num_hidden_layers | "
-             "parameters | zero-shot loss | distilled loss |", "|---|---|---|---|---|---|---|---|---|"]
+             "parameters | screening loss | zero-shot loss | distilled loss |", "|---" * 10 + "|"]
     for r in rows[:SHOWN]:
         s = r["sizes"]
         after = f"{r['distilled_loss']:.3f}" if r["distilled_loss"] is not None else (
             f"failed: {r['error']}" if r["error"] else "")
-        zs = f"{r['zero_shot_loss']:.3f}" if r["zero_shot_loss"] is not None else ""
+        zs, sc = (f"{r[k]:.3f}" if r[k] is not None else "" for k in ("zero_shot_loss", "screen_loss"))
         lines.append(f"| {r['rank']} | {r['zero_shot_rank']} | {s['hidden_size']} | {s['num_attention_heads']} | "
-                     f"{s['intermediate_size']} | {s['num_hidden_layers']} | {r['params']:,} | {zs} | {after} |")
+                     f"{s['intermediate_size']} | {s['num_hidden_layers']} | {r['params']:,} | {sc} | {zs} | {after} |")
     (work / "search.md").write_text("\n".join(lines) + "\n")
     if plot:
         plot_ranks(rows, work / "search.png")

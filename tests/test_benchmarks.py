@@ -198,3 +198,18 @@ def test_baselines_dry_mode(trained_tiny, tiny_data, tmp_path, monkeypatch, one_
             metrics["distilled"]["test_loss"], metrics["distilled"]["test_ci95"], metrics["teacher"]["test_loss"],
             metrics["gap_closed"]["test"])
         assert f"| {r['test_loss']:.3f} ± {r['test_ci95']:.3f} |" in text
+
+
+def test_search_speed_check_finds_what_the_screening_lost():
+    bench = load_benchmark("search_speed")
+    full = {"candidates": [{"name": n, "screen_loss": None, "zero_shot_loss": v}
+                           for n, v in zip("abcdefg", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])]}
+    screened = {"candidates": [{"name": n, "screen_loss": s, "zero_shot_loss": z} for n, s, z in
+                               [("a", 1.1, 1.0), ("b", 9.0, None), ("c", 3.1, 3.0), ("d", 4.1, 4.0), ("e", 5.1, 5.0),
+                                ("f", 6.1, None), ("g", 7.1, None)]]}
+    found = bench.check(screened, full)  # b, second in the full ranking, was screened out
+    assert found["screened_top"] == ["a", "c", "d", "e"] and found["full_top"] == ["a", "b", "c", "d"]
+    assert not found["same_top"] and found["full_top_kept_by_screening"] == 3 and found["worst_kept_full_rank"] == 5
+    kept = {"candidates": [dict(r, zero_shot_loss=r["zero_shot_loss"] or (2.0 if r["name"] == "b" else None))
+                           for r in screened["candidates"]]}
+    assert bench.check(kept, full)["same_top"]

@@ -148,3 +148,23 @@ def test_compress_with_a_parameter_budget_searches_the_shape(tiny_dir, tiny_data
     with pytest.raises(MinitronError, match="not both"):
         minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=tmp_path / "r2", params=0.5,
                           target={"hidden_size": 32})
+
+
+def test_screening_measures_only_the_best_on_every_window(tiny_dir, tiny_data, tmp_path, one_thread):
+    result = run_search(tiny_dir, tiny_data, tmp_path, max_candidates=None, distill_top=0, val_seqs=4,
+                        screen_seqs=2, screen_keep=3)
+    rows = json.loads((tmp_path / "work" / "search.json").read_text())["candidates"]
+    assert len(rows) > 3 and all(r["screen_loss"] is not None for r in rows)
+    finalists = [r for r in rows if r["zero_shot_loss"] is not None]
+    by_screen = sorted(rows, key=lambda r: r["screen_loss"])
+    assert sorted(r["name"] for r in finalists) == sorted(r["name"] for r in by_screen[:3])
+    assert result["target"] == min(finalists, key=lambda r: r["zero_shot_loss"])["sizes"]
+    assert [r["zero_shot_rank"] for r in rows[:3]] == [1, 2, 3]  # the finalists rank first, by their full loss
+    tokens = TokenData.open(tiny_data)
+    best = load_model(tmp_path / "best")
+    for split, n, key in (("dev", 2, "screen_loss"), ("dev", 4, "zero_shot_loss")):
+        windows = windows_in_batches(tokens.spread(split, n, 32).batch, 4)
+        assert rows[0][key] == pytest.approx(lm_loss(best, windows), rel=1e-5)
+    assert "screening: every shape on 2, the best 3 on all" in (tmp_path / "work" / "search.md").read_text()
+    with pytest.raises(MinitronError, match="screen-keep"):
+        run_search(tiny_dir, tiny_data, tmp_path, out=tmp_path / "b2", distill_top=4, screen_keep=3)

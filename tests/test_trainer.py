@@ -26,7 +26,7 @@ from minitron.data import SPLITS, TokenData, build_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import DEFAULT_KD_LOSS
 from minitron.distill.losses import ForwardKL, make_logit_loss
-from minitron.distill.loop import reuse_freed_memory
+from minitron.lazy import reuse_freed_memory
 from minitron.errors import MinitronError
 from minitron.eval import evaluate
 from minitron.numerics import lm_loss

@@ -30,6 +30,7 @@ from minitron.distill.parallel import Env, Teacher, build_models, init_env, teac
 from minitron.distill.teacher_cache import TeacherCache
 from minitron.errors import Interrupted, MinitronError
 from minitron.numerics import autocast, cpu_has_native_bf16, label_weights, lm_loss, windows_in_batches
+from minitron.lazy import reuse_freed_memory
 from minitron.load import check_seq_len, load_config, load_tokenizer
 from minitron.record import Record, jsonable
 from minitron.signals import StopRequest
@@ -60,21 +61,6 @@ def distill(cfg: TrainConfig) -> DistillResult:
         reuse_freed_memory()
     with run_lock(Path(cfg.out), env):  # a second writer of the same run is refused
         return train(cfg, env)
-
-
-def reuse_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for reuse instead of mapping every large block afresh: by default each
-    block over 32 MB (a logit chunk, an activation) is its own mmap, unmapped when freed, so every step faults its
-    pages in again (docs/performance.md measures the difference). Process-wide; False where the C library is not
-    glibc."""
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # <malloc.h>
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def train(cfg: TrainConfig, env: Env) -> DistillResult:

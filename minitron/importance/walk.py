@@ -22,7 +22,7 @@ from minitron.importance.scores import (Scores, activation_tensors, check_criter
                                         model_meta, named, random_tensors)
 from minitron.importance.stats import ActivationRecorder
 from minitron.importance.weights import WeightScores, taylor_scores
-from minitron.lazy import LazyModel, Resident
+from minitron.lazy import LazyModel, Resident, reuse_freed_memory
 
 
 def logits_from_hidden(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
@@ -95,11 +95,12 @@ class RemovalLosses:
     shares the walk's prefix, so removing a block only re-runs the layers after it."""
 
     def __init__(self, flows: list[Flow], num_layers: int, ks: list[int]):
-        self.flows = flows
+        self.flows, self.seconds = flows, 0.0  # the wall seconds spent on the windows (the walk's timings_s)
         self.windows: dict[tuple[int, int], list[torch.Tensor] | None] = {
             (k, s): None for k in ks for s in range(num_layers - k + 1)}
 
     def step(self, layer: nn.Module, i: int) -> None:
+        start = time.time()
         for (k, s), states in self.windows.items():
             if s == i:
                 self.windows[k, s] = [f.h for f in self.flows]
@@ -107,13 +108,14 @@ class RemovalLosses:
                 self.windows[k, s] = [f.through(layer, i, h) for f, h in zip(self.flows, states)]
         for f in self.flows:
             f.h = f.through(layer, i)
+        self.seconds += time.time() - start
 
     def finish(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], float]:
         """Loss increases per window (keys as `compute_scores` names them) and the intact model's loss."""
         def loss(h: torch.Tensor, f: Flow) -> float:
             return removal_loss_sum(model, h, f.labels)[0].item()
 
-        n = sum(f.labels.numel() for f in self.flows)
+        start, n = time.time(), sum(f.labels.numel() for f in self.flows)
         base = sum(loss(f.h, f) for f in self.flows) / n
         out = {}
         for k in sorted({k for k, _ in self.windows}):
@@ -123,6 +125,7 @@ class RemovalLosses:
                 for s in starts:
                     losses[s] += loss(self.windows[k, s][b], f)
             out[loss_key(k)] = losses / n - base
+        self.seconds += time.time() - start
         return out, base
 
 
@@ -172,6 +175,8 @@ def compute_scores(model: nn.Module | LazyModel, batches: list[torch.Tensor], cr
     (check_streamable if streamed else check_criteria)(criteria)
     source = model if streamed else Resident(model)
     net, device, start = source.model, source.device, time.time()
+    if not streamed and torch.device(device).type == "cpu":  # removal windows' logits: not mapped afresh each time
+        reuse_freed_memory()
     meta = {"streamed": streamed, **model_meta(net, criteria)}  # before materialising unties tied weights
     weights = WeightScores(net, criteria)
     with source.loaded(embedding(net)):
@@ -188,6 +193,8 @@ def compute_scores(model: nn.Module | LazyModel, batches: list[torch.Tensor], cr
     if "random" in criteria:
         tensors.update(random_tensors(net.config, seed))
     meta["timings_s"] = {"walk": round(time.time() - start, 2)}
+    if losses is not None:  # of the walk, the part that carried the removal windows
+        meta["timings_s"]["removal_losses"] = round(losses.seconds, 2)
     if "taylor" in criteria:  # gradients through the whole model: only in memory (check_streamable refuses it)
         start = time.time()
         tensors.update(named("taylor", taylor_scores(net, arch_of(net.config), batches)))
