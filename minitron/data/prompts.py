@@ -36,12 +36,12 @@ class Generation:
     """where the teacher runs: auto, cpu or cuda"""
 
     def check(self) -> "Generation":
-        if not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 1:
-            raise MinitronError(f"--generation.count must be a positive whole number, not {self.count!r}")
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            raise MinitronError(f"--generation.batch-size must be a positive whole number, not {self.batch_size!r}")
+        for name in ("count", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise MinitronError(f"--generation.{name.replace('_', '-')} must be a positive whole number, not "
+                                    f"{value!r}")
         return self  # the sampling settings are checked with the sampler's own rules (`chat.generate.Sampling`)
-
 
 
 UNDERLINE = re.compile(r"^([=\-*~^#\"'`+])\1{3,}\s*$")
