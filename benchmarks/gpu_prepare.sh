@@ -10,14 +10,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-WHEELS=${WHEELS:-"gguf jsonargparse docstring-parser typeshed-client"}
-rm -rf .gpu && mkdir -p .gpu/wheels
+# minitron's own needs, then lm-evaluation-harness (the benchmarks of gpu_quality.sh) and what it needs beyond the image
+WHEELS=${WHEELS:-"gguf jsonargparse docstring-parser typeshed-client lm_eval datasets evaluate dill multiprocess
+  more-itertools pytablewriter DataProperty mbstrdecoder pathvalidate tabledata tcolorpy typepy chardet sqlitedict
+  word2number rouge-score nltk"}
+rm -rf .gpu/wheels .gpu/tekken && mkdir -p .gpu/wheels
 for name in $WHEELS; do
   version=$($PY -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name" 2>/dev/null || true)
   [ -n "$version" ] || { echo "skip $name (not installed here)"; continue; }
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    --platform any -d .gpu/wheels "$name==$version"
+    --platform any -d .gpu/wheels "$name==$version" 2>/dev/null ||
+    $PY -m pip wheel -q --no-deps -w .gpu/wheels "$name==$version"  # a pure-Python sdist: built here
 done
 $PY - <<'PYEOF'
 import shutil, tempfile

@@ -83,6 +83,8 @@ ROWS = {  # name: (description, changes to BASE); every row but one runs under b
     "win-s512": ("as win-b1k, sequences of 512 (2 x 512)", dict(target=WINNER, seq_len=512, micro_batch=2)),
     "win-fp32": ("as win-b1k, in fp32 (issue 32: may auto pick bf16 where the CPU has it?)",
                  dict(target=WINNER, precision="fp32")),
+    "win-old-speed": ("as win-b1k, with the CPU's speed defaults before issue 32: no activation checkpointing, "
+                      "1,024-token loss chunks", dict(target=WINNER, activation_checkpointing=False, chunk_tokens=1024)),
     # issue 16's comparison: today's default against the default before issues 16 and 17, side by side
     "old-default": ("the default before issues 16-17: hidden 384, MLP 1024, 6 heads by the papers' score, hidden "
                     "channels scored pooled, 4,096-token batches (bf16)", dict(global_batch_tokens=4096, **POOLED)),

@@ -146,8 +146,10 @@ def render(kind: str, source: Path) -> str:
     if kind == "seeds":
         saved = json.loads(source.read_text())
         return "\n".join(benchmark("recipe").paired_table(saved["rows"], saved["baseline"])) + "\n"
-    if kind in ("search_speed", "score_speed"):
+    if kind in ("search_speed", "score_speed", "throughput"):
         return benchmark(kind).table(json.loads(source.read_text()))
+    if kind == "throughput_sentence":
+        return benchmark("throughput").sentence(json.loads(source.read_text()))
     if kind == "demo_corpus":
         return benchmark("demo_corpus").tables(json.loads(source.read_text()))
     if kind == "corpus_seeds":

@@ -4,8 +4,13 @@ The plain loop is what a user writes first: teacher forward under no_grad, stude
 full-vocabulary `F.kl_div` in fp32, AdamW. minitron's step is the trainer's own pieces (`Teacher`,
 `DistillModel` with the chunked logit loss, the trainer's optimiser settings). Both get the same models (random
 weights of a real shape, same seed), the same batch and the same data; on CUDA both run the student in fp32 under
-bf16 autocast and the teacher in bf16, as the trainer does. Scoring compares a forward pass with minitron's
-activation hooks (`ActivationRecorder`) against a plain forward.
+bf16 autocast and the teacher in bf16, as the trainer does; minitron's step with its defaults on the device (on a
+CPU: bf16 where the CPU has native bf16, activation checkpointing, 512-token loss chunks), and `--experiments before`
+as it shipped before those defaults. Scoring compares minitron's scoring walk (`compute_scores`, what `minitron
+score` runs; it needs no logits) and a forward pass with its activation hooks (`ActivationRecorder`) against a plain
+forward of the same tokens, pass by pass, in a process that keeps freed memory for reuse as minitron's scoring does on
+the CPU (`minitron.lazy.reuse_freed_memory`); the training loops run without it (the
+trainer has it too, so minitron's step is measured a little slow).
 
     .venv/bin/python benchmarks/throughput.py                      # preset by device: gpu on CUDA, cpu otherwise
     .venv/bin/python benchmarks/throughput.py --preset gpu --memory-cap-gib 80 --big-tokens 16384 --profile prof.txt
@@ -28,6 +33,9 @@ import contextlib
 import ctypes
 import gc
 import json
+import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,8 +51,13 @@ from minitron.distill.config import TrainConfig
 from minitron.distill.loop import adamw
 from minitron.distill.parallel import DistillModel, Teacher, speed_options
 from minitron.numerics import autocast  # the trainer's: bf16 on CUDA (and with precision=bf16), else fp32
+from minitron.importance import compute_scores
 from minitron.importance.stats import ActivationRecorder
+from minitron.lazy import reuse_freed_memory
 from minitron.prune import check_target, target_config
+
+sys.path.insert(0, str(Path(__file__).parent))
+from search_speed import machine  # noqa: E402 (a sibling script)
 
 GIB = 2**30
 SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
@@ -109,9 +122,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device) -> float:
-    """FLOP/s of a large square matmul in the dtype the models compute in (bf16 on CUDA, fp32 on CPU)."""
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of a large square matmul in `dtype` (what minitron's step computes in by default on this device)."""
+    n = 8192 if device.type == "cuda" else 1024
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     sync(device)
@@ -206,11 +219,11 @@ def make_plain(setup: Setup, teacher_lm):
 
 
 def make_minitron(setup: Setup, teacher_lm, **options):
-    """minitron's step as the trainer builds it: `TrainConfig(**options)` (e.g. compile=True) decides the speed
-    and memory options (`speed_options`), the precision (the teacher held in bf16 when it computes in bf16) and
-    the optimiser (`adamw`: fused)."""
-    cfg = TrainConfig(lr=setup.lr, **{"chunk_tokens": 1024, **options})
-    bf16 = cfg.bf16(setup.device)
+    """minitron's step as the trainer builds it: `TrainConfig(**options)` on this device (its defaults, or e.g.
+    compile=True) decides the speed and memory options (`speed_options`), the loss chunks, the precision (the
+    teacher held in bf16 when it computes in bf16) and the optimiser (`adamw`: fused)."""
+    cfg = TrainConfig(lr=setup.lr, **options).on_device(setup.device)
+    bf16 = cfg.bf16
     student = speed_options(setup.build(setup.student_config, torch.float32, seed=1).train(), cfg, True)
     teacher_lm = hold_teacher(teacher_lm, torch.bfloat16 if bf16 else setup.teacher_dtype)
     teacher = Teacher(teacher_lm, ())
@@ -218,11 +231,14 @@ def make_minitron(setup: Setup, teacher_lm, **options):
     return model, adamw(cfg, model, setup.device), lambda ids: minitron_loss(teacher, model, ids, bf16)
 
 
-# Trainer options measured beside its defaults (`--experiments`); each is a TrainConfig setting.
-EXPERIMENTS = {"bf16": dict(precision="bf16"), "bf16_ckpt": dict(precision="bf16", activation_checkpointing=True),
-               "bf16_ckpt_c512": dict(precision="bf16", activation_checkpointing=True, chunk_tokens=512),
-               "compile": dict(compile=True), "ckpt": dict(activation_checkpointing=True),
-               "compile_ckpt": dict(compile=True, activation_checkpointing=True)}
+# Trainer options measured beside its defaults (`--experiments`); each is a TrainConfig setting. `before` is the
+# step as it shipped before the defaults followed the device (fp32 on every CPU, nothing recomputed, 1,024-token
+# chunks); the others change one default each.
+EXPERIMENTS = {"before": dict(precision="fp32", activation_checkpointing=False, chunk_tokens=1024),
+               "fp32": dict(precision="fp32"), "bf16": dict(precision="bf16"),
+               "no_ckpt": dict(activation_checkpointing=False), "ckpt": dict(activation_checkpointing=True),
+               "c1024": dict(chunk_tokens=1024), "c512": dict(chunk_tokens=512),
+               "compile": dict(compile=True), "compile_ckpt": dict(compile=True, activation_checkpointing=True)}
 
 
 def train_steps(step_loss, opt, setup: Setup, steps: int, warmup: int, micro_batch: int) -> dict:
@@ -249,21 +265,32 @@ def train_steps(step_loss, opt, setup: Setup, steps: int, warmup: int, micro_bat
             "peak_memory_gib": mem.peak / GIB, "start_memory_gib": mem.start / GIB, "losses": losses}
 
 
-def scoring(setup: Setup, model, steps: int, hooks: bool) -> dict:
-    """Forward passes of the teacher, with minitron's activation hooks or plain."""
-    rec = ActivationRecorder(model, arch_of(model.config)) if hooks else None
-    seconds = 0.0
-    with PeakMemory(setup.device) as mem, torch.no_grad(), autocast(setup.device):
+def scoring(setup: Setup, model, steps: int) -> dict:
+    """The same tokens three ways: a plain forward of the teacher (`plain`), the forward with minitron's activation
+    hooks (`hooks`: their own cost), and minitron's scoring walk as `minitron score` runs it for activation scores
+    (`walk`: `compute_scores`, layer by layer, no logits), the order rotating pass by pass so that the machine's drift
+    falls on all alike; each one's median pass."""
+    rec = ActivationRecorder(model, arch_of(model.config))
+    arms = {"plain": lambda ids: model(input_ids=ids), "hooks": lambda ids: hooked(rec, model, ids),
+            "walk": lambda ids: compute_scores(model, [ids], ["activation"])}
+    seconds = {name: [] for name in arms}
+    with torch.no_grad(), autocast(setup.device):
         for i in range(steps + 1):
             ids = setup.batch(1000 + i)[:, :-1]
-            sync(setup.device)
-            start = time.perf_counter()
-            with rec if hooks else contextlib.nullcontext():
-                model(input_ids=ids)
-            sync(setup.device)
-            if i:
-                seconds += time.perf_counter() - start
-    return {"tokens_per_s": steps * ids.numel() / seconds, "peak_memory_gib": mem.peak / GIB}
+            names = list(arms)
+            for name in names[i % 3:] + names[:i % 3]:
+                sync(setup.device)
+                start = time.perf_counter()
+                arms[name](ids)
+                sync(setup.device)
+                if i:  # the first pass of each is a warm-up
+                    seconds[name].append(time.perf_counter() - start)
+    return {name: {"tokens_per_s": ids.numel() / statistics.median(s), "seconds": s} for name, s in seconds.items()}
+
+
+def hooked(rec: ActivationRecorder, model, ids: torch.Tensor) -> None:
+    with rec:
+        model(input_ids=ids)
 
 
 def profile_step(step_loss, opt, setup: Setup, path: Path) -> None:
@@ -321,27 +348,43 @@ def kd_variants(setup: Setup, teacher_lm, steps: int, warmup: int, big_tokens: i
     return out
 
 
-def run(preset: str, device: torch.device, steps: int, warmup: int, big_tokens: int | None,
-        profile: Path | None, experiments: list[str] = ()) -> dict:
+def preset_models(preset: str, device: torch.device) -> tuple[Setup, torch.nn.Module]:
+    """The preset's setup and its teacher (random weights, seed 0, frozen)."""
     family, teacher_sizes, target, seq_len, micro_batch = PRESETS[preset]
     t_config = family(**teacher_sizes)
-    s_config = target_config(t_config, check_target(t_config, target))
-    setup = Setup(device, t_config, s_config, seq_len, micro_batch)
-    teacher = setup.build(t_config, setup.teacher_dtype, seed=0).eval()
-    teacher.requires_grad_(False)
+    setup = Setup(device, t_config, target_config(t_config, check_target(t_config, target)), seq_len, micro_batch)
+    return setup, setup.build(t_config, setup.teacher_dtype, seed=0).eval().requires_grad_(False)
+
+
+def scoring_as_minitron_runs(preset: str, device: torch.device, steps: int) -> dict:
+    """`scoring` as minitron scores: on the CPU with freed memory kept for reuse (`reuse_freed_memory`), which is
+    process-wide, so in a process of its own, leaving the training loops' allocator as a user's script has it."""
+    if device.type != "cpu":
+        return scoring(*preset_models(preset, device), steps)
+    done = subprocess.run([sys.executable, __file__, "--score-only", "--preset", preset, "--steps", str(steps)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the scoring process failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(preset: str, device: torch.device, steps: int, warmup: int, big_tokens: int | None,
+        profile: Path | None, experiments: list[str] = ()) -> dict:
+    setup, teacher = preset_models(preset, device)
+    t_config, s_config, seq_len = setup.teacher_config, setup.student_config, setup.seq_len
     with torch.device("meta"):  # sizes only: no weights allocated
         student_meta = AutoModelForCausalLM.from_config(s_config)
     per_token = flops_per_token(student_meta, seq_len, True) + flops_per_token(teacher, seq_len, False)
-    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "machine": machine(),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "preset": preset,
               "teacher_params": sum(p.numel() for p in teacher.parameters()),
               "student_params": sum(p.numel() for p in student_meta.parameters()),
               "vocab_size": t_config.vocab_size, "seq_len": seq_len, "steps": steps}
-    report["matmul_flops"] = matmul_peak(device)
+    dtype = torch.bfloat16 if TrainConfig().on_device(device).bf16 else torch.float32
+    report["matmul_dtype"], report["matmul_flops"] = str(dtype).removeprefix("torch."), matmul_peak(device, dtype)
     print(f"{report['device']}: teacher {report['teacher_params']:,} -> student {report['student_params']:,} "
-          f"parameters; matmul {report['matmul_flops'] / 1e12:.2f} TFLOP/s", flush=True)
-    report["score"] = {name: scoring(setup, teacher, steps, hooks) for name, hooks in (("plain", False),
-                                                                                       ("minitron", True))}
+          f"parameters; {report['matmul_dtype']} matmul {report['matmul_flops'] / 1e12:.2f} TFLOP/s", flush=True)
+    report["score"] = scoring_as_minitron_runs(preset, device, max(steps, 8))
     report["kd"] = kd = kd_variants(setup, teacher, steps, warmup, big_tokens, profile, list(experiments))
     datasheet = next((v for k, v in DATASHEET_BF16.items() if k in report["device"]), None)
     for r in kd.values():
@@ -364,13 +407,69 @@ def summary(report: dict) -> dict:
            "kd_speedup": round(ours["tokens_per_s"] / plain["tokens_per_s"], 3) if both else None,
            "kd_memory_ratio": round(ours["peak_memory_gib"] / plain["peak_memory_gib"], 3) if both else None,
            "kd_step_memory_ratio": round(step_memory(ours) / step_memory(plain), 3) if both else None,
-           "score_speed_ratio": round(sc["minitron"]["tokens_per_s"] / sc["plain"]["tokens_per_s"], 3),
+           "score_speed_ratio": round(sc["walk"]["tokens_per_s"] / sc["plain"]["tokens_per_s"], 3),
+           "score_hooks_ratio": round(sc["hooks"]["tokens_per_s"] / sc["plain"]["tokens_per_s"], 3),
+           "kd_tokens_per_s": None if ours["oom"] else round(ours["tokens_per_s"], 1),
+           "matmul_dtype": report["matmul_dtype"], "matmul_tflops": round(report["matmul_flops"] / 1e12, 4),
+           "kd_mfu_vs_matmul": ours.get("mfu_vs_matmul"),
            "kd_mfu": {k: v.get("mfu_vs_datasheet") or v.get("mfu_vs_matmul") for k, v in kd.items()}}
     if "minitron_big" in kd:
         out["big_tokens_per_step"] = kd["minitron_big"]["tokens_per_step"]
         out["big_minitron_peak_gib"] = None if kd["minitron_big"]["oom"] else round(kd["minitron_big"]["peak_memory_gib"], 2)
         out["big_plain_oom"] = kd["plain_big"]["oom"]
     return out
+
+
+def variant_label(name: str, device: str) -> str:
+    """What a kd variant ran, in words: its TrainConfig settings as the device resolves them."""
+    if name == "plain":
+        return "plain loop (fp32" + (", bf16 autocast)" if device != "cpu" else ")")
+    options = EXPERIMENTS.get(name.partition("+")[2], {})
+    cfg = TrainConfig(**options).on_device(torch.device("cpu" if device == "cpu" else "cuda"))
+    what = (f"{cfg.precision}, {'checkpointing' if cfg.activation_checkpointing else 'no checkpointing'}, "
+            f"{cfg.chunk_tokens}-token chunks" + (", compiled" if cfg.compile else ""))
+    return f"minitron{' defaults' if name == 'minitron' else ', ' + name.partition('+')[2]} ({what})"
+
+
+def table(report: dict) -> str:
+    """docs/performance.md's table of a run (results_tables renders it from the JSON --json wrote)."""
+    kd, sc, summ = report["kd"], report["score"], report["summary"]
+    plain = kd["plain_equal"]
+    lines = ["| step | tokens/s | × plain | peak GiB | × plain | MFU vs the matmul |", "|---|---:|---:|---:|---:|---:|"]
+    for key, r in kd.items():
+        name, _, size = key.rpartition("_")
+        if r["oom"]:
+            lines.append(f"| {variant_label(name, report['device'])}, {r['tokens_per_step']:,} tokens | out of memory "
+                         "| | | | |")
+            continue
+        lines.append(f"| {variant_label(name, report['device'])}" + ("" if size == "equal" else
+                     f", {r['tokens_per_step']:,} tokens") + f" | {r['tokens_per_s']:.1f} | "
+                     f"{r['tokens_per_s'] / plain['tokens_per_s']:.2f} | {r['peak_memory_gib']:.2f} | "
+                     f"{r['peak_memory_gib'] / plain['peak_memory_gib']:.2f} | {pct(r['mfu_vs_matmul'])} |")
+    lines.append(f"| scoring: minitron's walk (`minitron score`) vs a plain forward | {sc['walk']['tokens_per_s']:.0f} vs "
+                 f"{sc['plain']['tokens_per_s']:.0f} | {summ['score_speed_ratio']:.2f} | | | |")
+    lines.append(f"| scoring: a forward with minitron's hooks vs a plain one | {sc['hooks']['tokens_per_s']:.0f} vs "
+                 f"{sc['plain']['tokens_per_s']:.0f} | {summ['score_hooks_ratio']:.2f} | | | |")
+    return ("\n".join(lines) + f"\n\n{report.get('machine', report['device'])}; {report['matmul_dtype']} matmul "
+            f"{report['matmul_flops'] / 1e12:.3f} TFLOP/s in the same run (the MFU column's peak); "
+            f"`{report['command']}`. Last line printed: `{json.dumps(summ)}`\n")
+
+
+def sentence(report: dict) -> str:
+    """The README's figures of a run: the defaults against the plain loop (results_tables renders it)."""
+    summ, ours = report["summary"], report["kd"]["minitron_equal"]
+    what = variant_label("minitron", report["device"]).partition("(")[2].rstrip(")")
+    return (f"with its defaults ({what}) distillation runs **{summ['kd_speedup']:.2f}×** the plain loop's "
+            f"tokens/s at **{summ['kd_memory_ratio']:.2f}×** its peak memory ({report['teacher_params'] / 1e6:.0f}M → {report['student_params'] / 1e6:.0f}M "
+            f"parameters, {ours['tokens_per_step']:,} tokens a step; "
+            f"{ours['tokens_per_s']:.0f} tokens/s, {pct(ours['mfu_vs_matmul'])} of a {report['matmul_dtype']} matmul's "
+            f"FLOP rate measured in the same run); `minitron score`'s walk runs at {summ['score_speed_ratio']:.2f}× a "
+            f"plain forward of the same tokens (its hooks inside a forward: {summ['score_hooks_ratio']:.2f}×). "
+            f"`{report['command']}`, {report['machine']}.\n")
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0%}"
 
 
 def main() -> None:
@@ -385,9 +484,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the full report here")
     parser.add_argument("--experiments", nargs="*", default=[], choices=sorted(EXPERIMENTS),
                         help="further variants of minitron's step to measure beside it")
+    parser.add_argument("--score-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
+    if args.score_only:  # `scoring_as_minitron_runs`'s process
+        if device.type == "cpu":
+            reuse_freed_memory()
+        print(json.dumps(scoring(*preset_models(args.preset, device), args.steps)))
+        return
     if args.memory_cap_gib and device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         total = torch.cuda.get_device_properties(index).total_memory
@@ -396,7 +501,8 @@ def main() -> None:
     report = run(preset, device, args.steps, args.warmup, args.big_tokens, args.profile, args.experiments)
     report["summary"] = summary(report)
     report["command"] = "benchmarks/throughput.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False))
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(args).items() if v not in (None, False, []) and k != "device")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     print(json.dumps(report["summary"]))

@@ -76,6 +76,11 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 is the faster precision on `device`: a GPU, or a CPU with native bf16 (what `auto` picks)."""
+    return device.type != "cpu" or cpu_has_native_bf16()
+
+
 def autocast(device: torch.device, bf16: bool | None = None):
     """bf16 autocast (matmuls in bf16, weights and reductions in fp32) or plain fp32. By default bf16 on CUDA and
     fp32 on the CPU, where only CPUs with native bf16 (AVX512-BF16, AMX) gain from it (`TrainConfig.precision`)."""

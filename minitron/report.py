@@ -109,7 +109,8 @@ def distill_words(training: dict) -> str:
     if cfg.get("hidden_loss"):
         words += (f", plus a {cfg['hidden_loss']} hidden-state loss at layers {' '.join(cfg.get('layer_pairs') or [])}"
                   f" (weight {cfg.get('hidden_weight')})")
-    return words
+    precision = {"bf16": "under bf16 autocast", "fp32": "in fp32"}.get(cfg.get("precision"))
+    return words + (f", {precision}" if precision else "")
 
 
 def recipe_sentence(run: Path, metrics: dict) -> str:

@@ -19,6 +19,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm import tqdm
@@ -32,7 +33,7 @@ from minitron.importance import ComputeDtype, Scores, score
 from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
 from minitron.lazy import reuse_freed_memory
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device, resolve_model
-from minitron.numerics import lm_loss, windows_in_batches
+from minitron.numerics import lm_loss, native_bf16, windows_in_batches
 from minitron.prune import PruneConfig, ScoreNeeds, apply_plan, check_target, make_plan, params_of, target_config
 from minitron.prune import prune as prune_model
 from minitron.record import Record
@@ -302,7 +303,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
            distill_tokens: int = 65536, scores: Path | None = None, data: Path | None = None,
            val_seqs: int = VAL_SEQS, screen_seqs: int = SCREEN_SEQS, screen_keep: int = SCREEN_KEEP,
            prune: PruneConfig = PruneConfig(), distill: TrainConfig = TrainConfig(eval_every=0),
-           dtype: ComputeDtype = "float32", device: str = "auto", overwrite: bool = False) -> dict:
+           dtype: Literal["auto"] | ComputeDtype = "auto", device: str = "auto", overwrite: bool = False) -> dict:
     """Search the student shape under a parameter budget and prune the teacher to the winner.
 
     Args:
@@ -327,8 +328,9 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         prune: how each candidate is pruned, and the calibration text (`--prune.head-score attn`, a `prune:` section)
         distill: settings of the short distillations (`--distill.lr`); tokens is --distill-tokens, and search
             sets where the models, data and runs are itself
-        dtype: what the scoring and the zero-shot losses compute in: float32, or bfloat16 (about twice as fast
-            on GPUs and on CPUs with bf16 units, docs/performance.md; the winner is pruned from the same scores)
+        dtype: what the scoring and the zero-shot losses compute in: float32, bfloat16 (about twice as fast on
+            GPUs and on CPUs with bf16 units, the same first shapes: docs/performance.md; the winner is pruned from
+            the same scores), or auto: bfloat16 on a GPU or a CPU with native bf16, float32 elsewhere
         device: auto, cpu or cuda
         overwrite: replace --out, and start the work directory again
     """
@@ -350,6 +352,8 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         raise MinitronError("search chooses each candidate's layers by --prune.layer-criterion; leave out "
                             "--prune.drop-layers")
     check_seq_len(config, prune.seq_len, model)
+    if dtype == "auto":
+        dtype = "bfloat16" if native_bf16(pick_device(device)) else "float32"
     budget, candidates = shapes_within(config, params, tolerance, steps, floors)
     chosen = candidates if max_candidates is None else spread(candidates, max_candidates, config)
     print(f"search: {len(candidates)} shapes within ±{tolerance:.0%} of {budget:,} parameters; "

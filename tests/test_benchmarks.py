@@ -31,7 +31,7 @@ def test_minitron_step_matches_the_plain_loop(one_thread):
                      seq_len, micro_batch)
     teacher = setup.build(t_config, torch.float32, seed=0).eval().requires_grad_(False)
     plain, _, plain_loss = tp.make_plain(setup, teacher)
-    ours, _, our_loss = tp.make_minitron(setup, teacher, chunk_tokens=16)  # several chunks per batch
+    ours, _, our_loss = tp.make_minitron(setup, teacher, chunk_tokens=16, precision="fp32")  # several chunks
     ids = setup.batch(0)
     a, b = plain_loss(ids), our_loss(ids)
     a.backward()
@@ -54,6 +54,24 @@ def test_gpu_check_dry_mode(tmp_path):
     assert report["summary"]["device"] == "cpu" and report["kd"]["minitron_equal"]["tokens_per_s"] > 0
     last = json.loads((tmp_path / "throughput.log").read_text().strip().splitlines()[-1])  # its last line: JSON
     assert last == report["summary"]
+
+
+def test_gpu_quality_dry_mode(tmp_path):
+    """Issue 31's quality run, end to end on a tiny GGUF teacher on the CPU: packed into parts, the first call
+    with one part stages it and exits 3, the next unpacks every part and runs compress; gpu_quality.json holds
+    teacher, pruned model and student on test, out of domain, KL and the benchmarks, with throughput and time."""
+    env = {**os.environ, "OUT": str(tmp_path), "PY": sys.executable}
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_quality.sh"), "--dry"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "still missing: pack.2" in done.stdout and len(list((tmp_path / "dry" / "parts").glob("part*"))) > 1
+    saved = json.loads((tmp_path / "gpu_quality.json").read_text())
+    for model in ("teacher", "pruned", "distilled"):
+        assert {"test_loss", "ood_loss"} <= saved["metrics"][model].keys()
+    assert saved["metrics"]["distilled"]["test_kl"] > 0 and saved["metrics"]["tokens"] == 2048
+    assert saved["tasks"]["mean_accuracy"].keys() >= {"teacher", "pruned", "distilled"}
+    assert saved["distill_tokens_per_s"] > 0 and saved["wall_s"] > 0 and saved["command"].startswith("minitron ")
+    assert (tmp_path / "report.md").is_file()
 
 
 def test_corpus_mix_dry_mode(tmp_path, one_thread):

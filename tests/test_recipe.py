@@ -57,6 +57,7 @@ def test_report_words_for_each_recipe():
     assert distill_words({"loss": "topk_kl", **config}) == \
         "forward KL on the teacher's top 8 tokens, plus a cosine hidden-state loss at layers 1:3 (weight 0.5)"
     assert distill_words({"loss": "ce", "temperature": 2.0}) == "cross-entropy on the data alone, no teacher"
+    assert distill_words({"loss": "forward_kl", "precision": "bf16"}).endswith(", under bf16 autocast")
 
 
 def hand_made_run(tmp_path, held_out=("test", "ood")):

@@ -163,8 +163,10 @@ def test_resume_is_checked_against_the_record_and_the_runs_own_config_resumes_it
     shutil.rmtree(out / "checkpoints" / "step-2")
     settings = json.loads((out / "record.json").read_text())["distill"]["settings"]
     assert settings["loss"] == DEFAULT_KD_LOSS and "eval_every" not in settings  # by name; runtime settings are not recorded
-    err = cli_error(capsys, *run, "--precision", "bf16", "--resume")
-    assert "its distill ran with precision = auto, now bf16" in err
+    ran = settings["precision"]  # resolved for this device (auto is never recorded)
+    other = "fp32" if ran == "bf16" else "bf16"
+    err = cli_error(capsys, *run, "--precision", other, "--resume")
+    assert f"its distill ran with precision = {ran}, now {other}" in err
     run_cli("distill", "--config", out / "train_config.json", "--resume", "--eval-every", 1)  # may change on resume
     assert_same_weights(out / "student", want)
 

@@ -3,6 +3,7 @@ model: zero-shot scores, one short distillation, resume, a failing candidate ski
 import json
 
 import pytest
+import torch
 
 from conftest import cli_error, tiny_config
 from minitron import search as search_mod
@@ -10,7 +11,7 @@ from minitron.distill import TrainConfig
 from minitron.data import TokenData
 from minitron.errors import MinitronError
 from minitron.load import load_config, load_model
-from minitron.numerics import lm_loss, windows_in_batches
+from minitron.numerics import lm_loss, native_bf16, windows_in_batches
 from minitron.prune import PruneConfig, check_target, params_of, target_config
 from minitron.search import ParamCounter, budget_of, enumerate_shapes, search, shapes_within, spread
 
@@ -68,7 +69,10 @@ def test_search_end_to_end_and_resume(tiny_dir, tiny_data, tmp_path, one_thread,
     # candidates are ranked on windows spread over the dev split (selection), not on the test split (reports)
     dev = windows_in_batches(TokenData.open(tiny_data).spread("dev", 2, 32).batch, 4)
     winner = [r for r in rows if r["sizes"] == result["target"]][0]
-    assert winner["zero_shot_loss"] == pytest.approx(lm_loss(load_model(tmp_path / "best"), dev), rel=1e-5)
+    dtype = record["settings"]["dtype"]  # --dtype auto: bf16 where the CPU computes it natively
+    assert dtype == ("bfloat16" if native_bf16(torch.device("cpu")) else "float32")
+    best = load_model(tmp_path / "best", dtype=getattr(torch, dtype))
+    assert winner["zero_shot_loss"] == pytest.approx(lm_loss(best, dev), rel=1e-5)
     assert (tmp_path / "work" / "search.png").stat().st_size > 0
     assert "| 1 | 1 |" in (tmp_path / "work" / "search.md").read_text()
     # resumed with the same settings: nothing is measured or trained again
@@ -161,7 +165,8 @@ def test_screening_measures_only_the_best_on_every_window(tiny_dir, tiny_data, t
     assert result["target"] == min(finalists, key=lambda r: r["zero_shot_loss"])["sizes"]
     assert [r["zero_shot_rank"] for r in rows[:3]] == [1, 2, 3]  # the finalists rank first, by their full loss
     tokens = TokenData.open(tiny_data)
-    best = load_model(tmp_path / "best")
+    dtype = json.loads((tmp_path / "work" / "search.json").read_text())["settings"]["dtype"]  # as the search measured
+    best = load_model(tmp_path / "best", dtype=getattr(torch, dtype))
     for split, n, key in (("dev", 2, "screen_loss"), ("dev", 4, "zero_shot_loss")):
         windows = windows_in_batches(tokens.spread(split, n, 32).batch, 4)
         assert rows[0][key] == pytest.approx(lm_loss(best, windows), rel=1e-5)

@@ -32,7 +32,9 @@ from minitron.eval import evaluate
 from minitron.numerics import lm_loss
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--seq-len", "32", "--micro-batch", "2", "--global-batch-tokens", "128", "--eval-seqs", "4"]
+# fp32: these tests hold the trainer's sums to fp32 references (bf16, the CPU default where it is native, has its own)
+SMALL = ["--seq-len", "32", "--micro-batch", "2", "--global-batch-tokens", "128", "--eval-seqs", "4", "--precision",
+         "fp32"]
 STUDENT = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -361,7 +363,8 @@ def test_compile_and_activation_checkpointing_train_the_same(world, tmp_path):
     """--activation-checkpointing recomputes the same activations (same losses, same weights); --compile runs
     the same model through torch.compile (same losses within fp32 tolerance)."""
     runs = {}
-    for name, extra in {"plain": [], "ckpt": ["--activation-checkpointing"], "compiled": ["--compile"]}.items():
+    for name, extra in {"plain": ["--no-activation-checkpointing"], "ckpt": ["--activation-checkpointing"],
+                        "compiled": ["--compile", "--no-activation-checkpointing"]}.items():
         main(distill_args(world, tmp_path / name, 3 * 128, "--eval-every", "0", "--lr", "1e-3", *extra))
         runs[name] = read_metrics(tmp_path / name)
     assert [m["loss"] for m in runs["ckpt"]] == pytest.approx([m["loss"] for m in runs["plain"]], rel=1e-6)
@@ -385,6 +388,31 @@ def test_bf16_precision_trains_close_to_fp32(world, tmp_path):
     assert runs["bf16"] != runs["fp32"]
     saved = load_file(tmp_path / "bf16" / "student" / "model.safetensors")
     assert {t.dtype for t in saved.values()} == {torch.float32}
+
+
+def test_speed_defaults_follow_the_device_and_a_run_records_them(world, tmp_path, monkeypatch):
+    """precision auto: bf16 on CUDA and on a CPU with native bf16, fp32 on other CPUs; on the CPU activation
+    checkpointing and 512-token loss chunks, on CUDA neither; settings given explicitly are kept. A run resolves
+    them once, at the front door, and train_config.json holds what ran (never auto)."""
+    import minitron.numerics as numerics
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native, precision in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(numerics, "cpu_has_native_bf16", lambda native=native: native)
+        resolved = TrainConfig().on_device(cpu)
+        assert (resolved.precision, resolved.activation_checkpointing, resolved.chunk_tokens) == (precision, True, 512)
+        assert resolved.bf16 == (precision == "bf16")
+    on_gpu = TrainConfig().on_device(cuda)
+    assert (on_gpu.precision, on_gpu.activation_checkpointing, on_gpu.chunk_tokens) == ("bf16", False, 1024)
+    given = TrainConfig(precision="fp32", activation_checkpointing=False, chunk_tokens=64)
+    assert given.on_device(cpu) == given and given.on_device(cuda) == given
+    with pytest.raises(ValueError, match="on_device"):
+        TrainConfig().bf16
+    monkeypatch.undo()
+    main(distill_args(world, tmp_path / "run", 128, "--eval-every", "0", "--precision", "auto"))
+    ran = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert ran["precision"] == ("bf16" if numerics.cpu_has_native_bf16() else "fp32")
+    assert (ran["activation_checkpointing"], ran["chunk_tokens"]) == (True, 512)
 
 
 def test_cpu_training_reuses_freed_memory():

@@ -16,12 +16,18 @@ from typing import Literal
 
 from minitron.data import SEQ_LEN
 from minitron.errors import MinitronError
+from minitron.numerics import native_bf16
 from minitron.tracking import check_report_to
 
 MIN_AUTO_STEPS = 64  # the default batch leaves at least this many optimiser steps in the budget
 MAX_AUTO_BATCH = 16384  # and is at most this many tokens
 DEFAULT_KD_LOSS = "forward_kl"  # the logit loss with a teacher: the papers' (CE + KL ties it, docs/results.md)
 INPUTS = ("student", "teacher", "data")  # recorded as resolved paths
+# The speed settings whose default depends on the device (docs/performance.md measures them): on the CPU,
+# activation checkpointing with 512-token loss chunks keeps the step's peak memory near half the plain loop's for a
+# few percent of its speed; on CUDA nothing is recomputed (unmeasured there yet: the GPU issue runs it).
+DEVICE_DEFAULTS = {"cpu": dict(activation_checkpointing=True, chunk_tokens=512),
+                   "cuda": dict(activation_checkpointing=False, chunk_tokens=1024)}
 
 
 def located(default=None, runtime: bool = False):
@@ -73,19 +79,22 @@ class TrainConfig:
     """weight of the hidden-state loss"""
     layer_pairs: list[str] | None = None
     """STUDENT:TEACHER pairs of 0-based decoder layers, e.g. 5:11 11:23"""
-    chunk_tokens: int = runtime(1024)
-    """tokens whose logits exist at once inside the loss (lower it to save memory)"""
+    chunk_tokens: int | None = runtime(None)
+    """tokens whose logits exist at once inside the loss (lower it to save memory; default: 512 on the CPU, 1,024 on
+    CUDA)"""
     # --- speed and memory
     compile: bool = runtime(False)
     """compile each decoder layer of the student and teacher with torch.compile (one graph serves every layer):
     fuses the elementwise work (docs/performance.md); the first steps are slower while it compiles"""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """bf16: matmuls of both models in bf16 under autocast (the student's weights, gradients and optimiser state
-    stay fp32; the teacher is held in bf16); fp32: everything in fp32; auto: bf16 on CUDA, fp32 on the CPU. On a
-    CPU with native bf16 (AVX512-BF16 or AMX) bf16 steps are faster, elsewhere much slower (docs/performance.md)"""
-    activation_checkpointing: bool = runtime(False)
+    stay fp32; the teacher is held in bf16); fp32: everything in fp32; auto: bf16 on CUDA and on a CPU with native
+    bf16 (AVX512-BF16 or AMX), where it is ~1.6x as fast and ties fp32 in quality; fp32 on other CPUs, where bf16
+    is several times slower (docs/performance.md)"""
+    activation_checkpointing: bool | None = runtime(None)
     """recompute each student decoder layer's activations in the backward pass instead of keeping them: much
-    less memory (for longer sequences or larger micro-batches) for about a third more compute"""
+    less memory (for longer sequences or larger micro-batches) for more compute (default: on for the CPU, where
+    it costs about 8 percent of the speed for a sixth of the peak memory; off on CUDA)"""
     # --- batches and the optimiser
     tokens: int = 1_000_000
     """training budget in tokens (whole optimiser steps of --global-batch-tokens); fixed for a run, since the
@@ -158,9 +167,20 @@ class TrainConfig:
         """--loss, or its default: DEFAULT_KD_LOSS with a teacher, ce without."""
         return self.loss or (DEFAULT_KD_LOSS if self.teacher else "ce")
 
-    def bf16(self, device: torch.device) -> bool:
-        """Whether this run computes in bf16 on `device` (see `precision`)."""
-        return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
+    def on_device(self, device: torch.device) -> "TrainConfig":
+        """This config with the settings whose default depends on the device made explicit: the precision
+        (`precision`: auto) and DEVICE_DEFAULTS's activation checkpointing and loss chunks."""
+        defaults = DEVICE_DEFAULTS["cpu" if device.type == "cpu" else "cuda"]
+        precision = self.precision if self.precision != "auto" else ("bf16" if native_bf16(device) else "fp32")
+        return replace(self, precision=precision, **{k: v if getattr(self, k) is None else getattr(self, k)
+                                                     for k, v in defaults.items()})
+
+    @property
+    def bf16(self) -> bool:
+        """Whether this run computes in bf16 (a config made explicit by `on_device`)."""
+        if self.precision == "auto":
+            raise ValueError("precision 'auto' is resolved by TrainConfig.on_device first")
+        return self.precision == "bf16"
     lora_rank: int = 0
     """train LoRA adapters of this rank on every linear layer (through peft) instead of all the weights; they are
     merged into the weights of the saved model (0: train all the weights)"""
@@ -206,7 +226,8 @@ class TrainConfig:
                 raise MinitronError(f"--{name.replace('_', '-')} must be {what}, not {value!r}")
 
         for name in ("tokens", "seq_len", "micro_batch", "chunk_tokens", "top_k", "eval_seqs", "keep_checkpoints"):
-            check(name, lambda v: v >= 1, "a positive whole number", int)
+            if getattr(self, name) is not None or name != "chunk_tokens":
+                check(name, lambda v: v >= 1, "a positive whole number", int)
         if self.global_batch_tokens is not None:
             per_micro = self.micro_batch * self.seq_len
             check("global_batch_tokens", lambda v: v >= per_micro,

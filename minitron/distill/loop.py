@@ -54,7 +54,8 @@ def distill(cfg: TrainConfig) -> DistillResult:
     cfg.validate()  # cheap checks first
     check_run_dir(Path(cfg.out), cfg.resume, cfg.overwrite)
     env = init_env(cfg.device)
-    if cfg.bf16(env.device) and env.device.type == "cpu" and not cpu_has_native_bf16() and env.is_main:
+    cfg = cfg.on_device(env.device)  # the precision, checkpointing and loss chunks this device takes by default
+    if cfg.bf16 and env.device.type == "cpu" and not cpu_has_native_bf16() and env.is_main:
         print("warning: this CPU has no native bf16 (AVX512-BF16 or AMX); --precision bf16 will be slower than "
               "--precision fp32 here", file=sys.stderr, flush=True)
     if env.device.type == "cpu":
@@ -101,7 +102,7 @@ def train(cfg: TrainConfig, env: Env) -> DistillResult:
             topk = cache and cache.targets(step, list(micros), batches, teacher,
                                            getattr(t_config, "final_logit_softcapping", None), cfg.chunk_tokens, env)
             loss, grad_norm, lr = train_step(model, teacher, optimizer, batches, cfg.grad_clip, env,
-                                             cfg.bf16(env.device), topk)
+                                             cfg.bf16, topk)
             scheduler.step()
             record = {"step": step, "tokens": step * plan.tokens_per_step, "loss": loss, "lr": lr,
                       "grad_norm": grad_norm, "tokens_per_s": plan.tokens_per_step / (time.perf_counter() - t)}

@@ -204,7 +204,7 @@ def speed_options(lm: nn.Module, cfg: TrainConfig, train: bool) -> nn.Module:
 
 def teacher_dtype(cfg: TrainConfig, env: Env) -> torch.dtype:
     """The teacher is held in bf16 when the run computes in bf16 (`TrainConfig.precision`), else in fp32."""
-    return torch.bfloat16 if cfg.bf16(env.device) else torch.float32
+    return torch.bfloat16 if cfg.bf16 else torch.float32
 
 
 def build_models(cfg: TrainConfig, env: Env, s_config, t_config,

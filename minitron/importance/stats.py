@@ -126,10 +126,9 @@ class ActivationRecorder:
     def _heads(self, layer: int):
         def hook(module, args):
             per_head = args[0].detach().unflatten(-1, (-1, head_dim(self.model.config))).float()  # (B, S, H, d)
-            sq = per_head.square()
-            self._add(self.heads, sq.sum(-1).sqrt(), layer)  # each head's norm
+            self._add(self.heads, torch.linalg.vecdot(per_head, per_head).sqrt(), layer)  # each head's norm
             self._add(self.heads_o, projected_head_norms(per_head, module.weight), layer)
-            self.sq["o_in"][layer] += sq.sum((0, 1)).flatten()
+            self.sq["o_in"][layer] += per_head.square().sum((0, 1)).flatten()
         return hook
 
     def _norm(self, name: str, layer: int):
