@@ -222,7 +222,7 @@ def test_demo_config_is_the_demo():
     # the shape the published search found, and the one the published demo run (docs/demo) pruned to
     published = json.loads((REPO / "docs" / "demo" / "metrics.json").read_text())["target"]
     winner = json.loads((REPO / "docs" / "search" / "search.json").read_text())["candidates"][0]["sizes"]
-    assert kw["target"] == {"intermediate_size": 384, "num_hidden_layers": 25}
+    assert kw["target"] == {"intermediate_size": 384, "num_hidden_layers": 27}
     assert all(published[k] == v for k, v in winner.items()) and all(winner[k] == v for k, v in kw["target"].items())
     assert kw["prune"] == PruneConfig(calib_seqs=32, seq_len=256) and "val_seqs" not in kw
     # the report's figures: 16,384 test tokens (64 windows of 256) and as many out-of-domain ones; the bundled
