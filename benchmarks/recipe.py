@@ -81,7 +81,7 @@ ROWS = {  # name: (description, changes to BASE); every row but one runs under b
     "win-min0": ("as win-b1k, cosine decay to 0", dict(target=WINNER, min_lr=0.0)),
     "win-all3": ("as win-b1k, sequences of 128, CE + KL and decay to 0", dict(target=WINNER, **ALL3)),
     "win-s512": ("as win-b1k, sequences of 512 (2 x 512)", dict(target=WINNER, seq_len=512, micro_batch=2)),
-    "win-fp32": ("as win-b1k, in fp32 (issue 32: may auto pick bf16 where the CPU has it?)",
+    "win-fp32": ("as win-b1k, in fp32 (what --precision auto picks on CPUs without bf16 units)",
                  dict(target=WINNER, precision="fp32")),
     "win-old-speed": ("as win-b1k, with the CPU's speed defaults before issue 32: no activation checkpointing, "
                       "1,024-token loss chunks", dict(target=WINNER, activation_checkpointing=False, chunk_tokens=1024)),
