@@ -41,8 +41,8 @@ MANIFEST = "manifest.json"
 REAL = dict(tokens=20 * 2**20, micro_batch=64, global_batch_tokens=16384, eval_every=200, save_every=400,
             eval_tokens=65536, tasks_limit=500)
 DRY = dict(tokens=2048, micro_batch=4, global_batch_tokens=128, eval_every=8, save_every=8, eval_tokens=256,
-           tasks_limit=2, extra=["--target", "hidden_size=32,intermediate_size=64", "--distill.seq-len", "32", "--prune.seq-len", "32", "--prune.calib-seqs", "4",
-                                 "--distill.eval-seqs", "4"])
+           tasks_limit=2, extra=["--target", "hidden_size=32,intermediate_size=64", "--distill.seq-len", "32",
+                                 "--prune.seq-len", "32", "--prune.calib-seqs", "4", "--distill.eval-seqs", "4"])
 
 
 def sha256(path: Path) -> str:

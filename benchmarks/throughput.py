@@ -57,7 +57,8 @@ from minitron.lazy import reuse_freed_memory
 from minitron.prune import check_target, target_config
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_speed import machine  # noqa: E402 (a sibling script)
+from results_tables import pct  # noqa: E402 (sibling scripts)
+from search_speed import machine  # noqa: E402
 
 GIB = 2**30
 SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
@@ -420,11 +421,14 @@ def summary(report: dict) -> dict:
     return out
 
 
-def variant_label(name: str, device: str) -> str:
-    """What a kd variant ran, in words: its TrainConfig settings as the device resolves them."""
+def variant_label(name: str, report: dict) -> str:
+    """What a kd variant ran, in words: its TrainConfig settings as the measured device resolved them (precision
+    auto as the run recorded it in its matmul's dtype, not as the machine rendering the table would)."""
+    device = report["device"]
     if name == "plain":
         return "plain loop (fp32" + (", bf16 autocast)" if device != "cpu" else ")")
-    options = EXPERIMENTS.get(name.partition("+")[2], {})
+    measured = "bf16" if report["matmul_dtype"] == "bfloat16" else "fp32"
+    options = {"precision": measured, **EXPERIMENTS.get(name.partition("+")[2], {})}
     cfg = TrainConfig(**options).on_device(torch.device("cpu" if device == "cpu" else "cuda"))
     what = (f"{cfg.precision}, {'checkpointing' if cfg.activation_checkpointing else 'no checkpointing'}, "
             f"{cfg.chunk_tokens}-token chunks" + (", compiled" if cfg.compile else ""))
@@ -439,10 +443,10 @@ def table(report: dict) -> str:
     for key, r in kd.items():
         name, _, size = key.rpartition("_")
         if r["oom"]:
-            lines.append(f"| {variant_label(name, report['device'])}, {r['tokens_per_step']:,} tokens | out of memory "
+            lines.append(f"| {variant_label(name, report)}, {r['tokens_per_step']:,} tokens | out of memory "
                          "| | | | |")
             continue
-        lines.append(f"| {variant_label(name, report['device'])}" + ("" if size == "equal" else
+        lines.append(f"| {variant_label(name, report)}" + ("" if size == "equal" else
                      f", {r['tokens_per_step']:,} tokens") + f" | {r['tokens_per_s']:.1f} | "
                      f"{r['tokens_per_s'] / plain['tokens_per_s']:.2f} | {r['peak_memory_gib']:.2f} | "
                      f"{r['peak_memory_gib'] / plain['peak_memory_gib']:.2f} | {pct(r['mfu_vs_matmul'])} |")
@@ -458,7 +462,7 @@ def table(report: dict) -> str:
 def sentence(report: dict) -> str:
     """The README's figures of a run: the defaults against the plain loop (results_tables renders it)."""
     summ, ours = report["summary"], report["kd"]["minitron_equal"]
-    what = variant_label("minitron", report["device"]).partition("(")[2].rstrip(")")
+    what = variant_label("minitron", report).partition("(")[2].rstrip(")")
     return (f"with its defaults ({what}) distillation runs **{summ['kd_speedup']:.2f}×** the plain loop's "
             f"tokens/s at **{summ['kd_memory_ratio']:.2f}×** its peak memory ({report['teacher_params'] / 1e6:.0f}M → {report['student_params'] / 1e6:.0f}M "
             f"parameters, {ours['tokens_per_step']:,} tokens a step; "
@@ -466,10 +470,6 @@ def sentence(report: dict) -> str:
             f"FLOP rate measured in the same run); `minitron score`'s walk runs at {summ['score_speed_ratio']:.2f}× a "
             f"plain forward of the same tokens (its hooks inside a forward: {summ['score_hooks_ratio']:.2f}×). "
             f"`{report['command']}`, {report['machine']}.\n")
-
-
-def pct(x: float | None) -> str:
-    return "–" if x is None else f"{x:.0%}"
 
 
 def main() -> None:

@@ -225,9 +225,10 @@ class TrainConfig:
             if not good or not ok(value):
                 raise MinitronError(f"--{name.replace('_', '-')} must be {what}, not {value!r}")
 
-        for name in ("tokens", "seq_len", "micro_batch", "chunk_tokens", "top_k", "eval_seqs", "keep_checkpoints"):
-            if getattr(self, name) is not None or name != "chunk_tokens":
-                check(name, lambda v: v >= 1, "a positive whole number", int)
+        for name in ("tokens", "seq_len", "micro_batch", "top_k", "eval_seqs", "keep_checkpoints"):
+            check(name, lambda v: v >= 1, "a positive whole number", int)
+        if self.chunk_tokens is not None:
+            check("chunk_tokens", lambda v: v >= 1, "a positive whole number", int)
         if self.global_batch_tokens is not None:
             per_micro = self.micro_batch * self.seq_len
             check("global_batch_tokens", lambda v: v >= per_micro,

@@ -29,7 +29,7 @@ from minitron.distill.config import Schedule, TrainConfig, recorded, schedule
 from minitron.distill.parallel import Env, Teacher, build_models, init_env, teacher_dtype
 from minitron.distill.teacher_cache import TeacherCache
 from minitron.errors import Interrupted, MinitronError
-from minitron.numerics import autocast, cpu_has_native_bf16, label_weights, lm_loss, windows_in_batches
+from minitron.numerics import autocast, label_weights, lm_loss, native_bf16, windows_in_batches
 from minitron.lazy import reuse_freed_memory
 from minitron.load import check_seq_len, load_config, load_tokenizer
 from minitron.record import Record, jsonable
@@ -55,7 +55,7 @@ def distill(cfg: TrainConfig) -> DistillResult:
     check_run_dir(Path(cfg.out), cfg.resume, cfg.overwrite)
     env = init_env(cfg.device)
     cfg = cfg.on_device(env.device)  # the precision, checkpointing and loss chunks this device takes by default
-    if cfg.bf16 and env.device.type == "cpu" and not cpu_has_native_bf16() and env.is_main:
+    if cfg.bf16 and not native_bf16(env.device) and env.is_main:
         print("warning: this CPU has no native bf16 (AVX512-BF16 or AMX); --precision bf16 will be slower than "
               "--precision fp32 here", file=sys.stderr, flush=True)
     if env.device.type == "cpu":
