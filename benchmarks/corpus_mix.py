@@ -75,7 +75,7 @@ def main() -> None:
         saved = json.loads(args.out.with_suffix(".json").read_text())
         args.tokens, args.seeds, args.baseline, args.val_seqs = (saved[k] for k in ("tokens", "seeds", "baseline",
                                                                                     "val_seqs"))
-        write_report(args, {k: saved[k] for k in ("teacher", "pruned", "rows", "replies") if k in saved})
+        write_report(args, {k: saved[k] for k in ("target", "teacher", "pruned", "rows", "replies") if k in saved})
         return
     torch.manual_seed(0)
     if args.dry:
@@ -85,22 +85,23 @@ def main() -> None:
                for kind, path in kinds.items() for split in ("dev", "test")}
     windows["ood"] = ood_windows(load_tokenizer(teacher), recipe["seq_len"], args.val_seqs)
     pruned = args.work / "pruned"
-    if not (pruned / "config.json").is_file():  # calibrated on the documentation, for every row alike
+    if not same_shape(pruned, target):  # calibrated on the documentation, for every row alike
         prune(model=teacher, target=target, out=pruned, data=kinds["documentation"], device="cpu", overwrite=True,
               prune=PruneConfig(calib_seqs=8 if args.dry else 32, seq_len=recipe["seq_len"]))
     teacher_model = load_model(teacher, device="cpu")
-    results = {"teacher": measured(teacher_model, None, windows), "pruned": measured(load_model(pruned), teacher_model,
-                                                                                      windows), "rows": earlier(args)}
+    results = {"target": target, "teacher": measured(teacher_model, None, windows),
+               "pruned": measured(load_model(pruned), teacher_model, windows), "rows": earlier(args, target)}
     if "replies" in rows:  # what the teacher's replies cost to write
         made = TokenData.open(rows["replies"]).meta["generated"]
         log = Path(made["replies"]).with_suffix(".json")
-        results["replies"] = {**made, "runs": json.loads(log.read_text())["runs"]}
+        results["replies"] = {**made, "replies": Path(made["replies"]).name,  # the file in the cache's replies/
+                              "runs": json.loads(log.read_text())["runs"]}
     for seed in args.seeds:  # seed by seed, so that the pairs complete as the run goes
         for name in args.rows:
             kept = results["rows"].get(name, {}).get("seeds", {}).get(str(seed))
             if kept and kept["recipe"] == {**recipe, "seed": seed} and results["rows"][name]["corpus"] == ROWS[name]:
                 continue
-            run = train(args, name, seed, teacher, recipe, pruned, rows[name])
+            run = train(args, name, seed, teacher, recipe, pruned, rows[name], target)
             student = load_model(args.work / run_name(name, seed) / "student", device="cpu")
             row = results["rows"].setdefault(name, {"corpus": ROWS[name], "seeds": {}})
             row["seeds"][str(seed)] = {**run, **measured(student, teacher_model, windows)}
@@ -109,15 +110,22 @@ def main() -> None:
             write_report(args, results)  # after every run: a long run reports what it has
 
 
-def earlier(args) -> dict:
-    """The rows already measured in --out's JSON with this budget and these windows (none for a dry run)."""
+def earlier(args, target: dict) -> dict:
+    """The rows already measured in --out's JSON with this budget, these windows and students of this shape (none
+    for a dry run)."""
     record = args.out.with_suffix(".json")
     if args.dry or not record.is_file():
         return {}
     saved = json.loads(record.read_text())
-    if (saved["tokens"], saved["val_seqs"]) != (args.tokens, args.val_seqs):
+    if (saved["tokens"], saved["val_seqs"], saved.get("target")) != (args.tokens, args.val_seqs, target):
         return {}
     return saved["rows"]
+
+
+def same_shape(pruned: Path, target: dict) -> bool:
+    """Whether --work holds a pruned student of the shape `target` asks for (a changed demo shape prunes again)."""
+    config = pruned / "config.json"
+    return config.is_file() and all(json.loads(config.read_text()).get(k) == v for k, v in target.items())
 
 
 def real_setup(args):
@@ -197,12 +205,12 @@ def run_name(name: str, seed: int) -> str:
     return name if seed == 0 else f"{name}-seed{seed}"
 
 
-def train(args, name: str, seed: int, teacher: str, recipe: dict, pruned: Path, data: Path) -> dict:
-    """Distil one row's student with one data order (or reuse the one already there)."""
+def train(args, name: str, seed: int, teacher: str, recipe: dict, pruned: Path, data: Path, target: dict) -> dict:
+    """Distil one row's student with one data order (or reuse the one already there, if of this shape)."""
     run = args.work / run_name(name, seed)
     recipe = {**recipe, "seed": seed}
     record = run / "bench.json"
-    if record.is_file() and (run / "student").is_dir():
+    if record.is_file() and same_shape(run / "student", target):
         saved = json.loads(record.read_text())
         if (saved["recipe"], saved["tokens"], saved["data"]) == (recipe, args.tokens, data.name):
             return saved
@@ -218,7 +226,8 @@ def train(args, name: str, seed: int, teacher: str, recipe: dict, pruned: Path, 
 def write_report(args, results: dict) -> None:
     kinds = list(KINDS)
     lines = ["# Which corpus to distil on", "",
-             f"SmolLM2-135M-Instruct pruned to the demo's shape (configs/demo.yaml, calibrated on the documentation), "
+             f"SmolLM2-135M-Instruct pruned to {shape(results.get('target'))} (configs/demo.yaml's shape when "
+             f"measured, calibrated on the documentation), "
              f"then distilled for {args.tokens:,} tokens (1,024-token batches of 256-token sequences, lr 1e-3 → 1e-4, "
              f"forward KL, fp32) on each corpus, once per data order (seeds {', '.join(map(str, args.seeds))}). "
              f"Measured on {args.val_seqs} windows spread over the dev split of each kind of text (selection) and as "
@@ -242,13 +251,7 @@ def write_report(args, results: dict) -> None:
         cells += [fmt_mean_sd([r[m] for r in runs]) for m in MEASURES]
         lines.append(f"| {name} | `{row['corpus']}` | " + " | ".join(cells) + " |")
     if "replies" in results:
-        r = results["replies"]
-        runs = r["runs"]
-        lines += ["", f"Row `replies`: the teacher's greedy replies (at most {r['max_new_tokens']} tokens) to "
-                  f"{r['count']:,} bundled prompts (`minitron data --generate`), the loss on the replies only; "
-                  f"writing them took {sum(x['seconds'] for x in runs):,.0f} s for {sum(x['tokens'] for x in runs):,} "
-                  f"tokens ({sum(x['tokens'] for x in runs) / sum(x['seconds'] for x in runs):.0f} tokens/s, batches "
-                  f"of {runs[-1]['batch_size']} on {runs[-1]['device']})."]
+        lines += ["", replies_cost(results["replies"])]
     for baseline in [args.baseline, *args.against]:
         lines += ["", f"## Each row against {baseline}, seed by seed", "", *paired_table(results, baseline)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +261,22 @@ def write_report(args, results: dict) -> None:
                                                          "val_seqs": args.val_seqs,
                                                          **results}, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def shape(target: dict | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in target.items()) if target else "the demo's shape"
+
+
+def replies_cost(r: dict) -> str:
+    """What writing the `replies` row's text cost: the recorded runs' replies, seconds and generated tokens/s (a run
+    stopped before it finished records nothing; its replies are in the cache all the same)."""
+    runs = r["runs"]
+    replies, seconds, tokens = (sum(x[k] for x in runs) for k in ("replies", "seconds", "tokens"))
+    which = "them" if replies == r["count"] else f"{replies:,} of them (the rest in a run stopped before it finished)"
+    return (f"Row `replies`: the teacher's greedy replies (at most {r['max_new_tokens']} tokens) to {r['count']:,} "
+            f"bundled prompts (`minitron data --generate`), the loss on the replies only; writing {which} took "
+            f"{seconds:,.0f} s for {tokens:,} tokens ({tokens / seconds:.0f} tokens/s, batches of "
+            f"{runs[-1]['batch_size']} on {runs[-1]['device']}).")
 
 
 def paired_table(results: dict, baseline: str) -> list[str]:

@@ -33,16 +33,24 @@ import tarfile
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
+DEMO = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
 MIB = 2**20
 MANIFEST = "manifest.json"
 # The real run: the demo's shape and recipe (configs/demo.yaml) on a GPU budget. Each optimiser step is one
 # micro-batch of 64 x 256 tokens (16,384: the trainer's largest default batch); the rest is the demo's.
 REAL = dict(tokens=20 * 2**20, micro_batch=64, global_batch_tokens=16384, eval_every=200, save_every=400,
-            eval_tokens=65536, tasks_limit=500)
-DRY = dict(tokens=2048, micro_batch=4, global_batch_tokens=128, eval_every=8, save_every=8, eval_tokens=256,
-           tasks_limit=2, extra=["--target", "hidden_size=32,intermediate_size=64", "--distill.seq-len", "32",
-                                 "--prune.seq-len", "32", "--prune.calib-seqs", "4", "--distill.eval-seqs", "4"])
+            eval_tokens=65536, tasks_limit=500, target=DEMO["target"], seq_len=DEMO["distill"]["seq_len"],
+            calib_seqs=DEMO["prune"]["calib_seqs"], eval_seqs=DEMO["distill"]["eval_seqs"])
+DRY = dict(tokens=2048, micro_batch=2, global_batch_tokens=128, eval_every=8, save_every=8, eval_tokens=256,
+           tasks_limit=2, target=dict(hidden_size=32, intermediate_size=64), seq_len=32, calib_seqs=4, eval_seqs=4)
+# --sweep: before the run, each global batch x peak learning rate distilled for a tenth of the budget from the demo's
+# pruned student (its own cosine schedule, lr -> lr / 10), the best by the dev loss the distillation ends with; the
+# run then distils with it. A short budget favours small batches, so the grid starts at the run's default.
+SWEEP = dict(tokens=2 * 2**20, batches=(16384, 65536), lrs=(1e-3, 3e-3), eval_seqs=64)
+DRY_SWEEP = dict(tokens=256, batches=(64, 128), lrs=(1e-3, 3e-3), eval_seqs=4)
 
 
 def sha256(path: Path) -> str:
@@ -143,7 +151,42 @@ def compress_command(unpacked: Path, run: Path, device: str, s: dict) -> list[st
             "--device", device, "--resume", "--eval-tokens", str(s["eval_tokens"]), "--tasks-limit", str(s["tasks_limit"]),
             "--distill.tokens", str(s["tokens"]), "--distill.micro-batch", str(s["micro_batch"]),
             "--distill.global-batch-tokens", str(s["global_batch_tokens"]), "--distill.eval-every",
-            str(s["eval_every"]), "--distill.save-every", str(s["save_every"]), *s.get("extra", [])]
+            str(s["eval_every"]), "--distill.save-every", str(s["save_every"]), "--target",
+            ",".join(f"{k}={v}" for k, v in s["target"].items()), "--distill.seq-len", str(s["seq_len"]),
+            "--prune.seq-len", str(s["seq_len"]), "--prune.calib-seqs", str(s["calib_seqs"]),
+            "--distill.eval-seqs", str(s["eval_seqs"]),
+            *(["--distill.lr", str(s["lr"]), "--distill.min-lr", str(s["lr"] / 10)] if "lr" in s else [])]
+
+
+def sweep(unpacked: Path, out: Path, device: str, s: dict, grid: dict) -> dict:
+    """The demo's pruned student distilled for grid["tokens"] with each global batch and peak learning rate of the
+    grid (the rest as the run), on this machine; sweep.json: each arm's dev loss, tokens/s and seconds, and the
+    best. Arms already done are read back (a call cut short continues)."""
+    from minitron.distill import TrainConfig, distill
+    from minitron.prune import PruneConfig, prune
+
+    teacher, data, pruned = str(unpacked / "teacher.gguf"), str(unpacked / "data"), out / "sweep" / "pruned"
+    if not (pruned / "config.json").is_file():
+        prune(model=teacher, target=s["target"], out=pruned, data=data, device=device, overwrite=True,
+              prune=PruneConfig(calib_seqs=s["calib_seqs"], seq_len=s["seq_len"]))
+    arms = []
+    for batch in grid["batches"]:
+        for lr in grid["lrs"]:
+            run = out / "sweep" / f"batch{batch}-lr{lr:g}"
+            if not (run / "arm.json").is_file():
+                r = distill(TrainConfig(student=str(pruned), teacher=teacher, data=data, out=run, device=device,
+                                        tokens=grid["tokens"], seq_len=s["seq_len"], micro_batch=s["micro_batch"],
+                                        global_batch_tokens=batch, lr=lr, min_lr=lr / 10, loss="forward_kl",
+                                        eval_every=0, save_every=10**9, eval_seqs=grid["eval_seqs"], overwrite=True))
+                (run / "arm.json").write_text(json.dumps({
+                    "global_batch_tokens": batch, "lr": lr, "dev_loss": r.val_loss, "tokens": r.tokens,
+                    "tokens_per_s": round(r.tokens_per_s, 1), "seconds": round(r.seconds, 1)}) + "\n")
+            arms.append(json.loads((run / "arm.json").read_text()))
+            print(f"sweep: batch {batch:,}, lr {lr:g}: dev loss {arms[-1]['dev_loss']:.4f}", flush=True)
+    best = min(arms, key=lambda a: a["dev_loss"])
+    result = {"grid": grid, "arms": arms, "best": {"global_batch_tokens": best["global_batch_tokens"], "lr": best["lr"]}}
+    (out / "sweep.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def summary(run: Path, command: list[str], wall_s: float, device: str) -> dict:
@@ -166,13 +209,17 @@ def run(args) -> int:
     unpacked = unpack(manifest, args.staging)
     os.environ["MINITRON_CACHE"] = str(unpacked)  # the tasks (benchmarks and out-of-domain text) and conversions
     device = "cpu" if args.dry else "cuda"
-    command = compress_command(unpacked, args.out / "run", device, DRY if args.dry else REAL)
+    settings = DRY if args.dry else REAL
+    swept = sweep(unpacked, args.out, device, settings, DRY_SWEEP if args.dry else SWEEP) if args.sweep else None
+    if swept:
+        settings = {**settings, **swept["best"]}
+    command = compress_command(unpacked, args.out / "run", device, settings)
     start = time.time()
     done = subprocess.run(command, env={**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])})
     if done.returncode:
         return done.returncode
-    result = summary(args.out / "run", command, time.time() - start, device)
+    result = {**summary(args.out / "run", command, time.time() - start, device), "sweep": swept}
     (args.out / "gpu_quality.json").write_text(json.dumps(result, indent=1) + "\n")
     for name in ("report.md", "loss.png"):
         if (args.out / "run" / name).is_file():
@@ -194,6 +241,7 @@ def main() -> None:
     p.add_argument("--part-mib", type=int, default=44,
                    help="largest part (a call carries at most 64 MiB: the first one the wheels too)")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/gpu_quality")))
+    p.add_argument("--sweep", action="store_true", help="a short sweep of batch and learning rate first (SWEEP)")
     args = p.parse_args()
     if args.step == "prepare":
         prepare(args)

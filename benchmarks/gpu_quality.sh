@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu_quality.sh        # there, call 1 carrying .gpu/wheels and .gpu/quality/part1: stages it
 #   bash benchmarks/gpu_quality.sh        # there, call 2 carrying .gpu/quality/part2: stages it
 #   bash benchmarks/gpu_quality.sh        # there, call 3 carrying .gpu/quality/part3: stages it and runs (~5 min)
+#   bash benchmarks/gpu_quality.sh --sweep  # the same, with a short sweep of batch and lr first (~1-2 min more)
 #   bash benchmarks/gpu_quality.sh --dry  # anywhere: packs a tiny teacher and runs it on the CPU (the test suite)
 #
 # Results under $OUT (default runs/gpu_quality): gpu_quality.json, report.md, loss.png, run.log.
@@ -22,12 +23,13 @@ if [ "${1:-}" = "--dry" ]; then
   mkdir -p "$ROOT/first" && cp -r "$ROOT/parts/part1" "$ROOT/first/"   # the first call: one part arrived
   $PY benchmarks/gpu_quality.py run --dry --root "$ROOT/first" --staging "$ROOT/staged" --out "$OUT"
   rc=$?; [ "$rc" = 3 ] || { echo "expected exit 3 (parts missing) after the first part, got $rc"; exit 1; }
-  $PY benchmarks/gpu_quality.py run --dry --root "$ROOT/parts" --staging "$ROOT/staged" --out "$OUT" 2>&1 | tee "$OUT/run.log"
+  $PY benchmarks/gpu_quality.py run --dry --sweep --root "$ROOT/parts" --staging "$ROOT/staged" --out "$OUT" 2>&1 \
+    | tee "$OUT/run.log"
   exit "${PIPESTATUS[0]}"
 fi
 if compgen -G ".gpu/wheels/*.whl" >/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/minitron-site \
     .gpu/wheels/*.whl && export PYTHONPATH=$PWD:/tmp/minitron-site
 fi
-$PY benchmarks/gpu_quality.py run --out "$OUT" 2>&1 | tee -a "$OUT/run.log"
+$PY benchmarks/gpu_quality.py run --out "$OUT" "$@" 2>&1 | tee -a "$OUT/run.log"
 exit "${PIPESTATUS[0]}"

@@ -146,7 +146,7 @@ def render(kind: str, source: Path) -> str:
     if kind == "seeds":
         saved = json.loads(source.read_text())
         return "\n".join(benchmark("recipe").paired_table(saved["rows"], saved["baseline"])) + "\n"
-    if kind in ("search_speed", "score_speed", "throughput"):
+    if kind in ("search_speed", "score_speed", "throughput", "tasks_speed"):
         return benchmark(kind).table(json.loads(source.read_text()))
     if kind == "throughput_sentence":
         return benchmark("throughput").sentence(json.loads(source.read_text()))

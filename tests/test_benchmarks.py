@@ -59,7 +59,8 @@ def test_gpu_check_dry_mode(tmp_path):
 def test_gpu_quality_dry_mode(tmp_path):
     """Issue 31's quality run, end to end on a tiny GGUF teacher on the CPU: packed into parts, the first call
     with one part stages it and exits 3, the next unpacks every part and runs compress; gpu_quality.json holds
-    teacher, pruned model and student on test, out of domain, KL and the benchmarks, with throughput and time."""
+    teacher, pruned model and student on test, out of domain, KL and the benchmarks, with throughput and time,
+    and the short sweep of batch and learning rate that chose the run's."""
     env = {**os.environ, "OUT": str(tmp_path), "PY": sys.executable}
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_quality.sh"), "--dry"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -72,6 +73,11 @@ def test_gpu_quality_dry_mode(tmp_path):
     assert saved["tasks"]["mean_accuracy"].keys() >= {"teacher", "pruned", "distilled"}
     assert saved["distill_tokens_per_s"] > 0 and saved["wall_s"] > 0 and saved["command"].startswith("minitron ")
     assert (tmp_path / "report.md").is_file()
+    swept = saved["sweep"]  # the short sweep of batch and lr first: every arm measured on dev, the run used the best
+    assert len(swept["arms"]) == 4 and all(a["dev_loss"] > 0 and a["tokens"] == 256 for a in swept["arms"])
+    best = min(swept["arms"], key=lambda a: a["dev_loss"])
+    assert f"--distill.global-batch-tokens {best['global_batch_tokens']} " in saved["command"]
+    assert f"--distill.lr {best['lr']} " in saved["command"]
 
 
 def test_corpus_mix_dry_mode(tmp_path, one_thread):

@@ -55,6 +55,8 @@ def test_eval_tasks_match_the_models_own_likelihoods(tmp_path, one_thread):
     scores = metrics["tasks"]["bb_general_knowledge"]
     assert scores["samples"] == 12 and scores["acc"] == pytest.approx(sum(right) / 12)
     assert scores["chance"] == pytest.approx(sum(1 / len(d["choices"]) for d in docs) / 12)
+    batched = run_tasks(model, tok, ["bb_general_knowledge"], limit=12)["bb_general_knowledge"]  # 16 at a time
+    assert batched["acc"] == scores["acc"] and batched["samples"] == 12
     kjv = run_tasks(model, tok, ["kjv"], limit=2)["kjv"]  # Genesis 1 and Exodus 1: each in one window of 4096
     nll, nbytes = 0.0, 0
     for doc in read_docs("kjv")[:2]:  # the whole chapter after the end-of-text token

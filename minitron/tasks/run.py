@@ -10,10 +10,14 @@ import yaml
 from torch import nn
 
 from minitron.errors import MinitronError
-from minitron.tasks.sources import TASK_NAMES, YAML_DIR, chance_accuracy, prepare, tasks_dir
+from minitron.tasks.sources import MC_TASKS, TASK_NAMES, YAML_DIR, chance_accuracy, prepare, tasks_dir
 
 # the score the report shows for a task of each kind (accuracy: higher is better; perplexity: lower)
 MAIN_METRIC = {"multiple_choice": "acc", "loglikelihood_rolling": "word_perplexity"}
+# requests per forward when none is given: multiple-choice requests are short, and 16 at once ran the bundled four
+# fastest of 1, 8 and 16 with the same accuracies (docs/tasks_speed.json); any other kind one at a time (a perplexity
+# task's windows are thousands of tokens, each with logits over the whole vocabulary)
+MC_BATCH_SIZE = 16
 
 
 def check_tasks(tasks: list[str], limit: int | None = None, include_path: Path | None = None) -> list[str]:
@@ -80,13 +84,13 @@ def task_config(name: str) -> dict:
     return config
 
 
-def run_tasks(model: nn.Module, tokenizer, tasks: list[str], limit: int | None = None, batch_size: int = 1,
-              include_path: Path | None = None) -> dict[str, dict]:
+def run_tasks(model: nn.Module, tokenizer, tasks: list[str], limit: int | None = None,
+              batch_size: int | None = None, include_path: Path | None = None) -> dict[str, dict]:
     """Scores of `model` on `tasks` (zero-shot): {task: {metric: value, metric_stderr: value, "samples": n,
     "kind": output type, "chance": accuracy of guessing (a bundled multiple-choice task)}}, one entry per task
     lm-eval ran (a group's subtasks each); `limit` takes the first N documents of each task (None: all).
-    `batch_size` requests go through the model at once (lm-eval's default is 1: a perplexity task's windows are
-    long, and their logits over a large vocabulary are big)."""
+    `batch_size` requests go through the model at once (None: `MC_BATCH_SIZE` when every task is a bundled
+    multiple-choice one, else 1)."""
     names = check_tasks(tasks, limit, include_path)
     import lm_eval  # checked importable by check_tasks' task manager
     from lm_eval.models.huggingface import HFLM
@@ -94,6 +98,8 @@ def run_tasks(model: nn.Module, tokenizer, tasks: list[str], limit: int | None =
     manager = task_manager(include_path, defaults=any(n not in TASK_NAMES for n in names))
     specs = {n: task_config(n) if n in TASK_NAMES else n for n in names}
     load_each(specs, manager)
+    if batch_size is None:
+        batch_size = MC_BATCH_SIZE if all(n in MC_TASKS for n in names) else 1
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
               max_length=getattr(model.config, "max_position_embeddings", None))
     out = lm_eval.simple_evaluate(model=lm, tasks=list(specs.values()), task_manager=manager,
