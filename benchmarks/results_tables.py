@@ -28,6 +28,7 @@ import re
 import sys
 from pathlib import Path
 
+from minitron.report import stage_seconds
 from minitron.tasks import main_score
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,9 +62,11 @@ def render_demo(metrics: dict, tasks: dict | None) -> str:
         n = {t: r["samples"] for t, r in tasks["results"]["teacher"].items()}
         lines.append("Benchmarks: " + ", ".join(f"{t} ({k} documents)" for t, k in n.items()) + ", zero-shot, "
                      "through lm-evaluation-harness.")
-    if metrics.get("timings_s"):
+    timings = stage_seconds(metrics, tasks)
+    if timings:
         lines.append(f"Distilled on {metrics['tokens']:,} tokens on {metrics['device']}; wall time by stage: "
-                     + ", ".join(f"{k} {v:,.0f} s" for k, v in metrics["timings_s"].items()) + ".")
+                     + ", ".join(f"{k} {v:,.0f} s" for k, v in timings.items())
+                     + f"; all stages {sum(timings.values()) / 60:.1f} min.")
     return "\n".join(lines) + "\n"
 
 

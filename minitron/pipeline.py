@@ -302,7 +302,7 @@ def tasks_stage(original: str, teacher: str, run: Path, tasks: list[str], limit:
     distilled model, each loaded in turn; the student's model card gains its scores."""
     print(f"running {', '.join(tasks)} on the teacher, pruned and distilled models"
           + (f" (first {limit} documents of each)" if limit else ""), flush=True)
-    results = {}
+    start, results = time.time(), {}
     for name, spec in (("teacher", teacher), ("pruned", run / "pruned"), ("distilled", run / "student")):
         model = load_model(spec, device)
         results[name] = run_tasks(model, load_tokenizer(spec), tasks, limit)
@@ -311,7 +311,8 @@ def tasks_stage(original: str, teacher: str, run: Path, tasks: list[str], limit:
     mean = {name: sum(main_score(v)[1] for v in res.values() if v["kind"] == "multiple_choice") / max(1, sum(
         v["kind"] == "multiple_choice" for v in res.values())) for name, res in results.items()}
     write_json(run / "tasks.json", {"tasks": tasks, "limit": limit, "results": results, "mean_accuracy": mean,
-                                    "gap_closed": gap_closed({k: {"acc": v} for k, v in mean.items()}, "acc")})
+                                    "gap_closed": gap_closed({k: {"acc": v} for k, v in mean.items()}, "acc"),
+                                    "seconds": round(time.time() - start, 1)})
     write_student_card(run, original, json.loads((run / "metrics.json").read_text()), results)
     return {"tasks": "tasks.json"}
 

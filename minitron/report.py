@@ -193,6 +193,11 @@ def benchmark_lines(saved: dict | None) -> list[str]:
     return lines + [""]
 
 
+def stage_seconds(metrics: dict, tasks: dict | None) -> dict:
+    """Each stage's wall seconds: metrics.json's (score to evaluate) and the benchmarks' from tasks.json."""
+    return {**metrics.get("timings_s", {}), **({"tasks": tasks["seconds"]} if tasks and "seconds" in tasks else {})}
+
+
 def write_report(run: Path) -> Path:
     """report.md (and plots) for a run directory holding metrics.json."""
     metrics = json.loads((run / "metrics.json").read_text())
@@ -244,10 +249,11 @@ def write_report(run: Path) -> Path:
                 lines += [f"**{name}** — chat reply:", "", "```", reply, "```", ""]
             if m.get("continuation") is not None:
                 lines += [f"**{name}** — continuation:", "", "```", m["continuation"].strip(), "```", ""]
-    timings = metrics.get("timings_s", {})
+    timings = stage_seconds(metrics, tasks)
     if timings:
         lines += ["## Time", "", " · ".join(f"{k} {v:.0f} s" for k, v in timings.items()) +
-                  " (each stage as timed by the invocation that finished it)", ""]
+                  f" · all {sum(timings.values()) / 60:.1f} min (each stage as timed by the invocation that "
+                  "finished it)", ""]
     path = run / "report.md"
     path.write_text("\n".join(lines))
     return path

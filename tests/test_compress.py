@@ -158,6 +158,9 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     assert f"| kjv | 2 | word_perplexity | – | {ppl['teacher']:.2f} | {ppl['pruned']:.2f} |" in report
     assert f"- benchmarks (multiple choice, mean accuracy): teacher {t:.3f}, pruned {p:.3f}, distilled {d:.3f}" \
         in report
+    timings = {**saved["timings_s"], "tasks": tasks["seconds"]}  # the benchmarks' stage is timed with the others
+    assert tasks["seconds"] > 0 and f" · tasks {tasks['seconds']:.0f} s · all {sum(timings.values()) / 60:.1f} min" \
+        in report
     figures, body = card_of(run)
     assert "kjv: word_perplexity, zero-shot, 2 documents" in body and "validation loss" in body
     assert "loss on the test split of the distillation data, 128 tokens (nats/token)" in body
