@@ -31,7 +31,9 @@ from minitron.data import TokenData, build_data, default_data
 from minitron.distill import TrainConfig, distill
 from minitron.errors import pyplot
 from minitron.eval import measure, ood_windows
+from minitron.chat.generate import generate_reply
 from minitron.load import cache_dir, load_model, load_tokenizer
+from minitron.pipeline import CONTINUATION, continue_text
 from minitron.prune import PruneConfig, prune
 from minitron.tasks import MC_TASKS
 from minitron.tasks.run import run_tasks
@@ -111,7 +113,8 @@ def dry_setup(args):
 
 
 def measured(model, teacher, windows: dict, tok, args) -> dict:
-    """Loss on test and out-of-domain text, KL from the teacher on test, and the benchmarks' mean accuracy."""
+    """Loss on test and out-of-domain text, KL from the teacher on test, the benchmarks' mean accuracy, and (as in the
+    demo's report) the greedy reply to the demo's prompt and the continuation of plain text."""
     models = {"model": model, "teacher": teacher}
     test = measure(models, windows["test"], 4, "teacher")["model"]
     ood = measure({"model": model}, windows["ood"], 4)["model"]
@@ -119,7 +122,9 @@ def measured(model, teacher, windows: dict, tok, args) -> dict:
     return {"test_loss": test["loss"], "test_ci95": test["ci95"], "test_kl": test.get("kl", 0.0),
             "ood_loss": ood["loss"], "ood_ci95": ood["ci95"],
             "tasks": {t: {"acc": r["acc"], "acc_stderr": r["acc_stderr"]} for t, r in tasks.items()},
-            "benchmark_mean": sum(r["acc"] for r in tasks.values()) / len(tasks)}
+            "benchmark_mean": sum(r["acc"] for r in tasks.values()) / len(tasks),
+            "reply": generate_reply(model, tok, [{"role": "user", "content": DEMO["prompt"]}], max_new_tokens=48),
+            "continuation": continue_text(model, tok, CONTINUATION)}
 
 
 def fit(results: dict) -> dict:
@@ -173,7 +178,22 @@ def render(results: dict) -> str:
     within = (f"{f['tokens_within']:,} tokens ({f['how']})" if f["tokens_within"] else
               "not reached, and the fit does not say (fewer than two runs, or a gap that does not shrink)")
     lines.append(f"Within {WITHIN:.0%} of the teacher out of domain (gap ≤ {f['goal_gap']:.3f} nats): {within}.")
-    return "\n".join(lines)
+    return "\n".join(lines + replies(results))
+
+
+def replies(results: dict) -> list[str]:
+    """Each model's greedy reply to the demo's prompt in its chat template, and its continuation of plain text."""
+    rows = [(name, r) for name, r in results["models"].items()]
+    rows += [(f"student, {int(t):,} tokens", r) for t, r in sorted(results["runs"].items(), key=lambda x: int(x[0]))]
+    if not any("reply" in r for _, r in rows):  # measured before the replies were recorded
+        return []
+    lines = ["", f"The reply to the demo's prompt, *{DEMO['prompt']}* (greedy, 48 new tokens), and the continuation "
+             f"of *{CONTINUATION}* (greedy, repetition penalty 1.3):", ""]
+    for name, r in rows:
+        for key, what in (("reply", "reply"), ("continuation", "continuation")):
+            text = " ".join(r.get(key, "").split()).replace("`", "'") or "(nothing)"
+            lines.append(f"- **{name}**, {what}: `{text}`")
+    return lines
 
 
 def plot(results: dict, path: Path) -> None:

@@ -138,6 +138,8 @@ def test_scaling_dry_mode(tmp_path, one_thread):
     assert fit["how"] in ("measured", "extrapolated", None) and (fit["how"] is None) == (fit["tokens_within"] is None)
     report = (tmp_path / "scaling.md").read_text()
     assert "| student | 384 |" in report and "Within 10% of the teacher" in report
+    assert all(isinstance(r["reply"], str) for r in [*saved["runs"].values(), *saved["models"].values()])
+    assert "- **student, 384 tokens**, reply: `" in report and "- **teacher**, continuation: `" in report
     assert (tmp_path / "scaling.png").stat().st_size > 0 and (tmp_path / "tokens-384" / "bench.json").is_file()
 
 
