@@ -30,6 +30,7 @@ import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from minitron.data import PARTS, TokenData, build_data, default_data, mix_data
+from minitron.chat.generate import generate_reply
 from minitron.data.prompts import Generation
 from minitron.distill import TrainConfig, distill
 from minitron.eval import measure, ood_windows
@@ -37,7 +38,8 @@ from minitron.load import load_model, load_tokenizer
 from minitron.prune import PruneConfig, prune
 from minitron.stats import fmt_interval, fmt_mean_sd, paired, verdict
 
-TARGET = yaml.safe_load((Path(__file__).parents[1] / "configs" / "demo.yaml").read_text())["target"]  # the demo's
+DEMO = yaml.safe_load((Path(__file__).parents[1] / "configs" / "demo.yaml").read_text())
+TARGET = DEMO["target"]  # the demo's shape
 RECIPE = dict(seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3, min_lr=1e-4, loss="forward_kl",
               precision="fp32")  # benchmarks/recipe.py's win-b1k
 KINDS = {kind: ",".join(p for p, part in PARTS.items() if part.kind == kind)  # each kind of text: its parts
@@ -49,7 +51,9 @@ ROWS = {  # name: the corpus (`--corpus`) distilled on
     "docs60": "docs:0.6,austen:0.06,gutenberg:0.06,gcide:0.06,wordnet:0.06,devil:0.01,jargon:0.01,foldoc:0.02,"
               "fortunes:0.06,chatterbot:0.02",  # the default since (the general mix)
     "replies": "teacher replies",  # the teacher's own replies to --replies bundled prompts (`data --generate`)
-}
+    "docs60+replies": "docs60:0.9,replies:0.1",  # the general mix with a tenth of the teacher's conversations, whole
+}                                                 # (its chat template and prompts too: a mix keeps no loss mask)
+MIXED = {"docs60+replies": (("docs60", 0.9), ("replies", 0.1))}  # rows that join other rows' data at shares
 MEASURES = ("dev_loss", "test_loss", "ood_loss", "test_kl")
 DRY_TARGET = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)
 DRY_RECIPE = dict(RECIPE, seq_len=32, micro_batch=2, global_batch_tokens=128)
@@ -65,6 +69,7 @@ def main() -> None:
                    help="more rows to pair every row against (a table each, after the baseline's)")
     p.add_argument("--val-seqs", type=int, default=32, help="windows per split and kind")
     p.add_argument("--replies", type=int, default=1000, help="bundled prompts the teacher answers (row replies)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"], help="of the distillation")
     p.add_argument("--work", type=Path, default=Path("runs/bench/corpus_mix"), help="pruned student and runs")
     p.add_argument("--out", type=Path, default=None, help="report (default: docs/corpus_mix.md; --dry: in --work)")
     p.add_argument("--dry", action="store_true", help="a tiny random teacher and generated text (for the tests)")
@@ -75,12 +80,14 @@ def main() -> None:
         saved = json.loads(args.out.with_suffix(".json").read_text())
         args.tokens, args.seeds, args.baseline, args.val_seqs = (saved[k] for k in ("tokens", "seeds", "baseline",
                                                                                     "val_seqs"))
+        args.precision = saved.get("precision", "fp32")
         write_report(args, {k: saved[k] for k in ("target", "teacher", "pruned", "rows", "replies") if k in saved})
         return
     torch.manual_seed(0)
     if args.dry:
         torch.set_num_threads(1)  # tiny models crawl on two threads of a busy machine
     teacher, target, recipe, kinds, rows = dry_setup(args) if args.dry else real_setup(args)
+    recipe = {**recipe, "precision": args.precision}
     windows = {f"{split}:{kind}": TokenData.open(path).spread(split, args.val_seqs, recipe["seq_len"])
                for kind, path in kinds.items() for split in ("dev", "test")}
     windows["ood"] = ood_windows(load_tokenizer(teacher), recipe["seq_len"], args.val_seqs)
@@ -91,8 +98,8 @@ def main() -> None:
     teacher_model = load_model(teacher, device="cpu")
     results = {"target": target, "teacher": measured(teacher_model, None, windows),
                "pruned": measured(load_model(pruned), teacher_model, windows), "rows": earlier(args, target)}
-    if "replies" in rows:  # what the teacher's replies cost to write
-        made = TokenData.open(rows["replies"]).meta["generated"]
+    if any(name in rows for name in ("replies", *MIXED)):  # what the teacher's replies cost to write
+        made = TokenData.open(row_data(args, "replies", teacher)).meta["generated"]
         log = Path(made["replies"]).with_suffix(".json")
         results["replies"] = {**made, "replies": Path(made["replies"]).name,  # the file in the cache's replies/
                               "runs": json.loads(log.read_text())["runs"]}
@@ -134,11 +141,18 @@ def real_setup(args):
     return "default", TARGET, RECIPE, kinds, {name: row_data(args, name, "default") for name in args.rows}
 
 
-def row_data(args, name: str, teacher: str) -> Path:
-    """A row's token data: its corpus, or for `replies` the teacher's replies to the bundled prompts (generated
-    once into the minitron cache; the data built from them in --work)."""
+def row_data(args, name: str, teacher: str, base=None) -> Path:
+    """A row's token data: its corpus, for `replies` the teacher's replies to the bundled prompts (generated once
+    into the minitron cache; the data built from them in --work), for a MIXED row its rows' data joined at shares
+    (`base(row)` gives the data of a row that is a corpus; the default's corpora unless a dry run says)."""
+    if name in MIXED:
+        out = args.work / f"{name}-{args.replies}"
+        if not (out / "meta.json").is_file():
+            parts = [row_data(args, row, teacher, base) for row, _ in MIXED[name]]
+            mix_data(parts, out, [share for _, share in MIXED[name]], overwrite=True)
+        return out
     if name != "replies":
-        return default_data(teacher, corpus=ROWS[name])
+        return base(name) if base else default_data(teacher, corpus=ROWS[name])
     out = args.work / f"replies-{args.replies}"
     if not (out / "meta.json").is_file():
         held = 0.2 if args.dry else 0.05  # the replies' own dev and test splits (not measured here)
@@ -178,9 +192,10 @@ def dry_setup(args):
     rows = {"docs": kinds["documentation"]}  # the rows: the documentation alone, or the four kinds at equal shares
     if not (work / "broad-data" / "meta.json").is_file():
         mix_data(list(kinds.values()), work / "broad-data", [0.25] * 4, overwrite=True)
-    rows.update({name: work / "broad-data" for name in ROWS if name not in ("docs", "replies")})
-    if "replies" in args.rows:
-        rows["replies"] = row_data(args, "replies", str(teacher))
+    rows.update({name: work / "broad-data" for name in ROWS if name not in ("docs", "replies", *MIXED)})
+    for name in ("replies", *MIXED):
+        if name in args.rows:
+            rows[name] = row_data(args, name, str(teacher), base=rows.get)
     return str(teacher), DRY_TARGET, DRY_RECIPE, kinds, rows
 
 
@@ -188,7 +203,8 @@ def measured(model, teacher, windows: dict) -> dict:
     """Loss on every held-out set and, with a teacher, KL from it on the test splits; `dev_loss`, `test_loss` and
     `test_kl` are the means over the four kinds (the general measure), `ood_loss` the out-of-domain text's."""
     models = {"model": model, **({"teacher": teacher} if teacher is not None else {})}
-    out = {}
+    out = {"reply": generate_reply(model, load_tokenizer("default"), [{"role": "user", "content": DEMO["prompt"]}],
+                                   max_new_tokens=48)}  # the demo's prompt, greedy, in the default's chat template
     for where, w in windows.items():
         m = measure(models, w, 4, "teacher" if teacher is not None and where.startswith("test") else None)["model"]
         out[f"{where}_loss"] = m["loss"]
@@ -229,7 +245,7 @@ def write_report(args, results: dict) -> None:
              f"SmolLM2-135M-Instruct pruned to {shape(results.get('target'))} (configs/demo.yaml's shape when "
              f"measured, calibrated on the documentation), "
              f"then distilled for {args.tokens:,} tokens (1,024-token batches of 256-token sequences, lr 1e-3 → 1e-4, "
-             f"forward KL, fp32) on each corpus, once per data order (seeds {', '.join(map(str, args.seeds))}). "
+             f"forward KL, {args.precision}) on each corpus, once per data order (seeds {', '.join(map(str, args.seeds))}). "
              f"Measured on {args.val_seqs} windows spread over the dev split of each kind of text (selection) and as "
              f"many of its test split (reports), and of the King James Bible (out-of-domain: no corpus holds it). "
              f"*General* is the mean over the four kinds; KL is from the teacher, on the test splits. Mean ± "
@@ -254,13 +270,30 @@ def write_report(args, results: dict) -> None:
         lines += ["", replies_cost(results["replies"])]
     for baseline in [args.baseline, *args.against]:
         lines += ["", f"## Each row against {baseline}, seed by seed", "", *paired_table(results, baseline)]
+    lines += replies_table(results, args.seeds[0])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps({"tokens": args.tokens, "seeds": args.seeds,
                                                          "baseline": args.baseline, "against": args.against,
-                                                         "val_seqs": args.val_seqs,
+                                                         "val_seqs": args.val_seqs, "precision": args.precision,
                                                          **results}, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def replies_table(results: dict, seed: int) -> list[str]:
+    """Each model's greedy reply to the demo's prompt in the default teacher's chat template (a row's with its first
+    data order), where measured."""
+    models = [("teacher", results["teacher"]), ("pruned", results["pruned"])]
+    models += [(name, row["seeds"].get(str(seed), {})) for name, row in results["rows"].items()]
+    if not any("reply" in r for _, r in models):  # measured before replies were recorded
+        return []
+    lines = ["", f"## The reply to the demo's prompt (seed {seed})", "",
+             f"*{DEMO['prompt']}* in the chat template, greedy, at most 48 tokens.", "", "| model | reply |",
+             "|---|---|"]
+    for name, r in models:
+        reply = " ".join(r["reply"].split()).replace("|", "\\|") or "(ends its turn)" if "reply" in r else "–"
+        lines.append(f"| {name} | {reply} |")
+    return lines
 
 
 def shape(target: dict | None) -> str:

@@ -108,9 +108,11 @@ def test_corpus_mix_dry_mode(tmp_path, one_thread):
 
 def test_corpus_mix_replies_row_dry_mode(tmp_path, one_thread):
     """The row distilled on the teacher's own replies (`data --generate` on the bundled prompts): trained with the
-    loss on the replies only, measured like every row, and the cost of writing the replies reported."""
+    loss on the replies only, measured like every row, and the cost of writing the replies reported; the row that
+    mixes a tenth of them, whole, into the general mix; every model's reply to the demo's prompt."""
     cmd = [sys.executable, str(REPO / "benchmarks" / "corpus_mix.py"), "--dry", "--work", str(tmp_path),
-           "--tokens", "128", "--val-seqs", "2", "--seeds", "0", "--rows", "docs", "replies", "--replies", "24"]
+           "--tokens", "128", "--val-seqs", "2", "--seeds", "0", "--rows", "docs", "replies", "docs60+replies",
+           "--replies", "24"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     saved = json.loads((tmp_path / "corpus_mix.json").read_text())
@@ -118,7 +120,14 @@ def test_corpus_mix_replies_row_dry_mode(tmp_path, one_thread):
     assert data.mask("train") is not None and 0 < data.mask("train").mean() < 1  # prompts masked, replies kept
     assert saved["replies"]["count"] == 24 and saved["replies"]["runs"][-1]["tokens"] > 0
     assert saved["rows"]["replies"]["seeds"]["0"]["data"] == "replies-24"
-    assert "tokens/s" in (tmp_path / "corpus_mix.md").read_text()
+    mixed = TokenData.open(tmp_path / "docs60+replies-24")
+    assert mixed.mask("train") is None and mixed.meta["shares"] == [0.9, 0.1]  # the conversations whole
+    parts = [p["splits"]["train"]["tokens"] for p in mixed.meta["parts"]]
+    assert parts[1] == data.num_tokens("train") and mixed.num_tokens("train") == pytest.approx(sum(parts), rel=0.1)
+    assert saved["rows"]["docs60+replies"]["seeds"]["0"]["data"] == "docs60+replies-24"
+    report = (tmp_path / "corpus_mix.md").read_text()
+    assert "tokens/s" in report and "## The reply to the demo's prompt (seed 0)" in report
+    assert all(isinstance(r["seeds"]["0"]["reply"], str) for r in saved["rows"].values())
 
 
 def test_scaling_dry_mode(tmp_path, one_thread):
