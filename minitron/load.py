@@ -46,7 +46,7 @@ def resolve_model(spec: str | Path) -> Path:
     """A Hugging Face directory for `spec`: 'default', a GGUF file, a directory with config.json, or a Hub id
     (org/name[@revision]) that is not a local path."""
     if str(spec) == DEFAULT_MODEL:
-        return convert_gguf(default_gguf(), name="smollm2-135m-instruct")
+        return convert_gguf(default_gguf())
     path = Path(spec).expanduser()
     if not path.exists() and HUB_ID.fullmatch(str(spec)) and path.suffix != ".gguf":
         return hub_snapshot(str(spec))
@@ -102,11 +102,27 @@ def hub_snapshot(spec: str) -> Path:
     return path
 
 
-def convert_gguf(gguf: Path, name: str | None = None) -> Path:
-    """Dequantise a GGUF file to an fp32 safetensors directory under the cache, once."""
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    out = cache_dir() / "models" / (name or f"{gguf.stem}-{key}")
+GGUF_SAMPLES = 16  # evenly spread 1 MiB pieces of a GGUF file that, with its size, key its conversion
+
+
+def gguf_key(gguf: Path) -> str:
+    """A key of the file's content, not of its path or time: a copy, a reinstall or another checkout's virtual
+    environment finds the conversion already made. Sixteen 1 MiB pieces spread over the file (metadata at the
+    front, tensors through to the end) and its size: milliseconds, where hashing a many-GiB file whole takes
+    seconds on every load."""
+    size, digest = gguf.stat().st_size, hashlib.sha256()
+    digest.update(str(size).encode())
+    with open(gguf, "rb") as f:
+        for i in range(GGUF_SAMPLES):
+            f.seek(max(0, size - 2**20) * i // (GGUF_SAMPLES - 1))
+            digest.update(f.read(2**20))
+    return digest.hexdigest()[:12]
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantise a GGUF file to an fp32 safetensors directory under the cache, once per content (`gguf_key`)."""
+    key = gguf_key(gguf)
+    out = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (out / "config.json").is_file() and json.loads((out / "minitron_source.json").read_text())["key"] == key:
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # lazy: CLI start-up speed

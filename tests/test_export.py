@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import gguf
 import numpy as np
@@ -18,6 +19,7 @@ from minitron.errors import MinitronError
 from minitron.export import PRE_TOKENIZERS, Exported, export, pre_tokenizer_name
 from minitron.export_ollama import CHATML_GO, NEMOTRON_GO, modelfile
 from minitron.export_quant import TYPES, ggml_library_path, ggml_quantize, tensor_type
+from minitron.load import resolve_model
 
 T = gguf.GGMLQuantizationType
 VOCAB = 320  # room for a byte-level BPE vocabulary (256 bytes + specials + merges) with unused rows after it
@@ -469,6 +471,23 @@ def test_export_command(tmp_path, capsys):
     assert reader.fields["general.name"].contents() == "tiny" and (tmp_path / "m.Modelfile").is_file()
     err = cli_error(capsys, "export", "--model", tmp_path / "hf", "--out", tmp_path / "m.gguf")
     assert "already exists" in err
+
+
+def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
+    """A GGUF model is dequantised into the cache once per content: a copy elsewhere (another path and time, as in
+    another checkout's virtual environment) loads the same conversion; another file gets its own."""
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    save_model(tmp_path / "hf", "llama", byte_level_tokenizer())
+    first = export(str(tmp_path / "hf"), tmp_path / "a" / "m.gguf", "f16").gguf
+    converted = resolve_model(first)
+    made = (converted / "model.safetensors").stat().st_mtime_ns
+    copy = tmp_path / "b" / "m.gguf"
+    copy.parent.mkdir()
+    shutil.copyfile(first, copy)
+    assert copy.stat().st_mtime_ns != first.stat().st_mtime_ns
+    assert resolve_model(copy) == converted and (converted / "model.safetensors").stat().st_mtime_ns == made
+    other = export(str(tmp_path / "hf"), tmp_path / "c" / "m.gguf", "q8_0").gguf
+    assert resolve_model(other) != converted and len(list((tmp_path / "cache" / "models").iterdir())) == 2
 
 
 @pytest.mark.slow
