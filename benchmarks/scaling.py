@@ -157,13 +157,20 @@ def write(args, results: dict) -> None:
 
 
 def render(results: dict) -> str:
-    s, m, f = results["settings"], results["models"], results["fit"]
+    s = results["settings"]
     lines = ["# Student quality against distillation tokens", "",
              f"The demo's shape and recipe (configs/demo.yaml, precision {s.get('precision', 'fp32')}) distilled on the default corpus for each budget, "
              f"each a run of its own; measured on {s['eval_seqs']} windows of the test split and as many of the King "
              f"James Bible, KL from the teacher on test, and the bundled benchmarks ({s['tasks_limit']} documents "
-             "each, mean accuracy). Reproduce: `.venv/bin/python benchmarks/scaling.py`", "",
-             "| model | tokens | test loss | out-of-domain loss | test KL | benchmarks | tokens/s |",
+             "each, mean accuracy). Reproduce: `.venv/bin/python benchmarks/scaling.py`", ""]
+    return ("\n".join(lines) + table(results) + "\n".join(replies(results))).rstrip("\n")
+
+
+def table(results: dict) -> str:
+    """Teacher, pruned and each budget's student on every measure, the fit, and the tokens to within 10% of the
+    teacher out of domain (docs/results.md's generated block too)."""
+    m, f = results["models"], results["fit"]
+    lines = ["| model | tokens | test loss | out-of-domain loss | test KL | benchmarks | tokens/s |",
              "|---|---|---|---|---|---|---|"]
     for name in ("teacher", "pruned"):
         r = m[name]
@@ -178,7 +185,7 @@ def render(results: dict) -> str:
     within = (f"{f['tokens_within']:,} tokens ({f['how']})" if f["tokens_within"] else
               "not reached, and the fit does not say (fewer than two runs, or a gap that does not shrink)")
     lines.append(f"Within {WITHIN:.0%} of the teacher out of domain (gap ≤ {f['goal_gap']:.3f} nats): {within}.")
-    return "\n".join(lines + replies(results))
+    return "\n".join(lines) + "\n"
 
 
 def replies(results: dict) -> list[str]:
