@@ -145,11 +145,17 @@ def test_scaling_dry_mode(tmp_path, one_thread):
     fit = saved["fit"]
     assert fit["goal_gap"] == pytest.approx(0.1 * saved["models"]["teacher"]["ood_loss"])
     assert fit["how"] in ("measured", "extrapolated", None) and (fit["how"] is None) == (fit["tokens_within"] is None)
+    models = saved["models"]
+    assert fit["goal_gap_closed"] == pytest.approx(0.25 * (models["pruned"]["ood_loss"] - models["teacher"]["ood_loss"]))
+    assert (fit["how_closed"] is None) == (fit["tokens_closed"] is None)
     report = (tmp_path / "scaling.md").read_text()
     assert "| student | 384 |" in report and "Within 10% of the teacher" in report
     assert all(isinstance(r["reply"], str) for r in [*saved["runs"].values(), *saved["models"].values()])
     assert "- **student, 384 tokens**, reply: `" in report and "- **teacher**, continuation: `" in report
     assert (tmp_path / "scaling.png").stat().st_size > 0 and (tmp_path / "tokens-384" / "bench.json").is_file()
+    assert "75% of the teacher–pruned gap closed out of domain" in report
+    again = subprocess.run([*cmd, "--report"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and (tmp_path / "scaling.md").read_text() == report  # the same from its JSON
 
 
 def test_criteria_after_kd_dry_mode(tiny_dir, tiny_data, tmp_path, one_thread):
