@@ -70,7 +70,8 @@ def main() -> None:
                "ood": ood_windows(tok, recipe["seq_len"], args.eval_seqs)}
     teacher_model = load_model(teacher, device="cpu")
     models = {"teacher": teacher_model, "pruned": load_model(pruned)}
-    results = {"settings": {"teacher": str(teacher), "recipe": recipe, "target": target, "data": str(data),
+    results = {"settings": {"teacher": str(teacher), "recipe": recipe, "target": target,
+                            "data": Path(data).name,  # in the cache's data/ (no machine's path in the docs)
                             "eval_seqs": args.eval_seqs, "tasks_limit": args.tasks_limit,
                             "precision": TrainConfig(**recipe).on_device(torch.device("cpu")).precision},
                "models": {name: measured(m, teacher_model, windows, tok, args) for name, m in models.items()},
