@@ -30,11 +30,11 @@ import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from minitron.data import PARTS, TokenData, build_data, default_data, mix_data
-from minitron.chat.generate import generate_reply
 from minitron.data.prompts import Generation
 from minitron.distill import TrainConfig, distill
 from minitron.eval import measure, ood_windows
 from minitron.load import load_model, load_tokenizer
+from minitron.pipeline import REPLY_TOKENS, reply_to
 from minitron.prune import PruneConfig, prune
 from minitron.stats import fmt_interval, fmt_mean_sd, paired, verdict
 
@@ -51,9 +51,11 @@ ROWS = {  # name: the corpus (`--corpus`) distilled on
     "docs60": "docs:0.6,austen:0.06,gutenberg:0.06,gcide:0.06,wordnet:0.06,devil:0.01,jargon:0.01,foldoc:0.02,"
               "fortunes:0.06,chatterbot:0.02",  # the default since (the general mix)
     "replies": "teacher replies",  # the teacher's own replies to --replies bundled prompts (`data --generate`)
-    "docs60+replies": "docs60:0.9,replies:0.1",  # the general mix with a tenth of the teacher's conversations, whole
-}                                                 # (its chat template and prompts too: a mix keeps no loss mask)
-MIXED = {"docs60+replies": (("docs60", 0.9), ("replies", 0.1))}  # rows that join other rows' data at shares
+}
+# rows that join other rows' data at shares: the general mix with a tenth of the teacher's conversations, whole (its
+# chat template and prompts too: a mix keeps no loss mask)
+MIXED = {"docs60+replies": (("docs60", 0.9), ("replies", 0.1))}
+ROWS.update({name: ",".join(f"{row}:{share}" for row, share in parts) for name, parts in MIXED.items()})
 MEASURES = ("dev_loss", "test_loss", "ood_loss", "test_kl")
 DRY_TARGET = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)
 DRY_RECIPE = dict(RECIPE, seq_len=32, micro_batch=2, global_batch_tokens=128)
@@ -203,8 +205,7 @@ def measured(model, teacher, windows: dict) -> dict:
     """Loss on every held-out set and, with a teacher, KL from it on the test splits; `dev_loss`, `test_loss` and
     `test_kl` are the means over the four kinds (the general measure), `ood_loss` the out-of-domain text's."""
     models = {"model": model, **({"teacher": teacher} if teacher is not None else {})}
-    out = {"reply": generate_reply(model, load_tokenizer("default"), [{"role": "user", "content": DEMO["prompt"]}],
-                                   max_new_tokens=48)}  # the demo's prompt, greedy, in the default's chat template
+    out = {"reply": reply_to(model, load_tokenizer("default"), DEMO["prompt"])}  # in the default's chat template
     for where, w in windows.items():
         m = measure(models, w, 4, "teacher" if teacher is not None and where.startswith("test") else None)["model"]
         out[f"{where}_loss"] = m["loss"]
@@ -288,8 +289,8 @@ def replies_table(results: dict, seed: int) -> list[str]:
     if not any("reply" in r for _, r in models):  # measured before replies were recorded
         return []
     lines = ["", f"## The reply to the demo's prompt (seed {seed})", "",
-             f"*{DEMO['prompt']}* in the chat template, greedy, at most 48 tokens.", "", "| model | reply |",
-             "|---|---|"]
+             f"*{DEMO['prompt']}* in the chat template, greedy, at most {REPLY_TOKENS} tokens.", "",
+             "| model | reply |", "|---|---|"]
     for name, r in models:
         reply = " ".join(r["reply"].split()).replace("|", "\\|") or "(ends its turn)" if "reply" in r else "–"
         lines.append(f"| {name} | {reply} |")

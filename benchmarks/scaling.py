@@ -31,9 +31,8 @@ from minitron.data import TokenData, build_data, default_data
 from minitron.distill import TrainConfig, distill
 from minitron.errors import pyplot
 from minitron.eval import measure, ood_windows
-from minitron.chat.generate import generate_reply
 from minitron.load import cache_dir, load_model, load_tokenizer
-from minitron.pipeline import CONTINUATION, continue_text
+from minitron.pipeline import CONTINUATION, REPLY_TOKENS, continue_text, reply_to
 from minitron.prune import PruneConfig, prune
 from minitron.tasks import MC_TASKS
 from minitron.tasks.run import run_tasks
@@ -130,7 +129,7 @@ def measured(model, teacher, windows: dict, tok, args) -> dict:
             "ood_loss": ood["loss"], "ood_ci95": ood["ci95"],
             "tasks": {t: {"acc": r["acc"], "acc_stderr": r["acc_stderr"]} for t, r in tasks.items()},
             "benchmark_mean": sum(r["acc"] for r in tasks.values()) / len(tasks),
-            "reply": generate_reply(model, tok, [{"role": "user", "content": DEMO["prompt"]}], max_new_tokens=48),
+            "reply": reply_to(model, tok, DEMO["prompt"]),
             "continuation": continue_text(model, tok, CONTINUATION)}
 
 
@@ -141,8 +140,10 @@ def fit(results: dict) -> dict:
     runs or a gap that does not shrink)."""
     teacher = results["models"]["teacher"]["ood_loss"]
     points = [(int(t), r["ood_loss"] - teacher) for t, r in sorted(results["runs"].items(), key=lambda x: int(x[0]))]
-    goals = {"": WITHIN * teacher, "_closed": (1 - CLOSED) * (results["models"]["pruned"]["ood_loss"] - teacher)}
-    out = {"goal_gap": goals[""], "goal_gap_closed": goals["_closed"]}
+    goals = {("goal_gap", "tokens_within", "how"): WITHIN * teacher,
+             ("goal_gap_closed", "tokens_closed", "how_closed"):
+                 (1 - CLOSED) * (results["models"]["pruned"]["ood_loss"] - teacher)}
+    out = {gap_key: gap for (gap_key, _, _), gap in goals.items()}
     usable = [(t, g) for t, g in points if g > 0]
     if len(usable) >= 2:
         x = [math.log(t) for t, _ in usable]
@@ -150,12 +151,12 @@ def fit(results: dict) -> dict:
         mx, my = sum(x) / len(x), sum(y) / len(y)
         slope = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
         out.update(alpha=-slope, A=math.exp(my - slope * mx))
-    for suffix, goal in goals.items():
+    for (_, tokens_key, how_key), goal in goals.items():
         reached = [t for t, gap in points if gap <= goal]
         tokens, how = (reached[0], "measured") if reached else (None, None)
         if not reached and out.get("alpha", 0) > 0:
             tokens, how = round((out["A"] / goal) ** (1 / out["alpha"])), "extrapolated"
-        out.update({("tokens_within" if not suffix else "tokens" + suffix): tokens, "how" + suffix: how})
+        out.update({tokens_key: tokens, how_key: how})
     return out
 
 
@@ -211,8 +212,8 @@ def replies(results: dict) -> list[str]:
     rows += [(f"student, {int(t):,} tokens", r) for t, r in sorted(results["runs"].items(), key=lambda x: int(x[0]))]
     if not any("reply" in r for _, r in rows):  # measured before the replies were recorded
         return []
-    lines = ["", f"The reply to the demo's prompt, *{DEMO['prompt']}* (greedy, 48 new tokens), and the continuation "
-             f"of *{CONTINUATION}* (greedy, repetition penalty 1.3):", ""]
+    lines = ["", f"The reply to the demo's prompt, *{DEMO['prompt']}* (greedy, {REPLY_TOKENS} new tokens), and the "
+             f"continuation of *{CONTINUATION}* (greedy, repetition penalty 1.3):", ""]
     for name, r in rows:
         for key, what in (("reply", "reply"), ("continuation", "continuation")):
             text = " ".join(r.get(key, "").split()).replace("`", "'") or "(nothing)"

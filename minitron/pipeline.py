@@ -48,6 +48,7 @@ from minitron.search import SEARCH_TOLERANCE, search, shapes_within
 from minitron.tasks import MC_TASKS, check_tasks, main_score, run_tasks
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
+REPLY_TOKENS = 48  # the most tokens of the reply to the report's prompt
 CONTINUATION = "A Python list is"  # plain text, no chat template: what distillation on documents teaches
 
 
@@ -460,8 +461,13 @@ def check_disk(run: Path, student_params: int, keep_checkpoints: int) -> None:
 def describe_model(model, tokenizer, prompt: str) -> dict:
     """A model's parameters, greedy generation speed, its reply to the prompt and its continuation of plain text."""
     return {"params": count_params(model), "gen_tokens_per_s": generation_speed(model, tokenizer, new_tokens=32),
-            "sample": generate_reply(model, tokenizer, [{"role": "user", "content": prompt}], max_new_tokens=48),
+            "sample": reply_to(model, tokenizer, prompt),
             "continuation": continue_text(model, tokenizer, CONTINUATION)}
+
+
+def reply_to(model, tokenizer, prompt: str) -> str:
+    """The greedy reply to one user turn in the model's own chat template (the report's, and the benchmarks')."""
+    return generate_reply(model, tokenizer, [{"role": "user", "content": prompt}], max_new_tokens=REPLY_TOKENS)
 
 
 @torch.no_grad()
