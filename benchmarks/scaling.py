@@ -32,7 +32,7 @@ from minitron.distill import TrainConfig, distill
 from minitron.errors import pyplot
 from minitron.eval import measure, ood_windows
 from minitron.load import cache_dir, load_model, load_tokenizer
-from minitron.pipeline import CONTINUATION, REPLY_TOKENS, continue_text, reply_to
+from minitron.pipeline import CONTINUATION, REPLY_TOKENS, continue_text, gap_closed, reply_to
 from minitron.prune import PruneConfig, prune
 from minitron.tasks import MC_TASKS
 from minitron.tasks.run import run_tasks
@@ -182,7 +182,6 @@ def table(results: dict) -> str:
     """Teacher, pruned and each budget's student on every measure, the fit, and the tokens to within 10% of the
     teacher out of domain (docs/results.md's generated block too)."""
     m, f = results["models"], results["fit"]
-    teacher, pruned = m["teacher"]["ood_loss"], m["pruned"]["ood_loss"]
     lines = ["| model | tokens | test loss | out-of-domain loss | gap closed out of domain | test KL | benchmarks | "
              "tokens/s |", "|---|---|---|---|---|---|---|---|"]
     for name in ("teacher", "pruned"):
@@ -190,9 +189,10 @@ def table(results: dict) -> str:
         lines.append(f"| {name} | – | {r['test_loss']:.3f} ± {r['test_ci95']:.3f} | {r['ood_loss']:.3f} ± "
                      f"{r['ood_ci95']:.3f} | – | {r['test_kl']:.3f} | {r['benchmark_mean']:.3f} | – |")
     for tokens, r in sorted(results["runs"].items(), key=lambda x: int(x[0])):
-        closed = (pruned - r["ood_loss"]) / (pruned - teacher)  # of the teacher-pruned gap, as issue 29 counts it
+        closed = gap_closed({"teacher": m["teacher"], "pruned": m["pruned"], "distilled": r}, "ood_loss")
+        closed = "–" if closed is None else f"{closed:.0%}"
         lines.append(f"| student | {int(tokens):,} | {r['test_loss']:.3f} ± {r['test_ci95']:.3f} | "
-                     f"{r['ood_loss']:.3f} ± {r['ood_ci95']:.3f} | {closed:.0%} | {r['test_kl']:.3f} | "
+                     f"{r['ood_loss']:.3f} ± {r['ood_ci95']:.3f} | {closed} | {r['test_kl']:.3f} | "
                      f"{r['benchmark_mean']:.3f} | {r['tokens_per_s']:.0f} |")
     if f.get("alpha") is not None:
         lines += ["", f"Fit on the out-of-domain gap to the teacher: gap = {f['A']:.3g} · tokens^-{f['alpha']:.3f}."]
