@@ -254,7 +254,7 @@ def write_report(args, results: dict) -> None:
              f"{'Dry run: a tiny random teacher on generated text. ' if args.dry else ''}", "",
              f"Reproduce: `.venv/bin/python benchmarks/corpus_mix.py --tokens {args.tokens} --rows "
              f"{' '.join(results['rows'])} --seeds {' '.join(map(str, args.seeds))} --baseline {args.baseline}"
-             f"{' --against ' + ' '.join(args.against) if args.against else ''}`", "",
+             f"{' --against ' + ' '.join(args.against) if args.against else ''}{options(args, results)}`", "",
              "| model | corpus | " + " | ".join(f"{k} dev" for k in kinds) + " | general dev | general test | "
              "out-of-domain | test KL |", "|---" * (len(kinds) + 6) + "|"]
     for name in ("teacher", "pruned"):
@@ -279,6 +279,13 @@ def write_report(args, results: dict) -> None:
                                                          "val_seqs": args.val_seqs, "precision": args.precision,
                                                          **results}, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def options(args, results: dict) -> str:
+    """The reproduce line's flags that are not at their defaults (the precision, the prompts answered, the report)."""
+    flags = f" --precision {args.precision}" if args.precision != "fp32" else ""
+    flags += f" --replies {results['replies']['count']}" if "replies" in results else ""
+    return flags + (f" --out {args.out}" if args.out != Path("docs/corpus_mix.md") and not args.dry else "")
 
 
 def replies_table(results: dict, seed: int) -> list[str]:

@@ -19,8 +19,8 @@ Renderers:
   their 95% intervals and the verdict (the benchmark's own table).
 - corpus_seeds: benchmarks/corpus_mix.py's JSON: each corpus against the baseline's, likewise.
 - demo_corpus: benchmarks/demo_corpus.py's JSON: the demo on the default corpus against the demo on the documentation.
-- search_speed, score_speed, throughput, tasks_speed: those benchmarks' own tables; scaling: benchmarks/scaling.py's
-  table of student quality against distillation tokens, with its fit.
+- search_speed, score_speed, throughput, tasks_speed, generate_speed: those benchmarks' own tables; scaling:
+  benchmarks/scaling.py's table of student quality against distillation tokens, with its fit.
 """
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def render(kind: str, source: Path) -> str:
     if kind == "seeds":
         saved = json.loads(source.read_text())
         return "\n".join(benchmark("recipe").paired_table(saved["rows"], saved["baseline"])) + "\n"
-    if kind in ("search_speed", "score_speed", "throughput", "tasks_speed", "scaling"):
+    if kind in ("search_speed", "score_speed", "throughput", "tasks_speed", "generate_speed", "scaling"):
         return benchmark(kind).table(json.loads(source.read_text()))
     if kind == "throughput_sentence":
         return benchmark("throughput").sentence(json.loads(source.read_text()))

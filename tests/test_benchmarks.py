@@ -254,3 +254,16 @@ def test_search_speed_check_finds_what_the_screening_lost():
     kept = {"candidates": [dict(r, zero_shot_loss=r["zero_shot_loss"] or (2.0 if r["name"] == "b" else None))
                            for r in screened["candidates"]]}
     assert bench.check(kept, full)["same_top"]
+
+
+def test_generate_speed_dry_mode(one_thread):
+    """The generation benchmark on a tiny random teacher: padded batches and continuous batching write the same greedy
+    replies to the same prompts, and the summary renders as docs/performance.md's table."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / "generate_speed.py"), "--dry", "--prompts", "9",
+           "--max-new-tokens", "12", "--padded", "4", "--continuous", "3"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert list(summary["runs"]) == ["padded 4", "continuous 3"] and summary["prompts"] == 9
+    assert all(r["same_as_first"] == 9 and r["tokens"] > 0 for r in summary["runs"].values())
+    assert "| continuous 3 |" in load_benchmark("generate_speed").table(summary)

@@ -205,7 +205,7 @@ def _write_jsonl(path: Path | None, records: list[dict]) -> None:
 def generate(model: str = "default", prompt: str | None = None, input: Path | None = None,
              output: Path | None = None, template: Template = "auto", system: str | None = None,
              tools: Path | None = None, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-             batch_size: int = 8, seed: int = 0, device: str = "auto", overwrite: bool = False) -> list[dict]:
+             batch_size: int = 64, seed: int = 0, device: str = "auto", overwrite: bool = False) -> list[dict]:
     """Reply to one prompt (printed as it is written), or to every record of a JSONL file.
 
     Input records are {"prompt": "..."} or {"messages": [...]}, each optionally with "tools" and
@@ -222,7 +222,7 @@ def generate(model: str = "default", prompt: str | None = None, input: Path | No
         max_new_tokens: longest reply, in tokens
         temperature: sampling temperature (0: greedy)
         top_p: nucleus sampling threshold
-        batch_size: prompts generated together with --input
+        batch_size: prompts generated together with --input (padded batches; docs/performance.md)
         seed: sampling seed
         device: auto, cpu, cuda or cuda:N
         overwrite: replace an existing --output file

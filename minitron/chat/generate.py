@@ -213,7 +213,7 @@ def _scan(tokenizer, fmt: ChatFormat, stop_ids: set[int], new_ids: list[int]) ->
 
 
 def complete_many(model, tokenizer, fmt: ChatFormat, prompts: list[list[int]], sampling: Sampling = Sampling(),
-                  batch_size: int = 8, progress: bool = True) -> list[Completion]:
+                  batch_size: int = 64, progress: bool = True) -> list[Completion]:
     """Replies to any number of prompts, in batches of similar length; returned in the prompts' order."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Completion | None] = [None] * len(prompts)
