@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 sys.path.insert(0, str(Path(__file__).parent))
 from search_speed import machine  # noqa: E402 (a sibling script)
 
-from minitron.chat.generate import (Completion, Sampling, _scan, complete_batch, generation_config,  # noqa: E402
+from minitron.chat.generate import (Completion, Sampling, _scan, complete_many, generation_config,  # noqa: E402
                                     room, stop_token_ids)
 from minitron.chat.templates import encode, get_format  # noqa: E402
 from minitron.data.prompts import bundled_prompts  # noqa: E402
@@ -58,15 +58,14 @@ def main() -> None:
     args = p.parse_args()
     model, tok = (dry_teacher() if args.dry else (load_model("default"), load_tokenizer("default")))
     fmt = get_format(tok, "auto")
-    prompts = sorted((encode(tok, fmt, q["messages"], None) for q in bundled_prompts(args.prompts)), key=len)
+    prompts = [encode(tok, fmt, q["messages"], None) for q in bundled_prompts(args.prompts)]
     sampling = Sampling(args.max_new_tokens)  # greedy, as `data --generate` by default
     ways = [("padded", n) for n in args.padded] + [("continuous", n) for n in args.continuous]
     runs, first = {}, None
     for kind, n in ways:
         start = time.time()
-        if kind == "padded":  # as write_replies did: batches of similar length, in order
-            done = [c for i in range(0, len(prompts), n)
-                    for c in complete_batch(model, tok, fmt, prompts[i:i + n], sampling)]
+        if kind == "padded":  # minitron's way (`data --generate`, `generate --input`): batches of similar length
+            done = complete_many(model, tok, fmt, prompts, sampling, n, progress=False)
         else:
             done = complete_continuous(model, tok, fmt, prompts, sampling, n)
         seconds = time.time() - start
