@@ -56,6 +56,7 @@ ROWS = {  # name: the corpus (`--corpus`) distilled on
 # chat template and prompts too: a mix keeps no loss mask)
 MIXED = {"docs60+replies": (("docs60", 0.9), ("replies", 0.1))}
 ROWS.update({name: ",".join(f"{row}:{share}" for row, share in parts) for name, parts in MIXED.items()})
+OUT = Path("docs/corpus_mix.md")  # the report, unless --out or --dry says
 MEASURES = ("dev_loss", "test_loss", "ood_loss", "test_kl")
 DRY_TARGET = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)
 DRY_RECIPE = dict(RECIPE, seq_len=32, micro_batch=2, global_batch_tokens=128)
@@ -77,7 +78,7 @@ def main() -> None:
     p.add_argument("--dry", action="store_true", help="a tiny random teacher and generated text (for the tests)")
     p.add_argument("--report", action="store_true", help="rewrite --out from its JSON (new --against), run nothing")
     args = p.parse_args()
-    args.out = args.out or (args.work / "corpus_mix.md" if args.dry else Path("docs/corpus_mix.md"))
+    args.out = args.out or (args.work / "corpus_mix.md" if args.dry else OUT)
     if args.report:
         saved = json.loads(args.out.with_suffix(".json").read_text())
         args.tokens, args.seeds, args.baseline, args.val_seqs = (saved[k] for k in ("tokens", "seeds", "baseline",
@@ -285,7 +286,7 @@ def options(args, results: dict) -> str:
     """The reproduce line's flags that are not at their defaults (the precision, the prompts answered, the report)."""
     flags = f" --precision {args.precision}" if args.precision != "fp32" else ""
     flags += f" --replies {results['replies']['count']}" if "replies" in results else ""
-    return flags + (f" --out {args.out}" if args.out != Path("docs/corpus_mix.md") and not args.dry else "")
+    return flags + (f" --out {args.out}" if args.out != OUT and not args.dry else "")
 
 
 def replies_table(results: dict, seed: int) -> list[str]:

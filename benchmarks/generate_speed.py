@@ -25,8 +25,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 sys.path.insert(0, str(Path(__file__).parent))
 from search_speed import machine  # noqa: E402 (a sibling script)
 
-from minitron.chat.generate import (Completion, Sampling, _scan, complete_many, generation_config,  # noqa: E402
-                                    room, stop_token_ids)
+from minitron.chat.generate import (Completion, Sampling, complete_many, generation_config, pad_id,  # noqa: E402
+                                    room, scan_completion, stop_token_ids)
 from minitron.chat.templates import encode, get_format  # noqa: E402
 from minitron.data.prompts import bundled_prompts  # noqa: E402
 from minitron.load import load_model, load_tokenizer  # noqa: E402
@@ -72,11 +72,11 @@ def main() -> None:
         ids = [c.token_ids for c in done]
         first = first or ids
         tokens = sum(map(len, ids))
+        same = sum(a == b for a, b in zip(ids, first))
         runs[f"{kind} {n}"] = {"seconds": round(seconds, 1), "tokens": tokens,
-                               "tokens_per_s": round(tokens / seconds, 1),
-                               "same_as_first": sum(a == b for a, b in zip(ids, first))}
+                               "tokens_per_s": round(tokens / seconds, 1), "same_as_first": same}
         print(f"{kind:>10} {n:>3}: {seconds:7.1f} s  {tokens:,} tokens  {tokens / seconds:6.1f} tokens/s  "
-              f"{runs[f'{kind} {n}']['same_as_first']} of {len(ids)} replies as the first way's", flush=True)
+              f"{same} of {len(ids)} replies as the first way's", flush=True)
     base = next(iter(runs.values()))["tokens_per_s"]
     summary = {"prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "runs": runs,
                "speedup": {k: round(r["tokens_per_s"] / base, 2) for k, r in runs.items()}, "machine": machine(),
@@ -98,7 +98,7 @@ def complete_continuous(model, tok, fmt, prompts: list[list[int]], sampling: Sam
     stop_ids = stop_token_ids(model, tok, fmt)
     longest = max(map(len, prompts))
     sampling = room(model, longest, sampling)
-    config = generation_config(tok, fmt, stop_ids, tok.pad_token_id or 0, sampling)
+    config = generation_config(tok, fmt, stop_ids, pad_id(tok, stop_ids), sampling)
     config.stop_strings = None  # continuous batching has no stop-string criterion (the scan cuts the reply)
     pages = -(-(longest + sampling.max_new_tokens) // PAGE_TOKENS)  # of one reply, at most
     cache = ContinuousBatchingConfig(page_size=PAGE_TOKENS, num_blocks=batch_size * pages + 1,
@@ -107,7 +107,7 @@ def complete_continuous(model, tok, fmt, prompts: list[list[int]], sampling: Sam
     out = model.generate_batch(prompts, generation_config=config, continuous_batching_config=cache, warmup=False)
     replies = [out[f"req_{i}"] for i in range(len(prompts))]  # a fresh manager numbers the requests in order
     assert [r.prompt_ids for r in replies] == prompts and not any(r.error for r in replies)
-    return [_scan(tok, fmt, stop_ids, r.generated_tokens) for r in replies]
+    return [scan_completion(tok, fmt, stop_ids, r.generated_tokens) for r in replies]
 
 
 def dry_teacher():

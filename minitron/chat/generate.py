@@ -72,6 +72,11 @@ def stop_token_ids(model, tokenizer, fmt: ChatFormat) -> set[int]:
     return ids
 
 
+def pad_id(tokenizer, stop_ids: set[int]) -> int:
+    """The id padding a batch: the tokenizer's pad token, else the lowest stop id (never generated past)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids, default=0)
+
+
 def generation_config(tokenizer, fmt: ChatFormat, stop_ids: set[int], pad: int,
                       sampling: Sampling):
     """Greedy decoding, or nucleus sampling at `temperature`; stops at the stop tokens, and at stop strings
@@ -165,7 +170,7 @@ def complete(model, tokenizer, fmt: ChatFormat, messages: list[dict], tools: lis
     """One reply to `messages`, streamed to `on_text` as it is written."""
     stop_ids = stop_token_ids(model, tokenizer, fmt)
     scanner = StopScanner(tokenizer, fmt.stop_strings, stop_ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids, default=0)
+    pad = pad_id(tokenizer, stop_ids)
     device = next(model.parameters()).device
     ids = torch.tensor([encode(tokenizer, fmt, messages, tools)], device=device)
     sampling = room(model, ids.shape[1], sampling)
@@ -191,7 +196,7 @@ def complete_batch(model, tokenizer, fmt: ChatFormat, prompts: list[list[int]],
                    sampling: Sampling = Sampling()) -> list[Completion]:
     """Replies to many prompts (token ids) at once with `model.generate` (left padding)."""
     stop_ids = stop_token_ids(model, tokenizer, fmt)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids, default=0)
+    pad = pad_id(tokenizer, stop_ids)
     width = max(map(len, prompts))
     sampling = room(model, width, sampling)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
@@ -200,10 +205,11 @@ def complete_batch(model, tokenizer, fmt: ChatFormat, prompts: list[list[int]],
     device = next(model.parameters()).device
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), tokenizer=tokenizer,
                          generation_config=generation_config(tokenizer, fmt, stop_ids, pad, sampling))
-    return [_scan(tokenizer, fmt, stop_ids, row[width:].tolist()) for row in out.cpu()]
+    return [scan_completion(tokenizer, fmt, stop_ids, row[width:].tolist()) for row in out.cpu()]
 
 
-def _scan(tokenizer, fmt: ChatFormat, stop_ids: set[int], new_ids: list[int]) -> Completion:
+def scan_completion(tokenizer, fmt: ChatFormat, stop_ids: set[int], new_ids: list[int]) -> Completion:
+    """The reply in generated ids: cut at the first stop token or stop string."""
     scanner = StopScanner(tokenizer, fmt.stop_strings, stop_ids)
     for token in new_ids:
         scanner.push(token)
