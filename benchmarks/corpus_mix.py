@@ -53,7 +53,7 @@ ROWS = {  # name: the corpus (`--corpus`) distilled on
     "replies": "teacher replies",  # the teacher's own replies to --replies bundled prompts (`data --generate`)
 }
 # rows that join other rows' data at shares: the general mix with a tenth of the teacher's conversations, whole (its
-# chat template and prompts too: a mix keeps no loss mask)
+# chat template and prompts trained on too, as docs/replies_mix.md measured: `mix_data(keep_masks=False)`)
 MIXED = {"docs60+replies": (("docs60", 0.9), ("replies", 0.1))}
 ROWS.update({name: ",".join(f"{row}:{share}" for row, share in parts) for name, parts in MIXED.items()})
 OUT = Path("docs/corpus_mix.md")  # the report, unless --out or --dry says
@@ -152,7 +152,7 @@ def row_data(args, name: str, teacher: str, base=None) -> Path:
         out = args.work / f"{name}-{args.replies}"
         if not (out / "meta.json").is_file():
             parts = [row_data(args, row, teacher, base) for row, _ in MIXED[name]]
-            mix_data(parts, out, [share for _, share in MIXED[name]], overwrite=True)
+            mix_data(parts, out, [share for _, share in MIXED[name]], overwrite=True, keep_masks=False)
         return out
     if name != "replies":
         return base(name) if base else default_data(teacher, corpus=ROWS[name])

@@ -81,6 +81,8 @@ ROWS = {  # name: (description, changes to BASE); every row but one runs under b
     "win-min0": ("as win-b1k, cosine decay to 0", dict(target=WINNER, min_lr=0.0)),
     "win-all3": ("as win-b1k, sequences of 128, CE + KL and decay to 0", dict(target=WINNER, **ALL3)),
     "win-s512": ("as win-b1k, sequences of 512 (2 x 512)", dict(target=WINNER, seq_len=512, micro_batch=2)),
+    "win-lr2e-3": ("as win-b1k, lr 2e-3 → 2e-4 (twice the default's peak)",
+                   dict(target=WINNER, lr=2e-3, min_lr=2e-4)),
     "win-fp32": ("as win-b1k, in fp32 (what --precision auto picks on CPUs without bf16 units)",
                  dict(target=WINNER, precision="fp32")),
     "win-old-speed": ("as win-b1k, with the CPU's speed defaults before issue 32: no activation checkpointing, "

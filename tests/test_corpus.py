@@ -3,6 +3,7 @@
 joins its parts' caches, end to end (the old `mix`: its dev and test splits start with the documentation's own) or
 each part at its share of every split, documents whole; missing pieces are one line."""
 import dataclasses
+import json
 import itertools
 import shutil
 import sys
@@ -184,3 +185,76 @@ def test_data_corpus_builds_each_part_once_and_mixes_them_at_their_shares(monkey
     err = cli_error(capsys, "data", "--corpus", "a,b", "--tokenizer", tiny_dir, "--out", tmp_path / "x",
                     "--dev-fraction", "0.1")
     assert "a mix (a,b) is made of its parts' cached splits" in err and not (tmp_path / "x").exists()
+
+
+def chat_and_plain_data(tmp_path):
+    """Chat data (a tiny ChatML model's tokenizer, the loss on the replies only) and plain text data made with the
+    same tokenizer."""
+    from chat_tiny import save_tiny_chat_model
+
+    from minitron.chat.templates import CHATML_TEMPLATE
+
+    model = save_tiny_chat_model(tmp_path / "model", CHATML_TEMPLATE)
+    source = tmp_path / "chats.jsonl"
+    source.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                                                       {"role": "assistant", "content": f"{2 * i}."}]}) + "\n"
+                              for i in range(60)))
+    chat = build_data(source=[str(source)], out=tmp_path / "chat", tokenizer=str(model), chat=True,
+                      dev_fraction=0.2, test_fraction=0.2)
+    plain = build_data(source=[str(write_corpus(tmp_path / "text", docs=40, words=30))], tokenizer=str(model),
+                       out=tmp_path / "plain", glob="*.txt", dev_fraction=0.2, test_fraction=0.2)
+    return model, chat, plain
+
+
+def documents(data: TokenData, split: str, mask: bool = False) -> list[tuple]:
+    """A split's documents as token tuples (or their loss masks' tuples)."""
+    values = data.mask(split) if mask else data.tokens(split)
+    starts = [int(s) for s in data.doc_starts(split)] + [data.num_tokens(split)]
+    return [tuple(np.asarray(values[a:b]).tolist()) for a, b in zip(starts, starts[1:])]
+
+
+def test_a_mix_keeps_the_loss_masks_of_chat_data(tmp_path):
+    """Joined with plain text, the teacher's conversations stay masked (the loss on the replies only) and the plain
+    text is trained on whole; `keep_masks=False` trains on every token."""
+    _, chat, plain = chat_and_plain_data(tmp_path)
+    mixed = TokenData.open(mix_data([plain, chat], tmp_path / "mixed", [0.7, 0.3]))
+    chat_data = TokenData.open(chat)
+    for split in SPLITS:
+        replies = dict(zip(documents(chat_data, split), documents(chat_data, split, mask=True)))
+        got = list(zip(documents(mixed, split), documents(mixed, split, mask=True)))
+        assert len(mixed.mask(split)) == mixed.num_tokens(split)
+        from_chat = [(doc, mask) for doc, mask in got if doc in replies]
+        assert from_chat and all(mask == replies[doc] and 0 < sum(mask) < len(mask) for doc, mask in from_chat)
+        assert all(set(mask) == {1} for doc, mask in got if doc not in replies) and len(from_chat) < len(got)
+    unmasked = TokenData.open(mix_data([plain, chat], tmp_path / "unmasked", [0.7, 0.3], keep_masks=False))
+    assert all(unmasked.mask(split) is None for split in SPLITS)
+    assert all(np.array_equal(unmasked.tokens(s), mixed.tokens(s)) for s in SPLITS)
+
+
+def test_corpus_mixes_data_directories_with_parts_and_mixes(monkeypatch, tmp_path, capsys):
+    """`--corpus a:0.5,DIR:0.5`: a data directory that `minitron data --out` wrote (the teacher's conversations)
+    joins a corpus at its share, its masks kept; the cache name follows the directory's content; a directory
+    alone, one that is not data, and one made with another tokenizer are each one line."""
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    write_corpus(tmp_path / "cache" / "corpus" / "pkg-a" / "text", docs=60, words=40)
+    monkeypatch.setitem(corpora.PARTS, "a", corpora.Part(
+        "a1", "prose", "part a", "public domain", "pkg-a", "text", "doc000.txt",
+        lambda where: iter_documents([where], "*.txt"), debian=False, held_out=0.25))
+    model, chat, plain = chat_and_plain_data(tmp_path)
+    spec = f"a:1,{chat}:1"
+    assert named_corpus(spec).parts == {"a": 0.5, str(chat): 0.5}
+    assert named_corpus(f"default:0.9,{chat}:0.1").parts == {"default": 0.9, str(chat): 0.1}
+    keys = {named_corpus(s).key for s in (spec, f"a:1,{plain}:1", f"a:2,{chat}:1", f"default,{chat}")}
+    assert len(keys) == 4
+    run_cli("data", "--corpus", spec, "--tokenizer", model, "--out", tmp_path / "mixed")
+    mixed = TokenData.open(tmp_path / "mixed")
+    assert mixed.meta["shares"] == [0.5, 0.5] and all(mixed.mask(s) is not None for s in SPLITS)
+    masks = np.asarray(mixed.mask("train"))
+    assert 0.5 < masks.mean() < 1  # part a trained on whole, the conversations on their replies
+    for bad, match in ((str(chat), "a token data directory alone is data already"),
+                       (f"a,{tmp_path / 'text'}", f"unknown corpus '{tmp_path / 'text'}'")):
+        assert match in cli_error(capsys, "data", "--corpus", bad, "--tokenizer", model, "--out", tmp_path / "x")
+    other = build_data(source=[str(tmp_path / "text")], tokenizer="default", out=tmp_path / "other", glob="*.txt",
+                       dev_fraction=0.2, test_fraction=0.2)
+    err = cli_error(capsys, "data", "--corpus", f"a,{other}", "--tokenizer", model, "--out", tmp_path / "x")
+    assert f"{other} was made with another tokenizer" in err and not (tmp_path / "x").exists()

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from minitron.chat.dataset import encode_with_mask
 from minitron.chat.templates import get_format
-from minitron.data.corpora import HELD_OUT, named_corpus, part_documents, part_sources
+from minitron.data.corpora import HELD_OUT, item_kind, item_sources, named_corpus, part_documents
 from minitron.data.prompts import Generation, bundled_prompts, user_prompts
 from minitron.data.sources import iter_conversations, iter_documents, source_bytes, split_of
 from minitron.data.tokens import SPLITS, ShardWriter, TokenData, token_dtype, tokenizer_identity, write_meta
@@ -47,8 +47,9 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
         chat_template: chat format for --chat: auto, nemotron, chatml, mistral or model
         corpus: the corpus built when no --source is given (`make corpus` installs them; docs/data.md): a part
             (docs, austen, gutenberg, gcide, wordnet, devil, jargon, foldoc, fortunes, chatterbot), parts end to
-            end (docs,austen) or at shares of the tokens (docs:0.6,gcide:0.4), or a named mix (prose, mix, broad,
-            default)
+            end (docs,austen) or at shares of the tokens (docs:0.6,gcide:0.4), a named mix (prose, mix, broad,
+            default), or mixes and token data directories that --out wrote, e.g. the teacher's conversations
+            (default:0.9,runs/replies:0.1; their loss masks kept)
         generate: the teacher (--tokenizer's model) writes replies, in its chat format, to --generation.prompts or to
             the bundled prompts (docs/data.md), batched, cached and resumable; the conversations are the data, with
             the loss on the replies only (sequence-level distillation)
@@ -67,10 +68,10 @@ def build_data(source: list[str] | None = None, out: Path | None = None, tokeniz
             if (dev_fraction, test_fraction, seed) != (None, None, 0):
                 raise MinitronError("--dev-fraction, --test-fraction and --seed split one part or your own sources; a "
                                     f"mix ({corpus}) is made of its parts' cached splits")
-            for part in named.parts:
-                part_sources(part)  # every part installed, before any is tokenised
-            return mix_data([default_data(tokenizer, max_tokens, part) for part in named.parts], out, named.weights,
-                            overwrite=overwrite)
+            for item in named.parts:
+                item_sources(item)  # every part installed, before any is tokenised
+            return mix_data([item_data(tokenizer, tok, max_tokens, item) for item in named.parts], out,
+                            named.weights, overwrite=overwrite)
         documents, source, total, held_out = part_documents(next(iter(named.parts)))  # refuses one not installed
     else:
         glob = "**/*.jsonl" if chat and glob is None else glob
@@ -166,6 +167,18 @@ def tokenised_chats(tok, conversations, template: str) -> Iterator[tuple[str, li
                                                                   for m in record["messages"])
 
 
+def item_data(tokenizer: str, tok, max_tokens: int | None, item: str) -> Path:
+    """One item of a mix as token data: a part or a named mix from the cache (built on first use), or a data
+    directory as it is, refused in one line when its tokenizer is not --tokenizer's."""
+    if item_kind(item) != "data":
+        return default_data(tokenizer, max_tokens, item)
+    made_with = TokenData.open(Path(item)).meta["tokenizer"]
+    if made_with["sha"] != tokenizer_identity(tok)["sha"]:
+        raise MinitronError(f"{item} was made with another tokenizer ({made_with['name'] or '?'}) than {tokenizer}'s; "
+                            f"mix it with --tokenizer {made_with['name'] or 'MODEL'}, or rebuild it")
+    return Path(item)
+
+
 def default_data_dir(tokenizer, max_tokens: int | None = None, corpus: str = "default") -> Path:
     """Where a corpus is cached for a tokenizer: keyed by the corpus' content, so old caches are not mixed up."""
     suffix = f"-{max_tokens}" if max_tokens else ""
@@ -181,40 +194,59 @@ def default_data(tokenizer_spec: str = "default", max_tokens: int | None = None,
     return out
 
 
-def mix_data(parts: list[Path], out: Path, shares: list[float] | None = None, overwrite: bool = False) -> Path:
+def mix_data(parts: list[Path], out: Path, shares: list[float] | None = None, overwrite: bool = False,
+             keep_masks: bool = True) -> Path:
     """Token data directories joined split by split into one: end to end at their own sizes (`shares` None, the
     shards `build_data` writes from their sources in this order), or each part at its share of the split's tokens
     (the parts' tokens together): a larger part keeps an evenly spread selection of its documents, a smaller one is
     repeated whole as often as it fits, then as much of an evenly spread selection as the rest needs (`share_of`).
-    Documents are kept whole, so nothing crosses a document boundary and train, dev and test stay disjoint."""
+    Documents are kept whole, so nothing crosses a document boundary and train, dev and test stay disjoint. When a
+    part has loss masks (chat data: the loss on the replies only) the mix keeps them, every token of the other
+    parts trained on; `keep_masks=False` trains on every token of every part."""
     data = [TokenData.open(p) for p in parts]
     if len({(d.meta["tokenizer"]["sha"], d.meta["dtype"]) for d in data}) != 1:
         raise MinitronError(f"cannot join {', '.join(map(str, parts))}: made with different tokenizers")
+    masked = keep_masks and any(d.mask(split) is not None for d in data for split in SPLITS)
     splits = {}
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for split in SPLITS:
             total = sum(d.num_tokens(split) for d in data)
             targets = [d.num_tokens(split) for d in data] if shares is None else [round(s * total) for s in shares]
-            with open(tmp / f"{split}.bin", "wb") as f, open(tmp / f"{split}.docs.bin", "wb") as starts:
-                offset, documents = 0, 0
-                for d, target in zip(data, targets):
-                    tokens, first = np.asarray(d.tokens(split)), np.asarray(d.doc_starts(split), dtype=np.int64)
-                    ends = np.append(first[1:], len(tokens))
-                    chosen = share_of(first, len(tokens), target)
-                    for i in chosen:
-                        f.write(tokens[first[i]:ends[i]].tobytes())
-                    lengths = ends[chosen] - first[chosen]
-                    starts.write((offset + np.concatenate([[0], np.cumsum(lengths)[:-1]])).astype(np.uint64)
-                                 .tobytes() if len(chosen) else b"")
-                    offset += int(lengths.sum())
-                    documents += len(chosen)
-            splits[split] = {"tokens": offset, "documents": documents}
+            splits[split] = write_mixed_split(tmp, split, data, targets, masked)
         write_json(tmp / "meta.json", {**data[0].meta, "splits": splits, "shares": shares,
                                        "parts": [{"sources": d.meta["sources"], "splits": d.meta["splits"]}
                                                  for d in data],
                                        "sources": [s for d in data for s in d.meta["sources"]]})
     print(f"wrote {out}: " + " / ".join(f"{splits[s]['tokens']:,} {s}" for s in SPLITS) + " tokens")
     return out
+
+
+def write_mixed_split(tmp: Path, split: str, data: list[TokenData], targets: list[int], masked: bool) -> dict:
+    """One split of a mix: about `targets[i]` tokens of whole documents of each part (`share_of`), written in
+    order, with their loss masks (all ones for a part without) when `masked`; the split's counts."""
+    names = [f"{split}.bin", f"{split}.docs.bin", *([f"{split}.mask.bin"] if masked else [])]
+    files = [open(tmp / name, "wb") for name in names]
+    offset, documents = 0, 0
+    try:
+        for d, target in zip(data, targets):
+            tokens, first = np.asarray(d.tokens(split)), np.asarray(d.doc_starts(split), dtype=np.int64)
+            mask = d.mask(split) if masked else None
+            ends = np.append(first[1:], len(tokens))
+            chosen = share_of(first, len(tokens), target)
+            for i in chosen:
+                files[0].write(tokens[first[i]:ends[i]].tobytes())
+                if masked:
+                    files[2].write(np.asarray(mask[first[i]:ends[i]]).tobytes() if mask is not None else
+                                   np.ones(ends[i] - first[i], dtype=np.uint8).tobytes())
+            lengths = ends[chosen] - first[chosen]
+            files[1].write((offset + np.concatenate([[0], np.cumsum(lengths)[:-1]])).astype(np.uint64).tobytes()
+                           if len(chosen) else b"")
+            offset += int(lengths.sum())
+            documents += len(chosen)
+    finally:
+        for f in files:
+            f.close()
+    return {"tokens": offset, "documents": documents}
 
 
 def share_of(starts: np.ndarray, n_tokens: int, target: int) -> np.ndarray:

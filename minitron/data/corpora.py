@@ -5,6 +5,7 @@ puts it, how its documents are read, its licence), and the mixes, each part at a
     minitron data --corpus docs,austen        # parts end to end, each at its own size
     minitron data --corpus docs:0.5,gcide:0.5 # parts at shares of the tokens (docs/data.md)
     minitron data --corpus broad              # a named mix (MIXES)
+    minitron data --corpus default:0.9,runs/replies:0.1 --out runs/mixed  # a mix and token data (`data --out`'s)
 """
 from __future__ import annotations
 
@@ -131,7 +132,8 @@ MIXES["default"] = MIXES["general"]
 
 @dataclass(frozen=True)
 class Corpus:
-    """A corpus resolved: its parts with their shares (all None: end to end at their own sizes), and its cache name."""
+    """A corpus resolved: its items (parts, named mixes or token data directories) with their shares (all None: end
+    to end at their own sizes), and its cache name."""
 
     spec: str
     parts: dict[str, float | None]
@@ -140,7 +142,7 @@ class Corpus:
     def key(self) -> str:
         if len(self.parts) == 1:
             return PARTS[next(iter(self.parts))].key
-        canon = json.dumps([[PARTS[p].key, w] for p, w in self.parts.items()])
+        canon = json.dumps([[item_key(p), w] for p, w in self.parts.items()])
         return f"mix-{hashlib.sha256(canon.encode()).hexdigest()[:10]}"
 
     @property
@@ -149,21 +151,45 @@ class Corpus:
         return None if all(w is None for w in shares) else shares
 
 
+def item_kind(name: str) -> str:
+    """What one item of a `--corpus` list is: a `part`, a named `mix`, or `data`, a token data directory that
+    `minitron data --out` wrote (the teacher's conversations from `data --generate`, your own tokenised text)."""
+    if name in PARTS:
+        return "part"
+    if name in MIXES:
+        return "mix"
+    if (Path(name) / "meta.json").is_file():
+        return "data"
+    raise MinitronError(f"unknown corpus {name!r}; choose parts of {', '.join(PARTS)} (with :SHARE each, or none), "
+                        f"a mix: {', '.join(MIXES)}, or token data directories that `minitron data --out` wrote")
+
+
+def item_key(name: str) -> str:
+    """An item's part in a mix's cache name: a part's key, a mix's, or a hash of a data directory's description
+    (whatever it holds, rebuilt, is another mix)."""
+    kind = item_kind(name)
+    if kind == "data":
+        return "data-" + hashlib.sha256((Path(name) / "meta.json").read_bytes()).hexdigest()[:10]
+    return PARTS[name].key if kind == "part" else named_corpus(name).key
+
+
 def named_corpus(spec: str) -> Corpus:
-    """`--corpus`: a part, a named mix, or parts with or without shares (`docs,austen`, `docs:0.6,gcide:0.4`),
-    refused in one line when it names something unknown or gives shares that are not all there and positive."""
+    """`--corpus`: a part, a named mix, or a list of parts, mixes and token data directories with or without shares
+    (`docs,austen`, `docs:0.6,gcide:0.4`, `default:0.9,runs/replies:0.1`), refused in one line when it names
+    something unknown, gives shares that are not all there and positive, or is one data directory alone."""
     if spec in MIXES:
         return Corpus(spec, dict(MIXES[spec]))
     parts: dict[str, float | None] = {}
     for item in str(spec).split(","):
-        name, _, share = item.strip().partition(":")
-        if name not in PARTS:
-            raise MinitronError(f"unknown corpus {name!r}; choose parts of {', '.join(PARTS)} (with :SHARE each, "
-                                f"or none) or a mix: {', '.join(MIXES)}")
+        name, _, share = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
+        item_kind(name)
         try:
             parts[name] = float(share) if share else None
         except ValueError:
             raise MinitronError(f"--corpus {spec}: the share of {name} must be a number, not {share!r}") from None
+    if len(parts) == 1 and item_kind(next(iter(parts))) == "data":
+        raise MinitronError(f"--corpus {spec}: a token data directory alone is data already (give it as --data), or "
+                            "mix it with a corpus: --corpus default:0.9,DIR:0.1")
     shares = list(parts.values())
     if any(w is not None for w in shares) and not all(w is not None and w > 0 for w in shares):
         raise MinitronError(f"--corpus {spec}: give every part a positive share, or none")
@@ -173,9 +199,11 @@ def named_corpus(spec: str) -> Corpus:
     return Corpus(spec, parts)
 
 
-def part_sources(name: str) -> list[Path]:
-    """Where a part is installed; refused in one line when it is not."""
-    return PARTS[name].sources()
+def item_sources(name: str) -> None:
+    """Refuse, in one line, an item whose packaged parts are not installed (before any is tokenised)."""
+    kind = item_kind(name)
+    for part in [name] if kind == "part" else MIXES[name] if kind == "mix" else []:
+        PARTS[part].sources()
 
 
 def part_documents(name: str) -> tuple[Documents, list[Path], int | None, float]:
