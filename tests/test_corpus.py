@@ -244,6 +244,8 @@ def test_corpus_mixes_data_directories_with_parts_and_mixes(monkeypatch, tmp_pat
     spec = f"a:1,{chat}:1"
     assert named_corpus(spec).parts == {"a": 0.5, str(chat): 0.5}
     assert named_corpus(f"default:0.9,{chat}:0.1").parts == {"default": 0.9, str(chat): 0.1}
+    assert named_corpus("default:1") == named_corpus("default") and named_corpus("broad").key != named_corpus(
+        "broad:1,default:1").key
     keys = {named_corpus(s).key for s in (spec, f"a:1,{plain}:1", f"a:2,{chat}:1", f"default,{chat}")}
     assert len(keys) == 4
     run_cli("data", "--corpus", spec, "--tokenizer", model, "--out", tmp_path / "mixed")

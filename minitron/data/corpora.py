@@ -187,6 +187,8 @@ def named_corpus(spec: str) -> Corpus:
             parts[name] = float(share) if share else None
         except ValueError:
             raise MinitronError(f"--corpus {spec}: the share of {name} must be a number, not {share!r}") from None
+    if len(parts) == 1 and item_kind(next(iter(parts))) == "mix":  # `default:1` is the default mix
+        return named_corpus(next(iter(parts)))
     if len(parts) == 1 and item_kind(next(iter(parts))) == "data":
         raise MinitronError(f"--corpus {spec}: a token data directory alone is data already (give it as --data), or "
                             "mix it with a corpus: --corpus default:0.9,DIR:0.1")
