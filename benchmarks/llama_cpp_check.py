@@ -2,7 +2,7 @@
 issue 30 item A)
 
     python benchmarks/llama_cpp_check.py [--model default] [--dtypes f16 q8_0] [--tokens 64] [--work runs/llama_cpp]
-    python benchmarks/llama_cpp_check.py --tiny [--dtypes f16 q8_0 q4_0 q4_k_m] [--tokens 16]
+    python benchmarks/llama_cpp_check.py --tiny [--dtypes f16 q8_0 q4_0 q4_k_m] [--tokens 16] [--json FILE]
 
 Exports --model to each dtype, then for a few chat prompts compares llama.cpp's greedy continuation (token ids)
 with transformers' greedy generation from the Hugging Face model in fp32, and prints a Markdown table: whether
@@ -13,8 +13,8 @@ against the fp32 model and against the same model with its weights rounded as th
 (`quantized_reference`): what is left then is llama.cpp's own arithmetic (it rounds activations to 8 bits in
 quantised products).
 
---tiny does the same for a tiny random model of every family minitron prunes (Llama, Mistral, Qwen2, Qwen3,
-Gemma 3, Nemotron; a byte-level BPE trained here), from a text prompt.
+--tiny does the same for a tiny random model of every family minitron exports (Llama, Mistral, Qwen2, Qwen3,
+SmolLM3, Gemma 2, Gemma 3, Nemotron; a byte-level BPE trained here), from a text prompt; --json writes its table's JSON.
 llama.cpp runs through node-llama-cpp's prebuilt CPU build (`make setup` installs it into the virtual environment;
 NODE_LLAMA_CPP names another copy of the package); nothing is compiled.
 """
@@ -41,7 +41,7 @@ from minitron.load import load_model, load_tokenizer
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
 PROMPTS = ["What is the capital of France?", "Write a short poem about the sea.",
            "Explain in two sentences why the sky is blue."]
-FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "nemotron"]
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3_text", "nemotron"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -126,7 +126,11 @@ def tiny_model(family: str, seed: int = 0):
     sizes = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
                  num_key_value_heads=2, head_dim=8 if family in ("qwen2", "nemotron") else 16,
                  max_position_embeddings=256)
-    extra = {"mistral": dict(sliding_window=None), "nemotron": dict(hidden_act="relu2", partial_rotary_factor=0.5),
+    extra = {"mistral": dict(sliding_window=None), "smollm3": dict(no_rope_layers=[1, 1, 1, 0], pad_token_id=None,
+                                                                 bos_token_id=None, eos_token_id=None),
+             "nemotron": dict(hidden_act="relu2", partial_rotary_factor=0.5),
+             "gemma2": dict(sliding_window=8, query_pre_attn_scalar=16, attn_logit_softcapping=50.0,
+                            final_logit_softcapping=30.0, layer_types=["sliding_attention", "full_attention"] * 2),
              "gemma3_text": dict(sliding_window=8, query_pre_attn_scalar=16,
                                  layer_types=["sliding_attention"] * 3 + ["full_attention"])}.get(family, {})
     torch.manual_seed(seed)
@@ -141,13 +145,16 @@ def tiny_model(family: str, seed: int = 0):
     return model.eval()
 
 
-def tiny_families(dtypes: list[str], tokens: int, work: Path) -> None:
-    """The --tiny table: every family x dtype, llama.cpp's greedy tokens against transformers'. (Qwen2 gets Qwen2's
-    pre-tokenizer: the llama.cpp node-llama-cpp 3.22.1 ships splits a qwen2 file's text Qwen2's way.)"""
+def tiny_families(dtypes: list[str], tokens: int, work: Path, families: list[str] = FAMILIES,
+                  out: Path | None = None) -> dict:
+    """The --tiny check: every family x dtype, llama.cpp's greedy tokens against transformers', printed as it goes
+    and written to `out` (a JSON that `table` renders into docs/export.md). (Qwen2 gets Qwen2's pre-tokenizer: the
+    llama.cpp node-llama-cpp 3.22.1 ships splits a qwen2 file's text Qwen2's way.)"""
     print("| family | dtype | prompt ids as HF | agreeing tokens (of %d) | worst shortfall (fp32) | "
           "worst shortfall (file's rounding) |" % tokens)
     print("|---|---|---|---|---|---|")
-    for family in FAMILIES:
+    saved = {"tokens": tokens, "dtypes": dtypes, "prompt_tokens": None, "families": {}}
+    for family in families:
         tokenizer = tiny_tokenizer(PRE_TOKENIZERS["qwen2"] if family == "qwen2" else None)
         ids = tokenizer(TINY_TEXT)["input_ids"]
         model = tiny_model(family)
@@ -161,11 +168,40 @@ def tiny_families(dtypes: list[str], tokens: int, work: Path) -> None:
         results = llama_cpp_greedy([{"model": out, "ids": ids, "n": tokens} for out in outs]
                                    + [{"model": outs[0], "text": TINY_TEXT, "n": 0}])
         prompt_ok = results[-1]["prompt"] == tokenizer(TINY_TEXT, add_special_tokens=False)["input_ids"]
+        saved["prompt_tokens"] = len(ids)
         for dtype, result in zip(dtypes, results):
             generated = result["generated"]
-            print(f"| {family} | {dtype} | {prompt_ok} | {agreement(reply, generated)} | "
-                  f"{shortfall(model, ids, generated):.4f} | "
-                  f"{shortfall(quantized_reference(model, dtype), ids, generated):.4f} |", flush=True)
+            cell = {"prompt_as_hf": prompt_ok, "agreeing": agreement(reply, generated),
+                    "shortfall_fp32": shortfall(model, ids, generated),
+                    "shortfall_file": shortfall(quantized_reference(model, dtype), ids, generated)}
+            saved["families"].setdefault(family, {})[dtype] = cell
+            print(f"| {family} | {dtype} | {prompt_ok} | {cell['agreeing']} | {cell['shortfall_fp32']:.4f} | "
+                  f"{cell['shortfall_file']:.4f} |", flush=True)
+    if out is not None:
+        out.write_text(json.dumps(saved, indent=1) + "\n")
+    return saved
+
+
+def small(x: float) -> str:
+    """A shortfall as the table shows it: 0, or two significant digits (9.4e-4)."""
+    if x == 0:
+        return "0"
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def table(saved: dict) -> str:
+    """The --tiny JSON as docs/export.md shows it: each family x dtype, the tokens agreeing with transformers' fp32
+    greedy continuation / the worst shortfall against the file's rounding."""
+    dtypes = saved["dtypes"]
+    lines = ["| family | " + " | ".join(dtypes) + " |", "|---" * (len(dtypes) + 1) + "|"]
+    for family, cells in saved["families"].items():
+        lines.append(f"| {family} | " + " | ".join(f"{cells[d]['agreeing']} / {small(cells[d]['shortfall_file'])}"
+                                                   for d in dtypes) + " |")
+    same = [f for f, cells in saved["families"].items() if all(c["prompt_as_hf"] for c in cells.values())]
+    lines += ["", f"{saved['tokens']} greedy tokens from a {saved['prompt_tokens']}-token prompt; llama.cpp tokenised "
+              f"the prompt to the Hugging Face ids for {len(same)} of the {len(saved['families'])} families."]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
@@ -175,9 +211,12 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, default=64, help="greedy tokens per prompt (fewer if the model stops)")
     ap.add_argument("--work", type=Path, default=Path("runs/llama_cpp"))
     ap.add_argument("--tiny", action="store_true", help="tiny random models of every family instead of --model")
+    ap.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES, help="with --tiny: these only")
+    ap.add_argument("--json", type=Path, help="with --tiny: write the results here (docs/llama_cpp_tiny.json)")
     args = ap.parse_args(argv)
     if args.tiny:
-        return tiny_families(args.dtypes, args.tokens, args.work)
+        tiny_families(args.dtypes, args.tokens, args.work, args.families, args.json)
+        return
 
     model, tokenizer = load_model(args.model).float().eval(), load_tokenizer(args.model)
     references = []

@@ -20,7 +20,8 @@ Renderers:
 - corpus_seeds: benchmarks/corpus_mix.py's JSON: each corpus against the baseline's, likewise.
 - demo_corpus: benchmarks/demo_corpus.py's JSON: the demo on the default corpus against the demo on the documentation.
 - search_speed, score_speed, throughput, tasks_speed, generate_speed: those benchmarks' own tables; scaling:
-  benchmarks/scaling.py's table of student quality against distillation tokens, with its fit.
+  benchmarks/scaling.py's table of student quality against distillation tokens, with its fit; llama_cpp_check:
+  llama.cpp's greedy tokens against transformers' for a tiny model of every exported family (`--tiny --json`).
 """
 from __future__ import annotations
 
@@ -151,7 +152,8 @@ def render(kind: str, source: Path) -> str:
     if kind == "seeds":
         saved = json.loads(source.read_text())
         return "\n".join(benchmark("recipe").paired_table(saved["rows"], saved["baseline"])) + "\n"
-    if kind in ("search_speed", "score_speed", "throughput", "tasks_speed", "generate_speed", "scaling"):
+    if kind in ("search_speed", "score_speed", "throughput", "tasks_speed", "generate_speed", "scaling",
+                "llama_cpp_check"):
         return benchmark(kind).table(json.loads(source.read_text()))
     if kind == "throughput_sentence":
         return benchmark("throughput").sentence(json.loads(source.read_text()))

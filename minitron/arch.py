@@ -23,15 +23,20 @@ class Arch:
 
 
 _PRE_POST = ("input_layernorm", "post_attention_layernorm")
+_GEMMA = _PRE_POST + ("pre_feedforward_layernorm", "post_feedforward_layernorm")  # a norm on each side of each block
 FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("llama", _PRE_POST),
     Arch("mistral", _PRE_POST),
     Arch("qwen2", _PRE_POST),
     Arch("qwen3", _PRE_POST),
-    Arch("gemma3_text", _PRE_POST + ("pre_feedforward_layernorm", "post_feedforward_layernorm"),
-         scaled_embedding=True),
+    Arch("smollm3", _PRE_POST),  # Llama's layout; every fourth layer without RoPE (no_rope_layers)
+    Arch("gemma2", _GEMMA, scaled_embedding=True),
+    Arch("gemma3_text", _GEMMA, scaled_embedding=True),
     Arch("nemotron", _PRE_POST, gated_mlp=False),
 ]}
+# Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
+# layers removes their entries.
+PER_LAYER = ("layer_types", "no_rope_layers")
 
 # The sizes a target may change (Hugging Face config names).
 PRUNABLE_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
@@ -50,6 +55,12 @@ def arch_of(config) -> Arch:
 
 def head_dim(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def per_layer_lists(config, kept: list[int]) -> dict[str, list]:
+    """The config's per-layer lists (`PER_LAYER`, those it has) for the decoder layers `kept`, in order."""
+    return {name: [getattr(config, name)[i] for i in kept] for name in PER_LAYER
+            if getattr(config, name, None) is not None}
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -1,10 +1,11 @@
-"""GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Qwen2, Qwen3, Gemma 3,
-Nemotron) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
+"""GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Qwen2, Qwen3, SmolLM3,
+Gemma 2, Gemma 3, Nemotron) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside
+it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
 the weights with the transforms llama.cpp's own converter (convert_hf_to_gguf.py) applies: the Llama rotary layout
-for q/k, and 1 added to the norm weights of Gemma 3 (x * (1 + w)) and Nemotron (LayerNorm1P). Weight types are
+for q/k, and 1 added to the norm weights of Gemma (x * (1 + w)) and Nemotron (LayerNorm1P). Weight types are
 minitron.export_quant's, the identity keys and the Modelfile minitron.export_ollama's.
 """
 from __future__ import annotations
@@ -34,17 +35,25 @@ GGUF_ARCH = {
     "mistral": gguf.MODEL_ARCH.LLAMA,
     "qwen2": gguf.MODEL_ARCH.QWEN2,
     "qwen3": gguf.MODEL_ARCH.QWEN3,
+    "smollm3": gguf.MODEL_ARCH.SMOLLM3,
+    "gemma2": gguf.MODEL_ARCH.GEMMA2,
     "gemma3_text": gguf.MODEL_ARCH.GEMMA3,
     "nemotron": gguf.MODEL_ARCH.NEMOTRON,
 }
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
-ACTIVATIONS = {"gemma3_text": ("gelu_pytorch_tanh",), "nemotron": ("relu2",)}
+ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "nemotron": ("relu2",)}
 # Graphs whose query projection some llama.cpp builds take to be hidden_size wide (heads x head size = hidden size).
 HIDDEN_WIDE_ATTENTION = ("qwen2", "nemotron")
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON,)
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
-NORM_PLUS_ONE = ("gemma3_text", "nemotron")
+NORM_PLUS_ONE = ("gemma2", "gemma3_text", "nemotron")
+# Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
+INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.SMOLLM3)
+# SmolLM3: llama.cpp skips RoPE in every n-th layer, n fixed in its source (no GGUF key carries the layers).
+SMOLLM3_NO_ROPE_STEP = 4
+# Gemma: the layer count at which llama.cpp takes a model for the 27B and scales its queries by 1/sqrt(hidden/heads).
+GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3_text": 62}
 # The split regexes of common byte-level BPE tokenizers, by the name llama.cpp gives them (tokenizer.ggml.pre).
 PRE_TOKENIZERS = {
     "llama-bpe": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -71,7 +80,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
-            Qwen2, Qwen3, Gemma 3 text or Nemotron checkpoint), a .gguf file or 'default'.
+            Qwen2, Qwen3, SmolLM3, Gemma 2, Gemma 3 text or Nemotron checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -140,7 +149,7 @@ def rope_theta(config, layer_type: str = "full_attention") -> float:
 
 
 def layer_types(config) -> list[str]:
-    """Gemma 3's attention kind per layer: sliding_attention or full_attention."""
+    """Gemma's attention kind per layer: sliding_attention or full_attention."""
     types = getattr(config, "layer_types", None)
     if types is None:
         period = getattr(config, "sliding_window_pattern", None) or getattr(config, "_sliding_window_pattern", 6)
@@ -170,6 +179,17 @@ def check_exportable(config) -> None:
     if model_type in ACTIVATIONS and act not in ACTIVATIONS[model_type]:
         raise MinitronError(f"cannot export a {model_type} model with activation {act!r}: llama.cpp's graph for "
                             f"it computes {ACTIVATIONS[model_type][0]}")
+    if model_type == "smollm3" and list(config.no_rope_layers) != [
+            int((i + 1) % SMOLLM3_NO_ROPE_STEP != 0) for i in range(config.num_hidden_layers)]:
+        raise MinitronError(f"cannot export this SmolLM3 model: its layers with RoPE ({list(config.no_rope_layers)}, "
+                            f"0: none) are not all but every {SMOLLM3_NO_ROPE_STEP}th, which llama.cpp's SmolLM3 graph "
+                            f"assumes; drop layers in blocks of {SMOLLM3_NO_ROPE_STEP} to keep the pattern")
+    if model_type == "gemma2" and not config.tie_word_embeddings:
+        raise MinitronError("cannot export a Gemma 2 model whose lm_head is not tied to its embeddings: llama.cpp's "
+                            "Gemma 2 graph has no output tensor of its own")
+    if model_type == "gemma2" and swa_period(config) != 2:
+        raise MinitronError(f"cannot export this Gemma 2 model: its layer pattern {layer_types(config)} is not local "
+                            "and global layers in turn, which llama.cpp's Gemma 2 graph assumes")
     if model_type == "gemma3_text":
         if getattr(config, "attn_logit_softcapping", None) is not None:
             raise MinitronError("cannot export a Gemma 3 model with attn_logit_softcapping: llama.cpp's Gemma 3 "
@@ -183,12 +203,14 @@ def check_exportable(config) -> None:
 
 
 def attention_scale_fix(config) -> float:
-    """Gemma 3 scales queries by query_pre_attn_scalar**-0.5; llama.cpp's Gemma 3 graph by 1/sqrt(head size)
-    (1/sqrt(hidden/heads) for its 62-layer 27B): the ratio, folded into the q-norm weights (equal for stock
-    models; a pruned model whose head count or hidden size changed keeps its own scale this way)."""
-    if config.model_type != "gemma3_text":
+    """Gemma scales queries by query_pre_attn_scalar**-0.5; llama.cpp's Gemma 2 and 3 graphs by 1/sqrt(head size)
+    (1/sqrt(hidden/heads) for the 27Bs, which it knows by their layer count): the ratio, folded into the queries
+    (Gemma 3's q-norm weights, Gemma 2's q_proj; 1 for stock models, and a pruned model whose head count or hidden
+    size changed keeps its own scale this way)."""
+    if config.model_type not in GEMMA_27B_LAYERS:
         return 1.0
-    size = config.hidden_size // config.num_attention_heads if config.num_hidden_layers == 62 else head_dim(config)
+    size = config.hidden_size // config.num_attention_heads \
+        if config.num_hidden_layers == GEMMA_27B_LAYERS[config.model_type] else head_dim(config)
     return math.sqrt(size / config.query_pre_attn_scalar)
 
 
@@ -217,6 +239,10 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
         return
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_dimension_count(head_dim(config))
+    if model_type == "gemma2":  # local and global layers in turn (checked), both soft-caps
+        writer.add_sliding_window(config.sliding_window)
+        writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
+        writer.add_final_logit_softcapping(config.final_logit_softcapping)
     if model_type == "gemma3_text":
         period = swa_period(config)
         if config.sliding_window and period > 1:  # some layers slide
@@ -312,9 +338,10 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: gguf.MODEL_AR
     """Every tensor of the safetensors files under its GGUF name, transformed as llama.cpp's converter does, in
     the type export_quant.tensor_type picks (1-D tensors in f32)."""
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
-    llama_rotary = arch == gguf.MODEL_ARCH.LLAMA
+    llama_rotary = arch in INTERLEAVED_ROTARY
     plus_one = config.model_type in NORM_PLUS_ONE
-    q_norm_scale = attention_scale_fix(config)
+    q_scale = attention_scale_fix(config)  # into the q-norm where there is one (Gemma 3), else into q_proj (Gemma 2)
+    scaled = ".self_attn.q_norm.weight" if config.model_type == "gemma3_text" else ".self_attn.q_proj.weight"
     add = tensor_adder(writer, config, arch, weight_type)
     for file in sorted(path.glob("*.safetensors")):
         with safe_open(file, framework="pt") as f:
@@ -332,8 +359,8 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: gguf.MODEL_AR
                     data = interleave_rotary(data, config.num_key_value_heads)
                 if plus_one and key.endswith("norm.weight"):
                     data = data + 1.0
-                if q_norm_scale != 1.0 and key.endswith(".self_attn.q_norm.weight"):
-                    data = data * np.float32(q_norm_scale)
+                if q_scale != 1.0 and key.endswith(scaled):
+                    data = data * np.float32(q_scale)
                 add(name, data)
                 if name == "token_embd.weight" and config.tie_word_embeddings and arch in OUTPUT_REQUIRED:
                     add("output.weight", data)  # this graph has no tied head: the head is written out

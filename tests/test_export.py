@@ -98,6 +98,19 @@ def own_gemma3(path, tokenizer):
     return model
 
 
+def own_gemma2(path, tokenizer):
+    """A tiny Gemma 2 whose queries are scaled by query_pre_attn_scalar 40, not llama.cpp's 1/sqrt(head size 16):
+    export folds the ratio into q_proj (Gemma 2 has no q-norm)."""
+    model = tiny_model("gemma2", tie=True, vocab_size=VOCAB, query_pre_attn_scalar=40)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(SHARPEN)
+            layer.self_attn.k_proj.weight.mul_(SHARPEN)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return model
+
+
 def reload(path, config=None):
     """transformers' GGUF loader; `config`: the Hugging Face directory's own (its Gemma 3 reading misses the
     layer pattern, the local RoPE base and query_pre_attn_scalar)."""
@@ -117,7 +130,7 @@ def assert_same_logits(model, gguf_model, tolerance):
 @pytest.mark.parametrize("family,dtype,tie", [
     ("llama", "f16", False), ("llama", "bf16", True), ("llama", "q8_0", False), ("llama", "q4_0", False),
     ("mistral", "f16", False), ("qwen2", "f16", True), ("qwen2", "q8_0", False), ("qwen3", "f16", False),
-    ("gemma3_text", "f16", False), ("gemma3_text", "q4_0", True), ("nemotron", "f16", False),
+    ("gemma2", "f16", True), ("gemma3_text", "f16", False), ("gemma3_text", "q4_0", True), ("nemotron", "f16", False),
     ("nemotron", "q8_0", True),
 ])
 def test_export_reloads_with_the_same_logits(tmp_path, family, dtype, tie):
@@ -126,7 +139,7 @@ def test_export_reloads_with_the_same_logits(tmp_path, family, dtype, tie):
     out = export(str(tmp_path / "hf"), tmp_path / "out" / "model.gguf", dtype)
     assert out == Exported(tmp_path / "out" / "model.gguf", tmp_path / "out" / "model.Modelfile")
     assert sorted(p.name for p in out.gguf.parent.iterdir()) == ["model.Modelfile", "model.gguf"]
-    gguf_model = reload(out.gguf, tmp_path / "hf" if family == "gemma3_text" else None)
+    gguf_model = reload(out.gguf, tmp_path / "hf" if family.startswith("gemma") else None)
     assert_same_logits(model, gguf_model, TOLERANCE[dtype])
     assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), gguf_model, ROUNDED)
     reloaded = AutoTokenizer.from_pretrained(out.gguf.parent, gguf_file=out.gguf.name)
@@ -149,7 +162,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     llama.cpp's 8-bit activations in quantised products, so free-running continuations may part at a near tie
     without anything being wrong. Without the Llama q/k reordering the shortfall is 0.21 on the first case; without
     Gemma 3's +1 on norms 0.71, Nemotron's 0.41; with Gemma 3's layer pattern, window, local RoPE base or query scale
-    left to llama.cpp's defaults 0.24, 0.82, 0.25 and 0.20."""
+    left to llama.cpp's defaults 0.24, 0.82, 0.25 and 0.20; with Gemma 2's query scale left to llama.cpp 0.096."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -158,6 +171,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("llama", "llama-bpe", "bf16", True), ("llama", "tekken", "q8_0", False),
              ("mistral", "sentencepiece", "f16", False), ("gemma3_text", None, "f16", False),
              ("gemma3_text", "own", "q8_0", False), ("gemma3_text", "sentencepiece", "q4_0", True),
+             ("gemma2", None, "f16", True), ("gemma2", "own", "q8_0", True), ("smollm3", "llama-bpe", "q8_0", False),
              ("nemotron", "llama-bpe", "f16", True), ("nemotron", None, "q4_0", False),
              ("llama", "kquant", "q4_k_m", False), ("gemma3_text", "kquant", "q4_k_m", True),
              ("nemotron", "kquant", "q6_k", False)]
@@ -166,7 +180,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
             PRE_TOKENIZERS.get(pre))
         if pre == "own":
-            model = own_gemma3(tmp_path / f"hf{i}", tokenizer)
+            model = {"gemma2": own_gemma2, "gemma3_text": own_gemma3}[family](tmp_path / f"hf{i}", tokenizer)
         else:
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **(KQUANT_SIZES if pre == "kquant" else {}))
         out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
@@ -421,27 +435,49 @@ def test_sentencepiece_tokenizer(tmp_path):
     assert_same_logits(model, reload(out), TOLERANCE["f16"])
 
 
+def test_the_model_card_offers_export_for_exactly_the_families_export_writes():
+    from minitron.card import EXPORTABLE
+    from minitron.export import GGUF_ARCH
+
+    assert EXPORTABLE == tuple(GGUF_ARCH)
+
+
 def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "phi").mkdir()
     (tmp_path / "phi" / "config.json").write_text('{"model_type": "phi3"}')
     with pytest.raises(MinitronError, match="cannot export 'phi3' models to GGUF; export supports llama, mistral, "
-                                            "qwen2, qwen3, gemma3_text, nemotron"):
+                                            "qwen2, qwen3, smollm3, gemma2, gemma3_text, nemotron"):
         export(str(tmp_path / "phi"), tmp_path / "phi.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
         export(str(tmp_path / "word-level"), tmp_path / "w.gguf")
-    # what llama.cpp's graphs cannot compute: Gemma 3 layers dropped out of its pattern, another MLP activation
+    # what llama.cpp's graphs cannot compute: Gemma layers dropped out of their pattern, another MLP activation
     for family, change in [("gemma3_text", {"layer_types": ["sliding_attention", "full_attention",
                                                              "sliding_attention", "sliding_attention"]}),
+                           ("gemma2", {"layer_types": ["sliding_attention", "full_attention", "full_attention",
+                                                        "sliding_attention"], "tie_word_embeddings": True}),
                            ("nemotron", {"hidden_act": "gelu"})]:
         save_model(tmp_path / family, family, byte_level_tokenizer())
         config = json.loads((tmp_path / family / "config.json").read_text())
         (tmp_path / family / "config.json").write_text(json.dumps({**config, **change}))
     with pytest.raises(MinitronError, match="layer pattern .* is not periodic"):
         export(str(tmp_path / "gemma3_text"), tmp_path / "g.gguf")
+    with pytest.raises(MinitronError, match="layer pattern .* is not local and global layers in turn"):
+        export(str(tmp_path / "gemma2"), tmp_path / "g2.gguf")
+    config = json.loads((tmp_path / "gemma2" / "config.json").read_text())
+    (tmp_path / "gemma2" / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+    with pytest.raises(MinitronError, match="Gemma 2 model whose lm_head is not tied"):
+        export(str(tmp_path / "gemma2"), tmp_path / "g2.gguf")
     with pytest.raises(MinitronError, match="activation 'gelu': llama.cpp's graph for it computes relu2"):
         export(str(tmp_path / "nemotron"), tmp_path / "n.gguf")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma3_text", "nemotron", "phi", "word-level"]  # no file
+    save_model(tmp_path / "smollm3", "smollm3", byte_level_tokenizer())
+    config = json.loads((tmp_path / "smollm3" / "config.json").read_text())  # layer 0 dropped from five
+    (tmp_path / "smollm3" / "config.json").write_text(json.dumps({**config, "no_rope_layers": [1, 1, 0, 1]}))
+    with pytest.raises(MinitronError, match=r"SmolLM3 model: its layers with RoPE \(\[1, 1, 0, 1\], 0: none\) are "
+                                            "not all but every 4th"):
+        export(str(tmp_path / "smollm3"), tmp_path / "s.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma2", "gemma3_text", "nemotron", "phi", "smollm3",
+                                                          "word-level"]  # no file
 
 
 def test_export_keeps_an_existing_file(tmp_path):

@@ -8,7 +8,7 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import tiny_model
-from minitron.arch import arch_of, count_params, head_dim
+from minitron.arch import PER_LAYER, arch_of, count_params, head_dim
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
 from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
@@ -96,9 +96,10 @@ def test_dropping_layers_equals_skipping_them(family, drop, tmp_path):
     pruned.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert_close(logits(reloaded), logits(pruned))
-    if family == "gemma3_text":  # per-layer attention types follow their layers
-        kept = [i for i in range(4) if i not in drop]
-        assert reloaded.config.layer_types == [model.config.layer_types[i] for i in kept]
+    kept = [i for i in range(4) if i not in drop]
+    for name in PER_LAYER:  # per-layer attention types and RoPE flags follow their layers
+        if getattr(model.config, name, None) is not None:
+            assert getattr(reloaded.config, name) == [getattr(model.config, name)[i] for i in kept]
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -140,7 +141,8 @@ def test_hidden_pruning_slices_the_residual_stream_consistently(family):
 def test_unsupported_architecture_is_refused_by_name():
     from transformers import GPT2Config
 
-    with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: gemma3_text, llama, mistral, nemotron"):
+    with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: gemma2, gemma3_text, llama, mistral, "
+                                            "nemotron, qwen2, qwen3, smollm3"):
         arch_of(GPT2Config())
 
 

@@ -31,10 +31,10 @@ def seq_stats(x: torch.Tensor) -> torch.Tensor:
 
 
 # The decoder-layer norms whose per-norm scores are summed into the hidden-channel score: the input and
-# post-attention norms (NVIDIA's implementation: the norms in front of attention and the MLP). Gemma 3's
+# post-attention norms (NVIDIA's implementation: the norms in front of attention and the MLP). Gemma 2's and 3's
 # post_attention_layernorm normalises the attention output before the residual add; its pre_feedforward_layernorm
 # is the one in front of the MLP (the choice measured in docs/pruning_criteria.md).
-HIDDEN_NORMS = {"gemma3_text": ("input_layernorm", "pre_feedforward_layernorm")}
+HIDDEN_NORMS = {gemma: ("input_layernorm", "pre_feedforward_layernorm") for gemma in ("gemma2", "gemma3_text")}
 DEFAULT_HIDDEN_NORMS = ("input_layernorm", "post_attention_layernorm")
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import PRUNABLE_SIZES, Arch, arch_of, count_params
+from minitron.arch import PRUNABLE_SIZES, Arch, arch_of, count_params, per_layer_lists
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
@@ -56,10 +56,9 @@ def target_config(config, sizes: dict[str, int], drop: list[int] | None = None, 
     new.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     for k, v in sizes.items():
         setattr(new, k, v)
-    if getattr(new, "layer_types", None) is not None:
-        layers = sizes.get("num_hidden_layers", config.num_hidden_layers)
-        kept = [i for i in range(config.num_hidden_layers) if i not in set(drop or [])][:layers]
-        new.layer_types = [config.layer_types[i] for i in kept]
+    kept = [i for i in range(config.num_hidden_layers) if i not in set(drop or [])][:new.num_hidden_layers]
+    for name, values in per_layer_lists(config, kept).items():
+        setattr(new, name, values)
     if validate:
         validate_config(new)
     return new

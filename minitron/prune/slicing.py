@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from minitron.arch import (Arch, decoder_layers, embedding, final_norm, head_dim, layer_norms, mlp_inputs,
-                           residual_readers, residual_writers)
+                           per_layer_lists, residual_readers, residual_writers)
 
 
 def _param(t: torch.Tensor) -> nn.Parameter:
@@ -132,7 +132,7 @@ def prune_hidden(model: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
 
 
 def drop_layers(model: nn.Module, drop: list[int]) -> None:
-    """Remove decoder layers `drop` and renumber the rest (KV-cache slots, per-layer attention types)."""
+    """Remove decoder layers `drop` and renumber the rest (KV-cache slots, per-layer config lists: `arch.PER_LAYER`)."""
     config = model.config
     kept = [i for i in range(config.num_hidden_layers) if i not in set(drop)]
     layers = decoder_layers(model)
@@ -141,6 +141,6 @@ def drop_layers(model: nn.Module, drop: list[int]) -> None:
         layer.self_attn.layer_idx = new_idx
         if hasattr(layer, "layer_idx"):
             layer.layer_idx = new_idx
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = [config.layer_types[i] for i in kept]
+    for name, values in per_layer_lists(config, kept).items():
+        setattr(config, name, values)
     config.num_hidden_layers = len(kept)
