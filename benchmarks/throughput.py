@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig
 
-from minitron.arch import arch_of
+from minitron.arch import LogitHead, arch_of
 from minitron.distill.losses import ForwardKL
 from minitron.distill.config import TrainConfig
 from minitron.distill.loop import adamw
@@ -228,7 +228,7 @@ def make_minitron(setup: Setup, teacher_lm, **options):
     student = speed_options(setup.build(setup.student_config, torch.float32, seed=1).train(), cfg, True)
     teacher_lm = hold_teacher(teacher_lm, torch.bfloat16 if bf16 else setup.teacher_dtype)
     teacher = Teacher(teacher_lm, ())
-    model = DistillModel(student, ForwardKL(), None, 1.0, cfg.chunk_tokens, (None, None))
+    model = DistillModel(student, ForwardKL(), None, 1.0, cfg.chunk_tokens, (LogitHead(), LogitHead()))
     return model, adamw(cfg, model, setup.device), lambda ids: minitron_loss(teacher, model, ids, bf16)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from minitron.errors import MinitronError
@@ -30,6 +31,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("qwen2", _PRE_POST),
     Arch("qwen3", _PRE_POST),
     Arch("smollm3", _PRE_POST),  # Llama's layout; every fourth layer without RoPE (no_rope_layers)
+    Arch("granite", _PRE_POST),  # Llama's layout; embeddings, residuals, attention and logits scaled (`LogitHead`)
     Arch("gemma2", _GEMMA, scaled_embedding=True),
     Arch("gemma3_text", _GEMMA, scaled_embedding=True),
     Arch("nemotron", _PRE_POST, gated_mlp=False),
@@ -37,6 +39,27 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
 PER_LAYER = ("layer_types", "no_rope_layers")
+
+@dataclass(frozen=True)
+class LogitHead:
+    """What a family does to lm_head's output before the softmax: Granite divides the logits by its
+    `logits_scaling`, Gemma soft-caps them at `final_logit_softcapping` (tanh(x / cap) * cap). Every loss computed
+    from hidden states and lm_head (the chunked distillation losses, the teacher cache, the removal losses) applies
+    it, as the model's own forward does."""
+
+    scale: float = 1.0  # the logits are divided by it
+    softcap: float | None = None
+
+    @classmethod
+    def of(cls, config) -> "LogitHead":
+        return cls(float(getattr(config, "logits_scaling", None) or 1.0),
+                   getattr(config, "final_logit_softcapping", None) or None)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.scale != 1.0:
+            logits = logits / self.scale
+        return torch.tanh(logits / self.softcap) * self.softcap if self.softcap else logits
+
 
 # The sizes a target may change (Hugging Face config names).
 PRUNABLE_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",

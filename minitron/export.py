@@ -1,6 +1,6 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Qwen2, Qwen3, SmolLM3,
-Gemma 2, Gemma 3, Nemotron) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside
-it.
+Granite, Gemma 2, Gemma 3, Nemotron) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama
+Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
@@ -36,6 +36,7 @@ GGUF_ARCH = {
     "qwen2": gguf.MODEL_ARCH.QWEN2,
     "qwen3": gguf.MODEL_ARCH.QWEN3,
     "smollm3": gguf.MODEL_ARCH.SMOLLM3,
+    "granite": gguf.MODEL_ARCH.GRANITE,
     "gemma2": gguf.MODEL_ARCH.GEMMA2,
     "gemma3_text": gguf.MODEL_ARCH.GEMMA3,
     "nemotron": gguf.MODEL_ARCH.NEMOTRON,
@@ -49,7 +50,7 @@ OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON,)
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
 NORM_PLUS_ONE = ("gemma2", "gemma3_text", "nemotron")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
-INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.SMOLLM3)
+INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.SMOLLM3, gguf.MODEL_ARCH.GRANITE)
 # SmolLM3: llama.cpp skips RoPE in every n-th layer, n fixed in its source (no GGUF key carries the layers).
 SMOLLM3_NO_ROPE_STEP = 4
 # Gemma: the layer count at which llama.cpp takes a model for the 27B and scales its queries by 1/sqrt(hidden/heads).
@@ -80,7 +81,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
-            Qwen2, Qwen3, SmolLM3, Gemma 2, Gemma 3 text or Nemotron checkpoint), a .gguf file or 'default'.
+            Qwen2, Qwen3, SmolLM3, Granite, Gemma 2, Gemma 3 text or Nemotron checkpoint), a .gguf file or
+            'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -239,6 +241,11 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
         return
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_dimension_count(head_dim(config))
+    if model_type == "granite":  # its four multipliers (llama.cpp divides the logits by logit_scale)
+        writer.add_embedding_scale(config.embedding_multiplier)
+        writer.add_residual_scale(config.residual_multiplier)
+        writer.add_attention_scale(config.attention_multiplier)
+        writer.add_logit_scale(config.logits_scaling)
     if model_type == "gemma2":  # local and global layers in turn (checked), both soft-caps
         writer.add_sliding_window(config.sliding_window)
         writer.add_attn_logit_softcapping(config.attn_logit_softcapping)

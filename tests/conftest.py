@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, LlamaConfig, MistralConfig,
-                          NemotronConfig, Qwen2Config, Qwen3Config, SmolLM3Config)
+from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, GraniteConfig, LlamaConfig,
+                          MistralConfig, NemotronConfig, Qwen2Config, Qwen3Config, SmolLM3Config)
 
-FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3_text", "nemotron"]
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "nemotron"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -28,6 +28,9 @@ def tiny_config(family: str, tie: bool = False, **overrides):
     if family == "smollm3":  # every fourth layer without RoPE, as in SmolLM3-3B
         return SmolLM3Config(**sizes, no_rope_layers=[int((i + 1) % 4 != 0) for i in range(sizes["num_hidden_layers"])],
                              pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "granite":  # every multiplier away from 1, as Granite 3's are
+        return GraniteConfig(**{"embedding_multiplier": 12.0, "residual_multiplier": 0.22, "attention_multiplier": 0.1,
+                                "logits_scaling": 8.0, **sizes})
     if family == "gemma2":  # local and global layers in turn, both soft-caps
         turns = ["sliding_attention", "full_attention"] * sizes["num_hidden_layers"]
         return Gemma2Config(**{"sliding_window": 8, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 50.0,

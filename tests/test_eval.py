@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from conftest import build_tiny_data, save_tiny, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
+from minitron.arch import LogitHead
 from minitron.cli import main
 from minitron.data import SPLITS, TokenData
 from minitron.distill import TrainConfig
@@ -213,7 +214,7 @@ def test_eval_compress_trainer_and_importance_report_the_same_lm_loss(models):
     model = load_model(a)
     evaluated = evaluate(str(a), str(data), seq_len=16, tokens=64, batch_size=2, speed=False, ood=False)["test"]["loss"]
     compressed = measure({"distilled": model}, windows, 4)["distilled"]["loss"]
-    student = DistillModel(model, ForwardKL(), None, 1.0, 32, (None, None))
+    student = DistillModel(model, ForwardKL(), None, 1.0, 32, (LogitHead(), LogitHead()))
     trained = validate(student, val, TrainConfig(seq_len=16, chunk_tokens=32), Env())
     scored = compute_scores(model, [val["input_ids"]], ["random"], [val["input_ids"]]).meta["base_loss"]
     for other in (compressed, trained, scored):

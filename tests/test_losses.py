@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from minitron.arch import LogitHead
 from minitron.distill import losses as L
 
 
@@ -17,16 +18,16 @@ def _inputs(n=37, h=16, th=12, v=50, seed=0):
 
 
 @pytest.mark.parametrize("name", L.LOGIT_LOSSES)
-@pytest.mark.parametrize("softcap", [None, 5.0])
-def test_chunked_equals_plain_with_gradients(name, softcap):
+@pytest.mark.parametrize("head", [LogitHead(), LogitHead(softcap=5.0), LogitHead(scale=4.0)])  # Gemma's, Granite's
+def test_chunked_equals_plain_with_gradients(name, head):
     x = _inputs()
     loss = L.make_logit_loss(name, temperature=1.0 if name == "ce" else 2.0, top_k=5, jsd_beta=0.3, ce_weight=0.4)
-    plain = loss(L.head_logits(x["h"], x["w"], softcap), L.head_logits(x["th"], x["tw"], softcap), x["y"], x["mask"])
+    plain = loss(L.head_logits(x["h"], x["w"], head), L.head_logits(x["th"], x["tw"], head), x["y"], x["mask"])
     plain.backward()
     want = (x["h"].grad.clone(), x["w"].grad.clone())
     x["h"].grad = x["w"].grad = None
     chunked = L.chunked_logit_loss(loss, x["h"], x["w"], x["y"], x["mask"], x["th"], x["tw"], chunk_tokens=7,
-                                   softcaps=(softcap, softcap))
+                                   heads=(head, head))
     chunked.backward()
     torch.testing.assert_close(chunked, plain)
     torch.testing.assert_close(x["h"].grad, want[0])
@@ -38,7 +39,7 @@ def test_chunks_never_hold_all_logits(monkeypatch):
     x = _inputs(n=64)
     rows = []
     real = L.head_logits
-    monkeypatch.setattr(L, "head_logits", lambda h, w, c=None: rows.append(h.shape[0]) or real(h, w, c))
+    monkeypatch.setattr(L, "head_logits", lambda h, w, c=LogitHead(): rows.append(h.shape[0]) or real(h, w, c))
     out = L.chunked_logit_loss(L.ForwardKL(), x["h"], x["w"], x["y"], None, x["th"], x["tw"], chunk_tokens=16)
     out.backward()
     assert max(rows) == 16 and len(rows) == 2 * 4  # student and teacher logits, 4 chunks, no recompute

@@ -8,6 +8,7 @@ from conftest import build_tiny_data, cli_error, save_tiny
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from minitron.arch import LogitHead
 from minitron.cli import main
 from minitron.data import TokenData
 from minitron.distill.losses import TopKKL, chunked_logit_loss
@@ -27,7 +28,7 @@ def test_cached_form_gives_topk_kl_of_the_full_logits(temperature):
     labels, weights = torch.randint(0, vocab, (n,), generator=g), (torch.rand(n, generator=g) > 0.2).float()
     loss = TopKKL(k, temperature)
 
-    logprobs, index, rest = topk_targets(t_hidden, t_weight, k, None, chunk_tokens=7)
+    logprobs, index, rest = topk_targets(t_hidden, t_weight, k, LogitHead(), chunk_tokens=7)
     full = t_hidden @ t_weight.t()
     assert torch.equal(index, full.topk(k, dim=-1).indices)
     torch.testing.assert_close(logprobs.exp().sum(-1) + rest.exp(), torch.ones(n))  # top-k mass + the rest's = 1

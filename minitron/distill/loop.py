@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from minitron.arch import LogitHead
 from minitron.io import check_run_dir, write_json
 from minitron.data import TokenData, default_data, tokenizer_identity
 from minitron.distill.checkpoint import (MetricsLog, load_checkpoint, prepare_out, run_lock, save_checkpoint,
@@ -100,7 +101,7 @@ def train(cfg: TrainConfig, env: Env) -> DistillResult:
             micros = range(env.rank, plan.n_micro, env.world)  # this rank's share of the global batch
             batches = [data.sample("train", cfg.micro_batch, cfg.seq_len, cfg.seed, step, m) for m in micros]
             topk = cache and cache.targets(step, list(micros), batches, teacher,
-                                           getattr(t_config, "final_logit_softcapping", None), cfg.chunk_tokens, env)
+                                           LogitHead.of(t_config), cfg.chunk_tokens, env)
             loss, grad_norm, lr = train_step(model, teacher, optimizer, batches, cfg.grad_clip, env,
                                              cfg.bf16, topk)
             scheduler.step()

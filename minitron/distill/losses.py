@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minitron.arch import LogitHead
+
 
 class LogitLoss(nn.Module):
     """Base class: a per-token loss of student logits against teacher logits (or labels)."""
@@ -149,26 +151,23 @@ def make_logit_loss(name: str = "forward_kl", temperature: float = 1.0, jsd_beta
 
 # ---------------------------------------------------------------- chunked logits from hidden states
 
-def head_logits(hidden: Tensor, weight: Tensor, softcap: float | None = None) -> Tensor:
-    """lm_head applied to hidden states, in fp32 (with Gemma-style final logit soft-capping if set)."""
-    logits = (hidden @ weight.t()).float()
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return logits
+def head_logits(hidden: Tensor, weight: Tensor, head: LogitHead = LogitHead()) -> Tensor:
+    """lm_head applied to hidden states, in fp32, then the family's logit scaling or soft-capping (`LogitHead`)."""
+    return head((hidden @ weight.t()).float())
 
 
-def _teacher_chunk(t_hidden, t_weight: Tensor | None, idx: Tensor, softcap: float | None):
+def _teacher_chunk(t_hidden, t_weight: Tensor | None, idx: Tensor, head: LogitHead):
     """The teacher's side of a chunk: its logits from hidden states and lm_head, or, when `t_hidden` is a cached
     top-k pair (values, tokens), those rows."""
     if t_hidden is None:
         return None
     if isinstance(t_hidden, tuple):
         return t_hidden[0][idx].float(), t_hidden[1][idx].long()
-    return head_logits(t_hidden[idx], t_weight, softcap).detach()
+    return head_logits(t_hidden[idx], t_weight, head).detach()
 
 
 def _chunk_loop(loss: LogitLoss, s_hidden: Tensor, s_weight: Tensor, t_hidden, t_weight: Tensor | None,
-                labels: Tensor, weights: Tensor, chunk_tokens: int, softcaps: tuple, want: tuple[bool, bool]):
+                labels: Tensor, weights: Tensor, chunk_tokens: int, heads: tuple, want: tuple[bool, bool]):
     """Weighted loss sum over tokens with non-zero weight, a chunk at a time, and (if wanted) its
     gradients with respect to the student's hidden states and lm_head weight."""
     keep = weights.nonzero().squeeze(1)
@@ -176,11 +175,11 @@ def _chunk_loop(loss: LogitLoss, s_hidden: Tensor, s_weight: Tensor, t_hidden, t
     grad_h = torch.zeros_like(s_hidden) if want[0] else None
     grad_w = torch.zeros_like(s_weight, dtype=torch.float32) if want[1] else None
     for idx in keep.split(chunk_tokens):
-        t_logits = _teacher_chunk(t_hidden, t_weight, idx, softcaps[1])
+        t_logits = _teacher_chunk(t_hidden, t_weight, idx, heads[1])
         with torch.enable_grad():
             h = s_hidden[idx].detach().requires_grad_(want[0])
             w = s_weight.detach().requires_grad_(want[1])
-            chunk = (loss.per_token(head_logits(h, w, softcaps[0]), t_logits, labels[idx]) * weights[idx]).sum()
+            chunk = (loss.per_token(head_logits(h, w, heads[0]), t_logits, labels[idx]) * weights[idx]).sum()
             if any(want):
                 grads = torch.autograd.grad(chunk, [x for x, y in zip((h, w), want) if y])
         if want[0]:
@@ -193,10 +192,10 @@ def _chunk_loop(loss: LogitLoss, s_hidden: Tensor, s_weight: Tensor, t_hidden, t
 
 class _ChunkedLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, s_hidden, s_weight, t_hidden, t_weight, labels, weights, loss, chunk_tokens, softcaps):
+    def forward(ctx, s_hidden, s_weight, t_hidden, t_weight, labels, weights, loss, chunk_tokens, heads):
         want = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         total, grad_h, grad_w = _chunk_loop(loss, s_hidden, s_weight, t_hidden, t_weight, labels, weights,
-                                            chunk_tokens, softcaps, want)
+                                            chunk_tokens, heads, want)
         ctx.save_for_backward(grad_h, grad_w.to(s_weight.dtype) if grad_w is not None else None)
         return total
 
@@ -210,9 +209,10 @@ class _ChunkedLoss(torch.autograd.Function):
 def chunked_logit_loss(loss: LogitLoss, student_hidden: Tensor, student_weight: Tensor, labels: Tensor,
                        weights: Tensor | None = None, teacher_hidden: Tensor | None = None,
                        teacher_weight: Tensor | None = None, chunk_tokens: int = 1024,
-                       softcaps: tuple[float | None, float | None] = (None, None),
+                       heads: tuple[LogitHead, LogitHead] = (LogitHead(), LogitHead()),
                        reduction: str = "mean", teacher_topk: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """`loss` of the logits `hidden @ weight.T`, computed `chunk_tokens` tokens at a time.
+    """`loss` of the logits `hidden @ weight.T` (each side's `heads`: the family's logit scaling or soft-capping),
+    computed `chunk_tokens` tokens at a time.
 
     Hidden states are (..., H) and flattened; `weights` (...) weighs each token (a bool mask works; zero
     skips the token). `reduction="sum"` returns the weighted sum, "mean" divides by the summed weights.
@@ -230,9 +230,9 @@ def chunked_logit_loss(loss: LogitLoss, student_hidden: Tensor, student_weight: 
     if loss.needs_teacher and th is None:
         raise ValueError(f"{type(loss).__name__} needs the teacher's hidden states and lm_head weight")
     if torch.is_grad_enabled() and (h.requires_grad or student_weight.requires_grad):
-        total = _ChunkedLoss.apply(h, student_weight, th, tw, y, w, loss, chunk_tokens, softcaps)
+        total = _ChunkedLoss.apply(h, student_weight, th, tw, y, w, loss, chunk_tokens, heads)
     else:
-        total = _chunk_loop(loss, h, student_weight, th, tw, y, w, chunk_tokens, softcaps, (False, False))[0]
+        total = _chunk_loop(loss, h, student_weight, th, tw, y, w, chunk_tokens, heads, (False, False))[0]
     return total if reduction == "sum" else total / w.sum().clamp(min=1)
 
 

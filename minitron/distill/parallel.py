@@ -17,7 +17,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForCausalLM
 
-from minitron.arch import decoder_layers
+from minitron.arch import LogitHead, decoder_layers
 from minitron.distill.config import TrainConfig
 from minitron.distill.lora import add_lora
 from minitron.distill.losses import HiddenStateLoss, LogitLoss, chunked_logit_loss, make_logit_loss, parse_layer_pairs
@@ -155,11 +155,11 @@ class DistillModel(nn.Module):
     (hidden states, chosen layers' states, lm_head weight), or `teacher_topk` from the teacher cache."""
 
     def __init__(self, student: nn.Module, logit_loss: LogitLoss, hidden_loss: HiddenStateLoss | None,
-                 hidden_weight: float, chunk_tokens: int, softcaps: tuple):
+                 hidden_weight: float, chunk_tokens: int, heads: tuple[LogitHead, LogitHead]):
         super().__init__()
         self.student, self.hidden_loss = student, hidden_loss
         self.logit_loss = logit_loss
-        self.hidden_weight, self.chunk_tokens, self.softcaps = hidden_weight, chunk_tokens, softcaps
+        self.hidden_weight, self.chunk_tokens, self.heads = hidden_weight, chunk_tokens, heads
         self.layers = tuple(s for s, _ in hidden_loss.pairs) if hidden_loss is not None else ()
 
     def forward(self, input_ids, labels=None, weights=None, teacher=None, teacher_topk=None):
@@ -168,7 +168,7 @@ class DistillModel(nn.Module):
         hidden, states = run_hidden(self.student, input_ids, self.layers)
         t_hidden, t_states, t_weight = teacher if teacher is not None else (None, None, None)
         total = chunked_logit_loss(self.logit_loss, hidden, self.student.lm_head.weight, labels, weights,
-                                   t_hidden, t_weight, self.chunk_tokens, self.softcaps, reduction="sum",
+                                   t_hidden, t_weight, self.chunk_tokens, self.heads, reduction="sum",
                                    teacher_topk=teacher_topk)
         if states:
             per = self.hidden_loss.per_token(states, t_states)
@@ -227,7 +227,6 @@ def build_models(cfg: TrainConfig, env: Env, s_config, t_config,
     hidden = (HiddenStateLoss(s_config.hidden_size, t_config.hidden_size, pairs, cfg.hidden_loss)
               if pairs else None)
     logit_loss = make_logit_loss(loss, cfg.temperature, cfg.jsd_beta, cfg.top_k, cfg.ce_weight)
-    softcaps = (getattr(s_config, "final_logit_softcapping", None),
-                getattr(t_config, "final_logit_softcapping", None) if t_config else None)
-    model = DistillModel(student, logit_loss, hidden, cfg.hidden_weight, cfg.chunk_tokens, softcaps)
+    heads = (LogitHead.of(s_config), LogitHead.of(t_config) if t_config else LogitHead())
+    model = DistillModel(student, logit_loss, hidden, cfg.hidden_weight, cfg.chunk_tokens, heads)
     return shard(model, student, env), teacher

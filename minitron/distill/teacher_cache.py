@@ -24,6 +24,7 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from minitron.arch import LogitHead
 from minitron.data import TokenData
 from minitron.distill.losses import head_logits
 from minitron.distill.parallel import Env, Teacher
@@ -48,13 +49,13 @@ def data_fingerprint(data: TokenData, samples: int = 16, size: int = 1 << 16) ->
     return h.hexdigest()[:16]
 
 
-def topk_targets(hidden: Tensor, weight: Tensor, k: int, softcap: float | None,
+def topk_targets(hidden: Tensor, weight: Tensor, k: int, head: LogitHead,
                  chunk_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
     """The teacher's top-k log-probabilities (N, k), their tokens (N, k) and the log of the rest's mass (N,), from
     its final hidden states (N, H) and lm_head weight, `chunk_tokens` tokens of full logits at a time."""
     parts = []
     for h in hidden.split(chunk_tokens):
-        logits = head_logits(h, weight, softcap)
+        logits = head_logits(h, weight, head)
         lse = logits.logsumexp(-1, keepdim=True)
         values, index = logits.topk(k, dim=-1)
         rest = logits.scatter(-1, index, float("-inf")).logsumexp(-1) - lse.squeeze(-1)
@@ -113,7 +114,7 @@ class TeacherCache:
         return t["logprobs"], t["index"]
 
     def targets(self, step: int, micros: list[int], batches: list[dict], teacher: Teacher | None,
-                softcap: float | None, chunk_tokens: int, env: Env) -> list[tuple[Tensor, Tensor]]:
+                head: LogitHead, chunk_tokens: int, env: Env) -> list[tuple[Tensor, Tensor]]:
         """(log-probabilities, tokens) of the teacher's top k for each of this process's micro-batches: read, or
         computed by the teacher and written. All processes run the teacher (FSDP gathers its weights together)
         when any of them lacks an entry of this step."""
@@ -125,7 +126,7 @@ class TeacherCache:
             with torch.no_grad(), autocast(env.device):
                 hidden, _ = teacher(batch["input_ids"][:, :-1].to(env.device))
                 lp, index, rest = topk_targets(hidden.reshape(-1, hidden.shape[-1]), teacher.head_weight(), self.k,
-                                               softcap, chunk_tokens)
+                                               head, chunk_tokens)
             shape = hidden.shape[:-1]
             out.append(self.write(step, m, lp.reshape(*shape, -1), index.reshape(*shape, -1), rest.reshape(shape))
                        if m in missing else self.read(step, m))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import arch_of, decoder_layers, embedding, final_norm
+from minitron.arch import LogitHead, arch_of, decoder_layers, embedding, final_norm
 from minitron.numerics import cross_entropy_sum
 from minitron.importance.scores import (Scores, activation_tensors, check_criteria, check_streamable, loss_key,
                                         model_meta, named, random_tensors)
@@ -26,10 +26,9 @@ from minitron.lazy import LazyModel, Resident, reuse_freed_memory
 
 
 def logits_from_hidden(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """Final norm, lm_head and (Gemma) soft-capping applied to a last-layer output."""
-    logits = model.get_output_embeddings()(final_norm(model)(h))
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
+    """Final norm, lm_head and the family's logit scaling or soft-capping (`LogitHead`) applied to a last-layer
+    output."""
+    return LogitHead.of(model.config)(model.get_output_embeddings()(final_norm(model)(h)))
 
 
 def removal_loss_sum(model: nn.Module, h: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
