@@ -101,14 +101,7 @@ def own_gemma3(path, tokenizer):
 def own_gemma2(path, tokenizer):
     """A tiny Gemma 2 whose queries are scaled by query_pre_attn_scalar 40, not llama.cpp's 1/sqrt(head size 16):
     export folds the ratio into q_proj (Gemma 2 has no q-norm)."""
-    model = tiny_model("gemma2", tie=True, vocab_size=VOCAB, query_pre_attn_scalar=40)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.q_proj.weight.mul_(SHARPEN)
-            layer.self_attn.k_proj.weight.mul_(SHARPEN)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return model
+    return save_model(path, "gemma2", tokenizer, tie=True, query_pre_attn_scalar=40)
 
 
 def reload(path, config=None):
