@@ -40,6 +40,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
 # layers removes their entries.
 PER_LAYER = ("layer_types", "no_rope_layers")
 
+
 @dataclass(frozen=True)
 class LogitHead:
     """What a family does to lm_head's output before the softmax: Granite divides the logits by its
