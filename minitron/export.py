@@ -191,7 +191,8 @@ def check_exportable(config) -> None:
                             "Gemma 2 graph has no output tensor of its own")
     if model_type == "gemma2" and swa_period(config) != 2:
         raise MinitronError(f"cannot export this Gemma 2 model: its layer pattern {layer_types(config)} is not local "
-                            "and global layers in turn, which llama.cpp's Gemma 2 graph assumes")
+                            "and global layers in turn, which llama.cpp's Gemma 2 graph assumes; drop layers in blocks "
+                            "of 2 to keep it")
     if model_type == "gemma3_text":
         if getattr(config, "attn_logit_softcapping", None) is not None:
             raise MinitronError("cannot export a Gemma 3 model with attn_logit_softcapping: llama.cpp's Gemma 3 "
