@@ -44,7 +44,7 @@ from minitron.prune import PruneConfig, ScoreNeeds, check_target, params_of, tar
 from minitron.prune import prune as prune_model
 from minitron.record import Record
 from minitron.report import write_report
-from minitron.search import SEARCH_TOLERANCE, search, shapes_within
+from minitron.search import DISTILL_TOKENS, DISTILL_TOP, SEARCH_TOLERANCE, search, shapes_within
 from minitron.tasks import MC_TASKS, check_tasks, main_score, run_tasks
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
@@ -56,8 +56,8 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, par
              out: Path | None = None, data: Path | None = None, prune: PruneConfig = PruneConfig(),
              eval_tokens: int = EVAL_TOKENS, ood: bool = True, prompt: str = DEFAULT_PROMPT,
              distill: TrainConfig = TrainConfig(),
-             device: str = "auto", resume: bool = False, overwrite: bool = False, search_top: int = 4,
-             search_tokens: int = 65536, correct_teacher: int = 0, correct_lr: float = CORRECT_LR,
+             device: str = "auto", resume: bool = False, overwrite: bool = False, search_top: int = DISTILL_TOP,
+             search_tokens: int = DISTILL_TOKENS, correct_teacher: int = 0, correct_lr: float = CORRECT_LR,
              correct_lora_rank: int = 0, stages: int = 1, tasks: list[str] | None = None,
              tasks_limit: int | None = 100) -> dict:
     """Score, prune to a target (or to the shape a search finds), distil from the teacher, evaluate all three

@@ -41,6 +41,8 @@ from minitron.shards import Checkpoint
 
 
 SEARCH_TOLERANCE = 0.05  # candidates within ±5 percent of the budget
+DISTILL_TOP = 4  # candidates distilled briefly before the winner is chosen (search --distill-top, compress --search-top)
+DISTILL_TOKENS = 65536  # tokens of each one's short distillation (--distill-tokens, compress --search-tokens)
 SHOWN = 30  # rows of search.md
 SCREEN_SEQS = 4  # dev windows every candidate is screened on, before the best SCREEN_KEEP are measured on all
 SCREEN_KEEP = 24  # (benchmarks/search_speed.py: the same first four as measuring all 243 shapes on every window)
@@ -299,8 +301,8 @@ def ranked(candidates: list[Candidate]) -> list[Candidate]:
 
 def search(params: float, model: str = "default", out: Path | None = None, work: Path | None = None,
            tolerance: float = SEARCH_TOLERANCE, steps: dict[str, int] | None = None,
-           floors: dict[str, int] | None = None, max_candidates: int | None = None, distill_top: int = 4,
-           distill_tokens: int = 65536, scores: Path | None = None, data: Path | None = None,
+           floors: dict[str, int] | None = None, max_candidates: int | None = None, distill_top: int = DISTILL_TOP,
+           distill_tokens: int = DISTILL_TOKENS, scores: Path | None = None, data: Path | None = None,
            val_seqs: int = VAL_SEQS, screen_seqs: int = SCREEN_SEQS, screen_keep: int = SCREEN_KEEP,
            prune: PruneConfig = PruneConfig(), distill: TrainConfig = TrainConfig(eval_every=0),
            dtype: Literal["auto"] | ComputeDtype = "auto", device: str = "auto", overwrite: bool = False) -> dict:
