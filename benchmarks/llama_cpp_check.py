@@ -14,7 +14,7 @@ against the fp32 model and against the same model with its weights rounded as th
 quantised products).
 
 --tiny does the same for a tiny random model of every family minitron exports (Llama, Mistral, Qwen2, Qwen3,
-SmolLM3, Granite, Gemma 2, Gemma 3, Nemotron; a byte-level BPE trained here), from a text prompt; --json writes
+SmolLM3, Granite, Gemma 2, Gemma 3, Arcee, Nemotron; a byte-level BPE trained here), from a text prompt; --json writes
 its table's JSON.
 llama.cpp runs through node-llama-cpp's prebuilt CPU build (`make setup` installs it into the virtual environment;
 NODE_LLAMA_CPP names another copy of the package); nothing is compiled.
@@ -42,7 +42,7 @@ from minitron.load import load_model, load_tokenizer
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
 PROMPTS = ["What is the capital of France?", "Write a short poem about the sea.",
            "Explain in two sentences why the sky is blue."]
-FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "nemotron"]
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -130,6 +130,7 @@ def tiny_model(family: str, seed: int = 0):
     extra = {"mistral": dict(sliding_window=None), "smollm3": dict(no_rope_layers=[1, 1, 1, 0], pad_token_id=None,
                                                                  bos_token_id=None, eos_token_id=None),
              "nemotron": dict(hidden_act="relu2", partial_rotary_factor=0.5),
+             "arcee": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "granite": dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.1,
                              logits_scaling=8.0),
              "gemma2": dict(sliding_window=8, query_pre_attn_scalar=16, attn_logit_softcapping=50.0,
@@ -202,8 +203,10 @@ def table(saved: dict) -> str:
         lines.append(f"| {family} | " + " | ".join(f"{cells[d]['agreeing']} / {small(cells[d]['shortfall_file'])}"
                                                    for d in dtypes) + " |")
     same = [f for f, cells in saved["families"].items() if all(c["prompt_as_hf"] for c in cells.values())]
+    worst = max(c["shortfall_file"] for cells in saved["families"].values() for c in cells.values())
     lines += ["", f"{saved['tokens']} greedy tokens from a {saved['prompt_tokens']}-token prompt; llama.cpp tokenised "
-              f"the prompt to the Hugging Face ids for {len(same)} of the {len(saved['families'])} families."]
+              f"the prompt to the Hugging Face ids for {len(same)} of the {len(saved['families'])} families, and "
+              f"every token it picked is transformers' argmax on the rounded weights to within {small(worst)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -34,6 +34,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("granite", _PRE_POST),  # Llama's layout; embeddings, residuals, attention and logits scaled (`LogitHead`)
     Arch("gemma2", _GEMMA, scaled_embedding=True),
     Arch("gemma3_text", _GEMMA, scaled_embedding=True),
+    Arch("arcee", _PRE_POST, gated_mlp=False),  # Llama's layout with Nemotron's squared-ReLU MLP (AFM-4.5B)
     Arch("nemotron", _PRE_POST, gated_mlp=False),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing

@@ -1,5 +1,5 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Qwen2, Qwen3, SmolLM3,
-Granite, Gemma 2, Gemma 3, Nemotron) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama
+Granite, Gemma 2, Gemma 3, Arcee, Nemotron) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama
 Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
@@ -39,10 +39,12 @@ GGUF_ARCH = {
     "granite": gguf.MODEL_ARCH.GRANITE,
     "gemma2": gguf.MODEL_ARCH.GEMMA2,
     "gemma3_text": gguf.MODEL_ARCH.GEMMA3,
+    "arcee": gguf.MODEL_ARCH.ARCEE,
     "nemotron": gguf.MODEL_ARCH.NEMOTRON,
 }
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
-ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "nemotron": ("relu2",)}
+ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "arcee": ("relu2",),
+               "nemotron": ("relu2",)}
 # Graphs whose query projection some llama.cpp builds take to be hidden_size wide (heads x head size = hidden size).
 HIDDEN_WIDE_ATTENTION = ("qwen2", "nemotron")
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
@@ -50,7 +52,7 @@ OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON,)
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
 NORM_PLUS_ONE = ("gemma2", "gemma3_text", "nemotron")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
-INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.SMOLLM3, gguf.MODEL_ARCH.GRANITE)
+INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.SMOLLM3, gguf.MODEL_ARCH.GRANITE, gguf.MODEL_ARCH.ARCEE)
 # SmolLM3: llama.cpp skips RoPE in every n-th layer, n fixed in its source (no GGUF key carries the layers).
 SMOLLM3_NO_ROPE_STEP = 4
 # Gemma: the layer count at which llama.cpp takes a model for the 27B and scales its queries by 1/sqrt(hidden/heads).
@@ -81,7 +83,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
-            Qwen2, Qwen3, SmolLM3, Granite, Gemma 2, Gemma 3 text or Nemotron checkpoint), a .gguf file or
+            Qwen2, Qwen3, SmolLM3, Granite, Gemma 2, Gemma 3 text, Arcee or Nemotron checkpoint), a .gguf file or
             'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that

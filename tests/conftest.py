@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, GraniteConfig, LlamaConfig,
-                          MistralConfig, NemotronConfig, Qwen2Config, Qwen3Config, SmolLM3Config)
+from transformers import (AutoModelForCausalLM, ArceeConfig, Gemma2Config, Gemma3TextConfig, GraniteConfig,
+                          LlamaConfig, MistralConfig, NemotronConfig, Qwen2Config, Qwen3Config, SmolLM3Config)
 
-FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "nemotron"]
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -40,6 +40,8 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         return Gemma3TextConfig(**sizes, sliding_window=8, query_pre_attn_scalar=16,
                                 layer_types=["sliding_attention", "sliding_attention", "sliding_attention",
                                              "full_attention"][: sizes["num_hidden_layers"]])
+    if family == "arcee":
+        return ArceeConfig(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "nemotron":
         return NemotronConfig(**sizes, hidden_act="relu2", partial_rotary_factor=0.5)
     raise ValueError(family)

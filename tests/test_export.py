@@ -165,7 +165,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("mistral", "sentencepiece", "f16", False), ("gemma3_text", None, "f16", False),
              ("gemma3_text", "own", "q8_0", False), ("gemma3_text", "sentencepiece", "q4_0", True),
              ("gemma2", None, "f16", True), ("gemma2", "own", "q8_0", True), ("smollm3", "llama-bpe", "q8_0", False),
-             ("granite", None, "f16", False), ("granite", "llama-bpe", "q8_0", True),
+             ("granite", None, "f16", False), ("granite", "llama-bpe", "q8_0", True), ("arcee", None, "f16", False),
              ("nemotron", "llama-bpe", "f16", True), ("nemotron", None, "q4_0", False),
              ("llama", "kquant", "q4_k_m", False), ("gemma3_text", "kquant", "q4_k_m", True),
              ("nemotron", "kquant", "q6_k", False)]
@@ -440,7 +440,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "phi").mkdir()
     (tmp_path / "phi" / "config.json").write_text('{"model_type": "phi3"}')
     with pytest.raises(MinitronError, match="cannot export 'phi3' models to GGUF; export supports llama, mistral, "
-                                            "qwen2, qwen3, smollm3, granite, gemma2, gemma3_text, nemotron"):
+                                            "qwen2, qwen3, smollm3, granite, gemma2, gemma3_text, arcee, nemotron"):
         export(str(tmp_path / "phi"), tmp_path / "phi.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
