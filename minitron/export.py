@@ -183,28 +183,41 @@ def check_exportable(config) -> None:
     if model_type in ACTIVATIONS and act not in ACTIVATIONS[model_type]:
         raise MinitronError(f"cannot export a {model_type} model with activation {act!r}: llama.cpp's graph for "
                             f"it computes {ACTIVATIONS[model_type][0]}")
-    if model_type == "smollm3" and list(config.no_rope_layers) != [
-            int((i + 1) % SMOLLM3_NO_ROPE_STEP != 0) for i in range(config.num_hidden_layers)]:
+    FAMILY_CHECKS.get(model_type, lambda _: None)(config)
+
+
+def check_smollm3(config) -> None:
+    step = SMOLLM3_NO_ROPE_STEP
+    if list(config.no_rope_layers) != [int((i + 1) % step != 0) for i in range(config.num_hidden_layers)]:
         raise MinitronError(f"cannot export this SmolLM3 model: its layers with RoPE ({list(config.no_rope_layers)}, "
                             f"0: none) are not all but every {SMOLLM3_NO_ROPE_STEP}th, which llama.cpp's SmolLM3 graph "
                             f"assumes; drop layers in blocks of {SMOLLM3_NO_ROPE_STEP} to keep the pattern")
-    if model_type == "gemma2" and not config.tie_word_embeddings:
+
+
+def check_gemma2(config) -> None:
+    if not config.tie_word_embeddings:
         raise MinitronError("cannot export a Gemma 2 model whose lm_head is not tied to its embeddings: llama.cpp's "
                             "Gemma 2 graph has no output tensor of its own")
-    if model_type == "gemma2" and swa_period(config) != 2:
+    if swa_period(config) != 2:
         raise MinitronError(f"cannot export this Gemma 2 model: its layer pattern {layer_types(config)} is not local "
                             "and global layers in turn, which llama.cpp's Gemma 2 graph assumes; drop layers in blocks "
                             "of 2 to keep it")
-    if model_type == "gemma3_text":
-        if getattr(config, "attn_logit_softcapping", None) is not None:
-            raise MinitronError("cannot export a Gemma 3 model with attn_logit_softcapping: llama.cpp's Gemma 3 "
-                                "graph has no attention soft-capping")
-        if getattr(config, "use_bidirectional_attention", False):
-            raise MinitronError("cannot export a bidirectional Gemma 3 (an embedding model) as a causal LM")
-        if swa_period(config) is None:
-            raise MinitronError(f"cannot export this Gemma 3 model: its layer pattern {layer_types(config)} is not "
-                                f"periodic, and llama.cpp reads Gemma 3's sliding-window layers as every n-th "
-                                f"layer global")
+
+
+def check_gemma3(config) -> None:
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        raise MinitronError("cannot export a Gemma 3 model with attn_logit_softcapping: llama.cpp's Gemma 3 "
+                            "graph has no attention soft-capping")
+    if getattr(config, "use_bidirectional_attention", False):
+        raise MinitronError("cannot export a bidirectional Gemma 3 (an embedding model) as a causal LM")
+    if swa_period(config) is None:
+        raise MinitronError(f"cannot export this Gemma 3 model: its layer pattern {layer_types(config)} is not "
+                            f"periodic, and llama.cpp reads Gemma 3's sliding-window layers as every n-th "
+                            f"layer global")
+
+
+# What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
+FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3}
 
 
 def attention_scale_fix(config) -> float:
@@ -244,23 +257,37 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
         return
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_dimension_count(head_dim(config))
-    if model_type == "granite":  # its four multipliers (llama.cpp divides the logits by logit_scale)
-        writer.add_embedding_scale(config.embedding_multiplier)
-        writer.add_residual_scale(config.residual_multiplier)
-        writer.add_attention_scale(config.attention_multiplier)
-        writer.add_logit_scale(config.logits_scaling)
-    if model_type == "gemma2":  # local and global layers in turn (checked), both soft-caps
+    FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
+
+
+def granite_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Granite's four multipliers (llama.cpp divides the logits by logit_scale, as transformers does)."""
+    writer.add_embedding_scale(config.embedding_multiplier)
+    writer.add_residual_scale(config.residual_multiplier)
+    writer.add_attention_scale(config.attention_multiplier)
+    writer.add_logit_scale(config.logits_scaling)
+
+
+def gemma2_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Gemma 2's window (its local and global layers in turn are checked) and both soft-caps."""
+    writer.add_sliding_window(config.sliding_window)
+    writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
+    writer.add_final_logit_softcapping(config.final_logit_softcapping)
+
+
+def gemma3_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Gemma 3's window, layer pattern and local RoPE base, where some layers slide, and its final soft-cap if any."""
+    period = swa_period(config)
+    if config.sliding_window and period > 1:  # some layers slide
         writer.add_sliding_window(config.sliding_window)
-        writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
+        writer.add_sliding_window_pattern(period)
+        writer.add_rope_freq_base_swa(rope_theta(config, "sliding_attention"))
+    if getattr(config, "final_logit_softcapping", None):
         writer.add_final_logit_softcapping(config.final_logit_softcapping)
-    if model_type == "gemma3_text":
-        period = swa_period(config)
-        if config.sliding_window and period > 1:  # some layers slide
-            writer.add_sliding_window(config.sliding_window)
-            writer.add_sliding_window_pattern(period)
-            writer.add_rope_freq_base_swa(rope_theta(config, "sliding_attention"))
-        if getattr(config, "final_logit_softcapping", None):
-            writer.add_final_logit_softcapping(config.final_logit_softcapping)
+
+
+# The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
+FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
