@@ -115,9 +115,12 @@ def mlp_rate(dtype: torch.dtype, reps: int = 5) -> float:
 def bound(summary: dict) -> str:
     """The least time the call can take at the measured matmul rates (a sentence under the table)."""
     rates, flop = summary["matmul_tflops"], summary["walk_tflop"]
+    fp32 = flop / rates["float32"]  # seconds at the bare fp32 matmul rate
     return (f"The call's unavoidable matmuls are {flop:.1f} TFLOP (`walk_flops`); at this CPU's measured matmul rate "
             f"(fp32 {rates['float32'] * 1e3:.0f} GFLOP/s, bf16 {rates['bfloat16'] * 1e3:.0f}, in the same run) that "
-            f"is at least {flop / rates['float32']:.0f} s in fp32 and {flop / rates['bfloat16']:.0f} s in bf16.\n")
+            f"is at least {fp32:.0f} s in fp32 and {flop / rates['bfloat16']:.0f} s in bf16. *now* runs the whole "
+            f"call at {fp32 / summary['median_s']['now']:.0%} of the fp32 matmul rate; 60 s would need "
+            f"{fp32 / 60:.0%}.\n")
 
 
 def table(summary: dict) -> str:
