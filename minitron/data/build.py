@@ -2,6 +2,7 @@
 with a train/validation split by document; and the default corpus, built on first use and cached."""
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
@@ -172,10 +173,7 @@ def item_data(tokenizer: str, tok, max_tokens: int | None, item: str) -> Path:
     directory as it is, refused in one line when its tokenizer is not --tokenizer's."""
     if item_kind(item) != "data":
         return default_data(tokenizer, max_tokens, item)
-    made_with = TokenData.open(Path(item)).meta["tokenizer"]
-    if made_with["sha"] != tokenizer_identity(tok)["sha"]:
-        raise MinitronError(f"{item} was made with another tokenizer ({made_with['name'] or '?'}) than {tokenizer}'s; "
-                            f"mix it with --tokenizer {made_with['name'] or 'MODEL'}, or rebuild it")
+    TokenData.open(Path(item)).check_tokenizer(tok, f"--tokenizer {tokenizer}'s")
     return Path(item)
 
 
@@ -224,28 +222,25 @@ def mix_data(parts: list[Path], out: Path, shares: list[float] | None = None, ov
 def write_mixed_split(tmp: Path, split: str, data: list[TokenData], targets: list[int], masked: bool) -> dict:
     """One split of a mix: about `targets[i]` tokens of whole documents of each part (`share_of`), written in
     order, with their loss masks (all ones for a part without) when `masked`; the split's counts."""
-    names = [f"{split}.bin", f"{split}.docs.bin", *([f"{split}.mask.bin"] if masked else [])]
-    files = [open(tmp / name, "wb") for name in names]
     offset, documents = 0, 0
-    try:
+    with ExitStack() as files:
+        out, starts = (files.enter_context(open(tmp / f"{split}.{kind}", "wb")) for kind in ("bin", "docs.bin"))
+        masks = files.enter_context(open(tmp / f"{split}.mask.bin", "wb")) if masked else None
         for d, target in zip(data, targets):
             tokens, first = np.asarray(d.tokens(split)), np.asarray(d.doc_starts(split), dtype=np.int64)
             mask = d.mask(split) if masked else None
             ends = np.append(first[1:], len(tokens))
             chosen = share_of(first, len(tokens), target)
             for i in chosen:
-                files[0].write(tokens[first[i]:ends[i]].tobytes())
-                if masked:
-                    files[2].write(np.asarray(mask[first[i]:ends[i]]).tobytes() if mask is not None else
-                                   np.ones(ends[i] - first[i], dtype=np.uint8).tobytes())
+                out.write(tokens[first[i]:ends[i]].tobytes())
+                if masks is not None:
+                    masks.write(np.asarray(mask[first[i]:ends[i]]).tobytes() if mask is not None else
+                                np.ones(ends[i] - first[i], dtype=np.uint8).tobytes())
             lengths = ends[chosen] - first[chosen]
-            files[1].write((offset + np.concatenate([[0], np.cumsum(lengths)[:-1]])).astype(np.uint64).tobytes()
-                           if len(chosen) else b"")
+            starts.write((offset + np.concatenate([[0], np.cumsum(lengths)[:-1]])).astype(np.uint64).tobytes()
+                         if len(chosen) else b"")
             offset += int(lengths.sum())
             documents += len(chosen)
-    finally:
-        for f in files:
-            f.close()
     return {"tokens": offset, "documents": documents}
 
 

@@ -117,14 +117,18 @@ class TokenData:
                                         "directory with `minitron data`")
         return data
 
-    def check_model(self, tokenizer, vocab_size: int, model: str | Path) -> None:
-        """Refuse shards made with a different tokenizer than the model's, or holding a token id the model has no
-        embedding for (before any work starts: inside the model it would be an IndexError)."""
+    def check_tokenizer(self, tokenizer, whose: str = "the model's") -> None:
+        """Refuse shards made with a different tokenizer than `tokenizer` (`whose` names it in the message)."""
         ours, theirs = self.meta["tokenizer"], tokenizer_identity(tokenizer)
         if ours["sha"] != theirs["sha"]:
             raise MinitronError(f"data in {self.path} was made with another tokenizer ({ours['name'] or '?'}, "
-                                f"vocabulary {ours['vocab_size']:,}) than the model's ({theirs['vocab_size']:,}); "
+                                f"vocabulary {ours['vocab_size']:,}) than {whose} ({theirs['vocab_size']:,}); "
                                 "rebuild it with `minitron data --tokenizer MODEL`")
+
+    def check_model(self, tokenizer, vocab_size: int, model: str | Path) -> None:
+        """Refuse shards made with a different tokenizer than the model's, or holding a token id the model has no
+        embedding for (before any work starts: inside the model it would be an IndexError)."""
+        self.check_tokenizer(tokenizer)
         for split in SPLITS:
             tokens = self.tokens(split)
             top = int(tokens.max()) if len(tokens) else -1
