@@ -123,17 +123,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """FLOP/s of a large square matmul in `dtype` (what minitron's step computes in by default on this device)."""
-    n = 8192 if device.type == "cuda" else 1024
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+def matmul_peak(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int] | None = None) -> float:
+    """FLOP/s of a matmul in `dtype` (what minitron's step computes in by default on this device): a large square
+    one, or an (m, k) by (k, n) one of `shape`."""
+    size = 8192 if device.type == "cuda" else 1024
+    m, k, n = shape or (size, size, size)
+    a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
     a @ b
     sync(device)
     reps, start = (20 if device.type == "cuda" else 5), time.perf_counter()
     for _ in range(reps):
         a @ b
     sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - start)
+    return 2 * m * k * n * reps / (time.perf_counter() - start)
 
 
 def linear_params(model: torch.nn.Module) -> int:
