@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from minitron.chat.generate import Completion, Sampling, complete, complete_many
+from minitron.chat.generate import BATCH_SIZE, Completion, Sampling, complete, complete_many
 from minitron.chat.templates import ChatFormat, encode, get_format
 from minitron.chat.tools import ToolCall, as_message_calls, describe, load_tools, parse_tool_calls
 from minitron.errors import MinitronError
@@ -205,7 +205,7 @@ def _write_jsonl(path: Path | None, records: list[dict]) -> None:
 def generate(model: str = "default", prompt: str | None = None, input: Path | None = None,
              output: Path | None = None, template: Template = "auto", system: str | None = None,
              tools: Path | None = None, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-             batch_size: int = 64, seed: int = 0, device: str = "auto", overwrite: bool = False) -> list[dict]:
+             batch_size: int = BATCH_SIZE, seed: int = 0, device: str = "auto", overwrite: bool = False) -> list[dict]:
     """Reply to one prompt (printed as it is written), or to every record of a JSONL file.
 
     Input records are {"prompt": "..."} or {"messages": [...]}, each optionally with "tools" and

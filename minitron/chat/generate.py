@@ -72,6 +72,9 @@ def stop_token_ids(model, tokenizer, fmt: ChatFormat) -> set[int]:
     return ids
 
 
+BATCH_SIZE = 64  # prompts a padded batch answers together: the fastest measured on a 2-core CPU (docs/performance.md)
+
+
 def pad_id(tokenizer, stop_ids: set[int]) -> int:
     """The id padding a batch: the tokenizer's pad token, else the lowest stop id (never generated past)."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids, default=0)
@@ -219,7 +222,7 @@ def scan_completion(tokenizer, fmt: ChatFormat, stop_ids: set[int], new_ids: lis
 
 
 def complete_many(model, tokenizer, fmt: ChatFormat, prompts: list[list[int]], sampling: Sampling = Sampling(),
-                  batch_size: int = 64, progress: bool = True) -> list[Completion]:
+                  batch_size: int = BATCH_SIZE, progress: bool = True) -> list[Completion]:
     """Replies to any number of prompts, in batches of similar length; returned in the prompts' order."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Completion | None] = [None] * len(prompts)
