@@ -190,8 +190,8 @@ def check_smollm3(config) -> None:
     step = SMOLLM3_NO_ROPE_STEP
     if list(config.no_rope_layers) != [int((i + 1) % step != 0) for i in range(config.num_hidden_layers)]:
         raise MinitronError(f"cannot export this SmolLM3 model: its layers with RoPE ({list(config.no_rope_layers)}, "
-                            f"0: none) are not all but every {SMOLLM3_NO_ROPE_STEP}th, which llama.cpp's SmolLM3 graph "
-                            f"assumes; drop layers in blocks of {SMOLLM3_NO_ROPE_STEP} to keep the pattern")
+                            f"0: none) are not all but every {step}th, which llama.cpp's SmolLM3 graph assumes; drop "
+                            f"layers in blocks of {step} to keep the pattern")
 
 
 def check_gemma2(config) -> None:
