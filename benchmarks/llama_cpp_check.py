@@ -14,8 +14,8 @@ against the fp32 model and against the same model with its weights rounded as th
 quantised products).
 
 --tiny does the same for a tiny random model of every family minitron exports (Llama, Mistral, Qwen2, Qwen3,
-SmolLM3, Granite, Gemma 2, Gemma 3, Arcee, Nemotron; a byte-level BPE trained here), from a text prompt; --json writes
-its table's JSON.
+SmolLM3, Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3; a byte-level BPE trained here), from a text prompt;
+--json writes its table's JSON.
 llama.cpp runs through node-llama-cpp's prebuilt CPU build (`make setup` installs it into the virtual environment;
 NODE_LLAMA_CPP names another copy of the package); nothing is compiled.
 """
@@ -42,7 +42,8 @@ from minitron.load import load_model, load_tokenizer
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
 PROMPTS = ["What is the capital of France?", "Write a short poem about the sea.",
            "Explain in two sentences why the sky is blue."]
-FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron"]
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron",
+            "phi3"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -118,14 +119,35 @@ def tiny_tokenizer(split: str | None = None, text: str = TINY_TEXT):
                                    pad_token="<|endoftext|>")
 
 
+# Phi-4-mini's RoPE in small: LongRoPE (per-frequency factors, an attention factor from the context's growth) on three
+# quarters of each head. transformers takes the short factors for sequences within the original context, llama.cpp
+# for contexts within it (padded to 256 tokens: so the original context here is 512).
+PHI3_LONGROPE = dict(max_position_embeddings=1024, original_max_position_embeddings=512,
+                     rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                                      "short_factor": [1.0, 2.5, 4.0], "long_factor": [2.0, 5.0, 8.0]})
+
+
+def sharpen_attention(model, factor: float) -> None:
+    """Scale every layer's query and key rows by `factor` (fused or not), so that a wrong q/k layout changes the
+    logits well beyond rounding."""
+    from minitron.arch import arch_of, attention_rows
+
+    arch = arch_of(model.config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            query, (key, _) = attention_rows(layer, arch)
+            for rows in (query, key):
+                rows.of(rows.linear.weight).mul_(factor)
+
+
 def tiny_model(family: str, seed: int = 0):
-    """A random model of `family` (4 layers, hidden 64, 8 heads of 16, 2 KV heads; Qwen2's and Nemotron's heads are
-    8 wide, as the llama.cpp node-llama-cpp 3.22.1 ships builds their attention hidden_size wide), norms
+    """A random model of `family` (4 layers, hidden 64, 8 heads of 16, 2 KV heads; Qwen2's, Nemotron's and Phi-3's
+    heads are 8 wide, as the llama.cpp node-llama-cpp 3.22.1 ships builds their attention hidden_size wide), norms
     randomised, attention sharpened so that a wrong q/k layout shows."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     sizes = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
-                 num_key_value_heads=2, head_dim=8 if family in ("qwen2", "nemotron") else 16,
+                 num_key_value_heads=2, head_dim=8 if family in ("qwen2", "nemotron", "phi3") else 16,
                  max_position_embeddings=256)
     extra = {"mistral": dict(sliding_window=None), "smollm3": dict(no_rope_layers=[1, 1, 1, 0], pad_token_id=None,
                                                                  bos_token_id=None, eos_token_id=None),
@@ -136,17 +158,21 @@ def tiny_model(family: str, seed: int = 0):
              "gemma2": dict(sliding_window=8, query_pre_attn_scalar=16, attn_logit_softcapping=50.0,
                             final_logit_softcapping=30.0, layer_types=["sliding_attention", "full_attention"] * 2),
              "gemma3_text": dict(sliding_window=8, query_pre_attn_scalar=16,
-                                 layer_types=["sliding_attention"] * 3 + ["full_attention"])}.get(family, {})
+                                 layer_types=["sliding_attention"] * 3 + ["full_attention"]),
+             "phi3": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None, **PHI3_LONGROPE)}.get(family, {})
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **sizes, **extra), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
-        for layer in model.model.layers:
-            layer.self_attn.q_proj.weight.mul_(8.0)
-            layer.self_attn.k_proj.weight.mul_(8.0)
+    sharpen_attention(model, 8.0)
     return model.eval()
+
+
+# The tiny files' general.name: llama.cpp gives the special tokens of a model named like Phi-3 ("phi3", "phi-3") Phi-3's
+# attributes, looking up "</s>" and "<unk>", which the tiny byte-level vocabulary lacks (it fails to load then).
+TINY_NAME = "tiny"
 
 
 def tiny_families(dtypes: list[str], tokens: int, work: Path, families: list[str] = FAMILIES,
@@ -167,7 +193,7 @@ def tiny_families(dtypes: list[str], tokens: int, work: Path, families: list[str
         with torch.no_grad():
             reply = model.generate(torch.tensor([ids]), max_new_tokens=tokens, do_sample=False,
                                    pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
-        outs = [export(str(work / family), work / f"{family}-{dtype}.gguf", dtype, overwrite=True).gguf
+        outs = [export(str(work / family), work / f"{family}-{dtype}.gguf", dtype, overwrite=True, name=TINY_NAME).gguf
                 for dtype in dtypes]
         results = llama_cpp_greedy([{"model": out, "ids": ids, "n": tokens} for out in outs]
                                    + [{"model": outs[0], "text": TINY_TEXT, "n": 0}])

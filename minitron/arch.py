@@ -3,7 +3,9 @@ embeddings and lm_head live, and how the config names its sizes.
 
 All supported families share transformers' layout (`model.model.embed_tokens`, `.layers[i].self_attn.
 {q,k,v,o}_proj`, `.mlp.{gate,up,down}_proj`, `model.model.norm`, `model.lm_head`); they differ in
-which norms a decoder layer has and whether the MLP is gated.
+which norms a decoder layer has, whether the MLP is gated, and whether projections are fused (Phi-3's `qkv_proj`
+and `gate_up_proj`): the unit kinds' rows of a projection are `Rows`, so that code that ranks or slices heads and
+neurons does not care.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class Arch:
     norms: tuple[str, ...]  # decoder-layer norms whose weight spans the hidden_size channels
     gated_mlp: bool = True  # MLP has gate_proj beside up_proj (SwiGLU/GeGLU); False: squared-ReLU up/down only
     scaled_embedding: bool = False  # embeddings are multiplied by sqrt(hidden_size) (Gemma)
+    fused: bool = False  # q, k and v rows in one qkv_proj, gate and up rows in one gate_up_proj (Phi-3)
 
 
 _PRE_POST = ("input_layernorm", "post_attention_layernorm")
@@ -36,6 +39,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("gemma3_text", _GEMMA, scaled_embedding=True),
     Arch("arcee", _PRE_POST, gated_mlp=False),  # Llama's layout with Nemotron's squared-ReLU MLP (AFM-4.5B)
     Arch("nemotron", _PRE_POST, gated_mlp=False),
+    Arch("phi3", _PRE_POST, fused=True),  # Llama's layout with q/k/v and gate/up fused; Phi-3, Phi-3.5, Phi-4-mini
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
@@ -104,16 +108,57 @@ def layer_norms(layer: nn.Module, arch: Arch) -> list[nn.Module]:
     return [getattr(layer, name) for name in arch.norms]
 
 
+@dataclass(frozen=True)
+class Rows:
+    """The rows of one unit kind in a projection: `count` rows from `start` of `linear` (all of them when it is not
+    fused). Row `start + i` belongs to unit i (a neuron, or a channel of a head)."""
+
+    linear: nn.Linear
+    start: int = 0
+    count: int | None = None  # None: to the last row
+
+    def of(self, t: torch.Tensor) -> torch.Tensor:
+        """This block of a tensor shaped like the weight's rows (the weight, its bias, their scores)."""
+        return t[self.start:] if self.count is None else t[self.start:self.start + self.count]
+
+
+def attention_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
+    """The linears that read the attention's (normed) input: q, k and v, or Phi-3's one qkv_proj."""
+    attn = layer.self_attn
+    return [attn.qkv_proj] if arch.fused else [attn.q_proj, attn.k_proj, attn.v_proj]
+
+
 def mlp_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
-    """The MLP projections whose output rows are the neurons (gate and up, or up alone)."""
+    """The linears that read the MLP's (normed) input: gate and up, up alone, or Phi-3's one gate_up_proj."""
     mlp = layer.mlp
+    if arch.fused:
+        return [mlp.gate_up_proj]
     return [mlp.gate_proj, mlp.up_proj] if arch.gated_mlp else [mlp.up_proj]
+
+
+def neuron_rows(layer: nn.Module, arch: Arch) -> list[Rows]:
+    """The MLP input rows of its neurons: gate's and up's (the two halves of a fused gate_up_proj), or up's."""
+    if arch.fused:
+        fused = layer.mlp.gate_up_proj
+        half = fused.out_features // 2
+        return [Rows(fused, 0, half), Rows(fused, half, half)]
+    return [Rows(linear) for linear in mlp_inputs(layer, arch)]
+
+
+def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
+    """The query rows, and the key and value rows, of a layer's attention (heads of head_dim rows each); a fused
+    qkv_proj holds the queries first (as many rows as o_proj has input columns), then keys, then values."""
+    attn = layer.self_attn
+    if not arch.fused:
+        return Rows(attn.q_proj), [Rows(attn.k_proj), Rows(attn.v_proj)]
+    q = attn.o_proj.in_features
+    kv = (attn.qkv_proj.out_features - q) // 2
+    return Rows(attn.qkv_proj, 0, q), [Rows(attn.qkv_proj, q, kv), Rows(attn.qkv_proj, q + kv, kv)]
 
 
 def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that read the (normed) residual stream: their input columns are hidden channels."""
-    attn = layer.self_attn
-    return [attn.q_proj, attn.k_proj, attn.v_proj, *mlp_inputs(layer, arch)]
+    return [*attention_inputs(layer, arch), *mlp_inputs(layer, arch)]
 
 
 def residual_writers(layer: nn.Module) -> list[nn.Linear]:

@@ -1,12 +1,12 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Qwen2, Qwen3, SmolLM3,
-Granite, Gemma 2, Gemma 3, Arcee, Nemotron) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama
-Modelfile beside it.
+Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3) as one .gguf file for llama.cpp, Ollama and LM Studio, with an
+Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
 the weights with the transforms llama.cpp's own converter (convert_hf_to_gguf.py) applies: the Llama rotary layout
-for q/k, and 1 added to the norm weights of Gemma (x * (1 + w)) and Nemotron (LayerNorm1P). Weight types are
-minitron.export_quant's, the identity keys and the Modelfile minitron.export_ollama's.
+for q/k, 1 added to the norm weights of Gemma (x * (1 + w)) and Nemotron (LayerNorm1P), Phi-3's LongRoPE factors as
+tensors. Weight types are minitron.export_quant's, the identity keys and the Modelfile minitron.export_ollama's.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import gguf
 import numpy as np
 import torch
 from safetensors import safe_open
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from minitron.arch import head_dim
 from minitron.card import card_name
@@ -41,12 +42,16 @@ GGUF_ARCH = {
     "gemma3_text": gguf.MODEL_ARCH.GEMMA3,
     "arcee": gguf.MODEL_ARCH.ARCEE,
     "nemotron": gguf.MODEL_ARCH.NEMOTRON,
+    "phi3": gguf.MODEL_ARCH.PHI3,
 }
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "arcee": ("relu2",),
                "nemotron": ("relu2",)}
-# Graphs whose query projection some llama.cpp builds take to be hidden_size wide (heads x head size = hidden size).
+# Graphs whose query projection some llama.cpp builds take to be hidden_size wide (heads x head size = hidden size);
+# Phi-3's fused qkv is that wide in every build, so export refuses another width (`check_phi3`).
 HIDDEN_WIDE_ATTENTION = ("qwen2", "nemotron")
+# RoPE scalings a family's llama.cpp graph computes besides plain RoPE: Phi-3's LongRoPE (its factors as tensors).
+ROPE_SCALINGS = {"phi3": ("longrope",)}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON,)
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
@@ -83,8 +88,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
-            Qwen2, Qwen3, SmolLM3, Granite, Gemma 2, Gemma 3 text, Arcee or Nemotron checkpoint), a .gguf file or
-            'default'.
+            Qwen2, Qwen3, SmolLM3, Granite, Gemma 2, Gemma 3 text, Arcee, Nemotron or Phi-3 checkpoint), a .gguf
+            file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -176,9 +181,9 @@ def check_exportable(config) -> None:
     kinds = ("full_attention", "sliding_attention") if model_type == "gemma3_text" else ("full_attention",)
     for kind in kinds:
         rope_type = rope_parameters(config, kind).get("rope_type", "default")
-        if rope_type != "default":
-            raise MinitronError(f"cannot export a model with rope_type {rope_type!r} yet; GGUF export supports "
-                                f"plain RoPE only")
+        if rope_type not in ("default", *ROPE_SCALINGS.get(model_type, ())):
+            raise MinitronError(f"cannot export a {model_type} model with rope_type {rope_type!r}; GGUF export "
+                                f"supports plain RoPE, and Phi-3's longrope")
     act = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
     if model_type in ACTIVATIONS and act not in ACTIVATIONS[model_type]:
         raise MinitronError(f"cannot export a {model_type} model with activation {act!r}: llama.cpp's graph for "
@@ -216,8 +221,16 @@ def check_gemma3(config) -> None:
                             f"layer global")
 
 
+def check_phi3(config) -> None:
+    width = config.num_attention_heads * head_dim(config)
+    if width != config.hidden_size:
+        raise MinitronError(f"cannot export this Phi-3 model: its attention is {config.num_attention_heads} heads x "
+                            f"{head_dim(config)} = {width} wide, and llama.cpp's Phi-3 graph builds it hidden_size "
+                            f"({config.hidden_size}) wide; prune heads and hidden channels in the same proportion")
+
+
 # What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
-FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3}
+FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "phi3": check_phi3}
 
 
 def attention_scale_fix(config) -> float:
@@ -249,15 +262,19 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
         print(f"warning: this model's attention is {config.num_attention_heads} heads x {head_dim(config)} wide, not "
               f"hidden_size {config.hidden_size}: the llama.cpp that node-llama-cpp 3.22.1 ships refuses such a "
               f"{model_type} file (it builds the attention hidden_size wide)", flush=True)
-    if model_type == "nemotron":  # LayerNorm (with bias), partial rotary embedding
+    writer.add_rope_dimension_count(rotary_dims(config))
+    if model_type == "nemotron":  # LayerNorm (with bias)
         writer.add_layer_norm_eps(config.norm_eps)
-        partial = rope_parameters(config).get("partial_rotary_factor",
-                                              getattr(config, "partial_rotary_factor", 1.0))
-        writer.add_rope_dimension_count(int(head_dim(config) * partial))
         return
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_dimension_count(head_dim(config))
     FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
+
+
+def rotary_dims(config) -> int:
+    """The channels of each head that RoPE rotates: all, or a part (Nemotron's, Phi-4-mini's
+    partial_rotary_factor)."""
+    partial = rope_parameters(config).get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0))
+    return int(head_dim(config) * partial)
 
 
 def granite_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -286,8 +303,34 @@ def gemma3_keys(writer: gguf.GGUFWriter, config) -> None:
         writer.add_final_logit_softcapping(config.final_logit_softcapping)
 
 
+def phi3_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Phi-3's window, and LongRoPE's original context and attention factor (its frequency factors are tensors:
+    `longrope_factors`)."""
+    if getattr(config, "sliding_window", None):
+        writer.add_sliding_window(config.sliding_window)
+    if rope_parameters(config).get("rope_type") == "longrope":
+        writer.add_rope_scaling_orig_ctx_len(longrope_context(config))
+        writer.add_rope_scaling_attn_factors(ROPE_INIT_FUNCTIONS["longrope"](config, "cpu")[1])
+
+
+def longrope_context(config) -> int:
+    """The context LongRoPE's short factors serve (longer sequences take the long ones)."""
+    return int(rope_parameters(config).get("original_max_position_embeddings")
+               or config.original_max_position_embeddings)
+
+
+def longrope_factors(config) -> dict[str, np.ndarray]:
+    """LongRoPE's per-frequency factors under llama.cpp's tensor names: none for other RoPE."""
+    rope = rope_parameters(config)
+    if rope.get("rope_type") != "longrope":
+        return {}
+    return {f"{gguf.TENSOR_NAMES[tensor]}.weight": np.asarray(rope[key], dtype=np.float32)
+            for tensor, key in ((gguf.MODEL_TENSOR.ROPE_FACTORS_LONG, "long_factor"),
+                                (gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT, "short_factor"))}
+
+
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
-FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys}
+FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -401,6 +444,8 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: gguf.MODEL_AR
                 add(name, data)
                 if name == "token_embd.weight" and config.tie_word_embeddings and arch in OUTPUT_REQUIRED:
                     add("output.weight", data)  # this graph has no tied head: the head is written out
+    for name, data in longrope_factors(config).items():
+        add(name, data)
 
 
 def tensor_adder(writer: gguf.GGUFWriter, config, arch: gguf.MODEL_ARCH, weight_type):

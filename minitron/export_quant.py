@@ -6,8 +6,8 @@ write the k-quants (it only dequantises Q4_K, Q5_K and Q6_K), so for those this 
 quantiser, `ggml_quantize_chunk` in the `libggml-base.so` that node-llama-cpp's prebuilt CPU build ships (npm
 package `@node-llama-cpp/linux-x64`, installed by `make llamacpp`), through ctypes, and picks each tensor's type by
 the main rules of llama.cpp's `llama-quantize` mixes: the output matrix (or the tied embedding) in Q6_K, and in
-the `_m` mixes attn_v and ffn_down of the layers `use_more_bits` names in Q6_K too. Without that library the
-k-quant types are refused by name.
+the `_m` mixes attn_v and ffn_down of the layers `use_more_bits` names in Q6_K too, and a fused attn_qkv (Phi-3) one
+k-quant above the mix's. Without that library the k-quant types are refused by name.
 
 A tensor whose rows do not split into whole blocks falls back as llama.cpp does: Q4_K to Q5_0, Q5_K to Q5_1,
 Q6_K to Q8_0 (blocks of 32 instead of 256), and anything else (or a row that is not a multiple of 32) to F16.
@@ -56,6 +56,8 @@ TYPES: dict[str, WeightType] = {
     "q4_1": WeightType(F.MOSTLY_Q4_1, T.Q4_1),
     "q4_0": WeightType(F.MOSTLY_Q4_0, T.Q4_0),
 }
+# The `_m` mixes' type for a fused attn_qkv (llama-quant.cpp): one k-quant above the mix's own.
+FUSED_QKV = {T.Q4_K: T.Q5_K, T.Q5_K: T.Q6_K}
 # llama.cpp's fallback for rows that are not a multiple of 256 (llama-quant.cpp, tensor_type_fallback)
 K_FALLBACK = {T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
 GGML_LIBRARY = "libggml-base.so"
@@ -77,6 +79,8 @@ def tensor_type(name: str, shape: tuple[int, ...], wt: WeightType, layers: int,
     elif wt.more_bits and (m := re.fullmatch(r"blk\.(\d+)\.(attn_v|ffn_down)\.weight", name)):
         if use_more_bits(int(m.group(1)), layers):
             qtype = T.Q6_K
+    elif wt.more_bits and re.fullmatch(r"blk\.\d+\.attn_qkv\.weight", name):
+        qtype = FUSED_QKV[qtype]
     row = shape[-1]
     if row % gguf.GGML_QUANT_SIZES[qtype][0]:
         qtype = K_FALLBACK.get(qtype, T.F16)

@@ -63,17 +63,14 @@ def sentencepiece_tokenizer():
 
 
 def save_model(path, family: str, tokenizer, tie: bool = False, sharpen: float = SHARPEN, **sizes):
-    """A tiny random model of `family` with `tokenizer`; Qwen and Nemotron keep head_dim as below."""
+    """A tiny random model of `family` with `tokenizer`; Qwen, Nemotron and Phi-3 keep head_dim as below."""
     # transformers' GGUF loader does not read the head size for Qwen2/Qwen3: it takes hidden_size /
     # num_attention_heads for Qwen2 and the config default (128) for Qwen3, so the tiny models use those. The
-    # llama.cpp that node-llama-cpp 3.22.1 ships builds Qwen2's and Nemotron's attention hidden_size wide, so
-    # their heads x head size is the hidden size here too.
-    sizes = {"head_dim": {"qwen2": 8, "qwen3": 128, "nemotron": 8}.get(family, 16), **sizes}
+    # llama.cpp that node-llama-cpp 3.22.1 ships builds Qwen2's, Nemotron's and Phi-3's attention hidden_size wide,
+    # so their heads x head size is the hidden size here too.
+    sizes = {"head_dim": {"qwen2": 8, "qwen3": 128, "nemotron": 8, "phi3": 8}.get(family, 16), **sizes}
     model = tiny_model(family, tie=tie, vocab_size=VOCAB, **sizes)
-    with torch.no_grad():  # sharpen attention, so that a wrong q/k layout changes the logits well beyond rounding
-        for layer in model.model.layers:
-            layer.self_attn.q_proj.weight.mul_(sharpen)
-            layer.self_attn.k_proj.weight.mul_(sharpen)
+    llama_cpp_check().sharpen_attention(model, sharpen)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return model
@@ -106,7 +103,7 @@ def own_gemma2(path, tokenizer):
 
 def reload(path, config=None):
     """transformers' GGUF loader; `config`: the Hugging Face directory's own (its Gemma 3 reading misses the
-    layer pattern, the local RoPE base and query_pre_attn_scalar)."""
+    layer pattern, the local RoPE base and query_pre_attn_scalar; its Phi-3 reading the partial rotary factor)."""
     kwargs = {} if config is None else {"config": AutoConfig.from_pretrained(config)}
     return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
                                                 **kwargs).eval()
@@ -124,7 +121,7 @@ def assert_same_logits(model, gguf_model, tolerance):
     ("llama", "f16", False), ("llama", "bf16", True), ("llama", "q8_0", False), ("llama", "q4_0", False),
     ("mistral", "f16", False), ("qwen2", "f16", True), ("qwen2", "q8_0", False), ("qwen3", "f16", False),
     ("gemma2", "f16", True), ("gemma3_text", "f16", False), ("gemma3_text", "q4_0", True), ("nemotron", "f16", False),
-    ("nemotron", "q8_0", True),
+    ("nemotron", "q8_0", True), ("phi3", "f16", False), ("phi3", "q8_0", True),
 ])
 def test_export_reloads_with_the_same_logits(tmp_path, family, dtype, tie):
     tokenizer = byte_level_tokenizer()
@@ -132,7 +129,7 @@ def test_export_reloads_with_the_same_logits(tmp_path, family, dtype, tie):
     out = export(str(tmp_path / "hf"), tmp_path / "out" / "model.gguf", dtype)
     assert out == Exported(tmp_path / "out" / "model.gguf", tmp_path / "out" / "model.Modelfile")
     assert sorted(p.name for p in out.gguf.parent.iterdir()) == ["model.Modelfile", "model.gguf"]
-    gguf_model = reload(out.gguf, tmp_path / "hf" if family.startswith("gemma") else None)
+    gguf_model = reload(out.gguf, tmp_path / "hf" if family in ("gemma2", "gemma3_text", "phi3") else None)
     assert_same_logits(model, gguf_model, TOLERANCE[dtype])
     assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), gguf_model, ROUNDED)
     reloaded = AutoTokenizer.from_pretrained(out.gguf.parent, gguf_file=out.gguf.name)
@@ -155,7 +152,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     llama.cpp's 8-bit activations in quantised products, so free-running continuations may part at a near tie
     without anything being wrong. Without the Llama q/k reordering the shortfall is 0.21 on the first case; without
     Gemma 3's +1 on norms 0.71, Nemotron's 0.41; with Gemma 3's layer pattern, window, local RoPE base or query scale
-    left to llama.cpp's defaults 0.24, 0.82, 0.25 and 0.20; with Gemma 2's query scale left to llama.cpp 0.096."""
+    left to llama.cpp's defaults 0.24, 0.82, 0.25 and 0.20; with Gemma 2's query scale left to llama.cpp 0.096; with
+    Phi-3's LongRoPE factors swapped 0.23, its attention factor left out 0.22."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -168,7 +166,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("granite", None, "f16", False), ("granite", "llama-bpe", "q8_0", True), ("arcee", None, "f16", False),
              ("nemotron", "llama-bpe", "f16", True), ("nemotron", None, "q4_0", False),
              ("llama", "kquant", "q4_k_m", False), ("gemma3_text", "kquant", "q4_k_m", True),
-             ("nemotron", "kquant", "q6_k", False)]
+             ("nemotron", "kquant", "q6_k", False), ("phi3", None, "f16", True), ("phi3", "longrope", "q8_0", False),
+             ("phi3", "kquant", "q4_k_m", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -176,7 +175,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
         if pre == "own":
             model = {"gemma2": own_gemma2, "gemma3_text": own_gemma3}[family](tmp_path / f"hf{i}", tokenizer)
         else:
-            model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **(KQUANT_SIZES if pre == "kquant" else {}))
+            extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE}.get(pre, {})
+            model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
         out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
         ids = tokenizer(TEXT)["input_ids"]
         jobs.append({"model": out, "ids": ids, "n": 16})
@@ -285,6 +285,27 @@ def test_gemma3_and_nemotron_metadata(tmp_path):
     np.testing.assert_array_equal(weights["output.weight"], weights["token_embd.weight"])
 
 
+def test_phi3_metadata(tmp_path):
+    """What llama.cpp's Phi-3 graph reads: the rotated part of each head, LongRoPE's factors as tensors, its original
+    context and attention factor; q/k/v and gate/up stay fused, as transformers keeps them."""
+    model = save_model(tmp_path / "phi3", "phi3", byte_level_tokenizer(), **llama_cpp_check().PHI3_LONGROPE)
+    out = export(str(tmp_path / "phi3"), tmp_path / "phi3.gguf").gguf
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(out).fields.items()}
+    assert fields["general.architecture"] == "phi3"
+    assert {k: fields[f"phi3.{k}"] for k in ["rope.dimension_count", "attention.key_length", "context_length",
+                                             "rope.scaling.original_context_length"]} == {
+        "rope.dimension_count": 6, "attention.key_length": 8, "context_length": 1024,
+        "rope.scaling.original_context_length": 512}  # 0.75 of 8 channels rotated; contexts of the tiny model
+    assert fields["phi3.rope.scaling.attn_factor"] == pytest.approx(np.sqrt(1 + np.log(2) / np.log(512)))
+    weights = tensors(out)
+    np.testing.assert_array_equal(weights["rope_factors_short.weight"], [1.0, 2.5, 4.0])
+    np.testing.assert_array_equal(weights["rope_factors_long.weight"], [2.0, 5.0, 8.0])
+    hf = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    assert weights["blk.0.attn_qkv.weight"].shape == (64 + 2 * 16, 64)  # 8 query heads and 2 KV heads of 8
+    np.testing.assert_allclose(weights["blk.1.ffn_up.weight"], hf["model.layers.1.mlp.gate_up_proj.weight"],
+                               atol=1e-3)  # gate then up, as llama.cpp's fused SwiGLU reads them (f16)
+
+
 def test_weight_types():
     """Which type each tensor gets: pure gguf-py types; llama.cpp's k-quant mixes (Q6_K head, Q6_K attn_v and
     ffn_down on the use_more_bits layers); llama.cpp's fallbacks for rows that do not split into blocks."""
@@ -303,6 +324,8 @@ def test_weight_types():
     assert tensor_type("blk.2.attn_q.weight", (256, 96), q4_k_m, 8, False) == T.Q5_0  # rows of 96: Q4_K -> Q5_0
     assert tensor_type("blk.2.attn_q.weight", (256, 96), q6_k, 8, False) == T.Q8_0
     assert tensor_type("blk.2.attn_q.weight", (256, 100), q6_k, 8, False) == T.F16
+    assert tensor_type("blk.2.attn_qkv.weight", (256, 512), q4_k_m, 8, False) == T.Q5_K  # fused: a k-quant above
+    assert tensor_type("blk.2.attn_qkv.weight", (256, 512), TYPES["q5_k_m"], 8, False) == T.Q6_K
     if ggml_library_path() is None:
         pytest.skip("llama.cpp's ggml library is not installed (`make llamacpp`)")
     rows = np.random.default_rng(0).standard_normal((4, 512)).astype(np.float32)
@@ -437,11 +460,12 @@ def test_the_model_card_offers_export_for_exactly_the_families_export_writes():
 
 
 def test_export_refuses_other_families_and_tokenizers(tmp_path):
-    (tmp_path / "phi").mkdir()
-    (tmp_path / "phi" / "config.json").write_text('{"model_type": "phi3"}')
-    with pytest.raises(MinitronError, match="cannot export 'phi3' models to GGUF; export supports llama, mistral, "
-                                            "qwen2, qwen3, smollm3, granite, gemma2, gemma3_text, arcee, nemotron"):
-        export(str(tmp_path / "phi"), tmp_path / "phi.gguf")
+    (tmp_path / "olmo").mkdir()
+    (tmp_path / "olmo" / "config.json").write_text('{"model_type": "olmo2"}')
+    with pytest.raises(MinitronError, match="cannot export 'olmo2' models to GGUF; export supports llama, mistral, "
+                                            "qwen2, qwen3, smollm3, granite, gemma2, gemma3_text, arcee, nemotron, "
+                                            "phi3"):
+        export(str(tmp_path / "olmo"), tmp_path / "olmo.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
         export(str(tmp_path / "word-level"), tmp_path / "w.gguf")
@@ -470,8 +494,12 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     with pytest.raises(MinitronError, match=r"SmolLM3 model: its layers with RoPE \(\[1, 1, 0, 1\], 0: none\) are "
                                             "not all but every 4th"):
         export(str(tmp_path / "smollm3"), tmp_path / "s.gguf")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma2", "gemma3_text", "nemotron", "phi", "smollm3",
-                                                          "word-level"]  # no file
+    save_model(tmp_path / "phi3", "phi3", byte_level_tokenizer(), head_dim=16)  # heads pruned, hidden size kept
+    with pytest.raises(MinitronError, match=r"Phi-3 model: its attention is 8 heads x 16 = 128 wide, and llama.cpp's "
+                                            r"Phi-3 graph builds it hidden_size \(64\) wide"):
+        export(str(tmp_path / "phi3"), tmp_path / "p.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma2", "gemma3_text", "nemotron", "olmo", "phi3",
+                                                          "smollm3", "word-level"]  # no file
 
 
 def test_export_keeps_an_existing_file(tmp_path):

@@ -6,7 +6,7 @@ import torch
 from torch.testing import assert_close
 
 from conftest import tiny_model
-from minitron.arch import arch_of, mlp_inputs
+from minitron.arch import arch_of, attention_inputs, mlp_inputs
 from minitron.numerics import lm_loss
 from minitron.importance import Scores, coupled_scores, compute_scores
 from minitron.importance.stats import ActivationRecorder
@@ -168,6 +168,20 @@ def test_scores_save_and_load(scored, tmp_path):
     assert loaded.criteria() == ["activation", "magnitude", "random", "taylor", "wanda"]
 
 
+def test_magnitude_of_a_neuron_and_a_head_in_fused_projections():
+    """Phi-3's neuron j is rows j and I + j of gate_up_proj (gate, then up); its query head h is rows h*d ... of
+    qkv_proj, before the key and value rows."""
+    model = tiny_model("phi3")
+    scores = compute_scores(model, BATCHES, ["magnitude"])
+    layer, j, h = model.model.layers[1], 5, 3
+    gate_up, down = layer.mlp.gate_up_proj.weight, layer.mlp.down_proj.weight
+    expected = gate_up[j].pow(2).sum() + gate_up[96 + j].pow(2).sum() + down[:, j].pow(2).sum()
+    assert_close(scores.tensors["magnitude/mlp"][1, j], expected.detach())
+    rows = slice(h * 16, (h + 1) * 16)
+    expected = layer.self_attn.qkv_proj.weight[rows].pow(2).sum() + layer.self_attn.o_proj.weight[:, rows].pow(2).sum()
+    assert_close(scores.tensors["magnitude/heads"][1, h], expected.detach())
+
+
 def test_coupled_scores_cover_every_family(family):
     model = tiny_model(family)
     s = coupled_scores(model, arch_of(model.config), lambda p: p.detach().abs())
@@ -179,8 +193,8 @@ def test_wanda_input_norms_equal_the_inputs_squared(family):
     """The squared input norms structured Wanda reads, taken from the norm statistics already recorded when a
     linear reads the very tensor a norm produced (q_proj, the MLP, lm_head), equal the inputs squared and summed."""
     model = tiny_model(family)
-    layer = model.model.layers[1]
-    readers = {"attn_in": layer.self_attn.q_proj, "mlp_in": mlp_inputs(layer, arch_of(model.config))[-1],
+    layer, arch = model.model.layers[1], arch_of(model.config)
+    readers = {"attn_in": attention_inputs(layer, arch)[0], "mlp_in": mlp_inputs(layer, arch)[-1],
                "o_in": layer.self_attn.o_proj}
     expected = {key: capture(model, m).pow(2).sum((0, 1)) for key, m in readers.items()}
     expected["head_in"] = capture(model, model.get_output_embeddings()).pow(2).sum((0, 1))

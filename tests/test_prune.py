@@ -142,7 +142,7 @@ def test_unsupported_architecture_is_refused_by_name():
     from transformers import GPT2Config
 
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: arcee, gemma2, gemma3_text, granite, "
-                                            "llama, mistral, nemotron, qwen2, qwen3, smollm3"):
+                                            "llama, mistral, nemotron, phi3, qwen2, qwen3, smollm3"):
         arch_of(GPT2Config())
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minitron.arch import Arch, decoder_layers, final_norm, head_dim, layer_norms, mlp_inputs
+from minitron.arch import Arch, attention_inputs, decoder_layers, final_norm, head_dim, layer_norms, mlp_inputs
 
 AGGREGATIONS = ("mean", "l2", "var")
 
@@ -151,7 +151,7 @@ class ActivationRecorder:
                 reg(norm.register_forward_hook(self._norm(name, i)))
             reg(layer.self_attn.o_proj.register_forward_pre_hook(self._heads(i)))
             reg(layer.mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0], i)))
-            reg(layer.self_attn.q_proj.register_forward_pre_hook(self._sq("attn_in", i)))
+            reg(attention_inputs(layer, self.arch)[0].register_forward_pre_hook(self._sq("attn_in", i)))
             reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))
             reg(layer.register_forward_hook(self._block_influence(i), with_kwargs=True))
         reg(self.model.get_output_embeddings().register_forward_pre_hook(self._sq("head_in")))

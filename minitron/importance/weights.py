@@ -8,8 +8,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import (Arch, arch_of, decoder_layers, embedding, final_norm, head_dim, layer_norms, mlp_inputs,
-                           residual_readers, residual_writers)
+from minitron.arch import (Arch, Rows, arch_of, attention_inputs, attention_rows, decoder_layers, embedding,
+                           final_norm, head_dim, layer_norms, mlp_inputs, neuron_rows, residual_readers,
+                           residual_writers)
 from minitron.numerics import cross_entropy_sum
 
 CHUNK_ROWS = 8192  # rows at a time when summing over embedding-sized matrices
@@ -31,9 +32,12 @@ def norm_sum(norm: nn.Module, elem: Elem) -> torch.Tensor:
     return s + elem(norm.bias) if getattr(norm, "bias", None) is not None else s
 
 
-def _row_sum(lin: nn.Linear, elem: Elem) -> torch.Tensor:
-    r = elem(lin.weight).sum(1)
-    return r + elem(lin.bias) if lin.bias is not None else r
+def _row_sum(lin: nn.Linear | Rows, elem: Elem) -> torch.Tensor:
+    """Each row's sum of `elem` over its weight and bias: of a whole linear, or of a block of its rows (`elem` sees
+    the whole parameter: Taylor's needs its gradient)."""
+    rows = lin if isinstance(lin, Rows) else Rows(lin)
+    r = rows.of(elem(rows.linear.weight)).sum(1)
+    return r + rows.of(elem(rows.linear.bias)) if rows.linear.bias is not None else r
 
 
 def unit_scores(hidden: torch.Tensor, heads: list[torch.Tensor], mlp: list[torch.Tensor]) -> dict:
@@ -46,8 +50,9 @@ def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[t
     attn = layer.self_attn
     hidden = sum(column_sum(l.weight, elem) for l in residual_readers(layer, arch)) + \
         sum(_row_sum(l, elem) for l in residual_writers(layer)) + sum(norm_sum(n, elem) for n in layer_norms(layer, arch))
-    heads = (_row_sum(attn.q_proj, elem) + column_sum(attn.o_proj.weight, elem)).view(-1, dim).sum(1)
-    mlp = sum(_row_sum(l, elem) for l in mlp_inputs(layer, arch)) + column_sum(layer.mlp.down_proj.weight, elem)
+    query = attention_rows(layer, arch)[0]
+    heads = (_row_sum(query, elem) + column_sum(attn.o_proj.weight, elem)).view(-1, dim).sum(1)
+    mlp = sum(_row_sum(r, elem) for r in neuron_rows(layer, arch)) + column_sum(layer.mlp.down_proj.weight, elem)
     return hidden, heads, mlp
 
 
@@ -74,8 +79,7 @@ def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tens
     """One decoder layer's part of the structured Wanda scores (a unit's consumer weights |W| times the L2 norm
     of its input channel; layer `i`'s input norms in `sq`): (hidden, heads, mlp)."""
     attn = layer.self_attn
-    qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
-    hidden = sum(column_sum(l.weight, abs32) for l in qkv) * sq["attn_in"][i].sqrt() + \
+    hidden = sum(column_sum(l.weight, abs32) for l in attention_inputs(layer, arch)) * sq["attn_in"][i].sqrt() + \
         sum(column_sum(l.weight, abs32) for l in mlp_inputs(layer, arch)) * sq["mlp_in"][i].sqrt()
     heads = (column_sum(attn.o_proj.weight, abs32) * sq["o_in"][i].sqrt()).view(-1, dim).sum(1)
     return hidden, heads, column_sum(layer.mlp.down_proj.weight, abs32)  # mlp: times the input norm (`finish_wanda`)

@@ -153,7 +153,7 @@ def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
     if plan.mlp is not None:
         prune_mlp(model, arch, plan.mlp)
     if plan.heads is not None:
-        prune_heads(model, plan.heads, plan.kv)
+        prune_heads(model, arch, plan.heads, plan.kv)
     if plan.hidden is not None:
         prune_hidden(model, arch, plan.hidden)
     if plan.drop:
@@ -166,7 +166,7 @@ def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dim: int, plan: Plan, i
     if plan.mlp is not None:
         slice_layer_mlp(layer, arch, plan.mlp[i])
     if plan.heads is not None:
-        slice_layer_heads(layer, dim, plan.heads[i], plan.kv[i])
+        slice_layer_heads(layer, arch, dim, plan.heads[i], plan.kv[i])
     if plan.hidden is not None:
         slice_layer_hidden(layer, arch, plan.hidden)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minitron.arch import (Arch, decoder_layers, embedding, final_norm, head_dim, layer_norms, mlp_inputs,
-                           per_layer_lists, residual_readers, residual_writers)
+from minitron.arch import (Arch, Rows, attention_rows, decoder_layers, embedding, final_norm, head_dim, layer_norms,
+                           neuron_rows, per_layer_lists, residual_readers, residual_writers)
 
 
 def _param(t: torch.Tensor) -> nn.Parameter:
@@ -40,6 +40,16 @@ def slice_norm(norm: nn.Module, index: torch.Tensor) -> None:
         norm.normalized_shape = (len(index),)
 
 
+def keep_rows(parts: list[tuple[Rows, torch.Tensor]]) -> None:
+    """Keep rows `index` (counted within its block) of each block of rows, in one slice per linear: a fused
+    projection's blocks (Phi-3's q, k and v) shrink together and stay in order."""
+    per_linear: dict[nn.Linear, list[torch.Tensor]] = {}
+    for rows, index in parts:
+        per_linear.setdefault(rows.linear, []).append(rows.start + index)
+    for linear, indices in per_linear.items():
+        slice_linear(linear, 0, torch.cat(indices))
+
+
 def head_rows(heads: torch.Tensor, dim: int) -> torch.Tensor:
     """Row indices of whole heads in a (num_heads * head_dim) projection."""
     return (heads[:, None] * dim + torch.arange(dim)[None, :]).flatten()
@@ -49,19 +59,17 @@ def head_rows(heads: torch.Tensor, dim: int) -> torch.Tensor:
 
 def slice_layer_mlp(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     """Keep MLP neurons `keep` of one decoder layer."""
-    for proj in mlp_inputs(layer, arch):
-        slice_linear(proj, 0, keep)
+    keep_rows([(rows, keep) for rows in neuron_rows(layer, arch)])
     slice_linear(layer.mlp.down_proj, 1, keep)
     if hasattr(layer.mlp, "intermediate_size"):
         layer.mlp.intermediate_size = len(keep)
 
 
-def slice_layer_heads(layer: nn.Module, dim: int, keep_q: torch.Tensor, keep_kv: torch.Tensor) -> None:
+def slice_layer_heads(layer: nn.Module, arch: Arch, dim: int, keep_q: torch.Tensor, keep_kv: torch.Tensor) -> None:
     """Keep query heads `keep_q` and KV groups `keep_kv` (heads of `dim` channels) of one decoder layer."""
     attn = layer.self_attn
-    slice_linear(attn.q_proj, 0, head_rows(keep_q, dim))
-    slice_linear(attn.k_proj, 0, head_rows(keep_kv, dim))
-    slice_linear(attn.v_proj, 0, head_rows(keep_kv, dim))
+    query, kv = attention_rows(layer, arch)
+    keep_rows([(query, head_rows(keep_q, dim)), *((rows, head_rows(keep_kv, dim)) for rows in kv)])
     slice_linear(attn.o_proj, 1, head_rows(keep_q, dim))
     sizes = {"num_heads": len(keep_q), "num_key_value_heads": len(keep_kv),
              "num_key_value_groups": len(keep_q) // len(keep_kv)}
@@ -100,7 +108,7 @@ def prune_mlp(model: nn.Module, arch: Arch, keep: list[torch.Tensor]) -> None:
     model.config.intermediate_size = len(keep[0])
 
 
-def prune_heads(model: nn.Module, keep_q: list[torch.Tensor], keep_kv: list[torch.Tensor]) -> None:
+def prune_heads(model: nn.Module, arch: Arch, keep_q: list[torch.Tensor], keep_kv: list[torch.Tensor]) -> None:
     """Keep query heads `keep_q[l]` and KV groups `keep_kv[l]` of each layer.
 
     Kept query heads must come in equal numbers from each kept KV group, listed group by group, so
@@ -109,7 +117,7 @@ def prune_heads(model: nn.Module, keep_q: list[torch.Tensor], keep_kv: list[torc
     config, dim = model.config, head_dim(model.config)
     config.head_dim = dim  # decoupled from hidden_size / heads from now on
     for layer, q, kv in zip(decoder_layers(model), keep_q, keep_kv):
-        slice_layer_heads(layer, dim, q, kv)
+        slice_layer_heads(layer, arch, dim, q, kv)
     config.num_attention_heads, config.num_key_value_heads = len(keep_q[0]), len(keep_kv[0])
 
 
