@@ -50,14 +50,15 @@ ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_t
 # Graphs whose query projection some llama.cpp builds take to be hidden_size wide (heads x head size = hidden size);
 # Phi-3's fused qkv is that wide in every build, so export refuses another width (`check_phi3`).
 HIDDEN_WIDE_ATTENTION = ("qwen2", "nemotron")
-# RoPE scalings a family's llama.cpp graph computes besides plain RoPE: Phi-3's LongRoPE (its factors as tensors).
-ROPE_SCALINGS = {"phi3": ("longrope",)}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON,)
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
 NORM_PLUS_ONE = ("gemma2", "gemma3_text", "nemotron")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
 INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.SMOLLM3, gguf.MODEL_ARCH.GRANITE, gguf.MODEL_ARCH.ARCEE)
+# Graphs that read Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp node-llama-cpp
+# 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
+ROPE_FREQS_GRAPHS = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.ARCEE)
 # SmolLM3: llama.cpp skips RoPE in every n-th layer, n fixed in its source (no GGUF key carries the layers).
 SMOLLM3_NO_ROPE_STEP = 4
 # Gemma: the layer count at which llama.cpp takes a model for the 27B and scales its queries by 1/sqrt(hidden/heads).
@@ -181,9 +182,11 @@ def check_exportable(config) -> None:
     kinds = ("full_attention", "sliding_attention") if model_type == "gemma3_text" else ("full_attention",)
     for kind in kinds:
         rope_type = rope_parameters(config, kind).get("rope_type", "default")
-        if rope_type not in ("default", *ROPE_SCALINGS.get(model_type, ())):
-            raise MinitronError(f"cannot export a {model_type} model with rope_type {rope_type!r}; GGUF export "
-                                f"supports plain RoPE, and Phi-3's longrope")
+        allowed = rope_scalings(model_type) if kind == "full_attention" else ("default",)
+        if rope_type not in allowed:
+            raise MinitronError(f"cannot export a {model_type} model with rope_type {rope_type!r}"
+                                f"{' in its sliding layers' if kind != 'full_attention' else ''}; llama.cpp's graph "
+                                f"for it computes {', '.join(allowed)}")
     act = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
     if model_type in ACTIVATIONS and act not in ACTIVATIONS[model_type]:
         raise MinitronError(f"cannot export a {model_type} model with activation {act!r}: llama.cpp's graph for "
@@ -263,6 +266,7 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
               f"hidden_size {config.hidden_size}: the llama.cpp that node-llama-cpp 3.22.1 ships refuses such a "
               f"{model_type} file (it builds the attention hidden_size wide)", flush=True)
     writer.add_rope_dimension_count(rotary_dims(config))
+    add_rope_scaling(writer, config)
     if model_type == "nemotron":  # LayerNorm (with bias)
         writer.add_layer_norm_eps(config.norm_eps)
         return
@@ -304,29 +308,9 @@ def gemma3_keys(writer: gguf.GGUFWriter, config) -> None:
 
 
 def phi3_keys(writer: gguf.GGUFWriter, config) -> None:
-    """Phi-3's window, and LongRoPE's original context and attention factor (its frequency factors are tensors:
-    `longrope_factors`)."""
+    """Phi-3's window."""
     if getattr(config, "sliding_window", None):
         writer.add_sliding_window(config.sliding_window)
-    if rope_parameters(config).get("rope_type") == "longrope":
-        writer.add_rope_scaling_orig_ctx_len(longrope_context(config))
-        writer.add_rope_scaling_attn_factors(ROPE_INIT_FUNCTIONS["longrope"](config, "cpu")[1])
-
-
-def longrope_context(config) -> int:
-    """The context LongRoPE's short factors serve (longer sequences take the long ones)."""
-    return int(rope_parameters(config).get("original_max_position_embeddings")
-               or config.original_max_position_embeddings)
-
-
-def longrope_factors(config) -> dict[str, np.ndarray]:
-    """LongRoPE's per-frequency factors under llama.cpp's tensor names: none for other RoPE."""
-    rope = rope_parameters(config)
-    if rope.get("rope_type") != "longrope":
-        return {}
-    return {f"{gguf.TENSOR_NAMES[tensor]}.weight": np.asarray(rope[key], dtype=np.float32)
-            for tensor, key in ((gguf.MODEL_TENSOR.ROPE_FACTORS_LONG, "long_factor"),
-                                (gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT, "short_factor"))}
 
 
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
@@ -444,7 +428,7 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: gguf.MODEL_AR
                 add(name, data)
                 if name == "token_embd.weight" and config.tie_word_embeddings and arch in OUTPUT_REQUIRED:
                     add("output.weight", data)  # this graph has no tied head: the head is written out
-    for name, data in longrope_factors(config).items():
+    for name, data in rope_tensors(config).items():
         add(name, data)
 
 
@@ -462,3 +446,40 @@ def interleave_rotary(w: np.ndarray, heads: int) -> np.ndarray:
     """Reorder each head's q/k output rows from Hugging Face's rotary layout (first half, second half)
     to llama.cpp's Llama layout (pairs side by side), as llama.cpp's own converter does."""
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+# ------------------------------------------------------------------------------------------------ RoPE scaling
+
+def rope_scalings(model_type: str) -> tuple[str, ...]:
+    """The RoPE of a family's global layers that llama.cpp's graph for it computes: plain, linear (every graph,
+    from the rope.scaling keys), Llama 3.1's (per-frequency factors, `ROPE_FREQS_GRAPHS`) and Phi-3's LongRoPE."""
+    return ("default", "linear", *(("llama3",) if GGUF_ARCH[model_type] in ROPE_FREQS_GRAPHS else ()),
+            *(("longrope",) if model_type == "phi3" else ()))
+
+
+def add_rope_scaling(writer: gguf.GGUFWriter, config) -> None:
+    """The rope.scaling keys of linear scaling and of LongRoPE (its original context and attention factor)."""
+    rope = rope_parameters(config)
+    if rope.get("rope_type") == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+    elif rope.get("rope_type") == "longrope":
+        writer.add_rope_scaling_orig_ctx_len(int(rope.get("original_max_position_embeddings")
+                                                 or config.original_max_position_embeddings))
+        writer.add_rope_scaling_attn_factors(ROPE_INIT_FUNCTIONS["longrope"](config, "cpu")[1])
+
+
+def rope_tensors(config) -> dict[str, np.ndarray]:
+    """The per-frequency factors llama.cpp divides RoPE's frequencies by, under its tensor names: Llama 3.1's (what
+    transformers' own llama3 frequencies are to plain RoPE's), LongRoPE's long and short ones; none for other RoPE."""
+    rope = rope_parameters(config)
+    if rope.get("rope_type") == "llama3":
+        dims = rotary_dims(config)
+        plain = 1.0 / rope_theta(config) ** (torch.arange(0, dims, 2, dtype=torch.int64).float() / dims)
+        scaled = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")[0]
+        return {f"{gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS]}.weight": (plain / scaled).numpy()}
+    if rope.get("rope_type") == "longrope":
+        return {f"{gguf.TENSOR_NAMES[tensor]}.weight": np.asarray(rope[key], dtype=np.float32)
+                for tensor, key in ((gguf.MODEL_TENSOR.ROPE_FACTORS_LONG, "long_factor"),
+                                    (gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT, "short_factor"))}
+    return {}

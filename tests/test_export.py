@@ -39,6 +39,19 @@ TEXT = "the teacher prunes 123 heads\n  and the student keeps them!"
 # a model whose rows split into k-quant blocks of 256 (the tiny ones fall back to 32-blocks); its attention is not
 # sharpened: with 32-wide heads, x8 makes attention so peaked that 8-bit activations flip it
 KQUANT_SIZES = dict(hidden_size=256, intermediate_size=512, head_dim=32, sharpen=1.0)
+# Llama 3.1's RoPE scaling with an original context of 64: of the 8 frequencies of a 16-wide head, those whose
+# wavelength exceeds 64 are divided by 8, those between 16 and 64 smoothed, the first kept.
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
+
+
+def scaled_rope(family: str, rope: dict) -> dict:
+    """save_model's settings for a model whose (global) layers' RoPE is `rope`: Gemma 3's local layers keep theirs."""
+    if family == "gemma3_text":
+        rope = {"full_attention": {**rope, "rope_theta": 1e6},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
+    return {"rope_parameters": rope}
 
 
 def byte_level_tokenizer(split: str | None = None):
@@ -153,7 +166,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     without anything being wrong. Without the Llama q/k reordering the shortfall is 0.21 on the first case; without
     Gemma 3's +1 on norms 0.71, Nemotron's 0.41; with Gemma 3's layer pattern, window, local RoPE base or query scale
     left to llama.cpp's defaults 0.24, 0.82, 0.25 and 0.20; with Gemma 2's query scale left to llama.cpp 0.096; with
-    Phi-3's LongRoPE factors swapped 0.23, its attention factor left out 0.22."""
+    Phi-3's LongRoPE factors swapped 0.23, its attention factor left out 0.22; without Llama 3.1's RoPE factors 0.13
+    (Llama, Arcee), without the linear scaling keys 0.17 (Qwen3), 0.026 (Gemma 3: one global layer of four)."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -167,7 +181,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("nemotron", "llama-bpe", "f16", True), ("nemotron", None, "q4_0", False),
              ("llama", "kquant", "q4_k_m", False), ("gemma3_text", "kquant", "q4_k_m", True),
              ("nemotron", "kquant", "q6_k", False), ("phi3", None, "f16", True), ("phi3", "longrope", "q8_0", False),
-             ("phi3", "kquant", "q4_k_m", False)]
+             ("phi3", "kquant", "q4_k_m", False), ("llama", "llama3", "f16", False), ("arcee", "llama3", "q8_0", True),
+             ("qwen3", "linear", "f16", False), ("gemma3_text", "linear", "f16", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -175,7 +190,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
         if pre == "own":
             model = {"gemma2": own_gemma2, "gemma3_text": own_gemma3}[family](tmp_path / f"hf{i}", tokenizer)
         else:
-            extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE}.get(pre, {})
+            extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "llama3": scaled_rope(family, LLAMA3_ROPE),
+                     "linear": scaled_rope(family, LINEAR_ROPE)}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
         out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
         ids = tokenizer(TEXT)["input_ids"]
@@ -304,6 +320,20 @@ def test_phi3_metadata(tmp_path):
     assert weights["blk.0.attn_qkv.weight"].shape == (64 + 2 * 16, 64)  # 8 query heads and 2 KV heads of 8
     np.testing.assert_allclose(weights["blk.1.ffn_up.weight"], hf["model.layers.1.mlp.gate_up_proj.weight"],
                                atol=1e-3)  # gate then up, as llama.cpp's fused SwiGLU reads them (f16)
+
+
+def test_rope_scaling_metadata(tmp_path):
+    """Llama 3.1's RoPE scaling as the per-frequency factors llama.cpp divides by (rope_freqs), computed here from
+    its definition; linear scaling as the rope.scaling keys."""
+    save_model(tmp_path / "llama3", "llama", byte_level_tokenizer(), rope_parameters=LLAMA3_ROPE)
+    weights = tensors(export(str(tmp_path / "llama3"), tmp_path / "llama3.gguf").gguf)
+    wavelengths = 2 * np.pi * 10000.0 ** (np.arange(0, 16, 2) / 16)
+    smooth = np.clip((64 / wavelengths - 1) / (4 - 1), 0, 1)  # 1 below wavelength 16, 0 above 64
+    np.testing.assert_allclose(weights["rope_freqs.weight"], 1 / ((1 - smooth) / 8 + smooth), rtol=1e-5)
+    save_model(tmp_path / "linear", "qwen3", byte_level_tokenizer(), rope_parameters=LINEAR_ROPE)
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(export(str(tmp_path / "linear"),
+                                                                  tmp_path / "linear.gguf").gguf).fields.items()}
+    assert fields["qwen3.rope.scaling.type"] == "linear" and fields["qwen3.rope.scaling.factor"] == 4.0
 
 
 def test_weight_types():
@@ -494,12 +524,21 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     with pytest.raises(MinitronError, match=r"SmolLM3 model: its layers with RoPE \(\[1, 1, 0, 1\], 0: none\) are "
                                             "not all but every 4th"):
         export(str(tmp_path / "smollm3"), tmp_path / "s.gguf")
+    save_model(tmp_path / "qwen3", "qwen3", byte_level_tokenizer(), rope_parameters=LLAMA3_ROPE)
+    with pytest.raises(MinitronError, match="qwen3 model with rope_type 'llama3'; llama.cpp's graph for it computes "
+                                            "default, linear$"):
+        export(str(tmp_path / "qwen3"), tmp_path / "q.gguf")
+    save_model(tmp_path / "gemma3", "gemma3_text", byte_level_tokenizer(),
+               rope_parameters={kind: LINEAR_ROPE for kind in ("full_attention", "sliding_attention")})
+    with pytest.raises(MinitronError, match="rope_type 'linear' in its sliding layers; llama.cpp's graph for it "
+                                            "computes default$"):
+        export(str(tmp_path / "gemma3"), tmp_path / "g3.gguf")
     save_model(tmp_path / "phi3", "phi3", byte_level_tokenizer(), head_dim=16)  # heads pruned, hidden size kept
     with pytest.raises(MinitronError, match=r"Phi-3 model: its attention is 8 heads x 16 = 128 wide, and llama.cpp's "
                                             r"Phi-3 graph builds it hidden_size \(64\) wide"):
         export(str(tmp_path / "phi3"), tmp_path / "p.gguf")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma2", "gemma3_text", "nemotron", "olmo", "phi3",
-                                                          "smollm3", "word-level"]  # no file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma2", "gemma3", "gemma3_text", "nemotron", "olmo",
+                                                          "phi3", "qwen3", "smollm3", "word-level"]  # no file
 
 
 def test_export_keeps_an_existing_file(tmp_path):
