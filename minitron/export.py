@@ -194,6 +194,18 @@ def check_exportable(config) -> None:
     FAMILY_CHECKS.get(model_type, lambda _: None)(config)
 
 
+def export_problem(config) -> str | None:
+    """Why `export` would refuse a model of this config (its one line), or None: what `prune` warns of, before hours
+    of distillation go into a shape llama.cpp cannot run."""
+    if config.model_type not in GGUF_ARCH:
+        return f"cannot export {config.model_type!r} models to GGUF; export supports {', '.join(GGUF_ARCH)}"
+    try:
+        check_exportable(config)
+    except MinitronError as e:
+        return str(e)
+    return None
+
+
 def check_smollm3(config) -> None:
     step = SMOLLM3_NO_ROPE_STEP
     if list(config.no_rope_layers) != [int((i + 1) % step != 0) for i in range(config.num_hidden_layers)]:

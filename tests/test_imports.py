@@ -31,6 +31,8 @@ FUNCTION_LEVEL_ALLOWED: set[tuple[str, str]] = {
     ("minitron.__main__", "minitron.cli"),  # inside the entry point, so that Ctrl-C while it loads is one line
     # `data --generate` has the teacher write the conversations it tokenises: generation is a layer above the data
     ("minitron.data.build", "minitron.chat.replies"),
+    # prune warns when export would refuse the pruned model; export needs the gguf extra, which prune does not
+    ("minitron.prune.command", "minitron.export"),
 }
 
 

@@ -1,16 +1,18 @@
 """`minitron score` and `minitron prune` on saved tiny models: outputs, reuse, and bad input."""
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
 
 import pytest
 
-from conftest import cli_error, run_cli
+from conftest import cli_error, run_cli, save_tiny
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.importance import Scores
+from minitron.prune import PruneConfig, prune
 
 
 def stock_load(path) -> int:
@@ -252,3 +254,19 @@ def test_depth_pruning_scores_only_the_block_length_it_removes(tiny_dir, tiny_da
             "--seq-len", 32, "--block-sizes", 2, "--criteria", "activation")
     layers = {k for k in Scores.load(tmp_path / "s").tensors if k.startswith("layers/")}
     assert layers == {"layers/block_loss_k2", "layers/block_influence"}
+
+
+@pytest.mark.parametrize("family,target,problem", [
+    ("gemma2", {"num_hidden_layers": 3}, "layer pattern .* is not local and global layers in turn"),
+    ("phi3", {"num_attention_heads": 4}, "attention is 4 heads x 8 = 32 wide"),
+])
+def test_prune_warns_when_export_would_refuse_the_model(tmp_path, tiny_data, capsys, family, target, problem):
+    """A target llama.cpp cannot run (Gemma 2's local and global layers no longer in turn, a Phi-3 attention narrower
+    than its hidden size) is said at pruning time, before any training goes into it; the model is written all the
+    same, and export refuses it with the same line."""
+    save_tiny(tmp_path / "teacher", family, tie=True, head_dim=8)
+    prune(str(tmp_path / "teacher"), target=target, out=tmp_path / "pruned", data=tiny_data,
+          prune=PruneConfig(calib_seqs=4, seq_len=32))
+    warning = capsys.readouterr().err
+    assert re.search(f"warning: cannot export .*{problem}", warning), warning
+    assert (tmp_path / "pruned" / "model.safetensors").is_file()

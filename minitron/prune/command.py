@@ -6,6 +6,7 @@ a Hugging Face checkpoint with a record of what was pruned.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -87,6 +88,7 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
         source = LazyModel.open(path, dev) if streamed else net
         saved = needed_scores(source, model, tokenizer, prune.needs(config, sizes), prune, data, batch_size)
     plan = make_plan(saved, config, sizes, prune)
+    warn_unexportable(target_config(config, sizes, plan.drop))
     if net is not None:
         apply_plan(net, plan)
     record = {"teacher": str(model), "target": sizes, "prune": asdict(prune), "dropped_layers": plan.drop,
@@ -110,3 +112,15 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
         write_model_card(tmp, teacher=str(model), name=name)
     print(f"wrote {out} ({after:,} parameters)")
     return record
+
+
+def warn_unexportable(config) -> None:
+    """Say on stderr, before anything is trained on it, when `minitron export` would refuse the pruned model (a Gemma
+    2 or SmolLM3 whose layer pattern a depth target broke, a Phi-3 pruned in its heads alone, ...)."""
+    try:
+        from minitron.export import export_problem  # the gguf extra; without it nothing is exported anyway
+    except ImportError:
+        return
+    problem = export_problem(config)
+    if problem is not None:
+        print(f"warning: {problem}", file=sys.stderr, flush=True)
