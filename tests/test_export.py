@@ -190,8 +190,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
         if pre == "own":
             model = {"gemma2": own_gemma2, "gemma3_text": own_gemma3}[family](tmp_path / f"hf{i}", tokenizer)
         else:
-            extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "llama3": scaled_rope(family, LLAMA3_ROPE),
-                     "linear": scaled_rope(family, LINEAR_ROPE)}.get(pre, {})
+            extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE,
+                     "llama3": scaled_rope(family, LLAMA3_ROPE), "linear": scaled_rope(family, LINEAR_ROPE)}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
         out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
         ids = tokenizer(TEXT)["input_ids"]

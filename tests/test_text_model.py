@@ -1,0 +1,94 @@
+"""A multimodal checkpoint (Gemma 3 4B+, Mistral Small 3.1) is taken as its language model: extracted once into a
+text-only directory whose model gives the multimodal model's logits on text, then pruned like any other."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import run_cli, tiny_tokenizer
+from safetensors.torch import load_file, save_file
+from transformers import (AutoModelForImageTextToText, Gemma3Config, Gemma3TextConfig, GemmaConfig, LlavaConfig,
+                          Mistral3Config, MistralConfig, PixtralVisionConfig, SiglipVisionConfig)
+
+from minitron.errors import MinitronError
+from minitron.load import load_config, load_model, resolve_model
+
+TEXT = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
+SIGLIP = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+              patch_size=14)
+
+
+def gemma3(**kw):
+    return Gemma3Config(text_config=Gemma3TextConfig(**TEXT, sliding_window=8),
+                        vision_config=SiglipVisionConfig(**SIGLIP), mm_tokens_per_image=4, image_token_index=250,
+                        boi_token_index=251, eoi_token_index=252, **kw)
+
+
+def mistral3(**kw):
+    vision = PixtralVisionConfig(**SIGLIP, head_dim=16)
+    return Mistral3Config(text_config=MistralConfig(**TEXT, sliding_window=None), vision_config=vision,
+                          image_token_index=250, **kw)
+
+
+def save_multimodal(path, config, seed: int = 0, prefix: str | None = None):
+    """A random multimodal model saved with the tiny tokenizer; `prefix`: its language model's tensors renamed from
+    transformers' `language_model.model.` to another layout (`model.language_model.`), its head to `lm_head.`."""
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    if prefix is not None:
+        tensors = load_file(path / "model.safetensors")
+        renamed = {k.replace("language_model.model.", prefix).replace("language_model.lm_head.", "lm_head."): v
+                   for k, v in tensors.items()}
+        save_file(renamed, path / "model.safetensors", metadata={"format": "pt"})
+    return model
+
+
+IDS = torch.randint(0, 240, (2, 17), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("make,tie,prefix", [(gemma3, True, None), (mistral3, True, None),
+                                             (mistral3, False, None), (gemma3, True, "model.language_model.")])
+def test_the_language_model_gives_the_multimodal_models_logits_on_text(tmp_path, monkeypatch, capsys, make, tie,
+                                                                       prefix):
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    multimodal = save_multimodal(tmp_path / "mm", make(tie_word_embeddings=tie), prefix=prefix)
+    text = resolve_model(tmp_path / "mm")
+    assert text.parent == tmp_path / "cache" / "models" and "extracting the language model" in capsys.readouterr().out
+    config = load_config(tmp_path / "mm")
+    assert config.model_type == make().text_config.model_type and config.tie_word_embeddings == tie
+    model = load_model(tmp_path / "mm")
+    assert type(model).__name__.endswith("ForCausalLM")
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS).logits, multimodal(input_ids=IDS).logits, rtol=1e-5, atol=1e-5)
+    stored = load_file(text / "model.safetensors")
+    assert not any("vision" in k or "projector" in k for k in stored)
+    assert ("lm_head.weight" in stored) != tie  # a tied head is the embeddings, stored once
+    assert resolve_model(tmp_path / "mm") == text and capsys.readouterr().out == ""  # extracted once
+
+
+def test_a_multimodal_teacher_is_pruned_into_a_text_model(tmp_path, tiny_data, monkeypatch):
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    save_multimodal(tmp_path / "mm", gemma3())
+    run_cli("prune", "--model", tmp_path / "mm", "--data", tiny_data, "--target", "intermediate_size=48",
+            "--prune.calib-seqs", 4, "--prune.seq-len", 32, "--out", tmp_path / "pruned")
+    config = json.loads((tmp_path / "pruned" / "config.json").read_text())
+    assert config["model_type"] == "gemma3_text" and config["intermediate_size"] == 48
+
+
+def test_unsupported_language_models_are_refused_naming_the_wrapper(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    config = LlavaConfig(text_config=GemmaConfig(**{**TEXT, "num_hidden_layers": 1}),  # Gemma 1: not supported
+                         vision_config={"model_type": "clip_vision_model", **SIGLIP}, image_token_index=250)
+    AutoModelForImageTextToText.from_config(config).save_pretrained(tmp_path / "mm")
+    with pytest.raises(MinitronError, match=r"is a multimodal llava model; its language model: architecture 'gemma' .*"
+                                            "supported model types: arcee"):
+        load_config(tmp_path / "mm")
+    assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())
