@@ -18,7 +18,7 @@ from huggingface_hub import ModelCardData
 
 from minitron.errors import MinitronError
 from minitron.io import read_jsonl, write_atomic
-from minitron.load import DEFAULT_MODEL, HUB_ID, converted_license, default_gguf, resolve_model
+from minitron.load import DEFAULT_MODEL, HUB_ID, converted_license, default_gguf, load_config, resolve_model
 from minitron.record import RECORD
 
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model 'default' is a quantised copy of
@@ -73,7 +73,7 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
     name = name or derived_name(teacher, params)
     header.model_name = name
     sections = [summary(name, config, teacher, pruning, training), pruning_section(pruning, teacher),
-                training_section(training, ran, history), figures_section(figures), usage_section(name, config)]
+                training_section(training, ran, history), figures_section(figures), usage_section(name, exportable(out, config))]
     text = "---\n" + header.to_yaml() + "\n---\n\n"
     text += "\n\n".join(s for s in sections if s) + "\n"
     write_atomic(out / "README.md", text)
@@ -240,13 +240,25 @@ def figures_section(figures: dict) -> str:
     return "## Figures\n\n| measure | value |\n|---|---|\n" + rows
 
 
-def usage_section(name: str, config: dict) -> str:
+def exportable(out: Path, config: dict) -> bool:
+    """Whether `minitron export` writes this model: its family, and its shape by export's own checks when the gguf
+    extra export needs is installed (a Gemma 2 whose layers were dropped out of their pattern is not)."""
+    if config.get("model_type") not in EXPORTABLE:
+        return False
+    try:
+        from minitron.export import export_problem  # the gguf extra; without it the family decides
+    except ImportError:
+        return True
+    return export_problem(load_config(out)) is None
+
+
+def usage_section(name: str, export: bool) -> str:
     text = ("## How to use\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
             f'model = AutoModelForCausalLM.from_pretrained("{name}")  # this directory, or its Hub id\n'
             f'tokenizer = AutoTokenizer.from_pretrained("{name}")\n'
             'inputs = tokenizer("The capital of France is", return_tensors="pt")\n'
             "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=20)[0]))\n```")
-    if config.get("model_type") in EXPORTABLE:
+    if export:
         text += (f"\n\nFor llama.cpp, Ollama or LM Studio, export it to GGUF:\n\n"
                  f"```\nminitron export --model {name} --out {name}.gguf --dtype q8_0\n```")
     return text

@@ -33,6 +33,8 @@ FUNCTION_LEVEL_ALLOWED: set[tuple[str, str]] = {
     ("minitron.data.build", "minitron.chat.replies"),
     # prune warns when export would refuse the pruned model; export needs the gguf extra, which prune does not
     ("minitron.prune.command", "minitron.export"),
+    # likewise the model card, which offers the export command only for a model export writes
+    ("minitron.card", "minitron.export"),
 }
 
 

@@ -263,10 +263,16 @@ def test_depth_pruning_scores_only_the_block_length_it_removes(tiny_dir, tiny_da
 def test_prune_warns_when_export_would_refuse_the_model(tmp_path, tiny_data, capsys, family, target, problem):
     """A target llama.cpp cannot run (Gemma 2's local and global layers no longer in turn, a Phi-3 attention narrower
     than its hidden size) is said at pruning time, before any training goes into it; the model is written all the
-    same, and export refuses it with the same line."""
+    same (export refuses it with the same line), and its card does not offer the export command that an exportable
+    shape's card does."""
     save_tiny(tmp_path / "teacher", family, tie=True, head_dim=8)
     prune(str(tmp_path / "teacher"), target=target, out=tmp_path / "pruned", data=tiny_data,
           prune=PruneConfig(calib_seqs=4, seq_len=32))
     warning = capsys.readouterr().err
     assert re.search(f"warning: cannot export .*{problem}", warning), warning
     assert (tmp_path / "pruned" / "model.safetensors").is_file()
+    assert "export it to GGUF" not in (tmp_path / "pruned" / "README.md").read_text()  # the card does not offer it
+    save_tiny(tmp_path / "exportable", family, tie=True, head_dim=8)
+    prune(str(tmp_path / "exportable"), target={"intermediate_size": 48}, out=tmp_path / "narrower", data=tiny_data,
+          prune=PruneConfig(calib_seqs=4, seq_len=32))
+    assert "export it to GGUF" in (tmp_path / "narrower" / "README.md").read_text()
