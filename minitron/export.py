@@ -59,6 +59,10 @@ INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.SMOLLM3, gguf.MODEL
 # Graphs that read Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp node-llama-cpp
 # 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
 ROPE_FREQS_GRAPHS = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.ARCEE)
+# YaRN settings llama.cpp derives from the scaling factor (the attention factor) or fixes, at transformers' defaults;
+# a model that sets its own is refused.
+YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None, "beta_fast": 32, "beta_slow": 1,
+                "truncate": True}
 # SmolLM3: llama.cpp skips RoPE in every n-th layer, n fixed in its source (no GGUF key carries the layers).
 SMOLLM3_NO_ROPE_STEP = 4
 # Gemma: the layer count at which llama.cpp takes a model for the 27B and scales its queries by 1/sqrt(hidden/heads).
@@ -179,14 +183,7 @@ def swa_period(config) -> int | None:
 def check_exportable(config) -> None:
     """Refuse what llama.cpp's graphs cannot run, naming it."""
     model_type = config.model_type
-    kinds = ("full_attention", "sliding_attention") if model_type == "gemma3_text" else ("full_attention",)
-    for kind in kinds:
-        rope_type = rope_parameters(config, kind).get("rope_type", "default")
-        allowed = rope_scalings(model_type) if kind == "full_attention" else ("default",)
-        if rope_type not in allowed:
-            raise MinitronError(f"cannot export a {model_type} model with rope_type {rope_type!r}"
-                                f"{' in its sliding layers' if kind != 'full_attention' else ''}; llama.cpp's graph "
-                                f"for it computes {', '.join(allowed)}")
+    check_rope(config)
     act = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
     if model_type in ACTIVATIONS and act not in ACTIVATIONS[model_type]:
         raise MinitronError(f"cannot export a {model_type} model with activation {act!r}: llama.cpp's graph for "
@@ -463,21 +460,53 @@ def interleave_rotary(w: np.ndarray, heads: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ RoPE scaling
 
 def rope_scalings(model_type: str) -> tuple[str, ...]:
-    """The RoPE of a family's global layers that llama.cpp's graph for it computes: plain, linear (every graph,
-    from the rope.scaling keys), Llama 3.1's (per-frequency factors, `ROPE_FREQS_GRAPHS`) and Phi-3's LongRoPE."""
-    return ("default", "linear", *(("llama3",) if GGUF_ARCH[model_type] in ROPE_FREQS_GRAPHS else ()),
+    """The RoPE of a family's global layers that llama.cpp's graph for it computes: plain, linear and YaRN (every
+    graph, from the rope.scaling keys), Llama 3.1's (per-frequency factors, `ROPE_FREQS_GRAPHS`) and Phi-3's
+    LongRoPE."""
+    return ("default", "linear", "yarn", *(("llama3",) if GGUF_ARCH[model_type] in ROPE_FREQS_GRAPHS else ()),
             *(("longrope",) if model_type == "phi3" else ()))
 
 
+def check_rope(config) -> None:
+    """Refuse a RoPE scaling llama.cpp's graph does not compute: another type, any scaling of Gemma 3's sliding
+    layers, a YaRN with settings of its own where llama.cpp derives or fixes them (`YARN_DERIVED`)."""
+    model_type = config.model_type
+    kinds = ("full_attention", "sliding_attention") if model_type == "gemma3_text" else ("full_attention",)
+    for kind in kinds:
+        rope = rope_parameters(config, kind)
+        rope_type = rope.get("rope_type", "default")
+        allowed = rope_scalings(model_type) if kind == "full_attention" else ("default",)
+        if rope_type not in allowed:
+            raise MinitronError(f"cannot export a {model_type} model with rope_type {rope_type!r}"
+                                f"{' in its sliding layers' if kind != 'full_attention' else ''}; llama.cpp's graph "
+                                f"for it computes {', '.join(allowed)}")
+        own = [k for k, default in YARN_DERIVED.items()
+               if rope_type == "yarn" and rope.get(k) is not None and rope.get(k) != default]
+        if own:
+            raise MinitronError(f"cannot export a YaRN model with its own {', '.join(own)}: llama.cpp computes YaRN's "
+                                "attention factor from its scaling factor and fixes the rest")
+
+
+def original_context(config) -> int:
+    """The context a RoPE scaling (YaRN, LongRoPE) extends: rope_parameters' or the config's."""
+    return int(rope_parameters(config).get("original_max_position_embeddings")
+               or config.original_max_position_embeddings)
+
+
 def add_rope_scaling(writer: gguf.GGUFWriter, config) -> None:
-    """The rope.scaling keys of linear scaling and of LongRoPE (its original context and attention factor)."""
+    """The rope.scaling keys of linear scaling, of YaRN (its factor and original context) and of LongRoPE (its
+    original context and attention factor)."""
     rope = rope_parameters(config)
     if rope.get("rope_type") == "linear":
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(float(rope["factor"]))
+    elif rope.get("rope_type") == "yarn":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(float(rope.get("factor") or config.max_position_embeddings
+                                             / original_context(config)))
+        writer.add_rope_scaling_orig_ctx_len(original_context(config))
     elif rope.get("rope_type") == "longrope":
-        writer.add_rope_scaling_orig_ctx_len(int(rope.get("original_max_position_embeddings")
-                                                 or config.original_max_position_embeddings))
+        writer.add_rope_scaling_orig_ctx_len(original_context(config))
         writer.add_rope_scaling_attn_factors(ROPE_INIT_FUNCTIONS["longrope"](config, "cpu")[1])
 
 

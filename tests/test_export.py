@@ -44,6 +44,7 @@ KQUANT_SIZES = dict(hidden_size=256, intermediate_size=512, head_dim=32, sharpen
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
 LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
+YARN_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64}
 
 
 def scaled_rope(family: str, rope: dict) -> dict:
@@ -167,7 +168,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     Gemma 3's +1 on norms 0.71, Nemotron's 0.41; with Gemma 3's layer pattern, window, local RoPE base or query scale
     left to llama.cpp's defaults 0.24, 0.82, 0.25 and 0.20; with Gemma 2's query scale left to llama.cpp 0.096; with
     Phi-3's LongRoPE factors swapped 0.23, its attention factor left out 0.22; without Llama 3.1's RoPE factors 0.13
-    (Llama, Arcee), without the linear scaling keys 0.17 (Qwen3), 0.026 (Gemma 3: one global layer of four)."""
+    (Llama, Arcee), without the linear scaling keys 0.17 (Qwen3), 0.026 (Gemma 3: one global layer of four), without
+    YaRN's 0.16 (Qwen3), 0.11 (SmolLM3)."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -182,7 +184,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("llama", "kquant", "q4_k_m", False), ("gemma3_text", "kquant", "q4_k_m", True),
              ("nemotron", "kquant", "q6_k", False), ("phi3", None, "f16", True), ("phi3", "longrope", "q8_0", False),
              ("phi3", "kquant", "q4_k_m", False), ("llama", "llama3", "f16", False), ("arcee", "llama3", "q8_0", True),
-             ("qwen3", "linear", "f16", False), ("gemma3_text", "linear", "f16", True)]
+             ("qwen3", "linear", "f16", False), ("gemma3_text", "linear", "f16", True), ("qwen3", "yarn", "f16", False),
+             ("smollm3", "yarn", "q8_0", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -190,8 +193,9 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
         if pre == "own":
             model = {"gemma2": own_gemma2, "gemma3_text": own_gemma3}[family](tmp_path / f"hf{i}", tokenizer)
         else:
+            ropes = {"llama3": LLAMA3_ROPE, "linear": LINEAR_ROPE, "yarn": YARN_ROPE}
             extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE,
-                     "llama3": scaled_rope(family, LLAMA3_ROPE), "linear": scaled_rope(family, LINEAR_ROPE)}.get(pre, {})
+                     **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
         out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
         ids = tokenizer(TEXT)["input_ids"]
@@ -324,7 +328,7 @@ def test_phi3_metadata(tmp_path):
 
 def test_rope_scaling_metadata(tmp_path):
     """Llama 3.1's RoPE scaling as the per-frequency factors llama.cpp divides by (rope_freqs), computed here from
-    its definition; linear scaling as the rope.scaling keys."""
+    its definition; linear scaling and YaRN as the rope.scaling keys."""
     save_model(tmp_path / "llama3", "llama", byte_level_tokenizer(), rope_parameters=LLAMA3_ROPE)
     weights = tensors(export(str(tmp_path / "llama3"), tmp_path / "llama3.gguf").gguf)
     wavelengths = 2 * np.pi * 10000.0 ** (np.arange(0, 16, 2) / 16)
@@ -334,6 +338,11 @@ def test_rope_scaling_metadata(tmp_path):
     fields = {k: f.contents() for k, f in gguf.GGUFReader(export(str(tmp_path / "linear"),
                                                                   tmp_path / "linear.gguf").gguf).fields.items()}
     assert fields["qwen3.rope.scaling.type"] == "linear" and fields["qwen3.rope.scaling.factor"] == 4.0
+    save_model(tmp_path / "yarn", "qwen3", byte_level_tokenizer(), rope_parameters=YARN_ROPE)
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(export(str(tmp_path / "yarn"),
+                                                                  tmp_path / "yarn.gguf").gguf).fields.items()}
+    assert {k: fields[f"qwen3.rope.scaling.{k}"] for k in ["type", "factor", "original_context_length"]} == {
+        "type": "yarn", "factor": 4.0, "original_context_length": 64}
 
 
 def test_weight_types():
@@ -526,8 +535,11 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
         export(str(tmp_path / "smollm3"), tmp_path / "s.gguf")
     save_model(tmp_path / "qwen3", "qwen3", byte_level_tokenizer(), rope_parameters=LLAMA3_ROPE)
     with pytest.raises(MinitronError, match="qwen3 model with rope_type 'llama3'; llama.cpp's graph for it computes "
-                                            "default, linear$"):
+                                            "default, linear, yarn$"):
         export(str(tmp_path / "qwen3"), tmp_path / "q.gguf")
+    save_model(tmp_path / "yarn", "llama", byte_level_tokenizer(), rope_parameters={**YARN_ROPE, "beta_fast": 16})
+    with pytest.raises(MinitronError, match="YaRN model with its own beta_fast: llama.cpp computes"):
+        export(str(tmp_path / "yarn"), tmp_path / "y.gguf")
     save_model(tmp_path / "gemma3", "gemma3_text", byte_level_tokenizer(),
                rope_parameters={kind: LINEAR_ROPE for kind in ("full_attention", "sliding_attention")})
     with pytest.raises(MinitronError, match="rope_type 'linear' in its sliding layers; llama.cpp's graph for it "
@@ -538,7 +550,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             r"Phi-3 graph builds it hidden_size \(64\) wide"):
         export(str(tmp_path / "phi3"), tmp_path / "p.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma2", "gemma3", "gemma3_text", "nemotron", "olmo",
-                                                          "phi3", "qwen3", "smollm3", "word-level"]  # no file
+                                                          "phi3", "qwen3", "smollm3", "word-level", "yarn"]  # no file
 
 
 def test_export_keeps_an_existing_file(tmp_path):
