@@ -21,7 +21,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -97,9 +97,9 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, par
         tasks_limit: the first N documents of each task (None: all)
     """
     run = Path(out) if out is not None else Path("runs") / (Path(teacher).name.removesuffix(".gguf") + "-pruned")
-    recipe = resolve(teacher, target, params, run, data, prune, (eval_tokens, ood), prompt, distill, device, search_top,
-                     search_tokens, Correction(correct_teacher, correct_lr, correct_lora_rank), stages, tasks,
-                     tasks_limit, resume, overwrite)
+    recipe = resolve(teacher, target, params, run, data, prune, distill, device, search_top, search_tokens,
+                     Correction(correct_teacher, correct_lr, correct_lora_rank),
+                     Evaluation(eval_tokens, ood, prompt, tasks, tasks_limit), stages, resume, overwrite)
     with output_lock(run):  # one writer per run directory
         check_run_dir(run, resume, overwrite)  # again, under the lock
         if overwrite and run.exists():
@@ -132,6 +132,24 @@ class Correction:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """What compress measures the three models on, and the prompt they answer in its report."""
+
+    tokens: int  # test tokens (and out-of-domain tokens) each model is measured on
+    ood: bool  # measure on the out-of-domain text too
+    prompt: str
+    tasks: list[str] | None  # benchmark tasks run on the three models (None: the bundled ones; []: no tasks stage)
+    limit: int | None  # the first N documents of each task (None: all)
+
+    def check(self) -> "Evaluation":
+        """Refuse a bad token count or an unknown task; the tasks named (the bundled ones for None)."""
+        if not isinstance(self.tokens, int) or isinstance(self.tokens, bool) or self.tokens < 1:
+            raise MinitronError(f"--eval-tokens must be a positive whole number, not {self.tokens!r}")
+        tasks = self.tasks if self.tasks is not None else MC_TASKS
+        return replace(self, tasks=check_tasks(tasks, self.limit) if tasks != [] else [])
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything compress does, resolved and checked once at its front door (`resolve`) and handed on: nothing
     below re-checks or re-derives it."""
@@ -149,19 +167,13 @@ class Recipe:
     search: dict | None  # params, search_top, search_tokens (None: an explicit target)
     search_train: TrainConfig  # the candidates' short distillations (their batch follows their own budget)
     correction: Correction
-    eval_tokens: int  # test tokens (and out-of-domain tokens) each model is measured on
-    ood: bool  # measure on the out-of-domain text too
-    prompt: str
+    evaluation: Evaluation  # checked: its tasks named
     device: str
-    tasks: list[str] = field(default_factory=list)  # benchmark tasks run on the three models (none: no tasks stage)
-    tasks_limit: int | None = None  # the first N documents of each task (None: all)
 
 
 def resolve(teacher: str, target: dict[str, int] | None, params: float | None, run: Path, data: Path | None,
-            prune: PruneConfig, evaluation: tuple[int, bool], prompt: str, distill: TrainConfig, device: str,
-            search_top: int,
-            search_tokens: int, correction: Correction, stages: int, tasks: list[str] | None,
-            tasks_limit: int | None, resume: bool, overwrite: bool) -> Recipe:
+            prune: PruneConfig, distill: TrainConfig, device: str, search_top: int, search_tokens: int,
+            correction: Correction, evaluation: Evaluation, stages: int, resume: bool, overwrite: bool) -> Recipe:
     """compress's front door: every setting checked and every default that depends on others decided, before
     anything is written."""
     if not target and not prune.drop_layers and params is None:
@@ -174,9 +186,7 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
                             "in one round)")
     refuse_located(distill, "compress")
     replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher).validate("distill.")
-    benchmarks = check_tasks(MC_TASKS if tasks is None else tasks, tasks_limit) if tasks != [] else []
-    if not isinstance(evaluation[0], int) or isinstance(evaluation[0], bool) or evaluation[0] < 1:
-        raise MinitronError(f"--eval-tokens must be a positive whole number, not {evaluation[0]!r}")
+    evaluation = evaluation.check()
     check_run_dir(run, resume, overwrite)
     config = load_config(teacher)
     prune.validate(config)
@@ -202,7 +212,7 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
     return Recipe(teacher, config, tokens, data, prune, targets, sizes, steps, tokens_per_step, train,
                   None if params is None else {"params": params, "search_top": search_top,
                                                "search_tokens": search_tokens},
-                  replace(distill, eval_every=0), correction, *evaluation, prompt, device, benchmarks, tasks_limit)
+                  replace(distill, eval_every=0), correction, evaluation, device)
 
 
 def run_stages(run: Path, r: Recipe) -> Path:
@@ -234,12 +244,12 @@ def run_stages(run: Path, r: Recipe) -> Path:
                               name=r.train.name or derived_name(r.teacher, stored_params(where / "pruned")))
         record.run("distill" + suffix, recorded(round_train, run), lambda: distill_stage(round_train, where))
         model = str(where / "student")
-    record.run("evaluate", {"eval_tokens": r.eval_tokens, "ood": r.ood, "seq_len": r.prune.seq_len,
-                            "prompt": r.prompt},
+    e = r.evaluation
+    record.run("evaluate", {"eval_tokens": e.tokens, "ood": e.ood, "seq_len": r.prune.seq_len, "prompt": e.prompt},
                lambda: evaluate_stage(r.teacher, source, run, r, sizes, record))
-    if r.tasks:  # a stage of its own: a finished run resumed with --tasks adds the benchmarks
-        record.run("tasks", {"tasks": r.tasks, "limit": r.tasks_limit},
-                   lambda: tasks_stage(r.teacher, source, run, r.tasks, r.tasks_limit, pick_device(r.device)))
+    if e.tasks:  # a stage of its own: a finished run resumed with --tasks adds the benchmarks
+        record.run("tasks", {"tasks": e.tasks, "limit": e.limit},
+                   lambda: tasks_stage(r.teacher, source, run, e.tasks, e.limit, pick_device(r.device)))
     return write_report(run)
 
 
@@ -332,9 +342,9 @@ def evaluate_stage(original: str, teacher: str, run: Path, r: Recipe, sizes: dic
     measured together on the same windows: the test split and the out-of-domain text, the loss with a 95% interval,
     KL(teacher ‖ model), the share of the teacher–pruned gap distillation closed; generation speed and samples."""
     start, device, seq_len = time.time(), pick_device(r.device), r.prune.seq_len
-    num_seqs = math.ceil(r.eval_tokens / seq_len)
+    num_seqs = math.ceil(r.evaluation.tokens / seq_len)
     held_out = {"test": r.tokens.spread("test", num_seqs, seq_len)}
-    if r.ood:
+    if r.evaluation.ood:
         held_out["ood"] = ood_windows(load_tokenizer(teacher), seq_len, num_seqs)
     specs = {"teacher": teacher, "pruned": run / "pruned", "distilled": run / "student",
              **({"original_teacher": original} if teacher != original else {})}
@@ -346,13 +356,13 @@ def evaluate_stage(original: str, teacher: str, run: Path, r: Recipe, sizes: dic
                "target_desc": ", ".join(f"{k} {getattr(r.config, k)}→{v}" for k, v in sizes.items()
                                         if v != getattr(r.config, k)),
                "held_out": {where: windows_info(w) for where, w in held_out.items()},
-               "prompt": r.prompt, "continuation_prompt": CONTINUATION}
+               "prompt": r.evaluation.prompt, "continuation_prompt": CONTINUATION}
     for where, windows in held_out.items():
         print(f"measuring the models on {windows.describe()}", flush=True)
         for name, m in measure(models, windows, 4, teacher="teacher").items():
             metrics.setdefault(name, {}).update({f"{where}_{k}": v for k, v in m.items()})
     for name, model in models.items():
-        metrics[name].update(describe_model(model, load_tokenizer(specs[name]), r.prompt))
+        metrics[name].update(describe_model(model, load_tokenizer(specs[name]), r.evaluation.prompt))
         print(f"  {name:>9}: {metrics[name]['params']:,} params, " + ", ".join(
             f"{where} loss {metrics[name][f'{where}_loss']:.3f}" for where in held_out), flush=True)
     metrics["gap_closed"] = {where: gap_closed(metrics, f"{where}_loss") for where in held_out}

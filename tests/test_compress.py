@@ -263,16 +263,17 @@ def test_compress_runs_the_bundled_tasks_unless_told_none(tiny_dir, tiny_data, t
 
     def recipe(**kw):
         settings = {**TINY, **kw}
+        evaluation = pipeline.Evaluation(settings["eval_tokens"], True, "hi", settings["tasks"],
+                                         settings.get("tasks_limit", 100))
         return pipeline.resolve(str(tiny_dir), settings["target"], None, tmp_path / "r", tiny_data, settings["prune"],
-                                (settings["eval_tokens"], True), "hi", settings["distill"], "cpu", 4, 65536,
-                                pipeline.Correction(0, 1e-4, 0), 1, settings["tasks"],
-                                settings.get("tasks_limit", 100), False, False)
+                                settings["distill"], "cpu", 4, 65536, pipeline.Correction(0, 1e-4, 0), evaluation, 1,
+                                False, False).evaluation
 
     default = recipe(tasks=None)
     assert default.tasks == list(MC_TASKS) == ["bb_social_iqa", "bb_strategyqa", "bb_date_understanding",
-                                               "bb_general_knowledge"] and default.tasks_limit == 100
+                                               "bb_general_knowledge"] and default.limit == 100
     assert recipe(tasks=[]).tasks == [] and recipe(tasks=["kjv"], tasks_limit=None).tasks == ["kjv"]
-    assert (default.eval_tokens, default.ood) == (128, True) and not (tmp_path / "r").exists()
+    assert (default.tokens, default.ood) == (128, True) and not (tmp_path / "r").exists()
     with pytest.raises(MinitronError, match="--eval-tokens must be a positive whole number, not 0"):
         recipe(eval_tokens=0)
 
