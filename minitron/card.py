@@ -73,7 +73,8 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
     name = name or derived_name(teacher, params)
     header.model_name = name
     sections = [summary(name, config, teacher, pruning, training), pruning_section(pruning, teacher),
-                training_section(training, ran, history), figures_section(figures), usage_section(name, exportable(out, config))]
+                training_section(training, ran, history), figures_section(figures),
+                usage_section(name, exportable(out, config))]
     text = "---\n" + header.to_yaml() + "\n---\n\n"
     text += "\n\n".join(s for s in sections if s) + "\n"
     write_atomic(out / "README.md", text)

@@ -5,8 +5,9 @@ Ollama Modelfile beside it.
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
 the weights with the transforms llama.cpp's own converter (convert_hf_to_gguf.py) applies: the Llama rotary layout
-for q/k, 1 added to the norm weights of Gemma (x * (1 + w)) and Nemotron (LayerNorm1P), Phi-3's LongRoPE factors as
-tensors. Weight types are minitron.export_quant's, the identity keys and the Modelfile minitron.export_ollama's.
+for q/k, 1 added to the norm weights of Gemma (x * (1 + w)) and Nemotron (LayerNorm1P), RoPE scaling factors as
+tensors (Llama 3.1's, Phi-3's LongRoPE). Weight types are minitron.export_quant's, the identity keys and the
+Modelfile minitron.export_ollama's.
 """
 from __future__ import annotations
 
@@ -118,8 +119,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
         raise MinitronError(f"{path / 'config.json'} is not valid JSON; is {path} a complete model "
                             f"directory?") from None
     if model_type not in GGUF_ARCH:
-        raise MinitronError(f"cannot export {model_type!r} models to GGUF; export supports "
-                            f"{', '.join(GGUF_ARCH)}")
+        raise MinitronError(unsupported(model_type))
     config = load_config(path)
     require_safetensors(path)  # no weights (or only a pickle): refused, not a GGUF without tensors
     check_exportable(config)
@@ -195,7 +195,7 @@ def export_problem(config) -> str | None:
     """Why `export` would refuse a model of this config (its one line), or None: what `prune` warns of, before hours
     of distillation go into a shape llama.cpp cannot run."""
     if config.model_type not in GGUF_ARCH:
-        return f"cannot export {config.model_type!r} models to GGUF; export supports {', '.join(GGUF_ARCH)}"
+        return unsupported(config.model_type)
     try:
         check_exportable(config)
     except MinitronError as e:
@@ -231,6 +231,10 @@ def check_gemma3(config) -> None:
         raise MinitronError(f"cannot export this Gemma 3 model: its layer pattern {layer_types(config)} is not "
                             f"periodic, and llama.cpp reads Gemma 3's sliding-window layers as every n-th "
                             f"layer global")
+
+
+def unsupported(model_type: str) -> str:
+    return f"cannot export {model_type!r} models to GGUF; export supports {', '.join(GGUF_ARCH)}"
 
 
 def check_phi3(config) -> None:

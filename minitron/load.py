@@ -1,8 +1,8 @@
 """Model loading: Hugging Face directories, Hub ids, GGUF files (dequantised once, cached) and the default.
 
 `resolve_model` turns any model spec into a Hugging Face directory (a multimodal checkpoint: its language model,
-`minitron.text_model`); everything else loads from there. Weights
-are read from safetensors only (a pickle checkpoint can run code when loaded) and never with remote code.
+`minitron.text_model`); everything else loads from there. Weights are read from safetensors only (a pickle
+checkpoint can run code when loaded) and never with remote code.
 """
 from __future__ import annotations
 
