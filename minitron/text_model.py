@@ -19,7 +19,7 @@ import torch
 from minitron.arch import arch_of
 from minitron.errors import MinitronError
 from minitron.io import atomic_dir, write_json
-from minitron.shards import Checkpoint, SafetensorsWriter
+from minitron.shards import INDEX, SINGLE, Checkpoint, SafetensorsWriter
 
 # Where a multimodal checkpoint keeps its language model's decoder ("model." of a text checkpoint) and its head.
 DECODER_PREFIXES = ("language_model.model.", "model.language_model.")
@@ -27,6 +27,11 @@ HEAD_NAMES = ("language_model.lm_head.weight", "lm_head.weight")
 # Files of a multimodal directory that a text-only one keeps as they are (the chat template is the processor's).
 KEPT_FILES = ("generation_config.json", "chat_template.jinja", "chat_template.json", "README.md")
 _EXTRACTED: dict[tuple[Path, Path], Path] = {}  # (checkpoint, cache) -> its copy, so a process fingerprints it once
+
+
+def has_weights(path: Path) -> bool:
+    """Whether a directory holds safetensors weights (a config alone plans a pruning: `prune --dry-run`)."""
+    return (path / SINGLE).is_file() or (path / INDEX).is_file()
 
 
 def is_multimodal(path: Path) -> bool:

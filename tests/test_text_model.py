@@ -92,3 +92,11 @@ def test_unsupported_language_models_are_refused_naming_the_wrapper(tmp_path, mo
                                             "supported model types: arcee"):
         load_config(tmp_path / "mm")
     assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())
+
+
+def test_a_multimodal_config_alone_plans_a_pruning(tmp_path, capsys):
+    """`prune --dry-run` needs only config.json, multimodal or not: its language model's sizes and count."""
+    gemma3().save_pretrained(tmp_path / "mm")
+    run_cli("prune", "--model", tmp_path / "mm", "--target", "intermediate_size=48", "--dry-run")
+    out = capsys.readouterr().out
+    assert "intermediate_size: 96 -> 48" in out and '"model_type": "gemma3_text"' in out
