@@ -17,6 +17,7 @@ import torch
 
 from minitron.arch import PRUNABLE_SIZES, arch_of
 from minitron.errors import MinitronError, require
+from minitron.gguf_config import Metadata, correct_config
 from minitron.io import atomic_dir, save_hf, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
 from minitron.text_model import extract_language_model, has_weights, is_multimodal, text_config
@@ -136,14 +137,19 @@ def convert_gguf(gguf: Path) -> Path:
     out = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (out / "config.json").is_file() and json.loads((out / "minitron_source.json").read_text())["key"] == key:
         return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # lazy: CLI start-up speed
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # lazy: start-up
 
     require("gguf")  # transformers reads GGUF files through it: a missing one is one line here
     print(f"converting {gguf.name} to a Hugging Face checkpoint (once; cached in {out})", flush=True)
     folder, fname = gguf.parent, gguf.name
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+        reader = gguf_reader(gguf)
+        config = AutoConfig.from_pretrained(folder, gguf_file=fname)
+        correct_config(config, Metadata(reader))  # what transformers' reading leaves out
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, config=config, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    except MinitronError:
+        raise
     except Exception as e:  # gguf raises many kinds of errors for files that are not models
         raise MinitronError(f"{gguf} is not a readable GGUF model ({type(e).__name__}: {str(e)[:120]})") from None
     config = loaded.config
@@ -158,17 +164,26 @@ def convert_gguf(gguf: Path) -> Path:
     with atomic_dir(out, owned=True) as tmp:
         save_hf(model, tokenizer, tmp, generation_config)
         write_json(tmp / "minitron_source.json",
-                   {"gguf": str(gguf.name), "key": key, "license": gguf_license(gguf)})
+                   {"gguf": str(gguf.name), "key": key, "license": license_field(reader)})
     return out
 
 
-def gguf_license(path: Path) -> str | None:
-    """A GGUF file's general.license (read once at conversion: the reader parses every field, seconds for a
+def gguf_reader(path: Path):
+    """The file's keys and tensors (read once at conversion: the reader parses every field, seconds for a
     tokenizer's arrays)."""
     import gguf  # lazy: CLI start-up speed
 
-    field = gguf.GGUFReader(path).fields.get("general.license")
+    return gguf.GGUFReader(path)
+
+
+def license_field(reader) -> str | None:
+    field = reader.fields.get("general.license")
     return field.contents() if field is not None else None
+
+
+def gguf_license(path: Path) -> str | None:
+    """A GGUF file's general.license."""
+    return license_field(gguf_reader(path))
 
 
 def converted_license(path: Path) -> str | None:

@@ -19,7 +19,7 @@ from minitron.errors import MinitronError
 from minitron.export import PRE_TOKENIZERS, Exported, export, pre_tokenizer_name
 from minitron.export_ollama import CHATML_GO, NEMOTRON_GO, modelfile
 from minitron.export_quant import TYPES, ggml_library_path, ggml_quantize, tensor_type
-from minitron.load import resolve_model
+from minitron.load import load_model, resolve_model
 
 T = gguf.GGMLQuantizationType
 VOCAB = 320  # room for a byte-level BPE vocabulary (256 bytes + specials + merges) with unused rows after it
@@ -597,6 +597,29 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     assert resolve_model(copy) == converted and (converted / "model.safetensors").stat().st_mtime_ns == made
     other = export(str(tmp_path / "hf"), tmp_path / "c" / "m.gguf", "q8_0").gguf
     assert resolve_model(other) != converted and len(list((tmp_path / "cache" / "models").iterdir())) == 2
+
+
+@pytest.mark.parametrize("family,rope,tie", [
+    ("llama", None, False), ("llama", "llama3", False), ("qwen2", None, True), ("qwen3", "yarn", False),
+    ("gemma2", None, True), ("gemma3_text", "linear", False), ("gemma3_text", "own", True), ("nemotron", None, False),
+    ("phi3", None, True), ("phi3", "longrope", False),
+])
+def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, tie):
+    """minitron's own export read back as a teacher (`load.convert_gguf`: transformers' GGUF loader, then what it
+    leaves out read from the file's keys, `gguf_config`) is the model exported, to f16 rounding. Without gguf_config
+    the converted models were other models: Gemma 2 0.61 off, Gemma 3 0.46, Phi-3 0.49 (its rotary fraction), Llama
+    3.1's RoPE 0.33, YaRN 0.20, Gemma 3's linear scaling 0.48, LongRoPE 0.51 (0.07 with Phi-3's default original
+    context); a Gemma 3 with its own query scale, local RoPE base and window, like the plain ones."""
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    tokenizer = byte_level_tokenizer()
+    if rope == "own":
+        model = own_gemma3(tmp_path / "hf", tokenizer)
+    else:
+        extra = {"llama3": scaled_rope(family, LLAMA3_ROPE), "yarn": scaled_rope(family, YARN_ROPE),
+                 "linear": scaled_rope(family, LINEAR_ROPE), "longrope": llama_cpp_check().PHI3_LONGROPE}.get(rope, {})
+        model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
+    out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", "f16").gguf
+    assert_same_logits(model, load_model(str(out)), TOLERANCE["f16"])
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ LAYERS = [
     ["minitron.errors", "minitron.arch", "minitron.signals", "minitron.stats", "minitron.callable"],
     ["minitron.io", "minitron.shards", "minitron.numerics", "minitron.record"],  # files; the one LM loss, autocast, the bf16 check
     ["minitron.tracking"],  # --report-to: metric records to TensorBoard / W&B
-    ["minitron.text_model", "minitron.load", "minitron.lazy"],  # a multimodal checkpoint's language model, loading
+    ["minitron.text_model", "minitron.gguf_config", "minitron.load", "minitron.lazy"],  # a multimodal checkpoint's language model, loading
     ["minitron.chat"],  # the chat formats (and the package itself, which imports nothing)
     # model cards and GGUF export (its quantisers, its Ollama Modelfile in the model's chat format): a model in, files out
     ["minitron.card", "minitron.export", "minitron.export_quant", "minitron.export_ollama"],
