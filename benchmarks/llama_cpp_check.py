@@ -14,7 +14,7 @@ against the fp32 model and against the same model with its weights rounded as th
 quantised products).
 
 --tiny does the same for a tiny random model of every family minitron exports (Llama, Mistral, Qwen2, Qwen3,
-SmolLM3, Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3; a byte-level BPE trained here), from a text prompt;
+SmolLM3, Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere; a byte-level BPE trained here), from a text prompt;
 --json writes its table's JSON.
 llama.cpp runs through node-llama-cpp's prebuilt CPU build (`make setup` installs it into the virtual environment;
 NODE_LLAMA_CPP names another copy of the package); nothing is compiled.
@@ -43,7 +43,7 @@ SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
 PROMPTS = ["What is the capital of France?", "Write a short poem about the sea.",
            "Explain in two sentences why the sky is blue."]
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron",
-            "phi3"]
+            "phi3", "cohere"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -141,13 +141,13 @@ def sharpen_attention(model, factor: float) -> None:
 
 
 def tiny_model(family: str, seed: int = 0):
-    """A random model of `family` (4 layers, hidden 64, 8 heads of 16, 2 KV heads; Qwen2's, Nemotron's and Phi-3's
-    heads are 8 wide, as the llama.cpp node-llama-cpp 3.22.1 ships builds their attention hidden_size wide), norms
-    randomised, attention sharpened so that a wrong q/k layout shows."""
+    """A random model of `family` (4 layers, hidden 64, 8 heads of 16, 2 KV heads; Qwen2's, Nemotron's, Phi-3's and
+    Cohere's heads are 8 wide, as the llama.cpp node-llama-cpp 3.22.1 ships builds their attention hidden_size wide),
+    norms randomised, attention sharpened so that a wrong q/k layout shows."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     sizes = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
-                 num_key_value_heads=2, head_dim=8 if family in ("qwen2", "nemotron", "phi3") else 16,
+                 num_key_value_heads=2, head_dim=8 if family in ("qwen2", "nemotron", "phi3", "cohere") else 16,
                  max_position_embeddings=256)
     extra = {"mistral": dict(sliding_window=None), "smollm3": dict(no_rope_layers=[1, 1, 1, 0], pad_token_id=None,
                                                                  bos_token_id=None, eos_token_id=None),
@@ -159,7 +159,9 @@ def tiny_model(family: str, seed: int = 0):
                             final_logit_softcapping=30.0, layer_types=["sliding_attention", "full_attention"] * 2),
              "gemma3_text": dict(sliding_window=8, query_pre_attn_scalar=16,
                                  layer_types=["sliding_attention"] * 3 + ["full_attention"]),
-             "phi3": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None, **PHI3_LONGROPE)}.get(family, {})
+             "phi3": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None, **PHI3_LONGROPE),
+             "cohere": dict(logit_scale=0.25, tie_word_embeddings=True, pad_token_id=None,
+                            bos_token_id=None, eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():

@@ -40,6 +40,8 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("arcee", _PRE_POST, gated_mlp=False),  # Llama's layout with Nemotron's squared-ReLU MLP (AFM-4.5B)
     Arch("nemotron", _PRE_POST, gated_mlp=False),
     Arch("phi3", _PRE_POST, fused=True),  # Llama's layout with q/k/v and gate/up fused; Phi-3, Phi-3.5, Phi-4-mini
+    # Command R, Aya: one LayerNorm in front of attention and the MLP, run in parallel; logits multiplied by logit_scale
+    Arch("cohere", ("input_layernorm",)),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
@@ -49,17 +51,18 @@ PER_LAYER = ("layer_types", "no_rope_layers")
 @dataclass(frozen=True)
 class LogitHead:
     """What a family does to lm_head's output before the softmax: Granite divides the logits by its
-    `logits_scaling`, Gemma soft-caps them at `final_logit_softcapping` (tanh(x / cap) * cap). Every loss computed
-    from hidden states and lm_head (the chunked distillation losses, the teacher cache, the removal losses) applies
-    it, as the model's own forward does."""
+    `logits_scaling`, Cohere multiplies them by its `logit_scale`, Gemma soft-caps them at `final_logit_softcapping`
+    (tanh(x / cap) * cap). Every loss computed from hidden states and lm_head (the chunked distillation losses, the
+    teacher cache, the removal losses) applies it, as the model's own forward does."""
 
     scale: float = 1.0  # the logits are divided by it
     softcap: float | None = None
 
     @classmethod
     def of(cls, config) -> "LogitHead":
-        return cls(float(getattr(config, "logits_scaling", None) or 1.0),
-                   getattr(config, "final_logit_softcapping", None) or None)
+        divide = float(getattr(config, "logits_scaling", None) or 1.0)  # Granite
+        multiply = float(getattr(config, "logit_scale", None) or 1.0)  # Cohere
+        return cls(divide / multiply, getattr(config, "final_logit_softcapping", None) or None)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         if self.scale != 1.0:

@@ -1,6 +1,6 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Qwen2, Qwen3, SmolLM3,
-Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3) as one .gguf file for llama.cpp, Ollama and LM Studio, with an
-Ollama Modelfile beside it.
+Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere) as one .gguf file for llama.cpp, Ollama and LM Studio,
+with an Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
@@ -44,12 +44,14 @@ GGUF_ARCH = {
     "arcee": gguf.MODEL_ARCH.ARCEE,
     "nemotron": gguf.MODEL_ARCH.NEMOTRON,
     "phi3": gguf.MODEL_ARCH.PHI3,
+    "cohere": gguf.MODEL_ARCH.COMMAND_R,
 }
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "arcee": ("relu2",),
                "nemotron": ("relu2",)}
 # Graphs whose query projection some llama.cpp builds take to be hidden_size wide (heads x head size = hidden size);
-# Phi-3's fused qkv is that wide in every build, so export refuses another width (`check_phi3`).
+# Phi-3's fused qkv and Command R's attention are that wide in every build: export refuses another width
+# (`check_hidden_wide`).
 HIDDEN_WIDE_ATTENTION = ("qwen2", "nemotron")
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON,)
@@ -57,6 +59,9 @@ OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON,)
 NORM_PLUS_ONE = ("gemma2", "gemma3_text", "nemotron")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
 INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.SMOLLM3, gguf.MODEL_ARCH.GRANITE, gguf.MODEL_ARCH.ARCEE)
+# Command R: llama.cpp takes a model of this many layers or more for Command R+, with q/k norms, and one of fewer
+# without them.
+COMMAND_R_PLUS_LAYERS = 64
 # Graphs that read Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp node-llama-cpp
 # 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
 ROPE_FREQS_GRAPHS = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.ARCEE)
@@ -94,8 +99,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
-            Qwen2, Qwen3, SmolLM3, Granite, Gemma 2, Gemma 3 text, Arcee, Nemotron or Phi-3 checkpoint), a .gguf
-            file or 'default'.
+            Qwen2, Qwen3, SmolLM3, Granite, Gemma 2, Gemma 3 text, Arcee, Nemotron, Phi-3 or Cohere checkpoint), a
+            .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -237,16 +242,32 @@ def unsupported(model_type: str) -> str:
     return f"cannot export {model_type!r} models to GGUF; export supports {', '.join(GGUF_ARCH)}"
 
 
+def check_cohere(config) -> None:
+    if not config.tie_word_embeddings:
+        raise MinitronError("cannot export a Cohere model whose lm_head is not tied to its embeddings: llama.cpp's "
+                            "Command R graph has no output tensor of its own")
+    if bool(getattr(config, "use_qk_norm", False)) != (config.num_hidden_layers >= COMMAND_R_PLUS_LAYERS):
+        raise MinitronError(f"cannot export this Cohere model: llama.cpp's Command R graph takes q/k norms for models "
+                            f"of {COMMAND_R_PLUS_LAYERS} layers or more and none below, and this one has "
+                            f"{config.num_hidden_layers} layers {'with' if config.use_qk_norm else 'without'} them")
+    check_hidden_wide(config, "Cohere", "Command R")
+
+
 def check_phi3(config) -> None:
+    check_hidden_wide(config, "Phi-3", "Phi-3")
+
+
+def check_hidden_wide(config, family: str, graph: str) -> None:
     width = config.num_attention_heads * head_dim(config)
     if width != config.hidden_size:
-        raise MinitronError(f"cannot export this Phi-3 model: its attention is {config.num_attention_heads} heads x "
-                            f"{head_dim(config)} = {width} wide, and llama.cpp's Phi-3 graph builds it hidden_size "
+        raise MinitronError(f"cannot export this {family} model: its attention is {config.num_attention_heads} heads "
+                            f"x {head_dim(config)} = {width} wide, and llama.cpp's {graph} graph builds it hidden_size "
                             f"({config.hidden_size}) wide; prune heads and hidden channels in the same proportion")
 
 
 # What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
-FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "phi3": check_phi3}
+FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "phi3": check_phi3,
+                 "cohere": check_cohere}
 
 
 def attention_scale_fix(config) -> float:
@@ -280,8 +301,9 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
               f"{model_type} file (it builds the attention hidden_size wide)", flush=True)
     writer.add_rope_dimension_count(rotary_dims(config))
     add_rope_scaling(writer, config)
-    if model_type == "nemotron":  # LayerNorm (with bias)
-        writer.add_layer_norm_eps(config.norm_eps)
+    if model_type in ("nemotron", "cohere"):  # LayerNorm (Nemotron's with bias)
+        writer.add_layer_norm_eps(config.norm_eps if model_type == "nemotron" else config.layer_norm_eps)
+        FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
         return
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
@@ -320,6 +342,11 @@ def gemma3_keys(writer: gguf.GGUFWriter, config) -> None:
         writer.add_final_logit_softcapping(config.final_logit_softcapping)
 
 
+def cohere_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Cohere's logit scale (llama.cpp multiplies the logits by it, as transformers does)."""
+    writer.add_logit_scale(config.logit_scale)
+
+
 def phi3_keys(writer: gguf.GGUFWriter, config) -> None:
     """Phi-3's window."""
     if getattr(config, "sliding_window", None):
@@ -327,7 +354,8 @@ def phi3_keys(writer: gguf.GGUFWriter, config) -> None:
 
 
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
-FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys}
+FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys,
+               "cohere": cohere_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

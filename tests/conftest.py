@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (AutoModelForCausalLM, ArceeConfig, Gemma2Config, Gemma3TextConfig, GraniteConfig,
-                          LlamaConfig, MistralConfig, NemotronConfig, Phi3Config, Qwen2Config, Qwen3Config,
-                          SmolLM3Config)
+                          CohereConfig, LlamaConfig, MistralConfig, NemotronConfig, Phi3Config, Qwen2Config,
+                          Qwen3Config, SmolLM3Config)
 
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron",
-            "phi3"]
+            "phi3", "cohere"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -50,6 +50,9 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75}
         return Phi3Config(**{"rope_parameters": rope, **sizes}, pad_token_id=None, bos_token_id=None,
                           eos_token_id=None)
+    if family == "cohere":  # per-head q/k LayerNorms (Command R+), logits scaled
+        return CohereConfig(**{"use_qk_norm": True, "logit_scale": 0.25, **sizes}, pad_token_id=None,
+                            bos_token_id=None, eos_token_id=None)
     raise ValueError(family)
 
 

@@ -77,12 +77,14 @@ def sentencepiece_tokenizer():
 
 
 def save_model(path, family: str, tokenizer, tie: bool = False, sharpen: float = SHARPEN, **sizes):
-    """A tiny random model of `family` with `tokenizer`; Qwen, Nemotron and Phi-3 keep head_dim as below."""
+    """A tiny random model of `family` with `tokenizer`; Qwen, Nemotron, Phi-3 and Cohere keep head_dim as below, and
+    Cohere has no q/k norms (Command R: llama.cpp takes them only at 64 layers, Command R+'s)."""
     # transformers' GGUF loader does not read the head size for Qwen2/Qwen3: it takes hidden_size /
     # num_attention_heads for Qwen2 and the config default (128) for Qwen3, so the tiny models use those. The
-    # llama.cpp that node-llama-cpp 3.22.1 ships builds Qwen2's, Nemotron's and Phi-3's attention hidden_size wide,
-    # so their heads x head size is the hidden size here too.
-    sizes = {"head_dim": {"qwen2": 8, "qwen3": 128, "nemotron": 8, "phi3": 8}.get(family, 16), **sizes}
+    # llama.cpp that node-llama-cpp 3.22.1 ships builds Qwen2's, Nemotron's, Phi-3's and Command R's attention
+    # hidden_size wide, so their heads x head size is the hidden size here too.
+    sizes = {"head_dim": {"qwen2": 8, "qwen3": 128, "nemotron": 8, "phi3": 8, "cohere": 8}.get(family, 16),
+             **({"use_qk_norm": False} if family == "cohere" else {}), **sizes}
     model = tiny_model(family, tie=tie, vocab_size=VOCAB, **sizes)
     llama_cpp_check().sharpen_attention(model, sharpen)
     model.save_pretrained(path)
@@ -185,7 +187,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("nemotron", "kquant", "q6_k", False), ("phi3", None, "f16", True), ("phi3", "longrope", "q8_0", False),
              ("phi3", "kquant", "q4_k_m", False), ("llama", "llama3", "f16", False), ("arcee", "llama3", "q8_0", True),
              ("qwen3", "linear", "f16", False), ("gemma3_text", "linear", "f16", True), ("qwen3", "yarn", "f16", False),
-             ("smollm3", "yarn", "q8_0", False)]
+             ("smollm3", "yarn", "q8_0", False), ("cohere", None, "f16", True), ("cohere", "llama-bpe", "q4_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -324,6 +326,20 @@ def test_phi3_metadata(tmp_path):
     assert weights["blk.0.attn_qkv.weight"].shape == (64 + 2 * 16, 64)  # 8 query heads and 2 KV heads of 8
     np.testing.assert_allclose(weights["blk.1.ffn_up.weight"], hf["model.layers.1.mlp.gate_up_proj.weight"],
                                atol=1e-3)  # gate then up, as llama.cpp's fused SwiGLU reads them (f16)
+
+
+def test_cohere_metadata(tmp_path):
+    """Command R's graph reads a LayerNorm epsilon and the logit scale (greedy tokens cannot tell a scale); a Command
+    R+ shape (64 layers) carries its per-head q/k norms as 2-D f32 tensors, a row per head."""
+    save_model(tmp_path / "cohere", "cohere", byte_level_tokenizer(), tie=True)
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(export(str(tmp_path / "cohere"),
+                                                                  tmp_path / "c.gguf").gguf).fields.items()}
+    assert fields["general.architecture"] == "command-r" and fields["command-r.logit_scale"] == 0.25
+    assert fields["command-r.attention.layer_norm_epsilon"] == pytest.approx(1e-5)
+    save_model(tmp_path / "plus", "cohere", byte_level_tokenizer(), tie=True, num_hidden_layers=64, use_qk_norm=True)
+    reader = gguf.GGUFReader(export(str(tmp_path / "plus"), tmp_path / "plus.gguf", "q8_0").gguf)
+    norm = next(t for t in reader.tensors if t.name == "blk.63.attn_q_norm.weight")
+    assert norm.tensor_type == T.F32 and list(norm.shape) == [8, 8]  # head size x heads, as llama.cpp reads it
 
 
 def test_rope_scaling_metadata(tmp_path):
@@ -503,7 +519,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "olmo" / "config.json").write_text('{"model_type": "olmo2"}')
     with pytest.raises(MinitronError, match="cannot export 'olmo2' models to GGUF; export supports llama, mistral, "
                                             "qwen2, qwen3, smollm3, granite, gemma2, gemma3_text, arcee, nemotron, "
-                                            "phi3"):
+                                            "phi3, cohere"):
         export(str(tmp_path / "olmo"), tmp_path / "olmo.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -545,12 +561,17 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     with pytest.raises(MinitronError, match="rope_type 'linear' in its sliding layers; llama.cpp's graph for it "
                                             "computes default$"):
         export(str(tmp_path / "gemma3"), tmp_path / "g3.gguf")
+    save_model(tmp_path / "cohere", "cohere", byte_level_tokenizer(), tie=True, use_qk_norm=True)  # below 64 layers
+    with pytest.raises(MinitronError, match="Command R graph takes q/k norms for models of 64 layers or more and "
+                                            "none below, and this one has 4 layers with them"):
+        export(str(tmp_path / "cohere"), tmp_path / "c.gguf")
     save_model(tmp_path / "phi3", "phi3", byte_level_tokenizer(), head_dim=16)  # heads pruned, hidden size kept
     with pytest.raises(MinitronError, match=r"Phi-3 model: its attention is 8 heads x 16 = 128 wide, and llama.cpp's "
                                             r"Phi-3 graph builds it hidden_size \(64\) wide"):
         export(str(tmp_path / "phi3"), tmp_path / "p.gguf")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma2", "gemma3", "gemma3_text", "nemotron", "olmo",
-                                                          "phi3", "qwen3", "smollm3", "word-level", "yarn"]  # no file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohere", "gemma2", "gemma3", "gemma3_text", "nemotron",
+                                                          "olmo", "phi3", "qwen3", "smollm3", "word-level",
+                                                          "yarn"]  # no file
 
 
 def test_export_keeps_an_existing_file(tmp_path):

@@ -34,7 +34,8 @@ def seq_stats(x: torch.Tensor) -> torch.Tensor:
 # post-attention norms (NVIDIA's implementation: the norms in front of attention and the MLP). Gemma 2's and 3's
 # post_attention_layernorm normalises the attention output before the residual add; its pre_feedforward_layernorm
 # is the one in front of the MLP (the choice measured in docs/pruning_criteria.md).
-HIDDEN_NORMS = {gemma: ("input_layernorm", "pre_feedforward_layernorm") for gemma in ("gemma2", "gemma3_text")}
+HIDDEN_NORMS = {**{gemma: ("input_layernorm", "pre_feedforward_layernorm") for gemma in ("gemma2", "gemma3_text")},
+                "cohere": ("input_layernorm",)}  # one norm, in front of attention and the MLP both
 DEFAULT_HIDDEN_NORMS = ("input_layernorm", "post_attention_layernorm")
 
 
