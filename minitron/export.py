@@ -27,6 +27,7 @@ from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
+from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import require_safetensors
@@ -71,8 +72,6 @@ YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None
                 "truncate": True}
 # SmolLM3: llama.cpp skips RoPE in every n-th layer, n fixed in its source (no GGUF key carries the layers).
 SMOLLM3_NO_ROPE_STEP = 4
-# Gemma: the layer count at which llama.cpp takes a model for the 27B and scales its queries by 1/sqrt(hidden/heads).
-GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3_text": 62}
 # The split regexes of common byte-level BPE tokenizers, by the name llama.cpp gives them (tokenizer.ggml.pre).
 PRE_TOKENIZERS = {
     "llama-bpe": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -277,9 +276,7 @@ def attention_scale_fix(config) -> float:
     size changed keeps its own scale this way)."""
     if config.model_type not in GEMMA_27B_LAYERS:
         return 1.0
-    size = config.hidden_size // config.num_attention_heads \
-        if config.num_hidden_layers == GEMMA_27B_LAYERS[config.model_type] else head_dim(config)
-    return math.sqrt(size / config.query_pre_attn_scalar)
+    return math.sqrt(gemma_query_size(config) / config.query_pre_attn_scalar)
 
 
 def add_architecture(writer: gguf.GGUFWriter, config) -> None:

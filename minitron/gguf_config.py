@@ -14,9 +14,18 @@ import numpy as np
 
 from minitron.errors import MinitronError
 
-# Gemma: the layer count at which llama.cpp takes a model for the 27B and scales its queries by 1/sqrt(hidden/heads)
-# (minitron.export's GEMMA_27B_LAYERS; here too, as the loading layer cannot import export).
-GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
+# Gemma (by Hugging Face model type): the layer count at which llama.cpp takes a model for the 27B and scales its
+# queries by 1/sqrt(hidden/heads), not 1/sqrt(head size); export folds a model's own scale into its weights by it.
+GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3_text": 62}
+GEMMA_ARCHES = ("gemma2", "gemma3")  # llama.cpp's names of the Gemma graphs
+
+
+def gemma_query_size(config) -> int:
+    """The size whose 1/sqrt llama.cpp scales a Gemma's queries by: hidden/heads at the 27B's layer count, else the
+    head size (transformers: `query_pre_attn_scalar`, which export folds into the weights as its ratio to this)."""
+    if config.num_hidden_layers == GEMMA_27B_LAYERS[config.model_type]:
+        return config.hidden_size // config.num_attention_heads
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 GEMMA3_PERIOD = 6  # llama.cpp's default sliding-window pattern of Gemma 3 (every sixth layer global)
 
 
@@ -47,7 +56,7 @@ def correct_config(config, meta: Metadata) -> None:
     rope.update(rope_scaling(meta, head, rope))
     if "original_max_position_embeddings" in rope and hasattr(config, "original_max_position_embeddings"):
         config.original_max_position_embeddings = rope["original_max_position_embeddings"]  # Phi-3 reads this one
-    if meta.arch in GEMMA_27B_LAYERS:
+    if meta.arch in GEMMA_ARCHES:
         gemma(config, meta, rope)
     else:
         config.rope_parameters = rope
@@ -116,8 +125,7 @@ def llama3(factors: np.ndarray, theta: float, dims: int) -> dict:
 def gemma(config, meta: Metadata, rope: dict) -> None:
     """Gemma's query scale as llama.cpp computes it (export folds a model's own scale into its weights), and Gemma 3's
     layer pattern and local RoPE base; their RoPE."""
-    wide = config.num_hidden_layers == GEMMA_27B_LAYERS[meta.arch]
-    config.query_pre_attn_scalar = config.hidden_size // config.num_attention_heads if wide else config.head_dim
+    config.query_pre_attn_scalar = gemma_query_size(config)
     for key in ("attn_logit_softcapping", "final_logit_softcapping"):
         if meta.get(key) is not None:
             setattr(config, key, float(meta.get(key)))
