@@ -14,7 +14,8 @@ against the fp32 model and against the same model with its weights rounded as th
 quantised products).
 
 --tiny does the same for a tiny random model of every family minitron exports (Llama, Mistral, Qwen2, Qwen3,
-SmolLM3, Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere; a byte-level BPE trained here), from a text prompt;
+SmolLM3, Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere, Cohere 2; a byte-level BPE trained here), from a
+text prompt;
 --json writes its table's JSON.
 llama.cpp runs through node-llama-cpp's prebuilt CPU build (`make setup` installs it into the virtual environment;
 NODE_LLAMA_CPP names another copy of the package); nothing is compiled.
@@ -43,7 +44,7 @@ SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
 PROMPTS = ["What is the capital of France?", "Write a short poem about the sea.",
            "Explain in two sentences why the sky is blue."]
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron",
-            "phi3", "cohere"]
+            "phi3", "cohere", "cohere2"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -147,7 +148,8 @@ def tiny_model(family: str, seed: int = 0):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     sizes = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
-                 num_key_value_heads=2, head_dim=8 if family in ("qwen2", "nemotron", "phi3", "cohere") else 16,
+                 num_key_value_heads=2,
+                 head_dim=8 if family in ("qwen2", "nemotron", "phi3", "cohere", "cohere2") else 16,
                  max_position_embeddings=256)
     extra = {"mistral": dict(sliding_window=None), "smollm3": dict(no_rope_layers=[1, 1, 1, 0], pad_token_id=None,
                                                                  bos_token_id=None, eos_token_id=None),
@@ -161,7 +163,10 @@ def tiny_model(family: str, seed: int = 0):
                                  layer_types=["sliding_attention"] * 3 + ["full_attention"]),
              "phi3": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None, **PHI3_LONGROPE),
              "cohere": dict(logit_scale=0.25, tie_word_embeddings=True, pad_token_id=None,
-                            bos_token_id=None, eos_token_id=None)}.get(family, {})
+                            bos_token_id=None, eos_token_id=None),
+             "cohere2": dict(logit_scale=0.25, tie_word_embeddings=True, sliding_window=8, pad_token_id=None,
+                             bos_token_id=None, eos_token_id=None,
+                             layer_types=["sliding_attention"] * 3 + ["full_attention"])}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():

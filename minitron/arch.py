@@ -42,6 +42,8 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("phi3", _PRE_POST, fused=True),  # Llama's layout with q/k/v and gate/up fused; Phi-3, Phi-3.5, Phi-4-mini
     # Command R, Aya: one LayerNorm in front of attention and the MLP, run in parallel; logits multiplied by logit_scale
     Arch("cohere", ("input_layernorm",)),
+    # Command R7B, Command A: Cohere's layer; sliding layers with RoPE, global ones without
+    Arch("cohere2", ("input_layernorm",)),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.

@@ -24,7 +24,7 @@ from minitron.record import RECORD
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model 'default' is a quantised copy of
 MINITRON_SUFFIX = re.compile(r"-(minitron-[0-9.]+[KMB]|corrected)$")  # what `derived_name` appends
 EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text",
-              "arcee", "nemotron", "phi3", "cohere")  # what `minitron export` writes
+              "arcee", "nemotron", "phi3", "cohere", "cohere2")  # what `minitron export` writes
 
 
 def write_model_card(out: Path, teacher: str | None = None, run: Path | None = None,

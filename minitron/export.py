@@ -1,6 +1,6 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Qwen2, Qwen3, SmolLM3,
-Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere) as one .gguf file for llama.cpp, Ollama and LM Studio,
-with an Ollama Modelfile beside it.
+Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere, Cohere 2) as one .gguf file for llama.cpp, Ollama and LM
+Studio, with an Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
@@ -46,6 +46,7 @@ GGUF_ARCH = {
     "nemotron": gguf.MODEL_ARCH.NEMOTRON,
     "phi3": gguf.MODEL_ARCH.PHI3,
     "cohere": gguf.MODEL_ARCH.COMMAND_R,
+    "cohere2": gguf.MODEL_ARCH.COHERE2,
 }
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "arcee": ("relu2",),
@@ -63,6 +64,8 @@ INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.SMOLLM3, gguf.MODEL
 # Command R: llama.cpp takes a model of this many layers or more for Command R+, with q/k norms, and one of fewer
 # without them.
 COMMAND_R_PLUS_LAYERS = 64
+# Cohere 2: llama.cpp takes every n-th layer for global (no RoPE, no window), n fixed in its source.
+COHERE2_GLOBAL_STEP = 4
 # Graphs that read Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp node-llama-cpp
 # 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
 ROPE_FREQS_GRAPHS = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.ARCEE)
@@ -98,8 +101,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
-            Qwen2, Qwen3, SmolLM3, Granite, Gemma 2, Gemma 3 text, Arcee, Nemotron, Phi-3 or Cohere checkpoint), a
-            .gguf file or 'default'.
+            Qwen2, Qwen3, SmolLM3, Granite, Gemma 2, Gemma 3 text, Arcee, Nemotron, Phi-3, Cohere or Cohere 2
+            checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -252,6 +255,19 @@ def check_cohere(config) -> None:
     check_hidden_wide(config, "Cohere", "Command R")
 
 
+def check_cohere2(config) -> None:
+    if not config.tie_word_embeddings:
+        raise MinitronError("cannot export a Cohere 2 model whose lm_head is not tied to its embeddings: llama.cpp's "
+                            "Cohere 2 graph has no output tensor of its own")
+    step = COHERE2_GLOBAL_STEP
+    if layer_types(config) != ["full_attention" if (i + 1) % step == 0 else "sliding_attention"
+                               for i in range(config.num_hidden_layers)]:
+        raise MinitronError(f"cannot export this Cohere 2 model: its layer pattern {layer_types(config)} is not every "
+                            f"{step}th layer global, which llama.cpp's Cohere 2 graph assumes; drop layers in blocks "
+                            f"of {step} to keep it")
+    check_hidden_wide(config, "Cohere 2", "Cohere 2")
+
+
 def check_phi3(config) -> None:
     check_hidden_wide(config, "Phi-3", "Phi-3")
 
@@ -266,7 +282,7 @@ def check_hidden_wide(config, family: str, graph: str) -> None:
 
 # What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
 FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "phi3": check_phi3,
-                 "cohere": check_cohere}
+                 "cohere": check_cohere, "cohere2": check_cohere2}
 
 
 def attention_scale_fix(config) -> float:
@@ -298,7 +314,7 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
               f"{model_type} file (it builds the attention hidden_size wide)", flush=True)
     writer.add_rope_dimension_count(rotary_dims(config))
     add_rope_scaling(writer, config)
-    if model_type in ("nemotron", "cohere"):  # LayerNorm (Nemotron's with bias)
+    if model_type in ("nemotron", "cohere", "cohere2"):  # LayerNorm (Nemotron's with bias)
         writer.add_layer_norm_eps(config.norm_eps if model_type == "nemotron" else config.layer_norm_eps)
         FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
         return
@@ -344,6 +360,12 @@ def cohere_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_logit_scale(config.logit_scale)
 
 
+def cohere2_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Cohere 2's logit scale and window (its layer pattern, fixed in llama.cpp, is checked: `check_cohere2`)."""
+    cohere_keys(writer, config)
+    writer.add_sliding_window(config.sliding_window)
+
+
 def phi3_keys(writer: gguf.GGUFWriter, config) -> None:
     """Phi-3's window."""
     if getattr(config, "sliding_window", None):
@@ -352,7 +374,7 @@ def phi3_keys(writer: gguf.GGUFWriter, config) -> None:
 
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
 FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys,
-               "cohere": cohere_keys}
+               "cohere": cohere_keys, "cohere2": cohere2_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

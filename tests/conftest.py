@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, ArceeConfig, Gemma2Config, Gemma3TextConfig, GraniteConfig,
-                          CohereConfig, LlamaConfig, MistralConfig, NemotronConfig, Phi3Config, Qwen2Config,
-                          Qwen3Config, SmolLM3Config)
+from transformers import (ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig, Gemma2Config,
+                          Gemma3TextConfig, GraniteConfig, LlamaConfig, MistralConfig, NemotronConfig, Phi3Config,
+                          Qwen2Config, Qwen3Config, SmolLM3Config)
 
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron",
-            "phi3", "cohere"]
+            "phi3", "cohere", "cohere2"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -53,6 +53,11 @@ def tiny_config(family: str, tie: bool = False, **overrides):
     if family == "cohere":  # per-head q/k LayerNorms (Command R+), logits scaled
         return CohereConfig(**{"use_qk_norm": True, "logit_scale": 0.25, **sizes}, pad_token_id=None,
                             bos_token_id=None, eos_token_id=None)
+    if family == "cohere2":  # three sliding layers with RoPE, then a global one without, as Command R7B
+        turns = ["sliding_attention"] * 3 + ["full_attention"]
+        turns = (turns * sizes["num_hidden_layers"])[:sizes["num_hidden_layers"]]
+        return Cohere2Config(**{"logit_scale": 0.25, "sliding_window": 8, "layer_types": turns, **sizes},
+                             pad_token_id=None, bos_token_id=None, eos_token_id=None)
     raise ValueError(family)
 
 

@@ -83,7 +83,8 @@ def save_model(path, family: str, tokenizer, tie: bool = False, sharpen: float =
     # num_attention_heads for Qwen2 and the config default (128) for Qwen3, so the tiny models use those. The
     # llama.cpp that node-llama-cpp 3.22.1 ships builds Qwen2's, Nemotron's, Phi-3's and Command R's attention
     # hidden_size wide, so their heads x head size is the hidden size here too.
-    sizes = {"head_dim": {"qwen2": 8, "qwen3": 128, "nemotron": 8, "phi3": 8, "cohere": 8}.get(family, 16),
+    wide = {"qwen2": 8, "qwen3": 128, "nemotron": 8, "phi3": 8, "cohere": 8, "cohere2": 8}
+    sizes = {"head_dim": wide.get(family, 16),
              **({"use_qk_norm": False} if family == "cohere" else {}), **sizes}
     model = tiny_model(family, tie=tie, vocab_size=VOCAB, **sizes)
     llama_cpp_check().sharpen_attention(model, sharpen)
@@ -169,7 +170,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     without anything being wrong. Without the Llama q/k reordering the shortfall is 0.21 on the first case; without
     Gemma 3's +1 on norms 0.71, Nemotron's 0.41; with Gemma 3's layer pattern, window, local RoPE base or query scale
     left to llama.cpp's defaults 0.24, 0.82, 0.25 and 0.20; with Gemma 2's query scale left to llama.cpp 0.096; with
-    Phi-3's LongRoPE factors swapped 0.24, its attention factor left out 0.013; without Llama 3.1's RoPE factors 0.13
+    Phi-3's LongRoPE factors swapped 0.24, its attention factor left out 0.013; Cohere 2's window written as 1000
+    0.026 (llama.cpp refuses a file without it); without Llama 3.1's RoPE factors 0.13
     (Llama, Arcee), without the linear scaling keys 0.17 (Qwen3), 0.026 (Gemma 3: one global layer of four), without
     YaRN's 0.16 (Qwen3), 0.11 (SmolLM3)."""
     check = llama_cpp_check()
@@ -187,7 +189,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("nemotron", "kquant", "q6_k", False), ("phi3", None, "f16", True), ("phi3", "longrope", "q8_0", False),
              ("phi3", "kquant", "q4_k_m", False), ("llama", "llama3", "f16", False), ("arcee", "llama3", "q8_0", True),
              ("qwen3", "linear", "f16", False), ("gemma3_text", "linear", "f16", True), ("qwen3", "yarn", "f16", False),
-             ("smollm3", "yarn", "q8_0", False), ("cohere", None, "f16", True), ("cohere", "llama-bpe", "q4_0", True)]
+             ("smollm3", "yarn", "q8_0", False), ("cohere", None, "f16", True), ("cohere", "llama-bpe", "q4_0", True),
+             ("cohere2", None, "f16", True), ("cohere2", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -519,7 +522,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "olmo" / "config.json").write_text('{"model_type": "olmo2"}')
     with pytest.raises(MinitronError, match="cannot export 'olmo2' models to GGUF; export supports llama, mistral, "
                                             "qwen2, qwen3, smollm3, granite, gemma2, gemma3_text, arcee, nemotron, "
-                                            "phi3, cohere"):
+                                            "phi3, cohere, cohere2"):
         export(str(tmp_path / "olmo"), tmp_path / "olmo.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -565,12 +568,16 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     with pytest.raises(MinitronError, match="Command R graph takes q/k norms for models of 64 layers or more and "
                                             "none below, and this one has 4 layers with them"):
         export(str(tmp_path / "cohere"), tmp_path / "c.gguf")
+    save_model(tmp_path / "cohere2", "cohere2", byte_level_tokenizer(), tie=True,  # layer 3 dropped from five
+               layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"])
+    with pytest.raises(MinitronError, match="Cohere 2 model: its layer pattern .* is not every 4th layer global"):
+        export(str(tmp_path / "cohere2"), tmp_path / "c2.gguf")
     save_model(tmp_path / "phi3", "phi3", byte_level_tokenizer(), head_dim=16)  # heads pruned, hidden size kept
     with pytest.raises(MinitronError, match=r"Phi-3 model: its attention is 8 heads x 16 = 128 wide, and llama.cpp's "
                                             r"Phi-3 graph builds it hidden_size \(64\) wide"):
         export(str(tmp_path / "phi3"), tmp_path / "p.gguf")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohere", "gemma2", "gemma3", "gemma3_text", "nemotron",
-                                                          "olmo", "phi3", "qwen3", "smollm3", "word-level",
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohere", "cohere2", "gemma2", "gemma3", "gemma3_text",
+                                                          "nemotron", "olmo", "phi3", "qwen3", "smollm3", "word-level",
                                                           "yarn"]  # no file
 
 

@@ -103,7 +103,8 @@ def test_block_influence(scored):
     assert_close(scores.tensors["layers/block_influence"][1], expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["qwen2", "smollm3", "granite", "gemma2", "gemma3_text", "nemotron", "cohere"])
+@pytest.mark.parametrize("family", ["qwen2", "smollm3", "granite", "gemma2", "gemma3_text", "nemotron", "cohere",
+                                    "cohere2"])
 def test_layer_removal_loss_equals_loss_of_the_dropped_model(family):
     model = tiny_model(family)
     scores = compute_scores(model, BATCHES, ["magnitude"], BATCHES, block_sizes=[1, 2])

@@ -35,7 +35,7 @@ def seq_stats(x: torch.Tensor) -> torch.Tensor:
 # post_attention_layernorm normalises the attention output before the residual add; its pre_feedforward_layernorm
 # is the one in front of the MLP (the choice measured in docs/pruning_criteria.md).
 HIDDEN_NORMS = {**{gemma: ("input_layernorm", "pre_feedforward_layernorm") for gemma in ("gemma2", "gemma3_text")},
-                "cohere": ("input_layernorm",)}  # one norm, in front of attention and the MLP both
+                "cohere": ("input_layernorm",), "cohere2": ("input_layernorm",)}  # one norm before attention and MLP
 DEFAULT_HIDDEN_NORMS = ("input_layernorm", "post_attention_layernorm")
 
 
