@@ -170,7 +170,7 @@ def rope_theta(config, layer_type: str = "full_attention") -> float:
 
 
 def layer_types(config) -> list[str]:
-    """Gemma's attention kind per layer: sliding_attention or full_attention."""
+    """Gemma's and Cohere 2's attention kind per layer: sliding_attention or full_attention."""
     types = getattr(config, "layer_types", None)
     if types is None:
         period = getattr(config, "sliding_window_pattern", None) or getattr(config, "_sliding_window_pattern", 6)
@@ -219,9 +219,7 @@ def check_smollm3(config) -> None:
 
 
 def check_gemma2(config) -> None:
-    if not config.tie_word_embeddings:
-        raise MinitronError("cannot export a Gemma 2 model whose lm_head is not tied to its embeddings: llama.cpp's "
-                            "Gemma 2 graph has no output tensor of its own")
+    check_tied(config, "Gemma 2", "Gemma 2")
     if swa_period(config) != 2:
         raise MinitronError(f"cannot export this Gemma 2 model: its layer pattern {layer_types(config)} is not local "
                             "and global layers in turn, which llama.cpp's Gemma 2 graph assumes; drop layers in blocks "
@@ -245,9 +243,7 @@ def unsupported(model_type: str) -> str:
 
 
 def check_cohere(config) -> None:
-    if not config.tie_word_embeddings:
-        raise MinitronError("cannot export a Cohere model whose lm_head is not tied to its embeddings: llama.cpp's "
-                            "Command R graph has no output tensor of its own")
+    check_tied(config, "Cohere", "Command R")
     if bool(getattr(config, "use_qk_norm", False)) != (config.num_hidden_layers >= COMMAND_R_PLUS_LAYERS):
         raise MinitronError(f"cannot export this Cohere model: llama.cpp's Command R graph takes q/k norms for models "
                             f"of {COMMAND_R_PLUS_LAYERS} layers or more and none below, and this one has "
@@ -256,9 +252,7 @@ def check_cohere(config) -> None:
 
 
 def check_cohere2(config) -> None:
-    if not config.tie_word_embeddings:
-        raise MinitronError("cannot export a Cohere 2 model whose lm_head is not tied to its embeddings: llama.cpp's "
-                            "Cohere 2 graph has no output tensor of its own")
+    check_tied(config, "Cohere 2", "Cohere 2")
     step = COHERE2_GLOBAL_STEP
     if layer_types(config) != ["full_attention" if (i + 1) % step == 0 else "sliding_attention"
                                for i in range(config.num_hidden_layers)]:
@@ -270,6 +264,12 @@ def check_cohere2(config) -> None:
 
 def check_phi3(config) -> None:
     check_hidden_wide(config, "Phi-3", "Phi-3")
+
+
+def check_tied(config, family: str, graph: str) -> None:
+    if not config.tie_word_embeddings:
+        raise MinitronError(f"cannot export a {family} model whose lm_head is not tied to its embeddings: llama.cpp's "
+                            f"{graph} graph has no output tensor of its own")
 
 
 def check_hidden_wide(config, family: str, graph: str) -> None:
