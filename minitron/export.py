@@ -243,23 +243,27 @@ def unsupported(model_type: str) -> str:
 
 
 def check_cohere(config) -> None:
-    check_tied(config, "Cohere", "Command R")
+    check_cohere_graph(config, "Cohere", "Command R")
     if bool(getattr(config, "use_qk_norm", False)) != (config.num_hidden_layers >= COMMAND_R_PLUS_LAYERS):
         raise MinitronError(f"cannot export this Cohere model: llama.cpp's Command R graph takes q/k norms for models "
                             f"of {COMMAND_R_PLUS_LAYERS} layers or more and none below, and this one has "
                             f"{config.num_hidden_layers} layers {'with' if config.use_qk_norm else 'without'} them")
-    check_hidden_wide(config, "Cohere", "Command R")
 
 
 def check_cohere2(config) -> None:
-    check_tied(config, "Cohere 2", "Cohere 2")
+    check_cohere_graph(config, "Cohere 2", "Cohere 2")
     step = COHERE2_GLOBAL_STEP
     if layer_types(config) != ["full_attention" if (i + 1) % step == 0 else "sliding_attention"
                                for i in range(config.num_hidden_layers)]:
         raise MinitronError(f"cannot export this Cohere 2 model: its layer pattern {layer_types(config)} is not every "
                             f"{step}th layer global, which llama.cpp's Cohere 2 graph assumes; drop layers in blocks "
                             f"of {step} to keep it")
-    check_hidden_wide(config, "Cohere 2", "Cohere 2")
+
+
+def check_cohere_graph(config, family: str, graph: str) -> None:
+    """What llama.cpp's Cohere graphs both assume: a tied head, attention hidden_size wide."""
+    check_tied(config, family, graph)
+    check_hidden_wide(config, family, graph)
 
 
 def check_phi3(config) -> None:
