@@ -1,14 +1,11 @@
-"""`python -m minitron` and the `minitron` command. The command line is imported inside the entry point, so that
-Ctrl-C while it loads (jsonargparse, then torch) is one line, not a traceback."""
-import sys
+"""`python -m minitron` and the `minitron` command. The command line is imported inside the entry point, under
+`signals.starting`, so that Ctrl-C while it loads (jsonargparse, then torch) is one line, not a traceback."""
+from minitron.signals import starting
 
 
 def entry() -> None:
-    try:
+    with starting():
         from minitron.cli import main
-    except KeyboardInterrupt:
-        print("minitron: interrupted", file=sys.stderr)
-        sys.exit(130)
     main()
 
 

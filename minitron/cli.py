@@ -24,7 +24,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from minitron import __version__
 from minitron.errors import Interrupted, MinitronError, missing_extra
-from minitron.signals import Terminated, interrupts
+from minitron.signals import Terminated, interrupts, starting
 from minitron.io import SafetensorError, disk_problem
 
 # command -> ("module:function" it runs, one-line summary). Only the module of the command being run is imported,
@@ -279,8 +279,9 @@ def _run_reporting(argv: list[str]) -> int:
     debug = "--debug" in argv
     prog = f"minitron {argv[0]}" if argv and argv[0] in COMMANDS else "minitron"
     try:
-        fn, kwargs = parse(argv)
-        quiet_transformers()
+        with starting():  # the command's module and torch load here: a signal exits at once
+            fn, kwargs = parse(argv)
+            quiet_transformers()
         fn(**kwargs)
         return 0
     except argparse.ArgumentError as e:

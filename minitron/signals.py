@@ -1,9 +1,11 @@
 """SIGTERM and SIGINT, in one place. Every command runs inside `interrupts()`: a signal stops it as an exception
 (SIGTERM as `Terminated`, SIGINT as Ctrl-C's KeyboardInterrupt), so that whatever it was writing is removed the same
 way. Training runs its steps inside `StopRequest`: there the first signal is only noted, the loop finishes its step,
-saves a checkpoint and stops; a second signal acts at once."""
+saves a checkpoint and stops; a second signal acts at once. While a command starts (`starting`: its imports and its
+command line, before it writes anything) a signal ends the process at once."""
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -26,13 +28,21 @@ def _on_signal(signum, frame) -> None:
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def _exit_now(signum, frame) -> None:
+    """One line and the exit code, at once: an exception raised while the import system runs one of its callbacks
+    is printed as "Exception ignored" and dropped, and the command would go on."""
+    name = "terminated" if signum == signal.SIGTERM else "interrupted"
+    os.write(2, f"minitron: {name}\n".encode())
+    os._exit(143 if signum == signal.SIGTERM else 130)
+
+
 @contextmanager
-def _handlers() -> Iterator[None]:
-    """`_on_signal` for SIGTERM and SIGINT while inside (where handlers may be set: the main thread)."""
+def _handlers(handler=_on_signal) -> Iterator[None]:
+    """`handler` for SIGTERM and SIGINT while inside (where handlers may be set: the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _on_signal) for s in SIGNALS}
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield
     finally:
@@ -43,6 +53,11 @@ def _handlers() -> Iterator[None]:
 def interrupts():
     """A command's signals: raised as `Terminated` or KeyboardInterrupt wherever it is."""
     return _handlers()
+
+
+def starting():
+    """A command's start (imports, its command line: nothing written yet): a signal exits at once, in one line."""
+    return _handlers(_exit_now)
 
 
 class StopRequest:
