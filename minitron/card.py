@@ -17,14 +17,13 @@ from safetensors import safe_open
 from huggingface_hub import ModelCardData
 
 from minitron.errors import MinitronError
+from minitron.export_checks import EXPORTABLE, export_problem
 from minitron.io import read_jsonl, write_atomic
 from minitron.load import DEFAULT_MODEL, HUB_ID, converted_license, default_gguf, load_config, resolve_model
 from minitron.record import RECORD
 
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model 'default' is a quantised copy of
 MINITRON_SUFFIX = re.compile(r"-(minitron-[0-9.]+[KMB]|corrected)$")  # what `derived_name` appends
-EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text",
-              "arcee", "nemotron", "phi3", "cohere", "cohere2")  # what `minitron export` writes
 
 
 def write_model_card(out: Path, teacher: str | None = None, run: Path | None = None,
@@ -242,15 +241,9 @@ def figures_section(figures: dict) -> str:
 
 
 def exportable(out: Path, config: dict) -> bool:
-    """Whether `minitron export` writes this model: its family, and its shape by export's own checks when the gguf
-    extra export needs is installed (a Gemma 2 whose layers were dropped out of their pattern is not)."""
-    if config.get("model_type") not in EXPORTABLE:
-        return False
-    try:
-        from minitron.export import export_problem  # the gguf extra; without it the family decides
-    except ImportError:
-        return True
-    return export_problem(load_config(out)) is None
+    """Whether `minitron export` writes this model: its family, and its shape by export's own checks (a Gemma 2 whose
+    layers were dropped out of their pattern is not)."""
+    return config.get("model_type") in EXPORTABLE and export_problem(load_config(out)) is None
 
 
 def usage_section(name: str, export: bool) -> str:

@@ -511,7 +511,7 @@ def test_sentencepiece_tokenizer(tmp_path):
 
 
 def test_the_model_card_offers_export_for_exactly_the_families_export_writes():
-    from minitron.card import EXPORTABLE
+    from minitron.export_checks import EXPORTABLE
     from minitron.export import GGUF_ARCH
 
     assert EXPORTABLE == tuple(GGUF_ARCH)

@@ -9,10 +9,11 @@ LAYERS = [
     ["minitron.errors", "minitron.arch", "minitron.signals", "minitron.stats", "minitron.callable"],
     ["minitron.io", "minitron.shards", "minitron.numerics", "minitron.record"],  # files; the one LM loss, autocast, the bf16 check
     ["minitron.tracking"],  # --report-to: metric records to TensorBoard / W&B
-    ["minitron.text_model", "minitron.gguf_config", "minitron.load", "minitron.lazy"],  # a multimodal checkpoint's language model, loading
+    # a multimodal checkpoint's language model, what transformers' GGUF reading leaves out, loading
+    ["minitron.text_model", "minitron.gguf_config", "minitron.load", "minitron.lazy"],
     ["minitron.chat"],  # the chat formats (and the package itself, which imports nothing)
     # model cards and GGUF export (its quantisers, its Ollama Modelfile in the model's chat format): a model in, files out
-    ["minitron.card", "minitron.export", "minitron.export_quant", "minitron.export_ollama"],
+    ["minitron.export_checks", "minitron.card", "minitron.export", "minitron.export_quant", "minitron.export_ollama"],
     ["minitron.data"],
     ["minitron.importance"],
     ["minitron.prune"],
@@ -31,10 +32,6 @@ FUNCTION_LEVEL_ALLOWED: set[tuple[str, str]] = {
     ("minitron.__main__", "minitron.cli"),  # inside the entry point, so that Ctrl-C while it loads is one line
     # `data --generate` has the teacher write the conversations it tokenises: generation is a layer above the data
     ("minitron.data.build", "minitron.chat.replies"),
-    # prune warns when export would refuse the pruned model; export needs the gguf extra, which prune does not
-    ("minitron.prune.command", "minitron.export"),
-    # likewise the model card, which offers the export command only for a model export writes
-    ("minitron.card", "minitron.export"),
 }
 
 

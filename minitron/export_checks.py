@@ -1,0 +1,194 @@
+"""What llama.cpp's graphs assume of a model, checked on its config alone: the families `minitron export` writes, the
+RoPE each graph computes, the layer patterns and widths some graphs fix. No gguf here (it is an extra): export refuses
+by these checks, `prune` warns by them and the model card offers export by them, without a circle through export.
+"""
+from __future__ import annotations
+
+from minitron.arch import head_dim
+from minitron.errors import MinitronError
+
+# What `minitron export` writes (Hugging Face model types; export.GGUF_ARCH maps each to its llama.cpp graph).
+EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron",
+              "phi3", "cohere", "cohere2")
+# The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
+ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "arcee": ("relu2",),
+               "nemotron": ("relu2",)}
+# Command R: llama.cpp takes a model of this many layers or more for Command R+, with q/k norms, and one of fewer
+# without them.
+COMMAND_R_PLUS_LAYERS = 64
+# Cohere 2: llama.cpp takes every n-th layer for global (no RoPE, no window), n fixed in its source.
+COHERE2_GLOBAL_STEP = 4
+# Families whose graph reads Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp
+# node-llama-cpp 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
+ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee")  # llama.cpp's llama and arcee graphs
+# YaRN settings llama.cpp derives from the scaling factor (the attention factor) or fixes, at transformers' defaults;
+# a model that sets its own is refused.
+YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None, "beta_fast": 32, "beta_slow": 1,
+                "truncate": True}
+# SmolLM3: llama.cpp skips RoPE in every n-th layer, n fixed in its source (no GGUF key carries the layers).
+SMOLLM3_NO_ROPE_STEP = 4
+
+
+def rope_parameters(config, layer_type: str = "full_attention") -> dict:
+    """The RoPE settings of one kind of layer (Gemma 3 keeps one set per layer type) or of every layer."""
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return rope[layer_type] if isinstance(rope.get(layer_type), dict) else rope
+
+
+def rope_theta(config, layer_type: str = "full_attention") -> float:
+    default = getattr(config, "rope_local_base_freq" if layer_type == "sliding_attention" else "rope_theta", 10000.0)
+    return float(rope_parameters(config, layer_type).get("rope_theta", default))
+
+
+def layer_types(config) -> list[str]:
+    """Gemma's and Cohere 2's attention kind per layer: sliding_attention or full_attention."""
+    types = getattr(config, "layer_types", None)
+    if types is None:
+        period = getattr(config, "sliding_window_pattern", None) or getattr(config, "_sliding_window_pattern", 6)
+        types = ["full_attention" if (i + 1) % period == 0 else "sliding_attention"
+                 for i in range(config.num_hidden_layers)]
+    return list(types)
+
+
+def swa_period(config) -> int | None:
+    """The period n of Gemma 3's layer pattern as llama.cpp reads it (layer i slides when i % n < n - 1; every
+    n-th layer is global); None when no period gives this model's pattern (layers dropped from the middle)."""
+    sliding = [t == "sliding_attention" for t in layer_types(config)]
+    return next((n for n in range(1, len(sliding) + 2)
+                 if all(s == (i % n < n - 1) for i, s in enumerate(sliding))), None)
+
+
+def export_problem(config) -> str | None:
+    """Why `export` would refuse a model of this config (its one line), or None: what `prune` warns of, before hours
+    of distillation go into a shape llama.cpp cannot run."""
+    if config.model_type not in EXPORTABLE:
+        return unsupported(config.model_type)
+    try:
+        check_exportable(config)
+    except MinitronError as e:
+        return str(e)
+    return None
+
+
+def unsupported(model_type: str) -> str:
+    return f"cannot export {model_type!r} models to GGUF; export supports {', '.join(EXPORTABLE)}"
+
+
+def check_exportable(config) -> None:
+    """Refuse what llama.cpp's graphs cannot run, naming it."""
+    model_type = config.model_type
+    check_rope(config)
+    act = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
+    if model_type in ACTIVATIONS and act not in ACTIVATIONS[model_type]:
+        raise MinitronError(f"cannot export a {model_type} model with activation {act!r}: llama.cpp's graph for "
+                            f"it computes {ACTIVATIONS[model_type][0]}")
+    FAMILY_CHECKS.get(model_type, lambda _: None)(config)
+
+
+def rope_scalings(model_type: str) -> tuple[str, ...]:
+    """The RoPE of a family's global layers that llama.cpp's graph for it computes: plain, linear and YaRN (every
+    graph, from the rope.scaling keys), Llama 3.1's (per-frequency factors, `ROPE_FREQS_FAMILIES`) and Phi-3's
+    LongRoPE."""
+    return ("default", "linear", "yarn", *(("llama3",) if model_type in ROPE_FREQS_FAMILIES else ()),
+            *(("longrope",) if model_type == "phi3" else ()))
+
+
+def check_rope(config) -> None:
+    """Refuse a RoPE scaling llama.cpp's graph does not compute: another type, any scaling of Gemma 3's sliding
+    layers, a YaRN with settings of its own where llama.cpp derives or fixes them (`YARN_DERIVED`)."""
+    model_type = config.model_type
+    kinds = ("full_attention", "sliding_attention") if model_type == "gemma3_text" else ("full_attention",)
+    for kind in kinds:
+        rope = rope_parameters(config, kind)
+        rope_type = rope.get("rope_type", "default")
+        allowed = rope_scalings(model_type) if kind == "full_attention" else ("default",)
+        if rope_type not in allowed:
+            raise MinitronError(f"cannot export a {model_type} model with rope_type {rope_type!r}"
+                                f"{' in its sliding layers' if kind != 'full_attention' else ''}; llama.cpp's graph "
+                                f"for it computes {', '.join(allowed)}")
+        own = [k for k, default in YARN_DERIVED.items()
+               if rope_type == "yarn" and rope.get(k) is not None and rope.get(k) != default]
+        if own:
+            raise MinitronError(f"cannot export a YaRN model with its own {', '.join(own)}: llama.cpp computes YaRN's "
+                                "attention factor from its scaling factor and fixes the rest")
+
+
+def original_context(config) -> int:
+    """The context a RoPE scaling (YaRN, LongRoPE) extends: rope_parameters' or the config's."""
+    return int(rope_parameters(config).get("original_max_position_embeddings")
+               or config.original_max_position_embeddings)
+
+
+def check_smollm3(config) -> None:
+    step = SMOLLM3_NO_ROPE_STEP
+    if list(config.no_rope_layers) != [int((i + 1) % step != 0) for i in range(config.num_hidden_layers)]:
+        raise MinitronError(f"cannot export this SmolLM3 model: its layers with RoPE ({list(config.no_rope_layers)}, "
+                            f"0: none) are not all but every {step}th, which llama.cpp's SmolLM3 graph assumes; drop "
+                            f"layers in blocks of {step} to keep the pattern")
+
+
+def check_gemma2(config) -> None:
+    check_tied(config, "Gemma 2", "Gemma 2")
+    if swa_period(config) != 2:
+        raise MinitronError(f"cannot export this Gemma 2 model: its layer pattern {layer_types(config)} is not local "
+                            "and global layers in turn, which llama.cpp's Gemma 2 graph assumes; drop layers in blocks "
+                            "of 2 to keep it")
+
+
+def check_gemma3(config) -> None:
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        raise MinitronError("cannot export a Gemma 3 model with attn_logit_softcapping: llama.cpp's Gemma 3 "
+                            "graph has no attention soft-capping")
+    if getattr(config, "use_bidirectional_attention", False):
+        raise MinitronError("cannot export a bidirectional Gemma 3 (an embedding model) as a causal LM")
+    if swa_period(config) is None:
+        raise MinitronError(f"cannot export this Gemma 3 model: its layer pattern {layer_types(config)} is not "
+                            f"periodic, and llama.cpp reads Gemma 3's sliding-window layers as every n-th "
+                            f"layer global")
+
+
+def check_cohere(config) -> None:
+    check_cohere_graph(config, "Cohere", "Command R")
+    if bool(getattr(config, "use_qk_norm", False)) != (config.num_hidden_layers >= COMMAND_R_PLUS_LAYERS):
+        raise MinitronError(f"cannot export this Cohere model: llama.cpp's Command R graph takes q/k norms for models "
+                            f"of {COMMAND_R_PLUS_LAYERS} layers or more and none below, and this one has "
+                            f"{config.num_hidden_layers} layers {'with' if config.use_qk_norm else 'without'} them")
+
+
+def check_cohere2(config) -> None:
+    check_cohere_graph(config, "Cohere 2", "Cohere 2")
+    step = COHERE2_GLOBAL_STEP
+    if layer_types(config) != ["full_attention" if (i + 1) % step == 0 else "sliding_attention"
+                               for i in range(config.num_hidden_layers)]:
+        raise MinitronError(f"cannot export this Cohere 2 model: its layer pattern {layer_types(config)} is not every "
+                            f"{step}th layer global, which llama.cpp's Cohere 2 graph assumes; drop layers in blocks "
+                            f"of {step} to keep it")
+
+
+def check_cohere_graph(config, family: str, graph: str) -> None:
+    """What llama.cpp's Cohere graphs both assume: a tied head, attention hidden_size wide."""
+    check_tied(config, family, graph)
+    check_hidden_wide(config, family, graph)
+
+
+def check_phi3(config) -> None:
+    check_hidden_wide(config, "Phi-3", "Phi-3")
+
+
+def check_tied(config, family: str, graph: str) -> None:
+    if not config.tie_word_embeddings:
+        raise MinitronError(f"cannot export a {family} model whose lm_head is not tied to its embeddings: llama.cpp's "
+                            f"{graph} graph has no output tensor of its own")
+
+
+def check_hidden_wide(config, family: str, graph: str) -> None:
+    width = config.num_attention_heads * head_dim(config)
+    if width != config.hidden_size:
+        raise MinitronError(f"cannot export this {family} model: its attention is {config.num_attention_heads} heads "
+                            f"x {head_dim(config)} = {width} wide, and llama.cpp's {graph} graph builds it hidden_size "
+                            f"({config.hidden_size}) wide; prune heads and hidden channels in the same proportion")
+
+
+# What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
+FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "phi3": check_phi3,
+                 "cohere": check_cohere, "cohere2": check_cohere2}
