@@ -21,9 +21,9 @@ from minitron.io import write_atomic
 from minitron.load import cache_dir
 
 
-def question_answer(question: str, choices: dict, key: str) -> dict:
+def question_answer(question: str, choices: dict, key: str, prompt: str = "Question: {}\nAnswer:") -> dict:
     """An ARC-style row (choices {"text", "label"}, the right label in `key`) in lm-eval's cloze form."""
-    return {"inputs": f"Question: {question}\nAnswer:", "choices": list(choices["text"]),
+    return {"inputs": prompt.format(question), "choices": list(choices["text"]),
             "label": list(choices["label"]).index(key)}
 
 
@@ -61,8 +61,7 @@ BENCHMARKS = {
                                           "choices": [r["answerA"], r["answerB"], r["answerC"]],
                                           "label": int(r["label"]) - 1}),
     "mc_openbookqa": Benchmark("openbookqa/main", "allenai/openbookqa",
-                               lambda r: {"inputs": r["question_stem"], "choices": list(r["choices"]["text"]),
-                                          "label": list(r["choices"]["label"]).index(r["answerKey"])}),
+                               lambda r: question_answer(r["question_stem"], r["choices"], r["answerKey"], "{}")),
     "mc_commonsense_qa": Benchmark("tau/commonsense_qa/none", "tau/commonsense_qa",
                                    lambda r: question_answer(r["question"], r["choices"], r["answerKey"])),
 }
