@@ -44,6 +44,9 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("cohere", ("input_layernorm",)),
     # Command R7B, Command A: Cohere's layer; sliding layers with RoPE, global ones without
     Arch("cohere2", ("input_layernorm",)),
+    # OLMo 2: no norm in front of attention or the MLP, an RMSNorm on each one's output before the residual add;
+    # q/k RMSNorms over the whole projection (every head together)
+    Arch("olmo2", ("post_attention_layernorm", "post_feedforward_layernorm")),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.

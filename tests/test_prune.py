@@ -12,7 +12,7 @@ from minitron.arch import PER_LAYER, arch_of, count_params, head_dim
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
 from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
-from minitron.prune.slicing import head_rows
+from minitron.prune.slicing import head_rows, slice_norm
 
 IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
 
@@ -51,18 +51,39 @@ def test_mlp_pruning_equals_zeroed_neurons(family, tie):
     assert_close(logits(pruned), logits(zeroed))
 
 
+class KeptChannels(torch.nn.Module):
+    """A q/k norm over the whole projection (OLMo 2's) computed over the kept heads' channels only, the others zero:
+    what the pruned model's sliced norm computes, inside the unpruned model."""
+
+    def __init__(self, norm: torch.nn.Module, keep: torch.Tensor):
+        super().__init__()
+        self.keep, self.norm = keep, copy.deepcopy(norm)
+        slice_norm(self.norm, keep)
+
+    def forward(self, x):
+        out = torch.zeros_like(x)
+        out[..., self.keep] = self.norm(x[..., self.keep])
+        return out
+
+
 @pytest.mark.parametrize("new_heads,new_kv", [(4, 2), (2, 1), (6, 2)])
 def test_head_pruning_equals_zeroed_heads_and_keeps_gqa(family, new_heads, new_kv):
+    """Slicing heads equals zeroing their o_proj columns; where a q/k norm spans every head (OLMo 2), the kept heads
+    are normalised over the kept channels alone, so the reference computes its norms that way."""
     model = tiny_model(family, tie=family == "qwen3")
     dim = head_dim(model.config)
     scores = torch.rand(4, 8, generator=torch.Generator().manual_seed(1))
     chosen = [select_heads(s, 2, new_heads, new_kv) for s in scores]
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
-        for layer, (q, _) in zip(zeroed.model.layers, chosen):
+        for layer, (q, kv) in zip(zeroed.model.layers, chosen):
             mask = torch.ones(8 * dim, dtype=torch.bool)
             mask[head_rows(q, dim)] = False
             layer.self_attn.o_proj.weight[:, mask] = 0
+            for name, heads in (("q_norm", q), ("k_norm", kv)):
+                norm = getattr(layer.self_attn, name, None)
+                if norm is not None and norm.weight.dim() == 1 and norm.weight.numel() > dim:
+                    setattr(layer.self_attn, name, KeptChannels(norm, head_rows(heads, dim)))
     pruned = apply_plan(copy.deepcopy(model), Plan(None, [c[0] for c in chosen], [c[1] for c in chosen], None, []))
     assert (pruned.config.num_attention_heads, pruned.config.num_key_value_heads) == (new_heads, new_kv)
     for q, kv in chosen:  # every kept head belongs to a kept group, equal numbers per group

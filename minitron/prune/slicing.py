@@ -72,8 +72,12 @@ def slice_layer_heads(layer: nn.Module, arch: Arch, dim: int, keep_q: torch.Tens
     keep_rows([(query, head_rows(keep_q, dim)), *((rows, head_rows(keep_kv, dim)) for rows in kv)])
     slice_linear(attn.o_proj, 1, head_rows(keep_q, dim))
     for norm, keep in ((getattr(attn, "q_norm", None), keep_q), (getattr(attn, "k_norm", None), keep_kv)):
-        if norm is not None and norm.weight.dim() == 2:  # a row of weights per head (Cohere's q/k LayerNorms)
+        if norm is None:
+            continue
+        if norm.weight.dim() == 2:  # a row of weights per head (Cohere's q/k LayerNorms)
             norm.weight = _param(norm.weight.index_select(0, keep.to(norm.weight.device)))
+        elif norm.weight.numel() > dim:  # one weight per channel of the whole projection (OLMo 2's q/k RMSNorms)
+            slice_norm(norm, head_rows(keep, dim))
     sizes = {"num_heads": len(keep_q), "num_key_value_heads": len(keep_kv),
              "num_key_value_groups": len(keep_q) // len(keep_kv)}
     for name, value in sizes.items():
