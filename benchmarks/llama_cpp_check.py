@@ -44,7 +44,7 @@ SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
 PROMPTS = ["What is the capital of France?", "Write a short poem about the sea.",
            "Explain in two sentences why the sky is blue."]
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron",
-            "phi3", "cohere", "cohere2"]
+            "phi3", "cohere", "cohere2", "olmo2"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -149,7 +149,7 @@ def tiny_model(family: str, seed: int = 0):
 
     sizes = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
                  num_key_value_heads=2,
-                 head_dim=8 if family in ("qwen2", "nemotron", "phi3", "cohere", "cohere2") else 16,
+                 head_dim=8 if family in ("qwen2", "nemotron", "phi3", "cohere", "cohere2", "olmo2") else 16,
                  max_position_embeddings=256)
     extra = {"mistral": dict(sliding_window=None), "smollm3": dict(no_rope_layers=[1, 1, 1, 0], pad_token_id=None,
                                                                  bos_token_id=None, eos_token_id=None),
@@ -166,7 +166,8 @@ def tiny_model(family: str, seed: int = 0):
                             bos_token_id=None, eos_token_id=None),
              "cohere2": dict(logit_scale=0.25, tie_word_embeddings=True, sliding_window=8, pad_token_id=None,
                              bos_token_id=None, eos_token_id=None,
-                             layer_types=["sliding_attention"] * 3 + ["full_attention"])}.get(family, {})
+                             layer_types=["sliding_attention"] * 3 + ["full_attention"]),
+             "olmo2": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():

@@ -49,13 +49,14 @@ GGUF_ARCH = {
     "phi3": gguf.MODEL_ARCH.PHI3,
     "cohere": gguf.MODEL_ARCH.COMMAND_R,
     "cohere2": gguf.MODEL_ARCH.COHERE2,
+    "olmo2": gguf.MODEL_ARCH.OLMO2,
 }
 # Graphs whose query projection some llama.cpp builds take to be hidden_size wide (heads x head size = hidden size);
-# Phi-3's fused qkv and Command R's attention are that wide in every build: export refuses another width
+# Phi-3's fused qkv, Command R's attention and OLMo 2's q-norm are that wide in every build: export refuses another width
 # (`check_hidden_wide`).
 HIDDEN_WIDE_ATTENTION = ("qwen2", "nemotron")
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
-OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON,)
+OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON, gguf.MODEL_ARCH.OLMO2)
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
 NORM_PLUS_ONE = ("gemma2", "gemma3_text", "nemotron")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).

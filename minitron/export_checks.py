@@ -9,7 +9,7 @@ from minitron.errors import MinitronError
 
 # What `minitron export` writes (Hugging Face model types; export.GGUF_ARCH maps each to its llama.cpp graph).
 EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron",
-              "phi3", "cohere", "cohere2")
+              "phi3", "cohere", "cohere2", "olmo2")
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "arcee": ("relu2",),
                "nemotron": ("relu2",)}
@@ -175,6 +175,10 @@ def check_phi3(config) -> None:
     check_hidden_wide(config, "Phi-3", "Phi-3")
 
 
+def check_olmo2(config) -> None:
+    check_hidden_wide(config, "OLMo 2", "OLMo 2")  # its q-norm is hidden_size wide there (the k-norm follows k)
+
+
 def check_tied(config, family: str, graph: str) -> None:
     if not config.tie_word_embeddings:
         raise MinitronError(f"cannot export a {family} model whose lm_head is not tied to its embeddings: llama.cpp's "
@@ -191,4 +195,4 @@ def check_hidden_wide(config, family: str, graph: str) -> None:
 
 # What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
 FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "phi3": check_phi3,
-                 "cohere": check_cohere, "cohere2": check_cohere2}
+                 "cohere": check_cohere, "cohere2": check_cohere2, "olmo2": check_olmo2}

@@ -83,7 +83,7 @@ def save_model(path, family: str, tokenizer, tie: bool = False, sharpen: float =
     # num_attention_heads for Qwen2 and the config default (128) for Qwen3, so the tiny models use those. The
     # llama.cpp that node-llama-cpp 3.22.1 ships builds Qwen2's, Nemotron's, Phi-3's and Command R's attention
     # hidden_size wide, so their heads x head size is the hidden size here too.
-    wide = {"qwen2": 8, "qwen3": 128, "nemotron": 8, "phi3": 8, "cohere": 8, "cohere2": 8}
+    wide = {"qwen2": 8, "qwen3": 128, "nemotron": 8, "phi3": 8, "cohere": 8, "cohere2": 8, "olmo2": 8}
     sizes = {"head_dim": wide.get(family, 16),
              **({"use_qk_norm": False} if family == "cohere" else {}), **sizes}
     model = tiny_model(family, tie=tie, vocab_size=VOCAB, **sizes)
@@ -190,7 +190,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("phi3", "kquant", "q4_k_m", False), ("llama", "llama3", "f16", False), ("arcee", "llama3", "q8_0", True),
              ("qwen3", "linear", "f16", False), ("gemma3_text", "linear", "f16", True), ("qwen3", "yarn", "f16", False),
              ("smollm3", "yarn", "q8_0", False), ("cohere", None, "f16", True), ("cohere", "llama-bpe", "q4_0", True),
-             ("cohere2", None, "f16", True), ("cohere2", "llama-bpe", "q8_0", True)]
+             ("cohere2", None, "f16", True), ("cohere2", "llama-bpe", "q8_0", True), ("olmo2", None, "f16", False),
+             ("olmo2", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -518,12 +519,12 @@ def test_the_model_card_offers_export_for_exactly_the_families_export_writes():
 
 
 def test_export_refuses_other_families_and_tokenizers(tmp_path):
-    (tmp_path / "olmo").mkdir()
-    (tmp_path / "olmo" / "config.json").write_text('{"model_type": "olmo2"}')
-    with pytest.raises(MinitronError, match="cannot export 'olmo2' models to GGUF; export supports llama, mistral, "
+    (tmp_path / "neox").mkdir()
+    (tmp_path / "neox" / "config.json").write_text('{"model_type": "gpt_neox"}')
+    with pytest.raises(MinitronError, match="cannot export 'gpt_neox' models to GGUF; export supports llama, mistral, "
                                             "qwen2, qwen3, smollm3, granite, gemma2, gemma3_text, arcee, nemotron, "
-                                            "phi3, cohere, cohere2"):
-        export(str(tmp_path / "olmo"), tmp_path / "olmo.gguf")
+                                            "phi3, cohere, cohere2, olmo2"):
+        export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
         export(str(tmp_path / "word-level"), tmp_path / "w.gguf")
@@ -576,9 +577,12 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     with pytest.raises(MinitronError, match=r"Phi-3 model: its attention is 8 heads x 16 = 128 wide, and llama.cpp's "
                                             r"Phi-3 graph builds it hidden_size \(64\) wide"):
         export(str(tmp_path / "phi3"), tmp_path / "p.gguf")
+    save_model(tmp_path / "olmo2", "olmo2", byte_level_tokenizer(), head_dim=16)  # its q-norm 128 wide, hidden 64
+    with pytest.raises(MinitronError, match=r"OLMo 2 model: its attention is 8 heads x 16 = 128 wide"):
+        export(str(tmp_path / "olmo2"), tmp_path / "o.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohere", "cohere2", "gemma2", "gemma3", "gemma3_text",
-                                                          "nemotron", "olmo", "phi3", "qwen3", "smollm3", "word-level",
-                                                          "yarn"]  # no file
+                                                          "nemotron", "neox", "olmo2", "phi3", "qwen3", "smollm3",
+                                                          "word-level", "yarn"]  # no file
 
 
 def test_export_keeps_an_existing_file(tmp_path):
