@@ -47,6 +47,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # OLMo 2: no norm in front of attention or the MLP, an RMSNorm on each one's output before the residual add;
     # q/k RMSNorms over the whole projection (every head together)
     Arch("olmo2", ("post_attention_layernorm", "post_feedforward_layernorm")),
+    Arch("olmo3", ("post_attention_layernorm", "post_feedforward_layernorm")),  # OLMo 2's layer; sliding and global
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.

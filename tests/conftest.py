@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import (ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig, Gemma2Config,
                           Gemma3TextConfig, GraniteConfig, LlamaConfig, MistralConfig, NemotronConfig, Olmo2Config,
-                          Phi3Config, Qwen2Config, Qwen3Config, SmolLM3Config)
+                          Olmo3Config, Phi3Config, Qwen2Config, Qwen3Config, SmolLM3Config)
 
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron",
-            "phi3", "cohere", "cohere2", "olmo2"]
+            "phi3", "cohere", "cohere2", "olmo2", "olmo3"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -60,6 +60,10 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                              pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "olmo2":  # norms after attention and the MLP, q/k norms over the whole projection
         return Olmo2Config(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "olmo3":  # OLMo 2's layer; three sliding layers, then a global one
+        turns = (["sliding_attention"] * 3 + ["full_attention"]) * sizes["num_hidden_layers"]
+        return Olmo3Config(**{"sliding_window": 8, "layer_types": turns[:sizes["num_hidden_layers"]], **sizes},
+                           pad_token_id=None, bos_token_id=None, eos_token_id=None)
     raise ValueError(family)
 
 

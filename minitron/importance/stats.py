@@ -37,7 +37,7 @@ def seq_stats(x: torch.Tensor) -> torch.Tensor:
 HIDDEN_NORMS = {**{gemma: ("input_layernorm", "pre_feedforward_layernorm") for gemma in ("gemma2", "gemma3_text")},
                 "cohere": ("input_layernorm",), "cohere2": ("input_layernorm",),  # one norm before attention and MLP
                 # OLMo 2 has none in front: its norms of the attention and MLP outputs, what each adds to the residual
-                "olmo2": ("post_attention_layernorm", "post_feedforward_layernorm")}
+                **{olmo: ("post_attention_layernorm", "post_feedforward_layernorm") for olmo in ("olmo2", "olmo3")}}
 DEFAULT_HIDDEN_NORMS = ("input_layernorm", "post_attention_layernorm")
 
 
