@@ -37,6 +37,7 @@ import gguf
 import torch
 
 from minitron.export import GGUF_ARCH, OUTPUT_REQUIRED, PRE_TOKENIZERS, export
+from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_quant import TYPES, encode, tensor_type
 from minitron.load import load_model, load_tokenizer
 
@@ -142,14 +143,14 @@ def sharpen_attention(model, factor: float) -> None:
 
 
 def tiny_model(family: str, seed: int = 0):
-    """A random model of `family` (4 layers, hidden 64, 8 heads of 16, 2 KV heads; Qwen2's, Nemotron's, Phi-3's and
-    Cohere's heads are 8 wide, as the llama.cpp node-llama-cpp 3.22.1 ships builds their attention hidden_size wide),
+    """A random model of `family` (4 layers, hidden 64, 8 heads of 16, 2 KV heads; 8 wide for the families whose
+    attention the llama.cpp node-llama-cpp 3.22.1 ships builds hidden_size wide, `LLAMA_CPP_HIDDEN_WIDE`),
     norms randomised, attention sharpened so that a wrong q/k layout shows."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     sizes = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
                  num_key_value_heads=2,
-                 head_dim=8 if family in ("qwen2", "nemotron", "phi3", "cohere", "cohere2", "olmo2") else 16,
+                 head_dim=8 if family in LLAMA_CPP_HIDDEN_WIDE else 16,
                  max_position_embeddings=256)
     extra = {"mistral": dict(sliding_window=None), "smollm3": dict(no_rope_layers=[1, 1, 1, 0], pad_token_id=None,
                                                                  bos_token_id=None, eos_token_id=None),

@@ -11,7 +11,8 @@ block is what its JSON renders to, so a figure in the docs is always the one mea
 Renderers:
 - demo: compress's metrics.json (and the tasks.json beside it): teacher, pruned and distilled on the test split, on
   out-of-domain English, KL to the teacher and the benchmarks, with the share of the gap distillation closed.
-- tasks: compress's tasks.json: each benchmark task's accuracy ± standard error for the three models.
+- tasks: compress's tasks.json: each benchmark task's accuracy ± standard error for the three models, and their means.
+- benchmarks: a tasks.json-like JSON of benchmarks/demo_benchmarks.py: `tasks`' table with the paired differences.
 - eval_tasks: a `minitron eval --tasks ... --out` JSON: one model's tasks, as `tasks` shows them.
 - corpus: docs/data.json (benchmarks/corpus_table.py): each part of the corpora, its source, licence, tokens and share.
 - search: search.json: the distilled candidates and the best zero-shot ones, by final rank.
@@ -31,7 +32,7 @@ import re
 import sys
 from pathlib import Path
 
-from minitron.report import stage_seconds
+from minitron.report import paired_text, stage_seconds
 from minitron.tasks import main_score
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def render_demo(metrics: dict, tasks: dict | None) -> str:
     if tasks:
         n = {t: r["samples"] for t, r in tasks["results"]["teacher"].items()}
         lines.append("Benchmarks: " + ", ".join(f"{t} ({k} documents)" for t, k in n.items()) + ", zero-shot, "
-                     "through lm-evaluation-harness.")
+                     "through lm-evaluation-harness" + paired_text(tasks.get("paired", {})) + ".")
     timings = stage_seconds(metrics, tasks)
     if timings:
         lines.append(f"Distilled on {metrics['tokens']:,} tokens on {metrics['device']}; wall time by stage: "
@@ -87,6 +88,21 @@ def render_tasks(tasks: dict) -> str:
             cells.append(f"{r[metric]:.3f}" + (f" ± {err:.3f}" if err is not None else ""))
         chance = f"{first['chance']:.3f}" if first.get("chance") is not None else "–"
         lines.append(f"| {task} ({metric}) | {first['samples']} | {chance} | " + " | ".join(cells) + " |")
+    if "mean_accuracy" in tasks:
+        chances = [r["chance"] for r in tasks["results"][models[0]].values() if r.get("chance") is not None]
+        chance = f"{sum(chances) / len(chances):.3f}" if chances else "–"
+        lines.append(f"| mean of the multiple-choice tasks | | {chance} | "
+                     + " | ".join(f"{tasks['mean_accuracy'][m]:.3f}" for m in models) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_benchmarks(tasks: dict) -> str:
+    """`render_tasks`' table with the distilled model's paired differences from the other two below it, and the
+    machine and command of a benchmark's JSON (benchmarks/demo_benchmarks.py)."""
+    paired = paired_text(tasks.get("paired", {})).removeprefix("; ")
+    lines = [render_tasks(tasks), f"Paired differences of the mean accuracy: {paired}." if paired else ""]
+    if "command" in tasks:
+        lines.append(f"{tasks['machine']}; `{tasks['command']}`, {tasks['seconds'] / 60:.1f} min.")
     return "\n".join(lines) + "\n"
 
 
@@ -147,7 +163,7 @@ def render(kind: str, source: Path) -> str:
     if kind == "demo":
         tasks = source.with_name("tasks.json")
         return render_demo(json.loads(source.read_text()), json.loads(tasks.read_text()) if tasks.is_file() else None)
-    if kind in ("tasks", "search", "eval_tasks", "corpus"):
+    if kind in ("tasks", "benchmarks", "search", "eval_tasks", "corpus"):
         return globals()[f"render_{kind}"](json.loads(source.read_text()))
     if kind == "seeds":
         saved = json.loads(source.read_text())

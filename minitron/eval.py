@@ -110,11 +110,19 @@ def evaluate(model: str = "default", data: str | None = None, split: Literal["de
     if names:
         metrics["tasks"] = run_tasks(models["model"], tokenizer, names, limit, batch_size, include_path)
         metrics["tasks_limit"] = limit
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(without_documents(metrics), indent=2))
     if out is not None:
         write_json(Path(out), metrics)
         print(f"wrote {out}")
     return metrics
+
+
+def without_documents(metrics: dict) -> dict:
+    """The metrics as printed: each task's per-document scores (kept in --out's JSON) left out."""
+    if "tasks" not in metrics:
+        return metrics
+    tasks = {name: {k: v for k, v in r.items() if k != "per_document"} for name, r in metrics["tasks"].items()}
+    return {**metrics, "tasks": tasks}
 
 
 def held_out_windows(model: str, tokenizer, data: str | None, split: str, seq_len: int, tokens: int, ood: bool,

@@ -26,8 +26,8 @@ from minitron.arch import head_dim
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
-from minitron.export_checks import (check_exportable, original_context, rope_parameters, rope_theta, swa_period,
-                                    unsupported)
+from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, check_exportable, original_context, rope_parameters,
+                                    rope_theta, swa_period, unsupported)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.io import atomic_file, refuse_existing_file
@@ -51,10 +51,6 @@ GGUF_ARCH = {
     "cohere2": gguf.MODEL_ARCH.COHERE2,
     "olmo2": gguf.MODEL_ARCH.OLMO2,
 }
-# Graphs whose query projection some llama.cpp builds take to be hidden_size wide (heads x head size = hidden size);
-# Phi-3's fused qkv, Command R's attention and OLMo 2's q-norm are that wide in every build: export refuses another width
-# (`check_hidden_wide`).
-HIDDEN_WIDE_ATTENTION = ("qwen2", "nemotron")
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON, gguf.MODEL_ARCH.OLMO2)
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
@@ -167,7 +163,7 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
     writer.add_value_length(head_dim(config))
     writer.add_rope_freq_base(rope_theta(config))  # Gemma 3: of its global layers
     writer.add_vocab_size(config.vocab_size)
-    if model_type in HIDDEN_WIDE_ATTENTION and config.num_attention_heads * head_dim(config) != config.hidden_size:
+    if model_type in HIDDEN_WIDE_SOME_BUILDS and config.num_attention_heads * head_dim(config) != config.hidden_size:
         print(f"warning: this model's attention is {config.num_attention_heads} heads x {head_dim(config)} wide, not "
               f"hidden_size {config.hidden_size}: the llama.cpp that node-llama-cpp 3.22.1 ships refuses such a "
               f"{model_type} file (it builds the attention hidden_size wide)", flush=True)

@@ -27,6 +27,16 @@ YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None
                 "truncate": True}
 # SmolLM3: llama.cpp skips RoPE in every n-th layer, n fixed in its source (no GGUF key carries the layers).
 SMOLLM3_NO_ROPE_STEP = 4
+# Families whose llama.cpp graph builds the attention hidden_size wide (heads x head size = the hidden size) in every
+# build, Phi-3's fused qkv, Command R's attention and OLMo 2's q-norm (the k-norm follows k): the family's name and its
+# graph's, for the one line that refuses another width (`check_hidden_wide`).
+HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "cohere2": ("Cohere 2", "Cohere 2"),
+               "olmo2": ("OLMo 2", "OLMo 2")}
+# Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
+# export writes another width, with a warning.
+HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron")
+# Every family the llama.cpp of the checks (node-llama-cpp 3.22.1) needs hidden_size-wide attention for.
+LLAMA_CPP_HIDDEN_WIDE = (*HIDDEN_WIDE, *HIDDEN_WIDE_SOME_BUILDS)
 
 
 def rope_parameters(config, layer_type: str = "full_attention") -> dict:
@@ -82,6 +92,8 @@ def check_exportable(config) -> None:
     if model_type in ACTIVATIONS and act not in ACTIVATIONS[model_type]:
         raise MinitronError(f"cannot export a {model_type} model with activation {act!r}: llama.cpp's graph for "
                             f"it computes {ACTIVATIONS[model_type][0]}")
+    if model_type in HIDDEN_WIDE:
+        check_hidden_wide(config, *HIDDEN_WIDE[model_type])
     FAMILY_CHECKS.get(model_type, lambda _: None)(config)
 
 
@@ -148,7 +160,7 @@ def check_gemma3(config) -> None:
 
 
 def check_cohere(config) -> None:
-    check_cohere_graph(config, "Cohere", "Command R")
+    check_tied(config, "Cohere", "Command R")
     if bool(getattr(config, "use_qk_norm", False)) != (config.num_hidden_layers >= COMMAND_R_PLUS_LAYERS):
         raise MinitronError(f"cannot export this Cohere model: llama.cpp's Command R graph takes q/k norms for models "
                             f"of {COMMAND_R_PLUS_LAYERS} layers or more and none below, and this one has "
@@ -156,27 +168,13 @@ def check_cohere(config) -> None:
 
 
 def check_cohere2(config) -> None:
-    check_cohere_graph(config, "Cohere 2", "Cohere 2")
+    check_tied(config, "Cohere 2", "Cohere 2")
     step = COHERE2_GLOBAL_STEP
     if layer_types(config) != ["full_attention" if (i + 1) % step == 0 else "sliding_attention"
                                for i in range(config.num_hidden_layers)]:
         raise MinitronError(f"cannot export this Cohere 2 model: its layer pattern {layer_types(config)} is not every "
                             f"{step}th layer global, which llama.cpp's Cohere 2 graph assumes; drop layers in blocks "
                             f"of {step} to keep it")
-
-
-def check_cohere_graph(config, family: str, graph: str) -> None:
-    """What llama.cpp's Cohere graphs both assume: a tied head, attention hidden_size wide."""
-    check_tied(config, family, graph)
-    check_hidden_wide(config, family, graph)
-
-
-def check_phi3(config) -> None:
-    check_hidden_wide(config, "Phi-3", "Phi-3")
-
-
-def check_olmo2(config) -> None:
-    check_hidden_wide(config, "OLMo 2", "OLMo 2")  # its q-norm is hidden_size wide there (the k-norm follows k)
 
 
 def check_tied(config, family: str, graph: str) -> None:
@@ -194,5 +192,5 @@ def check_hidden_wide(config, family: str, graph: str) -> None:
 
 
 # What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
-FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "phi3": check_phi3,
-                 "cohere": check_cohere, "cohere2": check_cohere2, "olmo2": check_olmo2}
+FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
+                 "cohere2": check_cohere2}

@@ -45,7 +45,7 @@ from minitron.prune import prune as prune_model
 from minitron.record import Record
 from minitron.report import write_report
 from minitron.search import DISTILL_TOKENS, DISTILL_TOP, SEARCH_TOLERANCE, search, shapes_within
-from minitron.tasks import MC_TASKS, check_tasks, dataset_id, main_score, run_tasks
+from minitron.tasks import MC_TASKS, check_tasks, dataset_id, main_score, paired_benchmarks, run_tasks
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
 REPLY_TOKENS = 48  # the most tokens of the reply to the report's prompt
@@ -310,22 +310,42 @@ def search_stage(teacher: str, run: Path, r: Recipe) -> dict:
 def tasks_stage(original: str, teacher: str, run: Path, tasks: list[str], limit: int | None,
                 device: torch.device) -> dict:
     """RUN/tasks.json: the benchmark tasks' scores of the teacher (the one distilled from), the pruned and the
-    distilled model, each loaded in turn; the student's model card gains its scores."""
+    distilled model (`benchmark`); the student's model card gains its scores."""
     print(f"running {', '.join(tasks)} on the teacher, pruned and distilled models"
           + (f" (first {limit} documents of each)" if limit else ""), flush=True)
+    saved = benchmark({"teacher": teacher, "pruned": run / "pruned", "distilled": run / "student"}, tasks, limit, device)
+    write_json(run / "tasks.json", saved)
+    write_student_card(run, original, json.loads((run / "metrics.json").read_text()), saved["results"])
+    return {"tasks": "tasks.json"}
+
+
+def benchmark(models: dict[str, str | Path], tasks: list[str], limit: int | None, device: torch.device) -> dict:
+    """The teacher's, the pruned and the distilled model's scores on the tasks (each model loaded in turn), their mean
+    accuracies over the multiple-choice tasks, the share of the teacher–pruned gap distillation closed and the paired
+    differences (`paired_differences`): tasks.json's contents."""
     start, results = time.time(), {}
-    for name, spec in (("teacher", teacher), ("pruned", run / "pruned"), ("distilled", run / "student")):
+    for name, spec in models.items():
         model = load_model(spec, device)
         results[name] = run_tasks(model, load_tokenizer(spec), tasks, limit)
         del model
         gc.collect()
     mean = {name: sum(main_score(v)[1] for v in res.values() if v["kind"] == "multiple_choice") / max(1, sum(
         v["kind"] == "multiple_choice" for v in res.values())) for name, res in results.items()}
-    write_json(run / "tasks.json", {"tasks": tasks, "limit": limit, "results": results, "mean_accuracy": mean,
-                                    "gap_closed": gap_closed({k: {"acc": v} for k, v in mean.items()}, "acc"),
-                                    "seconds": round(time.time() - start, 1)})
-    write_student_card(run, original, json.loads((run / "metrics.json").read_text()), results)
-    return {"tasks": "tasks.json"}
+    return {"tasks": tasks, "limit": limit, "results": results, "mean_accuracy": mean,
+            "gap_closed": gap_closed({k: {"acc": v} for k, v in mean.items()}, "acc"),
+            "paired": paired_differences(results), "seconds": round(time.time() - start, 1)}
+
+
+def paired_differences(results: dict[str, dict]) -> dict[str, dict]:
+    """The distilled model's mean benchmark accuracy minus the pruned model's and minus the teacher's, each paired
+    document by document, with its 95% interval ({"distilled-pruned": {"difference", "ci95", "documents"}, ...}; none
+    where the tasks have no per-document scores)."""
+    out = {}
+    for other in ("pruned", "teacher"):
+        pair = paired_benchmarks(results["distilled"], results[other])
+        if pair is not None:
+            out[f"distilled-{other}"] = dict(zip(("difference", "ci95", "documents"), pair))
+    return out
 
 
 def distill_stage(train: TrainConfig, run: Path) -> dict:

@@ -164,10 +164,20 @@ def results_table(metrics: dict, tasks: dict | None) -> list[str]:
         mean = tasks["mean_accuracy"]
         lines.append(f"- benchmarks (multiple choice, mean accuracy): teacher {mean['teacher']:.3f}, pruned "
                      f"{mean['pruned']:.3f}, distilled {mean['distilled']:.3f}; gap closed "
-                     f"{_pct(tasks.get('gap_closed'))}")
+                     f"{_pct(tasks.get('gap_closed'))}" + paired_text(tasks.get("paired", {})))
     return lines + ["", "Loss: cross-entropy in nats per token, ± the half-width of its 95% interval over the windows. "
                     "KL: KL(teacher ‖ model) per token on the same windows. Gap closed: (pruned − distilled) / "
                     "(pruned − teacher), or for KL 1 − distilled / pruned.", ""]
+
+
+def paired_text(paired: dict[str, dict]) -> str:
+    """The paired benchmark differences (tasks.json's "paired") as a clause of the report's benchmarks line, e.g.
+    '; distilled − pruned +0.040 ± 0.081, distilled − teacher −0.087 ± 0.075 (paired over the same 150 ...)'."""
+    if not paired:
+        return ""
+    parts = [f"{name.replace('-', ' − ')} {p['difference']:+.3f} ± {p['ci95']:.3f}" for name, p in paired.items()]
+    documents = next(iter(paired.values()))["documents"]
+    return f"; {', '.join(parts)} (paired over the same {documents} documents, 95% interval)"
 
 
 def _pct(x: float | None) -> str:

@@ -38,6 +38,18 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float] | None:
     return mean, t975(len(a) - 1) * sd / math.sqrt(len(a))
 
 
+def mean_of_means(groups: list[list[float]]) -> tuple[float, float]:
+    """The mean over groups of each group's mean (the groups weighted equally, as a benchmark average weights its
+    tasks) and the half-width of its 95% interval with the items as the unit: the groups independent, the variance
+    is the sum of each group's variance of its mean, over the number of groups squared."""
+    if any(len(g) < 2 for g in groups) or not groups:
+        raise ValueError("an interval over items needs at least two in every group")
+    k = len(groups)
+    mean = sum(sum(g) / len(g) for g in groups) / k
+    var = sum(mean_sd(g)[1] ** 2 / len(g) for g in groups) / k ** 2
+    return mean, t975(sum(len(g) for g in groups) - k) * math.sqrt(var)
+
+
 def verdict(dev: tuple[float, float] | None, test: tuple[float, float] | None, lower_is_better: bool = True) -> str:
     """'better' or 'worse' only where the dev interval excludes 0 and the test difference has the same sign; else a
     tie ('one seed' when there is no interval)."""

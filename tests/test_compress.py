@@ -21,6 +21,7 @@ from minitron.eval import ood_windows
 from minitron.numerics import lm_loss
 from minitron.load import load_model, load_tokenizer
 from minitron.prune import PruneConfig
+from minitron.stats import mean_of_means
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4},
@@ -154,11 +155,17 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     assert tasks["mean_accuracy"] == pytest.approx(acc)  # the mean over the multiple-choice tasks only (kjv is not)
     t, p, d = (acc[name] for name in MODELS)
     assert tasks["gap_closed"] == (None if p == t else pytest.approx((p - d) / (p - t)))
+    for other in ("pruned", "teacher"):  # the same two documents of each model, paired
+        right = {n: [int(c) for c in results[n]["mc_arc_easy"]["per_document"]["acc"]] for n in ("distilled", other)}
+        paired = tasks["paired"][f"distilled-{other}"]
+        assert paired["documents"] == 2 and paired["difference"] == pytest.approx(acc["distilled"] - acc[other])
+        assert paired["ci95"] == pytest.approx(mean_of_means([[x - y for x, y in zip(*right.values())]])[1])
     report = (run / "report.md").read_text()
     assert "## Benchmarks" in report and "| mc_arc_easy | 2 | acc |" in report
     assert f"| kjv | 2 | word_perplexity | – | {ppl['teacher']:.2f} | {ppl['pruned']:.2f} |" in report
     assert f"- benchmarks (multiple choice, mean accuracy): teacher {t:.3f}, pruned {p:.3f}, distilled {d:.3f}" \
         in report
+    assert f"distilled − pruned {d - p:+.3f} ± {tasks['paired']['distilled-pruned']['ci95']:.3f}" in report
     timings = {**saved["timings_s"], "tasks": tasks["seconds"]}  # the benchmarks' stage is timed with the others
     assert tasks["seconds"] > 0 and f" · tasks {tasks['seconds']:.0f} s · all {sum(timings.values()) / 60:.1f} min" \
         in report

@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from minitron.chat.templates import TEMPLATES
 from minitron.errors import MinitronError
 from minitron.export import PRE_TOKENIZERS, Exported, export, pre_tokenizer_name
+from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_ollama import CHATML_GO, NEMOTRON_GO, modelfile
 from minitron.export_quant import TYPES, ggml_library_path, ggml_quantize, tensor_type
 from minitron.load import load_model, resolve_model
@@ -79,12 +80,10 @@ def sentencepiece_tokenizer():
 def save_model(path, family: str, tokenizer, tie: bool = False, sharpen: float = SHARPEN, **sizes):
     """A tiny random model of `family` with `tokenizer`; Qwen, Nemotron, Phi-3 and Cohere keep head_dim as below, and
     Cohere has no q/k norms (Command R: llama.cpp takes them only at 64 layers, Command R+'s)."""
-    # transformers' GGUF loader does not read the head size for Qwen2/Qwen3: it takes hidden_size /
-    # num_attention_heads for Qwen2 and the config default (128) for Qwen3, so the tiny models use those. The
-    # llama.cpp that node-llama-cpp 3.22.1 ships builds Qwen2's, Nemotron's, Phi-3's and Command R's attention
-    # hidden_size wide, so their heads x head size is the hidden size here too.
-    wide = {"qwen2": 8, "qwen3": 128, "nemotron": 8, "phi3": 8, "cohere": 8, "cohere2": 8, "olmo2": 8}
-    sizes = {"head_dim": wide.get(family, 16),
+    # transformers' GGUF loader does not read the head size for Qwen3: it takes the config default (128), so the
+    # tiny model uses it. The llama.cpp that node-llama-cpp 3.22.1 ships builds some families' attention hidden_size
+    # wide (Qwen2's, as transformers' loader takes it, too), so their heads x head size is the hidden size here.
+    sizes = {"head_dim": 128 if family == "qwen3" else 8 if family in LLAMA_CPP_HIDDEN_WIDE else 16,
              **({"use_qk_norm": False} if family == "cohere" else {}), **sizes}
     model = tiny_model(family, tie=tie, vocab_size=VOCAB, **sizes)
     llama_cpp_check().sharpen_attention(model, sharpen)

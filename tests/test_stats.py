@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from minitron.stats import mean_sd, paired, t975, verdict
+from minitron.stats import mean_of_means, mean_sd, paired, t975, verdict
+from minitron.tasks import paired_benchmarks
 
 
 def test_paired_interval_by_hand():
@@ -40,3 +41,33 @@ def test_t_quantiles_never_narrower_than_the_table():
     assert mean_sd([2.0]) == (2.0, 0.0)
     with pytest.raises(ValueError):
         t975(0)
+
+
+def test_mean_of_means_by_hand():
+    """A benchmark average weights its tasks equally; its interval sums each task's variance of its mean."""
+    a, b = [1, 0, 1, 1], [0, 0, 1, -1, 0, 0]  # means 0.75 and 0, sample variances 0.25 and 0.4
+    mean, half = mean_of_means([a, b])
+    assert mean == pytest.approx(0.375)
+    assert half == pytest.approx(t975(8) * math.sqrt((0.25 / 4 + 0.4 / 6) / 4))
+    assert mean_of_means([[0.5] * 40, [-0.5] * 40]) == (pytest.approx(0.0), 0.0)
+    with pytest.raises(ValueError):
+        mean_of_means([[1.0], [1.0, 0.0]])
+
+
+def test_paired_benchmarks_pair_documents():
+    """Two models' task results, document by document: the difference of their mean accuracies, with an interval
+    narrower than the unpaired one when the models agree on most documents; perplexity tasks are not counted."""
+    def result(acc: str, acc_norm: str) -> dict:
+        return {"kind": "multiple_choice", "acc": acc.count("1") / len(acc), "acc_norm": acc_norm.count("1") / 10,
+                "per_document": {"acc": acc, "acc_norm": acc_norm}}
+
+    a = {"t1": result("1111011100", "0" * 10), "t2": result("1100000000", "1" * 10),
+         "ppl": {"kind": "loglikelihood_rolling", "word_perplexity": 3.0}}
+    b = {"t1": result("1111011000", "1" * 10), "t2": result("0100000000", "0" * 10),
+         "ppl": {"kind": "loglikelihood_rolling", "word_perplexity": 9.0}}
+    diff, half, n = paired_benchmarks(a, b)  # acc is the main metric: one more right in each task
+    assert n == 20 and diff == pytest.approx((a["t1"]["acc"] + a["t2"]["acc"] - b["t1"]["acc"] - b["t2"]["acc"]) / 2)
+    assert half == pytest.approx(mean_of_means([[0] * 7 + [1, 0, 0], [1] + [0] * 9])[1])
+    unpaired = 1.96 * math.sqrt(sum(r["acc"] * (1 - r["acc"]) / 10 for m in (a, b) for r in (m["t1"], m["t2"]))) / 2
+    assert half < unpaired
+    assert paired_benchmarks(a, {**b, "t2": {**b["t2"], "per_document": {}}}) is None  # scores not kept: no pairing

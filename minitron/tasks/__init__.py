@@ -4,7 +4,7 @@
 The lm-eval task configs are the YAML files beside this file (`lm_eval --include_path` takes this directory);
 `sources` prepares the JSONL files they read, `run` evaluates a loaded model on them.
 """
-from minitron.tasks.run import MAIN_METRIC, check_tasks, main_score, run_tasks, task_config
+from minitron.tasks.run import MAIN_METRIC, check_tasks, main_score, paired_benchmarks, run_tasks, task_config
 from minitron.tasks.sources import MC_TASKS, TASK_NAMES, YAML_DIR, dataset_id, ood_documents, prepare, tasks_dir
 
 
@@ -15,4 +15,4 @@ def prepare_tasks() -> None:
 
 
 __all__ = ["MAIN_METRIC", "MC_TASKS", "TASK_NAMES", "YAML_DIR", "check_tasks", "dataset_id", "main_score", "ood_documents",
-           "prepare", "prepare_tasks", "run_tasks", "task_config", "tasks_dir"]
+           "paired_benchmarks", "prepare", "prepare_tasks", "run_tasks", "task_config", "tasks_dir"]

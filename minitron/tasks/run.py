@@ -10,6 +10,7 @@ import yaml
 from torch import nn
 
 from minitron.errors import MinitronError
+from minitron.stats import mean_of_means
 from minitron.tasks.sources import MC_TASKS, TASK_NAMES, YAML_DIR, chance_accuracy, prepare, tasks_dir
 
 # the score the report shows for a task of each kind (accuracy: higher is better; perplexity: lower)
@@ -78,8 +79,11 @@ def load_each(specs: dict[str, str | dict], manager) -> None:
 
 
 def task_config(name: str) -> dict:
-    """The task's YAML (from this package) with its data_dir set to where this machine keeps the prepared data."""
+    """The task's YAML (from this package), merged over the template it `include:`s as lm-eval merges them (the
+    task's own keys win), with its data_dir set to where this machine keeps the prepared data."""
     config = yaml.safe_load((YAML_DIR / f"{name}.yaml").read_text())
+    if "include" in config:
+        config = {**yaml.safe_load((YAML_DIR / config.pop("include")).read_text()), **config}
     config["dataset_kwargs"]["data_dir"] = str(tasks_dir())
     return config
 
@@ -103,20 +107,53 @@ def run_tasks(model: nn.Module, tokenizer, tasks: list[str], limit: int | None =
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
               max_length=getattr(model.config, "max_position_embeddings", None))
     out = lm_eval.simple_evaluate(model=lm, tasks=list(specs.values()), task_manager=manager,
-                                  limit=limit, bootstrap_iters=1000, log_samples=False)
-    return {name: scores(name, out["results"][name], counts["effective"], out["configs"][name])
+                                  limit=limit, bootstrap_iters=1000, log_samples=True)
+    return {name: scores(name, out["results"][name], counts["effective"], out["configs"][name],
+                         out["samples"].get(name, []))
             for name, counts in out["n-samples"].items()}
 
 
-def scores(name: str, result: dict, samples: int, config: dict) -> dict:
+def scores(name: str, result: dict, samples: int, config: dict, logged: list[dict]) -> dict:
     """lm-eval's result of one task ({"acc,none": 0.4, "acc_stderr,none": 0.02, "alias": ...}) as plain floats,
-    with the number of documents and, for a multiple-choice task, the accuracy of guessing at random."""
+    with the number of documents and, for a multiple-choice task, the accuracy of guessing at random and each
+    document's score (`per_document`, from lm-eval's logged samples), so that two models can be compared document by
+    document (`paired_benchmarks`)."""
     values = {key.split(",")[0]: float(v) for key, v in result.items()
               if "," in key and isinstance(v, (int, float))}
     values.update(samples=int(samples), kind=config["output_type"])
-    if config["output_type"] == "multiple_choice" and name in TASK_NAMES:
-        values["chance"] = chance_accuracy(name, int(samples))
+    if config["output_type"] == "multiple_choice":
+        if name in TASK_NAMES:
+            values["chance"] = chance_accuracy(name, int(samples))
+        values["per_document"] = per_document(logged)
     return values
+
+
+def per_document(logged: list[dict]) -> dict[str, str]:
+    """Each 0/1 metric of a multiple-choice task's logged samples as a string of its documents' scores in document
+    order ("0110..."), compact in a JSON."""
+    logged = sorted(logged, key=lambda s: s["doc_id"])
+    metrics = [k for k in ("acc", "acc_norm") if logged and all(s.get(k) in (0, 1) for s in logged)]
+    return {k: "".join(str(int(s[k])) for s in logged) for k in metrics}
+
+
+def paired_benchmarks(a: dict[str, dict], b: dict[str, dict]) -> tuple[float, float, int] | None:
+    """Model a's mean benchmark accuracy (the mean over the multiple-choice tasks of each one's main metric) minus
+    model b's, from their `run_tasks` results on the same documents: the difference, the half-width of its 95%
+    interval with the documents as the unit (each task's paired differences, document by document) and the number
+    of documents. None without per-document scores in both."""
+    pairs = []
+    for task, ra in a.items():
+        rb = b.get(task)
+        if ra["kind"] != "multiple_choice" or rb is None:
+            continue
+        metric = main_score(ra)[0]
+        da, db = ra.get("per_document", {}).get(metric), rb.get("per_document", {}).get(metric)
+        if da is None or db is None or len(da) != len(db):
+            return None
+        pairs.append([int(x) - int(y) for x, y in zip(da, db)])
+    if not pairs or min(map(len, pairs)) < 2:
+        return None
+    return (*mean_of_means(pairs), sum(map(len, pairs)))
 
 
 def main_score(result: dict) -> tuple[str, float, float | None]:
