@@ -80,7 +80,7 @@ def render_tasks(tasks: dict) -> str:
     models = [m for m in ("teacher", "pruned", "distilled") if m in tasks["results"]] or list(tasks["results"])
     lines = ["| task | documents | chance | " + " | ".join(models) + " |", "|---" * (3 + len(models)) + "|"]
     for task, first in tasks["results"][models[0]].items():
-        metric = main_score(first)[0]
+        metric = main_score(task, first)[0]
         cells = []
         for m in models:
             r = tasks["results"][m][task]

@@ -313,7 +313,8 @@ def tasks_stage(original: str, teacher: str, run: Path, tasks: list[str], limit:
     distilled model (`benchmark`); the student's model card gains its scores."""
     print(f"running {', '.join(tasks)} on the teacher, pruned and distilled models"
           + (f" (first {limit} documents of each)" if limit else ""), flush=True)
-    saved = benchmark({"teacher": teacher, "pruned": run / "pruned", "distilled": run / "student"}, tasks, limit, device)
+    models = {"teacher": teacher, "pruned": run / "pruned", "distilled": run / "student"}
+    saved = benchmark(models, tasks, limit, device)
     write_json(run / "tasks.json", saved)
     write_student_card(run, original, json.loads((run / "metrics.json").read_text()), saved["results"])
     return {"tasks": "tasks.json"}
@@ -329,11 +330,16 @@ def benchmark(models: dict[str, str | Path], tasks: list[str], limit: int | None
         results[name] = run_tasks(model, load_tokenizer(spec), tasks, limit)
         del model
         gc.collect()
-    mean = {name: sum(main_score(v)[1] for v in res.values() if v["kind"] == "multiple_choice") / max(1, sum(
-        v["kind"] == "multiple_choice" for v in res.values())) for name, res in results.items()}
+    mean = {name: mean_accuracy(res) for name, res in results.items()}
     return {"tasks": tasks, "limit": limit, "results": results, "mean_accuracy": mean,
             "gap_closed": gap_closed({k: {"acc": v} for k, v in mean.items()}, "acc"),
             "paired": paired_differences(results), "seconds": round(time.time() - start, 1)}
+
+
+def mean_accuracy(results: dict[str, dict]) -> float:
+    """The mean of the multiple-choice tasks' main scores (0 without any)."""
+    scores = [main_score(task, r)[1] for task, r in results.items() if r["kind"] == "multiple_choice"]
+    return sum(scores) / max(1, len(scores))
 
 
 def paired_differences(results: dict[str, dict]) -> dict[str, dict]:
@@ -423,9 +429,9 @@ def write_student_card(run: Path, original: str, metrics: dict, tasks: dict[str,
                                metric_value=round(d[f"{where}_kl"], 4))]
     figures["greedy generation (tokens/s, this machine)"] = round(d["gen_tokens_per_s"], 1)
     for task, result in ((tasks or {}).get("distilled") or {}).items():
-        metric, value, stderr = main_score(result)
+        metric, value, stderr = main_score(task, result)
         figures[f"{task}: {metric}, zero-shot, {result['samples']} documents (lm-evaluation-harness)"] = \
-            f"{value:.4f} ± {stderr or float('nan'):.4f} (teacher {main_score(tasks['teacher'][task])[1]:.4f})"
+            f"{value:.4f} ± {stderr or float('nan'):.4f} (teacher {main_score(task, tasks['teacher'][task])[1]:.4f})"
         results.append(EvalResult(task_type="multiple-choice" if result["kind"] == "multiple_choice" else
                                   "text-generation", dataset_type=dataset_id(task),
                                   dataset_name=task, metric_type=metric, metric_value=round(value, 4)))

@@ -190,13 +190,14 @@ def benchmark_lines(saved: dict | None) -> list[str]:
         return []
     limit = f" on the first {saved['limit']} documents of each task" if saved.get("limit") else ""
     lines = ["## Benchmarks", "", f"Zero-shot, through lm-evaluation-harness{limit}: accuracy ± standard error for the "
-             "multiple-choice tasks (chance: guessing at random), word perplexity for kjv (lower is better).", "",
+             "multiple-choice tasks (acc_norm: normalised by the choices' lengths; chance: guessing at random), word "
+             "perplexity for kjv (lower is better).", "",
              "| task | documents | metric | chance | teacher | pruned | distilled |", "|---|---|---|---|---|---|---|"]
     for task in saved["tasks"]:
         results = [saved["results"][name][task] for name in MODELS]
         cells = []
         for result in results:
-            metric, value, stderr = main_score(result)
+            metric, value, stderr = main_score(task, result)
             cells.append(f"{value:.3f} ± {stderr:.3f}" if stderr is not None else f"{value:.2f}")
         chance = f"{results[0]['chance']:.3f}" if "chance" in results[0] else "–"
         lines.append(f"| {task} | {results[0]['samples']} | {metric} | {chance} | {' | '.join(cells)} |")

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from minitron.stats import mean_of_means, mean_sd, paired, t975, verdict
-from minitron.tasks import paired_benchmarks
+from minitron.tasks import main_score, paired_benchmarks
 
 
 def test_paired_interval_by_hand():
@@ -55,19 +55,21 @@ def test_mean_of_means_by_hand():
 
 
 def test_paired_benchmarks_pair_documents():
-    """Two models' task results, document by document: the difference of their mean accuracies, with an interval
-    narrower than the unpaired one when the models agree on most documents; perplexity tasks are not counted."""
+    """Two models' task results, document by document: the difference of their mean main scores (acc_norm for
+    HellaSwag, acc for the rest), with an interval narrower than the unpaired one when the models agree on most
+    documents; perplexity tasks are not counted."""
     def result(acc: str, acc_norm: str) -> dict:
-        return {"kind": "multiple_choice", "acc": acc.count("1") / len(acc), "acc_norm": acc_norm.count("1") / 10,
+        return {"kind": "multiple_choice", "acc": acc.count("1") / 10, "acc_norm": acc_norm.count("1") / 10,
                 "per_document": {"acc": acc, "acc_norm": acc_norm}}
 
-    a = {"t1": result("1111011100", "0" * 10), "t2": result("1100000000", "1" * 10),
+    a = {"quiz": result("1111011100", "0" * 10), "mc_hellaswag": result("0" * 10, "1100000000"),
          "ppl": {"kind": "loglikelihood_rolling", "word_perplexity": 3.0}}
-    b = {"t1": result("1111011000", "1" * 10), "t2": result("0100000000", "0" * 10),
+    b = {"quiz": result("1111011000", "1" * 10), "mc_hellaswag": result("1" * 10, "0100000000"),
          "ppl": {"kind": "loglikelihood_rolling", "word_perplexity": 9.0}}
-    diff, half, n = paired_benchmarks(a, b)  # acc is the main metric: one more right in each task
-    assert n == 20 and diff == pytest.approx((a["t1"]["acc"] + a["t2"]["acc"] - b["t1"]["acc"] - b["t2"]["acc"]) / 2)
+    assert [main_score(t, a[t])[0] for t in a] == ["acc", "acc_norm", "word_perplexity"]
+    diff, half, n = paired_benchmarks(a, b)  # one more right in each task by its main score
+    assert n == 20 and diff == pytest.approx(0.1)
     assert half == pytest.approx(mean_of_means([[0] * 7 + [1, 0, 0], [1] + [0] * 9])[1])
-    unpaired = 1.96 * math.sqrt(sum(r["acc"] * (1 - r["acc"]) / 10 for m in (a, b) for r in (m["t1"], m["t2"]))) / 2
+    unpaired = 1.96 * math.sqrt(sum(p * (1 - p) / 10 for p in (0.7, 0.6, 0.2, 0.1))) / 2
     assert half < unpaired
-    assert paired_benchmarks(a, {**b, "t2": {**b["t2"], "per_document": {}}}) is None  # scores not kept: no pairing
+    assert paired_benchmarks(a, {**b, "quiz": {**b["quiz"], "per_document": {}}}) is None  # no scores: no pairing

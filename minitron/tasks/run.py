@@ -15,6 +15,10 @@ from minitron.tasks.sources import MC_TASKS, TASK_NAMES, YAML_DIR, chance_accura
 
 # the score the report shows for a task of each kind (accuracy: higher is better; perplexity: lower)
 MAIN_METRIC = {"multiple_choice": "acc", "loglikelihood_rolling": "word_perplexity"}
+# multiple-choice tasks whose main score is the accuracy normalised by the choices' lengths (lm-eval's acc_norm), as
+# the papers that report lm-eval's zero-shot tasks read them (Pythia, Mamba; the Open LLM Leaderboard for ARC and
+# HellaSwag): HellaSwag, ARC-Challenge and OpenBookQA, bundled (mc_) or lm-eval's own; plain accuracy for the rest
+NORMALISED = ("hellaswag", "arc_challenge", "openbookqa")
 # requests per forward when none is given: multiple-choice requests are short, and 16 at once ran the bundled tasks
 # about 1.8x as fast as 1 with the same accuracies (8 ties it; docs/tasks_speed.json); any other kind one at a time (a
 # perplexity task's windows are thousands of tokens, each with logits over the whole vocabulary)
@@ -146,7 +150,7 @@ def paired_benchmarks(a: dict[str, dict], b: dict[str, dict]) -> tuple[float, fl
         rb = b.get(task)
         if ra["kind"] != "multiple_choice" or rb is None:
             continue
-        metric = main_score(ra)[0]
+        metric = main_score(task, ra)[0]
         da, db = ra.get("per_document", {}).get(metric), rb.get("per_document", {}).get(metric)
         if da is None or db is None or len(da) != len(db):
             return None
@@ -156,10 +160,12 @@ def paired_benchmarks(a: dict[str, dict], b: dict[str, dict]) -> tuple[float, fl
     return (*mean_of_means(pairs), sum(map(len, pairs)))
 
 
-def main_score(result: dict) -> tuple[str, float, float | None]:
-    """The metric the report shows for a task result of `run_tasks`: its name, value and standard error (for a
-    kind of task without a main metric here, its first)."""
+def main_score(task: str, result: dict) -> tuple[str, float, float | None]:
+    """The metric the report shows for `task`'s result of `run_tasks`: its name, value and standard error (acc_norm
+    for a task of `NORMALISED`, else its kind's main metric; for a kind without one here, its first)."""
     metric = MAIN_METRIC.get(result["kind"])
+    if result["kind"] == "multiple_choice" and task.removeprefix("mc_") in NORMALISED:
+        metric = "acc_norm"
     if metric not in result:
         metric = next(k for k, v in result.items() if isinstance(v, float) and not k.endswith("_stderr"))
     return metric, result[metric], result.get(f"{metric}_stderr")
