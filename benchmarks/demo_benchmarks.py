@@ -30,13 +30,14 @@ DEMO = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "demo.y
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=Path(DEMO["out"]), help="a finished `make demo` run directory")
+    p.add_argument("--teacher", default=DEMO["teacher"], help="the teacher the run distilled from")
     p.add_argument("--limit", type=int, default=500, help="documents of each task")
     p.add_argument("--tasks", nargs="+", default=list(MC_TASKS))
     p.add_argument("--out", type=Path, default=Path("docs/demo_benchmarks.json"))
     args = p.parse_args()
     if not (args.run / "student").exists():
         sys.exit(f"error: {args.run} holds no distilled student; run `make demo` first")
-    saved = benchmark({"teacher": DEMO["teacher"], "pruned": args.run / "pruned", "distilled": args.run / "student"},
+    saved = benchmark({"teacher": args.teacher, "pruned": args.run / "pruned", "distilled": args.run / "student"},
                       args.tasks, args.limit, pick_device("auto"))
     saved.update(machine=machine(), command="python " + " ".join(sys.argv))
     write_json(args.out, saved)

@@ -235,6 +235,10 @@ def run(args) -> int:
     print(f"done in {result['wall_s']:.0f} s; distillation {result['distill_tokens_per_s']:,.0f} tokens/s; "
           f"out-of-domain loss: teacher {m['teacher']['ood_loss']:.3f}, pruned {m['pruned']['ood_loss']:.3f}, "
           f"student {m['distilled']['ood_loss']:.3f}")
+    paired = ((result["tasks"] or {}).get("paired") or {}).get("distilled-pruned")
+    if paired:
+        print(f"benchmarks: student - pruned {paired['difference']:+.3f} ± {paired['ci95']:.3f} (95%, paired over "
+              f"{paired['documents']} documents)")
     return 0
 
 

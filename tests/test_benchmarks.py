@@ -72,6 +72,8 @@ def test_gpu_quality_dry_mode(tmp_path):
         assert {"test_loss", "ood_loss"} <= saved["metrics"][model].keys()
     assert saved["metrics"]["distilled"]["test_kl"] > 0 and saved["metrics"]["tokens"] == 2048
     assert saved["tasks"]["mean_accuracy"].keys() >= {"teacher", "pruned", "distilled"}
+    paired = saved["tasks"]["paired"]["distilled-pruned"]  # printed last: the benchmarks' paired difference
+    assert f"benchmarks: student - pruned {paired['difference']:+.3f} ± {paired['ci95']:.3f}" in done.stdout
     assert saved["distill_tokens_per_s"] > 0 and saved["wall_s"] > 0 and saved["command"].startswith("minitron ")
     assert (tmp_path / "report.md").is_file()
     swept = saved["sweep"]  # the short sweep of batch and lr first: every arm measured on dev, the run used the best

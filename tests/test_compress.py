@@ -2,6 +2,7 @@
 import json
 import math
 import shutil
+import sys
 from collections import namedtuple
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 import minitron
-from conftest import cli_error
+from conftest import cli_error, load_benchmark
 from minitron.cli import main, parse
 from minitron import pipeline
 from minitron.card import card_name, derived_name
@@ -103,7 +104,7 @@ def trained_tiny(tiny_dir, tiny_data, tmp_path, one_thread):
     return result.student
 
 
-def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsys):
+def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsys, monkeypatch):
     tiny_dir, run = trained_tiny, tmp_path / "run"
     metrics = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, **TINY)
     saved = check_run(run, metrics)
@@ -169,6 +170,16 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     timings = {**saved["timings_s"], "tasks": tasks["seconds"]}  # the benchmarks' stage is timed with the others
     assert tasks["seconds"] > 0 and f" · tasks {tasks['seconds']:.0f} s · all {sum(timings.values()) / 60:.1f} min" \
         in report
+    # benchmarks/demo_benchmarks.py: the same three models on more documents, paired as the tasks stage pairs them
+    more = tmp_path / "more.json"
+    monkeypatch.setattr(sys, "argv", ["demo_benchmarks.py", "--run", str(run), "--teacher", str(tiny_dir),
+                                      "--tasks", "mc_arc_easy", "--limit", "4", "--out", str(more)])
+    load_benchmark("demo_benchmarks").main()
+    more = json.loads(more.read_text())
+    assert more["limit"] == 4 and [more["results"][n]["mc_arc_easy"]["samples"] for n in MODELS] == [4, 4, 4]
+    assert [more["results"][n]["mc_arc_easy"]["per_document"]["acc"][:2] for n in MODELS] == \
+        [results[n]["mc_arc_easy"]["per_document"]["acc"] for n in MODELS]  # the first two documents as before
+    assert more["paired"]["distilled-pruned"]["documents"] == 4 and more["command"].startswith("python ")
     figures, body = card_of(run)
     assert "kjv: word_perplexity, zero-shot, 2 documents" in body and "validation loss" in body
     assert "loss on the test split of the distillation data, 128 tokens (nats/token)" in body
