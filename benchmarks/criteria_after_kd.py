@@ -70,6 +70,9 @@ ROWS = [
     Row("agg-l2-l2", "activation, (batch L2, seq L2)", "aggregation", "width", {**PAPERS, "seq_agg": "l2"}),
     Row("agg-var-var", "activation, (batch var, seq var)", "aggregation", "width",
         {**PAPERS, "seq_agg": "var", "batch_agg": "var"}),
+    # the aggregations again on minitron's default score (heads after o_proj), against it over seeds
+    Row("agg-mean", "activation (minitron's), (batch mean, seq mean)", "aggregation", "width", {"batch_agg": "mean"}),
+    Row("agg-l2", "activation (minitron's), (batch L2, seq L2)", "aggregation", "width", {"seq_agg": "l2"}),
     Row("depth-bi", "depth only: Block Influence (lowest layers)", "depth", "depth", {"layer_criterion": "bi"}),
     Row("depth-loss", "depth only: LM-loss increase (lowest layers)", "depth", "depth", {"layer_criterion": "loss"}),
     Row("depth-block", "depth only: best contiguous block", "depth", "depth", {"layer_criterion": "block"}, True),
@@ -77,7 +80,7 @@ ROWS = [
 ]
 # about 40 minutes on 2 CPU cores at --tokens 32768 (~3 min a row, ~7 min of scoring); `--rows all` adds
 # magnitude, (var, var) and Block Influence, the three rows the zero-shot benchmark puts last in their groups
-DEFAULT_ROWS = [r.key for r in ROWS if r.key not in ("magnitude", "agg-var-var", "depth-bi")]
+DEFAULT_ROWS = [r.key for r in ROWS if r.key not in ("magnitude", "agg-var-var", "depth-bi", "agg-mean", "agg-l2")]
 BATCH_SEQS = 4  # sequences a step: 1,024-token batches at --seq-len 256, the recipe's best (docs/recipe.md)
 CRITERIA = ["activation", "wanda", "magnitude", "taylor", "random"]
 

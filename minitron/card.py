@@ -18,7 +18,7 @@ from huggingface_hub import ModelCardData
 
 from minitron.errors import MinitronError
 from minitron.export_checks import EXPORTABLE, export_problem
-from minitron.io import read_jsonl, write_atomic
+from minitron.io import read_json, read_jsonl, write_atomic
 from minitron.load import DEFAULT_MODEL, HUB_ID, converted_license, default_gguf, load_config, resolve_model
 from minitron.record import RECORD
 
@@ -78,10 +78,6 @@ def write_model_card(out: Path, teacher: str | None = None, run: Path | None = N
     text += "\n\n".join(s for s in sections if s) + "\n"
     write_atomic(out / "README.md", text)
     return out / "README.md"
-
-
-def read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def read_records(path: Path) -> list[dict]:

@@ -5,6 +5,7 @@ comes with a 95% interval over the windows (the unit of measurement).
 
     minitron eval --model runs/distill/student --data DATA --teacher default --out runs/distill/eval.json
     minitron eval --model runs/distill/student --tasks mc_piqa,kjv --limit 100 --no-loss --no-speed
+    minitron eval --model runs/distill/student --tasks mc_piqa --limit 500 --baseline teacher_eval.json ...
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from minitron.errors import MinitronError
 from minitron.io import atomic_file, refuse_existing_file, write_json
 from minitron.load import cache_dir, check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.numerics import autocast, label_weights, windows_in_batches
-from minitron.tasks import check_tasks, ood_documents, run_tasks
+from minitron.tasks import check_tasks, ood_documents, paired_benchmarks, run_tasks
 from minitron.stats import ratio_ci
 
 
@@ -59,8 +60,8 @@ def _sync(device: torch.device) -> None:
 def evaluate(model: str = "default", data: str | None = None, split: Literal["dev", "test"] = "test",
              seq_len: int = SEQ_LEN, tokens: int = EVAL_TOKENS, ood: bool = True, teacher: str | None = None,
              batch_size: int = 4, speed: bool = True, new_tokens: int = 64, tasks: list[str] | None = None,
-             limit: int | None = None, include_path: Path | None = None, loss: bool = True, device: str = "auto",
-             out: Path | None = None, overwrite: bool = False) -> dict:
+             limit: int | None = None, include_path: Path | None = None, baseline: Path | None = None,
+             loss: bool = True, device: str = "auto", out: Path | None = None, overwrite: bool = False) -> dict:
     """LM loss and perplexity on held-out tokens (windows spread over every document of a split, the same for every
     model) and on out-of-domain English, KL divergence from a teacher, the speed of greedy generation, and standard
     benchmark tasks through lm-evaluation-harness.
@@ -83,6 +84,9 @@ def evaluate(model: str = "default", data: str | None = None, split: Literal["de
             choice, accuracy) and kjv (perplexity on the King James Bible), whose data comes from `make tasks`
         limit: the first N documents of each task (default: all)
         include_path: a directory of your own lm-eval task YAMLs (lm-eval's --include_path)
+        baseline: the --out JSON of an earlier `minitron eval` of another model on the same --tasks and --limit: the
+            difference of the mean accuracies over the multiple-choice tasks (this model's minus the baseline's),
+            paired document by document, with its 95% interval
         loss: measure the losses (--no-loss: only the tasks and/or the speed)
         device: auto, cpu or cuda
         out: write the metrics to this JSON file
@@ -96,6 +100,7 @@ def evaluate(model: str = "default", data: str | None = None, split: Literal["de
     if not (loss or speed or tasks):
         raise MinitronError("nothing to measure: --no-loss and --no-speed leave only --tasks, and none was given")
     names = check_tasks(tasks, limit, include_path) if tasks is not None else []
+    before = baseline_tasks(Path(baseline), names, limit) if baseline is not None else None
     tokenizer = load_tokenizer(model)
     held_out = held_out_windows(model, tokenizer, data, split, seq_len, tokens, ood, teacher) if loss else {}
     dev = pick_device(device)
@@ -110,11 +115,50 @@ def evaluate(model: str = "default", data: str | None = None, split: Literal["de
     if names:
         metrics["tasks"] = run_tasks(models["model"], tokenizer, names, limit, batch_size, include_path)
         metrics["tasks_limit"] = limit
+    if before is not None:
+        pair = paired_benchmarks(metrics["tasks"], before)
+        if pair is None:
+            print(f"warning: not paired with --baseline {baseline}: its documents differ from this run's, or a task "
+                  "has fewer than two", flush=True)
+        else:
+            metrics["paired"] = {"baseline": str(baseline), **dict(zip(("difference", "ci95", "documents"), pair))}
     print(json.dumps(without_documents(metrics), indent=2))
+    if "paired" in metrics:
+        p = metrics["paired"]
+        print(f"mean accuracy minus the baseline's: {p['difference']:+.3f} ± {p['ci95']:.3f} (95%, paired over the "
+              f"same {p['documents']} documents)")
     if out is not None:
         write_json(Path(out), metrics)
         print(f"wrote {out}")
     return metrics
+
+
+def baseline_tasks(path: Path, tasks: list[str], limit: int | None) -> dict[str, dict]:
+    """The task results of an earlier `minitron eval --out` JSON, checked to pair with this run's: the same
+    multiple-choice tasks on the same documents, each document's score kept."""
+    if not path.is_file():
+        raise MinitronError(f"--baseline {path} is not a file; give the --out JSON of an earlier `minitron eval`")
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise MinitronError(f"--baseline {path} is not a JSON file that `minitron eval --out` wrote") from None
+    results = saved.get("tasks") if isinstance(saved, dict) else None
+    if not tasks:
+        raise MinitronError("--baseline pairs benchmark tasks: give --tasks (those the baseline was evaluated on)")
+    if not isinstance(results, dict):
+        raise MinitronError(f"--baseline {path} holds no tasks; evaluate the baseline with --tasks and --out")
+    if saved.get("tasks_limit") != limit:
+        raise MinitronError(f"--baseline {path} was evaluated with --limit {saved.get('tasks_limit')}, this run with "
+                            f"{limit}: pairing needs the same documents")
+    for task in tasks:
+        if task not in results:
+            raise MinitronError(f"--baseline {path} has no results for task {task}; evaluate it on the same --tasks")
+        if results[task].get("kind") == "multiple_choice" and "per_document" not in results[task]:
+            raise MinitronError(f"--baseline {path} has no per-document scores for {task} (written before minitron "
+                                "kept them); evaluate the baseline again")
+    if not any(results[t].get("kind") == "multiple_choice" for t in tasks):
+        raise MinitronError("--baseline pairs multiple-choice tasks, and --tasks has none")
+    return {t: results[t] for t in tasks}
 
 
 def without_documents(metrics: dict) -> dict:

@@ -227,6 +227,11 @@ def write_atomic(path: Path | str, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def read_json(path: Path) -> dict | None:
+    """A JSON file minitron wrote, or None where there is none."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

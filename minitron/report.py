@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 from minitron.errors import pyplot, require
-from minitron.io import read_jsonl
+from minitron.io import read_json, read_jsonl
 from minitron.importance import Scores
 from minitron.prune import PruneConfig
 from minitron.tasks import main_score
@@ -121,10 +121,6 @@ def recipe_sentence(run: Path, metrics: dict) -> str:
     loss = f" ({distill_words(training)})" if training else ""
     return f"Teacher `{metrics['teacher_spec']}` pruned to {metrics['target_desc']}{how}, then distilled on " \
            f"{metrics['tokens']:,} tokens{loss}."
-
-
-def read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _row(name: str, m: dict, held_out: list[str]) -> str:

@@ -10,6 +10,7 @@ import torch
 from conftest import cli_error, save_tiny, tiny_tokenizer
 from minitron.eval import evaluate
 from minitron.numerics import lm_loss_sum
+from minitron.stats import mean_of_means
 from minitron.load import load_model
 from minitron.tasks import TASK_NAMES, YAML_DIR, prepare, run_tasks, tasks_dir
 
@@ -111,6 +112,35 @@ def test_eval_tasks_match_the_models_own_likelihoods(tmp_path, one_thread):
         nll += lm_loss_sum(model, ids)[0].item()
         nbytes += len(doc["text"].encode())
     assert kjv["samples"] == 2 and kjv["bits_per_byte"] == pytest.approx(nll / nbytes / math.log(2), rel=1e-4)
+
+
+def test_eval_pairs_with_a_baseline(tmp_path, capsys, one_thread):
+    """`minitron eval --baseline` pairs this model's documents with an earlier eval's: the difference of the mean
+    accuracies (acc for ARC-Easy, acc_norm for HellaSwag) and its interval over the documents; a baseline that
+    cannot pair is refused in one line before any model runs."""
+    first, second = save_tiny(tmp_path / "a", max_position_embeddings=4096), save_tiny(tmp_path / "b", seed=1)
+    tasks = ["mc_arc_easy", "mc_hellaswag", "kjv"]
+    a = evaluate(model=str(first), tasks=tasks, limit=6, loss=False, speed=False, out=tmp_path / "a.json")
+    b = evaluate(model=str(second), tasks=tasks, limit=6, loss=False, speed=False, baseline=tmp_path / "a.json")
+    diffs = [[int(x) - int(y) for x, y in zip(b["tasks"][t]["per_document"][m], a["tasks"][t]["per_document"][m])]
+             for t, m in (("mc_arc_easy", "acc"), ("mc_hellaswag", "acc_norm"))]
+    mean = (b["tasks"]["mc_arc_easy"]["acc"] - a["tasks"]["mc_arc_easy"]["acc"]
+            + b["tasks"]["mc_hellaswag"]["acc_norm"] - a["tasks"]["mc_hellaswag"]["acc_norm"]) / 2
+    assert b["paired"]["difference"] == pytest.approx(mean) and b["paired"]["documents"] == 12
+    assert b["paired"]["ci95"] == pytest.approx(mean_of_means(diffs)[1])
+    assert f"mean accuracy minus the baseline's: {mean:+.3f}" in capsys.readouterr().out
+    (tmp_path / "loss.json").write_text(json.dumps({"model": "x", "test": {"loss": 3.0}}))
+    (tmp_path / "bad.json").write_text("{not json")
+    for baseline, args, words in (
+            ("a.json", ["--limit", "5", "--tasks", "mc_arc_easy"], "was evaluated with --limit 6, this run with 5"),
+            ("a.json", ["--limit", "6", "--tasks", "mc_piqa"], "has no results for task mc_piqa"),
+            ("a.json", ["--limit", "6", "--tasks", "kjv"], "pairs multiple-choice tasks, and --tasks has none"),
+            ("loss.json", ["--limit", "6", "--tasks", "mc_arc_easy"], "holds no tasks"),
+            ("bad.json", ["--limit", "6", "--tasks", "mc_arc_easy"], "is not a JSON file"),
+            ("none.json", ["--limit", "6", "--tasks", "mc_arc_easy"], "is not a file")):
+        err = cli_error(capsys, "eval", "--model", second, "--no-loss", "--no-speed", "--baseline", tmp_path / baseline,
+                        *args)
+        assert words in err, err
 
 
 def test_bad_tasks_are_one_line(tmp_path, capsys, monkeypatch):
