@@ -32,9 +32,9 @@ from minitron.distill import TrainConfig, distill
 from minitron.errors import pyplot
 from minitron.eval import measure, ood_windows
 from minitron.load import cache_dir, load_model, load_tokenizer
-from minitron.pipeline import CONTINUATION, REPLY_TOKENS, continue_text, gap_closed, reply_to
+from minitron.pipeline import CONTINUATION, REPLY_TOKENS, continue_text, gap_closed, mean_accuracy, reply_to
 from minitron.prune import PruneConfig, prune
-from minitron.tasks import MC_TASKS
+from minitron.tasks import MC_TASKS, paired_benchmarks
 from minitron.tasks.run import run_tasks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,8 +127,7 @@ def measured(model, teacher, windows: dict, tok, args) -> dict:
     tasks = run_tasks(model, tok, list(MC_TASKS), limit=2 if args.dry else args.tasks_limit)
     return {"test_loss": test["loss"], "test_ci95": test["ci95"], "test_kl": test.get("kl", 0.0),
             "ood_loss": ood["loss"], "ood_ci95": ood["ci95"],
-            "tasks": {t: {"acc": r["acc"], "acc_stderr": r["acc_stderr"]} for t, r in tasks.items()},
-            "benchmark_mean": sum(r["acc"] for r in tasks.values()) / len(tasks),
+            "tasks": tasks, "benchmark_mean": mean_accuracy(tasks),
             "reply": reply_to(model, tok, DEMO["prompt"]),
             "continuation": continue_text(model, tok, CONTINUATION)}
 
@@ -191,9 +190,14 @@ def table(results: dict) -> str:
     for tokens, r in sorted(results["runs"].items(), key=lambda x: int(x[0])):
         closed = gap_closed({"teacher": m["teacher"], "pruned": m["pruned"], "distilled": r}, "ood_loss")
         closed = "–" if closed is None else f"{closed:.0%}"
+        paired = paired_benchmarks(r["tasks"], m["pruned"]["tasks"])  # None for runs before per-document scores
+        versus = f" ({paired[0]:+.3f} ± {paired[1]:.3f})" if paired else ""
         lines.append(f"| student | {int(tokens):,} | {r['test_loss']:.3f} ± {r['test_ci95']:.3f} | "
                      f"{r['ood_loss']:.3f} ± {r['ood_ci95']:.3f} | {closed} | {r['test_kl']:.3f} | "
-                     f"{r['benchmark_mean']:.3f} | {r['tokens_per_s']:.0f} |")
+                     f"{r['benchmark_mean']:.3f}{versus} | {r['tokens_per_s']:.0f} |")
+    if any(paired_benchmarks(r["tasks"], m["pruned"]["tasks"]) for r in results["runs"].values()):
+        lines += ["", "Benchmarks: the mean accuracy; in brackets the student's minus the pruned model's, paired over "
+                  "the same documents, with its 95% interval."]
     if f.get("alpha") is not None:
         lines += ["", f"Fit on the out-of-domain gap to the teacher: gap = {f['A']:.3g} · tokens^-{f['alpha']:.3f}."]
     for key, how, goal in (("tokens_within", "how", f"Within {WITHIN:.0%} of the teacher out of domain (gap ≤ "

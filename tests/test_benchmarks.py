@@ -17,7 +17,7 @@ from test_compress import trained_tiny  # noqa: F401 (a fixture)
 from minitron.data import TokenData
 from minitron.load import load_model
 from minitron.numerics import lm_loss
-from minitron.tasks import MC_TASKS
+from minitron.tasks import MC_TASKS, paired_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,6 +158,9 @@ def test_scaling_dry_mode(tmp_path, one_thread):
     assert "- **student, 384 tokens**, reply: `" in report and "- **teacher**, continuation: `" in report
     assert (tmp_path / "scaling.png").stat().st_size > 0 and (tmp_path / "tokens-384" / "bench.json").is_file()
     assert "75% of the teacher–pruned gap closed out of domain" in report
+    pruned = models["pruned"]["tasks"]  # each student's benchmarks paired with the pruned model's, document by document
+    diff, half, _ = paired_benchmarks(saved["runs"]["384"]["tasks"], pruned)
+    assert f"{saved['runs']['384']['benchmark_mean']:.3f} ({diff:+.3f} ± {half:.3f}) |" in report
     again = subprocess.run([*cmd, "--report"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and (tmp_path / "scaling.md").read_text() == report  # the same from its JSON
 

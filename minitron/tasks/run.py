@@ -148,7 +148,7 @@ def paired_benchmarks(a: dict[str, dict], b: dict[str, dict]) -> tuple[float, fl
     pairs = []
     for task, ra in a.items():
         rb = b.get(task)
-        if ra["kind"] != "multiple_choice" or rb is None:
+        if ra.get("kind") != "multiple_choice" or rb is None:
             continue
         metric = main_score(task, ra)[0]
         da, db = ra.get("per_document", {}).get(metric), rb.get("per_document", {}).get(metric)
