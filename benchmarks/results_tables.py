@@ -32,7 +32,7 @@ import re
 import sys
 from pathlib import Path
 
-from minitron.report import paired_text, stage_seconds
+from minitron.report import paired_text, pct_ci, stage_seconds
 from minitron.tasks import main_score
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +53,8 @@ def render_demo(metrics: dict, tasks: dict | None) -> str:
         cells += [f"{m[f'{w}_kl']:.3f} ± {m[f'{w}_kl_ci95']:.3f}" if f"{w}_kl" in m else "–" for w in held_out]
         cells += [f"{tasks['mean_accuracy'][name]:.3f}"] if tasks else []
         lines.append(f"| {label} | {m['params']:,} | " + " | ".join(cells) + " |")
-    closed = metrics["gap_closed"]
-    cells = [pct(closed.get(w)) for w in held_out] + [pct(closed.get(f"{w}_kl")) for w in held_out]
+    closed, ci = metrics["gap_closed"], metrics.get("gap_closed_ci95", {})
+    cells = [pct_ci(closed.get(k), ci.get(k)) for k in [*held_out, *(f"{w}_kl" for w in held_out)]]
     cells += [pct(tasks.get("gap_closed"))] if tasks else []
     lines.append("| gap closed by distillation | | " + " | ".join(cells) + " |")
     lines.append("")

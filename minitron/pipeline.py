@@ -36,7 +36,7 @@ from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located, schedule
 from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError
-from minitron.eval import generation_speed, measure, ood_windows, windows_info
+from minitron.eval import generation_speed, ood_windows, summarise, window_sums, windows_info
 from minitron.importance import score
 from minitron.io import check_run_dir, mark, output_lock, remove, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
@@ -45,6 +45,7 @@ from minitron.prune import prune as prune_model
 from minitron.record import Record
 from minitron.report import write_report
 from minitron.search import DISTILL_TOKENS, DISTILL_TOP, SEARCH_TOLERANCE, search, shapes_within
+from minitron.stats import ratio_ci
 from minitron.tasks import MC_TASKS, check_tasks, dataset_id, main_score, paired_benchmarks, run_tasks
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
@@ -383,10 +384,13 @@ def evaluate_stage(original: str, teacher: str, run: Path, r: Recipe, sizes: dic
                                         if v != getattr(r.config, k)),
                "held_out": {where: windows_info(w) for where, w in held_out.items()},
                "prompt": r.evaluation.prompt, "continuation_prompt": CONTINUATION}
+    closed = {}
     for where, windows in held_out.items():
         print(f"measuring the models on {windows.describe()}", flush=True)
-        for name, m in measure(models, windows, 4, teacher="teacher").items():
+        sums = window_sums(models, windows, 4, teacher="teacher")
+        for name, m in summarise(sums).items():
             metrics.setdefault(name, {}).update({f"{where}_{k}": v for k, v in m.items()})
+        closed.update(gap_closed_ci(sums, where))
     for name, model in models.items():
         metrics[name].update(describe_model(model, load_tokenizer(specs[name]), r.evaluation.prompt))
         print(f"  {name:>9}: {metrics[name]['params']:,} params, " + ", ".join(
@@ -394,11 +398,23 @@ def evaluate_stage(original: str, teacher: str, run: Path, r: Recipe, sizes: dic
     metrics["gap_closed"] = {where: gap_closed(metrics, f"{where}_loss") for where in held_out}
     metrics["gap_closed"].update({f"{where}_kl": 1 - metrics["distilled"][f"{where}_kl"] / metrics["pruned"][
         f"{where}_kl"] for where in held_out if metrics["pruned"].get(f"{where}_kl")})
+    metrics["gap_closed_ci95"] = closed
     metrics["timings_s"] = {**{k: v for k, v in record.seconds().items() if k != "data"},
                             "evaluate": round(time.time() - start, 1)}
     write_json(run / "metrics.json", metrics)
     write_student_card(run, original, metrics)
     return {"metrics": "metrics.json"}
+
+
+def gap_closed_ci(sums: dict, where: str) -> dict[str, float]:
+    """The half-widths of the 95% intervals of the shares of the gap closed on `where`'s windows (`window_sums` of
+    the three models), the windows as the unit: the loss's, (pruned - distilled) / (pruned - teacher), and the KL's,
+    (pruned - distilled) / pruned."""
+    p, d, t, keep = sums["pruned"], sums["distilled"], sums["teacher"], sums["labels"] > 0
+    out = {where: ratio_ci(p["loss"] - d["loss"], p["loss"] - t["loss"], keep)[1]}
+    if "kl" in p:
+        out[f"{where}_kl"] = ratio_ci(p["kl"] - d["kl"], p["kl"], keep)[1]
+    return out
 
 
 def gap_closed(metrics: dict, key: str) -> float | None:

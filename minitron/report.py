@@ -148,8 +148,9 @@ def results_table(metrics: dict, tasks: dict | None) -> list[str]:
     if metrics.get("original_teacher"):
         names.insert(1, ("original_teacher", "teacher before correction"))
     lines += [_row(label, metrics.get(name, {}), held_out) for name, label in names]
-    closed = metrics.get("gap_closed", {})
-    cells = [f"{_pct(closed.get(w))} | {_pct(closed.get(f'{w}_kl'))}" for w in held_out]
+    closed, ci = metrics.get("gap_closed", {}), metrics.get("gap_closed_ci95", {})
+    cells = [f"{pct_ci(closed.get(w), ci.get(w))} | {pct_ci(closed.get(f'{w}_kl'), ci.get(f'{w}_kl'))}"
+             for w in held_out]
     lines += [f"| gap closed by distillation | | {' | '.join(cells)} | |", ""]
     for w in held_out:
         info = metrics["held_out"][w]
@@ -163,7 +164,7 @@ def results_table(metrics: dict, tasks: dict | None) -> list[str]:
                      f"{_pct(tasks.get('gap_closed'))}" + paired_text(tasks.get("paired", {})))
     return lines + ["", "Loss: cross-entropy in nats per token, ± the half-width of its 95% interval over the windows. "
                     "KL: KL(teacher ‖ model) per token on the same windows. Gap closed: (pruned − distilled) / "
-                    "(pruned − teacher), or for KL 1 − distilled / pruned.", ""]
+                    "(pruned − teacher), or for KL 1 − distilled / pruned, ± its 95% interval over the windows.", ""]
 
 
 def paired_text(paired: dict[str, dict]) -> str:
@@ -178,6 +179,11 @@ def paired_text(paired: dict[str, dict]) -> str:
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x + 0.0:.0%}"  # + 0.0: no "-0%"
+
+
+def pct_ci(x: float | None, half: float | None) -> str:
+    """A share with the half-width of its 95% interval, "76% ± 5%" (the share alone where there is none)."""
+    return _pct(x) + (f" ± {half:.0%}" if x is not None and half is not None and half == half else "")
 
 
 def benchmark_lines(saved: dict | None) -> list[str]:

@@ -71,15 +71,16 @@ def fmt_interval(x: tuple[float, float] | None) -> str:
     return "–" if x is None else f"{x[0]:+.3f} ± {x[1]:.3f}"
 
 
-def ratio_ci(sums: torch.Tensor, counts: torch.Tensor) -> tuple[float, float]:
-    """The mean per counted label, sum(sums) / sum(counts) over the windows that count any label, and the half-width
-    of its 95% interval with the windows as the unit (the ratio estimator's standard error; for windows of equal
-    counts, the standard error of the per-window means)."""
-    keep = counts > 0
+def ratio_ci(sums: torch.Tensor, counts: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[float, float]:
+    """The mean per counted label, sum(sums) / sum(counts) over the windows that count any label (or those `keep`
+    marks), and the half-width of its 95% interval with the windows as the unit (the ratio estimator's standard
+    error; for windows of equal counts, the standard error of the per-window means). Any ratio of two sums over the
+    same windows, e.g. the share of a gap closed: sums = pruned - distilled, counts = pruned - teacher."""
+    keep = counts > 0 if keep is None else keep
     sums, counts = sums[keep].double(), counts[keep].double()
     mean = float(sums.sum() / counts.sum())
     k = len(counts)
     if k < 2:
         return mean, float("nan")
-    se = float(((sums - mean * counts).square().sum() / (k * (k - 1))).sqrt() / counts.mean())
+    se = float(((sums - mean * counts).square().sum() / (k * (k - 1))).sqrt() / counts.mean().abs())
     return mean, 1.96 * se

@@ -41,6 +41,7 @@ def check_run(run, metrics):
     assert saved["tokens"] == metrics["tokens"] > 0
     assert set(saved) == {"tokens", "teacher_spec", "target", "device", "stages", "correction_tokens",
                           "target_desc", "held_out", "prompt", "continuation_prompt", *MODELS, "gap_closed",
+                          "gap_closed_ci95",
                           "timings_s"} | ({"original_teacher"} if saved["correction_tokens"] else set())
     assert set(saved["held_out"]) == set(HELD_OUT) and all(set(i) == WINDOW_INFO for i in saved["held_out"].values())
     assert saved["held_out"]["test"]["split"] == "test" and saved["held_out"]["ood"]["split"] == "ood"
@@ -77,7 +78,9 @@ def check_run(run, metrics):
     assert f"| distilled | {d['params']:,} | {d['test_loss']:.3f} ± {d['test_ci95']:.3f} | " \
            f"{d['test_kl']:.3f} ± {d['test_kl_ci95']:.3f} | {d['ood_loss']:.3f} ± {d['ood_ci95']:.3f} | " in report
     assert f"| teacher | {t['params']:,} | {t['test_loss']:.3f} ± {t['test_ci95']:.3f} | – |" in report
-    assert f"| gap closed by distillation | | {saved['gap_closed']['test'] + 0.0:.0%} | " in report
+    ci = saved["gap_closed_ci95"]  # each share of the gap closed with its interval over the same windows
+    assert set(ci) == set(saved["gap_closed"]) and all(0 < v < 10 for v in ci.values())
+    assert f"| gap closed by distillation | | {saved['gap_closed']['test'] + 0.0:.0%} ± {ci['test']:.0%} | " in report
     for where, label in (("test", "test split"), ("ood", "out-of-domain")):
         info = saved["held_out"][where]
         assert f"- {label}: {info['tokens']:,} tokens in {info['windows']} windows of {info['seq_len']} spread " \

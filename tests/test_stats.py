@@ -4,7 +4,9 @@ import math
 
 import pytest
 
-from minitron.stats import mean_of_means, mean_sd, paired, t975, verdict
+import torch
+
+from minitron.stats import mean_of_means, mean_sd, paired, ratio_ci, t975, verdict
 from minitron.tasks import main_score, paired_benchmarks
 
 
@@ -73,3 +75,17 @@ def test_paired_benchmarks_pair_documents():
     unpaired = 1.96 * math.sqrt(sum(p * (1 - p) / 10 for p in (0.7, 0.6, 0.2, 0.1))) / 2
     assert half < unpaired
     assert paired_benchmarks(a, {**b, "quiz": {**b["quiz"], "per_document": {}}}) is None  # no scores: no pairing
+
+
+def test_ratio_of_sums_over_windows_by_hand():
+    """The share of a gap closed, sum(pruned - distilled) / sum(pruned - teacher) over the windows, with the ratio
+    estimator's interval (windows as the unit): a window whose denominator is negative counts, one `keep` drops
+    does not."""
+    num, den = torch.tensor([2.0, 1.0, 3.0, 0.5, 9.0]), torch.tensor([4.0, 2.0, 4.0, -1.0, 9.0])
+    keep = torch.tensor([True, True, True, True, False])
+    r, half = ratio_ci(num, den, keep)
+    assert r == pytest.approx(6.5 / 9.0)
+    residuals = [2 - r * 4, 1 - r * 2, 3 - r * 4, 0.5 + r]
+    assert half == pytest.approx(1.96 * math.sqrt(sum(x * x for x in residuals) / (4 * 3)) / (9.0 / 4))
+    same = ratio_ci(torch.tensor([3.0, 5.0, 0.0]), torch.tensor([2.0, 4.0, 0.0]))  # a mean per label: 0 counts out
+    assert same[0] == pytest.approx(8 / 6) and same == ratio_ci(torch.tensor([3.0, 5.0]), torch.tensor([2.0, 4.0]))
