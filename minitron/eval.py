@@ -86,7 +86,7 @@ def evaluate(model: str = "default", data: str | None = None, split: Literal["de
         include_path: a directory of your own lm-eval task YAMLs (lm-eval's --include_path)
         baseline: the --out JSON of an earlier `minitron eval` of another model on the same --tasks and --limit: the
             difference of the mean accuracies over the multiple-choice tasks (this model's minus the baseline's),
-            paired document by document, with its 95% interval
+            paired document by document, with its interval (95 per cent)
         loss: measure the losses (--no-loss: only the tasks and/or the speed)
         device: auto, cpu or cuda
         out: write the metrics to this JSON file
