@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 
@@ -183,7 +184,7 @@ def _pct(x: float | None) -> str:
 
 def pct_ci(x: float | None, half: float | None) -> str:
     """A share with the half-width of its 95% interval, "76% ± 5%" (the share alone where there is none)."""
-    return _pct(x) + (f" ± {half:.0%}" if x is not None and half is not None and half == half else "")
+    return _pct(x) + (f" ± {half:.0%}" if x is not None and half is not None and not math.isnan(half) else "")
 
 
 def benchmark_lines(saved: dict | None) -> list[str]:
