@@ -55,7 +55,7 @@ def render_demo(metrics: dict, tasks: dict | None) -> str:
         lines.append(f"| {label} | {m['params']:,} | " + " | ".join(cells) + " |")
     closed, ci = metrics["gap_closed"], metrics.get("gap_closed_ci95", {})
     cells = [pct_ci(closed.get(k), ci.get(k)) for k in [*held_out, *(f"{w}_kl" for w in held_out)]]
-    cells += [pct(tasks.get("gap_closed"))] if tasks else []
+    cells += [pct_ci(tasks.get("gap_closed"), tasks.get("gap_closed_ci95"))] if tasks else []
     lines.append("| gap closed by distillation | | " + " | ".join(cells) + " |")
     lines.append("")
     for w in held_out:

@@ -46,7 +46,8 @@ from minitron.record import Record
 from minitron.report import write_report
 from minitron.search import DISTILL_TOKENS, DISTILL_TOP, SEARCH_TOLERANCE, search, shapes_within
 from minitron.stats import ratio_ci
-from minitron.tasks import MC_TASKS, check_tasks, dataset_id, main_score, paired_benchmarks, run_tasks
+from minitron.tasks import (MC_TASKS, benchmark_gap_ci, check_tasks, dataset_id, main_score, paired_benchmarks,
+                            run_tasks)
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
 REPLY_TOKENS = 48  # the most tokens of the reply to the report's prompt
@@ -334,6 +335,7 @@ def benchmark(models: dict[str, str | Path], tasks: list[str], limit: int | None
     mean = {name: mean_accuracy(res) for name, res in results.items()}
     return {"tasks": tasks, "limit": limit, "results": results, "mean_accuracy": mean,
             "gap_closed": gap_closed({k: {"acc": v} for k, v in mean.items()}, "acc"),
+            "gap_closed_ci95": benchmark_gap_ci(results["teacher"], results["pruned"], results["distilled"]),
             "paired": paired_differences(results), "seconds": round(time.time() - start, 1)}
 
 

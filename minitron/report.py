@@ -162,7 +162,8 @@ def results_table(metrics: dict, tasks: dict | None) -> list[str]:
         mean = tasks["mean_accuracy"]
         lines.append(f"- benchmarks (multiple choice, mean accuracy): teacher {mean['teacher']:.3f}, pruned "
                      f"{mean['pruned']:.3f}, distilled {mean['distilled']:.3f}; gap closed "
-                     f"{_pct(tasks.get('gap_closed'))}" + paired_text(tasks.get("paired", {})))
+                     f"{pct_ci(tasks.get('gap_closed'), tasks.get('gap_closed_ci95'))}"
+                     + paired_text(tasks.get("paired", {})))
     return lines + ["", "Loss: cross-entropy in nats per token, ± the half-width of its 95% interval over the windows. "
                     "KL: KL(teacher ‖ model) per token on the same windows. Gap closed: (pruned − distilled) / "
                     "(pruned − teacher), or for KL 1 − distilled / pruned, ± its 95% interval over the windows.", ""]

@@ -23,6 +23,7 @@ from minitron.numerics import lm_loss
 from minitron.load import load_model, load_tokenizer
 from minitron.prune import PruneConfig
 from minitron.stats import mean_of_means
+from minitron.tasks import benchmark_gap_ci
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4},
@@ -159,6 +160,7 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     assert tasks["mean_accuracy"] == pytest.approx(acc)  # the mean over the multiple-choice tasks only (kjv is not)
     t, p, d = (acc[name] for name in MODELS)
     assert tasks["gap_closed"] == (None if p == t else pytest.approx((p - d) / (p - t)))
+    assert tasks["gap_closed_ci95"] == (None if p == t else pytest.approx(benchmark_gap_ci(*results.values())))
     for other in ("pruned", "teacher"):  # the same two documents of each model, paired
         right = {n: [int(c) for c in results[n]["mc_arc_easy"]["per_document"]["acc"]] for n in ("distilled", other)}
         paired = tasks["paired"][f"distilled-{other}"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minitron.stats import mean_of_means, mean_sd, paired, ratio_ci, t975, verdict
-from minitron.tasks import main_score, paired_benchmarks
+from minitron.tasks import benchmark_gap_ci, main_score, paired_benchmarks
 
 
 def test_paired_interval_by_hand():
@@ -89,3 +89,26 @@ def test_ratio_of_sums_over_windows_by_hand():
     assert half == pytest.approx(1.96 * math.sqrt(sum(x * x for x in residuals) / (4 * 3)) / (9.0 / 4))
     same = ratio_ci(torch.tensor([3.0, 5.0, 0.0]), torch.tensor([2.0, 4.0, 0.0]))  # a mean per label: 0 counts out
     assert same[0] == pytest.approx(8 / 6) and same == ratio_ci(torch.tensor([3.0, 5.0]), torch.tensor([2.0, 4.0]))
+
+
+def test_benchmark_gap_closed_interval_by_hand():
+    """The share of the teacher–pruned gap in mean accuracy closed, with the documents as the unit, each weighted by
+    one over its task's documents: the ratio is that of the mean accuracies, its interval the ratio estimator's."""
+    def task(acc: str) -> dict:
+        return {"kind": "multiple_choice", "acc": acc.count("1") / len(acc), "per_document": {"acc": acc}}
+
+    teacher = {"a": task("1111"), "b": task("11")}
+    pruned = {"a": task("0001"), "b": task("00")}
+    distilled = {"a": task("1001"), "b": task("10")}
+    num = [(p - d) / n for docs, n in ((("0001", "1001"), 4), (("00", "10"), 2))
+           for p, d in zip(*(map(int, x) for x in docs))]
+    den = [(p - t) / n for docs, n in ((("0001", "1111"), 4), (("00", "11"), 2))
+           for p, t in zip(*(map(int, x) for x in docs))]
+    mean = lambda m: (m["a"]["acc"] + m["b"]["acc"]) / 2  # noqa: E731
+    r = (mean(pruned) - mean(distilled)) / (mean(pruned) - mean(teacher))
+    assert sum(num) / sum(den) == pytest.approx(r)
+    residuals = [x - r * y for x, y in zip(num, den)]
+    half = 1.96 * math.sqrt(sum(e * e for e in residuals) / (6 * 5)) / abs(sum(den) / 6)
+    assert benchmark_gap_ci(teacher, pruned, distilled) == pytest.approx(half)
+    assert benchmark_gap_ci(teacher, teacher, distilled) is None  # no gap to close
+    assert benchmark_gap_ci(teacher, {**pruned, "b": {"kind": "multiple_choice", "acc": 0.0}}, distilled) is None

@@ -6,11 +6,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import torch
 import yaml
 from torch import nn
 
 from minitron.errors import MinitronError
-from minitron.stats import mean_of_means
+from minitron.stats import mean_of_means, ratio_ci
 from minitron.tasks.sources import MC_TASKS, TASK_NAMES, YAML_DIR, chance_accuracy, prepare, tasks_dir
 
 # the score the report shows for a task of each kind (accuracy: higher is better; perplexity: lower)
@@ -158,6 +159,27 @@ def paired_benchmarks(a: dict[str, dict], b: dict[str, dict]) -> tuple[float, fl
     if not pairs or min(map(len, pairs)) < 2:
         return None
     return (*mean_of_means(pairs), sum(map(len, pairs)))
+
+
+def benchmark_gap_ci(teacher: dict[str, dict], pruned: dict[str, dict], distilled: dict[str, dict]) -> float | None:
+    """The half-width of the 95% interval of the share of the teacher–pruned gap in mean accuracy that distillation
+    closed, from the three models' `run_tasks` results on the same documents: the ratio estimator with the documents
+    as the unit, each weighted by one over its task's documents (so that the ratio is that of the mean accuracies).
+    None without per-document scores."""
+    num, den = [], []
+    for task, result in distilled.items():
+        if result.get("kind") != "multiple_choice":
+            continue
+        metric = main_score(task, result)[0]
+        docs = [r.get(task, {}).get("per_document", {}).get(metric) for r in (teacher, pruned, distilled)]
+        if None in docs or len(set(map(len, docs))) != 1:
+            return None
+        for t, p, d in zip(*docs):
+            num.append((int(p) - int(d)) / len(docs[0]))
+            den.append((int(p) - int(t)) / len(docs[0]))
+    if len(num) < 2 or sum(den) == 0:
+        return None
+    return ratio_ci(torch.tensor(num), torch.tensor(den), torch.ones(len(num), dtype=torch.bool))[1]
 
 
 def main_score(task: str, result: dict) -> tuple[str, float, float | None]:
