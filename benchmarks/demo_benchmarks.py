@@ -21,7 +21,7 @@ from search_speed import machine  # noqa: E402 (a sibling script)
 
 from minitron.io import write_json  # noqa: E402
 from minitron.load import pick_device  # noqa: E402
-from minitron.pipeline import benchmark  # noqa: E402
+from minitron.pipeline import benchmark, run_models  # noqa: E402
 from minitron.tasks import MC_TASKS  # noqa: E402
 
 DEMO = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text())
@@ -37,8 +37,7 @@ def main() -> None:
     args = p.parse_args()
     if not (args.run / "student").exists():
         sys.exit(f"error: {args.run} holds no distilled student; run `make demo` first")
-    saved = benchmark({"teacher": args.teacher, "pruned": args.run / "pruned", "distilled": args.run / "student"},
-                      args.tasks, args.limit, pick_device("auto"))
+    saved = benchmark(run_models(args.teacher, args.run), args.tasks, args.limit, pick_device("auto"))
     saved.update(machine=machine(), command="python " + " ".join(sys.argv))
     write_json(args.out, saved)
     paired = saved["paired"]["distilled-pruned"]

@@ -187,15 +187,17 @@ def table(results: dict) -> str:
         r = m[name]
         lines.append(f"| {name} | – | {r['test_loss']:.3f} ± {r['test_ci95']:.3f} | {r['ood_loss']:.3f} ± "
                      f"{r['ood_ci95']:.3f} | – | {r['test_kl']:.3f} | {r['benchmark_mean']:.3f} | – |")
+    any_paired = False
     for tokens, r in sorted(results["runs"].items(), key=lambda x: int(x[0])):
         closed = gap_closed({"teacher": m["teacher"], "pruned": m["pruned"], "distilled": r}, "ood_loss")
         closed = "–" if closed is None else f"{closed:.0%}"
         paired = paired_benchmarks(r["tasks"], m["pruned"]["tasks"])  # None for runs before per-document scores
-        versus = f" ({paired[0]:+.3f} ± {paired[1]:.3f})" if paired else ""
+        any_paired |= paired is not None
+        versus = f" ({paired['difference']:+.3f} ± {paired['ci95']:.3f})" if paired else ""
         lines.append(f"| student | {int(tokens):,} | {r['test_loss']:.3f} ± {r['test_ci95']:.3f} | "
                      f"{r['ood_loss']:.3f} ± {r['ood_ci95']:.3f} | {closed} | {r['test_kl']:.3f} | "
                      f"{r['benchmark_mean']:.3f}{versus} | {r['tokens_per_s']:.0f} |")
-    if any(paired_benchmarks(r["tasks"], m["pruned"]["tasks"]) for r in results["runs"].values()):
+    if any_paired:
         lines += ["", "Benchmarks: the mean accuracy; in brackets the student's minus the pruned model's, paired over "
                   "the same documents, with its 95% interval."]
     if f.get("alpha") is not None:

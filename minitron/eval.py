@@ -121,7 +121,7 @@ def evaluate(model: str = "default", data: str | None = None, split: Literal["de
             print(f"warning: not paired with --baseline {baseline}: its documents differ from this run's, or a task "
                   "has fewer than two", flush=True)
         else:
-            metrics["paired"] = {"baseline": str(baseline), **dict(zip(("difference", "ci95", "documents"), pair))}
+            metrics["paired"] = {"baseline": str(baseline), **pair}
     print(json.dumps(without_documents(metrics), indent=2))
     if "paired" in metrics:
         p = metrics["paired"]

@@ -315,11 +315,15 @@ def tasks_stage(original: str, teacher: str, run: Path, tasks: list[str], limit:
     distilled model (`benchmark`); the student's model card gains its scores."""
     print(f"running {', '.join(tasks)} on the teacher, pruned and distilled models"
           + (f" (first {limit} documents of each)" if limit else ""), flush=True)
-    models = {"teacher": teacher, "pruned": run / "pruned", "distilled": run / "student"}
-    saved = benchmark(models, tasks, limit, device)
+    saved = benchmark(run_models(teacher, run), tasks, limit, device)
     write_json(run / "tasks.json", saved)
     write_student_card(run, original, json.loads((run / "metrics.json").read_text()), saved["results"])
     return {"tasks": "tasks.json"}
+
+
+def run_models(teacher: str, run: Path) -> dict[str, str | Path]:
+    """The three models a run measures: the teacher it distilled from, RUN/pruned and RUN/student."""
+    return {"teacher": teacher, "pruned": run / "pruned", "distilled": run / "student"}
 
 
 def benchmark(models: dict[str, str | Path], tasks: list[str], limit: int | None, device: torch.device) -> dict:
@@ -349,12 +353,9 @@ def paired_differences(results: dict[str, dict]) -> dict[str, dict]:
     """The distilled model's mean benchmark accuracy minus the pruned model's and minus the teacher's, each paired
     document by document, with its 95% interval ({"distilled-pruned": {"difference", "ci95", "documents"}, ...}; none
     where the tasks have no per-document scores)."""
-    out = {}
-    for other in ("pruned", "teacher"):
-        pair = paired_benchmarks(results["distilled"], results[other])
-        if pair is not None:
-            out[f"distilled-{other}"] = dict(zip(("difference", "ci95", "documents"), pair))
-    return out
+    pairs = {f"distilled-{other}": paired_benchmarks(results["distilled"], results[other])
+             for other in ("pruned", "teacher")}
+    return {name: pair for name, pair in pairs.items() if pair is not None}
 
 
 def distill_stage(train: TrainConfig, run: Path) -> dict:
@@ -375,8 +376,7 @@ def evaluate_stage(original: str, teacher: str, run: Path, r: Recipe, sizes: dic
     held_out = {"test": r.tokens.spread("test", num_seqs, seq_len)}
     if r.evaluation.ood:
         held_out["ood"] = ood_windows(load_tokenizer(teacher), seq_len, num_seqs)
-    specs = {"teacher": teacher, "pruned": run / "pruned", "distilled": run / "student",
-             **({"original_teacher": original} if teacher != original else {})}
+    specs = {**run_models(teacher, run), **({"original_teacher": original} if teacher != original else {})}
     models = {name: load_model(spec, device) for name, spec in specs.items()}
     distilled = [s["outputs"] for name, s in record.steps.items() if name.split("-")[0] == "distill"]
     metrics = {"tokens": sum(d["tokens"] for d in distilled), "teacher_spec": str(original), "target": sizes,

@@ -159,7 +159,8 @@ def test_scaling_dry_mode(tmp_path, one_thread):
     assert (tmp_path / "scaling.png").stat().st_size > 0 and (tmp_path / "tokens-384" / "bench.json").is_file()
     assert "75% of the teacher–pruned gap closed out of domain" in report
     pruned = models["pruned"]["tasks"]  # each student's benchmarks paired with the pruned model's, document by document
-    diff, half, _ = paired_benchmarks(saved["runs"]["384"]["tasks"], pruned)
+    paired = paired_benchmarks(saved["runs"]["384"]["tasks"], pruned)
+    diff, half = paired["difference"], paired["ci95"]
     assert f"{saved['runs']['384']['benchmark_mean']:.3f} ({diff:+.3f} ± {half:.3f}) |" in report
     again = subprocess.run([*cmd, "--report"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and (tmp_path / "scaling.md").read_text() == report  # the same from its JSON

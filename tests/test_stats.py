@@ -69,7 +69,8 @@ def test_paired_benchmarks_pair_documents():
     b = {"quiz": result("1111011000", "1" * 10), "mc_hellaswag": result("1" * 10, "0100000000"),
          "ppl": {"kind": "loglikelihood_rolling", "word_perplexity": 9.0}}
     assert [main_score(t, a[t])[0] for t in a] == ["acc", "acc_norm", "word_perplexity"]
-    diff, half, n = paired_benchmarks(a, b)  # one more right in each task by its main score
+    paired = paired_benchmarks(a, b)  # one more right in each task by its main score
+    diff, half, n = paired["difference"], paired["ci95"], paired["documents"]
     assert n == 20 and diff == pytest.approx(0.1)
     assert half == pytest.approx(mean_of_means([[0] * 7 + [1, 0, 0], [1] + [0] * 9])[1])
     unpaired = 1.96 * math.sqrt(sum(p * (1 - p) / 10 for p in (0.7, 0.6, 0.2, 0.1))) / 2

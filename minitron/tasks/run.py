@@ -141,24 +141,33 @@ def per_document(logged: list[dict]) -> dict[str, str]:
     return {k: "".join(str(int(s[k])) for s in logged) for k in metrics}
 
 
-def paired_benchmarks(a: dict[str, dict], b: dict[str, dict]) -> tuple[float, float, int] | None:
-    """Model a's mean benchmark accuracy (the mean over the multiple-choice tasks of each one's main metric) minus
-    model b's, from their `run_tasks` results on the same documents: the difference, the half-width of its 95%
-    interval with the documents as the unit (each task's paired differences, document by document) and the number
-    of documents. None without per-document scores in both."""
-    pairs = []
-    for task, ra in a.items():
-        rb = b.get(task)
-        if ra.get("kind") != "multiple_choice" or rb is None:
+def document_scores(*models: dict[str, dict]) -> list[list[list[int]]] | None:
+    """Each multiple-choice task's per-document main scores (0/1), every model's in turn, from `run_tasks` results
+    of the same tasks on the same documents: [task][model][document]. None where a model lacks a task's scores or
+    its documents differ in number."""
+    tasks = []
+    for task, result in models[0].items():
+        if result.get("kind") != "multiple_choice":
             continue
-        metric = main_score(task, ra)[0]
-        da, db = ra.get("per_document", {}).get(metric), rb.get("per_document", {}).get(metric)
-        if da is None or db is None or len(da) != len(db):
+        metric = main_score(task, result)[0]
+        docs = [m.get(task, {}).get("per_document", {}).get(metric) for m in models]
+        if None in docs or len(set(map(len, docs))) != 1:
             return None
-        pairs.append([int(x) - int(y) for x, y in zip(da, db)])
+        tasks.append([[int(x) for x in d] for d in docs])
+    return tasks
+
+
+def paired_benchmarks(a: dict[str, dict], b: dict[str, dict]) -> dict | None:
+    """Model a's mean benchmark accuracy (the mean over the multiple-choice tasks of each one's main metric) minus
+    model b's, from their `run_tasks` results on the same documents: {"difference", "ci95": the half-width of its
+    95% interval with the documents as the unit (each task's paired differences, document by document),
+    "documents"}. None without per-document scores in both."""
+    scores = document_scores(a, b)
+    pairs = [[x - y for x, y in zip(da, db)] for da, db in scores or []]
     if not pairs or min(map(len, pairs)) < 2:
         return None
-    return (*mean_of_means(pairs), sum(map(len, pairs)))
+    difference, ci95 = mean_of_means(pairs)
+    return {"difference": difference, "ci95": ci95, "documents": sum(map(len, pairs))}
 
 
 def benchmark_gap_ci(teacher: dict[str, dict], pruned: dict[str, dict], distilled: dict[str, dict]) -> float | None:
@@ -167,16 +176,9 @@ def benchmark_gap_ci(teacher: dict[str, dict], pruned: dict[str, dict], distille
     as the unit, each weighted by one over its task's documents (so that the ratio is that of the mean accuracies).
     None without per-document scores."""
     num, den = [], []
-    for task, result in distilled.items():
-        if result.get("kind") != "multiple_choice":
-            continue
-        metric = main_score(task, result)[0]
-        docs = [r.get(task, {}).get("per_document", {}).get(metric) for r in (teacher, pruned, distilled)]
-        if None in docs or len(set(map(len, docs))) != 1:
-            return None
-        for t, p, d in zip(*docs):
-            num.append((int(p) - int(d)) / len(docs[0]))
-            den.append((int(p) - int(t)) / len(docs[0]))
+    for d, t, p in document_scores(distilled, teacher, pruned) or []:
+        num += [(pi - di) / len(d) for pi, di in zip(p, d)]
+        den += [(pi - ti) / len(d) for pi, ti in zip(p, t)]
     if len(num) < 2 or sum(den) == 0:
         return None
     return ratio_ci(torch.tensor(num), torch.tensor(den), torch.ones(len(num), dtype=torch.bool))[1]
