@@ -30,6 +30,7 @@ from transformers import AutoModelForCausalLM
 from minitron import compress
 from minitron.cli import parse_mapping
 from minitron.data import EVAL_TOKENS, TokenData, default_data
+from minitron.eval import EvalConfig
 from minitron.distill import TrainConfig, distill
 from minitron.distill.config import schedule
 from minitron.numerics import lm_loss, windows_in_batches
@@ -81,9 +82,10 @@ class Setup:
     def __init__(self, args, config: dict):
         self.teacher = args.teacher or config["teacher"]
         self.target = args.target or config["target"]
+        measured = config.get("eval", {})  # compress's eval section
         self.calib_seqs, self.eval_tokens = (4, 128) if args.dry else (config["prune"]["calib_seqs"],
-                                                                       config.get("eval_tokens", EVAL_TOKENS))
-        self.ood = not args.dry and config.get("ood", True)  # compress's out-of-domain measure (the dry run skips it)
+                                                                       measured.get("tokens", EVAL_TOKENS))
+        self.ood = not args.dry and measured.get("ood", True)  # compress's out-of-domain measure (the dry run skips it)
         self.data = TokenData.open(args.data if args.data else default_data(self.teacher))
         section = {**config.get("distill", {}), **(DRY if args.dry else {})}
         if args.tokens:
@@ -155,8 +157,8 @@ def recipe(s: Setup, args) -> list[dict]:
         run = s.work / f"recipe{i}"
         start = time.time()
         metrics = compress(teacher=s.teacher, target=s.target, out=run, data=s.data.path, prune=s.prune,
-                           eval_tokens=s.eval_tokens, ood=s.ood, tasks=[], distill=distill_cfg, device=s.device,
-                           resume=run.exists(), **extra)
+                           eval=EvalConfig(tokens=s.eval_tokens, ood=s.ood, tasks=[]), distill=distill_cfg,
+                           device=s.device, resume=run.exists(), **extra)
         curve, offset = [], 0
         for where in sorted(run.glob("stage-*")) + [run]:
             log = [r for _, r in read_jsonl(where / "distill" / "metrics.jsonl")]

@@ -26,7 +26,10 @@ from minitron.data import TokenData, default_data
 from minitron.eval import log_probs, ood_windows
 from minitron.load import load_model, load_tokenizer
 from minitron.numerics import label_weights, windows_in_batches
-from minitron.stats import fmt_interval, paired
+from minitron.pipeline import mean_accuracy
+from minitron.report import pct_ci
+from minitron.stats import fmt_interval, paired, ratio_ci
+from minitron.tasks import main_score, paired_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
@@ -44,7 +47,7 @@ def main() -> None:
     runs = {"docs": args.docs_run, "general": args.general_run}
     for name, spec in CORPORA.items():  # the general run is `make demo`'s own command, on the default corpus
         compress(runs[name], data[name] if spec != "default" else None)
-    seq_len, n = DEMO["distill"]["seq_len"], DEMO["eval_tokens"] // DEMO["distill"]["seq_len"]
+    seq_len, n = DEMO["distill"]["seq_len"], DEMO["eval"]["tokens"] // DEMO["distill"]["seq_len"]
     windows = {f"{name} test": TokenData.open(path).spread("test", n, seq_len) for name, path in data.items()}
     windows["out-of-domain"] = ood_windows(load_tokenizer("default"), seq_len, n)
     models = {"teacher": load_model("default", device="cpu")}
@@ -103,25 +106,39 @@ def tables(results: dict) -> str:
     for where, m in results["measures"].items():
         for key, label in (("loss", where), ("kl", f"{where}, KL from the teacher")):
             cells = [cell(m[name][key]) if m[name][key] else "0" for name in MODELS]
-            top = 0.0 if key == "kl" else mean(m["teacher"]["loss"])
-            closed = [f"{(mean(m[f'pruned {n}'][key]) - mean(m[n][key])) / (mean(m[f'pruned {n}'][key]) - top):.0%}"
-                      for n in CORPORA]
+            closed = [pct_ci(*closed_share(m, key, name)) for name in CORPORA]
             lines.append(f"| {label} | " + " | ".join(cells + closed) +
                          f" | {fmt_interval(paired(m['general'][key], m['docs'][key]))} |")
-    tasks = results["tasks"]
-    lines += ["", "Benchmarks (each run's own `tasks.json`: accuracy ± standard error on the first "
-              f"{tasks['docs']['limit']} documents of each task):", "",
-              "| task | teacher | docs: pruned | docs: student | general: pruned | general: student |",
-              "|---|---|---|---|---|---|"]
+    return "\n".join(lines + [""] + benchmark_table(results["tasks"])) + "\n"
+
+
+def closed_share(m: dict, key: str, name: str) -> tuple[float, float]:
+    """The share of the teacher–pruned gap in `key` (loss or KL) that run `name`'s student closed, with the half-width
+    of its 95% interval over the windows (the ratio estimator, as the report's)."""
+    pruned, student = torch.tensor(m[f"pruned {name}"][key]), torch.tensor(m[name][key])
+    top = torch.tensor(m["teacher"]["loss"]) if key == "loss" else torch.zeros_like(pruned)
+    return ratio_ci(pruned - student, pruned - top, torch.ones_like(pruned, dtype=torch.bool))
+
+
+def benchmark_table(tasks: dict) -> list[str]:
+    """Each run's own tasks.json: every model's main score per task and its mean, then the students' paired
+    differences (each against its own pruned model, and general against docs) over the same documents."""
     rows = {"teacher": tasks["general"]["results"]["teacher"]}
     for name in CORPORA:
         rows[f"pruned {name}"], rows[name] = tasks[name]["results"]["pruned"], tasks[name]["results"]["distilled"]
+    lines = [f"Benchmarks (each run's own `tasks.json`: the main score ± its standard error on the first "
+             f"{tasks['docs']['limit']} documents of each task; acc_norm for HellaSwag):", "",
+             "| task | teacher | docs: pruned | docs: student | general: pruned | general: student |",
+             "|---|---|---|---|---|---|"]
     for task in tasks["general"]["tasks"]:
-        lines.append(f"| {task} | " + " | ".join(f"{rows[n][task]['acc']:.2f} ± {rows[n][task]['acc_stderr']:.2f}"
-                                                 for n in MODELS) + " |")
-    lines.append("| average | " + " | ".join(f"{mean([r['acc'] for r in rows[n].values()]):.3f}" for n in MODELS)
-                 + " |")
-    return "\n".join(lines) + "\n"
+        scores = [main_score(task, rows[n][task]) for n in MODELS]
+        lines.append(f"| {task} ({scores[0][0]}) | " + " | ".join(f"{v:.2f} ± {e:.2f}" for _, v, e in scores) + " |")
+    lines.append("| mean | " + " | ".join(f"{mean_accuracy(rows[n]):.3f}" for n in MODELS) + " |")
+    pairs = {f"{n} student − its pruned model": paired_benchmarks(rows[n], rows[f"pruned {n}"]) for n in CORPORA}
+    pairs["general student − docs student"] = paired_benchmarks(rows["general"], rows["docs"])
+    said = [f"{what} {p['difference']:+.3f} ± {p['ci95']:.3f}" for what, p in pairs.items() if p is not None]
+    return lines + (["", f"Paired over the same documents (mean accuracy, 95% interval): {'; '.join(said)}."]
+                    if said else [])
 
 
 def mean(values: list[float]) -> float:

@@ -155,7 +155,7 @@ def compress_command(unpacked: Path, run: Path, device: str, s: dict) -> list[st
     """`minitron compress` with the demo's config on the unpacked teacher and data, at the GPU budget `s`."""
     return [sys.executable, "-m", "minitron", "compress", "--config", str(REPO / "configs" / "demo.yaml"),
             "--teacher", str(unpacked / "teacher.gguf"), "--data", str(unpacked / "data"), "--out", str(run),
-            "--device", device, "--resume", "--eval-tokens", str(s["eval_tokens"]), "--tasks-limit", str(s["tasks_limit"]),
+            "--device", device, "--resume", "--eval.tokens", str(s["eval_tokens"]), "--eval.limit", str(s["tasks_limit"]),
             "--distill.tokens", str(s["tokens"]), "--distill.micro-batch", str(s["micro_batch"]),
             "--distill.global-batch-tokens", str(s["global_batch_tokens"]), "--distill.eval-every",
             str(s["eval_every"]), "--distill.save-every", str(s["save_every"]), "--target",

@@ -234,8 +234,8 @@ def paired_table(results: dict, baseline: str) -> list[str]:
              "better. A difference whose dev interval holds 0 is a tie; *better* or *worse* needs the dev interval "
              "to exclude 0 and the test difference to have the same sign.", "",
              "| row | seeds | dev | test | out-of-domain | test KL | reading |", "|---|---|---|---|---|---|---|"]
-    for name in ROWS:
-        seeds = results.get(name, {}).get("seeds", {})
+    for name in [*(n for n in ROWS if n in results), *(n for n in results if n not in ROWS)]:  # another script's too
+        seeds = results[name].get("seeds", {})
         common = sorted(set(seeds) & set(base))
         if name == baseline or not common:
             continue

@@ -32,8 +32,7 @@ import re
 import sys
 from pathlib import Path
 
-from minitron.report import paired_text, pct_ci, stage_seconds
-from minitron.tasks import main_score
+from minitron.report import paired_text, pct_ci, stage_seconds, task_table
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- generated: (\w+) (\S+) -->\n)(.*?)(<!-- end generated -->)", re.S)
@@ -75,25 +74,8 @@ def render_demo(metrics: dict, tasks: dict | None) -> str:
 
 
 def render_tasks(tasks: dict) -> str:
-    """Each task's main metric ± its standard error (lm-eval's), teacher, pruned and distilled side by side, with the
-    accuracy a uniform guess expects (– for a perplexity task)."""
-    models = [m for m in ("teacher", "pruned", "distilled") if m in tasks["results"]] or list(tasks["results"])
-    lines = ["| task | documents | chance | " + " | ".join(models) + " |", "|---" * (3 + len(models)) + "|"]
-    for task, first in tasks["results"][models[0]].items():
-        metric = main_score(task, first)[0]
-        cells = []
-        for m in models:
-            r = tasks["results"][m][task]
-            err = r.get(f"{metric}_stderr")
-            cells.append(f"{r[metric]:.3f}" + (f" ± {err:.3f}" if err is not None else ""))
-        chance = f"{first['chance']:.3f}" if first.get("chance") is not None else "–"
-        lines.append(f"| {task} ({metric}) | {first['samples']} | {chance} | " + " | ".join(cells) + " |")
-    if "mean_accuracy" in tasks:
-        chances = [r["chance"] for r in tasks["results"][models[0]].values() if r.get("chance") is not None]
-        chance = f"{sum(chances) / len(chances):.3f}" if chances else "–"
-        lines.append(f"| mean of the multiple-choice tasks | | {chance} | "
-                     + " | ".join(f"{tasks['mean_accuracy'][m]:.3f}" for m in models) + " |")
-    return "\n".join(lines) + "\n"
+    """tasks.json's table, as the run's report shows it (`minitron.report.task_table`)."""
+    return "\n".join(task_table(tasks)) + "\n"
 
 
 def render_benchmarks(tasks: dict) -> str:

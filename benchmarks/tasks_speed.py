@@ -42,7 +42,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--limit", type=int, default=DEMO["tasks_limit"], help="documents of each task")
+    p.add_argument("--limit", type=int, default=DEMO["eval"]["limit"], help="documents of each task")
     p.add_argument("--out", type=Path, default=Path("docs/tasks_speed.json"))
     args = p.parse_args()
     model, tok = load_model("default"), load_tokenizer("default")

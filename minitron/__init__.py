@@ -30,6 +30,7 @@ _EXPORTS = {  # name: the module it lives in (imported on first use, so `import 
     "Scores": "minitron.importance",
     "PruneConfig": "minitron.prune",
     "TrainConfig": "minitron.distill",
+    "EvalConfig": "minitron.eval",
     "DistillResult": "minitron.distill",
     "MinitronError": "minitron.errors",
 }

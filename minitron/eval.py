@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -57,79 +58,125 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def evaluate(model: str = "default", data: str | None = None, split: Literal["dev", "test"] = "test",
-             seq_len: int = SEQ_LEN, tokens: int = EVAL_TOKENS, ood: bool = True, teacher: str | None = None,
-             batch_size: int = 4, speed: bool = True, new_tokens: int = 64, tasks: list[str] | None = None,
-             limit: int | None = None, include_path: Path | None = None, baseline: Path | None = None,
-             loss: bool = True, device: str = "auto", out: Path | None = None, overwrite: bool = False) -> dict:
+def eval_only(default=None):
+    """A field that `minitron eval` alone reads: a command that measures models itself (compress) decides it and
+    refuses it in its `eval` section."""
+    return field(default=default, metadata={"eval_only": True})
+
+
+@dataclass(frozen=True)
+class EvalConfig:
     """LM loss and perplexity on held-out tokens (windows spread over every document of a split, the same for every
     model) and on out-of-domain English, KL divergence from a teacher, the speed of greedy generation, and standard
     benchmark tasks through lm-evaluation-harness.
 
-    Args:
-        model: model to evaluate ('default', a Hugging Face directory, a Hub id or a .gguf)
-        data: token data directory from `minitron data` (default: the default corpus)
-        split: the held-out split: test (reports) or dev (choices made by measurement)
-        seq_len: tokens per window
-        tokens: held-out tokens measured, in windows spread over the whole split (fewer if it holds fewer)
-        ood: also measure the loss on out-of-domain English: the King James Bible (`make tasks`), which no training
-            corpus of minitron's holds
-        teacher: also measure KL(teacher ‖ model) on the same windows (a model with the same tokenizer)
-        batch_size: windows per forward pass (and requests per batch of the tasks)
-        speed: also measure greedy generation speed (tokens/s)
-        new_tokens: tokens generated for the speed measurement
-        tasks: benchmark tasks, zero-shot (comma-separated): any task lm-eval knows (its data downloaded or in
-            the Hub cache), one in a YAML of --include-path, or a bundled one: mc_arc_easy, mc_arc_challenge,
-            mc_hellaswag, mc_piqa, mc_social_iqa, mc_openbookqa, mc_commonsense_qa (validation sets, multiple
-            choice, accuracy) and kjv (perplexity on the King James Bible), whose data comes from `make tasks`
-        limit: the first N documents of each task (default: all)
-        include_path: a directory of your own lm-eval task YAMLs (lm-eval's --include_path)
-        baseline: the --out JSON of an earlier `minitron eval` of another model on the same --tasks and --limit: the
-            difference of the mean accuracies over the multiple-choice tasks (this model's minus the baseline's),
-            paired document by document, with its interval (95 per cent)
-        loss: measure the losses (--no-loss: only the tasks and/or the speed)
-        device: auto, cpu or cuda
-        out: write the metrics to this JSON file
-        overwrite: replace an existing --out file
-    """
-    if out is not None:
-        refuse_existing_file(Path(out), overwrite)
-    for name, value in (("batch_size", batch_size), ("tokens", tokens), ("new_tokens", new_tokens)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise MinitronError(f"--{name.replace('_', '-')} must be a positive whole number, not {value!r}")
-    if not (loss or speed or tasks):
+    The flags of `minitron eval` are its fields. `compress` takes it as its `eval` section (`--eval.tokens`, an
+    `eval:` section in YAML) for what it measures its three models on: tokens, ood, tasks and limit; it decides the
+    rest itself."""
+
+    # --- what is measured (compress: its models, its data's test split, --prune.seq-len)
+    model: str = eval_only("default")
+    """model to evaluate ('default', a Hugging Face directory, a Hub id or a .gguf)"""
+    data: str | None = eval_only()
+    """token data directory from `minitron data` (default: the default corpus)"""
+    split: Literal["dev", "test"] = eval_only("test")
+    """the held-out split: test (reports) or dev (choices made by measurement)"""
+    seq_len: int = eval_only(SEQ_LEN)
+    """tokens per window"""
+    teacher: str | None = eval_only()
+    """also measure KL(teacher ‖ model) on the same windows (a model with the same tokenizer)"""
+    # --- how much (compress's `eval` section)
+    tokens: int = EVAL_TOKENS
+    """held-out tokens measured, in windows spread over the whole split (fewer if it holds fewer)"""
+    ood: bool = True
+    """also measure the loss on out-of-domain English: the King James Bible (`make tasks`), which no training corpus
+    of minitron's holds"""
+    tasks: list[str] | None = None
+    """benchmark tasks, zero-shot (comma-separated): any task lm-eval knows (its data downloaded or in the Hub cache),
+    one in a YAML of --include-path, or a bundled one: mc_arc_easy, mc_arc_challenge, mc_hellaswag, mc_piqa,
+    mc_social_iqa, mc_openbookqa, mc_commonsense_qa (validation sets, multiple choice, accuracy) and kjv (perplexity
+    on the King James Bible), whose data comes from `make tasks` (compress: the first three by default; [] for none)"""
+    limit: int | None = None
+    """the first N documents of each task (default: all; compress: 100)"""
+    # --- eval's own
+    include_path: Path | None = eval_only()
+    """a directory of your own lm-eval task YAMLs (lm-eval's --include_path)"""
+    baseline: Path | None = eval_only()
+    """the --out JSON of an earlier `minitron eval` of another model on the same --tasks and --limit: the difference
+    of the mean accuracies over the multiple-choice tasks (this model's minus the baseline's), paired document by
+    document, with its interval (95 per cent)"""
+    batch_size: int = eval_only(4)
+    """windows per forward pass (and requests per batch of the tasks)"""
+    loss: bool = eval_only(True)
+    """measure the losses (--no-loss: only the tasks and/or the speed)"""
+    speed: bool = eval_only(True)
+    """also measure greedy generation speed (tokens/s)"""
+    new_tokens: int = eval_only(64)
+    """tokens generated for the speed measurement"""
+    device: str = eval_only("auto")
+    """auto, cpu or cuda"""
+    out: Path | None = eval_only()
+    """write the metrics to this JSON file"""
+    overwrite: bool = eval_only(False)
+    """replace an existing --out file"""
+
+    def validate(self, prefix: str = "") -> "EvalConfig":
+        """Refuse a bad count or an unknown task in one line; the config with its tasks named (checked against
+        lm-eval and the bundled data, before any model is loaded)."""
+        for name in ("tokens", "batch_size", "new_tokens"):
+            value, flag = getattr(self, name), f"--{prefix}{name.replace('_', '-')}"
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise MinitronError(f"{flag} must be a positive whole number, not {value!r}")
+        return replace(self, tasks=check_tasks(self.tasks, self.limit, self.include_path, prefix) if self.tasks else [])
+
+    def refuse_eval_only(self, command: str) -> None:
+        """A command that measures models itself decides the eval-only fields: an `eval` section that sets one is
+        refused, not silently overridden."""
+        for f in fields(self):
+            if f.metadata.get("eval_only") and getattr(self, f.name) != f.default:
+                raise MinitronError(f"{command} sets eval.{f.name} itself; leave it out of the eval section (its "
+                                    "eval section takes tokens, ood, tasks and limit)")
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Measure one model as `cfg` says (see `EvalConfig` for every setting); print the metrics and, with --out,
+    write them as JSON."""
+    if cfg.out is not None:
+        refuse_existing_file(Path(cfg.out), cfg.overwrite)
+    c = cfg.validate()
+    if not (c.loss or c.speed or c.tasks):
         raise MinitronError("nothing to measure: --no-loss and --no-speed leave only --tasks, and none was given")
-    names = check_tasks(tasks, limit, include_path) if tasks is not None else []
-    before = baseline_tasks(Path(baseline), names, limit) if baseline is not None else None
-    tokenizer = load_tokenizer(model)
-    held_out = held_out_windows(model, tokenizer, data, split, seq_len, tokens, ood, teacher) if loss else {}
-    dev = pick_device(device)
-    models = {"model": load_model(model, dev), **({"teacher": load_model(teacher, dev)} if teacher and loss else {})}
-    metrics = {"model": str(model), "params": count_params(models["model"])}
+    before = baseline_tasks(Path(c.baseline), c.tasks, c.limit) if c.baseline is not None else None
+    tokenizer = load_tokenizer(c.model)
+    held_out = held_out_windows(c, tokenizer) if c.loss else {}
+    dev = pick_device(c.device)
+    models = {"model": load_model(c.model, dev),
+              **({"teacher": load_model(c.teacher, dev)} if c.teacher and c.loss else {})}
+    metrics = {"model": str(c.model), "params": count_params(models["model"])}
     for where, windows in held_out.items():
-        measured = measure(models, windows, batch_size, "teacher" if "teacher" in models else None)
+        measured = measure(models, windows, c.batch_size, "teacher" if "teacher" in models else None)
         metrics[where] = {**windows_info(windows), **measured["model"],
                           **({"teacher_loss": measured["teacher"]["loss"]} if "teacher" in measured else {})}
-    if speed:
-        metrics["generation_tokens_per_s"] = generation_speed(models["model"], tokenizer, new_tokens=new_tokens)
-    if names:
-        metrics["tasks"] = run_tasks(models["model"], tokenizer, names, limit, batch_size, include_path)
-        metrics["tasks_limit"] = limit
+    if c.speed:
+        metrics["generation_tokens_per_s"] = generation_speed(models["model"], tokenizer, new_tokens=c.new_tokens)
+    if c.tasks:
+        metrics["tasks"] = run_tasks(models["model"], tokenizer, c.tasks, c.limit, c.batch_size, c.include_path)
+        metrics["tasks_limit"] = c.limit
     if before is not None:
         pair = paired_benchmarks(metrics["tasks"], before)
         if pair is None:
-            print(f"warning: not paired with --baseline {baseline}: its documents differ from this run's, or a task "
+            print(f"warning: not paired with --baseline {c.baseline}: its documents differ from this run's, or a task "
                   "has fewer than two", flush=True)
         else:
-            metrics["paired"] = {"baseline": str(baseline), **pair}
+            metrics["paired"] = {"baseline": str(c.baseline), **pair}
     print(json.dumps(without_documents(metrics), indent=2))
     if "paired" in metrics:
         p = metrics["paired"]
         print(f"mean accuracy minus the baseline's: {p['difference']:+.3f} ± {p['ci95']:.3f} (95%, paired over the "
               f"same {p['documents']} documents)")
-    if out is not None:
-        write_json(Path(out), metrics)
-        print(f"wrote {out}")
+    if c.out is not None:
+        write_json(Path(c.out), metrics)
+        print(f"wrote {c.out}")
     return metrics
 
 
@@ -169,11 +216,11 @@ def without_documents(metrics: dict) -> dict:
     return {**metrics, "tasks": tasks}
 
 
-def held_out_windows(model: str, tokenizer, data: str | None, split: str, seq_len: int, tokens: int, ood: bool,
-                     teacher: str | None) -> dict[str, Windows]:
-    """The windows a model is measured on: `split` of the data (checked against the model, and the teacher) and,
-    with `ood`, the out-of-domain text; each about `tokens` tokens."""
-    data_dir = TokenData.open(data if data is not None else default_data(model))
+def held_out_windows(c: EvalConfig, tokenizer) -> dict[str, Windows]:
+    """The windows a model is measured on: `c.split` of the data (checked against the model, and the teacher) and,
+    with `c.ood`, the out-of-domain text; each about `c.tokens` tokens."""
+    model, teacher, split, seq_len = c.model, c.teacher, c.split, c.seq_len
+    data_dir = TokenData.open(c.data if c.data is not None else default_data(model))
     config = load_config(model)
     data_dir.check_model(tokenizer, config.vocab_size, model)
     check_seq_len(config, seq_len, model)
@@ -182,12 +229,12 @@ def held_out_windows(model: str, tokenizer, data: str | None, split: str, seq_le
         if tokenizer_identity(load_tokenizer(teacher))["sha"] != tokenizer_identity(tokenizer)["sha"]:
             raise MinitronError(f"teacher {teacher} and {model} use different tokenizers; KL needs the same vocabulary")
         check_seq_len(t_config, seq_len, teacher)
-    num_seqs = math.ceil(tokens / seq_len)
+    num_seqs = math.ceil(c.tokens / seq_len)
     if data_dir.num_tokens(split) < seq_len + 1:
         raise MinitronError(f"data in {data_dir.path} has {data_dir.num_tokens(split):,} {split} tokens, too few for "
                             f"one window of {seq_len + 1}; lower --seq-len or add data")
     windows = {split: data_dir.spread(split, num_seqs, seq_len)}
-    if ood:
+    if c.ood:
         windows["ood"] = ood_windows(tokenizer, seq_len, num_seqs)
     return windows
 

@@ -31,12 +31,12 @@ from minitron.arch import count_params
 from minitron.card import card_name, derived_name, stored_params, write_model_card
 from minitron.chat.generate import generate_reply
 from minitron.correct import CORRECT_LR, correct
-from minitron.data import EVAL_TOKENS, TokenData, default_data
+from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located, schedule
 from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError
-from minitron.eval import generation_speed, ood_windows, summarise, window_sums, windows_info
+from minitron.eval import EvalConfig, generation_speed, ood_windows, summarise, window_sums, windows_info
 from minitron.importance import score
 from minitron.io import check_run_dir, mark, output_lock, remove, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
@@ -46,22 +46,20 @@ from minitron.record import Record
 from minitron.report import write_report
 from minitron.search import DISTILL_TOKENS, DISTILL_TOP, SEARCH_TOLERANCE, search, shapes_within
 from minitron.stats import ratio_ci
-from minitron.tasks import (MC_TASKS, benchmark_gap_ci, check_tasks, dataset_id, main_score, paired_benchmarks,
-                            run_tasks)
+from minitron.tasks import MC_TASKS, benchmark_gap_ci, dataset_id, main_score, paired_benchmarks, run_tasks
 
 DEFAULT_PROMPT = "What is a Python list? Answer in one sentence."
 REPLY_TOKENS = 48  # the most tokens of the reply to the report's prompt
 CONTINUATION = "A Python list is"  # plain text, no chat template: what distillation on documents teaches
+COMPRESS_EVAL = EvalConfig(tasks=list(MC_TASKS), limit=100)  # compress's default: the bundled benchmarks, 100 documents
 
 
 def compress(teacher: str = "default", target: dict[str, int] | None = None, params: float | None = None,
              out: Path | None = None, data: Path | None = None, prune: PruneConfig = PruneConfig(),
-             eval_tokens: int = EVAL_TOKENS, ood: bool = True, prompt: str = DEFAULT_PROMPT,
-             distill: TrainConfig = TrainConfig(),
+             eval: EvalConfig = COMPRESS_EVAL, prompt: str = DEFAULT_PROMPT, distill: TrainConfig = TrainConfig(),
              device: str = "auto", resume: bool = False, overwrite: bool = False, search_top: int = DISTILL_TOP,
              search_tokens: int = DISTILL_TOKENS, correct_teacher: int = 0, correct_lr: float = CORRECT_LR,
-             correct_lora_rank: int = 0, stages: int = 1, tasks: list[str] | None = None,
-             tasks_limit: int | None = 100) -> dict:
+             correct_lora_rank: int = 0, stages: int = 1) -> dict:
     """Score, prune to a target (or to the shape a search finds), distil from the teacher, evaluate all three
     models and write a report.
 
@@ -75,10 +73,11 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, par
         data: token data directory from `minitron data` (default: the default corpus in the teacher's tokenizer)
         prune: how the teacher is pruned and the calibration text (`--prune.head-score attn`, a `prune:` section
             in YAML); its seq_len is also the length of the held-out sequences
-        eval_tokens: test-split tokens every model is measured on (windows of --prune.seq-len spread over every
-            test document; fewer when the split holds fewer), and as many of the out-of-domain text
-        ood: also measure every model on out-of-domain English that no training corpus of minitron's holds (the King
-            James Bible, `make tasks`)
+        eval: what the teacher, the pruned and the distilled model are measured on (`--eval.tokens 16384`, an `eval:`
+            section in YAML; `minitron eval --help` for each): tokens of the test split (windows of --prune.seq-len
+            spread over every test document) and as many of out-of-domain English (ood), and the benchmark tasks run
+            through lm-evaluation-harness (tasks, default the bundled multiple-choice ones, [] for none; limit: their
+            first N documents); the report shows them all
         prompt: the prompt each model answers in the report
         distill: distillation settings (`--distill.lr 3e-4`, or a `distill:` section in YAML); compress sets where
             its models, data and run are (student, out, teacher, data, device, resume, overwrite) itself
@@ -93,15 +92,11 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, par
         correct_lora_rank: correct the teacher through LoRA adapters of this rank (merged), 0: all its weights
         stages: prune and distil in this many rounds, each a geometric share of the way to the target, splitting
             the distillation tokens evenly (1: one round)
-        tasks: benchmark tasks (comma-separated, as `minitron eval --tasks`) run on the teacher, the pruned and the
-            distilled model through lm-evaluation-harness; their table goes into the report (default: the bundled
-            multiple-choice tasks; [] for none)
-        tasks_limit: the first N documents of each task (None: all)
     """
     run = Path(out) if out is not None else Path("runs") / (Path(teacher).name.removesuffix(".gguf") + "-pruned")
     recipe = resolve(teacher, target, params, run, data, prune, distill, device, search_top, search_tokens,
                      Correction(correct_teacher, correct_lr, correct_lora_rank),
-                     Evaluation(eval_tokens, ood, prompt, tasks, tasks_limit), stages, resume, overwrite)
+                     eval, prompt, stages, resume, overwrite)
     with output_lock(run):  # one writer per run directory
         check_run_dir(run, resume, overwrite)  # again, under the lock
         if overwrite and run.exists():
@@ -134,24 +129,6 @@ class Correction:
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    """What compress measures the three models on, and the prompt they answer in its report."""
-
-    tokens: int  # test tokens (and out-of-domain tokens) each model is measured on
-    ood: bool  # measure on the out-of-domain text too
-    prompt: str
-    tasks: list[str] | None  # benchmark tasks run on the three models (None: the bundled ones; []: no tasks stage)
-    limit: int | None  # the first N documents of each task (None: all)
-
-    def check(self) -> "Evaluation":
-        """Refuse a bad token count or an unknown task; the tasks named (the bundled ones for None)."""
-        if not isinstance(self.tokens, int) or isinstance(self.tokens, bool) or self.tokens < 1:
-            raise MinitronError(f"--eval-tokens must be a positive whole number, not {self.tokens!r}")
-        tasks = self.tasks if self.tasks is not None else MC_TASKS
-        return replace(self, tasks=check_tasks(tasks, self.limit) if tasks != [] else [])
-
-
-@dataclass(frozen=True)
 class Recipe:
     """Everything compress does, resolved and checked once at its front door (`resolve`) and handed on: nothing
     below re-checks or re-derives it."""
@@ -169,13 +146,15 @@ class Recipe:
     search: dict | None  # params, search_top, search_tokens (None: an explicit target)
     search_train: TrainConfig  # the candidates' short distillations (their batch follows their own budget)
     correction: Correction
-    evaluation: Evaluation  # checked: its tasks named
+    evaluation: EvalConfig  # checked: its tasks named
+    prompt: str  # the prompt each model answers in the report
     device: str
 
 
 def resolve(teacher: str, target: dict[str, int] | None, params: float | None, run: Path, data: Path | None,
             prune: PruneConfig, distill: TrainConfig, device: str, search_top: int, search_tokens: int,
-            correction: Correction, evaluation: Evaluation, stages: int, resume: bool, overwrite: bool) -> Recipe:
+            correction: Correction, evaluation: EvalConfig, prompt: str, stages: int, resume: bool,
+            overwrite: bool) -> Recipe:
     """compress's front door: every setting checked and every default that depends on others decided, before
     anything is written."""
     if not target and not prune.drop_layers and params is None:
@@ -188,7 +167,8 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
                             "in one round)")
     refuse_located(distill, "compress")
     replace(distill, student=str(run / "pruned"), out=run / "distill", teacher=teacher).validate("distill.")
-    evaluation = evaluation.check()
+    evaluation.refuse_eval_only("compress")
+    evaluation = evaluation.validate("eval.")
     check_run_dir(run, resume, overwrite)
     config = load_config(teacher)
     prune.validate(config)
@@ -214,7 +194,7 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
     return Recipe(teacher, config, tokens, data, prune, targets, sizes, steps, tokens_per_step, train,
                   None if params is None else {"params": params, "search_top": search_top,
                                                "search_tokens": search_tokens},
-                  replace(distill, eval_every=0), correction, evaluation, device)
+                  replace(distill, eval_every=0), correction, evaluation, prompt, device)
 
 
 def run_stages(run: Path, r: Recipe) -> Path:
@@ -246,10 +226,10 @@ def run_stages(run: Path, r: Recipe) -> Path:
                               name=r.train.name or derived_name(r.teacher, stored_params(where / "pruned")))
         record.run("distill" + suffix, recorded(round_train, run), lambda: distill_stage(round_train, where))
         model = str(where / "student")
-    e = r.evaluation
-    record.run("evaluate", {"eval_tokens": e.tokens, "ood": e.ood, "seq_len": r.prune.seq_len, "prompt": e.prompt},
+    e = r.evaluation  # recorded under the names it had before the eval section, so that earlier runs resume
+    record.run("evaluate", {"eval_tokens": e.tokens, "ood": e.ood, "seq_len": r.prune.seq_len, "prompt": r.prompt},
                lambda: evaluate_stage(r.teacher, source, run, r, sizes, record))
-    if e.tasks:  # a stage of its own: a finished run resumed with --tasks adds the benchmarks
+    if e.tasks:  # a stage of its own: a finished run resumed with --eval.tasks adds the benchmarks
         record.run("tasks", {"tasks": e.tasks, "limit": e.limit},
                    lambda: tasks_stage(r.teacher, source, run, e.tasks, e.limit, pick_device(r.device)))
     return write_report(run)
@@ -385,7 +365,7 @@ def evaluate_stage(original: str, teacher: str, run: Path, r: Recipe, sizes: dic
                "target_desc": ", ".join(f"{k} {getattr(r.config, k)}→{v}" for k, v in sizes.items()
                                         if v != getattr(r.config, k)),
                "held_out": {where: windows_info(w) for where, w in held_out.items()},
-               "prompt": r.evaluation.prompt, "continuation_prompt": CONTINUATION}
+               "prompt": r.prompt, "continuation_prompt": CONTINUATION}
     closed = {}
     for where, windows in held_out.items():
         print(f"measuring the models on {windows.describe()}", flush=True)
@@ -394,7 +374,7 @@ def evaluate_stage(original: str, teacher: str, run: Path, r: Recipe, sizes: dic
             metrics.setdefault(name, {}).update({f"{where}_{k}": v for k, v in m.items()})
         closed.update(gap_closed_ci(sums, where))
     for name, model in models.items():
-        metrics[name].update(describe_model(model, load_tokenizer(specs[name]), r.evaluation.prompt))
+        metrics[name].update(describe_model(model, load_tokenizer(specs[name]), r.prompt))
         print(f"  {name:>9}: {metrics[name]['params']:,} params, " + ", ".join(
             f"{where} loss {metrics[name][f'{where}_loss']:.3f}" for where in held_out), flush=True)
     metrics["gap_closed"] = {where: gap_closed(metrics, f"{where}_loss") for where in held_out}

@@ -189,23 +189,36 @@ def pct_ci(x: float | None, half: float | None) -> str:
 
 
 def benchmark_lines(saved: dict | None) -> list[str]:
-    """The table of RUN/tasks.json (`compress --tasks`): each task's main score for the three models."""
+    """The section of RUN/tasks.json (`compress --eval.tasks`): `task_table` with what it measured."""
     if not saved:
         return []
     limit = f" on the first {saved['limit']} documents of each task" if saved.get("limit") else ""
-    lines = ["## Benchmarks", "", f"Zero-shot, through lm-evaluation-harness{limit}: accuracy ± standard error for the "
-             "multiple-choice tasks (acc_norm: normalised by the choices' lengths; chance: guessing at random), word "
-             "perplexity for kjv (lower is better).", "",
-             "| task | documents | metric | chance | teacher | pruned | distilled |", "|---|---|---|---|---|---|---|"]
-    for task in saved["tasks"]:
-        results = [saved["results"][name][task] for name in MODELS]
+    return ["## Benchmarks", "", f"Zero-shot, through lm-evaluation-harness{limit}: accuracy ± standard error for the "
+            "multiple-choice tasks (acc_norm: normalised by the choices' lengths; chance: guessing at random), word "
+            "perplexity for kjv (lower is better).", "", *task_table(saved), ""]
+
+
+def task_table(tasks: dict) -> list[str]:
+    """The benchmarks of tasks.json (or of any {"results": {model: run_tasks results}}): each task's main metric ±
+    its standard error (lm-eval's), the models side by side (teacher, pruned, distilled where they are), with the
+    accuracy a uniform guess expects (– for a perplexity task) and the mean of the multiple-choice tasks."""
+    models = [m for m in MODELS if m in tasks["results"]] or list(tasks["results"])
+    lines = ["| task | documents | chance | " + " | ".join(models) + " |", "|---" * (3 + len(models)) + "|"]
+    for task, first in tasks["results"][models[0]].items():
+        metric = main_score(task, first)[0]
         cells = []
-        for result in results:
-            metric, value, stderr = main_score(task, result)
-            cells.append(f"{value:.3f} ± {stderr:.3f}" if stderr is not None else f"{value:.2f}")
-        chance = f"{results[0]['chance']:.3f}" if "chance" in results[0] else "–"
-        lines.append(f"| {task} | {results[0]['samples']} | {metric} | {chance} | {' | '.join(cells)} |")
-    return lines + [""]
+        for m in models:
+            r = tasks["results"][m][task]
+            err = r.get(f"{metric}_stderr")
+            cells.append(f"{r[metric]:.3f}" + (f" ± {err:.3f}" if err is not None else ""))
+        chance = f"{first['chance']:.3f}" if first.get("chance") is not None else "–"
+        lines.append(f"| {task} ({metric}) | {first['samples']} | {chance} | " + " | ".join(cells) + " |")
+    if "mean_accuracy" in tasks:
+        chances = [r["chance"] for r in tasks["results"][models[0]].values() if r.get("chance") is not None]
+        chance = f"{sum(chances) / len(chances):.3f}" if chances else "–"
+        lines.append(f"| mean of the multiple-choice tasks | | {chance} | "
+                     + " | ".join(f"{tasks['mean_accuracy'][m]:.3f}" for m in models) + " |")
+    return lines
 
 
 def stage_seconds(metrics: dict, tasks: dict | None) -> dict:

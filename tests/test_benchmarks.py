@@ -275,3 +275,25 @@ def test_generate_speed_dry_mode(one_thread):
     assert list(summary["runs"]) == ["padded 4", "continuous 3"] and summary["prompts"] == 9
     assert all(r["same_as_first"] == 9 and r["tokens"] > 0 for r in summary["runs"].values())
     assert "| continuous 3 |" in load_benchmark("generate_speed").table(summary)
+
+
+def test_demo_seeds_table_pairs_each_row_with_the_demo():
+    """benchmarks/demo_seeds.py's report: each row's means over the seeds, the share of the demo's teacher–pruned gap
+    closed out of domain (by hand), and the paired differences against the demo, seed by seed (by hand)."""
+    demo_seeds = load_benchmark("demo_seeds")
+    teacher = {"dev_loss": 3.0, "test_loss": 3.1, "ood_loss": 3.0}
+    pruned = {s: {"dev_loss": 7.0, "test_loss": 7.0, "ood_loss": 7.0, "test_kl": 4.0} for s in "012"}
+
+    def run(ood, dev):
+        return {"dev_loss": dev, "test_loss": dev + 0.1, "ood_loss": ood, "test_kl": 1.0, "wall_s": 600.0}
+
+    rows = {"teacher": teacher,
+            "demo": {"pruned": pruned, "seeds": {"0": run(4.6, 4.0), "1": run(4.7, 4.1), "2": run(4.5, 3.9)}},
+            "stages2": {"pruned": pruned, "seeds": {"0": run(4.4, 3.8), "1": run(4.4, 3.9), "2": run(4.3, 3.7)}}}
+    saved = {"baseline": "demo", "rows": rows, "settings": {"config": "configs/demo.yaml", "seeds": [0, 1, 2],
+                                                            "val_seqs": 32, "rows": dict(demo_seeds.ROWS)}}
+    text = demo_seeds.render(saved)
+    demo_line = next(line for line in text.splitlines() if line.startswith("| demo |"))
+    assert "| 60% | 10.0 min |" in demo_line  # (7 - 4.6) / (7 - 3), over the seeds
+    stages_line = next(line for line in text.splitlines() if line.startswith("| stages2 | 3 |"))
+    assert stages_line.startswith("| stages2 | 3 | -0.200 ± ") and stages_line.endswith("| better |")  # dev, by hand

@@ -11,6 +11,7 @@ from conftest import cli_error
 from minitron.cli import COMMANDS, main, parse, parse_mapping
 from minitron.distill import TrainConfig
 from minitron.errors import MinitronError
+from minitron.eval import EvalConfig
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -84,14 +85,18 @@ def test_argparse_style_forms_of_the_readme():
     assert kw["test_fraction"] is None and "val_fraction" not in kw  # None: 0.02, or a corpus part's own
     _, kw = parse(["data", "--dev-fraction", "0.1", "--test-fraction", "0.05"])
     assert (kw["dev_fraction"], kw["test_fraction"]) == (0.1, 0.05)
-    _, kw = parse(["eval", "--tokens", "512", "--no-ood", "--split", "dev", "--teacher", "t"])
-    assert (kw["tokens"], kw["ood"], kw["split"], kw["teacher"]) == (512, False, "dev", "t") and "num_seqs" not in kw
+    fn, kw = parse(["eval", "--tokens", "512", "--no-ood", "--split", "dev", "--teacher", "t"])
+    assert fn.__name__ == "evaluate" and kw["cfg"] == EvalConfig(tokens=512, ood=False, split="dev", teacher="t")
     _, kw = parse(["eval"])
-    assert (kw["split"], kw["tokens"], kw["ood"], kw["teacher"]) == ("test", 65536, True, None)
-    _, kw = parse(["compress", "--target", "hidden_size=384", "--eval-tokens", "512", "--no-ood", "--tasks", "[]"])
-    assert (kw["eval_tokens"], kw["ood"], kw["tasks"]) == (512, False, []) and "val_seqs" not in kw
-    _, kw = parse(["compress", "--target", "hidden_size=384", "--tasks", "mc_piqa", "kjv"])
-    assert kw["tasks"] == ["mc_piqa", "kjv"] and kw["tasks_limit"] == 100 and kw["ood"] is True
+    assert kw["cfg"] == EvalConfig() and (kw["cfg"].tokens, kw["cfg"].ood, kw["cfg"].tasks) == (65536, True, None)
+    # compress's eval section: the same settings, spelt --eval.NAME; its default runs the bundled tasks on 100 documents
+    _, kw = parse(["compress", "--target", "hidden_size=384", "--eval.tokens", "512", "--no-eval.ood",
+                   "--eval.tasks", "[]"])
+    assert kw["eval"] == EvalConfig(tokens=512, ood=False, tasks=[], limit=100) and "val_seqs" not in kw
+    _, kw = parse(["compress", "--target", "hidden_size=384", "--eval.tasks", "mc_piqa", "kjv"])
+    assert kw["eval"] == EvalConfig(tasks=["mc_piqa", "kjv"], limit=100)
+    _, kw = parse(["compress", "--target", "hidden_size=384"])
+    assert kw["eval"] == EvalConfig(tasks=["mc_arc_easy", "mc_hellaswag", "mc_piqa"], limit=100)
     _, kw = parse(["score", "--layer-loss", "--block-sizes", "2", "4", "--criteria", "activation", "wanda"])
     assert kw["block_sizes"] == [2, 4] and kw["criteria"] == ["activation", "wanda"] and kw["layer_loss"]
     fn, kw = parse(["distill", "--student", "s", "--out", "o", "--layer-pairs", "3:6", "7:14", "--resume",

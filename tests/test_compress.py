@@ -18,7 +18,7 @@ from minitron.card import card_name, derived_name
 from minitron.distill import TrainConfig, distill
 from minitron.data import TokenData
 from minitron.errors import MinitronError
-from minitron.eval import ood_windows
+from minitron.eval import EvalConfig, ood_windows
 from minitron.numerics import lm_loss
 from minitron.load import load_model, load_tokenizer
 from minitron.prune import PruneConfig
@@ -27,7 +27,7 @@ from minitron.tasks import benchmark_gap_ci
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4},
-            prune=PruneConfig(calib_seqs=4, seq_len=32), eval_tokens=128, tasks=[], prompt="hello",
+            prune=PruneConfig(calib_seqs=4, seq_len=32), eval=EvalConfig(tokens=128, tasks=[]), prompt="hello",
             distill=TrainConfig(tokens=1024, seq_len=32, micro_batch=4, global_batch_tokens=256, lr=3e-3))
 MODELS = ("teacher", "pruned", "distilled")
 WINDOW_INFO = {"split", "tokens", "windows", "seq_len", "documents", "split_documents"}
@@ -138,7 +138,8 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     again = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True, **TINY)
     assert {p: (run / p).stat().st_mtime_ns for p in mtime} == mtime and again == saved
     with pytest.raises(MinitronError, match="its evaluate ran with eval_tokens = 128, now 256"):
-        minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True, **{**TINY, "eval_tokens": 256})
+        minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True,
+                          **{**TINY, "eval": EvalConfig(tokens=256, tasks=[])})
     # a recorded stage is not redone with other settings
     changed = {**TINY, "distill": replace(TINY["distill"], lr=1e-3)}
     with pytest.raises(MinitronError, match="its distill ran with lr = 0.003, now 0.001"):
@@ -148,7 +149,7 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
                           **{**TINY, "target": {"intermediate_size": 32}})
     # resumed with --tasks, a finished run gains the benchmark stage and its table in the report, nothing else redone
     minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True,
-                      **{**TINY, "tasks": ["mc_arc_easy,kjv"], "tasks_limit": 2})
+                      **{**TINY, "eval": EvalConfig(tokens=128, tasks=["mc_arc_easy,kjv"], limit=2)})
     assert {p: (run / p).stat().st_mtime_ns for p in mtime if p != "record.json"} == \
         {p: t for p, t in mtime.items() if p != "record.json"}
     assert list(json.loads((run / "record.json").read_text()))[-1] == "tasks"
@@ -167,7 +168,7 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
         assert paired["documents"] == 2 and paired["difference"] == pytest.approx(acc["distilled"] - acc[other])
         assert paired["ci95"] == pytest.approx(mean_of_means([[x - y for x, y in zip(*right.values())]])[1])
     report = (run / "report.md").read_text()
-    assert "## Benchmarks" in report and "| mc_arc_easy | 2 | acc |" in report
+    assert "## Benchmarks" in report and "| mc_arc_easy (acc) | 2 | " in report
     assert f"| kjv | 2 | word_perplexity | – | {ppl['teacher']:.2f} | {ppl['pruned']:.2f} |" in report
     assert f"- benchmarks (multiple choice, mean accuracy): teacher {t:.3f}, pruned {p:.3f}, distilled {d:.3f}" \
         in report
@@ -202,7 +203,7 @@ def test_compress_scores_and_evaluates_at_its_own_seq_len(trained_tiny, tiny_dat
                                 **{**TINY, "prune": replace(TINY["prune"], seq_len=16)})
     stages = json.loads((run / "record.json").read_text())
     assert stages["score"]["settings"]["seq_len"] == 16 and stages["distill"]["settings"]["seq_len"] == 32
-    test = TokenData.open(tiny_data).spread("test", TINY["eval_tokens"] // 16, 16)  # 8 windows spread over test
+    test = TokenData.open(tiny_data).spread("test", TINY["eval"].tokens // 16, 16)  # 8 windows spread over test
     ids = test.batch["input_ids"]
     assert ids.shape == (8, 17) and metrics["held_out"]["test"] == {
         "split": "test", "tokens": 128, "windows": 8, "seq_len": 16, "documents": test.documents,
@@ -253,8 +254,8 @@ def test_demo_config_is_the_demo():
     assert all(published[k] == v for k, v in winner.items()) and all(winner[k] == v for k, v in kw["target"].items())
     assert kw["prune"] == PruneConfig(calib_seqs=32, seq_len=256) and "val_seqs" not in kw
     # the report's figures: 16,384 test tokens (64 windows of 256) and as many out-of-domain ones; the bundled
-    # multiple-choice tasks (tasks: None) on their first 50 documents
-    assert kw["eval_tokens"] == 16384 and kw["ood"] is True and kw["tasks"] is None and kw["tasks_limit"] == 50
+    # multiple-choice tasks (compress's default) on their first 50 documents
+    assert kw["eval"] == EvalConfig(tokens=16384, ood=True, tasks=["mc_arc_easy", "mc_hellaswag", "mc_piqa"], limit=50)
     assert kw["prompt"] == "What is a Python list? Answer in one sentence."
     assert kw["distill"] == TrainConfig(tokens=204_800, seq_len=256, micro_batch=4, global_batch_tokens=1024, lr=1e-3,
                                         min_lr=1e-4, loss="forward_kl", precision="auto", eval_every=40, eval_seqs=16,
@@ -267,7 +268,8 @@ def test_compress_real_default_teacher(tmp_path):
     run = tmp_path / "real"
     fn, kw = parse(["compress", "--config", str(REPO / "configs" / "demo.yaml"), "--out", str(run),
                     "--prune.calib-seqs", "4",
-                    "--eval-tokens", "1024", "--tasks", "[]", "--distill.tokens", "3072", "--distill.seq-len", "128",
+                    "--eval.tokens", "1024", "--eval.tasks", "[]", "--distill.tokens", "3072",
+                    "--distill.seq-len", "128",
                     "--distill.global-batch-tokens", "1024", "--distill.eval-seqs", "4", "--distill.lr", "3e-4",
                     "--distill.precision", "auto"])  # bf16 only where the CPU has it (7x slower elsewhere); three
     # steps at a gentler rate than the demo's 1e-3, which its 200-step schedule warms into
@@ -281,24 +283,30 @@ def test_compress_real_default_teacher(tmp_path):
 
 
 def test_compress_runs_the_bundled_tasks_unless_told_none(tiny_dir, tiny_data, tmp_path):
-    """tasks=None (the default): the bundled multiple-choice tasks on their first 100 documents; tasks=[]: none;
-    resolved at the front door, before anything runs."""
+    """compress's eval section by default: the bundled multiple-choice tasks on their first 100 documents; tasks=[]
+    (or None): none; checked at the front door, before anything runs, and the settings `minitron eval` alone reads
+    refused there."""
     from minitron.tasks import MC_TASKS
 
-    def recipe(**kw):
-        settings = {**TINY, **kw}
-        evaluation = pipeline.Evaluation(settings["eval_tokens"], True, "hi", settings["tasks"],
-                                         settings.get("tasks_limit", 100))
-        return pipeline.resolve(str(tiny_dir), settings["target"], None, tmp_path / "r", tiny_data, settings["prune"],
-                                settings["distill"], "cpu", 4, 65536, pipeline.Correction(0, 1e-4, 0), evaluation, 1,
-                                False, False).evaluation
+    def recipe(evaluation=pipeline.COMPRESS_EVAL):
+        return pipeline.resolve(str(tiny_dir), TINY["target"], None, tmp_path / "r", tiny_data, TINY["prune"],
+                                TINY["distill"], "cpu", 4, 65536, pipeline.Correction(0, 1e-4, 0), evaluation, "hi",
+                                1, False, False).evaluation
 
-    default = recipe(tasks=None)
+    default = recipe()
     assert default.tasks == list(MC_TASKS) == ["mc_arc_easy", "mc_hellaswag", "mc_piqa"] and default.limit == 100
-    assert recipe(tasks=[]).tasks == [] and recipe(tasks=["kjv"], tasks_limit=None).tasks == ["kjv"]
-    assert (default.tokens, default.ood) == (128, True) and not (tmp_path / "r").exists()
-    with pytest.raises(MinitronError, match="--eval-tokens must be a positive whole number, not 0"):
-        recipe(eval_tokens=0)
+    assert recipe(EvalConfig(tasks=[])).tasks == recipe(EvalConfig(tasks=None)).tasks == []
+    assert recipe(EvalConfig(tasks=["kjv"])).tasks == ["kjv"]
+    assert (default.tokens, default.ood) == (65536, True) and not (tmp_path / "r").exists()
+    with pytest.raises(MinitronError, match="--eval.tokens must be a positive whole number, not 0"):
+        recipe(EvalConfig(tokens=0))
+    with pytest.raises(MinitronError, match="--eval.limit must be a positive number of documents, not 0"):
+        recipe(EvalConfig(tasks=["kjv"], limit=0))
+    for field, value in (("model", "other"), ("split", "dev"), ("seq_len", 64), ("batch_size", 2), ("speed", False),
+                         ("out", Path("m.json"))):
+        with pytest.raises(MinitronError, match=f"compress sets eval.{field} itself; leave it out of the eval section"):
+            recipe(EvalConfig(**{field: value}))
+    assert not (tmp_path / "r").exists()
 
 
 def test_front_door_bad_input(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch):
@@ -315,7 +323,7 @@ def test_front_door_bad_input(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch
     assert "no disk space" in err and not (tmp_path / "c").exists()
     err = cli_error(capsys, "compress", *base[:-2], "--out", tmp_path / "f", "--target", "hidden_size=64")
     assert "prunes nothing" in err and not (tmp_path / "f").exists()
-    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "g", "--tasks", "kjv,nope")
+    err = cli_error(capsys, "compress", *base, "--out", tmp_path / "g", "--eval.tasks", "kjv,nope")
     assert "unknown task 'nope'" in err and not (tmp_path / "g").exists()
     err = cli_error(capsys, "compress", *base, "--out", tmp_path / "e", "--distill.seq-len", 300)
     assert "max_position_embeddings (256)" in err and not (tmp_path / "e").exists()

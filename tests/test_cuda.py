@@ -25,6 +25,7 @@ from minitron.chat.cli import load_chat_model
 from minitron.chat.generate import Sampling, complete
 from minitron.chat.templates import CHATML_TEMPLATE
 from minitron.distill import TrainConfig, distill
+from minitron.eval import EvalConfig
 from minitron.distill.losses import LOGIT_LOSSES, chunked_logit_loss, make_logit_loss
 from minitron.numerics import lm_loss_sum
 from minitron.importance import compute_scores
@@ -92,8 +93,8 @@ def test_compress_tiny_on_cuda(tmp_path):
                                   eval_every=0, save_every=1000, device=DEVICE)).student
     metrics = minitron.compress(teacher=str(teacher), data=data, out=tmp_path / "run", device=DEVICE,
                                 target={"hidden_size": 48, "intermediate_size": 48, "num_attention_heads": 4},
-                                prune=PruneConfig(calib_seqs=4, seq_len=32), eval_tokens=128, tasks=[],
-                                ood=False, prompt="hello",  # the GPU machine need not have `make tasks`' text
+                                prune=PruneConfig(calib_seqs=4, seq_len=32), prompt="hello",
+                                eval=EvalConfig(tokens=128, tasks=[], ood=False),  # no `make tasks` text needed
                                 distill=TrainConfig(tokens=2048, seq_len=32, micro_batch=4, global_batch_tokens=256,
                                                     lr=3e-3))
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())

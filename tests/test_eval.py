@@ -17,7 +17,7 @@ from minitron.distill.losses import ForwardKL
 from minitron.distill.loop import validate
 from minitron.distill.parallel import DistillModel, Env
 from minitron.errors import MinitronError
-from minitron.eval import evaluate, generation_speed, measure, ood_windows
+from minitron.eval import EvalConfig, evaluate, generation_speed, measure, ood_windows
 from minitron.numerics import lm_loss, lm_loss_sum
 from minitron.importance import compute_scores
 from minitron.load import load_model
@@ -33,6 +33,11 @@ def models(tmp_path_factory):
     return tmp, a, b, build_tiny_data(tmp, a)
 
 
+def run_eval(model, data, **settings) -> dict:
+    """`minitron eval` of `model` on `data`, without the generation speed."""
+    return evaluate(EvalConfig(model=str(model), data=str(data), speed=False, **settings))
+
+
 def per_window_losses(model, ids: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of each window (B, T+1): (B,)."""
     with torch.no_grad():
@@ -42,8 +47,8 @@ def per_window_losses(model, ids: torch.Tensor) -> torch.Tensor:
 
 def test_evaluate_matches_a_plain_computation(models):
     tmp, a, b, data = models
-    ra = evaluate(str(a), str(data), seq_len=16, tokens=6 * 16, batch_size=4, speed=False, ood=False)
-    rb = evaluate(str(b), str(data), seq_len=16, tokens=6 * 16 - 5, batch_size=4, speed=False, ood=False)
+    ra = run_eval(a, data, seq_len=16, tokens=6 * 16, batch_size=4, ood=False)
+    rb = run_eval(b, data, seq_len=16, tokens=6 * 16 - 5, batch_size=4, ood=False)
     tokens = TokenData.open(data)
     test = tokens.spread("test", 6, 16)
     windows = test.batch["input_ids"]
@@ -60,10 +65,10 @@ def test_evaluate_matches_a_plain_computation(models):
                     "split_documents": tokens.meta["splits"]["test"]["documents"]}
     assert {k: rb["test"][k] for k in info} == info  # the same held-out tokens for every model (ceil(91 / 16) = 6)
     assert ra["test"]["loss"] != rb["test"]["loss"] and ra["params"] > rb["params"]
-    big = evaluate(str(a), str(data), seq_len=128, tokens=10**8, batch_size=16, speed=False, ood=False)
+    big = run_eval(a, data, seq_len=128, tokens=10**8, batch_size=16, ood=False)
     assert big["test"]["windows"] == (tokens.num_tokens("test") - 1) // 128  # capped at what the split holds
     assert big["test"]["documents"] == big["test"]["split_documents"]  # windows over the whole split touch them all
-    dev = evaluate(str(a), str(data), split="dev", seq_len=16, tokens=64, speed=False, ood=False)
+    dev = run_eval(a, data, split="dev", seq_len=16, tokens=64, ood=False)
     assert set(dev) >= {"dev"} and "test" not in dev and dev["dev"]["split"] == "dev"
     assert dev["dev"]["loss"] == pytest.approx(lm_loss(model, [tokens.spread("dev", 4, 16).batch["input_ids"]]),
                                                rel=1e-5)
@@ -73,10 +78,10 @@ def test_kl_from_a_teacher_and_the_out_of_domain_text(models):
     """With a teacher: KL(teacher ‖ model) on the same windows (0 for the model itself), the teacher's own loss; the
     out-of-domain text measured like the test split."""
     tmp, a, b, data = models
-    same = evaluate(str(a), str(data), seq_len=16, tokens=64, teacher=str(a), speed=False)
+    same = run_eval(a, data, seq_len=16, tokens=64, teacher=str(a))
     assert same["test"]["kl"] == pytest.approx(0, abs=1e-6) and same["ood"]["kl"] == pytest.approx(0, abs=1e-6)
     assert same["test"]["teacher_loss"] == pytest.approx(same["test"]["loss"], rel=1e-6)
-    other = evaluate(str(a), str(data), seq_len=16, tokens=64, teacher=str(b), speed=False)
+    other = run_eval(a, data, seq_len=16, tokens=64, teacher=str(b))
     assert other["test"]["kl"] > 0.01 and other["ood"]["kl"] > 0.01 and other["test"]["kl_ci95"] > 0
     assert other["test"]["loss"] == pytest.approx(same["test"]["loss"], rel=1e-6)  # the model's own loss, unchanged
     model, teacher = (AutoModelForCausalLM.from_pretrained(m).eval() for m in (a, b))
@@ -99,7 +104,7 @@ def test_kl_from_a_teacher_and_the_out_of_domain_text(models):
         tok = tiny_tokenizer()
         tok.add_tokens(["<extra>"])
         tok.save_pretrained(other_tok)
-        evaluate(str(a), str(data), seq_len=16, tokens=64, teacher=str(other_tok), speed=False, ood=False)
+        run_eval(a, data, seq_len=16, tokens=64, teacher=str(other_tok), ood=False)
 
 
 def masked_copy(data, out, mask_of):
@@ -122,7 +127,7 @@ def test_eval_on_masked_data_is_the_loss_per_counted_label(models):
     windows = TokenData.open(masked).spread("test", 4, 32).batch
     assert windows["loss_mask"].any(1).all()  # every window counts some labels,
     assert len(set(windows["loss_mask"].sum(1).tolist())) > 1  # but windows count different numbers of them
-    measured = evaluate(str(a), str(masked), seq_len=32, tokens=128, speed=False, ood=False)["test"]
+    measured = run_eval(a, masked, seq_len=32, tokens=128, ood=False)["test"]
     assert measured["tokens"] == int(windows["loss_mask"].sum())
     assert measured["loss"] == pytest.approx(lm_loss(load_model(a), [windows]), rel=1e-5)
 
@@ -133,7 +138,7 @@ def test_eval_on_masked_data_ignores_windows_with_nothing_to_count(models):
     masked = masked_copy(data, tmp / "masked-half", lambda n: torch.arange(n) >= n // 2)  # the second half only
     windows = TokenData.open(masked).spread("test", 4, 32).batch
     assert windows["loss_mask"][0].sum() == 0 and windows["loss_mask"][-1].all()
-    measured = evaluate(str(a), str(masked), seq_len=32, tokens=128, speed=False, ood=False)["test"]
+    measured = run_eval(a, masked, seq_len=32, tokens=128, ood=False)["test"]
     counted = windows["loss_mask"].any(1)
     assert measured["loss"] == pytest.approx(lm_loss(load_model(a), [windows]), rel=1e-5)
     assert measured["loss"] == pytest.approx(lm_loss(load_model(a), [{k: v[counted] for k, v in windows.items()}]),
@@ -176,7 +181,7 @@ def test_eval_command_writes_json_and_refuses_other_tokenizer(models, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--model", str(a), "--data", str(data), "--seq-len", "100000"])
     assert "max_position_embeddings (256)" in capsys.readouterr().err.splitlines()[-1]
-    again = evaluate(str(a), str(data), seq_len=16, tokens=64, speed=False)
+    again = run_eval(a, data, seq_len=16, tokens=64)
     assert written["test"] == again["test"] and written["ood"] == again["ood"]  # deterministic: same windows
 
 
@@ -199,7 +204,7 @@ def test_eval_and_importance_report_the_same_lm_loss(models):
     tmp, a, _, data = models
     windows = TokenData.open(data).spread("test", 4, 16).batch["input_ids"]
     model = load_model(a)
-    evaluated = evaluate(str(a), str(data), seq_len=16, tokens=64, batch_size=2, speed=False, ood=False)["test"]["loss"]
+    evaluated = run_eval(a, data, seq_len=16, tokens=64, batch_size=2, ood=False)["test"]["loss"]
     scored = compute_scores(model, [windows], ["random"], [windows[:2], windows[2:]]).meta["base_loss"]
     assert lm_loss(model, windows.split(2)) == pytest.approx(evaluated, rel=1e-6)
     assert scored == pytest.approx(evaluated, rel=1e-6)
@@ -212,7 +217,7 @@ def test_eval_compress_trainer_and_importance_report_the_same_lm_loss(models):
     windows = TokenData.open(data).spread("test", 4, 16)
     val = windows.batch
     model = load_model(a)
-    evaluated = evaluate(str(a), str(data), seq_len=16, tokens=64, batch_size=2, speed=False, ood=False)["test"]["loss"]
+    evaluated = run_eval(a, data, seq_len=16, tokens=64, batch_size=2, ood=False)["test"]["loss"]
     compressed = measure({"distilled": model}, windows, 4)["distilled"]["loss"]
     student = DistillModel(model, ForwardKL(), None, 1.0, 32, (LogitHead(), LogitHead()))
     trained = validate(student, val, TrainConfig(seq_len=16, chunk_tokens=32), Env())

@@ -266,8 +266,8 @@ PROBES = [
           "--tokens must be a positive whole number, not 0"),
     Probe("compress-eval-tokens-0", lambda w: ["compress", "--teacher", w["teacher"], "--target",
                                                "intermediate_size=64", "--data", w["data"], "--out", w["case"] / "r",
-                                               "--eval-tokens", 0, "--tasks", "[]"],
-          "--eval-tokens must be a positive whole number, not 0", created=("r",)),
+                                               "--eval.tokens", 0, "--eval.tasks", "[]"],
+          "--eval.tokens must be a positive whole number, not 0", created=("r",)),
     Probe("truncated-safetensors-named", truncated_weights, "model.safetensors"),
     # ---- unclear before: clear now
     Probe("compress-params-1.5", lambda w: ["compress", "--teacher", w["teacher"], "--params", 1.5, "--data",

@@ -18,7 +18,7 @@ def test_compress_runs_the_recipe_of_its_yaml(tiny_dir, tiny_data, tmp_path):
               "target": {"intermediate_size": 64, "num_hidden_layers": 2},
               "prune": {"criterion": "wanda", "seq_agg": "l2", "layer_criterion": "block", "calib_seqs": 4,
                         "seq_len": 32},
-              "eval_tokens": 64, "ood": False, "tasks": [], "prompt": "hi",
+              "eval": {"tokens": 64, "ood": False, "tasks": []}, "prompt": "hi",
               "distill": {"loss": "reverse_kl", "temperature": 2.0, "tokens": 512, "seq_len": 32, "micro_batch": 4,
                           "global_batch_tokens": 256, "eval_seqs": 2}}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))

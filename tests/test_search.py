@@ -10,6 +10,7 @@ from minitron import search as search_mod
 from minitron.distill import TrainConfig
 from minitron.data import TokenData
 from minitron.errors import MinitronError
+from minitron.eval import EvalConfig
 from minitron.load import load_config, load_model
 from minitron.numerics import lm_loss, native_bf16, windows_in_batches
 from minitron.prune import PruneConfig, check_target, params_of, target_config
@@ -140,7 +141,8 @@ def test_compress_with_a_parameter_budget_searches_the_shape(tiny_dir, tiny_data
 
     run = tmp_path / "run"
     metrics = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, params=0.6, search_top=1,
-                                search_tokens=256, prune=PRUNE, eval_tokens=64, ood=False, tasks=[], prompt="hi",
+                                search_tokens=256, prune=PRUNE, prompt="hi",
+                                eval=EvalConfig(tokens=64, ood=False, tasks=[]),
                                 distill=replace(TRAIN, tokens=512, save_every=50))
     stages = json.loads((run / "record.json").read_text())
     assert list(stages) == ["data", "search", "distill", "evaluate"]

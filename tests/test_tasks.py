@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import cli_error, save_tiny, tiny_tokenizer
-from minitron.eval import evaluate
+from minitron.eval import EvalConfig, evaluate
 from minitron.numerics import lm_loss_sum
 from minitron.stats import mean_of_means
 from minitron.load import load_model
@@ -90,8 +90,8 @@ def continuation_logprob(model, tokenizer, context: str, continuation: str) -> f
 def test_eval_tasks_match_the_models_own_likelihoods(tmp_path, one_thread):
     """lm-eval's accuracy and bits per byte on a tiny random model equal what its own forward pass gives."""
     model_dir = save_tiny(tmp_path / "tiny", max_position_embeddings=4096)
-    metrics = evaluate(model=str(model_dir), tasks=["mc_arc_easy"], limit=12, loss=False, speed=False,
-                       out=tmp_path / "eval.json")
+    metrics = evaluate(EvalConfig(model=str(model_dir), tasks=["mc_arc_easy"], limit=12, loss=False, speed=False,
+                                  out=tmp_path / "eval.json"))
     assert json.loads((tmp_path / "eval.json").read_text())["tasks"] == metrics["tasks"]
     model, tok = load_model(str(model_dir), torch.device("cpu")), tiny_tokenizer()
     docs = read_docs("mc_arc_easy")[:12]
@@ -120,8 +120,9 @@ def test_eval_pairs_with_a_baseline(tmp_path, capsys, one_thread):
     cannot pair is refused in one line before any model runs."""
     first, second = save_tiny(tmp_path / "a", max_position_embeddings=4096), save_tiny(tmp_path / "b", seed=1)
     tasks = ["mc_arc_easy", "mc_hellaswag", "kjv"]
-    a = evaluate(model=str(first), tasks=tasks, limit=6, loss=False, speed=False, out=tmp_path / "a.json")
-    b = evaluate(model=str(second), tasks=tasks, limit=6, loss=False, speed=False, baseline=tmp_path / "a.json")
+    a = evaluate(EvalConfig(model=str(first), tasks=tasks, limit=6, loss=False, speed=False, out=tmp_path / "a.json"))
+    b = evaluate(EvalConfig(model=str(second), tasks=tasks, limit=6, loss=False, speed=False,
+                            baseline=tmp_path / "a.json"))
     diffs = [[int(x) - int(y) for x, y in zip(b["tasks"][t]["per_document"][m], a["tasks"][t]["per_document"][m])]
              for t, m in (("mc_arc_easy", "acc"), ("mc_hellaswag", "acc_norm"))]
     mean = (b["tasks"]["mc_arc_easy"]["acc"] - a["tasks"]["mc_arc_easy"]["acc"]
@@ -185,8 +186,8 @@ def test_a_users_own_task_through_include_path(tmp_path, capsys, one_thread):
     data = tmp_path / "quiz.jsonl"
     data.write_text("".join(json.dumps(d) + "\n" for d in docs))
     user_task(tmp_path / "yamls", data)
-    metrics = evaluate(model=str(model_dir), tasks=["my_quiz"], include_path=tmp_path / "yamls", loss=False,
-                       speed=False)
+    metrics = evaluate(EvalConfig(model=str(model_dir), tasks=["my_quiz"], include_path=tmp_path / "yamls",
+                                  loss=False, speed=False))
     model, tok = load_model(str(model_dir), torch.device("cpu")), tiny_tokenizer()
     right = [max(range(3), key=lambda i: continuation_logprob(model, tok, d["question"], " " + d["choices"][i]))
              == d["label"] for d in docs]

@@ -28,7 +28,7 @@ from minitron.distill.config import DEFAULT_KD_LOSS
 from minitron.distill.losses import ForwardKL, make_logit_loss
 from minitron.lazy import reuse_freed_memory
 from minitron.errors import MinitronError
-from minitron.eval import evaluate
+from minitron.eval import EvalConfig, evaluate
 from minitron.numerics import lm_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,8 +105,8 @@ def test_distill_outputs_and_masked_kd_loss(world, tmp_path):
     dev = data.spread("dev", 4, 32).batch
     assert metrics[-1]["val_loss"] == pytest.approx(
         lm_loss(AutoModelForCausalLM.from_pretrained(out / "student"), [dev]), rel=1e-5)
-    ev = evaluate(str(out / "student"), world["masked"], split="dev", seq_len=32, tokens=4 * 32, speed=False,
-                  ood=False)
+    ev = evaluate(EvalConfig(model=str(out / "student"), data=world["masked"], split="dev", seq_len=32, tokens=4 * 32,
+                             speed=False, ood=False))
     assert ev["dev"]["windows"] == 4 and ev["dev"]["tokens"] == int(dev["loss_mask"].sum())
     # (that eval's loss on masked windows equals this one: tests/test_eval.py, test_eval_on_masked_data_*)
 

@@ -1,5 +1,5 @@
 """Standard benchmarks through lm-evaluation-harness, on data that installs offline (`minitron eval --tasks`,
-`compress --tasks`).
+`compress --eval.tasks`).
 
 The lm-eval task configs are the YAML files beside this file (`lm_eval --include_path` takes this directory);
 `sources` prepares the JSONL files they read, `run` evaluates a loaded model on them.

@@ -26,17 +26,19 @@ NORMALISED = ("hellaswag", "arc_challenge", "openbookqa")
 MC_BATCH_SIZE = 16
 
 
-def check_tasks(tasks: list[str], limit: int | None = None, include_path: Path | None = None) -> list[str]:
+def check_tasks(tasks: list[str], limit: int | None = None, include_path: Path | None = None,
+                prefix: str = "") -> list[str]:
     """The task names of `--tasks` (a list, or comma-separated items), each bundled (its data prepared), in a YAML
     of `include_path`, or one lm-eval knows; `--limit` checked. Refused in one line otherwise (before any model
-    is loaded)."""
+    is loaded), naming the flags with `prefix` (compress's `eval.`)."""
     names = list(dict.fromkeys(t.strip() for item in tasks for t in str(item).split(",") if t.strip()))
     if not names:
-        raise MinitronError(f"--tasks is empty; give any lm-eval task, or one of the bundled {', '.join(TASK_NAMES)}")
+        raise MinitronError(f"--{prefix}tasks is empty; give any lm-eval task, or one of the bundled "
+                            f"{', '.join(TASK_NAMES)}")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise MinitronError(f"--limit must be a positive number of documents, not {limit!r}")
+        raise MinitronError(f"--{prefix}limit must be a positive number of documents, not {limit!r}")
     if include_path is not None and not Path(include_path).is_dir():
-        raise MinitronError(f"--include-path {include_path} is not a directory of task YAMLs")
+        raise MinitronError(f"--{prefix}include-path {include_path} is not a directory of task YAMLs")
     others = [t for t in names if t not in TASK_NAMES]
     if others:
         known = set(task_manager(include_path, defaults=True).all_tasks)
