@@ -24,10 +24,19 @@ class Arch:
     gated_mlp: bool = True  # MLP has gate_proj beside up_proj (SwiGLU/GeGLU); False: squared-ReLU up/down only
     scaled_embedding: bool = False  # embeddings are multiplied by sqrt(hidden_size) (Gemma)
     fused: bool = False  # q, k and v rows in one qkv_proj, gate and up rows in one gate_up_proj (Phi-3)
+    # The norms whose per-norm scores are summed into the hidden-channel score (None: all of `norms`): those in front
+    # of attention and the MLP (NVIDIA's implementation), or where a family has none in front (OLMo 2), those of
+    # what each block adds to the residual
+    score_norms: tuple[str, ...] | None = None
+
+    @property
+    def hidden_norms(self) -> tuple[str, ...]:
+        return self.score_norms or self.norms
 
 
 _PRE_POST = ("input_layernorm", "post_attention_layernorm")
 _GEMMA = _PRE_POST + ("pre_feedforward_layernorm", "post_feedforward_layernorm")  # a norm on each side of each block
+_GEMMA_FRONT = ("input_layernorm", "pre_feedforward_layernorm")  # Gemma's norms in front of attention and the MLP
 _POST = ("post_attention_layernorm", "post_feedforward_layernorm")  # a norm on each block's output only (OLMo 2, 3)
 FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("llama", _PRE_POST),
@@ -36,8 +45,10 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("qwen3", _PRE_POST),
     Arch("smollm3", _PRE_POST),  # Llama's layout; every fourth layer without RoPE (no_rope_layers)
     Arch("granite", _PRE_POST),  # Llama's layout; embeddings, residuals, attention and logits scaled (`LogitHead`)
-    Arch("gemma2", _GEMMA, scaled_embedding=True),
-    Arch("gemma3_text", _GEMMA, scaled_embedding=True),
+    # Gemma 2, 3: post_attention_layernorm normalises the attention output before the residual add; the norm in front
+    # of the MLP is pre_feedforward_layernorm (the choice measured in docs/pruning_criteria.md)
+    Arch("gemma2", _GEMMA, scaled_embedding=True, score_norms=_GEMMA_FRONT),
+    Arch("gemma3_text", _GEMMA, scaled_embedding=True, score_norms=_GEMMA_FRONT),
     Arch("arcee", _PRE_POST, gated_mlp=False),  # Llama's layout with Nemotron's squared-ReLU MLP (AFM-4.5B)
     Arch("nemotron", _PRE_POST, gated_mlp=False),
     Arch("phi3", _PRE_POST, fused=True),  # Llama's layout with q/k/v and gate/up fused; Phi-3, Phi-3.5, Phi-4-mini

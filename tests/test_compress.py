@@ -169,7 +169,7 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
         assert paired["ci95"] == pytest.approx(mean_of_means([[x - y for x, y in zip(*right.values())]])[1])
     report = (run / "report.md").read_text()
     assert "## Benchmarks" in report and "| mc_arc_easy (acc) | 2 | " in report
-    assert f"| kjv | 2 | word_perplexity | – | {ppl['teacher']:.2f} | {ppl['pruned']:.2f} |" in report
+    assert f"| kjv (word_perplexity) | 2 | – | {ppl['teacher']:.3f} | {ppl['pruned']:.3f} |" in report
     assert f"- benchmarks (multiple choice, mean accuracy): teacher {t:.3f}, pruned {p:.3f}, distilled {d:.3f}" \
         in report
     assert f"distilled − pruned {d - p:+.3f} ± {tasks['paired']['distilled-pruned']['ci95']:.3f}" in report

@@ -30,21 +30,6 @@ def seq_stats(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([x.abs().sum(1) / n, sq.sqrt(), var])
 
 
-# The decoder-layer norms whose per-norm scores are summed into the hidden-channel score: the input and
-# post-attention norms (NVIDIA's implementation: the norms in front of attention and the MLP). Gemma 2's and 3's
-# post_attention_layernorm normalises the attention output before the residual add; its pre_feedforward_layernorm
-# is the one in front of the MLP (the choice measured in docs/pruning_criteria.md).
-HIDDEN_NORMS = {**{gemma: ("input_layernorm", "pre_feedforward_layernorm") for gemma in ("gemma2", "gemma3_text")},
-                "cohere": ("input_layernorm",), "cohere2": ("input_layernorm",),  # one norm before attention and MLP
-                # OLMo 2 has none in front: its norms of the attention and MLP outputs, what each adds to the residual
-                **{olmo: ("post_attention_layernorm", "post_feedforward_layernorm") for olmo in ("olmo2", "olmo3")}}
-DEFAULT_HIDDEN_NORMS = ("input_layernorm", "post_attention_layernorm")
-
-
-def hidden_norms(arch: Arch) -> tuple[str, ...]:
-    return HIDDEN_NORMS.get(arch.model_type, DEFAULT_HIDDEN_NORMS)
-
-
 def projected_head_norms(per_head: torch.Tensor, o_weight: torch.Tensor) -> torch.Tensor:
     """(B, S, H, d) attention outputs per head -> (B, S, H): the L2 norm of each head's output projected
     through its own o_proj columns, ||W_o[:, head] x_head||, from the head's d x d Gram matrix (no (B, S, H, D)
@@ -167,7 +152,7 @@ class ActivationRecorder:
 
     def scores(self) -> dict[str, torch.Tensor]:
         out = {}
-        summed = [st for name in hidden_norms(self.arch) for st in self.norms[name]]
+        summed = [st for name in self.arch.hidden_norms for st in self.norms[name]]
         pooled = Stat.pooled([self.final] + [st for stats in self.norms.values() for st in stats])
         for b in AGGREGATIONS:
             units = {"hidden": sum(st.reduce(b) for st in summed), "hidden_pooled": pooled.reduce(b),
