@@ -27,14 +27,16 @@ from minitron.eval import log_probs, ood_windows
 from minitron.load import load_model, load_tokenizer
 from minitron.numerics import label_weights, windows_in_batches
 from minitron.pipeline import mean_accuracy
-from minitron.report import pct_ci
+from minitron.report import pct_ci, task_table
 from minitron.stats import fmt_interval, paired, ratio_ci
-from minitron.tasks import main_score, paired_benchmarks
+from minitron.tasks import paired_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
 CORPORA = {"docs": "docs", "general": "default"}  # a run's name: the corpus it is distilled on (`--corpus`)
 MODELS = ("teacher", "pruned docs", "docs", "pruned general", "general")  # pruned X: run X's pruned model
+LABELS = {"teacher": "teacher", "pruned docs": "docs: pruned", "docs": "docs: student",  # the tables' headers
+          "pruned general": "general: pruned", "general": "general: student"}
 
 
 def main() -> None:
@@ -101,8 +103,8 @@ def render(results: dict) -> str:
 
 def tables(results: dict) -> str:
     """The losses and KL side by side with the paired difference, then the benchmarks."""
-    lines = ["| measured on | teacher | docs: pruned | docs: student | general: pruned | general: student | "
-             "closed: docs | closed: general | general − docs |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| measured on | " + " | ".join(LABELS[n] for n in MODELS) + " | closed: docs | closed: general | "
+             "general − docs |", "|---|---|---|---|---|---|---|---|---|"]
     for where, m in results["measures"].items():
         for key, label in (("loss", where), ("kl", f"{where}, KL from the teacher")):
             cells = [cell(m[name][key]) if m[name][key] else "0" for name in MODELS]
@@ -126,14 +128,10 @@ def benchmark_table(tasks: dict) -> list[str]:
     rows = {"teacher": tasks["general"]["results"]["teacher"]}
     for name in CORPORA:
         rows[f"pruned {name}"], rows[name] = tasks[name]["results"]["pruned"], tasks[name]["results"]["distilled"]
+    table = {"results": {LABELS[n]: rows[n] for n in MODELS},
+             "mean_accuracy": {LABELS[n]: mean_accuracy(rows[n]) for n in MODELS}}
     lines = [f"Benchmarks (each run's own `tasks.json`: the main score ± its standard error on the first "
-             f"{tasks['docs']['limit']} documents of each task; acc_norm for HellaSwag):", "",
-             "| task | teacher | docs: pruned | docs: student | general: pruned | general: student |",
-             "|---|---|---|---|---|---|"]
-    for task in tasks["general"]["tasks"]:
-        scores = [main_score(task, rows[n][task]) for n in MODELS]
-        lines.append(f"| {task} ({scores[0][0]}) | " + " | ".join(f"{v:.2f} ± {e:.2f}" for _, v, e in scores) + " |")
-    lines.append("| mean | " + " | ".join(f"{mean_accuracy(rows[n]):.3f}" for n in MODELS) + " |")
+             f"{tasks['docs']['limit']} documents of each task; acc_norm for HellaSwag):", "", *task_table(table)]
     pairs = {f"{n} student − its pruned model": paired_benchmarks(rows[n], rows[f"pruned {n}"]) for n in CORPORA}
     pairs["general student − docs student"] = paired_benchmarks(rows["general"], rows["docs"])
     said = [f"{what} {p['difference']:+.3f} ± {p['ci95']:.3f}" for what, p in pairs.items() if p is not None]

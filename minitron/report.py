@@ -199,10 +199,11 @@ def benchmark_lines(saved: dict | None) -> list[str]:
 
 
 def task_table(tasks: dict) -> list[str]:
-    """The benchmarks of tasks.json (or of any {"results": {model: run_tasks results}}): each task's main metric ±
-    its standard error (lm-eval's), the models side by side (teacher, pruned, distilled where they are), with the
-    accuracy a uniform guess expects (– for a perplexity task) and the mean of the multiple-choice tasks."""
-    models = [m for m in MODELS if m in tasks["results"]] or list(tasks["results"])
+    """The benchmarks of tasks.json (or of any {"results": {model: run_tasks results}, "mean_accuracy": {model:
+    mean}}): each task's main metric ± its standard error (lm-eval's), the models side by side in their order there
+    (tasks.json's: teacher, pruned, distilled), with the accuracy a uniform guess expects (– for a perplexity task)
+    and the mean of the multiple-choice tasks."""
+    models = list(tasks["results"])
     lines = ["| task | documents | chance | " + " | ".join(models) + " |", "|---" * (3 + len(models)) + "|"]
     for task, first in tasks["results"][models[0]].items():
         metric = main_score(task, first)[0]
