@@ -1,5 +1,7 @@
-"""The one exception type that the command line turns into a single clear line, and that line for an optional
-package that is not installed (`require`)."""
+"""The one exception type that the command line turns into a single clear line, that line for an optional
+package that is not installed (`require`), and the two refusals that several front doors share (`positive_int`,
+`refuse_marked`)."""
+from dataclasses import fields
 
 
 class MinitronError(Exception):
@@ -13,6 +15,25 @@ class Interrupted(MinitronError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+def positive_int(value, what: str):
+    """`value` if it is a whole number of at least 1 (not a bool), else the one line naming `what` (a flag or a
+    file's field)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise MinitronError(f"{what} must be a positive whole number, not {value!r}")
+    return value
+
+
+def refuse_marked(cfg, marker: str, command: str, section: str, hint: str) -> None:
+    """Refuse a section of a config (`cfg`, a dataclass whose fields all have defaults) that sets a field marked
+    `marker` where it is declared: `command` decides those fields itself, and one set in its `section` would be
+    silently overridden. `hint` says what the section is for."""
+    default = type(cfg)()
+    for f in fields(cfg):
+        if f.metadata.get(marker) and getattr(cfg, f.name) != getattr(default, f.name):
+            raise MinitronError(f"{command} sets {section}.{f.name} itself; leave it out of the {section} section "
+                                f"({hint})")
 
 
 EXTRAS = {  # an optional package (its import name): the extra of minitron that installs it, and what needs it

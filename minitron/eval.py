@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from minitron.arch import count_params
 from minitron.data import (EVAL_TOKENS, SEQ_LEN, TokenData, Windows, default_data, spread_starts, tokenizer_identity,
                            windows_of)
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, positive_int, refuse_marked
 from minitron.io import atomic_file, refuse_existing_file, write_json
 from minitron.load import cache_dir, check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.numerics import autocast, label_weights, windows_in_batches
@@ -124,18 +124,13 @@ class EvalConfig:
         """Refuse a bad count or an unknown task in one line; the config with its tasks named (checked against
         lm-eval and the bundled data, before any model is loaded)."""
         for name in ("tokens", "batch_size", "new_tokens"):
-            value, flag = getattr(self, name), f"--{prefix}{name.replace('_', '-')}"
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise MinitronError(f"{flag} must be a positive whole number, not {value!r}")
+            positive_int(getattr(self, name), f"--{prefix}{name.replace('_', '-')}")
         return replace(self, tasks=check_tasks(self.tasks, self.limit, self.include_path, prefix) if self.tasks else [])
 
     def refuse_eval_only(self, command: str) -> None:
         """A command that measures models itself decides the eval-only fields: an `eval` section that sets one is
         refused, not silently overridden."""
-        for f in fields(self):
-            if f.metadata.get("eval_only") and getattr(self, f.name) != f.default:
-                raise MinitronError(f"{command} sets eval.{f.name} itself; leave it out of the eval section (its "
-                                    "eval section takes tokens, ood, tasks and limit)")
+        refuse_marked(self, "eval_only", command, "eval", "its eval section takes tokens, ood, tasks and limit")
 
 
 def evaluate(cfg: EvalConfig) -> dict:

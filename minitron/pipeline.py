@@ -35,7 +35,7 @@ from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located, schedule
 from minitron.distill.loop import distill as run_distill
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, positive_int
 from minitron.eval import EvalConfig, generation_speed, ood_windows, summarise, window_sums, windows_info
 from minitron.importance import score
 from minitron.io import check_run_dir, mark, output_lock, remove, write_json
@@ -445,8 +445,7 @@ HEADS_FIRST = ["num_key_value_heads", "num_attention_heads", "hidden_size", "int
 def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages: int) -> list[dict[str, int]]:
     """The target of each of `stages` rounds: each size a geometric share of the way from the teacher's to the
     final one (query heads a multiple of the KV heads, multiples of 8 kept), the last round the target itself."""
-    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
-        raise MinitronError(f"--stages must be a positive whole number, not {stages!r}")
+    positive_int(stages, "--stages")
     result = []
     for k in range(1, stages):
         step = {}

@@ -10,7 +10,7 @@ from conftest import cli_error
 
 from minitron.cli import COMMANDS, main, parse, parse_mapping
 from minitron.distill import TrainConfig
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, positive_int, refuse_marked
 from minitron.eval import EvalConfig
 
 
@@ -164,3 +164,21 @@ def test_a_runs_own_train_config_runs_it_again(tmp_path):
     assert kw["cfg"] == cfg
     _, kw = parse(["distill", "--config", str(tmp_path / "train_config.json"), "--out", "other"])
     assert kw["cfg"] == dataclasses.replace(cfg, out=Path("other"))
+
+
+def test_the_shared_refusals():
+    """positive_int takes whole numbers from 1 (not True, 1.0 or "2") and names what it checks; refuse_marked
+    refuses a marked field that differs from its default (a default_factory's too), and lets unmarked ones pass."""
+    assert positive_int(3, "--n") == 3
+    for bad in (0, -1, True, 1.0, "2", None):
+        with pytest.raises(MinitronError, match=f"^--n must be a positive whole number, not {bad!r}$"):
+            positive_int(bad, "--n")
+
+    @dataclasses.dataclass
+    class Section:
+        free: int = 1
+        kept: list = dataclasses.field(default_factory=list, metadata={"mine": True})
+
+    refuse_marked(Section(free=5), "mine", "cmd", "sec", "why")
+    with pytest.raises(MinitronError, match=r"^cmd sets sec.kept itself; leave it out of the sec section \(why\)$"):
+        refuse_marked(Section(kept=[1]), "mine", "cmd", "sec", "why")

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minitron.chat.templates import ChatFormat, encode, get_format
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, positive_int
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,7 @@ class Sampling:
         def number(v) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-        if not (isinstance(self.max_new_tokens, int) and not isinstance(self.max_new_tokens, bool)
-                and self.max_new_tokens >= 1):
-            raise MinitronError(f"--max-new-tokens must be a positive whole number, not {self.max_new_tokens!r}")
+        positive_int(self.max_new_tokens, "--max-new-tokens")
         if not (number(self.temperature) and self.temperature >= 0):
             raise MinitronError(f"--temperature must be 0 (greedy) or more, not {self.temperature!r}")
         if not (number(self.top_p) and 0 < self.top_p <= 1):

@@ -16,7 +16,7 @@ from minitron.data.corpora import HELD_OUT, item_kind, item_sources, named_corpu
 from minitron.data.prompts import Generation, bundled_prompts, user_prompts
 from minitron.data.sources import iter_conversations, iter_documents, source_bytes, split_of
 from minitron.data.tokens import SPLITS, ShardWriter, TokenData, token_dtype, tokenizer_identity, write_meta
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, positive_int
 from minitron.io import atomic_dir, read_jsonl, refuse_existing, write_json
 from minitron.load import cache_dir, load_tokenizer
 
@@ -120,8 +120,8 @@ def check_build(chat: bool, source, out, dev_fraction: float | None, test_fracti
     if (dev_fraction or HELD_OUT) + (test_fraction or HELD_OUT) >= 1:
         raise MinitronError(f"--dev-fraction {dev_fraction} and --test-fraction {test_fraction} leave no documents "
                             "to train on; lower them")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise MinitronError(f"--max-tokens must be a positive whole number, not {max_tokens!r}")
+    if max_tokens is not None:
+        positive_int(max_tokens, "--max-tokens")
     if out is not None:
         refuse_existing(Path(out), overwrite)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from minitron.data import SEQ_LEN
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, refuse_marked
 from minitron.numerics import native_bf16
 from minitron.tracking import check_report_to
 
@@ -280,10 +280,7 @@ def recorded(cfg: TrainConfig, run: Path) -> dict:
 def refuse_located(cfg: TrainConfig, command: str) -> None:
     """A command that runs the training itself sets where its inputs and run directory are: a `distill` section
     that sets them too is refused, not silently overridden."""
-    for name in marked("located"):
-        if getattr(cfg, name) != getattr(TrainConfig(), name):
-            raise MinitronError(f"{command} sets distill.{name} itself; leave it out of the distill section "
-                                "(use the top-level settings)")
+    refuse_marked(cfg, "located", command, "distill", "use the top-level settings")
 
 
 @dataclass
