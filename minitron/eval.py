@@ -71,8 +71,8 @@ class EvalConfig:
     benchmark tasks through lm-evaluation-harness.
 
     The flags of `minitron eval` are its fields. `compress` takes it as its `eval` section (`--eval.tokens`, an
-    `eval:` section in YAML) for what it measures its three models on: tokens, ood, tasks and limit; it decides the
-    rest itself."""
+    `eval:` section in YAML) for what it measures its three models on: tokens, ood, tasks, limit and include_path; it
+    decides the rest itself."""
 
     # --- what is measured (compress: its models, its data's test split, --prune.seq-len)
     model: str = eval_only("default")
@@ -98,9 +98,9 @@ class EvalConfig:
     on the King James Bible), whose data comes from `make tasks` (compress: the first three by default; [] for none)"""
     limit: int | None = None
     """the first N documents of each task (default: all; compress: 100)"""
+    include_path: Path | None = None
+    """a directory of your own lm-eval task YAMLs (lm-eval's --include_path), whose tasks --tasks can name"""
     # --- eval's own
-    include_path: Path | None = eval_only()
-    """a directory of your own lm-eval task YAMLs (lm-eval's --include_path)"""
     baseline: Path | None = eval_only()
     """the --out JSON of an earlier `minitron eval` of another model on the same --tasks and --limit: the difference
     of the mean accuracies over the multiple-choice tasks (this model's minus the baseline's), paired document by
@@ -130,7 +130,8 @@ class EvalConfig:
     def refuse_eval_only(self, command: str) -> None:
         """A command that measures models itself decides the eval-only fields: an `eval` section that sets one is
         refused, not silently overridden."""
-        refuse_marked(self, "eval_only", command, "eval", "its eval section takes tokens, ood, tasks and limit")
+        refuse_marked(self, "eval_only", command, "eval", "its eval section takes tokens, ood, tasks, limit and "
+                      "include_path")
 
 
 def evaluate(cfg: EvalConfig) -> dict:

@@ -77,7 +77,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, par
             section in YAML; `minitron eval --help` for each): tokens of the test split (windows of --prune.seq-len
             spread over every test document) and as many of out-of-domain English (ood), and the benchmark tasks run
             through lm-evaluation-harness (tasks, default the bundled multiple-choice ones, [] for none; limit: their
-            first N documents); the report shows them all
+            first N documents; include_path: a directory of your own task YAMLs); the report shows them all
         prompt: the prompt each model answers in the report
         distill: distillation settings (`--distill.lr 3e-4`, or a `distill:` section in YAML); compress sets where
             its models, data and run are (student, out, teacher, data, device, resume, overwrite) itself
@@ -230,8 +230,9 @@ def run_stages(run: Path, r: Recipe) -> Path:
     record.run("evaluate", {"eval_tokens": e.tokens, "ood": e.ood, "seq_len": r.prune.seq_len, "prompt": r.prompt},
                lambda: evaluate_stage(r.teacher, source, run, r, sizes, record))
     if e.tasks:  # a stage of its own: a finished run resumed with --eval.tasks adds the benchmarks
-        record.run("tasks", {"tasks": e.tasks, "limit": e.limit},
-                   lambda: tasks_stage(r.teacher, source, run, e.tasks, e.limit, pick_device(r.device)))
+        record.run("tasks", {"tasks": e.tasks, "limit": e.limit,  # include_path: None in runs from before it
+                             "include_path": e.include_path and str(Path(e.include_path).resolve())},
+                   lambda: tasks_stage(r.teacher, source, run, e, pick_device(r.device)))
     return write_report(run)
 
 
@@ -289,13 +290,12 @@ def search_stage(teacher: str, run: Path, r: Recipe) -> dict:
     return {"pruned": "pruned", "target": found["target"], "params": found["params"], "search": "search/search.json"}
 
 
-def tasks_stage(original: str, teacher: str, run: Path, tasks: list[str], limit: int | None,
-                device: torch.device) -> dict:
+def tasks_stage(original: str, teacher: str, run: Path, e: EvalConfig, device: torch.device) -> dict:
     """RUN/tasks.json: the benchmark tasks' scores of the teacher (the one distilled from), the pruned and the
     distilled model (`benchmark`); the student's model card gains its scores."""
-    print(f"running {', '.join(tasks)} on the teacher, pruned and distilled models"
-          + (f" (first {limit} documents of each)" if limit else ""), flush=True)
-    saved = benchmark(run_models(teacher, run), tasks, limit, device)
+    print(f"running {', '.join(e.tasks)} on the teacher, pruned and distilled models"
+          + (f" (first {e.limit} documents of each)" if e.limit else ""), flush=True)
+    saved = benchmark(run_models(teacher, run), e.tasks, e.limit, device, e.include_path)
     write_json(run / "tasks.json", saved)
     write_student_card(run, original, json.loads((run / "metrics.json").read_text()), saved["results"])
     return {"tasks": "tasks.json"}
@@ -306,14 +306,15 @@ def run_models(teacher: str, run: Path) -> dict[str, str | Path]:
     return {"teacher": teacher, "pruned": run / "pruned", "distilled": run / "student"}
 
 
-def benchmark(models: dict[str, str | Path], tasks: list[str], limit: int | None, device: torch.device) -> dict:
+def benchmark(models: dict[str, str | Path], tasks: list[str], limit: int | None, device: torch.device,
+              include_path: Path | None = None) -> dict:
     """The teacher's, the pruned and the distilled model's scores on the tasks (each model loaded in turn), their mean
     accuracies over the multiple-choice tasks, the share of the teacher–pruned gap distillation closed and the paired
     differences (`paired_differences`): tasks.json's contents."""
     start, results = time.time(), {}
     for name, spec in models.items():
         model = load_model(spec, device)
-        results[name] = run_tasks(model, load_tokenizer(spec), tasks, limit)
+        results[name] = run_tasks(model, load_tokenizer(spec), tasks, limit, include_path=include_path)
         del model
         gc.collect()
     mean = {name: mean_accuracy(res) for name, res in results.items()}

@@ -153,6 +153,9 @@ def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsy
     assert {p: (run / p).stat().st_mtime_ns for p in mtime if p != "record.json"} == \
         {p: t for p, t in mtime.items() if p != "record.json"}
     assert list(json.loads((run / "record.json").read_text()))[-1] == "tasks"
+    with pytest.raises(MinitronError, match="its tasks ran with include_path = None, now "):  # other task YAMLs
+        minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, resume=True, **{**TINY, "eval": EvalConfig(
+            tokens=128, tasks=["mc_arc_easy,kjv"], limit=2, include_path=tmp_path)})
     tasks = json.loads((run / "tasks.json").read_text())
     results = tasks["results"]
     ppl = {name: results[name]["kjv"]["word_perplexity"] for name in MODELS}
@@ -297,6 +300,8 @@ def test_compress_runs_the_bundled_tasks_unless_told_none(tiny_dir, tiny_data, t
     assert default.tasks == list(MC_TASKS) == ["mc_arc_easy", "mc_hellaswag", "mc_piqa"] and default.limit == 100
     assert recipe(EvalConfig(tasks=[])).tasks == recipe(EvalConfig(tasks=None)).tasks == []
     assert recipe(EvalConfig(tasks=["kjv"])).tasks == ["kjv"]
+    with pytest.raises(MinitronError, match="--eval.include-path .* is not a directory of task YAMLs"):
+        recipe(EvalConfig(tasks=["kjv"], include_path=tmp_path / "nowhere"))
     assert (default.tokens, default.ood) == (65536, True) and not (tmp_path / "r").exists()
     with pytest.raises(MinitronError, match="--eval.tokens must be a positive whole number, not 0"):
         recipe(EvalConfig(tokens=0))

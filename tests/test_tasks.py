@@ -12,6 +12,7 @@ from minitron.eval import EvalConfig, evaluate
 from minitron.numerics import lm_loss_sum
 from minitron.stats import mean_of_means
 from minitron.load import load_model
+from minitron.pipeline import benchmark
 from minitron.tasks import TASK_NAMES, YAML_DIR, prepare, run_tasks, tasks_dir
 
 
@@ -193,6 +194,12 @@ def test_a_users_own_task_through_include_path(tmp_path, capsys, one_thread):
              == d["label"] for d in docs]
     quiz = metrics["tasks"]["my_quiz"]
     assert quiz["samples"] == 5 and quiz["acc"] == pytest.approx(sum(right) / 5) and quiz["acc_stderr"] > 0
+    # compress's tasks stage (`--eval.include-path`) runs it for each of its models, paired document by document
+    saved = benchmark({"teacher": model_dir, "pruned": model_dir, "distilled": model_dir}, ["my_quiz"], None,
+                      torch.device("cpu"), tmp_path / "yamls")
+    assert saved["mean_accuracy"] == pytest.approx({n: quiz["acc"] for n in ("teacher", "pruned", "distilled")})
+    assert saved["paired"]["distilled-pruned"] == {**saved["paired"]["distilled-pruned"], "documents": 5,
+                                                   "difference": 0.0}
     user_task(tmp_path / "yamls", tmp_path / "gone.jsonl", name="my_lost_quiz")
     err = cli_error(capsys, "eval", "--model", model_dir, "--tasks", "my_lost_quiz", "--include-path",
                     tmp_path / "yamls", "--no-loss", "--no-speed")
