@@ -10,8 +10,9 @@ measured when a run got there, else extrapolated from the fit and labelled so. W
     python benchmarks/scaling.py [--tokens 204800 512000 1024000 2048000] [--work DIR] [--out docs/scaling.md]
     python benchmarks/scaling.py --dry   # a tiny random teacher and generated text, in seconds (the test's)
 
-Each run resumes (`distill --resume`) and a finished one is measured again without training, so the curve can be
-run a budget at a time, in the background, over several sessions: --work defaults to the minitron cache, which
+Each run resumes (`distill --resume`), a finished one is not trained again and each model's measures are kept beside
+it (NAME-measures.json, measured again only with other --eval-seqs or --tasks-limit), so the curve can be run a
+budget at a time, in the background, over several sessions: --work defaults to the minitron cache, which
 outlives runs/. On a 2-core Intel Xeon with AMX the demo's recipe runs at about 600 tokens/s (the 2M-token run: about
 an hour; 270 tokens/s in docs/scaling.md's earlier run), and measuring the teacher, the pruned model and each student
 takes about 5 minutes a model, most of it the benchmarks' 1,500 documents.
@@ -70,12 +71,13 @@ def main() -> None:
     windows = {"test": TokenData.open(data).spread("test", args.eval_seqs, recipe["seq_len"]),
                "ood": ood_windows(tok, recipe["seq_len"], args.eval_seqs)}
     teacher_model = load_model(teacher, device="cpu")
-    models = {"teacher": teacher_model, "pruned": load_model(pruned)}
+    models = {"teacher": (args.work, teacher_model), "pruned": (pruned, load_model(pruned))}
     results = {"settings": {"teacher": str(teacher), "recipe": recipe, "target": target,
                             "data": Path(data).name,  # in the cache's data/ (no machine's path in the docs)
                             "eval_seqs": args.eval_seqs, "tasks_limit": args.tasks_limit,
                             "precision": TrainConfig(**recipe).on_device(torch.device("cpu")).precision},
-               "models": {name: measured(m, teacher_model, windows, tok, args) for name, m in models.items()},
+               "models": {name: measured_once(where / f"{name}-measures.json", m, teacher_model, windows, tok, args)
+                          for name, (where, m) in models.items()},
                "runs": {}}
     for tokens in sorted(args.tokens):
         run = args.work / f"tokens-{tokens}"
@@ -84,8 +86,9 @@ def main() -> None:
             result = distill(TrainConfig(student=str(pruned), out=run, tokens=tokens, teacher=str(teacher),
                                          data=str(data), device="cpu", resume=True, **recipe))
             record.write_text(json.dumps({"seconds": result.seconds, "tokens_per_s": result.tokens_per_s}) + "\n")
-        results["runs"][str(tokens)] = {**json.loads(record.read_text()),
-                                        **measured(load_model(run / "student"), teacher_model, windows, tok, args)}
+        student = load_model(run / "student")
+        results["runs"][str(tokens)] = {**json.loads(record.read_text()), **measured_once(
+            run / "student-measures.json", student, teacher_model, windows, tok, args)}
         results["fit"] = fit(results)
         write(args, results)  # after every run: a long curve reports what it has
 
@@ -118,6 +121,19 @@ def dry_setup(args):
     recipe = dict(seq_len=32, micro_batch=2, global_batch_tokens=128, lr=1e-3, min_lr=1e-4, loss="forward_kl",
                   precision="fp32", eval_every=0)
     return str(teacher), data, dict(hidden_size=32, intermediate_size=64, num_attention_heads=2), recipe
+
+
+def measured_once(where: Path, model, teacher, windows: dict, tok, args) -> dict:
+    """`measured`, kept in the file `where` with the settings it ran with, so that a curve resumed over several
+    sessions measures each model once (about 5 minutes a model on the CPU)."""
+    settings = {"eval_seqs": args.eval_seqs, "tasks_limit": args.tasks_limit}
+    if where.is_file():
+        saved = json.loads(where.read_text())
+        if saved["settings"] == settings:
+            return saved["measures"]
+    measures = measured(model, teacher, windows, tok, args)
+    where.write_text(json.dumps({"settings": settings, "measures": measures}) + "\n")
+    return measures
 
 
 def measured(model, teacher, windows: dict, tok, args) -> dict:

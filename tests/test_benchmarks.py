@@ -164,6 +164,12 @@ def test_scaling_dry_mode(tmp_path, one_thread):
     assert f"{saved['runs']['384']['benchmark_mean']:.3f} ({diff:+.3f} ± {half:.3f}) |" in report
     again = subprocess.run([*cmd, "--report"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and (tmp_path / "scaling.md").read_text() == report  # the same from its JSON
+    # resumed, nothing is trained or measured again: each model's measures are kept beside it
+    kept = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*-measures.json")}
+    assert len(kept) == 4 and (tmp_path / "pruned" / "pruned-measures.json") in kept
+    resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and json.loads((tmp_path / "scaling.json").read_text()) == saved
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
 
 
 def test_criteria_after_kd_dry_mode(tiny_dir, tiny_data, tmp_path, one_thread):
