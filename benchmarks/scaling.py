@@ -13,8 +13,8 @@ measured when a run got there, else extrapolated from the fit and labelled so. W
 Each run resumes (`distill --resume`), a finished one is not trained again and each model's measures are kept beside
 it (NAME-measures.json, measured again only with other --eval-seqs or --tasks-limit), so the curve can be run a
 budget at a time, in the background, over several sessions: --work defaults to the minitron cache, which
-outlives runs/. On a 2-core Intel Xeon with AMX the demo's recipe runs at about 600 tokens/s (the 2M-token run: about
-an hour; 270 tokens/s in docs/scaling.md's earlier run), and measuring the teacher, the pruned model and each student
+outlives runs/. On a 2-core Intel Xeon with AMX the demo's recipe runs at about 580 tokens/s (docs/scaling.md; the
+2M-token run: about an hour), and measuring the teacher, the pruned model and each student
 takes about 5 minutes a model, most of it the benchmarks' 1,500 documents.
 """
 from __future__ import annotations
@@ -193,7 +193,7 @@ def render(results: dict) -> str:
              f"James Bible, KL from the teacher on test, and the bundled benchmarks ({s['tasks_limit']} documents "
              "each, mean accuracy). Reproduce: `.venv/bin/python benchmarks/scaling.py"
              + (f" --tasks-limit {s['tasks_limit']}" if s["tasks_limit"] != TASKS_LIMIT else "") + "`", ""]
-    return ("\n".join(lines) + table(results) + "\n".join(replies(results))).rstrip("\n")
+    return ("\n".join(lines) + "\n" + table(results) + "\n".join(replies(results))).rstrip("\n")
 
 
 def table(results: dict) -> str:
@@ -257,6 +257,9 @@ def plot(results: dict, path: Path) -> None:
         ax.plot(tokens, [r[key] for _, r in runs], "o-", label="student")
         ax.axhline(results["models"]["teacher"][key], ls="--", color="0.4", label="teacher")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # no 3e5 and 4e5 printed over each other
+        if ax is axes[0]:  # the test panel spans the budgets only: they are its ticks
+            ax.set_xticks(tokens, [f"{t / 1e6:g}M" for t in tokens])
         ax.set_xlabel("distillation tokens")
         ax.set_ylabel("loss (nats/token)")
         ax.set_title(title)
