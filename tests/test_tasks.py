@@ -198,8 +198,8 @@ def test_a_users_own_task_through_include_path(tmp_path, capsys, one_thread):
     saved = benchmark({"teacher": model_dir, "pruned": model_dir, "distilled": model_dir}, ["my_quiz"], None,
                       torch.device("cpu"), tmp_path / "yamls")
     assert saved["mean_accuracy"] == pytest.approx({n: quiz["acc"] for n in ("teacher", "pruned", "distilled")})
-    assert saved["paired"]["distilled-pruned"] == {**saved["paired"]["distilled-pruned"], "documents": 5,
-                                                   "difference": 0.0}
+    paired = saved["paired"]["distilled-pruned"]  # the same model three times: every document agrees
+    assert paired["documents"] == 5 and paired["difference"] == 0
     user_task(tmp_path / "yamls", tmp_path / "gone.jsonl", name="my_lost_quiz")
     err = cli_error(capsys, "eval", "--model", model_dir, "--tasks", "my_lost_quiz", "--include-path",
                     tmp_path / "yamls", "--no-loss", "--no-speed")
