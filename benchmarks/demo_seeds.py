@@ -6,8 +6,10 @@ the paired difference with its 95% t-interval and its reading (`minitron.stats.v
 benchmarks/recipe.py (docs/results.md renders both from their JSON with the same `seeds` block).
 
     python benchmarks/demo_seeds.py [--rows stages2] [--seeds 0 1 2] [--out docs/demo_stages.md]
+    python benchmarks/demo_seeds.py --rows correct --out docs/demo_correction.md   # teacher correction first
 
-Each run is a compress run directory in --work, resumed when it is there (a finished one is only measured again);
+Each run is a compress run directory in --work (default: the minitron cache, which outlives runs/, so a comparison
+can run over several sessions), resumed when it is there (a finished one is only measured again);
 `make demo`'s own run (--demo-run, when finished) stands for the demo's seed 0, the same student. About 10 minutes a
 run on 2 CPU cores with bf16 units.
 """
@@ -26,7 +28,7 @@ from results_tables import benchmark  # noqa: E402 (a sibling script)
 
 from minitron.data import TokenData, default_data  # noqa: E402
 from minitron.eval import ood_windows  # noqa: E402
-from minitron.load import load_model, load_tokenizer  # noqa: E402
+from minitron.load import cache_dir, load_model, load_tokenizer  # noqa: E402
 from minitron.stats import fmt_mean_sd  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +39,9 @@ ROWS = {  # name: (what differs from the demo, compress flags)
     "demo": ("configs/demo.yaml as it ships: pruned once, distilled once", []),
     "stages2": ("`--stages 2`: pruned and distilled in two rounds, each a geometric share of the way to the demo's "
                 "target, the 204,800 tokens split evenly between them", ["--stages", "2"]),
+    "correct": ("`--correct-teacher 51200`: the teacher first fine-tuned on 51,200 tokens of the corpus (a quarter of "
+                "the distillation's, as in the one-seed comparison of docs/results.md), then pruned and distilled "
+                "from", ["--correct-teacher", "51200"]),
 }
 MEASURES = ("dev_loss", "test_loss", "ood_loss", "test_kl")
 
@@ -46,7 +51,7 @@ def main() -> None:
     p.add_argument("--rows", nargs="+", default=["stages2"], choices=[r for r in ROWS if r != "demo"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data orders (--distill.seed)")
     p.add_argument("--val-seqs", type=int, default=32, help="windows of 256 tokens of each held-out text")
-    p.add_argument("--work", type=Path, default=Path("runs/bench/demo-seeds"))
+    p.add_argument("--work", type=Path, default=cache_dir() / "bench" / "demo-seeds")
     p.add_argument("--demo-run", type=Path, default=Path(DEMO["out"]), help="`make demo`'s run: the demo's seed 0")
     p.add_argument("--out", type=Path, default=Path("docs/demo_stages.md"))
     args = p.parse_args()
