@@ -33,6 +33,7 @@ from minitron.data import TokenData, build_data, default_data
 from minitron.distill import TrainConfig, distill
 from minitron.errors import pyplot
 from minitron.eval import measure, ood_windows
+from minitron.io import write_json
 from minitron.load import cache_dir, load_model, load_tokenizer
 from minitron.pipeline import CONTINUATION, REPLY_TOKENS, continue_text, gap_closed, mean_accuracy, reply_to
 from minitron.prune import PruneConfig, prune
@@ -85,7 +86,7 @@ def main() -> None:
         if not record.is_file():
             result = distill(TrainConfig(student=str(pruned), out=run, tokens=tokens, teacher=str(teacher),
                                          data=str(data), device="cpu", resume=True, **recipe))
-            record.write_text(json.dumps({"seconds": result.seconds, "tokens_per_s": result.tokens_per_s}) + "\n")
+            write_json(record, {"seconds": result.seconds, "tokens_per_s": result.tokens_per_s})
         student = load_model(run / "student")
         results["runs"][str(tokens)] = {**json.loads(record.read_text()), **measured_once(
             run / "student-measures.json", student, teacher_model, windows, tok, args)}
@@ -132,7 +133,7 @@ def measured_once(where: Path, model, teacher, windows: dict, tok, args) -> dict
         if saved["settings"] == settings:
             return saved["measures"]
     measures = measured(model, teacher, windows, tok, args)
-    where.write_text(json.dumps({"settings": settings, "measures": measures}) + "\n")
+    write_json(where, {"settings": settings, "measures": measures})  # atomic: a run stopped mid-write resumes
     return measures
 
 
