@@ -1,7 +1,9 @@
 """The one exception type that the command line turns into a single clear line, that line for an optional
-package that is not installed (`require`), and the two refusals that several front doors share (`positive_int`,
-`refuse_marked`)."""
+package that is not installed (`require`), and the refusals that several front doors share (`whole_number`,
+`real_number`, `refuse_marked`)."""
+import math
 from dataclasses import fields
+from typing import Callable
 
 
 class MinitronError(Exception):
@@ -17,11 +19,20 @@ class Interrupted(MinitronError):
         self.exit_code = 128 + signum
 
 
-def positive_int(value, what: str):
-    """`value` if it is a whole number of at least 1 (not a bool), else the one line naming `what` (a flag or a
-    file's field)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise MinitronError(f"{what} must be a positive whole number, not {value!r}")
+def whole_number(value, what: str, low: int = 1):
+    """`value` if it is a whole number of at least `low` (not a bool: a YAML config can hold anything), else the one
+    line naming `what` (a flag or a file's field)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        rule = {0: "a whole number, 0 or more", 1: "a positive whole number"}.get(low, f"a whole number, at least {low}")
+        raise MinitronError(f"{what} must be {rule}, not {value!r}")
+    return value
+
+
+def real_number(value, what: str, ok: Callable[[float], bool] = lambda v: True, rule: str = "a number"):
+    """`value` if it is a finite number (int or float, not a bool) for which `ok` holds, else the one line naming
+    `what` and the `rule` it breaks."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        raise MinitronError(f"{what} must be {rule}, not {value!r}")
     return value
 
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from minitron.arch import count_params
 from minitron.data import (EVAL_TOKENS, SEQ_LEN, TokenData, Windows, default_data, spread_starts, tokenizer_identity,
                            windows_of)
-from minitron.errors import MinitronError, positive_int, refuse_marked
+from minitron.errors import MinitronError, whole_number, refuse_marked
 from minitron.io import atomic_file, refuse_existing_file, write_json
 from minitron.load import cache_dir, check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.numerics import autocast, label_weights, windows_in_batches
@@ -124,7 +124,7 @@ class EvalConfig:
         """Refuse a bad count or an unknown task in one line; the config with its tasks named (checked against
         lm-eval and the bundled data, before any model is loaded)."""
         for name in ("tokens", "batch_size", "new_tokens"):
-            positive_int(getattr(self, name), f"--{prefix}{name.replace('_', '-')}")
+            whole_number(getattr(self, name), f"--{prefix}{name.replace('_', '-')}")
         return replace(self, tasks=check_tasks(self.tasks, self.limit, self.include_path, prefix) if self.tasks else [])
 
     def refuse_eval_only(self, command: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from minitron.arch import PRUNABLE_SIZES, arch_of
-from minitron.errors import MinitronError, positive_int, require
+from minitron.errors import MinitronError, whole_number, require
 from minitron.gguf_config import Metadata, correct_config
 from minitron.io import atomic_dir, save_hf, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
@@ -210,14 +210,14 @@ def load_config(spec: str | Path):
             raise MinitronError(f"cannot read {path / 'config.json'}: {problem}") from None
         arch_of(config)
     for name in PRUNABLE_SIZES + ("vocab_size",):  # every size a model has must be a positive whole number
-        positive_int(getattr(config, name, None), f"{path / 'config.json'}: {name}")
+        whole_number(getattr(config, name, None), f"{path / 'config.json'}: {name}")
     return config
 
 
 def check_seq_len(config, seq_len: int, spec: str | Path) -> None:
     """Refuse sequences of no tokens, or longer than the model was built for (its positions past that are
     untrained)."""
-    positive_int(seq_len, "--seq-len")
+    whole_number(seq_len, "--seq-len")
     limit = getattr(config, "max_position_embeddings", None)
     if limit and seq_len > limit:
         raise MinitronError(f"--seq-len {seq_len} is longer than {spec}'s max_position_embeddings ({limit}); "

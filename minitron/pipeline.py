@@ -35,14 +35,14 @@ from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located, schedule
 from minitron.distill.loop import distill as run_distill
-from minitron.errors import MinitronError, positive_int
+from minitron.errors import MinitronError, real_number, whole_number
 from minitron.eval import EvalConfig, generation_speed, ood_windows, summarise, window_sums, windows_info
 from minitron.importance import score
 from minitron.io import check_run_dir, mark, output_lock, remove, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.prune import PruneConfig, ScoreNeeds, check_target, params_of, target_config
 from minitron.prune import prune as prune_model
-from minitron.record import Record
+from minitron.record import Record, record_path
 from minitron.report import write_report
 from minitron.search import DISTILL_TOKENS, DISTILL_TOP, SEARCH_TOLERANCE, search, shapes_within
 from minitron.stats import ratio_ci
@@ -117,11 +117,9 @@ class Correction:
     lora_rank: int  # 0: all the teacher's weights
 
     def check(self, train_tokens: int) -> "Correction":
-        for name, value in (("correct_teacher", self.tokens), ("correct_lora_rank", self.lora_rank)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise MinitronError(f"--{name.replace('_', '-')} must be a whole number, 0 or more, not {value!r}")
-        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:
-            raise MinitronError(f"--correct-lr must be a positive number, not {self.lr!r}")
+        whole_number(self.tokens, "--correct-teacher", 0)
+        whole_number(self.lora_rank, "--correct-lora-rank", 0)
+        real_number(self.lr, "--correct-lr", lambda v: v > 0, "a positive number")
         if self.tokens > train_tokens:
             raise MinitronError(f"the data has {train_tokens:,} training tokens, fewer than the {self.tokens:,} of "
                                 "--correct-teacher; add data or lower it")
@@ -231,7 +229,7 @@ def run_stages(run: Path, r: Recipe) -> Path:
                lambda: evaluate_stage(r.teacher, source, run, r, sizes, record))
     if e.tasks:  # a stage of its own: a finished run resumed with --eval.tasks adds the benchmarks
         record.run("tasks", {"tasks": e.tasks, "limit": e.limit,  # include_path: None in runs from before it
-                             "include_path": e.include_path and str(Path(e.include_path).resolve())},
+                             "include_path": e.include_path and record_path(e.include_path, run)},
                    lambda: tasks_stage(r.teacher, source, run, e, pick_device(r.device)))
     return write_report(run)
 
@@ -446,7 +444,7 @@ HEADS_FIRST = ["num_key_value_heads", "num_attention_heads", "hidden_size", "int
 def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages: int) -> list[dict[str, int]]:
     """The target of each of `stages` rounds: each size a geometric share of the way from the teacher's to the
     final one (query heads a multiple of the KV heads, multiples of 8 kept), the last round the target itself."""
-    positive_int(stages, "--stages")
+    whole_number(stages, "--stages")
     result = []
     for k in range(1, stages):
         step = {}

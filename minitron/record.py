@@ -24,6 +24,13 @@ def jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
+def record_path(path: Path | str, run: Path) -> str:
+    """An input path as a record holds it: resolved, and relative to `run` when inside it (a run directory may move
+    with its inputs and still resume)."""
+    path, root = Path(path).resolve(), Path(run).resolve()
+    return str(path.relative_to(root) if path.is_relative_to(root) else path)
+
+
 class Record:
     """RUN/record.json: {step: {"settings", "outputs", "seconds"}}, rewritten atomically after each change."""
 

@@ -28,7 +28,7 @@ from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located
 from minitron.distill.loop import distill as run_distill
-from minitron.errors import MinitronError, pyplot
+from minitron.errors import MinitronError, pyplot, real_number
 from minitron.importance import ComputeDtype, Scores, score
 from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
 from minitron.lazy import reuse_freed_memory
@@ -71,9 +71,7 @@ class Candidate:
 
 def budget_of(params: float, teacher_params: int) -> int:
     """--params: a fraction of the teacher's parameters (at most 1) or an absolute count."""
-    if isinstance(params, bool) or not isinstance(params, (int, float)) or not params > 0 or not math.isfinite(params):
-        raise MinitronError(f"--params must be a positive fraction of the teacher (like 0.5) or a parameter count, "
-                            f"not {params!r}")
+    real_number(params, "--params", lambda v: v > 0, "a positive fraction of the teacher (like 0.5) or a parameter count")
     if params > 1 and params != int(params):
         raise MinitronError(f"--params {params}: a fraction of the teacher's parameters is at most 1 (like 0.5), and "
                             f"a parameter count is a whole number (like 60e6)")

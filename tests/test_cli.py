@@ -10,7 +10,7 @@ from conftest import cli_error
 
 from minitron.cli import COMMANDS, main, parse, parse_mapping
 from minitron.distill import TrainConfig
-from minitron.errors import MinitronError, positive_int, refuse_marked
+from minitron.errors import MinitronError, refuse_marked, whole_number
 from minitron.eval import EvalConfig
 
 
@@ -167,12 +167,18 @@ def test_a_runs_own_train_config_runs_it_again(tmp_path):
 
 
 def test_the_shared_refusals():
-    """positive_int takes whole numbers from 1 (not True, 1.0 or "2") and names what it checks; refuse_marked
+    """whole_number takes whole numbers from 1 (not True, 1.0 or "2"), or from its `low`, and names what it checks
+    in one wording (the distill, prune, compress and eval flags alike); refuse_marked
     refuses a marked field that differs from its default (a default_factory's too), and lets unmarked ones pass."""
-    assert positive_int(3, "--n") == 3
+    assert whole_number(3, "--n") == 3
     for bad in (0, -1, True, 1.0, "2", None):
         with pytest.raises(MinitronError, match=f"^--n must be a positive whole number, not {bad!r}$"):
-            positive_int(bad, "--n")
+            whole_number(bad, "--n")
+    assert whole_number(0, "--n", 0) == 0 and whole_number(2, "--n", 2) == 2
+    with pytest.raises(MinitronError, match="^--n must be a whole number, 0 or more, not -1$"):
+        whole_number(-1, "--n", 0)
+    with pytest.raises(MinitronError, match="^--n must be a whole number, at least 2, not 1$"):
+        whole_number(1, "--n", 2)
 
     @dataclasses.dataclass
     class Section:

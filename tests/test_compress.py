@@ -16,12 +16,14 @@ from minitron.cli import main, parse
 from minitron import pipeline
 from minitron.card import card_name, derived_name
 from minitron.distill import TrainConfig, distill
+from minitron.distill.config import recorded
 from minitron.data import TokenData
 from minitron.errors import MinitronError
 from minitron.eval import EvalConfig, ood_windows
 from minitron.numerics import lm_loss
 from minitron.load import load_model, load_tokenizer
 from minitron.prune import PruneConfig
+from minitron.record import record_path
 from minitron.stats import mean_of_means
 from minitron.tasks import benchmark_gap_ci
 
@@ -305,7 +307,7 @@ def test_compress_runs_the_bundled_tasks_unless_told_none(tiny_dir, tiny_data, t
     assert (default.tokens, default.ood) == (65536, True) and not (tmp_path / "r").exists()
     with pytest.raises(MinitronError, match="--eval.tokens must be a positive whole number, not 0"):
         recipe(EvalConfig(tokens=0))
-    with pytest.raises(MinitronError, match="--eval.limit must be a positive number of documents, not 0"):
+    with pytest.raises(MinitronError, match=r"--eval.limit \(documents of each task\) must be a positive whole number, not 0"):
         recipe(EvalConfig(tasks=["kjv"], limit=0))
     for field, value in (("model", "other"), ("split", "dev"), ("seq_len", 64), ("batch_size", 2), ("speed", False),
                          ("out", Path("m.json"))):
@@ -341,3 +343,15 @@ def test_front_door_bad_input(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch
     (existing / "notes.txt").write_text("keep me")
     err = cli_error(capsys, "compress", *base, "--out", existing)
     assert "was not written by minitron" in err and (existing / "notes.txt").read_text() == "keep me"
+
+
+def test_a_record_holds_the_inputs_inside_its_run_relative_to_it(tmp_path):
+    """distill's inputs and compress's --eval.include-path are recorded by one rule: relative to the run when inside
+    it (a run directory moved with its inputs still resumes), resolved otherwise."""
+    run, outside = tmp_path / "run", tmp_path / "elsewhere"
+    (run / "yamls").mkdir(parents=True)
+    outside.mkdir()
+    assert record_path(run / "yamls", run) == "yamls"
+    assert record_path(tmp_path / "run" / ".." / "elsewhere", run) == str(outside.resolve())
+    settings = recorded(TrainConfig(student=str(run / "yamls"), teacher=str(outside), data="nowhere", out=run), run)
+    assert (settings["student"], settings["teacher"], settings["data"]) == ("yamls", str(outside.resolve()), "nowhere")

@@ -216,7 +216,8 @@ PROBES = [
     Probe("resume-rebuilt-data", rebuilt_data, "its data changed since the run started"),
     Probe("resume-corrupt-record", bad_record, "record.json is damaged (JSONDecodeError)"),
     Probe("distill-batch-below-a-micro-batch", lambda w: distill(w, out=w["case"] / "r") + [
-        "--global-batch-tokens", 50], "--global-batch-tokens must be at least one micro-batch", created=("r",)),
+        "--global-batch-tokens", 50], "--global-batch-tokens (one micro-batch, --micro-batch x --seq-len, is 64 "
+        "tokens) must be a whole number, at least 64, not 50", created=("r",)),
     Probe("distill-resume-and-overwrite", lambda w: distill(w, "--resume", "--overwrite"), "not both"),
     Probe("prune-target-twice", lambda w: ["prune", "--model", w["teacher"], "--target",
                                            "hidden_size=32,hidden_size=48", "--dry-run"], "given twice"),

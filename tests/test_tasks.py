@@ -150,7 +150,7 @@ def test_bad_tasks_are_one_line(tmp_path, capsys, monkeypatch):
     err = cli_error(capsys, "eval", "--model", model_dir, "--tasks", "mc_arc_easy,no_such_task", "--no-loss")
     assert "unknown task 'no_such_task': not bundled (mc_arc_easy" in err and "lm-eval's tasks" in err
     err = cli_error(capsys, "eval", "--model", model_dir, "--tasks", "kjv", "--limit", "0", "--no-loss")
-    assert "--limit must be a positive number" in err
+    assert "--limit (documents of each task) must be a positive whole number" in err
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "empty-cache"))
     assert tasks_dir() == tmp_path / "empty-cache" / "tasks"
     err = cli_error(capsys, "eval", "--model", model_dir, "--tasks", "kjv", "--no-loss", "--out", tmp_path / "e.json")

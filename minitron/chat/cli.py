@@ -10,7 +10,7 @@ from typing import Literal
 from minitron.chat.generate import BATCH_SIZE, Completion, Sampling, complete, complete_many
 from minitron.chat.templates import ChatFormat, encode, get_format
 from minitron.chat.tools import ToolCall, as_message_calls, describe, load_tools, parse_tool_calls
-from minitron.errors import MinitronError, positive_int
+from minitron.errors import MinitronError, whole_number
 from minitron.io import read_jsonl, refuse_existing_file, write_atomic
 from minitron.load import load_model, load_tokenizer, pick_device
 
@@ -231,7 +231,7 @@ def generate(model: str = "default", prompt: str | None = None, input: Path | No
         raise MinitronError("give either --prompt TEXT or --input prompts.jsonl")
     if output is not None:
         refuse_existing_file(Path(output), overwrite)
-    positive_int(batch_size, "--batch-size")
+    whole_number(batch_size, "--batch-size")
     sampling = Sampling(max_new_tokens, temperature, top_p, seed).check()
     utf8(prompt, "--prompt"), utf8(system, "--system")
     records = [{"prompt": prompt}] if prompt is not None else _read_prompts(Path(input))

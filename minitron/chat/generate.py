@@ -6,7 +6,6 @@ of the reply text. `Completion.stopped` says whether it ended that way or ran ou
 """
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -15,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minitron.chat.templates import ChatFormat, encode, get_format
-from minitron.errors import MinitronError, positive_int
+from minitron.errors import MinitronError, real_number, whole_number
 
 
 @dataclass(frozen=True)
@@ -27,14 +26,9 @@ class Sampling:
 
     def check(self) -> "Sampling":
         """Refuse settings that mean nothing (the flags' names in the message); returns itself."""
-        def number(v) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        positive_int(self.max_new_tokens, "--max-new-tokens")
-        if not (number(self.temperature) and self.temperature >= 0):
-            raise MinitronError(f"--temperature must be 0 (greedy) or more, not {self.temperature!r}")
-        if not (number(self.top_p) and 0 < self.top_p <= 1):
-            raise MinitronError(f"--top-p must be above 0 and at most 1, not {self.top_p!r}")
+        whole_number(self.max_new_tokens, "--max-new-tokens")
+        real_number(self.temperature, "--temperature", lambda v: v >= 0, "0 (greedy) or more")
+        real_number(self.top_p, "--top-p", lambda v: 0 < v <= 1, "above 0 and at most 1")
         return self
 
 

@@ -16,7 +16,7 @@ from minitron.data.corpora import HELD_OUT, item_kind, item_sources, named_corpu
 from minitron.data.prompts import Generation, bundled_prompts, user_prompts
 from minitron.data.sources import iter_conversations, iter_documents, source_bytes, split_of
 from minitron.data.tokens import SPLITS, ShardWriter, TokenData, token_dtype, tokenizer_identity, write_meta
-from minitron.errors import MinitronError, positive_int
+from minitron.errors import MinitronError, real_number, whole_number
 from minitron.io import atomic_dir, read_jsonl, refuse_existing, write_json
 from minitron.load import cache_dir, load_tokenizer
 
@@ -114,14 +114,13 @@ def check_build(chat: bool, source, out, dev_fraction: float | None, test_fracti
     for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
         if value is None:  # the default: HELD_OUT, or a corpus part's own
             continue
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1):
-            raise MinitronError(f"--{name.replace('_', '-')} must be a share of the documents strictly between 0 and "
-                                f"1, not {value!r}")
+        real_number(value, f"--{name.replace('_', '-')}", lambda v: 0 < v < 1,
+                    "a share of the documents strictly between 0 and 1")
     if (dev_fraction or HELD_OUT) + (test_fraction or HELD_OUT) >= 1:
         raise MinitronError(f"--dev-fraction {dev_fraction} and --test-fraction {test_fraction} leave no documents "
                             "to train on; lower them")
     if max_tokens is not None:
-        positive_int(max_tokens, "--max-tokens")
+        whole_number(max_tokens, "--max-tokens")
     if out is not None:
         refuse_existing(Path(out), overwrite)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from minitron.data.corpora import part_documents
 from minitron.data.sources import split_of
-from minitron.errors import MinitronError, positive_int
+from minitron.errors import MinitronError, whole_number
 from minitron.io import read_jsonl
 
 
@@ -38,7 +38,7 @@ class Generation:
 
     def check(self) -> "Generation":
         for name in ("count", "batch_size"):
-            positive_int(getattr(self, name), f"--generation.{name.replace('_', '-')}")
+            whole_number(getattr(self, name), f"--generation.{name.replace('_', '-')}")
         return self  # the sampling settings are checked with the sampler's own rules (`chat.generate.Sampling`)
 
 

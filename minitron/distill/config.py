@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Literal
 
 from minitron.data import SEQ_LEN
-from minitron.errors import MinitronError, refuse_marked
+from minitron.errors import MinitronError, real_number, refuse_marked, whole_number
 from minitron.numerics import native_bf16
+from minitron.record import record_path
 from minitron.tracking import check_report_to
 
 MIN_AUTO_STEPS = 64  # the default batch leaves at least this many optimiser steps in the budget
@@ -218,25 +219,21 @@ class TrainConfig:
 
     def _check_numbers(self) -> None:
         """Every number in range (and of the right type: a YAML config can hold anything)."""
-        def check(name: str, ok, what: str, kind=float):
-            value = getattr(self, name)
-            good = isinstance(value, int) and not isinstance(value, bool) if kind is int else (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
-            if not good or not ok(value):
-                raise MinitronError(f"--{name.replace('_', '-')} must be {what}, not {value!r}")
+        def check(name: str, ok, what: str):
+            real_number(getattr(self, name), f"--{name.replace('_', '-')}", ok, what)
 
-        for name in ("tokens", "seq_len", "micro_batch", "top_k", "eval_seqs", "keep_checkpoints"):
-            check(name, lambda v: v >= 1, "a positive whole number", int)
-        if self.chunk_tokens is not None:
-            check("chunk_tokens", lambda v: v >= 1, "a positive whole number", int)
+        def whole(name: str, low: int) -> None:
+            if getattr(self, name) is not None:  # the optional ones: None is their default
+                whole_number(getattr(self, name), f"--{name.replace('_', '-')}", low)
+
+        for name in ("tokens", "seq_len", "micro_batch", "top_k", "eval_seqs", "keep_checkpoints", "chunk_tokens"):
+            whole(name, 1)
         if self.global_batch_tokens is not None:
             per_micro = self.micro_batch * self.seq_len
-            check("global_batch_tokens", lambda v: v >= per_micro,
-                  f"at least one micro-batch (--micro-batch x --seq-len = {per_micro:,} tokens)", int)
-        for name in ("eval_every", "save_every", "seed", "lora_rank"):
-            check(name, lambda v: v >= 0, "a whole number, 0 or more", int)
-        if self.warmup_steps is not None:
-            check("warmup_steps", lambda v: v >= 0, "a whole number, 0 or more", int)
+            whole_number(self.global_batch_tokens, f"--global-batch-tokens (one micro-batch, --micro-batch x --seq-len, "
+                         f"is {per_micro:,} tokens)", per_micro)
+        for name in ("eval_every", "save_every", "seed", "lora_rank", "warmup_steps"):
+            whole(name, 0)
         check("temperature", lambda v: v > 0, "a positive number")
         if self.lr is not None:
             check("lr", lambda v: v > 0, "a positive number")
@@ -269,11 +266,9 @@ def recorded(cfg: TrainConfig, run: Path) -> dict:
     (its default resolved: a default that changes later does not change what a record says ran)."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in marked("runtime")}
     settings["loss"] = cfg.loss_name()
-    root = Path(run).resolve()
     for k in INPUTS:
         if settings[k] is not None and Path(settings[k]).exists():
-            path = Path(settings[k]).resolve()
-            settings[k] = str(path.relative_to(root) if path.is_relative_to(root) else path)
+            settings[k] = record_path(settings[k], run)
     return settings
 
 

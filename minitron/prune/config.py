@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, whole_number
 from minitron.importance import (AGGREGATIONS, CALIB_SEED, CALIB_SEQS, WIDTH_CRITERIA, Agg, Criterion, HeadScore,
                                  HiddenScore, LayerCriterion, layer_key)
 from minitron.importance.scores import HEAD_SCORES, HIDDEN_SCORES, LAYER_SCORES, removal_sizes
@@ -54,9 +54,7 @@ class PruneConfig:
                 raise MinitronError(f"--prune.{dashed(name)} must be one of {', '.join(choices)}, not "
                                     f"{getattr(self, name)!r}")
         for name, low in (("calib_seqs", 1), ("seq_len", 2), ("seed", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise MinitronError(f"--prune.{dashed(name)} must be a whole number, at least {low}, not {value!r}")
+            whole_number(getattr(self, name), f"--prune.{dashed(name)}", low)
         if self.drop_layers is not None:
             check_layers(self.drop_layers, config.num_hidden_layers if config is not None else None)
         return self

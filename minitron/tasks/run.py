@@ -10,7 +10,7 @@ import torch
 import yaml
 from torch import nn
 
-from minitron.errors import MinitronError
+from minitron.errors import MinitronError, whole_number
 from minitron.stats import mean_of_means, ratio_ci
 from minitron.tasks.sources import MC_TASKS, TASK_NAMES, YAML_DIR, chance_accuracy, prepare, tasks_dir
 
@@ -35,8 +35,8 @@ def check_tasks(tasks: list[str], limit: int | None = None, include_path: Path |
     if not names:
         raise MinitronError(f"--{prefix}tasks is empty; give any lm-eval task, or one of the bundled "
                             f"{', '.join(TASK_NAMES)}")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise MinitronError(f"--{prefix}limit must be a positive number of documents, not {limit!r}")
+    if limit is not None:
+        whole_number(limit, f"--{prefix}limit (documents of each task)")
     if include_path is not None and not Path(include_path).is_dir():
         raise MinitronError(f"--{prefix}include-path {include_path} is not a directory of task YAMLs")
     others = [t for t in names if t not in TASK_NAMES]
