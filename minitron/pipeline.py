@@ -160,6 +160,9 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
                             "or --prune.drop-layers (or --config configs/demo.yaml)")
     if target and params is not None:
         raise MinitronError("give --target or --params, not both")
+    if params is not None:  # the search's own settings, named as compress names them
+        whole_number(search_top, "--search-top", 0)
+        whole_number(search_tokens, "--search-tokens", 1)
     if stages != 1 and (params is not None or prune.drop_layers):
         raise MinitronError("--stages needs an explicit --target (a searched shape or --prune.drop-layers is reached "
                             "in one round)")

@@ -28,7 +28,7 @@ from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located
 from minitron.distill.loop import distill as run_distill
-from minitron.errors import MinitronError, pyplot, real_number
+from minitron.errors import MinitronError, pyplot, real_number, whole_number
 from minitron.importance import ComputeDtype, Scores, score
 from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
 from minitron.lazy import reuse_freed_memory
@@ -340,12 +340,13 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     out = Path(out)
     work = Path(work) if work is not None else out.with_name(out.name + "-search")
     refuse_existing(out, overwrite)
-    if not 0 < tolerance < 1 or (max_candidates or 1) < 1 or distill_top < 0 or distill_tokens < 1 or val_seqs < 1:
-        raise MinitronError("--tolerance must be between 0 and 1, --max-candidates, --distill-tokens and "
-                            "--val-seqs at least 1, --distill-top 0 or more")
-    if screen_seqs < 0 or screen_keep < max(distill_top, 1):
-        raise MinitronError(f"--screen-seqs must be 0 or more and --screen-keep at least 1 and at least --distill-top "
-                            f"({distill_top}), not {screen_seqs} and {screen_keep}")
+    real_number(tolerance, "--tolerance", lambda v: 0 < v < 1, "between 0 and 1 (0.05: ±5 percent of the budget)")
+    for flag, value, low in (("--max-candidates", max_candidates, 1), ("--distill-top", distill_top, 0),
+                             ("--distill-tokens", distill_tokens, 1), ("--val-seqs", val_seqs, 1),
+                             ("--screen-seqs", screen_seqs, 0)):
+        if value is not None:  # --max-candidates' default: every shape
+            whole_number(value, flag, low)
+    whole_number(screen_keep, "--screen-keep (at least 1 and at least --distill-top)", max(distill_top, 1))
     config = load_config(model)
     prune.validate(config)
     if prune.drop_layers:

@@ -338,6 +338,10 @@ def test_front_door_bad_input(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch
         err = cli_error(capsys, "compress", *base, "--out", tmp_path / "h", "--prune.seq-len", bad)
         assert ("max_position_embeddings (256)" if bad else "--prune.seq-len must be a whole number") in err
         assert not (tmp_path / "h").exists()
+    for flag, bad, rule in (("--search-top", -1, "a whole number, 0 or more"),  # named as compress names them
+                            ("--search-tokens", 0, "a positive whole number")):
+        err = cli_error(capsys, "compress", *base[:-2], "--params", 0.5, "--out", tmp_path / "s", flag, bad)
+        assert f"{flag} must be {rule}, not {bad}" in err and not (tmp_path / "s").exists()
     existing = tmp_path / "d"
     existing.mkdir()
     (existing / "notes.txt").write_text("keep me")

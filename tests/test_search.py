@@ -173,5 +173,11 @@ def test_screening_measures_only_the_best_on_every_window(tiny_dir, tiny_data, t
         windows = windows_in_batches(tokens.spread(split, n, 32).batch, 4)
         assert rows[0][key] == pytest.approx(lm_loss(best, windows), rel=1e-5)
     assert "screening: every shape on 2, the best 3 on all" in (tmp_path / "work" / "search.md").read_text()
-    with pytest.raises(MinitronError, match="screen-keep"):
+    with pytest.raises(MinitronError, match=r"--screen-keep \(at least 1 and at least --distill-top\) must be a whole "
+                                            "number, at least 4, not 3"):
         run_search(tiny_dir, tiny_data, tmp_path, out=tmp_path / "b2", distill_top=4, screen_keep=3)
+    for flag, bad, rule in (("tolerance", 1.5, "between 0 and 1"), ("max_candidates", 0, "a positive whole number"),
+                            ("distill_top", -1, "a whole number, 0 or more"), ("val_seqs", 2.0, "a positive whole")):
+        with pytest.raises(MinitronError, match=f"^--{flag.replace('_', '-')} must be {rule}"):  # each flag by name
+            run_search(tiny_dir, tiny_data, tmp_path, out=tmp_path / "b3", **{flag: bad})
+    assert not (tmp_path / "b3").exists()
