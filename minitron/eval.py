@@ -261,13 +261,14 @@ def measure(models: dict[str, nn.Module], windows: Windows, batch_size: int, tea
     """Each model's mean next-token cross-entropy on the windows (nats per counted label, the loss `lm_loss`
     gives) with a 95% interval over the windows, its perplexity, and with `teacher` (a key of `models`) the mean
     KL(teacher ‖ model) per label likewise. One pass: each batch goes through every model once."""
-    return summarise(window_sums(models, windows, batch_size, teacher))
+    return summarise(*window_sums(models, windows, batch_size, teacher))
 
 
 @torch.no_grad()
-def window_sums(models: dict[str, nn.Module], windows: Windows, batch_size: int, teacher: str | None = None) -> dict:
-    """`measure`'s measurements window by window: {"labels": counted labels (W,), model: {"loss": summed
-    cross-entropy (W,), "kl": summed KL from `teacher` (W,), for the other models}}."""
+def window_sums(models: dict[str, nn.Module], windows: Windows, batch_size: int,
+                teacher: str | None = None) -> tuple[torch.Tensor, dict]:
+    """`measure`'s measurements window by window: the counted labels (W,), and {model: {"loss": summed cross-entropy
+    (W,), "kl": summed KL from `teacher` (W,), for the other models}}."""
     per = {name: {"loss": [], "kl": []} for name in models}
     counts = []
     n = len(windows.batch["input_ids"])
@@ -283,20 +284,17 @@ def window_sums(models: dict[str, nn.Module], windows: Windows, batch_size: int,
             if teacher is not None and name != teacher:
                 kl = (logp[teacher].exp() * (logp[teacher] - logp[name])).sum(-1).cpu()
                 per[name]["kl"].append((kl * weight).sum(1))
-    return {"labels": torch.cat(counts),
-            **{name: {k: torch.cat(v) for k, v in values.items() if v} for name, values in per.items()}}
+    return torch.cat(counts), {name: {k: torch.cat(v) for k, v in values.items() if v} for name, values in per.items()}
 
 
-def summarise(sums: dict) -> dict:
+def summarise(labels: torch.Tensor, sums: dict) -> dict:
     """`measure`'s figures from `window_sums`: each model's loss, its interval and perplexity (and KL)."""
-    n, out = sums["labels"], {}
+    out = {}
     for name, values in sums.items():
-        if name == "labels":
-            continue
-        loss, ci = ratio_ci(values["loss"], n)
+        loss, ci = ratio_ci(values["loss"], labels)
         out[name] = {"loss": loss, "ci95": ci, "ppl": math.exp(min(loss, 700.0))}
         if "kl" in values:
-            out[name]["kl"], out[name]["kl_ci95"] = ratio_ci(values["kl"], n)
+            out[name]["kl"], out[name]["kl_ci95"] = ratio_ci(values["kl"], labels)
     return out
 
 

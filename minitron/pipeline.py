@@ -41,9 +41,10 @@ from minitron.importance import score
 from minitron.io import check_run_dir, mark, output_lock, remove, write_json
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.prune import PruneConfig, ScoreNeeds, check_target, params_of, target_config
+from minitron.prune.plan import describe
 from minitron.prune import prune as prune_model
 from minitron.record import Record, record_path
-from minitron.report import write_report
+from minitron.report import distill_words, write_report
 from minitron.search import DISTILL_TOKENS, DISTILL_TOP, SEARCH_TOLERANCE, search, shapes_within
 from minitron.stats import ratio_ci
 from minitron.tasks import MC_TASKS, benchmark_gap_ci, dataset_id, main_score, paired_benchmarks, run_tasks
@@ -59,7 +60,7 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, par
              eval: EvalConfig = COMPRESS_EVAL, prompt: str = DEFAULT_PROMPT, distill: TrainConfig = TrainConfig(),
              device: str = "auto", resume: bool = False, overwrite: bool = False, search_top: int = DISTILL_TOP,
              search_tokens: int = DISTILL_TOKENS, correct_teacher: int = 0, correct_lr: float = CORRECT_LR,
-             correct_lora_rank: int = 0, stages: int = 1) -> dict:
+             correct_lora_rank: int = 0, stages: int = 1, dry_run: bool = False) -> dict:
     """Score, prune to a target (or to the shape a search finds), distil from the teacher, evaluate all three
     models and write a report.
 
@@ -92,11 +93,16 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, par
         correct_lora_rank: correct the teacher through LoRA adapters of this rank (merged), 0: all its weights
         stages: prune and distil in this many rounds, each a geometric share of the way to the target, splitting
             the distillation tokens evenly (1: one round)
+        dry_run: check every setting, print what the run would do (each round's shape and parameters, or the
+            search; the distillation's steps, batch and learning rate; what is evaluated) and stop: nothing is
+            written and no weights are loaded
     """
     run = Path(out) if out is not None else Path("runs") / (Path(teacher).name.removesuffix(".gguf") + "-pruned")
     recipe = resolve(teacher, target, params, run, data, prune, distill, device, search_top, search_tokens,
                      Correction(correct_teacher, correct_lr, correct_lora_rank),
                      eval, prompt, stages, resume, overwrite)
+    if dry_run:
+        return show_plan(recipe, run)
     with output_lock(run):  # one writer per run directory
         check_run_dir(run, resume, overwrite)  # again, under the lock
         if overwrite and run.exists():
@@ -174,6 +180,8 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
     config = load_config(teacher)
     prune.validate(config)
     sizes = check_target(config, target or {}, prune.drop_layers) if params is None else None
+    if sizes is not None:  # the final shape refused as given, before any intermediate round's shape
+        target_config(config, sizes, prune.drop_layers)
     for length in {prune.seq_len, distill.seq_len}:
         check_seq_len(config, length, teacher)
     tokens = TokenData.open(data if data is not None else default_data(teacher))
@@ -196,6 +204,42 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
                   None if params is None else {"params": params, "search_top": search_top,
                                                "search_tokens": search_tokens},
                   replace(distill, eval_every=0), correction, evaluation, prompt, device)
+
+
+def show_plan(r: Recipe, run: Path) -> dict:
+    """compress --dry-run: what the run in `run` would do, printed, and returned as a dict."""
+    before, drop, rounds = params_of(r.config), r.prune.drop_layers, len(r.targets)
+    train = replace(r.train, teacher=r.teacher).on_device(pick_device(r.device))
+    lines = [f"compress --dry-run: the plan for {run} (nothing written)",
+             f"teacher {r.teacher}: {before:,} parameters; data {r.tokens.path}: "
+             f"{r.tokens.num_tokens('train'):,} training tokens"]
+    if r.correction.tokens:
+        how = f"LoRA rank {r.correction.lora_rank}" if r.correction.lora_rank else "all its weights"
+        lines.append(f"teacher correction: {r.correction.tokens:,} tokens at lr {r.correction.lr:g} ({how})")
+    targets = []
+    if r.search is not None:
+        budget, candidates = shapes_within(r.config, r.search["params"], SEARCH_TOLERANCE)
+        lines.append(f"search: {len(candidates)} shapes within ±{SEARCH_TOLERANCE:.0%} of {budget:,} parameters, "
+                     f"ranked zero-shot on dev; the best {r.search['search_top']} distilled on "
+                     f"{r.search['search_tokens']:,} tokens each; the winner pruned ({r.prune.criterion} importance)")
+    for k, target in enumerate(r.targets if r.search is None else [], 1):
+        sizes = check_target(r.config, target, drop if k == rounds else None)
+        after = params_of(target_config(r.config, sizes, drop if k == rounds else None))
+        targets.append({"sizes": sizes, "params": after})
+        lines.append(f"round {k} of {rounds}: score ({r.prune.criterion} importance, {r.prune.calib_seqs} "
+                     f"calibration sequences of {r.prune.seq_len} tokens) and prune\n"
+                     f"{describe(r.config, sizes, before, after)}")
+    lr = f"lr {train.lr:g}" if train.lr is not None else "lr by the winner's width"
+    steps = [b - a for a, b in zip(r.steps, r.steps[1:])]
+    lines.append(f"distil: {r.steps[-1] * r.tokens_per_step:,} tokens, {r.steps[-1]:,} steps of "
+                 f"{r.tokens_per_step:,} tokens{' (' + ' + '.join(map(str, steps)) + ' by round)' if rounds > 1 else ''}"
+                 f", {lr}, {distill_words({**asdict(train), 'loss': train.loss_name()})}")
+    e = r.evaluation
+    tasks = f"; tasks {', '.join(e.tasks)}" + (f" ({e.limit} documents each)" if e.limit else "") if e.tasks else ""
+    lines.append(f"evaluate: {e.tokens:,} test tokens{' and as many out-of-domain' if e.ood else ''}{tasks}")
+    print("\n".join(lines), flush=True)
+    return {"dry_run": True, "run": str(run), "teacher_params": before, "targets": targets,
+            "search": r.search, "steps": r.steps[-1], "tokens_per_step": r.tokens_per_step, "lr": train.lr}
 
 
 def run_stages(run: Path, r: Recipe) -> Path:
@@ -371,10 +415,10 @@ def evaluate_stage(original: str, teacher: str, run: Path, r: Recipe, sizes: dic
     closed = {}
     for where, windows in held_out.items():
         print(f"measuring the models on {windows.describe()}", flush=True)
-        sums = window_sums(models, windows, 4, teacher="teacher")
-        for name, m in summarise(sums).items():
+        labels, sums = window_sums(models, windows, 4, teacher="teacher")
+        for name, m in summarise(labels, sums).items():
             metrics.setdefault(name, {}).update({f"{where}_{k}": v for k, v in m.items()})
-        closed.update(gap_closed_ci(sums, where))
+        closed.update(gap_closed_ci(labels, sums, where))
     for name, model in models.items():
         metrics[name].update(describe_model(model, load_tokenizer(specs[name]), r.prompt))
         print(f"  {name:>9}: {metrics[name]['params']:,} params, " + ", ".join(
@@ -390,11 +434,11 @@ def evaluate_stage(original: str, teacher: str, run: Path, r: Recipe, sizes: dic
     return {"metrics": "metrics.json"}
 
 
-def gap_closed_ci(sums: dict, where: str) -> dict[str, float]:
+def gap_closed_ci(labels: torch.Tensor, sums: dict, where: str) -> dict[str, float]:
     """The half-widths of the 95% intervals of the shares of the gap closed on `where`'s windows (`window_sums` of
     the three models), the windows as the unit: the loss's, (pruned - distilled) / (pruned - teacher), and the KL's,
     (pruned - distilled) / pruned."""
-    p, d, t, keep = sums["pruned"], sums["distilled"], sums["teacher"], sums["labels"] > 0
+    p, d, t, keep = sums["pruned"], sums["distilled"], sums["teacher"], labels > 0
     out = {where: ratio_ci(p["loss"] - d["loss"], p["loss"] - t["loss"], keep)[1]}
     if "kl" in p:
         out[f"{where}_kl"] = ratio_ci(p["kl"] - d["kl"], p["kl"], keep)[1]

@@ -23,6 +23,7 @@ from minitron.eval import EvalConfig, ood_windows
 from minitron.numerics import lm_loss
 from minitron.load import load_model, load_tokenizer
 from minitron.prune import PruneConfig
+from minitron.prune import prune as prune_model
 from minitron.record import record_path
 from minitron.stats import mean_of_means
 from minitron.tasks import benchmark_gap_ci
@@ -359,3 +360,32 @@ def test_a_record_holds_the_inputs_inside_its_run_relative_to_it(tmp_path):
     assert record_path(tmp_path / "run" / ".." / "elsewhere", run) == str(outside.resolve())
     settings = recorded(TrainConfig(student=str(run / "yamls"), teacher=str(outside), data="nowhere", out=run), run)
     assert (settings["student"], settings["teacher"], settings["data"]) == ("yamls", str(outside.resolve()), "nowhere")
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch):
+    """--dry-run checks every setting and prints what the run would do: each round's shape and parameters (as prune
+    --dry-run counts them), the search instead where the shape is searched, the distillation's steps and learning
+    rate, what is evaluated. Nothing is written and no weights are loaded."""
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: pytest.fail("a dry run loaded weights"))
+    run = tmp_path / "run"
+    counted = prune_model(str(tiny_dir), target=TINY["target"], dry_run=True)
+    capsys.readouterr()
+    plan = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, dry_run=True, **TINY)
+    out = capsys.readouterr().out
+    assert not run.exists() and plan["targets"] == [{"sizes": counted["sizes"], "params": counted["params_after"]}]
+    assert (plan["steps"], plan["tokens_per_step"], plan["lr"]) == (4, 256, 3e-3)
+    assert f"parameters: {counted['params_before']:,} -> {counted['params_after']:,}" in out
+    assert "distil: 1,024 tokens, 4 steps of 256 tokens, lr 0.003, logit forward KL" in out
+    assert "evaluate: 128 test tokens and as many out-of-domain" in out
+    two = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, dry_run=True, stages=2, **TINY)
+    out = capsys.readouterr().out
+    assert len(two["targets"]) == 2 and two["targets"][-1] == plan["targets"][0]
+    assert two["targets"][0]["params"] > two["targets"][1]["params"]  # the first round prunes part of the way
+    assert "round 2 of 2" in out and "4 steps of 256 tokens (2 + 2 by round)" in out and not run.exists()
+    searched = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, dry_run=True, params=0.6,
+                                 search_top=2, **{**{k: v for k, v in TINY.items() if k != "target"},
+                                                  "distill": replace(TINY["distill"], lr=None)})
+    out = capsys.readouterr().out
+    assert searched["targets"] == [] and searched["search"]["search_top"] == 2 and not run.exists()
+    assert "shapes within ±5% of" in out and "the best 2 distilled on 65,536 tokens each" in out
+    assert "lr by the winner's width" in out and "round 1" not in out
