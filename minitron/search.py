@@ -303,7 +303,8 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
            distill_tokens: int = DISTILL_TOKENS, scores: Path | None = None, data: Path | None = None,
            val_seqs: int = VAL_SEQS, screen_seqs: int = SCREEN_SEQS, screen_keep: int = SCREEN_KEEP,
            prune: PruneConfig = PruneConfig(), distill: TrainConfig = TrainConfig(eval_every=0),
-           dtype: Literal["auto"] | ComputeDtype = "auto", device: str = "auto", overwrite: bool = False) -> dict:
+           dtype: Literal["auto"] | ComputeDtype = "auto", device: str = "auto", overwrite: bool = False,
+           dry_run: bool = False) -> dict:
     """Search the student shape under a parameter budget and prune the teacher to the winner.
 
     Args:
@@ -333,13 +334,10 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
             the same scores), or auto: bfloat16 on a GPU or a CPU with native bf16, float32 elsewhere
         device: auto, cpu or cuda
         overwrite: replace --out, and start the work directory again
+        dry_run: list the shapes within the budget (those scored, with --max-candidates) with their parameters and
+            stop (needs just the teacher's config.json; nothing written)
     """
     refuse_located(distill, "search")
-    if out is None:
-        raise MinitronError("--out is required (the winner is pruned into it)")
-    out = Path(out)
-    work = Path(work) if work is not None else out.with_name(out.name + "-search")
-    refuse_existing(out, overwrite)
     real_number(tolerance, "--tolerance", lambda v: 0 < v < 1, "between 0 and 1 (0.05: ±5 percent of the budget)")
     for flag, value, low in (("--max-candidates", max_candidates, 1), ("--distill-top", distill_top, 0),
                              ("--distill-tokens", distill_tokens, 1), ("--val-seqs", val_seqs, 1),
@@ -359,6 +357,15 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     chosen = candidates if max_candidates is None else spread(candidates, max_candidates, config)
     print(f"search: {len(candidates)} shapes within ±{tolerance:.0%} of {budget:,} parameters; "
           f"{len(chosen)} scored zero-shot", flush=True)
+    if dry_run:
+        teacher = params_of(config)
+        print("\n".join(f"  {c.name}: {c.params:,} parameters ({c.params / teacher:.1%})" for c in chosen))
+        return {"budget": budget, "shapes": [{"sizes": c.sizes, "params": c.params} for c in chosen]}
+    if out is None:
+        raise MinitronError("--out is required (the winner is pruned into it), or use --dry-run")
+    out = Path(out)
+    work = Path(work) if work is not None else out.with_name(out.name + "-search")
+    refuse_existing(out, overwrite)
     tokens = TokenData.open(data if data is not None else default_data(model))
     tokens.check_model(load_tokenizer(model), config.vocab_size, model)
     if scores is not None:  # another model's scores are refused before any work, as prune does

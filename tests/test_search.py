@@ -181,3 +181,21 @@ def test_screening_measures_only_the_best_on_every_window(tiny_dir, tiny_data, t
         with pytest.raises(MinitronError, match=f"^--{flag.replace('_', '-')} must be {rule}"):  # each flag by name
             run_search(tiny_dir, tiny_data, tmp_path, out=tmp_path / "b3", **{flag: bad})
     assert not (tmp_path / "b3").exists()
+
+
+def test_dry_run_lists_the_shapes_and_writes_nothing(tiny_dir, tmp_path, capsys, monkeypatch):
+    """search --dry-run lists the shapes within the budget (spread to --max-candidates) with their exact parameter
+    counts, from the teacher's config alone; without it, --out is required."""
+    monkeypatch.setattr(search_mod, "load_model", lambda *a, **k: pytest.fail("a dry run loaded weights"))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    plan = search(0.6, str(tiny_dir), dry_run=True, tolerance=0.15, steps={"hidden_size": 16,
+                                                                          "intermediate_size": 32})
+    budget, every = shapes_within(load_config(tiny_dir), 0.6, 0.15, {"hidden_size": 16, "intermediate_size": 32})
+    assert plan["budget"] == budget and [s["sizes"] for s in plan["shapes"]] == [c.sizes for c in every]
+    out = capsys.readouterr().out
+    assert all(f"{c.name}: {c.params:,} parameters" in out for c in every)
+    assert list((tmp_path / "cwd").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "tiny-llama"]
+    assert len(search(0.6, str(tiny_dir), dry_run=True, tolerance=0.15, max_candidates=2)["shapes"]) == 2
+    with pytest.raises(MinitronError, match="--out is required .* or use --dry-run"):
+        search(0.6, str(tiny_dir))
