@@ -356,7 +356,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     budget, candidates = shapes_within(config, params, tolerance, steps, floors)
     chosen = candidates if max_candidates is None else spread(candidates, max_candidates, config)
     print(f"search: {len(candidates)} shapes within ±{tolerance:.0%} of {budget:,} parameters; "
-          f"{len(chosen)} scored zero-shot", flush=True)
+          f"{len(chosen)} {'to be ' if dry_run else ''}scored zero-shot", flush=True)
     if dry_run:
         teacher = params_of(config)
         print("\n".join(f"  {c.name}: {c.params:,} parameters ({c.params / teacher:.1%})" for c in chosen))
