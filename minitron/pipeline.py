@@ -94,8 +94,9 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, par
         stages: prune and distil in this many rounds, each a geometric share of the way to the target, splitting
             the distillation tokens evenly (1: one round)
         dry_run: check every setting, print what the run would do (each round's shape and parameters, or the
-            search; the distillation's steps, batch and learning rate; what is evaluated) and stop: nothing is
-            written and no weights are loaded
+            search; the distillation's steps, batch and learning rate; what is evaluated) and stop: no weights are
+            loaded and nothing is written (but the default corpus, which any command builds into the minitron
+            cache on first use: `make` has built it)
     """
     run = Path(out) if out is not None else Path("runs") / (Path(teacher).name.removesuffix(".gguf") + "-pruned")
     recipe = resolve(teacher, target, params, run, data, prune, distill, device, search_top, search_tokens,

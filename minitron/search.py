@@ -339,11 +339,11 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     """
     refuse_located(distill, "search")
     real_number(tolerance, "--tolerance", lambda v: 0 < v < 1, "between 0 and 1 (0.05: ±5 percent of the budget)")
-    for flag, value, low in (("--max-candidates", max_candidates, 1), ("--distill-top", distill_top, 0),
-                             ("--distill-tokens", distill_tokens, 1), ("--val-seqs", val_seqs, 1),
-                             ("--screen-seqs", screen_seqs, 0)):
-        if value is not None:  # --max-candidates' default: every shape
-            whole_number(value, flag, low)
+    if max_candidates is not None:  # None: every shape
+        whole_number(max_candidates, "--max-candidates")
+    for flag, value, low in (("--distill-top", distill_top, 0), ("--distill-tokens", distill_tokens, 1),
+                             ("--val-seqs", val_seqs, 1), ("--screen-seqs", screen_seqs, 0)):
+        whole_number(value, flag, low)
     whole_number(screen_keep, "--screen-keep (at least 1 and at least --distill-top)", max(distill_top, 1))
     config = load_config(model)
     prune.validate(config)

@@ -306,6 +306,9 @@ def test_bad_values_in_a_library_call_or_yaml(world, tmp_path):
     for bad, message in [({"lr": float("nan")}, "--lr must be a positive number"),
                          ({"lr": "3e-4"}, "--lr must be a positive number, not '3e-4'"),
                          ({"tokens": 1.5}, "--tokens must be a positive whole number"),
+                         ({"micro_batch": None, "global_batch_tokens": 256}, "--micro-batch must be a positive whole"),
+                         ({"seed": None}, "--seed must be a whole number, 0 or more, not None"),
+                         ({"warmup_steps": -1}, "--warmup-steps must be a whole number, 0 or more, not -1"),
                          ({"loss": "kl"}, "--loss must be one of"),
                          ({"temperature": float("inf")}, "--temperature must be")]:
         with pytest.raises(MinitronError, match=message):

@@ -222,18 +222,20 @@ class TrainConfig:
         def check(name: str, ok, what: str):
             real_number(getattr(self, name), f"--{name.replace('_', '-')}", ok, what)
 
-        def whole(name: str, low: int) -> None:
-            if getattr(self, name) is not None:  # the optional ones: None is their default
+        def whole(name: str, low: int, optional: bool = False) -> None:
+            if not (optional and getattr(self, name) is None):  # None: an optional one's default
                 whole_number(getattr(self, name), f"--{name.replace('_', '-')}", low)
 
-        for name in ("tokens", "seq_len", "micro_batch", "top_k", "eval_seqs", "keep_checkpoints", "chunk_tokens"):
+        for name in ("tokens", "seq_len", "micro_batch", "top_k", "eval_seqs", "keep_checkpoints"):
             whole(name, 1)
+        whole("chunk_tokens", 1, optional=True)
         if self.global_batch_tokens is not None:
             per_micro = self.micro_batch * self.seq_len
             whole_number(self.global_batch_tokens, f"--global-batch-tokens (one micro-batch, --micro-batch x --seq-len, "
                          f"is {per_micro:,} tokens)", per_micro)
-        for name in ("eval_every", "save_every", "seed", "lora_rank", "warmup_steps"):
+        for name in ("eval_every", "save_every", "seed", "lora_rank"):
             whole(name, 0)
+        whole("warmup_steps", 0, optional=True)
         check("temperature", lambda v: v > 0, "a positive number")
         if self.lr is not None:
             check("lr", lambda v: v > 0, "a positive number")
