@@ -23,7 +23,8 @@ def whole_number(value, what: str, low: int = 1):
     """`value` if it is a whole number of at least `low` (not a bool: a YAML config can hold anything), else the one
     line naming `what` (a flag or a file's field)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        rule = {0: "a whole number, 0 or more", 1: "a positive whole number"}.get(low, f"a whole number, at least {low}")
+        rule = {0: "a whole number, 0 or more", 1: "a positive whole number"}.get(low,
+                                                                                  f"a whole number, at least {low}")
         raise MinitronError(f"{what} must be {rule}, not {value!r}")
     return value
 

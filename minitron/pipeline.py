@@ -102,8 +102,9 @@ def compress(teacher: str = "default", target: dict[str, int] | None = None, par
     recipe = resolve(teacher, target, params, run, data, prune, distill, device, search_top, search_tokens,
                      Correction(correct_teacher, correct_lr, correct_lora_rank),
                      eval, prompt, stages, resume, overwrite)
+    plan = show_plan(recipe, run, dry_run)
     if dry_run:
-        return show_plan(recipe, run)
+        return plan
     with output_lock(run):  # one writer per run directory
         check_run_dir(run, resume, overwrite)  # again, under the lock
         if overwrite and run.exists():
@@ -207,11 +208,12 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
                   replace(distill, eval_every=0), correction, evaluation, prompt, device)
 
 
-def show_plan(r: Recipe, run: Path) -> dict:
-    """compress --dry-run: what the run in `run` would do, printed, and returned as a dict."""
+def show_plan(r: Recipe, run: Path, dry_run: bool) -> dict:
+    """What the run in `run` will do, printed before it starts (and all that --dry-run does), and returned."""
     before, drop, rounds = params_of(r.config), r.prune.drop_layers, len(r.targets)
     train = replace(r.train, teacher=r.teacher).on_device(pick_device(r.device))
-    lines = [f"compress --dry-run: the plan for {run} (nothing written)",
+    lines = [f"compress --dry-run: the plan for {run} (nothing written)" if dry_run else
+             f"compress: the plan for {run}",
              f"teacher {r.teacher}: {before:,} parameters; data {r.tokens.path}: "
              f"{r.tokens.num_tokens('train'):,} training tokens"]
     if r.correction.tokens:
@@ -231,15 +233,15 @@ def show_plan(r: Recipe, run: Path) -> dict:
                      f"calibration sequences of {r.prune.seq_len} tokens) and prune\n"
                      f"{describe(r.config, sizes, before, after)}")
     lr = f"lr {train.lr:g}" if train.lr is not None else "lr by the winner's width"
-    steps = [b - a for a, b in zip(r.steps, r.steps[1:])]
+    by_round = f" ({' + '.join(str(b - a) for a, b in zip(r.steps, r.steps[1:]))} by round)" if rounds > 1 else ""
     lines.append(f"distil: {r.steps[-1] * r.tokens_per_step:,} tokens, {r.steps[-1]:,} steps of "
-                 f"{r.tokens_per_step:,} tokens{' (' + ' + '.join(map(str, steps)) + ' by round)' if rounds > 1 else ''}"
+                 f"{r.tokens_per_step:,} tokens{by_round}"
                  f", {lr}, {distill_words({**asdict(train), 'loss': train.loss_name()})}")
     e = r.evaluation
     tasks = f"; tasks {', '.join(e.tasks)}" + (f" ({e.limit} documents each)" if e.limit else "") if e.tasks else ""
     lines.append(f"evaluate: {e.tokens:,} test tokens{' and as many out-of-domain' if e.ood else ''}{tasks}")
     print("\n".join(lines), flush=True)
-    return {"dry_run": True, "run": str(run), "teacher_params": before, "targets": targets,
+    return {"dry_run": dry_run, "run": str(run), "teacher_params": before, "targets": targets,
             "search": r.search, "steps": r.steps[-1], "tokens_per_step": r.tokens_per_step, "lr": train.lr}
 
 

@@ -71,7 +71,8 @@ class Candidate:
 
 def budget_of(params: float, teacher_params: int) -> int:
     """--params: a fraction of the teacher's parameters (at most 1) or an absolute count."""
-    real_number(params, "--params", lambda v: v > 0, "a positive fraction of the teacher (like 0.5) or a parameter count")
+    real_number(params, "--params", lambda v: v > 0,
+                "a positive fraction of the teacher (like 0.5) or a parameter count")
     if params > 1 and params != int(params):
         raise MinitronError(f"--params {params}: a fraction of the teacher's parameters is at most 1 (like 0.5), and "
                             f"a parameter count is a whole number (like 60e6)")

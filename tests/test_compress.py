@@ -114,6 +114,7 @@ def trained_tiny(tiny_dir, tiny_data, tmp_path, one_thread):
 def test_compress_tiny_model_and_resume(trained_tiny, tiny_data, tmp_path, capsys, monkeypatch):
     tiny_dir, run = trained_tiny, tmp_path / "run"
     metrics = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, **TINY)
+    assert capsys.readouterr().out.startswith(f"compress: the plan for {run}\n")  # the --dry-run plan, printed first
     saved = check_run(run, metrics)
     assert saved["distilled"]["test_loss"] < saved["pruned"]["test_loss"]
     assert saved["distilled"]["test_kl"] < saved["pruned"]["test_kl"]
@@ -372,7 +373,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_dir, tiny_data, tmp_pat
     capsys.readouterr()
     plan = minitron.compress(teacher=str(tiny_dir), data=tiny_data, out=run, dry_run=True, **TINY)
     out = capsys.readouterr().out
-    assert not run.exists() and plan["targets"] == [{"sizes": counted["sizes"], "params": counted["params_after"]}]
+    assert not run.exists() and plan["dry_run"] and plan["targets"] == [{"sizes": counted["sizes"],
+                                                                        "params": counted["params_after"]}]
     assert (plan["steps"], plan["tokens_per_step"], plan["lr"]) == (4, 256, 3e-3)
     assert f"parameters: {counted['params_before']:,} -> {counted['params_after']:,}" in out
     assert "distil: 1,024 tokens, 4 steps of 256 tokens, lr 0.003, logit forward KL" in out

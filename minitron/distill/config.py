@@ -231,8 +231,8 @@ class TrainConfig:
         whole("chunk_tokens", 1, optional=True)
         if self.global_batch_tokens is not None:
             per_micro = self.micro_batch * self.seq_len
-            whole_number(self.global_batch_tokens, f"--global-batch-tokens (one micro-batch, --micro-batch x --seq-len, "
-                         f"is {per_micro:,} tokens)", per_micro)
+            whole_number(self.global_batch_tokens, "--global-batch-tokens (one micro-batch, --micro-batch x "
+                         f"--seq-len, is {per_micro:,} tokens)", per_micro)
         for name in ("eval_every", "save_every", "seed", "lora_rank"):
             whole(name, 0)
         whole("warmup_steps", 0, optional=True)
