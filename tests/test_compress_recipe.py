@@ -119,8 +119,11 @@ def test_stage_targets_and_bad_recipes(tiny_dir, tiny_data, tmp_path, capsys):
         {"hidden_size": 48, "intermediate_size": 64, "num_attention_heads": 6}, target]
     base = ["compress", "--teacher", tiny_dir, "--data", tiny_data, "--distill.seq-len", 32,
             "--distill.global-batch-tokens", 256, "--distill.tokens", 1024]
+    err = cli_error(capsys, *base, "--out", tmp_path / "a", "--target", "intermediate_size=88", "--stages", 2)
+    assert "nothing to prune" in err and not (tmp_path / "a").exists()  # 96 -> 88 -> 88: a round with nothing to do
     err = cli_error(capsys, *base, "--out", tmp_path / "a", "--target", "num_attention_heads=6", "--stages", 2)
-    assert "nothing to prune" in err and not (tmp_path / "a").exists()
+    assert "hidden size (64) is not a multiple of the number of attention heads (6)" in err  # the target as given,
+    assert not (tmp_path / "a").exists()  # not a round's shape derived from it
     err = cli_error(capsys, *base, "--out", tmp_path / "b", "--target", "hidden_size=32", "--stages", 3,
                     "--distill.tokens", 512)
     assert "fewer than one optimiser step" in err and not (tmp_path / "b").exists()
