@@ -155,6 +155,8 @@ class Recipe:
     evaluation: EvalConfig  # checked: its tasks named
     prompt: str  # the prompt each model answers in the report
     device: str
+    shapes: list[dict]  # each round's {"sizes", "params"}, its target on the teacher's config (none when searched)
+    searched: tuple[int, int] | None  # the search's budget in parameters and the number of shapes within it
 
 
 def resolve(teacher: str, target: dict[str, int] | None, params: float | None, run: Path, data: Path | None,
@@ -182,8 +184,8 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
     config = load_config(teacher)
     prune.validate(config)
     sizes = check_target(config, target or {}, prune.drop_layers) if params is None else None
-    if sizes is not None:  # the final shape refused as given, before any intermediate round's shape
-        target_config(config, sizes, prune.drop_layers)
+    # the final shape refused as given, before any intermediate round's shape derived from it
+    final = round_shape(config, sizes, prune.drop_layers) if sizes is not None else None
     for length in {prune.seq_len, distill.seq_len}:
         check_seq_len(config, length, teacher)
     tokens = TokenData.open(data if data is not None else default_data(teacher))
@@ -197,20 +199,27 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
         train = replace(train, lr=train.resolved(sizes["hidden_size"]).lr)
     tokens_per_step, steps = split_steps(train, tokens, stages)
     correction.check(tokens.num_tokens("train"))
-    student_params = (shapes_within(config, params, SEARCH_TOLERANCE)[0] if params is not None else
-                      sum(params_of(target_config(config, check_target(config, t, prune.drop_layers if len(targets) == 1
-                                                                             else None), prune.drop_layers))
-                          for t in targets))
+    if params is not None:
+        budget, candidates = shapes_within(config, params, SEARCH_TOLERANCE)
+        shapes, searched = [], (budget, len(candidates))
+    else:  # more than one round: no --prune.drop-layers (refused above)
+        shapes, searched = [round_shape(config, check_target(config, t), None) for t in targets[:-1]] + [final], None
+    student_params = searched[0] if searched else sum(s["params"] for s in shapes)
     check_disk(run, student_params + (params_of(config) if correction.tokens else 0), distill.keep_checkpoints)
     return Recipe(teacher, config, tokens, data, prune, targets, sizes, steps, tokens_per_step, train,
                   None if params is None else {"params": params, "search_top": search_top,
                                                "search_tokens": search_tokens},
-                  replace(distill, eval_every=0), correction, evaluation, prompt, device)
+                  replace(distill, eval_every=0), correction, evaluation, prompt, device, shapes, searched)
+
+
+def round_shape(config, sizes: dict[str, int], drop_layers) -> dict:
+    """A round's sizes and the student's parameter count; a shape transformers refuses is refused in one line."""
+    return {"sizes": sizes, "params": params_of(target_config(config, sizes, drop_layers))}
 
 
 def show_plan(r: Recipe, run: Path, dry_run: bool) -> dict:
     """What the run in `run` will do, printed before it starts (and all that --dry-run does), and returned."""
-    before, drop, rounds = params_of(r.config), r.prune.drop_layers, len(r.targets)
+    before, rounds = params_of(r.config), len(r.targets)
     train = replace(r.train, teacher=r.teacher).on_device(pick_device(r.device))
     lines = [f"compress --dry-run: the plan for {run} (nothing written)" if dry_run else
              f"compress: the plan for {run}",
@@ -219,19 +228,15 @@ def show_plan(r: Recipe, run: Path, dry_run: bool) -> dict:
     if r.correction.tokens:
         how = f"LoRA rank {r.correction.lora_rank}" if r.correction.lora_rank else "all its weights"
         lines.append(f"teacher correction: {r.correction.tokens:,} tokens at lr {r.correction.lr:g} ({how})")
-    targets = []
-    if r.search is not None:
-        budget, candidates = shapes_within(r.config, r.search["params"], SEARCH_TOLERANCE)
-        lines.append(f"search: {len(candidates)} shapes within ±{SEARCH_TOLERANCE:.0%} of {budget:,} parameters, "
+    if r.searched is not None:
+        budget, candidates = r.searched
+        lines.append(f"search: {candidates} shapes within ±{SEARCH_TOLERANCE:.0%} of {budget:,} parameters, "
                      f"ranked zero-shot on dev; the best {r.search['search_top']} distilled on "
                      f"{r.search['search_tokens']:,} tokens each; the winner pruned ({r.prune.criterion} importance)")
-    for k, target in enumerate(r.targets if r.search is None else [], 1):
-        sizes = check_target(r.config, target, drop if k == rounds else None)
-        after = params_of(target_config(r.config, sizes, drop if k == rounds else None))
-        targets.append({"sizes": sizes, "params": after})
+    for k, shape in enumerate(r.shapes, 1):
         lines.append(f"round {k} of {rounds}: score ({r.prune.criterion} importance, {r.prune.calib_seqs} "
                      f"calibration sequences of {r.prune.seq_len} tokens) and prune\n"
-                     f"{describe(r.config, sizes, before, after)}")
+                     f"{describe(r.config, shape['sizes'], before, shape['params'])}")
     lr = f"lr {train.lr:g}" if train.lr is not None else "lr by the winner's width"
     by_round = f" ({' + '.join(str(b - a) for a, b in zip(r.steps, r.steps[1:]))} by round)" if rounds > 1 else ""
     lines.append(f"distil: {r.steps[-1] * r.tokens_per_step:,} tokens, {r.steps[-1]:,} steps of "
@@ -241,7 +246,7 @@ def show_plan(r: Recipe, run: Path, dry_run: bool) -> dict:
     tasks = f"; tasks {', '.join(e.tasks)}" + (f" ({e.limit} documents each)" if e.limit else "") if e.tasks else ""
     lines.append(f"evaluate: {e.tokens:,} test tokens{' and as many out-of-domain' if e.ood else ''}{tasks}")
     print("\n".join(lines), flush=True)
-    return {"dry_run": dry_run, "run": str(run), "teacher_params": before, "targets": targets,
+    return {"dry_run": dry_run, "run": str(run), "teacher_params": before, "targets": r.shapes,
             "search": r.search, "steps": r.steps[-1], "tokens_per_step": r.tokens_per_step, "lr": train.lr}
 
 
