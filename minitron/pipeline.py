@@ -33,7 +33,7 @@ from minitron.chat.generate import generate_reply
 from minitron.correct import CORRECT_LR, correct
 from minitron.data import TokenData, default_data
 from minitron.distill import TrainConfig
-from minitron.distill.config import recorded, refuse_located, schedule
+from minitron.distill.config import distill_words, recorded, refuse_located, schedule
 from minitron.distill.loop import distill as run_distill
 from minitron.errors import MinitronError, real_number, whole_number
 from minitron.eval import EvalConfig, generation_speed, ood_windows, summarise, window_sums, windows_info
@@ -44,7 +44,7 @@ from minitron.prune import PruneConfig, ScoreNeeds, check_target, params_of, tar
 from minitron.prune.plan import describe
 from minitron.prune import prune as prune_model
 from minitron.record import Record, record_path
-from minitron.report import distill_words, write_report
+from minitron.report import write_report
 from minitron.search import DISTILL_TOKENS, DISTILL_TOP, SEARCH_TOLERANCE, search, shapes_within
 from minitron.stats import ratio_ci
 from minitron.tasks import MC_TASKS, benchmark_gap_ci, dataset_id, main_score, paired_benchmarks, run_tasks

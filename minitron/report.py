@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 
+from minitron.distill.config import distill_words
 from minitron.errors import pyplot, require
 from minitron.io import read_json, read_jsonl
 from minitron.importance import Scores
@@ -95,23 +96,6 @@ def pruning_words(pruning: dict) -> str:
         why = "given explicitly" if how["drop_layers"] else LAYER_CRITERIA.get(how["layer_criterion"], "")
         words += f"; decoder layers {', '.join(map(str, drop))} removed ({why})"
     return words
-
-
-def distill_words(training: dict) -> str:
-    """The loss train_config.json says the distillation optimised."""
-    cfg, loss = training, training["loss"]
-    words = {"forward_kl": "logit forward KL(teacher‖student)", "reverse_kl": "logit reverse KL(student‖teacher)",
-             "jsd": f"logit Jensen-Shannon divergence (β {cfg.get('jsd_beta')})",
-             "topk_kl": f"forward KL on the teacher's top {cfg.get('top_k')} tokens",
-             "ce_kd": f"cross-entropy mixed with forward KL (cross-entropy weight {cfg.get('ce_weight')})",
-             "ce": "cross-entropy on the data alone, no teacher"}.get(loss, loss)
-    if loss != "ce" and cfg.get("temperature", 1.0) != 1.0:
-        words += f", temperature {cfg['temperature']}"
-    if cfg.get("hidden_loss"):
-        words += (f", plus a {cfg['hidden_loss']} hidden-state loss at layers {' '.join(cfg.get('layer_pairs') or [])}"
-                  f" (weight {cfg.get('hidden_weight')})")
-    precision = {"bf16": "under bf16 autocast", "fp32": "in fp32"}.get(cfg.get("precision"))
-    return words + (f", {precision}" if precision else "")
 
 
 def recipe_sentence(run: Path, metrics: dict) -> str:

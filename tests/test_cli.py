@@ -54,6 +54,7 @@ def test_top_level_help_lists_every_command(capsys):
     (["prune", "--prune.criterion", "best"], 'minitron prune: error: Parser key "prune.criterion": Expected a'),
     (["distill", "--loss", "l2"], 'minitron distill: error: Parser key "loss":'),
     (["search", "--params", "0.5", "--distill.out", "o"], "minitron: error: search sets distill.out itself"),
+    (["search", "--params", "0.5", "--distill.dry-run", "true"], "minitron: error: search sets distill.dry_run itself"),
     (["frobnicate"], "minitron: error: argument COMMAND: invalid choice: 'frobnicate'"),
 ])
 def test_usage_errors_are_one_line(argv, message, capsys):

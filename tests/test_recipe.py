@@ -8,7 +8,8 @@ import yaml
 
 from minitron.cli import parse
 from minitron.prune import PruneConfig
-from minitron.report import distill_words, pruning_words, write_report
+from minitron.distill.config import distill_words
+from minitron.report import pruning_words, write_report
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -236,6 +236,37 @@ def test_resume_refuses_other_batches(world, tmp_path, capsys):
     assert (out / "student").is_dir() and len(read_metrics(out)) == 2
 
 
+def test_dry_run_prints_the_plan_and_writes_nothing(world, tmp_path, capsys, monkeypatch):
+    """--dry-run checks the inputs as a run does and prints its plan (the steps, batch and learning rate the run
+    resolves, the models' parameters, where a resume starts) without loading a model or writing a file; a resume
+    with other settings is refused there as the run itself refuses it."""
+    import minitron.distill.loop as loop
+
+    out = tmp_path / "run"
+    argv = distill_args(world, out, 4 * 128, "--save-every", "2", "--eval-every", "0")
+    build_models = loop.build_models
+    monkeypatch.setattr(loop, "build_models", lambda *a, **k: pytest.fail("the dry run loaded a model"))
+    main(argv + ["--dry-run"])
+    printed = capsys.readouterr().out
+    student = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(world["student"]).parameters())
+    assert printed.startswith(f"distill --dry-run: the plan for {out} (nothing written)\n")
+    assert f"student {world['student']}: {student:,} parameters, from its weights" in printed
+    assert "4 steps of 128 tokens (2 micro-batches of 2 x 32 on 1 process(es)), 512 tokens in all; lr 0.001 to " \
+           "0.0001" in printed and "logit forward KL(teacher‖student), in fp32" in printed
+    assert printed.rstrip().endswith("starts at step 0") and not out.exists()
+    monkeypatch.setattr(loop, "build_models", build_models)
+    main(argv)  # the run itself: checkpoints at steps 2 and 4
+    plan = loop.distill(TrainConfig(teacher=world["teacher"], student=world["student"], data=world["data"], out=out,
+                                    tokens=4 * 128, seq_len=32, micro_batch=2, global_batch_tokens=128, eval_seqs=4,
+                                    precision="fp32", save_every=2, eval_every=0, resume=True, dry_run=True))
+    assert plan["start"] == 4 and plan["plan"]["steps"] == 4 and plan["config"]["lr"] == 1e-3
+    assert f"resumes from step 4 ({out / 'checkpoints' / 'step-4'})" in capsys.readouterr().out
+    written = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    err = run_cli_error(argv + ["--resume", "--lr", "5e-4", "--dry-run"], capsys)
+    assert "its distill ran with lr = 0.001, now 0.0005" in err
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == written  # nothing touched
+
+
 def _other_tokenizer_data(world):
     other = world["tmp"] / "other-model"
     if not other.exists():

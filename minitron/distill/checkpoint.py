@@ -81,17 +81,11 @@ def prepare_out(cfg: TrainConfig, env: Env, settings: dict) -> Path | None:
     directory (an earlier run deleted with --overwrite); run with the run directory locked."""
     check_run_dir(Path(cfg.out), cfg.resume, cfg.overwrite)  # again, under the lock
     out = Path(cfg.out)
-    found = checkpoint_dirs(out) if cfg.resume else []
-    if found:
-        record = Record(out)
-        if "distill" not in record.steps:
-            raise MinitronError(f"cannot resume {out}: it has checkpoints but no record of its settings "
-                                f"({RECORD}); start again with --overwrite or in a new --out")
-        record.check("distill", settings, EXPLAIN)
-    elif cfg.resume:
+    found = resume_point(cfg, settings)
+    if found is None and cfg.resume:
         if env.is_main:
             print(f"no checkpoint in {out / 'checkpoints'}: starting from step 0", flush=True)
-    elif cfg.overwrite and out.exists():
+    elif found is None and cfg.overwrite and out.exists():
         env.barrier()
         if env.is_main:
             remove(out)
@@ -102,7 +96,22 @@ def prepare_out(cfg: TrainConfig, env: Env, settings: dict) -> Path | None:
         for stale in [*(out / "checkpoints").glob(".step-*"), *out.glob(".student.*")]:
             shutil.rmtree(stale, ignore_errors=True)  # left by a killed save
     env.barrier()
-    return found[-1] if found else None
+    return found
+
+
+def resume_point(cfg: TrainConfig, settings: dict) -> Path | None:
+    """The newest checkpoint that --resume continues from, its run checked to have been started with these
+    `settings`; None for a fresh start (or a --resume that finds no checkpoint). Reads, writes nothing."""
+    out = Path(cfg.out)
+    found = checkpoint_dirs(out) if cfg.resume else []
+    if not found:
+        return None
+    record = Record(out)
+    if "distill" not in record.steps:
+        raise MinitronError(f"cannot resume {out}: it has checkpoints but no record of its settings "
+                            f"({RECORD}); start again with --overwrite or in a new --out")
+    record.check("distill", settings, EXPLAIN)
+    return found[-1]
 
 
 def _rng_state() -> dict:

@@ -115,6 +115,11 @@ class TrainConfig:
     """learning rate at the end of the cosine decay (default: --lr / 10)"""
     warmup_steps: int | None = None
     """linear warm-up steps (default: 5 percent of the steps)"""
+    lora_rank: int = 0
+    """train LoRA adapters of this rank on every linear layer (through peft) instead of all the weights; they are
+    merged into the weights of the saved model (0: train all the weights)"""
+    lora_alpha: float = 16.0
+    """LoRA scale: the adapters' update is multiplied by lora_alpha / lora_rank"""
     weight_decay: float = 0.1
     """AdamW weight decay (matrices only, not norms or biases)"""
     grad_clip: float = 1.0
@@ -147,6 +152,10 @@ class TrainConfig:
     """directory of a cache of the teacher's top-k log-probabilities (fp16) and tokens, keyed by the teacher,
     data, seq_len, micro_batch, seed and --top-k: the first run writes it, later runs on the same batches (the
     search's candidates, reruns) read it instead of running the teacher; needs --loss topk_kl"""
+    dry_run: bool = located(False, runtime=True)
+    """check every setting (the models' configs, the data, the run directory, a resume's record) and print the plan:
+    the models' parameters, the steps, batch, learning rate, loss and precision, where a resume starts; no weights
+    are loaded and nothing is written (but the default corpus, built on first use without --data, as by any run)"""
 
     def batch_tokens(self) -> int:
         """--global-batch-tokens, or its default for this budget (see the field)."""
@@ -182,11 +191,6 @@ class TrainConfig:
         if self.precision == "auto":
             raise ValueError("precision 'auto' is resolved by TrainConfig.on_device first")
         return self.precision == "bf16"
-    lora_rank: int = 0
-    """train LoRA adapters of this rank on every linear layer (through peft) instead of all the weights; they are
-    merged into the weights of the saved model (0: train all the weights)"""
-    lora_alpha: float = 16.0
-    """LoRA scale: the adapters' update is multiplied by lora_alpha / lora_rank"""
 
     def validate(self, section: str = "") -> None:
         """Refuse bad values before anything is loaded or written; the flags named as a command that takes this config
@@ -255,6 +259,23 @@ class TrainConfig:
         for name in ("student", "teacher", "data", "teacher_cache"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, Path)):
                 raise MinitronError(f"--{name} must be a path, not {getattr(self, name)!r}")
+
+
+def distill_words(training: dict) -> str:
+    """The loss train_config.json says the distillation optimised."""
+    cfg, loss = training, training["loss"]
+    words = {"forward_kl": "logit forward KL(teacher‖student)", "reverse_kl": "logit reverse KL(student‖teacher)",
+             "jsd": f"logit Jensen-Shannon divergence (β {cfg.get('jsd_beta')})",
+             "topk_kl": f"forward KL on the teacher's top {cfg.get('top_k')} tokens",
+             "ce_kd": f"cross-entropy mixed with forward KL (cross-entropy weight {cfg.get('ce_weight')})",
+             "ce": "cross-entropy on the data alone, no teacher"}.get(loss, loss)
+    if loss != "ce" and cfg.get("temperature", 1.0) != 1.0:
+        words += f", temperature {cfg['temperature']}"
+    if cfg.get("hidden_loss"):
+        words += (f", plus a {cfg['hidden_loss']} hidden-state loss at layers {' '.join(cfg.get('layer_pairs') or [])}"
+                  f" (weight {cfg.get('hidden_weight')})")
+    precision = {"bf16": "under bf16 autocast", "fp32": "in fp32"}.get(cfg.get("precision"))
+    return words + (f", {precision}" if precision else "")
 
 
 def marked(kind: str) -> tuple[str, ...]:

@@ -24,15 +24,16 @@ from tqdm.auto import tqdm
 from minitron.arch import LogitHead
 from minitron.io import check_run_dir, write_json
 from minitron.data import TokenData, default_data, tokenizer_identity
-from minitron.distill.checkpoint import (MetricsLog, load_checkpoint, prepare_out, run_lock, save_checkpoint,
-                                         save_student)
-from minitron.distill.config import Schedule, TrainConfig, recorded, schedule
+from minitron.distill.checkpoint import (MetricsLog, load_checkpoint, prepare_out, resume_point, run_lock,
+                                         save_checkpoint, save_student)
+from minitron.distill.config import Schedule, TrainConfig, distill_words, recorded, schedule
 from minitron.distill.parallel import Env, Teacher, build_models, init_env, teacher_dtype
 from minitron.distill.teacher_cache import TeacherCache
 from minitron.errors import Interrupted, MinitronError
 from minitron.numerics import autocast, label_weights, lm_loss, native_bf16, windows_in_batches
 from minitron.lazy import reuse_freed_memory
 from minitron.load import check_seq_len, load_config, load_tokenizer
+from minitron.prune.plan import params_of
 from minitron.record import Record, jsonable
 from minitron.signals import StopRequest
 from minitron.tracking import Tracker
@@ -50,12 +51,15 @@ class DistillResult:
     seconds: float  # wall time of this invocation
 
 
-def distill(cfg: TrainConfig) -> DistillResult:
-    """Run (or resume) the training that `cfg` describes (see `TrainConfig` for every setting)."""
+def distill(cfg: TrainConfig) -> DistillResult | dict:
+    """Run (or resume) the training that `cfg` describes (see `TrainConfig` for every setting); with
+    `cfg.dry_run`, check it and return the plan (`show_plan`) instead."""
     cfg.validate()  # cheap checks first
     check_run_dir(Path(cfg.out), cfg.resume, cfg.overwrite)
     env = init_env(cfg.device)
     cfg = cfg.on_device(env.device)  # the precision, checkpointing and loss chunks this device takes by default
+    if cfg.dry_run:
+        return show_plan(cfg, env)
     if cfg.bf16 and not native_bf16(env.device) and env.is_main:
         print("warning: this CPU has no native bf16 (AVX512-BF16 or AMX); --precision bf16 will be slower than "
               "--precision fp32 here", file=sys.stderr, flush=True)
@@ -135,6 +139,36 @@ def train(cfg: TrainConfig, env: Env) -> DistillResult:
               flush=True)
     return DistillResult(out, student, steps, steps * plan.tokens_per_step, record["loss"], val_loss,
                          done / seconds if seconds > 0 and done else 0.0, seconds)
+
+
+def show_plan(cfg: TrainConfig, env: Env) -> dict:
+    """What `distill` would do with `cfg` (a config made explicit by `on_device`), from the models' configs and the
+    data alone: every input checked as a real run checks it, a resume's record included; printed and returned."""
+    data, _, s_config, t_config = open_inputs(cfg, env)
+    asked = cfg.global_batch_tokens
+    cfg = cfg.resolved(s_config.hidden_size)
+    plan = schedule(cfg, data.num_tokens("train"), data.num_tokens("dev"), env.world, data.path)
+    found = resume_point(cfg, {**recorded(cfg, Path(cfg.out)), "data_fingerprint": data.fingerprint()})
+    start = int(found.name.removeprefix("step-")) if found else 0
+    if env.is_main:
+        warn_about_budget(cfg, plan, asked, data)
+        init = "random initialisation" if cfg.init == "random" else "its weights"
+        teacher = f"teacher {cfg.teacher}: {params_of(t_config):,} parameters" if t_config else "no teacher"
+        print("\n".join([
+            f"distill --dry-run: the plan for {cfg.out} (nothing written)",
+            f"student {cfg.student}: {params_of(s_config):,} parameters, from {init}; {teacher}",
+            f"data {data.path}: {data.num_tokens('train'):,} training tokens, {data.num_tokens('dev'):,} dev",
+            f"{plan.steps:,} steps of {plan.tokens_per_step:,} tokens ({plan.n_micro} micro-batches of "
+            f"{cfg.micro_batch} x {cfg.seq_len} on {env.world} process(es)), {plan.steps * plan.tokens_per_step:,} "
+            f"tokens in all; lr {cfg.lr:g} to {cfg.min_lr:g} (warm-up {plan.warmup_steps} steps, then cosine)",
+            f"loss: {distill_words(asdict(cfg))}" + (f"; LoRA rank {cfg.lora_rank}" if cfg.lora_rank else ""),
+            f"validation on {plan.eval_seqs} dev sequences every {cfg.eval_every or plan.steps} steps; a checkpoint "
+            f"every {cfg.save_every or plan.steps} steps",
+            f"resumes from step {start:,} ({found})" if found else
+            f"starts at step 0{' (--overwrite: ' + str(cfg.out) + ' deleted first)' if cfg.overwrite else ''}"]),
+            flush=True)
+    return {"dry_run": True, "out": str(cfg.out), "config": jsonable(asdict(cfg)), "plan": asdict(plan),
+            "start": start}
 
 
 def warn_about_budget(cfg: TrainConfig, plan: Schedule, asked: int | None, data: TokenData) -> None:
