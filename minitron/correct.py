@@ -25,7 +25,7 @@ CORRECT_LR = 1e-4  # fine-tuning a trained teacher: an order below a pruned stud
 
 def correct(model: str = "default", out: Path | None = None, data: Path | None = None,
             train: TrainConfig = TrainConfig(loss="ce", lr=CORRECT_LR), device: str = "auto", resume: bool = False,
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, dry_run: bool = False) -> dict:
     """Fine-tune a teacher briefly on the distillation data (plain cross-entropy): a stock Hugging Face checkpoint.
 
     Args:
@@ -37,6 +37,8 @@ def correct(model: str = "default", out: Path | None = None, data: Path | None =
         device: auto, cpu or cuda
         resume: continue from the newest checkpoint in OUT
         overwrite: delete an existing OUT and start again
+        dry_run: check every setting and print the plan (the steps, batch and learning rate, where a resume
+            starts), as `distill --dry-run` does; no weights loaded, nothing written
     """
     if out is None:
         raise MinitronError("correct needs --out (the run directory; the corrected model is OUT/student)")
@@ -44,9 +46,11 @@ def correct(model: str = "default", out: Path | None = None, data: Path | None =
     if train.loss not in (None, "ce"):
         raise MinitronError(f"correct fine-tunes with cross-entropy; leave out --train.loss {train.loss}")
     cfg = replace(train, student=str(model), out=Path(out), data=str(data) if data is not None else None, loss="ce",
-                  device=device, resume=resume, overwrite=overwrite)
+                  device=device, resume=resume, overwrite=overwrite, dry_run=dry_run)
     cfg.validate("train.")  # the flags as correct spells them
     result = distill(cfg)
+    if dry_run:
+        return result  # the plan, printed
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, process 0 writes (as distill does)
         write_model_card(result.student, teacher=str(model), run=result.out,
                          name=cfg.name or f"{base_name(model)}-corrected")

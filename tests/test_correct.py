@@ -53,6 +53,18 @@ def test_correct_bad_input(tiny_dir, tiny_data, tmp_path, capsys):
     assert "--train.lora-rank must be a whole number, 0 or more" in err and not (tmp_path / "a").exists()
 
 
+def test_dry_run_prints_the_plan_and_writes_nothing(tiny_dir, tiny_data, tmp_path, capsys):
+    """correct --dry-run: the fine-tuning's plan, as distill's dry run prints it (cross-entropy, no teacher), and no
+    run directory."""
+    out = tmp_path / "corrected"
+    run_cli("correct", "--model", tiny_dir, "--data", tiny_data, "--out", out, "--device", "cpu", *TINY,
+            "--train.lora-rank", 4, "--dry-run")
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"--dry-run: the plan for {out} (nothing written)\n") and "no teacher" in printed
+    assert "8 steps of 256 tokens" in printed and "lr 0.0001 to 1e-05" in printed and "LoRA rank 4" in printed
+    assert "cross-entropy on the data alone, no teacher" in printed and not out.exists()
+
+
 def test_lora_training_resumes_exactly(tiny_dir, tiny_data, tmp_path, die_after_checkpoint, one_thread):
     """Killed after its step-2 checkpoint, a LoRA run resumes (adapters and their optimiser state) and ends where
     an unbroken run ends."""

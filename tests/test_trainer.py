@@ -249,7 +249,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(world, tmp_path, capsys, mon
     main(argv + ["--dry-run"])
     printed = capsys.readouterr().out
     student = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(world["student"]).parameters())
-    assert printed.startswith(f"distill --dry-run: the plan for {out} (nothing written)\n")
+    assert printed.startswith(f"--dry-run: the plan for {out} (nothing written)\n")
     assert f"student {world['student']}: {student:,} parameters, from its weights" in printed
     assert "4 steps of 128 tokens (2 micro-batches of 2 x 32 on 1 process(es)), 512 tokens in all; lr 0.001 to " \
            "0.0001" in printed and "logit forward KL(teacher‖student), in fp32" in printed

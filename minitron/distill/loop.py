@@ -155,7 +155,7 @@ def show_plan(cfg: TrainConfig, env: Env) -> dict:
         init = "random initialisation" if cfg.init == "random" else "its weights"
         teacher = f"teacher {cfg.teacher}: {params_of(t_config):,} parameters" if t_config else "no teacher"
         print("\n".join([
-            f"distill --dry-run: the plan for {cfg.out} (nothing written)",
+            f"--dry-run: the plan for {cfg.out} (nothing written)",
             f"student {cfg.student}: {params_of(s_config):,} parameters, from {init}; {teacher}",
             f"data {data.path}: {data.num_tokens('train'):,} training tokens, {data.num_tokens('dev'):,} dev",
             f"{plan.steps:,} steps of {plan.tokens_per_step:,} tokens ({plan.n_micro} micro-batches of "
