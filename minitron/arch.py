@@ -41,6 +41,9 @@ _POST = ("post_attention_layernorm", "post_feedforward_layernorm")  # a norm on 
 FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("llama", _PRE_POST),
     Arch("mistral", _PRE_POST),
+    # Ministral 3 (3B, 8B, 14B; the language model of its multimodal checkpoints): Mistral's layout, YaRN, and queries
+    # scaled up with the position past YaRN's original context (llama_4_scaling_beta)
+    Arch("ministral3", _PRE_POST),
     Arch("qwen2", _PRE_POST),
     Arch("qwen3", _PRE_POST),
     Arch("smollm3", _PRE_POST),  # Llama's layout; every fourth layer without RoPE (no_rope_layers)

@@ -1,6 +1,6 @@
-"""GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Qwen2, Qwen3, SmolLM3,
-Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere, Cohere 2) as one .gguf file for llama.cpp, Ollama and LM
-Studio, with an Ollama Modelfile beside it.
+"""GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3,
+SmolLM3, Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere, Cohere 2, OLMo 2) as one .gguf file for
+llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
@@ -26,8 +26,8 @@ from minitron.arch import head_dim
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
-from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, check_exportable, original_context, rope_parameters,
-                                    rope_theta, swa_period, unsupported)
+from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check_exportable, original_context,
+                                    rope_parameters, rope_theta, swa_period, unsupported)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.io import atomic_file, refuse_existing_file
@@ -38,6 +38,7 @@ from minitron.shards import require_safetensors
 GGUF_ARCH = {
     "llama": gguf.MODEL_ARCH.LLAMA,
     "mistral": gguf.MODEL_ARCH.LLAMA,
+    "ministral3": gguf.MODEL_ARCH.MISTRAL3,
     "qwen2": gguf.MODEL_ARCH.QWEN2,
     "qwen3": gguf.MODEL_ARCH.QWEN3,
     "smollm3": gguf.MODEL_ARCH.SMOLLM3,
@@ -56,7 +57,8 @@ OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON, gguf.MODEL_ARCH.OLMO2)
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
 NORM_PLUS_ONE = ("gemma2", "gemma3_text", "nemotron")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
-INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.SMOLLM3, gguf.MODEL_ARCH.GRANITE, gguf.MODEL_ARCH.ARCEE)
+INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.MISTRAL3, gguf.MODEL_ARCH.SMOLLM3, gguf.MODEL_ARCH.GRANITE,
+                      gguf.MODEL_ARCH.ARCEE)
 # The split regexes of common byte-level BPE tokenizers, by the name llama.cpp gives them (tokenizer.ggml.pre).
 PRE_TOKENIZERS = {
     "llama-bpe": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -226,9 +228,21 @@ def phi3_keys(writer: gguf.GGUFWriter, config) -> None:
         writer.add_sliding_window(config.sliding_window)
 
 
+def ministral3_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Ministral 3's YaRN as llama.cpp's mistral3 graph reads it (its attention factor from mscale_all_dim, under
+    the yarn_log_multiplier key, with mscale 1: `check_rope`) and its query scaling past YaRN's original context
+    (llama_4_scaling_beta, as the attention temperature scale)."""
+    rope = rope_parameters(config)
+    writer.add_rope_scaling_yarn_beta_fast(float(rope.get("beta_fast") or YARN_DERIVED["beta_fast"]))
+    writer.add_rope_scaling_yarn_beta_slow(float(rope.get("beta_slow") or YARN_DERIVED["beta_slow"]))
+    writer.add_rope_scaling_yarn_log_mul(float(rope["mscale_all_dim"]))
+    if rope.get("llama_4_scaling_beta"):
+        writer.add_attn_temperature_scale(float(rope["llama_4_scaling_beta"]))
+
+
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
 FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys,
-               "cohere": cohere_keys, "cohere2": cohere2_keys}
+               "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

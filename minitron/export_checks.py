@@ -8,8 +8,8 @@ from minitron.arch import head_dim
 from minitron.errors import MinitronError
 
 # What `minitron export` writes (Hugging Face model types; export.GGUF_ARCH maps each to its llama.cpp graph).
-EXPORTABLE = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron",
-              "phi3", "cohere", "cohere2", "olmo2")
+EXPORTABLE = ("llama", "mistral", "ministral3", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text",
+              "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2")
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "arcee": ("relu2",),
                "nemotron": ("relu2",)}
@@ -25,6 +25,9 @@ ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee")  # llama.cpp's llama and arc
 # a model that sets its own is refused.
 YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None, "beta_fast": 32, "beta_slow": 1,
                 "truncate": True}
+# Ministral 3's graph (llama.cpp's mistral3) reads the betas and mscale_all_dim from the file and takes mscale as 1:
+# its attention factor is get_mscale(factor, 1) / get_mscale(factor, mscale_all_dim), transformers' with both set.
+YARN_MISTRAL3 = {"attention_factor": None, "mscale": 1.0, "truncate": True}
 # SmolLM3: llama.cpp skips RoPE in every n-th layer, n fixed in its source (no GGUF key carries the layers).
 SMOLLM3_NO_ROPE_STEP = 4
 # Families whose llama.cpp graph builds the attention hidden_size wide (heads x head size = the hidden size) in every
@@ -118,6 +121,13 @@ def check_rope(config) -> None:
             raise MinitronError(f"cannot export a {model_type} model with rope_type {rope_type!r}"
                                 f"{' in its sliding layers' if kind != 'full_attention' else ''}; llama.cpp's graph "
                                 f"for it computes {', '.join(allowed)}")
+        if rope_type == "yarn" and model_type == "ministral3":
+            if rope.get("mscale") != YARN_MISTRAL3["mscale"] or rope.get("mscale_all_dim") is None or any(
+                    rope.get(k) not in (None, v) for k, v in YARN_MISTRAL3.items()):
+                raise MinitronError("cannot export a Ministral 3 model whose YaRN is not mscale 1 with an "
+                                    "mscale_all_dim (and no attention_factor or truncate of its own): llama.cpp's "
+                                    "mistral3 graph computes only that one")
+            continue
         own = [k for k, default in YARN_DERIVED.items()
                if rope_type == "yarn" and rope.get(k) is not None and rope.get(k) != default]
         if own:

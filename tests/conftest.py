@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig, Gemma2Config,
-                          Gemma3TextConfig, GraniteConfig, LlamaConfig, MistralConfig, NemotronConfig, Olmo2Config,
-                          Olmo3Config, Phi3Config, Qwen2Config, Qwen3Config, SmolLM3Config)
+                          Gemma3TextConfig, GraniteConfig, LlamaConfig, Ministral3Config, MistralConfig, NemotronConfig,
+                          Olmo2Config, Olmo3Config, Phi3Config, Qwen2Config, Qwen3Config, SmolLM3Config)
 
-FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee", "nemotron",
-            "phi3", "cohere", "cohere2", "olmo2", "olmo3"]
+FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text", "arcee",
+            "nemotron", "phi3", "cohere", "cohere2", "olmo2", "olmo3"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -23,6 +23,11 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         return LlamaConfig(**sizes)
     if family == "mistral":
         return MistralConfig(**sizes, sliding_window=None)
+    if family == "ministral3":  # YaRN from a 16-token original context, past which queries are scaled up
+        rope = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 16.0, "original_max_position_embeddings": 16,
+                "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0, "llama_4_scaling_beta": 0.1}
+        return Ministral3Config(**{"rope_parameters": rope, **sizes}, sliding_window=None, pad_token_id=None,
+                                bos_token_id=None, eos_token_id=None)
     if family == "qwen2":
         return Qwen2Config(**sizes)
     if family == "qwen3":

@@ -46,6 +46,11 @@ LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
 LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
 YARN_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64}
+# Ministral 3's YaRN from an original context of 16, past which its queries are scaled up: by llama_4_scaling_beta
+# 1.0 (the stock 0.1 moves these tiny models' picks too little to check that llama.cpp scales them as transformers)
+MINISTRAL3_ROPE = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 16.0, "original_max_position_embeddings": 16,
+                   "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0,
+                   "llama_4_scaling_beta": 1.0}
 
 
 def scaled_rope(family: str, rope: dict) -> dict:
@@ -172,7 +177,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     Phi-3's LongRoPE factors swapped 0.24, its attention factor left out 0.013; Cohere 2's window written as 1000
     0.026 (llama.cpp refuses a file without it); without Llama 3.1's RoPE factors 0.13
     (Llama, Arcee), without the linear scaling keys 0.17 (Qwen3), 0.026 (Gemma 3: one global layer of four), without
-    YaRN's 0.16 (Qwen3), 0.11 (SmolLM3)."""
+    YaRN's 0.16 (Qwen3), 0.11 (SmolLM3); Ministral 3 without its query scaling (attention temperature) 0.083, without
+    its YaRN attention factor (yarn_log_multiplier) 0.058."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -190,7 +196,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("qwen3", "linear", "f16", False), ("gemma3_text", "linear", "f16", True), ("qwen3", "yarn", "f16", False),
              ("smollm3", "yarn", "q8_0", False), ("cohere", None, "f16", True), ("cohere", "llama-bpe", "q4_0", True),
              ("cohere2", None, "f16", True), ("cohere2", "llama-bpe", "q8_0", True), ("olmo2", None, "f16", False),
-             ("olmo2", "llama-bpe", "q8_0", True)]
+             ("olmo2", "llama-bpe", "q8_0", True), ("ministral3", None, "f16", False),
+             ("ministral3", "tekken", "q8_0", True), ("ministral3", "ministral3", "f16", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -198,7 +205,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
         if pre == "own":
             model = {"gemma2": own_gemma2, "gemma3_text": own_gemma3}[family](tmp_path / f"hf{i}", tokenizer)
         else:
-            ropes = {"llama3": LLAMA3_ROPE, "linear": LINEAR_ROPE, "yarn": YARN_ROPE}
+            ropes = {"llama3": LLAMA3_ROPE, "linear": LINEAR_ROPE, "yarn": YARN_ROPE, "ministral3": MINISTRAL3_ROPE}
             extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
@@ -521,8 +528,8 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "neox").mkdir()
     (tmp_path / "neox" / "config.json").write_text('{"model_type": "gpt_neox"}')
     with pytest.raises(MinitronError, match="cannot export 'gpt_neox' models to GGUF; export supports llama, mistral, "
-                                            "qwen2, qwen3, smollm3, granite, gemma2, gemma3_text, arcee, nemotron, "
-                                            "phi3, cohere, cohere2, olmo2"):
+                                            "ministral3, qwen2, qwen3, smollm3, granite, gemma2, gemma3_text, arcee, "
+                                            "nemotron, phi3, cohere, cohere2, olmo2"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -579,9 +586,13 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     save_model(tmp_path / "olmo2", "olmo2", byte_level_tokenizer(), head_dim=16)  # its q-norm 128 wide, hidden 64
     with pytest.raises(MinitronError, match=r"OLMo 2 model: its attention is 8 heads x 16 = 128 wide"):
         export(str(tmp_path / "olmo2"), tmp_path / "o.gguf")
+    save_model(tmp_path / "ministral3", "ministral3", byte_level_tokenizer(),
+               rope_parameters={**MINISTRAL3_ROPE, "mscale": 0.707})
+    with pytest.raises(MinitronError, match="Ministral 3 model whose YaRN is not mscale 1 with an mscale_all_dim"):
+        export(str(tmp_path / "ministral3"), tmp_path / "m3.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohere", "cohere2", "gemma2", "gemma3", "gemma3_text",
-                                                          "nemotron", "neox", "olmo2", "phi3", "qwen3", "smollm3",
-                                                          "word-level", "yarn"]  # no file
+                                                          "ministral3", "nemotron", "neox", "olmo2", "phi3", "qwen3",
+                                                          "smollm3", "word-level", "yarn"]  # no file
 
 
 def test_export_keeps_an_existing_file(tmp_path):

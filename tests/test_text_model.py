@@ -1,4 +1,4 @@
-"""A multimodal checkpoint (Gemma 3 4B+, Mistral Small 3.1) is taken as its language model: extracted once into a
+"""A multimodal checkpoint (Gemma 3 4B+, Mistral Small 3.1, Ministral 3) is taken as its language model: extracted once into a
 text-only directory whose model gives the multimodal model's logits on text, then pruned like any other."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from conftest import run_cli, tiny_tokenizer
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForImageTextToText, Gemma3Config, Gemma3TextConfig, GemmaConfig, LlavaConfig,
-                          Mistral3Config, MistralConfig, PixtralVisionConfig, SiglipVisionConfig)
+                          Ministral3Config, Mistral3Config, MistralConfig, PixtralVisionConfig, SiglipVisionConfig)
 
 from minitron.errors import MinitronError
 from minitron.load import load_config, load_model, resolve_model
@@ -30,6 +30,15 @@ def mistral3(**kw):
     vision = PixtralVisionConfig(**SIGLIP, head_dim=16)
     return Mistral3Config(text_config=MistralConfig(**TEXT, sliding_window=None), vision_config=vision,
                           image_token_index=250, **kw)
+
+
+def ministral3(**kw):
+    """Ministral 3's checkpoints: Mistral 3's wrapper around a `ministral3` language model (YaRN; queries scaled past
+    the original context, here 16 tokens, so that IDS's last position is scaled)."""
+    rope = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 16.0, "original_max_position_embeddings": 16,
+            "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0, "llama_4_scaling_beta": 0.1}
+    return Mistral3Config(text_config=Ministral3Config(**TEXT, rope_parameters=rope, sliding_window=None),
+                          vision_config=PixtralVisionConfig(**SIGLIP, head_dim=16), image_token_index=250, **kw)
 
 
 def save_multimodal(path, config, seed: int = 0, prefix: str | None = None):
@@ -55,7 +64,8 @@ IDS = torch.randint(0, 240, (2, 17), generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("make,tie,prefix", [(gemma3, True, None), (mistral3, True, None),
-                                             (mistral3, False, None), (gemma3, True, "model.language_model.")])
+                                             (mistral3, False, None), (gemma3, True, "model.language_model."),
+                                             (ministral3, False, None)])
 def test_the_language_model_gives_the_multimodal_models_logits_on_text(tmp_path, monkeypatch, capsys, make, tie,
                                                                        prefix):
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
