@@ -229,8 +229,9 @@ def test_resume_refuses_other_batches(world, tmp_path, capsys):
     state = json.loads(state_file.read_text())
     assert state["n_micro"] == 2 and state["world_size"] == 1
     state_file.write_text(json.dumps({**state, "n_micro": 3, "world_size": 3}))
-    err = run_cli_error(argv + ["--resume"], capsys)
-    assert "its steps had 3 micro-batches, here a step would have 2" in err and "on 3 process(es)" in err
+    for dry_run in (["--dry-run"], []):  # the dry run refuses it as the resume does
+        err = run_cli_error(argv + ["--resume", *dry_run], capsys)
+        assert "its steps had 3 micro-batches, here a step would have 2" in err and "on 3 process(es)" in err
     state_file.write_text(json.dumps(state))
     main(argv + ["--resume"])
     assert (out / "student").is_dir() and len(read_metrics(out)) == 2

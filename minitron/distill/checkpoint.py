@@ -176,19 +176,26 @@ def _agree(env: Env, work) -> str | None:
     return None
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, env: Env, n_micro: int) -> int:
-    """Restore everything a checkpoint holds (on every process, from its own shards); returns its step.
-
-    Any number of processes can resume any checkpoint, as long as a step still has the same `n_micro`
-    micro-batches: then every step trains on the batches it would have trained on."""
+def trainer_state(path: Path, n_micro: int, world: int) -> dict:
+    """A checkpoint's trainer_state.json (its step, tokens, scheduler and random state), refused in one line when it
+    is unreadable or when its steps had other than `n_micro` micro-batches (resumed on `world` processes)."""
     try:
         state = json.loads((path / "trainer_state.json").read_text())
     except (OSError, ValueError) as e:
         raise MinitronError(f"checkpoint {path} is unreadable ({e}); delete it to resume from an older one") from None
     if state["n_micro"] != n_micro:
-        raise MinitronError(f"cannot resume {path} on {env.world} process(es): its steps had {state['n_micro']} "
+        raise MinitronError(f"cannot resume {path} on {world} process(es): its steps had {state['n_micro']} "
                             f"micro-batches, here a step would have {n_micro} (rounded up to a multiple of the "
                             f"processes), so the batches would change; resume it on {state['world_size']} process(es)")
+    return state
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, env: Env, n_micro: int) -> int:
+    """Restore everything a checkpoint holds (on every process, from its own shards); returns its step.
+
+    Any number of processes can resume any checkpoint, as long as a step still has the same `n_micro`
+    micro-batches: then every step trains on the batches it would have trained on."""
+    state = trainer_state(path, n_micro, env.world)
     try:
         read_shards(path, model, optimizer, env)
     except MinitronError:

@@ -25,7 +25,7 @@ from minitron.arch import LogitHead
 from minitron.io import check_run_dir, write_json
 from minitron.data import TokenData, default_data, tokenizer_identity
 from minitron.distill.checkpoint import (MetricsLog, load_checkpoint, prepare_out, resume_point, run_lock,
-                                         save_checkpoint, save_student)
+                                         save_checkpoint, save_student, trainer_state)
 from minitron.distill.config import Schedule, TrainConfig, distill_words, recorded, schedule
 from minitron.distill.parallel import Env, Teacher, build_models, init_env, teacher_dtype
 from minitron.distill.teacher_cache import TeacherCache
@@ -149,7 +149,7 @@ def show_plan(cfg: TrainConfig, env: Env) -> dict:
     cfg = cfg.resolved(s_config.hidden_size)
     plan = schedule(cfg, data.num_tokens("train"), data.num_tokens("dev"), env.world, data.path)
     found = resume_point(cfg, {**recorded(cfg, Path(cfg.out)), "data_fingerprint": data.fingerprint()})
-    start = int(found.name.removeprefix("step-")) if found else 0
+    start = trainer_state(found, plan.n_micro, env.world)["step"] if found else 0  # refused as a resume would be
     if env.is_main:
         warn_about_budget(cfg, plan, asked, data)
         init = "random initialisation" if cfg.init == "random" else "its weights"
