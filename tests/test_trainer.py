@@ -254,6 +254,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(world, tmp_path, capsys, mon
     assert f"student {world['student']}: {student:,} parameters, from its weights" in printed
     assert "4 steps of 128 tokens (2 micro-batches of 2 x 32 on 1 process(es)), 512 tokens in all; lr 0.001 to " \
            "0.0001" in printed and "logit forward KL(teacher‖student), in fp32" in printed
+    assert "speed: activation checkpointing on, loss chunks of 512 tokens, layers not compiled" in printed  # the CPU's
     assert printed.rstrip().endswith("starts at step 0") and not out.exists()
     monkeypatch.setattr(loop, "build_models", build_models)
     main(argv)  # the run itself: checkpoints at steps 2 and 4

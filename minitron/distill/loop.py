@@ -162,6 +162,9 @@ def show_plan(cfg: TrainConfig, env: Env) -> dict:
             f"{cfg.micro_batch} x {cfg.seq_len} on {env.world} process(es)), {plan.steps * plan.tokens_per_step:,} "
             f"tokens in all; lr {cfg.lr:g} to {cfg.min_lr:g} (warm-up {plan.warmup_steps} steps, then cosine)",
             f"loss: {distill_words(asdict(cfg))}" + (f"; LoRA rank {cfg.lora_rank}" if cfg.lora_rank else ""),
+            f"speed: activation checkpointing {'on' if cfg.activation_checkpointing else 'off'}, loss chunks of "
+            f"{cfg.chunk_tokens:,} tokens, layers {'compiled' if cfg.compile else 'not compiled'}"
+            + (f", teacher cache {cfg.teacher_cache}" if cfg.teacher_cache else ""),
             f"validation on {plan.eval_seqs} dev sequences every {cfg.eval_every or plan.steps} steps; a checkpoint "
             f"every {cfg.save_every or plan.steps} steps",
             f"resumes from step {start:,} ({found})" if found else
