@@ -69,10 +69,26 @@ def resolve_model(spec: str | Path) -> Path:
 def language_model(path: Path) -> Path:
     """`path`, or the text-only copy of the language model of the multimodal checkpoint it is
     (`text_model.extract_language_model`: made once, cached); a multimodal config without weights stays itself
-    (`load_config` reads its language model's config)."""
+    (`load_config` reads its language model's config). A quantised checkpoint is refused first."""
+    refuse_quantized(path)
     if is_multimodal(path) and has_weights(path):
         return extract_language_model(path, cache_dir() / "models")
     return path
+
+
+def refuse_quantized(path: Path) -> None:
+    """Refuse a checkpoint whose weights are quantised (FP8, GPTQ, AWQ, bitsandbytes...: a `quantization_config` in
+    its config or its language model's): read as full-precision tensors they would give another model, silently."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # load_config says what is wrong with it
+    found = config.get("quantization_config") or (config.get("text_config") or {}).get("quantization_config")
+    if found:
+        method = found.get("quant_method", "quantised") if isinstance(found, dict) else "quantised"
+        raise MinitronError(f"{path} holds {method} weights (its config's quantization_config); minitron scores, "
+                            "prunes and distils full-precision weights: use the model's bf16 (or fp16) release, or "
+                            "dequantize it first")
 
 
 def hub_offline() -> bool:

@@ -104,6 +104,26 @@ def test_unsupported_language_models_are_refused_naming_the_wrapper(tmp_path, mo
     assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())
 
 
+def test_quantized_checkpoints_are_refused_before_anything_is_read(tmp_path, monkeypatch, capsys):
+    """An FP8 release (Ministral 3's instruct models are published so), a GPTQ or AWQ one: read as full-precision
+    tensors they would be another model, silently; refused in one line, text or multimodal, before any extraction."""
+    from conftest import cli_error, save_tiny
+
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    fp8 = {"quant_method": "fp8", "activation_scheme": "static", "weight_block_size": None}
+    save_multimodal(tmp_path / "mm", ministral3())
+    save_tiny(tmp_path / "text")
+    for name, path in (("mm", tmp_path / "mm"), ("text", tmp_path / "text")):
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, "quantization_config": fp8}))
+        err = cli_error(capsys, "prune", "--model", path, "--target", "intermediate_size=48", "--out",
+                        tmp_path / f"pruned-{name}")
+        assert err == (f"minitron: error: {path} holds fp8 weights (its config's quantization_config); minitron "
+                       "scores, prunes and distils full-precision weights: use the model's bf16 (or fp16) release, "
+                       "or dequantize it first")
+    assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())
+
+
 def test_a_multimodal_config_alone_plans_a_pruning(tmp_path, capsys):
     """`prune --dry-run` needs only config.json, multimodal or not: its language model's sizes and count."""
     gemma3().save_pretrained(tmp_path / "mm")
