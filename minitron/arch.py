@@ -45,6 +45,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # scaled up with the position past YaRN's original context (llama_4_scaling_beta)
     Arch("ministral3", _PRE_POST),
     Arch("qwen2", _PRE_POST),
+    Arch("ernie4_5", _PRE_POST),  # ERNIE 4.5 (dense: 0.3B): Llama's layout, RoPE on interleaved pairs, tied embeddings
     Arch("qwen3", _PRE_POST),
     Arch("smollm3", _PRE_POST),  # Llama's layout; every fourth layer without RoPE (no_rope_layers)
     Arch("granite", _PRE_POST),  # Llama's layout; embeddings, residuals, attention and logits scaled (`LogitHead`)

@@ -1,5 +1,5 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3,
-SmolLM3, Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere, Cohere 2, OLMo 2) as one .gguf file for
+ERNIE 4.5, SmolLM3, Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere, Cohere 2, OLMo 2) as one .gguf file for
 llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
@@ -41,6 +41,7 @@ GGUF_ARCH = {
     "ministral3": gguf.MODEL_ARCH.MISTRAL3,
     "qwen2": gguf.MODEL_ARCH.QWEN2,
     "qwen3": gguf.MODEL_ARCH.QWEN3,
+    "ernie4_5": gguf.MODEL_ARCH.ERNIE4_5,  # Hugging Face's ERNIE already rotates interleaved pairs, as llama.cpp
     "smollm3": gguf.MODEL_ARCH.SMOLLM3,
     "granite": gguf.MODEL_ARCH.GRANITE,
     "gemma2": gguf.MODEL_ARCH.GEMMA2,

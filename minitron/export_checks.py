@@ -8,8 +8,8 @@ from minitron.arch import head_dim
 from minitron.errors import MinitronError
 
 # What `minitron export` writes (Hugging Face model types; export.GGUF_ARCH maps each to its llama.cpp graph).
-EXPORTABLE = ("llama", "mistral", "ministral3", "qwen2", "qwen3", "smollm3", "granite", "gemma2", "gemma3_text",
-              "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2")
+EXPORTABLE = ("llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "smollm3", "granite", "gemma2",
+              "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2")
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "arcee": ("relu2",),
                "nemotron": ("relu2",)}

@@ -178,7 +178,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     0.026 (llama.cpp refuses a file without it); without Llama 3.1's RoPE factors 0.13
     (Llama, Arcee), without the linear scaling keys 0.17 (Qwen3), 0.026 (Gemma 3: one global layer of four), without
     YaRN's 0.16 (Qwen3), 0.11 (SmolLM3); Ministral 3 without its query scaling (attention temperature) 0.083, without
-    its YaRN attention factor (yarn_log_multiplier) 0.058."""
+    its YaRN attention factor (yarn_log_multiplier) 0.058; ERNIE 4.5's q/k reordered as Llama's (Hugging Face's ERNIE
+    already rotates interleaved pairs) 0.17."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -197,7 +198,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("smollm3", "yarn", "q8_0", False), ("cohere", None, "f16", True), ("cohere", "llama-bpe", "q4_0", True),
              ("cohere2", None, "f16", True), ("cohere2", "llama-bpe", "q8_0", True), ("olmo2", None, "f16", False),
              ("olmo2", "llama-bpe", "q8_0", True), ("ministral3", None, "f16", False),
-             ("ministral3", "tekken", "q8_0", True), ("ministral3", "ministral3", "f16", False)]
+             ("ministral3", "tekken", "q8_0", True), ("ministral3", "ministral3", "f16", False),
+             ("ernie4_5", None, "f16", False), ("ernie4_5", "llama-bpe", "q8_0", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -528,8 +530,8 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "neox").mkdir()
     (tmp_path / "neox" / "config.json").write_text('{"model_type": "gpt_neox"}')
     with pytest.raises(MinitronError, match="cannot export 'gpt_neox' models to GGUF; export supports llama, mistral, "
-                                            "ministral3, qwen2, qwen3, smollm3, granite, gemma2, gemma3_text, arcee, "
-                                            "nemotron, phi3, cohere, cohere2, olmo2"):
+                                            "ministral3, qwen2, qwen3, ernie4_5, smollm3, granite, gemma2, "
+                                            "gemma3_text, arcee, nemotron, phi3, cohere, cohere2, olmo2"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
