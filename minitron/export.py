@@ -234,10 +234,11 @@ def ministral3_keys(writer: gguf.GGUFWriter, config) -> None:
     the yarn_log_multiplier key, with mscale 1: `check_rope`) and its query scaling past YaRN's original context
     (llama_4_scaling_beta, as the attention temperature scale)."""
     rope = rope_parameters(config)
-    writer.add_rope_scaling_yarn_beta_fast(float(rope.get("beta_fast") or YARN_DERIVED["beta_fast"]))
-    writer.add_rope_scaling_yarn_beta_slow(float(rope.get("beta_slow") or YARN_DERIVED["beta_slow"]))
-    writer.add_rope_scaling_yarn_log_mul(float(rope["mscale_all_dim"]))
-    if rope.get("llama_4_scaling_beta"):
+    if rope.get("rope_type") == "yarn":
+        writer.add_rope_scaling_yarn_beta_fast(float(rope.get("beta_fast") or YARN_DERIVED["beta_fast"]))
+        writer.add_rope_scaling_yarn_beta_slow(float(rope.get("beta_slow") or YARN_DERIVED["beta_slow"]))
+        writer.add_rope_scaling_yarn_log_mul(float(rope["mscale_all_dim"]))
+    if rope.get("llama_4_scaling_beta"):  # with YaRN (`check_rope`): llama.cpp scales past YaRN's original context
         writer.add_attn_temperature_scale(float(rope["llama_4_scaling_beta"]))
 
 

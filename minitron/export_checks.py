@@ -121,6 +121,9 @@ def check_rope(config) -> None:
             raise MinitronError(f"cannot export a {model_type} model with rope_type {rope_type!r}"
                                 f"{' in its sliding layers' if kind != 'full_attention' else ''}; llama.cpp's graph "
                                 f"for it computes {', '.join(allowed)}")
+        if model_type == "ministral3" and rope.get("llama_4_scaling_beta") and rope_type != "yarn":
+            raise MinitronError("cannot export a Ministral 3 model that scales its queries (llama_4_scaling_beta) "
+                                "without YaRN: llama.cpp's mistral3 graph scales past YaRN's original context")
         if rope_type == "yarn" and model_type == "ministral3":
             if rope.get("mscale") != YARN_MISTRAL3["mscale"] or rope.get("mscale_all_dim") is None or any(
                     rope.get(k) not in (None, v) for k, v in YARN_MISTRAL3.items()):

@@ -83,7 +83,9 @@ def refuse_quantized(path: Path) -> None:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
         return  # load_config says what is wrong with it
-    found = config.get("quantization_config") or (config.get("text_config") or {}).get("quantization_config")
+    text = config.get("text_config") if isinstance(config, dict) else None
+    found = next((c.get("quantization_config") for c in (config, text) if isinstance(c, dict)
+                  and c.get("quantization_config")), None)
     if found:
         method = found.get("quant_method", "quantised") if isinstance(found, dict) else "quantised"
         raise MinitronError(f"{path} holds {method} weights (its config's quantization_config); minitron scores, "

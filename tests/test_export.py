@@ -592,9 +592,16 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                rope_parameters={**MINISTRAL3_ROPE, "mscale": 0.707})
     with pytest.raises(MinitronError, match="Ministral 3 model whose YaRN is not mscale 1 with an mscale_all_dim"):
         export(str(tmp_path / "ministral3"), tmp_path / "m3.gguf")
+    save_model(tmp_path / "ministral3-plain", "ministral3", byte_level_tokenizer(),
+               rope_parameters={"rope_type": "default", "rope_theta": 1e6, "llama_4_scaling_beta": 0.1,
+                                "original_max_position_embeddings": 16})
+    with pytest.raises(MinitronError, match=r"Ministral 3 model that scales its queries \(llama_4_scaling_beta\) "
+                                            "without YaRN"):
+        export(str(tmp_path / "ministral3-plain"), tmp_path / "m3.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohere", "cohere2", "gemma2", "gemma3", "gemma3_text",
-                                                          "ministral3", "nemotron", "neox", "olmo2", "phi3", "qwen3",
-                                                          "smollm3", "word-level", "yarn"]  # no file
+                                                          "ministral3", "ministral3-plain", "nemotron", "neox",
+                                                          "olmo2", "phi3", "qwen3", "smollm3", "word-level",
+                                                          "yarn"]  # no file
 
 
 def test_export_keeps_an_existing_file(tmp_path):
