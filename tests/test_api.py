@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import runpy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,9 @@ def test_distill_models_in_memory(tmp_path, tiny_data, teacher_and_scores, one_t
     start = {k: v.clone() for k, v in student.state_dict().items()}
     config = minitron.TrainConfig(out=tmp_path / "run", tokens=512, seq_len=32, micro_batch=4,
                                   global_batch_tokens=128, lr=3e-3, eval_every=0, device="cpu")
+    with pytest.raises(MinitronError, match="dry_run plans a run from models on disk"):  # nothing to plan from
+        minitron.distill(teacher, student, tiny_data, replace(config, dry_run=True))
+    assert not (tmp_path / "run").exists()
     result = minitron.distill(teacher, student, tiny_data, config)
     assert result.steps == 4 and (tmp_path / "run" / "inputs" / "teacher" / "config.json").is_file()
     trained = load_model(result.student).state_dict()

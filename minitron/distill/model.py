@@ -16,7 +16,8 @@ from minitron.io import atomic_dir, check_run_dir, mark, remove, save_hf
 from minitron.load import load_generation_config, load_model, load_tokenizer
 
 
-def distill_models(teacher, student, data=None, config: TrainConfig | None = None, *, tokenizer=None) -> DistillResult:
+def distill_models(teacher, student, data=None, config: TrainConfig | None = None, *, tokenizer=None
+                   ) -> DistillResult | dict:
     """Distil `teacher` into `student` (models in memory, or paths / Hub ids / 'default') on `data` (a `minitron
     data` directory; default: the default corpus in their tokenizer) with `config` (a `TrainConfig`: budget, loss,
     run directory `out`, ...) -> `DistillResult`; a student in memory is trained in place.
@@ -34,6 +35,9 @@ def distill_models(teacher, student, data=None, config: TrainConfig | None = Non
     run = replace(config, **specs, data=config.data if data is None else str(data))
     if not in_memory:
         return distill(run)
+    if run.dry_run:  # checked before anything is saved under inputs/
+        raise MinitronError("dry_run plans a run from models on disk (their configs and the data); give the models "
+                            "as paths, or leave dry_run off")
     run.validate()
     out = Path(run.out)
     check_run_dir(out, run.resume, run.overwrite)
