@@ -231,14 +231,14 @@ def phi3_keys(writer: gguf.GGUFWriter, config) -> None:
 
 def ministral3_keys(writer: gguf.GGUFWriter, config) -> None:
     """Ministral 3's YaRN as llama.cpp's mistral3 graph reads it (its attention factor from mscale_all_dim, under
-    the yarn_log_multiplier key, with mscale 1: `check_rope`) and its query scaling past YaRN's original context
+    the yarn_log_multiplier key, with mscale 1: `check_ministral3`) and its query scaling past YaRN's original context
     (llama_4_scaling_beta, as the attention temperature scale)."""
     rope = rope_parameters(config)
     if rope.get("rope_type") == "yarn":
         writer.add_rope_scaling_yarn_beta_fast(float(rope.get("beta_fast") or YARN_DERIVED["beta_fast"]))
         writer.add_rope_scaling_yarn_beta_slow(float(rope.get("beta_slow") or YARN_DERIVED["beta_slow"]))
         writer.add_rope_scaling_yarn_log_mul(float(rope["mscale_all_dim"]))
-    if rope.get("llama_4_scaling_beta"):  # with YaRN (`check_rope`): llama.cpp scales past YaRN's original context
+    if rope.get("llama_4_scaling_beta"):  # with YaRN only (`check_ministral3`)
         writer.add_attn_temperature_scale(float(rope["llama_4_scaling_beta"]))
 
 

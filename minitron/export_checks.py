@@ -25,9 +25,9 @@ ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee")  # llama.cpp's llama and arc
 # a model that sets its own is refused.
 YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None, "beta_fast": 32, "beta_slow": 1,
                 "truncate": True}
-# Ministral 3's graph (llama.cpp's mistral3) reads the betas and mscale_all_dim from the file and takes mscale as 1:
-# its attention factor is get_mscale(factor, 1) / get_mscale(factor, mscale_all_dim), transformers' with both set.
-YARN_MISTRAL3 = {"attention_factor": None, "mscale": 1.0, "truncate": True}
+# Families whose graph reads YaRN's settings from the file rather than deriving them (`YARN_DERIVED` does not apply;
+# their family check says what it computes): Ministral 3's (llama.cpp's mistral3), `check_ministral3`.
+YARN_READ = ("ministral3",)
 # SmolLM3: llama.cpp skips RoPE in every n-th layer, n fixed in its source (no GGUF key carries the layers).
 SMOLLM3_NO_ROPE_STEP = 4
 # Families whose llama.cpp graph builds the attention hidden_size wide (heads x head size = the hidden size) in every
@@ -121,18 +121,8 @@ def check_rope(config) -> None:
             raise MinitronError(f"cannot export a {model_type} model with rope_type {rope_type!r}"
                                 f"{' in its sliding layers' if kind != 'full_attention' else ''}; llama.cpp's graph "
                                 f"for it computes {', '.join(allowed)}")
-        if model_type == "ministral3" and rope.get("llama_4_scaling_beta") and rope_type != "yarn":
-            raise MinitronError("cannot export a Ministral 3 model that scales its queries (llama_4_scaling_beta) "
-                                "without YaRN: llama.cpp's mistral3 graph scales past YaRN's original context")
-        if rope_type == "yarn" and model_type == "ministral3":
-            if rope.get("mscale") != YARN_MISTRAL3["mscale"] or rope.get("mscale_all_dim") is None or any(
-                    rope.get(k) not in (None, v) for k, v in YARN_MISTRAL3.items()):
-                raise MinitronError("cannot export a Ministral 3 model whose YaRN is not mscale 1 with an "
-                                    "mscale_all_dim (and no attention_factor or truncate of its own): llama.cpp's "
-                                    "mistral3 graph computes only that one")
-            continue
-        own = [k for k, default in YARN_DERIVED.items()
-               if rope_type == "yarn" and rope.get(k) is not None and rope.get(k) != default]
+        own = [k for k, default in YARN_DERIVED.items() if rope_type == "yarn" and model_type not in YARN_READ
+               and rope.get(k) is not None and rope.get(k) != default]
         if own:
             raise MinitronError(f"cannot export a YaRN model with its own {', '.join(own)}: llama.cpp computes YaRN's "
                                 "attention factor from its scaling factor and fixes the rest")
@@ -150,6 +140,23 @@ def check_smollm3(config) -> None:
         raise MinitronError(f"cannot export this SmolLM3 model: its layers with RoPE ({list(config.no_rope_layers)}, "
                             f"0: none) are not all but every {step}th, which llama.cpp's SmolLM3 graph assumes; drop "
                             f"layers in blocks of {step} to keep the pattern")
+
+
+def check_ministral3(config) -> None:
+    """llama.cpp's mistral3 graph reads YaRN's betas and mscale_all_dim (as yarn_log_multiplier) and takes mscale as
+    1: its attention factor is get_mscale(factor, 1) / get_mscale(factor, mscale_all_dim), transformers' with both
+    set. It scales the queries past YaRN's original context."""
+    rope = rope_parameters(config)
+    if rope.get("rope_type") != "yarn":
+        if rope.get("llama_4_scaling_beta"):
+            raise MinitronError("cannot export a Ministral 3 model that scales its queries (llama_4_scaling_beta) "
+                                "without YaRN: llama.cpp's mistral3 graph scales past YaRN's original context")
+        return
+    if not (rope.get("mscale") == 1.0 and rope.get("mscale_all_dim") is not None
+            and rope.get("attention_factor") is None and rope.get("truncate") in (None, True)):
+        raise MinitronError("cannot export a Ministral 3 model whose YaRN is not mscale 1 with an mscale_all_dim (and "
+                            "no attention_factor or truncate of its own): llama.cpp's mistral3 graph computes only "
+                            "that one")
 
 
 def check_gemma2(config) -> None:
@@ -206,4 +213,4 @@ def check_hidden_wide(config, family: str, graph: str) -> None:
 
 # What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
 FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
-                 "cohere2": check_cohere2}
+                 "cohere2": check_cohere2, "ministral3": check_ministral3}
