@@ -36,9 +36,10 @@ import copy
 import gguf
 import torch
 
-from minitron.export import GGUF_ARCH, OUTPUT_REQUIRED, PRE_TOKENIZERS, export
+from minitron.export import PRE_TOKENIZERS, export
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_quant import TYPES, encode, tensor_type
+from minitron.gguf_layout import GGUF_ARCH, OUTPUT_REQUIRED, tensor_names
 from minitron.load import load_model, load_tokenizer
 
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
@@ -79,7 +80,7 @@ def quantized_reference(model, dtype: str):
     model = copy.deepcopy(model)
     config = model.config
     arch = GGUF_ARCH[config.model_type]
-    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
+    names = tensor_names(arch, config.num_hidden_layers)
     tied = config.tie_word_embeddings and arch not in OUTPUT_REQUIRED
     with torch.no_grad():
         for key, p in model.named_parameters():

@@ -30,36 +30,12 @@ from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check
                                     rope_parameters, rope_theta, swa_period, unsupported)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
+from minitron.gguf_layout import (GGUF_ARCH, INTERLEAVED_ROTARY, NORM_PLUS_ONE, OUTPUT_REQUIRED,
+                                  interleave_rotary, tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import require_safetensors
 
-# Hugging Face model_type -> llama.cpp architecture. Mistral is llama.cpp's "llama" (as its own converter does).
-GGUF_ARCH = {
-    "llama": gguf.MODEL_ARCH.LLAMA,
-    "mistral": gguf.MODEL_ARCH.LLAMA,
-    "ministral3": gguf.MODEL_ARCH.MISTRAL3,
-    "qwen2": gguf.MODEL_ARCH.QWEN2,
-    "qwen3": gguf.MODEL_ARCH.QWEN3,
-    "ernie4_5": gguf.MODEL_ARCH.ERNIE4_5,  # Hugging Face's ERNIE already rotates interleaved pairs, as llama.cpp
-    "smollm3": gguf.MODEL_ARCH.SMOLLM3,
-    "granite": gguf.MODEL_ARCH.GRANITE,
-    "gemma2": gguf.MODEL_ARCH.GEMMA2,
-    "gemma3_text": gguf.MODEL_ARCH.GEMMA3,
-    "arcee": gguf.MODEL_ARCH.ARCEE,
-    "nemotron": gguf.MODEL_ARCH.NEMOTRON,
-    "phi3": gguf.MODEL_ARCH.PHI3,
-    "cohere": gguf.MODEL_ARCH.COMMAND_R,
-    "cohere2": gguf.MODEL_ARCH.COHERE2,
-    "olmo2": gguf.MODEL_ARCH.OLMO2,
-}
-# Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
-OUTPUT_REQUIRED = (gguf.MODEL_ARCH.NEMOTRON, gguf.MODEL_ARCH.OLMO2)
-# Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
-NORM_PLUS_ONE = ("gemma2", "gemma3_text", "nemotron")
-# Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
-INTERLEAVED_ROTARY = (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.MISTRAL3, gguf.MODEL_ARCH.SMOLLM3, gguf.MODEL_ARCH.GRANITE,
-                      gguf.MODEL_ARCH.ARCEE)
 # The split regexes of common byte-level BPE tokenizers, by the name llama.cpp gives them (tokenizer.ggml.pre).
 PRE_TOKENIZERS = {
     "llama-bpe": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -123,7 +99,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
     ollama = out.with_suffix(".Modelfile")
     refuse_existing_file(ollama, overwrite)
     with atomic_file(out) as tmp:
-        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
+        writer = gguf.GGUFWriter(tmp, arch)
         try:
             writer.add_type("model")
             add_identity(writer, name or card_name(path) or path.name, path)
@@ -328,10 +304,10 @@ def add_special_tokens(writer: gguf.GGUFWriter, tokenizer) -> None:
         writer.add_chat_template(tokenizer.chat_template)
 
 
-def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: gguf.MODEL_ARCH, weight_type) -> None:
+def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_type) -> None:
     """Every tensor of the safetensors files under its GGUF name, transformed as llama.cpp's converter does, in
     the type export_quant.tensor_type picks (1-D tensors in f32)."""
-    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
+    names = tensor_names(arch, config.num_hidden_layers)
     llama_rotary = arch in INTERLEAVED_ROTARY
     plus_one = config.model_type in NORM_PLUS_ONE
     q_scale = attention_scale_fix(config)  # into the q-norm where there is one (Gemma 3), else into q_proj (Gemma 2)
@@ -345,7 +321,7 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: gguf.MODEL_AR
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
                 if name is None:
                     raise MinitronError(f"{file.name}: tensor {key} has no GGUF name in llama.cpp's "
-                                        f"{gguf.MODEL_ARCH_NAMES[arch]} architecture")
+                                        f"{arch} architecture")
                 data = f.get_tensor(key).to(torch.float32).numpy()
                 if llama_rotary and ".self_attn.q_proj." in key:
                     data = interleave_rotary(data, config.num_attention_heads)
@@ -362,7 +338,7 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: gguf.MODEL_AR
         add(name, data)
 
 
-def tensor_adder(writer: gguf.GGUFWriter, config, arch: gguf.MODEL_ARCH, weight_type):
+def tensor_adder(writer: gguf.GGUFWriter, config, arch: str, weight_type):
     """add(name, float32 data): the tensor in the type export_quant.tensor_type picks for it."""
     tied = config.tie_word_embeddings and arch not in OUTPUT_REQUIRED
 
@@ -370,12 +346,6 @@ def tensor_adder(writer: gguf.GGUFWriter, config, arch: gguf.MODEL_ARCH, weight_
         qtype = tensor_type(name, data.shape, weight_type, config.num_hidden_layers, tied)
         writer.add_tensor(name, encode(data, qtype), raw_dtype=qtype)
     return add
-
-
-def interleave_rotary(w: np.ndarray, heads: int) -> np.ndarray:
-    """Reorder each head's q/k output rows from Hugging Face's rotary layout (first half, second half)
-    to llama.cpp's Llama layout (pairs side by side), as llama.cpp's own converter does."""
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 # ------------------------------------------------------------------------------------------------ RoPE scaling

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 from minitron.arch import head_dim
 from minitron.errors import MinitronError
+from minitron.gguf_layout import COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, SMOLLM3_NO_ROPE_STEP
 
-# What `minitron export` writes (Hugging Face model types; export.GGUF_ARCH maps each to its llama.cpp graph).
+# What `minitron export` writes (Hugging Face model types; gguf_layout.GGUF_ARCH maps each to its llama.cpp graph).
 EXPORTABLE = ("llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "smollm3", "granite", "gemma2",
               "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2")
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "arcee": ("relu2",),
                "nemotron": ("relu2",)}
-# Command R: llama.cpp takes a model of this many layers or more for Command R+, with q/k norms, and one of fewer
-# without them.
-COMMAND_R_PLUS_LAYERS = 64
-# Cohere 2: llama.cpp takes every n-th layer for global (no RoPE, no window), n fixed in its source.
-COHERE2_GLOBAL_STEP = 4
 # Families whose graph reads Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp
 # node-llama-cpp 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
 ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee")  # llama.cpp's llama and arcee graphs
@@ -28,8 +24,6 @@ YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None
 # Families whose graph reads YaRN's settings from the file rather than deriving them (`YARN_DERIVED` does not apply;
 # their family check says what it computes): Ministral 3's (llama.cpp's mistral3), `check_ministral3`.
 YARN_READ = ("ministral3",)
-# SmolLM3: llama.cpp skips RoPE in every n-th layer, n fixed in its source (no GGUF key carries the layers).
-SMOLLM3_NO_ROPE_STEP = 4
 # Families whose llama.cpp graph builds the attention hidden_size wide (heads x head size = the hidden size) in every
 # build, Phi-3's fused qkv, Command R's attention and OLMo 2's q-norm (the k-norm follows k): the family's name and its
 # graph's, for the one line that refuses another width (`check_hidden_wide`).

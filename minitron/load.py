@@ -18,6 +18,7 @@ import torch
 from minitron.arch import PRUNABLE_SIZES, arch_of
 from minitron.errors import MinitronError, whole_number, require
 from minitron.gguf_config import Metadata, correct_config
+from minitron.gguf_read import OWN_READ, read_model
 from minitron.io import atomic_dir, save_hf, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
 from minitron.text_model import extract_language_model, has_weights, is_multimodal, text_config, written_config
@@ -146,40 +147,54 @@ def gguf_key(gguf: Path) -> str:
 
 
 def convert_gguf(gguf: Path) -> Path:
-    """Dequantise a GGUF file to an fp32 safetensors directory under the cache, once per content (`gguf_key`)."""
+    """Dequantise a GGUF file to an fp32 safetensors directory under the cache, once per content (`gguf_key`):
+    through transformers' GGUF loader (what it leaves out read from the file's keys: `gguf_config`), or for the
+    families it does not read, through minitron's own reading (`gguf_read`)."""
     key = gguf_key(gguf)
     out = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (out / "config.json").is_file() and json.loads((out / "minitron_source.json").read_text())["key"] == key:
         return out
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # lazy: start-up
+    from transformers import GenerationConfig, PreTrainedTokenizerFast  # lazy: start-up
 
-    require("gguf")  # transformers reads GGUF files through it: a missing one is one line here
+    require("gguf")  # both readings go through it: a missing one is one line here
+
     print(f"converting {gguf.name} to a Hugging Face checkpoint (once; cached in {out})", flush=True)
-    folder, fname = gguf.parent, gguf.name
     try:
         reader = gguf_reader(gguf)
-        config = AutoConfig.from_pretrained(folder, gguf_file=fname)
-        correct_config(config, Metadata(reader))  # what transformers' reading leaves out
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, config=config, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+        meta = Metadata(reader)
+        model = read_model(meta, reader) if meta.arch in OWN_READ else transformers_model(gguf, meta)
+        # the tokenizer transformers builds from the file's vocabulary (the same for every family)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except MinitronError:
         raise
     except Exception as e:  # gguf raises many kinds of errors for files that are not models
         raise MinitronError(f"{gguf} is not a readable GGUF model ({type(e).__name__}: {str(e)[:120]})") from None
-    config = loaded.config
-    config.quantization_config = None
-    del config.quantization_config
-    arch_of(config)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict(), assign=True)
-    model.tie_weights()
-    generation_config = GenerationConfig.from_model_config(config)
+    arch_of(model.config)
+    generation_config = GenerationConfig.from_model_config(model.config)
     with atomic_dir(out, owned=True) as tmp:
         save_hf(model, tokenizer, tmp, generation_config)
         write_json(tmp / "minitron_source.json",
                    {"gguf": str(gguf.name), "key": key, "license": license_field(reader)})
     return out
+
+
+def transformers_model(gguf: Path, meta: Metadata):
+    """The model transformers' GGUF loader reads, with what it leaves out of the config read from the file's keys;
+    on the meta device, its weights assigned (to be saved)."""
+    from transformers import AutoConfig, AutoModelForCausalLM  # lazy: start-up
+
+    folder, fname = gguf.parent, gguf.name
+    config = AutoConfig.from_pretrained(folder, gguf_file=fname)
+    correct_config(config, meta)  # what transformers' reading leaves out
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, config=config, dtype=torch.float32)
+    config = loaded.config
+    config.quantization_config = None
+    del config.quantization_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), assign=True)
+    model.tie_weights()
+    return model
 
 
 def gguf_reader(path: Path):

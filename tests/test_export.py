@@ -20,7 +20,8 @@ from minitron.export import PRE_TOKENIZERS, Exported, export, pre_tokenizer_name
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_ollama import CHATML_GO, NEMOTRON_GO, modelfile
 from minitron.export_quant import TYPES, ggml_library_path, ggml_quantize, tensor_type
-from minitron.load import load_model, resolve_model
+from minitron.gguf_read import OWN_READ
+from minitron.load import load_model, load_tokenizer, resolve_model
 
 T = gguf.GGMLQuantizationType
 VOCAB = 320  # room for a byte-level BPE vocabulary (256 bytes + specials + merges) with unused rows after it
@@ -505,7 +506,9 @@ def test_pre_tokenizer_names(capsys):
     assert "warning: unrecognised pre-tokenizer" in capsys.readouterr().out
 
 
-def test_sentencepiece_tokenizer(tmp_path):
+def test_sentencepiece_tokenizer(tmp_path, monkeypatch):
+    """A sentencepiece-style vocabulary written and read back (by transformers, and as a teacher by minitron)."""
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
     tokenizer = sentencepiece_tokenizer()
     model = save_model(tmp_path / "hf", "llama", tokenizer)
     out = export(str(tmp_path / "hf"), tmp_path / "model.gguf").gguf
@@ -516,12 +519,13 @@ def test_sentencepiece_tokenizer(tmp_path):
     reloaded = AutoTokenizer.from_pretrained(out.parent, gguf_file=out.name)
     text = "the teacher prunes heads and the student keeps them"
     assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"] and tokenizer(text)["input_ids"][0] == 1
+    assert load_tokenizer(resolve_model(str(out)))(text)["input_ids"] == tokenizer(text)["input_ids"]
     assert_same_logits(model, reload(out), TOLERANCE["f16"])
 
 
 def test_the_model_card_offers_export_for_exactly_the_families_export_writes():
     from minitron.export_checks import EXPORTABLE
-    from minitron.export import GGUF_ARCH
+    from minitron.gguf_layout import GGUF_ARCH
 
     assert EXPORTABLE == tuple(GGUF_ARCH)
 
@@ -671,6 +675,50 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
         model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", "f16").gguf
     assert_same_logits(model, load_model(str(out)), TOLERANCE["f16"])
+
+
+@pytest.mark.parametrize("family,dtype,tie", [
+    ("ministral3", "f16", False), ("ministral3", "q8_0", True), ("ernie4_5", "f16", False), ("smollm3", "f16", True),
+    ("granite", "f16", False), ("granite", "q4_0", False), ("arcee", "f16", False), ("cohere", "f16", True),
+    ("cohere2", "bf16", True), ("olmo2", "f16", False), ("olmo2", "q8_0", True),
+])
+def test_a_gguf_of_a_family_transformers_does_not_read_converts_to_the_model_it_holds(tmp_path, monkeypatch, family,
+                                                                                      dtype, tie):
+    """The families transformers' GGUF loader refuses ("architecture ... is not supported yet") are read by minitron
+    itself (`gguf_read`): the converted teacher is the model exported, to the file's rounding, and its tokenizer
+    encodes as the model's. What each reading needs, measured by leaving it out: q/k back from the interleaved
+    layout 0.45-0.55 off (Arcee, SmolLM3, Ministral 3), Granite's multipliers 0.59, Command R's q/k norms 0.19,
+    Cohere 2's layer pattern 0.17; without Ministral 3's YaRN settings its model does not run."""
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    tokenizer = byte_level_tokenizer()
+    extra = {"rope_parameters": MINISTRAL3_ROPE} if family == "ministral3" else {}
+    model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
+    out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf
+    assert gguf.GGUFReader(out).fields["general.architecture"].contents() in OWN_READ
+    converted = load_model(str(out))
+    assert_same_logits(model, converted, TOLERANCE[dtype])
+    assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), converted, ROUNDED)
+    assert load_tokenizer(resolve_model(str(out)))(TEXT)["input_ids"] == tokenizer(TEXT)["input_ids"]
+
+
+def test_a_gguf_that_is_not_the_model_its_keys_describe_is_refused(tmp_path, monkeypatch):
+    """minitron's own reading refuses a file with a tensor missing or one left over (a bias its family's config
+    does not have), in one line and with nothing in the cache."""
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    for case, edit in [("missing", lambda w: w.pop("model.layers.0.mlp.up_proj.weight")),
+                       ("left over", lambda w: w.update({"model.layers.0.self_attn.o_proj.bias": torch.ones(64)}))]:
+        hf = tmp_path / case
+        save_model(hf, "granite", byte_level_tokenizer())
+        weights = load_file(hf / "model.safetensors")
+        edit(weights)
+        save_file(weights, hf / "model.safetensors", metadata={"format": "pt"})
+        out = export(str(hf), tmp_path / f"{case}.gguf", "f16").gguf
+        with pytest.raises(MinitronError, match="no tensor blk.0.ffn_up.weight" if case == "missing" else
+                           r"tensors \['blk.0.attn_output.bias'\] have no place in the granite model"):
+            load_model(str(out))
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))
 
 
 @pytest.mark.slow

@@ -9,8 +9,10 @@ LAYERS = [
     ["minitron.errors", "minitron.arch", "minitron.signals", "minitron.stats", "minitron.callable"],
     ["minitron.io", "minitron.shards", "minitron.numerics", "minitron.record"],  # files; the one LM loss, autocast, the bf16 check
     ["minitron.tracking"],  # --report-to: metric records to TensorBoard / W&B
-    # a multimodal checkpoint's language model, what transformers' GGUF reading leaves out, loading
-    ["minitron.text_model", "minitron.gguf_config", "minitron.load", "minitron.lazy"],
+    # a multimodal checkpoint's language model, what transformers' GGUF reading leaves out, the GGUF layout both ways
+    # and the families minitron reads itself, loading
+    ["minitron.text_model", "minitron.gguf_config", "minitron.gguf_layout", "minitron.gguf_read", "minitron.load",
+     "minitron.lazy"],
     ["minitron.chat"],  # the chat formats (and the package itself, which imports nothing)
     # model cards and GGUF export (its quantisers, its Ollama Modelfile in the model's chat format): a model in, files out
     ["minitron.export_checks", "minitron.card", "minitron.export", "minitron.export_quant", "minitron.export_ollama"],

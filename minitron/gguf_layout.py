@@ -1,0 +1,46 @@
+"""How a Hugging Face model's tensors sit in a GGUF file of llama.cpp's graphs, both ways: the graph each family is
+written as, and the layouts llama.cpp's converter changes (q/k rows of the graphs that rotate interleaved pairs, norms
+stored as 1 + w, a head written out where a graph has no tied one), and what some graphs fix in their source.
+`minitron.export` writes by it, `gguf_read` reads by it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# The llama.cpp graph each Hugging Face model type is written as, by the graph's name (Mistral as llama.cpp's "llama",
+# as its own converter does; the graphs transformers cannot read back are read by `gguf_read`).
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qwen2": "qwen2", "qwen3": "qwen3",
+             "ernie4_5": "ernie4_5",  # Hugging Face's ERNIE already rotates interleaved pairs, as llama.cpp
+             "smollm3": "smollm3", "granite": "granite", "gemma2": "gemma2", "gemma3_text": "gemma3", "arcee": "arcee",
+             "nemotron": "nemotron", "phi3": "phi3", "cohere": "command-r", "cohere2": "cohere2", "olmo2": "olmo2"}
+# Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
+OUTPUT_REQUIRED = ("nemotron", "olmo2")
+# Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
+NORM_PLUS_ONE = ("gemma2", "gemma3_text", "nemotron")
+# Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
+INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee")
+# What some graphs fix in llama.cpp's source, which no GGUF key carries (export refuses a model that differs,
+# `export_checks`; reading a file takes it): Command R+'s q/k norms at this many layers or more, none below;
+# Cohere 2's every n-th layer global (no RoPE, no window); SmolLM3's every n-th layer without RoPE.
+COMMAND_R_PLUS_LAYERS = 64
+COHERE2_GLOBAL_STEP = 4
+SMOLLM3_NO_ROPE_STEP = 4
+
+
+def tensor_names(arch: str, layers: int):
+    """gguf-py's map of Hugging Face tensor names to this graph's (`.get_name(key, try_suffixes=...)`)."""
+    import gguf  # lazy: an extra, and CLI start-up speed
+
+    by_name = {name: member for member, name in gguf.MODEL_ARCH_NAMES.items()}
+    return gguf.get_tensor_name_map(by_name[arch], layers)
+
+def interleave_rotary(w: np.ndarray, heads: int) -> np.ndarray:
+    """Reorder each head's q/k output rows from Hugging Face's rotary layout (first half, second half)
+    to llama.cpp's Llama layout (pairs side by side), as llama.cpp's own converter does."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def halve_rotary(w: np.ndarray, heads: int) -> np.ndarray:
+    """Each head's q/k rows from llama.cpp's interleaved layout back to Hugging Face's (first half, second half): the
+    inverse of `interleave_rotary`."""
+    return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

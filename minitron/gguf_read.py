@@ -1,0 +1,151 @@
+"""The GGUF families transformers' GGUF loader does not read (Ministral 3, ERNIE 4.5, SmolLM3, Granite, Arcee, Command
+R, Cohere 2, OLMo 2: half of what `minitron export` writes), read by minitron as the inverse of its export: the config
+from the `{arch}.*` keys llama.cpp builds its graph from (with what its graph fixes in its source: SmolLM3's layers
+without RoPE, Cohere 2's global layers, Command R's q/k norms), the weights dequantised under their Hugging Face names
+(q/k back from llama.cpp's interleaved rotary layout where the graph uses it). `load.convert_gguf` reads every other
+family through transformers; both give the same Hugging Face checkpoint. The tokenizer is transformers' own reading
+of the file's vocabulary (which does not depend on the family).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from minitron.errors import MinitronError
+from minitron.gguf_config import Metadata, correct_config
+from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, GGUF_ARCH, INTERLEAVED_ROTARY,
+                                  SMOLLM3_NO_ROPE_STEP, halve_rotary, tensor_names)
+
+# llama.cpp's graph name -> Hugging Face model type, for the families minitron reads itself.
+OWN_READ = {GGUF_ARCH[t]: t for t in ("ministral3", "ernie4_5", "smollm3", "granite", "arcee", "cohere", "cohere2",
+                                      "olmo2")}
+# The common keys: Hugging Face config field <- `{arch}.KEY`.
+COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
+               "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",
+               "num_key_value_heads": "attention.head_count_kv", "max_position_embeddings": "context_length"}
+TOKEN_IDS = {"bos_token_id": "tokenizer.ggml.bos_token_id", "eos_token_id": "tokenizer.ggml.eos_token_id",
+             "pad_token_id": "tokenizer.ggml.padding_token_id"}
+
+
+def read_model(meta: Metadata, reader):
+    """The Hugging Face model (fp32) a GGUF file of an `OWN_READ` family holds; on the meta device, its weights
+    assigned (to be saved)."""
+    from transformers import AutoModelForCausalLM  # lazy: CLI start-up speed
+
+    tensors = {t.name: t for t in reader.tensors}
+    config = read_config(meta, reader, tensors)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(read_weights(tensors, model, config), assign=True, strict=False)
+    model.tie_weights()
+    return model
+
+
+def read_config(meta: Metadata, reader, tensors: dict):
+    """The model's config: the common keys, the token ids, the biases its tensors show, the family's own keys, then
+    what `gguf_config.correct_config` reads for every family (head size, RoPE and its scaling, window)."""
+    from transformers import AutoConfig  # lazy: CLI start-up speed
+
+    model_type = OWN_READ[meta.arch]
+    settings = {}
+    for name, key in COMMON_KEYS.items():
+        value = meta.get(key)
+        if not isinstance(value, int):  # absent, or one per layer (llama.cpp's per-layer head counts)
+            raise MinitronError(f"cannot read this {meta.arch} GGUF file: its {meta.arch}.{key} is "
+                                f"{'missing' if value is None else 'not one number'}")
+        settings[name] = value
+    settings["vocab_size"] = int(tensors["token_embd.weight"].shape[-1])
+    settings["tie_word_embeddings"] = "output.weight" not in tensors
+    for name, key in TOKEN_IDS.items():
+        field = reader.fields.get(key)
+        settings[name] = int(field.contents()) if field is not None else None
+    eps = meta.get("attention.layer_norm_rms_epsilon", meta.get("attention.layer_norm_epsilon"))
+    if eps is None:
+        raise MinitronError(f"cannot read this {meta.arch} GGUF file: it gives no norm epsilon")
+    settings["layer_norm_eps" if model_type.startswith("cohere") else "rms_norm_eps"] = float(eps)
+    biases = {"attention_bias": "blk.0.attn_q.bias" in tensors, "mlp_bias": "blk.0.ffn_up.bias" in tensors,
+              "use_bias": "blk.0.attn_q.bias" in tensors}  # ERNIE's one flag
+    defaults = AutoConfig.for_model(model_type)
+    settings.update({name: value for name, value in biases.items() if hasattr(defaults, name)})
+    settings.update(FAMILY_SETTINGS.get(model_type, lambda *_: {})(meta, settings["num_hidden_layers"]))
+    config = AutoConfig.for_model(model_type, **settings)
+    correct_config(config, meta)
+    if model_type == "ministral3":
+        ministral3_rope(config, meta)
+    return config
+
+
+def granite(meta: Metadata, layers: int) -> dict:
+    """Granite's four multipliers."""
+    return {"embedding_multiplier": float(meta.get("embedding_scale")),
+            "residual_multiplier": float(meta.get("residual_scale")),
+            "attention_multiplier": float(meta.get("attention.scale")),
+            "logits_scaling": float(meta.get("logit_scale"))}
+
+
+def cohere(meta: Metadata, layers: int) -> dict:
+    """Command R's logit scale; llama.cpp takes q/k norms at Command R+'s layer count and none below."""
+    return {"logit_scale": float(meta.get("logit_scale")), "use_qk_norm": layers >= COMMAND_R_PLUS_LAYERS}
+
+
+def cohere2(meta: Metadata, layers: int) -> dict:
+    """Cohere 2's logit scale and layer pattern (every COHERE2_GLOBAL_STEP-th layer global, fixed in llama.cpp)."""
+    step = COHERE2_GLOBAL_STEP
+    return {"logit_scale": float(meta.get("logit_scale")),
+            "layer_types": ["full_attention" if (i + 1) % step == 0 else "sliding_attention" for i in range(layers)]}
+
+
+def smollm3(meta: Metadata, layers: int) -> dict:
+    """SmolLM3's layers with RoPE: all but every SMOLLM3_NO_ROPE_STEP-th (fixed in llama.cpp)."""
+    return {"no_rope_layers": [int((i + 1) % SMOLLM3_NO_ROPE_STEP != 0) for i in range(layers)],
+            "use_sliding_window": False}
+
+
+FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3}
+
+
+def ministral3_rope(config, meta: Metadata) -> None:
+    """Ministral 3's YaRN as llama.cpp's mistral3 graph reads it (`export.ministral3_keys`): its betas, mscale 1 and
+    mscale_all_dim from the log multiplier; and its query scaling past YaRN's original context (the temperature scale;
+    none without the key, or without YaRN, where the original context is the whole context)."""
+    rope = dict(config.rope_parameters)
+    if rope.get("rope_type") == "yarn":
+        rope.update(beta_fast=float(meta.get("rope.scaling.yarn_beta_fast", 32.0)),
+                    beta_slow=float(meta.get("rope.scaling.yarn_beta_slow", 1.0)), mscale=1.0,
+                    mscale_all_dim=float(meta.get("rope.scaling.yarn_log_multiplier", 0.0)))
+    rope.setdefault("original_max_position_embeddings", config.max_position_embeddings)
+    rope["llama_4_scaling_beta"] = float(meta.get("attention.temperature_scale", 0.0))
+    config.rope_parameters = rope
+
+
+def read_weights(tensors: dict, model, config) -> dict[str, torch.Tensor]:
+    """Every parameter of `model` (on the meta device) from its GGUF tensor: dequantised, its q/k rows back in Hugging
+    Face's rotary layout where llama.cpp's graph interleaves them. A missing tensor, one of another shape, or one left
+    over (a part the config does not describe) is refused."""
+    import gguf  # lazy: an extra (load.convert_gguf requires it first)
+
+    arch = GGUF_ARCH[config.model_type]
+    names = tensor_names(arch, config.num_hidden_layers)
+    state, used = {}, {name for name in tensors if name.startswith("rope_")}  # RoPE factors: read by correct_config
+    for key, param in model.state_dict().items():
+        if key == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+        if name not in tensors:
+            raise MinitronError(f"cannot read this {arch} GGUF file: it has no tensor {name} "
+                                f"(the model's {key})")
+        data = gguf.quants.dequantize(tensors[name].data, tensors[name].tensor_type)
+        if tuple(data.shape) != tuple(param.shape):
+            raise MinitronError(f"cannot read this GGUF file: its {name} is {tuple(data.shape)}, and the model its "
+                                f"keys describe has {key} of {tuple(param.shape)}")
+        if arch in INTERLEAVED_ROTARY and ".self_attn.q_proj." in key:
+            data = halve_rotary(data, config.num_attention_heads)
+        elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:
+            data = halve_rotary(data, config.num_key_value_heads)
+        state[key] = torch.from_numpy(np.array(data, dtype=np.float32))  # a copy: the reader's are read-only maps
+        used.add(name)
+    if set(tensors) - used:
+        raise MinitronError(f"cannot read this GGUF file: its tensors {sorted(set(tensors) - used)[:3]} have no "
+                            f"place in the {config.model_type} model its keys describe")
+    return state
+
