@@ -7,14 +7,15 @@ From the out-of-domain losses it fits gap(T) = A · T^-alpha (least squares on l
 student's loss − the teacher's) and reports the tokens at which the student comes within 10% of the teacher's loss:
 measured when a run got there, else extrapolated from the fit and labelled so. Writes --out (.md, .json, .png).
 
-    python benchmarks/scaling.py [--tokens 204800 512000 1024000 2048000 4500000] [--work DIR] [--out docs/scaling.md]
+    python benchmarks/scaling.py [--tokens 204800 512000 1024000 2048000 4500000 5300000] [--work DIR]
+        [--out docs/scaling.md]
     python benchmarks/scaling.py --dry   # a tiny random teacher and generated text, in seconds (the test's)
 
 Each run resumes (`distill --resume`), a finished one is not trained again and each model's measures are kept beside
 it (NAME-measures.json, measured again only with other --eval-seqs or --tasks-limit), so the curve can be run a
 budget at a time, in the background, over several sessions: --work defaults to the minitron cache, which
 outlives runs/. On a 2-core Intel Xeon with AMX the demo's recipe runs at about 580 tokens/s (docs/scaling.md; the
-2M-token run: about an hour, the 4.5M-token one over two hours), and measuring the teacher, the pruned model and each student
+2M-token run: about an hour, the 4.5M- and 5.3M-token ones over two hours each), and measuring the teacher, the pruned model and each student
 takes about 5 minutes a model, most of it the benchmarks' 1,500 documents.
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ TASKS_LIMIT = 500  # documents of each benchmark task: enough to tell the studen
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tokens", type=int, nargs="+", default=[204800, 512000, 1024000, 2048000, 4500000])
+    p.add_argument("--tokens", type=int, nargs="+", default=[204800, 512000, 1024000, 2048000, 4500000, 5300000])
     p.add_argument("--work", type=Path, default=cache_dir() / "bench" / "scaling", help="pruned student and runs")
     p.add_argument("--out", type=Path, default=None, help="report (default: docs/scaling.md; --dry: in --work)")
     p.add_argument("--eval-seqs", type=int, default=DEMO["eval"]["tokens"] // DEMO["distill"]["seq_len"])
