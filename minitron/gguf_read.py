@@ -47,22 +47,15 @@ def read_config(meta: Metadata, reader, tensors: dict):
     from transformers import AutoConfig  # lazy: CLI start-up speed
 
     model_type = OWN_READ[meta.arch]
-    settings = {}
-    for name, key in COMMON_KEYS.items():
-        value = meta.get(key)
-        if not isinstance(value, int):  # absent, or one per layer (llama.cpp's per-layer head counts)
-            raise MinitronError(f"cannot read this {meta.arch} GGUF file: its {meta.arch}.{key} is "
-                                f"{'missing' if value is None else 'not one number'}")
-        settings[name] = value
+    settings = {name: required(meta, key, int) for name, key in COMMON_KEYS.items()}
     settings["vocab_size"] = int(tensors["token_embd.weight"].shape[-1])
     settings["tie_word_embeddings"] = "output.weight" not in tensors
     for name, key in TOKEN_IDS.items():
         field = reader.fields.get(key)
         settings[name] = int(field.contents()) if field is not None else None
-    eps = meta.get("attention.layer_norm_rms_epsilon", meta.get("attention.layer_norm_epsilon"))
-    if eps is None:
-        raise MinitronError(f"cannot read this {meta.arch} GGUF file: it gives no norm epsilon")
-    settings["layer_norm_eps" if model_type.startswith("cohere") else "rms_norm_eps"] = float(eps)
+    layer_norm = model_type.startswith("cohere")  # LayerNorm; the others RMSNorm
+    settings["layer_norm_eps" if layer_norm else "rms_norm_eps"] = required(
+        meta, "attention.layer_norm_epsilon" if layer_norm else "attention.layer_norm_rms_epsilon", float)
     biases = {"attention_bias": "blk.0.attn_q.bias" in tensors, "mlp_bias": "blk.0.ffn_up.bias" in tensors,
               "use_bias": "blk.0.attn_q.bias" in tensors}  # ERNIE's one flag
     defaults = AutoConfig.for_model(model_type)
@@ -75,23 +68,32 @@ def read_config(meta: Metadata, reader, tensors: dict):
     return config
 
 
+def required(meta: Metadata, key: str, kind: type):
+    """`{arch}.KEY` as one number of `kind`, or the one line that says the file lacks it."""
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise MinitronError(f"cannot read this {meta.arch} GGUF file: its {meta.arch}.{key} is "
+                            f"{'missing' if value is None else 'not one number'}")
+    return kind(value)
+
+
 def granite(meta: Metadata, layers: int) -> dict:
     """Granite's four multipliers."""
-    return {"embedding_multiplier": float(meta.get("embedding_scale")),
-            "residual_multiplier": float(meta.get("residual_scale")),
-            "attention_multiplier": float(meta.get("attention.scale")),
-            "logits_scaling": float(meta.get("logit_scale"))}
+    return {"embedding_multiplier": required(meta, "embedding_scale", float),
+            "residual_multiplier": required(meta, "residual_scale", float),
+            "attention_multiplier": required(meta, "attention.scale", float),
+            "logits_scaling": required(meta, "logit_scale", float)}
 
 
 def cohere(meta: Metadata, layers: int) -> dict:
     """Command R's logit scale; llama.cpp takes q/k norms at Command R+'s layer count and none below."""
-    return {"logit_scale": float(meta.get("logit_scale")), "use_qk_norm": layers >= COMMAND_R_PLUS_LAYERS}
+    return {"logit_scale": required(meta, "logit_scale", float), "use_qk_norm": layers >= COMMAND_R_PLUS_LAYERS}
 
 
 def cohere2(meta: Metadata, layers: int) -> dict:
     """Cohere 2's logit scale and layer pattern (every COHERE2_GLOBAL_STEP-th layer global, fixed in llama.cpp)."""
     step = COHERE2_GLOBAL_STEP
-    return {"logit_scale": float(meta.get("logit_scale")),
+    return {"logit_scale": required(meta, "logit_scale", float),
             "layer_types": ["full_attention" if (i + 1) % step == 0 else "sliding_attention" for i in range(layers)]}
 
 

@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from minitron.chat.templates import TEMPLATES
 from minitron.errors import MinitronError
-from minitron.export import PRE_TOKENIZERS, Exported, export, pre_tokenizer_name
+from minitron.export import FAMILY_KEYS, PRE_TOKENIZERS, Exported, export, pre_tokenizer_name
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_ollama import CHATML_GO, NEMOTRON_GO, modelfile
 from minitron.export_quant import TYPES, ggml_library_path, ggml_quantize, tensor_type
@@ -702,8 +702,8 @@ def test_a_gguf_of_a_family_transformers_does_not_read_converts_to_the_model_it_
 
 
 def test_a_gguf_that_is_not_the_model_its_keys_describe_is_refused(tmp_path, monkeypatch):
-    """minitron's own reading refuses a file with a tensor missing or one left over (a bias its family's config
-    does not have), in one line and with nothing in the cache."""
+    """minitron's own reading refuses a file with a tensor missing, one left over (a bias its family's config does
+    not have) or a key its family needs, in one line and with nothing in the cache."""
     from safetensors.torch import load_file, save_file
 
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
@@ -718,6 +718,10 @@ def test_a_gguf_that_is_not_the_model_its_keys_describe_is_refused(tmp_path, mon
         with pytest.raises(MinitronError, match="no tensor blk.0.ffn_up.weight" if case == "missing" else
                            r"tensors \['blk.0.attn_output.bias'\] have no place in the granite model"):
             load_model(str(out))
+    monkeypatch.setitem(FAMILY_KEYS, "granite", lambda writer, config: None)  # no multipliers
+    out = export(str(tmp_path / "missing"), tmp_path / "keys.gguf", "f16").gguf
+    with pytest.raises(MinitronError, match="its granite.embedding_scale is missing"):
+        load_model(str(out))
     assert not list((tmp_path / "cache").rglob("*.safetensors"))
 
 
