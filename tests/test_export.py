@@ -20,8 +20,9 @@ from minitron.export import FAMILY_KEYS, PRE_TOKENIZERS, Exported, export, pre_t
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_ollama import CHATML_GO, NEMOTRON_GO, modelfile
 from minitron.export_quant import TYPES, ggml_library_path, ggml_quantize, tensor_type
-from minitron.gguf_read import OWN_READ
-from minitron.load import load_model, load_tokenizer, resolve_model
+from minitron.gguf_config import Metadata
+from minitron.gguf_read import OWN_READ, read_model
+from minitron.load import default_gguf, gguf_reader, load_model, load_tokenizer, resolve_model
 
 T = gguf.GGMLQuantizationType
 VOCAB = 320  # room for a byte-level BPE vocabulary (256 bytes + specials + merges) with unused rows after it
@@ -723,6 +724,23 @@ def test_a_gguf_that_is_not_the_model_its_keys_describe_is_refused(tmp_path, mon
     with pytest.raises(MinitronError, match="its granite.embedding_scale is missing"):
         load_model(str(out))
     assert not list((tmp_path / "cache").rglob("*.safetensors"))
+
+
+@pytest.mark.slow
+def test_minitron_reads_a_file_of_llama_cpps_converter_as_transformers_does(monkeypatch):
+    """minitron's own reading checked on a file it did not write: the default teacher, written by llama.cpp's own
+    converter in Q4_1, read as if transformers could not read its graph (`llama` added to OWN_READ) gives the
+    config and, bitwise, the weights of transformers' reading (the cached conversion every other test loads)."""
+    monkeypatch.setitem(OWN_READ, "llama", "llama")
+    reader = gguf_reader(default_gguf())
+    own, reference = read_model(Metadata(reader), reader), load_model("default")
+    fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+              "head_dim", "rms_norm_eps", "rope_parameters", "vocab_size", "tie_word_embeddings", "bos_token_id",
+              "eos_token_id", "pad_token_id", "max_position_embeddings", "attention_bias", "mlp_bias")
+    assert {f: getattr(own.config, f) for f in fields} == {f: getattr(reference.config, f) for f in fields}
+    weights = own.state_dict()
+    assert weights.keys() == reference.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in reference.state_dict().items())
 
 
 @pytest.mark.slow
