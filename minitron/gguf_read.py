@@ -4,9 +4,11 @@ from the `{arch}.*` keys llama.cpp builds its graph from (with what its graph fi
 without RoPE, Cohere 2's global layers, Command R's q/k norms), the weights dequantised under their Hugging Face names
 (q/k back from llama.cpp's interleaved rotary layout where the graph uses it). `load.convert_gguf` reads every other
 family through transformers; both give the same Hugging Face checkpoint. The tokenizer is transformers' own reading
-of the file's vocabulary (which does not depend on the family).
+of the file's vocabulary, which does not depend on the family.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +41,14 @@ def read_model(meta: Metadata, reader):
     model.load_state_dict(read_weights(tensors, model, config), assign=True, strict=False)
     model.tie_weights()
     return model
+
+
+def read_tokenizer(path: Path):
+    """The tokenizer transformers builds from the file's vocabulary, merges and special tokens (its reading does not
+    depend on the family; `AutoTokenizer` would first read the config, which transformers refuses for these)."""
+    from transformers import PreTrainedTokenizerFast  # lazy: CLI start-up speed
+
+    return PreTrainedTokenizerFast.from_pretrained(path.parent, gguf_file=path.name)
 
 
 def read_config(meta: Metadata, reader, tensors: dict):

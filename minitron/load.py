@@ -18,7 +18,7 @@ import torch
 from minitron.arch import PRUNABLE_SIZES, arch_of
 from minitron.errors import MinitronError, whole_number, require
 from minitron.gguf_config import Metadata, correct_config
-from minitron.gguf_read import OWN_READ, read_model
+from minitron.gguf_read import OWN_READ, read_model, read_tokenizer
 from minitron.io import atomic_dir, save_hf, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
 from minitron.text_model import extract_language_model, has_weights, is_multimodal, text_config, written_config
@@ -154,17 +154,17 @@ def convert_gguf(gguf: Path) -> Path:
     out = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (out / "config.json").is_file() and json.loads((out / "minitron_source.json").read_text())["key"] == key:
         return out
-    from transformers import GenerationConfig, PreTrainedTokenizerFast  # lazy: start-up
+    from transformers import GenerationConfig  # lazy: start-up
 
     require("gguf")  # both readings go through it: a missing one is one line here
-
     print(f"converting {gguf.name} to a Hugging Face checkpoint (once; cached in {out})", flush=True)
     try:
         reader = gguf_reader(gguf)
         meta = Metadata(reader)
-        model = read_model(meta, reader) if meta.arch in OWN_READ else transformers_model(gguf, meta)
-        # the tokenizer transformers builds from the file's vocabulary (the same for every family)
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if meta.arch in OWN_READ:
+            model, tokenizer = read_model(meta, reader), read_tokenizer(gguf)
+        else:
+            model, tokenizer = transformers_reading(gguf, meta)
     except MinitronError:
         raise
     except Exception as e:  # gguf raises many kinds of errors for files that are not models
@@ -178,10 +178,10 @@ def convert_gguf(gguf: Path) -> Path:
     return out
 
 
-def transformers_model(gguf: Path, meta: Metadata):
-    """The model transformers' GGUF loader reads, with what it leaves out of the config read from the file's keys;
-    on the meta device, its weights assigned (to be saved)."""
-    from transformers import AutoConfig, AutoModelForCausalLM  # lazy: start-up
+def transformers_reading(gguf: Path, meta: Metadata):
+    """The model transformers' GGUF loader reads, with what it leaves out of the config read from the file's keys
+    (on the meta device, its weights assigned: to be saved), and its tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # lazy: start-up
 
     folder, fname = gguf.parent, gguf.name
     config = AutoConfig.from_pretrained(folder, gguf_file=fname)
@@ -194,7 +194,7 @@ def transformers_model(gguf: Path, meta: Metadata):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), assign=True)
     model.tie_weights()
-    return model
+    return model, AutoTokenizer.from_pretrained(folder, gguf_file=fname)
 
 
 def gguf_reader(path: Path):
