@@ -27,7 +27,7 @@ from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
 from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check_exportable, original_context,
-                                    rope_parameters, rope_theta, swa_period, unsupported)
+                                    layer_types, rope_parameters, rope_theta, swa_period, unsupported)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (GGUF_ARCH, INTERLEAVED_ROTARY, NORM_PLUS_ONE, OUTPUT_REQUIRED,
@@ -62,8 +62,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
-            Qwen2, Qwen3, SmolLM3, Granite, Gemma 2, Gemma 3 text, Arcee, Nemotron, Phi-3, Cohere or Cohere 2
-            checkpoint), a .gguf file or 'default'.
+            Ministral 3, Qwen2, Qwen3, ERNIE 4.5, SmolLM3, Granite, Gemma 2, Gemma 3 text, Arcee, Nemotron, Phi-3,
+            Cohere, Cohere 2, OLMo 2 or OLMo 3 checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -218,9 +218,15 @@ def ministral3_keys(writer: gguf.GGUFWriter, config) -> None:
         writer.add_attn_temperature_scale(float(rope["llama_4_scaling_beta"]))
 
 
+def olmo3_keys(writer: gguf.GGUFWriter, config) -> None:
+    """OLMo 3's window and which layers slide (one flag a layer), as llama.cpp's converter writes them."""
+    writer.add_sliding_window(config.sliding_window)
+    writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in layer_types(config)])
+
+
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
 FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys,
-               "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys}
+               "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys, "olmo3": olmo3_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

@@ -10,7 +10,7 @@ from minitron.gguf_layout import COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, SMO
 
 # What `minitron export` writes (Hugging Face model types; gguf_layout.GGUF_ARCH maps each to its llama.cpp graph).
 EXPORTABLE = ("llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "smollm3", "granite", "gemma2",
-              "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2")
+              "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2", "olmo3")
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "arcee": ("relu2",),
                "nemotron": ("relu2",)}
@@ -28,7 +28,7 @@ YARN_READ = ("ministral3",)
 # build, Phi-3's fused qkv, Command R's attention and OLMo 2's q-norm (the k-norm follows k): the family's name and its
 # graph's, for the one line that refuses another width (`check_hidden_wide`).
 HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "cohere2": ("Cohere 2", "Cohere 2"),
-               "olmo2": ("OLMo 2", "OLMo 2")}
+               "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2")}
 # Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
 # export writes another width, with a warning.
 HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron")
@@ -191,6 +191,13 @@ def check_cohere2(config) -> None:
                             f"of {step} to keep it")
 
 
+def check_olmo3(config) -> None:
+    """llama.cpp runs OLMo 3 as OLMo 2's graph with a window and a layer pattern, and one RoPE for every layer."""
+    if rope_parameters(config, "sliding_attention") != rope_parameters(config, "full_attention"):
+        raise MinitronError("cannot export an OLMo 3 model whose sliding and global layers have different RoPE: "
+                            "llama.cpp's OLMo 2 graph, which runs OLMo 3, computes one RoPE for every layer")
+
+
 def check_tied(config, family: str, graph: str) -> None:
     if not config.tie_word_embeddings:
         raise MinitronError(f"cannot export a {family} model whose lm_head is not tied to its embeddings: llama.cpp's "
@@ -207,4 +214,4 @@ def check_hidden_wide(config, family: str, graph: str) -> None:
 
 # What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
 FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
-                 "cohere2": check_cohere2, "ministral3": check_ministral3}
+                 "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3}

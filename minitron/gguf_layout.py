@@ -12,7 +12,8 @@ import numpy as np
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qwen2": "qwen2", "qwen3": "qwen3",
              "ernie4_5": "ernie4_5",  # Hugging Face's ERNIE already rotates interleaved pairs, as llama.cpp
              "smollm3": "smollm3", "granite": "granite", "gemma2": "gemma2", "gemma3_text": "gemma3", "arcee": "arcee",
-             "nemotron": "nemotron", "phi3": "phi3", "cohere": "command-r", "cohere2": "cohere2", "olmo2": "olmo2"}
+             "nemotron": "nemotron", "phi3": "phi3", "cohere": "command-r", "cohere2": "cohere2", "olmo2": "olmo2",
+             "olmo3": "olmo2"}  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = ("nemotron", "olmo2")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).

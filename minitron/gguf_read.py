@@ -1,10 +1,11 @@
 """The GGUF families transformers' GGUF loader does not read (Ministral 3, ERNIE 4.5, SmolLM3, Granite, Arcee, Command
-R, Cohere 2, OLMo 2: half of what `minitron export` writes), read by minitron as the inverse of its export: the config
-from the `{arch}.*` keys llama.cpp builds its graph from (with what its graph fixes in its source: SmolLM3's layers
-without RoPE, Cohere 2's global layers, Command R's q/k norms), the weights dequantised under their Hugging Face names
-(q/k back from llama.cpp's interleaved rotary layout where the graph uses it). `load.convert_gguf` reads every other
-family through transformers; both give the same Hugging Face checkpoint. The tokenizer is transformers' own reading
-of the file's vocabulary, which does not depend on the family.
+R, Cohere 2, OLMo 2 and 3: half of what `minitron export` writes), read by minitron as the inverse of its export: the
+config from the `{arch}.*` keys llama.cpp builds its graph from (with what its graph fixes in its source: SmolLM3's
+layers without RoPE, Cohere 2's global layers, Command R's q/k norms; an OLMo 2 file with a layer pattern is an OLMo
+3), the weights dequantised under their Hugging Face names (q/k back from llama.cpp's interleaved rotary layout where
+the graph uses it). `load.convert_gguf` reads every other family through transformers; both give the same Hugging
+Face checkpoint. The tokenizer is transformers' own reading of the file's vocabulary, which does not depend on the
+family.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, GGUF_ARCH, INTERLEAVED_ROTARY,
                                   SMOLLM3_NO_ROPE_STEP, halve_rotary, tensor_names)
 
-# llama.cpp's graph name -> Hugging Face model type, for the families minitron reads itself.
+# llama.cpp's graph name -> Hugging Face model type, for the families minitron reads itself (an OLMo 2 file with a
+# layer pattern is an OLMo 3: `model_type`).
 OWN_READ = {GGUF_ARCH[t]: t for t in ("ministral3", "ernie4_5", "smollm3", "granite", "arcee", "cohere", "cohere2",
                                       "olmo2")}
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
@@ -56,7 +58,7 @@ def read_config(meta: Metadata, reader, tensors: dict):
     what `gguf_config.correct_config` reads for every family (head size, RoPE and its scaling, window)."""
     from transformers import AutoConfig  # lazy: CLI start-up speed
 
-    model_type = OWN_READ[meta.arch]
+    model_type = family(meta)
     settings = {name: required(meta, key, int) for name, key in COMMON_KEYS.items()}
     settings["vocab_size"] = int(tensors["token_embd.weight"].shape[-1])
     settings["tie_word_embeddings"] = "output.weight" not in tensors
@@ -73,9 +75,15 @@ def read_config(meta: Metadata, reader, tensors: dict):
     settings.update(FAMILY_SETTINGS.get(model_type, lambda *_: {})(meta, settings["num_hidden_layers"]))
     config = AutoConfig.for_model(model_type, **settings)
     correct_config(config, meta)
-    if model_type == "ministral3":
-        ministral3_rope(config, meta)
+    FAMILY_ROPE.get(model_type, lambda *_: None)(config, meta)
     return config
+
+
+def family(meta: Metadata) -> str:
+    """The Hugging Face model type of the file: its graph's, or OLMo 3 for an OLMo 2 graph with a layer pattern."""
+    if meta.arch == "olmo2" and meta.get("attention.sliding_window_pattern") is not None:
+        return "olmo3"
+    return OWN_READ[meta.arch]
 
 
 def required(meta: Metadata, key: str, kind: type):
@@ -113,7 +121,16 @@ def smollm3(meta: Metadata, layers: int) -> dict:
             "use_sliding_window": False}
 
 
-FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3}
+def olmo3(meta: Metadata, layers: int) -> dict:
+    """OLMo 3's sliding layers, one flag a layer."""
+    pattern = meta.get("attention.sliding_window_pattern")
+    if not isinstance(pattern, list) or len(pattern) != layers:
+        raise MinitronError(f"cannot read this OLMo 3 GGUF file: its olmo2.attention.sliding_window_pattern is not one "
+                            f"flag for each of its {layers} layers")
+    return {"layer_types": ["sliding_attention" if sliding else "full_attention" for sliding in pattern]}
+
+
+FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -128,6 +145,15 @@ def ministral3_rope(config, meta: Metadata) -> None:
     rope.setdefault("original_max_position_embeddings", config.max_position_embeddings)
     rope["llama_4_scaling_beta"] = float(meta.get("attention.temperature_scale", 0.0))
     config.rope_parameters = rope
+
+
+def olmo3_rope(config, meta: Metadata) -> None:
+    """OLMo 3 keeps RoPE's settings per layer type; llama.cpp computes one RoPE for every layer."""
+    config.rope_parameters = {kind: dict(config.rope_parameters) for kind in ("full_attention", "sliding_attention")}
+
+
+# What a family's config needs after `correct_config` has set its RoPE.
+FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope}
 
 
 def read_weights(tensors: dict, model, config) -> dict[str, torch.Tensor]:

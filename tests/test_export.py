@@ -181,7 +181,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     (Llama, Arcee), without the linear scaling keys 0.17 (Qwen3), 0.026 (Gemma 3: one global layer of four), without
     YaRN's 0.16 (Qwen3), 0.11 (SmolLM3); Ministral 3 without its query scaling (attention temperature) 0.083, without
     its YaRN attention factor (yarn_log_multiplier) 0.058; ERNIE 4.5's q/k reordered as Llama's (Hugging Face's ERNIE
-    already rotates interleaved pairs) 0.17."""
+    already rotates interleaved pairs) 0.17; OLMo 3 without its window and layer pattern (or its window 1000) 0.73."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -201,7 +201,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("cohere2", None, "f16", True), ("cohere2", "llama-bpe", "q8_0", True), ("olmo2", None, "f16", False),
              ("olmo2", "llama-bpe", "q8_0", True), ("ministral3", None, "f16", False),
              ("ministral3", "tekken", "q8_0", True), ("ministral3", "ministral3", "f16", False),
-             ("ernie4_5", None, "f16", False), ("ernie4_5", "llama-bpe", "q8_0", False)]
+             ("ernie4_5", None, "f16", False), ("ernie4_5", "llama-bpe", "q8_0", False), ("olmo3", None, "f16", False),
+             ("olmo3", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -536,7 +537,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "neox" / "config.json").write_text('{"model_type": "gpt_neox"}')
     with pytest.raises(MinitronError, match="cannot export 'gpt_neox' models to GGUF; export supports llama, mistral, "
                                             "ministral3, qwen2, qwen3, ernie4_5, smollm3, granite, gemma2, "
-                                            "gemma3_text, arcee, nemotron, phi3, cohere, cohere2, olmo2"):
+                                            "gemma3_text, arcee, nemotron, phi3, cohere, cohere2, olmo2, olmo3"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -603,9 +604,14 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     with pytest.raises(MinitronError, match=r"Ministral 3 model that scales its queries \(llama_4_scaling_beta\) "
                                             "without YaRN"):
         export(str(tmp_path / "ministral3-plain"), tmp_path / "m3.gguf")
+    save_model(tmp_path / "olmo3", "olmo3", byte_level_tokenizer(),
+               rope_parameters={"full_attention": YARN_ROPE, "sliding_attention": {"rope_type": "default",
+                                                                                   "rope_theta": 10000.0}})
+    with pytest.raises(MinitronError, match="OLMo 3 model whose sliding and global layers have different RoPE"):
+        export(str(tmp_path / "olmo3"), tmp_path / "o3.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohere", "cohere2", "gemma2", "gemma3", "gemma3_text",
                                                           "ministral3", "ministral3-plain", "nemotron", "neox",
-                                                          "olmo2", "phi3", "qwen3", "smollm3", "word-level",
+                                                          "olmo2", "olmo3", "phi3", "qwen3", "smollm3", "word-level",
                                                           "yarn"]  # no file
 
 
@@ -681,7 +687,8 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
 @pytest.mark.parametrize("family,dtype,tie", [
     ("ministral3", "f16", False), ("ministral3", "q8_0", True), ("ernie4_5", "f16", False), ("smollm3", "f16", True),
     ("granite", "f16", False), ("granite", "q4_0", False), ("arcee", "f16", False), ("cohere", "f16", True),
-    ("cohere2", "bf16", True), ("olmo2", "f16", False), ("olmo2", "q8_0", True),
+    ("cohere2", "bf16", True), ("olmo2", "f16", False), ("olmo2", "q8_0", True), ("olmo3", "f16", False),
+    ("olmo3", "q8_0", True),
 ])
 def test_a_gguf_of_a_family_transformers_does_not_read_converts_to_the_model_it_holds(tmp_path, monkeypatch, family,
                                                                                       dtype, tie):
