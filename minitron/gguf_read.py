@@ -87,12 +87,12 @@ def family(meta: Metadata) -> str:
 
 
 def required(meta: Metadata, key: str, kind: type):
-    """`{arch}.KEY` as one number of `kind`, or the one line that says the file lacks it."""
+    """`{arch}.KEY` as one number of `kind` (int or float), or the one line that says the file lacks it."""
     value = meta.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
         raise MinitronError(f"cannot read this {meta.arch} GGUF file: its {meta.arch}.{key} is "
                             f"{'missing' if value is None else 'not one number'}")
-    return kind(value)
+    return int(value) if kind is int else float(str(np.float32(value)))  # float32 as written: 0.1, not 0.100000001
 
 
 def granite(meta: Metadata, layers: int) -> dict:
