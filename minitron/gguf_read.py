@@ -1,11 +1,12 @@
-"""The GGUF families transformers' GGUF loader does not read (Ministral 3, ERNIE 4.5, SmolLM3, Granite, Arcee, Command
-R, Cohere 2, OLMo 2 and 3: half of what `minitron export` writes), read by minitron as the inverse of its export: the
-config from the `{arch}.*` keys llama.cpp builds its graph from (with what its graph fixes in its source: SmolLM3's
-layers without RoPE, Cohere 2's global layers, Command R's q/k norms; an OLMo 2 file with a layer pattern is an OLMo
-3), the weights dequantised under their Hugging Face names (q/k back from llama.cpp's interleaved rotary layout where
-the graph uses it). `load.convert_gguf` reads every other family through transformers; both give the same Hugging
-Face checkpoint. The tokenizer is transformers' own reading of the file's vocabulary, which does not depend on the
-family.
+"""GGUF files read by minitron itself, as the inverse of its export, for every family it prunes: the config from the
+`{arch}.*` keys llama.cpp builds its graph from (with what a graph fixes in its source: SmolLM3's layers without
+RoPE, Cohere 2's global layers, Command R's q/k norms; an OLMo 2 file with a layer pattern is an OLMo 3) and what
+`gguf_config` reads for every family (head size, RoPE and its scaling, Gemma's settings); the weights dequantised one
+tensor at a time under their Hugging Face names (q/k back from llama.cpp's interleaved rotary layout where the graph
+uses it, norms stored as 1 + w back to w) and written as they come, so that a file converts in the memory of its
+largest tensor. transformers' own GGUF loader reads half of these families, holds the whole model in memory and
+leaves settings out; minitron's reading gives its config and, bitwise, its weights where it reads them
+(tests/test_export.py). The tokenizer is transformers' reading of the file's vocabulary.
 """
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minitron.arch import arch_of
 from minitron.errors import MinitronError
 from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, GGUF_ARCH, INTERLEAVED_ROTARY,
-                                  SMOLLM3_NO_ROPE_STEP, halve_rotary, tensor_names)
+                                  NORM_PLUS_ONE, SMOLLM3_NO_ROPE_STEP, halve_rotary, tensor_names)
+from minitron.io import own_config
+from minitron.shards import SafetensorsWriter, TensorSpec
 
-# llama.cpp's graph name -> Hugging Face model type, for the families minitron reads itself (an OLMo 2 file with a
-# layer pattern is an OLMo 3: `model_type`).
-OWN_READ = {GGUF_ARCH[t]: t for t in ("ministral3", "ernie4_5", "smollm3", "granite", "arcee", "cohere", "cohere2",
-                                      "olmo2")}
+# llama.cpp's graph name -> the Hugging Face model type read from it: every family minitron prunes (a Mistral is
+# written as llama.cpp's Llama and read back as one, as transformers does; an OLMo 2 file with a layer pattern is an
+# OLMo 3: `family`).
+READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items() if model_type not in ("mistral", "olmo3")}
+# Families whose norms are LayerNorms: the epsilon's key and its config field (the others: RMSNorm, rms_norm_eps).
+LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps"}
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
                "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",
@@ -31,23 +37,36 @@ TOKEN_IDS = {"bos_token_id": "tokenizer.ggml.bos_token_id", "eos_token_id": "tok
              "pad_token_id": "tokenizer.ggml.padding_token_id"}
 
 
-def read_model(meta: Metadata, reader):
-    """The Hugging Face model (fp32) a GGUF file of an `OWN_READ` family holds; on the meta device, its weights
-    assigned (to be saved)."""
-    from transformers import AutoModelForCausalLM  # lazy: CLI start-up speed
+def convert(reader, path: Path, out: Path) -> None:
+    """Write the Hugging Face checkpoint (fp32) the GGUF file `path` holds into the directory `out`: config, weights
+    one tensor at a time, generation config, tokenizer."""
+    from transformers import AutoModelForCausalLM, GenerationConfig  # lazy: CLI start-up speed
 
-    tensors = {t.name: t for t in reader.tensors}
+    meta, tensors = Metadata(reader), {t.name: t for t in reader.tensors}
     config = read_config(meta, reader, tensors)
+    arch_of(config)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(read_weights(tensors, model, config), assign=True, strict=False)
-    model.tie_weights()
-    return model
+    config.architectures, config.dtype = [type(model).__name__], torch.float32
+    shapes = {key: tuple(p.shape) for key, p in model.state_dict().items()
+              if not (key == "lm_head.weight" and config.tie_word_embeddings)}  # a tied head is not written
+    writer = SafetensorsWriter(out, {key: TensorSpec(torch.float32, shape) for key, shape in shapes.items()})
+    try:
+        for key, tensor in read_weights(tensors, shapes, config):
+            writer.write(key, tensor)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    own_config(config).save_pretrained(out)
+    GenerationConfig.from_model_config(config).save_pretrained(out)
+    read_tokenizer(path).save_pretrained(out)
 
 
 def read_tokenizer(path: Path):
-    """The tokenizer transformers builds from the file's vocabulary, merges and special tokens (its reading does not
-    depend on the family; `AutoTokenizer` would first read the config, which transformers refuses for these)."""
+    """The tokenizer transformers builds from the file's vocabulary, merges and special tokens, as the file describes
+    it whatever the family (`AutoTokenizer` would take the family's class, which brings defaults of its own: Gemma's
+    adds a `<mask>` its vocabulary may lack, and it needs the config transformers refuses for half the families)."""
     from transformers import PreTrainedTokenizerFast  # lazy: CLI start-up speed
 
     return PreTrainedTokenizerFast.from_pretrained(path.parent, gguf_file=path.name)
@@ -65,9 +84,10 @@ def read_config(meta: Metadata, reader, tensors: dict):
     for name, key in TOKEN_IDS.items():
         field = reader.fields.get(key)
         settings[name] = int(field.contents()) if field is not None else None
-    layer_norm = model_type.startswith("cohere")  # LayerNorm; the others RMSNorm
-    settings["layer_norm_eps" if layer_norm else "rms_norm_eps"] = required(
-        meta, "attention.layer_norm_epsilon" if layer_norm else "attention.layer_norm_rms_epsilon", float)
+    if model_type in LAYER_NORM_EPS:
+        settings[LAYER_NORM_EPS[model_type]] = required(meta, "attention.layer_norm_epsilon", float)
+    else:
+        settings["rms_norm_eps"] = required(meta, "attention.layer_norm_rms_epsilon", float)
     biases = {"attention_bias": "blk.0.attn_q.bias" in tensors, "mlp_bias": "blk.0.ffn_up.bias" in tensors,
               "use_bias": "blk.0.attn_q.bias" in tensors}  # ERNIE's one flag
     defaults = AutoConfig.for_model(model_type)
@@ -81,9 +101,12 @@ def read_config(meta: Metadata, reader, tensors: dict):
 
 def family(meta: Metadata) -> str:
     """The Hugging Face model type of the file: its graph's, or OLMo 3 for an OLMo 2 graph with a layer pattern."""
+    if meta.arch not in READ_AS:
+        raise MinitronError(f"cannot read a GGUF file of llama.cpp's {meta.arch!r} graph: minitron reads "
+                            f"{', '.join(READ_AS)} (the families it prunes)")
     if meta.arch == "olmo2" and meta.get("attention.sliding_window_pattern") is not None:
         return "olmo3"
-    return OWN_READ[meta.arch]
+    return READ_AS[meta.arch]
 
 
 def required(meta: Metadata, key: str, kind: type):
@@ -156,34 +179,31 @@ def olmo3_rope(config, meta: Metadata) -> None:
 FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope}
 
 
-def read_weights(tensors: dict, model, config) -> dict[str, torch.Tensor]:
-    """Every parameter of `model` (on the meta device) from its GGUF tensor: dequantised, its q/k rows back in Hugging
-    Face's rotary layout where llama.cpp's graph interleaves them. A missing tensor, one of another shape, or one left
-    over (a part the config does not describe) is refused."""
+def read_weights(tensors: dict, shapes: dict[str, tuple], config):
+    """Each parameter (name -> shape) from its GGUF tensor, one at a time: dequantised, its q/k rows back in Hugging
+    Face's rotary layout where llama.cpp's graph interleaves them, norms stored as 1 + w back to w. A missing tensor,
+    one of another shape, or one left over (a part the config does not describe) is refused."""
     import gguf  # lazy: an extra (load.convert_gguf requires it first)
 
     arch = GGUF_ARCH[config.model_type]
     names = tensor_names(arch, config.num_hidden_layers)
-    state, used = {}, {name for name in tensors if name.startswith("rope_")}  # RoPE factors: read by correct_config
-    for key, param in model.state_dict().items():
-        if key == "lm_head.weight" and config.tie_word_embeddings:
-            continue
+    used = {name for name in tensors if name.startswith("rope_")}  # RoPE factors: read by correct_config
+    for key, shape in shapes.items():
         name = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if name not in tensors:
-            raise MinitronError(f"cannot read this {arch} GGUF file: it has no tensor {name} "
-                                f"(the model's {key})")
+            raise MinitronError(f"cannot read this {arch} GGUF file: it has no tensor {name} (the model's {key})")
         data = gguf.quants.dequantize(tensors[name].data, tensors[name].tensor_type)
-        if tuple(data.shape) != tuple(param.shape):
+        if tuple(data.shape) != shape:
             raise MinitronError(f"cannot read this GGUF file: its {name} is {tuple(data.shape)}, and the model its "
-                                f"keys describe has {key} of {tuple(param.shape)}")
+                                f"keys describe has {key} of {shape}")
         if arch in INTERLEAVED_ROTARY and ".self_attn.q_proj." in key:
             data = halve_rotary(data, config.num_attention_heads)
         elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:
             data = halve_rotary(data, config.num_key_value_heads)
-        state[key] = torch.from_numpy(np.array(data, dtype=np.float32))  # a copy: the reader's are read-only maps
+        if config.model_type in NORM_PLUS_ONE and key.endswith("norm.weight"):
+            data = data - 1.0
         used.add(name)
+        yield key, torch.from_numpy(np.array(data, dtype=np.float32))  # a copy: the reader's are read-only maps
     if set(tensors) - used:
         raise MinitronError(f"cannot read this GGUF file: its tensors {sorted(set(tensors) - used)[:3]} have no "
                             f"place in the {config.model_type} model its keys describe")
-    return state
-

@@ -17,9 +17,8 @@ import torch
 
 from minitron.arch import PRUNABLE_SIZES, arch_of
 from minitron.errors import MinitronError, whole_number, require
-from minitron.gguf_config import Metadata, correct_config
-from minitron.gguf_read import OWN_READ, read_model, read_tokenizer
-from minitron.io import atomic_dir, save_hf, write_json
+from minitron.gguf_read import convert
+from minitron.io import atomic_dir, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
 from minitron.text_model import extract_language_model, has_weights, is_multimodal, text_config, written_config
 
@@ -147,54 +146,25 @@ def gguf_key(gguf: Path) -> str:
 
 
 def convert_gguf(gguf: Path) -> Path:
-    """Dequantise a GGUF file to an fp32 safetensors directory under the cache, once per content (`gguf_key`):
-    through transformers' GGUF loader (what it leaves out read from the file's keys: `gguf_config`), or for the
-    families it does not read, through minitron's own reading (`gguf_read`)."""
+    """Dequantise a GGUF file to an fp32 safetensors directory under the cache (`gguf_read`: one tensor at a time),
+    once per content (`gguf_key`)."""
     key = gguf_key(gguf)
     out = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (out / "config.json").is_file() and json.loads((out / "minitron_source.json").read_text())["key"] == key:
         return out
-    from transformers import GenerationConfig  # lazy: start-up
-
-    require("gguf")  # both readings go through it: a missing one is one line here
+    require("gguf")  # the reading goes through it: a missing one is one line here
     print(f"converting {gguf.name} to a Hugging Face checkpoint (once; cached in {out})", flush=True)
     try:
         reader = gguf_reader(gguf)
-        meta = Metadata(reader)
-        if meta.arch in OWN_READ:
-            model, tokenizer = read_model(meta, reader), read_tokenizer(gguf)
-        else:
-            model, tokenizer = transformers_reading(gguf, meta)
+        with atomic_dir(out, owned=True) as tmp:
+            convert(reader, gguf, tmp)
+            write_json(tmp / "minitron_source.json",
+                       {"gguf": str(gguf.name), "key": key, "license": license_field(reader)})
     except MinitronError:
         raise
     except Exception as e:  # gguf raises many kinds of errors for files that are not models
         raise MinitronError(f"{gguf} is not a readable GGUF model ({type(e).__name__}: {str(e)[:120]})") from None
-    arch_of(model.config)
-    generation_config = GenerationConfig.from_model_config(model.config)
-    with atomic_dir(out, owned=True) as tmp:
-        save_hf(model, tokenizer, tmp, generation_config)
-        write_json(tmp / "minitron_source.json",
-                   {"gguf": str(gguf.name), "key": key, "license": license_field(reader)})
     return out
-
-
-def transformers_reading(gguf: Path, meta: Metadata):
-    """The model transformers' GGUF loader reads, with what it leaves out of the config read from the file's keys
-    (on the meta device, its weights assigned: to be saved), and its tokenizer."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # lazy: start-up
-
-    folder, fname = gguf.parent, gguf.name
-    config = AutoConfig.from_pretrained(folder, gguf_file=fname)
-    correct_config(config, meta)  # what transformers' reading leaves out
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, config=config, dtype=torch.float32)
-    config = loaded.config
-    config.quantization_config = None
-    del config.quantization_config
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict(), assign=True)
-    model.tie_weights()
-    return model, AutoTokenizer.from_pretrained(folder, gguf_file=fname)
 
 
 def gguf_reader(path: Path):

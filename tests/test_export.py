@@ -20,9 +20,7 @@ from minitron.export import FAMILY_KEYS, PRE_TOKENIZERS, Exported, export, pre_t
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_ollama import CHATML_GO, NEMOTRON_GO, modelfile
 from minitron.export_quant import TYPES, ggml_library_path, ggml_quantize, tensor_type
-from minitron.gguf_config import Metadata
-from minitron.gguf_read import OWN_READ, read_model
-from minitron.load import default_gguf, gguf_reader, load_model, load_tokenizer, resolve_model
+from minitron.load import default_gguf, load_model, load_tokenizer, resolve_model
 
 T = gguf.GGMLQuantizationType
 VOCAB = 320  # room for a byte-level BPE vocabulary (256 bytes + specials + merges) with unused rows after it
@@ -661,51 +659,41 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     assert resolve_model(other) != converted and len(list((tmp_path / "cache" / "models").iterdir())) == 2
 
 
-@pytest.mark.parametrize("family,rope,tie", [
-    ("llama", None, False), ("llama", "llama3", False), ("qwen2", None, True), ("qwen3", "yarn", False),
-    ("gemma2", None, True), ("gemma3_text", "linear", False), ("gemma3_text", "own", True), ("nemotron", None, False),
-    ("phi3", None, True), ("phi3", "longrope", False),
+@pytest.mark.parametrize("family,rope,dtype,tie", [
+    ("llama", None, "f16", False), ("llama", "llama3", "q8_0", False), ("qwen2", None, "f16", True),
+    ("qwen3", "yarn", "f16", False), ("gemma2", None, "f16", True), ("gemma2", "own", "q8_0", True),
+    ("gemma3_text", "linear", "f16", False), ("gemma3_text", "own", "q4_0", True), ("nemotron", None, "f16", False),
+    ("nemotron", None, "bf16", True), ("phi3", None, "f16", True), ("phi3", "longrope", "f16", False),
+    ("ministral3", "ministral3", "f16", False), ("ministral3", "ministral3", "q8_0", True),
+    ("ernie4_5", None, "f16", False), ("smollm3", None, "f16", True), ("granite", None, "f16", False),
+    ("granite", None, "q4_0", False), ("arcee", None, "f16", False), ("cohere", None, "f16", True),
+    ("cohere2", None, "bf16", True), ("olmo2", None, "f16", False), ("olmo2", None, "q8_0", True),
+    ("olmo3", None, "f16", False), ("olmo3", None, "q8_0", True),
 ])
-def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, tie):
-    """minitron's own export read back as a teacher (`load.convert_gguf`: transformers' GGUF loader, then what it
-    leaves out read from the file's keys, `gguf_config`) is the model exported, to f16 rounding. Without gguf_config
-    the converted models were other models: Gemma 2 0.61 off, Gemma 3 0.46, Phi-3 0.49 (its rotary fraction), Llama
-    3.1's RoPE 0.33, YaRN 0.20, Gemma 3's linear scaling 0.48, LongRoPE 0.51 (0.07 with Phi-3's default original
-    context); a Gemma 3 with its own query scale, local RoPE base and window, like the plain ones."""
+def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
+    """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
+    exported, to the file's rounding (equal to the model with its weights rounded as the file stores them), and its
+    tokenizer encodes as the model's. What each reading needs, measured by leaving it out: before gguf_config (when
+    transformers' loader read these), Gemma 2 0.61 off, Gemma 3 0.46, Phi-3 0.49 (its rotary fraction), Llama 3.1's
+    RoPE 0.33, YaRN 0.20, Gemma 3's linear scaling 0.48, LongRoPE 0.51 (0.07 with Phi-3's default original
+    context); q/k back from the interleaved layout 0.45-0.55 (Arcee, SmolLM3, Ministral 3), Granite's multipliers
+    0.59, Command R's q/k norms 0.19, Cohere 2's layer pattern 0.17; without Ministral 3's YaRN settings its model
+    does not run. A Gemma 3 with its own query scale, local RoPE base and window, and a Gemma 2 with its own query
+    scale, like the plain ones."""
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
     tokenizer = byte_level_tokenizer()
     if rope == "own":
-        model = own_gemma3(tmp_path / "hf", tokenizer)
+        model = {"gemma2": own_gemma2, "gemma3_text": own_gemma3}[family](tmp_path / "hf", tokenizer)
     else:
         extra = {"llama3": scaled_rope(family, LLAMA3_ROPE), "yarn": scaled_rope(family, YARN_ROPE),
-                 "linear": scaled_rope(family, LINEAR_ROPE), "longrope": llama_cpp_check().PHI3_LONGROPE}.get(rope, {})
+                 "linear": scaled_rope(family, LINEAR_ROPE), "longrope": llama_cpp_check().PHI3_LONGROPE,
+                 "ministral3": {"rope_parameters": MINISTRAL3_ROPE}}.get(rope, {})
         model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
-    out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", "f16").gguf
-    assert_same_logits(model, load_model(str(out)), TOLERANCE["f16"])
-
-
-@pytest.mark.parametrize("family,dtype,tie", [
-    ("ministral3", "f16", False), ("ministral3", "q8_0", True), ("ernie4_5", "f16", False), ("smollm3", "f16", True),
-    ("granite", "f16", False), ("granite", "q4_0", False), ("arcee", "f16", False), ("cohere", "f16", True),
-    ("cohere2", "bf16", True), ("olmo2", "f16", False), ("olmo2", "q8_0", True), ("olmo3", "f16", False),
-    ("olmo3", "q8_0", True),
-])
-def test_a_gguf_of_a_family_transformers_does_not_read_converts_to_the_model_it_holds(tmp_path, monkeypatch, family,
-                                                                                      dtype, tie):
-    """The families transformers' GGUF loader refuses ("architecture ... is not supported yet") are read by minitron
-    itself (`gguf_read`): the converted teacher is the model exported, to the file's rounding, and its tokenizer
-    encodes as the model's. What each reading needs, measured by leaving it out: q/k back from the interleaved
-    layout 0.45-0.55 off (Arcee, SmolLM3, Ministral 3), Granite's multipliers 0.59, Command R's q/k norms 0.19,
-    Cohere 2's layer pattern 0.17; without Ministral 3's YaRN settings its model does not run."""
-    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
-    tokenizer = byte_level_tokenizer()
-    extra = {"rope_parameters": MINISTRAL3_ROPE} if family == "ministral3" else {}
-    model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf
-    assert gguf.GGUFReader(out).fields["general.architecture"].contents() in OWN_READ
     converted = load_model(str(out))
     assert_same_logits(model, converted, TOLERANCE[dtype])
-    assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), converted, ROUNDED)
+    if rope != "own":  # an own query scale is folded into the weights before they are rounded; the reference rounds
+        assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), converted, ROUNDED)  # them unfolded
     assert load_tokenizer(resolve_model(str(out)))(TEXT)["input_ids"] == tokenizer(TEXT)["input_ids"]
 
 
@@ -734,20 +722,26 @@ def test_a_gguf_that_is_not_the_model_its_keys_describe_is_refused(tmp_path, mon
 
 
 @pytest.mark.slow
-def test_minitron_reads_a_file_of_llama_cpps_converter_as_transformers_does(monkeypatch):
-    """minitron's own reading checked on a file it did not write: the default teacher, written by llama.cpp's own
-    converter in Q4_1, read as if transformers could not read its graph (`llama` added to OWN_READ) gives the
-    config and, bitwise, the weights of transformers' reading (the cached conversion every other test loads)."""
-    monkeypatch.setitem(OWN_READ, "llama", "llama")
-    reader = gguf_reader(default_gguf())
-    own, reference = read_model(Metadata(reader), reader), load_model("default")
+def test_minitron_reads_a_file_of_llama_cpps_converter_as_transformers_does(tmp_path, monkeypatch):
+    """minitron's reading checked on a file it did not write, against transformers' own GGUF loader: the default
+    teacher, written by llama.cpp's own converter in Q4_1, converts to transformers' config and, bitwise, its
+    weights, and its tokenizer encodes as transformers' does."""
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    path = default_gguf()
+    ours = load_model(str(path))
+    theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-              "head_dim", "rms_norm_eps", "rope_parameters", "vocab_size", "tie_word_embeddings", "bos_token_id",
-              "eos_token_id", "pad_token_id", "max_position_embeddings", "attention_bias", "mlp_bias")
-    assert {f: getattr(own.config, f) for f in fields} == {f: getattr(reference.config, f) for f in fields}
-    weights = own.state_dict()
-    assert weights.keys() == reference.state_dict().keys()
-    assert all(torch.equal(weights[k], v) for k, v in reference.state_dict().items())
+              "head_dim", "rope_parameters", "vocab_size", "tie_word_embeddings", "bos_token_id", "eos_token_id",
+              "pad_token_id", "max_position_embeddings", "attention_bias", "mlp_bias")
+    assert {f: getattr(ours.config, f) for f in fields} == {f: getattr(theirs.config, f) for f in fields}
+    # the same float32 (which the model computes with); minitron writes it as the original config did, 1e-05
+    assert ours.config.rms_norm_eps == 1e-5 and np.float32(theirs.config.rms_norm_eps) == np.float32(1e-5)
+    weights = ours.state_dict()
+    assert weights.keys() == theirs.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in theirs.state_dict().items())
+    text = "What is the capital of France? <|im_start|>user\n  12345 don't<|im_end|>"
+    assert (load_tokenizer(resolve_model(str(path)))(text)["input_ids"]
+            == AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)(text)["input_ids"])
 
 
 @pytest.mark.slow
