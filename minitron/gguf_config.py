@@ -1,8 +1,8 @@
-"""What transformers' GGUF loader leaves out of a model's config, read back from the file: the head size, the rotated
-part of each head, RoPE scaling (linear, YaRN, Llama 3.1's per-frequency factors, Phi-3's LongRoPE), and Gemma's
-layer pattern, local RoPE base and query scale. `load.convert_gguf` applies it to the config transformers reads, so
-that a GGUF teacher is the model llama.cpp runs (without it a Gemma, a Phi-4-mini or a Llama 3.2 file converted to a
-different model, silently); what cannot be read back is refused in one line.
+"""A GGUF file's RoPE and attention settings, as llama.cpp reads them: the head size, the rotated part of each head,
+RoPE scaling (linear, YaRN, Llama 3.1's per-frequency factors, Phi-3's LongRoPE), and Gemma's layer pattern, local
+RoPE base and query scale. `gguf_read` sets them on the config it reads from the file's other keys (transformers' own
+GGUF loader leaves them out: with it a Gemma, a Phi-4-mini or a Llama 3.2 file converted to a different model,
+silently); what has no Hugging Face equivalent is refused in one line.
 
 Each key is the one `minitron.export` writes and llama.cpp reads.
 """
@@ -44,7 +44,7 @@ class Metadata:
 
 
 def correct_config(config, meta: Metadata) -> None:
-    """Set on `config` (as transformers read it from the same file) what it left out or assumed."""
+    """Set on `config` (read from the file's common keys) its head size, RoPE, window and Gemma's settings."""
     head = meta.get("attention.key_length")
     if head:
         config.head_dim = int(head)

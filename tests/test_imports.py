@@ -9,8 +9,8 @@ LAYERS = [
     ["minitron.errors", "minitron.arch", "minitron.signals", "minitron.stats", "minitron.callable"],
     ["minitron.io", "minitron.shards", "minitron.numerics", "minitron.record"],  # files; the one LM loss, autocast, the bf16 check
     ["minitron.tracking"],  # --report-to: metric records to TensorBoard / W&B
-    # a multimodal checkpoint's language model, what transformers' GGUF reading leaves out, the GGUF layout both ways
-    # and the families minitron reads itself, loading
+    # a multimodal checkpoint's language model; a GGUF file's RoPE settings, its layout both ways, its reading;
+    # loading
     ["minitron.text_model", "minitron.gguf_config", "minitron.gguf_layout", "minitron.gguf_read", "minitron.load",
      "minitron.lazy"],
     ["minitron.chat"],  # the chat formats (and the package itself, which imports nothing)
