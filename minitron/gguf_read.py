@@ -79,6 +79,8 @@ def read_config(meta: Metadata, reader, tensors: dict):
 
     model_type = family(meta)
     settings = {name: required(meta, key, int) for name, key in COMMON_KEYS.items()}
+    if "token_embd.weight" not in tensors:
+        raise MinitronError(f"cannot read this {meta.arch} GGUF file: it has no token_embd.weight (the embeddings)")
     settings["vocab_size"] = int(tensors["token_embd.weight"].shape[-1])
     settings["tie_word_embeddings"] = "output.weight" not in tensors
     for name, key in TOKEN_IDS.items():
