@@ -22,7 +22,8 @@ Renderers:
 - demo_corpus: benchmarks/demo_corpus.py's JSON: the demo on the default corpus against the demo on the documentation.
 - search_speed, score_speed, throughput, tasks_speed, generate_speed: those benchmarks' own tables; scaling:
   benchmarks/scaling.py's table of student quality against distillation tokens, with its fit; llama_cpp_check:
-  llama.cpp's greedy tokens against transformers' for a tiny model of every exported family (`--tiny --json`).
+  llama.cpp's greedy tokens against transformers' for a tiny model of every exported family (`--tiny --json`);
+  gguf_convert: a GGUF teacher's reading, minitron's against transformers', in time and memory.
 """
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ def render(kind: str, source: Path) -> str:
         saved = json.loads(source.read_text())
         return "\n".join(benchmark("recipe").paired_table(saved["rows"], saved["baseline"])) + "\n"
     if kind in ("search_speed", "score_speed", "throughput", "tasks_speed", "generate_speed", "scaling",
-                "llama_cpp_check"):
+                "llama_cpp_check", "gguf_convert"):
         return benchmark(kind).table(json.loads(source.read_text()))
     if kind == "throughput_sentence":
         return benchmark("throughput").sentence(json.loads(source.read_text()))

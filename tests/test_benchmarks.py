@@ -283,6 +283,23 @@ def test_generate_speed_dry_mode(one_thread):
     assert "| continuous 3 |" in load_benchmark("generate_speed").table(summary)
 
 
+def test_gguf_convert_dry_mode(tmp_path, one_thread):
+    """The GGUF reading benchmark on a tiny export: both readings run in their own processes, and the summary renders
+    as docs/export.md's table."""
+    from test_export import byte_level_tokenizer, save_model
+
+    from minitron.export import export
+
+    save_model(tmp_path / "hf", "llama", byte_level_tokenizer())
+    gguf = export(str(tmp_path / "hf"), tmp_path / "tiny.gguf", "q8_0").gguf
+    cmd = [sys.executable, str(REPO / "benchmarks" / "gguf_convert.py"), "--dry", "--gguf", str(gguf)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    saved = json.loads(done.stdout.strip().splitlines()[-1])
+    assert saved["repeats"] == 1 and all(saved["medians"][way]["seconds"] > 0 for way in ("minitron", "transformers"))
+    assert "| minitron |" in load_benchmark("gguf_convert").table(saved)
+
+
 def test_demo_seeds_table_pairs_each_row_with_the_demo():
     """benchmarks/demo_seeds.py's report: each row's means over the seeds, the share of the demo's teacher–pruned gap
     closed out of domain (by hand), and the paired differences against the demo, seed by seed (by hand)."""
