@@ -7,6 +7,7 @@ benchmarks/recipe.py (docs/results.md renders both from their JSON with the same
 
     python benchmarks/demo_seeds.py [--rows stages2] [--seeds 0 1 2] [--out docs/demo_stages.md]
     python benchmarks/demo_seeds.py --rows correct --out docs/demo_correction.md   # teacher correction first
+    python benchmarks/demo_seeds.py --rows layers-loss --out docs/demo_layers.md   # layers one by one
 
 Each run is a compress run directory in --work (default: the minitron cache, which outlives runs/, so a comparison
 can run over several sessions), resumed when it is there (a finished one is only measured again);
@@ -42,6 +43,8 @@ ROWS = {  # name: (what differs from the demo, compress flags)
     "correct": ("`--correct-teacher 51200`: the teacher first fine-tuned on 51,200 tokens of the corpus (a quarter of "
                 "the distillation's, as in the one-seed comparison of docs/results.md), then pruned and distilled "
                 "from", ["--correct-teacher", "51200"]),
+    "layers-loss": ("`--prune.layer-criterion loss`: the 3 layers removed one by one by their LM-loss increase, not as "
+                    "the best contiguous block", ["--prune.layer_criterion", "loss"]),
 }
 MEASURES = ("dev_loss", "test_loss", "ood_loss", "test_kl")
 
