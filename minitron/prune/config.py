@@ -34,7 +34,8 @@ class PruneConfig:
     (docs/criteria_heads.md)"""
     layer_criterion: LayerCriterion = "block"
     """which layers a smaller num_hidden_layers removes: block (the contiguous block whose removal raises the LM loss
-    least), loss (per layer), bi (Block Influence) or random"""
+    least), loss (per layer), bi (Block Influence) or random; loss measured better when many layers go (19 of 30,
+    docs/criteria_depth.md), a tie with block at the demo's 3 (docs/demo_layers.md)"""
     drop_layers: list[int] | None = None
     """decoder layers to remove instead of choosing them (0-based), e.g. 16-23 or 3 7 9"""
     calib_seqs: int = CALIB_SEQS
