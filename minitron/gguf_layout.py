@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 # The llama.cpp graph each Hugging Face model type is written as, by the graph's name (Mistral as llama.cpp's "llama",
-# as its own converter does; the graphs transformers cannot read back are read by `gguf_read`).
+# as its own converter does), and read back from (`gguf_read.READ_AS`).
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qwen2": "qwen2", "qwen3": "qwen3",
              "ernie4_5": "ernie4_5",  # Hugging Face's ERNIE already rotates interleaved pairs, as llama.cpp
              "smollm3": "smollm3", "granite": "granite", "gemma2": "gemma2", "gemma3_text": "gemma3", "arcee": "arcee",
