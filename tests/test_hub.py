@@ -79,3 +79,34 @@ def test_pickle_only_checkpoint_is_refused_by_name(tmp_path, tiny_dir, monkeypat
     err = cli_error(capsys, "prune", "--model", "pickleorg/model", "--target", "intermediate_size=48", "--out",
                     tmp_path / "o")
     assert "pytorch_model.bin is a pickle checkpoint" in err
+
+
+def test_a_gguf_file_of_a_hub_repository_offline(tmp_path, monkeypatch, capsys):
+    """org/name/FILE.gguf: one GGUF file of a Hub repository (those repositories hold several quantisations), taken
+    from the Hugging Face cache offline and converted as a local file is (the same conversion: its content keys it);
+    the model card names the repository, the file and the licence the file carries. A file the cache lacks is one
+    line."""
+    from test_export import byte_level_tokenizer, save_model
+
+    from minitron.card import base_name, hub_id, teacher_license
+    from minitron.export import export
+
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    save_model(tmp_path / "hf", "llama", byte_level_tokenizer())
+    (tmp_path / "hf" / "README.md").write_text("---\nlicense: mit\n---\n")  # export writes it as general.license
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    local = export(str(tmp_path / "hf"), repo / "tiny-Q8_0.gguf", "q8_0").gguf
+    (repo / "tiny-Q8_0.Modelfile").unlink()
+    hub_cache(tmp_path / "hub", repo, "tinyorg/tiny-GGUF")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = "tinyorg/tiny-GGUF/tiny-Q8_0.gguf"
+    converted = resolve_model(spec)
+    assert converted == resolve_model("tinyorg/tiny-GGUF@main/tiny-Q8_0.gguf") == resolve_model(local)
+    assert json.loads((converted / "config.json").read_text())["model_type"] == "llama"
+    assert (hub_id(spec), base_name(spec)) == ("tinyorg/tiny-GGUF", "tiny-Q8_0")
+    assert teacher_license(spec) == teacher_license(str(local)) == "mit"
+    err = cli_error(capsys, "prune", "--model", "tinyorg/tiny-GGUF/tiny-Q4_0.gguf", "--dry-run", "--target",
+                    "intermediate_size=48")
+    assert "GGUF file tinyorg/tiny-GGUF/tiny-Q4_0.gguf is not a local path, and not in the Hugging Face cache" in err
