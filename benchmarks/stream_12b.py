@@ -103,10 +103,10 @@ def generate(out: Path, layers: int, tokenizer: Path | None = None) -> None:
             shutil.copy(f, out / f.name)
     model = skeleton(config, "meta")
     specs = {n: TensorSpec(torch.bfloat16, tuple(t.shape)) for n, t in model.state_dict().items()}
-    writer, g = SafetensorsWriter(out, specs, max_shard_bytes=5 * GIB), torch.Generator().manual_seed(0)
-    for name, spec in specs.items():
-        writer.write(name, random_tensor(name, spec, g))
-    writer.close()
+    g = torch.Generator().manual_seed(0)
+    with SafetensorsWriter(out, specs, max_shard_bytes=5 * GIB) as writer:
+        for name, spec in specs.items():
+            writer.write(name, random_tensor(name, spec, g))
 
 
 def save_tekken(out: Path) -> None:

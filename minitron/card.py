@@ -97,16 +97,15 @@ def hub_id(spec: str | None) -> str | None:
         return f"{cached[1]}/{cached[2]}"
     if not Path(spec).exists() and HUB_ID.fullmatch(spec):
         return spec.partition("@")[0]  # org/name[@revision]
-    if not Path(spec).exists() and HUB_GGUF.fullmatch(spec):
-        return HUB_GGUF.fullmatch(spec)[1]  # org/name[@revision]/FILE.gguf
+    if not Path(spec).exists() and (gguf := HUB_GGUF.fullmatch(spec)):
+        return gguf[1]  # org/name[@revision]/FILE.gguf
     return None
 
 
 def base_name(spec: str | None) -> str:
     """A model's own name without its organisation or a minitron suffix: SmolLM2-135M-Instruct."""
-    gguf_file = spec and spec != DEFAULT_MODEL and str(spec).endswith(".gguf")  # a local or a Hub repository's file
-    name = (Path(str(spec)).name if gguf_file else hub_id(spec) or (Path(str(spec)).name if spec else "model"))
-    name = name.rsplit("/", 1)[-1]
+    from_hub = None if str(spec).endswith(".gguf") else hub_id(spec)  # a GGUF file (local or a Hub's): its own name
+    name = (from_hub or (Path(str(spec)).name if spec else "model")).rsplit("/", 1)[-1]
     return MINITRON_SUFFIX.sub("", name.removesuffix(".gguf")) or "model"
 
 

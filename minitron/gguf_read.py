@@ -50,14 +50,9 @@ def convert(reader, path: Path, out: Path) -> None:
     config.architectures, config.dtype = [type(model).__name__], torch.float32
     shapes = {key: tuple(p.shape) for key, p in model.state_dict().items()
               if not (key == "lm_head.weight" and config.tie_word_embeddings)}  # a tied head is not written
-    writer = SafetensorsWriter(out, {key: TensorSpec(torch.float32, shape) for key, shape in shapes.items()})
-    try:
+    with SafetensorsWriter(out, {key: TensorSpec(torch.float32, shape) for key, shape in shapes.items()}) as writer:
         for key, tensor in read_weights(tensors, shapes, config):
             writer.write(key, tensor)
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
     own_config(config).save_pretrained(out)
     GenerationConfig.from_model_config(config).save_pretrained(out)
     read_tokenizer(path).save_pretrained(out)

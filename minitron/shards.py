@@ -196,7 +196,9 @@ class SafetensorsWriter:
     """Write a checkpoint of known tensors one tensor at a time, in any order, into shards + an index.
 
     Shard boundaries and headers are fixed from `specs` before any data is written; `write` puts each
-    tensor at its place in its file; `close` checks that every tensor came and writes the index.
+    tensor at its place in its file; `close` checks that every tensor came and writes the index. As a context
+    manager (`with SafetensorsWriter(...) as writer:`) it closes when the block ends without an error (`written`:
+    close's count) and closes its open files whatever happened.
     """
 
     def __init__(self, out: Path, specs: dict[str, TensorSpec], max_shard_bytes: int = 5 * 2**30):
@@ -204,6 +206,7 @@ class SafetensorsWriter:
         self.split = split_shards(specs, max_shard_bytes)
         self.names = self.split.filename_to_tensors
         self.file_of, self.where, self.handles, self.pending = {}, {}, {}, {}
+        self.written: int | None = None  # close's count, once closed by the context manager
         for fname, group in self.names.items():
             header, offsets = _header(specs, group)
             self.where.update((n, len(header) + o) for n, o in offsets.items())
@@ -246,3 +249,13 @@ class SafetensorsWriter:
         for handle in self.handles.values():
             if not isinstance(handle, bytes):
                 handle.close()
+
+    def __enter__(self) -> "SafetensorsWriter":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if kind is None:
+                self.written = self.close()
+        finally:
+            self.abort()

@@ -74,14 +74,9 @@ def write_language_model(path: Path, checkpoint: Checkpoint, out: Path) -> None:
     names = tensor_names(checkpoint, model, path)
     print(f"extracting the language model of {path} (once; cached in {out})", flush=True)
     with atomic_dir(out, owned=True) as tmp:
-        writer = SafetensorsWriter(tmp, {name: checkpoint.specs[source] for name, source in names.items()})
-        try:
+        with SafetensorsWriter(tmp, {name: checkpoint.specs[source] for name, source in names.items()}) as writer:
             for name, source in names.items():
                 writer.write(name, checkpoint.read([source])[source])
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
         config.save_pretrained(tmp)
         save_tokenizer(path, tmp)
         for kept in KEPT_FILES:

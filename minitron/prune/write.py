@@ -61,17 +61,13 @@ def write_pruned(path: Path | str, plan: Plan, new_config, out: Path, max_shard_
     lazy = LazyModel.open(path, "cpu", dtype=None)
     kept = [i for i in range(lazy.model.config.num_hidden_layers) if i not in set(plan.drop)]
     specs = student_specs(lazy, new_config, kept)
-    writer = SafetensorsWriter(out, specs, max_shard_bytes)
-    try:
+    with SafetensorsWriter(out, specs, max_shard_bytes) as writer:
         parts = _parts(lazy, plan, kept, new_config.tie_word_embeddings)
         for module, prefix, cut in tqdm(parts, desc="writing (streamed)", unit="part", leave=False):
             with lazy.loaded(module):
                 cut(module)
                 for name, t in module.state_dict().items():
                     writer.write(prefix + name, t)
-        written = writer.close()
-    finally:
-        writer.abort()
     new_config.dtype = specs["model.embed_tokens.weight"].dtype
     own_config(new_config).save_pretrained(out)
-    return written
+    return writer.written
