@@ -49,6 +49,9 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("qwen3", _PRE_POST),
     Arch("smollm3", _PRE_POST),  # Llama's layout; every fourth layer without RoPE (no_rope_layers)
     Arch("granite", _PRE_POST),  # Llama's layout; embeddings, residuals, attention and logits scaled (`LogitHead`)
+    # Gemma (2B, 7B, CodeGemma): Llama's layout with a GeGLU MLP, RMSNorms of x * (1 + w), embeddings scaled by
+    # sqrt(hidden_size), tied
+    Arch("gemma", _PRE_POST, scaled_embedding=True),
     # Gemma 2, 3: post_attention_layernorm normalises the attention output before the residual add; the norm in front
     # of the MLP is pre_feedforward_layernorm (the choice measured in docs/pruning_criteria.md)
     Arch("gemma2", _GEMMA, scaled_embedding=True, score_norms=_GEMMA_FRONT),

@@ -1,6 +1,6 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3,
-ERNIE 4.5, SmolLM3, Granite, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere, Cohere 2, OLMo 2) as one .gguf file for
-llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
+ERNIE 4.5, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere, Cohere 2, OLMo 2, OLMo 3) as one
+.gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
@@ -26,8 +26,9 @@ from minitron.arch import head_dim
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
-from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check_exportable, original_context,
-                                    layer_types, rope_parameters, rope_theta, swa_period, unsupported)
+from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check_exportable, layer_types,
+                                    original_context, rope_parameters, rope_theta, swa_period, unsupported,
+                                    yarn_factor)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (GGUF_ARCH, INTERLEAVED_ROTARY, NORM_PLUS_ONE, OUTPUT_REQUIRED,
@@ -62,8 +63,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
-            Ministral 3, Qwen2, Qwen3, ERNIE 4.5, SmolLM3, Granite, Gemma 2, Gemma 3 text, Arcee, Nemotron, Phi-3,
-            Cohere, Cohere 2, OLMo 2 or OLMo 3 checkpoint), a .gguf file or 'default'.
+            Ministral 3, Qwen2, Qwen3, ERNIE 4.5, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3 text, Arcee, Nemotron,
+            Phi-3, Cohere, Cohere 2, OLMo 2 or OLMo 3 checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -366,8 +367,7 @@ def add_rope_scaling(writer: gguf.GGUFWriter, config) -> None:
         writer.add_rope_scaling_factor(float(rope["factor"]))
     elif rope.get("rope_type") == "yarn":
         writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-        writer.add_rope_scaling_factor(float(rope.get("factor") or config.max_position_embeddings
-                                             / original_context(config)))
+        writer.add_rope_scaling_factor(yarn_factor(config))
         writer.add_rope_scaling_orig_ctx_len(original_context(config))
     elif rope.get("rope_type") == "longrope":
         writer.add_rope_scaling_orig_ctx_len(original_context(config))

@@ -4,21 +4,24 @@ by these checks, `prune` warns by them and the model card offers export by them,
 """
 from __future__ import annotations
 
+import math
+
 from minitron.arch import head_dim
 from minitron.errors import MinitronError
 from minitron.gguf_layout import COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, SMOLLM3_NO_ROPE_STEP
 
 # What `minitron export` writes (Hugging Face model types; gguf_layout.GGUF_ARCH maps each to its llama.cpp graph).
-EXPORTABLE = ("llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "smollm3", "granite", "gemma2",
-              "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2", "olmo3")
+EXPORTABLE = ("llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "smollm3", "granite", "gemma",
+              "gemma2", "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2", "olmo3")
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
-ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",), "arcee": ("relu2",),
-               "nemotron": ("relu2",)}
+ACTIVATIONS = {"gemma": ("gelu_pytorch_tanh",), "gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",),
+               "arcee": ("relu2",), "nemotron": ("relu2",)}
 # Families whose graph reads Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp
 # node-llama-cpp 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
 ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee")  # llama.cpp's llama and arcee graphs
 # YaRN settings llama.cpp derives from the scaling factor (the attention factor) or fixes, at transformers' defaults;
-# a model that sets its own is refused.
+# a model that sets its own is refused (an attention factor written out as the one derived, as OLMo 3's, is not its
+# own: `yarn_own`).
 YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None, "beta_fast": 32, "beta_slow": 1,
                 "truncate": True}
 # Families whose graph reads YaRN's settings from the file rather than deriving them (`YARN_DERIVED` does not apply;
@@ -115,17 +118,29 @@ def check_rope(config) -> None:
             raise MinitronError(f"cannot export a {model_type} model with rope_type {rope_type!r}"
                                 f"{' in its sliding layers' if kind != 'full_attention' else ''}; llama.cpp's graph "
                                 f"for it computes {', '.join(allowed)}")
-        own = [k for k, default in YARN_DERIVED.items() if rope_type == "yarn" and model_type not in YARN_READ
-               and rope.get(k) is not None and rope.get(k) != default]
+        own = yarn_own(config, rope) if rope_type == "yarn" and model_type not in YARN_READ else []
         if own:
             raise MinitronError(f"cannot export a YaRN model with its own {', '.join(own)}: llama.cpp computes YaRN's "
                                 "attention factor from its scaling factor and fixes the rest")
+
+
+def yarn_own(config, rope: dict) -> list[str]:
+    """The YaRN settings of `rope` that are its own, not what llama.cpp derives or fixes (`YARN_DERIVED`): an
+    attention factor other than 0.1 ln(factor) + 1, the one llama.cpp computes (and transformers, when none is set)."""
+    derived = 0.1 * math.log(yarn_factor(config)) + 1.0
+    return [k for k, default in YARN_DERIVED.items() if rope.get(k) is not None and rope.get(k) != default
+            and not (k == "attention_factor" and math.isclose(rope[k], derived, rel_tol=1e-6))]
 
 
 def original_context(config) -> int:
     """The context a RoPE scaling (YaRN, LongRoPE) extends: rope_parameters' or the config's."""
     return int(rope_parameters(config).get("original_max_position_embeddings")
                or config.original_max_position_embeddings)
+
+
+def yarn_factor(config) -> float:
+    """YaRN's scaling factor (what export writes as rope.scaling.factor): its own, or the context's growth."""
+    return float(rope_parameters(config).get("factor") or config.max_position_embeddings / original_context(config))
 
 
 def check_smollm3(config) -> None:
@@ -151,6 +166,12 @@ def check_ministral3(config) -> None:
         raise MinitronError("cannot export a Ministral 3 model whose YaRN is not mscale 1 with an mscale_all_dim (and "
                             "no attention_factor or truncate of its own): llama.cpp's mistral3 graph computes only "
                             "that one")
+
+
+def check_gemma(config) -> None:
+    check_tied(config, "Gemma", "Gemma")
+    if getattr(config, "use_bidirectional_attention", False):
+        raise MinitronError("cannot export a bidirectional Gemma (an embedding model) as a causal LM")
 
 
 def check_gemma2(config) -> None:
@@ -192,10 +213,15 @@ def check_cohere2(config) -> None:
 
 
 def check_olmo3(config) -> None:
-    """llama.cpp runs OLMo 3 as OLMo 2's graph with a window and a layer pattern, and one RoPE for every layer."""
-    if rope_parameters(config, "sliding_attention") != rope_parameters(config, "full_attention"):
-        raise MinitronError("cannot export an OLMo 3 model whose sliding and global layers have different RoPE: "
-                            "llama.cpp's OLMo 2 graph, which runs OLMo 3, computes one RoPE for every layer")
+    """llama.cpp runs OLMo 3 as OLMo 2's graph with a window and a layer pattern: the global layers with the file's
+    RoPE and its scaling (YaRN in the released models), the sliding ones with plain RoPE of the same base, as
+    transformers' OLMo 3 computes a config's `rope_scaling` (measured in llama.cpp: YaRN on every layer falls 0.065
+    short of what it computes)."""
+    sliding = rope_parameters(config, "sliding_attention")
+    if sliding != {"rope_type": "default", "rope_theta": rope_theta(config)}:
+        raise MinitronError(f"cannot export an OLMo 3 model whose sliding layers' RoPE is {sliding}: llama.cpp's OLMo "
+                            f"2 graph, which runs OLMo 3, gives them plain RoPE with the global layers' base "
+                            f"({rope_theta(config):g}) and scales only the global layers")
 
 
 def check_tied(config, family: str, graph: str) -> None:
@@ -213,5 +239,5 @@ def check_hidden_wide(config, family: str, graph: str) -> None:
 
 
 # What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
-FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
-                 "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3}
+FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma": check_gemma, "gemma2": check_gemma2, "gemma3_text": check_gemma3,
+                 "cohere": check_cohere, "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3}

@@ -11,13 +11,14 @@ import numpy as np
 # as its own converter does), and read back from (`gguf_read.READ_AS`).
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qwen2": "qwen2", "qwen3": "qwen3",
              "ernie4_5": "ernie4_5",  # Hugging Face's ERNIE already rotates interleaved pairs, as llama.cpp
-             "smollm3": "smollm3", "granite": "granite", "gemma2": "gemma2", "gemma3_text": "gemma3", "arcee": "arcee",
-             "nemotron": "nemotron", "phi3": "phi3", "cohere": "command-r", "cohere2": "cohere2", "olmo2": "olmo2",
+             "smollm3": "smollm3", "granite": "granite", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3",
+             "arcee": "arcee", "nemotron": "nemotron", "phi3": "phi3", "cohere": "command-r", "cohere2": "cohere2",
+             "olmo2": "olmo2",
              "olmo3": "olmo2"}  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = ("nemotron", "olmo2")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
-NORM_PLUS_ONE = ("gemma2", "gemma3_text", "nemotron")
+NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
 INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee")
 # What some graphs fix in llama.cpp's source, which no GGUF key carries (export refuses a model that differs,

@@ -168,8 +168,11 @@ def ministral3_rope(config, meta: Metadata) -> None:
 
 
 def olmo3_rope(config, meta: Metadata) -> None:
-    """OLMo 3 keeps RoPE's settings per layer type; llama.cpp computes one RoPE for every layer."""
-    config.rope_parameters = {kind: dict(config.rope_parameters) for kind in ("full_attention", "sliding_attention")}
+    """OLMo 3 keeps RoPE's settings per layer type: llama.cpp gives the global layers the file's RoPE and its scaling,
+    the sliding ones plain RoPE of the same base (`export_checks.check_olmo3`)."""
+    full = dict(config.rope_parameters)
+    config.rope_parameters = {"full_attention": full,
+                              "sliding_attention": {"rope_type": "default", "rope_theta": full["rope_theta"]}}
 
 
 # What a family's config needs after `correct_config` has set its RoPE.

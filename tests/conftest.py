@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig, Ernie4_5Config,
-                          Gemma2Config, Gemma3TextConfig, GraniteConfig, LlamaConfig, Ministral3Config, MistralConfig,
-                          NemotronConfig, Olmo2Config, Olmo3Config, Phi3Config, Qwen2Config, Qwen3Config,
-                          SmolLM3Config)
+                          Gemma2Config, Gemma3TextConfig, GemmaConfig, GraniteConfig, LlamaConfig, Ministral3Config,
+                          MistralConfig, NemotronConfig, Olmo2Config, Olmo3Config, Phi3Config, Qwen2Config,
+                          Qwen3Config, SmolLM3Config)
 
-FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "smollm3", "granite", "gemma2",
+FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "smollm3", "granite", "gemma", "gemma2",
             "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2", "olmo3"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
@@ -41,6 +41,8 @@ def tiny_config(family: str, tie: bool = False, **overrides):
     if family == "granite":  # every multiplier away from 1, as Granite 3's are
         return GraniteConfig(**{"embedding_multiplier": 12.0, "residual_multiplier": 0.22, "attention_multiplier": 0.1,
                                 "logits_scaling": 8.0, **sizes})
+    if family == "gemma":  # GeGLU, (1 + w) norms, scaled embeddings, as Gemma 2B and 7B
+        return GemmaConfig(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "gemma2":  # local and global layers in turn, both soft-caps
         turns = ["sliding_attention", "full_attention"] * sizes["num_hidden_layers"]
         return Gemma2Config(**{"sliding_window": 8, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 50.0,

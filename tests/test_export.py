@@ -4,6 +4,7 @@ metadata and the Ollama Modelfile say what they should."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 
@@ -46,6 +47,9 @@ LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
 LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
 YARN_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64}
+# YaRN as the released OLMo 3 configs write it: the attention factor spelt out, 0.1 ln(factor) + 1 (what llama.cpp and
+# transformers derive), and the betas at their defaults
+OLMO3_YARN = {**YARN_ROPE, "attention_factor": 0.1 * math.log(4.0) + 1, "beta_fast": 32.0, "beta_slow": 1.0}
 # Ministral 3's YaRN from an original context of 16, past which its queries are scaled up: by llama_4_scaling_beta
 # 1.0 (the stock 0.1 moves these tiny models' picks too little to check that llama.cpp scales them as transformers)
 MINISTRAL3_ROPE = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 16.0, "original_max_position_embeddings": 16,
@@ -54,10 +58,13 @@ MINISTRAL3_ROPE = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 16.0, "orig
 
 
 def scaled_rope(family: str, rope: dict) -> dict:
-    """save_model's settings for a model whose (global) layers' RoPE is `rope`: Gemma 3's local layers keep theirs."""
+    """save_model's settings for a model whose (global) layers' RoPE is `rope`: Gemma 3's local layers keep theirs,
+    OLMo 3's have plain RoPE of the same base (transformers' reading of an OLMo 3 config's `rope_scaling`)."""
     if family == "gemma3_text":
         rope = {"full_attention": {**rope, "rope_theta": 1e6},
                 "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
+    elif family == "olmo3":
+        rope = {"full_attention": rope, "sliding_attention": {"rope_type": "default", "rope_theta": rope["rope_theta"]}}
     return {"rope_parameters": rope}
 
 
@@ -179,7 +186,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     (Llama, Arcee), without the linear scaling keys 0.17 (Qwen3), 0.026 (Gemma 3: one global layer of four), without
     YaRN's 0.16 (Qwen3), 0.11 (SmolLM3); Ministral 3 without its query scaling (attention temperature) 0.083, without
     its YaRN attention factor (yarn_log_multiplier) 0.058; ERNIE 4.5's q/k reordered as Llama's (Hugging Face's ERNIE
-    already rotates interleaved pairs) 0.17; OLMo 3 without its window and layer pattern (or its window 1000) 0.73."""
+    already rotates interleaved pairs) 0.17; OLMo 3 without its window and layer pattern (or its window 1000) 0.73,
+    with YaRN on its sliding layers as well as its global ones (llama.cpp scales only the global ones) 0.065."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -200,7 +208,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("olmo2", "llama-bpe", "q8_0", True), ("ministral3", None, "f16", False),
              ("ministral3", "tekken", "q8_0", True), ("ministral3", "ministral3", "f16", False),
              ("ernie4_5", None, "f16", False), ("ernie4_5", "llama-bpe", "q8_0", False), ("olmo3", None, "f16", False),
-             ("olmo3", "llama-bpe", "q8_0", True)]
+             ("olmo3", "llama-bpe", "q8_0", True), ("olmo3", "olmo3", "f16", False), ("gemma", None, "f16", True),
+             ("gemma", "sentencepiece", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -208,7 +217,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
         if pre == "own":
             model = {"gemma2": own_gemma2, "gemma3_text": own_gemma3}[family](tmp_path / f"hf{i}", tokenizer)
         else:
-            ropes = {"llama3": LLAMA3_ROPE, "linear": LINEAR_ROPE, "yarn": YARN_ROPE, "ministral3": MINISTRAL3_ROPE}
+            ropes = {"llama3": LLAMA3_ROPE, "linear": LINEAR_ROPE, "yarn": YARN_ROPE, "ministral3": MINISTRAL3_ROPE,
+                     "olmo3": OLMO3_YARN}
             extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
@@ -534,7 +544,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "neox").mkdir()
     (tmp_path / "neox" / "config.json").write_text('{"model_type": "gpt_neox"}')
     with pytest.raises(MinitronError, match="cannot export 'gpt_neox' models to GGUF; export supports llama, mistral, "
-                                            "ministral3, qwen2, qwen3, ernie4_5, smollm3, granite, gemma2, "
+                                            "ministral3, qwen2, qwen3, ernie4_5, smollm3, granite, gemma, gemma2, "
                                             "gemma3_text, arcee, nemotron, phi3, cohere, cohere2, olmo2, olmo3"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
@@ -557,6 +567,10 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "gemma2" / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
     with pytest.raises(MinitronError, match="Gemma 2 model whose lm_head is not tied"):
         export(str(tmp_path / "gemma2"), tmp_path / "g2.gguf")
+    save_model(tmp_path / "gemma", "gemma", byte_level_tokenizer(), tie=False)
+    with pytest.raises(MinitronError, match="a Gemma model whose lm_head is not tied to its embeddings: llama.cpp's "
+                                            "Gemma graph"):
+        export(str(tmp_path / "gemma"), tmp_path / "g1.gguf")
     with pytest.raises(MinitronError, match="activation 'gelu': llama.cpp's graph for it computes relu2"):
         export(str(tmp_path / "nemotron"), tmp_path / "n.gguf")
     save_model(tmp_path / "smollm3", "smollm3", byte_level_tokenizer())
@@ -602,15 +616,21 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     with pytest.raises(MinitronError, match=r"Ministral 3 model that scales its queries \(llama_4_scaling_beta\) "
                                             "without YaRN"):
         export(str(tmp_path / "ministral3-plain"), tmp_path / "m3.gguf")
-    save_model(tmp_path / "olmo3", "olmo3", byte_level_tokenizer(),
-               rope_parameters={"full_attention": YARN_ROPE, "sliding_attention": {"rope_type": "default",
-                                                                                   "rope_theta": 10000.0}})
-    with pytest.raises(MinitronError, match="OLMo 3 model whose sliding and global layers have different RoPE"):
-        export(str(tmp_path / "olmo3"), tmp_path / "o3.gguf")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohere", "cohere2", "gemma2", "gemma3", "gemma3_text",
-                                                          "ministral3", "ministral3-plain", "nemotron", "neox",
-                                                          "olmo2", "olmo3", "phi3", "qwen3", "smollm3", "word-level",
-                                                          "yarn"]  # no file
+    for i, sliding in enumerate([YARN_ROPE, {"rope_type": "default", "rope_theta": 500.0}]):
+        save_model(tmp_path / "olmo3", "olmo3", byte_level_tokenizer(),
+                   rope_parameters={"full_attention": YARN_ROPE, "sliding_attention": sliding})
+        with pytest.raises(MinitronError, match=f"OLMo 3 model whose sliding layers' RoPE is .*'rope_theta': "
+                                                f"{sliding['rope_theta']}.*: llama.cpp's OLMo 2 graph, which runs OLMo "
+                                                "3, gives them plain RoPE with the global layers' base \\(10000\\)"):
+            export(str(tmp_path / "olmo3"), tmp_path / "o3.gguf")
+    save_model(tmp_path / "yarn", "llama", byte_level_tokenizer(),
+               rope_parameters={**OLMO3_YARN, "attention_factor": 1.3})
+    with pytest.raises(MinitronError, match="YaRN model with its own attention_factor: llama.cpp computes"):
+        export(str(tmp_path / "yarn"), tmp_path / "y.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohere", "cohere2", "gemma", "gemma2", "gemma3",
+                                                          "gemma3_text", "ministral3", "ministral3-plain", "nemotron",
+                                                          "neox", "olmo2", "olmo3", "phi3", "qwen3", "smollm3",
+                                                          "word-level", "yarn"]  # no file
 
 
 def test_export_keeps_an_existing_file(tmp_path):
@@ -668,7 +688,9 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("ernie4_5", None, "f16", False), ("smollm3", None, "f16", True), ("granite", None, "f16", False),
     ("granite", None, "q4_0", False), ("arcee", None, "f16", False), ("cohere", None, "f16", True),
     ("cohere2", None, "bf16", True), ("olmo2", None, "f16", False), ("olmo2", None, "q8_0", True),
-    ("olmo3", None, "f16", False), ("olmo3", None, "q8_0", True),
+    ("olmo3", None, "f16", False), ("olmo3", None, "q8_0", True), ("olmo3", "yarn", "f16", False),
+    ("gemma", None, "f16", True),
+    ("gemma", None, "q4_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
