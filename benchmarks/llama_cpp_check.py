@@ -14,8 +14,8 @@ against the fp32 model and against the same model with its weights rounded as th
 quantised products).
 
 --tiny does the same for a tiny random model of every family minitron exports (Llama, Mistral, Ministral 3, Qwen2,
-Qwen3, ERNIE 4.5, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere, Cohere 2, OLMo 2,
-OLMo 3; a byte-level BPE trained here), from a text prompt;
+Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere,
+Cohere 2, OLMo 2, OLMo 3; a byte-level BPE trained here), from a text prompt;
 --json writes its table's JSON.
 llama.cpp runs through node-llama-cpp's prebuilt CPU build (`make setup` installs it into the virtual environment;
 NODE_LLAMA_CPP names another copy of the package); nothing is compiled.
@@ -45,8 +45,9 @@ from minitron.load import load_model, load_tokenizer
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
 PROMPTS = ["What is the capital of France?", "Write a short poem about the sea.",
            "Explain in two sentences why the sky is blue."]
-FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "smollm3", "granite", "gemma", "gemma2",
-            "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2", "olmo3"]
+FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
+            "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2",
+            "olmo3"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -160,6 +161,11 @@ def tiny_model(family: str, seed: int = 0):
              "granite": dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.1,
                              logits_scaling=8.0),
              "gemma": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "hunyuan_v1_dense": dict(rope_parameters={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0,
+                                                       "rope_theta": 10000.0}, pad_token_id=None, bos_token_id=None,
+                                      eos_token_id=None),
+             "seed_oss": dict(attention_out_bias=False, attention_dropout=0.0, residual_dropout=0.0, pad_token_id=None,
+                              bos_token_id=None, eos_token_id=None),
              "gemma2": dict(sliding_window=8, query_pre_attn_scalar=16, attn_logit_softcapping=50.0,
                             final_logit_softcapping=30.0, layer_types=["sliding_attention", "full_attention"] * 2),
              "gemma3_text": dict(sliding_window=8, query_pre_attn_scalar=16,

@@ -47,6 +47,9 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("qwen2", _PRE_POST),
     Arch("ernie4_5", _PRE_POST),  # ERNIE 4.5 (dense: 0.3B): Llama's layout, RoPE on interleaved pairs, tied embeddings
     Arch("qwen3", _PRE_POST),
+    Arch("seed_oss", _PRE_POST),  # Seed-OSS (36B): Llama's layout; q/k/v biases (and an o_proj one if set)
+    # Hunyuan dense (0.5B-7B): Llama's layout with per-head q/k norms after RoPE, RoPE's base stretched by NTK-alpha
+    Arch("hunyuan_v1_dense", _PRE_POST),
     Arch("smollm3", _PRE_POST),  # Llama's layout; every fourth layer without RoPE (no_rope_layers)
     Arch("granite", _PRE_POST),  # Llama's layout; embeddings, residuals, attention and logits scaled (`LogitHead`)
     # Gemma (2B, 7B, CodeGemma): Llama's layout with a GeGLU MLP, RMSNorms of x * (1 + w), embeddings scaled by

@@ -19,7 +19,7 @@ from huggingface_hub import ModelCardData
 from minitron.errors import MinitronError
 from minitron.export_checks import EXPORTABLE, export_problem
 from minitron.io import read_json, read_jsonl, write_atomic
-from minitron.load import (DEFAULT_MODEL, HUB_GGUF, HUB_ID, converted_license, default_gguf, load_config,
+from minitron.load import (DEFAULT_MODEL, HUB_GGUF, HUB_ID, converted_license, gguf_file, load_config,
                            resolve_model)
 from minitron.record import RECORD
 
@@ -135,18 +135,16 @@ def name_of(spec: str | None) -> str:
 
 def teacher_license(teacher: str | None) -> str | None:
     """The teacher's licence: its README.md front matter (directories, Hub ids) or general.license (GGUF files, on
-    this machine or in a Hub repository)."""
+    this machine or in a Hub repository); None where the teacher cannot be found."""
     if not teacher:
         return None
-    path = default_gguf() if teacher == DEFAULT_MODEL else Path(teacher)
-    if path.is_file() and path.suffix == ".gguf":
-        return converted_license(path)
     try:
-        resolved = resolve_model(teacher)  # a directory, a Hub id (whose snapshot has the card) or a Hub GGUF file
+        source = gguf_file(teacher)
+        if source is not None:
+            return converted_license(source)
+        resolved = resolve_model(teacher)  # a directory or a Hub id (whose snapshot has the card)
     except MinitronError:
         return None
-    if not path.exists() and HUB_GGUF.fullmatch(teacher):  # a Hub repository's GGUF file: its conversion's record
-        return read_json(resolved / "minitron_source.json").get("license")
     card = resolved / "README.md"
     if card.is_file():
         match = re.match(r"---\n(.*?)\n---", card.read_text(), re.S)

@@ -11,8 +11,9 @@ from minitron.errors import MinitronError
 from minitron.gguf_layout import COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, SMOLLM3_NO_ROPE_STEP
 
 # What `minitron export` writes (Hugging Face model types; gguf_layout.GGUF_ARCH maps each to its llama.cpp graph).
-EXPORTABLE = ("llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "smollm3", "granite", "gemma",
-              "gemma2", "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2", "olmo3")
+EXPORTABLE = ("llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense",
+              "smollm3", "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2",
+              "olmo2", "olmo3")
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma": ("gelu_pytorch_tanh",), "gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",),
                "arcee": ("relu2",), "nemotron": ("relu2",)}
@@ -46,8 +47,20 @@ def rope_parameters(config, layer_type: str = "full_attention") -> dict:
 
 
 def rope_theta(config, layer_type: str = "full_attention") -> float:
+    """RoPE's base: the config's, or with Hunyuan's NTK-alpha scaling (`dynamic` with a fixed `alpha`) the larger base
+    it amounts to, theta * alpha^(d / (d - 2)), as transformers computes it and llama.cpp's converter writes it."""
     default = getattr(config, "rope_local_base_freq" if layer_type == "sliding_attention" else "rope_theta", 10000.0)
-    return float(rope_parameters(config, layer_type).get("rope_theta", default))
+    rope = rope_parameters(config, layer_type)
+    theta = float(rope.get("rope_theta", default))
+    if ntk_alpha(rope):
+        dims = head_dim(config)
+        theta *= float(rope["alpha"]) ** (dims / (dims - 2))
+    return theta
+
+
+def ntk_alpha(rope: dict) -> bool:
+    """Whether `rope` is Hunyuan's NTK-alpha scaling: labelled `dynamic`, its fixed alpha only stretches the base."""
+    return rope.get("rope_type") == "dynamic" and bool(rope.get("alpha"))
 
 
 def layer_types(config) -> list[str]:
@@ -102,7 +115,8 @@ def rope_scalings(model_type: str) -> tuple[str, ...]:
     graph, from the rope.scaling keys), Llama 3.1's (per-frequency factors, `ROPE_FREQS_FAMILIES`) and Phi-3's
     LongRoPE."""
     return ("default", "linear", "yarn", *(("llama3",) if model_type in ROPE_FREQS_FAMILIES else ()),
-            *(("longrope",) if model_type == "phi3" else ()))
+            *(("longrope",) if model_type == "phi3" else ()),
+            *(("dynamic",) if model_type == "hunyuan_v1_dense" else ()))  # with a fixed alpha: `check_hunyuan`
 
 
 def check_rope(config) -> None:
@@ -166,6 +180,19 @@ def check_ministral3(config) -> None:
         raise MinitronError("cannot export a Ministral 3 model whose YaRN is not mscale 1 with an mscale_all_dim (and "
                             "no attention_factor or truncate of its own): llama.cpp's mistral3 graph computes only "
                             "that one")
+
+
+def check_hunyuan(config) -> None:
+    rope = rope_parameters(config)
+    if rope.get("rope_type") == "dynamic" and not ntk_alpha(rope):
+        raise MinitronError("cannot export a Hunyuan model with dynamic NTK RoPE scaling without a fixed alpha: "
+                            "llama.cpp computes only the fixed base that alpha gives")
+
+
+def check_seed_oss(config) -> None:
+    if getattr(config, "attention_out_bias", False):
+        raise MinitronError("cannot export a Seed-OSS model with an o_proj bias (attention_out_bias): llama.cpp's "
+                            "seed_oss graph has none (nor has the released model)")
 
 
 def check_gemma(config) -> None:
@@ -239,5 +266,6 @@ def check_hidden_wide(config, family: str, graph: str) -> None:
 
 
 # What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
-FAMILY_CHECKS = {"smollm3": check_smollm3, "gemma": check_gemma, "gemma2": check_gemma2, "gemma3_text": check_gemma3,
-                 "cohere": check_cohere, "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3}
+FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_v1_dense": check_hunyuan,
+                 "gemma": check_gemma, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
+                 "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3}

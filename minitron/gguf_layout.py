@@ -11,6 +11,7 @@ import numpy as np
 # as its own converter does), and read back from (`gguf_read.READ_AS`).
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qwen2": "qwen2", "qwen3": "qwen3",
              "ernie4_5": "ernie4_5",  # Hugging Face's ERNIE already rotates interleaved pairs, as llama.cpp
+             "seed_oss": "seed_oss", "hunyuan_v1_dense": "hunyuan-dense",
              "smollm3": "smollm3", "granite": "granite", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3",
              "arcee": "arcee", "nemotron": "nemotron", "phi3": "phi3", "cohere": "command-r", "cohere2": "cohere2",
              "olmo2": "olmo2",

@@ -51,24 +51,35 @@ def resolve_model(spec: str | Path) -> Path:
     """A Hugging Face directory for `spec`: 'default', a GGUF file, a directory with config.json, a Hub id
     (org/name[@revision]) or a GGUF file of a Hub repository (org/name[@revision]/FILE.gguf) that is not a local
     path."""
-    if str(spec) == DEFAULT_MODEL:
-        return convert_gguf(default_gguf())
+    source = gguf_file(spec)
+    if source is not None:
+        return convert_gguf(source)
     path = Path(spec).expanduser()
     if not path.exists() and HUB_ID.fullmatch(str(spec)) and path.suffix != ".gguf":
         return language_model(hub_snapshot(str(spec)))
-    if not path.exists() and HUB_GGUF.fullmatch(str(spec)):
-        return convert_gguf(hub_gguf(str(spec)))
     if not path.exists():
         what = "GGUF file" if path.suffix == ".gguf" else "model"
         raise MinitronError(f"{what} {spec} does not exist (give a Hugging Face directory, a Hub id org/name, "
                             "a .gguf file or 'default')")
     if path.is_file():
-        if path.suffix == ".gguf":
-            return convert_gguf(path)
         raise MinitronError(f"model {spec} is a file but not a .gguf; give a Hugging Face model directory")
     if not (path / "config.json").is_file():
         raise MinitronError(f"model directory {spec} has no config.json; is it a Hugging Face model directory?")
     return language_model(path)
+
+
+def gguf_file(spec: str | Path) -> Path | None:
+    """The GGUF file on this machine that `spec` names: the default teacher's, a local .gguf file or a Hub
+    repository's (org/name[@revision]/FILE.gguf, not a local path: fetched into the Hub cache); None for any other
+    spec."""
+    if str(spec) == DEFAULT_MODEL:
+        return default_gguf()
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if not path.exists() and HUB_GGUF.fullmatch(str(spec)):
+        return hub_gguf(str(spec))
+    return None
 
 
 def language_model(path: Path) -> Path:

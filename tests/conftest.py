@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig, Ernie4_5Config,
-                          Gemma2Config, Gemma3TextConfig, GemmaConfig, GraniteConfig, LlamaConfig, Ministral3Config,
-                          MistralConfig, NemotronConfig, Olmo2Config, Olmo3Config, Phi3Config, Qwen2Config,
-                          Qwen3Config, SmolLM3Config)
+                          Gemma2Config, Gemma3TextConfig, GemmaConfig, GraniteConfig, HunYuanDenseV1Config, LlamaConfig,
+                          Ministral3Config, MistralConfig, NemotronConfig, Olmo2Config, Olmo3Config, Phi3Config,
+                          Qwen2Config, Qwen3Config, SeedOssConfig, SmolLM3Config)
 
-FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "smollm3", "granite", "gemma", "gemma2",
-            "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2", "olmo3"]
+FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
+            "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2",
+            "olmo3"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -35,6 +36,13 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         return Qwen3Config(**sizes)
     if family == "ernie4_5":  # RoPE on interleaved pairs, as ERNIE-4.5-0.3B
         return Ernie4_5Config(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "seed_oss":  # q/k/v and o_proj biases; the released dropout left out (tests compare outputs)
+        return SeedOssConfig(**{"attention_out_bias": True, **sizes}, attention_dropout=0.0, residual_dropout=0.0,
+                             pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "hunyuan_v1_dense":  # per-head q/k norms after RoPE; NTK-alpha RoPE, as Hunyuan-7B
+        rope = {"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0, "rope_theta": 10000.0}
+        return HunYuanDenseV1Config(**{"rope_parameters": rope, **sizes}, pad_token_id=None, bos_token_id=None,
+                                    eos_token_id=None)
     if family == "smollm3":  # every fourth layer without RoPE, as in SmolLM3-3B
         return SmolLM3Config(**sizes, no_rope_layers=[int((i + 1) % 4 != 0) for i in range(sizes["num_hidden_layers"])],
                              pad_token_id=None, bos_token_id=None, eos_token_id=None)

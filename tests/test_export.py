@@ -90,13 +90,15 @@ def sentencepiece_tokenizer():
 
 
 def save_model(path, family: str, tokenizer, tie: bool = False, sharpen: float = SHARPEN, **sizes):
-    """A tiny random model of `family` with `tokenizer`; Qwen, Nemotron, Phi-3 and Cohere keep head_dim as below, and
-    Cohere has no q/k norms (Command R: llama.cpp takes them only at 64 layers, Command R+'s)."""
+    """A tiny random model of `family` with `tokenizer`; Qwen, Nemotron, Phi-3 and Cohere keep head_dim as below,
+    Cohere has no q/k norms (Command R: llama.cpp takes them only at 64 layers, Command R+'s) and Seed-OSS no o_proj
+    bias (the released model has none; llama.cpp's graph neither)."""
     # transformers' GGUF loader does not read the head size for Qwen3: it takes the config default (128), so the
     # tiny model uses it. The llama.cpp that node-llama-cpp 3.22.1 ships builds some families' attention hidden_size
     # wide (Qwen2's, as transformers' loader takes it, too), so their heads x head size is the hidden size here.
     sizes = {"head_dim": 128 if family == "qwen3" else 8 if family in LLAMA_CPP_HIDDEN_WIDE else 16,
-             **({"use_qk_norm": False} if family == "cohere" else {}), **sizes}
+             **({"use_qk_norm": False} if family == "cohere" else {}),
+             **({"attention_out_bias": False} if family == "seed_oss" else {}), **sizes}
     model = tiny_model(family, tie=tie, vocab_size=VOCAB, **sizes)
     llama_cpp_check().sharpen_attention(model, sharpen)
     model.save_pretrained(path)
@@ -187,7 +189,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     YaRN's 0.16 (Qwen3), 0.11 (SmolLM3); Ministral 3 without its query scaling (attention temperature) 0.083, without
     its YaRN attention factor (yarn_log_multiplier) 0.058; ERNIE 4.5's q/k reordered as Llama's (Hugging Face's ERNIE
     already rotates interleaved pairs) 0.17; OLMo 3 without its window and layer pattern (or its window 1000) 0.73,
-    with YaRN on its sliding layers as well as its global ones (llama.cpp scales only the global ones) 0.065."""
+    with YaRN on its sliding layers as well as its global ones (llama.cpp scales only the global ones) 0.065; Hunyuan
+    with RoPE's base left unstretched by its NTK alpha 0.048."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -209,7 +212,9 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("ministral3", "tekken", "q8_0", True), ("ministral3", "ministral3", "f16", False),
              ("ernie4_5", None, "f16", False), ("ernie4_5", "llama-bpe", "q8_0", False), ("olmo3", None, "f16", False),
              ("olmo3", "llama-bpe", "q8_0", True), ("olmo3", "olmo3", "f16", False), ("gemma", None, "f16", True),
-             ("gemma", "sentencepiece", "q8_0", True)]
+             ("gemma", "sentencepiece", "q8_0", True), ("seed_oss", None, "f16", False),
+             ("seed_oss", "llama-bpe", "q8_0", True), ("hunyuan_v1_dense", None, "f16", False),
+             ("hunyuan_v1_dense", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -544,8 +549,9 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "neox").mkdir()
     (tmp_path / "neox" / "config.json").write_text('{"model_type": "gpt_neox"}')
     with pytest.raises(MinitronError, match="cannot export 'gpt_neox' models to GGUF; export supports llama, mistral, "
-                                            "ministral3, qwen2, qwen3, ernie4_5, smollm3, granite, gemma, gemma2, "
-                                            "gemma3_text, arcee, nemotron, phi3, cohere, cohere2, olmo2, olmo3"):
+                                            "ministral3, qwen2, qwen3, ernie4_5, seed_oss, hunyuan_v1_dense, smollm3, "
+                                            "granite, gemma, gemma2, gemma3_text, arcee, nemotron, phi3, cohere, "
+                                            "cohere2, olmo2, olmo3"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -567,6 +573,10 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "gemma2" / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
     with pytest.raises(MinitronError, match="Gemma 2 model whose lm_head is not tied"):
         export(str(tmp_path / "gemma2"), tmp_path / "g2.gguf")
+    save_model(tmp_path / "seed_oss", "seed_oss", byte_level_tokenizer(), attention_out_bias=True)
+    with pytest.raises(MinitronError, match=r"Seed-OSS model with an o_proj bias \(attention_out_bias\): llama.cpp's "
+                                            "seed_oss graph has none"):
+        export(str(tmp_path / "seed_oss"), tmp_path / "so.gguf")
     save_model(tmp_path / "gemma", "gemma", byte_level_tokenizer(), tie=False)
     with pytest.raises(MinitronError, match="a Gemma model whose lm_head is not tied to its embeddings: llama.cpp's "
                                             "Gemma graph"):
@@ -629,8 +639,8 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
         export(str(tmp_path / "yarn"), tmp_path / "y.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohere", "cohere2", "gemma", "gemma2", "gemma3",
                                                           "gemma3_text", "ministral3", "ministral3-plain", "nemotron",
-                                                          "neox", "olmo2", "olmo3", "phi3", "qwen3", "smollm3",
-                                                          "word-level", "yarn"]  # no file
+                                                          "neox", "olmo2", "olmo3", "phi3", "qwen3", "seed_oss",
+                                                          "smollm3", "word-level", "yarn"]  # no file
 
 
 def test_export_keeps_an_existing_file(tmp_path):
@@ -689,7 +699,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("granite", None, "q4_0", False), ("arcee", None, "f16", False), ("cohere", None, "f16", True),
     ("cohere2", None, "bf16", True), ("olmo2", None, "f16", False), ("olmo2", None, "q8_0", True),
     ("olmo3", None, "f16", False), ("olmo3", None, "q8_0", True), ("olmo3", "yarn", "f16", False),
-    ("gemma", None, "f16", True),
+    ("gemma", None, "f16", True), ("seed_oss", None, "f16", False), ("seed_oss", None, "q8_0", True),
+    ("hunyuan_v1_dense", None, "f16", False), ("hunyuan_v1_dense", None, "q4_0", True),
     ("gemma", None, "q4_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
