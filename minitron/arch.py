@@ -61,6 +61,9 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("gemma3_text", _GEMMA, scaled_embedding=True, score_norms=_GEMMA_FRONT),
     Arch("arcee", _PRE_POST, gated_mlp=False),  # Llama's layout with Nemotron's squared-ReLU MLP (AFM-4.5B)
     Arch("nemotron", _PRE_POST, gated_mlp=False),
+    # Apertus (8B, 70B): Llama's layout with norms of its own names, per-head q/k norms and a non-gated MLP whose xIELU
+    # activation has two trained scalars a layer
+    Arch("apertus", ("attention_layernorm", "feedforward_layernorm"), gated_mlp=False),
     Arch("phi3", _PRE_POST, fused=True),  # Llama's layout with q/k/v and gate/up fused; Phi-3, Phi-3.5, Phi-4-mini
     # Command R, Aya: one LayerNorm in front of attention and the MLP, run in parallel; logits multiplied by logit_scale
     Arch("cohere", ("input_layernorm",)),

@@ -1,6 +1,6 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3,
-ERNIE 4.5, Seed-OSS, Hunyuan (dense), SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Phi-3, Cohere,
-Cohere 2, OLMo 2, OLMo 3) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
+ERNIE 4.5, Seed-OSS, Hunyuan (dense), SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3,
+Cohere, Cohere 2, OLMo 2, OLMo 3) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
@@ -31,8 +31,8 @@ from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check
                                     yarn_factor)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
-from minitron.gguf_layout import (GGUF_ARCH, INTERLEAVED_ROTARY, NORM_PLUS_ONE, OUTPUT_REQUIRED,
-                                  interleave_rotary, tensor_names)
+from minitron.gguf_layout import (GGUF_ARCH, INTERLEAVED_ROTARY, NORM_PLUS_ONE, OUTPUT_REQUIRED, XIELU,
+                                  XIELU_TENSOR, interleave_rotary, tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import require_safetensors
@@ -64,7 +64,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
             Ministral 3, Qwen2, Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan dense, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3
-            text, Arcee, Nemotron, Phi-3, Cohere, Cohere 2, OLMo 2 or OLMo 3 checkpoint), a .gguf file or 'default'.
+            text, Arcee, Nemotron, Apertus, Phi-3, Cohere, Cohere 2, OLMo 2 or OLMo 3 checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -325,6 +325,8 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
             for key in f.keys():
                 if key == "lm_head.weight" and config.tie_word_embeddings:
                     continue  # llama.cpp reuses token_embd when there is no output tensor
+                if XIELU_TENSOR.fullmatch(key):
+                    continue  # keys, not tensors: `add_xielu`
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
                 if name is None:
                     raise MinitronError(f"{file.name}: tensor {key} has no GGUF name in llama.cpp's "
@@ -343,6 +345,21 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
                     add("output.weight", data)  # this graph has no tied head: the head is written out
     for name, data in rope_tensors(config).items():
         add(name, data)
+    if config.model_type == "apertus":
+        add_xielu(writer, path, config.num_hidden_layers)
+
+
+def add_xielu(writer: gguf.GGUFWriter, path: Path, layers: int) -> None:
+    """Apertus's xIELU scalars as llama.cpp's converter writes them: one array key each (`xielu.alpha_p`, ...), a
+    value a layer, as stored (llama.cpp applies the softplus to alpha_p and alpha_n itself, as transformers does)."""
+    values = {name: [0.0] * layers for name in XIELU}
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(file, framework="pt") as f:
+            for key in f.keys():
+                if match := XIELU_TENSOR.fullmatch(key):
+                    values[match[2]][int(match[1])] = float(f.get_tensor(key).float())
+    for name, per_layer in values.items():
+        getattr(writer, f"add_xielu_{name}")(per_layer)
 
 
 def tensor_adder(writer: gguf.GGUFWriter, config, arch: str, weight_type):

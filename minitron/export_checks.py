@@ -12,14 +12,14 @@ from minitron.gguf_layout import COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, SMO
 
 # What `minitron export` writes (Hugging Face model types; gguf_layout.GGUF_ARCH maps each to its llama.cpp graph).
 EXPORTABLE = ("llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense",
-              "smollm3", "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2",
-              "olmo2", "olmo3")
+              "smollm3", "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "cohere",
+              "cohere2", "olmo2", "olmo3")
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma": ("gelu_pytorch_tanh",), "gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",),
-               "arcee": ("relu2",), "nemotron": ("relu2",)}
+               "arcee": ("relu2",), "nemotron": ("relu2",), "apertus": ("xielu",)}
 # Families whose graph reads Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp
 # node-llama-cpp 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
-ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee")  # llama.cpp's llama and arcee graphs
+ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus")  # llama.cpp's llama, arcee and apertus graphs
 # YaRN settings llama.cpp derives from the scaling factor (the attention factor) or fixes, at transformers' defaults;
 # a model that sets its own is refused (an attention factor written out as the one derived, as OLMo 3's, is not its
 # own: `yarn_own`).

@@ -5,6 +5,8 @@ stored as 1 + w, a head written out where a graph has no tied one), and what som
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 # The llama.cpp graph each Hugging Face model type is written as, by the graph's name (Mistral as llama.cpp's "llama",
@@ -13,15 +15,19 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "ernie4_5": "ernie4_5",  # Hugging Face's ERNIE already rotates interleaved pairs, as llama.cpp
              "seed_oss": "seed_oss", "hunyuan_v1_dense": "hunyuan-dense",
              "smollm3": "smollm3", "granite": "granite", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3",
-             "arcee": "arcee", "nemotron": "nemotron", "phi3": "phi3", "cohere": "command-r", "cohere2": "cohere2",
+             "arcee": "arcee", "nemotron": "nemotron", "apertus": "apertus", "phi3": "phi3", "cohere": "command-r", "cohere2": "cohere2",
              "olmo2": "olmo2",
              "olmo3": "olmo2"}  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
-OUTPUT_REQUIRED = ("nemotron", "olmo2")
+OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
 NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
 INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee")
+# Apertus's xIELU activation: its scalars of each layer (Hugging Face's `model.layers.N.mlp.act_fn.NAME`, as stored),
+# which llama.cpp's converter writes as one array key each, `xielu.NAME`, a value a layer, not as tensors.
+XIELU = ("alpha_p", "alpha_n", "beta", "eps")
+XIELU_TENSOR = re.compile(r"model\.layers\.(\d+)\.mlp\.act_fn\.(alpha_p|alpha_n|beta|eps)")
 # What some graphs fix in llama.cpp's source, which no GGUF key carries (export refuses a model that differs,
 # `export_checks`; reading a file takes it): Command R+'s q/k norms at this many layers or more, none below;
 # Cohere 2's every n-th layer global (no RoPE, no window); SmolLM3's every n-th layer without RoPE.

@@ -19,7 +19,7 @@ from minitron.arch import arch_of
 from minitron.errors import MinitronError
 from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, GGUF_ARCH, INTERLEAVED_ROTARY,
-                                  NORM_PLUS_ONE, SMOLLM3_NO_ROPE_STEP, halve_rotary, tensor_names)
+                                  NORM_PLUS_ONE, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, halve_rotary, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -51,7 +51,7 @@ def convert(reader, path: Path, out: Path) -> None:
     shapes = {key: tuple(p.shape) for key, p in model.state_dict().items()
               if not (key == "lm_head.weight" and config.tie_word_embeddings)}  # a tied head is not written
     with SafetensorsWriter(out, {key: TensorSpec(torch.float32, shape) for key, shape in shapes.items()}) as writer:
-        for key, tensor in read_weights(tensors, shapes, config):
+        for key, tensor in read_weights(meta, tensors, shapes, config):
             writer.write(key, tensor)
     own_config(config).save_pretrained(out)
     GenerationConfig.from_model_config(config).save_pretrained(out)
@@ -168,6 +168,16 @@ def ministral3_rope(config, meta: Metadata) -> None:
     config.rope_parameters = rope
 
 
+def xielu_scalar(meta: Metadata, name: str, layer: int, shape: tuple) -> torch.Tensor:
+    """Apertus's xIELU scalar `name` of one layer, from the file's `xielu.NAME` array (one value a layer)."""
+    field = meta.fields.get(f"xielu.{name}")
+    values = field.contents() if field is not None else None
+    if not isinstance(values, list) or len(values) <= layer:
+        raise MinitronError(f"cannot read this apertus GGUF file: its xielu.{name} is missing or has no value for "
+                            f"layer {layer}")
+    return torch.tensor(float(values[layer]), dtype=torch.float32).reshape(shape)
+
+
 def olmo3_rope(config, meta: Metadata) -> None:
     """OLMo 3 keeps RoPE's settings per layer type: llama.cpp gives the global layers the file's RoPE and its scaling,
     the sliding ones plain RoPE of the same base (`export_checks.check_olmo3`)."""
@@ -180,16 +190,20 @@ def olmo3_rope(config, meta: Metadata) -> None:
 FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope}
 
 
-def read_weights(tensors: dict, shapes: dict[str, tuple], config):
+def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config):
     """Each parameter (name -> shape) from its GGUF tensor, one at a time: dequantised, its q/k rows back in Hugging
-    Face's rotary layout where llama.cpp's graph interleaves them, norms stored as 1 + w back to w. A missing tensor,
-    one of another shape, or one left over (a part the config does not describe) is refused."""
+    Face's rotary layout where llama.cpp's graph interleaves them, norms stored as 1 + w back to w (Apertus's xIELU
+    scalars from their keys). A missing tensor, one of another shape, or one left over (a part the config does not
+    describe) is refused."""
     import gguf  # lazy: an extra (load.convert_gguf requires it first)
 
     arch = GGUF_ARCH[config.model_type]
     names = tensor_names(arch, config.num_hidden_layers)
     used = {name for name in tensors if name.startswith("rope_")}  # RoPE factors: read by correct_config
     for key, shape in shapes.items():
+        if match := XIELU_TENSOR.fullmatch(key):
+            yield key, xielu_scalar(meta, match[2], int(match[1]), shape)
+            continue
         name = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if name not in tensors:
             raise MinitronError(f"cannot read this {arch} GGUF file: it has no tensor {name} (the model's {key})")

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig, Ernie4_5Config,
+from transformers import (ApertusConfig, ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig, Ernie4_5Config,
                           Gemma2Config, Gemma3TextConfig, GemmaConfig, GraniteConfig, HunYuanDenseV1Config, LlamaConfig,
                           Ministral3Config, MistralConfig, NemotronConfig, Olmo2Config, Olmo3Config, Phi3Config,
                           Qwen2Config, Qwen3Config, SeedOssConfig, SmolLM3Config)
 
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
-            "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "phi3", "cohere", "cohere2", "olmo2",
-            "olmo3"]
+            "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "cohere", "cohere2",
+            "olmo2", "olmo3"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -64,6 +64,8 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         return ArceeConfig(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "nemotron":
         return NemotronConfig(**sizes, hidden_act="relu2", partial_rotary_factor=0.5)
+    if family == "apertus":  # its own norm names, per-head q/k norms, a non-gated xIELU MLP
+        return ApertusConfig(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "phi3":  # q/k/v and gate/up fused; RoPE on three quarters of each head, as in Phi-4-mini
         rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75}
         return Phi3Config(**{"rope_parameters": rope, **sizes}, pad_token_id=None, bos_token_id=None,
@@ -86,12 +88,13 @@ def tiny_config(family: str, tie: bool = False, **overrides):
 
 
 def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
-    """A random tiny model in eval mode; norms get random weights so that pruning them matters."""
+    """A random tiny model in eval mode; norms (and Apertus's xIELU scalars) get random weights so that pruning (and
+    carrying) them matters."""
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(family, tie, **overrides), dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name:
+            if "norm" in name or ".act_fn." in name:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
 

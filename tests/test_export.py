@@ -190,7 +190,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     its YaRN attention factor (yarn_log_multiplier) 0.058; ERNIE 4.5's q/k reordered as Llama's (Hugging Face's ERNIE
     already rotates interleaved pairs) 0.17; OLMo 3 without its window and layer pattern (or its window 1000) 0.73,
     with YaRN on its sliding layers as well as its global ones (llama.cpp scales only the global ones) 0.065; Hunyuan
-    with RoPE's base left unstretched by its NTK alpha 0.048."""
+    with RoPE's base left unstretched by its NTK alpha 0.048; Apertus with its xIELU scalars at their initial values
+    instead of the model's 0.021."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -214,7 +215,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("olmo3", "llama-bpe", "q8_0", True), ("olmo3", "olmo3", "f16", False), ("gemma", None, "f16", True),
              ("gemma", "sentencepiece", "q8_0", True), ("seed_oss", None, "f16", False),
              ("seed_oss", "llama-bpe", "q8_0", True), ("hunyuan_v1_dense", None, "f16", False),
-             ("hunyuan_v1_dense", "llama-bpe", "q8_0", True)]
+             ("hunyuan_v1_dense", "llama-bpe", "q8_0", True), ("apertus", None, "f16", False),
+             ("apertus", "llama3", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -550,8 +552,8 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     (tmp_path / "neox" / "config.json").write_text('{"model_type": "gpt_neox"}')
     with pytest.raises(MinitronError, match="cannot export 'gpt_neox' models to GGUF; export supports llama, mistral, "
                                             "ministral3, qwen2, qwen3, ernie4_5, seed_oss, hunyuan_v1_dense, smollm3, "
-                                            "granite, gemma, gemma2, gemma3_text, arcee, nemotron, phi3, cohere, "
-                                            "cohere2, olmo2, olmo3"):
+                                            "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
+                                            "cohere, cohere2, olmo2, olmo3"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -700,7 +702,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("cohere2", None, "bf16", True), ("olmo2", None, "f16", False), ("olmo2", None, "q8_0", True),
     ("olmo3", None, "f16", False), ("olmo3", None, "q8_0", True), ("olmo3", "yarn", "f16", False),
     ("gemma", None, "f16", True), ("seed_oss", None, "f16", False), ("seed_oss", None, "q8_0", True),
-    ("hunyuan_v1_dense", None, "f16", False), ("hunyuan_v1_dense", None, "q4_0", True),
+    ("hunyuan_v1_dense", None, "f16", False), ("hunyuan_v1_dense", None, "q4_0", True), ("apertus", None, "f16", False),
+    ("apertus", "llama3", "q8_0", True),
     ("gemma", None, "q4_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
