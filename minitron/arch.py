@@ -3,9 +3,9 @@ embeddings and lm_head live, and how the config names its sizes.
 
 All supported families share transformers' layout (`model.model.embed_tokens`, `.layers[i].self_attn.
 {q,k,v,o}_proj`, `.mlp.{gate,up,down}_proj`, `model.model.norm`, `model.lm_head`); they differ in
-which norms a decoder layer has, whether the MLP is gated, and whether projections are fused (Phi-3's `qkv_proj`
-and `gate_up_proj`): the unit kinds' rows of a projection are `Rows`, so that code that ranks or slices heads and
-neurons does not care.
+which norms a decoder layer has, whether the MLP is gated, and whether projections are fused (Phi-3's
+`qkv_proj` and `gate_up_proj`, GLM-4's `gate_up_proj`): the unit kinds' rows of a projection are `Rows`, so that
+code that ranks or slices heads and neurons does not care.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ class Arch:
     norms: tuple[str, ...]  # decoder-layer norms whose weight spans the hidden_size channels
     gated_mlp: bool = True  # MLP has gate_proj beside up_proj (SwiGLU/GeGLU); False: squared-ReLU up/down only
     scaled_embedding: bool = False  # embeddings are multiplied by sqrt(hidden_size) (Gemma)
-    fused: bool = False  # q, k and v rows in one qkv_proj, gate and up rows in one gate_up_proj (Phi-3)
+    fused_qkv: bool = False  # q, k and v rows in one qkv_proj (Phi-3)
+    fused_mlp: bool = False  # gate and up rows in one gate_up_proj (Phi-3, GLM-4)
     # The norms whose per-norm scores are summed into the hidden-channel score (None: all of `norms`): those in front
     # of attention and the MLP (NVIDIA's implementation), or where a family has none in front (OLMo 2), those of
     # what each block adds to the residual
@@ -64,7 +65,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # Apertus (8B, 70B): Llama's layout with norms of its own names, per-head q/k norms and a non-gated MLP whose xIELU
     # activation has two trained scalars a layer
     Arch("apertus", ("attention_layernorm", "feedforward_layernorm"), gated_mlp=False),
-    Arch("phi3", _PRE_POST, fused=True),  # Llama's layout with q/k/v and gate/up fused; Phi-3, Phi-3.5, Phi-4-mini
+    Arch("phi3", _PRE_POST, fused_qkv=True, fused_mlp=True),  # q/k/v and gate/up fused; Phi-3, Phi-3.5, Phi-4-mini
+    # GLM-4 (9B, 32B; 0414 and Z1): gate/up fused, q/k/v biases, a norm on each side of attention and of the MLP (those
+    # in front score the hidden channels), RoPE on interleaved pairs of half of each head
+    Arch("glm4", ("input_layernorm", "post_self_attn_layernorm", "post_attention_layernorm", "post_mlp_layernorm"),
+         fused_mlp=True, score_norms=("input_layernorm", "post_attention_layernorm")),
     # Command R, Aya: one LayerNorm in front of attention and the MLP, run in parallel; logits multiplied by logit_scale
     Arch("cohere", ("input_layernorm",)),
     # Command R7B, Command A: Cohere's layer; sliding layers with RoPE, global ones without
@@ -159,20 +164,20 @@ class Rows:
 def attention_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """The linears that read the attention's (normed) input: q, k and v, or Phi-3's one qkv_proj."""
     attn = layer.self_attn
-    return [attn.qkv_proj] if arch.fused else [attn.q_proj, attn.k_proj, attn.v_proj]
+    return [attn.qkv_proj] if arch.fused_qkv else [attn.q_proj, attn.k_proj, attn.v_proj]
 
 
 def mlp_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """The linears that read the MLP's (normed) input: gate and up, up alone, or Phi-3's one gate_up_proj."""
     mlp = layer.mlp
-    if arch.fused:
+    if arch.fused_mlp:
         return [mlp.gate_up_proj]
     return [mlp.gate_proj, mlp.up_proj] if arch.gated_mlp else [mlp.up_proj]
 
 
 def neuron_rows(layer: nn.Module, arch: Arch) -> list[Rows]:
     """The MLP input rows of its neurons: gate's and up's (the two halves of a fused gate_up_proj), or up's."""
-    if arch.fused:
+    if arch.fused_mlp:
         fused = layer.mlp.gate_up_proj
         half = fused.out_features // 2
         return [Rows(fused, 0, half), Rows(fused, half, half)]
@@ -183,7 +188,7 @@ def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
     """The query rows, and the key and value rows, of a layer's attention (heads of head_dim rows each); a fused
     qkv_proj holds the queries first (as many rows as o_proj has input columns), then keys, then values."""
     attn = layer.self_attn
-    if not arch.fused:
+    if not arch.fused_qkv:
         return Rows(attn.q_proj), [Rows(attn.k_proj), Rows(attn.v_proj)]
     q = attn.o_proj.in_features
     kv = (attn.qkv_proj.out_features - q) // 2

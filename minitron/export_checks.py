@@ -8,12 +8,10 @@ import math
 
 from minitron.arch import head_dim
 from minitron.errors import MinitronError
-from minitron.gguf_layout import COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, SMOLLM3_NO_ROPE_STEP
+from minitron.gguf_layout import COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, GGUF_ARCH, SMOLLM3_NO_ROPE_STEP
 
-# What `minitron export` writes (Hugging Face model types; gguf_layout.GGUF_ARCH maps each to its llama.cpp graph).
-EXPORTABLE = ("llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense",
-              "smollm3", "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "cohere",
-              "cohere2", "olmo2", "olmo3")
+# What `minitron export` writes: every Hugging Face model type with a llama.cpp graph (gguf_layout.GGUF_ARCH).
+EXPORTABLE = tuple(GGUF_ARCH)
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma": ("gelu_pytorch_tanh",), "gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",),
                "arcee": ("relu2",), "nemotron": ("relu2",), "apertus": ("xielu",)}

@@ -13,9 +13,9 @@ import numpy as np
 # as its own converter does), and read back from (`gguf_read.READ_AS`).
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qwen2": "qwen2", "qwen3": "qwen3",
              "ernie4_5": "ernie4_5",  # Hugging Face's ERNIE already rotates interleaved pairs, as llama.cpp
-             "seed_oss": "seed_oss", "hunyuan_v1_dense": "hunyuan-dense",
-             "smollm3": "smollm3", "granite": "granite", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3",
-             "arcee": "arcee", "nemotron": "nemotron", "apertus": "apertus", "phi3": "phi3", "cohere": "command-r", "cohere2": "cohere2",
+             "seed_oss": "seed_oss", "hunyuan_v1_dense": "hunyuan-dense", "smollm3": "smollm3", "granite": "granite",
+             "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "arcee": "arcee", "nemotron": "nemotron",
+             "apertus": "apertus", "phi3": "phi3", "glm4": "glm4", "cohere": "command-r", "cohere2": "cohere2",
              "olmo2": "olmo2",
              "olmo3": "olmo2"}  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (ApertusConfig, ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig, Ernie4_5Config,
-                          Gemma2Config, Gemma3TextConfig, GemmaConfig, GraniteConfig, HunYuanDenseV1Config, LlamaConfig,
-                          Ministral3Config, MistralConfig, NemotronConfig, Olmo2Config, Olmo3Config, Phi3Config,
-                          Qwen2Config, Qwen3Config, SeedOssConfig, SmolLM3Config)
+from transformers import (ApertusConfig, ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig,
+                          Ernie4_5Config, Gemma2Config, Gemma3TextConfig, GemmaConfig, Glm4Config, GraniteConfig,
+                          HunYuanDenseV1Config, LlamaConfig, Ministral3Config, MistralConfig, NemotronConfig,
+                          Olmo2Config, Olmo3Config, Phi3Config, Qwen2Config, Qwen3Config, SeedOssConfig,
+                          SmolLM3Config)
 
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
-            "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "cohere", "cohere2",
-            "olmo2", "olmo3"]
+            "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
+            "cohere2", "olmo2", "olmo3"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -70,6 +71,8 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75}
         return Phi3Config(**{"rope_parameters": rope, **sizes}, pad_token_id=None, bos_token_id=None,
                           eos_token_id=None)
+    if family == "glm4":  # gate/up fused, q/k/v biases, four norms; RoPE on interleaved pairs of half of each head
+        return Glm4Config(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "cohere":  # per-head q/k LayerNorms (Command R+), logits scaled
         return CohereConfig(**{"use_qk_norm": True, "logit_scale": 0.25, **sizes}, pad_token_id=None,
                             bos_token_id=None, eos_token_id=None)
