@@ -599,6 +599,39 @@ def test_export_refuses_what_llama_cpp_cannot_run(tmp_path, family, settings, re
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no file
 
 
+# The settings of released checkpoints that export's checks read (their config.json, sizes left at the defaults):
+# OLMo 3 7B / 32B (YaRN on the global layers, its attention factor spelt out), Hunyuan 7B (NTK alpha as `rope_scaling`
+# of type dynamic), Gemma 7B (hidden_act "gelu", which transformers reads as the tanh GELU), Seed-OSS 36B, GLM-4 9B
+# 0414, Apertus 8B (Llama 3.1's RoPE, xIELU).
+RELEASED = {
+    "olmo3": dict(rope_theta=500000, sliding_window=4096, max_position_embeddings=65536,
+                  rope_scaling={"attention_factor": 1.2079441541679836, "beta_fast": 32.0, "beta_slow": 1.0,
+                                "factor": 8.0, "original_max_position_embeddings": 8192, "rope_type": "yarn"}),
+    "hunyuan_v1_dense": dict(head_dim=128, rope_theta=10000, use_qk_norm=True, tie_word_embeddings=True,
+                             rope_scaling={"type": "dynamic", "alpha": 1000, "factor": 1}),
+    "gemma": dict(hidden_act="gelu", head_dim=256, tie_word_embeddings=True),
+    "seed_oss": dict(attention_bias=True, attention_out_bias=False, mlp_bias=False, rope_theta=10000000.0),
+    "glm4": dict(attention_bias=True, partial_rotary_factor=0.5, rope_theta=10000.0),
+    "apertus": dict(hidden_act="xielu", rope_theta=12000000,
+                    rope_scaling={"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                                  "original_max_position_embeddings": 8192, "rope_type": "llama3"}),
+}
+
+
+@pytest.mark.parametrize("family", RELEASED)
+def test_the_released_models_settings_export(family):
+    """A released model's own settings pass export's checks (an OLMo 3 did not: its YaRN, which transformers and
+    llama.cpp give the global layers only, was refused as a sliding RoPE of its own, and its attention factor as one
+    llama.cpp does not derive), and Hunyuan's RoPE base is written as the one its alpha makes, theta *
+    alpha^(d / (d - 2))."""
+    from minitron.export_checks import export_problem, rope_theta
+
+    config = AutoConfig.for_model(family, **RELEASED[family])
+    assert export_problem(config) is None
+    if family == "hunyuan_v1_dense":
+        assert rope_theta(config) == pytest.approx(10000 * 1000 ** (128 / 126))
+
+
 def test_export_refuses_what_a_pruned_config_broke(tmp_path):
     """Layers dropped out of a pattern llama.cpp assumes, another MLP activation, an untied head where the graph has
     none: the saved config changed after the model was written."""
