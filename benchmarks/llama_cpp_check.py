@@ -15,7 +15,7 @@ quantised products).
 
 --tiny does the same for a tiny random model of every family minitron exports (Llama, Mistral, Ministral 3, Qwen2,
 Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3,
-GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3; a byte-level BPE trained here), from a text prompt;
+GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4 (the 1.2B's kind); a byte-level BPE trained here), from a text prompt;
 --json writes its table's JSON.
 llama.cpp runs through node-llama-cpp's prebuilt CPU build (`make setup` installs it into the virtual environment;
 NODE_LLAMA_CPP names another copy of the package); nothing is compiled.
@@ -47,7 +47,7 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
            "Explain in two sentences why the sky is blue."]
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
-            "cohere2", "olmo2", "olmo3"]
+            "cohere2", "olmo2", "olmo3", "exaone4"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -160,6 +160,8 @@ def tiny_model(family: str, seed: int = 0):
              "arcee": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "apertus": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "glm4": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "exaone4": dict(sliding_window=None, layer_types=["full_attention"] * 4, pad_token_id=None,
+                             bos_token_id=None, eos_token_id=None),  # the 1.2B's kind: llama.cpp's hybrid is 64 layers
              "granite": dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.1,
                              logits_scaling=8.0),
              "gemma": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),

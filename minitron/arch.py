@@ -78,6 +78,9 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # q/k RMSNorms over the whole projection (every head together)
     Arch("olmo2", _POST),
     Arch("olmo3", _POST),  # OLMo 2's layer; sliding and global layers
+    # EXAONE 4 (1.2B, 32B): OLMo 2's layer with per-head q/k norms; with a window, sliding layers with RoPE and global
+    # ones without (the 32B: three of four slide), without one every layer global with RoPE (the 1.2B)
+    Arch("exaone4", _POST),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.

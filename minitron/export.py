@@ -1,7 +1,7 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3,
 ERNIE 4.5, Seed-OSS, Hunyuan (dense), SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3,
-GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama
-Modelfile beside it.
+GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4) as one .gguf file for llama.cpp, Ollama and LM Studio, with an
+Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
@@ -65,8 +65,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
             Ministral 3, Qwen2, Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan dense, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3
-            text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2 or OLMo 3 checkpoint), a .gguf
-            file or 'default'.
+            text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3 or EXAONE 4 checkpoint), a
+            .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -221,6 +221,12 @@ def ministral3_keys(writer: gguf.GGUFWriter, config) -> None:
         writer.add_attn_temperature_scale(float(rope["llama_4_scaling_beta"]))
 
 
+def exaone4_keys(writer: gguf.GGUFWriter, config) -> None:
+    """EXAONE 4's window, where it has sliding layers (which ones, llama.cpp fixes: `check_exaone4`)."""
+    if config.sliding_window is not None:
+        writer.add_sliding_window(config.sliding_window)
+
+
 def olmo3_keys(writer: gguf.GGUFWriter, config) -> None:
     """OLMo 3's window and which layers slide (one flag a layer), as llama.cpp's converter writes them."""
     writer.add_sliding_window(config.sliding_window)
@@ -229,7 +235,8 @@ def olmo3_keys(writer: gguf.GGUFWriter, config) -> None:
 
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
 FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys,
-               "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys, "olmo3": olmo3_keys}
+               "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys, "olmo3": olmo3_keys,
+               "exaone4": exaone4_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

@@ -8,7 +8,8 @@ import math
 
 from minitron.arch import head_dim
 from minitron.errors import MinitronError
-from minitron.gguf_layout import COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, GGUF_ARCH, SMOLLM3_NO_ROPE_STEP
+from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
+                                  EXAONE4_HYBRID_LAYERS, GGUF_ARCH, SMOLLM3_NO_ROPE_STEP)
 
 # What `minitron export` writes: every Hugging Face model type with a llama.cpp graph (gguf_layout.GGUF_ARCH).
 EXPORTABLE = tuple(GGUF_ARCH)
@@ -17,7 +18,7 @@ ACTIVATIONS = {"gemma": ("gelu_pytorch_tanh",), "gemma2": ("gelu_pytorch_tanh",)
                "arcee": ("relu2",), "nemotron": ("relu2",), "apertus": ("xielu",)}
 # Families whose graph reads Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp
 # node-llama-cpp 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
-ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus")  # llama.cpp's llama, arcee and apertus graphs
+ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus", "exaone4")  # their llama.cpp graphs read rope_freqs
 # YaRN settings llama.cpp derives from the scaling factor (the attention factor) or fixes, at transformers' defaults;
 # a model that sets its own is refused (an attention factor written out as the one derived, as OLMo 3's, is not its
 # own: `yarn_own`).
@@ -33,7 +34,7 @@ HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "c
                "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2")}
 # Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
 # export writes another width, with a warning.
-HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron")
+HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4")
 # Every family the llama.cpp of the checks (node-llama-cpp 3.22.1) needs hidden_size-wide attention for.
 LLAMA_CPP_HIDDEN_WIDE = (*HIDDEN_WIDE, *HIDDEN_WIDE_SOME_BUILDS)
 
@@ -101,7 +102,7 @@ def check_exportable(config) -> None:
     check_rope(config)
     act = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
     if model_type in ACTIVATIONS and act not in ACTIVATIONS[model_type]:
-        raise MinitronError(f"cannot export a {model_type} model with activation {act!r}: llama.cpp's graph for "
+        raise MinitronError(f"cannot export this {model_type} model with activation {act!r}: llama.cpp's graph for "
                             f"it computes {ACTIVATIONS[model_type][0]}")
     if model_type in HIDDEN_WIDE:
         check_hidden_wide(config, *HIDDEN_WIDE[model_type])
@@ -127,7 +128,7 @@ def check_rope(config) -> None:
         rope_type = rope.get("rope_type", "default")
         allowed = rope_scalings(model_type) if kind == "full_attention" else ("default",)
         if rope_type not in allowed:
-            raise MinitronError(f"cannot export a {model_type} model with rope_type {rope_type!r}"
+            raise MinitronError(f"cannot export this {model_type} model with rope_type {rope_type!r}"
                                 f"{' in its sliding layers' if kind != 'full_attention' else ''}; llama.cpp's graph "
                                 f"for it computes {', '.join(allowed)}")
         own = yarn_own(config, rope) if rope_type == "yarn" and model_type not in YARN_READ else []
@@ -249,6 +250,23 @@ def check_olmo3(config) -> None:
                             f"({rope_theta(config):g}) and scales only the global layers")
 
 
+def check_exaone4(config) -> None:
+    """llama.cpp's EXAONE 4 graph makes a model hybrid by its layer count alone: at 64 layers (the 32B) three of four
+    layers slide and every 4th is global without RoPE, at any other count every layer is global with RoPE, as
+    transformers' EXAONE 4 computes a model without a window."""
+    step, layers = EXAONE4_GLOBAL_STEP, config.num_hidden_layers
+    pattern = ["full_attention" if (i + 1) % step == 0 else "sliding_attention" for i in range(layers)]
+    if layers == EXAONE4_HYBRID_LAYERS and (config.sliding_window is None or layer_types(config) != pattern):
+        raise MinitronError(f"cannot export this EXAONE 4 model: llama.cpp's EXAONE 4 graph takes a model of {layers} "
+                            f"layers for the 32B (every {step}th layer global, the others sliding), and this one has "
+                            f"window {config.sliding_window} and layers {layer_types(config)}")
+    if layers != EXAONE4_HYBRID_LAYERS and config.sliding_window is not None:
+        raise MinitronError(f"cannot export this EXAONE 4 model of {layers} layers with sliding ones (window "
+                            f"{config.sliding_window}): llama.cpp's EXAONE 4 graph takes sliding layers only in a "
+                            f"model of {EXAONE4_HYBRID_LAYERS} (the 32B's) and makes every layer of any other global "
+                            f"with RoPE; keep the 32B's {EXAONE4_HYBRID_LAYERS} layers to export it")
+
+
 def check_tied(config, family: str, graph: str) -> None:
     if not config.tie_word_embeddings:
         raise MinitronError(f"cannot export a {family} model whose lm_head is not tied to its embeddings: llama.cpp's "
@@ -266,4 +284,5 @@ def check_hidden_wide(config, family: str, graph: str) -> None:
 # What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
 FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_v1_dense": check_hunyuan,
                  "gemma": check_gemma, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
-                 "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3}
+                 "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3,
+                 "exaone4": check_exaone4}

@@ -17,7 +17,8 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "arcee": "arcee", "nemotron": "nemotron",
              "apertus": "apertus", "phi3": "phi3", "glm4": "glm4", "cohere": "command-r", "cohere2": "cohere2",
              "olmo2": "olmo2",
-             "olmo3": "olmo2"}  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
+             "olmo3": "olmo2",  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
+             "exaone4": "exaone4"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
@@ -34,6 +35,9 @@ XIELU_TENSOR = re.compile(r"model\.layers\.(\d+)\.mlp\.act_fn\.(alpha_p|alpha_n|
 COMMAND_R_PLUS_LAYERS = 64
 COHERE2_GLOBAL_STEP = 4
 SMOLLM3_NO_ROPE_STEP = 4
+# EXAONE 4's sliding layers exactly at this many layers (the 32B's), every 4th global (and without RoPE); none below
+# or above, every layer global with RoPE; the window 4096 unless the file says otherwise.
+EXAONE4_HYBRID_LAYERS, EXAONE4_GLOBAL_STEP, EXAONE4_WINDOW = 64, 4, 4096
 
 
 def tensor_names(arch: str, layers: int):

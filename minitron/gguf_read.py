@@ -1,11 +1,11 @@
 """GGUF files read by minitron itself, as the inverse of its export, for every family it prunes: the config from the
 `{arch}.*` keys llama.cpp builds its graph from (with what a graph fixes in its source: SmolLM3's layers without
-RoPE, Cohere 2's global layers, Command R's q/k norms; an OLMo 2 file with a layer pattern is an OLMo 3) and what
-`gguf_config` reads for every family (head size, RoPE and its scaling, Gemma's settings); the weights dequantised one
-tensor at a time under their Hugging Face names (q/k back from llama.cpp's interleaved rotary layout where the graph
-uses it, norms stored as 1 + w back to w) and written as they come, so that a file converts in the memory of its
-largest tensor. transformers' own GGUF loader reads half of these families, holds the whole model in memory and
-leaves settings out; minitron's reading gives its config and, bitwise, its weights where it reads them
+RoPE, Cohere 2's global layers, Command R's q/k norms, EXAONE 4's sliding layers; an OLMo 2 file with a layer pattern
+is an OLMo 3) and what `gguf_config` reads for every family (head size, RoPE and its scaling, Gemma's settings); the
+weights dequantised one tensor at a time under their Hugging Face names (q/k back from llama.cpp's interleaved rotary
+layout where the graph uses it, norms stored as 1 + w back to w) and written as they come, so that a file converts in
+the memory of its largest tensor. transformers' own GGUF loader reads half of these families, holds the whole model
+in memory and leaves settings out; minitron's reading gives its config and, bitwise, its weights where it reads them
 (tests/test_export.py). The tokenizer is transformers' reading of the file's vocabulary.
 """
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch
 from minitron.arch import arch_of
 from minitron.errors import MinitronError
 from minitron.gguf_config import Metadata, correct_config
-from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, GGUF_ARCH, INTERLEAVED_ROTARY,
-                                  NORM_PLUS_ONE, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, halve_rotary, tensor_names)
+from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
+                                  EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, GGUF_ARCH, INTERLEAVED_ROTARY, NORM_PLUS_ONE,
+                                  SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, halve_rotary, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -151,7 +152,18 @@ def olmo3(meta: Metadata, layers: int) -> dict:
     return {"layer_types": ["sliding_attention" if sliding else "full_attention" for sliding in pattern]}
 
 
-FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3}
+def exaone4(meta: Metadata, layers: int) -> dict:
+    """EXAONE 4's layers as llama.cpp takes them: at 64 (the 32B's) every 4th global and the others sliding, with the
+    file's window or 4096; at any other count every layer global (with RoPE: no window)."""
+    if layers != EXAONE4_HYBRID_LAYERS:
+        return {"sliding_window": None, "layer_types": ["full_attention"] * layers}
+    step = EXAONE4_GLOBAL_STEP
+    return {"sliding_window": int(meta.get("attention.sliding_window", EXAONE4_WINDOW)),
+            "layer_types": ["full_attention" if (i + 1) % step == 0 else "sliding_attention" for i in range(layers)]}
+
+
+FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
+                   "exaone4": exaone4}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:

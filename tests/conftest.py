@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (ApertusConfig, ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig,
-                          Ernie4_5Config, Gemma2Config, Gemma3TextConfig, GemmaConfig, Glm4Config, GraniteConfig,
-                          HunYuanDenseV1Config, LlamaConfig, Ministral3Config, MistralConfig, NemotronConfig,
-                          Olmo2Config, Olmo3Config, Phi3Config, Qwen2Config, Qwen3Config, SeedOssConfig,
+                          Ernie4_5Config, Exaone4Config, Gemma2Config, Gemma3TextConfig, GemmaConfig, Glm4Config,
+                          GraniteConfig, HunYuanDenseV1Config, LlamaConfig, Ministral3Config, MistralConfig,
+                          NemotronConfig, Olmo2Config, Olmo3Config, Phi3Config, Qwen2Config, Qwen3Config, SeedOssConfig,
                           SmolLM3Config)
 
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
-            "cohere2", "olmo2", "olmo3"]
+            "cohere2", "olmo2", "olmo3", "exaone4"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -87,6 +87,10 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         turns = (["sliding_attention"] * 3 + ["full_attention"]) * sizes["num_hidden_layers"]
         return Olmo3Config(**{"sliding_window": 8, "layer_types": turns[:sizes["num_hidden_layers"]], **sizes},
                            pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "exaone4":  # OLMo 2's layer, per-head q/k norms; three sliding layers, then a global one without RoPE
+        turns = (["sliding_attention"] * 3 + ["full_attention"]) * sizes["num_hidden_layers"]
+        return Exaone4Config(**{"sliding_window": 8, "layer_types": turns[:sizes["num_hidden_layers"]], **sizes},
+                             pad_token_id=None, bos_token_id=None, eos_token_id=None)
     raise ValueError(family)
 
 

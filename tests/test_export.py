@@ -47,6 +47,11 @@ LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
 LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
 YARN_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64}
+# EXAONE 4 as llama.cpp takes it: every layer global with RoPE (no window: the 1.2B), or the 32B's 64 layers, every
+# 4th global (without RoPE) and the others sliding
+EXAONE4_GLOBAL = dict(sliding_window=None, layer_types=["full_attention"] * 4)
+EXAONE4_32B = dict(num_hidden_layers=64, sliding_window=8,
+                   layer_types=(["sliding_attention"] * 3 + ["full_attention"]) * 16)
 # YaRN as the released OLMo 3 configs write it: the attention factor spelt out, 0.1 ln(factor) + 1 (what llama.cpp and
 # transformers derive), and the betas at their defaults
 OLMO3_YARN = {**YARN_ROPE, "attention_factor": 0.1 * math.log(4.0) + 1, "beta_fast": 32.0, "beta_slow": 1.0}
@@ -191,7 +196,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     already rotates interleaved pairs) 0.17; OLMo 3 without its window and layer pattern (or its window 1000) 0.73,
     with YaRN on its sliding layers as well as its global ones (llama.cpp scales only the global ones) 0.065; Hunyuan
     with RoPE's base left unstretched by its NTK alpha 0.048; Apertus with its xIELU scalars at their initial values
-    instead of the model's 0.021."""
+    instead of the model's 0.021; EXAONE 4's 32B without its window key (llama.cpp's 4096 in place of 8) 0.63."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -216,7 +221,9 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("gemma", "sentencepiece", "q8_0", True), ("seed_oss", None, "f16", False),
              ("seed_oss", "llama-bpe", "q8_0", True), ("hunyuan_v1_dense", None, "f16", False),
              ("hunyuan_v1_dense", "llama-bpe", "q8_0", True), ("apertus", None, "f16", False),
-             ("apertus", "llama3", "q8_0", True), ("glm4", None, "f16", False), ("glm4", "llama-bpe", "q8_0", True)]
+             ("apertus", "llama3", "q8_0", True), ("glm4", None, "f16", False), ("glm4", "llama-bpe", "q8_0", True),
+             ("exaone4", "global", "f16", False), ("exaone4", "global-llama3", "q8_0", True),
+             ("exaone4", "32b", "f16", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -226,7 +233,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
         else:
             ropes = {"llama3": LLAMA3_ROPE, "linear": LINEAR_ROPE, "yarn": YARN_ROPE, "ministral3": MINISTRAL3_ROPE,
                      "olmo3": OLMO3_YARN}
-            extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE,
+            extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "global": EXAONE4_GLOBAL,
+                     "global-llama3": {**EXAONE4_GLOBAL, **scaled_rope(family, LLAMA3_ROPE)}, "32b": EXAONE4_32B,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
         out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
@@ -546,7 +554,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     with pytest.raises(MinitronError, match="cannot export 'gpt_neox' models to GGUF; export supports llama, mistral, "
                                             "ministral3, qwen2, qwen3, ernie4_5, seed_oss, hunyuan_v1_dense, smollm3, "
                                             "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
-                                            "glm4, cohere, cohere2, olmo2, olmo3"):
+                                            "glm4, cohere, cohere2, olmo2, olmo3, exaone4"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -588,6 +596,10 @@ REFUSED = [
     ("olmo3", {"rope_parameters": {"full_attention": YARN_ROPE,
                                    "sliding_attention": {"rope_type": "default", "rope_theta": 500.0}}},
      "OLMo 3 model whose sliding layers' RoPE is .*'rope_theta': 500.0"),
+    ("exaone4", {}, r"EXAONE 4 model of 4 layers with sliding ones \(window 8\): llama.cpp's EXAONE 4 graph takes "
+                    "sliding layers only in a model of 64"),
+    ("exaone4", {**EXAONE4_32B, "sliding_window": None, "layer_types": ["full_attention"] * 64},
+     "EXAONE 4 model: llama.cpp's EXAONE 4 graph takes a model of 64 layers for the 32B"),
 ]
 
 
@@ -612,6 +624,9 @@ RELEASED = {
     "gemma": dict(hidden_act="gelu", head_dim=256, tie_word_embeddings=True),
     "seed_oss": dict(attention_bias=True, attention_out_bias=False, mlp_bias=False, rope_theta=10000000.0),
     "glm4": dict(attention_bias=True, partial_rotary_factor=0.5, rope_theta=10000.0),
+    "exaone4": dict(num_hidden_layers=64, sliding_window=4096, sliding_window_pattern=4, rope_theta=1000000,
+                    rope_scaling={"factor": 16.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                                  "original_max_position_embeddings": 8192, "rope_type": "llama3"}),
     "apertus": dict(hidden_act="xielu", rope_theta=12000000,
                     rope_scaling={"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                                   "original_max_position_embeddings": 8192, "rope_type": "llama3"}),
@@ -712,6 +727,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("gemma", None, "f16", True), ("seed_oss", None, "f16", False), ("seed_oss", None, "q8_0", True),
     ("hunyuan_v1_dense", None, "f16", False), ("hunyuan_v1_dense", None, "q4_0", True), ("apertus", None, "f16", False),
     ("apertus", "llama3", "q8_0", True), ("glm4", None, "f16", False), ("glm4", None, "q4_0", True),
+    ("exaone4", "global", "f16", False), ("exaone4", "32b", "f16", True),
     ("gemma", None, "q4_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
@@ -731,7 +747,8 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
     else:
         extra = {"llama3": scaled_rope(family, LLAMA3_ROPE), "yarn": scaled_rope(family, YARN_ROPE),
                  "linear": scaled_rope(family, LINEAR_ROPE), "longrope": llama_cpp_check().PHI3_LONGROPE,
-                 "ministral3": {"rope_parameters": MINISTRAL3_ROPE}}.get(rope, {})
+                 "ministral3": {"rope_parameters": MINISTRAL3_ROPE}, "global": EXAONE4_GLOBAL,
+                 "32b": EXAONE4_32B}.get(rope, {})
         model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf
     converted = load_model(str(out))

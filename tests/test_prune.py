@@ -163,9 +163,9 @@ def test_unsupported_architecture_is_refused_by_name():
     from transformers import GPT2Config
 
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
-                                            "ernie4_5, gemma, gemma2, gemma3_text, glm4, granite, hunyuan_v1_dense, "
-                                            "llama, ministral3, mistral, nemotron, olmo2, olmo3, phi3, qwen2, qwen3, "
-                                            "seed_oss, smollm3"):
+                                            "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, granite, "
+                                            "hunyuan_v1_dense, llama, ministral3, mistral, nemotron, olmo2, olmo3, "
+                                            "phi3, qwen2, qwen3, seed_oss, smollm3"):
         arch_of(GPT2Config())
 
 
