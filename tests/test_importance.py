@@ -104,7 +104,7 @@ def test_block_influence(scored):
 
 
 @pytest.mark.parametrize("family", ["qwen2", "smollm3", "granite", "gemma2", "gemma3_text", "nemotron", "cohere",
-                                    "cohere2"])
+                                    "cohere2", "apertus", "glm4", "exaone4"])
 def test_layer_removal_loss_equals_loss_of_the_dropped_model(family):
     model = tiny_model(family)
     scores = compute_scores(model, BATCHES, ["magnitude"], BATCHES, block_sizes=[1, 2])
