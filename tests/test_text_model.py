@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import run_cli, tiny_tokenizer
 from safetensors.torch import load_file, save_file
-from transformers import (AutoModelForImageTextToText, Gemma3Config, Gemma3TextConfig, LlavaConfig, Ministral3Config,
-                          Mistral3Config, MistralConfig, PixtralVisionConfig, SiglipVisionConfig, StableLmConfig)
+from transformers import (AutoModelForImageTextToText, Exaone4Config, Gemma3Config, Gemma3TextConfig, LlavaConfig,
+                          Ministral3Config, Mistral3Config, MistralConfig, PixtralVisionConfig, SiglipVisionConfig,
+                          StableLmConfig)
 
 from minitron.errors import MinitronError
 from minitron.load import load_config, load_model, resolve_model
@@ -41,6 +42,18 @@ def ministral3(**kw):
                           vision_config=PixtralVisionConfig(**SIGLIP, head_dim=16), image_token_index=250, **kw)
 
 
+def exaone4_5(**kw):
+    """EXAONE 4.5: its vision tower around an `exaone4` language model (sliding layers, then a global one)."""
+    from transformers.models.exaone4_5.configuration_exaone4_5 import Exaone4_5_Config
+
+    text = Exaone4Config(**TEXT, sliding_window=8, layer_types=["sliding_attention", "full_attention"])
+    vision = dict(depth=1, hidden_size=32, intermediate_size=48, num_heads=2, num_key_value_heads=2, in_channels=3,
+                  patch_size=4, spatial_merge_size=2, temporal_patch_size=2, window_size=8, out_hidden_size=64,
+                  fullatt_block_indexes=[0])
+    return Exaone4_5_Config(text_config=text.to_dict(), vision_config=vision, image_token_id=250, video_token_id=251,
+                            **kw)
+
+
 def save_multimodal(path, config, seed: int = 0, prefix: str | None = None):
     """A random multimodal model saved with the tiny tokenizer; `prefix`: its language model's tensors renamed from
     transformers' `language_model.model.` to another layout (`model.language_model.`), its head to `lm_head.`."""
@@ -65,7 +78,7 @@ IDS = torch.randint(0, 240, (2, 17), generator=torch.Generator().manual_seed(0))
 
 @pytest.mark.parametrize("make,tie,prefix", [(gemma3, True, None), (mistral3, True, None),
                                              (mistral3, False, None), (gemma3, True, "model.language_model."),
-                                             (ministral3, False, None)])
+                                             (ministral3, False, None), (exaone4_5, False, None)])
 def test_the_language_model_gives_the_multimodal_models_logits_on_text(tmp_path, monkeypatch, capsys, make, tie,
                                                                        prefix):
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
