@@ -47,6 +47,8 @@ PRE_TOKENIZERS = {
     "tekken": r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"  # Mistral NeMo
               r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
               r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    "seed-coder": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+"  # Seed-OSS
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+",
 }
 
 
@@ -296,13 +298,19 @@ def pre_tokenizer_name(pre_tokenizer: dict | None) -> str:
     parts = (pre_tokenizer or {}).get("pretokenizers", [])
     if [p.get("type") for p in parts] == ["Digits", "ByteLevel"] and parts[0].get("individual_digits"):
         return "smollm"  # GPT-2's split after cutting numbers into single digits
-    splits = [p.get("pattern", {}).get("Regex") for p in parts if p.get("type") == "Split"]
+    splits = [escaped_breaks(p.get("pattern", {}).get("Regex")) for p in parts if p.get("type") == "Split"]
     for name, regex in PRE_TOKENIZERS.items():
         if splits == [regex]:
             return name
     print(f"warning: unrecognised pre-tokenizer {json.dumps(pre_tokenizer)[:120]}; llama.cpp will split text "
           f"its default way, which may tokenize digits and whitespace differently", flush=True)
     return "default"
+
+
+def escaped_breaks(regex: str | None) -> str | None:
+    """A split regex with carriage returns and line feeds written as escapes: some tokenizer.json files hold them as
+    themselves (Seed-Coder's, in three of its classes), which matches the same text."""
+    return regex.replace("\r", "\\r").replace("\n", "\\n") if regex is not None else None
 
 
 def add_special_tokens(writer: gguf.GGUFWriter, tokenizer) -> None:

@@ -22,6 +22,7 @@ from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_ollama import CHATML_GO, NEMOTRON_GO, modelfile
 from minitron.export_quant import TYPES, ggml_library_path, ggml_quantize, tensor_type
 from minitron.load import default_gguf, load_model, load_tokenizer, resolve_model
+from minitron.shards import Checkpoint
 
 T = gguf.GGMLQuantizationType
 VOCAB = 320  # room for a byte-level BPE vocabulary (256 bytes + specials + merges) with unused rows after it
@@ -219,7 +220,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("ernie4_5", None, "f16", False), ("ernie4_5", "llama-bpe", "q8_0", False), ("olmo3", None, "f16", False),
              ("olmo3", "llama-bpe", "q8_0", True), ("olmo3", "olmo3", "f16", False), ("gemma", None, "f16", True),
              ("gemma", "sentencepiece", "q8_0", True), ("seed_oss", None, "f16", False),
-             ("seed_oss", "llama-bpe", "q8_0", True), ("hunyuan_v1_dense", None, "f16", False),
+             ("seed_oss", "seed-coder", "q8_0", True), ("hunyuan_v1_dense", None, "f16", False),
              ("hunyuan_v1_dense", "llama-bpe", "q8_0", True), ("apertus", None, "f16", False),
              ("apertus", "llama3", "q8_0", True), ("glm4", None, "f16", False), ("glm4", "llama-bpe", "q8_0", True),
              ("exaone4", "global", "f16", False), ("exaone4", "global-llama3", "q8_0", True),
@@ -529,6 +530,12 @@ def test_pre_tokenizer_names(capsys):
                                      pre_tokenizers.ByteLevel(use_regex=False)])
     assert pre_tokenizer_name(json.loads(other.__getstate__())) == "default"
     assert "warning: unrecognised pre-tokenizer" in capsys.readouterr().out
+    # Seed-OSS's tokenizer.json holds carriage return and line feed as themselves in its split: the same split
+    seed = Regex(PRE_TOKENIZERS["seed-coder"].replace("\\r", "\r").replace("\\n", "\n"))
+    seed_oss = pre_tokenizers.Sequence([pre_tokenizers.Split(seed, behavior="isolated"),
+                                        pre_tokenizers.ByteLevel(use_regex=False)])
+    state = json.loads(seed_oss.__getstate__())
+    assert "\r\n" in state["pretokenizers"][0]["pattern"]["Regex"] and pre_tokenizer_name(state) == "seed-coder"
 
 
 def test_sentencepiece_tokenizer(tmp_path, monkeypatch):
@@ -753,6 +760,9 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf
     converted = load_model(str(out))
     assert_same_logits(model, converted, TOLERANCE[dtype])
+    if dtype in ("f16", "bf16"):  # the weights kept as the file stores them (exact, half the disk of fp32)
+        stored = {spec.dtype for spec in Checkpoint.open(resolve_model(str(out))).specs.values() if len(spec.shape) > 1}
+        assert stored == {torch.float16 if dtype == "f16" else torch.bfloat16}
     if rope != "own":  # an own query scale is folded into the weights before they are rounded; the reference rounds
         assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), converted, ROUNDED)  # them unfolded
     assert load_tokenizer(resolve_model(str(out)))(TEXT)["input_ids"] == tokenizer(TEXT)["input_ids"]

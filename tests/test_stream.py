@@ -110,6 +110,27 @@ def test_streamed_prune_equals_in_memory_prune(family, dtype, tmp_path):
     assert_close(logits(got), logits(expected), rtol=0, atol=0)
 
 
+def test_a_checkpoint_of_mixed_stored_dtypes_prunes_streamed_as_in_memory(tmp_path):
+    """A GGUF teacher converted from an f16 file stores its matrices in f16 and its norms in fp32: streamed, each
+    tensor of the student keeps its stored dtype and the values the in-memory pruning of the fp32 model gives."""
+    from safetensors.torch import load_file, save_file
+
+    path = save_sharded(tmp_path / "m", "llama", shard="10GB")
+    weights = load_file(path / "model.safetensors")
+    save_file({k: v.half() if v.dim() > 1 else v for k, v in weights.items()}, path / "model.safetensors",
+              metadata={"format": "pt"})
+    teacher = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    plan, new_config = random_plan(teacher.config)
+    (tmp_path / "out").mkdir()
+    write_pruned(path, plan, new_config, tmp_path / "out")
+    expected = apply_plan(teacher, plan).state_dict()
+    stored = load_file(tmp_path / "out" / "model.safetensors")
+    assert stored.keys() == expected.keys()
+    for key, value in stored.items():
+        assert value.dtype == (torch.float16 if value.dim() > 1 else torch.float32), key
+        assert torch.equal(value.float(), expected[key]), key
+
+
 def test_streaming_reads_one_layer_at_a_time(tmp_path, monkeypatch):
     path = save_sharded(tmp_path / "m", "llama")
     teacher = AutoModelForCausalLM.from_pretrained(path)
