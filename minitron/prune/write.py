@@ -57,17 +57,21 @@ def _parts(lazy: LazyModel, plan: Plan, kept: list[int], tied: bool) -> list[tup
 @torch.no_grad()
 def write_pruned(path: Path | str, plan: Plan, new_config, out: Path, max_shard_bytes: int = 5 * 2**30) -> int:
     """Slice the checkpoint at `path` by `plan` module by module, in its stored dtypes,
-    into safetensors shards + index and config.json in `out`; returns the number of parameters written."""
+    into safetensors shards + index and config.json in `out`; returns the number of parameters written (the
+    buffers a checkpoint stores beside them, Apertus's xIELU constants, not counted)."""
     lazy = LazyModel.open(path, "cpu", dtype=None)
     kept = [i for i in range(lazy.model.config.num_hidden_layers) if i not in set(plan.drop)]
     specs = student_specs(lazy, new_config, kept)
+    buffers = 0
     with SafetensorsWriter(out, specs, max_shard_bytes) as writer:
         parts = _parts(lazy, plan, kept, new_config.tie_word_embeddings)
         for module, prefix, cut in tqdm(parts, desc="writing (streamed)", unit="part", leave=False):
             with lazy.loaded(module):
                 cut(module)
+                stored_buffers = dict(module.named_buffers())
                 for name, t in module.state_dict().items():
                     writer.write(prefix + name, t)
+                    buffers += t.numel() if name in stored_buffers else 0
     new_config.dtype = specs["model.embed_tokens.weight"].dtype
     own_config(new_config).save_pretrained(out)
-    return writer.written
+    return writer.written - buffers
