@@ -32,8 +32,8 @@ from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check
                                     yarn_factor)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
-from minitron.gguf_layout import (GGUF_ARCH, INTERLEAVED_ROTARY, NORM_PLUS_ONE, OUTPUT_REQUIRED, XIELU,
-                                  XIELU_TENSOR, interleave_rotary, tensor_names)
+from minitron.gguf_layout import (GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, NORM_PLUS_ONE, OUTPUT_REQUIRED,
+                                  XIELU, XIELU_TENSOR, interleave_rotary, tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import require_safetensors
@@ -153,8 +153,8 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
               f"{model_type} file (it builds the attention hidden_size wide)", flush=True)
     writer.add_rope_dimension_count(rotary_dims(config))
     add_rope_scaling(writer, config)
-    if model_type in ("nemotron", "cohere", "cohere2"):  # LayerNorm (Nemotron's with bias)
-        writer.add_layer_norm_eps(config.norm_eps if model_type == "nemotron" else config.layer_norm_eps)
+    if model_type in LAYER_NORM_EPS:  # LayerNorm (Nemotron's with bias)
+        writer.add_layer_norm_eps(getattr(config, LAYER_NORM_EPS[model_type]))
     else:
         writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)

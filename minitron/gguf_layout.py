@@ -19,6 +19,9 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "olmo2": "olmo2",
              "olmo3": "olmo2",  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
              "exaone4": "exaone4"}
+# Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
+# others: RMSNorm, rms_norm_eps).
+LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).

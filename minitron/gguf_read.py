@@ -19,8 +19,8 @@ from minitron.arch import arch_of
 from minitron.errors import MinitronError
 from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
-                                  EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, GGUF_ARCH, INTERLEAVED_ROTARY, NORM_PLUS_ONE,
-                                  SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, halve_rotary, tensor_names)
+                                  EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS,
+                                  NORM_PLUS_ONE, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, halve_rotary, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -28,8 +28,6 @@ from minitron.shards import SafetensorsWriter, TensorSpec
 # written as llama.cpp's Llama and read back as one, as transformers does; an OLMo 2 file with a layer pattern is an
 # OLMo 3: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items() if model_type not in ("mistral", "olmo3")}
-# Families whose norms are LayerNorms: the epsilon's key and its config field (the others: RMSNorm, rms_norm_eps).
-LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps"}
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
                "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",
