@@ -1,5 +1,5 @@
-"""The language model inside a multimodal checkpoint (Gemma 3 4B-27B, Mistral Small 3.1, EXAONE 4.5, LLaVA, ...), as a
-text-only Hugging Face directory that the rest of minitron prunes, distils and exports like any other.
+"""The language model inside a multimodal checkpoint (Gemma 3 4B-27B, PaliGemma, Mistral Small 3.1, EXAONE 4.5, LLaVA,
+...), as a text-only Hugging Face directory that the rest of minitron prunes, distils and exports like any other.
 
 A multimodal directory's config holds its language model's config as `text_config`; its weights hold that model
 under a prefix (`language_model.model.` and `language_model.lm_head.` as transformers saves them, or

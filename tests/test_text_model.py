@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import run_cli, tiny_tokenizer
 from safetensors.torch import load_file, save_file
-from transformers import (AutoModelForImageTextToText, Exaone4Config, Gemma3Config, Gemma3TextConfig, LlavaConfig,
-                          Ministral3Config, Mistral3Config, MistralConfig, PixtralVisionConfig, SiglipVisionConfig,
-                          StableLmConfig)
+from transformers import (AutoModelForImageTextToText, Exaone4Config, Gemma2Config, Gemma3Config, Gemma3TextConfig,
+                          GemmaConfig, LlavaConfig, Ministral3Config, Mistral3Config, MistralConfig, PaliGemmaConfig,
+                          PixtralVisionConfig, SiglipVisionConfig, StableLmConfig)
 
 from minitron.errors import MinitronError
 from minitron.load import load_config, load_model, resolve_model
@@ -54,6 +54,19 @@ def exaone4_5(**kw):
                             **kw)
 
 
+def paligemma(**kw):
+    """PaliGemma 1: SigLIP around a Gemma language model."""
+    return PaliGemmaConfig(text_config=GemmaConfig(**TEXT), vision_config=SiglipVisionConfig(**SIGLIP),
+                           image_token_index=250, projection_dim=64, **kw)
+
+
+def paligemma2(**kw):
+    """PaliGemma 2: SigLIP around a Gemma 2 language model (local and global layers)."""
+    text = Gemma2Config(**TEXT, sliding_window=8, layer_types=["sliding_attention", "full_attention"])
+    return PaliGemmaConfig(text_config=text, vision_config=SiglipVisionConfig(**SIGLIP), image_token_index=250,
+                           projection_dim=64, **kw)
+
+
 def save_multimodal(path, config, seed: int = 0, prefix: str | None = None):
     """A random multimodal model saved with the tiny tokenizer; `prefix`: its language model's tensors renamed from
     transformers' `language_model.model.` to another layout (`model.language_model.`), its head to `lm_head.`."""
@@ -78,7 +91,8 @@ IDS = torch.randint(0, 240, (2, 17), generator=torch.Generator().manual_seed(0))
 
 @pytest.mark.parametrize("make,tie,prefix", [(gemma3, True, None), (mistral3, True, None),
                                              (mistral3, False, None), (gemma3, True, "model.language_model."),
-                                             (ministral3, False, None), (exaone4_5, False, None)])
+                                             (ministral3, False, None), (exaone4_5, False, None),
+                                             (paligemma, True, None), (paligemma2, True, None)])
 def test_the_language_model_gives_the_multimodal_models_logits_on_text(tmp_path, monkeypatch, capsys, make, tie,
                                                                        prefix):
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
