@@ -330,8 +330,9 @@ def add_special_tokens(writer: gguf.GGUFWriter, tokenizer) -> None:
 
 def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_type) -> None:
     """Every tensor of the safetensors files under its GGUF name, transformed as llama.cpp's converter does, in
-    the type export_quant.tensor_type picks (1-D tensors in f32)."""
+    the type export_quant.tensor_type picks (1-D tensors in f32); Apertus's xIELU scalars as keys (`add_xielu`)."""
     names = tensor_names(arch, config.num_hidden_layers)
+    xielu = {name: [0.0] * config.num_hidden_layers for name in XIELU}
     llama_rotary = arch in INTERLEAVED_ROTARY
     plus_one = config.model_type in NORM_PLUS_ONE
     q_scale = attention_scale_fix(config)  # into the q-norm where there is one (Gemma 3), else into q_proj (Gemma 2)
@@ -342,8 +343,9 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
             for key in f.keys():
                 if key == "lm_head.weight" and config.tie_word_embeddings:
                     continue  # llama.cpp reuses token_embd when there is no output tensor
-                if XIELU_TENSOR.fullmatch(key):
-                    continue  # keys, not tensors: `add_xielu`
+                if match := XIELU_TENSOR.fullmatch(key):
+                    xielu[match[2]][int(match[1])] = float(f.get_tensor(key).float())
+                    continue
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
                 if name is None:
                     raise MinitronError(f"{file.name}: tensor {key} has no GGUF name in llama.cpp's "
@@ -363,18 +365,12 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
     for name, data in rope_tensors(config).items():
         add(name, data)
     if config.model_type == "apertus":
-        add_xielu(writer, path, config.num_hidden_layers)
+        add_xielu(writer, xielu)
 
 
-def add_xielu(writer: gguf.GGUFWriter, path: Path, layers: int) -> None:
+def add_xielu(writer: gguf.GGUFWriter, values: dict[str, list[float]]) -> None:
     """Apertus's xIELU scalars as llama.cpp's converter writes them: one array key each (`xielu.alpha_p`, ...), a
     value a layer, as stored (llama.cpp applies the softplus to alpha_p and alpha_n itself, as transformers does)."""
-    values = {name: [0.0] * layers for name in XIELU}
-    for file in sorted(path.glob("*.safetensors")):
-        with safe_open(file, framework="pt") as f:
-            for key in f.keys():
-                if match := XIELU_TENSOR.fullmatch(key):
-                    values[match[2]][int(match[1])] = float(f.get_tensor(key).float())
     for name, per_layer in values.items():
         getattr(writer, f"add_xielu_{name}")(per_layer)
 

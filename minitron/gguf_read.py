@@ -69,10 +69,15 @@ def stored_specs(tensors: dict, shapes: dict[str, tuple], config) -> dict[str, T
 
     def dtype(key: str) -> torch.dtype:
         name = names.get_name(key, try_suffixes=(".weight", ".bias"))
-        if name not in tensors or (config.model_type in NORM_PLUS_ONE and key.endswith("norm.weight")):
+        if name not in tensors or stored_plus_one(config, key):
             return torch.float32
         return KEPT_DTYPES.get(tensors[name].tensor_type.name, torch.float32)
     return {key: TensorSpec(dtype(key), shape) for key, shape in shapes.items()}
+
+
+def stored_plus_one(config, key: str) -> bool:
+    """Whether the file stores this tensor as 1 + w (the norms of the families whose norms compute x * (1 + w))."""
+    return config.model_type in NORM_PLUS_ONE and key.endswith("norm.weight")
 
 
 def read_tokenizer(path: Path):
@@ -243,7 +248,7 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
             data = halve_rotary(data, config.num_attention_heads)
         elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:
             data = halve_rotary(data, config.num_key_value_heads)
-        if config.model_type in NORM_PLUS_ONE and key.endswith("norm.weight"):
+        if stored_plus_one(config, key):
             data = data - 1.0
         used.add(name)
         yield key, torch.from_numpy(np.array(data, dtype=np.float32))  # a copy: the reader's are read-only maps

@@ -183,8 +183,8 @@ def gguf_key(gguf: Path) -> str:
 
 
 def convert_gguf(gguf: Path) -> Path:
-    """Dequantise a GGUF file to an fp32 safetensors directory under the cache (`gguf_read`: one tensor at a time),
-    once per content (`gguf_key`)."""
+    """Dequantise a GGUF file to a safetensors directory under the cache (`gguf_read`: one tensor at a time, f16 and
+    bf16 tensors kept as they are, the others in fp32), once per content (`gguf_key`)."""
     key = gguf_key(gguf)
     out = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (out / "config.json").is_file() and json.loads((out / "minitron_source.json").read_text())["key"] == key:
