@@ -14,9 +14,10 @@ against the fp32 model and against the same model with its weights rounded as th
 quantised products).
 
 --tiny does the same for a tiny random model of every family minitron exports (Llama, Mistral, Ministral 3, Qwen2,
-Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3,
-GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4 (the 1.2B's kind); a byte-level BPE trained here), from a text prompt;
---json writes its table's JSON.
+Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3, GLM-4,
+Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4 (the 1.2B's kind), Qwen3-MoE, Mixtral, OLMoE; a byte-level BPE trained here),
+from a text prompt; --json writes its table's JSON. A mixture of experts is not exported in the k-quant mixes (export
+refuses them: llama.cpp's mixes pick other types for experts).
 llama.cpp runs through node-llama-cpp's prebuilt CPU build (`make setup` installs it into the virtual environment;
 NODE_LLAMA_CPP names another copy of the package); nothing is compiled.
 """
@@ -36,10 +37,11 @@ import copy
 import gguf
 import torch
 
+from minitron.arch import arch_of, stored_as
 from minitron.export import PRE_TOKENIZERS, export
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_quant import TYPES, encode, tensor_type
-from minitron.gguf_layout import GGUF_ARCH, OUTPUT_REQUIRED, tensor_names
+from minitron.gguf_layout import EXPERT_TENSOR, GGUF_ARCH, OUTPUT_REQUIRED, stacked_key, tensor_names
 from minitron.load import load_model, load_tokenizer
 
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
@@ -47,7 +49,7 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
            "Explain in two sentences why the sky is blue."]
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
-            "cohere2", "olmo2", "olmo3", "exaone4"]
+            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -85,13 +87,40 @@ def quantized_reference(model, dtype: str):
     tied = config.tie_word_embeddings and arch not in OUTPUT_REQUIRED
     with torch.no_grad():
         for key, p in model.named_parameters():
-            if p.ndim != 2:
-                continue
-            name = names.get_name(key, try_suffixes=(".weight", ".bias"))
-            qtype = tensor_type(name, tuple(p.shape), TYPES[dtype], config.num_hidden_layers, tied)
-            w = p.detach().float().numpy()
-            p.copy_(torch.from_numpy(gguf.quants.dequantize(encode(w, qtype), qtype).reshape(w.shape)))
+            if p.ndim == 2:
+                name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+                p.copy_(rounded(p, name, dtype, config.num_hidden_layers, tied))
+            elif p.ndim == 3:  # a mixture of experts' gate and up rows (or down), each in its GGUF tensor's type
+                layout = stored_as(key, arch_of(config), config.num_experts)
+                parts = [EXPERT_TENSOR.fullmatch(n) for n in layout.names[0]]
+                stacked = [names.get_name(stacked_key(int(m[1]), m[2], m[4]), try_suffixes=(".weight",)) for m in parts]
+                p.copy_(torch.cat([rounded(w, name, dtype, config.num_hidden_layers, tied)
+                                   for w, name in zip(p.chunk(len(parts), dim=1), stacked)], dim=1))
     return model
+
+
+def rounded(p: torch.Tensor, name: str, dtype: str, layers: int, tied: bool) -> torch.Tensor:
+    """`p` as the GGUF tensor `name` stores it in an export of `dtype`."""
+    qtype = tensor_type(name, tuple(p.shape), TYPES[dtype], layers, tied)
+    w = p.detach().float().numpy()
+    return torch.from_numpy(gguf.quants.dequantize(encode(w, qtype), qtype).reshape(w.shape))
+
+
+def router_gap(model, ids: list[int]) -> float:
+    """A mixture of experts' closest routing call over `ids`: the smallest gap, at any token and layer, between the
+    router's probability of the last expert it picks and of the best one it leaves (llama.cpp's 8-bit activations in
+    quantised products can swap those two)."""
+    k, gaps = model.config.num_experts_per_tok, []
+
+    def hook(module, args, out):
+        probs = out[0].float().softmax(-1).sort(-1, descending=True).values
+        gaps.append(float((probs[:, k - 1] - probs[:, k]).min()))
+    handles = [layer.mlp.gate.register_forward_hook(hook) for layer in model.model.layers]
+    with torch.no_grad():
+        model(torch.tensor([ids]))
+    for h in handles:
+        h.remove()
+    return min(gaps)
 
 
 def shortfall(model, ids: list[int], generated: list[int]) -> float:
@@ -182,7 +211,12 @@ def tiny_model(family: str, seed: int = 0):
                              layer_types=["sliding_attention"] * 3 + ["full_attention"]),
              "olmo2": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "ernie4_5": dict(tie_word_embeddings=False, pad_token_id=None, bos_token_id=None,
-                              eos_token_id=None)}.get(family, {})
+                              eos_token_id=None),
+             "qwen3_moe": dict(num_experts=6, num_experts_per_tok=2, moe_intermediate_size=96, norm_topk_prob=True,
+                               pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "mixtral": dict(num_local_experts=6, num_experts_per_tok=2),
+             "olmoe": dict(num_experts=6, num_experts_per_tok=2, num_key_value_heads=8, pad_token_id=None,
+                           bos_token_id=None, eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():
@@ -216,17 +250,21 @@ def tiny_families(dtypes: list[str], tokens: int, work: Path, families: list[str
         with torch.no_grad():
             reply = model.generate(torch.tensor([ids]), max_new_tokens=tokens, do_sample=False,
                                    pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+        exported = [d for d in dtypes if not (TYPES[d].ggml and arch_of(model.config).moe)]  # export refuses those
         outs = [export(str(work / family), work / f"{family}-{dtype}.gguf", dtype, overwrite=True, name=TINY_NAME).gguf
-                for dtype in dtypes]
+                for dtype in exported]
         results = llama_cpp_greedy([{"model": out, "ids": ids, "n": tokens} for out in outs]
                                    + [{"model": outs[0], "text": TINY_TEXT, "n": 0}])
         prompt_ok = results[-1]["prompt"] == tokenizer(TINY_TEXT, add_special_tokens=False)["input_ids"]
         saved["prompt_tokens"] = len(ids)
-        for dtype, result in zip(dtypes, results):
+        for dtype, result in zip(exported, results):
             generated = result["generated"]
+            reference = quantized_reference(model, dtype)
             cell = {"prompt_as_hf": prompt_ok, "agreeing": agreement(reply, generated),
                     "shortfall_fp32": shortfall(model, ids, generated),
-                    "shortfall_file": shortfall(quantized_reference(model, dtype), ids, generated)}
+                    "shortfall_file": shortfall(reference, ids, generated)}
+            if arch_of(model.config).moe:
+                cell["router_gap"] = router_gap(reference, ids + generated)
             saved["families"].setdefault(family, {})[dtype] = cell
             print(f"| {family} | {dtype} | {prompt_ok} | {cell['agreeing']} | {cell['shortfall_fp32']:.4f} | "
                   f"{cell['shortfall_file']:.4f} |", flush=True)
@@ -250,12 +288,19 @@ def table(saved: dict) -> str:
     lines = ["| family | " + " | ".join(dtypes) + " |", "|---" * (len(dtypes) + 1) + "|"]
     for family, cells in saved["families"].items():
         lines.append(f"| {family} | " + " | ".join(f"{cells[d]['agreeing']} / {small(cells[d]['shortfall_file'])}"
-                                                   for d in dtypes) + " |")
+                                                   if d in cells else "refused" for d in dtypes) + " |")
     same = [f for f, cells in saved["families"].items() if all(c["prompt_as_hf"] for c in cells.values())]
     worst = max(c["shortfall_file"] for cells in saved["families"].values() for c in cells.values())
     lines += ["", f"{saved['tokens']} greedy tokens from a {saved['prompt_tokens']}-token prompt; llama.cpp tokenised "
               f"the prompt to the Hugging Face ids for {len(same)} of the {len(saved['families'])} families, and "
               f"every token it picked is transformers' argmax on the rounded weights to within {small(worst)}."]
+    moe = [(family, d, c) for family, cells in saved["families"].items() for d, c in cells.items() if "router_gap" in c]
+    if moe:
+        family, d, c = max(moe, key=lambda cell: cell[2]["shortfall_file"])
+        lines[-1] += (f" The largest shortfall of a mixture of experts, {family} {d}'s {small(c['shortfall_file'])}, "
+                      f"comes where its router makes a close call: the last expert it picks and the best one it leaves "
+                      f"differ by {small(c['router_gap'])} in routing probability at some token, which llama.cpp's "
+                      "8-bit activations in quantised products can swap.")
     return "\n".join(lines) + "\n"
 
 

@@ -5,10 +5,13 @@ All supported families share transformers' layout (`model.model.embed_tokens`, `
 {q,k,v,o}_proj`, `.mlp.{gate,up,down}_proj`, `model.model.norm`, `model.lm_head`); they differ in
 which norms a decoder layer has, whether the MLP is gated, and whether projections are fused (Phi-3's
 `qkv_proj` and `gate_up_proj`, GLM-4's `gate_up_proj`): the unit kinds' rows of a projection are `Rows`, so that
-code that ranks or slices heads and neurons does not care.
+code that ranks or slices heads and neurons does not care. A mixture of experts (Qwen3-MoE, Mixtral) has a router
+and every expert's weights in two 3D tensors in place of the MLP's linears (`MoEWeights`), which checkpoints store
+as one linear per expert (`stored_as`).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +32,16 @@ class Arch:
     # of attention and the MLP (NVIDIA's implementation), or where a family has none in front (OLMo 2), those of
     # what each block adds to the residual
     score_norms: tuple[str, ...] | None = None
+    # Each layer's MLP is a sparse mixture of experts (`MoE`): a router `mlp.gate` and the experts' weights as 3D
+    # tensors, `mlp.experts.gate_up_proj` (experts, 2 x neurons, hidden) and `.down_proj` (experts, hidden, neurons)
+    moe: bool = False
+    mlp_size: str = "intermediate_size"  # the config's name of each MLP's (each expert's) neurons
+    # How checkpoints name a mixture of experts: the block, and each expert's gate, up and down linears (transformers
+    # joins them into its 3D tensors when it loads one and splits them when it saves)
+    stored_moe: tuple[str, str, str, str] = ("mlp", "gate_proj", "up_proj", "down_proj")
+    # transformers sizes this family's attention by hidden_size (OLMoE's q/k norms), so a model of it keeps
+    # num_attention_heads x head_dim == hidden_size: heads and hidden channels are pruned together
+    attention_is_hidden: bool = False
 
     @property
     def hidden_norms(self) -> tuple[str, ...]:
@@ -81,6 +94,12 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # EXAONE 4 (1.2B, 32B): OLMo 2's layer with per-head q/k norms; with a window, sliding layers with RoPE and global
     # ones without (the 32B: three of four slide), without one every layer global with RoPE (the 1.2B)
     Arch("exaone4", _POST),
+    # Mixtures of experts, a router and top-k experts in place of every layer's MLP: Qwen3-MoE (30B-A3B, 235B-A22B,
+    # Coder; every layer sparse), Mixtral (8x7B, 8x22B) and OLMoE (1B-7B: q/k norms over the whole projection, sized
+    # by hidden_size)
+    Arch("qwen3_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size"),
+    Arch("mixtral", _PRE_POST, moe=True, stored_moe=("block_sparse_moe", "w1", "w3", "w2")),
+    Arch("olmoe", _PRE_POST, moe=True, attention_is_hidden=True),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
@@ -109,9 +128,22 @@ class LogitHead:
         return torch.tanh(logits / self.softcap) * self.softcap if self.softcap else logits
 
 
-# The sizes a target may change (Hugging Face config names).
+# The sizes a target may change (Hugging Face config names; `prunable_sizes` gives a family's own).
 PRUNABLE_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
                   "num_hidden_layers")
+EXPERTS = "num_experts"  # the experts of each MoE layer (every MoE family's config answers to this name)
+
+
+def prunable_sizes(config) -> tuple[str, ...]:
+    """The sizes a target may change for this family, by the config's names: hidden_size, the MLP's (each expert's)
+    neurons (`Arch.mlp_size`), query and KV heads, layers, and for a mixture of experts their number."""
+    arch = arch_of(config)
+    return ("hidden_size", arch.mlp_size, *PRUNABLE_SIZES[2:], *((EXPERTS,) if arch.moe else ()))
+
+
+def width_sizes(config) -> tuple[str, ...]:
+    """The sizes pruned by width importance (all but the layers)."""
+    return tuple(k for k in prunable_sizes(config) if k != "num_hidden_layers")
 
 
 def arch_of(config) -> Arch:
@@ -121,6 +153,10 @@ def arch_of(config) -> Arch:
         names = ", ".join(getattr(config, "architectures", None) or []) or "unknown class"
         raise MinitronError(f"architecture {model_type!r} ({names}) is not supported; "
                             f"supported model types: {', '.join(sorted(FAMILIES))}")
+    if getattr(config, "mlp_only_layers", None) or (getattr(config, "decoder_sparse_step", None) or 1) != 1:
+        raise MinitronError(f"this {model_type} model has dense MLP layers among its mixture-of-experts ones "
+                            "(mlp_only_layers, decoder_sparse_step); minitron prunes models whose every layer is "
+                            "sparse")
     return FAMILIES[model_type]
 
 
@@ -171,7 +207,7 @@ def attention_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
 
 
 def mlp_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
-    """The linears that read the MLP's (normed) input: gate and up, up alone, or Phi-3's one gate_up_proj."""
+    """The linears that read a dense MLP's (normed) input: gate and up, up alone, or Phi-3's one gate_up_proj."""
     mlp = layer.mlp
     if arch.fused_mlp:
         return [mlp.gate_up_proj]
@@ -199,13 +235,83 @@ def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
 
 
 def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
-    """Linears that read the (normed) residual stream: their input columns are hidden channels."""
-    return [*attention_inputs(layer, arch), *mlp_inputs(layer, arch)]
+    """Linears that read the (normed) residual stream: their input columns are hidden channels (a mixture of
+    experts' router and experts are `moe_weights`)."""
+    return [*attention_inputs(layer, arch), *([] if arch.moe else mlp_inputs(layer, arch))]
 
 
-def residual_writers(layer: nn.Module) -> list[nn.Linear]:
+def residual_writers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that write into the residual stream: their output rows are hidden channels."""
-    return [layer.self_attn.o_proj, layer.mlp.down_proj]
+    return [layer.self_attn.o_proj, *([] if arch.moe else [layer.mlp.down_proj])]
+
+
+@dataclass(frozen=True)
+class MoEWeights:
+    """A sparse MoE block's weights, every expert's in one tensor: the router's rows (experts, hidden), the
+    experts' gate and up rows (experts, 2 x neurons, hidden: gate first) and down columns (experts, hidden,
+    neurons)."""
+
+    router: nn.Module  # holds `weight`
+    experts: nn.Module  # holds `gate_up_proj` and `down_proj`
+
+    @property
+    def gate_up(self) -> nn.Parameter:
+        return self.experts.gate_up_proj
+
+    @property
+    def down(self) -> nn.Parameter:
+        return self.experts.down_proj
+
+
+def moe_weights(layer: nn.Module) -> MoEWeights:
+    return MoEWeights(layer.mlp.gate, layer.mlp.experts)
+
+
+_MOE_ENTRY = re.compile(r"(model\.layers\.\d+\.)mlp\.(gate\.weight|experts\.gate_up_proj|experts\.down_proj)")
+
+
+@dataclass(frozen=True)
+class StoredAs:
+    """How a checkpoint stores one state-dict entry of a mixture of experts: a router under another name (`stacked`
+    False, one name), or a 3D experts' tensor as, for each expert, the tensors whose rows it joins (gate and up;
+    down)."""
+
+    names: tuple[tuple[str, ...], ...]
+    stacked: bool
+
+    def all(self) -> list[str]:
+        return [n for names in self.names for n in names]
+
+    def join(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not self.stacked:
+            return tensors[self.names[0][0]]
+        return torch.stack([torch.cat([tensors[n] for n in names]) for names in self.names])
+
+    def split(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.stacked:
+            return {self.names[0][0]: t}
+        return {n: part for names, rows in zip(self.names, t) for n, part in zip(names, rows.chunk(len(names)))}
+
+    def shapes(self, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """Each stored tensor's shape, for an entry of `shape`."""
+        if not self.stacked:
+            return {self.names[0][0]: tuple(shape)}
+        rows = shape[1] // len(self.names[0])
+        return {n: (rows, *shape[2:]) for n in self.all()}
+
+
+def stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
+    """How a checkpoint stores the state-dict entry `name` (None: as itself, under its name)."""
+    m = _MOE_ENTRY.fullmatch(name) if arch.moe else None
+    if m is None:
+        return None
+    block, gate, up, down = arch.stored_moe
+    prefix = f"{m[1]}{block}."
+    if m[2] == "gate.weight":
+        return StoredAs(((prefix + m[2],),), stacked=False)
+    linears = (gate, up) if m[2] == "experts.gate_up_proj" else (down,)
+    return StoredAs(tuple(tuple(f"{prefix}experts.{e}.{linear}.weight" for linear in linears)
+                          for e in range(experts)), stacked=True)
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,14 +1,14 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3,
 ERNIE 4.5, Seed-OSS, Hunyuan (dense), SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3,
-GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4) as one .gguf file for llama.cpp, Ollama and LM Studio, with an
-Ollama Modelfile beside it.
+GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, and the mixtures of experts Qwen3-MoE, Mixtral and OLMoE) as one
+.gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
-the weights with the transforms llama.cpp's own converter (convert_hf_to_gguf.py) applies: the Llama rotary layout
-for q/k, 1 added to the norm weights of Gemma (x * (1 + w)) and Nemotron (LayerNorm1P), RoPE scaling factors as
-tensors (Llama 3.1's, Phi-3's LongRoPE). Weight types are minitron.export_quant's, the identity keys and the
-Modelfile minitron.export_ollama's.
+the weights with the transforms llama.cpp's own converter (convert_hf_to_gguf.py) applies: the Llama rotary layout for
+q/k, 1 added to the norm weights of Gemma (x * (1 + w)) and Nemotron (LayerNorm1P), RoPE scaling factors as tensors
+(Llama 3.1's, Phi-3's LongRoPE), a mixture of experts' tensors stacked over its experts. Weight types are
+minitron.export_quant's, the identity keys and the Modelfile minitron.export_ollama's.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch
 from safetensors import safe_open
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from minitron.arch import head_dim
+from minitron.arch import arch_of, head_dim
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
@@ -32,8 +32,8 @@ from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check
                                     yarn_factor)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
-from minitron.gguf_layout import (GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, NORM_PLUS_ONE, OUTPUT_REQUIRED,
-                                  XIELU, XIELU_TENSOR, interleave_rotary, tensor_names)
+from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, NORM_PLUS_ONE,
+                                  OUTPUT_REQUIRED, XIELU, XIELU_TENSOR, interleave_rotary, stacked_key, tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import require_safetensors
@@ -67,13 +67,13 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
             Ministral 3, Qwen2, Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan dense, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3
-            text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3 or EXAONE 4 checkpoint), a
-            .gguf file or 'default'.
+            text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, Qwen3-MoE,
+            Mixtral or OLMoE checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
-            q5_k_m, q4_k_m (quantised by llama.cpp's own library, which `make llamacpp` installs). Norms and
-            biases stay f32.
+            q5_k_m, q4_k_m (quantised by llama.cpp's own library, which `make llamacpp` installs; not for a mixture
+            of experts). Norms, biases and routers stay f32.
         overwrite: Replace `out` (and its Modelfile) if they already exist.
         name: The model's name in the file (general.name); default: the name its minitron model card gives it
             (SmolLM2-135M-Instruct-minitron-67M), else the model directory's name.
@@ -97,6 +97,9 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
     require_safetensors(path)  # no weights (or only a pickle): refused, not a GGUF without tensors
     check_exportable(config)
     arch, weight_type = GGUF_ARCH[model_type], TYPES[dtype]
+    if weight_type.ggml and arch_of(config).moe:
+        raise MinitronError(f"cannot export a mixture of experts as {dtype}: llama.cpp's k-quant mixes pick other "
+                            f"types for its experts; export f16, bf16 or q8_0 and quantise with llama-quantize")
     if weight_type.ggml:
         ggml_library()  # the k-quants need llama.cpp's quantiser: refused here, before anything is written
     tokenizer = load_tokenizer(path)
@@ -235,10 +238,19 @@ def olmo3_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in layer_types(config)])
 
 
+def moe_keys(writer: gguf.GGUFWriter, config) -> None:
+    """A mixture of experts' experts and experts a token; Qwen3-MoE's expert width (its feed_forward_length is that of
+    dense layers, which it has none of)."""
+    writer.add_expert_count(config.num_experts)
+    writer.add_expert_used_count(config.num_experts_per_tok)
+    if config.model_type == "qwen3_moe":
+        writer.add_expert_feed_forward_length(config.moe_intermediate_size)
+
+
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
 FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys,
                "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys, "olmo3": olmo3_keys,
-               "exaone4": exaone4_keys}
+               "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -338,6 +350,7 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
     q_scale = attention_scale_fix(config)  # into the q-norm where there is one (Gemma 3), else into q_proj (Gemma 2)
     scaled = ".self_attn.q_norm.weight" if config.model_type == "gemma3_text" else ".self_attn.q_proj.weight"
     add = tensor_adder(writer, config, arch, weight_type)
+    experts = ExpertStack(getattr(config, "num_experts", 0))
     for file in sorted(path.glob("*.safetensors")):
         with safe_open(file, framework="pt") as f:
             for key in f.keys():
@@ -346,11 +359,15 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
                 if match := XIELU_TENSOR.fullmatch(key):
                     xielu[match[2]][int(match[1])] = float(f.get_tensor(key).float())
                     continue
+                data = f.get_tensor(key).to(torch.float32).numpy()
+                if match := EXPERT_TENSOR.fullmatch(key):
+                    if (stacked := experts.add(match, data)) is None:
+                        continue  # until the layer's last expert of this linear
+                    key, data = stacked
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
                 if name is None:
                     raise MinitronError(f"{file.name}: tensor {key} has no GGUF name in llama.cpp's "
                                         f"{arch} architecture")
-                data = f.get_tensor(key).to(torch.float32).numpy()
                 if llama_rotary and ".self_attn.q_proj." in key:
                     data = interleave_rotary(data, config.num_attention_heads)
                 elif llama_rotary and ".self_attn.k_proj." in key:
@@ -362,10 +379,34 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
                 add(name, data)
                 if name == "token_embd.weight" and config.tie_word_embeddings and arch in OUTPUT_REQUIRED:
                     add("output.weight", data)  # this graph has no tied head: the head is written out
+    experts.check_done()
     for name, data in rope_tensors(config).items():
         add(name, data)
     if config.model_type == "apertus":
         add_xielu(writer, xielu)
+
+
+class ExpertStack:
+    """A mixture of experts' stored tensors, one an expert and linear, gathered into the tensors a GGUF file holds,
+    stacked over the experts (a layer and linear each: `ffn_gate_exps`), each handed on once its last expert is read."""
+
+    def __init__(self, experts: int):
+        self.experts, self.parts = experts, {}
+
+    def add(self, match, data: np.ndarray) -> tuple[str, np.ndarray] | None:
+        """(the stacked tensor's Hugging Face key, its data) once every expert's part of it is in, else None."""
+        layer, block, expert, linear = int(match[1]), match[2], int(match[3]), match[4]
+        parts = self.parts.setdefault((layer, block, linear), {})
+        parts[expert] = data
+        if len(parts) < self.experts:
+            return None
+        del self.parts[layer, block, linear]
+        return stacked_key(layer, block, linear), np.stack([parts[e] for e in range(self.experts)])
+
+    def check_done(self) -> None:
+        for (layer, block, linear), parts in self.parts.items():
+            raise MinitronError(f"layer {layer}'s {block} stores {linear} for {len(parts)} experts, not the "
+                                f"{self.experts} its config has")
 
 
 def add_xielu(writer: gguf.GGUFWriter, values: dict[str, list[float]]) -> None:

@@ -31,7 +31,7 @@ YARN_READ = ("ministral3",)
 # build, Phi-3's fused qkv, Command R's attention and OLMo 2's q-norm (the k-norm follows k): the family's name and its
 # graph's, for the one line that refuses another width (`check_hidden_wide`).
 HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "cohere2": ("Cohere 2", "Cohere 2"),
-               "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2")}
+               "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2"), "olmoe": ("OLMoE", "OLMoE")}
 # Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
 # export writes another width, with a warning.
 HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4")
@@ -194,6 +194,26 @@ def check_seed_oss(config) -> None:
                             "seed_oss graph has none (nor has the released model)")
 
 
+def check_qwen3_moe(config) -> None:
+    if not config.norm_topk_prob:
+        raise MinitronError("cannot export a Qwen3-MoE model without norm_topk_prob: llama.cpp's qwen3moe graph always "
+                            "renormalises the picked experts' weights (as the released models do)")
+
+
+def check_olmoe(config) -> None:
+    if config.norm_topk_prob:
+        raise MinitronError("cannot export an OLMoE model with norm_topk_prob: llama.cpp's olmoe graph never "
+                            "renormalises the picked experts' weights (nor do the released models)")
+    if config.clip_qkv is not None:
+        raise MinitronError("cannot export an OLMoE model that clips q, k and v (clip_qkv): minitron does not write "
+                            "llama.cpp's clamp (the released models have none)")
+    if config.num_key_value_heads != config.num_attention_heads:
+        raise MinitronError(f"cannot export this OLMoE model with grouped-query attention "
+                            f"({config.num_attention_heads} query heads, {config.num_key_value_heads} KV heads): "
+                            "llama.cpp's olmoe graph builds its k norm hidden_size wide, as in the released models "
+                            "(prune query and KV heads together)")
+
+
 def check_gemma(config) -> None:
     check_tied(config, "Gemma", "Gemma")
     if getattr(config, "use_bidirectional_attention", False):
@@ -285,4 +305,4 @@ def check_hidden_wide(config, family: str, graph: str) -> None:
 FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_v1_dense": check_hunyuan,
                  "gemma": check_gemma, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
                  "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3,
-                 "exaone4": check_exaone4}
+                 "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe}

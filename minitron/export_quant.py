@@ -71,8 +71,8 @@ def use_more_bits(layer: int, layers: int) -> bool:
 def tensor_type(name: str, shape: tuple[int, ...], wt: WeightType, layers: int,
                 tied: bool) -> gguf.GGMLQuantizationType:
     """The type of the GGUF tensor `name` (its numpy shape, rows last): f32 for norms (Cohere's q/k norms are 2-D, a row
-    per head) and biases."""
-    if len(shape) == 1 or name.endswith("_norm.weight"):
+    per head), biases and a mixture of experts' routers (as llama.cpp's converter writes them)."""
+    if len(shape) == 1 or name.endswith("_norm.weight") or name.endswith("ffn_gate_inp.weight"):  # and routers
         return T.F32
     qtype = wt.qtype
     if wt.ggml and (name == "output.weight" or (tied and name == "token_embd.weight")):

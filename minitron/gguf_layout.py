@@ -18,12 +18,14 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "apertus": "apertus", "phi3": "phi3", "glm4": "glm4", "cohere": "command-r", "cohere2": "cohere2",
              "olmo2": "olmo2",
              "olmo3": "olmo2",  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
-             "exaone4": "exaone4"}
+             "exaone4": "exaone4", "qwen3_moe": "qwen3moe",
+             "mixtral": "llama",  # Mixtral: Llama's graph with experts, as llama.cpp's converter writes it
+             "olmoe": "olmoe"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
-OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus")
+OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
 NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
@@ -32,6 +34,16 @@ INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee")
 # which llama.cpp's converter writes as one array key each, `xielu.NAME`, a value a layer, not as tensors.
 XIELU = ("alpha_p", "alpha_n", "beta", "eps")
 XIELU_TENSOR = re.compile(r"model\.layers\.(\d+)\.mlp\.act_fn\.(alpha_p|alpha_n|beta|eps)")
+# A mixture of experts' stored tensors, one an expert and linear (`arch.stored_as`), which a GGUF file holds stacked
+# over the experts, one tensor a layer and linear: (layer, block, expert, linear).
+EXPERT_TENSOR = re.compile(r"model\.layers\.(\d+)\.(\w+)\.experts\.(\d+)\.(\w+)\.weight")
+
+
+def stacked_key(layer: int, block: str, linear: str) -> str:
+    """The Hugging Face name gguf-py maps to a layer's stacked experts' tensor of one linear (`ffn_gate_exps`)."""
+    return f"model.layers.{layer}.{block}.experts.{linear}.weight"
+
+
 # What some graphs fix in llama.cpp's source, which no GGUF key carries (export refuses a model that differs,
 # `export_checks`; reading a file takes it): Command R+'s q/k norms at this many layers or more, none below;
 # Cohere 2's every n-th layer global (no RoPE, no window); SmolLM3's every n-th layer without RoPE.

@@ -3,9 +3,10 @@
 RoPE, Cohere 2's global layers, Command R's q/k norms, EXAONE 4's sliding layers; an OLMo 2 file with a layer pattern
 is an OLMo 3) and what `gguf_config` reads for every family (head size, RoPE and its scaling, Gemma's settings); the
 weights dequantised one tensor at a time under their Hugging Face names (q/k back from llama.cpp's interleaved rotary
-layout where the graph uses it, norms stored as 1 + w back to w) and written as they come, so that a file converts in
-the memory of its largest tensor. transformers' own GGUF loader reads half of these families, holds the whole model
-in memory and leaves settings out; minitron's reading gives its config and, bitwise, its weights where it reads them
+layout where the graph uses it, norms stored as 1 + w back to w, a mixture of experts' stacked tensors split into one an
+expert, as checkpoints store them) and written as they come, so that a file converts in the memory of its largest tensor
+(of a layer's experts' tensors). transformers' own GGUF loader reads half of these families, holds the whole model in
+memory and leaves settings out; minitron's reading gives its config and, bitwise, its weights where it reads them
 (tests/test_export.py). The tokenizer is transformers' reading of the file's vocabulary.
 """
 from __future__ import annotations
@@ -15,19 +16,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minitron.arch import arch_of
+from minitron.arch import EXPERTS, arch_of, stored_as
 from minitron.errors import MinitronError
 from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
-                                  EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS,
-                                  NORM_PLUS_ONE, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, halve_rotary, tensor_names)
+                                  EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
+                                  LAYER_NORM_EPS, NORM_PLUS_ONE, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, halve_rotary,
+                                  stacked_key, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
 # llama.cpp's graph name -> the Hugging Face model type read from it: every family minitron prunes (a Mistral is
 # written as llama.cpp's Llama and read back as one, as transformers does; an OLMo 2 file with a layer pattern is an
-# OLMo 3: `family`).
-READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items() if model_type not in ("mistral", "olmo3")}
+# OLMo 3, a Llama file with experts a Mixtral: `family`).
+READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
+           if model_type not in ("mistral", "olmo3", "mixtral")}
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
                "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",
@@ -46,12 +49,15 @@ def convert(reader, path: Path, out: Path) -> None:
 
     meta, tensors = Metadata(reader), {t.name: t for t in reader.tensors}
     config = read_config(meta, reader, tensors)
-    arch_of(config)
+    arch = arch_of(config)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     config.architectures, config.dtype = [type(model).__name__], torch.float32
-    shapes = {key: tuple(p.shape) for key, p in model.state_dict().items()
-              if not (key == "lm_head.weight" and config.tie_word_embeddings)}  # a tied head is not written
+    shapes = {}
+    for key, p in model.state_dict().items():  # a mixture of experts' as checkpoints store it: one tensor an expert
+        layout = stored_as(key, arch, getattr(config, EXPERTS, 0))
+        if not (key == "lm_head.weight" and config.tie_word_embeddings):  # a tied head is not written
+            shapes.update(layout.shapes(tuple(p.shape)) if layout else {key: tuple(p.shape)})
     specs = stored_specs(tensors, shapes, config)
     with SafetensorsWriter(out, specs) as writer:
         for key, tensor in read_weights(meta, tensors, shapes, config):
@@ -68,11 +74,19 @@ def stored_specs(tensors: dict, shapes: dict[str, tuple], config) -> dict[str, T
     names = tensor_names(GGUF_ARCH[config.model_type], config.num_hidden_layers)
 
     def dtype(key: str) -> torch.dtype:
-        name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+        name = gguf_name(names, key)[0]
         if name not in tensors or stored_plus_one(config, key):
             return torch.float32
         return KEPT_DTYPES.get(tensors[name].tensor_type.name, torch.float32)
     return {key: TensorSpec(dtype(key), shape) for key, shape in shapes.items()}
+
+
+def gguf_name(names, key: str) -> tuple[str | None, int | None]:
+    """The file's tensor that holds the Hugging Face tensor `key`, and for one expert's tensor of a mixture of experts
+    its index in the tensor stacked over the experts (else None)."""
+    if match := EXPERT_TENSOR.fullmatch(key):
+        return names.get_name(stacked_key(int(match[1]), match[2], match[4]), try_suffixes=(".weight",)), int(match[3])
+    return names.get_name(key, try_suffixes=(".weight", ".bias")), None
 
 
 def stored_plus_one(config, key: str) -> bool:
@@ -126,6 +140,8 @@ def family(meta: Metadata) -> str:
                             f"{', '.join(READ_AS)} (the families it prunes)")
     if meta.arch == "olmo2" and meta.get("attention.sliding_window_pattern") is not None:
         return "olmo3"
+    if meta.arch == "llama" and meta.get("expert_count"):
+        return "mixtral"
     return READ_AS[meta.arch]
 
 
@@ -183,8 +199,27 @@ def exaone4(meta: Metadata, layers: int) -> dict:
             "layer_types": ["full_attention" if (i + 1) % step == 0 else "sliding_attention" for i in range(layers)]}
 
 
+def mixtral(meta: Metadata, layers: int) -> dict:
+    """A mixture of experts' experts and experts a token (Mixtral's and OLMoE's expert width is feed_forward_length;
+    Mixtral's router always renormalises the picked experts' weights, as llama.cpp's llama graph does)."""
+    return {"num_experts": required(meta, "expert_count", int),
+            "num_experts_per_tok": required(meta, "expert_used_count", int)}
+
+
+def qwen3_moe(meta: Metadata, layers: int) -> dict:
+    """Qwen3-MoE's experts, experts a token and each expert's width; llama.cpp renormalises the picked experts'
+    weights, as `norm_topk_prob` does."""
+    return {**mixtral(meta, layers), "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
+            "norm_topk_prob": True}
+
+
+def olmoe(meta: Metadata, layers: int) -> dict:
+    """OLMoE's experts and experts a token; llama.cpp does not renormalise the picked experts' weights."""
+    return {**mixtral(meta, layers), "norm_topk_prob": False}
+
+
 FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
-                   "exaone4": exaone4}
+                   "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -233,14 +268,24 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
     arch = GGUF_ARCH[config.model_type]
     names = tensor_names(arch, config.num_hidden_layers)
     used = {name for name in tensors if name.startswith("rope_")}  # RoPE factors: read by correct_config
+    stacked: dict[str, np.ndarray] = {}  # a layer's experts' tensors, dequantised once for all its experts
     for key, shape in shapes.items():
         if match := XIELU_TENSOR.fullmatch(key):
             yield key, xielu_scalar(meta, match[2], int(match[1]), shape)
             continue
-        name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+        name, expert = gguf_name(names, key)
         if name not in tensors:
             raise MinitronError(f"cannot read this {arch} GGUF file: it has no tensor {name} (the model's {key})")
-        data = gguf.quants.dequantize(tensors[name].data, tensors[name].tensor_type)
+        if expert is None:
+            stacked.clear()
+            data = gguf.quants.dequantize(tensors[name].data, tensors[name].tensor_type)
+        else:
+            if name not in stacked:
+                stacked[name] = gguf.quants.dequantize(tensors[name].data, tensors[name].tensor_type)
+            if stacked[name].shape[0] != getattr(config, EXPERTS):
+                raise MinitronError(f"cannot read this GGUF file: its {name} holds {stacked[name].shape[0]} experts, "
+                                    f"and its keys say {getattr(config, EXPERTS)}")
+            data = stacked[name][expert]
         if tuple(data.shape) != shape:
             raise MinitronError(f"cannot read this GGUF file: its {name} is {tuple(data.shape)}, and the model its "
                                 f"keys describe has {key} of {shape}")

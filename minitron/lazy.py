@@ -16,6 +16,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from minitron.arch import EXPERTS, arch_of, stored_as
 from minitron.errors import MinitronError
 from minitron.load import load_config
 from minitron.shards import Checkpoint, TensorSpec
@@ -126,8 +127,11 @@ class LazyModel:
     def __init__(self, ckpt: Checkpoint, model: nn.Module, device: torch.device | str, dtype: torch.dtype | None):
         self.ckpt, self.model, self.device, self.dtype = ckpt, model, device, dtype
         self.sources = tied_sources(model, set(ckpt.specs))
+        arch, experts = arch_of(model.config), getattr(model.config, EXPERTS, 0)
+        # entries a checkpoint stores in other tensors (a mixture of experts': `arch.stored_as`)
+        self.joined = {n: s for n in self.sources if n not in ckpt.specs and (s := stored_as(n, arch, experts))}
         self.prefix = {id(m): f"{n}." if n else "" for n, m in model.named_modules()}
-        ckpt.require(list(dict.fromkeys(self.sources.values())))
+        ckpt.require(list(dict.fromkeys(n for k in self.sources for n in self._stored(k))))
         self._check_shapes()
 
     @classmethod
@@ -136,21 +140,29 @@ class LazyModel:
         """`dtype`: what modules are materialised as (None: as stored)."""
         return cls(Checkpoint.open(path), skeleton(load_config(path), device), device, dtype)
 
+    def _stored(self, name: str) -> list[str]:
+        """The stored tensors the state-dict entry `name` is read from."""
+        return self.joined[name].all() if name in self.joined else [self.sources[name]]
+
     def _check_shapes(self) -> None:
         for name, t in self.model.state_dict(keep_vars=True).items():
-            stored = self.ckpt.specs[self.sources[name]].shape
-            if stored != tuple(t.shape):
-                raise MinitronError(f"{self.ckpt.files[self.sources[name]]}: {self.sources[name]} has shape "
-                                    f"{list(stored)} but config.json implies {list(t.shape)}")
+            implied = self.joined[name].shapes(tuple(t.shape)) if name in self.joined else {self.sources[name]: t.shape}
+            for stored_name, shape in implied.items():
+                stored = self.ckpt.specs[stored_name].shape
+                if stored != tuple(shape):
+                    raise MinitronError(f"{self.ckpt.files[stored_name]}: {stored_name} has shape "
+                                        f"{list(stored)} but config.json implies {list(shape)}")
 
     def stored_spec(self, name: str) -> TensorSpec:
-        return self.ckpt.specs[self.sources[name]]
+        """The stored type and shape of the entry `name` (of its first stored part, when it joins several)."""
+        return self.ckpt.specs[self._stored(name)[0]]
 
     def materialise(self, module: nn.Module) -> None:
         keys = [self.prefix[id(module)] + k for k in module.state_dict(keep_vars=True)]
-        tensors = self.ckpt.read([self.sources[k] for k in keys], self.dtype, self.device)
+        tensors = self.ckpt.read(list(dict.fromkeys(n for k in keys for n in self._stored(k))), self.dtype, self.device)
         start = len(self.prefix[id(module)])
-        module.load_state_dict({k[start:]: tensors[self.sources[k]] for k in keys}, assign=True)
+        entries = {k: self.joined[k].join(tensors) if k in self.joined else tensors[self.sources[k]] for k in keys}
+        module.load_state_dict({k[start:]: t for k, t in entries.items()}, assign=True)
 
     @staticmethod
     def release(module: nn.Module) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from minitron.arch import PRUNABLE_SIZES, arch_of
+from minitron.arch import arch_of, prunable_sizes
 from minitron.errors import MinitronError, whole_number, require
 from minitron.gguf_read import convert
 from minitron.io import atomic_dir, write_json
@@ -245,7 +245,7 @@ def load_config(spec: str | Path):
             problem = " ".join(str(e).split())[:200] or type(e).__name__
             raise MinitronError(f"cannot read {path / 'config.json'}: {problem}") from None
         arch_of(config)
-    for name in PRUNABLE_SIZES + ("vocab_size",):  # every size a model has must be a positive whole number
+    for name in prunable_sizes(config) + ("vocab_size",):  # every size a model has must be a positive whole number
         whole_number(getattr(config, name, None), f"{path / 'config.json'}: {name}")
     return config
 

@@ -61,7 +61,8 @@ def plot_importance(scores_dir: Path, out: Path) -> Path | None:
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 6))
     panels = [(axes[0, 0], w["heads"].mean(1), "attention heads: mean importance", "layer"),
-              (axes[0, 1], w["mlp"].mean(1), "MLP neurons: mean importance", "layer"),
+              (axes[0, 1], w["mlp"].flatten(1).mean(1),  # a mixture of experts: over every expert's neurons
+               f"{'experts' if w['mlp'].dim() == 3 else 'MLP'} neurons: mean importance", "layer"),
               (axes[1, 0], scores.layer("bi"), "Block Influence (1 - cos)", "layer")]
     for ax, values, title, xlabel in panels:
         ax.bar(range(len(values)), values.tolist())

@@ -1,5 +1,6 @@
 """`minitron search`: the best student shape under a parameter budget, found the way the Minitron papers do it:
-enumerate every shape (hidden_size, num_attention_heads, intermediate_size, num_hidden_layers) within a tolerance
+enumerate every shape (hidden_size, num_attention_heads, intermediate_size, num_hidden_layers; of a mixture of
+experts, each expert's neurons and num_experts) within a tolerance
 of the budget, score every one zero-shot from importance scores computed once (prune in memory, LM loss on the dev
 split), distil the best few for the same short token budget each, rank them again on dev, and prune the winner.
 
@@ -18,12 +19,14 @@ import shutil
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
+from itertools import product
 from pathlib import Path
 from typing import Literal
 
 import torch
 from tqdm import tqdm
 
+from minitron.arch import EXPERTS, arch_of
 from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located
@@ -49,11 +52,21 @@ SCREEN_KEEP = 24  # (benchmarks/search_speed.py: the same first four as measurin
 SEARCHED = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers")
 
 
+LETTERS = {"hidden_size": "h", "num_attention_heads": "a", "num_hidden_layers": "l", EXPERTS: "e"}  # candidate names
+
+
+def searched(config) -> tuple[str, ...]:
+    """The sizes the search varies, by the config's names: `SEARCHED` with the family's MLP size (Qwen3-MoE's
+    moe_intermediate_size), and a mixture of experts' number of experts."""
+    arch = arch_of(config)
+    return tuple(arch.mlp_size if a == "intermediate_size" else a for a in SEARCHED) + ((EXPERTS,) if arch.moe else ())
+
+
 @dataclass
 class Candidate:
     """One student shape and what the search measured of it."""
 
-    sizes: dict[str, int]  # the SEARCHED sizes
+    sizes: dict[str, int]  # the `searched` sizes, in order
     params: int  # exact parameter count
     zero_shot_loss: float | None = None  # held-out LM loss pruned, before any training (every dev window)
     screen_loss: float | None = None  # the same on the screening windows (only when candidates were screened)
@@ -62,9 +75,7 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        s = self.sizes
-        return (f"h{s['hidden_size']}-a{s['num_attention_heads']}-f{s['intermediate_size']}"
-                f"-l{s['num_hidden_layers']}")
+        return "-".join(f"{LETTERS.get(a, 'f')}{v}" for a, v in self.sizes.items())  # h576-a9-f1536-l30
 
 
 # ------------------------------------------------------------------------------ the candidates
@@ -88,26 +99,38 @@ class ParamCounter:
 
     For a fixed hidden_size a model's parameters are base + layers * (c + a_heads * heads + a_mlp * neurons): the
     embeddings, final norm and lm_head do not depend on the layers, and a layer's attention is affine in its query
-    heads and its MLP in its neurons. Four builds per hidden_size give the four numbers."""
+    heads and its MLP in its neurons. Four builds per hidden_size give the four numbers. A mixture of experts' MLP is
+    experts * (a_expert + a_mlp * neurons) (each expert's router row, and its neurons): one build more."""
 
     def __init__(self, config):
         self.config, self.coef = config, {}
-
-    def _build(self, hidden: int, heads: int, mlp: int, layers: int) -> int:
-        sizes = dict(hidden_size=hidden, num_attention_heads=heads, intermediate_size=mlp, num_hidden_layers=layers)
-        return params_of(target_config(self.config, sizes, validate=False))  # arithmetic: not every build is valid
+        self.axes, self.moe = searched(config), arch_of(config).moe
 
     def __call__(self, sizes: dict[str, int]) -> int:
         D = sizes["hidden_size"]
         if D not in self.coef:
-            H0, F0 = self.config.num_attention_heads, self.config.intermediate_size
-            one = self._build(D, H0, F0, 1)
-            layer = self._build(D, H0, F0, 2) - one
-            a_heads, a_mlp = self._build(D, H0 + 1, F0, 1) - one, self._build(D, H0, F0 + 1, 1) - one
-            self.coef[D] = (one - layer, layer - a_heads * H0 - a_mlp * F0, a_heads, a_mlp)
-        base, c, a_heads, a_mlp = self.coef[D]
-        return base + sizes["num_hidden_layers"] * (c + a_heads * sizes["num_attention_heads"] +
-                                                    a_mlp * sizes["intermediate_size"])
+            self.coef[D] = self._coefficients(D)
+        base, c, a_heads, a_mlp, a_expert = self.coef[D]
+        heads, mlp, layers = sizes["num_attention_heads"], sizes[self.axes[2]], sizes["num_hidden_layers"]
+        experts = sizes[EXPERTS] if self.moe else 1
+        return base + layers * (c + a_heads * heads + experts * (a_expert + a_mlp * mlp))
+
+    def _coefficients(self, D: int) -> tuple[int, ...]:
+        """(base, c, a_heads, a_mlp, a_expert) at hidden size D (a dense model's a_expert: 0, its MLP being one
+        expert)."""
+        teacher = {a: getattr(self.config, a) for a in self.axes}
+        H0, F0, E0 = teacher["num_attention_heads"], teacher[self.axes[2]], teacher.get(EXPERTS, 1)
+
+        def build(layers: int, **change) -> int:
+            shape = {**teacher, "hidden_size": D, "num_hidden_layers": layers, **change}
+            return params_of(target_config(self.config, shape, validate=False))  # arithmetic: not every build is valid
+
+        one = build(1)
+        layer = build(2) - one
+        a_heads = build(1, num_attention_heads=H0 + 1) - one
+        a_mlp = (build(1, **{self.axes[2]: F0 + 1}) - one) // E0
+        a_expert = build(1, **{EXPERTS: E0 + 1}) - one - a_mlp * F0 if self.moe else 0
+        return one - layer, layer - a_heads * H0 - E0 * (a_expert + a_mlp * F0), a_heads, a_mlp, a_expert
 
 
 def axis_values(config, axis: str, step: int, floor: int) -> list[int]:
@@ -119,7 +142,8 @@ def axis_values(config, axis: str, step: int, floor: int) -> list[int]:
 
 def default_steps(config) -> dict[str, int]:
     """Hidden and MLP sizes in multiples of 64, query heads in whole KV groups (the same number per group), layers."""
-    return {"hidden_size": 64, "intermediate_size": 64, "num_attention_heads": config.num_key_value_heads,
+    return {"hidden_size": 64, arch_of(config).mlp_size: 64, "num_attention_heads": config.num_key_value_heads,
+            **({EXPERTS: max(1, getattr(config, EXPERTS) // 8)} if arch_of(config).moe else {}),
             "num_hidden_layers": 1}
 
 
@@ -127,28 +151,27 @@ def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int
                      floors: dict[str, int] | None = None) -> list[Candidate]:
     """Every shape but the teacher's within ±tolerance of `budget` parameters that stock transformers accepts,
     with its exact parameter count, in order of shape."""
-    steps, floors = {**default_steps(config), **(steps or {})}, floors or {}
+    steps, floors, axes = {**default_steps(config), **(steps or {})}, floors or {}, searched(config)
     for name, d in (("steps", steps), ("floors", floors)):
-        bad = sorted(set(d) - set(SEARCHED))
+        bad = sorted(set(d) - set(axes))
         if bad or any(type(v) is not int or v < 1 for v in d.values()):
-            raise MinitronError(f"--{name} takes positive whole numbers for {', '.join(SEARCHED)}, got {d}")
+            raise MinitronError(f"--{name} takes positive whole numbers for {', '.join(axes)}, got {d}")
     if steps["num_attention_heads"] % config.num_key_value_heads:
         raise MinitronError(f"the step of num_attention_heads must be a multiple of num_key_value_heads="
                             f"{config.num_key_value_heads} (the same number of query heads in every KV group)")
-    values = {a: axis_values(config, a, steps[a], floors.get(a, 1)) for a in SEARCHED}
-    count, teacher = ParamCounter(config), tuple(getattr(config, a) for a in SEARCHED)
+    lowest = {EXPERTS: getattr(config, "num_experts_per_tok", 1)}  # a token's experts, at least
+    values = [axis_values(config, a, steps[a], max(floors.get(a, 1), lowest.get(a, 1))) for a in axes]
+    count, teacher = ParamCounter(config), tuple(getattr(config, a) for a in axes)
     lo, hi = budget * (1 - tolerance), budget * (1 + tolerance)
     out = []
-    for D in values["hidden_size"]:
-        for H in values["num_attention_heads"]:
-            if not valid_width(config, D, H):
-                continue
-            for F in values["intermediate_size"]:
-                for L in values["num_hidden_layers"]:
-                    sizes = dict(zip(SEARCHED, (D, H, F, L)))
-                    n = count(sizes)
-                    if lo <= n <= hi and (D, H, F, L) != teacher:
-                        out.append(Candidate(sizes, n))
+    for D, H in product(*values[:2]):
+        if not valid_width(config, D, H):
+            continue
+        for rest in product(*values[2:]):
+            sizes = dict(zip(axes, (D, H, *rest)))
+            n = count(sizes)
+            if lo <= n <= hi and (D, H, *rest) != teacher:
+                out.append(Candidate(sizes, n))
     return out
 
 
@@ -177,7 +200,7 @@ def spread(candidates: list[Candidate], k: int, config) -> list[Candidate]:
     teacher's, starting from the candidate nearest the middle."""
     if len(candidates) <= k:
         return candidates
-    x = torch.tensor([[c.sizes[a] / getattr(config, a) for a in SEARCHED] for c in candidates])
+    x = torch.tensor([[c.sizes[a] / getattr(config, a) for a in searched(config)] for c in candidates])
     chosen = [int((x - x.mean(0)).norm(dim=1).argmin())]
     dist = (x - x[chosen[0]]).norm(dim=1)
     while len(chosen) < k:
@@ -316,7 +339,8 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
             an interrupted search resumes from it
         tolerance: candidates within ±tolerance of the budget (0.05: ±5 percent)
         steps: step of each searched size, e.g. hidden_size=64,intermediate_size=64,num_attention_heads=3,
-            num_hidden_layers=1 (default: 64, 64, the KV groups, 1)
+            num_hidden_layers=1 (default: 64, 64, the KV groups, 1; Qwen3-MoE's MLP size is moe_intermediate_size;
+            a mixture of experts' num_experts in eighths of the teacher's, down to num_experts_per_tok)
         floors: smallest value of each searched size, e.g. num_hidden_layers=16,hidden_size=256
         max_candidates: score only this many shapes zero-shot, spread over those found (default: every one)
         distill_top: distil the best K by zero-shot loss and rank them again (0: rank zero-shot only)
@@ -474,15 +498,15 @@ def write_results(work: Path, settings: dict, candidates: list[Candidate], secon
                 if any(r["screen_loss"] is not None for r in rows) else "") + ". Distilled: the same loss after "
              f"{settings['distill']['tokens']:,} tokens of distillation."
              + (f" The first {SHOWN} by rank; search.json has every one." if len(rows) > SHOWN else ""), "",
-             "| rank | zero-shot rank | hidden_size | num_attention_heads | intermediate_size | num_hidden_layers | "
-             "parameters | screening loss | zero-shot loss | distilled loss |", "|---" * 10 + "|"]
+             f"| rank | zero-shot rank | {' | '.join(rows[0]['sizes'])} | "
+             "parameters | screening loss | zero-shot loss | distilled loss |",
+             "|---" * (len(rows[0]["sizes"]) + 6) + "|"]
     for r in rows[:SHOWN]:
-        s = r["sizes"]
+        shape = " | ".join(str(v) for v in r["sizes"].values())
         after = f"{r['distilled_loss']:.3f}" if r["distilled_loss"] is not None else (
             f"failed: {r['error']}" if r["error"] else "")
         zs, sc = (f"{r[k]:.3f}" if r[k] is not None else "" for k in ("zero_shot_loss", "screen_loss"))
-        lines.append(f"| {r['rank']} | {r['zero_shot_rank']} | {s['hidden_size']} | {s['num_attention_heads']} | "
-                     f"{s['intermediate_size']} | {s['num_hidden_layers']} | {r['params']:,} | {sc} | {zs} | {after} |")
+        lines.append(f"| {r['rank']} | {r['zero_shot_rank']} | {shape} | {r['params']:,} | {sc} | {zs} | {after} |")
     (work / "search.md").write_text("\n".join(lines) + "\n")
     if plot:
         plot_ranks(rows, work / "search.png")

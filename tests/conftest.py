@@ -10,12 +10,14 @@ import torch
 from transformers import (ApertusConfig, ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig,
                           Ernie4_5Config, Exaone4Config, Gemma2Config, Gemma3TextConfig, GemmaConfig, Glm4Config,
                           GraniteConfig, HunYuanDenseV1Config, LlamaConfig, Ministral3Config, MistralConfig,
-                          NemotronConfig, Olmo2Config, Olmo3Config, Phi3Config, Qwen2Config, Qwen3Config, SeedOssConfig,
-                          SmolLM3Config)
+                          MixtralConfig, NemotronConfig, Olmo2Config, Olmo3Config, OlmoeConfig, Phi3Config, Qwen2Config,
+                          Qwen3Config, Qwen3MoeConfig, SeedOssConfig, SmolLM3Config)
+
+from minitron.arch import arch_of
 
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
-            "cohere2", "olmo2", "olmo3", "exaone4"]
+            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -91,7 +93,29 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         turns = (["sliding_attention"] * 3 + ["full_attention"]) * sizes["num_hidden_layers"]
         return Exaone4Config(**{"sliding_window": 8, "layer_types": turns[:sizes["num_hidden_layers"]], **sizes},
                              pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "qwen3_moe":  # six experts, two a token, per-head q/k norms, as Qwen3-30B-A3B (expert width: SIZES')
+        return Qwen3MoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, "norm_topk_prob": True,
+                                 "moe_intermediate_size": sizes.pop("intermediate_size"), **sizes},
+                              pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "mixtral":  # six experts, two a token (intermediate_size: each expert's neurons)
+        return MixtralConfig(**{"num_local_experts": 6, "num_experts_per_tok": 2, **sizes}, pad_token_id=None,
+                             bos_token_id=None, eos_token_id=None)
+    if family == "olmoe":  # six experts, two a token; attention hidden_size wide (q/k norms sized by it)
+        return OlmoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, **sizes,
+                              "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
+                           pad_token_id=None, bos_token_id=None, eos_token_id=None)
     raise ValueError(family)
+
+
+def own_names(config, sizes: dict) -> dict:
+    """`sizes` with intermediate_size under the family's name for its MLP's neurons (Qwen3-MoE's
+    moe_intermediate_size), and for a family whose attention is hidden_size wide (OLMoE) hidden_size as wide as the
+    target's heads."""
+    arch = arch_of(config)
+    sizes = {arch.mlp_size if k == "intermediate_size" else k: v for k, v in sizes.items()}
+    if arch.attention_is_hidden and "hidden_size" in sizes:
+        sizes["hidden_size"] = sizes.get("num_attention_heads", config.num_attention_heads) * config.head_dim
+    return sizes
 
 
 def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):

@@ -53,6 +53,8 @@ YARN_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "origina
 EXAONE4_GLOBAL = dict(sliding_window=None, layer_types=["full_attention"] * 4)
 EXAONE4_32B = dict(num_hidden_layers=64, sliding_window=8,
                    layer_types=(["sliding_attention"] * 3 + ["full_attention"]) * 16)
+# OLMoE as released: as many KV heads as query heads (llama.cpp's olmoe graph builds its k norm hidden_size wide)
+MHA = dict(num_key_value_heads=8)
 # YaRN as the released OLMo 3 configs write it: the attention factor spelt out, 0.1 ln(factor) + 1 (what llama.cpp and
 # transformers derive), and the betas at their defaults
 OLMO3_YARN = {**YARN_ROPE, "attention_factor": 0.1 * math.log(4.0) + 1, "beta_fast": 32.0, "beta_slow": 1.0}
@@ -197,7 +199,10 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     already rotates interleaved pairs) 0.17; OLMo 3 without its window and layer pattern (or its window 1000) 0.73,
     with YaRN on its sliding layers as well as its global ones (llama.cpp scales only the global ones) 0.065; Hunyuan
     with RoPE's base left unstretched by its NTK alpha 0.048; Apertus with its xIELU scalars at their initial values
-    instead of the model's 0.021; EXAONE 4's 32B without its window key (llama.cpp's 4096 in place of 8) 0.63."""
+    instead of the model's 0.021; EXAONE 4's 32B without its window key (llama.cpp's 4096 in place of 8) 0.63; a
+    Qwen3-MoE without norm_topk_prob 0.0099 (llama.cpp renormalises the picked experts' weights whatever the file
+    says: 0 against the same model with it); an OLMoE with norm_topk_prob (llama.cpp never renormalises) 0.44 on a
+    model whose routing is near uniform."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -224,7 +229,10 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("hunyuan_v1_dense", "llama-bpe", "q8_0", True), ("apertus", None, "f16", False),
              ("apertus", "llama3", "q8_0", True), ("glm4", None, "f16", False), ("glm4", "llama-bpe", "q8_0", True),
              ("exaone4", "global", "f16", False), ("exaone4", "global-llama3", "q8_0", True),
-             ("exaone4", "32b", "f16", False)]
+             ("exaone4", "32b", "f16", False), ("qwen3_moe", None, "f16", False),
+             ("qwen3_moe", "llama-bpe", "q8_0", True), ("mixtral", None, "f16", False),
+             ("mixtral", "sentencepiece", "q8_0", False), ("olmoe", "mha", "f16", False),
+             ("olmoe", "mha", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -234,7 +242,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
         else:
             ropes = {"llama3": LLAMA3_ROPE, "linear": LINEAR_ROPE, "yarn": YARN_ROPE, "ministral3": MINISTRAL3_ROPE,
                      "olmo3": OLMO3_YARN}
-            extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "global": EXAONE4_GLOBAL,
+            extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "global": EXAONE4_GLOBAL, "mha": MHA,
                      "global-llama3": {**EXAONE4_GLOBAL, **scaled_rope(family, LLAMA3_ROPE)}, "32b": EXAONE4_32B,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
@@ -561,7 +569,8 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
     with pytest.raises(MinitronError, match="cannot export 'gpt_neox' models to GGUF; export supports llama, mistral, "
                                             "ministral3, qwen2, qwen3, ernie4_5, seed_oss, hunyuan_v1_dense, smollm3, "
                                             "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
-                                            "glm4, cohere, cohere2, olmo2, olmo3, exaone4"):
+                                            "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
+                                            "olmoe$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -607,6 +616,11 @@ REFUSED = [
                     "sliding layers only in a model of 64"),
     ("exaone4", {**EXAONE4_32B, "sliding_window": None, "layer_types": ["full_attention"] * 64},
      "EXAONE 4 model: llama.cpp's EXAONE 4 graph takes a model of 64 layers for the 32B"),
+    ("qwen3_moe", {"norm_topk_prob": False}, "Qwen3-MoE model without norm_topk_prob: llama.cpp's qwen3moe graph "
+                                             "always renormalises"),
+    ("olmoe", {**MHA, "norm_topk_prob": True}, "OLMoE model with norm_topk_prob: llama.cpp's olmoe graph never"),
+    ("olmoe", {}, r"OLMoE model with grouped-query attention \(8 query heads, 2 KV heads\): llama.cpp's olmoe graph "
+                  "builds its k norm hidden_size wide"),
 ]
 
 
@@ -621,7 +635,7 @@ def test_export_refuses_what_llama_cpp_cannot_run(tmp_path, family, settings, re
 # The settings of released checkpoints that export's checks read (their config.json, sizes left at the defaults):
 # OLMo 3 7B / 32B (YaRN on the global layers, its attention factor spelt out), Hunyuan 7B (NTK alpha as `rope_scaling`
 # of type dynamic), Gemma 7B (hidden_act "gelu", which transformers reads as the tanh GELU), Seed-OSS 36B, GLM-4 9B
-# 0414, Apertus 8B (Llama 3.1's RoPE, xIELU).
+# 0414, Apertus 8B (Llama 3.1's RoPE, xIELU), Qwen3-30B-A3B, Mixtral 8x7B, OLMoE-1B-7B.
 RELEASED = {
     "olmo3": dict(rope_theta=500000, sliding_window=4096, max_position_embeddings=65536,
                   rope_scaling={"attention_factor": 1.2079441541679836, "beta_fast": 32.0, "beta_slow": 1.0,
@@ -637,6 +651,11 @@ RELEASED = {
     "apertus": dict(hidden_act="xielu", rope_theta=12000000,
                     rope_scaling={"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                                   "original_max_position_embeddings": 8192, "rope_type": "llama3"}),
+    "qwen3_moe": dict(num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=True,
+                      head_dim=128, rope_theta=1000000.0, mlp_only_layers=[], decoder_sparse_step=1),
+    "mixtral": dict(num_local_experts=8, num_experts_per_tok=2, rope_theta=1000000.0, sliding_window=None),
+    "olmoe": dict(num_experts=64, num_experts_per_tok=8, num_attention_heads=16, num_key_value_heads=16,
+                  hidden_size=2048, intermediate_size=1024, norm_topk_prob=False, clip_qkv=None),
 }
 
 
@@ -673,6 +692,27 @@ def test_export_refuses_what_a_pruned_config_broke(tmp_path):
         with pytest.raises(MinitronError, match=refusal):
             export(str(tmp_path / name), tmp_path / f"{name}.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g2", "g2-untied", "g3", "n", "s"]  # no file
+
+
+def test_a_mixture_of_experts_is_written_stacked_over_its_experts(tmp_path):
+    """A layer's experts as one tensor a linear (experts, rows, columns), its router in f32 as llama.cpp's converter
+    writes it, and the expert numbers llama.cpp builds its graph from; no k-quant mix, whose choices differ for
+    experts."""
+    save_model(tmp_path / "hf", "qwen3_moe", byte_level_tokenizer())
+    reader = gguf.GGUFReader(export(str(tmp_path / "hf"), tmp_path / "m.gguf", "q8_0").gguf)
+    fields = {k: f.contents() for k, f in reader.fields.items()}
+    assert {k: fields[f"qwen3moe.{k}"] for k in ("expert_count", "expert_used_count",
+                                                  "expert_feed_forward_length")} == {
+        "expert_count": 6, "expert_used_count": 2, "expert_feed_forward_length": 96}
+    tensors = {t.name: t for t in reader.tensors}
+    assert [int(n) for n in tensors["blk.0.ffn_gate_exps.weight"].shape] == [64, 96, 6]  # GGUF lists dims inner first
+    assert [int(n) for n in tensors["blk.3.ffn_down_exps.weight"].shape] == [96, 64, 6]
+    assert tensors["blk.0.ffn_gate_inp.weight"].tensor_type == gguf.GGMLQuantizationType.F32
+    assert tensors["blk.0.ffn_up_exps.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
+    save_model(tmp_path / "mixtral", "mixtral", byte_level_tokenizer())
+    with pytest.raises(MinitronError, match="cannot export a mixture of experts as q4_k_m: llama.cpp's k-quant mixes"):
+        export(str(tmp_path / "mixtral"), tmp_path / "x.gguf", "q4_k_m")
+    assert not (tmp_path / "x.gguf").exists()
 
 
 def test_export_keeps_an_existing_file(tmp_path):
@@ -735,7 +775,9 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("hunyuan_v1_dense", None, "f16", False), ("hunyuan_v1_dense", None, "q4_0", True), ("apertus", None, "f16", False),
     ("apertus", "llama3", "q8_0", True), ("glm4", None, "f16", False), ("glm4", None, "q4_0", True),
     ("exaone4", "global", "f16", False), ("exaone4", "32b", "f16", True),
-    ("gemma", None, "q4_0", True),
+    ("gemma", None, "q4_0", True), ("qwen3_moe", None, "f16", False), ("qwen3_moe", None, "q8_0", True),
+    ("mixtral", None, "bf16", False), ("mixtral", None, "q4_0", True), ("olmoe", "mha", "f16", False),
+    ("olmoe", "mha", "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
@@ -755,13 +797,14 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
         extra = {"llama3": scaled_rope(family, LLAMA3_ROPE), "yarn": scaled_rope(family, YARN_ROPE),
                  "linear": scaled_rope(family, LINEAR_ROPE), "longrope": llama_cpp_check().PHI3_LONGROPE,
                  "ministral3": {"rope_parameters": MINISTRAL3_ROPE}, "global": EXAONE4_GLOBAL,
-                 "32b": EXAONE4_32B}.get(rope, {})
+                 "32b": EXAONE4_32B, "mha": MHA}.get(rope, {})
         model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf
     converted = load_model(str(out))
     assert_same_logits(model, converted, TOLERANCE[dtype])
-    if dtype in ("f16", "bf16"):  # the weights kept as the file stores them (exact, half the disk of fp32)
-        stored = {spec.dtype for spec in Checkpoint.open(resolve_model(str(out))).specs.values() if len(spec.shape) > 1}
+    if dtype in ("f16", "bf16"):  # the weights kept as the file stores them (exact, half the disk of fp32; routers f32)
+        stored = {spec.dtype for name, spec in Checkpoint.open(resolve_model(str(out))).specs.items()
+                  if len(spec.shape) > 1 and not name.endswith(".gate.weight")}
         assert stored == {torch.float16 if dtype == "f16" else torch.bfloat16}
     if rope != "own":  # an own query scale is folded into the weights before they are rounded; the reference rounds
         assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), converted, ROUNDED)  # them unfolded

@@ -186,7 +186,11 @@ def test_magnitude_of_a_neuron_and_a_head_in_fused_projections():
 def test_coupled_scores_cover_every_family(family):
     model = tiny_model(family)
     s = coupled_scores(model, arch_of(model.config), lambda p: p.detach().abs())
-    assert s["hidden"].shape == (64,) and s["heads"].shape == (4, 8) and s["mlp"].shape == (4, 96)
+    experts = (6,) if arch_of(model.config).moe else ()  # a mixture of experts: each expert's neurons, and experts
+    assert s["hidden"].shape == (64,) and s["heads"].shape == (4, 8) and s["mlp"].shape == (4, *experts, 96)
+    assert set(s) == {"hidden", "heads", "mlp", *(["experts"] if experts else [])}
+    if experts:
+        assert s["experts"].shape == (4, 6) and (s["experts"] > 0).all()
     assert (s["hidden"] > 0).all()
 
 
@@ -195,7 +199,8 @@ def test_wanda_input_norms_equal_the_inputs_squared(family):
     linear reads the very tensor a norm produced (q_proj, the MLP, lm_head), equal the inputs squared and summed."""
     model = tiny_model(family)
     layer, arch = model.model.layers[1], arch_of(model.config)
-    readers = {"attn_in": attention_inputs(layer, arch)[0], "mlp_in": mlp_inputs(layer, arch)[-1],
+    readers = {"attn_in": attention_inputs(layer, arch)[0],
+               "mlp_in": layer.mlp if arch.moe else mlp_inputs(layer, arch)[-1],  # a mixture of experts: its block
                "o_in": layer.self_attn.o_proj}
     expected = {key: capture(model, m).pow(2).sum((0, 1)) for key, m in readers.items()}
     expected["head_in"] = capture(model, model.get_output_embeddings()).pow(2).sum((0, 1))

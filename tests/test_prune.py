@@ -7,7 +7,7 @@ import torch
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
-from conftest import tiny_model
+from conftest import own_names, tiny_model
 from minitron.arch import PER_LAYER, arch_of, count_params, head_dim
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
@@ -38,16 +38,22 @@ def test_pruning_nothing_is_identity(family, tie, tmp_path):
 
 @pytest.mark.parametrize("tie", [False, True])
 def test_mlp_pruning_equals_zeroed_neurons(family, tie):
+    """Of a mixture of experts, each expert keeps neurons of its own (the router reads the layer's input: zeroing
+    down_proj columns changes no routing)."""
     model = tiny_model(family, tie)
-    keep = random_keep(96, 40, 4)
+    arch = arch_of(model.config)
+    experts = 6 if arch.moe else 1
+    keep = [torch.stack(random_keep(96, 40, experts, seed=l)) for l in range(4)]
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
         for layer, k in zip(zeroed.model.layers, keep):
-            mask = torch.ones(96, dtype=torch.bool)
-            mask[k] = False
-            layer.mlp.down_proj.weight[:, mask] = 0
+            mask = torch.ones(experts, 96, dtype=torch.bool).scatter_(1, k, False)
+            for e in range(experts):
+                down = layer.mlp.experts.down_proj[e] if arch.moe else layer.mlp.down_proj.weight
+                down[:, mask[e]] = 0
+    keep = keep if arch.moe else [k[0] for k in keep]
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, keep, []))
-    assert pruned.config.intermediate_size == 40
+    assert getattr(pruned.config, arch.mlp_size) == 40
     assert_close(logits(pruned), logits(zeroed))
 
 
@@ -126,14 +132,17 @@ def test_dropping_layers_equals_skipping_them(family, drop, tmp_path):
 @pytest.mark.parametrize("tie", [False, True])
 def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_path):
     model = tiny_model(family, tie)
-    target = dict(hidden_size=40, intermediate_size=48, num_attention_heads=2, num_key_value_heads=1,
-                  num_hidden_layers=3)
+    moe = arch_of(model.config).moe
+    experts = {"num_experts": 4} if moe else {}
+    target = own_names(model.config, dict(hidden_size=40, intermediate_size=48, num_attention_heads=2,
+                                          num_key_value_heads=1, num_hidden_layers=3, **experts))
     sizes = check_target(model.config, target)
     expected = params_of(target_config(model.config, sizes))
     r = random_scores(model.config, seed=0)
     chosen = [select_heads(s, 2, 2, 1) for s in r["heads"]]
-    plan = Plan(r["hidden"].topk(40).indices.sort().values, [c[0] for c in chosen], [c[1] for c in chosen],
-                [s.topk(48).indices.sort().values for s in r["mlp"]], [2])
+    plan = Plan(r["hidden"].topk(target["hidden_size"]).indices.sort().values, [c[0] for c in chosen],
+                [c[1] for c in chosen], [s.topk(48).indices.sort().values for s in r["mlp"]], [2],
+                [s.topk(4).indices.sort().values for s in r["experts"]] if moe else None)
     pruned = apply_plan(copy.deepcopy(model), plan)
     assert count_params(pruned) == expected
     pruned.save_pretrained(tmp_path)
@@ -164,8 +173,8 @@ def test_unsupported_architecture_is_refused_by_name():
 
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
                                             "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, granite, "
-                                            "hunyuan_v1_dense, llama, ministral3, mistral, nemotron, olmo2, olmo3, "
-                                            "phi3, qwen2, qwen3, seed_oss, smollm3"):
+                                            "hunyuan_v1_dense, llama, ministral3, mistral, mixtral, nemotron, olmo2, "
+                                            "olmo3, olmoe, phi3, qwen2, qwen3, qwen3_moe, seed_oss, smollm3"):
         arch_of(GPT2Config())
 
 

@@ -8,7 +8,8 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 import minitron.lazy
-from conftest import FAMILIES, cli_error, run_cli, tiny_model, tiny_tokenizer
+from conftest import FAMILIES, cli_error, own_names, run_cli, tiny_model, tiny_tokenizer
+from minitron.arch import arch_of
 from minitron.importance import Scores, compute_scores, random_scores
 from minitron.lazy import LazyModel
 from minitron.load import load_model
@@ -83,7 +84,8 @@ def test_bf16_compute_streamed_equals_in_memory_and_ranks_like_fp32(tmp_path):
 
 
 def random_plan(config, drop=(2,)):
-    sizes = check_target(config, TARGET, list(drop))
+    experts = {"num_experts": 4} if arch_of(config).moe else {}
+    sizes = check_target(config, own_names(config, {**TARGET, **experts}), list(drop))
     scores = Scores({f"random/{k}": v for k, v in random_scores(config, 0).items() if k != "layers"})
     return (make_plan(scores, config, sizes, PruneConfig(criterion="random", drop_layers=list(drop))),
             target_config(config, sizes, list(drop)))

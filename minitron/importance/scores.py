@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from minitron.arch import count_params
+from minitron.arch import EXPERTS, arch_of, count_params, prunable_sizes
 from minitron.errors import MinitronError
 from minitron.importance.weights import random_scores
 from minitron.io import atomic_dir, write_json
@@ -31,7 +31,6 @@ HeadScore = Literal["attn", "o_proj"]
 # a layer criterion -> the layer tensor it ranks by (for block: of blocks of k layers, `layer_key`)
 LayerCriterion = Literal["block", "loss", "bi", "random"]
 LAYER_SCORES = {"loss": "layers/loss", "bi": "layers/block_influence", "random": "layers/random"}
-SIZE_NAMES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers")
 
 
 @dataclass
@@ -42,10 +41,13 @@ class Scores:
     meta: dict = field(default_factory=dict)
 
     def width(self, criterion: str, seq_agg: str, batch_agg: str, hidden_score: str, head_score: str) -> dict:
-        """{"hidden", "heads", "mlp"} scores of one criterion; for activation also the aggregations and the
-        choice of hidden-channel score (`HIDDEN_SCORES`) and head score (`HEAD_SCORES`)."""
+        """{"hidden", "heads", "mlp"} scores of one criterion (and "experts", of a mixture of experts); for activation
+        also the aggregations and the choice of hidden-channel score (`HIDDEN_SCORES`) and head score
+        (`HEAD_SCORES`)."""
         prefix = f"activation/{seq_agg}-{batch_agg}" if criterion == "activation" else criterion
         names = {"hidden": "hidden", "heads": "heads", "mlp": "mlp"}
+        if f"{prefix}/experts" in self.tensors:
+            names["experts"] = "experts"
         if criterion == "activation":
             names.update(hidden=HIDDEN_SCORES[hidden_score], heads=HEAD_SCORES[head_score])
         missing = [f"{prefix}/{n}" for n in names.values() if f"{prefix}/{n}" not in self.tensors]
@@ -69,15 +71,15 @@ class Scores:
     def check_model(self, config, fingerprint: str, where: Path | str) -> None:
         """Refuse scores computed on another model: other sizes (recorded, or the tensors' lengths) or, when
         recorded, another weight fingerprint (`Checkpoint.fingerprint`)."""
-        sizes = {k: getattr(config, k) for k in SIZE_NAMES}
+        sizes = {k: getattr(config, k) for k in prunable_sizes(config)}
         recorded = self.meta.get("sizes") or {}
-        differ = [k for k in SIZE_NAMES if k in recorded and recorded[k] != sizes[k]]
+        differ = [k for k in sizes if k in recorded and recorded[k] != sizes[k]]
         if differ:
             raise MinitronError(f"the scores in {where} are for a model with "
                                 f"{', '.join(f'{k}={recorded[k]}' for k in differ)}, but this one has "
                                 f"{', '.join(f'{k}={sizes[k]}' for k in differ)}; score this model")
         lengths = {"hidden": sizes["hidden_size"], "hidden_pooled": sizes["hidden_size"],
-                   "mlp": sizes["intermediate_size"]}
+                   "mlp": sizes[arch_of(config).mlp_size], "experts": sizes.get(EXPERTS)}
         for name, t in self.tensors.items():
             part = name.rsplit("/", 1)[-1]
             if (part in lengths and t.shape[-1] != lengths[part]) or (
@@ -148,7 +150,7 @@ def random_tensors(config, seed: int) -> dict[str, torch.Tensor]:
 def model_meta(model: nn.Module, criteria: list[str]) -> dict:
     """What a Scores record says about the scored model (works on a meta-device skeleton too)."""
     return dict(criteria=sorted(criteria), params=count_params(model),
-                sizes={k: getattr(model.config, k) for k in SIZE_NAMES})
+                sizes={k: getattr(model.config, k) for k in prunable_sizes(model.config)})
 
 
 def check_streamable(criteria: list[str]) -> None:

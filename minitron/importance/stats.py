@@ -1,8 +1,9 @@
 """Activation statistics: forward hooks that reduce each activation (B, S, D) over the sequence (mean of |x|,
 L2 or variance) and accumulate it over the batch in fp32 (L2, mean or variance across sequences), for
-hidden channels (each norm's output, per norm), attention heads (o_proj's input per head, and each head's
-output after o_proj) and MLP neurons (down_proj's input); plus Block Influence and the input norms
-structured Wanda needs. One pass fills every combination.
+hidden channels (each norm's output, per norm), attention heads (o_proj's input per head, and each head's output after
+o_proj) and MLP neurons (down_proj's input; of a mixture of experts, each expert's, and each expert's routed
+contribution: `moe_activations`); plus Block Influence and the input norms structured Wanda needs. One pass fills every
+combination.
 
 Hidden channels, as the papers and NVIDIA's implementation define them: each decoder layer's input and
 post-attention norm aggregated on its own, then the per-norm scores summed (the final norm left out). The
@@ -13,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minitron.arch import Arch, attention_inputs, decoder_layers, final_norm, head_dim, layer_norms, mlp_inputs
+from minitron.arch import (EXPERTS, Arch, MoEWeights, attention_inputs, decoder_layers, final_norm, head_dim,
+                           layer_norms, mlp_inputs)
 
 AGGREGATIONS = ("mean", "l2", "var")
 
@@ -39,6 +41,32 @@ def projected_head_norms(per_head: torch.Tensor, o_weight: torch.Tensor) -> torc
     gram = torch.einsum("ohd,ohe->hde", w, w)
     sq = (torch.einsum("bshd,hde->bshe", per_head, gram) * per_head).sum(-1)
     return sq.clamp_min(0).sqrt()
+
+
+def moe_activations(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A mixture-of-experts block's activations for its input x (B, S, D), recomputed expert by expert as the block
+    routes them: (`seq_stats` of every expert's neurons (A, B, E, n), each expert's contribution to each token (B, S,
+    E)). A neuron's activation (down_proj's input) and an expert's contribution (its routing weight times the norm of
+    its output) count as 0 for a token not routed to it, so that the statistics are those of the dense (B, S, E, n)
+    and (B, S, E) tensors without building the first."""
+    B, S, D = x.shape
+    flat = x.detach().reshape(-1, D)
+    _, weights, chosen = block.gate(flat)
+    w = MoEWeights(block.gate, block.experts)
+    E, n = w.down.shape[0], w.down.shape[-1]
+    seq = torch.arange(B, device=x.device).repeat_interleave(S)
+    sums = torch.zeros(3, B, E, n, device=x.device)  # per sequence: sum |a|, sum a^2, sum a
+    contribution = torch.zeros(B * S, E, device=x.device)
+    for e in chosen.unique().tolist():
+        token, slot = torch.where(chosen == e)
+        gate, up = F.linear(flat[token], w.gate_up[e]).float().chunk(2, dim=-1)
+        a = block.experts.act_fn(gate) * up
+        out = F.linear(a.to(w.down.dtype), w.down[e]).float() * weights[token, slot, None].float()
+        contribution[token, e] = torch.linalg.vector_norm(out, dim=-1)
+        for i, t in enumerate((a.abs(), a.square(), a)):
+            sums[i, :, e].index_add_(0, seq[token], t)
+    var = (sums[1] / S - (sums[2] / S).square()).clamp_min(0)
+    return torch.stack([sums[0] / S, sums[1].sqrt(), var]), contribution.view(B, S, E)
 
 
 class Stat:
@@ -80,13 +108,15 @@ class ActivationRecorder:
     def __init__(self, model: nn.Module, arch: Arch, device: torch.device | str | None = None):
         self.model, self.arch, self.handles = model, arch, []
         cfg, dev = model.config, device or next(model.parameters()).device
-        L, D, H, Fn = cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size
+        L, D, H, Fn = cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, getattr(cfg, arch.mlp_size)
+        E = (getattr(cfg, EXPERTS),) if arch.moe else ()  # a mixture of experts: each expert's neurons
         # hidden channels, per norm: {norm name: one Stat per layer}, and the final norm (only pooled uses it)
         self.norms = {name: [Stat(D, device=dev) for _ in range(L)] for name in arch.norms}
         self.final = Stat(D, device=dev)
         self.heads = [Stat(H, device=dev) for _ in range(L)]  # attention output per head, before o_proj
         self.heads_o = [Stat(H, device=dev) for _ in range(L)]  # each head's contribution after o_proj
-        self.mlp = [Stat(Fn, device=dev) for _ in range(L)]
+        self.mlp = [Stat(*E, Fn, device=dev) for _ in range(L)]
+        self.experts = [Stat(*E, device=dev) for _ in range(L)] if arch.moe else []  # each one's contribution
         # squared input norms of the linears that consume each unit (structured Wanda)
         self.sq = {"attn_in": torch.zeros(L, D, device=dev), "mlp_in": torch.zeros(L, D, device=dev),
                    "head_in": torch.zeros(D, device=dev), "o_in": torch.zeros(L, H * head_dim(cfg), device=dev)}
@@ -119,6 +149,14 @@ class ActivationRecorder:
             self.sq["o_in"][layer] += per_head.square().sum((0, 1)).flatten()
         return hook
 
+    def _moe(self, layer: int):
+        def hook(module, args):
+            self.add_input_sq("mlp_in", args[0], layer)
+            neurons, contribution = moe_activations(module, args[0])
+            self.mlp[layer].add(neurons)
+            self._add(self.experts, contribution, layer)
+        return hook
+
     def _norm(self, name: str, layer: int):
         return lambda module, args, out: self._add(self.norms[name], out, layer)
 
@@ -138,9 +176,12 @@ class ActivationRecorder:
             for name, norm in zip(self.arch.norms, layer_norms(layer, self.arch)):
                 reg(norm.register_forward_hook(self._norm(name, i)))
             reg(layer.self_attn.o_proj.register_forward_pre_hook(self._heads(i)))
-            reg(layer.mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0], i)))
             reg(attention_inputs(layer, self.arch)[0].register_forward_pre_hook(self._sq("attn_in", i)))
-            reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))
+            if self.arch.moe:
+                reg(layer.mlp.register_forward_pre_hook(self._moe(i)))
+            else:
+                reg(layer.mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0], i)))
+                reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))
             reg(layer.register_forward_hook(self._block_influence(i), with_kwargs=True))
         reg(self.model.get_output_embeddings().register_forward_pre_hook(self._sq("head_in")))
         return self
@@ -159,6 +200,8 @@ class ActivationRecorder:
                      "heads": torch.stack([st.reduce(b) for st in self.heads], 1),  # (A, L, H)
                      "heads_oproj": torch.stack([st.reduce(b) for st in self.heads_o], 1),
                      "mlp": torch.stack([st.reduce(b) for st in self.mlp], 1)}
+            if self.experts:
+                units["experts"] = torch.stack([st.reduce(b) for st in self.experts], 1)  # (A, L, E)
             for i, s in enumerate(AGGREGATIONS):
                 for unit, t in units.items():
                     out[f"activation/{s}-{b}/{unit}"] = t[i].clone()  # own storage: safetensors refuses shared

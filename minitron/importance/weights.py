@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import (Arch, Rows, arch_of, attention_inputs, attention_rows, decoder_layers, embedding,
-                           final_norm, head_dim, layer_norms, mlp_inputs, neuron_rows, residual_readers,
-                           residual_writers)
+from minitron.arch import (EXPERTS, Arch, Rows, arch_of, attention_inputs, attention_rows, decoder_layers,
+                           embedding, final_norm, head_dim, layer_norms, mlp_inputs, moe_weights, neuron_rows,
+                           residual_readers, residual_writers)
 from minitron.numerics import cross_entropy_sum
 
 CHUNK_ROWS = 8192  # rows at a time when summing over embedding-sized matrices
@@ -40,49 +40,77 @@ def _row_sum(lin: nn.Linear | Rows, elem: Elem) -> torch.Tensor:
     return r + rows.of(elem(rows.linear.bias)) if rows.linear.bias is not None else r
 
 
-def unit_scores(hidden: torch.Tensor, heads: list[torch.Tensor], mlp: list[torch.Tensor]) -> dict:
-    return {"hidden": hidden.detach().float().cpu(), "heads": torch.stack(heads).detach().float().cpu(),
-            "mlp": torch.stack(mlp).detach().float().cpu()}
+def unit_scores(hidden: torch.Tensor, layers: list[dict[str, torch.Tensor]]) -> dict:
+    """The hidden-channel scores and each layer's unit scores ("heads", "mlp", a mixture of experts' "experts")
+    stacked over the layers."""
+    out = {"hidden": hidden.detach().float().cpu()}
+    for unit in layers[0]:
+        out[unit] = torch.stack([per_layer[unit] for per_layer in layers]).detach().float().cpu()
+    return out
 
 
-def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One decoder layer's part of `coupled_scores`: (hidden-channel sum, head scores, neuron scores)."""
+def coupled_moe(layer: nn.Module, elem: Elem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A mixture of experts' part of `coupled_layer`: (hidden-channel sum over the router's and experts' columns
+    and rows, each expert's neuron sums (E, n): gate and up rows and down columns, each expert's sum: all its
+    weights and its router row)."""
+    w = moe_weights(layer)
+    router, gate_up, down = elem(w.router.weight), elem(w.gate_up), elem(w.down)  # (E, D), (E, 2n, D), (E, D, n)
+    n = down.shape[-1]
+    neurons = gate_up[:, :n].sum(2) + gate_up[:, n:].sum(2) + down.sum(1)
+    return router.sum(0) + gate_up.sum((0, 1)) + down.sum((0, 2)), neurons, router.sum(1) + neurons.sum(1)
+
+
+def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[torch.Tensor, dict]:
+    """One decoder layer's part of `coupled_scores`: (hidden-channel sum, {"heads", "mlp", "experts"} scores)."""
     attn = layer.self_attn
     hidden = sum(column_sum(l.weight, elem) for l in residual_readers(layer, arch)) + \
-        sum(_row_sum(l, elem) for l in residual_writers(layer)) + sum(norm_sum(n, elem) for n in layer_norms(layer, arch))
+        sum(_row_sum(l, elem) for l in residual_writers(layer, arch)) + \
+        sum(norm_sum(n, elem) for n in layer_norms(layer, arch))
     query = attention_rows(layer, arch)[0]
-    heads = (_row_sum(query, elem) + column_sum(attn.o_proj.weight, elem)).view(-1, dim).sum(1)
-    mlp = sum(_row_sum(r, elem) for r in neuron_rows(layer, arch)) + column_sum(layer.mlp.down_proj.weight, elem)
-    return hidden, heads, mlp
+    units = {"heads": (_row_sum(query, elem) + column_sum(attn.o_proj.weight, elem)).view(-1, dim).sum(1)}
+    if arch.moe:
+        moe_hidden, units["mlp"], units["experts"] = coupled_moe(layer, elem)
+        return hidden + moe_hidden, units
+    units["mlp"] = sum(_row_sum(r, elem) for r in neuron_rows(layer, arch)) + column_sum(layer.mlp.down_proj.weight,
+                                                                                         elem)
+    return hidden, units
 
 
 def coupled_scores(model: nn.Module, arch: Arch, elem: Elem) -> dict:
     """Sum `elem(param)` over every weight coupled to each unit (Torch-Pruning's dependency groups).
 
     Hidden channels: embedding columns, norms, columns of residual readers, rows of residual writers,
-    final norm, lm_head columns. Heads: q rows and o columns. MLP neurons: gate/up rows, down columns.
+    final norm, lm_head columns. Heads: q rows and o columns. MLP neurons: gate/up rows, down columns. Experts: all
+    their weights and their router row.
     """
     hidden = column_sum(embedding(model).weight, elem) + norm_sum(final_norm(model), elem)
     if not model.config.tie_word_embeddings:
         hidden = hidden + column_sum(model.get_output_embeddings().weight, elem)
-    heads, mlp = [], []
+    layers = []
     for layer in decoder_layers(model):
-        h, hd, m = coupled_layer(layer, arch, head_dim(model.config), elem)
+        h, units = coupled_layer(layer, arch, head_dim(model.config), elem)
         hidden = hidden + h
-        heads.append(hd)
-        mlp.append(m)
-    return unit_scores(hidden, heads, mlp)
+        layers.append(units)
+    return unit_scores(hidden, layers)
 
 
 def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tensor],
-                i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                i: int) -> tuple[torch.Tensor, dict]:
     """One decoder layer's part of the structured Wanda scores (a unit's consumer weights |W| times the L2 norm
-    of its input channel; layer `i`'s input norms in `sq`): (hidden, heads, mlp)."""
+    of its input channel; layer `i`'s input norms in `sq`): (hidden, {"heads", "mlp"}). A mixture of experts' MLP
+    readers are its router and every expert's gate and up rows."""
     attn = layer.self_attn
+    if arch.moe:
+        w = moe_weights(layer)
+        mlp_read = column_sum(w.router.weight, abs32) + abs32(w.gate_up).sum((0, 1))
+        down = abs32(w.down).sum(1)  # (E, n)
+    else:
+        mlp_read = sum(column_sum(l.weight, abs32) for l in mlp_inputs(layer, arch))
+        down = column_sum(layer.mlp.down_proj.weight, abs32)
     hidden = sum(column_sum(l.weight, abs32) for l in attention_inputs(layer, arch)) * sq["attn_in"][i].sqrt() + \
-        sum(column_sum(l.weight, abs32) for l in mlp_inputs(layer, arch)) * sq["mlp_in"][i].sqrt()
+        mlp_read * sq["mlp_in"][i].sqrt()
     heads = (column_sum(attn.o_proj.weight, abs32) * sq["o_in"][i].sqrt()).view(-1, dim).sum(1)
-    return hidden, heads, column_sum(layer.mlp.down_proj.weight, abs32)  # mlp: times the input norm (`finish_wanda`)
+    return hidden, {"heads": heads, "mlp": down}  # mlp: times the input norm (`finish_wanda`)
 
 
 def wanda_head(weight: torch.Tensor, head_in_sq: torch.Tensor, rows_per_chunk: int | None = None) -> torch.Tensor:
@@ -91,8 +119,10 @@ def wanda_head(weight: torch.Tensor, head_in_sq: torch.Tensor, rows_per_chunk: i
 
 
 def finish_wanda(w: dict, act: dict) -> dict:
-    """Complete the neuron scores (down_proj |W| column sums) with the L2 over all tokens of its input."""
-    return {**w, "mlp": w["mlp"] * act["activation/l2-l2/mlp"]}
+    """Complete the neuron scores (down_proj |W| column sums) with the L2 over all tokens of its input; an expert's
+    score is the sum of its neurons'."""
+    mlp = w["mlp"] * act["activation/l2-l2/mlp"]
+    return {**w, "mlp": mlp, **({"experts": mlp.sum(-1)} if mlp.dim() == 3 else {})}
 
 
 def magnitude(p: torch.Tensor) -> torch.Tensor:
@@ -106,12 +136,13 @@ def abs32(p: torch.Tensor) -> torch.Tensor:
 
 def random_scores(config, seed: int) -> dict:
     """Uniform random scores of every unit and layer (the baseline criterion)."""
-    g = torch.Generator().manual_seed(seed)
-    L = config.num_hidden_layers
-    return {"hidden": torch.rand(config.hidden_size, generator=g),
-            "heads": torch.rand(L, config.num_attention_heads, generator=g),
-            "mlp": torch.rand(L, config.intermediate_size, generator=g),
-            "layers": torch.rand(L, generator=g)}
+    g, arch = torch.Generator().manual_seed(seed), arch_of(config)
+    L, experts = config.num_hidden_layers, (getattr(config, EXPERTS),) if arch.moe else ()
+    out = {"hidden": torch.rand(config.hidden_size, generator=g),
+           "heads": torch.rand(L, config.num_attention_heads, generator=g),
+           "mlp": torch.rand(L, *experts, getattr(config, arch.mlp_size), generator=g),
+           "layers": torch.rand(L, generator=g)}
+    return {**out, "experts": torch.rand(L, *experts, generator=g)} if arch.moe else out
 
 
 def taylor_scores(model: nn.Module, arch: Arch, batches: list[torch.Tensor]) -> dict:
@@ -136,15 +167,12 @@ class WeightScores:
         self.model, self.arch, self.dim = model, arch_of(model.config), head_dim(model.config)
         self.kinds = [c for c in ("magnitude", "wanda") if c in criteria]
         self.hidden = dict.fromkeys(self.kinds, 0)
-        self.heads = {c: [] for c in self.kinds}
-        self.mlp = {c: [] for c in self.kinds}
+        self.layers = {c: [] for c in self.kinds}  # each layer's {"heads", "mlp", ...} scores
 
-    def _add(self, kind: str, hidden: torch.Tensor, heads: torch.Tensor | None = None,
-             mlp: torch.Tensor | None = None) -> None:
+    def _add(self, kind: str, hidden: torch.Tensor, units: dict | None = None) -> None:
         self.hidden[kind] = self.hidden[kind] + hidden
-        if heads is not None:
-            self.heads[kind].append(heads)
-            self.mlp[kind].append(mlp)
+        if units is not None:
+            self.layers[kind].append(units)
 
     def embedding(self, emb: nn.Embedding) -> None:
         if "magnitude" in self.kinds:
@@ -168,7 +196,7 @@ class WeightScores:
     def tensors(self, act: dict) -> dict[str, torch.Tensor]:
         out = {}
         for kind in self.kinds:
-            scores = unit_scores(self.hidden[kind], self.heads[kind], self.mlp[kind])
+            scores = unit_scores(self.hidden[kind], self.layers[kind])
             scores = finish_wanda(scores, act) if kind == "wanda" else scores
             out.update({f"{kind}/{unit}": t for unit, t in scores.items()})
         return out

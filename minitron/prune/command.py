@@ -98,6 +98,8 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
                                                                "seq_len": prune.seq_len, "seed": prune.seed},
               "scores": str(scores) if scores else None, "params_before": before, "params_after": after,
               "streamed": streamed}
+    if plan.experts is not None:  # each student layer's experts, by the teacher layer's numbers
+        record["kept_experts"] = [e.tolist() for i, e in enumerate(plan.experts) if i not in set(plan.drop)]
     with atomic_dir(out, overwrite) as tmp:
         if streamed:
             written = write_pruned(path, plan, new_config, tmp)

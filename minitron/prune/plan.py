@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import PRUNABLE_SIZES, Arch, arch_of, count_params, per_layer_lists
+from minitron.arch import EXPERTS, Arch, arch_of, count_params, per_layer_lists, prunable_sizes, width_sizes
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
 from minitron.prune.slicing import drop_layers as drop_layer_modules
-from minitron.prune.slicing import (prune_heads, prune_hidden, prune_mlp, slice_layer_heads, slice_layer_hidden,
-                                    slice_layer_mlp)
+from minitron.prune.slicing import (prune_experts, prune_heads, prune_hidden, prune_mlp, slice_layer_experts,
+                                    slice_layer_heads, slice_layer_hidden, slice_layer_mlp)
 
 
 def check_target(config, target: dict[str, int], drop: list[int] | None = None) -> dict[str, int]:
@@ -21,10 +21,12 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
     if not isinstance(target, dict) or not all(isinstance(k, str) and type(v) is int for k, v in target.items()):
         raise MinitronError(f"target must be sizes like hidden_size=384,intermediate_size=1024 (a mapping of "
                             f"names to whole numbers), not {target!r}")
-    unknown = sorted(set(target) - set(PRUNABLE_SIZES))
+    names = prunable_sizes(config)
+    unknown = sorted(set(target) - set(names))
     if unknown:
-        raise MinitronError(f"cannot prune {', '.join(unknown)}; a target may set {', '.join(PRUNABLE_SIZES)}")
-    teacher = {k: getattr(config, k) for k in PRUNABLE_SIZES}
+        raise MinitronError(f"cannot prune {', '.join(unknown)} of this {config.model_type} model; a target may set "
+                            f"{', '.join(names)}")
+    teacher = {k: getattr(config, k) for k in names}
     for k, v in target.items():
         if not 1 <= v <= teacher[k]:
             raise MinitronError(f"target {k}={v} is impossible: it must be between 1 and the teacher's {teacher[k]}")
@@ -37,6 +39,9 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
             raise MinitronError(f"--prune.drop-layers removes {len(drop)} layers but the target asks for "
                                 f"num_hidden_layers={target['num_hidden_layers']}; give one or the other")
         sizes["num_hidden_layers"] = teacher["num_hidden_layers"] - len(drop)
+    if EXPERTS in sizes and sizes[EXPERTS] < config.num_experts_per_tok:
+        raise MinitronError(f"target {EXPERTS}={sizes[EXPERTS]} is impossible: every token is routed to "
+                            f"num_experts_per_tok={config.num_experts_per_tok} experts; keep at least that many")
     heads, kv = sizes["num_attention_heads"], sizes["num_key_value_heads"]
     per_group = teacher["num_attention_heads"] // teacher["num_key_value_heads"]
     if heads % kv:
@@ -65,7 +70,14 @@ def target_config(config, sizes: dict[str, int], drop: list[int] | None = None, 
 
 
 def validate_config(config) -> None:
-    """Run the family's own config checks, so nothing is written that stock transformers would refuse."""
+    """Run the family's own config checks, and minitron's where transformers has none (`Arch.attention_is_hidden`), so
+    nothing is written that stock transformers would refuse or fail to load."""
+    width = config.num_attention_heads * config.head_dim
+    if arch_of(config).attention_is_hidden and width != config.hidden_size:
+        raise MinitronError(f"the target is not a valid {config.model_type} model for transformers: it sizes the "
+                            f"attention by hidden_size, and num_attention_heads x head_dim = "
+                            f"{config.num_attention_heads} x {config.head_dim} = {width} is not hidden_size "
+                            f"{config.hidden_size}; prune heads and hidden channels together")
     if not hasattr(config, "validate"):
         return
     try:
@@ -99,12 +111,13 @@ class Plan:
     hidden: torch.Tensor | None  # kept hidden channels, or None to keep all
     heads: list[torch.Tensor] | None  # kept query heads per layer, grouped by KV group
     kv: list[torch.Tensor] | None  # kept KV groups per layer
-    mlp: list[torch.Tensor] | None  # kept MLP neurons per layer
+    mlp: list[torch.Tensor] | None  # kept MLP neurons per layer (of a mixture of experts: (experts, kept) per layer)
     drop: list[int]  # removed decoder layers
+    experts: list[torch.Tensor] | None = None  # kept experts per layer (a mixture of experts)
 
 
 def top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest scores, in ascending index order (ties broken by position)."""
+    """Indices of the k largest scores (of each row), in ascending index order (ties broken by position)."""
     return scores.float().topk(k, sorted=False).indices.sort().values
 
 
@@ -133,11 +146,13 @@ def layers_to_drop(scores: Scores, criterion: str, num_layers: int, keep: int) -
 def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig) -> Plan:
     """What survives pruning `config` to `sizes` (any of them: the rest stay the teacher's) by `prune`'s criteria."""
     sizes = check_target(config, sizes, prune.drop_layers)
-    L = config.num_hidden_layers
-    width = prune.width(scores) if any(sizes[k] != getattr(config, k) for k in PRUNABLE_SIZES[:4]) else None
+    L, mlp_size = config.num_hidden_layers, arch_of(config).mlp_size
+    width = prune.width(scores) if any(sizes[k] != getattr(config, k) for k in width_sizes(config)) else None
     hidden = top(width["hidden"], sizes["hidden_size"]) if sizes["hidden_size"] != config.hidden_size else None
-    mlp = [top(width["mlp"][l], sizes["intermediate_size"]) for l in range(L)] \
-        if sizes["intermediate_size"] != config.intermediate_size else None
+    mlp = [top(width["mlp"][l], sizes[mlp_size]) for l in range(L)] \
+        if sizes[mlp_size] != getattr(config, mlp_size) else None
+    experts = [top(width["experts"][l], sizes[EXPERTS]) for l in range(L)] \
+        if EXPERTS in sizes and sizes[EXPERTS] != getattr(config, EXPERTS) else None
     heads = kv = None
     if (sizes["num_attention_heads"], sizes["num_key_value_heads"]) != (config.num_attention_heads,
                                                                        config.num_key_value_heads):
@@ -145,13 +160,15 @@ def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig)
                                sizes["num_key_value_heads"]) for l in range(L)]
         heads, kv = [c[0] for c in chosen], [c[1] for c in chosen]
     drop = prune.drop_layers or layers_to_drop(scores, prune.layer_criterion, L, sizes["num_hidden_layers"])
-    return Plan(hidden, heads, kv, mlp, sorted(drop))
+    return Plan(hidden, heads, kv, mlp, sorted(drop), experts)
 
 
 def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
     arch = arch_of(model.config)
     if plan.mlp is not None:
         prune_mlp(model, arch, plan.mlp)
+    if plan.experts is not None:  # after the neurons: the plan's neurons are kept per teacher expert
+        prune_experts(model, plan.experts)
     if plan.heads is not None:
         prune_heads(model, arch, plan.heads, plan.kv)
     if plan.hidden is not None:
@@ -165,6 +182,8 @@ def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dim: int, plan: Plan, i
     """What `apply_plan` does to teacher decoder layer `i` (heads of `dim` channels), on that layer alone."""
     if plan.mlp is not None:
         slice_layer_mlp(layer, arch, plan.mlp[i])
+    if plan.experts is not None:
+        slice_layer_experts(layer, plan.experts[i])
     if plan.heads is not None:
         slice_layer_heads(layer, arch, dim, plan.heads[i], plan.kv[i])
     if plan.hidden is not None:
@@ -172,6 +191,7 @@ def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dim: int, plan: Plan, i
 
 
 def describe(config, sizes: dict[str, int], before: int, after: int) -> str:
-    lines = [f"  {k}: {getattr(config, k)} -> {sizes[k]}" for k in PRUNABLE_SIZES if sizes[k] != getattr(config, k)]
+    lines = [f"  {k}: {getattr(config, k)} -> {sizes[k]}" for k in prunable_sizes(config)
+             if sizes[k] != getattr(config, k)]
     lines.append(f"  parameters: {before:,} -> {after:,} ({after / before:.1%})")
     return "\n".join(lines)

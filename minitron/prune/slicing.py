@@ -10,12 +10,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minitron.arch import (Arch, Rows, attention_rows, decoder_layers, embedding, final_norm, head_dim, layer_norms,
-                           neuron_rows, per_layer_lists, residual_readers, residual_writers)
+from minitron.arch import (EXPERTS, Arch, Rows, attention_rows, decoder_layers, embedding, final_norm, head_dim,
+                           layer_norms, moe_weights, neuron_rows, per_layer_lists, residual_readers, residual_writers)
 
 
 def _param(t: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(t.contiguous(), requires_grad=True)
+
+
+def slice_param(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> None:
+    """Keep entries `index` along `dim` of the parameter `name` of `module` (a router's or the experts' weights)."""
+    t = getattr(module, name)
+    setattr(module, name, _param(t.index_select(dim, index.to(t.device))))
+
+
+def gather_param(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> None:
+    """Keep, of each expert (dim 0) of a 3D parameter, its own entries `index[e]` along `dim`."""
+    t = getattr(module, name)
+    shape = list(t.shape)
+    shape[dim] = index.shape[1]
+    index = index.to(t.device).view(index.shape[0], *(-1 if d == dim else 1 for d in range(1, t.dim())))
+    setattr(module, name, _param(t.gather(dim, index.expand(shape))))
 
 
 def slice_linear(linear: nn.Linear, dim: int, index: torch.Tensor) -> None:
@@ -58,7 +73,13 @@ def head_rows(heads: torch.Tensor, dim: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------- one module at a time
 
 def slice_layer_mlp(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
-    """Keep MLP neurons `keep` of one decoder layer."""
+    """Keep MLP neurons `keep` of one decoder layer; of a mixture of experts, `keep[e]` of each expert e."""
+    if arch.moe:
+        experts, n = layer.mlp.experts, layer.mlp.experts.down_proj.shape[-1]
+        gather_param(experts, "gate_up_proj", 1, torch.cat([keep, n + keep], 1))  # gate rows, then up rows
+        gather_param(experts, "down_proj", 2, keep)
+        experts.intermediate_dim = keep.shape[1]
+        return
     keep_rows([(rows, keep) for rows in neuron_rows(layer, arch)])
     slice_linear(layer.mlp.down_proj, 1, keep)
     if hasattr(layer.mlp, "intermediate_size"):
@@ -91,10 +112,25 @@ def slice_layer_hidden(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None
         slice_norm(norm, keep)
     for linear in residual_readers(layer, arch):
         slice_linear(linear, 1, keep)
-    for linear in residual_writers(layer):
+    for linear in residual_writers(layer, arch):
         slice_linear(linear, 0, keep)
     if hasattr(layer.self_attn, "hidden_size"):
         layer.self_attn.hidden_size = len(keep)
+    if arch.moe:
+        w = moe_weights(layer)
+        slice_param(w.router, "weight", 1, keep)
+        slice_param(w.experts, "gate_up_proj", 2, keep)
+        slice_param(w.experts, "down_proj", 1, keep)
+        w.router.hidden_dim = w.experts.hidden_dim = len(keep)
+
+
+def slice_layer_experts(layer: nn.Module, keep: torch.Tensor) -> None:
+    """Keep experts `keep` of one mixture-of-experts layer: their router rows and their weights."""
+    w = moe_weights(layer)
+    slice_param(w.router, "weight", 0, keep)
+    for name in ("gate_up_proj", "down_proj"):
+        slice_param(w.experts, name, 0, keep)
+    w.router.num_experts = w.experts.num_experts = len(keep)
 
 
 def slice_embedding(emb: nn.Embedding, arch: Arch, keep: torch.Tensor) -> None:
@@ -112,7 +148,14 @@ def prune_mlp(model: nn.Module, arch: Arch, keep: list[torch.Tensor]) -> None:
     """Keep neurons `keep[l]` (same count in every layer) of each layer's MLP."""
     for layer, idx in zip(decoder_layers(model), keep):
         slice_layer_mlp(layer, arch, idx)
-    model.config.intermediate_size = len(keep[0])
+    setattr(model.config, arch.mlp_size, keep[0].shape[-1])
+
+
+def prune_experts(model: nn.Module, keep: list[torch.Tensor]) -> None:
+    """Keep experts `keep[l]` (same count in every layer) of each mixture-of-experts layer."""
+    for layer, idx in zip(decoder_layers(model), keep):
+        slice_layer_experts(layer, idx)
+    setattr(model.config, EXPERTS, len(keep[0]))
 
 
 def prune_heads(model: nn.Module, arch: Arch, keep_q: list[torch.Tensor], keep_kv: list[torch.Tensor]) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import arch_of, decoder_layers, embedding, final_norm, head_dim
+from minitron.arch import EXPERTS, arch_of, decoder_layers, embedding, final_norm, head_dim, stored_as
 from minitron.io import own_config
 from minitron.lazy import LazyModel, skeleton
 from minitron.prune.plan import Plan, apply_layer_plan
@@ -25,14 +25,22 @@ def _teacher_name(name: str, kept: list[int]) -> str:
 
 
 def student_specs(lazy: LazyModel, new_config, kept: list[int]) -> dict[str, TensorSpec]:
-    """Names and shapes of the student's stored tensors (tied ones once), in the teacher's stored dtypes."""
-    student = skeleton(new_config, "meta")
-    stored, seen = {}, set()
+    """Names and shapes of the student's stored tensors (tied ones once; a mixture of experts' as checkpoints store
+    them, `arch.stored_as`), in the teacher's stored dtypes."""
+    student, arch = skeleton(new_config, "meta"), arch_of(new_config)
+    specs, seen = {}, set()
     for name, t in student.state_dict(keep_vars=True).items():
-        if id(t) not in seen:
-            stored[name] = t
-            seen.add(id(t))
-    return {n: TensorSpec(lazy.stored_spec(_teacher_name(n, kept)).dtype, tuple(t.shape)) for n, t in stored.items()}
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        dtype, layout = lazy.stored_spec(_teacher_name(name, kept)).dtype, stored_as(name, arch, _experts(new_config))
+        shapes = layout.shapes(tuple(t.shape)) if layout else {name: tuple(t.shape)}
+        specs.update({n: TensorSpec(dtype, shape) for n, shape in shapes.items()})
+    return specs
+
+
+def _experts(config) -> int:
+    return getattr(config, EXPERTS, 0)
 
 
 def _parts(lazy: LazyModel, plan: Plan, kept: list[int], tied: bool) -> list[tuple[nn.Module, str, Callable]]:
@@ -62,7 +70,7 @@ def write_pruned(path: Path | str, plan: Plan, new_config, out: Path, max_shard_
     lazy = LazyModel.open(path, "cpu", dtype=None)
     kept = [i for i in range(lazy.model.config.num_hidden_layers) if i not in set(plan.drop)]
     specs = student_specs(lazy, new_config, kept)
-    buffers = 0
+    arch, experts, buffers = arch_of(new_config), _experts(new_config), 0
     with SafetensorsWriter(out, specs, max_shard_bytes) as writer:
         parts = _parts(lazy, plan, kept, new_config.tie_word_embeddings)
         for module, prefix, cut in tqdm(parts, desc="writing (streamed)", unit="part", leave=False):
@@ -70,7 +78,9 @@ def write_pruned(path: Path | str, plan: Plan, new_config, out: Path, max_shard_
                 cut(module)
                 stored_buffers = dict(module.named_buffers())
                 for name, t in module.state_dict().items():
-                    writer.write(prefix + name, t)
+                    layout = stored_as(prefix + name, arch, experts)
+                    for stored_name, part in (layout.split(t) if layout else {prefix + name: t}).items():
+                        writer.write(stored_name, part)
                     buffers += t.numel() if name in stored_buffers else 0
     new_config.dtype = specs["model.embed_tokens.weight"].dtype
     own_config(new_config).save_pretrained(out)

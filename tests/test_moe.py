@@ -1,0 +1,178 @@
+"""Mixtures of experts (Qwen3-MoE, Mixtral): the experts' activations as recorded, experts pruned as if their router
+never picked them, the sizes a target may set, and checkpoints in the form transformers stores them."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch.testing import assert_close
+from transformers import AutoModelForCausalLM
+
+from conftest import cli_error, run_cli, save_tiny, tiny_config, tiny_model
+from minitron.arch import arch_of
+from minitron.errors import MinitronError
+from minitron.importance.stats import moe_activations, seq_stats
+from minitron.load import load_config
+from minitron.prune import Plan, apply_plan, check_target, params_of, target_config
+from minitron.search import budget_of, enumerate_shapes
+
+MOE = ["qwen3_moe", "mixtral", "olmoe"]
+IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+def layer_input(model, i: int) -> torch.Tensor:
+    """What layer i's MoE block reads (its post-attention norm's output) for IDS."""
+    seen = []
+    handle = model.model.layers[i].mlp.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        model(IDS)
+    handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("family", MOE)
+def test_expert_activations_are_those_of_every_expert_run_densely(family):
+    """Every expert run on every token, its neurons and its routed contribution zeroed where the router did not pick
+    it: the sequence statistics of those dense tensors are what `moe_activations` records, and the routed
+    contributions sum to the block's output."""
+    model = tiny_model(family)
+    block = model.model.layers[1].mlp
+    x = layer_input(model, 1)
+    with torch.no_grad():
+        _, weights, chosen = block.gate(x.reshape(-1, 64))
+        routed = torch.zeros(24, 6).scatter_(1, chosen, weights)  # (tokens, experts): 0 where not routed
+        gate, up = torch.einsum("td,efd->tef", x.reshape(-1, 64), block.experts.gate_up_proj).chunk(2, dim=-1)
+        act = block.experts.act_fn(gate) * up  # (tokens, experts, neurons)
+        out = torch.einsum("ten,edn->ted", act, block.experts.down_proj) * routed[..., None]
+        act = act * (routed > 0)[..., None]
+        neurons, contribution = moe_activations(block, x)
+        assert_close(out.sum(1).view(2, 12, 64), block(x), rtol=1e-5, atol=1e-6)
+    assert_close(contribution, out.norm(dim=-1).view(2, 12, 6), rtol=1e-5, atol=1e-6)
+    assert_close(neurons, seq_stats(act.view(2, 12, 6 * 96)).view(3, 2, 6, 96), rtol=1e-5, atol=1e-6)
+    assert (contribution > 0).sum(-1).eq(2).all()  # two experts a token
+
+
+@pytest.mark.parametrize("family", MOE)
+def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path):
+    """Keeping experts [0, 2, 3, 5] gives the logits of the teacher whose router scores experts 1 and 4 at -inf (the
+    softmax over the kept experts: renormalised top-k weights or not, as Mixtral always, Qwen3-MoE with norm_topk_prob,
+    OLMoE without); the pruned model reloads in stock transformers with the same logits."""
+    model = tiny_model(family)
+    keep = torch.tensor([0, 2, 3, 5])
+    masked = copy.deepcopy(model)
+    for layer in masked.model.layers:
+        def route(x, gate=layer.mlp.gate):
+            logits = F.linear(x.reshape(-1, 64), gate.weight)
+            logits[:, [1, 4]] = float("-inf")
+            top, index = logits.softmax(-1).topk(2, dim=-1)
+            renormalised = getattr(gate, "norm_topk_prob", True)  # Mixtral's router always renormalises
+            return logits, top / top.sum(-1, keepdim=True) if renormalised else top, index
+        layer.mlp.gate.forward = route
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, [], [keep] * 4))
+    assert pruned.config.num_experts == 4 and pruned.model.layers[0].mlp.experts.gate_up_proj.shape == (4, 192, 64)
+    with torch.no_grad():
+        assert_close(pruned(IDS).logits, masked(IDS).logits, rtol=1e-5, atol=1e-5)
+        pruned.save_pretrained(tmp_path)
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+        assert_close(reloaded(IDS).logits, pruned(IDS).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", MOE)
+def test_a_target_prunes_the_families_own_sizes(family):
+    config = tiny_config(family)
+    mlp = arch_of(config).mlp_size
+    assert mlp == {"qwen3_moe": "moe_intermediate_size", "mixtral": "intermediate_size", "olmoe": "intermediate_size"}[family]
+    assert check_target(config, {mlp: 48, "num_experts": 3})[mlp] == 48
+    with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
+        check_target(config, {"num_experts": 1})
+    if family == "qwen3_moe":  # intermediate_size is the width of dense layers, which a sparse Qwen3-MoE has none of
+        with pytest.raises(MinitronError, match="cannot prune intermediate_size of this qwen3_moe model; a target may "
+                                                "set hidden_size, moe_intermediate_size, .*num_experts"):
+            check_target(config, {"intermediate_size": 48})
+
+
+def test_a_qwen3_moe_with_dense_layers_is_refused(tmp_path):
+    save_tiny(tmp_path, "qwen3_moe", mlp_only_layers=[1])
+    with pytest.raises(MinitronError, match="dense MLP layers among its mixture-of-experts ones"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize("family", MOE)
+def test_prune_writes_experts_as_transformers_stores_them(family, tmp_path, tiny_data):
+    """`minitron prune` scores the experts on the calibration text and keeps the best, streamed or not; the student
+    stores one tensor per expert and linear, under the family's names, and loads in stock transformers."""
+    save_tiny(tmp_path / "m", family)
+    mlp = arch_of(tiny_config(family)).mlp_size
+    args = ["--model", tmp_path / "m", "--data", tiny_data, "--prune.calib-seqs", 4, "--prune.seq-len", 16,
+            "--target", f"hidden_size=48,num_attention_heads=6,{mlp}=64,num_experts=4,num_hidden_layers=3"]
+    run_cli("prune", *args, "--stream", "--out", tmp_path / "s")
+    run_cli("prune", *args, "--no-stream", "--out", tmp_path / "n")
+    with safe_open(tmp_path / "s" / "model.safetensors", "pt") as f:
+        names = set(f.keys())
+    block, gate, up, down = arch_of(tiny_config(family)).stored_moe
+    assert {f"model.layers.2.{block}.experts.3.{w}.weight" for w in (gate, up, down)} <= names
+    assert f"model.layers.2.{block}.gate.weight" in names and not any("experts.4." in n for n in names)
+    streamed, in_memory = (AutoModelForCausalLM.from_pretrained(tmp_path / d).eval() for d in ("s", "n"))
+    assert streamed.config.num_experts == 4 and getattr(streamed.config, mlp) == 64
+    with torch.no_grad():
+        assert_close(streamed(IDS).logits, in_memory(IDS).logits, rtol=0, atol=0)
+    record = json.loads((tmp_path / "s" / "pruning.json").read_text())
+    assert record["target"]["num_experts"] == 4 and len(record["kept_experts"]) == 3
+    assert all(len(kept) == 4 and kept == sorted(kept) for kept in record["kept_experts"])
+
+
+def test_a_dense_model_has_no_experts_to_prune(capsys, tmp_path):
+    """A target may not set what the family does not have: num_experts of a dense model is refused in one line."""
+    save_tiny(tmp_path / "m", "llama")
+    err = cli_error(capsys, "prune", "--model", tmp_path / "m", "--target", "num_experts=2", "--dry-run")
+    assert "cannot prune num_experts of this llama model" in err
+
+
+def test_the_search_varies_each_experts_neurons_and_ranks_moe_shapes(tmp_path, tiny_data, one_thread):
+    """The search varies each expert's neurons (by the family's name, Qwen3-MoE's moe_intermediate_size) and the number
+    of experts (not below a token's two), its counts exact; a zero-shot search of a tiny Qwen3-MoE prunes the winner
+    and writes a table headed by the family's names."""
+    from test_search import run_search
+
+    config = tiny_config("qwen3_moe")
+    shapes = enumerate_shapes(config, budget_of(0.5, params_of(config)), 0.1,
+                              steps={"hidden_size": 16, "moe_intermediate_size": 32})
+    assert shapes and all(list(c.sizes) == ["hidden_size", "num_attention_heads", "moe_intermediate_size",
+                                            "num_hidden_layers", "num_experts"] for c in shapes)
+    assert {c.sizes["num_experts"] for c in shapes} == {2, 3, 4, 5, 6}  # steps of 6 // 8 = 1, from a token's 2
+    assert all(c.params == params_of(target_config(config, check_target(config, c.sizes))) for c in shapes)
+    assert shapes[0].name == "h{}-a{}-f{}-l{}-e{}".format(*shapes[0].sizes.values())
+    save_tiny(tmp_path / "m", "qwen3_moe")
+    result = run_search(tmp_path / "m", tiny_data, tmp_path, distill_top=0,
+                        steps={"hidden_size": 16, "moe_intermediate_size": 32})
+    best = AutoModelForCausalLM.from_pretrained(tmp_path / "best")
+    assert best.config.moe_intermediate_size == result["target"]["moe_intermediate_size"] < 96
+    assert "| moe_intermediate_size |" in (tmp_path / "work" / "search.md").read_text()
+
+
+def test_the_report_plots_a_mixture_of_experts_importance(tmp_path):
+    """The compress report's importance plot takes each layer's mean over every expert's neurons (it once failed on
+    the experts' (layers, experts, neurons) scores)."""
+    from minitron.importance import compute_scores
+    from minitron.report import plot_importance
+
+    model = tiny_model("qwen3_moe")
+    compute_scores(model, [IDS], ["activation"]).save(tmp_path / "scores")
+    assert plot_importance(tmp_path / "scores", tmp_path / "importance.png").stat().st_size > 0
+
+
+def test_olmoe_keeps_its_attention_as_wide_as_its_hidden_size(capsys, tmp_path):
+    """transformers sizes OLMoE's q/k norms by hidden_size: a target that prunes hidden channels without the heads
+    that match them is refused in one line, and one that prunes both is a model that loads."""
+    save_tiny(tmp_path / "m", "olmoe")
+    err = cli_error(capsys, "prune", "--model", tmp_path / "m", "--target", "hidden_size=48", "--dry-run")
+    assert ("num_attention_heads x head_dim = 8 x 8 = 64 is not hidden_size 48; prune heads and hidden channels "
+            "together") in err
+    run_cli("prune", "--model", tmp_path / "m", "--target", "hidden_size=48,num_attention_heads=6", "--prune.criterion",
+            "magnitude", "--out", tmp_path / "p")
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "p")
+    assert pruned.model.layers[0].self_attn.q_norm.weight.shape == (48,)
