@@ -15,9 +15,9 @@ quantised products).
 
 --tiny does the same for a tiny random model of every family minitron exports (Llama, Mistral, Ministral 3, Qwen2,
 Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3, GLM-4,
-Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4 (the 1.2B's kind), Qwen3-MoE, Mixtral, OLMoE; a byte-level BPE trained here),
-from a text prompt; --json writes its table's JSON. A mixture of experts is not exported in the k-quant mixes (export
-refuses them: llama.cpp's mixes pick other types for experts).
+Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4 (the 1.2B's kind), Qwen3-MoE, Mixtral, OLMoE, StableLM 2; a byte-level BPE
+trained here), from a text prompt; --json writes its table's JSON. A mixture of experts is not exported in the k-quant
+mixes (export refuses them: llama.cpp's mixes pick other types for experts).
 llama.cpp runs through node-llama-cpp's prebuilt CPU build (`make setup` installs it into the virtual environment;
 NODE_LLAMA_CPP names another copy of the package); nothing is compiled.
 """
@@ -49,7 +49,7 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
            "Explain in two sentences why the sky is blue."]
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
-            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe"]
+            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "stablelm"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -216,7 +216,8 @@ def tiny_model(family: str, seed: int = 0):
                                pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "mixtral": dict(num_local_experts=6, num_experts_per_tok=2),
              "olmoe": dict(num_experts=6, num_experts_per_tok=2, num_key_value_heads=8, pad_token_id=None,
-                           bos_token_id=None, eos_token_id=None)}.get(family, {})
+                           bos_token_id=None, eos_token_id=None),
+             "stablelm": dict(use_qkv_bias=True, head_dim=8)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():

@@ -39,8 +39,9 @@ class Arch:
     # How checkpoints name a mixture of experts: the block, and each expert's gate, up and down linears (transformers
     # joins them into its 3D tensors when it loads one and splits them when it saves)
     stored_moe: tuple[str, str, str, str] = ("mlp", "gate_proj", "up_proj", "down_proj")
-    # transformers sizes this family's attention by hidden_size (OLMoE's q/k norms), so a model of it keeps
-    # num_attention_heads x head_dim == hidden_size: heads and hidden channels are pruned together
+    # transformers sizes this family's attention by hidden_size (OLMoE's q/k norms, StableLM's head size as hidden_size
+    # / heads), so a model of it keeps num_attention_heads x head_dim == hidden_size: heads and hidden channels are
+    # pruned together
     attention_is_hidden: bool = False
 
     @property
@@ -78,6 +79,9 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # Apertus (8B, 70B): Llama's layout with norms of its own names, per-head q/k norms and a non-gated MLP whose xIELU
     # activation has two trained scalars a layer
     Arch("apertus", ("attention_layernorm", "feedforward_layernorm"), gated_mlp=False),
+    # StableLM 2 (1.6B, 3B, Zephyr): LayerNorms with biases, q/k/v biases, RoPE on a quarter of each head; transformers
+    # takes its head size as hidden_size / heads
+    Arch("stablelm", _PRE_POST, attention_is_hidden=True),
     Arch("phi3", _PRE_POST, fused_qkv=True, fused_mlp=True),  # q/k/v and gate/up fused; Phi-3, Phi-3.5, Phi-4-mini
     # GLM-4 (9B, 32B; 0414 and Z1): gate/up fused, q/k/v biases, a norm on each side of attention and of the MLP (those
     # in front score the hidden channels), RoPE on interleaved pairs of half of each head
@@ -153,6 +157,9 @@ def arch_of(config) -> Arch:
         names = ", ".join(getattr(config, "architectures", None) or []) or "unknown class"
         raise MinitronError(f"architecture {model_type!r} ({names}) is not supported; "
                             f"supported model types: {', '.join(sorted(FAMILIES))}")
+    if getattr(config, "qk_layernorm", False) or getattr(config, "use_parallel_residual", False):
+        raise MinitronError(f"this {model_type} model has per-head q/k LayerNorms or a parallel residual (StableLM 2 "
+                            "12B's); minitron prunes StableLM 2 1.6B and 3B")
     if getattr(config, "mlp_only_layers", None) or (getattr(config, "decoder_sparse_step", None) or 1) != 1:
         raise MinitronError(f"this {model_type} model has dense MLP layers among its mixture-of-experts ones "
                             "(mlp_only_layers, decoder_sparse_step); minitron prunes models whose every layer is "

@@ -1,6 +1,6 @@
-"""GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3,
-ERNIE 4.5, Seed-OSS, Hunyuan (dense), SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3,
-GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, and the mixtures of experts Qwen3-MoE, Mixtral and OLMoE) as one
+"""GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3, ERNIE
+4.5, Seed-OSS, Hunyuan (dense), SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3, GLM-4,
+Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2, and the mixtures of experts Qwen3-MoE, Mixtral and OLMoE) as one
 .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
@@ -67,8 +67,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
     Args:
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
             Ministral 3, Qwen2, Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan dense, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3
-            text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, Qwen3-MoE,
-            Mixtral or OLMoE checkpoint), a .gguf file or 'default'.
+            text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2,
+            Qwen3-MoE, Mixtral or OLMoE checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,

@@ -20,12 +20,13 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "olmo3": "olmo2",  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
              "exaone4": "exaone4", "qwen3_moe": "qwen3moe",
              "mixtral": "llama",  # Mixtral: Llama's graph with experts, as llama.cpp's converter writes it
-             "olmoe": "olmoe"}
+             "olmoe": "olmoe", "stablelm": "stablelm"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
-LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps"}
+LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
+                  "stablelm": "layer_norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
-OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe")
+OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
 NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).

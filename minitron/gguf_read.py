@@ -123,6 +123,7 @@ def read_config(meta: Metadata, reader, tensors: dict):
         settings["rms_norm_eps"] = required(meta, "attention.layer_norm_rms_epsilon", float)
     biases = {"attention_bias": "blk.0.attn_q.bias" in tensors, "mlp_bias": "blk.0.ffn_up.bias" in tensors,
               "use_bias": "blk.0.attn_q.bias" in tensors,  # ERNIE's one flag
+              "use_qkv_bias": "blk.0.attn_q.bias" in tensors,  # StableLM's
               "attention_out_bias": "blk.0.attn_output.bias" in tensors}  # Seed-OSS's o_proj
     defaults = AutoConfig.for_model(model_type)
     settings.update({name: value for name, value in biases.items() if hasattr(defaults, name)})

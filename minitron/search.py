@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from minitron.arch import EXPERTS, arch_of
+from minitron.arch import EXPERTS, arch_of, head_dim
 from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located
@@ -100,7 +100,8 @@ class ParamCounter:
     For a fixed hidden_size a model's parameters are base + layers * (c + a_heads * heads + a_mlp * neurons): the
     embeddings, final norm and lm_head do not depend on the layers, and a layer's attention is affine in its query
     heads and its MLP in its neurons. Four builds per hidden_size give the four numbers. A mixture of experts' MLP is
-    experts * (a_expert + a_mlp * neurons) (each expert's router row, and its neurons): one build more."""
+    experts * (a_expert + a_mlp * neurons) (each expert's router row, and its neurons): one build more. Where the
+    attention is hidden_size wide (`Arch.attention_is_hidden`), the heads are hidden_size / head_dim: a_heads is 0."""
 
     def __init__(self, config):
         self.config, self.coef = config, {}
@@ -119,6 +120,8 @@ class ParamCounter:
         """(base, c, a_heads, a_mlp, a_expert) at hidden size D (a dense model's a_expert: 0, its MLP being one
         expert)."""
         teacher = {a: getattr(self.config, a) for a in self.axes}
+        if arch_of(self.config).attention_is_hidden:  # its heads follow hidden_size: D / head_dim of them, always
+            teacher["num_attention_heads"] = D // head_dim(self.config)
         H0, F0, E0 = teacher["num_attention_heads"], teacher[self.axes[2]], teacher.get(EXPERTS, 1)
 
         def build(layers: int, **change) -> int:
@@ -127,7 +130,7 @@ class ParamCounter:
 
         one = build(1)
         layer = build(2) - one
-        a_heads = build(1, num_attention_heads=H0 + 1) - one
+        a_heads = 0 if arch_of(self.config).attention_is_hidden else build(1, num_attention_heads=H0 + 1) - one
         a_mlp = (build(1, **{self.axes[2]: F0 + 1}) - one) // E0
         a_expert = build(1, **{EXPERTS: E0 + 1}) - one - a_mlp * F0 if self.moe else 0
         return one - layer, layer - a_heads * H0 - E0 * (a_expert + a_mlp * F0), a_heads, a_mlp, a_expert

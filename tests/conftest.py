@@ -11,13 +11,13 @@ from transformers import (ApertusConfig, ArceeConfig, AutoModelForCausalLM, Cohe
                           Ernie4_5Config, Exaone4Config, Gemma2Config, Gemma3TextConfig, GemmaConfig, Glm4Config,
                           GraniteConfig, HunYuanDenseV1Config, LlamaConfig, Ministral3Config, MistralConfig,
                           MixtralConfig, NemotronConfig, Olmo2Config, Olmo3Config, OlmoeConfig, Phi3Config, Qwen2Config,
-                          Qwen3Config, Qwen3MoeConfig, SeedOssConfig, SmolLM3Config)
+                          Qwen3Config, Qwen3MoeConfig, SeedOssConfig, SmolLM3Config, StableLmConfig)
 
 from minitron.arch import arch_of
 
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
-            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe"]
+            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "stablelm"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -100,6 +100,9 @@ def tiny_config(family: str, tie: bool = False, **overrides):
     if family == "mixtral":  # six experts, two a token (intermediate_size: each expert's neurons)
         return MixtralConfig(**{"num_local_experts": 6, "num_experts_per_tok": 2, **sizes}, pad_token_id=None,
                              bos_token_id=None, eos_token_id=None)
+    if family == "stablelm":  # LayerNorms with biases, q/k/v biases, RoPE on a quarter of each head, as StableLM 2
+        return StableLmConfig(**{"use_qkv_bias": True, **sizes, "head_dim": sizes["hidden_size"] //
+                                 sizes["num_attention_heads"]}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "olmoe":  # six experts, two a token; attention hidden_size wide (q/k norms sized by it)
         return OlmoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, **sizes,
                               "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},

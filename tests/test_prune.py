@@ -174,7 +174,7 @@ def test_unsupported_architecture_is_refused_by_name():
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
                                             "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, granite, "
                                             "hunyuan_v1_dense, llama, ministral3, mistral, mixtral, nemotron, olmo2, "
-                                            "olmo3, olmoe, phi3, qwen2, qwen3, qwen3_moe, seed_oss, smollm3"):
+                                            "olmo3, olmoe, phi3, qwen2, qwen3, qwen3_moe, seed_oss, smollm3, stablelm"):
         arch_of(GPT2Config())
 
 
@@ -214,3 +214,15 @@ def test_seed_model_parameter_counts(tmp_path, config, target, teacher_params, s
     out = capsys.readouterr().out
     assert f"parameters: {teacher_params:,} -> {student_params:,}" in out
     assert list(tmp_path.iterdir()) == [tmp_path / "config.json"]  # nothing written, no weights needed
+
+
+def test_stablelm_2_12b_is_refused_by_what_it_has(tmp_path):
+    """StableLM 2 12B's per-head q/k LayerNorms and parallel residual are not what minitron's StableLM adapter
+    describes: refused in one line when the model is read."""
+    from conftest import save_tiny
+    from minitron.load import load_config
+
+    for name, setting in (("qk", {"qk_layernorm": True}), ("parallel", {"use_parallel_residual": True})):
+        save_tiny(tmp_path / name, "stablelm", **setting)
+        with pytest.raises(MinitronError, match="per-head q/k LayerNorms or a parallel residual .StableLM 2 12B's."):
+            load_config(tmp_path / name)

@@ -201,3 +201,15 @@ def test_dry_run_lists_the_shapes_and_writes_nothing(tiny_dir, tmp_path, capsys,
     assert len(search(0.6, str(tiny_dir), dry_run=True, tolerance=0.15, max_candidates=2)["shapes"]) == 2
     with pytest.raises(MinitronError, match="--out is required .* or use --dry-run"):
         search(0.6, str(tiny_dir))
+
+
+@pytest.mark.parametrize("family", ["stablelm", "olmoe"])
+def test_a_family_whose_attention_is_hidden_wide_searches_heads_with_hidden(family):
+    """StableLM's head size is hidden_size / heads and OLMoE's q norm is hidden_size wide: the search takes only
+    shapes with num_attention_heads x head_dim == hidden_size, and counts their parameters exactly (the affine count
+    in the heads at a fixed hidden size does not apply: StableLM cannot even be built with a ninth head at 64)."""
+    config = tiny_config(family)  # hidden 64: 8 heads of 8
+    shapes = enumerate_shapes(config, budget_of(0.5, params_of(config)), 0.2, steps={"hidden_size": 16})
+    assert shapes and all(c.sizes["num_attention_heads"] * 8 == c.sizes["hidden_size"] for c in shapes)
+    assert len({c.sizes["hidden_size"] for c in shapes}) > 1
+    assert all(c.params == params_of(target_config(config, check_target(config, c.sizes))) for c in shapes)
