@@ -48,7 +48,8 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
     Args:
         model: teacher: 'default' (SmolLM2-135M-Instruct), a Hugging Face directory, a Hub id (org/name) or a .gguf file
         target: sizes to prune to, e.g. hidden_size=4096,intermediate_size=11520 (also num_attention_heads,
-            num_key_value_heads, num_hidden_layers); may be left out with --prune.drop-layers
+            num_key_value_heads, num_hidden_layers; a mixture of experts: num_experts, and each expert's neurons by
+            its config's name, e.g. moe_intermediate_size); may be left out with --prune.drop-layers
         out: output directory for the pruned model
         prune: how units are ranked and which layers go (`--prune.criterion`, `--prune.drop-layers 16-23`, ...)
         scores: reuse importance scores saved by `minitron score` instead of running the model

@@ -18,7 +18,8 @@ def prune_model(model, scores, target=None, config=None, *, inplace: bool = Fals
     saved) -> the pruned `PreTrainedModel`, in memory; nothing is written.
 
     `target`: any of hidden_size, intermediate_size, num_attention_heads, num_key_value_heads, num_hidden_layers (the
-    rest stay the teacher's), or a `PruneConfig` in its place when --prune.drop-layers says which layers go; `config`:
+    rest stay the teacher's; a mixture of experts: num_experts, and its family's name for each expert's neurons,
+    `arch.prunable_sizes`), or a `PruneConfig` in its place when --prune.drop-layers says which layers go; `config`:
     how units are ranked (`PruneConfig`, default the papers'). A copy is pruned unless `inplace` (then `model` itself
     is sliced, as gpt-fast's tp.py does, and returned). `model` may also be a path, a Hub id or 'default'."""
     if isinstance(target, PruneConfig):
