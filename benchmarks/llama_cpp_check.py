@@ -15,9 +15,9 @@ quantised products).
 
 --tiny does the same for a tiny random model of every family minitron exports (Llama, Mistral, Ministral 3, Qwen2,
 Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3, GLM-4,
-Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4 (the 1.2B's kind), Qwen3-MoE, Mixtral, OLMoE, StableLM 2; a byte-level BPE
-trained here), from a text prompt; --json writes its table's JSON. A mixture of experts is not exported in the k-quant
-mixes (export refuses them: llama.cpp's mixes pick other types for experts).
+Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4 (the 1.2B's kind), Qwen3-MoE, Mixtral, OLMoE, Granite-MoE, StableLM 2; a
+byte-level BPE trained here), from a text prompt; --json writes its table's JSON. A mixture of experts is not exported
+in the k-quant mixes (export refuses them: llama.cpp's mixes pick other types for experts).
 llama.cpp runs through node-llama-cpp's prebuilt CPU build (`make setup` installs it into the virtual environment;
 NODE_LLAMA_CPP names another copy of the package); nothing is compiled.
 """
@@ -37,11 +37,11 @@ import copy
 import gguf
 import torch
 
-from minitron.arch import arch_of, stored_as
+from minitron.arch import arch_of, moe_block, moe_weights, num_experts, stored_as
 from minitron.export import PRE_TOKENIZERS, export
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_quant import TYPES, encode, tensor_type
-from minitron.gguf_layout import EXPERT_TENSOR, GGUF_ARCH, OUTPUT_REQUIRED, stacked_key, tensor_names
+from minitron.gguf_layout import GGUF_ARCH, OUTPUT_REQUIRED, experts_in_gguf, tensor_names
 from minitron.load import load_model, load_tokenizer
 
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
@@ -49,7 +49,7 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
            "Explain in two sentences why the sky is blue."]
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
-            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "stablelm"]
+            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -87,15 +87,14 @@ def quantized_reference(model, dtype: str):
     tied = config.tie_word_embeddings and arch not in OUTPUT_REQUIRED
     with torch.no_grad():
         for key, p in model.named_parameters():
-            if p.ndim == 2:
-                name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+            if p.ndim == 2:  # under the name a checkpoint stores it by (Granite-MoE's router.layer)
+                stored = stored_as(key, arch_of(config), num_experts(config))
+                name = names.get_name(stored.names[0][0] if stored else key, try_suffixes=(".weight", ".bias"))
                 p.copy_(rounded(p, name, dtype, config.num_hidden_layers, tied))
             elif p.ndim == 3:  # a mixture of experts' gate and up rows (or down), each in its GGUF tensor's type
-                layout = stored_as(key, arch_of(config), config.num_experts)
-                parts = [EXPERT_TENSOR.fullmatch(n) for n in layout.names[0]]
-                stacked = [names.get_name(stacked_key(int(m[1]), m[2], m[4]), try_suffixes=(".weight",)) for m in parts]
+                gguf_names = experts_in_gguf(key)
                 p.copy_(torch.cat([rounded(w, name, dtype, config.num_hidden_layers, tied)
-                                   for w, name in zip(p.chunk(len(parts), dim=1), stacked)], dim=1))
+                                   for w, name in zip(p.chunk(len(gguf_names), dim=1), gguf_names)], dim=1))
     return model
 
 
@@ -115,7 +114,9 @@ def router_gap(model, ids: list[int]) -> float:
     def hook(module, args, out):
         probs = out[0].float().softmax(-1).sort(-1, descending=True).values
         gaps.append(float((probs[:, k - 1] - probs[:, k]).min()))
-    handles = [layer.mlp.gate.register_forward_hook(hook) for layer in model.model.layers]
+    arch = arch_of(model.config)
+    handles = [moe_weights(moe_block(layer, arch), arch).router.register_forward_hook(hook)
+               for layer in model.model.layers]
     with torch.no_grad():
         model(torch.tensor([ids]))
     for h in handles:
@@ -217,7 +218,9 @@ def tiny_model(family: str, seed: int = 0):
              "mixtral": dict(num_local_experts=6, num_experts_per_tok=2),
              "olmoe": dict(num_experts=6, num_experts_per_tok=2, num_key_value_heads=8, pad_token_id=None,
                            bos_token_id=None, eos_token_id=None),
-             "stablelm": dict(use_qkv_bias=True, head_dim=8)}.get(family, {})
+             "stablelm": dict(use_qkv_bias=True, head_dim=8),
+             "granitemoe": dict(num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=12.0,
+                                residual_multiplier=0.22, attention_multiplier=0.1, logits_scaling=8.0)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():

@@ -36,9 +36,14 @@ class Arch:
     # tensors, `mlp.experts.gate_up_proj` (experts, 2 x neurons, hidden) and `.down_proj` (experts, hidden, neurons)
     moe: bool = False
     mlp_size: str = "intermediate_size"  # the config's name of each MLP's (each expert's) neurons
+    experts_size: str = "num_experts"  # the config's name of a mixture of experts' number of experts
+    moe_block: str = "mlp"  # the decoder layer's mixture-of-experts block (Granite-MoE: block_sparse_moe)
+    router: str = "gate"  # the block's router (Granite-MoE: router)
     # How checkpoints name a mixture of experts: the block, and each expert's gate, up and down linears (transformers
-    # joins them into its 3D tensors when it loads one and splits them when it saves)
+    # joins them into its 3D tensors when it loads one and splits them when it saves), or, where a checkpoint stores
+    # the 3D tensors themselves, the names of the router, gate-and-up and down tensors in the layer (`stored_fused`)
     stored_moe: tuple[str, str, str, str] = ("mlp", "gate_proj", "up_proj", "down_proj")
+    stored_fused: tuple[str, str, str] | None = None
     # transformers sizes this family's attention by hidden_size (OLMoE's q/k norms, StableLM's head size as hidden_size
     # / heads), so a model of it keeps num_attention_heads x head_dim == hidden_size: heads and hidden channels are
     # pruned together
@@ -104,6 +109,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("qwen3_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size"),
     Arch("mixtral", _PRE_POST, moe=True, stored_moe=("block_sparse_moe", "w1", "w3", "w2")),
     Arch("olmoe", _PRE_POST, moe=True, attention_is_hidden=True),
+    # Granite-MoE (Granite 3.0 / 3.1 1B-A400M, 3B-A800M): Granite's multipliers, a softmax over the top-k router logits,
+    # the experts stored as 3D tensors
+    Arch("granitemoe", _PRE_POST, moe=True, experts_size="num_local_experts", moe_block="block_sparse_moe",
+         router="router", stored_fused=("block_sparse_moe.router.layer.weight", "block_sparse_moe.input_linear.weight",
+                                        "block_sparse_moe.output_linear.weight")),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
@@ -135,14 +145,20 @@ class LogitHead:
 # The sizes a target may change (Hugging Face config names; `prunable_sizes` gives a family's own).
 PRUNABLE_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
                   "num_hidden_layers")
-EXPERTS = "num_experts"  # the experts of each MoE layer (every MoE family's config answers to this name)
 
 
 def prunable_sizes(config) -> tuple[str, ...]:
     """The sizes a target may change for this family, by the config's names: hidden_size, the MLP's (each expert's)
-    neurons (`Arch.mlp_size`), query and KV heads, layers, and for a mixture of experts their number."""
+    neurons (`Arch.mlp_size`), query and KV heads, layers, and for a mixture of experts their number
+    (`Arch.experts_size`)."""
     arch = arch_of(config)
-    return ("hidden_size", arch.mlp_size, *PRUNABLE_SIZES[2:], *((EXPERTS,) if arch.moe else ()))
+    return ("hidden_size", arch.mlp_size, *PRUNABLE_SIZES[2:], *((arch.experts_size,) if arch.moe else ()))
+
+
+def num_experts(config) -> int:
+    """A mixture of experts' number of experts (0 for a dense model)."""
+    arch = arch_of(config)
+    return getattr(config, arch.experts_size) if arch.moe else 0
 
 
 def width_sizes(config) -> tuple[str, ...]:
@@ -242,9 +258,8 @@ def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
 
 
 def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
-    """Linears that read the (normed) residual stream: their input columns are hidden channels (a mixture of
-    experts' router and experts are `moe_weights`)."""
-    return [*attention_inputs(layer, arch), *([] if arch.moe else mlp_inputs(layer, arch))]
+    """Linears that read the (normed) residual stream: their input columns are hidden channels."""
+    return [*attention_inputs(layer, arch), *([] if arch.moe else mlp_inputs(layer, arch))]  # MoE: `moe_weights`
 
 
 def residual_writers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
@@ -270,18 +285,20 @@ class MoEWeights:
         return self.experts.down_proj
 
 
-def moe_weights(layer: nn.Module) -> MoEWeights:
-    return MoEWeights(layer.mlp.gate, layer.mlp.experts)
+def moe_block(layer: nn.Module, arch: Arch) -> nn.Module:
+    return getattr(layer, arch.moe_block)
 
 
-_MOE_ENTRY = re.compile(r"(model\.layers\.\d+\.)mlp\.(gate\.weight|experts\.gate_up_proj|experts\.down_proj)")
+def moe_weights(block: nn.Module, arch: Arch) -> MoEWeights:
+    """The weights of a mixture-of-experts block (`moe_block`)."""
+    return MoEWeights(getattr(block, arch.router), block.experts)
 
 
 @dataclass(frozen=True)
 class StoredAs:
-    """How a checkpoint stores one state-dict entry of a mixture of experts: a router under another name (`stacked`
-    False, one name), or a 3D experts' tensor as, for each expert, the tensors whose rows it joins (gate and up;
-    down)."""
+    """How a checkpoint stores one state-dict entry of a mixture of experts: under another name (`stacked` False, one
+    name: a router, or Granite-MoE's 3D tensors), or a 3D experts' tensor as, for each expert, the tensors whose rows it
+    joins (gate and up; down)."""
 
     names: tuple[tuple[str, ...], ...]
     stacked: bool
@@ -309,12 +326,16 @@ class StoredAs:
 
 def stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
     """How a checkpoint stores the state-dict entry `name` (None: as itself, under its name)."""
-    m = _MOE_ENTRY.fullmatch(name) if arch.moe else None
+    parts = (f"{arch.router}.weight", "experts.gate_up_proj", "experts.down_proj")
+    m = re.fullmatch(rf"(model\.layers\.\d+\.){arch.moe_block}\.({'|'.join(map(re.escape, parts))})", name) \
+        if arch.moe else None
     if m is None:
         return None
+    if arch.stored_fused:  # the 3D tensors themselves, under other names
+        return StoredAs(((m[1] + dict(zip(parts, arch.stored_fused))[m[2]],),), stacked=False)
     block, gate, up, down = arch.stored_moe
     prefix = f"{m[1]}{block}."
-    if m[2] == "gate.weight":
+    if m[2] == parts[0]:
         return StoredAs(((prefix + m[2],),), stacked=False)
     linears = (gate, up) if m[2] == "experts.gate_up_proj" else (down,)
     return StoredAs(tuple(tuple(f"{prefix}experts.{e}.{linear}.weight" for linear in linears)

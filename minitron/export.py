@@ -1,7 +1,7 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3, ERNIE
 4.5, Seed-OSS, Hunyuan (dense), SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3, GLM-4,
-Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2, and the mixtures of experts Qwen3-MoE, Mixtral and OLMoE) as one
-.gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
+Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2, and the mixtures of experts Qwen3-MoE, Mixtral, OLMoE and
+Granite-MoE) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
 its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
@@ -23,7 +23,7 @@ import torch
 from safetensors import safe_open
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from minitron.arch import arch_of, head_dim
+from minitron.arch import arch_of, head_dim, num_experts
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
@@ -33,7 +33,8 @@ from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, NORM_PLUS_ONE,
-                                  OUTPUT_REQUIRED, XIELU, XIELU_TENSOR, interleave_rotary, stacked_key, tensor_names)
+                                  OUTPUT_REQUIRED, XIELU, XIELU_TENSOR, fused_gate_up, interleave_rotary, stacked_key,
+                                  tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import require_safetensors
@@ -68,7 +69,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
             Ministral 3, Qwen2, Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan dense, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3
             text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2,
-            Qwen3-MoE, Mixtral or OLMoE checkpoint), a .gguf file or 'default'.
+            Qwen3-MoE, Mixtral, OLMoE or Granite-MoE checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -241,16 +242,23 @@ def olmo3_keys(writer: gguf.GGUFWriter, config) -> None:
 def moe_keys(writer: gguf.GGUFWriter, config) -> None:
     """A mixture of experts' experts and experts a token; Qwen3-MoE's expert width (its feed_forward_length is that of
     dense layers, which it has none of)."""
-    writer.add_expert_count(config.num_experts)
+    writer.add_expert_count(num_experts(config))
     writer.add_expert_used_count(config.num_experts_per_tok)
     if config.model_type == "qwen3_moe":
         writer.add_expert_feed_forward_length(config.moe_intermediate_size)
 
 
+def granitemoe_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Granite-MoE's multipliers and experts."""
+    granite_keys(writer, config)
+    moe_keys(writer, config)
+
+
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
 FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys,
                "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys, "olmo3": olmo3_keys,
-               "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys}
+               "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys,
+               "granitemoe": granitemoe_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -350,7 +358,7 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
     q_scale = attention_scale_fix(config)  # into the q-norm where there is one (Gemma 3), else into q_proj (Gemma 2)
     scaled = ".self_attn.q_norm.weight" if config.model_type == "gemma3_text" else ".self_attn.q_proj.weight"
     add = tensor_adder(writer, config, arch, weight_type)
-    experts = ExpertStack(getattr(config, "num_experts", 0))
+    experts = ExpertStack(num_experts(config))
     for file in sorted(path.glob("*.safetensors")):
         with safe_open(file, framework="pt") as f:
             for key in f.keys():
@@ -360,6 +368,10 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
                     xielu[match[2]][int(match[1])] = float(f.get_tensor(key).float())
                     continue
                 data = f.get_tensor(key).to(torch.float32).numpy()
+                if gate_up := fused_gate_up(key):  # Granite-MoE's: every expert's gate rows, then its up rows
+                    for name, half in zip(gate_up, np.split(data, 2, axis=1)):
+                        add(name, half)
+                    continue
                 if match := EXPERT_TENSOR.fullmatch(key):
                     if (stacked := experts.add(match, data)) is None:
                         continue  # until the layer's last expert of this linear

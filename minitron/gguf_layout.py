@@ -20,7 +20,7 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "olmo3": "olmo2",  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
              "exaone4": "exaone4", "qwen3_moe": "qwen3moe",
              "mixtral": "llama",  # Mixtral: Llama's graph with experts, as llama.cpp's converter writes it
-             "olmoe": "olmoe", "stablelm": "stablelm"}
+             "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
@@ -38,6 +38,33 @@ XIELU_TENSOR = re.compile(r"model\.layers\.(\d+)\.mlp\.act_fn\.(alpha_p|alpha_n|
 # A mixture of experts' stored tensors, one an expert and linear (`arch.stored_as`), which a GGUF file holds stacked
 # over the experts, one tensor a layer and linear: (layer, block, expert, linear).
 EXPERT_TENSOR = re.compile(r"model\.layers\.(\d+)\.(\w+)\.experts\.(\d+)\.(\w+)\.weight")
+
+
+# Granite-MoE's checkpoints store each layer's gate and up rows of every expert in one tensor, which a GGUF file holds as
+# two (`fused_gate_up`).
+GATE_UP_FUSED = re.compile(r"model\.layers\.(\d+)\.block_sparse_moe\.input_linear\.weight")
+
+
+def fused_gate_up(key: str) -> tuple[str, str] | None:
+    """The GGUF tensors (gate, up) a stored tensor of every expert's gate and up rows splits into, else None."""
+    import gguf  # lazy: an extra, and CLI start-up speed
+
+    if (m := GATE_UP_FUSED.fullmatch(key)) is None:
+        return None
+    return tuple(f"{gguf.TENSOR_NAMES[t].format(bid=int(m[1]))}.weight"
+                 for t in (gguf.MODEL_TENSOR.FFN_GATE_EXP, gguf.MODEL_TENSOR.FFN_UP_EXP))
+
+
+def experts_in_gguf(key: str) -> list[str] | None:
+    """The GGUF tensors transformers' 3D experts' tensor `key` (`...experts.gate_up_proj`: gate and up rows, or
+    `...experts.down_proj`) is written as, in the order of its rows; None for any other tensor."""
+    import gguf  # lazy: an extra, and CLI start-up speed
+
+    if (m := re.fullmatch(r"model\.layers\.(\d+)\.\w+\.experts\.(gate_up_proj|down_proj)", key)) is None:
+        return None
+    kinds = ((gguf.MODEL_TENSOR.FFN_GATE_EXP, gguf.MODEL_TENSOR.FFN_UP_EXP) if m[2] == "gate_up_proj"
+             else (gguf.MODEL_TENSOR.FFN_DOWN_EXP,))
+    return [f"{gguf.TENSOR_NAMES[kind].format(bid=int(m[1]))}.weight" for kind in kinds]
 
 
 def stacked_key(layer: int, block: str, linear: str) -> str:

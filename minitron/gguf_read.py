@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minitron.arch import EXPERTS, arch_of, stored_as
+from minitron.arch import arch_of, num_experts, stored_as
 from minitron.errors import MinitronError
 from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
-                                  LAYER_NORM_EPS, NORM_PLUS_ONE, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, halve_rotary,
-                                  stacked_key, tensor_names)
+                                  LAYER_NORM_EPS, NORM_PLUS_ONE, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, fused_gate_up,
+                                  halve_rotary, stacked_key, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -55,7 +55,7 @@ def convert(reader, path: Path, out: Path) -> None:
     config.architectures, config.dtype = [type(model).__name__], torch.float32
     shapes = {}
     for key, p in model.state_dict().items():  # a mixture of experts' as checkpoints store it: one tensor an expert
-        layout = stored_as(key, arch, getattr(config, EXPERTS, 0))
+        layout = stored_as(key, arch, num_experts(config))
         if not (key == "lm_head.weight" and config.tie_word_embeddings):  # a tied head is not written
             shapes.update(layout.shapes(tuple(p.shape)) if layout else {key: tuple(p.shape)})
     specs = stored_specs(tensors, shapes, config)
@@ -86,6 +86,8 @@ def gguf_name(names, key: str) -> tuple[str | None, int | None]:
     its index in the tensor stacked over the experts (else None)."""
     if match := EXPERT_TENSOR.fullmatch(key):
         return names.get_name(stacked_key(int(match[1]), match[2], match[4]), try_suffixes=(".weight",)), int(match[3])
+    if gate_up := fused_gate_up(key):  # the gate half's (the up half's is `fused_gate_up`'s second)
+        return gate_up[0], None
     return names.get_name(key, try_suffixes=(".weight", ".bias")), None
 
 
@@ -219,8 +221,15 @@ def olmoe(meta: Metadata, layers: int) -> dict:
     return {**mixtral(meta, layers), "norm_topk_prob": False}
 
 
+def granitemoe(meta: Metadata, layers: int) -> dict:
+    """Granite-MoE's four multipliers, experts and experts a token."""
+    experts = mixtral(meta, layers)
+    return {**granite(meta, layers), "num_local_experts": experts.pop("num_experts"), **experts}
+
+
 FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
-                   "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe}
+                   "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
+                   "granitemoe": granitemoe}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -259,13 +268,29 @@ def olmo3_rope(config, meta: Metadata) -> None:
 FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope}
 
 
+def dequantized(tensor) -> np.ndarray:
+    import gguf  # lazy: an extra (load.convert_gguf requires it first)
+
+    return gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+
+
+def one_expert(stacked: dict[str, np.ndarray], tensor, expert: int, experts: int) -> np.ndarray:
+    """Expert `expert` of a file's tensor stacked over the experts, dequantised once for all of them (kept in
+    `stacked`, which the caller clears at the next tensor that is not an expert's)."""
+    if tensor.name not in stacked:
+        stacked[tensor.name] = dequantized(tensor)
+    if stacked[tensor.name].shape[0] != experts:
+        raise MinitronError(f"cannot read this GGUF file: its {tensor.name} holds {stacked[tensor.name].shape[0]} "
+                            f"experts, and its keys say {experts}")
+    return stacked[tensor.name][expert]
+
+
 def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config):
     """Each parameter (name -> shape) from its GGUF tensor, one at a time: dequantised, its q/k rows back in Hugging
     Face's rotary layout where llama.cpp's graph interleaves them, norms stored as 1 + w back to w (Apertus's xIELU
     scalars from their keys). A missing tensor, one of another shape, or one left over (a part the config does not
-    describe) is refused."""
-    import gguf  # lazy: an extra (load.convert_gguf requires it first)
-
+    describe) is refused; a mixture of experts' stacked tensors are split into one an expert (Granite-MoE's gate and up
+    tensors joined into its one)."""
     arch = GGUF_ARCH[config.model_type]
     names = tensor_names(arch, config.num_hidden_layers)
     used = {name for name in tensors if name.startswith("rope_")}  # RoPE factors: read by correct_config
@@ -277,16 +302,14 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         name, expert = gguf_name(names, key)
         if name not in tensors:
             raise MinitronError(f"cannot read this {arch} GGUF file: it has no tensor {name} (the model's {key})")
-        if expert is None:
+        if gate_up := fused_gate_up(key):  # Granite-MoE's every expert's gate rows, then its up rows, from two tensors
+            used.update(gate_up)
+            data = np.concatenate([dequantized(tensors[n]) for n in gate_up], 1)
+        elif expert is None:
             stacked.clear()
-            data = gguf.quants.dequantize(tensors[name].data, tensors[name].tensor_type)
+            data = dequantized(tensors[name])
         else:
-            if name not in stacked:
-                stacked[name] = gguf.quants.dequantize(tensors[name].data, tensors[name].tensor_type)
-            if stacked[name].shape[0] != getattr(config, EXPERTS):
-                raise MinitronError(f"cannot read this GGUF file: its {name} holds {stacked[name].shape[0]} experts, "
-                                    f"and its keys say {getattr(config, EXPERTS)}")
-            data = stacked[name][expert]
+            data = one_expert(stacked, tensors[name], expert, num_experts(config))
         if tuple(data.shape) != shape:
             raise MinitronError(f"cannot read this GGUF file: its {name} is {tuple(data.shape)}, and the model its "
                                 f"keys describe has {key} of {shape}")

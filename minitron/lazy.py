@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from minitron.arch import EXPERTS, arch_of, stored_as
+from minitron.arch import arch_of, num_experts, stored_as
 from minitron.errors import MinitronError
 from minitron.load import load_config
 from minitron.shards import Checkpoint, TensorSpec
@@ -127,7 +127,7 @@ class LazyModel:
     def __init__(self, ckpt: Checkpoint, model: nn.Module, device: torch.device | str, dtype: torch.dtype | None):
         self.ckpt, self.model, self.device, self.dtype = ckpt, model, device, dtype
         self.sources = tied_sources(model, set(ckpt.specs))
-        arch, experts = arch_of(model.config), getattr(model.config, EXPERTS, 0)
+        arch, experts = arch_of(model.config), num_experts(model.config)
         # entries a checkpoint stores in other tensors (a mixture of experts': `arch.stored_as`)
         self.joined = {n: s for n in self.sources if n not in ckpt.specs and (s := stored_as(n, arch, experts))}
         self.prefix = {id(m): f"{n}." if n else "" for n, m in model.named_modules()}

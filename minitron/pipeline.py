@@ -494,7 +494,7 @@ def write_student_card(run: Path, original: str, metrics: dict, tasks: dict[str,
 # ---------------------------------------------------------------- helpers
 
 HEADS_FIRST = ["num_key_value_heads", "num_attention_heads", "hidden_size", "intermediate_size",
-               "moe_intermediate_size", "num_experts", "num_hidden_layers"]
+               "moe_intermediate_size", "num_experts", "num_local_experts", "num_hidden_layers"]
 
 
 def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages: int) -> list[dict[str, int]]:

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from minitron.arch import EXPERTS, arch_of, head_dim
+from minitron.arch import arch_of, head_dim, num_experts
 from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located
@@ -52,14 +52,15 @@ SCREEN_KEEP = 24  # (benchmarks/search_speed.py: the same first four as measurin
 SEARCHED = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers")
 
 
-LETTERS = {"hidden_size": "h", "num_attention_heads": "a", "num_hidden_layers": "l", EXPERTS: "e"}  # candidate names
+LETTERS = {"hidden_size": "h", "num_attention_heads": "a", "num_hidden_layers": "l"}  # of candidate names (and f, e)
 
 
 def searched(config) -> tuple[str, ...]:
     """The sizes the search varies, by the config's names: `SEARCHED` with the family's MLP size (Qwen3-MoE's
     moe_intermediate_size), and a mixture of experts' number of experts."""
     arch = arch_of(config)
-    return tuple(arch.mlp_size if a == "intermediate_size" else a for a in SEARCHED) + ((EXPERTS,) if arch.moe else ())
+    mlp = tuple(arch.mlp_size if a == "intermediate_size" else a for a in SEARCHED)
+    return mlp + ((arch.experts_size,) if arch.moe else ())
 
 
 @dataclass
@@ -75,7 +76,8 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        return "-".join(f"{LETTERS.get(a, 'f')}{v}" for a, v in self.sizes.items())  # h576-a9-f1536-l30
+        letters = [LETTERS.get(a, "f") for a in self.sizes][:4] + ["e"]  # the mlp size third, the experts fifth
+        return "-".join(f"{letter}{v}" for letter, v in zip(letters, self.sizes.values()))  # h576-a9-f1536-l30
 
 
 # ------------------------------------------------------------------------------ the candidates
@@ -113,7 +115,7 @@ class ParamCounter:
             self.coef[D] = self._coefficients(D)
         base, c, a_heads, a_mlp, a_expert = self.coef[D]
         heads, mlp, layers = sizes["num_attention_heads"], sizes[self.axes[2]], sizes["num_hidden_layers"]
-        experts = sizes[EXPERTS] if self.moe else 1
+        experts = sizes[self.axes[4]] if self.moe else 1
         return base + layers * (c + a_heads * heads + experts * (a_expert + a_mlp * mlp))
 
     def _coefficients(self, D: int) -> tuple[int, ...]:
@@ -122,7 +124,7 @@ class ParamCounter:
         teacher = {a: getattr(self.config, a) for a in self.axes}
         if arch_of(self.config).attention_is_hidden:  # its heads follow hidden_size: D / head_dim of them, always
             teacher["num_attention_heads"] = D // head_dim(self.config)
-        H0, F0, E0 = teacher["num_attention_heads"], teacher[self.axes[2]], teacher.get(EXPERTS, 1)
+        H0, F0, E0 = teacher["num_attention_heads"], teacher[self.axes[2]], num_experts(self.config) or 1
 
         def build(layers: int, **change) -> int:
             shape = {**teacher, "hidden_size": D, "num_hidden_layers": layers, **change}
@@ -132,7 +134,7 @@ class ParamCounter:
         layer = build(2) - one
         a_heads = 0 if arch_of(self.config).attention_is_hidden else build(1, num_attention_heads=H0 + 1) - one
         a_mlp = (build(1, **{self.axes[2]: F0 + 1}) - one) // E0
-        a_expert = build(1, **{EXPERTS: E0 + 1}) - one - a_mlp * F0 if self.moe else 0
+        a_expert = build(1, **{self.axes[4]: E0 + 1}) - one - a_mlp * F0 if self.moe else 0
         return one - layer, layer - a_heads * H0 - E0 * (a_expert + a_mlp * F0), a_heads, a_mlp, a_expert
 
 
@@ -146,7 +148,7 @@ def axis_values(config, axis: str, step: int, floor: int) -> list[int]:
 def default_steps(config) -> dict[str, int]:
     """Hidden and MLP sizes in multiples of 64, query heads in whole KV groups (the same number per group), layers."""
     return {"hidden_size": 64, arch_of(config).mlp_size: 64, "num_attention_heads": config.num_key_value_heads,
-            **({EXPERTS: max(1, getattr(config, EXPERTS) // 8)} if arch_of(config).moe else {}),
+            **({arch_of(config).experts_size: max(1, num_experts(config) // 8)} if arch_of(config).moe else {}),
             "num_hidden_layers": 1}
 
 
@@ -162,7 +164,7 @@ def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int
     if steps["num_attention_heads"] % config.num_key_value_heads:
         raise MinitronError(f"the step of num_attention_heads must be a multiple of num_key_value_heads="
                             f"{config.num_key_value_heads} (the same number of query heads in every KV group)")
-    lowest = {EXPERTS: getattr(config, "num_experts_per_tok", 1)}  # a token's experts, at least
+    lowest = {arch_of(config).experts_size: getattr(config, "num_experts_per_tok", 1)}  # a token's experts, at least
     values = [axis_values(config, a, steps[a], max(floors.get(a, 1), lowest.get(a, 1))) for a in axes]
     count, teacher = ParamCounter(config), tuple(getattr(config, a) for a in axes)
     lo, hi = budget * (1 - tolerance), budget * (1 + tolerance)

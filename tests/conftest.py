@@ -9,15 +9,16 @@ import pytest
 import torch
 from transformers import (ApertusConfig, ArceeConfig, AutoModelForCausalLM, Cohere2Config, CohereConfig,
                           Ernie4_5Config, Exaone4Config, Gemma2Config, Gemma3TextConfig, GemmaConfig, Glm4Config,
-                          GraniteConfig, HunYuanDenseV1Config, LlamaConfig, Ministral3Config, MistralConfig,
-                          MixtralConfig, NemotronConfig, Olmo2Config, Olmo3Config, OlmoeConfig, Phi3Config, Qwen2Config,
-                          Qwen3Config, Qwen3MoeConfig, SeedOssConfig, SmolLM3Config, StableLmConfig)
+                          GraniteConfig, GraniteMoeConfig, HunYuanDenseV1Config, LlamaConfig, Ministral3Config,
+                          MistralConfig, MixtralConfig, NemotronConfig, Olmo2Config, Olmo3Config, OlmoeConfig,
+                          Phi3Config, Qwen2Config, Qwen3Config, Qwen3MoeConfig, SeedOssConfig, SmolLM3Config,
+                          StableLmConfig)
 
 from minitron.arch import arch_of
 
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
-            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "stablelm"]
+            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -103,6 +104,10 @@ def tiny_config(family: str, tie: bool = False, **overrides):
     if family == "stablelm":  # LayerNorms with biases, q/k/v biases, RoPE on a quarter of each head, as StableLM 2
         return StableLmConfig(**{"use_qkv_bias": True, **sizes, "head_dim": sizes["hidden_size"] //
                                  sizes["num_attention_heads"]}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "granitemoe":  # six experts, two a token, Granite's multipliers (as Granite 3.0 1B-A400M's, but 1)
+        return GraniteMoeConfig(**{"num_local_experts": 6, "num_experts_per_tok": 2, "embedding_multiplier": 12.0,
+                                   "residual_multiplier": 0.22, "attention_multiplier": 0.1, "logits_scaling": 8.0,
+                                   **sizes}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "olmoe":  # six experts, two a token; attention hidden_size wide (q/k norms sized by it)
         return OlmoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, **sizes,
                               "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
@@ -111,11 +116,12 @@ def tiny_config(family: str, tie: bool = False, **overrides):
 
 
 def own_names(config, sizes: dict) -> dict:
-    """`sizes` with intermediate_size under the family's name for its MLP's neurons (Qwen3-MoE's
-    moe_intermediate_size), and for a family whose attention is hidden_size wide (OLMoE) hidden_size as wide as the
-    target's heads."""
+    """`sizes` with intermediate_size and num_experts under the family's names (Qwen3-MoE's moe_intermediate_size,
+    Granite-MoE's num_local_experts), and for a family whose attention is hidden_size wide (OLMoE) hidden_size as
+    wide as the target's heads."""
     arch = arch_of(config)
-    sizes = {arch.mlp_size if k == "intermediate_size" else k: v for k, v in sizes.items()}
+    names = {"intermediate_size": arch.mlp_size, "num_experts": arch.experts_size}
+    sizes = {names.get(k, k): v for k, v in sizes.items()}
     if arch.attention_is_hidden and "hidden_size" in sizes:
         sizes["hidden_size"] = sizes.get("num_attention_heads", config.num_attention_heads) * config.head_dim
     return sizes

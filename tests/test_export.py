@@ -232,7 +232,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("exaone4", "32b", "f16", False), ("qwen3_moe", None, "f16", False),
              ("qwen3_moe", "llama-bpe", "q8_0", True), ("mixtral", None, "f16", False),
              ("mixtral", "sentencepiece", "q8_0", False), ("olmoe", "mha", "f16", False),
-             ("olmoe", "mha", "q8_0", True), ("stablelm", None, "f16", False), ("stablelm", "llama-bpe", "q8_0", True)]
+             ("olmoe", "mha", "q8_0", True), ("stablelm", None, "f16", False), ("stablelm", "llama-bpe", "q8_0", True),
+             ("granitemoe", None, "f16", False), ("granitemoe", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -570,7 +571,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "ministral3, qwen2, qwen3, ernie4_5, seed_oss, hunyuan_v1_dense, smollm3, "
                                             "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
-                                            "olmoe, stablelm$"):
+                                            "olmoe, stablelm, granitemoe$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -635,7 +636,8 @@ def test_export_refuses_what_llama_cpp_cannot_run(tmp_path, family, settings, re
 # The settings of released checkpoints that export's checks read (their config.json, sizes left at the defaults):
 # OLMo 3 7B / 32B (YaRN on the global layers, its attention factor spelt out), Hunyuan 7B (NTK alpha as `rope_scaling`
 # of type dynamic), Gemma 7B (hidden_act "gelu", which transformers reads as the tanh GELU), Seed-OSS 36B, GLM-4 9B
-# 0414, Apertus 8B (Llama 3.1's RoPE, xIELU), Qwen3-30B-A3B, Mixtral 8x7B, OLMoE-1B-7B, StableLM 2 1.6B.
+# 0414, Apertus 8B (Llama 3.1's RoPE, xIELU), Qwen3-30B-A3B, Mixtral 8x7B, OLMoE-1B-7B, Granite 3.0 1B-A400M, StableLM 2
+# 1.6B.
 RELEASED = {
     "olmo3": dict(rope_theta=500000, sliding_window=4096, max_position_embeddings=65536,
                   rope_scaling={"attention_factor": 1.2079441541679836, "beta_fast": 32.0, "beta_slow": 1.0,
@@ -656,6 +658,9 @@ RELEASED = {
     "mixtral": dict(num_local_experts=8, num_experts_per_tok=2, rope_theta=1000000.0, sliding_window=None),
     "olmoe": dict(num_experts=64, num_experts_per_tok=8, num_attention_heads=16, num_key_value_heads=16,
                   hidden_size=2048, intermediate_size=1024, norm_topk_prob=False, clip_qkv=None),
+    "granitemoe": dict(hidden_size=1024, num_attention_heads=16, num_key_value_heads=8, intermediate_size=512,
+                       num_local_experts=32, num_experts_per_tok=8, embedding_multiplier=12.0, residual_multiplier=0.22,
+                       attention_multiplier=0.015625, logits_scaling=6.0, tie_word_embeddings=True),
     "stablelm": dict(hidden_size=2048, num_attention_heads=32, num_key_value_heads=32, intermediate_size=5632,
                      use_qkv_bias=True, qk_layernorm=False, use_parallel_residual=False, tie_word_embeddings=False,
                      partial_rotary_factor=0.25, layer_norm_eps=1e-5),
@@ -781,6 +786,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("gemma", None, "q4_0", True), ("qwen3_moe", None, "f16", False), ("qwen3_moe", None, "q8_0", True),
     ("mixtral", None, "bf16", False), ("mixtral", None, "q4_0", True), ("olmoe", "mha", "f16", False),
     ("olmoe", "mha", "q8_0", True), ("stablelm", None, "f16", False), ("stablelm", None, "q8_0", True),
+    ("granitemoe", None, "f16", False), ("granitemoe", None, "q4_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
@@ -807,7 +813,7 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
     assert_same_logits(model, converted, TOLERANCE[dtype])
     if dtype in ("f16", "bf16"):  # the weights kept as the file stores them (exact, half the disk of fp32; routers f32)
         stored = {spec.dtype for name, spec in Checkpoint.open(resolve_model(str(out))).specs.items()
-                  if len(spec.shape) > 1 and not name.endswith(".gate.weight")}
+                  if len(spec.shape) > 1 and not name.endswith((".gate.weight", ".router.layer.weight"))}
         assert stored == {torch.float16 if dtype == "f16" else torch.bfloat16}
     if rope != "own":  # an own query scale is folded into the weights before they are rounded; the reference rounds
         assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), converted, ROUNDED)  # them unfolded

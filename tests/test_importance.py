@@ -6,7 +6,7 @@ import torch
 from torch.testing import assert_close
 
 from conftest import tiny_model
-from minitron.arch import arch_of, attention_inputs, mlp_inputs
+from minitron.arch import arch_of, attention_inputs, mlp_inputs, moe_block
 from minitron.numerics import lm_loss
 from minitron.importance import Scores, coupled_scores, compute_scores
 from minitron.importance.stats import ActivationRecorder
@@ -200,7 +200,7 @@ def test_wanda_input_norms_equal_the_inputs_squared(family):
     model = tiny_model(family)
     layer, arch = model.model.layers[1], arch_of(model.config)
     readers = {"attn_in": attention_inputs(layer, arch)[0],
-               "mlp_in": layer.mlp if arch.moe else mlp_inputs(layer, arch)[-1],  # a mixture of experts: its block
+               "mlp_in": moe_block(layer, arch) if arch.moe else mlp_inputs(layer, arch)[-1],  # MoE: its block
                "o_in": layer.self_attn.o_proj}
     expected = {key: capture(model, m).pow(2).sum((0, 1)) for key, m in readers.items()}
     expected["head_in"] = capture(model, model.get_output_embeddings()).pow(2).sum((0, 1))

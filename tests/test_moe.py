@@ -13,21 +13,28 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import cli_error, run_cli, save_tiny, tiny_config, tiny_model
-from minitron.arch import arch_of
+from minitron.arch import MoEWeights, arch_of, moe_block, moe_weights, num_experts, stored_as
 from minitron.errors import MinitronError
 from minitron.importance.stats import moe_activations, seq_stats
 from minitron.load import load_config
 from minitron.prune import Plan, apply_plan, check_target, params_of, target_config
 from minitron.search import budget_of, enumerate_shapes
 
-MOE = ["qwen3_moe", "mixtral", "olmoe"]
+MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoe"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+def block_of(model, i: int) -> tuple[torch.nn.Module, MoEWeights]:
+    """Layer i's mixture-of-experts block and its weights (router, experts)."""
+    arch = arch_of(model.config)
+    block = moe_block(model.model.layers[i], arch)
+    return block, moe_weights(block, arch)
 
 
 def layer_input(model, i: int) -> torch.Tensor:
     """What layer i's MoE block reads (its post-attention norm's output) for IDS."""
     seen = []
-    handle = model.model.layers[i].mlp.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    handle = block_of(model, i)[0].register_forward_pre_hook(lambda m, a: seen.append(a[0]))
     with torch.no_grad():
         model(IDS)
     handle.remove()
@@ -40,16 +47,16 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
     it: the sequence statistics of those dense tensors are what `moe_activations` records, and the routed
     contributions sum to the block's output."""
     model = tiny_model(family)
-    block = model.model.layers[1].mlp
+    block, w = block_of(model, 1)
     x = layer_input(model, 1)
     with torch.no_grad():
-        _, weights, chosen = block.gate(x.reshape(-1, 64))
-        routed = torch.zeros(24, 6).scatter_(1, chosen, weights)  # (tokens, experts): 0 where not routed
-        gate, up = torch.einsum("td,efd->tef", x.reshape(-1, 64), block.experts.gate_up_proj).chunk(2, dim=-1)
-        act = block.experts.act_fn(gate) * up  # (tokens, experts, neurons)
-        out = torch.einsum("ten,edn->ted", act, block.experts.down_proj) * routed[..., None]
+        _, weights, chosen = w.router(x.reshape(-1, 64))
+        routed = torch.zeros(24, 6).scatter_(1, chosen, weights.float())  # (tokens, experts): 0 where not routed
+        gate, up = torch.einsum("td,efd->tef", x.reshape(-1, 64), w.gate_up).chunk(2, dim=-1)
+        act = w.experts.act_fn(gate) * up  # (tokens, experts, neurons)
+        out = torch.einsum("ten,edn->ted", act, w.down) * routed[..., None]
         act = act * (routed > 0)[..., None]
-        neurons, contribution = moe_activations(block, x)
+        neurons, contribution = moe_activations(w, x)
         assert_close(out.sum(1).view(2, 12, 64), block(x), rtol=1e-5, atol=1e-6)
     assert_close(contribution, out.norm(dim=-1).view(2, 12, 6), rtol=1e-5, atol=1e-6)
     assert_close(neurons, seq_stats(act.view(2, 12, 6 * 96)).view(3, 2, 6, 96), rtol=1e-5, atol=1e-6)
@@ -60,20 +67,23 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
 def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path):
     """Keeping experts [0, 2, 3, 5] gives the logits of the teacher whose router scores experts 1 and 4 at -inf (the
     softmax over the kept experts: renormalised top-k weights or not, as Mixtral always, Qwen3-MoE with norm_topk_prob,
-    OLMoE without); the pruned model reloads in stock transformers with the same logits."""
+    OLMoE without; Granite-MoE's softmax over the top-k logits is the renormalised one); the pruned model reloads in
+    stock transformers with the same logits."""
     model = tiny_model(family)
     keep = torch.tensor([0, 2, 3, 5])
     masked = copy.deepcopy(model)
-    for layer in masked.model.layers:
-        def route(x, gate=layer.mlp.gate):
-            logits = F.linear(x.reshape(-1, 64), gate.weight)
+    for i in range(4):
+        router = block_of(masked, i)[1].router
+
+        def route(x, router=router):
+            logits = F.linear(x.reshape(-1, 64), router.weight)
             logits[:, [1, 4]] = float("-inf")
             top, index = logits.softmax(-1).topk(2, dim=-1)
-            renormalised = getattr(gate, "norm_topk_prob", True)  # Mixtral's router always renormalises
+            renormalised = getattr(router, "norm_topk_prob", True)  # Mixtral's and Granite-MoE's always are
             return logits, top / top.sum(-1, keepdim=True) if renormalised else top, index
-        layer.mlp.gate.forward = route
+        router.forward = route
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, [], [keep] * 4))
-    assert pruned.config.num_experts == 4 and pruned.model.layers[0].mlp.experts.gate_up_proj.shape == (4, 192, 64)
+    assert num_experts(pruned.config) == 4 and block_of(pruned, 0)[1].gate_up.shape == (4, 192, 64)
     with torch.no_grad():
         assert_close(pruned(IDS).logits, masked(IDS).logits, rtol=1e-5, atol=1e-5)
         pruned.save_pretrained(tmp_path)
@@ -85,10 +95,12 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
 def test_a_target_prunes_the_families_own_sizes(family):
     config = tiny_config(family)
     mlp = arch_of(config).mlp_size
+    experts = arch_of(config).experts_size
     assert mlp == ("moe_intermediate_size" if family == "qwen3_moe" else "intermediate_size")
-    assert check_target(config, {mlp: 48, "num_experts": 3})[mlp] == 48
+    assert experts == ("num_local_experts" if family == "granitemoe" else "num_experts")
+    assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
-        check_target(config, {"num_experts": 1})
+        check_target(config, {experts: 1})
     if family == "qwen3_moe":  # intermediate_size is the width of dense layers, which a sparse Qwen3-MoE has none of
         with pytest.raises(MinitronError, match="cannot prune intermediate_size of this qwen3_moe model; a target may "
                                                 "set hidden_size, moe_intermediate_size, .*num_experts"):
@@ -108,20 +120,24 @@ def test_prune_writes_experts_as_transformers_stores_them(family, tmp_path, tiny
     save_tiny(tmp_path / "m", family)
     mlp = arch_of(tiny_config(family)).mlp_size
     args = ["--model", tmp_path / "m", "--data", tiny_data, "--prune.calib-seqs", 4, "--prune.seq-len", 16,
-            "--target", f"hidden_size=48,num_attention_heads=6,{mlp}=64,num_experts=4,num_hidden_layers=3"]
+            "--target", f"hidden_size=48,num_attention_heads=6,{mlp}=64,{arch_of(tiny_config(family)).experts_size}=4,"
+                        "num_hidden_layers=3"]
     run_cli("prune", *args, "--stream", "--out", tmp_path / "s")
     run_cli("prune", *args, "--no-stream", "--out", tmp_path / "n")
     with safe_open(tmp_path / "s" / "model.safetensors", "pt") as f:
         names = set(f.keys())
-    block, gate, up, down = arch_of(tiny_config(family)).stored_moe
-    assert {f"model.layers.2.{block}.experts.3.{w}.weight" for w in (gate, up, down)} <= names
-    assert f"model.layers.2.{block}.gate.weight" in names and not any("experts.4." in n for n in names)
     streamed, in_memory = (AutoModelForCausalLM.from_pretrained(tmp_path / d).eval() for d in ("s", "n"))
-    assert streamed.config.num_experts == 4 and getattr(streamed.config, mlp) == 64
+    stored = [stored_as(key, arch_of(streamed.config), 4) for key in streamed.state_dict()]
+    assert {n for layout in stored if layout for n in layout.all()} <= names  # what transformers' save writes
+    assert not any(n.endswith(("gate_up_proj", "experts.down_proj")) for n in names)  # not the in-memory 3D names
+    if family != "granitemoe":  # one tensor an expert and linear
+        assert "model.layers.2.mlp.experts.3.down_proj.weight" in names or \
+            "model.layers.2.block_sparse_moe.experts.3.w2.weight" in names
+    assert num_experts(streamed.config) == 4 and getattr(streamed.config, mlp) == 64
     with torch.no_grad():
         assert_close(streamed(IDS).logits, in_memory(IDS).logits, rtol=0, atol=0)
     record = json.loads((tmp_path / "s" / "pruning.json").read_text())
-    assert record["target"]["num_experts"] == 4 and len(record["kept_experts"]) == 3
+    assert len(record["kept_experts"]) == 3
     assert all(len(kept) == 4 and kept == sorted(kept) for kept in record["kept_experts"])
 
 

@@ -8,7 +8,7 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import own_names, tiny_model
-from minitron.arch import PER_LAYER, arch_of, count_params, head_dim
+from minitron.arch import PER_LAYER, arch_of, count_params, head_dim, moe_block
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
 from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
@@ -49,7 +49,7 @@ def test_mlp_pruning_equals_zeroed_neurons(family, tie):
         for layer, k in zip(zeroed.model.layers, keep):
             mask = torch.ones(experts, 96, dtype=torch.bool).scatter_(1, k, False)
             for e in range(experts):
-                down = layer.mlp.experts.down_proj[e] if arch.moe else layer.mlp.down_proj.weight
+                down = moe_block(layer, arch).experts.down_proj[e] if arch.moe else layer.mlp.down_proj.weight
                 down[:, mask[e]] = 0
     keep = keep if arch.moe else [k[0] for k in keep]
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, keep, []))
@@ -173,8 +173,9 @@ def test_unsupported_architecture_is_refused_by_name():
 
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
                                             "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, granite, "
-                                            "hunyuan_v1_dense, llama, ministral3, mistral, mixtral, nemotron, olmo2, "
-                                            "olmo3, olmoe, phi3, qwen2, qwen3, qwen3_moe, seed_oss, smollm3, stablelm"):
+                                            "granitemoe, hunyuan_v1_dense, llama, ministral3, mistral, mixtral, "
+                                            "nemotron, olmo2, olmo3, olmoe, phi3, qwen2, qwen3, qwen3_moe, seed_oss, "
+                                            "smollm3, stablelm"):
         arch_of(GPT2Config())
 
 

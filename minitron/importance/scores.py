@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from minitron.arch import EXPERTS, arch_of, count_params, prunable_sizes
+from minitron.arch import arch_of, count_params, num_experts, prunable_sizes
 from minitron.errors import MinitronError
 from minitron.importance.weights import random_scores
 from minitron.io import atomic_dir, write_json
@@ -79,7 +79,7 @@ class Scores:
                                 f"{', '.join(f'{k}={recorded[k]}' for k in differ)}, but this one has "
                                 f"{', '.join(f'{k}={sizes[k]}' for k in differ)}; score this model")
         lengths = {"hidden": sizes["hidden_size"], "hidden_pooled": sizes["hidden_size"],
-                   "mlp": sizes[arch_of(config).mlp_size], "experts": sizes.get(EXPERTS)}
+                   "mlp": sizes[arch_of(config).mlp_size], "experts": num_experts(config)}
         for name, t in self.tensors.items():
             part = name.rsplit("/", 1)[-1]
             if (part in lengths and t.shape[-1] != lengths[part]) or (

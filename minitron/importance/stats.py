@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minitron.arch import (EXPERTS, Arch, MoEWeights, attention_inputs, decoder_layers, final_norm, head_dim,
-                           layer_norms, mlp_inputs)
+from minitron.arch import (Arch, MoEWeights, attention_inputs, decoder_layers, final_norm, head_dim, layer_norms,
+                           mlp_inputs, moe_block, moe_weights, num_experts)
 
 AGGREGATIONS = ("mean", "l2", "var")
 
@@ -43,16 +43,15 @@ def projected_head_norms(per_head: torch.Tensor, o_weight: torch.Tensor) -> torc
     return sq.clamp_min(0).sqrt()
 
 
-def moe_activations(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A mixture-of-experts block's activations for its input x (B, S, D), recomputed expert by expert as the block
-    routes them: (`seq_stats` of every expert's neurons (A, B, E, n), each expert's contribution to each token (B, S,
+def moe_activations(w: MoEWeights, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A mixture-of-experts block's activations (its weights `w`) for its input x (B, S, D), recomputed expert by
+    expert as its router routes them: (`seq_stats` of every expert's neurons (A, B, E, n), each expert's contribution to each token (B, S,
     E)). A neuron's activation (down_proj's input) and an expert's contribution (its routing weight times the norm of
     its output) count as 0 for a token not routed to it, so that the statistics are those of the dense (B, S, E, n)
     and (B, S, E) tensors without building the first."""
     B, S, D = x.shape
     flat = x.detach().reshape(-1, D)
-    _, weights, chosen = block.gate(flat)
-    w = MoEWeights(block.gate, block.experts)
+    _, weights, chosen = w.router(flat)
     E, n = w.down.shape[0], w.down.shape[-1]
     seq = torch.arange(B, device=x.device).repeat_interleave(S)
     sums = torch.zeros(3, B, E, n, device=x.device)  # per sequence: sum |a|, sum a^2, sum a
@@ -60,7 +59,7 @@ def moe_activations(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
     for e in chosen.unique().tolist():
         token, slot = torch.where(chosen == e)
         gate, up = F.linear(flat[token], w.gate_up[e]).float().chunk(2, dim=-1)
-        a = block.experts.act_fn(gate) * up
+        a = w.experts.act_fn(gate) * up
         out = F.linear(a.to(w.down.dtype), w.down[e]).float() * weights[token, slot, None].float()
         contribution[token, e] = torch.linalg.vector_norm(out, dim=-1)
         for i, t in enumerate((a.abs(), a.square(), a)):
@@ -109,7 +108,7 @@ class ActivationRecorder:
         self.model, self.arch, self.handles = model, arch, []
         cfg, dev = model.config, device or next(model.parameters()).device
         L, D, H, Fn = cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, getattr(cfg, arch.mlp_size)
-        E = (getattr(cfg, EXPERTS),) if arch.moe else ()  # a mixture of experts: each expert's neurons
+        E = (num_experts(cfg),) if arch.moe else ()  # a mixture of experts: each expert's neurons
         # hidden channels, per norm: {norm name: one Stat per layer}, and the final norm (only pooled uses it)
         self.norms = {name: [Stat(D, device=dev) for _ in range(L)] for name in arch.norms}
         self.final = Stat(D, device=dev)
@@ -152,7 +151,7 @@ class ActivationRecorder:
     def _moe(self, layer: int):
         def hook(module, args):
             self.add_input_sq("mlp_in", args[0], layer)
-            neurons, contribution = moe_activations(module, args[0])
+            neurons, contribution = moe_activations(moe_weights(module, self.arch), args[0])
             self.mlp[layer].add(neurons)
             self._add(self.experts, contribution, layer)
         return hook
@@ -178,7 +177,7 @@ class ActivationRecorder:
             reg(layer.self_attn.o_proj.register_forward_pre_hook(self._heads(i)))
             reg(attention_inputs(layer, self.arch)[0].register_forward_pre_hook(self._sq("attn_in", i)))
             if self.arch.moe:
-                reg(layer.mlp.register_forward_pre_hook(self._moe(i)))
+                reg(moe_block(layer, self.arch).register_forward_pre_hook(self._moe(i)))
             else:
                 reg(layer.mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0], i)))
                 reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))

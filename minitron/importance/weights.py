@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import (EXPERTS, Arch, Rows, arch_of, attention_inputs, attention_rows, decoder_layers,
-                           embedding, final_norm, head_dim, layer_norms, mlp_inputs, moe_weights, neuron_rows,
-                           residual_readers, residual_writers)
+from minitron.arch import (Arch, Rows, arch_of, attention_inputs, attention_rows, decoder_layers, embedding,
+                           final_norm, head_dim, layer_norms, mlp_inputs, moe_block, moe_weights, neuron_rows,
+                           num_experts, residual_readers, residual_writers)
 from minitron.numerics import cross_entropy_sum
 
 CHUNK_ROWS = 8192  # rows at a time when summing over embedding-sized matrices
@@ -49,11 +49,11 @@ def unit_scores(hidden: torch.Tensor, layers: list[dict[str, torch.Tensor]]) -> 
     return out
 
 
-def coupled_moe(layer: nn.Module, elem: Elem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def coupled_moe(layer: nn.Module, arch: Arch, elem: Elem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A mixture of experts' part of `coupled_layer`: (hidden-channel sum over the router's and experts' columns
     and rows, each expert's neuron sums (E, n): gate and up rows and down columns, each expert's sum: all its
     weights and its router row)."""
-    w = moe_weights(layer)
+    w = moe_weights(moe_block(layer, arch), arch)
     router, gate_up, down = elem(w.router.weight), elem(w.gate_up), elem(w.down)  # (E, D), (E, 2n, D), (E, D, n)
     n = down.shape[-1]
     neurons = gate_up[:, :n].sum(2) + gate_up[:, n:].sum(2) + down.sum(1)
@@ -69,7 +69,7 @@ def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[t
     query = attention_rows(layer, arch)[0]
     units = {"heads": (_row_sum(query, elem) + column_sum(attn.o_proj.weight, elem)).view(-1, dim).sum(1)}
     if arch.moe:
-        moe_hidden, units["mlp"], units["experts"] = coupled_moe(layer, elem)
+        moe_hidden, units["mlp"], units["experts"] = coupled_moe(layer, arch, elem)
         return hidden + moe_hidden, units
     units["mlp"] = sum(_row_sum(r, elem) for r in neuron_rows(layer, arch)) + column_sum(layer.mlp.down_proj.weight,
                                                                                          elem)
@@ -101,7 +101,7 @@ def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tens
     readers are its router and every expert's gate and up rows."""
     attn = layer.self_attn
     if arch.moe:
-        w = moe_weights(layer)
+        w = moe_weights(moe_block(layer, arch), arch)
         mlp_read = column_sum(w.router.weight, abs32) + abs32(w.gate_up).sum((0, 1))
         down = abs32(w.down).sum(1)  # (E, n)
     else:
@@ -137,7 +137,7 @@ def abs32(p: torch.Tensor) -> torch.Tensor:
 def random_scores(config, seed: int) -> dict:
     """Uniform random scores of every unit and layer (the baseline criterion)."""
     g, arch = torch.Generator().manual_seed(seed), arch_of(config)
-    L, experts = config.num_hidden_layers, (getattr(config, EXPERTS),) if arch.moe else ()
+    L, experts = config.num_hidden_layers, (num_experts(config),) if arch.moe else ()
     out = {"hidden": torch.rand(config.hidden_size, generator=g),
            "heads": torch.rand(L, config.num_attention_heads, generator=g),
            "mlp": torch.rand(L, *experts, getattr(config, arch.mlp_size), generator=g),

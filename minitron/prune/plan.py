@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import EXPERTS, Arch, arch_of, count_params, per_layer_lists, prunable_sizes, width_sizes
+from minitron.arch import Arch, arch_of, count_params, per_layer_lists, prunable_sizes, width_sizes
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
@@ -39,8 +39,9 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
             raise MinitronError(f"--prune.drop-layers removes {len(drop)} layers but the target asks for "
                                 f"num_hidden_layers={target['num_hidden_layers']}; give one or the other")
         sizes["num_hidden_layers"] = teacher["num_hidden_layers"] - len(drop)
-    if EXPERTS in sizes and sizes[EXPERTS] < config.num_experts_per_tok:
-        raise MinitronError(f"target {EXPERTS}={sizes[EXPERTS]} is impossible: every token is routed to "
+    experts = arch_of(config).experts_size
+    if experts in sizes and sizes[experts] < config.num_experts_per_tok:
+        raise MinitronError(f"target {experts}={sizes[experts]} is impossible: every token is routed to "
                             f"num_experts_per_tok={config.num_experts_per_tok} experts; keep at least that many")
     heads, kv = sizes["num_attention_heads"], sizes["num_key_value_heads"]
     per_group = teacher["num_attention_heads"] // teacher["num_key_value_heads"]
@@ -146,13 +147,13 @@ def layers_to_drop(scores: Scores, criterion: str, num_layers: int, keep: int) -
 def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig) -> Plan:
     """What survives pruning `config` to `sizes` (any of them: the rest stay the teacher's) by `prune`'s criteria."""
     sizes = check_target(config, sizes, prune.drop_layers)
-    L, mlp_size = config.num_hidden_layers, arch_of(config).mlp_size
+    L, mlp_size, experts_size = config.num_hidden_layers, arch_of(config).mlp_size, arch_of(config).experts_size
     width = prune.width(scores) if any(sizes[k] != getattr(config, k) for k in width_sizes(config)) else None
     hidden = top(width["hidden"], sizes["hidden_size"]) if sizes["hidden_size"] != config.hidden_size else None
     mlp = [top(width["mlp"][l], sizes[mlp_size]) for l in range(L)] \
         if sizes[mlp_size] != getattr(config, mlp_size) else None
-    experts = [top(width["experts"][l], sizes[EXPERTS]) for l in range(L)] \
-        if EXPERTS in sizes and sizes[EXPERTS] != getattr(config, EXPERTS) else None
+    experts = [top(width["experts"][l], sizes[experts_size]) for l in range(L)] \
+        if experts_size in sizes and sizes[experts_size] != getattr(config, experts_size) else None
     heads = kv = None
     if (sizes["num_attention_heads"], sizes["num_key_value_heads"]) != (config.num_attention_heads,
                                                                        config.num_key_value_heads):
@@ -183,7 +184,7 @@ def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dim: int, plan: Plan, i
     if plan.mlp is not None:
         slice_layer_mlp(layer, arch, plan.mlp[i])
     if plan.experts is not None:
-        slice_layer_experts(layer, plan.experts[i])
+        slice_layer_experts(layer, arch, plan.experts[i])
     if plan.heads is not None:
         slice_layer_heads(layer, arch, dim, plan.heads[i], plan.kv[i])
     if plan.hidden is not None:

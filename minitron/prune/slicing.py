@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minitron.arch import (EXPERTS, Arch, Rows, attention_rows, decoder_layers, embedding, final_norm, head_dim,
-                           layer_norms, moe_weights, neuron_rows, per_layer_lists, residual_readers, residual_writers)
+from minitron.arch import (Arch, Rows, arch_of, attention_rows, decoder_layers, embedding, final_norm, head_dim,
+                           layer_norms, moe_block, moe_weights, neuron_rows, per_layer_lists, residual_readers,
+                           residual_writers)
 
 
 def _param(t: torch.Tensor) -> nn.Parameter:
@@ -75,7 +76,8 @@ def head_rows(heads: torch.Tensor, dim: int) -> torch.Tensor:
 def slice_layer_mlp(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     """Keep MLP neurons `keep` of one decoder layer; of a mixture of experts, `keep[e]` of each expert e."""
     if arch.moe:
-        experts, n = layer.mlp.experts, layer.mlp.experts.down_proj.shape[-1]
+        experts = moe_block(layer, arch).experts
+        n = experts.down_proj.shape[-1]
         gather_param(experts, "gate_up_proj", 1, torch.cat([keep, n + keep], 1))  # gate rows, then up rows
         gather_param(experts, "down_proj", 2, keep)
         experts.intermediate_dim = keep.shape[1]
@@ -117,16 +119,20 @@ def slice_layer_hidden(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None
     if hasattr(layer.self_attn, "hidden_size"):
         layer.self_attn.hidden_size = len(keep)
     if arch.moe:
-        w = moe_weights(layer)
+        block = moe_block(layer, arch)
+        w = moe_weights(block, arch)
         slice_param(w.router, "weight", 1, keep)
         slice_param(w.experts, "gate_up_proj", 2, keep)
         slice_param(w.experts, "down_proj", 1, keep)
-        w.router.hidden_dim = w.experts.hidden_dim = len(keep)
+        for module in (block, w.router, w.experts):  # the width each keeps for reshaping (Granite-MoE's input_size)
+            for name in ("hidden_dim", "input_size"):
+                if hasattr(module, name):
+                    setattr(module, name, len(keep))
 
 
-def slice_layer_experts(layer: nn.Module, keep: torch.Tensor) -> None:
+def slice_layer_experts(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     """Keep experts `keep` of one mixture-of-experts layer: their router rows and their weights."""
-    w = moe_weights(layer)
+    w = moe_weights(moe_block(layer, arch), arch)
     slice_param(w.router, "weight", 0, keep)
     for name in ("gate_up_proj", "down_proj"):
         slice_param(w.experts, name, 0, keep)
@@ -153,9 +159,10 @@ def prune_mlp(model: nn.Module, arch: Arch, keep: list[torch.Tensor]) -> None:
 
 def prune_experts(model: nn.Module, keep: list[torch.Tensor]) -> None:
     """Keep experts `keep[l]` (same count in every layer) of each mixture-of-experts layer."""
+    arch = arch_of(model.config)
     for layer, idx in zip(decoder_layers(model), keep):
-        slice_layer_experts(layer, idx)
-    setattr(model.config, EXPERTS, len(keep[0]))
+        slice_layer_experts(layer, arch, idx)
+    setattr(model.config, arch.experts_size, len(keep[0]))
 
 
 def prune_heads(model: nn.Module, arch: Arch, keep_q: list[torch.Tensor], keep_kv: list[torch.Tensor]) -> None:

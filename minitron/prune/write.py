@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import EXPERTS, arch_of, decoder_layers, embedding, final_norm, head_dim, stored_as
+from minitron.arch import arch_of, decoder_layers, embedding, final_norm, head_dim, num_experts, stored_as
 from minitron.io import own_config
 from minitron.lazy import LazyModel, skeleton
 from minitron.prune.plan import Plan, apply_layer_plan
@@ -33,14 +33,10 @@ def student_specs(lazy: LazyModel, new_config, kept: list[int]) -> dict[str, Ten
         if id(t) in seen:
             continue
         seen.add(id(t))
-        dtype, layout = lazy.stored_spec(_teacher_name(name, kept)).dtype, stored_as(name, arch, _experts(new_config))
+        dtype, layout = lazy.stored_spec(_teacher_name(name, kept)).dtype, stored_as(name, arch, num_experts(new_config))
         shapes = layout.shapes(tuple(t.shape)) if layout else {name: tuple(t.shape)}
         specs.update({n: TensorSpec(dtype, shape) for n, shape in shapes.items()})
     return specs
-
-
-def _experts(config) -> int:
-    return getattr(config, EXPERTS, 0)
 
 
 def _parts(lazy: LazyModel, plan: Plan, kept: list[int], tied: bool) -> list[tuple[nn.Module, str, Callable]]:
@@ -70,7 +66,7 @@ def write_pruned(path: Path | str, plan: Plan, new_config, out: Path, max_shard_
     lazy = LazyModel.open(path, "cpu", dtype=None)
     kept = [i for i in range(lazy.model.config.num_hidden_layers) if i not in set(plan.drop)]
     specs = student_specs(lazy, new_config, kept)
-    arch, experts, buffers = arch_of(new_config), _experts(new_config), 0
+    arch, experts, buffers = arch_of(new_config), num_experts(new_config), 0
     with SafetensorsWriter(out, specs, max_shard_bytes) as writer:
         parts = _parts(lazy, plan, kept, new_config.tie_word_embeddings)
         for module, prefix, cut in tqdm(parts, desc="writing (streamed)", unit="part", leave=False):
