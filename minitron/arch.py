@@ -5,9 +5,9 @@ All supported families share transformers' layout (`model.model.embed_tokens`, `
 {q,k,v,o}_proj`, `.mlp.{gate,up,down}_proj`, `model.model.norm`, `model.lm_head`); they differ in
 which norms a decoder layer has, whether the MLP is gated, and whether projections are fused (Phi-3's
 `qkv_proj` and `gate_up_proj`, GLM-4's `gate_up_proj`): the unit kinds' rows of a projection are `Rows`, so that
-code that ranks or slices heads and neurons does not care. A mixture of experts (Qwen3-MoE, Mixtral) has a router
-and every expert's weights in two 3D tensors in place of the MLP's linears (`MoEWeights`), which checkpoints store
-as one linear per expert (`stored_as`).
+code that ranks or slices heads and neurons does not care. A mixture of experts (Qwen3-MoE, Mixtral, OLMoE, Granite-MoE)
+has a router and every expert's weights in two 3D tensors in place of the MLP's linears (`MoEWeights`), which
+checkpoints store as one linear per expert or under names of their own (`stored_as`).
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ class Arch:
     # of attention and the MLP (NVIDIA's implementation), or where a family has none in front (OLMo 2), those of
     # what each block adds to the residual
     score_norms: tuple[str, ...] | None = None
-    # Each layer's MLP is a sparse mixture of experts (`MoE`): a router `mlp.gate` and the experts' weights as 3D
-    # tensors, `mlp.experts.gate_up_proj` (experts, 2 x neurons, hidden) and `.down_proj` (experts, hidden, neurons)
+    # Each layer's MLP is a sparse mixture of experts (`MoEWeights`): a router (`mlp.gate`) and the experts' weights as
+    # 3D tensors, `mlp.experts.gate_up_proj` (experts, 2 x neurons, hidden) and `.down_proj` (experts, hidden, neurons)
     moe: bool = False
     mlp_size: str = "intermediate_size"  # the config's name of each MLP's (each expert's) neurons
     experts_size: str = "num_experts"  # the config's name of a mixture of experts' number of experts
