@@ -85,10 +85,11 @@ def quantized_reference(model, dtype: str):
     arch = GGUF_ARCH[config.model_type]
     names = tensor_names(arch, config.num_hidden_layers)
     tied = config.tie_word_embeddings and arch not in OUTPUT_REQUIRED
+    family, experts = arch_of(config), num_experts(config)
     with torch.no_grad():
         for key, p in model.named_parameters():
             if p.ndim == 2:  # under the name a checkpoint stores it by (Granite-MoE's router.layer)
-                stored = stored_as(key, arch_of(config), num_experts(config))
+                stored = stored_as(key, family, experts)
                 name = names.get_name(stored.names[0][0] if stored else key, try_suffixes=(".weight", ".bias"))
                 p.copy_(rounded(p, name, dtype, config.num_hidden_layers, tied))
             elif p.ndim == 3:  # a mixture of experts' gate and up rows (or down), each in its GGUF tensor's type

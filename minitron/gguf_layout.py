@@ -40,22 +40,18 @@ XIELU_TENSOR = re.compile(r"model\.layers\.(\d+)\.mlp\.act_fn\.(alpha_p|alpha_n|
 EXPERT_TENSOR = re.compile(r"model\.layers\.(\d+)\.(\w+)\.experts\.(\d+)\.(\w+)\.weight")
 
 
-# Granite-MoE's checkpoints store each layer's gate and up rows of every expert in one tensor, which a GGUF file holds as
-# two (`fused_gate_up`).
+# Granite-MoE's checkpoints store each layer's gate and up rows of every expert in one tensor, which a GGUF file holds
+# as two (`fused_gate_up`).
 GATE_UP_FUSED = re.compile(r"model\.layers\.(\d+)\.block_sparse_moe\.input_linear\.weight")
 
 
-def fused_gate_up(key: str) -> tuple[str, str] | None:
+def fused_gate_up(key: str) -> tuple[str, ...] | None:
     """The GGUF tensors (gate, up) a stored tensor of every expert's gate and up rows splits into, else None."""
-    import gguf  # lazy: an extra, and CLI start-up speed
-
-    if (m := GATE_UP_FUSED.fullmatch(key)) is None:
-        return None
-    return tuple(f"{gguf.TENSOR_NAMES[t].format(bid=int(m[1]))}.weight"
-                 for t in (gguf.MODEL_TENSOR.FFN_GATE_EXP, gguf.MODEL_TENSOR.FFN_UP_EXP))
+    m = GATE_UP_FUSED.fullmatch(key)
+    return experts_in_gguf(f"model.layers.{m[1]}.block_sparse_moe.experts.gate_up_proj") if m else None
 
 
-def experts_in_gguf(key: str) -> list[str] | None:
+def experts_in_gguf(key: str) -> tuple[str, ...] | None:
     """The GGUF tensors transformers' 3D experts' tensor `key` (`...experts.gate_up_proj`: gate and up rows, or
     `...experts.down_proj`) is written as, in the order of its rows; None for any other tensor."""
     import gguf  # lazy: an extra, and CLI start-up speed
@@ -64,7 +60,7 @@ def experts_in_gguf(key: str) -> list[str] | None:
         return None
     kinds = ((gguf.MODEL_TENSOR.FFN_GATE_EXP, gguf.MODEL_TENSOR.FFN_UP_EXP) if m[2] == "gate_up_proj"
              else (gguf.MODEL_TENSOR.FFN_DOWN_EXP,))
-    return [f"{gguf.TENSOR_NAMES[kind].format(bid=int(m[1]))}.weight" for kind in kinds]
+    return tuple(f"{gguf.TENSOR_NAMES[kind].format(bid=int(m[1]))}.weight" for kind in kinds)
 
 
 def stacked_key(layer: int, block: str, linear: str) -> str:

@@ -52,9 +52,6 @@ SCREEN_KEEP = 24  # (benchmarks/search_speed.py: the same first four as measurin
 SEARCHED = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers")
 
 
-LETTERS = {"hidden_size": "h", "num_attention_heads": "a", "num_hidden_layers": "l"}  # of candidate names (and f, e)
-
-
 def searched(config) -> tuple[str, ...]:
     """The sizes the search varies, by the config's names: `SEARCHED` with the family's MLP size (Qwen3-MoE's
     moe_intermediate_size), and a mixture of experts' number of experts."""
@@ -76,8 +73,7 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        letters = [LETTERS.get(a, "f") for a in self.sizes][:4] + ["e"]  # the mlp size third, the experts fifth
-        return "-".join(f"{letter}{v}" for letter, v in zip(letters, self.sizes.values()))  # h576-a9-f1536-l30
+        return "-".join(f"{letter}{v}" for letter, v in zip("hafle", self.sizes.values()))  # h576-a9-f1536-l30
 
 
 # ------------------------------------------------------------------------------ the candidates
@@ -107,7 +103,7 @@ class ParamCounter:
 
     def __init__(self, config):
         self.config, self.coef = config, {}
-        self.axes, self.moe = searched(config), arch_of(config).moe
+        self.axes, self.arch = searched(config), arch_of(config)
 
     def __call__(self, sizes: dict[str, int]) -> int:
         D = sizes["hidden_size"]
@@ -115,14 +111,14 @@ class ParamCounter:
             self.coef[D] = self._coefficients(D)
         base, c, a_heads, a_mlp, a_expert = self.coef[D]
         heads, mlp, layers = sizes["num_attention_heads"], sizes[self.axes[2]], sizes["num_hidden_layers"]
-        experts = sizes[self.axes[4]] if self.moe else 1
+        experts = sizes[self.axes[4]] if self.arch.moe else 1
         return base + layers * (c + a_heads * heads + experts * (a_expert + a_mlp * mlp))
 
     def _coefficients(self, D: int) -> tuple[int, ...]:
         """(base, c, a_heads, a_mlp, a_expert) at hidden size D (a dense model's a_expert: 0, its MLP being one
         expert)."""
         teacher = {a: getattr(self.config, a) for a in self.axes}
-        if arch_of(self.config).attention_is_hidden:  # its heads follow hidden_size: D / head_dim of them, always
+        if self.arch.attention_is_hidden:  # its heads follow hidden_size: D / head_dim of them, always
             teacher["num_attention_heads"] = D // head_dim(self.config)
         H0, F0, E0 = teacher["num_attention_heads"], teacher[self.axes[2]], num_experts(self.config) or 1
 
@@ -132,9 +128,9 @@ class ParamCounter:
 
         one = build(1)
         layer = build(2) - one
-        a_heads = 0 if arch_of(self.config).attention_is_hidden else build(1, num_attention_heads=H0 + 1) - one
+        a_heads = 0 if self.arch.attention_is_hidden else build(1, num_attention_heads=H0 + 1) - one
         a_mlp = (build(1, **{self.axes[2]: F0 + 1}) - one) // E0
-        a_expert = build(1, **{self.axes[4]: E0 + 1}) - one - a_mlp * F0 if self.moe else 0
+        a_expert = build(1, **{self.axes[4]: E0 + 1}) - one - a_mlp * F0 if self.arch.moe else 0
         return one - layer, layer - a_heads * H0 - E0 * (a_expert + a_mlp * F0), a_heads, a_mlp, a_expert
 
 
@@ -146,10 +142,11 @@ def axis_values(config, axis: str, step: int, floor: int) -> list[int]:
 
 
 def default_steps(config) -> dict[str, int]:
-    """Hidden and MLP sizes in multiples of 64, query heads in whole KV groups (the same number per group), layers."""
-    return {"hidden_size": 64, arch_of(config).mlp_size: 64, "num_attention_heads": config.num_key_value_heads,
-            **({arch_of(config).experts_size: max(1, num_experts(config) // 8)} if arch_of(config).moe else {}),
-            "num_hidden_layers": 1}
+    """Hidden and MLP sizes in multiples of 64, query heads in whole KV groups (the same number per group), layers, a
+    mixture of experts' experts in eighths of the teacher's."""
+    arch = arch_of(config)
+    return {"hidden_size": 64, arch.mlp_size: 64, "num_attention_heads": config.num_key_value_heads,
+            **({arch.experts_size: max(1, num_experts(config) // 8)} if arch.moe else {}), "num_hidden_layers": 1}
 
 
 def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int] | None = None,

@@ -147,7 +147,8 @@ def layers_to_drop(scores: Scores, criterion: str, num_layers: int, keep: int) -
 def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig) -> Plan:
     """What survives pruning `config` to `sizes` (any of them: the rest stay the teacher's) by `prune`'s criteria."""
     sizes = check_target(config, sizes, prune.drop_layers)
-    L, mlp_size, experts_size = config.num_hidden_layers, arch_of(config).mlp_size, arch_of(config).experts_size
+    L, arch = config.num_hidden_layers, arch_of(config)
+    mlp_size, experts_size = arch.mlp_size, arch.experts_size
     width = prune.width(scores) if any(sizes[k] != getattr(config, k) for k in width_sizes(config)) else None
     hidden = top(width["hidden"], sizes["hidden_size"]) if sizes["hidden_size"] != config.hidden_size else None
     mlp = [top(width["mlp"][l], sizes[mlp_size]) for l in range(L)] \
