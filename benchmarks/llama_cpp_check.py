@@ -37,7 +37,7 @@ import copy
 import gguf
 import torch
 
-from minitron.arch import arch_of, moe_block, moe_weights, num_experts, stored_as
+from minitron.arch import arch_of, moe_block, moe_weights, num_experts, stored_as, tied
 from minitron.export import PRE_TOKENIZERS, export
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_quant import TYPES, encode, tensor_type
@@ -49,7 +49,8 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
            "Explain in two sentences why the sky is blue."]
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
-            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm"]
+            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
+            "nemotron_h"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -84,17 +85,17 @@ def quantized_reference(model, dtype: str):
     config = model.config
     arch = GGUF_ARCH[config.model_type]
     names = tensor_names(arch, config.num_hidden_layers)
-    tied = config.tie_word_embeddings and arch not in OUTPUT_REQUIRED
+    shared = tied(config) and arch not in OUTPUT_REQUIRED
     family, experts = arch_of(config), num_experts(config)
     with torch.no_grad():
         for key, p in model.named_parameters():
             if p.ndim == 2:  # under the name a checkpoint stores it by (Granite-MoE's router.layer)
                 stored = stored_as(key, family, experts)
                 name = names.get_name(stored.names[0][0] if stored else key, try_suffixes=(".weight", ".bias"))
-                p.copy_(rounded(p, name, dtype, config.num_hidden_layers, tied))
-            elif p.ndim == 3:  # a mixture of experts' gate and up rows (or down), each in its GGUF tensor's type
-                gguf_names = experts_in_gguf(key)
-                p.copy_(torch.cat([rounded(w, name, dtype, config.num_hidden_layers, tied)
+                p.copy_(rounded(p, name, dtype, config.num_hidden_layers, shared))
+            elif gguf_names := experts_in_gguf(key):  # a mixture of experts' gate and up rows (or down), each in its
+                # GGUF tensor's type (Mamba-2's 3-D convolution stays f32)
+                p.copy_(torch.cat([rounded(w, name, dtype, config.num_hidden_layers, shared)
                                    for w, name in zip(p.chunk(len(gguf_names), dim=1), gguf_names)], dim=1))
     return model
 
@@ -165,14 +166,18 @@ PHI3_LONGROPE = dict(max_position_embeddings=1024, original_max_position_embeddi
 def sharpen_attention(model, factor: float) -> None:
     """Scale every layer's query and key rows by `factor` (fused or not), so that a wrong q/k layout changes the
     logits well beyond rounding."""
-    from minitron.arch import arch_of, attention_rows
+    from minitron.arch import arch_of, attention_of, attention_rows
 
     arch = arch_of(model.config)
     with torch.no_grad():
-        for layer in model.model.layers:
+        for layer in filter(attention_of, model.model.layers):  # a hybrid's layers with attention
             query, (key, _) = attention_rows(layer, arch)
             for rows in (query, key):
                 rows.of(rows.linear.weight).mul_(factor)
+
+
+# The tiny Nemotron-H's layers: Mamba-2, attention, MLP, Mamba-2 (eight Mamba-2 heads of 8 in two groups).
+NEMOTRON_H_LAYERS = ["linear_attention", "full_attention", "mlp", "linear_attention"]
 
 
 def tiny_model(family: str, seed: int = 0):
@@ -221,7 +226,10 @@ def tiny_model(family: str, seed: int = 0):
                            bos_token_id=None, eos_token_id=None),
              "stablelm": dict(use_qkv_bias=True, head_dim=8),
              "granitemoe": dict(num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=12.0,
-                                residual_multiplier=0.22, attention_multiplier=0.1, logits_scaling=8.0)}.get(family, {})
+                                residual_multiplier=0.22, attention_multiplier=0.1, logits_scaling=8.0),
+             "nemotron_h": dict(layers_block_type=NEMOTRON_H_LAYERS, mamba_num_heads=8, mamba_head_dim=8, n_groups=2,
+                                ssm_state_size=16, chunk_size=8, pad_token_id=None, bos_token_id=None,
+                                eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():

@@ -7,7 +7,10 @@ which norms a decoder layer has, whether the MLP is gated, and whether projectio
 `qkv_proj` and `gate_up_proj`, GLM-4's `gate_up_proj`): the unit kinds' rows of a projection are `Rows`, so that
 code that ranks or slices heads and neurons does not care. A mixture of experts (Qwen3-MoE, Mixtral, OLMoE, Granite-MoE)
 has a router and every expert's weights in two 3D tensors in place of the MLP's linears (`MoEWeights`), which
-checkpoints store as one linear per expert or under names of their own (`stored_as`).
+checkpoints store as one linear per expert or under names of their own (`stored_as`). A hybrid (Nemotron-H) has one
+`mixer` a layer behind one norm, of the kind `config.layer_types` names: Mamba-2 (`linear_attention`), attention
+(`full_attention`) or a squared-ReLU MLP (`mlp`); `attention_of`, `mlp_of` and `mamba_of` give a layer's parts, None
+where it has no such part.
 """
 from __future__ import annotations
 
@@ -48,6 +51,12 @@ class Arch:
     # / heads), so a model of it keeps num_attention_heads x head_dim == hidden_size: heads and hidden channels are
     # pruned together
     attention_is_hidden: bool = False
+    # A hybrid (Nemotron-H): each decoder layer one `mixer` (Mamba-2, attention or MLP, by `config.layer_types`) behind
+    # one norm; the embeddings, final norm and stored prefix under their own names
+    hybrid: bool = False
+    embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
+    final_norm: str = "norm"  # the final norm's name in the decoder
+    stored_prefix: str = "model."  # what checkpoints name the decoder (Nemotron-H's: backbone.)
 
     @property
     def hidden_norms(self) -> tuple[str, ...]:
@@ -114,6 +123,10 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("granitemoe", _PRE_POST, moe=True, experts_size="num_local_experts", moe_block="block_sparse_moe",
          router="router", stored_fused=("block_sparse_moe.router.layer.weight", "block_sparse_moe.input_linear.weight",
                                         "block_sparse_moe.output_linear.weight")),
+    # Nemotron-H (8B, 47B, 56B; Nemotron Nano 2 9B and 12B v2): a hybrid of Mamba-2, attention without positions and
+    # squared-ReLU MLP layers, one mixer each; the 4B and Nano 9B v2 are NVIDIA's Minitron prunes of the 8B and 12B
+    Arch("nemotron_h", ("norm",), gated_mlp=False, hybrid=True, embeddings="embeddings", final_norm="norm_f",
+         stored_prefix="backbone."),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
@@ -145,14 +158,20 @@ class LogitHead:
 # The sizes a target may change (Hugging Face config names; `prunable_sizes` gives a family's own).
 PRUNABLE_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
                   "num_hidden_layers")
+# A hybrid's Mamba-2 sizes a target may change too: the heads (the same number in each of its n_groups groups, whose
+# B and C every head of the group shares) and the channels of each head
+MAMBA_SIZES = ("mamba_num_heads", "mamba_head_dim")
+# `config.layer_types`' names of a hybrid's layer kinds
+MAMBA, ATTENTION, MLP = "linear_attention", "full_attention", "mlp"
 
 
 def prunable_sizes(config) -> tuple[str, ...]:
     """The sizes a target may change for this family, by the config's names: hidden_size, the MLP's (each expert's)
     neurons (`Arch.mlp_size`), query and KV heads, layers, and for a mixture of experts their number
-    (`Arch.experts_size`)."""
+    (`Arch.experts_size`), of a hybrid its Mamba-2 heads and head channels (`MAMBA_SIZES`)."""
     arch = arch_of(config)
-    return ("hidden_size", arch.mlp_size, *PRUNABLE_SIZES[2:], *((arch.experts_size,) if arch.moe else ()))
+    return ("hidden_size", arch.mlp_size, *PRUNABLE_SIZES[2:], *((arch.experts_size,) if arch.moe else ()),
+            *(MAMBA_SIZES if arch.hybrid else ()))
 
 
 def num_experts(config) -> int:
@@ -180,7 +199,17 @@ def arch_of(config) -> Arch:
         raise MinitronError(f"this {model_type} model has dense MLP layers among its mixture-of-experts ones "
                             "(mlp_only_layers, decoder_sparse_step); minitron prunes models whose every layer is "
                             "sparse")
+    if model_type == "nemotron_h" and (other := set(config.layer_types) - {MAMBA, ATTENTION, MLP}):
+        raise MinitronError(f"this nemotron_h model has {', '.join(sorted(other))} layers (Nemotron 3's "
+                            "mixture of experts); minitron prunes Nemotron-H models of Mamba-2, attention and MLP "
+                            "layers")
     return FAMILIES[model_type]
+
+
+def tied(config) -> bool:
+    """Whether lm_head is the token embeddings: the config says so and the family honours it (transformers never ties
+    a Nemotron-H's, whatever its config says)."""
+    return bool(config.tie_word_embeddings) and not arch_of(config).hybrid
 
 
 def head_dim(config) -> int:
@@ -198,11 +227,31 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def embedding(model: nn.Module) -> nn.Embedding:
-    return model.model.embed_tokens
+    return getattr(model.model, arch_of(model.config).embeddings)
 
 
 def final_norm(model: nn.Module) -> nn.Module:
-    return model.model.norm
+    return getattr(model.model, arch_of(model.config).final_norm)
+
+
+def _mixer(layer: nn.Module, kind: str) -> nn.Module | None:
+    return layer.mixer if getattr(layer, "block_type", None) == kind else None
+
+
+def attention_of(layer: nn.Module) -> nn.Module | None:
+    """A decoder layer's attention (None: a hybrid's layer of another kind)."""
+    return layer.self_attn if hasattr(layer, "self_attn") else _mixer(layer, ATTENTION)
+
+
+def mlp_of(layer: nn.Module) -> nn.Module | None:
+    """A decoder layer's `mlp` (a dense MLP; a mixture of experts' block where the family names it so: `moe_block` finds
+    every family's), None for a hybrid's layer of another kind."""
+    return layer.mlp if hasattr(layer, "mlp") else _mixer(layer, MLP)
+
+
+def mamba_of(layer: nn.Module) -> nn.Module | None:
+    """A hybrid decoder layer's Mamba-2 mixer (None: any other layer)."""
+    return _mixer(layer, MAMBA)
 
 
 def layer_norms(layer: nn.Module, arch: Arch) -> list[nn.Module]:
@@ -224,14 +273,20 @@ class Rows:
 
 
 def attention_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
-    """The linears that read the attention's (normed) input: q, k and v, or Phi-3's one qkv_proj."""
-    attn = layer.self_attn
+    """The linears that read the attention's (normed) input: q, k and v, or Phi-3's one qkv_proj (none without
+    attention)."""
+    attn = attention_of(layer)
+    if attn is None:
+        return []
     return [attn.qkv_proj] if arch.fused_qkv else [attn.q_proj, attn.k_proj, attn.v_proj]
 
 
 def mlp_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
-    """The linears that read a dense MLP's (normed) input: gate and up, up alone, or Phi-3's one gate_up_proj."""
-    mlp = layer.mlp
+    """The linears that read a dense MLP's (normed) input: gate and up, up alone, or Phi-3's one gate_up_proj (none:
+    no dense MLP)."""
+    mlp = None if arch.moe else mlp_of(layer)
+    if mlp is None:
+        return []
     if arch.fused_mlp:
         return [mlp.gate_up_proj]
     return [mlp.gate_proj, mlp.up_proj] if arch.gated_mlp else [mlp.up_proj]
@@ -249,7 +304,7 @@ def neuron_rows(layer: nn.Module, arch: Arch) -> list[Rows]:
 def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
     """The query rows, and the key and value rows, of a layer's attention (heads of head_dim rows each); a fused
     qkv_proj holds the queries first (as many rows as o_proj has input columns), then keys, then values."""
-    attn = layer.self_attn
+    attn = attention_of(layer)
     if not arch.fused_qkv:
         return Rows(attn.q_proj), [Rows(attn.k_proj), Rows(attn.v_proj)]
     q = attn.o_proj.in_features
@@ -259,12 +314,46 @@ def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
 
 def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that read the (normed) residual stream: their input columns are hidden channels."""
-    return [*attention_inputs(layer, arch), *([] if arch.moe else mlp_inputs(layer, arch))]  # MoE: `moe_weights`
+    mamba = mamba_of(layer)
+    return [*attention_inputs(layer, arch), *mlp_inputs(layer, arch),  # MoE: `moe_weights`
+            *([mamba.in_proj] if mamba is not None else [])]
 
 
 def residual_writers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that write into the residual stream: their output rows are hidden channels."""
-    return [layer.self_attn.o_proj, *([] if arch.moe else [layer.mlp.down_proj])]
+    parts = ((attention_of(layer), "o_proj"), (None if arch.moe else mlp_of(layer), "down_proj"),
+             (mamba_of(layer), "out_proj"))
+    return [getattr(module, name) for module, name in parts if module is not None]
+
+
+@dataclass(frozen=True)
+class MambaRows:
+    """Where a Mamba-2 mixer's heads live: in_proj's rows are the gate z (heads x head_dim), the scan's input x (heads
+    x head_dim), B and C (n_groups x ssm_state_size each; shared by a group's heads) and each head's time step dt;
+    conv1d's channels are x, B and C; dt_bias, A_log and D hold one entry a head, the gated norm and out_proj's columns
+    heads x head_dim."""
+
+    heads: int
+    head_dim: int
+    bc: int  # B's and C's rows together: 2 x n_groups x ssm_state_size
+
+    @classmethod
+    def of(cls, mamba: nn.Module) -> "MambaRows":
+        return cls(mamba.num_heads, mamba.head_dim, 2 * mamba.n_groups * mamba.ssm_state_size)
+
+    def channels(self, heads: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        """The x (and z) rows of channels `channels` of each of heads `heads`."""
+        return (heads[:, None] * self.head_dim + channels[None, :]).flatten()
+
+    def in_proj(self, heads: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        """The in_proj rows kept with them: z, x, every B and C row, dt."""
+        inner, x = self.heads * self.head_dim, self.channels(heads, channels)
+        return torch.cat([x, inner + x, 2 * inner + torch.arange(self.bc), 2 * inner + self.bc + heads])
+
+    def conv(self, heads: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        """The conv1d channels kept with them: x, every B and C channel."""
+        inner = self.heads * self.head_dim
+        return torch.cat([self.channels(heads, channels), inner + torch.arange(self.bc)])
 
 
 @dataclass(frozen=True)
@@ -326,6 +415,8 @@ class StoredAs:
 
 def stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
     """How a checkpoint stores the state-dict entry `name` (None: as itself, under its name)."""
+    if arch.stored_prefix != "model." and name.startswith("model."):  # the decoder under another name (Nemotron-H)
+        return StoredAs(((arch.stored_prefix + name.removeprefix("model."),),), stacked=False)
     parts = (f"{arch.router}.weight", "experts.gate_up_proj", "experts.down_proj")
     m = re.fullmatch(rf"(model\.layers\.\d+\.){arch.moe_block}\.({'|'.join(map(re.escape, parts))})", name) \
         if arch.moe else None

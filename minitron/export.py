@@ -1,14 +1,16 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3, ERNIE
 4.5, Seed-OSS, Hunyuan (dense), SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3, GLM-4,
-Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2, and the mixtures of experts Qwen3-MoE, Mixtral, OLMoE and
-Granite-MoE) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
+Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2, the mixtures of experts Qwen3-MoE, Mixtral, OLMoE and
+Granite-MoE, and the hybrid Nemotron-H) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile
+beside it.
 
-The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and
-its metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and
-the weights with the transforms llama.cpp's own converter (convert_hf_to_gguf.py) applies: the Llama rotary layout for
-q/k, 1 added to the norm weights of Gemma (x * (1 + w)) and Nemotron (LayerNorm1P), RoPE scaling factors as tensors
-(Llama 3.1's, Phi-3's LongRoPE), a mixture of experts' tensors stacked over its experts. Weight types are
-minitron.export_quant's, the identity keys and the Modelfile minitron.export_ollama's.
+The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and its
+metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and the
+weights with the transforms llama.cpp's own converter (convert_hf_to_gguf.py) applies: the Llama rotary layout for q/k,
+1 added to the norm weights of Gemma (x * (1 + w)) and Nemotron (LayerNorm1P), RoPE scaling factors as tensors (Llama
+3.1's, Phi-3's LongRoPE), a mixture of experts' tensors stacked over its experts, Nemotron-H's Mamba-2 tensors in its
+Mamba-2 graph's layouts. Weight types are minitron.export_quant's, the identity keys and the Modelfile
+minitron.export_ollama's.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import torch
 from safetensors import safe_open
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from minitron.arch import arch_of, head_dim, num_experts
+from minitron.arch import ATTENTION, MLP, arch_of, head_dim, num_experts, tied
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
@@ -33,8 +35,8 @@ from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, NORM_PLUS_ONE,
-                                  OUTPUT_REQUIRED, XIELU, XIELU_TENSOR, fused_gate_up, interleave_rotary, stacked_key,
-                                  tensor_names)
+                                  OUTPUT_REQUIRED, RMS_NORM_EPS, XIELU, XIELU_TENSOR, fused_gate_up, interleave_rotary,
+                                  mamba_in_gguf, mamba_stored, stacked_key, tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import require_safetensors
@@ -69,7 +71,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
             Ministral 3, Qwen2, Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan dense, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3
             text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2,
-            Qwen3-MoE, Mixtral, OLMoE or Granite-MoE checkpoint), a .gguf file or 'default'.
+            Qwen3-MoE, Mixtral, OLMoE, Granite-MoE or Nemotron-H checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -138,30 +140,48 @@ def attention_scale_fix(config) -> float:
     return math.sqrt(gemma_query_size(config) / config.query_pre_attn_scalar)
 
 
+def layer_sizes(config) -> tuple[int | list[int], ...]:
+    """(MLP neurons, query heads, KV heads): of every layer; of a hybrid, neurons and KV heads a list, 0 in the layers
+    without the part (llama.cpp's nemotron_h graph tells its layers' kinds by them: a Mamba-2 layer has neither), and
+    query heads one number (llama.cpp takes the head size from the first layer's, which a Mamba-2 layer has none of)."""
+    if not arch_of(config).hybrid:
+        return config.intermediate_size, config.num_attention_heads, config.num_key_value_heads
+    kinds = config.layer_types
+    return ([config.intermediate_size if kind == MLP else 0 for kind in kinds], config.num_attention_heads,
+            [config.num_key_value_heads if kind == ATTENTION else 0 for kind in kinds])
+
+
 def add_architecture(writer: gguf.GGUFWriter, config) -> None:
     """The numbers llama.cpp builds its graph from (`{arch}.*` keys)."""
     model_type = config.model_type
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
+    neurons, heads, kv_heads = layer_sizes(config)
+    writer.add_feed_forward_length(neurons)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
     writer.add_key_length(head_dim(config))
     writer.add_value_length(head_dim(config))
-    writer.add_rope_freq_base(rope_theta(config))  # Gemma 3: of its global layers
     writer.add_vocab_size(config.vocab_size)
     if model_type in HIDDEN_WIDE_SOME_BUILDS and config.num_attention_heads * head_dim(config) != config.hidden_size:
         print(f"warning: this model's attention is {config.num_attention_heads} heads x {head_dim(config)} wide, not "
               f"hidden_size {config.hidden_size}: the llama.cpp that node-llama-cpp 3.22.1 ships refuses such a "
               f"{model_type} file (it builds the attention hidden_size wide)", flush=True)
-    writer.add_rope_dimension_count(rotary_dims(config))
-    add_rope_scaling(writer, config)
     if model_type in LAYER_NORM_EPS:  # LayerNorm (Nemotron's with bias)
         writer.add_layer_norm_eps(getattr(config, LAYER_NORM_EPS[model_type]))
     else:
-        writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+        writer.add_layer_norm_rms_eps(getattr(config, RMS_NORM_EPS.get(model_type, "rms_norm_eps")))
     FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
+    if not arch_of(config).hybrid:  # Nemotron-H's attention has no positions
+        add_rope(writer, config)
+
+
+def add_rope(writer: gguf.GGUFWriter, config) -> None:
+    """RoPE's base, rotated channels and scaling."""
+    writer.add_rope_freq_base(rope_theta(config))  # Gemma 3: of its global layers
+    writer.add_rope_dimension_count(rotary_dims(config))
+    add_rope_scaling(writer, config)
 
 
 def rotary_dims(config) -> int:
@@ -254,11 +274,23 @@ def granitemoe_keys(writer: gguf.GGUFWriter, config) -> None:
     moe_keys(writer, config)
 
 
+def nemotron_h_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Nemotron-H's Mamba-2 sizes: its convolution, inner width (heads x head_dim), state, heads and groups; its norms'
+    epsilon under the LayerNorm key too (the llama.cpp node-llama-cpp 3.22.1 ships reads that one; later ones the
+    RMSNorm key written with every family's)."""
+    writer.add_layer_norm_eps(config.layer_norm_epsilon)
+    writer.add_ssm_conv_kernel(config.conv_kernel)
+    writer.add_ssm_inner_size(config.mamba_num_heads * config.mamba_head_dim)
+    writer.add_ssm_state_size(config.ssm_state_size)
+    writer.add_ssm_time_step_rank(config.mamba_num_heads)
+    writer.add_ssm_group_count(config.n_groups)
+
+
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
 FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys,
                "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys, "olmo3": olmo3_keys,
                "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys,
-               "granitemoe": granitemoe_keys}
+               "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -362,7 +394,7 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
     for file in sorted(path.glob("*.safetensors")):
         with safe_open(file, framework="pt") as f:
             for key in f.keys():
-                if key == "lm_head.weight" and config.tie_word_embeddings:
+                if key == "lm_head.weight" and tied(config):
                     continue  # llama.cpp reuses token_embd when there is no output tensor
                 if match := XIELU_TENSOR.fullmatch(key):
                     xielu[match[2]][int(match[1])] = float(f.get_tensor(key).float())
@@ -376,6 +408,9 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
                     if (stacked := experts.add(match, data)) is None:
                         continue  # until the layer's last expert of this linear
                     key, data = stacked
+                if mamba := mamba_in_gguf(key):  # Nemotron-H's, as llama.cpp's converter writes them
+                    add(mamba[0], mamba_stored(mamba[1], data, config.n_groups))
+                    continue
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
                 if name is None:
                     raise MinitronError(f"{file.name}: tensor {key} has no GGUF name in llama.cpp's "
@@ -389,7 +424,7 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
                 if q_scale != 1.0 and key.endswith(scaled):
                     data = data * np.float32(q_scale)
                 add(name, data)
-                if name == "token_embd.weight" and config.tie_word_embeddings and arch in OUTPUT_REQUIRED:
+                if name == "token_embd.weight" and tied(config) and arch in OUTPUT_REQUIRED:
                     add("output.weight", data)  # this graph has no tied head: the head is written out
     experts.check_done()
     for name, data in rope_tensors(config).items():
@@ -430,10 +465,10 @@ def add_xielu(writer: gguf.GGUFWriter, values: dict[str, list[float]]) -> None:
 
 def tensor_adder(writer: gguf.GGUFWriter, config, arch: str, weight_type):
     """add(name, float32 data): the tensor in the type export_quant.tensor_type picks for it."""
-    tied = config.tie_word_embeddings and arch not in OUTPUT_REQUIRED
+    shared = tied(config) and arch not in OUTPUT_REQUIRED
 
     def add(name: str, data: np.ndarray) -> None:
-        qtype = tensor_type(name, data.shape, weight_type, config.num_hidden_layers, tied)
+        qtype = tensor_type(name, data.shape, weight_type, config.num_hidden_layers, shared)
         writer.add_tensor(name, encode(data, qtype), raw_dtype=qtype)
     return add
 

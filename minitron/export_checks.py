@@ -302,7 +302,24 @@ def check_hidden_wide(config, family: str, graph: str) -> None:
 
 
 # What each family's llama.cpp graph assumes beyond the common checks, refused in one line when a model breaks it.
+def check_nemotron_h(config) -> None:
+    """Refuse a Nemotron-H that llama.cpp's nemotron_h graph computes otherwise: another activation, a clamped time
+    step, biases (the released models have none; the Mamba-2 graph adds the convolution's always and in_proj's
+    never)."""
+    if config.mlp_hidden_act != "relu2" or config.mamba_hidden_act != "silu":
+        raise MinitronError(f"cannot export this nemotron_h model with activations {config.mlp_hidden_act!r} and "
+                            f"{config.mamba_hidden_act!r}: llama.cpp's graph computes relu2 (MLP) and silu (Mamba-2)")
+    if tuple(config.time_step_limit) != (0.0, float("inf")):
+        raise MinitronError(f"cannot export this nemotron_h model with time_step_limit {list(config.time_step_limit)}: "
+                            "llama.cpp's Mamba-2 graph does not clamp the time step")
+    biases = [name for name in ("use_bias", "attention_bias", "mlp_bias") if getattr(config, name)]
+    if biases or not config.use_conv_bias:
+        raise MinitronError(f"cannot export this nemotron_h model with {', '.join(biases) or 'use_conv_bias false'}: "
+                            "minitron exports Nemotron-H with its convolution's bias and no other (as released)")
+
+
 FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_v1_dense": check_hunyuan,
                  "gemma": check_gemma, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
                  "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3,
-                 "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe}
+                 "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
+                 "nemotron_h": check_nemotron_h}

@@ -20,11 +20,13 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "olmo3": "olmo2",  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
              "exaone4": "exaone4", "qwen3_moe": "qwen3moe",
              "mixtral": "llama",  # Mixtral: Llama's graph with experts, as llama.cpp's converter writes it
-             "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe"}
+             "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe", "nemotron_h": "nemotron_h"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
                   "stablelm": "layer_norm_eps"}
+# Families whose RMSNorms' epsilon is not the config's rms_norm_eps: its field (Nemotron-H's every norm's).
+RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
@@ -38,6 +40,41 @@ XIELU_TENSOR = re.compile(r"model\.layers\.(\d+)\.mlp\.act_fn\.(alpha_p|alpha_n|
 # A mixture of experts' stored tensors, one an expert and linear (`arch.stored_as`), which a GGUF file holds stacked
 # over the experts, one tensor a layer and linear: (layer, block, expert, linear).
 EXPERT_TENSOR = re.compile(r"model\.layers\.(\d+)\.(\w+)\.experts\.(\d+)\.(\w+)\.weight")
+
+
+# Nemotron-H's Mamba-2 tensors that llama.cpp's converter writes otherwise (`mamba_in_gguf`).
+MAMBA_TENSOR = re.compile(r"backbone\.layers\.(\d+)\.mixer\.(A_log|D|dt_bias|conv1d\.weight|norm\.weight)")
+
+
+def mamba_in_gguf(key: str) -> tuple[str, str] | None:
+    """The GGUF tensor of a Nemotron-H Mamba-2 tensor that llama.cpp's converter writes otherwise (`mamba_stored`), and
+    which part it is (`A_log`, `D`, `dt_bias`, `conv1d.weight`, `norm.weight`); None for any other tensor."""
+    import gguf  # lazy: an extra, and CLI start-up speed
+
+    if (m := MAMBA_TENSOR.fullmatch(key)) is None:
+        return None
+    T = gguf.MODEL_TENSOR
+    kind, suffix = {"A_log": (T.SSM_A, ""), "D": (T.SSM_D, ""), "dt_bias": (T.SSM_DT, ".bias"),
+                    "conv1d.weight": (T.SSM_CONV1D, ".weight"), "norm.weight": (T.SSM_NORM, ".weight")}[m[2]]
+    return gguf.TENSOR_NAMES[kind].format(bid=int(m[1])) + suffix, m[2]
+
+
+def mamba_stored(part: str, data: np.ndarray, groups: int) -> np.ndarray:
+    """A Mamba-2 tensor (`mamba_in_gguf`'s part) as llama.cpp's Mamba-2 graph reads it: A as -exp(A_log) and D as a
+    column each (heads, 1), conv1d's weight without its channel axis (channels, kernel), the gated norm's weight a row
+    a group (`n_groups`)."""
+    if part == "A_log":
+        return -np.exp(data)[:, None]
+    if part == "D":
+        return data[:, None]
+    if part == "conv1d.weight":
+        return data.reshape(data.shape[0], -1)
+    return data.reshape(groups, -1) if part == "norm.weight" else data
+
+
+def mamba_read(part: str, data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of `mamba_stored`: the Hugging Face tensor of `shape`."""
+    return (np.log(-data) if part == "A_log" else data).reshape(shape)
 
 
 # Granite-MoE's checkpoints store each layer's gate and up rows of every expert in one tensor, which a GGUF file holds

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minitron.arch import arch_of, num_experts, stored_as
+from minitron.arch import ATTENTION, MAMBA, MLP, arch_of, num_experts, stored_as, tied
 from minitron.errors import MinitronError
 from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
-                                  LAYER_NORM_EPS, NORM_PLUS_ONE, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, fused_gate_up,
-                                  halve_rotary, stacked_key, tensor_names)
+                                  LAYER_NORM_EPS, NORM_PLUS_ONE, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR,
+                                  fused_gate_up, halve_rotary, mamba_in_gguf, mamba_read, stacked_key, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -56,7 +56,7 @@ def convert(reader, path: Path, out: Path) -> None:
     shapes = {}
     for key, p in model.state_dict().items():  # a mixture of experts' as checkpoints store it: one tensor an expert
         layout = stored_as(key, arch, num_experts(config))
-        if not (key == "lm_head.weight" and config.tie_word_embeddings):  # a tied head is not written
+        if not (key == "lm_head.weight" and tied(config)):  # a tied head is not written
             shapes.update(layout.shapes(tuple(p.shape)) if layout else {key: tuple(p.shape)})
     specs = stored_specs(tensors, shapes, config)
     with SafetensorsWriter(out, specs) as writer:
@@ -86,6 +86,8 @@ def gguf_name(names, key: str) -> tuple[str | None, int | None]:
     its index in the tensor stacked over the experts (else None)."""
     if match := EXPERT_TENSOR.fullmatch(key):
         return names.get_name(stacked_key(int(match[1]), match[2], match[4]), try_suffixes=(".weight",)), int(match[3])
+    if mamba := mamba_in_gguf(key):
+        return mamba[0], None
     if gate_up := fused_gate_up(key):  # the gate half's (the up half's is `fused_gate_up`'s second)
         return gate_up[0], None
     return names.get_name(key, try_suffixes=(".weight", ".bias")), None
@@ -111,7 +113,8 @@ def read_config(meta: Metadata, reader, tensors: dict):
     from transformers import AutoConfig  # lazy: CLI start-up speed
 
     model_type = family(meta)
-    settings = {name: required(meta, key, int) for name, key in COMMON_KEYS.items()}
+    per_layer = PER_LAYER_KEYS.get(model_type, ())  # a hybrid's, one value a layer (`nemotron_h`)
+    settings = {name: required(meta, key, int) for name, key in COMMON_KEYS.items() if name not in per_layer}
     if "token_embd.weight" not in tensors:
         raise MinitronError(f"cannot read this {meta.arch} GGUF file: it has no token_embd.weight (the embeddings)")
     settings["vocab_size"] = int(tensors["token_embd.weight"].shape[-1])
@@ -122,7 +125,8 @@ def read_config(meta: Metadata, reader, tensors: dict):
     if model_type in LAYER_NORM_EPS:
         settings[LAYER_NORM_EPS[model_type]] = required(meta, "attention.layer_norm_epsilon", float)
     else:
-        settings["rms_norm_eps"] = required(meta, "attention.layer_norm_rms_epsilon", float)
+        settings[RMS_NORM_EPS.get(model_type, "rms_norm_eps")] = required(meta, "attention.layer_norm_rms_epsilon",
+                                                                           float)
     biases = {"attention_bias": "blk.0.attn_q.bias" in tensors, "mlp_bias": "blk.0.ffn_up.bias" in tensors,
               "use_bias": "blk.0.attn_q.bias" in tensors,  # ERNIE's one flag
               "use_qkv_bias": "blk.0.attn_q.bias" in tensors,  # StableLM's
@@ -227,9 +231,26 @@ def granitemoe(meta: Metadata, layers: int) -> dict:
     return {**granite(meta, layers), "num_local_experts": experts.pop("num_experts"), **experts}
 
 
+def nemotron_h(meta: Metadata, layers: int) -> dict:
+    """Nemotron-H's layers' kinds from their neurons and KV heads (a Mamba-2 layer has neither, an attention layer no
+    neurons), its MLP and attention widths, and its Mamba-2 sizes."""
+    neurons, kv = (meta.get(key) for key in ("feed_forward_length", "attention.head_count_kv"))
+    if not all(isinstance(v, list) and len(v) == layers for v in (neurons, kv)):
+        raise MinitronError(f"cannot read this nemotron_h GGUF file: its feed_forward_length and "
+                            f"attention.head_count_kv are not one value for each of its {layers} layers")
+    kinds = [MLP if f else ATTENTION if k else MAMBA for f, k in zip(neurons, kv)]
+    heads, inner = required(meta, "ssm.time_step_rank", int), required(meta, "ssm.inner_size", int)
+    return {"layers_block_type": kinds, "intermediate_size": max(neurons) or 1, "num_key_value_heads": max(kv) or 1,
+            "mamba_num_heads": heads, "mamba_head_dim": inner // heads,
+            "n_groups": required(meta, "ssm.group_count", int), "ssm_state_size": required(meta, "ssm.state_size", int),
+            "conv_kernel": required(meta, "ssm.conv_kernel", int)}
+
+
 FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
-                   "granitemoe": granitemoe}
+                   "granitemoe": granitemoe, "nemotron_h": nemotron_h}
+# The common keys a family's file holds one value a layer of (read by its FAMILY_SETTINGS).
+PER_LAYER_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads")}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -264,8 +285,13 @@ def olmo3_rope(config, meta: Metadata) -> None:
                               "sliding_attention": {"rope_type": "default", "rope_theta": full["rope_theta"]}}
 
 
+def no_rope(config, meta: Metadata) -> None:
+    """Nemotron-H's attention has no positions: no RoPE settings."""
+    config.rope_parameters = None
+
+
 # What a family's config needs after `correct_config` has set its RoPE.
-FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope}
+FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope}
 
 
 def dequantized(tensor) -> np.ndarray:
@@ -305,6 +331,8 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         if gate_up := fused_gate_up(key):  # Granite-MoE's every expert's gate rows, then its up rows, from two tensors
             used.update(gate_up)
             data = np.concatenate([dequantized(tensors[n]) for n in gate_up], 1)
+        elif mamba := mamba_in_gguf(key):  # Nemotron-H's Mamba-2 tensors llama.cpp's converter writes otherwise
+            data = mamba_read(mamba[1], dequantized(tensors[name]), shape)
         elif expert is None:
             stacked.clear()
             data = dequantized(tensors[name])

@@ -494,12 +494,14 @@ def write_student_card(run: Path, original: str, metrics: dict, tasks: dict[str,
 # ---------------------------------------------------------------- helpers
 
 HEADS_FIRST = ["num_key_value_heads", "num_attention_heads", "hidden_size", "intermediate_size",
-               "moe_intermediate_size", "num_experts", "num_local_experts", "num_hidden_layers"]
+               "moe_intermediate_size", "num_experts", "num_local_experts", "mamba_num_heads", "mamba_head_dim",
+               "num_hidden_layers"]
 
 
 def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages: int) -> list[dict[str, int]]:
     """The target of each of `stages` rounds: each size a geometric share of the way from the teacher's to the
-    final one (query heads a multiple of the KV heads, multiples of 8 kept), the last round the target itself."""
+    final one (query heads a multiple of the KV heads, Mamba-2 heads of the groups, multiples of 8 kept), the last
+    round the target itself."""
     whole_number(stages, "--stages")
     result = []
     for k in range(1, stages):
@@ -509,6 +511,7 @@ def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages:
             value = start * (end / start) ** (k / stages)
             heads = {**sizes, **step}["num_attention_heads"]
             unit = ({**sizes, **step}["num_key_value_heads"] if name == "num_attention_heads"
+                    else config.n_groups if name == "mamba_num_heads"
                     else 8 if start % 8 == 0 and end % 8 == 0 else 1)
             if name == "hidden_size" and end % sizes["num_attention_heads"] == 0:  # some families need it
                 unit = math.lcm(unit, heads)

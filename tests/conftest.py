@@ -11,14 +11,15 @@ from transformers import (ApertusConfig, ArceeConfig, AutoModelForCausalLM, Cohe
                           Ernie4_5Config, Exaone4Config, Gemma2Config, Gemma3TextConfig, GemmaConfig, Glm4Config,
                           GraniteConfig, GraniteMoeConfig, HunYuanDenseV1Config, LlamaConfig, Ministral3Config,
                           MistralConfig, MixtralConfig, NemotronConfig, Olmo2Config, Olmo3Config, OlmoeConfig,
-                          Phi3Config, Qwen2Config, Qwen3Config, Qwen3MoeConfig, SeedOssConfig, SmolLM3Config,
-                          StableLmConfig)
+                          NemotronHConfig, Phi3Config, Qwen2Config, Qwen3Config, Qwen3MoeConfig, SeedOssConfig,
+                          SmolLM3Config, StableLmConfig)
 
 from minitron.arch import arch_of
 
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
-            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm"]
+            "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
+            "nemotron_h"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -112,6 +113,12 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         return OlmoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, **sizes,
                               "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
                            pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "nemotron_h":  # Mamba-2, attention, MLP, attention; eight Mamba heads in two groups (the layers that
+        # tests drop leave an attention layer: transformers runs no Nemotron-H without one)
+        kinds = ["linear_attention", "full_attention", "mlp", "full_attention"] * sizes["num_hidden_layers"]
+        return NemotronHConfig(**{"mamba_num_heads": 8, "mamba_head_dim": 8, "n_groups": 2, "ssm_state_size": 16,
+                                  "chunk_size": 8, **sizes, "layers_block_type": kinds[:sizes.pop("num_hidden_layers")]},
+                               pad_token_id=None, bos_token_id=None, eos_token_id=None)
     raise ValueError(family)
 
 

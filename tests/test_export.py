@@ -233,7 +233,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("qwen3_moe", "llama-bpe", "q8_0", True), ("mixtral", None, "f16", False),
              ("mixtral", "sentencepiece", "q8_0", False), ("olmoe", "mha", "f16", False),
              ("olmoe", "mha", "q8_0", True), ("stablelm", None, "f16", False), ("stablelm", "llama-bpe", "q8_0", True),
-             ("granitemoe", None, "f16", False), ("granitemoe", "llama-bpe", "q8_0", True)]
+             ("granitemoe", None, "f16", False), ("granitemoe", "llama-bpe", "q8_0", True),
+             ("nemotron_h", None, "f16", False), ("nemotron_h", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -571,7 +572,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "ministral3, qwen2, qwen3, ernie4_5, seed_oss, hunyuan_v1_dense, smollm3, "
                                             "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
-                                            "olmoe, stablelm, granitemoe$"):
+                                            "olmoe, stablelm, granitemoe, nemotron_h$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -637,7 +638,7 @@ def test_export_refuses_what_llama_cpp_cannot_run(tmp_path, family, settings, re
 # OLMo 3 7B / 32B (YaRN on the global layers, its attention factor spelt out), Hunyuan 7B (NTK alpha as `rope_scaling`
 # of type dynamic), Gemma 7B (hidden_act "gelu", which transformers reads as the tanh GELU), Seed-OSS 36B, GLM-4 9B
 # 0414, Apertus 8B (Llama 3.1's RoPE, xIELU), Qwen3-30B-A3B, Mixtral 8x7B, OLMoE-1B-7B, Granite 3.0 1B-A400M, StableLM 2
-# 1.6B.
+# 1.6B, Nemotron-H 8B.
 RELEASED = {
     "olmo3": dict(rope_theta=500000, sliding_window=4096, max_position_embeddings=65536,
                   rope_scaling={"attention_factor": 1.2079441541679836, "beta_fast": 32.0, "beta_slow": 1.0,
@@ -664,6 +665,10 @@ RELEASED = {
     "stablelm": dict(hidden_size=2048, num_attention_heads=32, num_key_value_heads=32, intermediate_size=5632,
                      use_qkv_bias=True, qk_layernorm=False, use_parallel_residual=False, tie_word_embeddings=False,
                      partial_rotary_factor=0.25, layer_norm_eps=1e-5),
+    "nemotron_h": dict(hybrid_override_pattern="M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-", hidden_size=4096,
+                       intermediate_size=21504, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                       mamba_num_heads=128, mamba_head_dim=64, n_groups=8, ssm_state_size=128, conv_kernel=4,
+                       mlp_hidden_act="relu2", use_bias=False, use_conv_bias=True, layer_norm_epsilon=1e-5),
 }
 
 
@@ -786,7 +791,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("gemma", None, "q4_0", True), ("qwen3_moe", None, "f16", False), ("qwen3_moe", None, "q8_0", True),
     ("mixtral", None, "bf16", False), ("mixtral", None, "q4_0", True), ("olmoe", "mha", "f16", False),
     ("olmoe", "mha", "q8_0", True), ("stablelm", None, "f16", False), ("stablelm", None, "q8_0", True),
-    ("granitemoe", None, "f16", False), ("granitemoe", None, "q4_0", True),
+    ("granitemoe", None, "f16", False), ("granitemoe", None, "q4_0", True), ("nemotron_h", None, "f16", False),
+    ("nemotron_h", None, "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
@@ -811,9 +817,11 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf
     converted = load_model(str(out))
     assert_same_logits(model, converted, TOLERANCE[dtype])
-    if dtype in ("f16", "bf16"):  # the weights kept as the file stores them (exact, half the disk of fp32; routers f32)
+    if dtype in ("f16", "bf16"):  # the weights kept as the file stores them (exact, half the disk of fp32; routers and
+        # Mamba-2's convolution f32)
         stored = {spec.dtype for name, spec in Checkpoint.open(resolve_model(str(out))).specs.items()
-                  if len(spec.shape) > 1 and not name.endswith((".gate.weight", ".router.layer.weight"))}
+                  if len(spec.shape) > 1
+                  and not name.endswith((".gate.weight", ".router.layer.weight", ".conv1d.weight"))}
         assert stored == {torch.float16 if dtype == "f16" else torch.bfloat16}
     if rope != "own":  # an own query scale is folded into the weights before they are rounded; the reference rounds
         assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), converted, ROUNDED)  # them unfolded

@@ -6,7 +6,7 @@ import torch
 from torch.testing import assert_close
 
 from conftest import tiny_model
-from minitron.arch import arch_of, attention_inputs, mlp_inputs, moe_block
+from minitron.arch import arch_of, attention_inputs, attention_of, mamba_of, mlp_inputs, moe_block
 from minitron.numerics import lm_loss
 from minitron.importance import Scores, coupled_scores, compute_scores
 from minitron.importance.stats import ActivationRecorder
@@ -188,9 +188,18 @@ def test_coupled_scores_cover_every_family(family):
     s = coupled_scores(model, arch_of(model.config), lambda p: p.detach().abs())
     experts = (6,) if arch_of(model.config).moe else ()  # a mixture of experts: each expert's neurons, and experts
     assert s["hidden"].shape == (64,) and s["heads"].shape == (4, 8) and s["mlp"].shape == (4, *experts, 96)
-    assert set(s) == {"hidden", "heads", "mlp", *(["experts"] if experts else [])}
+    hybrid = arch_of(model.config).hybrid  # Mamba-2 heads and head channels
+    assert set(s) == {"hidden", "heads", "mlp", *(["experts"] if experts else []), *(["mamba", "mamba_dim"] if hybrid
+                                                                                      else [])}
     if experts:
         assert s["experts"].shape == (4, 6) and (s["experts"] > 0).all()
+    if hybrid:  # each unit scored in the layers that have it (Mamba-2, attention, Mamba-2, MLP), 0 in the others
+        kinds = model.config.layer_types
+        for unit, kind, count in (("mamba", "linear_attention", 8), ("mamba_dim", "linear_attention", 8),
+                                  ("heads", "full_attention", 8), ("mlp", "mlp", 96)):
+            assert s[unit].shape == (4, count)
+            for layer, scores in zip(kinds, s[unit]):
+                assert (scores > 0).all() if layer == kind else (scores == 0).all()
     assert (s["hidden"] > 0).all()
 
 
@@ -198,15 +207,24 @@ def test_wanda_input_norms_equal_the_inputs_squared(family):
     """The squared input norms structured Wanda reads, taken from the norm statistics already recorded when a
     linear reads the very tensor a norm produced (q_proj, the MLP, lm_head), equal the inputs squared and summed."""
     model = tiny_model(family)
-    layer, arch = model.model.layers[1], arch_of(model.config)
-    readers = {"attn_in": attention_inputs(layer, arch)[0],
-               "mlp_in": moe_block(layer, arch) if arch.moe else mlp_inputs(layer, arch)[-1],  # MoE: its block
-               "o_in": layer.self_attn.o_proj}
-    expected = {key: capture(model, m).pow(2).sum((0, 1)) for key, m in readers.items()}
-    expected["head_in"] = capture(model, model.get_output_embeddings()).pow(2).sum((0, 1))
-    rec = ActivationRecorder(model, arch_of(model.config))
+    arch = arch_of(model.config)
+    readers = {}  # statistic -> (layer, the module whose input it sums): of the first layer from layer 1 that has one
+    for i in (1, 2, 3, 0):
+        layer = model.model.layers[i]
+        attn, mamba, mlp_in = attention_of(layer), mamba_of(layer), mlp_inputs(layer, arch)
+        parts = {"attn_in": attn and attention_inputs(layer, arch)[0], "o_in": attn and attn.o_proj,
+                 "mlp_in": moe_block(layer, arch) if arch.moe else mlp_in[-1] if mlp_in else None,  # MoE: its block
+                 "mamba_in": mamba and mamba.in_proj, "mamba_o_in": mamba and mamba.out_proj}
+        for key, module in parts.items():
+            if module is not None:
+                readers.setdefault(key, (i, module))
+    assert set(readers) == {"attn_in", "o_in", "mlp_in", *(["mamba_in", "mamba_o_in"] if arch.hybrid else [])}
+    expected = {key: (i, capture(model, m).pow(2).sum((0, 1))) for key, (i, m) in readers.items()}
+    rec = ActivationRecorder(model, arch)
     with torch.no_grad(), rec:
         for ids in BATCHES:
             model(input_ids=ids)
-    for key, want in expected.items():
-        assert_close(rec.sq[key] if key == "head_in" else rec.sq[key][1], want, rtol=1e-5, atol=1e-6)
+    for key, (i, want) in expected.items():
+        assert_close(rec.sq[key][i], want, rtol=1e-5, atol=1e-6)
+    assert_close(rec.sq["head_in"], capture(model, model.get_output_embeddings()).pow(2).sum((0, 1)), rtol=1e-5,
+                 atol=1e-6)

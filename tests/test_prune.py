@@ -8,7 +8,7 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import own_names, tiny_model
-from minitron.arch import PER_LAYER, arch_of, count_params, head_dim, moe_block
+from minitron.arch import PER_LAYER, arch_of, attention_of, count_params, head_dim, mlp_of, moe_block
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
 from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
@@ -48,8 +48,8 @@ def test_mlp_pruning_equals_zeroed_neurons(family, tie):
     with torch.no_grad():
         for layer, k in zip(zeroed.model.layers, keep):
             mask = torch.ones(experts, 96, dtype=torch.bool).scatter_(1, k, False)
-            for e in range(experts):
-                down = moe_block(layer, arch).experts.down_proj[e] if arch.moe else layer.mlp.down_proj.weight
+            for e in range(experts if arch.moe or mlp_of(layer) is not None else 0):  # a hybrid's without an MLP: none
+                down = moe_block(layer, arch).experts.down_proj[e] if arch.moe else mlp_of(layer).down_proj.weight
                 down[:, mask[e]] = 0
     keep = keep if arch.moe else [k[0] for k in keep]
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, keep, []))
@@ -82,14 +82,16 @@ def test_head_pruning_equals_zeroed_heads_and_keeps_gqa(family, new_heads, new_k
     chosen = [select_heads(s, 2, new_heads, new_kv) for s in scores]
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
-        for layer, (q, kv) in zip(zeroed.model.layers, chosen):
+        for attn, (q, kv) in zip(map(attention_of, zeroed.model.layers), chosen):
+            if attn is None:  # a hybrid's layer without attention
+                continue
             mask = torch.ones(8 * dim, dtype=torch.bool)
             mask[head_rows(q, dim)] = False
-            layer.self_attn.o_proj.weight[:, mask] = 0
+            attn.o_proj.weight[:, mask] = 0
             for name, heads in (("q_norm", q), ("k_norm", kv)):
-                norm = getattr(layer.self_attn, name, None)
+                norm = getattr(attn, name, None)
                 if norm is not None and norm.weight.dim() == 1 and norm.weight.numel() > dim:
-                    setattr(layer.self_attn, name, KeptChannels(norm, head_rows(heads, dim)))
+                    setattr(attn, name, KeptChannels(norm, head_rows(heads, dim)))
     pruned = apply_plan(copy.deepcopy(model), Plan(None, [c[0] for c in chosen], [c[1] for c in chosen], None, []))
     assert (pruned.config.num_attention_heads, pruned.config.num_key_value_heads) == (new_heads, new_kv)
     for q, kv in chosen:  # every kept head belongs to a kept group, equal numbers per group
@@ -136,8 +138,8 @@ def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_
     experts = {"num_experts": 4} if moe else {}
     target = own_names(model.config, dict(hidden_size=40, intermediate_size=48, num_attention_heads=2,
                                           num_key_value_heads=1, num_hidden_layers=3, **experts))
-    sizes = check_target(model.config, target)
-    expected = params_of(target_config(model.config, sizes))
+    sizes = check_target(model.config, target, [2])
+    expected = params_of(target_config(model.config, sizes, [2]))  # a hybrid's count depends on which layer goes
     r = random_scores(model.config, seed=0)
     chosen = [select_heads(s, 2, 2, 1) for s in r["heads"]]
     plan = Plan(r["hidden"].topk(target["hidden_size"]).indices.sort().values, [c[0] for c in chosen],
@@ -174,8 +176,8 @@ def test_unsupported_architecture_is_refused_by_name():
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
                                             "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, granite, "
                                             "granitemoe, hunyuan_v1_dense, llama, ministral3, mistral, mixtral, "
-                                            "nemotron, olmo2, olmo3, olmoe, phi3, qwen2, qwen3, qwen3_moe, seed_oss, "
-                                            "smollm3, stablelm"):
+                                            "nemotron, nemotron_h, olmo2, olmo3, olmoe, phi3, qwen2, qwen3, qwen3_moe, "
+                                            "seed_oss, smollm3, stablelm"):
         arch_of(GPT2Config())
 
 

@@ -28,7 +28,9 @@ def test_param_counts_are_exact(family, tie):
     for sizes in [dict(hidden_size=32, num_attention_heads=4, intermediate_size=48, num_hidden_layers=3),
                   dict(hidden_size=48, num_attention_heads=6, intermediate_size=96, num_hidden_layers=1)]:
         experts = {"num_experts": 4} if arch_of(config).moe else {}
-        sizes = own_names(config, {**sizes, **experts})
+        hybrid = {"mamba_num_heads": sizes["num_attention_heads"], "num_hidden_layers": 4} \
+            if arch_of(config).hybrid else {}  # a hybrid's search keeps its layers
+        sizes = own_names(config, {**sizes, **experts, **hybrid})
         assert count(sizes) == params_of(target_config(config, check_target(config, sizes)))
 
 

@@ -1,9 +1,9 @@
-"""Activation statistics: forward hooks that reduce each activation (B, S, D) over the sequence (mean of |x|,
-L2 or variance) and accumulate it over the batch in fp32 (L2, mean or variance across sequences), for
-hidden channels (each norm's output, per norm), attention heads (o_proj's input per head, and each head's output after
-o_proj) and MLP neurons (down_proj's input; of a mixture of experts, each expert's, and each expert's routed
-contribution: `moe_activations`); plus Block Influence and the input norms structured Wanda needs. One pass fills every
-combination.
+"""Activation statistics: forward hooks that reduce each activation (B, S, D) over the sequence (mean of |x|, L2 or
+variance) and accumulate it over the batch in fp32 (L2, mean or variance across sequences), for hidden channels (each
+norm's output, per norm), attention heads (o_proj's input per head, and each head's output after o_proj) and MLP neurons
+(down_proj's input; of a mixture of experts, each expert's, and each expert's routed contribution: `moe_activations`),
+and a hybrid's Mamba-2 heads and head channels (out_proj's input: each head's norm, and each channel's norm over the
+heads); plus Block Influence and the input norms structured Wanda needs. One pass fills every combination.
 
 Hidden channels, as the papers and NVIDIA's implementation define them: each decoder layer's input and
 post-attention norm aggregated on its own, then the per-norm scores summed (the final norm left out). The
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minitron.arch import (Arch, MoEWeights, attention_inputs, decoder_layers, final_norm, head_dim, layer_norms,
-                           mlp_inputs, moe_block, moe_weights, num_experts)
+from minitron.arch import (Arch, MoEWeights, attention_inputs, attention_of, decoder_layers, final_norm, head_dim,
+                           layer_norms, mamba_of, mlp_inputs, mlp_of, moe_block, moe_weights, num_experts)
 
 AGGREGATIONS = ("mean", "l2", "var")
 
@@ -116,9 +116,13 @@ class ActivationRecorder:
         self.heads_o = [Stat(H, device=dev) for _ in range(L)]  # each head's contribution after o_proj
         self.mlp = [Stat(*E, Fn, device=dev) for _ in range(L)]
         self.experts = [Stat(*E, device=dev) for _ in range(L)] if arch.moe else []  # each one's contribution
+        # a hybrid's Mamba-2 heads and head channels (0 in its other layers, as heads and neurons are where it has none)
+        Hm, dm = (cfg.mamba_num_heads, cfg.mamba_head_dim) if arch.hybrid else (0, 0)
+        self.mamba, self.mamba_dim = [Stat(Hm, device=dev) for _ in range(L)], [Stat(dm, device=dev) for _ in range(L)]
         # squared input norms of the linears that consume each unit (structured Wanda)
         self.sq = {"attn_in": torch.zeros(L, D, device=dev), "mlp_in": torch.zeros(L, D, device=dev),
-                   "head_in": torch.zeros(D, device=dev), "o_in": torch.zeros(L, H * head_dim(cfg), device=dev)}
+                   "head_in": torch.zeros(D, device=dev), "o_in": torch.zeros(L, H * head_dim(cfg), device=dev),
+                   "mamba_in": torch.zeros(L, D, device=dev), "mamba_o_in": torch.zeros(L, Hm * dm, device=dev)}
         self.bi_sum, self.bi_count = torch.zeros(L, device=dev), 0
         self._last: tuple = (None, None)  # the activation last recorded and its `seq_stats`
 
@@ -148,6 +152,14 @@ class ActivationRecorder:
             self.sq["o_in"][layer] += per_head.square().sum((0, 1)).flatten()
         return hook
 
+    def _mamba(self, layer: int):
+        def hook(module, args):
+            per_head = args[0].detach().unflatten(-1, (-1, self.model.config.mamba_head_dim)).float()  # (B, S, H, d)
+            self._add(self.mamba, torch.linalg.vector_norm(per_head, dim=-1), layer)
+            self._add(self.mamba_dim, torch.linalg.vector_norm(per_head, dim=-2), layer)
+            self.sq["mamba_o_in"][layer] += per_head.square().sum((0, 1)).flatten()
+        return hook
+
     def _moe(self, layer: int):
         def hook(module, args):
             self.add_input_sq("mlp_in", args[0], layer)
@@ -174,13 +186,18 @@ class ActivationRecorder:
         for i, layer in enumerate(decoder_layers(self.model)):
             for name, norm in zip(self.arch.norms, layer_norms(layer, self.arch)):
                 reg(norm.register_forward_hook(self._norm(name, i)))
-            reg(layer.self_attn.o_proj.register_forward_pre_hook(self._heads(i)))
-            reg(attention_inputs(layer, self.arch)[0].register_forward_pre_hook(self._sq("attn_in", i)))
+            attn, mlp, mamba = attention_of(layer), mlp_of(layer), mamba_of(layer)
+            if attn is not None:
+                reg(attn.o_proj.register_forward_pre_hook(self._heads(i)))
+                reg(attention_inputs(layer, self.arch)[0].register_forward_pre_hook(self._sq("attn_in", i)))
             if self.arch.moe:
                 reg(moe_block(layer, self.arch).register_forward_pre_hook(self._moe(i)))
-            else:
-                reg(layer.mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0], i)))
+            elif mlp is not None:
+                reg(mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0], i)))
                 reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))
+            if mamba is not None:
+                reg(mamba.out_proj.register_forward_pre_hook(self._mamba(i)))
+                reg(mamba.in_proj.register_forward_pre_hook(self._sq("mamba_in", i)))
             reg(layer.register_forward_hook(self._block_influence(i), with_kwargs=True))
         reg(self.model.get_output_embeddings().register_forward_pre_hook(self._sq("head_in")))
         return self
@@ -201,6 +218,9 @@ class ActivationRecorder:
                      "mlp": torch.stack([st.reduce(b) for st in self.mlp], 1)}
             if self.experts:
                 units["experts"] = torch.stack([st.reduce(b) for st in self.experts], 1)  # (A, L, E)
+            if self.arch.hybrid:
+                units["mamba"] = torch.stack([st.reduce(b) for st in self.mamba], 1)  # (A, L, Hm)
+                units["mamba_dim"] = torch.stack([st.reduce(b) for st in self.mamba_dim], 1)  # (A, L, dm)
             for i, s in enumerate(AGGREGATIONS):
                 for unit, t in units.items():
                     out[f"activation/{s}-{b}/{unit}"] = t[i].clone()  # own storage: safetensors refuses shared

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import (Arch, Rows, arch_of, attention_inputs, attention_rows, decoder_layers, embedding,
-                           final_norm, head_dim, layer_norms, mlp_inputs, moe_block, moe_weights, neuron_rows,
-                           num_experts, residual_readers, residual_writers)
+from minitron.arch import (Arch, MambaRows, Rows, arch_of, attention_inputs, attention_of, attention_rows,
+                           decoder_layers, embedding, final_norm, head_dim, layer_norms, mamba_of, mlp_inputs, mlp_of,
+                           moe_block, moe_weights, neuron_rows, num_experts, residual_readers, residual_writers, tied)
 from minitron.numerics import cross_entropy_sum
 
 CHUNK_ROWS = 8192  # rows at a time when summing over embedding-sized matrices
@@ -40,12 +40,26 @@ def _row_sum(lin: nn.Linear | Rows, elem: Elem) -> torch.Tensor:
     return r + rows.of(elem(rows.linear.bias)) if rows.linear.bias is not None else r
 
 
-def unit_scores(hidden: torch.Tensor, layers: list[dict[str, torch.Tensor]]) -> dict:
-    """The hidden-channel scores and each layer's unit scores ("heads", "mlp", a mixture of experts' "experts")
-    stacked over the layers."""
+def unit_shapes(config) -> dict[str, tuple[int, ...]]:
+    """Each unit kind's scores' shape in one layer: "heads", "mlp" (of a mixture of experts (experts, neurons)), a
+    mixture of experts' "experts", a hybrid's Mamba-2 heads ("mamba") and head channels ("mamba_dim")."""
+    arch = arch_of(config)
+    experts = (num_experts(config),) if arch.moe else ()
+    shapes = {"heads": (config.num_attention_heads,), "mlp": (*experts, getattr(config, arch.mlp_size))}
+    if arch.moe:
+        shapes["experts"] = experts
+    if arch.hybrid:
+        shapes.update(mamba=(config.mamba_num_heads,), mamba_dim=(config.mamba_head_dim,))
+    return shapes
+
+
+def unit_scores(hidden: torch.Tensor, layers: list[dict[str, torch.Tensor]], config) -> dict:
+    """The hidden-channel scores and each layer's unit scores (`unit_shapes`) stacked over the layers; 0 for a unit
+    a layer does not have (a hybrid's attention heads in its Mamba-2 layers)."""
     out = {"hidden": hidden.detach().float().cpu()}
-    for unit in layers[0]:
-        out[unit] = torch.stack([per_layer[unit] for per_layer in layers]).detach().float().cpu()
+    for unit, shape in unit_shapes(config).items():
+        out[unit] = torch.stack([per_layer[unit].detach().float().cpu() if unit in per_layer else torch.zeros(shape)
+                                 for per_layer in layers])
     return out
 
 
@@ -60,19 +74,38 @@ def coupled_moe(layer: nn.Module, arch: Arch, elem: Elem) -> tuple[torch.Tensor,
     return router.sum(0) + gate_up.sum((0, 1)) + down.sum((0, 2)), neurons, router.sum(1) + neurons.sum(1)
 
 
+def coupled_mamba(mamba: nn.Module, elem: Elem) -> dict[str, torch.Tensor]:
+    """A Mamba-2 mixer's part of `coupled_layer`: each head's sum over its z, x and dt rows of in_proj, its conv1d
+    channels, dt_bias, A_log, D, gated-norm weights and out_proj columns ("mamba"), and each head channel's over the
+    same channel of every head ("mamba_dim")."""
+    rows, inner = MambaRows.of(mamba), mamba.num_heads * mamba.head_dim
+    proj = _row_sum(mamba.in_proj, elem)
+    conv = elem(mamba.conv1d.weight).sum((1, 2)) + (elem(mamba.conv1d.bias) if mamba.conv1d.bias is not None else 0)
+    channels = (proj[:inner] + proj[inner:2 * inner] + conv[:inner] + elem(mamba.norm.weight) +
+                column_sum(mamba.out_proj.weight, elem)).view(rows.heads, rows.head_dim)
+    per_head = proj[2 * inner + rows.bc:] + elem(mamba.dt_bias) + elem(mamba.A_log) + elem(mamba.D)
+    return {"mamba": channels.sum(1) + per_head, "mamba_dim": channels.sum(0)}
+
+
 def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[torch.Tensor, dict]:
-    """One decoder layer's part of `coupled_scores`: (hidden-channel sum, {"heads", "mlp", "experts"} scores)."""
-    attn = layer.self_attn
+    """One decoder layer's part of `coupled_scores`: (hidden-channel sum, {"heads", "mlp", "experts", "mamba",
+    "mamba_dim"} scores of the parts it has)."""
+    attn, mlp, mamba = attention_of(layer), mlp_of(layer), mamba_of(layer)
     hidden = sum(column_sum(l.weight, elem) for l in residual_readers(layer, arch)) + \
         sum(_row_sum(l, elem) for l in residual_writers(layer, arch)) + \
         sum(norm_sum(n, elem) for n in layer_norms(layer, arch))
-    query = attention_rows(layer, arch)[0]
-    units = {"heads": (_row_sum(query, elem) + column_sum(attn.o_proj.weight, elem)).view(-1, dim).sum(1)}
+    units = {}
+    if attn is not None:
+        query = attention_rows(layer, arch)[0]
+        units["heads"] = (_row_sum(query, elem) + column_sum(attn.o_proj.weight, elem)).view(-1, dim).sum(1)
+    if mamba is not None:
+        units.update(coupled_mamba(mamba, elem))
     if arch.moe:
         moe_hidden, units["mlp"], units["experts"] = coupled_moe(layer, arch, elem)
         return hidden + moe_hidden, units
-    units["mlp"] = sum(_row_sum(r, elem) for r in neuron_rows(layer, arch)) + column_sum(layer.mlp.down_proj.weight,
-                                                                                         elem)
+    if mlp is not None:
+        units["mlp"] = sum(_row_sum(r, elem) for r in neuron_rows(layer, arch)) + column_sum(mlp.down_proj.weight,
+                                                                                             elem)
     return hidden, units
 
 
@@ -84,33 +117,39 @@ def coupled_scores(model: nn.Module, arch: Arch, elem: Elem) -> dict:
     their weights and their router row.
     """
     hidden = column_sum(embedding(model).weight, elem) + norm_sum(final_norm(model), elem)
-    if not model.config.tie_word_embeddings:
+    if not tied(model.config):
         hidden = hidden + column_sum(model.get_output_embeddings().weight, elem)
     layers = []
     for layer in decoder_layers(model):
         h, units = coupled_layer(layer, arch, head_dim(model.config), elem)
         hidden = hidden + h
         layers.append(units)
-    return unit_scores(hidden, layers)
+    return unit_scores(hidden, layers, model.config)
 
 
 def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tensor],
                 i: int) -> tuple[torch.Tensor, dict]:
     """One decoder layer's part of the structured Wanda scores (a unit's consumer weights |W| times the L2 norm
-    of its input channel; layer `i`'s input norms in `sq`): (hidden, {"heads", "mlp"}). A mixture of experts' MLP
-    readers are its router and every expert's gate and up rows."""
-    attn = layer.self_attn
+    of its input channel; layer `i`'s input norms in `sq`): (hidden, {"heads", "mlp", "mamba", "mamba_dim"} of the
+    parts it has). A mixture of experts' MLP readers are its router and every expert's gate and up rows."""
+    attn, mlp, mamba, units = attention_of(layer), mlp_of(layer), mamba_of(layer), {}
     if arch.moe:
         w = moe_weights(moe_block(layer, arch), arch)
         mlp_read = column_sum(w.router.weight, abs32) + abs32(w.gate_up).sum((0, 1))
-        down = abs32(w.down).sum(1)  # (E, n)
+        units["mlp"] = abs32(w.down).sum(1)  # (E, n)
     else:
         mlp_read = sum(column_sum(l.weight, abs32) for l in mlp_inputs(layer, arch))
-        down = column_sum(layer.mlp.down_proj.weight, abs32)
+        if mlp is not None:
+            units["mlp"] = column_sum(mlp.down_proj.weight, abs32)  # times the input norm (`finish_wanda`)
     hidden = sum(column_sum(l.weight, abs32) for l in attention_inputs(layer, arch)) * sq["attn_in"][i].sqrt() + \
         mlp_read * sq["mlp_in"][i].sqrt()
-    heads = (column_sum(attn.o_proj.weight, abs32) * sq["o_in"][i].sqrt()).view(-1, dim).sum(1)
-    return hidden, {"heads": heads, "mlp": down}  # mlp: times the input norm (`finish_wanda`)
+    if attn is not None:
+        units["heads"] = (column_sum(attn.o_proj.weight, abs32) * sq["o_in"][i].sqrt()).view(-1, dim).sum(1)
+    if mamba is not None:
+        hidden = hidden + column_sum(mamba.in_proj.weight, abs32) * sq["mamba_in"][i].sqrt()
+        channels = (column_sum(mamba.out_proj.weight, abs32) * sq["mamba_o_in"][i].sqrt()).view(mamba.num_heads, -1)
+        units.update(mamba=channels.sum(1), mamba_dim=channels.sum(0))
+    return hidden, units
 
 
 def wanda_head(weight: torch.Tensor, head_in_sq: torch.Tensor, rows_per_chunk: int | None = None) -> torch.Tensor:
@@ -142,7 +181,12 @@ def random_scores(config, seed: int) -> dict:
            "heads": torch.rand(L, config.num_attention_heads, generator=g),
            "mlp": torch.rand(L, *experts, getattr(config, arch.mlp_size), generator=g),
            "layers": torch.rand(L, generator=g)}
-    return {**out, "experts": torch.rand(L, *experts, generator=g)} if arch.moe else out
+    if arch.moe:
+        out["experts"] = torch.rand(L, *experts, generator=g)
+    if arch.hybrid:
+        out.update(mamba=torch.rand(L, config.mamba_num_heads, generator=g),
+                   mamba_dim=torch.rand(L, config.mamba_head_dim, generator=g))
+    return out
 
 
 def taylor_scores(model: nn.Module, arch: Arch, batches: list[torch.Tensor]) -> dict:
@@ -188,7 +232,7 @@ class WeightScores:
         """The final norm and lm_head (lm_head counts once for magnitude when tied to the embeddings)."""
         if "magnitude" in self.kinds:
             self._add("magnitude", norm_sum(norm, magnitude))
-            if not self.model.config.tie_word_embeddings:
+            if not tied(self.model.config):
                 self._add("magnitude", column_sum(head.weight, magnitude, CHUNK_ROWS))
         if "wanda" in self.kinds:
             self._add("wanda", wanda_head(head.weight, sq["head_in"], CHUNK_ROWS))
@@ -196,7 +240,7 @@ class WeightScores:
     def tensors(self, act: dict) -> dict[str, torch.Tensor]:
         out = {}
         for kind in self.kinds:
-            scores = unit_scores(self.hidden[kind], self.layers[kind])
+            scores = unit_scores(self.hidden[kind], self.layers[kind], self.model.config)
             scores = finish_wanda(scores, act) if kind == "wanda" else scores
             out.update({f"{kind}/{unit}": t for unit, t in scores.items()})
         return out

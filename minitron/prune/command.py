@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from minitron.arch import count_params
+from minitron.arch import arch_of, count_params
 from minitron.card import write_model_card
 from minitron.errors import MinitronError
 from minitron.export_checks import export_problem
@@ -69,6 +69,9 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
     new_config = target_config(config, sizes, prune.drop_layers)
     before, after = params_of(config), params_of(new_config)
     print(f"pruning {model}:\n{describe(config, sizes, before, after)}")
+    if arch_of(config).hybrid and sizes["num_hidden_layers"] != config.num_hidden_layers and not prune.drop_layers:
+        print("  (a hybrid's count depends on which layers go, which the scores choose: this counts the first "
+              f"{sizes['num_hidden_layers']} kept)")
     if dry_run:
         print(new_config.to_json_string(use_diff=False))
         return {"params_before": before, "params_after": after, "sizes": sizes}
@@ -90,7 +93,10 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
         source = LazyModel.open(path, dev) if streamed else net
         saved = needed_scores(source, model, tokenizer, prune.needs(config, sizes), prune, data, batch_size)
     plan = make_plan(saved, config, sizes, prune)
-    warn_unexportable(target_config(config, sizes, plan.drop))
+    # the layers the scores chose: their per-layer settings (attention kinds), and a hybrid's count (its layers differ)
+    new_config = target_config(config, sizes, plan.drop)
+    after = params_of(new_config)
+    warn_unexportable(new_config)
     if net is not None:
         apply_plan(net, plan)
     record = {"teacher": str(model), "target": sizes, "prune": asdict(prune), "dropped_layers": plan.drop,

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import Arch, arch_of, count_params, per_layer_lists, prunable_sizes, width_sizes
+from minitron.arch import ATTENTION, Arch, arch_of, count_params, per_layer_lists, prunable_sizes, width_sizes
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
 from minitron.prune.slicing import drop_layers as drop_layer_modules
-from minitron.prune.slicing import (prune_experts, prune_heads, prune_hidden, prune_mlp, slice_layer_experts,
-                                    slice_layer_heads, slice_layer_hidden, slice_layer_mlp)
+from minitron.prune.slicing import (prune_experts, prune_heads, prune_hidden, prune_mamba, prune_mlp,
+                                    slice_layer_experts, slice_layer_heads, slice_layer_hidden, slice_layer_mamba,
+                                    slice_layer_mlp)
 
 
 def check_target(config, target: dict[str, int], drop: list[int] | None = None) -> dict[str, int]:
@@ -43,6 +44,10 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
     if experts in sizes and sizes[experts] < config.num_experts_per_tok:
         raise MinitronError(f"target {experts}={sizes[experts]} is impossible: every token is routed to "
                             f"num_experts_per_tok={config.num_experts_per_tok} experts; keep at least that many")
+    if "mamba_num_heads" in sizes and sizes["mamba_num_heads"] % config.n_groups:
+        raise MinitronError(f"mamba_num_heads={sizes['mamba_num_heads']} is not a multiple of n_groups="
+                            f"{config.n_groups}: each group of Mamba-2 heads shares its B and C, so every group keeps "
+                            "the same number of heads")
     heads, kv = sizes["num_attention_heads"], sizes["num_key_value_heads"]
     per_group = teacher["num_attention_heads"] // teacher["num_key_value_heads"]
     if heads % kv:
@@ -62,7 +67,8 @@ def target_config(config, sizes: dict[str, int], drop: list[int] | None = None, 
     new.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     for k, v in sizes.items():
         setattr(new, k, v)
-    kept = [i for i in range(config.num_hidden_layers) if i not in set(drop or [])][:new.num_hidden_layers]
+    layers = sizes.get("num_hidden_layers", config.num_hidden_layers)  # (Nemotron-H derives it from its layer_types)
+    kept = [i for i in range(config.num_hidden_layers) if i not in set(drop or [])][:layers]
     for name, values in per_layer_lists(config, kept).items():
         setattr(new, name, values)
     if validate:
@@ -73,8 +79,12 @@ def target_config(config, sizes: dict[str, int], drop: list[int] | None = None, 
 def validate_config(config) -> None:
     """Run the family's own config checks, and minitron's where transformers has none (`Arch.attention_is_hidden`), so
     nothing is written that stock transformers would refuse or fail to load."""
-    width = config.num_attention_heads * config.head_dim
-    if arch_of(config).attention_is_hidden and width != config.hidden_size:
+    width, arch = config.num_attention_heads * config.head_dim, arch_of(config)
+    if arch.hybrid and ATTENTION not in config.layer_types:
+        raise MinitronError(f"the target keeps none of this {config.model_type} model's attention layers, and "
+                            "transformers runs none without one; keep one (--prune.drop-layers, or fewer layers "
+                            "removed)")
+    if arch.attention_is_hidden and width != config.hidden_size:
         raise MinitronError(f"the target is not a valid {config.model_type} model for transformers: it sizes the "
                             f"attention by hidden_size, and num_attention_heads x head_dim = "
                             f"{config.num_attention_heads} x {config.head_dim} = {width} is not hidden_size "
@@ -115,6 +125,8 @@ class Plan:
     mlp: list[torch.Tensor] | None  # kept MLP neurons per layer (of a mixture of experts: (experts, kept) per layer)
     drop: list[int]  # removed decoder layers
     experts: list[torch.Tensor] | None = None  # kept experts per layer (a mixture of experts)
+    mamba: list[torch.Tensor] | None = None  # kept Mamba-2 heads per layer, grouped by group (a hybrid)
+    mamba_dim: list[torch.Tensor] | None = None  # kept channels of every Mamba-2 head per layer (a hybrid)
 
 
 def top(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -162,7 +174,20 @@ def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig)
                                sizes["num_key_value_heads"]) for l in range(L)]
         heads, kv = [c[0] for c in chosen], [c[1] for c in chosen]
     drop = prune.drop_layers or layers_to_drop(scores, prune.layer_criterion, L, sizes["num_hidden_layers"])
-    return Plan(hidden, heads, kv, mlp, sorted(drop), experts)
+    return Plan(hidden, heads, kv, mlp, sorted(drop), experts, *mamba_plan(width, config, sizes))
+
+
+def mamba_plan(width: dict | None, config, sizes: dict[str, int]) -> tuple[list | None, list | None]:
+    """A hybrid's kept Mamba-2 heads (as many from each group: `select_heads` with every group kept) and head channels
+    per layer, each None where its size stays the teacher's."""
+    if not arch_of(config).hybrid:
+        return None, None
+    L, groups = config.num_hidden_layers, config.n_groups
+    heads = [select_heads(width["mamba"][l], groups, sizes["mamba_num_heads"], groups)[0] for l in range(L)] \
+        if sizes["mamba_num_heads"] != config.mamba_num_heads else None
+    channels = [top(width["mamba_dim"][l], sizes["mamba_head_dim"]) for l in range(L)] \
+        if sizes["mamba_head_dim"] != config.mamba_head_dim else None
+    return heads, channels
 
 
 def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
@@ -173,6 +198,8 @@ def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
         prune_experts(model, plan.experts)
     if plan.heads is not None:
         prune_heads(model, arch, plan.heads, plan.kv)
+    if plan.mamba is not None or plan.mamba_dim is not None:
+        prune_mamba(model, plan.mamba, plan.mamba_dim)
     if plan.hidden is not None:
         prune_hidden(model, arch, plan.hidden)
     if plan.drop:
@@ -188,6 +215,8 @@ def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dim: int, plan: Plan, i
         slice_layer_experts(layer, arch, plan.experts[i])
     if plan.heads is not None:
         slice_layer_heads(layer, arch, dim, plan.heads[i], plan.kv[i])
+    if plan.mamba is not None or plan.mamba_dim is not None:
+        slice_layer_mamba(layer, plan.mamba and plan.mamba[i], plan.mamba_dim and plan.mamba_dim[i])
     if plan.hidden is not None:
         slice_layer_hidden(layer, arch, plan.hidden)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minitron.arch import (Arch, Rows, arch_of, attention_rows, decoder_layers, embedding, final_norm, head_dim,
-                           layer_norms, moe_block, moe_weights, neuron_rows, per_layer_lists, residual_readers,
-                           residual_writers)
+from minitron.arch import (Arch, MambaRows, Rows, arch_of, attention_of, attention_rows, decoder_layers, embedding,
+                           final_norm, head_dim, layer_norms, mamba_of, mlp_of, moe_block, moe_weights, neuron_rows,
+                           per_layer_lists, residual_readers, residual_writers, tied)
 
 
 def _param(t: torch.Tensor) -> nn.Parameter:
@@ -74,7 +74,8 @@ def head_rows(heads: torch.Tensor, dim: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------- one module at a time
 
 def slice_layer_mlp(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
-    """Keep MLP neurons `keep` of one decoder layer; of a mixture of experts, `keep[e]` of each expert e."""
+    """Keep MLP neurons `keep` of one decoder layer; of a mixture of experts, `keep[e]` of each expert e (a hybrid's
+    layer without an MLP: nothing)."""
     if arch.moe:
         experts = moe_block(layer, arch).experts
         n = experts.down_proj.shape[-1]
@@ -82,15 +83,21 @@ def slice_layer_mlp(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
         gather_param(experts, "down_proj", 2, keep)
         experts.intermediate_dim = keep.shape[1]
         return
+    mlp = mlp_of(layer)
+    if mlp is None:
+        return
     keep_rows([(rows, keep) for rows in neuron_rows(layer, arch)])
-    slice_linear(layer.mlp.down_proj, 1, keep)
-    if hasattr(layer.mlp, "intermediate_size"):
-        layer.mlp.intermediate_size = len(keep)
+    slice_linear(mlp.down_proj, 1, keep)
+    if hasattr(mlp, "intermediate_size"):
+        mlp.intermediate_size = len(keep)
 
 
 def slice_layer_heads(layer: nn.Module, arch: Arch, dim: int, keep_q: torch.Tensor, keep_kv: torch.Tensor) -> None:
-    """Keep query heads `keep_q` and KV groups `keep_kv` (heads of `dim` channels) of one decoder layer."""
-    attn = layer.self_attn
+    """Keep query heads `keep_q` and KV groups `keep_kv` (heads of `dim` channels) of one decoder layer (a hybrid's
+    layer without attention: nothing)."""
+    attn = attention_of(layer)
+    if attn is None:
+        return
     query, kv = attention_rows(layer, arch)
     keep_rows([(query, head_rows(keep_q, dim)), *((rows, head_rows(keep_kv, dim)) for rows in kv)])
     slice_linear(attn.o_proj, 1, head_rows(keep_q, dim))
@@ -116,8 +123,9 @@ def slice_layer_hidden(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None
         slice_linear(linear, 1, keep)
     for linear in residual_writers(layer, arch):
         slice_linear(linear, 0, keep)
-    if hasattr(layer.self_attn, "hidden_size"):
-        layer.self_attn.hidden_size = len(keep)
+    for part in (attention_of(layer), mlp_of(layer), mamba_of(layer)):
+        if hasattr(part, "hidden_size"):
+            part.hidden_size = len(keep)
     if arch.moe:
         block = moe_block(layer, arch)
         w = moe_weights(block, arch)
@@ -128,6 +136,31 @@ def slice_layer_hidden(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None
             for name in ("hidden_dim", "input_size"):
                 if hasattr(module, name):
                     setattr(module, name, len(keep))
+
+
+def slice_layer_mamba(layer: nn.Module, heads: torch.Tensor | None, channels: torch.Tensor | None) -> None:
+    """Keep Mamba-2 heads `heads` (the same number from each group, listed group by group) and channels `channels` of
+    each head (None: all) of one hybrid decoder layer (a layer of another kind: nothing). B and C, which a group's
+    heads share, stay whole."""
+    mamba = mamba_of(layer)
+    if mamba is None:
+        return
+    rows = MambaRows.of(mamba)
+    heads = torch.arange(rows.heads) if heads is None else heads.cpu()
+    channels = torch.arange(rows.head_dim) if channels is None else channels.cpu()
+    inner, conv = rows.channels(heads, channels), rows.conv(heads, channels)
+    slice_linear(mamba.in_proj, 0, rows.in_proj(heads, channels))
+    for name in ("weight", "bias"):
+        if getattr(mamba.conv1d, name) is not None:
+            slice_param(mamba.conv1d, name, 0, conv)
+    mamba.conv1d.in_channels = mamba.conv1d.out_channels = mamba.conv1d.groups = len(conv)
+    for name in ("dt_bias", "A_log", "D"):
+        slice_param(mamba, name, 0, heads)
+    slice_norm(mamba.norm, inner)
+    slice_linear(mamba.out_proj, 1, inner)
+    mamba.num_heads, mamba.head_dim, mamba.intermediate_size, mamba.conv_dim = len(heads), len(channels), len(inner), \
+        len(conv)
+    mamba.norm.group_size = len(inner) // mamba.n_groups
 
 
 def slice_layer_experts(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
@@ -165,6 +198,17 @@ def prune_experts(model: nn.Module, keep: list[torch.Tensor]) -> None:
     setattr(model.config, arch.experts_size, len(keep[0]))
 
 
+def prune_mamba(model: nn.Module, heads: list[torch.Tensor] | None, channels: list[torch.Tensor] | None) -> None:
+    """Keep Mamba-2 heads `heads[l]` and head channels `channels[l]` (same counts in every layer; None: all) of each
+    of a hybrid's Mamba-2 layers."""
+    for i, layer in enumerate(decoder_layers(model)):
+        slice_layer_mamba(layer, heads[i] if heads else None, channels[i] if channels else None)
+    if heads:
+        model.config.mamba_num_heads = len(heads[0])
+    if channels:
+        model.config.mamba_head_dim = len(channels[0])
+
+
 def prune_heads(model: nn.Module, arch: Arch, keep_q: list[torch.Tensor], keep_kv: list[torch.Tensor]) -> None:
     """Keep query heads `keep_q[l]` and KV groups `keep_kv[l]` of each layer.
 
@@ -188,7 +232,7 @@ def prune_hidden(model: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
         slice_layer_hidden(layer, arch, keep)
     slice_norm(final_norm(model), keep)
     head = model.get_output_embeddings()
-    if config.tie_word_embeddings:
+    if tied(config):
         head.weight = emb.weight
     else:
         slice_linear(head, 1, keep)
@@ -203,9 +247,9 @@ def drop_layers(model: nn.Module, drop: list[int]) -> None:
     layers = decoder_layers(model)
     model.model.layers = nn.ModuleList(layers[i] for i in kept)
     for new_idx, layer in enumerate(model.model.layers):
-        layer.self_attn.layer_idx = new_idx
-        if hasattr(layer, "layer_idx"):
-            layer.layer_idx = new_idx
+        for part in (layer, attention_of(layer), mlp_of(layer), mamba_of(layer)):
+            if hasattr(part, "layer_idx"):
+                part.layer_idx = new_idx
     for name, values in per_layer_lists(config, kept).items():
         setattr(config, name, values)
     config.num_hidden_layers = len(kept)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import arch_of, decoder_layers, embedding, final_norm, head_dim, num_experts, stored_as
+from minitron.arch import arch_of, decoder_layers, embedding, final_norm, head_dim, num_experts, stored_as, tied
 from minitron.io import own_config
 from minitron.lazy import LazyModel, skeleton
 from minitron.prune.plan import Plan, apply_layer_plan
@@ -49,10 +49,12 @@ def _parts(lazy: LazyModel, plan: Plan, kept: list[int], tied: bool) -> list[tup
     def unless_full_width(op: Callable) -> Callable:
         return (lambda m: None) if keep is None else op
 
-    parts = [(embedding(model), "model.embed_tokens.", unless_full_width(lambda m: slice_embedding(m, arch, keep)))]
+    parts = [(embedding(model), lazy.prefix[id(embedding(model))],
+              unless_full_width(lambda m: slice_embedding(m, arch, keep)))]
     parts += [(layers[i], f"model.layers.{n}.", lambda m, i=i: apply_layer_plan(m, arch, dim, plan, i))
               for n, i in enumerate(kept)]
-    parts.append((final_norm(model), "model.norm.", unless_full_width(lambda m: slice_norm(m, keep))))
+    parts.append((final_norm(model), lazy.prefix[id(final_norm(model))],
+                  unless_full_width(lambda m: slice_norm(m, keep))))
     if not tied:
         parts.append((model.get_output_embeddings(), "lm_head.", unless_full_width(lambda m: slice_linear(m, 1, keep))))
     return parts
@@ -68,7 +70,7 @@ def write_pruned(path: Path | str, plan: Plan, new_config, out: Path, max_shard_
     specs = student_specs(lazy, new_config, kept)
     arch, experts, buffers = arch_of(new_config), num_experts(new_config), 0
     with SafetensorsWriter(out, specs, max_shard_bytes) as writer:
-        parts = _parts(lazy, plan, kept, new_config.tie_word_embeddings)
+        parts = _parts(lazy, plan, kept, tied(new_config))
         for module, prefix, cut in tqdm(parts, desc="writing (streamed)", unit="part", leave=False):
             with lazy.loaded(module):
                 cut(module)
@@ -78,6 +80,6 @@ def write_pruned(path: Path | str, plan: Plan, new_config, out: Path, max_shard_
                     for stored_name, part in (layout.split(t) if layout else {prefix + name: t}).items():
                         writer.write(stored_name, part)
                     buffers += t.numel() if name in stored_buffers else 0
-    new_config.dtype = specs["model.embed_tokens.weight"].dtype
+    new_config.dtype = lazy.stored_spec(f"{lazy.prefix[id(embedding(lazy.model))]}weight").dtype
     own_config(new_config).save_pretrained(out)
     return writer.written - buffers

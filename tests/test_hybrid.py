@@ -1,0 +1,203 @@
+"""A hybrid (Nemotron-H): its Mamba-2 heads and head channels are scored, pruned group by group, streamed and
+searched; a student keeps an attention layer; what transformers cannot build is refused in one line."""
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch.testing import assert_close
+from transformers import AutoModelForCausalLM
+
+from conftest import build_tiny_data, cli_error, run_cli, save_tiny, tiny_config, tiny_model
+from minitron.arch import MambaRows, arch_of, mamba_of
+from minitron.errors import MinitronError
+from minitron.importance.stats import ActivationRecorder
+from minitron.prune import check_target, params_of, select_heads, target_config
+from minitron.prune.slicing import prune_mamba
+from minitron.search import ParamCounter, enumerate_shapes
+
+LAYERS = 6  # Mamba-2, attention, MLP, attention, Mamba-2, attention
+IDS = torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(0))
+
+
+def norm_inputs(mamba, x):
+    """What a Mamba-2 mixer hands its gated norm (the scan's output, the gate) for input x, and its output."""
+    got = []
+    hook = mamba.norm.register_forward_pre_hook(lambda m, args: got.append([a.detach() for a in args]))
+    with torch.no_grad():
+        out = mamba(x)
+    hook.remove()
+    return got[0], out
+
+
+def test_pruning_mamba_heads_and_channels_keeps_their_scan():
+    """The kept heads' kept channels scan as in the teacher (the same x, B, C, dt, A and D reach them); the gated norm
+    then normalises each group over its kept channels, and out_proj reads them."""
+    model = tiny_model("nemotron_h", num_hidden_layers=LAYERS)
+    g = torch.Generator().manual_seed(1)
+    heads = [select_heads(torch.rand(8, generator=g), 2, 4, 2)[0] for _ in range(LAYERS)]  # two of four a group
+    channels = [torch.randperm(8, generator=g)[:5].sort().values for _ in range(LAYERS)]
+    pruned = copy.deepcopy(model)
+    prune_mamba(pruned, heads, channels)
+    assert (pruned.config.mamba_num_heads, pruned.config.mamba_head_dim) == (4, 5)
+    x = torch.randn(2, 20, 64, generator=g)
+    for i in (0, 4):
+        teacher, student = mamba_of(model.model.layers[i]), mamba_of(pruned.model.layers[i])
+        (scan, gate), _ = norm_inputs(teacher, x)
+        (s_scan, s_gate), out = norm_inputs(student, x)
+        kept = MambaRows.of(teacher).channels(heads[i], channels[i])
+        assert_close(s_scan, scan[..., kept], rtol=1e-5, atol=1e-6)
+        assert_close(s_gate, gate[..., kept])
+        y = (scan[..., kept] * F.silu(gate[..., kept])).unflatten(-1, (2, -1))  # two groups of ten channels
+        y = (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + student.norm.variance_epsilon)).flatten(-2)
+        assert_close(out, F.linear(y * student.norm.weight, student.out_proj.weight), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        assert torch.isfinite(pruned(IDS).logits).all()
+
+
+def test_mamba_activations_are_each_heads_and_channels_norms():
+    """Mamba-2 heads score by each head's norm of out_proj's input, channels by each channel's norm over the heads,
+    aggregated like attention heads (here: mean over the sequence, L2 over the batch); 0 in other layers."""
+    model = tiny_model("nemotron_h", num_hidden_layers=LAYERS)
+    captured = {}
+    hooks = [mamba_of(layer).out_proj.register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0]))
+             for i, layer in enumerate(model.model.layers) if mamba_of(layer) is not None]
+    rec = ActivationRecorder(model, arch_of(model.config))
+    with torch.no_grad(), rec:
+        model(input_ids=IDS)
+    for h in hooks:
+        h.remove()
+    scores = rec.scores()
+    for unit, dim in (("mamba", -1), ("mamba_dim", -2)):
+        got = scores[f"activation/mean-l2/{unit}"]
+        assert got.shape == (LAYERS, 8)
+        for i in range(LAYERS):
+            if i not in captured:
+                assert (got[i] == 0).all()
+                continue
+            per_head = captured[i].unflatten(-1, (8, 8))  # (B, S, heads, channels)
+            want = torch.linalg.vector_norm(per_head, dim=dim).mean(1).pow(2).sum(0).sqrt()
+            assert_close(got[i], want, rtol=1e-5, atol=1e-6)
+
+
+def test_prune_writes_a_hybrid_streamed_as_in_memory(tmp_path):
+    """`prune` of every size a Nemotron-H has, its layers chosen by their scores: streamed and in memory write the same
+    tensors under the names transformers stores (backbone.), with the count of the layers that went."""
+    save_tiny(tmp_path / "teacher", "nemotron_h", num_hidden_layers=LAYERS)
+    data = build_tiny_data(tmp_path, tmp_path / "teacher")
+    target = ("hidden_size=48,intermediate_size=64,num_attention_heads=4,num_key_value_heads=1,mamba_num_heads=6,"
+              "mamba_head_dim=4,num_hidden_layers=4")
+    for stream in ("--stream", "--no-stream"):
+        run_cli("prune", "--model", tmp_path / "teacher", "--target", target, "--out", tmp_path / stream,
+                "--prune.calib-seqs", 4, "--prune.seq-len", 16, "--prune.layer-criterion", "loss", stream,
+                "--data", data)
+    tensors = {}
+    for stream in ("--stream", "--no-stream"):
+        with safe_open(tmp_path / stream / "model.safetensors", "pt") as f:
+            tensors[stream] = {k: f.get_tensor(k) for k in f.keys()}
+    assert tensors["--stream"].keys() == tensors["--no-stream"].keys()
+    assert all(k.startswith(("backbone.", "lm_head.")) for k in tensors["--stream"])
+    for k, t in tensors["--stream"].items():
+        assert torch.equal(t, tensors["--no-stream"][k]), k
+    record = json.loads((tmp_path / "--stream" / "pruning.json").read_text())
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "--stream").eval()
+    kept = [i for i in range(LAYERS) if i not in record["dropped_layers"]]
+    teacher_kinds = tiny_config("nemotron_h", num_hidden_layers=LAYERS).layer_types
+    assert student.config.layer_types == [teacher_kinds[i] for i in kept]
+    assert record["params_after"] == sum(p.numel() for p in student.parameters())
+    assert (student.config.mamba_num_heads, student.config.mamba_head_dim, student.config.hidden_size) == (6, 4, 48)
+    with torch.no_grad():
+        assert torch.isfinite(student(IDS).logits).all()
+
+
+def test_what_a_hybrid_cannot_be_is_refused(capsys, tmp_path):
+    config = tiny_config("nemotron_h", num_hidden_layers=LAYERS)
+    with pytest.raises(MinitronError, match="not a multiple of n_groups=2"):
+        check_target(config, {"mamba_num_heads": 5})
+    with pytest.raises(MinitronError, match="keeps none of this nemotron_h model's attention layers"):
+        target_config(config, check_target(config, {}, [1, 3, 5]), [1, 3, 5])
+    moe = tiny_config("nemotron_h", num_hidden_layers=LAYERS)
+    moe.layers_block_type = ["linear_attention", "moe", "full_attention", "moe", "linear_attention", "mlp"]
+    with pytest.raises(MinitronError, match="has moe layers"):
+        arch_of(moe)
+    save_tiny(tmp_path / "teacher", "nemotron_h", num_hidden_layers=LAYERS)
+    line = cli_error(capsys, "prune", "--model", tmp_path / "teacher", "--prune.drop-layers", "1", "3", "5",
+                     "--out", tmp_path / "out")
+    assert "keeps none of this nemotron_h model's attention layers" in line
+
+
+def test_the_search_varies_mamba_heads_and_keeps_a_hybrids_layers():
+    """Its layers differ in kind, so which go would decide the count: the search keeps them, and counts the Mamba-2
+    heads it varies (in whole groups) exactly."""
+    config = tiny_config("nemotron_h", num_hidden_layers=LAYERS)
+    budget = int(0.6 * params_of(config))
+    shapes = enumerate_shapes(config, budget, 0.1, steps={"hidden_size": 16, "intermediate_size": 32})
+    assert shapes and {c.sizes["num_hidden_layers"] for c in shapes} == {LAYERS}
+    assert {c.sizes["mamba_num_heads"] for c in shapes} > {8}
+    count = ParamCounter(config)
+    for c in shapes:
+        assert c.sizes["mamba_num_heads"] % 2 == 0 and "-m" in c.name
+        assert c.params == count(c.sizes) == params_of(target_config(config, check_target(config, c.sizes)))
+
+
+def test_export_writes_what_llama_cpps_nemotron_h_graph_reads(tmp_path):
+    """Each layer's kind by its neurons and KV heads (0 where it has none), query heads one number (llama.cpp takes the
+    head size from the first layer's), the Mamba-2 sizes, and A, D, the convolution and the gated norm in the layouts
+    llama.cpp's converter writes, in f32; and what its graph computes otherwise is refused."""
+    import gguf
+    import numpy as np
+    from minitron.export import export
+    from minitron.export_checks import check_exportable
+    from test_export import byte_level_tokenizer, save_model  # a BPE tokenizer llama.cpp reads
+
+    model = save_model(tmp_path / "hf", "nemotron_h", byte_level_tokenizer(), num_hidden_layers=LAYERS)
+    out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", "q8_0").gguf
+    reader = gguf.GGUFReader(out)
+    fields = {k: f.contents() for k, f in reader.fields.items()}
+    kinds = model.config.layer_types
+    assert fields["nemotron_h.feed_forward_length"] == [96 if k == "mlp" else 0 for k in kinds]
+    assert fields["nemotron_h.attention.head_count_kv"] == [2 if k == "full_attention" else 0 for k in kinds]
+    assert fields["nemotron_h.attention.head_count"] == 8 and "nemotron_h.rope.freq_base" not in fields
+    assert {k: fields[f"nemotron_h.ssm.{k}"] for k in ("conv_kernel", "inner_size", "state_size", "time_step_rank",
+                                                         "group_count")} == {
+        "conv_kernel": 4, "inner_size": 64, "state_size": 16, "time_step_rank": 8, "group_count": 2}
+    tensors = {t.name: t for t in reader.tensors}
+    mixer = model.model.layers[0].mixer
+    expected = {"blk.0.ssm_a": -mixer.A_log.detach().exp()[:, None], "blk.0.ssm_d": mixer.D.detach()[:, None],
+                "blk.0.ssm_dt.bias": mixer.dt_bias.detach(), "blk.0.ssm_conv1d.weight": mixer.conv1d.weight[:, 0],
+                "blk.0.ssm_norm.weight": mixer.norm.weight.view(2, 32)}
+    for name, want in expected.items():
+        assert tensors[name].tensor_type == gguf.GGMLQuantizationType.F32, name
+        assert np.allclose(np.asarray(tensors[name].data), want.detach().numpy(), rtol=1e-6), name
+    for change, refusal in [({"time_step_limit": (0.0, 10.0)}, "does not clamp the time step"),
+                            ({"use_bias": True}, "with use_bias"), ({"use_conv_bias": False}, "use_conv_bias false"),
+                            ({"mamba_hidden_act": "relu"}, "activations 'relu2' and 'relu'")]:
+        with pytest.raises(MinitronError, match=refusal):
+            check_exportable(tiny_config("nemotron_h", **change))
+
+
+def test_compress_prunes_and_distils_a_hybrid_in_two_rounds(tmp_path, one_thread):
+    """The whole recipe on a tiny Nemotron-H, in two rounds whose Mamba-2 heads stay whole groups: scored, pruned,
+    distilled, evaluated and reported; the student reloads in stock transformers with the target's sizes."""
+    import minitron
+    from minitron.distill import TrainConfig
+    from minitron.eval import EvalConfig
+    from minitron.pipeline import stage_targets
+    from minitron.prune import PruneConfig
+
+    config = tiny_config("nemotron_h", num_hidden_layers=LAYERS)
+    target = {"mamba_num_heads": 2, "hidden_size": 48}
+    rounds = stage_targets(config, check_target(config, target), target, 3)
+    assert [r["mamba_num_heads"] for r in rounds] == [6, 4, 2]
+    save_tiny(tmp_path / "teacher", "nemotron_h", num_hidden_layers=LAYERS)
+    data = build_tiny_data(tmp_path, tmp_path / "teacher")
+    metrics = minitron.compress(teacher=str(tmp_path / "teacher"), data=data, out=tmp_path / "run", target=target,
+                                stages=2, prune=PruneConfig(calib_seqs=4, seq_len=32), prompt="hello",
+                                eval=EvalConfig(tokens=128, tasks=[]),
+                                distill=TrainConfig(tokens=1024, seq_len=32, micro_batch=4, global_batch_tokens=256,
+                                                    lr=3e-3))
+    assert (tmp_path / "run" / "report.md").is_file() and metrics["distilled"]["test_loss"] > 0
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "student")
+    assert (student.config.mamba_num_heads, student.config.hidden_size) == (2, 48)
