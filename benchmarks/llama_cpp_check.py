@@ -50,7 +50,7 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h"]
+            "nemotron_h", "qwen3_5_text"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -229,7 +229,10 @@ def tiny_model(family: str, seed: int = 0):
                                 residual_multiplier=0.22, attention_multiplier=0.1, logits_scaling=8.0),
              "nemotron_h": dict(layers_block_type=NEMOTRON_H_LAYERS, mamba_num_heads=8, mamba_head_dim=8, n_groups=2,
                                 ssm_state_size=16, chunk_size=8, pad_token_id=None, bos_token_id=None,
-                                eos_token_id=None)}.get(family, {})
+                                eos_token_id=None),
+             "qwen3_5_text": dict(layer_types=["linear_attention", "linear_attention", "linear_attention",
+                                               "full_attention"], linear_num_key_heads=2, linear_num_value_heads=4,
+                                  linear_key_head_dim=8, linear_value_head_dim=8)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():

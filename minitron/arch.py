@@ -7,10 +7,11 @@ which norms a decoder layer has, whether the MLP is gated, and whether projectio
 `qkv_proj` and `gate_up_proj`, GLM-4's `gate_up_proj`): the unit kinds' rows of a projection are `Rows`, so that
 code that ranks or slices heads and neurons does not care. A mixture of experts (Qwen3-MoE, Mixtral, OLMoE, Granite-MoE)
 has a router and every expert's weights in two 3D tensors in place of the MLP's linears (`MoEWeights`), which
-checkpoints store as one linear per expert or under names of their own (`stored_as`). A hybrid (Nemotron-H) has one
-`mixer` a layer behind one norm, of the kind `config.layer_types` names: Mamba-2 (`linear_attention`), attention
-(`full_attention`) or a squared-ReLU MLP (`mlp`); `attention_of`, `mlp_of` and `mamba_of` give a layer's parts, None
-where it has no such part.
+checkpoints store as one linear per expert or under names of their own (`stored_as`). A hybrid's layers differ in kind,
+as `config.layer_types` names them: Nemotron-H has one `mixer` a layer behind one norm, Mamba-2 (`linear_attention`),
+attention (`full_attention`) or a squared-ReLU MLP (`mlp`); Qwen3.5 has a Gated DeltaNet (`linear_attn`) or gated
+attention in each layer, and an MLP in every one. `attention_of`, `mlp_of`, `mamba_of` and `delta_of` give a layer's
+parts, None where it has no such part.
 """
 from __future__ import annotations
 
@@ -51,9 +52,12 @@ class Arch:
     # / heads), so a model of it keeps num_attention_heads x head_dim == hidden_size: heads and hidden channels are
     # pruned together
     attention_is_hidden: bool = False
-    # A hybrid (Nemotron-H): each decoder layer one `mixer` (Mamba-2, attention or MLP, by `config.layer_types`) behind
-    # one norm; the embeddings, final norm and stored prefix under their own names
-    hybrid: bool = False
+    # A hybrid's recurrent layers, beside its attention ones (`config.layer_types`): "mamba" (Nemotron-H's Mamba-2, each
+    # decoder layer one `mixer` behind one norm, MLP layers apart) or "delta" (Qwen3.5's Gated DeltaNet, `linear_attn`,
+    # each layer with its MLP); None: every layer has attention and an MLP
+    mixer: str | None = None
+    gated_query: bool = False  # q_proj holds each head's queries, then its output gate's rows (Qwen3.5)
+    ties: bool = True  # the family honours tie_word_embeddings (transformers never ties a Nemotron-H's)
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
     final_norm: str = "norm"  # the final norm's name in the decoder
     stored_prefix: str = "model."  # what checkpoints name the decoder (Nemotron-H's: backbone.)
@@ -61,6 +65,11 @@ class Arch:
     @property
     def hidden_norms(self) -> tuple[str, ...]:
         return self.score_norms or self.norms
+
+    @property
+    def hybrid(self) -> bool:
+        """Whether its layers differ in kind (`mixer`)."""
+        return self.mixer is not None
 
 
 _PRE_POST = ("input_layernorm", "post_attention_layernorm")
@@ -125,8 +134,12 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
                                         "block_sparse_moe.output_linear.weight")),
     # Nemotron-H (8B, 47B, 56B; Nemotron Nano 2 9B and 12B v2): a hybrid of Mamba-2, attention without positions and
     # squared-ReLU MLP layers, one mixer each; the 4B and Nano 9B v2 are NVIDIA's Minitron prunes of the 8B and 12B
-    Arch("nemotron_h", ("norm",), gated_mlp=False, hybrid=True, embeddings="embeddings", final_norm="norm_f",
-         stored_prefix="backbone."),
+    Arch("nemotron_h", ("norm",), gated_mlp=False, mixer="mamba", ties=False, embeddings="embeddings",
+         final_norm="norm_f", stored_prefix="backbone."),
+    # Qwen3.5 (dense: 0.8B-27B; the language model of its multimodal checkpoints): three Gated DeltaNet layers to one of
+    # gated attention (each head's output times the sigmoid of its gate rows, per-head q/k norms, RoPE on a quarter of
+    # each head), a SwiGLU MLP in every layer, norms of x * (1 + w)
+    Arch("qwen3_5_text", _PRE_POST, mixer="delta", gated_query=True),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
@@ -158,20 +171,22 @@ class LogitHead:
 # The sizes a target may change (Hugging Face config names; `prunable_sizes` gives a family's own).
 PRUNABLE_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
                   "num_hidden_layers")
-# A hybrid's Mamba-2 sizes a target may change too: the heads (the same number in each of its n_groups groups, whose
-# B and C every head of the group shares) and the channels of each head
-MAMBA_SIZES = ("mamba_num_heads", "mamba_head_dim")
-# `config.layer_types`' names of a hybrid's layer kinds
-MAMBA, ATTENTION, MLP = "linear_attention", "full_attention", "mlp"
+# A hybrid's recurrent layers' sizes a target may change too: Mamba-2's heads (the same number in each of its n_groups
+# groups, whose B and C every head of the group shares) and the channels of each head; Gated DeltaNet's key heads and
+# value heads (the same number for each key head, as query heads for KV heads)
+MIXER_SIZES = {"mamba": ("mamba_num_heads", "mamba_head_dim"),
+               "delta": ("linear_num_key_heads", "linear_num_value_heads")}
+# `config.layer_types`' names of a hybrid's layer kinds (the recurrent ones: Mamba-2's, Gated DeltaNet's)
+RECURRENT, ATTENTION, MLP = "linear_attention", "full_attention", "mlp"
 
 
 def prunable_sizes(config) -> tuple[str, ...]:
     """The sizes a target may change for this family, by the config's names: hidden_size, the MLP's (each expert's)
     neurons (`Arch.mlp_size`), query and KV heads, layers, and for a mixture of experts their number
-    (`Arch.experts_size`), of a hybrid its Mamba-2 heads and head channels (`MAMBA_SIZES`)."""
+    (`Arch.experts_size`), of a hybrid its recurrent layers' heads (`MIXER_SIZES`)."""
     arch = arch_of(config)
     return ("hidden_size", arch.mlp_size, *PRUNABLE_SIZES[2:], *((arch.experts_size,) if arch.moe else ()),
-            *(MAMBA_SIZES if arch.hybrid else ()))
+            *MIXER_SIZES.get(arch.mixer, ()))
 
 
 def num_experts(config) -> int:
@@ -199,7 +214,7 @@ def arch_of(config) -> Arch:
         raise MinitronError(f"this {model_type} model has dense MLP layers among its mixture-of-experts ones "
                             "(mlp_only_layers, decoder_sparse_step); minitron prunes models whose every layer is "
                             "sparse")
-    if model_type == "nemotron_h" and (other := set(config.layer_types) - {MAMBA, ATTENTION, MLP}):
+    if model_type == "nemotron_h" and (other := set(config.layer_types) - {RECURRENT, ATTENTION, MLP}):
         raise MinitronError(f"this nemotron_h model has {', '.join(sorted(other))} layers (Nemotron 3's "
                             "mixture of experts); minitron prunes Nemotron-H models of Mamba-2, attention and MLP "
                             "layers")
@@ -209,7 +224,7 @@ def arch_of(config) -> Arch:
 def tied(config) -> bool:
     """Whether lm_head is the token embeddings: the config says so and the family honours it (transformers never ties
     a Nemotron-H's, whatever its config says)."""
-    return bool(config.tie_word_embeddings) and not arch_of(config).hybrid
+    return bool(config.tie_word_embeddings) and arch_of(config).ties
 
 
 def head_dim(config) -> int:
@@ -235,7 +250,7 @@ def final_norm(model: nn.Module) -> nn.Module:
 
 
 def _mixer(layer: nn.Module, kind: str) -> nn.Module | None:
-    return layer.mixer if getattr(layer, "block_type", None) == kind else None
+    return getattr(layer, "mixer", None) if getattr(layer, "block_type", None) == kind else None
 
 
 def attention_of(layer: nn.Module) -> nn.Module | None:
@@ -251,7 +266,18 @@ def mlp_of(layer: nn.Module) -> nn.Module | None:
 
 def mamba_of(layer: nn.Module) -> nn.Module | None:
     """A hybrid decoder layer's Mamba-2 mixer (None: any other layer)."""
-    return _mixer(layer, MAMBA)
+    return _mixer(layer, RECURRENT)
+
+
+def delta_of(layer: nn.Module) -> nn.Module | None:
+    """A hybrid decoder layer's Gated DeltaNet (None: any other layer)."""
+    return getattr(layer, "linear_attn", None)
+
+
+def query_dim(arch: Arch, dim: int) -> int:
+    """The q_proj rows of one head of `dim` channels: its queries, and where the family gates each head's output
+    (`Arch.gated_query`) its gate's rows after them."""
+    return 2 * dim if arch.gated_query else dim
 
 
 def layer_norms(layer: nn.Module, arch: Arch) -> list[nn.Module]:
@@ -312,17 +338,23 @@ def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
     return Rows(attn.qkv_proj, 0, q), [Rows(attn.qkv_proj, q, kv), Rows(attn.qkv_proj, q + kv, kv)]
 
 
+def mixer_inputs(layer: nn.Module) -> list[nn.Linear]:
+    """The linears that read a hybrid's recurrent layer's (normed) input: Mamba-2's in_proj, Gated DeltaNet's four."""
+    mamba, delta = mamba_of(layer), delta_of(layer)
+    if mamba is not None:
+        return [mamba.in_proj]
+    return [delta.in_proj_qkv, delta.in_proj_z, delta.in_proj_b, delta.in_proj_a] if delta is not None else []
+
+
 def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that read the (normed) residual stream: their input columns are hidden channels."""
-    mamba = mamba_of(layer)
-    return [*attention_inputs(layer, arch), *mlp_inputs(layer, arch),  # MoE: `moe_weights`
-            *([mamba.in_proj] if mamba is not None else [])]
+    return [*attention_inputs(layer, arch), *mlp_inputs(layer, arch), *mixer_inputs(layer)]  # MoE: `moe_weights`
 
 
 def residual_writers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that write into the residual stream: their output rows are hidden channels."""
     parts = ((attention_of(layer), "o_proj"), (None if arch.moe else mlp_of(layer), "down_proj"),
-             (mamba_of(layer), "out_proj"))
+             (mamba_of(layer), "out_proj"), (delta_of(layer), "out_proj"))
     return [getattr(module, name) for module, name in parts if module is not None]
 
 
@@ -343,7 +375,7 @@ class MambaRows:
 
     def channels(self, heads: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
         """The x (and z) rows of channels `channels` of each of heads `heads`."""
-        return (heads[:, None] * self.head_dim + channels[None, :]).flatten()
+        return head_rows(heads, self.head_dim, channels)
 
     def in_proj(self, heads: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
         """The in_proj rows kept with them: z, x, every B and C row, dt."""
@@ -354,6 +386,38 @@ class MambaRows:
         """The conv1d channels kept with them: x, every B and C channel."""
         inner = self.heads * self.head_dim
         return torch.cat([self.channels(heads, channels), inner + torch.arange(self.bc)])
+
+
+def head_rows(heads: torch.Tensor, dim: int, channels: torch.Tensor | None = None) -> torch.Tensor:
+    """The rows of heads `heads` (their channels `channels`, default all) in a projection of heads of `dim` rows."""
+    channels = torch.arange(dim) if channels is None else channels
+    return (heads[:, None] * dim + channels[None, :]).flatten()
+
+
+@dataclass(frozen=True)
+class DeltaRows:
+    """Where a Gated DeltaNet's heads live: in_proj_qkv's rows (and conv1d's channels) are the queries and keys (key
+    heads x head_k_dim each), then the values (value heads x head_v_dim); in_proj_z's rows and out_proj's columns are
+    the value heads' channels, in_proj_b's and in_proj_a's rows, dt_bias and A_log one a value head. Value head i reads
+    key head i // (value heads / key heads)."""
+
+    k_heads: int
+    dk: int
+    dv: int
+
+    @classmethod
+    def of(cls, delta: nn.Module) -> "DeltaRows":
+        return cls(delta.num_k_heads, delta.head_k_dim, delta.head_v_dim)
+
+    def qkv(self, v_heads: torch.Tensor, k_heads: torch.Tensor) -> torch.Tensor:
+        """The in_proj_qkv rows (conv1d channels) of key heads `k_heads` and value heads `v_heads`."""
+        keys = self.k_heads * self.dk
+        k = head_rows(k_heads, self.dk)
+        return torch.cat([k, keys + k, 2 * keys + head_rows(v_heads, self.dv)])
+
+    def values(self, v_heads: torch.Tensor) -> torch.Tensor:
+        """The in_proj_z rows (out_proj columns) of value heads `v_heads`."""
+        return head_rows(v_heads, self.dv)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3, ERNIE
 4.5, Seed-OSS, Hunyuan (dense), SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3, GLM-4,
 Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2, the mixtures of experts Qwen3-MoE, Mixtral, OLMoE and
-Granite-MoE, and the hybrid Nemotron-H) as one .gguf file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile
-beside it.
+Granite-MoE, and the hybrids Nemotron-H and Qwen3.5) as one .gguf file for llama.cpp, Ollama and LM Studio, with an
+Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and its
 metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and the
 weights with the transforms llama.cpp's own converter (convert_hf_to_gguf.py) applies: the Llama rotary layout for q/k,
 1 added to the norm weights of Gemma (x * (1 + w)) and Nemotron (LayerNorm1P), RoPE scaling factors as tensors (Llama
-3.1's, Phi-3's LongRoPE), a mixture of experts' tensors stacked over its experts, Nemotron-H's Mamba-2 tensors in its
-Mamba-2 graph's layouts. Weight types are minitron.export_quant's, the identity keys and the Modelfile
-minitron.export_ollama's.
+3.1's, Phi-3's LongRoPE), a mixture of experts' tensors stacked over its experts, Nemotron-H's Mamba-2 and Qwen3.5's
+Gated DeltaNet tensors in their graphs' layouts. Weight types are minitron.export_quant's, the identity keys and the
+Modelfile minitron.export_ollama's.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch
 from safetensors import safe_open
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from minitron.arch import ATTENTION, MLP, arch_of, head_dim, num_experts, tied
+from minitron.arch import ATTENTION, MLP, RECURRENT, arch_of, head_dim, num_experts, tied
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
@@ -34,9 +34,10 @@ from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check
                                     yarn_factor)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
-from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, NORM_PLUS_ONE,
-                                  OUTPUT_REQUIRED, RMS_NORM_EPS, XIELU, XIELU_TENSOR, fused_gate_up, interleave_rotary,
-                                  mamba_in_gguf, mamba_stored, stacked_key, tensor_names)
+from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, OUTPUT_REQUIRED,
+                                  RMS_NORM_EPS, XIELU, XIELU_TENSOR, delta_in_gguf, delta_stored, fused_gate_up,
+                                  interleave_rotary, mamba_in_gguf, mamba_stored, stacked_key, stored_plus_one,
+                                  tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import require_safetensors
@@ -71,7 +72,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
             Ministral 3, Qwen2, Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan dense, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3
             text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2,
-            Qwen3-MoE, Mixtral, OLMoE, Granite-MoE or Nemotron-H checkpoint), a .gguf file or 'default'.
+            Qwen3-MoE, Mixtral, OLMoE, Granite-MoE, Nemotron-H or Qwen3.5 checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -141,10 +142,11 @@ def attention_scale_fix(config) -> float:
 
 
 def layer_sizes(config) -> tuple[int | list[int], ...]:
-    """(MLP neurons, query heads, KV heads): of every layer; of a hybrid, neurons and KV heads a list, 0 in the layers
-    without the part (llama.cpp's nemotron_h graph tells its layers' kinds by them: a Mamba-2 layer has neither), and
-    query heads one number (llama.cpp takes the head size from the first layer's, which a Mamba-2 layer has none of)."""
-    if not arch_of(config).hybrid:
+    """(MLP neurons, query heads, KV heads): of every layer; of a Nemotron-H, neurons and KV heads a list, 0 in the
+    layers without the part (llama.cpp's nemotron_h graph tells its layers' kinds by them: a Mamba-2 layer has
+    neither), and query heads one number (llama.cpp takes the head size from the first layer's, which a Mamba-2 layer
+    has none of)."""
+    if arch_of(config).mixer != "mamba":
         return config.intermediate_size, config.num_attention_heads, config.num_key_value_heads
     kinds = config.layer_types
     return ([config.intermediate_size if kind == MLP else 0 for kind in kinds], config.num_attention_heads,
@@ -173,7 +175,7 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
     else:
         writer.add_layer_norm_rms_eps(getattr(config, RMS_NORM_EPS.get(model_type, "rms_norm_eps")))
     FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
-    if not arch_of(config).hybrid:  # Nemotron-H's attention has no positions
+    if arch_of(config).mixer != "mamba":  # Nemotron-H's attention has no positions
         add_rope(writer, config)
 
 
@@ -286,11 +288,26 @@ def nemotron_h_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_ssm_group_count(config.n_groups)
 
 
+def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Qwen3.5's Gated DeltaNet sizes under llama.cpp's `ssm.*` keys (key heads as groups, value heads as the time-step
+    rank, the key head size as the state), which layers are recurrent, and its RoPE's sections (the config's
+    mrope_section; on text every section has the same position, so one section of every rotated pair does as well)."""
+    writer.add_ssm_conv_kernel(config.linear_conv_kernel_dim)
+    writer.add_ssm_inner_size(config.linear_value_head_dim * config.linear_num_value_heads)
+    writer.add_ssm_state_size(config.linear_key_head_dim)
+    writer.add_ssm_group_count(config.linear_num_key_heads)
+    writer.add_ssm_time_step_rank(config.linear_num_value_heads)
+    writer.add_array(f"{writer.arch}.attention.recurrent_layers",
+                     [kind == RECURRENT for kind in config.layer_types])
+    sections = list(rope_parameters(config).get("mrope_section") or [rotary_dims(config) // 2])
+    writer.add_rope_dimension_sections((sections + [0, 0, 0, 0])[:4])
+
+
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
 FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys,
                "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys, "olmo3": olmo3_keys,
                "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys,
-               "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys}
+               "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys, "qwen3_5_text": qwen3_5_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -386,7 +403,6 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
     names = tensor_names(arch, config.num_hidden_layers)
     xielu = {name: [0.0] * config.num_hidden_layers for name in XIELU}
     llama_rotary = arch in INTERLEAVED_ROTARY
-    plus_one = config.model_type in NORM_PLUS_ONE
     q_scale = attention_scale_fix(config)  # into the q-norm where there is one (Gemma 3), else into q_proj (Gemma 2)
     scaled = ".self_attn.q_norm.weight" if config.model_type == "gemma3_text" else ".self_attn.q_proj.weight"
     add = tensor_adder(writer, config, arch, weight_type)
@@ -411,6 +427,9 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
                 if mamba := mamba_in_gguf(key):  # Nemotron-H's, as llama.cpp's converter writes them
                     add(mamba[0], mamba_stored(mamba[1], data, config.n_groups))
                     continue
+                if delta := delta_in_gguf(key):  # Qwen3.5's, as llama.cpp's converter writes them
+                    add(delta[0], delta_stored(delta[1], data, config))
+                    continue
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
                 if name is None:
                     raise MinitronError(f"{file.name}: tensor {key} has no GGUF name in llama.cpp's "
@@ -419,7 +438,7 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
                     data = interleave_rotary(data, config.num_attention_heads)
                 elif llama_rotary and ".self_attn.k_proj." in key:
                     data = interleave_rotary(data, config.num_key_value_heads)
-                if plus_one and key.endswith("norm.weight"):
+                if stored_plus_one(config.model_type, key):
                     data = data + 1.0
                 if q_scale != 1.0 and key.endswith(scaled):
                     data = data * np.float32(q_scale)

@@ -20,7 +20,8 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "olmo3": "olmo2",  # OLMo 3: OLMo 2's graph with its window and layer pattern, as llama.cpp's converter
              "exaone4": "exaone4", "qwen3_moe": "qwen3moe",
              "mixtral": "llama",  # Mixtral: Llama's graph with experts, as llama.cpp's converter writes it
-             "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe", "nemotron_h": "nemotron_h"}
+             "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe", "nemotron_h": "nemotron_h",
+             "qwen3_5_text": "qwen35"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
@@ -29,8 +30,9 @@ LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemo
 RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm")
-# Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight).
-NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron")
+# Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight); of
+# Qwen3.5's, all but its Gated DeltaNet's gated norm (`stored_plus_one`).
+NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron", "qwen3_5_text")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
 INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee")
 # Apertus's xIELU activation: its scalars of each layer (Hugging Face's `model.layers.N.mlp.act_fn.NAME`, as stored),
@@ -75,6 +77,57 @@ def mamba_stored(part: str, data: np.ndarray, groups: int) -> np.ndarray:
 def mamba_read(part: str, data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The inverse of `mamba_stored`: the Hugging Face tensor of `shape`."""
     return (np.log(-data) if part == "A_log" else data).reshape(shape)
+
+
+def stored_plus_one(model_type: str, key: str) -> bool:
+    """Whether a GGUF file stores the Hugging Face tensor `key` as 1 + w (a norm of a `NORM_PLUS_ONE` family)."""
+    return model_type in NORM_PLUS_ONE and key.endswith("norm.weight") and ".linear_attn." not in key
+
+
+# Qwen3.5's Gated DeltaNet tensors that llama.cpp's converter writes otherwise (`delta_stored`).
+DELTA_TENSOR = re.compile(r"model\.layers\.(\d+)\.linear_attn\.(A_log|dt_bias|conv1d\.weight|in_proj_qkv\.weight|"
+                          r"in_proj_z\.weight|in_proj_b\.weight|in_proj_a\.weight|out_proj\.weight)")
+
+
+def delta_in_gguf(key: str) -> tuple[str, str] | None:
+    """The GGUF tensor of a Qwen3.5 Gated DeltaNet tensor that llama.cpp's converter writes otherwise, and which part it
+    is; None for any other tensor."""
+    import gguf  # lazy: an extra, and CLI start-up speed
+
+    if (m := DELTA_TENSOR.fullmatch(key)) is None:
+        return None
+    T = gguf.MODEL_TENSOR
+    kind, suffix = {"A_log": (T.SSM_A, ""), "dt_bias": (T.SSM_DT, ".bias"), "conv1d.weight": (T.SSM_CONV1D, ".weight"),
+                    "in_proj_qkv.weight": (T.ATTN_QKV, ".weight"), "in_proj_z.weight": (T.ATTN_GATE, ".weight"),
+                    "in_proj_b.weight": (T.SSM_BETA, ".weight"), "in_proj_a.weight": (T.SSM_ALPHA, ".weight"),
+                    "out_proj.weight": (T.SSM_OUT, ".weight")}[m[2]]
+    return gguf.TENSOR_NAMES[kind].format(bid=int(m[1])) + suffix, m[2]
+
+
+def tiled(data: np.ndarray, axis: int, groups: int, per_group: int, head: int) -> np.ndarray:
+    """Heads along `axis` (`head` entries each) from grouped, `per_group` a group, to tiled over the `groups` (the
+    first head of every group, then the second of every group, ...); with groups and per_group swapped, back."""
+    shape = data.shape
+    split = data.reshape(*shape[:axis], groups, per_group, head, *shape[axis + 1:])
+    return np.swapaxes(split, axis, axis + 1).reshape(shape)
+
+
+def delta_stored(part: str, data: np.ndarray, config, back: bool = False) -> np.ndarray:
+    """A Gated DeltaNet tensor (`delta_in_gguf`'s part) as llama.cpp's qwen35 graph reads it: its value heads tiled over
+    the key heads (llama.cpp broadcasts each key head to its value heads that way), not grouped by key head as
+    transformers holds them; A as -exp(A_log); conv1d's weight without its channel axis. `back`: the inverse, to a
+    tensor of the Hugging Face model's layout (reshape it to the parameter's shape)."""
+    k, v, d = config.linear_num_key_heads, config.linear_num_value_heads, config.linear_value_head_dim
+    order = (v // k, k) if back else (k, v // k)
+    keys = 2 * k * config.linear_key_head_dim  # in_proj_qkv's rows and conv1d's channels: queries, keys, then values
+    if part == "A_log":
+        data = np.log(-data) if back else -np.exp(data)
+    if part in ("in_proj_qkv.weight", "conv1d.weight"):
+        data = data.reshape(data.shape[0], -1)
+        return np.concatenate([data[:keys], tiled(data[keys:], 0, *order, d)])
+    if part == "out_proj.weight":
+        return tiled(data, 1, *order, d)
+    return tiled(data, 0, *order, d if part == "in_proj_z.weight" else 1)
 
 
 # Granite-MoE's checkpoints store each layer's gate and up rows of every expert in one tensor, which a GGUF file holds

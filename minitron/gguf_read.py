@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minitron.arch import ATTENTION, MAMBA, MLP, arch_of, num_experts, stored_as, tied
+from minitron.arch import ATTENTION, MLP, RECURRENT, arch_of, num_experts, stored_as, tied
 from minitron.errors import MinitronError
 from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
-                                  LAYER_NORM_EPS, NORM_PLUS_ONE, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR,
-                                  fused_gate_up, halve_rotary, mamba_in_gguf, mamba_read, stacked_key, tensor_names)
+                                  LAYER_NORM_EPS, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, delta_in_gguf,
+                                  delta_stored, fused_gate_up, halve_rotary, mamba_in_gguf, mamba_read, stacked_key,
+                                  stored_plus_one, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -75,7 +76,7 @@ def stored_specs(tensors: dict, shapes: dict[str, tuple], config) -> dict[str, T
 
     def dtype(key: str) -> torch.dtype:
         name = gguf_name(names, key)[0]
-        if name not in tensors or stored_plus_one(config, key):
+        if name not in tensors or stored_plus_one(config.model_type, key):
             return torch.float32
         return KEPT_DTYPES.get(tensors[name].tensor_type.name, torch.float32)
     return {key: TensorSpec(dtype(key), shape) for key, shape in shapes.items()}
@@ -86,16 +87,11 @@ def gguf_name(names, key: str) -> tuple[str | None, int | None]:
     its index in the tensor stacked over the experts (else None)."""
     if match := EXPERT_TENSOR.fullmatch(key):
         return names.get_name(stacked_key(int(match[1]), match[2], match[4]), try_suffixes=(".weight",)), int(match[3])
-    if mamba := mamba_in_gguf(key):
-        return mamba[0], None
+    if recurrent := mamba_in_gguf(key) or delta_in_gguf(key):
+        return recurrent[0], None
     if gate_up := fused_gate_up(key):  # the gate half's (the up half's is `fused_gate_up`'s second)
         return gate_up[0], None
     return names.get_name(key, try_suffixes=(".weight", ".bias")), None
-
-
-def stored_plus_one(config, key: str) -> bool:
-    """Whether the file stores this tensor as 1 + w (the norms of the families whose norms compute x * (1 + w))."""
-    return config.model_type in NORM_PLUS_ONE and key.endswith("norm.weight")
 
 
 def read_tokenizer(path: Path):
@@ -238,7 +234,7 @@ def nemotron_h(meta: Metadata, layers: int) -> dict:
     if not all(isinstance(v, list) and len(v) == layers for v in (neurons, kv)):
         raise MinitronError(f"cannot read this nemotron_h GGUF file: its feed_forward_length and "
                             f"attention.head_count_kv are not one value for each of its {layers} layers")
-    kinds = [MLP if f else ATTENTION if k else MAMBA for f, k in zip(neurons, kv)]
+    kinds = [MLP if f else ATTENTION if k else RECURRENT for f, k in zip(neurons, kv)]
     heads, inner = required(meta, "ssm.time_step_rank", int), required(meta, "ssm.inner_size", int)
     return {"layers_block_type": kinds, "intermediate_size": max(neurons) or 1, "num_key_value_heads": max(kv) or 1,
             "mamba_num_heads": heads, "mamba_head_dim": inner // heads,
@@ -246,9 +242,27 @@ def nemotron_h(meta: Metadata, layers: int) -> dict:
             "conv_kernel": required(meta, "ssm.conv_kernel", int)}
 
 
+def qwen3_5(meta: Metadata, layers: int) -> dict:
+    """Qwen3.5's recurrent layers (`attention.recurrent_layers`, or llama.cpp's default of every fourth layer full
+    attention) and its Gated DeltaNet sizes (its key heads the `ssm` groups, its value heads the time-step rank, one
+    head size: the state)."""
+    recurrent = meta.get("attention.recurrent_layers")
+    if recurrent is None:
+        interval = int(meta.get("full_attention_interval", 4))
+        recurrent = [(i + 1) % interval != 0 for i in range(layers)]
+    if not isinstance(recurrent, list) or len(recurrent) != layers:
+        raise MinitronError(f"cannot read this qwen35 GGUF file: its attention.recurrent_layers is not one flag for "
+                            f"each of its {layers} layers")
+    head = required(meta, "ssm.state_size", int)
+    return {"layer_types": [RECURRENT if r else ATTENTION for r in recurrent], "linear_key_head_dim": head,
+            "linear_value_head_dim": head, "linear_num_key_heads": required(meta, "ssm.group_count", int),
+            "linear_num_value_heads": required(meta, "ssm.time_step_rank", int),
+            "linear_conv_kernel_dim": required(meta, "ssm.conv_kernel", int)}
+
+
 FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
-                   "granitemoe": granitemoe, "nemotron_h": nemotron_h}
+                   "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5}
 # The common keys a family's file holds one value a layer of (read by its FAMILY_SETTINGS).
 PER_LAYER_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads")}
 
@@ -333,6 +347,8 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
             data = np.concatenate([dequantized(tensors[n]) for n in gate_up], 1)
         elif mamba := mamba_in_gguf(key):  # Nemotron-H's Mamba-2 tensors llama.cpp's converter writes otherwise
             data = mamba_read(mamba[1], dequantized(tensors[name]), shape)
+        elif delta := delta_in_gguf(key):  # Qwen3.5's Gated DeltaNet's
+            data = delta_stored(delta[1], dequantized(tensors[name]), config, back=True).reshape(shape)
         elif expert is None:
             stacked.clear()
             data = dequantized(tensors[name])
@@ -345,7 +361,7 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
             data = halve_rotary(data, config.num_attention_heads)
         elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:
             data = halve_rotary(data, config.num_key_value_heads)
-        if stored_plus_one(config, key):
+        if stored_plus_one(config.model_type, key):
             data = data - 1.0
         used.add(name)
         yield key, torch.from_numpy(np.array(data, dtype=np.float32))  # a copy: the reader's are read-only maps

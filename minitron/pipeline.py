@@ -495,7 +495,7 @@ def write_student_card(run: Path, original: str, metrics: dict, tasks: dict[str,
 
 HEADS_FIRST = ["num_key_value_heads", "num_attention_heads", "hidden_size", "intermediate_size",
                "moe_intermediate_size", "num_experts", "num_local_experts", "mamba_num_heads", "mamba_head_dim",
-               "num_hidden_layers"]
+               "linear_num_key_heads", "linear_num_value_heads", "num_hidden_layers"]
 
 
 def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages: int) -> list[dict[str, int]]:
@@ -511,6 +511,7 @@ def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages:
             value = start * (end / start) ** (k / stages)
             heads = {**sizes, **step}["num_attention_heads"]
             unit = ({**sizes, **step}["num_key_value_heads"] if name == "num_attention_heads"
+                    else {**sizes, **step}["linear_num_key_heads"] if name == "linear_num_value_heads"
                     else config.n_groups if name == "mamba_num_heads"
                     else 8 if start % 8 == 0 and end % 8 == 0 else 1)
             if name == "hidden_size" and end % sizes["num_attention_heads"] == 0:  # some families need it

@@ -1,6 +1,7 @@
 """`minitron search`: the best student shape under a parameter budget, found the way the Minitron papers do it:
 enumerate every shape (hidden_size, num_attention_heads, intermediate_size, num_hidden_layers; of a mixture of
-experts, each expert's neurons and num_experts; of a hybrid, its Mamba-2 heads, its layers kept) within a tolerance
+experts, each expert's neurons and num_experts; of a hybrid, its recurrent layers' heads, its layers kept) within a
+tolerance
 of the budget, score every one zero-shot from importance scores computed once (prune in memory, LM loss on the dev
 split), distil the best few for the same short token budget each, rank them again on dev, and prune the winner.
 
@@ -50,14 +51,18 @@ SHOWN = 30  # rows of search.md
 SCREEN_SEQS = 4  # dev windows every candidate is screened on, before the best SCREEN_KEEP are measured on all
 SCREEN_KEEP = 24  # (benchmarks/search_speed.py: the same first four as measuring all 243 shapes on every window)
 SEARCHED = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers")
+# The recurrent heads a hybrid's search varies: Mamba-2's, Gated DeltaNet's value heads (its key heads kept) - and the
+# group each comes in whole multiples of
+MIXER_HEADS = {"mamba": "mamba_num_heads", "delta": "linear_num_value_heads"}
+MIXER_GROUPS = {"mamba": "n_groups", "delta": "linear_num_key_heads"}
 
 
 def searched(config) -> tuple[str, ...]:
     """The sizes the search varies, by the config's names: `SEARCHED` with the family's MLP size (Qwen3-MoE's
-    moe_intermediate_size), a mixture of experts' number of experts and a hybrid's Mamba-2 heads."""
+    moe_intermediate_size), a mixture of experts' number of experts and a hybrid's recurrent heads (`MIXER_HEADS`)."""
     arch = arch_of(config)
     mlp = tuple(arch.mlp_size if a == "intermediate_size" else a for a in SEARCHED)
-    return mlp + ((arch.experts_size,) if arch.moe else ()) + (("mamba_num_heads",) if arch.hybrid else ())
+    return mlp + ((arch.experts_size,) if arch.moe else ()) + ((MIXER_HEADS[arch.mixer],) if arch.hybrid else ())
 
 
 @dataclass
@@ -73,7 +78,8 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        letters = "hafl" + "".join("m" if k == "mamba_num_heads" else "e" for k in list(self.sizes)[4:])
+        letters = "hafl" + "".join({"mamba_num_heads": "m", "linear_num_value_heads": "d"}.get(k, "e")
+                                   for k in list(self.sizes)[4:])
         return "-".join(f"{letter}{v}" for letter, v in zip(letters, self.sizes.values()))  # h576-a9-f1536-l30
 
 
@@ -101,7 +107,7 @@ class ParamCounter:
     heads and its MLP in its neurons. Four builds per hidden_size give the four numbers. A mixture of experts' MLP is
     experts * (a_expert + a_mlp * neurons) (each expert's router row, and its neurons): one build more. Where the
     attention is hidden_size wide (`Arch.attention_is_hidden`), the heads are hidden_size / head_dim: a_heads is 0.
-    A hybrid keeps its layers (`enumerate_shapes`), and its count is affine in heads, neurons and Mamba-2 heads."""
+    A hybrid keeps its layers (`enumerate_shapes`), and its count is affine in heads, neurons and recurrent heads."""
 
     def __init__(self, config):
         self.config, self.coef = config, {}
@@ -112,9 +118,9 @@ class ParamCounter:
         if D not in self.coef:
             self.coef[D] = self._hybrid(D) if self.arch.hybrid else self._coefficients(D)
         if self.arch.hybrid:
-            base, a_heads, a_mlp, a_mamba = self.coef[D]
+            base, a_heads, a_mlp, a_mixer = self.coef[D]
             return base + a_heads * sizes["num_attention_heads"] + a_mlp * sizes[self.axes[2]] + \
-                a_mamba * sizes["mamba_num_heads"]
+                a_mixer * sizes[self.axes[4]]
         base, c, a_heads, a_mlp, a_expert = self.coef[D]
         heads, mlp, layers = sizes["num_attention_heads"], sizes[self.axes[2]], sizes["num_hidden_layers"]
         experts = sizes[self.axes[4]] if self.arch.moe else 1
@@ -141,19 +147,17 @@ class ParamCounter:
 
 
     def _hybrid(self, D: int) -> tuple[int, ...]:
-        """(base, a_heads, a_mlp, a_mamba) of a hybrid with all its layers at hidden size D."""
+        """(base, a_heads, a_mlp, a_mixer) of a hybrid with all its layers at hidden size D."""
         teacher = {a: getattr(self.config, a) for a in self.axes}
+        axes = ("num_attention_heads", self.axes[2], self.axes[4])
 
         def build(**change) -> int:
             shape = {**teacher, "hidden_size": D, **change}
             return params_of(target_config(self.config, shape, validate=False))
 
         full = build()
-        a = [build(**{axis: teacher[axis] + 1}) - full for axis in ("num_attention_heads", self.axes[2],
-                                                                    "mamba_num_heads")]
-        base = full - sum(c * teacher[axis] for c, axis in zip(a, ("num_attention_heads", self.axes[2],
-                                                                   "mamba_num_heads")))
-        return base, *a
+        a = [build(**{axis: teacher[axis] + 1}) - full for axis in axes]
+        return full - sum(c * teacher[axis] for c, axis in zip(a, axes)), *a
 
 
 def axis_values(config, axis: str, step: int, floor: int) -> list[int]:
@@ -165,14 +169,16 @@ def axis_values(config, axis: str, step: int, floor: int) -> list[int]:
 
 def default_steps(config) -> dict[str, int]:
     """Hidden and MLP sizes in multiples of 64, query heads in whole KV groups (the same number per group), layers, a
-    mixture of experts' experts in eighths of the teacher's, a hybrid's Mamba-2 heads in about eighths of the
+    mixture of experts' experts in eighths of the teacher's, a hybrid's recurrent heads in about eighths of the
     teacher's, whole groups (the same number per group)."""
     arch = arch_of(config)
-    mamba = {"mamba_num_heads": max(1, config.mamba_num_heads // 8 // config.n_groups) * config.n_groups} \
-        if arch.hybrid else {}
+    mixer = {}
+    if arch.hybrid:
+        heads, groups = (getattr(config, MIXER_HEADS[arch.mixer]), getattr(config, MIXER_GROUPS[arch.mixer]))
+        mixer = {MIXER_HEADS[arch.mixer]: max(1, heads // 8 // groups) * groups}
     return {"hidden_size": 64, arch.mlp_size: 64, "num_attention_heads": config.num_key_value_heads,
             **({arch.experts_size: max(1, num_experts(config) // 8)} if arch.moe else {}), "num_hidden_layers": 1,
-            **mamba}
+            **mixer}
 
 
 def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int] | None = None,
@@ -187,11 +193,12 @@ def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int
     if steps["num_attention_heads"] % config.num_key_value_heads:
         raise MinitronError(f"the step of num_attention_heads must be a multiple of num_key_value_heads="
                             f"{config.num_key_value_heads} (the same number of query heads in every KV group)")
-    if "mamba_num_heads" in steps and steps["mamba_num_heads"] % config.n_groups:
-        raise MinitronError(f"the step of mamba_num_heads must be a multiple of n_groups={config.n_groups} (the same "
-                            "number of Mamba-2 heads in every group)")
-    lowest = {arch_of(config).experts_size: getattr(config, "num_experts_per_tok", 1)}  # a token's experts, at least
-    if arch_of(config).hybrid:  # its layers differ in kind: which go decides its size, known only once scored
+    arch = arch_of(config)
+    if arch.hybrid and steps[axes[4]] % getattr(config, MIXER_GROUPS[arch.mixer]):
+        raise MinitronError(f"the step of {axes[4]} must be a multiple of {MIXER_GROUPS[arch.mixer]}="
+                            f"{getattr(config, MIXER_GROUPS[arch.mixer])} (the same number of heads in every group)")
+    lowest = {arch.experts_size: getattr(config, "num_experts_per_tok", 1)}  # a token's experts, at least
+    if arch.hybrid:  # its layers differ in kind: which go decides its size, known only once scored
         lowest["num_hidden_layers"] = config.num_hidden_layers
     values = [axis_values(config, a, steps[a], max(floors.get(a, 1), lowest.get(a, 1))) for a in axes]
     count, teacher = ParamCounter(config), tuple(getattr(config, a) for a in axes)
@@ -373,7 +380,8 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         tolerance: candidates within ±tolerance of the budget (0.05: ±5 percent)
         steps: step of each searched size, e.g. hidden_size=64,intermediate_size=64,num_attention_heads=3,
             num_hidden_layers=1 (default: 64, 64, the KV groups, 1; Qwen3-MoE's MLP size is moe_intermediate_size;
-            a mixture of experts' num_experts in eighths of the teacher's, down to num_experts_per_tok)
+            a mixture of experts' num_experts in eighths of the teacher's, down to num_experts_per_tok; a hybrid's
+            mamba_num_heads or linear_num_value_heads in about eighths, whole groups, its layers kept)
         floors: smallest value of each searched size, e.g. num_hidden_layers=16,hidden_size=256
         max_candidates: score only this many shapes zero-shot, spread over those found (default: every one)
         distill_top: distil the best K by zero-shot loss and rank them again (0: rank zero-shot only)

@@ -19,7 +19,7 @@ from minitron.arch import arch_of
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h"]
+            "nemotron_h", "qwen3_5_text"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -119,6 +119,13 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         return NemotronHConfig(**{"mamba_num_heads": 8, "mamba_head_dim": 8, "n_groups": 2, "ssm_state_size": 16,
                                   "chunk_size": 8, **sizes, "layers_block_type": kinds[:sizes.pop("num_hidden_layers")]},
                                pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "qwen3_5_text":  # Gated DeltaNet, gated attention in turn; four value heads for two key heads
+        from transformers.models.qwen3_5 import Qwen3_5TextConfig
+
+        kinds = ["linear_attention", "full_attention"] * sizes["num_hidden_layers"]
+        return Qwen3_5TextConfig(**{"linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_key_head_dim": 8,
+                                    "linear_value_head_dim": 8, **sizes,
+                                    "layer_types": kinds[:sizes["num_hidden_layers"]]})
     raise ValueError(family)
 
 

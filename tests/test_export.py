@@ -202,7 +202,9 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     instead of the model's 0.021; EXAONE 4's 32B without its window key (llama.cpp's 4096 in place of 8) 0.63; a
     Qwen3-MoE without norm_topk_prob 0.0099 (llama.cpp renormalises the picked experts' weights whatever the file
     says: 0 against the same model with it); an OLMoE with norm_topk_prob (llama.cpp never renormalises) 0.44 on a
-    model whose routing is near uniform; StableLM's RoPE written for the whole head instead of its quarter 0.22."""
+    model whose routing is near uniform; StableLM's RoPE written for the whole head instead of its quarter 0.22;
+    Qwen3.5's Gated DeltaNet value heads left grouped by key head (llama.cpp tiles them) 0.022, its norms without the
+    +1 0.73."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -234,7 +236,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("mixtral", "sentencepiece", "q8_0", False), ("olmoe", "mha", "f16", False),
              ("olmoe", "mha", "q8_0", True), ("stablelm", None, "f16", False), ("stablelm", "llama-bpe", "q8_0", True),
              ("granitemoe", None, "f16", False), ("granitemoe", "llama-bpe", "q8_0", True),
-             ("nemotron_h", None, "f16", False), ("nemotron_h", "llama-bpe", "q8_0", True)]
+             ("nemotron_h", None, "f16", False), ("nemotron_h", "llama-bpe", "q8_0", True),
+             ("qwen3_5_text", None, "f16", False), ("qwen3_5_text", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -572,7 +575,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "ministral3, qwen2, qwen3, ernie4_5, seed_oss, hunyuan_v1_dense, smollm3, "
                                             "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
-                                            "olmoe, stablelm, granitemoe, nemotron_h$"):
+                                            "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -638,7 +641,7 @@ def test_export_refuses_what_llama_cpp_cannot_run(tmp_path, family, settings, re
 # OLMo 3 7B / 32B (YaRN on the global layers, its attention factor spelt out), Hunyuan 7B (NTK alpha as `rope_scaling`
 # of type dynamic), Gemma 7B (hidden_act "gelu", which transformers reads as the tanh GELU), Seed-OSS 36B, GLM-4 9B
 # 0414, Apertus 8B (Llama 3.1's RoPE, xIELU), Qwen3-30B-A3B, Mixtral 8x7B, OLMoE-1B-7B, Granite 3.0 1B-A400M, StableLM 2
-# 1.6B, Nemotron-H 8B.
+# 1.6B, Nemotron-H 8B, Qwen3.5 9B (its language model).
 RELEASED = {
     "olmo3": dict(rope_theta=500000, sliding_window=4096, max_position_embeddings=65536,
                   rope_scaling={"attention_factor": 1.2079441541679836, "beta_fast": 32.0, "beta_slow": 1.0,
@@ -669,6 +672,13 @@ RELEASED = {
                        intermediate_size=21504, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
                        mamba_num_heads=128, mamba_head_dim=64, n_groups=8, ssm_state_size=128, conv_kernel=4,
                        mlp_hidden_act="relu2", use_bias=False, use_conv_bias=True, layer_norm_epsilon=1e-5),
+    "qwen3_5_text": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=32, num_attention_heads=16,
+                         num_key_value_heads=4, head_dim=256, linear_num_key_heads=16, linear_num_value_heads=32,
+                         linear_key_head_dim=128, linear_value_head_dim=128, linear_conv_kernel_dim=4,
+                         hidden_act="silu",
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000000, "partial_rotary_factor": 0.25,
+                                          "mrope_section": [11, 11, 10], "mrope_interleaved": True},
+                         layer_types=(["linear_attention"] * 3 + ["full_attention"]) * 8),
 }
 
 
@@ -792,7 +802,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("mixtral", None, "bf16", False), ("mixtral", None, "q4_0", True), ("olmoe", "mha", "f16", False),
     ("olmoe", "mha", "q8_0", True), ("stablelm", None, "f16", False), ("stablelm", None, "q8_0", True),
     ("granitemoe", None, "f16", False), ("granitemoe", None, "q4_0", True), ("nemotron_h", None, "f16", False),
-    ("nemotron_h", None, "q8_0", True),
+    ("nemotron_h", None, "q8_0", True), ("qwen3_5_text", None, "f16", False), ("qwen3_5_text", None, "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

@@ -1,5 +1,6 @@
-"""A hybrid (Nemotron-H): its Mamba-2 heads and head channels are scored, pruned group by group, streamed and
-searched; a student keeps an attention layer; what transformers cannot build is refused in one line."""
+"""Hybrids: Nemotron-H's Mamba-2 heads and head channels and Qwen3.5's Gated DeltaNet value and key heads are scored,
+pruned group by group, streamed and searched; a student keeps an attention layer; what transformers cannot build is
+refused in one line."""
 import copy
 import json
 
@@ -11,7 +12,7 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import build_tiny_data, cli_error, run_cli, save_tiny, tiny_config, tiny_model
-from minitron.arch import MambaRows, arch_of, mamba_of
+from minitron.arch import MambaRows, arch_of, delta_of, mamba_of
 from minitron.errors import MinitronError
 from minitron.importance.stats import ActivationRecorder
 from minitron.prune import check_target, params_of, select_heads, target_config
@@ -201,3 +202,86 @@ def test_compress_prunes_and_distils_a_hybrid_in_two_rounds(tmp_path, one_thread
     assert (tmp_path / "run" / "report.md").is_file() and metrics["distilled"]["test_loss"] > 0
     student = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "student")
     assert (student.config.mamba_num_heads, student.config.hidden_size) == (2, 48)
+
+
+def logits(model, ids=IDS):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("v_heads,k_heads", [([0, 2], [0, 1]), ([2, 3], [1])])
+def test_pruning_delta_heads_equals_zeroing_their_outputs(v_heads, k_heads):
+    """Qwen3.5's Gated DeltaNet value heads run apart (each its own z, a, b, convolution channels and per-head norm) and
+    read their key head (value heads 0 and 1 key head 0, 2 and 3 key head 1): keeping some, the same number for each
+    kept key head, equals zeroing the others' out_proj columns; a key head goes with its value heads."""
+    from minitron.prune import Plan, apply_plan
+    from minitron.prune.slicing import head_rows
+
+    model = tiny_model("qwen3_5_text")  # Gated DeltaNet, attention, Gated DeltaNet, attention
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for delta in filter(None, map(delta_of, zeroed.model.layers)):
+            gone = torch.tensor([h for h in range(4) if h not in v_heads])
+            delta.out_proj.weight[:, head_rows(gone, 8)] = 0
+    keep = [torch.tensor(v_heads)] * 4, [torch.tensor(k_heads)] * 4
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, [], delta=keep[0], delta_k=keep[1]))
+    assert (pruned.config.linear_num_value_heads, pruned.config.linear_num_key_heads) == (len(v_heads), len(k_heads))
+    assert_close(logits(pruned), logits(zeroed), rtol=1e-5, atol=1e-6)
+
+
+def test_delta_heads_are_scored_targeted_and_searched(tmp_path):
+    """Each value head's activation is its norm of out_proj's input; a target keeps as many value heads for each key
+    head (no more than the teacher's); the search varies the value heads in whole key-head groups and keeps the
+    layers, counting exactly."""
+    model = tiny_model("qwen3_5_text")
+    captured = {}
+    hooks = [delta.out_proj.register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0]))
+             for i, delta in enumerate(map(delta_of, model.model.layers)) if delta is not None]
+    rec = ActivationRecorder(model, arch_of(model.config))
+    with torch.no_grad(), rec:
+        model(input_ids=IDS)
+    for h in hooks:
+        h.remove()
+    got = rec.scores()["activation/mean-l2/delta"]
+    for i in range(4):
+        want = torch.linalg.vector_norm(captured[i].unflatten(-1, (4, 8)), dim=-1).mean(1).pow(2).sum(0).sqrt() \
+            if i in captured else torch.zeros(4)
+        assert_close(got[i], want, rtol=1e-5, atol=1e-6)
+    config = model.config
+    with pytest.raises(MinitronError, match="linear_num_value_heads=3 is not a multiple of linear_num_key_heads=2"):
+        check_target(config, {"linear_num_value_heads": 3})
+    with pytest.raises(MinitronError, match="4 Gated DeltaNet value heads per group, more than the teacher's 2"):
+        check_target(config, {"linear_num_key_heads": 1})
+    shapes = enumerate_shapes(config, int(0.7 * params_of(config)), 0.1, steps={"hidden_size": 16,
+                                                                                "intermediate_size": 32})
+    assert shapes and {c.sizes["num_hidden_layers"] for c in shapes} == {4}
+    assert {c.sizes["linear_num_value_heads"] for c in shapes} == {2, 4} and all("-d" in c.name for c in shapes)
+    for c in shapes[::7]:
+        assert c.params == params_of(target_config(config, check_target(config, c.sizes)))
+
+
+def test_export_writes_qwen3_5_as_llama_cpps_qwen35_graph_reads_it(tmp_path):
+    """Which layers are recurrent, the Gated DeltaNet sizes as llama.cpp's `ssm.*` keys, and the value heads tiled over
+    the key heads (value head 0 of key head 0, value head 0 of key head 1, value head 1 of key head 0, ...) in every
+    tensor that has them; key and value heads of different sizes are refused."""
+    import gguf
+    import numpy as np
+    from minitron.export import export
+    from minitron.export_checks import check_exportable
+    from test_export import byte_level_tokenizer, save_model
+
+    model = save_model(tmp_path / "hf", "qwen3_5_text", byte_level_tokenizer())
+    reader = gguf.GGUFReader(export(str(tmp_path / "hf"), tmp_path / "m.gguf", "f16").gguf)
+    fields = {k: f.contents() for k, f in reader.fields.items()}
+    assert fields["qwen35.attention.recurrent_layers"] == [True, False, True, False]
+    assert {k: fields[f"qwen35.ssm.{k}"] for k in ("inner_size", "state_size", "group_count", "time_step_rank")} == {
+        "inner_size": 32, "state_size": 8, "group_count": 2, "time_step_rank": 4}
+    tensors = {t.name: np.asarray(t.data) for t in reader.tensors}
+    delta = model.model.layers[0].linear_attn
+    tiled = torch.tensor([0, 2, 1, 3])  # value heads 0, 1 read key head 0; 2, 3 key head 1
+    assert np.allclose(tensors["blk.0.ssm_a"], -delta.A_log.detach().exp()[tiled].numpy())
+    assert np.allclose(tensors["blk.0.ssm_beta.weight"], delta.in_proj_b.weight.detach()[tiled].half().numpy())
+    columns = delta.out_proj.weight.detach().view(64, 4, 8)[:, tiled].reshape(64, 32)
+    assert np.allclose(tensors["blk.0.ssm_out.weight"], columns.half().numpy())
+    with pytest.raises(MinitronError, match="llama.cpp's qwen35 graph takes one head size"):
+        check_exportable(tiny_config("qwen3_5_text", linear_value_head_dim=16))

@@ -6,7 +6,8 @@ import torch
 from torch.testing import assert_close
 
 from conftest import tiny_model
-from minitron.arch import arch_of, attention_inputs, attention_of, mamba_of, mlp_inputs, moe_block
+from minitron.arch import (arch_of, attention_inputs, attention_of, delta_of, mamba_of, mixer_inputs, mlp_inputs,
+                           moe_block)
 from minitron.numerics import lm_loss
 from minitron.importance import Scores, coupled_scores, compute_scores
 from minitron.importance.stats import ActivationRecorder
@@ -188,18 +189,19 @@ def test_coupled_scores_cover_every_family(family):
     s = coupled_scores(model, arch_of(model.config), lambda p: p.detach().abs())
     experts = (6,) if arch_of(model.config).moe else ()  # a mixture of experts: each expert's neurons, and experts
     assert s["hidden"].shape == (64,) and s["heads"].shape == (4, 8) and s["mlp"].shape == (4, *experts, 96)
-    hybrid = arch_of(model.config).hybrid  # Mamba-2 heads and head channels
-    assert set(s) == {"hidden", "heads", "mlp", *(["experts"] if experts else []), *(["mamba", "mamba_dim"] if hybrid
-                                                                                      else [])}
+    mixer = arch_of(model.config).mixer  # a hybrid's recurrent heads: Mamba-2's and their channels, Gated DeltaNet's
+    units = {"mamba": ["mamba", "mamba_dim"], "delta": ["delta"]}.get(mixer, [])
+    assert set(s) == {"hidden", "heads", "mlp", *(["experts"] if experts else []), *units}
     if experts:
         assert s["experts"].shape == (4, 6) and (s["experts"] > 0).all()
-    if hybrid:  # each unit scored in the layers that have it (Mamba-2, attention, Mamba-2, MLP), 0 in the others
-        kinds = model.config.layer_types
-        for unit, kind, count in (("mamba", "linear_attention", 8), ("mamba_dim", "linear_attention", 8),
-                                  ("heads", "full_attention", 8), ("mlp", "mlp", 96)):
+    if mixer:  # each unit scored in the layers that have it, 0 in the others (Qwen3.5 has an MLP in every layer)
+        where = {"mamba": ("linear_attention", 8), "mamba_dim": ("linear_attention", 8), "delta": ("linear_attention", 4),
+                 "heads": ("full_attention", 8), "mlp": ("mlp" if mixer == "mamba" else None, 96)}
+        for unit in ["heads", "mlp", *units]:
+            kind, count = where[unit]
             assert s[unit].shape == (4, count)
-            for layer, scores in zip(kinds, s[unit]):
-                assert (scores > 0).all() if layer == kind else (scores == 0).all()
+            for layer, scores in zip(model.config.layer_types, s[unit]):
+                assert (scores > 0).all() if kind in (None, layer) else (scores == 0).all()
     assert (s["hidden"] > 0).all()
 
 
@@ -211,14 +213,15 @@ def test_wanda_input_norms_equal_the_inputs_squared(family):
     readers = {}  # statistic -> (layer, the module whose input it sums): of the first layer from layer 1 that has one
     for i in (1, 2, 3, 0):
         layer = model.model.layers[i]
-        attn, mamba, mlp_in = attention_of(layer), mamba_of(layer), mlp_inputs(layer, arch)
+        attn, mamba, delta, mlp_in = attention_of(layer), mamba_of(layer), delta_of(layer), mlp_inputs(layer, arch)
         parts = {"attn_in": attn and attention_inputs(layer, arch)[0], "o_in": attn and attn.o_proj,
                  "mlp_in": moe_block(layer, arch) if arch.moe else mlp_in[-1] if mlp_in else None,  # MoE: its block
-                 "mamba_in": mamba and mamba.in_proj, "mamba_o_in": mamba and mamba.out_proj}
+                 "mixer_in": mixer_inputs(layer)[0] if mixer_inputs(layer) else None,
+                 "mamba_o_in": mamba and mamba.out_proj, "delta_o_in": delta and delta.out_proj}
         for key, module in parts.items():
             if module is not None:
                 readers.setdefault(key, (i, module))
-    assert set(readers) == {"attn_in", "o_in", "mlp_in", *(["mamba_in", "mamba_o_in"] if arch.hybrid else [])}
+    assert set(readers) == {"attn_in", "o_in", "mlp_in", *(["mixer_in", f"{arch.mixer}_o_in"] if arch.hybrid else [])}
     expected = {key: (i, capture(model, m).pow(2).sum((0, 1))) for key, (i, m) in readers.items()}
     rec = ActivationRecorder(model, arch)
     with torch.no_grad(), rec:

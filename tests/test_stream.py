@@ -85,8 +85,9 @@ def test_bf16_compute_streamed_equals_in_memory_and_ranks_like_fp32(tmp_path):
 
 def random_plan(config, drop=(2,)):
     experts = {"num_experts": 4} if arch_of(config).moe else {}
-    mamba = {"mamba_num_heads": 4, "mamba_head_dim": 6} if arch_of(config).hybrid else {}  # a hybrid's Mamba-2 too
-    sizes = check_target(config, own_names(config, {**TARGET, **experts, **mamba}), list(drop))
+    mixer = {"mamba": {"mamba_num_heads": 4, "mamba_head_dim": 6},  # a hybrid's recurrent heads too
+             "delta": {"linear_num_key_heads": 1, "linear_num_value_heads": 2}}.get(arch_of(config).mixer, {})
+    sizes = check_target(config, own_names(config, {**TARGET, **experts, **mixer}), list(drop))
     scores = Scores({f"random/{k}": v for k, v in random_scores(config, 0).items() if k != "layers"})
     return (make_plan(scores, config, sizes, PruneConfig(criterion="random", drop_layers=list(drop))),
             target_config(config, sizes, list(drop)))

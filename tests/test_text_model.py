@@ -54,6 +54,19 @@ def exaone4_5(**kw):
                             **kw)
 
 
+def qwen3_5(**kw):
+    """Qwen3.5: its vision tower around a `qwen3_5_text` language model (a Gated DeltaNet layer, then gated
+    attention)."""
+    from transformers.models.qwen3_5 import Qwen3_5Config, Qwen3_5TextConfig
+
+    text = Qwen3_5TextConfig(**TEXT, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+                             linear_value_head_dim=8, layer_types=["linear_attention", "full_attention"])
+    vision = dict(depth=1, hidden_size=32, intermediate_size=48, num_heads=2, patch_size=4, out_hidden_size=64,
+                  num_position_embeddings=16)
+    return Qwen3_5Config(text_config=text.to_dict(), vision_config=vision, image_token_id=250, video_token_id=251,
+                         vision_start_token_id=252, vision_end_token_id=253, **kw)
+
+
 def paligemma(**kw):
     """PaliGemma 1: SigLIP around a Gemma language model."""
     return PaliGemmaConfig(text_config=GemmaConfig(**TEXT), vision_config=SiglipVisionConfig(**SIGLIP),
@@ -92,7 +105,8 @@ IDS = torch.randint(0, 240, (2, 17), generator=torch.Generator().manual_seed(0))
 @pytest.mark.parametrize("make,tie,prefix", [(gemma3, True, None), (mistral3, True, None),
                                              (mistral3, False, None), (gemma3, True, "model.language_model."),
                                              (ministral3, False, None), (exaone4_5, False, None),
-                                             (paligemma, True, None), (paligemma2, True, None)])
+                                             (paligemma, True, None), (paligemma2, True, None),
+                                             (qwen3_5, False, None)])
 def test_the_language_model_gives_the_multimodal_models_logits_on_text(tmp_path, monkeypatch, capsys, make, tie,
                                                                        prefix):
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))

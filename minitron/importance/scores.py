@@ -42,12 +42,14 @@ class Scores:
 
     def width(self, criterion: str, seq_agg: str, batch_agg: str, hidden_score: str, head_score: str) -> dict:
         """{"hidden", "heads", "mlp"} scores of one criterion (and "experts", of a mixture of experts; "mamba" and
-        "mamba_dim", of a hybrid's Mamba-2 heads and head channels); for activation
+        "mamba_dim", of a hybrid's Mamba-2 heads and head channels; "delta", of its Gated DeltaNet value heads); for
+        activation
         also the aggregations and the choice of hidden-channel score (`HIDDEN_SCORES`) and head score
         (`HEAD_SCORES`)."""
         prefix = f"activation/{seq_agg}-{batch_agg}" if criterion == "activation" else criterion
         names = {"hidden": "hidden", "heads": "heads", "mlp": "mlp"}
-        names.update({unit: unit for unit in ("experts", "mamba", "mamba_dim") if f"{prefix}/{unit}" in self.tensors})
+        names.update({unit: unit for unit in ("experts", "mamba", "mamba_dim", "delta")
+                      if f"{prefix}/{unit}" in self.tensors})
         if criterion == "activation":
             names.update(hidden=HIDDEN_SCORES[hidden_score], heads=HEAD_SCORES[head_score])
         missing = [f"{prefix}/{n}" for n in names.values() if f"{prefix}/{n}" not in self.tensors]
@@ -80,7 +82,8 @@ class Scores:
                                 f"{', '.join(f'{k}={sizes[k]}' for k in differ)}; score this model")
         lengths = {"hidden": sizes["hidden_size"], "hidden_pooled": sizes["hidden_size"],
                    "mlp": sizes[arch_of(config).mlp_size], "experts": num_experts(config),
-                   "mamba": sizes.get("mamba_num_heads"), "mamba_dim": sizes.get("mamba_head_dim")}
+                   "mamba": sizes.get("mamba_num_heads"), "mamba_dim": sizes.get("mamba_head_dim"),
+                   "delta": sizes.get("linear_num_value_heads")}
         for name, t in self.tensors.items():
             part = name.rsplit("/", 1)[-1]
             if (part in lengths and t.shape[-1] != lengths[part]) or (

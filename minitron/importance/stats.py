@@ -1,9 +1,10 @@
 """Activation statistics: forward hooks that reduce each activation (B, S, D) over the sequence (mean of |x|, L2 or
 variance) and accumulate it over the batch in fp32 (L2, mean or variance across sequences), for hidden channels (each
 norm's output, per norm), attention heads (o_proj's input per head, and each head's output after o_proj) and MLP neurons
-(down_proj's input; of a mixture of experts, each expert's, and each expert's routed contribution: `moe_activations`),
-and a hybrid's Mamba-2 heads and head channels (out_proj's input: each head's norm, and each channel's norm over the
-heads); plus Block Influence and the input norms structured Wanda needs. One pass fills every combination.
+(down_proj's input; of a mixture of experts, each expert's, and each expert's routed contribution: `moe_activations`), a
+hybrid's Mamba-2 heads and head channels (out_proj's input: each head's norm, and each channel's norm over the heads)
+and Gated DeltaNet value heads (out_proj's input: each head's norm); plus Block Influence and the input norms structured
+Wanda needs. One pass fills every combination.
 
 Hidden channels, as the papers and NVIDIA's implementation define them: each decoder layer's input and
 post-attention norm aggregated on its own, then the per-norm scores summed (the final norm left out). The
@@ -14,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minitron.arch import (Arch, MoEWeights, attention_inputs, attention_of, decoder_layers, final_norm, head_dim,
-                           layer_norms, mamba_of, mlp_inputs, mlp_of, moe_block, moe_weights, num_experts)
+from minitron.arch import (Arch, MoEWeights, attention_inputs, attention_of, decoder_layers, delta_of, final_norm,
+                           head_dim, layer_norms, mamba_of, mixer_inputs, mlp_inputs, mlp_of, moe_block, moe_weights,
+                           num_experts)
 
 AGGREGATIONS = ("mean", "l2", "var")
 
@@ -116,13 +118,17 @@ class ActivationRecorder:
         self.heads_o = [Stat(H, device=dev) for _ in range(L)]  # each head's contribution after o_proj
         self.mlp = [Stat(*E, Fn, device=dev) for _ in range(L)]
         self.experts = [Stat(*E, device=dev) for _ in range(L)] if arch.moe else []  # each one's contribution
-        # a hybrid's Mamba-2 heads and head channels (0 in its other layers, as heads and neurons are where it has none)
-        Hm, dm = (cfg.mamba_num_heads, cfg.mamba_head_dim) if arch.hybrid else (0, 0)
+        # a hybrid's recurrent heads: Mamba-2's heads and head channels, Gated DeltaNet's value heads (0 in its other
+        # layers, as attention heads and neurons are where it has none)
+        Hm, dm = (cfg.mamba_num_heads, cfg.mamba_head_dim) if arch.mixer == "mamba" else (0, 0)
+        Hv, dv = (cfg.linear_num_value_heads, cfg.linear_value_head_dim) if arch.mixer == "delta" else (0, 0)
         self.mamba, self.mamba_dim = [Stat(Hm, device=dev) for _ in range(L)], [Stat(dm, device=dev) for _ in range(L)]
+        self.delta = [Stat(Hv, device=dev) for _ in range(L)]
         # squared input norms of the linears that consume each unit (structured Wanda)
         self.sq = {"attn_in": torch.zeros(L, D, device=dev), "mlp_in": torch.zeros(L, D, device=dev),
                    "head_in": torch.zeros(D, device=dev), "o_in": torch.zeros(L, H * head_dim(cfg), device=dev),
-                   "mamba_in": torch.zeros(L, D, device=dev), "mamba_o_in": torch.zeros(L, Hm * dm, device=dev)}
+                   "mixer_in": torch.zeros(L, D, device=dev), "mamba_o_in": torch.zeros(L, Hm * dm, device=dev),
+                   "delta_o_in": torch.zeros(L, Hv * dv, device=dev)}
         self.bi_sum, self.bi_count = torch.zeros(L, device=dev), 0
         self._last: tuple = (None, None)  # the activation last recorded and its `seq_stats`
 
@@ -160,6 +166,13 @@ class ActivationRecorder:
             self.sq["mamba_o_in"][layer] += per_head.square().sum((0, 1)).flatten()
         return hook
 
+    def _delta(self, layer: int):
+        def hook(module, args):
+            per_head = args[0].detach().unflatten(-1, (-1, self.model.config.linear_value_head_dim)).float()
+            self._add(self.delta, torch.linalg.vector_norm(per_head, dim=-1), layer)
+            self.sq["delta_o_in"][layer] += per_head.square().sum((0, 1)).flatten()
+        return hook
+
     def _moe(self, layer: int):
         def hook(module, args):
             self.add_input_sq("mlp_in", args[0], layer)
@@ -186,7 +199,7 @@ class ActivationRecorder:
         for i, layer in enumerate(decoder_layers(self.model)):
             for name, norm in zip(self.arch.norms, layer_norms(layer, self.arch)):
                 reg(norm.register_forward_hook(self._norm(name, i)))
-            attn, mlp, mamba = attention_of(layer), mlp_of(layer), mamba_of(layer)
+            attn, mlp, mamba, delta = attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer)
             if attn is not None:
                 reg(attn.o_proj.register_forward_pre_hook(self._heads(i)))
                 reg(attention_inputs(layer, self.arch)[0].register_forward_pre_hook(self._sq("attn_in", i)))
@@ -197,7 +210,10 @@ class ActivationRecorder:
                 reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))
             if mamba is not None:
                 reg(mamba.out_proj.register_forward_pre_hook(self._mamba(i)))
-                reg(mamba.in_proj.register_forward_pre_hook(self._sq("mamba_in", i)))
+            if delta is not None:
+                reg(delta.out_proj.register_forward_pre_hook(self._delta(i)))
+            if mixer_inputs(layer):
+                reg(mixer_inputs(layer)[0].register_forward_pre_hook(self._sq("mixer_in", i)))
             reg(layer.register_forward_hook(self._block_influence(i), with_kwargs=True))
         reg(self.model.get_output_embeddings().register_forward_pre_hook(self._sq("head_in")))
         return self
@@ -218,9 +234,11 @@ class ActivationRecorder:
                      "mlp": torch.stack([st.reduce(b) for st in self.mlp], 1)}
             if self.experts:
                 units["experts"] = torch.stack([st.reduce(b) for st in self.experts], 1)  # (A, L, E)
-            if self.arch.hybrid:
+            if self.arch.mixer == "mamba":
                 units["mamba"] = torch.stack([st.reduce(b) for st in self.mamba], 1)  # (A, L, Hm)
                 units["mamba_dim"] = torch.stack([st.reduce(b) for st in self.mamba_dim], 1)  # (A, L, dm)
+            if self.arch.mixer == "delta":
+                units["delta"] = torch.stack([st.reduce(b) for st in self.delta], 1)  # (A, L, Hv)
             for i, s in enumerate(AGGREGATIONS):
                 for unit, t in units.items():
                     out[f"activation/{s}-{b}/{unit}"] = t[i].clone()  # own storage: safetensors refuses shared

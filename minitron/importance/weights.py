@@ -8,9 +8,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import (Arch, MambaRows, Rows, arch_of, attention_inputs, attention_of, attention_rows,
-                           decoder_layers, embedding, final_norm, head_dim, layer_norms, mamba_of, mlp_inputs, mlp_of,
-                           moe_block, moe_weights, neuron_rows, num_experts, residual_readers, residual_writers, tied)
+from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_inputs, attention_of, attention_rows,
+                           decoder_layers, delta_of, embedding, final_norm, head_dim, layer_norms, mamba_of,
+                           mixer_inputs, mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts,
+                           query_dim, residual_readers, residual_writers, tied)
 from minitron.numerics import cross_entropy_sum
 
 CHUNK_ROWS = 8192  # rows at a time when summing over embedding-sized matrices
@@ -42,14 +43,17 @@ def _row_sum(lin: nn.Linear | Rows, elem: Elem) -> torch.Tensor:
 
 def unit_shapes(config) -> dict[str, tuple[int, ...]]:
     """Each unit kind's scores' shape in one layer: "heads", "mlp" (of a mixture of experts (experts, neurons)), a
-    mixture of experts' "experts", a hybrid's Mamba-2 heads ("mamba") and head channels ("mamba_dim")."""
+    mixture of experts' "experts", a hybrid's Mamba-2 heads ("mamba") and head channels ("mamba_dim") or Gated
+    DeltaNet value heads ("delta")."""
     arch = arch_of(config)
     experts = (num_experts(config),) if arch.moe else ()
     shapes = {"heads": (config.num_attention_heads,), "mlp": (*experts, getattr(config, arch.mlp_size))}
     if arch.moe:
         shapes["experts"] = experts
-    if arch.hybrid:
+    if arch.mixer == "mamba":
         shapes.update(mamba=(config.mamba_num_heads,), mamba_dim=(config.mamba_head_dim,))
+    if arch.mixer == "delta":
+        shapes["delta"] = (config.linear_num_value_heads,)
     return shapes
 
 
@@ -87,19 +91,36 @@ def coupled_mamba(mamba: nn.Module, elem: Elem) -> dict[str, torch.Tensor]:
     return {"mamba": channels.sum(1) + per_head, "mamba_dim": channels.sum(0)}
 
 
+def coupled_delta(delta: nn.Module, elem: Elem) -> torch.Tensor:
+    """A Gated DeltaNet's part of `coupled_layer`: each value head's sum over its in_proj_qkv and in_proj_z rows, its
+    in_proj_b and in_proj_a rows, conv1d channels, dt_bias, A_log and out_proj columns, plus an equal share of its key
+    head's (query and key rows, conv1d channels)."""
+    rows = DeltaRows.of(delta)
+    Hv, keys = delta.num_v_heads, rows.k_heads * rows.dk
+    conv = elem(delta.conv1d.weight).sum((1, 2)) + (elem(delta.conv1d.bias) if delta.conv1d.bias is not None else 0)
+    channel = _row_sum(delta.in_proj_qkv, elem) + conv
+    per_key = (channel[:keys] + channel[keys:2 * keys]).view(rows.k_heads, -1).sum(1)
+    per_value = (channel[2 * keys:] + _row_sum(delta.in_proj_z, elem) + column_sum(delta.out_proj.weight, elem))
+    return per_value.view(Hv, -1).sum(1) + _row_sum(delta.in_proj_b, elem) + _row_sum(delta.in_proj_a, elem) + \
+        elem(delta.dt_bias) + elem(delta.A_log) + (per_key / (Hv // rows.k_heads)).repeat_interleave(Hv // rows.k_heads)
+
+
 def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[torch.Tensor, dict]:
     """One decoder layer's part of `coupled_scores`: (hidden-channel sum, {"heads", "mlp", "experts", "mamba",
-    "mamba_dim"} scores of the parts it has)."""
-    attn, mlp, mamba = attention_of(layer), mlp_of(layer), mamba_of(layer)
+    "mamba_dim", "delta"} scores of the parts it has)."""
+    attn, mlp, mamba, delta = attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer)
     hidden = sum(column_sum(l.weight, elem) for l in residual_readers(layer, arch)) + \
         sum(_row_sum(l, elem) for l in residual_writers(layer, arch)) + \
         sum(norm_sum(n, elem) for n in layer_norms(layer, arch))
     units = {}
     if attn is not None:
         query = attention_rows(layer, arch)[0]
-        units["heads"] = (_row_sum(query, elem) + column_sum(attn.o_proj.weight, elem)).view(-1, dim).sum(1)
+        units["heads"] = _row_sum(query, elem).view(-1, query_dim(arch, dim)).sum(1) + \
+            column_sum(attn.o_proj.weight, elem).view(-1, dim).sum(1)
     if mamba is not None:
         units.update(coupled_mamba(mamba, elem))
+    if delta is not None:
+        units["delta"] = coupled_delta(delta, elem)
     if arch.moe:
         moe_hidden, units["mlp"], units["experts"] = coupled_moe(layer, arch, elem)
         return hidden + moe_hidden, units
@@ -132,7 +153,7 @@ def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tens
     """One decoder layer's part of the structured Wanda scores (a unit's consumer weights |W| times the L2 norm
     of its input channel; layer `i`'s input norms in `sq`): (hidden, {"heads", "mlp", "mamba", "mamba_dim"} of the
     parts it has). A mixture of experts' MLP readers are its router and every expert's gate and up rows."""
-    attn, mlp, mamba, units = attention_of(layer), mlp_of(layer), mamba_of(layer), {}
+    attn, mlp, mamba, delta, units = attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer), {}
     if arch.moe:
         w = moe_weights(moe_block(layer, arch), arch)
         mlp_read = column_sum(w.router.weight, abs32) + abs32(w.gate_up).sum((0, 1))
@@ -145,10 +166,13 @@ def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tens
         mlp_read * sq["mlp_in"][i].sqrt()
     if attn is not None:
         units["heads"] = (column_sum(attn.o_proj.weight, abs32) * sq["o_in"][i].sqrt()).view(-1, dim).sum(1)
+    hidden = hidden + sum(column_sum(l.weight, abs32) for l in mixer_inputs(layer)) * sq["mixer_in"][i].sqrt()
     if mamba is not None:
-        hidden = hidden + column_sum(mamba.in_proj.weight, abs32) * sq["mamba_in"][i].sqrt()
         channels = (column_sum(mamba.out_proj.weight, abs32) * sq["mamba_o_in"][i].sqrt()).view(mamba.num_heads, -1)
         units.update(mamba=channels.sum(1), mamba_dim=channels.sum(0))
+    if delta is not None:
+        columns = column_sum(delta.out_proj.weight, abs32) * sq["delta_o_in"][i].sqrt()
+        units["delta"] = columns.view(delta.num_v_heads, -1).sum(1)
     return hidden, units
 
 
@@ -175,18 +199,12 @@ def abs32(p: torch.Tensor) -> torch.Tensor:
 
 def random_scores(config, seed: int) -> dict:
     """Uniform random scores of every unit and layer (the baseline criterion)."""
-    g, arch = torch.Generator().manual_seed(seed), arch_of(config)
-    L, experts = config.num_hidden_layers, (num_experts(config),) if arch.moe else ()
+    g, L, shapes = torch.Generator().manual_seed(seed), config.num_hidden_layers, unit_shapes(config)
     out = {"hidden": torch.rand(config.hidden_size, generator=g),
-           "heads": torch.rand(L, config.num_attention_heads, generator=g),
-           "mlp": torch.rand(L, *experts, getattr(config, arch.mlp_size), generator=g),
+           "heads": torch.rand(L, *shapes.pop("heads"), generator=g),
+           "mlp": torch.rand(L, *shapes.pop("mlp"), generator=g),
            "layers": torch.rand(L, generator=g)}
-    if arch.moe:
-        out["experts"] = torch.rand(L, *experts, generator=g)
-    if arch.hybrid:
-        out.update(mamba=torch.rand(L, config.mamba_num_heads, generator=g),
-                   mamba_dim=torch.rand(L, config.mamba_head_dim, generator=g))
-    return out
+    return {**out, **{unit: torch.rand(L, *shape, generator=g) for unit, shape in shapes.items()}}
 
 
 def taylor_scores(model: nn.Module, arch: Arch, batches: list[torch.Tensor]) -> dict:

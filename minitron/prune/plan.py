@@ -12,9 +12,9 @@ from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
 from minitron.prune.slicing import drop_layers as drop_layer_modules
-from minitron.prune.slicing import (prune_experts, prune_heads, prune_hidden, prune_mamba, prune_mlp,
-                                    slice_layer_experts, slice_layer_heads, slice_layer_hidden, slice_layer_mamba,
-                                    slice_layer_mlp)
+from minitron.prune.slicing import (prune_delta, prune_experts, prune_heads, prune_hidden, prune_mamba, prune_mlp,
+                                    slice_layer_delta, slice_layer_experts, slice_layer_heads, slice_layer_hidden,
+                                    slice_layer_mamba, slice_layer_mlp)
 
 
 def check_target(config, target: dict[str, int], drop: list[int] | None = None) -> dict[str, int]:
@@ -44,19 +44,26 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
     if experts in sizes and sizes[experts] < config.num_experts_per_tok:
         raise MinitronError(f"target {experts}={sizes[experts]} is impossible: every token is routed to "
                             f"num_experts_per_tok={config.num_experts_per_tok} experts; keep at least that many")
+    if "linear_num_value_heads" in sizes:
+        check_groups(sizes, teacher, "linear_num_value_heads", "linear_num_key_heads", "Gated DeltaNet value heads")
     if "mamba_num_heads" in sizes and sizes["mamba_num_heads"] % config.n_groups:
         raise MinitronError(f"mamba_num_heads={sizes['mamba_num_heads']} is not a multiple of n_groups="
                             f"{config.n_groups}: each group of Mamba-2 heads shares its B and C, so every group keeps "
                             "the same number of heads")
-    heads, kv = sizes["num_attention_heads"], sizes["num_key_value_heads"]
-    per_group = teacher["num_attention_heads"] // teacher["num_key_value_heads"]
-    if heads % kv:
-        raise MinitronError(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv}: grouped-query "
-                            f"attention needs the same number of query heads in every KV group")
-    if heads // kv > per_group:
-        raise MinitronError(f"num_attention_heads={heads} with num_key_value_heads={kv} means {heads // kv} query heads "
-                            f"per KV group, more than the teacher's {per_group}")
+    check_groups(sizes, teacher, "num_attention_heads", "num_key_value_heads", "query heads")
     return sizes
+
+
+def check_groups(sizes: dict[str, int], teacher: dict[str, int], heads: str, groups: str, what: str) -> None:
+    """Refuse heads that do not come in equal numbers for each group (query heads for KV heads, Gated DeltaNet value
+    heads for key heads), or more for each than the teacher's."""
+    h, g = sizes[heads], sizes[groups]
+    if h % g:
+        raise MinitronError(f"{heads}={h} is not a multiple of {groups}={g}: every group needs the same number of "
+                            f"{what}")
+    if h // g > teacher[heads] // teacher[groups]:
+        raise MinitronError(f"{heads}={h} with {groups}={g} means {h // g} {what} per group, more than the teacher's "
+                            f"{teacher[heads] // teacher[groups]}")
 
 
 def target_config(config, sizes: dict[str, int], drop: list[int] | None = None, validate: bool = True):
@@ -127,6 +134,8 @@ class Plan:
     experts: list[torch.Tensor] | None = None  # kept experts per layer (a mixture of experts)
     mamba: list[torch.Tensor] | None = None  # kept Mamba-2 heads per layer, grouped by group (a hybrid)
     mamba_dim: list[torch.Tensor] | None = None  # kept channels of every Mamba-2 head per layer (a hybrid)
+    delta: list[torch.Tensor] | None = None  # kept Gated DeltaNet value heads per layer, grouped by key head
+    delta_k: list[torch.Tensor] | None = None  # kept Gated DeltaNet key heads per layer
 
 
 def top(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -174,13 +183,14 @@ def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig)
                                sizes["num_key_value_heads"]) for l in range(L)]
         heads, kv = [c[0] for c in chosen], [c[1] for c in chosen]
     drop = prune.drop_layers or layers_to_drop(scores, prune.layer_criterion, L, sizes["num_hidden_layers"])
-    return Plan(hidden, heads, kv, mlp, sorted(drop), experts, *mamba_plan(width, config, sizes))
+    return Plan(hidden, heads, kv, mlp, sorted(drop), experts, *mamba_plan(width, config, sizes),
+                *delta_plan(width, config, sizes))
 
 
 def mamba_plan(width: dict | None, config, sizes: dict[str, int]) -> tuple[list | None, list | None]:
     """A hybrid's kept Mamba-2 heads (as many from each group: `select_heads` with every group kept) and head channels
     per layer, each None where its size stays the teacher's."""
-    if not arch_of(config).hybrid:
+    if arch_of(config).mixer != "mamba":
         return None, None
     L, groups = config.num_hidden_layers, config.n_groups
     heads = [select_heads(width["mamba"][l], groups, sizes["mamba_num_heads"], groups)[0] for l in range(L)] \
@@ -188,6 +198,17 @@ def mamba_plan(width: dict | None, config, sizes: dict[str, int]) -> tuple[list 
     channels = [top(width["mamba_dim"][l], sizes["mamba_head_dim"]) for l in range(L)] \
         if sizes["mamba_head_dim"] != config.mamba_head_dim else None
     return heads, channels
+
+
+def delta_plan(width: dict | None, config, sizes: dict[str, int]) -> tuple[list | None, list | None]:
+    """A hybrid's kept Gated DeltaNet value heads (as many for each kept key head, `select_heads`) and key heads per
+    layer, None where they stay the teacher's."""
+    if arch_of(config).mixer != "delta" or (sizes["linear_num_value_heads"], sizes["linear_num_key_heads"]) == (
+            config.linear_num_value_heads, config.linear_num_key_heads):
+        return None, None
+    chosen = [select_heads(width["delta"][l], config.linear_num_key_heads, sizes["linear_num_value_heads"],
+                           sizes["linear_num_key_heads"]) for l in range(config.num_hidden_layers)]
+    return [c[0] for c in chosen], [c[1] for c in chosen]
 
 
 def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
@@ -200,6 +221,8 @@ def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
         prune_heads(model, arch, plan.heads, plan.kv)
     if plan.mamba is not None or plan.mamba_dim is not None:
         prune_mamba(model, plan.mamba, plan.mamba_dim)
+    if plan.delta is not None:
+        prune_delta(model, plan.delta, plan.delta_k)
     if plan.hidden is not None:
         prune_hidden(model, arch, plan.hidden)
     if plan.drop:
@@ -217,6 +240,8 @@ def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dim: int, plan: Plan, i
         slice_layer_heads(layer, arch, dim, plan.heads[i], plan.kv[i])
     if plan.mamba is not None or plan.mamba_dim is not None:
         slice_layer_mamba(layer, plan.mamba and plan.mamba[i], plan.mamba_dim and plan.mamba_dim[i])
+    if plan.delta is not None:
+        slice_layer_delta(layer, plan.delta[i], plan.delta_k[i])
     if plan.hidden is not None:
         slice_layer_hidden(layer, arch, plan.hidden)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minitron.arch import (Arch, MambaRows, Rows, arch_of, attention_of, attention_rows, decoder_layers, embedding,
-                           final_norm, head_dim, layer_norms, mamba_of, mlp_of, moe_block, moe_weights, neuron_rows,
-                           per_layer_lists, residual_readers, residual_writers, tied)
+from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_of, attention_rows, decoder_layers,
+                           delta_of, embedding, final_norm, head_dim, head_rows, layer_norms, mamba_of, mlp_of,
+                           moe_block, moe_weights, neuron_rows, per_layer_lists, query_dim, residual_readers,
+                           residual_writers, tied)
 
 
 def _param(t: torch.Tensor) -> nn.Parameter:
@@ -66,11 +67,6 @@ def keep_rows(parts: list[tuple[Rows, torch.Tensor]]) -> None:
         slice_linear(linear, 0, torch.cat(indices))
 
 
-def head_rows(heads: torch.Tensor, dim: int) -> torch.Tensor:
-    """Row indices of whole heads in a (num_heads * head_dim) projection."""
-    return (heads[:, None] * dim + torch.arange(dim)[None, :]).flatten()
-
-
 # ------------------------------------------------------------------------------------- one module at a time
 
 def slice_layer_mlp(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
@@ -99,7 +95,7 @@ def slice_layer_heads(layer: nn.Module, arch: Arch, dim: int, keep_q: torch.Tens
     if attn is None:
         return
     query, kv = attention_rows(layer, arch)
-    keep_rows([(query, head_rows(keep_q, dim)), *((rows, head_rows(keep_kv, dim)) for rows in kv)])
+    keep_rows([(query, head_rows(keep_q, query_dim(arch, dim))), *((rows, head_rows(keep_kv, dim)) for rows in kv)])
     slice_linear(attn.o_proj, 1, head_rows(keep_q, dim))
     for norm, keep in ((getattr(attn, "q_norm", None), keep_q), (getattr(attn, "k_norm", None), keep_kv)):
         if norm is None:
@@ -123,7 +119,7 @@ def slice_layer_hidden(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None
         slice_linear(linear, 1, keep)
     for linear in residual_writers(layer, arch):
         slice_linear(linear, 0, keep)
-    for part in (attention_of(layer), mlp_of(layer), mamba_of(layer)):
+    for part in (attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer)):
         if hasattr(part, "hidden_size"):
             part.hidden_size = len(keep)
     if arch.moe:
@@ -161,6 +157,29 @@ def slice_layer_mamba(layer: nn.Module, heads: torch.Tensor | None, channels: to
     mamba.num_heads, mamba.head_dim, mamba.intermediate_size, mamba.conv_dim = len(heads), len(channels), len(inner), \
         len(conv)
     mamba.norm.group_size = len(inner) // mamba.n_groups
+
+
+def slice_layer_delta(layer: nn.Module, v_heads: torch.Tensor, k_heads: torch.Tensor) -> None:
+    """Keep Gated DeltaNet value heads `v_heads` (the same number for each kept key head, listed key head by key head)
+    and key heads `k_heads` of one hybrid decoder layer (a layer of another kind: nothing)."""
+    delta = delta_of(layer)
+    if delta is None:
+        return
+    rows = DeltaRows.of(delta)
+    qkv, values = rows.qkv(v_heads.cpu(), k_heads.cpu()), rows.values(v_heads.cpu())
+    slice_linear(delta.in_proj_qkv, 0, qkv)
+    for name in ("weight", "bias"):
+        if getattr(delta.conv1d, name) is not None:
+            slice_param(delta.conv1d, name, 0, qkv)
+    delta.conv1d.in_channels = delta.conv1d.out_channels = delta.conv1d.groups = len(qkv)
+    slice_linear(delta.in_proj_z, 0, values)
+    for linear in (delta.in_proj_b, delta.in_proj_a):
+        slice_linear(linear, 0, v_heads)
+    for name in ("dt_bias", "A_log"):
+        slice_param(delta, name, 0, v_heads)
+    slice_linear(delta.out_proj, 1, values)
+    delta.num_v_heads, delta.num_k_heads = len(v_heads), len(k_heads)
+    delta.key_dim, delta.value_dim, delta.conv_dim = len(k_heads) * rows.dk, len(values), len(qkv)
 
 
 def slice_layer_experts(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
@@ -209,6 +228,14 @@ def prune_mamba(model: nn.Module, heads: list[torch.Tensor] | None, channels: li
         model.config.mamba_head_dim = len(channels[0])
 
 
+def prune_delta(model: nn.Module, v_heads: list[torch.Tensor], k_heads: list[torch.Tensor]) -> None:
+    """Keep Gated DeltaNet value heads `v_heads[l]` and key heads `k_heads[l]` (same counts in every layer) of each of
+    a hybrid's Gated DeltaNet layers."""
+    for layer, v, k in zip(decoder_layers(model), v_heads, k_heads):
+        slice_layer_delta(layer, v, k)
+    model.config.linear_num_value_heads, model.config.linear_num_key_heads = len(v_heads[0]), len(k_heads[0])
+
+
 def prune_heads(model: nn.Module, arch: Arch, keep_q: list[torch.Tensor], keep_kv: list[torch.Tensor]) -> None:
     """Keep query heads `keep_q[l]` and KV groups `keep_kv[l]` of each layer.
 
@@ -247,7 +274,7 @@ def drop_layers(model: nn.Module, drop: list[int]) -> None:
     layers = decoder_layers(model)
     model.model.layers = nn.ModuleList(layers[i] for i in kept)
     for new_idx, layer in enumerate(model.model.layers):
-        for part in (layer, attention_of(layer), mlp_of(layer), mamba_of(layer)):
+        for part in (layer, attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer)):
             if hasattr(part, "layer_idx"):
                 part.layer_idx = new_idx
     for name, values in per_layer_lists(config, kept).items():
