@@ -50,7 +50,7 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h", "qwen3_5_text"]
+            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -232,7 +232,12 @@ def tiny_model(family: str, seed: int = 0):
                                 eos_token_id=None),
              "qwen3_5_text": dict(layer_types=["linear_attention", "linear_attention", "linear_attention",
                                                "full_attention"], linear_num_key_heads=2, linear_num_value_heads=4,
-                                  linear_key_head_dim=8, linear_value_head_dim=8)}.get(family, {})
+                                  linear_key_head_dim=8, linear_value_head_dim=8),
+             "qwen3_5_moe_text": dict(layer_types=["linear_attention", "linear_attention", "linear_attention",
+                                                   "full_attention"], linear_num_key_heads=2, linear_num_value_heads=4,
+                                      linear_key_head_dim=8, linear_value_head_dim=8, num_experts=6,
+                                      num_experts_per_tok=2, moe_intermediate_size=96,
+                                      shared_expert_intermediate_size=64)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():
@@ -258,11 +263,11 @@ def tiny_families(dtypes: list[str], tokens: int, work: Path, families: list[str
     print("|---|---|---|---|---|---|")
     saved = {"tokens": tokens, "dtypes": dtypes, "prompt_tokens": None, "families": {}}
     for family in families:
-        tokenizer = tiny_tokenizer(PRE_TOKENIZERS["qwen2"] if family == "qwen2" else None)
-        ids = tokenizer(TINY_TEXT)["input_ids"]
         model = tiny_model(family)
         model.save_pretrained(work / family)
-        tokenizer.save_pretrained(work / family)
+        tiny_tokenizer(PRE_TOKENIZERS["qwen2"] if family == "qwen2" else None).save_pretrained(work / family)
+        tokenizer = load_tokenizer(str(work / family))  # as read back: transformers gives Qwen3.5-MoE its own class
+        ids = tokenizer(TINY_TEXT)["input_ids"]
         with torch.no_grad():
             reply = model.generate(torch.tensor([ids]), max_new_tokens=tokens, do_sample=False,
                                    pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
@@ -272,7 +277,7 @@ def tiny_families(dtypes: list[str], tokens: int, work: Path, families: list[str
         results = llama_cpp_greedy([{"model": out, "ids": ids, "n": tokens} for out in outs]
                                    + [{"model": outs[0], "text": TINY_TEXT, "n": 0}])
         prompt_ok = results[-1]["prompt"] == tokenizer(TINY_TEXT, add_special_tokens=False)["input_ids"]
-        saved["prompt_tokens"] = len(ids)
+        saved["prompt_tokens"] = saved["prompt_tokens"] or len(ids)  # the GPT-2 split's (Qwen3.5-MoE's splits digits)
         for dtype, result in zip(exported, results):
             generated = result["generated"]
             reference = quantized_reference(model, dtype)

@@ -48,6 +48,9 @@ class Arch:
     # the 3D tensors themselves, the names of the router, gate-and-up and down tensors in the layer (`stored_fused`)
     stored_moe: tuple[str, str, str, str] = ("mlp", "gate_proj", "up_proj", "down_proj")
     stored_fused: tuple[str, str, str] | None = None
+    # Beside the routed experts, one shared expert every token runs (a gated MLP of shared_expert_intermediate_size
+    # neurons, `block.shared_expert`), its output scaled by the sigmoid of `block.shared_expert_gate` (Qwen3.5-MoE)
+    shared_expert: bool = False
     # transformers sizes this family's attention by hidden_size (OLMoE's q/k norms, StableLM's head size as hidden_size
     # / heads), so a model of it keeps num_attention_heads x head_dim == hidden_size: heads and hidden channels are
     # pruned together
@@ -140,6 +143,10 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # gated attention (each head's output times the sigmoid of its gate rows, per-head q/k norms, RoPE on a quarter of
     # each head), a SwiGLU MLP in every layer, norms of x * (1 + w)
     Arch("qwen3_5_text", _PRE_POST, mixer="delta", gated_query=True),
+    # Qwen3.5-MoE (35B-A3B, 122B-A10B, 397B-A17B): Qwen3.5's layers with a mixture of experts in place of each MLP,
+    # 256 routed experts and one shared expert
+    Arch("qwen3_5_moe_text", _PRE_POST, mixer="delta", gated_query=True, moe=True, mlp_size="moe_intermediate_size",
+         shared_expert=True),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
@@ -183,10 +190,10 @@ RECURRENT, ATTENTION, MLP = "linear_attention", "full_attention", "mlp"
 def prunable_sizes(config) -> tuple[str, ...]:
     """The sizes a target may change for this family, by the config's names: hidden_size, the MLP's (each expert's)
     neurons (`Arch.mlp_size`), query and KV heads, layers, and for a mixture of experts their number
-    (`Arch.experts_size`), of a hybrid its recurrent layers' heads (`MIXER_SIZES`)."""
+    (`Arch.experts_size`) and its shared expert's neurons, of a hybrid its recurrent layers' heads (`MIXER_SIZES`)."""
     arch = arch_of(config)
     return ("hidden_size", arch.mlp_size, *PRUNABLE_SIZES[2:], *((arch.experts_size,) if arch.moe else ()),
-            *MIXER_SIZES.get(arch.mixer, ()))
+            *(("shared_expert_intermediate_size",) if arch.shared_expert else ()), *MIXER_SIZES.get(arch.mixer, ()))
 
 
 def num_experts(config) -> int:
@@ -269,6 +276,11 @@ def mamba_of(layer: nn.Module) -> nn.Module | None:
     return _mixer(layer, RECURRENT)
 
 
+def shared_expert_of(layer: nn.Module, arch: Arch) -> nn.Module | None:
+    """A mixture of experts' shared expert (None: a family without one)."""
+    return moe_block(layer, arch).shared_expert if arch.shared_expert else None
+
+
 def delta_of(layer: nn.Module) -> nn.Module | None:
     """A hybrid decoder layer's Gated DeltaNet (None: any other layer)."""
     return getattr(layer, "linear_attn", None)
@@ -346,15 +358,25 @@ def mixer_inputs(layer: nn.Module) -> list[nn.Linear]:
     return [delta.in_proj_qkv, delta.in_proj_z, delta.in_proj_b, delta.in_proj_a] if delta is not None else []
 
 
+def shared_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
+    """The linears that read a mixture of experts' input for its shared expert: the expert's gate and up, and its
+    gate's one row (none without a shared expert)."""
+    if not arch.shared_expert:
+        return []
+    block = moe_block(layer, arch)
+    return [block.shared_expert.gate_proj, block.shared_expert.up_proj, block.shared_expert_gate]
+
+
 def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that read the (normed) residual stream: their input columns are hidden channels."""
-    return [*attention_inputs(layer, arch), *mlp_inputs(layer, arch), *mixer_inputs(layer)]  # MoE: `moe_weights`
+    return [*attention_inputs(layer, arch), *mlp_inputs(layer, arch), *shared_inputs(layer, arch),  # MoE: `moe_weights`
+            *mixer_inputs(layer)]
 
 
 def residual_writers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that write into the residual stream: their output rows are hidden channels."""
     parts = ((attention_of(layer), "o_proj"), (None if arch.moe else mlp_of(layer), "down_proj"),
-             (mamba_of(layer), "out_proj"), (delta_of(layer), "out_proj"))
+             (shared_expert_of(layer, arch), "down_proj"), (mamba_of(layer), "out_proj"), (delta_of(layer), "out_proj"))
     return [getattr(module, name) for module, name in parts if module is not None]
 
 

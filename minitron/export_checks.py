@@ -322,7 +322,7 @@ def check_qwen3_5(config) -> None:
     """Refuse a Qwen3.5 that llama.cpp's qwen35 graph computes otherwise: its Gated DeltaNet's key and value heads of
     one size (the graph sizes both by the state size), its MLP SwiGLU."""
     if config.linear_key_head_dim != config.linear_value_head_dim or config.hidden_act != "silu":
-        raise MinitronError(f"cannot export this qwen3_5_text model with linear_key_head_dim "
+        raise MinitronError(f"cannot export this {config.model_type} model with linear_key_head_dim "
                             f"{config.linear_key_head_dim}, linear_value_head_dim {config.linear_value_head_dim} and "
                             f"hidden_act {config.hidden_act!r}: llama.cpp's qwen35 graph takes one head size and silu")
 
@@ -331,4 +331,4 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "gemma": check_gemma, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
                  "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3,
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
-                 "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5}
+                 "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5}

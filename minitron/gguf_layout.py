@@ -21,7 +21,7 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "exaone4": "exaone4", "qwen3_moe": "qwen3moe",
              "mixtral": "llama",  # Mixtral: Llama's graph with experts, as llama.cpp's converter writes it
              "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe", "nemotron_h": "nemotron_h",
-             "qwen3_5_text": "qwen35"}
+             "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
@@ -32,7 +32,7 @@ RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon"}
 OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight); of
 # Qwen3.5's, all but its Gated DeltaNet's gated norm (`stored_plus_one`).
-NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron", "qwen3_5_text")
+NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron", "qwen3_5_text", "qwen3_5_moe_text")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
 INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee")
 # Apertus's xIELU activation: its scalars of each layer (Hugging Face's `model.layers.N.mlp.act_fn.NAME`, as stored),

@@ -109,8 +109,8 @@ def read_config(meta: Metadata, reader, tensors: dict):
     from transformers import AutoConfig  # lazy: CLI start-up speed
 
     model_type = family(meta)
-    per_layer = PER_LAYER_KEYS.get(model_type, ())  # a hybrid's, one value a layer (`nemotron_h`)
-    settings = {name: required(meta, key, int) for name, key in COMMON_KEYS.items() if name not in per_layer}
+    own = OWN_KEYS.get(model_type, ())  # read by the family's FAMILY_SETTINGS, or not in its config
+    settings = {name: required(meta, key, int) for name, key in COMMON_KEYS.items() if name not in own}
     if "token_embd.weight" not in tensors:
         raise MinitronError(f"cannot read this {meta.arch} GGUF file: it has no token_embd.weight (the embeddings)")
     settings["vocab_size"] = int(tensors["token_embd.weight"].shape[-1])
@@ -260,11 +260,21 @@ def qwen3_5(meta: Metadata, layers: int) -> dict:
             "linear_conv_kernel_dim": required(meta, "ssm.conv_kernel", int)}
 
 
+def qwen3_5_moe(meta: Metadata, layers: int) -> dict:
+    """Qwen3.5-MoE's layers and Gated DeltaNet (`qwen3_5`), its experts (a token's renormalised, as llama.cpp's graph
+    does), each expert's width and its shared expert's."""
+    return {**qwen3_5(meta, layers), **mixtral(meta, layers),
+            "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
+            "shared_expert_intermediate_size": required(meta, "expert_shared_feed_forward_length", int)}
+
+
 FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
-                   "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5}
-# The common keys a family's file holds one value a layer of (read by its FAMILY_SETTINGS).
-PER_LAYER_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads")}
+                   "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
+                   "qwen3_5_moe_text": qwen3_5_moe}
+# The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer) or its config has no field
+# for (Qwen3.5-MoE has no dense MLP width).
+OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",)}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:

@@ -118,9 +118,10 @@ class ParamCounter:
         if D not in self.coef:
             self.coef[D] = self._hybrid(D) if self.arch.hybrid else self._coefficients(D)
         if self.arch.hybrid:
-            base, a_heads, a_mlp, a_mixer = self.coef[D]
-            return base + a_heads * sizes["num_attention_heads"] + a_mlp * sizes[self.axes[2]] + \
-                a_mixer * sizes[self.axes[4]]
+            base, a_heads, a_mlp, a_expert, a_mixer = self.coef[D]
+            experts = sizes[self.arch.experts_size] if self.arch.moe else 1
+            return base + a_heads * sizes["num_attention_heads"] + \
+                experts * (a_expert + a_mlp * sizes[self.axes[2]]) + a_mixer * sizes[MIXER_HEADS[self.arch.mixer]]
         base, c, a_heads, a_mlp, a_expert = self.coef[D]
         heads, mlp, layers = sizes["num_attention_heads"], sizes[self.axes[2]], sizes["num_hidden_layers"]
         experts = sizes[self.axes[4]] if self.arch.moe else 1
@@ -147,17 +148,22 @@ class ParamCounter:
 
 
     def _hybrid(self, D: int) -> tuple[int, ...]:
-        """(base, a_heads, a_mlp, a_mixer) of a hybrid with all its layers at hidden size D."""
+        """(base, a_heads, a_mlp, a_expert, a_mixer) of a hybrid with all its layers at hidden size D (of a mixture of
+        experts, its MLP experts x (a_expert + a_mlp x neurons), as `_coefficients`)."""
         teacher = {a: getattr(self.config, a) for a in self.axes}
-        axes = ("num_attention_heads", self.axes[2], self.axes[4])
+        mlp, experts, mixer = self.axes[2], self.arch.experts_size, MIXER_HEADS[self.arch.mixer]
+        H0, F0, E0, M0 = teacher["num_attention_heads"], teacher[mlp], num_experts(self.config) or 1, teacher[mixer]
 
         def build(**change) -> int:
             shape = {**teacher, "hidden_size": D, **change}
             return params_of(target_config(self.config, shape, validate=False))
 
         full = build()
-        a = [build(**{axis: teacher[axis] + 1}) - full for axis in axes]
-        return full - sum(c * teacher[axis] for c, axis in zip(a, axes)), *a
+        a_heads = build(num_attention_heads=H0 + 1) - full
+        a_mlp = (build(**{mlp: F0 + 1}) - full) // E0
+        a_expert = build(**{experts: E0 + 1}) - full - a_mlp * F0 if self.arch.moe else 0
+        a_mixer = build(**{mixer: M0 + 1}) - full
+        return full - a_heads * H0 - E0 * (a_expert + a_mlp * F0) - a_mixer * M0, a_heads, a_mlp, a_expert, a_mixer
 
 
 def axis_values(config, axis: str, step: int, floor: int) -> list[int]:
@@ -194,8 +200,8 @@ def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int
         raise MinitronError(f"the step of num_attention_heads must be a multiple of num_key_value_heads="
                             f"{config.num_key_value_heads} (the same number of query heads in every KV group)")
     arch = arch_of(config)
-    if arch.hybrid and steps[axes[4]] % getattr(config, MIXER_GROUPS[arch.mixer]):
-        raise MinitronError(f"the step of {axes[4]} must be a multiple of {MIXER_GROUPS[arch.mixer]}="
+    if arch.hybrid and steps[MIXER_HEADS[arch.mixer]] % getattr(config, MIXER_GROUPS[arch.mixer]):
+        raise MinitronError(f"the step of {MIXER_HEADS[arch.mixer]} must be a multiple of {MIXER_GROUPS[arch.mixer]}="
                             f"{getattr(config, MIXER_GROUPS[arch.mixer])} (the same number of heads in every group)")
     lowest = {arch.experts_size: getattr(config, "num_experts_per_tok", 1)}  # a token's experts, at least
     if arch.hybrid:  # its layers differ in kind: which go decides its size, known only once scored

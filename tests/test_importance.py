@@ -191,7 +191,8 @@ def test_coupled_scores_cover_every_family(family):
     assert s["hidden"].shape == (64,) and s["heads"].shape == (4, 8) and s["mlp"].shape == (4, *experts, 96)
     mixer = arch_of(model.config).mixer  # a hybrid's recurrent heads: Mamba-2's and their channels, Gated DeltaNet's
     units = {"mamba": ["mamba", "mamba_dim"], "delta": ["delta"]}.get(mixer, [])
-    assert set(s) == {"hidden", "heads", "mlp", *(["experts"] if experts else []), *units}
+    shared = ["shared"] if arch_of(model.config).shared_expert else []  # a shared expert's neurons
+    assert set(s) == {"hidden", "heads", "mlp", *(["experts"] if experts else []), *shared, *units}
     if experts:
         assert s["experts"].shape == (4, 6) and (s["experts"] > 0).all()
     if mixer:  # each unit scored in the layers that have it, 0 in the others (Qwen3.5 has an MLP in every layer)
@@ -199,7 +200,7 @@ def test_coupled_scores_cover_every_family(family):
                  "heads": ("full_attention", 8), "mlp": ("mlp" if mixer == "mamba" else None, 96)}
         for unit in ["heads", "mlp", *units]:
             kind, count = where[unit]
-            assert s[unit].shape == (4, count)
+            assert s[unit].shape == (4, *(experts if unit == "mlp" else ()), count)
             for layer, scores in zip(model.config.layer_types, s[unit]):
                 assert (scores > 0).all() if kind in (None, layer) else (scores == 0).all()
     assert (s["hidden"] > 0).all()

@@ -20,7 +20,7 @@ from minitron.load import load_config
 from minitron.prune import Plan, apply_plan, check_target, params_of, target_config
 from minitron.search import budget_of, enumerate_shapes
 
-MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoe"]
+MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoe", "qwen3_5_moe_text"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -45,7 +45,7 @@ def layer_input(model, i: int) -> torch.Tensor:
 def test_expert_activations_are_those_of_every_expert_run_densely(family):
     """Every expert run on every token, its neurons and its routed contribution zeroed where the router did not pick
     it: the sequence statistics of those dense tensors are what `moe_activations` records, and the routed
-    contributions sum to the block's output."""
+    contributions sum to the block's output (with its shared expert's gated output, where it has one)."""
     model = tiny_model(family)
     block, w = block_of(model, 1)
     x = layer_input(model, 1)
@@ -57,7 +57,9 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
         out = torch.einsum("ten,edn->ted", act, w.down) * routed[..., None]
         act = act * (routed > 0)[..., None]
         neurons, contribution = moe_activations(w, x)
-        assert_close(out.sum(1).view(2, 12, 64), block(x), rtol=1e-5, atol=1e-6)
+        shared = torch.sigmoid(block.shared_expert_gate(x)) * block.shared_expert(x) \
+            if arch_of(model.config).shared_expert else 0
+        assert_close(out.sum(1).view(2, 12, 64) + shared, block(x), rtol=1e-5, atol=1e-6)
     assert_close(contribution, out.norm(dim=-1).view(2, 12, 6), rtol=1e-5, atol=1e-6)
     assert_close(neurons, seq_stats(act.view(2, 12, 6 * 96)).view(3, 2, 6, 96), rtol=1e-5, atol=1e-6)
     assert (contribution > 0).sum(-1).eq(2).all()  # two experts a token
@@ -96,7 +98,7 @@ def test_a_target_prunes_the_families_own_sizes(family):
     config = tiny_config(family)
     mlp = arch_of(config).mlp_size
     experts = arch_of(config).experts_size
-    assert mlp == ("moe_intermediate_size" if family == "qwen3_moe" else "intermediate_size")
+    assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text") else "intermediate_size")
     assert experts == ("num_local_experts" if family == "granitemoe" else "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
@@ -212,3 +214,22 @@ def test_a_checkpoint_missing_an_experts_tensor_is_refused(capsys, tmp_path):
     with pytest.raises(MinitronError, match="layer 1's mlp stores up_proj for 5 experts, not the 6 its config has"):
         export(str(tmp_path / "m"), tmp_path / "m.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_pruning_the_shared_experts_neurons_equals_zeroing_them(tmp_path):
+    """Qwen3.5-MoE's shared expert is a gated MLP beside the routed experts: keeping some of its neurons equals zeroing
+    the others' down_proj columns; a target names it `shared_expert_intermediate_size`, and the student reloads."""
+    model = tiny_model("qwen3_5_moe_text")
+    keep = torch.tensor([1, 4, 9, 16, 25, 36, 49, 63])
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in zeroed.model.layers:
+            gone = torch.ones(64, dtype=torch.bool).scatter_(0, keep, False)
+            layer.mlp.shared_expert.down_proj.weight[:, gone] = 0
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, [], shared=[keep] * 4))
+    assert pruned.config.shared_expert_intermediate_size == 8
+    assert "shared_expert_intermediate_size" in check_target(model.config, {"shared_expert_intermediate_size": 8})
+    with torch.no_grad():
+        assert_close(pruned(IDS).logits, zeroed(IDS).logits, rtol=1e-5, atol=1e-6)
+        pruned.save_pretrained(tmp_path)
+        assert_close(AutoModelForCausalLM.from_pretrained(tmp_path).eval()(IDS).logits, pruned(IDS).logits)

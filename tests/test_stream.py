@@ -84,7 +84,8 @@ def test_bf16_compute_streamed_equals_in_memory_and_ranks_like_fp32(tmp_path):
 
 
 def random_plan(config, drop=(2,)):
-    experts = {"num_experts": 4} if arch_of(config).moe else {}
+    experts = {"num_experts": 4, **({"shared_expert_intermediate_size": 32} if arch_of(config).shared_expert else {})} \
+        if arch_of(config).moe else {}
     mixer = {"mamba": {"mamba_num_heads": 4, "mamba_head_dim": 6},  # a hybrid's recurrent heads too
              "delta": {"linear_num_key_heads": 1, "linear_num_value_heads": 2}}.get(arch_of(config).mixer, {})
     sizes = check_target(config, own_names(config, {**TARGET, **experts, **mixer}), list(drop))

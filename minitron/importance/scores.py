@@ -48,7 +48,7 @@ class Scores:
         (`HEAD_SCORES`)."""
         prefix = f"activation/{seq_agg}-{batch_agg}" if criterion == "activation" else criterion
         names = {"hidden": "hidden", "heads": "heads", "mlp": "mlp"}
-        names.update({unit: unit for unit in ("experts", "mamba", "mamba_dim", "delta")
+        names.update({unit: unit for unit in ("experts", "shared", "mamba", "mamba_dim", "delta")
                       if f"{prefix}/{unit}" in self.tensors})
         if criterion == "activation":
             names.update(hidden=HIDDEN_SCORES[hidden_score], heads=HEAD_SCORES[head_score])
@@ -83,7 +83,7 @@ class Scores:
         lengths = {"hidden": sizes["hidden_size"], "hidden_pooled": sizes["hidden_size"],
                    "mlp": sizes[arch_of(config).mlp_size], "experts": num_experts(config),
                    "mamba": sizes.get("mamba_num_heads"), "mamba_dim": sizes.get("mamba_head_dim"),
-                   "delta": sizes.get("linear_num_value_heads")}
+                   "delta": sizes.get("linear_num_value_heads"), "shared": sizes.get("shared_expert_intermediate_size")}
         for name, t in self.tensors.items():
             part = name.rsplit("/", 1)[-1]
             if (part in lengths and t.shape[-1] != lengths[part]) or (

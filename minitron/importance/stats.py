@@ -1,7 +1,8 @@
 """Activation statistics: forward hooks that reduce each activation (B, S, D) over the sequence (mean of |x|, L2 or
 variance) and accumulate it over the batch in fp32 (L2, mean or variance across sequences), for hidden channels (each
 norm's output, per norm), attention heads (o_proj's input per head, and each head's output after o_proj) and MLP neurons
-(down_proj's input; of a mixture of experts, each expert's, and each expert's routed contribution: `moe_activations`), a
+(down_proj's input; of a mixture of experts, each expert's, each expert's routed contribution: `moe_activations`, and
+its shared expert's), a
 hybrid's Mamba-2 heads and head channels (out_proj's input: each head's norm, and each channel's norm over the heads)
 and Gated DeltaNet value heads (out_proj's input: each head's norm); plus Block Influence and the input norms structured
 Wanda needs. One pass fills every combination.
@@ -17,7 +18,7 @@ from torch import nn
 
 from minitron.arch import (Arch, MoEWeights, attention_inputs, attention_of, decoder_layers, delta_of, final_norm,
                            head_dim, layer_norms, mamba_of, mixer_inputs, mlp_inputs, mlp_of, moe_block, moe_weights,
-                           num_experts)
+                           num_experts, shared_expert_of)
 
 AGGREGATIONS = ("mean", "l2", "var")
 
@@ -118,6 +119,8 @@ class ActivationRecorder:
         self.heads_o = [Stat(H, device=dev) for _ in range(L)]  # each head's contribution after o_proj
         self.mlp = [Stat(*E, Fn, device=dev) for _ in range(L)]
         self.experts = [Stat(*E, device=dev) for _ in range(L)] if arch.moe else []  # each one's contribution
+        shared = getattr(cfg, "shared_expert_intermediate_size", 0) if arch.shared_expert else 0
+        self.shared = [Stat(shared, device=dev) for _ in range(L)]  # a shared expert's neurons (down_proj's input)
         # a hybrid's recurrent heads: Mamba-2's heads and head channels, Gated DeltaNet's value heads (0 in its other
         # layers, as attention heads and neurons are where it has none)
         Hm, dm = (cfg.mamba_num_heads, cfg.mamba_head_dim) if arch.mixer == "mamba" else (0, 0)
@@ -173,8 +176,14 @@ class ActivationRecorder:
             self.sq["delta_o_in"][layer] += per_head.square().sum((0, 1)).flatten()
         return hook
 
+    def _shared(self, layer: int):
+        def hook(module, args):  # the block runs its shared expert on its tokens flattened: (B x S, neurons)
+            self._add(self.shared, args[0].view(*self._moe_shape, -1), layer)
+        return hook
+
     def _moe(self, layer: int):
         def hook(module, args):
+            self._moe_shape = args[0].shape[:2]  # (B, S), for its shared expert's
             self.add_input_sq("mlp_in", args[0], layer)
             neurons, contribution = moe_activations(moe_weights(module, self.arch), args[0])
             self.mlp[layer].add(neurons)
@@ -208,6 +217,8 @@ class ActivationRecorder:
             elif mlp is not None:
                 reg(mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0], i)))
                 reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))
+            if (shared := shared_expert_of(layer, self.arch)) is not None:
+                reg(shared.down_proj.register_forward_pre_hook(self._shared(i)))
             if mamba is not None:
                 reg(mamba.out_proj.register_forward_pre_hook(self._mamba(i)))
             if delta is not None:
@@ -234,6 +245,8 @@ class ActivationRecorder:
                      "mlp": torch.stack([st.reduce(b) for st in self.mlp], 1)}
             if self.experts:
                 units["experts"] = torch.stack([st.reduce(b) for st in self.experts], 1)  # (A, L, E)
+            if self.arch.shared_expert:
+                units["shared"] = torch.stack([st.reduce(b) for st in self.shared], 1)  # (A, L, shared neurons)
             if self.arch.mixer == "mamba":
                 units["mamba"] = torch.stack([st.reduce(b) for st in self.mamba], 1)  # (A, L, Hm)
                 units["mamba_dim"] = torch.stack([st.reduce(b) for st in self.mamba_dim], 1)  # (A, L, dm)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_inputs, attention_of, attention_rows,
                            decoder_layers, delta_of, embedding, final_norm, head_dim, layer_norms, mamba_of,
                            mixer_inputs, mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts,
-                           query_dim, residual_readers, residual_writers, tied)
+                           query_dim, residual_readers, residual_writers, shared_expert_of, shared_inputs, tied)
 from minitron.numerics import cross_entropy_sum
 
 CHUNK_ROWS = 8192  # rows at a time when summing over embedding-sized matrices
@@ -43,13 +43,15 @@ def _row_sum(lin: nn.Linear | Rows, elem: Elem) -> torch.Tensor:
 
 def unit_shapes(config) -> dict[str, tuple[int, ...]]:
     """Each unit kind's scores' shape in one layer: "heads", "mlp" (of a mixture of experts (experts, neurons)), a
-    mixture of experts' "experts", a hybrid's Mamba-2 heads ("mamba") and head channels ("mamba_dim") or Gated
-    DeltaNet value heads ("delta")."""
+    mixture of experts' "experts" and shared expert's neurons ("shared"), a hybrid's Mamba-2 heads ("mamba") and head
+    channels ("mamba_dim") or Gated DeltaNet value heads ("delta")."""
     arch = arch_of(config)
     experts = (num_experts(config),) if arch.moe else ()
     shapes = {"heads": (config.num_attention_heads,), "mlp": (*experts, getattr(config, arch.mlp_size))}
     if arch.moe:
         shapes["experts"] = experts
+    if arch.shared_expert:
+        shapes["shared"] = (config.shared_expert_intermediate_size,)
     if arch.mixer == "mamba":
         shapes.update(mamba=(config.mamba_num_heads,), mamba_dim=(config.mamba_head_dim,))
     if arch.mixer == "delta":
@@ -121,6 +123,9 @@ def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[t
         units.update(coupled_mamba(mamba, elem))
     if delta is not None:
         units["delta"] = coupled_delta(delta, elem)
+    if (shared := shared_expert_of(layer, arch)) is not None:
+        units["shared"] = sum(_row_sum(l, elem) for l in (shared.gate_proj, shared.up_proj)) + \
+            column_sum(shared.down_proj.weight, elem)
     if arch.moe:
         moe_hidden, units["mlp"], units["experts"] = coupled_moe(layer, arch, elem)
         return hidden + moe_hidden, units
@@ -156,8 +161,11 @@ def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tens
     attn, mlp, mamba, delta, units = attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer), {}
     if arch.moe:
         w = moe_weights(moe_block(layer, arch), arch)
-        mlp_read = column_sum(w.router.weight, abs32) + abs32(w.gate_up).sum((0, 1))
+        mlp_read = column_sum(w.router.weight, abs32) + abs32(w.gate_up).sum((0, 1)) + \
+            sum(column_sum(l.weight, abs32) for l in shared_inputs(layer, arch))
         units["mlp"] = abs32(w.down).sum(1)  # (E, n)
+        if (shared := shared_expert_of(layer, arch)) is not None:
+            units["shared"] = column_sum(shared.down_proj.weight, abs32)  # times the input norm (`finish_wanda`)
     else:
         mlp_read = sum(column_sum(l.weight, abs32) for l in mlp_inputs(layer, arch))
         if mlp is not None:
@@ -185,7 +193,8 @@ def finish_wanda(w: dict, act: dict) -> dict:
     """Complete the neuron scores (down_proj |W| column sums) with the L2 over all tokens of its input; an expert's
     score is the sum of its neurons'."""
     mlp = w["mlp"] * act["activation/l2-l2/mlp"]
-    return {**w, "mlp": mlp, **({"experts": mlp.sum(-1)} if mlp.dim() == 3 else {})}
+    shared = {"shared": w["shared"] * act["activation/l2-l2/shared"]} if "shared" in w else {}
+    return {**w, "mlp": mlp, **({"experts": mlp.sum(-1)} if mlp.dim() == 3 else {}), **shared}
 
 
 def magnitude(p: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,8 @@ from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
 from minitron.prune.slicing import drop_layers as drop_layer_modules
 from minitron.prune.slicing import (prune_delta, prune_experts, prune_heads, prune_hidden, prune_mamba, prune_mlp,
-                                    slice_layer_delta, slice_layer_experts, slice_layer_heads, slice_layer_hidden,
-                                    slice_layer_mamba, slice_layer_mlp)
+                                    prune_shared, slice_layer_delta, slice_layer_experts, slice_layer_heads,
+                                    slice_layer_hidden, slice_layer_mamba, slice_layer_mlp, slice_layer_shared)
 
 
 def check_target(config, target: dict[str, int], drop: list[int] | None = None) -> dict[str, int]:
@@ -136,6 +136,7 @@ class Plan:
     mamba_dim: list[torch.Tensor] | None = None  # kept channels of every Mamba-2 head per layer (a hybrid)
     delta: list[torch.Tensor] | None = None  # kept Gated DeltaNet value heads per layer, grouped by key head
     delta_k: list[torch.Tensor] | None = None  # kept Gated DeltaNet key heads per layer
+    shared: list[torch.Tensor] | None = None  # kept neurons of a mixture of experts' shared expert per layer
 
 
 def top(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -183,8 +184,11 @@ def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig)
                                sizes["num_key_value_heads"]) for l in range(L)]
         heads, kv = [c[0] for c in chosen], [c[1] for c in chosen]
     drop = prune.drop_layers or layers_to_drop(scores, prune.layer_criterion, L, sizes["num_hidden_layers"])
+    shared = [top(width["shared"][l], sizes["shared_expert_intermediate_size"]) for l in range(L)] \
+        if arch.shared_expert and sizes["shared_expert_intermediate_size"] != config.shared_expert_intermediate_size \
+        else None
     return Plan(hidden, heads, kv, mlp, sorted(drop), experts, *mamba_plan(width, config, sizes),
-                *delta_plan(width, config, sizes))
+                *delta_plan(width, config, sizes), shared)
 
 
 def mamba_plan(width: dict | None, config, sizes: dict[str, int]) -> tuple[list | None, list | None]:
@@ -217,6 +221,8 @@ def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
         prune_mlp(model, arch, plan.mlp)
     if plan.experts is not None:  # after the neurons: the plan's neurons are kept per teacher expert
         prune_experts(model, plan.experts)
+    if plan.shared is not None:
+        prune_shared(model, plan.shared)
     if plan.heads is not None:
         prune_heads(model, arch, plan.heads, plan.kv)
     if plan.mamba is not None or plan.mamba_dim is not None:
@@ -236,6 +242,8 @@ def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dim: int, plan: Plan, i
         slice_layer_mlp(layer, arch, plan.mlp[i])
     if plan.experts is not None:
         slice_layer_experts(layer, arch, plan.experts[i])
+    if plan.shared is not None:
+        slice_layer_shared(layer, arch, plan.shared[i])
     if plan.heads is not None:
         slice_layer_heads(layer, arch, dim, plan.heads[i], plan.kv[i])
     if plan.mamba is not None or plan.mamba_dim is not None:

@@ -13,7 +13,7 @@ from torch import nn
 from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_of, attention_rows, decoder_layers,
                            delta_of, embedding, final_norm, head_dim, head_rows, layer_norms, mamba_of, mlp_of,
                            moe_block, moe_weights, neuron_rows, per_layer_lists, query_dim, residual_readers,
-                           residual_writers, tied)
+                           residual_writers, shared_expert_of, tied)
 
 
 def _param(t: torch.Tensor) -> nn.Parameter:
@@ -182,6 +182,14 @@ def slice_layer_delta(layer: nn.Module, v_heads: torch.Tensor, k_heads: torch.Te
     delta.key_dim, delta.value_dim, delta.conv_dim = len(k_heads) * rows.dk, len(values), len(qkv)
 
 
+def slice_layer_shared(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
+    """Keep neurons `keep` of one mixture-of-experts layer's shared expert (gate and up rows, down columns)."""
+    shared = shared_expert_of(layer, arch)
+    keep_rows([(Rows(shared.gate_proj), keep), (Rows(shared.up_proj), keep)])
+    slice_linear(shared.down_proj, 1, keep)
+    shared.intermediate_size = len(keep)
+
+
 def slice_layer_experts(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     """Keep experts `keep` of one mixture-of-experts layer: their router rows and their weights."""
     w = moe_weights(moe_block(layer, arch), arch)
@@ -234,6 +242,14 @@ def prune_delta(model: nn.Module, v_heads: list[torch.Tensor], k_heads: list[tor
     for layer, v, k in zip(decoder_layers(model), v_heads, k_heads):
         slice_layer_delta(layer, v, k)
     model.config.linear_num_value_heads, model.config.linear_num_key_heads = len(v_heads[0]), len(k_heads[0])
+
+
+def prune_shared(model: nn.Module, keep: list[torch.Tensor]) -> None:
+    """Keep neurons `keep[l]` (same count in every layer) of each layer's shared expert."""
+    arch = arch_of(model.config)
+    for layer, idx in zip(decoder_layers(model), keep):
+        slice_layer_shared(layer, arch, idx)
+    model.config.shared_expert_intermediate_size = len(keep[0])
 
 
 def prune_heads(model: nn.Module, arch: Arch, keep_q: list[torch.Tensor], keep_kv: list[torch.Tensor]) -> None:
