@@ -50,7 +50,7 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text"]
+            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -237,7 +237,9 @@ def tiny_model(family: str, seed: int = 0):
                                                    "full_attention"], linear_num_key_heads=2, linear_num_value_heads=4,
                                       linear_key_head_dim=8, linear_value_head_dim=8, num_experts=6,
                                       num_experts_per_tok=2, moe_intermediate_size=96,
-                                      shared_expert_intermediate_size=64)}.get(family, {})
+                                      shared_expert_intermediate_size=64),
+             "qwen2_moe": dict(num_experts=6, num_experts_per_tok=2, moe_intermediate_size=96,
+                               shared_expert_intermediate_size=64, mlp_only_layers=[])}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():

@@ -143,6 +143,9 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # gated attention (each head's output times the sigmoid of its gate rows, per-head q/k norms, RoPE on a quarter of
     # each head), a SwiGLU MLP in every layer, norms of x * (1 + w)
     Arch("qwen3_5_text", _PRE_POST, mixer="delta", gated_query=True),
+    # Qwen2-MoE (Qwen1.5-MoE-A2.7B, Qwen2-57B-A14B): Qwen2's attention (q/k/v biases), 60-64 routed experts and a
+    # shared expert in every layer (dense layers among them, `mlp_only_layers`, are refused)
+    Arch("qwen2_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", shared_expert=True),
     # Qwen3.5-MoE (35B-A3B, 122B-A10B, 397B-A17B): Qwen3.5's layers with a mixture of experts in place of each MLP,
     # 256 routed experts and one shared expert
     Arch("qwen3_5_moe_text", _PRE_POST, mixer="delta", gated_query=True, moe=True, mlp_size="moe_intermediate_size",

@@ -1,8 +1,8 @@
 """GGUF export: a Hugging Face directory of any family minitron prunes (Llama, Mistral, Ministral 3, Qwen2, Qwen3, ERNIE
 4.5, Seed-OSS, Hunyuan (dense), SmolLM3, Granite, Gemma, Gemma 2, Gemma 3, Arcee, Nemotron, Apertus, Phi-3, GLM-4,
-Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2, the mixtures of experts Qwen3-MoE, Mixtral, OLMoE and
-Granite-MoE, and the hybrids Nemotron-H, Qwen3.5 and Qwen3.5-MoE) as one .gguf file for llama.cpp, Ollama and LM Studio,
-with an Ollama Modelfile beside it.
+Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2, the mixtures of experts Qwen3-MoE, Mixtral, OLMoE, Granite-MoE
+and Qwen2-MoE, and the hybrids Nemotron-H, Qwen3.5 and Qwen3.5-MoE) as one .gguf file for llama.cpp, Ollama and LM
+Studio, with an Ollama Modelfile beside it.
 
 The `gguf` package (llama.cpp's own Python writer) writes the format: its tensor-name maps, its quantisers and its
 metadata keys. This module decides what goes in: the architecture numbers llama.cpp reads, the tokenizer, and the
@@ -53,8 +53,8 @@ PRE_TOKENIZERS = {
               r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
     "seed-coder": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+"  # Seed-OSS
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+",
-    "qwen35": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"  # Qwen3.5
-              r"|\s*[\r\n]+|\s+(?!\S)|\s+",
+    "qwen35": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"  # Qwen3.5
+              r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 }
 
 
@@ -74,8 +74,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
             Ministral 3, Qwen2, Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan dense, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3
             text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2,
-            Qwen3-MoE, Mixtral, OLMoE, Granite-MoE, Nemotron-H, Qwen3.5 or Qwen3.5-MoE checkpoint), a .gguf file or
-            'default'.
+            Qwen3-MoE, Mixtral, OLMoE, Granite-MoE, Qwen2-MoE, Nemotron-H, Qwen3.5 or Qwen3.5-MoE checkpoint), a
+            .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -267,8 +267,8 @@ def olmo3_keys(writer: gguf.GGUFWriter, config) -> None:
 
 
 def moe_keys(writer: gguf.GGUFWriter, config) -> None:
-    """A mixture of experts' experts and experts a token; Qwen3-MoE's and Qwen3.5-MoE's expert width (their
-    feed_forward_length is that of dense layers, which they have none of), and a shared expert's."""
+    """A mixture of experts' experts and experts a token; Qwen3-MoE's, Qwen2-MoE's and Qwen3.5-MoE's expert width
+    (their feed_forward_length is that of dense layers, which they have none of), and a shared expert's."""
     writer.add_expert_count(num_experts(config))
     writer.add_expert_used_count(config.num_experts_per_tok)
     if arch_of(config).mlp_size == "moe_intermediate_size":
@@ -315,7 +315,8 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys, "olmo3": olmo3_keys,
                "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys,
                "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys, "qwen3_5_text": qwen3_5_keys,
-               "qwen3_5_moe_text": lambda writer, config: (qwen3_5_keys(writer, config), moe_keys(writer, config))}
+               "qwen3_5_moe_text": lambda writer, config: (qwen3_5_keys(writer, config), moe_keys(writer, config)),
+               "qwen2_moe": moe_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

@@ -34,7 +34,7 @@ HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "c
                "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2"), "olmoe": ("OLMoE", "OLMoE")}
 # Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
 # export writes another width, with a warning.
-HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4")
+HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4", "qwen2_moe")
 # Every family the llama.cpp of the checks (node-llama-cpp 3.22.1) needs hidden_size-wide attention for.
 LLAMA_CPP_HIDDEN_WIDE = (*HIDDEN_WIDE, *HIDDEN_WIDE_SOME_BUILDS)
 
@@ -318,6 +318,14 @@ def check_nemotron_h(config) -> None:
                             "minitron exports Nemotron-H with its convolution's bias and no other (as released)")
 
 
+def check_qwen2_moe(config) -> None:
+    """Refuse a Qwen2-MoE that renormalises its picked experts' weights: llama.cpp's qwen2moe graph never does (the
+    released ones do not)."""
+    if config.norm_topk_prob:
+        raise MinitronError("cannot export a Qwen2-MoE model with norm_topk_prob: llama.cpp's qwen2moe graph never "
+                            "renormalises the picked experts' weights")
+
+
 def check_qwen3_5(config) -> None:
     """Refuse a Qwen3.5 that llama.cpp's qwen35 graph computes otherwise: its Gated DeltaNet's key and value heads of
     one size (the graph sizes both by the state size), its MLP SwiGLU."""
@@ -331,4 +339,5 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "gemma": check_gemma, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
                  "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3,
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
-                 "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5}
+                 "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
+                 "qwen2_moe": check_qwen2_moe}

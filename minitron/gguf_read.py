@@ -126,6 +126,7 @@ def read_config(meta: Metadata, reader, tensors: dict):
     biases = {"attention_bias": "blk.0.attn_q.bias" in tensors, "mlp_bias": "blk.0.ffn_up.bias" in tensors,
               "use_bias": "blk.0.attn_q.bias" in tensors,  # ERNIE's one flag
               "use_qkv_bias": "blk.0.attn_q.bias" in tensors,  # StableLM's
+              "qkv_bias": "blk.0.attn_q.bias" in tensors,  # Qwen2-MoE's
               "attention_out_bias": "blk.0.attn_output.bias" in tensors}  # Seed-OSS's o_proj
     defaults = AutoConfig.for_model(model_type)
     settings.update({name: value for name, value in biases.items() if hasattr(defaults, name)})
@@ -268,10 +269,18 @@ def qwen3_5_moe(meta: Metadata, layers: int) -> dict:
             "shared_expert_intermediate_size": required(meta, "expert_shared_feed_forward_length", int)}
 
 
+def qwen2_moe(meta: Metadata, layers: int) -> dict:
+    """Qwen2-MoE's experts (a token's weights not renormalised, as llama.cpp's graph), each expert's width and its
+    shared expert's; every layer sparse."""
+    return {**mixtral(meta, layers), "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
+            "shared_expert_intermediate_size": required(meta, "expert_shared_feed_forward_length", int),
+            "norm_topk_prob": False, "mlp_only_layers": [], "decoder_sparse_step": 1}
+
+
 FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
-                   "qwen3_5_moe_text": qwen3_5_moe}
+                   "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer) or its config has no field
 # for (Qwen3.5-MoE has no dense MLP width).
 OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",)}

@@ -19,7 +19,7 @@ from minitron.arch import arch_of
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text"]
+            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -126,11 +126,18 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         return Qwen3_5TextConfig(**{"linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_key_head_dim": 8,
                                     "linear_value_head_dim": 8, **sizes,
                                     "layer_types": kinds[:sizes["num_hidden_layers"]]})
+    if family == "qwen2_moe":  # six experts, two a token, and a shared expert of 64 neurons; q/k/v biases
+        from transformers import Qwen2MoeConfig
+
+        return Qwen2MoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, "shared_expert_intermediate_size": 64,
+                                 "moe_intermediate_size": sizes.pop("intermediate_size"), **sizes},
+                              mlp_only_layers=[], decoder_sparse_step=1)
     if family == "qwen3_5_moe_text":  # Qwen3.5's layers; six experts, two a token, and a shared expert of 64 neurons
         from transformers.models.qwen3_5_moe import Qwen3_5MoeTextConfig
 
         kinds = ["linear_attention", "full_attention"] * sizes["num_hidden_layers"]
-        return Qwen3_5MoeTextConfig(**{"num_experts": 6, "num_experts_per_tok": 2, "shared_expert_intermediate_size": 64,
+        return Qwen3_5MoeTextConfig(**{"num_experts": 6, "num_experts_per_tok": 2,
+                                       "shared_expert_intermediate_size": 64,
                                        "moe_intermediate_size": sizes.pop("intermediate_size"),
                                        "linear_num_key_heads": 2, "linear_num_value_heads": 4,
                                        "linear_key_head_dim": 8, "linear_value_head_dim": 8, **sizes,

@@ -238,7 +238,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("granitemoe", None, "f16", False), ("granitemoe", "llama-bpe", "q8_0", True),
              ("nemotron_h", None, "f16", False), ("nemotron_h", "llama-bpe", "q8_0", True),
              ("qwen3_5_text", None, "f16", False), ("qwen3_5_text", "qwen35", "q8_0", True),
-             ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", "llama-bpe", "q8_0", True)]
+             ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", "llama-bpe", "q8_0", True),
+             ("qwen2_moe", None, "f16", False), ("qwen2_moe", "qwen2", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -577,7 +578,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
                                             "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text, "
-                                            "qwen3_5_moe_text$"):
+                                            "qwen3_5_moe_text, qwen2_moe$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -643,7 +644,7 @@ def test_export_refuses_what_llama_cpp_cannot_run(tmp_path, family, settings, re
 # OLMo 3 7B / 32B (YaRN on the global layers, its attention factor spelt out), Hunyuan 7B (NTK alpha as `rope_scaling`
 # of type dynamic), Gemma 7B (hidden_act "gelu", which transformers reads as the tanh GELU), Seed-OSS 36B, GLM-4 9B
 # 0414, Apertus 8B (Llama 3.1's RoPE, xIELU), Qwen3-30B-A3B, Mixtral 8x7B, OLMoE-1B-7B, Granite 3.0 1B-A400M, StableLM 2
-# 1.6B, Nemotron-H 8B, Qwen3.5 9B and Qwen3.5-35B-A3B (their language models).
+# 1.6B, Nemotron-H 8B, Qwen3.5 9B and Qwen3.5-35B-A3B (their language models), Qwen1.5-MoE-A2.7B.
 RELEASED = {
     "olmo3": dict(rope_theta=500000, sliding_window=4096, max_position_embeddings=65536,
                   rope_scaling={"attention_factor": 1.2079441541679836, "beta_fast": 32.0, "beta_slow": 1.0,
@@ -689,6 +690,10 @@ RELEASED = {
                                               "partial_rotary_factor": 0.25, "mrope_section": [11, 11, 10],
                                               "mrope_interleaved": True},
                              layer_types=(["linear_attention"] * 3 + ["full_attention"]) * 10),
+    "qwen2_moe": dict(hidden_size=2048, num_attention_heads=16, num_key_value_heads=16, intermediate_size=5632,
+                      moe_intermediate_size=1408, shared_expert_intermediate_size=5632, num_experts=60,
+                      num_experts_per_tok=4, norm_topk_prob=False, qkv_bias=True, mlp_only_layers=[],
+                      decoder_sparse_step=1),
 }
 
 
@@ -813,7 +818,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("olmoe", "mha", "q8_0", True), ("stablelm", None, "f16", False), ("stablelm", None, "q8_0", True),
     ("granitemoe", None, "f16", False), ("granitemoe", None, "q4_0", True), ("nemotron_h", None, "f16", False),
     ("nemotron_h", None, "q8_0", True), ("qwen3_5_text", None, "f16", False), ("qwen3_5_text", None, "q8_0", True),
-    ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", None, "q8_0", True),
+    ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", None, "q8_0", True), ("qwen2_moe", None, "f16", False),
+    ("qwen2_moe", None, "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

@@ -20,7 +20,7 @@ from minitron.load import load_config
 from minitron.prune import Plan, apply_plan, check_target, params_of, target_config
 from minitron.search import budget_of, enumerate_shapes
 
-MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoe", "qwen3_5_moe_text"]
+MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -98,7 +98,8 @@ def test_a_target_prunes_the_families_own_sizes(family):
     config = tiny_config(family)
     mlp = arch_of(config).mlp_size
     experts = arch_of(config).experts_size
-    assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text") else "intermediate_size")
+    assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe")
+                   else "intermediate_size")
     assert experts == ("num_local_experts" if family == "granitemoe" else "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
@@ -233,3 +234,13 @@ def test_pruning_the_shared_experts_neurons_equals_zeroing_them(tmp_path):
         assert_close(pruned(IDS).logits, zeroed(IDS).logits, rtol=1e-5, atol=1e-6)
         pruned.save_pretrained(tmp_path)
         assert_close(AutoModelForCausalLM.from_pretrained(tmp_path).eval()(IDS).logits, pruned(IDS).logits)
+
+
+def test_a_qwen2_moe_that_llama_cpp_computes_otherwise_is_refused():
+    """llama.cpp's qwen2moe graph never renormalises the picked experts' weights (the released Qwen2-MoE models do not
+    either)."""
+    from minitron.export_checks import check_exportable
+
+    check_exportable(tiny_config("qwen2_moe"))
+    with pytest.raises(MinitronError, match="norm_topk_prob: llama.cpp's qwen2moe graph never renormalises"):
+        check_exportable(tiny_config("qwen2_moe", norm_topk_prob=True))

@@ -176,7 +176,7 @@ def test_unsupported_architecture_is_refused_by_name():
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
                                             "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, granite, "
                                             "granitemoe, hunyuan_v1_dense, llama, ministral3, mistral, mixtral, "
-                                            "nemotron, nemotron_h, olmo2, olmo3, olmoe, phi3, qwen2, qwen3, "
+                                            "nemotron, nemotron_h, olmo2, olmo3, olmoe, phi3, qwen2, qwen2_moe, qwen3, "
                                             "qwen3_5_moe_text, qwen3_5_text, qwen3_moe, seed_oss, smollm3, stablelm"):
         arch_of(GPT2Config())
 
