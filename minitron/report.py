@@ -51,7 +51,8 @@ def plot_training(log: list[dict], metrics: dict, out: Path, objective: str = "d
 
 
 def plot_importance(scores_dir: Path, out: Path) -> Path | None:
-    """Importance per layer and kind: mean head and MLP-neuron scores per layer, Block Influence, hidden channels."""
+    """Importance per layer and kind: mean head scores per layer (of a hybrid's recurrent layers, their heads'), mean
+    MLP-neuron scores, Block Influence, hidden channels."""
     if not (scores_dir / "scores.safetensors").is_file():
         return None
     scores = Scores.load(scores_dir)
@@ -60,7 +61,10 @@ def plot_importance(scores_dir: Path, out: Path) -> Path | None:
     w = PruneConfig(criterion="activation").width(scores)
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 6))
-    panels = [(axes[0, 0], w["heads"].mean(1), "attention heads: mean importance", "layer"),
+    recurrent = next((w[unit] for unit in ("mamba", "delta") if unit in w), None)  # 0 in a hybrid's other layers
+    heads = w["heads"].mean(1) + (recurrent.mean(1) if recurrent is not None else 0)
+    panels = [(axes[0, 0], heads, "attention heads (recurrent heads in recurrent layers): mean importance"
+               if recurrent is not None else "attention heads: mean importance", "layer"),
               (axes[0, 1], w["mlp"].flatten(1).mean(1),  # a mixture of experts: over every expert's neurons
                f"{'experts' if w['mlp'].dim() == 3 else 'MLP'} neurons: mean importance", "layer"),
               (axes[1, 0], scores.layer("bi"), "Block Influence (1 - cos)", "layer")]

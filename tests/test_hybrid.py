@@ -285,3 +285,14 @@ def test_export_writes_qwen3_5_as_llama_cpps_qwen35_graph_reads_it(tmp_path):
     assert np.allclose(tensors["blk.0.ssm_out.weight"], columns.half().numpy())
     with pytest.raises(MinitronError, match="llama.cpp's qwen35 graph takes one head size"):
         check_exportable(tiny_config("qwen3_5_text", linear_value_head_dim=16))
+
+
+@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_moe_text"])
+def test_the_report_plots_a_hybrids_importance(family, tmp_path):
+    """The compress report's importance plot shows each layer's heads: attention heads, and in a recurrent layer its
+    Mamba-2 or Gated DeltaNet heads."""
+    from minitron.importance import compute_scores
+    from minitron.report import plot_importance
+
+    compute_scores(tiny_model(family), [IDS], ["activation"]).save(tmp_path / "scores")
+    assert plot_importance(tmp_path / "scores", tmp_path / "importance.png").stat().st_size > 0
