@@ -80,13 +80,17 @@ def coupled_moe(layer: nn.Module, arch: Arch, elem: Elem) -> tuple[torch.Tensor,
     return router.sum(0) + gate_up.sum((0, 1)) + down.sum((0, 2)), neurons, router.sum(1) + neurons.sum(1)
 
 
+def conv_sum(conv: nn.Conv1d, elem: Elem) -> torch.Tensor:
+    """Each channel's sum of `elem` over a depthwise convolution's filter and bias."""
+    return elem(conv.weight).sum((1, 2)) + (elem(conv.bias) if conv.bias is not None else 0)
+
+
 def coupled_mamba(mamba: nn.Module, elem: Elem) -> dict[str, torch.Tensor]:
     """A Mamba-2 mixer's part of `coupled_layer`: each head's sum over its z, x and dt rows of in_proj, its conv1d
     channels, dt_bias, A_log, D, gated-norm weights and out_proj columns ("mamba"), and each head channel's over the
     same channel of every head ("mamba_dim")."""
     rows, inner = MambaRows.of(mamba), mamba.num_heads * mamba.head_dim
-    proj = _row_sum(mamba.in_proj, elem)
-    conv = elem(mamba.conv1d.weight).sum((1, 2)) + (elem(mamba.conv1d.bias) if mamba.conv1d.bias is not None else 0)
+    proj, conv = _row_sum(mamba.in_proj, elem), conv_sum(mamba.conv1d, elem)
     channels = (proj[:inner] + proj[inner:2 * inner] + conv[:inner] + elem(mamba.norm.weight) +
                 column_sum(mamba.out_proj.weight, elem)).view(rows.heads, rows.head_dim)
     per_head = proj[2 * inner + rows.bc:] + elem(mamba.dt_bias) + elem(mamba.A_log) + elem(mamba.D)
@@ -99,8 +103,7 @@ def coupled_delta(delta: nn.Module, elem: Elem) -> torch.Tensor:
     head's (query and key rows, conv1d channels)."""
     rows = DeltaRows.of(delta)
     Hv, keys = delta.num_v_heads, rows.k_heads * rows.dk
-    conv = elem(delta.conv1d.weight).sum((1, 2)) + (elem(delta.conv1d.bias) if delta.conv1d.bias is not None else 0)
-    channel = _row_sum(delta.in_proj_qkv, elem) + conv
+    channel = _row_sum(delta.in_proj_qkv, elem) + conv_sum(delta.conv1d, elem)
     per_key = (channel[:keys] + channel[keys:2 * keys]).view(rows.k_heads, -1).sum(1)
     per_value = (channel[2 * keys:] + _row_sum(delta.in_proj_z, elem) + column_sum(delta.out_proj.weight, elem))
     return per_value.view(Hv, -1).sum(1) + _row_sum(delta.in_proj_b, elem) + _row_sum(delta.in_proj_a, elem) + \

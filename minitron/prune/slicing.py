@@ -47,6 +47,14 @@ def slice_linear(linear: nn.Linear, dim: int, index: torch.Tensor) -> None:
         linear.in_features = len(index)
 
 
+def slice_conv(conv: nn.Conv1d, index: torch.Tensor) -> None:
+    """Keep channels `index` of a depthwise convolution (each channel its own filter: Mamba-2's, Gated DeltaNet's)."""
+    for name in ("weight", "bias"):
+        if getattr(conv, name) is not None:
+            slice_param(conv, name, 0, index)
+    conv.in_channels = conv.out_channels = conv.groups = len(index)
+
+
 def slice_norm(norm: nn.Module, index: torch.Tensor) -> None:
     """Keep channels `index` of an RMSNorm/LayerNorm (weight, bias and declared shape)."""
     index = index.to(norm.weight.device)
@@ -146,10 +154,7 @@ def slice_layer_mamba(layer: nn.Module, heads: torch.Tensor | None, channels: to
     channels = torch.arange(rows.head_dim) if channels is None else channels.cpu()
     inner, conv = rows.channels(heads, channels), rows.conv(heads, channels)
     slice_linear(mamba.in_proj, 0, rows.in_proj(heads, channels))
-    for name in ("weight", "bias"):
-        if getattr(mamba.conv1d, name) is not None:
-            slice_param(mamba.conv1d, name, 0, conv)
-    mamba.conv1d.in_channels = mamba.conv1d.out_channels = mamba.conv1d.groups = len(conv)
+    slice_conv(mamba.conv1d, conv)
     for name in ("dt_bias", "A_log", "D"):
         slice_param(mamba, name, 0, heads)
     slice_norm(mamba.norm, inner)
@@ -168,10 +173,7 @@ def slice_layer_delta(layer: nn.Module, v_heads: torch.Tensor, k_heads: torch.Te
     rows = DeltaRows.of(delta)
     qkv, values = rows.qkv(v_heads.cpu(), k_heads.cpu()), rows.values(v_heads.cpu())
     slice_linear(delta.in_proj_qkv, 0, qkv)
-    for name in ("weight", "bias"):
-        if getattr(delta.conv1d, name) is not None:
-            slice_param(delta.conv1d, name, 0, qkv)
-    delta.conv1d.in_channels = delta.conv1d.out_channels = delta.conv1d.groups = len(qkv)
+    slice_conv(delta.conv1d, qkv)
     slice_linear(delta.in_proj_z, 0, values)
     for linear in (delta.in_proj_b, delta.in_proj_a):
         slice_linear(linear, 0, v_heads)
