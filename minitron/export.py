@@ -269,11 +269,12 @@ def olmo3_keys(writer: gguf.GGUFWriter, config) -> None:
 def moe_keys(writer: gguf.GGUFWriter, config) -> None:
     """A mixture of experts' experts and experts a token; Qwen3-MoE's, Qwen2-MoE's and Qwen3.5-MoE's expert width
     (their feed_forward_length is that of dense layers, which they have none of), and a shared expert's."""
+    arch = arch_of(config)
     writer.add_expert_count(num_experts(config))
     writer.add_expert_used_count(config.num_experts_per_tok)
-    if arch_of(config).mlp_size == "moe_intermediate_size":
+    if arch.mlp_size == "moe_intermediate_size":
         writer.add_expert_feed_forward_length(config.moe_intermediate_size)
-    if arch_of(config).shared_expert:
+    if arch.shared_expert:
         writer.add_expert_shared_feed_forward_length(config.shared_expert_intermediate_size)
 
 

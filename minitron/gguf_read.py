@@ -261,20 +261,23 @@ def qwen3_5(meta: Metadata, layers: int) -> dict:
             "linear_conv_kernel_dim": required(meta, "ssm.conv_kernel", int)}
 
 
-def qwen3_5_moe(meta: Metadata, layers: int) -> dict:
-    """Qwen3.5-MoE's layers and Gated DeltaNet (`qwen3_5`), its experts (a token's renormalised, as llama.cpp's graph
-    does), each expert's width and its shared expert's."""
-    return {**qwen3_5(meta, layers), **mixtral(meta, layers),
-            "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
+def shared_moe(meta: Metadata, layers: int) -> dict:
+    """A mixture of experts with a shared expert: its experts, experts a token, each expert's width and its shared
+    expert's."""
+    return {**mixtral(meta, layers), "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
             "shared_expert_intermediate_size": required(meta, "expert_shared_feed_forward_length", int)}
 
 
+def qwen3_5_moe(meta: Metadata, layers: int) -> dict:
+    """Qwen3.5-MoE's layers and Gated DeltaNet (`qwen3_5`) and its experts (`shared_moe`; a token's weights
+    renormalised, as llama.cpp's graph does)."""
+    return {**qwen3_5(meta, layers), **shared_moe(meta, layers)}
+
+
 def qwen2_moe(meta: Metadata, layers: int) -> dict:
-    """Qwen2-MoE's experts (a token's weights not renormalised, as llama.cpp's graph), each expert's width and its
-    shared expert's; every layer sparse."""
-    return {**mixtral(meta, layers), "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
-            "shared_expert_intermediate_size": required(meta, "expert_shared_feed_forward_length", int),
-            "norm_topk_prob": False, "mlp_only_layers": [], "decoder_sparse_step": 1}
+    """Qwen2-MoE's experts (`shared_moe`; a token's weights not renormalised, as llama.cpp's graph); every layer
+    sparse."""
+    return {**shared_moe(meta, layers), "norm_topk_prob": False, "mlp_only_layers": [], "decoder_sparse_step": 1}
 
 
 FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,

@@ -124,45 +124,42 @@ class ParamCounter:
                 experts * (a_expert + a_mlp * sizes[self.axes[2]]) + a_mixer * sizes[MIXER_HEADS[self.arch.mixer]]
         base, c, a_heads, a_mlp, a_expert = self.coef[D]
         heads, mlp, layers = sizes["num_attention_heads"], sizes[self.axes[2]], sizes["num_hidden_layers"]
-        experts = sizes[self.axes[4]] if self.arch.moe else 1
+        experts = sizes[self.arch.experts_size] if self.arch.moe else 1
         return base + layers * (c + a_heads * heads + experts * (a_expert + a_mlp * mlp))
+
+    def _build(self, shape: dict[str, int], **change: int) -> int:
+        return params_of(target_config(self.config, {**shape, **change}, validate=False))  # not every build is valid
+
+    def _slopes(self, shape: dict[str, int], count: int) -> tuple[int, int, int]:
+        """(a_heads, a_mlp, a_expert): what one more query head, one more neuron in every expert (a dense MLP: one
+        expert) and one more expert add to the `count` parameters of `shape`."""
+        H0, F0, E0 = shape["num_attention_heads"], shape[self.axes[2]], num_experts(self.config) or 1
+        a_heads = 0 if self.arch.attention_is_hidden else self._build(shape, num_attention_heads=H0 + 1) - count
+        a_mlp = (self._build(shape, **{self.axes[2]: F0 + 1}) - count) // E0
+        a_expert = self._build(shape, **{self.arch.experts_size: E0 + 1}) - count - a_mlp * F0 if self.arch.moe else 0
+        return a_heads, a_mlp, a_expert
 
     def _coefficients(self, D: int) -> tuple[int, ...]:
         """(base, c, a_heads, a_mlp, a_expert) at hidden size D (a dense model's a_expert: 0, its MLP being one
         expert)."""
-        teacher = {a: getattr(self.config, a) for a in self.axes}
+        shape = {**{a: getattr(self.config, a) for a in self.axes}, "hidden_size": D, "num_hidden_layers": 1}
         if self.arch.attention_is_hidden:  # its heads follow hidden_size: D / head_dim of them, always
-            teacher["num_attention_heads"] = D // head_dim(self.config)
-        H0, F0, E0 = teacher["num_attention_heads"], teacher[self.axes[2]], num_experts(self.config) or 1
-
-        def build(layers: int, **change) -> int:
-            shape = {**teacher, "hidden_size": D, "num_hidden_layers": layers, **change}
-            return params_of(target_config(self.config, shape, validate=False))  # arithmetic: not every build is valid
-
-        one = build(1)
-        layer = build(2) - one
-        a_heads = 0 if self.arch.attention_is_hidden else build(1, num_attention_heads=H0 + 1) - one
-        a_mlp = (build(1, **{self.axes[2]: F0 + 1}) - one) // E0
-        a_expert = build(1, **{self.axes[4]: E0 + 1}) - one - a_mlp * F0 if self.arch.moe else 0
+            shape["num_attention_heads"] = D // head_dim(self.config)
+        H0, F0, E0 = shape["num_attention_heads"], shape[self.axes[2]], num_experts(self.config) or 1
+        one = self._build(shape)
+        layer = self._build(shape, num_hidden_layers=2) - one
+        a_heads, a_mlp, a_expert = self._slopes(shape, one)
         return one - layer, layer - a_heads * H0 - E0 * (a_expert + a_mlp * F0), a_heads, a_mlp, a_expert
-
 
     def _hybrid(self, D: int) -> tuple[int, ...]:
         """(base, a_heads, a_mlp, a_expert, a_mixer) of a hybrid with all its layers at hidden size D (of a mixture of
         experts, its MLP experts x (a_expert + a_mlp x neurons), as `_coefficients`)."""
-        teacher = {a: getattr(self.config, a) for a in self.axes}
-        mlp, experts, mixer = self.axes[2], self.arch.experts_size, MIXER_HEADS[self.arch.mixer]
-        H0, F0, E0, M0 = teacher["num_attention_heads"], teacher[mlp], num_experts(self.config) or 1, teacher[mixer]
-
-        def build(**change) -> int:
-            shape = {**teacher, "hidden_size": D, **change}
-            return params_of(target_config(self.config, shape, validate=False))
-
-        full = build()
-        a_heads = build(num_attention_heads=H0 + 1) - full
-        a_mlp = (build(**{mlp: F0 + 1}) - full) // E0
-        a_expert = build(**{experts: E0 + 1}) - full - a_mlp * F0 if self.arch.moe else 0
-        a_mixer = build(**{mixer: M0 + 1}) - full
+        shape = {**{a: getattr(self.config, a) for a in self.axes}, "hidden_size": D}
+        mixer = MIXER_HEADS[self.arch.mixer]
+        H0, F0, E0, M0 = shape["num_attention_heads"], shape[self.axes[2]], num_experts(self.config) or 1, shape[mixer]
+        full = self._build(shape)
+        a_heads, a_mlp, a_expert = self._slopes(shape, full)
+        a_mixer = self._build(shape, **{mixer: M0 + 1}) - full
         return full - a_heads * H0 - E0 * (a_expert + a_mlp * F0) - a_mixer * M0, a_heads, a_mlp, a_expert, a_mixer
 
 

@@ -41,10 +41,10 @@ class Scores:
     meta: dict = field(default_factory=dict)
 
     def width(self, criterion: str, seq_agg: str, batch_agg: str, hidden_score: str, head_score: str) -> dict:
-        """{"hidden", "heads", "mlp"} scores of one criterion (and "experts", of a mixture of experts; "mamba" and
+        """{"hidden", "heads", "mlp"} scores of one criterion (and "experts" and "shared", of a mixture of experts and
+        its shared expert's neurons; "mamba" and
         "mamba_dim", of a hybrid's Mamba-2 heads and head channels; "delta", of its Gated DeltaNet value heads); for
-        activation
-        also the aggregations and the choice of hidden-channel score (`HIDDEN_SCORES`) and head score
+        activation also the aggregations and the choice of hidden-channel score (`HIDDEN_SCORES`) and head score
         (`HEAD_SCORES`)."""
         prefix = f"activation/{seq_agg}-{batch_agg}" if criterion == "activation" else criterion
         names = {"hidden": "hidden", "heads": "heads", "mlp": "mlp"}

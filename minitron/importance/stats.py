@@ -2,10 +2,9 @@
 variance) and accumulate it over the batch in fp32 (L2, mean or variance across sequences), for hidden channels (each
 norm's output, per norm), attention heads (o_proj's input per head, and each head's output after o_proj) and MLP neurons
 (down_proj's input; of a mixture of experts, each expert's, each expert's routed contribution: `moe_activations`, and
-its shared expert's), a
-hybrid's Mamba-2 heads and head channels (out_proj's input: each head's norm, and each channel's norm over the heads)
-and Gated DeltaNet value heads (out_proj's input: each head's norm); plus Block Influence and the input norms structured
-Wanda needs. One pass fills every combination.
+its shared expert's), a hybrid's Mamba-2 heads and head channels (out_proj's input: each head's norm, and each channel's
+norm over the heads) and Gated DeltaNet value heads (out_proj's input: each head's norm); plus Block Influence and the
+input norms structured Wanda needs. One pass fills every combination.
 
 Hidden channels, as the papers and NVIDIA's implementation define them: each decoder layer's input and
 post-attention norm aggregated on its own, then the per-norm scores summed (the final norm left out). The
@@ -119,7 +118,7 @@ class ActivationRecorder:
         self.heads_o = [Stat(H, device=dev) for _ in range(L)]  # each head's contribution after o_proj
         self.mlp = [Stat(*E, Fn, device=dev) for _ in range(L)]
         self.experts = [Stat(*E, device=dev) for _ in range(L)] if arch.moe else []  # each one's contribution
-        shared = getattr(cfg, "shared_expert_intermediate_size", 0) if arch.shared_expert else 0
+        shared = cfg.shared_expert_intermediate_size if arch.shared_expert else 0
         self.shared = [Stat(shared, device=dev) for _ in range(L)]  # a shared expert's neurons (down_proj's input)
         # a hybrid's recurrent heads: Mamba-2's heads and head channels, Gated DeltaNet's value heads (0 in its other
         # layers, as attention heads and neurons are where it has none)
