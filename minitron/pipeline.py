@@ -45,7 +45,7 @@ from minitron.prune.plan import describe
 from minitron.prune import prune as prune_model
 from minitron.record import Record, record_path
 from minitron.report import write_report
-from minitron.search import DISTILL_TOKENS, DISTILL_TOP, SEARCH_TOLERANCE, search, shapes_within
+from minitron.search import DISTILL_TOKENS, DISTILL_TOP, SEARCH_TOLERANCE, Space, search
 from minitron.stats import ratio_ci
 from minitron.tasks import MC_TASKS, benchmark_gap_ci, dataset_id, main_score, paired_benchmarks, run_tasks
 
@@ -156,7 +156,7 @@ class Recipe:
     prompt: str  # the prompt each model answers in the report
     device: str
     shapes: list[dict]  # each round's {"sizes", "params"}, its target on the teacher's config (none when searched)
-    searched: tuple[int, int] | None  # the search's budget in parameters and the number of shapes within it
+    searched: tuple[int, int | None] | None  # the search's budget and its number of shapes (a hybrid's: None, unknown)
 
 
 def resolve(teacher: str, target: dict[str, int] | None, params: float | None, run: Path, data: Path | None,
@@ -199,9 +199,9 @@ def resolve(teacher: str, target: dict[str, int] | None, params: float | None, r
         train = replace(train, lr=train.resolved(sizes["hidden_size"]).lr)
     tokens_per_step, steps = split_steps(train, tokens, stages)
     correction.check(tokens.num_tokens("train"))
-    if params is not None:
-        budget, candidates = shapes_within(config, params, SEARCH_TOLERANCE)
-        shapes, searched = [], (budget, len(candidates))
+    if params is not None:  # a hybrid's shapes with fewer layers are counted once scored (`search.Space`)
+        space = Space(config, params, SEARCH_TOLERANCE)
+        shapes, searched = [], (space.budget, None if space.depths else len(space.every()))
     else:  # more than one round: no --prune.drop-layers (refused above)
         shapes, searched = [round_shape(config, check_target(config, t), None) for t in targets[:-1]] + [final], None
     student_params = searched[0] if searched else sum(s["params"] for s in shapes)
@@ -230,7 +230,8 @@ def show_plan(r: Recipe, run: Path, dry_run: bool) -> dict:
         lines.append(f"teacher correction: {r.correction.tokens:,} tokens at lr {r.correction.lr:g} ({how})")
     if r.searched is not None:
         budget, candidates = r.searched
-        lines.append(f"search: {candidates} shapes within ±{SEARCH_TOLERANCE:.0%} of {budget:,} parameters, "
+        counted = f"{candidates} shapes" if candidates is not None else "the shapes (a hybrid's, counted once scored)"
+        lines.append(f"search: {counted} within ±{SEARCH_TOLERANCE:.0%} of {budget:,} parameters, "
                      f"ranked zero-shot on dev; the best {r.search['search_top']} distilled on "
                      f"{r.search['search_tokens']:,} tokens each; the winner pruned ({r.prune.criterion} importance)")
     for k, shape in enumerate(r.shapes, 1):

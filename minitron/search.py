@@ -1,9 +1,9 @@
 """`minitron search`: the best student shape under a parameter budget, found the way the Minitron papers do it:
 enumerate every shape (hidden_size, num_attention_heads, intermediate_size, num_hidden_layers; of a mixture of
-experts, each expert's neurons and num_experts; of a hybrid, its recurrent layers' heads, its layers kept) within a
-tolerance
-of the budget, score every one zero-shot from importance scores computed once (prune in memory, LM loss on the dev
-split), distil the best few for the same short token budget each, rank them again on dev, and prune the winner.
+experts, each expert's neurons and num_experts; of a hybrid, its recurrent layers' heads) within a tolerance of the
+budget, score every one zero-shot from importance scores computed once (prune in memory, LM loss on the dev split),
+distil the best few for the same short token budget each, rank them again on dev, and prune the winner. A hybrid's
+size at a depth depends on which layers go, so its shapes are enumerated once scored (`Space`).
 
     minitron search --model default --params 0.5 --out runs/searched --work runs/search --distill-top 4
 
@@ -19,6 +19,7 @@ import math
 import shutil
 import time
 import traceback
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from itertools import product
 from pathlib import Path
@@ -38,7 +39,8 @@ from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
 from minitron.lazy import reuse_freed_memory
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device, resolve_model
 from minitron.numerics import lm_loss, native_bf16, windows_in_batches
-from minitron.prune import PruneConfig, ScoreNeeds, apply_plan, check_target, make_plan, params_of, target_config
+from minitron.prune import (PruneConfig, ScoreNeeds, apply_plan, check_target, layers_to_drop, make_plan, params_of,
+                            target_config)
 from minitron.prune import prune as prune_model
 from minitron.record import Record
 from minitron.shards import Checkpoint
@@ -102,65 +104,106 @@ def budget_of(params: float, teacher_params: int) -> int:
 class ParamCounter:
     """Exact parameter counts of many shapes from a few meta-device builds (`prune.params_of`).
 
-    For a fixed hidden_size a model's parameters are base + layers * (c + a_heads * heads + a_mlp * neurons): the
-    embeddings, final norm and lm_head do not depend on the layers, and a layer's attention is affine in its query
-    heads and its MLP in its neurons. Four builds per hidden_size give the four numbers. A mixture of experts' MLP is
-    experts * (a_expert + a_mlp * neurons) (each expert's router row, and its neurons): one build more. Where the
-    attention is hidden_size wide (`Arch.attention_is_hidden`), the heads are hidden_size / head_dim: a_heads is 0.
-    A hybrid keeps its layers (`enumerate_shapes`), and its count is affine in heads, neurons and recurrent heads."""
+    For a fixed hidden_size a model's parameters are base + the sum of its layers' costs: the embeddings, final norm
+    and lm_head do not depend on the layers, and each layer's cost is c + a_heads * heads + experts * (a_expert + a_mlp
+    * neurons) + a_mixer * recurrent heads: its attention is affine in its query heads, its MLP in its neurons (a
+    mixture of experts': each expert's router row and neurons; a dense MLP is one expert) and a hybrid's recurrent
+    mixer in its heads. A model's layers all cost the same; a hybrid's cost by kind (`config.layer_types`), so its
+    count at a depth depends on which layers go: `drops` (depth -> the layers dropped, `layer_drops`) says, and
+    without it only the teacher's depth is counted. A few builds of one or two layers per hidden_size give every
+    number. Where the attention is hidden_size wide (`Arch.attention_is_hidden`), the heads are hidden_size / head_dim:
+    a_heads is 0."""
 
-    def __init__(self, config):
-        self.config, self.coef = config, {}
+    def __init__(self, config, drops: dict[int, list[int]] | None = None):
+        self.config, self.coef, self.built = config, {}, {}
         self.axes, self.arch = searched(config), arch_of(config)
+        L = config.num_hidden_layers
+        self.kept = {d: Counter(self.kind(i) for i in range(L) if i not in set(drop))
+                     for d, drop in {L: [], **(drops or {})}.items()}
+
+    def kind(self, layer: int) -> str:
+        return self.config.layer_types[layer] if self.arch.hybrid else "layer"
 
     def __call__(self, sizes: dict[str, int]) -> int:
-        D = sizes["hidden_size"]
-        if D not in self.coef:
-            self.coef[D] = self._hybrid(D) if self.arch.hybrid else self._coefficients(D)
-        if self.arch.hybrid:
-            base, a_heads, a_mlp, a_expert, a_mixer = self.coef[D]
-            experts = sizes[self.arch.experts_size] if self.arch.moe else 1
-            return base + a_heads * sizes["num_attention_heads"] + \
-                experts * (a_expert + a_mlp * sizes[self.axes[2]]) + a_mixer * sizes[MIXER_HEADS[self.arch.mixer]]
-        base, c, a_heads, a_mlp, a_expert = self.coef[D]
-        heads, mlp, layers = sizes["num_attention_heads"], sizes[self.axes[2]], sizes["num_hidden_layers"]
+        depth = sizes["num_hidden_layers"]
+        if self.arch.hybrid and depth not in self.kept:
+            raise MinitronError(f"no layers are chosen for a hybrid of {depth} layers (ParamCounter's drops)")
+        kept = self.kept[depth] if self.arch.hybrid else {"layer": depth}
+        base, costs = self.coefficients(sizes["hidden_size"])
+        return base + sum(n * self.cost(costs[kind], sizes) for kind, n in kept.items())
+
+    def idle(self, sizes: dict[str, int]) -> bool:
+        """Whether `sizes` changes a size that none of its depth's kept layers has (a hybrid that keeps no Mamba-2
+        layer, say): the same model as with the teacher's size, which is the one enumerated."""
+        if not self.arch.hybrid:
+            return False
+        _, costs = self.coefficients(self.config.hidden_size)
+        slots = {"num_attention_heads": 1, self.axes[2]: 2, self.arch.experts_size: 3, MIXER_HEADS[self.arch.mixer]: 4}
+        kept = self.kept[sizes["num_hidden_layers"]]
+        return any(sizes[axis] != getattr(self.config, axis) and not any(costs[kind][slot] for kind in kept)
+                   for axis, slot in slots.items() if axis in sizes)
+
+    def most(self, depth: int) -> int:
+        """The most parameters any `depth` of the teacher's layers hold at the teacher's sizes (its costliest
+        layers kept): no shape of that depth has more."""
+        sizes = {a: getattr(self.config, a) for a in self.axes}
+        base, costs = self.coefficients(sizes["hidden_size"])
+        per_layer = sorted((self.cost(costs[self.kind(i)], sizes) for i in range(self.config.num_hidden_layers)),
+                           reverse=True)
+        return base + sum(per_layer[:depth])
+
+    def cost(self, coef: tuple[int, ...], sizes: dict[str, int]) -> int:
+        """A layer's parameters from its kind's (c, a_heads, a_mlp, a_expert, a_mixer)."""
+        c, a_heads, a_mlp, a_expert, a_mixer = coef
         experts = sizes[self.arch.experts_size] if self.arch.moe else 1
-        return base + layers * (c + a_heads * heads + experts * (a_expert + a_mlp * mlp))
+        mixer = sizes[MIXER_HEADS[self.arch.mixer]] if self.arch.hybrid else 0
+        return c + a_heads * sizes["num_attention_heads"] + experts * (a_expert + a_mlp * sizes[self.axes[2]]) + \
+            a_mixer * mixer
 
-    def _build(self, shape: dict[str, int], **change: int) -> int:
-        return params_of(target_config(self.config, {**shape, **change}, validate=False))  # not every build is valid
+    def coefficients(self, D: int) -> tuple[int, dict[str, tuple[int, ...]]]:
+        """(base, {kind: (c, a_heads, a_mlp, a_expert, a_mixer)}) at hidden size D, built once."""
+        if D not in self.coef:
+            shape = {**{a: getattr(self.config, a) for a in self.axes}, "hidden_size": D}
+            if self.arch.attention_is_hidden:  # its heads follow hidden_size: D / head_dim of them, always
+                shape["num_attention_heads"] = D // head_dim(self.config)
+            if not self.arch.hybrid:  # its layers cost the same: one layer, and two
+                base = 2 * self._build(shape, [0]) - self._build(shape, [0, 1])
+            elif self.config.num_hidden_layers > 1:  # layers 0 and 1 each, and together
+                base = self._build(shape, [0]) + self._build(shape, [1]) - self._build(shape, [0, 1])
+            else:  # one layer, always kept: the base in its cost
+                base = 0
+            first = {}
+            for i in range(self.config.num_hidden_layers):
+                first.setdefault(self.kind(i), i)
+            self.coef[D] = base, {kind: self._layer(shape, i, base) for kind, i in first.items()}
+        return self.coef[D]
 
-    def _slopes(self, shape: dict[str, int], count: int) -> tuple[int, int, int]:
-        """(a_heads, a_mlp, a_expert): what one more query head, one more neuron in every expert (a dense MLP: one
-        expert) and one more expert add to the `count` parameters of `shape`."""
+    def _layer(self, shape: dict[str, int], i: int, base: int) -> tuple[int, ...]:
+        """(c, a_heads, a_mlp, a_expert, a_mixer) of teacher layer i's kind: what it adds to `base`, and what one
+        more query head, one more neuron in every expert, one more expert and one more recurrent head add to it."""
         H0, F0, E0 = shape["num_attention_heads"], shape[self.axes[2]], num_experts(self.config) or 1
-        a_heads = 0 if self.arch.attention_is_hidden else self._build(shape, num_attention_heads=H0 + 1) - count
-        a_mlp = (self._build(shape, **{self.axes[2]: F0 + 1}) - count) // E0
-        a_expert = self._build(shape, **{self.arch.experts_size: E0 + 1}) - count - a_mlp * F0 if self.arch.moe else 0
-        return a_heads, a_mlp, a_expert
+        count = self._build(shape, [i])
+        a_heads = 0 if self.arch.attention_is_hidden else self._build(shape, [i], num_attention_heads=H0 + 1) - count
+        a_mlp = (self._build(shape, [i], **{self.axes[2]: F0 + 1}) - count) // E0
+        a_expert = self._build(shape, [i], **{self.arch.experts_size: E0 + 1}) - count - a_mlp * F0 \
+            if self.arch.moe else 0
+        a_mixer, M0 = 0, 0
+        if self.arch.hybrid:
+            mixer = MIXER_HEADS[self.arch.mixer]
+            M0 = shape[mixer]
+            a_mixer = self._build(shape, [i], **{mixer: M0 + 1}) - count
+        c = count - base - a_heads * H0 - E0 * (a_expert + a_mlp * F0) - a_mixer * M0
+        return c, a_heads, a_mlp, a_expert, a_mixer
 
-    def _coefficients(self, D: int) -> tuple[int, ...]:
-        """(base, c, a_heads, a_mlp, a_expert) at hidden size D (a dense model's a_expert: 0, its MLP being one
-        expert)."""
-        shape = {**{a: getattr(self.config, a) for a in self.axes}, "hidden_size": D, "num_hidden_layers": 1}
-        if self.arch.attention_is_hidden:  # its heads follow hidden_size: D / head_dim of them, always
-            shape["num_attention_heads"] = D // head_dim(self.config)
-        H0, F0, E0 = shape["num_attention_heads"], shape[self.axes[2]], num_experts(self.config) or 1
-        one = self._build(shape)
-        layer = self._build(shape, num_hidden_layers=2) - one
-        a_heads, a_mlp, a_expert = self._slopes(shape, one)
-        return one - layer, layer - a_heads * H0 - E0 * (a_expert + a_mlp * F0), a_heads, a_mlp, a_expert
-
-    def _hybrid(self, D: int) -> tuple[int, ...]:
-        """(base, a_heads, a_mlp, a_expert, a_mixer) of a hybrid with all its layers at hidden size D (of a mixture of
-        experts, its MLP experts x (a_expert + a_mlp x neurons), as `_coefficients`)."""
-        shape = {**{a: getattr(self.config, a) for a in self.axes}, "hidden_size": D}
-        mixer = MIXER_HEADS[self.arch.mixer]
-        H0, F0, E0, M0 = shape["num_attention_heads"], shape[self.axes[2]], num_experts(self.config) or 1, shape[mixer]
-        full = self._build(shape)
-        a_heads, a_mlp, a_expert = self._slopes(shape, full)
-        a_mixer = self._build(shape, **{mixer: M0 + 1}) - full
-        return full - a_heads * H0 - E0 * (a_expert + a_mlp * F0) - a_mixer * M0, a_heads, a_mlp, a_expert, a_mixer
+    def _build(self, shape: dict[str, int], keep: list[int], **change: int) -> int:
+        """The parameters of `shape` with only the teacher's layers `keep` (two for a dense model: the first two),
+        not checked (not every build is valid)."""
+        key = (tuple(shape.items()), tuple(keep), tuple(change.items()))
+        if key not in self.built:
+            drop = [j for j in range(self.config.num_hidden_layers) if j not in keep]
+            sizes = {**shape, "num_hidden_layers": len(keep), **change}
+            self.built[key] = params_of(target_config(self.config, sizes, drop, validate=False))
+        return self.built[key]
 
 
 def axis_values(config, axis: str, step: int, floor: int) -> list[int]:
@@ -184,27 +227,59 @@ def default_steps(config) -> dict[str, int]:
             **mixer}
 
 
-def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int] | None = None,
-                     floors: dict[str, int] | None = None) -> list[Candidate]:
-    """Every shape but the teacher's within ±tolerance of `budget` parameters that stock transformers accepts,
-    with its exact parameter count, in order of shape."""
-    steps, floors, axes = {**default_steps(config), **(steps or {})}, floors or {}, searched(config)
-    for name, d in (("steps", steps), ("floors", floors)):
+def check_axes(config, steps: dict[str, int] | None, floors: dict[str, int] | None) -> dict[str, int]:
+    """Every searched size's step (`default_steps`, overridden by `steps`), or a refusal of bad --steps / --floors."""
+    steps, axes, arch = {**default_steps(config), **(steps or {})}, searched(config), arch_of(config)
+    for name, d in (("steps", steps), ("floors", floors or {})):
         bad = sorted(set(d) - set(axes))
         if bad or any(type(v) is not int or v < 1 for v in d.values()):
             raise MinitronError(f"--{name} takes positive whole numbers for {', '.join(axes)}, got {d}")
-    if steps["num_attention_heads"] % config.num_key_value_heads:
-        raise MinitronError(f"the step of num_attention_heads must be a multiple of num_key_value_heads="
-                            f"{config.num_key_value_heads} (the same number of query heads in every KV group)")
-    arch = arch_of(config)
-    if arch.hybrid and steps[MIXER_HEADS[arch.mixer]] % getattr(config, MIXER_GROUPS[arch.mixer]):
-        raise MinitronError(f"the step of {MIXER_HEADS[arch.mixer]} must be a multiple of {MIXER_GROUPS[arch.mixer]}="
-                            f"{getattr(config, MIXER_GROUPS[arch.mixer])} (the same number of heads in every group)")
+    groups = [("num_attention_heads", "num_key_value_heads")] + \
+        ([(MIXER_HEADS[arch.mixer], MIXER_GROUPS[arch.mixer])] if arch.hybrid else [])
+    for heads, group in groups:
+        if steps[heads] % getattr(config, group):
+            raise MinitronError(f"the step of {heads} must be a multiple of {group}={getattr(config, group)} (the "
+                                f"same number of heads in every group)")
+    return steps
+
+
+def hybrid_depths(config, budget: int, tolerance: float, steps: dict[str, int] | None = None,
+                  floors: dict[str, int] | None = None) -> list[int]:
+    """The depths a hybrid's shapes within the budget may have: the layer axis's values at which its costliest layers
+    at the teacher's sizes reach the budget's lower end (which layers go, and so the count, is known once scored)."""
+    step = check_axes(config, steps, floors)["num_hidden_layers"]
+    values = axis_values(config, "num_hidden_layers", step, (floors or {}).get("num_hidden_layers", 1))
+    count = ParamCounter(config)
+    return [d for d in values if count.most(d) >= budget * (1 - tolerance)]
+
+
+def layer_drops(config, scores: Scores, prune: PruneConfig, depths: list[int]) -> dict[int, list[int]]:
+    """The layers a hybrid's pruning drops at each depth (`layers_to_drop` by --prune.layer-criterion, as prune
+    chooses them), for the depths whose layers transformers runs (`validate_config`: an attention layer kept, say)."""
+    L, drops = config.num_hidden_layers, {}
+    for depth in depths:
+        drop = layers_to_drop(scores, prune.layer_criterion, L, depth)
+        try:
+            target_config(config, {"num_hidden_layers": depth}, drop)
+        except MinitronError:
+            continue
+        drops[depth] = drop
+    return drops
+
+
+def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int] | None = None,
+                     floors: dict[str, int] | None = None, drops: dict[int, list[int]] | None = None
+                     ) -> list[Candidate]:
+    """Every shape but the teacher's within ±tolerance of `budget` parameters that stock transformers accepts,
+    with its exact parameter count, in order of shape. A hybrid's depths are those whose dropped layers `drops`
+    gives (`layer_drops`; without it: the teacher's depth only)."""
+    steps, floors, axes, arch = check_axes(config, steps, floors), floors or {}, searched(config), arch_of(config)
     lowest = {arch.experts_size: getattr(config, "num_experts_per_tok", 1)}  # a token's experts, at least
-    if arch.hybrid:  # its layers differ in kind: which go decides its size, known only once scored
-        lowest["num_hidden_layers"] = config.num_hidden_layers
     values = [axis_values(config, a, steps[a], max(floors.get(a, 1), lowest.get(a, 1))) for a in axes]
-    count, teacher = ParamCounter(config), tuple(getattr(config, a) for a in axes)
+    count, teacher = ParamCounter(config, drops), tuple(getattr(config, a) for a in axes)
+    if arch.hybrid:
+        depth = axes.index("num_hidden_layers")
+        values[depth] = [d for d in values[depth] if d in count.kept]
     lo, hi = budget * (1 - tolerance), budget * (1 + tolerance)
     out = []
     for D, H in product(*values[:2]):
@@ -212,21 +287,61 @@ def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int
             continue
         for rest in product(*values[2:]):
             sizes = dict(zip(axes, (D, H, *rest)))
+            if count.idle(sizes):
+                continue
             n = count(sizes)
             if lo <= n <= hi and (D, H, *rest) != teacher:
                 out.append(Candidate(sizes, n))
     return out
 
 
-def shapes_within(config, params: float, tolerance: float, steps: dict[str, int] | None = None,
-                  floors: dict[str, int] | None = None) -> tuple[int, list[Candidate]]:
-    """The budget of --params and every shape within it (`enumerate_shapes`); refused in one line when none is."""
-    budget = budget_of(params, params_of(config))
-    candidates = enumerate_shapes(config, budget, tolerance, steps, floors)
-    if not candidates:
-        raise MinitronError(f"no shape has {budget:,} parameters ±{tolerance:.0%} with these steps and floors; "
-                            "raise --tolerance or --params, or use smaller --steps")
-    return budget, candidates
+class Space:
+    """The shapes a search ranks: those within ±tolerance of the budget of --params, each size a multiple of its
+    step from its floor up (`enumerate_shapes`), at most max_candidates of them spread over the rest (`spread`).
+
+    A hybrid's count at a depth depends on which of its layers go, which its scores say: `depths` are those it may
+    have within the budget (None for other models), and its shapes are enumerated once scored (`layer_drops`)."""
+
+    def __init__(self, config, params: float, tolerance: float, steps: dict[str, int] | None = None,
+                 floors: dict[str, int] | None = None, max_candidates: int | None = None):
+        self.config, self.tolerance, self.steps, self.floors = config, tolerance, steps, floors
+        self.max_candidates, self.budget = max_candidates, budget_of(params, params_of(config))
+        self.depths = hybrid_depths(config, self.budget, tolerance, steps, floors) if arch_of(config).hybrid else None
+
+    def every(self, drops: dict[int, list[int]] | None = None, refuse: bool = True) -> list[Candidate]:
+        """Every shape within the budget; refused in one line when none is (unless `refuse` is False)."""
+        candidates = enumerate_shapes(self.config, self.budget, self.tolerance, self.steps, self.floors, drops)
+        if not candidates and refuse:
+            raise MinitronError(f"no shape has {self.budget:,} parameters ±{self.tolerance:.0%} with these steps and "
+                                "floors; raise --tolerance or --params, or use smaller --steps")
+        return candidates
+
+    def shapes(self, drops: dict[int, list[int]] | None = None, refuse: bool = True, dry_run: bool = False
+               ) -> list[Candidate]:
+        """The shapes scored zero-shot (all, or --max-candidates spread over them), announced."""
+        candidates = self.every(drops, refuse)
+        chosen = candidates if self.max_candidates is None else spread(candidates, self.max_candidates, self.config)
+        print(f"search: {len(candidates)} shapes within ±{self.tolerance:.0%} of {self.budget:,} parameters; "
+              f"{len(chosen)} {'to be ' if dry_run else ''}scored zero-shot", flush=True)
+        return chosen
+
+    def dry_run(self, model: str, scores: Path | None, prune: PruneConfig) -> dict:
+        """--dry-run: the shapes to be scored, with their parameters; nothing written. A hybrid's with fewer layers
+        come from --scores (which layers go): without them, those of its full depth, said so."""
+        drops, L = None, self.config.num_hidden_layers
+        if self.depths and scores is not None:
+            given = holding(Scores.load(scores), needs_of(self.config, self.depths, prune), scores)
+            given.check_model(self.config, Checkpoint.open(resolve_model(model)).fingerprint(), scores)
+            drops = layer_drops(self.config, given, prune, self.depths)
+        partial = drops is None and self.depths is not None and self.depths != [L]
+        if partial:
+            print(f"search: a hybrid's size at fewer layers depends on which go, which its scores say: the shapes "
+                  f"below keep all {L} layers; give --scores to list those with {min(self.depths)} to {L - 1} too",
+                  flush=True)
+        chosen = self.shapes(drops, refuse=not partial, dry_run=True)
+        teacher = params_of(self.config)
+        print("\n".join(f"  {c.name}: {c.params:,} parameters ({c.params / teacher:.1%})" for c in chosen))
+        return {"budget": self.budget, "shapes": [{"sizes": c.sizes, "params": c.params} for c in chosen]}
 
 
 def valid_width(config, hidden: int, heads: int) -> bool:
@@ -254,11 +369,12 @@ def spread(candidates: list[Candidate], k: int, config) -> list[Candidate]:
 
 # ------------------------------------------------------------------------------ scoring the candidates
 
-def needs_of(config, candidates: list[Candidate], prune: PruneConfig) -> ScoreNeeds:
-    """What the candidates' pruning reads, together (`PruneConfig.needs` of each shape)."""
+def needs_of(config, depths: set[int] | list[int], prune: PruneConfig) -> ScoreNeeds:
+    """What pruning to the candidates' depths reads, together (`PruneConfig.needs` of each; the width criterion is
+    the same for every shape)."""
     needs = ScoreNeeds((prune.criterion,))
-    for c in candidates:
-        needs |= prune.needs(config, c.sizes)
+    for depth in sorted(depths):
+        needs |= prune.needs(config, {"num_hidden_layers": depth})
     return needs
 
 
@@ -271,13 +387,17 @@ def cached_scores(model: str, scores: Path | None, work: Path, data: Path | None
         score(model, data=data, out=path, criteria=list(needs.criteria), calib_seqs=prune.calib_seqs,
               seq_len=prune.seq_len, layer_loss=needs.layer_loss, block_sizes=list(needs.block_sizes),
               dtype=dtype, device=device, seed=prune.seed)
-    saved = Scores.load(path)
+    return holding(Scores.load(path), needs, path), path
+
+
+def holding(saved: Scores, needs: ScoreNeeds, path: Path) -> Scores:
+    """`saved`, refused if it lacks a layer score the candidates need."""
     missing = [k for k in needs.keys if k not in saved.tensors]
     if missing:
         raise MinitronError(f"the scores in {path} lack {', '.join(missing)}, which these candidates need; score "
                             f"with `--block-sizes {' '.join(map(str, needs.removal))}`, or leave out --scores and "
                             "let search score")
-    return saved, path
+    return saved
 
 
 def zero_shot(teacher, scores: Scores, candidates: list[Candidate], val: list, prune: PruneConfig,
@@ -384,7 +504,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         steps: step of each searched size, e.g. hidden_size=64,intermediate_size=64,num_attention_heads=3,
             num_hidden_layers=1 (default: 64, 64, the KV groups, 1; Qwen3-MoE's MLP size is moe_intermediate_size;
             a mixture of experts' num_experts in eighths of the teacher's, down to num_experts_per_tok; a hybrid's
-            mamba_num_heads or linear_num_value_heads in about eighths, whole groups, its layers kept)
+            mamba_num_heads or linear_num_value_heads in about eighths, whole groups)
         floors: smallest value of each searched size, e.g. num_hidden_layers=16,hidden_size=256
         max_candidates: score only this many shapes zero-shot, spread over those found (default: every one)
         distill_top: distil the best K by zero-shot loss and rank them again (0: rank zero-shot only)
@@ -404,7 +524,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
         device: auto, cpu or cuda
         overwrite: replace --out, and start the work directory again
         dry_run: list the shapes within the budget (those scored, with --max-candidates) with their parameters and
-            stop (needs just the teacher's config.json; nothing written)
+            stop (needs just the teacher's config.json; nothing written; a hybrid's with fewer layers: from --scores)
     """
     refuse_located(distill, "search")
     real_number(tolerance, "--tolerance", lambda v: 0 < v < 1, "between 0 and 1 (0.05: ±5 percent of the budget)")
@@ -422,39 +542,39 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     check_seq_len(config, prune.seq_len, model)
     if dtype == "auto":
         dtype = "bfloat16" if native_bf16(pick_device(device)) else "float32"
-    budget, candidates = shapes_within(config, params, tolerance, steps, floors)
-    chosen = candidates if max_candidates is None else spread(candidates, max_candidates, config)
-    print(f"search: {len(candidates)} shapes within ±{tolerance:.0%} of {budget:,} parameters; "
-          f"{len(chosen)} {'to be ' if dry_run else ''}scored zero-shot", flush=True)
+    space = Space(config, params, tolerance, steps, floors, max_candidates)
     if dry_run:
-        teacher = params_of(config)
-        print("\n".join(f"  {c.name}: {c.params:,} parameters ({c.params / teacher:.1%})" for c in chosen))
-        return {"budget": budget, "shapes": [{"sizes": c.sizes, "params": c.params} for c in chosen]}
+        return space.dry_run(model, scores, prune)
     if out is None:
         raise MinitronError("--out is required (the winner is pruned into it), or use --dry-run")
     out = Path(out)
     work = Path(work) if work is not None else out.with_name(out.name + "-search")
     refuse_existing(out, overwrite)
+    chosen = space.shapes() if not space.depths else None  # a hybrid's: once scored
     tokens = TokenData.open(data if data is not None else default_data(model))
     tokens.check_model(load_tokenizer(model), config.vocab_size, model)
     if scores is not None:  # another model's scores are refused before any work, as prune does
         Scores.load(scores).check_model(config, Checkpoint.open(resolve_model(model)).fingerprint(), scores)
     train = replace(distill, tokens=distill_tokens, data=str(tokens.path))
     replace(train, student=str(model), out=work, teacher=str(model)).validate("distill.")
-    settings = {"model": str(model), "budget": budget, "tolerance": tolerance, "steps": steps, "floors": floors,
+    settings = {"model": str(model), "budget": space.budget, "tolerance": tolerance, "steps": steps, "floors": floors,
                 "max_candidates": max_candidates, "scores": str(scores), "val_seqs": val_seqs,
                 "screen_seqs": screen_seqs, "screen_keep": screen_keep, "dtype": dtype,
                 "prune": asdict(prune), "distill": recorded(replace(train, teacher=str(model)), work)}
-    restore(work, settings, chosen, overwrite)
+    open_work(work, settings, overwrite)
     val = windows_in_batches(tokens.spread("dev", val_seqs, prune.seq_len).batch, 4)  # selection: the dev split
     screen = windows_in_batches(tokens.spread("dev", screen_seqs, prune.seq_len).batch, 4) \
         if 0 < screen_seqs < val_seqs else None
     clock = Clock()  # the seconds of each part, this run (search.json)
-    saved, scores_dir = cached_scores(model, scores, work, data, needs_of(config, chosen, prune), prune, dtype,
+    depths = space.depths or {c.sizes["num_hidden_layers"] for c in chosen}
+    saved, scores_dir = cached_scores(model, scores, work, data, needs_of(config, depths, prune), prune, dtype,
                                       device)
     clock.lap("scores")
     if scores is None:  # scored by the search (this run or the one it resumes): the scoring's own parts
         clock.parts.update({f"scores.{k}": v for k, v in saved.meta.get("timings_s", {}).items()})
+    if space.depths:  # which layers go at each depth is now known
+        chosen = space.shapes(layer_drops(config, saved, prune, space.depths))
+    restore(work, chosen)
     zero_shot(load_model(model, pick_device(device), getattr(torch, dtype)), saved, chosen, val, prune, screen,
               screen_keep, clock, save=lambda: write_results(work, settings, chosen, clock.seconds, plot=False))
     clock.lap("zero_shot")
@@ -482,9 +602,9 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
             "scores": str(scores_dir)}
 
 
-def restore(work: Path, settings: dict, candidates: list[Candidate], overwrite: bool) -> None:
-    """Take the measurements of an interrupted search with the same settings (its record); refuse other
-    settings."""
+def open_work(work: Path, settings: dict, overwrite: bool) -> None:
+    """The work directory, new, or an interrupted search's with the same settings (its record); other settings are
+    refused."""
     check_run_dir(work, resume=not overwrite, overwrite=overwrite)  # a search resumes its work by itself
     if overwrite and work.exists():
         remove(work)
@@ -493,6 +613,10 @@ def restore(work: Path, settings: dict, candidates: list[Candidate], overwrite: 
     record = Record(work)
     record.check("search", settings)  # other settings are refused
     record.save("search", settings)
+
+
+def restore(work: Path, candidates: list[Candidate]) -> None:
+    """Take the measurements an interrupted search made of these candidates (its search.json)."""
     results = work / "search.json"
     known = {json.dumps(c["sizes"], sort_keys=True): c for c in
              (json.loads(results.read_text())["candidates"] if results.is_file() else [])}

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
-from conftest import build_tiny_data, cli_error, run_cli, save_tiny, tiny_config, tiny_model
+from conftest import build_tiny_data, cli_error, own_names, run_cli, save_tiny, tiny_config, tiny_model
 from minitron.arch import MambaRows, arch_of, delta_of, mamba_of
 from minitron.errors import MinitronError
 from minitron.importance.stats import ActivationRecorder
@@ -119,6 +119,8 @@ def test_what_a_hybrid_cannot_be_is_refused(capsys, tmp_path):
         check_target(config, {"mamba_num_heads": 5})
     with pytest.raises(MinitronError, match="keeps none of this nemotron_h model's attention layers"):
         target_config(config, check_target(config, {}, [1, 3, 5]), [1, 3, 5])
+    with pytest.raises(MinitronError, match="first layer is an MLP layer, and transformers' Nemotron-H reads"):
+        target_config(config, check_target(config, {}, [0, 1]), [0, 1])  # its generate() fails: a test by hand
     moe = tiny_config("nemotron_h", num_hidden_layers=LAYERS)
     moe.layers_block_type = ["linear_attention", "moe", "full_attention", "moe", "linear_attention", "mlp"]
     with pytest.raises(MinitronError, match="has moe layers"):
@@ -129,9 +131,9 @@ def test_what_a_hybrid_cannot_be_is_refused(capsys, tmp_path):
     assert "keeps none of this nemotron_h model's attention layers" in line
 
 
-def test_the_search_varies_mamba_heads_and_keeps_a_hybrids_layers():
-    """Its layers differ in kind, so which go would decide the count: the search keeps them, and counts the Mamba-2
-    heads it varies (in whole groups) exactly."""
+def test_the_search_varies_mamba_heads_and_keeps_a_hybrids_layers_unscored():
+    """Its layers differ in kind, so which go decides the count: without scores the search keeps them, and counts the
+    Mamba-2 heads it varies (in whole groups) exactly."""
     config = tiny_config("nemotron_h", num_hidden_layers=LAYERS)
     budget = int(0.6 * params_of(config))
     shapes = enumerate_shapes(config, budget, 0.1, steps={"hidden_size": 16, "intermediate_size": 32})
@@ -141,6 +143,82 @@ def test_the_search_varies_mamba_heads_and_keeps_a_hybrids_layers():
     for c in shapes:
         assert c.sizes["mamba_num_heads"] % 2 == 0 and "-m" in c.name
         assert c.params == count(c.sizes) == params_of(target_config(config, check_target(config, c.sizes)))
+
+
+@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_text", "qwen3_5_moe_text"])
+def test_a_hybrids_count_follows_the_layers_dropped(family):
+    """A hybrid's layers cost by kind: with the layers dropped at each depth, every shape is counted exactly, whichever
+    kinds go; a size that no kept layer has is enumerated at the teacher's value only."""
+    config = tiny_config(family, num_hidden_layers=LAYERS)
+    L, kinds = config.num_hidden_layers, config.layer_types
+    drops = {L - 1: [0], L - 2: [2, 4], 3: [0, 2, 4], 2: [1, 2, 5] if family == "nemotron_h" else [0, 1, 2, 5]}
+    drops = {d: drop for d, drop in drops.items() if L - len(drop) == d}
+    count = ParamCounter(config, drops)
+    mixer = "mamba_num_heads" if family == "nemotron_h" else "linear_num_value_heads"
+    heads, experts = config.num_key_value_heads, {"num_experts": 2} if family == "qwen3_5_moe_text" else {}
+    for depth, drop in drops.items():
+        for D, H, F, M in [(32, heads, 32, getattr(config, mixer) // 2), (48, 2 * heads, 64, getattr(config, mixer))]:
+            sizes = own_names(config, {"hidden_size": D, "num_attention_heads": H, "intermediate_size": F,
+                                       "num_hidden_layers": depth, mixer: M, **experts})
+            assert count(sizes) == params_of(target_config(config, check_target(config, sizes), drop)), (depth, sizes)
+    assert count.most(L) == params_of(config) and count.most(1) < params_of(config)
+    if family == "nemotron_h":  # at depth 3 (layers 1, 3, 5: attention only) the Mamba-2 heads and MLP are idle
+        shapes = enumerate_shapes(config, int(0.5 * params_of(config)), 0.3, steps={"hidden_size": 16,
+                                                                                     "intermediate_size": 32}, drops=drops)
+        at3 = [c.sizes for c in shapes if c.sizes["num_hidden_layers"] == 3]
+        assert at3 and all(s["mamba_num_heads"] == 8 and s["intermediate_size"] == 96 for s in at3)
+        assert len({c.name for c in shapes}) == len(shapes)
+
+
+def test_a_depth_that_keeps_no_attention_layer_is_not_searched():
+    """Transformers runs no hybrid without an attention layer, nor a Nemotron-H whose first layer is an MLP layer: a
+    depth whose dropped layers would leave one is left out, and the depths whose costliest layers cannot reach the
+    budget are not scored."""
+    from minitron.importance import Scores
+    from minitron.prune import PruneConfig
+    from minitron.search import hybrid_depths, layer_drops
+
+    config = tiny_config("nemotron_h", num_hidden_layers=LAYERS)  # attention at 1, 3, 5
+    scores = Scores({"layers/loss": torch.tensor([5.0, 1.0, 4.0, 2.0, 6.0, 3.0])})
+    loss = PruneConfig(layer_criterion="loss")
+    assert layer_drops(config, scores, loss, [6, 5, 4, 3, 2]) == {6: [], 5: [1], 4: [1, 3]}
+    first = Scores({"layers/loss": torch.tensor([1.0, 2.0, 9.0, 8.0, 7.0, 6.0])})  # depths 4 and 3: the MLP first
+    assert layer_drops(config, first, loss, [6, 5, 4, 3]) == {6: [], 5: [0]}
+    budget = int(0.6 * params_of(config))
+    depths = hybrid_depths(config, budget, 0.1)
+    count = ParamCounter(config)
+    assert depths == [d for d in range(1, LAYERS + 1) if count.most(d) >= 0.9 * budget] and depths[-1] == LAYERS
+    assert depths[0] > 1
+
+
+def test_a_hybrids_search_varies_its_depth_once_scored(tmp_path, capsys, one_thread):
+    """The search scores a hybrid first, for every depth the budget may reach, takes each depth's dropped layers from
+    the scores, and counts every shape exactly as prune writes it; the winner is pruned to its count. A dry run lists
+    the shapes with fewer layers from --scores, and without them says that it lists only the full depth."""
+    from minitron.importance import Scores
+    from minitron.load import load_config
+    from minitron.prune import PruneConfig, make_plan
+    from minitron.search import search
+
+    save_tiny(tmp_path / "teacher", "nemotron_h", num_hidden_layers=LAYERS)
+    data = build_tiny_data(tmp_path, tmp_path / "teacher")
+    teacher, steps, prune = str(tmp_path / "teacher"), {"hidden_size": 16, "intermediate_size": 32}, \
+        PruneConfig(calib_seqs=4, seq_len=32)
+    full = search(0.6, teacher, dry_run=True, tolerance=0.1, steps=steps, prune=prune)
+    assert "give --scores to list those with" in capsys.readouterr().out
+    assert {s["sizes"]["num_hidden_layers"] for s in full["shapes"]} == {LAYERS}
+    result = search(0.6, teacher, out=tmp_path / "best", work=tmp_path / "work", tolerance=0.1, steps=steps,
+                    distill_top=0, data=data, val_seqs=2, screen_seqs=1, screen_keep=4, prune=prune, device="cpu")
+    rows = json.loads((tmp_path / "work" / "search.json").read_text())["candidates"]
+    assert min(r["sizes"]["num_hidden_layers"] for r in rows) < LAYERS and len(rows) > len(full["shapes"])
+    config, scores = load_config(teacher), Scores.load(tmp_path / "work" / "scores")
+    for r in rows[::5]:
+        drop = make_plan(scores, config, r["sizes"], prune).drop
+        assert "full_attention" in [config.layer_types[i] for i in range(LAYERS) if i not in drop]
+        assert r["params"] == params_of(target_config(config, check_target(config, r["sizes"]), drop))
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "best").num_parameters() == result["params"]
+    dry = search(0.6, teacher, dry_run=True, tolerance=0.1, steps=steps, prune=prune, scores=tmp_path / "work" / "scores")
+    assert sorted(json.dumps(s["sizes"]) for s in dry["shapes"]) == sorted(json.dumps(r["sizes"]) for r in rows)
 
 
 def test_export_writes_what_llama_cpps_nemotron_h_graph_reads(tmp_path):

@@ -15,7 +15,7 @@ from minitron.eval import EvalConfig
 from minitron.load import load_config, load_model
 from minitron.numerics import lm_loss, native_bf16, windows_in_batches
 from minitron.prune import PruneConfig, check_target, params_of, target_config
-from minitron.search import MIXER_HEADS, ParamCounter, budget_of, enumerate_shapes, search, shapes_within, spread
+from minitron.search import MIXER_HEADS, ParamCounter, Space, budget_of, enumerate_shapes, search, spread
 
 TRAIN = TrainConfig(seq_len=32, micro_batch=4, global_batch_tokens=256, lr=3e-3, eval_every=0, save_every=2)
 PRUNE = PruneConfig(calib_seqs=4, seq_len=32)
@@ -28,7 +28,7 @@ def test_param_counts_are_exact(family, tie):
     for sizes in [dict(hidden_size=32, num_attention_heads=4, intermediate_size=48, num_hidden_layers=3),
                   dict(hidden_size=48, num_attention_heads=6, intermediate_size=96, num_hidden_layers=1)]:
         experts = {"num_experts": 4} if arch_of(config).moe else {}
-        mixer = arch_of(config).mixer  # a hybrid's search varies its recurrent heads and keeps its layers
+        mixer = arch_of(config).mixer  # a hybrid's search varies its recurrent heads (its depth: test_hybrid)
         hybrid = {MIXER_HEADS[mixer]: {"mamba": sizes["num_attention_heads"], "delta": 2}[mixer],
                   "num_hidden_layers": 4} if mixer else {}
         sizes = own_names(config, {**sizes, **experts, **hybrid})
@@ -94,7 +94,7 @@ def test_search_end_to_end_and_resume(tiny_dir, tiny_data, tmp_path, one_thread,
 def test_by_default_every_shape_is_scored_and_an_interrupted_pass_keeps_its_measures(tiny_dir, tiny_data, tmp_path,
                                                                                      one_thread, monkeypatch):
     config = load_config(tiny_dir)
-    _, shapes = shapes_within(config, 0.6, 0.15, steps={"hidden_size": 16, "intermediate_size": 32})
+    shapes = Space(config, 0.6, 0.15, steps={"hidden_size": 16, "intermediate_size": 32}).every()
     assert len(shapes) > 16  # more than one save of the zero-shot pass
     real, measured = search_mod.lm_loss, []
 
@@ -197,7 +197,8 @@ def test_dry_run_lists_the_shapes_and_writes_nothing(tiny_dir, tmp_path, capsys,
     monkeypatch.chdir(tmp_path / "cwd")
     plan = search(0.6, str(tiny_dir), dry_run=True, tolerance=0.15, steps={"hidden_size": 16,
                                                                           "intermediate_size": 32})
-    budget, every = shapes_within(load_config(tiny_dir), 0.6, 0.15, {"hidden_size": 16, "intermediate_size": 32})
+    space = Space(load_config(tiny_dir), 0.6, 0.15, {"hidden_size": 16, "intermediate_size": 32})
+    budget, every = space.budget, space.every()
     assert plan["budget"] == budget and [s["sizes"] for s in plan["shapes"]] == [c.sizes for c in every]
     out = capsys.readouterr().out
     assert all(f"{c.name}: {c.params:,} parameters" in out for c in every)
