@@ -39,9 +39,10 @@ import torch
 
 from minitron.arch import arch_of, moe_block, moe_weights, num_experts, stored_as, tied
 from minitron.export import PRE_TOKENIZERS, export
-from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
+from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE, yarn_unrounded
 from minitron.export_quant import TYPES, encode, tensor_type
-from minitron.gguf_layout import GGUF_ARCH, OUTPUT_REQUIRED, experts_in_gguf, tensor_names
+from minitron.gguf_layout import (GGUF_ARCH, OUTPUT_REQUIRED, experts_in_gguf, oss_in_gguf, oss_read, oss_stored,
+                                  tensor_names)
 from minitron.load import load_model, load_tokenizer
 
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
@@ -50,7 +51,7 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe"]
+            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -80,16 +81,26 @@ def agreement(a: list[int], b: list[int]) -> int:
 
 def quantized_reference(model, dtype: str):
     """A copy of `model` whose 2-D weights are rounded exactly as `export(..., dtype)` stores them (same types,
-    same fallbacks, same quantisers), for telling the file's rounding from llama.cpp's arithmetic."""
+    same fallbacks, same quantisers), for telling the file's rounding from llama.cpp's arithmetic; a YaRN that leaves
+    its correction range unrounded rounded, as llama.cpp computes it (GPT-OSS's, `export_checks.YARN_UNROUNDED`)."""
     model = copy.deepcopy(model)
     config = model.config
+    if yarn_unrounded(config):
+        config.rope_parameters = {**config.rope_parameters, "truncate": True}
+        model.model.rotary_emb = type(model.model.rotary_emb)(config)
     arch = GGUF_ARCH[config.model_type]
     names = tensor_names(arch, config.num_hidden_layers)
     shared = tied(config) and arch not in OUTPUT_REQUIRED
     family, experts = arch_of(config), num_experts(config)
     with torch.no_grad():
         for key, p in model.named_parameters():
-            if p.ndim == 2:  # under the name a checkpoint stores it by (Granite-MoE's router.layer)
+            if oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts: gate and up apart, transposed,
+                # each in its GGUF tensor's type
+                parts = oss_stored(oss[1], p.detach().float().numpy())
+                p.copy_(torch.from_numpy(oss_read(oss[1], [rounded(torch.from_numpy(part), name, dtype,
+                                                                   config.num_hidden_layers, shared).numpy()
+                                                           for part, name in zip(parts, oss[0])])))
+            elif p.ndim == 2:  # under the name a checkpoint stores it by (Granite-MoE's router.layer)
                 stored = stored_as(key, family, experts)
                 name = names.get_name(stored.names[0][0] if stored else key, try_suffixes=(".weight", ".bias"))
                 p.copy_(rounded(p, name, dtype, config.num_hidden_layers, shared))
@@ -163,9 +174,11 @@ PHI3_LONGROPE = dict(max_position_embeddings=1024, original_max_position_embeddi
                                       "short_factor": [1.0, 2.5, 4.0], "long_factor": [2.0, 5.0, 8.0]})
 
 
-def sharpen_attention(model, factor: float) -> None:
+def sharpen(model, factor: float) -> None:
     """Scale every layer's query and key rows by `factor` (fused or not), so that a wrong q/k layout changes the
-    logits well beyond rounding."""
+    logits well beyond rounding; GPT-OSS's experts by `factor` too and its sinks by 2.5 x `factor` (a wrong layout of
+    its experts shows by 0.74, a plain SwiGLU for its clamped one by 0.58, zeroed expert biases by 0.29, zeroed sinks
+    by 0.013; unscaled, only the biases did)."""
     from minitron.arch import arch_of, attention_of, attention_rows
 
     arch = arch_of(model.config)
@@ -174,6 +187,11 @@ def sharpen_attention(model, factor: float) -> None:
             query, (key, _) = attention_rows(layer, arch)
             for rows in (query, key):
                 rows.of(rows.linear.weight).mul_(factor)
+            if arch.oss_experts:
+                layer.self_attn.sinks.mul_(2.5 * factor)
+                w = moe_weights(moe_block(layer, arch), arch)
+                for param in (w.experts.gate_up_proj, w.experts.down_proj):
+                    param.mul_(factor)
 
 
 # The tiny Nemotron-H's layers: Mamba-2, attention, MLP, Mamba-2 (eight Mamba-2 heads of 8 in two groups).
@@ -239,14 +257,19 @@ def tiny_model(family: str, seed: int = 0):
                                       num_experts_per_tok=2, moe_intermediate_size=96,
                                       shared_expert_intermediate_size=64),
              "qwen2_moe": dict(num_experts=6, num_experts_per_tok=2, moe_intermediate_size=96,
-                               shared_expert_intermediate_size=64, mlp_only_layers=[])}.get(family, {})
+                               shared_expert_intermediate_size=64, mlp_only_layers=[]),
+             "gpt_oss": dict(num_local_experts=6, num_experts_per_tok=2, sliding_window=8,
+                             layer_types=["sliding_attention", "full_attention"] * 2,
+                             rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 16.0,
+                                              "original_max_position_embeddings": 16, "beta_fast": 32.0,
+                                              "beta_slow": 1.0, "truncate": False})}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or ".act_fn." in name:  # Apertus's xIELU scalars too
-                p.add_(0.1 * torch.randn_like(p))
-    sharpen_attention(model, 8.0)
+            if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
+                p.add_(0.1 * torch.randn_like(p))  # (Apertus's xIELU scalars, GPT-OSS's sinks and biases too)
+    sharpen(model, 8.0)
     return model.eval()
 
 

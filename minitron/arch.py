@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from minitron.errors import MinitronError
@@ -51,6 +52,10 @@ class Arch:
     # Beside the routed experts, one shared expert every token runs (a gated MLP of shared_expert_intermediate_size
     # neurons, `block.shared_expert`), its output scaled by the sigmoid of `block.shared_expert_gate` (Qwen3.5-MoE)
     shared_expert: bool = False
+    # The experts as GPT-OSS holds them (`OSS_EXPERTS`): gate_up_proj (experts, hidden, 2 x neurons) with gate and up
+    # columns in turn, down_proj (experts, neurons, hidden), each with a bias, a router with a bias, and the clamped
+    # SwiGLU of the experts' own `_apply_gate`
+    oss_experts: bool = False
     # transformers sizes this family's attention by hidden_size (OLMoE's q/k norms, StableLM's head size as hidden_size
     # / heads), so a model of it keeps num_attention_heads x head_dim == hidden_size: heads and hidden channels are
     # pruned together
@@ -150,6 +155,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # 256 routed experts and one shared expert
     Arch("qwen3_5_moe_text", _PRE_POST, mixer="delta", gated_query=True, moe=True, mlp_size="moe_intermediate_size",
          shared_expert=True),
+    # GPT-OSS (20B, 120B): 32 or 128 experts a layer with biases, gate and up columns in turn and a clamped SwiGLU
+    # (`OSS_EXPERTS`), a router with a bias; attention with biases and a learned sink logit a head; sliding and global
+    # layers in turn; YaRN
+    Arch("gpt_oss", _PRE_POST, moe=True, experts_size="num_local_experts", router="router", oss_experts=True,
+         stored_fused=("mlp.router.weight", "mlp.experts.gate_up_proj", "mlp.experts.down_proj")),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
@@ -446,21 +456,79 @@ class DeltaRows:
 
 
 @dataclass(frozen=True)
+class ExpertParam:
+    """Where a parameter of a mixture of experts' block holds its experts, hidden channels and each expert's neurons
+    (dims; None: it has none of them), and how its neuron dim holds the gate's and up's: "halves" (the gate's, then
+    up's), "pairs" (the gate's and up's in turn) or "one" (down's neurons)."""
+
+    module: str  # "router" or "experts"
+    name: str
+    experts: int = 0
+    hidden: int | None = None
+    neurons: int | None = None
+    gated: str = "one"
+
+
+# Every family's experts but GPT-OSS's: the router's rows (experts, hidden), the experts' gate and up rows (experts,
+# 2 x neurons, hidden: gate first) and down columns (experts, hidden, neurons)
+ROW_EXPERTS = (ExpertParam("router", "weight", hidden=1),
+               ExpertParam("experts", "gate_up_proj", hidden=2, neurons=1, gated="halves"),
+               ExpertParam("experts", "down_proj", hidden=1, neurons=2))
+# GPT-OSS's (`Arch.oss_experts`): the transposes, gate and up columns in turn, and biases
+OSS_EXPERTS = (ExpertParam("router", "weight", hidden=1), ExpertParam("router", "bias"),
+               ExpertParam("experts", "gate_up_proj", hidden=1, neurons=2, gated="pairs"),
+               ExpertParam("experts", "gate_up_proj_bias", neurons=1, gated="pairs"),
+               ExpertParam("experts", "down_proj", hidden=2, neurons=1),
+               ExpertParam("experts", "down_proj_bias", hidden=1))
+
+
+@dataclass(frozen=True)
 class MoEWeights:
-    """A sparse MoE block's weights, every expert's in one tensor: the router's rows (experts, hidden), the
-    experts' gate and up rows (experts, 2 x neurons, hidden: gate first) and down columns (experts, hidden,
-    neurons)."""
+    """A sparse MoE block's router and experts, every expert's weights in one tensor (`params` says where their
+    experts, hidden channels and neurons are); `gate_up` and `down` read them as most families hold them."""
 
     router: nn.Module  # holds `weight`
     experts: nn.Module  # holds `gate_up_proj` and `down_proj`
+    oss: bool = False  # GPT-OSS's layout (`Arch.oss_experts`)
 
     @property
-    def gate_up(self) -> nn.Parameter:
-        return self.experts.gate_up_proj
+    def params(self) -> tuple[ExpertParam, ...]:
+        return OSS_EXPERTS if self.oss else ROW_EXPERTS
+
+    def tensor(self, p: ExpertParam) -> nn.Parameter:
+        return getattr(getattr(self, p.module), p.name)
+
+    def gate_up_of(self, t: torch.Tensor) -> torch.Tensor:
+        """A tensor shaped like gate_up_proj (the weight, or its gradient times it) as (experts, 2 x neurons,
+        hidden), the gate's rows first."""
+        return torch.cat([t[..., 0::2], t[..., 1::2]], -1).transpose(1, 2) if self.oss else t
+
+    def down_of(self, t: torch.Tensor) -> torch.Tensor:
+        """A tensor shaped like down_proj as (experts, hidden, neurons)."""
+        return t.transpose(1, 2) if self.oss else t
 
     @property
-    def down(self) -> nn.Parameter:
-        return self.experts.down_proj
+    def gate_up(self) -> torch.Tensor:
+        return self.gate_up_of(self.experts.gate_up_proj)
+
+    @property
+    def down(self) -> torch.Tensor:
+        return self.down_of(self.experts.down_proj)
+
+    @property
+    def neurons(self) -> int:
+        return self.experts.down_proj.shape[1 if self.oss else 2]
+
+    def expert(self, e: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expert e on tokens x (tokens, hidden): its neurons' activations (down_proj's input, fp32) and its output
+        before the routing weight (fp32)."""
+        ex = self.experts
+        if self.oss:
+            a = ex._apply_gate((x @ ex.gate_up_proj[e] + ex.gate_up_proj_bias[e]).float())
+            return a, (a.to(ex.down_proj.dtype) @ ex.down_proj[e] + ex.down_proj_bias[e]).float()
+        gate, up = F.linear(x, ex.gate_up_proj[e]).float().chunk(2, dim=-1)
+        a = ex.act_fn(gate) * up
+        return a, F.linear(a.to(ex.down_proj.dtype), ex.down_proj[e]).float()
 
 
 def moe_block(layer: nn.Module, arch: Arch) -> nn.Module:
@@ -469,7 +537,7 @@ def moe_block(layer: nn.Module, arch: Arch) -> nn.Module:
 
 def moe_weights(block: nn.Module, arch: Arch) -> MoEWeights:
     """The weights of a mixture-of-experts block (`moe_block`)."""
-    return MoEWeights(getattr(block, arch.router), block.experts)
+    return MoEWeights(getattr(block, arch.router), block.experts, arch.oss_experts)
 
 
 @dataclass(frozen=True)

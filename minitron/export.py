@@ -31,13 +31,13 @@ from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
 from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check_exportable, layer_types,
                                     original_context, rope_parameters, rope_theta, swa_period, unsupported,
-                                    yarn_factor)
+                                    yarn_factor, yarn_unrounded)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, OUTPUT_REQUIRED,
                                   RMS_NORM_EPS, XIELU, XIELU_TENSOR, delta_in_gguf, delta_stored, fused_gate_up,
-                                  interleave_rotary, mamba_in_gguf, mamba_stored, stacked_key, stored_plus_one,
-                                  tensor_names)
+                                  gguf_tensor, interleave_rotary, mamba_in_gguf, mamba_stored, oss_in_gguf, oss_stored,
+                                  stacked_key, stored_plus_one, tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import require_safetensors
@@ -55,6 +55,10 @@ PRE_TOKENIZERS = {
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+",
     "qwen35": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"  # Qwen3.5
               r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    "gpt-4o": r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"  # o200k: GPT-OSS
+              r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+              r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+              r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 }
 
 
@@ -175,6 +179,10 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
         print(f"warning: this model's attention is {config.num_attention_heads} heads x {head_dim(config)} wide, not "
               f"hidden_size {config.hidden_size}: the llama.cpp that node-llama-cpp 3.22.1 ships refuses such a "
               f"{model_type} file (it builds the attention hidden_size wide)", flush=True)
+    if yarn_unrounded(config):
+        print(f"warning: this {model_type} model's YaRN leaves its correction range unrounded (truncate false), and "
+              "llama.cpp rounds it: its RoPE frequencies between the two betas differ a little (as in any GGUF of "
+              "it; docs/export.md)", flush=True)
     if model_type in LAYER_NORM_EPS:  # LayerNorm (Nemotron's with bias)
         writer.add_layer_norm_eps(getattr(config, LAYER_NORM_EPS[model_type]))
     else:
@@ -278,6 +286,15 @@ def moe_keys(writer: gguf.GGUFWriter, config) -> None:
         writer.add_expert_shared_feed_forward_length(config.shared_expert_intermediate_size)
 
 
+def gpt_oss_keys(writer: gguf.GGUFWriter, config) -> None:
+    """GPT-OSS's experts and their width, its window and which layers slide (one flag a layer); its clamped SwiGLU's
+    constants and YaRN's betas are llama.cpp's (`check_gpt_oss`, `check_rope`)."""
+    moe_keys(writer, config)
+    writer.add_expert_feed_forward_length(config.intermediate_size)
+    writer.add_sliding_window(config.sliding_window)
+    writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in layer_types(config)])
+
+
 def granitemoe_keys(writer: gguf.GGUFWriter, config) -> None:
     """Granite-MoE's multipliers and experts."""
     granite_keys(writer, config)
@@ -317,7 +334,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys,
                "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys, "qwen3_5_text": qwen3_5_keys,
                "qwen3_5_moe_text": lambda writer, config: (qwen3_5_keys(writer, config), moe_keys(writer, config)),
-               "qwen2_moe": moe_keys}
+               "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -440,7 +457,11 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
                 if delta := delta_in_gguf(key):  # Qwen3.5's, as llama.cpp's converter writes them
                     add(delta[0], delta_stored(delta[1], data, config))
                     continue
-                name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+                if oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts, as llama.cpp's converter does
+                    for name, part in zip(oss[0], oss_stored(oss[1], data)):
+                        add(name, part)
+                    continue
+                name = gguf_tensor(names, key)
                 if name is None:
                     raise MinitronError(f"{file.name}: tensor {key} has no GGUF name in llama.cpp's "
                                         f"{arch} architecture")

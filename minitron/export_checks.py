@@ -27,6 +27,9 @@ YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None
 # Families whose graph reads YaRN's settings from the file rather than deriving them (`YARN_DERIVED` does not apply;
 # their family check says what it computes): Ministral 3's (llama.cpp's mistral3), `check_ministral3`.
 YARN_READ = ("ministral3",)
+# Families whose released configs leave YaRN's correction range unrounded (truncate false), which llama.cpp rounds, as
+# llama.cpp's own converter leaves it: exported, with a warning (`yarn_unrounded`), and read back unrounded.
+YARN_UNROUNDED = ("gpt_oss",)
 # Families whose llama.cpp graph builds the attention hidden_size wide (heads x head size = the hidden size) in every
 # build, Phi-3's fused qkv, Command R's attention and OLMo 2's q-norm (the k-norm follows k): the family's name and its
 # graph's, for the one line that refuses another width (`check_hidden_wide`).
@@ -132,9 +135,17 @@ def check_rope(config) -> None:
                                 f"{' in its sliding layers' if kind != 'full_attention' else ''}; llama.cpp's graph "
                                 f"for it computes {', '.join(allowed)}")
         own = yarn_own(config, rope) if rope_type == "yarn" and model_type not in YARN_READ else []
+        if model_type in YARN_UNROUNDED and own == ["truncate"]:
+            own = []
         if own:
             raise MinitronError(f"cannot export a YaRN model with its own {', '.join(own)}: llama.cpp computes YaRN's "
                                 "attention factor from its scaling factor and fixes the rest")
+
+
+def yarn_unrounded(config) -> bool:
+    """Whether the model's YaRN leaves its correction range unrounded where llama.cpp rounds it (`YARN_UNROUNDED`)."""
+    rope = rope_parameters(config)
+    return rope.get("rope_type") == "yarn" and rope.get("truncate", True) is False
 
 
 def yarn_own(config, rope: dict) -> list[str]:
@@ -335,9 +346,21 @@ def check_qwen3_5(config) -> None:
                             f"hidden_act {config.hidden_act!r}: llama.cpp's qwen35 graph takes one head size and silu")
 
 
+def check_gpt_oss(config) -> None:
+    """Refuse a GPT-OSS that llama.cpp's gpt-oss graph computes otherwise: its experts' clamped SwiGLU with other
+    constants than GPT-OSS's (alpha 1.702, limit 7: fixed in llama.cpp's source), or no window (the graph reads
+    one)."""
+    if (config.swiglu_alpha, config.swiglu_limit) != (1.702, 7.0):
+        raise MinitronError(f"cannot export this gpt_oss model with swiglu_alpha {config.swiglu_alpha} and "
+                            f"swiglu_limit {config.swiglu_limit}: llama.cpp's gpt-oss graph fixes them at 1.702 and 7.0")
+    if not config.sliding_window:
+        raise MinitronError("cannot export a gpt_oss model without a sliding_window: llama.cpp's gpt-oss graph reads "
+                            "one")
+
+
 FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_v1_dense": check_hunyuan,
                  "gemma": check_gemma, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
                  "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3,
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
-                 "qwen2_moe": check_qwen2_moe}
+                 "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss}

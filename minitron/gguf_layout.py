@@ -21,7 +21,7 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "exaone4": "exaone4", "qwen3_moe": "qwen3moe",
              "mixtral": "llama",  # Mixtral: Llama's graph with experts, as llama.cpp's converter writes it
              "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe", "nemotron_h": "nemotron_h",
-             "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen2_moe": "qwen2moe"}
+             "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen2_moe": "qwen2moe", "gpt_oss": "gpt-oss"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
@@ -29,7 +29,7 @@ LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemo
 # Families whose RMSNorms' epsilon is not the config's rms_norm_eps: its field (Nemotron-H's every norm's).
 RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
-OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm", "qwen2moe")
+OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm", "qwen2moe", "gpt-oss")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight); of
 # Qwen3.5's, all but its Gated DeltaNet's gated norm (`stored_plus_one`).
 NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron", "qwen3_5_text", "qwen3_5_moe_text")
@@ -141,6 +141,45 @@ def fused_gate_up(key: str) -> tuple[str, ...] | None:
     return experts_in_gguf(f"model.layers.{m[1]}.block_sparse_moe.experts.gate_up_proj") if m else None
 
 
+# GPT-OSS's experts, stored as held in memory (`arch.OSS_EXPERTS`), which llama.cpp's converter writes otherwise
+# (`oss_stored`): gate and up apart, each weight transposed to (experts, rows, columns), their biases.
+OSS_TENSOR = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)(_bias)?")
+
+
+def oss_in_gguf(key: str, model_type: str) -> tuple[tuple[str, ...], str] | None:
+    """The GGUF tensors a GPT-OSS experts' tensor is written as (gate's and up's, or down's), and which one it is;
+    None for any other tensor (other families' experts have the same names in memory, in another layout)."""
+    import gguf  # lazy: an extra, and CLI start-up speed
+
+    if model_type != "gpt_oss" or (m := OSS_TENSOR.fullmatch(key)) is None:
+        return None
+    T, suffix = gguf.MODEL_TENSOR, ".bias" if m[3] else ".weight"
+    kinds = (T.FFN_GATE_EXP, T.FFN_UP_EXP) if m[2] == "gate_up_proj" else (T.FFN_DOWN_EXP,)
+    return tuple(gguf.TENSOR_NAMES[kind].format(bid=int(m[1])) + suffix for kind in kinds), m[2] + (m[3] or "")
+
+
+def oss_stored(part: str, data: np.ndarray) -> list[np.ndarray]:
+    """A GPT-OSS experts' tensor (`oss_in_gguf`'s part) as llama.cpp's gpt-oss graph reads it: gate's and up's columns
+    (in turn) apart, the weights transposed to (experts, rows, columns)."""
+    if part == "gate_up_proj":
+        data = data.swapaxes(1, 2)  # (experts, 2 x neurons, hidden)
+        return [np.ascontiguousarray(data[:, 0::2]), np.ascontiguousarray(data[:, 1::2])]
+    if part == "gate_up_proj_bias":
+        return [np.ascontiguousarray(data[:, 0::2]), np.ascontiguousarray(data[:, 1::2])]
+    return [np.ascontiguousarray(data.swapaxes(1, 2) if part == "down_proj" else data)]
+
+
+def oss_read(part: str, stored: list[np.ndarray]) -> np.ndarray:
+    """The inverse of `oss_stored`: the Hugging Face tensor."""
+    if part == "down_proj":
+        return stored[0].swapaxes(1, 2)
+    if part == "down_proj_bias":
+        return stored[0]
+    gate, up = stored
+    pairs = np.stack([gate, up], axis=2).reshape(gate.shape[0], 2 * gate.shape[1], *gate.shape[2:])  # in turn
+    return pairs.swapaxes(1, 2) if part == "gate_up_proj" else pairs
+
+
 def experts_in_gguf(key: str) -> tuple[str, ...] | None:
     """The GGUF tensors transformers' 3D experts' tensor `key` (`...experts.gate_up_proj`: gate and up rows, or
     `...experts.down_proj`) is written as, in the order of its rows; None for any other tensor."""
@@ -175,6 +214,13 @@ def tensor_names(arch: str, layers: int):
 
     by_name = {name: member for member, name in gguf.MODEL_ARCH_NAMES.items()}
     return gguf.get_tensor_name_map(by_name[arch], layers)
+
+
+def gguf_tensor(names, key: str) -> str | None:
+    """The GGUF tensor a Hugging Face tensor is written as, by gguf-py's map (`tensor_names`); GPT-OSS's sinks with the
+    `.weight` llama.cpp's converter gives them."""
+    name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+    return f"{name}.weight" if name is not None and key.endswith(".self_attn.sinks") else name
 
 def interleave_rotary(w: np.ndarray, heads: int) -> np.ndarray:
     """Reorder each head's q/k output rows from Hugging Face's rotary layout (first half, second half)

@@ -22,8 +22,8 @@ from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
                                   LAYER_NORM_EPS, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, delta_in_gguf,
-                                  delta_stored, fused_gate_up, halve_rotary, mamba_in_gguf, mamba_read, stacked_key,
-                                  stored_plus_one, tensor_names)
+                                  delta_stored, fused_gate_up, gguf_tensor, halve_rotary, mamba_in_gguf, mamba_read,
+                                  oss_in_gguf, oss_read, stacked_key, stored_plus_one, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -75,14 +75,14 @@ def stored_specs(tensors: dict, shapes: dict[str, tuple], config) -> dict[str, T
     names = tensor_names(GGUF_ARCH[config.model_type], config.num_hidden_layers)
 
     def dtype(key: str) -> torch.dtype:
-        name = gguf_name(names, key)[0]
+        name = gguf_name(names, key, config.model_type)[0]
         if name not in tensors or stored_plus_one(config.model_type, key):
             return torch.float32
         return KEPT_DTYPES.get(tensors[name].tensor_type.name, torch.float32)
     return {key: TensorSpec(dtype(key), shape) for key, shape in shapes.items()}
 
 
-def gguf_name(names, key: str) -> tuple[str | None, int | None]:
+def gguf_name(names, key: str, model_type: str) -> tuple[str | None, int | None]:
     """The file's tensor that holds the Hugging Face tensor `key`, and for one expert's tensor of a mixture of experts
     its index in the tensor stacked over the experts (else None)."""
     if match := EXPERT_TENSOR.fullmatch(key):
@@ -91,7 +91,9 @@ def gguf_name(names, key: str) -> tuple[str | None, int | None]:
         return recurrent[0], None
     if gate_up := fused_gate_up(key):  # the gate half's (the up half's is `fused_gate_up`'s second)
         return gate_up[0], None
-    return names.get_name(key, try_suffixes=(".weight", ".bias")), None
+    if oss := oss_in_gguf(key, model_type):  # GPT-OSS's experts: the gate's (up's is the second) or down's
+        return oss[0][0], None
+    return gguf_tensor(names, key), None
 
 
 def read_tokenizer(path: Path):
@@ -188,8 +190,8 @@ def olmo3(meta: Metadata, layers: int) -> dict:
     """OLMo 3's sliding layers, one flag a layer."""
     pattern = meta.get("attention.sliding_window_pattern")
     if not isinstance(pattern, list) or len(pattern) != layers:
-        raise MinitronError(f"cannot read this OLMo 3 GGUF file: its olmo2.attention.sliding_window_pattern is not one "
-                            f"flag for each of its {layers} layers")
+        raise MinitronError(f"cannot read this {meta.arch} GGUF file: its {meta.arch}.attention.sliding_window_pattern "
+                            f"is not one flag for each of its {layers} layers")
     return {"layer_types": ["sliding_attention" if sliding else "full_attention" for sliding in pattern]}
 
 
@@ -280,10 +282,18 @@ def qwen2_moe(meta: Metadata, layers: int) -> dict:
     return {**shared_moe(meta, layers), "norm_topk_prob": False, "mlp_only_layers": [], "decoder_sparse_step": 1}
 
 
+def gpt_oss(meta: Metadata, layers: int) -> dict:
+    """GPT-OSS's experts, experts a token and their width, its window and sliding layers (as OLMo 3's)."""
+    experts = mixtral(meta, layers)
+    return {"num_local_experts": experts.pop("num_experts"), **experts, **olmo3(meta, layers),
+            "intermediate_size": required(meta, "expert_feed_forward_length", int),
+            "sliding_window": required(meta, "attention.sliding_window", int)}
+
+
 FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
-                   "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe}
+                   "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer) or its config has no field
 # for (Qwen3.5-MoE has no dense MLP width).
 OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",)}
@@ -300,6 +310,15 @@ def ministral3_rope(config, meta: Metadata) -> None:
                     mscale_all_dim=float(meta.get("rope.scaling.yarn_log_multiplier", 0.0)))
     rope.setdefault("original_max_position_embeddings", config.max_position_embeddings)
     rope["llama_4_scaling_beta"] = float(meta.get("attention.temperature_scale", 0.0))
+    config.rope_parameters = rope
+
+
+def gpt_oss_rope(config, meta: Metadata) -> None:
+    """GPT-OSS's YaRN with its correction range not rounded (`truncate` False, as GPT-OSS's configs have it; llama.cpp
+    rounds it, which no key says: the file reads as the model written to it, `export_checks.YARN_UNROUNDED`)."""
+    rope = dict(config.rope_parameters)
+    if rope.get("rope_type") == "yarn":
+        rope["truncate"] = False
     config.rope_parameters = rope
 
 
@@ -327,7 +346,7 @@ def no_rope(config, meta: Metadata) -> None:
 
 
 # What a family's config needs after `correct_config` has set its RoPE.
-FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope}
+FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope, "gpt_oss": gpt_oss_rope}
 
 
 def dequantized(tensor) -> np.ndarray:
@@ -361,12 +380,15 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         if match := XIELU_TENSOR.fullmatch(key):
             yield key, xielu_scalar(meta, match[2], int(match[1]), shape)
             continue
-        name, expert = gguf_name(names, key)
+        name, expert = gguf_name(names, key, config.model_type)
         if name not in tensors:
             raise MinitronError(f"cannot read this {arch} GGUF file: it has no tensor {name} (the model's {key})")
         if gate_up := fused_gate_up(key):  # Granite-MoE's every expert's gate rows, then its up rows, from two tensors
             used.update(gate_up)
             data = np.concatenate([dequantized(tensors[n]) for n in gate_up], 1)
+        elif oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts: gate and up apart, transposed
+            used.update(oss[0])
+            data = oss_read(oss[1], [dequantized(tensors[n]) for n in oss[0]])
         elif mamba := mamba_in_gguf(key):  # Nemotron-H's Mamba-2 tensors llama.cpp's converter writes otherwise
             data = mamba_read(mamba[1], dequantized(tensors[name]), shape)
         elif delta := delta_in_gguf(key):  # Qwen3.5's Gated DeltaNet's

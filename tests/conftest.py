@@ -19,7 +19,7 @@ from minitron.arch import arch_of
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe"]
+            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -142,6 +142,15 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                                        "linear_num_key_heads": 2, "linear_num_value_heads": 4,
                                        "linear_key_head_dim": 8, "linear_value_head_dim": 8, **sizes,
                                        "layer_types": kinds[:sizes["num_hidden_layers"]]})
+    if family == "gpt_oss":  # six experts, two a token; biases, sinks; a sliding layer, then a global one; YaRN from a
+        # 16-token original context
+        from transformers import GptOssConfig
+
+        rope = {"rope_type": "yarn", "rope_theta": 150000.0, "factor": 16.0, "original_max_position_embeddings": 16,
+                "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False}
+        turns = ["sliding_attention", "full_attention"] * sizes["num_hidden_layers"]
+        return GptOssConfig(**{"num_local_experts": 6, "num_experts_per_tok": 2, "sliding_window": 8,
+                               "rope_parameters": rope, **sizes, "layer_types": turns[:sizes["num_hidden_layers"]]})
     raise ValueError(family)
 
 
@@ -164,7 +173,7 @@ def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
     model = AutoModelForCausalLM.from_config(tiny_config(family, tie, **overrides), dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or ".act_fn." in name:
+            if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
 

@@ -108,7 +108,7 @@ def save_model(path, family: str, tokenizer, tie: bool = False, sharpen: float =
              **({"use_qk_norm": False} if family == "cohere" else {}),
              **({"attention_out_bias": False} if family == "seed_oss" else {}), **sizes}
     model = tiny_model(family, tie=tie, vocab_size=VOCAB, **sizes)
-    llama_cpp_check().sharpen_attention(model, sharpen)
+    llama_cpp_check().sharpen(model, sharpen)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return model
@@ -204,7 +204,9 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     says: 0 against the same model with it); an OLMoE with norm_topk_prob (llama.cpp never renormalises) 0.44 on a
     model whose routing is near uniform; StableLM's RoPE written for the whole head instead of its quarter 0.22;
     Qwen3.5's Gated DeltaNet value heads left grouped by key head (llama.cpp tiles them) 0.022, its norms without the
-    +1 0.73."""
+    +1 0.73; GPT-OSS's experts' gate and up columns read as halves instead of in turn 0.74, a plain SwiGLU for its
+    clamped one 0.58, its experts' biases left out 0.29, its sinks 0.013 (its experts and sinks scaled up: `sharpen`;
+    its YaRN's unrounded correction range, which llama.cpp rounds, moves no pick: the reference rounds it)."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -239,7 +241,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("nemotron_h", None, "f16", False), ("nemotron_h", "llama-bpe", "q8_0", True),
              ("qwen3_5_text", None, "f16", False), ("qwen3_5_text", "qwen35", "q8_0", True),
              ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", "llama-bpe", "q8_0", True),
-             ("qwen2_moe", None, "f16", False), ("qwen2_moe", "qwen2", "q8_0", True)]
+             ("qwen2_moe", None, "f16", False), ("qwen2_moe", "qwen2", "q8_0", True), ("gpt_oss", None, "f16", False),
+             ("gpt_oss", "gpt-4o", "q8_0", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -578,7 +581,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
                                             "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text, "
-                                            "qwen3_5_moe_text, qwen2_moe$"):
+                                            "qwen3_5_moe_text, qwen2_moe, gpt_oss$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -644,7 +647,7 @@ def test_export_refuses_what_llama_cpp_cannot_run(tmp_path, family, settings, re
 # OLMo 3 7B / 32B (YaRN on the global layers, its attention factor spelt out), Hunyuan 7B (NTK alpha as `rope_scaling`
 # of type dynamic), Gemma 7B (hidden_act "gelu", which transformers reads as the tanh GELU), Seed-OSS 36B, GLM-4 9B
 # 0414, Apertus 8B (Llama 3.1's RoPE, xIELU), Qwen3-30B-A3B, Mixtral 8x7B, OLMoE-1B-7B, Granite 3.0 1B-A400M, StableLM 2
-# 1.6B, Nemotron-H 8B, Qwen3.5 9B and Qwen3.5-35B-A3B (their language models), Qwen1.5-MoE-A2.7B.
+# 1.6B, Nemotron-H 8B, Qwen3.5 9B and Qwen3.5-35B-A3B (their language models), Qwen1.5-MoE-A2.7B, GPT-OSS 20B.
 RELEASED = {
     "olmo3": dict(rope_theta=500000, sliding_window=4096, max_position_embeddings=65536,
                   rope_scaling={"attention_factor": 1.2079441541679836, "beta_fast": 32.0, "beta_slow": 1.0,
@@ -694,6 +697,11 @@ RELEASED = {
                       moe_intermediate_size=1408, shared_expert_intermediate_size=5632, num_experts=60,
                       num_experts_per_tok=4, norm_topk_prob=False, qkv_bias=True, mlp_only_layers=[],
                       decoder_sparse_step=1),
+    "gpt_oss": dict(hidden_size=2880, intermediate_size=2880, num_hidden_layers=24, num_attention_heads=64,
+                    num_key_value_heads=8, head_dim=64, num_local_experts=32, num_experts_per_tok=4, sliding_window=128,
+                    swiglu_limit=7.0, attention_bias=True, tie_word_embeddings=False,
+                    rope_parameters={"rope_type": "yarn", "rope_theta": 150000, "factor": 32.0, "beta_fast": 32.0,
+                                     "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 4096}),
 }
 
 
@@ -818,8 +826,9 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("olmoe", "mha", "q8_0", True), ("stablelm", None, "f16", False), ("stablelm", None, "q8_0", True),
     ("granitemoe", None, "f16", False), ("granitemoe", None, "q4_0", True), ("nemotron_h", None, "f16", False),
     ("nemotron_h", None, "q8_0", True), ("qwen3_5_text", None, "f16", False), ("qwen3_5_text", None, "q8_0", True),
-    ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", None, "q8_0", True), ("qwen2_moe", None, "f16", False),
-    ("qwen2_moe", None, "q8_0", True),
+    ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", None, "q8_0", True),
+    ("qwen2_moe", None, "f16", False), ("qwen2_moe", None, "q8_0", True), ("gpt_oss", None, "f16", False),
+    ("gpt_oss", None, "q8_0", False),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
@@ -845,11 +854,11 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
     converted = load_model(str(out))
     assert_same_logits(model, converted, TOLERANCE[dtype])
     if dtype in ("f16", "bf16"):  # the weights kept as the file stores them (exact, half the disk of fp32; routers, a
-        # shared expert's gate and Mamba-2's convolution f32)
+        # shared expert's gate, Mamba-2's convolution and GPT-OSS's experts' biases f32)
         stored = {spec.dtype for name, spec in Checkpoint.open(resolve_model(str(out))).specs.items()
                   if len(spec.shape) > 1
-                  and not name.endswith((".gate.weight", ".router.layer.weight", ".conv1d.weight",
-                                         ".shared_expert_gate.weight"))}
+                  and not name.endswith((".gate.weight", ".router.layer.weight", ".router.weight", ".conv1d.weight",
+                                         ".shared_expert_gate.weight", "_bias"))}
         assert stored == {torch.float16 if dtype == "f16" else torch.bfloat16}
     if rope != "own":  # an own query scale is folded into the weights before they are rounded; the reference rounds
         assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), converted, ROUNDED)  # them unfolded

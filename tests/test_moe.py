@@ -20,7 +20,7 @@ from minitron.load import load_config
 from minitron.prune import Plan, apply_plan, check_target, params_of, target_config
 from minitron.search import budget_of, enumerate_shapes
 
-MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe"]
+MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -52,14 +52,22 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
     with torch.no_grad():
         _, weights, chosen = w.router(x.reshape(-1, 64))
         routed = torch.zeros(24, 6).scatter_(1, chosen, weights.float())  # (tokens, experts): 0 where not routed
-        gate, up = torch.einsum("td,efd->tef", x.reshape(-1, 64), w.gate_up).chunk(2, dim=-1)
-        act = w.experts.act_fn(gate) * up  # (tokens, experts, neurons)
-        out = torch.einsum("ten,edn->ted", act, w.down) * routed[..., None]
+        if w.oss:  # GPT-OSS: biases, gate and up columns in turn, its own clamped SwiGLU
+            ex = w.experts
+            act = ex._apply_gate(torch.einsum("td,edf->tef", x.reshape(-1, 64), ex.gate_up_proj) + ex.gate_up_proj_bias)
+            out = torch.einsum("ten,end->ted", act, ex.down_proj) + ex.down_proj_bias
+        else:
+            gate, up = torch.einsum("td,efd->tef", x.reshape(-1, 64), w.gate_up).chunk(2, dim=-1)
+            act = w.experts.act_fn(gate) * up  # (tokens, experts, neurons)
+            out = torch.einsum("ten,edn->ted", act, w.down)
+        out = out * routed[..., None]
         act = act * (routed > 0)[..., None]
         neurons, contribution = moe_activations(w, x)
         shared = torch.sigmoid(block.shared_expert_gate(x)) * block.shared_expert(x) \
             if arch_of(model.config).shared_expert else 0
-        assert_close(out.sum(1).view(2, 12, 64) + shared, block(x), rtol=1e-5, atol=1e-6)
+        y = block(x)
+        y = y[0] if isinstance(y, tuple) else y  # GPT-OSS's block returns its router scores too
+        assert_close(out.sum(1).view(2, 12, 64) + shared, y, rtol=1e-5, atol=1e-6)
     assert_close(contribution, out.norm(dim=-1).view(2, 12, 6), rtol=1e-5, atol=1e-6)
     assert_close(neurons, seq_stats(act.view(2, 12, 6 * 96)).view(3, 2, 6, 96), rtol=1e-5, atol=1e-6)
     assert (contribution > 0).sum(-1).eq(2).all()  # two experts a token
@@ -78,7 +86,7 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
         router = block_of(masked, i)[1].router
 
         def route(x, router=router):
-            logits = F.linear(x.reshape(-1, 64), router.weight)
+            logits = F.linear(x.reshape(-1, 64), router.weight, getattr(router, "bias", None))  # (GPT-OSS's bias)
             logits[:, [1, 4]] = float("-inf")
             top, index = logits.softmax(-1).topk(2, dim=-1)
             renormalised = getattr(router, "norm_topk_prob", True)  # Mixtral's and Granite-MoE's always are
@@ -100,7 +108,7 @@ def test_a_target_prunes_the_families_own_sizes(family):
     experts = arch_of(config).experts_size
     assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe")
                    else "intermediate_size")
-    assert experts == ("num_local_experts" if family == "granitemoe" else "num_experts")
+    assert experts == ("num_local_experts" if family in ("granitemoe", "gpt_oss") else "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
         check_target(config, {experts: 1})
@@ -132,8 +140,11 @@ def test_prune_writes_experts_as_transformers_stores_them(family, tmp_path, tiny
     streamed, in_memory = (AutoModelForCausalLM.from_pretrained(tmp_path / d).eval() for d in ("s", "n"))
     stored = [stored_as(key, arch_of(streamed.config), 4) for key in streamed.state_dict()]
     assert {n for layout in stored if layout for n in layout.all()} <= names  # what transformers' save writes
-    assert not any(n.endswith(("gate_up_proj", "experts.down_proj")) for n in names)  # not the in-memory 3D names
-    if family != "granitemoe":  # one tensor an expert and linear
+    if family == "gpt_oss":  # the 3D tensors and their biases, as in memory
+        assert {"model.layers.2.mlp.experts.gate_up_proj", "model.layers.2.mlp.experts.down_proj_bias"} <= names
+    else:  # not the in-memory 3D names
+        assert not any(n.endswith(("gate_up_proj", "experts.down_proj")) for n in names)
+    if family not in ("granitemoe", "gpt_oss"):  # one tensor an expert and linear
         assert "model.layers.2.mlp.experts.3.down_proj.weight" in names or \
             "model.layers.2.block_sparse_moe.experts.3.w2.weight" in names
     assert num_experts(streamed.config) == 4 and getattr(streamed.config, mlp) == 64
@@ -244,3 +255,21 @@ def test_a_qwen2_moe_that_llama_cpp_computes_otherwise_is_refused():
     check_exportable(tiny_config("qwen2_moe"))
     with pytest.raises(MinitronError, match="norm_topk_prob: llama.cpp's qwen2moe graph never renormalises"):
         check_exportable(tiny_config("qwen2_moe", norm_topk_prob=True))
+
+
+def test_a_gpt_oss_that_llama_cpp_computes_otherwise_is_refused():
+    """llama.cpp's gpt-oss graph fixes the clamped SwiGLU's constants at GPT-OSS's and reads a window; it rounds YaRN's
+    correction range, which GPT-OSS's configs leave unrounded: that one is exported, with a warning (any other
+    family's is refused)."""
+    from minitron.export_checks import check_exportable, yarn_unrounded
+
+    check_exportable(tiny_config("gpt_oss"))
+    assert yarn_unrounded(tiny_config("gpt_oss")) and not yarn_unrounded(tiny_config("llama"))
+    for change, refusal in [({"swiglu_limit": 5.0}, "swiglu_limit 5.0: llama.cpp's gpt-oss graph fixes them at 1.702"),
+                            ({"sliding_window": None}, "without a sliding_window")]:
+        with pytest.raises(MinitronError, match=refusal):
+            check_exportable(tiny_config("gpt_oss", **change))
+    rope = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0, "original_max_position_embeddings": 64,
+            "truncate": False}
+    with pytest.raises(MinitronError, match="cannot export a YaRN model with its own truncate"):
+        check_exportable(tiny_config("qwen3_moe", rope_parameters=rope))

@@ -8,7 +8,7 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import own_names, tiny_model
-from minitron.arch import PER_LAYER, arch_of, attention_of, count_params, head_dim, mlp_of, moe_block
+from minitron.arch import PER_LAYER, arch_of, attention_of, count_params, head_dim, mlp_of, moe_block, moe_weights
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
 from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
@@ -49,7 +49,8 @@ def test_mlp_pruning_equals_zeroed_neurons(family, tie):
         for layer, k in zip(zeroed.model.layers, keep):
             mask = torch.ones(experts, 96, dtype=torch.bool).scatter_(1, k, False)
             for e in range(experts if arch.moe or mlp_of(layer) is not None else 0):  # a hybrid's without an MLP: none
-                down = moe_block(layer, arch).experts.down_proj[e] if arch.moe else mlp_of(layer).down_proj.weight
+                down = moe_weights(moe_block(layer, arch), arch).down[e] if arch.moe else \
+                    mlp_of(layer).down_proj.weight  # (hidden, neurons): GPT-OSS's a transposed view
                 down[:, mask[e]] = 0
     keep = keep if arch.moe else [k[0] for k in keep]
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, keep, []))
@@ -174,7 +175,7 @@ def test_unsupported_architecture_is_refused_by_name():
     from transformers import GPT2Config
 
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
-                                            "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, granite, "
+                                            "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, gpt_oss, granite, "
                                             "granitemoe, hunyuan_v1_dense, llama, ministral3, mistral, mixtral, "
                                             "nemotron, nemotron_h, olmo2, olmo3, olmoe, phi3, qwen2, qwen2_moe, qwen3, "
                                             "qwen3_5_moe_text, qwen3_5_text, qwen3_moe, seed_oss, smollm3, stablelm"):

@@ -46,23 +46,22 @@ def projected_head_norms(per_head: torch.Tensor, o_weight: torch.Tensor) -> torc
 
 
 def moe_activations(w: MoEWeights, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A mixture-of-experts block's activations (its weights `w`) for its input x (B, S, D), recomputed expert by
-    expert as its router routes them: (`seq_stats` of every expert's neurons (A, B, E, n), each expert's contribution to each token (B, S,
-    E)). A neuron's activation (down_proj's input) and an expert's contribution (its routing weight times the norm of
-    its output) count as 0 for a token not routed to it, so that the statistics are those of the dense (B, S, E, n)
-    and (B, S, E) tensors without building the first."""
+    """A mixture-of-experts block's activations (its weights `w`) for its input x (B, S, D), recomputed expert by expert
+    as its router routes them: (`seq_stats` of every expert's neurons (A, B, E, n), each expert's contribution to each
+    token (B, S, E)). A neuron's activation (down_proj's input) and an expert's contribution (its routing weight times
+    the norm of its output) count as 0 for a token not routed to it, so that the statistics are those of the dense (B,
+    S, E, n) and (B, S, E) tensors without building the first."""
     B, S, D = x.shape
     flat = x.detach().reshape(-1, D)
     _, weights, chosen = w.router(flat)
-    E, n = w.down.shape[0], w.down.shape[-1]
+    E, n = w.experts.down_proj.shape[0], w.neurons
     seq = torch.arange(B, device=x.device).repeat_interleave(S)
     sums = torch.zeros(3, B, E, n, device=x.device)  # per sequence: sum |a|, sum a^2, sum a
     contribution = torch.zeros(B * S, E, device=x.device)
     for e in chosen.unique().tolist():
         token, slot = torch.where(chosen == e)
-        gate, up = F.linear(flat[token], w.gate_up[e]).float().chunk(2, dim=-1)
-        a = w.experts.act_fn(gate) * up
-        out = F.linear(a.to(w.down.dtype), w.down[e]).float() * weights[token, slot, None].float()
+        a, out = w.expert(e, flat[token])
+        out = out * weights[token, slot, None].float()
         contribution[token, e] = torch.linalg.vector_norm(out, dim=-1)
         for i, t in enumerate((a.abs(), a.square(), a)):
             sums[i, :, e].index_add_(0, seq[token], t)

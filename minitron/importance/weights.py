@@ -74,10 +74,17 @@ def coupled_moe(layer: nn.Module, arch: Arch, elem: Elem) -> tuple[torch.Tensor,
     and rows, each expert's neuron sums (E, n): gate and up rows and down columns, each expert's sum: all its
     weights and its router row)."""
     w = moe_weights(moe_block(layer, arch), arch)
-    router, gate_up, down = elem(w.router.weight), elem(w.gate_up), elem(w.down)  # (E, D), (E, 2n, D), (E, D, n)
+    router = elem(w.router.weight)  # (E, D)
+    gate_up = w.gate_up_of(elem(w.experts.gate_up_proj))  # (E, 2n, D)
+    down = w.down_of(elem(w.experts.down_proj))  # (E, D, n)
     n = down.shape[-1]
     neurons = gate_up[:, :n].sum(2) + gate_up[:, n:].sum(2) + down.sum(1)
-    return router.sum(0) + gate_up.sum((0, 1)) + down.sum((0, 2)), neurons, router.sum(1) + neurons.sum(1)
+    hidden, experts = router.sum(0) + gate_up.sum((0, 1)) + down.sum((0, 2)), router.sum(1)
+    if w.oss:  # biases: gate's and up's (in turn) with their neurons, down's with the hidden channels, the router's
+        pairs, out = elem(w.experts.gate_up_proj_bias), elem(w.experts.down_proj_bias)
+        neurons = neurons + pairs[:, 0::2] + pairs[:, 1::2]
+        hidden, experts = hidden + out.sum(0), experts + out.sum(1) + elem(w.router.bias)
+    return hidden, neurons, experts + neurons.sum(1)
 
 
 def conv_sum(conv: nn.Conv1d, elem: Elem) -> torch.Tensor:

@@ -81,11 +81,16 @@ def slice_layer_mlp(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     """Keep MLP neurons `keep` of one decoder layer; of a mixture of experts, `keep[e]` of each expert e (a hybrid's
     layer without an MLP: nothing)."""
     if arch.moe:
-        experts = moe_block(layer, arch).experts
-        n = experts.down_proj.shape[-1]
-        gather_param(experts, "gate_up_proj", 1, torch.cat([keep, n + keep], 1))  # gate rows, then up rows
-        gather_param(experts, "down_proj", 2, keep)
-        experts.intermediate_dim = keep.shape[1]
+        w = moe_weights(moe_block(layer, arch), arch)
+        n = w.neurons
+        index = {"one": keep, "halves": torch.cat([keep, n + keep], 1),  # gate's, then up's
+                 "pairs": torch.stack([2 * keep, 2 * keep + 1], -1).flatten(1)}  # gate's and up's in turn
+        for p in w.params:
+            if p.neurons is not None:
+                gather_param(getattr(w, p.module), p.name, p.neurons, index[p.gated])
+        for name in ("intermediate_dim", "intermediate_size"):  # (GPT-OSS's name)
+            if hasattr(w.experts, name):
+                setattr(w.experts, name, keep.shape[1])
         return
     mlp = mlp_of(layer)
     if mlp is None:
@@ -105,6 +110,8 @@ def slice_layer_heads(layer: nn.Module, arch: Arch, dim: int, keep_q: torch.Tens
     query, kv = attention_rows(layer, arch)
     keep_rows([(query, head_rows(keep_q, query_dim(arch, dim))), *((rows, head_rows(keep_kv, dim)) for rows in kv)])
     slice_linear(attn.o_proj, 1, head_rows(keep_q, dim))
+    if hasattr(attn, "sinks"):  # a learned sink logit a query head (GPT-OSS)
+        slice_param(attn, "sinks", 0, keep_q)
     for norm, keep in ((getattr(attn, "q_norm", None), keep_q), (getattr(attn, "k_norm", None), keep_kv)):
         if norm is None:
             continue
@@ -133,9 +140,9 @@ def slice_layer_hidden(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None
     if arch.moe:
         block = moe_block(layer, arch)
         w = moe_weights(block, arch)
-        slice_param(w.router, "weight", 1, keep)
-        slice_param(w.experts, "gate_up_proj", 2, keep)
-        slice_param(w.experts, "down_proj", 1, keep)
+        for p in w.params:
+            if p.hidden is not None:
+                slice_param(getattr(w, p.module), p.name, p.hidden, keep)
         for module in (block, w.router, w.experts):  # the width each keeps for reshaping (Granite-MoE's input_size)
             for name in ("hidden_dim", "input_size"):
                 if hasattr(module, name):
@@ -195,9 +202,8 @@ def slice_layer_shared(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None
 def slice_layer_experts(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     """Keep experts `keep` of one mixture-of-experts layer: their router rows and their weights."""
     w = moe_weights(moe_block(layer, arch), arch)
-    slice_param(w.router, "weight", 0, keep)
-    for name in ("gate_up_proj", "down_proj"):
-        slice_param(w.experts, name, 0, keep)
+    for p in w.params:
+        slice_param(getattr(w, p.module), p.name, p.experts, keep)
     w.router.num_experts = w.experts.num_experts = len(keep)
 
 
