@@ -22,7 +22,6 @@ from typing import NamedTuple
 import gguf
 import numpy as np
 import torch
-from safetensors import safe_open
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from minitron.arch import ATTENTION, MLP, RECURRENT, arch_of, head_dim, num_experts, tied
@@ -40,7 +39,7 @@ from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, 
                                   stacked_key, stored_plus_one, tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
-from minitron.shards import require_safetensors
+from minitron.shards import Checkpoint, require_safetensors
 
 # The split regexes of common byte-level BPE tokenizers, by the name llama.cpp gives them (tokenizer.ggml.pre).
 PRE_TOKENIZERS = {
@@ -425,62 +424,64 @@ def add_special_tokens(writer: gguf.GGUFWriter, tokenizer) -> None:
 
 
 def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_type) -> None:
-    """Every tensor of the safetensors files under its GGUF name, transformed as llama.cpp's converter does, in
-    the type export_quant.tensor_type picks (1-D tensors in f32); Apertus's xIELU scalars as keys (`add_xielu`)."""
-    names = tensor_names(arch, config.num_hidden_layers)
+    """Every tensor of the checkpoint (`Checkpoint`: GPT-OSS's MXFP4 experts dequantised) under its GGUF name,
+    transformed as llama.cpp's converter does (`gguf_tensors`), in the type export_quant.tensor_type picks (1-D tensors
+    in f32); a mixture of experts' stored tensors, one an expert, stacked (`ExpertStack`); Apertus's xIELU scalars as
+    keys (`add_xielu`)."""
+    checkpoint, names = Checkpoint.open(path), tensor_names(arch, config.num_hidden_layers)
     xielu = {name: [0.0] * config.num_hidden_layers for name in XIELU}
-    llama_rotary = arch in INTERLEAVED_ROTARY
-    q_scale = attention_scale_fix(config)  # into the q-norm where there is one (Gemma 3), else into q_proj (Gemma 2)
-    scaled = ".self_attn.q_norm.weight" if config.model_type == "gemma3_text" else ".self_attn.q_proj.weight"
     add = tensor_adder(writer, config, arch, weight_type)
     experts = ExpertStack(num_experts(config))
-    for file in sorted(path.glob("*.safetensors")):
-        with safe_open(file, framework="pt") as f:
-            for key in f.keys():
-                if key == "lm_head.weight" and tied(config):
-                    continue  # llama.cpp reuses token_embd when there is no output tensor
-                if match := XIELU_TENSOR.fullmatch(key):
-                    xielu[match[2]][int(match[1])] = float(f.get_tensor(key).float())
-                    continue
-                data = f.get_tensor(key).to(torch.float32).numpy()
-                if gate_up := fused_gate_up(key):  # Granite-MoE's: every expert's gate rows, then its up rows
-                    for name, half in zip(gate_up, np.split(data, 2, axis=1)):
-                        add(name, half)
-                    continue
-                if match := EXPERT_TENSOR.fullmatch(key):
-                    if (stacked := experts.add(match, data)) is None:
-                        continue  # until the layer's last expert of this linear
-                    key, data = stacked
-                if mamba := mamba_in_gguf(key):  # Nemotron-H's, as llama.cpp's converter writes them
-                    add(mamba[0], mamba_stored(mamba[1], data, config.n_groups))
-                    continue
-                if delta := delta_in_gguf(key):  # Qwen3.5's, as llama.cpp's converter writes them
-                    add(delta[0], delta_stored(delta[1], data, config))
-                    continue
-                if oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts, as llama.cpp's converter does
-                    for name, part in zip(oss[0], oss_stored(oss[1], data)):
-                        add(name, part)
-                    continue
-                name = gguf_tensor(names, key)
-                if name is None:
-                    raise MinitronError(f"{file.name}: tensor {key} has no GGUF name in llama.cpp's "
-                                        f"{arch} architecture")
-                if llama_rotary and ".self_attn.q_proj." in key:
-                    data = interleave_rotary(data, config.num_attention_heads)
-                elif llama_rotary and ".self_attn.k_proj." in key:
-                    data = interleave_rotary(data, config.num_key_value_heads)
-                if stored_plus_one(config.model_type, key):
-                    data = data + 1.0
-                if q_scale != 1.0 and key.endswith(scaled):
-                    data = data * np.float32(q_scale)
-                add(name, data)
-                if name == "token_embd.weight" and tied(config) and arch in OUTPUT_REQUIRED:
-                    add("output.weight", data)  # this graph has no tied head: the head is written out
+    for key in checkpoint.specs:
+        if key == "lm_head.weight" and tied(config):
+            continue  # llama.cpp reuses token_embd when there is no output tensor
+        data = checkpoint.read([key], torch.float32)[key].numpy()
+        if match := XIELU_TENSOR.fullmatch(key):
+            xielu[match[2]][int(match[1])] = float(data)
+            continue
+        if match := EXPERT_TENSOR.fullmatch(key):
+            if (stacked := experts.add(match, data)) is None:
+                continue  # until the layer's last expert of this linear
+            key, data = stacked
+        for name, part in gguf_tensors(key, data, config, names):
+            add(name, part)
     experts.check_done()
     for name, data in rope_tensors(config).items():
         add(name, data)
     if config.model_type == "apertus":
         add_xielu(writer, xielu)
+
+
+def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, np.ndarray]]:
+    """The GGUF tensors (name, data) the Hugging Face tensor `key` is written as, transformed as llama.cpp's converter
+    does: split (Granite-MoE's gate and up; GPT-OSS's experts), in a graph's own layout (Nemotron-H's Mamba-2,
+    Qwen3.5's Gated DeltaNet, Llama's interleaved q/k rows), norms as 1 + w, Gemma's query scale folded in, a tied head
+    written out where the graph has none."""
+    arch = GGUF_ARCH[config.model_type]
+    if gate_up := fused_gate_up(key):  # Granite-MoE's: every expert's gate rows, then its up rows
+        return list(zip(gate_up, np.split(data, 2, axis=1)))
+    if mamba := mamba_in_gguf(key):  # Nemotron-H's
+        return [(mamba[0], mamba_stored(mamba[1], data, config.n_groups))]
+    if delta := delta_in_gguf(key):  # Qwen3.5's
+        return [(delta[0], delta_stored(delta[1], data, config))]
+    if oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts
+        return list(zip(oss[0], oss_stored(oss[1], data)))
+    name = gguf_tensor(names, key)
+    if name is None:
+        raise MinitronError(f"tensor {key} has no GGUF name in llama.cpp's {arch} architecture")
+    if arch in INTERLEAVED_ROTARY and ".self_attn.q_proj." in key:
+        data = interleave_rotary(data, config.num_attention_heads)
+    elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:
+        data = interleave_rotary(data, config.num_key_value_heads)
+    if stored_plus_one(config.model_type, key):
+        data = data + 1.0
+    q_scale = attention_scale_fix(config)  # into the q-norm where there is one (Gemma 3), else into q_proj (Gemma 2)
+    if q_scale != 1.0 and key.endswith(".self_attn.q_norm.weight" if config.model_type == "gemma3_text"
+                                       else ".self_attn.q_proj.weight"):
+        data = data * np.float32(q_scale)
+    if name == "token_embd.weight" and tied(config) and arch in OUTPUT_REQUIRED:
+        return [(name, data), ("output.weight", data)]  # this graph has no tied head: the head is written out
+    return [(name, data)]
 
 
 class ExpertStack:

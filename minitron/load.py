@@ -93,13 +93,16 @@ def language_model(path: Path) -> Path:
 
 
 def refuse_quantized(path: Path) -> None:
-    """Refuse a checkpoint whose weights are quantised (FP8, GPTQ, AWQ, bitsandbytes...: a `quantization_config` in
-    its config or its language model's): read as full-precision tensors they would give another model, silently."""
+    """Refuse a checkpoint whose weights are quantised (FP8, GPTQ, AWQ, bitsandbytes...: a `quantization_config` in its
+    config or its language model's): read as full-precision tensors they would give another model, silently. GPT-OSS's
+    MXFP4 experts pass: they are read dequantised, as transformers reads them."""
     config = written_config(path)
     found = next((c["quantization_config"] for c in (config, config.get("text_config"))
                   if isinstance(c, dict) and c.get("quantization_config")), None)
+    method = found.get("quant_method", "quantised") if isinstance(found, dict) else "quantised"
+    if method == "mxfp4" and config.get("model_type") == "gpt_oss":  # GPT-OSS's released experts: read dequantised,
+        return  # by transformers when it loads them and by `shards.Checkpoint` when minitron streams them
     if found:
-        method = found.get("quant_method", "quantised") if isinstance(found, dict) else "quantised"
         raise MinitronError(f"{path} holds {method} weights (its config's quantization_config); minitron scores, "
                             "prunes and distils full-precision weights: use the model's bf16 (or fp16) release, or "
                             "dequantize it first")

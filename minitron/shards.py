@@ -89,10 +89,17 @@ def require_safetensors(root: Path, pickles: list[str] | None = None) -> None:
 
 
 class Checkpoint:
-    """The tensors of a safetensors checkpoint directory, read lazily from their files."""
+    """The tensors of a safetensors checkpoint directory, read lazily from their files. MXFP4 tensors (GPT-OSS's
+    released experts: `NAME_blocks` and `NAME_scales`) are read as the bf16 tensor NAME transformers dequantises them
+    to (`packed`)."""
 
     def __init__(self, root: Path, files: dict[str, Path], specs: dict[str, TensorSpec]):
-        self.root, self.files, self.specs = root, files, specs
+        self.root, self.files, self.specs, self.packed = root, dict(files), dict(specs), mxfp4_pairs(specs)
+        for name, (blocks, scales) in self.packed.items():
+            experts, rows, groups, width = self.specs.pop(blocks).shape
+            del self.specs[scales]
+            self.files[name] = self.files[blocks]
+            self.specs[name] = TensorSpec(torch.bfloat16, (experts, 2 * groups * width, rows))  # (experts, in, out)
 
     @classmethod
     def open(cls, root: Path | str) -> "Checkpoint":
@@ -129,9 +136,7 @@ class Checkpoint:
         names = sorted(self.specs)
         h = hashlib.sha256(json.dumps([[n, list(self.specs[n].shape)] for n in names]).encode())
         for n in names[::max(1, len(names) // samples)][:samples]:
-            with self._mapped(self.files[n]) as f:
-                part = f.get_slice(n)
-                row = part[0:1] if self.specs[n].shape else f.get_tensor(n)
+            row = self._rows(n, slice(0, 1) if self.specs[n].shape else None)
             h.update(row.to(torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
         return h.hexdigest()[:16]
 
@@ -161,16 +166,33 @@ class Checkpoint:
         """One tensor. The file's mapping is closed after each piece, so the stored pages it touched are let
         go; a big tensor is copied `CHUNK_BYTES` of rows at a time into its converted self, so that its stored
         copy and its converted copy are never both resident in full."""
-        spec, path = self.specs[name], self.files[name]
+        spec = self.specs[name]
         rows = CHUNK_BYTES // max(1, spec.nbytes // spec.shape[0]) if spec.shape and spec.shape[0] else 0
         if spec.nbytes <= CHUNK_BYTES or rows < 1:
-            with self._mapped(path) as f:
-                return f.get_tensor(name).to(device=device, dtype=dtype)
+            return self._rows(name, None).to(device=device, dtype=dtype)
         out = torch.empty(spec.shape, dtype=dtype, device=device)
         for start in range(0, spec.shape[0], rows):
-            with self._mapped(path) as f:
-                out[start:start + rows] = f.get_slice(name)[start:start + rows]
+            out[start:start + rows] = self._rows(name, slice(start, start + rows))
         return out
+
+    def _rows(self, name: str, rows: slice | None) -> torch.Tensor:
+        """Rows `rows` (None: all) of tensor `name` as stored, each piece read with its file's mapping closed after
+        it; an MXFP4 tensor's dequantised by transformers' own `convert_moe_packed_tensors` (bf16, (experts, in,
+        out))."""
+        if name in self.packed:
+            from transformers.integrations.mxfp4 import convert_moe_packed_tensors  # lazy: CLI start-up speed
+
+            return convert_moe_packed_tensors(*(self._rows(part, rows) for part in self.packed[name]))
+        with self._mapped(self.files[name]) as f:
+            return f.get_tensor(name) if rows is None else f.get_slice(name)[rows]
+
+
+def mxfp4_pairs(specs: dict[str, TensorSpec]) -> dict[str, tuple[str, str]]:
+    """A checkpoint's MXFP4 tensors: NAME -> (NAME_blocks, NAME_scales), the blocks (experts, out, in / 32, 16) of two
+    4-bit values a byte, the scales (experts, out, in / 32) powers of two (GPT-OSS's released experts)."""
+    return {name.removesuffix("_blocks"): (name, name.removesuffix("_blocks") + "_scales")
+            for name, spec in specs.items() if name.endswith("_blocks") and spec.dtype == torch.uint8
+            and len(spec.shape) == 4 and name.removesuffix("_blocks") + "_scales" in specs}
 
 
 def split_shards(specs: dict[str, TensorSpec], max_shard_bytes: int):

@@ -273,3 +273,56 @@ def test_a_gpt_oss_that_llama_cpp_computes_otherwise_is_refused():
             "truncate": False}
     with pytest.raises(MinitronError, match="cannot export a YaRN model with its own truncate"):
         check_exportable(tiny_config("qwen3_moe", rope_parameters=rope))
+
+
+def save_mxfp4(path) -> None:
+    """A tiny GPT-OSS stored as the released ones are: each experts' tensor as MXFP4 blocks (two 4-bit values a byte)
+    and scales (a power of two per 32 values), and the config's quantization_config."""
+    from safetensors.torch import load_file, save_file
+
+    save_tiny(path, "gpt_oss", vocab_size=320)  # room for export's BPE tokenizer's 300 ids
+    weights, g = load_file(path / "model.safetensors"), torch.Generator().manual_seed(0)
+    for key in [k for k in weights if k.endswith(("experts.gate_up_proj", "experts.down_proj"))]:
+        experts, inputs, outputs = weights.pop(key).shape
+        weights[f"{key}_blocks"] = torch.randint(0, 256, (experts, outputs, inputs // 32, 16), generator=g,
+                                                 dtype=torch.uint8)
+        weights[f"{key}_scales"] = torch.randint(118, 126, (experts, outputs, inputs // 32), generator=g,
+                                                 dtype=torch.uint8)
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((path / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_gpt_oss_mxfp4_experts_are_read_as_transformers_dequantises_them(tmp_path, tiny_data):
+    """GPT-OSS's released checkpoints store the experts in MXFP4: minitron's reader gives every tensor as transformers
+    loads it (dequantised to bf16), with the fingerprint of a bf16 copy; streamed and in-memory pruning write the same
+    student, without the quantization_config; export writes the teacher. Other quantised checkpoints stay refused."""
+    from minitron.export import export
+    from minitron.shards import Checkpoint
+    from test_export import byte_level_tokenizer
+
+    save_mxfp4(tmp_path / "mx")
+    teacher = AutoModelForCausalLM.from_pretrained(tmp_path / "mx", dtype=torch.float32).eval()  # dequantised
+    checkpoint, state = Checkpoint.open(tmp_path / "mx"), teacher.state_dict()
+    assert set(checkpoint.specs) == set(state)  # the blocks and scales of each as one tensor
+    for name in checkpoint.specs:
+        assert torch.equal(checkpoint.read([name], torch.float32)[name], state[name]), name
+    teacher.save_pretrained(tmp_path / "copy")
+    assert checkpoint.fingerprint() == Checkpoint.open(tmp_path / "copy").fingerprint()
+    args = ["--model", tmp_path / "mx", "--data", tiny_data, "--prune.calib-seqs", 4, "--prune.seq-len", 16,
+            "--target", "hidden_size=48,intermediate_size=64,num_local_experts=4"]
+    run_cli("prune", *args, "--stream", "--out", tmp_path / "s")
+    run_cli("prune", *args, "--no-stream", "--out", tmp_path / "n")
+    streamed, in_memory = (AutoModelForCausalLM.from_pretrained(tmp_path / d).eval() for d in ("s", "n"))
+    assert "quantization_config" not in json.loads((tmp_path / "s" / "config.json").read_text())
+    with torch.no_grad():
+        assert_close(streamed(IDS).logits, in_memory(IDS).logits, rtol=0, atol=0)
+    byte_level_tokenizer().save_pretrained(tmp_path / "mx")  # a BPE tokenizer llama.cpp reads
+    assert export(str(tmp_path / "mx"), tmp_path / "mx.gguf", "bf16").gguf.is_file()
+    save_tiny(tmp_path / "fp8", "gpt_oss")
+    config = json.loads((tmp_path / "fp8" / "config.json").read_text())
+    (tmp_path / "fp8" / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "fp8"}}))
+    with pytest.raises(MinitronError, match="holds fp8 weights"):
+        load_config(tmp_path / "fp8")
