@@ -41,8 +41,8 @@ from minitron.arch import arch_of, moe_block, moe_weights, num_experts, stored_a
 from minitron.export import PRE_TOKENIZERS, export
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE, yarn_unrounded
 from minitron.export_quant import TYPES, encode, tensor_type
-from minitron.gguf_layout import (GGUF_ARCH, OUTPUT_REQUIRED, experts_in_gguf, oss_in_gguf, oss_read, oss_stored,
-                                  tensor_names)
+from minitron.gguf_layout import (GGUF_ARCH, OUTPUT_REQUIRED, experts_in_gguf, granite_mlp_in_gguf, oss_in_gguf,
+                                  oss_read, oss_stored, tensor_names)
 from minitron.load import load_model, load_tokenizer
 
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
@@ -51,7 +51,7 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss"]
+            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -100,6 +100,9 @@ def quantized_reference(model, dtype: str):
                 p.copy_(torch.from_numpy(oss_read(oss[1], [rounded(torch.from_numpy(part), name, dtype,
                                                                    config.num_hidden_layers, shared).numpy()
                                                            for part, name in zip(parts, oss[0])])))
+            elif mlp := granite_mlp_in_gguf(key):  # Granite 4's gate and up halves (or down), each in its GGUF type
+                p.copy_(torch.cat([rounded(w, name, dtype, config.num_hidden_layers, shared)
+                                   for w, name in zip(p.chunk(len(mlp), dim=0), mlp)], dim=0))
             elif p.ndim == 2:  # under the name a checkpoint stores it by (Granite-MoE's router.layer)
                 stored = stored_as(key, family, experts)
                 name = names.get_name(stored.names[0][0] if stored else key, try_suffixes=(".weight", ".bias"))
@@ -262,7 +265,13 @@ def tiny_model(family: str, seed: int = 0):
                              layer_types=["sliding_attention", "full_attention"] * 2,
                              rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 16.0,
                                               "original_max_position_embeddings": 16, "beta_fast": 32.0,
-                                              "beta_slow": 1.0, "truncate": False})}.get(family, {})
+                                              "beta_slow": 1.0, "truncate": False}),
+             "granitemoehybrid": dict(layer_types=["linear_attention", "full_attention"] * 2, num_local_experts=0,
+                                      shared_intermediate_size=96, mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2,
+                                      mamba_d_state=16, mamba_chunk_size=8, position_embedding_type="nope",
+                                      embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.1,
+                                      logits_scaling=8.0, pad_token_id=None, bos_token_id=None,
+                                      eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():

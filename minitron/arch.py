@@ -26,6 +26,21 @@ from minitron.errors import MinitronError
 
 
 @dataclass(frozen=True)
+class MambaNames:
+    """A Mamba-2 hybrid's config names for its mixers' heads, each head's channels, the head groups (a group's heads
+    share its B and C), the state size and the convolution's width (Nemotron-H's by default)."""
+
+    heads: str = "mamba_num_heads"
+    head_dim: str = "mamba_head_dim"
+    groups: str = "n_groups"
+    state: str = "ssm_state_size"
+    conv: str = "conv_kernel"
+
+
+GRANITE_MAMBA = MambaNames("mamba_n_heads", "mamba_d_head", "mamba_n_groups", "mamba_d_state", "mamba_d_conv")
+
+
+@dataclass(frozen=True)
 class Arch:
     model_type: str  # config.model_type this adapter serves
     norms: tuple[str, ...]  # decoder-layer norms whose weight spans the hidden_size channels
@@ -33,6 +48,8 @@ class Arch:
     scaled_embedding: bool = False  # embeddings are multiplied by sqrt(hidden_size) (Gemma)
     fused_qkv: bool = False  # q, k and v rows in one qkv_proj (Phi-3)
     fused_mlp: bool = False  # gate and up rows in one gate_up_proj (Phi-3, GLM-4)
+    mlp_fused: str = "gate_up_proj"  # the fused gate-and-up linear's name (Granite 4's input_linear)
+    mlp_down: str = "down_proj"  # the MLP's output linear's name (Granite 4's output_linear)
     # The norms whose per-norm scores are summed into the hidden-channel score (None: all of `norms`): those in front
     # of attention and the MLP (NVIDIA's implementation), or where a family has none in front (OLMo 2), those of
     # what each block adds to the residual
@@ -64,6 +81,10 @@ class Arch:
     # decoder layer one `mixer` behind one norm, MLP layers apart) or "delta" (Qwen3.5's Gated DeltaNet, `linear_attn`,
     # each layer with its MLP); None: every layer has attention and an MLP
     mixer: str | None = None
+    mamba_names: MambaNames = MambaNames()  # a Mamba-2 hybrid's config names (Granite 4's `GRANITE_MAMBA`)
+    # Its Mamba-2 mixers are config.mamba_expand x hidden_size wide (Granite 4: transformers sizes them so), so their
+    # heads x head channels follow the hidden size: a target's hidden_size sets the heads
+    mamba_expand: bool = False
     gated_query: bool = False  # q_proj holds each head's queries, then its output gate's rows (Qwen3.5)
     ties: bool = True  # the family honours tie_word_embeddings (transformers never ties a Nemotron-H's)
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
@@ -160,6 +181,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # layers in turn; YaRN
     Arch("gpt_oss", _PRE_POST, moe=True, experts_size="num_local_experts", router="router", oss_experts=True,
          stored_fused=("mlp.router.weight", "mlp.experts.gate_up_proj", "mlp.experts.down_proj")),
+    # Granite 4.0 H (dense: H-350M, H-1B, H-Micro; the non-hybrid Micro too): a hybrid of Mamba-2 and attention (without
+    # positions in the released ones) layers, each with a SwiGLU MLP (`shared_mlp`, its gate and up rows fused in
+    # `input_linear`), Granite's multipliers; its Mamba-2 mixers mamba_expand x hidden_size wide
+    Arch("granitemoehybrid", _PRE_POST, fused_mlp=True, mlp_size="shared_intermediate_size", mlp_fused="input_linear",
+         mlp_down="output_linear", mixer="mamba", mamba_names=GRANITE_MAMBA, mamba_expand=True),
 ]}
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
@@ -191,11 +217,18 @@ class LogitHead:
 # The sizes a target may change (Hugging Face config names; `prunable_sizes` gives a family's own).
 PRUNABLE_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
                   "num_hidden_layers")
-# A hybrid's recurrent layers' sizes a target may change too: Mamba-2's heads (the same number in each of its n_groups
-# groups, whose B and C every head of the group shares) and the channels of each head; Gated DeltaNet's key heads and
-# value heads (the same number for each key head, as query heads for KV heads)
-MIXER_SIZES = {"mamba": ("mamba_num_heads", "mamba_head_dim"),
-               "delta": ("linear_num_key_heads", "linear_num_value_heads")}
+# A hybrid's recurrent layers' sizes a target may change too: Mamba-2's heads (the same number in each of its groups,
+# whose B and C every head of the group shares) and the channels of each head (by the family's names,
+# `Arch.mamba_names`); Gated DeltaNet's key heads and value heads (the same number for each key head, as query heads for
+# KV heads)
+DELTA_SIZES = ("linear_num_key_heads", "linear_num_value_heads")
+
+
+def mixer_sizes(arch: Arch) -> tuple[str, ...]:
+    """A hybrid's recurrent layers' sizes a target may set, by its config's names (none for other models)."""
+    if arch.mixer == "mamba":
+        return arch.mamba_names.heads, arch.mamba_names.head_dim
+    return DELTA_SIZES if arch.mixer == "delta" else ()
 # `config.layer_types`' names of a hybrid's layer kinds (the recurrent ones: Mamba-2's, Gated DeltaNet's)
 RECURRENT, ATTENTION, MLP = "linear_attention", "full_attention", "mlp"
 
@@ -203,10 +236,18 @@ RECURRENT, ATTENTION, MLP = "linear_attention", "full_attention", "mlp"
 def prunable_sizes(config) -> tuple[str, ...]:
     """The sizes a target may change for this family, by the config's names: hidden_size, the MLP's (each expert's)
     neurons (`Arch.mlp_size`), query and KV heads, layers, and for a mixture of experts their number
-    (`Arch.experts_size`) and its shared expert's neurons, of a hybrid its recurrent layers' heads (`MIXER_SIZES`)."""
+    (`Arch.experts_size`) and its shared expert's neurons, of a hybrid its recurrent layers' heads (`mixer_sizes`)."""
     arch = arch_of(config)
     return ("hidden_size", arch.mlp_size, *PRUNABLE_SIZES[2:], *((arch.experts_size,) if arch.moe else ()),
-            *(("shared_expert_intermediate_size",) if arch.shared_expert else ()), *MIXER_SIZES.get(arch.mixer, ()))
+            *(("shared_expert_intermediate_size",) if arch.shared_expert else ()), *mixer_sizes(arch))
+
+
+def tied_mamba_heads(config, hidden: int) -> int | None:
+    """The Mamba-2 heads of a family whose mixers are mamba_expand x hidden_size wide (`Arch.mamba_expand`) at hidden
+    size `hidden`, their channels kept; None where the width does not split into whole heads."""
+    names = arch_of(config).mamba_names
+    width, head_dim = config.mamba_expand * hidden, getattr(config, names.head_dim)
+    return width // head_dim if width % head_dim == 0 else None
 
 
 def num_experts(config) -> int:
@@ -238,6 +279,10 @@ def arch_of(config) -> Arch:
         raise MinitronError(f"this nemotron_h model has {', '.join(sorted(other))} layers (Nemotron 3's "
                             "mixture of experts); minitron prunes Nemotron-H models of Mamba-2, attention and MLP "
                             "layers")
+    if model_type == "granitemoehybrid" and getattr(config, "num_local_experts", 0):
+        raise MinitronError(f"this granitemoehybrid model has a mixture of experts ({config.num_local_experts} a "
+                            "layer: Granite 4.0 H-Tiny, H-Small); minitron prunes the dense Granite 4.0 models (H-350M, "
+                            "H-1B, H-Micro, Micro)")
     return FAMILIES[model_type]
 
 
@@ -280,13 +325,20 @@ def attention_of(layer: nn.Module) -> nn.Module | None:
 
 def mlp_of(layer: nn.Module) -> nn.Module | None:
     """A decoder layer's `mlp` (a dense MLP; a mixture of experts' block where the family names it so: `moe_block` finds
-    every family's), None for a hybrid's layer of another kind."""
-    return layer.mlp if hasattr(layer, "mlp") else _mixer(layer, MLP)
+    every family's; Granite 4's `shared_mlp`), None for a hybrid's layer of another kind."""
+    if hasattr(layer, "mlp"):
+        return layer.mlp
+    return layer.shared_mlp if hasattr(layer, "shared_mlp") else _mixer(layer, MLP)
+
+
+def mlp_down(mlp: nn.Module, arch: Arch) -> nn.Linear:
+    """A dense MLP's output linear (`down_proj`; Granite 4's `output_linear`)."""
+    return getattr(mlp, arch.mlp_down)
 
 
 def mamba_of(layer: nn.Module) -> nn.Module | None:
-    """A hybrid decoder layer's Mamba-2 mixer (None: any other layer)."""
-    return _mixer(layer, RECURRENT)
+    """A hybrid decoder layer's Mamba-2 mixer (None: any other layer): Nemotron-H's `mixer`, Granite 4's `mamba`."""
+    return layer.mamba if hasattr(layer, "mamba") else _mixer(layer, RECURRENT)
 
 
 def shared_expert_of(layer: nn.Module, arch: Arch) -> nn.Module | None:
@@ -339,14 +391,14 @@ def mlp_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     if mlp is None:
         return []
     if arch.fused_mlp:
-        return [mlp.gate_up_proj]
+        return [getattr(mlp, arch.mlp_fused)]
     return [mlp.gate_proj, mlp.up_proj] if arch.gated_mlp else [mlp.up_proj]
 
 
 def neuron_rows(layer: nn.Module, arch: Arch) -> list[Rows]:
     """The MLP input rows of its neurons: gate's and up's (the two halves of a fused gate_up_proj), or up's."""
     if arch.fused_mlp:
-        fused = layer.mlp.gate_up_proj
+        fused = getattr(mlp_of(layer), arch.mlp_fused)
         half = fused.out_features // 2
         return [Rows(fused, 0, half), Rows(fused, half, half)]
     return [Rows(linear) for linear in mlp_inputs(layer, arch)]
@@ -388,7 +440,7 @@ def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
 
 def residual_writers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that write into the residual stream: their output rows are hidden channels."""
-    parts = ((attention_of(layer), "o_proj"), (None if arch.moe else mlp_of(layer), "down_proj"),
+    parts = ((attention_of(layer), "o_proj"), (None if arch.moe else mlp_of(layer), arch.mlp_down),
              (shared_expert_of(layer, arch), "down_proj"), (mamba_of(layer), "out_proj"), (delta_of(layer), "out_proj"))
     return [getattr(module, name) for module, name in parts if module is not None]
 

@@ -35,8 +35,8 @@ from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tens
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, OUTPUT_REQUIRED,
                                   RMS_NORM_EPS, XIELU, XIELU_TENSOR, delta_in_gguf, delta_stored, fused_gate_up,
-                                  gguf_tensor, interleave_rotary, mamba_in_gguf, mamba_stored, oss_in_gguf, oss_stored,
-                                  stacked_key, stored_plus_one, tensor_names)
+                                  gguf_tensor, granite_mlp_in_gguf, interleave_rotary, mamba_in_gguf, mamba_stored,
+                                  oss_in_gguf, oss_stored, stacked_key, stored_plus_one, tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import Checkpoint, require_safetensors
@@ -151,14 +151,16 @@ def layer_sizes(config) -> tuple[int | list[int], ...]:
     """(MLP neurons, query heads, KV heads): of every layer; of a Nemotron-H, neurons and KV heads a list, 0 in the
     layers without the part (llama.cpp's nemotron_h graph tells its layers' kinds by them: a Mamba-2 layer has
     neither), and query heads one number (llama.cpp takes the head size from the first layer's, which a Mamba-2 layer
-    has none of)."""
+    has none of); of a Granite 4, KV heads a list likewise (its granitehybrid graph's recurrent layers have none)."""
     arch = arch_of(config)
     if arch.mixer != "mamba":  # (a mixture of experts without dense layers: each expert's neurons)
         return getattr(config, "intermediate_size", getattr(config, arch.mlp_size)), config.num_attention_heads, \
             config.num_key_value_heads
     kinds = config.layer_types
-    return ([config.intermediate_size if kind == MLP else 0 for kind in kinds], config.num_attention_heads,
-            [config.num_key_value_heads if kind == ATTENTION else 0 for kind in kinds])
+    kv = [config.num_key_value_heads if kind == ATTENTION else 0 for kind in kinds]
+    if config.model_type == "granitemoehybrid":  # an MLP in every layer; its recurrent layers by no KV heads
+        return config.shared_intermediate_size, config.num_attention_heads, kv
+    return [config.intermediate_size if kind == MLP else 0 for kind in kinds], config.num_attention_heads, kv
 
 
 def add_architecture(writer: gguf.GGUFWriter, config) -> None:
@@ -187,8 +189,8 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
     else:
         writer.add_layer_norm_rms_eps(getattr(config, RMS_NORM_EPS.get(model_type, "rms_norm_eps")))
     FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
-    if arch_of(config).mixer != "mamba":  # Nemotron-H's attention has no positions
-        add_rope(writer, config)
+    if arch_of(config).mixer != "mamba" or getattr(config, "position_embedding_type", None) == "rope":
+        add_rope(writer, config)  # (Nemotron-H's attention has no positions, nor the released Granite 4's)
 
 
 def add_rope(writer: gguf.GGUFWriter, config) -> None:
@@ -305,11 +307,27 @@ def nemotron_h_keys(writer: gguf.GGUFWriter, config) -> None:
     epsilon under the LayerNorm key too (the llama.cpp node-llama-cpp 3.22.1 ships reads that one; later ones the
     RMSNorm key written with every family's)."""
     writer.add_layer_norm_eps(config.layer_norm_epsilon)
-    writer.add_ssm_conv_kernel(config.conv_kernel)
-    writer.add_ssm_inner_size(config.mamba_num_heads * config.mamba_head_dim)
-    writer.add_ssm_state_size(config.ssm_state_size)
-    writer.add_ssm_time_step_rank(config.mamba_num_heads)
-    writer.add_ssm_group_count(config.n_groups)
+    mamba_keys(writer, config)
+
+
+def mamba_keys(writer: gguf.GGUFWriter, config) -> None:
+    """A Mamba-2 hybrid's mixer sizes (by the family's names, `Arch.mamba_names`): its convolution, inner width (heads x
+    head channels), state, heads (as the time-step rank) and groups."""
+    names = arch_of(config).mamba_names
+    heads = getattr(config, names.heads)
+    writer.add_ssm_conv_kernel(getattr(config, names.conv))
+    writer.add_ssm_inner_size(heads * getattr(config, names.head_dim))
+    writer.add_ssm_state_size(getattr(config, names.state))
+    writer.add_ssm_time_step_rank(heads)
+    writer.add_ssm_group_count(getattr(config, names.groups))
+
+
+def granite_hybrid_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Granite 4's multipliers and Mamba-2 sizes, and whether its attention has RoPE (llama.cpp's granitehybrid graph
+    takes `rope.scaling.finetuned` as that switch)."""
+    granite_keys(writer, config)
+    mamba_keys(writer, config)
+    writer.add_rope_scaling_finetuned(config.position_embedding_type == "rope")
 
 
 def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -333,7 +351,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys,
                "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys, "qwen3_5_text": qwen3_5_keys,
                "qwen3_5_moe_text": lambda writer, config: (qwen3_5_keys(writer, config), moe_keys(writer, config)),
-               "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys}
+               "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -460,8 +478,10 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
     arch = GGUF_ARCH[config.model_type]
     if gate_up := fused_gate_up(key):  # Granite-MoE's: every expert's gate rows, then its up rows
         return list(zip(gate_up, np.split(data, 2, axis=1)))
-    if mamba := mamba_in_gguf(key):  # Nemotron-H's
-        return [(mamba[0], mamba_stored(mamba[1], data, config.n_groups))]
+    if mamba := mamba_in_gguf(key):  # Nemotron-H's, Granite 4's
+        return [(mamba[0], mamba_stored(mamba[1], data, getattr(config, arch_of(config).mamba_names.groups)))]
+    if mlp := granite_mlp_in_gguf(key):  # Granite 4's: gate and up fused, a dense model's tensors
+        return list(zip(mlp, np.split(data, len(mlp), axis=0)))
     if delta := delta_in_gguf(key):  # Qwen3.5's
         return [(delta[0], delta_stored(delta[1], data, config))]
     if oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts

@@ -329,6 +329,21 @@ def check_nemotron_h(config) -> None:
                             "minitron exports Nemotron-H with its convolution's bias and no other (as released)")
 
 
+def check_granite_hybrid(config) -> None:
+    """Refuse a Granite 4 that llama.cpp's granitehybrid graph computes otherwise: Mamba-2 mixers other than twice the
+    hidden size wide (it asserts 2 x hidden), a clamped time step, an in_proj bias (the released models have none of
+    these)."""
+    if config.mamba_expand != 2:
+        raise MinitronError(f"cannot export this granitemoehybrid model with mamba_expand {config.mamba_expand}: "
+                            "llama.cpp's granitehybrid graph takes Mamba-2 mixers twice the hidden size wide")
+    if config.time_step_limit is not None and tuple(config.time_step_limit) != (0.0, float("inf")):
+        raise MinitronError(f"cannot export this granitemoehybrid model with time_step_limit "
+                            f"{list(config.time_step_limit)}: llama.cpp's Mamba-2 graph does not clamp the time step")
+    if config.mamba_proj_bias:
+        raise MinitronError("cannot export a granitemoehybrid model with mamba_proj_bias: llama.cpp's granitehybrid "
+                            "graph has no in_proj bias")
+
+
 def check_qwen2_moe(config) -> None:
     """Refuse a Qwen2-MoE that renormalises its picked experts' weights: llama.cpp's qwen2moe graph never does (the
     released ones do not)."""
@@ -363,4 +378,4 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3,
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
-                 "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss}
+                 "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid}

@@ -21,7 +21,8 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "exaone4": "exaone4", "qwen3_moe": "qwen3moe",
              "mixtral": "llama",  # Mixtral: Llama's graph with experts, as llama.cpp's converter writes it
              "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe", "nemotron_h": "nemotron_h",
-             "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen2_moe": "qwen2moe", "gpt_oss": "gpt-oss"}
+             "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen2_moe": "qwen2moe", "gpt_oss": "gpt-oss",
+             "granitemoehybrid": "granitehybrid"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
@@ -44,21 +45,23 @@ XIELU_TENSOR = re.compile(r"model\.layers\.(\d+)\.mlp\.act_fn\.(alpha_p|alpha_n|
 EXPERT_TENSOR = re.compile(r"model\.layers\.(\d+)\.(\w+)\.experts\.(\d+)\.(\w+)\.weight")
 
 
-# Nemotron-H's Mamba-2 tensors that llama.cpp's converter writes otherwise (`mamba_in_gguf`).
-MAMBA_TENSOR = re.compile(r"backbone\.layers\.(\d+)\.mixer\.(A_log|D|dt_bias|conv1d\.weight|norm\.weight)")
+# Nemotron-H's and Granite 4's Mamba-2 tensors that llama.cpp's converter writes otherwise (`mamba_in_gguf`).
+MAMBA_TENSOR = re.compile(r"(?:backbone\.layers\.(\d+)\.mixer|model\.layers\.(\d+)\.mamba)\."
+                          r"(A_log|D|dt_bias|conv1d\.weight|norm\.weight)")
 
 
 def mamba_in_gguf(key: str) -> tuple[str, str] | None:
-    """The GGUF tensor of a Nemotron-H Mamba-2 tensor that llama.cpp's converter writes otherwise (`mamba_stored`), and
-    which part it is (`A_log`, `D`, `dt_bias`, `conv1d.weight`, `norm.weight`); None for any other tensor."""
+    """The GGUF tensor of a Mamba-2 tensor (Nemotron-H's, Granite 4's) that llama.cpp's converter writes otherwise
+    (`mamba_stored`), and which part it is (`A_log`, `D`, `dt_bias`, `conv1d.weight`, `norm.weight`); None for any other
+    tensor."""
     import gguf  # lazy: an extra, and CLI start-up speed
 
     if (m := MAMBA_TENSOR.fullmatch(key)) is None:
         return None
     T = gguf.MODEL_TENSOR
     kind, suffix = {"A_log": (T.SSM_A, ""), "D": (T.SSM_D, ""), "dt_bias": (T.SSM_DT, ".bias"),
-                    "conv1d.weight": (T.SSM_CONV1D, ".weight"), "norm.weight": (T.SSM_NORM, ".weight")}[m[2]]
-    return gguf.TENSOR_NAMES[kind].format(bid=int(m[1])) + suffix, m[2]
+                    "conv1d.weight": (T.SSM_CONV1D, ".weight"), "norm.weight": (T.SSM_NORM, ".weight")}[m[3]]
+    return gguf.TENSOR_NAMES[kind].format(bid=int(m[1] or m[2])) + suffix, m[3]
 
 
 def mamba_stored(part: str, data: np.ndarray, groups: int) -> np.ndarray:
@@ -178,6 +181,23 @@ def oss_read(part: str, stored: list[np.ndarray]) -> np.ndarray:
     gate, up = stored
     pairs = np.stack([gate, up], axis=2).reshape(gate.shape[0], 2 * gate.shape[1], *gate.shape[2:])  # in turn
     return pairs.swapaxes(1, 2) if part == "gate_up_proj" else pairs
+
+
+# Granite 4's MLP (`shared_mlp`: its gate and up rows in one input_linear), which llama.cpp's converter writes as a
+# dense model's three tensors (`granite_mlp_in_gguf`).
+GRANITE_MLP = re.compile(r"model\.layers\.(\d+)\.shared_mlp\.(input_linear|output_linear)\.weight")
+
+
+def granite_mlp_in_gguf(key: str) -> tuple[str, ...] | None:
+    """The GGUF tensors a dense Granite 4's MLP tensor is written as: input_linear's gate and up halves, or
+    output_linear as the down projection; None for any other tensor."""
+    import gguf  # lazy: an extra, and CLI start-up speed
+
+    if (m := GRANITE_MLP.fullmatch(key)) is None:
+        return None
+    T = gguf.MODEL_TENSOR
+    kinds = (T.FFN_GATE, T.FFN_UP) if m[2] == "input_linear" else (T.FFN_DOWN,)
+    return tuple(f"{gguf.TENSOR_NAMES[kind].format(bid=int(m[1]))}.weight" for kind in kinds)
 
 
 def experts_in_gguf(key: str) -> tuple[str, ...] | None:

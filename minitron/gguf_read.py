@@ -22,8 +22,9 @@ from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
                                   LAYER_NORM_EPS, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, delta_in_gguf,
-                                  delta_stored, fused_gate_up, gguf_tensor, halve_rotary, mamba_in_gguf, mamba_read,
-                                  oss_in_gguf, oss_read, stacked_key, stored_plus_one, tensor_names)
+                                  delta_stored, fused_gate_up, gguf_tensor, granite_mlp_in_gguf, halve_rotary,
+                                  mamba_in_gguf, mamba_read, oss_in_gguf, oss_read, stacked_key, stored_plus_one,
+                                  tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -89,7 +90,7 @@ def gguf_name(names, key: str, model_type: str) -> tuple[str | None, int | None]
         return names.get_name(stacked_key(int(match[1]), match[2], match[4]), try_suffixes=(".weight",)), int(match[3])
     if recurrent := mamba_in_gguf(key) or delta_in_gguf(key):
         return recurrent[0], None
-    if gate_up := fused_gate_up(key):  # the gate half's (the up half's is `fused_gate_up`'s second)
+    if gate_up := fused_gate_up(key) or granite_mlp_in_gguf(key):  # the gate half's (up's: the second), or down's
         return gate_up[0], None
     if oss := oss_in_gguf(key, model_type):  # GPT-OSS's experts: the gate's (up's is the second) or down's
         return oss[0][0], None
@@ -245,6 +246,26 @@ def nemotron_h(meta: Metadata, layers: int) -> dict:
             "conv_kernel": required(meta, "ssm.conv_kernel", int)}
 
 
+def granite_hybrid(meta: Metadata, layers: int) -> dict:
+    """Granite 4's layers' kinds from their KV heads (a Mamba-2 layer has none), its MLP's width, its Mamba-2 sizes (its
+    mixers' width over the hidden size: mamba_expand), whether its attention has RoPE (`rope.scaling.finetuned`, as
+    llama.cpp takes it) and its multipliers; no experts (`arch_of` refuses them)."""
+    kv = meta.get("attention.head_count_kv")
+    if not isinstance(kv, list) or len(kv) != layers:
+        raise MinitronError(f"cannot read this granitehybrid GGUF file: its attention.head_count_kv is not one value "
+                            f"for each of its {layers} layers")
+    heads, inner = required(meta, "ssm.time_step_rank", int), required(meta, "ssm.inner_size", int)
+    return {**granite(meta, layers), "layer_types": [ATTENTION if k else RECURRENT for k in kv],
+            "num_key_value_heads": max(kv) or 1, "num_local_experts": 0,
+            "shared_intermediate_size": required(meta, "feed_forward_length", int),
+            "position_embedding_type": "rope" if meta.get("rope.scaling.finetuned", True) else "nope",
+            "mamba_n_heads": heads, "mamba_d_head": inner // heads,
+            "mamba_expand": inner // required(meta, "embedding_length", int),
+            "mamba_n_groups": required(meta, "ssm.group_count", int),
+            "mamba_d_state": required(meta, "ssm.state_size", int),
+            "mamba_d_conv": required(meta, "ssm.conv_kernel", int)}
+
+
 def qwen3_5(meta: Metadata, layers: int) -> dict:
     """Qwen3.5's recurrent layers (`attention.recurrent_layers`, or llama.cpp's default of every fourth layer full
     attention) and its Gated DeltaNet sizes (its key heads the `ssm` groups, its value heads the time-step rank, one
@@ -293,10 +314,12 @@ def gpt_oss(meta: Metadata, layers: int) -> dict:
 FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
-                   "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss}
-# The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer) or its config has no field
-# for (Qwen3.5-MoE has no dense MLP width).
-OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",)}
+                   "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss,
+                   "granitemoehybrid": granite_hybrid}
+# The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's KV heads, and
+# its MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP width).
+OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",),
+            "granitemoehybrid": ("intermediate_size", "num_key_value_heads")}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -389,7 +412,10 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         elif oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts: gate and up apart, transposed
             used.update(oss[0])
             data = oss_read(oss[1], [dequantized(tensors[n]) for n in oss[0]])
-        elif mamba := mamba_in_gguf(key):  # Nemotron-H's Mamba-2 tensors llama.cpp's converter writes otherwise
+        elif mlp := granite_mlp_in_gguf(key):  # Granite 4's MLP: gate and up rows joined (or down)
+            used.update(mlp)
+            data = np.concatenate([dequantized(tensors[n]) for n in mlp], 0)
+        elif mamba := mamba_in_gguf(key):  # Nemotron-H's and Granite 4's Mamba-2 tensors the converter writes otherwise
             data = mamba_read(mamba[1], dequantized(tensors[name]), shape)
         elif delta := delta_in_gguf(key):  # Qwen3.5's Gated DeltaNet's
             data = delta_stored(delta[1], dequantized(tensors[name]), config, back=True).reshape(shape)

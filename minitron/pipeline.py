@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import EvalResult
 
-from minitron.arch import count_params
+from minitron.arch import arch_of, count_params
 from minitron.card import card_name, derived_name, stored_params, write_model_card
 from minitron.chat.generate import generate_reply
 from minitron.correct import CORRECT_LR, correct
@@ -494,29 +494,33 @@ def write_student_card(run: Path, original: str, metrics: dict, tasks: dict[str,
 
 # ---------------------------------------------------------------- helpers
 
-HEADS_FIRST = ["num_key_value_heads", "num_attention_heads", "hidden_size", "intermediate_size",
-               "moe_intermediate_size", "num_experts", "num_local_experts", "mamba_num_heads", "mamba_head_dim",
-               "linear_num_key_heads", "linear_num_value_heads", "num_hidden_layers"]
+# The sizes a later one's unit depends on, first: KV heads before query heads, key heads before value heads, and
+# both before the hidden size (the rest in any order)
+HEADS_FIRST = {"num_key_value_heads": 0, "linear_num_key_heads": 0, "num_attention_heads": 1,
+               "linear_num_value_heads": 1}
 
 
 def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages: int) -> list[dict[str, int]]:
     """The target of each of `stages` rounds: each size a geometric share of the way from the teacher's to the
-    final one (query heads a multiple of the KV heads, Mamba-2 heads of the groups, multiples of 8 kept), the last
-    round the target itself."""
+    final one (query heads a multiple of the KV heads, Mamba-2 heads of the groups, multiples of 8 kept; a hidden size
+    whose Mamba-2 heads follow it, whole groups of them), the last round the target itself."""
     whole_number(stages, "--stages")
-    result = []
+    result, arch = [], arch_of(config)
     for k in range(1, stages):
         step = {}
-        for name in sorted(target, key=HEADS_FIRST.index):  # KV heads, then query heads, then what follows them
+        for name in sorted(target, key=lambda n: HEADS_FIRST.get(n, 2)):
             start, end = getattr(config, name), sizes[name]
             value = start * (end / start) ** (k / stages)
             heads = {**sizes, **step}["num_attention_heads"]
             unit = ({**sizes, **step}["num_key_value_heads"] if name == "num_attention_heads"
                     else {**sizes, **step}["linear_num_key_heads"] if name == "linear_num_value_heads"
-                    else config.n_groups if name == "mamba_num_heads"
+                    else getattr(config, arch.mamba_names.groups) if name == arch.mamba_names.heads
                     else 8 if start % 8 == 0 and end % 8 == 0 else 1)
             if name == "hidden_size" and end % sizes["num_attention_heads"] == 0:  # some families need it
                 unit = math.lcm(unit, heads)
+            if name == "hidden_size" and arch.mamba_expand:  # its Mamba-2 heads follow it (Granite 4): whole groups
+                whole = getattr(config, arch.mamba_names.head_dim) * getattr(config, arch.mamba_names.groups)
+                unit = math.lcm(unit, whole // math.gcd(whole, config.mamba_expand))
             step[name] = min(start, max(end, unit * round(value / unit)))
         result.append(step)
     result.append(dict(target))

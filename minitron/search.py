@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from minitron.arch import arch_of, head_dim, num_experts
+from minitron.arch import Arch, arch_of, head_dim, num_experts, tied_mamba_heads
 from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located
@@ -53,18 +53,26 @@ SHOWN = 30  # rows of search.md
 SCREEN_SEQS = 4  # dev windows every candidate is screened on, before the best SCREEN_KEEP are measured on all
 SCREEN_KEEP = 24  # (benchmarks/search_speed.py: the same first four as measuring all 243 shapes on every window)
 SEARCHED = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers")
-# The recurrent heads a hybrid's search varies: Mamba-2's, Gated DeltaNet's value heads (its key heads kept) - and the
-# group each comes in whole multiples of
-MIXER_HEADS = {"mamba": "mamba_num_heads", "delta": "linear_num_value_heads"}
-MIXER_GROUPS = {"mamba": "n_groups", "delta": "linear_num_key_heads"}
+
+
+def mixer_heads(arch: Arch) -> tuple[str, str] | None:
+    """The recurrent heads a hybrid's search varies, and the group they come in whole multiples of, by the config's
+    names: Mamba-2's heads and their groups, Gated DeltaNet's value heads and its key heads (kept); None for other
+    models, and where the Mamba-2 heads follow the hidden size (Granite 4's, `Arch.mamba_expand`)."""
+    if arch.mixer == "delta":
+        return "linear_num_value_heads", "linear_num_key_heads"
+    if arch.mixer == "mamba" and not arch.mamba_expand:
+        return arch.mamba_names.heads, arch.mamba_names.groups
+    return None
 
 
 def searched(config) -> tuple[str, ...]:
     """The sizes the search varies, by the config's names: `SEARCHED` with the family's MLP size (Qwen3-MoE's
-    moe_intermediate_size), a mixture of experts' number of experts and a hybrid's recurrent heads (`MIXER_HEADS`)."""
+    moe_intermediate_size), a mixture of experts' number of experts and a hybrid's recurrent heads (`mixer_heads`)."""
     arch = arch_of(config)
     mlp = tuple(arch.mlp_size if a == "intermediate_size" else a for a in SEARCHED)
-    return mlp + ((arch.experts_size,) if arch.moe else ()) + ((MIXER_HEADS[arch.mixer],) if arch.hybrid else ())
+    mixer = mixer_heads(arch)
+    return mlp + ((arch.experts_size,) if arch.moe else ()) + ((mixer[0],) if mixer else ())
 
 
 @dataclass
@@ -80,7 +88,7 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        letters = "hafl" + "".join({"mamba_num_heads": "m", "linear_num_value_heads": "d"}.get(k, "e")
+        letters = "hafl" + "".join("d" if k == "linear_num_value_heads" else "m" if k.startswith("mamba") else "e"
                                    for k in list(self.sizes)[4:])
         return "-".join(f"{letter}{v}" for letter, v in zip(letters, self.sizes.values()))  # h576-a9-f1536-l30
 
@@ -117,6 +125,7 @@ class ParamCounter:
     def __init__(self, config, drops: dict[int, list[int]] | None = None):
         self.config, self.coef, self.built = config, {}, {}
         self.axes, self.arch = searched(config), arch_of(config)
+        self.mixer = mixer_heads(self.arch)
         L = config.num_hidden_layers
         self.kept = {d: Counter(self.kind(i) for i in range(L) if i not in set(drop))
                      for d, drop in {L: [], **(drops or {})}.items()}
@@ -138,7 +147,8 @@ class ParamCounter:
         if not self.arch.hybrid:
             return False
         _, costs = self.coefficients(self.config.hidden_size)
-        slots = {"num_attention_heads": 1, self.axes[2]: 2, self.arch.experts_size: 3, MIXER_HEADS[self.arch.mixer]: 4}
+        slots = {"num_attention_heads": 1, self.axes[2]: 2, self.arch.experts_size: 3,
+                 **({self.mixer[0]: 4} if self.mixer else {})}
         kept = self.kept[sizes["num_hidden_layers"]]
         return any(sizes[axis] != getattr(self.config, axis) and not any(costs[kind][slot] for kind in kept)
                    for axis, slot in slots.items() if axis in sizes)
@@ -156,7 +166,7 @@ class ParamCounter:
         """A layer's parameters from its kind's (c, a_heads, a_mlp, a_expert, a_mixer)."""
         c, a_heads, a_mlp, a_expert, a_mixer = coef
         experts = sizes[self.arch.experts_size] if self.arch.moe else 1
-        mixer = sizes[MIXER_HEADS[self.arch.mixer]] if self.arch.hybrid else 0
+        mixer = sizes[self.mixer[0]] if self.mixer else 0
         return c + a_heads * sizes["num_attention_heads"] + experts * (a_expert + a_mlp * sizes[self.axes[2]]) + \
             a_mixer * mixer
 
@@ -166,6 +176,8 @@ class ParamCounter:
             shape = {**{a: getattr(self.config, a) for a in self.axes}, "hidden_size": D}
             if self.arch.attention_is_hidden:  # its heads follow hidden_size: D / head_dim of them, always
                 shape["num_attention_heads"] = D // head_dim(self.config)
+            if self.arch.mamba_expand:  # its Mamba-2 heads follow hidden_size too (Granite 4)
+                shape[self.arch.mamba_names.heads] = tied_mamba_heads(self.config, D) or 1
             if not self.arch.hybrid:  # its layers cost the same: one layer, and two
                 base = 2 * self._build(shape, [0]) - self._build(shape, [0, 1])
             elif self.config.num_hidden_layers > 1:  # layers 0 and 1 each, and together
@@ -188,10 +200,9 @@ class ParamCounter:
         a_expert = self._build(shape, [i], **{self.arch.experts_size: E0 + 1}) - count - a_mlp * F0 \
             if self.arch.moe else 0
         a_mixer, M0 = 0, 0
-        if self.arch.hybrid:
-            mixer = MIXER_HEADS[self.arch.mixer]
-            M0 = shape[mixer]
-            a_mixer = self._build(shape, [i], **{mixer: M0 + 1}) - count
+        if self.mixer:
+            M0 = shape[self.mixer[0]]
+            a_mixer = self._build(shape, [i], **{self.mixer[0]: M0 + 1}) - count
         c = count - base - a_heads * H0 - E0 * (a_expert + a_mlp * F0) - a_mixer * M0
         return c, a_heads, a_mlp, a_expert, a_mixer
 
@@ -217,11 +228,10 @@ def default_steps(config) -> dict[str, int]:
     """Hidden and MLP sizes in multiples of 64, query heads in whole KV groups (the same number per group), layers, a
     mixture of experts' experts in eighths of the teacher's, a hybrid's recurrent heads in about eighths of the
     teacher's, whole groups (the same number per group)."""
-    arch = arch_of(config)
-    mixer = {}
-    if arch.hybrid:
-        heads, groups = (getattr(config, MIXER_HEADS[arch.mixer]), getattr(config, MIXER_GROUPS[arch.mixer]))
-        mixer = {MIXER_HEADS[arch.mixer]: max(1, heads // 8 // groups) * groups}
+    arch, mixer = arch_of(config), {}
+    if names := mixer_heads(arch):
+        heads, groups = (getattr(config, name) for name in names)
+        mixer = {names[0]: max(1, heads // 8 // groups) * groups}
     return {"hidden_size": 64, arch.mlp_size: 64, "num_attention_heads": config.num_key_value_heads,
             **({arch.experts_size: max(1, num_experts(config) // 8)} if arch.moe else {}), "num_hidden_layers": 1,
             **mixer}
@@ -235,7 +245,7 @@ def check_axes(config, steps: dict[str, int] | None, floors: dict[str, int] | No
         if bad or any(type(v) is not int or v < 1 for v in d.values()):
             raise MinitronError(f"--{name} takes positive whole numbers for {', '.join(axes)}, got {d}")
     groups = [("num_attention_heads", "num_key_value_heads")] + \
-        ([(MIXER_HEADS[arch.mixer], MIXER_GROUPS[arch.mixer])] if arch.hybrid else [])
+        ([mixer_heads(arch)] if mixer_heads(arch) else [])
     for heads, group in groups:
         if steps[heads] % getattr(config, group):
             raise MinitronError(f"the step of {heads} must be a multiple of {group}={getattr(config, group)} (the "
@@ -345,9 +355,16 @@ class Space:
 
 
 def valid_width(config, hidden: int, heads: int) -> bool:
-    """Whether the family's own config checks accept this hidden size with this many heads."""
+    """Whether the family's own config checks accept this hidden size with this many heads (and the Mamba-2 heads that
+    follow the hidden size, where they do: `tied_mamba_heads`)."""
+    sizes = {"hidden_size": hidden, "num_attention_heads": heads}
+    if (arch := arch_of(config)).mamba_expand:
+        tied = tied_mamba_heads(config, hidden)
+        if tied is None or tied % getattr(config, arch.mamba_names.groups):
+            return False
+        sizes[arch.mamba_names.heads] = tied
     try:
-        target_config(config, {"hidden_size": hidden, "num_attention_heads": heads})
+        target_config(config, sizes)
     except MinitronError:
         return False
     return True

@@ -19,7 +19,7 @@ from minitron.arch import arch_of
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss"]
+            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -151,6 +151,19 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         turns = ["sliding_attention", "full_attention"] * sizes["num_hidden_layers"]
         return GptOssConfig(**{"num_local_experts": 6, "num_experts_per_tok": 2, "sliding_window": 8,
                                "rope_parameters": rope, **sizes, "layer_types": turns[:sizes["num_hidden_layers"]]})
+    if family == "granitemoehybrid":  # Granite 4.0 H: Mamba-2, attention in turn, no positions, Granite's
+        # multipliers; Mamba-2 mixers 2 x hidden_size wide, eight heads of 16 in two groups; no experts
+        from transformers import GraniteMoeHybridConfig
+
+        kinds = ["linear_attention", "full_attention"] * sizes["num_hidden_layers"]
+        return GraniteMoeHybridConfig(**{"num_local_experts": 0,
+                                         "shared_intermediate_size": sizes["intermediate_size"],
+                                         "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_n_groups": 2,
+                                         "mamba_d_state": 16, "mamba_chunk_size": 8, "position_embedding_type": "nope",
+                                         "embedding_multiplier": 12.0, "residual_multiplier": 0.22,
+                                         "attention_multiplier": 0.1, "logits_scaling": 8.0, **sizes,
+                                         "layer_types": kinds[:sizes["num_hidden_layers"]]},
+                                      pad_token_id=None, bos_token_id=None, eos_token_id=None)
     raise ValueError(family)
 
 

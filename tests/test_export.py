@@ -65,6 +65,11 @@ MINISTRAL3_ROPE = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 16.0, "orig
                    "llama_4_scaling_beta": 1.0}
 
 
+# Granite 4.0 Micro's kind: every layer attention, with RoPE (llama.cpp's granitehybrid graph switches RoPE on by
+# `rope.scaling.finetuned`)
+GRANITE_MICRO = {"layer_types": ["full_attention"] * 4, "position_embedding_type": "rope"}
+
+
 def scaled_rope(family: str, rope: dict) -> dict:
     """save_model's settings for a model whose (global) layers' RoPE is `rope`: Gemma 3's local layers keep theirs,
     OLMo 3's have plain RoPE of the same base (transformers' reading of an OLMo 3 config's `rope_scaling`)."""
@@ -242,7 +247,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("qwen3_5_text", None, "f16", False), ("qwen3_5_text", "qwen35", "q8_0", True),
              ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", "llama-bpe", "q8_0", True),
              ("qwen2_moe", None, "f16", False), ("qwen2_moe", "qwen2", "q8_0", True), ("gpt_oss", None, "f16", False),
-             ("gpt_oss", "gpt-4o", "q8_0", False)]
+             ("gpt_oss", "gpt-4o", "q8_0", False), ("granitemoehybrid", None, "f16", False),
+             ("granitemoehybrid", "llama-bpe", "q8_0", True), ("granitemoehybrid", "micro", "f16", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -254,6 +260,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
                      "olmo3": OLMO3_YARN}
             extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "global": EXAONE4_GLOBAL, "mha": MHA,
                      "global-llama3": {**EXAONE4_GLOBAL, **scaled_rope(family, LLAMA3_ROPE)}, "32b": EXAONE4_32B,
+                     "micro": GRANITE_MICRO,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
         out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
@@ -581,7 +588,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
                                             "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text, "
-                                            "qwen3_5_moe_text, qwen2_moe, gpt_oss$"):
+                                            "qwen3_5_moe_text, qwen2_moe, gpt_oss, granitemoehybrid$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -828,7 +835,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("nemotron_h", None, "q8_0", True), ("qwen3_5_text", None, "f16", False), ("qwen3_5_text", None, "q8_0", True),
     ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", None, "q8_0", True),
     ("qwen2_moe", None, "f16", False), ("qwen2_moe", None, "q8_0", True), ("gpt_oss", None, "f16", False),
-    ("gpt_oss", None, "q8_0", False),
+    ("gpt_oss", None, "q8_0", False), ("granitemoehybrid", None, "f16", False),
+    ("granitemoehybrid", None, "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

@@ -33,16 +33,18 @@ def norm_inputs(mamba, x):
     return got[0], out
 
 
-def test_pruning_mamba_heads_and_channels_keeps_their_scan():
+@pytest.mark.parametrize("family", ["nemotron_h", "granitemoehybrid"])
+def test_pruning_mamba_heads_and_channels_keeps_their_scan(family):
     """The kept heads' kept channels scan as in the teacher (the same x, B, C, dt, A and D reach them); the gated norm
-    then normalises each group over its kept channels, and out_proj reads them."""
-    model = tiny_model("nemotron_h", num_hidden_layers=LAYERS)
+    then normalises each group over its kept channels, and out_proj reads them (Nemotron-H's and Granite 4's mixers)."""
+    model = tiny_model(family, num_hidden_layers=LAYERS)
+    names, head_dim = arch_of(model.config).mamba_names, mamba_of(model.model.layers[0]).head_dim
     g = torch.Generator().manual_seed(1)
     heads = [select_heads(torch.rand(8, generator=g), 2, 4, 2)[0] for _ in range(LAYERS)]  # two of four a group
-    channels = [torch.randperm(8, generator=g)[:5].sort().values for _ in range(LAYERS)]
+    channels = [torch.randperm(head_dim, generator=g)[:5].sort().values for _ in range(LAYERS)]
     pruned = copy.deepcopy(model)
     prune_mamba(pruned, heads, channels)
-    assert (pruned.config.mamba_num_heads, pruned.config.mamba_head_dim) == (4, 5)
+    assert (getattr(pruned.config, names.heads), getattr(pruned.config, names.head_dim)) == (4, 5)
     x = torch.randn(2, 20, 64, generator=g)
     for i in (0, 4):
         teacher, student = mamba_of(model.model.layers[i]), mamba_of(pruned.model.layers[i])
@@ -129,6 +131,36 @@ def test_what_a_hybrid_cannot_be_is_refused(capsys, tmp_path):
     line = cli_error(capsys, "prune", "--model", tmp_path / "teacher", "--prune.drop-layers", "1", "3", "5",
                      "--out", tmp_path / "out")
     assert "keeps none of this nemotron_h model's attention layers" in line
+
+
+def test_granite_4s_mamba_heads_follow_its_hidden_size(tmp_path, tiny_data):
+    """Granite 4's Mamba-2 mixers are mamba_expand x hidden_size wide (transformers sizes them so): a target's hidden
+    size sets the heads (their channels kept, whole groups), heads x channels of another width are refused in one line,
+    and the search varies the hidden size alone for them, counting exactly; the student reloads in stock
+    transformers."""
+    config = tiny_config("granitemoehybrid")  # hidden 64, Mamba-2 2 x 64 = 8 heads x 16 channels, two groups
+    assert check_target(config, {"hidden_size": 32})["mamba_n_heads"] == 4
+    assert check_target(config, {"hidden_size": 48, "mamba_d_head": 12})["mamba_n_heads"] == 8
+    with pytest.raises(MinitronError, match="mamba_expand x hidden_size = 2 x 48 = 96 wide, and mamba_n_heads=4 x "
+                                            "mamba_d_head=16 = 64 is not"):
+        check_target(config, {"hidden_size": 48, "mamba_n_heads": 4})
+    with pytest.raises(MinitronError, match="mamba_n_heads=5 is not a multiple of mamba_n_groups=2"):
+        check_target(config, {"hidden_size": 40})
+    shapes = enumerate_shapes(config, int(0.6 * params_of(config)), 0.15, steps={"hidden_size": 16,
+                                                                                  "shared_intermediate_size": 32})
+    assert shapes and all("mamba_n_heads" not in c.sizes and c.sizes["hidden_size"] % 16 == 0 for c in shapes)
+    for c in shapes:
+        assert c.params == params_of(target_config(config, check_target(config, c.sizes)))
+    save_tiny(tmp_path / "teacher", "granitemoehybrid")
+    run_cli("prune", "--model", tmp_path / "teacher", "--data", tiny_data, "--prune.calib-seqs", 4, "--prune.seq-len",
+            16, "--target", "hidden_size=32,shared_intermediate_size=48", "--out", tmp_path / "out")
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert (student.config.hidden_size, student.config.mamba_n_heads, student.config.mamba_d_head) == (32, 4, 16)
+    from minitron.pipeline import stage_targets  # a compress round's hidden size keeps whole groups of heads too
+    assert stage_targets(config, check_target(config, {"hidden_size": 32}), {"hidden_size": 32}, 2) == [
+        {"hidden_size": 48}, {"hidden_size": 32}]
+    with torch.no_grad():
+        assert torch.isfinite(student(input_ids=IDS).logits).all()
 
 
 def test_the_search_varies_mamba_heads_and_keeps_a_hybrids_layers_unscored():
@@ -219,6 +251,40 @@ def test_a_hybrids_search_varies_its_depth_once_scored(tmp_path, capsys, one_thr
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "best").num_parameters() == result["params"]
     dry = search(0.6, teacher, dry_run=True, tolerance=0.1, steps=steps, prune=prune, scores=tmp_path / "work" / "scores")
     assert sorted(json.dumps(s["sizes"]) for s in dry["shapes"]) == sorted(json.dumps(r["sizes"]) for r in rows)
+
+
+def test_export_writes_what_llama_cpps_granitehybrid_graph_reads(tmp_path):
+    """Granite 4 as llama.cpp's converter writes it: its recurrent layers by no KV heads, its Mamba-2 sizes, no RoPE
+    (`rope.scaling.finetuned` false: llama.cpp's switch), its multipliers, and its MLP's fused gate and up rows as a
+    dense model's two tensors; its GGUF reads back as the model; what llama.cpp's graph computes otherwise is
+    refused."""
+    import gguf
+    from minitron.export import export
+    from minitron.export_checks import check_exportable
+    from test_export import byte_level_tokenizer, save_model
+
+    model = save_model(tmp_path / "hf", "granitemoehybrid", byte_level_tokenizer())
+    reader = gguf.GGUFReader(export(str(tmp_path / "hf"), tmp_path / "m.gguf", "f16").gguf)
+    fields = {k: f.contents() for k, f in reader.fields.items()}
+    kinds = model.config.layer_types
+    assert fields["general.architecture"] == "granitehybrid"
+    assert fields["granitehybrid.attention.head_count_kv"] == [2 if k == "full_attention" else 0 for k in kinds]
+    assert (fields["granitehybrid.ssm.inner_size"], fields["granitehybrid.ssm.time_step_rank"],
+            fields["granitehybrid.ssm.group_count"], fields["granitehybrid.ssm.state_size"]) == (128, 8, 2, 16)
+    assert fields["granitehybrid.rope.scaling.finetuned"] is False and "granitehybrid.rope.freq_base" not in fields
+    assert fields["granitehybrid.feed_forward_length"] == 96
+    assert fields["granitehybrid.embedding_scale"] == pytest.approx(12.0)
+    tensors = {t.name: t for t in reader.tensors}
+    gate, up = (gguf.dequantize(tensors[f"blk.0.ffn_{n}.weight"].data, tensors[f"blk.0.ffn_{n}.weight"].tensor_type)
+                for n in ("gate", "up"))
+    fused = model.model.layers[0].shared_mlp.input_linear.weight.detach().half().float().numpy()
+    assert (gate == fused[:96]).all() and (up == fused[96:]).all() and "blk.0.ffn_down_shexp.weight" not in tensors
+    assert "blk.1.ssm_in.weight" not in tensors and "blk.0.ssm_in.weight" in tensors
+    for change, refusal in [({"mamba_expand": 3, "mamba_n_heads": 12}, "takes Mamba-2 mixers twice the hidden size"),
+                            ({"time_step_limit": (0.0, 10.0)}, "does not clamp the time step"),
+                            ({"mamba_proj_bias": True}, "has no in_proj bias")]:
+        with pytest.raises(MinitronError, match=refusal):
+            check_exportable(tiny_config("granitemoehybrid", **change))
 
 
 def test_export_writes_what_llama_cpps_nemotron_h_graph_reads(tmp_path):

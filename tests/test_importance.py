@@ -196,8 +196,10 @@ def test_coupled_scores_cover_every_family(family):
     if experts:
         assert s["experts"].shape == (4, 6) and (s["experts"] > 0).all()
     if mixer:  # each unit scored in the layers that have it, 0 in the others (Qwen3.5 has an MLP in every layer)
-        where = {"mamba": ("linear_attention", 8), "mamba_dim": ("linear_attention", 8), "delta": ("linear_attention", 4),
-                 "heads": ("full_attention", 8), "mlp": ("mlp" if mixer == "mamba" else None, 96)}
+        names = arch_of(model.config).mamba_names  # Nemotron-H's MLP layers apart, every other hybrid's layer with one
+        where = {"mamba": ("linear_attention", 8), "delta": ("linear_attention", 4), "heads": ("full_attention", 8),
+                 "mamba_dim": ("linear_attention", getattr(model.config, names.head_dim, 0)),
+                 "mlp": ("mlp" if "mlp" in model.config.layer_types else None, 96)}
         for unit in ["heads", "mlp", *units]:
             kind, count = where[unit]
             assert s[unit].shape == (4, *(experts if unit == "mlp" else ()), count)

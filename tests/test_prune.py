@@ -8,7 +8,8 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import own_names, tiny_model
-from minitron.arch import PER_LAYER, arch_of, attention_of, count_params, head_dim, mlp_of, moe_block, moe_weights
+from minitron.arch import (PER_LAYER, arch_of, attention_of, count_params, head_dim, mlp_down, mlp_of, moe_block,
+                           moe_weights)
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
 from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
@@ -50,7 +51,7 @@ def test_mlp_pruning_equals_zeroed_neurons(family, tie):
             mask = torch.ones(experts, 96, dtype=torch.bool).scatter_(1, k, False)
             for e in range(experts if arch.moe or mlp_of(layer) is not None else 0):  # a hybrid's without an MLP: none
                 down = moe_weights(moe_block(layer, arch), arch).down[e] if arch.moe else \
-                    mlp_of(layer).down_proj.weight  # (hidden, neurons): GPT-OSS's a transposed view
+                    mlp_down(mlp_of(layer), arch).weight  # (hidden, neurons): GPT-OSS's a transposed view
                 down[:, mask[e]] = 0
     keep = keep if arch.moe else [k[0] for k in keep]
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, keep, []))
@@ -135,9 +136,10 @@ def test_dropping_layers_equals_skipping_them(family, drop, tmp_path):
 @pytest.mark.parametrize("tie", [False, True])
 def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_path):
     model = tiny_model(family, tie)
-    moe = arch_of(model.config).moe
-    experts = {"num_experts": 4} if moe else {}
-    target = own_names(model.config, dict(hidden_size=40, intermediate_size=48, num_attention_heads=2,
+    arch = arch_of(model.config)
+    experts = {"num_experts": 4} if arch.moe else {}
+    hidden = 32 if arch.mamba_expand else 40  # Granite 4's Mamba-2 heads follow it: 2 x 32 / 16 = 4, two a group
+    target = own_names(model.config, dict(hidden_size=hidden, intermediate_size=48, num_attention_heads=2,
                                           num_key_value_heads=1, num_hidden_layers=3, **experts))
     sizes = check_target(model.config, target, [2])
     expected = params_of(target_config(model.config, sizes, [2]))  # a hybrid's count depends on which layer goes
@@ -145,7 +147,8 @@ def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_
     chosen = [select_heads(s, 2, 2, 1) for s in r["heads"]]
     plan = Plan(r["hidden"].topk(target["hidden_size"]).indices.sort().values, [c[0] for c in chosen],
                 [c[1] for c in chosen], [s.topk(48).indices.sort().values for s in r["mlp"]], [2],
-                [s.topk(4).indices.sort().values for s in r["experts"]] if moe else None)
+                [s.topk(4).indices.sort().values for s in r["experts"]] if arch.moe else None,
+                mamba=[select_heads(s, 2, 4, 2)[0] for s in r["mamba"]] if arch.mamba_expand else None)
     pruned = apply_plan(copy.deepcopy(model), plan)
     assert count_params(pruned) == expected
     pruned.save_pretrained(tmp_path)
@@ -176,7 +179,7 @@ def test_unsupported_architecture_is_refused_by_name():
 
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
                                             "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, gpt_oss, granite, "
-                                            "granitemoe, hunyuan_v1_dense, llama, ministral3, mistral, mixtral, "
+                                            "granitemoe, granitemoehybrid, hunyuan_v1_dense, llama, ministral3, mistral, mixtral, "
                                             "nemotron, nemotron_h, olmo2, olmo3, olmoe, phi3, qwen2, qwen2_moe, qwen3, "
                                             "qwen3_5_moe_text, qwen3_5_text, qwen3_moe, seed_oss, smollm3, stablelm"):
         arch_of(GPT2Config())

@@ -15,7 +15,7 @@ from minitron.eval import EvalConfig
 from minitron.load import load_config, load_model
 from minitron.numerics import lm_loss, native_bf16, windows_in_batches
 from minitron.prune import PruneConfig, check_target, params_of, target_config
-from minitron.search import MIXER_HEADS, ParamCounter, Space, budget_of, enumerate_shapes, search, spread
+from minitron.search import ParamCounter, Space, budget_of, enumerate_shapes, mixer_heads, search, spread
 
 TRAIN = TrainConfig(seq_len=32, micro_batch=4, global_batch_tokens=256, lr=3e-3, eval_every=0, save_every=2)
 PRUNE = PruneConfig(calib_seqs=4, seq_len=32)
@@ -27,10 +27,12 @@ def test_param_counts_are_exact(family, tie):
     count = ParamCounter(config)
     for sizes in [dict(hidden_size=32, num_attention_heads=4, intermediate_size=48, num_hidden_layers=3),
                   dict(hidden_size=48, num_attention_heads=6, intermediate_size=96, num_hidden_layers=1)]:
-        experts = {"num_experts": 4} if arch_of(config).moe else {}
-        mixer = arch_of(config).mixer  # a hybrid's search varies its recurrent heads (its depth: test_hybrid)
-        hybrid = {MIXER_HEADS[mixer]: {"mamba": sizes["num_attention_heads"], "delta": 2}[mixer],
-                  "num_hidden_layers": 4} if mixer else {}
+        arch = arch_of(config)
+        experts = {"num_experts": 4} if arch.moe else {}
+        mixer = mixer_heads(arch)  # a hybrid's search varies its recurrent heads (its depth: test_hybrid; Granite 4's
+        # Mamba-2 heads follow hidden_size)
+        hybrid = {**({mixer[0]: {"mamba": sizes["num_attention_heads"], "delta": 2}[arch.mixer]} if mixer else {}),
+                  "num_hidden_layers": 4} if arch.hybrid else {}
         sizes = own_names(config, {**sizes, **experts, **hybrid})
         assert count(sizes) == params_of(target_config(config, check_target(config, sizes)))
 

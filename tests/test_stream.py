@@ -86,8 +86,10 @@ def test_bf16_compute_streamed_equals_in_memory_and_ranks_like_fp32(tmp_path):
 def random_plan(config, drop=(2,)):
     experts = {"num_experts": 4, **({"shared_expert_intermediate_size": 32} if arch_of(config).shared_expert else {})} \
         if arch_of(config).moe else {}
-    mixer = {"mamba": {"mamba_num_heads": 4, "mamba_head_dim": 6},  # a hybrid's recurrent heads too
-             "delta": {"linear_num_key_heads": 1, "linear_num_value_heads": 2}}.get(arch_of(config).mixer, {})
+    arch = arch_of(config)  # a hybrid's recurrent heads too (Granite 4's follow hidden_size: their channels pruned)
+    mixer = {"mamba": {arch.mamba_names.heads: 4, arch.mamba_names.head_dim: 6} if not arch.mamba_expand else
+             {arch.mamba_names.heads: 8, arch.mamba_names.head_dim: 2 * TARGET["hidden_size"] // 8},
+             "delta": {"linear_num_key_heads": 1, "linear_num_value_heads": 2}}.get(arch.mixer, {})
     sizes = check_target(config, own_names(config, {**TARGET, **experts, **mixer}), list(drop))
     scores = Scores({f"random/{k}": v for k, v in random_scores(config, 0).items() if k != "layers"})
     return (make_plan(scores, config, sizes, PruneConfig(criterion="random", drop_layers=list(drop))),

@@ -80,9 +80,10 @@ class Scores:
             raise MinitronError(f"the scores in {where} are for a model with "
                                 f"{', '.join(f'{k}={recorded[k]}' for k in differ)}, but this one has "
                                 f"{', '.join(f'{k}={sizes[k]}' for k in differ)}; score this model")
+        names = arch_of(config).mamba_names
         lengths = {"hidden": sizes["hidden_size"], "hidden_pooled": sizes["hidden_size"],
                    "mlp": sizes[arch_of(config).mlp_size], "experts": num_experts(config),
-                   "mamba": sizes.get("mamba_num_heads"), "mamba_dim": sizes.get("mamba_head_dim"),
+                   "mamba": sizes.get(names.heads), "mamba_dim": sizes.get(names.head_dim),
                    "delta": sizes.get("linear_num_value_heads"), "shared": sizes.get("shared_expert_intermediate_size")}
         for name, t in self.tensors.items():
             part = name.rsplit("/", 1)[-1]

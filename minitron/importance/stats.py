@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from minitron.arch import (Arch, MoEWeights, attention_inputs, attention_of, decoder_layers, delta_of, final_norm,
-                           head_dim, layer_norms, mamba_of, mixer_inputs, mlp_inputs, mlp_of, moe_block, moe_weights,
-                           num_experts, shared_expert_of)
+                           head_dim, layer_norms, mamba_of, mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block,
+                           moe_weights, num_experts, shared_expert_of)
 
 AGGREGATIONS = ("mean", "l2", "var")
 
@@ -121,7 +121,8 @@ class ActivationRecorder:
         self.shared = [Stat(shared, device=dev) for _ in range(L)]  # a shared expert's neurons (down_proj's input)
         # a hybrid's recurrent heads: Mamba-2's heads and head channels, Gated DeltaNet's value heads (0 in its other
         # layers, as attention heads and neurons are where it has none)
-        Hm, dm = (cfg.mamba_num_heads, cfg.mamba_head_dim) if arch.mixer == "mamba" else (0, 0)
+        Hm, dm = (getattr(cfg, arch.mamba_names.heads), getattr(cfg, arch.mamba_names.head_dim)) \
+            if arch.mixer == "mamba" else (0, 0)
         Hv, dv = (cfg.linear_num_value_heads, cfg.linear_value_head_dim) if arch.mixer == "delta" else (0, 0)
         self.mamba, self.mamba_dim = [Stat(Hm, device=dev) for _ in range(L)], [Stat(dm, device=dev) for _ in range(L)]
         self.delta = [Stat(Hv, device=dev) for _ in range(L)]
@@ -159,9 +160,9 @@ class ActivationRecorder:
             self.sq["o_in"][layer] += per_head.square().sum((0, 1)).flatten()
         return hook
 
-    def _mamba(self, layer: int):
+    def _mamba(self, layer: int, head_dim: int):
         def hook(module, args):
-            per_head = args[0].detach().unflatten(-1, (-1, self.model.config.mamba_head_dim)).float()  # (B, S, H, d)
+            per_head = args[0].detach().unflatten(-1, (-1, head_dim)).float()  # (B, S, H, d)
             self._add(self.mamba, torch.linalg.vector_norm(per_head, dim=-1), layer)
             self._add(self.mamba_dim, torch.linalg.vector_norm(per_head, dim=-2), layer)
             self.sq["mamba_o_in"][layer] += per_head.square().sum((0, 1)).flatten()
@@ -213,12 +214,12 @@ class ActivationRecorder:
             if self.arch.moe:
                 reg(moe_block(layer, self.arch).register_forward_pre_hook(self._moe(i)))
             elif mlp is not None:
-                reg(mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0], i)))
+                reg(mlp_down(mlp, self.arch).register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0], i)))
                 reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))
             if (shared := shared_expert_of(layer, self.arch)) is not None:
                 reg(shared.down_proj.register_forward_pre_hook(self._shared(i)))
             if mamba is not None:
-                reg(mamba.out_proj.register_forward_pre_hook(self._mamba(i)))
+                reg(mamba.out_proj.register_forward_pre_hook(self._mamba(i, mamba.head_dim)))
             if delta is not None:
                 reg(delta.out_proj.register_forward_pre_hook(self._delta(i)))
             if mixer_inputs(layer):

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_inputs, attention_of, attention_rows,
                            decoder_layers, delta_of, embedding, final_norm, head_dim, layer_norms, mamba_of,
-                           mixer_inputs, mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts,
+                           mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts,
                            query_dim, residual_readers, residual_writers, shared_expert_of, shared_inputs, tied)
 from minitron.numerics import cross_entropy_sum
 
@@ -53,7 +53,8 @@ def unit_shapes(config) -> dict[str, tuple[int, ...]]:
     if arch.shared_expert:
         shapes["shared"] = (config.shared_expert_intermediate_size,)
     if arch.mixer == "mamba":
-        shapes.update(mamba=(config.mamba_num_heads,), mamba_dim=(config.mamba_head_dim,))
+        shapes.update(mamba=(getattr(config, arch.mamba_names.heads),),
+                      mamba_dim=(getattr(config, arch.mamba_names.head_dim),))
     if arch.mixer == "delta":
         shapes["delta"] = (config.linear_num_value_heads,)
     return shapes
@@ -140,8 +141,8 @@ def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[t
         moe_hidden, units["mlp"], units["experts"] = coupled_moe(layer, arch, elem)
         return hidden + moe_hidden, units
     if mlp is not None:
-        units["mlp"] = sum(_row_sum(r, elem) for r in neuron_rows(layer, arch)) + column_sum(mlp.down_proj.weight,
-                                                                                             elem)
+        units["mlp"] = sum(_row_sum(r, elem) for r in neuron_rows(layer, arch)) + \
+            column_sum(mlp_down(mlp, arch).weight, elem)
     return hidden, units
 
 
@@ -179,7 +180,7 @@ def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tens
     else:
         mlp_read = sum(column_sum(l.weight, abs32) for l in mlp_inputs(layer, arch))
         if mlp is not None:
-            units["mlp"] = column_sum(mlp.down_proj.weight, abs32)  # times the input norm (`finish_wanda`)
+            units["mlp"] = column_sum(mlp_down(mlp, arch).weight, abs32)  # times the input norm (`finish_wanda`)
     hidden = sum(column_sum(l.weight, abs32) for l in attention_inputs(layer, arch)) * sq["attn_in"][i].sqrt() + \
         mlp_read * sq["mlp_in"][i].sqrt()
     if attn is not None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import ATTENTION, MLP, Arch, arch_of, count_params, per_layer_lists, prunable_sizes, width_sizes
+from minitron.arch import (ATTENTION, MLP, Arch, arch_of, count_params, per_layer_lists, prunable_sizes,
+                           tied_mamba_heads, width_sizes)
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
@@ -46,12 +47,32 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
                             f"num_experts_per_tok={config.num_experts_per_tok} experts; keep at least that many")
     if "linear_num_value_heads" in sizes:
         check_groups(sizes, teacher, "linear_num_value_heads", "linear_num_key_heads", "Gated DeltaNet value heads")
-    if "mamba_num_heads" in sizes and sizes["mamba_num_heads"] % config.n_groups:
-        raise MinitronError(f"mamba_num_heads={sizes['mamba_num_heads']} is not a multiple of n_groups="
-                            f"{config.n_groups}: each group of Mamba-2 heads shares its B and C, so every group keeps "
-                            "the same number of heads")
+    if arch_of(config).mixer == "mamba":
+        check_mamba(config, sizes, target)
     check_groups(sizes, teacher, "num_attention_heads", "num_key_value_heads", "query heads")
     return sizes
+
+
+def check_mamba(config, sizes: dict[str, int], target: dict[str, int]) -> None:
+    """Refuse Mamba-2 heads that are not whole groups (a group's heads share its B and C). Where the mixers are
+    mamba_expand x hidden_size wide (Granite 4, `Arch.mamba_expand`), set the heads from the hidden size when the
+    target sets neither the heads nor their channels, and refuse heads x channels of another width."""
+    arch, model_type = arch_of(config), config.model_type
+    names = arch.mamba_names
+    if arch.mamba_expand:
+        width = config.mamba_expand * sizes["hidden_size"]
+        if names.heads not in target and names.head_dim not in target:  # the heads follow the hidden size
+            sizes[names.heads] = tied_mamba_heads(config, sizes["hidden_size"]) or sizes[names.heads]
+        if sizes[names.heads] * sizes[names.head_dim] != width:
+            raise MinitronError(f"this {model_type} model's Mamba-2 mixers are mamba_expand x hidden_size = "
+                                f"{config.mamba_expand} x {sizes['hidden_size']} = {width} wide, and {names.heads}="
+                                f"{sizes[names.heads]} x {names.head_dim}={sizes[names.head_dim]} = "
+                                f"{sizes[names.heads] * sizes[names.head_dim]} is not; set them so that they are (or "
+                                "leave them out: the heads follow hidden_size)")
+    groups = getattr(config, names.groups)
+    if sizes[names.heads] % groups:
+        raise MinitronError(f"{names.heads}={sizes[names.heads]} is not a multiple of {names.groups}={groups}: each "
+                            "group of Mamba-2 heads shares its B and C, so every group keeps the same number of heads")
 
 
 def check_groups(sizes: dict[str, int], teacher: dict[str, int], heads: str, groups: str, what: str) -> None:
@@ -200,11 +221,11 @@ def mamba_plan(width: dict | None, config, sizes: dict[str, int]) -> tuple[list 
     per layer, each None where its size stays the teacher's."""
     if arch_of(config).mixer != "mamba":
         return None, None
-    L, groups = config.num_hidden_layers, config.n_groups
-    heads = [select_heads(width["mamba"][l], groups, sizes["mamba_num_heads"], groups)[0] for l in range(L)] \
-        if sizes["mamba_num_heads"] != config.mamba_num_heads else None
-    channels = [top(width["mamba_dim"][l], sizes["mamba_head_dim"]) for l in range(L)] \
-        if sizes["mamba_head_dim"] != config.mamba_head_dim else None
+    names = arch_of(config).mamba_names
+    L, groups, H, d = config.num_hidden_layers, getattr(config, names.groups), sizes[names.heads], sizes[names.head_dim]
+    heads = [select_heads(width["mamba"][l], groups, H, groups)[0] for l in range(L)] \
+        if H != getattr(config, names.heads) else None
+    channels = [top(width["mamba_dim"][l], d) for l in range(L)] if d != getattr(config, names.head_dim) else None
     return heads, channels
 
 

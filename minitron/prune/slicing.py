@@ -12,7 +12,7 @@ from torch import nn
 
 from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_of, attention_rows, decoder_layers,
                            delta_of, embedding, final_norm, head_dim, head_rows, layer_norms, mamba_of, mlp_of,
-                           moe_block, moe_weights, neuron_rows, per_layer_lists, query_dim, residual_readers,
+                           mlp_down, moe_block, moe_weights, neuron_rows, per_layer_lists, query_dim, residual_readers,
                            residual_writers, shared_expert_of, tied)
 
 
@@ -96,7 +96,7 @@ def slice_layer_mlp(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     if mlp is None:
         return
     keep_rows([(rows, keep) for rows in neuron_rows(layer, arch)])
-    slice_linear(mlp.down_proj, 1, keep)
+    slice_linear(mlp_down(mlp, arch), 1, keep)
     if hasattr(mlp, "intermediate_size"):
         mlp.intermediate_size = len(keep)
 
@@ -238,10 +238,11 @@ def prune_mamba(model: nn.Module, heads: list[torch.Tensor] | None, channels: li
     of a hybrid's Mamba-2 layers."""
     for i, layer in enumerate(decoder_layers(model)):
         slice_layer_mamba(layer, heads[i] if heads else None, channels[i] if channels else None)
+    names = arch_of(model.config).mamba_names
     if heads:
-        model.config.mamba_num_heads = len(heads[0])
+        setattr(model.config, names.heads, len(heads[0]))
     if channels:
-        model.config.mamba_head_dim = len(channels[0])
+        setattr(model.config, names.head_dim, len(channels[0]))
 
 
 def prune_delta(model: nn.Module, v_heads: list[torch.Tensor], k_heads: list[torch.Tensor]) -> None:
