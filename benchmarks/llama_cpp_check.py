@@ -100,7 +100,7 @@ def quantized_reference(model, dtype: str):
                 p.copy_(torch.from_numpy(oss_read(oss[1], [rounded(torch.from_numpy(part), name, dtype,
                                                                    config.num_hidden_layers, shared).numpy()
                                                            for part, name in zip(parts, oss[0])])))
-            elif mlp := granite_mlp_in_gguf(key):  # Granite 4's gate and up halves (or down), each in its GGUF type
+            elif mlp := granite_mlp_in_gguf(key, experts):  # Granite 4's gate and up halves (or down), each in its GGUF type
                 p.copy_(torch.cat([rounded(w, name, dtype, config.num_hidden_layers, shared)
                                    for w, name in zip(p.chunk(len(mlp), dim=0), mlp)], dim=0))
             elif p.ndim == 2:  # under the name a checkpoint stores it by (Granite-MoE's router.layer)

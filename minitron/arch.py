@@ -16,7 +16,7 @@ parts, None where it has no such part.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,23 @@ class MambaNames:
 
 
 GRANITE_MAMBA = MambaNames("mamba_n_heads", "mamba_d_head", "mamba_n_groups", "mamba_d_state", "mamba_d_conv")
+
+
+@dataclass(frozen=True)
+class SharedNames:
+    """Where a mixture of experts' shared expert is and what its parts and size are called: Qwen's (the default) in
+    the block as `shared_expert`, gate_proj and up_proj apart, its output gated by the block's `shared_expert_gate`;
+    Granite 4's (`GRANITE_SHARED`) in the layer as `shared_mlp`, its gate and up rows fused in `input_linear`, ungated."""
+
+    module: str = "shared_expert"
+    in_layer: bool = False  # in the decoder layer, beside the block (else in the block)
+    fused: str | None = None  # its one gate-and-up linear (None: gate_proj and up_proj)
+    down: str = "down_proj"
+    gate: str | None = "shared_expert_gate"  # the block's one-row gate of its output (None: ungated)
+    size: str = "shared_expert_intermediate_size"  # the config's name of its neurons
+
+
+GRANITE_SHARED = SharedNames("shared_mlp", True, "input_linear", "output_linear", None, "shared_intermediate_size")
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,7 @@ class Arch:
     # Beside the routed experts, one shared expert every token runs (a gated MLP of shared_expert_intermediate_size
     # neurons, `block.shared_expert`), its output scaled by the sigmoid of `block.shared_expert_gate` (Qwen3.5-MoE)
     shared_expert: bool = False
+    shared_names: SharedNames = SharedNames()  # where it is and its parts' names (Granite 4's `GRANITE_SHARED`)
     # The experts as GPT-OSS holds them (`OSS_EXPERTS`): gate_up_proj (experts, hidden, 2 x neurons) with gate and up
     # columns in turn, down_proj (experts, neurons, hidden), each with a bias, a router with a bias, and the clamped
     # SwiGLU of the experts' own `_apply_gate`
@@ -187,6 +205,12 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("granitemoehybrid", _PRE_POST, fused_mlp=True, mlp_size="shared_intermediate_size", mlp_fused="input_linear",
          mlp_down="output_linear", mixer="mamba", mamba_names=GRANITE_MAMBA, mamba_expand=True),
 ]}
+# Granite 4.0 H-Tiny and H-Small: Granite 4's layers with a mixture of experts (Granite-MoE's: a router, the experts
+# stored as 3D tensors) beside each layer's MLP, which becomes its always-on shared expert (`GRANITE_SHARED`)
+GRANITE_MOE_HYBRID = replace(FAMILIES["granitemoehybrid"], moe=True, mlp_size="intermediate_size",
+                             experts_size="num_local_experts", moe_block="block_sparse_moe", router="router",
+                             stored_fused=FAMILIES["granitemoe"].stored_fused, shared_expert=True,
+                             shared_names=GRANITE_SHARED)
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
 PER_LAYER = ("layer_types", "no_rope_layers")
@@ -239,7 +263,7 @@ def prunable_sizes(config) -> tuple[str, ...]:
     (`Arch.experts_size`) and its shared expert's neurons, of a hybrid its recurrent layers' heads (`mixer_sizes`)."""
     arch = arch_of(config)
     return ("hidden_size", arch.mlp_size, *PRUNABLE_SIZES[2:], *((arch.experts_size,) if arch.moe else ()),
-            *(("shared_expert_intermediate_size",) if arch.shared_expert else ()), *mixer_sizes(arch))
+            *((arch.shared_names.size,) if arch.shared_expert else ()), *mixer_sizes(arch))
 
 
 def tied_mamba_heads(config, hidden: int) -> int | None:
@@ -280,9 +304,7 @@ def arch_of(config) -> Arch:
                             "mixture of experts); minitron prunes Nemotron-H models of Mamba-2, attention and MLP "
                             "layers")
     if model_type == "granitemoehybrid" and getattr(config, "num_local_experts", 0):
-        raise MinitronError(f"this granitemoehybrid model has a mixture of experts ({config.num_local_experts} a "
-                            "layer: Granite 4.0 H-Tiny, H-Small); minitron prunes the dense Granite 4.0 models (H-350M, "
-                            "H-1B, H-Micro, Micro)")
+        return GRANITE_MOE_HYBRID
     return FAMILIES[model_type]
 
 
@@ -342,8 +364,22 @@ def mamba_of(layer: nn.Module) -> nn.Module | None:
 
 
 def shared_expert_of(layer: nn.Module, arch: Arch) -> nn.Module | None:
-    """A mixture of experts' shared expert (None: a family without one)."""
-    return moe_block(layer, arch).shared_expert if arch.shared_expert else None
+    """A mixture of experts' shared expert (None: a family without one): in the block, or in the layer (Granite 4)."""
+    if not arch.shared_expert:
+        return None
+    names = arch.shared_names
+    return getattr(layer if names.in_layer else moe_block(layer, arch), names.module)
+
+
+def shared_rows(layer: nn.Module, arch: Arch) -> list[Rows]:
+    """The rows of a shared expert's neurons: its gate's and up's (the two halves of a fused input_linear)."""
+    shared, names = shared_expert_of(layer, arch), arch.shared_names
+    return halves(getattr(shared, names.fused)) if names.fused else [Rows(shared.gate_proj), Rows(shared.up_proj)]
+
+
+def shared_down(layer: nn.Module, arch: Arch) -> nn.Linear:
+    """A shared expert's output linear."""
+    return getattr(shared_expert_of(layer, arch), arch.shared_names.down)
 
 
 def delta_of(layer: nn.Module) -> nn.Module | None:
@@ -398,10 +434,14 @@ def mlp_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
 def neuron_rows(layer: nn.Module, arch: Arch) -> list[Rows]:
     """The MLP input rows of its neurons: gate's and up's (the two halves of a fused gate_up_proj), or up's."""
     if arch.fused_mlp:
-        fused = getattr(mlp_of(layer), arch.mlp_fused)
-        half = fused.out_features // 2
-        return [Rows(fused, 0, half), Rows(fused, half, half)]
+        return halves(getattr(mlp_of(layer), arch.mlp_fused))
     return [Rows(linear) for linear in mlp_inputs(layer, arch)]
+
+
+def halves(fused: nn.Linear) -> list[Rows]:
+    """The gate's and up's rows of a linear that holds both, the gate's first (Phi-3's gate_up_proj)."""
+    half = fused.out_features // 2
+    return [Rows(fused, 0, half), Rows(fused, half, half)]
 
 
 def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
@@ -428,8 +468,9 @@ def shared_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     gate's one row (none without a shared expert)."""
     if not arch.shared_expert:
         return []
-    block = moe_block(layer, arch)
-    return [block.shared_expert.gate_proj, block.shared_expert.up_proj, block.shared_expert_gate]
+    names, shared = arch.shared_names, shared_expert_of(layer, arch)
+    readers = [getattr(shared, names.fused)] if names.fused else [shared.gate_proj, shared.up_proj]
+    return readers + ([getattr(moe_block(layer, arch), names.gate)] if names.gate else [])
 
 
 def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
@@ -441,7 +482,8 @@ def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
 def residual_writers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that write into the residual stream: their output rows are hidden channels."""
     parts = ((attention_of(layer), "o_proj"), (None if arch.moe else mlp_of(layer), arch.mlp_down),
-             (shared_expert_of(layer, arch), "down_proj"), (mamba_of(layer), "out_proj"), (delta_of(layer), "out_proj"))
+             (shared_expert_of(layer, arch), arch.shared_names.down), (mamba_of(layer), "out_proj"),
+             (delta_of(layer), "out_proj"))
     return [getattr(module, name) for module, name in parts if module is not None]
 
 

@@ -158,8 +158,8 @@ def layer_sizes(config) -> tuple[int | list[int], ...]:
             config.num_key_value_heads
     kinds = config.layer_types
     kv = [config.num_key_value_heads if kind == ATTENTION else 0 for kind in kinds]
-    if config.model_type == "granitemoehybrid":  # an MLP in every layer; its recurrent layers by no KV heads
-        return config.shared_intermediate_size, config.num_attention_heads, kv
+    if config.model_type == "granitemoehybrid":  # an MLP (or experts) in every layer; recurrent layers by no KV heads
+        return getattr(config, arch.mlp_size), config.num_attention_heads, kv
     return [config.intermediate_size if kind == MLP else 0 for kind in kinds], config.num_attention_heads, kv
 
 
@@ -284,7 +284,7 @@ def moe_keys(writer: gguf.GGUFWriter, config) -> None:
     if arch.mlp_size == "moe_intermediate_size":
         writer.add_expert_feed_forward_length(config.moe_intermediate_size)
     if arch.shared_expert:
-        writer.add_expert_shared_feed_forward_length(config.shared_expert_intermediate_size)
+        writer.add_expert_shared_feed_forward_length(getattr(config, arch.shared_names.size))
 
 
 def gpt_oss_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -323,11 +323,13 @@ def mamba_keys(writer: gguf.GGUFWriter, config) -> None:
 
 
 def granite_hybrid_keys(writer: gguf.GGUFWriter, config) -> None:
-    """Granite 4's multipliers and Mamba-2 sizes, and whether its attention has RoPE (llama.cpp's granitehybrid graph
-    takes `rope.scaling.finetuned` as that switch)."""
+    """Granite 4's multipliers and Mamba-2 sizes, whether its attention has RoPE (llama.cpp's granitehybrid graph
+    takes `rope.scaling.finetuned` as that switch), and its experts if it has them."""
     granite_keys(writer, config)
     mamba_keys(writer, config)
     writer.add_rope_scaling_finetuned(config.position_embedding_type == "rope")
+    if arch_of(config).moe:  # H-Tiny, H-Small: its experts, and its MLP as their shared expert
+        moe_keys(writer, config)
 
 
 def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -480,7 +482,7 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
         return list(zip(gate_up, np.split(data, 2, axis=1)))
     if mamba := mamba_in_gguf(key):  # Nemotron-H's, Granite 4's
         return [(mamba[0], mamba_stored(mamba[1], data, getattr(config, arch_of(config).mamba_names.groups)))]
-    if mlp := granite_mlp_in_gguf(key):  # Granite 4's: gate and up fused, a dense model's tensors
+    if mlp := granite_mlp_in_gguf(key, num_experts(config)):  # Granite 4's: gate and up fused
         return list(zip(mlp, np.split(data, len(mlp), axis=0)))
     if delta := delta_in_gguf(key):  # Qwen3.5's
         return [(delta[0], delta_stored(delta[1], data, config))]

@@ -184,19 +184,20 @@ def oss_read(part: str, stored: list[np.ndarray]) -> np.ndarray:
 
 
 # Granite 4's MLP (`shared_mlp`: its gate and up rows in one input_linear), which llama.cpp's converter writes as a
-# dense model's three tensors (`granite_mlp_in_gguf`).
+# dense model's three tensors, or with experts beside it as a shared expert's (`granite_mlp_in_gguf`).
 GRANITE_MLP = re.compile(r"model\.layers\.(\d+)\.shared_mlp\.(input_linear|output_linear)\.weight")
 
 
-def granite_mlp_in_gguf(key: str) -> tuple[str, ...] | None:
-    """The GGUF tensors a dense Granite 4's MLP tensor is written as: input_linear's gate and up halves, or
-    output_linear as the down projection; None for any other tensor."""
+def granite_mlp_in_gguf(key: str, experts: int) -> tuple[str, ...] | None:
+    """The GGUF tensors a Granite 4's MLP tensor is written as: input_linear's gate and up halves, or output_linear as
+    the down projection (a shared expert's where the model has `experts`); None for any other tensor."""
     import gguf  # lazy: an extra, and CLI start-up speed
 
     if (m := GRANITE_MLP.fullmatch(key)) is None:
         return None
     T = gguf.MODEL_TENSOR
-    kinds = (T.FFN_GATE, T.FFN_UP) if m[2] == "input_linear" else (T.FFN_DOWN,)
+    kinds = ((T.FFN_GATE_SHEXP, T.FFN_UP_SHEXP) if experts else (T.FFN_GATE, T.FFN_UP)) if m[2] == "input_linear" \
+        else (T.FFN_DOWN_SHEXP if experts else T.FFN_DOWN,)
     return tuple(f"{gguf.TENSOR_NAMES[kind].format(bid=int(m[1]))}.weight" for kind in kinds)
 
 

@@ -76,21 +76,21 @@ def stored_specs(tensors: dict, shapes: dict[str, tuple], config) -> dict[str, T
     names = tensor_names(GGUF_ARCH[config.model_type], config.num_hidden_layers)
 
     def dtype(key: str) -> torch.dtype:
-        name = gguf_name(names, key, config.model_type)[0]
+        name = gguf_name(names, key, config.model_type, num_experts(config))[0]
         if name not in tensors or stored_plus_one(config.model_type, key):
             return torch.float32
         return KEPT_DTYPES.get(tensors[name].tensor_type.name, torch.float32)
     return {key: TensorSpec(dtype(key), shape) for key, shape in shapes.items()}
 
 
-def gguf_name(names, key: str, model_type: str) -> tuple[str | None, int | None]:
+def gguf_name(names, key: str, model_type: str, experts: int) -> tuple[str | None, int | None]:
     """The file's tensor that holds the Hugging Face tensor `key`, and for one expert's tensor of a mixture of experts
     its index in the tensor stacked over the experts (else None)."""
     if match := EXPERT_TENSOR.fullmatch(key):
         return names.get_name(stacked_key(int(match[1]), match[2], match[4]), try_suffixes=(".weight",)), int(match[3])
     if recurrent := mamba_in_gguf(key) or delta_in_gguf(key):
         return recurrent[0], None
-    if gate_up := fused_gate_up(key) or granite_mlp_in_gguf(key):  # the gate half's (up's: the second), or down's
+    if gate_up := fused_gate_up(key) or granite_mlp_in_gguf(key, experts):  # the gate half's (up's: second), or down's
         return gate_up[0], None
     if oss := oss_in_gguf(key, model_type):  # GPT-OSS's experts: the gate's (up's is the second) or down's
         return oss[0][0], None
@@ -247,17 +247,22 @@ def nemotron_h(meta: Metadata, layers: int) -> dict:
 
 
 def granite_hybrid(meta: Metadata, layers: int) -> dict:
-    """Granite 4's layers' kinds from their KV heads (a Mamba-2 layer has none), its MLP's width, its Mamba-2 sizes (its
-    mixers' width over the hidden size: mamba_expand), whether its attention has RoPE (`rope.scaling.finetuned`, as
-    llama.cpp takes it) and its multipliers; no experts (`arch_of` refuses them)."""
+    """Granite 4's layers' kinds from their KV heads (a Mamba-2 layer has none), its MLP's width (with experts: theirs,
+    and its MLP's as their shared expert's), its Mamba-2 sizes (its mixers' width over the hidden size: mamba_expand),
+    whether its attention has RoPE (`rope.scaling.finetuned`, as llama.cpp takes it) and its multipliers."""
     kv = meta.get("attention.head_count_kv")
     if not isinstance(kv, list) or len(kv) != layers:
         raise MinitronError(f"cannot read this granitehybrid GGUF file: its attention.head_count_kv is not one value "
                             f"for each of its {layers} layers")
     heads, inner = required(meta, "ssm.time_step_rank", int), required(meta, "ssm.inner_size", int)
+    mlp = {"num_local_experts": 0, "shared_intermediate_size": required(meta, "feed_forward_length", int)}
+    if meta.get("expert_count"):  # H-Tiny, H-Small
+        experts = mixtral(meta, layers)
+        mlp = {"num_local_experts": experts.pop("num_experts"), **experts,
+               "intermediate_size": required(meta, "feed_forward_length", int),
+               "shared_intermediate_size": required(meta, "expert_shared_feed_forward_length", int)}
     return {**granite(meta, layers), "layer_types": [ATTENTION if k else RECURRENT for k in kv],
-            "num_key_value_heads": max(kv) or 1, "num_local_experts": 0,
-            "shared_intermediate_size": required(meta, "feed_forward_length", int),
+            "num_key_value_heads": max(kv) or 1, **mlp,
             "position_embedding_type": "rope" if meta.get("rope.scaling.finetuned", True) else "nope",
             "mamba_n_heads": heads, "mamba_d_head": inner // heads,
             "mamba_expand": inner // required(meta, "embedding_length", int),
@@ -403,7 +408,7 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         if match := XIELU_TENSOR.fullmatch(key):
             yield key, xielu_scalar(meta, match[2], int(match[1]), shape)
             continue
-        name, expert = gguf_name(names, key, config.model_type)
+        name, expert = gguf_name(names, key, config.model_type, num_experts(config))
         if name not in tensors:
             raise MinitronError(f"cannot read this {arch} GGUF file: it has no tensor {name} (the model's {key})")
         if gate_up := fused_gate_up(key):  # Granite-MoE's every expert's gate rows, then its up rows, from two tensors
@@ -412,7 +417,7 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         elif oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts: gate and up apart, transposed
             used.update(oss[0])
             data = oss_read(oss[1], [dequantized(tensors[n]) for n in oss[0]])
-        elif mlp := granite_mlp_in_gguf(key):  # Granite 4's MLP: gate and up rows joined (or down)
+        elif mlp := granite_mlp_in_gguf(key, num_experts(config)):  # Granite 4's MLP: gate and up rows joined
             used.update(mlp)
             data = np.concatenate([dequantized(tensors[n]) for n in mlp], 0)
         elif mamba := mamba_in_gguf(key):  # Nemotron-H's and Granite 4's Mamba-2 tensors the converter writes otherwise

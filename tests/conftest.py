@@ -151,9 +151,13 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         turns = ["sliding_attention", "full_attention"] * sizes["num_hidden_layers"]
         return GptOssConfig(**{"num_local_experts": 6, "num_experts_per_tok": 2, "sliding_window": 8,
                                "rope_parameters": rope, **sizes, "layer_types": turns[:sizes["num_hidden_layers"]]})
-    if family == "granitemoehybrid":  # Granite 4.0 H: Mamba-2, attention in turn, no positions, Granite's
-        # multipliers; Mamba-2 mixers 2 x hidden_size wide, eight heads of 16 in two groups; no experts
+    if family in ("granitemoehybrid", "granitemoehybrid_moe"):  # Granite 4.0 H: Mamba-2, attention in turn, no
+        # positions, Granite's multipliers; Mamba-2 mixers 2 x hidden_size wide, eight heads of 16 in two groups; no
+        # experts (H-Micro), or six, two a token, beside a 64-neuron MLP (H-Tiny: `granitemoehybrid_moe`)
         from transformers import GraniteMoeHybridConfig
+
+        if family == "granitemoehybrid_moe":
+            sizes = {"num_local_experts": 6, "num_experts_per_tok": 2, "shared_intermediate_size": 64, **sizes}
 
         kinds = ["linear_attention", "full_attention"] * sizes["num_hidden_layers"]
         return GraniteMoeHybridConfig(**{"num_local_experts": 0,

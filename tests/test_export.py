@@ -248,7 +248,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", "llama-bpe", "q8_0", True),
              ("qwen2_moe", None, "f16", False), ("qwen2_moe", "qwen2", "q8_0", True), ("gpt_oss", None, "f16", False),
              ("gpt_oss", "gpt-4o", "q8_0", False), ("granitemoehybrid", None, "f16", False),
-             ("granitemoehybrid", "llama-bpe", "q8_0", True), ("granitemoehybrid", "micro", "f16", False)]
+             ("granitemoehybrid", "llama-bpe", "q8_0", True), ("granitemoehybrid", "micro", "f16", False),
+             ("granitemoehybrid_moe", None, "f16", False), ("granitemoehybrid_moe", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -836,7 +837,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", None, "q8_0", True),
     ("qwen2_moe", None, "f16", False), ("qwen2_moe", None, "q8_0", True), ("gpt_oss", None, "f16", False),
     ("gpt_oss", None, "q8_0", False), ("granitemoehybrid", None, "f16", False),
-    ("granitemoehybrid", None, "q8_0", True),
+    ("granitemoehybrid", None, "q8_0", True), ("granitemoehybrid_moe", None, "f16", False),
+    ("granitemoehybrid_moe", None, "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

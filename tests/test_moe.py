@@ -13,14 +13,15 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import cli_error, run_cli, save_tiny, tiny_config, tiny_model
-from minitron.arch import MoEWeights, arch_of, moe_block, moe_weights, num_experts, stored_as
+from minitron.arch import MoEWeights, arch_of, moe_block, moe_weights, num_experts, shared_down, stored_as
 from minitron.errors import MinitronError
 from minitron.importance.stats import moe_activations, seq_stats
 from minitron.load import load_config
 from minitron.prune import Plan, apply_plan, check_target, params_of, target_config
 from minitron.search import budget_of, enumerate_shapes
 
-MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss"]
+MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss",
+       "granitemoehybrid_moe"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -63,8 +64,9 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
         out = out * routed[..., None]
         act = act * (routed > 0)[..., None]
         neurons, contribution = moe_activations(w, x)
+        names = arch_of(model.config).shared_names  # a shared expert in the block (Granite 4's: in the layer)
         shared = torch.sigmoid(block.shared_expert_gate(x)) * block.shared_expert(x) \
-            if arch_of(model.config).shared_expert else 0
+            if arch_of(model.config).shared_expert and not names.in_layer else 0
         y = block(x)
         y = y[0] if isinstance(y, tuple) else y  # GPT-OSS's block returns its router scores too
         assert_close(out.sum(1).view(2, 12, 64) + shared, y, rtol=1e-5, atol=1e-6)
@@ -108,7 +110,8 @@ def test_a_target_prunes_the_families_own_sizes(family):
     experts = arch_of(config).experts_size
     assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe")
                    else "intermediate_size")
-    assert experts == ("num_local_experts" if family in ("granitemoe", "gpt_oss") else "num_experts")
+    assert experts == ("num_local_experts" if family in ("granitemoe", "gpt_oss", "granitemoehybrid_moe")
+                       else "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
         check_target(config, {experts: 1})
@@ -144,7 +147,7 @@ def test_prune_writes_experts_as_transformers_stores_them(family, tmp_path, tiny
         assert {"model.layers.2.mlp.experts.gate_up_proj", "model.layers.2.mlp.experts.down_proj_bias"} <= names
     else:  # not the in-memory 3D names
         assert not any(n.endswith(("gate_up_proj", "experts.down_proj")) for n in names)
-    if family not in ("granitemoe", "gpt_oss"):  # one tensor an expert and linear
+    if family not in ("granitemoe", "gpt_oss", "granitemoehybrid_moe"):  # one tensor an expert and linear
         assert "model.layers.2.mlp.experts.3.down_proj.weight" in names or \
             "model.layers.2.block_sparse_moe.experts.3.w2.weight" in names
     assert num_experts(streamed.config) == 4 and getattr(streamed.config, mlp) == 64
@@ -228,19 +231,21 @@ def test_a_checkpoint_missing_an_experts_tensor_is_refused(capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
-def test_pruning_the_shared_experts_neurons_equals_zeroing_them(tmp_path):
-    """Qwen3.5-MoE's shared expert is a gated MLP beside the routed experts: keeping some of its neurons equals zeroing
-    the others' down_proj columns; a target names it `shared_expert_intermediate_size`, and the student reloads."""
-    model = tiny_model("qwen3_5_moe_text")
-    keep = torch.tensor([1, 4, 9, 16, 25, 36, 49, 63])
+@pytest.mark.parametrize("family", ["qwen3_5_moe_text", "granitemoehybrid_moe"])
+def test_pruning_the_shared_experts_neurons_equals_zeroing_them(family, tmp_path):
+    """Qwen3.5-MoE's shared expert is a gated MLP beside the routed experts, Granite 4's an ungated one (its layer's
+    `shared_mlp`, gate and up rows fused): keeping some of its neurons equals zeroing the others' down columns; a target
+    names it by the family's name, and the student reloads."""
+    model = tiny_model(family)
+    arch = arch_of(model.config)
+    keep, size = torch.tensor([1, 4, 9, 16, 25, 36, 49, 63]), arch.shared_names.size
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
         for layer in zeroed.model.layers:
             gone = torch.ones(64, dtype=torch.bool).scatter_(0, keep, False)
-            layer.mlp.shared_expert.down_proj.weight[:, gone] = 0
+            shared_down(layer, arch).weight[:, gone] = 0
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, [], shared=[keep] * 4))
-    assert pruned.config.shared_expert_intermediate_size == 8
-    assert "shared_expert_intermediate_size" in check_target(model.config, {"shared_expert_intermediate_size": 8})
+    assert getattr(pruned.config, size) == 8 and size in check_target(model.config, {size: 8})
     with torch.no_grad():
         assert_close(pruned(IDS).logits, zeroed(IDS).logits, rtol=1e-5, atol=1e-6)
         pruned.save_pretrained(tmp_path)

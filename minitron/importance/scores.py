@@ -84,7 +84,7 @@ class Scores:
         lengths = {"hidden": sizes["hidden_size"], "hidden_pooled": sizes["hidden_size"],
                    "mlp": sizes[arch_of(config).mlp_size], "experts": num_experts(config),
                    "mamba": sizes.get(names.heads), "mamba_dim": sizes.get(names.head_dim),
-                   "delta": sizes.get("linear_num_value_heads"), "shared": sizes.get("shared_expert_intermediate_size")}
+                   "delta": sizes.get("linear_num_value_heads"), "shared": sizes.get(arch_of(config).shared_names.size)}
         for name, t in self.tensors.items():
             part = name.rsplit("/", 1)[-1]
             if (part in lengths and t.shape[-1] != lengths[part]) or (

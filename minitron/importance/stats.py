@@ -17,7 +17,7 @@ from torch import nn
 
 from minitron.arch import (Arch, MoEWeights, attention_inputs, attention_of, decoder_layers, delta_of, final_norm,
                            head_dim, layer_norms, mamba_of, mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block,
-                           moe_weights, num_experts, shared_expert_of)
+                           moe_weights, num_experts, shared_down)
 
 AGGREGATIONS = ("mean", "l2", "var")
 
@@ -117,7 +117,7 @@ class ActivationRecorder:
         self.heads_o = [Stat(H, device=dev) for _ in range(L)]  # each head's contribution after o_proj
         self.mlp = [Stat(*E, Fn, device=dev) for _ in range(L)]
         self.experts = [Stat(*E, device=dev) for _ in range(L)] if arch.moe else []  # each one's contribution
-        shared = cfg.shared_expert_intermediate_size if arch.shared_expert else 0
+        shared = getattr(cfg, arch.shared_names.size) if arch.shared_expert else 0
         self.shared = [Stat(shared, device=dev) for _ in range(L)]  # a shared expert's neurons (down_proj's input)
         # a hybrid's recurrent heads: Mamba-2's heads and head channels, Gated DeltaNet's value heads (0 in its other
         # layers, as attention heads and neurons are where it has none)
@@ -216,8 +216,8 @@ class ActivationRecorder:
             elif mlp is not None:
                 reg(mlp_down(mlp, self.arch).register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0], i)))
                 reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))
-            if (shared := shared_expert_of(layer, self.arch)) is not None:
-                reg(shared.down_proj.register_forward_pre_hook(self._shared(i)))
+            if self.arch.shared_expert:
+                reg(shared_down(layer, self.arch).register_forward_pre_hook(self._shared(i)))
             if mamba is not None:
                 reg(mamba.out_proj.register_forward_pre_hook(self._mamba(i, mamba.head_dim)))
             if delta is not None:

@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_inputs, attention_of, attention_rows,
                            decoder_layers, delta_of, embedding, final_norm, head_dim, layer_norms, mamba_of,
                            mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts,
-                           query_dim, residual_readers, residual_writers, shared_expert_of, shared_inputs, tied)
+                           query_dim, residual_readers, residual_writers, shared_down, shared_inputs, shared_rows,
+                           tied)
 from minitron.numerics import cross_entropy_sum
 
 CHUNK_ROWS = 8192  # rows at a time when summing over embedding-sized matrices
@@ -51,7 +52,7 @@ def unit_shapes(config) -> dict[str, tuple[int, ...]]:
     if arch.moe:
         shapes["experts"] = experts
     if arch.shared_expert:
-        shapes["shared"] = (config.shared_expert_intermediate_size,)
+        shapes["shared"] = (getattr(config, arch.shared_names.size),)
     if arch.mixer == "mamba":
         shapes.update(mamba=(getattr(config, arch.mamba_names.heads),),
                       mamba_dim=(getattr(config, arch.mamba_names.head_dim),))
@@ -134,9 +135,9 @@ def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[t
         units.update(coupled_mamba(mamba, elem))
     if delta is not None:
         units["delta"] = coupled_delta(delta, elem)
-    if (shared := shared_expert_of(layer, arch)) is not None:
-        units["shared"] = sum(_row_sum(l, elem) for l in (shared.gate_proj, shared.up_proj)) + \
-            column_sum(shared.down_proj.weight, elem)
+    if arch.shared_expert:
+        units["shared"] = sum(_row_sum(rows, elem) for rows in shared_rows(layer, arch)) + \
+            column_sum(shared_down(layer, arch).weight, elem)
     if arch.moe:
         moe_hidden, units["mlp"], units["experts"] = coupled_moe(layer, arch, elem)
         return hidden + moe_hidden, units
@@ -175,8 +176,8 @@ def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tens
         mlp_read = column_sum(w.router.weight, abs32) + abs32(w.gate_up).sum((0, 1)) + \
             sum(column_sum(l.weight, abs32) for l in shared_inputs(layer, arch))
         units["mlp"] = abs32(w.down).sum(1)  # (E, n)
-        if (shared := shared_expert_of(layer, arch)) is not None:
-            units["shared"] = column_sum(shared.down_proj.weight, abs32)  # times the input norm (`finish_wanda`)
+        if arch.shared_expert:  # its down columns, times the input norm (`finish_wanda`)
+            units["shared"] = column_sum(shared_down(layer, arch).weight, abs32)
     else:
         mlp_read = sum(column_sum(l.weight, abs32) for l in mlp_inputs(layer, arch))
         if mlp is not None:

@@ -209,8 +209,9 @@ def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig)
                                sizes["num_key_value_heads"]) for l in range(L)]
         heads, kv = [c[0] for c in chosen], [c[1] for c in chosen]
     drop = prune.drop_layers or layers_to_drop(scores, prune.layer_criterion, L, sizes["num_hidden_layers"])
-    shared = [top(width["shared"][l], sizes["shared_expert_intermediate_size"]) for l in range(L)] \
-        if arch.shared_expert and sizes["shared_expert_intermediate_size"] != config.shared_expert_intermediate_size \
+    shared_size = arch.shared_names.size
+    shared = [top(width["shared"][l], sizes[shared_size]) for l in range(L)] \
+        if arch.shared_expert and sizes[shared_size] != getattr(config, shared_size) \
         else None
     return Plan(hidden, heads, kv, mlp, sorted(drop), experts, *mamba_plan(width, config, sizes),
                 *delta_plan(width, config, sizes), shared)

@@ -13,7 +13,7 @@ from torch import nn
 from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_of, attention_rows, decoder_layers,
                            delta_of, embedding, final_norm, head_dim, head_rows, layer_norms, mamba_of, mlp_of,
                            mlp_down, moe_block, moe_weights, neuron_rows, per_layer_lists, query_dim, residual_readers,
-                           residual_writers, shared_expert_of, tied)
+                           residual_writers, shared_down, shared_expert_of, shared_rows, tied)
 
 
 def _param(t: torch.Tensor) -> nn.Parameter:
@@ -193,10 +193,9 @@ def slice_layer_delta(layer: nn.Module, v_heads: torch.Tensor, k_heads: torch.Te
 
 def slice_layer_shared(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     """Keep neurons `keep` of one mixture-of-experts layer's shared expert (gate and up rows, down columns)."""
-    shared = shared_expert_of(layer, arch)
-    keep_rows([(Rows(shared.gate_proj), keep), (Rows(shared.up_proj), keep)])
-    slice_linear(shared.down_proj, 1, keep)
-    shared.intermediate_size = len(keep)
+    keep_rows([(rows, keep) for rows in shared_rows(layer, arch)])
+    slice_linear(shared_down(layer, arch), 1, keep)
+    shared_expert_of(layer, arch).intermediate_size = len(keep)
 
 
 def slice_layer_experts(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
@@ -258,7 +257,7 @@ def prune_shared(model: nn.Module, keep: list[torch.Tensor]) -> None:
     arch = arch_of(model.config)
     for layer, idx in zip(decoder_layers(model), keep):
         slice_layer_shared(layer, arch, idx)
-    model.config.shared_expert_intermediate_size = len(keep[0])
+    setattr(model.config, arch.shared_names.size, len(keep[0]))
 
 
 def prune_heads(model: nn.Module, arch: Arch, keep_q: list[torch.Tensor], keep_kv: list[torch.Tensor]) -> None:
