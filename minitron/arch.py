@@ -5,13 +5,15 @@ All supported families share transformers' layout (`model.model.embed_tokens`, `
 {q,k,v,o}_proj`, `.mlp.{gate,up,down}_proj`, `model.model.norm`, `model.lm_head`); they differ in
 which norms a decoder layer has, whether the MLP is gated, and whether projections are fused (Phi-3's
 `qkv_proj` and `gate_up_proj`, GLM-4's `gate_up_proj`): the unit kinds' rows of a projection are `Rows`, so that
-code that ranks or slices heads and neurons does not care. A mixture of experts (Qwen3-MoE, Mixtral, OLMoE, Granite-MoE)
-has a router and every expert's weights in two 3D tensors in place of the MLP's linears (`MoEWeights`), which
-checkpoints store as one linear per expert or under names of their own (`stored_as`). A hybrid's layers differ in kind,
-as `config.layer_types` names them: Nemotron-H has one `mixer` a layer behind one norm, Mamba-2 (`linear_attention`),
-attention (`full_attention`) or a squared-ReLU MLP (`mlp`); Qwen3.5 has a Gated DeltaNet (`linear_attn`) or gated
-attention in each layer, and an MLP in every one. `attention_of`, `mlp_of`, `mamba_of` and `delta_of` give a layer's
-parts, None where it has no such part.
+code that ranks or slices heads and neurons does not care. A mixture of experts (Qwen3-MoE, Mixtral, OLMoE,
+Granite-MoE, GPT-OSS) has a router and every expert's weights in two 3D tensors in place of the MLP's linears
+(`MoEWeights`; where each holds experts, hidden channels and neurons: `ExpertParam`), which checkpoints store as one
+linear per expert or under names of their own (`stored_as`). A hybrid's layers differ in kind, as `config.layer_types`
+names them: Nemotron-H has one `mixer` a layer behind one norm, Mamba-2 (`linear_attention`), attention
+(`full_attention`) or a squared-ReLU MLP (`mlp`); Granite 4 has a Mamba-2 (`mamba`) or attention in each layer, and an
+MLP (`shared_mlp`) in every one; Qwen3.5 has a Gated DeltaNet (`linear_attn`) or gated attention in each layer, and an
+MLP in every one. `attention_of`, `mlp_of`, `mamba_of` and `delta_of` give a layer's parts, None where it has no such
+part; a family's own names for them are its `Arch`'s (`MambaNames`, `SharedNames`).
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ GRANITE_MAMBA = MambaNames("mamba_n_heads", "mamba_d_head", "mamba_n_groups", "m
 class SharedNames:
     """Where a mixture of experts' shared expert is and what its parts and size are called: Qwen's (the default) in
     the block as `shared_expert`, gate_proj and up_proj apart, its output gated by the block's `shared_expert_gate`;
-    Granite 4's (`GRANITE_SHARED`) in the layer as `shared_mlp`, its gate and up rows fused in `input_linear`, ungated."""
+    Granite 4's (`GRANITE_SHARED`) in the layer as `shared_mlp`, its gate and up rows fused in `input_linear`,
+    ungated."""
 
     module: str = "shared_expert"
     in_layer: bool = False  # in the decoder layer, beside the block (else in the block)
@@ -253,6 +256,8 @@ def mixer_sizes(arch: Arch) -> tuple[str, ...]:
     if arch.mixer == "mamba":
         return arch.mamba_names.heads, arch.mamba_names.head_dim
     return DELTA_SIZES if arch.mixer == "delta" else ()
+
+
 # `config.layer_types`' names of a hybrid's layer kinds (the recurrent ones: Mamba-2's, Gated DeltaNet's)
 RECURRENT, ATTENTION, MLP = "linear_attention", "full_attention", "mlp"
 

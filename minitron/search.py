@@ -120,7 +120,8 @@ class ParamCounter:
     count at a depth depends on which layers go: `drops` (depth -> the layers dropped, `layer_drops`) says, and
     without it only the teacher's depth is counted. A few builds of one or two layers per hidden_size give every
     number. Where the attention is hidden_size wide (`Arch.attention_is_hidden`), the heads are hidden_size / head_dim:
-    a_heads is 0."""
+    a_heads is 0; where the Mamba-2 mixers are (Granite 4's, `Arch.mamba_expand`), so are their heads
+    (`tied_mamba_heads`), not searched: a_mixer is 0."""
 
     def __init__(self, config, drops: dict[int, list[int]] | None = None):
         self.config, self.coef, self.built = config, {}, {}
