@@ -19,6 +19,7 @@ import math
 import shutil
 import time
 import traceback
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from itertools import product
@@ -296,14 +297,26 @@ def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int
     for D, H in product(*values[:2]):
         if not valid_width(config, D, H):
             continue
-        for rest in product(*values[2:]):
-            sizes = dict(zip(axes, (D, H, *rest)))
-            if count.idle(sizes):
-                continue
-            n = count(sizes)
-            if lo <= n <= hi and (D, H, *rest) != teacher:
-                out.append(Candidate(sizes, n))
+        shapes = []
+        for others in product(*values[3:]):  # the MLP's sizes within the budget solved for, the count affine in them
+            for F in mlp_within(count, dict(zip(axes, (D, H, 0, *others))), values[2], lo, hi):
+                sizes = dict(zip(axes, (D, H, F, *others)))
+                if not count.idle(sizes) and (D, H, F, *others) != teacher:
+                    shapes.append(Candidate(sizes, count(sizes)))
+        out += sorted(shapes, key=lambda c: tuple(c.sizes.values()))  # in order of shape
     return out
+
+
+def mlp_within(count: ParamCounter, sizes: dict[str, int], values: list[int], lo: float, hi: float) -> list[int]:
+    """The MLP sizes among `values` (sorted) at which `sizes` (the MLP's at 0) count within [lo, hi]: the count is
+    base + slope x neurons, so the bounds are solved for (one value either side, checked exactly, for the division's
+    rounding) rather than every value counted."""
+    base = count(sizes)
+    slope = count({**sizes, count.axes[2]: 1}) - base
+    if slope <= 0:  # no kept layer has an MLP: the count does not depend on it
+        return [v for v in values if lo <= base <= hi]
+    first = max(0, bisect_left(values, (lo - base) / slope) - 1)
+    return [v for v in values[first:bisect_right(values, (hi - base) / slope) + 1] if lo <= base + slope * v <= hi]
 
 
 class Space:

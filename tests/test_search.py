@@ -220,3 +220,31 @@ def test_a_family_whose_attention_is_hidden_wide_searches_heads_with_hidden(fami
     assert shapes and all(c.sizes["num_attention_heads"] * 8 == c.sizes["hidden_size"] for c in shapes)
     assert len({c.sizes["hidden_size"] for c in shapes}) > 1
     assert all(c.params == params_of(target_config(config, check_target(config, c.sizes))) for c in shapes)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3_moe", "nemotron_h", "granitemoehybrid"])
+def test_enumeration_finds_every_shape_within_the_budget(family):
+    """The MLP sizes are solved for (the count is affine in them), not counted one by one: the shapes are those a count
+    of every combination finds, in the same order (a hybrid at every depth, its layers dropped from the end)."""
+    from itertools import product
+
+    from minitron.search import ParamCounter, axis_values, check_axes, searched, valid_width
+
+    config = tiny_config(family, num_hidden_layers=6) if family == "nemotron_h" else tiny_config(family)
+    L, axes = config.num_hidden_layers, searched(config)
+    drops = {d: list(range(d, L)) for d in (L - 1, L - 2)} if arch_of(config).hybrid else None  # (they keep layer 1)
+    budget, tolerance = budget_of(0.6, params_of(config)), 0.15
+    steps = check_axes(config, {"hidden_size": 16}, None)
+    count, teacher = ParamCounter(config, drops), tuple(getattr(config, a) for a in axes)
+    values = [axis_values(config, a, steps[a], getattr(config, "num_experts_per_tok", 1) if a == "num_experts" else 1)
+              for a in axes]
+    every = []
+    for shape in product(*values):
+        sizes = dict(zip(axes, shape))
+        if drops and sizes["num_hidden_layers"] not in count.kept or not valid_width(config, *shape[:2]) or \
+                count.idle(sizes):
+            continue
+        if (1 - tolerance) * budget <= count(sizes) <= (1 + tolerance) * budget and shape != teacher:
+            every.append((sizes, count(sizes)))
+    found = [(c.sizes, c.params) for c in enumerate_shapes(config, budget, tolerance, {"hidden_size": 16}, None, drops)]
+    assert found == every and len(every) > 10
