@@ -195,8 +195,8 @@ def test_a_hybrids_count_follows_the_layers_dropped(family):
             assert count(sizes) == params_of(target_config(config, check_target(config, sizes), drop)), (depth, sizes)
     assert count.most(L) == params_of(config) and count.most(1) < params_of(config)
     if family == "nemotron_h":  # at depth 3 (layers 1, 3, 5: attention only) the Mamba-2 heads and MLP are idle
-        shapes = enumerate_shapes(config, int(0.5 * params_of(config)), 0.3, steps={"hidden_size": 16,
-                                                                                     "intermediate_size": 32}, drops=drops)
+        shapes = enumerate_shapes(config, int(0.5 * params_of(config)), 0.3,
+                                  steps={"hidden_size": 16, "intermediate_size": 32}, drops=drops)
         at3 = [c.sizes for c in shapes if c.sizes["num_hidden_layers"] == 3]
         assert at3 and all(s["mamba_num_heads"] == 8 and s["intermediate_size"] == 96 for s in at3)
         assert len({c.name for c in shapes}) == len(shapes)
@@ -249,8 +249,18 @@ def test_a_hybrids_search_varies_its_depth_once_scored(tmp_path, capsys, one_thr
         assert "full_attention" in [config.layer_types[i] for i in range(LAYERS) if i not in drop]
         assert r["params"] == params_of(target_config(config, check_target(config, r["sizes"]), drop))
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "best").num_parameters() == result["params"]
-    dry = search(0.6, teacher, dry_run=True, tolerance=0.1, steps=steps, prune=prune, scores=tmp_path / "work" / "scores")
+    dry = search(0.6, teacher, dry_run=True, tolerance=0.1, steps=steps, prune=prune,
+                 scores=tmp_path / "work" / "scores")
     assert sorted(json.dumps(s["sizes"]) for s in dry["shapes"]) == sorted(json.dumps(r["sizes"]) for r in rows)
+    from minitron.prune import prune as prune_model  # prune's dry run of a depth target counts exactly with --scores
+    depth = min(r["sizes"]["num_hidden_layers"] for r in rows)
+    counted = prune_model(teacher, target={"num_hidden_layers": depth}, prune=prune, dry_run=True,
+                          scores=tmp_path / "work" / "scores")["params_after"]
+    written = prune_model(teacher, target={"num_hidden_layers": depth}, prune=prune, out=tmp_path / "deep",
+                          scores=tmp_path / "work" / "scores", device="cpu")["params_after"]
+    assert counted == written == AutoModelForCausalLM.from_pretrained(tmp_path / "deep").num_parameters()
+    first = params_of(target_config(config, check_target(config, {"num_hidden_layers": depth})))
+    assert counted != first  # (what the dry run counted without the scores: the first layers kept)
 
 
 def test_export_writes_what_llama_cpps_granitehybrid_graph_reads(tmp_path):

@@ -23,8 +23,8 @@ from minitron.io import atomic_dir, refuse_existing, save_hf, write_json
 from minitron.lazy import LazyModel, choose_stream
 from minitron.load import load_config, load_generation_config, load_model, load_tokenizer, pick_device, resolve_model
 from minitron.prune.config import PruneConfig, ScoreNeeds
-from minitron.prune.plan import (apply_plan, check_target, describe, make_plan, params_of, stored_dtype,
-                                 target_config)
+from minitron.prune.plan import (apply_plan, check_target, describe, layers_to_drop, make_plan, params_of,
+                                 stored_dtype, target_config)
 from minitron.prune.write import write_pruned
 from minitron.shards import Checkpoint
 
@@ -55,7 +55,8 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
         scores: reuse importance scores saved by `minitron score` instead of running the model
         data: token data directory for calibration (default: the default corpus)
         batch_size: sequences per forward pass (when scores are computed here)
-        dry_run: only print the resulting config and exact parameter count (needs just config.json)
+        dry_run: only print the resulting config and exact parameter count (needs just config.json; a hybrid's
+            count with fewer layers is exact with --scores, which say which layers go)
         stream: read, score and write the checkpoint one layer at a time (default: only when the model
             does not fit in memory); keeps the stored dtype (bf16 in, bf16 out)
         device: auto, cpu or cuda
@@ -66,12 +67,17 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
     config = load_config(model)
     prune.validate(config)
     sizes = check_target(config, target or {}, prune.drop_layers)
-    new_config = target_config(config, sizes, prune.drop_layers)
+    saved = Scores.load(scores) if scores is not None else None
+    if saved is not None:  # another model's scores are refused before any work
+        saved.check_model(config, Checkpoint.open(resolve_model(model)).fingerprint(), scores)
+    drop = prune.drop_layers or (layers_to_drop(saved, prune.layer_criterion, config.num_hidden_layers,
+                                                sizes["num_hidden_layers"]) if saved is not None else None)
+    new_config = target_config(config, sizes, drop)
     before, after = params_of(config), params_of(new_config)
     print(f"pruning {model}:\n{describe(config, sizes, before, after)}")
-    if arch_of(config).hybrid and sizes["num_hidden_layers"] != config.num_hidden_layers and not prune.drop_layers:
+    if arch_of(config).hybrid and sizes["num_hidden_layers"] != config.num_hidden_layers and drop is None:
         print("  (a hybrid's count depends on which layers go, which the scores choose: this counts the first "
-              f"{sizes['num_hidden_layers']} kept)")
+              f"{sizes['num_hidden_layers']} kept; give --scores for the exact count)")
     if dry_run:
         print(new_config.to_json_string(use_diff=False))
         return {"params_before": before, "params_after": after, "sizes": sizes}
@@ -79,10 +85,7 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
         raise MinitronError("--out is required (or use --dry-run)")
     out = Path(out)
     refuse_existing(out, overwrite)
-    saved = Scores.load(scores) if scores is not None else None
     path = resolve_model(model)
-    if saved is not None:
-        saved.check_model(config, Checkpoint.open(path).fingerprint(), scores)
     streamed = choose_stream(path, stream)
     if streamed and saved is None:
         check_streamable([prune.criterion])
@@ -93,9 +96,9 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
         source = LazyModel.open(path, dev) if streamed else net
         saved = needed_scores(source, model, tokenizer, prune.needs(config, sizes), prune, data, batch_size)
     plan = make_plan(saved, config, sizes, prune)
-    # the layers the scores chose: their per-layer settings (attention kinds), and a hybrid's count (its layers differ)
-    new_config = target_config(config, sizes, plan.drop)
-    after = params_of(new_config)
+    if plan.drop != drop:  # the layers the scores chose: their per-layer settings, and a hybrid's count
+        new_config = target_config(config, sizes, plan.drop)
+        after = params_of(new_config)
     warn_unexportable(new_config)
     if net is not None:
         apply_plan(net, plan)
