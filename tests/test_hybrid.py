@@ -441,7 +441,7 @@ def test_export_writes_qwen3_5_as_llama_cpps_qwen35_graph_reads_it(tmp_path):
         check_exportable(tiny_config("qwen3_5_text", linear_value_head_dim=16))
 
 
-@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_moe_text"])
+@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_moe_text", "granitemoehybrid"])
 def test_the_report_plots_a_hybrids_importance(family, tmp_path):
     """The compress report's importance plot shows each layer's heads: attention heads, and in a recurrent layer its
     Mamba-2 or Gated DeltaNet heads."""
