@@ -594,9 +594,6 @@ class MoEWeights:
     def params(self) -> tuple[ExpertParam, ...]:
         return OSS_EXPERTS if self.oss else ROW_EXPERTS
 
-    def tensor(self, p: ExpertParam) -> nn.Parameter:
-        return getattr(getattr(self, p.module), p.name)
-
     def gate_up_of(self, t: torch.Tensor) -> torch.Tensor:
         """A tensor shaped like gate_up_proj (the weight, or its gradient times it) as (experts, 2 x neurons,
         hidden), the gate's rows first."""

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minitron.arch import ATTENTION, MLP, RECURRENT, arch_of, num_experts, stored_as, tied
+from minitron.arch import (ATTENTION, GRANITE_MAMBA, MLP, RECURRENT, MambaNames, arch_of, num_experts, stored_as,
+                           tied)
 from minitron.errors import MinitronError
 from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
@@ -225,10 +226,22 @@ def olmoe(meta: Metadata, layers: int) -> dict:
     return {**mixtral(meta, layers), "norm_topk_prob": False}
 
 
+def local_experts(meta: Metadata, layers: int) -> dict:
+    """The experts and experts a token of a family that names them num_local_experts (Granite-MoE, GPT-OSS)."""
+    experts = mixtral(meta, layers)
+    return {"num_local_experts": experts.pop("num_experts"), **experts}
+
+
 def granitemoe(meta: Metadata, layers: int) -> dict:
     """Granite-MoE's four multipliers, experts and experts a token."""
-    experts = mixtral(meta, layers)
-    return {**granite(meta, layers), "num_local_experts": experts.pop("num_experts"), **experts}
+    return {**granite(meta, layers), **local_experts(meta, layers)}
+
+
+def mamba_settings(meta: Metadata, names: MambaNames) -> dict:
+    """A Mamba-2 hybrid's mixer sizes under its config's names (the inverse of `export.mamba_keys`)."""
+    heads, inner = required(meta, "ssm.time_step_rank", int), required(meta, "ssm.inner_size", int)
+    return {names.heads: heads, names.head_dim: inner // heads, names.groups: required(meta, "ssm.group_count", int),
+            names.state: required(meta, "ssm.state_size", int), names.conv: required(meta, "ssm.conv_kernel", int)}
 
 
 def nemotron_h(meta: Metadata, layers: int) -> dict:
@@ -239,11 +252,8 @@ def nemotron_h(meta: Metadata, layers: int) -> dict:
         raise MinitronError(f"cannot read this nemotron_h GGUF file: its feed_forward_length and "
                             f"attention.head_count_kv are not one value for each of its {layers} layers")
     kinds = [MLP if f else ATTENTION if k else RECURRENT for f, k in zip(neurons, kv)]
-    heads, inner = required(meta, "ssm.time_step_rank", int), required(meta, "ssm.inner_size", int)
     return {"layers_block_type": kinds, "intermediate_size": max(neurons) or 1, "num_key_value_heads": max(kv) or 1,
-            "mamba_num_heads": heads, "mamba_head_dim": inner // heads,
-            "n_groups": required(meta, "ssm.group_count", int), "ssm_state_size": required(meta, "ssm.state_size", int),
-            "conv_kernel": required(meta, "ssm.conv_kernel", int)}
+            **mamba_settings(meta, MambaNames())}
 
 
 def granite_hybrid(meta: Metadata, layers: int) -> dict:
@@ -254,21 +264,15 @@ def granite_hybrid(meta: Metadata, layers: int) -> dict:
     if not isinstance(kv, list) or len(kv) != layers:
         raise MinitronError(f"cannot read this granitehybrid GGUF file: its attention.head_count_kv is not one value "
                             f"for each of its {layers} layers")
-    heads, inner = required(meta, "ssm.time_step_rank", int), required(meta, "ssm.inner_size", int)
     mlp = {"num_local_experts": 0, "shared_intermediate_size": required(meta, "feed_forward_length", int)}
     if meta.get("expert_count"):  # H-Tiny, H-Small
-        experts = mixtral(meta, layers)
-        mlp = {"num_local_experts": experts.pop("num_experts"), **experts,
-               "intermediate_size": required(meta, "feed_forward_length", int),
+        mlp = {**local_experts(meta, layers), "intermediate_size": required(meta, "feed_forward_length", int),
                "shared_intermediate_size": required(meta, "expert_shared_feed_forward_length", int)}
     return {**granite(meta, layers), "layer_types": [ATTENTION if k else RECURRENT for k in kv],
             "num_key_value_heads": max(kv) or 1, **mlp,
             "position_embedding_type": "rope" if meta.get("rope.scaling.finetuned", True) else "nope",
-            "mamba_n_heads": heads, "mamba_d_head": inner // heads,
-            "mamba_expand": inner // required(meta, "embedding_length", int),
-            "mamba_n_groups": required(meta, "ssm.group_count", int),
-            "mamba_d_state": required(meta, "ssm.state_size", int),
-            "mamba_d_conv": required(meta, "ssm.conv_kernel", int)}
+            **mamba_settings(meta, GRANITE_MAMBA),
+            "mamba_expand": required(meta, "ssm.inner_size", int) // required(meta, "embedding_length", int)}
 
 
 def qwen3_5(meta: Metadata, layers: int) -> dict:
@@ -310,8 +314,7 @@ def qwen2_moe(meta: Metadata, layers: int) -> dict:
 
 def gpt_oss(meta: Metadata, layers: int) -> dict:
     """GPT-OSS's experts, experts a token and their width, its window and sliding layers (as OLMo 3's)."""
-    experts = mixtral(meta, layers)
-    return {"num_local_experts": experts.pop("num_experts"), **experts, **olmo3(meta, layers),
+    return {**local_experts(meta, layers), **olmo3(meta, layers),
             "intermediate_size": required(meta, "expert_feed_forward_length", int),
             "sliding_window": required(meta, "attention.sliding_window", int)}
 

@@ -246,9 +246,8 @@ def check_axes(config, steps: dict[str, int] | None, floors: dict[str, int] | No
         bad = sorted(set(d) - set(axes))
         if bad or any(type(v) is not int or v < 1 for v in d.values()):
             raise MinitronError(f"--{name} takes positive whole numbers for {', '.join(axes)}, got {d}")
-    groups = [("num_attention_heads", "num_key_value_heads")] + \
-        ([mixer_heads(arch)] if mixer_heads(arch) else [])
-    for heads, group in groups:
+    mixer = mixer_heads(arch)
+    for heads, group in [("num_attention_heads", "num_key_value_heads"), *([mixer] if mixer else [])]:
         if steps[heads] % getattr(config, group):
             raise MinitronError(f"the step of {heads} must be a multiple of {group}={getattr(config, group)} (the "
                                 f"same number of heads in every group)")
