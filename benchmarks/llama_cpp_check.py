@@ -51,7 +51,8 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid"]
+            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
+            "lfm2"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -181,11 +182,15 @@ def sharpen(model, factor: float) -> None:
     """Scale every layer's query and key rows by `factor` (fused or not), so that a wrong q/k layout changes the
     logits well beyond rounding; GPT-OSS's experts by `factor` too and its sinks by 2.5 x `factor` (a wrong layout of
     its experts shows by 0.74, a plain SwiGLU for its clamped one by 0.58, zeroed expert biases by 0.29, zeroed sinks
-    by 0.013; unscaled, only the biases did)."""
-    from minitron.arch import arch_of, attention_of, attention_rows
+    by 0.013; unscaled, only the biases did); LFM2's short convolutions' filters by `factor` and their in_proj by 6 (its
+    filters' taps written reversed show by 0.52, zeroed by 0.56; unscaled, neither did)."""
+    from minitron.arch import arch_of, attention_of, attention_rows, conv_of
 
     arch = arch_of(model.config)
     with torch.no_grad():
+        for conv in filter(None, map(conv_of, model.model.layers)):
+            conv.conv.weight.mul_(factor)
+            conv.in_proj.weight.mul_(6.0)
         for layer in filter(attention_of, model.model.layers):  # a hybrid's layers with attention
             query, (key, _) = attention_rows(layer, arch)
             for rows in (query, key):
@@ -271,7 +276,10 @@ def tiny_model(family: str, seed: int = 0):
                                       mamba_d_state=16, mamba_chunk_size=8, position_embedding_type="nope",
                                       embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.1,
                                       logits_scaling=8.0, pad_token_id=None, bos_token_id=None,
-                                      eos_token_id=None)}.get(family, {})
+                                      eos_token_id=None),
+             "lfm2": dict(layer_types=["conv", "full_attention"] * 2, block_auto_adjust_ff_dim=False,
+                          tie_word_embeddings=False,  # (tied, this tiny one repeats one token whatever its filters)
+                          pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():

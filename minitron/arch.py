@@ -12,8 +12,9 @@ linear per expert or under names of their own (`stored_as`). A hybrid's layers d
 names them: Nemotron-H has one `mixer` a layer behind one norm, Mamba-2 (`linear_attention`), attention
 (`full_attention`) or a squared-ReLU MLP (`mlp`); Granite 4 has a Mamba-2 (`mamba`) or attention in each layer, and an
 MLP (`shared_mlp`) in every one; Qwen3.5 has a Gated DeltaNet (`linear_attn`) or gated attention in each layer, and an
-MLP in every one. `attention_of`, `mlp_of`, `mamba_of` and `delta_of` give a layer's parts, None where it has no such
-part; a family's own names for them are its `Arch`'s (`MambaNames`, `SharedNames`).
+MLP in every one; LFM2 has a gated short convolution (`conv`) or attention in each layer, and an MLP (`feed_forward`)
+in every one. `attention_of`, `mlp_of`, `mamba_of`, `delta_of` and `conv_of` give a layer's parts, None where it has no
+such part; a family's own names for them are its `Arch`'s (`MambaNames`, `SharedNames`, the MLP's linears).
 """
 from __future__ import annotations
 
@@ -69,7 +70,9 @@ class Arch:
     fused_qkv: bool = False  # q, k and v rows in one qkv_proj (Phi-3)
     fused_mlp: bool = False  # gate and up rows in one gate_up_proj (Phi-3, GLM-4)
     mlp_fused: str = "gate_up_proj"  # the fused gate-and-up linear's name (Granite 4's input_linear)
-    mlp_down: str = "down_proj"  # the MLP's output linear's name (Granite 4's output_linear)
+    mlp_gate: str = "gate_proj"  # the MLP's gate and up linears' names, where apart (LFM2's w1 and w3)
+    mlp_up: str = "up_proj"
+    mlp_down: str = "down_proj"  # the MLP's output linear's name (Granite 4's output_linear, LFM2's w2)
     # The norms whose per-norm scores are summed into the hidden-channel score (None: all of `norms`): those in front
     # of attention and the MLP (NVIDIA's implementation), or where a family has none in front (OLMo 2), those of
     # what each block adds to the residual
@@ -99,8 +102,9 @@ class Arch:
     # pruned together
     attention_is_hidden: bool = False
     # A hybrid's recurrent layers, beside its attention ones (`config.layer_types`): "mamba" (Nemotron-H's Mamba-2, each
-    # decoder layer one `mixer` behind one norm, MLP layers apart) or "delta" (Qwen3.5's Gated DeltaNet, `linear_attn`,
-    # each layer with its MLP); None: every layer has attention and an MLP
+    # decoder layer one `mixer` behind one norm, MLP layers apart), "delta" (Qwen3.5's Gated DeltaNet, `linear_attn`,
+    # each layer with its MLP) or "conv" (LFM2's gated short convolution, `conv`, hidden_size channels wide: they
+    # follow the hidden size); None: every layer has attention and an MLP
     mixer: str | None = None
     mamba_names: MambaNames = MambaNames()  # a Mamba-2 hybrid's config names (Granite 4's `GRANITE_MAMBA`)
     # Its Mamba-2 mixers are config.mamba_expand x hidden_size wide (Granite 4: transformers sizes them so), so their
@@ -207,6 +211,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # `input_linear`), Granite's multipliers; its Mamba-2 mixers mamba_expand x hidden_size wide
     Arch("granitemoehybrid", _PRE_POST, fused_mlp=True, mlp_size="shared_intermediate_size", mlp_fused="input_linear",
          mlp_down="output_linear", mixer="mamba", mamba_names=GRANITE_MAMBA, mamba_expand=True),
+    # LFM2 (350M, 700M, 1.2B, 2.6B; LFM2.5): a hybrid of gated short convolutions (`ShortConv`) and attention with
+    # per-head q/k norms, each layer with a SwiGLU MLP (`feed_forward`: w1, w3, w2); the final norm is named
+    # embedding_norm; llama.cpp sizes its attention by hidden_size (heads and hidden channels are pruned together)
+    Arch("lfm2", ("operator_norm", "ffn_norm"), mlp_gate="w1", mlp_up="w3", mlp_down="w2", mixer="conv",
+         attention_is_hidden=True, final_norm="embedding_norm"),
 ]}
 # Granite 4.0 H-Tiny and H-Small: Granite 4's layers with a mixture of experts (Granite-MoE's: a router, the experts
 # stored as 3D tensors) beside each layer's MLP, which becomes its always-on shared expert (`GRANITE_SHARED`)
@@ -324,9 +333,35 @@ def head_dim(config) -> int:
 
 
 def per_layer_lists(config, kept: list[int]) -> dict[str, list]:
-    """The config's per-layer lists (`PER_LAYER`, those it has) for the decoder layers `kept`, in order."""
-    return {name: [getattr(config, name)[i] for i in kept] for name in PER_LAYER
-            if getattr(config, name, None) is not None}
+    """The config's per-layer lists (`PER_LAYER`, those it has) for the decoder layers `kept`, in order, and LFM2's
+    list of its attention layers' indices where it has one."""
+    lists = {name: [getattr(config, name)[i] for i in kept] for name in PER_LAYER
+             if getattr(config, name, None) is not None}
+    if getattr(config, "full_attn_idxs", None) is not None:
+        lists["full_attn_idxs"] = [j for j, i in enumerate(kept) if i in set(config.full_attn_idxs)]
+    return lists
+
+
+# Older names in LFM2's released configs for widths transformers reads under others (hidden_size, num_attention_heads)
+LFM2_ALIASES = ("block_dim", "conv_dim", "conv_dim_out", "num_heads")
+
+
+def as_built(config):
+    """The config with the sizes transformers derives when it builds a model written as the sizes it builds: LFM2's
+    MLP neurons, which its block_auto_adjust_ff_dim takes as 2/3 of intermediate_size times block_ffn_dim_multiplier,
+    rounded up to a multiple of block_multiple_of (a pruned model's neurons are whatever they are). The model is the
+    same; its config then reads as every other family's does. LFM2's older names for its widths, which transformers
+    does not read, are left out, so that no pruned model's config holds a stale copy (`LFM2_ALIASES`)."""
+    for name in LFM2_ALIASES if config.model_type == "lfm2" else ():
+        if hasattr(config, name):
+            delattr(config, name)
+    if getattr(config, "block_auto_adjust_ff_dim", False):
+        neurons = int(2 * config.intermediate_size / 3)
+        if config.block_ffn_dim_multiplier is not None:
+            neurons = int(config.block_ffn_dim_multiplier * neurons)
+            neurons = config.block_multiple_of * -(-neurons // config.block_multiple_of)
+        config.intermediate_size, config.block_auto_adjust_ff_dim = neurons, False
+    return config
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -352,9 +387,11 @@ def attention_of(layer: nn.Module) -> nn.Module | None:
 
 def mlp_of(layer: nn.Module) -> nn.Module | None:
     """A decoder layer's `mlp` (a dense MLP; a mixture of experts' block where the family names it so: `moe_block` finds
-    every family's; Granite 4's `shared_mlp`), None for a hybrid's layer of another kind."""
+    every family's; Granite 4's `shared_mlp`, LFM2's `feed_forward`), None for a hybrid's layer of another kind."""
     if hasattr(layer, "mlp"):
         return layer.mlp
+    if hasattr(layer, "feed_forward"):
+        return layer.feed_forward
     return layer.shared_mlp if hasattr(layer, "shared_mlp") else _mixer(layer, MLP)
 
 
@@ -390,6 +427,18 @@ def shared_down(layer: nn.Module, arch: Arch) -> nn.Linear:
 def delta_of(layer: nn.Module) -> nn.Module | None:
     """A hybrid decoder layer's Gated DeltaNet (None: any other layer)."""
     return getattr(layer, "linear_attn", None)
+
+
+def conv_of(layer: nn.Module) -> nn.Module | None:
+    """A hybrid decoder layer's gated short convolution (LFM2's `conv`; None: any other layer): in_proj's rows are
+    its B, C and x gates (hidden_size channels each), conv its depthwise filter of B * x, out_proj's columns C times
+    the filter's output."""
+    return getattr(layer, "conv", None)
+
+
+def attention_out(attn: nn.Module) -> nn.Linear:
+    """An attention's output projection (`o_proj`; LFM2's `out_proj`)."""
+    return attn.o_proj if hasattr(attn, "o_proj") else attn.out_proj
 
 
 def query_dim(arch: Arch, dim: int) -> int:
@@ -433,7 +482,7 @@ def mlp_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
         return []
     if arch.fused_mlp:
         return [getattr(mlp, arch.mlp_fused)]
-    return [mlp.gate_proj, mlp.up_proj] if arch.gated_mlp else [mlp.up_proj]
+    return [getattr(mlp, arch.mlp_gate), getattr(mlp, arch.mlp_up)] if arch.gated_mlp else [mlp.up_proj]
 
 
 def neuron_rows(layer: nn.Module, arch: Arch) -> list[Rows]:
@@ -455,16 +504,17 @@ def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
     attn = attention_of(layer)
     if not arch.fused_qkv:
         return Rows(attn.q_proj), [Rows(attn.k_proj), Rows(attn.v_proj)]
-    q = attn.o_proj.in_features
+    q = attention_out(attn).in_features
     kv = (attn.qkv_proj.out_features - q) // 2
     return Rows(attn.qkv_proj, 0, q), [Rows(attn.qkv_proj, q, kv), Rows(attn.qkv_proj, q + kv, kv)]
 
 
 def mixer_inputs(layer: nn.Module) -> list[nn.Linear]:
-    """The linears that read a hybrid's recurrent layer's (normed) input: Mamba-2's in_proj, Gated DeltaNet's four."""
-    mamba, delta = mamba_of(layer), delta_of(layer)
-    if mamba is not None:
-        return [mamba.in_proj]
+    """The linears that read a hybrid's recurrent layer's (normed) input: Mamba-2's in_proj, Gated DeltaNet's four,
+    a short convolution's in_proj."""
+    mamba, delta, conv = mamba_of(layer), delta_of(layer), conv_of(layer)
+    if mamba is not None or conv is not None:
+        return [(mamba or conv).in_proj]
     return [delta.in_proj_qkv, delta.in_proj_z, delta.in_proj_b, delta.in_proj_a] if delta is not None else []
 
 
@@ -486,10 +536,12 @@ def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
 
 def residual_writers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that write into the residual stream: their output rows are hidden channels."""
-    parts = ((attention_of(layer), "o_proj"), (None if arch.moe else mlp_of(layer), arch.mlp_down),
-             (shared_expert_of(layer, arch), arch.shared_names.down), (mamba_of(layer), "out_proj"),
-             (delta_of(layer), "out_proj"))
-    return [getattr(module, name) for module, name in parts if module is not None]
+    attn = attention_of(layer)
+    parts = ((None if arch.moe else mlp_of(layer), arch.mlp_down), (shared_expert_of(layer, arch),
+             arch.shared_names.down), (mamba_of(layer), "out_proj"), (delta_of(layer), "out_proj"),
+             (conv_of(layer), "out_proj"))
+    return [*([attention_out(attn)] if attn is not None else []),
+            *(getattr(module, name) for module, name in parts if module is not None)]
 
 
 @dataclass(frozen=True)

@@ -151,8 +151,11 @@ def layer_sizes(config) -> tuple[int | list[int], ...]:
     """(MLP neurons, query heads, KV heads): of every layer; of a Nemotron-H, neurons and KV heads a list, 0 in the
     layers without the part (llama.cpp's nemotron_h graph tells its layers' kinds by them: a Mamba-2 layer has
     neither), and query heads one number (llama.cpp takes the head size from the first layer's, which a Mamba-2 layer
-    has none of); of a Granite 4, KV heads a list likewise (its granitehybrid graph's recurrent layers have none)."""
+    has none of); of a Granite 4 and an LFM2, KV heads a list likewise (their graphs' recurrent layers have none)."""
     arch = arch_of(config)
+    if arch.mixer == "conv":
+        return config.intermediate_size, config.num_attention_heads, \
+            [config.num_key_value_heads if kind == ATTENTION else 0 for kind in config.layer_types]
     if arch.mixer != "mamba":  # (a mixture of experts without dense layers: each expert's neurons)
         return getattr(config, "intermediate_size", getattr(config, arch.mlp_size)), config.num_attention_heads, \
             config.num_key_value_heads
@@ -332,6 +335,11 @@ def granite_hybrid_keys(writer: gguf.GGUFWriter, config) -> None:
         moe_keys(writer, config)
 
 
+def lfm2_keys(writer: gguf.GGUFWriter, config) -> None:
+    """LFM2's short convolutions' width: each filter's taps (conv_L_cache)."""
+    writer.add_shortconv_l_cache(config.conv_L_cache)
+
+
 def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
     """Qwen3.5's Gated DeltaNet sizes under llama.cpp's `ssm.*` keys (key heads as groups, value heads as the time-step
     rank, the key head size as the state), which layers are recurrent, and its RoPE's sections (the config's
@@ -353,7 +361,8 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys,
                "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys, "qwen3_5_text": qwen3_5_keys,
                "qwen3_5_moe_text": lambda writer, config: (qwen3_5_keys(writer, config), moe_keys(writer, config)),
-               "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys}
+               "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys,
+               "lfm2": lfm2_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -497,6 +506,8 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
         data = interleave_rotary(data, config.num_key_value_heads)
     if stored_plus_one(config.model_type, key):
         data = data + 1.0
+    if name.endswith(".shortconv.conv.weight"):  # LFM2's filters (channels, 1, taps): llama.cpp's are 2-D
+        data = data.squeeze(1)
     q_scale = attention_scale_fix(config)  # into the q-norm where there is one (Gemma 3), else into q_proj (Gemma 2)
     if q_scale != 1.0 and key.endswith(".self_attn.q_norm.weight" if config.model_type == "gemma3_text"
                                        else ".self_attn.q_proj.weight"):

@@ -34,7 +34,8 @@ YARN_UNROUNDED = ("gpt_oss",)
 # build, Phi-3's fused qkv, Command R's attention and OLMo 2's q-norm (the k-norm follows k): the family's name and its
 # graph's, for the one line that refuses another width (`check_hidden_wide`).
 HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "cohere2": ("Cohere 2", "Cohere 2"),
-               "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2"), "olmoe": ("OLMoE", "OLMoE")}
+               "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2"), "olmoe": ("OLMoE", "OLMoE"),
+               "lfm2": ("LFM2", "LFM2")}
 # Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
 # export writes another width, with a warning.
 HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4", "qwen2_moe")
@@ -344,6 +345,14 @@ def check_granite_hybrid(config) -> None:
                             "graph has no in_proj bias")
 
 
+def check_lfm2(config) -> None:
+    """Refuse an LFM2 with biases in its short convolutions (conv_bias): llama.cpp's lfm2 graph has none (the released
+    models have none)."""
+    if config.conv_bias:
+        raise MinitronError("cannot export an LFM2 model with conv_bias: llama.cpp's lfm2 graph has no biases in its "
+                            "short convolutions")
+
+
 def check_qwen2_moe(config) -> None:
     """Refuse a Qwen2-MoE that renormalises its picked experts' weights: llama.cpp's qwen2moe graph never does (the
     released ones do not)."""
@@ -378,4 +387,5 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3,
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
-                 "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid}
+                 "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
+                 "lfm2": check_lfm2}

@@ -72,10 +72,11 @@ def tensor_type(name: str, shape: tuple[int, ...], wt: WeightType, layers: int,
                 tied: bool) -> gguf.GGMLQuantizationType:
     """The type of the GGUF tensor `name` (its numpy shape, rows last): f32 for norms (Cohere's q/k norms are 2-D, a row
     per head), biases (GPT-OSS's experts' are 2-D), a mixture of experts' routers (and its shared expert's gate) and
-    Mamba-2's A, D and convolution (as llama.cpp's converter writes them)."""
+    Mamba-2's A, D and convolution and LFM2's short convolutions' filters (as llama.cpp's converter writes them)."""
     if len(shape) == 1 or name.endswith((".bias", "_norm.weight", "ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")):
         return T.F32
-    if re.fullmatch(r"blk\.\d+\.(ssm_a|ssm_d|ssm_conv1d\.weight)", name):  # Mamba-2's: llama.cpp's kernels read f32
+    if re.fullmatch(r"blk\.\d+\.(ssm_a|ssm_d|ssm_conv1d\.weight|shortconv\.conv\.weight)", name):  # llama.cpp's
+        # kernels read them in f32
         return T.F32
     qtype = wt.qtype
     if wt.ggml and (name == "output.weight" or (tied and name == "token_embd.weight")):

@@ -293,6 +293,17 @@ def qwen3_5(meta: Metadata, layers: int) -> dict:
             "linear_conv_kernel_dim": required(meta, "ssm.conv_kernel", int)}
 
 
+def lfm2(meta: Metadata, layers: int) -> dict:
+    """LFM2's layers' kinds from their KV heads (a short convolution's layer has none), its convolutions' taps and its
+    MLP's neurons as they are (not derived: `arch.as_built`)."""
+    kv = meta.get("attention.head_count_kv")
+    if not isinstance(kv, list) or len(kv) != layers:
+        raise MinitronError(f"cannot read this lfm2 GGUF file: its attention.head_count_kv is not one value for each "
+                            f"of its {layers} layers")
+    return {"layer_types": [ATTENTION if k else "conv" for k in kv], "num_key_value_heads": max(kv) or 1,
+            "conv_L_cache": required(meta, "shortconv.l_cache", int), "block_auto_adjust_ff_dim": False}
+
+
 def shared_moe(meta: Metadata, layers: int) -> dict:
     """A mixture of experts with a shared expert: its experts, experts a token, each expert's width and its shared
     expert's."""
@@ -323,11 +334,12 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
                    "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss,
-                   "granitemoehybrid": granite_hybrid}
-# The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's KV heads, and
-# its MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP width).
+                   "granitemoehybrid": granite_hybrid, "lfm2": lfm2}
+# The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
+# heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
+# width).
 OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",),
-            "granitemoehybrid": ("intermediate_size", "num_key_value_heads")}
+            "granitemoehybrid": ("intermediate_size", "num_key_value_heads"), "lfm2": ("num_key_value_heads",)}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -427,6 +439,8 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
             data = mamba_read(mamba[1], dequantized(tensors[name]), shape)
         elif delta := delta_in_gguf(key):  # Qwen3.5's Gated DeltaNet's
             data = delta_stored(delta[1], dequantized(tensors[name]), config, back=True).reshape(shape)
+        elif name.endswith(".shortconv.conv.weight"):  # LFM2's filters: (channels, taps) to (channels, 1, taps)
+            data = dequantized(tensors[name])[:, None]
         elif expert is None:
             stacked.clear()
             data = dequantized(tensors[name])

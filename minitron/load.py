@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from minitron.arch import arch_of, prunable_sizes
+from minitron.arch import arch_of, as_built, prunable_sizes
 from minitron.errors import MinitronError, whole_number, require
 from minitron.gguf_read import convert
 from minitron.io import atomic_dir, write_json
@@ -250,7 +250,7 @@ def load_config(spec: str | Path):
         arch_of(config)
     for name in prunable_sizes(config) + ("vocab_size",):  # every size a model has must be a positive whole number
         whole_number(getattr(config, name, None), f"{path / 'config.json'}: {name}")
-    return config
+    return as_built(config)
 
 
 def check_seq_len(config, seq_len: int, spec: str | Path) -> None:
@@ -285,6 +285,7 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torc
     except Exception as e:  # safetensors raises SafetensorError, OSError, ValueError... for corrupt files
         raise MinitronError(f"cannot load the weights in {path} (corrupt or incomplete checkpoint?): "
                             f"{str(e).splitlines()[0][:160]}") from None
+    as_built(model.config)
     return model.to(device).eval()
 
 

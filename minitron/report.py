@@ -61,9 +61,10 @@ def plot_importance(scores_dir: Path, out: Path) -> Path | None:
     w = PruneConfig(criterion="activation").width(scores)
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 6))
-    recurrent = next((w[unit] for unit in ("mamba", "delta") if unit in w), None)  # 0 in a hybrid's other layers
+    # 0 in a hybrid's other layers: Mamba-2's and Gated DeltaNet's heads, short convolutions' channels
+    recurrent = next((w[unit] for unit in ("mamba", "delta", "conv") if unit in w), None)
     heads = w["heads"].mean(1) + (recurrent.mean(1) if recurrent is not None else 0)
-    panels = [(axes[0, 0], heads, "attention heads (recurrent heads in recurrent layers): mean importance"
+    panels = [(axes[0, 0], heads, "attention heads (recurrent units in recurrent layers): mean importance"
                if recurrent is not None else "attention heads: mean importance", "layer"),
               (axes[0, 1], w["mlp"].flatten(1).mean(1),  # a mixture of experts: over every expert's neurons
                f"{'experts' if w['mlp'].dim() == 3 else 'MLP'} neurons: mean importance", "layer"),

@@ -19,7 +19,8 @@ from minitron.arch import arch_of
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid"]
+            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
+            "lfm2"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -168,6 +169,14 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                                          "attention_multiplier": 0.1, "logits_scaling": 8.0, **sizes,
                                          "layer_types": kinds[:sizes["num_hidden_layers"]]},
                                       pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "lfm2":  # short convolutions and attention in turn; attention hidden_size wide (llama.cpp's); the
+        # MLP's neurons as written (`as_built`: block_auto_adjust_ff_dim derives the released models' own)
+        from transformers import Lfm2Config
+
+        kinds = ["conv", "full_attention"] * sizes["num_hidden_layers"]
+        return Lfm2Config(**{"block_auto_adjust_ff_dim": False, "layer_types": kinds[:sizes["num_hidden_layers"]],
+                             **sizes, "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
+                          pad_token_id=None, bos_token_id=None, eos_token_id=None)
     raise ValueError(family)
 
 

@@ -68,6 +68,8 @@ MINISTRAL3_ROPE = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 16.0, "orig
 # Granite 4.0 Micro's kind: every layer attention, with RoPE (llama.cpp's granitehybrid graph switches RoPE on by
 # `rope.scaling.finetuned`)
 GRANITE_MICRO = {"layer_types": ["full_attention"] * 4, "position_embedding_type": "rope"}
+# LFM2's MLP as its released configs give it: neurons derived from intermediate_size (2/3 of 144, a multiple of 32: 96)
+LFM2_AUTO = {"block_auto_adjust_ff_dim": True, "intermediate_size": 144, "block_multiple_of": 32}
 
 
 def scaled_rope(family: str, rope: dict) -> dict:
@@ -249,7 +251,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("qwen2_moe", None, "f16", False), ("qwen2_moe", "qwen2", "q8_0", True), ("gpt_oss", None, "f16", False),
              ("gpt_oss", "gpt-4o", "q8_0", False), ("granitemoehybrid", None, "f16", False),
              ("granitemoehybrid", "llama-bpe", "q8_0", True), ("granitemoehybrid", "micro", "f16", False),
-             ("granitemoehybrid_moe", None, "f16", False), ("granitemoehybrid_moe", "llama-bpe", "q8_0", True)]
+             ("granitemoehybrid_moe", None, "f16", False), ("granitemoehybrid_moe", "llama-bpe", "q8_0", True),
+             ("lfm2", None, "f16", False), ("lfm2", "llama-bpe", "q8_0", True), ("lfm2", "auto", "f16", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -261,7 +264,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
                      "olmo3": OLMO3_YARN}
             extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "global": EXAONE4_GLOBAL, "mha": MHA,
                      "global-llama3": {**EXAONE4_GLOBAL, **scaled_rope(family, LLAMA3_ROPE)}, "32b": EXAONE4_32B,
-                     "micro": GRANITE_MICRO,
+                     "micro": GRANITE_MICRO, "auto": LFM2_AUTO,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
         out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
@@ -589,7 +592,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
                                             "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text, "
-                                            "qwen3_5_moe_text, qwen2_moe, gpt_oss, granitemoehybrid$"):
+                                            "qwen3_5_moe_text, qwen2_moe, gpt_oss, granitemoehybrid, lfm2$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -838,7 +841,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("qwen2_moe", None, "f16", False), ("qwen2_moe", None, "q8_0", True), ("gpt_oss", None, "f16", False),
     ("gpt_oss", None, "q8_0", False), ("granitemoehybrid", None, "f16", False),
     ("granitemoehybrid", None, "q8_0", True), ("granitemoehybrid_moe", None, "f16", False),
-    ("granitemoehybrid_moe", None, "q8_0", True),
+    ("granitemoehybrid_moe", None, "q8_0", True), ("lfm2", None, "f16", False), ("lfm2", "auto", "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
@@ -858,16 +861,17 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
         extra = {"llama3": scaled_rope(family, LLAMA3_ROPE), "yarn": scaled_rope(family, YARN_ROPE),
                  "linear": scaled_rope(family, LINEAR_ROPE), "longrope": llama_cpp_check().PHI3_LONGROPE,
                  "ministral3": {"rope_parameters": MINISTRAL3_ROPE}, "global": EXAONE4_GLOBAL,
-                 "32b": EXAONE4_32B, "mha": MHA}.get(rope, {})
+                 "32b": EXAONE4_32B, "mha": MHA, "auto": LFM2_AUTO}.get(rope, {})
         model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf
     converted = load_model(str(out))
     assert_same_logits(model, converted, TOLERANCE[dtype])
     if dtype in ("f16", "bf16"):  # the weights kept as the file stores them (exact, half the disk of fp32; routers, a
-        # shared expert's gate, Mamba-2's convolution and GPT-OSS's experts' biases f32)
+        # shared expert's gate, Mamba-2's and LFM2's convolutions and GPT-OSS's experts' biases f32)
         stored = {spec.dtype for name, spec in Checkpoint.open(resolve_model(str(out))).specs.items()
                   if len(spec.shape) > 1
                   and not name.endswith((".gate.weight", ".router.layer.weight", ".router.weight", ".conv1d.weight",
+                                         ".conv.conv.weight",
                                          ".shared_expert_gate.weight", "_bias"))}
         assert stored == {torch.float16 if dtype == "f16" else torch.bfloat16}
     if rope != "own":  # an own query scale is folded into the weights before they are rounded; the reference rounds

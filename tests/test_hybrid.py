@@ -1,6 +1,6 @@
 """Hybrids: Nemotron-H's Mamba-2 heads and head channels and Qwen3.5's Gated DeltaNet value and key heads are scored,
-pruned group by group, streamed and searched; a student keeps an attention layer; what transformers cannot build is
-refused in one line."""
+pruned group by group, streamed and searched; LFM2's short convolutions' channels follow its hidden size; a student
+keeps an attention layer; what transformers cannot build is refused in one line."""
 import copy
 import json
 
@@ -12,11 +12,12 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import build_tiny_data, cli_error, own_names, run_cli, save_tiny, tiny_config, tiny_model
-from minitron.arch import MambaRows, arch_of, delta_of, mamba_of
+from minitron.arch import MambaRows, arch_of, conv_of, delta_of, mamba_of
 from minitron.errors import MinitronError
 from minitron.importance.stats import ActivationRecorder
 from minitron.prune import check_target, params_of, select_heads, target_config
-from minitron.prune.slicing import prune_mamba
+from minitron.load import load_config
+from minitron.prune.slicing import prune_conv, prune_mamba
 from minitron.search import ParamCounter, enumerate_shapes
 
 LAYERS = 6  # Mamba-2, attention, MLP, attention, Mamba-2, attention
@@ -177,7 +178,7 @@ def test_the_search_varies_mamba_heads_and_keeps_a_hybrids_layers_unscored():
         assert c.params == count(c.sizes) == params_of(target_config(config, check_target(config, c.sizes)))
 
 
-@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_text", "qwen3_5_moe_text"])
+@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "lfm2"])
 def test_a_hybrids_count_follows_the_layers_dropped(family):
     """A hybrid's layers cost by kind: with the layers dropped at each depth, every shape is counted exactly, whichever
     kinds go; a size that no kept layer has is enumerated at the teacher's value only."""
@@ -186,12 +187,14 @@ def test_a_hybrids_count_follows_the_layers_dropped(family):
     drops = {L - 1: [0], L - 2: [2, 4], 3: [0, 2, 4], 2: [1, 2, 5] if family == "nemotron_h" else [0, 1, 2, 5]}
     drops = {d: drop for d, drop in drops.items() if L - len(drop) == d}
     count = ParamCounter(config, drops)
-    mixer = "mamba_num_heads" if family == "nemotron_h" else "linear_num_value_heads"
+    mixer = {"nemotron_h": "mamba_num_heads", "lfm2": None}.get(family, "linear_num_value_heads")  # (LFM2's short
+    # convolutions follow the hidden size, as wide as it)
     heads, experts = config.num_key_value_heads, {"num_experts": 2} if family == "qwen3_5_moe_text" else {}
     for depth, drop in drops.items():
-        for D, H, F, M in [(32, heads, 32, getattr(config, mixer) // 2), (48, 2 * heads, 64, getattr(config, mixer))]:
+        for D, H, F, M in [(32, heads, 32, 2), (48, 2 * heads, 64, 4)]:
             sizes = own_names(config, {"hidden_size": D, "num_attention_heads": H, "intermediate_size": F,
-                                       "num_hidden_layers": depth, mixer: M, **experts})
+                                       "num_hidden_layers": depth, **({mixer: M * getattr(config, mixer) // 4}
+                                                                      if mixer else {}), **experts})
             assert count(sizes) == params_of(target_config(config, check_target(config, sizes), drop)), (depth, sizes)
     assert count.most(L) == params_of(config) and count.most(1) < params_of(config)
     if family == "nemotron_h":  # at depth 3 (layers 1, 3, 5: attention only) the Mamba-2 heads and MLP are idle
@@ -441,12 +444,79 @@ def test_export_writes_qwen3_5_as_llama_cpps_qwen35_graph_reads_it(tmp_path):
         check_exportable(tiny_config("qwen3_5_text", linear_value_head_dim=16))
 
 
-@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_moe_text", "granitemoehybrid"])
+@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_moe_text", "granitemoehybrid", "lfm2"])
 def test_the_report_plots_a_hybrids_importance(family, tmp_path):
     """The compress report's importance plot shows each layer's heads: attention heads, and in a recurrent layer its
-    Mamba-2 or Gated DeltaNet heads."""
+    Mamba-2 or Gated DeltaNet heads or its short convolution's channels."""
     from minitron.importance import compute_scores
     from minitron.report import plot_importance
 
     compute_scores(tiny_model(family), [IDS], ["activation"]).save(tmp_path / "scores")
     assert plot_importance(tmp_path / "scores", tmp_path / "importance.png").stat().st_size > 0
+
+
+def test_pruning_short_convolution_channels_equals_zeroing_their_outputs():
+    """An LFM2 short convolution's channels are independent (each its own B, C and x rows, filter and out_proj column):
+    keeping some equals zeroing the others' out_proj columns; their activation score is out_proj's input per channel
+    (here: mean over the sequence, L2 over the batch), 0 in attention layers."""
+    model = tiny_model("lfm2", num_hidden_layers=LAYERS)
+    g = torch.Generator().manual_seed(1)
+    keep = [torch.randperm(64, generator=g)[:40].sort().values for _ in range(LAYERS)]
+    pruned, zeroed = copy.deepcopy(model), copy.deepcopy(model)
+    prune_conv(pruned, keep)
+    with torch.no_grad():
+        for layer, kept in zip(zeroed.model.layers, keep):
+            if conv_of(layer) is not None:
+                dropped = torch.ones(64, dtype=torch.bool)
+                dropped[kept] = False
+                conv_of(layer).out_proj.weight[:, dropped] = 0
+        assert_close(pruned(IDS).logits, zeroed(IDS).logits, rtol=1e-5, atol=1e-5)
+    assert [conv_of(layer).conv.weight.shape[0] for layer in pruned.model.layers if conv_of(layer)] == [40] * 3
+    captured = {}
+    hooks = [conv_of(layer).out_proj.register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0]))
+             for i, layer in enumerate(model.model.layers) if conv_of(layer) is not None]
+    rec = ActivationRecorder(model, arch_of(model.config))
+    with torch.no_grad(), rec:
+        model(input_ids=IDS)
+    for h in hooks:
+        h.remove()
+    got = rec.scores()["activation/mean-l2/conv"]
+    for i in range(LAYERS):
+        want = captured[i].abs().mean(1).pow(2).sum(0).sqrt() if i in captured else torch.zeros(64)
+        assert_close(got[i], want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_lfm2_as_released_prunes_streamed_as_in_memory(tmp_path):
+    """An LFM2 config as the released ones write it (the MLP's neurons derived from intermediate_size by
+    block_auto_adjust_ff_dim, the attention layers listed in full_attn_idxs, older names for its widths) is read as
+    the model it builds; `prune` of its hidden size (its short convolutions' channels with it), heads, neurons and a
+    layer writes the same tensors streamed and in memory, and a config stock transformers builds that model from,
+    its attention layers' indices renumbered."""
+    save_tiny(tmp_path / "teacher", "lfm2", num_hidden_layers=LAYERS, intermediate_size=144, block_multiple_of=32,
+              block_auto_adjust_ff_dim=True, layer_types=None, full_attn_idxs=[1, 3, 5], conv_dim=64, num_heads=8)
+    assert load_config(tmp_path / "teacher").intermediate_size == 96  # 2/3 of 144, a multiple of 32
+    data = build_tiny_data(tmp_path, tmp_path / "teacher")
+    target = "hidden_size=48,num_attention_heads=6,intermediate_size=64,num_hidden_layers=5"
+    for stream in ("--stream", "--no-stream"):
+        run_cli("prune", "--model", tmp_path / "teacher", "--target", target, "--out", tmp_path / stream,
+                "--prune.calib-seqs", 4, "--prune.seq-len", 16, "--prune.layer-criterion", "loss", stream,
+                "--data", data)
+    tensors = {}
+    for stream in ("--stream", "--no-stream"):
+        with safe_open(tmp_path / stream / "model.safetensors", "pt") as f:
+            tensors[stream] = {k: f.get_tensor(k) for k in f.keys()}
+    assert tensors["--stream"].keys() == tensors["--no-stream"].keys()
+    for k, t in tensors["--stream"].items():
+        assert torch.equal(t, tensors["--no-stream"][k]), k
+    record = json.loads((tmp_path / "--stream" / "pruning.json").read_text())
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "--stream").eval()
+    config = student.config
+    assert (config.intermediate_size, config.block_auto_adjust_ff_dim, config.hidden_size) == (64, False, 48)
+    assert config.full_attn_idxs == [i for i, kind in enumerate(config.layer_types) if kind == "full_attention"]
+    assert not hasattr(config, "conv_dim") and not hasattr(config, "num_heads")  # no stale copy of the widths
+    kept = [i for i in range(LAYERS) if i not in record["dropped_layers"]]
+    assert config.layer_types == [["conv", "full_attention"][i % 2] for i in kept]
+    assert all(conv_of(layer).conv.weight.shape == (48, 1, 3) for layer in student.model.layers if conv_of(layer))
+    assert record["params_after"] == sum(p.numel() for p in student.parameters())
+    with torch.no_grad():
+        assert torch.isfinite(student(IDS).logits).all()

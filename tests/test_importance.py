@@ -6,8 +6,8 @@ import torch
 from torch.testing import assert_close
 
 from conftest import tiny_model
-from minitron.arch import (arch_of, attention_inputs, attention_of, delta_of, mamba_of, mixer_inputs, mlp_inputs,
-                           moe_block)
+from minitron.arch import (arch_of, attention_inputs, attention_of, attention_out, conv_of, delta_of, mamba_of,
+                           mixer_inputs, mlp_inputs, moe_block)
 from minitron.numerics import lm_loss
 from minitron.importance import Scores, coupled_scores, compute_scores
 from minitron.importance.stats import ActivationRecorder
@@ -189,8 +189,9 @@ def test_coupled_scores_cover_every_family(family):
     s = coupled_scores(model, arch_of(model.config), lambda p: p.detach().abs())
     experts = (6,) if arch_of(model.config).moe else ()  # a mixture of experts: each expert's neurons, and experts
     assert s["hidden"].shape == (64,) and s["heads"].shape == (4, 8) and s["mlp"].shape == (4, *experts, 96)
-    mixer = arch_of(model.config).mixer  # a hybrid's recurrent heads: Mamba-2's and their channels, Gated DeltaNet's
-    units = {"mamba": ["mamba", "mamba_dim"], "delta": ["delta"]}.get(mixer, [])
+    mixer = arch_of(model.config).mixer  # a hybrid's recurrent heads: Mamba-2's and their channels, Gated DeltaNet's;
+    # a short convolution's channels
+    units = {"mamba": ["mamba", "mamba_dim"], "delta": ["delta"], "conv": ["conv"]}.get(mixer, [])
     shared = ["shared"] if arch_of(model.config).shared_expert else []  # a shared expert's neurons
     assert set(s) == {"hidden", "heads", "mlp", *(["experts"] if experts else []), *shared, *units}
     if experts:
@@ -198,6 +199,7 @@ def test_coupled_scores_cover_every_family(family):
     if mixer:  # each unit scored in the layers that have it, 0 in the others (Qwen3.5 has an MLP in every layer)
         names = arch_of(model.config).mamba_names  # Nemotron-H's MLP layers apart, every other hybrid's layer with one
         where = {"mamba": ("linear_attention", 8), "delta": ("linear_attention", 4), "heads": ("full_attention", 8),
+                 "conv": ("conv", 64),
                  "mamba_dim": ("linear_attention", getattr(model.config, names.head_dim, 0)),
                  "mlp": ("mlp" if "mlp" in model.config.layer_types else None, 96)}
         for unit in ["heads", "mlp", *units]:
@@ -217,10 +219,12 @@ def test_wanda_input_norms_equal_the_inputs_squared(family):
     for i in (1, 2, 3, 0):
         layer = model.model.layers[i]
         attn, mamba, delta, mlp_in = attention_of(layer), mamba_of(layer), delta_of(layer), mlp_inputs(layer, arch)
-        parts = {"attn_in": attn and attention_inputs(layer, arch)[0], "o_in": attn and attn.o_proj,
+        conv = conv_of(layer)
+        parts = {"attn_in": attn and attention_inputs(layer, arch)[0], "o_in": attn and attention_out(attn),
                  "mlp_in": moe_block(layer, arch) if arch.moe else mlp_in[-1] if mlp_in else None,  # MoE: its block
                  "mixer_in": mixer_inputs(layer)[0] if mixer_inputs(layer) else None,
-                 "mamba_o_in": mamba and mamba.out_proj, "delta_o_in": delta and delta.out_proj}
+                 "mamba_o_in": mamba and mamba.out_proj, "delta_o_in": delta and delta.out_proj,
+                 "conv_o_in": conv and conv.out_proj}
         for key, module in parts.items():
             if module is not None:
                 readers.setdefault(key, (i, module))

@@ -8,8 +8,8 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import own_names, tiny_model
-from minitron.arch import (PER_LAYER, arch_of, attention_of, count_params, head_dim, mlp_down, mlp_of, moe_block,
-                           moe_weights)
+from minitron.arch import (PER_LAYER, arch_of, attention_of, attention_out, count_params, head_dim, mlp_down, mlp_of,
+                           moe_block, moe_weights)
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
 from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
@@ -89,7 +89,7 @@ def test_head_pruning_equals_zeroed_heads_and_keeps_gqa(family, new_heads, new_k
                 continue
             mask = torch.ones(8 * dim, dtype=torch.bool)
             mask[head_rows(q, dim)] = False
-            attn.o_proj.weight[:, mask] = 0
+            attention_out(attn).weight[:, mask] = 0
             for name, heads in (("q_norm", q), ("k_norm", kv)):
                 norm = getattr(attn, name, None)
                 if norm is not None and norm.weight.dim() == 1 and norm.weight.numel() > dim:
@@ -148,7 +148,9 @@ def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_
     plan = Plan(r["hidden"].topk(target["hidden_size"]).indices.sort().values, [c[0] for c in chosen],
                 [c[1] for c in chosen], [s.topk(48).indices.sort().values for s in r["mlp"]], [2],
                 [s.topk(4).indices.sort().values for s in r["experts"]] if arch.moe else None,
-                mamba=[select_heads(s, 2, 4, 2)[0] for s in r["mamba"]] if arch.mamba_expand else None)
+                mamba=[select_heads(s, 2, 4, 2)[0] for s in r["mamba"]] if arch.mamba_expand else None,
+                conv=[s.topk(target["hidden_size"]).indices.sort().values for s in r["conv"]]
+                if arch.mixer == "conv" else None)  # LFM2's short convolutions are as wide as the hidden size
     pruned = apply_plan(copy.deepcopy(model), plan)
     assert count_params(pruned) == expected
     pruned.save_pretrained(tmp_path)
@@ -179,9 +181,10 @@ def test_unsupported_architecture_is_refused_by_name():
 
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
                                             "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, gpt_oss, granite, "
-                                            "granitemoe, granitemoehybrid, hunyuan_v1_dense, llama, ministral3, mistral, mixtral, "
-                                            "nemotron, nemotron_h, olmo2, olmo3, olmoe, phi3, qwen2, qwen2_moe, qwen3, "
-                                            "qwen3_5_moe_text, qwen3_5_text, qwen3_moe, seed_oss, smollm3, stablelm"):
+                                            "granitemoe, granitemoehybrid, hunyuan_v1_dense, lfm2, llama, ministral3, "
+                                            "mistral, mixtral, nemotron, nemotron_h, olmo2, olmo3, olmoe, phi3, "
+                                            "qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, qwen3_moe, "
+                                            "seed_oss, smollm3, stablelm"):
         arch_of(GPT2Config())
 
 

@@ -3,7 +3,8 @@ variance) and accumulate it over the batch in fp32 (L2, mean or variance across 
 norm's output, per norm), attention heads (o_proj's input per head, and each head's output after o_proj) and MLP neurons
 (down_proj's input; of a mixture of experts, each expert's, each expert's routed contribution: `moe_activations`, and
 its shared expert's), a hybrid's Mamba-2 heads and head channels (out_proj's input: each head's norm, and each channel's
-norm over the heads) and Gated DeltaNet value heads (out_proj's input: each head's norm); plus Block Influence and the
+norm over the heads), Gated DeltaNet value heads (out_proj's input: each head's norm) and short convolutions' channels
+(out_proj's input); plus Block Influence and the
 input norms structured Wanda needs. One pass fills every combination.
 
 Hidden channels, as the papers and NVIDIA's implementation define them: each decoder layer's input and
@@ -15,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minitron.arch import (Arch, MoEWeights, attention_inputs, attention_of, decoder_layers, delta_of, final_norm,
-                           head_dim, layer_norms, mamba_of, mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block,
-                           moe_weights, num_experts, shared_down)
+from minitron.arch import (Arch, MoEWeights, attention_inputs, attention_of, attention_out, conv_of, decoder_layers,
+                           delta_of, final_norm, head_dim, layer_norms, mamba_of, mixer_inputs, mlp_down, mlp_inputs,
+                           mlp_of, moe_block, moe_weights, num_experts, shared_down)
 
 AGGREGATIONS = ("mean", "l2", "var")
 
@@ -126,11 +127,14 @@ class ActivationRecorder:
         Hv, dv = (cfg.linear_num_value_heads, cfg.linear_value_head_dim) if arch.mixer == "delta" else (0, 0)
         self.mamba, self.mamba_dim = [Stat(Hm, device=dev) for _ in range(L)], [Stat(dm, device=dev) for _ in range(L)]
         self.delta = [Stat(Hv, device=dev) for _ in range(L)]
+        C = D if arch.mixer == "conv" else 0  # a short convolution's channels (LFM2's: hidden_size of them)
+        self.conv = [Stat(C, device=dev) for _ in range(L)]
         # squared input norms of the linears that consume each unit (structured Wanda)
         self.sq = {"attn_in": torch.zeros(L, D, device=dev), "mlp_in": torch.zeros(L, D, device=dev),
                    "head_in": torch.zeros(D, device=dev), "o_in": torch.zeros(L, H * head_dim(cfg), device=dev),
                    "mixer_in": torch.zeros(L, D, device=dev), "mamba_o_in": torch.zeros(L, Hm * dm, device=dev),
-                   "delta_o_in": torch.zeros(L, Hv * dv, device=dev)}
+                   "delta_o_in": torch.zeros(L, Hv * dv, device=dev),
+                   "conv_o_in": torch.zeros(L, C, device=dev)}
         self.bi_sum, self.bi_count = torch.zeros(L, device=dev), 0
         self._last: tuple = (None, None)  # the activation last recorded and its `seq_stats`
 
@@ -175,6 +179,12 @@ class ActivationRecorder:
             self.sq["delta_o_in"][layer] += per_head.square().sum((0, 1)).flatten()
         return hook
 
+    def _conv(self, layer: int):
+        def hook(module, args):
+            self._add(self.conv, args[0], layer)
+            self.sq["conv_o_in"][layer] += args[0].detach().float().square().sum((0, 1))
+        return hook
+
     def _shared(self, layer: int):
         def hook(module, args):  # the block runs its shared expert on its tokens flattened: (B x S, neurons)
             self._add(self.shared, args[0].view(*self._moe_shape, -1), layer)
@@ -209,7 +219,7 @@ class ActivationRecorder:
                 reg(norm.register_forward_hook(self._norm(name, i)))
             attn, mlp, mamba, delta = attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer)
             if attn is not None:
-                reg(attn.o_proj.register_forward_pre_hook(self._heads(i)))
+                reg(attention_out(attn).register_forward_pre_hook(self._heads(i)))
                 reg(attention_inputs(layer, self.arch)[0].register_forward_pre_hook(self._sq("attn_in", i)))
             if self.arch.moe:
                 reg(moe_block(layer, self.arch).register_forward_pre_hook(self._moe(i)))
@@ -222,6 +232,8 @@ class ActivationRecorder:
                 reg(mamba.out_proj.register_forward_pre_hook(self._mamba(i, mamba.head_dim)))
             if delta is not None:
                 reg(delta.out_proj.register_forward_pre_hook(self._delta(i)))
+            if (conv := conv_of(layer)) is not None:
+                reg(conv.out_proj.register_forward_pre_hook(self._conv(i)))
             if mixer_inputs(layer):
                 reg(mixer_inputs(layer)[0].register_forward_pre_hook(self._sq("mixer_in", i)))
             reg(layer.register_forward_hook(self._block_influence(i), with_kwargs=True))
@@ -251,6 +263,8 @@ class ActivationRecorder:
                 units["mamba_dim"] = torch.stack([st.reduce(b) for st in self.mamba_dim], 1)  # (A, L, dm)
             if self.arch.mixer == "delta":
                 units["delta"] = torch.stack([st.reduce(b) for st in self.delta], 1)  # (A, L, Hv)
+            if self.arch.mixer == "conv":
+                units["conv"] = torch.stack([st.reduce(b) for st in self.conv], 1)  # (A, L, D)
             for i, s in enumerate(AGGREGATIONS):
                 for unit, t in units.items():
                     out[f"activation/{s}-{b}/{unit}"] = t[i].clone()  # own storage: safetensors refuses shared

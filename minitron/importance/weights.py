@@ -8,8 +8,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_inputs, attention_of, attention_rows,
-                           decoder_layers, delta_of, embedding, final_norm, head_dim, layer_norms, mamba_of,
+from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_inputs, attention_of, attention_out,
+                           attention_rows, conv_of, decoder_layers, delta_of, embedding, final_norm, head_dim,
+                           layer_norms, mamba_of,
                            mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts,
                            query_dim, residual_readers, residual_writers, shared_down, shared_inputs, shared_rows,
                            tied)
@@ -45,7 +46,7 @@ def _row_sum(lin: nn.Linear | Rows, elem: Elem) -> torch.Tensor:
 def unit_shapes(config) -> dict[str, tuple[int, ...]]:
     """Each unit kind's scores' shape in one layer: "heads", "mlp" (of a mixture of experts (experts, neurons)), a
     mixture of experts' "experts" and shared expert's neurons ("shared"), a hybrid's Mamba-2 heads ("mamba") and head
-    channels ("mamba_dim") or Gated DeltaNet value heads ("delta")."""
+    channels ("mamba_dim"), Gated DeltaNet value heads ("delta") or short convolutions' channels ("conv")."""
     arch = arch_of(config)
     experts = (num_experts(config),) if arch.moe else ()
     shapes = {"heads": (config.num_attention_heads,), "mlp": (*experts, getattr(config, arch.mlp_size))}
@@ -58,6 +59,8 @@ def unit_shapes(config) -> dict[str, tuple[int, ...]]:
                       mamba_dim=(getattr(config, arch.mamba_names.head_dim),))
     if arch.mixer == "delta":
         shapes["delta"] = (config.linear_num_value_heads,)
+    if arch.mixer == "conv":
+        shapes["conv"] = (config.hidden_size,)
     return shapes
 
 
@@ -119,9 +122,16 @@ def coupled_delta(delta: nn.Module, elem: Elem) -> torch.Tensor:
         elem(delta.dt_bias) + elem(delta.A_log) + (per_key / (Hv // rows.k_heads)).repeat_interleave(Hv // rows.k_heads)
 
 
+def coupled_conv(conv: nn.Module, elem: Elem) -> torch.Tensor:
+    """A short convolution's part of `coupled_layer`: each channel's sum over its B, C and x rows of in_proj, its
+    filter and its out_proj column."""
+    rows = _row_sum(conv.in_proj, elem).view(3, -1).sum(0)
+    return rows + conv_sum(conv.conv, elem) + column_sum(conv.out_proj.weight, elem)
+
+
 def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[torch.Tensor, dict]:
     """One decoder layer's part of `coupled_scores`: (hidden-channel sum, {"heads", "mlp", "experts", "mamba",
-    "mamba_dim", "delta"} scores of the parts it has)."""
+    "mamba_dim", "delta", "conv"} scores of the parts it has)."""
     attn, mlp, mamba, delta = attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer)
     hidden = sum(column_sum(l.weight, elem) for l in residual_readers(layer, arch)) + \
         sum(_row_sum(l, elem) for l in residual_writers(layer, arch)) + \
@@ -130,9 +140,11 @@ def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[t
     if attn is not None:
         query = attention_rows(layer, arch)[0]
         units["heads"] = _row_sum(query, elem).view(-1, query_dim(arch, dim)).sum(1) + \
-            column_sum(attn.o_proj.weight, elem).view(-1, dim).sum(1)
+            column_sum(attention_out(attn).weight, elem).view(-1, dim).sum(1)
     if mamba is not None:
         units.update(coupled_mamba(mamba, elem))
+    if (conv := conv_of(layer)) is not None:
+        units["conv"] = coupled_conv(conv, elem)
     if delta is not None:
         units["delta"] = coupled_delta(delta, elem)
     if arch.shared_expert:
@@ -167,9 +179,9 @@ def coupled_scores(model: nn.Module, arch: Arch, elem: Elem) -> dict:
 
 def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tensor],
                 i: int) -> tuple[torch.Tensor, dict]:
-    """One decoder layer's part of the structured Wanda scores (a unit's consumer weights |W| times the L2 norm
-    of its input channel; layer `i`'s input norms in `sq`): (hidden, {"heads", "mlp", "mamba", "mamba_dim"} of the
-    parts it has). A mixture of experts' MLP readers are its router and every expert's gate and up rows."""
+    """One decoder layer's part of the structured Wanda scores (a unit's consumer weights |W| times the L2 norm of its
+    input channel; layer `i`'s input norms in `sq`): (hidden, {"heads", "mlp", "mamba", "mamba_dim", "delta", "conv"} of
+    the parts it has). A mixture of experts' MLP readers are its router and every expert's gate and up rows."""
     attn, mlp, mamba, delta, units = attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer), {}
     if arch.moe:
         w = moe_weights(moe_block(layer, arch), arch)
@@ -185,7 +197,7 @@ def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tens
     hidden = sum(column_sum(l.weight, abs32) for l in attention_inputs(layer, arch)) * sq["attn_in"][i].sqrt() + \
         mlp_read * sq["mlp_in"][i].sqrt()
     if attn is not None:
-        units["heads"] = (column_sum(attn.o_proj.weight, abs32) * sq["o_in"][i].sqrt()).view(-1, dim).sum(1)
+        units["heads"] = (column_sum(attention_out(attn).weight, abs32) * sq["o_in"][i].sqrt()).view(-1, dim).sum(1)
     hidden = hidden + sum(column_sum(l.weight, abs32) for l in mixer_inputs(layer)) * sq["mixer_in"][i].sqrt()
     if mamba is not None:
         channels = (column_sum(mamba.out_proj.weight, abs32) * sq["mamba_o_in"][i].sqrt()).view(mamba.num_heads, -1)
@@ -193,6 +205,8 @@ def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tens
     if delta is not None:
         columns = column_sum(delta.out_proj.weight, abs32) * sq["delta_o_in"][i].sqrt()
         units["delta"] = columns.view(delta.num_v_heads, -1).sum(1)
+    if (conv := conv_of(layer)) is not None:
+        units["conv"] = column_sum(conv.out_proj.weight, abs32) * sq["conv_o_in"][i].sqrt()
     return hidden, units
 
 

@@ -13,9 +13,10 @@ from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
 from minitron.prune.slicing import drop_layers as drop_layer_modules
-from minitron.prune.slicing import (prune_delta, prune_experts, prune_heads, prune_hidden, prune_mamba, prune_mlp,
-                                    prune_shared, slice_layer_delta, slice_layer_experts, slice_layer_heads,
-                                    slice_layer_hidden, slice_layer_mamba, slice_layer_mlp, slice_layer_shared)
+from minitron.prune.slicing import (prune_conv, prune_delta, prune_experts, prune_heads, prune_hidden, prune_mamba,
+                                    prune_mlp, prune_shared, slice_layer_conv, slice_layer_delta, slice_layer_experts,
+                                    slice_layer_heads, slice_layer_hidden, slice_layer_mamba, slice_layer_mlp,
+                                    slice_layer_shared)
 
 
 def check_target(config, target: dict[str, int], drop: list[int] | None = None) -> dict[str, int]:
@@ -162,6 +163,7 @@ class Plan:
     delta: list[torch.Tensor] | None = None  # kept Gated DeltaNet value heads per layer, grouped by key head
     delta_k: list[torch.Tensor] | None = None  # kept Gated DeltaNet key heads per layer
     shared: list[torch.Tensor] | None = None  # kept neurons of a mixture of experts' shared expert per layer
+    conv: list[torch.Tensor] | None = None  # kept short-convolution channels per layer (LFM2's: as many as hidden)
 
 
 def top(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -213,8 +215,10 @@ def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig)
     shared = [top(width["shared"][l], sizes[shared_size]) for l in range(L)] \
         if arch.shared_expert and sizes[shared_size] != getattr(config, shared_size) \
         else None
+    conv = [top(width["conv"][l], sizes["hidden_size"]) for l in range(L)] \
+        if arch.mixer == "conv" and hidden is not None else None  # its channels follow the hidden size
     return Plan(hidden, heads, kv, mlp, sorted(drop), experts, *mamba_plan(width, config, sizes),
-                *delta_plan(width, config, sizes), shared)
+                *delta_plan(width, config, sizes), shared, conv)
 
 
 def mamba_plan(width: dict | None, config, sizes: dict[str, int]) -> tuple[list | None, list | None]:
@@ -255,6 +259,8 @@ def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
         prune_mamba(model, plan.mamba, plan.mamba_dim)
     if plan.delta is not None:
         prune_delta(model, plan.delta, plan.delta_k)
+    if plan.conv is not None:
+        prune_conv(model, plan.conv)
     if plan.hidden is not None:
         prune_hidden(model, arch, plan.hidden)
     if plan.drop:
@@ -276,6 +282,8 @@ def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dim: int, plan: Plan, i
         slice_layer_mamba(layer, plan.mamba and plan.mamba[i], plan.mamba_dim and plan.mamba_dim[i])
     if plan.delta is not None:
         slice_layer_delta(layer, plan.delta[i], plan.delta_k[i])
+    if plan.conv is not None:
+        slice_layer_conv(layer, plan.conv[i])
     if plan.hidden is not None:
         slice_layer_hidden(layer, arch, plan.hidden)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_of, attention_rows, decoder_layers,
-                           delta_of, embedding, final_norm, head_dim, head_rows, layer_norms, mamba_of, mlp_of,
+from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_of, attention_out, attention_rows,
+                           conv_of, decoder_layers, delta_of, embedding, final_norm, head_dim, head_rows, layer_norms,
+                           mamba_of, mlp_of,
                            mlp_down, moe_block, moe_weights, neuron_rows, per_layer_lists, query_dim, residual_readers,
                            residual_writers, shared_down, shared_expert_of, shared_rows, tied)
 
@@ -48,7 +49,8 @@ def slice_linear(linear: nn.Linear, dim: int, index: torch.Tensor) -> None:
 
 
 def slice_conv(conv: nn.Conv1d, index: torch.Tensor) -> None:
-    """Keep channels `index` of a depthwise convolution (each channel its own filter: Mamba-2's, Gated DeltaNet's)."""
+    """Keep channels `index` of a depthwise convolution (each channel its own filter: Mamba-2's, Gated DeltaNet's,
+    LFM2's)."""
     for name in ("weight", "bias"):
         if getattr(conv, name) is not None:
             slice_param(conv, name, 0, index)
@@ -109,7 +111,7 @@ def slice_layer_heads(layer: nn.Module, arch: Arch, dim: int, keep_q: torch.Tens
         return
     query, kv = attention_rows(layer, arch)
     keep_rows([(query, head_rows(keep_q, query_dim(arch, dim))), *((rows, head_rows(keep_kv, dim)) for rows in kv)])
-    slice_linear(attn.o_proj, 1, head_rows(keep_q, dim))
+    slice_linear(attention_out(attn), 1, head_rows(keep_q, dim))
     if hasattr(attn, "sinks"):  # a learned sink logit a query head (GPT-OSS)
         slice_param(attn, "sinks", 0, keep_q)
     for norm, keep in ((getattr(attn, "q_norm", None), keep_q), (getattr(attn, "k_norm", None), keep_kv)):
@@ -191,6 +193,18 @@ def slice_layer_delta(layer: nn.Module, v_heads: torch.Tensor, k_heads: torch.Te
     delta.key_dim, delta.value_dim, delta.conv_dim = len(k_heads) * rows.dk, len(values), len(qkv)
 
 
+def slice_layer_conv(layer: nn.Module, keep: torch.Tensor) -> None:
+    """Keep channels `keep` of one hybrid decoder layer's short convolution: their B, C and x rows of in_proj, their
+    filters and their out_proj columns (a layer of another kind: nothing)."""
+    conv = conv_of(layer)
+    if conv is None:
+        return
+    keep, width = keep.cpu(), conv.out_proj.in_features
+    slice_linear(conv.in_proj, 0, torch.cat([keep, width + keep, 2 * width + keep]))
+    slice_conv(conv.conv, keep)
+    slice_linear(conv.out_proj, 1, keep)
+
+
 def slice_layer_shared(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     """Keep neurons `keep` of one mixture-of-experts layer's shared expert (gate and up rows, down columns)."""
     keep_rows([(rows, keep) for rows in shared_rows(layer, arch)])
@@ -252,6 +266,13 @@ def prune_delta(model: nn.Module, v_heads: list[torch.Tensor], k_heads: list[tor
     model.config.linear_num_value_heads, model.config.linear_num_key_heads = len(v_heads[0]), len(k_heads[0])
 
 
+def prune_conv(model: nn.Module, keep: list[torch.Tensor]) -> None:
+    """Keep channels `keep[l]` (as many in every layer as the hidden channels kept: LFM2 sizes them so) of each of a
+    hybrid's short convolutions."""
+    for layer, idx in zip(decoder_layers(model), keep):
+        slice_layer_conv(layer, idx)
+
+
 def prune_shared(model: nn.Module, keep: list[torch.Tensor]) -> None:
     """Keep neurons `keep[l]` (same count in every layer) of each layer's shared expert."""
     arch = arch_of(model.config)
@@ -298,7 +319,7 @@ def drop_layers(model: nn.Module, drop: list[int]) -> None:
     layers = decoder_layers(model)
     model.model.layers = nn.ModuleList(layers[i] for i in kept)
     for new_idx, layer in enumerate(model.model.layers):
-        for part in (layer, attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer)):
+        for part in (layer, attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer), conv_of(layer)):
             if hasattr(part, "layer_idx"):
                 part.layer_idx = new_idx
     for name, values in per_layer_lists(config, kept).items():
