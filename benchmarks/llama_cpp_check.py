@@ -37,12 +37,12 @@ import copy
 import gguf
 import torch
 
-from minitron.arch import arch_of, moe_block, moe_weights, num_experts, stored_as, tied
+from minitron.arch import arch_of, is_sparse, moe_block, moe_weights, num_experts, stored_as, tied
 from minitron.export import PRE_TOKENIZERS, export
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE, yarn_unrounded
 from minitron.export_quant import TYPES, encode, tensor_type
-from minitron.gguf_layout import (GGUF_ARCH, OUTPUT_REQUIRED, experts_in_gguf, granite_mlp_in_gguf, oss_in_gguf,
-                                  oss_read, oss_stored, tensor_names)
+from minitron.gguf_layout import (GGUF_ARCH, OUTPUT_REQUIRED, experts_in_gguf, granite_mlp_in_gguf, gguf_tensor,
+                                  oss_in_gguf, oss_read, oss_stored, tensor_names)
 from minitron.load import load_model, load_tokenizer
 
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
@@ -52,7 +52,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
-            "lfm2"]
+            "lfm2", "lfm2_moe"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -106,7 +106,7 @@ def quantized_reference(model, dtype: str):
                                    for w, name in zip(p.chunk(len(mlp), dim=0), mlp)], dim=0))
             elif p.ndim == 2:  # under the name a checkpoint stores it by (Granite-MoE's router.layer)
                 stored = stored_as(key, family, experts)
-                name = names.get_name(stored.names[0][0] if stored else key, try_suffixes=(".weight", ".bias"))
+                name = gguf_tensor(names, stored.names[0][0] if stored else key)
                 p.copy_(rounded(p, name, dtype, config.num_hidden_layers, shared))
             elif gguf_names := experts_in_gguf(key):  # a mixture of experts' gate and up rows (or down), each in its
                 # GGUF tensor's type (Mamba-2's 3-D convolution stays f32)
@@ -133,7 +133,7 @@ def router_gap(model, ids: list[int]) -> float:
         gaps.append(float((probs[:, k - 1] - probs[:, k]).min()))
     arch = arch_of(model.config)
     handles = [moe_weights(moe_block(layer, arch), arch).router.register_forward_hook(hook)
-               for layer in model.model.layers]
+               for layer in model.model.layers if is_sparse(layer, arch)]  # (LFM2-MoE's first layers are dense)
     with torch.no_grad():
         model(torch.tensor([ids]))
     for h in handles:
@@ -178,12 +178,17 @@ PHI3_LONGROPE = dict(max_position_embeddings=1024, original_max_position_embeddi
                                       "short_factor": [1.0, 2.5, 4.0], "long_factor": [2.0, 5.0, 8.0]})
 
 
+ROUTER_SCALE = 16.0  # LFM2-MoE's routers (their steering bias by half of it): see `sharpen`
+
+
 def sharpen(model, factor: float) -> None:
     """Scale every layer's query and key rows by `factor` (fused or not), so that a wrong q/k layout changes the
     logits well beyond rounding; GPT-OSS's experts by `factor` too and its sinks by 2.5 x `factor` (a wrong layout of
     its experts shows by 0.74, a plain SwiGLU for its clamped one by 0.58, zeroed expert biases by 0.29, zeroed sinks
     by 0.013; unscaled, only the biases did); LFM2's short convolutions' filters by `factor` and their in_proj by 6 (its
-    filters' taps written reversed show by 0.52, zeroed by 0.56; unscaled, neither did)."""
+    filters' taps written reversed show by 0.52, zeroed by 0.56; unscaled, neither did); LFM2-MoE's experts by
+    `factor`, its routers by ROUTER_SCALE and the bias that steers their picks by half of it (a softmax router written
+    for its sigmoid one shows by 0.46, the bias zeroed by 0.89; unscaled, by 0 and 0.009)."""
     from minitron.arch import arch_of, attention_of, attention_rows, conv_of
 
     arch = arch_of(model.config)
@@ -191,6 +196,12 @@ def sharpen(model, factor: float) -> None:
         for conv in filter(None, map(conv_of, model.model.layers)):
             conv.conv.weight.mul_(factor)
             conv.in_proj.weight.mul_(6.0)
+        for layer in model.model.layers:  # LFM2-MoE's routers and the bias that steers their picks
+            if is_sparse(layer, arch) and (w := moe_weights(moe_block(layer, arch), arch)).block is not None:
+                w.router.weight.mul_(ROUTER_SCALE)
+                w.block.expert_bias.mul_(ROUTER_SCALE / 2)
+                for param in (w.experts.gate_up_proj, w.experts.down_proj):
+                    param.mul_(factor)
         for layer in filter(attention_of, model.model.layers):  # a hybrid's layers with attention
             query, (key, _) = attention_rows(layer, arch)
             for rows in (query, key):
@@ -279,13 +290,19 @@ def tiny_model(family: str, seed: int = 0):
                                       eos_token_id=None),
              "lfm2": dict(layer_types=["conv", "full_attention"] * 2, block_auto_adjust_ff_dim=False,
                           tie_word_embeddings=False,  # (tied, this tiny one repeats one token whatever its filters)
-                          pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})
+                          pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "lfm2_moe": dict(layer_types=["conv", "full_attention"] * 2, tie_word_embeddings=False, num_experts=6,
+                              num_experts_per_tok=2, num_dense_layers=1, moe_intermediate_size=96, intermediate_size=80,
+                              pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))  # (Apertus's xIELU scalars, GPT-OSS's sinks and biases too)
+        for name, b in model.named_buffers():  # LFM2-MoE's bias on its router's picks
+            if name.endswith(".expert_bias"):
+                b.add_(0.1 * torch.randn_like(b))
     sharpen(model, 8.0)
     return model.eval()
 

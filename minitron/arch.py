@@ -93,6 +93,9 @@ class Arch:
     # neurons, `block.shared_expert`), its output scaled by the sigmoid of `block.shared_expert_gate` (Qwen3.5-MoE)
     shared_expert: bool = False
     shared_names: SharedNames = SharedNames()  # where it is and its parts' names (Granite 4's `GRANITE_SHARED`)
+    # The config's name of the number of leading layers whose MLP is dense, of intermediate_size neurons, before the
+    # mixture-of-experts ones (LFM2-MoE's num_dense_layers); Qwen-MoE's are listed in mlp_only_layers (`dense_layers`)
+    dense_first: str | None = None
     # The experts as GPT-OSS holds them (`OSS_EXPERTS`): gate_up_proj (experts, hidden, 2 x neurons) with gate and up
     # columns in turn, down_proj (experts, neurons, hidden), each with a bias, a router with a bias, and the clamped
     # SwiGLU of the experts' own `_apply_gate`
@@ -216,6 +219,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # embedding_norm; llama.cpp sizes its attention by hidden_size (heads and hidden channels are pruned together)
     Arch("lfm2", ("operator_norm", "ffn_norm"), mlp_gate="w1", mlp_up="w3", mlp_down="w2", mixer="conv",
          attention_is_hidden=True, final_norm="embedding_norm"),
+    # LFM2-MoE (8B-A1B, 24B-A2B): LFM2's layers, the first num_dense_layers with its MLP, the others with a mixture of
+    # experts (`feed_forward`: a sigmoid router whose picks a per-expert bias steers, `expert_bias`)
+    Arch("lfm2_moe", ("operator_norm", "ffn_norm"), mlp_gate="w1", mlp_up="w3", mlp_down="w2", mixer="conv",
+         attention_is_hidden=True, final_norm="embedding_norm", moe=True, mlp_size="moe_intermediate_size",
+         moe_block="feed_forward", stored_moe=("feed_forward", "w1", "w3", "w2"), dense_first="num_dense_layers"),
 ]}
 # Granite 4.0 H-Tiny and H-Small: Granite 4's layers with a mixture of experts (Granite-MoE's: a router, the experts
 # stored as 3D tensors) beside each layer's MLP, which becomes its always-on shared expert (`GRANITE_SHARED`)
@@ -277,7 +285,29 @@ def prunable_sizes(config) -> tuple[str, ...]:
     (`Arch.experts_size`) and its shared expert's neurons, of a hybrid its recurrent layers' heads (`mixer_sizes`)."""
     arch = arch_of(config)
     return ("hidden_size", arch.mlp_size, *PRUNABLE_SIZES[2:], *((arch.experts_size,) if arch.moe else ()),
-            *((arch.shared_names.size,) if arch.shared_expert else ()), *mixer_sizes(arch))
+            *((arch.shared_names.size,) if arch.shared_expert else ()), *mixer_sizes(arch),
+            *((DENSE_SIZE,) if dense_layers(config) else ()))
+
+
+def layers_differ(config) -> bool:
+    """Whether the model's layers differ in kind, and so in cost: a hybrid's, a mixture of experts' with dense layers
+    (`dense_layers`); a model of fewer layers then depends on which go."""
+    return arch_of(config).hybrid or bool(dense_layers(config))
+
+
+# The config's name of the neurons of a mixture of experts' dense layers (`dense_layers`)
+DENSE_SIZE = "intermediate_size"
+
+
+def dense_layers(config) -> list[int]:
+    """The layers of a mixture of experts whose MLP is dense (DENSE_SIZE neurons): LFM2-MoE's first num_dense_layers
+    (`Arch.dense_first`), Qwen-MoE's mlp_only_layers; none for other models."""
+    arch = arch_of(config)
+    if not arch.moe:
+        return []
+    if arch.dense_first:
+        return list(range(getattr(config, arch.dense_first)))
+    return sorted(getattr(config, "mlp_only_layers", None) or [])
 
 
 def tied_mamba_heads(config, hidden: int) -> int | None:
@@ -309,10 +339,10 @@ def arch_of(config) -> Arch:
     if getattr(config, "qk_layernorm", False) or getattr(config, "use_parallel_residual", False):
         raise MinitronError(f"this {model_type} model has per-head q/k LayerNorms or a parallel residual (StableLM 2 "
                             "12B's); minitron prunes StableLM 2 1.6B and 3B")
-    if getattr(config, "mlp_only_layers", None) or (getattr(config, "decoder_sparse_step", None) or 1) != 1:
-        raise MinitronError(f"this {model_type} model has dense MLP layers among its mixture-of-experts ones "
-                            "(mlp_only_layers, decoder_sparse_step); minitron prunes models whose every layer is "
-                            "sparse")
+    if (getattr(config, "decoder_sparse_step", None) or 1) != 1:
+        raise MinitronError(f"this {model_type} model has a mixture of experts in one of every "
+                            f"{config.decoder_sparse_step} layers only (decoder_sparse_step); minitron prunes models "
+                            "whose dense layers are listed (mlp_only_layers)")
     if model_type == "nemotron_h" and (other := set(config.layer_types) - {RECURRENT, ATTENTION, MLP}):
         raise MinitronError(f"this nemotron_h model has {', '.join(sorted(other))} layers (Nemotron 3's "
                             "mixture of experts); minitron prunes Nemotron-H models of Mamba-2, attention and MLP "
@@ -333,12 +363,17 @@ def head_dim(config) -> int:
 
 
 def per_layer_lists(config, kept: list[int]) -> dict[str, list]:
-    """The config's per-layer lists (`PER_LAYER`, those it has) for the decoder layers `kept`, in order, and LFM2's
-    list of its attention layers' indices where it has one."""
+    """The config's per-layer lists (`PER_LAYER`, those it has) for the decoder layers `kept`, in order, LFM2's list of
+    its attention layers' indices where it has one, and which of them a mixture of experts has dense
+    (`dense_layers`)."""
     lists = {name: [getattr(config, name)[i] for i in kept] for name in PER_LAYER
              if getattr(config, name, None) is not None}
     if getattr(config, "full_attn_idxs", None) is not None:
         lists["full_attn_idxs"] = [j for j, i in enumerate(kept) if i in set(config.full_attn_idxs)]
+    if dense := set(dense_layers(config)):  # the dense layers kept: LFM2-MoE's stay first, Qwen-MoE's renumbered
+        name = arch_of(config).dense_first
+        lists.update({name: sum(i in dense for i in kept)} if name else
+                     {"mlp_only_layers": [j for j, i in enumerate(kept) if i in dense]})
     return lists
 
 
@@ -352,7 +387,7 @@ def as_built(config):
     rounded up to a multiple of block_multiple_of (a pruned model's neurons are whatever they are). The model is the
     same; its config then reads as every other family's does. LFM2's older names for its widths, which transformers
     does not read, are left out, so that no pruned model's config holds a stale copy (`LFM2_ALIASES`)."""
-    for name in LFM2_ALIASES if config.model_type == "lfm2" else ():
+    for name in LFM2_ALIASES if config.model_type in ("lfm2", "lfm2_moe") else ():
         if hasattr(config, name):
             delattr(config, name)
     if getattr(config, "block_auto_adjust_ff_dim", False):
@@ -395,6 +430,12 @@ def mlp_of(layer: nn.Module) -> nn.Module | None:
     return layer.shared_mlp if hasattr(layer, "shared_mlp") else _mixer(layer, MLP)
 
 
+def is_sparse(layer: nn.Module, arch: Arch) -> bool:
+    """Whether a decoder layer's MLP is a mixture of experts (a model with dense layers among them, `dense_layers`, has
+    a dense MLP there)."""
+    return arch.moe and hasattr(getattr(layer, arch.moe_block, None), "experts")
+
+
 def mlp_down(mlp: nn.Module, arch: Arch) -> nn.Linear:
     """A dense MLP's output linear (`down_proj`; Granite 4's `output_linear`)."""
     return getattr(mlp, arch.mlp_down)
@@ -406,10 +447,11 @@ def mamba_of(layer: nn.Module) -> nn.Module | None:
 
 
 def shared_expert_of(layer: nn.Module, arch: Arch) -> nn.Module | None:
-    """A mixture of experts' shared expert (None: a family without one): in the block, or in the layer (Granite 4)."""
-    if not arch.shared_expert:
-        return None
+    """A mixture of experts' shared expert (None: a family without one, a dense layer): in the block, or in the layer
+    (Granite 4)."""
     names = arch.shared_names
+    if not arch.shared_expert or not (names.in_layer or is_sparse(layer, arch)):
+        return None
     return getattr(layer if names.in_layer else moe_block(layer, arch), names.module)
 
 
@@ -477,7 +519,7 @@ def attention_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
 def mlp_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """The linears that read a dense MLP's (normed) input: gate and up, up alone, or Phi-3's one gate_up_proj (none:
     no dense MLP)."""
-    mlp = None if arch.moe else mlp_of(layer)
+    mlp = None if is_sparse(layer, arch) else mlp_of(layer)
     if mlp is None:
         return []
     if arch.fused_mlp:
@@ -521,9 +563,9 @@ def mixer_inputs(layer: nn.Module) -> list[nn.Linear]:
 def shared_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """The linears that read a mixture of experts' input for its shared expert: the expert's gate and up, and its
     gate's one row (none without a shared expert)."""
-    if not arch.shared_expert:
-        return []
     names, shared = arch.shared_names, shared_expert_of(layer, arch)
+    if shared is None:
+        return []
     readers = [getattr(shared, names.fused)] if names.fused else [shared.gate_proj, shared.up_proj]
     return readers + ([getattr(moe_block(layer, arch), names.gate)] if names.gate else [])
 
@@ -537,7 +579,7 @@ def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
 def residual_writers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that write into the residual stream: their output rows are hidden channels."""
     attn = attention_of(layer)
-    parts = ((None if arch.moe else mlp_of(layer), arch.mlp_down), (shared_expert_of(layer, arch),
+    parts = ((None if is_sparse(layer, arch) else mlp_of(layer), arch.mlp_down), (shared_expert_of(layer, arch),
              arch.shared_names.down), (mamba_of(layer), "out_proj"), (delta_of(layer), "out_proj"),
              (conv_of(layer), "out_proj"))
     return [*([attention_out(attn)] if attn is not None else []),
@@ -631,6 +673,8 @@ OSS_EXPERTS = (ExpertParam("router", "weight", hidden=1), ExpertParam("router", 
                ExpertParam("experts", "gate_up_proj_bias", neurons=1, gated="pairs"),
                ExpertParam("experts", "down_proj", hidden=2, neurons=1),
                ExpertParam("experts", "down_proj_bias", hidden=1))
+# A block's per-expert bias that steers the router's picks (LFM2-MoE's `expert_bias` buffer), where it has one
+EXPERT_BIAS = ExpertParam("block", "expert_bias")
 
 
 @dataclass(frozen=True)
@@ -641,10 +685,18 @@ class MoEWeights:
     router: nn.Module  # holds `weight`
     experts: nn.Module  # holds `gate_up_proj` and `down_proj`
     oss: bool = False  # GPT-OSS's layout (`Arch.oss_experts`)
+    block: nn.Module | None = None  # the block, where it holds a bias for the router's picks (`EXPERT_BIAS`)
 
     @property
     def params(self) -> tuple[ExpertParam, ...]:
-        return OSS_EXPERTS if self.oss else ROW_EXPERTS
+        return (OSS_EXPERTS if self.oss else ROW_EXPERTS) + ((EXPERT_BIAS,) if self.block is not None else ())
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The router on tokens x (tokens, hidden): (logits, the picked experts' weights, the picked experts), as the
+        block routes them (with its bias for the picks, where it has one)."""
+        if self.block is not None:
+            return self.router(x, self.block.expert_bias)
+        return self.router(x)
 
     def gate_up_of(self, t: torch.Tensor) -> torch.Tensor:
         """A tensor shaped like gate_up_proj (the weight, or its gradient times it) as (experts, 2 x neurons,
@@ -685,7 +737,8 @@ def moe_block(layer: nn.Module, arch: Arch) -> nn.Module:
 
 def moe_weights(block: nn.Module, arch: Arch) -> MoEWeights:
     """The weights of a mixture-of-experts block (`moe_block`)."""
-    return MoEWeights(getattr(block, arch.router), block.experts, arch.oss_experts)
+    steered = getattr(block, "expert_bias", None) is not None
+    return MoEWeights(getattr(block, arch.router), block.experts, arch.oss_experts, block if steered else None)
 
 
 @dataclass(frozen=True)

@@ -340,6 +340,14 @@ def lfm2_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_shortconv_l_cache(config.conv_L_cache)
 
 
+def lfm2_moe_keys(writer: gguf.GGUFWriter, config) -> None:
+    """LFM2-MoE's short convolutions, experts and their width, its leading dense layers and its sigmoid router."""
+    lfm2_keys(writer, config)
+    moe_keys(writer, config)
+    writer.add_leading_dense_block_count(config.num_dense_layers)
+    writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+
+
 def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
     """Qwen3.5's Gated DeltaNet sizes under llama.cpp's `ssm.*` keys (key heads as groups, value heads as the time-step
     rank, the key head size as the state), which layers are recurrent, and its RoPE's sections (the config's
@@ -362,7 +370,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys, "qwen3_5_text": qwen3_5_keys,
                "qwen3_5_moe_text": lambda writer, config: (qwen3_5_keys(writer, config), moe_keys(writer, config)),
                "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys,
-               "lfm2": lfm2_keys}
+               "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

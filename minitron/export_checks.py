@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from minitron.arch import head_dim
+from minitron.arch import arch_of, dense_layers, head_dim
 from minitron.errors import MinitronError
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, GGUF_ARCH, SMOLLM3_NO_ROPE_STEP)
@@ -35,7 +35,7 @@ YARN_UNROUNDED = ("gpt_oss",)
 # graph's, for the one line that refuses another width (`check_hidden_wide`).
 HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "cohere2": ("Cohere 2", "Cohere 2"),
                "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2"), "olmoe": ("OLMoE", "OLMoE"),
-               "lfm2": ("LFM2", "LFM2")}
+               "lfm2": ("LFM2", "LFM2"), "lfm2_moe": ("LFM2-MoE", "LFM2-MoE")}
 # Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
 # export writes another width, with a warning.
 HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4", "qwen2_moe")
@@ -110,6 +110,9 @@ def check_exportable(config) -> None:
                             f"it computes {ACTIVATIONS[model_type][0]}")
     if model_type in HIDDEN_WIDE:
         check_hidden_wide(config, *HIDDEN_WIDE[model_type])
+    if dense_layers(config) and not arch_of(config).dense_first:
+        raise MinitronError(f"cannot export this {model_type} model with dense layers among its mixture-of-experts "
+                            "ones (mlp_only_layers): llama.cpp's graph for it takes every layer sparse")
     FAMILY_CHECKS.get(model_type, lambda _: None)(config)
 
 
@@ -353,6 +356,17 @@ def check_lfm2(config) -> None:
                             "short convolutions")
 
 
+def check_lfm2_moe(config) -> None:
+    """Refuse an LFM2-MoE that llama.cpp's lfm2moe graph computes otherwise: its router's picks not steered by a bias
+    (that graph needs one), the picked experts' weights not renormalised or scaled (it always renormalises, and scales
+    by none: the released models do the same)."""
+    check_lfm2(config)
+    if not config.use_expert_bias or not config.norm_topk_prob or config.routed_scaling_factor != 1.0:
+        raise MinitronError("cannot export an LFM2-MoE model without use_expert_bias, without norm_topk_prob or with a "
+                            "routed_scaling_factor other than 1: llama.cpp's lfm2moe graph steers every router by a "
+                            "bias and renormalises the picked experts' weights, unscaled")
+
+
 def check_qwen2_moe(config) -> None:
     """Refuse a Qwen2-MoE that renormalises its picked experts' weights: llama.cpp's qwen2moe graph never does (the
     released ones do not)."""
@@ -388,4 +402,4 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
-                 "lfm2": check_lfm2}
+                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe}

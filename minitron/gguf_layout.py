@@ -22,13 +22,13 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "mixtral": "llama",  # Mixtral: Llama's graph with experts, as llama.cpp's converter writes it
              "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe", "nemotron_h": "nemotron_h",
              "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen2_moe": "qwen2moe", "gpt_oss": "gpt-oss",
-             "granitemoehybrid": "granitehybrid", "lfm2": "lfm2"}
+             "granitemoehybrid": "granitehybrid", "lfm2": "lfm2", "lfm2_moe": "lfm2moe"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
                   "stablelm": "layer_norm_eps"}
 # Families whose RMSNorms' epsilon is not the config's rms_norm_eps: its field (Nemotron-H's every norm's).
-RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon", "lfm2": "norm_eps"}
+RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon", "lfm2": "norm_eps", "lfm2_moe": "norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm", "qwen2moe", "gpt-oss")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight); of
@@ -238,10 +238,17 @@ def tensor_names(arch: str, layers: int):
 
 
 def gguf_tensor(names, key: str) -> str | None:
-    """The GGUF tensor a Hugging Face tensor is written as, by gguf-py's map (`tensor_names`); GPT-OSS's sinks with the
-    `.weight` llama.cpp's converter gives them."""
-    name = names.get_name(key, try_suffixes=(".weight", ".bias"))
-    return f"{name}.weight" if name is not None and key.endswith(".self_attn.sinks") else name
+    """The GGUF tensor a Hugging Face tensor is written as, by gguf-py's map (`tensor_names`; some graphs' stacked
+    experts it knows without the `model.` prefix, as llama.cpp's converter names them: LFM2-MoE's); GPT-OSS's sinks
+    with the `.weight` and LFM2-MoE's expert_bias with the `.bias` llama.cpp's converter gives them; an untied head as
+    `output.weight` where gguf-py's list of the graph's tensors leaves it out (LFM2-MoE's, whose graph reads it)."""
+    name = names.get_name(key, try_suffixes=(".weight", ".bias")) or \
+        names.get_name(key.removeprefix("model."), try_suffixes=(".weight", ".bias"))
+    if name is None and key == "lm_head.weight":
+        return "output.weight"
+    if name is not None and key.endswith(".self_attn.sinks"):
+        return f"{name}.weight"
+    return f"{name}.bias" if name is not None and key.endswith(".expert_bias") else name
 
 def interleave_rotary(w: np.ndarray, heads: int) -> np.ndarray:
     """Reorder each head's q/k output rows from Hugging Face's rotary layout (first half, second half)

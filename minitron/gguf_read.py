@@ -88,7 +88,7 @@ def gguf_name(names, key: str, model_type: str, experts: int) -> tuple[str | Non
     """The file's tensor that holds the Hugging Face tensor `key`, and for one expert's tensor of a mixture of experts
     its index in the tensor stacked over the experts (else None)."""
     if match := EXPERT_TENSOR.fullmatch(key):
-        return names.get_name(stacked_key(int(match[1]), match[2], match[4]), try_suffixes=(".weight",)), int(match[3])
+        return gguf_tensor(names, stacked_key(int(match[1]), match[2], match[4])), int(match[3])
     if recurrent := mamba_in_gguf(key) or delta_in_gguf(key):
         return recurrent[0], None
     if gate_up := fused_gate_up(key) or granite_mlp_in_gguf(key, experts):  # the gate half's (up's: second), or down's
@@ -293,15 +293,27 @@ def qwen3_5(meta: Metadata, layers: int) -> dict:
             "linear_conv_kernel_dim": required(meta, "ssm.conv_kernel", int)}
 
 
-def lfm2(meta: Metadata, layers: int) -> dict:
-    """LFM2's layers' kinds from their KV heads (a short convolution's layer has none), its convolutions' taps and its
-    MLP's neurons as they are (not derived: `arch.as_built`)."""
+def short_conv(meta: Metadata, layers: int) -> dict:
+    """An LFM2's layers' kinds from their KV heads (a short convolution's layer has none) and its convolutions' taps."""
     kv = meta.get("attention.head_count_kv")
     if not isinstance(kv, list) or len(kv) != layers:
-        raise MinitronError(f"cannot read this lfm2 GGUF file: its attention.head_count_kv is not one value for each "
-                            f"of its {layers} layers")
+        raise MinitronError(f"cannot read this {meta.arch} GGUF file: its attention.head_count_kv is not one value "
+                            f"for each of its {layers} layers")
     return {"layer_types": [ATTENTION if k else "conv" for k in kv], "num_key_value_heads": max(kv) or 1,
-            "conv_L_cache": required(meta, "shortconv.l_cache", int), "block_auto_adjust_ff_dim": False}
+            "conv_L_cache": required(meta, "shortconv.l_cache", int)}
+
+
+def lfm2(meta: Metadata, layers: int) -> dict:
+    """LFM2's layers and its MLP's neurons as they are (not derived: `arch.as_built`)."""
+    return {**short_conv(meta, layers), "block_auto_adjust_ff_dim": False}
+
+
+def lfm2_moe(meta: Metadata, layers: int) -> dict:
+    """LFM2-MoE's layers, its leading dense layers, experts, experts a token and each expert's width (its sigmoid
+    router steered by a bias, the picked experts' weights renormalised, as llama.cpp's lfm2moe graph computes them:
+    `check_lfm2_moe`)."""
+    return {**short_conv(meta, layers), **qwen3_moe(meta, layers), "use_expert_bias": True,
+            "num_dense_layers": int(meta.get("leading_dense_block_count", 0))}
 
 
 def shared_moe(meta: Metadata, layers: int) -> dict:
@@ -334,12 +346,13 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
                    "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss,
-                   "granitemoehybrid": granite_hybrid, "lfm2": lfm2}
+                   "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).
 OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",),
-            "granitemoehybrid": ("intermediate_size", "num_key_value_heads"), "lfm2": ("num_key_value_heads",)}
+            "granitemoehybrid": ("intermediate_size", "num_key_value_heads"), "lfm2": ("num_key_value_heads",),
+            "lfm2_moe": ("num_key_value_heads",)}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from minitron.arch import Arch, arch_of, head_dim, num_experts, tied_mamba_heads
+from minitron.arch import Arch, arch_of, dense_layers, head_dim, layers_differ, num_experts, tied_mamba_heads
 from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located
@@ -127,26 +127,28 @@ class ParamCounter:
     def __init__(self, config, drops: dict[int, list[int]] | None = None):
         self.config, self.coef, self.built = config, {}, {}
         self.axes, self.arch = searched(config), arch_of(config)
-        self.mixer = mixer_heads(self.arch)
+        self.mixer, self.varied, self.dense = mixer_heads(self.arch), layers_differ(config), set(dense_layers(config))
         L = config.num_hidden_layers
         self.kept = {d: Counter(self.kind(i) for i in range(L) if i not in set(drop))
                      for d, drop in {L: [], **(drops or {})}.items()}
 
     def kind(self, layer: int) -> str:
-        return self.config.layer_types[layer] if self.arch.hybrid else "layer"
+        """A layer's kind: its `layer_types` entry (a hybrid's), and whether a mixture of experts' layer is dense."""
+        kind = self.config.layer_types[layer] if self.arch.hybrid else "layer"
+        return f"{kind} (dense)" if layer in self.dense else kind
 
     def __call__(self, sizes: dict[str, int]) -> int:
         depth = sizes["num_hidden_layers"]
-        if self.arch.hybrid and depth not in self.kept:
-            raise MinitronError(f"no layers are chosen for a hybrid of {depth} layers (ParamCounter's drops)")
-        kept = self.kept[depth] if self.arch.hybrid else {"layer": depth}
+        if self.varied and depth not in self.kept:
+            raise MinitronError(f"no layers are chosen for a model of {depth} layers (ParamCounter's drops)")
+        kept = self.kept[depth] if self.varied else {"layer": depth}
         base, costs = self.coefficients(sizes["hidden_size"])
         return base + sum(n * self.cost(costs[kind], sizes) for kind, n in kept.items())
 
     def idle(self, sizes: dict[str, int]) -> bool:
         """Whether `sizes` changes a size that none of its depth's kept layers has (a hybrid that keeps no Mamba-2
         layer, say): the same model as with the teacher's size, which is the one enumerated."""
-        if not self.arch.hybrid:
+        if not self.varied:
             return False
         _, costs = self.coefficients(self.config.hidden_size)
         slots = {"num_attention_heads": 1, self.axes[2]: 2, self.arch.experts_size: 3,
@@ -180,7 +182,7 @@ class ParamCounter:
                 shape["num_attention_heads"] = D // head_dim(self.config)
             if self.arch.mamba_expand:  # its Mamba-2 heads follow hidden_size too (Granite 4)
                 shape[self.arch.mamba_names.heads] = tied_mamba_heads(self.config, D) or 1
-            if not self.arch.hybrid:  # its layers cost the same: one layer, and two
+            if not self.varied:  # its layers cost the same: one layer, and two
                 base = 2 * self._build(shape, [0]) - self._build(shape, [0, 1])
             elif self.config.num_hidden_layers > 1:  # layers 0 and 1 each, and together
                 base = self._build(shape, [0]) + self._build(shape, [1]) - self._build(shape, [0, 1])
@@ -288,7 +290,7 @@ def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int
     lowest = {arch.experts_size: getattr(config, "num_experts_per_tok", 1)}  # a token's experts, at least
     values = [axis_values(config, a, steps[a], max(floors.get(a, 1), lowest.get(a, 1))) for a in axes]
     count, teacher = ParamCounter(config, drops), tuple(getattr(config, a) for a in axes)
-    if arch.hybrid:
+    if layers_differ(config):
         depth = axes.index("num_hidden_layers")
         values[depth] = [d for d in values[depth] if d in count.kept]
     lo, hi = budget * (1 - tolerance), budget * (1 + tolerance)
@@ -329,7 +331,7 @@ class Space:
                  floors: dict[str, int] | None = None, max_candidates: int | None = None):
         self.config, self.tolerance, self.steps, self.floors = config, tolerance, steps, floors
         self.max_candidates, self.budget = max_candidates, budget_of(params, params_of(config))
-        self.depths = hybrid_depths(config, self.budget, tolerance, steps, floors) if arch_of(config).hybrid else None
+        self.depths = hybrid_depths(config, self.budget, tolerance, steps, floors) if layers_differ(config) else None
 
     def every(self, drops: dict[int, list[int]] | None = None, refuse: bool = True) -> list[Candidate]:
         """Every shape within the budget; refused in one line when none is (unless `refuse` is False)."""

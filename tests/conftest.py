@@ -20,7 +20,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
-            "lfm2"]
+            "lfm2", "lfm2_moe"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -131,8 +131,8 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         from transformers import Qwen2MoeConfig
 
         return Qwen2MoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, "shared_expert_intermediate_size": 64,
-                                 "moe_intermediate_size": sizes.pop("intermediate_size"), **sizes},
-                              mlp_only_layers=[], decoder_sparse_step=1)
+                                 "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
+                                 "mlp_only_layers": [], "decoder_sparse_step": 1, **sizes})  # (80: dense layers')
     if family == "qwen3_5_moe_text":  # Qwen3.5's layers; six experts, two a token, and a shared expert of 64 neurons
         from transformers.models.qwen3_5_moe import Qwen3_5MoeTextConfig
 
@@ -177,6 +177,16 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         return Lfm2Config(**{"block_auto_adjust_ff_dim": False, "layer_types": kinds[:sizes["num_hidden_layers"]],
                              **sizes, "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
                           pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "lfm2_moe":  # LFM2's layers: the first with an MLP of 80 neurons, the others with six experts, two a
+        # token, picked by a sigmoid router steered by a bias (as LFM2-8B-A1B's first two)
+        from transformers import Lfm2MoeConfig
+
+        kinds = ["conv", "full_attention"] * sizes["num_hidden_layers"]
+        return Lfm2MoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, "num_dense_layers": 1,
+                                "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
+                                "layer_types": kinds[:sizes["num_hidden_layers"]], **sizes,
+                                "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
+                             pad_token_id=None, bos_token_id=None, eos_token_id=None)
     raise ValueError(family)
 
 
@@ -201,6 +211,9 @@ def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))
+        for name, b in model.named_buffers():  # LFM2-MoE's bias on its router's picks
+            if name.endswith(".expert_bias"):
+                b.add_(0.1 * torch.randn_like(b))
     return model.eval()
 
 

@@ -18,7 +18,7 @@ from minitron.importance.stats import ActivationRecorder
 from minitron.prune import check_target, params_of, select_heads, target_config
 from minitron.load import load_config
 from minitron.prune.slicing import prune_conv, prune_mamba
-from minitron.search import ParamCounter, enumerate_shapes
+from minitron.search import ParamCounter, enumerate_shapes, searched
 
 LAYERS = 6  # Mamba-2, attention, MLP, attention, Mamba-2, attention
 IDS = torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(0))
@@ -178,18 +178,22 @@ def test_the_search_varies_mamba_heads_and_keeps_a_hybrids_layers_unscored():
         assert c.params == count(c.sizes) == params_of(target_config(config, check_target(config, c.sizes)))
 
 
-@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "lfm2"])
+@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "lfm2", "lfm2_moe", "qwen3_moe"])
 def test_a_hybrids_count_follows_the_layers_dropped(family):
     """A hybrid's layers cost by kind: with the layers dropped at each depth, every shape is counted exactly, whichever
-    kinds go; a size that no kept layer has is enumerated at the teacher's value only."""
-    config = tiny_config(family, num_hidden_layers=LAYERS)
-    L, kinds = config.num_hidden_layers, config.layer_types
+    kinds go; a size that no kept layer has is enumerated at the teacher's value only. A mixture of experts' dense
+    layers are a kind of their own (LFM2-MoE's first layer; a Qwen3-MoE's mlp_only_layers), their neurons the teacher's
+    (not searched)."""
+    dense = {"mlp_only_layers": [1, 4]} if family == "qwen3_moe" else {}
+    config = tiny_config(family, num_hidden_layers=LAYERS, **dense)
+    L = config.num_hidden_layers
     drops = {L - 1: [0], L - 2: [2, 4], 3: [0, 2, 4], 2: [1, 2, 5] if family == "nemotron_h" else [0, 1, 2, 5]}
     drops = {d: drop for d, drop in drops.items() if L - len(drop) == d}
     count = ParamCounter(config, drops)
-    mixer = {"nemotron_h": "mamba_num_heads", "lfm2": None}.get(family, "linear_num_value_heads")  # (LFM2's short
-    # convolutions follow the hidden size, as wide as it)
-    heads, experts = config.num_key_value_heads, {"num_experts": 2} if family == "qwen3_5_moe_text" else {}
+    mixer = {"nemotron_h": "mamba_num_heads", "qwen3_5_text": "linear_num_value_heads",
+             "qwen3_5_moe_text": "linear_num_value_heads"}.get(family)  # (LFM2's short convolutions follow the hidden
+    # size, as wide as it)
+    heads, experts = config.num_key_value_heads, {"num_experts": 2} if arch_of(config).moe else {}
     for depth, drop in drops.items():
         for D, H, F, M in [(32, heads, 32, 2), (48, 2 * heads, 64, 4)]:
             sizes = own_names(config, {"hidden_size": D, "num_attention_heads": H, "intermediate_size": F,
@@ -197,6 +201,7 @@ def test_a_hybrids_count_follows_the_layers_dropped(family):
                                                                       if mixer else {}), **experts})
             assert count(sizes) == params_of(target_config(config, check_target(config, sizes), drop)), (depth, sizes)
     assert count.most(L) == params_of(config) and count.most(1) < params_of(config)
+    assert ("intermediate_size" in searched(config)) == (arch_of(config).mlp_size == "intermediate_size")
     if family == "nemotron_h":  # at depth 3 (layers 1, 3, 5: attention only) the Mamba-2 heads and MLP are idle
         shapes = enumerate_shapes(config, int(0.5 * params_of(config)), 0.3,
                                   steps={"hidden_size": 16, "intermediate_size": 32}, drops=drops)

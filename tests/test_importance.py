@@ -6,8 +6,8 @@ import torch
 from torch.testing import assert_close
 
 from conftest import tiny_model
-from minitron.arch import (arch_of, attention_inputs, attention_of, attention_out, conv_of, delta_of, mamba_of,
-                           mixer_inputs, mlp_inputs, moe_block)
+from minitron.arch import (arch_of, attention_inputs, attention_of, attention_out, conv_of, delta_of, dense_layers,
+                           is_sparse, mamba_of, mixer_inputs, mlp_inputs, moe_block)
 from minitron.numerics import lm_loss
 from minitron.importance import Scores, coupled_scores, compute_scores
 from minitron.importance.stats import ActivationRecorder
@@ -193,9 +193,15 @@ def test_coupled_scores_cover_every_family(family):
     # a short convolution's channels
     units = {"mamba": ["mamba", "mamba_dim"], "delta": ["delta"], "conv": ["conv"]}.get(mixer, [])
     shared = ["shared"] if arch_of(model.config).shared_expert else []  # a shared expert's neurons
-    assert set(s) == {"hidden", "heads", "mlp", *(["experts"] if experts else []), *shared, *units}
+    dense = set(dense_layers(model.config))  # a mixture of experts' dense layers: their neurons apart ("dense")
+    assert set(s) == {"hidden", "heads", "mlp", *(["experts"] if experts else []), *shared, *units,
+                      *(["dense"] if dense else [])}
     if experts:
-        assert s["experts"].shape == (4, 6) and (s["experts"] > 0).all()
+        assert s["experts"].shape == (4, 6)
+        assert all((e > 0).all() if i not in dense else (e == 0).all() for i, e in enumerate(s["experts"]))
+    if dense:
+        assert s["dense"].shape == (4, 80)
+        assert all((d > 0).all() if i in dense else (d == 0).all() for i, d in enumerate(s["dense"]))
     if mixer:  # each unit scored in the layers that have it, 0 in the others (Qwen3.5 has an MLP in every layer)
         names = arch_of(model.config).mamba_names  # Nemotron-H's MLP layers apart, every other hybrid's layer with one
         where = {"mamba": ("linear_attention", 8), "delta": ("linear_attention", 4), "heads": ("full_attention", 8),
@@ -205,8 +211,9 @@ def test_coupled_scores_cover_every_family(family):
         for unit in ["heads", "mlp", *units]:
             kind, count = where[unit]
             assert s[unit].shape == (4, *(experts if unit == "mlp" else ()), count)
-            for layer, scores in zip(model.config.layer_types, s[unit]):
-                assert (scores > 0).all() if kind in (None, layer) else (scores == 0).all()
+            for i, (layer, scores) in enumerate(zip(model.config.layer_types, s[unit])):
+                has = kind in (None, layer) and not (unit == "mlp" and i in dense)
+                assert (scores > 0).all() if has else (scores == 0).all()
     assert (s["hidden"] > 0).all()
 
 

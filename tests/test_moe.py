@@ -13,15 +13,16 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import cli_error, run_cli, save_tiny, tiny_config, tiny_model
-from minitron.arch import MoEWeights, arch_of, moe_block, moe_weights, num_experts, shared_down, stored_as
+from minitron.arch import (MoEWeights, arch_of, dense_layers, is_sparse, mlp_down, mlp_of, moe_block, moe_weights,
+                           num_experts, prunable_sizes, shared_down, stored_as)
 from minitron.errors import MinitronError
 from minitron.importance.stats import moe_activations, seq_stats
 from minitron.load import load_config
 from minitron.prune import Plan, apply_plan, check_target, params_of, target_config
 from minitron.search import budget_of, enumerate_shapes
 
-MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss",
-       "granitemoehybrid_moe"]
+MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe",
+       "gpt_oss", "lfm2_moe"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -51,7 +52,7 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
     block, w = block_of(model, 1)
     x = layer_input(model, 1)
     with torch.no_grad():
-        _, weights, chosen = w.router(x.reshape(-1, 64))
+        _, weights, chosen = w.route(x.reshape(-1, 64))
         routed = torch.zeros(24, 6).scatter_(1, chosen, weights.float())  # (tokens, experts): 0 where not routed
         if w.oss:  # GPT-OSS: biases, gate and up columns in turn, its own clamped SwiGLU
             ex = w.experts
@@ -84,18 +85,23 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
     model = tiny_model(family)
     keep = torch.tensor([0, 2, 3, 5])
     masked = copy.deepcopy(model)
-    for i in range(4):
+    for i in (i for i in range(4) if i not in dense_layers(model.config)):
         router = block_of(masked, i)[1].router
 
-        def route(x, router=router):
+        def route(x, *steer, router=router):
             logits = F.linear(x.reshape(-1, 64), router.weight, getattr(router, "bias", None))  # (GPT-OSS's bias)
+            if steer:  # LFM2-MoE: sigmoid scores, the picks steered by the block's bias, the picked scores renormalised
+                scores = logits.sigmoid()
+                picks = (scores + steer[0]).index_fill(1, torch.tensor([1, 4]), float("-inf")).topk(2, dim=-1)[1]
+                top = scores.gather(1, picks)
+                return logits, top / (top.sum(-1, keepdim=True) + 1e-6) * router.routed_scaling_factor, picks
             logits[:, [1, 4]] = float("-inf")
             top, index = logits.softmax(-1).topk(2, dim=-1)
             renormalised = getattr(router, "norm_topk_prob", True)  # Mixtral's and Granite-MoE's always are
             return logits, top / top.sum(-1, keepdim=True) if renormalised else top, index
         router.forward = route
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, [], [keep] * 4))
-    assert num_experts(pruned.config) == 4 and block_of(pruned, 0)[1].gate_up.shape == (4, 192, 64)
+    assert num_experts(pruned.config) == 4 and block_of(pruned, 3)[1].gate_up.shape == (4, 192, 64)
     with torch.no_grad():
         assert_close(pruned(IDS).logits, masked(IDS).logits, rtol=1e-5, atol=1e-5)
         pruned.save_pretrained(tmp_path)
@@ -108,7 +114,7 @@ def test_a_target_prunes_the_families_own_sizes(family):
     config = tiny_config(family)
     mlp = arch_of(config).mlp_size
     experts = arch_of(config).experts_size
-    assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe")
+    assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe", "lfm2_moe")
                    else "intermediate_size")
     assert experts == ("num_local_experts" if family in ("granitemoe", "gpt_oss", "granitemoehybrid_moe")
                        else "num_experts")
@@ -121,10 +127,52 @@ def test_a_target_prunes_the_families_own_sizes(family):
             check_target(config, {"intermediate_size": 48})
 
 
-def test_a_qwen3_moe_with_dense_layers_is_refused(tmp_path):
-    save_tiny(tmp_path, "qwen3_moe", mlp_only_layers=[1])
-    with pytest.raises(MinitronError, match="dense MLP layers among its mixture-of-experts ones"):
-        load_config(tmp_path)
+@pytest.mark.parametrize("family", ["lfm2_moe", "qwen3_moe"])
+def test_a_mixture_of_experts_dense_layers_keep_neurons_of_their_own(family, tmp_path, tiny_data):
+    """A mixture of experts with dense layers among its sparse ones (LFM2-MoE's first, Qwen-MoE's mlp_only_layers):
+    their neurons are a size of their own (intermediate_size), scored apart ("dense"), and keeping some equals zeroing
+    the others' down_proj columns, the sparse layers untouched; `prune` of every size, a layer with them, writes the
+    same model streamed and in memory, which stock transformers builds from its config (the dense layers renumbered
+    with the layers kept), its count the dry run's with the scores. A mixture of experts in every other layer only
+    (decoder_sparse_step) is refused in one line."""
+    overrides = {"mlp_only_layers": [1]} if family == "qwen3_moe" else {}
+    model, config = tiny_model(family, **overrides), tiny_config(family, **overrides)
+    dense, F_dense = dense_layers(config), config.intermediate_size
+    assert dense == ([1] if family == "qwen3_moe" else [0]) and "intermediate_size" in prunable_sizes(config)
+    keep = [torch.randperm(F_dense, generator=torch.Generator().manual_seed(l))[:24].sort().values for l in range(4)]
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for i in dense:
+            dropped = torch.ones(F_dense, dtype=torch.bool)
+            dropped[keep[i]] = False
+            mlp_down(mlp_of(zeroed.model.layers[i]), arch_of(config)).weight[:, dropped] = 0
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, [], dense=keep))
+    assert pruned.config.intermediate_size == 24 and getattr(pruned.config, arch_of(config).mlp_size) == 96
+    assert all(is_sparse(layer, arch_of(config)) != (i in dense) for i, layer in enumerate(pruned.model.layers))
+    with torch.no_grad():
+        assert_close(pruned(IDS).logits, zeroed(IDS).logits, rtol=1e-5, atol=1e-5)
+    save_tiny(tmp_path / "m", family, **overrides)
+    target = ("hidden_size=48,num_attention_heads=6,moe_intermediate_size=64,num_experts=4,intermediate_size=40,"
+              "num_hidden_layers=3")
+    args = ["--model", tmp_path / "m", "--data", tiny_data, "--prune.calib-seqs", 4, "--prune.seq-len", 16,
+            "--prune.layer-criterion", "loss", "--target", target]
+    run_cli("score", "--model", tmp_path / "m", "--data", tiny_data, "--calib-seqs", 4, "--seq-len", 16,
+            "--block-sizes", 1, "--out", tmp_path / "scores")
+    for stream in ("--stream", "--no-stream"):
+        run_cli("prune", *args, "--scores", tmp_path / "scores", stream, "--out", tmp_path / stream)
+    streamed, in_memory = (AutoModelForCausalLM.from_pretrained(tmp_path / d).eval()
+                           for d in ("--stream", "--no-stream"))
+    with torch.no_grad():
+        assert_close(streamed(IDS).logits, in_memory(IDS).logits, rtol=0, atol=0)
+    record = json.loads((tmp_path / "--stream" / "pruning.json").read_text())
+    kept = [i for i in range(4) if i not in record["dropped_layers"]]
+    assert dense_layers(streamed.config) == [j for j, i in enumerate(kept) if i in dense]
+    assert streamed.config.intermediate_size == 40 and record["params_after"] == sum(
+        p.numel() for p in streamed.parameters())
+    assert [e is None for e in record["kept_experts"]] == [i in dense for i in kept]  # a dense layer has none
+    save_tiny(tmp_path / "step", "qwen3_moe", decoder_sparse_step=2)
+    with pytest.raises(MinitronError, match="a mixture of experts in one of every 2 layers only"):
+        load_config(tmp_path / "step")
 
 
 @pytest.mark.parametrize("family", MOE)
@@ -148,14 +196,14 @@ def test_prune_writes_experts_as_transformers_stores_them(family, tmp_path, tiny
     else:  # not the in-memory 3D names
         assert not any(n.endswith(("gate_up_proj", "experts.down_proj")) for n in names)
     if family not in ("granitemoe", "gpt_oss", "granitemoehybrid_moe"):  # one tensor an expert and linear
-        assert "model.layers.2.mlp.experts.3.down_proj.weight" in names or \
-            "model.layers.2.block_sparse_moe.experts.3.w2.weight" in names
+        assert {"model.layers.2.mlp.experts.3.down_proj.weight", "model.layers.2.block_sparse_moe.experts.3.w2.weight",
+                "model.layers.2.feed_forward.experts.3.w2.weight"} & names
     assert num_experts(streamed.config) == 4 and getattr(streamed.config, mlp) == 64
     with torch.no_grad():
         assert_close(streamed(IDS).logits, in_memory(IDS).logits, rtol=0, atol=0)
     record = json.loads((tmp_path / "s" / "pruning.json").read_text())
     assert len(record["kept_experts"]) == 3
-    assert all(len(kept) == 4 and kept == sorted(kept) for kept in record["kept_experts"])
+    assert all(len(kept) == 4 and kept == sorted(kept) for kept in record["kept_experts"] if kept is not None)
 
 
 def test_a_dense_model_has_no_experts_to_prune(capsys, tmp_path):
@@ -260,6 +308,23 @@ def test_a_qwen2_moe_that_llama_cpp_computes_otherwise_is_refused():
     check_exportable(tiny_config("qwen2_moe"))
     with pytest.raises(MinitronError, match="norm_topk_prob: llama.cpp's qwen2moe graph never renormalises"):
         check_exportable(tiny_config("qwen2_moe", norm_topk_prob=True))
+
+
+def test_what_llama_cpp_computes_otherwise_of_a_mixture_with_dense_layers_is_refused():
+    """llama.cpp's lfm2moe graph steers every router by a bias and renormalises the picked experts' weights, unscaled
+    (as the released LFM2-MoE models do), and its short convolutions have no biases; its qwen3moe and qwen2moe graphs
+    take every layer sparse."""
+    from minitron.export_checks import check_exportable
+
+    check_exportable(tiny_config("lfm2_moe"))
+    for change in ({"use_expert_bias": False}, {"norm_topk_prob": False}, {"routed_scaling_factor": 2.5}):
+        with pytest.raises(MinitronError, match="llama.cpp's lfm2moe graph steers every router by a bias"):
+            check_exportable(tiny_config("lfm2_moe", **change))
+    with pytest.raises(MinitronError, match="conv_bias: llama.cpp's lfm2 graph has no biases"):
+        check_exportable(tiny_config("lfm2_moe", conv_bias=True))
+    for family in ("qwen3_moe", "qwen2_moe"):
+        with pytest.raises(MinitronError, match=f"cannot export this {family} model with dense layers"):
+            check_exportable(tiny_config(family, mlp_only_layers=[1]))
 
 
 def test_a_gpt_oss_that_llama_cpp_computes_otherwise_is_refused():

@@ -8,8 +8,8 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import own_names, tiny_model
-from minitron.arch import (PER_LAYER, arch_of, attention_of, attention_out, count_params, head_dim, mlp_down, mlp_of,
-                           moe_block, moe_weights)
+from minitron.arch import (PER_LAYER, arch_of, attention_of, attention_out, count_params, head_dim, is_sparse,
+                           mlp_down, mlp_of, moe_block, moe_weights)
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
 from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
@@ -40,7 +40,7 @@ def test_pruning_nothing_is_identity(family, tie, tmp_path):
 @pytest.mark.parametrize("tie", [False, True])
 def test_mlp_pruning_equals_zeroed_neurons(family, tie):
     """Of a mixture of experts, each expert keeps neurons of its own (the router reads the layer's input: zeroing
-    down_proj columns changes no routing)."""
+    down_proj columns changes no routing); its dense layers (LFM2-MoE's first) keep theirs (`test_moe`)."""
     model = tiny_model(family, tie)
     arch = arch_of(model.config)
     experts = 6 if arch.moe else 1
@@ -49,10 +49,11 @@ def test_mlp_pruning_equals_zeroed_neurons(family, tie):
     with torch.no_grad():
         for layer, k in zip(zeroed.model.layers, keep):
             mask = torch.ones(experts, 96, dtype=torch.bool).scatter_(1, k, False)
-            for e in range(experts if arch.moe or mlp_of(layer) is not None else 0):  # a hybrid's without an MLP: none
-                down = moe_weights(moe_block(layer, arch), arch).down[e] if arch.moe else \
-                    mlp_down(mlp_of(layer), arch).weight  # (hidden, neurons): GPT-OSS's a transposed view
-                down[:, mask[e]] = 0
+            if is_sparse(layer, arch):
+                for e in range(experts):  # (hidden, neurons): GPT-OSS's a transposed view
+                    moe_weights(moe_block(layer, arch), arch).down[e][:, mask[e]] = 0
+            elif mlp_of(layer) is not None and not arch.moe:  # a hybrid's layer without an MLP: none
+                mlp_down(mlp_of(layer), arch).weight[:, mask[0]] = 0
     keep = keep if arch.moe else [k[0] for k in keep]
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, keep, []))
     assert getattr(pruned.config, arch.mlp_size) == 40
@@ -181,9 +182,9 @@ def test_unsupported_architecture_is_refused_by_name():
 
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
                                             "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, gpt_oss, granite, "
-                                            "granitemoe, granitemoehybrid, hunyuan_v1_dense, lfm2, llama, ministral3, "
-                                            "mistral, mixtral, nemotron, nemotron_h, olmo2, olmo3, olmoe, phi3, "
-                                            "qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, qwen3_moe, "
+                                            "granitemoe, granitemoehybrid, hunyuan_v1_dense, lfm2, lfm2_moe, llama, "
+                                            "ministral3, mistral, mixtral, nemotron, nemotron_h, olmo2, olmo3, olmoe, "
+                                            "phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, qwen3_moe, "
                                             "seed_oss, smollm3, stablelm"):
         arch_of(GPT2Config())
 

@@ -112,8 +112,9 @@ def test_streamed_prune_equals_in_memory_prune(family, dtype, tmp_path):
     assert written == params_of(new_config) == Checkpoint.open(tmp_path / "out").numel() - buffers
     state = got.state_dict()
     assert state.keys() == expected.state_dict().keys()
-    for key, value in expected.state_dict().items():
-        assert state[key].dtype == dtype and torch.equal(state[key], value), key
+    for key, value in expected.state_dict().items():  # (LFM2-MoE's expert_bias buffer is fp32 in any model)
+        assert state[key].dtype == (value.dtype if key.endswith(".expert_bias") else dtype), key
+        assert torch.equal(state[key], value), key
     assert_close(logits(got), logits(expected), rtol=0, atol=0)
 
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from minitron.arch import arch_of, count_params, num_experts, prunable_sizes
+from minitron.arch import DENSE_SIZE, arch_of, count_params, num_experts, prunable_sizes
 from minitron.errors import MinitronError
 from minitron.importance.weights import random_scores
 from minitron.io import atomic_dir, write_json
@@ -43,12 +43,13 @@ class Scores:
     def width(self, criterion: str, seq_agg: str, batch_agg: str, hidden_score: str, head_score: str) -> dict:
         """{"hidden", "heads", "mlp"} scores of one criterion (and "experts" and "shared", of a mixture of experts and
         its shared expert's neurons; "mamba" and "mamba_dim", of a hybrid's Mamba-2 heads and head channels; "delta",
-        of its Gated DeltaNet value heads; "conv", of its short convolutions' channels); for
+        of its Gated DeltaNet value heads; "conv", of its short convolutions' channels; "dense", of a mixture of
+        experts' dense layers' neurons); for
         activation also the aggregations and the choice of hidden-channel score (`HIDDEN_SCORES`) and head score
         (`HEAD_SCORES`)."""
         prefix = f"activation/{seq_agg}-{batch_agg}" if criterion == "activation" else criterion
         names = {"hidden": "hidden", "heads": "heads", "mlp": "mlp"}
-        names.update({unit: unit for unit in ("experts", "shared", "mamba", "mamba_dim", "delta", "conv")
+        names.update({unit: unit for unit in ("experts", "shared", "mamba", "mamba_dim", "delta", "conv", "dense")
                       if f"{prefix}/{unit}" in self.tensors})
         if criterion == "activation":
             names.update(hidden=HIDDEN_SCORES[hidden_score], heads=HEAD_SCORES[head_score])
@@ -85,7 +86,7 @@ class Scores:
                    "mlp": sizes[arch_of(config).mlp_size], "experts": num_experts(config),
                    "mamba": sizes.get(names.heads), "mamba_dim": sizes.get(names.head_dim),
                    "delta": sizes.get("linear_num_value_heads"), "shared": sizes.get(arch_of(config).shared_names.size),
-                   "conv": sizes["hidden_size"]}
+                   "conv": sizes["hidden_size"], "dense": sizes.get(DENSE_SIZE)}
         for name, t in self.tensors.items():
             part = name.rsplit("/", 1)[-1]
             if (part in lengths and t.shape[-1] != lengths[part]) or (

@@ -1,11 +1,11 @@
 """Activation statistics: forward hooks that reduce each activation (B, S, D) over the sequence (mean of |x|, L2 or
 variance) and accumulate it over the batch in fp32 (L2, mean or variance across sequences), for hidden channels (each
 norm's output, per norm), attention heads (o_proj's input per head, and each head's output after o_proj) and MLP neurons
-(down_proj's input; of a mixture of experts, each expert's, each expert's routed contribution: `moe_activations`, and
-its shared expert's), a hybrid's Mamba-2 heads and head channels (out_proj's input: each head's norm, and each channel's
-norm over the heads), Gated DeltaNet value heads (out_proj's input: each head's norm) and short convolutions' channels
-(out_proj's input); plus Block Influence and the
-input norms structured Wanda needs. One pass fills every combination.
+(down_proj's input; of a mixture of experts, each expert's, each expert's routed contribution: `moe_activations`, its
+shared expert's and its dense layers' MLP's), a hybrid's Mamba-2 heads and head channels (out_proj's input: each head's
+norm, and each channel's norm over the heads), Gated DeltaNet value heads (out_proj's input: each head's norm) and short
+convolutions' channels (out_proj's input); plus Block Influence and the input norms structured Wanda needs. One pass
+fills every combination.
 
 Hidden channels, as the papers and NVIDIA's implementation define them: each decoder layer's input and
 post-attention norm aggregated on its own, then the per-norm scores summed (the final norm left out). The
@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minitron.arch import (Arch, MoEWeights, attention_inputs, attention_of, attention_out, conv_of, decoder_layers,
-                           delta_of, final_norm, head_dim, layer_norms, mamba_of, mixer_inputs, mlp_down, mlp_inputs,
-                           mlp_of, moe_block, moe_weights, num_experts, shared_down)
+from minitron.arch import (DENSE_SIZE, Arch, MoEWeights, attention_inputs, attention_of, attention_out, conv_of,
+                           decoder_layers, delta_of, dense_layers, final_norm, head_dim, is_sparse, layer_norms,
+                           mamba_of, mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block, moe_weights, num_experts,
+                           shared_down, shared_expert_of)
 
 AGGREGATIONS = ("mean", "l2", "var")
 
@@ -54,7 +55,7 @@ def moe_activations(w: MoEWeights, x: torch.Tensor) -> tuple[torch.Tensor, torch
     S, E, n) and (B, S, E) tensors without building the first."""
     B, S, D = x.shape
     flat = x.detach().reshape(-1, D)
-    _, weights, chosen = w.router(flat)
+    _, weights, chosen = w.route(flat)
     E, n = w.experts.down_proj.shape[0], w.neurons
     seq = torch.arange(B, device=x.device).repeat_interleave(S)
     sums = torch.zeros(3, B, E, n, device=x.device)  # per sequence: sum |a|, sum a^2, sum a
@@ -118,6 +119,8 @@ class ActivationRecorder:
         self.heads_o = [Stat(H, device=dev) for _ in range(L)]  # each head's contribution after o_proj
         self.mlp = [Stat(*E, Fn, device=dev) for _ in range(L)]
         self.experts = [Stat(*E, device=dev) for _ in range(L)] if arch.moe else []  # each one's contribution
+        Fd = getattr(cfg, DENSE_SIZE) if dense_layers(cfg) else 0  # neurons of a mixture of experts' dense layers
+        self.dense = [Stat(Fd, device=dev) for _ in range(L)]
         shared = getattr(cfg, arch.shared_names.size) if arch.shared_expert else 0
         self.shared = [Stat(shared, device=dev) for _ in range(L)]  # a shared expert's neurons (down_proj's input)
         # a hybrid's recurrent heads: Mamba-2's heads and head channels, Gated DeltaNet's value heads (0 in its other
@@ -221,12 +224,13 @@ class ActivationRecorder:
             if attn is not None:
                 reg(attention_out(attn).register_forward_pre_hook(self._heads(i)))
                 reg(attention_inputs(layer, self.arch)[0].register_forward_pre_hook(self._sq("attn_in", i)))
-            if self.arch.moe:
+            if is_sparse(layer, self.arch):
                 reg(moe_block(layer, self.arch).register_forward_pre_hook(self._moe(i)))
-            elif mlp is not None:
-                reg(mlp_down(mlp, self.arch).register_forward_pre_hook(lambda m, a, i=i: self._add(self.mlp, a[0], i)))
+            elif mlp is not None:  # (a mixture of experts' dense layer: its own statistic)
+                stats = self.dense if self.arch.moe else self.mlp
+                reg(mlp_down(mlp, self.arch).register_forward_pre_hook(lambda m, a, i=i: self._add(stats, a[0], i)))
                 reg(mlp_inputs(layer, self.arch)[-1].register_forward_pre_hook(self._sq("mlp_in", i)))
-            if self.arch.shared_expert:
+            if shared_expert_of(layer, self.arch) is not None:
                 reg(shared_down(layer, self.arch).register_forward_pre_hook(self._shared(i)))
             if mamba is not None:
                 reg(mamba.out_proj.register_forward_pre_hook(self._mamba(i, mamba.head_dim)))
@@ -258,6 +262,8 @@ class ActivationRecorder:
                 units["experts"] = torch.stack([st.reduce(b) for st in self.experts], 1)  # (A, L, E)
             if self.arch.shared_expert:
                 units["shared"] = torch.stack([st.reduce(b) for st in self.shared], 1)  # (A, L, shared neurons)
+            if self.dense[0].sum.shape[-1]:
+                units["dense"] = torch.stack([st.reduce(b) for st in self.dense], 1)  # (A, L, dense layers' neurons)
             if self.arch.mixer == "mamba":
                 units["mamba"] = torch.stack([st.reduce(b) for st in self.mamba], 1)  # (A, L, Hm)
                 units["mamba_dim"] = torch.stack([st.reduce(b) for st in self.mamba_dim], 1)  # (A, L, dm)

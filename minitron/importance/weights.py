@@ -8,12 +8,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_inputs, attention_of, attention_out,
-                           attention_rows, conv_of, decoder_layers, delta_of, embedding, final_norm, head_dim,
-                           layer_norms, mamba_of,
-                           mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts,
-                           query_dim, residual_readers, residual_writers, shared_down, shared_inputs, shared_rows,
-                           tied)
+from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, MambaRows, Rows, arch_of, attention_inputs, attention_of,
+                           attention_out, attention_rows, conv_of, decoder_layers, delta_of, dense_layers, embedding,
+                           final_norm, head_dim, is_sparse, layer_norms, mamba_of, mixer_inputs, mlp_down, mlp_inputs,
+                           mlp_of, moe_block, moe_weights, neuron_rows, num_experts, query_dim, residual_readers,
+                           residual_writers, shared_down, shared_expert_of, shared_inputs, shared_rows, tied)
 from minitron.numerics import cross_entropy_sum
 
 CHUNK_ROWS = 8192  # rows at a time when summing over embedding-sized matrices
@@ -46,7 +45,8 @@ def _row_sum(lin: nn.Linear | Rows, elem: Elem) -> torch.Tensor:
 def unit_shapes(config) -> dict[str, tuple[int, ...]]:
     """Each unit kind's scores' shape in one layer: "heads", "mlp" (of a mixture of experts (experts, neurons)), a
     mixture of experts' "experts" and shared expert's neurons ("shared"), a hybrid's Mamba-2 heads ("mamba") and head
-    channels ("mamba_dim"), Gated DeltaNet value heads ("delta") or short convolutions' channels ("conv")."""
+    channels ("mamba_dim"), Gated DeltaNet value heads ("delta") or short convolutions' channels ("conv"), a mixture of
+    experts' dense layers' neurons ("dense")."""
     arch = arch_of(config)
     experts = (num_experts(config),) if arch.moe else ()
     shapes = {"heads": (config.num_attention_heads,), "mlp": (*experts, getattr(config, arch.mlp_size))}
@@ -61,6 +61,8 @@ def unit_shapes(config) -> dict[str, tuple[int, ...]]:
         shapes["delta"] = (config.linear_num_value_heads,)
     if arch.mixer == "conv":
         shapes["conv"] = (config.hidden_size,)
+    if dense_layers(config):
+        shapes["dense"] = (getattr(config, DENSE_SIZE),)
     return shapes
 
 
@@ -147,14 +149,14 @@ def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[t
         units["conv"] = coupled_conv(conv, elem)
     if delta is not None:
         units["delta"] = coupled_delta(delta, elem)
-    if arch.shared_expert:
+    if shared_expert_of(layer, arch) is not None:
         units["shared"] = sum(_row_sum(rows, elem) for rows in shared_rows(layer, arch)) + \
             column_sum(shared_down(layer, arch).weight, elem)
-    if arch.moe:
+    if is_sparse(layer, arch):
         moe_hidden, units["mlp"], units["experts"] = coupled_moe(layer, arch, elem)
         return hidden + moe_hidden, units
-    if mlp is not None:
-        units["mlp"] = sum(_row_sum(r, elem) for r in neuron_rows(layer, arch)) + \
+    if mlp is not None:  # (a mixture of experts' dense layer: "dense")
+        units["dense" if arch.moe else "mlp"] = sum(_row_sum(r, elem) for r in neuron_rows(layer, arch)) + \
             column_sum(mlp_down(mlp, arch).weight, elem)
     return hidden, units
 
@@ -183,17 +185,17 @@ def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tens
     input channel; layer `i`'s input norms in `sq`): (hidden, {"heads", "mlp", "mamba", "mamba_dim", "delta", "conv"} of
     the parts it has). A mixture of experts' MLP readers are its router and every expert's gate and up rows."""
     attn, mlp, mamba, delta, units = attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer), {}
-    if arch.moe:
+    if is_sparse(layer, arch):
         w = moe_weights(moe_block(layer, arch), arch)
         mlp_read = column_sum(w.router.weight, abs32) + abs32(w.gate_up).sum((0, 1)) + \
             sum(column_sum(l.weight, abs32) for l in shared_inputs(layer, arch))
         units["mlp"] = abs32(w.down).sum(1)  # (E, n)
-        if arch.shared_expert:  # its down columns, times the input norm (`finish_wanda`)
+        if shared_expert_of(layer, arch) is not None:  # its down columns, times the input norm (`finish_wanda`)
             units["shared"] = column_sum(shared_down(layer, arch).weight, abs32)
     else:
         mlp_read = sum(column_sum(l.weight, abs32) for l in mlp_inputs(layer, arch))
-        if mlp is not None:
-            units["mlp"] = column_sum(mlp_down(mlp, arch).weight, abs32)  # times the input norm (`finish_wanda`)
+        if mlp is not None:  # times the input norm (`finish_wanda`); a mixture of experts' dense layer: "dense"
+            units["dense" if arch.moe else "mlp"] = column_sum(mlp_down(mlp, arch).weight, abs32)
     hidden = sum(column_sum(l.weight, abs32) for l in attention_inputs(layer, arch)) * sq["attn_in"][i].sqrt() + \
         mlp_read * sq["mlp_in"][i].sqrt()
     if attn is not None:
@@ -219,8 +221,8 @@ def finish_wanda(w: dict, act: dict) -> dict:
     """Complete the neuron scores (down_proj |W| column sums) with the L2 over all tokens of its input; an expert's
     score is the sum of its neurons'."""
     mlp = w["mlp"] * act["activation/l2-l2/mlp"]
-    shared = {"shared": w["shared"] * act["activation/l2-l2/shared"]} if "shared" in w else {}
-    return {**w, "mlp": mlp, **({"experts": mlp.sum(-1)} if mlp.dim() == 3 else {}), **shared}
+    own = {unit: w[unit] * act[f"activation/l2-l2/{unit}"] for unit in ("shared", "dense") if unit in w}
+    return {**w, "mlp": mlp, **({"experts": mlp.sum(-1)} if mlp.dim() == 3 else {}), **own}
 
 
 def magnitude(p: torch.Tensor) -> torch.Tensor:

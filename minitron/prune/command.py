@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from minitron.arch import arch_of, count_params
+from minitron.arch import count_params, dense_layers, layers_differ
 from minitron.card import write_model_card
 from minitron.errors import MinitronError
 from minitron.export_checks import export_problem
@@ -75,9 +75,9 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
     new_config = target_config(config, sizes, drop)
     before, after = params_of(config), params_of(new_config)
     print(f"pruning {model}:\n{describe(config, sizes, before, after)}")
-    if arch_of(config).hybrid and sizes["num_hidden_layers"] != config.num_hidden_layers and drop is None:
-        print("  (a hybrid's count depends on which layers go, which the scores choose: this counts the first "
-              f"{sizes['num_hidden_layers']} kept; give --scores for the exact count)")
+    if layers_differ(config) and sizes["num_hidden_layers"] != config.num_hidden_layers and drop is None:
+        print("  (this model's layers differ in kind, so its count depends on which go, which the scores choose: this "
+              f"counts the first {sizes['num_hidden_layers']} kept; give --scores for the exact count)")
     if dry_run:
         print(new_config.to_json_string(use_diff=False))
         return {"params_before": before, "params_after": after, "sizes": sizes}
@@ -109,7 +109,9 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
               "scores": str(scores) if scores else None, "params_before": before, "params_after": after,
               "streamed": streamed}
     if plan.experts is not None:  # each student layer's experts, by the teacher layer's numbers
-        record["kept_experts"] = [e.tolist() for i, e in enumerate(plan.experts) if i not in set(plan.drop)]
+        dense = set(dense_layers(config))  # (a dense layer has none)
+        record["kept_experts"] = [None if i in dense else e.tolist() for i, e in enumerate(plan.experts)
+                                  if i not in set(plan.drop)]
     with atomic_dir(out, overwrite) as tmp:
         if streamed:
             written = write_pruned(path, plan, new_config, tmp)

@@ -7,16 +7,16 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import (ATTENTION, MLP, Arch, arch_of, count_params, per_layer_lists, prunable_sizes,
-                           tied_mamba_heads, width_sizes)
+from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, Arch, arch_of, count_params, dense_layers, is_sparse,
+                           per_layer_lists, prunable_sizes, tied_mamba_heads, width_sizes)
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
 from minitron.prune.slicing import drop_layers as drop_layer_modules
-from minitron.prune.slicing import (prune_conv, prune_delta, prune_experts, prune_heads, prune_hidden, prune_mamba,
-                                    prune_mlp, prune_shared, slice_layer_conv, slice_layer_delta, slice_layer_experts,
-                                    slice_layer_heads, slice_layer_hidden, slice_layer_mamba, slice_layer_mlp,
-                                    slice_layer_shared)
+from minitron.prune.slicing import (prune_conv, prune_delta, prune_dense, prune_experts, prune_heads, prune_hidden,
+                                    prune_mamba, prune_mlp, prune_shared, slice_layer_conv, slice_layer_delta,
+                                    slice_layer_experts, slice_layer_heads, slice_layer_hidden, slice_layer_mamba,
+                                    slice_layer_mlp, slice_layer_shared)
 
 
 def check_target(config, target: dict[str, int], drop: list[int] | None = None) -> dict[str, int]:
@@ -164,6 +164,7 @@ class Plan:
     delta_k: list[torch.Tensor] | None = None  # kept Gated DeltaNet key heads per layer
     shared: list[torch.Tensor] | None = None  # kept neurons of a mixture of experts' shared expert per layer
     conv: list[torch.Tensor] | None = None  # kept short-convolution channels per layer (LFM2's: as many as hidden)
+    dense: list[torch.Tensor] | None = None  # kept neurons per layer of a mixture of experts' dense layers
 
 
 def top(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -217,8 +218,10 @@ def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig)
         else None
     conv = [top(width["conv"][l], sizes["hidden_size"]) for l in range(L)] \
         if arch.mixer == "conv" and hidden is not None else None  # its channels follow the hidden size
+    dense = [top(width["dense"][l], sizes[DENSE_SIZE]) for l in range(L)] \
+        if dense_layers(config) and sizes[DENSE_SIZE] != getattr(config, DENSE_SIZE) else None
     return Plan(hidden, heads, kv, mlp, sorted(drop), experts, *mamba_plan(width, config, sizes),
-                *delta_plan(width, config, sizes), shared, conv)
+                *delta_plan(width, config, sizes), shared, conv, dense)
 
 
 def mamba_plan(width: dict | None, config, sizes: dict[str, int]) -> tuple[list | None, list | None]:
@@ -249,6 +252,8 @@ def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
     arch = arch_of(model.config)
     if plan.mlp is not None:
         prune_mlp(model, arch, plan.mlp)
+    if plan.dense is not None:
+        prune_dense(model, arch, plan.dense)
     if plan.experts is not None:  # after the neurons: the plan's neurons are kept per teacher expert
         prune_experts(model, plan.experts)
     if plan.shared is not None:
@@ -270,8 +275,10 @@ def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
 
 def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dim: int, plan: Plan, i: int) -> None:
     """What `apply_plan` does to teacher decoder layer `i` (heads of `dim` channels), on that layer alone."""
-    if plan.mlp is not None:
+    if plan.mlp is not None and (is_sparse(layer, arch) or not arch.moe):
         slice_layer_mlp(layer, arch, plan.mlp[i])
+    if plan.dense is not None and not is_sparse(layer, arch):
+        slice_layer_mlp(layer, arch, plan.dense[i])
     if plan.experts is not None:
         slice_layer_experts(layer, arch, plan.experts[i])
     if plan.shared is not None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minitron.arch import (Arch, DeltaRows, MambaRows, Rows, arch_of, attention_of, attention_out, attention_rows,
-                           conv_of, decoder_layers, delta_of, embedding, final_norm, head_dim, head_rows, layer_norms,
-                           mamba_of, mlp_of,
-                           mlp_down, moe_block, moe_weights, neuron_rows, per_layer_lists, query_dim, residual_readers,
-                           residual_writers, shared_down, shared_expert_of, shared_rows, tied)
+from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, MambaRows, Rows, arch_of, attention_of, attention_out,
+                           attention_rows, conv_of, decoder_layers, delta_of, embedding, final_norm, head_dim,
+                           head_rows, is_sparse, layer_norms, mamba_of, mlp_down, mlp_of, moe_block, moe_weights,
+                           neuron_rows, per_layer_lists, query_dim, residual_readers, residual_writers, shared_down,
+                           shared_expert_of, shared_rows, tied)
 
 
 def _param(t: torch.Tensor) -> nn.Parameter:
@@ -22,9 +22,14 @@ def _param(t: torch.Tensor) -> nn.Parameter:
 
 
 def slice_param(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> None:
-    """Keep entries `index` along `dim` of the parameter `name` of `module` (a router's or the experts' weights)."""
+    """Keep entries `index` along `dim` of the parameter (or buffer: LFM2-MoE's expert_bias) `name` of `module` (a
+    router's or the experts' weights)."""
     t = getattr(module, name)
-    setattr(module, name, _param(t.index_select(dim, index.to(t.device))))
+    kept = t.index_select(dim, index.to(t.device))
+    if name in module._buffers:
+        module._buffers[name] = kept.contiguous()
+    else:
+        setattr(module, name, _param(kept))
 
 
 def gather_param(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> None:
@@ -82,7 +87,7 @@ def keep_rows(parts: list[tuple[Rows, torch.Tensor]]) -> None:
 def slice_layer_mlp(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     """Keep MLP neurons `keep` of one decoder layer; of a mixture of experts, `keep[e]` of each expert e (a hybrid's
     layer without an MLP: nothing)."""
-    if arch.moe:
+    if is_sparse(layer, arch):
         w = moe_weights(moe_block(layer, arch), arch)
         n = w.neurons
         index = {"one": keep, "halves": torch.cat([keep, n + keep], 1),  # gate's, then up's
@@ -139,7 +144,7 @@ def slice_layer_hidden(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None
     for part in (attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer)):
         if hasattr(part, "hidden_size"):
             part.hidden_size = len(keep)
-    if arch.moe:
+    if is_sparse(layer, arch):
         block = moe_block(layer, arch)
         w = moe_weights(block, arch)
         for p in w.params:
@@ -206,14 +211,20 @@ def slice_layer_conv(layer: nn.Module, keep: torch.Tensor) -> None:
 
 
 def slice_layer_shared(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
-    """Keep neurons `keep` of one mixture-of-experts layer's shared expert (gate and up rows, down columns)."""
+    """Keep neurons `keep` of one mixture-of-experts layer's shared expert (gate and up rows, down columns; a dense
+    layer: nothing)."""
+    if shared_expert_of(layer, arch) is None:
+        return
     keep_rows([(rows, keep) for rows in shared_rows(layer, arch)])
     slice_linear(shared_down(layer, arch), 1, keep)
     shared_expert_of(layer, arch).intermediate_size = len(keep)
 
 
 def slice_layer_experts(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
-    """Keep experts `keep` of one mixture-of-experts layer: their router rows and their weights."""
+    """Keep experts `keep` of one mixture-of-experts layer: their router rows and their weights (a dense layer:
+    nothing)."""
+    if not is_sparse(layer, arch):
+        return
     w = moe_weights(moe_block(layer, arch), arch)
     for p in w.params:
         slice_param(getattr(w, p.module), p.name, p.experts, keep)
@@ -232,10 +243,20 @@ def slice_embedding(emb: nn.Embedding, arch: Arch, keep: torch.Tensor) -> None:
 # ------------------------------------------------------------------------------------------- whole model
 
 def prune_mlp(model: nn.Module, arch: Arch, keep: list[torch.Tensor]) -> None:
-    """Keep neurons `keep[l]` (same count in every layer) of each layer's MLP."""
+    """Keep neurons `keep[l]` (same count in every layer) of each layer's MLP (of a mixture of experts: its sparse
+    layers' experts')."""
     for layer, idx in zip(decoder_layers(model), keep):
-        slice_layer_mlp(layer, arch, idx)
+        if is_sparse(layer, arch) or not arch.moe:
+            slice_layer_mlp(layer, arch, idx)
     setattr(model.config, arch.mlp_size, keep[0].shape[-1])
+
+
+def prune_dense(model: nn.Module, arch: Arch, keep: list[torch.Tensor]) -> None:
+    """Keep neurons `keep[l]` (same count in every layer) of each of a mixture of experts' dense layers' MLP."""
+    for layer, idx in zip(decoder_layers(model), keep):
+        if not is_sparse(layer, arch):
+            slice_layer_mlp(layer, arch, idx)
+    setattr(model.config, DENSE_SIZE, len(keep[0]))
 
 
 def prune_experts(model: nn.Module, keep: list[torch.Tensor]) -> None:
