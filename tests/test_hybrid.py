@@ -61,19 +61,24 @@ def test_pruning_mamba_heads_and_channels_keeps_their_scan(family):
         assert torch.isfinite(pruned(IDS).logits).all()
 
 
-def test_mamba_activations_are_each_heads_and_channels_norms():
-    """Mamba-2 heads score by each head's norm of out_proj's input, channels by each channel's norm over the heads,
-    aggregated like attention heads (here: mean over the sequence, L2 over the batch); 0 in other layers."""
-    model = tiny_model("nemotron_h", num_hidden_layers=LAYERS)
+def out_proj_inputs(model, mixer_of) -> tuple[dict[int, torch.Tensor], dict[str, torch.Tensor]]:
+    """What each layer's mixer (`mixer_of`: Mamba-2's, a short convolution's) hands its out_proj for IDS, by layer
+    (those without one left out), and the scores the activation recorder took on the same pass."""
     captured = {}
-    hooks = [mamba_of(layer).out_proj.register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0]))
-             for i, layer in enumerate(model.model.layers) if mamba_of(layer) is not None]
+    hooks = [mixer_of(layer).out_proj.register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0]))
+             for i, layer in enumerate(model.model.layers) if mixer_of(layer) is not None]
     rec = ActivationRecorder(model, arch_of(model.config))
     with torch.no_grad(), rec:
         model(input_ids=IDS)
     for h in hooks:
         h.remove()
-    scores = rec.scores()
+    return captured, rec.scores()
+
+
+def test_mamba_activations_are_each_heads_and_channels_norms():
+    """Mamba-2 heads score by each head's norm of out_proj's input, channels by each channel's norm over the heads,
+    aggregated like attention heads (here: mean over the sequence, L2 over the batch); 0 in other layers."""
+    captured, scores = out_proj_inputs(tiny_model("nemotron_h", num_hidden_layers=LAYERS), mamba_of)
     for unit, dim in (("mamba", -1), ("mamba_dim", -2)):
         got = scores[f"activation/mean-l2/{unit}"]
         assert got.shape == (LAYERS, 8)
@@ -86,13 +91,9 @@ def test_mamba_activations_are_each_heads_and_channels_norms():
             assert_close(got[i], want, rtol=1e-5, atol=1e-6)
 
 
-def test_prune_writes_a_hybrid_streamed_as_in_memory(tmp_path):
-    """`prune` of every size a Nemotron-H has, its layers chosen by their scores: streamed and in memory write the same
-    tensors under the names transformers stores (backbone.), with the count of the layers that went."""
-    save_tiny(tmp_path / "teacher", "nemotron_h", num_hidden_layers=LAYERS)
-    data = build_tiny_data(tmp_path, tmp_path / "teacher")
-    target = ("hidden_size=48,intermediate_size=64,num_attention_heads=4,num_key_value_heads=1,mamba_num_heads=6,"
-              "mamba_head_dim=4,num_hidden_layers=4")
+def prune_both_ways(tmp_path, target: str, data) -> tuple[dict, dict, AutoModelForCausalLM]:
+    """`prune` of tmp_path/teacher to `target`, streamed and in memory (layers chosen by their loss), checked to write
+    the same tensors: those, the streamed run's record and its student."""
     for stream in ("--stream", "--no-stream"):
         run_cli("prune", "--model", tmp_path / "teacher", "--target", target, "--out", tmp_path / stream,
                 "--prune.calib-seqs", 4, "--prune.seq-len", 16, "--prune.layer-criterion", "loss", stream,
@@ -102,11 +103,21 @@ def test_prune_writes_a_hybrid_streamed_as_in_memory(tmp_path):
         with safe_open(tmp_path / stream / "model.safetensors", "pt") as f:
             tensors[stream] = {k: f.get_tensor(k) for k in f.keys()}
     assert tensors["--stream"].keys() == tensors["--no-stream"].keys()
-    assert all(k.startswith(("backbone.", "lm_head.")) for k in tensors["--stream"])
     for k, t in tensors["--stream"].items():
         assert torch.equal(t, tensors["--no-stream"][k]), k
     record = json.loads((tmp_path / "--stream" / "pruning.json").read_text())
-    student = AutoModelForCausalLM.from_pretrained(tmp_path / "--stream").eval()
+    return tensors["--stream"], record, AutoModelForCausalLM.from_pretrained(tmp_path / "--stream").eval()
+
+
+def test_prune_writes_a_hybrid_streamed_as_in_memory(tmp_path):
+    """`prune` of every size a Nemotron-H has, its layers chosen by their scores: streamed and in memory write the same
+    tensors under the names transformers stores (backbone.), with the count of the layers that went."""
+    save_tiny(tmp_path / "teacher", "nemotron_h", num_hidden_layers=LAYERS)
+    data = build_tiny_data(tmp_path, tmp_path / "teacher")
+    target = ("hidden_size=48,intermediate_size=64,num_attention_heads=4,num_key_value_heads=1,mamba_num_heads=6,"
+              "mamba_head_dim=4,num_hidden_layers=4")
+    tensors, record, student = prune_both_ways(tmp_path, target, data)
+    assert all(k.startswith(("backbone.", "lm_head.")) for k in tensors)
     kept = [i for i in range(LAYERS) if i not in record["dropped_layers"]]
     teacher_kinds = tiny_config("nemotron_h", num_hidden_layers=LAYERS).layer_types
     assert student.config.layer_types == [teacher_kinds[i] for i in kept]
@@ -477,15 +488,8 @@ def test_pruning_short_convolution_channels_equals_zeroing_their_outputs():
                 conv_of(layer).out_proj.weight[:, dropped] = 0
         assert_close(pruned(IDS).logits, zeroed(IDS).logits, rtol=1e-5, atol=1e-5)
     assert [conv_of(layer).conv.weight.shape[0] for layer in pruned.model.layers if conv_of(layer)] == [40] * 3
-    captured = {}
-    hooks = [conv_of(layer).out_proj.register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0]))
-             for i, layer in enumerate(model.model.layers) if conv_of(layer) is not None]
-    rec = ActivationRecorder(model, arch_of(model.config))
-    with torch.no_grad(), rec:
-        model(input_ids=IDS)
-    for h in hooks:
-        h.remove()
-    got = rec.scores()["activation/mean-l2/conv"]
+    captured, scores = out_proj_inputs(model, conv_of)
+    got = scores["activation/mean-l2/conv"]
     for i in range(LAYERS):
         want = captured[i].abs().mean(1).pow(2).sum(0).sqrt() if i in captured else torch.zeros(64)
         assert_close(got[i], want, rtol=1e-5, atol=1e-6)
@@ -502,19 +506,7 @@ def test_an_lfm2_as_released_prunes_streamed_as_in_memory(tmp_path):
     assert load_config(tmp_path / "teacher").intermediate_size == 96  # 2/3 of 144, a multiple of 32
     data = build_tiny_data(tmp_path, tmp_path / "teacher")
     target = "hidden_size=48,num_attention_heads=6,intermediate_size=64,num_hidden_layers=5"
-    for stream in ("--stream", "--no-stream"):
-        run_cli("prune", "--model", tmp_path / "teacher", "--target", target, "--out", tmp_path / stream,
-                "--prune.calib-seqs", 4, "--prune.seq-len", 16, "--prune.layer-criterion", "loss", stream,
-                "--data", data)
-    tensors = {}
-    for stream in ("--stream", "--no-stream"):
-        with safe_open(tmp_path / stream / "model.safetensors", "pt") as f:
-            tensors[stream] = {k: f.get_tensor(k) for k in f.keys()}
-    assert tensors["--stream"].keys() == tensors["--no-stream"].keys()
-    for k, t in tensors["--stream"].items():
-        assert torch.equal(t, tensors["--no-stream"][k]), k
-    record = json.loads((tmp_path / "--stream" / "pruning.json").read_text())
-    student = AutoModelForCausalLM.from_pretrained(tmp_path / "--stream").eval()
+    _, record, student = prune_both_ways(tmp_path, target, data)
     config = student.config
     assert (config.intermediate_size, config.block_auto_adjust_ff_dim, config.hidden_size) == (64, False, 48)
     assert config.full_attn_idxs == [i for i, kind in enumerate(config.layer_types) if kind == "full_attention"]
