@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import EvalResult
 
-from minitron.arch import arch_of, count_params
+from minitron.arch import arch_of, count_params, head_dim
 from minitron.card import card_name, derived_name, stored_params, write_model_card
 from minitron.chat.generate import generate_reply
 from minitron.correct import CORRECT_LR, correct
@@ -503,7 +503,8 @@ HEADS_FIRST = {"num_key_value_heads": 0, "linear_num_key_heads": 0, "num_attenti
 def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages: int) -> list[dict[str, int]]:
     """The target of each of `stages` rounds: each size a geometric share of the way from the teacher's to the
     final one (query heads a multiple of the KV heads, Mamba-2 heads of the groups, multiples of 8 kept; a hidden size
-    whose Mamba-2 heads follow it, whole groups of them), the last round the target itself."""
+    whose Mamba-2 heads follow it, whole groups of them; where the attention is hidden_size wide, the round's heads x
+    head_dim), the last round the target itself."""
     whole_number(stages, "--stages")
     result, arch = [], arch_of(config)
     for k in range(1, stages):
@@ -512,6 +513,9 @@ def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages:
             start, end = getattr(config, name), sizes[name]
             value = start * (end / start) ** (k / stages)
             heads = {**sizes, **step}["num_attention_heads"]
+            if name == "hidden_size" and arch.attention_is_hidden:  # its attention is as wide (OLMoE, StableLM, LFM2)
+                step[name] = heads * head_dim(config)
+                continue
             unit = ({**sizes, **step}["num_key_value_heads"] if name == "num_attention_heads"
                     else {**sizes, **step}["linear_num_key_heads"] if name == "linear_num_value_heads"
                     else getattr(config, arch.mamba_names.groups) if name == arch.mamba_names.heads

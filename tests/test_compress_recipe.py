@@ -9,12 +9,12 @@ from safetensors.torch import load_file
 from transformers import AutoConfig
 
 import minitron
-from conftest import cli_error
+from conftest import cli_error, tiny_config
 from minitron import pipeline
 from minitron.distill import loop
 from minitron.errors import MinitronError
 from minitron.load import load_config
-from minitron.prune import PruneConfig, check_target, prune
+from minitron.prune import PruneConfig, check_target, prune, target_config
 from test_compress import TINY, check_run, trained_tiny  # noqa: F401 (a fixture)
 
 
@@ -108,6 +108,21 @@ def test_two_stages_reach_the_target_and_resume(trained_tiny, tiny_data, tmp_pat
     assert json.loads((run / "distill" / "train_config.json").read_text())["teacher"] == str(trained_tiny)
     assert metrics["stages"] == 2 and metrics["distilled"]["test_loss"] < metrics["pruned"]["test_loss"]
     check_run(run, metrics)
+
+
+@pytest.mark.parametrize("family", ["lfm2", "olmoe", "stablelm"])
+def test_a_rounds_hidden_size_follows_its_heads_where_the_attention_is_as_wide(family):
+    """Where transformers or llama.cpp sizes the attention by hidden_size (`Arch.attention_is_hidden`), every round's
+    hidden size is its heads x head_dim, so that every round is a model stock transformers builds (they once were
+    interpolated apart: 216 wide with 24 heads of 8 here, 1776 with 24 heads of 64 for LFM2-1.2B)."""
+    overrides = dict(hidden_size=256, num_attention_heads=32, num_key_value_heads=8)  # LFM2-1.2B's heads, 8 wide
+    config = tiny_config(family, **overrides, **({"head_dim": 8} if family == "stablelm" else {}))
+    target = {"hidden_size": 192, "num_attention_heads": 24, "intermediate_size": 48}
+    rounds = pipeline.stage_targets(config, check_target(config, target), target, 2)
+    assert rounds[-1] == target and len(rounds) == 2
+    for sizes in rounds:
+        assert sizes["hidden_size"] == sizes["num_attention_heads"] * 8, sizes
+        target_config(config, check_target(config, sizes))  # a valid model: refused otherwise
 
 
 def test_stage_targets_and_bad_recipes(tiny_dir, tiny_data, tmp_path, capsys):
