@@ -38,13 +38,12 @@ from minitron.errors import MinitronError, pyplot, real_number, whole_number
 from minitron.importance import ComputeDtype, Scores, score
 from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
 from minitron.lazy import reuse_freed_memory
-from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device, resolve_model
+from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.numerics import lm_loss, native_bf16, windows_in_batches
-from minitron.prune import (PruneConfig, ScoreNeeds, apply_plan, check_target, layers_to_drop, make_plan, params_of,
-                            target_config)
+from minitron.prune import (PruneConfig, ScoreNeeds, apply_plan, check_target, given_scores, layers_to_drop, make_plan,
+                            params_of, target_config)
 from minitron.prune import prune as prune_model
 from minitron.record import Record
-from minitron.shards import Checkpoint
 
 
 SEARCH_TOLERANCE = 0.05  # candidates within ±5 percent of the budget
@@ -355,8 +354,7 @@ class Space:
         come from --scores (which layers go): without them, those of its full depth, said so."""
         drops, L = None, self.config.num_hidden_layers
         if self.depths and scores is not None:
-            given = holding(Scores.load(scores), needs_of(self.config, self.depths, prune), scores)
-            given.check_model(self.config, Checkpoint.open(resolve_model(model)).fingerprint(), scores)
+            given = holding(given_scores(scores, self.config, model), needs_of(self.config, self.depths, prune), scores)
             drops = layer_drops(self.config, given, prune, self.depths)
         partial = drops is None and self.depths is not None and self.depths != [L]
         if partial:
@@ -586,7 +584,7 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
     tokens = TokenData.open(data if data is not None else default_data(model))
     tokens.check_model(load_tokenizer(model), config.vocab_size, model)
     if scores is not None:  # another model's scores are refused before any work, as prune does
-        Scores.load(scores).check_model(config, Checkpoint.open(resolve_model(model)).fingerprint(), scores)
+        given_scores(scores, config, model)
     train = replace(distill, tokens=distill_tokens, data=str(tokens.path))
     replace(train, student=str(model), out=work, teacher=str(model)).validate("distill.")
     settings = {"model": str(model), "budget": space.budget, "tolerance": tolerance, "steps": steps, "floors": floors,

@@ -2,7 +2,7 @@
 (`slicing`), the streamed writer for checkpoints larger than memory (`write`), the `minitron prune` command
 (`command`), and `minitron.prune(model, scores, target)` on a model in memory (`model`; the package is callable)."""
 from minitron.callable import make_callable
-from minitron.prune.command import needed_scores, prune
+from minitron.prune.command import given_scores, needed_scores, prune
 from minitron.prune.config import PruneConfig, ScoreNeeds, check_layers
 from minitron.prune.plan import (Plan, apply_layer_plan, apply_plan, check_target, layers_to_drop, make_plan, params_of,
                                  select_heads, target_config)

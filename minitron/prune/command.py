@@ -29,6 +29,14 @@ from minitron.prune.write import write_pruned
 from minitron.shards import Checkpoint
 
 
+def given_scores(path: Path | str, config, model: str | Path) -> Scores:
+    """The scores saved in `path`, refused in one line, before any work, when computed on another model than `model`
+    (of `config`): other sizes or another weights fingerprint (prune's --scores, search's)."""
+    saved = Scores.load(path)
+    saved.check_model(config, Checkpoint.open(resolve_model(model)).fingerprint(), path)
+    return saved
+
+
 def needed_scores(source: nn.Module | LazyModel, model: str, tokenizer, needs: ScoreNeeds, prune: PruneConfig,
                   data: Path | None, batch_size: int) -> Scores:
     """Compute only the scores this pruning needs (when no --scores directory is given), on the teacher in memory
@@ -67,9 +75,7 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
     config = load_config(model)
     prune.validate(config)
     sizes = check_target(config, target or {}, prune.drop_layers)
-    saved = Scores.load(scores) if scores is not None else None
-    if saved is not None:  # another model's scores are refused before any work
-        saved.check_model(config, Checkpoint.open(resolve_model(model)).fingerprint(), scores)
+    saved = given_scores(scores, config, model) if scores is not None else None
     drop = prune.drop_layers or (layers_to_drop(saved, prune.layer_criterion, config.num_hidden_layers,
                                                 sizes["num_hidden_layers"]) if saved is not None else None)
     new_config = target_config(config, sizes, drop)
