@@ -67,6 +67,17 @@ def qwen3_5(**kw):
                          vision_start_token_id=252, vision_end_token_id=253, **kw)
 
 
+def lfm2_vl(**kw):
+    """LFM2-VL: SigLIP 2 around an `lfm2` language model (a short convolution, then attention)."""
+    from transformers import Lfm2Config, Lfm2VlConfig
+
+    text = Lfm2Config(**TEXT, layer_types=["conv", "full_attention"], block_auto_adjust_ff_dim=False)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, num_patches=16,
+                  patch_size=4)
+    return Lfm2VlConfig(text_config=text.to_dict(), vision_config=vision, image_token_id=250, projector_hidden_size=32,
+                        **kw)
+
+
 def paligemma(**kw):
     """PaliGemma 1: SigLIP around a Gemma language model."""
     return PaliGemmaConfig(text_config=GemmaConfig(**TEXT), vision_config=SiglipVisionConfig(**SIGLIP),
@@ -106,7 +117,7 @@ IDS = torch.randint(0, 240, (2, 17), generator=torch.Generator().manual_seed(0))
                                              (mistral3, False, None), (gemma3, True, "model.language_model."),
                                              (ministral3, False, None), (exaone4_5, False, None),
                                              (paligemma, True, None), (paligemma2, True, None),
-                                             (qwen3_5, False, None)])
+                                             (qwen3_5, False, None), (lfm2_vl, True, None)])
 def test_the_language_model_gives_the_multimodal_models_logits_on_text(tmp_path, monkeypatch, capsys, make, tie,
                                                                        prefix):
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
