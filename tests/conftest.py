@@ -96,9 +96,11 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         turns = (["sliding_attention"] * 3 + ["full_attention"]) * sizes["num_hidden_layers"]
         return Exaone4Config(**{"sliding_window": 8, "layer_types": turns[:sizes["num_hidden_layers"]], **sizes},
                              pad_token_id=None, bos_token_id=None, eos_token_id=None)
-    if family == "qwen3_moe":  # six experts, two a token, per-head q/k norms, as Qwen3-30B-A3B (expert width: SIZES')
+    if family == "qwen3_moe":  # six experts, two a token, per-head q/k norms, as Qwen3-30B-A3B (expert width: SIZES';
+        # dense layers', where a test lists some in mlp_only_layers: 80)
         return Qwen3MoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, "norm_topk_prob": True,
-                                 "moe_intermediate_size": sizes.pop("intermediate_size"), **sizes},
+                                 "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
+                                 **sizes},
                               pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "mixtral":  # six experts, two a token (intermediate_size: each expert's neurons)
         return MixtralConfig(**{"num_local_experts": 6, "num_experts_per_tok": 2, **sizes}, pad_token_id=None,
