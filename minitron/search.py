@@ -112,16 +112,16 @@ def budget_of(params: float, teacher_params: int) -> int:
 class ParamCounter:
     """Exact parameter counts of many shapes from a few meta-device builds (`prune.params_of`).
 
-    For a fixed hidden_size a model's parameters are base + the sum of its layers' costs: the embeddings, final norm
-    and lm_head do not depend on the layers, and each layer's cost is c + a_heads * heads + experts * (a_expert + a_mlp
-    * neurons) + a_mixer * recurrent heads: its attention is affine in its query heads, its MLP in its neurons (a
-    mixture of experts': each expert's router row and neurons; a dense MLP is one expert) and a hybrid's recurrent
-    mixer in its heads. A model's layers all cost the same; a hybrid's cost by kind (`config.layer_types`), so its
-    count at a depth depends on which layers go: `drops` (depth -> the layers dropped, `layer_drops`) says, and
-    without it only the teacher's depth is counted. A few builds of one or two layers per hidden_size give every
-    number. Where the attention is hidden_size wide (`Arch.attention_is_hidden`), the heads are hidden_size / head_dim:
-    a_heads is 0; where the Mamba-2 mixers are (Granite 4's, `Arch.mamba_expand`), so are their heads
-    (`tied_mamba_heads`), not searched: a_mixer is 0."""
+    For a fixed hidden_size a model's parameters are base + the sum of its layers' costs: the embeddings, final norm and
+    lm_head do not depend on the layers, and each layer's cost is c + a_heads * heads + experts * (a_expert + a_mlp *
+    neurons) + a_mixer * recurrent heads: its attention is affine in its query heads, its MLP in its neurons (a mixture
+    of experts': each expert's router row and neurons; a dense MLP is one expert) and a hybrid's recurrent mixer in its
+    heads. A model's layers all cost the same; a hybrid's cost by kind (`config.layer_types`), and a mixture of experts'
+    dense layers are a kind of their own (`layers_differ`), so its count at a depth depends on which layers go: `drops`
+    (depth -> the layers dropped, `layer_drops`) says, and without it only the teacher's depth is counted. A few builds
+    of one or two layers per hidden_size give every number. Where the attention is hidden_size wide
+    (`Arch.attention_is_hidden`), the heads are hidden_size / head_dim: a_heads is 0; where the Mamba-2 mixers are
+    (Granite 4's, `Arch.mamba_expand`), so are their heads (`tied_mamba_heads`), not searched: a_mixer is 0."""
 
     def __init__(self, config, drops: dict[int, list[int]] | None = None):
         self.config, self.coef, self.built = config, {}, {}
