@@ -504,12 +504,14 @@ def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages:
     """The target of each of `stages` rounds: each size a geometric share of the way from the teacher's to the
     final one (query heads a multiple of the KV heads, Mamba-2 heads of the groups, multiples of 8 kept; a hidden size
     whose Mamba-2 heads follow it, whole groups of them; where the attention is hidden_size wide, the round's heads x
-    head_dim), the last round the target itself."""
+    head_dim), the last round the target itself (with the heads it implies, where they follow the hidden size)."""
     whole_number(stages, "--stages")
     result, arch = [], arch_of(config)
+    names = [*target, *(n for n in ("num_attention_heads", "num_key_value_heads")  # (heads that follow the hidden size:
+                        if n not in target and sizes[n] != getattr(config, n))]  # `attention_follows`)
     for k in range(1, stages):
         step = {}
-        for name in sorted(target, key=lambda n: HEADS_FIRST.get(n, 2)):
+        for name in sorted(names, key=lambda n: HEADS_FIRST.get(n, 2)):
             start, end = getattr(config, name), sizes[name]
             value = start * (end / start) ** (k / stages)
             heads = {**sizes, **step}["num_attention_heads"]
@@ -527,8 +529,8 @@ def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages:
                 unit = math.lcm(unit, whole // math.gcd(whole, config.mamba_expand))
             step[name] = min(start, max(end, unit * round(value / unit)))
         result.append(step)
-    result.append(dict(target))
-    previous = {n: getattr(config, n) for n in target}
+    result.append({n: sizes[n] for n in names})
+    previous = {n: getattr(config, n) for n in names}
     for step in result:
         if step == previous:
             raise MinitronError(f"--stages {stages} leaves a round with nothing to prune (sizes {step}); the target is "

@@ -111,15 +111,17 @@ def test_two_stages_reach_the_target_and_resume(trained_tiny, tiny_data, tmp_pat
 
 
 @pytest.mark.parametrize("family", ["lfm2", "olmoe", "stablelm"])
-def test_a_rounds_hidden_size_follows_its_heads_where_the_attention_is_as_wide(family):
+@pytest.mark.parametrize("heads", [True, False])
+def test_a_rounds_hidden_size_follows_its_heads_where_the_attention_is_as_wide(family, heads):
     """Where transformers or llama.cpp sizes the attention by hidden_size (`Arch.attention_is_hidden`), every round's
     hidden size is its heads x head_dim, so that every round is a model stock transformers builds (they once were
-    interpolated apart: 216 wide with 24 heads of 8 here, 1776 with 24 heads of 64 for LFM2-1.2B)."""
+    interpolated apart: 216 wide with 24 heads of 8 here, 1776 with 24 heads of 64 for LFM2-1.2B); a target that
+    leaves the heads out gets those its hidden size holds, in every round."""
     overrides = dict(hidden_size=256, num_attention_heads=32, num_key_value_heads=8)  # LFM2-1.2B's heads, 8 wide
     config = tiny_config(family, **overrides, **({"head_dim": 8} if family == "stablelm" else {}))
-    target = {"hidden_size": 192, "num_attention_heads": 24, "intermediate_size": 48}
+    target = {"hidden_size": 192, **({"num_attention_heads": 24} if heads else {}), "intermediate_size": 48}
     rounds = pipeline.stage_targets(config, check_target(config, target), target, 2)
-    assert rounds[-1] == target and len(rounds) == 2
+    assert rounds[-1] == {**target, "num_attention_heads": 24} and len(rounds) == 2
     for sizes in rounds:
         assert sizes["hidden_size"] == sizes["num_attention_heads"] * 8, sizes
         target_config(config, check_target(config, sizes))  # a valid model: refused otherwise

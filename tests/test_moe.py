@@ -247,16 +247,20 @@ def test_the_report_plots_a_mixture_of_experts_importance(tmp_path):
 
 
 def test_olmoe_keeps_its_attention_as_wide_as_its_hidden_size(capsys, tmp_path):
-    """transformers sizes OLMoE's q/k norms by hidden_size: a target that prunes hidden channels without the heads
-    that match them is refused in one line, and one that prunes both is a model that loads."""
+    """transformers sizes OLMoE's q/k norms by hidden_size: a target's hidden size sets the heads (of the teacher's
+    head_dim) unless it sets them too (`prune.attention_follows`); a hidden size that is no whole number of heads, or
+    heads that do not fill it, are refused in one line; the pruned model loads."""
     save_tiny(tmp_path / "m", "olmoe")
-    err = cli_error(capsys, "prune", "--model", tmp_path / "m", "--target", "hidden_size=48", "--dry-run")
-    assert ("num_attention_heads x head_dim = 8 x 8 = 64 is not hidden_size 48; prune heads and hidden channels "
+    err = cli_error(capsys, "prune", "--model", tmp_path / "m", "--target", "hidden_size=44", "--dry-run")
+    assert ("num_attention_heads x head_dim = 8 x 8 = 64 is not hidden_size 44; prune heads and hidden channels "
             "together") in err
-    run_cli("prune", "--model", tmp_path / "m", "--target", "hidden_size=48,num_attention_heads=6", "--prune.criterion",
-            "magnitude", "--out", tmp_path / "p")
+    err = cli_error(capsys, "prune", "--model", tmp_path / "m", "--target", "hidden_size=48,num_attention_heads=4",
+                    "--dry-run")
+    assert "num_attention_heads x head_dim = 4 x 8 = 32 is not hidden_size 48" in err
+    run_cli("prune", "--model", tmp_path / "m", "--target", "hidden_size=48", "--prune.criterion", "magnitude", "--out",
+            tmp_path / "p")
     pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "p")
-    assert pruned.model.layers[0].self_attn.q_norm.weight.shape == (48,)
+    assert pruned.config.num_attention_heads == 6 and pruned.model.layers[0].self_attn.q_norm.weight.shape == (48,)
 
 
 def test_a_checkpoint_missing_an_experts_tensor_is_refused(capsys, tmp_path):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, Arch, arch_of, count_params, dense_layers, is_sparse,
+from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, Arch, arch_of, count_params, dense_layers, head_dim, is_sparse,
                            per_layer_lists, prunable_sizes, tied_mamba_heads, width_sizes)
 from minitron.errors import MinitronError
 from minitron.importance import Scores
@@ -34,6 +34,8 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
         if not 1 <= v <= teacher[k]:
             raise MinitronError(f"target {k}={v} is impossible: it must be between 1 and the teacher's {teacher[k]}")
     sizes = {**teacher, **target}
+    if arch_of(config).attention_is_hidden and "num_attention_heads" not in target:
+        attention_follows(config, sizes, target)
     if sizes == teacher and not drop:  # an unpruned copy written with exit 0 would look like success
         raise MinitronError(f"the target prunes nothing: give --target sizes smaller than the teacher's, e.g. "
                             f"hidden_size={teacher['hidden_size'] // 2}, or --prune.drop-layers")
@@ -52,6 +54,19 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
         check_mamba(config, sizes, target)
     check_groups(sizes, teacher, "num_attention_heads", "num_key_value_heads", "query heads")
     return sizes
+
+
+def attention_follows(config, sizes: dict[str, int], target: dict[str, int]) -> None:
+    """Where the attention is hidden_size wide (`Arch.attention_is_hidden`: OLMoE, StableLM, LFM2), a target that sets
+    the hidden size and not the heads keeps the teacher's head_dim: hidden_size / head_dim query heads, and as many KV
+    heads where each head has its own (OLMoE's). A hidden size that is no whole number of heads is left for
+    `validate_config` to refuse, naming the widths."""
+    dim = head_dim(config)
+    if sizes["hidden_size"] % dim:
+        return
+    sizes["num_attention_heads"] = sizes["hidden_size"] // dim
+    if "num_key_value_heads" not in target and config.num_key_value_heads == config.num_attention_heads:
+        sizes["num_key_value_heads"] = sizes["num_attention_heads"]
 
 
 def check_mamba(config, sizes: dict[str, int], target: dict[str, int]) -> None:
