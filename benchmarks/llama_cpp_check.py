@@ -196,21 +196,20 @@ def sharpen(model, factor: float) -> None:
         for conv in filter(None, map(conv_of, model.model.layers)):
             conv.conv.weight.mul_(factor)
             conv.in_proj.weight.mul_(6.0)
-        for layer in model.model.layers:  # LFM2-MoE's routers and the bias that steers their picks
-            if is_sparse(layer, arch) and (w := moe_weights(moe_block(layer, arch), arch)).block is not None:
-                w.router.weight.mul_(ROUTER_SCALE)
-                w.block.expert_bias.mul_(ROUTER_SCALE / 2)
+        for layer in filter(lambda layer: is_sparse(layer, arch), model.model.layers):
+            w = moe_weights(moe_block(layer, arch), arch)
+            if arch.oss_experts or w.block is not None:  # GPT-OSS's experts, LFM2-MoE's
                 for param in (w.experts.gate_up_proj, w.experts.down_proj):
                     param.mul_(factor)
+            if w.block is not None:  # LFM2-MoE's router and the bias that steers its picks
+                w.router.weight.mul_(ROUTER_SCALE)
+                w.block.expert_bias.mul_(ROUTER_SCALE / 2)
         for layer in filter(attention_of, model.model.layers):  # a hybrid's layers with attention
             query, (key, _) = attention_rows(layer, arch)
             for rows in (query, key):
                 rows.of(rows.linear.weight).mul_(factor)
             if arch.oss_experts:
                 layer.self_attn.sinks.mul_(2.5 * factor)
-                w = moe_weights(moe_block(layer, arch), arch)
-                for param in (w.experts.gate_up_proj, w.experts.down_proj):
-                    param.mul_(factor)
 
 
 # The tiny Nemotron-H's layers: Mamba-2, attention, MLP, Mamba-2 (eight Mamba-2 heads of 8 in two groups).

@@ -153,17 +153,16 @@ def layer_sizes(config) -> tuple[int | list[int], ...]:
     neither), and query heads one number (llama.cpp takes the head size from the first layer's, which a Mamba-2 layer
     has none of); of a Granite 4 and an LFM2, KV heads a list likewise (their graphs' recurrent layers have none)."""
     arch = arch_of(config)
-    if arch.mixer == "conv":
-        return config.intermediate_size, config.num_attention_heads, \
-            [config.num_key_value_heads if kind == ATTENTION else 0 for kind in config.layer_types]
-    if arch.mixer != "mamba":  # (a mixture of experts without dense layers: each expert's neurons)
-        return getattr(config, "intermediate_size", getattr(config, arch.mlp_size)), config.num_attention_heads, \
-            config.num_key_value_heads
-    kinds = config.layer_types
+    neurons = getattr(config, "intermediate_size", getattr(config, arch.mlp_size))  # (a sparse MoE's: each expert's)
+    if arch.mixer not in ("mamba", "conv"):
+        return neurons, config.num_attention_heads, config.num_key_value_heads
+    kinds = config.layer_types  # the recurrent layers by no KV heads
     kv = [config.num_key_value_heads if kind == ATTENTION else 0 for kind in kinds]
-    if config.model_type == "granitemoehybrid":  # an MLP (or experts) in every layer; recurrent layers by no KV heads
-        return getattr(config, arch.mlp_size), config.num_attention_heads, kv
-    return [config.intermediate_size if kind == MLP else 0 for kind in kinds], config.num_attention_heads, kv
+    if config.model_type == "nemotron_h":  # its MLP layers apart
+        neurons = [config.intermediate_size if kind == MLP else 0 for kind in kinds]
+    elif config.model_type == "granitemoehybrid":  # its MLP (or experts) under its own name
+        neurons = getattr(config, arch.mlp_size)
+    return neurons, config.num_attention_heads, kv
 
 
 def add_architecture(writer: gguf.GGUFWriter, config) -> None:

@@ -250,6 +250,7 @@ def gguf_tensor(names, key: str) -> str | None:
         return f"{name}.weight"
     return f"{name}.bias" if name is not None and key.endswith(".expert_bias") else name
 
+
 def interleave_rotary(w: np.ndarray, heads: int) -> np.ndarray:
     """Reorder each head's q/k output rows from Hugging Face's rotary layout (first half, second half)
     to llama.cpp's Llama layout (pairs side by side), as llama.cpp's own converter does."""

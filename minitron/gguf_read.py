@@ -256,14 +256,21 @@ def nemotron_h(meta: Metadata, layers: int) -> dict:
             **mamba_settings(meta, MambaNames())}
 
 
+def layer_kv_heads(meta: Metadata, layers: int) -> list[int]:
+    """A hybrid's KV heads, one value a layer (0 in its recurrent layers: Granite 4's, LFM2's), or the one line that
+    says the file lacks them."""
+    kv = meta.get("attention.head_count_kv")
+    if not isinstance(kv, list) or len(kv) != layers:
+        raise MinitronError(f"cannot read this {meta.arch} GGUF file: its attention.head_count_kv is not one value "
+                            f"for each of its {layers} layers")
+    return kv
+
+
 def granite_hybrid(meta: Metadata, layers: int) -> dict:
     """Granite 4's layers' kinds from their KV heads (a Mamba-2 layer has none), its MLP's width (with experts: theirs,
     and its MLP's as their shared expert's), its Mamba-2 sizes (its mixers' width over the hidden size: mamba_expand),
     whether its attention has RoPE (`rope.scaling.finetuned`, as llama.cpp takes it) and its multipliers."""
-    kv = meta.get("attention.head_count_kv")
-    if not isinstance(kv, list) or len(kv) != layers:
-        raise MinitronError(f"cannot read this granitehybrid GGUF file: its attention.head_count_kv is not one value "
-                            f"for each of its {layers} layers")
+    kv = layer_kv_heads(meta, layers)
     mlp = {"num_local_experts": 0, "shared_intermediate_size": required(meta, "feed_forward_length", int)}
     if meta.get("expert_count"):  # H-Tiny, H-Small
         mlp = {**local_experts(meta, layers), "intermediate_size": required(meta, "feed_forward_length", int),
@@ -295,10 +302,7 @@ def qwen3_5(meta: Metadata, layers: int) -> dict:
 
 def short_conv(meta: Metadata, layers: int) -> dict:
     """An LFM2's layers' kinds from their KV heads (a short convolution's layer has none) and its convolutions' taps."""
-    kv = meta.get("attention.head_count_kv")
-    if not isinstance(kv, list) or len(kv) != layers:
-        raise MinitronError(f"cannot read this {meta.arch} GGUF file: its attention.head_count_kv is not one value "
-                            f"for each of its {layers} layers")
+    kv = layer_kv_heads(meta, layers)
     return {"layer_types": [ATTENTION if k else "conv" for k in kv], "num_key_value_heads": max(kv) or 1,
             "conv_L_cache": required(meta, "shortconv.l_cache", int)}
 

@@ -262,7 +262,7 @@ class ActivationRecorder:
                 units["experts"] = torch.stack([st.reduce(b) for st in self.experts], 1)  # (A, L, E)
             if self.arch.shared_expert:
                 units["shared"] = torch.stack([st.reduce(b) for st in self.shared], 1)  # (A, L, shared neurons)
-            if self.dense[0].sum.shape[-1]:
+            if dense_layers(self.model.config):
                 units["dense"] = torch.stack([st.reduce(b) for st in self.dense], 1)  # (A, L, dense layers' neurons)
             if self.arch.mixer == "mamba":
                 units["mamba"] = torch.stack([st.reduce(b) for st in self.mamba], 1)  # (A, L, Hm)

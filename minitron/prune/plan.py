@@ -7,16 +7,16 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, Arch, arch_of, count_params, dense_layers, head_dim, is_sparse,
+from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, Arch, arch_of, count_params, dense_layers, head_dim,
                            per_layer_lists, prunable_sizes, tied_mamba_heads, width_sizes)
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
 from minitron.prune.slicing import drop_layers as drop_layer_modules
-from minitron.prune.slicing import (prune_conv, prune_delta, prune_dense, prune_experts, prune_heads, prune_hidden,
-                                    prune_mamba, prune_mlp, prune_shared, slice_layer_conv, slice_layer_delta,
+from minitron.prune.slicing import (prune_conv, prune_delta, prune_experts, prune_heads, prune_hidden, prune_mamba,
+                                    prune_neurons, prune_shared, slice_layer_conv, slice_layer_delta,
                                     slice_layer_experts, slice_layer_heads, slice_layer_hidden, slice_layer_mamba,
-                                    slice_layer_mlp, slice_layer_shared)
+                                    slice_layer_neurons, slice_layer_shared)
 
 
 def check_target(config, target: dict[str, int], drop: list[int] | None = None) -> dict[str, int]:
@@ -265,10 +265,8 @@ def delta_plan(width: dict | None, config, sizes: dict[str, int]) -> tuple[list 
 
 def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
     arch = arch_of(model.config)
-    if plan.mlp is not None:
-        prune_mlp(model, arch, plan.mlp)
-    if plan.dense is not None:
-        prune_dense(model, arch, plan.dense)
+    if plan.mlp is not None or plan.dense is not None:
+        prune_neurons(model, arch, plan.mlp, plan.dense)
     if plan.experts is not None:  # after the neurons: the plan's neurons are kept per teacher expert
         prune_experts(model, plan.experts)
     if plan.shared is not None:
@@ -290,10 +288,7 @@ def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
 
 def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dim: int, plan: Plan, i: int) -> None:
     """What `apply_plan` does to teacher decoder layer `i` (heads of `dim` channels), on that layer alone."""
-    if plan.mlp is not None and (is_sparse(layer, arch) or not arch.moe):
-        slice_layer_mlp(layer, arch, plan.mlp[i])
-    if plan.dense is not None and not is_sparse(layer, arch):
-        slice_layer_mlp(layer, arch, plan.dense[i])
+    slice_layer_neurons(layer, arch, plan.mlp and plan.mlp[i], plan.dense and plan.dense[i])
     if plan.experts is not None:
         slice_layer_experts(layer, arch, plan.experts[i])
     if plan.shared is not None:

@@ -26,10 +26,7 @@ def slice_param(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> 
     router's or the experts' weights)."""
     t = getattr(module, name)
     kept = t.index_select(dim, index.to(t.device))
-    if name in module._buffers:
-        module._buffers[name] = kept.contiguous()
-    else:
-        setattr(module, name, _param(kept))
+    setattr(module, name, _param(kept) if isinstance(t, nn.Parameter) else kept.contiguous())
 
 
 def gather_param(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> None:
@@ -106,6 +103,14 @@ def slice_layer_mlp(layer: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     slice_linear(mlp_down(mlp, arch), 1, keep)
     if hasattr(mlp, "intermediate_size"):
         mlp.intermediate_size = len(keep)
+
+
+def slice_layer_neurons(layer: nn.Module, arch: Arch, mlp: torch.Tensor | None, dense: torch.Tensor | None) -> None:
+    """Keep the MLP neurons a plan keeps in one decoder layer: `mlp` (each expert's, in a mixture of experts' sparse
+    layer), or `dense` in a mixture of experts' dense layer (None: all)."""
+    keep = dense if arch.moe and not is_sparse(layer, arch) else mlp
+    if keep is not None:
+        slice_layer_mlp(layer, arch, keep)
 
 
 def slice_layer_heads(layer: nn.Module, arch: Arch, dim: int, keep_q: torch.Tensor, keep_kv: torch.Tensor) -> None:
@@ -242,21 +247,16 @@ def slice_embedding(emb: nn.Embedding, arch: Arch, keep: torch.Tensor) -> None:
 
 # ------------------------------------------------------------------------------------------- whole model
 
-def prune_mlp(model: nn.Module, arch: Arch, keep: list[torch.Tensor]) -> None:
-    """Keep neurons `keep[l]` (same count in every layer) of each layer's MLP (of a mixture of experts: its sparse
-    layers' experts')."""
-    for layer, idx in zip(decoder_layers(model), keep):
-        if is_sparse(layer, arch) or not arch.moe:
-            slice_layer_mlp(layer, arch, idx)
-    setattr(model.config, arch.mlp_size, keep[0].shape[-1])
-
-
-def prune_dense(model: nn.Module, arch: Arch, keep: list[torch.Tensor]) -> None:
-    """Keep neurons `keep[l]` (same count in every layer) of each of a mixture of experts' dense layers' MLP."""
-    for layer, idx in zip(decoder_layers(model), keep):
-        if not is_sparse(layer, arch):
-            slice_layer_mlp(layer, arch, idx)
-    setattr(model.config, DENSE_SIZE, len(keep[0]))
+def prune_neurons(model: nn.Module, arch: Arch, mlp: list[torch.Tensor] | None,
+                  dense: list[torch.Tensor] | None) -> None:
+    """Keep neurons `mlp[l]` of each layer's MLP (each expert's, in a mixture of experts' sparse layers) and `dense[l]`
+    in a mixture of experts' dense layers (same counts in every layer; None: all)."""
+    for i, layer in enumerate(decoder_layers(model)):
+        slice_layer_neurons(layer, arch, mlp and mlp[i], dense and dense[i])
+    if mlp:
+        setattr(model.config, arch.mlp_size, mlp[0].shape[-1])
+    if dense:
+        setattr(model.config, DENSE_SIZE, len(dense[0]))
 
 
 def prune_experts(model: nn.Module, keep: list[torch.Tensor]) -> None:
