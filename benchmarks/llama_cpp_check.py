@@ -52,7 +52,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
-            "lfm2", "lfm2_moe"]
+            "lfm2", "lfm2_moe", "glm4_moe"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -124,13 +124,16 @@ def rounded(p: torch.Tensor, name: str, dtype: str, layers: int, tied: bool) -> 
 
 def router_gap(model, ids: list[int]) -> float:
     """A mixture of experts' closest routing call over `ids`: the smallest gap, at any token and layer, between the
-    router's probability of the last expert it picks and of the best one it leaves (llama.cpp's 8-bit activations in
-    quantised products can swap those two)."""
+    router's score of the last expert it picks and of the best one it leaves (its probability; a router steered by a
+    bias picks by its sigmoid plus the bias: LFM2-MoE's, GLM-4.5's), which llama.cpp's 8-bit activations in quantised
+    products can swap."""
     k, gaps = model.config.num_experts_per_tok, []
 
     def hook(module, args, out):
-        probs = out[0].float().softmax(-1).sort(-1, descending=True).values
-        gaps.append(float((probs[:, k - 1] - probs[:, k]).min()))
+        bias = args[1] if len(args) > 1 else getattr(module, "e_score_correction_bias", None)  # (LFM2-MoE's; GLM's)
+        scores = out[0].float().softmax(-1) if bias is None else out[0].float().sigmoid() + bias
+        scores = scores.sort(-1, descending=True).values
+        gaps.append(float((scores[:, k - 1] - scores[:, k]).min()))
     arch = arch_of(model.config)
     handles = [moe_weights(moe_block(layer, arch), arch).router.register_forward_hook(hook)
                for layer in model.model.layers if is_sparse(layer, arch)]  # (LFM2-MoE's first layers are dense)
@@ -186,9 +189,9 @@ def sharpen(model, factor: float) -> None:
     logits well beyond rounding; GPT-OSS's experts by `factor` too and its sinks by 2.5 x `factor` (a wrong layout of
     its experts shows by 0.74, a plain SwiGLU for its clamped one by 0.58, zeroed expert biases by 0.29, zeroed sinks
     by 0.013; unscaled, only the biases did); LFM2's short convolutions' filters by `factor` and their in_proj by 6 (its
-    filters' taps written reversed show by 0.52, zeroed by 0.56; unscaled, neither did); LFM2-MoE's experts by
-    `factor`, its routers by ROUTER_SCALE and the bias that steers their picks by half of it (a softmax router written
-    for its sigmoid one shows by 0.46, the bias zeroed by 0.89; unscaled, by 0 and 0.009)."""
+    filters' taps written reversed show by 0.52, zeroed by 0.56; unscaled, neither did); LFM2-MoE's and GLM-4.5's
+    experts by `factor`, their routers by ROUTER_SCALE and the bias that steers their picks by half of it (LFM2-MoE's:
+    a softmax router written for its sigmoid one shows by 0.46, the bias zeroed by 0.89; unscaled, by 0 and 0.009)."""
     from minitron.arch import arch_of, attention_of, attention_rows, conv_of
 
     arch = arch_of(model.config)
@@ -198,12 +201,14 @@ def sharpen(model, factor: float) -> None:
             conv.in_proj.weight.mul_(6.0)
         for layer in filter(lambda layer: is_sparse(layer, arch), model.model.layers):
             w = moe_weights(moe_block(layer, arch), arch)
-            if arch.oss_experts or w.block is not None:  # GPT-OSS's experts, LFM2-MoE's
+            steer = w.block.expert_bias if w.block is not None else getattr(w.router, "e_score_correction_bias", None)
+            glm = w.block is None and steer is not None  # (by `factor`, its experts' output hides their scale)
+            if arch.oss_experts or steer is not None:  # GPT-OSS's experts, LFM2-MoE's, GLM-4.5's
                 for param in (w.experts.gate_up_proj, w.experts.down_proj):
-                    param.mul_(factor)
-            if w.block is not None:  # LFM2-MoE's router and the bias that steers its picks
+                    param.mul_(factor / 2 if glm else factor)
+            if steer is not None:  # LFM2-MoE's and GLM-4.5's router and the bias that steers its picks
                 w.router.weight.mul_(ROUTER_SCALE)
-                w.block.expert_bias.mul_(ROUTER_SCALE / 2)
+                steer.mul_(ROUTER_SCALE / 2)
         for layer in filter(attention_of, model.model.layers):  # a hybrid's layers with attention
             query, (key, _) = attention_rows(layer, arch)
             for rows in (query, key):
@@ -292,15 +297,19 @@ def tiny_model(family: str, seed: int = 0):
                           pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "lfm2_moe": dict(layer_types=["conv", "full_attention"] * 2, tie_word_embeddings=False, num_experts=6,
                               num_experts_per_tok=2, num_dense_layers=1, moe_intermediate_size=96, intermediate_size=80,
-                              pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})
+                              pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "glm4_moe": dict(n_routed_experts=6, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                              moe_intermediate_size=96, intermediate_size=80, attention_bias=True, use_qk_norm=True,
+                              routed_scaling_factor=2.5, num_nextn_predict_layers=0, pad_token_id=None,
+                              bos_token_id=None, eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))  # (Apertus's xIELU scalars, GPT-OSS's sinks and biases too)
-        for name, b in model.named_buffers():  # LFM2-MoE's bias on its router's picks
-            if name.endswith(".expert_bias"):
+        for name, b in model.named_buffers():  # LFM2-MoE's and GLM-4.5's bias on its router's picks
+            if name.endswith((".expert_bias", ".e_score_correction_bias")):
                 b.add_(0.1 * torch.randn_like(b))
     sharpen(model, 8.0)
     return model.eval()
@@ -378,7 +387,7 @@ def table(saved: dict) -> str:
         family, d, c = max(moe, key=lambda cell: cell[2]["shortfall_file"])
         lines[-1] += (f" The largest shortfall of a mixture of experts, {family} {d}'s {small(c['shortfall_file'])}, "
                       f"comes where its router makes a close call: the last expert it picks and the best one it leaves "
-                      f"differ by {small(c['router_gap'])} in routing probability at some token, which llama.cpp's "
+                      f"differ by {small(c['router_gap'])} in routing score at some token, which llama.cpp's "
                       "8-bit activations in quantised products can swap.")
     return "\n".join(lines) + "\n"
 

@@ -48,17 +48,22 @@ class SharedNames:
     """Where a mixture of experts' shared expert is and what its parts and size are called: Qwen's (the default) in
     the block as `shared_expert`, gate_proj and up_proj apart, its output gated by the block's `shared_expert_gate`;
     Granite 4's (`GRANITE_SHARED`) in the layer as `shared_mlp`, its gate and up rows fused in `input_linear`,
-    ungated."""
+    ungated; GLM-4.5's (`GLM_SHARED`) in the block as `shared_experts`, ungated, as wide as `count` experts
+    (`shared_width`)."""
 
     module: str = "shared_expert"
     in_layer: bool = False  # in the decoder layer, beside the block (else in the block)
     fused: str | None = None  # its one gate-and-up linear (None: gate_proj and up_proj)
     down: str = "down_proj"
     gate: str | None = "shared_expert_gate"  # the block's one-row gate of its output (None: ungated)
-    size: str = "shared_expert_intermediate_size"  # the config's name of its neurons
+    size: str | None = "shared_expert_intermediate_size"  # the config's name of its neurons (None: `count`'s)
+    # The config's name of the number of experts whose neurons it has (None: its own `size`): its width is that many
+    # times each routed expert's, and follows it
+    count: str | None = None
 
 
 GRANITE_SHARED = SharedNames("shared_mlp", True, "input_linear", "output_linear", None, "shared_intermediate_size")
+GLM_SHARED = SharedNames("shared_experts", gate=None, size=None, count="n_shared_experts")
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,13 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # EXAONE 4 (1.2B, 32B): OLMo 2's layer with per-head q/k norms; with a window, sliding layers with RoPE and global
     # ones without (the 32B: three of four slide), without one every layer global with RoPE (the 1.2B)
     Arch("exaone4", _POST),
+    # GLM-4.5 (Air: 106B-A12B; 355B-A32B; GLM-4.6, 4.7): the first first_k_dense_replace layers with an MLP, the
+    # others with a mixture of experts: 128 or 160 routed experts (a sigmoid router whose picks a per-expert bias
+    # steers, `e_score_correction_bias`, within groups of them) and a shared expert as wide as n_shared_experts of
+    # them (`GLM_SHARED`); q/k/v biases, per-head q/k norms where set, RoPE on half of each head; its multi-token
+    # prediction layers, which transformers does not build, are left out (`as_built`)
+    Arch("glm4_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
+         shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace"),
     # Mixtures of experts, a router and top-k experts in place of every layer's MLP: Qwen3-MoE (30B-A3B, 235B-A22B,
     # Coder; every layer sparse), Mixtral (8x7B, 8x22B) and OLMoE (1B-7B: q/k norms over the whole projection, sized
     # by hidden_size)
@@ -285,8 +297,21 @@ def prunable_sizes(config) -> tuple[str, ...]:
     (`Arch.experts_size`) and its shared expert's neurons, of a hybrid its recurrent layers' heads (`mixer_sizes`)."""
     arch = arch_of(config)
     return ("hidden_size", arch.mlp_size, *PRUNABLE_SIZES[2:], *((arch.experts_size,) if arch.moe else ()),
-            *((arch.shared_names.size,) if arch.shared_expert else ()), *mixer_sizes(arch),
+            *((arch.shared_names.size,) if arch.shared_expert and arch.shared_names.size else ()), *mixer_sizes(arch),
             *((DENSE_SIZE,) if dense_layers(config) else ()))
+
+
+def shared_width(config, sizes: dict[str, int] | None = None) -> int:
+    """A mixture of experts' shared expert's neurons (0: none) in the config, or in a target's resolved `sizes` (by
+    the config's names): its own size, or n_shared_experts x each routed expert's neurons where it follows them
+    (`SharedNames.count`: GLM-4.5's)."""
+    arch = arch_of(config)
+    if not arch.shared_expert:
+        return 0
+    names, sizes = arch.shared_names, sizes or {}
+    if names.count:
+        return getattr(config, names.count) * sizes.get(arch.mlp_size, getattr(config, arch.mlp_size))
+    return sizes.get(names.size, getattr(config, names.size))
 
 
 def layers_differ(config) -> bool:
@@ -386,7 +411,11 @@ def as_built(config):
     MLP neurons, which its block_auto_adjust_ff_dim takes as 2/3 of intermediate_size times block_ffn_dim_multiplier,
     rounded up to a multiple of block_multiple_of (a pruned model's neurons are whatever they are). The model is the
     same; its config then reads as every other family's does. LFM2's older names for its widths, which transformers
-    does not read, are left out, so that no pruned model's config holds a stale copy (`LFM2_ALIASES`)."""
+    does not read, are left out, so that no pruned model's config holds a stale copy (`LFM2_ALIASES`). GLM-4.5's
+    multi-token prediction layers, stored after its decoder layers, are not built by transformers: minitron reads
+    neither them nor their count (num_nextn_predict_layers, 0 in the configs it writes)."""
+    if config.model_type == "glm4_moe":
+        config.num_nextn_predict_layers = 0
     for name in LFM2_ALIASES if config.model_type in ("lfm2", "lfm2_moe") else ():
         if hasattr(config, name):
             delattr(config, name)
@@ -673,8 +702,10 @@ OSS_EXPERTS = (ExpertParam("router", "weight", hidden=1), ExpertParam("router", 
                ExpertParam("experts", "gate_up_proj_bias", neurons=1, gated="pairs"),
                ExpertParam("experts", "down_proj", hidden=2, neurons=1),
                ExpertParam("experts", "down_proj_bias", hidden=1))
-# A block's per-expert bias that steers the router's picks (LFM2-MoE's `expert_bias` buffer), where it has one
+# A per-expert bias that steers the router's picks, where there is one: the block's (LFM2-MoE's `expert_bias`
+# buffer) or the router's own (GLM-4.5's `e_score_correction_bias`, which the router adds itself)
 EXPERT_BIAS = ExpertParam("block", "expert_bias")
+ROUTER_BIAS = ExpertParam("router", "e_score_correction_bias")
 
 
 @dataclass(frozen=True)
@@ -689,7 +720,9 @@ class MoEWeights:
 
     @property
     def params(self) -> tuple[ExpertParam, ...]:
-        return (OSS_EXPERTS if self.oss else ROW_EXPERTS) + ((EXPERT_BIAS,) if self.block is not None else ())
+        steered = (EXPERT_BIAS,) if self.block is not None else \
+            (ROUTER_BIAS,) if hasattr(self.router, ROUTER_BIAS.name) else ()
+        return (OSS_EXPERTS if self.oss else ROW_EXPERTS) + steered
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The router on tokens x (tokens, hidden): (logits, the picked experts' weights, the picked experts), as the

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from minitron.arch import ATTENTION, MLP, RECURRENT, arch_of, head_dim, num_experts, tied
+from minitron.arch import ATTENTION, MLP, RECURRENT, arch_of, head_dim, num_experts, shared_width, tied
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
@@ -77,8 +77,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
             Ministral 3, Qwen2, Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan dense, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3
             text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2,
-            Qwen3-MoE, Mixtral, OLMoE, Granite-MoE, Qwen2-MoE, Nemotron-H, Qwen3.5 or Qwen3.5-MoE checkpoint), a
-            .gguf file or 'default'.
+            Qwen3-MoE, Mixtral, OLMoE, Granite-MoE, Qwen2-MoE, GLM-4.5, Nemotron-H, Qwen3.5 or Qwen3.5-MoE
+            checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -278,15 +278,18 @@ def olmo3_keys(writer: gguf.GGUFWriter, config) -> None:
 
 
 def moe_keys(writer: gguf.GGUFWriter, config) -> None:
-    """A mixture of experts' experts and experts a token; Qwen3-MoE's, Qwen2-MoE's and Qwen3.5-MoE's expert width
-    (their feed_forward_length is that of dense layers, which they have none of), and a shared expert's."""
+    """A mixture of experts' experts and experts a token; Qwen3-MoE's, Qwen2-MoE's, Qwen3.5-MoE's and GLM-4.5's
+    expert width (their feed_forward_length is that of dense layers), and a shared expert's width, or the number of
+    experts it is as wide as (GLM-4.5's, `SharedNames.count`)."""
     arch = arch_of(config)
     writer.add_expert_count(num_experts(config))
     writer.add_expert_used_count(config.num_experts_per_tok)
     if arch.mlp_size == "moe_intermediate_size":
         writer.add_expert_feed_forward_length(config.moe_intermediate_size)
-    if arch.shared_expert:
-        writer.add_expert_shared_feed_forward_length(getattr(config, arch.shared_names.size))
+    if arch.shared_expert and arch.shared_names.count:
+        writer.add_expert_shared_count(getattr(config, arch.shared_names.count))
+    elif arch.shared_expert:
+        writer.add_expert_shared_feed_forward_length(shared_width(config))
 
 
 def gpt_oss_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -347,6 +350,16 @@ def lfm2_moe_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
 
 
+def glm4_moe_keys(writer: gguf.GGUFWriter, config) -> None:
+    """GLM-4.5's experts, shared expert and their width, its leading dense layers and its sigmoid router, whose
+    routing weights are renormalised (norm_topk_prob) and scaled (routed_scaling_factor)."""
+    moe_keys(writer, config)
+    writer.add_leading_dense_block_count(config.first_k_dense_replace)
+    writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+    writer.add_expert_weights_norm(config.norm_topk_prob)
+    writer.add_expert_weights_scale(config.routed_scaling_factor)
+
+
 def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
     """Qwen3.5's Gated DeltaNet sizes under llama.cpp's `ssm.*` keys (key heads as groups, value heads as the time-step
     rank, the key head size as the state), which layers are recurrent, and its RoPE's sections (the config's
@@ -369,7 +382,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys, "qwen3_5_text": qwen3_5_keys,
                "qwen3_5_moe_text": lambda writer, config: (qwen3_5_keys(writer, config), moe_keys(writer, config)),
                "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys,
-               "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys}
+               "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys, "glm4_moe": glm4_moe_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

@@ -367,6 +367,15 @@ def check_lfm2_moe(config) -> None:
                             "bias and renormalises the picked experts' weights, unscaled")
 
 
+def check_glm4_moe(config) -> None:
+    """Refuse a GLM-4.5 whose router picks its experts within groups (topk_group of n_group): llama.cpp's glm4moe graph
+    picks among them all (the released models have one group)."""
+    if config.topk_group < config.n_group:
+        raise MinitronError(f"cannot export a GLM-4.5 model that routes within topk_group={config.topk_group} of "
+                            f"n_group={config.n_group} groups of experts: llama.cpp's glm4moe graph picks among "
+                            "them all")
+
+
 def check_qwen2_moe(config) -> None:
     """Refuse a Qwen2-MoE that renormalises its picked experts' weights: llama.cpp's qwen2moe graph never does (the
     released ones do not)."""
@@ -402,4 +411,4 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
-                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe}
+                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "glm4_moe": check_glm4_moe}

@@ -131,7 +131,8 @@ def read_config(meta: Metadata, reader, tensors: dict):
               "use_bias": "blk.0.attn_q.bias" in tensors,  # ERNIE's one flag
               "use_qkv_bias": "blk.0.attn_q.bias" in tensors,  # StableLM's
               "qkv_bias": "blk.0.attn_q.bias" in tensors,  # Qwen2-MoE's
-              "attention_out_bias": "blk.0.attn_output.bias" in tensors}  # Seed-OSS's o_proj
+              "attention_out_bias": "blk.0.attn_output.bias" in tensors,  # Seed-OSS's o_proj
+              "use_qk_norm": "blk.0.attn_q_norm.weight" in tensors}  # GLM-4.5's per-head q/k norms, where it has them
     defaults = AutoConfig.for_model(model_type)
     settings.update({name: value for name, value in biases.items() if hasattr(defaults, name)})
     settings.update(FAMILY_SETTINGS.get(model_type, lambda *_: {})(meta, settings["num_hidden_layers"]))
@@ -339,6 +340,19 @@ def qwen2_moe(meta: Metadata, layers: int) -> dict:
     return {**shared_moe(meta, layers), "norm_topk_prob": False, "mlp_only_layers": [], "decoder_sparse_step": 1}
 
 
+def glm4_moe(meta: Metadata, layers: int) -> dict:
+    """GLM-4.5's experts, experts a token and each expert's width, its shared expert (as wide as expert_shared_count
+    experts), its leading dense layers and its router's renormalising and scale; one group of experts, no multi-token
+    prediction layers (as llama.cpp's glm4moe graph computes it: `check_glm4_moe`)."""
+    experts = mixtral(meta, layers)
+    return {"n_routed_experts": experts.pop("num_experts"), **experts, "n_group": 1, "topk_group": 1,
+            "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
+            "n_shared_experts": required(meta, "expert_shared_count", int),
+            "first_k_dense_replace": int(meta.get("leading_dense_block_count", 0)),
+            "norm_topk_prob": bool(meta.get("expert_weights_norm", False)),
+            "routed_scaling_factor": float(meta.get("expert_weights_scale", 1.0)), "num_nextn_predict_layers": 0}
+
+
 def gpt_oss(meta: Metadata, layers: int) -> dict:
     """GPT-OSS's experts, experts a token and their width, its window and sliding layers (as OLMo 3's)."""
     return {**local_experts(meta, layers), **olmo3(meta, layers),
@@ -350,7 +364,7 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
                    "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss,
-                   "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe}
+                   "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).

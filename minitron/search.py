@@ -114,10 +114,11 @@ class ParamCounter:
 
     For a fixed hidden_size a model's parameters are base + the sum of its layers' costs: the embeddings, final norm and
     lm_head do not depend on the layers, and each layer's cost is c + a_heads * heads + experts * (a_expert + a_mlp *
-    neurons) + a_mixer * recurrent heads: its attention is affine in its query heads, its MLP in its neurons (a mixture
-    of experts': each expert's router row and neurons; a dense MLP is one expert) and a hybrid's recurrent mixer in its
-    heads. A model's layers all cost the same; a hybrid's cost by kind (`config.layer_types`), and a mixture of experts'
-    dense layers are a kind of their own (`layers_differ`), so its count at a depth depends on which layers go: `drops`
+    neurons) + a_shared * neurons + a_mixer * recurrent heads: its attention is affine in its query heads, its MLP in
+    its neurons (a mixture of experts': each expert's router row and neurons, and a shared expert's where its width
+    follows theirs, GLM-4.5's; a dense MLP is one expert) and a hybrid's recurrent mixer in its heads. A model's layers
+    all cost the same; a hybrid's cost by kind (`config.layer_types`), and a mixture of experts' dense layers are a
+    kind of their own (`layers_differ`), so its count at a depth depends on which layers go: `drops`
     (depth -> the layers dropped, `layer_drops`) says, and without it only the teacher's depth is counted. A few builds
     of one or two layers per hidden_size give every number. Where the attention is hidden_size wide
     (`Arch.attention_is_hidden`), the heads are hidden_size / head_dim: a_heads is 0; where the Mamba-2 mixers are
@@ -166,15 +167,16 @@ class ParamCounter:
         return base + sum(per_layer[:depth])
 
     def cost(self, coef: tuple[int, ...], sizes: dict[str, int]) -> int:
-        """A layer's parameters from its kind's (c, a_heads, a_mlp, a_expert, a_mixer)."""
-        c, a_heads, a_mlp, a_expert, a_mixer = coef
+        """A layer's parameters from its kind's (c, a_heads, a_mlp, a_expert, a_mixer, a_shared)."""
+        c, a_heads, a_mlp, a_expert, a_mixer, a_shared = coef
         experts = sizes[self.arch.experts_size] if self.arch.moe else 1
         mixer = sizes[self.mixer[0]] if self.mixer else 0
-        return c + a_heads * sizes["num_attention_heads"] + experts * (a_expert + a_mlp * sizes[self.axes[2]]) + \
-            a_mixer * mixer
+        neurons = sizes[self.axes[2]]
+        return c + a_heads * sizes["num_attention_heads"] + experts * (a_expert + a_mlp * neurons) + \
+            a_shared * neurons + a_mixer * mixer
 
     def coefficients(self, D: int) -> tuple[int, dict[str, tuple[int, ...]]]:
-        """(base, {kind: (c, a_heads, a_mlp, a_expert, a_mixer)}) at hidden size D, built once."""
+        """(base, {kind: (c, a_heads, a_mlp, a_expert, a_mixer, a_shared)}) at hidden size D, built once."""
         if D not in self.coef:
             shape = {**{a: getattr(self.config, a) for a in self.axes}, "hidden_size": D}
             if self.arch.attention_is_hidden:  # its heads follow hidden_size: D / head_dim of them, always
@@ -194,20 +196,27 @@ class ParamCounter:
         return self.coef[D]
 
     def _layer(self, shape: dict[str, int], i: int, base: int) -> tuple[int, ...]:
-        """(c, a_heads, a_mlp, a_expert, a_mixer) of teacher layer i's kind: what it adds to `base`, and what one
-        more query head, one more neuron in every expert, one more expert and one more recurrent head add to it."""
+        """(c, a_heads, a_mlp, a_expert, a_mixer, a_shared) of teacher layer i's kind: what it adds to `base`, and
+        what one more query head, one more neuron in every expert, one more expert, one more recurrent head and one
+        more neuron of the shared expert for each expert neuron (where its width follows theirs: GLM-4.5's) add."""
         H0, F0, E0 = shape["num_attention_heads"], shape[self.axes[2]], num_experts(self.config) or 1
+        F, E = self.axes[2], self.arch.experts_size
         count = self._build(shape, [i])
         a_heads = 0 if self.arch.attention_is_hidden else self._build(shape, [i], num_attention_heads=H0 + 1) - count
-        a_mlp = (self._build(shape, [i], **{self.axes[2]: F0 + 1}) - count) // E0
-        a_expert = self._build(shape, [i], **{self.arch.experts_size: E0 + 1}) - count - a_mlp * F0 \
-            if self.arch.moe else 0
+        grown = self._build(shape, [i], **{F: F0 + 1}) - count  # a neuron more in every expert (and the shared one)
+        a_expert = self._build(shape, [i], **{E: E0 + 1}) - count if self.arch.moe else 0  # an expert more, F0 wide
+        a_mlp, a_shared = grown // E0, 0
+        if self.arch.moe and self.arch.shared_names.count:  # one more expert of F0 + 1 neurons tells them apart
+            a_mlp = self._build(shape, [i], **{E: E0 + 1, F: F0 + 1}) - self._build(shape, [i], **{F: F0 + 1}) - \
+                a_expert
+            a_shared = grown - E0 * a_mlp
+        a_expert -= a_mlp * F0
         a_mixer, M0 = 0, 0
         if self.mixer:
             M0 = shape[self.mixer[0]]
             a_mixer = self._build(shape, [i], **{self.mixer[0]: M0 + 1}) - count
-        c = count - base - a_heads * H0 - E0 * (a_expert + a_mlp * F0) - a_mixer * M0
-        return c, a_heads, a_mlp, a_expert, a_mixer
+        c = count - base - a_heads * H0 - E0 * (a_expert + a_mlp * F0) - a_shared * F0 - a_mixer * M0
+        return c, a_heads, a_mlp, a_expert, a_mixer, a_shared
 
     def _build(self, shape: dict[str, int], keep: list[int], **change: int) -> int:
         """The parameters of `shape` with only the teacher's layers `keep` (two for a dense model: the first two),

@@ -20,7 +20,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
-            "lfm2", "lfm2_moe"]
+            "lfm2", "lfm2_moe", "glm4_moe"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -189,6 +189,16 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                                 "layer_types": kinds[:sizes["num_hidden_layers"]], **sizes,
                                 "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
                              pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "glm4_moe":  # the first layer with an MLP of 80 neurons, the others with six experts, two a token,
+        # picked by a sigmoid router steered by a bias, their weights renormalised and scaled, and a shared expert as
+        # wide as one of them; q/k/v biases, per-head q/k norms, RoPE on half of each head (as GLM-4.5's first layers)
+        from transformers import Glm4MoeConfig
+
+        return Glm4MoeConfig(**{"n_routed_experts": 6, "num_experts_per_tok": 2, "n_shared_experts": 1,
+                                "first_k_dense_replace": 1, "moe_intermediate_size": sizes.pop("intermediate_size"),
+                                "intermediate_size": 80, "attention_bias": True, "use_qk_norm": True,
+                                "routed_scaling_factor": 2.5, "num_nextn_predict_layers": 0, **sizes},
+                             pad_token_id=None, bos_token_id=None, eos_token_id=None)
     raise ValueError(family)
 
 
@@ -213,8 +223,8 @@ def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))
-        for name, b in model.named_buffers():  # LFM2-MoE's bias on its router's picks
-            if name.endswith(".expert_bias"):
+        for name, b in model.named_buffers():  # LFM2-MoE's and GLM-4.5's bias on its router's picks
+            if name.endswith((".expert_bias", ".e_score_correction_bias")):
                 b.add_(0.1 * torch.randn_like(b))
     return model.eval()
 

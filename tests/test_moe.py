@@ -22,7 +22,7 @@ from minitron.prune import Plan, apply_plan, check_target, params_of, target_con
 from minitron.search import budget_of, enumerate_shapes
 
 MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe",
-       "gpt_oss", "lfm2_moe"]
+       "gpt_oss", "lfm2_moe", "glm4_moe"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -65,9 +65,12 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
         out = out * routed[..., None]
         act = act * (routed > 0)[..., None]
         neurons, contribution = moe_activations(w, x)
-        names = arch_of(model.config).shared_names  # a shared expert in the block (Granite 4's: in the layer)
-        shared = torch.sigmoid(block.shared_expert_gate(x)) * block.shared_expert(x) \
-            if arch_of(model.config).shared_expert and not names.in_layer else 0
+        names = arch_of(model.config).shared_names  # a shared expert in the block (Granite 4's: in the layer), gated
+        # or not (GLM-4.5's)
+        shared = 0
+        if arch_of(model.config).shared_expert and not names.in_layer:
+            shared = getattr(block, names.module)(x)
+            shared = torch.sigmoid(getattr(block, names.gate)(x)) * shared if names.gate else shared
         y = block(x)
         y = y[0] if isinstance(y, tuple) else y  # GPT-OSS's block returns its router scores too
         assert_close(out.sum(1).view(2, 12, 64) + shared, y, rtol=1e-5, atol=1e-6)
@@ -90,7 +93,9 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
 
         def route(x, *steer, router=router):
             logits = F.linear(x.reshape(-1, 64), router.weight, getattr(router, "bias", None))  # (GPT-OSS's bias)
-            if steer:  # LFM2-MoE: sigmoid scores, the picks steered by the block's bias, the picked scores renormalised
+            steer = steer or ([router.e_score_correction_bias] if hasattr(router, "e_score_correction_bias") else [])
+            if steer:  # LFM2-MoE (the block's bias), GLM-4.5 (the router's): sigmoid scores, the picks steered by the
+                # bias, the picked scores renormalised and scaled
                 scores = logits.sigmoid()
                 picks = (scores + steer[0]).index_fill(1, torch.tensor([1, 4]), float("-inf")).topk(2, dim=-1)[1]
                 top = scores.gather(1, picks)
@@ -114,20 +119,22 @@ def test_a_target_prunes_the_families_own_sizes(family):
     config = tiny_config(family)
     mlp = arch_of(config).mlp_size
     experts = arch_of(config).experts_size
-    assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe", "lfm2_moe")
-                   else "intermediate_size")
+    assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe", "lfm2_moe",
+                                                         "glm4_moe") else "intermediate_size")
     assert experts == ("num_local_experts" if family in ("granitemoe", "gpt_oss", "granitemoehybrid_moe")
-                       else "num_experts")
+                       else "n_routed_experts" if family == "glm4_moe" else "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
         check_target(config, {experts: 1})
+    with pytest.raises(MinitronError, match=f"target {mlp}=44 is refused: .* multiples of 8"):  # (grouped_mm's rows)
+        check_target(config, {mlp: 44})
     if family == "qwen3_moe":  # intermediate_size is the width of dense layers, which a sparse Qwen3-MoE has none of
         with pytest.raises(MinitronError, match="cannot prune intermediate_size of this qwen3_moe model; a target may "
                                                 "set hidden_size, moe_intermediate_size, .*num_experts"):
             check_target(config, {"intermediate_size": 48})
 
 
-@pytest.mark.parametrize("family", ["lfm2_moe", "qwen3_moe"])
+@pytest.mark.parametrize("family", ["lfm2_moe", "qwen3_moe", "glm4_moe"])
 def test_a_mixture_of_experts_dense_layers_keep_neurons_of_their_own(family, tmp_path, tiny_data):
     """A mixture of experts with dense layers among its sparse ones (LFM2-MoE's first, Qwen-MoE's mlp_only_layers):
     their neurons are a size of their own (intermediate_size), scored apart ("dense"), and keeping some equals zeroing
@@ -139,6 +146,7 @@ def test_a_mixture_of_experts_dense_layers_keep_neurons_of_their_own(family, tmp
     model, config = tiny_model(family, **overrides), tiny_config(family, **overrides)
     dense, F_dense = dense_layers(config), config.intermediate_size
     assert dense == ([1] if family == "qwen3_moe" else [0]) and "intermediate_size" in prunable_sizes(config)
+    experts = arch_of(config).experts_size
     keep = [torch.randperm(F_dense, generator=torch.Generator().manual_seed(l))[:24].sort().values for l in range(4)]
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
@@ -152,7 +160,7 @@ def test_a_mixture_of_experts_dense_layers_keep_neurons_of_their_own(family, tmp
     with torch.no_grad():
         assert_close(pruned(IDS).logits, zeroed(IDS).logits, rtol=1e-5, atol=1e-5)
     save_tiny(tmp_path / "m", family, **overrides)
-    target = ("hidden_size=48,num_attention_heads=6,moe_intermediate_size=64,num_experts=4,intermediate_size=40,"
+    target = (f"hidden_size=48,num_attention_heads=6,moe_intermediate_size=64,{experts}=4,intermediate_size=40,"
               "num_hidden_layers=3")
     args = ["--model", tmp_path / "m", "--data", tiny_data, "--prune.calib-seqs", 4, "--prune.seq-len", 16,
             "--prune.layer-criterion", "loss", "--target", target]
@@ -249,9 +257,12 @@ def test_the_report_plots_a_mixture_of_experts_importance(tmp_path):
 def test_olmoe_keeps_its_attention_as_wide_as_its_hidden_size(capsys, tmp_path):
     """transformers sizes OLMoE's q/k norms by hidden_size: a target's hidden size sets the heads (of the teacher's
     head_dim) unless it sets them too (`prune.attention_follows`); a hidden size that is no whole number of heads, or
-    heads that do not fill it, are refused in one line; the pruned model loads."""
+    heads that do not fill it, are refused in one line (StableLM's the same); the pruned model loads."""
     save_tiny(tmp_path / "m", "olmoe")
     err = cli_error(capsys, "prune", "--model", tmp_path / "m", "--target", "hidden_size=44", "--dry-run")
+    assert "target hidden_size=44 is refused: a mixture of experts' hidden size and expert width must be" in err
+    save_tiny(tmp_path / "s", "stablelm")
+    err = cli_error(capsys, "prune", "--model", tmp_path / "s", "--target", "hidden_size=44", "--dry-run")
     assert ("num_attention_heads x head_dim = 8 x 8 = 64 is not hidden_size 44; prune heads and hidden channels "
             "together") in err
     err = cli_error(capsys, "prune", "--model", tmp_path / "m", "--target", "hidden_size=48,num_attention_heads=4",
@@ -302,6 +313,61 @@ def test_pruning_the_shared_experts_neurons_equals_zeroing_them(family, tmp_path
         assert_close(pruned(IDS).logits, zeroed(IDS).logits, rtol=1e-5, atol=1e-6)
         pruned.save_pretrained(tmp_path)
         assert_close(AutoModelForCausalLM.from_pretrained(tmp_path).eval()(IDS).logits, pruned(IDS).logits)
+
+
+def test_glm_shared_expert_follows_the_experts_width(tmp_path, tiny_data):
+    """GLM-4.5's shared expert is as wide as n_shared_experts routed experts (transformers builds it so): a target
+    sets the experts' neurons and the shared expert keeps as many times them, chosen by its own scores; keeping some
+    of the experts' and of its neurons equals zeroing the others' down columns, and the student reloads. Its
+    multi-token prediction layer, stored after the decoder layers, is neither read nor written (its count 0). Experts
+    picked within groups are not pruned; llama.cpp's graph, which picks among them all, refuses such a model."""
+    from minitron.arch import shared_width
+    from minitron.export_checks import check_exportable
+
+    config = tiny_config("glm4_moe", n_shared_experts=2)
+    assert "shared_expert_intermediate_size" not in prunable_sizes(config) and shared_width(config) == 192
+    assert shared_width(config, check_target(config, {"moe_intermediate_size": 40})) == 80
+    model, arch = tiny_model("glm4_moe", n_shared_experts=2), arch_of(config)
+    neurons = torch.tensor([0, 1, 4, 9, 16, 25, 30, 36, 42, 49, 56, 64, 72, 81, 88, 95])
+    shared = torch.cat([neurons, 96 + neurons])
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in zeroed.model.layers[1:]:
+            shared_down(layer, arch).weight[:, torch.ones(192, dtype=torch.bool).scatter_(0, shared, False)] = 0
+            moe_weights(moe_block(layer, arch), arch).experts.down_proj[
+                :, :, torch.ones(96, dtype=torch.bool).scatter_(0, neurons, False)] = 0
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, [neurons[None].expand(6, -1)] * 4, [],
+                                                   shared=[shared] * 4))
+    assert pruned.config.moe_intermediate_size == 16 and shared_width(pruned.config) == 32
+    with torch.no_grad():
+        assert_close(pruned(IDS).logits, zeroed(IDS).logits, rtol=1e-5, atol=1e-6)
+        pruned.save_pretrained(tmp_path / "p")
+        assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "p").eval()(IDS).logits, pruned(IDS).logits)
+
+    save_tiny(tmp_path / "m", "glm4_moe")  # with a multi-token prediction layer stored after its four
+    stored = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**stored, "num_nextn_predict_layers": 1}))
+    with safe_open(tmp_path / "m" / "model.safetensors", "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    from safetensors.torch import save_file
+
+    mtp = {k.replace("layers.3.", "layers.4."): v.clone() for k, v in tensors.items() if ".layers.3." in k}
+    save_file({**tensors, **mtp, "model.layers.4.eh_proj.weight": torch.zeros(64, 128)},
+              tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
+    assert load_config(tmp_path / "m").num_nextn_predict_layers == 0
+    for stream in ("--stream", "--no-stream"):
+        run_cli("prune", "--model", tmp_path / "m", "--data", tiny_data, "--prune.calib-seqs", 4, "--prune.seq-len",
+                16, "--target", "moe_intermediate_size=48", stream, "--out", tmp_path / stream)
+        written = AutoModelForCausalLM.from_pretrained(tmp_path / stream)
+        assert written.config.num_nextn_predict_layers == 0 and shared_width(written.config) == 48
+        with safe_open(tmp_path / stream / "model.safetensors", "pt") as f:
+            assert not any(".layers.4." in k for k in f.keys())
+
+    grouped = tiny_config("glm4_moe", n_group=2, topk_group=1)
+    with pytest.raises(MinitronError, match="its router picks them in n_group=2 groups"):
+        check_target(grouped, {"n_routed_experts": 4})
+    with pytest.raises(MinitronError, match="routes within topk_group=1 of n_group=2 groups of experts"):
+        check_exportable(grouped)
 
 
 def test_a_qwen2_moe_that_llama_cpp_computes_otherwise_is_refused():

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import own_names, tiny_model
 from minitron.arch import (PER_LAYER, arch_of, attention_of, attention_out, count_params, head_dim, is_sparse,
-                           mlp_down, mlp_of, moe_block, moe_weights)
+                           mlp_down, mlp_of, moe_block, moe_weights, shared_width)
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
 from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
@@ -151,7 +151,9 @@ def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_
                 [s.topk(4).indices.sort().values for s in r["experts"]] if arch.moe else None,
                 mamba=[select_heads(s, 2, 4, 2)[0] for s in r["mamba"]] if arch.mamba_expand else None,
                 conv=[s.topk(target["hidden_size"]).indices.sort().values for s in r["conv"]]
-                if arch.mixer == "conv" else None)  # LFM2's short convolutions are as wide as the hidden size
+                if arch.mixer == "conv" else None,  # LFM2's short convolutions are as wide as the hidden size
+                shared=[s.topk(shared_width(model.config, sizes)).indices.sort().values for s in r["shared"]]
+                if arch.shared_names.count else None)  # GLM-4.5's shared expert is as wide as its experts
     pruned = apply_plan(copy.deepcopy(model), plan)
     assert count_params(pruned) == expected
     pruned.save_pretrained(tmp_path)
@@ -181,7 +183,8 @@ def test_unsupported_architecture_is_refused_by_name():
     from transformers import GPT2Config
 
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
-                                            "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, gpt_oss, granite, "
+                                            "ernie4_5, exaone4, gemma, gemma2, gemma3_text, glm4, glm4_moe, gpt_oss, "
+                                            "granite, "
                                             "granitemoe, granitemoehybrid, hunyuan_v1_dense, lfm2, lfm2_moe, llama, "
                                             "ministral3, mistral, mixtral, nemotron, nemotron_h, olmo2, olmo3, olmoe, "
                                             "phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, qwen3_moe, "

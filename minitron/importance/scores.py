@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from minitron.arch import DENSE_SIZE, arch_of, count_params, num_experts, prunable_sizes
+from minitron.arch import DENSE_SIZE, arch_of, count_params, num_experts, prunable_sizes, shared_width
 from minitron.errors import MinitronError
 from minitron.importance.weights import random_scores
 from minitron.io import atomic_dir, write_json
@@ -85,7 +85,7 @@ class Scores:
         lengths = {"hidden": sizes["hidden_size"], "hidden_pooled": sizes["hidden_size"],
                    "mlp": sizes[arch_of(config).mlp_size], "experts": num_experts(config),
                    "mamba": sizes.get(names.heads), "mamba_dim": sizes.get(names.head_dim),
-                   "delta": sizes.get("linear_num_value_heads"), "shared": sizes.get(arch_of(config).shared_names.size),
+                   "delta": sizes.get("linear_num_value_heads"), "shared": shared_width(config, sizes),
                    "conv": sizes["hidden_size"], "dense": sizes.get(DENSE_SIZE)}
         for name, t in self.tensors.items():
             part = name.rsplit("/", 1)[-1]

@@ -19,7 +19,7 @@ from torch import nn
 from minitron.arch import (DENSE_SIZE, Arch, MoEWeights, attention_inputs, attention_of, attention_out, conv_of,
                            decoder_layers, delta_of, dense_layers, final_norm, head_dim, is_sparse, layer_norms,
                            mamba_of, mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block, moe_weights, num_experts,
-                           shared_down, shared_expert_of)
+                           shared_down, shared_expert_of, shared_width)
 
 AGGREGATIONS = ("mean", "l2", "var")
 
@@ -121,7 +121,7 @@ class ActivationRecorder:
         self.experts = [Stat(*E, device=dev) for _ in range(L)] if arch.moe else []  # each one's contribution
         Fd = getattr(cfg, DENSE_SIZE) if dense_layers(cfg) else 0  # neurons of a mixture of experts' dense layers
         self.dense = [Stat(Fd, device=dev) for _ in range(L)]
-        shared = getattr(cfg, arch.shared_names.size) if arch.shared_expert else 0
+        shared = shared_width(cfg)
         self.shared = [Stat(shared, device=dev) for _ in range(L)]  # a shared expert's neurons (down_proj's input)
         # a hybrid's recurrent heads: Mamba-2's heads and head channels, Gated DeltaNet's value heads (0 in its other
         # layers, as attention heads and neurons are where it has none)

@@ -12,7 +12,8 @@ from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, MambaRows, Rows, arch_of
                            attention_out, attention_rows, conv_of, decoder_layers, delta_of, dense_layers, embedding,
                            final_norm, head_dim, is_sparse, layer_norms, mamba_of, mixer_inputs, mlp_down, mlp_inputs,
                            mlp_of, moe_block, moe_weights, neuron_rows, num_experts, query_dim, residual_readers,
-                           residual_writers, shared_down, shared_expert_of, shared_inputs, shared_rows, tied)
+                           residual_writers, shared_down, shared_expert_of, shared_inputs, shared_rows, shared_width,
+                           tied)
 from minitron.numerics import cross_entropy_sum
 
 CHUNK_ROWS = 8192  # rows at a time when summing over embedding-sized matrices
@@ -53,7 +54,7 @@ def unit_shapes(config) -> dict[str, tuple[int, ...]]:
     if arch.moe:
         shapes["experts"] = experts
     if arch.shared_expert:
-        shapes["shared"] = (getattr(config, arch.shared_names.size),)
+        shapes["shared"] = (shared_width(config),)
     if arch.mixer == "mamba":
         shapes.update(mamba=(getattr(config, arch.mamba_names.heads),),
                       mamba_dim=(getattr(config, arch.mamba_names.head_dim),))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, Arch, arch_of, count_params, dense_layers, head_dim,
-                           per_layer_lists, prunable_sizes, tied_mamba_heads, width_sizes)
+                           per_layer_lists, prunable_sizes, shared_width, tied_mamba_heads, width_sizes)
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
@@ -48,6 +48,15 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
     if experts in sizes and sizes[experts] < config.num_experts_per_tok:
         raise MinitronError(f"target {experts}={sizes[experts]} is impossible: every token is routed to "
                             f"num_experts_per_tok={config.num_experts_per_tok} experts; keep at least that many")
+    odd = [k for k in ("hidden_size", arch_of(config).mlp_size) if arch_of(config).moe and sizes[k] % 8 and
+           sizes[k] != teacher[k]]
+    if odd:
+        raise MinitronError(f"target {odd[0]}={sizes[odd[0]]} is refused: a mixture of experts' hidden size and "
+                            f"expert width must be multiples of 8, since transformers runs the experts by grouped "
+                            f"matrix products, which need rows of a multiple of 16 bytes in bf16")
+    if experts in sizes and sizes[experts] != teacher[experts] and getattr(config, "n_group", 1) > 1:
+        raise MinitronError(f"cannot prune the experts of this {config.model_type} model: its router picks them in "
+                            f"n_group={config.n_group} groups, which minitron does not keep whole; set no {experts}")
     if "linear_num_value_heads" in sizes:
         check_groups(sizes, teacher, "linear_num_value_heads", "linear_num_key_heads", "Gated DeltaNet value heads")
     if arch_of(config).mixer == "mamba":
@@ -227,10 +236,8 @@ def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig)
                                sizes["num_key_value_heads"]) for l in range(L)]
         heads, kv = [c[0] for c in chosen], [c[1] for c in chosen]
     drop = prune.drop_layers or layers_to_drop(scores, prune.layer_criterion, L, sizes["num_hidden_layers"])
-    shared_size = arch.shared_names.size
-    shared = [top(width["shared"][l], sizes[shared_size]) for l in range(L)] \
-        if arch.shared_expert and sizes[shared_size] != getattr(config, shared_size) \
-        else None
+    shared = [top(width["shared"][l], shared_width(config, sizes)) for l in range(L)] \
+        if shared_width(config, sizes) != shared_width(config) else None
     conv = [top(width["conv"][l], sizes["hidden_size"]) for l in range(L)] \
         if arch.mixer == "conv" and hidden is not None else None  # its channels follow the hidden size
     dense = [top(width["dense"][l], sizes[DENSE_SIZE]) for l in range(L)] \

@@ -295,11 +295,13 @@ def prune_conv(model: nn.Module, keep: list[torch.Tensor]) -> None:
 
 
 def prune_shared(model: nn.Module, keep: list[torch.Tensor]) -> None:
-    """Keep neurons `keep[l]` (same count in every layer) of each layer's shared expert."""
+    """Keep neurons `keep[l]` (same count in every layer) of each layer's shared expert (where its width follows the
+    routed experts', `SharedNames.count`, the config says it by theirs)."""
     arch = arch_of(model.config)
     for layer, idx in zip(decoder_layers(model), keep):
         slice_layer_shared(layer, arch, idx)
-    setattr(model.config, arch.shared_names.size, len(keep[0]))
+    if arch.shared_names.size:
+        setattr(model.config, arch.shared_names.size, len(keep[0]))
 
 
 def prune_heads(model: nn.Module, arch: Arch, keep_q: list[torch.Tensor], keep_kv: list[torch.Tensor]) -> None:
