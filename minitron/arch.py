@@ -99,7 +99,8 @@ class Arch:
     shared_expert: bool = False
     shared_names: SharedNames = SharedNames()  # where it is and its parts' names (Granite 4's `GRANITE_SHARED`)
     # The config's name of the number of leading layers whose MLP is dense, of intermediate_size neurons, before the
-    # mixture-of-experts ones (LFM2-MoE's num_dense_layers); Qwen-MoE's are listed in mlp_only_layers (`dense_layers`)
+    # mixture-of-experts ones (LFM2-MoE's num_dense_layers, GLM-4.5's first_k_dense_replace); Qwen-MoE's are listed in
+    # mlp_only_layers (`dense_layers`)
     dense_first: str | None = None
     # The experts as GPT-OSS holds them (`OSS_EXPERTS`): gate_up_proj (experts, hidden, 2 x neurons) with gate and up
     # columns in turn, down_proj (experts, neurons, hidden), each with a bias, a router with a bias, and the clamped
@@ -326,7 +327,7 @@ DENSE_SIZE = "intermediate_size"
 
 def dense_layers(config) -> list[int]:
     """The layers of a mixture of experts whose MLP is dense (DENSE_SIZE neurons): LFM2-MoE's first num_dense_layers
-    (`Arch.dense_first`), Qwen-MoE's mlp_only_layers; none for other models."""
+    and GLM-4.5's first_k_dense_replace (`Arch.dense_first`), Qwen-MoE's mlp_only_layers; none for other models."""
     arch = arch_of(config)
     if not arch.moe:
         return []

@@ -261,6 +261,10 @@ def check_axes(config, steps: dict[str, int] | None, floors: dict[str, int] | No
         if steps[heads] % getattr(config, group):
             raise MinitronError(f"the step of {heads} must be a multiple of {group}={getattr(config, group)} (the "
                                 f"same number of heads in every group)")
+    odd = [a for a in ("hidden_size", arch.mlp_size) if arch.moe and steps[a] % 8]
+    if odd:  # (the sizes `check_target` takes for a mixture of experts)
+        raise MinitronError(f"the step of {odd[0]} must be a multiple of 8 for a mixture of experts: transformers "
+                            f"runs its experts by grouped matrix products, which need rows of a multiple of 16 bytes")
     return steps
 
 
@@ -367,9 +371,9 @@ class Space:
             drops = layer_drops(self.config, given, prune, self.depths)
         partial = drops is None and self.depths is not None and self.depths != [L]
         if partial:
-            print(f"search: a hybrid's size at fewer layers depends on which go, which its scores say: the shapes "
-                  f"below keep all {L} layers; give --scores to list those with {min(self.depths)} to {L - 1} too",
-                  flush=True)
+            print(f"search: this model's layers differ in kind, so its size at fewer layers depends on which go, "
+                  f"which its scores say: the shapes below keep all {L} layers; give --scores to list those with "
+                  f"{min(self.depths)} to {L - 1} too", flush=True)
         chosen = self.shapes(drops, refuse=not partial, dry_run=True)
         teacher = params_of(self.config)
         print("\n".join(f"  {c.name}: {c.params:,} parameters ({c.params / teacher:.1%})" for c in chosen))

@@ -235,6 +235,8 @@ def test_the_search_varies_each_experts_neurons_and_ranks_moe_shapes(tmp_path, t
     assert {c.sizes["num_experts"] for c in shapes} == {2, 3, 4, 5, 6}  # steps of 6 // 8 = 1, from a token's 2
     assert all(c.params == params_of(target_config(config, check_target(config, c.sizes))) for c in shapes)
     assert shapes[0].name == "h{}-a{}-f{}-l{}-e{}".format(*shapes[0].sizes.values())
+    with pytest.raises(MinitronError, match="the step of moe_intermediate_size must be a multiple of 8"):
+        enumerate_shapes(config, budget_of(0.5, params_of(config)), 0.1, steps={"moe_intermediate_size": 12})
     save_tiny(tmp_path / "m", "qwen3_moe")
     result = run_search(tmp_path / "m", tiny_data, tmp_path, distill_top=0,
                         steps={"hidden_size": 16, "moe_intermediate_size": 32})
