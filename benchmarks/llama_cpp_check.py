@@ -52,7 +52,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
-            "lfm2", "lfm2_moe", "glm4_moe"]
+            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -125,13 +125,17 @@ def rounded(p: torch.Tensor, name: str, dtype: str, layers: int, tied: bool) -> 
 def router_gap(model, ids: list[int]) -> float:
     """A mixture of experts' closest routing call over `ids`: the smallest gap, at any token and layer, between the
     router's score of the last expert it picks and of the best one it leaves (its probability; a router steered by a
-    bias picks by its sigmoid plus the bias: LFM2-MoE's, GLM-4.5's), which llama.cpp's 8-bit activations in quantised
-    products can swap."""
+    bias picks by its sigmoid plus the bias, LFM2-MoE's and GLM-4.5's, or its probability plus the bias, ERNIE 4.5's),
+    which llama.cpp's 8-bit activations in quantised products can swap."""
     k, gaps = model.config.num_experts_per_tok, []
 
     def hook(module, args, out):
-        bias = args[1] if len(args) > 1 else getattr(module, "e_score_correction_bias", None)  # (LFM2-MoE's; GLM's)
-        scores = out[0].float().softmax(-1) if bias is None else out[0].float().sigmoid() + bias
+        logits = out[0].float()
+        if (statics := getattr(module, "moe_statics", None)) is not None:  # ERNIE 4.5's
+            scores = logits.softmax(-1) + statics.e_score_correction_bias
+        else:
+            bias = args[1] if len(args) > 1 else getattr(module, "e_score_correction_bias", None)  # (LFM2-MoE's; GLM's)
+            scores = logits.softmax(-1) if bias is None else logits.sigmoid() + bias
         scores = scores.sort(-1, descending=True).values
         gaps.append(float((scores[:, k - 1] - scores[:, k]).min()))
     arch = arch_of(model.config)
@@ -202,11 +206,12 @@ def sharpen(model, factor: float) -> None:
         for layer in filter(lambda layer: is_sparse(layer, arch), model.model.layers):
             w = moe_weights(moe_block(layer, arch), arch)
             steer = w.block.expert_bias if w.block is not None else getattr(w.router, "e_score_correction_bias", None)
+            steer = w.statics.e_score_correction_bias if w.statics is not None else steer  # (ERNIE 4.5's)
             glm = w.block is None and steer is not None  # (by `factor`, its experts' output hides their scale)
             if arch.oss_experts or steer is not None:  # GPT-OSS's experts, LFM2-MoE's, GLM-4.5's
                 for param in (w.experts.gate_up_proj, w.experts.down_proj):
                     param.mul_(factor / 2 if glm else factor)
-            if steer is not None:  # LFM2-MoE's and GLM-4.5's router and the bias that steers its picks
+            if steer is not None:  # LFM2-MoE's, GLM-4.5's and ERNIE 4.5's router and the bias that steers its picks
                 w.router.weight.mul_(ROUTER_SCALE)
                 steer.mul_(ROUTER_SCALE / 2)
         for layer in filter(attention_of, model.model.layers):  # a hybrid's layers with attention
@@ -301,15 +306,18 @@ def tiny_model(family: str, seed: int = 0):
              "glm4_moe": dict(n_routed_experts=6, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
                               moe_intermediate_size=96, intermediate_size=80, attention_bias=True, use_qk_norm=True,
                               routed_scaling_factor=2.5, num_nextn_predict_layers=0, pad_token_id=None,
-                              bos_token_id=None, eos_token_id=None)}.get(family, {})
+                              bos_token_id=None, eos_token_id=None),
+             "ernie4_5_moe": dict(moe_num_experts=6, moe_k=2, moe_num_shared_experts=1, moe_layer_start_index=1,
+                                  moe_intermediate_size=96, intermediate_size=80, tie_word_embeddings=False,
+                                  pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))  # (Apertus's xIELU scalars, GPT-OSS's sinks and biases too)
-        for name, b in model.named_buffers():  # LFM2-MoE's and GLM-4.5's bias on its router's picks
-            if name.endswith((".expert_bias", ".e_score_correction_bias")):
+        for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
+            if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's
                 b.add_(0.1 * torch.randn_like(b))
     sharpen(model, 8.0)
     return model.eval()

@@ -64,6 +64,7 @@ class SharedNames:
 
 GRANITE_SHARED = SharedNames("shared_mlp", True, "input_linear", "output_linear", None, "shared_intermediate_size")
 GLM_SHARED = SharedNames("shared_experts", gate=None, size=None, count="n_shared_experts")
+ERNIE_SHARED = replace(GLM_SHARED, count="moe_num_shared_experts")  # ERNIE 4.5's, the same under its name
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ class Arch:
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
     final_norm: str = "norm"  # the final norm's name in the decoder
     stored_prefix: str = "model."  # what checkpoints name the decoder (Nemotron-H's: backbone.)
+    # Parts of in-memory names that checkpoints store under others (ERNIE 4.5's router statistics, `stored_as`)
+    stored_renames: tuple[tuple[str, str], ...] = ()
 
     @property
     def hidden_norms(self) -> tuple[str, ...]:
@@ -191,6 +194,13 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # prediction layers, which transformers does not build, are left out (`as_built`)
     Arch("glm4_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
          shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace"),
+    # ERNIE 4.5 MoE (21B-A3B, 300B-A47B; the language model of its VL checkpoints): ERNIE 4.5's layers, the first
+    # moe_layer_start_index with an MLP, the others with a mixture of experts (a softmax router whose picks a
+    # per-expert bias steers, `moe_statics.e_score_correction_bias`) and a shared expert as wide as
+    # moe_num_shared_experts of them (`ERNIE_SHARED`); its multi-token prediction layers are not read
+    Arch("ernie4_5_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="moe_num_experts",
+         shared_expert=True, shared_names=ERNIE_SHARED, dense_first="moe_layer_start_index",
+         stored_renames=((".mlp.gate.moe_statics.", ".mlp.moe_statics."),)),
     # Mixtures of experts, a router and top-k experts in place of every layer's MLP: Qwen3-MoE (30B-A3B, 235B-A22B,
     # Coder; every layer sparse), Mixtral (8x7B, 8x22B) and OLMoE (1B-7B: q/k norms over the whole projection, sized
     # by hidden_size)
@@ -365,6 +375,11 @@ def arch_of(config) -> Arch:
     if getattr(config, "qk_layernorm", False) or getattr(config, "use_parallel_residual", False):
         raise MinitronError(f"this {model_type} model has per-head q/k LayerNorms or a parallel residual (StableLM 2 "
                             "12B's); minitron prunes StableLM 2 1.6B and 3B")
+    if model_type == "ernie4_5_moe" and (config.moe_layer_interval != 1 or
+                                         config.moe_layer_end_index < config.num_hidden_layers - 1):
+        raise MinitronError(f"this ernie4_5_moe model has a mixture of experts in one of every "
+                            f"{config.moe_layer_interval} layers or not up to its last (moe_layer_interval, "
+                            "moe_layer_end_index); minitron prunes those with dense layers first only")
     if (getattr(config, "decoder_sparse_step", None) or 1) != 1:
         raise MinitronError(f"this {model_type} model has a mixture of experts in one of every "
                             f"{config.decoder_sparse_step} layers only (decoder_sparse_step); minitron prunes models "
@@ -412,10 +427,10 @@ def as_built(config):
     MLP neurons, which its block_auto_adjust_ff_dim takes as 2/3 of intermediate_size times block_ffn_dim_multiplier,
     rounded up to a multiple of block_multiple_of (a pruned model's neurons are whatever they are). The model is the
     same; its config then reads as every other family's does. LFM2's older names for its widths, which transformers
-    does not read, are left out, so that no pruned model's config holds a stale copy (`LFM2_ALIASES`). GLM-4.5's
-    multi-token prediction layers, stored after its decoder layers, are not built by transformers: minitron reads
-    neither them nor their count (num_nextn_predict_layers, 0 in the configs it writes)."""
-    if config.model_type == "glm4_moe":
+    does not read, are left out, so that no pruned model's config holds a stale copy (`LFM2_ALIASES`). GLM-4.5's and
+    ERNIE 4.5's multi-token prediction layers, stored beside its decoder layers, are not built by transformers:
+    minitron reads neither them nor their count (num_nextn_predict_layers, 0 in the configs it writes)."""
+    if getattr(config, "num_nextn_predict_layers", None):  # (GLM-4.5's, ERNIE 4.5's)
         config.num_nextn_predict_layers = 0
     for name in LFM2_ALIASES if config.model_type in ("lfm2", "lfm2_moe") else ():
         if hasattr(config, name):
@@ -704,9 +719,11 @@ OSS_EXPERTS = (ExpertParam("router", "weight", hidden=1), ExpertParam("router", 
                ExpertParam("experts", "down_proj", hidden=2, neurons=1),
                ExpertParam("experts", "down_proj_bias", hidden=1))
 # A per-expert bias that steers the router's picks, where there is one: the block's (LFM2-MoE's `expert_bias`
-# buffer) or the router's own (GLM-4.5's `e_score_correction_bias`, which the router adds itself)
+# buffer), the router's own (GLM-4.5's `e_score_correction_bias`, which the router adds itself) or its statistics'
+# (ERNIE 4.5's `moe_statics.e_score_correction_bias`, one row of the experts)
 EXPERT_BIAS = ExpertParam("block", "expert_bias")
 ROUTER_BIAS = ExpertParam("router", "e_score_correction_bias")
+STATICS_BIAS = ExpertParam("statics", "e_score_correction_bias", experts=1)
 
 
 @dataclass(frozen=True)
@@ -721,9 +738,14 @@ class MoEWeights:
 
     @property
     def params(self) -> tuple[ExpertParam, ...]:
-        steered = (EXPERT_BIAS,) if self.block is not None else \
-            (ROUTER_BIAS,) if hasattr(self.router, ROUTER_BIAS.name) else ()
+        steered = (EXPERT_BIAS,) if self.block is not None else tuple(
+            p for p, holder in ((ROUTER_BIAS, self.router), (STATICS_BIAS, self.statics)) if hasattr(holder, p.name))
         return (OSS_EXPERTS if self.oss else ROW_EXPERTS) + steered
+
+    @property
+    def statics(self) -> nn.Module | None:
+        """ERNIE 4.5's router's statistics, which hold the bias its picks are steered by (`STATICS_BIAS`)."""
+        return getattr(self.router, "moe_statics", None)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The router on tokens x (tokens, hidden): (logits, the picked experts' weights, the picked experts), as the
@@ -809,6 +831,9 @@ def stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
     """How a checkpoint stores the state-dict entry `name` (None: as itself, under its name)."""
     if arch.stored_prefix != "model." and name.startswith("model."):  # the decoder under another name (Nemotron-H)
         return StoredAs(((arch.stored_prefix + name.removeprefix("model."),),), stacked=False)
+    for part, stored in arch.stored_renames:
+        if part in name:
+            return StoredAs(((name.replace(part, stored),),), stacked=False)
     parts = (f"{arch.router}.weight", "experts.gate_up_proj", "experts.down_proj")
     m = re.fullmatch(rf"(model\.layers\.\d+\.){arch.moe_block}\.({'|'.join(map(re.escape, parts))})", name) \
         if arch.moe else None

@@ -77,8 +77,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
             Ministral 3, Qwen2, Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan dense, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3
             text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2,
-            Qwen3-MoE, Mixtral, OLMoE, Granite-MoE, Qwen2-MoE, GLM-4.5, Nemotron-H, Qwen3.5 or Qwen3.5-MoE
-            checkpoint), a .gguf file or 'default'.
+            Qwen3-MoE, Mixtral, OLMoE, Granite-MoE, Qwen2-MoE, GLM-4.5, ERNIE 4.5 MoE, Nemotron-H, Qwen3.5 or
+            Qwen3.5-MoE checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -360,6 +360,15 @@ def glm4_moe_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_expert_weights_scale(config.routed_scaling_factor)
 
 
+def ernie4_5_moe_keys(writer: gguf.GGUFWriter, config) -> None:
+    """ERNIE 4.5 MoE's experts and their width, its shared expert's width (its count too, as llama.cpp's converter
+    writes it) and its leading dense layers, a mixture of experts in every layer after them."""
+    moe_keys(writer, config)
+    writer.add_expert_shared_feed_forward_length(shared_width(config))
+    writer.add_leading_dense_block_count(config.moe_layer_start_index)
+    writer.add_interleave_moe_layer_step(config.moe_layer_interval)
+
+
 def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
     """Qwen3.5's Gated DeltaNet sizes under llama.cpp's `ssm.*` keys (key heads as groups, value heads as the time-step
     rank, the key head size as the state), which layers are recurrent, and its RoPE's sections (the config's
@@ -382,7 +391,8 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys, "qwen3_5_text": qwen3_5_keys,
                "qwen3_5_moe_text": lambda writer, config: (qwen3_5_keys(writer, config), moe_keys(writer, config)),
                "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys,
-               "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys, "glm4_moe": glm4_moe_keys}
+               "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys, "glm4_moe": glm4_moe_keys,
+               "ernie4_5_moe": ernie4_5_moe_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -528,6 +538,8 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
         data = data + 1.0
     if name.endswith(".shortconv.conv.weight"):  # LFM2's filters (channels, 1, taps): llama.cpp's are 2-D
         data = data.squeeze(1)
+    if name.endswith(".exp_probs_b.bias"):  # a router's steering bias, 1-D (ERNIE 4.5's is one row of experts)
+        data = data.reshape(-1)
     q_scale = attention_scale_fix(config)  # into the q-norm where there is one (Gemma 3), else into q_proj (Gemma 2)
     if q_scale != 1.0 and key.endswith(".self_attn.q_norm.weight" if config.model_type == "gemma3_text"
                                        else ".self_attn.q_proj.weight"):

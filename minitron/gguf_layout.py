@@ -23,7 +23,7 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe", "nemotron_h": "nemotron_h",
              "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen2_moe": "qwen2moe", "gpt_oss": "gpt-oss",
              "granitemoehybrid": "granitehybrid", "lfm2": "lfm2", "lfm2_moe": "lfm2moe",
-             "glm4_moe": "glm4moe"}
+             "glm4_moe": "glm4moe", "ernie4_5_moe": "ernie4_5-moe"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
@@ -241,8 +241,8 @@ def tensor_names(arch: str, layers: int):
 def gguf_tensor(names, key: str) -> str | None:
     """The GGUF tensor a Hugging Face tensor is written as, by gguf-py's map (`tensor_names`; some graphs' stacked
     experts it knows without the `model.` prefix, as llama.cpp's converter names them: LFM2-MoE's); GPT-OSS's sinks
-    with the `.weight` and LFM2-MoE's expert_bias with the `.bias` llama.cpp's converter gives them (GLM-4.5's
-    e_score_correction_bias it renames e_score_correction.bias, which gguf-py maps); an untied head as
+    with the `.weight` and LFM2-MoE's expert_bias with the `.bias` llama.cpp's converter gives them (GLM-4.5's and
+    ERNIE 4.5's e_score_correction_bias it renames e_score_correction.bias, which gguf-py maps); an untied head as
     `output.weight` where gguf-py's list of the graph's tensors leaves it out (LFM2-MoE's, whose graph reads it)."""
     if key.endswith(".e_score_correction_bias"):
         key = key.removesuffix("_bias") + ".bias"

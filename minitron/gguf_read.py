@@ -353,6 +353,18 @@ def glm4_moe(meta: Metadata, layers: int) -> dict:
             "routed_scaling_factor": float(meta.get("expert_weights_scale", 1.0)), "num_nextn_predict_layers": 0}
 
 
+def ernie4_5_moe(meta: Metadata, layers: int) -> dict:
+    """ERNIE 4.5 MoE's experts, experts a token and each expert's width, its shared expert (expert_shared_count of
+    them wide; none without its width), its leading dense layers and a mixture of experts in every layer after them;
+    no multi-token prediction layers."""
+    experts, width = mixtral(meta, layers), required(meta, "expert_feed_forward_length", int)
+    shared = int(meta.get("expert_shared_feed_forward_length", 0))
+    return {"moe_num_experts": experts["num_experts"], "moe_k": experts["num_experts_per_tok"],
+            "moe_intermediate_size": width, "moe_num_shared_experts": shared // width,
+            "moe_layer_start_index": int(meta.get("leading_dense_block_count", 0)), "moe_layer_end_index": -1,
+            "moe_layer_interval": int(meta.get("interleave_moe_layer_step", 1)), "num_nextn_predict_layers": 0}
+
+
 def gpt_oss(meta: Metadata, layers: int) -> dict:
     """GPT-OSS's experts, experts a token and their width, its window and sliding layers (as OLMo 3's)."""
     return {**local_experts(meta, layers), **olmo3(meta, layers),
@@ -364,7 +376,8 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
                    "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss,
-                   "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe}
+                   "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe,
+                   "ernie4_5_moe": ernie4_5_moe}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).
@@ -472,6 +485,8 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
             data = delta_stored(delta[1], dequantized(tensors[name]), config, back=True).reshape(shape)
         elif name.endswith(".shortconv.conv.weight"):  # LFM2's filters: (channels, taps) to (channels, 1, taps)
             data = dequantized(tensors[name])[:, None]
+        elif name.endswith(".exp_probs_b.bias"):  # a router's steering bias (ERNIE 4.5's one row of experts)
+            data = dequantized(tensors[name]).reshape(shape)
         elif expert is None:
             stacked.clear()
             data = dequantized(tensors[name])

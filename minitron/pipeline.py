@@ -230,7 +230,8 @@ def show_plan(r: Recipe, run: Path, dry_run: bool) -> dict:
         lines.append(f"teacher correction: {r.correction.tokens:,} tokens at lr {r.correction.lr:g} ({how})")
     if r.searched is not None:
         budget, candidates = r.searched
-        counted = f"{candidates} shapes" if candidates is not None else "the shapes (a hybrid's, counted once scored)"
+        counted = f"{candidates} shapes" if candidates is not None else \
+            "the shapes (of layers that differ in kind: counted once scored)"
         lines.append(f"search: {counted} within ±{SEARCH_TOLERANCE:.0%} of {budget:,} parameters, "
                      f"ranked zero-shot on dev; the best {r.search['search_top']} distilled on "
                      f"{r.search['search_tokens']:,} tokens each; the winner pruned ({r.prune.criterion} importance)")

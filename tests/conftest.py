@@ -20,7 +20,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
-            "lfm2", "lfm2_moe", "glm4_moe"]
+            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -199,6 +199,13 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                                 "intermediate_size": 80, "attention_bias": True, "use_qk_norm": True,
                                 "routed_scaling_factor": 2.5, "num_nextn_predict_layers": 0, **sizes},
                              pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "ernie4_5_moe":  # ERNIE 4.5's layers: the first with an MLP of 80 neurons, the others with six
+        # experts, two a token, picked by a softmax steered by a bias, and a shared expert as wide as one of them
+        from transformers import Ernie4_5_MoeConfig
+
+        experts = {"moe_num_experts": 6, "moe_k": 2, "moe_num_shared_experts": 1, "moe_layer_start_index": 1,
+                   "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80}
+        return Ernie4_5_MoeConfig(**{**experts, **sizes}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     raise ValueError(family)
 
 
@@ -223,8 +230,8 @@ def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))
-        for name, b in model.named_buffers():  # LFM2-MoE's and GLM-4.5's bias on its router's picks
-            if name.endswith((".expert_bias", ".e_score_correction_bias")):
+        for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
+            if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's
                 b.add_(0.1 * torch.randn_like(b))
     return model.eval()
 

@@ -22,7 +22,7 @@ from minitron.prune import Plan, apply_plan, check_target, params_of, target_con
 from minitron.search import budget_of, enumerate_shapes
 
 MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe",
-       "gpt_oss", "lfm2_moe", "glm4_moe"]
+       "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -83,8 +83,9 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
 def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path):
     """Keeping experts [0, 2, 3, 5] gives the logits of the teacher whose router scores experts 1 and 4 at -inf (the
     softmax over the kept experts: renormalised top-k weights or not, as Mixtral always, Qwen3-MoE with norm_topk_prob,
-    OLMoE without; Granite-MoE's softmax over the top-k logits is the renormalised one); the pruned model reloads in
-    stock transformers with the same logits."""
+    OLMoE without; Granite-MoE's softmax over the top-k logits is the renormalised one; ERNIE 4.5 picks by that
+    softmax plus a bias, so its picks are those of the softmax over the kept experts, not over all of them); the pruned
+    model reloads in stock transformers with the same logits."""
     model = tiny_model(family)
     keep = torch.tensor([0, 2, 3, 5])
     masked = copy.deepcopy(model)
@@ -93,6 +94,13 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
 
         def route(x, *steer, router=router):
             logits = F.linear(x.reshape(-1, 64), router.weight, getattr(router, "bias", None))  # (GPT-OSS's bias)
+            if hasattr(router, "moe_statics"):  # ERNIE 4.5: the softmax over the experts kept (the others' logits
+                # -inf), the picks steered by the statistics' bias
+                probs = logits.index_fill(1, torch.tensor([1, 4]), float("-inf")).softmax(-1)
+                picks = (probs + router.moe_statics.e_score_correction_bias).index_fill(
+                    1, torch.tensor([1, 4]), float("-inf")).topk(2, dim=-1)[1]
+                top = probs.gather(1, picks)
+                return logits, top / top.sum(-1, keepdim=True), picks
             steer = steer or ([router.e_score_correction_bias] if hasattr(router, "e_score_correction_bias") else [])
             if steer:  # LFM2-MoE (the block's bias), GLM-4.5 (the router's): sigmoid scores, the picks steered by the
                 # bias, the picked scores renormalised and scaled
@@ -120,9 +128,10 @@ def test_a_target_prunes_the_families_own_sizes(family):
     mlp = arch_of(config).mlp_size
     experts = arch_of(config).experts_size
     assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe", "lfm2_moe",
-                                                         "glm4_moe") else "intermediate_size")
-    assert experts == ("num_local_experts" if family in ("granitemoe", "gpt_oss", "granitemoehybrid_moe")
-                       else "n_routed_experts" if family == "glm4_moe" else "num_experts")
+                                                         "glm4_moe", "ernie4_5_moe") else "intermediate_size")
+    assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
+                       "granitemoehybrid_moe": "num_local_experts", "glm4_moe": "n_routed_experts",
+                       "ernie4_5_moe": "moe_num_experts"}.get(family, "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
         check_target(config, {experts: 1})
@@ -134,7 +143,7 @@ def test_a_target_prunes_the_families_own_sizes(family):
             check_target(config, {"intermediate_size": 48})
 
 
-@pytest.mark.parametrize("family", ["lfm2_moe", "qwen3_moe", "glm4_moe"])
+@pytest.mark.parametrize("family", ["lfm2_moe", "qwen3_moe", "glm4_moe", "ernie4_5_moe"])
 def test_a_mixture_of_experts_dense_layers_keep_neurons_of_their_own(family, tmp_path, tiny_data):
     """A mixture of experts with dense layers among its sparse ones (LFM2-MoE's first, Qwen-MoE's mlp_only_layers):
     their neurons are a size of their own (intermediate_size), scored apart ("dense"), and keeping some equals zeroing
@@ -370,6 +379,33 @@ def test_glm_shared_expert_follows_the_experts_width(tmp_path, tiny_data):
         check_target(grouped, {"n_routed_experts": 4})
     with pytest.raises(MinitronError, match="routes within topk_group=1 of n_group=2 groups of experts"):
         check_exportable(grouped)
+
+
+def test_ernie_moe_keeps_its_routers_bias_untrained_and_stored_by_its_name(tmp_path, tiny_data):
+    """ERNIE 4.5 MoE's router statistics hold the bias its picks are steered by, a parameter transformers does not
+    train: pruned (streamed or not), it keeps its experts' entries, stays untrained, and is stored under the
+    checkpoint's name (`mlp.moe_statics.`); its multi-token prediction count is written 0. A mixture of experts in
+    one of every few layers, or not up to the last, is refused in one line."""
+    save_tiny(tmp_path / "m", "ernie4_5_moe")
+    stored = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**stored, "num_nextn_predict_layers": 1}))
+    teacher = tiny_model("ernie4_5_moe")
+    for stream in ("--stream", "--no-stream"):
+        run_cli("prune", "--model", tmp_path / "m", "--data", tiny_data, "--prune.calib-seqs", 4, "--prune.seq-len",
+                16, "--target", "moe_num_experts=4", stream, "--out", tmp_path / stream)
+        with safe_open(tmp_path / stream / "model.safetensors", "pt") as f:
+            assert "model.layers.1.mlp.moe_statics.e_score_correction_bias" in set(f.keys())
+        kept = json.loads((tmp_path / stream / "pruning.json").read_text())["kept_experts"][1]
+        student = AutoModelForCausalLM.from_pretrained(tmp_path / stream)
+        assert student.config.num_nextn_predict_layers == 0
+        bias = student.model.layers[1].mlp.gate.moe_statics.e_score_correction_bias
+        assert_close(bias, teacher.model.layers[1].mlp.gate.moe_statics.e_score_correction_bias[:, kept])
+    pruned = apply_plan(copy.deepcopy(teacher), Plan(None, None, None, None, [], [torch.tensor([0, 2, 3, 5])] * 4))
+    assert not pruned.model.layers[1].mlp.gate.moe_statics.e_score_correction_bias.requires_grad
+    for change in ({"moe_layer_interval": 2}, {"moe_layer_end_index": 2}):
+        save_tiny(tmp_path / "odd", "ernie4_5_moe", **change)
+        with pytest.raises(MinitronError, match="a mixture of experts in one of every .* or not up to its last"):
+            load_config(tmp_path / "odd")
 
 
 def test_a_qwen2_moe_that_llama_cpp_computes_otherwise_is_refused():

@@ -17,8 +17,8 @@ from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, MambaRows, Rows, arch_of
                            shared_expert_of, shared_rows, tied)
 
 
-def _param(t: torch.Tensor) -> nn.Parameter:
-    return nn.Parameter(t.contiguous(), requires_grad=True)
+def _param(t: torch.Tensor, trained: bool = True) -> nn.Parameter:
+    return nn.Parameter(t.contiguous(), requires_grad=trained)
 
 
 def slice_param(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> None:
@@ -26,7 +26,7 @@ def slice_param(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> 
     router's or the experts' weights)."""
     t = getattr(module, name)
     kept = t.index_select(dim, index.to(t.device))
-    setattr(module, name, _param(kept) if isinstance(t, nn.Parameter) else kept.contiguous())
+    setattr(module, name, _param(kept, t.requires_grad) if isinstance(t, nn.Parameter) else kept.contiguous())
 
 
 def gather_param(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> None:
