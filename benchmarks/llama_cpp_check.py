@@ -52,7 +52,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
-            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe"]
+            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -307,6 +307,11 @@ def tiny_model(family: str, seed: int = 0):
                               moe_intermediate_size=96, intermediate_size=80, attention_bias=True, use_qk_norm=True,
                               routed_scaling_factor=2.5, num_nextn_predict_layers=0, pad_token_id=None,
                               bos_token_id=None, eos_token_id=None),
+             "dots1": dict(num_key_value_heads=8,  # (llama.cpp's dots1 graph gives every query head its own)
+                           n_routed_experts=6, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                           moe_intermediate_size=96, intermediate_size=80, routed_scaling_factor=2.5,
+                           norm_topk_prob=True, sliding_window=None, pad_token_id=None, bos_token_id=None,
+                           eos_token_id=None),
              "ernie4_5_moe": dict(moe_num_experts=6, moe_k=2, moe_num_shared_experts=1, moe_layer_start_index=1,
                                   moe_intermediate_size=96, intermediate_size=80, tie_word_embeddings=False,
                                   pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})

@@ -194,6 +194,10 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # prediction layers, which transformers does not build, are left out (`as_built`)
     Arch("glm4_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
          shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace"),
+    # dots.llm1 (dots1: 142B-A14B): GLM-4.5's mixture of experts (`GLM_SHARED`, the router's own steering bias) with
+    # per-head q/k norms and RoPE on every channel
+    Arch("dots1", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
+         shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace"),
     # ERNIE 4.5 MoE (21B-A3B, 300B-A47B; the language model of its VL checkpoints): ERNIE 4.5's layers, the first
     # moe_layer_start_index with an MLP, the others with a mixture of experts (a softmax router whose picks a
     # per-expert bias steers, `moe_statics.e_score_correction_bias`) and a shared expert as wide as

@@ -376,6 +376,21 @@ def check_glm4_moe(config) -> None:
                             "them all")
 
 
+def check_dots1(config) -> None:
+    """Refuse a dots.llm1 that llama.cpp's dots1 graph computes otherwise: its router picking within groups (as
+    GLM-4.5's), sliding-window layers (that graph has none) or fewer KV heads than query heads (it sizes k and v as
+    q; the released model's attention is full, 32 heads each)."""
+    check_glm4_moe(config)
+    if any(kind == "sliding_attention" for kind in config.layer_types):
+        raise MinitronError("cannot export a dots1 model with sliding-window layers: llama.cpp's dots1 graph attends "
+                            "over the whole context in every layer")
+    if config.num_key_value_heads != config.num_attention_heads:
+        raise MinitronError(f"cannot export this dots1 model with grouped-query attention "
+                            f"({config.num_key_value_heads} KV heads for {config.num_attention_heads} query heads): "
+                            "llama.cpp's dots1 graph gives every query head its own; prune num_key_value_heads with "
+                            "num_attention_heads")
+
+
 def check_qwen2_moe(config) -> None:
     """Refuse a Qwen2-MoE that renormalises its picked experts' weights: llama.cpp's qwen2moe graph never does (the
     released ones do not)."""
@@ -411,4 +426,4 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
-                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "glm4_moe": check_glm4_moe}
+                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "glm4_moe": check_glm4_moe, "dots1": check_dots1}

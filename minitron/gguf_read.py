@@ -353,6 +353,13 @@ def glm4_moe(meta: Metadata, layers: int) -> dict:
             "routed_scaling_factor": float(meta.get("expert_weights_scale", 1.0)), "num_nextn_predict_layers": 0}
 
 
+def dots1(meta: Metadata, layers: int) -> dict:
+    """dots.llm1's experts, shared expert and router, as GLM-4.5's; every layer attending over the whole context."""
+    settings = glm4_moe(meta, layers)
+    del settings["num_nextn_predict_layers"]
+    return {**settings, "sliding_window": None}
+
+
 def ernie4_5_moe(meta: Metadata, layers: int) -> dict:
     """ERNIE 4.5 MoE's experts, experts a token and each expert's width, its shared expert (expert_shared_count of
     them wide; none without its width), its leading dense layers and a mixture of experts in every layer after them;
@@ -377,7 +384,7 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
                    "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss,
                    "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe,
-                   "ernie4_5_moe": ernie4_5_moe}
+                   "ernie4_5_moe": ernie4_5_moe, "dots1": dots1}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).

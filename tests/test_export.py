@@ -255,7 +255,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("lfm2", None, "f16", False), ("lfm2", "llama-bpe", "q8_0", True), ("lfm2", "auto", "f16", False),
              ("lfm2_moe", None, "f16", False), ("lfm2_moe", "llama-bpe", "bf16", True),
              ("glm4_moe", None, "f16", False), ("glm4_moe", "llama-bpe", "bf16", True),
-             ("ernie4_5_moe", None, "f16", False), ("ernie4_5_moe", "llama-bpe", "bf16", True)]
+             ("ernie4_5_moe", None, "f16", False), ("ernie4_5_moe", "llama-bpe", "bf16", True),
+             ("dots1", "mha", "f16", False), ("dots1", "mha", "bf16", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -596,7 +597,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
                                             "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text, "
                                             "qwen3_5_moe_text, qwen2_moe, gpt_oss, granitemoehybrid, lfm2, "
-                                            "lfm2_moe, glm4_moe, ernie4_5_moe$"):
+                                            "lfm2_moe, glm4_moe, ernie4_5_moe, dots1$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -647,6 +648,11 @@ REFUSED = [
     ("olmoe", {**MHA, "norm_topk_prob": True}, "OLMoE model with norm_topk_prob: llama.cpp's olmoe graph never"),
     ("olmoe", {}, r"OLMoE model with grouped-query attention \(8 query heads, 2 KV heads\): llama.cpp's olmoe graph "
                   "builds its k norm hidden_size wide"),
+    ("dots1", {}, r"dots1 model with grouped-query attention \(2 KV heads for 8 query heads\): llama.cpp's dots1 "
+                  "graph gives every query head its own"),
+    ("dots1", {**MHA, "layer_types": ["sliding_attention"] * 4, "sliding_window": 8},
+     "dots1 model with sliding-window layers"),
+    ("glm4_moe", {"n_group": 2, "topk_group": 1}, "GLM-4.5 model that routes within topk_group=1 of n_group=2 groups"),
 ]
 
 
@@ -847,7 +853,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("granitemoehybrid", None, "q8_0", True), ("granitemoehybrid_moe", None, "f16", False),
     ("granitemoehybrid_moe", None, "q8_0", True), ("lfm2", None, "f16", False), ("lfm2", "auto", "q8_0", True),
     ("lfm2_moe", None, "f16", False), ("lfm2_moe", None, "f16", True), ("glm4_moe", None, "f16", False),
-    ("glm4_moe", None, "f16", True), ("ernie4_5_moe", None, "f16", False),
+    ("glm4_moe", None, "f16", True), ("ernie4_5_moe", None, "f16", False), ("dots1", "mha", "f16", False),
+    ("dots1", "mha", "f16", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

@@ -182,7 +182,7 @@ def test_hidden_pruning_slices_the_residual_stream_consistently(family):
 def test_unsupported_architecture_is_refused_by_name():
     from transformers import GPT2Config
 
-    with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
+    with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, dots1, "
                                             "ernie4_5, ernie4_5_moe, exaone4, gemma, gemma2, gemma3_text, glm4, "
                                             "glm4_moe, gpt_oss, granite, granitemoe, granitemoehybrid, "
                                             "hunyuan_v1_dense, lfm2, lfm2_moe, llama, "
