@@ -198,9 +198,9 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # per-head q/k norms and RoPE on every channel
     Arch("dots1", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
          shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace"),
-    # ERNIE 4.5 MoE (21B-A3B, 300B-A47B; the language model of its VL checkpoints): ERNIE 4.5's layers, the first
-    # moe_layer_start_index with an MLP, the others with a mixture of experts (a softmax router whose picks a
-    # per-expert bias steers, `moe_statics.e_score_correction_bias`) and a shared expert as wide as
+    # ERNIE 4.5 MoE (21B-A3B, 300B-A47B; not the VL ones, whose experts are split by modality): ERNIE 4.5's layers,
+    # the first moe_layer_start_index with an MLP, the others with a mixture of experts (a softmax router whose picks
+    # a per-expert bias steers, `moe_statics.e_score_correction_bias`) and a shared expert as wide as
     # moe_num_shared_experts of them (`ERNIE_SHARED`); its multi-token prediction layers are not read
     Arch("ernie4_5_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="moe_num_experts",
          shared_expert=True, shared_names=ERNIE_SHARED, dense_first="moe_layer_start_index",
