@@ -362,12 +362,14 @@ def dots1(meta: Metadata, layers: int) -> dict:
 
 def ernie4_5_moe(meta: Metadata, layers: int) -> dict:
     """ERNIE 4.5 MoE's experts, experts a token and each expert's width, its shared expert (expert_shared_count of
-    them wide; none without its width), its leading dense layers and a mixture of experts in every layer after them;
-    no multi-token prediction layers."""
+    them wide, or its width's worth where the count is missing), its leading dense layers and a mixture of experts in
+    every layer after them; no multi-token prediction layers. (llama.cpp's converter writes the shared expert's width
+    as intermediate_size // KV heads, which is its width in the released 21B only: the count is what it is.)"""
     experts, width = mixtral(meta, layers), required(meta, "expert_feed_forward_length", int)
-    shared = int(meta.get("expert_shared_feed_forward_length", 0))
+    shared = meta.get("expert_shared_count")
+    shared = int(meta.get("expert_shared_feed_forward_length", 0)) // width if shared is None else int(shared)
     return {"moe_num_experts": experts["num_experts"], "moe_k": experts["num_experts_per_tok"],
-            "moe_intermediate_size": width, "moe_num_shared_experts": shared // width,
+            "moe_intermediate_size": width, "moe_num_shared_experts": shared,
             "moe_layer_start_index": int(meta.get("leading_dense_block_count", 0)), "moe_layer_end_index": -1,
             "moe_layer_interval": int(meta.get("interleave_moe_layer_step", 1)), "num_nextn_predict_layers": 0}
 
