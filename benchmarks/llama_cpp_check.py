@@ -52,7 +52,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
-            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1"]
+            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -139,8 +139,8 @@ def router_gap(model, ids: list[int]) -> float:
         scores = scores.sort(-1, descending=True).values
         gaps.append(float((scores[:, k - 1] - scores[:, k]).min()))
     arch = arch_of(model.config)
-    handles = [moe_weights(moe_block(layer, arch), arch).router.register_forward_hook(hook)
-               for layer in model.model.layers if is_sparse(layer, arch)]  # (LFM2-MoE's first layers are dense)
+    routers = [moe_weights(moe_block(layer, arch), arch) for layer in model.model.layers if is_sparse(layer, arch)]
+    handles = [(w.gate or w.router).register_forward_hook(hook) for w in routers]  # (Hunyuan's gate routes)
     with torch.no_grad():
         model(torch.tensor([ids]))
     for h in handles:
@@ -312,6 +312,9 @@ def tiny_model(family: str, seed: int = 0):
                            moe_intermediate_size=96, intermediate_size=80, routed_scaling_factor=2.5,
                            norm_topk_prob=True, sliding_window=None, pad_token_id=None, bos_token_id=None,
                            eos_token_id=None),
+             "hunyuan_v1_moe": dict(rope_parameters={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0,
+                                                     "rope_theta": 10000.0}, num_experts=6, moe_topk=2,
+                                    pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "ernie4_5_moe": dict(moe_num_experts=6, moe_k=2, moe_num_shared_experts=1, moe_layer_start_index=1,
                                   moe_intermediate_size=96, intermediate_size=80, tie_word_embeddings=False,
                                   pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})

@@ -57,14 +57,15 @@ class SharedNames:
     down: str = "down_proj"
     gate: str | None = "shared_expert_gate"  # the block's one-row gate of its output (None: ungated)
     size: str | None = "shared_expert_intermediate_size"  # the config's name of its neurons (None: `count`'s)
-    # The config's name of the number of experts whose neurons it has (None: its own `size`): its width is that many
-    # times each routed expert's, and follows it
+    # Where it has no size of its own, the config's name of the number of experts whose neurons it has (None: one,
+    # Hunyuan's): its width is that many times each routed expert's, and follows it
     count: str | None = None
 
 
 GRANITE_SHARED = SharedNames("shared_mlp", True, "input_linear", "output_linear", None, "shared_intermediate_size")
 GLM_SHARED = SharedNames("shared_experts", gate=None, size=None, count="n_shared_experts")
 ERNIE_SHARED = replace(GLM_SHARED, count="moe_num_shared_experts")  # ERNIE 4.5's, the same under its name
+HUNYUAN_SHARED = SharedNames("shared_mlp", gate=None, size=None)  # Hunyuan-A13B's, as wide as one routed expert
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,10 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("ernie4_5_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="moe_num_experts",
          shared_expert=True, shared_names=ERNIE_SHARED, dense_first="moe_layer_start_index",
          stored_renames=((".mlp.gate.moe_statics.", ".mlp.moe_statics."),)),
+    # Hunyuan MoE (A13B): Hunyuan dense's attention (per-head q/k norms after RoPE, NTK-alpha RoPE), a mixture of
+    # experts in every layer, its router's weights in the gate's `wg` (`moe_weights`), and a shared expert as wide as
+    # one routed expert (`HUNYUAN_SHARED`: transformers builds both intermediate_size wide)
+    Arch("hunyuan_v1_moe", _PRE_POST, moe=True, shared_expert=True, shared_names=HUNYUAN_SHARED),
     # Mixtures of experts, a router and top-k experts in place of every layer's MLP: Qwen3-MoE (30B-A3B, 235B-A22B,
     # Coder; every layer sparse), Mixtral (8x7B, 8x22B) and OLMoE (1B-7B: q/k norms over the whole projection, sized
     # by hidden_size)
@@ -319,14 +324,15 @@ def prunable_sizes(config) -> tuple[str, ...]:
 def shared_width(config, sizes: dict[str, int] | None = None) -> int:
     """A mixture of experts' shared expert's neurons (0: none) in the config, or in a target's resolved `sizes` (by
     the config's names): its own size, or n_shared_experts x each routed expert's neurons where it follows them
-    (`SharedNames.count`: GLM-4.5's)."""
+    (`SharedNames.count`: GLM-4.5's; one expert's, Hunyuan's)."""
     arch = arch_of(config)
     if not arch.shared_expert:
         return 0
     names, sizes = arch.shared_names, sizes or {}
-    if names.count:
-        return getattr(config, names.count) * sizes.get(arch.mlp_size, getattr(config, arch.mlp_size))
-    return sizes.get(names.size, getattr(config, names.size))
+    if names.size:
+        return sizes.get(names.size, getattr(config, names.size))
+    count = getattr(config, names.count) if names.count else 1
+    return count * sizes.get(arch.mlp_size, getattr(config, arch.mlp_size))
 
 
 def layers_differ(config) -> bool:
@@ -384,6 +390,10 @@ def arch_of(config) -> Arch:
         raise MinitronError(f"this ernie4_5_moe model has a mixture of experts in one of every "
                             f"{config.moe_layer_interval} layers or not up to its last (moe_layer_interval, "
                             "moe_layer_end_index); minitron prunes those with dense layers first only")
+    if model_type == "hunyuan_v1_moe" and any(isinstance(v := getattr(config, k), list) and len(set(v)) > 1
+                                              for k in ("num_experts", "moe_topk")):
+        raise MinitronError("this hunyuan_v1_moe model has a number of experts or experts a token of its own in each "
+                            "layer (a list of several); minitron prunes those with one for every layer")
     if (getattr(config, "decoder_sparse_step", None) or 1) != 1:
         raise MinitronError(f"this {model_type} model has a mixture of experts in one of every "
                             f"{config.decoder_sparse_step} layers only (decoder_sparse_step); minitron prunes models "
@@ -436,6 +446,8 @@ def as_built(config):
     minitron reads neither them nor their count (num_nextn_predict_layers, 0 in the configs it writes)."""
     if getattr(config, "num_nextn_predict_layers", None):  # (GLM-4.5's, ERNIE 4.5's)
         config.num_nextn_predict_layers = 0
+    if config.model_type == "hunyuan_v1_moe":
+        hunyuan_as_built(config)
     for name in LFM2_ALIASES if config.model_type in ("lfm2", "lfm2_moe") else ():
         if hasattr(config, name):
             delattr(config, name)
@@ -446,6 +458,23 @@ def as_built(config):
             neurons = config.block_multiple_of * -(-neurons // config.block_multiple_of)
         config.intermediate_size, config.block_auto_adjust_ff_dim = neurons, False
     return config
+
+
+# Hunyuan-A13B's config's widths in lists a layer, which transformers does not read (it builds the experts and the
+# shared expert intermediate_size wide, one shared expert)
+HUNYUAN_ALIASES = ("moe_intermediate_size", "num_shared_expert")
+
+
+def hunyuan_as_built(config) -> None:
+    """Hunyuan-A13B's config as transformers builds it: its experts and experts a token one number (the released
+    config lists the same for every layer; a list of several is refused by `arch_of`), and without the per-layer
+    widths it does not read (`HUNYUAN_ALIASES`), which a pruned model's config would hold stale."""
+    for name in ("num_experts", "moe_topk"):
+        if isinstance(value := getattr(config, name), list):
+            setattr(config, name, value[0])
+    for name in HUNYUAN_ALIASES:
+        if hasattr(config, name):
+            delattr(config, name)
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -739,6 +768,7 @@ class MoEWeights:
     experts: nn.Module  # holds `gate_up_proj` and `down_proj`
     oss: bool = False  # GPT-OSS's layout (`Arch.oss_experts`)
     block: nn.Module | None = None  # the block, where it holds a bias for the router's picks (`EXPERT_BIAS`)
+    gate: nn.Module | None = None  # what routes, where the router's weights are a linear of it (Hunyuan's `wg`)
 
     @property
     def params(self) -> tuple[ExpertParam, ...]:
@@ -756,7 +786,7 @@ class MoEWeights:
         block routes them (with its bias for the picks, where it has one)."""
         if self.block is not None:
             return self.router(x, self.block.expert_bias)
-        return self.router(x)
+        return (self.gate or self.router)(x)
 
     def gate_up_of(self, t: torch.Tensor) -> torch.Tensor:
         """A tensor shaped like gate_up_proj (the weight, or its gradient times it) as (experts, 2 x neurons,
@@ -797,8 +827,10 @@ def moe_block(layer: nn.Module, arch: Arch) -> nn.Module:
 
 def moe_weights(block: nn.Module, arch: Arch) -> MoEWeights:
     """The weights of a mixture-of-experts block (`moe_block`)."""
-    steered = getattr(block, "expert_bias", None) is not None
-    return MoEWeights(getattr(block, arch.router), block.experts, arch.oss_experts, block if steered else None)
+    steered, router = getattr(block, "expert_bias", None) is not None, getattr(block, arch.router)
+    linear = getattr(router, "wg", None)  # (Hunyuan's router holds its weights in a linear and routes itself)
+    return MoEWeights(router if linear is None else linear, block.experts, arch.oss_experts,
+                      block if steered else None, None if linear is None else router)
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,8 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
         model: The model to export: a Hugging Face directory written by minitron (or any stock Llama, Mistral,
             Ministral 3, Qwen2, Qwen3, ERNIE 4.5, Seed-OSS, Hunyuan dense, SmolLM3, Granite, Gemma, Gemma 2, Gemma 3
             text, Arcee, Nemotron, Apertus, Phi-3, GLM-4, Cohere, Cohere 2, OLMo 2, OLMo 3, EXAONE 4, StableLM 2,
-            Qwen3-MoE, Mixtral, OLMoE, Granite-MoE, Qwen2-MoE, GLM-4.5, ERNIE 4.5 MoE, dots.llm1, Nemotron-H,
-            Qwen3.5 or Qwen3.5-MoE checkpoint), a .gguf file or 'default'.
+            Qwen3-MoE, Mixtral, OLMoE, Granite-MoE, Qwen2-MoE, GLM-4.5, ERNIE 4.5 MoE, dots.llm1, Hunyuan MoE,
+            Nemotron-H, Qwen3.5 or Qwen3.5-MoE checkpoint), a .gguf file or 'default'.
         out: The .gguf file to write (written to a temporary sibling, then renamed into place).
         dtype: Weight type of the 2-D tensors: f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 (every weight in that
             type; a tensor whose rows are not a multiple of 32 stays f16), or llama.cpp's k-quant mixes q6_k,
@@ -287,7 +287,7 @@ def moe_keys(writer: gguf.GGUFWriter, config) -> None:
     if arch.mlp_size == "moe_intermediate_size":
         writer.add_expert_feed_forward_length(config.moe_intermediate_size)
     if arch.shared_expert and arch.shared_names.count:
-        writer.add_expert_shared_count(getattr(config, arch.shared_names.count))
+        writer.add_expert_shared_count(getattr(config, arch.shared_names.count))  # (Hunyuan's: its width, below)
     elif arch.shared_expert:
         writer.add_expert_shared_feed_forward_length(shared_width(config))
 
@@ -369,6 +369,13 @@ def ernie4_5_moe_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_interleave_moe_layer_step(config.moe_layer_interval)
 
 
+def hunyuan_moe_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Hunyuan MoE's experts, their width (its feed_forward_length too, which llama.cpp's graph sizes them by) and its
+    shared expert's."""
+    moe_keys(writer, config)
+    writer.add_expert_feed_forward_length(config.intermediate_size)
+
+
 def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
     """Qwen3.5's Gated DeltaNet sizes under llama.cpp's `ssm.*` keys (key heads as groups, value heads as the time-step
     rank, the key head size as the state), which layers are recurrent, and its RoPE's sections (the config's
@@ -392,7 +399,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "qwen3_5_moe_text": lambda writer, config: (qwen3_5_keys(writer, config), moe_keys(writer, config)),
                "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys,
                "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys, "glm4_moe": glm4_moe_keys,
-               "ernie4_5_moe": ernie4_5_moe_keys, "dots1": glm4_moe_keys}
+               "ernie4_5_moe": ernie4_5_moe_keys, "dots1": glm4_moe_keys, "hunyuan_v1_moe": hunyuan_moe_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

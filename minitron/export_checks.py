@@ -122,7 +122,8 @@ def rope_scalings(model_type: str) -> tuple[str, ...]:
     LongRoPE."""
     return ("default", "linear", "yarn", *(("llama3",) if model_type in ROPE_FREQS_FAMILIES else ()),
             *(("longrope",) if model_type == "phi3" else ()),
-            *(("dynamic",) if model_type == "hunyuan_v1_dense" else ()))  # with a fixed alpha: `check_hunyuan`
+            *(("dynamic",) if model_type in ("hunyuan_v1_dense", "hunyuan_v1_moe") else ()))  # with a fixed alpha:
+    # `check_hunyuan`
 
 
 def check_rope(config) -> None:
@@ -426,4 +427,5 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
-                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "glm4_moe": check_glm4_moe, "dots1": check_dots1}
+                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "glm4_moe": check_glm4_moe, "dots1": check_dots1,
+                 "hunyuan_v1_moe": check_hunyuan}

@@ -360,6 +360,11 @@ def dots1(meta: Metadata, layers: int) -> dict:
     return {**settings, "sliding_window": None}
 
 
+def hunyuan_v1_moe(meta: Metadata, layers: int) -> dict:
+    """Hunyuan MoE's experts and experts a token (its experts and shared expert feed_forward_length wide)."""
+    return {"num_experts": required(meta, "expert_count", int), "moe_topk": required(meta, "expert_used_count", int)}
+
+
 def ernie4_5_moe(meta: Metadata, layers: int) -> dict:
     """ERNIE 4.5 MoE's experts, experts a token and each expert's width, its shared expert (expert_shared_count of
     them wide, or its width's worth where the count is missing), its leading dense layers and a mixture of experts in
@@ -386,7 +391,7 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
                    "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss,
                    "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe,
-                   "ernie4_5_moe": ernie4_5_moe, "dots1": dots1}
+                   "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).

@@ -206,7 +206,8 @@ class ParamCounter:
         grown = self._build(shape, [i], **{F: F0 + 1}) - count  # a neuron more in every expert (and the shared one)
         a_expert = self._build(shape, [i], **{E: E0 + 1}) - count if self.arch.moe else 0  # an expert more, F0 wide
         a_mlp, a_shared = grown // E0, 0
-        if self.arch.moe and self.arch.shared_names.count:  # one more expert of F0 + 1 neurons tells them apart
+        if self.arch.shared_expert and not self.arch.shared_names.size:  # (it follows) an expert more of F0 + 1
+            # neurons tells them apart
             a_mlp = self._build(shape, [i], **{E: E0 + 1, F: F0 + 1}) - self._build(shape, [i], **{F: F0 + 1}) - \
                 a_expert
             a_shared = grown - E0 * a_mlp

@@ -20,7 +20,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
-            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1"]
+            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -207,6 +207,13 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                    "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
                    "routed_scaling_factor": 2.5, "norm_topk_prob": True, "sliding_window": None}
         return Dots1Config(**{**experts, **sizes}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "hunyuan_v1_moe":  # Hunyuan dense's attention and RoPE (NTK alpha), six experts, two a token, and a
+        # shared expert as wide as one of them, in every layer (as Hunyuan-A13B's)
+        from transformers import HunYuanMoEV1Config
+
+        rope = {"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0, "rope_theta": 10000.0}
+        return HunYuanMoEV1Config(**{"num_experts": 6, "moe_topk": 2, "rope_parameters": rope, **sizes},
+                                  pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "ernie4_5_moe":  # ERNIE 4.5's layers: the first with an MLP of 80 neurons, the others with six
         # experts, two a token, picked by a softmax steered by a bias, and a shared expert as wide as one of them
         from transformers import Ernie4_5_MoeConfig

@@ -256,7 +256,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("lfm2_moe", None, "f16", False), ("lfm2_moe", "llama-bpe", "bf16", True),
              ("glm4_moe", None, "f16", False), ("glm4_moe", "llama-bpe", "bf16", True),
              ("ernie4_5_moe", None, "f16", False), ("ernie4_5_moe", "llama-bpe", "bf16", True),
-             ("dots1", "mha", "f16", False), ("dots1", "mha", "bf16", True)]
+             ("dots1", "mha", "f16", False), ("dots1", "mha", "bf16", True), ("hunyuan_v1_moe", None, "f16", False),
+             ("hunyuan_v1_moe", "llama-bpe", "bf16", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -597,7 +598,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
                                             "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text, "
                                             "qwen3_5_moe_text, qwen2_moe, gpt_oss, granitemoehybrid, lfm2, "
-                                            "lfm2_moe, glm4_moe, ernie4_5_moe, dots1$"):
+                                            "lfm2_moe, glm4_moe, ernie4_5_moe, dots1, hunyuan_v1_moe$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -854,7 +855,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("granitemoehybrid_moe", None, "q8_0", True), ("lfm2", None, "f16", False), ("lfm2", "auto", "q8_0", True),
     ("lfm2_moe", None, "f16", False), ("lfm2_moe", None, "f16", True), ("glm4_moe", None, "f16", False),
     ("glm4_moe", None, "f16", True), ("ernie4_5_moe", None, "f16", False), ("dots1", "mha", "f16", False),
-    ("dots1", "mha", "f16", True),
+    ("dots1", "mha", "f16", True), ("hunyuan_v1_moe", None, "f16", False), ("hunyuan_v1_moe", None, "f16", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
@@ -883,7 +884,8 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
         # shared expert's gate, Mamba-2's and LFM2's convolutions and GPT-OSS's experts' biases f32)
         stored = {spec.dtype for name, spec in Checkpoint.open(resolve_model(str(out))).specs.items()
                   if len(spec.shape) > 1
-                  and not name.endswith((".gate.weight", ".router.layer.weight", ".router.weight", ".conv1d.weight",
+                  and not name.endswith((".gate.weight", ".gate.wg.weight", ".router.layer.weight", ".router.weight",
+                                         ".conv1d.weight",
                                          ".conv.conv.weight",
                                          ".shared_expert_gate.weight", "_bias"))}
         assert stored == {torch.float16 if dtype == "f16" else torch.bfloat16}

@@ -22,7 +22,7 @@ from minitron.prune import Plan, apply_plan, check_target, params_of, target_con
 from minitron.search import budget_of, enumerate_shapes
 
 MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe",
-       "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1"]
+       "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -90,10 +90,11 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
     keep = torch.tensor([0, 2, 3, 5])
     masked = copy.deepcopy(model)
     for i in (i for i in range(4) if i not in dense_layers(model.config)):
-        router = block_of(masked, i)[1].router
+        w = block_of(masked, i)[1]
+        router = w.gate or w.router  # (Hunyuan's gate routes, its weights in its linear `wg`)
 
-        def route(x, *steer, router=router):
-            logits = F.linear(x.reshape(-1, 64), router.weight, getattr(router, "bias", None))  # (GPT-OSS's bias)
+        def route(x, *steer, router=router, weights=w.router):
+            logits = F.linear(x.reshape(-1, 64).float(), weights.weight, getattr(weights, "bias", None))  # (GPT-OSS's)
             if hasattr(router, "moe_statics"):  # ERNIE 4.5: the softmax over the experts kept (the others' logits
                 # -inf), the picks steered by the statistics' bias
                 probs = logits.index_fill(1, torch.tensor([1, 4]), float("-inf")).softmax(-1)
@@ -407,6 +408,32 @@ def test_ernie_moe_keeps_its_routers_bias_untrained_and_stored_by_its_name(tmp_p
         save_tiny(tmp_path / "odd", "ernie4_5_moe", **change)
         with pytest.raises(MinitronError, match="a mixture of experts in one of every .* or not up to its last"):
             load_config(tmp_path / "odd")
+
+
+def test_hunyuan_moe_shared_expert_follows_the_experts_width(tmp_path):
+    """Hunyuan MoE's shared expert is as wide as one routed expert (transformers builds both intermediate_size wide):
+    a target's intermediate_size sets both and the student reloads; its router's weights are its gate's linear `wg`,
+    sliced with the experts. The released config's lists a layer of the same value read as that value (its per-layer
+    widths, which transformers does not read, left out); experts a token of their own in each layer are refused in
+    one line."""
+    from minitron.arch import shared_width
+
+    config = tiny_config("hunyuan_v1_moe")
+    assert shared_width(config) == 96 and shared_width(config, check_target(config, {"intermediate_size": 48})) == 48
+    model = tiny_model("hunyuan_v1_moe")
+    neurons, experts = torch.arange(0, 96, 2)[None].expand(6, -1), torch.tensor([0, 2, 3, 5])
+    plan = Plan(None, None, None, [neurons] * 4, [], [experts] * 4, shared=[torch.arange(1, 96, 2)] * 4)
+    pruned = apply_plan(copy.deepcopy(model), plan)
+    assert block_of(pruned, 0)[1].router.weight.shape == (4, 64)
+    pruned.save_pretrained(tmp_path / "p")
+    with torch.no_grad():
+        assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "p").eval()(IDS).logits, pruned(IDS).logits)
+    save_tiny(tmp_path / "lists", "hunyuan_v1_moe", moe_topk=[2, 2, 2, 2], moe_intermediate_size=[96] * 4)
+    config = load_config(tmp_path / "lists")  # the released config's lists of one value each: that value
+    assert config.moe_topk == 2 and not hasattr(config, "moe_intermediate_size")
+    save_tiny(tmp_path / "several", "hunyuan_v1_moe", moe_topk=[2, 2, 3, 2])
+    with pytest.raises(MinitronError, match="experts a token of its own in each layer"):
+        load_config(tmp_path / "several")
 
 
 def test_a_qwen2_moe_that_llama_cpp_computes_otherwise_is_refused():

@@ -153,7 +153,8 @@ def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_
                 conv=[s.topk(target["hidden_size"]).indices.sort().values for s in r["conv"]]
                 if arch.mixer == "conv" else None,  # LFM2's short convolutions are as wide as the hidden size
                 shared=[s.topk(shared_width(model.config, sizes)).indices.sort().values for s in r["shared"]]
-                if arch.shared_names.count else None)  # GLM-4.5's shared expert is as wide as its experts
+                if arch.shared_expert and not arch.shared_names.size else None)  # a shared expert as wide as experts
+    # (GLM-4.5's, Hunyuan's)
     pruned = apply_plan(copy.deepcopy(model), plan)
     assert count_params(pruned) == expected
     pruned.save_pretrained(tmp_path)
@@ -185,7 +186,7 @@ def test_unsupported_architecture_is_refused_by_name():
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, dots1, "
                                             "ernie4_5, ernie4_5_moe, exaone4, gemma, gemma2, gemma3_text, glm4, "
                                             "glm4_moe, gpt_oss, granite, granitemoe, granitemoehybrid, "
-                                            "hunyuan_v1_dense, lfm2, lfm2_moe, llama, "
+                                            "hunyuan_v1_dense, hunyuan_v1_moe, lfm2, lfm2_moe, llama, "
                                             "ministral3, mistral, mixtral, nemotron, nemotron_h, olmo2, olmo3, olmoe, "
                                             "phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, qwen3_moe, "
                                             "seed_oss, smollm3, stablelm"):
