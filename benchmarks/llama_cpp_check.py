@@ -140,7 +140,8 @@ def router_gap(model, ids: list[int]) -> float:
         gaps.append(float((scores[:, k - 1] - scores[:, k]).min()))
     arch = arch_of(model.config)
     routers = [moe_weights(moe_block(layer, arch), arch) for layer in model.model.layers if is_sparse(layer, arch)]
-    handles = [(w.gate or w.router).register_forward_hook(hook) for w in routers]  # (Hunyuan's gate routes)
+    handles = [(w.router if w.gate is None else w.gate).register_forward_hook(hook) for w in routers]  # (Hunyuan's
+    # gate routes)
     with torch.no_grad():
         model(torch.tensor([ids]))
     for h in handles:

@@ -786,7 +786,7 @@ class MoEWeights:
         block routes them (with its bias for the picks, where it has one)."""
         if self.block is not None:
             return self.router(x, self.block.expert_bias)
-        return (self.gate or self.router)(x)
+        return (self.router if self.gate is None else self.gate)(x)
 
     def gate_up_of(self, t: torch.Tensor) -> torch.Tensor:
         """A tensor shaped like gate_up_proj (the weight, or its gradient times it) as (experts, 2 x neurons,

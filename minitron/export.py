@@ -287,7 +287,7 @@ def moe_keys(writer: gguf.GGUFWriter, config) -> None:
     if arch.mlp_size == "moe_intermediate_size":
         writer.add_expert_feed_forward_length(config.moe_intermediate_size)
     if arch.shared_expert and arch.shared_names.count:
-        writer.add_expert_shared_count(getattr(config, arch.shared_names.count))  # (Hunyuan's: its width, below)
+        writer.add_expert_shared_count(getattr(config, arch.shared_names.count))
     elif arch.shared_expert:
         writer.add_expert_shared_feed_forward_length(shared_width(config))
 

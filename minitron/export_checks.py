@@ -118,12 +118,11 @@ def check_exportable(config) -> None:
 
 def rope_scalings(model_type: str) -> tuple[str, ...]:
     """The RoPE of a family's global layers that llama.cpp's graph for it computes: plain, linear and YaRN (every
-    graph, from the rope.scaling keys), Llama 3.1's (per-frequency factors, `ROPE_FREQS_FAMILIES`) and Phi-3's
-    LongRoPE."""
+    graph, from the rope.scaling keys), Llama 3.1's (per-frequency factors, `ROPE_FREQS_FAMILIES`), Phi-3's
+    LongRoPE and Hunyuan's dynamic NTK scaling with a fixed alpha (the base it gives: `check_hunyuan`)."""
+    hunyuan = model_type in ("hunyuan_v1_dense", "hunyuan_v1_moe")
     return ("default", "linear", "yarn", *(("llama3",) if model_type in ROPE_FREQS_FAMILIES else ()),
-            *(("longrope",) if model_type == "phi3" else ()),
-            *(("dynamic",) if model_type in ("hunyuan_v1_dense", "hunyuan_v1_moe") else ()))  # with a fixed alpha:
-    # `check_hunyuan`
+            *(("longrope",) if model_type == "phi3" else ()), *(("dynamic",) if hunyuan else ()))
 
 
 def check_rope(config) -> None:
@@ -223,10 +222,15 @@ def check_olmoe(config) -> None:
     if config.clip_qkv is not None:
         raise MinitronError("cannot export an OLMoE model that clips q, k and v (clip_qkv): minitron does not write "
                             "llama.cpp's clamp (the released models have none)")
+    refuse_grouped_kv(config, "OLMoE", "llama.cpp's olmoe graph builds its k norm hidden_size wide, as in the "
+                      "released models")
+
+
+def refuse_grouped_kv(config, family: str, why: str) -> None:
+    """Refuse grouped-query attention where llama.cpp's graph gives every query head its own KV head (`why`)."""
     if config.num_key_value_heads != config.num_attention_heads:
-        raise MinitronError(f"cannot export this OLMoE model with grouped-query attention "
-                            f"({config.num_attention_heads} query heads, {config.num_key_value_heads} KV heads): "
-                            "llama.cpp's olmoe graph builds its k norm hidden_size wide, as in the released models "
+        raise MinitronError(f"cannot export this {family} model with grouped-query attention "
+                            f"({config.num_attention_heads} query heads, {config.num_key_value_heads} KV heads): {why} "
                             "(prune query and KV heads together)")
 
 
@@ -385,11 +389,7 @@ def check_dots1(config) -> None:
     if any(kind == "sliding_attention" for kind in config.layer_types):
         raise MinitronError("cannot export a dots1 model with sliding-window layers: llama.cpp's dots1 graph attends "
                             "over the whole context in every layer")
-    if config.num_key_value_heads != config.num_attention_heads:
-        raise MinitronError(f"cannot export this dots1 model with grouped-query attention "
-                            f"({config.num_key_value_heads} KV heads for {config.num_attention_heads} query heads): "
-                            "llama.cpp's dots1 graph gives every query head its own; prune num_key_value_heads with "
-                            "num_attention_heads")
+    refuse_grouped_kv(config, "dots1", "llama.cpp's dots1 graph sizes k and v as q")
 
 
 def check_qwen2_moe(config) -> None:

@@ -649,8 +649,8 @@ REFUSED = [
     ("olmoe", {**MHA, "norm_topk_prob": True}, "OLMoE model with norm_topk_prob: llama.cpp's olmoe graph never"),
     ("olmoe", {}, r"OLMoE model with grouped-query attention \(8 query heads, 2 KV heads\): llama.cpp's olmoe graph "
                   "builds its k norm hidden_size wide"),
-    ("dots1", {}, r"dots1 model with grouped-query attention \(2 KV heads for 8 query heads\): llama.cpp's dots1 "
-                  "graph gives every query head its own"),
+    ("dots1", {}, r"dots1 model with grouped-query attention \(8 query heads, 2 KV heads\): llama.cpp's dots1 "
+                  "graph sizes k and v as q"),
     ("dots1", {**MHA, "layer_types": ["sliding_attention"] * 4, "sliding_window": 8},
      "dots1 model with sliding-window layers"),
     ("glm4_moe", {"n_group": 2, "topk_group": 1}, "GLM-4.5 model that routes within topk_group=1 of n_group=2 groups"),

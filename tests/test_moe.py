@@ -91,7 +91,7 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
     masked = copy.deepcopy(model)
     for i in (i for i in range(4) if i not in dense_layers(model.config)):
         w = block_of(masked, i)[1]
-        router = w.gate or w.router  # (Hunyuan's gate routes, its weights in its linear `wg`)
+        router = w.router if w.gate is None else w.gate  # (Hunyuan's gate routes, its weights in its linear `wg`)
 
         def route(x, *steer, router=router, weights=w.router):
             logits = F.linear(x.reshape(-1, 64).float(), weights.weight, getattr(weights, "bias", None))  # (GPT-OSS's)
