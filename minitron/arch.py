@@ -432,25 +432,32 @@ def per_layer_lists(config, kept: list[int]) -> dict[str, list]:
     return lists
 
 
-# Older names in LFM2's released configs for widths transformers reads under others (hidden_size, num_attention_heads)
-LFM2_ALIASES = ("block_dim", "conv_dim", "conv_dim_out", "num_heads")
+# Widths in released configs that transformers does not read, by family, which a pruned model's config would hold
+# stale: LFM2's older names for widths it reads under others (hidden_size, num_attention_heads), Hunyuan-A13B's
+# per-layer lists (it builds the experts and the one shared expert intermediate_size wide)
+_LFM2_UNREAD = ("block_dim", "conv_dim", "conv_dim_out", "num_heads")
+UNREAD_WIDTHS = {"lfm2": _LFM2_UNREAD, "lfm2_moe": _LFM2_UNREAD,
+                 "hunyuan_v1_moe": ("moe_intermediate_size", "num_shared_expert")}
 
 
 def as_built(config):
     """The config with the sizes transformers derives when it builds a model written as the sizes it builds: LFM2's
     MLP neurons, which its block_auto_adjust_ff_dim takes as 2/3 of intermediate_size times block_ffn_dim_multiplier,
     rounded up to a multiple of block_multiple_of (a pruned model's neurons are whatever they are). The model is the
-    same; its config then reads as every other family's does. LFM2's older names for its widths, which transformers
-    does not read, are left out, so that no pruned model's config holds a stale copy (`LFM2_ALIASES`). GLM-4.5's and
-    ERNIE 4.5's multi-token prediction layers, stored beside its decoder layers, are not built by transformers:
-    minitron reads neither them nor their count (num_nextn_predict_layers, 0 in the configs it writes)."""
+    same; its config then reads as every other family's does. Widths transformers does not read are left out, so
+    that no pruned model's config holds a stale copy (`UNREAD_WIDTHS`). Hunyuan-A13B's experts and experts a token,
+    which its released config lists once a layer, the same for each, are that one number (a list of several is
+    refused by `arch_of`). GLM-4.5's and ERNIE 4.5's multi-token prediction layers, stored beside its decoder layers,
+    are not built by transformers: minitron reads neither them nor their count (num_nextn_predict_layers, 0 in the
+    configs it writes)."""
     if getattr(config, "num_nextn_predict_layers", None):  # (GLM-4.5's, ERNIE 4.5's)
         config.num_nextn_predict_layers = 0
-    if config.model_type == "hunyuan_v1_moe":
-        hunyuan_as_built(config)
-    for name in LFM2_ALIASES if config.model_type in ("lfm2", "lfm2_moe") else ():
+    for name in UNREAD_WIDTHS.get(config.model_type, ()):
         if hasattr(config, name):
             delattr(config, name)
+    for name in ("num_experts", "moe_topk") if config.model_type == "hunyuan_v1_moe" else ():
+        if isinstance(value := getattr(config, name), list):
+            setattr(config, name, value[0])
     if getattr(config, "block_auto_adjust_ff_dim", False):
         neurons = int(2 * config.intermediate_size / 3)
         if config.block_ffn_dim_multiplier is not None:
@@ -458,23 +465,6 @@ def as_built(config):
             neurons = config.block_multiple_of * -(-neurons // config.block_multiple_of)
         config.intermediate_size, config.block_auto_adjust_ff_dim = neurons, False
     return config
-
-
-# Hunyuan-A13B's config's widths in lists a layer, which transformers does not read (it builds the experts and the
-# shared expert intermediate_size wide, one shared expert)
-HUNYUAN_ALIASES = ("moe_intermediate_size", "num_shared_expert")
-
-
-def hunyuan_as_built(config) -> None:
-    """Hunyuan-A13B's config as transformers builds it: its experts and experts a token one number (the released
-    config lists the same for every layer; a list of several is refused by `arch_of`), and without the per-layer
-    widths it does not read (`HUNYUAN_ALIASES`), which a pruned model's config would hold stale."""
-    for name in ("num_experts", "moe_topk"):
-        if isinstance(value := getattr(config, name), list):
-            setattr(config, name, value[0])
-    for name in HUNYUAN_ALIASES:
-        if hasattr(config, name):
-            delattr(config, name)
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

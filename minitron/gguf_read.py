@@ -340,24 +340,27 @@ def qwen2_moe(meta: Metadata, layers: int) -> dict:
     return {**shared_moe(meta, layers), "norm_topk_prob": False, "mlp_only_layers": [], "decoder_sparse_step": 1}
 
 
-def glm4_moe(meta: Metadata, layers: int) -> dict:
-    """GLM-4.5's experts, experts a token and each expert's width, its shared expert (as wide as expert_shared_count
-    experts), its leading dense layers and its router's renormalising and scale; one group of experts, no multi-token
-    prediction layers (as llama.cpp's glm4moe graph computes it: `check_glm4_moe`)."""
+def steered_moe(meta: Metadata, layers: int) -> dict:
+    """GLM-4.5's (and dots.llm1's) experts, experts a token and each expert's width, its shared expert (as wide as
+    expert_shared_count experts), its leading dense layers and its router's renormalising and scale; one group of
+    experts (as llama.cpp's glm4moe and dots1 graphs compute it: `check_glm4_moe`)."""
     experts = mixtral(meta, layers)
     return {"n_routed_experts": experts.pop("num_experts"), **experts, "n_group": 1, "topk_group": 1,
             "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
             "n_shared_experts": required(meta, "expert_shared_count", int),
             "first_k_dense_replace": int(meta.get("leading_dense_block_count", 0)),
             "norm_topk_prob": bool(meta.get("expert_weights_norm", False)),
-            "routed_scaling_factor": float(meta.get("expert_weights_scale", 1.0)), "num_nextn_predict_layers": 0}
+            "routed_scaling_factor": float(meta.get("expert_weights_scale", 1.0))}
+
+
+def glm4_moe(meta: Metadata, layers: int) -> dict:
+    """GLM-4.5's mixture of experts (`steered_moe`), without multi-token prediction layers."""
+    return {**steered_moe(meta, layers), "num_nextn_predict_layers": 0}
 
 
 def dots1(meta: Metadata, layers: int) -> dict:
-    """dots.llm1's experts, shared expert and router, as GLM-4.5's; every layer attending over the whole context."""
-    settings = glm4_moe(meta, layers)
-    del settings["num_nextn_predict_layers"]
-    return {**settings, "sliding_window": None}
+    """dots.llm1's mixture of experts (`steered_moe`), every layer attending over the whole context."""
+    return {**steered_moe(meta, layers), "sliding_window": None}
 
 
 def hunyuan_v1_moe(meta: Metadata, layers: int) -> dict:

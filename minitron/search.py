@@ -40,8 +40,8 @@ from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
 from minitron.lazy import reuse_freed_memory
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.numerics import lm_loss, native_bf16, windows_in_batches
-from minitron.prune import (PruneConfig, ScoreNeeds, apply_plan, check_target, given_scores, layers_to_drop, make_plan,
-                            params_of, target_config)
+from minitron.prune import (EXPERT_WIDTH_MULTIPLE, PruneConfig, ScoreNeeds, apply_plan, check_target, given_scores,
+                            layers_to_drop, make_plan, params_of, target_config)
 from minitron.prune import prune as prune_model
 from minitron.record import Record
 
@@ -262,10 +262,11 @@ def check_axes(config, steps: dict[str, int] | None, floors: dict[str, int] | No
         if steps[heads] % getattr(config, group):
             raise MinitronError(f"the step of {heads} must be a multiple of {group}={getattr(config, group)} (the "
                                 f"same number of heads in every group)")
-    odd = [a for a in ("hidden_size", arch.mlp_size) if arch.moe and steps[a] % 8]
+    odd = [a for a in ("hidden_size", arch.mlp_size) if arch.moe and steps[a] % EXPERT_WIDTH_MULTIPLE]
     if odd:  # (the sizes `check_target` takes for a mixture of experts)
-        raise MinitronError(f"the step of {odd[0]} must be a multiple of 8 for a mixture of experts: transformers "
-                            f"runs its experts by grouped matrix products, which need rows of a multiple of 16 bytes")
+        raise MinitronError(f"the step of {odd[0]} must be a multiple of {EXPERT_WIDTH_MULTIPLE} for a mixture of "
+                            f"experts: transformers runs its experts by grouped matrix products, which need rows of a "
+                            f"multiple of 16 bytes")
     return steps
 
 

@@ -19,6 +19,11 @@ from minitron.prune.slicing import (prune_conv, prune_delta, prune_experts, prun
                                     slice_layer_neurons, slice_layer_shared)
 
 
+# What a mixture of experts' hidden size and expert width must be multiples of: transformers runs the experts by
+# `torch._grouped_mm`, which needs rows of a multiple of 16 bytes (8 bf16 values)
+EXPERT_WIDTH_MULTIPLE = 8
+
+
 def check_target(config, target: dict[str, int], drop: list[int] | None = None) -> dict[str, int]:
     """The student's sizes (teacher's sizes overridden by `target`), or a clear refusal."""
     if not isinstance(target, dict) or not all(isinstance(k, str) and type(v) is int for k, v in target.items()):
@@ -48,12 +53,12 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
     if experts in sizes and sizes[experts] < config.num_experts_per_tok:
         raise MinitronError(f"target {experts}={sizes[experts]} is impossible: every token is routed to "
                             f"num_experts_per_tok={config.num_experts_per_tok} experts; keep at least that many")
-    odd = [k for k in ("hidden_size", arch_of(config).mlp_size) if arch_of(config).moe and sizes[k] % 8 and
-           sizes[k] != teacher[k]]
+    odd = [k for k in ("hidden_size", arch_of(config).mlp_size) if arch_of(config).moe and
+           sizes[k] % EXPERT_WIDTH_MULTIPLE and sizes[k] != teacher[k]]
     if odd:
         raise MinitronError(f"target {odd[0]}={sizes[odd[0]]} is refused: a mixture of experts' hidden size and "
-                            f"expert width must be multiples of 8, since transformers runs the experts by grouped "
-                            f"matrix products, which need rows of a multiple of 16 bytes in bf16")
+                            f"expert width must be multiples of {EXPERT_WIDTH_MULTIPLE}, since transformers runs the "
+                            f"experts by grouped matrix products, which need rows of a multiple of 16 bytes in bf16")
     if experts in sizes and sizes[experts] != teacher[experts] and getattr(config, "n_group", 1) > 1:
         raise MinitronError(f"cannot prune the experts of this {config.model_type} model: its router picks them in "
                             f"n_group={config.n_group} groups, which minitron does not keep whole; set no {experts}")
