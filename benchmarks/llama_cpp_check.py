@@ -42,7 +42,7 @@ from minitron.export import PRE_TOKENIZERS, export
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE, yarn_unrounded
 from minitron.export_quant import TYPES, encode, tensor_type
 from minitron.gguf_layout import (GGUF_ARCH, OUTPUT_REQUIRED, experts_in_gguf, granite_mlp_in_gguf, gguf_tensor,
-                                  oss_in_gguf, oss_read, oss_stored, tensor_names)
+                                  mla_in_gguf, mla_read, mla_stored, oss_in_gguf, oss_read, oss_stored, tensor_names)
 from minitron.load import load_model, load_tokenizer
 
 SCRIPT = Path(__file__).resolve().with_name("llama_cpp_greedy.mjs")
@@ -52,7 +52,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
-            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe"]
+            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -104,6 +104,11 @@ def quantized_reference(model, dtype: str):
             elif mlp := granite_mlp_in_gguf(key, experts):  # Granite 4's gate and up halves (or down), each in its GGUF type
                 p.copy_(torch.cat([rounded(w, name, dtype, config.num_hidden_layers, shared)
                                    for w, name in zip(p.chunk(len(mlp), dim=0), mlp)], dim=0))
+            elif mla := mla_in_gguf(key):  # latent attention's keys and values apart, each in its type
+                parts = mla_stored(p.detach().float().numpy(), config)
+                p.copy_(torch.from_numpy(mla_read([rounded(torch.from_numpy(part), name, dtype,
+                                                           config.num_hidden_layers, shared).numpy()
+                                                   for part, name in zip(parts, mla)])))
             elif p.ndim == 2:  # under the name a checkpoint stores it by (Granite-MoE's router.layer)
                 stored = stored_as(key, family, experts)
                 name = gguf_tensor(names, stored.names[0][0] if stored else key)
@@ -197,7 +202,7 @@ def sharpen(model, factor: float) -> None:
     filters' taps written reversed show by 0.52, zeroed by 0.56; unscaled, neither did); LFM2-MoE's and GLM-4.5's
     experts by `factor`, their routers by ROUTER_SCALE and the bias that steers their picks by half of it (LFM2-MoE's:
     a softmax router written for its sigmoid one shows by 0.46, the bias zeroed by 0.89; unscaled, by 0 and 0.009)."""
-    from minitron.arch import arch_of, attention_of, attention_rows, conv_of
+    from minitron.arch import Rows, arch_of, attention_of, attention_rows, conv_of
 
     arch = arch_of(model.config)
     with torch.no_grad():
@@ -216,7 +221,9 @@ def sharpen(model, factor: float) -> None:
                 w.router.weight.mul_(ROUTER_SCALE)
                 steer.mul_(ROUTER_SCALE / 2)
         for layer in filter(attention_of, model.model.layers):  # a hybrid's layers with attention
-            query, (key, _) = attention_rows(layer, arch)
+            query, (key, *_) = attention_rows(layer, arch)
+            if arch.mla:  # the rotated key every head shares, from kv_a_proj's last rows (the latent is normed)
+                key = Rows(layer.self_attn.kv_a_proj_with_mqa)
             for rows in (query, key):
                 rows.of(rows.linear.weight).mul_(factor)
             if arch.oss_experts:
@@ -316,6 +323,13 @@ def tiny_model(family: str, seed: int = 0):
              "hunyuan_v1_moe": dict(rope_parameters={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0,
                                                      "rope_theta": 10000.0}, num_experts=6, moe_topk=2,
                                     pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "deepseek_v3": dict(num_key_value_heads=8,  # (a KV head for each query head: latent attention)
+                                 head_dim=8,  # (transformers' head_dim is the rotated channels)
+                                 q_lora_rank=32, kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16,
+                                 v_head_dim=16, n_routed_experts=6, num_experts_per_tok=2, n_shared_experts=1,
+                                 first_k_dense_replace=1, moe_intermediate_size=96, intermediate_size=80,
+                                 routed_scaling_factor=2.5, norm_topk_prob=True, n_group=1, topk_group=1,
+                                 pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "ernie4_5_moe": dict(moe_num_experts=6, moe_k=2, moe_num_shared_experts=1, moe_layer_start_index=1,
                                   moe_intermediate_size=96, intermediate_size=80, tie_word_embeddings=False,
                                   pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})

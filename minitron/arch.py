@@ -122,6 +122,12 @@ class Arch:
     # heads x head channels follow the hidden size: a target's hidden_size sets the heads
     mamba_expand: bool = False
     gated_query: bool = False  # q_proj holds each head's queries, then its output gate's rows (Qwen3.5)
+    # Multi-head latent attention (DeepSeek V2, V3; `mla_rows`): each head's queries from q_proj, or from q_b_proj
+    # after a low-rank latent (q_a_proj, q_a_layernorm), and its keys' unrotated channels and its values from
+    # kv_b_proj, after a latent every head shares (kv_a_proj_with_mqa's first kv_lora_rank rows, kv_a_layernorm);
+    # the latent's last rows are one rotated key all heads share. Each head has its own keys and values (the KV heads
+    # follow the query heads); the latents are kept whole
+    mla: bool = False
     ties: bool = True  # the family honours tie_word_embeddings (transformers never ties a Nemotron-H's)
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
     final_norm: str = "norm"  # the final norm's name in the decoder
@@ -195,6 +201,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # prediction layers, which transformers does not build, are left out (`as_built`)
     Arch("glm4_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
          shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace"),
+    # DeepSeek V3 (671B-A37B; R1, V3.1; Moonlight-16B-A3B): GLM-4.5's mixture of experts (`GLM_SHARED`, the router's
+    # own steering bias, within groups, dense layers first) with multi-head latent attention (`Arch.mla`); its
+    # multi-token prediction layer is not read
+    Arch("deepseek_v3", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
+         shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace", mla=True),
     # dots.llm1 (dots1: 142B-A14B): GLM-4.5's mixture of experts (`GLM_SHARED`, the router's own steering bias) with
     # per-head q/k norms and RoPE on every channel
     Arch("dots1", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
@@ -551,10 +562,25 @@ def attention_out(attn: nn.Module) -> nn.Linear:
     return attn.o_proj if hasattr(attn, "o_proj") else attn.out_proj
 
 
-def query_dim(arch: Arch, dim: int) -> int:
-    """The q_proj rows of one head of `dim` channels: its queries, and where the family gates each head's output
-    (`Arch.gated_query`) its gate's rows after them."""
-    return 2 * dim if arch.gated_query else dim
+@dataclass(frozen=True)
+class HeadDims:
+    """One attention head's rows in the query projection (its queries, and where the family gates each head's output,
+    `Arch.gated_query`, its gate's rows after them), its rows in each key and value projection (multi-head latent
+    attention's one kv_b_proj: its keys' unrotated channels, then its values) and its o_proj columns."""
+
+    query: int
+    kv: int
+    out: int
+
+
+def head_dims(config) -> HeadDims:
+    """Each attention head's rows and columns in its projections (`HeadDims`)."""
+    arch = arch_of(config)
+    if arch.mla:
+        return HeadDims(config.qk_nope_head_dim + config.qk_rope_head_dim, config.qk_nope_head_dim + config.v_head_dim,
+                        config.v_head_dim)
+    dim = head_dim(config)
+    return HeadDims(2 * dim if arch.gated_query else dim, dim, dim)
 
 
 def layer_norms(layer: nn.Module, arch: Arch) -> list[nn.Module]:
@@ -581,6 +607,8 @@ def attention_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     attn = attention_of(layer)
     if attn is None:
         return []
+    if arch.mla:  # (queries through a latent, or not)
+        return [attn.q_proj if attn.q_a_proj is None else attn.q_a_proj, attn.kv_a_proj_with_mqa]
     return [attn.qkv_proj] if arch.fused_qkv else [attn.q_proj, attn.k_proj, attn.v_proj]
 
 
@@ -609,9 +637,12 @@ def halves(fused: nn.Linear) -> list[Rows]:
 
 
 def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
-    """The query rows, and the key and value rows, of a layer's attention (heads of head_dim rows each); a fused
-    qkv_proj holds the queries first (as many rows as o_proj has input columns), then keys, then values."""
+    """The query rows, and the key and value rows, of a layer's attention (heads of `HeadDims` rows each); a fused
+    qkv_proj holds the queries first (as many rows as o_proj has input columns), then keys, then values; multi-head
+    latent attention's heads are q_proj's (q_b_proj's) and kv_b_proj's rows."""
     attn = attention_of(layer)
+    if arch.mla:
+        return Rows(attn.q_proj if attn.q_a_proj is None else attn.q_b_proj), [Rows(attn.kv_b_proj)]
     if not arch.fused_qkv:
         return Rows(attn.q_proj), [Rows(attn.k_proj), Rows(attn.v_proj)]
     q = attention_out(attn).in_features

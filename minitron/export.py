@@ -36,7 +36,8 @@ from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, OUTPUT_REQUIRED,
                                   RMS_NORM_EPS, XIELU, XIELU_TENSOR, delta_in_gguf, delta_stored, fused_gate_up,
                                   gguf_tensor, granite_mlp_in_gguf, interleave_rotary, mamba_in_gguf, mamba_stored,
-                                  oss_in_gguf, oss_stored, stacked_key, stored_plus_one, tensor_names)
+                                  mla_in_gguf, mla_stored, oss_in_gguf, oss_stored, stacked_key, stored_plus_one,
+                                  tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import Checkpoint, require_safetensors
@@ -154,6 +155,8 @@ def layer_sizes(config) -> tuple[int | list[int], ...]:
     has none of); of a Granite 4 and an LFM2, KV heads a list likewise (their graphs' recurrent layers have none)."""
     arch = arch_of(config)
     neurons = getattr(config, "intermediate_size", getattr(config, arch.mlp_size))  # (a sparse MoE's: each expert's)
+    if arch.mla:  # llama.cpp's deepseek2 graph attends to the latent as one KV head (`key_value_lengths`)
+        return neurons, config.num_attention_heads, 1
     if arch.mixer not in ("mamba", "conv"):
         return neurons, config.num_attention_heads, config.num_key_value_heads
     kinds = config.layer_types  # the recurrent layers by no KV heads
@@ -175,8 +178,9 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
     writer.add_feed_forward_length(neurons)
     writer.add_head_count(heads)
     writer.add_head_count_kv(kv_heads)
-    writer.add_key_length(head_dim(config))
-    writer.add_value_length(head_dim(config))
+    key_length, value_length = key_value_lengths(config)
+    writer.add_key_length(key_length)
+    writer.add_value_length(value_length)
     writer.add_vocab_size(config.vocab_size)
     if model_type in HIDDEN_WIDE_SOME_BUILDS and config.num_attention_heads * head_dim(config) != config.hidden_size:
         print(f"warning: this model's attention is {config.num_attention_heads} heads x {head_dim(config)} wide, not "
@@ -193,6 +197,15 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
     FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
     if arch_of(config).mixer != "mamba" or getattr(config, "position_embedding_type", None) == "rope":
         add_rope(writer, config)  # (Nemotron-H's attention has no positions, nor the released Granite 4's)
+
+
+def key_value_lengths(config) -> tuple[int, int]:
+    """Each KV head's key and value sizes as llama.cpp's graph attends with them: head_dim, or for multi-head latent
+    attention the latent (kv_lora_rank) with the rotated key every head shares, and the latent (its deepseek2 graph
+    multiplies the queries into the latent and the values out of it, `mla_keys`)."""
+    if arch_of(config).mla:
+        return config.kv_lora_rank + config.qk_rope_head_dim, config.kv_lora_rank
+    return head_dim(config), head_dim(config)
 
 
 def add_rope(writer: gguf.GGUFWriter, config) -> None:
@@ -352,12 +365,28 @@ def lfm2_moe_keys(writer: gguf.GGUFWriter, config) -> None:
 
 def glm4_moe_keys(writer: gguf.GGUFWriter, config) -> None:
     """GLM-4.5's (and dots.llm1's) experts, shared expert and their width, its leading dense layers and its sigmoid
-    router, whose routing weights are renormalised (norm_topk_prob) and scaled (routed_scaling_factor)."""
+    router, whose routing weights are renormalised (norm_topk_prob) and scaled (routed_scaling_factor), and which picks
+    them within the topk_group best of n_group groups where it has them (DeepSeek V3's 4 of 8: llama.cpp's graphs
+    score a group by its two best experts' biased scores, as transformers does)."""
     moe_keys(writer, config)
+    if config.n_group > 1:
+        writer.add_expert_group_count(config.n_group)
+        writer.add_expert_group_used_count(config.topk_group)
     writer.add_leading_dense_block_count(config.first_k_dense_replace)
     writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
     writer.add_expert_weights_norm(config.norm_topk_prob)
     writer.add_expert_weights_scale(config.routed_scaling_factor)
+
+
+def deepseek_v3_keys(writer: gguf.GGUFWriter, config) -> None:
+    """DeepSeek V3's mixture of experts (GLM-4.5's, `glm4_moe_keys`) and its multi-head latent attention's sizes: the
+    query latent's rank (0: none, queries from q_proj), the KV latent's, and each head's key and value sizes (its
+    unrotated and rotated key channels; its value channels), as llama.cpp's converter writes them."""
+    glm4_moe_keys(writer, config)
+    writer.add_q_lora_rank(config.q_lora_rank or 0)
+    writer.add_kv_lora_rank(config.kv_lora_rank)
+    writer.add_key_length_mla(config.qk_nope_head_dim + config.qk_rope_head_dim)
+    writer.add_value_length_mla(config.v_head_dim)
 
 
 def ernie4_5_moe_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -399,7 +428,8 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "qwen3_5_moe_text": lambda writer, config: (qwen3_5_keys(writer, config), moe_keys(writer, config)),
                "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys,
                "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys, "glm4_moe": glm4_moe_keys,
-               "ernie4_5_moe": ernie4_5_moe_keys, "dots1": glm4_moe_keys, "hunyuan_v1_moe": hunyuan_moe_keys}
+               "ernie4_5_moe": ernie4_5_moe_keys, "dots1": glm4_moe_keys, "hunyuan_v1_moe": hunyuan_moe_keys,
+               "deepseek_v3": deepseek_v3_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -534,6 +564,8 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
         return [(delta[0], delta_stored(delta[1], data, config))]
     if oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts
         return list(zip(oss[0], oss_stored(oss[1], data)))
+    if mla := mla_in_gguf(key):  # multi-head latent attention's keys and values, from the latent
+        return list(zip(mla, mla_stored(data, config)))
     name = gguf_tensor(names, key)
     if name is None:
         raise MinitronError(f"tensor {key} has no GGUF name in llama.cpp's {arch} architecture")

@@ -372,20 +372,18 @@ def check_lfm2_moe(config) -> None:
                             "bias and renormalises the picked experts' weights, unscaled")
 
 
-def check_glm4_moe(config) -> None:
-    """Refuse a GLM-4.5 whose router picks its experts within groups (topk_group of n_group): llama.cpp's glm4moe graph
-    picks among them all (the released models have one group)."""
-    if config.topk_group < config.n_group:
-        raise MinitronError(f"cannot export a GLM-4.5 model that routes within topk_group={config.topk_group} of "
-                            f"n_group={config.n_group} groups of experts: llama.cpp's glm4moe graph picks among "
-                            "them all")
+def check_deepseek_v3(config) -> None:
+    """Refuse a DeepSeek V3 whose queries and keys rotate halves of their rotated channels (rope_interleave false):
+    llama.cpp's deepseek2 graph rotates interleaved pairs, as the released checkpoints store them."""
+    if not config.rope_interleave:
+        raise MinitronError("cannot export a deepseek_v3 model with rope_interleave false: llama.cpp's deepseek2 graph "
+                            "rotates interleaved pairs of channels (as the released checkpoints store them)")
 
 
 def check_dots1(config) -> None:
-    """Refuse a dots.llm1 that llama.cpp's dots1 graph computes otherwise: its router picking within groups (as
-    GLM-4.5's), sliding-window layers (that graph has none) or fewer KV heads than query heads (it sizes k and v as
-    q; the released model's attention is full, 32 heads each)."""
-    check_glm4_moe(config)
+    """Refuse a dots.llm1 that llama.cpp's dots1 graph computes otherwise: sliding-window layers (that graph has none)
+    or fewer KV heads than query heads (it sizes k and v as q; the released model's attention is full, 32 heads
+    each)."""
     if any(kind == "sliding_attention" for kind in config.layer_types):
         raise MinitronError("cannot export a dots1 model with sliding-window layers: llama.cpp's dots1 graph attends "
                             "over the whole context in every layer")
@@ -427,5 +425,5 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
-                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "glm4_moe": check_glm4_moe, "dots1": check_dots1,
+                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_deepseek_v3, "dots1": check_dots1,
                  "hunyuan_v1_moe": check_hunyuan}

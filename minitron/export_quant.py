@@ -72,8 +72,15 @@ def tensor_type(name: str, shape: tuple[int, ...], wt: WeightType, layers: int,
                 tied: bool) -> gguf.GGMLQuantizationType:
     """The type of the GGUF tensor `name` (its numpy shape, rows last): f32 for norms (Cohere's q/k norms are 2-D, a row
     per head), biases (GPT-OSS's experts' are 2-D), a mixture of experts' routers (and its shared expert's gate) and
-    Mamba-2's A, D and convolution and LFM2's short convolutions' filters (as llama.cpp's converter writes them)."""
-    if len(shape) == 1 or name.endswith((".bias", "_norm.weight", "ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")):
+    Mamba-2's A, D and convolution and LFM2's short convolutions' filters (as llama.cpp's converter writes them); and
+    multi-head latent attention's keys and values from the latent (`attn_k_b`, `attn_v_b`, 3-D), which llama.cpp's
+    converter writes in the file's type: on a CPU with AMX, llama.cpp holds f16 and q8_0 ones whose rows fit its tiles
+    in its AMX buffer, and then stops at its first graph with keys of 16 or 32 channels (an assertion in
+    ggml_backend_sched: its kernel takes no permuted queries) and computes wrong values from q8_0 ones (a shortfall of
+    0.62 on the tiny DeepSeek V3; measured with the llama.cpp that node-llama-cpp 3.22.1 ships). In f32 they run
+    everywhere (64 MiB a layer of the 671B, 32 more than in f16)."""
+    if len(shape) == 1 or name.endswith((".bias", "_norm.weight", "ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight",
+                                         ".attn_k_b.weight", ".attn_v_b.weight")):
         return T.F32
     if re.fullmatch(r"blk\.\d+\.(ssm_a|ssm_d|ssm_conv1d\.weight|shortconv\.conv\.weight)", name):  # llama.cpp's
         # kernels read them in f32

@@ -23,7 +23,8 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe", "nemotron_h": "nemotron_h",
              "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen2_moe": "qwen2moe", "gpt_oss": "gpt-oss",
              "granitemoehybrid": "granitehybrid", "lfm2": "lfm2", "lfm2_moe": "lfm2moe",
-             "glm4_moe": "glm4moe", "ernie4_5_moe": "ernie4_5-moe", "dots1": "dots1", "hunyuan_v1_moe": "hunyuan-moe"}
+             "glm4_moe": "glm4moe", "ernie4_5_moe": "ernie4_5-moe", "dots1": "dots1", "hunyuan_v1_moe": "hunyuan-moe",
+             "deepseek_v3": "deepseek2"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
@@ -182,6 +183,37 @@ def oss_read(part: str, stored: list[np.ndarray]) -> np.ndarray:
     gate, up = stored
     pairs = np.stack([gate, up], axis=2).reshape(gate.shape[0], 2 * gate.shape[1], *gate.shape[2:])  # in turn
     return pairs.swapaxes(1, 2) if part == "gate_up_proj" else pairs
+
+
+# Multi-head latent attention's kv_b_proj (each head's keys' unrotated channels, then its values, from the latent),
+# which llama.cpp's converter writes as two tensors, the keys' transposed (`mla_stored`): its deepseek2 graph
+# multiplies the queries into the latent by them and the values out of it.
+MLA_KV_B = re.compile(r"model\.layers\.(\d+)\.self_attn\.kv_b_proj\.weight")
+
+
+def mla_in_gguf(key: str) -> tuple[str, str] | None:
+    """The GGUF tensors (keys', values') a multi-head latent attention's kv_b_proj is written as; None for any other
+    tensor."""
+    import gguf  # lazy: an extra, and CLI start-up speed
+
+    if (m := MLA_KV_B.fullmatch(key)) is None:
+        return None
+    return tuple(f"{gguf.TENSOR_NAMES[kind].format(bid=int(m[1]))}.weight"
+                 for kind in (gguf.MODEL_TENSOR.ATTN_K_B, gguf.MODEL_TENSOR.ATTN_V_B))
+
+
+def mla_stored(data: np.ndarray, config) -> list[np.ndarray]:
+    """kv_b_proj's rows (heads x (unrotated key channels + value channels), latent) as llama.cpp's graph reads them:
+    the keys' (heads, latent, key channels), the values' (heads, value channels, latent)."""
+    heads, nope = config.num_attention_heads, config.qk_nope_head_dim
+    per_head = data.reshape(heads, nope + config.v_head_dim, data.shape[-1])
+    return [np.ascontiguousarray(per_head[:, :nope].swapaxes(1, 2)), np.ascontiguousarray(per_head[:, nope:])]
+
+
+def mla_read(stored: list[np.ndarray]) -> np.ndarray:
+    """The inverse of `mla_stored`: kv_b_proj's weight."""
+    keys, values = stored
+    return np.concatenate([keys.swapaxes(1, 2), values], 1).reshape(-1, values.shape[-1])
 
 
 # Granite 4's MLP (`shared_mlp`: its gate and up rows in one input_linear), which llama.cpp's converter writes as a

@@ -24,8 +24,8 @@ from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EX
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
                                   LAYER_NORM_EPS, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, delta_in_gguf,
                                   delta_stored, fused_gate_up, gguf_tensor, granite_mlp_in_gguf, halve_rotary,
-                                  mamba_in_gguf, mamba_read, oss_in_gguf, oss_read, stacked_key, stored_plus_one,
-                                  tensor_names)
+                                  mamba_in_gguf, mamba_read, mla_in_gguf, mla_read, oss_in_gguf, oss_read, stacked_key,
+                                  stored_plus_one, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -95,6 +95,8 @@ def gguf_name(names, key: str, model_type: str, experts: int) -> tuple[str | Non
         return gate_up[0], None
     if oss := oss_in_gguf(key, model_type):  # GPT-OSS's experts: the gate's (up's is the second) or down's
         return oss[0][0], None
+    if mla := mla_in_gguf(key):  # multi-head latent attention's keys' (values' is the second)
+        return mla[0], None
     return gguf_tensor(names, key), None
 
 
@@ -341,11 +343,13 @@ def qwen2_moe(meta: Metadata, layers: int) -> dict:
 
 
 def steered_moe(meta: Metadata, layers: int) -> dict:
-    """GLM-4.5's (and dots.llm1's) experts, experts a token and each expert's width, its shared expert (as wide as
-    expert_shared_count experts), its leading dense layers and its router's renormalising and scale; one group of
-    experts (as llama.cpp's glm4moe and dots1 graphs compute it: `check_glm4_moe`)."""
+    """GLM-4.5's (and dots.llm1's, DeepSeek V3's) experts, experts a token and each expert's width, its shared expert
+    (as wide as expert_shared_count experts), its leading dense layers, its router's renormalising and scale, and the
+    groups it picks its experts within (one without the keys)."""
     experts = mixtral(meta, layers)
-    return {"n_routed_experts": experts.pop("num_experts"), **experts, "n_group": 1, "topk_group": 1,
+    groups = {"n_group": int(meta.get("expert_group_count", 1)),
+              "topk_group": int(meta.get("expert_group_used_count", 1))}
+    return {"n_routed_experts": experts.pop("num_experts"), **experts, **groups,
             "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
             "n_shared_experts": required(meta, "expert_shared_count", int),
             "first_k_dense_replace": int(meta.get("leading_dense_block_count", 0)),
@@ -361,6 +365,19 @@ def glm4_moe(meta: Metadata, layers: int) -> dict:
 def dots1(meta: Metadata, layers: int) -> dict:
     """dots.llm1's mixture of experts (`steered_moe`), every layer attending over the whole context."""
     return {**steered_moe(meta, layers), "sliding_window": None}
+
+
+def deepseek_v3(meta: Metadata, layers: int) -> dict:
+    """DeepSeek V3's mixture of experts (`steered_moe`), without multi-token prediction layers, and its multi-head
+    latent attention: the query latent's rank (none where it is 0), the KV latent's, each head's unrotated and rotated
+    key channels and value channels, a KV head for each query head (llama.cpp's graph attends to the latent as one)."""
+    rotated = required(meta, "rope.dimension_count", int)
+    return {**steered_moe(meta, layers), "num_nextn_predict_layers": 0,
+            "q_lora_rank": int(meta.get("attention.q_lora_rank", 0)) or None,
+            "kv_lora_rank": required(meta, "attention.kv_lora_rank", int), "qk_rope_head_dim": rotated,
+            "qk_nope_head_dim": required(meta, "attention.key_length_mla", int) - rotated,
+            "v_head_dim": required(meta, "attention.value_length_mla", int),
+            "num_key_value_heads": required(meta, "attention.head_count", int), "rope_interleave": True}
 
 
 def hunyuan_v1_moe(meta: Metadata, layers: int) -> dict:
@@ -394,13 +411,14 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
                    "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss,
                    "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe,
-                   "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe}
+                   "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
+                   "deepseek_v3": deepseek_v3}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).
 OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",),
             "granitemoehybrid": ("intermediate_size", "num_key_value_heads"), "lfm2": ("num_key_value_heads",),
-            "lfm2_moe": ("num_key_value_heads",)}
+            "lfm2_moe": ("num_key_value_heads",), "deepseek_v3": ("num_key_value_heads",)}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -449,8 +467,16 @@ def no_rope(config, meta: Metadata) -> None:
     config.rope_parameters = None
 
 
+def latent_rope(config, meta: Metadata) -> None:
+    """Multi-head latent attention rotates qk_rope_head_dim channels of each head's keys (transformers' head_dim),
+    not a part of the file's key length (the latent's, `export.key_value_lengths`)."""
+    config.head_dim = config.qk_rope_head_dim
+    config.rope_parameters = {k: v for k, v in config.rope_parameters.items() if k != "partial_rotary_factor"}
+
+
 # What a family's config needs after `correct_config` has set its RoPE.
-FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope, "gpt_oss": gpt_oss_rope}
+FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope, "gpt_oss": gpt_oss_rope,
+               "deepseek_v3": latent_rope}
 
 
 def dequantized(tensor) -> np.ndarray:
@@ -493,6 +519,9 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         elif oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts: gate and up apart, transposed
             used.update(oss[0])
             data = oss_read(oss[1], [dequantized(tensors[n]) for n in oss[0]])
+        elif mla := mla_in_gguf(key):  # multi-head latent attention's keys and values, apart
+            used.update(mla)
+            data = mla_read([dequantized(tensors[n]) for n in mla])
         elif mlp := granite_mlp_in_gguf(key, num_experts(config)):  # Granite 4's MLP: gate and up rows joined
             used.update(mlp)
             data = np.concatenate([dequantized(tensors[n]) for n in mlp], 0)

@@ -40,8 +40,8 @@ from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
 from minitron.lazy import reuse_freed_memory
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.numerics import lm_loss, native_bf16, windows_in_batches
-from minitron.prune import (EXPERT_WIDTH_MULTIPLE, PruneConfig, ScoreNeeds, apply_plan, check_target, given_scores,
-                            layers_to_drop, make_plan, params_of, target_config)
+from minitron.prune import (EXPERT_WIDTH_MULTIPLE, PruneConfig, ScoreNeeds, apply_plan, check_target, expert_groups,
+                            given_scores, layers_to_drop, least_experts, make_plan, params_of, target_config)
 from minitron.prune import prune as prune_model
 from minitron.record import Record
 
@@ -258,10 +258,14 @@ def check_axes(config, steps: dict[str, int] | None, floors: dict[str, int] | No
         if bad or any(type(v) is not int or v < 1 for v in d.values()):
             raise MinitronError(f"--{name} takes positive whole numbers for {', '.join(axes)}, got {d}")
     mixer = mixer_heads(arch)
-    for heads, group in [("num_attention_heads", "num_key_value_heads"), *([mixer] if mixer else [])]:
+    grouped = [] if arch.mla else [("num_attention_heads", "num_key_value_heads")]  # (latent attention's KV heads
+    for heads, group in [*grouped, *([mixer] if mixer else [])]:  # follow its heads, a group each)
         if steps[heads] % getattr(config, group):
             raise MinitronError(f"the step of {heads} must be a multiple of {group}={getattr(config, group)} (the "
                                 f"same number of heads in every group)")
+    if arch.moe and steps[arch.experts_size] % expert_groups(config):
+        raise MinitronError(f"the step of {arch.experts_size} must be a multiple of n_group={expert_groups(config)} "
+                            "(its router picks experts within groups, and every group keeps as many)")
     odd = [a for a in ("hidden_size", arch.mlp_size) if arch.moe and steps[a] % EXPERT_WIDTH_MULTIPLE]
     if odd:  # (the sizes `check_target` takes for a mixture of experts)
         raise MinitronError(f"the step of {odd[0]} must be a multiple of {EXPERT_WIDTH_MULTIPLE} for a mixture of "
@@ -301,7 +305,7 @@ def enumerate_shapes(config, budget: int, tolerance: float, steps: dict[str, int
     with its exact parameter count, in order of shape. A hybrid's depths are those whose dropped layers `drops`
     gives (`layer_drops`; without it: the teacher's depth only)."""
     steps, floors, axes, arch = check_axes(config, steps, floors), floors or {}, searched(config), arch_of(config)
-    lowest = {arch.experts_size: getattr(config, "num_experts_per_tok", 1)}  # a token's experts, at least
+    lowest = {arch.experts_size: least_experts(config)} if arch.moe else {}
     values = [axis_values(config, a, steps[a], max(floors.get(a, 1), lowest.get(a, 1))) for a in axes]
     count, teacher = ParamCounter(config, drops), tuple(getattr(config, a) for a in axes)
     if layers_differ(config):

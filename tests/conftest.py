@@ -20,7 +20,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
-            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe"]
+            "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -221,16 +221,31 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         experts = {"moe_num_experts": 6, "moe_k": 2, "moe_num_shared_experts": 1, "moe_layer_start_index": 1,
                    "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80}
         return Ernie4_5_MoeConfig(**{**experts, **sizes}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "deepseek_v3":  # GLM-4.5's mixture of experts (the first layer dense, a shared expert as wide as one
+        # of six experts) with multi-head latent attention: queries through a latent of 24, keys and values from one
+        # of 32 and a rotated key of 8 every head shares, 12 unrotated key channels and 16 value channels a head
+        from transformers import DeepseekV3Config
+
+        experts = {"n_routed_experts": 6, "num_experts_per_tok": 2, "n_shared_experts": 1, "first_k_dense_replace": 1,
+                   "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
+                   "routed_scaling_factor": 2.5, "norm_topk_prob": True, "n_group": 1, "topk_group": 1}
+        latent = {"q_lora_rank": 24, "kv_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 12,
+                  "v_head_dim": 16, "num_key_value_heads": sizes["num_attention_heads"]}
+        sizes.pop("head_dim")
+        if "num_key_value_heads" not in overrides:  # (as many as the query heads)
+            sizes.pop("num_key_value_heads")
+        return DeepseekV3Config(**{**experts, **latent, **sizes}, pad_token_id=None, bos_token_id=None,
+                                eos_token_id=None)
     raise ValueError(family)
 
 
 def own_names(config, sizes: dict) -> dict:
     """`sizes` with intermediate_size and num_experts under the family's names (Qwen3-MoE's moe_intermediate_size,
-    Granite-MoE's num_local_experts), and for a family whose attention is hidden_size wide (OLMoE) hidden_size as
-    wide as the target's heads."""
+    Granite-MoE's num_local_experts), for a family whose attention is hidden_size wide (OLMoE) hidden_size as
+    wide as the target's heads, and for multi-head latent attention no KV heads (they are the query heads)."""
     arch = arch_of(config)
     names = {"intermediate_size": arch.mlp_size, "num_experts": arch.experts_size}
-    sizes = {names.get(k, k): v for k, v in sizes.items()}
+    sizes = {names.get(k, k): v for k, v in sizes.items() if not (arch.mla and k == "num_key_value_heads")}
     if arch.attention_is_hidden and "hidden_size" in sizes:
         sizes["hidden_size"] = sizes.get("num_attention_heads", config.num_attention_heads) * config.head_dim
     return sizes

@@ -55,6 +55,10 @@ EXAONE4_32B = dict(num_hidden_layers=64, sliding_window=8,
                    layer_types=(["sliding_attention"] * 3 + ["full_attention"]) * 16)
 # OLMoE as released: as many KV heads as query heads (llama.cpp's olmoe graph builds its k norm hidden_size wide)
 MHA = dict(num_key_value_heads=8)
+# A router that picks its experts within groups (DeepSeek V3's 4 of 8; llama.cpp's graphs read the group keys: without
+# them the tiny DeepSeek V3 and GLM-4.5 fall 0.39 and 0.35 short, by hand)
+EXPERT_GROUPS = dict(n_group=2, topk_group=1)
+DIRECT_QUERIES = dict(q_lora_rank=None)  # latent attention's queries from q_proj, without a latent (DeepSeek-V2-Lite's)
 # YaRN as the released OLMo 3 configs write it: the attention factor spelt out, 0.1 ln(factor) + 1 (what llama.cpp and
 # transformers derive), and the betas at their defaults
 OLMO3_YARN = {**YARN_ROPE, "attention_factor": 0.1 * math.log(4.0) + 1, "beta_fast": 32.0, "beta_slow": 1.0}
@@ -257,7 +261,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("glm4_moe", None, "f16", False), ("glm4_moe", "llama-bpe", "bf16", True),
              ("ernie4_5_moe", None, "f16", False), ("ernie4_5_moe", "llama-bpe", "bf16", True),
              ("dots1", "mha", "f16", False), ("dots1", "mha", "bf16", True), ("hunyuan_v1_moe", None, "f16", False),
-             ("hunyuan_v1_moe", "llama-bpe", "bf16", True)]
+             ("hunyuan_v1_moe", "llama-bpe", "bf16", True), ("deepseek_v3", "groups", "f16", False),
+             ("deepseek_v3", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -268,6 +273,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
             ropes = {"llama3": LLAMA3_ROPE, "linear": LINEAR_ROPE, "yarn": YARN_ROPE, "ministral3": MINISTRAL3_ROPE,
                      "olmo3": OLMO3_YARN}
             extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "global": EXAONE4_GLOBAL, "mha": MHA,
+                     "groups": EXPERT_GROUPS,
                      "global-llama3": {**EXAONE4_GLOBAL, **scaled_rope(family, LLAMA3_ROPE)}, "32b": EXAONE4_32B,
                      "micro": GRANITE_MICRO, "auto": LFM2_AUTO,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
@@ -598,7 +604,8 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
                                             "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text, "
                                             "qwen3_5_moe_text, qwen2_moe, gpt_oss, granitemoehybrid, lfm2, "
-                                            "lfm2_moe, glm4_moe, ernie4_5_moe, dots1, hunyuan_v1_moe$"):
+                                            "lfm2_moe, glm4_moe, ernie4_5_moe, dots1, hunyuan_v1_moe, "
+                                            "deepseek_v3$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -653,7 +660,8 @@ REFUSED = [
                   "graph sizes k and v as q"),
     ("dots1", {**MHA, "layer_types": ["sliding_attention"] * 4, "sliding_window": 8},
      "dots1 model with sliding-window layers"),
-    ("glm4_moe", {"n_group": 2, "topk_group": 1}, "GLM-4.5 model that routes within topk_group=1 of n_group=2 groups"),
+    ("deepseek_v3", {"rope_interleave": False}, "deepseek_v3 model with rope_interleave false: llama.cpp's "
+                                                "deepseek2 graph rotates interleaved pairs"),
 ]
 
 
@@ -856,6 +864,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("lfm2_moe", None, "f16", False), ("lfm2_moe", None, "f16", True), ("glm4_moe", None, "f16", False),
     ("glm4_moe", None, "f16", True), ("ernie4_5_moe", None, "f16", False), ("dots1", "mha", "f16", False),
     ("dots1", "mha", "f16", True), ("hunyuan_v1_moe", None, "f16", False), ("hunyuan_v1_moe", None, "f16", True),
+    ("deepseek_v3", "groups", "f16", False), ("deepseek_v3", "direct", "f16", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
@@ -875,19 +884,20 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
         extra = {"llama3": scaled_rope(family, LLAMA3_ROPE), "yarn": scaled_rope(family, YARN_ROPE),
                  "linear": scaled_rope(family, LINEAR_ROPE), "longrope": llama_cpp_check().PHI3_LONGROPE,
                  "ministral3": {"rope_parameters": MINISTRAL3_ROPE}, "global": EXAONE4_GLOBAL,
-                 "32b": EXAONE4_32B, "mha": MHA, "auto": LFM2_AUTO}.get(rope, {})
+                 "32b": EXAONE4_32B, "mha": MHA, "auto": LFM2_AUTO, "groups": EXPERT_GROUPS,
+                 "direct": DIRECT_QUERIES}.get(rope, {})
         model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf
     converted = load_model(str(out))
     assert_same_logits(model, converted, TOLERANCE[dtype])
     if dtype in ("f16", "bf16"):  # the weights kept as the file stores them (exact, half the disk of fp32; routers, a
-        # shared expert's gate, Mamba-2's and LFM2's convolutions and GPT-OSS's experts' biases f32)
+        # shared expert's gate, Mamba-2's and LFM2's convolutions, GPT-OSS's experts' biases and latent attention's
+        # kv_b_proj f32)
         stored = {spec.dtype for name, spec in Checkpoint.open(resolve_model(str(out))).specs.items()
                   if len(spec.shape) > 1
                   and not name.endswith((".gate.weight", ".gate.wg.weight", ".router.layer.weight", ".router.weight",
-                                         ".conv1d.weight",
-                                         ".conv.conv.weight",
-                                         ".shared_expert_gate.weight", "_bias"))}
+                                         ".conv1d.weight", ".conv.conv.weight", ".shared_expert_gate.weight", "_bias",
+                                         ".kv_b_proj.weight"))}
         assert stored == {torch.float16 if dtype == "f16" else torch.bfloat16}
     if rope != "own":  # an own query scale is folded into the weights before they are rounded; the reference rounds
         assert_same_logits(llama_cpp_check().quantized_reference(model, dtype), converted, ROUNDED)  # them unfolded

@@ -22,7 +22,7 @@ from minitron.prune import Plan, apply_plan, check_target, params_of, target_con
 from minitron.search import budget_of, enumerate_shapes
 
 MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe",
-       "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe"]
+       "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -129,10 +129,11 @@ def test_a_target_prunes_the_families_own_sizes(family):
     mlp = arch_of(config).mlp_size
     experts = arch_of(config).experts_size
     assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe", "lfm2_moe",
-                                                         "glm4_moe", "ernie4_5_moe", "dots1") else "intermediate_size")
+                                                         "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3")
+                   else "intermediate_size")
     assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
                        "granitemoehybrid_moe": "num_local_experts", "glm4_moe": "n_routed_experts",
-                       "dots1": "n_routed_experts",
+                       "dots1": "n_routed_experts", "deepseek_v3": "n_routed_experts",
                        "ernie4_5_moe": "moe_num_experts"}.get(family, "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
@@ -332,10 +333,8 @@ def test_glm_shared_expert_follows_the_experts_width(tmp_path, tiny_data):
     """GLM-4.5's shared expert is as wide as n_shared_experts routed experts (transformers builds it so): a target
     sets the experts' neurons and the shared expert keeps as many times them, chosen by its own scores; keeping some
     of the experts' and of its neurons equals zeroing the others' down columns, and the student reloads. Its
-    multi-token prediction layer, stored after the decoder layers, is neither read nor written (its count 0). Experts
-    picked within groups are not pruned; llama.cpp's graph, which picks among them all, refuses such a model."""
+    multi-token prediction layer, stored after the decoder layers, is neither read nor written (its count 0)."""
     from minitron.arch import shared_width
-    from minitron.export_checks import check_exportable
 
     config = tiny_config("glm4_moe", n_shared_experts=2)
     assert "shared_expert_intermediate_size" not in prunable_sizes(config) and shared_width(config) == 192
@@ -376,11 +375,37 @@ def test_glm_shared_expert_follows_the_experts_width(tmp_path, tiny_data):
         with safe_open(tmp_path / stream / "model.safetensors", "pt") as f:
             assert not any(".layers.4." in k for k in f.keys())
 
-    grouped = tiny_config("glm4_moe", n_group=2, topk_group=1)
-    with pytest.raises(MinitronError, match="its router picks them in n_group=2 groups"):
-        check_target(grouped, {"n_routed_experts": 4})
-    with pytest.raises(MinitronError, match="routes within topk_group=1 of n_group=2 groups of experts"):
-        check_exportable(grouped)
+
+@pytest.mark.parametrize("family", ["glm4_moe", "deepseek_v3"])
+def test_experts_picked_within_groups_keep_as_many_in_each(family, tmp_path):
+    """A router that picks its experts within the topk_group best of n_group groups (DeepSeek V3's 4 of 8) keeps the
+    best of each group, as many in each; a number of experts that is not whole groups, or too few for a group's score
+    (its two best) and a token's experts in the groups picked, is refused, and so is a search step of other than whole
+    groups. The student runs, reloads and exports (llama.cpp's graphs pick within groups too)."""
+    from minitron.export_checks import check_exportable
+    from minitron.importance import Scores, random_scores
+    from minitron.prune import PruneConfig, make_plan
+    from minitron.search import check_axes
+
+    model = tiny_model(family, n_group=2, topk_group=1)  # six experts, two groups of three; one group a token
+    config = model.config
+    for bad in (3, 2):
+        with pytest.raises(MinitronError, match=f"n_routed_experts={bad} is refused: .* n_group=2 groups .* a multiple "
+                                                "of 2 of at least 4"):
+            check_target(config, {"n_routed_experts": bad})
+    with pytest.raises(MinitronError, match="the step of n_routed_experts must be a multiple of n_group=2"):
+        check_axes(config, {"n_routed_experts": 1}, None)
+    scores = random_scores(config, 0)
+    plan = make_plan(Scores({f"random/{k}": v for k, v in scores.items() if k != "layers"}), config,
+                     {"n_routed_experts": 4}, PruneConfig(criterion="random"))
+    for kept, s in zip(plan.experts, scores["experts"]):
+        assert kept.tolist() == sorted(g * 3 + i for g in (0, 1) for i in s[g * 3:g * 3 + 3].topk(2).indices.tolist())
+    pruned = apply_plan(copy.deepcopy(model), plan)
+    assert (pruned.config.n_routed_experts, pruned.config.n_group) == (4, 2)
+    pruned.save_pretrained(tmp_path)
+    with torch.no_grad():
+        assert_close(AutoModelForCausalLM.from_pretrained(tmp_path).eval()(IDS).logits, pruned(IDS).logits)
+    check_exportable(pruned.config)
 
 
 def test_ernie_moe_keeps_its_routers_bias_untrained_and_stored_by_its_name(tmp_path, tiny_data):

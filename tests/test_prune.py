@@ -8,7 +8,7 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 from conftest import own_names, tiny_model
-from minitron.arch import (PER_LAYER, arch_of, attention_of, attention_out, count_params, head_dim, is_sparse,
+from minitron.arch import (PER_LAYER, arch_of, attention_of, attention_out, count_params, head_dims, is_sparse,
                            mlp_down, mlp_of, moe_block, moe_weights, shared_width)
 from minitron.errors import MinitronError
 from minitron.importance import random_scores
@@ -78,11 +78,13 @@ class KeptChannels(torch.nn.Module):
 @pytest.mark.parametrize("new_heads,new_kv", [(4, 2), (2, 1), (6, 2)])
 def test_head_pruning_equals_zeroed_heads_and_keeps_gqa(family, new_heads, new_kv):
     """Slicing heads equals zeroing their o_proj columns; where a q/k norm spans every head (OLMo 2), the kept heads
-    are normalised over the kept channels alone, so the reference computes its norms that way."""
+    are normalised over the kept channels alone, so the reference computes its norms that way. Multi-head latent
+    attention's heads each have their own keys and values (a group each)."""
     model = tiny_model(family, tie=family == "qwen3")
-    dim = head_dim(model.config)
+    dim, latent = head_dims(model.config).out, arch_of(model.config).mla
+    groups, new_kv = (8, new_heads) if latent else (2, new_kv)
     scores = torch.rand(4, 8, generator=torch.Generator().manual_seed(1))
-    chosen = [select_heads(s, 2, new_heads, new_kv) for s in scores]
+    chosen = [select_heads(s, groups, new_heads, new_kv) for s in scores]
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
         for attn, (q, kv) in zip(map(attention_of, zeroed.model.layers), chosen):
@@ -98,9 +100,42 @@ def test_head_pruning_equals_zeroed_heads_and_keeps_gqa(family, new_heads, new_k
     pruned = apply_plan(copy.deepcopy(model), Plan(None, [c[0] for c in chosen], [c[1] for c in chosen], None, []))
     assert (pruned.config.num_attention_heads, pruned.config.num_key_value_heads) == (new_heads, new_kv)
     for q, kv in chosen:  # every kept head belongs to a kept group, equal numbers per group
-        groups = (q // 4).tolist()
+        groups = (q // (1 if latent else 4)).tolist()
         assert set(groups) == set(kv.tolist()) and all(groups.count(g) == new_heads // new_kv for g in groups)
     assert_close(logits(pruned), logits(zeroed))
+
+
+@pytest.mark.parametrize("q_lora_rank", [24, None])
+def test_latent_attention_prunes_whole_heads_and_keeps_its_latents(q_lora_rank, tmp_path):
+    """Multi-head latent attention (DeepSeek V3's; without a query latent, V2-Lite's): a head's queries (q_b_proj's
+    rows, or q_proj's), its keys' unrotated channels and its values (kv_b_proj's rows) and its o_proj columns go
+    together, and slicing them equals zeroing its o_proj columns; the latents and the rotated key every head shares
+    stay whole; hidden channels go from the columns of what reads the residual (q_a_proj or q_proj,
+    kv_a_proj_with_mqa); the student reloads. The KV heads are the query heads: a target setting them apart is
+    refused."""
+    model = tiny_model("deepseek_v3", q_lora_rank=q_lora_rank)
+    keep, hidden = torch.tensor([1, 2, 5]), torch.arange(0, 64, 2)
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for attn in map(attention_of, zeroed.model.layers):
+            attn.o_proj.weight[:, torch.ones(128, dtype=torch.bool).scatter_(0, head_rows(keep, 16), False)] = 0
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, [keep] * 4, [keep] * 4, None, []))
+    assert_close(logits(pruned), logits(zeroed))
+    apply_plan(pruned, Plan(hidden, None, None, None, []))
+    attn = attention_of(pruned.model.layers[0])
+    query = attn.q_proj if q_lora_rank is None else attn.q_b_proj
+    assert (query.out_features, attn.kv_b_proj.out_features, attn.o_proj.weight.shape) == (3 * 20, 3 * 28, (32, 48))
+    assert attn.kv_a_proj_with_mqa.weight.shape == (40, 32) and attn.kv_b_proj.in_features == 32
+    assert (attn.q_proj if q_lora_rank is None else attn.q_a_proj).in_features == 32
+    assert (pruned.config.num_attention_heads, pruned.config.num_key_value_heads) == (3, 3)
+    pruned.save_pretrained(tmp_path)
+    assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path).eval()), logits(pruned))
+
+    config = model.config
+    assert check_target(config, {"num_attention_heads": 4})["num_key_value_heads"] == 4
+    assert check_target(config, {"num_key_value_heads": 2})["num_attention_heads"] == 2
+    with pytest.raises(MinitronError, match="num_key_value_heads=2 is not num_attention_heads=4: in multi-head latent"):
+        check_target(config, {"num_attention_heads": 4, "num_key_value_heads": 2})
 
 
 def test_select_heads_ranks_within_groups():
@@ -145,7 +180,7 @@ def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_
     sizes = check_target(model.config, target, [2])
     expected = params_of(target_config(model.config, sizes, [2]))  # a hybrid's count depends on which layer goes
     r = random_scores(model.config, seed=0)
-    chosen = [select_heads(s, 2, 2, 1) for s in r["heads"]]
+    chosen = [select_heads(s, model.config.num_key_value_heads, 2, sizes["num_key_value_heads"]) for s in r["heads"]]
     plan = Plan(r["hidden"].topk(target["hidden_size"]).indices.sort().values, [c[0] for c in chosen],
                 [c[1] for c in chosen], [s.topk(48).indices.sort().values for s in r["mlp"]], [2],
                 [s.topk(4).indices.sort().values for s in r["experts"]] if arch.moe else None,
@@ -183,7 +218,8 @@ def test_hidden_pruning_slices_the_residual_stream_consistently(family):
 def test_unsupported_architecture_is_refused_by_name():
     from transformers import GPT2Config
 
-    with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, dots1, "
+    with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
+                                            "deepseek_v3, dots1, "
                                             "ernie4_5, ernie4_5_moe, exaone4, gemma, gemma2, gemma3_text, glm4, "
                                             "glm4_moe, gpt_oss, granite, granitemoe, granitemoehybrid, "
                                             "hunyuan_v1_dense, hunyuan_v1_moe, lfm2, lfm2_moe, llama, "

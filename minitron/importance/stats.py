@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minitron.arch import (DENSE_SIZE, Arch, MoEWeights, attention_inputs, attention_of, attention_out, conv_of,
-                           decoder_layers, delta_of, dense_layers, final_norm, head_dim, is_sparse, layer_norms,
+                           decoder_layers, delta_of, dense_layers, final_norm, head_dims, is_sparse, layer_norms,
                            mamba_of, mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block, moe_weights, num_experts,
                            shared_down, shared_expert_of, shared_width)
 
@@ -134,7 +134,7 @@ class ActivationRecorder:
         self.conv = [Stat(C, device=dev) for _ in range(L)]
         # squared input norms of the linears that consume each unit (structured Wanda)
         self.sq = {"attn_in": torch.zeros(L, D, device=dev), "mlp_in": torch.zeros(L, D, device=dev),
-                   "head_in": torch.zeros(D, device=dev), "o_in": torch.zeros(L, H * head_dim(cfg), device=dev),
+                   "head_in": torch.zeros(D, device=dev), "o_in": torch.zeros(L, H * head_dims(cfg).out, device=dev),
                    "mixer_in": torch.zeros(L, D, device=dev), "mamba_o_in": torch.zeros(L, Hm * dm, device=dev),
                    "delta_o_in": torch.zeros(L, Hv * dv, device=dev),
                    "conv_o_in": torch.zeros(L, C, device=dev)}
@@ -161,7 +161,7 @@ class ActivationRecorder:
 
     def _heads(self, layer: int):
         def hook(module, args):
-            per_head = args[0].detach().unflatten(-1, (-1, head_dim(self.model.config))).float()  # (B, S, H, d)
+            per_head = args[0].detach().unflatten(-1, (-1, head_dims(self.model.config).out)).float()  # (B, S, H, d)
             self._add(self.heads, torch.linalg.vecdot(per_head, per_head).sqrt(), layer)  # each head's norm
             self._add(self.heads_o, projected_head_norms(per_head, module.weight), layer)
             self.sq["o_in"][layer] += per_head.square().sum((0, 1)).flatten()

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, MambaRows, Rows, arch_of, attention_inputs, attention_of,
-                           attention_out, attention_rows, conv_of, decoder_layers, delta_of, dense_layers, embedding,
-                           final_norm, head_dim, is_sparse, layer_norms, mamba_of, mixer_inputs, mlp_down, mlp_inputs,
-                           mlp_of, moe_block, moe_weights, neuron_rows, num_experts, query_dim, residual_readers,
+from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Rows, arch_of, attention_inputs,
+                           attention_of, attention_out, attention_rows, conv_of, decoder_layers, delta_of, dense_layers,
+                           embedding, final_norm, head_dims, is_sparse, layer_norms, mamba_of, mixer_inputs, mlp_down,
+                           mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts, residual_readers,
                            residual_writers, shared_down, shared_expert_of, shared_inputs, shared_rows, shared_width,
                            tied)
 from minitron.numerics import cross_entropy_sum
@@ -132,7 +132,7 @@ def coupled_conv(conv: nn.Module, elem: Elem) -> torch.Tensor:
     return rows + conv_sum(conv.conv, elem) + column_sum(conv.out_proj.weight, elem)
 
 
-def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[torch.Tensor, dict]:
+def coupled_layer(layer: nn.Module, arch: Arch, dims: HeadDims, elem: Elem) -> tuple[torch.Tensor, dict]:
     """One decoder layer's part of `coupled_scores`: (hidden-channel sum, {"heads", "mlp", "experts", "mamba",
     "mamba_dim", "delta", "conv"} scores of the parts it has)."""
     attn, mlp, mamba, delta = attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer)
@@ -142,8 +142,8 @@ def coupled_layer(layer: nn.Module, arch: Arch, dim: int, elem: Elem) -> tuple[t
     units = {}
     if attn is not None:
         query = attention_rows(layer, arch)[0]
-        units["heads"] = _row_sum(query, elem).view(-1, query_dim(arch, dim)).sum(1) + \
-            column_sum(attention_out(attn).weight, elem).view(-1, dim).sum(1)
+        units["heads"] = _row_sum(query, elem).view(-1, dims.query).sum(1) + \
+            column_sum(attention_out(attn).weight, elem).view(-1, dims.out).sum(1)
     if mamba is not None:
         units.update(coupled_mamba(mamba, elem))
     if (conv := conv_of(layer)) is not None:
@@ -174,13 +174,13 @@ def coupled_scores(model: nn.Module, arch: Arch, elem: Elem) -> dict:
         hidden = hidden + column_sum(model.get_output_embeddings().weight, elem)
     layers = []
     for layer in decoder_layers(model):
-        h, units = coupled_layer(layer, arch, head_dim(model.config), elem)
+        h, units = coupled_layer(layer, arch, head_dims(model.config), elem)
         hidden = hidden + h
         layers.append(units)
     return unit_scores(hidden, layers, model.config)
 
 
-def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tensor],
+def wanda_layer(layer: nn.Module, arch: Arch, dims: HeadDims, sq: dict[str, torch.Tensor],
                 i: int) -> tuple[torch.Tensor, dict]:
     """One decoder layer's part of the structured Wanda scores (a unit's consumer weights |W| times the L2 norm of its
     input channel; layer `i`'s input norms in `sq`): (hidden, {"heads", "mlp", "mamba", "mamba_dim", "delta", "conv"} of
@@ -200,7 +200,8 @@ def wanda_layer(layer: nn.Module, arch: Arch, dim: int, sq: dict[str, torch.Tens
     hidden = sum(column_sum(l.weight, abs32) for l in attention_inputs(layer, arch)) * sq["attn_in"][i].sqrt() + \
         mlp_read * sq["mlp_in"][i].sqrt()
     if attn is not None:
-        units["heads"] = (column_sum(attention_out(attn).weight, abs32) * sq["o_in"][i].sqrt()).view(-1, dim).sum(1)
+        columns = column_sum(attention_out(attn).weight, abs32) * sq["o_in"][i].sqrt()
+        units["heads"] = columns.view(-1, dims.out).sum(1)
     hidden = hidden + sum(column_sum(l.weight, abs32) for l in mixer_inputs(layer)) * sq["mixer_in"][i].sqrt()
     if mamba is not None:
         channels = (column_sum(mamba.out_proj.weight, abs32) * sq["mamba_o_in"][i].sqrt()).view(mamba.num_heads, -1)
@@ -264,7 +265,7 @@ class WeightScores:
     """Magnitude and Wanda scores, summed part by part as the walk passes each module."""
 
     def __init__(self, model: nn.Module, criteria: list[str]):
-        self.model, self.arch, self.dim = model, arch_of(model.config), head_dim(model.config)
+        self.model, self.arch, self.dims = model, arch_of(model.config), head_dims(model.config)
         self.kinds = [c for c in ("magnitude", "wanda") if c in criteria]
         self.hidden = dict.fromkeys(self.kinds, 0)
         self.layers = {c: [] for c in self.kinds}  # each layer's {"heads", "mlp", ...} scores
@@ -280,9 +281,9 @@ class WeightScores:
 
     def layer(self, layer: nn.Module, i: int, sq: dict[str, torch.Tensor]) -> None:
         if "magnitude" in self.kinds:
-            self._add("magnitude", *coupled_layer(layer, self.arch, self.dim, magnitude))
+            self._add("magnitude", *coupled_layer(layer, self.arch, self.dims, magnitude))
         if "wanda" in self.kinds:
-            self._add("wanda", *wanda_layer(layer, self.arch, self.dim, sq, i))
+            self._add("wanda", *wanda_layer(layer, self.arch, self.dims, sq, i))
 
     def ends(self, norm: nn.Module, head: nn.Linear, sq: dict[str, torch.Tensor]) -> None:
         """The final norm and lm_head (lm_head counts once for magnitude when tied to the embeddings)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, Arch, arch_of, count_params, dense_layers, head_dim,
+from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, Arch, HeadDims, arch_of, count_params, dense_layers, head_dim,
                            per_layer_lists, prunable_sizes, shared_width, tied_mamba_heads, width_sizes)
 from minitron.errors import MinitronError
 from minitron.importance import Scores
@@ -41,6 +41,8 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
     sizes = {**teacher, **target}
     if arch_of(config).attention_is_hidden and "num_attention_heads" not in target:
         attention_follows(config, sizes, target)
+    if arch_of(config).mla:
+        latent_heads(sizes, target)
     if sizes == teacher and not drop:  # an unpruned copy written with exit 0 would look like success
         raise MinitronError(f"the target prunes nothing: give --target sizes smaller than the teacher's, e.g. "
                             f"hidden_size={teacher['hidden_size'] // 2}, or --prune.drop-layers")
@@ -59,9 +61,8 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
         raise MinitronError(f"target {odd[0]}={sizes[odd[0]]} is refused: a mixture of experts' hidden size and "
                             f"expert width must be multiples of {EXPERT_WIDTH_MULTIPLE}, since transformers runs the "
                             f"experts by grouped matrix products, which need rows of a multiple of 16 bytes in bf16")
-    if experts in sizes and sizes[experts] != teacher[experts] and getattr(config, "n_group", 1) > 1:
-        raise MinitronError(f"cannot prune the experts of this {config.model_type} model: its router picks them in "
-                            f"n_group={config.n_group} groups, which minitron does not keep whole; set no {experts}")
+    if experts in sizes and sizes[experts] != teacher[experts]:
+        check_expert_groups(config, sizes[experts], experts)
     if "linear_num_value_heads" in sizes:
         check_groups(sizes, teacher, "linear_num_value_heads", "linear_num_key_heads", "Gated DeltaNet value heads")
     if arch_of(config).mixer == "mamba":
@@ -81,6 +82,47 @@ def attention_follows(config, sizes: dict[str, int], target: dict[str, int]) -> 
     sizes["num_attention_heads"] = sizes["hidden_size"] // dim
     if "num_key_value_heads" not in target and config.num_key_value_heads == config.num_attention_heads:
         sizes["num_key_value_heads"] = sizes["num_attention_heads"]
+
+
+def expert_groups(config) -> int:
+    """The groups a mixture of experts' router picks its experts within (GLM-4.5's and DeepSeek V3's n_group; 1: none).
+    Each keeps as many experts, the best of its own (`select_heads`)."""
+    return getattr(config, "n_group", None) or 1
+
+
+def least_experts(config) -> int:
+    """The fewest experts a mixture of experts keeps: every token's num_experts_per_tok, and where its router picks
+    them within groups (`expert_groups`), two a group (a group's score is its two best experts') and a token's in the
+    topk_group groups it picks."""
+    groups = expert_groups(config)
+    if groups == 1:
+        return config.num_experts_per_tok
+    return groups * max(2, -(-config.num_experts_per_tok // config.topk_group))
+
+
+def check_expert_groups(config, experts: int, name: str) -> None:
+    """Refuse a number of experts that is not the same for each group of a router that picks them within groups
+    (`expert_groups`): at least two a group (a group's score is its two best experts'), and enough in the topk_group
+    groups it picks for every token's num_experts_per_tok."""
+    groups, least = expert_groups(config), least_experts(config)
+    if groups == 1:
+        return
+    if experts % groups or experts < least:
+        raise MinitronError(f"target {name}={experts} is refused: this {config.model_type} model's router picks its "
+                            f"experts within n_group={groups} groups (the best topk_group={config.topk_group}, by "
+                            f"their two best experts), so every group keeps as many; give a multiple of {groups} of "
+                            f"at least {least}")
+
+
+def latent_heads(sizes: dict[str, int], target: dict[str, int]) -> None:
+    """Multi-head latent attention's KV heads are its query heads (each has its own keys and values from the shared
+    latent, `Arch.mla`): a target sets either, or both the same."""
+    heads = target.get("num_attention_heads", sizes["num_key_value_heads"])
+    if target.get("num_key_value_heads", heads) != heads:
+        raise MinitronError(f"target num_key_value_heads={target['num_key_value_heads']} is not num_attention_heads="
+                            f"{heads}: in multi-head latent attention every head has its own keys and values; set "
+                            "the heads alone")
+    sizes["num_attention_heads"] = sizes["num_key_value_heads"] = heads
 
 
 def check_mamba(config, sizes: dict[str, int], target: dict[str, int]) -> None:
@@ -232,7 +274,8 @@ def make_plan(scores: Scores, config, sizes: dict[str, int], prune: PruneConfig)
     hidden = top(width["hidden"], sizes["hidden_size"]) if sizes["hidden_size"] != config.hidden_size else None
     mlp = [top(width["mlp"][l], sizes[mlp_size]) for l in range(L)] \
         if sizes[mlp_size] != getattr(config, mlp_size) else None
-    experts = [top(width["experts"][l], sizes[experts_size]) for l in range(L)] \
+    groups = expert_groups(config)  # (as many experts kept in each group, the best of each)
+    experts = [select_heads(width["experts"][l], groups, sizes[experts_size], groups)[0] for l in range(L)] \
         if experts_size in sizes and sizes[experts_size] != getattr(config, experts_size) else None
     heads = kv = None
     if (sizes["num_attention_heads"], sizes["num_key_value_heads"]) != (config.num_attention_heads,
@@ -298,15 +341,15 @@ def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
     return model
 
 
-def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dim: int, plan: Plan, i: int) -> None:
-    """What `apply_plan` does to teacher decoder layer `i` (heads of `dim` channels), on that layer alone."""
+def apply_layer_plan(layer: torch.nn.Module, arch: Arch, dims: HeadDims, plan: Plan, i: int) -> None:
+    """What `apply_plan` does to teacher decoder layer `i` (heads of `dims` rows and columns), on that layer alone."""
     slice_layer_neurons(layer, arch, plan.mlp and plan.mlp[i], plan.dense and plan.dense[i])
     if plan.experts is not None:
         slice_layer_experts(layer, arch, plan.experts[i])
     if plan.shared is not None:
         slice_layer_shared(layer, arch, plan.shared[i])
     if plan.heads is not None:
-        slice_layer_heads(layer, arch, dim, plan.heads[i], plan.kv[i])
+        slice_layer_heads(layer, arch, dims, plan.heads[i], plan.kv[i])
     if plan.mamba is not None or plan.mamba_dim is not None:
         slice_layer_mamba(layer, plan.mamba and plan.mamba[i], plan.mamba_dim and plan.mamba_dim[i])
     if plan.delta is not None:

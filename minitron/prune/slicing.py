@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, MambaRows, Rows, arch_of, attention_of, attention_out,
-                           attention_rows, conv_of, decoder_layers, delta_of, embedding, final_norm, head_dim,
-                           head_rows, is_sparse, layer_norms, mamba_of, mlp_down, mlp_of, moe_block, moe_weights,
-                           neuron_rows, per_layer_lists, query_dim, residual_readers, residual_writers, shared_down,
-                           shared_expert_of, shared_rows, tied)
+from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Rows, arch_of, attention_of,
+                           attention_out, attention_rows, conv_of, decoder_layers, delta_of, embedding, final_norm,
+                           head_dim, head_dims, head_rows, is_sparse, layer_norms, mamba_of, mlp_down, mlp_of,
+                           moe_block, moe_weights, neuron_rows, per_layer_lists, residual_readers, residual_writers,
+                           shared_down, shared_expert_of, shared_rows, tied)
 
 
 def _param(t: torch.Tensor, trained: bool = True) -> nn.Parameter:
@@ -113,15 +113,17 @@ def slice_layer_neurons(layer: nn.Module, arch: Arch, mlp: torch.Tensor | None, 
         slice_layer_mlp(layer, arch, keep)
 
 
-def slice_layer_heads(layer: nn.Module, arch: Arch, dim: int, keep_q: torch.Tensor, keep_kv: torch.Tensor) -> None:
-    """Keep query heads `keep_q` and KV groups `keep_kv` (heads of `dim` channels) of one decoder layer (a hybrid's
-    layer without attention: nothing)."""
+def slice_layer_heads(layer: nn.Module, arch: Arch, dims: HeadDims, keep_q: torch.Tensor,
+                      keep_kv: torch.Tensor) -> None:
+    """Keep query heads `keep_q` and KV groups `keep_kv` (heads of `dims` rows and columns) of one decoder layer (a
+    hybrid's layer without attention: nothing)."""
     attn = attention_of(layer)
     if attn is None:
         return
     query, kv = attention_rows(layer, arch)
-    keep_rows([(query, head_rows(keep_q, query_dim(arch, dim))), *((rows, head_rows(keep_kv, dim)) for rows in kv)])
-    slice_linear(attention_out(attn), 1, head_rows(keep_q, dim))
+    keep_rows([(query, head_rows(keep_q, dims.query)), *((rows, head_rows(keep_kv, dims.kv)) for rows in kv)])
+    slice_linear(attention_out(attn), 1, head_rows(keep_q, dims.out))
+    dim = dims.out
     if hasattr(attn, "sinks"):  # a learned sink logit a query head (GPT-OSS)
         slice_param(attn, "sinks", 0, keep_q)
     for norm, keep in ((getattr(attn, "q_norm", None), keep_q), (getattr(attn, "k_norm", None), keep_kv)):
@@ -310,10 +312,10 @@ def prune_heads(model: nn.Module, arch: Arch, keep_q: list[torch.Tensor], keep_k
     Kept query heads must come in equal numbers from each kept KV group, listed group by group, so
     that query head i still attends with KV group i // (heads per group): the result is a valid GQA model.
     """
-    config, dim = model.config, head_dim(model.config)
-    config.head_dim = dim  # decoupled from hidden_size / heads from now on
+    config = model.config
+    config.head_dim = head_dim(config)  # decoupled from hidden_size / heads from now on
     for layer, q, kv in zip(decoder_layers(model), keep_q, keep_kv):
-        slice_layer_heads(layer, arch, dim, q, kv)
+        slice_layer_heads(layer, arch, head_dims(config), q, kv)
     config.num_attention_heads, config.num_key_value_heads = len(keep_q[0]), len(keep_kv[0])
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import arch_of, decoder_layers, embedding, final_norm, head_dim, num_experts, stored_as, tied
+from minitron.arch import arch_of, decoder_layers, embedding, final_norm, head_dims, num_experts, stored_as, tied
 from minitron.io import own_config
 from minitron.lazy import LazyModel, skeleton
 from minitron.prune.plan import Plan, apply_layer_plan
@@ -43,7 +43,7 @@ def _parts(lazy: LazyModel, plan: Plan, kept: list[int], tied: bool) -> list[tup
     """(teacher module, student name prefix, slicing op) for each piece of the student, in order: the same
     per-module ops that `prune.apply_plan` runs on a model in memory."""
     model, arch = lazy.model, arch_of(lazy.model.config)
-    dim, keep = head_dim(model.config), plan.hidden
+    dims, keep = head_dims(model.config), plan.hidden
     layers = decoder_layers(model)
 
     def unless_full_width(op: Callable) -> Callable:
@@ -51,7 +51,7 @@ def _parts(lazy: LazyModel, plan: Plan, kept: list[int], tied: bool) -> list[tup
 
     parts = [(embedding(model), lazy.prefix[id(embedding(model))],
               unless_full_width(lambda m: slice_embedding(m, arch, keep)))]
-    parts += [(layers[i], f"model.layers.{n}.", lambda m, i=i: apply_layer_plan(m, arch, dim, plan, i))
+    parts += [(layers[i], f"model.layers.{n}.", lambda m, i=i: apply_layer_plan(m, arch, dims, plan, i))
               for n, i in enumerate(kept)]
     parts.append((final_norm(model), lazy.prefix[id(final_norm(model))],
                   unless_full_width(lambda m: slice_norm(m, keep))))
