@@ -104,6 +104,9 @@ class Arch:
     # mixture-of-experts ones (LFM2-MoE's num_dense_layers, GLM-4.5's first_k_dense_replace); Qwen-MoE's are listed in
     # mlp_only_layers (`dense_layers`)
     dense_first: str | None = None
+    # The config's per-layer list of MLP kinds, "dense" or "sparse" (GLM-4.7-Flash's mlp_layer_types), where it names
+    # its dense layers so (`dense_layers`)
+    dense_kinds: str | None = None
     # The experts as GPT-OSS holds them (`OSS_EXPERTS`): gate_up_proj (experts, hidden, 2 x neurons) with gate and up
     # columns in turn, down_proj (experts, neurons, hidden), each with a bias, a router with a bias, and the clamped
     # SwiGLU of the experts' own `_apply_gate`
@@ -206,6 +209,10 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # multi-token prediction layer is not read
     Arch("deepseek_v3", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
          shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace", mla=True),
+    # GLM-4.7-Flash (glm4_moe_lite: 30B-A3B): DeepSeek V3's layers (multi-head latent attention, GLM-4.5's mixture of
+    # experts) with its dense layers listed by kind (mlp_layer_types)
+    Arch("glm4_moe_lite", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
+         shared_expert=True, shared_names=GLM_SHARED, dense_kinds="mlp_layer_types", mla=True),
     # dots.llm1 (dots1: 142B-A14B): GLM-4.5's mixture of experts (`GLM_SHARED`, the router's own steering bias) with
     # per-head q/k norms and RoPE on every channel
     Arch("dots1", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
@@ -276,7 +283,7 @@ GRANITE_MOE_HYBRID = replace(FAMILIES["granitemoehybrid"], moe=True, mlp_size="i
                              shared_names=GRANITE_SHARED)
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
-PER_LAYER = ("layer_types", "no_rope_layers")
+PER_LAYER = ("layer_types", "no_rope_layers", "mlp_layer_types")
 
 
 @dataclass(frozen=True)
@@ -358,12 +365,15 @@ DENSE_SIZE = "intermediate_size"
 
 def dense_layers(config) -> list[int]:
     """The layers of a mixture of experts whose MLP is dense (DENSE_SIZE neurons): LFM2-MoE's first num_dense_layers
-    and GLM-4.5's first_k_dense_replace (`Arch.dense_first`), Qwen-MoE's mlp_only_layers; none for other models."""
+    and GLM-4.5's first_k_dense_replace (`Arch.dense_first`), GLM-4.7-Flash's "dense" in mlp_layer_types
+    (`Arch.dense_kinds`), Qwen-MoE's mlp_only_layers; none for other models."""
     arch = arch_of(config)
     if not arch.moe:
         return []
     if arch.dense_first:
         return list(range(getattr(config, arch.dense_first)))
+    if arch.dense_kinds:
+        return [i for i, kind in enumerate(getattr(config, arch.dense_kinds)) if kind == "dense"]
     return sorted(getattr(config, "mlp_only_layers", None) or [])
 
 
@@ -436,7 +446,8 @@ def per_layer_lists(config, kept: list[int]) -> dict[str, list]:
              if getattr(config, name, None) is not None}
     if getattr(config, "full_attn_idxs", None) is not None:
         lists["full_attn_idxs"] = [j for j, i in enumerate(kept) if i in set(config.full_attn_idxs)]
-    if dense := set(dense_layers(config)):  # the dense layers kept: LFM2-MoE's stay first, Qwen-MoE's renumbered
+    dense = set() if arch_of(config).dense_kinds else set(dense_layers(config))  # (GLM-4.7-Flash's: in PER_LAYER)
+    if dense:  # the dense layers kept: LFM2-MoE's stay first, Qwen-MoE's renumbered
         name = arch_of(config).dense_first
         lists.update({name: sum(i in dense for i in kept)} if name else
                      {"mlp_only_layers": [j for j, i in enumerate(kept) if i in dense]})

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from minitron.arch import ATTENTION, MLP, RECURRENT, arch_of, head_dim, num_experts, shared_width, tied
+from minitron.arch import ATTENTION, MLP, RECURRENT, arch_of, dense_layers, head_dim, num_experts, shared_width, tied
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
@@ -372,7 +372,7 @@ def glm4_moe_keys(writer: gguf.GGUFWriter, config) -> None:
     if config.n_group > 1:
         writer.add_expert_group_count(config.n_group)
         writer.add_expert_group_used_count(config.topk_group)
-    writer.add_leading_dense_block_count(config.first_k_dense_replace)
+    writer.add_leading_dense_block_count(len(dense_layers(config)))  # (the first ones: `check_exportable`)
     writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
     writer.add_expert_weights_norm(config.norm_topk_prob)
     writer.add_expert_weights_scale(config.routed_scaling_factor)
@@ -429,7 +429,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys,
                "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys, "glm4_moe": glm4_moe_keys,
                "ernie4_5_moe": ernie4_5_moe_keys, "dots1": glm4_moe_keys, "hunyuan_v1_moe": hunyuan_moe_keys,
-               "deepseek_v3": deepseek_v3_keys}
+               "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

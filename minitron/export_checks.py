@@ -110,9 +110,11 @@ def check_exportable(config) -> None:
                             f"it computes {ACTIVATIONS[model_type][0]}")
     if model_type in HIDDEN_WIDE:
         check_hidden_wide(config, *HIDDEN_WIDE[model_type])
-    if dense_layers(config) and not arch_of(config).dense_first:
-        raise MinitronError(f"cannot export this {model_type} model with dense layers among its mixture-of-experts "
-                            "ones (mlp_only_layers): llama.cpp's graph for it takes every layer sparse")
+    dense, arch = dense_layers(config), arch_of(config)
+    if dense and not arch.dense_first and (not arch.dense_kinds or dense != list(range(len(dense)))):
+        raise MinitronError(f"cannot export this {model_type} model with dense layers {dense} among its "
+                            "mixture-of-experts ones: llama.cpp's graph for it takes "
+                            f"{'its first layers dense only' if arch.dense_kinds else 'every layer sparse'}")
     FAMILY_CHECKS.get(model_type, lambda _: None)(config)
 
 
@@ -373,11 +375,13 @@ def check_lfm2_moe(config) -> None:
 
 
 def check_deepseek_v3(config) -> None:
-    """Refuse a DeepSeek V3 whose queries and keys rotate halves of their rotated channels (rope_interleave false):
-    llama.cpp's deepseek2 graph rotates interleaved pairs, as the released checkpoints store them."""
+    """Refuse a DeepSeek V3 (or GLM-4.7-Flash) whose queries and keys rotate halves of their rotated channels
+    (rope_interleave false): llama.cpp's deepseek2 graph rotates interleaved pairs, as the released checkpoints store
+    them."""
     if not config.rope_interleave:
-        raise MinitronError("cannot export a deepseek_v3 model with rope_interleave false: llama.cpp's deepseek2 graph "
-                            "rotates interleaved pairs of channels (as the released checkpoints store them)")
+        raise MinitronError(f"cannot export a {config.model_type} model with rope_interleave false: llama.cpp's "
+                            "deepseek2 graph rotates interleaved pairs of channels (as the released checkpoints store "
+                            "them)")
 
 
 def check_dots1(config) -> None:
@@ -425,5 +429,5 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
-                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_deepseek_v3, "dots1": check_dots1,
-                 "hunyuan_v1_moe": check_hunyuan}
+                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_deepseek_v3,
+                 "glm4_moe_lite": check_deepseek_v3, "dots1": check_dots1, "hunyuan_v1_moe": check_hunyuan}

@@ -30,10 +30,11 @@ from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
 # llama.cpp's graph name -> the Hugging Face model type read from it: every family minitron prunes (a Mistral is
-# written as llama.cpp's Llama and read back as one, as transformers does; an OLMo 2 file with a layer pattern is an
+# written as llama.cpp's Llama and read back as one, as transformers does; a GLM-4.7-Flash as llama.cpp's deepseek2
+# and read back as DeepSeek V3, whose layers transformers computes as its; an OLMo 2 file with a layer pattern is an
 # OLMo 3, a Llama file with experts a Mixtral: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
-           if model_type not in ("mistral", "olmo3", "mixtral")}
+           if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite")}
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
                "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",

@@ -22,7 +22,7 @@ from minitron.prune import Plan, apply_plan, check_target, params_of, target_con
 from minitron.search import budget_of, enumerate_shapes
 
 MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe",
-       "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3"]
+       "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3", "glm4_moe_lite"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -129,11 +129,13 @@ def test_a_target_prunes_the_families_own_sizes(family):
     mlp = arch_of(config).mlp_size
     experts = arch_of(config).experts_size
     assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe", "lfm2_moe",
-                                                         "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3")
+                                                         "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3",
+                                                         "glm4_moe_lite")
                    else "intermediate_size")
     assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
                        "granitemoehybrid_moe": "num_local_experts", "glm4_moe": "n_routed_experts",
                        "dots1": "n_routed_experts", "deepseek_v3": "n_routed_experts",
+                       "glm4_moe_lite": "n_routed_experts",
                        "ernie4_5_moe": "moe_num_experts"}.get(family, "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
@@ -146,7 +148,7 @@ def test_a_target_prunes_the_families_own_sizes(family):
             check_target(config, {"intermediate_size": 48})
 
 
-@pytest.mark.parametrize("family", ["lfm2_moe", "qwen3_moe", "glm4_moe", "ernie4_5_moe"])
+@pytest.mark.parametrize("family", ["lfm2_moe", "qwen3_moe", "glm4_moe", "ernie4_5_moe", "glm4_moe_lite"])
 def test_a_mixture_of_experts_dense_layers_keep_neurons_of_their_own(family, tmp_path, tiny_data):
     """A mixture of experts with dense layers among its sparse ones (LFM2-MoE's first, Qwen-MoE's mlp_only_layers):
     their neurons are a size of their own (intermediate_size), scored apart ("dense"), and keeping some equals zeroing
