@@ -209,6 +209,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # multi-token prediction layer is not read
     Arch("deepseek_v3", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
          shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace", mla=True),
+    # DeepSeek V2 (236B-A21B, V2.5, Coder-V2; V2-Lite and Coder-V2-Lite 16B-A2.4B, without a query latent): DeepSeek
+    # V3's layers with a softmax router, neither steered nor renormalised (greedy, or group_limited_greedy: within the
+    # groups of the best experts)
+    Arch("deepseek_v2", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
+         shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace", mla=True),
     # GLM-4.7-Flash (glm4_moe_lite: 30B-A3B): DeepSeek V3's layers (multi-head latent attention, GLM-4.5's mixture of
     # experts) with its dense layers listed by kind (mlp_layer_types)
     Arch("glm4_moe_lite", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
@@ -389,6 +394,26 @@ def num_experts(config) -> int:
     """A mixture of experts' number of experts (0 for a dense model)."""
     arch = arch_of(config)
     return getattr(config, arch.experts_size) if arch.moe else 0
+
+
+def expert_groups(config) -> int:
+    """The groups a mixture of experts' router picks its experts within (GLM-4.5's and DeepSeek V3's n_group, DeepSeek
+    V2's with its group_limited_greedy; 1: none). Each keeps as many experts, the best of its own
+    (`prune.select_heads`)."""
+    if getattr(config, "topk_method", None) == "greedy":  # (DeepSeek V2's, which ignores its n_group)
+        return 1
+    return getattr(config, "n_group", None) or 1
+
+
+def least_experts(config) -> int:
+    """The fewest experts a mixture of experts keeps: every token's num_experts_per_tok, and where its router picks
+    them within groups (`expert_groups`), enough a group for its score (DeepSeek V3's two best experts', V2's best) and
+    a token's in the topk_group groups it picks."""
+    groups = expert_groups(config)
+    if groups == 1:
+        return config.num_experts_per_tok
+    scored = 1 if getattr(config, "topk_method", None) == "group_limited_greedy" else 2
+    return groups * max(scored, -(-config.num_experts_per_tok // config.topk_group))
 
 
 def width_sizes(config) -> tuple[str, ...]:

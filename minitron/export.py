@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from minitron.arch import ATTENTION, MLP, RECURRENT, arch_of, dense_layers, head_dim, num_experts, shared_width, tied
+from minitron.arch import (ATTENTION, MLP, RECURRENT, arch_of, dense_layers, expert_groups, head_dim, num_experts,
+                           shared_width, tied)
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
@@ -369,7 +370,7 @@ def glm4_moe_keys(writer: gguf.GGUFWriter, config) -> None:
     them within the topk_group best of n_group groups where it has them (DeepSeek V3's 4 of 8: llama.cpp's graphs
     score a group by its two best experts' biased scores, as transformers does)."""
     moe_keys(writer, config)
-    if config.n_group > 1:
+    if expert_groups(config) > 1:
         writer.add_expert_group_count(config.n_group)
         writer.add_expert_group_used_count(config.topk_group)
     writer.add_leading_dense_block_count(len(dense_layers(config)))  # (the first ones: `check_exportable`)
@@ -379,10 +380,28 @@ def glm4_moe_keys(writer: gguf.GGUFWriter, config) -> None:
 
 
 def deepseek_v3_keys(writer: gguf.GGUFWriter, config) -> None:
-    """DeepSeek V3's mixture of experts (GLM-4.5's, `glm4_moe_keys`) and its multi-head latent attention's sizes: the
-    query latent's rank (0: none, queries from q_proj), the KV latent's, and each head's key and value sizes (its
-    unrotated and rotated key channels; its value channels), as llama.cpp's converter writes them."""
+    """DeepSeek V3's mixture of experts (GLM-4.5's, `glm4_moe_keys`) and its multi-head latent attention
+    (`latent_keys`)."""
     glm4_moe_keys(writer, config)
+    latent_keys(writer, config)
+
+
+def deepseek_v2_keys(writer: gguf.GGUFWriter, config) -> None:
+    """DeepSeek V2's experts, shared experts and their width, its leading dense layers, its softmax router, whose
+    picked probabilities are scaled (routed_scaling_factor) and never renormalised, and its multi-head latent attention
+    (`latent_keys`)."""
+    moe_keys(writer, config)
+    writer.add_leading_dense_block_count(config.first_k_dense_replace)
+    writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SOFTMAX)
+    writer.add_expert_weights_norm(False)
+    writer.add_expert_weights_scale(config.routed_scaling_factor)
+    latent_keys(writer, config)
+
+
+def latent_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Multi-head latent attention's sizes, as llama.cpp's converter writes them: the query latent's rank (0: none,
+    queries from q_proj), the KV latent's, and each head's key and value sizes (its unrotated and rotated key channels;
+    its value channels)."""
     writer.add_q_lora_rank(config.q_lora_rank or 0)
     writer.add_kv_lora_rank(config.kv_lora_rank)
     writer.add_key_length_mla(config.qk_nope_head_dim + config.qk_rope_head_dim)
@@ -429,7 +448,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys,
                "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys, "glm4_moe": glm4_moe_keys,
                "ernie4_5_moe": ernie4_5_moe_keys, "dots1": glm4_moe_keys, "hunyuan_v1_moe": hunyuan_moe_keys,
-               "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys}
+               "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys, "deepseek_v2": deepseek_v2_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

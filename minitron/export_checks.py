@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from minitron.arch import arch_of, dense_layers, head_dim
+from minitron.arch import arch_of, dense_layers, expert_groups, head_dim
 from minitron.errors import MinitronError
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, GGUF_ARCH, SMOLLM3_NO_ROPE_STEP)
@@ -384,6 +384,15 @@ def check_deepseek_v3(config) -> None:
                             "them)")
 
 
+def check_deepseek_v2(config) -> None:
+    """Refuse a DeepSeek V2 whose router picks its experts within groups (group_limited_greedy: the groups of the best
+    experts, V2's 236B): llama.cpp's graphs score a group by its two best experts (DeepSeek V3's way)."""
+    if expert_groups(config) > 1:
+        raise MinitronError(f"cannot export a deepseek_v2 model whose router picks its experts within the groups of "
+                            f"the best ones (topk_method group_limited_greedy, n_group={config.n_group}): llama.cpp's "
+                            "graphs score a group by its two best experts, DeepSeek V3's way")
+
+
 def check_dots1(config) -> None:
     """Refuse a dots.llm1 that llama.cpp's dots1 graph computes otherwise: sliding-window layers (that graph has none)
     or fewer KV heads than query heads (it sizes k and v as q; the released model's attention is full, 32 heads
@@ -430,4 +439,5 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
                  "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_deepseek_v3,
-                 "glm4_moe_lite": check_deepseek_v3, "dots1": check_dots1, "hunyuan_v1_moe": check_hunyuan}
+                 "glm4_moe_lite": check_deepseek_v3, "deepseek_v2": check_deepseek_v2, "dots1": check_dots1,
+                 "hunyuan_v1_moe": check_hunyuan}

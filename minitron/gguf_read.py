@@ -32,15 +32,16 @@ from minitron.shards import SafetensorsWriter, TensorSpec
 # llama.cpp's graph name -> the Hugging Face model type read from it: every family minitron prunes (a Mistral is
 # written as llama.cpp's Llama and read back as one, as transformers does; a GLM-4.7-Flash as llama.cpp's deepseek2
 # and read back as DeepSeek V3, whose layers transformers computes as its; an OLMo 2 file with a layer pattern is an
-# OLMo 3, a Llama file with experts a Mixtral: `family`).
+# OLMo 3, a Llama file with experts a Mixtral, a deepseek2 file with a softmax router a DeepSeek V2: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
-           if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite")}
+           if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2")}
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
                "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",
                "num_key_value_heads": "attention.head_count_kv", "max_position_embeddings": "context_length"}
 # GGUF tensor types whose values a converted checkpoint keeps in the same type (exactly); the others become fp32.
 KEPT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16}
+SOFTMAX = 1  # llama.cpp's expert_gating_func of a softmax router (gguf.ExpertGatingFuncType.SOFTMAX)
 TOKEN_IDS = {"bos_token_id": "tokenizer.ggml.bos_token_id", "eos_token_id": "tokenizer.ggml.eos_token_id",
              "pad_token_id": "tokenizer.ggml.padding_token_id"}
 
@@ -154,6 +155,8 @@ def family(meta: Metadata) -> str:
         return "olmo3"
     if meta.arch == "llama" and meta.get("expert_count"):
         return "mixtral"
+    if meta.arch == "deepseek2" and meta.get("expert_gating_func", SOFTMAX) == SOFTMAX:  # (llama.cpp's default)
+        return "deepseek_v2"
     return READ_AS[meta.arch]
 
 
@@ -370,15 +373,36 @@ def dots1(meta: Metadata, layers: int) -> dict:
 
 def deepseek_v3(meta: Metadata, layers: int) -> dict:
     """DeepSeek V3's mixture of experts (`steered_moe`), without multi-token prediction layers, and its multi-head
-    latent attention: the query latent's rank (none where it is 0), the KV latent's, each head's unrotated and rotated
-    key channels and value channels, a KV head for each query head (llama.cpp's graph attends to the latent as one)."""
+    latent attention (`latent_attention`)."""
+    return {**steered_moe(meta, layers), **latent_attention(meta), "num_nextn_predict_layers": 0,
+            "rope_interleave": True}
+
+
+def deepseek_v2(meta: Metadata, layers: int) -> dict:
+    """DeepSeek V2's experts, experts a token and each expert's width, its shared experts (expert_shared_count of them
+    wide), its leading dense layers, its softmax router's scale, its picks greedy or within the groups of the best
+    experts (the model such a file is converted from: llama.cpp scores a group by its two best experts), and its
+    multi-head latent attention (`latent_attention`)."""
+    experts, groups = mixtral(meta, layers), int(meta.get("expert_group_count", 1))
+    return {"n_routed_experts": experts.pop("num_experts"), **experts, **latent_attention(meta),
+            "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
+            "n_shared_experts": required(meta, "expert_shared_count", int),
+            "first_k_dense_replace": int(meta.get("leading_dense_block_count", 0)),
+            "routed_scaling_factor": float(meta.get("expert_weights_scale", 1.0)),
+            "topk_method": "group_limited_greedy" if groups > 1 else "greedy", "n_group": groups,
+            "topk_group": int(meta.get("expert_group_used_count", 1))}
+
+
+def latent_attention(meta: Metadata) -> dict:
+    """Multi-head latent attention's sizes: the query latent's rank (none where it is 0), the KV latent's, each head's
+    unrotated and rotated key channels and value channels, a KV head for each query head (llama.cpp's graph attends to
+    the latent as one)."""
     rotated = required(meta, "rope.dimension_count", int)
-    return {**steered_moe(meta, layers), "num_nextn_predict_layers": 0,
-            "q_lora_rank": int(meta.get("attention.q_lora_rank", 0)) or None,
+    return {"q_lora_rank": int(meta.get("attention.q_lora_rank", 0)) or None,
             "kv_lora_rank": required(meta, "attention.kv_lora_rank", int), "qk_rope_head_dim": rotated,
             "qk_nope_head_dim": required(meta, "attention.key_length_mla", int) - rotated,
             "v_head_dim": required(meta, "attention.value_length_mla", int),
-            "num_key_value_heads": required(meta, "attention.head_count", int), "rope_interleave": True}
+            "num_key_value_heads": required(meta, "attention.head_count", int)}
 
 
 def hunyuan_v1_moe(meta: Metadata, layers: int) -> dict:
@@ -413,13 +437,14 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss,
                    "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe,
                    "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
-                   "deepseek_v3": deepseek_v3}
+                   "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).
 OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",),
             "granitemoehybrid": ("intermediate_size", "num_key_value_heads"), "lfm2": ("num_key_value_heads",),
-            "lfm2_moe": ("num_key_value_heads",), "deepseek_v3": ("num_key_value_heads",)}
+            "lfm2_moe": ("num_key_value_heads",), "deepseek_v3": ("num_key_value_heads",),
+            "deepseek_v2": ("num_key_value_heads",)}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -477,7 +502,7 @@ def latent_rope(config, meta: Metadata) -> None:
 
 # What a family's config needs after `correct_config` has set its RoPE.
 FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope, "gpt_oss": gpt_oss_rope,
-               "deepseek_v3": latent_rope}
+               "deepseek_v3": latent_rope, "deepseek_v2": latent_rope}
 
 
 def dequantized(tensor) -> np.ndarray:

@@ -29,7 +29,8 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from minitron.arch import Arch, arch_of, dense_layers, head_dim, layers_differ, num_experts, tied_mamba_heads
+from minitron.arch import (Arch, arch_of, dense_layers, expert_groups, head_dim, layers_differ, least_experts,
+                           num_experts, tied_mamba_heads)
 from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located
@@ -40,8 +41,8 @@ from minitron.io import check_run_dir, mark, refuse_existing, remove, write_json
 from minitron.lazy import reuse_freed_memory
 from minitron.load import check_seq_len, load_config, load_model, load_tokenizer, pick_device
 from minitron.numerics import lm_loss, native_bf16, windows_in_batches
-from minitron.prune import (EXPERT_WIDTH_MULTIPLE, PruneConfig, ScoreNeeds, apply_plan, check_target, expert_groups,
-                            given_scores, layers_to_drop, least_experts, make_plan, params_of, target_config)
+from minitron.prune import (EXPERT_WIDTH_MULTIPLE, PruneConfig, ScoreNeeds, apply_plan, check_target, given_scores,
+                            layers_to_drop, make_plan, params_of, target_config)
 from minitron.prune import prune as prune_model
 from minitron.record import Record
 

@@ -262,7 +262,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("ernie4_5_moe", None, "f16", False), ("ernie4_5_moe", "llama-bpe", "bf16", True),
              ("dots1", "mha", "f16", False), ("dots1", "mha", "bf16", True), ("hunyuan_v1_moe", None, "f16", False),
              ("hunyuan_v1_moe", "llama-bpe", "bf16", True), ("deepseek_v3", "groups", "f16", False),
-             ("deepseek_v3", "llama-bpe", "q8_0", True), ("glm4_moe_lite", None, "f16", False)]
+             ("deepseek_v3", "llama-bpe", "q8_0", True), ("glm4_moe_lite", None, "f16", False),
+             ("deepseek_v2", "direct", "f16", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -605,7 +606,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text, "
                                             "qwen3_5_moe_text, qwen2_moe, gpt_oss, granitemoehybrid, lfm2, "
                                             "lfm2_moe, glm4_moe, ernie4_5_moe, dots1, hunyuan_v1_moe, "
-                                            "deepseek_v3, glm4_moe_lite$"):
+                                            "deepseek_v3, glm4_moe_lite, deepseek_v2$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -662,6 +663,8 @@ REFUSED = [
      "dots1 model with sliding-window layers"),
     ("deepseek_v3", {"rope_interleave": False}, "deepseek_v3 model with rope_interleave false: llama.cpp's "
                                                 "deepseek2 graph rotates interleaved pairs"),
+    ("deepseek_v2", {"topk_method": "group_limited_greedy", **EXPERT_GROUPS},
+     "deepseek_v2 model whose router picks its experts within the groups of the best"),
     ("glm4_moe_lite", {"mlp_layer_types": ["sparse", "dense", "sparse", "sparse"]},
      r"glm4_moe_lite model with dense layers \[1\] among its mixture-of-experts ones: llama.cpp's graph for it takes "
      "its first layers dense only"),
@@ -868,7 +871,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("glm4_moe", None, "f16", True), ("ernie4_5_moe", None, "f16", False), ("dots1", "mha", "f16", False),
     ("dots1", "mha", "f16", True), ("hunyuan_v1_moe", None, "f16", False), ("hunyuan_v1_moe", None, "f16", True),
     ("deepseek_v3", "groups", "f16", False), ("deepseek_v3", "direct", "f16", True),
-    ("glm4_moe_lite", None, "f16", True),
+    ("glm4_moe_lite", None, "f16", True), ("deepseek_v2", "direct", "f16", False),
+    ("deepseek_v2", "direct", "f16", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

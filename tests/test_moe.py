@@ -22,7 +22,8 @@ from minitron.prune import Plan, apply_plan, check_target, params_of, target_con
 from minitron.search import budget_of, enumerate_shapes
 
 MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe",
-       "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3", "glm4_moe_lite"]
+       "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3", "glm4_moe_lite",
+       "deepseek_v2"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -83,9 +84,9 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
 def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path):
     """Keeping experts [0, 2, 3, 5] gives the logits of the teacher whose router scores experts 1 and 4 at -inf (the
     softmax over the kept experts: renormalised top-k weights or not, as Mixtral always, Qwen3-MoE with norm_topk_prob,
-    OLMoE without; Granite-MoE's softmax over the top-k logits is the renormalised one; ERNIE 4.5 picks by that
-    softmax plus a bias, so its picks are those of the softmax over the kept experts, not over all of them); the pruned
-    model reloads in stock transformers with the same logits."""
+    OLMoE without, DeepSeek V2 never but scaled; Granite-MoE's softmax over the top-k logits is the renormalised one;
+    ERNIE 4.5 picks by that softmax plus a bias, so its picks are those of the softmax over the kept experts, not over
+    all of them); the pruned model reloads in stock transformers with the same logits."""
     model = tiny_model(family)
     keep = torch.tensor([0, 2, 3, 5])
     masked = copy.deepcopy(model)
@@ -111,6 +112,8 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
                 return logits, top / (top.sum(-1, keepdim=True) + 1e-6) * router.routed_scaling_factor, picks
             logits[:, [1, 4]] = float("-inf")
             top, index = logits.softmax(-1).topk(2, dim=-1)
+            if hasattr(router, "topk_method"):  # DeepSeek V2: the picked probabilities, not renormalised, scaled
+                return logits, top * router.routed_scaling_factor, index
             renormalised = getattr(router, "norm_topk_prob", True)  # Mixtral's and Granite-MoE's always are
             return logits, top / top.sum(-1, keepdim=True) if renormalised else top, index
         router.forward = route
@@ -130,12 +133,12 @@ def test_a_target_prunes_the_families_own_sizes(family):
     experts = arch_of(config).experts_size
     assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe", "lfm2_moe",
                                                          "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3",
-                                                         "glm4_moe_lite")
+                                                         "glm4_moe_lite", "deepseek_v2")
                    else "intermediate_size")
     assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
                        "granitemoehybrid_moe": "num_local_experts", "glm4_moe": "n_routed_experts",
                        "dots1": "n_routed_experts", "deepseek_v3": "n_routed_experts",
-                       "glm4_moe_lite": "n_routed_experts",
+                       "glm4_moe_lite": "n_routed_experts", "deepseek_v2": "n_routed_experts",
                        "ernie4_5_moe": "moe_num_experts"}.get(family, "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
@@ -378,22 +381,24 @@ def test_glm_shared_expert_follows_the_experts_width(tmp_path, tiny_data):
             assert not any(".layers.4." in k for k in f.keys())
 
 
-@pytest.mark.parametrize("family", ["glm4_moe", "deepseek_v3"])
+@pytest.mark.parametrize("family", ["glm4_moe", "deepseek_v3", "deepseek_v2"])
 def test_experts_picked_within_groups_keep_as_many_in_each(family, tmp_path):
     """A router that picks its experts within the topk_group best of n_group groups (DeepSeek V3's 4 of 8) keeps the
     best of each group, as many in each; a number of experts that is not whole groups, or too few for a group's score
     (its two best) and a token's experts in the groups picked, is refused, and so is a search step of other than whole
-    groups. The student runs, reloads and exports (llama.cpp's graphs pick within groups too)."""
+    groups. The student runs, reloads and exports (llama.cpp's graphs pick within groups too, DeepSeek V3's way: a
+    DeepSeek V2, whose router scores a group by its best expert, is refused)."""
     from minitron.export_checks import check_exportable
     from minitron.importance import Scores, random_scores
     from minitron.prune import PruneConfig, make_plan
     from minitron.search import check_axes
 
-    model = tiny_model(family, n_group=2, topk_group=1)  # six experts, two groups of three; one group a token
+    v2 = {"topk_method": "group_limited_greedy"} if family == "deepseek_v2" else {}
+    model = tiny_model(family, n_group=2, topk_group=1, **v2)  # six experts, two groups of three; one group a token
     config = model.config
     for bad in (3, 2):
-        with pytest.raises(MinitronError, match=f"n_routed_experts={bad} is refused: .* n_group=2 groups .* a multiple "
-                                                "of 2 of at least 4"):
+        with pytest.raises(MinitronError, match=f"n_routed_experts={bad} is refused: .* topk_group=1 of n_group=2 "
+                                                "groups, .* a multiple of 2 of at least 4"):
             check_target(config, {"n_routed_experts": bad})
     with pytest.raises(MinitronError, match="the step of n_routed_experts must be a multiple of n_group=2"):
         check_axes(config, {"n_routed_experts": 1}, None)
@@ -407,7 +412,11 @@ def test_experts_picked_within_groups_keep_as_many_in_each(family, tmp_path):
     pruned.save_pretrained(tmp_path)
     with torch.no_grad():
         assert_close(AutoModelForCausalLM.from_pretrained(tmp_path).eval()(IDS).logits, pruned(IDS).logits)
-    check_exportable(pruned.config)
+    if family == "deepseek_v2":
+        with pytest.raises(MinitronError, match="cannot export a deepseek_v2 model whose router picks its experts"):
+            check_exportable(pruned.config)
+    else:
+        check_exportable(pruned.config)
 
 
 def test_ernie_moe_keeps_its_routers_bias_untrained_and_stored_by_its_name(tmp_path, tiny_data):

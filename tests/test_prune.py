@@ -219,7 +219,7 @@ def test_unsupported_architecture_is_refused_by_name():
     from transformers import GPT2Config
 
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
-                                            "deepseek_v3, dots1, "
+                                            "deepseek_v2, deepseek_v3, dots1, "
                                             "ernie4_5, ernie4_5_moe, exaone4, gemma, gemma2, gemma3_text, glm4, "
                                             "glm4_moe, glm4_moe_lite, gpt_oss, granite, granitemoe, granitemoehybrid, "
                                             "hunyuan_v1_dense, hunyuan_v1_moe, lfm2, lfm2_moe, llama, "

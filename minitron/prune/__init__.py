@@ -5,13 +5,12 @@ from minitron.callable import make_callable
 from minitron.prune.command import given_scores, needed_scores, prune
 from minitron.prune.config import PruneConfig, ScoreNeeds, check_layers
 from minitron.prune.plan import (EXPERT_WIDTH_MULTIPLE, Plan, apply_layer_plan, apply_plan, check_target,
-                                 expert_groups, layers_to_drop, least_experts, make_plan, params_of, select_heads,
-                                 target_config)
+                                 layers_to_drop, make_plan, params_of, select_heads, target_config)
 from minitron.prune.model import prune_model
 from minitron.prune.write import write_pruned
 
 __all__ = ["EXPERT_WIDTH_MULTIPLE", "Plan", "PruneConfig", "ScoreNeeds", "apply_layer_plan", "apply_plan",
-           "check_layers", "check_target", "expert_groups", "layers_to_drop", "least_experts", "make_plan",
-           "needed_scores", "params_of", "prune", "prune_model", "select_heads", "target_config", "write_pruned"]
+           "check_layers", "check_target", "layers_to_drop", "make_plan", "needed_scores", "params_of", "prune",
+           "prune_model", "select_heads", "target_config", "write_pruned"]
 
 make_callable(__name__, prune_model)  # `minitron.prune(model, scores, target)`: a model pruned in memory

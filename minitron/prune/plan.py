@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, Arch, HeadDims, arch_of, count_params, dense_layers, head_dim,
-                           per_layer_lists, prunable_sizes, shared_width, tied_mamba_heads, width_sizes)
+from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, Arch, HeadDims, arch_of, count_params, dense_layers,
+                           expert_groups, head_dim, least_experts, per_layer_lists, prunable_sizes, shared_width,
+                           tied_mamba_heads, width_sizes)
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
@@ -84,34 +85,16 @@ def attention_follows(config, sizes: dict[str, int], target: dict[str, int]) -> 
         sizes["num_key_value_heads"] = sizes["num_attention_heads"]
 
 
-def expert_groups(config) -> int:
-    """The groups a mixture of experts' router picks its experts within (GLM-4.5's and DeepSeek V3's n_group; 1: none).
-    Each keeps as many experts, the best of its own (`select_heads`)."""
-    return getattr(config, "n_group", None) or 1
-
-
-def least_experts(config) -> int:
-    """The fewest experts a mixture of experts keeps: every token's num_experts_per_tok, and where its router picks
-    them within groups (`expert_groups`), two a group (a group's score is its two best experts') and a token's in the
-    topk_group groups it picks."""
-    groups = expert_groups(config)
-    if groups == 1:
-        return config.num_experts_per_tok
-    return groups * max(2, -(-config.num_experts_per_tok // config.topk_group))
-
-
 def check_expert_groups(config, experts: int, name: str) -> None:
     """Refuse a number of experts that is not the same for each group of a router that picks them within groups
-    (`expert_groups`): at least two a group (a group's score is its two best experts'), and enough in the topk_group
-    groups it picks for every token's num_experts_per_tok."""
+    (`expert_groups`), or too few for a group's score and every token's num_experts_per_tok (`least_experts`)."""
     groups, least = expert_groups(config), least_experts(config)
     if groups == 1:
         return
     if experts % groups or experts < least:
         raise MinitronError(f"target {name}={experts} is refused: this {config.model_type} model's router picks its "
-                            f"experts within n_group={groups} groups (the best topk_group={config.topk_group}, by "
-                            f"their two best experts), so every group keeps as many; give a multiple of {groups} of "
-                            f"at least {least}")
+                            f"experts within the best topk_group={config.topk_group} of n_group={groups} groups, so "
+                            f"every group keeps as many; give a multiple of {groups} of at least {least}")
 
 
 def latent_heads(sizes: dict[str, int], target: dict[str, int]) -> None:
