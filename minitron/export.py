@@ -401,7 +401,13 @@ def deepseek_v2_keys(writer: gguf.GGUFWriter, config) -> None:
 def latent_keys(writer: gguf.GGUFWriter, config) -> None:
     """Multi-head latent attention's sizes, as llama.cpp's converter writes them: the query latent's rank (0: none,
     queries from q_proj), the KV latent's, and each head's key and value sizes (its unrotated and rotated key channels;
-    its value channels)."""
+    its value channels); with YaRN its betas and 0.1 x mscale_all_dim (which llama.cpp's deepseek2 graph reads as the
+    attention's scale, `check_latent_yarn`)."""
+    rope = rope_parameters(config)
+    if rope.get("rope_type") == "yarn":
+        writer.add_rope_scaling_yarn_beta_fast(float(rope.get("beta_fast") or YARN_DERIVED["beta_fast"]))
+        writer.add_rope_scaling_yarn_beta_slow(float(rope.get("beta_slow") or YARN_DERIVED["beta_slow"]))
+        writer.add_rope_scaling_yarn_log_mul(0.1 * float(rope.get("mscale_all_dim") or 0.0))
     writer.add_q_lora_rank(config.q_lora_rank or 0)
     writer.add_kv_lora_rank(config.kv_lora_rank)
     writer.add_key_length_mla(config.qk_nope_head_dim + config.qk_rope_head_dim)

@@ -25,8 +25,9 @@ ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus", "exaone4")  # the
 YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None, "beta_fast": 32, "beta_slow": 1,
                 "truncate": True}
 # Families whose graph reads YaRN's settings from the file rather than deriving them (`YARN_DERIVED` does not apply;
-# their family check says what it computes): Ministral 3's (llama.cpp's mistral3), `check_ministral3`.
-YARN_READ = ("ministral3",)
+# their family check says what it computes): Ministral 3's (llama.cpp's mistral3), `check_ministral3`; DeepSeek's
+# (its deepseek2), `check_latent_yarn`.
+YARN_READ = ("ministral3", "deepseek_v3", "glm4_moe_lite", "deepseek_v2")
 # Families whose released configs leave YaRN's correction range unrounded (truncate false), which llama.cpp rounds, as
 # llama.cpp's own converter leaves it: exported, with a warning (`yarn_unrounded`), and read back unrounded.
 YARN_UNROUNDED = ("gpt_oss",)
@@ -374,10 +375,25 @@ def check_lfm2_moe(config) -> None:
                             "bias and renormalises the picked experts' weights, unscaled")
 
 
+def check_latent_yarn(config) -> None:
+    """llama.cpp's deepseek2 graph computes DeepSeek's YaRN with mscale and mscale_all_dim equal (V2-Lite's 0.707,
+    V3's 1): rotated channels unscaled (transformers' attention factor 1) and the attention's scale times
+    (0.1 mscale_all_dim ln(factor) + 1)^2 (its yarn_log_multiplier), its betas from the file; nothing else of its
+    own."""
+    rope = rope_parameters(config)
+    if rope.get("rope_type") == "yarn" and (rope.get("mscale") != rope.get("mscale_all_dim")
+                                            or rope.get("attention_factor") is not None
+                                            or rope.get("truncate") not in (None, True)):
+        raise MinitronError(f"cannot export a {config.model_type} model whose YaRN has mscale {rope.get('mscale')} "
+                            f"and mscale_all_dim {rope.get('mscale_all_dim')} apart (or an attention_factor or "
+                            "truncate of its own): llama.cpp's deepseek2 graph computes them equal, as DeepSeek's")
+
+
 def check_deepseek_v3(config) -> None:
     """Refuse a DeepSeek V3 (or GLM-4.7-Flash) whose queries and keys rotate halves of their rotated channels
     (rope_interleave false): llama.cpp's deepseek2 graph rotates interleaved pairs, as the released checkpoints store
-    them."""
+    them; or a YaRN that graph does not compute (`check_latent_yarn`)."""
+    check_latent_yarn(config)
     if not config.rope_interleave:
         raise MinitronError(f"cannot export a {config.model_type} model with rope_interleave false: llama.cpp's "
                             "deepseek2 graph rotates interleaved pairs of channels (as the released checkpoints store "
@@ -386,7 +402,9 @@ def check_deepseek_v3(config) -> None:
 
 def check_deepseek_v2(config) -> None:
     """Refuse a DeepSeek V2 whose router picks its experts within groups (group_limited_greedy: the groups of the best
-    experts, V2's 236B): llama.cpp's graphs score a group by its two best experts (DeepSeek V3's way)."""
+    experts, V2's 236B): llama.cpp's graphs score a group by its two best experts (DeepSeek V3's way); or a YaRN
+    that graph does not compute (`check_latent_yarn`)."""
+    check_latent_yarn(config)
     if expert_groups(config) > 1:
         raise MinitronError(f"cannot export a deepseek_v2 model whose router picks its experts within the groups of "
                             f"the best ones (topk_method group_limited_greedy, n_group={config.n_group}): llama.cpp's "

@@ -495,9 +495,16 @@ def no_rope(config, meta: Metadata) -> None:
 
 def latent_rope(config, meta: Metadata) -> None:
     """Multi-head latent attention rotates qk_rope_head_dim channels of each head's keys (transformers' head_dim),
-    not a part of the file's key length (the latent's, `export.key_value_lengths`)."""
+    not a part of the file's key length (the latent's, `export.key_value_lengths`); its YaRN's betas, and mscale and
+    mscale_all_dim both the yarn_log_multiplier over 0.1 (as llama.cpp's deepseek2 graph reads it:
+    `export_checks.check_latent_yarn`)."""
     config.head_dim = config.qk_rope_head_dim
-    config.rope_parameters = {k: v for k, v in config.rope_parameters.items() if k != "partial_rotary_factor"}
+    rope = {k: v for k, v in config.rope_parameters.items() if k != "partial_rotary_factor"}
+    if rope.get("rope_type") == "yarn":
+        scale = round(float(meta.get("rope.scaling.yarn_log_multiplier", 0.0)) / 0.1, 6)
+        rope.update(beta_fast=float(meta.get("rope.scaling.yarn_beta_fast", 32.0)),
+                    beta_slow=float(meta.get("rope.scaling.yarn_beta_slow", 1.0)), mscale=scale, mscale_all_dim=scale)
+    config.rope_parameters = rope
 
 
 # What a family's config needs after `correct_config` has set its RoPE.

@@ -59,6 +59,11 @@ MHA = dict(num_key_value_heads=8)
 # them the tiny DeepSeek V3 and GLM-4.5 fall 0.39 and 0.35 short, by hand)
 EXPERT_GROUPS = dict(n_group=2, topk_group=1)
 DIRECT_QUERIES = dict(q_lora_rank=None)  # latent attention's queries from q_proj, without a latent (DeepSeek-V2-Lite's)
+# DeepSeek's YaRN (V2-Lite's mscale and mscale_all_dim; V3's are 1), from a 16-token original context: written without
+# its yarn_log_multiplier the tiny DeepSeek V3 falls 0.50 short in llama.cpp, with mscale_all_dim unscaled 0.60
+DEEPSEEK_YARN = {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 16.0,
+                                     "original_max_position_embeddings": 16, "beta_fast": 32.0, "beta_slow": 1.0,
+                                     "mscale": 0.707, "mscale_all_dim": 0.707}}
 # YaRN as the released OLMo 3 configs write it: the attention factor spelt out, 0.1 ln(factor) + 1 (what llama.cpp and
 # transformers derive), and the betas at their defaults
 OLMO3_YARN = {**YARN_ROPE, "attention_factor": 0.1 * math.log(4.0) + 1, "beta_fast": 32.0, "beta_slow": 1.0}
@@ -263,7 +268,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("dots1", "mha", "f16", False), ("dots1", "mha", "bf16", True), ("hunyuan_v1_moe", None, "f16", False),
              ("hunyuan_v1_moe", "llama-bpe", "bf16", True), ("deepseek_v3", "groups", "f16", False),
              ("deepseek_v3", "llama-bpe", "q8_0", True), ("glm4_moe_lite", None, "f16", False),
-             ("deepseek_v2", "direct", "f16", False)]
+             ("deepseek_v2", "direct", "f16", False), ("deepseek_v3", "deepseek-yarn", "f16", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -274,7 +279,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
             ropes = {"llama3": LLAMA3_ROPE, "linear": LINEAR_ROPE, "yarn": YARN_ROPE, "ministral3": MINISTRAL3_ROPE,
                      "olmo3": OLMO3_YARN}
             extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "global": EXAONE4_GLOBAL, "mha": MHA,
-                     "groups": EXPERT_GROUPS,
+                     "groups": EXPERT_GROUPS, "deepseek-yarn": DEEPSEEK_YARN,
                      "global-llama3": {**EXAONE4_GLOBAL, **scaled_rope(family, LLAMA3_ROPE)}, "32b": EXAONE4_32B,
                      "micro": GRANITE_MICRO, "auto": LFM2_AUTO,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
@@ -663,6 +668,8 @@ REFUSED = [
      "dots1 model with sliding-window layers"),
     ("deepseek_v3", {"rope_interleave": False}, "deepseek_v3 model with rope_interleave false: llama.cpp's "
                                                 "deepseek2 graph rotates interleaved pairs"),
+    ("deepseek_v3", {"rope_parameters": {**DEEPSEEK_YARN["rope_parameters"], "mscale": 1.0}},
+     "deepseek_v3 model whose YaRN has mscale 1.0 and mscale_all_dim 0.707 apart"),
     ("deepseek_v2", {"topk_method": "group_limited_greedy", **EXPERT_GROUPS},
      "deepseek_v2 model whose router picks its experts within the groups of the best"),
     ("glm4_moe_lite", {"mlp_layer_types": ["sparse", "dense", "sparse", "sparse"]},
@@ -872,7 +879,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("dots1", "mha", "f16", True), ("hunyuan_v1_moe", None, "f16", False), ("hunyuan_v1_moe", None, "f16", True),
     ("deepseek_v3", "groups", "f16", False), ("deepseek_v3", "direct", "f16", True),
     ("glm4_moe_lite", None, "f16", True), ("deepseek_v2", "direct", "f16", False),
-    ("deepseek_v2", "direct", "f16", True),
+    ("deepseek_v2", "direct", "f16", True), ("deepseek_v3", "deepseek-yarn", "f16", False),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
@@ -893,7 +900,7 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
                  "linear": scaled_rope(family, LINEAR_ROPE), "longrope": llama_cpp_check().PHI3_LONGROPE,
                  "ministral3": {"rope_parameters": MINISTRAL3_ROPE}, "global": EXAONE4_GLOBAL,
                  "32b": EXAONE4_32B, "mha": MHA, "auto": LFM2_AUTO, "groups": EXPERT_GROUPS,
-                 "direct": DIRECT_QUERIES}.get(rope, {})
+                 "direct": DIRECT_QUERIES, "deepseek-yarn": DEEPSEEK_YARN}.get(rope, {})
         model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf
     converted = load_model(str(out))
