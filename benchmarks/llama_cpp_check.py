@@ -53,7 +53,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-            "glm4_moe_lite", "deepseek_v2"]
+            "glm4_moe_lite", "deepseek_v2", "youtu"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -231,12 +231,12 @@ def sharpen(model, factor: float) -> None:
                 layer.self_attn.sinks.mul_(2.5 * factor)
 
 
-# The tiny DeepSeek V3's and GLM-4.7-Flash's layers: multi-head latent attention (a KV head for each query head;
-# transformers' head_dim is the rotated channels) and GLM-4.5's mixture of experts, the first layer dense
-LATENT_MOE = dict(num_key_value_heads=8, head_dim=8, q_lora_rank=32, kv_lora_rank=32, qk_rope_head_dim=8,
-                  qk_nope_head_dim=16, v_head_dim=16, n_routed_experts=6, num_experts_per_tok=2, n_shared_experts=1,
-                  moe_intermediate_size=96, intermediate_size=80, routed_scaling_factor=2.5, norm_topk_prob=True,
-                  n_group=1, topk_group=1, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+# The tiny DeepSeek's, GLM-4.7-Flash's and Youtu-LLM's layers: multi-head latent attention (a KV head for each query
+# head; transformers' head_dim is the rotated channels), and GLM-4.5's mixture of experts, the first layer dense
+LATENT = dict(num_key_value_heads=8, head_dim=8, q_lora_rank=32, kv_lora_rank=32, qk_rope_head_dim=8,
+              qk_nope_head_dim=16, v_head_dim=16, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+LATENT_MOE = dict(LATENT, n_routed_experts=6, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=96,
+                  intermediate_size=80, routed_scaling_factor=2.5, norm_topk_prob=True, n_group=1, topk_group=1)
 # The tiny Nemotron-H's layers: Mamba-2, attention, MLP, Mamba-2 (eight Mamba-2 heads of 8 in two groups).
 NEMOTRON_H_LAYERS = ["linear_attention", "full_attention", "mlp", "linear_attention"]
 
@@ -333,6 +333,8 @@ def tiny_model(family: str, seed: int = 0):
              "deepseek_v3": dict(LATENT_MOE, first_k_dense_replace=1),
              "glm4_moe_lite": dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"]),
              "deepseek_v2": dict(LATENT_MOE, first_k_dense_replace=1, topk_method="greedy"),
+             "youtu": dict(LATENT, tie_word_embeddings=True,
+                           initializer_range=0.02),  # (the others' weight scale: its own makes logits 6x wider)
              "ernie4_5_moe": dict(moe_num_experts=6, moe_k=2, moe_num_shared_experts=1, moe_layer_start_index=1,
                                   moe_intermediate_size=96, intermediate_size=80, tie_word_embeddings=False,
                                   pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})

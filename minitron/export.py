@@ -398,11 +398,21 @@ def deepseek_v2_keys(writer: gguf.GGUFWriter, config) -> None:
     latent_keys(writer, config)
 
 
+def youtu_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Youtu-LLM's MLP in every layer as llama.cpp's deepseek2 graph reads it, as its converter writes it (every
+    layer a leading dense one, their width the experts' too, no shared experts), and its multi-head latent attention
+    (`latent_keys`)."""
+    writer.add_leading_dense_block_count(config.num_hidden_layers)
+    writer.add_expert_feed_forward_length(config.intermediate_size)
+    writer.add_expert_shared_count(0)
+    latent_keys(writer, config)
+
+
 def latent_keys(writer: gguf.GGUFWriter, config) -> None:
     """Multi-head latent attention's sizes, as llama.cpp's converter writes them: the query latent's rank (0: none,
     queries from q_proj), the KV latent's, and each head's key and value sizes (its unrotated and rotated key channels;
     its value channels); with YaRN its betas and 0.1 x mscale_all_dim (which llama.cpp's deepseek2 graph reads as the
-    attention's scale, `check_latent_yarn`)."""
+    attention's scale, `check_latent`)."""
     rope = rope_parameters(config)
     if rope.get("rope_type") == "yarn":
         writer.add_rope_scaling_yarn_beta_fast(float(rope.get("beta_fast") or YARN_DERIVED["beta_fast"]))
@@ -454,7 +464,8 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys,
                "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys, "glm4_moe": glm4_moe_keys,
                "ernie4_5_moe": ernie4_5_moe_keys, "dots1": glm4_moe_keys, "hunyuan_v1_moe": hunyuan_moe_keys,
-               "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys, "deepseek_v2": deepseek_v2_keys}
+               "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys, "deepseek_v2": deepseek_v2_keys,
+               "youtu": youtu_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

@@ -26,8 +26,9 @@ YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None
                 "truncate": True}
 # Families whose graph reads YaRN's settings from the file rather than deriving them (`YARN_DERIVED` does not apply;
 # their family check says what it computes): Ministral 3's (llama.cpp's mistral3), `check_ministral3`; DeepSeek's
-# (its deepseek2), `check_latent_yarn`.
-YARN_READ = ("ministral3", "deepseek_v3", "glm4_moe_lite", "deepseek_v2")
+# (its deepseek2), `check_latent`.
+YARN_READ = ("ministral3", "deepseek_v3", "glm4_moe_lite", "deepseek_v2", "youtu")
+
 # Families whose released configs leave YaRN's correction range unrounded (truncate false), which llama.cpp rounds, as
 # llama.cpp's own converter leaves it: exported, with a warning (`yarn_unrounded`), and read back unrounded.
 YARN_UNROUNDED = ("gpt_oss",)
@@ -375,36 +376,42 @@ def check_lfm2_moe(config) -> None:
                             "bias and renormalises the picked experts' weights, unscaled")
 
 
-def check_latent_yarn(config) -> None:
-    """llama.cpp's deepseek2 graph computes DeepSeek's YaRN with mscale and mscale_all_dim equal (V2-Lite's 0.707,
-    V3's 1): rotated channels unscaled (transformers' attention factor 1) and the attention's scale times
-    (0.1 mscale_all_dim ln(factor) + 1)^2 (its yarn_log_multiplier), its betas from the file; nothing else of its
-    own."""
-    rope = rope_parameters(config)
+def lite_depth(layers: int, vocab: int) -> bool:
+    """Whether llama.cpp's deepseek2 graph takes a model of `layers` layers and a `vocab` vocabulary for a Lite one
+    (DeepSeek-V2-Lite's 27, GigaChat3's 26, Kanana-2's 48 of 128,256 tokens), whose queries have no latent."""
+    return layers in (26, 27) or (layers == 48 and vocab == 128256)
+
+
+def check_latent(config) -> None:
+    """Refuse a model of multi-head latent attention that llama.cpp's deepseek2 graph computes otherwise:
+    - a YaRN with mscale and mscale_all_dim apart, or other settings of its own: it computes DeepSeek's (V2-Lite's
+      0.707 each, V3's 1): rotated channels unscaled (transformers' attention factor 1) and the attention's scale
+      times (0.1 mscale_all_dim ln(factor) + 1)^2 (its yarn_log_multiplier), its betas from the file;
+    - queries through a latent at a depth it takes for a Lite model's (`lite_depth`), where it reads no query latent;
+    - rotated channels in halves (rope_interleave false): it rotates interleaved pairs, as the released checkpoints
+      store them (DeepSeek V2's always are)."""
+    rope, model_type = rope_parameters(config), config.model_type
     if rope.get("rope_type") == "yarn" and (rope.get("mscale") != rope.get("mscale_all_dim")
                                             or rope.get("attention_factor") is not None
                                             or rope.get("truncate") not in (None, True)):
-        raise MinitronError(f"cannot export a {config.model_type} model whose YaRN has mscale {rope.get('mscale')} "
+        raise MinitronError(f"cannot export a {model_type} model whose YaRN has mscale {rope.get('mscale')} "
                             f"and mscale_all_dim {rope.get('mscale_all_dim')} apart (or an attention_factor or "
                             "truncate of its own): llama.cpp's deepseek2 graph computes them equal, as DeepSeek's")
-
-
-def check_deepseek_v3(config) -> None:
-    """Refuse a DeepSeek V3 (or GLM-4.7-Flash) whose queries and keys rotate halves of their rotated channels
-    (rope_interleave false): llama.cpp's deepseek2 graph rotates interleaved pairs, as the released checkpoints store
-    them; or a YaRN that graph does not compute (`check_latent_yarn`)."""
-    check_latent_yarn(config)
-    if not config.rope_interleave:
-        raise MinitronError(f"cannot export a {config.model_type} model with rope_interleave false: llama.cpp's "
-                            "deepseek2 graph rotates interleaved pairs of channels (as the released checkpoints store "
-                            "them)")
+    if config.q_lora_rank and lite_depth(config.num_hidden_layers, config.vocab_size):
+        raise MinitronError(f"cannot export a {model_type} model of {config.num_hidden_layers} layers whose queries "
+                            "come through a latent (q_lora_rank): llama.cpp's deepseek2 graph takes a model of 26 or "
+                            "27 layers (or 48 with a vocabulary of 128,256) for a Lite one, without; keep another "
+                            "number of layers")
+    if not getattr(config, "rope_interleave", True):
+        raise MinitronError(f"cannot export a {model_type} model with rope_interleave false: llama.cpp's deepseek2 "
+                            "graph rotates interleaved pairs of channels (as the released checkpoints store them)")
 
 
 def check_deepseek_v2(config) -> None:
-    """Refuse a DeepSeek V2 whose router picks its experts within groups (group_limited_greedy: the groups of the best
-    experts, V2's 236B): llama.cpp's graphs score a group by its two best experts (DeepSeek V3's way); or a YaRN
-    that graph does not compute (`check_latent_yarn`)."""
-    check_latent_yarn(config)
+    """Refuse a DeepSeek V2 that llama.cpp's deepseek2 graph computes otherwise (`check_latent`), or whose router
+    picks its experts within groups (group_limited_greedy: the groups of the best experts, V2's 236B): its graphs
+    score a group by its two best experts (DeepSeek V3's way)."""
+    check_latent(config)
     if expert_groups(config) > 1:
         raise MinitronError(f"cannot export a deepseek_v2 model whose router picks its experts within the groups of "
                             f"the best ones (topk_method group_limited_greedy, n_group={config.n_group}): llama.cpp's "
@@ -456,6 +463,6 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
-                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_deepseek_v3,
-                 "glm4_moe_lite": check_deepseek_v3, "deepseek_v2": check_deepseek_v2, "dots1": check_dots1,
-                 "hunyuan_v1_moe": check_hunyuan}
+                 "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_latent,
+                 "glm4_moe_lite": check_latent, "deepseek_v2": check_deepseek_v2, "youtu": check_latent,
+                 "dots1": check_dots1, "hunyuan_v1_moe": check_hunyuan}

@@ -32,9 +32,10 @@ from minitron.shards import SafetensorsWriter, TensorSpec
 # llama.cpp's graph name -> the Hugging Face model type read from it: every family minitron prunes (a Mistral is
 # written as llama.cpp's Llama and read back as one, as transformers does; a GLM-4.7-Flash as llama.cpp's deepseek2
 # and read back as DeepSeek V3, whose layers transformers computes as its; an OLMo 2 file with a layer pattern is an
-# OLMo 3, a Llama file with experts a Mixtral, a deepseek2 file with a softmax router a DeepSeek V2: `family`).
+# OLMo 3, a Llama file with experts a Mixtral, a deepseek2 file with a softmax router a DeepSeek V2, one without
+# experts a Youtu-LLM: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
-           if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2")}
+           if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu")}
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
                "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",
@@ -155,6 +156,8 @@ def family(meta: Metadata) -> str:
         return "olmo3"
     if meta.arch == "llama" and meta.get("expert_count"):
         return "mixtral"
+    if meta.arch == "deepseek2" and not meta.get("expert_count"):
+        return "youtu"
     if meta.arch == "deepseek2" and meta.get("expert_gating_func", SOFTMAX) == SOFTMAX:  # (llama.cpp's default)
         return "deepseek_v2"
     return READ_AS[meta.arch]
@@ -393,6 +396,11 @@ def deepseek_v2(meta: Metadata, layers: int) -> dict:
             "topk_group": int(meta.get("expert_group_used_count", 1))}
 
 
+def youtu(meta: Metadata, layers: int) -> dict:
+    """Youtu-LLM's multi-head latent attention (`latent_attention`); its MLP is every layer's."""
+    return {**latent_attention(meta), "rope_interleave": True}
+
+
 def latent_attention(meta: Metadata) -> dict:
     """Multi-head latent attention's sizes: the query latent's rank (none where it is 0), the KV latent's, each head's
     unrotated and rotated key channels and value channels, a KV head for each query head (llama.cpp's graph attends to
@@ -437,14 +445,14 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss,
                    "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe,
                    "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
-                   "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2}
+                   "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).
 OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",),
             "granitemoehybrid": ("intermediate_size", "num_key_value_heads"), "lfm2": ("num_key_value_heads",),
             "lfm2_moe": ("num_key_value_heads",), "deepseek_v3": ("num_key_value_heads",),
-            "deepseek_v2": ("num_key_value_heads",)}
+            "deepseek_v2": ("num_key_value_heads",), "youtu": ("num_key_value_heads",)}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -497,7 +505,7 @@ def latent_rope(config, meta: Metadata) -> None:
     """Multi-head latent attention rotates qk_rope_head_dim channels of each head's keys (transformers' head_dim),
     not a part of the file's key length (the latent's, `export.key_value_lengths`); its YaRN's betas, and mscale and
     mscale_all_dim both the yarn_log_multiplier over 0.1 (as llama.cpp's deepseek2 graph reads it:
-    `export_checks.check_latent_yarn`)."""
+    `export_checks.check_latent`)."""
     config.head_dim = config.qk_rope_head_dim
     rope = {k: v for k, v in config.rope_parameters.items() if k != "partial_rotary_factor"}
     if rope.get("rope_type") == "yarn":
@@ -509,7 +517,7 @@ def latent_rope(config, meta: Metadata) -> None:
 
 # What a family's config needs after `correct_config` has set its RoPE.
 FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope, "gpt_oss": gpt_oss_rope,
-               "deepseek_v3": latent_rope, "deepseek_v2": latent_rope}
+               "deepseek_v3": latent_rope, "deepseek_v2": latent_rope, "youtu": latent_rope}
 
 
 def dequantized(tensor) -> np.ndarray:

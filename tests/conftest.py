@@ -21,7 +21,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-            "glm4_moe_lite", "deepseek_v2"]
+            "glm4_moe_lite", "deepseek_v2", "youtu"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -223,10 +223,8 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                    "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80}
         return Ernie4_5_MoeConfig(**{**experts, **sizes}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family in ("deepseek_v3", "glm4_moe_lite", "deepseek_v2"):  # GLM-4.5's mixture of experts (the first layer
-        # dense, a shared expert as wide as one of six experts) with multi-head latent attention: queries through a
-        # latent of 24, keys and values from one of 32 and a rotated key of 8 every head shares, 12 unrotated key
-        # channels and 16 value channels a head; GLM-4.7-Flash's dense layer by its kind (mlp_layer_types); DeepSeek
-        # V2's softmax router, its picks greedy
+        # dense, a shared expert as wide as one of six experts) with multi-head latent attention (`LATENT`);
+        # GLM-4.7-Flash's dense layer by its kind (mlp_layer_types); DeepSeek V2's softmax router, its picks greedy
         from transformers import DeepseekV2Config, DeepseekV3Config, Glm4MoeLiteConfig
 
         layers = sizes["num_hidden_layers"]
@@ -235,14 +233,29 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         experts = {"n_routed_experts": 6, "num_experts_per_tok": 2, "n_shared_experts": 1, **dense,
                    "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
                    "routed_scaling_factor": 2.5, "norm_topk_prob": True, "n_group": 1, "topk_group": 1}
-        latent = {"q_lora_rank": 24, "kv_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 12,
-                  "v_head_dim": 16, "num_key_value_heads": sizes["num_attention_heads"]}
-        sizes.pop("head_dim")  # (transformers' head_dim is the rotated channels: GLM-4.7-Flash's names them so)
-        if "num_key_value_heads" not in overrides:  # (as many as the query heads)
-            sizes.pop("num_key_value_heads")
         config = {"deepseek_v3": DeepseekV3Config, "deepseek_v2": DeepseekV2Config}.get(family, Glm4MoeLiteConfig)
-        return config(**{**experts, **latent, **sizes}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+        return config(**{**experts, **latent(sizes, overrides)}, pad_token_id=None, bos_token_id=None,
+                      eos_token_id=None)
+    if family == "youtu":  # multi-head latent attention (`LATENT`) and a SwiGLU MLP in every layer, as Youtu-LLM 2B;
+        # weights of the others' scale (its own initialisation scales them by 2 / sqrt(5 x hidden): logits 6x wider)
+        from transformers import YoutuConfig
+
+        return YoutuConfig(**{"initializer_range": 0.02, "pad_token_id": None, "bos_token_id": None,
+                              "eos_token_id": None, **latent(sizes, overrides)})
     raise ValueError(family)
+
+
+# Multi-head latent attention's tiny sizes: queries through a latent of 24, keys and values from one of 32 and a rotated
+# key of 8 every head shares, 12 unrotated key channels and 16 value channels a head
+LATENT = {"q_lora_rank": 24, "kv_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 12, "v_head_dim": 16}
+
+
+def latent(sizes: dict, overrides: dict) -> dict:
+    """`sizes` for a family of multi-head latent attention: `LATENT`'s, as many KV heads as query heads unless
+    `overrides` sets them, and no head_dim (transformers' is the rotated channels; GLM-4.7-Flash's config names them
+    so)."""
+    kept = {k: v for k, v in sizes.items() if k != "head_dim" and (k != "num_key_value_heads" or k in overrides)}
+    return {**LATENT, "num_key_value_heads": sizes["num_attention_heads"], **kept}
 
 
 def own_names(config, sizes: dict) -> dict:

@@ -59,6 +59,9 @@ MHA = dict(num_key_value_heads=8)
 # them the tiny DeepSeek V3 and GLM-4.5 fall 0.39 and 0.35 short, by hand)
 EXPERT_GROUPS = dict(n_group=2, topk_group=1)
 DIRECT_QUERIES = dict(q_lora_rank=None)  # latent attention's queries from q_proj, without a latent (DeepSeek-V2-Lite's)
+# transformers' Youtu zeroes the embedding row of its pad_token_id whenever it loads one (its _init_weights writes
+# through .data), and a file's padding token is read as the pad token: the model its pad token's (0, the tokenizer's)
+YOUTU_PAD = dict(pad_token_id=0)
 # DeepSeek's YaRN (V2-Lite's mscale and mscale_all_dim; V3's are 1), from a 16-token original context: written without
 # its yarn_log_multiplier the tiny DeepSeek V3 falls 0.50 short in llama.cpp, with mscale_all_dim unscaled 0.60
 DEEPSEEK_YARN = {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 16.0,
@@ -268,7 +271,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("dots1", "mha", "f16", False), ("dots1", "mha", "bf16", True), ("hunyuan_v1_moe", None, "f16", False),
              ("hunyuan_v1_moe", "llama-bpe", "bf16", True), ("deepseek_v3", "groups", "f16", False),
              ("deepseek_v3", "llama-bpe", "q8_0", True), ("glm4_moe_lite", None, "f16", False),
-             ("deepseek_v2", "direct", "f16", False), ("deepseek_v3", "deepseek-yarn", "f16", False)]
+             ("deepseek_v2", "direct", "f16", False), ("deepseek_v3", "deepseek-yarn", "f16", False),
+             ("youtu", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -611,7 +615,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text, "
                                             "qwen3_5_moe_text, qwen2_moe, gpt_oss, granitemoehybrid, lfm2, "
                                             "lfm2_moe, glm4_moe, ernie4_5_moe, dots1, hunyuan_v1_moe, "
-                                            "deepseek_v3, glm4_moe_lite, deepseek_v2$"):
+                                            "deepseek_v3, glm4_moe_lite, deepseek_v2, youtu$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -668,6 +672,8 @@ REFUSED = [
      "dots1 model with sliding-window layers"),
     ("deepseek_v3", {"rope_interleave": False}, "deepseek_v3 model with rope_interleave false: llama.cpp's "
                                                 "deepseek2 graph rotates interleaved pairs"),
+    ("deepseek_v3", {"num_hidden_layers": 27}, "deepseek_v3 model of 27 layers whose queries come through a latent "
+                                               r"\(q_lora_rank\): llama.cpp's deepseek2 graph takes"),
     ("deepseek_v3", {"rope_parameters": {**DEEPSEEK_YARN["rope_parameters"], "mscale": 1.0}},
      "deepseek_v3 model whose YaRN has mscale 1.0 and mscale_all_dim 0.707 apart"),
     ("deepseek_v2", {"topk_method": "group_limited_greedy", **EXPERT_GROUPS},
@@ -880,6 +886,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("deepseek_v3", "groups", "f16", False), ("deepseek_v3", "direct", "f16", True),
     ("glm4_moe_lite", None, "f16", True), ("deepseek_v2", "direct", "f16", False),
     ("deepseek_v2", "direct", "f16", True), ("deepseek_v3", "deepseek-yarn", "f16", False),
+    ("youtu", "youtu-pad", "f16", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
@@ -900,7 +907,7 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
                  "linear": scaled_rope(family, LINEAR_ROPE), "longrope": llama_cpp_check().PHI3_LONGROPE,
                  "ministral3": {"rope_parameters": MINISTRAL3_ROPE}, "global": EXAONE4_GLOBAL,
                  "32b": EXAONE4_32B, "mha": MHA, "auto": LFM2_AUTO, "groups": EXPERT_GROUPS,
-                 "direct": DIRECT_QUERIES, "deepseek-yarn": DEEPSEEK_YARN}.get(rope, {})
+                 "direct": DIRECT_QUERIES, "deepseek-yarn": DEEPSEEK_YARN, "youtu-pad": YOUTU_PAD}.get(rope, {})
         model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf
     converted = load_model(str(out))
