@@ -5,7 +5,9 @@ All supported families share transformers' layout (`model.model.embed_tokens`, `
 {q,k,v,o}_proj`, `.mlp.{gate,up,down}_proj`, `model.model.norm`, `model.lm_head`); they differ in
 which norms a decoder layer has, whether the MLP is gated, and whether projections are fused (Phi-3's
 `qkv_proj` and `gate_up_proj`, GLM-4's `gate_up_proj`): the unit kinds' rows of a projection are `Rows`, so that
-code that ranks or slices heads and neurons does not care. A mixture of experts (Qwen3-MoE, Mixtral, OLMoE,
+code that ranks or slices heads and neurons does not care; multi-head latent attention (DeepSeek V2 and V3,
+GLM-4.7-Flash, Youtu-LLM: `Arch.mla`) has a head's rows in q_proj or q_b_proj and in kv_b_proj, behind latents every
+head shares (`HeadDims` says how many a head has in each). A mixture of experts (Qwen3-MoE, Mixtral, OLMoE,
 Granite-MoE, GPT-OSS) has a router and every expert's weights in two 3D tensors in place of the MLP's linears
 (`MoEWeights`; where each holds experts, hidden channels and neurons: `ExpertParam`), which checkpoints store as one
 linear per expert or under names of their own (`stored_as`). A hybrid's layers differ in kind, as `config.layer_types`
@@ -125,9 +127,9 @@ class Arch:
     # heads x head channels follow the hidden size: a target's hidden_size sets the heads
     mamba_expand: bool = False
     gated_query: bool = False  # q_proj holds each head's queries, then its output gate's rows (Qwen3.5)
-    # Multi-head latent attention (DeepSeek V2, V3; `mla_rows`): each head's queries from q_proj, or from q_b_proj
-    # after a low-rank latent (q_a_proj, q_a_layernorm), and its keys' unrotated channels and its values from
-    # kv_b_proj, after a latent every head shares (kv_a_proj_with_mqa's first kv_lora_rank rows, kv_a_layernorm);
+    # Multi-head latent attention (DeepSeek V2, V3; `attention_rows`, `HeadDims`): each head's queries from q_proj, or
+    # from q_b_proj after a low-rank latent (q_a_proj, q_a_layernorm), and its keys' unrotated channels and its values
+    # from kv_b_proj, after a latent every head shares (kv_a_proj_with_mqa's first kv_lora_rank rows, kv_a_layernorm);
     # the latent's last rows are one rotated key all heads share. Each head has its own keys and values (the KV heads
     # follow the query heads); the latents are kept whole
     mla: bool = False

@@ -203,7 +203,7 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
 def key_value_lengths(config) -> tuple[int, int]:
     """Each KV head's key and value sizes as llama.cpp's graph attends with them: head_dim, or for multi-head latent
     attention the latent (kv_lora_rank) with the rotated key every head shares, and the latent (its deepseek2 graph
-    multiplies the queries into the latent and the values out of it, `mla_keys`)."""
+    multiplies the queries into the latent and the values out of it, `latent_keys`)."""
     if arch_of(config).mla:
         return config.kv_lora_rank + config.qk_rope_head_dim, config.kv_lora_rank
     return head_dim(config), head_dim(config)
