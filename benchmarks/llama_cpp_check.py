@@ -53,7 +53,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-            "glm4_moe_lite", "deepseek_v2", "youtu"]
+            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -331,6 +331,7 @@ def tiny_model(family: str, seed: int = 0):
                                                      "rope_theta": 10000.0}, num_experts=6, moe_topk=2,
                                     pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "deepseek_v3": dict(LATENT_MOE, first_k_dense_replace=1),
+             "sarvam_mla": dict(LATENT_MOE, first_k_dense_replace=1),
              "glm4_moe_lite": dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"]),
              "deepseek_v2": dict(LATENT_MOE, first_k_dense_replace=1, topk_method="greedy"),
              "youtu": dict(LATENT, tie_word_embeddings=True,

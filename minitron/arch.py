@@ -211,6 +211,9 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # multi-token prediction layer is not read
     Arch("deepseek_v3", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
          shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace", mla=True),
+    # Sarvam-105B (sarvam_mla): DeepSeek V3's layers under a config of its own (transformers builds DeepSeek V3's model)
+    Arch("sarvam_mla", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
+         shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace", mla=True),
     # Youtu-LLM (youtu: 2B; tied embeddings): multi-head latent attention (DeepSeek V3's), a SwiGLU MLP in every layer
     Arch("youtu", _PRE_POST, mla=True),
     # DeepSeek V2 (236B-A21B, V2.5, Coder-V2; V2-Lite and Coder-V2-Lite 16B-A2.4B, without a query latent): DeepSeek

@@ -27,7 +27,7 @@ YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None
 # Families whose graph reads YaRN's settings from the file rather than deriving them (`YARN_DERIVED` does not apply;
 # their family check says what it computes): Ministral 3's (llama.cpp's mistral3), `check_ministral3`; DeepSeek's
 # (its deepseek2), `check_latent`.
-YARN_READ = ("ministral3", "deepseek_v3", "glm4_moe_lite", "deepseek_v2", "youtu")
+YARN_READ = ("ministral3", "deepseek_v3", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla")
 
 # Families whose released configs leave YaRN's correction range unrounded (truncate false), which llama.cpp rounds, as
 # llama.cpp's own converter leaves it: exported, with a warning (`yarn_unrounded`), and read back unrounded.
@@ -465,4 +465,4 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
                  "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_latent,
                  "glm4_moe_lite": check_latent, "deepseek_v2": check_deepseek_v2, "youtu": check_latent,
-                 "dots1": check_dots1, "hunyuan_v1_moe": check_hunyuan}
+                 "sarvam_mla": check_latent, "dots1": check_dots1, "hunyuan_v1_moe": check_hunyuan}

@@ -29,13 +29,13 @@ from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EX
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
-# llama.cpp's graph name -> the Hugging Face model type read from it: every family minitron prunes (a Mistral is
-# written as llama.cpp's Llama and read back as one, as transformers does; a GLM-4.7-Flash as llama.cpp's deepseek2
-# and read back as DeepSeek V3, whose layers transformers computes as its; an OLMo 2 file with a layer pattern is an
-# OLMo 3, a Llama file with experts a Mixtral, a deepseek2 file with a softmax router a DeepSeek V2, one without
-# experts a Youtu-LLM: `family`).
+# llama.cpp's graph name -> the Hugging Face model type read from it: every family minitron prunes (a Mistral is written
+# as llama.cpp's Llama and read back as one, as transformers does; a GLM-4.7-Flash or a Sarvam-105B as llama.cpp's
+# deepseek2 and read back as DeepSeek V3, whose layers transformers computes as theirs; an OLMo 2 file with a layer
+# pattern is an OLMo 3, a Llama file with experts a Mixtral, a deepseek2 file with a softmax router a DeepSeek V2, one
+# without experts a Youtu-LLM: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
-           if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu")}
+           if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla")}
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
                "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",

@@ -21,7 +21,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-            "glm4_moe_lite", "deepseek_v2", "youtu"]
+            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -222,10 +222,11 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         experts = {"moe_num_experts": 6, "moe_k": 2, "moe_num_shared_experts": 1, "moe_layer_start_index": 1,
                    "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80}
         return Ernie4_5_MoeConfig(**{**experts, **sizes}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
-    if family in ("deepseek_v3", "glm4_moe_lite", "deepseek_v2"):  # GLM-4.5's mixture of experts (the first layer
-        # dense, a shared expert as wide as one of six experts) with multi-head latent attention (`LATENT`);
-        # GLM-4.7-Flash's dense layer by its kind (mlp_layer_types); DeepSeek V2's softmax router, its picks greedy
-        from transformers import DeepseekV2Config, DeepseekV3Config, Glm4MoeLiteConfig
+    if family in ("deepseek_v3", "glm4_moe_lite", "deepseek_v2", "sarvam_mla"):  # GLM-4.5's mixture of experts (the
+        # first layer dense, a shared expert as wide as one of six experts) with multi-head latent attention
+        # (`LATENT`); GLM-4.7-Flash's dense layer by its kind (mlp_layer_types); DeepSeek V2's softmax router, its
+        # picks greedy; Sarvam-105B's config of its own
+        from transformers import DeepseekV2Config, DeepseekV3Config, Glm4MoeLiteConfig, SarvamMLAConfig
 
         layers = sizes["num_hidden_layers"]
         dense = {"mlp_layer_types": ["dense"] + ["sparse"] * (layers - 1)} if family == "glm4_moe_lite" else \
@@ -233,7 +234,8 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         experts = {"n_routed_experts": 6, "num_experts_per_tok": 2, "n_shared_experts": 1, **dense,
                    "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
                    "routed_scaling_factor": 2.5, "norm_topk_prob": True, "n_group": 1, "topk_group": 1}
-        config = {"deepseek_v3": DeepseekV3Config, "deepseek_v2": DeepseekV2Config}.get(family, Glm4MoeLiteConfig)
+        config = {"deepseek_v3": DeepseekV3Config, "deepseek_v2": DeepseekV2Config, "sarvam_mla": SarvamMLAConfig,
+                  "glm4_moe_lite": Glm4MoeLiteConfig}[family]
         return config(**{**experts, **latent(sizes, overrides)}, pad_token_id=None, bos_token_id=None,
                       eos_token_id=None)
     if family == "youtu":  # multi-head latent attention (`LATENT`) and a SwiGLU MLP in every layer, as Youtu-LLM 2B;

@@ -272,7 +272,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("hunyuan_v1_moe", "llama-bpe", "bf16", True), ("deepseek_v3", "groups", "f16", False),
              ("deepseek_v3", "llama-bpe", "q8_0", True), ("glm4_moe_lite", None, "f16", False),
              ("deepseek_v2", "direct", "f16", False), ("deepseek_v3", "deepseek-yarn", "f16", False),
-             ("youtu", "llama-bpe", "q8_0", True)]
+             ("youtu", "llama-bpe", "q8_0", True), ("sarvam_mla", None, "bf16", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -615,7 +615,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text, "
                                             "qwen3_5_moe_text, qwen2_moe, gpt_oss, granitemoehybrid, lfm2, "
                                             "lfm2_moe, glm4_moe, ernie4_5_moe, dots1, hunyuan_v1_moe, "
-                                            "deepseek_v3, glm4_moe_lite, deepseek_v2, youtu$"):
+                                            "deepseek_v3, glm4_moe_lite, deepseek_v2, youtu, sarvam_mla$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -886,7 +886,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("deepseek_v3", "groups", "f16", False), ("deepseek_v3", "direct", "f16", True),
     ("glm4_moe_lite", None, "f16", True), ("deepseek_v2", "direct", "f16", False),
     ("deepseek_v2", "direct", "f16", True), ("deepseek_v3", "deepseek-yarn", "f16", False),
-    ("youtu", "youtu-pad", "f16", True),
+    ("youtu", "youtu-pad", "f16", True), ("sarvam_mla", "groups", "f16", False),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

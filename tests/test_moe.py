@@ -23,7 +23,7 @@ from minitron.search import budget_of, enumerate_shapes
 
 MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe",
        "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3", "glm4_moe_lite",
-       "deepseek_v2"]
+       "deepseek_v2", "sarvam_mla"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -133,12 +133,13 @@ def test_a_target_prunes_the_families_own_sizes(family):
     experts = arch_of(config).experts_size
     assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe", "lfm2_moe",
                                                          "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3",
-                                                         "glm4_moe_lite", "deepseek_v2")
+                                                         "glm4_moe_lite", "deepseek_v2", "sarvam_mla")
                    else "intermediate_size")
     assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
                        "granitemoehybrid_moe": "num_local_experts", "glm4_moe": "n_routed_experts",
                        "dots1": "n_routed_experts", "deepseek_v3": "n_routed_experts",
                        "glm4_moe_lite": "n_routed_experts", "deepseek_v2": "n_routed_experts",
+                       "sarvam_mla": "n_routed_experts",
                        "ernie4_5_moe": "moe_num_experts"}.get(family, "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):

@@ -225,7 +225,7 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "hunyuan_v1_dense, hunyuan_v1_moe, lfm2, lfm2_moe, llama, "
                                             "ministral3, mistral, mixtral, nemotron, nemotron_h, olmo2, olmo3, olmoe, "
                                             "phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, qwen3_moe, "
-                                            "seed_oss, smollm3, stablelm, youtu"):
+                                            "sarvam_mla, seed_oss, smollm3, stablelm, youtu"):
         arch_of(GPT2Config())
 
 
