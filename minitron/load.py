@@ -92,16 +92,29 @@ def language_model(path: Path) -> Path:
     return path
 
 
-def refuse_quantized(path: Path) -> None:
-    """Refuse a checkpoint whose weights are quantised (FP8, GPTQ, AWQ, bitsandbytes...: a `quantization_config` in its
-    config or its language model's): read as full-precision tensors they would give another model, silently. GPT-OSS's
-    MXFP4 experts pass: they are read dequantised, as transformers reads them."""
+def quantization(path: Path) -> dict | None:
+    """A checkpoint's `quantization_config` (its config's or its language model's), None where it has none."""
     config = written_config(path)
-    found = next((c["quantization_config"] for c in (config, config.get("text_config"))
-                  if isinstance(c, dict) and c.get("quantization_config")), None)
+    return next((c["quantization_config"] for c in (config, config.get("text_config"))
+                 if isinstance(c, dict) and c.get("quantization_config")), None)
+
+
+def block_fp8(path: Path) -> bool:
+    """Whether the checkpoint's weights are block-wise FP8 (DeepSeek V3's, R1's and V3.1's releases: e4m3 with a scale
+    a block, `weight_block_size`), which minitron reads dequantised (`shards.Checkpoint`, `load_model`)."""
+    found = quantization(path)
+    return isinstance(found, dict) and found.get("quant_method") == "fp8" and bool(found.get("weight_block_size"))
+
+
+def refuse_quantized(path: Path) -> None:
+    """Refuse a checkpoint whose weights are quantised (GPTQ, AWQ, bitsandbytes, FP8 by tensor...: a
+    `quantization_config` in its config or its language model's): read as full-precision tensors they would give
+    another model, silently. GPT-OSS's MXFP4 experts and block-wise FP8 (DeepSeek V3's, `block_fp8`) pass: they are read
+    dequantised, as transformers reads them."""
+    found = quantization(path)
     method = found.get("quant_method", "quantised") if isinstance(found, dict) else "quantised"
-    if method == "mxfp4" and config.get("model_type") == "gpt_oss":  # GPT-OSS's released experts: read dequantised,
-        return  # by transformers when it loads them and by `shards.Checkpoint` when minitron streams them
+    if method == "mxfp4" and written_config(path).get("model_type") == "gpt_oss" or block_fp8(path):  # read
+        return  # dequantised, by transformers when it loads them and by `shards.Checkpoint` when minitron streams them
     if found:
         raise MinitronError(f"{path} holds {method} weights (its config's quantization_config); minitron scores, "
                             "prunes and distils full-precision weights: use the model's bf16 (or fp16) release, or "
@@ -280,6 +293,8 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torc
     path = resolve_model(spec)
     load_config(path)
     Checkpoint.open(path)  # refuses a pickle-only, missing, truncated or inconsistent checkpoint, naming the file
+    if block_fp8(path):
+        return dequantized_model(path, dtype).to(device).eval()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
     except Exception as e:  # safetensors raises SafetensorError, OSError, ValueError... for corrupt files
@@ -287,6 +302,19 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torc
                             f"{str(e).splitlines()[0][:160]}") from None
     as_built(model.config)
     return model.to(device).eval()
+
+
+def dequantized_model(path: Path, dtype: torch.dtype):
+    """A block-wise FP8 checkpoint's model, its weights dequantised by minitron's own reader (`shards.Checkpoint`),
+    every module at once: transformers' dequantisation takes each block's size from the grid of its numbers, which a
+    last block of fewer rows does not divide (DeepSeek V3's kv_a_proj_with_mqa: 576 rows, 5 blocks of 128), and on a
+    GPU it keeps FP8 linears, which minitron cannot slice."""
+    from minitron.lazy import LazyModel  # lazy: lazy imports this module
+
+    lazy = LazyModel.open(path, "cpu", dtype)
+    lazy.materialise(lazy.model)
+    as_built(lazy.model.config)
+    return lazy.model
 
 
 def load_generation_config(config, *specs: str | Path | None):

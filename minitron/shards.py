@@ -33,7 +33,7 @@ SINGLE = "model.safetensors"
 PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")  # pickle checkpoints, refused by name
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-          "BOOL": torch.bool}
+          "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn}
 NAMES = {v: k for k, v in DTYPES.items()}
 CHUNK_BYTES = 256 * 2**20  # tensors bigger than this are read this many stored bytes of rows at a time
 
@@ -91,15 +91,21 @@ def require_safetensors(root: Path, pickles: list[str] | None = None) -> None:
 class Checkpoint:
     """The tensors of a safetensors checkpoint directory, read lazily from their files. MXFP4 tensors (GPT-OSS's
     released experts: `NAME_blocks` and `NAME_scales`) are read as the bf16 tensor NAME transformers dequantises them
-    to (`packed`)."""
+    to (`packed`); block-wise FP8 ones (DeepSeek V3's released weights: NAME in e4m3, NAME_scale_inv a number a block
+    of `block` rows and columns) as bf16, each value times its block's number (`scaled`)."""
 
-    def __init__(self, root: Path, files: dict[str, Path], specs: dict[str, TensorSpec]):
+    def __init__(self, root: Path, files: dict[str, Path], specs: dict[str, TensorSpec],
+                 block: tuple[int, int] = (128, 128)):
         self.root, self.files, self.specs, self.packed = root, dict(files), dict(specs), mxfp4_pairs(specs)
+        self.scaled, self.block, self.stored = fp8_pairs(specs), block, dict(specs)
         for name, (blocks, scales) in self.packed.items():
             experts, rows, groups, width = self.specs.pop(blocks).shape
             del self.specs[scales]
             self.files[name] = self.files[blocks]
             self.specs[name] = TensorSpec(torch.bfloat16, (experts, 2 * groups * width, rows))  # (experts, in, out)
+        for name, scales in self.scaled.items():
+            del self.specs[scales]
+            self.specs[name] = TensorSpec(torch.bfloat16, self.specs[name].shape)
 
     @classmethod
     def open(cls, root: Path | str) -> "Checkpoint":
@@ -124,7 +130,7 @@ class Checkpoint:
                                     f"not hold (e.g. {absent[0]}): the index and shards do not match")
             specs.update((n, held[n]) for n in named)
             files.update(dict.fromkeys(named, root / shard))
-        return cls(root, files, specs)
+        return cls(root, files, specs, fp8_block(root))
 
     def numel(self) -> int:
         return sum(s.numel for s in self.specs.values())
@@ -166,7 +172,7 @@ class Checkpoint:
         """One tensor. The file's mapping is closed after each piece, so the stored pages it touched are let
         go; a big tensor is copied `CHUNK_BYTES` of rows at a time into its converted self, so that its stored
         copy and its converted copy are never both resident in full."""
-        spec = self.specs[name]
+        spec = self.stored.get(name, self.specs[name])  # (an FP8 tensor's stored rows are a byte a value)
         rows = CHUNK_BYTES // max(1, spec.nbytes // spec.shape[0]) if spec.shape and spec.shape[0] else 0
         if spec.nbytes <= CHUNK_BYTES or rows < 1:
             return self._rows(name, None).to(device=device, dtype=dtype)
@@ -178,13 +184,43 @@ class Checkpoint:
     def _rows(self, name: str, rows: slice | None) -> torch.Tensor:
         """Rows `rows` (None: all) of tensor `name` as stored, each piece read with its file's mapping closed after
         it; an MXFP4 tensor's dequantised by transformers' own `convert_moe_packed_tensors` (bf16, (experts, in,
-        out))."""
+        out)), a block-wise FP8 one's by its blocks' numbers (`_dequantized`)."""
         if name in self.packed:
             from transformers.integrations.mxfp4 import convert_moe_packed_tensors  # lazy: CLI start-up speed
 
             return convert_moe_packed_tensors(*(self._rows(part, rows) for part in self.packed[name]))
+        return self._dequantized(name, rows) if name in self.scaled else self._rows_stored(name, rows)
+
+    def _dequantized(self, name: str, rows: slice | None) -> torch.Tensor:
+        """Rows `rows` of a block-wise FP8 tensor in bf16: each value (in fp32) times its block's number, which
+        holds for a last block of fewer rows or columns too (as DeepSeek's own dequantisation)."""
+        weight = self._rows_stored(name, rows).float()
+        (height, width), (bh, bw) = weight.shape, self.block
+        start = (rows.start or 0) if rows is not None else 0
+        first = start // bh
+        scales = self._rows_stored(self.scaled[name], slice(first, -(-(start + height) // bh))).float()
+        scales = scales.repeat_interleave(bh, 0)[start - first * bh:][:height].repeat_interleave(bw, 1)[:, :width]
+        return (weight * scales).to(torch.bfloat16)
+
+    def _rows_stored(self, name: str, rows: slice | None) -> torch.Tensor:
         with self._mapped(self.files[name]) as f:
             return f.get_tensor(name) if rows is None else f.get_slice(name)[rows]
+
+
+def fp8_pairs(specs: dict[str, TensorSpec]) -> dict[str, str]:
+    """A checkpoint's block-wise FP8 tensors: NAME (e4m3, rows x columns) -> NAME_scale_inv (a number a block)."""
+    return {name: name + "_scale_inv" for name, spec in specs.items()
+            if spec.dtype == torch.float8_e4m3fn and name + "_scale_inv" in specs}
+
+
+def fp8_block(root: Path) -> tuple[int, int]:
+    """The rows and columns of a block-wise FP8 checkpoint's blocks: its config's quantization_config
+    weight_block_size (DeepSeek V3's 128 x 128, the default)."""
+    try:
+        quantization = json.loads((root / "config.json").read_text()).get("quantization_config") or {}
+    except (OSError, ValueError):
+        return 128, 128
+    return tuple(quantization.get("weight_block_size") or (128, 128))
 
 
 def mxfp4_pairs(specs: dict[str, TensorSpec]) -> dict[str, tuple[str, str]]:

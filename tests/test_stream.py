@@ -8,7 +8,7 @@ from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
 import minitron.lazy
-from conftest import FAMILIES, cli_error, own_names, run_cli, tiny_model, tiny_tokenizer
+from conftest import FAMILIES, cli_error, own_names, run_cli, save_tiny, tiny_model, tiny_tokenizer
 from minitron.arch import arch_of
 from minitron.importance import Scores, compute_scores, random_scores
 from minitron.lazy import LazyModel
@@ -293,3 +293,65 @@ def test_bad_checkpoints_fail_in_one_line_naming_the_file(sharded, tmp_path, cap
     err = cli_error(capsys, *command, "--model", model, "--data", data, *calib, "--out", tmp_path / "out")
     assert str(victim) in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def save_block_fp8(path, reference, family: str, block: int) -> None:
+    """A tiny model saved as DeepSeek V3's releases are (in `path`): every decoder linear's weight in e4m3, with
+    NAME_scale_inv a number a block of `block` x `block` (the block's largest value over e4m3's, 448; a last block of
+    fewer rows or columns has its own), the rest in bf16, and the config's quantization_config; and the checkpoint of
+    its dequantised weights in bf16 (in `reference`), which minitron must read it as."""
+    from safetensors.torch import load_file, save_file
+
+    save_tiny(path, family)
+    shutil.copytree(path, reference)
+    tensors, dequantised = load_file(path / "model.safetensors"), {}
+    for name, w in list(tensors.items()):
+        w = w.to(torch.bfloat16)
+        tensors[name] = dequantised[name] = w
+        if w.dim() != 2 or not name.startswith("model.layers.") or "norm" in name or name.endswith(".gate.weight"):
+            continue
+        rows, cols = -(-w.shape[0] // block), -(-w.shape[1] // block)
+        padded = torch.zeros(rows * block, cols * block).index_put_((torch.arange(w.shape[0])[:, None],
+                                                                     torch.arange(w.shape[1])), w.float())
+        scale = padded.view(rows, block, cols, block).abs().amax((1, 3)).clamp_min(1e-12) / 448.0
+        expanded = scale.repeat_interleave(block, 0).repeat_interleave(block, 1)[:w.shape[0], :w.shape[1]]
+        tensors[name] = (w.float() / expanded).to(torch.float8_e4m3fn)
+        tensors[name + "_scale_inv"] = scale
+        dequantised[name] = (tensors[name].float() * expanded).to(torch.bfloat16)
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    save_file(dequantised, reference / "model.safetensors", metadata={"format": "pt"})
+    config = {**json.loads((path / "config.json").read_text()), "dtype": "bfloat16"}
+    (reference / "config.json").write_text(json.dumps(config))
+    config["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                     "weight_block_size": [block, block]}
+    (path / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("family", ["deepseek_v3", "qwen3"])
+def test_a_block_fp8_checkpoint_is_read_dequantised(family, tmp_path, monkeypatch):
+    """DeepSeek V3's released weights are block-wise FP8 (e4m3, a number a block of weight_block_size rows and
+    columns in NAME_scale_inv): minitron reads them dequantised (a last block of fewer rows or columns too, which
+    transformers' own dequantisation mistakes), in memory and streamed, in row pieces or whole, as the model of the
+    dequantised weights; pruned either way, it writes the same bf16 model, without a quantization_config."""
+    import minitron.shards
+
+    save_block_fp8(tmp_path / "m", tmp_path / "ref", family, block=32)  # (DeepSeek's 40-row kv_a_proj: 32, then 8)
+    ckpt, expected = Checkpoint.open(tmp_path / "m"), Checkpoint.open(tmp_path / "ref")
+    assert ckpt.block == (32, 32) and ckpt.scaled and all(s.dtype != torch.float8_e4m3fn for s in ckpt.specs.values())
+    whole, want = ckpt.read(list(ckpt.specs)), expected.read(list(expected.specs))
+    monkeypatch.setattr(minitron.shards, "CHUNK_BYTES", 100)  # rows read a few at a time, across blocks
+    pieces = Checkpoint.open(tmp_path / "m").read(list(ckpt.specs))
+    assert set(whole) == set(want)
+    for name in ckpt.scaled:
+        assert torch.equal(whole[name], want[name]) and torch.equal(pieces[name], want[name]), name
+    monkeypatch.undo()
+    with torch.no_grad():
+        assert_close(load_model(tmp_path / "m")(IDS).logits, load_model(tmp_path / "ref")(IDS).logits, rtol=0, atol=0)
+    args = ["--model", tmp_path / "m", "--target", "intermediate_size=48,hidden_size=48", "--prune.criterion",
+            "magnitude"]
+    run_cli("prune", *args, "--stream", "--out", tmp_path / "s")
+    run_cli("prune", *args, "--no-stream", "--out", tmp_path / "n")
+    streamed, in_memory = (AutoModelForCausalLM.from_pretrained(tmp_path / d).eval() for d in ("s", "n"))
+    assert_close(logits(streamed), logits(in_memory), rtol=0, atol=0)
+    written = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert "quantization_config" not in written and streamed.dtype == torch.bfloat16
