@@ -505,11 +505,13 @@ def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages:
     """The target of each of `stages` rounds: each size a geometric share of the way from the teacher's to the
     final one (query heads a multiple of the KV heads, Mamba-2 heads of the groups, multiples of 8 kept; a hidden size
     whose Mamba-2 heads follow it, whole groups of them; where the attention is hidden_size wide, the round's heads x
-    head_dim), the last round the target itself (with the heads it implies, where they follow the hidden size)."""
+    head_dim), each no larger than the round's before (the rounding to a multiple of the round's heads can round up),
+    the last round the target itself (with the heads it implies, where they follow the hidden size)."""
     whole_number(stages, "--stages")
     result, arch = [], arch_of(config)
     names = [*target, *(n for n in ("num_attention_heads", "num_key_value_heads")  # (heads that follow the hidden size:
                         if n not in target and sizes[n] != getattr(config, n))]  # `attention_follows`)
+    last = {n: getattr(config, n) for n in names}  # (the sizes of the round before)
     for k in range(1, stages):
         step = {}
         for name in sorted(names, key=lambda n: HEADS_FIRST.get(n, 2)):
@@ -528,8 +530,9 @@ def stage_targets(config, sizes: dict[str, int], target: dict[str, int], stages:
             if name == "hidden_size" and arch.mamba_expand:  # its Mamba-2 heads follow it (Granite 4): whole groups
                 whole = getattr(config, arch.mamba_names.head_dim) * getattr(config, arch.mamba_names.groups)
                 unit = math.lcm(unit, whole // math.gcd(whole, config.mamba_expand))
-            step[name] = min(start, max(end, unit * round(value / unit)))
+            step[name] = min(last[name], max(end, unit * round(value / unit)))
         result.append(step)
+        last.update(step)
     result.append({n: sizes[n] for n in names})
     previous = {n: getattr(config, n) for n in names}
     for step in result:

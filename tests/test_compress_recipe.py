@@ -127,6 +127,20 @@ def test_a_rounds_hidden_size_follows_its_heads_where_the_attention_is_as_wide(f
         target_config(config, check_target(config, sizes))  # a valid model: refused otherwise
 
 
+def test_stage_targets_never_grow_a_size():
+    """A round's hidden size, rounded to a multiple of the round's heads, can round up past the round before's (the
+    tiny DeepSeek V3 from 8 heads to 3 in three rounds: 48 with 6 heads, then 56 with 4, which the round's student
+    cannot be pruned to): each round keeps at most the sizes of the round before, and every round is a valid model,
+    its KV heads its query heads."""
+    config = tiny_config("deepseek_v3")
+    target = {"num_attention_heads": 3, "hidden_size": 48}
+    rounds = pipeline.stage_targets(config, check_target(config, target), target, 3)
+    assert [r["hidden_size"] for r in rounds] == [48, 48, 48] and [r["num_attention_heads"] for r in rounds] == [6, 4, 3]
+    for before, after in zip(rounds, rounds[1:]):
+        assert check_target(config, after)["num_key_value_heads"] == after["num_attention_heads"]
+        assert all(after[k] <= before[k] for k in after)
+
+
 def test_stage_targets_and_bad_recipes(tiny_dir, tiny_data, tmp_path, capsys):
     config = load_config(tiny_dir)  # hidden 64, ffn 96, 8 heads in 2 KV groups
     target = {"hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 4}
