@@ -135,7 +135,8 @@ def test_stage_targets_never_grow_a_size():
     config = tiny_config("deepseek_v3")
     target = {"num_attention_heads": 3, "hidden_size": 48}
     rounds = pipeline.stage_targets(config, check_target(config, target), target, 3)
-    assert [r["hidden_size"] for r in rounds] == [48, 48, 48] and [r["num_attention_heads"] for r in rounds] == [6, 4, 3]
+    assert [r["hidden_size"] for r in rounds] == [48, 48, 48]
+    assert [r["num_attention_heads"] for r in rounds] == [6, 4, 3]
     for before, after in zip(rounds, rounds[1:]):
         assert check_target(config, after)["num_key_value_heads"] == after["num_attention_heads"]
         assert all(after[k] <= before[k] for k in after)
