@@ -293,10 +293,9 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torc
     path = resolve_model(spec)
     load_config(path)
     Checkpoint.open(path)  # refuses a pickle-only, missing, truncated or inconsistent checkpoint, naming the file
-    if block_fp8(path):
-        return dequantized_model(path, dtype).to(device).eval()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+        model = dequantized_model(path, dtype) if block_fp8(path) else \
+            AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
     except Exception as e:  # safetensors raises SafetensorError, OSError, ValueError... for corrupt files
         raise MinitronError(f"cannot load the weights in {path} (corrupt or incomplete checkpoint?): "
                             f"{str(e).splitlines()[0][:160]}") from None
@@ -305,15 +304,14 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torc
 
 
 def dequantized_model(path: Path, dtype: torch.dtype):
-    """A block-wise FP8 checkpoint's model, its weights dequantised by minitron's own reader (`shards.Checkpoint`),
-    every module at once: transformers' dequantisation takes each block's size from the grid of its numbers, which a
-    last block of fewer rows does not divide (DeepSeek V3's kv_a_proj_with_mqa: 576 rows, 5 blocks of 128), and on a
-    GPU it keeps FP8 linears, which minitron cannot slice."""
-    from minitron.lazy import LazyModel  # lazy: lazy imports this module
+    """A block-wise FP8 checkpoint's model, every module materialised at once through minitron's own dequantising
+    reader (`shards.Checkpoint`, by `lazy.LazyModel`): transformers' dequantisation takes each block's size from the
+    grid of its numbers, which a last block of fewer rows does not divide (DeepSeek V3's kv_a_proj_with_mqa: 576 rows,
+    5 blocks of 128), and on a GPU it keeps FP8 linears, which minitron cannot slice."""
+    from minitron.lazy import LazyModel  # (lazy reads configs through this module)
 
     lazy = LazyModel.open(path, "cpu", dtype)
     lazy.materialise(lazy.model)
-    as_built(lazy.model.config)
     return lazy.model
 
 
