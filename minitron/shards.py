@@ -94,10 +94,10 @@ class Checkpoint:
     to (`packed`); block-wise FP8 ones (DeepSeek V3's released weights: NAME in e4m3, NAME_scale_inv a number a block
     of `block` rows and columns) as bf16, each value times its block's number (`scaled`)."""
 
-    def __init__(self, root: Path, files: dict[str, Path], specs: dict[str, TensorSpec],
-                 block: tuple[int, int] = (128, 128)):
+    def __init__(self, root: Path, files: dict[str, Path], specs: dict[str, TensorSpec]):
         self.root, self.files, self.specs, self.packed = root, dict(files), dict(specs), mxfp4_pairs(specs)
-        self.scaled, self.block, self.stored = fp8_pairs(specs), block, dict(specs)
+        self.scaled, self.stored = fp8_pairs(specs), dict(specs)
+        self.block = fp8_block(root) if self.scaled else (128, 128)  # (its config read only where it has FP8)
         for name, (blocks, scales) in self.packed.items():
             experts, rows, groups, width = self.specs.pop(blocks).shape
             del self.specs[scales]
@@ -130,7 +130,7 @@ class Checkpoint:
                                     f"not hold (e.g. {absent[0]}): the index and shards do not match")
             specs.update((n, held[n]) for n in named)
             files.update(dict.fromkeys(named, root / shard))
-        return cls(root, files, specs, fp8_block(root))
+        return cls(root, files, specs)
 
     def numel(self) -> int:
         return sum(s.numel for s in self.specs.values())

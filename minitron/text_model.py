@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from minitron.arch import arch_of
-from minitron.errors import MinitronError
+from minitron.arch import arch_of, as_built, prunable_sizes
+from minitron.errors import MinitronError, whole_number
 from minitron.io import atomic_dir, write_json
 from minitron.shards import INDEX, SINGLE, Checkpoint, SafetensorsWriter
 
@@ -83,6 +83,25 @@ def write_language_model(path: Path, checkpoint: Checkpoint, out: Path) -> None:
             if (path / kept).is_file():
                 shutil.copyfile(path / kept, tmp / kept)
         write_json(tmp / "minitron_source.json", {"multimodal": str(path), "model_type": config.model_type})
+
+
+def directory_config(path: Path):
+    """The config of a Hugging Face directory (of its language model, where it is multimodal), as built
+    (`arch.as_built`); refuses unsupported architectures and sizes that are no positive whole numbers."""
+    from transformers import AutoConfig  # lazy: CLI start-up speed (transformers' classes take seconds to import)
+
+    if is_multimodal(path):  # (its weights, if any, are read through the text-only copy `load.resolve_model` makes)
+        config = text_config(path)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        except Exception as e:  # bad JSON, unknown model types, fields of the wrong type (strict dataclass checks)
+            problem = " ".join(str(e).split())[:200] or type(e).__name__
+            raise MinitronError(f"cannot read {path / 'config.json'}: {problem}") from None
+        arch_of(config)
+    for name in prunable_sizes(config) + ("vocab_size",):  # every size a model has must be a positive whole number
+        whole_number(getattr(config, name, None), f"{path / 'config.json'}: {name}")
+    return as_built(config)
 
 
 def text_config(path: Path):

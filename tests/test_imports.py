@@ -34,9 +34,6 @@ FUNCTION_LEVEL_ALLOWED: set[tuple[str, str]] = {
     ("minitron.__main__", "minitron.cli"),  # inside the entry point, so that Ctrl-C while it loads is one line
     # `data --generate` has the teacher write the conversations it tokenises: generation is a layer above the data
     ("minitron.data.build", "minitron.chat.replies"),
-    # a block-wise FP8 checkpoint loads through the streamed reader, every module at once; that reader (lazy) reads
-    # its config through load
-    ("minitron.load", "minitron.lazy"),
 }
 
 
