@@ -154,6 +154,10 @@ _PRE_POST = ("input_layernorm", "post_attention_layernorm")
 _GEMMA = _PRE_POST + ("pre_feedforward_layernorm", "post_feedforward_layernorm")  # a norm on each side of each block
 _GEMMA_FRONT = ("input_layernorm", "pre_feedforward_layernorm")  # Gemma's norms in front of attention and the MLP
 _POST = ("post_attention_layernorm", "post_feedforward_layernorm")  # a norm on each block's output only (OLMo 2, 3)
+# GLM-4.5's mixture of experts (and dots.llm1's, DeepSeek's): n_routed_experts of moe_intermediate_size neurons, a
+# shared expert as wide as n_shared_experts of them (`GLM_SHARED`), the first first_k_dense_replace layers dense
+_GLM_MOE = dict(moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts", shared_expert=True,
+                shared_names=GLM_SHARED, dense_first="first_k_dense_replace")
 FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("llama", _PRE_POST),
     Arch("mistral", _PRE_POST),
@@ -204,31 +208,25 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # steers, `e_score_correction_bias`, within groups of them) and a shared expert as wide as n_shared_experts of
     # them (`GLM_SHARED`); q/k/v biases, per-head q/k norms where set, RoPE on half of each head; its multi-token
     # prediction layers, which transformers does not build, are left out (`as_built`)
-    Arch("glm4_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
-         shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace"),
+    Arch("glm4_moe", _PRE_POST, **_GLM_MOE),
     # DeepSeek V3 (671B-A37B; R1, V3.1; Moonlight-16B-A3B): GLM-4.5's mixture of experts (`GLM_SHARED`, the router's
     # own steering bias, within groups, dense layers first) with multi-head latent attention (`Arch.mla`); its
     # multi-token prediction layer is not read
-    Arch("deepseek_v3", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
-         shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace", mla=True),
+    Arch("deepseek_v3", _PRE_POST, **_GLM_MOE, mla=True),
     # Sarvam-105B (sarvam_mla): DeepSeek V3's layers under a config of its own (transformers builds DeepSeek V3's model)
-    Arch("sarvam_mla", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
-         shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace", mla=True),
+    Arch("sarvam_mla", _PRE_POST, **_GLM_MOE, mla=True),
     # Youtu-LLM (youtu: 2B; tied embeddings): multi-head latent attention (DeepSeek V3's), a SwiGLU MLP in every layer
     Arch("youtu", _PRE_POST, mla=True),
     # DeepSeek V2 (236B-A21B, V2.5, Coder-V2; V2-Lite and Coder-V2-Lite 16B-A2.4B, without a query latent): DeepSeek
     # V3's layers with a softmax router, neither steered nor renormalised (greedy, or group_limited_greedy: within the
     # groups of the best experts)
-    Arch("deepseek_v2", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
-         shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace", mla=True),
+    Arch("deepseek_v2", _PRE_POST, **_GLM_MOE, mla=True),
     # GLM-4.7-Flash (glm4_moe_lite: 30B-A3B): DeepSeek V3's layers (multi-head latent attention, GLM-4.5's mixture of
     # experts) with its dense layers listed by kind (mlp_layer_types)
-    Arch("glm4_moe_lite", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
-         shared_expert=True, shared_names=GLM_SHARED, dense_kinds="mlp_layer_types", mla=True),
+    Arch("glm4_moe_lite", _PRE_POST, **dict(_GLM_MOE, dense_first=None, dense_kinds="mlp_layer_types", mla=True)),
     # dots.llm1 (dots1: 142B-A14B): GLM-4.5's mixture of experts (`GLM_SHARED`, the router's own steering bias) with
     # per-head q/k norms and RoPE on every channel
-    Arch("dots1", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts",
-         shared_expert=True, shared_names=GLM_SHARED, dense_first="first_k_dense_replace"),
+    Arch("dots1", _PRE_POST, **_GLM_MOE),
     # ERNIE 4.5 MoE (21B-A3B, 300B-A47B; not the VL ones, whose experts are split by modality): ERNIE 4.5's layers,
     # the first moe_layer_start_index with an MLP, the others with a mixture of experts (a softmax router whose picks
     # a per-expert bias steers, `moe_statics.e_score_correction_bias`) and a shared expert as wide as

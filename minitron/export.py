@@ -365,17 +365,23 @@ def lfm2_moe_keys(writer: gguf.GGUFWriter, config) -> None:
 
 
 def glm4_moe_keys(writer: gguf.GGUFWriter, config) -> None:
-    """GLM-4.5's (and dots.llm1's) experts, shared expert and their width, its leading dense layers and its sigmoid
-    router, whose routing weights are renormalised (norm_topk_prob) and scaled (routed_scaling_factor), and which picks
-    them within the topk_group best of n_group groups where it has them (DeepSeek V3's 4 of 8: llama.cpp's graphs
-    score a group by its two best experts' biased scores, as transformers does)."""
+    """GLM-4.5's (and dots.llm1's) mixture of experts (`routed_keys`), its sigmoid router's routing weights
+    renormalised where norm_topk_prob says."""
+    routed_keys(writer, config, gguf.ExpertGatingFuncType.SIGMOID, config.norm_topk_prob)
+
+
+def routed_keys(writer: gguf.GGUFWriter, config, gating: gguf.ExpertGatingFuncType, renormalised: bool) -> None:
+    """A mixture of experts' experts, shared expert and their width (`moe_keys`), its leading dense layers, its
+    router's `gating`, whether the picked experts' weights are renormalised, their scale (routed_scaling_factor), and
+    the topk_group best of n_group groups it picks its experts within where it has them (DeepSeek V3's 4 of 8:
+    llama.cpp's graphs score a group by its two best experts' biased scores, as transformers does)."""
     moe_keys(writer, config)
     if expert_groups(config) > 1:
         writer.add_expert_group_count(config.n_group)
         writer.add_expert_group_used_count(config.topk_group)
     writer.add_leading_dense_block_count(len(dense_layers(config)))  # (the first ones: `check_exportable`)
-    writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
-    writer.add_expert_weights_norm(config.norm_topk_prob)
+    writer.add_expert_gating_func(gating)
+    writer.add_expert_weights_norm(renormalised)
     writer.add_expert_weights_scale(config.routed_scaling_factor)
 
 
@@ -387,14 +393,10 @@ def deepseek_v3_keys(writer: gguf.GGUFWriter, config) -> None:
 
 
 def deepseek_v2_keys(writer: gguf.GGUFWriter, config) -> None:
-    """DeepSeek V2's experts, shared experts and their width, its leading dense layers, its softmax router, whose
-    picked probabilities are scaled (routed_scaling_factor) and never renormalised, and its multi-head latent attention
+    """DeepSeek V2's mixture of experts (`routed_keys`: its softmax router's picked probabilities never
+    renormalised; picking within groups is refused, `check_deepseek_v2`) and its multi-head latent attention
     (`latent_keys`)."""
-    moe_keys(writer, config)
-    writer.add_leading_dense_block_count(config.first_k_dense_replace)
-    writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SOFTMAX)
-    writer.add_expert_weights_norm(False)
-    writer.add_expert_weights_scale(config.routed_scaling_factor)
+    routed_keys(writer, config, gguf.ExpertGatingFuncType.SOFTMAX, False)
     latent_keys(writer, config)
 
 

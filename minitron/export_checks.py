@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from minitron.arch import arch_of, dense_layers, expert_groups, head_dim
+from minitron.arch import FAMILIES, arch_of, dense_layers, expert_groups, head_dim
 from minitron.errors import MinitronError
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, GGUF_ARCH, SMOLLM3_NO_ROPE_STEP)
@@ -25,9 +25,9 @@ ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus", "exaone4")  # the
 YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None, "beta_fast": 32, "beta_slow": 1,
                 "truncate": True}
 # Families whose graph reads YaRN's settings from the file rather than deriving them (`YARN_DERIVED` does not apply;
-# their family check says what it computes): Ministral 3's (llama.cpp's mistral3), `check_ministral3`; DeepSeek's
-# (its deepseek2), `check_latent`.
-YARN_READ = ("ministral3", "deepseek_v3", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla")
+# their family check says what it computes): Ministral 3's (llama.cpp's mistral3), `check_ministral3`; every family of
+# multi-head latent attention's (its deepseek2), `check_latent`.
+YARN_READ = ("ministral3", *(model_type for model_type, arch in FAMILIES.items() if arch.mla))
 
 # Families whose released configs leave YaRN's correction range unrounded (truncate false), which llama.cpp rounds, as
 # llama.cpp's own converter leaves it: exported, with a warning (`yarn_unrounded`), and read back unrounded.

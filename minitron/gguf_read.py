@@ -350,9 +350,9 @@ def qwen2_moe(meta: Metadata, layers: int) -> dict:
 
 
 def steered_moe(meta: Metadata, layers: int) -> dict:
-    """GLM-4.5's (and dots.llm1's, DeepSeek V3's) experts, experts a token and each expert's width, its shared expert
-    (as wide as expert_shared_count experts), its leading dense layers, its router's renormalising and scale, and the
-    groups it picks its experts within (one without the keys)."""
+    """GLM-4.5's (and dots.llm1's, DeepSeek V2's and V3's) experts, experts a token and each expert's width, its shared
+    expert (as wide as expert_shared_count experts), its leading dense layers, its router's renormalising and scale,
+    and the groups it picks its experts within (one without the keys)."""
     experts = mixtral(meta, layers)
     groups = {"n_group": int(meta.get("expert_group_count", 1)),
               "topk_group": int(meta.get("expert_group_used_count", 1))}
@@ -382,18 +382,12 @@ def deepseek_v3(meta: Metadata, layers: int) -> dict:
 
 
 def deepseek_v2(meta: Metadata, layers: int) -> dict:
-    """DeepSeek V2's experts, experts a token and each expert's width, its shared experts (expert_shared_count of them
-    wide), its leading dense layers, its softmax router's scale, its picks greedy or within the groups of the best
-    experts (the model such a file is converted from: llama.cpp scores a group by its two best experts), and its
-    multi-head latent attention (`latent_attention`)."""
-    experts, groups = mixtral(meta, layers), int(meta.get("expert_group_count", 1))
-    return {"n_routed_experts": experts.pop("num_experts"), **experts, **latent_attention(meta),
-            "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
-            "n_shared_experts": required(meta, "expert_shared_count", int),
-            "first_k_dense_replace": int(meta.get("leading_dense_block_count", 0)),
-            "routed_scaling_factor": float(meta.get("expert_weights_scale", 1.0)),
-            "topk_method": "group_limited_greedy" if groups > 1 else "greedy", "n_group": groups,
-            "topk_group": int(meta.get("expert_group_used_count", 1))}
+    """DeepSeek V2's mixture of experts (`steered_moe`'s keys: its softmax router is not steered), its picks greedy or
+    within the groups of the best experts (the model such a file is converted from: llama.cpp scores a group by its
+    two best experts), and its multi-head latent attention (`latent_attention`)."""
+    experts = steered_moe(meta, layers)
+    return {**experts, **latent_attention(meta),
+            "topk_method": "group_limited_greedy" if experts["n_group"] > 1 else "greedy"}
 
 
 def youtu(meta: Metadata, layers: int) -> dict:

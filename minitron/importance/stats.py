@@ -160,8 +160,10 @@ class ActivationRecorder:
         return lambda module, args: self.add_input_sq(key, args[0], layer)
 
     def _heads(self, layer: int):
+        dim = head_dims(self.model.config).out  # (once, not at every batch)
+
         def hook(module, args):
-            per_head = args[0].detach().unflatten(-1, (-1, head_dims(self.model.config).out)).float()  # (B, S, H, d)
+            per_head = args[0].detach().unflatten(-1, (-1, dim)).float()  # (B, S, H, d)
             self._add(self.heads, torch.linalg.vecdot(per_head, per_head).sqrt(), layer)  # each head's norm
             self._add(self.heads_o, projected_head_norms(per_head, module.weight), layer)
             self.sq["o_in"][layer] += per_head.square().sum((0, 1)).flatten()

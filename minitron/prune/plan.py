@@ -88,13 +88,12 @@ def attention_follows(config, sizes: dict[str, int], target: dict[str, int]) -> 
 def check_expert_groups(config, experts: int, name: str) -> None:
     """Refuse a number of experts that is not the same for each group of a router that picks them within groups
     (`expert_groups`), or too few for a group's score and every token's num_experts_per_tok (`least_experts`)."""
-    groups, least = expert_groups(config), least_experts(config)
-    if groups == 1:
-        return
-    if experts % groups or experts < least:
+    groups = expert_groups(config)
+    if groups > 1 and (experts % groups or experts < least_experts(config)):
         raise MinitronError(f"target {name}={experts} is refused: this {config.model_type} model's router picks its "
                             f"experts within the best topk_group={config.topk_group} of n_group={groups} groups, so "
-                            f"every group keeps as many; give a multiple of {groups} of at least {least}")
+                            f"every group keeps as many; give a multiple of {groups} of at least "
+                            f"{least_experts(config)}")
 
 
 def latent_heads(sizes: dict[str, int], target: dict[str, int]) -> None:
