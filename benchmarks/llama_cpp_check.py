@@ -51,9 +51,9 @@ PROMPTS = ["What is the capital of France?", "Write a short poem about the sea."
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
+            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla"]
+            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -212,13 +212,15 @@ def sharpen(model, factor: float) -> None:
             conv.in_proj.weight.mul_(6.0)
         for layer in filter(lambda layer: is_sparse(layer, arch), model.model.layers):
             w = moe_weights(moe_block(layer, arch), arch)
-            steer = w.block.expert_bias if w.block is not None else getattr(w.router, "e_score_correction_bias", None)
+            steer = getattr(w.block, w.block_bias) if w.block is not None else \
+                getattr(w.router, "e_score_correction_bias", None)
             steer = w.statics.e_score_correction_bias if w.statics is not None else steer  # (ERNIE 4.5's)
             glm = w.block is None and steer is not None  # (by `factor`, its experts' output hides their scale)
-            if arch.oss_experts or steer is not None:  # GPT-OSS's experts, LFM2-MoE's, GLM-4.5's
+            if arch.oss_experts or steer is not None:  # GPT-OSS's experts, LFM2-MoE's, MiniMax-M2's, GLM-4.5's
                 for param in (w.experts.gate_up_proj, w.experts.down_proj):
                     param.mul_(factor / 2 if glm else factor)
-            if steer is not None:  # LFM2-MoE's, GLM-4.5's and ERNIE 4.5's router and the bias that steers its picks
+            if steer is not None:  # LFM2-MoE's, MiniMax-M2's, GLM-4.5's and ERNIE 4.5's router and the bias that steers
+                # its picks
                 w.router.weight.mul_(ROUTER_SCALE)
                 steer.mul_(ROUTER_SCALE / 2)
         for layer in filter(attention_of, model.model.layers):  # a hybrid's layers with attention
@@ -283,6 +285,10 @@ def tiny_model(family: str, seed: int = 0):
              "qwen3_moe": dict(num_experts=6, num_experts_per_tok=2, moe_intermediate_size=96, norm_topk_prob=True,
                                pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "mixtral": dict(num_local_experts=6, num_experts_per_tok=2),
+             "minimax_m2": dict(num_local_experts=6, num_experts_per_tok=2,
+                                rope_parameters={"rope_type": "default", "rope_theta": 5e6,
+                                                 "partial_rotary_factor": 0.5},
+                                pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "olmoe": dict(num_experts=6, num_experts_per_tok=2, num_key_value_heads=8, pad_token_id=None,
                            bos_token_id=None, eos_token_id=None),
              "stablelm": dict(use_qkv_bias=True, head_dim=8),
@@ -299,6 +305,10 @@ def tiny_model(family: str, seed: int = 0):
                                       linear_key_head_dim=8, linear_value_head_dim=8, num_experts=6,
                                       num_experts_per_tok=2, moe_intermediate_size=96,
                                       shared_expert_intermediate_size=64),
+             "qwen3_next": dict(layer_types=["linear_attention", "linear_attention", "linear_attention",
+                                             "full_attention"], linear_num_key_heads=2, linear_num_value_heads=4,
+                                linear_key_head_dim=8, linear_value_head_dim=8, num_experts=6, num_experts_per_tok=2,
+                                moe_intermediate_size=96, shared_expert_intermediate_size=64, mlp_only_layers=[]),
              "qwen2_moe": dict(num_experts=6, num_experts_per_tok=2, moe_intermediate_size=96,
                                shared_expert_intermediate_size=64, mlp_only_layers=[]),
              "gpt_oss": dict(num_local_experts=6, num_experts_per_tok=2, sliding_window=8,

@@ -13,10 +13,11 @@ Granite-MoE, GPT-OSS) has a router and every expert's weights in two 3D tensors 
 linear per expert or under names of their own (`stored_as`). A hybrid's layers differ in kind, as `config.layer_types`
 names them: Nemotron-H has one `mixer` a layer behind one norm, Mamba-2 (`linear_attention`), attention
 (`full_attention`) or a squared-ReLU MLP (`mlp`); Granite 4 has a Mamba-2 (`mamba`) or attention in each layer, and an
-MLP (`shared_mlp`) in every one; Qwen3.5 has a Gated DeltaNet (`linear_attn`) or gated attention in each layer, and an
-MLP in every one; LFM2 has a gated short convolution (`conv`) or attention in each layer, and an MLP (`feed_forward`)
-in every one. `attention_of`, `mlp_of`, `mamba_of`, `delta_of` and `conv_of` give a layer's parts, None where it has no
-such part; a family's own names for them are its `Arch`'s (`MambaNames`, `SharedNames`, the MLP's linears).
+MLP (`shared_mlp`) in every one; Qwen3.5 and Qwen3-Next have a Gated DeltaNet (`linear_attn`) or gated attention in
+each layer, and an MLP or experts in every one; LFM2 has a gated short convolution (`conv`) or attention in each layer,
+and an MLP (`feed_forward`) in every one. `attention_of`, `mlp_of`, `mamba_of`, `delta_of` and `conv_of` give a layer's
+parts, None where it has no such part; a family's own names for them are its `Arch`'s (`MambaNames`, `SharedNames`, the
+MLP's linears).
 """
 from __future__ import annotations
 
@@ -243,6 +244,12 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # by hidden_size)
     Arch("qwen3_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size"),
     Arch("mixtral", _PRE_POST, moe=True, stored_moe=("block_sparse_moe", "w1", "w3", "w2")),
+    # MiniMax-M2 (230B-A10B; M2.1, M2.5): Mixtral's layout, 256 experts a layer picked by a sigmoid router that a
+    # per-expert bias in the block steers (`BLOCK_BIASES`), their weights renormalised; q/k RMSNorms over the whole
+    # projection (sliced with the heads), RoPE on half of each head
+    Arch("minimax_m2", _PRE_POST, moe=True, experts_size="num_local_experts",
+         stored_moe=("block_sparse_moe", "w1", "w3", "w2"),
+         stored_renames=((".mlp.e_score_correction_bias", ".block_sparse_moe.e_score_correction_bias"),)),
     Arch("olmoe", _PRE_POST, moe=True, attention_is_hidden=True),
     # Granite-MoE (Granite 3.0 / 3.1 1B-A400M, 3B-A800M): Granite's multipliers, a softmax over the top-k router logits,
     # the experts stored as 3D tensors
@@ -263,6 +270,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # Qwen3.5-MoE (35B-A3B, 122B-A10B, 397B-A17B): Qwen3.5's layers with a mixture of experts in place of each MLP,
     # 256 routed experts and one shared expert
     Arch("qwen3_5_moe_text", _PRE_POST, mixer="delta", gated_query=True, moe=True, mlp_size="moe_intermediate_size",
+         shared_expert=True),
+    # Qwen3-Next (80B-A3B Instruct and Thinking): Qwen3.5-MoE's layers (512 experts, 10 a token, a shared expert;
+    # dense layers listed in mlp_only_layers) before Qwen3.5, its Gated DeltaNet's four input projections fused into two
+    # (`DeltaRows.fused`)
+    Arch("qwen3_next", _PRE_POST, mixer="delta", gated_query=True, moe=True, mlp_size="moe_intermediate_size",
          shared_expert=True),
     # GPT-OSS (20B, 120B): 32 or 128 experts a layer with biases, gate and up columns in turn and a clamped SwiGLU
     # (`OSS_EXPERTS`), a router with a bias; attention with biases and a learned sink logit a head; sliding and global
@@ -326,6 +338,7 @@ PRUNABLE_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "nu
 # `Arch.mamba_names`); Gated DeltaNet's key heads and value heads (the same number for each key head, as query heads for
 # KV heads)
 DELTA_SIZES = ("linear_num_key_heads", "linear_num_value_heads")
+FUSED_DELTA = ("qwen3_next",)  # families whose Gated DeltaNet fuses its input projections (`DeltaRows.fused`)
 
 
 def mixer_sizes(arch: Arch) -> tuple[str, ...]:
@@ -697,7 +710,7 @@ def mixer_inputs(layer: nn.Module) -> list[nn.Linear]:
     mamba, delta, conv = mamba_of(layer), delta_of(layer), conv_of(layer)
     if mamba is not None or conv is not None:
         return [(mamba or conv).in_proj]
-    return [delta.in_proj_qkv, delta.in_proj_z, delta.in_proj_b, delta.in_proj_a] if delta is not None else []
+    return [getattr(delta, name) for name in DeltaRows.of(delta).inputs] if delta is not None else []
 
 
 def shared_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
@@ -767,15 +780,35 @@ class DeltaRows:
     """Where a Gated DeltaNet's heads live: in_proj_qkv's rows (and conv1d's channels) are the queries and keys (key
     heads x head_k_dim each), then the values (value heads x head_v_dim); in_proj_z's rows and out_proj's columns are
     the value heads' channels, in_proj_b's and in_proj_a's rows, dt_bias and A_log one a value head. Value head i reads
-    key head i // (value heads / key heads)."""
+    key head i // (value heads / key heads). Qwen3-Next fuses the four projections into two (`fused`): in_proj_qkvz
+    holds, key head by key head, its queries, its keys, its value heads' values and their z rows; in_proj_ba, key head
+    by key head, its value heads' b rows, then their a rows (`fused_order`)."""
 
     k_heads: int
+    v_heads: int
     dk: int
     dv: int
+    fused: bool = False
 
     @classmethod
     def of(cls, delta: nn.Module) -> "DeltaRows":
-        return cls(delta.num_k_heads, delta.head_k_dim, delta.head_v_dim)
+        return cls(delta.num_k_heads, delta.num_v_heads, delta.head_k_dim, delta.head_v_dim,
+                   hasattr(delta, "in_proj_qkvz"))
+
+    @classmethod
+    def of_config(cls, config) -> "DeltaRows":
+        return cls(config.linear_num_key_heads, config.linear_num_value_heads, config.linear_key_head_dim,
+                   config.linear_value_head_dim, config.model_type in FUSED_DELTA)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The names of the linears that read the layer's (normed) input."""
+        return ("in_proj_qkvz", "in_proj_ba") if self.fused else ("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a")
+
+    @property
+    def qkv_rows(self) -> int:
+        """in_proj_qkv's rows (conv1d's channels): queries, keys and values."""
+        return 2 * self.k_heads * self.dk + self.v_heads * self.dv
 
     def qkv(self, v_heads: torch.Tensor, k_heads: torch.Tensor) -> torch.Tensor:
         """The in_proj_qkv rows (conv1d channels) of key heads `k_heads` and value heads `v_heads`."""
@@ -786,6 +819,30 @@ class DeltaRows:
     def values(self, v_heads: torch.Tensor) -> torch.Tensor:
         """The in_proj_z rows (out_proj columns) of value heads `v_heads`."""
         return head_rows(v_heads, self.dv)
+
+    def fused_order(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """in_proj_qkvz's rows in the order of in_proj_qkv's rows and then in_proj_z's, and in_proj_ba's in the order
+        of in_proj_b's and then in_proj_a's (`fused`): `fused[order]` is the two unfused ones one after the other."""
+        per_key = self.v_heads // self.k_heads  # value heads a key head
+        block = torch.arange(self.k_heads)[:, None] * (2 * self.dk + 2 * per_key * self.dv)
+        starts = (0, self.dk, 2 * self.dk, 2 * self.dk + per_key * self.dv)  # q, k, v, z in a key head's block
+        widths = (self.dk, self.dk, per_key * self.dv, per_key * self.dv)
+        qkvz = torch.cat([(block + start + torch.arange(width)).flatten() for start, width in zip(starts, widths)])
+        ba = torch.arange(2 * self.v_heads).view(self.k_heads, 2, per_key).transpose(0, 1).flatten()
+        return qkvz, ba
+
+    def kept_inputs(self, v_heads: torch.Tensor, k_heads: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """Each input linear (`inputs`) and its rows kept with key heads `k_heads` and value heads `v_heads` (the same
+        number for each kept key head, listed key head by key head), in the layout of the model they leave."""
+        qkv, values = self.qkv(v_heads, k_heads), self.values(v_heads)
+        if not self.fused:
+            return list(zip(self.inputs, (qkv, values, v_heads, v_heads)))
+        kept = replace(self, k_heads=len(k_heads), v_heads=len(v_heads))
+        unfused = (torch.cat([qkv, self.qkv_rows + values]),
+                   torch.cat([v_heads, self.v_heads + v_heads]))
+        # rows of the teacher's fused linear, in the unfused order, then placed in the fused order of the kept sizes
+        return [(name, order[rows][torch.argsort(kept_order)]) for name, order, rows, kept_order in
+                zip(self.inputs, self.fused_order(), unfused, kept.fused_order())]
 
 
 @dataclass(frozen=True)
@@ -814,9 +871,10 @@ OSS_EXPERTS = (ExpertParam("router", "weight", hidden=1), ExpertParam("router", 
                ExpertParam("experts", "down_proj", hidden=2, neurons=1),
                ExpertParam("experts", "down_proj_bias", hidden=1))
 # A per-expert bias that steers the router's picks, where there is one: the block's (LFM2-MoE's `expert_bias`
-# buffer), the router's own (GLM-4.5's `e_score_correction_bias`, which the router adds itself) or its statistics'
-# (ERNIE 4.5's `moe_statics.e_score_correction_bias`, one row of the experts)
-EXPERT_BIAS = ExpertParam("block", "expert_bias")
+# buffer, MiniMax-M2's `e_score_correction_bias`: `BLOCK_BIASES`, which the block hands its router), the router's own
+# (GLM-4.5's `e_score_correction_bias`, which the router adds itself) or its statistics' (ERNIE 4.5's
+# `moe_statics.e_score_correction_bias`, one row of the experts)
+BLOCK_BIASES = ("expert_bias", "e_score_correction_bias")
 ROUTER_BIAS = ExpertParam("router", "e_score_correction_bias")
 STATICS_BIAS = ExpertParam("statics", "e_score_correction_bias", experts=1)
 
@@ -829,12 +887,13 @@ class MoEWeights:
     router: nn.Module  # holds `weight`
     experts: nn.Module  # holds `gate_up_proj` and `down_proj`
     oss: bool = False  # GPT-OSS's layout (`Arch.oss_experts`)
-    block: nn.Module | None = None  # the block, where it holds a bias for the router's picks (`EXPERT_BIAS`)
+    block: nn.Module | None = None  # the block, where it holds a bias for the router's picks (`BLOCK_BIASES`)
     gate: nn.Module | None = None  # what routes, where the router's weights are a linear of it (Hunyuan's `wg`)
+    block_bias: str = "expert_bias"  # the block's bias's name (`BLOCK_BIASES`)
 
     @property
     def params(self) -> tuple[ExpertParam, ...]:
-        steered = (EXPERT_BIAS,) if self.block is not None else tuple(
+        steered = (ExpertParam("block", self.block_bias),) if self.block is not None else tuple(
             p for p, holder in ((ROUTER_BIAS, self.router), (STATICS_BIAS, self.statics)) if hasattr(holder, p.name))
         return (OSS_EXPERTS if self.oss else ROW_EXPERTS) + steered
 
@@ -847,7 +906,7 @@ class MoEWeights:
         """The router on tokens x (tokens, hidden): (logits, the picked experts' weights, the picked experts), as the
         block routes them (with its bias for the picks, where it has one)."""
         if self.block is not None:
-            return self.router(x, self.block.expert_bias)
+            return self.router(x, getattr(self.block, self.block_bias))
         return (self.router if self.gate is None else self.gate)(x)
 
     def gate_up_of(self, t: torch.Tensor) -> torch.Tensor:
@@ -889,10 +948,11 @@ def moe_block(layer: nn.Module, arch: Arch) -> nn.Module:
 
 def moe_weights(block: nn.Module, arch: Arch) -> MoEWeights:
     """The weights of a mixture-of-experts block (`moe_block`)."""
-    steered, router = getattr(block, "expert_bias", None) is not None, getattr(block, arch.router)
+    bias = next((name for name in BLOCK_BIASES if getattr(block, name, None) is not None), None)
+    router = getattr(block, arch.router)
     linear = getattr(router, "wg", None)  # (Hunyuan's router holds its weights in a linear and routes itself)
     return MoEWeights(router if linear is None else linear, block.experts, arch.oss_experts,
-                      block if steered else None, None if linear is None else router)
+                      block if bias else None, None if linear is None else router, bias or "expert_bias")
 
 
 @dataclass(frozen=True)

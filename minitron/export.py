@@ -37,8 +37,8 @@ from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, OUTPUT_REQUIRED,
                                   RMS_NORM_EPS, XIELU, XIELU_TENSOR, delta_in_gguf, delta_stored, fused_gate_up,
                                   gguf_tensor, granite_mlp_in_gguf, interleave_rotary, mamba_in_gguf, mamba_stored,
-                                  mla_in_gguf, mla_stored, oss_in_gguf, oss_stored, stacked_key, stored_plus_one,
-                                  tensor_names)
+                                  mla_in_gguf, mla_stored, oss_in_gguf, oss_stored, qkvz_in_gguf, qkvz_stored,
+                                  stacked_key, stored_plus_one, tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import Checkpoint, require_safetensors
@@ -442,10 +442,17 @@ def hunyuan_moe_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_expert_feed_forward_length(config.intermediate_size)
 
 
-def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
-    """Qwen3.5's Gated DeltaNet sizes under llama.cpp's `ssm.*` keys (key heads as groups, value heads as the time-step
-    rank, the key head size as the state), which layers are recurrent, and its RoPE's sections (the config's
-    mrope_section; on text every section has the same position, so one section of every rotated pair does as well)."""
+def minimax_m2_keys(writer: gguf.GGUFWriter, config) -> None:
+    """MiniMax-M2's experts, their width (expert_feed_forward_length, which its graph sizes them by) and its sigmoid
+    router (the graph steers its picks by the bias and renormalises their weights, as transformers does)."""
+    moe_keys(writer, config)
+    writer.add_expert_feed_forward_length(config.intermediate_size)
+    writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+
+
+def delta_keys(writer: gguf.GGUFWriter, config) -> None:
+    """A Gated DeltaNet's sizes under llama.cpp's `ssm.*` keys (key heads as groups, value heads as the time-step rank,
+    the key head size as the state) and which layers are recurrent (Qwen3-Next's; Qwen3.5's with `qwen3_5_keys`)."""
     writer.add_ssm_conv_kernel(config.linear_conv_kernel_dim)
     writer.add_ssm_inner_size(config.linear_value_head_dim * config.linear_num_value_heads)
     writer.add_ssm_state_size(config.linear_key_head_dim)
@@ -453,6 +460,12 @@ def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_ssm_time_step_rank(config.linear_num_value_heads)
     writer.add_array(f"{writer.arch}.attention.recurrent_layers",
                      [kind == RECURRENT for kind in config.layer_types])
+
+
+def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Qwen3.5's Gated DeltaNet (`delta_keys`) and its RoPE's sections (the config's mrope_section; on text every
+    section has the same position, so one section of every rotated pair does as well)."""
+    delta_keys(writer, config)
     sections = list(rope_parameters(config).get("mrope_section") or [rotary_dims(config) // 2])
     writer.add_rope_dimension_sections((sections + [0, 0, 0, 0])[:4])
 
@@ -463,11 +476,12 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys,
                "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys, "qwen3_5_text": qwen3_5_keys,
                "qwen3_5_moe_text": lambda writer, config: (qwen3_5_keys(writer, config), moe_keys(writer, config)),
+               "qwen3_next": lambda writer, config: (delta_keys(writer, config), moe_keys(writer, config)),
                "qwen2_moe": moe_keys, "gpt_oss": gpt_oss_keys, "granitemoehybrid": granite_hybrid_keys,
                "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys, "glm4_moe": glm4_moe_keys,
                "ernie4_5_moe": ernie4_5_moe_keys, "dots1": glm4_moe_keys, "hunyuan_v1_moe": hunyuan_moe_keys,
                "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys, "deepseek_v2": deepseek_v2_keys,
-               "youtu": youtu_keys, "sarvam_mla": deepseek_v3_keys}
+               "youtu": youtu_keys, "sarvam_mla": deepseek_v3_keys, "minimax_m2": minimax_m2_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -598,8 +612,10 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
         return [(mamba[0], mamba_stored(mamba[1], data, getattr(config, arch_of(config).mamba_names.groups)))]
     if mlp := granite_mlp_in_gguf(key, num_experts(config)):  # Granite 4's: gate and up fused
         return list(zip(mlp, np.split(data, len(mlp), axis=0)))
-    if delta := delta_in_gguf(key):  # Qwen3.5's
+    if delta := delta_in_gguf(key):  # Qwen3.5's, Qwen3-Next's
         return [(delta[0], delta_stored(delta[1], data, config))]
+    if qkvz := qkvz_in_gguf(key):  # Qwen3-Next's fused queries, keys, values and z
+        return list(zip(qkvz, qkvz_stored(data, config)))
     if oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts
         return list(zip(oss[0], oss_stored(oss[1], data)))
     if mla := mla_in_gguf(key):  # multi-head latent attention's keys and values, from the latent

@@ -437,12 +437,22 @@ def check_qwen2_moe(config) -> None:
 
 
 def check_qwen3_5(config) -> None:
-    """Refuse a Qwen3.5 that llama.cpp's qwen35 graph computes otherwise: its Gated DeltaNet's key and value heads of
-    one size (the graph sizes both by the state size), its MLP SwiGLU."""
+    """Refuse a Qwen3.5 (or Qwen3-Next) that llama.cpp's qwen35 (qwen3next) graph computes otherwise: its Gated
+    DeltaNet's key and value heads of one size (the graph sizes both by the state size), its MLP SwiGLU."""
     if config.linear_key_head_dim != config.linear_value_head_dim or config.hidden_act != "silu":
         raise MinitronError(f"cannot export this {config.model_type} model with linear_key_head_dim "
                             f"{config.linear_key_head_dim}, linear_value_head_dim {config.linear_value_head_dim} and "
-                            f"hidden_act {config.hidden_act!r}: llama.cpp's qwen35 graph takes one head size and silu")
+                            f"hidden_act {config.hidden_act!r}: llama.cpp's {GGUF_ARCH[config.model_type]} graph "
+                            "takes one head size and silu")
+
+
+def check_qwen3_next(config) -> None:
+    """Refuse a Qwen3-Next that llama.cpp's qwen3next graph computes otherwise (`check_qwen3_5`), or whose picked
+    experts' weights are not renormalised (the graph always renormalises them, as the released models do)."""
+    check_qwen3_5(config)
+    if not config.norm_topk_prob:
+        raise MinitronError("cannot export a Qwen3-Next model without norm_topk_prob: llama.cpp's qwen3next graph "
+                            "always renormalises the picked experts' weights (as the released models do)")
 
 
 def check_gpt_oss(config) -> None:
@@ -462,6 +472,7 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3,
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
+                 "qwen3_next": check_qwen3_next,
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
                  "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_latent,
                  "glm4_moe_lite": check_latent, "deepseek_v2": check_deepseek_v2, "youtu": check_latent,

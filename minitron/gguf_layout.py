@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 
+from minitron.arch import FUSED_DELTA, DeltaRows
+
 # The llama.cpp graph each Hugging Face model type is written as, by the graph's name (Mistral as llama.cpp's "llama",
 # as its own converter does), and read back from (`gguf_read.READ_AS`).
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qwen2": "qwen2", "qwen3": "qwen3",
@@ -21,11 +23,12 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "exaone4": "exaone4", "qwen3_moe": "qwen3moe",
              "mixtral": "llama",  # Mixtral: Llama's graph with experts, as llama.cpp's converter writes it
              "olmoe": "olmoe", "stablelm": "stablelm", "granitemoe": "granitemoe", "nemotron_h": "nemotron_h",
-             "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen2_moe": "qwen2moe", "gpt_oss": "gpt-oss",
+             "qwen3_5_text": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen3_next": "qwen3next",
+             "qwen2_moe": "qwen2moe", "gpt_oss": "gpt-oss",
              "granitemoehybrid": "granitehybrid", "lfm2": "lfm2", "lfm2_moe": "lfm2moe",
              "glm4_moe": "glm4moe", "ernie4_5_moe": "ernie4_5-moe", "dots1": "dots1", "hunyuan_v1_moe": "hunyuan-moe",
              "deepseek_v3": "deepseek2", "glm4_moe_lite": "deepseek2", "deepseek_v2": "deepseek2", "youtu": "deepseek2",
-             "sarvam_mla": "deepseek2"}
+             "sarvam_mla": "deepseek2", "minimax_m2": "minimax-m2"}
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
@@ -33,10 +36,10 @@ LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemo
 # Families whose RMSNorms' epsilon is not the config's rms_norm_eps: its field (Nemotron-H's every norm's).
 RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon", "lfm2": "norm_eps", "lfm2_moe": "norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
-OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm", "qwen2moe", "gpt-oss", "dots1")
+OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm", "qwen2moe", "gpt-oss", "dots1", "minimax-m2")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight); of
-# Qwen3.5's, all but its Gated DeltaNet's gated norm (`stored_plus_one`).
-NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron", "qwen3_5_text", "qwen3_5_moe_text")
+# Qwen3.5's and Qwen3-Next's, all but its Gated DeltaNet's gated norm (`stored_plus_one`).
+NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
 INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee")
 # Apertus's xIELU activation: its scalars of each layer (Hugging Face's `model.layers.N.mlp.act_fn.NAME`, as stored),
@@ -90,14 +93,15 @@ def stored_plus_one(model_type: str, key: str) -> bool:
     return model_type in NORM_PLUS_ONE and key.endswith("norm.weight") and ".linear_attn." not in key
 
 
-# Qwen3.5's Gated DeltaNet tensors that llama.cpp's converter writes otherwise (`delta_stored`).
+# Qwen3.5's and Qwen3-Next's Gated DeltaNet tensors that llama.cpp's converter writes otherwise (`delta_stored`;
+# Qwen3-Next's in_proj_qkvz, `qkvz_in_gguf`; its in_proj_ba is written as it is).
 DELTA_TENSOR = re.compile(r"model\.layers\.(\d+)\.linear_attn\.(A_log|dt_bias|conv1d\.weight|in_proj_qkv\.weight|"
                           r"in_proj_z\.weight|in_proj_b\.weight|in_proj_a\.weight|out_proj\.weight)")
 
 
 def delta_in_gguf(key: str) -> tuple[str, str] | None:
-    """The GGUF tensor of a Qwen3.5 Gated DeltaNet tensor that llama.cpp's converter writes otherwise, and which part it
-    is; None for any other tensor."""
+    """The GGUF tensor of a Gated DeltaNet tensor that llama.cpp's converter writes otherwise, and which part it is;
+    None for any other tensor."""
     import gguf  # lazy: an extra, and CLI start-up speed
 
     if (m := DELTA_TENSOR.fullmatch(key)) is None:
@@ -121,10 +125,11 @@ def tiled(data: np.ndarray, axis: int, groups: int, per_group: int, head: int) -
 def delta_stored(part: str, data: np.ndarray, config, back: bool = False) -> np.ndarray:
     """A Gated DeltaNet tensor (`delta_in_gguf`'s part) as llama.cpp's qwen35 graph reads it: its value heads tiled over
     the key heads (llama.cpp broadcasts each key head to its value heads that way), not grouped by key head as
-    transformers holds them; A as -exp(A_log); conv1d's weight without its channel axis. `back`: the inverse, to a
-    tensor of the Hugging Face model's layout (reshape it to the parameter's shape)."""
+    transformers holds them (its qwen3next graph reads them grouped: Qwen3-Next's are not tiled); A as -exp(A_log);
+    conv1d's weight without its channel axis. `back`: the inverse, to a tensor of the Hugging Face model's layout
+    (reshape it to the parameter's shape)."""
     k, v, d = config.linear_num_key_heads, config.linear_num_value_heads, config.linear_value_head_dim
-    order = (v // k, k) if back else (k, v // k)
+    order = (1, v) if config.model_type in FUSED_DELTA else (v // k, k) if back else (k, v // k)  # (1, v): as they are
     keys = 2 * k * config.linear_key_head_dim  # in_proj_qkv's rows and conv1d's channels: queries, keys, then values
     if part == "A_log":
         data = np.log(-data) if back else -np.exp(data)
@@ -134,6 +139,33 @@ def delta_stored(part: str, data: np.ndarray, config, back: bool = False) -> np.
     if part == "out_proj.weight":
         return tiled(data, 1, *order, d)
     return tiled(data, 0, *order, d if part == "in_proj_z.weight" else 1)
+
+
+QKVZ_TENSOR = re.compile(r"model\.layers\.(\d+)\.linear_attn\.in_proj_qkvz\.weight")
+
+
+def qkvz_in_gguf(key: str) -> tuple[str, str] | None:
+    """The GGUF tensors (queries, keys and values; z) Qwen3-Next's fused in_proj_qkvz is written as, else None."""
+    import gguf  # lazy: an extra, and CLI start-up speed
+
+    if (m := QKVZ_TENSOR.fullmatch(key)) is None:
+        return None
+    return tuple(gguf.TENSOR_NAMES[kind].format(bid=int(m[1])) + ".weight"
+                 for kind in (gguf.MODEL_TENSOR.ATTN_QKV, gguf.MODEL_TENSOR.ATTN_GATE))
+
+
+def qkvz_stored(data: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
+    """Qwen3-Next's in_proj_qkvz as llama.cpp's converter writes it: the rows of in_proj_qkv (queries, keys, values),
+    then those of in_proj_z, apart (`DeltaRows.fused_order`)."""
+    rows = DeltaRows.of_config(config)
+    order = rows.fused_order()[0].numpy()
+    return data[order[:rows.qkv_rows]], data[order[rows.qkv_rows:]]
+
+
+def qkvz_read(parts: list[np.ndarray], config) -> np.ndarray:
+    """Qwen3-Next's in_proj_qkvz from its GGUF tensors (`qkvz_stored`'s inverse)."""
+    order = DeltaRows.of_config(config).fused_order()[0].numpy()
+    return np.concatenate(parts)[np.argsort(order)]
 
 
 # Granite-MoE's checkpoints store each layer's gate and up rows of every expert in one tensor, which a GGUF file holds

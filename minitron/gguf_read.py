@@ -24,8 +24,8 @@ from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EX
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
                                   LAYER_NORM_EPS, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, delta_in_gguf,
                                   delta_stored, fused_gate_up, gguf_tensor, granite_mlp_in_gguf, halve_rotary,
-                                  mamba_in_gguf, mamba_read, mla_in_gguf, mla_read, oss_in_gguf, oss_read, stacked_key,
-                                  stored_plus_one, tensor_names)
+                                  mamba_in_gguf, mamba_read, mla_in_gguf, mla_read, oss_in_gguf, oss_read, qkvz_in_gguf,
+                                  qkvz_read, stacked_key, stored_plus_one, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -98,8 +98,8 @@ def gguf_name(names, key: str, model_type: str, experts: int) -> tuple[str | Non
         return gate_up[0], None
     if oss := oss_in_gguf(key, model_type):  # GPT-OSS's experts: the gate's (up's is the second) or down's
         return oss[0][0], None
-    if mla := mla_in_gguf(key):  # multi-head latent attention's keys' (values' is the second)
-        return mla[0], None
+    if two := mla_in_gguf(key) or qkvz_in_gguf(key):  # latent attention's keys' (values' is the second), Qwen3-Next's
+        return two[0], None  # queries, keys and values' (z's is the second)
     return gguf_tensor(names, key), None
 
 
@@ -343,6 +343,13 @@ def qwen3_5_moe(meta: Metadata, layers: int) -> dict:
     return {**qwen3_5(meta, layers), **shared_moe(meta, layers)}
 
 
+def qwen3_next(meta: Metadata, layers: int) -> dict:
+    """Qwen3-Next's layers and Gated DeltaNet (`qwen3_5`) and its experts (`shared_moe`; a token's weights
+    renormalised, every layer sparse, as llama.cpp's qwen3next graph computes them)."""
+    return {**qwen3_5(meta, layers), **shared_moe(meta, layers), "norm_topk_prob": True, "mlp_only_layers": [],
+            "decoder_sparse_step": 1}
+
+
 def qwen2_moe(meta: Metadata, layers: int) -> dict:
     """Qwen2-MoE's experts (`shared_moe`; a token's weights not renormalised, as llama.cpp's graph); every layer
     sparse."""
@@ -436,10 +443,11 @@ def gpt_oss(meta: Metadata, layers: int) -> dict:
 FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
-                   "qwen3_5_moe_text": qwen3_5_moe, "qwen2_moe": qwen2_moe, "gpt_oss": gpt_oss,
+                   "qwen3_5_moe_text": qwen3_5_moe, "qwen3_next": qwen3_next, "qwen2_moe": qwen2_moe,
+                   "gpt_oss": gpt_oss,
                    "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe,
                    "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
-                   "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu}
+                   "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).
@@ -557,12 +565,15 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         elif mla := mla_in_gguf(key):  # multi-head latent attention's keys and values, apart
             used.update(mla)
             data = mla_read([dequantized(tensors[n]) for n in mla])
+        elif qkvz := qkvz_in_gguf(key):  # Qwen3-Next's queries, keys and values, and z, apart
+            used.update(qkvz)
+            data = qkvz_read([dequantized(tensors[n]) for n in qkvz], config)
         elif mlp := granite_mlp_in_gguf(key, num_experts(config)):  # Granite 4's MLP: gate and up rows joined
             used.update(mlp)
             data = np.concatenate([dequantized(tensors[n]) for n in mlp], 0)
         elif mamba := mamba_in_gguf(key):  # Nemotron-H's and Granite 4's Mamba-2 tensors the converter writes otherwise
             data = mamba_read(mamba[1], dequantized(tensors[name]), shape)
-        elif delta := delta_in_gguf(key):  # Qwen3.5's Gated DeltaNet's
+        elif delta := delta_in_gguf(key):  # Qwen3.5's and Qwen3-Next's Gated DeltaNet's
             data = delta_stored(delta[1], dequantized(tensors[name]), config, back=True).reshape(shape)
         elif name.endswith(".shortconv.conv.weight"):  # LFM2's filters: (channels, taps) to (channels, 1, taps)
             data = dequantized(tensors[name])[:, None]

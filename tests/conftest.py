@@ -19,9 +19,9 @@ from minitron.arch import arch_of
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
-            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen2_moe", "gpt_oss", "granitemoehybrid",
+            "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla"]
+            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -106,6 +106,13 @@ def tiny_config(family: str, tie: bool = False, **overrides):
     if family == "mixtral":  # six experts, two a token (intermediate_size: each expert's neurons)
         return MixtralConfig(**{"num_local_experts": 6, "num_experts_per_tok": 2, **sizes}, pad_token_id=None,
                              bos_token_id=None, eos_token_id=None)
+    if family == "minimax_m2":  # six experts, two a token, picked by a sigmoid router steered by the block's bias; q/k
+        # norms over the whole projection; RoPE on half of each head (MiniMax-M2's rotary_dim 64 of 128)
+        from transformers import MiniMaxM2Config
+
+        rope = {"rope_type": "default", "rope_theta": 5e6, "partial_rotary_factor": 0.5}
+        return MiniMaxM2Config(**{"num_local_experts": 6, "num_experts_per_tok": 2, "rope_parameters": rope, **sizes},
+                               pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "stablelm":  # LayerNorms with biases, q/k/v biases, RoPE on a quarter of each head, as StableLM 2
         return StableLmConfig(**{"use_qkv_bias": True, **sizes, "head_dim": sizes["hidden_size"] //
                                  sizes["num_attention_heads"]}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
@@ -146,6 +153,16 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                                        "linear_num_key_heads": 2, "linear_num_value_heads": 4,
                                        "linear_key_head_dim": 8, "linear_value_head_dim": 8, **sizes,
                                        "layer_types": kinds[:sizes["num_hidden_layers"]]})
+    if family == "qwen3_next":  # Qwen3.5-MoE's layers (six experts, two a token, a shared expert of 64 neurons), its
+        # Gated DeltaNet's input projections fused: four value heads for two key heads
+        from transformers import Qwen3NextConfig
+
+        kinds = ["linear_attention", "full_attention"] * sizes["num_hidden_layers"]
+        return Qwen3NextConfig(**{"num_experts": 6, "num_experts_per_tok": 2, "shared_expert_intermediate_size": 64,
+                                  "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
+                                  "mlp_only_layers": [], "decoder_sparse_step": 1, "linear_num_key_heads": 2,
+                                  "linear_num_value_heads": 4, "linear_key_head_dim": 8, "linear_value_head_dim": 8,
+                                  **sizes, "layer_types": kinds[:sizes["num_hidden_layers"]]})
     if family == "gpt_oss":  # six experts, two a token; biases, sinks; a sliding layer, then a global one; YaRN from a
         # 16-token original context
         from transformers import GptOssConfig

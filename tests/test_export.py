@@ -260,6 +260,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("nemotron_h", None, "f16", False), ("nemotron_h", "llama-bpe", "q8_0", True),
              ("qwen3_5_text", None, "f16", False), ("qwen3_5_text", "qwen35", "q8_0", True),
              ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", "llama-bpe", "q8_0", True),
+             ("qwen3_next", None, "f16", False), ("qwen3_next", "qwen2", "q8_0", True),
              ("qwen2_moe", None, "f16", False), ("qwen2_moe", "qwen2", "q8_0", True), ("gpt_oss", None, "f16", False),
              ("gpt_oss", "gpt-4o", "q8_0", False), ("granitemoehybrid", None, "f16", False),
              ("granitemoehybrid", "llama-bpe", "q8_0", True), ("granitemoehybrid", "micro", "f16", False),
@@ -272,7 +273,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("hunyuan_v1_moe", "llama-bpe", "bf16", True), ("deepseek_v3", "groups", "f16", False),
              ("deepseek_v3", "llama-bpe", "q8_0", True), ("glm4_moe_lite", None, "f16", False),
              ("deepseek_v2", "direct", "f16", False), ("deepseek_v3", "deepseek-yarn", "f16", False),
-             ("youtu", "llama-bpe", "q8_0", True), ("sarvam_mla", None, "bf16", False)]
+             ("youtu", "llama-bpe", "q8_0", True), ("sarvam_mla", None, "bf16", False),
+             ("minimax_m2", None, "f16", False), ("minimax_m2", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -613,9 +615,11 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
                                             "olmoe, stablelm, granitemoe, nemotron_h, qwen3_5_text, "
-                                            "qwen3_5_moe_text, qwen2_moe, gpt_oss, granitemoehybrid, lfm2, "
+                                            "qwen3_5_moe_text, qwen3_next, qwen2_moe, gpt_oss, granitemoehybrid, "
+                                            "lfm2, "
                                             "lfm2_moe, glm4_moe, ernie4_5_moe, dots1, hunyuan_v1_moe, "
-                                            "deepseek_v3, glm4_moe_lite, deepseek_v2, youtu, sarvam_mla$"):
+                                            "deepseek_v3, glm4_moe_lite, deepseek_v2, youtu, sarvam_mla, "
+                                            "minimax_m2$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -742,6 +746,17 @@ RELEASED = {
                                               "partial_rotary_factor": 0.25, "mrope_section": [11, 11, 10],
                                               "mrope_interleaved": True},
                              layer_types=(["linear_attention"] * 3 + ["full_attention"]) * 10),
+    "qwen3_next": dict(hidden_size=2048, intermediate_size=5120, num_hidden_layers=48, num_attention_heads=16,
+                       num_key_value_heads=2, head_dim=256, num_experts=512, num_experts_per_tok=10,
+                       moe_intermediate_size=512, shared_expert_intermediate_size=512, norm_topk_prob=True,
+                       linear_num_key_heads=16, linear_num_value_heads=32, linear_key_head_dim=128,
+                       linear_value_head_dim=128, linear_conv_kernel_dim=4, hidden_act="silu", mlp_only_layers=[],
+                       decoder_sparse_step=1, full_attention_interval=4, tie_word_embeddings=False,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000000, "partial_rotary_factor": 0.25}),
+    "minimax_m2": dict(hidden_size=3072, intermediate_size=1536, num_hidden_layers=62, num_attention_heads=48,
+                       num_key_value_heads=8, head_dim=128, num_local_experts=256, num_experts_per_tok=8,
+                       rotary_dim=64, vocab_size=200064, tie_word_embeddings=False,
+                       rope_parameters={"rope_type": "default", "rope_theta": 5000000}),
     "qwen2_moe": dict(hidden_size=2048, num_attention_heads=16, num_key_value_heads=16, intermediate_size=5632,
                       moe_intermediate_size=1408, shared_expert_intermediate_size=5632, num_experts=60,
                       num_experts_per_tok=4, norm_topk_prob=False, qkv_bias=True, mlp_only_layers=[],
@@ -876,6 +891,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("granitemoe", None, "f16", False), ("granitemoe", None, "q4_0", True), ("nemotron_h", None, "f16", False),
     ("nemotron_h", None, "q8_0", True), ("qwen3_5_text", None, "f16", False), ("qwen3_5_text", None, "q8_0", True),
     ("qwen3_5_moe_text", None, "f16", False), ("qwen3_5_moe_text", None, "q8_0", True),
+    ("qwen3_next", None, "f16", False), ("qwen3_next", None, "q8_0", True),
     ("qwen2_moe", None, "f16", False), ("qwen2_moe", None, "q8_0", True), ("gpt_oss", None, "f16", False),
     ("gpt_oss", None, "q8_0", False), ("granitemoehybrid", None, "f16", False),
     ("granitemoehybrid", None, "q8_0", True), ("granitemoehybrid_moe", None, "f16", False),
@@ -886,7 +902,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("deepseek_v3", "groups", "f16", False), ("deepseek_v3", "direct", "f16", True),
     ("glm4_moe_lite", None, "f16", True), ("deepseek_v2", "direct", "f16", False),
     ("deepseek_v2", "direct", "f16", True), ("deepseek_v3", "deepseek-yarn", "f16", False),
-    ("youtu", "youtu-pad", "f16", True), ("sarvam_mla", "groups", "f16", False),
+    ("youtu", "youtu-pad", "f16", True), ("sarvam_mla", "groups", "f16", False), ("minimax_m2", None, "f16", False),
+    ("minimax_m2", None, "f16", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

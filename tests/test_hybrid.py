@@ -382,15 +382,17 @@ def logits(model, ids=IDS):
         return model(input_ids=ids).logits
 
 
+@pytest.mark.parametrize("family", ["qwen3_5_text", "qwen3_next"])
 @pytest.mark.parametrize("v_heads,k_heads", [([0, 2], [0, 1]), ([2, 3], [1])])
-def test_pruning_delta_heads_equals_zeroing_their_outputs(v_heads, k_heads):
+def test_pruning_delta_heads_equals_zeroing_their_outputs(family, v_heads, k_heads):
     """Qwen3.5's Gated DeltaNet value heads run apart (each its own z, a, b, convolution channels and per-head norm) and
     read their key head (value heads 0 and 1 key head 0, 2 and 3 key head 1): keeping some, the same number for each
-    kept key head, equals zeroing the others' out_proj columns; a key head goes with its value heads."""
+    kept key head, equals zeroing the others' out_proj columns; a key head goes with its value heads. So with
+    Qwen3-Next's projections fused key head by key head."""
     from minitron.prune import Plan, apply_plan
     from minitron.prune.slicing import head_rows
 
-    model = tiny_model("qwen3_5_text")  # Gated DeltaNet, attention, Gated DeltaNet, attention
+    model = tiny_model(family)  # Gated DeltaNet, attention, Gated DeltaNet, attention
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
         for delta in filter(None, map(delta_of, zeroed.model.layers)):
@@ -400,6 +402,66 @@ def test_pruning_delta_heads_equals_zeroing_their_outputs(v_heads, k_heads):
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, [], delta=keep[0], delta_k=keep[1]))
     assert (pruned.config.linear_num_value_heads, pruned.config.linear_num_key_heads) == (len(v_heads), len(k_heads))
     assert_close(logits(pruned), logits(zeroed), rtol=1e-5, atol=1e-6)
+
+
+def fused_rows(delta) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which in_proj_qkvz row each query, key, value and z channel of a Qwen3-Next Gated DeltaNet reads, and which
+    in_proj_ba row each b and a, as transformers' own `fix_query_key_value_ordering` splits them."""
+    qkvz, ba = (torch.arange(linear.out_features, dtype=torch.float)[None, None]
+                for linear in (delta.in_proj_qkvz, delta.in_proj_ba))
+    q, k, v, z, b, a = delta.fix_query_key_value_ordering(qkvz, ba)
+    return (torch.cat([t.flatten() for t in (q, k, v, z)]).long(), torch.cat([b.flatten(), a.flatten()]).long())
+
+
+def unfused_twin(model):
+    """The Qwen3.5-MoE model that computes what a Qwen3-Next model computes: the same weights, its Gated DeltaNet's
+    in_proj_qkvz and in_proj_ba split into in_proj_qkv, in_proj_z, in_proj_b and in_proj_a (`fused_rows`)."""
+    c = model.config
+    sizes = ("vocab_size", "linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim",
+             "linear_value_head_dim")
+    twin = AutoModelForCausalLM.from_config(tiny_config("qwen3_5_moe_text", **{k: getattr(c, k) for k in sizes})).eval()
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("in_proj_qkvz.weight"):
+            qkvz, _ = fused_rows(model.get_submodule(key.rsplit(".", 2)[0]))
+            qkv = 2 * c.linear_num_key_heads * c.linear_key_head_dim + \
+                c.linear_num_value_heads * c.linear_value_head_dim
+            state[key.replace("qkvz", "qkv")], state[key.replace("qkvz", "z")] = value[qkvz[:qkv]], value[qkvz[qkv:]]
+        elif key.endswith("in_proj_ba.weight"):
+            _, ba = fused_rows(model.get_submodule(key.rsplit(".", 2)[0]))
+            state[key.replace("ba", "b")], state[key.replace("ba", "a")] = value[ba].chunk(2)
+        else:
+            state[key] = value
+    twin.load_state_dict(state)
+    return twin
+
+
+@pytest.mark.parametrize("k_heads,v_heads", [(2, 4), (2, 6), (3, 6), (1, 1)])
+def test_qwen3_next_fuses_the_projections_of_qwen3_5_key_head_by_key_head(k_heads, v_heads):
+    """Qwen3-Next's in_proj_qkvz and in_proj_ba hold Qwen3.5's four projections' rows key head by key head, in the
+    order transformers' own split reads them (`DeltaRows.fused_order`); with them split, a Qwen3.5-MoE of the same
+    weights computes the same logits, is scored alike by every criterion and pruned to the same model."""
+    from minitron.arch import DeltaRows
+    from minitron.importance import compute_scores
+    from minitron.prune import Plan, apply_plan
+
+    model = tiny_model("qwen3_next", linear_num_key_heads=k_heads, linear_num_value_heads=v_heads)
+    for delta in filter(None, map(delta_of, model.model.layers)):
+        assert all(torch.equal(got, want) for got, want in zip(DeltaRows.of(delta).fused_order(), fused_rows(delta)))
+    if (k_heads, v_heads) != (2, 4):
+        return
+    twin = unfused_twin(model)
+    assert_close(logits(model), logits(twin), rtol=0, atol=0)
+    criteria = ["activation", "wanda", "magnitude"]
+    fused, unfused = (compute_scores(m, [IDS], criteria).tensors for m in (model, twin))
+    assert fused.keys() == unfused.keys() and any(k.endswith("/delta") for k in fused)
+    for key in fused:
+        assert_close(fused[key], unfused[key], rtol=1e-5, atol=1e-6, msg=key)
+    keep = [torch.tensor([2, 3])] * 4, [torch.tensor([1])] * 4
+    plan = Plan(None, None, None, None, [], delta=keep[0], delta_k=keep[1])
+    pruned, pruned_twin = (apply_plan(copy.deepcopy(m), plan) for m in (model, twin))
+    assert_close(unfused_twin(pruned).state_dict(), pruned_twin.state_dict(), rtol=0, atol=0)
+    assert_close(logits(pruned), logits(pruned_twin), rtol=1e-5, atol=1e-6)
 
 
 def test_delta_heads_are_scored_targeted_and_searched(tmp_path):
@@ -460,7 +522,40 @@ def test_export_writes_qwen3_5_as_llama_cpps_qwen35_graph_reads_it(tmp_path):
         check_exportable(tiny_config("qwen3_5_text", linear_value_head_dim=16))
 
 
-@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_moe_text", "granitemoehybrid", "lfm2"])
+def test_export_writes_qwen3_next_as_llama_cpps_qwen3next_graph_reads_it(tmp_path):
+    """Qwen3-Next's Gated DeltaNet sizes as llama.cpp's `ssm.*` keys, its fused in_proj_qkvz written as Qwen3.5's
+    in_proj_qkv and in_proj_z apart (`attn_qkv`, `attn_gate`) and in_proj_ba as it is, its value heads grouped by key
+    head as transformers holds them (its qwen3next graph reads them so); what the graph computes otherwise is
+    refused."""
+    import gguf
+    import numpy as np
+    from minitron.export import export
+    from minitron.export_checks import check_exportable
+    from test_export import byte_level_tokenizer, save_model
+
+    model = save_model(tmp_path / "hf", "qwen3_next", byte_level_tokenizer())
+    reader = gguf.GGUFReader(export(str(tmp_path / "hf"), tmp_path / "m.gguf", "f16").gguf)
+    fields = {k: f.contents() for k, f in reader.fields.items()}
+    assert fields["general.architecture"] == "qwen3next"
+    assert fields["qwen3next.attention.recurrent_layers"] == [True, False, True, False]
+    assert {k: fields[f"qwen3next.ssm.{k}"] for k in ("inner_size", "state_size", "group_count", "time_step_rank")} == {
+        "inner_size": 32, "state_size": 8, "group_count": 2, "time_step_rank": 4}
+    assert (fields["qwen3next.expert_count"], fields["qwen3next.expert_shared_feed_forward_length"]) == (6, 64)
+    tensors = {t.name: np.asarray(t.data) for t in reader.tensors}
+    delta, twin = model.model.layers[0].linear_attn, unfused_twin(model).model.layers[0].linear_attn
+    for name, want in {"attn_qkv.weight": twin.in_proj_qkv.weight, "attn_gate.weight": twin.in_proj_z.weight,
+                       "ssm_ba.weight": delta.in_proj_ba.weight, "ssm_out.weight": delta.out_proj.weight,
+                       "ssm_a": -delta.A_log.exp()}.items():
+        assert np.allclose(tensors[f"blk.0.{name}"], want.detach().numpy(), rtol=1e-3, atol=1e-4), name  # (f16)
+    with pytest.raises(MinitronError, match="llama.cpp's qwen3next graph always renormalises"):
+        check_exportable(tiny_config("qwen3_next", norm_topk_prob=False))
+    with pytest.raises(MinitronError, match="llama.cpp's qwen3next graph takes one head size"):
+        check_exportable(tiny_config("qwen3_next", linear_value_head_dim=16))
+    with pytest.raises(MinitronError, match=r"dense layers \[1\] among its mixture-of-experts ones"):
+        check_exportable(tiny_config("qwen3_next", mlp_only_layers=[1]))
+
+
+@pytest.mark.parametrize("family", ["nemotron_h", "qwen3_5_moe_text", "qwen3_next", "granitemoehybrid", "lfm2"])
 def test_the_report_plots_a_hybrids_importance(family, tmp_path):
     """The compress report's importance plot shows each layer's heads: attention heads, and in a recurrent layer its
     Mamba-2 or Gated DeltaNet heads or its short convolution's channels."""

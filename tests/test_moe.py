@@ -21,9 +21,9 @@ from minitron.load import load_config
 from minitron.prune import Plan, apply_plan, check_target, params_of, target_config
 from minitron.search import budget_of, enumerate_shapes
 
-MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen2_moe",
-       "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3", "glm4_moe_lite",
-       "deepseek_v2", "sarvam_mla"]
+MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen3_next",
+       "qwen2_moe", "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
+       "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "minimax_m2"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -104,11 +104,13 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
                 top = probs.gather(1, picks)
                 return logits, top / top.sum(-1, keepdim=True), picks
             steer = steer or ([router.e_score_correction_bias] if hasattr(router, "e_score_correction_bias") else [])
-            if steer:  # LFM2-MoE (the block's bias), GLM-4.5 (the router's): sigmoid scores, the picks steered by the
-                # bias, the picked scores renormalised and scaled
+            if steer:  # LFM2-MoE and MiniMax-M2 (the block's bias), GLM-4.5 (the router's): sigmoid scores, the
+                # picks steered by the bias, the picked scores renormalised and scaled (MiniMax-M2's not scaled)
                 scores = logits.sigmoid()
                 picks = (scores + steer[0]).index_fill(1, torch.tensor([1, 4]), float("-inf")).topk(2, dim=-1)[1]
                 top = scores.gather(1, picks)
+                if not hasattr(router, "routed_scaling_factor"):
+                    return logits, top / top.sum(-1, keepdim=True), picks
                 return logits, top / (top.sum(-1, keepdim=True) + 1e-6) * router.routed_scaling_factor, picks
             logits[:, [1, 4]] = float("-inf")
             top, index = logits.softmax(-1).topk(2, dim=-1)
@@ -131,15 +133,15 @@ def test_a_target_prunes_the_families_own_sizes(family):
     config = tiny_config(family)
     mlp = arch_of(config).mlp_size
     experts = arch_of(config).experts_size
-    assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen2_moe", "lfm2_moe",
-                                                         "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3",
+    assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe",
+                                                         "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3",
                                                          "glm4_moe_lite", "deepseek_v2", "sarvam_mla")
                    else "intermediate_size")
     assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
                        "granitemoehybrid_moe": "num_local_experts", "glm4_moe": "n_routed_experts",
                        "dots1": "n_routed_experts", "deepseek_v3": "n_routed_experts",
                        "glm4_moe_lite": "n_routed_experts", "deepseek_v2": "n_routed_experts",
-                       "sarvam_mla": "n_routed_experts",
+                       "sarvam_mla": "n_routed_experts", "minimax_m2": "num_local_experts",
                        "ernie4_5_moe": "moe_num_experts"}.get(family, "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):

@@ -223,8 +223,10 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "ernie4_5, ernie4_5_moe, exaone4, gemma, gemma2, gemma3_text, glm4, "
                                             "glm4_moe, glm4_moe_lite, gpt_oss, granite, granitemoe, granitemoehybrid, "
                                             "hunyuan_v1_dense, hunyuan_v1_moe, lfm2, lfm2_moe, llama, "
-                                            "ministral3, mistral, mixtral, nemotron, nemotron_h, olmo2, olmo3, olmoe, "
+                                            "minimax_m2, ministral3, mistral, mixtral, nemotron, nemotron_h, "
+                                            "olmo2, olmo3, olmoe, "
                                             "phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, qwen3_moe, "
+                                            "qwen3_next, "
                                             "sarvam_mla, seed_oss, smollm3, stablelm, youtu"):
         arch_of(GPT2Config())
 

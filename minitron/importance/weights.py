@@ -118,11 +118,22 @@ def coupled_delta(delta: nn.Module, elem: Elem) -> torch.Tensor:
     head's (query and key rows, conv1d channels)."""
     rows = DeltaRows.of(delta)
     Hv, keys = delta.num_v_heads, rows.k_heads * rows.dk
-    channel = _row_sum(delta.in_proj_qkv, elem) + conv_sum(delta.conv1d, elem)
+    qkv, z, b, a = delta_row_sums(delta, rows, elem)
+    channel = qkv + conv_sum(delta.conv1d, elem)
     per_key = (channel[:keys] + channel[keys:2 * keys]).view(rows.k_heads, -1).sum(1)
-    per_value = (channel[2 * keys:] + _row_sum(delta.in_proj_z, elem) + column_sum(delta.out_proj.weight, elem))
-    return per_value.view(Hv, -1).sum(1) + _row_sum(delta.in_proj_b, elem) + _row_sum(delta.in_proj_a, elem) + \
-        elem(delta.dt_bias) + elem(delta.A_log) + (per_key / (Hv // rows.k_heads)).repeat_interleave(Hv // rows.k_heads)
+    per_value = (channel[2 * keys:] + z + column_sum(delta.out_proj.weight, elem))
+    return per_value.view(Hv, -1).sum(1) + b + a + elem(delta.dt_bias) + elem(delta.A_log) + \
+        (per_key / (Hv // rows.k_heads)).repeat_interleave(Hv // rows.k_heads)
+
+
+def delta_row_sums(delta: nn.Module, rows: DeltaRows, elem: Elem) -> tuple[torch.Tensor, ...]:
+    """A Gated DeltaNet's row sums (`_row_sum`) of in_proj_qkv, in_proj_z, in_proj_b and in_proj_a, or where they are
+    fused (Qwen3-Next's `DeltaRows.fused`), of the same rows of in_proj_qkvz and in_proj_ba."""
+    sums = [_row_sum(getattr(delta, name), elem) for name in rows.inputs]
+    if not rows.fused:
+        return tuple(sums)
+    (qkvz, ba), (qkvz_order, ba_order) = sums, rows.fused_order()
+    return *qkvz[qkvz_order].split([rows.qkv_rows, rows.v_heads * rows.dv]), *ba[ba_order].chunk(2)
 
 
 def coupled_conv(conv: nn.Module, elem: Elem) -> torch.Tensor:

@@ -191,13 +191,11 @@ def slice_layer_delta(layer: nn.Module, v_heads: torch.Tensor, k_heads: torch.Te
     delta = delta_of(layer)
     if delta is None:
         return
-    rows = DeltaRows.of(delta)
-    qkv, values = rows.qkv(v_heads.cpu(), k_heads.cpu()), rows.values(v_heads.cpu())
-    slice_linear(delta.in_proj_qkv, 0, qkv)
+    rows, v_heads, k_heads = DeltaRows.of(delta), v_heads.cpu(), k_heads.cpu()
+    qkv, values = rows.qkv(v_heads, k_heads), rows.values(v_heads)
+    for name, kept in rows.kept_inputs(v_heads, k_heads):
+        slice_linear(getattr(delta, name), 0, kept)
     slice_conv(delta.conv1d, qkv)
-    slice_linear(delta.in_proj_z, 0, values)
-    for linear in (delta.in_proj_b, delta.in_proj_a):
-        slice_linear(linear, 0, v_heads)
     for name in ("dt_bias", "A_log"):
         slice_param(delta, name, 0, v_heads)
     slice_linear(delta.out_proj, 1, values)
