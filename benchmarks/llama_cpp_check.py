@@ -41,7 +41,7 @@ from minitron.arch import arch_of, is_sparse, moe_block, moe_weights, num_expert
 from minitron.export import PRE_TOKENIZERS, export
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE, yarn_unrounded
 from minitron.export_quant import TYPES, encode, tensor_type
-from minitron.gguf_layout import (GGUF_ARCH, OUTPUT_REQUIRED, experts_in_gguf, granite_mlp_in_gguf, gguf_tensor,
+from minitron.gguf_layout import (OUTPUT_REQUIRED, experts_in_gguf, gguf_arch, granite_mlp_in_gguf, gguf_tensor,
                                   mla_in_gguf, mla_read, mla_stored, oss_in_gguf, oss_read, oss_stored, tensor_names)
 from minitron.load import load_model, load_tokenizer
 
@@ -53,7 +53,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2"]
+            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -90,7 +90,7 @@ def quantized_reference(model, dtype: str):
     if yarn_unrounded(config):
         config.rope_parameters = {**config.rope_parameters, "truncate": True}
         model.model.rotary_emb = type(model.model.rotary_emb)(config)
-    arch = GGUF_ARCH[config.model_type]
+    arch = gguf_arch(config)
     names = tensor_names(arch, config.num_hidden_layers)
     shared = tied(config) and arch not in OUTPUT_REQUIRED
     family, experts = arch_of(config), num_experts(config)
@@ -217,7 +217,7 @@ def sharpen(model, factor: float) -> None:
             steer = w.statics.e_score_correction_bias if w.statics is not None else steer  # (ERNIE 4.5's)
             glm = w.block is None and steer is not None  # (by `factor`, its experts' output hides their scale)
             if arch.oss_experts or steer is not None:  # GPT-OSS's experts, LFM2-MoE's, MiniMax-M2's, GLM-4.5's
-                for param in (w.experts.gate_up_proj, w.experts.down_proj):
+                for param in (getattr(w.experts, w.inputs), w.experts.down_proj):
                     param.mul_(factor / 2 if glm else factor)
             if steer is not None:  # LFM2-MoE's, MiniMax-M2's, GLM-4.5's and ERNIE 4.5's router and the bias that steers
                 # its picks
@@ -241,6 +241,11 @@ LATENT_MOE = dict(LATENT, n_routed_experts=6, num_experts_per_tok=2, n_shared_ex
                   intermediate_size=80, routed_scaling_factor=2.5, norm_topk_prob=True, n_group=1, topk_group=1)
 # The tiny Nemotron-H's layers: Mamba-2, attention, MLP, Mamba-2 (eight Mamba-2 heads of 8 in two groups).
 NEMOTRON_H_LAYERS = ["linear_attention", "full_attention", "mlp", "linear_attention"]
+# Nemotron 3's kind (`nemotron_h_moe`, a Nemotron-H with experts): Mamba-2, experts, attention, experts
+NEMOTRON_3 = dict(layers_block_type=["linear_attention", "moe", "full_attention", "moe"], n_routed_experts=6,
+                  num_experts_per_tok=2, moe_intermediate_size=96, moe_shared_expert_intermediate_size=64,
+                  routed_scaling_factor=2.5)
+MODEL_TYPES = {"nemotron_h_moe": "nemotron_h"}  # the tiny families that are a model type's variant
 
 
 def tiny_model(family: str, seed: int = 0):
@@ -297,6 +302,8 @@ def tiny_model(family: str, seed: int = 0):
              "nemotron_h": dict(layers_block_type=NEMOTRON_H_LAYERS, mamba_num_heads=8, mamba_head_dim=8, n_groups=2,
                                 ssm_state_size=16, chunk_size=8, pad_token_id=None, bos_token_id=None,
                                 eos_token_id=None),
+             "nemotron_h_moe": dict(NEMOTRON_3, mamba_num_heads=8, mamba_head_dim=8, n_groups=2, ssm_state_size=16,
+                                    chunk_size=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "qwen3_5_text": dict(layer_types=["linear_attention", "linear_attention", "linear_attention",
                                                "full_attention"], linear_num_key_heads=2, linear_num_value_heads=4,
                                   linear_key_head_dim=8, linear_value_head_dim=8),
@@ -350,7 +357,8 @@ def tiny_model(family: str, seed: int = 0):
                                   moe_intermediate_size=96, intermediate_size=80, tie_word_embeddings=False,
                                   pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **{**sizes, **extra}), dtype=torch.float32)
+    config = AutoConfig.for_model(MODEL_TYPES.get(family, family), **{**sizes, **extra})
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":

@@ -67,6 +67,8 @@ class SharedNames:
 
 GRANITE_SHARED = SharedNames("shared_mlp", True, "input_linear", "output_linear", None, "shared_intermediate_size")
 GLM_SHARED = SharedNames("shared_experts", gate=None, size=None, count="n_shared_experts")
+# Nemotron 3's, in the block as `shared_experts`, ungated, of its own size (squared-ReLU: up_proj and down_proj only)
+NEMOTRON_SHARED = SharedNames("shared_experts", gate=None, size="moe_shared_expert_intermediate_size")
 ERNIE_SHARED = replace(GLM_SHARED, count="moe_num_shared_experts")  # ERNIE 4.5's, the same under its name
 HUNYUAN_SHARED = SharedNames("shared_mlp", gate=None, size=None)  # Hunyuan-A13B's, as wide as one routed expert
 
@@ -97,7 +99,7 @@ class Arch:
     # How checkpoints name a mixture of experts: the block, and each expert's gate, up and down linears (transformers
     # joins them into its 3D tensors when it loads one and splits them when it saves), or, where a checkpoint stores
     # the 3D tensors themselves, the names of the router, gate-and-up and down tensors in the layer (`stored_fused`)
-    stored_moe: tuple[str, str, str, str] = ("mlp", "gate_proj", "up_proj", "down_proj")
+    stored_moe: tuple[str, str | None, str, str] = ("mlp", "gate_proj", "up_proj", "down_proj")  # (gate: None ungated)
     stored_fused: tuple[str, str, str] | None = None
     # Beside the routed experts, one shared expert every token runs (a gated MLP of shared_expert_intermediate_size
     # neurons, `block.shared_expert`), its output scaled by the sigmoid of `block.shared_expert_gate` (Qwen3.5-MoE)
@@ -303,6 +305,12 @@ GRANITE_MOE_HYBRID = replace(FAMILIES["granitemoehybrid"], moe=True, mlp_size="i
                              experts_size="num_local_experts", moe_block="block_sparse_moe", router="router",
                              stored_fused=FAMILIES["granitemoe"].stored_fused, shared_expert=True,
                              shared_names=GRANITE_SHARED)
+# Nemotron 3 (Nano 30B-A3B): Nemotron-H's layers with mixture-of-experts layers (`moe`) in place of the MLP ones: 128
+# squared-ReLU experts without a gate (`PLAIN_EXPERTS`: up_proj and down_proj), 6 a token, picked by a sigmoid router
+# steered by its own bias, their weights renormalised and scaled, and an ungated shared expert (`NEMOTRON_SHARED`)
+NEMOTRON_H_MOE = replace(FAMILIES["nemotron_h"], moe=True, mlp_size="moe_intermediate_size",
+                         experts_size="n_routed_experts", moe_block="mixer", shared_expert=True,
+                         shared_names=NEMOTRON_SHARED, stored_moe=("mixer", None, "up_proj", "down_proj"))
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
 PER_LAYER = ("layer_types", "no_rope_layers", "mlp_layer_types")
@@ -349,7 +357,7 @@ def mixer_sizes(arch: Arch) -> tuple[str, ...]:
 
 
 # `config.layer_types`' names of a hybrid's layer kinds (the recurrent ones: Mamba-2's, Gated DeltaNet's)
-RECURRENT, ATTENTION, MLP = "linear_attention", "full_attention", "mlp"
+RECURRENT, ATTENTION, MLP, MOE = "linear_attention", "full_attention", "mlp", "moe"
 
 
 def prunable_sizes(config) -> tuple[str, ...]:
@@ -462,13 +470,28 @@ def arch_of(config) -> Arch:
         raise MinitronError(f"this {model_type} model has a mixture of experts in one of every "
                             f"{config.decoder_sparse_step} layers only (decoder_sparse_step); minitron prunes models "
                             "whose dense layers are listed (mlp_only_layers)")
-    if model_type == "nemotron_h" and (other := set(config.layer_types) - {RECURRENT, ATTENTION, MLP}):
-        raise MinitronError(f"this nemotron_h model has {', '.join(sorted(other))} layers (Nemotron 3's "
-                            "mixture of experts); minitron prunes Nemotron-H models of Mamba-2, attention and MLP "
-                            "layers")
+    if model_type == "nemotron_h":
+        return nemotron_h_arch(config)
     if model_type == "granitemoehybrid" and getattr(config, "num_local_experts", 0):
         return GRANITE_MOE_HYBRID
     return FAMILIES[model_type]
+
+
+def nemotron_h_arch(config) -> Arch:
+    """Nemotron-H's adapter, or Nemotron 3's where its layers are mixtures of experts (`NEMOTRON_H_MOE`); one with both
+    MLP and mixture-of-experts layers, or with its experts behind a latent projection (Nemotron 3 Super's
+    moe_latent_size), is refused in one line."""
+    kinds = set(config.layer_types)
+    if other := kinds - {RECURRENT, ATTENTION, MLP, MOE}:
+        raise MinitronError(f"this nemotron_h model has {', '.join(sorted(other))} layers; minitron prunes Nemotron-H "
+                            "models of Mamba-2, attention, MLP and mixture-of-experts layers")
+    if MOE not in kinds:
+        return FAMILIES["nemotron_h"]
+    if MLP in kinds or getattr(config, "moe_latent_size", None):
+        raise MinitronError("this nemotron_h model has both MLP and mixture-of-experts layers, or its experts behind a "
+                            "latent projection (moe_latent_size: Nemotron 3 Super's); minitron prunes Nemotron-H "
+                            "models with one of the two kinds, and Nemotron 3 Nano's experts")
+    return NEMOTRON_H_MOE
 
 
 def tied(config) -> bool:
@@ -589,9 +612,12 @@ def shared_expert_of(layer: nn.Module, arch: Arch) -> nn.Module | None:
 
 
 def shared_rows(layer: nn.Module, arch: Arch) -> list[Rows]:
-    """The rows of a shared expert's neurons: its gate's and up's (the two halves of a fused input_linear)."""
+    """The rows of a shared expert's neurons: its gate's and up's (the two halves of a fused input_linear), or its up's
+    where it has no gate (Nemotron 3's)."""
     shared, names = shared_expert_of(layer, arch), arch.shared_names
-    return halves(getattr(shared, names.fused)) if names.fused else [Rows(shared.gate_proj), Rows(shared.up_proj)]
+    if names.fused:
+        return halves(getattr(shared, names.fused))
+    return [Rows(shared.gate_proj), Rows(shared.up_proj)] if arch.gated_mlp else [Rows(shared.up_proj)]
 
 
 def shared_down(layer: nn.Module, arch: Arch) -> nn.Linear:
@@ -714,12 +740,13 @@ def mixer_inputs(layer: nn.Module) -> list[nn.Linear]:
 
 
 def shared_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
-    """The linears that read a mixture of experts' input for its shared expert: the expert's gate and up, and its
-    gate's one row (none without a shared expert)."""
+    """The linears that read a mixture of experts' input for its shared expert: the expert's gate and up (up alone
+    where it has no gate), and its gate's one row (none without a shared expert)."""
     names, shared = arch.shared_names, shared_expert_of(layer, arch)
     if shared is None:
         return []
-    readers = [getattr(shared, names.fused)] if names.fused else [shared.gate_proj, shared.up_proj]
+    readers = [getattr(shared, names.fused)] if names.fused else \
+        [shared.gate_proj, shared.up_proj] if arch.gated_mlp else [shared.up_proj]
     return readers + ([getattr(moe_block(layer, arch), names.gate)] if names.gate else [])
 
 
@@ -864,6 +891,9 @@ class ExpertParam:
 ROW_EXPERTS = (ExpertParam("router", "weight", hidden=1),
                ExpertParam("experts", "gate_up_proj", hidden=2, neurons=1, gated="halves"),
                ExpertParam("experts", "down_proj", hidden=1, neurons=2))
+# Squared-ReLU experts without a gate (Nemotron 3's: `Arch.gated_mlp` False): up rows (experts, neurons, hidden)
+PLAIN_EXPERTS = (ExpertParam("router", "weight", hidden=1), ExpertParam("experts", "up_proj", hidden=2, neurons=1),
+                 ExpertParam("experts", "down_proj", hidden=1, neurons=2))
 # GPT-OSS's (`Arch.oss_experts`): the transposes, gate and up columns in turn, and biases
 OSS_EXPERTS = (ExpertParam("router", "weight", hidden=1), ExpertParam("router", "bias"),
                ExpertParam("experts", "gate_up_proj", hidden=1, neurons=2, gated="pairs"),
@@ -885,17 +915,23 @@ class MoEWeights:
     experts, hidden channels and neurons are); `gate_up` and `down` read them as most families hold them."""
 
     router: nn.Module  # holds `weight`
-    experts: nn.Module  # holds `gate_up_proj` and `down_proj`
+    experts: nn.Module  # holds `gate_up_proj` (or, ungated, `up_proj`) and `down_proj`
     oss: bool = False  # GPT-OSS's layout (`Arch.oss_experts`)
     block: nn.Module | None = None  # the block, where it holds a bias for the router's picks (`BLOCK_BIASES`)
     gate: nn.Module | None = None  # what routes, where the router's weights are a linear of it (Hunyuan's `wg`)
     block_bias: str = "expert_bias"  # the block's bias's name (`BLOCK_BIASES`)
+    gated: bool = True  # the experts have a gate (False: up_proj alone, `PLAIN_EXPERTS`)
 
     @property
     def params(self) -> tuple[ExpertParam, ...]:
         steered = (ExpertParam("block", self.block_bias),) if self.block is not None else tuple(
             p for p, holder in ((ROUTER_BIAS, self.router), (STATICS_BIAS, self.statics)) if hasattr(holder, p.name))
-        return (OSS_EXPERTS if self.oss else ROW_EXPERTS) + steered
+        return (OSS_EXPERTS if self.oss else ROW_EXPERTS if self.gated else PLAIN_EXPERTS) + steered
+
+    @property
+    def inputs(self) -> str:
+        """The name of the experts' tensor that reads their input: gate_up_proj, or up_proj where ungated."""
+        return "gate_up_proj" if self.gated else "up_proj"
 
     @property
     def statics(self) -> nn.Module | None:
@@ -910,8 +946,8 @@ class MoEWeights:
         return (self.router if self.gate is None else self.gate)(x)
 
     def gate_up_of(self, t: torch.Tensor) -> torch.Tensor:
-        """A tensor shaped like gate_up_proj (the weight, or its gradient times it) as (experts, 2 x neurons,
-        hidden), the gate's rows first."""
+        """A tensor shaped like the experts' input tensor (`inputs`; the weight, or its gradient times it) as (experts,
+        2 x neurons, hidden), the gate's rows first, or (experts, neurons, hidden) where ungated."""
         return torch.cat([t[..., 0::2], t[..., 1::2]], -1).transpose(1, 2) if self.oss else t
 
     def down_of(self, t: torch.Tensor) -> torch.Tensor:
@@ -920,7 +956,7 @@ class MoEWeights:
 
     @property
     def gate_up(self) -> torch.Tensor:
-        return self.gate_up_of(self.experts.gate_up_proj)
+        return self.gate_up_of(getattr(self.experts, self.inputs))
 
     @property
     def down(self) -> torch.Tensor:
@@ -937,6 +973,9 @@ class MoEWeights:
         if self.oss:
             a = ex._apply_gate((x @ ex.gate_up_proj[e] + ex.gate_up_proj_bias[e]).float())
             return a, (a.to(ex.down_proj.dtype) @ ex.down_proj[e] + ex.down_proj_bias[e]).float()
+        if not self.gated:
+            a = ex.act_fn(F.linear(x, ex.up_proj[e]).float())
+            return a, F.linear(a.to(ex.down_proj.dtype), ex.down_proj[e]).float()
         gate, up = F.linear(x, ex.gate_up_proj[e]).float().chunk(2, dim=-1)
         a = ex.act_fn(gate) * up
         return a, F.linear(a.to(ex.down_proj.dtype), ex.down_proj[e]).float()
@@ -952,7 +991,8 @@ def moe_weights(block: nn.Module, arch: Arch) -> MoEWeights:
     router = getattr(block, arch.router)
     linear = getattr(router, "wg", None)  # (Hunyuan's router holds its weights in a linear and routes itself)
     return MoEWeights(router if linear is None else linear, block.experts, arch.oss_experts,
-                      block if bias else None, None if linear is None else router, bias or "expert_bias")
+                      block if bias else None, None if linear is None else router, bias or "expert_bias",
+                      arch.gated_mlp)
 
 
 @dataclass(frozen=True)
@@ -986,13 +1026,23 @@ class StoredAs:
 
 
 def stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
-    """How a checkpoint stores the state-dict entry `name` (None: as itself, under its name)."""
-    if arch.stored_prefix != "model." and name.startswith("model."):  # the decoder under another name (Nemotron-H)
-        return StoredAs(((arch.stored_prefix + name.removeprefix("model."),),), stacked=False)
+    """How a checkpoint stores the state-dict entry `name` (None: as itself, under its name): `moe_stored_as`, under the
+    name the checkpoint gives the decoder (Nemotron-H's backbone.)."""
+    stored = moe_stored_as(name, arch, experts)
+    if arch.stored_prefix == "model." or not name.startswith("model."):
+        return stored
+    names = stored.names if stored else ((name,),)
+    return StoredAs(tuple(tuple(arch.stored_prefix + n.removeprefix("model.") for n in group) for group in names),
+                    stacked=bool(stored and stored.stacked))
+
+
+def moe_stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
+    """How a checkpoint stores the state-dict entry `name` under the decoder's in-memory name (`model.`): renamed
+    (`Arch.stored_renames`), or a mixture of experts' tensor as its family stores it (None: as itself)."""
     for part, stored in arch.stored_renames:
         if part in name:
             return StoredAs(((name.replace(part, stored),),), stacked=False)
-    parts = (f"{arch.router}.weight", "experts.gate_up_proj", "experts.down_proj")
+    parts = (f"{arch.router}.weight", f"experts.{'gate_up_proj' if arch.gated_mlp else 'up_proj'}", "experts.down_proj")
     m = re.fullmatch(rf"(model\.layers\.\d+\.){arch.moe_block}\.({'|'.join(map(re.escape, parts))})", name) \
         if arch.moe else None
     if m is None:
@@ -1003,7 +1053,7 @@ def stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
     prefix = f"{m[1]}{block}."
     if m[2] == parts[0]:
         return StoredAs(((prefix + m[2],),), stacked=False)
-    linears = (gate, up) if m[2] == "experts.gate_up_proj" else (down,)
+    linears = (down,) if m[2] == parts[2] else (gate, up) if gate else (up,)
     return StoredAs(tuple(tuple(f"{prefix}experts.{e}.{linear}.weight" for linear in linears)
                           for e in range(experts)), stacked=True)
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from minitron.arch import (ATTENTION, MLP, RECURRENT, arch_of, dense_layers, expert_groups, head_dim, num_experts,
-                           shared_width, tied)
+from minitron.arch import (ATTENTION, MLP, MOE, RECURRENT, arch_of, dense_layers, expert_groups, head_dim,
+                           num_experts, shared_width, tied)
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
@@ -36,9 +36,9 @@ from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tens
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, OUTPUT_REQUIRED,
                                   RMS_NORM_EPS, XIELU, XIELU_TENSOR, delta_in_gguf, delta_stored, fused_gate_up,
-                                  gguf_tensor, granite_mlp_in_gguf, interleave_rotary, mamba_in_gguf, mamba_stored,
-                                  mla_in_gguf, mla_stored, oss_in_gguf, oss_stored, qkvz_in_gguf, qkvz_stored,
-                                  stacked_key, stored_plus_one, tensor_names)
+                                  gguf_arch, gguf_tensor, granite_mlp_in_gguf, interleave_rotary, mamba_in_gguf,
+                                  mamba_stored, mla_in_gguf, mla_stored, oss_in_gguf, oss_stored, qkvz_in_gguf,
+                                  qkvz_stored, stacked_key, stored_plus_one, tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import Checkpoint, require_safetensors
@@ -108,7 +108,7 @@ def export(model: str, out: Path, dtype: ExportDtype = "f16", overwrite: bool = 
     config = load_config(path)
     require_safetensors(path)  # no weights (or only a pickle): refused, not a GGUF without tensors
     check_exportable(config)
-    arch, weight_type = GGUF_ARCH[model_type], TYPES[dtype]
+    arch, weight_type = gguf_arch(config), TYPES[dtype]
     if weight_type.ggml and arch_of(config).moe:
         raise MinitronError(f"cannot export a mixture of experts as {dtype}: llama.cpp's k-quant mixes pick other "
                             f"types for its experts; export f16, bf16 or q8_0 and quantise with llama-quantize")
@@ -162,8 +162,8 @@ def layer_sizes(config) -> tuple[int | list[int], ...]:
         return neurons, config.num_attention_heads, config.num_key_value_heads
     kinds = config.layer_types  # the recurrent layers by no KV heads
     kv = [config.num_key_value_heads if kind == ATTENTION else 0 for kind in kinds]
-    if config.model_type == "nemotron_h":  # its MLP layers apart
-        neurons = [config.intermediate_size if kind == MLP else 0 for kind in kinds]
+    if config.model_type == "nemotron_h":  # its MLP layers (or its experts' layers: Nemotron 3's) apart
+        neurons = [getattr(config, arch.mlp_size) if kind in (MLP, MOE) else 0 for kind in kinds]
     elif config.model_type == "granitemoehybrid":  # its MLP (or experts) under its own name
         neurons = getattr(config, arch.mlp_size)
     return neurons, config.num_attention_heads, kv
@@ -324,9 +324,12 @@ def granitemoe_keys(writer: gguf.GGUFWriter, config) -> None:
 def nemotron_h_keys(writer: gguf.GGUFWriter, config) -> None:
     """Nemotron-H's Mamba-2 sizes: its convolution, inner width (heads x head_dim), state, heads and groups; its norms'
     epsilon under the LayerNorm key too (the llama.cpp node-llama-cpp 3.22.1 ships reads that one; later ones the
-    RMSNorm key written with every family's)."""
+    RMSNorm key written with every family's); Nemotron 3's experts (`routed_keys`: its nemotron_h_moe graph's router
+    is a sigmoid, steered by the bias)."""
     writer.add_layer_norm_eps(config.layer_norm_epsilon)
     mamba_keys(writer, config)
+    if arch_of(config).moe:
+        routed_keys(writer, config, gguf.ExpertGatingFuncType.SIGMOID, config.norm_topk_prob)
 
 
 def mamba_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -605,7 +608,7 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
     does: split (Granite-MoE's gate and up; GPT-OSS's experts), in a graph's own layout (Nemotron-H's Mamba-2,
     Qwen3.5's Gated DeltaNet, Llama's interleaved q/k rows), norms as 1 + w, Gemma's query scale folded in, a tied head
     written out where the graph has none."""
-    arch = GGUF_ARCH[config.model_type]
+    arch = gguf_arch(config)
     if gate_up := fused_gate_up(key):  # Granite-MoE's: every expert's gate rows, then its up rows
         return list(zip(gate_up, np.split(data, 2, axis=1)))
     if mamba := mamba_in_gguf(key):  # Nemotron-H's, Granite 4's

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from minitron.arch import FAMILIES, arch_of, dense_layers, expert_groups, head_dim
+from minitron.arch import FAMILIES, RECURRENT, arch_of, dense_layers, expert_groups, head_dim
 from minitron.errors import MinitronError
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, GGUF_ARCH, SMOLLM3_NO_ROPE_STEP)
@@ -336,6 +336,9 @@ def check_nemotron_h(config) -> None:
     if tuple(config.time_step_limit) != (0.0, float("inf")):
         raise MinitronError(f"cannot export this nemotron_h model with time_step_limit {list(config.time_step_limit)}: "
                             "llama.cpp's Mamba-2 graph does not clamp the time step")
+    if RECURRENT not in config.layer_types:  # (a target may drop them all)
+        raise MinitronError("cannot export a nemotron_h model without a Mamba-2 layer: llama.cpp's graph fails to "
+                            "allocate its recurrent state then (GGML_ASSERT(buffer))")
     biases = [name for name in ("use_bias", "attention_bias", "mlp_bias") if getattr(config, name)]
     if biases or not config.use_conv_bias:
         raise MinitronError(f"cannot export this nemotron_h model with {', '.join(biases) or 'use_conv_bias false'}: "

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from minitron.arch import FUSED_DELTA, DeltaRows
+from minitron.arch import FUSED_DELTA, DeltaRows, arch_of
 
 # The llama.cpp graph each Hugging Face model type is written as, by the graph's name (Mistral as llama.cpp's "llama",
 # as its own converter does), and read back from (`gguf_read.READ_AS`).
@@ -29,6 +29,16 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "glm4_moe": "glm4moe", "ernie4_5_moe": "ernie4_5-moe", "dots1": "dots1", "hunyuan_v1_moe": "hunyuan-moe",
              "deepseek_v3": "deepseek2", "glm4_moe_lite": "deepseek2", "deepseek_v2": "deepseek2", "youtu": "deepseek2",
              "sarvam_mla": "deepseek2", "minimax_m2": "minimax-m2"}
+
+
+def gguf_arch(config) -> str:
+    """The llama.cpp graph a model is written as (`GGUF_ARCH`; a Nemotron-H with experts, Nemotron 3's, as
+    `nemotron_h_moe`)."""
+    if config.model_type == "nemotron_h" and arch_of(config).moe:
+        return "nemotron_h_moe"
+    return GGUF_ARCH[config.model_type]
+
+
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
@@ -48,7 +58,7 @@ XIELU = ("alpha_p", "alpha_n", "beta", "eps")
 XIELU_TENSOR = re.compile(r"model\.layers\.(\d+)\.mlp\.act_fn\.(alpha_p|alpha_n|beta|eps)")
 # A mixture of experts' stored tensors, one an expert and linear (`arch.stored_as`), which a GGUF file holds stacked
 # over the experts, one tensor a layer and linear: (layer, block, expert, linear).
-EXPERT_TENSOR = re.compile(r"model\.layers\.(\d+)\.(\w+)\.experts\.(\d+)\.(\w+)\.weight")
+EXPERT_TENSOR = re.compile(r"(?:model|backbone)\.layers\.(\d+)\.(\w+)\.experts\.(\d+)\.(\w+)\.weight")
 
 
 # Nemotron-H's and Granite 4's Mamba-2 tensors that llama.cpp's converter writes otherwise (`mamba_in_gguf`).
@@ -268,20 +278,23 @@ def granite_mlp_in_gguf(key: str, experts: int) -> tuple[str, ...] | None:
 
 
 def experts_in_gguf(key: str) -> tuple[str, ...] | None:
-    """The GGUF tensors transformers' 3D experts' tensor `key` (`...experts.gate_up_proj`: gate and up rows, or
-    `...experts.down_proj`) is written as, in the order of its rows; None for any other tensor."""
+    """The GGUF tensors transformers' 3D experts' tensor `key` (`...experts.gate_up_proj`: gate and up rows; ungated
+    experts' `...experts.up_proj`; `...experts.down_proj`) is written as, in the order of its rows; None for any other
+    tensor."""
     import gguf  # lazy: an extra, and CLI start-up speed
 
-    if (m := re.fullmatch(r"model\.layers\.(\d+)\.\w+\.experts\.(gate_up_proj|down_proj)", key)) is None:
+    if (m := re.fullmatch(r"model\.layers\.(\d+)\.\w+\.experts\.(gate_up_proj|up_proj|down_proj)", key)) is None:
         return None
-    kinds = ((gguf.MODEL_TENSOR.FFN_GATE_EXP, gguf.MODEL_TENSOR.FFN_UP_EXP) if m[2] == "gate_up_proj"
-             else (gguf.MODEL_TENSOR.FFN_DOWN_EXP,))
+    T = gguf.MODEL_TENSOR
+    kinds = {"gate_up_proj": (T.FFN_GATE_EXP, T.FFN_UP_EXP), "up_proj": (T.FFN_UP_EXP,),
+             "down_proj": (T.FFN_DOWN_EXP,)}[m[2]]
     return tuple(f"{gguf.TENSOR_NAMES[kind].format(bid=int(m[1]))}.weight" for kind in kinds)
 
 
 def stacked_key(layer: int, block: str, linear: str) -> str:
-    """The Hugging Face name gguf-py maps to a layer's stacked experts' tensor of one linear (`ffn_gate_exps`)."""
-    return f"model.layers.{layer}.{block}.experts.{linear}.weight"
+    """The Hugging Face name gguf-py maps to a layer's stacked experts' tensor of one linear (`ffn_gate_exps`; Nemotron
+    3's experts, in its `mixer`, under the `mlp` name llama.cpp's converter merges them to)."""
+    return f"model.layers.{layer}.{'mlp' if block == 'mixer' else block}.experts.{linear}.weight"
 
 
 # What some graphs fix in llama.cpp's source, which no GGUF key carries (export refuses a model that differs,

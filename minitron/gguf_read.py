@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minitron.arch import (ATTENTION, GRANITE_MAMBA, MLP, RECURRENT, MambaNames, arch_of, num_experts, stored_as,
+from minitron.arch import (ATTENTION, GRANITE_MAMBA, MLP, MOE, RECURRENT, MambaNames, arch_of, num_experts, stored_as,
                            tied)
 from minitron.errors import MinitronError
 from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
                                   LAYER_NORM_EPS, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, delta_in_gguf,
-                                  delta_stored, fused_gate_up, gguf_tensor, granite_mlp_in_gguf, halve_rotary,
-                                  mamba_in_gguf, mamba_read, mla_in_gguf, mla_read, oss_in_gguf, oss_read, qkvz_in_gguf,
-                                  qkvz_read, stacked_key, stored_plus_one, tensor_names)
+                                  delta_stored, fused_gate_up, gguf_arch, gguf_tensor, granite_mlp_in_gguf,
+                                  halve_rotary, mamba_in_gguf, mamba_read, mla_in_gguf, mla_read, oss_in_gguf, oss_read,
+                                  qkvz_in_gguf, qkvz_read, stacked_key, stored_plus_one, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -36,6 +36,7 @@ from minitron.shards import SafetensorsWriter, TensorSpec
 # without experts a Youtu-LLM: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
            if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla")}
+READ_AS["nemotron_h_moe"] = "nemotron_h"  # Nemotron 3's graph (`gguf_layout.gguf_arch`)
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
                "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",
@@ -77,7 +78,7 @@ def stored_specs(tensors: dict, shapes: dict[str, tuple], config) -> dict[str, T
     """How each converted tensor is stored: in the file's own f16 or bf16 where its values pass unchanged (every value
     exact, half the disk of fp32: a 12B teacher of f16 takes 24 GB, not 48), in fp32 where they are dequantised,
     already f32, or changed on the way (norms stored as 1 + w). The model loads in fp32 either way."""
-    names = tensor_names(GGUF_ARCH[config.model_type], config.num_hidden_layers)
+    names = tensor_names(gguf_arch(config), config.num_hidden_layers)
 
     def dtype(key: str) -> torch.dtype:
         name = gguf_name(names, key, config.model_type, num_experts(config))[0]
@@ -261,9 +262,19 @@ def nemotron_h(meta: Metadata, layers: int) -> dict:
     if not all(isinstance(v, list) and len(v) == layers for v in (neurons, kv)):
         raise MinitronError(f"cannot read this nemotron_h GGUF file: its feed_forward_length and "
                             f"attention.head_count_kv are not one value for each of its {layers} layers")
-    kinds = [MLP if f else ATTENTION if k else RECURRENT for f, k in zip(neurons, kv)]
-    return {"layers_block_type": kinds, "intermediate_size": max(neurons) or 1, "num_key_value_heads": max(kv) or 1,
-            **mamba_settings(meta, MambaNames())}
+    experts = meta.arch == "nemotron_h_moe"  # Nemotron 3's: its MLP layers are mixtures of experts
+    kinds = [(MOE if experts else MLP) if f else ATTENTION if k else RECURRENT for f, k in zip(neurons, kv)]
+    settings = {"layers_block_type": kinds, "num_key_value_heads": max(kv) or 1, **mamba_settings(meta, MambaNames())}
+    if not experts:
+        return {**settings, "intermediate_size": max(neurons) or 1}
+    return {**settings, "n_routed_experts": required(meta, "expert_count", int),
+            "num_experts_per_tok": required(meta, "expert_used_count", int),
+            "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
+            "moe_shared_expert_intermediate_size": required(meta, "expert_shared_feed_forward_length", int),
+            "norm_topk_prob": bool(meta.get("expert_weights_norm", False)),
+            "routed_scaling_factor": float(meta.get("expert_weights_scale", 1.0)),
+            "n_group": int(meta.get("expert_group_count", 1)),
+            "topk_group": int(meta.get("expert_group_used_count", 1))}
 
 
 def layer_kv_heads(meta: Metadata, layers: int) -> list[int]:
@@ -545,7 +556,7 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
     scalars from their keys). A missing tensor, one of another shape, or one left over (a part the config does not
     describe) is refused; a mixture of experts' stacked tensors are split into one an expert (Granite-MoE's gate and up
     tensors joined into its one)."""
-    arch = GGUF_ARCH[config.model_type]
+    arch = gguf_arch(config)
     names = tensor_names(arch, config.num_hidden_layers)
     used = {name for name in tensors if name.startswith("rope_")}  # RoPE factors: read by correct_config
     stacked: dict[str, np.ndarray] = {}  # a layer's experts' tensors, dequantised once for all its experts

@@ -21,7 +21,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2"]
+            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -124,11 +124,19 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         return OlmoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, **sizes,
                               "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
                            pad_token_id=None, bos_token_id=None, eos_token_id=None)
-    if family == "nemotron_h":  # Mamba-2, attention, MLP, attention; eight Mamba heads in two groups (the layers that
-        # tests drop leave an attention layer: transformers runs no Nemotron-H without one)
+    if family in ("nemotron_h", "nemotron_h_moe"):  # Mamba-2, attention, MLP, attention; eight Mamba heads in two
+        # groups (the layers that tests drop leave an attention layer: transformers runs no Nemotron-H without one); or
+        # (Nemotron 3 Nano's kind: `nemotron_h_moe`) attention, attention, experts, experts (whatever layers the tests
+        # drop, the first stays one with a cache, as transformers needs): six squared-ReLU experts, two a token, picked
+        # by a sigmoid router steered by its bias, renormalised and scaled, and a shared expert of 64 neurons
         kinds = ["linear_attention", "full_attention", "mlp", "full_attention"] * sizes["num_hidden_layers"]
+        if family == "nemotron_h_moe":
+            kinds = ["full_attention", "full_attention", "moe", "moe"] * sizes["num_hidden_layers"]
+            sizes = {"n_routed_experts": 6, "num_experts_per_tok": 2, "moe_shared_expert_intermediate_size": 64,
+                     "moe_intermediate_size": sizes["intermediate_size"], "routed_scaling_factor": 2.5, **sizes}
+        kinds = sizes.pop("layers_block_type", kinds[:sizes["num_hidden_layers"]])  # (a test's own layers)
         return NemotronHConfig(**{"mamba_num_heads": 8, "mamba_head_dim": 8, "n_groups": 2, "ssm_state_size": 16,
-                                  "chunk_size": 8, **sizes, "layers_block_type": kinds[:sizes.pop("num_hidden_layers")]},
+                                  "chunk_size": 8, **sizes, "layers_block_type": kinds},
                                pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "qwen3_5_text":  # Gated DeltaNet, gated attention in turn; four value heads for two key heads
         from transformers.models.qwen3_5 import Qwen3_5TextConfig

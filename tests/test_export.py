@@ -80,6 +80,8 @@ MINISTRAL3_ROPE = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 16.0, "orig
 # Granite 4.0 Micro's kind: every layer attention, with RoPE (llama.cpp's granitehybrid graph switches RoPE on by
 # `rope.scaling.finetuned`)
 GRANITE_MICRO = {"layer_types": ["full_attention"] * 4, "position_embedding_type": "rope"}
+# Nemotron 3 with a Mamba-2 layer, as released (llama.cpp fails to allocate a Nemotron-H's state without one)
+NEMOTRON_3_MAMBA = {"layers_block_type": ["linear_attention", "moe", "full_attention", "moe"]}
 # LFM2's MLP as its released configs give it: neurons derived from intermediate_size (2/3 of 144, a multiple of 32: 96)
 LFM2_AUTO = {"block_auto_adjust_ff_dim": True, "intermediate_size": 144, "block_multiple_of": 32}
 
@@ -274,7 +276,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("deepseek_v3", "llama-bpe", "q8_0", True), ("glm4_moe_lite", None, "f16", False),
              ("deepseek_v2", "direct", "f16", False), ("deepseek_v3", "deepseek-yarn", "f16", False),
              ("youtu", "llama-bpe", "q8_0", True), ("sarvam_mla", None, "bf16", False),
-             ("minimax_m2", None, "f16", False), ("minimax_m2", "llama-bpe", "q8_0", True)]
+             ("minimax_m2", None, "f16", False), ("minimax_m2", "llama-bpe", "q8_0", True),
+             ("nemotron_h_moe", "mamba", "f16", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -287,7 +290,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
             extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "global": EXAONE4_GLOBAL, "mha": MHA,
                      "groups": EXPERT_GROUPS, "deepseek-yarn": DEEPSEEK_YARN,
                      "global-llama3": {**EXAONE4_GLOBAL, **scaled_rope(family, LLAMA3_ROPE)}, "32b": EXAONE4_32B,
-                     "micro": GRANITE_MICRO, "auto": LFM2_AUTO,
+                     "micro": GRANITE_MICRO, "auto": LFM2_AUTO, "mamba": NEMOTRON_3_MAMBA,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
         out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
@@ -903,7 +906,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("glm4_moe_lite", None, "f16", True), ("deepseek_v2", "direct", "f16", False),
     ("deepseek_v2", "direct", "f16", True), ("deepseek_v3", "deepseek-yarn", "f16", False),
     ("youtu", "youtu-pad", "f16", True), ("sarvam_mla", "groups", "f16", False), ("minimax_m2", None, "f16", False),
-    ("minimax_m2", None, "f16", True),
+    ("minimax_m2", None, "f16", True), ("nemotron_h_moe", "mamba", "f16", False),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
@@ -924,7 +927,8 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
                  "linear": scaled_rope(family, LINEAR_ROPE), "longrope": llama_cpp_check().PHI3_LONGROPE,
                  "ministral3": {"rope_parameters": MINISTRAL3_ROPE}, "global": EXAONE4_GLOBAL,
                  "32b": EXAONE4_32B, "mha": MHA, "auto": LFM2_AUTO, "groups": EXPERT_GROUPS,
-                 "direct": DIRECT_QUERIES, "deepseek-yarn": DEEPSEEK_YARN, "youtu-pad": YOUTU_PAD}.get(rope, {})
+                 "direct": DIRECT_QUERIES, "deepseek-yarn": DEEPSEEK_YARN, "youtu-pad": YOUTU_PAD,
+                 "mamba": NEMOTRON_3_MAMBA}.get(rope, {})
         model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf
     converted = load_model(str(out))

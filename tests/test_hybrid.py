@@ -133,16 +133,46 @@ def test_what_a_hybrid_cannot_be_is_refused(capsys, tmp_path):
         check_target(config, {"mamba_num_heads": 5})
     with pytest.raises(MinitronError, match="keeps none of this nemotron_h model's attention layers"):
         target_config(config, check_target(config, {}, [1, 3, 5]), [1, 3, 5])
-    with pytest.raises(MinitronError, match="first layer is an MLP layer, and transformers' Nemotron-H reads"):
+    with pytest.raises(MinitronError, match="first layer is an MLP or mixture-of-experts layer, and transformers' "
+                                            "Nemotron-H reads"):
         target_config(config, check_target(config, {}, [0, 1]), [0, 1])  # its generate() fails: a test by hand
-    moe = tiny_config("nemotron_h", num_hidden_layers=LAYERS)
-    moe.layers_block_type = ["linear_attention", "moe", "full_attention", "moe", "linear_attention", "mlp"]
-    with pytest.raises(MinitronError, match="has moe layers"):
+    moe = tiny_config("nemotron_h_moe")  # attention, attention, experts, experts
+    moe.layers_block_type = ["full_attention", "moe", "full_attention", "moe"]
+    with pytest.raises(MinitronError, match="first layer is an MLP or mixture-of-experts layer"):
+        target_config(moe, check_target(moe, {}, [0]), [0])
+    moe.layers_block_type = ["linear_attention", "moe", "full_attention", "mlp"]
+    with pytest.raises(MinitronError, match="both MLP and mixture-of-experts layers, or its experts behind a latent"):
         arch_of(moe)
+    with pytest.raises(MinitronError, match="both MLP and mixture-of-experts layers, or its experts behind a latent"):
+        arch_of(tiny_config("nemotron_h_moe", moe_latent_size=32))
     save_tiny(tmp_path / "teacher", "nemotron_h", num_hidden_layers=LAYERS)
     line = cli_error(capsys, "prune", "--model", tmp_path / "teacher", "--prune.drop-layers", "1", "3", "5",
                      "--out", tmp_path / "out")
     assert "keeps none of this nemotron_h model's attention layers" in line
+
+
+def test_nemotron_3_nano_is_taken_counted_and_exportable():
+    """Nemotron 3 Nano 30B-A3B's settings (52 layers: 23 Mamba-2, 23 of 128 squared-ReLU experts, 6 attention): taken
+    as a Nemotron-H with experts, counted as transformers builds it (its 31.6B), exportable as llama.cpp's
+    nemotron_h_moe graph; its experts' sizes are a target's."""
+    from transformers import NemotronHConfig
+    from minitron.arch import NEMOTRON_H_MOE
+    from minitron.export_checks import check_exportable, export_problem
+    from minitron.gguf_layout import gguf_arch
+
+    config = NemotronHConfig(
+        hybrid_override_pattern="MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME", hidden_size=2688,
+        num_attention_heads=32, num_key_value_heads=2, head_dim=128, mamba_num_heads=64, mamba_head_dim=64,
+        n_groups=8, ssm_state_size=128, n_routed_experts=128, num_experts_per_tok=6, moe_intermediate_size=1856,
+        moe_shared_expert_intermediate_size=3712, routed_scaling_factor=2.5, vocab_size=131072,
+        tie_word_embeddings=False, num_hidden_layers=52)
+    assert arch_of(config) is NEMOTRON_H_MOE and gguf_arch(config) == "nemotron_h_moe"
+    assert params_of(config) == 31_577_937_344 and export_problem(config) is None
+    with pytest.raises(MinitronError, match="without a Mamba-2 layer: llama.cpp's graph fails to allocate"):
+        check_exportable(tiny_config("nemotron_h_moe"))  # attention, attention, experts, experts
+    sizes = check_target(config, {"n_routed_experts": 96, "moe_intermediate_size": 1536,
+                                  "moe_shared_expert_intermediate_size": 3072})
+    assert params_of(target_config(config, sizes)) < params_of(config)
 
 
 def test_granite_4s_mamba_heads_follow_its_hidden_size(tmp_path, tiny_data):

@@ -6,8 +6,8 @@ import torch
 from torch.testing import assert_close
 
 from conftest import tiny_model
-from minitron.arch import (arch_of, attention_inputs, attention_of, attention_out, conv_of, delta_of, dense_layers,
-                           is_sparse, mamba_of, mixer_inputs, mlp_inputs, moe_block)
+from minitron.arch import (arch_of, attention_inputs, attention_of, attention_out, conv_of, delta_of,
+                           dense_layers, is_sparse, mamba_of, mixer_inputs, mlp_inputs, moe_block)
 from minitron.numerics import lm_loss
 from minitron.importance import Scores, coupled_scores, compute_scores
 from minitron.importance.stats import ActivationRecorder
@@ -196,9 +196,10 @@ def test_coupled_scores_cover_every_family(family):
     dense = set(dense_layers(model.config))  # a mixture of experts' dense layers: their neurons apart ("dense")
     assert set(s) == {"hidden", "heads", "mlp", *(["experts"] if experts else []), *shared, *units,
                       *(["dense"] if dense else [])}
-    if experts:
+    if experts:  # scored in its sparse layers (Nemotron 3's other layers are attention or Mamba-2), 0 in the others
+        sparse = [is_sparse(layer, arch_of(model.config)) for layer in model.model.layers]
         assert s["experts"].shape == (4, 6)
-        assert all((e > 0).all() if i not in dense else (e == 0).all() for i, e in enumerate(s["experts"]))
+        assert all((e > 0).all() if sparse[i] else (e == 0).all() for i, e in enumerate(s["experts"]))
     if dense:
         assert s["dense"].shape == (4, 80)
         assert all((d > 0).all() if i in dense else (d == 0).all() for i, d in enumerate(s["dense"]))
@@ -207,7 +208,7 @@ def test_coupled_scores_cover_every_family(family):
         where = {"mamba": ("linear_attention", 8), "delta": ("linear_attention", 4), "heads": ("full_attention", 8),
                  "conv": ("conv", 64),
                  "mamba_dim": ("linear_attention", getattr(model.config, names.head_dim, 0)),
-                 "mlp": ("mlp" if "mlp" in model.config.layer_types else None, 96)}
+                 "mlp": (next((k for k in ("mlp", "moe") if k in model.config.layer_types), None), 96)}
         for unit in ["heads", "mlp", *units]:
             kind, count = where[unit]
             assert s[unit].shape == (4, *(experts if unit == "mlp" else ()), count)
@@ -228,14 +229,16 @@ def test_wanda_input_norms_equal_the_inputs_squared(family):
         attn, mamba, delta, mlp_in = attention_of(layer), mamba_of(layer), delta_of(layer), mlp_inputs(layer, arch)
         conv = conv_of(layer)
         parts = {"attn_in": attn and attention_inputs(layer, arch)[0], "o_in": attn and attention_out(attn),
-                 "mlp_in": moe_block(layer, arch) if arch.moe else mlp_in[-1] if mlp_in else None,  # MoE: its block
+                 "mlp_in": moe_block(layer, arch) if is_sparse(layer, arch) else mlp_in[-1] if mlp_in else None,  # MoE:
+                 # its block
                  "mixer_in": mixer_inputs(layer)[0] if mixer_inputs(layer) else None,
                  "mamba_o_in": mamba and mamba.out_proj, "delta_o_in": delta and delta.out_proj,
                  "conv_o_in": conv and conv.out_proj}
         for key, module in parts.items():
             if module is not None:
                 readers.setdefault(key, (i, module))
-    assert set(readers) == {"attn_in", "o_in", "mlp_in", *(["mixer_in", f"{arch.mixer}_o_in"] if arch.hybrid else [])}
+    recurrent = any(map(mixer_inputs, model.model.layers))  # (the tiny Nemotron 3 has no recurrent layer)
+    assert set(readers) == {"attn_in", "o_in", "mlp_in", *(["mixer_in", f"{arch.mixer}_o_in"] if recurrent else [])}
     expected = {key: (i, capture(model, m).pow(2).sum((0, 1))) for key, (i, m) in readers.items()}
     rec = ActivationRecorder(model, arch)
     with torch.no_grad(), rec:

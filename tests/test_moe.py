@@ -23,7 +23,7 @@ from minitron.search import budget_of, enumerate_shapes
 
 MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen3_next",
        "qwen2_moe", "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-       "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "minimax_m2"]
+       "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "minimax_m2", "nemotron_h_moe"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -50,8 +50,9 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
     it: the sequence statistics of those dense tensors are what `moe_activations` records, and the routed
     contributions sum to the block's output (with its shared expert's gated output, where it has one)."""
     model = tiny_model(family)
-    block, w = block_of(model, 1)
-    x = layer_input(model, 1)
+    sparse = next(i for i, layer in enumerate(model.model.layers) if is_sparse(layer, arch_of(model.config)))
+    block, w = block_of(model, sparse)
+    x = layer_input(model, sparse)
     with torch.no_grad():
         _, weights, chosen = w.route(x.reshape(-1, 64))
         routed = torch.zeros(24, 6).scatter_(1, chosen, weights.float())  # (tokens, experts): 0 where not routed
@@ -59,9 +60,10 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
             ex = w.experts
             act = ex._apply_gate(torch.einsum("td,edf->tef", x.reshape(-1, 64), ex.gate_up_proj) + ex.gate_up_proj_bias)
             out = torch.einsum("ten,end->ted", act, ex.down_proj) + ex.down_proj_bias
-        else:
-            gate, up = torch.einsum("td,efd->tef", x.reshape(-1, 64), w.gate_up).chunk(2, dim=-1)
-            act = w.experts.act_fn(gate) * up  # (tokens, experts, neurons)
+        else:  # (tokens, experts, neurons): act(gate) * up, or act(up) where ungated (Nemotron 3's)
+            rows = torch.einsum("td,efd->tef", x.reshape(-1, 64), w.gate_up)
+            gate, up = rows.chunk(2, dim=-1) if w.gated else (rows, 1)
+            act = w.experts.act_fn(gate) * up
             out = torch.einsum("ten,edn->ted", act, w.down)
         out = out * routed[..., None]
         act = act * (routed > 0)[..., None]
@@ -90,7 +92,7 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
     model = tiny_model(family)
     keep = torch.tensor([0, 2, 3, 5])
     masked = copy.deepcopy(model)
-    for i in (i for i in range(4) if i not in dense_layers(model.config)):
+    for i in (i for i, layer in enumerate(model.model.layers) if is_sparse(layer, arch_of(model.config))):
         w = block_of(masked, i)[1]
         router = w.router if w.gate is None else w.gate  # (Hunyuan's gate routes, its weights in its linear `wg`)
 
@@ -120,7 +122,8 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
             return logits, top / top.sum(-1, keepdim=True) if renormalised else top, index
         router.forward = route
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, [], [keep] * 4))
-    assert num_experts(pruned.config) == 4 and block_of(pruned, 3)[1].gate_up.shape == (4, 192, 64)
+    w = block_of(pruned, 3)[1]
+    assert num_experts(pruned.config) == 4 and w.gate_up.shape == (4, 192 if w.gated else 96, 64)
     with torch.no_grad():
         assert_close(pruned(IDS).logits, masked(IDS).logits, rtol=1e-5, atol=1e-5)
         pruned.save_pretrained(tmp_path)
@@ -135,13 +138,15 @@ def test_a_target_prunes_the_families_own_sizes(family):
     experts = arch_of(config).experts_size
     assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe",
                                                          "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3",
-                                                         "glm4_moe_lite", "deepseek_v2", "sarvam_mla")
+                                                         "glm4_moe_lite", "deepseek_v2", "sarvam_mla",
+                                                         "nemotron_h_moe")
                    else "intermediate_size")
     assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
                        "granitemoehybrid_moe": "num_local_experts", "glm4_moe": "n_routed_experts",
                        "dots1": "n_routed_experts", "deepseek_v3": "n_routed_experts",
                        "glm4_moe_lite": "n_routed_experts", "deepseek_v2": "n_routed_experts",
                        "sarvam_mla": "n_routed_experts", "minimax_m2": "num_local_experts",
+                       "nemotron_h_moe": "n_routed_experts",
                        "ernie4_5_moe": "moe_num_experts"}.get(family, "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
@@ -225,7 +230,8 @@ def test_prune_writes_experts_as_transformers_stores_them(family, tmp_path, tiny
         assert not any(n.endswith(("gate_up_proj", "experts.down_proj")) for n in names)
     if family not in ("granitemoe", "gpt_oss", "granitemoehybrid_moe"):  # one tensor an expert and linear
         assert {"model.layers.2.mlp.experts.3.down_proj.weight", "model.layers.2.block_sparse_moe.experts.3.w2.weight",
-                "model.layers.2.feed_forward.experts.3.w2.weight"} & names
+                "model.layers.2.feed_forward.experts.3.w2.weight",
+                "backbone.layers.2.mixer.experts.3.down_proj.weight"} & names
     assert num_experts(streamed.config) == 4 and getattr(streamed.config, mlp) == 64
     with torch.no_grad():
         assert_close(streamed(IDS).logits, in_memory(IDS).logits, rtol=0, atol=0)

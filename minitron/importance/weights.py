@@ -83,10 +83,10 @@ def coupled_moe(layer: nn.Module, arch: Arch, elem: Elem) -> tuple[torch.Tensor,
     weights and its router row)."""
     w = moe_weights(moe_block(layer, arch), arch)
     router = elem(w.router.weight)  # (E, D)
-    gate_up = w.gate_up_of(elem(w.experts.gate_up_proj))  # (E, 2n, D)
+    gate_up = w.gate_up_of(elem(getattr(w.experts, w.inputs)))  # (E, 2n, D); ungated: (E, n, D)
     down = w.down_of(elem(w.experts.down_proj))  # (E, D, n)
     n = down.shape[-1]
-    neurons = gate_up[:, :n].sum(2) + gate_up[:, n:].sum(2) + down.sum(1)
+    neurons = gate_up.unflatten(1, (-1, n)).sum((1, 3)) + down.sum(1)  # gate's and up's rows, or up's
     hidden, experts = router.sum(0) + gate_up.sum((0, 1)) + down.sum((0, 2)), router.sum(1)
     if w.oss:  # biases: gate's and up's (in turn) with their neurons, down's with the hidden channels, the router's
         pairs, out = elem(w.experts.gate_up_proj_bias), elem(w.experts.down_proj_bias)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, Arch, HeadDims, arch_of, count_params, dense_layers,
+from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, MOE, Arch, HeadDims, arch_of, count_params, dense_layers,
                            expert_groups, head_dim, least_experts, per_layer_lists, prunable_sizes, shared_width,
                            tied_mamba_heads, width_sizes)
 from minitron.errors import MinitronError
@@ -166,10 +166,11 @@ def validate_config(config) -> None:
         raise MinitronError(f"the target keeps none of this {config.model_type} model's attention layers, and "
                             "transformers runs none without one; keep one (--prune.drop-layers, or fewer layers "
                             "removed)")
-    if config.model_type == "nemotron_h" and config.layer_types[0] == MLP:
-        raise MinitronError("the target's first layer is an MLP layer, and transformers' Nemotron-H reads a "
-                            "generation's length from its first layer's cache, which an MLP layer has none of; keep "
-                            "a Mamba-2 or attention layer first (--prune.drop-layers, or fewer layers removed)")
+    if config.model_type == "nemotron_h" and config.layer_types[0] in (MLP, MOE):
+        raise MinitronError("the target's first layer is an MLP or mixture-of-experts layer, and transformers' "
+                            "Nemotron-H reads a generation's length from its first layer's cache, which such a layer "
+                            "has none of; keep a Mamba-2 or attention layer first (--prune.drop-layers, or fewer "
+                            "layers removed)")
     if arch.attention_is_hidden and width != config.hidden_size:
         raise MinitronError(f"the target is not a valid {config.model_type} model for transformers: it sizes the "
                             f"attention by hidden_size, and num_attention_heads x head_dim = "
