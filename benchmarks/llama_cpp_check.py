@@ -53,7 +53,8 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe"]
+            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
+            "nemotron_h_latent", "exaone_moe"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -245,7 +246,8 @@ NEMOTRON_H_LAYERS = ["linear_attention", "full_attention", "mlp", "linear_attent
 NEMOTRON_3 = dict(layers_block_type=["linear_attention", "moe", "full_attention", "moe"], n_routed_experts=6,
                   num_experts_per_tok=2, moe_intermediate_size=96, moe_shared_expert_intermediate_size=64,
                   routed_scaling_factor=2.5)
-MODEL_TYPES = {"nemotron_h_moe": "nemotron_h"}  # the tiny families that are a model type's variant
+MODEL_TYPES = {"nemotron_h_moe": "nemotron_h", "nemotron_h_latent": "nemotron_h"}  # the tiny families that are a
+# model type's variant (`nemotron_h_latent`: Nemotron 3 Super's kind, its experts behind a latent of 32 channels)
 
 
 def tiny_model(family: str, seed: int = 0):
@@ -266,6 +268,11 @@ def tiny_model(family: str, seed: int = 0):
              "glm4": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "exaone4": dict(sliding_window=None, layer_types=["full_attention"] * 4, pad_token_id=None,
                              bos_token_id=None, eos_token_id=None),  # the 1.2B's kind: llama.cpp's hybrid is 64 layers
+             "exaone_moe": dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, moe_intermediate_size=96,
+                                intermediate_size=80, mlp_layer_types=["dense", "sparse", "sparse", "sparse"],
+                                sliding_window=8, routed_scaling_factor=2.5,
+                                layer_types=["sliding_attention"] * 3 + ["full_attention"], pad_token_id=None,
+                                bos_token_id=None, eos_token_id=None),
              "granite": dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.1,
                              logits_scaling=8.0),
              "gemma": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
@@ -304,6 +311,9 @@ def tiny_model(family: str, seed: int = 0):
                                 eos_token_id=None),
              "nemotron_h_moe": dict(NEMOTRON_3, mamba_num_heads=8, mamba_head_dim=8, n_groups=2, ssm_state_size=16,
                                     chunk_size=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "nemotron_h_latent": dict(NEMOTRON_3, moe_latent_size=32, mamba_num_heads=8, mamba_head_dim=8, n_groups=2,
+                                       ssm_state_size=16, chunk_size=8, pad_token_id=None, bos_token_id=None,
+                                       eos_token_id=None),
              "qwen3_5_text": dict(layer_types=["linear_attention", "linear_attention", "linear_attention",
                                                "full_attention"], linear_num_key_heads=2, linear_num_value_heads=4,
                                   linear_key_head_dim=8, linear_value_head_dim=8),

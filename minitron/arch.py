@@ -227,6 +227,13 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # GLM-4.7-Flash (glm4_moe_lite: 30B-A3B): DeepSeek V3's layers (multi-head latent attention, GLM-4.5's mixture of
     # experts) with its dense layers listed by kind (mlp_layer_types)
     Arch("glm4_moe_lite", _PRE_POST, **dict(_GLM_MOE, dense_first=None, dense_kinds="mlp_layer_types", mla=True)),
+    # K-EXAONE (exaone_moe: 236B-A23B): Llama's layout with per-head q/k norms, three sliding layers with RoPE to one
+    # global without, and GLM-4.5's mixture of experts (its shared expert as wide as num_shared_experts routed ones, its
+    # dense layers listed by kind, mlp_layer_types); the router's bias is stored beside the gate, not in it
+    Arch("exaone_moe", _PRE_POST, **dict(_GLM_MOE, experts_size="num_experts", dense_first=None,
+                                         dense_kinds="mlp_layer_types",
+                                         shared_names=replace(GLM_SHARED, count="num_shared_experts")),
+         stored_renames=((".mlp.gate.e_score_correction_bias", ".mlp.e_score_correction_bias"),)),
     # dots.llm1 (dots1: 142B-A14B): GLM-4.5's mixture of experts (`GLM_SHARED`, the router's own steering bias) with
     # per-head q/k norms and RoPE on every channel
     Arch("dots1", _PRE_POST, **_GLM_MOE),
@@ -478,19 +485,17 @@ def arch_of(config) -> Arch:
 
 
 def nemotron_h_arch(config) -> Arch:
-    """Nemotron-H's adapter, or Nemotron 3's where its layers are mixtures of experts (`NEMOTRON_H_MOE`); one with both
-    MLP and mixture-of-experts layers, or with its experts behind a latent projection (Nemotron 3 Super's
-    moe_latent_size), is refused in one line."""
+    """Nemotron-H's adapter, or Nemotron 3's where its layers are mixtures of experts (`NEMOTRON_H_MOE`; Super's behind
+    a latent projection, `moe_latent`); one with both MLP and mixture-of-experts layers is refused in one line."""
     kinds = set(config.layer_types)
     if other := kinds - {RECURRENT, ATTENTION, MLP, MOE}:
         raise MinitronError(f"this nemotron_h model has {', '.join(sorted(other))} layers; minitron prunes Nemotron-H "
                             "models of Mamba-2, attention, MLP and mixture-of-experts layers")
     if MOE not in kinds:
         return FAMILIES["nemotron_h"]
-    if MLP in kinds or getattr(config, "moe_latent_size", None):
-        raise MinitronError("this nemotron_h model has both MLP and mixture-of-experts layers, or its experts behind a "
-                            "latent projection (moe_latent_size: Nemotron 3 Super's); minitron prunes Nemotron-H "
-                            "models with one of the two kinds, and Nemotron 3 Nano's experts")
+    if MLP in kinds:
+        raise MinitronError("this nemotron_h model has both MLP and mixture-of-experts layers; minitron prunes "
+                            "Nemotron-H models with one of the two kinds")
     return NEMOTRON_H_MOE
 
 
@@ -750,10 +755,19 @@ def shared_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     return readers + ([getattr(moe_block(layer, arch), names.gate)] if names.gate else [])
 
 
+def moe_latent(layer: nn.Module, arch: Arch) -> tuple[nn.Linear, nn.Linear] | None:
+    """A mixture of experts' projections into and out of the latent its experts work in (Nemotron 3 Super's
+    fc1_latent_proj and fc2_latent_proj: the experts' rows and columns are latent channels, not hidden ones); None where
+    its experts read and write the hidden channels, or the layer is dense."""
+    down = getattr(moe_block(layer, arch), "fc1_latent_proj", None) if is_sparse(layer, arch) else None
+    return (down, moe_block(layer, arch).fc2_latent_proj) if isinstance(down, nn.Linear) else None
+
+
 def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     """Linears that read the (normed) residual stream: their input columns are hidden channels."""
+    latent = moe_latent(layer, arch)
     return [*attention_inputs(layer, arch), *mlp_inputs(layer, arch), *shared_inputs(layer, arch),  # MoE: `moe_weights`
-            *mixer_inputs(layer)]
+            *mixer_inputs(layer), *(latent[:1] if latent else [])]
 
 
 def residual_writers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
@@ -762,8 +776,9 @@ def residual_writers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     parts = ((None if is_sparse(layer, arch) else mlp_of(layer), arch.mlp_down), (shared_expert_of(layer, arch),
              arch.shared_names.down), (mamba_of(layer), "out_proj"), (delta_of(layer), "out_proj"),
              (conv_of(layer), "out_proj"))
+    latent = moe_latent(layer, arch)
     return [*([attention_out(attn)] if attn is not None else []),
-            *(getattr(module, name) for module, name in parts if module is not None)]
+            *(getattr(module, name) for module, name in parts if module is not None), *(latent[1:] if latent else [])]
 
 
 @dataclass(frozen=True)
@@ -894,6 +909,8 @@ ROW_EXPERTS = (ExpertParam("router", "weight", hidden=1),
 # Squared-ReLU experts without a gate (Nemotron 3's: `Arch.gated_mlp` False): up rows (experts, neurons, hidden)
 PLAIN_EXPERTS = (ExpertParam("router", "weight", hidden=1), ExpertParam("experts", "up_proj", hidden=2, neurons=1),
                  ExpertParam("experts", "down_proj", hidden=1, neurons=2))
+# The same behind a latent projection (Nemotron 3 Super's, `moe_latent`): the experts hold latent channels, not hidden
+LATENT_EXPERTS = tuple(replace(p, hidden=None) if p.module == "experts" else p for p in PLAIN_EXPERTS)
 # GPT-OSS's (`Arch.oss_experts`): the transposes, gate and up columns in turn, and biases
 OSS_EXPERTS = (ExpertParam("router", "weight", hidden=1), ExpertParam("router", "bias"),
                ExpertParam("experts", "gate_up_proj", hidden=1, neurons=2, gated="pairs"),
@@ -921,12 +938,15 @@ class MoEWeights:
     gate: nn.Module | None = None  # what routes, where the router's weights are a linear of it (Hunyuan's `wg`)
     block_bias: str = "expert_bias"  # the block's bias's name (`BLOCK_BIASES`)
     gated: bool = True  # the experts have a gate (False: up_proj alone, `PLAIN_EXPERTS`)
+    latent: tuple[nn.Linear, nn.Linear] | None = None  # the projections into and out of the experts' latent
 
     @property
     def params(self) -> tuple[ExpertParam, ...]:
         steered = (ExpertParam("block", self.block_bias),) if self.block is not None else tuple(
             p for p, holder in ((ROUTER_BIAS, self.router), (STATICS_BIAS, self.statics)) if hasattr(holder, p.name))
-        return (OSS_EXPERTS if self.oss else ROW_EXPERTS if self.gated else PLAIN_EXPERTS) + steered
+        experts = OSS_EXPERTS if self.oss else ROW_EXPERTS if self.gated else \
+            LATENT_EXPERTS if self.latent else PLAIN_EXPERTS
+        return experts + steered
 
     @property
     def inputs(self) -> str:
@@ -968,7 +988,11 @@ class MoEWeights:
 
     def expert(self, e: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Expert e on tokens x (tokens, hidden): its neurons' activations (down_proj's input, fp32) and its output
-        before the routing weight (fp32)."""
+        before the routing weight (fp32; behind a latent, projected out of it, without the projection's bias, which
+        the block adds once)."""
+        if self.latent:
+            a, out = replace(self, latent=None).expert(e, F.linear(x, self.latent[0].weight, self.latent[0].bias))
+            return a, F.linear(out, self.latent[1].weight.float())
         ex = self.experts
         if self.oss:
             a = ex._apply_gate((x @ ex.gate_up_proj[e] + ex.gate_up_proj_bias[e]).float())
@@ -990,9 +1014,10 @@ def moe_weights(block: nn.Module, arch: Arch) -> MoEWeights:
     bias = next((name for name in BLOCK_BIASES if getattr(block, name, None) is not None), None)
     router = getattr(block, arch.router)
     linear = getattr(router, "wg", None)  # (Hunyuan's router holds its weights in a linear and routes itself)
+    latent = getattr(block, "fc1_latent_proj", None)
     return MoEWeights(router if linear is None else linear, block.experts, arch.oss_experts,
                       block if bias else None, None if linear is None else router, bias or "expert_bias",
-                      arch.gated_mlp)
+                      arch.gated_mlp, (latent, block.fc2_latent_proj) if isinstance(latent, nn.Linear) else None)
 
 
 @dataclass(frozen=True)

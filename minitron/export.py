@@ -325,11 +325,13 @@ def nemotron_h_keys(writer: gguf.GGUFWriter, config) -> None:
     """Nemotron-H's Mamba-2 sizes: its convolution, inner width (heads x head_dim), state, heads and groups; its norms'
     epsilon under the LayerNorm key too (the llama.cpp node-llama-cpp 3.22.1 ships reads that one; later ones the
     RMSNorm key written with every family's); Nemotron 3's experts (`routed_keys`: its nemotron_h_moe graph's router
-    is a sigmoid, steered by the bias)."""
+    is a sigmoid, steered by the bias), and the latent they work in where they have one (Super's)."""
     writer.add_layer_norm_eps(config.layer_norm_epsilon)
     mamba_keys(writer, config)
     if arch_of(config).moe:
         routed_keys(writer, config, gguf.ExpertGatingFuncType.SIGMOID, config.norm_topk_prob)
+    if arch_of(config).moe and config.moe_latent_size:
+        writer.add_moe_latent_size(config.moe_latent_size)
 
 
 def mamba_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -445,6 +447,14 @@ def hunyuan_moe_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_expert_feed_forward_length(config.intermediate_size)
 
 
+def exaone_moe_keys(writer: gguf.GGUFWriter, config) -> None:
+    """K-EXAONE's window and which layers slide (`olmo3_keys`; llama.cpp's exaone-moe graph rotates those only), and
+    GLM-4.5's mixture of experts (`glm4_moe_keys`) with its shared expert's width, which that graph reads apart."""
+    olmo3_keys(writer, config)
+    glm4_moe_keys(writer, config)
+    writer.add_expert_shared_feed_forward_length(shared_width(config))
+
+
 def minimax_m2_keys(writer: gguf.GGUFWriter, config) -> None:
     """MiniMax-M2's experts, their width (expert_feed_forward_length, which its graph sizes them by) and its sigmoid
     router (the graph steers its picks by the bias and renormalises their weights, as transformers does)."""
@@ -484,7 +494,8 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "lfm2": lfm2_keys, "lfm2_moe": lfm2_moe_keys, "glm4_moe": glm4_moe_keys,
                "ernie4_5_moe": ernie4_5_moe_keys, "dots1": glm4_moe_keys, "hunyuan_v1_moe": hunyuan_moe_keys,
                "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys, "deepseek_v2": deepseek_v2_keys,
-               "youtu": youtu_keys, "sarvam_mla": deepseek_v3_keys, "minimax_m2": minimax_m2_keys}
+               "youtu": youtu_keys, "sarvam_mla": deepseek_v3_keys, "minimax_m2": minimax_m2_keys,
+               "exaone_moe": exaone_moe_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

@@ -28,7 +28,7 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "granitemoehybrid": "granitehybrid", "lfm2": "lfm2", "lfm2_moe": "lfm2moe",
              "glm4_moe": "glm4moe", "ernie4_5_moe": "ernie4_5-moe", "dots1": "dots1", "hunyuan_v1_moe": "hunyuan-moe",
              "deepseek_v3": "deepseek2", "glm4_moe_lite": "deepseek2", "deepseek_v2": "deepseek2", "youtu": "deepseek2",
-             "sarvam_mla": "deepseek2", "minimax_m2": "minimax-m2"}
+             "sarvam_mla": "deepseek2", "minimax_m2": "minimax-m2", "exaone_moe": "exaone-moe"}
 
 
 def gguf_arch(config) -> str:
@@ -46,7 +46,8 @@ LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemo
 # Families whose RMSNorms' epsilon is not the config's rms_norm_eps: its field (Nemotron-H's every norm's).
 RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon", "lfm2": "norm_eps", "lfm2_moe": "norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
-OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm", "qwen2moe", "gpt-oss", "dots1", "minimax-m2")
+OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm", "qwen2moe", "gpt-oss", "dots1", "minimax-m2",
+                   "exaone-moe")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight); of
 # Qwen3.5's and Qwen3-Next's, all but its Gated DeltaNet's gated norm (`stored_plus_one`).
 NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next")

@@ -274,7 +274,7 @@ def nemotron_h(meta: Metadata, layers: int) -> dict:
             "norm_topk_prob": bool(meta.get("expert_weights_norm", False)),
             "routed_scaling_factor": float(meta.get("expert_weights_scale", 1.0)),
             "n_group": int(meta.get("expert_group_count", 1)),
-            "topk_group": int(meta.get("expert_group_used_count", 1))}
+            "topk_group": int(meta.get("expert_group_used_count", 1)), "moe_latent_size": meta.get("moe_latent_size")}
 
 
 def layer_kv_heads(meta: Metadata, layers: int) -> list[int]:
@@ -387,6 +387,17 @@ def glm4_moe(meta: Metadata, layers: int) -> dict:
     return {**steered_moe(meta, layers), "num_nextn_predict_layers": 0}
 
 
+def exaone_moe(meta: Metadata, layers: int) -> dict:
+    """K-EXAONE's window and sliding layers (`olmo3`) and GLM-4.5's mixture of experts (`steered_moe`) under its own
+    names, its leading dense layers listed by kind, without multi-token prediction layers."""
+    experts = steered_moe(meta, layers)
+    dense = experts["first_k_dense_replace"]
+    return {**olmo3(meta, layers), "sliding_window": required(meta, "attention.sliding_window", int),
+            **{k: v for k, v in experts.items() if k not in ("n_routed_experts", "n_shared_experts")},
+            "num_experts": experts["n_routed_experts"], "num_shared_experts": experts["n_shared_experts"],
+            "mlp_layer_types": ["dense"] * dense + ["sparse"] * (layers - dense), "num_nextn_predict_layers": 0}
+
+
 def dots1(meta: Metadata, layers: int) -> dict:
     """dots.llm1's mixture of experts (`steered_moe`), every layer attending over the whole context."""
     return {**steered_moe(meta, layers), "sliding_window": None}
@@ -458,7 +469,8 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "gpt_oss": gpt_oss,
                    "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe,
                    "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
-                   "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts}
+                   "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts,
+                   "exaone_moe": exaone_moe}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).

@@ -21,7 +21,8 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "cohere2", "olmo2", "olmo3", "exaone4", "qwen3_moe", "mixtral", "olmoe", "granitemoe", "stablelm",
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe"]
+            "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
+            "exaone_moe"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -124,6 +125,8 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         return OlmoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, **sizes,
                               "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
                            pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "nemotron_h_latent":  # Nemotron 3 Super's kind: Nemotron 3's experts behind a latent of 32 channels
+        return tiny_config("nemotron_h_moe", tie, moe_latent_size=32, **overrides)
     if family in ("nemotron_h", "nemotron_h_moe"):  # Mamba-2, attention, MLP, attention; eight Mamba heads in two
         # groups (the layers that tests drop leave an attention layer: transformers runs no Nemotron-H without one); or
         # (Nemotron 3 Nano's kind: `nemotron_h_moe`) attention, attention, experts, experts (whatever layers the tests
@@ -215,6 +218,18 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                                 "layer_types": kinds[:sizes["num_hidden_layers"]], **sizes,
                                 "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
                              pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "exaone_moe":  # K-EXAONE's kind: the first layer with an MLP of 80 neurons, the others with six
+        # experts, two a token, picked by a sigmoid router steered by a bias, renormalised and scaled, and a shared
+        # expert as wide as one of them; three sliding layers (window 8) with RoPE, then a global one without
+        from transformers import ExaoneMoeConfig
+
+        layers = sizes["num_hidden_layers"]
+        kinds = (["sliding_attention"] * 3 + ["full_attention"]) * layers
+        return ExaoneMoeConfig(**{"num_experts": 6, "num_experts_per_tok": 2, "num_shared_experts": 1,
+                                  "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
+                                  "mlp_layer_types": ["dense"] + ["sparse"] * (layers - 1), "sliding_window": 8,
+                                  "layer_types": kinds[:layers], "routed_scaling_factor": 2.5, **sizes},
+                               pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "glm4_moe":  # the first layer with an MLP of 80 neurons, the others with six experts, two a token,
         # picked by a sigmoid router steered by a bias, their weights renormalised and scaled, and a shared expert as
         # wide as one of them; q/k/v biases, per-head q/k norms, RoPE on half of each head (as GLM-4.5's first layers)

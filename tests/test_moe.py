@@ -23,7 +23,7 @@ from minitron.search import budget_of, enumerate_shapes
 
 MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen3_next",
        "qwen2_moe", "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-       "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "minimax_m2", "nemotron_h_moe"]
+       "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent", "exaone_moe"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -60,11 +60,14 @@ def test_expert_activations_are_those_of_every_expert_run_densely(family):
             ex = w.experts
             act = ex._apply_gate(torch.einsum("td,edf->tef", x.reshape(-1, 64), ex.gate_up_proj) + ex.gate_up_proj_bias)
             out = torch.einsum("ten,end->ted", act, ex.down_proj) + ex.down_proj_bias
-        else:  # (tokens, experts, neurons): act(gate) * up, or act(up) where ungated (Nemotron 3's)
-            rows = torch.einsum("td,efd->tef", x.reshape(-1, 64), w.gate_up)
+        else:  # (tokens, experts, neurons): act(gate) * up, or act(up) where ungated (Nemotron 3's), behind a latent
+            # projection where there is one (Super's)
+            into, out_of = w.latent or (torch.nn.Identity(), None)
+            rows = torch.einsum("td,efd->tef", into(x.reshape(-1, 64)), w.gate_up)
             gate, up = rows.chunk(2, dim=-1) if w.gated else (rows, 1)
             act = w.experts.act_fn(gate) * up
             out = torch.einsum("ten,edn->ted", act, w.down)
+            out = out @ out_of.weight.T if out_of is not None else out
         out = out * routed[..., None]
         act = act * (routed > 0)[..., None]
         neurons, contribution = moe_activations(w, x)
@@ -123,7 +126,7 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
         router.forward = route
     pruned = apply_plan(copy.deepcopy(model), Plan(None, None, None, None, [], [keep] * 4))
     w = block_of(pruned, 3)[1]
-    assert num_experts(pruned.config) == 4 and w.gate_up.shape == (4, 192 if w.gated else 96, 64)
+    assert num_experts(pruned.config) == 4 and w.gate_up.shape[:2] == (4, 192 if w.gated else 96)
     with torch.no_grad():
         assert_close(pruned(IDS).logits, masked(IDS).logits, rtol=1e-5, atol=1e-5)
         pruned.save_pretrained(tmp_path)
@@ -139,14 +142,14 @@ def test_a_target_prunes_the_families_own_sizes(family):
     assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe",
                                                          "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3",
                                                          "glm4_moe_lite", "deepseek_v2", "sarvam_mla",
-                                                         "nemotron_h_moe")
+                                                         "nemotron_h_moe", "nemotron_h_latent", "exaone_moe")
                    else "intermediate_size")
     assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
                        "granitemoehybrid_moe": "num_local_experts", "glm4_moe": "n_routed_experts",
                        "dots1": "n_routed_experts", "deepseek_v3": "n_routed_experts",
                        "glm4_moe_lite": "n_routed_experts", "deepseek_v2": "n_routed_experts",
                        "sarvam_mla": "n_routed_experts", "minimax_m2": "num_local_experts",
-                       "nemotron_h_moe": "n_routed_experts",
+                       "nemotron_h_moe": "n_routed_experts", "nemotron_h_latent": "n_routed_experts",
                        "ernie4_5_moe": "moe_num_experts"}.get(family, "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):

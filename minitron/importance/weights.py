@@ -87,7 +87,10 @@ def coupled_moe(layer: nn.Module, arch: Arch, elem: Elem) -> tuple[torch.Tensor,
     down = w.down_of(elem(w.experts.down_proj))  # (E, D, n)
     n = down.shape[-1]
     neurons = gate_up.unflatten(1, (-1, n)).sum((1, 3)) + down.sum(1)  # gate's and up's rows, or up's
-    hidden, experts = router.sum(0) + gate_up.sum((0, 1)) + down.sum((0, 2)), router.sum(1)
+    hidden, experts = router.sum(0), router.sum(1)
+    if not w.latent:  # (behind a latent, the experts' rows and columns are latent channels: the projections into and
+        # out of it are residual readers and writers, `coupled_layer`)
+        hidden = hidden + gate_up.sum((0, 1)) + down.sum((0, 2))
     if w.oss:  # biases: gate's and up's (in turn) with their neurons, down's with the hidden channels, the router's
         pairs, out = elem(w.experts.gate_up_proj_bias), elem(w.experts.down_proj_bias)
         neurons = neurons + pairs[:, 0::2] + pairs[:, 1::2]
@@ -195,11 +198,13 @@ def wanda_layer(layer: nn.Module, arch: Arch, dims: HeadDims, sq: dict[str, torc
                 i: int) -> tuple[torch.Tensor, dict]:
     """One decoder layer's part of the structured Wanda scores (a unit's consumer weights |W| times the L2 norm of its
     input channel; layer `i`'s input norms in `sq`): (hidden, {"heads", "mlp", "mamba", "mamba_dim", "delta", "conv"} of
-    the parts it has). A mixture of experts' MLP readers are its router and every expert's gate and up rows."""
+    the parts it has). A mixture of experts' MLP readers are its router and every expert's gate and up rows (behind a
+    latent, the projection into it)."""
     attn, mlp, mamba, delta, units = attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer), {}
     if is_sparse(layer, arch):
         w = moe_weights(moe_block(layer, arch), arch)
-        mlp_read = column_sum(w.router.weight, abs32) + abs32(w.gate_up).sum((0, 1)) + \
+        experts_read = column_sum(w.latent[0].weight, abs32) if w.latent else abs32(w.gate_up).sum((0, 1))
+        mlp_read = column_sum(w.router.weight, abs32) + experts_read + \
             sum(column_sum(l.weight, abs32) for l in shared_inputs(layer, arch))
         units["mlp"] = abs32(w.down).sum(1)  # (E, n)
         if shared_expert_of(layer, arch) is not None:  # its down columns, times the input norm (`finish_wanda`)
