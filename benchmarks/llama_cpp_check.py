@@ -54,7 +54,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
-            "nemotron_h_latent", "exaone_moe"]
+            "nemotron_h_latent", "exaone_moe", "granitemoeshared"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -306,6 +306,9 @@ def tiny_model(family: str, seed: int = 0):
              "stablelm": dict(use_qkv_bias=True, head_dim=8),
              "granitemoe": dict(num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=12.0,
                                 residual_multiplier=0.22, attention_multiplier=0.1, logits_scaling=8.0),
+             "granitemoeshared": dict(num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=12.0,
+                                      residual_multiplier=0.22, attention_multiplier=0.1, logits_scaling=8.0,
+                                      shared_intermediate_size=64),
              "nemotron_h": dict(layers_block_type=NEMOTRON_H_LAYERS, mamba_num_heads=8, mamba_head_dim=8, n_groups=2,
                                 ssm_state_size=16, chunk_size=8, pad_token_id=None, bos_token_id=None,
                                 eos_token_id=None),

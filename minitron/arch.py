@@ -306,6 +306,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
          attention_is_hidden=True, final_norm="embedding_norm", moe=True, mlp_size="moe_intermediate_size",
          moe_block="feed_forward", stored_moe=("feed_forward", "w1", "w3", "w2"), dense_first="num_dense_layers"),
 ]}
+# Granite-MoE with a shared expert (granitemoeshared): Granite-MoE's layers with an MLP beside the experts
+# (`shared_mlp`, its gate and up rows fused in `input_linear`, shared_intermediate_size neurons), run on every token as
+# Granite 4's (`GRANITE_SHARED`)
+FAMILIES["granitemoeshared"] = replace(FAMILIES["granitemoe"], model_type="granitemoeshared", shared_expert=True,
+                                       shared_names=GRANITE_SHARED)
 # Granite 4.0 H-Tiny and H-Small: Granite 4's layers with a mixture of experts (Granite-MoE's: a router, the experts
 # stored as 3D tensors) beside each layer's MLP, which becomes its always-on shared expert (`GRANITE_SHARED`)
 GRANITE_MOE_HYBRID = replace(FAMILIES["granitemoehybrid"], moe=True, mlp_size="intermediate_size",
@@ -755,12 +760,17 @@ def shared_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     return readers + ([getattr(moe_block(layer, arch), names.gate)] if names.gate else [])
 
 
-def moe_latent(layer: nn.Module, arch: Arch) -> tuple[nn.Linear, nn.Linear] | None:
-    """A mixture of experts' projections into and out of the latent its experts work in (Nemotron 3 Super's
+def latent_projections(block: nn.Module) -> tuple[nn.Linear, nn.Linear] | None:
+    """A mixture-of-experts block's projections into and out of the latent its experts work in (Nemotron 3 Super's
     fc1_latent_proj and fc2_latent_proj: the experts' rows and columns are latent channels, not hidden ones); None where
-    its experts read and write the hidden channels, or the layer is dense."""
-    down = getattr(moe_block(layer, arch), "fc1_latent_proj", None) if is_sparse(layer, arch) else None
-    return (down, moe_block(layer, arch).fc2_latent_proj) if isinstance(down, nn.Linear) else None
+    its experts read and write the hidden channels (transformers' Nemotron-H holds identities there)."""
+    down = getattr(block, "fc1_latent_proj", None)
+    return (down, block.fc2_latent_proj) if isinstance(down, nn.Linear) else None
+
+
+def moe_latent(layer: nn.Module, arch: Arch) -> tuple[nn.Linear, nn.Linear] | None:
+    """A decoder layer's `latent_projections` (None: a dense layer, or experts without a latent)."""
+    return latent_projections(moe_block(layer, arch)) if is_sparse(layer, arch) else None
 
 
 def residual_readers(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
@@ -1014,10 +1024,9 @@ def moe_weights(block: nn.Module, arch: Arch) -> MoEWeights:
     bias = next((name for name in BLOCK_BIASES if getattr(block, name, None) is not None), None)
     router = getattr(block, arch.router)
     linear = getattr(router, "wg", None)  # (Hunyuan's router holds its weights in a linear and routes itself)
-    latent = getattr(block, "fc1_latent_proj", None)
     return MoEWeights(router if linear is None else linear, block.experts, arch.oss_experts,
                       block if bias else None, None if linear is None else router, bias or "expert_bias",
-                      arch.gated_mlp, (latent, block.fc2_latent_proj) if isinstance(latent, nn.Linear) else None)
+                      arch.gated_mlp, latent_projections(block))
 
 
 @dataclass(frozen=True)

@@ -316,7 +316,7 @@ def gpt_oss_keys(writer: gguf.GGUFWriter, config) -> None:
 
 
 def granitemoe_keys(writer: gguf.GGUFWriter, config) -> None:
-    """Granite-MoE's multipliers and experts."""
+    """Granite-MoE's multipliers and experts (and its shared expert's width, where it has one: `moe_keys`)."""
     granite_keys(writer, config)
     moe_keys(writer, config)
 
@@ -495,7 +495,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "ernie4_5_moe": ernie4_5_moe_keys, "dots1": glm4_moe_keys, "hunyuan_v1_moe": hunyuan_moe_keys,
                "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys, "deepseek_v2": deepseek_v2_keys,
                "youtu": youtu_keys, "sarvam_mla": deepseek_v3_keys, "minimax_m2": minimax_m2_keys,
-               "exaone_moe": exaone_moe_keys}
+               "exaone_moe": exaone_moe_keys, "granitemoeshared": granitemoe_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

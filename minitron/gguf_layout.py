@@ -28,7 +28,8 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "granitemoehybrid": "granitehybrid", "lfm2": "lfm2", "lfm2_moe": "lfm2moe",
              "glm4_moe": "glm4moe", "ernie4_5_moe": "ernie4_5-moe", "dots1": "dots1", "hunyuan_v1_moe": "hunyuan-moe",
              "deepseek_v3": "deepseek2", "glm4_moe_lite": "deepseek2", "deepseek_v2": "deepseek2", "youtu": "deepseek2",
-             "sarvam_mla": "deepseek2", "minimax_m2": "minimax-m2", "exaone_moe": "exaone-moe"}
+             "sarvam_mla": "deepseek2", "minimax_m2": "minimax-m2", "exaone_moe": "exaone-moe",
+             "granitemoeshared": "granitemoe"}  # (Granite-MoE's graph with a shared expert, as llama.cpp's converter)
 
 
 def gguf_arch(config) -> str:

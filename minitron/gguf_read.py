@@ -35,7 +35,8 @@ from minitron.shards import SafetensorsWriter, TensorSpec
 # pattern is an OLMo 3, a Llama file with experts a Mixtral, a deepseek2 file with a softmax router a DeepSeek V2, one
 # without experts a Youtu-LLM: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
-           if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla")}
+           if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla",
+                                 "granitemoeshared")}
 READ_AS["nemotron_h_moe"] = "nemotron_h"  # Nemotron 3's graph (`gguf_layout.gguf_arch`)
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
@@ -157,6 +158,8 @@ def family(meta: Metadata) -> str:
         return "olmo3"
     if meta.arch == "llama" and meta.get("expert_count"):
         return "mixtral"
+    if meta.arch == "granitemoe" and meta.get("expert_shared_feed_forward_length"):
+        return "granitemoeshared"
     if meta.arch == "deepseek2" and not meta.get("expert_count"):
         return "youtu"
     if meta.arch == "deepseek2" and meta.get("expert_gating_func", SOFTMAX) == SOFTMAX:  # (llama.cpp's default)
@@ -241,6 +244,12 @@ def local_experts(meta: Metadata, layers: int) -> dict:
     """The experts and experts a token of a family that names them num_local_experts (Granite-MoE, GPT-OSS)."""
     experts = mixtral(meta, layers)
     return {"num_local_experts": experts.pop("num_experts"), **experts}
+
+
+def granitemoeshared(meta: Metadata, layers: int) -> dict:
+    """Granite-MoE's settings (`granitemoe`) and its shared expert's width."""
+    return {**granitemoe(meta, layers),
+            "shared_intermediate_size": required(meta, "expert_shared_feed_forward_length", int)}
 
 
 def granitemoe(meta: Metadata, layers: int) -> dict:
@@ -470,7 +479,7 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe,
                    "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
                    "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts,
-                   "exaone_moe": exaone_moe}
+                   "exaone_moe": exaone_moe, "granitemoeshared": granitemoeshared}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).

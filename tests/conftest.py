@@ -22,7 +22,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
-            "exaone_moe"]
+            "exaone_moe", "granitemoeshared"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -117,6 +117,12 @@ def tiny_config(family: str, tie: bool = False, **overrides):
     if family == "stablelm":  # LayerNorms with biases, q/k/v biases, RoPE on a quarter of each head, as StableLM 2
         return StableLmConfig(**{"use_qkv_bias": True, **sizes, "head_dim": sizes["hidden_size"] //
                                  sizes["num_attention_heads"]}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "granitemoeshared":  # Granite-MoE's (below) with a shared expert of 64 neurons beside the experts
+        from transformers import GraniteMoeSharedConfig
+
+        granitemoe = tiny_config("granitemoe", tie, **overrides).to_dict()
+        granitemoe.pop("model_type")
+        return GraniteMoeSharedConfig(**{**granitemoe, "shared_intermediate_size": 64, **overrides})
     if family == "granitemoe":  # six experts, two a token, Granite's multipliers (as Granite 3.0 1B-A400M's, but 1)
         return GraniteMoeConfig(**{"num_local_experts": 6, "num_experts_per_tok": 2, "embedding_multiplier": 12.0,
                                    "residual_multiplier": 0.22, "attention_multiplier": 0.1, "logits_scaling": 8.0,

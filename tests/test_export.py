@@ -278,7 +278,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("youtu", "llama-bpe", "q8_0", True), ("sarvam_mla", None, "bf16", False),
              ("minimax_m2", None, "f16", False), ("minimax_m2", "llama-bpe", "q8_0", True),
              ("nemotron_h_moe", "mamba", "f16", False), ("nemotron_h_latent", "mamba", "bf16", False),
-             ("exaone_moe", None, "f16", False), ("exaone_moe", "llama-bpe", "f16", True)]
+             ("exaone_moe", None, "f16", False), ("exaone_moe", "llama-bpe", "f16", True),
+             ("granitemoeshared", None, "f16", False), ("granitemoeshared", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -623,7 +624,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "lfm2, "
                                             "lfm2_moe, glm4_moe, ernie4_5_moe, dots1, hunyuan_v1_moe, "
                                             "deepseek_v3, glm4_moe_lite, deepseek_v2, youtu, sarvam_mla, "
-                                            "minimax_m2, exaone_moe$"):
+                                            "minimax_m2, exaone_moe, granitemoeshared$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -909,6 +910,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("youtu", "youtu-pad", "f16", True), ("sarvam_mla", "groups", "f16", False), ("minimax_m2", None, "f16", False),
     ("minimax_m2", None, "f16", True), ("nemotron_h_moe", "mamba", "f16", False),
     ("nemotron_h_latent", "mamba", "f16", False), ("exaone_moe", None, "f16", False), ("exaone_moe", None, "f16", True),
+    ("granitemoeshared", None, "f16", False), ("granitemoeshared", None, "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

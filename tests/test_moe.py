@@ -23,7 +23,8 @@ from minitron.search import budget_of, enumerate_shapes
 
 MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen3_next",
        "qwen2_moe", "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
-       "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent", "exaone_moe"]
+       "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent", "exaone_moe",
+       "granitemoeshared"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -145,6 +146,7 @@ def test_a_target_prunes_the_families_own_sizes(family):
                                                          "nemotron_h_moe", "nemotron_h_latent", "exaone_moe")
                    else "intermediate_size")
     assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
+                       "granitemoeshared": "num_local_experts",
                        "granitemoehybrid_moe": "num_local_experts", "glm4_moe": "n_routed_experts",
                        "dots1": "n_routed_experts", "deepseek_v3": "n_routed_experts",
                        "glm4_moe_lite": "n_routed_experts", "deepseek_v2": "n_routed_experts",
@@ -231,7 +233,8 @@ def test_prune_writes_experts_as_transformers_stores_them(family, tmp_path, tiny
         assert {"model.layers.2.mlp.experts.gate_up_proj", "model.layers.2.mlp.experts.down_proj_bias"} <= names
     else:  # not the in-memory 3D names
         assert not any(n.endswith(("gate_up_proj", "experts.down_proj")) for n in names)
-    if family not in ("granitemoe", "gpt_oss", "granitemoehybrid_moe"):  # one tensor an expert and linear
+    if family not in ("granitemoe", "gpt_oss", "granitemoehybrid_moe", "granitemoeshared"):  # one tensor an expert
+        # and linear
         assert {"model.layers.2.mlp.experts.3.down_proj.weight", "model.layers.2.block_sparse_moe.experts.3.w2.weight",
                 "model.layers.2.feed_forward.experts.3.w2.weight",
                 "backbone.layers.2.mixer.experts.3.down_proj.weight"} & names

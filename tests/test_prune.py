@@ -223,6 +223,7 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "ernie4_5, ernie4_5_moe, exaone4, exaone_moe, gemma, gemma2, gemma3_text, "
                                             "glm4, "
                                             "glm4_moe, glm4_moe_lite, gpt_oss, granite, granitemoe, granitemoehybrid, "
+                                            "granitemoeshared, "
                                             "hunyuan_v1_dense, hunyuan_v1_moe, lfm2, lfm2_moe, llama, "
                                             "minimax_m2, ministral3, mistral, mixtral, nemotron, nemotron_h, "
                                             "olmo2, olmo3, olmoe, "
