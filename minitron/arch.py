@@ -157,6 +157,7 @@ _PRE_POST = ("input_layernorm", "post_attention_layernorm")
 _GEMMA = _PRE_POST + ("pre_feedforward_layernorm", "post_feedforward_layernorm")  # a norm on each side of each block
 _GEMMA_FRONT = ("input_layernorm", "pre_feedforward_layernorm")  # Gemma's norms in front of attention and the MLP
 _POST = ("post_attention_layernorm", "post_feedforward_layernorm")  # a norm on each block's output only (OLMo 2, 3)
+_MIXTRAL_STORED = ("block_sparse_moe", "w1", "w3", "w2")  # Mixtral's checkpoints' names of its experts (MiniMax-M2's)
 # GLM-4.5's mixture of experts (and dots.llm1's, DeepSeek's): n_routed_experts of moe_intermediate_size neurons, a
 # shared expert as wide as n_shared_experts of them (`GLM_SHARED`), the first first_k_dense_replace layers dense
 _GLM_MOE = dict(moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts", shared_expert=True,
@@ -252,12 +253,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # Coder; every layer sparse), Mixtral (8x7B, 8x22B) and OLMoE (1B-7B: q/k norms over the whole projection, sized
     # by hidden_size)
     Arch("qwen3_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size"),
-    Arch("mixtral", _PRE_POST, moe=True, stored_moe=("block_sparse_moe", "w1", "w3", "w2")),
+    Arch("mixtral", _PRE_POST, moe=True, stored_moe=_MIXTRAL_STORED),
     # MiniMax-M2 (230B-A10B; M2.1, M2.5): Mixtral's layout, 256 experts a layer picked by a sigmoid router that a
     # per-expert bias in the block steers (`BLOCK_BIASES`), their weights renormalised; q/k RMSNorms over the whole
     # projection (sliced with the heads), RoPE on half of each head
-    Arch("minimax_m2", _PRE_POST, moe=True, experts_size="num_local_experts",
-         stored_moe=("block_sparse_moe", "w1", "w3", "w2"),
+    Arch("minimax_m2", _PRE_POST, moe=True, experts_size="num_local_experts", stored_moe=_MIXTRAL_STORED,
          stored_renames=((".mlp.e_score_correction_bias", ".block_sparse_moe.e_score_correction_bias"),)),
     Arch("olmoe", _PRE_POST, moe=True, attention_is_hidden=True),
     # Granite-MoE (Granite 3.0 / 3.1 1B-A400M, 3B-A800M): Granite's multipliers, a softmax over the top-k router logits,
@@ -625,9 +625,15 @@ def shared_rows(layer: nn.Module, arch: Arch) -> list[Rows]:
     """The rows of a shared expert's neurons: its gate's and up's (the two halves of a fused input_linear), or its up's
     where it has no gate (Nemotron 3's)."""
     shared, names = shared_expert_of(layer, arch), arch.shared_names
-    if names.fused:
-        return halves(getattr(shared, names.fused))
-    return [Rows(shared.gate_proj), Rows(shared.up_proj)] if arch.gated_mlp else [Rows(shared.up_proj)]
+    return halves(getattr(shared, names.fused)) if names.fused else [Rows(l) for l in shared_linears(shared, arch)]
+
+
+def shared_linears(shared: nn.Module, arch: Arch) -> list[nn.Linear]:
+    """A shared expert's linears that read its input: its fused gate-and-up one, its gate and up, or its up alone
+    where it has no gate (Nemotron 3's)."""
+    if arch.shared_names.fused:
+        return [getattr(shared, arch.shared_names.fused)]
+    return [shared.gate_proj, shared.up_proj] if arch.gated_mlp else [shared.up_proj]
 
 
 def shared_down(layer: nn.Module, arch: Arch) -> nn.Linear:
@@ -755,9 +761,7 @@ def shared_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     names, shared = arch.shared_names, shared_expert_of(layer, arch)
     if shared is None:
         return []
-    readers = [getattr(shared, names.fused)] if names.fused else \
-        [shared.gate_proj, shared.up_proj] if arch.gated_mlp else [shared.up_proj]
-    return readers + ([getattr(moe_block(layer, arch), names.gate)] if names.gate else [])
+    return shared_linears(shared, arch) + ([getattr(moe_block(layer, arch), names.gate)] if names.gate else [])
 
 
 def latent_projections(block: nn.Module) -> tuple[nn.Linear, nn.Linear] | None:
@@ -916,6 +920,12 @@ class ExpertParam:
 ROW_EXPERTS = (ExpertParam("router", "weight", hidden=1),
                ExpertParam("experts", "gate_up_proj", hidden=2, neurons=1, gated="halves"),
                ExpertParam("experts", "down_proj", hidden=1, neurons=2))
+def experts_input(gated: bool) -> str:
+    """The name of a mixture of experts' 3D tensor that reads the experts' input: gate_up_proj, or up_proj where they
+    have no gate (`Arch.gated_mlp` False, Nemotron 3's)."""
+    return "gate_up_proj" if gated else "up_proj"
+
+
 # Squared-ReLU experts without a gate (Nemotron 3's: `Arch.gated_mlp` False): up rows (experts, neurons, hidden)
 PLAIN_EXPERTS = (ExpertParam("router", "weight", hidden=1), ExpertParam("experts", "up_proj", hidden=2, neurons=1),
                  ExpertParam("experts", "down_proj", hidden=1, neurons=2))
@@ -960,8 +970,7 @@ class MoEWeights:
 
     @property
     def inputs(self) -> str:
-        """The name of the experts' tensor that reads their input: gate_up_proj, or up_proj where ungated."""
-        return "gate_up_proj" if self.gated else "up_proj"
+        return experts_input(self.gated)
 
     @property
     def statics(self) -> nn.Module | None:
@@ -1076,7 +1085,7 @@ def moe_stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
     for part, stored in arch.stored_renames:
         if part in name:
             return StoredAs(((name.replace(part, stored),),), stacked=False)
-    parts = (f"{arch.router}.weight", f"experts.{'gate_up_proj' if arch.gated_mlp else 'up_proj'}", "experts.down_proj")
+    parts = (f"{arch.router}.weight", f"experts.{experts_input(arch.gated_mlp)}", "experts.down_proj")
     m = re.fullmatch(rf"(model\.layers\.\d+\.){arch.moe_block}\.({'|'.join(map(re.escape, parts))})", name) \
         if arch.moe else None
     if m is None:

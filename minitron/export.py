@@ -328,9 +328,10 @@ def nemotron_h_keys(writer: gguf.GGUFWriter, config) -> None:
     is a sigmoid, steered by the bias), and the latent they work in where they have one (Super's)."""
     writer.add_layer_norm_eps(config.layer_norm_epsilon)
     mamba_keys(writer, config)
-    if arch_of(config).moe:
-        routed_keys(writer, config, gguf.ExpertGatingFuncType.SIGMOID, config.norm_topk_prob)
-    if arch_of(config).moe and config.moe_latent_size:
+    if not arch_of(config).moe:
+        return
+    routed_keys(writer, config, gguf.ExpertGatingFuncType.SIGMOID, config.norm_topk_prob)
+    if config.moe_latent_size:
         writer.add_moe_latent_size(config.moe_latent_size)
 
 
@@ -442,7 +443,7 @@ def ernie4_5_moe_keys(writer: gguf.GGUFWriter, config) -> None:
 
 def hunyuan_moe_keys(writer: gguf.GGUFWriter, config) -> None:
     """Hunyuan MoE's experts, their width (its feed_forward_length too, which llama.cpp's graph sizes them by) and its
-    shared expert's."""
+    shared expert's (MiniMax-M2's the same, `minimax_m2_keys`)."""
     moe_keys(writer, config)
     writer.add_expert_feed_forward_length(config.intermediate_size)
 
@@ -458,8 +459,7 @@ def exaone_moe_keys(writer: gguf.GGUFWriter, config) -> None:
 def minimax_m2_keys(writer: gguf.GGUFWriter, config) -> None:
     """MiniMax-M2's experts, their width (expert_feed_forward_length, which its graph sizes them by) and its sigmoid
     router (the graph steers its picks by the bias and renormalises their weights, as transformers does)."""
-    moe_keys(writer, config)
-    writer.add_expert_feed_forward_length(config.intermediate_size)
+    hunyuan_moe_keys(writer, config)
     writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
 
 

@@ -276,14 +276,9 @@ def nemotron_h(meta: Metadata, layers: int) -> dict:
     settings = {"layers_block_type": kinds, "num_key_value_heads": max(kv) or 1, **mamba_settings(meta, MambaNames())}
     if not experts:
         return {**settings, "intermediate_size": max(neurons) or 1}
-    return {**settings, "n_routed_experts": required(meta, "expert_count", int),
-            "num_experts_per_tok": required(meta, "expert_used_count", int),
-            "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
+    return {**settings, **routed_moe(meta, layers),
             "moe_shared_expert_intermediate_size": required(meta, "expert_shared_feed_forward_length", int),
-            "norm_topk_prob": bool(meta.get("expert_weights_norm", False)),
-            "routed_scaling_factor": float(meta.get("expert_weights_scale", 1.0)),
-            "n_group": int(meta.get("expert_group_count", 1)),
-            "topk_group": int(meta.get("expert_group_used_count", 1)), "moe_latent_size": meta.get("moe_latent_size")}
+            "moe_latent_size": meta.get("moe_latent_size")}
 
 
 def layer_kv_heads(meta: Metadata, layers: int) -> list[int]:
@@ -376,19 +371,23 @@ def qwen2_moe(meta: Metadata, layers: int) -> dict:
     return {**shared_moe(meta, layers), "norm_topk_prob": False, "mlp_only_layers": [], "decoder_sparse_step": 1}
 
 
-def steered_moe(meta: Metadata, layers: int) -> dict:
-    """GLM-4.5's (and dots.llm1's, DeepSeek V2's and V3's) experts, experts a token and each expert's width, its shared
-    expert (as wide as expert_shared_count experts), its leading dense layers, its router's renormalising and scale,
-    and the groups it picks its experts within (one without the keys)."""
+def routed_moe(meta: Metadata, layers: int) -> dict:
+    """A mixture of experts as `export.routed_keys` writes it: its experts, experts a token and each expert's width,
+    its router's renormalising and scale, and the groups it picks its experts within (one without the keys)."""
     experts = mixtral(meta, layers)
-    groups = {"n_group": int(meta.get("expert_group_count", 1)),
-              "topk_group": int(meta.get("expert_group_used_count", 1))}
-    return {"n_routed_experts": experts.pop("num_experts"), **experts, **groups,
+    return {"n_routed_experts": experts.pop("num_experts"), **experts,
+            "n_group": int(meta.get("expert_group_count", 1)),
+            "topk_group": int(meta.get("expert_group_used_count", 1)),
             "moe_intermediate_size": required(meta, "expert_feed_forward_length", int),
-            "n_shared_experts": required(meta, "expert_shared_count", int),
-            "first_k_dense_replace": int(meta.get("leading_dense_block_count", 0)),
             "norm_topk_prob": bool(meta.get("expert_weights_norm", False)),
             "routed_scaling_factor": float(meta.get("expert_weights_scale", 1.0))}
+
+
+def steered_moe(meta: Metadata, layers: int) -> dict:
+    """GLM-4.5's (and dots.llm1's, DeepSeek V2's and V3's) mixture of experts (`routed_moe`), its shared expert (as wide
+    as expert_shared_count experts) and its leading dense layers."""
+    return {**routed_moe(meta, layers), "n_shared_experts": required(meta, "expert_shared_count", int),
+            "first_k_dense_replace": int(meta.get("leading_dense_block_count", 0))}
 
 
 def glm4_moe(meta: Metadata, layers: int) -> dict:
