@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,7 +55,8 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "nemotron_h", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe", "gpt_oss", "granitemoehybrid",
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
-            "nemotron_h_latent", "exaone_moe", "granitemoeshared"]
+            "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
+            "solar_open", "starcoder2", "afmoe"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -70,8 +72,10 @@ def llama_cpp_greedy(jobs: list[dict]) -> list[dict]:
     if package is None:
         raise RuntimeError("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
     jobs = [{**job, "model": str(job["model"])} for job in jobs]
-    run = subprocess.run(["node", str(SCRIPT), str(package)], input=json.dumps(jobs), capture_output=True,
-                         text=True)
+    with tempfile.TemporaryDirectory() as tmp:  # (a file, not stdin: Node reads a pipe of over 64 KB unblocked and
+        listed = Path(tmp) / "jobs.json"        # fails with EAGAIN when the rest has not arrived yet)
+        listed.write_text(json.dumps(jobs))
+        run = subprocess.run(["node", str(SCRIPT), str(package), str(listed)], capture_output=True, text=True)
     if run.returncode:
         raise RuntimeError(f"llama.cpp failed: {run.stderr.strip()[-2000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -217,7 +221,10 @@ def sharpen(model, factor: float) -> None:
                 getattr(w.router, "e_score_correction_bias", None)
             steer = w.statics.e_score_correction_bias if w.statics is not None else steer  # (ERNIE 4.5's)
             glm = w.block is None and steer is not None  # (by `factor`, its experts' output hides their scale)
-            if arch.oss_experts or steer is not None:  # GPT-OSS's experts, LFM2-MoE's, MiniMax-M2's, GLM-4.5's
+            # (AFMoE's, whose router routes itself, unscaled: the norm after its MLP hides their weights' scale
+            # wherever they outweigh its shared expert, route_scale written as 1 falling 0 short; unscaled, 0.10)
+            if (arch.oss_experts or steer is not None) and w.gate is None:  # GPT-OSS's, LFM2-MoE's, MiniMax-M2's,
+                # GLM-4.5's experts
                 for param in (getattr(w.experts, w.inputs), w.experts.down_proj):
                     param.mul_(factor / 2 if glm else factor)
             if steer is not None:  # LFM2-MoE's, MiniMax-M2's, GLM-4.5's and ERNIE 4.5's router and the bias that steers
@@ -304,6 +311,10 @@ def tiny_model(family: str, seed: int = 0):
              "olmoe": dict(num_experts=6, num_experts_per_tok=2, num_key_value_heads=8, pad_token_id=None,
                            bos_token_id=None, eos_token_id=None),
              "stablelm": dict(use_qkv_bias=True, head_dim=8),
+             "starcoder2": dict(head_dim=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "afmoe": dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, num_dense_layers=1,
+                           moe_intermediate_size=96, intermediate_size=80, route_scale=2.5, mup_enabled=True,
+                           sliding_window=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "granitemoe": dict(num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=12.0,
                                 residual_multiplier=0.22, attention_multiplier=0.1, logits_scaling=8.0),
              "granitemoeshared": dict(num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=12.0,
@@ -352,6 +363,8 @@ def tiny_model(family: str, seed: int = 0):
                               moe_intermediate_size=96, intermediate_size=80, attention_bias=True, use_qk_norm=True,
                               routed_scaling_factor=2.5, num_nextn_predict_layers=0, pad_token_id=None,
                               bos_token_id=None, eos_token_id=None),
+             "solar_open": dict(n_routed_experts=6, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=96,
+                                routed_scaling_factor=2.5, pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "dots1": dict(num_key_value_heads=8,  # (llama.cpp's dots1 graph gives every query head its own)
                            n_routed_experts=6, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
                            moe_intermediate_size=96, intermediate_size=80, routed_scaling_factor=2.5,
@@ -363,6 +376,10 @@ def tiny_model(family: str, seed: int = 0):
              "deepseek_v3": dict(LATENT_MOE, first_k_dense_replace=1),
              "sarvam_mla": dict(LATENT_MOE, first_k_dense_replace=1),
              "glm4_moe_lite": dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"]),
+             # (past its sixth token, a query attends to the six keys the indexer picks; llama.cpp rotates the
+             # indexer's heads by a Hadamard matrix of 64 rows at least, so they are 64 wide)
+             "deepseek_v32": dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"], index_n_heads=4,
+                                  index_head_dim=64, index_topk=6),
              "deepseek_v2": dict(LATENT_MOE, first_k_dense_replace=1, topk_method="greedy"),
              "youtu": dict(LATENT, tie_word_embeddings=True,
                            initializer_range=0.02),  # (the others' weight scale: its own makes logits 6x wider)

@@ -1,7 +1,7 @@
 // Greedy generation in llama.cpp itself, through node-llama-cpp's prebuilt CPU build (installed by `make setup`
 // into the virtual environment; benchmarks/llama_cpp_check.py finds it and runs this script).
 //
-//   node benchmarks/llama_cpp_greedy.mjs NODE_LLAMA_CPP_DIR < jobs.json
+//   node benchmarks/llama_cpp_greedy.mjs NODE_LLAMA_CPP_DIR jobs.json
 //
 // jobs.json: [{"model": "a.gguf", "ids": [...] | "text": "...", "n": 16}, ...]. A "text" prompt is tokenised by
 // llama.cpp from the file's own vocabulary (special tokens such as <|im_start|> parsed). Prints one JSON line:
@@ -11,7 +11,7 @@ import {join} from "node:path";
 import {pathToFileURL} from "node:url";
 
 const {getLlama} = await import(pathToFileURL(join(process.argv[2], "dist", "index.js")).href);
-const jobs = JSON.parse(readFileSync(0, "utf8"));
+const jobs = JSON.parse(readFileSync(process.argv[3], "utf8"));
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
 const results = [];
 for (const job of jobs) {

@@ -157,6 +157,7 @@ _PRE_POST = ("input_layernorm", "post_attention_layernorm")
 _GEMMA = _PRE_POST + ("pre_feedforward_layernorm", "post_feedforward_layernorm")  # a norm on each side of each block
 _GEMMA_FRONT = ("input_layernorm", "pre_feedforward_layernorm")  # Gemma's norms in front of attention and the MLP
 _POST = ("post_attention_layernorm", "post_feedforward_layernorm")  # a norm on each block's output only (OLMo 2, 3)
+_AFMOE = ("input_layernorm", "post_attention_layernorm", "pre_mlp_layernorm", "post_mlp_layernorm")  # (Gemma 2's four)
 _MIXTRAL_STORED = ("block_sparse_moe", "w1", "w3", "w2")  # Mixtral's checkpoints' names of its experts (MiniMax-M2's)
 # GLM-4.5's mixture of experts (and dots.llm1's, DeepSeek's): n_routed_experts of moe_intermediate_size neurons, a
 # shared expert as wide as n_shared_experts of them (`GLM_SHARED`), the first first_k_dense_replace layers dense
@@ -191,6 +192,10 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # StableLM 2 (1.6B, 3B, Zephyr): LayerNorms with biases, q/k/v biases, RoPE on a quarter of each head; transformers
     # takes its head size as hidden_size / heads
     Arch("stablelm", _PRE_POST, attention_is_hidden=True),
+    # StarCoder2 (3B, 7B, 15B; StarCoder2-Instruct): Mistral's attention (one window in every layer) with biases on
+    # every linear, LayerNorms with biases, a non-gated GELU MLP (c_fc, c_proj); transformers takes its head size as
+    # hidden_size / heads
+    Arch("starcoder2", _PRE_POST, gated_mlp=False, mlp_up="c_fc", mlp_down="c_proj", attention_is_hidden=True),
     Arch("phi3", _PRE_POST, fused_qkv=True, fused_mlp=True),  # q/k/v and gate/up fused; Phi-3, Phi-3.5, Phi-4-mini
     # GLM-4 (9B, 32B; 0414 and Z1): gate/up fused, q/k/v biases, a norm on each side of attention and of the MLP (those
     # in front score the hidden channels), RoPE on interleaved pairs of half of each head
@@ -228,6 +233,10 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # GLM-4.7-Flash (glm4_moe_lite: 30B-A3B): DeepSeek V3's layers (multi-head latent attention, GLM-4.5's mixture of
     # experts) with its dense layers listed by kind (mlp_layer_types)
     Arch("glm4_moe_lite", _PRE_POST, **dict(_GLM_MOE, dense_first=None, dense_kinds="mlp_layer_types", mla=True)),
+    # DeepSeek V3.2 (deepseek_v32: 671B-A37B; V3.2-Exp, V3.2-Speciale): GLM-4.7-Flash's layers, each attention with a
+    # lightning indexer that picks the index_topk keys every query attends to (`indexer_inputs`: its key and head
+    # weights read the hidden channels, its queries the query latent, which is kept whole)
+    Arch("deepseek_v32", _PRE_POST, **dict(_GLM_MOE, dense_first=None, dense_kinds="mlp_layer_types", mla=True)),
     # K-EXAONE (exaone_moe: 236B-A23B): Llama's layout with per-head q/k norms, three sliding layers with RoPE to one
     # global without, and GLM-4.5's mixture of experts (its shared expert as wide as num_shared_experts routed ones, its
     # dense layers listed by kind, mlp_layer_types); the router's bias is stored beside the gate, not in it
@@ -235,6 +244,9 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
                                          dense_kinds="mlp_layer_types",
                                          shared_names=replace(GLM_SHARED, count="num_shared_experts")),
          stored_renames=((".mlp.gate.e_score_correction_bias", ".mlp.e_score_correction_bias"),)),
+    # Solar Open (solar_open: 100B-A12B): GLM-4.5's mixture of experts in every layer (`GLM_SHARED`, the router's own
+    # steering bias; no dense layers) with Llama's attention
+    Arch("solar_open", _PRE_POST, **dict(_GLM_MOE, dense_first=None)),
     # dots.llm1 (dots1: 142B-A14B): GLM-4.5's mixture of experts (`GLM_SHARED`, the router's own steering bias) with
     # per-head q/k norms and RoPE on every channel
     Arch("dots1", _PRE_POST, **_GLM_MOE),
@@ -306,6 +318,14 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
          attention_is_hidden=True, final_norm="embedding_norm", moe=True, mlp_size="moe_intermediate_size",
          moe_block="feed_forward", stored_moe=("feed_forward", "w1", "w3", "w2"), dense_first="num_dense_layers"),
 ]}
+# AFMoE (Arcee Trinity Nano 6B-A1B, Mini 26B-A3B, Large 400B-A13B): a norm on each side of attention and of the
+# MLP, attention with per-head q/k norms and an output gate of its own (`attention_gate`), three sliding layers with
+# RoPE to one global without; its first num_dense_layers with an MLP, the others with a mixture of experts (a sigmoid
+# router, `router.gate`, whose picks the block's expert_bias steers; a shared expert as wide as num_shared_experts
+# routed ones); embeddings scaled by sqrt(hidden_size) where mup_enabled (read from the config at every forward)
+FAMILIES["afmoe"] = Arch("afmoe", _AFMOE, score_norms=("input_layernorm", "pre_mlp_layernorm"), **dict(
+    _GLM_MOE, experts_size="num_experts", dense_first="num_dense_layers", router="router",
+    shared_names=replace(GLM_SHARED, count="num_shared_experts")))
 # Granite-MoE with a shared expert (granitemoeshared): Granite-MoE's layers with an MLP beside the experts
 # (`shared_mlp`, its gate and up rows fused in `input_linear`, shared_intermediate_size neurons), run on every token as
 # Granite 4's (`GRANITE_SHARED`)
@@ -704,8 +724,25 @@ def attention_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     if attn is None:
         return []
     if arch.mla:  # (queries through a latent, or not)
-        return [attn.q_proj if attn.q_a_proj is None else attn.q_a_proj, attn.kv_a_proj_with_mqa]
-    return [attn.qkv_proj] if arch.fused_qkv else [attn.q_proj, attn.k_proj, attn.v_proj]
+        return [attn.q_proj if attn.q_a_proj is None else attn.q_a_proj, attn.kv_a_proj_with_mqa, *indexer_inputs(attn)]
+    gate = attention_gate(attn)
+    return [attn.qkv_proj] if arch.fused_qkv else [attn.q_proj, attn.k_proj, attn.v_proj, *([gate] if gate else [])]
+
+
+def attention_gate(attn: nn.Module) -> nn.Linear | None:
+    """An attention's output gate of its own (AFMoE's `gate_proj`: a row for each channel of each head's output, whose
+    sigmoid multiplies it before o_proj; its rows go with the heads); None elsewhere (Qwen3.5 gates in q_proj's rows,
+    `Arch.gated_query`)."""
+    gate = getattr(attn, "gate_proj", None)
+    return gate if isinstance(gate, nn.Linear) else None
+
+
+def indexer_inputs(attn: nn.Module) -> list[nn.Linear]:
+    """The linears of DeepSeek Sparse Attention's lightning indexer that read the attention's input (DeepSeek V3.2's:
+    its one key head, `wk`, and its heads' weights, `weights_proj`; its queries, `wq_b`, read the query latent); none
+    without an indexer."""
+    indexer = getattr(attn, "indexer", None)
+    return [] if indexer is None else [indexer.wk, indexer.weights_proj]
 
 
 def mlp_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
@@ -716,7 +753,7 @@ def mlp_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
         return []
     if arch.fused_mlp:
         return [getattr(mlp, arch.mlp_fused)]
-    return [getattr(mlp, arch.mlp_gate), getattr(mlp, arch.mlp_up)] if arch.gated_mlp else [mlp.up_proj]
+    return [getattr(mlp, arch.mlp_gate), getattr(mlp, arch.mlp_up)] if arch.gated_mlp else [getattr(mlp, arch.mlp_up)]
 
 
 def neuron_rows(layer: nn.Module, arch: Arch) -> list[Rows]:
@@ -942,6 +979,9 @@ OSS_EXPERTS = (ExpertParam("router", "weight", hidden=1), ExpertParam("router", 
 # (GLM-4.5's `e_score_correction_bias`, which the router adds itself) or its statistics' (ERNIE 4.5's
 # `moe_statics.e_score_correction_bias`, one row of the experts)
 BLOCK_BIASES = ("expert_bias", "e_score_correction_bias")
+# Where a router holds its weights in a linear of its own and routes itself: the linear's name (Hunyuan's `wg`,
+# AFMoE's `gate`)
+ROUTER_LINEARS = ("wg", "gate")
 ROUTER_BIAS = ExpertParam("router", "e_score_correction_bias")
 STATICS_BIAS = ExpertParam("statics", "e_score_correction_bias", experts=1)
 
@@ -955,7 +995,7 @@ class MoEWeights:
     experts: nn.Module  # holds `gate_up_proj` (or, ungated, `up_proj`) and `down_proj`
     oss: bool = False  # GPT-OSS's layout (`Arch.oss_experts`)
     block: nn.Module | None = None  # the block, where it holds a bias for the router's picks (`BLOCK_BIASES`)
-    gate: nn.Module | None = None  # what routes, where the router's weights are a linear of it (Hunyuan's `wg`)
+    gate: nn.Module | None = None  # what routes, where the router's weights are a linear of it (`ROUTER_LINEARS`)
     block_bias: str = "expert_bias"  # the block's bias's name (`BLOCK_BIASES`)
     gated: bool = True  # the experts have a gate (False: up_proj alone, `PLAIN_EXPERTS`)
     latent: tuple[nn.Linear, nn.Linear] | None = None  # the projections into and out of the experts' latent
@@ -980,9 +1020,10 @@ class MoEWeights:
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The router on tokens x (tokens, hidden): (logits, the picked experts' weights, the picked experts), as the
         block routes them (with its bias for the picks, where it has one)."""
-        if self.block is not None:
-            return self.router(x, getattr(self.block, self.block_bias))
-        return (self.router if self.gate is None else self.gate)(x)
+        if self.block is None:
+            return (self.router if self.gate is None else self.gate)(x)
+        bias = getattr(self.block, self.block_bias)
+        return self.router(x, bias) if self.gate is None else self.gate(x[None], bias)  # (AFMoE's takes a batch)
 
     def gate_up_of(self, t: torch.Tensor) -> torch.Tensor:
         """A tensor shaped like the experts' input tensor (`inputs`; the weight, or its gradient times it) as (experts,
@@ -1032,7 +1073,8 @@ def moe_weights(block: nn.Module, arch: Arch) -> MoEWeights:
     """The weights of a mixture-of-experts block (`moe_block`)."""
     bias = next((name for name in BLOCK_BIASES if getattr(block, name, None) is not None), None)
     router = getattr(block, arch.router)
-    linear = getattr(router, "wg", None)  # (Hunyuan's router holds its weights in a linear and routes itself)
+    linear = next((getattr(router, name) for name in ROUTER_LINEARS if isinstance(getattr(router, name, None),
+                                                                                 nn.Linear)), None)
     return MoEWeights(router if linear is None else linear, block.experts, arch.oss_experts,
                       block if bias else None, None if linear is None else router, bias or "expert_bias",
                       arch.gated_mlp, latent_projections(block))

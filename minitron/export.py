@@ -376,9 +376,10 @@ def glm4_moe_keys(writer: gguf.GGUFWriter, config) -> None:
     routed_keys(writer, config, gguf.ExpertGatingFuncType.SIGMOID, config.norm_topk_prob)
 
 
-def routed_keys(writer: gguf.GGUFWriter, config, gating: gguf.ExpertGatingFuncType, renormalised: bool) -> None:
+def routed_keys(writer: gguf.GGUFWriter, config, gating: gguf.ExpertGatingFuncType, renormalised: bool,
+                scale: str = "routed_scaling_factor") -> None:
     """A mixture of experts' experts, shared expert and their width (`moe_keys`), its leading dense layers, its
-    router's `gating`, whether the picked experts' weights are renormalised, their scale (routed_scaling_factor), and
+    router's `gating`, whether the picked experts' weights are renormalised, their `scale` (the config's name), and
     the topk_group best of n_group groups it picks its experts within where it has them (DeepSeek V3's 4 of 8:
     llama.cpp's graphs score a group by its two best experts' biased scores, as transformers does)."""
     moe_keys(writer, config)
@@ -388,7 +389,14 @@ def routed_keys(writer: gguf.GGUFWriter, config, gating: gguf.ExpertGatingFuncTy
     writer.add_leading_dense_block_count(len(dense_layers(config)))  # (the first ones: `check_exportable`)
     writer.add_expert_gating_func(gating)
     writer.add_expert_weights_norm(renormalised)
-    writer.add_expert_weights_scale(config.routed_scaling_factor)
+    writer.add_expert_weights_scale(getattr(config, scale))
+
+
+def afmoe_keys(writer: gguf.GGUFWriter, config) -> None:
+    """AFMoE's mixture of experts (`routed_keys`: its sigmoid router's picked scores renormalised and scaled by its
+    route_scale) and its window (every 4th layer global without RoPE, fixed in llama.cpp's graph: `check_afmoe`)."""
+    routed_keys(writer, config, gguf.ExpertGatingFuncType.SIGMOID, True, "route_scale")
+    writer.add_sliding_window(config.sliding_window)
 
 
 def deepseek_v3_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -396,6 +404,15 @@ def deepseek_v3_keys(writer: gguf.GGUFWriter, config) -> None:
     (`latent_keys`)."""
     glm4_moe_keys(writer, config)
     latent_keys(writer, config)
+
+
+def deepseek_v32_keys(writer: gguf.GGUFWriter, config) -> None:
+    """DeepSeek V3's keys (`deepseek_v3_keys`: its dense layers listed by kind, GLM-4.7-Flash's, leading ones only,
+    `check_latent`) and its lightning indexer's heads, their size and the keys each query attends to."""
+    deepseek_v3_keys(writer, config)
+    writer.add_indexer_head_count(config.index_n_heads)
+    writer.add_indexer_key_length(config.index_head_dim)
+    writer.add_indexer_top_k(config.index_topk)
 
 
 def deepseek_v2_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -495,7 +512,8 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "ernie4_5_moe": ernie4_5_moe_keys, "dots1": glm4_moe_keys, "hunyuan_v1_moe": hunyuan_moe_keys,
                "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys, "deepseek_v2": deepseek_v2_keys,
                "youtu": youtu_keys, "sarvam_mla": deepseek_v3_keys, "minimax_m2": minimax_m2_keys,
-               "exaone_moe": exaone_moe_keys, "granitemoeshared": granitemoe_keys}
+               "exaone_moe": exaone_moe_keys, "granitemoeshared": granitemoe_keys, "deepseek_v32": deepseek_v32_keys,
+               "solar_open": glm4_moe_keys, "afmoe": afmoe_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

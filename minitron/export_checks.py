@@ -8,8 +8,8 @@ import math
 
 from minitron.arch import FAMILIES, RECURRENT, arch_of, dense_layers, expert_groups, head_dim
 from minitron.errors import MinitronError
-from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
-                                  EXAONE4_HYBRID_LAYERS, GGUF_ARCH, SMOLLM3_NO_ROPE_STEP)
+from minitron.gguf_layout import (AFMOE_GLOBAL_STEP, COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
+                                  EXAONE4_HYBRID_LAYERS, GGUF_ARCH, SMOLLM3_NO_ROPE_STEP, gguf_arch, global_every)
 
 # What `minitron export` writes: every Hugging Face model type with a llama.cpp graph (gguf_layout.GGUF_ARCH).
 EXPORTABLE = tuple(GGUF_ARCH)
@@ -275,8 +275,7 @@ def check_cohere(config) -> None:
 def check_cohere2(config) -> None:
     check_tied(config, "Cohere 2", "Cohere 2")
     step = COHERE2_GLOBAL_STEP
-    if layer_types(config) != ["full_attention" if (i + 1) % step == 0 else "sliding_attention"
-                               for i in range(config.num_hidden_layers)]:
+    if layer_types(config) != global_every(step, config.num_hidden_layers):
         raise MinitronError(f"cannot export this Cohere 2 model: its layer pattern {layer_types(config)} is not every "
                             f"{step}th layer global, which llama.cpp's Cohere 2 graph assumes; drop layers in blocks "
                             f"of {step} to keep it")
@@ -368,6 +367,20 @@ def check_lfm2(config) -> None:
                             "short convolutions")
 
 
+def check_afmoe(config) -> None:
+    """Refuse an AFMoE that llama.cpp's afmoe graph computes otherwise: without muP's embedding scale (it always scales
+    by sqrt(hidden_size), as the released Trinity models do), or with a layer pattern other than every
+    AFMOE_GLOBAL_STEP-th layer global without RoPE (fixed in its source)."""
+    step = AFMOE_GLOBAL_STEP
+    if not config.mup_enabled:
+        raise MinitronError("cannot export an AFMoE model with mup_enabled false: llama.cpp's afmoe graph scales the "
+                            "embeddings by sqrt(hidden_size) always")
+    if layer_types(config) != global_every(step, config.num_hidden_layers):
+        raise MinitronError(f"cannot export this AFMoE model: its layer pattern {layer_types(config)} is not every "
+                            f"{step}th layer global (without RoPE), which llama.cpp's afmoe graph assumes; drop layers "
+                            f"in blocks of {step} to keep it")
+
+
 def check_lfm2_moe(config) -> None:
     """Refuse an LFM2-MoE that llama.cpp's lfm2moe graph computes otherwise: its router's picks not steered by a bias
     (that graph needs one), the picked experts' weights not renormalised or scaled (it always renormalises, and scales
@@ -390,17 +403,23 @@ def check_latent(config) -> None:
     - a YaRN with mscale and mscale_all_dim apart, or other settings of its own: it computes DeepSeek's (V2-Lite's
       0.707 each, V3's 1): rotated channels unscaled (transformers' attention factor 1) and the attention's scale
       times (0.1 mscale_all_dim ln(factor) + 1)^2 (its yarn_log_multiplier), its betas from the file;
-    - queries through a latent at a depth it takes for a Lite model's (`lite_depth`), where it reads no query latent;
+    - queries through a latent at a depth it takes for a Lite model's (`lite_depth`), where it reads no query latent
+      (DeepSeek V3.2's deepseek32 graph always reads one);
     - rotated channels in halves (rope_interleave false): it rotates interleaved pairs, as the released checkpoints
-      store them (DeepSeek V2's always are)."""
-    rope, model_type = rope_parameters(config), config.model_type
+      store them (DeepSeek V2's always are);
+    - in DeepSeek V3.2's deepseek32 graph, a YaRN whose mscale is not 1 (V3.2's is): llama.cpp takes mscale for 1
+      there, and mscale_all_dim from the file (with V2-Lite's 0.707 each the tiny model falls 0.18 short, measured)."""
+    rope, model_type, graph = rope_parameters(config), config.model_type, gguf_arch(config)
     if rope.get("rope_type") == "yarn" and (rope.get("mscale") != rope.get("mscale_all_dim")
                                             or rope.get("attention_factor") is not None
                                             or rope.get("truncate") not in (None, True)):
         raise MinitronError(f"cannot export a {model_type} model whose YaRN has mscale {rope.get('mscale')} "
                             f"and mscale_all_dim {rope.get('mscale_all_dim')} apart (or an attention_factor or "
-                            "truncate of its own): llama.cpp's deepseek2 graph computes them equal, as DeepSeek's")
-    if config.q_lora_rank and lite_depth(config.num_hidden_layers, config.vocab_size):
+                            f"truncate of its own): llama.cpp's {graph} graph computes them equal, as DeepSeek's")
+    if rope.get("rope_type") == "yarn" and graph == "deepseek32" and rope.get("mscale") not in (None, 1, 1.0):
+        raise MinitronError(f"cannot export a {model_type} model whose YaRN has mscale {rope['mscale']}: llama.cpp's "
+                            "deepseek32 graph computes mscale 1, DeepSeek V3.2's")
+    if graph == "deepseek2" and config.q_lora_rank and lite_depth(config.num_hidden_layers, config.vocab_size):
         raise MinitronError(f"cannot export a {model_type} model of {config.num_hidden_layers} layers whose queries "
                             "come through a latent (q_lora_rank): llama.cpp's deepseek2 graph takes a model of 26 or "
                             "27 layers (or 48 with a vocabulary of 128,256) for a Lite one, without; keep another "
@@ -408,6 +427,19 @@ def check_latent(config) -> None:
     if not getattr(config, "rope_interleave", True):
         raise MinitronError(f"cannot export a {model_type} model with rope_interleave false: llama.cpp's deepseek2 "
                             "graph rotates interleaved pairs of channels (as the released checkpoints store them)")
+
+
+def check_deepseek_v32(config) -> None:
+    """Refuse a DeepSeek V3.2 that llama.cpp's deepseek32 graph computes otherwise (`check_latent`), or whose indexer
+    heads it cannot rotate: it turns them by a Hadamard matrix as wide as the largest power of two from 64 up that
+    divides them, and stops where that is not the whole head (16 channels: `GGML_ASSERT(ggml_can_mul_mat(a, b))`,
+    measured; the released heads are 128)."""
+    check_latent(config)
+    width = config.index_head_dim
+    if width < 64 or width & (width - 1):
+        raise MinitronError(f"cannot export a deepseek_v32 model whose indexer heads are {width} channels wide: "
+                            "llama.cpp's deepseek32 graph rotates them by a Hadamard matrix of 64, 128, 256... rows, "
+                            "as wide as the head")
 
 
 def check_deepseek_v2(config) -> None:
@@ -479,4 +511,5 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
                  "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_latent,
                  "glm4_moe_lite": check_latent, "deepseek_v2": check_deepseek_v2, "youtu": check_latent,
-                 "sarvam_mla": check_latent, "dots1": check_dots1, "hunyuan_v1_moe": check_hunyuan}
+                 "sarvam_mla": check_latent, "deepseek_v32": check_deepseek_v32, "dots1": check_dots1,
+                 "hunyuan_v1_moe": check_hunyuan, "afmoe": check_afmoe}

@@ -29,7 +29,10 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "glm4_moe": "glm4moe", "ernie4_5_moe": "ernie4_5-moe", "dots1": "dots1", "hunyuan_v1_moe": "hunyuan-moe",
              "deepseek_v3": "deepseek2", "glm4_moe_lite": "deepseek2", "deepseek_v2": "deepseek2", "youtu": "deepseek2",
              "sarvam_mla": "deepseek2", "minimax_m2": "minimax-m2", "exaone_moe": "exaone-moe",
-             "granitemoeshared": "granitemoe"}  # (Granite-MoE's graph with a shared expert, as llama.cpp's converter)
+             "granitemoeshared": "granitemoe",  # (Granite-MoE's graph with a shared expert, as llama.cpp's converter)
+             "deepseek_v32": "deepseek32",
+             "solar_open": "glm4moe",  # (GLM-4.5's graph without dense layers, as llama.cpp's converter writes it)
+             "starcoder2": "starcoder2", "afmoe": "afmoe"}
 
 
 def gguf_arch(config) -> str:
@@ -43,7 +46,7 @@ def gguf_arch(config) -> str:
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
-                  "stablelm": "layer_norm_eps"}
+                  "stablelm": "layer_norm_eps", "starcoder2": "norm_epsilon"}
 # Families whose RMSNorms' epsilon is not the config's rms_norm_eps: its field (Nemotron-H's every norm's).
 RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon", "lfm2": "norm_eps", "lfm2_moe": "norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
@@ -305,9 +308,23 @@ def stacked_key(layer: int, block: str, linear: str) -> str:
 COMMAND_R_PLUS_LAYERS = 64
 COHERE2_GLOBAL_STEP = 4
 SMOLLM3_NO_ROPE_STEP = 4
+AFMOE_GLOBAL_STEP = 4  # AFMoE's every 4th layer global and without RoPE, the others sliding with it
+
+
+def global_every(step: int, layers: int) -> list[str]:
+    """The layer kinds of a graph that makes every `step`-th layer global and the others sliding (Cohere 2's, AFMoE's),
+    as transformers' `layer_types` names them."""
+    return ["full_attention" if (i + 1) % step == 0 else "sliding_attention" for i in range(layers)]
+
+
 # EXAONE 4's sliding layers exactly at this many layers (the 32B's), every 4th global (and without RoPE); none below
 # or above, every layer global with RoPE; the window 4096 unless the file says otherwise.
 EXAONE4_HYBRID_LAYERS, EXAONE4_GLOBAL_STEP, EXAONE4_WINDOW = 64, 4, 4096
+
+
+# Graphs that gguf-py (0.19, the newest on PyPI) does not know, and the graph whose tensors they have, by the same names
+# (DeepSeek V3.2's: GLM-5's, the latent attention, experts and indexer of both).
+TENSORS_AS = {"deepseek32": "glm-dsa"}
 
 
 def tensor_names(arch: str, layers: int):
@@ -315,7 +332,7 @@ def tensor_names(arch: str, layers: int):
     import gguf  # lazy: an extra, and CLI start-up speed
 
     by_name = {name: member for member, name in gguf.MODEL_ARCH_NAMES.items()}
-    return gguf.get_tensor_name_map(by_name[arch], layers)
+    return gguf.get_tensor_name_map(by_name[TENSORS_AS.get(arch, arch)], layers)
 
 
 def gguf_tensor(names, key: str) -> str | None:

@@ -20,12 +20,13 @@ from minitron.arch import (ATTENTION, GRANITE_MAMBA, MLP, MOE, RECURRENT, MambaN
                            tied)
 from minitron.errors import MinitronError
 from minitron.gguf_config import Metadata, correct_config
-from minitron.gguf_layout import (COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
+from minitron.gguf_layout import (AFMOE_GLOBAL_STEP, COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
                                   LAYER_NORM_EPS, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, delta_in_gguf,
-                                  delta_stored, fused_gate_up, gguf_arch, gguf_tensor, granite_mlp_in_gguf,
-                                  halve_rotary, mamba_in_gguf, mamba_read, mla_in_gguf, mla_read, oss_in_gguf, oss_read,
-                                  qkvz_in_gguf, qkvz_read, stacked_key, stored_plus_one, tensor_names)
+                                  delta_stored, fused_gate_up, gguf_arch, gguf_tensor, global_every,
+                                  granite_mlp_in_gguf, halve_rotary, mamba_in_gguf, mamba_read, mla_in_gguf, mla_read,
+                                  oss_in_gguf, oss_read, qkvz_in_gguf, qkvz_read, stacked_key, stored_plus_one,
+                                  tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -36,7 +37,7 @@ from minitron.shards import SafetensorsWriter, TensorSpec
 # without experts a Youtu-LLM: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
            if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla",
-                                 "granitemoeshared")}
+                                 "granitemoeshared", "solar_open")}
 READ_AS["nemotron_h_moe"] = "nemotron_h"  # Nemotron 3's graph (`gguf_layout.gguf_arch`)
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
@@ -191,9 +192,8 @@ def cohere(meta: Metadata, layers: int) -> dict:
 
 def cohere2(meta: Metadata, layers: int) -> dict:
     """Cohere 2's logit scale and layer pattern (every COHERE2_GLOBAL_STEP-th layer global, fixed in llama.cpp)."""
-    step = COHERE2_GLOBAL_STEP
     return {"logit_scale": required(meta, "logit_scale", float),
-            "layer_types": ["full_attention" if (i + 1) % step == 0 else "sliding_attention" for i in range(layers)]}
+            "layer_types": global_every(COHERE2_GLOBAL_STEP, layers)}
 
 
 def smollm3(meta: Metadata, layers: int) -> dict:
@@ -418,6 +418,28 @@ def deepseek_v3(meta: Metadata, layers: int) -> dict:
             "rope_interleave": True}
 
 
+def afmoe(meta: Metadata, layers: int) -> dict:
+    """AFMoE's mixture of experts as `export.afmoe_keys` writes it (its shared expert as wide as expert_shared_count
+    routed ones, its leading dense layers, its picked scores' scale) and its layers (every AFMOE_GLOBAL_STEP-th global,
+    fixed in llama.cpp); muP's embedding scale, which that graph always applies."""
+    experts = routed_moe(meta, layers)
+    return {"num_experts": experts["n_routed_experts"], "num_experts_per_tok": experts["num_experts_per_tok"],
+            "moe_intermediate_size": experts["moe_intermediate_size"], "route_scale": experts["routed_scaling_factor"],
+            "num_shared_experts": required(meta, "expert_shared_count", int),
+            "num_dense_layers": int(meta.get("leading_dense_block_count", 0)), "mup_enabled": True,
+            "global_attn_every_n_layers": AFMOE_GLOBAL_STEP, "layer_types": global_every(AFMOE_GLOBAL_STEP, layers)}
+
+
+def deepseek_v32(meta: Metadata, layers: int) -> dict:
+    """DeepSeek V3.2's mixture of experts (`steered_moe`), its multi-head latent attention (`latent_attention`, its
+    RoPE on interleaved pairs whatever the config says) and its lightning indexer's heads, their size and the keys each
+    query attends to."""
+    return {**steered_moe(meta, layers), **latent_attention(meta), "num_nextn_predict_layers": 0,
+            "index_n_heads": required(meta, "attention.indexer.head_count", int),
+            "index_head_dim": required(meta, "attention.indexer.key_length", int),
+            "index_topk": required(meta, "attention.indexer.top_k", int)}
+
+
 def deepseek_v2(meta: Metadata, layers: int) -> dict:
     """DeepSeek V2's mixture of experts (`steered_moe`'s keys: its softmax router is not steered), its picks greedy or
     within the groups of the best experts (the model such a file is converted from: llama.cpp scores a group by its
@@ -478,14 +500,16 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "granitemoehybrid": granite_hybrid, "lfm2": lfm2, "lfm2_moe": lfm2_moe, "glm4_moe": glm4_moe,
                    "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
                    "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts,
-                   "exaone_moe": exaone_moe, "granitemoeshared": granitemoeshared}
+                   "exaone_moe": exaone_moe, "granitemoeshared": granitemoeshared, "deepseek_v32": deepseek_v32,
+                   "afmoe": afmoe}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).
 OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",),
             "granitemoehybrid": ("intermediate_size", "num_key_value_heads"), "lfm2": ("num_key_value_heads",),
             "lfm2_moe": ("num_key_value_heads",), "deepseek_v3": ("num_key_value_heads",),
-            "deepseek_v2": ("num_key_value_heads",), "youtu": ("num_key_value_heads",)}
+            "deepseek_v2": ("num_key_value_heads",), "youtu": ("num_key_value_heads",),
+            "deepseek_v32": ("num_key_value_heads",)}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -548,9 +572,16 @@ def latent_rope(config, meta: Metadata) -> None:
     config.rope_parameters = rope
 
 
+def whole_head_rope(config, meta: Metadata) -> None:
+    """GLM-4.5's RoPE over the whole head where the file rotates it all (a Solar Open's): transformers' GLM-4.5
+    rotates half of each head unless told otherwise (`correct_config` writes the fraction only where it is not 1)."""
+    config.rope_parameters = {"partial_rotary_factor": 1.0, **config.rope_parameters}
+
+
 # What a family's config needs after `correct_config` has set its RoPE.
 FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope, "gpt_oss": gpt_oss_rope,
-               "deepseek_v3": latent_rope, "deepseek_v2": latent_rope, "youtu": latent_rope}
+               "deepseek_v3": latent_rope, "deepseek_v2": latent_rope, "youtu": latent_rope,
+               "deepseek_v32": latent_rope, "glm4_moe": whole_head_rope}
 
 
 def dequantized(tensor) -> np.ndarray:

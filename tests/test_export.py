@@ -67,6 +67,11 @@ YOUTU_PAD = dict(pad_token_id=0)
 DEEPSEEK_YARN = {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 16.0,
                                      "original_max_position_embeddings": 16, "beta_fast": 32.0, "beta_slow": 1.0,
                                      "mscale": 0.707, "mscale_all_dim": 0.707}}
+# DeepSeek V3.2's YaRN (mscale and mscale_all_dim 1, as released), every key picked by its indexer (index_topk past
+# the sequence): llama.cpp's rounded activations flip near-tied picks of these random models (the tied one in f16 falls
+# 0.037 short with six picked; untied, with six, 0)
+DEEPSEEK_V32_YARN = {"rope_parameters": {**DEEPSEEK_YARN["rope_parameters"], "mscale": 1.0, "mscale_all_dim": 1.0},
+                     "index_topk": 64}
 # YaRN as the released OLMo 3 configs write it: the attention factor spelt out, 0.1 ln(factor) + 1 (what llama.cpp and
 # transformers derive), and the betas at their defaults
 OLMO3_YARN = {**YARN_ROPE, "attention_factor": 0.1 * math.log(4.0) + 1, "beta_fast": 32.0, "beta_slow": 1.0}
@@ -227,7 +232,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
     Qwen3.5's Gated DeltaNet value heads left grouped by key head (llama.cpp tiles them) 0.022, its norms without the
     +1 0.73; GPT-OSS's experts' gate and up columns read as halves instead of in turn 0.74, a plain SwiGLU for its
     clamped one 0.58, its experts' biases left out 0.29, its sinks 0.013 (its experts and sinks scaled up: `sharpen`;
-    its YaRN's unrounded correction range, which llama.cpp rounds, moves no pick: the reference rounds it)."""
+    its YaRN's unrounded correction range, which llama.cpp rounds, moves no pick: the reference rounds it); DeepSeek
+    V3.2 with its indexer's top_k written as 64 (every key picked) 0.83 on the llama.cpp check's tiny model."""
     check = llama_cpp_check()
     if check.node_llama_cpp() is None:
         pytest.skip("llama.cpp is not installed: `make setup` installs node-llama-cpp (needs Node.js >= 20)")
@@ -279,7 +285,11 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("minimax_m2", None, "f16", False), ("minimax_m2", "llama-bpe", "q8_0", True),
              ("nemotron_h_moe", "mamba", "f16", False), ("nemotron_h_latent", "mamba", "bf16", False),
              ("exaone_moe", None, "f16", False), ("exaone_moe", "llama-bpe", "f16", True),
-             ("granitemoeshared", None, "f16", False), ("granitemoeshared", "llama-bpe", "q8_0", True)]
+             ("granitemoeshared", None, "f16", False), ("granitemoeshared", "llama-bpe", "q8_0", True),
+             ("deepseek_v32", None, "f16", False), ("deepseek_v32", "v32-yarn", "bf16", True),
+             ("solar_open", None, "f16", False), ("solar_open", "llama-bpe", "q8_0", True),
+             ("starcoder2", None, "f16", False), ("starcoder2", "llama-bpe", "q8_0", True),
+             ("afmoe", None, "f16", False), ("afmoe", "llama-bpe", "bf16", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -290,7 +300,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
             ropes = {"llama3": LLAMA3_ROPE, "linear": LINEAR_ROPE, "yarn": YARN_ROPE, "ministral3": MINISTRAL3_ROPE,
                      "olmo3": OLMO3_YARN}
             extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "global": EXAONE4_GLOBAL, "mha": MHA,
-                     "groups": EXPERT_GROUPS, "deepseek-yarn": DEEPSEEK_YARN,
+                     "groups": EXPERT_GROUPS, "deepseek-yarn": DEEPSEEK_YARN, "v32-yarn": DEEPSEEK_V32_YARN,
                      "global-llama3": {**EXAONE4_GLOBAL, **scaled_rope(family, LLAMA3_ROPE)}, "32b": EXAONE4_32B,
                      "micro": GRANITE_MICRO, "auto": LFM2_AUTO, "mamba": NEMOTRON_3_MAMBA,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
@@ -624,7 +634,8 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "lfm2, "
                                             "lfm2_moe, glm4_moe, ernie4_5_moe, dots1, hunyuan_v1_moe, "
                                             "deepseek_v3, glm4_moe_lite, deepseek_v2, youtu, sarvam_mla, "
-                                            "minimax_m2, exaone_moe, granitemoeshared$"):
+                                            "minimax_m2, exaone_moe, granitemoeshared, deepseek_v32, "
+                                            "solar_open, starcoder2, afmoe$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -685,6 +696,13 @@ REFUSED = [
                                                r"\(q_lora_rank\): llama.cpp's deepseek2 graph takes"),
     ("deepseek_v3", {"rope_parameters": {**DEEPSEEK_YARN["rope_parameters"], "mscale": 1.0}},
      "deepseek_v3 model whose YaRN has mscale 1.0 and mscale_all_dim 0.707 apart"),
+    ("deepseek_v32", DEEPSEEK_YARN, "deepseek_v32 model whose YaRN has mscale 0.707: llama.cpp's deepseek32 graph "
+                                    "computes mscale 1"),
+    ("deepseek_v32", {"index_head_dim": 16}, "deepseek_v32 model whose indexer heads are 16 channels wide: "
+                                             "llama.cpp's deepseek32 graph rotates them by a Hadamard matrix"),
+    ("afmoe", {"mup_enabled": False}, "AFMoE model with mup_enabled false: llama.cpp's afmoe graph scales"),
+    ("afmoe", {"layer_types": ["sliding_attention", "full_attention"] * 2},
+     r"AFMoE model: its layer pattern .* is not every 4th layer global \(without RoPE\)"),
     ("deepseek_v2", {"topk_method": "group_limited_greedy", **EXPERT_GROUPS},
      "deepseek_v2 model whose router picks its experts within the groups of the best"),
     ("glm4_moe_lite", {"mlp_layer_types": ["sparse", "dense", "sparse", "sparse"]},
@@ -771,6 +789,14 @@ RELEASED = {
                     swiglu_limit=7.0, attention_bias=True, tie_word_embeddings=False,
                     rope_parameters={"rope_type": "yarn", "rope_theta": 150000, "factor": 32.0, "beta_fast": 32.0,
                                      "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 4096}),
+    "starcoder2": dict(hidden_size=6144, intermediate_size=24576, num_hidden_layers=40, num_attention_heads=48,
+                       num_key_value_heads=4, sliding_window=4096, max_position_embeddings=16384, use_bias=True,
+                       tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 100000}),
+    "solar_open": {},  # (transformers' defaults are Solar-Open-100B's)
+    "afmoe": dict(mup_enabled=True, route_scale=2.826),  # (transformers' defaults are Trinity Mini's sizes)
+    "deepseek_v32": dict(rope_parameters={"rope_type": "yarn", "rope_theta": 10000, "factor": 40.0, "beta_fast": 32.0,
+                                          "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0,
+                                          "original_max_position_embeddings": 4096}),
 }
 
 
@@ -911,6 +937,9 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("minimax_m2", None, "f16", True), ("nemotron_h_moe", "mamba", "f16", False),
     ("nemotron_h_latent", "mamba", "f16", False), ("exaone_moe", None, "f16", False), ("exaone_moe", None, "f16", True),
     ("granitemoeshared", None, "f16", False), ("granitemoeshared", None, "q8_0", True),
+    ("deepseek_v32", None, "f16", False), ("deepseek_v32", "v32-yarn", "f16", True), ("solar_open", None, "f16", False),
+    ("solar_open", None, "f16", True), ("starcoder2", None, "f16", False), ("starcoder2", None, "q8_0", True),
+    ("afmoe", None, "f16", False), ("afmoe", None, "f16", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
@@ -932,6 +961,7 @@ def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, fa
                  "ministral3": {"rope_parameters": MINISTRAL3_ROPE}, "global": EXAONE4_GLOBAL,
                  "32b": EXAONE4_32B, "mha": MHA, "auto": LFM2_AUTO, "groups": EXPERT_GROUPS,
                  "direct": DIRECT_QUERIES, "deepseek-yarn": DEEPSEEK_YARN, "youtu-pad": YOUTU_PAD,
+                 "v32-yarn": DEEPSEEK_V32_YARN,
                  "mamba": NEMOTRON_3_MAMBA}.get(rope, {})
         model = save_model(tmp_path / "hf", family, tokenizer, tie, **extra)
     out = export(str(tmp_path / "hf"), tmp_path / "m.gguf", dtype).gguf

@@ -24,7 +24,8 @@ from minitron.search import budget_of, enumerate_shapes
 MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "qwen3_5_moe_text", "qwen3_next",
        "qwen2_moe", "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
        "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent", "exaone_moe",
-       "granitemoeshared"]
+       "granitemoeshared", "deepseek_v32", "solar_open",
+       "afmoe"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -110,11 +111,14 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
                 top = probs.gather(1, picks)
                 return logits, top / top.sum(-1, keepdim=True), picks
             steer = steer or ([router.e_score_correction_bias] if hasattr(router, "e_score_correction_bias") else [])
-            if steer:  # LFM2-MoE and MiniMax-M2 (the block's bias), GLM-4.5 (the router's): sigmoid scores, the
-                # picks steered by the bias, the picked scores renormalised and scaled (MiniMax-M2's not scaled)
+            if steer:  # LFM2-MoE, MiniMax-M2 and AFMoE (the block's bias), GLM-4.5 (the router's): sigmoid scores,
+                # the picks steered by the bias, the picked scores renormalised and scaled (MiniMax-M2's not scaled;
+                # AFMoE's by its route_scale)
                 scores = logits.sigmoid()
                 picks = (scores + steer[0]).index_fill(1, torch.tensor([1, 4]), float("-inf")).topk(2, dim=-1)[1]
                 top = scores.gather(1, picks)
+                if hasattr(router, "route_scale"):
+                    return logits, top / top.sum(-1, keepdim=True) * router.route_scale, picks
                 if not hasattr(router, "routed_scaling_factor"):
                     return logits, top / top.sum(-1, keepdim=True), picks
                 return logits, top / (top.sum(-1, keepdim=True) + 1e-6) * router.routed_scaling_factor, picks
@@ -143,7 +147,8 @@ def test_a_target_prunes_the_families_own_sizes(family):
     assert mlp == ("moe_intermediate_size" if family in ("qwen3_moe", "qwen3_5_moe_text", "qwen3_next", "qwen2_moe",
                                                          "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3",
                                                          "glm4_moe_lite", "deepseek_v2", "sarvam_mla",
-                                                         "nemotron_h_moe", "nemotron_h_latent", "exaone_moe")
+                                                         "nemotron_h_moe", "nemotron_h_latent", "exaone_moe",
+                                                         "deepseek_v32", "solar_open", "afmoe")
                    else "intermediate_size")
     assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
                        "granitemoeshared": "num_local_experts",
@@ -152,7 +157,8 @@ def test_a_target_prunes_the_families_own_sizes(family):
                        "glm4_moe_lite": "n_routed_experts", "deepseek_v2": "n_routed_experts",
                        "sarvam_mla": "n_routed_experts", "minimax_m2": "num_local_experts",
                        "nemotron_h_moe": "n_routed_experts", "nemotron_h_latent": "n_routed_experts",
-                       "ernie4_5_moe": "moe_num_experts"}.get(family, "num_experts")
+                       "ernie4_5_moe": "moe_num_experts", "deepseek_v32": "n_routed_experts",
+                       "solar_open": "n_routed_experts"}.get(family, "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
         check_target(config, {experts: 1})
@@ -432,6 +438,43 @@ def test_experts_picked_within_groups_keep_as_many_in_each(family, tmp_path):
             check_exportable(pruned.config)
     else:
         check_exportable(pruned.config)
+
+
+def test_deepseek_v3_2_is_glm_4_7_flash_with_an_indexer_that_picks_the_keys():
+    """DeepSeek V3.2's layers are GLM-4.7-Flash's with a lightning indexer in each attention: with every key picked
+    (index_topk past the sequence) its weights compute GLM-4.7-Flash's logits, with six picked of twelve other ones.
+    Hidden pruning slices the indexer's key and head-weight columns (what reads the hidden channels) and leaves its
+    queries, which read the query latent, whole: the pruned V3.2 with every key picked is the pruned GLM-4.7-Flash.
+    Its released settings count as transformers builds them (DeepSeek V3's 671B and 61 indexers), and export as
+    llama.cpp's deepseek32 graph at any depth (deepseek2 takes 27 layers for V2-Lite's)."""
+    from transformers import DeepseekV3Config, DeepseekV32Config
+
+    from minitron.export_checks import export_problem
+    from minitron.gguf_layout import gguf_arch
+
+    v32 = tiny_model("deepseek_v32", index_topk=64)
+    flash = AutoModelForCausalLM.from_config(tiny_config("glm4_moe_lite", rms_norm_eps=1e-6),  # (V3.2's default)
+                                             dtype=torch.float32).eval()
+    missing = flash.load_state_dict(v32.state_dict(), strict=False).unexpected_keys
+    assert missing and all(".self_attn.indexer." in k for k in missing)
+    assert_close(v32(IDS).logits, flash(IDS).logits, rtol=0, atol=0)
+    sparse = tiny_model("deepseek_v32")  # six keys picked
+    assert not torch.allclose(sparse(IDS).logits[:, 6:], flash(IDS).logits[:, 6:], atol=1e-3)
+    assert_close(sparse(IDS).logits[:, :6], flash(IDS).logits[:, :6], rtol=1e-5, atol=1e-6)  # (up to six: all)
+    keep = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:48].sort().values
+    plan = Plan(keep, None, None, None, [])
+    pruned, pruned_flash = (apply_plan(copy.deepcopy(m), plan) for m in (v32, flash))
+    indexer = pruned.model.layers[1].self_attn.indexer
+    assert indexer.wk.in_features == indexer.weights_proj.in_features == 48 and indexer.wq_b.in_features == 24
+    assert_close(indexer.wk.weight, v32.model.layers[1].self_attn.indexer.wk.weight[:, keep], rtol=0, atol=0)
+    assert_close(pruned(IDS).logits, pruned_flash(IDS).logits, rtol=0, atol=0)
+    released = DeepseekV32Config()
+    indexers = released.num_hidden_layers * (released.q_lora_rank * released.index_n_heads * released.index_head_dim
+                                             + (released.hidden_size + 2) * released.index_head_dim
+                                             + released.hidden_size * released.index_n_heads)
+    assert params_of(released) == params_of(DeepseekV3Config()) + indexers == 671_877_929_216
+    deep = tiny_config("deepseek_v32", num_hidden_layers=27)
+    assert gguf_arch(deep) == "deepseek32" and export_problem(deep) is None
 
 
 def test_ernie_moe_keeps_its_routers_bias_untrained_and_stored_by_its_name(tmp_path, tiny_data):

@@ -218,8 +218,8 @@ def test_hidden_pruning_slices_the_residual_stream_consistently(family):
 def test_unsupported_architecture_is_refused_by_name():
     from transformers import GPT2Config
 
-    with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: apertus, arcee, cohere, cohere2, "
-                                            "deepseek_v2, deepseek_v3, dots1, "
+    with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: afmoe, apertus, arcee, cohere, cohere2, "
+                                            "deepseek_v2, deepseek_v3, deepseek_v32, dots1, "
                                             "ernie4_5, ernie4_5_moe, exaone4, exaone_moe, gemma, gemma2, gemma3_text, "
                                             "glm4, "
                                             "glm4_moe, glm4_moe_lite, gpt_oss, granite, granitemoe, granitemoehybrid, "
@@ -229,7 +229,7 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "olmo2, olmo3, olmoe, "
                                             "phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, qwen3_moe, "
                                             "qwen3_next, "
-                                            "sarvam_mla, seed_oss, smollm3, stablelm, youtu"):
+                                            "sarvam_mla, seed_oss, smollm3, solar_open, stablelm, starcoder2, youtu"):
         arch_of(GPT2Config())
 
 

@@ -152,7 +152,7 @@ def test_unsupported_language_models_are_refused_naming_the_wrapper(tmp_path, mo
                          vision_config={"model_type": "clip_vision_model", **SIGLIP}, image_token_index=250)
     AutoModelForImageTextToText.from_config(config).save_pretrained(tmp_path / "mm")
     with pytest.raises(MinitronError, match=r"is a multimodal llava model; its language model: architecture "
-                                            "'phi' .*supported model types: apertus, arcee"):
+                                            "'phi' .*supported model types: afmoe, apertus, arcee"):
         load_config(tmp_path / "mm")
     assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())
 

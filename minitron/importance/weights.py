@@ -8,12 +8,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Rows, arch_of, attention_inputs,
-                           attention_of, attention_out, attention_rows, conv_of, decoder_layers, delta_of, dense_layers,
-                           embedding, final_norm, head_dims, is_sparse, layer_norms, mamba_of, mixer_inputs, mlp_down,
-                           mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts, residual_readers,
-                           residual_writers, shared_down, shared_expert_of, shared_inputs, shared_rows, shared_width,
-                           tied)
+from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Rows, arch_of, attention_gate,
+                           attention_inputs, attention_of, attention_out, attention_rows, conv_of, decoder_layers,
+                           delta_of, dense_layers, embedding, final_norm, head_dims, is_sparse, layer_norms, mamba_of,
+                           mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts,
+                           residual_readers, residual_writers, shared_down, shared_expert_of, shared_inputs,
+                           shared_rows, shared_width, tied)
 from minitron.numerics import cross_entropy_sum
 
 CHUNK_ROWS = 8192  # rows at a time when summing over embedding-sized matrices
@@ -158,6 +158,8 @@ def coupled_layer(layer: nn.Module, arch: Arch, dims: HeadDims, elem: Elem) -> t
         query = attention_rows(layer, arch)[0]
         units["heads"] = _row_sum(query, elem).view(-1, dims.query).sum(1) + \
             column_sum(attention_out(attn).weight, elem).view(-1, dims.out).sum(1)
+        if (gate := attention_gate(attn)) is not None:
+            units["heads"] = units["heads"] + _row_sum(gate, elem).view(-1, dims.out).sum(1)
     if mamba is not None:
         units.update(coupled_mamba(mamba, elem))
     if (conv := conv_of(layer)) is not None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Rows, arch_of, attention_of,
-                           attention_out, attention_rows, conv_of, decoder_layers, delta_of, embedding, final_norm,
-                           head_dim, head_dims, head_rows, is_sparse, layer_norms, mamba_of, mlp_down, mlp_of,
-                           moe_block, moe_weights, neuron_rows, per_layer_lists, residual_readers, residual_writers,
-                           shared_down, shared_expert_of, shared_rows, tied)
+from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Rows, arch_of, attention_gate,
+                           attention_of, attention_out, attention_rows, conv_of, decoder_layers, delta_of, embedding,
+                           final_norm, head_dim, head_dims, head_rows, is_sparse, layer_norms, mamba_of, mlp_down,
+                           mlp_of, moe_block, moe_weights, neuron_rows, per_layer_lists, residual_readers,
+                           residual_writers, shared_down, shared_expert_of, shared_rows, tied)
 
 
 def _param(t: torch.Tensor, trained: bool = True) -> nn.Parameter:
@@ -123,6 +123,8 @@ def slice_layer_heads(layer: nn.Module, arch: Arch, dims: HeadDims, keep_q: torc
     query, kv = attention_rows(layer, arch)
     keep_rows([(query, head_rows(keep_q, dims.query)), *((rows, head_rows(keep_kv, dims.kv)) for rows in kv)])
     slice_linear(attention_out(attn), 1, head_rows(keep_q, dims.out))
+    if (gate := attention_gate(attn)) is not None:  # (a row for each channel of a head's output: AFMoE's)
+        slice_linear(gate, 0, head_rows(keep_q, dims.out))
     dim = dims.out
     if hasattr(attn, "sinks"):  # a learned sink logit a query head (GPT-OSS)
         slice_param(attn, "sinks", 0, keep_q)
@@ -342,7 +344,7 @@ def drop_layers(model: nn.Module, drop: list[int]) -> None:
     layers = decoder_layers(model)
     model.model.layers = nn.ModuleList(layers[i] for i in kept)
     for new_idx, layer in enumerate(model.model.layers):
-        for part in (layer, attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer), conv_of(layer)):
+        for part in layer.modules():  # (its attention's, mixer's, DeepSeek V3.2's indexer's cache slots)
             if hasattr(part, "layer_idx"):
                 part.layer_idx = new_idx
     for name, values in per_layer_lists(config, kept).items():
