@@ -56,7 +56,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
             "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
-            "solar_open", "starcoder2", "afmoe"]
+            "solar_open", "starcoder2", "afmoe", "glm_moe_dsa"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -377,9 +377,12 @@ def tiny_model(family: str, seed: int = 0):
              "sarvam_mla": dict(LATENT_MOE, first_k_dense_replace=1),
              "glm4_moe_lite": dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"]),
              # (past its sixth token, a query attends to the six keys the indexer picks; llama.cpp rotates the
-             # indexer's heads by a Hadamard matrix of 64 rows at least, so they are 64 wide)
-             "deepseek_v32": dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"], index_n_heads=4,
+             # indexer's heads by a Hadamard matrix of 64 rows at least, so they are 64 wide; 16 of them, as
+             # conftest's `INDEXER`, so that no key scores exactly 0)
+             "deepseek_v32": dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"], index_n_heads=16,
                                   index_head_dim=64, index_topk=6),
+             "glm_moe_dsa": dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"], index_n_heads=16,
+                                 index_head_dim=64, index_topk=6),
              "deepseek_v2": dict(LATENT_MOE, first_k_dense_replace=1, topk_method="greedy"),
              "youtu": dict(LATENT, tie_word_embeddings=True,
                            initializer_range=0.02),  # (the others' weight scale: its own makes logits 6x wider)
@@ -436,7 +439,9 @@ def tiny_families(dtypes: list[str], tokens: int, work: Path, families: list[str
             cell = {"prompt_as_hf": prompt_ok, "agreeing": agreement(reply, generated),
                     "shortfall_fp32": shortfall(model, ids, generated),
                     "shortfall_file": shortfall(reference, ids, generated)}
-            if arch_of(model.config).moe:
+            if getattr(model.config, "index_topk", None):  # (sparse attention: an indexer picks the keys)
+                cell["picks_keys"] = True
+            elif arch_of(model.config).moe:
                 cell["router_gap"] = router_gap(reference, ids + generated)
             saved["families"].setdefault(family, {})[dtype] = cell
             print(f"| {family} | {dtype} | {prompt_ok} | {cell['agreeing']} | {cell['shortfall_fp32']:.4f} | "
@@ -474,6 +479,14 @@ def table(saved: dict) -> str:
                       f"comes where its router makes a close call: the last expert it picks and the best one it leaves "
                       f"differ by {small(c['router_gap'])} in routing score at some token, which llama.cpp's "
                       "8-bit activations in quantised products can swap.")
+    picking = [(family, d, c) for family, cells in saved["families"].items() for d, c in cells.items()
+               if c.get("picks_keys")]
+    if picking:
+        family, d, c = max(picking, key=lambda cell: cell[2]["shortfall_file"])
+        names = ", ".join(dict.fromkeys(f for f, _, _ in picking))
+        lines[-1] += (f" Of sparse attention ({names}), whose indexer picks six keys of each query's here, the "
+                      f"largest, {family} {d}'s {small(c['shortfall_file'])}, comes where llama.cpp's rounded "
+                      "activations move a near-tied pick.")
     return "\n".join(lines) + "\n"
 
 

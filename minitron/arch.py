@@ -137,6 +137,9 @@ class Arch:
     # follow the query heads); the latents are kept whole
     mla: bool = False
     ties: bool = True  # the family honours tie_word_embeddings (transformers never ties a Nemotron-H's)
+    # Its decoder layers return their indexer's picks beside their output, which the model hands the next layer
+    # (GLM-5's `prev_topk_indices`, for layers that reuse them; minitron takes models whose every layer picks its own)
+    picks_carried: bool = False
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
     final_norm: str = "norm"  # the final norm's name in the decoder
     stored_prefix: str = "model."  # what checkpoints name the decoder (Nemotron-H's: backbone.)
@@ -237,6 +240,10 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # lightning indexer that picks the index_topk keys every query attends to (`indexer_inputs`: its key and head
     # weights read the hidden channels, its queries the query latent, which is kept whole)
     Arch("deepseek_v32", _PRE_POST, **dict(_GLM_MOE, dense_first=None, dense_kinds="mlp_layer_types", mla=True)),
+    # GLM-5 (glm_moe_dsa: 744B-A40B; GLM-5.1): DeepSeek V3.2's layers, the indexer rotating interleaved pairs, each
+    # layer's picks handed on to the next (`Arch.picks_carried`: GLM-5.2's layers that reuse them are refused)
+    Arch("glm_moe_dsa", _PRE_POST, **dict(_GLM_MOE, dense_first=None, dense_kinds="mlp_layer_types", mla=True),
+         picks_carried=True),
     # K-EXAONE (exaone_moe: 236B-A23B): Llama's layout with per-head q/k norms, three sliding layers with RoPE to one
     # global without, and GLM-4.5's mixture of experts (its shared expert as wide as num_shared_experts routed ones, its
     # dense layers listed by kind, mlp_layer_types); the router's bias is stored beside the gate, not in it
@@ -502,6 +509,10 @@ def arch_of(config) -> Arch:
         raise MinitronError(f"this {model_type} model has a mixture of experts in one of every "
                             f"{config.decoder_sparse_step} layers only (decoder_sparse_step); minitron prunes models "
                             "whose dense layers are listed (mlp_only_layers)")
+    if model_type == "glm_moe_dsa" and "shared" in (getattr(config, "indexer_types", None) or []):
+        raise MinitronError("this glm_moe_dsa model has layers that reuse an earlier layer's indexer picks "
+                            "(indexer_types 'shared', GLM-5.2's); minitron prunes those whose every layer picks its "
+                            "own (GLM-5, 5.1)")
     if model_type == "nemotron_h":
         return nemotron_h_arch(config)
     if model_type == "granitemoehybrid" and getattr(config, "num_local_experts", 0):

@@ -415,6 +415,14 @@ def deepseek_v32_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_indexer_top_k(config.index_topk)
 
 
+def glm_moe_dsa_keys(writer: gguf.GGUFWriter, config) -> None:
+    """DeepSeek V3.2's keys (`deepseek_v32_keys`) and which layers run their own indexer, every one (llama.cpp takes a
+    file without the key and a context of a million tokens for GLM-5.2's, whose layers reuse each other's picks;
+    gguf-py 0.19 has no writer for it)."""
+    deepseek_v32_keys(writer, config)
+    writer.add_array(f"{writer.arch}.attention.indexer.types", [True] * config.num_hidden_layers)
+
+
 def deepseek_v2_keys(writer: gguf.GGUFWriter, config) -> None:
     """DeepSeek V2's mixture of experts (`routed_keys`: its softmax router's picked probabilities never
     renormalised; picking within groups is refused, `check_deepseek_v2`) and its multi-head latent attention
@@ -513,7 +521,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys, "deepseek_v2": deepseek_v2_keys,
                "youtu": youtu_keys, "sarvam_mla": deepseek_v3_keys, "minimax_m2": minimax_m2_keys,
                "exaone_moe": exaone_moe_keys, "granitemoeshared": granitemoe_keys, "deepseek_v32": deepseek_v32_keys,
-               "solar_open": glm4_moe_keys, "afmoe": afmoe_keys}
+               "solar_open": glm4_moe_keys, "afmoe": afmoe_keys, "glm_moe_dsa": glm_moe_dsa_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

@@ -407,8 +407,9 @@ def check_latent(config) -> None:
       (DeepSeek V3.2's deepseek32 graph always reads one);
     - rotated channels in halves (rope_interleave false): it rotates interleaved pairs, as the released checkpoints
       store them (DeepSeek V2's always are);
-    - in DeepSeek V3.2's deepseek32 graph, a YaRN whose mscale is not 1 (V3.2's is): llama.cpp takes mscale for 1
-      there, and mscale_all_dim from the file (with V2-Lite's 0.707 each the tiny model falls 0.18 short, measured)."""
+    - in DeepSeek V3.2's deepseek32 graph (GLM-5's glm-dsa too), a YaRN whose mscale is not 1 (V3.2's is): llama.cpp
+      takes mscale for 1 there, and mscale_all_dim from the file (with V2-Lite's 0.707 each the tiny model falls 0.18
+      short, measured)."""
     rope, model_type, graph = rope_parameters(config), config.model_type, gguf_arch(config)
     if rope.get("rope_type") == "yarn" and (rope.get("mscale") != rope.get("mscale_all_dim")
                                             or rope.get("attention_factor") is not None
@@ -416,9 +417,9 @@ def check_latent(config) -> None:
         raise MinitronError(f"cannot export a {model_type} model whose YaRN has mscale {rope.get('mscale')} "
                             f"and mscale_all_dim {rope.get('mscale_all_dim')} apart (or an attention_factor or "
                             f"truncate of its own): llama.cpp's {graph} graph computes them equal, as DeepSeek's")
-    if rope.get("rope_type") == "yarn" and graph == "deepseek32" and rope.get("mscale") not in (None, 1, 1.0):
+    if rope.get("rope_type") == "yarn" and graph != "deepseek2" and rope.get("mscale") not in (None, 1, 1.0):
         raise MinitronError(f"cannot export a {model_type} model whose YaRN has mscale {rope['mscale']}: llama.cpp's "
-                            "deepseek32 graph computes mscale 1, DeepSeek V3.2's")
+                            f"{graph} graph computes mscale 1, DeepSeek V3.2's")
     if graph == "deepseek2" and config.q_lora_rank and lite_depth(config.num_hidden_layers, config.vocab_size):
         raise MinitronError(f"cannot export a {model_type} model of {config.num_hidden_layers} layers whose queries "
                             "come through a latent (q_lora_rank): llama.cpp's deepseek2 graph takes a model of 26 or "
@@ -429,17 +430,17 @@ def check_latent(config) -> None:
                             "graph rotates interleaved pairs of channels (as the released checkpoints store them)")
 
 
-def check_deepseek_v32(config) -> None:
-    """Refuse a DeepSeek V3.2 that llama.cpp's deepseek32 graph computes otherwise (`check_latent`), or whose indexer
-    heads it cannot rotate: it turns them by a Hadamard matrix as wide as the largest power of two from 64 up that
-    divides them, and stops where that is not the whole head (16 channels: `GGML_ASSERT(ggml_can_mul_mat(a, b))`,
-    measured; the released heads are 128)."""
+def check_indexed(config) -> None:
+    """Refuse a DeepSeek V3.2 (or a GLM-5) that llama.cpp's deepseek32 graph (glm-dsa) computes otherwise
+    (`check_latent`), or whose indexer heads it cannot rotate: it turns them by a Hadamard matrix as wide as the largest
+    power of two from 64 up that divides them, and stops where that is not the whole head (16 channels:
+    `GGML_ASSERT(ggml_can_mul_mat(a, b))`, measured; the released heads are 128)."""
     check_latent(config)
     width = config.index_head_dim
     if width < 64 or width & (width - 1):
-        raise MinitronError(f"cannot export a deepseek_v32 model whose indexer heads are {width} channels wide: "
-                            "llama.cpp's deepseek32 graph rotates them by a Hadamard matrix of 64, 128, 256... rows, "
-                            "as wide as the head")
+        raise MinitronError(f"cannot export a {config.model_type} model whose indexer heads are {width} channels wide: "
+                            f"llama.cpp's {gguf_arch(config)} graph rotates them by a Hadamard matrix of 64, 128, "
+                            "256... rows, as wide as the head")
 
 
 def check_deepseek_v2(config) -> None:
@@ -511,5 +512,5 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
                  "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_latent,
                  "glm4_moe_lite": check_latent, "deepseek_v2": check_deepseek_v2, "youtu": check_latent,
-                 "sarvam_mla": check_latent, "deepseek_v32": check_deepseek_v32, "dots1": check_dots1,
-                 "hunyuan_v1_moe": check_hunyuan, "afmoe": check_afmoe}
+                 "sarvam_mla": check_latent, "deepseek_v32": check_indexed, "dots1": check_dots1,
+                 "hunyuan_v1_moe": check_hunyuan, "afmoe": check_afmoe, "glm_moe_dsa": check_indexed}

@@ -32,7 +32,7 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "granitemoeshared": "granitemoe",  # (Granite-MoE's graph with a shared expert, as llama.cpp's converter)
              "deepseek_v32": "deepseek32",
              "solar_open": "glm4moe",  # (GLM-4.5's graph without dense layers, as llama.cpp's converter writes it)
-             "starcoder2": "starcoder2", "afmoe": "afmoe"}
+             "starcoder2": "starcoder2", "afmoe": "afmoe", "glm_moe_dsa": "glm-dsa"}
 
 
 def gguf_arch(config) -> str:

@@ -32,9 +32,9 @@ from minitron.shards import SafetensorsWriter, TensorSpec
 
 # llama.cpp's graph name -> the Hugging Face model type read from it: every family minitron prunes (a Mistral is written
 # as llama.cpp's Llama and read back as one, as transformers does; a GLM-4.7-Flash or a Sarvam-105B as llama.cpp's
-# deepseek2 and read back as DeepSeek V3, whose layers transformers computes as theirs; an OLMo 2 file with a layer
-# pattern is an OLMo 3, a Llama file with experts a Mixtral, a deepseek2 file with a softmax router a DeepSeek V2, one
-# without experts a Youtu-LLM: `family`).
+# deepseek2 and read back as DeepSeek V3, whose layers transformers computes as theirs, a Solar Open as GLM-4.5's
+# glm4moe and read back as one; an OLMo 2 file with a layer pattern is an OLMo 3, a Llama file with experts a Mixtral,
+# a deepseek2 file with a softmax router a DeepSeek V2, one without experts a Youtu-LLM: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
            if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla",
                                  "granitemoeshared", "solar_open")}
@@ -440,6 +440,13 @@ def deepseek_v32(meta: Metadata, layers: int) -> dict:
             "index_topk": required(meta, "attention.indexer.top_k", int)}
 
 
+def glm_moe_dsa(meta: Metadata, layers: int) -> dict:
+    """GLM-5's settings, DeepSeek V3.2's (`deepseek_v32`), and which layers run their own indexer (every one without
+    the key: GLM-5's and 5.1's; a layer that reuses another's picks is refused, `arch.arch_of`)."""
+    own = meta.get("attention.indexer.types") or [True] * layers
+    return {**deepseek_v32(meta, layers), "indexer_types": ["full" if full else "shared" for full in own]}
+
+
 def deepseek_v2(meta: Metadata, layers: int) -> dict:
     """DeepSeek V2's mixture of experts (`steered_moe`'s keys: its softmax router is not steered), its picks greedy or
     within the groups of the best experts (the model such a file is converted from: llama.cpp scores a group by its
@@ -501,7 +508,7 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
                    "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts,
                    "exaone_moe": exaone_moe, "granitemoeshared": granitemoeshared, "deepseek_v32": deepseek_v32,
-                   "afmoe": afmoe}
+                   "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).
@@ -509,7 +516,7 @@ OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5
             "granitemoehybrid": ("intermediate_size", "num_key_value_heads"), "lfm2": ("num_key_value_heads",),
             "lfm2_moe": ("num_key_value_heads",), "deepseek_v3": ("num_key_value_heads",),
             "deepseek_v2": ("num_key_value_heads",), "youtu": ("num_key_value_heads",),
-            "deepseek_v32": ("num_key_value_heads",)}
+            "deepseek_v32": ("num_key_value_heads",), "glm_moe_dsa": ("num_key_value_heads",)}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -581,7 +588,7 @@ def whole_head_rope(config, meta: Metadata) -> None:
 # What a family's config needs after `correct_config` has set its RoPE.
 FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope, "gpt_oss": gpt_oss_rope,
                "deepseek_v3": latent_rope, "deepseek_v2": latent_rope, "youtu": latent_rope,
-               "deepseek_v32": latent_rope, "glm4_moe": whole_head_rope}
+               "deepseek_v32": latent_rope, "glm_moe_dsa": latent_rope, "glm4_moe": whole_head_rope}
 
 
 def dequantized(tensor) -> np.ndarray:

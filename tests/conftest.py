@@ -23,7 +23,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
-            "starcoder2", "afmoe"]
+            "starcoder2", "afmoe", "glm_moe_dsa"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -291,23 +291,24 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         experts = {"moe_num_experts": 6, "moe_k": 2, "moe_num_shared_experts": 1, "moe_layer_start_index": 1,
                    "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80}
         return Ernie4_5_MoeConfig(**{**experts, **sizes}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
-    if family in ("deepseek_v3", "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "deepseek_v32"):  # GLM-4.5's mixture
-        # of experts (the first layer dense, a shared expert as wide as one of six experts) with multi-head latent
-        # attention (`LATENT`); GLM-4.7-Flash's dense layer by its kind (mlp_layer_types); DeepSeek V2's softmax router,
-        # its picks greedy; Sarvam-105B's config of its own; DeepSeek V3.2's indexer (`INDEXER`)
+    if family in ("deepseek_v3", "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "deepseek_v32", "glm_moe_dsa"):
+        # GLM-4.5's mixture of experts (the first layer dense, a shared expert as wide as one of six experts) with
+        # multi-head latent attention (`LATENT`); GLM-4.7-Flash's dense layer by its kind (mlp_layer_types); DeepSeek
+        # V2's softmax router, its picks greedy; Sarvam-105B's config of its own; DeepSeek V3.2's and GLM-5's indexer
+        # (`INDEXER`)
         from transformers import (DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, Glm4MoeLiteConfig,
-                                  SarvamMLAConfig)
+                                  GlmMoeDsaConfig, SarvamMLAConfig)
 
-        layers = sizes["num_hidden_layers"]
-        dense = {"mlp_layer_types": ["dense"] + ["sparse"] * (layers - 1)} if family in ("glm4_moe_lite",
-                                                                                          "deepseek_v32") else \
-            {"first_k_dense_replace": 1, **({"topk_method": "greedy"} if family == "deepseek_v2" else {})}
-        dense.update(INDEXER if family == "deepseek_v32" else {})
+        layers, indexed = sizes["num_hidden_layers"], family in ("deepseek_v32", "glm_moe_dsa")
+        dense = {"mlp_layer_types": ["dense"] + ["sparse"] * (layers - 1)} if family == "glm4_moe_lite" or indexed \
+            else {"first_k_dense_replace": 1, **({"topk_method": "greedy"} if family == "deepseek_v2" else {})}
+        dense.update(INDEXER if indexed else {})
         experts = {"n_routed_experts": 6, "num_experts_per_tok": 2, "n_shared_experts": 1, **dense,
                    "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
                    "routed_scaling_factor": 2.5, "norm_topk_prob": True, "n_group": 1, "topk_group": 1}
         config = {"deepseek_v3": DeepseekV3Config, "deepseek_v2": DeepseekV2Config, "sarvam_mla": SarvamMLAConfig,
-                  "glm4_moe_lite": Glm4MoeLiteConfig, "deepseek_v32": DeepseekV32Config}[family]
+                  "glm4_moe_lite": Glm4MoeLiteConfig, "deepseek_v32": DeepseekV32Config,
+                  "glm_moe_dsa": GlmMoeDsaConfig}[family]
         return config(**{**experts, **latent(sizes, overrides)}, pad_token_id=None, bos_token_id=None,
                       eos_token_id=None)
     if family == "youtu":  # multi-head latent attention (`LATENT`) and a SwiGLU MLP in every layer, as Youtu-LLM 2B;
@@ -322,10 +323,11 @@ def tiny_config(family: str, tie: bool = False, **overrides):
 # Multi-head latent attention's tiny sizes: queries through a latent of 24, keys and values from one of 32 and a rotated
 # key of 8 every head shares, 12 unrotated key channels and 16 value channels a head
 LATENT = {"q_lora_rank": 24, "kv_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 12, "v_head_dim": 16}
-# DeepSeek Sparse Attention's lightning indexer: four heads of 64 channels (the first 8 rotated; llama.cpp rotates them
-# by a Hadamard matrix of 64 rows at least) pick the 6 keys each query attends to, so that past its sixth token a
-# query's attention depends on the indexer's picks
-INDEXER = {"index_n_heads": 4, "index_head_dim": 64, "index_topk": 6}
+# DeepSeek Sparse Attention's lightning indexer: 16 heads of 64 channels (the first 8 rotated; llama.cpp rotates them by
+# a Hadamard matrix of 64 rows at least) pick the 6 keys each query attends to, so that past its sixth token a query's
+# attention depends on the indexer's picks. (With four heads, a key every head's ReLU zeroes scores exactly 0, and
+# transformers and llama.cpp break such ties apart: 0.69 short on llama.cpp's check, measured.)
+INDEXER = {"index_n_heads": 16, "index_head_dim": 64, "index_topk": 6}
 
 
 def latent(sizes: dict, overrides: dict) -> dict:

@@ -25,7 +25,7 @@ MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "q
        "qwen2_moe", "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
        "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent", "exaone_moe",
        "granitemoeshared", "deepseek_v32", "solar_open",
-       "afmoe"]
+       "afmoe", "glm_moe_dsa"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -148,7 +148,7 @@ def test_a_target_prunes_the_families_own_sizes(family):
                                                          "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3",
                                                          "glm4_moe_lite", "deepseek_v2", "sarvam_mla",
                                                          "nemotron_h_moe", "nemotron_h_latent", "exaone_moe",
-                                                         "deepseek_v32", "solar_open", "afmoe")
+                                                         "deepseek_v32", "solar_open", "afmoe", "glm_moe_dsa")
                    else "intermediate_size")
     assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
                        "granitemoeshared": "num_local_experts",
@@ -158,7 +158,7 @@ def test_a_target_prunes_the_families_own_sizes(family):
                        "sarvam_mla": "n_routed_experts", "minimax_m2": "num_local_experts",
                        "nemotron_h_moe": "n_routed_experts", "nemotron_h_latent": "n_routed_experts",
                        "ernie4_5_moe": "moe_num_experts", "deepseek_v32": "n_routed_experts",
-                       "solar_open": "n_routed_experts"}.get(family, "num_experts")
+                       "solar_open": "n_routed_experts", "glm_moe_dsa": "n_routed_experts"}.get(family, "num_experts")
     assert check_target(config, {mlp: 48, experts: 3})[mlp] == 48
     with pytest.raises(MinitronError, match="every token is routed to num_experts_per_tok=2 experts"):
         check_target(config, {experts: 1})
@@ -440,25 +440,27 @@ def test_experts_picked_within_groups_keep_as_many_in_each(family, tmp_path):
         check_exportable(pruned.config)
 
 
-def test_deepseek_v3_2_is_glm_4_7_flash_with_an_indexer_that_picks_the_keys():
-    """DeepSeek V3.2's layers are GLM-4.7-Flash's with a lightning indexer in each attention: with every key picked
-    (index_topk past the sequence) its weights compute GLM-4.7-Flash's logits, with six picked of twelve other ones.
-    Hidden pruning slices the indexer's key and head-weight columns (what reads the hidden channels) and leaves its
-    queries, which read the query latent, whole: the pruned V3.2 with every key picked is the pruned GLM-4.7-Flash.
-    Its released settings count as transformers builds them (DeepSeek V3's 671B and 61 indexers), and export as
-    llama.cpp's deepseek32 graph at any depth (deepseek2 takes 27 layers for V2-Lite's)."""
+@pytest.mark.parametrize("family", ["deepseek_v32", "glm_moe_dsa"])
+def test_deepseek_v3_2_is_glm_4_7_flash_with_an_indexer_that_picks_the_keys(family):
+    """DeepSeek V3.2's layers (and GLM-5's) are GLM-4.7-Flash's with a lightning indexer in each attention: with every
+    key picked (index_topk past the sequence) their weights compute GLM-4.7-Flash's logits, with six picked of twelve
+    other ones. Hidden pruning slices the indexer's key and head-weight columns (what reads the hidden channels) and
+    leaves its queries, which read the query latent, whole: the pruned model with every key picked is the pruned
+    GLM-4.7-Flash. V3.2's released settings count as transformers builds them (DeepSeek V3's 671B and 61 indexers),
+    and export as llama.cpp's deepseek32 graph at any depth (deepseek2 takes 27 layers for V2-Lite's); a GLM-5 whose
+    layers reuse an earlier layer's picks (GLM-5.2's) is refused in one line."""
     from transformers import DeepseekV3Config, DeepseekV32Config
 
     from minitron.export_checks import export_problem
     from minitron.gguf_layout import gguf_arch
 
-    v32 = tiny_model("deepseek_v32", index_topk=64)
-    flash = AutoModelForCausalLM.from_config(tiny_config("glm4_moe_lite", rms_norm_eps=1e-6),  # (V3.2's default)
+    v32 = tiny_model(family, index_topk=64)
+    flash = AutoModelForCausalLM.from_config(tiny_config("glm4_moe_lite", rms_norm_eps=v32.config.rms_norm_eps),
                                              dtype=torch.float32).eval()
     missing = flash.load_state_dict(v32.state_dict(), strict=False).unexpected_keys
     assert missing and all(".self_attn.indexer." in k for k in missing)
     assert_close(v32(IDS).logits, flash(IDS).logits, rtol=0, atol=0)
-    sparse = tiny_model("deepseek_v32")  # six keys picked
+    sparse = tiny_model(family)  # six keys picked
     assert not torch.allclose(sparse(IDS).logits[:, 6:], flash(IDS).logits[:, 6:], atol=1e-3)
     assert_close(sparse(IDS).logits[:, :6], flash(IDS).logits[:, :6], rtol=1e-5, atol=1e-6)  # (up to six: all)
     keep = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:48].sort().values
@@ -468,6 +470,10 @@ def test_deepseek_v3_2_is_glm_4_7_flash_with_an_indexer_that_picks_the_keys():
     assert indexer.wk.in_features == indexer.weights_proj.in_features == 48 and indexer.wq_b.in_features == 24
     assert_close(indexer.wk.weight, v32.model.layers[1].self_attn.indexer.wk.weight[:, keep], rtol=0, atol=0)
     assert_close(pruned(IDS).logits, pruned_flash(IDS).logits, rtol=0, atol=0)
+    if family == "glm_moe_dsa":
+        with pytest.raises(MinitronError, match="layers that reuse an earlier layer's indexer picks"):
+            arch_of(tiny_config(family, indexer_types=["full", "shared", "full", "shared"]))
+        return
     released = DeepseekV32Config()
     indexers = released.num_hidden_layers * (released.q_lora_rank * released.index_n_heads * released.index_head_dim
                                              + (released.hidden_size + 2) * released.index_head_dim

@@ -147,10 +147,12 @@ def test_select_heads_ranks_within_groups():
 
 
 def skip_layers(model, drop):
-    """The teacher with layers `drop` turned into identities."""
+    """The teacher with layers `drop` turned into identities (GLM-5's handing on the indexer picks they are given)."""
     skipped = copy.deepcopy(model)
+    carried = arch_of(model.config).picks_carried
     for i in drop:
-        skipped.model.layers[i].forward = lambda hidden_states, *a, **k: hidden_states
+        skipped.model.layers[i].forward = (lambda h, *a, prev_topk_indices=None, **k: (h, prev_topk_indices)) \
+            if carried else (lambda hidden_states, *a, **k: hidden_states)
     return skipped
 
 
@@ -222,7 +224,8 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "deepseek_v2, deepseek_v3, deepseek_v32, dots1, "
                                             "ernie4_5, ernie4_5_moe, exaone4, exaone_moe, gemma, gemma2, gemma3_text, "
                                             "glm4, "
-                                            "glm4_moe, glm4_moe_lite, gpt_oss, granite, granitemoe, granitemoehybrid, "
+                                            "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt_oss, granite, granitemoe, "
+                                            "granitemoehybrid, "
                                             "granitemoeshared, "
                                             "hunyuan_v1_dense, hunyuan_v1_moe, lfm2, lfm2_moe, llama, "
                                             "minimax_m2, ministral3, mistral, mixtral, nemotron, nemotron_h, "
