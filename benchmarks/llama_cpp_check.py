@@ -56,7 +56,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
             "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
-            "solar_open", "starcoder2", "afmoe", "glm_moe_dsa"]
+            "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -312,6 +312,7 @@ def tiny_model(family: str, seed: int = 0):
                            bos_token_id=None, eos_token_id=None),
              "stablelm": dict(use_qkv_bias=True, head_dim=8),
              "starcoder2": dict(head_dim=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "jais2": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "afmoe": dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, num_dense_layers=1,
                            moe_intermediate_size=96, intermediate_size=80, route_scale=2.5, mup_enabled=True,
                            sliding_window=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),

@@ -188,6 +188,8 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("gemma2", _GEMMA, scaled_embedding=True, score_norms=_GEMMA_FRONT),
     Arch("gemma3_text", _GEMMA, scaled_embedding=True, score_norms=_GEMMA_FRONT),
     Arch("arcee", _PRE_POST, gated_mlp=False),  # Llama's layout with Nemotron's squared-ReLU MLP (AFM-4.5B)
+    # Jais 2 (8B, 70B; Chat): Arcee's layer with LayerNorms and biases on every linear
+    Arch("jais2", _PRE_POST, gated_mlp=False),
     Arch("nemotron", _PRE_POST, gated_mlp=False),
     # Apertus (8B, 70B): Llama's layout with norms of its own names, per-head q/k norms and a non-gated MLP whose xIELU
     # activation has two trained scalars a layer

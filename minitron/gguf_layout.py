@@ -32,7 +32,8 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "granitemoeshared": "granitemoe",  # (Granite-MoE's graph with a shared expert, as llama.cpp's converter)
              "deepseek_v32": "deepseek32",
              "solar_open": "glm4moe",  # (GLM-4.5's graph without dense layers, as llama.cpp's converter writes it)
-             "starcoder2": "starcoder2", "afmoe": "afmoe", "glm_moe_dsa": "glm-dsa"}
+             "starcoder2": "starcoder2", "afmoe": "afmoe", "glm_moe_dsa": "glm-dsa",
+             "jais2": "jais2"}
 
 
 def gguf_arch(config) -> str:
@@ -46,7 +47,7 @@ def gguf_arch(config) -> str:
 # Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
 # others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
-                  "stablelm": "layer_norm_eps", "starcoder2": "norm_epsilon"}
+                  "stablelm": "layer_norm_eps", "starcoder2": "norm_epsilon", "jais2": "layer_norm_eps"}
 # Families whose RMSNorms' epsilon is not the config's rms_norm_eps: its field (Nemotron-H's every norm's).
 RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon", "lfm2": "norm_eps", "lfm2_moe": "norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.

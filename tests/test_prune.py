@@ -227,7 +227,7 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt_oss, granite, granitemoe, "
                                             "granitemoehybrid, "
                                             "granitemoeshared, "
-                                            "hunyuan_v1_dense, hunyuan_v1_moe, lfm2, lfm2_moe, llama, "
+                                            "hunyuan_v1_dense, hunyuan_v1_moe, jais2, lfm2, lfm2_moe, llama, "
                                             "minimax_m2, ministral3, mistral, mixtral, nemotron, nemotron_h, "
                                             "olmo2, olmo3, olmoe, "
                                             "phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, qwen3_moe, "
