@@ -56,7 +56,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
             "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
-            "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2"]
+            "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 

@@ -169,6 +169,7 @@ _GLM_MOE = dict(moe=True, mlp_size="moe_intermediate_size", experts_size="n_rout
 FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("llama", _PRE_POST),
     Arch("mistral", _PRE_POST),
+    Arch("iquestcoder", _PRE_POST),  # IQuest-Coder-V1 (40B; Instruct, Loop): Llama's model under a config of its own
     # Ministral 3 (3B, 8B, 14B; the language model of its multimodal checkpoints): Mistral's layout, YaRN, and queries
     # scaled up with the position past YaRN's original context (llama_4_scaling_beta)
     Arch("ministral3", _PRE_POST),

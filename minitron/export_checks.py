@@ -18,7 +18,7 @@ ACTIVATIONS = {"gemma": ("gelu_pytorch_tanh",), "gemma2": ("gelu_pytorch_tanh",)
                "arcee": ("relu2",), "nemotron": ("relu2",), "apertus": ("xielu",)}
 # Families whose graph reads Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp
 # node-llama-cpp 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
-ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus", "exaone4")  # their llama.cpp graphs read rope_freqs
+ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus", "exaone4", "iquestcoder")  # (graphs reading rope_freqs)
 # YaRN settings llama.cpp derives from the scaling factor (the attention factor) or fixes, at transformers' defaults;
 # a model that sets its own is refused (an attention factor written out as the one derived, as OLMo 3's, is not its
 # own: `yarn_own`).

@@ -33,7 +33,7 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "deepseek_v32": "deepseek32",
              "solar_open": "glm4moe",  # (GLM-4.5's graph without dense layers, as llama.cpp's converter writes it)
              "starcoder2": "starcoder2", "afmoe": "afmoe", "glm_moe_dsa": "glm-dsa",
-             "jais2": "jais2"}
+             "jais2": "jais2", "iquestcoder": "llama"}  # (IQuest-Coder: Llama's, as llama.cpp's converter)
 
 
 def gguf_arch(config) -> str:

@@ -37,7 +37,7 @@ from minitron.shards import SafetensorsWriter, TensorSpec
 # a deepseek2 file with a softmax router a DeepSeek V2, one without experts a Youtu-LLM: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
            if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla",
-                                 "granitemoeshared", "solar_open")}
+                                 "granitemoeshared", "solar_open", "iquestcoder")}
 READ_AS["nemotron_h_moe"] = "nemotron_h"  # Nemotron 3's graph (`gguf_layout.gguf_arch`)
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",

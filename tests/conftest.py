@@ -23,7 +23,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
-            "starcoder2", "afmoe", "glm_moe_dsa", "jais2"]
+            "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -127,6 +127,10 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                    "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
                    "route_scale": 2.5, "mup_enabled": True, "sliding_window": 8}
         return AfmoeConfig(**{**experts, **sizes}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "iquestcoder":  # Llama's model under a config of its own (transformers builds Llama's)
+        from transformers import IQuestCoderConfig
+
+        return IQuestCoderConfig(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "jais2":  # Llama's layer with LayerNorms, biases on every linear and a squared-ReLU MLP, as Jais 2's
         from transformers import Jais2Config
 

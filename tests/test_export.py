@@ -293,7 +293,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("starcoder2", None, "f16", False), ("starcoder2", "llama-bpe", "q8_0", True),
              ("afmoe", None, "f16", False), ("afmoe", "llama-bpe", "bf16", True),
              ("glm_moe_dsa", None, "f16", False), ("glm_moe_dsa", "all-keys", "bf16", True),
-             ("jais2", None, "f16", False), ("jais2", "llama-bpe", "q8_0", True)]
+             ("jais2", None, "f16", False), ("jais2", "llama-bpe", "q8_0", True),
+             ("iquestcoder", "llama3", "f16", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -640,7 +641,8 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "lfm2_moe, glm4_moe, ernie4_5_moe, dots1, hunyuan_v1_moe, "
                                             "deepseek_v3, glm4_moe_lite, deepseek_v2, youtu, sarvam_mla, "
                                             "minimax_m2, exaone_moe, granitemoeshared, deepseek_v32, "
-                                            "solar_open, starcoder2, afmoe, glm_moe_dsa, jais2$"):
+                                            "solar_open, starcoder2, afmoe, glm_moe_dsa, jais2, "
+                                            "iquestcoder$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -947,6 +949,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("solar_open", None, "f16", True), ("starcoder2", None, "f16", False), ("starcoder2", None, "q8_0", True),
     ("afmoe", None, "f16", False), ("afmoe", None, "f16", True), ("glm_moe_dsa", None, "f16", False),
     ("glm_moe_dsa", None, "f16", True), ("jais2", None, "f16", False), ("jais2", None, "q8_0", True),
+    ("iquestcoder", None, "f16", False),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
