@@ -247,6 +247,11 @@ LATENT = dict(num_key_value_heads=8, head_dim=8, q_lora_rank=32, kv_lora_rank=32
               qk_nope_head_dim=16, v_head_dim=16, pad_token_id=None, bos_token_id=None, eos_token_id=None)
 LATENT_MOE = dict(LATENT, n_routed_experts=6, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=96,
                   intermediate_size=80, routed_scaling_factor=2.5, norm_topk_prob=True, n_group=1, topk_group=1)
+# DeepSeek V3.2's and GLM-5's: those layers, the dense one listed by kind, with an indexer that picks six keys of each
+# query's (past its sixth token its attention depends on the picks); its heads 64 wide, as llama.cpp rotates them by a
+# Hadamard matrix of 64 rows at least, and 16 of them, as conftest's `INDEXER`, so that no key scores exactly 0
+INDEXED_MOE = dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"], index_n_heads=16,
+                   index_head_dim=64, index_topk=6)
 # The tiny Nemotron-H's layers: Mamba-2, attention, MLP, Mamba-2 (eight Mamba-2 heads of 8 in two groups).
 NEMOTRON_H_LAYERS = ["linear_attention", "full_attention", "mlp", "linear_attention"]
 # Nemotron 3's kind (`nemotron_h_moe`, a Nemotron-H with experts): Mamba-2, experts, attention, experts
@@ -377,13 +382,7 @@ def tiny_model(family: str, seed: int = 0):
              "deepseek_v3": dict(LATENT_MOE, first_k_dense_replace=1),
              "sarvam_mla": dict(LATENT_MOE, first_k_dense_replace=1),
              "glm4_moe_lite": dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"]),
-             # (past its sixth token, a query attends to the six keys the indexer picks; llama.cpp rotates the
-             # indexer's heads by a Hadamard matrix of 64 rows at least, so they are 64 wide; 16 of them, as
-             # conftest's `INDEXER`, so that no key scores exactly 0)
-             "deepseek_v32": dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"], index_n_heads=16,
-                                  index_head_dim=64, index_topk=6),
-             "glm_moe_dsa": dict(LATENT_MOE, mlp_layer_types=["dense", "sparse", "sparse", "sparse"], index_n_heads=16,
-                                 index_head_dim=64, index_topk=6),
+             "deepseek_v32": INDEXED_MOE, "glm_moe_dsa": INDEXED_MOE,
              "deepseek_v2": dict(LATENT_MOE, first_k_dense_replace=1, topk_method="greedy"),
              "youtu": dict(LATENT, tie_word_embeddings=True,
                            initializer_range=0.02),  # (the others' weight scale: its own makes logits 6x wider)

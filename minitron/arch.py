@@ -70,6 +70,7 @@ GLM_SHARED = SharedNames("shared_experts", gate=None, size=None, count="n_shared
 # Nemotron 3's, in the block as `shared_experts`, ungated, of its own size (squared-ReLU: up_proj and down_proj only)
 NEMOTRON_SHARED = SharedNames("shared_experts", gate=None, size="moe_shared_expert_intermediate_size")
 ERNIE_SHARED = replace(GLM_SHARED, count="moe_num_shared_experts")  # ERNIE 4.5's, the same under its name
+NUM_SHARED = replace(GLM_SHARED, count="num_shared_experts")  # K-EXAONE's and AFMoE's, the same under theirs
 HUNYUAN_SHARED = SharedNames("shared_mlp", gate=None, size=None)  # Hunyuan-A13B's, as wide as one routed expert
 
 
@@ -166,6 +167,8 @@ _MIXTRAL_STORED = ("block_sparse_moe", "w1", "w3", "w2")  # Mixtral's checkpoint
 # shared expert as wide as n_shared_experts of them (`GLM_SHARED`), the first first_k_dense_replace layers dense
 _GLM_MOE = dict(moe=True, mlp_size="moe_intermediate_size", experts_size="n_routed_experts", shared_expert=True,
                 shared_names=GLM_SHARED, dense_first="first_k_dense_replace")
+# DeepSeek V3's layers, their dense layers listed by kind (mlp_layer_types): GLM-4.7-Flash's, DeepSeek V3.2's, GLM-5's
+_LATENT_MOE = dict(_GLM_MOE, dense_first=None, dense_kinds="mlp_layer_types", mla=True)
 FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("llama", _PRE_POST),
     Arch("mistral", _PRE_POST),
@@ -238,21 +241,19 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("deepseek_v2", _PRE_POST, **_GLM_MOE, mla=True),
     # GLM-4.7-Flash (glm4_moe_lite: 30B-A3B): DeepSeek V3's layers (multi-head latent attention, GLM-4.5's mixture of
     # experts) with its dense layers listed by kind (mlp_layer_types)
-    Arch("glm4_moe_lite", _PRE_POST, **dict(_GLM_MOE, dense_first=None, dense_kinds="mlp_layer_types", mla=True)),
+    Arch("glm4_moe_lite", _PRE_POST, **_LATENT_MOE),
     # DeepSeek V3.2 (deepseek_v32: 671B-A37B; V3.2-Exp, V3.2-Speciale): GLM-4.7-Flash's layers, each attention with a
     # lightning indexer that picks the index_topk keys every query attends to (`indexer_inputs`: its key and head
     # weights read the hidden channels, its queries the query latent, which is kept whole)
-    Arch("deepseek_v32", _PRE_POST, **dict(_GLM_MOE, dense_first=None, dense_kinds="mlp_layer_types", mla=True)),
+    Arch("deepseek_v32", _PRE_POST, **_LATENT_MOE),
     # GLM-5 (glm_moe_dsa: 744B-A40B; GLM-5.1): DeepSeek V3.2's layers, the indexer rotating interleaved pairs, each
     # layer's picks handed on to the next (`Arch.picks_carried`: GLM-5.2's layers that reuse them are refused)
-    Arch("glm_moe_dsa", _PRE_POST, **dict(_GLM_MOE, dense_first=None, dense_kinds="mlp_layer_types", mla=True),
-         picks_carried=True),
+    Arch("glm_moe_dsa", _PRE_POST, **_LATENT_MOE, picks_carried=True),
     # K-EXAONE (exaone_moe: 236B-A23B): Llama's layout with per-head q/k norms, three sliding layers with RoPE to one
     # global without, and GLM-4.5's mixture of experts (its shared expert as wide as num_shared_experts routed ones, its
     # dense layers listed by kind, mlp_layer_types); the router's bias is stored beside the gate, not in it
     Arch("exaone_moe", _PRE_POST, **dict(_GLM_MOE, experts_size="num_experts", dense_first=None,
-                                         dense_kinds="mlp_layer_types",
-                                         shared_names=replace(GLM_SHARED, count="num_shared_experts")),
+                                         dense_kinds="mlp_layer_types", shared_names=NUM_SHARED),
          stored_renames=((".mlp.gate.e_score_correction_bias", ".mlp.e_score_correction_bias"),)),
     # Solar Open (solar_open: 100B-A12B): GLM-4.5's mixture of experts in every layer (`GLM_SHARED`, the router's own
     # steering bias; no dense layers) with Llama's attention
@@ -335,7 +336,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
 # routed ones); embeddings scaled by sqrt(hidden_size) where mup_enabled (read from the config at every forward)
 FAMILIES["afmoe"] = Arch("afmoe", _AFMOE, score_norms=("input_layernorm", "pre_mlp_layernorm"), **dict(
     _GLM_MOE, experts_size="num_experts", dense_first="num_dense_layers", router="router",
-    shared_names=replace(GLM_SHARED, count="num_shared_experts")))
+    shared_names=NUM_SHARED))
 # Granite-MoE with a shared expert (granitemoeshared): Granite-MoE's layers with an MLP beside the experts
 # (`shared_mlp`, its gate and up rows fused in `input_linear`, shared_intermediate_size neurons), run on every token as
 # Granite 4's (`GRANITE_SHARED`)

@@ -274,11 +274,16 @@ def check_cohere(config) -> None:
 
 def check_cohere2(config) -> None:
     check_tied(config, "Cohere 2", "Cohere 2")
-    step = COHERE2_GLOBAL_STEP
+    check_global_every(config, COHERE2_GLOBAL_STEP, "Cohere 2", "Cohere 2")
+
+
+def check_global_every(config, step: int, family: str, graph: str, global_kind: str = "global") -> None:
+    """Refuse a model whose layers are not every `step`-th one global and the others sliding (`global_every`), which
+    its llama.cpp `graph` fixes in its source (Cohere 2's, AFMoE's)."""
     if layer_types(config) != global_every(step, config.num_hidden_layers):
-        raise MinitronError(f"cannot export this Cohere 2 model: its layer pattern {layer_types(config)} is not every "
-                            f"{step}th layer global, which llama.cpp's Cohere 2 graph assumes; drop layers in blocks "
-                            f"of {step} to keep it")
+        raise MinitronError(f"cannot export this {family} model: its layer pattern {layer_types(config)} is not every "
+                            f"{step}th layer {global_kind}, which llama.cpp's {graph} graph assumes; drop layers in "
+                            f"blocks of {step} to keep it")
 
 
 def check_olmo3(config) -> None:
@@ -371,14 +376,10 @@ def check_afmoe(config) -> None:
     """Refuse an AFMoE that llama.cpp's afmoe graph computes otherwise: without muP's embedding scale (it always scales
     by sqrt(hidden_size), as the released Trinity models do), or with a layer pattern other than every
     AFMOE_GLOBAL_STEP-th layer global without RoPE (fixed in its source)."""
-    step = AFMOE_GLOBAL_STEP
     if not config.mup_enabled:
         raise MinitronError("cannot export an AFMoE model with mup_enabled false: llama.cpp's afmoe graph scales the "
                             "embeddings by sqrt(hidden_size) always")
-    if layer_types(config) != global_every(step, config.num_hidden_layers):
-        raise MinitronError(f"cannot export this AFMoE model: its layer pattern {layer_types(config)} is not every "
-                            f"{step}th layer global (without RoPE), which llama.cpp's afmoe graph assumes; drop layers "
-                            f"in blocks of {step} to keep it")
+    check_global_every(config, AFMOE_GLOBAL_STEP, "AFMoE", "afmoe", "global (without RoPE)")
 
 
 def check_lfm2_moe(config) -> None:
