@@ -56,7 +56,8 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
             "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
-            "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder"]
+            "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone",
+            "internlm3", "olmo"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -278,6 +279,12 @@ def tiny_model(family: str, seed: int = 0):
              "arcee": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "apertus": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "glm4": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "glm": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "exaone": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "olmo": dict(clip_qkv=1.0, pad_token_id=None, bos_token_id=None,  # (q, k and v clipped here: without
+                          eos_token_id=None),  # the clamp_kqv key the tiny model falls 0.16 short)
+             "internlm3": dict(rope_parameters={"rope_type": "dynamic", "factor": 6.0, "rope_theta": 50000000.0},
+                               pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "exaone4": dict(sliding_window=None, layer_types=["full_attention"] * 4, pad_token_id=None,
                              bos_token_id=None, eos_token_id=None),  # the 1.2B's kind: llama.cpp's hybrid is 64 layers
              "exaone_moe": dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, moe_intermediate_size=96,
@@ -318,6 +325,7 @@ def tiny_model(family: str, seed: int = 0):
              "stablelm": dict(use_qkv_bias=True, head_dim=8),
              "starcoder2": dict(head_dim=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "jais2": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "phi": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "afmoe": dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, num_dense_layers=1,
                            moe_intermediate_size=96, intermediate_size=80, route_scale=2.5, mup_enabled=True,
                            sliding_window=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
@@ -396,6 +404,10 @@ def tiny_model(family: str, seed: int = 0):
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))  # (Apertus's xIELU scalars, GPT-OSS's sinks and biases too)
+            elif "bias" in name and family == "phi":  # Phi-2's biases at the weights' scale (at 0.1 they outweigh
+                # the embeddings: every token continues alike), lm_head's 0.05: zeroed in the file, 1 token of 16
+                # agrees (0.005 short); q/k rows written interleaved, 1 (0.015); at 0.02 or 0.1 one of them agrees 16
+                p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))
         for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
             if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's
                 b.add_(0.1 * torch.randn_like(b))

@@ -204,7 +204,7 @@ def minitron_loss(teacher: Teacher, model: DistillModel, ids: torch.Tensor, bf16
     with autocast(ids.device, bf16):
         with torch.no_grad():
             t_hidden, t_states = teacher(x)
-        total = model(x, y, w, (t_hidden, t_states, teacher.head_weight()))
+        total = model(x, y, w, (t_hidden, t_states, teacher.head()))
     return total / w.sum()
 
 

@@ -144,7 +144,8 @@ class Arch:
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
     final_norm: str = "norm"  # the final norm's name in the decoder
     stored_prefix: str = "model."  # what checkpoints name the decoder (Nemotron-H's: backbone.)
-    # Parts of in-memory names that checkpoints store under others (ERNIE 4.5's router statistics, `stored_as`)
+    # Parts of in-memory names that checkpoints store under others, (regular expression, replacement) applied in turn
+    # (ERNIE 4.5's router statistics; EXAONE 3's every name, `stored_as`)
     stored_renames: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -158,6 +159,12 @@ class Arch:
 
 
 _PRE_POST = ("input_layernorm", "post_attention_layernorm")
+# EXAONE 3's checkpoints' names of Llama's tensors (transformers renames them when it loads one and back when it saves)
+EXAONE_STORED = ((r"^model\.embed_tokens\.", "transformer.wte."), (r"^model\.norm\.", "transformer.ln_f."),
+                 (r"^model\.layers\.", "transformer.h."), (r"\.self_attn\.o_proj\.", ".attn.attention.out_proj."),
+                 (r"\.self_attn\.", ".attn.attention."), (r"\.input_layernorm\.", ".ln_1."),
+                 (r"\.post_attention_layernorm\.", ".ln_2."), (r"\.mlp\.gate_proj\.", ".mlp.c_fc_0."),
+                 (r"\.mlp\.up_proj\.", ".mlp.c_fc_1."), (r"\.mlp\.down_proj\.", ".mlp.c_proj."))
 _GEMMA = _PRE_POST + ("pre_feedforward_layernorm", "post_feedforward_layernorm")  # a norm on each side of each block
 _GEMMA_FRONT = ("input_layernorm", "pre_feedforward_layernorm")  # Gemma's norms in front of attention and the MLP
 _POST = ("post_attention_layernorm", "post_feedforward_layernorm")  # a norm on each block's output only (OLMo 2, 3)
@@ -173,6 +180,12 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("llama", _PRE_POST),
     Arch("mistral", _PRE_POST),
     Arch("iquestcoder", _PRE_POST),  # IQuest-Coder-V1 (40B; Instruct, Loop): Llama's model under a config of its own
+    # InternLM3 (internlm3: 8B Instruct): Llama's model under a config of its own, dynamic NTK RoPE (which changes
+    # nothing within max_position_embeddings)
+    Arch("internlm3", _PRE_POST),
+    # EXAONE 3 (exaone: 3.0 7.8B; 3.5 2.4B, 7.8B, 32B; EXAONE Deep): Llama's model under a config of its own, its
+    # checkpoints naming every tensor their own way (GPT-2's transformer.h..., `EXAONE_STORED`)
+    Arch("exaone", _PRE_POST, stored_renames=EXAONE_STORED),
     # Ministral 3 (3B, 8B, 14B; the language model of its multimodal checkpoints): Mistral's layout, YaRN, and queries
     # scaled up with the position past YaRN's original context (llama_4_scaling_beta)
     Arch("ministral3", _PRE_POST),
@@ -206,17 +219,28 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # hidden_size / heads
     Arch("starcoder2", _PRE_POST, gated_mlp=False, mlp_up="c_fc", mlp_down="c_proj", attention_is_hidden=True),
     Arch("phi3", _PRE_POST, fused_qkv=True, fused_mlp=True),  # q/k/v and gate/up fused; Phi-3, Phi-3.5, Phi-4-mini
+    # GLM (glm: GLM-4-9B, GLM-4-9B-Chat as glm-4-9b-chat-hf, GLM-Edge): Llama's layout with gate/up fused and q/k/v
+    # biases, RoPE on interleaved pairs of half of each head
+    Arch("glm", _PRE_POST, fused_mlp=True),
     # GLM-4 (9B, 32B; 0414 and Z1): gate/up fused, q/k/v biases, a norm on each side of attention and of the MLP (those
     # in front score the hidden channels), RoPE on interleaved pairs of half of each head
     Arch("glm4", ("input_layernorm", "post_self_attn_layernorm", "post_attention_layernorm", "post_mlp_layernorm"),
          fused_mlp=True, score_norms=("input_layernorm", "post_attention_layernorm")),
     # Command R, Aya: one LayerNorm in front of attention and the MLP, run in parallel; logits multiplied by logit_scale
+    # Phi-2 (phi: Phi-1, Phi-1.5, Phi-2): Cohere's parallel layer with LayerNorms and biases on every linear (lm_head's
+    # too), a non-gated GELU MLP (fc1, fc2), RoPE on part of each head; transformers takes its head size as hidden_size
+    # / heads
+    Arch("phi", ("input_layernorm",), gated_mlp=False, mlp_up="fc1", mlp_down="fc2", attention_is_hidden=True,
+         final_norm="final_layernorm"),
     Arch("cohere", ("input_layernorm",)),
     # Command R7B, Command A: Cohere's layer; sliding layers with RoPE, global ones without
     Arch("cohere2", ("input_layernorm",)),
     # OLMo 2: no norm in front of attention or the MLP, an RMSNorm on each one's output before the residual add;
     # q/k RMSNorms over the whole projection (every head together)
     Arch("olmo2", _POST),
+    # OLMo 1 (olmo: 1B, 7B, 1.7-7B): Llama's layout with LayerNorms that have no weights (only their width is sliced),
+    # q/k/v clipped (clip_qkv); transformers takes its head size as hidden_size / heads
+    Arch("olmo", _PRE_POST, attention_is_hidden=True),
     Arch("olmo3", _POST),  # OLMo 2's layer; sliding and global layers
     # EXAONE 4 (1.2B, 32B): OLMo 2's layer with per-head q/k norms; with a window, sliding layers with RoPE and global
     # ones without (the 32B: three of four slide), without one every layer global with RoPE (the 1.2B)
@@ -254,7 +278,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # dense layers listed by kind, mlp_layer_types); the router's bias is stored beside the gate, not in it
     Arch("exaone_moe", _PRE_POST, **dict(_GLM_MOE, experts_size="num_experts", dense_first=None,
                                          dense_kinds="mlp_layer_types", shared_names=NUM_SHARED),
-         stored_renames=((".mlp.gate.e_score_correction_bias", ".mlp.e_score_correction_bias"),)),
+         stored_renames=((r"\.mlp\.gate\.e_score_correction_bias", ".mlp.e_score_correction_bias"),)),
     # Solar Open (solar_open: 100B-A12B): GLM-4.5's mixture of experts in every layer (`GLM_SHARED`, the router's own
     # steering bias; no dense layers) with Llama's attention
     Arch("solar_open", _PRE_POST, **dict(_GLM_MOE, dense_first=None)),
@@ -267,7 +291,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # moe_num_shared_experts of them (`ERNIE_SHARED`); its multi-token prediction layers are not read
     Arch("ernie4_5_moe", _PRE_POST, moe=True, mlp_size="moe_intermediate_size", experts_size="moe_num_experts",
          shared_expert=True, shared_names=ERNIE_SHARED, dense_first="moe_layer_start_index",
-         stored_renames=((".mlp.gate.moe_statics.", ".mlp.moe_statics."),)),
+         stored_renames=((r"\.mlp\.gate\.moe_statics\.", ".mlp.moe_statics."),)),
     # Hunyuan MoE (A13B): Hunyuan dense's attention (per-head q/k norms after RoPE, NTK-alpha RoPE), a mixture of
     # experts in every layer, its router's weights in the gate's `wg` (`moe_weights`), and a shared expert as wide as
     # one routed expert (`HUNYUAN_SHARED`: transformers builds both intermediate_size wide)
@@ -281,7 +305,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # per-expert bias in the block steers (`BLOCK_BIASES`), their weights renormalised; q/k RMSNorms over the whole
     # projection (sliced with the heads), RoPE on half of each head
     Arch("minimax_m2", _PRE_POST, moe=True, experts_size="num_local_experts", stored_moe=_MIXTRAL_STORED,
-         stored_renames=((".mlp.e_score_correction_bias", ".block_sparse_moe.e_score_correction_bias"),)),
+         stored_renames=((r"\.mlp\.e_score_correction_bias", ".block_sparse_moe.e_score_correction_bias"),)),
     Arch("olmoe", _PRE_POST, moe=True, attention_is_hidden=True),
     # Granite-MoE (Granite 3.0 / 3.1 1B-A400M, 3B-A800M): Granite's multipliers, a softmax over the top-k router logits,
     # the experts stored as 3D tensors
@@ -497,7 +521,8 @@ def arch_of(config) -> Arch:
         names = ", ".join(getattr(config, "architectures", None) or []) or "unknown class"
         raise MinitronError(f"architecture {model_type!r} ({names}) is not supported; "
                             f"supported model types: {', '.join(sorted(FAMILIES))}")
-    if getattr(config, "qk_layernorm", False) or getattr(config, "use_parallel_residual", False):
+    if model_type == "stablelm" and (config.qk_layernorm or config.use_parallel_residual):  # (Phi-2's q/k LayerNorms,
+        # where set, are one per layer, every head's: pruned heads leave them)
         raise MinitronError(f"this {model_type} model has per-head q/k LayerNorms or a parallel residual (StableLM 2 "
                             "12B's); minitron prunes StableLM 2 1.6B and 3B")
     if model_type == "ernie4_5_moe" and (config.moe_layer_interval != 1 or
@@ -689,8 +714,8 @@ def conv_of(layer: nn.Module) -> nn.Module | None:
 
 
 def attention_out(attn: nn.Module) -> nn.Linear:
-    """An attention's output projection (`o_proj`; LFM2's `out_proj`)."""
-    return attn.o_proj if hasattr(attn, "o_proj") else attn.out_proj
+    """An attention's output projection (`o_proj`; LFM2's `out_proj`, Phi-2's `dense`)."""
+    return next(getattr(attn, name) for name in ("o_proj", "out_proj", "dense") if hasattr(attn, name))
 
 
 @dataclass(frozen=True)
@@ -1139,9 +1164,11 @@ def stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
 def moe_stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
     """How a checkpoint stores the state-dict entry `name` under the decoder's in-memory name (`model.`): renamed
     (`Arch.stored_renames`), or a mixture of experts' tensor as its family stores it (None: as itself)."""
-    for part, stored in arch.stored_renames:
-        if part in name:
-            return StoredAs(((name.replace(part, stored),),), stacked=False)
+    renamed = name
+    for pattern, stored in arch.stored_renames:
+        renamed = re.sub(pattern, stored, renamed)
+    if renamed != name:
+        return StoredAs(((renamed,),), stacked=False)
     parts = (f"{arch.router}.weight", f"experts.{experts_input(arch.gated_mlp)}", "experts.down_proj")
     m = re.fullmatch(rf"(model\.layers\.\d+\.){arch.moe_block}\.({'|'.join(map(re.escape, parts))})", name) \
         if arch.moe else None

@@ -29,9 +29,9 @@ from minitron.arch import (ATTENTION, MLP, MOE, RECURRENT, arch_of, dense_layers
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
-from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check_exportable, layer_types,
-                                    original_context, rope_parameters, rope_theta, swa_period, unsupported,
-                                    yarn_factor, yarn_unrounded)
+from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check_exportable, dynamic_ntk,
+                                    layer_types, original_context, rope_parameters, rope_theta, swa_period,
+                                    unsupported, yarn_factor, yarn_unrounded)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, OUTPUT_REQUIRED,
@@ -191,8 +191,13 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
         print(f"warning: this {model_type} model's YaRN leaves its correction range unrounded (truncate false), and "
               "llama.cpp rounds it: its RoPE frequencies between the two betas differ a little (as in any GGUF of "
               "it; docs/export.md)", flush=True)
+    if dynamic_ntk(config):
+        print(f"warning: this {model_type} model's dynamic NTK RoPE stretches past max_position_embeddings "
+              f"({config.max_position_embeddings} tokens) in transformers; llama.cpp computes plain RoPE, the same "
+              "within that context (the file's context_length)", flush=True)
     if model_type in LAYER_NORM_EPS:  # LayerNorm (Nemotron's with bias)
-        writer.add_layer_norm_eps(getattr(config, LAYER_NORM_EPS[model_type]))
+        eps = LAYER_NORM_EPS[model_type]
+        writer.add_layer_norm_eps(eps if isinstance(eps, float) else getattr(config, eps))
     else:
         writer.add_layer_norm_rms_eps(getattr(config, RMS_NORM_EPS.get(model_type, "rms_norm_eps")))
     FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
@@ -247,6 +252,12 @@ def gemma3_keys(writer: gguf.GGUFWriter, config) -> None:
         writer.add_rope_freq_base_swa(rope_theta(config, "sliding_attention"))
     if getattr(config, "final_logit_softcapping", None):
         writer.add_final_logit_softcapping(config.final_logit_softcapping)
+
+
+def olmo_keys(writer: gguf.GGUFWriter, config) -> None:
+    """OLMo 1's clipping of q, k and v, where it clips them (OLMo 1.7's 8)."""
+    if config.clip_qkv is not None:
+        writer.add_clamp_kqv(config.clip_qkv)
 
 
 def cohere_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -521,7 +532,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys, "deepseek_v2": deepseek_v2_keys,
                "youtu": youtu_keys, "sarvam_mla": deepseek_v3_keys, "minimax_m2": minimax_m2_keys,
                "exaone_moe": exaone_moe_keys, "granitemoeshared": granitemoe_keys, "deepseek_v32": deepseek_v32_keys,
-               "solar_open": glm4_moe_keys, "afmoe": afmoe_keys, "glm_moe_dsa": glm_moe_dsa_keys}
+               "solar_open": glm4_moe_keys, "afmoe": afmoe_keys, "glm_moe_dsa": glm_moe_dsa_keys, "olmo": olmo_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

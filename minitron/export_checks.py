@@ -15,10 +15,12 @@ from minitron.gguf_layout import (AFMOE_GLOBAL_STEP, COHERE2_GLOBAL_STEP, COMMAN
 EXPORTABLE = tuple(GGUF_ARCH)
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma": ("gelu_pytorch_tanh",), "gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",),
-               "arcee": ("relu2",), "nemotron": ("relu2",), "apertus": ("xielu",)}
+               "arcee": ("relu2",), "nemotron": ("relu2",), "apertus": ("xielu",),
+               "phi": ("gelu_new", "gelu_pytorch_tanh")}  # (llama.cpp's GELU: the tanh approximation)
 # Families whose graph reads Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp
 # node-llama-cpp 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
-ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus", "exaone4", "iquestcoder")  # (graphs reading rope_freqs)
+ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus", "exaone4", "iquestcoder",  # (graphs reading rope_freqs)
+                       "exaone", "internlm3")
 # YaRN settings llama.cpp derives from the scaling factor (the attention factor) or fixes, at transformers' defaults;
 # a model that sets its own is refused (an attention factor written out as the one derived, as OLMo 3's, is not its
 # own: `yarn_own`).
@@ -29,6 +31,7 @@ YARN_DERIVED = {"attention_factor": None, "mscale": None, "mscale_all_dim": None
 # multi-head latent attention's (its deepseek2), `check_latent`.
 YARN_READ = ("ministral3", *(model_type for model_type, arch in FAMILIES.items() if arch.mla))
 
+HUNYUAN = ("hunyuan_v1_dense", "hunyuan_v1_moe")  # the families whose dynamic RoPE reads a fixed alpha (`ntk_alpha`)
 # Families whose released configs leave YaRN's correction range unrounded (truncate false), which llama.cpp rounds, as
 # llama.cpp's own converter leaves it: exported, with a warning (`yarn_unrounded`), and read back unrounded.
 YARN_UNROUNDED = ("gpt_oss",)
@@ -37,7 +40,8 @@ YARN_UNROUNDED = ("gpt_oss",)
 # graph's, for the one line that refuses another width (`check_hidden_wide`).
 HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "cohere2": ("Cohere 2", "Cohere 2"),
                "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2"), "olmoe": ("OLMoE", "OLMoE"),
-               "lfm2": ("LFM2", "LFM2"), "lfm2_moe": ("LFM2-MoE", "LFM2-MoE")}
+               "lfm2": ("LFM2", "LFM2"), "lfm2_moe": ("LFM2-MoE", "LFM2-MoE"), "phi": ("Phi-2", "Phi-2"),
+               "glm": ("GLM", "ChatGLM"), "olmo": ("OLMo", "OLMo")}
 # Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
 # export writes another width, with a warning.
 HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4", "qwen2_moe")
@@ -57,7 +61,7 @@ def rope_theta(config, layer_type: str = "full_attention") -> float:
     default = getattr(config, "rope_local_base_freq" if layer_type == "sliding_attention" else "rope_theta", 10000.0)
     rope = rope_parameters(config, layer_type)
     theta = float(rope.get("rope_theta", default))
-    if ntk_alpha(rope):
+    if config.model_type in HUNYUAN and ntk_alpha(rope):
         dims = head_dim(config)
         theta *= float(rope["alpha"]) ** (dims / (dims - 2))
     return theta
@@ -66,6 +70,14 @@ def rope_theta(config, layer_type: str = "full_attention") -> float:
 def ntk_alpha(rope: dict) -> bool:
     """Whether `rope` is Hunyuan's NTK-alpha scaling: labelled `dynamic`, its fixed alpha only stretches the base."""
     return rope.get("rope_type") == "dynamic" and bool(rope.get("alpha"))
+
+
+def dynamic_ntk(config) -> bool:
+    """Whether the model's RoPE is transformers' dynamic NTK scaling (InternLM3's), which stretches RoPE's base only
+    for sequences longer than max_position_embeddings: within that context, the file's, it is plain RoPE, as llama.cpp
+    computes it (and its converter writes it). Hunyuan's, with a fixed alpha, is a larger base throughout."""
+    return rope_parameters(config).get("rope_type") == "dynamic" and not (
+        config.model_type in HUNYUAN and ntk_alpha(rope_parameters(config)))
 
 
 def layer_types(config) -> list[str]:
@@ -122,11 +134,11 @@ def check_exportable(config) -> None:
 
 def rope_scalings(model_type: str) -> tuple[str, ...]:
     """The RoPE of a family's global layers that llama.cpp's graph for it computes: plain, linear and YaRN (every
-    graph, from the rope.scaling keys), Llama 3.1's (per-frequency factors, `ROPE_FREQS_FAMILIES`), Phi-3's
-    LongRoPE and Hunyuan's dynamic NTK scaling with a fixed alpha (the base it gives: `check_hunyuan`)."""
-    hunyuan = model_type in ("hunyuan_v1_dense", "hunyuan_v1_moe")
-    return ("default", "linear", "yarn", *(("llama3",) if model_type in ROPE_FREQS_FAMILIES else ()),
-            *(("longrope",) if model_type == "phi3" else ()), *(("dynamic",) if hunyuan else ()))
+    graph, from the rope.scaling keys), dynamic NTK scaling (plain RoPE within the file's context, `dynamic_ntk`; with
+    Hunyuan's fixed alpha, the base it gives: `rope_theta`), Llama 3.1's (per-frequency factors, `ROPE_FREQS_FAMILIES`)
+    and Phi-3's LongRoPE."""
+    return ("default", "linear", "yarn", "dynamic", *(("llama3",) if model_type in ROPE_FREQS_FAMILIES else ()),
+            *(("longrope",) if model_type == "phi3" else ()))
 
 
 def check_rope(config) -> None:
@@ -198,13 +210,6 @@ def check_ministral3(config) -> None:
         raise MinitronError("cannot export a Ministral 3 model whose YaRN is not mscale 1 with an mscale_all_dim (and "
                             "no attention_factor or truncate of its own): llama.cpp's mistral3 graph computes only "
                             "that one")
-
-
-def check_hunyuan(config) -> None:
-    rope = rope_parameters(config)
-    if rope.get("rope_type") == "dynamic" and not ntk_alpha(rope):
-        raise MinitronError("cannot export a Hunyuan model with dynamic NTK RoPE scaling without a fixed alpha: "
-                            "llama.cpp computes only the fixed base that alpha gives")
 
 
 def check_seed_oss(config) -> None:
@@ -492,6 +497,14 @@ def check_qwen3_next(config) -> None:
                             "always renormalises the picked experts' weights (as the released models do)")
 
 
+def check_phi(config) -> None:
+    """Refuse a Phi-2 with q/k LayerNorms (qk_layernorm, which no released Phi-1, 1.5 or 2 sets): llama.cpp's phi2
+    graph has none."""
+    if config.qk_layernorm:
+        raise MinitronError("cannot export a phi model with q/k LayerNorms (qk_layernorm): llama.cpp's phi2 graph has "
+                            "none")
+
+
 def check_gpt_oss(config) -> None:
     """Refuse a GPT-OSS that llama.cpp's gpt-oss graph computes otherwise: its experts' clamped SwiGLU with other
     constants than GPT-OSS's (alpha 1.702, limit 7: fixed in llama.cpp's source), or no window (the graph reads
@@ -504,7 +517,7 @@ def check_gpt_oss(config) -> None:
                             "one")
 
 
-FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_v1_dense": check_hunyuan,
+FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss,
                  "gemma": check_gemma, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
                  "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3,
                  "exaone4": check_exaone4, "qwen3_moe": check_qwen3_moe, "olmoe": check_olmoe,
@@ -514,4 +527,5 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss, "hunyuan_
                  "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_latent,
                  "glm4_moe_lite": check_latent, "deepseek_v2": check_deepseek_v2, "youtu": check_latent,
                  "sarvam_mla": check_latent, "deepseek_v32": check_indexed, "dots1": check_dots1,
-                 "hunyuan_v1_moe": check_hunyuan, "afmoe": check_afmoe, "glm_moe_dsa": check_indexed}
+                 "afmoe": check_afmoe, "glm_moe_dsa": check_indexed,
+                 "phi": check_phi}

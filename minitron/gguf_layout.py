@@ -33,7 +33,10 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "deepseek_v32": "deepseek32",
              "solar_open": "glm4moe",  # (GLM-4.5's graph without dense layers, as llama.cpp's converter writes it)
              "starcoder2": "starcoder2", "afmoe": "afmoe", "glm_moe_dsa": "glm-dsa",
-             "jais2": "jais2", "iquestcoder": "llama"}  # (IQuest-Coder: Llama's, as llama.cpp's converter)
+             "jais2": "jais2", "iquestcoder": "llama",  # (IQuest-Coder: Llama's, as llama.cpp's converter)
+             "phi": "phi2", "glm": "chatglm", "exaone": "exaone",
+             "internlm3": "llama",  # (InternLM3: Llama's, as llama.cpp's converter)
+             "olmo": "olmo"}
 
 
 def gguf_arch(config) -> str:
@@ -44,20 +47,21 @@ def gguf_arch(config) -> str:
     return GGUF_ARCH[config.model_type]
 
 
-# Families whose norms are LayerNorms: their config's epsilon field, written as `attention.layer_norm_epsilon` (the
-# others: RMSNorm, rms_norm_eps).
+# Families whose norms are LayerNorms: their config's epsilon field (or the epsilon itself where transformers fixes
+# it: OLMo 1's), written as `attention.layer_norm_epsilon` (the others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
-                  "stablelm": "layer_norm_eps", "starcoder2": "norm_epsilon", "jais2": "layer_norm_eps"}
+                  "stablelm": "layer_norm_eps", "starcoder2": "norm_epsilon", "jais2": "layer_norm_eps",
+                  "phi": "layer_norm_eps", "olmo": 1e-5}
 # Families whose RMSNorms' epsilon is not the config's rms_norm_eps: its field (Nemotron-H's every norm's).
 RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon", "lfm2": "norm_eps", "lfm2_moe": "norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm", "qwen2moe", "gpt-oss", "dots1", "minimax-m2",
-                   "exaone-moe")
+                   "exaone-moe", "phi2")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight); of
 # Qwen3.5's and Qwen3-Next's, all but its Gated DeltaNet's gated norm (`stored_plus_one`).
 NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
-INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee")
+INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee", "olmo")
 # Apertus's xIELU activation: its scalars of each layer (Hugging Face's `model.layers.N.mlp.act_fn.NAME`, as stored),
 # which llama.cpp's converter writes as one array key each, `xielu.NAME`, a value a layer, not as tensors.
 XIELU = ("alpha_p", "alpha_n", "beta", "eps")

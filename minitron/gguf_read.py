@@ -37,7 +37,7 @@ from minitron.shards import SafetensorsWriter, TensorSpec
 # a deepseek2 file with a softmax router a DeepSeek V2, one without experts a Youtu-LLM: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
            if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla",
-                                 "granitemoeshared", "solar_open", "iquestcoder")}
+                                 "granitemoeshared", "solar_open", "iquestcoder", "internlm3")}
 READ_AS["nemotron_h_moe"] = "nemotron_h"  # Nemotron 3's graph (`gguf_layout.gguf_arch`)
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
@@ -130,9 +130,9 @@ def read_config(meta: Metadata, reader, tensors: dict):
     for name, key in TOKEN_IDS.items():
         field = reader.fields.get(key)
         settings[name] = int(field.contents()) if field is not None else None
-    if model_type in LAYER_NORM_EPS:
+    if isinstance(LAYER_NORM_EPS.get(model_type), str):  # (OLMo 1's is fixed)
         settings[LAYER_NORM_EPS[model_type]] = required(meta, "attention.layer_norm_epsilon", float)
-    else:
+    elif model_type not in LAYER_NORM_EPS:
         settings[RMS_NORM_EPS.get(model_type, "rms_norm_eps")] = required(meta, "attention.layer_norm_rms_epsilon",
                                                                            float)
     biases = {"attention_bias": "blk.0.attn_q.bias" in tensors, "mlp_bias": "blk.0.ffn_up.bias" in tensors,
@@ -183,6 +183,12 @@ def granite(meta: Metadata, layers: int) -> dict:
             "residual_multiplier": required(meta, "residual_scale", float),
             "attention_multiplier": required(meta, "attention.scale", float),
             "logits_scaling": required(meta, "logit_scale", float)}
+
+
+def olmo(meta: Metadata, layers: int) -> dict:
+    """OLMo 1's clipping of q, k and v (none without the key)."""
+    clip = meta.get("attention.clamp_kqv")
+    return {"clip_qkv": None if clip is None else float(str(np.float32(clip)))}
 
 
 def cohere(meta: Metadata, layers: int) -> dict:
@@ -508,7 +514,7 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
                    "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts,
                    "exaone_moe": exaone_moe, "granitemoeshared": granitemoeshared, "deepseek_v32": deepseek_v32,
-                   "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa}
+                   "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa, "olmo": olmo}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width).

@@ -19,11 +19,11 @@ import torch
 from minitron.arch import arch_of, as_built, prunable_sizes
 from minitron.errors import MinitronError, whole_number
 from minitron.io import atomic_dir, write_json
-from minitron.shards import INDEX, SINGLE, Checkpoint, SafetensorsWriter
+from minitron.shards import INDEX, SINGLE, Checkpoint, SafetensorsWriter, TensorSpec
 
 # Where a multimodal checkpoint keeps its language model's decoder ("model." of a text checkpoint) and its head.
 DECODER_PREFIXES = ("language_model.model.", "model.language_model.")
-HEAD_NAMES = ("language_model.lm_head.weight", "lm_head.weight")
+HEAD_PREFIXES = ("language_model.lm_head.", "lm_head.")  # (its weight, and its bias where it has one: Phi-2's)
 # Files of a multimodal directory that a text-only one keeps as they are (the chat template is the processor's).
 KEPT_FILES = ("generation_config.json", "chat_template.jinja", "chat_template.json", "README.md")
 _EXTRACTED: dict[tuple[Path, Path], Path] = {}  # (checkpoint, cache) -> its copy, so a process fingerprints it once
@@ -72,11 +72,15 @@ def write_language_model(path: Path, checkpoint: Checkpoint, out: Path) -> None:
         model = AutoModelForCausalLM.from_config(config)
     config.architectures = [type(model).__name__]
     names = tensor_names(checkpoint, model, path)
+    dtype = next(checkpoint.specs[source].dtype for source in names.values() if source is not None)
+    zeros = {name: torch.zeros(p.shape, dtype=dtype) for name, p in model.named_parameters() if names[name] is None}
+    specs = {name: checkpoint.specs[source] if source else TensorSpec(dtype, tuple(zeros[name].shape))
+             for name, source in names.items()}
     print(f"extracting the language model of {path} (once; cached in {out})", flush=True)
     with atomic_dir(out, owned=True) as tmp:
-        with SafetensorsWriter(tmp, {name: checkpoint.specs[source] for name, source in names.items()}) as writer:
+        with SafetensorsWriter(tmp, specs) as writer:
             for name, source in names.items():
-                writer.write(name, checkpoint.read([source])[source])
+                writer.write(name, zeros[name] if source is None else checkpoint.read([source])[source])
         config.save_pretrained(tmp)
         save_tokenizer(path, tmp)
         for kept in KEPT_FILES:
@@ -122,21 +126,27 @@ def text_config(path: Path):
     return config
 
 
-def tensor_names(checkpoint: Checkpoint, model: torch.nn.Module, path: Path) -> dict[str, str]:
+def tensor_names(checkpoint: Checkpoint, model: torch.nn.Module, path: Path) -> dict[str, str | None]:
     """Each tensor of the text `model` (its parameters, a tied head once) -> its name in the multimodal
-    checkpoint."""
+    checkpoint; None for a head's bias the wrapper's head lacks (transformers' LLaVA around Phi-2 computes its logits
+    without one: the text model's is zero)."""
     prefix = next((p for p in DECODER_PREFIXES if f"{p}embed_tokens.weight" in checkpoint.specs), None)
     if prefix is None:
         raise MinitronError(f"{path} holds no language model embeddings under {' or '.join(DECODER_PREFIXES)}: "
                             "not a multimodal checkpoint minitron can take apart")
-    head = next((n for n in HEAD_NAMES if n in checkpoint.specs), None)
+    head = next((p for p in HEAD_PREFIXES if f"{p}weight" in checkpoint.specs), None)
     names = {}
     for name, _ in model.named_parameters():
-        names[name] = head if name == "lm_head.weight" else prefix + name.removeprefix("model.")
+        if name.startswith("lm_head."):
+            names[name] = None if head is None else head + name.removeprefix("lm_head.")
+        else:
+            names[name] = prefix + name.removeprefix("model.")
+    if "lm_head.bias" in names and names["lm_head.bias"] not in checkpoint.specs:
+        names["lm_head.bias"] = None
     checkpoint.require([n for n in names.values() if n is not None])
-    if None in names.values():
-        raise MinitronError(f"{path} has no lm_head ({' or '.join(HEAD_NAMES)}) although its config does not tie "
-                            "it to the embeddings: corrupt or incomplete checkpoint")
+    if names.get("lm_head.weight", "tied") is None:
+        raise MinitronError(f"{path} has no lm_head ({' or '.join(p + 'weight' for p in HEAD_PREFIXES)}) although its "
+                            "config does not tie it to the embeddings: corrupt or incomplete checkpoint")
     return names
 
 

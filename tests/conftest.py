@@ -14,7 +14,7 @@ from transformers import (ApertusConfig, ArceeConfig, AutoModelForCausalLM, Cohe
                           NemotronHConfig, Phi3Config, Qwen2Config, Qwen3Config, Qwen3MoeConfig, SeedOssConfig,
                           SmolLM3Config, StableLmConfig)
 
-from minitron.arch import arch_of
+from minitron.arch import arch_of, head_dim
 
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
@@ -23,7 +23,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
-            "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder"]
+            "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -79,6 +79,10 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75}
         return Phi3Config(**{"rope_parameters": rope, **sizes}, pad_token_id=None, bos_token_id=None,
                           eos_token_id=None)
+    if family == "glm":  # gate/up fused, q/k/v biases; RoPE on interleaved pairs of half of each head (GLM-4-9B's)
+        from transformers import GlmConfig
+
+        return GlmConfig(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "glm4":  # gate/up fused, q/k/v biases, four norms; RoPE on interleaved pairs of half of each head
         return Glm4Config(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "cohere":  # per-head q/k LayerNorms (Command R+), logits scaled
@@ -131,10 +135,32 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         from transformers import IQuestCoderConfig
 
         return IQuestCoderConfig(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "olmo":  # LayerNorms without weights; q/k/v clipped at 8, as OLMo 1.7's; its head size hidden_size /
+        # heads (no head_dim)
+        from transformers import OlmoConfig
+
+        return OlmoConfig(**{k: v for k, v in sizes.items() if k != "head_dim"}, clip_qkv=8.0, pad_token_id=None,
+                          bos_token_id=None, eos_token_id=None)
+    if family == "internlm3":  # Llama's model under a config of its own, dynamic NTK RoPE as InternLM3-8B's
+        from transformers import InternLM3Config
+
+        rope = {"rope_type": "dynamic", "factor": 6.0, "rope_theta": 50000000.0}
+        return InternLM3Config(**{"rope_parameters": rope, **sizes}, pad_token_id=None, bos_token_id=None,
+                               eos_token_id=None)
+    if family == "exaone":  # Llama's model under a config of its own, saved under EXAONE 3's names (transformer.h...)
+        from transformers import ExaoneConfig
+
+        return ExaoneConfig(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "jais2":  # Llama's layer with LayerNorms, biases on every linear and a squared-ReLU MLP, as Jais 2's
         from transformers import Jais2Config
 
         return Jais2Config(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "phi":  # Phi-2's layer: attention and a GELU MLP in parallel behind one LayerNorm, biases on every
+        # linear (lm_head's too), RoPE on half of each head, its head size hidden_size / heads (no head_dim)
+        from transformers import PhiConfig
+
+        return PhiConfig(**{k: v for k, v in sizes.items() if k != "head_dim"}, pad_token_id=None, bos_token_id=None,
+                         eos_token_id=None)
     if family == "starcoder2":  # biases on every linear, LayerNorms with biases, a GELU MLP, its head size hidden_size
         # / heads, as StarCoder2's; the released dropout left out (tests compare outputs)
         from transformers import Starcoder2Config
@@ -354,19 +380,21 @@ def own_names(config, sizes: dict) -> dict:
     names = {"intermediate_size": arch.mlp_size, "num_experts": arch.experts_size}
     sizes = {names.get(k, k): v for k, v in sizes.items() if not (arch.mla and k == "num_key_value_heads")}
     if arch.attention_is_hidden and "hidden_size" in sizes:
-        sizes["hidden_size"] = sizes.get("num_attention_heads", config.num_attention_heads) * config.head_dim
+        sizes["hidden_size"] = sizes.get("num_attention_heads", config.num_attention_heads) * head_dim(config)
     return sizes
 
 
 def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
-    """A random tiny model in eval mode; norms (and Apertus's xIELU scalars) get random weights so that pruning (and
-    carrying) them matters."""
+    """A random tiny model in eval mode; norms (and Apertus's xIELU scalars; GPT-OSS's and Phi-2's biases, lm_head's
+    among them) get random weights so that pruning (and carrying) them matters."""
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(family, tie, **overrides), dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))
+            elif "bias" in name and family == "phi":  # (as llama_cpp_check's `tiny_model`)
+                p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))
         for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
             if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's
                 b.add_(0.1 * torch.randn_like(b))

@@ -294,7 +294,11 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("afmoe", None, "f16", False), ("afmoe", "llama-bpe", "bf16", True),
              ("glm_moe_dsa", None, "f16", False), ("glm_moe_dsa", "all-keys", "bf16", True),
              ("jais2", None, "f16", False), ("jais2", "llama-bpe", "q8_0", True),
-             ("iquestcoder", "llama3", "f16", False)]
+             ("iquestcoder", "llama3", "f16", False), ("phi", None, "f16", False), ("phi", "llama-bpe", "q8_0", True),
+             ("glm", None, "f16", False), ("glm", "llama-bpe", "q8_0", True),
+             ("exaone", "llama3", "f16", False), ("exaone", "llama-bpe", "q8_0", True),
+             ("internlm3", None, "f16", False), ("internlm3", "llama-bpe", "q8_0", True),
+             ("olmo", None, "f16", False), ("olmo", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -454,9 +458,16 @@ def test_cohere_metadata(tmp_path):
     assert norm.tensor_type == T.F32 and list(norm.shape) == [8, 8]  # head size x heads, as llama.cpp reads it
 
 
-def test_rope_scaling_metadata(tmp_path):
+def test_rope_scaling_metadata(tmp_path, capsys):
     """Llama 3.1's RoPE scaling as the per-frequency factors llama.cpp divides by (rope_freqs), computed here from
-    its definition; linear scaling and YaRN as the rope.scaling keys."""
+    its definition; linear scaling and YaRN as the rope.scaling keys; dynamic NTK scaling (InternLM3's) as plain RoPE
+    of its own base, which it is within the file's context (the llama.cpp test runs such a file), with a warning."""
+    save_model(tmp_path / "dynamic", "internlm3", byte_level_tokenizer())
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(export(str(tmp_path / "dynamic"),
+                                                                  tmp_path / "dynamic.gguf").gguf).fields.items()}
+    assert fields["llama.rope.freq_base"] == 5e7 and fields["llama.context_length"] == 256
+    assert not any(".rope.scaling." in k for k in fields)
+    assert "dynamic NTK RoPE stretches past max_position_embeddings (256 tokens)" in capsys.readouterr().out
     save_model(tmp_path / "llama3", "llama", byte_level_tokenizer(), rope_parameters=LLAMA3_ROPE)
     weights = tensors(export(str(tmp_path / "llama3"), tmp_path / "llama3.gguf").gguf)
     wavelengths = 2 * np.pi * 10000.0 ** (np.arange(0, 16, 2) / 16)
@@ -642,7 +653,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "deepseek_v3, glm4_moe_lite, deepseek_v2, youtu, sarvam_mla, "
                                             "minimax_m2, exaone_moe, granitemoeshared, deepseek_v32, "
                                             "solar_open, starcoder2, afmoe, glm_moe_dsa, jais2, "
-                                            "iquestcoder$"):
+                                            "iquestcoder, phi, glm, exaone, internlm3, olmo$"):
         export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -652,11 +663,13 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
 
 # What llama.cpp's graphs cannot compute, refused in one line: (family, save_model's settings, the refusal).
 REFUSED = [
+    ("phi", {"qk_layernorm": True}, r"phi model with q/k LayerNorms \(qk_layernorm\): llama.cpp's phi2 graph has none"),
+    ("phi", {"hidden_act": "gelu"}, "phi model with activation 'gelu': llama.cpp's graph for it computes gelu_new"),
     ("seed_oss", {"attention_out_bias": True},
      r"Seed-OSS model with an o_proj bias \(attention_out_bias\): llama.cpp's seed_oss graph has none"),
     ("gemma", {"tie": False}, "a Gemma model whose lm_head is not tied to its embeddings: llama.cpp's Gemma graph"),
     ("qwen3", {"rope_parameters": LLAMA3_ROPE},
-     "qwen3 model with rope_type 'llama3'; llama.cpp's graph for it computes default, linear, yarn$"),
+     "qwen3 model with rope_type 'llama3'; llama.cpp's graph for it computes default, linear, yarn, dynamic$"),
     ("llama", {"rope_parameters": {**YARN_ROPE, "beta_fast": 16}},
      "YaRN model with its own beta_fast: llama.cpp computes"),
     ("llama", {"rope_parameters": {**OLMO3_YARN, "attention_factor": 1.3}},  # not the derived 0.1 ln(4) + 1
@@ -805,6 +818,18 @@ RELEASED = {
     "deepseek_v32": dict(rope_parameters={"rope_type": "yarn", "rope_theta": 10000, "factor": 40.0, "beta_fast": 32.0,
                                           "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0,
                                           "original_max_position_embeddings": 4096}),
+    "exaone": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,  # 3.5 7.8B
+                   num_key_value_heads=8, max_position_embeddings=32768, tie_word_embeddings=False,
+                   rope_parameters={"rope_type": "llama3", "rope_theta": 1000000.0, "factor": 8.0,
+                                    "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                    "original_max_position_embeddings": 8192}),
+    "glm": dict(attention_bias=True, num_key_value_heads=2),
+    "olmo": dict(clip_qkv=8.0, max_position_embeddings=4096),  # OLMo 1.7 7B (transformers' defaults are its sizes)
+    "internlm3": dict(rope_parameters={"rope_type": "dynamic", "factor": 6.0, "rope_theta": 50000000.0}),  # (its
+    # sizes are transformers' defaults)  # glm-4-9b-chat-hf (transformers' defaults are its sizes)
+    "phi": dict(hidden_size=2560, intermediate_size=10240, num_hidden_layers=32, num_attention_heads=32,  # Phi-2
+                hidden_act="gelu_new", resid_pdrop=0.1, qk_layernorm=False, tie_word_embeddings=False,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.4}),
 }
 
 
@@ -949,7 +974,10 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("solar_open", None, "f16", True), ("starcoder2", None, "f16", False), ("starcoder2", None, "q8_0", True),
     ("afmoe", None, "f16", False), ("afmoe", None, "f16", True), ("glm_moe_dsa", None, "f16", False),
     ("glm_moe_dsa", None, "f16", True), ("jais2", None, "f16", False), ("jais2", None, "q8_0", True),
-    ("iquestcoder", None, "f16", False),
+    ("iquestcoder", None, "f16", False), ("phi", None, "f16", False), ("phi", None, "q8_0", True),
+    ("glm", None, "f16", False), ("glm", None, "q4_0", True), ("exaone", "llama3", "f16", False),
+    ("exaone", None, "q8_0", True), ("internlm3", None, "f16", False), ("internlm3", None, "q8_0", True),
+    ("olmo", None, "f16", False), ("olmo", None, "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

@@ -35,11 +35,36 @@ def test_chunked_equals_plain_with_gradients(name, head):
     assert x["h"].grad[~x["mask"]].abs().max() == 0  # masked tokens get no gradient
 
 
+@pytest.mark.parametrize("name", ["forward_kl", "ce_kd"])
+def test_chunked_with_lm_head_biases_equals_plain(name):
+    """Phi-2's lm_head has a bias: the chunked loss adds each side's and the student's gets its gradient."""
+    x = _inputs()
+    g = torch.Generator().manual_seed(3)
+    bias, t_bias = torch.randn(50, generator=g, requires_grad=True), torch.randn(50, generator=g)
+    loss = L.make_logit_loss(name, temperature=2.0, ce_weight=0.4)
+    plain = loss(F.linear(x["h"], x["w"], bias), F.linear(x["th"], x["tw"], t_bias), x["y"], x["mask"])
+    plain.backward()
+    want = [t.grad.clone() for t in (x["h"], x["w"], bias)]
+    x["h"].grad = x["w"].grad = bias.grad = None
+    chunked = L.chunked_logit_loss(loss, x["h"], x["w"], x["y"], x["mask"], x["th"], x["tw"], chunk_tokens=7,
+                                   biases=(bias, t_bias))
+    chunked.backward()
+    torch.testing.assert_close(chunked, plain)
+    for got, expected in zip((x["h"].grad, x["w"].grad, bias.grad), want):
+        torch.testing.assert_close(got, expected)
+    assert bias.grad.abs().max() > 0
+    unbiased = L.chunked_logit_loss(loss, x["h"], x["w"], x["y"], x["mask"], x["th"], x["tw"], chunk_tokens=7)
+    assert (unbiased - chunked).abs() > 1e-3  # the biases count
+    frozen = L.chunked_logit_loss(loss, x["h"], x["w"], x["y"], x["mask"], x["th"], x["tw"], chunk_tokens=7,
+                                  biases=(bias.detach(), t_bias))
+    torch.testing.assert_close(frozen, chunked)  # a bias that wants no gradient gets none
+
+
 def test_chunks_never_hold_all_logits(monkeypatch):
     x = _inputs(n=64)
     rows = []
     real = L.head_logits
-    monkeypatch.setattr(L, "head_logits", lambda h, w, c=LogitHead(): rows.append(h.shape[0]) or real(h, w, c))
+    monkeypatch.setattr(L, "head_logits", lambda h, *a: rows.append(h.shape[0]) or real(h, *a))
     out = L.chunked_logit_loss(L.ForwardKL(), x["h"], x["w"], x["y"], None, x["th"], x["tw"], chunk_tokens=16)
     out.backward()
     assert max(rows) == 16 and len(rows) == 2 * 4  # student and teacher logits, 4 chunks, no recompute

@@ -222,16 +222,19 @@ def test_unsupported_architecture_is_refused_by_name():
 
     with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: afmoe, apertus, arcee, cohere, cohere2, "
                                             "deepseek_v2, deepseek_v3, deepseek_v32, dots1, "
-                                            "ernie4_5, ernie4_5_moe, exaone4, exaone_moe, gemma, gemma2, gemma3_text, "
-                                            "glm4, "
+                                            "ernie4_5, ernie4_5_moe, exaone, exaone4, exaone_moe, gemma, gemma2, "
+                                            "gemma3_text, "
+                                            "glm, glm4, "
                                             "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt_oss, granite, granitemoe, "
                                             "granitemoehybrid, "
                                             "granitemoeshared, "
-                                            "hunyuan_v1_dense, hunyuan_v1_moe, iquestcoder, jais2, lfm2, lfm2_moe, "
+                                            "hunyuan_v1_dense, hunyuan_v1_moe, internlm3, iquestcoder, jais2, lfm2, "
+                                            "lfm2_moe, "
                                             "llama, "
                                             "minimax_m2, ministral3, mistral, mixtral, nemotron, nemotron_h, "
-                                            "olmo2, olmo3, olmoe, "
-                                            "phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, qwen3_moe, "
+                                            "olmo, olmo2, olmo3, olmoe, "
+                                            "phi, phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, "
+                                            "qwen3_moe, "
                                             "qwen3_next, "
                                             "sarvam_mla, seed_oss, smollm3, solar_open, stablelm, starcoder2, youtu"):
         arch_of(GPT2Config())
@@ -273,6 +276,24 @@ def test_seed_model_parameter_counts(tmp_path, config, target, teacher_params, s
     out = capsys.readouterr().out
     assert f"parameters: {teacher_params:,} -> {student_params:,}" in out
     assert list(tmp_path.iterdir()) == [tmp_path / "config.json"]  # nothing written, no weights needed
+
+
+def test_phi_q_k_layernorms_are_every_heads_and_stay_whole(tmp_path):
+    """Phi's q/k LayerNorms (qk_layernorm), where set, normalise each head's channels with one weight for every head:
+    pruning heads and hidden channels together (its head size is hidden_size / heads) leaves them whole, and the
+    pruned model reloads in transformers as it was."""
+    model = tiny_model("phi", qk_layernorm=True)
+    r = random_scores(model.config, seed=0)
+    chosen = [select_heads(s, 2, 4, 2) for s in r["heads"]]
+    plan = Plan(r["hidden"].topk(32).indices.sort().values, [c[0] for c in chosen], [c[1] for c in chosen], None, [])
+    pruned = apply_plan(copy.deepcopy(model), plan)
+    pruned.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert (reloaded.config.hidden_size, reloaded.config.num_attention_heads) == (32, 4)
+    for name in ("q_layernorm", "k_layernorm"):
+        assert_close(getattr(reloaded.model.layers[0].self_attn, name).weight,
+                     getattr(model.model.layers[0].self_attn, name).weight)
+    assert_close(logits(reloaded), logits(pruned))
 
 
 def test_stablelm_2_12b_is_refused_by_what_it_has(tmp_path):

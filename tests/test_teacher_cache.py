@@ -18,8 +18,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = ["--seq-len", "32", "--micro-batch", "2", "--global-batch-tokens", "128", "--eval-seqs", "4"]
 
 
-@pytest.mark.parametrize("temperature", [1.0, 2.0])
-def test_cached_form_gives_topk_kl_of_the_full_logits(temperature):
+@pytest.mark.parametrize("temperature,biased", [(1.0, False), (2.0, False), (2.0, True)])
+def test_cached_form_gives_topk_kl_of_the_full_logits(temperature, biased):
+    """(`biased`: the teacher's lm_head has a bias, as Phi-2's)"""
     g = torch.Generator().manual_seed(0)
     n, hidden, vocab, k = 40, 16, 300, 8
     t_hidden, t_weight = torch.randn(n, hidden, generator=g), torch.randn(vocab, hidden, generator=g)
@@ -27,9 +28,10 @@ def test_cached_form_gives_topk_kl_of_the_full_logits(temperature):
     s_weight = torch.randn(vocab, hidden, generator=g, requires_grad=True)
     labels, weights = torch.randint(0, vocab, (n,), generator=g), (torch.rand(n, generator=g) > 0.2).float()
     loss = TopKKL(k, temperature)
+    t_bias = 3 * torch.randn(vocab, generator=g) if biased else None
 
-    logprobs, index, rest = topk_targets(t_hidden, t_weight, k, LogitHead(), chunk_tokens=7)
-    full = t_hidden @ t_weight.t()
+    logprobs, index, rest = topk_targets(t_hidden, t_weight, k, LogitHead(), chunk_tokens=7, bias=t_bias)
+    full = t_hidden @ t_weight.t() + (0 if t_bias is None else t_bias)
     assert torch.equal(index, full.topk(k, dim=-1).indices)
     torch.testing.assert_close(logprobs.exp().sum(-1) + rest.exp(), torch.ones(n))  # top-k mass + the rest's = 1
 
@@ -42,7 +44,7 @@ def test_cached_form_gives_topk_kl_of_the_full_logits(temperature):
 
     # the chunked loss and its gradients, with the teacher's hidden states or with its cached top k
     grads = []
-    for teacher in ({"teacher_hidden": t_hidden, "teacher_weight": t_weight},
+    for teacher in ({"teacher_hidden": t_hidden, "teacher_weight": t_weight, "biases": (None, t_bias)},
                     {"teacher_topk": (logprobs, index)}):
         total = chunked_logit_loss(loss, s_hidden, s_weight, labels, weights, chunk_tokens=9, **teacher)
         grads.append((total.detach(), *torch.autograd.grad(total, [s_hidden, s_weight])))

@@ -9,8 +9,8 @@ import torch
 from conftest import run_cli, tiny_tokenizer
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForImageTextToText, Exaone4Config, Gemma2Config, Gemma3Config, Gemma3TextConfig,
-                          GemmaConfig, LlavaConfig, Ministral3Config, Mistral3Config, MistralConfig, PaliGemmaConfig,
-                          PhiConfig, PixtralVisionConfig, SiglipVisionConfig)
+                          GemmaConfig, GPTNeoXConfig, LlavaConfig, Ministral3Config, Mistral3Config, MistralConfig,
+                          PaliGemmaConfig, PhiConfig, PixtralVisionConfig, SiglipVisionConfig)
 
 from minitron.errors import MinitronError
 from minitron.load import load_config, load_model, resolve_model
@@ -78,6 +78,13 @@ def lfm2_vl(**kw):
                         **kw)
 
 
+def llava_phi(**kw):
+    """LLaVA around a Phi-2 language model (LLaVA-Phi's kind): its lm_head has a bias, which the text model keeps."""
+    text = PhiConfig(**{k: v for k, v in TEXT.items() if k != "head_dim"})
+    return LlavaConfig(text_config=text, vision_config={"model_type": "clip_vision_model", **SIGLIP},
+                       image_token_index=250, **kw)
+
+
 def paligemma(**kw):
     """PaliGemma 1: SigLIP around a Gemma language model."""
     return PaliGemmaConfig(text_config=GemmaConfig(**TEXT), vision_config=SiglipVisionConfig(**SIGLIP),
@@ -98,7 +105,7 @@ def save_multimodal(path, config, seed: int = 0, prefix: str | None = None):
     model = AutoModelForImageTextToText.from_config(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name:
+            if "norm" in name or name.endswith("lm_head.bias"):
                 p.add_(0.1 * torch.randn_like(p))
     model.save_pretrained(path)
     tiny_tokenizer().save_pretrained(path)
@@ -117,7 +124,8 @@ IDS = torch.randint(0, 240, (2, 17), generator=torch.Generator().manual_seed(0))
                                              (mistral3, False, None), (gemma3, True, "model.language_model."),
                                              (ministral3, False, None), (exaone4_5, False, None),
                                              (paligemma, True, None), (paligemma2, True, None),
-                                             (qwen3_5, False, None), (lfm2_vl, True, None)])
+                                             (qwen3_5, False, None), (lfm2_vl, True, None),
+                                             (llava_phi, False, None)])
 def test_the_language_model_gives_the_multimodal_models_logits_on_text(tmp_path, monkeypatch, capsys, make, tie,
                                                                        prefix):
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
@@ -147,12 +155,12 @@ def test_a_multimodal_teacher_is_pruned_into_a_text_model(tmp_path, tiny_data, m
 
 def test_unsupported_language_models_are_refused_naming_the_wrapper(tmp_path, monkeypatch):
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
-    text = {k: v for k, v in TEXT.items() if k != "head_dim"}
-    config = LlavaConfig(text_config=PhiConfig(**{**text, "num_hidden_layers": 1}),  # Phi-2: not supported
+    text = {k: v for k, v in TEXT.items() if k not in ("head_dim", "num_key_value_heads")}
+    config = LlavaConfig(text_config=GPTNeoXConfig(**{**text, "num_hidden_layers": 1}),  # Pythia: not supported
                          vision_config={"model_type": "clip_vision_model", **SIGLIP}, image_token_index=250)
     AutoModelForImageTextToText.from_config(config).save_pretrained(tmp_path / "mm")
     with pytest.raises(MinitronError, match=r"is a multimodal llava model; its language model: architecture "
-                                            "'phi' .*supported model types: afmoe, apertus, arcee"):
+                                            "'gpt_neox' .*supported model types: afmoe, apertus, arcee"):
         load_config(tmp_path / "mm")
     assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())
 

@@ -202,7 +202,7 @@ def micro_loss(model: nn.Module, teacher: Teacher | None, batch: dict, device: t
         if teacher is not None:
             with torch.no_grad():
                 t_hidden, t_states = teacher(ids[:, :-1])
-                targets = (t_hidden, t_states, teacher.head_weight())
+                targets = (t_hidden, t_states, teacher.head())
         return model(ids[:, :-1], ids[:, 1:], w, targets)
 
 

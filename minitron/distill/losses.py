@@ -151,72 +151,77 @@ def make_logit_loss(name: str = "forward_kl", temperature: float = 1.0, jsd_beta
 
 # ---------------------------------------------------------------- chunked logits from hidden states
 
-def head_logits(hidden: Tensor, weight: Tensor, head: LogitHead = LogitHead()) -> Tensor:
-    """lm_head applied to hidden states, in fp32, then the family's logit scaling or soft-capping (`LogitHead`)."""
-    return head((hidden @ weight.t()).float())
+def head_logits(hidden: Tensor, weight: Tensor, head: LogitHead = LogitHead(),
+                bias: Tensor | None = None) -> Tensor:
+    """lm_head applied to hidden states (plus its bias where it has one: Phi-2's), in fp32, then the family's logit
+    scaling or soft-capping (`LogitHead`)."""
+    logits = (hidden @ weight.t()).float()
+    return head(logits if bias is None else logits + bias.float())
 
 
-def _teacher_chunk(t_hidden, t_weight: Tensor | None, idx: Tensor, head: LogitHead):
-    """The teacher's side of a chunk: its logits from hidden states and lm_head, or, when `t_hidden` is a cached
-    top-k pair (values, tokens), those rows."""
+def _teacher_chunk(t_hidden, t_head: tuple | None, idx: Tensor, head: LogitHead):
+    """The teacher's side of a chunk: its logits from hidden states and lm_head (weight, bias), or, when `t_hidden`
+    is a cached top-k pair (values, tokens), those rows."""
     if t_hidden is None:
         return None
     if isinstance(t_hidden, tuple):
         return t_hidden[0][idx].float(), t_hidden[1][idx].long()
-    return head_logits(t_hidden[idx], t_weight, head).detach()
+    return head_logits(t_hidden[idx], t_head[0], head, t_head[1]).detach()
 
 
-def _chunk_loop(loss: LogitLoss, s_hidden: Tensor, s_weight: Tensor, t_hidden, t_weight: Tensor | None,
-                labels: Tensor, weights: Tensor, chunk_tokens: int, heads: tuple, want: tuple[bool, bool]):
-    """Weighted loss sum over tokens with non-zero weight, a chunk at a time, and (if wanted) its
-    gradients with respect to the student's hidden states and lm_head weight."""
+def _chunk_loop(loss: LogitLoss, s_hidden: Tensor, s_head: tuple, t_hidden, t_head: tuple | None,
+                labels: Tensor, weights: Tensor, chunk_tokens: int, heads: tuple, want: tuple[bool, ...]):
+    """Weighted loss sum over tokens with non-zero weight, a chunk at a time, and (if wanted) its gradients with
+    respect to the student's hidden states and lm_head (weight, bias: `s_head`)."""
     keep = weights.nonzero().squeeze(1)
     total = torch.zeros((), dtype=torch.float32, device=s_hidden.device)
     grad_h = torch.zeros_like(s_hidden) if want[0] else None
-    grad_w = torch.zeros_like(s_weight, dtype=torch.float32) if want[1] else None
+    grad_p = [torch.zeros_like(p, dtype=torch.float32) if y else None for p, y in zip(s_head, want[1:])]
     for idx in keep.split(chunk_tokens):
-        t_logits = _teacher_chunk(t_hidden, t_weight, idx, heads[1])
+        t_logits = _teacher_chunk(t_hidden, t_head, idx, heads[1])
         with torch.enable_grad():
             h = s_hidden[idx].detach().requires_grad_(want[0])
-            w = s_weight.detach().requires_grad_(want[1])
-            chunk = (loss.per_token(head_logits(h, w, heads[0]), t_logits, labels[idx]) * weights[idx]).sum()
-            if any(want):
-                grads = torch.autograd.grad(chunk, [x for x, y in zip((h, w), want) if y])
+            w, b = (None if p is None else p.detach().requires_grad_(y) for p, y in zip(s_head, want[1:]))
+            chunk = (loss.per_token(head_logits(h, w, heads[0], b), t_logits, labels[idx]) * weights[idx]).sum()
+            inputs = [x for x, y in zip((h, w, b), want) if y]
+            grads = iter(torch.autograd.grad(chunk, inputs) if inputs else ())
         if want[0]:
-            grad_h.index_copy_(0, idx, grads[0].to(grad_h.dtype))
-        if want[1]:
-            grad_w += grads[-1].float()
+            grad_h.index_copy_(0, idx, next(grads).to(grad_h.dtype))
+        for g in grad_p:
+            if g is not None:
+                g += next(grads).float()
         total += chunk.detach()
-    return total, grad_h, grad_w
+    return total, grad_h, grad_p
 
 
 class _ChunkedLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, s_hidden, s_weight, t_hidden, t_weight, labels, weights, loss, chunk_tokens, heads):
-        want = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        total, grad_h, grad_w = _chunk_loop(loss, s_hidden, s_weight, t_hidden, t_weight, labels, weights,
+    def forward(ctx, s_hidden, s_weight, s_bias, t_hidden, t_head, labels, weights, loss, chunk_tokens, heads):
+        want = tuple(ctx.needs_input_grad[:3])
+        total, grad_h, grad_p = _chunk_loop(loss, s_hidden, (s_weight, s_bias), t_hidden, t_head, labels, weights,
                                             chunk_tokens, heads, want)
-        ctx.save_for_backward(grad_h, grad_w.to(s_weight.dtype) if grad_w is not None else None)
+        grad_p = [None if g is None else g.to(p.dtype) for g, p in zip(grad_p, (s_weight, s_bias))]
+        ctx.save_for_backward(grad_h, *grad_p)
         return total
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w = ctx.saved_tensors
-        return (None if grad_h is None else grad_h * grad_out, None if grad_w is None else grad_w * grad_out,
-                None, None, None, None, None, None, None)
+        return (*(None if g is None else g * grad_out for g in ctx.saved_tensors), *(None,) * 7)
 
 
 def chunked_logit_loss(loss: LogitLoss, student_hidden: Tensor, student_weight: Tensor, labels: Tensor,
                        weights: Tensor | None = None, teacher_hidden: Tensor | None = None,
                        teacher_weight: Tensor | None = None, chunk_tokens: int = 1024,
                        heads: tuple[LogitHead, LogitHead] = (LogitHead(), LogitHead()),
-                       reduction: str = "mean", teacher_topk: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """`loss` of the logits `hidden @ weight.T` (each side's `heads`: the family's logit scaling or soft-capping),
-    computed `chunk_tokens` tokens at a time.
+                       reduction: str = "mean", teacher_topk: tuple[Tensor, Tensor] | None = None,
+                       biases: tuple[Tensor | None, Tensor | None] = (None, None)) -> Tensor:
+    """`loss` of the logits `hidden @ weight.T` (+ lm_head's bias, student's and teacher's in `biases`, where a family
+    has one; each side's `heads`: the family's logit scaling or soft-capping), computed `chunk_tokens` tokens at a
+    time.
 
     Hidden states are (..., H) and flattened; `weights` (...) weighs each token (a bool mask works; zero
     skips the token). `reduction="sum"` returns the weighted sum, "mean" divides by the summed weights.
-    Gradients flow to the student's hidden states and lm_head weight; the teacher gets none. Instead of the
+    Gradients flow to the student's hidden states and lm_head (weight, bias); the teacher gets none. Instead of the
     teacher's hidden states and lm_head, `teacher_topk` may give its cached top k, (values (..., k), tokens
     (..., k)), for `TopKKL`.
     """
@@ -226,13 +231,15 @@ def chunked_logit_loss(loss: LogitLoss, student_hidden: Tensor, student_weight: 
     th = None if teacher_hidden is None else teacher_hidden.reshape(-1, teacher_hidden.shape[-1]).detach()
     if teacher_topk is not None:
         th = tuple(t.reshape(-1, t.shape[-1]) for t in teacher_topk)
-    tw = None if teacher_weight is None else teacher_weight.detach()
+    t_bias = None if biases[1] is None else biases[1].detach()
+    tw = None if teacher_weight is None else (teacher_weight.detach(), t_bias)
     if loss.needs_teacher and th is None:
         raise ValueError(f"{type(loss).__name__} needs the teacher's hidden states and lm_head weight")
-    if torch.is_grad_enabled() and (h.requires_grad or student_weight.requires_grad):
-        total = _ChunkedLoss.apply(h, student_weight, th, tw, y, w, loss, chunk_tokens, heads)
+    s_bias = biases[0]
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (h, student_weight, s_bias)):
+        total = _ChunkedLoss.apply(h, student_weight, s_bias, th, tw, y, w, loss, chunk_tokens, heads)
     else:
-        total = _chunk_loop(loss, h, student_weight, th, tw, y, w, chunk_tokens, heads, (False, False))[0]
+        total = _chunk_loop(loss, h, (student_weight, s_bias), th, tw, y, w, chunk_tokens, heads, (False,) * 3)[0]
     return total if reduction == "sum" else total / w.sum().clamp(min=1)
 
 

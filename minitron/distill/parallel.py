@@ -142,17 +142,18 @@ class Teacher(nn.Module):
     def forward(self, input_ids):
         return run_hidden(self.lm, input_ids, self.layers)
 
-    def head_weight(self) -> torch.Tensor:
+    def head(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """lm_head's weight and bias (None: it has none; Phi-2's has one)."""
         if hasattr(self, "unshard"):  # FSDP2 root: make sure its lm_head is gathered (no-op if it is)
             self.unshard()
-        return self.lm.lm_head.weight
+        return self.lm.lm_head.weight, self.lm.lm_head.bias
 
 
 class DistillModel(nn.Module):
     """What the optimiser trains: the student plus the hidden-state projections. With labels, `forward` returns
     the summed per-token loss of one micro-batch, computed inside the FSDP root so lm_head is gathered; with
     input_ids alone it is the student's own forward (logits), which validation uses. The teacher's side is its
-    (hidden states, chosen layers' states, lm_head weight), or `teacher_topk` from the teacher cache."""
+    (hidden states, chosen layers' states, lm_head (weight, bias)), or `teacher_topk` from the teacher cache."""
 
     def __init__(self, student: nn.Module, logit_loss: LogitLoss, hidden_loss: HiddenStateLoss | None,
                  hidden_weight: float, chunk_tokens: int, heads: tuple[LogitHead, LogitHead]):
@@ -166,10 +167,11 @@ class DistillModel(nn.Module):
         if labels is None:
             return self.student(input_ids=input_ids, use_cache=False)
         hidden, states = run_hidden(self.student, input_ids, self.layers)
-        t_hidden, t_states, t_weight = teacher if teacher is not None else (None, None, None)
-        total = chunked_logit_loss(self.logit_loss, hidden, self.student.lm_head.weight, labels, weights,
-                                   t_hidden, t_weight, self.chunk_tokens, self.heads, reduction="sum",
-                                   teacher_topk=teacher_topk)
+        t_hidden, t_states, (t_weight, t_bias) = teacher if teacher is not None else (None, None, (None, None))
+        head = self.student.lm_head
+        total = chunked_logit_loss(self.logit_loss, hidden, head.weight, labels, weights, t_hidden, t_weight,
+                                   self.chunk_tokens, self.heads, reduction="sum", teacher_topk=teacher_topk,
+                                   biases=(head.bias, t_bias))
         if states:
             per = self.hidden_loss.per_token(states, t_states)
             total = total + self.hidden_weight * (per * weights.reshape(-1).float()).sum()

@@ -49,13 +49,13 @@ def data_fingerprint(data: TokenData, samples: int = 16, size: int = 1 << 16) ->
     return h.hexdigest()[:16]
 
 
-def topk_targets(hidden: Tensor, weight: Tensor, k: int, head: LogitHead,
-                 chunk_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
+def topk_targets(hidden: Tensor, weight: Tensor, k: int, head: LogitHead, chunk_tokens: int,
+                 bias: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The teacher's top-k log-probabilities (N, k), their tokens (N, k) and the log of the rest's mass (N,), from
-    its final hidden states (N, H) and lm_head weight, `chunk_tokens` tokens of full logits at a time."""
+    its final hidden states (N, H) and lm_head (weight, bias), `chunk_tokens` tokens of full logits at a time."""
     parts = []
     for h in hidden.split(chunk_tokens):
-        logits = head_logits(h, weight, head)
+        logits = head_logits(h, weight, head, bias)
         lse = logits.logsumexp(-1, keepdim=True)
         values, index = logits.topk(k, dim=-1)
         rest = logits.scatter(-1, index, float("-inf")).logsumexp(-1) - lse.squeeze(-1)
@@ -125,8 +125,9 @@ class TeacherCache:
         for m, batch in zip(micros, batches):
             with torch.no_grad(), autocast(env.device):
                 hidden, _ = teacher(batch["input_ids"][:, :-1].to(env.device))
-                lp, index, rest = topk_targets(hidden.reshape(-1, hidden.shape[-1]), teacher.head_weight(), self.k,
-                                               head, chunk_tokens)
+                weight, bias = teacher.head()
+                lp, index, rest = topk_targets(hidden.reshape(-1, hidden.shape[-1]), weight, self.k, head,
+                                               chunk_tokens, bias)
             shape = hidden.shape[:-1]
             out.append(self.write(step, m, lp.reshape(*shape, -1), index.reshape(*shape, -1), rest.reshape(shape))
                        if m in missing else self.read(step, m))

@@ -30,7 +30,10 @@ def column_sum(w: torch.Tensor, elem: Elem, rows_per_chunk: int | None = None) -
     return sum(elem(w[i:i + rows_per_chunk]).sum(0) for i in range(0, w.shape[0], rows_per_chunk))
 
 
-def norm_sum(norm: nn.Module, elem: Elem) -> torch.Tensor:
+def norm_sum(norm: nn.Module, elem: Elem) -> torch.Tensor | float:
+    """A norm's weights (and bias) per channel; 0 for one without (OLMo 1's LayerNorms)."""
+    if getattr(norm, "weight", None) is None:
+        return 0.0
     s = elem(norm.weight)
     return s + elem(norm.bias) if getattr(norm, "bias", None) is not None else s
 

@@ -60,12 +60,14 @@ def slice_conv(conv: nn.Conv1d, index: torch.Tensor) -> None:
 
 
 def slice_norm(norm: nn.Module, index: torch.Tensor) -> None:
-    """Keep channels `index` of an RMSNorm/LayerNorm (weight, bias and declared shape)."""
-    index = index.to(norm.weight.device)
-    norm.weight = _param(norm.weight.index_select(0, index))
+    """Keep channels `index` of an RMSNorm/LayerNorm (weight, bias and declared shape; OLMo 1's LayerNorms have only
+    the shape)."""
+    if getattr(norm, "weight", None) is not None:
+        index = index.to(norm.weight.device)
+        norm.weight = _param(norm.weight.index_select(0, index))
     if getattr(norm, "bias", None) is not None:
         norm.bias = _param(norm.bias.index_select(0, index))
-    if isinstance(norm, nn.LayerNorm):
+    if isinstance(getattr(norm, "normalized_shape", None), tuple):  # (a LayerNorm's; OLMo 1's)
         norm.normalized_shape = (len(index),)
 
 
