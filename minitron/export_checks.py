@@ -61,23 +61,24 @@ def rope_theta(config, layer_type: str = "full_attention") -> float:
     default = getattr(config, "rope_local_base_freq" if layer_type == "sliding_attention" else "rope_theta", 10000.0)
     rope = rope_parameters(config, layer_type)
     theta = float(rope.get("rope_theta", default))
-    if config.model_type in HUNYUAN and ntk_alpha(rope):
+    if ntk_alpha(config, rope):
         dims = head_dim(config)
         theta *= float(rope["alpha"]) ** (dims / (dims - 2))
     return theta
 
 
-def ntk_alpha(rope: dict) -> bool:
-    """Whether `rope` is Hunyuan's NTK-alpha scaling: labelled `dynamic`, its fixed alpha only stretches the base."""
-    return rope.get("rope_type") == "dynamic" and bool(rope.get("alpha"))
+def ntk_alpha(config, rope: dict) -> bool:
+    """Whether `rope` (of `config`'s) is Hunyuan's NTK-alpha scaling: labelled `dynamic`, its fixed alpha only
+    stretches the base (only Hunyuan's modeling reads an alpha)."""
+    return config.model_type in HUNYUAN and rope.get("rope_type") == "dynamic" and bool(rope.get("alpha"))
 
 
 def dynamic_ntk(config) -> bool:
     """Whether the model's RoPE is transformers' dynamic NTK scaling (InternLM3's), which stretches RoPE's base only
     for sequences longer than max_position_embeddings: within that context, the file's, it is plain RoPE, as llama.cpp
     computes it (and its converter writes it). Hunyuan's, with a fixed alpha, is a larger base throughout."""
-    return rope_parameters(config).get("rope_type") == "dynamic" and not (
-        config.model_type in HUNYUAN and ntk_alpha(rope_parameters(config)))
+    rope = rope_parameters(config)
+    return rope.get("rope_type") == "dynamic" and not ntk_alpha(config, rope)
 
 
 def layer_types(config) -> list[str]:

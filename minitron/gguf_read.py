@@ -187,8 +187,8 @@ def granite(meta: Metadata, layers: int) -> dict:
 
 def olmo(meta: Metadata, layers: int) -> dict:
     """OLMo 1's clipping of q, k and v (none without the key)."""
-    clip = meta.get("attention.clamp_kqv")
-    return {"clip_qkv": None if clip is None else float(str(np.float32(clip)))}
+    key = "attention.clamp_kqv"
+    return {"clip_qkv": None if meta.get(key) is None else required(meta, key, float)}
 
 
 def cohere(meta: Metadata, layers: int) -> dict:
