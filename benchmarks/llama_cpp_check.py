@@ -38,7 +38,8 @@ import copy
 import gguf
 import torch
 
-from minitron.arch import arch_of, is_sparse, moe_block, moe_weights, num_experts, stored_as, tied
+from minitron.arch import (arch_of, decoder_layers, is_sparse, moe_block, moe_weights, num_experts, stored_as,
+                           tied)
 from minitron.export import PRE_TOKENIZERS, export
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE, yarn_unrounded
 from minitron.export_quant import TYPES, encode, tensor_type
@@ -57,7 +58,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
             "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
             "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone",
-            "internlm3", "olmo"]
+            "internlm3", "olmo", "gpt_neox"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -151,7 +152,7 @@ def router_gap(model, ids: list[int]) -> float:
         scores = scores.sort(-1, descending=True).values
         gaps.append(float((scores[:, k - 1] - scores[:, k]).min()))
     arch = arch_of(model.config)
-    routers = [moe_weights(moe_block(layer, arch), arch) for layer in model.model.layers if is_sparse(layer, arch)]
+    routers = [moe_weights(moe_block(layer, arch), arch) for layer in decoder_layers(model) if is_sparse(layer, arch)]
     handles = [(w.router if w.gate is None else w.gate).register_forward_hook(hook) for w in routers]  # (Hunyuan's
     # gate routes)
     with torch.no_grad():
@@ -213,10 +214,10 @@ def sharpen(model, factor: float) -> None:
 
     arch = arch_of(model.config)
     with torch.no_grad():
-        for conv in filter(None, map(conv_of, model.model.layers)):
+        for conv in filter(None, map(conv_of, decoder_layers(model))):
             conv.conv.weight.mul_(factor)
             conv.in_proj.weight.mul_(6.0)
-        for layer in filter(lambda layer: is_sparse(layer, arch), model.model.layers):
+        for layer in filter(lambda layer: is_sparse(layer, arch), decoder_layers(model)):
             w = moe_weights(moe_block(layer, arch), arch)
             steer = getattr(w.block, w.block_bias) if w.block is not None else \
                 getattr(w.router, "e_score_correction_bias", None)
@@ -232,12 +233,12 @@ def sharpen(model, factor: float) -> None:
                 # its picks
                 w.router.weight.mul_(ROUTER_SCALE)
                 steer.mul_(ROUTER_SCALE / 2)
-        for layer in filter(attention_of, model.model.layers):  # a hybrid's layers with attention
+        for layer in filter(attention_of, decoder_layers(model)):  # a hybrid's layers with attention
             query, (key, *_) = attention_rows(layer, arch)
             if arch.mla:  # the rotated key every head shares, from kv_a_proj's last rows (the latent is normed)
                 key = Rows(layer.self_attn.kv_a_proj_with_mqa)
-            for rows in (query, key):
-                rows.of(rows.linear.weight).mul_(factor)
+            for rows in (query, key):  # (GPT-NeoX's rows head by head)
+                rows.linear.weight[rows.rows(torch.arange(len(rows.of(rows.linear.weight))))] *= factor
             if arch.oss_experts:
                 layer.self_attn.sinks.mul_(2.5 * factor)
 
@@ -326,6 +327,7 @@ def tiny_model(family: str, seed: int = 0):
              "starcoder2": dict(head_dim=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "jais2": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "phi": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "gpt_neox": dict(num_key_value_heads=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "afmoe": dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, num_dense_layers=1,
                            moe_intermediate_size=96, intermediate_size=80, route_scale=2.5, mup_enabled=True,
                            sliding_window=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
@@ -404,9 +406,10 @@ def tiny_model(family: str, seed: int = 0):
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))  # (Apertus's xIELU scalars, GPT-OSS's sinks and biases too)
-            elif "bias" in name and family == "phi":  # Phi-2's biases at the weights' scale (at 0.1 they outweigh
-                # the embeddings: every token continues alike), lm_head's 0.05: zeroed in the file, 1 token of 16
-                # agrees (0.005 short); q/k rows written interleaved, 1 (0.015); at 0.02 or 0.1 one of them agrees 16
+            elif "bias" in name and family in ("phi", "gpt_neox"):  # Phi-2's (GPT-NeoX's) biases at the weights'
+                # scale (at 0.1 they outweigh the embeddings: every token continues alike), lm_head's 0.05: zeroed in
+                # the file, 1 token of 16 agrees (0.005 short); q/k rows written interleaved, 1 (0.015); at 0.02 or
+                # 0.1 one of them agrees 16
                 p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))
         for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
             if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's

@@ -2,7 +2,8 @@
 embeddings and lm_head live, and how the config names its sizes.
 
 All supported families share transformers' layout (`model.model.embed_tokens`, `.layers[i].self_attn.
-{q,k,v,o}_proj`, `.mlp.{gate,up,down}_proj`, `model.model.norm`, `model.lm_head`); they differ in
+{q,k,v,o}_proj`, `.mlp.{gate,up,down}_proj`, `model.model.norm`, `model.lm_head`; GPT-NeoX's decoder is
+`model.gpt_neox`, its parts named its own way: `Arch.decoder`); they differ in
 which norms a decoder layer has, whether the MLP is gated, and whether projections are fused (Phi-3's
 `qkv_proj` and `gate_up_proj`, GLM-4's `gate_up_proj`): the unit kinds' rows of a projection are `Rows`, so that
 code that ranks or slices heads and neurons does not care; multi-head latent attention (DeepSeek V2 and V3,
@@ -141,9 +142,12 @@ class Arch:
     # Its decoder layers return their indexer's picks beside their output, which the model hands the next layer
     # (GLM-5's `prev_topk_indices`, for layers that reuse them; minitron takes models whose every layer picks its own)
     picks_carried: bool = False
+    decoder: str = "model"  # the decoder's name in the model (GPT-NeoX's gpt_neox): its in-memory prefix
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
     final_norm: str = "norm"  # the final norm's name in the decoder
     stored_prefix: str = "model."  # what checkpoints name the decoder (Nemotron-H's: backbone.)
+    # q, k and v rows fused in one linear head by head (GPT-NeoX's query_key_value: each head's queries, keys, values)
+    qkv_by_head: bool = False
     # Parts of in-memory names that checkpoints store under others, (regular expression, replacement) applied in turn
     # (ERNIE 4.5's router statistics; EXAONE 3's every name, `stored_as`)
     stored_renames: tuple[tuple[str, str], ...] = ()
@@ -151,6 +155,12 @@ class Arch:
     @property
     def hidden_norms(self) -> tuple[str, ...]:
         return self.score_norms or self.norms
+
+    @property
+    def own_kv(self) -> bool:
+        """Whether every attention head has its own keys and values, whatever the config says (multi-head latent
+        attention's, GPT-NeoX's): the KV heads are the query heads."""
+        return self.mla or self.qkv_by_head
 
     @property
     def hybrid(self) -> bool:
@@ -242,6 +252,13 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # q/k/v clipped (clip_qkv); transformers takes its head size as hidden_size / heads
     Arch("olmo", _PRE_POST, attention_is_hidden=True),
     Arch("olmo3", _POST),  # OLMo 2's layer; sliding and global layers
+    # GPT-NeoX (gpt_neox: Pythia 14M-12B, GPT-NeoX-20B, Dolly v2, RedPajama-INCITE): LayerNorms with biases, attention
+    # and a GELU MLP in parallel behind one each (or in turn: use_parallel_residual), q/k/v fused head by head
+    # (`qkv_by_head`), biases on every linear, RoPE on a quarter of each head, no num_key_value_heads (every head its
+    # own: `as_built`); the decoder is gpt_neox, lm_head stored as embed_out
+    Arch("gpt_neox", _PRE_POST, gated_mlp=False, mlp_up="dense_h_to_4h", mlp_down="dense_4h_to_h",
+         attention_is_hidden=True, fused_qkv=True, qkv_by_head=True, decoder="gpt_neox", embeddings="embed_in",
+         final_norm="final_layer_norm", stored_prefix="gpt_neox.", stored_renames=((r"^lm_head\.", "embed_out."),)),
     # EXAONE 4 (1.2B, 32B): OLMo 2's layer with per-head q/k norms; with a window, sliding layers with RoPE and global
     # ones without (the 32B: three of four slide), without one every layer global with RoPE (the 1.2B)
     Arch("exaone4", _POST),
@@ -607,7 +624,10 @@ def as_built(config):
     which its released config lists once a layer, the same for each, are that one number (a list of several is
     refused by `arch_of`). GLM-4.5's and ERNIE 4.5's multi-token prediction layers, stored beside its decoder layers,
     are not built by transformers: minitron reads neither them nor their count (num_nextn_predict_layers, 0 in the
-    configs it writes)."""
+    configs it writes). GPT-NeoX's config has no num_key_value_heads (every head has its own keys and values): it gets
+    num_attention_heads, as every multi-head attention's config says it (transformers reads neither)."""
+    if config.model_type == "gpt_neox":
+        config.num_key_value_heads = config.num_attention_heads
     if getattr(config, "num_nextn_predict_layers", None):  # (GLM-4.5's, ERNIE 4.5's)
         config.num_nextn_predict_layers = 0
     for name in UNREAD_WIDTHS.get(config.model_type, ()):
@@ -625,16 +645,21 @@ def as_built(config):
     return config
 
 
+def decoder(model: nn.Module) -> nn.Module:
+    """The model's decoder (`model.model`; GPT-NeoX's `model.gpt_neox`): embeddings, layers, final norm."""
+    return getattr(model, arch_of(model.config).decoder)
+
+
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    return model.model.layers
+    return decoder(model).layers
 
 
 def embedding(model: nn.Module) -> nn.Embedding:
-    return getattr(model.model, arch_of(model.config).embeddings)
+    return getattr(decoder(model), arch_of(model.config).embeddings)
 
 
 def final_norm(model: nn.Module) -> nn.Module:
-    return getattr(model.model, arch_of(model.config).final_norm)
+    return getattr(decoder(model), arch_of(model.config).final_norm)
 
 
 def _mixer(layer: nn.Module, kind: str) -> nn.Module | None:
@@ -642,8 +667,9 @@ def _mixer(layer: nn.Module, kind: str) -> nn.Module | None:
 
 
 def attention_of(layer: nn.Module) -> nn.Module | None:
-    """A decoder layer's attention (None: a hybrid's layer of another kind)."""
-    return layer.self_attn if hasattr(layer, "self_attn") else _mixer(layer, ATTENTION)
+    """A decoder layer's attention (GPT-NeoX's `attention`; None: a hybrid's layer of another kind)."""
+    name = next((n for n in ("self_attn", "attention") if hasattr(layer, n)), None)
+    return getattr(layer, name) if name else _mixer(layer, ATTENTION)
 
 
 def mlp_of(layer: nn.Module) -> nn.Module | None:
@@ -746,15 +772,26 @@ def layer_norms(layer: nn.Module, arch: Arch) -> list[nn.Module]:
 @dataclass(frozen=True)
 class Rows:
     """The rows of one unit kind in a projection: `count` rows from `start` of `linear` (all of them when it is not
-    fused). Row `start + i` belongs to unit i (a neuron, or a channel of a head)."""
+    fused). Row `start + i` belongs to unit i (a neuron, or a channel of a head). Where the kinds are fused head by
+    head (`Arch.qkv_by_head`), every `period` rows hold `count` of this kind from `start` on: unit i's row is
+    `start + (i // count) * period + i % count`."""
 
     linear: nn.Linear
     start: int = 0
     count: int | None = None  # None: to the last row
+    period: int | None = None  # None: one block of rows
 
     def of(self, t: torch.Tensor) -> torch.Tensor:
         """This block of a tensor shaped like the weight's rows (the weight, its bias, their scores)."""
+        if self.period:
+            return t.unflatten(0, (-1, self.period))[:, self.start:self.start + self.count].flatten(0, 1)
         return t[self.start:] if self.count is None else t[self.start:self.start + self.count]
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """The linear's rows of units `index`."""
+        if self.period:
+            return self.start + index // self.count * self.period + index % self.count
+        return self.start + index
 
 
 def attention_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
@@ -766,6 +803,8 @@ def attention_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
     if arch.mla:  # (queries through a latent, or not)
         return [attn.q_proj if attn.q_a_proj is None else attn.q_a_proj, attn.kv_a_proj_with_mqa, *indexer_inputs(attn)]
     gate = attention_gate(attn)
+    if arch.qkv_by_head:
+        return [attn.query_key_value]
     return [attn.qkv_proj] if arch.fused_qkv else [attn.q_proj, attn.k_proj, attn.v_proj, *([gate] if gate else [])]
 
 
@@ -818,6 +857,10 @@ def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
         return Rows(attn.q_proj if attn.q_a_proj is None else attn.q_b_proj), [Rows(attn.kv_b_proj)]
     if not arch.fused_qkv:
         return Rows(attn.q_proj), [Rows(attn.k_proj), Rows(attn.v_proj)]
+    if arch.qkv_by_head:  # (every head its own keys and values)
+        dim = attn.head_size
+        return Rows(attn.query_key_value, 0, dim, 3 * dim), [Rows(attn.query_key_value, dim * i, dim, 3 * dim)
+                                                             for i in (1, 2)]
     q = attention_out(attn).in_features
     kv = (attn.qkv_proj.out_features - q) // 2
     return Rows(attn.qkv_proj, 0, q), [Rows(attn.qkv_proj, q, kv), Rows(attn.qkv_proj, q + kv, kv)]
@@ -1154,10 +1197,11 @@ def stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
     """How a checkpoint stores the state-dict entry `name` (None: as itself, under its name): `moe_stored_as`, under the
     name the checkpoint gives the decoder (Nemotron-H's backbone.)."""
     stored = moe_stored_as(name, arch, experts)
-    if arch.stored_prefix == "model." or not name.startswith("model."):
+    prefix = arch.decoder + "."
+    if arch.stored_prefix == prefix or not name.startswith(prefix):
         return stored
     names = stored.names if stored else ((name,),)
-    return StoredAs(tuple(tuple(arch.stored_prefix + n.removeprefix("model.") for n in group) for group in names),
+    return StoredAs(tuple(tuple(arch.stored_prefix + n.removeprefix(prefix) for n in group) for group in names),
                     stacked=bool(stored and stored.stacked))
 
 

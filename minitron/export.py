@@ -29,16 +29,16 @@ from minitron.arch import (ATTENTION, MLP, MOE, RECURRENT, arch_of, dense_layers
 from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
-from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, check_exportable, dynamic_ntk,
-                                    layer_types, original_context, rope_parameters, rope_theta, swa_period,
+from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, approximated_gelu, check_exportable,
+                                    dynamic_ntk, layer_types, original_context, rope_parameters, rope_theta, swa_period,
                                     unsupported, yarn_factor, yarn_unrounded)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, OUTPUT_REQUIRED,
                                   RMS_NORM_EPS, XIELU, XIELU_TENSOR, delta_in_gguf, delta_stored, fused_gate_up,
                                   gguf_arch, gguf_tensor, granite_mlp_in_gguf, interleave_rotary, mamba_in_gguf,
-                                  mamba_stored, mla_in_gguf, mla_stored, oss_in_gguf, oss_stored, qkvz_in_gguf,
-                                  qkvz_stored, stacked_key, stored_plus_one, tensor_names)
+                                  mamba_stored, mla_in_gguf, mla_stored, oss_in_gguf, oss_stored, qkv_by_kind,
+                                  qkvz_in_gguf, qkvz_stored, stacked_key, stored_plus_one, tensor_names)
 from minitron.io import atomic_file, refuse_existing_file
 from minitron.load import load_config, load_tokenizer, resolve_model
 from minitron.shards import Checkpoint, require_safetensors
@@ -191,6 +191,9 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
         print(f"warning: this {model_type} model's YaRN leaves its correction range unrounded (truncate false), and "
               "llama.cpp rounds it: its RoPE frequencies between the two betas differ a little (as in any GGUF of "
               "it; docs/export.md)", flush=True)
+    if approximated_gelu(config):
+        print(f"warning: this {model_type} model's MLP computes the exact GELU; llama.cpp's graph for it computes the "
+              "tanh approximation (as in any GGUF of it; the two differ by less than 0.0005 an activation)", flush=True)
     if dynamic_ntk(config):
         print(f"warning: this {model_type} model's dynamic NTK RoPE stretches past max_position_embeddings "
               f"({config.max_position_embeddings} tokens) in transformers; llama.cpp computes plain RoPE, the same "
@@ -519,6 +522,11 @@ def qwen3_5_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_rope_dimension_sections((sections + [0, 0, 0, 0])[:4])
 
 
+def gpt_neox_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Whether GPT-NeoX's attention and MLP run in parallel (Pythia's) or in turn."""
+    writer.add_parallel_residual(config.use_parallel_residual)
+
+
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
 FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys,
                "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys, "olmo3": olmo3_keys,
@@ -532,7 +540,8 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "deepseek_v3": deepseek_v3_keys, "glm4_moe_lite": deepseek_v3_keys, "deepseek_v2": deepseek_v2_keys,
                "youtu": youtu_keys, "sarvam_mla": deepseek_v3_keys, "minimax_m2": minimax_m2_keys,
                "exaone_moe": exaone_moe_keys, "granitemoeshared": granitemoe_keys, "deepseek_v32": deepseek_v32_keys,
-               "solar_open": glm4_moe_keys, "afmoe": afmoe_keys, "glm_moe_dsa": glm_moe_dsa_keys, "olmo": olmo_keys}
+               "solar_open": glm4_moe_keys, "afmoe": afmoe_keys, "glm_moe_dsa": glm_moe_dsa_keys, "olmo": olmo_keys,
+               "gpt_neox": gpt_neox_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -674,6 +683,8 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
     name = gguf_tensor(names, key)
     if name is None:
         raise MinitronError(f"tensor {key} has no GGUF name in llama.cpp's {arch} architecture")
+    if arch_of(config).qkv_by_head and ".attention.query_key_value." in key:  # (GPT-NeoX's)
+        data = qkv_by_kind(data, config.num_attention_heads)
     if arch in INTERLEAVED_ROTARY and ".self_attn.q_proj." in key:
         data = interleave_rotary(data, config.num_attention_heads)
     elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:

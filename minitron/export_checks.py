@@ -16,7 +16,11 @@ EXPORTABLE = tuple(GGUF_ARCH)
 # The MLP activation each llama.cpp graph hard-codes (SwiGLU's gate activation; Nemotron's squared ReLU, no gate).
 ACTIVATIONS = {"gemma": ("gelu_pytorch_tanh",), "gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",),
                "arcee": ("relu2",), "nemotron": ("relu2",), "apertus": ("xielu",),
-               "phi": ("gelu_new", "gelu_pytorch_tanh")}  # (llama.cpp's GELU: the tanh approximation)
+               "phi": ("gelu_new", "gelu_pytorch_tanh"),  # (llama.cpp's GELU: the tanh approximation)
+               "gpt_neox": ("gelu_new", "gelu_pytorch_tanh", "gelu")}  # (the exact one warned of: `approximated_gelu`)
+# Families whose released models' exact GELU llama.cpp's graph computes as the tanh approximation (as in any GGUF of
+# them: llama.cpp's converter writes them so): exported, with a warning.
+GELU_APPROXIMATED = ("gpt_neox",)
 # Families whose graph reads Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp
 # node-llama-cpp 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
 ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus", "exaone4", "iquestcoder",  # (graphs reading rope_freqs)
@@ -41,7 +45,7 @@ YARN_UNROUNDED = ("gpt_oss",)
 HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "cohere2": ("Cohere 2", "Cohere 2"),
                "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2"), "olmoe": ("OLMoE", "OLMoE"),
                "lfm2": ("LFM2", "LFM2"), "lfm2_moe": ("LFM2-MoE", "LFM2-MoE"), "phi": ("Phi-2", "Phi-2"),
-               "glm": ("GLM", "ChatGLM"), "olmo": ("OLMo", "OLMo")}
+               "glm": ("GLM", "ChatGLM"), "olmo": ("OLMo", "OLMo"), "gpt_neox": ("GPT-NeoX", "GPT-NeoX")}
 # Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
 # export writes another width, with a warning.
 HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4", "qwen2_moe")
@@ -71,6 +75,11 @@ def ntk_alpha(config, rope: dict) -> bool:
     """Whether `rope` (of `config`'s) is Hunyuan's NTK-alpha scaling: labelled `dynamic`, its fixed alpha only
     stretches the base (only Hunyuan's modeling reads an alpha)."""
     return config.model_type in HUNYUAN and rope.get("rope_type") == "dynamic" and bool(rope.get("alpha"))
+
+
+def approximated_gelu(config) -> bool:
+    """Whether llama.cpp computes this model's exact GELU as the tanh approximation (`GELU_APPROXIMATED`)."""
+    return config.model_type in GELU_APPROXIMATED and getattr(config, "hidden_act", None) == "gelu"
 
 
 def dynamic_ntk(config) -> bool:

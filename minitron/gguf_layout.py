@@ -36,7 +36,7 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "jais2": "jais2", "iquestcoder": "llama",  # (IQuest-Coder: Llama's, as llama.cpp's converter)
              "phi": "phi2", "glm": "chatglm", "exaone": "exaone",
              "internlm3": "llama",  # (InternLM3: Llama's, as llama.cpp's converter)
-             "olmo": "olmo"}
+             "olmo": "olmo", "gpt_neox": "gptneox"}
 
 
 def gguf_arch(config) -> str:
@@ -51,12 +51,12 @@ def gguf_arch(config) -> str:
 # it: OLMo 1's), written as `attention.layer_norm_epsilon` (the others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
                   "stablelm": "layer_norm_eps", "starcoder2": "norm_epsilon", "jais2": "layer_norm_eps",
-                  "phi": "layer_norm_eps", "olmo": 1e-5}
+                  "phi": "layer_norm_eps", "olmo": 1e-5, "gpt_neox": "layer_norm_eps"}
 # Families whose RMSNorms' epsilon is not the config's rms_norm_eps: its field (Nemotron-H's every norm's).
 RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon", "lfm2": "norm_eps", "lfm2_moe": "norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
 OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm", "qwen2moe", "gpt-oss", "dots1", "minimax-m2",
-                   "exaone-moe", "phi2")
+                   "exaone-moe", "phi2", "gptneox")
 # Families whose norms compute x * (1 + w): llama.cpp's converter stores 1 + w (its graphs multiply by the weight); of
 # Qwen3.5's and Qwen3-Next's, all but its Gated DeltaNet's gated norm (`stored_plus_one`).
 NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next")
@@ -355,6 +355,17 @@ def gguf_tensor(names, key: str) -> str | None:
     if name is not None and key.endswith(".self_attn.sinks"):
         return f"{name}.weight"
     return f"{name}.bias" if name is not None and key.endswith(".expert_bias") else name
+
+
+def qkv_by_kind(w: np.ndarray, heads: int) -> np.ndarray:
+    """GPT-NeoX's fused q/k/v rows (or bias), each head's queries, keys and values in turn, as llama.cpp's converter
+    writes them: every query row, then every key row, then every value row."""
+    return w.reshape(heads, 3, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
+
+
+def qkv_by_head(w: np.ndarray, heads: int) -> np.ndarray:
+    """The inverse of `qkv_by_kind`: GPT-NeoX's layout, head by head."""
+    return w.reshape(3, heads, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
 
 
 def interleave_rotary(w: np.ndarray, heads: int) -> np.ndarray:

@@ -25,8 +25,8 @@ from minitron.gguf_layout import (AFMOE_GLOBAL_STEP, COHERE2_GLOBAL_STEP, COMMAN
                                   LAYER_NORM_EPS, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, delta_in_gguf,
                                   delta_stored, fused_gate_up, gguf_arch, gguf_tensor, global_every,
                                   granite_mlp_in_gguf, halve_rotary, mamba_in_gguf, mamba_read, mla_in_gguf, mla_read,
-                                  oss_in_gguf, oss_read, qkvz_in_gguf, qkvz_read, stacked_key, stored_plus_one,
-                                  tensor_names)
+                                  oss_in_gguf, oss_read, qkv_by_head, qkvz_in_gguf, qkvz_read, stacked_key,
+                                  stored_plus_one, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
 
@@ -135,7 +135,8 @@ def read_config(meta: Metadata, reader, tensors: dict):
     elif model_type not in LAYER_NORM_EPS:
         settings[RMS_NORM_EPS.get(model_type, "rms_norm_eps")] = required(meta, "attention.layer_norm_rms_epsilon",
                                                                            float)
-    biases = {"attention_bias": "blk.0.attn_q.bias" in tensors, "mlp_bias": "blk.0.ffn_up.bias" in tensors,
+    qkv_bias = "blk.0.attn_q.bias" in tensors or "blk.0.attn_qkv.bias" in tensors  # (GPT-NeoX's fused)
+    biases = {"attention_bias": qkv_bias, "mlp_bias": "blk.0.ffn_up.bias" in tensors,
               "use_bias": "blk.0.attn_q.bias" in tensors,  # ERNIE's one flag
               "use_qkv_bias": "blk.0.attn_q.bias" in tensors,  # StableLM's
               "qkv_bias": "blk.0.attn_q.bias" in tensors,  # Qwen2-MoE's
@@ -189,6 +190,15 @@ def olmo(meta: Metadata, layers: int) -> dict:
     """OLMo 1's clipping of q, k and v (none without the key)."""
     key = "attention.clamp_kqv"
     return {"clip_qkv": None if meta.get(key) is None else required(meta, key, float)}
+
+
+def gpt_neox(meta: Metadata, layers: int) -> dict:
+    """GPT-NeoX's attention and MLP in parallel (Pythia's) or in turn."""
+    value = meta.get("use_parallel_residual")
+    if not isinstance(value, bool):
+        raise MinitronError(f"cannot read this {meta.arch} GGUF file: its {meta.arch}.use_parallel_residual is "
+                            f"{'missing' if value is None else 'not true or false'}")
+    return {"use_parallel_residual": value}
 
 
 def cohere(meta: Metadata, layers: int) -> dict:
@@ -514,15 +524,16 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
                    "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts,
                    "exaone_moe": exaone_moe, "granitemoeshared": granitemoeshared, "deepseek_v32": deepseek_v32,
-                   "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa, "olmo": olmo}
+                   "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa, "olmo": olmo, "gpt_neox": gpt_neox}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
-# width).
+# width, GPT-NeoX no KV heads).
 OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",),
             "granitemoehybrid": ("intermediate_size", "num_key_value_heads"), "lfm2": ("num_key_value_heads",),
             "lfm2_moe": ("num_key_value_heads",), "deepseek_v3": ("num_key_value_heads",),
             "deepseek_v2": ("num_key_value_heads",), "youtu": ("num_key_value_heads",),
-            "deepseek_v32": ("num_key_value_heads",), "glm_moe_dsa": ("num_key_value_heads",)}
+            "deepseek_v32": ("num_key_value_heads",), "glm_moe_dsa": ("num_key_value_heads",),
+            "gpt_neox": ("num_key_value_heads",)}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -662,6 +673,8 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         if tuple(data.shape) != shape:
             raise MinitronError(f"cannot read this GGUF file: its {name} is {tuple(data.shape)}, and the model its "
                                 f"keys describe has {key} of {shape}")
+        if arch_of(config).qkv_by_head and ".attention.query_key_value." in key:  # (GPT-NeoX's, head by head)
+            data = qkv_by_head(data, config.num_attention_heads)
         if arch in INTERLEAVED_ROTARY and ".self_attn.q_proj." in key:
             data = halve_rotary(data, config.num_attention_heads)
         elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:

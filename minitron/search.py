@@ -239,14 +239,18 @@ def axis_values(config, axis: str, step: int, floor: int) -> list[int]:
 
 
 def default_steps(config) -> dict[str, int]:
-    """Hidden and MLP sizes in multiples of 64, query heads in whole KV groups (the same number per group), layers, a
-    mixture of experts' experts in eighths of the teacher's, a hybrid's recurrent heads in about eighths of the
-    teacher's, whole groups (the same number per group)."""
+    """Hidden and MLP sizes in multiples of 64, query heads in whole KV groups (the same number per group; where the
+    attention is hidden_size wide and every head has its own keys and values, GPT-NeoX's, in eighths of the teacher's,
+    since the hidden size follows them), layers, a mixture of experts' experts in eighths of the teacher's,
+    a hybrid's recurrent heads in about eighths of the teacher's, whole groups (the same number per group)."""
     arch, mixer = arch_of(config), {}
     if names := mixer_heads(arch):
         heads, groups = (getattr(config, name) for name in names)
         mixer = {names[0]: max(1, heads // 8 // groups) * groups}
-    return {"hidden_size": 64, arch.mlp_size: 64, "num_attention_heads": config.num_key_value_heads,
+    heads = config.num_key_value_heads
+    if arch.attention_is_hidden and arch.own_kv:
+        heads = max(1, heads // 8)
+    return {"hidden_size": 64, arch.mlp_size: 64, "num_attention_heads": heads,
             **({arch.experts_size: max(1, num_experts(config) // 8)} if arch.moe else {}), "num_hidden_layers": 1,
             **mixer}
 
@@ -259,8 +263,8 @@ def check_axes(config, steps: dict[str, int] | None, floors: dict[str, int] | No
         if bad or any(type(v) is not int or v < 1 for v in d.values()):
             raise MinitronError(f"--{name} takes positive whole numbers for {', '.join(axes)}, got {d}")
     mixer = mixer_heads(arch)
-    grouped = [] if arch.mla else [("num_attention_heads", "num_key_value_heads")]  # (latent attention's KV heads
-    for heads, group in [*grouped, *([mixer] if mixer else [])]:  # follow its heads, a group each)
+    grouped = [] if arch.own_kv else [("num_attention_heads", "num_key_value_heads")]  # (latent attention's KV
+    for heads, group in [*grouped, *([mixer] if mixer else [])]:  # heads, GPT-NeoX's, follow its heads: a group each)
         if steps[heads] % getattr(config, group):
             raise MinitronError(f"the step of {heads} must be a multiple of {group}={getattr(config, group)} (the "
                                 f"same number of heads in every group)")

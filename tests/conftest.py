@@ -23,7 +23,8 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "lfm2", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
-            "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo"]
+            "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
+            "gpt_neox"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -155,6 +156,14 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         from transformers import Jais2Config
 
         return Jais2Config(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "gpt_neox":  # Pythia's layer: attention and a GELU MLP in parallel behind a LayerNorm each, q/k/v
+        # fused head by head, biases on every linear, RoPE on a quarter of each head; num_key_value_heads, which its
+        # config lacks, as minitron's loader gives it (`as_built`)
+        from transformers import GPTNeoXConfig
+
+        heads = sizes["num_attention_heads"]
+        return GPTNeoXConfig(**{k: v for k, v in sizes.items() if k not in ("head_dim", "num_key_value_heads")},
+                             num_key_value_heads=heads, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "phi":  # Phi-2's layer: attention and a GELU MLP in parallel behind one LayerNorm, biases on every
         # linear (lm_head's too), RoPE on half of each head, its head size hidden_size / heads (no head_dim)
         from transformers import PhiConfig
@@ -375,10 +384,11 @@ def latent(sizes: dict, overrides: dict) -> dict:
 def own_names(config, sizes: dict) -> dict:
     """`sizes` with intermediate_size and num_experts under the family's names (Qwen3-MoE's moe_intermediate_size,
     Granite-MoE's num_local_experts), for a family whose attention is hidden_size wide (OLMoE) hidden_size as
-    wide as the target's heads, and for multi-head latent attention no KV heads (they are the query heads)."""
-    arch = arch_of(config)
+    wide as the target's heads, and where every head has its own keys and values (multi-head latent attention,
+    GPT-NeoX's) no KV heads (they are the query heads)."""
+    arch, own = arch_of(config), config.num_key_value_heads == config.num_attention_heads
     names = {"intermediate_size": arch.mlp_size, "num_experts": arch.experts_size}
-    sizes = {names.get(k, k): v for k, v in sizes.items() if not (arch.mla and k == "num_key_value_heads")}
+    sizes = {names.get(k, k): v for k, v in sizes.items() if not (own and k == "num_key_value_heads")}
     if arch.attention_is_hidden and "hidden_size" in sizes:
         sizes["hidden_size"] = sizes.get("num_attention_heads", config.num_attention_heads) * head_dim(config)
     return sizes
@@ -393,7 +403,7 @@ def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))
-            elif "bias" in name and family == "phi":  # (as llama_cpp_check's `tiny_model`)
+            elif "bias" in name and family in ("phi", "gpt_neox"):  # (as llama_cpp_check's `tiny_model`)
                 p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))
         for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
             if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's

@@ -298,7 +298,9 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("glm", None, "f16", False), ("glm", "llama-bpe", "q8_0", True),
              ("exaone", "llama3", "f16", False), ("exaone", "llama-bpe", "q8_0", True),
              ("internlm3", None, "f16", False), ("internlm3", "llama-bpe", "q8_0", True),
-             ("olmo", None, "f16", False), ("olmo", "llama-bpe", "q8_0", True)]
+             ("olmo", None, "f16", False), ("olmo", "llama-bpe", "q8_0", True),
+             ("gpt_neox", None, "f16", False), ("gpt_neox", "llama-bpe", "q8_0", True),
+             ("gpt_neox", "sequential", "f16", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -308,7 +310,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
         else:
             ropes = {"llama3": LLAMA3_ROPE, "linear": LINEAR_ROPE, "yarn": YARN_ROPE, "ministral3": MINISTRAL3_ROPE,
                      "olmo3": OLMO3_YARN}
-            extra = {"kquant": KQUANT_SIZES, "longrope": check.PHI3_LONGROPE, "global": EXAONE4_GLOBAL, "mha": MHA,
+            extra = {"kquant": KQUANT_SIZES, "sequential": {"use_parallel_residual": False},
+                     "longrope": check.PHI3_LONGROPE, "global": EXAONE4_GLOBAL, "mha": MHA,
                      "groups": EXPERT_GROUPS, "deepseek-yarn": DEEPSEEK_YARN, "v32-yarn": DEEPSEEK_V32_YARN,
                      "all-keys": ALL_KEYS,
                      "global-llama3": {**EXAONE4_GLOBAL, **scaled_rope(family, LLAMA3_ROPE)}, "32b": EXAONE4_32B,
@@ -640,9 +643,9 @@ def test_sentencepiece_tokenizer(tmp_path, monkeypatch):
 
 
 def test_export_refuses_other_families_and_tokenizers(tmp_path):
-    (tmp_path / "neox").mkdir()
-    (tmp_path / "neox" / "config.json").write_text('{"model_type": "gpt_neox"}')
-    with pytest.raises(MinitronError, match="cannot export 'gpt_neox' models to GGUF; export supports llama, mistral, "
+    (tmp_path / "opt").mkdir()
+    (tmp_path / "opt" / "config.json").write_text('{"model_type": "opt"}')
+    with pytest.raises(MinitronError, match="cannot export 'opt' models to GGUF; export supports llama, mistral, "
                                             "ministral3, qwen2, qwen3, ernie4_5, seed_oss, hunyuan_v1_dense, smollm3, "
                                             "granite, gemma, gemma2, gemma3_text, arcee, nemotron, apertus, phi3, "
                                             "glm4, cohere, cohere2, olmo2, olmo3, exaone4, qwen3_moe, mixtral, "
@@ -653,12 +656,12 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "deepseek_v3, glm4_moe_lite, deepseek_v2, youtu, sarvam_mla, "
                                             "minimax_m2, exaone_moe, granitemoeshared, deepseek_v32, "
                                             "solar_open, starcoder2, afmoe, glm_moe_dsa, jais2, "
-                                            "iquestcoder, phi, glm, exaone, internlm3, olmo$"):
-        export(str(tmp_path / "neox"), tmp_path / "neox.gguf")
+                                            "iquestcoder, phi, glm, exaone, internlm3, olmo, gpt_neox$"):
+        export(str(tmp_path / "opt"), tmp_path / "opt.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
         export(str(tmp_path / "word-level"), tmp_path / "w.gguf")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["neox", "word-level"]  # no file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opt", "word-level"]  # no file
 
 
 # What llama.cpp's graphs cannot compute, refused in one line: (family, save_model's settings, the refusal).
@@ -830,6 +833,11 @@ RELEASED = {
     "phi": dict(hidden_size=2560, intermediate_size=10240, num_hidden_layers=32, num_attention_heads=32,  # Phi-2
                 hidden_act="gelu_new", resid_pdrop=0.1, qk_layernorm=False, tie_word_embeddings=False,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.4}),
+    "gpt_neox": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,  # Pythia
+                     max_position_embeddings=2048, vocab_size=50304, hidden_act="gelu",  # 1.4B
+                     use_parallel_residual=True,
+                     tie_word_embeddings=False,
+                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25}),
 }
 
 
@@ -977,7 +985,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("iquestcoder", None, "f16", False), ("phi", None, "f16", False), ("phi", None, "q8_0", True),
     ("glm", None, "f16", False), ("glm", None, "q4_0", True), ("exaone", "llama3", "f16", False),
     ("exaone", None, "q8_0", True), ("internlm3", None, "f16", False), ("internlm3", None, "q8_0", True),
-    ("olmo", None, "f16", False), ("olmo", None, "q8_0", True),
+    ("olmo", None, "f16", False), ("olmo", None, "q8_0", True), ("gpt_neox", None, "f16", False),
+    ("gpt_neox", None, "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

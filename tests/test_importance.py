@@ -6,7 +6,7 @@ import torch
 from torch.testing import assert_close
 
 from conftest import tiny_model
-from minitron.arch import (arch_of, attention_inputs, attention_of, attention_out, conv_of, delta_of,
+from minitron.arch import (arch_of, attention_inputs, attention_of, attention_out, conv_of, decoder_layers, delta_of,
                            dense_layers, is_sparse, mamba_of, mixer_inputs, mlp_inputs, moe_block)
 from minitron.numerics import lm_loss
 from minitron.importance import Scores, coupled_scores, compute_scores
@@ -225,7 +225,7 @@ def test_wanda_input_norms_equal_the_inputs_squared(family):
     arch = arch_of(model.config)
     readers = {}  # statistic -> (layer, the module whose input it sums): of the first layer from layer 1 that has one
     for i in (1, 2, 3, 0):
-        layer = model.model.layers[i]
+        layer = decoder_layers(model)[i]
         attn, mamba, delta, mlp_in = attention_of(layer), mamba_of(layer), delta_of(layer), mlp_inputs(layer, arch)
         conv = conv_of(layer)
         parts = {"attn_in": attn and attention_inputs(layer, arch)[0], "o_in": attn and attention_out(attn),
@@ -237,7 +237,7 @@ def test_wanda_input_norms_equal_the_inputs_squared(family):
         for key, module in parts.items():
             if module is not None:
                 readers.setdefault(key, (i, module))
-    recurrent = any(map(mixer_inputs, model.model.layers))  # (the tiny Nemotron 3 has no recurrent layer)
+    recurrent = any(map(mixer_inputs, decoder_layers(model)))  # (the tiny Nemotron 3 has no recurrent layer)
     assert set(readers) == {"attn_in", "o_in", "mlp_in", *(["mixer_in", f"{arch.mixer}_o_in"] if recurrent else [])}
     expected = {key: (i, capture(model, m).pow(2).sum((0, 1))) for key, (i, m) in readers.items()}
     rec = ActivationRecorder(model, arch)

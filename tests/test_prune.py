@@ -7,10 +7,11 @@ import torch
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
-from conftest import own_names, tiny_model
-from minitron.arch import (PER_LAYER, arch_of, attention_of, attention_out, count_params, head_dims, is_sparse,
-                           mlp_down, mlp_of, moe_block, moe_weights, shared_width)
+from conftest import own_names, save_tiny, tiny_model
+from minitron.arch import (PER_LAYER, arch_of, attention_of, attention_out, count_params, decoder_layers, head_dims,
+                           is_sparse, mlp_down, mlp_of, moe_block, moe_weights, shared_width)
 from minitron.errors import MinitronError
+from minitron.load import load_model
 from minitron.importance import random_scores
 from minitron.prune import Plan, apply_plan, check_target, params_of, select_heads, target_config
 from minitron.prune.slicing import head_rows, slice_norm
@@ -47,7 +48,7 @@ def test_mlp_pruning_equals_zeroed_neurons(family, tie):
     keep = [torch.stack(random_keep(96, 40, experts, seed=l)) for l in range(4)]
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
-        for layer, k in zip(zeroed.model.layers, keep):
+        for layer, k in zip(decoder_layers(zeroed), keep):
             mask = torch.ones(experts, 96, dtype=torch.bool).scatter_(1, k, False)
             if is_sparse(layer, arch):
                 for e in range(experts):  # (hidden, neurons): GPT-OSS's a transposed view
@@ -79,15 +80,15 @@ class KeptChannels(torch.nn.Module):
 def test_head_pruning_equals_zeroed_heads_and_keeps_gqa(family, new_heads, new_kv):
     """Slicing heads equals zeroing their o_proj columns; where a q/k norm spans every head (OLMo 2), the kept heads
     are normalised over the kept channels alone, so the reference computes its norms that way. Multi-head latent
-    attention's heads each have their own keys and values (a group each)."""
+    attention's heads each have their own keys and values (a group each), as GPT-NeoX's."""
     model = tiny_model(family, tie=family == "qwen3")
-    dim, latent = head_dims(model.config).out, arch_of(model.config).mla
-    groups, new_kv = (8, new_heads) if latent else (2, new_kv)
+    dim, own = head_dims(model.config).out, model.config.num_key_value_heads == model.config.num_attention_heads
+    groups, new_kv = (8, new_heads) if own else (2, new_kv)
     scores = torch.rand(4, 8, generator=torch.Generator().manual_seed(1))
     chosen = [select_heads(s, groups, new_heads, new_kv) for s in scores]
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
-        for attn, (q, kv) in zip(map(attention_of, zeroed.model.layers), chosen):
+        for attn, (q, kv) in zip(map(attention_of, decoder_layers(zeroed)), chosen):
             if attn is None:  # a hybrid's layer without attention
                 continue
             mask = torch.ones(8 * dim, dtype=torch.bool)
@@ -100,7 +101,7 @@ def test_head_pruning_equals_zeroed_heads_and_keeps_gqa(family, new_heads, new_k
     pruned = apply_plan(copy.deepcopy(model), Plan(None, [c[0] for c in chosen], [c[1] for c in chosen], None, []))
     assert (pruned.config.num_attention_heads, pruned.config.num_key_value_heads) == (new_heads, new_kv)
     for q, kv in chosen:  # every kept head belongs to a kept group, equal numbers per group
-        groups = (q // (1 if latent else 4)).tolist()
+        groups = (q // (1 if own else 4)).tolist()
         assert set(groups) == set(kv.tolist()) and all(groups.count(g) == new_heads // new_kv for g in groups)
     assert_close(logits(pruned), logits(zeroed))
 
@@ -117,12 +118,12 @@ def test_latent_attention_prunes_whole_heads_and_keeps_its_latents(q_lora_rank, 
     keep, hidden = torch.tensor([1, 2, 5]), torch.arange(0, 64, 2)
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
-        for attn in map(attention_of, zeroed.model.layers):
+        for attn in map(attention_of, decoder_layers(zeroed)):
             attn.o_proj.weight[:, torch.ones(128, dtype=torch.bool).scatter_(0, head_rows(keep, 16), False)] = 0
     pruned = apply_plan(copy.deepcopy(model), Plan(None, [keep] * 4, [keep] * 4, None, []))
     assert_close(logits(pruned), logits(zeroed))
     apply_plan(pruned, Plan(hidden, None, None, None, []))
-    attn = attention_of(pruned.model.layers[0])
+    attn = attention_of(decoder_layers(pruned)[0])
     query = attn.q_proj if q_lora_rank is None else attn.q_b_proj
     assert (query.out_features, attn.kv_b_proj.out_features, attn.o_proj.weight.shape) == (3 * 20, 3 * 28, (32, 48))
     assert attn.kv_a_proj_with_mqa.weight.shape == (40, 32) and attn.kv_b_proj.in_features == 32
@@ -138,6 +139,27 @@ def test_latent_attention_prunes_whole_heads_and_keeps_its_latents(q_lora_rank, 
         check_target(config, {"num_attention_heads": 4, "num_key_value_heads": 2})
 
 
+def test_gpt_neox_heads_are_their_own_kv_heads_fused_head_by_head(tmp_path):
+    """GPT-NeoX's config has no num_key_value_heads: a checkpoint's gets its heads' as it is read (every head has its
+    own keys and values). Its q, k and v rows are fused head by head: a head's queries, keys and values go together,
+    and the kept heads stay in that order. A target sets the heads (or the hidden size, which they follow) and its KV
+    heads follow; one setting them apart is refused."""
+    save_tiny(tmp_path / "neox", "gpt_neox")
+    config = json.loads((tmp_path / "neox" / "config.json").read_text())
+    config.pop("num_key_value_heads")  # as Pythia's own
+    (tmp_path / "neox" / "config.json").write_text(json.dumps(config))
+    model = load_model(tmp_path / "neox")
+    assert model.config.num_key_value_heads == model.config.num_attention_heads == 8
+    keep, qkv = torch.tensor([1, 2, 6]), decoder_layers(model)[0].attention.query_key_value.weight
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, [keep] * 4, [keep] * 4, None, []))
+    assert_close(decoder_layers(pruned)[0].attention.query_key_value.weight, qkv.view(8, 24, 64)[keep].flatten(0, 1))
+    assert check_target(model.config, {"hidden_size": 32})["num_key_value_heads"] == 4
+    assert check_target(model.config, {"num_attention_heads": 4, "hidden_size": 32})["num_key_value_heads"] == 4
+    with pytest.raises(MinitronError, match="num_key_value_heads=2 is not num_attention_heads=4: in gpt_neox's "
+                                            "attention every head has its own keys and values"):
+        check_target(model.config, {"num_attention_heads": 4, "num_key_value_heads": 2})
+
+
 def test_select_heads_ranks_within_groups():
     scores = torch.tensor([9.0, 1.0, 8.0, 2.0, 7.0, 6.0, 0.5, 0.1])  # group 0: heads 0-3, group 1: heads 4-7
     heads, groups = select_heads(scores, kv_groups=2, heads=4, new_kv=2)
@@ -151,7 +173,7 @@ def skip_layers(model, drop):
     skipped = copy.deepcopy(model)
     carried = arch_of(model.config).picks_carried
     for i in drop:
-        skipped.model.layers[i].forward = (lambda h, *a, prev_topk_indices=None, **k: (h, prev_topk_indices)) \
+        decoder_layers(skipped)[i].forward = (lambda h, *a, prev_topk_indices=None, **k: (h, prev_topk_indices)) \
             if carried else (lambda hidden_states, *a, **k: hidden_states)
     return skipped
 
@@ -225,7 +247,8 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "ernie4_5, ernie4_5_moe, exaone, exaone4, exaone_moe, gemma, gemma2, "
                                             "gemma3_text, "
                                             "glm, glm4, "
-                                            "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt_oss, granite, granitemoe, "
+                                            "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt_neox, gpt_oss, granite, "
+                                            "granitemoe, "
                                             "granitemoehybrid, "
                                             "granitemoeshared, "
                                             "hunyuan_v1_dense, hunyuan_v1_moe, internlm3, iquestcoder, jais2, lfm2, "

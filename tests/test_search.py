@@ -210,7 +210,7 @@ def test_dry_run_lists_the_shapes_and_writes_nothing(tiny_dir, tmp_path, capsys,
         search(0.6, str(tiny_dir))
 
 
-@pytest.mark.parametrize("family", ["stablelm", "olmoe", "starcoder2"])
+@pytest.mark.parametrize("family", ["stablelm", "olmoe", "starcoder2", "gpt_neox"])
 def test_a_family_whose_attention_is_hidden_wide_searches_heads_with_hidden(family):
     """StableLM's head size is hidden_size / heads and OLMoE's q norm is hidden_size wide: the search takes only
     shapes with num_attention_heads x head_dim == hidden_size, and counts their parameters exactly (the affine count

@@ -9,8 +9,8 @@ import torch
 from conftest import run_cli, tiny_tokenizer
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForImageTextToText, Exaone4Config, Gemma2Config, Gemma3Config, Gemma3TextConfig,
-                          GemmaConfig, GPTNeoXConfig, LlavaConfig, Ministral3Config, Mistral3Config, MistralConfig,
-                          PaliGemmaConfig, PhiConfig, PixtralVisionConfig, SiglipVisionConfig)
+                          GemmaConfig, LlavaConfig, Ministral3Config, Mistral3Config, MistralConfig,
+                          PaliGemmaConfig, PhiConfig, PhimoeConfig, PixtralVisionConfig, SiglipVisionConfig)
 
 from minitron.errors import MinitronError
 from minitron.load import load_config, load_model, resolve_model
@@ -155,12 +155,12 @@ def test_a_multimodal_teacher_is_pruned_into_a_text_model(tmp_path, tiny_data, m
 
 def test_unsupported_language_models_are_refused_naming_the_wrapper(tmp_path, monkeypatch):
     monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
-    text = {k: v for k, v in TEXT.items() if k not in ("head_dim", "num_key_value_heads")}
-    config = LlavaConfig(text_config=GPTNeoXConfig(**{**text, "num_hidden_layers": 1}),  # Pythia: not supported
+    config = LlavaConfig(text_config=PhimoeConfig(**{**TEXT, "num_hidden_layers": 1, "num_local_experts": 2}),  # not
+                         # supported (its sparsemixer router)
                          vision_config={"model_type": "clip_vision_model", **SIGLIP}, image_token_index=250)
     AutoModelForImageTextToText.from_config(config).save_pretrained(tmp_path / "mm")
     with pytest.raises(MinitronError, match=r"is a multimodal llava model; its language model: architecture "
-                                            "'gpt_neox' .*supported model types: afmoe, apertus, arcee"):
+                                            "'phimoe' .*supported model types: afmoe, apertus, arcee"):
         load_config(tmp_path / "mm")
     assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())
 

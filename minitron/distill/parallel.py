@@ -17,7 +17,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForCausalLM
 
-from minitron.arch import LogitHead, decoder_layers
+from minitron.arch import LogitHead, decoder, decoder_layers
 from minitron.distill.config import TrainConfig
 from minitron.distill.lora import add_lora
 from minitron.distill.losses import HiddenStateLoss, LogitLoss, chunked_logit_loss, make_logit_loss, parse_layer_pairs
@@ -125,7 +125,7 @@ def run_hidden(lm: nn.Module, input_ids: torch.Tensor, layers: tuple[int, ...] =
 
     handles = [decoder_layers(lm)[i].register_forward_hook(hook(i)) for i in set(layers)]
     try:
-        hidden = lm.model(input_ids=input_ids, use_cache=False).last_hidden_state
+        hidden = decoder(lm)(input_ids=input_ids, use_cache=False).last_hidden_state
     finally:
         for h in handles:
             h.remove()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import LogitHead, arch_of, decoder_layers, embedding, final_norm
+from minitron.arch import LogitHead, arch_of, decoder, decoder_layers, embedding, final_norm
 from minitron.numerics import cross_entropy_sum
 from minitron.importance.scores import (Scores, activation_tensors, check_criteria, check_streamable, loss_key,
                                         model_meta, named, random_tensors)
@@ -79,7 +79,7 @@ def capture(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor | None = N
     for i, layer in enumerate(layers):
         layer.forward = stub(i)
     try:
-        model.model(input_ids=ids, use_cache=False)
+        decoder(model)(input_ids=ids, use_cache=False)
     except _Captured:
         pass
     finally:

@@ -42,8 +42,8 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
     sizes = {**teacher, **target}
     if arch_of(config).attention_is_hidden and "num_attention_heads" not in target:
         attention_follows(config, sizes, target)
-    if arch_of(config).mla:
-        latent_heads(sizes, target)
+    if arch_of(config).own_kv:
+        own_kv_heads(config, sizes, target)
     if sizes == teacher and not drop:  # an unpruned copy written with exit 0 would look like success
         raise MinitronError(f"the target prunes nothing: give --target sizes smaller than the teacher's, e.g. "
                             f"hidden_size={teacher['hidden_size'] // 2}, or --prune.drop-layers")
@@ -96,14 +96,14 @@ def check_expert_groups(config, experts: int, name: str) -> None:
                             f"{least_experts(config)}")
 
 
-def latent_heads(sizes: dict[str, int], target: dict[str, int]) -> None:
-    """Multi-head latent attention's KV heads are its query heads (each has its own keys and values from the shared
-    latent, `Arch.mla`): a target sets either, or both the same."""
+def own_kv_heads(config, sizes: dict[str, int], target: dict[str, int]) -> None:
+    """The KV heads of an attention whose every head has its own keys and values (`Arch.own_kv`: multi-head latent
+    attention's, from the shared latent; GPT-NeoX's) are its query heads: a target sets either, or both the same."""
     heads = target.get("num_attention_heads", sizes["num_key_value_heads"])
     if target.get("num_key_value_heads", heads) != heads:
+        kind = "multi-head latent attention" if arch_of(config).mla else f"{config.model_type}'s attention"
         raise MinitronError(f"target num_key_value_heads={target['num_key_value_heads']} is not num_attention_heads="
-                            f"{heads}: in multi-head latent attention every head has its own keys and values; set "
-                            "the heads alone")
+                            f"{heads}: in {kind} every head has its own keys and values; set the heads alone")
     sizes["num_attention_heads"] = sizes["num_key_value_heads"] = heads
 
 

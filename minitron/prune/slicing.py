@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Rows, arch_of, attention_gate,
-                           attention_of, attention_out, attention_rows, conv_of, decoder_layers, delta_of, embedding,
+                           attention_of, attention_out, attention_rows, conv_of, decoder, decoder_layers, delta_of,
+                           embedding,
                            final_norm, head_dim, head_dims, head_rows, is_sparse, layer_norms, mamba_of, mlp_down,
                            mlp_of, moe_block, moe_weights, neuron_rows, per_layer_lists, residual_readers,
                            residual_writers, shared_down, shared_expert_of, shared_rows, tied)
@@ -73,12 +74,12 @@ def slice_norm(norm: nn.Module, index: torch.Tensor) -> None:
 
 def keep_rows(parts: list[tuple[Rows, torch.Tensor]]) -> None:
     """Keep rows `index` (counted within its block) of each block of rows, in one slice per linear: a fused
-    projection's blocks (Phi-3's q, k and v) shrink together and stay in order."""
+    projection's blocks (Phi-3's q, k and v; GPT-NeoX's, head by head) shrink together and stay in order."""
     per_linear: dict[nn.Linear, list[torch.Tensor]] = {}
     for rows, index in parts:
-        per_linear.setdefault(rows.linear, []).append(rows.start + index)
+        per_linear.setdefault(rows.linear, []).append(rows.rows(index))
     for linear, indices in per_linear.items():
-        slice_linear(linear, 0, torch.cat(indices))
+        slice_linear(linear, 0, torch.cat(indices).sort().values)
 
 
 # ------------------------------------------------------------------------------------- one module at a time
@@ -344,8 +345,8 @@ def drop_layers(model: nn.Module, drop: list[int]) -> None:
     config = model.config
     kept = [i for i in range(config.num_hidden_layers) if i not in set(drop)]
     layers = decoder_layers(model)
-    model.model.layers = nn.ModuleList(layers[i] for i in kept)
-    for new_idx, layer in enumerate(model.model.layers):
+    decoder(model).layers = nn.ModuleList(layers[i] for i in kept)
+    for new_idx, layer in enumerate(decoder_layers(model)):
         for part in layer.modules():  # (its attention's, mixer's, DeepSeek V3.2's indexer's cache slots)
             if hasattr(part, "layer_idx"):
                 part.layer_idx = new_idx

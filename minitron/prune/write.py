@@ -18,10 +18,10 @@ from minitron.prune.slicing import slice_embedding, slice_linear, slice_norm
 from minitron.shards import SafetensorsWriter, TensorSpec
 
 
-def _teacher_name(name: str, kept: list[int]) -> str:
+def _teacher_name(name: str, kept: list[int], decoder: str) -> str:
     """The teacher's name of a student tensor: decoder layers are renumbered after dropping some."""
-    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
-    return f"model.layers.{kept[int(m[1])]}.{m[2]}" if m else name
+    m = re.fullmatch(rf"{decoder}\.layers\.(\d+)\.(.+)", name)
+    return f"{decoder}.layers.{kept[int(m[1])]}.{m[2]}" if m else name
 
 
 def student_specs(lazy: LazyModel, new_config, kept: list[int]) -> dict[str, TensorSpec]:
@@ -33,7 +33,8 @@ def student_specs(lazy: LazyModel, new_config, kept: list[int]) -> dict[str, Ten
         if id(t) in seen:
             continue
         seen.add(id(t))
-        dtype, layout = lazy.stored_spec(_teacher_name(name, kept)).dtype, stored_as(name, arch, num_experts(new_config))
+        dtype = lazy.stored_spec(_teacher_name(name, kept, arch.decoder)).dtype
+        layout = stored_as(name, arch, num_experts(new_config))
         shapes = layout.shapes(tuple(t.shape)) if layout else {name: tuple(t.shape)}
         specs.update({n: TensorSpec(dtype, shape) for n, shape in shapes.items()})
     return specs
@@ -51,7 +52,7 @@ def _parts(lazy: LazyModel, plan: Plan, kept: list[int], tied: bool) -> list[tup
 
     parts = [(embedding(model), lazy.prefix[id(embedding(model))],
               unless_full_width(lambda m: slice_embedding(m, arch, keep)))]
-    parts += [(layers[i], f"model.layers.{n}.", lambda m, i=i: apply_layer_plan(m, arch, dims, plan, i))
+    parts += [(layers[i], f"{arch.decoder}.layers.{n}.", lambda m, i=i: apply_layer_plan(m, arch, dims, plan, i))
               for n, i in enumerate(kept)]
     parts.append((final_norm(model), lazy.prefix[id(final_norm(model))],
                   unless_full_width(lambda m: slice_norm(m, keep))))
