@@ -587,6 +587,13 @@ def tied(config) -> bool:
     return bool(config.tie_word_embeddings) and arch_of(config).ties
 
 
+def heads_own_kv(config) -> bool:
+    """Whether every attention head of this model has its own keys and values, so that its KV heads are its query
+    heads: its family's always do (`Arch.own_kv`: multi-head latent attention, GPT-NeoX), or the model has as many KV
+    heads as query heads (multi-head attention: Phi-2's, StableLM 2 1.6B's, OLMo 1's, OLMoE's)."""
+    return arch_of(config).own_kv or config.num_key_value_heads == config.num_attention_heads
+
+
 def head_dim(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 

@@ -29,8 +29,8 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from minitron.arch import (Arch, arch_of, dense_layers, expert_groups, head_dim, layers_differ, least_experts,
-                           num_experts, tied_mamba_heads)
+from minitron.arch import (Arch, arch_of, dense_layers, expert_groups, head_dim, heads_own_kv, layers_differ,
+                           least_experts, num_experts, tied_mamba_heads)
 from minitron.data import VAL_SEQS, TokenData, default_data
 from minitron.distill import TrainConfig
 from minitron.distill.config import recorded, refuse_located
@@ -240,15 +240,15 @@ def axis_values(config, axis: str, step: int, floor: int) -> list[int]:
 
 def default_steps(config) -> dict[str, int]:
     """Hidden and MLP sizes in multiples of 64, query heads in whole KV groups (the same number per group; where the
-    attention is hidden_size wide and every head has its own keys and values, GPT-NeoX's, in eighths of the teacher's,
-    since the hidden size follows them), layers, a mixture of experts' experts in eighths of the teacher's,
+    attention is hidden_size wide and every head has its own keys and values, Pythia's or Phi-2's, in eighths of the
+    teacher's, since the hidden size follows them), layers, a mixture of experts' experts in eighths of the teacher's,
     a hybrid's recurrent heads in about eighths of the teacher's, whole groups (the same number per group)."""
     arch, mixer = arch_of(config), {}
     if names := mixer_heads(arch):
         heads, groups = (getattr(config, name) for name in names)
         mixer = {names[0]: max(1, heads // 8 // groups) * groups}
     heads = config.num_key_value_heads
-    if arch.attention_is_hidden and arch.own_kv:
+    if arch.attention_is_hidden and heads_own_kv(config):
         heads = max(1, heads // 8)
     return {"hidden_size": 64, arch.mlp_size: 64, "num_attention_heads": heads,
             **({arch.experts_size: max(1, num_experts(config) // 8)} if arch.moe else {}), "num_hidden_layers": 1,
@@ -263,8 +263,8 @@ def check_axes(config, steps: dict[str, int] | None, floors: dict[str, int] | No
         if bad or any(type(v) is not int or v < 1 for v in d.values()):
             raise MinitronError(f"--{name} takes positive whole numbers for {', '.join(axes)}, got {d}")
     mixer = mixer_heads(arch)
-    grouped = [] if arch.own_kv else [("num_attention_heads", "num_key_value_heads")]  # (latent attention's KV
-    for heads, group in [*grouped, *([mixer] if mixer else [])]:  # heads, GPT-NeoX's, follow its heads: a group each)
+    grouped = [] if heads_own_kv(config) else [("num_attention_heads", "num_key_value_heads")]  # (KV heads that
+    for heads, group in [*grouped, *([mixer] if mixer else [])]:  # follow the heads: a group each)
         if steps[heads] % getattr(config, group):
             raise MinitronError(f"the step of {heads} must be a multiple of {group}={getattr(config, group)} (the "
                                 f"same number of heads in every group)")
@@ -556,9 +556,10 @@ def search(params: float, model: str = "default", out: Path | None = None, work:
             an interrupted search resumes from it
         tolerance: candidates within ±tolerance of the budget (0.05: ±5 percent)
         steps: step of each searched size, e.g. hidden_size=64,intermediate_size=64,num_attention_heads=3,
-            num_hidden_layers=1 (default: 64, 64, the KV groups, 1; Qwen3-MoE's MLP size is moe_intermediate_size;
-            a mixture of experts' num_experts in eighths of the teacher's, down to num_experts_per_tok; a hybrid's
-            mamba_num_heads or linear_num_value_heads in about eighths, whole groups)
+            num_hidden_layers=1 (default: 64, 64, the KV groups, 1; the heads in eighths where the hidden size
+            follows them and each head has its own keys and values, Pythia's, Phi-2's; Qwen3-MoE's MLP size is
+            moe_intermediate_size; a mixture of experts' num_experts in eighths of the teacher's, down to
+            num_experts_per_tok; a hybrid's mamba_num_heads or linear_num_value_heads in about eighths, whole groups)
         floors: smallest value of each searched size, e.g. num_hidden_layers=16,hidden_size=256
         max_candidates: score only this many shapes zero-shot, spread over those found (default: every one)
         distill_top: distil the best K by zero-shot loss and rank them again (0: rank zero-shot only)

@@ -135,7 +135,8 @@ def test_latent_attention_prunes_whole_heads_and_keeps_its_latents(q_lora_rank, 
     config = model.config
     assert check_target(config, {"num_attention_heads": 4})["num_key_value_heads"] == 4
     assert check_target(config, {"num_key_value_heads": 2})["num_attention_heads"] == 2
-    with pytest.raises(MinitronError, match="num_key_value_heads=2 is not num_attention_heads=4: in multi-head latent"):
+    with pytest.raises(MinitronError, match=r"num_key_value_heads=2 is not num_attention_heads=4: every head of this "
+                                            r"deepseek_v3 model has its own keys and values \(multi-head latent"):
         check_target(config, {"num_attention_heads": 4, "num_key_value_heads": 2})
 
 
@@ -155,8 +156,8 @@ def test_gpt_neox_heads_are_their_own_kv_heads_fused_head_by_head(tmp_path):
     assert_close(decoder_layers(pruned)[0].attention.query_key_value.weight, qkv.view(8, 24, 64)[keep].flatten(0, 1))
     assert check_target(model.config, {"hidden_size": 32})["num_key_value_heads"] == 4
     assert check_target(model.config, {"num_attention_heads": 4, "hidden_size": 32})["num_key_value_heads"] == 4
-    with pytest.raises(MinitronError, match="num_key_value_heads=2 is not num_attention_heads=4: in gpt_neox's "
-                                            "attention every head has its own keys and values"):
+    with pytest.raises(MinitronError, match="num_key_value_heads=2 is not num_attention_heads=4: every head of this "
+                                            "gpt_neox model has its own keys and values; set"):
         check_target(model.config, {"num_attention_heads": 4, "num_key_value_heads": 2})
 
 

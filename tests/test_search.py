@@ -210,16 +210,22 @@ def test_dry_run_lists_the_shapes_and_writes_nothing(tiny_dir, tmp_path, capsys,
         search(0.6, str(tiny_dir))
 
 
-@pytest.mark.parametrize("family", ["stablelm", "olmoe", "starcoder2", "gpt_neox"])
-def test_a_family_whose_attention_is_hidden_wide_searches_heads_with_hidden(family):
+@pytest.mark.parametrize("family,mha", [("stablelm", False), ("olmoe", False), ("starcoder2", False),
+                                        ("gpt_neox", True), ("phi", True), ("stablelm", True), ("olmoe", True)])
+def test_a_family_whose_attention_is_hidden_wide_searches_heads_with_hidden(family, mha):
     """StableLM's head size is hidden_size / heads and OLMoE's q norm is hidden_size wide: the search takes only
     shapes with num_attention_heads x head_dim == hidden_size, and counts their parameters exactly (the affine count
-    in the heads at a fixed hidden size does not apply: StableLM cannot even be built with a ninth head at 64)."""
-    config = tiny_config(family)  # hidden 64: 8 heads of 8
+    in the heads at a fixed hidden size does not apply: StableLM cannot even be built with a ninth head at 64). With
+    as many KV heads as heads (multi-head attention: Pythia's, Phi-2's, StableLM 2 1.6B's, OLMoE's), the KV heads
+    follow the heads, stepped in eighths: the hidden size is searched too (it was not: the heads stepped by all 8)."""
+    config = tiny_config(family, **({"num_key_value_heads": 8} if mha else {}))  # hidden 64: 8 heads of 8
     shapes = enumerate_shapes(config, budget_of(0.5, params_of(config)), 0.2, steps={"hidden_size": 16})
     assert shapes and all(c.sizes["num_attention_heads"] * 8 == c.sizes["hidden_size"] for c in shapes)
     assert len({c.sizes["hidden_size"] for c in shapes}) > 1
     assert all(c.params == params_of(target_config(config, check_target(config, c.sizes))) for c in shapes)
+    if mha:
+        assert all(check_target(config, c.sizes)["num_key_value_heads"] == c.sizes["num_attention_heads"]
+                   for c in shapes)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3_moe", "nemotron_h", "granitemoehybrid"])

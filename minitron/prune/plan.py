@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, MOE, Arch, HeadDims, arch_of, count_params, dense_layers,
-                           expert_groups, head_dim, least_experts, per_layer_lists, prunable_sizes, shared_width,
-                           tied_mamba_heads, width_sizes)
+                           expert_groups, head_dim, heads_own_kv, least_experts, per_layer_lists, prunable_sizes,
+                           shared_width, tied_mamba_heads, width_sizes)
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
@@ -42,7 +42,7 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
     sizes = {**teacher, **target}
     if arch_of(config).attention_is_hidden and "num_attention_heads" not in target:
         attention_follows(config, sizes, target)
-    if arch_of(config).own_kv:
+    if heads_own_kv(config):
         own_kv_heads(config, sizes, target)
     if sizes == teacher and not drop:  # an unpruned copy written with exit 0 would look like success
         raise MinitronError(f"the target prunes nothing: give --target sizes smaller than the teacher's, e.g. "
@@ -74,15 +74,12 @@ def check_target(config, target: dict[str, int], drop: list[int] | None = None) 
 
 def attention_follows(config, sizes: dict[str, int], target: dict[str, int]) -> None:
     """Where the attention is hidden_size wide (`Arch.attention_is_hidden`: OLMoE, StableLM, LFM2), a target that sets
-    the hidden size and not the heads keeps the teacher's head_dim: hidden_size / head_dim query heads, and as many KV
-    heads where each head has its own (OLMoE's). A hidden size that is no whole number of heads is left for
+    the hidden size and not the heads keeps the teacher's head_dim: hidden_size / head_dim query heads (as many KV heads
+    where each head has its own: `own_kv_heads`). A hidden size that is no whole number of heads is left for
     `validate_config` to refuse, naming the widths."""
     dim = head_dim(config)
-    if sizes["hidden_size"] % dim:
-        return
-    sizes["num_attention_heads"] = sizes["hidden_size"] // dim
-    if "num_key_value_heads" not in target and config.num_key_value_heads == config.num_attention_heads:
-        sizes["num_key_value_heads"] = sizes["num_attention_heads"]
+    if sizes["hidden_size"] % dim == 0:
+        sizes["num_attention_heads"] = sizes["hidden_size"] // dim
 
 
 def check_expert_groups(config, experts: int, name: str) -> None:
@@ -97,13 +94,15 @@ def check_expert_groups(config, experts: int, name: str) -> None:
 
 
 def own_kv_heads(config, sizes: dict[str, int], target: dict[str, int]) -> None:
-    """The KV heads of an attention whose every head has its own keys and values (`Arch.own_kv`: multi-head latent
-    attention's, from the shared latent; GPT-NeoX's) are its query heads: a target sets either, or both the same."""
-    heads = target.get("num_attention_heads", sizes["num_key_value_heads"])
+    """The KV heads of an attention whose every head has its own keys and values (`arch.heads_own_kv`: multi-head
+    latent attention's, from the shared latent; GPT-NeoX's; any multi-head attention's) are its query heads: a target
+    sets either (or the hidden size they follow, `attention_follows`), or both the same."""
+    heads = target.get("num_attention_heads", target.get("num_key_value_heads", sizes["num_attention_heads"]))
     if target.get("num_key_value_heads", heads) != heads:
-        kind = "multi-head latent attention" if arch_of(config).mla else f"{config.model_type}'s attention"
+        kind = " (multi-head latent attention)" if arch_of(config).mla else ""
         raise MinitronError(f"target num_key_value_heads={target['num_key_value_heads']} is not num_attention_heads="
-                            f"{heads}: in {kind} every head has its own keys and values; set the heads alone")
+                            f"{heads}: every head of this {config.model_type} model has its own keys and values"
+                            f"{kind}; set the heads alone")
     sizes["num_attention_heads"] = sizes["num_key_value_heads"] = heads
 
 
@@ -149,6 +148,8 @@ def target_config(config, sizes: dict[str, int], drop: list[int] | None = None, 
     new.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     for k, v in sizes.items():
         setattr(new, k, v)
+    if heads_own_kv(config) and "num_key_value_heads" not in sizes:  # (its KV heads are its heads: `own_kv_heads`)
+        new.num_key_value_heads = new.num_attention_heads
     layers = sizes.get("num_hidden_layers", config.num_hidden_layers)  # (Nemotron-H derives it from its layer_types)
     kept = [i for i in range(config.num_hidden_layers) if i not in set(drop or [])][:layers]
     for name, values in per_layer_lists(config, kept).items():
