@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -639,10 +640,10 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
     checkpoint, names = Checkpoint.open(path), tensor_names(arch, config.num_hidden_layers)
     xielu = {name: [0.0] * config.num_hidden_layers for name in XIELU}
     add = tensor_adder(writer, config, arch, weight_type)
-    experts = ExpertStack(num_experts(config))
+    experts, ignored = ExpertStack(num_experts(config)), ignored_on_load(config)
     for key in checkpoint.specs:
-        if key == "lm_head.weight" and tied(config):
-            continue  # llama.cpp reuses token_embd when there is no output tensor
+        if key == "lm_head.weight" and tied(config) or ignored.search(key):
+            continue  # llama.cpp reuses token_embd when there is no output tensor; what transformers drops too
         data = checkpoint.read([key], torch.float32)[key].numpy()
         if match := XIELU_TENSOR.fullmatch(key):
             xielu[match[2]][int(match[1])] = float(data)
@@ -658,6 +659,16 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
         add(name, data)
     if config.model_type == "apertus":
         add_xielu(writer, xielu)
+
+
+def ignored_on_load(config) -> re.Pattern:
+    """The stored tensors transformers drops when it loads a model of this config, which export leaves out as
+    llama.cpp's converter does: old checkpoints' buffers (GPT-NeoX's causal mask, attention.bias and masked_bias, as
+    Pythia's files hold them; any family's rotary_emb.inv_freq a layer, position_ids)."""
+    from transformers import AutoModelForCausalLM  # lazy: CLI start-up speed
+
+    own = AutoModelForCausalLM._model_mapping[type(config)]._keys_to_ignore_on_load_unexpected or []
+    return re.compile("|".join(f"({p})" for p in [*own, r"rotary_emb\.inv_freq", r"(^|\.)position_ids$"]))
 
 
 def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, np.ndarray]]:

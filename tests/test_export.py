@@ -897,6 +897,24 @@ def test_a_mixture_of_experts_is_written_stacked_over_its_experts(tmp_path):
     assert not (tmp_path / "x.gguf").exists()
 
 
+def test_old_checkpoints_buffers_are_left_out_as_transformers_drops_them(tmp_path):
+    """Pythia's files hold buffers transformers drops on load (each layer's causal mask, attention.bias, and
+    masked_bias; older files of any family, rotary_emb.inv_freq a layer): export leaves them out, as llama.cpp's
+    converter does, and writes the file it writes without them (they have no GGUF name: refused before)."""
+    from safetensors.torch import load_file, save_file
+
+    save_model(tmp_path / "neox", "gpt_neox", byte_level_tokenizer())
+    clean = export(str(tmp_path / "neox"), tmp_path / "clean.gguf").gguf
+    stored = load_file(tmp_path / "neox" / "model.safetensors")
+    for i in range(4):
+        stored[f"gpt_neox.layers.{i}.attention.bias"] = torch.ones(1, 1, 8, 8, dtype=torch.bool).tril()
+        stored[f"gpt_neox.layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
+        stored[f"gpt_neox.layers.{i}.attention.rotary_emb.inv_freq"] = torch.ones(2)
+    save_file(stored, tmp_path / "neox" / "model.safetensors", metadata={"format": "pt"})
+    old = export(str(tmp_path / "neox"), tmp_path / "old.gguf").gguf
+    assert old.read_bytes() == clean.read_bytes()
+
+
 def test_export_keeps_an_existing_file(tmp_path):
     save_model(tmp_path / "hf", "llama", byte_level_tokenizer())
     out = tmp_path / "model.gguf"
