@@ -142,12 +142,16 @@ class Arch:
     # Its decoder layers return their indexer's picks beside their output, which the model hands the next layer
     # (GLM-5's `prev_topk_indices`, for layers that reuse them; minitron takes models whose every layer picks its own)
     picks_carried: bool = False
-    decoder: str = "model"  # the decoder's name in the model (GPT-NeoX's gpt_neox): its in-memory prefix
+    decoder: str = "model"  # the decoder's path in the model (GPT-NeoX's gpt_neox, OPT's model.decoder)
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
     final_norm: str = "norm"  # the final norm's name in the decoder
     stored_prefix: str = "model."  # what checkpoints name the decoder (Nemotron-H's: backbone.)
     # q, k and v rows fused in one linear head by head (GPT-NeoX's query_key_value: each head's queries, keys, values)
     qkv_by_head: bool = False
+    positions: str | None = None  # learned position embeddings in the decoder, hidden_size wide (OPT's embed_positions)
+    # Config sizes that are the hidden size under another name, which follow it (OPT's word_embed_proj_dim)
+    hidden_aliases: tuple[str, ...] = ()
+    multi_head: bool = False  # its attention has no KV heads of its own (OPT's: no num_key_value_heads in its config)
     # Parts of in-memory names that checkpoints store under others, (regular expression, replacement) applied in turn
     # (ERNIE 4.5's router statistics; EXAONE 3's every name, `stored_as`)
     stored_renames: tuple[tuple[str, str], ...] = ()
@@ -160,7 +164,13 @@ class Arch:
     def own_kv(self) -> bool:
         """Whether every attention head has its own keys and values, whatever the config says (multi-head latent
         attention's, GPT-NeoX's): the KV heads are the query heads."""
-        return self.mla or self.qkv_by_head
+        return self.mla or self.kv_implied
+
+    @property
+    def kv_implied(self) -> bool:
+        """Whether its config names no KV heads, every head having its own (GPT-NeoX's, OPT's): `as_built` gives it
+        num_key_value_heads."""
+        return self.qkv_by_head or self.multi_head
 
     @property
     def hybrid(self) -> bool:
@@ -259,6 +269,14 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("gpt_neox", _PRE_POST, gated_mlp=False, mlp_up="dense_h_to_4h", mlp_down="dense_4h_to_h",
          attention_is_hidden=True, fused_qkv=True, qkv_by_head=True, decoder="gpt_neox", embeddings="embed_in",
          final_norm="final_layer_norm", stored_prefix="gpt_neox.", stored_renames=((r"^lm_head\.", "embed_out."),)),
+    # OPT (opt: 125M, 1.3B, 2.7B, 6.7B, 13B, 30B, 66B; Galactica; not the 350M, whose norms follow each block and whose
+    # embeddings are projected): its decoder model.decoder, learned position embeddings hidden_size wide
+    # (embed_positions), LayerNorms with biases, the ReLU MLP's fc1 and fc2 in the layer itself, biases on every linear,
+    # no num_key_value_heads (`multi_head`); its released files name the decoder decoder. (transformers reads both)
+    Arch("opt", ("self_attn_layer_norm", "final_layer_norm"), gated_mlp=False, mlp_up="fc1", mlp_down="fc2",
+         mlp_size="ffn_dim", attention_is_hidden=True, decoder="model.decoder", final_norm="final_layer_norm",
+         positions="embed_positions", hidden_aliases=("word_embed_proj_dim",), multi_head=True,
+         stored_prefix="model.decoder.", stored_renames=((r"^model\.decoder\.", "decoder."),)),
     # EXAONE 4 (1.2B, 32B): OLMo 2's layer with per-head q/k norms; with a window, sliding layers with RoPE and global
     # ones without (the 32B: three of four slide), without one every layer global with RoPE (the 1.2B)
     Arch("exaone4", _POST),
@@ -538,6 +556,11 @@ def arch_of(config) -> Arch:
         names = ", ".join(getattr(config, "architectures", None) or []) or "unknown class"
         raise MinitronError(f"architecture {model_type!r} ({names}) is not supported; "
                             f"supported model types: {', '.join(sorted(FAMILIES))}")
+    if model_type == "opt" and (not config.do_layer_norm_before or config.word_embed_proj_dim != config.hidden_size
+                                or config._remove_final_layer_norm):
+        raise MinitronError("this opt model normalises after each block or projects its embeddings "
+                            "(do_layer_norm_before false, word_embed_proj_dim other than hidden_size: OPT-350M's); "
+                            "minitron prunes the OPT models that normalise before each block")
     if model_type == "stablelm" and (config.qk_layernorm or config.use_parallel_residual):  # (Phi-2's q/k LayerNorms,
         # where set, are one per layer, every head's: pruned heads leave them)
         raise MinitronError(f"this {model_type} model has per-head q/k LayerNorms or a parallel residual (StableLM 2 "
@@ -631,9 +654,10 @@ def as_built(config):
     which its released config lists once a layer, the same for each, are that one number (a list of several is
     refused by `arch_of`). GLM-4.5's and ERNIE 4.5's multi-token prediction layers, stored beside its decoder layers,
     are not built by transformers: minitron reads neither them nor their count (num_nextn_predict_layers, 0 in the
-    configs it writes). GPT-NeoX's config has no num_key_value_heads (every head has its own keys and values): it gets
-    num_attention_heads, as every multi-head attention's config says it (transformers reads neither)."""
-    if config.model_type == "gpt_neox":
+    configs it writes). GPT-NeoX's and OPT's configs have no num_key_value_heads (every head has its own keys and
+    values): they get num_attention_heads, as every multi-head attention's config says it (transformers reads
+    neither)."""
+    if arch_of(config).kv_implied:  # (GPT-NeoX's, OPT's: none in their configs)
         config.num_key_value_heads = config.num_attention_heads
     if getattr(config, "num_nextn_predict_layers", None):  # (GLM-4.5's, ERNIE 4.5's)
         config.num_nextn_predict_layers = 0
@@ -653,8 +677,15 @@ def as_built(config):
 
 
 def decoder(model: nn.Module) -> nn.Module:
-    """The model's decoder (`model.model`; GPT-NeoX's `model.gpt_neox`): embeddings, layers, final norm."""
-    return getattr(model, arch_of(model.config).decoder)
+    """The model's decoder (`model.model`; GPT-NeoX's `model.gpt_neox`, OPT's `model.model.decoder`): embeddings,
+    layers, final norm."""
+    return model.get_submodule(arch_of(model.config).decoder)
+
+
+def positions(model: nn.Module) -> nn.Embedding | None:
+    """The decoder's learned position embeddings (OPT's; None: RoPE, or none)."""
+    name = arch_of(model.config).positions
+    return getattr(decoder(model), name) if name else None
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -681,11 +712,14 @@ def attention_of(layer: nn.Module) -> nn.Module | None:
 
 def mlp_of(layer: nn.Module) -> nn.Module | None:
     """A decoder layer's `mlp` (a dense MLP; a mixture of experts' block where the family names it so: `moe_block` finds
-    every family's; Granite 4's `shared_mlp`, LFM2's `feed_forward`), None for a hybrid's layer of another kind."""
+    every family's; Granite 4's `shared_mlp`, LFM2's `feed_forward`; OPT's linears are the layer's own: the layer),
+    None for a hybrid's layer of another kind."""
     if hasattr(layer, "mlp"):
         return layer.mlp
     if hasattr(layer, "feed_forward"):
         return layer.feed_forward
+    if isinstance(getattr(layer, "fc1", None), nn.Linear):  # (OPT's, in the layer itself)
+        return layer
     return layer.shared_mlp if hasattr(layer, "shared_mlp") else _mixer(layer, MLP)
 
 

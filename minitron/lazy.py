@@ -128,8 +128,10 @@ class LazyModel:
         self.ckpt, self.model, self.device, self.dtype = ckpt, model, device, dtype
         self.sources = tied_sources(model, set(ckpt.specs))
         arch, experts = arch_of(model.config), num_experts(model.config)
-        # entries a checkpoint stores in other tensors (a mixture of experts': `arch.stored_as`)
-        self.joined = {n: s for n in self.sources if n not in ckpt.specs and (s := stored_as(n, arch, experts))}
+        # entries a checkpoint stores in other tensors or under other names (a mixture of experts', OPT's released
+        # files': `arch.stored_as`), by the entry that holds them (a tied one's source)
+        self.joined = {n: s for n in set(self.sources.values())
+                       if n not in ckpt.specs and (s := stored_as(n, arch, experts))}
         self.prefix = {id(m): f"{n}." if n else "" for n, m in model.named_modules()}
         ckpt.require(list(dict.fromkeys(n for k in self.sources for n in self._stored(k))))
         self._check_shapes()
@@ -142,11 +144,13 @@ class LazyModel:
 
     def _stored(self, name: str) -> list[str]:
         """The stored tensors the state-dict entry `name` is read from."""
-        return self.joined[name].all() if name in self.joined else [self.sources[name]]
+        source = self.sources[name]
+        return self.joined[source].all() if source in self.joined else [source]
 
     def _check_shapes(self) -> None:
         for name, t in self.model.state_dict(keep_vars=True).items():
-            implied = self.joined[name].shapes(tuple(t.shape)) if name in self.joined else {self.sources[name]: t.shape}
+            source = self.sources[name]
+            implied = self.joined[source].shapes(tuple(t.shape)) if source in self.joined else {source: t.shape}
             for stored_name, shape in implied.items():
                 stored = self.ckpt.specs[stored_name].shape
                 if stored != tuple(shape):
@@ -161,7 +165,8 @@ class LazyModel:
         keys = [self.prefix[id(module)] + k for k in module.state_dict(keep_vars=True)]
         tensors = self.ckpt.read(list(dict.fromkeys(n for k in keys for n in self._stored(k))), self.dtype, self.device)
         start = len(self.prefix[id(module)])
-        entries = {k: self.joined[k].join(tensors) if k in self.joined else tensors[self.sources[k]] for k in keys}
+        entries = {k: self.joined[s].join(tensors) if (s := self.sources[k]) in self.joined else tensors[s]
+                   for k in keys}
         module.load_state_dict({k[start:]: t for k, t in entries.items()}, assign=True)
 
     @staticmethod

@@ -104,7 +104,7 @@ def directory_config(path: Path):
             raise MinitronError(f"cannot read {path / 'config.json'}: {problem}") from None
         arch_of(config)
     for name in prunable_sizes(config) + ("vocab_size",):  # every size a model has must be a positive whole number
-        if not (name == "num_key_value_heads" and arch_of(config).qkv_by_head):  # (GPT-NeoX's: its heads, `as_built`)
+        if not (name == "num_key_value_heads" and arch_of(config).kv_implied):  # (none in the config: `as_built`)
             whole_number(getattr(config, name, None), f"{path / 'config.json'}: {name}")
     return as_built(config)
 

@@ -24,7 +24,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
             "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
-            "gpt_neox"]
+            "gpt_neox", "opt"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -156,6 +156,16 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         from transformers import Jais2Config
 
         return Jais2Config(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "opt":  # OPT-125M's layer: learned positions, LayerNorms before each block, a ReLU MLP in the layer
+        # itself, biases on every linear, as many KV heads as heads (minitron's loader gives its config that number);
+        # the released dropout left out (tests compare outputs)
+        from transformers import OPTConfig
+
+        return OPTConfig(**{k: v for k, v in sizes.items() if k not in ("head_dim", "intermediate_size",
+                                                                           "num_key_value_heads")},
+                         ffn_dim=sizes["intermediate_size"], word_embed_proj_dim=sizes["hidden_size"],
+                         num_key_value_heads=sizes["num_attention_heads"], dropout=0.0, pad_token_id=None,
+                         bos_token_id=None, eos_token_id=None)
     if family == "gpt_neox":  # Pythia's layer: attention and a GELU MLP in parallel behind a LayerNorm each, q/k/v
         # fused head by head, biases on every linear, RoPE on a quarter of each head; num_key_value_heads, which its
         # config lacks, as minitron's loader gives it (`as_built`)
@@ -403,7 +413,7 @@ def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))
-            elif "bias" in name and family in ("phi", "gpt_neox"):  # (as llama_cpp_check's `tiny_model`)
+            elif "bias" in name and family in ("phi", "gpt_neox", "opt"):  # (as llama_cpp_check's `tiny_model`)
                 p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))
         for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
             if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's

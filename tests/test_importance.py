@@ -6,8 +6,8 @@ import torch
 from torch.testing import assert_close
 
 from conftest import tiny_model
-from minitron.arch import (arch_of, attention_inputs, attention_of, attention_out, conv_of, decoder_layers, delta_of,
-                           dense_layers, is_sparse, mamba_of, mixer_inputs, mlp_inputs, moe_block)
+from minitron.arch import (arch_of, attention_inputs, attention_of, attention_out, conv_of, decoder, decoder_layers,
+                           delta_of, dense_layers, is_sparse, mamba_of, mixer_inputs, mlp_inputs, moe_block)
 from minitron.numerics import lm_loss
 from minitron.importance import Scores, coupled_scores, compute_scores
 from minitron.importance.stats import ActivationRecorder
@@ -184,6 +184,19 @@ def test_magnitude_of_a_neuron_and_a_head_in_fused_projections():
     assert_close(scores.tensors["magnitude/heads"][1, h], expected.detach())
 
 
+def test_learned_position_embeddings_are_coupled_to_the_hidden_channels():
+    """OPT's position embeddings are hidden_size wide, as the token embeddings: their columns count in each hidden
+    channel's weight-based score, as they go with it when it is pruned."""
+    model = tiny_model("opt")
+    learned = decoder(model).embed_positions.weight
+    before = coupled_scores(model, arch_of(model.config), lambda p: p.detach().abs())["hidden"]
+    expected = learned.detach().abs().sum(0)
+    with torch.no_grad():
+        learned.zero_()
+    after = coupled_scores(model, arch_of(model.config), lambda p: p.detach().abs())["hidden"]
+    torch.testing.assert_close(before - after, expected)
+
+
 def test_coupled_scores_cover_every_family(family):
     model = tiny_model(family)
     s = coupled_scores(model, arch_of(model.config), lambda p: p.detach().abs())
@@ -239,7 +252,7 @@ def test_wanda_input_norms_equal_the_inputs_squared(family):
                 readers.setdefault(key, (i, module))
     recurrent = any(map(mixer_inputs, decoder_layers(model)))  # (the tiny Nemotron 3 has no recurrent layer)
     assert set(readers) == {"attn_in", "o_in", "mlp_in", *(["mixer_in", f"{arch.mixer}_o_in"] if recurrent else [])}
-    expected = {key: (i, capture(model, m).pow(2).sum((0, 1))) for key, (i, m) in readers.items()}
+    expected = {key: (i, capture(model, m).pow(2).flatten(0, -2).sum(0)) for key, (i, m) in readers.items()}
     rec = ActivationRecorder(model, arch)
     with torch.no_grad(), rec:
         for ids in BATCHES:

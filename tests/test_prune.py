@@ -256,7 +256,7 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "lfm2_moe, "
                                             "llama, "
                                             "minimax_m2, ministral3, mistral, mixtral, nemotron, nemotron_h, "
-                                            "olmo, olmo2, olmo3, olmoe, "
+                                            "olmo, olmo2, olmo3, olmoe, opt, "
                                             "phi, phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, "
                                             "qwen3_moe, "
                                             "qwen3_next, "

@@ -54,6 +54,29 @@ def test_streamed_scores_equal_in_memory_scores(family, tmp_path):
     assert got.meta["params"] == expected.meta["params"]
 
 
+def test_opt_files_named_as_released_are_read_and_written_so(tmp_path):
+    """OPT's released files name the decoder decoder. (transformers saves model.decoder., and reads both): streamed,
+    such a file scores and prunes as the model in memory does, and the student's file names it as the teacher's."""
+    from safetensors.torch import load_file, save_file
+
+    path = save_sharded(tmp_path / "m", "opt", tie=True)
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    for shard in set(index["weight_map"].values()):
+        tensors = {k.removeprefix("model."): v for k, v in load_file(path / shard).items()}
+        save_file(tensors, path / shard, metadata={"format": "pt"})
+    index["weight_map"] = {k.removeprefix("model."): v for k, v in index["weight_map"].items()}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    teacher = load_model(path)
+    got = streamed_scores(path, BATCHES, CRITERIA, BATCHES[:1], [1], seed=3)
+    for key, value in compute_scores(teacher, BATCHES, CRITERIA, BATCHES[:1], [1], seed=3).tensors.items():
+        assert_close(got.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    plan, new_config = random_plan(teacher.config)
+    (tmp_path / "out").mkdir()
+    write_pruned(path, plan, new_config, tmp_path / "out")
+    assert all(name.startswith("decoder.") for name in Checkpoint.open(tmp_path / "out").specs)
+    assert_close(logits(load_model(tmp_path / "out")), logits(apply_plan(teacher, plan)), rtol=0, atol=0)
+
+
 def test_streamed_scores_from_a_single_file(tmp_path):
     model = tiny_model("qwen3")
     model.save_pretrained(tmp_path / "m")

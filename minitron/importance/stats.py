@@ -141,8 +141,13 @@ class ActivationRecorder:
         self.bi_sum, self.bi_count = torch.zeros(L, device=dev), 0
         self._last: tuple = (None, None)  # the activation last recorded and its `seq_stats`
 
+    def _batched(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` as (B, S, ...): a layer that runs its MLP on its tokens flattened (OPT's: (B x S, D)) as the batch of
+        the layer's input."""
+        return x if x.dim() > 2 else x.view(*self._seq_shape, -1)
+
     def _add(self, stats: Stat | list[Stat], x: torch.Tensor, layer: int | None = None) -> None:
-        st = seq_stats(x.detach())
+        st = seq_stats(self._batched(x.detach()))
         self._last = (x, st)  # a linear that reads this very tensor next (q_proj, the MLP, lm_head) reuses it
         (stats if layer is None else stats[layer]).add(st)
 
@@ -150,7 +155,7 @@ class ActivationRecorder:
         """Add the squared channel norms of a consumer's input `x` (B, S, D) to the Wanda statistic `key`: from
         the sequence L2 norms already taken when `x` is the norm output just recorded, else from x itself."""
         last, st = self._last
-        sq = st[1].square().sum(0) if x is last else x.detach().float().pow(2).sum((0, 1))
+        sq = st[1].square().sum(0) if x is last else self._batched(x.detach()).float().pow(2).sum((0, 1))
         if layer is None:
             self.sq[key] += sq
         else:
@@ -204,6 +209,10 @@ class ActivationRecorder:
             self._add(self.experts, contribution, layer)
         return hook
 
+    def _layer_input(self, module, args, kwargs) -> None:
+        """Each layer's (B, S) (`_batched`)."""
+        self._seq_shape = (args[0] if args else kwargs["hidden_states"]).shape[:2]
+
     def _norm(self, name: str, layer: int):
         return lambda module, args, out: self._add(self.norms[name], out, layer)
 
@@ -220,6 +229,7 @@ class ActivationRecorder:
         reg = self.handles.append
         reg(final_norm(self.model).register_forward_hook(lambda m, a, out: self._add(self.final, out)))
         for i, layer in enumerate(decoder_layers(self.model)):
+            reg(layer.register_forward_pre_hook(self._layer_input, with_kwargs=True))
             for name, norm in zip(self.arch.norms, layer_norms(layer, self.arch)):
                 reg(norm.register_forward_hook(self._norm(name, i)))
             attn, mlp, mamba, delta = attention_of(layer), mlp_of(layer), mamba_of(layer), delta_of(layer)

@@ -12,7 +12,7 @@ from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Row
                            attention_inputs, attention_of, attention_out, attention_rows, conv_of, decoder_layers,
                            delta_of, dense_layers, embedding, final_norm, head_dims, is_sparse, layer_norms, mamba_of,
                            mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts,
-                           residual_readers, residual_writers, shared_down, shared_expert_of, shared_inputs,
+                           positions, residual_readers, residual_writers, shared_down, shared_expert_of, shared_inputs,
                            shared_rows, shared_width, tied)
 from minitron.numerics import cross_entropy_sum
 
@@ -184,11 +184,12 @@ def coupled_layer(layer: nn.Module, arch: Arch, dims: HeadDims, elem: Elem) -> t
 def coupled_scores(model: nn.Module, arch: Arch, elem: Elem) -> dict:
     """Sum `elem(param)` over every weight coupled to each unit (Torch-Pruning's dependency groups).
 
-    Hidden channels: embedding columns, norms, columns of residual readers, rows of residual writers,
-    final norm, lm_head columns. Heads: q rows and o columns. MLP neurons: gate/up rows, down columns. Experts: all
-    their weights and their router row.
+    Hidden channels: embedding columns (learned positions' too: OPT's), norms, columns of residual readers, rows of
+    residual writers, final norm, lm_head columns. Heads: q rows and o columns. MLP neurons: gate/up rows, down
+    columns. Experts: all their weights and their router row.
     """
-    hidden = column_sum(embedding(model).weight, elem) + norm_sum(final_norm(model), elem)
+    hidden = sum(column_sum(emb.weight, elem) for emb in filter(None, (embedding(model), positions(model)))) + \
+        norm_sum(final_norm(model), elem)
     if not tied(model.config):
         hidden = hidden + column_sum(model.get_output_embeddings().weight, elem)
     layers = []

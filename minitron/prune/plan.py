@@ -148,6 +148,8 @@ def target_config(config, sizes: dict[str, int], drop: list[int] | None = None, 
     new.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     for k, v in sizes.items():
         setattr(new, k, v)
+    for name in arch_of(config).hidden_aliases:  # (OPT's word_embed_proj_dim)
+        setattr(new, name, new.hidden_size)
     if heads_own_kv(config) and "num_key_value_heads" not in sizes:  # (its KV heads are its heads: `own_kv_heads`)
         new.num_key_value_heads = new.num_attention_heads
     layers = sizes.get("num_hidden_layers", config.num_hidden_layers)  # (Nemotron-H derives it from its layer_types)

@@ -14,7 +14,7 @@ from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Row
                            attention_of, attention_out, attention_rows, conv_of, decoder, decoder_layers, delta_of,
                            embedding,
                            final_norm, head_dim, head_dims, head_rows, is_sparse, layer_norms, mamba_of, mlp_down,
-                           mlp_of, moe_block, moe_weights, neuron_rows, per_layer_lists, residual_readers,
+                           mlp_of, moe_block, moe_weights, neuron_rows, per_layer_lists, positions, residual_readers,
                            residual_writers, shared_down, shared_expert_of, shared_rows, tied)
 
 
@@ -328,6 +328,8 @@ def prune_hidden(model: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     config.head_dim = head_dim(config)
     emb = embedding(model)
     slice_embedding(emb, arch, keep)
+    if (learned := positions(model)) is not None:  # (OPT's)
+        slice_embedding(learned, arch, keep)
     for layer in decoder_layers(model):
         slice_layer_hidden(layer, arch, keep)
     slice_norm(final_norm(model), keep)
@@ -337,7 +339,8 @@ def prune_hidden(model: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     else:
         slice_linear(head, 1, keep)
     head.in_features = len(keep)
-    config.hidden_size = len(keep)
+    for name in ("hidden_size", *arch.hidden_aliases):
+        setattr(config, name, len(keep))
 
 
 def drop_layers(model: nn.Module, drop: list[int]) -> None:
