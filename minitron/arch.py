@@ -163,7 +163,7 @@ class Arch:
     @property
     def own_kv(self) -> bool:
         """Whether every attention head has its own keys and values, whatever the config says (multi-head latent
-        attention's, GPT-NeoX's): the KV heads are the query heads."""
+        attention's, GPT-NeoX's, OPT's): the KV heads are the query heads."""
         return self.mla or self.kv_implied
 
     @property
@@ -682,10 +682,11 @@ def decoder(model: nn.Module) -> nn.Module:
     return model.get_submodule(arch_of(model.config).decoder)
 
 
-def positions(model: nn.Module) -> nn.Embedding | None:
-    """The decoder's learned position embeddings (OPT's; None: RoPE, or none)."""
+def embeddings(model: nn.Module) -> list[nn.Embedding]:
+    """Every hidden_size-wide embedding of the decoder: the tokens', then the learned positions' where the family has
+    them (OPT's, `Arch.positions`)."""
     name = arch_of(model.config).positions
-    return getattr(decoder(model), name) if name else None
+    return [embedding(model), *([getattr(decoder(model), name)] if name else [])]
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import LogitHead, arch_of, decoder, decoder_layers, embedding, final_norm, positions
+from minitron.arch import LogitHead, arch_of, decoder, decoder_layers, embeddings, final_norm
 from minitron.numerics import cross_entropy_sum
 from minitron.importance.scores import (Scores, activation_tensors, check_criteria, check_streamable, loss_key,
                                         model_meta, named, random_tensors)
@@ -179,11 +179,10 @@ def compute_scores(model: nn.Module | LazyModel, batches: list[torch.Tensor], cr
         reuse_freed_memory()
     meta = {"streamed": streamed, **model_meta(net, criteria)}  # before materialising unties tied weights
     weights = WeightScores(net, criteria)
-    embeddings = list(filter(None, (embedding(net), positions(net))))  # (OPT's learned positions too)
-    with source.loaded(*embeddings):
+    with source.loaded(*embeddings(net)):  # (OPT's learned positions too)
         flows = [capture(net, ids.to(device)) for ids in batches]
         loss_flows = [capture(net, ids[:, :-1].to(device), ids[:, 1:].to(device)) for ids in layer_loss_batches or []]
-        for emb in embeddings:
+        for emb in embeddings(net):
             weights.embedding(emb)
     losses = RemovalLosses(loss_flows, net.config.num_hidden_layers, sorted(set(block_sizes) or {1})) \
         if loss_flows else None

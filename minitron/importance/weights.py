@@ -10,9 +10,9 @@ from tqdm.auto import tqdm
 
 from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Rows, arch_of, attention_gate,
                            attention_inputs, attention_of, attention_out, attention_rows, conv_of, decoder_layers,
-                           delta_of, dense_layers, embedding, final_norm, head_dims, is_sparse, layer_norms, mamba_of,
+                           delta_of, dense_layers, embeddings, final_norm, head_dims, is_sparse, layer_norms, mamba_of,
                            mixer_inputs, mlp_down, mlp_inputs, mlp_of, moe_block, moe_weights, neuron_rows, num_experts,
-                           positions, residual_readers, residual_writers, shared_down, shared_expert_of, shared_inputs,
+                           residual_readers, residual_writers, shared_down, shared_expert_of, shared_inputs,
                            shared_rows, shared_width, tied)
 from minitron.numerics import cross_entropy_sum
 
@@ -188,8 +188,7 @@ def coupled_scores(model: nn.Module, arch: Arch, elem: Elem) -> dict:
     residual writers, final norm, lm_head columns. Heads: q rows and o columns. MLP neurons: gate/up rows, down
     columns. Experts: all their weights and their router row.
     """
-    hidden = sum(column_sum(emb.weight, elem) for emb in filter(None, (embedding(model), positions(model)))) + \
-        norm_sum(final_norm(model), elem)
+    hidden = sum(column_sum(emb.weight, elem) for emb in embeddings(model)) + norm_sum(final_norm(model), elem)
     if not tied(model.config):
         hidden = hidden + column_sum(model.get_output_embeddings().weight, elem)
     layers = []

@@ -12,10 +12,9 @@ from torch import nn
 
 from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Rows, arch_of, attention_gate,
                            attention_of, attention_out, attention_rows, conv_of, decoder, decoder_layers, delta_of,
-                           embedding,
-                           final_norm, head_dim, head_dims, head_rows, is_sparse, layer_norms, mamba_of, mlp_down,
-                           mlp_of, moe_block, moe_weights, neuron_rows, per_layer_lists, positions, residual_readers,
-                           residual_writers, shared_down, shared_expert_of, shared_rows, tied)
+                           embedding, embeddings, final_norm, head_dim, head_dims, head_rows, is_sparse, layer_norms,
+                           mamba_of, mlp_down, mlp_of, moe_block, moe_weights, neuron_rows, per_layer_lists,
+                           residual_readers, residual_writers, shared_down, shared_expert_of, shared_rows, tied)
 
 
 def _param(t: torch.Tensor, trained: bool = True) -> nn.Parameter:
@@ -326,16 +325,14 @@ def prune_hidden(model: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     """Keep hidden (embedding) channels `keep` everywhere the residual stream is read or written."""
     config = model.config
     config.head_dim = head_dim(config)
-    emb = embedding(model)
-    slice_embedding(emb, arch, keep)
-    if (learned := positions(model)) is not None:  # (OPT's)
-        slice_embedding(learned, arch, keep)
+    for emb in embeddings(model):  # (OPT's learned positions too)
+        slice_embedding(emb, arch, keep)
     for layer in decoder_layers(model):
         slice_layer_hidden(layer, arch, keep)
     slice_norm(final_norm(model), keep)
     head = model.get_output_embeddings()
     if tied(config):
-        head.weight = emb.weight
+        head.weight = embedding(model).weight
     else:
         slice_linear(head, 1, keep)
     head.in_features = len(keep)

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import (arch_of, decoder_layers, embedding, final_norm, head_dims, num_experts, positions, stored_as,
-                           tied)
+from minitron.arch import (arch_of, decoder_layers, embedding, embeddings, final_norm, head_dims, num_experts,
+                           stored_as, tied)
 from minitron.io import own_config
 from minitron.lazy import LazyModel, skeleton
 from minitron.prune.plan import Plan, apply_layer_plan
@@ -52,7 +52,7 @@ def _parts(lazy: LazyModel, plan: Plan, kept: list[int], tied: bool) -> list[tup
         return (lambda m: None) if keep is None else op
 
     parts = [(emb, lazy.prefix[id(emb)], unless_full_width(lambda m: slice_embedding(m, arch, keep)))
-             for emb in filter(None, (embedding(model), positions(model)))]  # (OPT's learned positions too)
+             for emb in embeddings(model)]  # (OPT's learned positions too)
     parts += [(layers[i], f"{arch.decoder}.layers.{n}.", lambda m, i=i: apply_layer_plan(m, arch, dims, plan, i))
               for n, i in enumerate(kept)]
     parts.append((final_norm(model), lazy.prefix[id(final_norm(model))],
