@@ -276,3 +276,9 @@ def test_prune_warns_when_export_would_refuse_the_model(tmp_path, tiny_data, cap
     prune(str(tmp_path / "exportable"), target={"intermediate_size": 48}, out=tmp_path / "narrower", data=tiny_data,
           prune=PruneConfig(calib_seqs=4, seq_len=32))
     assert "export it to GGUF" in (tmp_path / "narrower" / "README.md").read_text()
+    save_tiny(tmp_path / "opt", "opt")  # a family export never takes (llama.cpp runs no OPT): no pruning's doing
+    capsys.readouterr()
+    prune(str(tmp_path / "opt"), target={"ffn_dim": 48}, out=tmp_path / "opt-pruned", data=tiny_data,
+          prune=PruneConfig(calib_seqs=4, seq_len=32))
+    assert "warning" not in capsys.readouterr().err
+    assert "export it to GGUF" not in (tmp_path / "opt-pruned" / "README.md").read_text()

@@ -16,7 +16,7 @@ from torch import nn
 from minitron.arch import count_params, dense_layers, layers_differ
 from minitron.card import write_model_card
 from minitron.errors import MinitronError
-from minitron.export_checks import export_problem
+from minitron.export_checks import EXPORTABLE, export_problem
 from minitron.importance import Scores, calibration, compute_scores
 from minitron.importance.scores import check_streamable
 from minitron.io import atomic_dir, refuse_existing, save_hf, write_json
@@ -136,8 +136,9 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
 
 
 def warn_unexportable(config) -> None:
-    """Say on stderr, before anything is trained on it, when `minitron export` would refuse the pruned model (a Gemma
-    2 or SmolLM3 whose layer pattern a depth target broke, a Phi-3 pruned in its heads alone, ...)."""
-    problem = export_problem(config)
+    """Say on stderr, before anything is trained on it, when `minitron export` would refuse the pruned model of a family
+    it exports (a Gemma 2 or SmolLM3 whose layer pattern a depth target broke, a Phi-3 pruned in its heads alone, ...);
+    a family it never exports (OPT, which llama.cpp does not run) is not a pruning's doing: nothing said."""
+    problem = export_problem(config) if config.model_type in EXPORTABLE else None
     if problem is not None:
         print(f"warning: {problem}", file=sys.stderr, flush=True)
