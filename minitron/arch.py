@@ -145,7 +145,7 @@ class Arch:
     decoder: str = "model"  # the decoder's path in the model (GPT-NeoX's gpt_neox, OPT's model.decoder)
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
     final_norm: str = "norm"  # the final norm's name in the decoder
-    stored_prefix: str = "model."  # what checkpoints name the decoder (Nemotron-H's: backbone.)
+    stored_prefix: str | None = None  # what checkpoints name the decoder (None: `decoder`'s; Nemotron-H's backbone.)
     # q, k and v rows fused in one linear head by head (GPT-NeoX's query_key_value: each head's queries, keys, values)
     qkv_by_head: bool = False
     positions: str | None = None  # learned position embeddings in the decoder, hidden_size wide (OPT's embed_positions)
@@ -268,7 +268,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # own: `as_built`); the decoder is gpt_neox, lm_head stored as embed_out
     Arch("gpt_neox", _PRE_POST, gated_mlp=False, mlp_up="dense_h_to_4h", mlp_down="dense_4h_to_h",
          attention_is_hidden=True, fused_qkv=True, qkv_by_head=True, decoder="gpt_neox", embeddings="embed_in",
-         final_norm="final_layer_norm", stored_prefix="gpt_neox.", stored_renames=((r"^lm_head\.", "embed_out."),)),
+         final_norm="final_layer_norm", stored_renames=((r"^lm_head\.", "embed_out."),)),
     # OPT (opt: 125M, 1.3B, 2.7B, 6.7B, 13B, 30B, 66B; Galactica; not the 350M, whose norms follow each block and whose
     # embeddings are projected): its decoder model.decoder, learned position embeddings hidden_size wide
     # (embed_positions), LayerNorms with biases, the ReLU MLP's fc1 and fc2 in the layer itself, biases on every linear,
@@ -276,7 +276,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("opt", ("self_attn_layer_norm", "final_layer_norm"), gated_mlp=False, mlp_up="fc1", mlp_down="fc2",
          mlp_size="ffn_dim", attention_is_hidden=True, decoder="model.decoder", final_norm="final_layer_norm",
          positions="embed_positions", hidden_aliases=("word_embed_proj_dim",), multi_head=True,
-         stored_prefix="model.decoder.", stored_renames=((r"^model\.decoder\.", "decoder."),)),
+         stored_renames=((r"^model\.decoder\.", "decoder."),)),
     # EXAONE 4 (1.2B, 32B): OLMo 2's layer with per-head q/k norms; with a window, sliding layers with RoPE and global
     # ones without (the 32B: three of four slide), without one every layer global with RoPE (the 1.2B)
     Arch("exaone4", _POST),
@@ -1240,7 +1240,7 @@ def stored_as(name: str, arch: Arch, experts: int) -> StoredAs | None:
     name the checkpoint gives the decoder (Nemotron-H's backbone.)."""
     stored = moe_stored_as(name, arch, experts)
     prefix = arch.decoder + "."
-    if arch.stored_prefix == prefix or not name.startswith(prefix):
+    if arch.stored_prefix is None or not name.startswith(prefix):
         return stored
     names = stored.names if stored else ((name,),)
     return StoredAs(tuple(tuple(arch.stored_prefix + n.removeprefix(prefix) for n in group) for group in names),
