@@ -38,8 +38,8 @@ import copy
 import gguf
 import torch
 
-from minitron.arch import (arch_of, decoder_layers, is_sparse, moe_block, moe_weights, num_experts, stored_as,
-                           tied)
+from minitron.arch import (arch_of, as_linears, decoder_layers, is_sparse, moe_block, moe_weights, num_experts,
+                           stored_as, tied)
 from minitron.export import PRE_TOKENIZERS, export
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE, yarn_unrounded
 from minitron.export_quant import TYPES, encode, tensor_type
@@ -58,7 +58,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
             "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
             "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone",
-            "internlm3", "olmo", "gpt_neox"]
+            "internlm3", "olmo", "gpt_neox", "gpt2"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -164,11 +164,16 @@ def router_gap(model, ids: list[int]) -> float:
 
 def shortfall(model, ids: list[int], generated: list[int]) -> float:
     """How far below its top logit `model` puts each of llama.cpp's picks after llama.cpp's prefix (the worst)."""
+    return max(shortfalls(model, ids, generated), default=0.0)
+
+
+def shortfalls(model, ids: list[int], generated: list[int]) -> list[float]:
+    """How far below its top logit `model` puts each of llama.cpp's picks after llama.cpp's prefix, pick by pick."""
     if not generated:
-        return 0.0
+        return []
     with torch.no_grad():
         logits = model(torch.tensor([ids + generated])).logits[0, len(ids) - 1:-1]
-    return float((logits.max(-1).values - logits[torch.arange(len(generated)), torch.tensor(generated)]).max())
+    return (logits.max(-1).values - logits[torch.arange(len(generated)), torch.tensor(generated)]).tolist()
 
 
 def tiny_tokenizer(split: str | None = None, text: str = TINY_TEXT):
@@ -328,6 +333,7 @@ def tiny_model(family: str, seed: int = 0):
              "jais2": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "phi": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "gpt_neox": dict(num_key_value_heads=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "gpt2": dict(n_inner=96, bos_token_id=None, eos_token_id=None),
              "afmoe": dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, num_dense_layers=1,
                            moe_intermediate_size=96, intermediate_size=80, route_scale=2.5, mup_enabled=True,
                            sliding_window=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
@@ -401,15 +407,15 @@ def tiny_model(family: str, seed: int = 0):
                                   pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
     config = AutoConfig.for_model(MODEL_TYPES.get(family, family), **{**sizes, **extra})
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = as_linears(AutoModelForCausalLM.from_config(config, dtype=torch.float32))  # (GPT-2's Conv1D as linears)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))  # (Apertus's xIELU scalars, GPT-OSS's sinks and biases too)
-            elif "bias" in name and family in ("phi", "gpt_neox"):  # Phi-2's (GPT-NeoX's) biases at the weights'
-                # scale (at 0.1 they outweigh the embeddings: every token continues alike), lm_head's 0.05: zeroed in
-                # the file, 1 token of 16 agrees (0.005 short); q/k rows written interleaved, 1 (0.015); at 0.02 or
-                # 0.1 one of them agrees 16
+            elif "bias" in name and family in ("phi", "gpt_neox", "gpt2"):  # Phi-2's (GPT-NeoX's, GPT-2's) biases
+                # at the weights' scale (at 0.1 they outweigh the embeddings: every token continues alike),
+                # lm_head's 0.05: zeroed in the file, 1 token of 16 agrees (0.005 short); q/k rows written
+                # interleaved, 1 (0.015); at 0.02 or 0.1 one of them agrees 16
                 p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))
         for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
             if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's

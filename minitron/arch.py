@@ -143,15 +143,20 @@ class Arch:
     # (GLM-5's `prev_topk_indices`, for layers that reuse them; minitron takes models whose every layer picks its own)
     picks_carried: bool = False
     decoder: str = "model"  # the decoder's path in the model (GPT-NeoX's gpt_neox, OPT's model.decoder)
+    layers: str = "layers"  # the decoder's list of layers (GPT-2's h)
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
     final_norm: str = "norm"  # the final norm's name in the decoder
     stored_prefix: str | None = None  # what checkpoints name the decoder (None: `decoder`'s; Nemotron-H's backbone.)
+    qkv: str = "qkv_proj"  # the attention's one linear of q, k and v rows, where fused (GPT-2's c_attn)
     # q, k and v rows fused in one linear head by head (GPT-NeoX's query_key_value: each head's queries, keys, values)
     qkv_by_head: bool = False
     positions: str | None = None  # learned position embeddings in the decoder, hidden_size wide (OPT's embed_positions)
     # Config sizes that are the hidden size under another name, which follow it (OPT's word_embed_proj_dim)
     hidden_aliases: tuple[str, ...] = ()
     multi_head: bool = False  # its attention has no KV heads of its own (OPT's: no num_key_value_heads in its config)
+    # The stored weights of its linears that transformers holds as Conv1D, (in, out) (GPT-2's), a regular expression:
+    # minitron holds them as linears (`as_linears`), whose state dict keeps the stored layout (`Conv1DLinear`)
+    transposed: str | None = None
     # Parts of in-memory names that checkpoints store under others, (regular expression, replacement) applied in turn
     # (ERNIE 4.5's router statistics; EXAONE 3's every name, `stored_as`)
     stored_renames: tuple[tuple[str, str], ...] = ()
@@ -267,7 +272,8 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # (`qkv_by_head`), biases on every linear, RoPE on a quarter of each head, no num_key_value_heads (every head its
     # own: `as_built`); the decoder is gpt_neox, lm_head stored as embed_out
     Arch("gpt_neox", _PRE_POST, gated_mlp=False, mlp_up="dense_h_to_4h", mlp_down="dense_4h_to_h",
-         attention_is_hidden=True, fused_qkv=True, qkv_by_head=True, decoder="gpt_neox", embeddings="embed_in",
+         attention_is_hidden=True, fused_qkv=True, qkv="query_key_value", qkv_by_head=True, decoder="gpt_neox",
+         embeddings="embed_in",
          final_norm="final_layer_norm", stored_renames=((r"^lm_head\.", "embed_out."),)),
     # OPT (opt: 125M, 1.3B, 2.7B, 6.7B, 13B, 30B, 66B; Galactica; not the 350M, whose norms follow each block and whose
     # embeddings are projected): its decoder model.decoder, learned position embeddings hidden_size wide
@@ -277,6 +283,15 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
          mlp_size="ffn_dim", attention_is_hidden=True, decoder="model.decoder", final_norm="final_layer_norm",
          positions="embed_positions", hidden_aliases=("word_embed_proj_dim",), multi_head=True,
          stored_renames=((r"^model\.decoder\.", "decoder."),)),
+    # GPT-2 (gpt2: 124M-1.5B, DistilGPT2, DialoGPT, Cerebras-GPT): its decoder transformer, layers h, learned position
+    # embeddings hidden_size wide (wpe), LayerNorms with biases, q/k/v fused in c_attn (queries, keys, values), a GELU
+    # MLP (c_fc, c_proj), biases on every linear, Conv1D weights stored (in, out) (`transposed`), no
+    # num_key_value_heads, n_inner neurons (None in released configs: 4 x hidden_size, `as_built`); its released files
+    # name the decoder's tensors without a prefix (transformers reads both)
+    Arch("gpt2", ("ln_1", "ln_2"), gated_mlp=False, mlp_up="c_fc", mlp_down="c_proj", mlp_size="n_inner",
+         attention_is_hidden=True, fused_qkv=True, qkv="c_attn", decoder="transformer", layers="h", embeddings="wte",
+         final_norm="ln_f", positions="wpe", multi_head=True, transposed=r"\.(c_attn|c_proj|c_fc)\.weight$",
+         stored_renames=((r"^transformer\.", ""),)),
     # EXAONE 4 (1.2B, 32B): OLMo 2's layer with per-head q/k norms; with a window, sliding layers with RoPE and global
     # ones without (the 32B: three of four slide), without one every layer global with RoPE (the 1.2B)
     Arch("exaone4", _POST),
@@ -561,6 +576,10 @@ def arch_of(config) -> Arch:
         raise MinitronError("this opt model normalises after each block or projects its embeddings "
                             "(do_layer_norm_before false, word_embed_proj_dim other than hidden_size: OPT-350M's); "
                             "minitron prunes the OPT models that normalise before each block")
+    if model_type == "gpt2" and (config.add_cross_attention or config.scale_attn_by_inverse_layer_idx):
+        raise MinitronError("this gpt2 model has cross-attention or scales each layer's attention by its index "
+                            "(add_cross_attention, scale_attn_by_inverse_layer_idx); minitron prunes GPT-2 models "
+                            "without either")
     if model_type == "stablelm" and (config.qk_layernorm or config.use_parallel_residual):  # (Phi-2's q/k LayerNorms,
         # where set, are one per layer, every head's: pruned heads leave them)
         raise MinitronError(f"this {model_type} model has per-head q/k LayerNorms or a parallel residual (StableLM 2 "
@@ -645,6 +664,15 @@ UNREAD_WIDTHS = {"lfm2": _LFM2_UNREAD, "lfm2_moe": _LFM2_UNREAD,
                  "hunyuan_v1_moe": ("moe_intermediate_size", "num_shared_expert")}
 
 
+def implied_sizes(config) -> dict[str, int]:
+    """The sizes a family's config leaves out, which transformers derives (`as_built` says them): GPT-NeoX's, OPT's and
+    GPT-2's KV heads (every head its own), GPT-2's neurons where n_inner is None (4 x hidden_size)."""
+    sizes = {"num_key_value_heads": config.num_attention_heads} if arch_of(config).kv_implied else {}
+    if config.model_type == "gpt2" and config.n_inner is None and isinstance(config.hidden_size, int):
+        sizes["n_inner"] = 4 * config.hidden_size  # (a hidden size of the wrong type: refused by `directory_config`)
+    return sizes
+
+
 def as_built(config):
     """The config with the sizes transformers derives when it builds a model written as the sizes it builds: LFM2's
     MLP neurons, which its block_auto_adjust_ff_dim takes as 2/3 of intermediate_size times block_ffn_dim_multiplier,
@@ -656,9 +684,9 @@ def as_built(config):
     are not built by transformers: minitron reads neither them nor their count (num_nextn_predict_layers, 0 in the
     configs it writes). GPT-NeoX's and OPT's configs have no num_key_value_heads (every head has its own keys and
     values): they get num_attention_heads, as every multi-head attention's config says it (transformers reads
-    neither)."""
-    if arch_of(config).kv_implied:  # (GPT-NeoX's, OPT's: none in their configs)
-        config.num_key_value_heads = config.num_attention_heads
+    neither). GPT-2's released configs leave its neurons (n_inner) None, 4 x hidden_size: they are said."""
+    for name, value in implied_sizes(config).items():
+        setattr(config, name, value)
     if getattr(config, "num_nextn_predict_layers", None):  # (GLM-4.5's, ERNIE 4.5's)
         config.num_nextn_predict_layers = 0
     for name in UNREAD_WIDTHS.get(config.model_type, ()):
@@ -676,6 +704,41 @@ def as_built(config):
     return config
 
 
+class Conv1DLinear(nn.Linear):
+    """A linear in place of transformers' Conv1D (GPT-2's), whose weight it holds as every linear's, (out, in), and
+    whose state dict holds as Conv1D stores it, (in, out): `state_dict`, `load_state_dict`, `save_pretrained` and the
+    streamed reader and writer see a checkpoint's layout, everything that slices or scores weights a linear's."""
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        weight = destination[prefix + "weight"]
+        destination[prefix + "weight"] = weight.t() if keep_vars else weight.t().contiguous()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if (name := prefix + "weight") in state_dict:
+            state_dict[name] = state_dict[name].t().contiguous()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def as_linears(model: nn.Module) -> nn.Module:
+    """The model with its Conv1D modules, where its family has them (`Arch.transposed`: GPT-2's), replaced by
+    `Conv1DLinear`s holding the same weights (on the meta device, a skeleton's, too), in place: what minitron slices
+    and scores are linears. Every model minitron loads or builds is so (`load.load_model`, `lazy.skeleton`)."""
+    family = FAMILIES.get(getattr(model.config, "model_type", None))  # (refusing a model is `arch_of`'s)
+    if family is None or not family.transposed:
+        return model
+    from transformers.pytorch_utils import Conv1D  # lazy: CLI start-up speed
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, Conv1D):
+            linear = Conv1DLinear(module.nx, module.nf, bias=module.bias is not None, device="meta")
+            linear.weight = nn.Parameter(module.weight.t().contiguous(), requires_grad=module.weight.requires_grad)
+            linear.bias = module.bias
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent), attr, linear)
+    return model
+
+
 def decoder(model: nn.Module) -> nn.Module:
     """The model's decoder (`model.model`; GPT-NeoX's `model.gpt_neox`, OPT's `model.model.decoder`): embeddings,
     layers, final norm."""
@@ -690,7 +753,7 @@ def embeddings(model: nn.Module) -> list[nn.Embedding]:
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    return decoder(model).layers
+    return getattr(decoder(model), arch_of(model.config).layers)
 
 
 def embedding(model: nn.Module) -> nn.Embedding:
@@ -706,8 +769,9 @@ def _mixer(layer: nn.Module, kind: str) -> nn.Module | None:
 
 
 def attention_of(layer: nn.Module) -> nn.Module | None:
-    """A decoder layer's attention (GPT-NeoX's `attention`; None: a hybrid's layer of another kind)."""
-    name = next((n for n in ("self_attn", "attention") if hasattr(layer, n)), None)
+    """A decoder layer's attention (GPT-NeoX's `attention`, GPT-2's `attn`; None: a hybrid's layer of another
+    kind)."""
+    name = next((n for n in ("self_attn", "attention", "attn") if hasattr(layer, n)), None)
     return getattr(layer, name) if name else _mixer(layer, ATTENTION)
 
 
@@ -782,8 +846,8 @@ def conv_of(layer: nn.Module) -> nn.Module | None:
 
 
 def attention_out(attn: nn.Module) -> nn.Linear:
-    """An attention's output projection (`o_proj`; LFM2's `out_proj`, Phi-2's `dense`)."""
-    return next(getattr(attn, name) for name in ("o_proj", "out_proj", "dense") if hasattr(attn, name))
+    """An attention's output projection (`o_proj`; LFM2's `out_proj`, Phi-2's `dense`, GPT-2's `c_proj`)."""
+    return next(getattr(attn, name) for name in ("o_proj", "out_proj", "dense", "c_proj") if hasattr(attn, name))
 
 
 @dataclass(frozen=True)
@@ -837,17 +901,17 @@ class Rows:
 
 
 def attention_inputs(layer: nn.Module, arch: Arch) -> list[nn.Linear]:
-    """The linears that read the attention's (normed) input: q, k and v, or Phi-3's one qkv_proj (none without
-    attention)."""
+    """The linears that read the attention's (normed) input: q, k and v, or Phi-3's one qkv_proj (GPT-NeoX's
+    query_key_value, GPT-2's c_attn; none without attention)."""
     attn = attention_of(layer)
     if attn is None:
         return []
     if arch.mla:  # (queries through a latent, or not)
         return [attn.q_proj if attn.q_a_proj is None else attn.q_a_proj, attn.kv_a_proj_with_mqa, *indexer_inputs(attn)]
     gate = attention_gate(attn)
-    if arch.qkv_by_head:
-        return [attn.query_key_value]
-    return [attn.qkv_proj] if arch.fused_qkv else [attn.q_proj, attn.k_proj, attn.v_proj, *([gate] if gate else [])]
+    if arch.fused_qkv:
+        return [getattr(attn, arch.qkv)]
+    return [attn.q_proj, attn.k_proj, attn.v_proj, *([gate] if gate else [])]
 
 
 def attention_gate(attn: nn.Module) -> nn.Linear | None:
@@ -899,13 +963,13 @@ def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
         return Rows(attn.q_proj if attn.q_a_proj is None else attn.q_b_proj), [Rows(attn.kv_b_proj)]
     if not arch.fused_qkv:
         return Rows(attn.q_proj), [Rows(attn.k_proj), Rows(attn.v_proj)]
+    qkv = getattr(attn, arch.qkv)
     if arch.qkv_by_head:  # (every head its own keys and values)
         dim = attn.head_size
-        return Rows(attn.query_key_value, 0, dim, 3 * dim), [Rows(attn.query_key_value, dim * i, dim, 3 * dim)
-                                                             for i in (1, 2)]
+        return Rows(qkv, 0, dim, 3 * dim), [Rows(qkv, dim * i, dim, 3 * dim) for i in (1, 2)]
     q = attention_out(attn).in_features
-    kv = (attn.qkv_proj.out_features - q) // 2
-    return Rows(attn.qkv_proj, 0, q), [Rows(attn.qkv_proj, q, kv), Rows(attn.qkv_proj, q + kv, kv)]
+    kv = (qkv.out_features - q) // 2
+    return Rows(qkv, 0, q), [Rows(qkv, q, kv), Rows(qkv, q + kv, kv)]
 
 
 def mixer_inputs(layer: nn.Module) -> list[nn.Linear]:

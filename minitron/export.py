@@ -205,8 +205,9 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
     else:
         writer.add_layer_norm_rms_eps(getattr(config, RMS_NORM_EPS.get(model_type, "rms_norm_eps")))
     FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
-    if arch_of(config).mixer != "mamba" or getattr(config, "position_embedding_type", None) == "rope":
-        add_rope(writer, config)  # (Nemotron-H's attention has no positions, nor the released Granite 4's)
+    if arch_of(config).positions is None and (arch_of(config).mixer != "mamba" or
+                                              getattr(config, "position_embedding_type", None) == "rope"):
+        add_rope(writer, config)  # (GPT-2's positions are learned; Nemotron-H's attention has none, nor Granite 4's)
 
 
 def key_value_lengths(config) -> tuple[int, int]:
@@ -664,11 +665,13 @@ def add_weights(writer: gguf.GGUFWriter, path: Path, config, arch: str, weight_t
 def ignored_on_load(config) -> re.Pattern:
     """The stored tensors transformers drops when it loads a model of this config, which export leaves out as
     llama.cpp's converter does: old checkpoints' buffers (GPT-NeoX's causal mask, attention.bias and masked_bias, as
-    Pythia's files hold them; any family's rotary_emb.inv_freq a layer, position_ids)."""
+    Pythia's files hold them, GPT-2's attn.bias; any family's rotary_emb.inv_freq a layer, position_ids). Each pattern
+    from a name's start or a part's (transformers drops only the names it does not expect: GPT-2's attn.bias pattern
+    also finds c_attn.bias, which it keeps)."""
     from transformers import AutoModelForCausalLM  # lazy: CLI start-up speed
 
     own = AutoModelForCausalLM._model_mapping[type(config)]._keys_to_ignore_on_load_unexpected or []
-    return re.compile("|".join(f"({p})" for p in [*own, r"rotary_emb\.inv_freq", r"(^|\.)position_ids$"]))
+    return re.compile("|".join(rf"((^|\.)(?:{p}))" for p in [*own, r"rotary_emb\.inv_freq", r"position_ids$"]))
 
 
 def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, np.ndarray]]:
@@ -696,6 +699,8 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
         raise MinitronError(f"tensor {key} has no GGUF name in llama.cpp's {arch} architecture")
     if arch_of(config).qkv_by_head and ".attention.query_key_value." in key:  # (GPT-NeoX's)
         data = qkv_by_kind(data, config.num_attention_heads)
+    if (transposed := arch_of(config).transposed) and re.search(transposed, key):  # (GPT-2's Conv1D weights)
+        data = np.ascontiguousarray(data.T)
     if arch in INTERLEAVED_ROTARY and ".self_attn.q_proj." in key:
         data = interleave_rotary(data, config.num_attention_heads)
     elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:

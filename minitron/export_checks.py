@@ -17,10 +17,11 @@ EXPORTABLE = tuple(GGUF_ARCH)
 ACTIVATIONS = {"gemma": ("gelu_pytorch_tanh",), "gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",),
                "arcee": ("relu2",), "nemotron": ("relu2",), "apertus": ("xielu",),
                "phi": ("gelu_new", "gelu_pytorch_tanh"),  # (llama.cpp's GELU: the tanh approximation)
-               "gpt_neox": ("gelu_new", "gelu_pytorch_tanh", "gelu")}  # (the exact one warned of: `approximated_gelu`)
+               "gpt_neox": ("gelu_new", "gelu_pytorch_tanh", "gelu"),  # (the exact one warned of: `approximated_gelu`)
+               "gpt2": ("gelu_new", "gelu_pytorch_tanh", "gelu")}
 # Families whose released models' exact GELU llama.cpp's graph computes as the tanh approximation (as in any GGUF of
 # them: llama.cpp's converter writes them so): exported, with a warning.
-GELU_APPROXIMATED = ("gpt_neox",)
+GELU_APPROXIMATED = ("gpt_neox", "gpt2")
 # Families whose graph reads Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp
 # node-llama-cpp 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
 ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus", "exaone4", "iquestcoder",  # (graphs reading rope_freqs)
@@ -45,7 +46,8 @@ YARN_UNROUNDED = ("gpt_oss",)
 HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "cohere2": ("Cohere 2", "Cohere 2"),
                "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2"), "olmoe": ("OLMoE", "OLMoE"),
                "lfm2": ("LFM2", "LFM2"), "lfm2_moe": ("LFM2-MoE", "LFM2-MoE"), "phi": ("Phi-2", "Phi-2"),
-               "glm": ("GLM", "ChatGLM"), "olmo": ("OLMo", "OLMo"), "gpt_neox": ("GPT-NeoX", "GPT-NeoX")}
+               "glm": ("GLM", "ChatGLM"), "olmo": ("OLMo", "OLMo"), "gpt_neox": ("GPT-NeoX", "GPT-NeoX"),
+               "gpt2": ("GPT-2", "GPT-2")}
 # Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
 # export writes another width, with a warning.
 HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4", "qwen2_moe")
@@ -79,7 +81,14 @@ def ntk_alpha(config, rope: dict) -> bool:
 
 def approximated_gelu(config) -> bool:
     """Whether llama.cpp computes this model's exact GELU as the tanh approximation (`GELU_APPROXIMATED`)."""
-    return config.model_type in GELU_APPROXIMATED and getattr(config, "hidden_act", None) == "gelu"
+    return config.model_type in GELU_APPROXIMATED and activation(config) == "gelu"
+
+
+def activation(config) -> str | None:
+    """The MLP's activation, under the config's name for it (Gemma's hidden_activation, GPT-2's
+    activation_function)."""
+    return next((a for name in ("hidden_activation", "hidden_act", "activation_function")
+                 if (a := getattr(config, name, None))), None)
 
 
 def dynamic_ntk(config) -> bool:
@@ -128,7 +137,7 @@ def check_exportable(config) -> None:
     """Refuse what llama.cpp's graphs cannot run, naming it."""
     model_type = config.model_type
     check_rope(config)
-    act = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
+    act = activation(config)
     if model_type in ACTIVATIONS and act not in ACTIVATIONS[model_type]:
         raise MinitronError(f"cannot export this {model_type} model with activation {act!r}: llama.cpp's graph for "
                             f"it computes {ACTIVATIONS[model_type][0]}")

@@ -11,6 +11,7 @@ memory and leaves settings out; minitron's reading gives its config and, bitwise
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,11 @@ def gpt_neox(meta: Metadata, layers: int) -> dict:
         raise MinitronError(f"cannot read this {meta.arch} GGUF file: its {meta.arch}.use_parallel_residual is "
                             f"{'missing' if value is None else 'not true or false'}")
     return {"use_parallel_residual": value}
+
+
+def gpt2(meta: Metadata, layers: int) -> dict:
+    """GPT-2's neurons under its own name (n_inner); no KV heads of its own."""
+    return {"n_inner": required(meta, "feed_forward_length", int)}
 
 
 def cohere(meta: Metadata, layers: int) -> dict:
@@ -524,16 +530,16 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
                    "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts,
                    "exaone_moe": exaone_moe, "granitemoeshared": granitemoeshared, "deepseek_v32": deepseek_v32,
-                   "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa, "olmo": olmo, "gpt_neox": gpt_neox}
+                   "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa, "olmo": olmo, "gpt_neox": gpt_neox, "gpt2": gpt2}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
-# width, GPT-NeoX no KV heads).
+# width, GPT-NeoX no KV heads, GPT-2 neither KV heads nor intermediate_size).
 OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5_moe_text": ("intermediate_size",),
             "granitemoehybrid": ("intermediate_size", "num_key_value_heads"), "lfm2": ("num_key_value_heads",),
             "lfm2_moe": ("num_key_value_heads",), "deepseek_v3": ("num_key_value_heads",),
             "deepseek_v2": ("num_key_value_heads",), "youtu": ("num_key_value_heads",),
             "deepseek_v32": ("num_key_value_heads",), "glm_moe_dsa": ("num_key_value_heads",),
-            "gpt_neox": ("num_key_value_heads",)}
+            "gpt_neox": ("num_key_value_heads",), "gpt2": ("intermediate_size", "num_key_value_heads")}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -578,7 +584,7 @@ def olmo3_rope(config, meta: Metadata) -> None:
 
 
 def no_rope(config, meta: Metadata) -> None:
-    """Nemotron-H's attention has no positions: no RoPE settings."""
+    """Nemotron-H's attention has no positions, GPT-2's learned ones: no RoPE settings."""
     config.rope_parameters = None
 
 
@@ -603,7 +609,8 @@ def whole_head_rope(config, meta: Metadata) -> None:
 
 
 # What a family's config needs after `correct_config` has set its RoPE.
-FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope, "gpt_oss": gpt_oss_rope,
+FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope, "gpt2": no_rope,
+               "gpt_oss": gpt_oss_rope,
                "deepseek_v3": latent_rope, "deepseek_v2": latent_rope, "youtu": latent_rope,
                "deepseek_v32": latent_rope, "glm_moe_dsa": latent_rope, "glm4_moe": whole_head_rope}
 
@@ -670,6 +677,8 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
             data = dequantized(tensors[name])
         else:
             data = one_expert(stacked, tensors[name], expert, num_experts(config))
+        if (transposed := arch_of(config).transposed) and re.search(transposed, key):  # (GPT-2's Conv1D weights)
+            data = data.T
         if tuple(data.shape) != shape:
             raise MinitronError(f"cannot read this GGUF file: its {name} is {tuple(data.shape)}, and the model its "
                                 f"keys describe has {key} of {shape}")

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from minitron.arch import arch_of, num_experts, stored_as
+from minitron.arch import arch_of, as_linears, num_experts, stored_as
 from minitron.errors import MinitronError
 from minitron.shards import Checkpoint, TensorSpec
 from minitron.text_model import directory_config
@@ -103,6 +103,7 @@ def skeleton(config, device: torch.device | str = "cpu") -> nn.Module:
     with params_on_meta():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.tie_weights()
+    as_linears(model)
     for module in model.modules():
         for name, buf in module._buffers.items():
             if buf is not None:

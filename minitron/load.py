@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from minitron.arch import as_built
+from minitron.arch import as_built, as_linears
 from minitron.errors import MinitronError, require, whole_number
 from minitron.gguf_read import convert
 from minitron.io import atomic_dir, write_json
@@ -277,7 +277,7 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu", dtype: torc
         raise MinitronError(f"cannot load the weights in {path} (corrupt or incomplete checkpoint?): "
                             f"{str(e).splitlines()[0][:160]}") from None
     as_built(model.config)
-    return model.to(device).eval()
+    return as_linears(model).to(device).eval()
 
 
 def dequantized_model(checkpoint: Checkpoint, config, dtype: torch.dtype):

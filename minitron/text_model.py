@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from minitron.arch import arch_of, as_built, prunable_sizes
+from minitron.arch import arch_of, as_built, implied_sizes, prunable_sizes
 from minitron.errors import MinitronError, whole_number
 from minitron.io import atomic_dir, write_json
 from minitron.shards import INDEX, SINGLE, Checkpoint, SafetensorsWriter, TensorSpec
@@ -103,8 +103,9 @@ def directory_config(path: Path):
             problem = " ".join(str(e).split())[:200] or type(e).__name__
             raise MinitronError(f"cannot read {path / 'config.json'}: {problem}") from None
         arch_of(config)
+    implied = implied_sizes(config)  # (sizes the config leaves out: `as_built` says them)
     for name in prunable_sizes(config) + ("vocab_size",):  # every size a model has must be a positive whole number
-        if not (name == "num_key_value_heads" and arch_of(config).kv_implied):  # (none in the config: `as_built`)
+        if name not in implied:
             whole_number(getattr(config, name, None), f"{path / 'config.json'}: {name}")
     return as_built(config)
 

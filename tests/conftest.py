@@ -14,7 +14,7 @@ from transformers import (ApertusConfig, ArceeConfig, AutoModelForCausalLM, Cohe
                           NemotronHConfig, Phi3Config, Qwen2Config, Qwen3Config, Qwen3MoeConfig, SeedOssConfig,
                           SmolLM3Config, StableLmConfig)
 
-from minitron.arch import arch_of, head_dim
+from minitron.arch import arch_of, as_linears, head_dim
 
 FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "seed_oss", "hunyuan_v1_dense", "smollm3",
             "granite", "gemma", "gemma2", "gemma3_text", "arcee", "nemotron", "apertus", "phi3", "glm4", "cohere",
@@ -24,7 +24,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
             "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
-            "gpt_neox", "opt"]
+            "gpt_neox", "opt", "gpt2"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -166,6 +166,18 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                          ffn_dim=sizes["intermediate_size"], word_embed_proj_dim=sizes["hidden_size"],
                          num_key_value_heads=sizes["num_attention_heads"], dropout=0.0, pad_token_id=None,
                          bos_token_id=None, eos_token_id=None)
+    if family == "gpt2":  # GPT-2's layer: learned positions, LayerNorms before each block, q/k/v fused in c_attn, a
+        # GELU MLP, biases on every linear, Conv1D weights (minitron's loader holds them as linears: `tiny_model`); the
+        # released dropout left out (tests compare outputs)
+        from transformers import GPT2Config
+
+        names = dict(vocab_size="vocab_size", n_positions="max_position_embeddings", n_embd="hidden_size",
+                     n_layer="num_hidden_layers", n_head="num_attention_heads", n_inner="intermediate_size",
+                     tie_word_embeddings="tie_word_embeddings")
+        own = {k: v for k, v in sizes.items() if k not in (*names.values(), "head_dim", "num_key_value_heads")}
+        return GPT2Config(**{**{name: sizes[size] for name, size in names.items()}, **own},
+                          num_key_value_heads=sizes["num_attention_heads"], resid_pdrop=0.0, embd_pdrop=0.0,
+                          attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
     if family == "gpt_neox":  # Pythia's layer: attention and a GELU MLP in parallel behind a LayerNorm each, q/k/v
         # fused head by head, biases on every linear, RoPE on a quarter of each head; num_key_value_heads, which its
         # config lacks, as minitron's loader gives it (`as_built`)
@@ -408,12 +420,12 @@ def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
     """A random tiny model in eval mode; norms (and Apertus's xIELU scalars; GPT-OSS's and Phi-2's biases, lm_head's
     among them) get random weights so that pruning (and carrying) them matters."""
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(family, tie, **overrides), dtype=torch.float32)
+    model = as_linears(AutoModelForCausalLM.from_config(tiny_config(family, tie, **overrides), dtype=torch.float32))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))
-            elif "bias" in name and family in ("phi", "gpt_neox", "opt"):  # (as llama_cpp_check's `tiny_model`)
+            elif "bias" in name and family in ("phi", "gpt_neox", "opt", "gpt2"):  # (as llama_cpp_check's `tiny_model`)
                 p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))
         for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
             if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's

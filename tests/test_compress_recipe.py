@@ -111,7 +111,7 @@ def test_two_stages_reach_the_target_and_resume(trained_tiny, tiny_data, tmp_pat
     check_run(run, metrics)
 
 
-@pytest.mark.parametrize("family", ["lfm2", "olmoe", "stablelm", "starcoder2", "phi", "gpt_neox"])
+@pytest.mark.parametrize("family", ["lfm2", "olmoe", "stablelm", "starcoder2", "phi", "gpt_neox", "gpt2"])
 @pytest.mark.parametrize("heads", [True, False])
 def test_a_rounds_hidden_size_follows_its_heads_where_the_attention_is_as_wide(family, heads):
     """Where transformers or llama.cpp sizes the attention by hidden_size (`Arch.attention_is_hidden`), every round's
@@ -120,7 +120,7 @@ def test_a_rounds_hidden_size_follows_its_heads_where_the_attention_is_as_wide(f
     leaves the heads out gets those its hidden size holds, in every round."""
     overrides = dict(hidden_size=256, num_attention_heads=32, num_key_value_heads=8)  # LFM2-1.2B's heads, 8 wide
     config = tiny_config(family, **overrides, **({"head_dim": 8} if family == "stablelm" else {}))
-    target = {"hidden_size": 192, **({"num_attention_heads": 24} if heads else {}), "intermediate_size": 48}
+    target = {"hidden_size": 192, **({"num_attention_heads": 24} if heads else {}), arch_of(config).mlp_size: 48}
     rounds = pipeline.stage_targets(config, check_target(config, target), target, 2)
     own = {"num_key_value_heads": 24} if arch_of(config).own_kv else {}  # (GPT-NeoX's KV heads are its heads)
     assert rounds[-1] == {**target, "num_attention_heads": 24, **own} and len(rounds) == 2

@@ -161,6 +161,39 @@ def test_gpt_neox_heads_are_their_own_kv_heads_fused_head_by_head(tmp_path):
         check_target(model.config, {"num_attention_heads": 4, "num_key_value_heads": 2})
 
 
+def test_gpt2_conv1d_weights_are_held_as_linears_and_stored_as_conv1d(tmp_path):
+    """transformers holds GPT-2's linears as Conv1D, weights (in, out): minitron holds them as linears (what it slices
+    and scores), computing the same logits, and their state dict is Conv1D's, so that what transformers and the
+    streamed writer save is the layout GPT-2's files have. A model given as transformers built it (Conv1D) is pruned
+    as the one minitron loads; a GPT-2 with cross-attention or attention scaled by the layer's index is refused."""
+    from transformers import GPT2Config
+
+    from minitron.arch import Conv1DLinear, as_linears
+
+    conv = AutoModelForCausalLM.from_config(tiny_model("gpt2").config).eval()
+    linear = as_linears(copy.deepcopy(conv))
+    c_attn = decoder_layers(linear)[0].attn.c_attn
+    assert isinstance(c_attn, Conv1DLinear) and c_attn.weight.shape == (192, 64)
+    assert_close(c_attn.weight, decoder_layers(conv)[0].attn.c_attn.weight.t(), rtol=0, atol=0)
+    ids = torch.randint(0, 256, (2, 9))
+    with torch.no_grad():
+        assert_close(linear(ids).logits, conv(ids).logits)
+    assert {k: v.shape for k, v in linear.state_dict().items()} == {k: v.shape for k, v in conv.state_dict().items()}
+    assert all(torch.equal(v, conv.state_dict()[k]) for k, v in linear.state_dict().items())
+    twin = as_linears(AutoModelForCausalLM.from_config(conv.config)).eval()
+    twin.load_state_dict(conv.state_dict())
+    with torch.no_grad():
+        assert_close(twin(ids).logits, conv(ids).logits, rtol=0, atol=0)
+    heads, neurons = torch.tensor([0, 3, 5, 6]), torch.randperm(96)[:40]
+    plan = Plan(None, [heads] * 4, [heads] * 4, [neurons] * 4, [2])
+    pruned = apply_plan(conv, plan)  # (the model transformers built, pruned: its Conv1D modules held as linears)
+    assert isinstance(decoder_layers(pruned)[0].mlp.c_fc, Conv1DLinear)
+    assert_close(logits(pruned), logits(apply_plan(linear, plan)), rtol=0, atol=0)
+    for setting in ({"add_cross_attention": True}, {"scale_attn_by_inverse_layer_idx": True}):
+        with pytest.raises(MinitronError, match="cross-attention or scales each layer's attention by its index"):
+            arch_of(GPT2Config(**setting))
+
+
 def test_select_heads_ranks_within_groups():
     scores = torch.tensor([9.0, 1.0, 8.0, 2.0, 7.0, 6.0, 0.5, 0.1])  # group 0: heads 0-3, group 1: heads 4-7
     heads, groups = select_heads(scores, kv_groups=2, heads=4, new_kv=2)
@@ -241,14 +274,14 @@ def test_hidden_pruning_slices_the_residual_stream_consistently(family):
 
 
 def test_unsupported_architecture_is_refused_by_name():
-    from transformers import GPT2Config
+    from transformers import GPTJConfig
 
-    with pytest.raises(MinitronError, match=r"'gpt2'.*supported model types: afmoe, apertus, arcee, cohere, cohere2, "
+    with pytest.raises(MinitronError, match=r"'gptj'.*supported model types: afmoe, apertus, arcee, cohere, cohere2, "
                                             "deepseek_v2, deepseek_v3, deepseek_v32, dots1, "
                                             "ernie4_5, ernie4_5_moe, exaone, exaone4, exaone_moe, gemma, gemma2, "
                                             "gemma3_text, "
                                             "glm, glm4, "
-                                            "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt_neox, gpt_oss, granite, "
+                                            "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt2, gpt_neox, gpt_oss, granite, "
                                             "granitemoe, "
                                             "granitemoehybrid, "
                                             "granitemoeshared, "
@@ -261,7 +294,7 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "qwen3_moe, "
                                             "qwen3_next, "
                                             "sarvam_mla, seed_oss, smollm3, solar_open, stablelm, starcoder2, youtu"):
-        arch_of(GPT2Config())
+        arch_of(GPTJConfig())
 
 
 @pytest.mark.parametrize("target,message", [

@@ -150,9 +150,9 @@ def test_bad_models(tmp_path, capsys):
     assert "cannot read" in cli_error(capsys, "prune", "--model", tmp_path / "bad", "--dry-run")
     (tmp_path / "fake.gguf").write_bytes(b"GGUF" + b"\x00" * 64)
     assert "not a readable GGUF model" in cli_error(capsys, "score", "--model", tmp_path / "fake.gguf")
-    (tmp_path / "gpt2").mkdir()
-    (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
-    assert "'gpt2' (GPT2LMHeadModel) is not supported" in cli_error(capsys, "prune", "--model", tmp_path / "gpt2", "--dry-run")
+    (tmp_path / "gptj").mkdir()
+    (tmp_path / "gptj" / "config.json").write_text(json.dumps({"model_type": "gptj", "architectures": ["GPTJForCausalLM"]}))
+    assert "'gptj' (GPTJForCausalLM) is not supported" in cli_error(capsys, "prune", "--model", tmp_path / "gptj", "--dry-run")
 
 
 def test_corrupt_weights(tiny_dir, tiny_data, tmp_path, capsys):

@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 import torch
+from torch import nn
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
@@ -75,6 +76,38 @@ def test_opt_files_named_as_released_are_read_and_written_so(tmp_path):
     write_pruned(path, plan, new_config, tmp_path / "out")
     assert all(name.startswith("decoder.") for name in Checkpoint.open(tmp_path / "out").specs)
     assert_close(logits(load_model(tmp_path / "out")), logits(apply_plan(teacher, plan)), rtol=0, atol=0)
+
+
+def test_gpt2_files_as_released_are_read_and_written_so(tmp_path):
+    """GPT-2's released files name the decoder's tensors without a prefix (transformers saves transformer., and reads
+    both), hold each layer's causal mask (attn.bias, which transformers drops) and store the Conv1D weights (in, out);
+    its config leaves n_inner None. Streamed, such a file scores and prunes as the model in memory does (which holds
+    linears, `as_linears`), and the student's file is stored as the teacher's: no prefix, Conv1D's layout."""
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "m"
+    tiny_model("gpt2", tie=True, intermediate_size=256).save_pretrained(path)  # (4 x hidden_size neurons)
+    tiny_tokenizer().save_pretrained(path)
+    tensors = {k.removeprefix("transformer."): v for k, v in load_file(path / "model.safetensors").items()}
+    tensors.update({f"h.{i}.attn.bias": torch.ones(1, 1, 256, 256).tril() for i in range(4)})
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "n_inner": None}))
+    teacher = load_model(path)
+    assert teacher.config.n_inner == 256 and isinstance(teacher.transformer.h[0].mlp.c_fc, nn.Linear)
+    assert teacher.transformer.h[0].mlp.c_fc.weight.shape == (256, 64)  # (out, in) in memory
+    got = streamed_scores(path, BATCHES, CRITERIA, BATCHES[:1], [1], seed=3)
+    for key, value in compute_scores(teacher, BATCHES, CRITERIA, BATCHES[:1], [1], seed=3).tensors.items():
+        assert_close(got.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    plan, new_config = random_plan(teacher.config)
+    (tmp_path / "out").mkdir()
+    write_pruned(path, plan, new_config, tmp_path / "out")
+    specs = Checkpoint.open(tmp_path / "out").specs
+    assert not any(name.startswith("transformer.") for name in specs) and "h.0.attn.bias" not in specs
+    assert specs["h.0.mlp.c_fc.weight"].shape == (new_config.hidden_size, new_config.n_inner)  # (in, out), stored
+    expected = logits(apply_plan(teacher, plan))
+    assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()), expected, rtol=0, atol=0)
+    assert_close(logits(load_model(tmp_path / "out")), expected, rtol=0, atol=0)
 
 
 def test_streamed_scores_from_a_single_file(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from minitron.arch import as_linears
 from minitron.data import SEQ_LEN, TokenData, calibration_batches, default_data
 from minitron.errors import MinitronError
 from minitron.importance.command import CALIB_SEED, CALIB_SEQS, score
@@ -69,7 +70,7 @@ def score_model(model, data=None, *, criteria: list[str] | None = None, calib_se
     if command_options:
         raise MinitronError(f"{', '.join(command_options)}: options of `minitron score` on a checkpoint; a model in "
                             "memory is scored where it is")
-    L = model.config.num_hidden_layers
+    L = as_linears(model).config.num_hidden_layers  # (GPT-2's Conv1D modules held as linears, where they are read)
     bad = [k for k in block_sizes if not 1 <= k < L]
     if bad:
         raise MinitronError(f"block sizes {bad} are impossible for a model of {L} layers (need 1 <= k < {L})")

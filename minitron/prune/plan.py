@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, MOE, Arch, HeadDims, arch_of, count_params, dense_layers,
-                           expert_groups, head_dim, heads_own_kv, least_experts, per_layer_lists, prunable_sizes,
-                           shared_width, tied_mamba_heads, width_sizes)
+from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, MOE, Arch, HeadDims, arch_of, as_linears, count_params,
+                           dense_layers, expert_groups, head_dim, heads_own_kv, least_experts, per_layer_lists,
+                           prunable_sizes, shared_width, tied_mamba_heads, width_sizes)
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
@@ -305,7 +305,8 @@ def delta_plan(width: dict | None, config, sizes: dict[str, int]) -> tuple[list 
 
 
 def apply_plan(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
-    arch = arch_of(model.config)
+    """`model` sliced by `plan` in place (GPT-2's Conv1D modules held as linears first: `as_linears`)."""
+    arch = arch_of(as_linears(model).config)
     if plan.mlp is not None or plan.dense is not None:
         prune_neurons(model, arch, plan.mlp, plan.dense)
     if plan.experts is not None:  # after the neurons: the plan's neurons are kept per teacher expert

@@ -138,7 +138,7 @@ def slice_layer_heads(layer: nn.Module, arch: Arch, dims: HeadDims, keep_q: torc
         elif norm.weight.numel() > dim:  # one weight per channel of the whole projection (OLMo 2's q/k RMSNorms)
             slice_norm(norm, head_rows(keep, dim))
     sizes = {"num_heads": len(keep_q), "num_key_value_heads": len(keep_kv),
-             "num_key_value_groups": len(keep_q) // len(keep_kv)}
+             "num_key_value_groups": len(keep_q) // len(keep_kv), "split_size": len(keep_q) * dim}  # (GPT-2's q width)
     for name, value in sizes.items():
         if hasattr(attn, name):
             setattr(attn, name, value)
@@ -345,7 +345,7 @@ def drop_layers(model: nn.Module, drop: list[int]) -> None:
     config = model.config
     kept = [i for i in range(config.num_hidden_layers) if i not in set(drop)]
     layers = decoder_layers(model)
-    decoder(model).layers = nn.ModuleList(layers[i] for i in kept)
+    setattr(decoder(model), arch_of(config).layers, nn.ModuleList(layers[i] for i in kept))
     for new_idx, layer in enumerate(decoder_layers(model)):
         for part in layer.modules():  # (its attention's, mixer's, DeepSeek V3.2's indexer's cache slots)
             if hasattr(part, "layer_idx"):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minitron.arch import (arch_of, decoder_layers, embedding, embeddings, final_norm, head_dims, num_experts,
+from minitron.arch import (Arch, arch_of, decoder_layers, embedding, embeddings, final_norm, head_dims, num_experts,
                            stored_as, tied)
 from minitron.io import own_config
 from minitron.lazy import LazyModel, skeleton
@@ -19,10 +19,11 @@ from minitron.prune.slicing import slice_embedding, slice_linear, slice_norm
 from minitron.shards import SafetensorsWriter, TensorSpec
 
 
-def _teacher_name(name: str, kept: list[int], decoder: str) -> str:
+def _teacher_name(name: str, kept: list[int], arch: Arch) -> str:
     """The teacher's name of a student tensor: decoder layers are renumbered after dropping some."""
-    m = re.fullmatch(rf"{decoder}\.layers\.(\d+)\.(.+)", name)
-    return f"{decoder}.layers.{kept[int(m[1])]}.{m[2]}" if m else name
+    layers = f"{arch.decoder}.{arch.layers}"
+    m = re.fullmatch(rf"{re.escape(layers)}\.(\d+)\.(.+)", name)
+    return f"{layers}.{kept[int(m[1])]}.{m[2]}" if m else name
 
 
 def student_specs(lazy: LazyModel, new_config, kept: list[int]) -> dict[str, TensorSpec]:
@@ -34,7 +35,7 @@ def student_specs(lazy: LazyModel, new_config, kept: list[int]) -> dict[str, Ten
         if id(t) in seen:
             continue
         seen.add(id(t))
-        dtype = lazy.stored_spec(_teacher_name(name, kept, arch.decoder)).dtype
+        dtype = lazy.stored_spec(_teacher_name(name, kept, arch)).dtype
         layout = stored_as(name, arch, num_experts(new_config))
         shapes = layout.shapes(tuple(t.shape)) if layout else {name: tuple(t.shape)}
         specs.update({n: TensorSpec(dtype, shape) for n, shape in shapes.items()})
@@ -53,7 +54,7 @@ def _parts(lazy: LazyModel, plan: Plan, kept: list[int], tied: bool) -> list[tup
 
     parts = [(emb, lazy.prefix[id(emb)], unless_full_width(lambda m: slice_embedding(m, arch, keep)))
              for emb in embeddings(model)]  # (OPT's learned positions too)
-    parts += [(layers[i], f"{arch.decoder}.layers.{n}.", lambda m, i=i: apply_layer_plan(m, arch, dims, plan, i))
+    parts += [(layers[i], f"{arch.decoder}.{arch.layers}.{n}.", lambda m, i=i: apply_layer_plan(m, arch, dims, plan, i))
               for n, i in enumerate(kept)]
     parts.append((final_norm(model), lazy.prefix[id(final_norm(model))],
                   unless_full_width(lambda m: slice_norm(m, keep))))
