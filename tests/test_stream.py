@@ -68,14 +68,21 @@ def test_opt_files_named_as_released_are_read_and_written_so(tmp_path):
     index["weight_map"] = {k.removeprefix("model."): v for k, v in index["weight_map"].items()}
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
     teacher = load_model(path)
+    plan, _, specs = scored_and_pruned_streamed(path, teacher, tmp_path / "out")
+    assert all(name.startswith("decoder.") for name in specs)
+    assert_close(logits(load_model(tmp_path / "out")), logits(apply_plan(teacher, plan)), rtol=0, atol=0)
+
+
+def scored_and_pruned_streamed(path, teacher, out):
+    """The checkpoint at `path` scored streamed (checked equal to `teacher`'s scores in memory) and pruned streamed by
+    a random plan into `out`: (the plan, the student's config, its stored tensors' specs)."""
     got = streamed_scores(path, BATCHES, CRITERIA, BATCHES[:1], [1], seed=3)
     for key, value in compute_scores(teacher, BATCHES, CRITERIA, BATCHES[:1], [1], seed=3).tensors.items():
         assert_close(got.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
     plan, new_config = random_plan(teacher.config)
-    (tmp_path / "out").mkdir()
-    write_pruned(path, plan, new_config, tmp_path / "out")
-    assert all(name.startswith("decoder.") for name in Checkpoint.open(tmp_path / "out").specs)
-    assert_close(logits(load_model(tmp_path / "out")), logits(apply_plan(teacher, plan)), rtol=0, atol=0)
+    out.mkdir()
+    write_pruned(path, plan, new_config, out)
+    return plan, new_config, Checkpoint.open(out).specs
 
 
 def test_gpt2_files_as_released_are_read_and_written_so(tmp_path):
@@ -96,13 +103,7 @@ def test_gpt2_files_as_released_are_read_and_written_so(tmp_path):
     teacher = load_model(path)
     assert teacher.config.n_inner == 256 and isinstance(teacher.transformer.h[0].mlp.c_fc, nn.Linear)
     assert teacher.transformer.h[0].mlp.c_fc.weight.shape == (256, 64)  # (out, in) in memory
-    got = streamed_scores(path, BATCHES, CRITERIA, BATCHES[:1], [1], seed=3)
-    for key, value in compute_scores(teacher, BATCHES, CRITERIA, BATCHES[:1], [1], seed=3).tensors.items():
-        assert_close(got.tensors[key], value, rtol=1e-5, atol=1e-6, msg=key)
-    plan, new_config = random_plan(teacher.config)
-    (tmp_path / "out").mkdir()
-    write_pruned(path, plan, new_config, tmp_path / "out")
-    specs = Checkpoint.open(tmp_path / "out").specs
+    plan, new_config, specs = scored_and_pruned_streamed(path, teacher, tmp_path / "out")
     assert not any(name.startswith("transformer.") for name in specs) and "h.0.attn.bias" not in specs
     assert specs["h.0.mlp.c_fc.weight"].shape == (new_config.hidden_size, new_config.n_inner)  # (in, out), stored
     expected = logits(apply_plan(teacher, plan))
