@@ -58,7 +58,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
             "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
             "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone",
-            "internlm3", "olmo", "gpt_neox", "gpt2"]
+            "internlm3", "olmo", "gpt_neox", "gpt2", "gpt_bigcode"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -334,6 +334,7 @@ def tiny_model(family: str, seed: int = 0):
              "phi": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "gpt_neox": dict(num_key_value_heads=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "gpt2": dict(n_inner=96, bos_token_id=None, eos_token_id=None),
+             "gpt_bigcode": dict(n_inner=96, multi_query=True, bos_token_id=None, eos_token_id=None),
              "afmoe": dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, num_dense_layers=1,
                            moe_intermediate_size=96, intermediate_size=80, route_scale=2.5, mup_enabled=True,
                            sliding_window=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
@@ -412,8 +413,8 @@ def tiny_model(family: str, seed: int = 0):
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))  # (Apertus's xIELU scalars, GPT-OSS's sinks and biases too)
-            elif "bias" in name and family in ("phi", "gpt_neox", "gpt2"):  # Phi-2's (GPT-NeoX's, GPT-2's) biases
-                # at the weights' scale (at 0.1 they outweigh the embeddings: every token continues alike),
+            elif "bias" in name and family in ("phi", "gpt_neox", "gpt2", "gpt_bigcode"):  # Phi-2's (and others')
+                # biases at the weights' scale (at 0.1 they outweigh the embeddings: every token continues alike),
                 # lm_head's 0.05: zeroed in the file, 1 token of 16 agrees (0.005 short); q/k rows written
                 # interleaved, 1 (0.015); at 0.02 or 0.1 one of them agrees 16
                 p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))

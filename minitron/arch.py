@@ -292,6 +292,13 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
          attention_is_hidden=True, fused_qkv=True, qkv="c_attn", decoder="transformer", layers="h", embeddings="wte",
          final_norm="ln_f", positions="wpe", multi_head=True, transposed=r"\.(c_attn|c_proj|c_fc)\.weight$",
          stored_renames=((r"^transformer\.", ""),)),
+    # GPTBigCode (gpt_bigcode: StarCoder, StarCoderBase 1B-15B, SantaCoder, WizardCoder, OctoCoder): GPT-2's layout
+    # (decoder transformer, layers h, learned positions, LayerNorms with biases, a GELU MLP of n_inner neurons, biases
+    # on every linear) in linears, with multi-query attention: c_attn's queries, then one key head and one value head
+    # (`multi_query`; multi-head ones are refused)
+    Arch("gpt_bigcode", ("ln_1", "ln_2"), gated_mlp=False, mlp_up="c_fc", mlp_down="c_proj", mlp_size="n_inner",
+         attention_is_hidden=True, fused_qkv=True, qkv="c_attn", decoder="transformer", layers="h", embeddings="wte",
+         final_norm="ln_f", positions="wpe"),
     # EXAONE 4 (1.2B, 32B): OLMo 2's layer with per-head q/k norms; with a window, sliding layers with RoPE and global
     # ones without (the 32B: three of four slide), without one every layer global with RoPE (the 1.2B)
     Arch("exaone4", _POST),
@@ -580,6 +587,10 @@ def arch_of(config) -> Arch:
         raise MinitronError("this gpt2 model has cross-attention or scales each layer's attention by its index "
                             "(add_cross_attention, scale_attn_by_inverse_layer_idx); minitron prunes GPT-2 models "
                             "without either")
+    if model_type == "gpt_bigcode" and (not config.multi_query or config.add_cross_attention):
+        raise MinitronError("this gpt_bigcode model has multi-head attention or cross-attention (multi_query false, "
+                            "add_cross_attention); minitron prunes GPTBigCode models of multi-query attention "
+                            "(StarCoder's, SantaCoder's)")
     if model_type == "stablelm" and (config.qk_layernorm or config.use_parallel_residual):  # (Phi-2's q/k LayerNorms,
         # where set, are one per layer, every head's: pruned heads leave them)
         raise MinitronError(f"this {model_type} model has per-head q/k LayerNorms or a parallel residual (StableLM 2 "
@@ -666,9 +677,11 @@ UNREAD_WIDTHS = {"lfm2": _LFM2_UNREAD, "lfm2_moe": _LFM2_UNREAD,
 
 def implied_sizes(config) -> dict[str, int]:
     """The sizes a family's config leaves out, which transformers derives (`as_built` says them): GPT-NeoX's, OPT's and
-    GPT-2's KV heads (every head its own), GPT-2's neurons where n_inner is None (4 x hidden_size)."""
-    sizes = {"num_key_value_heads": config.num_attention_heads} if arch_of(config).kv_implied else {}
-    if config.model_type == "gpt2" and config.n_inner is None and isinstance(config.hidden_size, int):
+    GPT-2's KV heads (every head its own), GPT-2's and GPTBigCode's neurons where n_inner is None (4 x
+    hidden_size)."""
+    arch = arch_of(config)
+    sizes = {"num_key_value_heads": config.num_attention_heads} if arch.kv_implied else {}
+    if arch.mlp_size == "n_inner" and config.n_inner is None and isinstance(config.hidden_size, int):
         sizes["n_inner"] = 4 * config.hidden_size  # (a hidden size of the wrong type: refused by `directory_config`)
     return sizes
 
@@ -684,7 +697,8 @@ def as_built(config):
     are not built by transformers: minitron reads neither them nor their count (num_nextn_predict_layers, 0 in the
     configs it writes). GPT-NeoX's and OPT's configs have no num_key_value_heads (every head has its own keys and
     values): they get num_attention_heads, as every multi-head attention's config says it (transformers reads
-    neither). GPT-2's released configs leave its neurons (n_inner) None, 4 x hidden_size: they are said."""
+    neither). GPT-2's and GPTBigCode's released configs leave their neurons (n_inner) None, 4 x hidden_size: they
+    are said."""
     for name, value in implied_sizes(config).items():
         setattr(config, name, value)
     if getattr(config, "num_nextn_predict_layers", None):  # (GLM-4.5's, ERNIE 4.5's)

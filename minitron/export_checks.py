@@ -18,10 +18,11 @@ ACTIVATIONS = {"gemma": ("gelu_pytorch_tanh",), "gemma2": ("gelu_pytorch_tanh",)
                "arcee": ("relu2",), "nemotron": ("relu2",), "apertus": ("xielu",),
                "phi": ("gelu_new", "gelu_pytorch_tanh"),  # (llama.cpp's GELU: the tanh approximation)
                "gpt_neox": ("gelu_new", "gelu_pytorch_tanh", "gelu"),  # (the exact one warned of: `approximated_gelu`)
-               "gpt2": ("gelu_new", "gelu_pytorch_tanh", "gelu")}
+               "gpt2": ("gelu_new", "gelu_pytorch_tanh", "gelu"),
+               "gpt_bigcode": ("gelu_pytorch_tanh", "gelu_new", "gelu")}
 # Families whose released models' exact GELU llama.cpp's graph computes as the tanh approximation (as in any GGUF of
 # them: llama.cpp's converter writes them so): exported, with a warning.
-GELU_APPROXIMATED = ("gpt_neox", "gpt2")
+GELU_APPROXIMATED = ("gpt_neox", "gpt2", "gpt_bigcode")
 # Families whose graph reads Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp
 # node-llama-cpp 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
 ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus", "exaone4", "iquestcoder",  # (graphs reading rope_freqs)
@@ -47,7 +48,7 @@ HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "c
                "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2"), "olmoe": ("OLMoE", "OLMoE"),
                "lfm2": ("LFM2", "LFM2"), "lfm2_moe": ("LFM2-MoE", "LFM2-MoE"), "phi": ("Phi-2", "Phi-2"),
                "glm": ("GLM", "ChatGLM"), "olmo": ("OLMo", "OLMo"), "gpt_neox": ("GPT-NeoX", "GPT-NeoX"),
-               "gpt2": ("GPT-2", "GPT-2")}
+               "gpt2": ("GPT-2", "GPT-2"), "gpt_bigcode": ("GPTBigCode", "StarCoder")}
 # Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
 # export writes another width, with a warning.
 HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4", "qwen2_moe")

@@ -36,7 +36,7 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "jais2": "jais2", "iquestcoder": "llama",  # (IQuest-Coder: Llama's, as llama.cpp's converter)
              "phi": "phi2", "glm": "chatglm", "exaone": "exaone",
              "internlm3": "llama",  # (InternLM3: Llama's, as llama.cpp's converter)
-             "olmo": "olmo", "gpt_neox": "gptneox", "gpt2": "gpt2"}
+             "olmo": "olmo", "gpt_neox": "gptneox", "gpt2": "gpt2", "gpt_bigcode": "starcoder"}
 
 
 def gguf_arch(config) -> str:
@@ -51,7 +51,8 @@ def gguf_arch(config) -> str:
 # it: OLMo 1's), written as `attention.layer_norm_epsilon` (the others: RMSNorm, rms_norm_eps).
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
                   "stablelm": "layer_norm_eps", "starcoder2": "norm_epsilon", "jais2": "layer_norm_eps",
-                  "phi": "layer_norm_eps", "olmo": 1e-5, "gpt_neox": "layer_norm_eps", "gpt2": "layer_norm_epsilon"}
+                  "phi": "layer_norm_eps", "olmo": 1e-5, "gpt_neox": "layer_norm_eps", "gpt2": "layer_norm_epsilon",
+                  "gpt_bigcode": "layer_norm_epsilon"}
 # Families whose RMSNorms' epsilon is not the config's rms_norm_eps: its field (Nemotron-H's every norm's).
 RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon", "lfm2": "norm_eps", "lfm2_moe": "norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.

@@ -207,6 +207,15 @@ def gpt2(meta: Metadata, layers: int) -> dict:
     return {"n_inner": required(meta, "feed_forward_length", int)}
 
 
+def gpt_bigcode(meta: Metadata, layers: int) -> dict:
+    """GPTBigCode's neurons under its own name (n_inner); its one KV head (multi-query attention: a file of other KV
+    heads is refused, as minitron prunes no other GPTBigCode)."""
+    if required(meta, "attention.head_count_kv", int) != 1:
+        raise MinitronError(f"cannot read this {meta.arch} GGUF file: its attention.head_count_kv is not 1 (minitron "
+                            "reads GPTBigCode models of multi-query attention)")
+    return {**gpt2(meta, layers), "multi_query": True}
+
+
 def cohere(meta: Metadata, layers: int) -> dict:
     """Command R's logit scale; llama.cpp takes q/k norms at Command R+'s layer count and none below."""
     return {"logit_scale": required(meta, "logit_scale", float), "use_qk_norm": layers >= COMMAND_R_PLUS_LAYERS}
@@ -530,7 +539,8 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "ernie4_5_moe": ernie4_5_moe, "dots1": dots1, "hunyuan_v1_moe": hunyuan_v1_moe,
                    "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts,
                    "exaone_moe": exaone_moe, "granitemoeshared": granitemoeshared, "deepseek_v32": deepseek_v32,
-                   "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa, "olmo": olmo, "gpt_neox": gpt_neox, "gpt2": gpt2}
+                   "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa, "olmo": olmo, "gpt_neox": gpt_neox, "gpt2": gpt2,
+                   "gpt_bigcode": gpt_bigcode}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width, GPT-NeoX no KV heads, GPT-2 neither KV heads nor intermediate_size).
@@ -539,7 +549,8 @@ OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5
             "lfm2_moe": ("num_key_value_heads",), "deepseek_v3": ("num_key_value_heads",),
             "deepseek_v2": ("num_key_value_heads",), "youtu": ("num_key_value_heads",),
             "deepseek_v32": ("num_key_value_heads",), "glm_moe_dsa": ("num_key_value_heads",),
-            "gpt_neox": ("num_key_value_heads",), "gpt2": ("intermediate_size", "num_key_value_heads")}
+            "gpt_neox": ("num_key_value_heads",), "gpt2": ("intermediate_size", "num_key_value_heads"),
+            "gpt_bigcode": ("intermediate_size", "num_key_value_heads")}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -584,7 +595,7 @@ def olmo3_rope(config, meta: Metadata) -> None:
 
 
 def no_rope(config, meta: Metadata) -> None:
-    """Nemotron-H's attention has no positions, GPT-2's learned ones: no RoPE settings."""
+    """Nemotron-H's attention has no positions, GPT-2's and GPTBigCode's learned ones: no RoPE settings."""
     config.rope_parameters = None
 
 
@@ -610,7 +621,7 @@ def whole_head_rope(config, meta: Metadata) -> None:
 
 # What a family's config needs after `correct_config` has set its RoPE.
 FAMILY_ROPE = {"ministral3": ministral3_rope, "olmo3": olmo3_rope, "nemotron_h": no_rope, "gpt2": no_rope,
-               "gpt_oss": gpt_oss_rope,
+               "gpt_bigcode": no_rope, "gpt_oss": gpt_oss_rope,
                "deepseek_v3": latent_rope, "deepseek_v2": latent_rope, "youtu": latent_rope,
                "deepseek_v32": latent_rope, "glm_moe_dsa": latent_rope, "glm4_moe": whole_head_rope}
 

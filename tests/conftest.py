@@ -24,7 +24,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
             "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
-            "gpt_neox", "opt", "gpt2"]
+            "gpt_neox", "opt", "gpt2", "gpt_bigcode"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -166,18 +166,18 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                          ffn_dim=sizes["intermediate_size"], word_embed_proj_dim=sizes["hidden_size"],
                          num_key_value_heads=sizes["num_attention_heads"], dropout=0.0, pad_token_id=None,
                          bos_token_id=None, eos_token_id=None)
+    if family == "gpt_bigcode":  # StarCoder's layer: GPT-2's in linears with multi-query attention (one KV head)
+        from transformers import GPTBigCodeConfig
+
+        return GPTBigCodeConfig(**gpt2_sizes(sizes), multi_query=True, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                bos_token_id=None, eos_token_id=None)
     if family == "gpt2":  # GPT-2's layer: learned positions, LayerNorms before each block, q/k/v fused in c_attn, a
         # GELU MLP, biases on every linear, Conv1D weights (minitron's loader holds them as linears: `tiny_model`); the
         # released dropout left out (tests compare outputs)
         from transformers import GPT2Config
 
-        names = dict(vocab_size="vocab_size", n_positions="max_position_embeddings", n_embd="hidden_size",
-                     n_layer="num_hidden_layers", n_head="num_attention_heads", n_inner="intermediate_size",
-                     tie_word_embeddings="tie_word_embeddings")
-        own = {k: v for k, v in sizes.items() if k not in (*names.values(), "head_dim", "num_key_value_heads")}
-        return GPT2Config(**{**{name: sizes[size] for name, size in names.items()}, **own},
-                          num_key_value_heads=sizes["num_attention_heads"], resid_pdrop=0.0, embd_pdrop=0.0,
-                          attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
+        return GPT2Config(**gpt2_sizes(sizes), num_key_value_heads=sizes["num_attention_heads"], resid_pdrop=0.0,
+                          embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
     if family == "gpt_neox":  # Pythia's layer: attention and a GELU MLP in parallel behind a LayerNorm each, q/k/v
         # fused head by head, biases on every linear, RoPE on a quarter of each head; num_key_value_heads, which its
         # config lacks, as minitron's loader gives it (`as_built`)
@@ -395,6 +395,15 @@ LATENT = {"q_lora_rank": 24, "kv_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope
 INDEXER = {"index_n_heads": 16, "index_head_dim": 64, "index_topk": 6}
 
 
+def gpt2_sizes(sizes: dict) -> dict:
+    """`sizes` under GPT-2's config names (GPTBigCode's too), the others as given."""
+    names = dict(vocab_size="vocab_size", n_positions="max_position_embeddings", n_embd="hidden_size",
+                 n_layer="num_hidden_layers", n_head="num_attention_heads", n_inner="intermediate_size",
+                 tie_word_embeddings="tie_word_embeddings")
+    own = {k: v for k, v in sizes.items() if k not in (*names.values(), "head_dim", "num_key_value_heads")}
+    return {**{name: sizes[size] for name, size in names.items()}, **own}
+
+
 def latent(sizes: dict, overrides: dict) -> dict:
     """`sizes` for a family of multi-head latent attention: `LATENT`'s, as many KV heads as query heads unless
     `overrides` sets them, and no head_dim (transformers' is the rotated channels; GLM-4.7-Flash's config names them
@@ -425,7 +434,7 @@ def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))
-            elif "bias" in name and family in ("phi", "gpt_neox", "opt", "gpt2"):  # (as llama_cpp_check's `tiny_model`)
+            elif "bias" in name and family in ("phi", "gpt_neox", "opt", "gpt2", "gpt_bigcode"):  # (llama_cpp_check's)
                 p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))
         for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
             if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's

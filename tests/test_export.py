@@ -301,7 +301,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("olmo", None, "f16", False), ("olmo", "llama-bpe", "q8_0", True),
              ("gpt_neox", None, "f16", False), ("gpt_neox", "llama-bpe", "q8_0", True),
              ("gpt_neox", "sequential", "f16", False), ("gpt2", None, "f16", False),
-             ("gpt2", "llama-bpe", "q8_0", True)]
+             ("gpt2", "llama-bpe", "q8_0", True), ("gpt_bigcode", None, "f16", False),
+             ("gpt_bigcode", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -666,7 +667,8 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "deepseek_v3, glm4_moe_lite, deepseek_v2, youtu, sarvam_mla, "
                                             "minimax_m2, exaone_moe, granitemoeshared, deepseek_v32, "
                                             "solar_open, starcoder2, afmoe, glm_moe_dsa, jais2, "
-                                            "iquestcoder, phi, glm, exaone, internlm3, olmo, gpt_neox, gpt2$"):
+                                            "iquestcoder, phi, glm, exaone, internlm3, olmo, gpt_neox, gpt2, "
+                                            "gpt_bigcode$"):
         export(str(tmp_path / "opt"), tmp_path / "opt.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -850,6 +852,8 @@ RELEASED = {
                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25}),
     "gpt2": dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257, n_inner=None,  # GPT-2 (124M)
                  activation_function="gelu_new"),
+    "gpt_bigcode": dict(n_embd=6144, n_layer=40, n_head=48, n_positions=8192, vocab_size=49152,  # StarCoder (15B)
+                        n_inner=24576, activation_function="gelu_pytorch_tanh", multi_query=True),
 }
 
 
@@ -1017,6 +1021,7 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("exaone", None, "q8_0", True), ("internlm3", None, "f16", False), ("internlm3", None, "q8_0", True),
     ("olmo", None, "f16", False), ("olmo", None, "q8_0", True), ("gpt_neox", None, "f16", False),
     ("gpt_neox", None, "q8_0", True), ("gpt2", None, "f16", False), ("gpt2", None, "q8_0", True),
+    ("gpt_bigcode", None, "f16", False), ("gpt_bigcode", None, "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

@@ -80,10 +80,10 @@ class KeptChannels(torch.nn.Module):
 def test_head_pruning_equals_zeroed_heads_and_keeps_gqa(family, new_heads, new_kv):
     """Slicing heads equals zeroing their o_proj columns; where a q/k norm spans every head (OLMo 2), the kept heads
     are normalised over the kept channels alone, so the reference computes its norms that way. Multi-head latent
-    attention's heads each have their own keys and values (a group each), as GPT-NeoX's."""
+    attention's heads each have their own keys and values (a group each), as GPT-NeoX's; GPTBigCode's share one."""
     model = tiny_model(family, tie=family == "qwen3")
-    dim, own = head_dims(model.config).out, model.config.num_key_value_heads == model.config.num_attention_heads
-    groups, new_kv = (8, new_heads) if own else (2, new_kv)
+    dim, groups = head_dims(model.config).out, model.config.num_key_value_heads
+    new_kv = new_heads if groups == 8 else min(new_kv, groups)
     scores = torch.rand(4, 8, generator=torch.Generator().manual_seed(1))
     chosen = [select_heads(s, groups, new_heads, new_kv) for s in scores]
     zeroed = copy.deepcopy(model)
@@ -101,7 +101,7 @@ def test_head_pruning_equals_zeroed_heads_and_keeps_gqa(family, new_heads, new_k
     pruned = apply_plan(copy.deepcopy(model), Plan(None, [c[0] for c in chosen], [c[1] for c in chosen], None, []))
     assert (pruned.config.num_attention_heads, pruned.config.num_key_value_heads) == (new_heads, new_kv)
     for q, kv in chosen:  # every kept head belongs to a kept group, equal numbers per group
-        groups = (q // (1 if own else 4)).tolist()
+        groups = (q // (8 // model.config.num_key_value_heads)).tolist()
         assert set(groups) == set(kv.tolist()) and all(groups.count(g) == new_heads // new_kv for g in groups)
     assert_close(logits(pruned), logits(zeroed))
 
@@ -281,7 +281,8 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "ernie4_5, ernie4_5_moe, exaone, exaone4, exaone_moe, gemma, gemma2, "
                                             "gemma3_text, "
                                             "glm, glm4, "
-                                            "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt2, gpt_neox, gpt_oss, granite, "
+                                            "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt2, gpt_bigcode, gpt_neox, "
+                                            "gpt_oss, granite, "
                                             "granitemoe, "
                                             "granitemoehybrid, "
                                             "granitemoeshared, "

@@ -138,7 +138,8 @@ def slice_layer_heads(layer: nn.Module, arch: Arch, dims: HeadDims, keep_q: torc
         elif norm.weight.numel() > dim:  # one weight per channel of the whole projection (OLMo 2's q/k RMSNorms)
             slice_norm(norm, head_rows(keep, dim))
     sizes = {"num_heads": len(keep_q), "num_key_value_heads": len(keep_kv),
-             "num_key_value_groups": len(keep_q) // len(keep_kv), "split_size": len(keep_q) * dim}  # (GPT-2's q width)
+             "num_key_value_groups": len(keep_q) // len(keep_kv),
+             "split_size": len(keep_q) * dim, "embed_dim": len(keep_q) * dim}  # (GPT-2's, GPTBigCode's q width)
     for name, value in sizes.items():
         if hasattr(attn, name):
             setattr(attn, name, value)
