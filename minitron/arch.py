@@ -677,10 +677,13 @@ UNREAD_WIDTHS = {"lfm2": _LFM2_UNREAD, "lfm2_moe": _LFM2_UNREAD,
 
 def implied_sizes(config) -> dict[str, int]:
     """The sizes a family's config leaves out, which transformers derives (`as_built` says them): GPT-NeoX's, OPT's and
-    GPT-2's KV heads (every head its own), GPT-2's and GPTBigCode's neurons where n_inner is None (4 x
+    GPT-2's KV heads (every head its own), GPTBigCode's one (multi-query attention, whatever a config's
+    num_key_value_heads says: transformers builds one), GPT-2's and GPTBigCode's neurons where n_inner is None (4 x
     hidden_size)."""
     arch = arch_of(config)
     sizes = {"num_key_value_heads": config.num_attention_heads} if arch.kv_implied else {}
+    if config.model_type == "gpt_bigcode":
+        sizes["num_key_value_heads"] = 1
     if arch.mlp_size == "n_inner" and config.n_inner is None and isinstance(config.hidden_size, int):
         sizes["n_inner"] = 4 * config.hidden_size  # (a hidden size of the wrong type: refused by `directory_config`)
     return sizes

@@ -194,6 +194,26 @@ def test_gpt2_conv1d_weights_are_held_as_linears_and_stored_as_conv1d(tmp_path):
             arch_of(GPT2Config(**setting))
 
 
+def test_gpt_bigcode_heads_share_its_one_kv_head(tmp_path):
+    """GPTBigCode's multi-query attention: c_attn holds the queries, then one key head and one value head, which every
+    kept query head shares; transformers builds one KV head whatever a config's num_key_value_heads says, and so does
+    minitron read it; a GPTBigCode of multi-head attention (multi_query false) is refused in one line."""
+    from transformers import GPTBigCodeConfig
+
+    save_tiny(tmp_path / "sc", "gpt_bigcode")
+    config = json.loads((tmp_path / "sc" / "config.json").read_text())
+    (tmp_path / "sc" / "config.json").write_text(json.dumps({**config, "num_key_value_heads": 2}))
+    model = load_model(tmp_path / "sc")
+    assert model.config.num_key_value_heads == 1 and decoder_layers(model)[0].attn.c_attn.weight.shape == (80, 64)
+    keep, c_attn = torch.tensor([1, 2, 6]), decoder_layers(model)[0].attn.c_attn.weight
+    pruned = apply_plan(copy.deepcopy(model), Plan(None, [keep] * 4, [torch.tensor([0])] * 4, None, []))
+    rows = torch.cat([head_rows(keep, 8), torch.arange(64, 80)])  # the kept queries, the key and the value
+    assert_close(decoder_layers(pruned)[0].attn.c_attn.weight, c_attn[rows], rtol=0, atol=0)
+    assert (pruned.config.num_attention_heads, pruned.config.num_key_value_heads) == (3, 1)
+    with pytest.raises(MinitronError, match="this gpt_bigcode model has multi-head attention or cross-attention"):
+        arch_of(GPTBigCodeConfig(multi_query=False))
+
+
 def test_select_heads_ranks_within_groups():
     scores = torch.tensor([9.0, 1.0, 8.0, 2.0, 7.0, 6.0, 0.5, 0.1])  # group 0: heads 0-3, group 1: heads 4-7
     heads, groups = select_heads(scores, kv_groups=2, heads=4, new_kv=2)
