@@ -8,6 +8,7 @@ from torch import nn
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
+import minitron.importance.command
 import minitron.lazy
 from conftest import FAMILIES, cli_error, own_names, run_cli, save_tiny, tiny_model, tiny_tokenizer
 from minitron.arch import arch_of
@@ -287,10 +288,13 @@ def test_the_prune_command_streams_as_it_prunes_in_memory(family, tmp_path):
     (an Apertus checkpoint also stores its xIELU constants, which once tripped the command's own count check)."""
     path = save_sharded(tmp_path / "m", family)
     args = ["--model", path, "--target", "intermediate_size=48,hidden_size=48", "--prune.criterion", "magnitude"]
-    run_cli("prune", *args, "--stream", "--out", tmp_path / "s")
-    run_cli("prune", *args, "--no-stream", "--out", tmp_path / "n")
+    with pytest.MonkeyPatch.context() as patch:  # magnitude reads the weights alone: no corpus is built or read
+        patch.setattr(minitron.importance.command, "default_data", lambda *_: pytest.fail("calibration data read"))
+        run_cli("prune", *args, "--stream", "--out", tmp_path / "s")
+        run_cli("prune", *args, "--no-stream", "--out", tmp_path / "n")
     streamed, in_memory = (AutoModelForCausalLM.from_pretrained(tmp_path / d).eval() for d in ("s", "n"))
     assert_close(logits(streamed), logits(in_memory), rtol=0, atol=0)
+    assert json.loads((tmp_path / "s" / "pruning.json").read_text())["calibration"] is None
 
 
 def test_prune_stream_scores_depth_like_in_memory(sharded, tmp_path):

@@ -18,6 +18,7 @@ from minitron.io import atomic_dir, write_json
 
 WIDTH_CRITERIA = ("activation", "wanda", "magnitude", "taylor", "random")
 DEFAULT_CRITERIA = ["activation", "wanda", "magnitude", "random"]
+WEIGHT_CRITERIA = ("magnitude", "random")  # the width criteria that read the weights alone (no calibration text)
 Criterion = Literal["activation", "wanda", "magnitude", "taylor", "random"]
 Agg = Literal["mean", "l2", "var"]
 # hidden-channel activation score -> tensor name: per-norm scores summed over each layer's input and

@@ -40,8 +40,10 @@ def given_scores(path: Path | str, config, model: str | Path) -> Scores:
 def needed_scores(source: nn.Module | LazyModel, model: str, tokenizer, needs: ScoreNeeds, prune: PruneConfig,
                   data: Path | None, batch_size: int) -> Scores:
     """Compute only the scores this pruning needs (when no --scores directory is given), on the teacher in memory
-    or streamed from its checkpoint (`source`)."""
-    batches = calibration(model, tokenizer, data, prune.calib_seqs, prune.seq_len, batch_size, prune.seed)
+    or streamed from its checkpoint (`source`); where they read the weights alone and no data is given, none is read
+    (the default corpus, built in the model's tokenizer the first time, is not)."""
+    batches = [] if needs.weights_only and data is None else \
+        calibration(model, tokenizer, data, prune.calib_seqs, prune.seq_len, batch_size, prune.seed)
     loss_batches = calibration(model, tokenizer, data, min(8, prune.calib_seqs), prune.seq_len, batch_size,
                                prune.seed + 1) if needs.removal else None
     return compute_scores(source, batches, list(needs.criteria), loss_batches, needs.removal, prune.seed)
@@ -98,9 +100,10 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
     tokenizer = load_tokenizer(model)
     start, dev = time.time(), pick_device(device)
     net = None if streamed else load_model(model, dev)
+    needs = prune.needs(config, sizes)
     if saved is None:
         source = LazyModel.open(path, dev) if streamed else net
-        saved = needed_scores(source, model, tokenizer, prune.needs(config, sizes), prune, data, batch_size)
+        saved = needed_scores(source, model, tokenizer, needs, prune, data, batch_size)
     plan = make_plan(saved, config, sizes, prune)
     if plan.drop != drop:  # the layers the scores chose: their per-layer settings, and a hybrid's count
         new_config = target_config(config, sizes, plan.drop)
@@ -109,9 +112,9 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
     if net is not None:
         apply_plan(net, plan)
     record = {"teacher": str(model), "target": sizes, "prune": asdict(prune), "dropped_layers": plan.drop,
-              "calibration": saved.meta.get("calibration") or {"data": str(data or "default corpus"),
-                                                               "num_seqs": prune.calib_seqs,
-                                                               "seq_len": prune.seq_len, "seed": prune.seed},
+              "calibration": saved.meta.get("calibration") or (None if needs.weights_only and data is None else {
+                  "data": str(data or "default corpus"), "num_seqs": prune.calib_seqs, "seq_len": prune.seq_len,
+                  "seed": prune.seed}),
               "scores": str(scores) if scores else None, "params_before": before, "params_after": after,
               "streamed": streamed}
     if plan.experts is not None:  # each student layer's experts, by the teacher layer's numbers

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from minitron.errors import MinitronError, whole_number
 from minitron.importance import (AGGREGATIONS, CALIB_SEED, CALIB_SEQS, WIDTH_CRITERIA, Agg, Criterion, HeadScore,
                                  HiddenScore, LayerCriterion, layer_key)
-from minitron.importance.scores import HEAD_SCORES, HIDDEN_SCORES, LAYER_SCORES, removal_sizes
+from minitron.importance.scores import HEAD_SCORES, HIDDEN_SCORES, LAYER_SCORES, WEIGHT_CRITERIA, removal_sizes
 from minitron.data import SEQ_LEN
 
 
@@ -96,6 +96,12 @@ class ScoreNeeds:
     def removal(self) -> list[int]:
         """Every block length whose removal losses are computed (1: single layers)."""
         return removal_sizes(self.layer_loss, self.block_sizes)
+
+    @property
+    def weights_only(self) -> bool:
+        """Whether these scores read the weights alone: width criteria of the weights (magnitude, random) and no layer
+        scores (no layers go, or --prune.drop-layers says which); no calibration text is needed."""
+        return set(self.criteria) <= set(WEIGHT_CRITERIA) and not self.removal and not self.keys
 
 
 def check_layers(layers: list[int], num_layers: int | None) -> list[int]:
