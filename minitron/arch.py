@@ -23,7 +23,9 @@ MLP's linears).
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -724,17 +726,32 @@ def as_built(config):
 class Conv1DLinear(nn.Linear):
     """A linear in place of transformers' Conv1D (GPT-2's), whose weight it holds as every linear's, (out, in), and
     whose state dict holds as Conv1D stores it, (in, out): `state_dict`, `load_state_dict`, `save_pretrained` and the
-    streamed reader and writer see a checkpoint's layout, everything that slices or scores weights a linear's."""
+    streamed reader and writer see a checkpoint's layout, everything that slices or scores weights a linear's. Within
+    `held_layout`, the state dict is the weights as held (torch.distributed.checkpoint's traffic between processes and
+    to the training checkpoints, which match a module's state dict to its parameters, shard by shard)."""
+
+    stored_layout = True  # whether state dicts hold the stored (in, out) layout (`held_layout` turns it off)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        weight = destination[prefix + "weight"]
-        destination[prefix + "weight"] = weight.t() if keep_vars else weight.t().contiguous()
+        if Conv1DLinear.stored_layout:
+            weight = destination[prefix + "weight"]
+            destination[prefix + "weight"] = weight.t() if keep_vars else weight.t().contiguous()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if (name := prefix + "weight") in state_dict:
+        if Conv1DLinear.stored_layout and (name := prefix + "weight") in state_dict:
             state_dict[name] = state_dict[name].t().contiguous()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+@contextmanager
+def held_layout() -> Iterator[None]:
+    """State dicts of `Conv1DLinear`s in the layout their weights are held in, (out, in), inside."""
+    Conv1DLinear.stored_layout = False
+    try:
+        yield
+    finally:
+        Conv1DLinear.stored_layout = True
 
 
 def as_linears(model: nn.Module) -> nn.Module:

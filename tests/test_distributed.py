@@ -53,9 +53,11 @@ def _assert_same_weights(a: Path, b: Path) -> None:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=5e-6, msg=k)  # training moves them ~1e-3
 
 
-def test_two_processes_match_one_and_checkpoints_move(tmp_path):
-    save_tiny(tmp_path / "teacher", seed=0)
-    save_tiny(tmp_path / "student", seed=1, tie=True, num_hidden_layers=2, hidden_size=48, num_attention_heads=4)
+@pytest.mark.parametrize("family", ["llama", "gpt2"])  # (GPT-2's weights held transposed: `arch.held_layout`)
+def test_two_processes_match_one_and_checkpoints_move(family, tmp_path):
+    save_tiny(tmp_path / "teacher", family, seed=0)
+    save_tiny(tmp_path / "student", family, seed=1, tie=True, num_hidden_layers=2, hidden_size=48,
+              num_attention_heads=4)
     build_tiny_data(tmp_path, tmp_path / "teacher")
     one = tmp_path / "one"
     main(_args(tmp_path, one))

@@ -31,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_state_dict)
 from transformers import AutoModelForCausalLM
 
+from minitron.arch import held_layout
 from minitron.card import write_model_card
 from minitron.distill.config import TrainConfig
 from minitron.distill.lora import merged
@@ -136,7 +137,8 @@ def _set_rng_state(rng: dict) -> None:
 def write_shards(path: Path, model: nn.Module, optimizer, env: Env) -> None:
     """Every process writes its own shards of the model and of the AdamW state into `path` with
     torch.distributed.checkpoint (one `__RANK_0.distcp` file each, and a `.metadata` index): nothing is gathered."""
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    with held_layout():  # (GPT-2's weights as the parameters hold them, as the AdamW state is)
+        model_sd, optim_sd = get_state_dict(model, optimizer)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ONE_PROCESS)
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path, no_dist=env.world == 1)
@@ -147,12 +149,13 @@ def read_shards(path: Path, model: nn.Module, optimizer, env: Env) -> None:
     (DCP reads the overlap of each saved shard with each local one). Nothing in them is unpickled beyond plain
     data and DCP's own index classes (`safe_dcp`)."""
     reader = SafeReader(path)  # the index is read (safely) before DCP acts on any of it
-    model_sd, optim_sd = get_state_dict(model, optimizer)  # this process's shards; AdamW's state initialised
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ONE_PROCESS)
-        dcp.load({"model": model_sd, "optim": optim_sd}, storage_reader=reader, planner=SafePlanner(),
-                 no_dist=env.world == 1)
-    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
+    with held_layout():  # (as `write_shards` wrote them)
+        model_sd, optim_sd = get_state_dict(model, optimizer)  # this process's shards; AdamW's state initialised
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ONE_PROCESS)
+            dcp.load({"model": model_sd, "optim": optim_sd}, storage_reader=reader, planner=SafePlanner(),
+                     no_dist=env.world == 1)
+        set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
 
 
 def _problem(e: BaseException) -> str:

@@ -17,7 +17,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForCausalLM
 
-from minitron.arch import LogitHead, decoder, decoder_layers
+from minitron.arch import LogitHead, as_linears, decoder, decoder_layers, held_layout
 from minitron.distill.config import TrainConfig
 from minitron.distill.lora import add_lora
 from minitron.distill.losses import HiddenStateLoss, LogitLoss, chunked_logit_loss, make_logit_loss, parse_layer_pairs
@@ -72,13 +72,14 @@ def shard(module: nn.Module, lm: nn.Module, env: Env) -> nn.Module:
     process 0's weights are broadcast to the others' meta parameters, one tensor at a time."""
     if env.world == 1:
         return module.to(env.device)
-    full = module.state_dict() if env.is_main else {}  # references, not copies: freed after the broadcast
-    for layer in decoder_layers(lm):
-        fully_shard(layer, mesh=env.mesh)  # moves one layer at a time to the device, then keeps its shard
-    fully_shard(module, mesh=env.mesh)
-    if not env.is_main:
-        materialise(module, env.device)
-    set_model_state_dict(module, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    with held_layout():  # (GPT-2's weights as the parameters hold them)
+        full = module.state_dict() if env.is_main else {}  # references, not copies: freed after the broadcast
+        for layer in decoder_layers(lm):
+            fully_shard(layer, mesh=env.mesh)  # moves one layer at a time to the device, then keeps its shard
+        fully_shard(module, mesh=env.mesh)
+        if not env.is_main:
+            materialise(module, env.device)
+        set_model_state_dict(module, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     return module
 
 
@@ -105,10 +106,10 @@ def load_lm(spec: str, dtype: torch.dtype, env: Env, config=None) -> nn.Module:
         with params_on_meta():  # parameters on meta, buffers (rotary frequencies...) real
             model = AutoModelForCausalLM.from_config(config or load_config(resolve_model(spec)), dtype=dtype)
         model.tie_weights()  # from_config leaves meta embeddings untied
-        return model
+        return as_linears(model)  # (GPT-2's Conv1D modules as linears, as process 0's)
     try:
         model = (load_model(spec, "cpu", dtype) if config is None
-                 else AutoModelForCausalLM.from_config(config, dtype=dtype))
+                 else as_linears(AutoModelForCausalLM.from_config(config, dtype=dtype)))
     except MinitronError:
         env.all_sum(1)
         raise
