@@ -294,6 +294,13 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
          attention_is_hidden=True, fused_qkv=True, qkv="c_attn", decoder="transformer", layers="h", embeddings="wte",
          final_norm="ln_f", positions="wpe", multi_head=True, transposed=r"\.(c_attn|c_proj|c_fc)\.weight$",
          stored_renames=((r"^transformer\.", ""),)),
+    # GPT-J (gptj: GPT-J-6B, GPT-JT, and its fine-tunes): GPT-2's names (decoder transformer, layers h, wte, ln_f) with
+    # attention and a GELU MLP (fc_in, fc_out, with biases) in parallel behind one LayerNorm, q, k and v apart without
+    # biases, RoPE on rotary_dim channels of each head (its pairs interleaved), lm_head with a bias, no
+    # num_key_value_heads; transformers takes its head size as hidden_size / heads; llama.cpp runs no GPT-J
+    Arch("gptj", ("ln_1",), gated_mlp=False, mlp_up="fc_in", mlp_down="fc_out", mlp_size="n_inner",
+         attention_is_hidden=True, decoder="transformer", layers="h", embeddings="wte", final_norm="ln_f",
+         multi_head=True),
     # GPTBigCode (gpt_bigcode: StarCoder, StarCoderBase 1B-15B, SantaCoder, WizardCoder, OctoCoder): GPT-2's layout
     # (decoder transformer, layers h, learned positions, LayerNorms with biases, a GELU MLP of n_inner neurons, biases
     # on every linear) in linears, with multi-query attention: c_attn's queries, then one key head and one value head
@@ -589,6 +596,9 @@ def arch_of(config) -> Arch:
         raise MinitronError("this gpt2 model has cross-attention or scales each layer's attention by its index "
                             "(add_cross_attention, scale_attn_by_inverse_layer_idx); minitron prunes GPT-2 models "
                             "without either")
+    if model_type == "gptj" and not config.rotary_dim:
+        raise MinitronError("this gptj model rotates no set number of channels (rotary_dim unset: transformers then "
+                            "sizes its rotary table by hidden_size); minitron prunes GPT-J models with a rotary_dim")
     if model_type == "gpt_bigcode" and (not config.multi_query or config.add_cross_attention):
         raise MinitronError("this gpt_bigcode model has multi-head attention or cross-attention (multi_query false, "
                             "add_cross_attention); minitron prunes GPTBigCode models of multi-query attention "
@@ -679,9 +689,9 @@ UNREAD_WIDTHS = {"lfm2": _LFM2_UNREAD, "lfm2_moe": _LFM2_UNREAD,
 
 def implied_sizes(config) -> dict[str, int]:
     """The sizes a family's config leaves out, which transformers derives (`as_built` says them): GPT-NeoX's, OPT's and
-    GPT-2's KV heads (every head its own), GPTBigCode's one (multi-query attention, whatever a config's
-    num_key_value_heads says: transformers builds one), GPT-2's and GPTBigCode's neurons where n_inner is None (4 x
-    hidden_size)."""
+    GPT-2's and GPT-J's KV heads (every head its own), GPTBigCode's one (multi-query attention, whatever a config's
+    num_key_value_heads says: transformers builds one), GPT-2's, GPT-J's and GPTBigCode's neurons where n_inner is None
+    (4 x hidden_size)."""
     arch = arch_of(config)
     sizes = {"num_key_value_heads": config.num_attention_heads} if arch.kv_implied else {}
     if config.model_type == "gpt_bigcode":

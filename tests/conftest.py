@@ -24,7 +24,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
             "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
-            "gpt_neox", "opt", "gpt2", "gpt_bigcode"]
+            "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -166,6 +166,12 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                          ffn_dim=sizes["intermediate_size"], word_embed_proj_dim=sizes["hidden_size"],
                          num_key_value_heads=sizes["num_attention_heads"], dropout=0.0, pad_token_id=None,
                          bos_token_id=None, eos_token_id=None)
+    if family == "gptj":  # GPT-J-6B's layer: attention and a GELU MLP in parallel behind one LayerNorm, RoPE on half of
+        # each head (its pairs interleaved), biases on the MLP and lm_head; the released dropout left out
+        from transformers import GPTJConfig
+
+        return GPTJConfig(**gpt2_sizes(sizes), rotary_dim=4, num_key_value_heads=sizes["num_attention_heads"],
+                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
     if family == "gpt_bigcode":  # StarCoder's layer: GPT-2's in linears with multi-query attention (one KV head)
         from transformers import GPTBigCodeConfig
 
@@ -426,15 +432,16 @@ def own_names(config, sizes: dict) -> dict:
 
 
 def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
-    """A random tiny model in eval mode; norms (and Apertus's xIELU scalars; GPT-OSS's and Phi-2's biases, lm_head's
-    among them) get random weights so that pruning (and carrying) them matters."""
+    """A random tiny model in eval mode; norms (and Apertus's xIELU scalars; GPT-OSS's, Phi-2's, GPT-NeoX's, OPT's,
+    GPT-2's, GPTBigCode's and GPT-J's biases, lm_head's among them, as llama_cpp_check's) get random weights so that
+    pruning (and carrying) them matters."""
     torch.manual_seed(seed)
     model = as_linears(AutoModelForCausalLM.from_config(tiny_config(family, tie, **overrides), dtype=torch.float32))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
                 p.add_(0.1 * torch.randn_like(p))
-            elif "bias" in name and family in ("phi", "gpt_neox", "opt", "gpt2", "gpt_bigcode"):  # (llama_cpp_check's)
+            elif "bias" in name and family in ("phi", "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj"):
                 p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))
         for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
             if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's

@@ -294,15 +294,15 @@ def test_hidden_pruning_slices_the_residual_stream_consistently(family):
 
 
 def test_unsupported_architecture_is_refused_by_name():
-    from transformers import GPTJConfig
+    from transformers import BloomConfig
 
-    with pytest.raises(MinitronError, match=r"'gptj'.*supported model types: afmoe, apertus, arcee, cohere, cohere2, "
+    with pytest.raises(MinitronError, match=r"'bloom'.*supported model types: afmoe, apertus, arcee, cohere, cohere2, "
                                             "deepseek_v2, deepseek_v3, deepseek_v32, dots1, "
                                             "ernie4_5, ernie4_5_moe, exaone, exaone4, exaone_moe, gemma, gemma2, "
                                             "gemma3_text, "
                                             "glm, glm4, "
                                             "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt2, gpt_bigcode, gpt_neox, "
-                                            "gpt_oss, granite, "
+                                            "gpt_oss, gptj, granite, "
                                             "granitemoe, "
                                             "granitemoehybrid, "
                                             "granitemoeshared, "
@@ -315,7 +315,7 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "qwen3_moe, "
                                             "qwen3_next, "
                                             "sarvam_mla, seed_oss, smollm3, solar_open, stablelm, starcoder2, youtu"):
-        arch_of(GPTJConfig())
+        arch_of(BloomConfig())
 
 
 @pytest.mark.parametrize("target,message", [

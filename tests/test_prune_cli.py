@@ -150,9 +150,11 @@ def test_bad_models(tmp_path, capsys):
     assert "cannot read" in cli_error(capsys, "prune", "--model", tmp_path / "bad", "--dry-run")
     (tmp_path / "fake.gguf").write_bytes(b"GGUF" + b"\x00" * 64)
     assert "not a readable GGUF model" in cli_error(capsys, "score", "--model", tmp_path / "fake.gguf")
-    (tmp_path / "gptj").mkdir()
-    (tmp_path / "gptj" / "config.json").write_text(json.dumps({"model_type": "gptj", "architectures": ["GPTJForCausalLM"]}))
-    assert "'gptj' (GPTJForCausalLM) is not supported" in cli_error(capsys, "prune", "--model", tmp_path / "gptj", "--dry-run")
+    (tmp_path / "bloom").mkdir()
+    (tmp_path / "bloom" / "config.json").write_text(json.dumps({"model_type": "bloom",
+                                                                 "architectures": ["BloomForCausalLM"]}))
+    assert "'bloom' (BloomForCausalLM) is not supported" in cli_error(capsys, "prune", "--model", tmp_path / "bloom",
+                                                                       "--dry-run")
 
 
 def test_corrupt_weights(tiny_dir, tiny_data, tmp_path, capsys):
