@@ -275,8 +275,7 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # own: `as_built`); the decoder is gpt_neox, lm_head stored as embed_out
     Arch("gpt_neox", _PRE_POST, gated_mlp=False, mlp_up="dense_h_to_4h", mlp_down="dense_4h_to_h",
          attention_is_hidden=True, fused_qkv=True, qkv="query_key_value", qkv_by_head=True, decoder="gpt_neox",
-         embeddings="embed_in",
-         final_norm="final_layer_norm", stored_renames=((r"^lm_head\.", "embed_out."),)),
+         embeddings="embed_in", final_norm="final_layer_norm", stored_renames=((r"^lm_head\.", "embed_out."),)),
     # OPT (opt: 125M, 1.3B, 2.7B, 6.7B, 13B, 30B, 66B; Galactica; not the 350M, whose norms follow each block and whose
     # embeddings are projected): its decoder model.decoder, learned position embeddings hidden_size wide
     # (embed_positions), LayerNorms with biases, the ReLU MLP's fc1 and fc2 in the layer itself, biases on every linear,

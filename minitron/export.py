@@ -205,8 +205,8 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
     else:
         writer.add_layer_norm_rms_eps(getattr(config, RMS_NORM_EPS.get(model_type, "rms_norm_eps")))
     FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
-    if arch_of(config).positions is None and (arch_of(config).mixer != "mamba" or
-                                              getattr(config, "position_embedding_type", None) == "rope"):
+    arch = arch_of(config)
+    if arch.positions is None and (arch.mixer != "mamba" or getattr(config, "position_embedding_type", None) == "rope"):
         add_rope(writer, config)  # (GPT-2's positions are learned; Nemotron-H's attention has none, nor Granite 4's)
 
 

@@ -42,8 +42,8 @@ def needed_scores(source: nn.Module | LazyModel, model: str, tokenizer, needs: S
     """Compute only the scores this pruning needs (when no --scores directory is given), on the teacher in memory
     or streamed from its checkpoint (`source`); where they read the weights alone and no data is given, none is read
     (the default corpus, built in the model's tokenizer the first time, is not)."""
-    batches = [] if needs.weights_only and data is None else \
-        calibration(model, tokenizer, data, prune.calib_seqs, prune.seq_len, batch_size, prune.seed)
+    batches = calibration(model, tokenizer, data, prune.calib_seqs, prune.seq_len, batch_size, prune.seed) \
+        if needs.reads_text(data) else []
     loss_batches = calibration(model, tokenizer, data, min(8, prune.calib_seqs), prune.seq_len, batch_size,
                                prune.seed + 1) if needs.removal else None
     return compute_scores(source, batches, list(needs.criteria), loss_batches, needs.removal, prune.seed)
@@ -112,9 +112,9 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
     if net is not None:
         apply_plan(net, plan)
     record = {"teacher": str(model), "target": sizes, "prune": asdict(prune), "dropped_layers": plan.drop,
-              "calibration": saved.meta.get("calibration") or (None if needs.weights_only and data is None else {
+              "calibration": saved.meta.get("calibration") or ({
                   "data": str(data or "default corpus"), "num_seqs": prune.calib_seqs, "seq_len": prune.seq_len,
-                  "seed": prune.seed}),
+                  "seed": prune.seed} if needs.reads_text(data) else None),
               "scores": str(scores) if scores else None, "params_before": before, "params_after": after,
               "streamed": streamed}
     if plan.experts is not None:  # each student layer's experts, by the teacher layer's numbers

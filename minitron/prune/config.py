@@ -97,11 +97,12 @@ class ScoreNeeds:
         """Every block length whose removal losses are computed (1: single layers)."""
         return removal_sizes(self.layer_loss, self.block_sizes)
 
-    @property
-    def weights_only(self) -> bool:
-        """Whether these scores read the weights alone: width criteria of the weights (magnitude, random) and no layer
-        scores (no layers go, or --prune.drop-layers says which); no calibration text is needed."""
-        return set(self.criteria) <= set(WEIGHT_CRITERIA) and not self.removal and not self.keys
+    def reads_text(self, data) -> bool:
+        """Whether computing these scores reads calibration text: data is given, or they do not read the weights alone
+        (width criteria of the weights, magnitude and random, and no layer scores: no layers go, or
+        --prune.drop-layers says which)."""
+        weights_only = set(self.criteria) <= set(WEIGHT_CRITERIA) and not self.removal and not self.keys
+        return data is not None or not weights_only
 
 
 def check_layers(layers: list[int], num_layers: int | None) -> list[int]:
