@@ -58,7 +58,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
             "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
             "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone",
-            "internlm3", "olmo", "gpt_neox", "gpt2", "gpt_bigcode"]
+            "internlm3", "olmo", "gpt_neox", "gpt2", "gpt_bigcode", "falcon", "falcon_7b", "falcon_11b"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -265,8 +265,13 @@ NEMOTRON_H_LAYERS = ["linear_attention", "full_attention", "mlp", "linear_attent
 NEMOTRON_3 = dict(layers_block_type=["linear_attention", "moe", "full_attention", "moe"], n_routed_experts=6,
                   num_experts_per_tok=2, moe_intermediate_size=96, moe_shared_expert_intermediate_size=64,
                   routed_scaling_factor=2.5)
-MODEL_TYPES = {"nemotron_h_moe": "nemotron_h", "nemotron_h_latent": "nemotron_h"}  # the tiny families that are a
-# model type's variant (`nemotron_h_latent`: Nemotron 3 Super's kind, its experts behind a latent of 32 channels)
+# Falcon's settings under its own names (its head size is hidden_size / heads: 8 here): the tiny falcon (Falcon-40B's
+# layer), falcon_7b and falcon_11b (`tiny_model`)
+FALCON = dict(ffn_hidden_size=96, num_kv_heads=2, bos_token_id=None, eos_token_id=None)
+# The tiny families that are a model type's variant (`nemotron_h_latent`: Nemotron 3 Super's kind, its experts behind
+# a latent of 32 channels; Falcon's layouts)
+MODEL_TYPES = {"nemotron_h_moe": "nemotron_h", "nemotron_h_latent": "nemotron_h", "falcon_7b": "falcon",
+               "falcon_11b": "falcon"}
 
 
 def tiny_model(family: str, seed: int = 0):
@@ -335,6 +340,9 @@ def tiny_model(family: str, seed: int = 0):
              "gpt_neox": dict(num_key_value_heads=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "gpt2": dict(n_inner=96, bos_token_id=None, eos_token_id=None),
              "gpt_bigcode": dict(n_inner=96, multi_query=True, bos_token_id=None, eos_token_id=None),
+             "falcon": dict(FALCON, new_decoder_architecture=True),  # Falcon-40B's: a LayerNorm each, 2 KV groups
+             "falcon_7b": dict(FALCON, multi_query=True),  # Falcon-7B's: one LayerNorm, one KV head
+             "falcon_11b": dict(FALCON, new_decoder_architecture=True, num_ln_in_parallel_attn=1),  # Falcon2-11B's
              "afmoe": dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, num_dense_layers=1,
                            moe_intermediate_size=96, intermediate_size=80, route_scale=2.5, mup_enabled=True,
                            sliding_window=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
@@ -407,12 +415,15 @@ def tiny_model(family: str, seed: int = 0):
                                   moe_intermediate_size=96, intermediate_size=80, tie_word_embeddings=False,
                                   pad_token_id=None, bos_token_id=None, eos_token_id=None)}.get(family, {})
     torch.manual_seed(seed)
+    if family.startswith("falcon"):  # (its config's own names for the neurons and KV heads, its head size derived)
+        sizes = {k: v for k, v in sizes.items() if k not in ("head_dim", "intermediate_size", "num_key_value_heads")}
     config = AutoConfig.for_model(MODEL_TYPES.get(family, family), **{**sizes, **extra})
     model = as_linears(AutoModelForCausalLM.from_config(config, dtype=torch.float32))  # (GPT-2's Conv1D as linears)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
-                p.add_(0.1 * torch.randn_like(p))  # (Apertus's xIELU scalars, GPT-OSS's sinks and biases too)
+            if ("norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss"
+                    or ".ln_" in name and family.startswith("falcon")):  # (Apertus's xIELU scalars, GPT-OSS's sinks
+                p.add_(0.1 * torch.randn_like(p))  # and biases, Falcon's ln_attn, ln_mlp and ln_f too)
             elif "bias" in name and family in ("phi", "gpt_neox", "gpt2", "gpt_bigcode"):  # Phi-2's (and others')
                 # biases at the weights' scale (at 0.1 they outweigh the embeddings: every token continues alike),
                 # lm_head's 0.05: zeroed in the file, 1 token of 16 agrees (0.005 short); q/k rows written

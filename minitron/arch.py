@@ -144,18 +144,21 @@ class Arch:
     # Its decoder layers return their indexer's picks beside their output, which the model hands the next layer
     # (GLM-5's `prev_topk_indices`, for layers that reuse them; minitron takes models whose every layer picks its own)
     picks_carried: bool = False
+    layer_pair: bool = False  # its decoder layers return (output, attention weights), the model reading the first
     decoder: str = "model"  # the decoder's path in the model (GPT-NeoX's gpt_neox, OPT's model.decoder)
     layers: str = "layers"  # the decoder's list of layers (GPT-2's h)
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
     final_norm: str = "norm"  # the final norm's name in the decoder
     stored_prefix: str | None = None  # what checkpoints name the decoder (None: `decoder`'s; Nemotron-H's backbone.)
     qkv: str = "qkv_proj"  # the attention's one linear of q, k and v rows, where fused (GPT-2's c_attn)
-    # q, k and v rows fused in one linear head by head (GPT-NeoX's query_key_value: each head's queries, keys, values)
-    qkv_by_head: bool = False
+    # q, k and v rows fused in one linear group by group: each KV group's query heads, then its key head and its value
+    # head (Falcon's query_key_value; GPT-NeoX's, a group for each head: `attention_rows`)
+    qkv_grouped: bool = False
     positions: str | None = None  # learned position embeddings in the decoder, hidden_size wide (OPT's embed_positions)
     # Config sizes that are the hidden size under another name, which follow it (OPT's word_embed_proj_dim)
     hidden_aliases: tuple[str, ...] = ()
     multi_head: bool = False  # its attention has no KV heads of its own (OPT's: no num_key_value_heads in its config)
+    kv_aliases: tuple[str, ...] = ()  # config sizes that are the KV heads under another name (Falcon's num_kv_heads)
     # The stored weights of its linears that transformers holds as Conv1D, (in, out) (GPT-2's), a regular expression:
     # minitron holds them as linears (`as_linears`), whose state dict keeps the stored layout (`Conv1DLinear`)
     transposed: str | None = None
@@ -168,6 +171,12 @@ class Arch:
         return self.score_norms or self.norms
 
     @property
+    def layer_returns_tuple(self) -> bool:
+        """Whether its decoder layers return a tuple, whose first item the model hands the next layer (Falcon's output
+        and attention weights, GLM-5's output and picks)."""
+        return self.layer_pair or self.picks_carried
+
+    @property
     def own_kv(self) -> bool:
         """Whether every attention head has its own keys and values, whatever the config says (multi-head latent
         attention's, GPT-NeoX's, OPT's): the KV heads are the query heads."""
@@ -177,7 +186,7 @@ class Arch:
     def kv_implied(self) -> bool:
         """Whether its config names no KV heads, every head having its own (GPT-NeoX's, OPT's): `as_built` gives it
         num_key_value_heads."""
-        return self.qkv_by_head or self.multi_head
+        return self.multi_head
 
     @property
     def hybrid(self) -> bool:
@@ -271,11 +280,12 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("olmo3", _POST),  # OLMo 2's layer; sliding and global layers
     # GPT-NeoX (gpt_neox: Pythia 14M-12B, GPT-NeoX-20B, Dolly v2, RedPajama-INCITE): LayerNorms with biases, attention
     # and a GELU MLP in parallel behind one each (or in turn: use_parallel_residual), q/k/v fused head by head
-    # (`qkv_by_head`), biases on every linear, RoPE on a quarter of each head, no num_key_value_heads (every head its
-    # own: `as_built`); the decoder is gpt_neox, lm_head stored as embed_out
+    # (`qkv_grouped`, a group a head), biases on every linear, RoPE on a quarter of each head, no num_key_value_heads
+    # (every head its own: `as_built`); the decoder is gpt_neox, lm_head stored as embed_out
     Arch("gpt_neox", _PRE_POST, gated_mlp=False, mlp_up="dense_h_to_4h", mlp_down="dense_4h_to_h",
-         attention_is_hidden=True, fused_qkv=True, qkv="query_key_value", qkv_by_head=True, decoder="gpt_neox",
-         embeddings="embed_in", final_norm="final_layer_norm", stored_renames=((r"^lm_head\.", "embed_out."),)),
+         attention_is_hidden=True, fused_qkv=True, qkv="query_key_value", qkv_grouped=True, multi_head=True,
+         decoder="gpt_neox", embeddings="embed_in", final_norm="final_layer_norm",
+         stored_renames=((r"^lm_head\.", "embed_out."),)),
     # OPT (opt: 125M, 1.3B, 2.7B, 6.7B, 13B, 30B, 66B; Galactica; not the 350M, whose norms follow each block and whose
     # embeddings are projected): its decoder model.decoder, learned position embeddings hidden_size wide
     # (embed_positions), LayerNorms with biases, the ReLU MLP's fc1 and fc2 in the layer itself, biases on every linear,
@@ -307,6 +317,17 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("gpt_bigcode", ("ln_1", "ln_2"), gated_mlp=False, mlp_up="c_fc", mlp_down="c_proj", mlp_size="n_inner",
          attention_is_hidden=True, fused_qkv=True, qkv="c_attn", decoder="transformer", layers="h", embeddings="wte",
          final_norm="ln_f", positions="wpe"),
+    # Falcon (falcon: Falcon-7B, 40B, 180B, Falcon2-11B, and their instruct models): GPT-2's names (decoder transformer,
+    # layers h, ln_f) with word_embeddings, attention (`self_attention`) and a GELU MLP (dense_h_to_4h, dense_4h_to_h)
+    # in parallel behind a LayerNorm each (the 40B's and 180B's ln_attn and ln_mlp) or one (the 7B's and 11B's
+    # input_layernorm), or in turn (`falcon_arch`); q/k/v fused group by group in query_key_value (`qkv_grouped`: the
+    # 40B's 8 KV groups, the 7B's one, multi_query), its KV heads also its config's num_kv_heads, RoPE on every
+    # channel, no biases (or on every linear: bias); transformers takes its head size as hidden_size / heads (a
+    # read-only head_dim, `head_dim_derived`). ALiBi ones (Falcon-RW) are refused
+    Arch("falcon", ("ln_attn", "ln_mlp"), gated_mlp=False, mlp_up="dense_h_to_4h", mlp_down="dense_4h_to_h",
+         mlp_size="ffn_hidden_size", attention_is_hidden=True, fused_qkv=True, qkv="query_key_value",
+         qkv_grouped=True, decoder="transformer", layers="h", embeddings="word_embeddings", final_norm="ln_f",
+         kv_aliases=("num_kv_heads",), layer_pair=True),
     # EXAONE 4 (1.2B, 32B): OLMo 2's layer with per-head q/k norms; with a window, sliding layers with RoPE and global
     # ones without (the 32B: three of four slide), without one every layer global with RoPE (the 1.2B)
     Arch("exaone4", _POST),
@@ -443,6 +464,10 @@ GRANITE_MOE_HYBRID = replace(FAMILIES["granitemoehybrid"], moe=True, mlp_size="i
 NEMOTRON_H_MOE = replace(FAMILIES["nemotron_h"], moe=True, mlp_size="moe_intermediate_size",
                          experts_size="n_routed_experts", moe_block="mixer", shared_expert=True,
                          shared_names=NEMOTRON_SHARED, stored_moe=("mixer", None, "up_proj", "down_proj"))
+# Falcon-7B's and Falcon2-11B's layer: attention and the MLP in parallel behind one LayerNorm; a Falcon's with the
+# two in turn, a LayerNorm in front of each (parallel_attn false)
+FALCON_ONE_NORM = replace(FAMILIES["falcon"], norms=("input_layernorm",))
+FALCON_IN_TURN = replace(FAMILIES["falcon"], norms=_PRE_POST)
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
 PER_LAYER = ("layer_types", "no_rope_layers", "mlp_layer_types")
@@ -625,6 +650,8 @@ def arch_of(config) -> Arch:
                             "own (GLM-5, 5.1)")
     if model_type == "nemotron_h":
         return nemotron_h_arch(config)
+    if model_type == "falcon":
+        return falcon_arch(config)
     if model_type == "granitemoehybrid" and getattr(config, "num_local_experts", 0):
         return GRANITE_MOE_HYBRID
     return FAMILIES[model_type]
@@ -645,6 +672,25 @@ def nemotron_h_arch(config) -> Arch:
     return NEMOTRON_H_MOE
 
 
+def falcon_arch(config) -> Arch:
+    """Falcon's adapter for its layer's LayerNorms: one each in front of attention and the MLP, run in parallel
+    (new_decoder_architecture with num_ln_in_parallel_attn 2 or unset: Falcon-40B's, 180B's), one in front of both
+    (Falcon-7B's, Falcon2-11B's: `FALCON_ONE_NORM`) or two with the blocks in turn (parallel_attn false:
+    `FALCON_IN_TURN`). One with ALiBi position biases (Falcon-RW's) is refused in one line: its slopes are given by the
+    number of heads, so pruning heads would change the kept heads' biases."""
+    if config.alibi:
+        raise MinitronError("this falcon model adds ALiBi position biases (alibi: Falcon-RW's), whose slopes follow "
+                            "the number of heads; minitron prunes the Falcon models with RoPE (Falcon-7B, 40B, 180B, "
+                            "Falcon2-11B)")
+    if not config.parallel_attn:
+        if config.new_decoder_architecture:  # (transformers' layer then reads norms it never built)
+            raise MinitronError("this falcon model has new_decoder_architecture without parallel_attn, which "
+                                "transformers cannot run; minitron prunes the Falcon models it runs")
+        return FALCON_IN_TURN
+    two = config.new_decoder_architecture and config.num_ln_in_parallel_attn in (None, 2)
+    return FAMILIES["falcon"] if two else FALCON_ONE_NORM
+
+
 def tied(config) -> bool:
     """Whether lm_head is the token embeddings: the config says so and the family honours it (transformers never ties
     a Nemotron-H's, whatever its config says)."""
@@ -660,6 +706,27 @@ def heads_own_kv(config) -> bool:
 
 def head_dim(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def head_dim_derived(config) -> bool:
+    """Whether the config's head_dim is computed from its hidden size and heads, never stored (FalconConfig's
+    read-only property): its heads and hidden channels are pruned together (`Arch.attention_is_hidden`), which keeps
+    it what it was."""
+    return isinstance(getattr(type(config), "head_dim", None), property)
+
+
+def pin_head_dim(config, dim: int) -> None:
+    """Store each head's size in the config, so that it no longer follows hidden_size / heads (a config that computes
+    it, `head_dim_derived`: nothing to store)."""
+    if not head_dim_derived(config):
+        config.head_dim = dim
+
+
+def set_kv_heads(config, heads: int) -> None:
+    """Set the config's KV heads, under its family's other names for them too (`Arch.kv_aliases`)."""
+    config.num_key_value_heads = heads
+    for name in arch_of(config).kv_aliases:
+        setattr(config, name, heads)
 
 
 def per_layer_lists(config, kept: list[int]) -> dict[str, list]:
@@ -812,9 +879,9 @@ def _mixer(layer: nn.Module, kind: str) -> nn.Module | None:
 
 
 def attention_of(layer: nn.Module) -> nn.Module | None:
-    """A decoder layer's attention (GPT-NeoX's `attention`, GPT-2's `attn`; None: a hybrid's layer of another
-    kind)."""
-    name = next((n for n in ("self_attn", "attention", "attn") if hasattr(layer, n)), None)
+    """A decoder layer's attention (GPT-NeoX's `attention`, GPT-2's `attn`, Falcon's `self_attention`; None: a
+    hybrid's layer of another kind)."""
+    name = next((n for n in ("self_attn", "attention", "attn", "self_attention") if hasattr(layer, n)), None)
     return getattr(layer, name) if name else _mixer(layer, ATTENTION)
 
 
@@ -922,7 +989,7 @@ def layer_norms(layer: nn.Module, arch: Arch) -> list[nn.Module]:
 class Rows:
     """The rows of one unit kind in a projection: `count` rows from `start` of `linear` (all of them when it is not
     fused). Row `start + i` belongs to unit i (a neuron, or a channel of a head). Where the kinds are fused head by
-    head (`Arch.qkv_by_head`), every `period` rows hold `count` of this kind from `start` on: unit i's row is
+    group (`Arch.qkv_grouped`), every `period` rows hold `count` of this kind from `start` on: unit i's row is
     `start + (i // count) * period + i % count`."""
 
     linear: nn.Linear
@@ -999,19 +1066,22 @@ def halves(fused: nn.Linear) -> list[Rows]:
 
 def attention_rows(layer: nn.Module, arch: Arch) -> tuple[Rows, list[Rows]]:
     """The query rows, and the key and value rows, of a layer's attention (heads of `HeadDims` rows each); a fused
-    qkv_proj holds the queries first (as many rows as o_proj has input columns), then keys, then values; multi-head
-    latent attention's heads are q_proj's (q_b_proj's) and kv_b_proj's rows."""
+    qkv_proj holds the queries first (as many rows as o_proj has input columns), then keys, then values, or those of
+    each KV group in turn (`Arch.qkv_grouped`); multi-head latent attention's heads are q_proj's (q_b_proj's) and
+    kv_b_proj's rows."""
     attn = attention_of(layer)
     if arch.mla:
         return Rows(attn.q_proj if attn.q_a_proj is None else attn.q_b_proj), [Rows(attn.kv_b_proj)]
     if not arch.fused_qkv:
         return Rows(attn.q_proj), [Rows(attn.k_proj), Rows(attn.v_proj)]
     qkv = getattr(attn, arch.qkv)
-    if arch.qkv_by_head:  # (every head its own keys and values)
-        dim = attn.head_size
-        return Rows(qkv, 0, dim, 3 * dim), [Rows(qkv, dim * i, dim, 3 * dim) for i in (1, 2)]
     q = attention_out(attn).in_features
     kv = (qkv.out_features - q) // 2
+    if arch.qkv_grouped:  # (Falcon's; GPT-NeoX's head_size)
+        groups = kv // (attn.head_size if hasattr(attn, "head_size") else attn.head_dim)
+        period = qkv.out_features // groups
+        return Rows(qkv, 0, q // groups, period), [Rows(qkv, (q + i * kv) // groups, kv // groups, period)
+                                                   for i in (0, 1)]
     return Rows(qkv, 0, q), [Rows(qkv, q, kv), Rows(qkv, q + kv, kv)]
 
 

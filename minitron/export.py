@@ -697,8 +697,8 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
     name = gguf_tensor(names, key)
     if name is None:
         raise MinitronError(f"tensor {key} has no GGUF name in llama.cpp's {arch} architecture")
-    if arch_of(config).qkv_by_head and ".attention.query_key_value." in key:  # (GPT-NeoX's)
-        data = qkv_by_kind(data, config.num_attention_heads)
+    if arch_of(config).qkv_grouped and f".{arch_of(config).qkv}." in key:  # (Falcon's, GPT-NeoX's)
+        data = qkv_by_kind(data, config.num_attention_heads, config.num_key_value_heads)
     if (transposed := arch_of(config).transposed) and re.search(transposed, key):  # (GPT-2's Conv1D weights)
         data = np.ascontiguousarray(data.T)
     if arch in INTERLEAVED_ROTARY and ".self_attn.q_proj." in key:

@@ -19,10 +19,11 @@ ACTIVATIONS = {"gemma": ("gelu_pytorch_tanh",), "gemma2": ("gelu_pytorch_tanh",)
                "phi": ("gelu_new", "gelu_pytorch_tanh"),  # (llama.cpp's GELU: the tanh approximation)
                "gpt_neox": ("gelu_new", "gelu_pytorch_tanh", "gelu"),  # (the exact one warned of: `approximated_gelu`)
                "gpt2": ("gelu_new", "gelu_pytorch_tanh", "gelu"),
-               "gpt_bigcode": ("gelu_pytorch_tanh", "gelu_new", "gelu")}
+               "gpt_bigcode": ("gelu_pytorch_tanh", "gelu_new", "gelu"),
+               "falcon": ("gelu_pytorch_tanh", "gelu_new", "gelu")}
 # Families whose released models' exact GELU llama.cpp's graph computes as the tanh approximation (as in any GGUF of
 # them: llama.cpp's converter writes them so): exported, with a warning.
-GELU_APPROXIMATED = ("gpt_neox", "gpt2", "gpt_bigcode")
+GELU_APPROXIMATED = ("gpt_neox", "gpt2", "gpt_bigcode", "falcon")
 # Families whose graph reads Llama 3.1's per-frequency RoPE factors from a rope_freqs tensor (the llama.cpp
 # node-llama-cpp 3.22.1 ships refuses one in its Qwen3, SmolLM3 and Nemotron graphs: "wrong number of tensors").
 ROPE_FREQS_FAMILIES = ("llama", "mistral", "arcee", "apertus", "exaone4", "iquestcoder",  # (graphs reading rope_freqs)
@@ -48,7 +49,7 @@ HIDDEN_WIDE = {"phi3": ("Phi-3", "Phi-3"), "cohere": ("Cohere", "Command R"), "c
                "olmo2": ("OLMo 2", "OLMo 2"), "olmo3": ("OLMo 3", "OLMo 2"), "olmoe": ("OLMoE", "OLMoE"),
                "lfm2": ("LFM2", "LFM2"), "lfm2_moe": ("LFM2-MoE", "LFM2-MoE"), "phi": ("Phi-2", "Phi-2"),
                "glm": ("GLM", "ChatGLM"), "olmo": ("OLMo", "OLMo"), "gpt_neox": ("GPT-NeoX", "GPT-NeoX"),
-               "gpt2": ("GPT-2", "GPT-2"), "gpt_bigcode": ("GPTBigCode", "StarCoder")}
+               "gpt2": ("GPT-2", "GPT-2"), "gpt_bigcode": ("GPTBigCode", "StarCoder"), "falcon": ("Falcon", "Falcon")}
 # Families whose graph only some llama.cpp builds take that wide (the one node-llama-cpp 3.22.1 ships among them):
 # export writes another width, with a warning.
 HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4", "qwen2_moe")
@@ -87,8 +88,8 @@ def approximated_gelu(config) -> bool:
 
 def activation(config) -> str | None:
     """The MLP's activation, under the config's name for it (Gemma's hidden_activation, GPT-2's
-    activation_function)."""
-    return next((a for name in ("hidden_activation", "hidden_act", "activation_function")
+    activation_function, Falcon's activation)."""
+    return next((a for name in ("hidden_activation", "hidden_act", "activation_function", "activation")
                  if (a := getattr(config, name, None))), None)
 
 
@@ -537,6 +538,16 @@ def check_gpt_oss(config) -> None:
                             "one")
 
 
+def check_falcon(config) -> None:
+    """Refuse a Falcon that llama.cpp's falcon graph computes otherwise: one with biases (bias: none of the released
+    Falcons with RoPE has them; the graph reads none) or its attention and MLP in turn (the graph runs them in
+    parallel)."""
+    if config.bias or not config.parallel_attn:
+        raise MinitronError("cannot export a falcon model with biases or with its attention and MLP in turn (bias, "
+                            "parallel_attn false): llama.cpp's falcon graph has no biases and runs the two in "
+                            "parallel")
+
+
 FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss,
                  "gemma": check_gemma, "gemma2": check_gemma2, "gemma3_text": check_gemma3, "cohere": check_cohere,
                  "cohere2": check_cohere2, "ministral3": check_ministral3, "olmo3": check_olmo3,
@@ -548,4 +559,4 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss,
                  "glm4_moe_lite": check_latent, "deepseek_v2": check_deepseek_v2, "youtu": check_latent,
                  "sarvam_mla": check_latent, "deepseek_v32": check_indexed, "dots1": check_dots1,
                  "afmoe": check_afmoe, "glm_moe_dsa": check_indexed,
-                 "phi": check_phi}
+                 "phi": check_phi, "falcon": check_falcon}

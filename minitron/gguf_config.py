@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from minitron.arch import pin_head_dim
 from minitron.errors import MinitronError
 
 # Gemma (by Hugging Face model type): the layer count at which llama.cpp takes a model for the 27B and scales its
@@ -47,7 +48,7 @@ def correct_config(config, meta: Metadata) -> None:
     """Set on `config` (read from the file's common keys) its head size, RoPE, window and Gemma's settings."""
     head = meta.get("attention.key_length")
     if head:
-        config.head_dim = int(head)
+        pin_head_dim(config, int(head))
     head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     rope = {"rope_type": "default", "rope_theta": float(meta.get("rope.freq_base", 10000.0))}
     dims = meta.get("rope.dimension_count")

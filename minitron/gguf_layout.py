@@ -36,7 +36,7 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "jais2": "jais2", "iquestcoder": "llama",  # (IQuest-Coder: Llama's, as llama.cpp's converter)
              "phi": "phi2", "glm": "chatglm", "exaone": "exaone",
              "internlm3": "llama",  # (InternLM3: Llama's, as llama.cpp's converter)
-             "olmo": "olmo", "gpt_neox": "gptneox", "gpt2": "gpt2", "gpt_bigcode": "starcoder"}
+             "olmo": "olmo", "gpt_neox": "gptneox", "gpt2": "gpt2", "gpt_bigcode": "starcoder", "falcon": "falcon"}
 
 
 def gguf_arch(config) -> str:
@@ -52,7 +52,7 @@ def gguf_arch(config) -> str:
 LAYER_NORM_EPS = {"cohere": "layer_norm_eps", "cohere2": "layer_norm_eps", "nemotron": "norm_eps",
                   "stablelm": "layer_norm_eps", "starcoder2": "norm_epsilon", "jais2": "layer_norm_eps",
                   "phi": "layer_norm_eps", "olmo": 1e-5, "gpt_neox": "layer_norm_eps", "gpt2": "layer_norm_epsilon",
-                  "gpt_bigcode": "layer_norm_epsilon"}
+                  "gpt_bigcode": "layer_norm_epsilon", "falcon": "layer_norm_epsilon"}
 # Families whose RMSNorms' epsilon is not the config's rms_norm_eps: its field (Nemotron-H's every norm's).
 RMS_NORM_EPS = {"nemotron_h": "layer_norm_epsilon", "lfm2": "norm_eps", "lfm2_moe": "norm_eps"}
 # Graphs that need an output tensor even when the Hugging Face model ties it to the embedding.
@@ -358,15 +358,22 @@ def gguf_tensor(names, key: str) -> str | None:
     return f"{name}.bias" if name is not None and key.endswith(".expert_bias") else name
 
 
-def qkv_by_kind(w: np.ndarray, heads: int) -> np.ndarray:
-    """GPT-NeoX's fused q/k/v rows (or bias), each head's queries, keys and values in turn, as llama.cpp's converter
-    writes them: every query row, then every key row, then every value row."""
-    return w.reshape(heads, 3, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
+def qkv_by_kind(w: np.ndarray, heads: int, groups: int) -> np.ndarray:
+    """q/k/v rows (or biases) fused group by group (`Arch.qkv_grouped`: each of `groups` KV groups' query heads, then
+    its key and its value head: Falcon's; GPT-NeoX's, a group a head), as llama.cpp's converters write them: every
+    query row, then every key row, then every value row."""
+    g = w.reshape(groups, heads // groups + 2, -1, *w.shape[1:])
+    return np.concatenate([g[:, :-2].reshape(-1, *w.shape[1:]), g[:, -2].reshape(-1, *w.shape[1:]),
+                           g[:, -1].reshape(-1, *w.shape[1:])])
 
 
-def qkv_by_head(w: np.ndarray, heads: int) -> np.ndarray:
-    """The inverse of `qkv_by_kind`: GPT-NeoX's layout, head by head."""
-    return w.reshape(3, heads, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
+def qkv_by_group(w: np.ndarray, heads: int, groups: int) -> np.ndarray:
+    """The inverse of `qkv_by_kind`: the rows group by group."""
+    dim = w.shape[0] // (heads + 2 * groups)
+    q, k, v = np.split(w, [heads * dim, (heads + groups) * dim])
+    parts = [q.reshape(groups, heads // groups, dim, *w.shape[1:]), k.reshape(groups, 1, dim, *w.shape[1:]),
+             v.reshape(groups, 1, dim, *w.shape[1:])]
+    return np.concatenate(parts, axis=1).reshape(w.shape)
 
 
 def interleave_rotary(w: np.ndarray, heads: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from minitron.gguf_layout import (AFMOE_GLOBAL_STEP, COHERE2_GLOBAL_STEP, COMMAN
                                   LAYER_NORM_EPS, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, delta_in_gguf,
                                   delta_stored, fused_gate_up, gguf_arch, gguf_tensor, global_every,
                                   granite_mlp_in_gguf, halve_rotary, mamba_in_gguf, mamba_read, mla_in_gguf, mla_read,
-                                  oss_in_gguf, oss_read, qkv_by_head, qkvz_in_gguf, qkvz_read, stacked_key,
+                                  oss_in_gguf, oss_read, qkv_by_group, qkvz_in_gguf, qkvz_read, stacked_key,
                                   stored_plus_one, tensor_names)
 from minitron.io import own_config
 from minitron.shards import SafetensorsWriter, TensorSpec
@@ -142,7 +142,8 @@ def read_config(meta: Metadata, reader, tensors: dict):
               "use_qkv_bias": "blk.0.attn_q.bias" in tensors,  # StableLM's
               "qkv_bias": "blk.0.attn_q.bias" in tensors,  # Qwen2-MoE's
               "attention_out_bias": "blk.0.attn_output.bias" in tensors,  # Seed-OSS's o_proj
-              "use_qk_norm": "blk.0.attn_q_norm.weight" in tensors}  # GLM-4.5's per-head q/k norms, where it has them
+              "use_qk_norm": "blk.0.attn_q_norm.weight" in tensors,  # GLM-4.5's per-head q/k norms, where it has them
+              "num_ln_in_parallel_attn": 2 if "blk.0.attn_norm_2.weight" in tensors else 1}  # Falcon's LayerNorms
     defaults = AutoConfig.for_model(model_type)
     settings.update({name: value for name, value in biases.items() if hasattr(defaults, name)})
     settings.update(FAMILY_SETTINGS.get(model_type, lambda *_: {})(meta, settings["num_hidden_layers"]))
@@ -214,6 +215,15 @@ def gpt_bigcode(meta: Metadata, layers: int) -> dict:
         raise MinitronError(f"cannot read this {meta.arch} GGUF file: its attention.head_count_kv is not 1 (minitron "
                             "reads GPTBigCode models of multi-query attention)")
     return {**gpt2(meta, layers), "multi_query": True}
+
+
+def falcon(meta: Metadata, layers: int) -> dict:
+    """Falcon's neurons and KV heads under its own names, read as its new_decoder_architecture layer (KV groups fused
+    group by group: Falcon-7B's multi-query attention is its one group), the blocks in parallel (llama.cpp's graph
+    runs no other), behind one LayerNorm or one each (`read_config`: as the file has attn_norm_2)."""
+    return {"ffn_hidden_size": required(meta, "feed_forward_length", int),
+            "num_kv_heads": required(meta, "attention.head_count_kv", int), "new_decoder_architecture": True,
+            "parallel_attn": True, "bias": False, "alibi": False}
 
 
 def cohere(meta: Metadata, layers: int) -> dict:
@@ -540,7 +550,7 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts,
                    "exaone_moe": exaone_moe, "granitemoeshared": granitemoeshared, "deepseek_v32": deepseek_v32,
                    "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa, "olmo": olmo, "gpt_neox": gpt_neox, "gpt2": gpt2,
-                   "gpt_bigcode": gpt_bigcode}
+                   "gpt_bigcode": gpt_bigcode, "falcon": falcon}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width, GPT-NeoX no KV heads, GPT-2 neither KV heads nor intermediate_size).
@@ -550,7 +560,8 @@ OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5
             "deepseek_v2": ("num_key_value_heads",), "youtu": ("num_key_value_heads",),
             "deepseek_v32": ("num_key_value_heads",), "glm_moe_dsa": ("num_key_value_heads",),
             "gpt_neox": ("num_key_value_heads",), "gpt2": ("intermediate_size", "num_key_value_heads"),
-            "gpt_bigcode": ("intermediate_size", "num_key_value_heads")}
+            "gpt_bigcode": ("intermediate_size", "num_key_value_heads"),
+            "falcon": ("intermediate_size", "num_key_value_heads")}
 
 
 def ministral3_rope(config, meta: Metadata) -> None:
@@ -693,8 +704,8 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         if tuple(data.shape) != shape:
             raise MinitronError(f"cannot read this GGUF file: its {name} is {tuple(data.shape)}, and the model its "
                                 f"keys describe has {key} of {shape}")
-        if arch_of(config).qkv_by_head and ".attention.query_key_value." in key:  # (GPT-NeoX's, head by head)
-            data = qkv_by_head(data, config.num_attention_heads)
+        if arch_of(config).qkv_grouped and f".{arch_of(config).qkv}." in key:  # (Falcon's, GPT-NeoX's)
+            data = qkv_by_group(data, config.num_attention_heads, config.num_key_value_heads)
         if arch in INTERLEAVED_ROTARY and ".self_attn.q_proj." in key:
             data = halve_rotary(data, config.num_attention_heads)
         elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:

@@ -24,7 +24,9 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
             "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
-            "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj"]
+            "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj", "falcon"]
+# Falcon's layouts beside the 40B's ("falcon", in FAMILIES): Falcon-7B's, Falcon2-11B's, and one with its blocks in turn
+FALCON_LAYOUTS = ["falcon_7b", "falcon_11b", "falcon_in_turn"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -172,6 +174,20 @@ def tiny_config(family: str, tie: bool = False, **overrides):
 
         return GPTJConfig(**gpt2_sizes(sizes), rotary_dim=4, num_key_value_heads=sizes["num_attention_heads"],
                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
+    if family.startswith("falcon"):  # Falcon-40B's layer: attention and a GELU MLP in parallel behind a LayerNorm
+        # each, q/k/v fused KV group by KV group, no biases, RoPE on every channel, its head size hidden_size / heads;
+        # Falcon-7B's: one LayerNorm in front of both, multi-query attention; Falcon2-11B's: one LayerNorm, KV groups;
+        # in turn: a LayerNorm in front of each block, every head its own keys and values, biases on every linear
+        from transformers import FalconConfig
+
+        kv = {"falcon": dict(new_decoder_architecture=True, num_kv_heads=sizes["num_key_value_heads"]),
+              "falcon_7b": dict(multi_query=True),
+              "falcon_11b": dict(new_decoder_architecture=True, num_kv_heads=sizes["num_key_value_heads"],
+                                 num_ln_in_parallel_attn=1),
+              "falcon_in_turn": dict(parallel_attn=False, multi_query=False, bias=True)}[family]
+        return FalconConfig(**{**kv, **{k: v for k, v in sizes.items() if k not in ("head_dim", "intermediate_size",
+                                                                                    "num_key_value_heads")}},
+                            ffn_hidden_size=sizes["intermediate_size"], bos_token_id=None, eos_token_id=None)
     if family == "gpt_bigcode":  # StarCoder's layer: GPT-2's in linears with multi-query attention (one KV head)
         from transformers import GPTBigCodeConfig
 
@@ -439,9 +455,11 @@ def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
     model = as_linears(AutoModelForCausalLM.from_config(tiny_config(family, tie, **overrides), dtype=torch.float32))
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss":
+            if ("norm" in name or ".act_fn." in name or "sinks" in name or "bias" in name and family == "gpt_oss"
+                    or ".ln_" in name and family.startswith("falcon")):  # (Falcon's ln_attn, ln_mlp, ln_f)
                 p.add_(0.1 * torch.randn_like(p))
-            elif "bias" in name and family in ("phi", "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj"):
+            elif "bias" in name and family in ("phi", "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj",
+                                               "falcon_in_turn"):
                 p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))
         for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
             if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's

@@ -302,7 +302,9 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("gpt_neox", None, "f16", False), ("gpt_neox", "llama-bpe", "q8_0", True),
              ("gpt_neox", "sequential", "f16", False), ("gpt2", None, "f16", False),
              ("gpt2", "llama-bpe", "q8_0", True), ("gpt_bigcode", None, "f16", False),
-             ("gpt_bigcode", "llama-bpe", "q8_0", True)]
+             ("gpt_bigcode", "llama-bpe", "q8_0", True), ("falcon", None, "f16", False),
+             ("falcon", "llama-bpe", "q8_0", True), ("falcon_7b", None, "f16", True),
+             ("falcon_11b", "llama-bpe", "q8_0", False)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -668,7 +670,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "minimax_m2, exaone_moe, granitemoeshared, deepseek_v32, "
                                             "solar_open, starcoder2, afmoe, glm_moe_dsa, jais2, "
                                             "iquestcoder, phi, glm, exaone, internlm3, olmo, gpt_neox, gpt2, "
-                                            "gpt_bigcode$"):
+                                            "gpt_bigcode, falcon$"):
         export(str(tmp_path / "opt"), tmp_path / "opt.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -678,6 +680,9 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
 
 # What llama.cpp's graphs cannot compute, refused in one line: (family, save_model's settings, the refusal).
 REFUSED = [
+    ("falcon", {"bias": True}, "a falcon model with biases or with its attention and MLP in turn"),
+    ("falcon_7b", {"parallel_attn": False}, r"\(bias, parallel_attn false\): llama.cpp's falcon graph has no biases "
+                                            "and runs the two in parallel"),
     ("phi", {"qk_layernorm": True}, r"phi model with q/k LayerNorms \(qk_layernorm\): llama.cpp's phi2 graph has none"),
     ("phi", {"hidden_act": "gelu"}, "phi model with activation 'gelu': llama.cpp's graph for it computes gelu_new"),
     ("seed_oss", {"attention_out_bias": True},
@@ -854,6 +859,8 @@ RELEASED = {
                  activation_function="gelu_new"),
     "gpt_bigcode": dict(n_embd=6144, n_layer=40, n_head=48, n_positions=8192, vocab_size=49152,  # StarCoder (15B)
                         n_inner=24576, activation_function="gelu_pytorch_tanh", multi_query=True),
+    "falcon": dict(hidden_size=4544, num_hidden_layers=32, num_attention_heads=71, vocab_size=65024,  # Falcon-7B
+                   multi_query=True, parallel_attn=True, bias=False, new_decoder_architecture=False),
 }
 
 
@@ -1021,7 +1028,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("exaone", None, "q8_0", True), ("internlm3", None, "f16", False), ("internlm3", None, "q8_0", True),
     ("olmo", None, "f16", False), ("olmo", None, "q8_0", True), ("gpt_neox", None, "f16", False),
     ("gpt_neox", None, "q8_0", True), ("gpt2", None, "f16", False), ("gpt2", None, "q8_0", True),
-    ("gpt_bigcode", None, "f16", False), ("gpt_bigcode", None, "q8_0", True),
+    ("gpt_bigcode", None, "f16", False), ("gpt_bigcode", None, "q8_0", True), ("falcon", None, "f16", False),
+    ("falcon", None, "q8_0", True), ("falcon_7b", None, "f16", True), ("falcon_11b", None, "f16", False),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

@@ -7,7 +7,7 @@ import torch
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM
 
-from conftest import own_names, save_tiny, tiny_model
+from conftest import FALCON_LAYOUTS, own_names, save_tiny, tiny_model
 from minitron.arch import (PER_LAYER, arch_of, attention_of, attention_out, count_params, decoder_layers, head_dims,
                            is_sparse, mlp_down, mlp_of, moe_block, moe_weights, shared_width)
 from minitron.errors import MinitronError
@@ -81,6 +81,24 @@ def test_head_pruning_equals_zeroed_heads_and_keeps_gqa(family, new_heads, new_k
     """Slicing heads equals zeroing their o_proj columns; where a q/k norm spans every head (OLMo 2), the kept heads
     are normalised over the kept channels alone, so the reference computes its norms that way. Multi-head latent
     attention's heads each have their own keys and values (a group each), as GPT-NeoX's; GPTBigCode's share one."""
+    assert_heads_pruned_as_zeroed(family, new_heads, new_kv)
+
+
+@pytest.mark.parametrize("layout", FALCON_LAYOUTS)
+def test_falcon_layouts_prune_heads_as_zeroing_them(layout):
+    """Falcon's layouts beside the 40B's (each family's tests run that): Falcon-7B's one key and value head after the
+    queries, Falcon2-11B's KV groups behind one LayerNorm, and every head's queries, key and value in turn (a group a
+    head) with biases; refused in one line: ALiBi (Falcon-RW's), and a layout transformers cannot run."""
+    from transformers import FalconConfig
+
+    assert_heads_pruned_as_zeroed(layout, 4, 2)
+    with pytest.raises(MinitronError, match="this falcon model adds ALiBi position biases"):
+        arch_of(FalconConfig(alibi=True))
+    with pytest.raises(MinitronError, match="new_decoder_architecture without parallel_attn, which transformers"):
+        arch_of(FalconConfig(new_decoder_architecture=True, parallel_attn=False))
+
+
+def assert_heads_pruned_as_zeroed(family: str, new_heads: int, new_kv: int) -> None:
     model = tiny_model(family, tie=family == "qwen3")
     dim, groups = head_dims(model.config).out, model.config.num_key_value_heads
     new_kv = new_heads if groups == 8 else min(new_kv, groups)
@@ -225,10 +243,11 @@ def test_select_heads_ranks_within_groups():
 def skip_layers(model, drop):
     """The teacher with layers `drop` turned into identities (GLM-5's handing on the indexer picks they are given)."""
     skipped = copy.deepcopy(model)
-    carried = arch_of(model.config).picks_carried
+    arch = arch_of(model.config)
     for i in drop:
         decoder_layers(skipped)[i].forward = (lambda h, *a, prev_topk_indices=None, **k: (h, prev_topk_indices)) \
-            if carried else (lambda hidden_states, *a, **k: hidden_states)
+            if arch.picks_carried else (lambda h, *a, **k: (h, None)) if arch.layer_pair else \
+            (lambda hidden_states, *a, **k: hidden_states)
     return skipped
 
 
@@ -298,7 +317,8 @@ def test_unsupported_architecture_is_refused_by_name():
 
     with pytest.raises(MinitronError, match=r"'bloom'.*supported model types: afmoe, apertus, arcee, cohere, cohere2, "
                                             "deepseek_v2, deepseek_v3, deepseek_v32, dots1, "
-                                            "ernie4_5, ernie4_5_moe, exaone, exaone4, exaone_moe, gemma, gemma2, "
+                                            "ernie4_5, ernie4_5_moe, exaone, exaone4, exaone_moe, falcon, gemma, "
+                                            "gemma2, "
                                             "gemma3_text, "
                                             "glm, glm4, "
                                             "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt2, gpt_bigcode, gpt_neox, "

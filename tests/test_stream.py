@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 import minitron.importance.command
 import minitron.lazy
-from conftest import FAMILIES, cli_error, own_names, run_cli, save_tiny, tiny_model, tiny_tokenizer
+from conftest import FALCON_LAYOUTS, FAMILIES, cli_error, own_names, run_cli, save_tiny, tiny_model, tiny_tokenizer
 from minitron.arch import arch_of
 from minitron.importance import Scores, compute_scores, random_scores
 from minitron.lazy import LazyModel
@@ -109,6 +109,27 @@ def test_gpt2_files_as_released_are_read_and_written_so(tmp_path):
     assert specs["h.0.mlp.c_fc.weight"].shape == (new_config.hidden_size, new_config.n_inner)  # (in, out), stored
     expected = logits(apply_plan(teacher, plan))
     assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()), expected, rtol=0, atol=0)
+    assert_close(logits(load_model(tmp_path / "out")), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", FALCON_LAYOUTS)
+def test_falcon_layouts_stream_as_in_memory_and_load_in_transformers(layout, tmp_path):
+    """Falcon's layouts beside the 40B's: Falcon-7B's config as released names no KV heads (its one is implied by
+    multi_query) and no ffn_hidden_size (4 x hidden_size); each layout scores and prunes streamed as in memory, and
+    stock transformers loads the student as minitron does, its num_kv_heads its KV heads."""
+    path = tmp_path / "m"
+    save_tiny(path, layout, intermediate_size=256)
+    if layout == "falcon_7b":
+        config = json.loads((path / "config.json").read_text())
+        unsaid = ("num_kv_heads", "num_key_value_heads", "ffn_hidden_size")
+        (path / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in unsaid}))
+    teacher = load_model(path)
+    assert teacher.config.ffn_hidden_size == 256
+    plan, new_config, _ = scored_and_pruned_streamed(path, teacher, tmp_path / "out")
+    expected = logits(apply_plan(teacher, plan))
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert student.config.num_kv_heads == student.config.num_key_value_heads == new_config.num_key_value_heads
+    assert_close(logits(student), expected, rtol=0, atol=0)
     assert_close(logits(load_model(tmp_path / "out")), expected, rtol=0, atol=0)
 
 

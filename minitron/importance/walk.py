@@ -64,7 +64,7 @@ def capture(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor | None = N
     """Embed `ids` and record each decoder layer's call arguments from the model's own forward, with the
     layers stubbed out (only the embeddings need weights)."""
     layers, calls, first = decoder_layers(model), [], []
-    carried = arch_of(model.config).picks_carried  # (GLM-5's layers return their indexer's picks too)
+    pair = arch_of(model.config).layer_returns_tuple  # (Falcon's layers return their attention weights too)
 
     def stub(i: int) -> Callable:
         def forward(hidden_states, *args, **kwargs):
@@ -73,7 +73,7 @@ def capture(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor | None = N
             calls.append((args, kwargs))
             if i == len(layers) - 1:
                 raise _Captured
-            return (hidden_states, None) if carried else hidden_states
+            return (hidden_states, None) if pair else hidden_states
         return forward
 
     for i, layer in enumerate(layers):

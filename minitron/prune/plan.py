@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from minitron.arch import (ATTENTION, DENSE_SIZE, MLP, MOE, Arch, HeadDims, arch_of, as_linears, count_params,
-                           dense_layers, expert_groups, head_dim, heads_own_kv, least_experts, per_layer_lists,
-                           prunable_sizes, shared_width, tied_mamba_heads, width_sizes)
+                           dense_layers, expert_groups, head_dim, head_dim_derived, heads_own_kv, least_experts,
+                           per_layer_lists, pin_head_dim, prunable_sizes, set_kv_heads, shared_width,
+                           tied_mamba_heads, width_sizes)
 from minitron.errors import MinitronError
 from minitron.importance import Scores
 from minitron.prune.config import PruneConfig
@@ -145,13 +146,15 @@ def target_config(config, sizes: dict[str, int], drop: list[int] | None = None, 
     family's own config checks unless `validate` is False (the search's parameter arithmetic). The one derivation
     of a student's config: prune, the search's parameter counts and its validity check use it."""
     new = copy.deepcopy(config)
-    new.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    pin_head_dim(new, head_dim(config))
     for k, v in sizes.items():
         setattr(new, k, v)
     for name in arch_of(config).hidden_aliases:  # (OPT's word_embed_proj_dim)
         setattr(new, name, new.hidden_size)
-    if heads_own_kv(config) and "num_key_value_heads" not in sizes:  # (its KV heads are its heads: `own_kv_heads`)
-        new.num_key_value_heads = new.num_attention_heads
+    own = heads_own_kv(config) and "num_key_value_heads" not in sizes  # (its KV heads are its heads: `own_kv_heads`)
+    set_kv_heads(new, new.num_attention_heads if own else new.num_key_value_heads)
+    if validate and head_dim_derived(config) and new.head_dim != head_dim(config):  # (Falcon's: hidden_size / heads)
+        raise_not_hidden(new, head_dim(config))
     layers = sizes.get("num_hidden_layers", config.num_hidden_layers)  # (Nemotron-H derives it from its layer_types)
     kept = [i for i in range(config.num_hidden_layers) if i not in set(drop or [])][:layers]
     for name, values in per_layer_lists(config, kept).items():
@@ -175,10 +178,7 @@ def validate_config(config) -> None:
                             "has none of; keep a Mamba-2 or attention layer first (--prune.drop-layers, or fewer "
                             "layers removed)")
     if arch.attention_is_hidden and width != config.hidden_size:
-        raise MinitronError(f"the target is not a valid {config.model_type} model for transformers: it sizes the "
-                            f"attention by hidden_size, and num_attention_heads x head_dim = "
-                            f"{config.num_attention_heads} x {config.head_dim} = {width} is not hidden_size "
-                            f"{config.hidden_size}; prune heads and hidden channels together")
+        raise_not_hidden(config, config.head_dim)
     if not hasattr(config, "validate"):
         return
     try:
@@ -187,6 +187,16 @@ def validate_config(config) -> None:
         cause = e.__cause__ or e
         raise MinitronError(f"the target is not a valid {config.model_type} model for transformers: "
                             f"{str(cause).strip()}") from None
+
+
+def raise_not_hidden(config, dim: int) -> None:
+    """Refuse a target whose heads of `dim` channels are not its hidden size, in a family whose attention is as wide
+    (`Arch.attention_is_hidden`)."""
+    width = config.num_attention_heads * dim
+    raise MinitronError(f"the target is not a valid {config.model_type} model for transformers: it sizes the "
+                        f"attention by hidden_size, and num_attention_heads x head_dim = {config.num_attention_heads} "
+                        f"x {dim} = {width} is not hidden_size {config.hidden_size}; prune heads and hidden channels "
+                        "together")
 
 
 def stored_dtype(config) -> torch.dtype:

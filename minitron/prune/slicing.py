@@ -14,7 +14,8 @@ from minitron.arch import (DENSE_SIZE, Arch, DeltaRows, HeadDims, MambaRows, Row
                            attention_of, attention_out, attention_rows, conv_of, decoder, decoder_layers, delta_of,
                            embedding, embeddings, final_norm, head_dim, head_dims, head_rows, is_sparse, layer_norms,
                            mamba_of, mlp_down, mlp_of, moe_block, moe_weights, neuron_rows, per_layer_lists,
-                           residual_readers, residual_writers, shared_down, shared_expert_of, shared_rows, tied)
+                           pin_head_dim, residual_readers, residual_writers, set_kv_heads, shared_down,
+                           shared_expert_of, shared_rows, tied)
 
 
 def _param(t: torch.Tensor, trained: bool = True) -> nn.Parameter:
@@ -137,7 +138,7 @@ def slice_layer_heads(layer: nn.Module, arch: Arch, dims: HeadDims, keep_q: torc
             norm.weight = _param(norm.weight.index_select(0, keep.to(norm.weight.device)))
         elif norm.weight.numel() > dim:  # one weight per channel of the whole projection (OLMo 2's q/k RMSNorms)
             slice_norm(norm, head_rows(keep, dim))
-    sizes = {"num_heads": len(keep_q), "num_key_value_heads": len(keep_kv),
+    sizes = {"num_heads": len(keep_q), "num_key_value_heads": len(keep_kv), "num_kv_heads": len(keep_kv),  # (Falcon's)
              "num_key_value_groups": len(keep_q) // len(keep_kv),
              "split_size": len(keep_q) * dim, "embed_dim": len(keep_q) * dim}  # (GPT-2's, GPTBigCode's q width)
     for name, value in sizes.items():
@@ -316,16 +317,17 @@ def prune_heads(model: nn.Module, arch: Arch, keep_q: list[torch.Tensor], keep_k
     that query head i still attends with KV group i // (heads per group): the result is a valid GQA model.
     """
     config = model.config
-    config.head_dim = head_dim(config)  # decoupled from hidden_size / heads from now on
+    pin_head_dim(config, head_dim(config))  # decoupled from hidden_size / heads from now on
     for layer, q, kv in zip(decoder_layers(model), keep_q, keep_kv):
         slice_layer_heads(layer, arch, head_dims(config), q, kv)
-    config.num_attention_heads, config.num_key_value_heads = len(keep_q[0]), len(keep_kv[0])
+    config.num_attention_heads = len(keep_q[0])
+    set_kv_heads(config, len(keep_kv[0]))
 
 
 def prune_hidden(model: nn.Module, arch: Arch, keep: torch.Tensor) -> None:
     """Keep hidden (embedding) channels `keep` everywhere the residual stream is read or written."""
     config = model.config
-    config.head_dim = head_dim(config)
+    pin_head_dim(config, head_dim(config))
     for emb in embeddings(model):  # (OPT's learned positions too)
         slice_embedding(emb, arch, keep)
     for layer in decoder_layers(model):
