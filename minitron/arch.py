@@ -225,6 +225,13 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # Ministral 3 (3B, 8B, 14B; the language model of its multimodal checkpoints): Mistral's layout, YaRN, and queries
     # scaled up with the position past YaRN's original context (llama_4_scaling_beta)
     Arch("ministral3", _PRE_POST),
+    # Ministral (ministral: Ministral-8B-Instruct-2410): Mistral's layout with sliding and global layers (layer_types);
+    # CWM (cwm: Code World Model 32B): Llama's, three of four layers sliding, Llama 3.1's RoPE; llama.cpp runs neither
+    Arch("ministral", _PRE_POST),
+    Arch("cwm", _PRE_POST),
+    # Helium (helium: Helium-1 2B, Kyutai's): Llama's layout, RoPE on interleaved pairs, o_proj hidden_size wide;
+    # llama.cpp runs no Helium
+    Arch("helium", _PRE_POST, attention_is_hidden=True),
     Arch("qwen2", _PRE_POST),
     Arch("ernie4_5", _PRE_POST),  # ERNIE 4.5 (dense: 0.3B): Llama's layout, RoPE on interleaved pairs, tied embeddings
     Arch("qwen3", _PRE_POST),

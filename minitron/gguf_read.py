@@ -704,8 +704,10 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         if tuple(data.shape) != shape:
             raise MinitronError(f"cannot read this GGUF file: its {name} is {tuple(data.shape)}, and the model its "
                                 f"keys describe has {key} of {shape}")
-        if arch_of(config).qkv_grouped and f".{arch_of(config).qkv}." in key:  # (Falcon's, GPT-NeoX's)
-            data = qkv_by_group(data, config.num_attention_heads, config.num_key_value_heads)
+        if arch_of(config).qkv_grouped and f".{arch_of(config).qkv}." in key:  # (Falcon's; GPT-NeoX's, whose config
+            # names no KV heads: every head its own)
+            heads = config.num_attention_heads
+            data = qkv_by_group(data, heads, getattr(config, "num_key_value_heads", None) or heads)
         if arch in INTERLEAVED_ROTARY and ".self_attn.q_proj." in key:
             data = halve_rotary(data, config.num_attention_heads)
         elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:

@@ -24,7 +24,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
             "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
-            "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj", "falcon"]
+            "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj", "falcon", "ministral", "cwm", "helium"]
 # Falcon's layouts beside the 40B's ("falcon", in FAMILIES): Falcon-7B's, Falcon2-11B's, and one with its blocks in turn
 FALCON_LAYOUTS = ["falcon_7b", "falcon_11b", "falcon_in_turn"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
@@ -134,6 +134,20 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                    "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
                    "route_scale": 2.5, "mup_enabled": True, "sliding_window": 8}
         return AfmoeConfig(**{**experts, **sizes}, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family in ("ministral", "cwm"):  # Ministral-8B's sliding and global layers (in turn here); CWM's, three of four
+        # sliding, Llama 3.1's RoPE
+        from transformers import CwmConfig, MinistralConfig
+
+        turns = (["sliding_attention", "full_attention"] if family == "ministral" else
+                 ["full_attention"] + ["sliding_attention"] * 3) * sizes["num_hidden_layers"]
+        ids = dict(pad_token_id=None, eos_token_id=None, bos_token_id=None if family == "ministral" else 0)  # (CWM's
+        return {"ministral": MinistralConfig, "cwm": CwmConfig}[family](  # bos_token_id is a required number)
+            **{"sliding_window": 8, "layer_types": turns[:sizes["num_hidden_layers"]], **sizes}, **ids)
+    if family == "helium":  # Llama's layer, RoPE on interleaved pairs, o_proj hidden_size wide (Helium-1's)
+        from transformers import HeliumConfig
+
+        return HeliumConfig(**{**sizes, "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
+                            pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "iquestcoder":  # Llama's model under a config of its own (transformers builds Llama's)
         from transformers import IQuestCoderConfig
 

@@ -316,7 +316,7 @@ def test_unsupported_architecture_is_refused_by_name():
     from transformers import BloomConfig
 
     with pytest.raises(MinitronError, match=r"'bloom'.*supported model types: afmoe, apertus, arcee, cohere, cohere2, "
-                                            "deepseek_v2, deepseek_v3, deepseek_v32, dots1, "
+                                            "cwm, deepseek_v2, deepseek_v3, deepseek_v32, dots1, "
                                             "ernie4_5, ernie4_5_moe, exaone, exaone4, exaone_moe, falcon, gemma, "
                                             "gemma2, "
                                             "gemma3_text, "
@@ -325,11 +325,12 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "gpt_oss, gptj, granite, "
                                             "granitemoe, "
                                             "granitemoehybrid, "
-                                            "granitemoeshared, "
+                                            "granitemoeshared, helium, "
                                             "hunyuan_v1_dense, hunyuan_v1_moe, internlm3, iquestcoder, jais2, lfm2, "
                                             "lfm2_moe, "
                                             "llama, "
-                                            "minimax_m2, ministral3, mistral, mixtral, nemotron, nemotron_h, "
+                                            "minimax_m2, ministral, ministral3, mistral, mixtral, nemotron, "
+                                            "nemotron_h, "
                                             "olmo, olmo2, olmo3, olmoe, opt, "
                                             "phi, phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, "
                                             "qwen3_moe, "
