@@ -58,7 +58,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
             "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
             "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone",
-            "internlm3", "olmo", "gpt_neox", "gpt2", "gpt_bigcode", "falcon", "falcon_7b", "falcon_11b"]
+            "internlm3", "olmo", "gpt_neox", "gpt2", "gpt_bigcode", "falcon", "falcon_7b", "falcon_11b", "hy_v3"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -298,6 +298,9 @@ def tiny_model(family: str, seed: int = 0):
                                pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "exaone4": dict(sliding_window=None, layer_types=["full_attention"] * 4, pad_token_id=None,
                              bos_token_id=None, eos_token_id=None),  # the 1.2B's kind: llama.cpp's hybrid is 64 layers
+             "hy_v3": dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, moe_intermediate_size=96,
+                           intermediate_size=80, mlp_layer_types=["dense", "sparse", "sparse", "sparse"],
+                           router_scaling_factor=2.5, pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "exaone_moe": dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, moe_intermediate_size=96,
                                 intermediate_size=80, mlp_layer_types=["dense", "sparse", "sparse", "sparse"],
                                 sliding_window=8, routed_scaling_factor=2.5,

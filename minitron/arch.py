@@ -247,6 +247,8 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # of the MLP is pre_feedforward_layernorm (the choice measured in docs/pruning_criteria.md)
     Arch("gemma2", _GEMMA, scaled_embedding=True, score_norms=_GEMMA_FRONT),
     Arch("gemma3_text", _GEMMA, scaled_embedding=True, score_norms=_GEMMA_FRONT),
+    # VaultGemma (vaultgemma: VaultGemma 1B): Gemma 2's layer without the norms after each block; llama.cpp runs none
+    Arch("vaultgemma", _GEMMA_FRONT, scaled_embedding=True),
     Arch("arcee", _PRE_POST, gated_mlp=False),  # Llama's layout with Nemotron's squared-ReLU MLP (AFM-4.5B)
     # Jais 2 (8B, 70B; Chat): Arcee's layer with LayerNorms and biases on every linear
     Arch("jais2", _PRE_POST, gated_mlp=False),
@@ -372,6 +374,15 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("exaone_moe", _PRE_POST, **dict(_GLM_MOE, experts_size="num_experts", dense_first=None,
                                          dense_kinds="mlp_layer_types", shared_names=NUM_SHARED),
          stored_renames=((r"\.mlp\.gate\.e_score_correction_bias", ".mlp.e_score_correction_bias"),)),
+    # Hy3 (hy_v3: Tencent's Hy3-preview): K-EXAONE's mixture of experts (its router's steering bias in the block, as
+    # MiniMax-M2's, `BLOCK_BIASES`; a shared expert as wide as num_shared_experts routed ones; dense layers listed by
+    # kind) with per-head q/k norms; its checkpoints name the router mlp.router.gate, the bias mlp.expert_bias and the
+    # shared expert mlp.shared_mlp; its multi-token prediction layers, stored after the decoder's, are not read
+    Arch("hy_v3", _PRE_POST, **dict(_GLM_MOE, experts_size="num_experts", dense_first=None,
+                                    dense_kinds="mlp_layer_types", shared_names=NUM_SHARED),
+         stored_renames=((r"\.mlp\.gate\.weight$", ".mlp.router.gate.weight"),
+                         (r"\.mlp\.e_score_correction_bias$", ".mlp.expert_bias"),
+                         (r"\.mlp\.shared_experts\.", ".mlp.shared_mlp."))),
     # Solar Open (solar_open: 100B-A12B): GLM-4.5's mixture of experts in every layer (`GLM_SHARED`, the router's own
     # steering bias; no dense layers) with Llama's attention
     Arch("solar_open", _PRE_POST, **dict(_GLM_MOE, dense_first=None)),

@@ -408,6 +408,13 @@ def routed_keys(writer: gguf.GGUFWriter, config, gating: gguf.ExpertGatingFuncTy
     writer.add_expert_weights_scale(getattr(config, scale))
 
 
+def hy_v3_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Hy3's mixture of experts (`routed_keys`: its sigmoid router's picked scores renormalised and scaled by its
+    router_scaling_factor) and its shared expert's width, which llama.cpp's hy_v3 graph reads apart."""
+    routed_keys(writer, config, gguf.ExpertGatingFuncType.SIGMOID, True, "router_scaling_factor")
+    writer.add_expert_shared_feed_forward_length(shared_width(config))
+
+
 def afmoe_keys(writer: gguf.GGUFWriter, config) -> None:
     """AFMoE's mixture of experts (`routed_keys`: its sigmoid router's picked scores renormalised and scaled by its
     route_scale) and its window (every 4th layer global without RoPE, fixed in llama.cpp's graph: `check_afmoe`)."""
@@ -543,7 +550,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "youtu": youtu_keys, "sarvam_mla": deepseek_v3_keys, "minimax_m2": minimax_m2_keys,
                "exaone_moe": exaone_moe_keys, "granitemoeshared": granitemoe_keys, "deepseek_v32": deepseek_v32_keys,
                "solar_open": glm4_moe_keys, "afmoe": afmoe_keys, "glm_moe_dsa": glm_moe_dsa_keys, "olmo": olmo_keys,
-               "gpt_neox": gpt_neox_keys}
+               "gpt_neox": gpt_neox_keys, "hy_v3": hy_v3_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:

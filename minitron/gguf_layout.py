@@ -36,7 +36,8 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "jais2": "jais2", "iquestcoder": "llama",  # (IQuest-Coder: Llama's, as llama.cpp's converter)
              "phi": "phi2", "glm": "chatglm", "exaone": "exaone",
              "internlm3": "llama",  # (InternLM3: Llama's, as llama.cpp's converter)
-             "olmo": "olmo", "gpt_neox": "gptneox", "gpt2": "gpt2", "gpt_bigcode": "starcoder", "falcon": "falcon"}
+             "olmo": "olmo", "gpt_neox": "gptneox", "gpt2": "gpt2", "gpt_bigcode": "starcoder", "falcon": "falcon",
+             "hy_v3": "hy_v3"}
 
 
 def gguf_arch(config) -> str:
@@ -329,8 +330,11 @@ EXAONE4_HYBRID_LAYERS, EXAONE4_GLOBAL_STEP, EXAONE4_WINDOW = 64, 4, 4096
 
 
 # Graphs that gguf-py (0.19, the newest on PyPI) does not know, and the graph whose tensors they have, by the same names
-# (DeepSeek V3.2's: GLM-5's, the latent attention, experts and indexer of both).
-TENSORS_AS = {"deepseek32": "glm-dsa"}
+# (DeepSeek V3.2's: GLM-5's, the latent attention, experts and indexer of both; Hy3's: dots.llm1's, q/k norms, dense
+# layers, experts with the bias that steers their picks and a shared expert).
+TENSORS_AS = {"deepseek32": "glm-dsa", "hy_v3": "dots1"}
+# Graphs that read the bias steering a router's picks as `exp_probs_b` itself, with no `.bias` (Hy3's)
+BARE_PROBS_B = ("hy_v3",)
 
 
 def tensor_names(arch: str, layers: int):
@@ -338,15 +342,18 @@ def tensor_names(arch: str, layers: int):
     import gguf  # lazy: an extra, and CLI start-up speed
 
     by_name = {name: member for member, name in gguf.MODEL_ARCH_NAMES.items()}
-    return gguf.get_tensor_name_map(by_name[TENSORS_AS.get(arch, arch)], layers)
+    names = gguf.get_tensor_name_map(by_name[TENSORS_AS.get(arch, arch)], layers)
+    names.graph = arch  # (for the names one graph gives otherwise: `gguf_tensor`)
+    return names
 
 
 def gguf_tensor(names, key: str) -> str | None:
     """The GGUF tensor a Hugging Face tensor is written as, by gguf-py's map (`tensor_names`; some graphs' stacked
     experts it knows without the `model.` prefix, as llama.cpp's converter names them: LFM2-MoE's); GPT-OSS's sinks
     with the `.weight` and LFM2-MoE's expert_bias with the `.bias` llama.cpp's converter gives them (GLM-4.5's and
-    ERNIE 4.5's e_score_correction_bias it renames e_score_correction.bias, which gguf-py maps); an untied head as
-    `output.weight` where gguf-py's list of the graph's tensors leaves it out (LFM2-MoE's, whose graph reads it)."""
+    ERNIE 4.5's e_score_correction_bias it renames e_score_correction.bias, which gguf-py maps; Hy3's graph reads it
+    with no suffix, `BARE_PROBS_B`); an untied head as `output.weight` where gguf-py's list of the graph's tensors
+    leaves it out (LFM2-MoE's, whose graph reads it)."""
     if key.endswith(".e_score_correction_bias"):
         key = key.removesuffix("_bias") + ".bias"
     name = names.get_name(key, try_suffixes=(".weight", ".bias")) or \
@@ -355,7 +362,11 @@ def gguf_tensor(names, key: str) -> str | None:
         return "output.weight"
     if name is not None and key.endswith(".self_attn.sinks"):
         return f"{name}.weight"
-    return f"{name}.bias" if name is not None and key.endswith(".expert_bias") else name
+    if name is not None and key.endswith(".expert_bias"):
+        name = f"{name}.bias"
+    if name is not None and getattr(names, "graph", None) in BARE_PROBS_B:
+        return name.removesuffix(".exp_probs_b.bias") + ".exp_probs_b" if name.endswith(".exp_probs_b.bias") else name
+    return name
 
 
 def qkv_by_kind(w: np.ndarray, heads: int, groups: int) -> np.ndarray:

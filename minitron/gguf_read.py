@@ -447,6 +447,18 @@ def exaone_moe(meta: Metadata, layers: int) -> dict:
             "mlp_layer_types": ["dense"] * dense + ["sparse"] * (layers - dense), "num_nextn_predict_layers": 0}
 
 
+def hy_v3(meta: Metadata, layers: int) -> dict:
+    """Hy3's mixture of experts as `export.hy_v3_keys` writes it (`steered_moe`, under its own names: its picked
+    scores always renormalised, their scale router_scaling_factor), its leading dense layers listed by kind, without
+    multi-token prediction layers."""
+    moe = steered_moe(meta, layers)
+    dense = moe["first_k_dense_replace"]
+    return {"num_experts": moe["n_routed_experts"], "num_experts_per_tok": moe["num_experts_per_tok"],
+            "moe_intermediate_size": moe["moe_intermediate_size"], "num_shared_experts": moe["n_shared_experts"],
+            "router_scaling_factor": moe["routed_scaling_factor"], "num_nextn_predict_layers": 0,
+            "mlp_layer_types": ["dense"] * dense + ["sparse"] * (layers - dense)}
+
+
 def dots1(meta: Metadata, layers: int) -> dict:
     """dots.llm1's mixture of experts (`steered_moe`), every layer attending over the whole context."""
     return {**steered_moe(meta, layers), "sliding_window": None}
@@ -550,7 +562,7 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts,
                    "exaone_moe": exaone_moe, "granitemoeshared": granitemoeshared, "deepseek_v32": deepseek_v32,
                    "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa, "olmo": olmo, "gpt_neox": gpt_neox, "gpt2": gpt2,
-                   "gpt_bigcode": gpt_bigcode, "falcon": falcon}
+                   "gpt_bigcode": gpt_bigcode, "falcon": falcon, "hy_v3": hy_v3}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width, GPT-NeoX no KV heads, GPT-2 neither KV heads nor intermediate_size).

@@ -24,7 +24,8 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent",
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
             "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
-            "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj", "falcon", "ministral", "cwm", "helium"]
+            "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj", "falcon", "ministral", "cwm", "helium", "hy_v3",
+            "vaultgemma"]
 # Falcon's layouts beside the 40B's ("falcon", in FAMILIES): Falcon-7B's, Falcon2-11B's, and one with its blocks in turn
 FALCON_LAYOUTS = ["falcon_7b", "falcon_11b", "falcon_in_turn"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
@@ -63,9 +64,12 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                                 "logits_scaling": 8.0, **sizes})
     if family == "gemma":  # GeGLU, (1 + w) norms, scaled embeddings, as Gemma 2B and 7B
         return GemmaConfig(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
-    if family == "gemma2":  # local and global layers in turn, both soft-caps
+    if family in ("gemma2", "vaultgemma"):  # local and global layers in turn, both soft-caps (VaultGemma: Gemma 2's
+        # layer without the norms after each block)
+        from transformers import VaultGemmaConfig
+
         turns = ["sliding_attention", "full_attention"] * sizes["num_hidden_layers"]
-        return Gemma2Config(**{"sliding_window": 8, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 50.0,
+        return {"gemma2": Gemma2Config, "vaultgemma": VaultGemmaConfig}[family](**{"sliding_window": 8, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 50.0,
                                "final_logit_softcapping": 30.0, **sizes,
                                "layer_types": turns[:sizes["num_hidden_layers"]]})
     if family == "gemma3_text":
@@ -341,6 +345,16 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                                 "layer_types": kinds[:sizes["num_hidden_layers"]], **sizes,
                                 "head_dim": sizes["hidden_size"] // sizes["num_attention_heads"]},
                              pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "hy_v3":  # Hy3's kind: the first layer with an MLP of 80 neurons, the others with six experts, two a
+        # token, picked by a sigmoid router steered by the block's bias, renormalised and scaled, and a shared expert
+        # as wide as one of them; per-head q/k norms
+        from transformers import HYV3Config
+
+        layers = sizes["num_hidden_layers"]
+        return HYV3Config(**{"num_experts": 6, "num_experts_per_tok": 2, "num_shared_experts": 1,
+                             "moe_intermediate_size": sizes.pop("intermediate_size"), "intermediate_size": 80,
+                             "mlp_layer_types": ["dense"] + ["sparse"] * (layers - 1), **sizes},
+                          pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "exaone_moe":  # K-EXAONE's kind: the first layer with an MLP of 80 neurons, the others with six
         # experts, two a token, picked by a sigmoid router steered by a bias, renormalised and scaled, and a shared
         # expert as wide as one of them; three sliding layers (window 8) with RoPE, then a global one without

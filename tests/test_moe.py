@@ -25,7 +25,7 @@ MOE = ["qwen3_moe", "mixtral", "olmoe", "granitemoehybrid_moe", "granitemoe", "q
        "qwen2_moe", "gpt_oss", "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "hunyuan_v1_moe", "deepseek_v3",
        "glm4_moe_lite", "deepseek_v2", "sarvam_mla", "minimax_m2", "nemotron_h_moe", "nemotron_h_latent", "exaone_moe",
        "granitemoeshared", "deepseek_v32", "solar_open",
-       "afmoe", "glm_moe_dsa"]
+       "afmoe", "glm_moe_dsa", "hy_v3"]
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -111,14 +111,16 @@ def test_pruning_experts_equals_a_router_that_never_picks_them(family, tmp_path)
                 top = probs.gather(1, picks)
                 return logits, top / top.sum(-1, keepdim=True), picks
             steer = steer or ([router.e_score_correction_bias] if hasattr(router, "e_score_correction_bias") else [])
-            if steer:  # LFM2-MoE, MiniMax-M2 and AFMoE (the block's bias), GLM-4.5 (the router's): sigmoid scores,
-                # the picks steered by the bias, the picked scores renormalised and scaled (MiniMax-M2's not scaled;
-                # AFMoE's by its route_scale)
+            if steer:  # LFM2-MoE, MiniMax-M2, AFMoE and Hy3 (the block's bias), GLM-4.5 (the router's): sigmoid
+                # scores, the picks steered by the bias, the picked scores renormalised and scaled (MiniMax-M2's not
+                # scaled; AFMoE's by its route_scale, Hy3's by its router_scaling_factor)
                 scores = logits.sigmoid()
                 picks = (scores + steer[0]).index_fill(1, torch.tensor([1, 4]), float("-inf")).topk(2, dim=-1)[1]
                 top = scores.gather(1, picks)
                 if hasattr(router, "route_scale"):
                     return logits, top / top.sum(-1, keepdim=True) * router.route_scale, picks
+                if hasattr(router, "router_scaling_factor"):  # (Hy3's)
+                    return logits, top / (top.sum(-1, keepdim=True) + 1e-20) * router.router_scaling_factor, picks
                 if not hasattr(router, "routed_scaling_factor"):
                     return logits, top / top.sum(-1, keepdim=True), picks
                 return logits, top / (top.sum(-1, keepdim=True) + 1e-6) * router.routed_scaling_factor, picks
@@ -148,7 +150,8 @@ def test_a_target_prunes_the_families_own_sizes(family):
                                                          "lfm2_moe", "glm4_moe", "ernie4_5_moe", "dots1", "deepseek_v3",
                                                          "glm4_moe_lite", "deepseek_v2", "sarvam_mla",
                                                          "nemotron_h_moe", "nemotron_h_latent", "exaone_moe",
-                                                         "deepseek_v32", "solar_open", "afmoe", "glm_moe_dsa")
+                                                         "deepseek_v32", "solar_open", "afmoe", "glm_moe_dsa",
+                                                         "hy_v3")
                    else "intermediate_size")
     assert experts == {"granitemoe": "num_local_experts", "gpt_oss": "num_local_experts",
                        "granitemoeshared": "num_local_experts",
@@ -400,6 +403,37 @@ def test_glm_shared_expert_follows_the_experts_width(tmp_path, tiny_data):
         assert written.config.num_nextn_predict_layers == 0 and shared_width(written.config) == 48
         with safe_open(tmp_path / stream / "model.safetensors", "pt") as f:
             assert not any(".layers.4." in k for k in f.keys())
+
+
+def test_hy_v3_files_as_released_prune_streamed_as_in_memory(tmp_path, tiny_data):
+    """Hy3's files name its router mlp.router.gate, the bias that steers its picks mlp.expert_bias and its shared
+    expert mlp.shared_mlp (transformers renames them as it loads and back as it saves), and store its multi-token
+    prediction layer after the decoder layers: pruned streamed and in memory, the students are the same, their
+    tensors under the released names, the prediction layer neither read nor written (its count 0)."""
+    from safetensors.torch import save_file
+
+    save_tiny(tmp_path / "m", "hy_v3")
+    stored = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**stored, "num_nextn_predict_layers": 1}))
+    with safe_open(tmp_path / "m" / "model.safetensors", "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    assert {"model.layers.1.mlp.router.gate.weight", "model.layers.1.mlp.expert_bias",
+            "model.layers.1.mlp.shared_mlp.up_proj.weight"} <= set(tensors)
+    mtp = {k.replace("layers.3.", "layers.4."): v.clone() for k, v in tensors.items() if ".layers.3." in k}
+    save_file({**tensors, **mtp, "model.layers.4.eh_proj.weight": torch.zeros(64, 128)},
+              tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
+    for stream in ("--stream", "--no-stream"):
+        run_cli("prune", "--model", tmp_path / "m", "--data", tiny_data, "--prune.calib-seqs", 4, "--prune.seq-len",
+                16, "--target", "moe_intermediate_size=48,num_experts=4", stream, "--out", tmp_path / stream)
+        with safe_open(tmp_path / stream / "model.safetensors", "pt") as f:
+            names = set(f.keys())
+        assert "model.layers.1.mlp.router.gate.weight" in names and "model.layers.1.mlp.expert_bias" in names
+        assert not any(".layers.4." in k for k in names)
+    streamed, in_memory = (AutoModelForCausalLM.from_pretrained(tmp_path / s).eval() for s in ("--stream",
+                                                                                              "--no-stream"))
+    assert streamed.config.num_nextn_predict_layers == 0 and streamed.config.num_experts == 4
+    with torch.no_grad():
+        assert_close(streamed(IDS).logits, in_memory(IDS).logits, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("family", ["glm4_moe", "deepseek_v3", "deepseek_v2"])

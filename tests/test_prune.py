@@ -326,7 +326,8 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "granitemoe, "
                                             "granitemoehybrid, "
                                             "granitemoeshared, helium, "
-                                            "hunyuan_v1_dense, hunyuan_v1_moe, internlm3, iquestcoder, jais2, lfm2, "
+                                            "hunyuan_v1_dense, hunyuan_v1_moe, hy_v3, internlm3, iquestcoder, jais2, "
+                                            "lfm2, "
                                             "lfm2_moe, "
                                             "llama, "
                                             "minimax_m2, ministral, ministral3, mistral, mixtral, nemotron, "
@@ -335,7 +336,8 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "phi, phi3, qwen2, qwen2_moe, qwen3, qwen3_5_moe_text, qwen3_5_text, "
                                             "qwen3_moe, "
                                             "qwen3_next, "
-                                            "sarvam_mla, seed_oss, smollm3, solar_open, stablelm, starcoder2, youtu"):
+                                            "sarvam_mla, seed_oss, smollm3, solar_open, stablelm, starcoder2, "
+                                            "vaultgemma, youtu"):
         arch_of(BloomConfig())
 
 
