@@ -69,9 +69,9 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         from transformers import VaultGemmaConfig
 
         turns = ["sliding_attention", "full_attention"] * sizes["num_hidden_layers"]
-        return {"gemma2": Gemma2Config, "vaultgemma": VaultGemmaConfig}[family](**{"sliding_window": 8, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 50.0,
-                               "final_logit_softcapping": 30.0, **sizes,
-                               "layer_types": turns[:sizes["num_hidden_layers"]]})
+        return {"gemma2": Gemma2Config, "vaultgemma": VaultGemmaConfig}[family](
+            **{"sliding_window": 8, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 50.0,
+               "final_logit_softcapping": 30.0, **sizes, "layer_types": turns[:sizes["num_hidden_layers"]]})
     if family == "gemma3_text":
         return Gemma3TextConfig(**sizes, sliding_window=8, query_pre_attn_scalar=16,
                                 layer_types=["sliding_attention", "sliding_attention", "sliding_attention",
