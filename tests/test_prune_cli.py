@@ -46,6 +46,27 @@ def test_score_then_prune_from_saved_scores(tiny_dir, tiny_data, tmp_path, monke
     assert stock_load(out) == record["params_after"] < record["params_before"]
 
 
+def test_scores_of_the_weights_alone_read_no_text(tiny_dir, tmp_path, capsys, monkeypatch):
+    """`score --criteria magnitude random` with no --data reads no calibration text (the default corpus is not built
+    in the model's tokenizer), and saves no Block Influence (of no text: zeros): a pruning that ranks layers by it
+    from these scores is refused in one line, naming what to run; one by the random layer scores is not."""
+    import minitron.importance.command
+
+    monkeypatch.setattr(minitron.importance.command, "default_data", lambda *_: pytest.fail("calibration data read"))
+    run_cli("score", "--model", tiny_dir, "--out", tmp_path / "s", "--criteria", "magnitude", "random")
+    scores = Scores.load(tmp_path / "s")
+    assert "layers/block_influence" not in scores.tensors and scores.meta["calibration"] is None
+    assert {"magnitude/mlp", "random/mlp", "layers/random"} <= scores.tensors.keys()
+    target = ["--target", "num_hidden_layers=3", "--prune.criterion", "magnitude"]
+    err = cli_error(capsys, "prune", "--model", tiny_dir, "--scores", tmp_path / "s", "--out", tmp_path / "a",
+                    *target, "--prune.layer-criterion", "bi")
+    assert "no layer importance 'block_influence' (have: random); run `minitron score` with calibration text" in err
+    assert not (tmp_path / "a").exists()
+    run_cli("prune", "--model", tiny_dir, "--scores", tmp_path / "s", "--out", tmp_path / "b", *target,
+            "--prune.layer-criterion", "random")
+    assert json.loads((tmp_path / "b" / "pruning.json").read_text())["calibration"] is None
+
+
 def test_scores_of_another_model_are_refused(tiny_dir, tiny_data, tmp_path, capsys):
     """Scores carry the scored model's sizes and fingerprint; prune refuses them for any other model."""
     from conftest import save_tiny

@@ -12,7 +12,8 @@ import torch
 
 from minitron.data import SEQ_LEN, TokenData, calibration_batches, default_data
 from minitron.errors import MinitronError
-from minitron.importance.scores import DEFAULT_CRITERIA, Scores, check_criteria, check_streamable, removal_sizes
+from minitron.importance.scores import (DEFAULT_CRITERIA, Scores, check_criteria, check_streamable, reads_text,
+                                        removal_sizes)
 from minitron.importance.walk import compute_scores
 from minitron.io import refuse_existing
 from minitron.lazy import LazyModel, choose_stream
@@ -74,16 +75,19 @@ def score(model: str = "default", data: Path | None = None, out: Path | None = N
     streamed = choose_stream(path, stream, compute)
     (check_streamable if streamed else check_criteria)(criteria)
     tokenizer = load_tokenizer(model)
-    batches = calibration(model, tokenizer, data, calib_seqs, seq_len, batch_size, seed)
     removal = removal_sizes(layer_loss, block_sizes)
+    text = reads_text(criteria, removal, data)  # (the weights' criteria alone read none: no Block Influence then)
+    batches = calibration(model, tokenizer, data, calib_seqs, seq_len, batch_size, seed) if text else []
     loss_batches = calibration(model, tokenizer, data, layer_loss_seqs, seq_len, batch_size, seed + 1) if removal \
         else None
     dev = pick_device(device)
     source = LazyModel.open(path, dev, compute) if streamed else load_model(model, dev, compute)
     result = compute_scores(source, batches, criteria, loss_batches, removal, seed)
+    if not text:  # (of no text: zeros)
+        del result.tensors["layers/block_influence"]
     result.meta.update(teacher=str(model), compute_dtype=dtype, fingerprint=Checkpoint.open(path).fingerprint(),
                        calibration={"data": str(data or "default corpus"), "num_seqs": calib_seqs,
-                                    "seq_len": seq_len, "seed": seed})
+                                    "seq_len": seq_len, "seed": seed} if text else None)
     if out is not None:
         result.save(Path(out), overwrite)
         print(f"wrote importance scores to {out}")

@@ -68,8 +68,11 @@ class Scores:
         key = layer_key(criterion, k)
         if key not in self.tensors:
             have = [k.removeprefix("layers/") for k in self.tensors if k.startswith("layers/")]
+            how = {"block": f"--block-sizes {k}", "loss": "--layer-loss", "random": "--criteria random"}
+            run = f"`minitron score {how[criterion]}`" if criterion in how else \
+                "`minitron score` with calibration text (--data, or --criteria activation)"  # (Block Influence's)
             raise MinitronError(f"the scores have no layer importance {key.removeprefix('layers/')!r} (have: "
-                                f"{', '.join(have)}); run `minitron score --block-sizes {k}`")
+                                f"{', '.join(have) or 'none'}); run {run}")
         return self.tensors[key]
 
     def check_model(self, config, fingerprint: str, where: Path | str) -> None:
@@ -126,6 +129,14 @@ def check_criteria(criteria: list[str]) -> None:
 def named(prefix: str, scores: dict) -> dict[str, torch.Tensor]:
     """{"hidden": t, ...} -> {"prefix/hidden": t, ...}"""
     return {f"{prefix}/{k}": v for k, v in scores.items()}
+
+
+def reads_text(criteria, removal, data, layer_keys=()) -> bool:
+    """Whether scoring reads calibration text: data is given, or the scores asked do not read the weights alone (the
+    width criteria of the weights, magnitude and random; no removal losses; of the layer scores a pruning reads,
+    `layer_keys`, the random ones only)."""
+    of_text = [key for key in layer_keys if key != LAYER_SCORES["random"]]
+    return data is not None or not (set(criteria) <= set(WEIGHT_CRITERIA) and not removal and not of_text)
 
 
 def removal_sizes(layer_loss: bool, block_sizes) -> list[int]:

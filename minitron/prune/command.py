@@ -112,7 +112,7 @@ def prune(model: str = "default", target: dict[str, int] | None = None, out: Pat
     if net is not None:
         apply_plan(net, plan)
     record = {"teacher": str(model), "target": sizes, "prune": asdict(prune), "dropped_layers": plan.drop,
-              "calibration": saved.meta.get("calibration") or ({
+              "calibration": saved.meta["calibration"] if "calibration" in saved.meta else ({
                   "data": str(data or "default corpus"), "num_seqs": prune.calib_seqs, "seq_len": prune.seq_len,
                   "seed": prune.seed} if needs.reads_text(data) else None),
               "scores": str(scores) if scores else None, "params_before": before, "params_after": after,

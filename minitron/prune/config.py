@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from minitron.errors import MinitronError, whole_number
 from minitron.importance import (AGGREGATIONS, CALIB_SEED, CALIB_SEQS, WIDTH_CRITERIA, Agg, Criterion, HeadScore,
                                  HiddenScore, LayerCriterion, layer_key)
-from minitron.importance.scores import HEAD_SCORES, HIDDEN_SCORES, LAYER_SCORES, WEIGHT_CRITERIA, removal_sizes
+from minitron.importance.scores import HEAD_SCORES, HIDDEN_SCORES, LAYER_SCORES, reads_text, removal_sizes
 from minitron.data import SEQ_LEN
 
 
@@ -99,10 +99,9 @@ class ScoreNeeds:
 
     def reads_text(self, data) -> bool:
         """Whether computing these scores reads calibration text: data is given, or they do not read the weights alone
-        (width criteria of the weights, magnitude and random, and no layer scores: no layers go, or
-        --prune.drop-layers says which)."""
-        weights_only = set(self.criteria) <= set(WEIGHT_CRITERIA) and not self.removal and not self.keys
-        return data is not None or not weights_only
+        (width criteria of the weights, magnitude and random, and no layer scores but random ones: no layers go,
+        --prune.drop-layers says which, or random scores choose them; `importance.scores.reads_text`)."""
+        return reads_text(self.criteria, self.removal, data, self.keys)
 
 
 def check_layers(layers: list[int], num_layers: int | None) -> list[int]:
