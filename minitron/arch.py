@@ -145,6 +145,7 @@ class Arch:
     # (GLM-5's `prev_topk_indices`, for layers that reuse them; minitron takes models whose every layer picks its own)
     picks_carried: bool = False
     layer_pair: bool = False  # its decoder layers return (output, attention weights), the model reading the first
+    # (Falcon's, Bamba's)
     decoder: str = "model"  # the decoder's path in the model (GPT-NeoX's gpt_neox, OPT's model.decoder)
     layers: str = "layers"  # the decoder's list of layers (GPT-2's h)
     embeddings: str = "embed_tokens"  # the token embeddings' name in the decoder (`model.model.NAME`)
@@ -446,6 +447,11 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     # `input_linear`), Granite's multipliers; its Mamba-2 mixers mamba_expand x hidden_size wide
     Arch("granitemoehybrid", _PRE_POST, fused_mlp=True, mlp_size="shared_intermediate_size", mlp_fused="input_linear",
          mlp_down="output_linear", mixer="mamba", mamba_names=GRANITE_MAMBA, mamba_expand=True),
+    # Bamba (bamba: Bamba-9B, v2): Granite 4's hybrid without its multipliers, each layer's SwiGLU MLP `feed_forward`
+    # behind pre_ff_layernorm, RoPE on half of each head in its attention layers, which its config lists by index
+    # (attn_layer_indices: its layer_types follow them), the final norm final_layernorm
+    Arch("bamba", ("input_layernorm", "pre_ff_layernorm"), mixer="mamba", mamba_names=GRANITE_MAMBA,
+         mamba_expand=True, final_norm="final_layernorm", layer_pair=True),
     # LFM2 (350M, 700M, 1.2B, 2.6B; LFM2.5): a hybrid of gated short convolutions (`ShortConv`) and attention with
     # per-head q/k norms, each layer with a SwiGLU MLP (`feed_forward`: w1, w3, w2); the final norm is named
     # embedding_norm; llama.cpp sizes its attention by hidden_size (heads and hidden channels are pruned together)
@@ -489,6 +495,9 @@ FALCON_IN_TURN = replace(FAMILIES["falcon"], norms=_PRE_POST)
 # Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
 # layers removes their entries.
 PER_LAYER = ("layer_types", "no_rope_layers", "mlp_layer_types")
+# Config lists of a hybrid's attention layers by index (LFM2's full_attn_idxs; Bamba's attn_layer_indices, from which
+# its layer_types follow): removing layers renumbers them
+ATTENTION_INDICES = ("full_attn_idxs", "attn_layer_indices")
 
 
 @dataclass(frozen=True)
@@ -726,11 +735,17 @@ def head_dim(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
+def derived(config, name: str) -> bool:
+    """Whether a config's setting is computed from others, never stored (a read-only property, under the name its
+    attribute_map gives it too: FalconConfig's head_dim, Bamba's layer_types)."""
+    name = (getattr(config, "attribute_map", None) or {}).get(name, name)
+    return isinstance(getattr(type(config), name, None), property)
+
+
 def head_dim_derived(config) -> bool:
-    """Whether the config's head_dim is computed from its hidden size and heads, never stored (FalconConfig's
-    read-only property): its heads and hidden channels are pruned together (`Arch.attention_is_hidden`), which keeps
-    it what it was."""
-    return isinstance(getattr(type(config), "head_dim", None), property)
+    """Whether the config's head_dim is hidden_size / heads, computed (FalconConfig's): its heads and hidden channels
+    are pruned together (`Arch.attention_is_hidden`), which keeps it what it was."""
+    return derived(config, "head_dim")
 
 
 def pin_head_dim(config, dim: int) -> None:
@@ -748,13 +763,14 @@ def set_kv_heads(config, heads: int) -> None:
 
 
 def per_layer_lists(config, kept: list[int]) -> dict[str, list]:
-    """The config's per-layer lists (`PER_LAYER`, those it has) for the decoder layers `kept`, in order, LFM2's list of
-    its attention layers' indices where it has one, and which of them a mixture of experts has dense
-    (`dense_layers`)."""
+    """The config's per-layer lists (`PER_LAYER`, those it has and stores) for the decoder layers `kept`, in order, its
+    attention layers' indices where it lists them so (`ATTENTION_INDICES`), and which of them a mixture of experts has
+    dense (`dense_layers`)."""
     lists = {name: [getattr(config, name)[i] for i in kept] for name in PER_LAYER
-             if getattr(config, name, None) is not None}
-    if getattr(config, "full_attn_idxs", None) is not None:
-        lists["full_attn_idxs"] = [j for j, i in enumerate(kept) if i in set(config.full_attn_idxs)]
+             if getattr(config, name, None) is not None and not derived(config, name)}
+    for name in ATTENTION_INDICES:
+        if getattr(config, name, None) is not None:
+            lists[name] = [j for j, i in enumerate(kept) if i in set(getattr(config, name))]
     dense = set() if arch_of(config).dense_kinds else set(dense_layers(config))  # (GLM-4.7-Flash's: in PER_LAYER)
     if dense:  # the dense layers kept: LFM2-MoE's stay first, Qwen-MoE's renumbered
         name = arch_of(config).dense_first

@@ -25,7 +25,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
             "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
             "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj", "falcon", "ministral", "cwm", "helium", "hy_v3",
-            "vaultgemma"]
+            "vaultgemma", "bamba"]
 # Falcon's layouts beside the 40B's ("falcon", in FAMILIES): Falcon-7B's, Falcon2-11B's, and one with its blocks in turn
 FALCON_LAYOUTS = ["falcon_7b", "falcon_11b", "falcon_in_turn"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
@@ -327,6 +327,14 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                                          "attention_multiplier": 0.1, "logits_scaling": 8.0, **sizes,
                                          "layer_types": kinds[:sizes["num_hidden_layers"]]},
                                       pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if family == "bamba":  # Granite 4's hybrid without its multipliers: Mamba-2 and attention in turn (attention
+        # layers listed by index), RoPE on half of each head
+        from transformers import BambaConfig
+
+        return BambaConfig(**{"mamba_n_heads": 8, "mamba_d_head": 16, "mamba_n_groups": 2, "mamba_d_state": 16,
+                              "mamba_chunk_size": 8, **sizes,
+                              "attn_layer_indices": list(range(1, sizes["num_hidden_layers"], 2))},
+                           pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "lfm2":  # short convolutions and attention in turn; attention hidden_size wide (llama.cpp's); the
         # MLP's neurons as written (`as_built`: block_auto_adjust_ff_dim derives the released models' own)
         from transformers import Lfm2Config

@@ -34,10 +34,11 @@ def norm_inputs(mamba, x):
     return got[0], out
 
 
-@pytest.mark.parametrize("family", ["nemotron_h", "granitemoehybrid"])
+@pytest.mark.parametrize("family", ["nemotron_h", "granitemoehybrid", "bamba"])
 def test_pruning_mamba_heads_and_channels_keeps_their_scan(family):
     """The kept heads' kept channels scan as in the teacher (the same x, B, C, dt, A and D reach them); the gated norm
-    then normalises each group over its kept channels, and out_proj reads them (Nemotron-H's and Granite 4's mixers)."""
+    then normalises each group over its kept channels, and out_proj reads them (Nemotron-H's, Granite 4's and Bamba's
+    mixers)."""
     model = tiny_model(family, num_hidden_layers=LAYERS)
     names, head_dim = arch_of(model.config).mamba_names, mamba_of(model.model.layers[0]).head_dim
     g = torch.Generator().manual_seed(1)

@@ -315,8 +315,8 @@ def test_hidden_pruning_slices_the_residual_stream_consistently(family):
 def test_unsupported_architecture_is_refused_by_name():
     from transformers import BloomConfig
 
-    with pytest.raises(MinitronError, match=r"'bloom'.*supported model types: afmoe, apertus, arcee, cohere, cohere2, "
-                                            "cwm, deepseek_v2, deepseek_v3, deepseek_v32, dots1, "
+    with pytest.raises(MinitronError, match=r"'bloom'.*supported model types: afmoe, apertus, arcee, bamba, cohere, "
+                                            "cohere2, cwm, deepseek_v2, deepseek_v3, deepseek_v32, dots1, "
                                             "ernie4_5, ernie4_5_moe, exaone, exaone4, exaone_moe, falcon, gemma, "
                                             "gemma2, "
                                             "gemma3_text, "
