@@ -320,6 +320,13 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("gptj", ("ln_1",), gated_mlp=False, mlp_up="fc_in", mlp_down="fc_out", mlp_size="n_inner",
          attention_is_hidden=True, decoder="transformer", layers="h", embeddings="wte", final_norm="ln_f",
          multi_head=True),
+    # GPT-Neo (gpt_neo: 125M, 1.3B, 2.7B): GPT-2's names and learned positions with q, k and v apart (attn.attention),
+    # an out_proj with a bias, a GELU MLP of intermediate_size neurons (None in released configs: 4 x hidden_size),
+    # global and local (windowed) layers (attention_types, `per_layer_lists`), no num_key_value_heads, no scaling of
+    # the attention logits; transformers takes its head size as hidden_size / heads; llama.cpp runs no GPT-Neo
+    Arch("gpt_neo", ("ln_1", "ln_2"), gated_mlp=False, mlp_up="c_fc", mlp_down="c_proj", attention_is_hidden=True,
+         decoder="transformer", layers="h", embeddings="wte", final_norm="ln_f", positions="wpe", multi_head=True,
+         layer_pair=True),
     # GPTBigCode (gpt_bigcode: StarCoder, StarCoderBase 1B-15B, SantaCoder, WizardCoder, OctoCoder): GPT-2's layout
     # (decoder transformer, layers h, learned positions, LayerNorms with biases, a GELU MLP of n_inner neurons, biases
     # on every linear) in linears, with multi-query attention: c_attn's queries, then one key head and one value head
@@ -764,13 +771,16 @@ def set_kv_heads(config, heads: int) -> None:
 
 def per_layer_lists(config, kept: list[int]) -> dict[str, list]:
     """The config's per-layer lists (`PER_LAYER`, those it has and stores) for the decoder layers `kept`, in order, its
-    attention layers' indices where it lists them so (`ATTENTION_INDICES`), and which of them a mixture of experts has
-    dense (`dense_layers`)."""
+    attention layers' indices where it lists them so (`ATTENTION_INDICES`), GPT-Neo's kinds of layer (global, local),
+    and which of them a mixture of experts has dense (`dense_layers`)."""
     lists = {name: [getattr(config, name)[i] for i in kept] for name in PER_LAYER
              if getattr(config, name, None) is not None and not derived(config, name)}
     for name in ATTENTION_INDICES:
         if getattr(config, name, None) is not None:
             lists[name] = [j for j, i in enumerate(kept) if i in set(getattr(config, name))]
+    if config.model_type == "gpt_neo":  # its layers' kinds, and the runs of them it stores (read back into the list)
+        lists["attention_layers"] = [config.attention_layers[i] for i in kept]
+        lists["attention_types"] = [[[kind], 1] for kind in lists["attention_layers"]]
     dense = set() if arch_of(config).dense_kinds else set(dense_layers(config))  # (GLM-4.7-Flash's: in PER_LAYER)
     if dense:  # the dense layers kept: LFM2-MoE's stay first, Qwen-MoE's renumbered
         name = arch_of(config).dense_first
@@ -791,13 +801,14 @@ def implied_sizes(config) -> dict[str, int]:
     """The sizes a family's config leaves out, which transformers derives (`as_built` says them): GPT-NeoX's, OPT's and
     GPT-2's and GPT-J's KV heads (every head its own), GPTBigCode's one (multi-query attention, whatever a config's
     num_key_value_heads says: transformers builds one), GPT-2's, GPT-J's and GPTBigCode's neurons where n_inner is None
-    (4 x hidden_size)."""
+    (4 x hidden_size), GPT-Neo's where intermediate_size is."""
     arch = arch_of(config)
     sizes = {"num_key_value_heads": config.num_attention_heads} if arch.kv_implied else {}
     if config.model_type == "gpt_bigcode":
         sizes["num_key_value_heads"] = 1
-    if arch.mlp_size == "n_inner" and config.n_inner is None and isinstance(config.hidden_size, int):
-        sizes["n_inner"] = 4 * config.hidden_size  # (a hidden size of the wrong type: refused by `directory_config`)
+    four_x = arch.mlp_size == "n_inner" or config.model_type == "gpt_neo"  # (None: 4 x hidden_size)
+    if four_x and getattr(config, arch.mlp_size) is None and isinstance(config.hidden_size, int):  # (of the wrong
+        sizes[arch.mlp_size] = 4 * config.hidden_size  # type: refused by `directory_config`)
     return sizes
 
 
@@ -913,10 +924,14 @@ def _mixer(layer: nn.Module, kind: str) -> nn.Module | None:
 
 
 def attention_of(layer: nn.Module) -> nn.Module | None:
-    """A decoder layer's attention (GPT-NeoX's `attention`, GPT-2's `attn`, Falcon's `self_attention`; None: a
-    hybrid's layer of another kind)."""
+    """A decoder layer's attention (GPT-NeoX's `attention`, GPT-2's `attn`, Falcon's `self_attention`, GPT-Neo's
+    `attn.attention`, in a wrapper; None: a hybrid's layer of another kind)."""
     name = next((n for n in ("self_attn", "attention", "attn", "self_attention") if hasattr(layer, n)), None)
-    return getattr(layer, name) if name else _mixer(layer, ATTENTION)
+    if name is None:
+        return _mixer(layer, ATTENTION)
+    attn = getattr(layer, name)
+    inner = getattr(attn, "attention", None)
+    return inner if isinstance(inner, nn.Module) and hasattr(inner, "q_proj") else attn
 
 
 def mlp_of(layer: nn.Module) -> nn.Module | None:

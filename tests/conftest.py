@@ -25,7 +25,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
             "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
             "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj", "falcon", "ministral", "cwm", "helium", "hy_v3",
-            "vaultgemma", "bamba"]
+            "vaultgemma", "bamba", "gpt_neo"]
 # Falcon's layouts beside the 40B's ("falcon", in FAMILIES): Falcon-7B's, Falcon2-11B's, and one with its blocks in turn
 FALCON_LAYOUTS = ["falcon_7b", "falcon_11b", "falcon_in_turn"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
@@ -186,6 +186,15 @@ def tiny_config(family: str, tie: bool = False, **overrides):
                          ffn_dim=sizes["intermediate_size"], word_embed_proj_dim=sizes["hidden_size"],
                          num_key_value_heads=sizes["num_attention_heads"], dropout=0.0, pad_token_id=None,
                          bos_token_id=None, eos_token_id=None)
+    if family == "gpt_neo":  # GPT-Neo's layer: learned positions, q, k and v apart, global and local (window 8) layers
+        # in turn, no num_key_value_heads (minitron's loader gives it the heads'); the released dropout left out
+        from transformers import GPTNeoConfig
+
+        layers = sizes["num_hidden_layers"]
+        return GPTNeoConfig(**{k: v for k, v in sizes.items() if k not in ("head_dim", "num_key_value_heads")},
+                            num_key_value_heads=sizes["num_attention_heads"], window_size=8,
+                            attention_types=[[["global", "local"], layers // 2]] + [[["global"], layers % 2]],
+                            bos_token_id=None, eos_token_id=None)
     if family == "gptj":  # GPT-J-6B's layer: attention and a GELU MLP in parallel behind one LayerNorm, RoPE on half of
         # each head (its pairs interleaved), biases on the MLP and lm_head; the released dropout left out
         from transformers import GPTJConfig
@@ -495,7 +504,7 @@ def tiny_model(family: str, tie: bool = False, seed: int = 0, **overrides):
                     or ".ln_" in name and family.startswith("falcon")):  # (Falcon's ln_attn, ln_mlp, ln_f)
                 p.add_(0.1 * torch.randn_like(p))
             elif "bias" in name and family in ("phi", "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj",
-                                               "falcon_in_turn"):
+                                               "falcon_in_turn", "gpt_neo"):
                 p.add_((0.05 if name == "lm_head.bias" else 0.02) * torch.randn_like(p))
         for name, b in [*model.named_buffers(), *model.named_parameters()]:  # the bias on a router's picks:
             if name.endswith((".expert_bias", ".e_score_correction_bias")):  # LFM2-MoE's, GLM-4.5's, ERNIE 4.5's

@@ -112,7 +112,8 @@ def test_two_stages_reach_the_target_and_resume(trained_tiny, tiny_data, tmp_pat
 
 
 @pytest.mark.parametrize("family", ["lfm2", "olmoe", "stablelm", "starcoder2", "phi", "gpt_neox", "gpt2",
-                                    "gpt_bigcode", "gptj", "falcon", "falcon_7b", "helium"])
+                                    "gpt_bigcode", "gptj", "falcon", "falcon_7b", "helium",
+                                    "gpt_neo"])
 @pytest.mark.parametrize("heads", [True, False])
 def test_a_rounds_hidden_size_follows_its_heads_where_the_attention_is_as_wide(family, heads):
     """Where transformers or llama.cpp sizes the attention by hidden_size (`Arch.attention_is_hidden`), every round's

@@ -321,7 +321,7 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "gemma2, "
                                             "gemma3_text, "
                                             "glm, glm4, "
-                                            "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt2, gpt_bigcode, gpt_neox, "
+                                            "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt2, gpt_bigcode, gpt_neo, gpt_neox, "
                                             "gpt_oss, gptj, granite, "
                                             "granitemoe, "
                                             "granitemoehybrid, "

@@ -213,7 +213,8 @@ def test_dry_run_lists_the_shapes_and_writes_nothing(tiny_dir, tmp_path, capsys,
 @pytest.mark.parametrize("family,mha", [("stablelm", False), ("olmoe", False), ("starcoder2", False),
                                         ("gpt_neox", True), ("gpt2", True), ("gpt_bigcode", False), ("gptj", True),
                                         ("phi", True), ("stablelm", True), ("olmoe", True), ("falcon", False),
-                                        ("falcon_7b", False), ("falcon_in_turn", True), ("helium", False)])
+                                        ("falcon_7b", False), ("falcon_in_turn", True), ("helium", False),
+                                        ("gpt_neo", True)])
 def test_a_family_whose_attention_is_hidden_wide_searches_heads_with_hidden(family, mha):
     """StableLM's head size is hidden_size / heads and OLMoE's q norm is hidden_size wide: the search takes only
     shapes with num_attention_heads x head_dim == hidden_size, and counts their parameters exactly (the affine count

@@ -112,6 +112,33 @@ def test_gpt2_files_as_released_are_read_and_written_so(tmp_path):
     assert_close(logits(load_model(tmp_path / "out")), expected, rtol=0, atol=0)
 
 
+def test_gpt_neo_files_as_released_stream_as_in_memory(tmp_path):
+    """GPT-Neo's released files hold each layer's causal mask and masked_bias (buffers transformers does not load), its
+    config leaves intermediate_size None (4 x hidden_size) and says its global and local layers as runs
+    (attention_types): streamed, it scores and prunes as in memory, the buffers left out, and the student's layers keep
+    their kinds (layer 2, a global one, dropped from between local ones)."""
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "m"
+    tiny_model("gpt_neo", tie=True, intermediate_size=256).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    tensors = load_file(path / "model.safetensors")
+    for i in range(4):
+        tensors[f"transformer.h.{i}.attn.attention.bias"] = torch.ones(1, 1, 256, 256, dtype=torch.bool).tril()
+        tensors[f"transformer.h.{i}.attn.attention.masked_bias"] = torch.tensor(-1e9)
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "intermediate_size": None}))
+    teacher = load_model(path)
+    assert teacher.config.intermediate_size == 256 and teacher.config.attention_layers[:2] == ["global", "local"]
+    plan, new_config, specs = scored_and_pruned_streamed(path, teacher, tmp_path / "out")
+    assert not any(name.endswith(("attention.bias", "masked_bias")) for name in specs)
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    kept = [i for i in range(4) if i not in plan.drop]
+    assert student.config.attention_layers == [teacher.config.attention_layers[i] for i in kept]
+    assert_close(logits(student), logits(apply_plan(teacher, plan)), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("layout", FALCON_LAYOUTS)
 def test_falcon_layouts_stream_as_in_memory_and_load_in_transformers(layout, tmp_path):
     """Falcon's layouts beside the 40B's: Falcon-7B's config as released names no KV heads (its one is implied by

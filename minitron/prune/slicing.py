@@ -350,9 +350,10 @@ def drop_layers(model: nn.Module, drop: list[int]) -> None:
     layers = decoder_layers(model)
     setattr(decoder(model), arch_of(config).layers, nn.ModuleList(layers[i] for i in kept))
     for new_idx, layer in enumerate(decoder_layers(model)):
-        for part in layer.modules():  # (its attention's, mixer's, DeepSeek V3.2's indexer's cache slots)
-            if hasattr(part, "layer_idx"):
-                part.layer_idx = new_idx
+        for part in layer.modules():  # (its attention's, mixer's, DeepSeek V3.2's indexer's cache slots; GPT-Neo's
+            for name in ("layer_idx", "layer_id"):  # layer_id)
+                if hasattr(part, name):
+                    setattr(part, name, new_idx)
     for name, values in per_layer_lists(config, kept).items():
         setattr(config, name, values)
     config.num_hidden_layers = len(kept)
