@@ -58,7 +58,8 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla", "minimax_m2", "nemotron_h_moe",
             "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
             "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone",
-            "internlm3", "olmo", "gpt_neox", "gpt2", "gpt_bigcode", "falcon", "falcon_7b", "falcon_11b", "hy_v3"]
+            "internlm3", "olmo", "gpt_neox", "gpt2", "gpt_bigcode", "falcon", "falcon_7b", "falcon_11b", "hy_v3",
+            "bamba"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -343,6 +344,9 @@ def tiny_model(family: str, seed: int = 0):
              "gpt_neox": dict(num_key_value_heads=8, pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "gpt2": dict(n_inner=96, bos_token_id=None, eos_token_id=None),
              "gpt_bigcode": dict(n_inner=96, multi_query=True, bos_token_id=None, eos_token_id=None),
+             "bamba": dict(attn_layer_indices=[1, 3], mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2,
+                           mamba_d_state=16, mamba_chunk_size=8, pad_token_id=None, bos_token_id=None,
+                           eos_token_id=None),  # (Mamba-2 and attention in turn, RoPE on half of each head)
              "falcon": dict(FALCON, new_decoder_architecture=True),  # Falcon-40B's: a LayerNorm each, 2 KV groups
              "falcon_7b": dict(FALCON, multi_query=True),  # Falcon-7B's: one LayerNorm, one KV head
              "falcon_11b": dict(FALCON, new_decoder_architecture=True, num_ln_in_parallel_attn=1),  # Falcon2-11B's

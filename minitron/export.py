@@ -31,8 +31,8 @@ from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
 from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, approximated_gelu, check_exportable,
-                                    dynamic_ntk, layer_types, original_context, rope_parameters, rope_theta, swa_period,
-                                    unsupported, yarn_factor, yarn_unrounded)
+                                    dynamic_ntk, layer_types, original_context, rope_parameters, rope_theta,
+                                    rotary_dims, swa_period, unsupported, yarn_factor, yarn_unrounded)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, OUTPUT_REQUIRED,
@@ -206,8 +206,10 @@ def add_architecture(writer: gguf.GGUFWriter, config) -> None:
         writer.add_layer_norm_rms_eps(getattr(config, RMS_NORM_EPS.get(model_type, "rms_norm_eps")))
     FAMILY_KEYS.get(model_type, lambda *_: None)(writer, config)
     arch = arch_of(config)
-    if arch.positions is None and (arch.mixer != "mamba" or getattr(config, "position_embedding_type", None) == "rope"):
-        add_rope(writer, config)  # (GPT-2's positions are learned; Nemotron-H's attention has none, nor Granite 4's)
+    rope = arch.mixer != "mamba" or getattr(config, "position_embedding_type", None) == "rope" or \
+        model_type == "bamba"  # (Nemotron-H's attention has no positions, nor Granite 4's; Bamba's has RoPE)
+    if arch.positions is None and rope:  # (GPT-2's positions are learned)
+        add_rope(writer, config)
 
 
 def key_value_lengths(config) -> tuple[int, int]:
@@ -224,13 +226,6 @@ def add_rope(writer: gguf.GGUFWriter, config) -> None:
     writer.add_rope_freq_base(rope_theta(config))  # Gemma 3: of its global layers
     writer.add_rope_dimension_count(rotary_dims(config))
     add_rope_scaling(writer, config)
-
-
-def rotary_dims(config) -> int:
-    """The channels of each head that RoPE rotates: all, or a part (Nemotron's, Phi-4-mini's
-    partial_rotary_factor)."""
-    partial = rope_parameters(config).get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0))
-    return int(head_dim(config) * partial)
 
 
 def granite_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -371,6 +366,13 @@ def granite_hybrid_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_rope_scaling_finetuned(config.position_embedding_type == "rope")
     if arch_of(config).moe:  # H-Tiny, H-Small: its experts, and its MLP as their shared expert
         moe_keys(writer, config)
+
+
+def bamba_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Bamba's Mamba-2 sizes and its attention's RoPE (`rope.scaling.finetuned`, which llama.cpp's granitehybrid graph
+    takes as that switch); no multipliers (the graph's defaults are Bamba's: none)."""
+    mamba_keys(writer, config)
+    writer.add_rope_scaling_finetuned(True)
 
 
 def lfm2_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -550,7 +552,7 @@ FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": ge
                "youtu": youtu_keys, "sarvam_mla": deepseek_v3_keys, "minimax_m2": minimax_m2_keys,
                "exaone_moe": exaone_moe_keys, "granitemoeshared": granitemoe_keys, "deepseek_v32": deepseek_v32_keys,
                "solar_open": glm4_moe_keys, "afmoe": afmoe_keys, "glm_moe_dsa": glm_moe_dsa_keys, "olmo": olmo_keys,
-               "gpt_neox": gpt_neox_keys, "hy_v3": hy_v3_keys}
+               "gpt_neox": gpt_neox_keys, "hy_v3": hy_v3_keys, "bamba": bamba_keys}
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int) -> None:
@@ -709,9 +711,9 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
     if (transposed := arch_of(config).transposed) and re.search(transposed, key):  # (GPT-2's Conv1D weights)
         data = np.ascontiguousarray(data.T)
     if arch in INTERLEAVED_ROTARY and ".self_attn.q_proj." in key:
-        data = interleave_rotary(data, config.num_attention_heads)
+        data = interleave_rotary(data, config.num_attention_heads, rotary_dims(config))
     elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:
-        data = interleave_rotary(data, config.num_key_value_heads)
+        data = interleave_rotary(data, config.num_key_value_heads, rotary_dims(config))
     if stored_plus_one(config.model_type, key):
         data = data + 1.0
     if name.endswith(".shortconv.conv.weight"):  # LFM2's filters (channels, 1, taps): llama.cpp's are 2-D

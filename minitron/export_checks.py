@@ -75,6 +75,13 @@ def rope_theta(config, layer_type: str = "full_attention") -> float:
     return theta
 
 
+def rotary_dims(config) -> int:
+    """The channels of each head that RoPE rotates: all, or a part (Nemotron's, Phi-4-mini's, Bamba's
+    partial_rotary_factor)."""
+    partial = rope_parameters(config).get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0))
+    return int(head_dim(config) * partial)
+
+
 def ntk_alpha(config, rope: dict) -> bool:
     """Whether `rope` (of `config`'s) is Hunyuan's NTK-alpha scaling: labelled `dynamic`, its fixed alpha only
     stretches the base (only Hunyuan's modeling reads an alpha)."""
@@ -376,18 +383,19 @@ def check_nemotron_h(config) -> None:
 
 
 def check_granite_hybrid(config) -> None:
-    """Refuse a Granite 4 that llama.cpp's granitehybrid graph computes otherwise: Mamba-2 mixers other than twice the
-    hidden size wide (it asserts 2 x hidden), a clamped time step, an in_proj bias (the released models have none of
-    these)."""
+    """Refuse a Granite 4 (or Bamba) that llama.cpp's granitehybrid graph computes otherwise: Mamba-2 mixers other than
+    twice the hidden size wide (it asserts 2 x hidden), a clamped time step, an in_proj bias (the released models have
+    none of these)."""
+    kind = config.model_type
     if config.mamba_expand != 2:
-        raise MinitronError(f"cannot export this granitemoehybrid model with mamba_expand {config.mamba_expand}: "
+        raise MinitronError(f"cannot export this {kind} model with mamba_expand {config.mamba_expand}: "
                             "llama.cpp's granitehybrid graph takes Mamba-2 mixers twice the hidden size wide")
     if config.time_step_limit is not None and tuple(config.time_step_limit) != (0.0, float("inf")):
-        raise MinitronError(f"cannot export this granitemoehybrid model with time_step_limit "
+        raise MinitronError(f"cannot export this {kind} model with time_step_limit "
                             f"{list(config.time_step_limit)}: llama.cpp's Mamba-2 graph does not clamp the time step")
     if config.mamba_proj_bias:
-        raise MinitronError("cannot export a granitemoehybrid model with mamba_proj_bias: llama.cpp's granitehybrid "
-                            "graph has no in_proj bias")
+        raise MinitronError(f"cannot export a {kind} model with mamba_proj_bias: llama.cpp's granitehybrid graph has "
+                            "no in_proj bias")
 
 
 def check_lfm2(config) -> None:
@@ -555,6 +563,7 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss,
                  "nemotron_h": check_nemotron_h, "qwen3_5_text": check_qwen3_5, "qwen3_5_moe_text": check_qwen3_5,
                  "qwen3_next": check_qwen3_next,
                  "qwen2_moe": check_qwen2_moe, "gpt_oss": check_gpt_oss, "granitemoehybrid": check_granite_hybrid,
+                 "bamba": check_granite_hybrid,
                  "lfm2": check_lfm2, "lfm2_moe": check_lfm2_moe, "deepseek_v3": check_latent,
                  "glm4_moe_lite": check_latent, "deepseek_v2": check_deepseek_v2, "youtu": check_latent,
                  "sarvam_mla": check_latent, "deepseek_v32": check_indexed, "dots1": check_dots1,

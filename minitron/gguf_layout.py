@@ -37,7 +37,7 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "phi": "phi2", "glm": "chatglm", "exaone": "exaone",
              "internlm3": "llama",  # (InternLM3: Llama's, as llama.cpp's converter)
              "olmo": "olmo", "gpt_neox": "gptneox", "gpt2": "gpt2", "gpt_bigcode": "starcoder", "falcon": "falcon",
-             "hy_v3": "hy_v3"}
+             "hy_v3": "hy_v3", "bamba": "granitehybrid"}  # (Bamba: Granite 4's graph, as llama.cpp's converter)
 
 
 def gguf_arch(config) -> str:
@@ -63,7 +63,7 @@ OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm", "qwen2mo
 # Qwen3.5's and Qwen3-Next's, all but its Gated DeltaNet's gated norm (`stored_plus_one`).
 NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
-INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee", "olmo")
+INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee", "olmo", "granitehybrid")
 # Apertus's xIELU activation: its scalars of each layer (Hugging Face's `model.layers.N.mlp.act_fn.NAME`, as stored),
 # which llama.cpp's converter writes as one array key each, `xielu.NAME`, a value a layer, not as tensors.
 XIELU = ("alpha_p", "alpha_n", "beta", "eps")
@@ -387,13 +387,22 @@ def qkv_by_group(w: np.ndarray, heads: int, groups: int) -> np.ndarray:
     return np.concatenate(parts, axis=1).reshape(w.shape)
 
 
-def interleave_rotary(w: np.ndarray, heads: int) -> np.ndarray:
+def interleave_rotary(w: np.ndarray, heads: int, rotated: int | None = None) -> np.ndarray:
     """Reorder each head's q/k output rows from Hugging Face's rotary layout (first half, second half)
-    to llama.cpp's Llama layout (pairs side by side), as llama.cpp's own converter does."""
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    to llama.cpp's Llama layout (pairs side by side), as llama.cpp's own converter does; where RoPE turns only the
+    first `rotated` rows of a head (Bamba's half), those alone."""
+    return _rotary_rows(w, heads, rotated, interleave=True)
 
 
-def halve_rotary(w: np.ndarray, heads: int) -> np.ndarray:
+def halve_rotary(w: np.ndarray, heads: int, rotated: int | None = None) -> np.ndarray:
     """Each head's q/k rows from llama.cpp's interleaved layout back to Hugging Face's (first half, second half): the
     inverse of `interleave_rotary`."""
-    return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return _rotary_rows(w, heads, rotated, interleave=False)
+
+
+def _rotary_rows(w: np.ndarray, heads: int, rotated: int | None, interleave: bool) -> np.ndarray:
+    h = w.reshape(heads, -1, *w.shape[1:])
+    rot = rotated or h.shape[1]
+    turned = h[:, :rot].reshape(heads, *((2, rot // 2) if interleave else (rot // 2, 2)), *w.shape[1:])
+    turned = turned.swapaxes(1, 2).reshape(heads, rot, *w.shape[1:])
+    return np.concatenate([turned, h[:, rot:]], axis=1).reshape(w.shape)

@@ -20,6 +20,7 @@ import torch
 from minitron.arch import (ATTENTION, GRANITE_MAMBA, MLP, MOE, RECURRENT, MambaNames, arch_of, num_experts, stored_as,
                            tied)
 from minitron.errors import MinitronError
+from minitron.export_checks import rotary_dims
 from minitron.gguf_config import Metadata, correct_config
 from minitron.gguf_layout import (AFMOE_GLOBAL_STEP, COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
@@ -38,7 +39,7 @@ from minitron.shards import SafetensorsWriter, TensorSpec
 # a deepseek2 file with a softmax router a DeepSeek V2, one without experts a Youtu-LLM: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
            if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla",
-                                 "granitemoeshared", "solar_open", "iquestcoder", "internlm3")}
+                                 "granitemoeshared", "solar_open", "iquestcoder", "internlm3", "bamba")}
 READ_AS["nemotron_h_moe"] = "nemotron_h"  # Nemotron 3's graph (`gguf_layout.gguf_arch`)
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
@@ -164,6 +165,8 @@ def family(meta: Metadata) -> str:
         return "mixtral"
     if meta.arch == "granitemoe" and meta.get("expert_shared_feed_forward_length"):
         return "granitemoeshared"
+    if meta.arch == "granitehybrid" and meta.get("embedding_scale") is None:  # (no multipliers: Bamba's)
+        return "bamba"
     if meta.arch == "deepseek2" and not meta.get("expert_count"):
         return "youtu"
     if meta.arch == "deepseek2" and meta.get("expert_gating_func", SOFTMAX) == SOFTMAX:  # (llama.cpp's default)
@@ -344,6 +347,15 @@ def granite_hybrid(meta: Metadata, layers: int) -> dict:
     return {**granite(meta, layers), "layer_types": [ATTENTION if k else RECURRENT for k in kv],
             "num_key_value_heads": max(kv) or 1, **mlp,
             "position_embedding_type": "rope" if meta.get("rope.scaling.finetuned", True) else "nope",
+            **mamba_settings(meta, GRANITE_MAMBA),
+            "mamba_expand": required(meta, "ssm.inner_size", int) // required(meta, "embedding_length", int)}
+
+
+def bamba(meta: Metadata, layers: int) -> dict:
+    """Bamba's attention layers by index, from their KV heads (a Mamba-2 layer has none), and its Mamba-2 sizes (as
+    Granite 4's: `granite_hybrid`)."""
+    kv = layer_kv_heads(meta, layers)
+    return {"attn_layer_indices": [i for i, k in enumerate(kv) if k], "num_key_value_heads": max(kv) or 1,
             **mamba_settings(meta, GRANITE_MAMBA),
             "mamba_expand": required(meta, "ssm.inner_size", int) // required(meta, "embedding_length", int)}
 
@@ -562,7 +574,7 @@ FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "sm
                    "deepseek_v3": deepseek_v3, "deepseek_v2": deepseek_v2, "youtu": youtu, "minimax_m2": local_experts,
                    "exaone_moe": exaone_moe, "granitemoeshared": granitemoeshared, "deepseek_v32": deepseek_v32,
                    "afmoe": afmoe, "glm_moe_dsa": glm_moe_dsa, "olmo": olmo, "gpt_neox": gpt_neox, "gpt2": gpt2,
-                   "gpt_bigcode": gpt_bigcode, "falcon": falcon, "hy_v3": hy_v3}
+                   "gpt_bigcode": gpt_bigcode, "falcon": falcon, "hy_v3": hy_v3, "bamba": bamba}
 # The common keys a family's FAMILY_SETTINGS reads itself (Nemotron-H's, one value a layer; Granite 4's and LFM2's KV
 # heads, and Granite 4's MLP width under its own name) or its config has no field for (Qwen3.5-MoE has no dense MLP
 # width, GPT-NeoX no KV heads, GPT-2 neither KV heads nor intermediate_size).
@@ -572,7 +584,7 @@ OWN_KEYS = {"nemotron_h": ("intermediate_size", "num_key_value_heads"), "qwen3_5
             "deepseek_v2": ("num_key_value_heads",), "youtu": ("num_key_value_heads",),
             "deepseek_v32": ("num_key_value_heads",), "glm_moe_dsa": ("num_key_value_heads",),
             "gpt_neox": ("num_key_value_heads",), "gpt2": ("intermediate_size", "num_key_value_heads"),
-            "gpt_bigcode": ("intermediate_size", "num_key_value_heads"),
+            "gpt_bigcode": ("intermediate_size", "num_key_value_heads"), "bamba": ("num_key_value_heads",),
             "falcon": ("intermediate_size", "num_key_value_heads")}
 
 
@@ -721,9 +733,9 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
             heads = config.num_attention_heads
             data = qkv_by_group(data, heads, getattr(config, "num_key_value_heads", None) or heads)
         if arch in INTERLEAVED_ROTARY and ".self_attn.q_proj." in key:
-            data = halve_rotary(data, config.num_attention_heads)
+            data = halve_rotary(data, config.num_attention_heads, rotary_dims(config))
         elif arch in INTERLEAVED_ROTARY and ".self_attn.k_proj." in key:
-            data = halve_rotary(data, config.num_key_value_heads)
+            data = halve_rotary(data, config.num_key_value_heads, rotary_dims(config))
         if stored_plus_one(config.model_type, key):
             data = data - 1.0
         used.add(name)

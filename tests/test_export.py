@@ -305,7 +305,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("gpt_bigcode", "llama-bpe", "q8_0", True), ("falcon", None, "f16", False),
              ("falcon", "llama-bpe", "q8_0", True), ("falcon_7b", None, "f16", True),
              ("falcon_11b", "llama-bpe", "q8_0", False), ("hy_v3", None, "f16", False),
-             ("hy_v3", "llama-bpe", "q8_0", True)]
+             ("hy_v3", "llama-bpe", "q8_0", True), ("bamba", None, "f16", False),
+             ("bamba", "llama-bpe", "bf16", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -671,7 +672,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "minimax_m2, exaone_moe, granitemoeshared, deepseek_v32, "
                                             "solar_open, starcoder2, afmoe, glm_moe_dsa, jais2, "
                                             "iquestcoder, phi, glm, exaone, internlm3, olmo, gpt_neox, gpt2, "
-                                            "gpt_bigcode, falcon, hy_v3$"):
+                                            "gpt_bigcode, falcon, hy_v3, bamba$"):
         export(str(tmp_path / "opt"), tmp_path / "opt.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -863,6 +864,7 @@ RELEASED = {
     "falcon": dict(hidden_size=4544, num_hidden_layers=32, num_attention_heads=71, vocab_size=65024,  # Falcon-7B
                    multi_query=True, parallel_attn=True, bias=False, new_decoder_architecture=False),
     "hy_v3": {},  # (transformers' defaults are Hy3-preview's)
+    "bamba": dict(attn_layer_indices=[9, 18, 27]),  # Bamba-9B (transformers' defaults are its sizes)
 }
 
 
@@ -1032,7 +1034,8 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     ("gpt_neox", None, "q8_0", True), ("gpt2", None, "f16", False), ("gpt2", None, "q8_0", True),
     ("gpt_bigcode", None, "f16", False), ("gpt_bigcode", None, "q8_0", True), ("falcon", None, "f16", False),
     ("falcon", None, "q8_0", True), ("falcon_7b", None, "f16", True), ("falcon_11b", None, "f16", False),
-    ("hy_v3", None, "f16", False), ("hy_v3", None, "q8_0", True),
+    ("hy_v3", None, "f16", False), ("hy_v3", None, "q8_0", True), ("bamba", None, "f16", False),
+    ("bamba", None, "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model
