@@ -31,10 +31,10 @@ from minitron.card import card_name
 from minitron.errors import MinitronError
 from minitron.export_ollama import add_identity, modelfile
 from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, approximated_gelu, check_exportable,
-                                    dynamic_ntk, layer_types, original_context, rope_parameters, rope_theta,
-                                    rotary_dims, swa_period, unsupported, yarn_factor, yarn_unrounded)
+                                    dynamic_ntk, layer_types, original_context, rope_theta, swa_period, unsupported,
+                                    yarn_factor, yarn_unrounded)
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
-from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size
+from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size, rope_parameters, rotary_dims
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, OUTPUT_REQUIRED,
                                   RMS_NORM_EPS, XIELU, XIELU_TENSOR, delta_in_gguf, delta_stored, fused_gate_up,
                                   gguf_arch, gguf_tensor, granite_mlp_in_gguf, interleave_rotary, mamba_in_gguf,

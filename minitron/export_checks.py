@@ -8,6 +8,7 @@ import math
 
 from minitron.arch import FAMILIES, RECURRENT, arch_of, dense_layers, expert_groups, head_dim
 from minitron.errors import MinitronError
+from minitron.gguf_config import rope_parameters
 from minitron.gguf_layout import (AFMOE_GLOBAL_STEP, COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, GGUF_ARCH, SMOLLM3_NO_ROPE_STEP, gguf_arch, global_every)
 
@@ -57,12 +58,6 @@ HIDDEN_WIDE_SOME_BUILDS = ("qwen2", "nemotron", "exaone4", "qwen2_moe")
 LLAMA_CPP_HIDDEN_WIDE = (*HIDDEN_WIDE, *HIDDEN_WIDE_SOME_BUILDS)
 
 
-def rope_parameters(config, layer_type: str = "full_attention") -> dict:
-    """The RoPE settings of one kind of layer (Gemma 3 keeps one set per layer type) or of every layer."""
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    return rope[layer_type] if isinstance(rope.get(layer_type), dict) else rope
-
-
 def rope_theta(config, layer_type: str = "full_attention") -> float:
     """RoPE's base: the config's, or with Hunyuan's NTK-alpha scaling (`dynamic` with a fixed `alpha`) the larger base
     it amounts to, theta * alpha^(d / (d - 2)), as transformers computes it and llama.cpp's converter writes it."""
@@ -73,13 +68,6 @@ def rope_theta(config, layer_type: str = "full_attention") -> float:
         dims = head_dim(config)
         theta *= float(rope["alpha"]) ** (dims / (dims - 2))
     return theta
-
-
-def rotary_dims(config) -> int:
-    """The channels of each head that RoPE rotates: all, or a part (Nemotron's, Phi-4-mini's, Bamba's
-    partial_rotary_factor)."""
-    partial = rope_parameters(config).get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0))
-    return int(head_dim(config) * partial)
 
 
 def ntk_alpha(config, rope: dict) -> bool:

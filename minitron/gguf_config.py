@@ -12,13 +12,26 @@ import math
 
 import numpy as np
 
-from minitron.arch import pin_head_dim
+from minitron.arch import head_dim, pin_head_dim
 from minitron.errors import MinitronError
 
 # Gemma (by Hugging Face model type): the layer count at which llama.cpp takes a model for the 27B and scales its
 # queries by 1/sqrt(hidden/heads), not 1/sqrt(head size); export folds a model's own scale into its weights by it.
 GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3_text": 62}
 GEMMA_ARCHES = ("gemma2", "gemma3")  # llama.cpp's names of the Gemma graphs
+
+
+def rope_parameters(config, layer_type: str = "full_attention") -> dict:
+    """The RoPE settings of one kind of layer (Gemma 3 keeps one set per layer type) or of every layer."""
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return rope[layer_type] if isinstance(rope.get(layer_type), dict) else rope
+
+
+def rotary_dims(config) -> int:
+    """The channels of each head that RoPE rotates: all, or a part (Nemotron's, Phi-4-mini's, Bamba's
+    partial_rotary_factor)."""
+    partial = rope_parameters(config).get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0))
+    return int(head_dim(config) * partial)
 
 
 def gemma_query_size(config) -> int:

@@ -20,8 +20,7 @@ import torch
 from minitron.arch import (ATTENTION, GRANITE_MAMBA, MLP, MOE, RECURRENT, MambaNames, arch_of, num_experts, stored_as,
                            tied)
 from minitron.errors import MinitronError
-from minitron.export_checks import rotary_dims
-from minitron.gguf_config import Metadata, correct_config
+from minitron.gguf_config import Metadata, correct_config, rotary_dims
 from minitron.gguf_layout import (AFMOE_GLOBAL_STEP, COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
                                   LAYER_NORM_EPS, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, delta_in_gguf,
