@@ -364,8 +364,8 @@ def gguf_tensor(names, key: str) -> str | None:
         return f"{name}.weight"
     if name is not None and key.endswith(".expert_bias"):
         name = f"{name}.bias"
-    if name is not None and getattr(names, "graph", None) in BARE_PROBS_B:
-        return name.removesuffix(".exp_probs_b.bias") + ".exp_probs_b" if name.endswith(".exp_probs_b.bias") else name
+    if name is not None and name.endswith(".exp_probs_b.bias") and getattr(names, "graph", None) in BARE_PROBS_B:
+        return name.removesuffix(".bias")
     return name
 
 

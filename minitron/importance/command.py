@@ -76,15 +76,13 @@ def score(model: str = "default", data: Path | None = None, out: Path | None = N
     (check_streamable if streamed else check_criteria)(criteria)
     tokenizer = load_tokenizer(model)
     removal = removal_sizes(layer_loss, block_sizes)
-    text = reads_text(criteria, removal, data)  # (the weights' criteria alone read none: no Block Influence then)
+    text = reads_text(criteria, removal, data)  # (the weights' criteria alone read none, nor save Block Influence)
     batches = calibration(model, tokenizer, data, calib_seqs, seq_len, batch_size, seed) if text else []
     loss_batches = calibration(model, tokenizer, data, layer_loss_seqs, seq_len, batch_size, seed + 1) if removal \
         else None
     dev = pick_device(device)
     source = LazyModel.open(path, dev, compute) if streamed else load_model(model, dev, compute)
     result = compute_scores(source, batches, criteria, loss_batches, removal, seed)
-    if not text:  # (of no text: zeros)
-        del result.tensors["layers/block_influence"]
     result.meta.update(teacher=str(model), compute_dtype=dtype, fingerprint=Checkpoint.open(path).fingerprint(),
                        calibration={"data": str(data or "default corpus"), "num_seqs": calib_seqs,
                                     "seq_len": seq_len, "seed": seed} if text else None)

@@ -156,9 +156,12 @@ def layer_key(criterion: str, k: int = 1) -> str:
     return loss_key(k) if criterion == "block" else LAYER_SCORES[criterion]
 
 
-def activation_tensors(criteria: list[str], act: dict) -> dict[str, torch.Tensor]:
-    """The activation scores kept (Block Influence always: it comes free with the pass)."""
-    return act if "activation" in criteria else {"layers/block_influence": act["layers/block_influence"]}
+def activation_tensors(criteria: list[str], act: dict, text: bool) -> dict[str, torch.Tensor]:
+    """The activation scores kept: Block Influence wherever calibration text went through (it comes free with the
+    pass; of no text it would be zeros), all of them where the activation criterion is asked."""
+    if "activation" in criteria:
+        return act
+    return {"layers/block_influence": act["layers/block_influence"]} if text else {}
 
 
 def random_tensors(config, seed: int) -> dict[str, torch.Tensor]:

@@ -190,7 +190,7 @@ def compute_scores(model: nn.Module | LazyModel, batches: list[torch.Tensor], cr
     _layer_pass(source, flows, rec, weights, losses)
     loss_tensors, base = _final_pass(source, flows, rec, weights, losses)
     act = rec.scores()
-    tensors = {**activation_tensors(criteria, act), **weights.tensors(act), **loss_tensors}
+    tensors = {**activation_tensors(criteria, act, bool(flows)), **weights.tensors(act), **loss_tensors}
     if "random" in criteria:
         tensors.update(random_tensors(net.config, seed))
     meta["timings_s"] = {"walk": round(time.time() - start, 2)}
