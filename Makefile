@@ -118,8 +118,10 @@ $(LLAMACPP):
 demo: setup
 	$(VENV)/bin/minitron compress --config configs/demo.yaml --resume   # a finished run keeps its stages, an interrupted one continues
 
+# Two pytest-xdist workers, each computing on its share of the cores (tests/conftest.py): the suite's tests are
+# mostly small models and subprocesses that one thread serves as fast as two, so two at once take half the time.
 test: setup
-	$(PY) -m pytest -q -x --durations=15 tests
+	$(PY) -m pytest -q -x -n 2 --dist worksteal --durations=15 tests
 
 bench: setup
 	$(PY) benchmarks/pruning_criteria.py

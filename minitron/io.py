@@ -114,19 +114,45 @@ def refuse_existing_file(path: Path, overwrite: bool) -> None:
 def output_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on the output `path` (a `.NAME.lock` file beside it, `fcntl.flock`, released
     at exit even on a crash); a second writer is refused in one line instead of replacing the first's output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(f".{path.name}.lock")
+
+    def refuse() -> None:
+        raise MinitronError(f"{path} is being written by another process (it holds {lock}); wait for it "
+                            "to finish or choose another --out") from None
+
+    with _locked(lock, refuse):
+        yield
+
+
+@contextmanager
+def one_builder(entry: Path) -> Iterator[None]:
+    """Processes that would each build the cache entry `entry` (a conversion, a tokenised corpus) take turns: the
+    first builds it while the others wait (a `.NAME.build` lock file beside it), then find it built. Check for the
+    entry again inside; the writing itself still goes through `atomic_dir`."""
+    with _locked(entry.with_name(f".{entry.name}.build"),
+                 lambda: print(f"waiting for another process to finish building {entry}", flush=True)):
+        yield
+
+
+@contextmanager
+def _locked(lock: Path, busy) -> Iterator[None]:
+    """Hold an exclusive `fcntl.flock` on the file `lock` (created, and removed at the end; released at exit even on
+    a crash). Held by another process: `busy()` is called, and unless it raises, the lock is waited for."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
-            raise MinitronError(f"{path} is being written by another process (it holds {lock}); wait for it "
-                                "to finish or choose another --out") from None
+            try:
+                busy()
+            except BaseException:
+                os.close(fd)
+                raise
+            fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.fstat(fd).st_ino == os.stat(lock).st_ino:
-                break  # the lock file is still the one on disk (not removed by a writer that just finished)
+                break  # the lock file is still the one on disk (not removed by a holder that just finished)
         except FileNotFoundError:
             pass
         os.close(fd)

@@ -19,7 +19,7 @@ import torch
 from minitron.arch import as_built, as_linears
 from minitron.errors import MinitronError, require, whole_number
 from minitron.gguf_read import convert
-from minitron.io import atomic_dir, write_json
+from minitron.io import atomic_dir, one_builder, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
 from minitron.lazy import LazyModel, skeleton
 from minitron.text_model import directory_config, extract_language_model, has_weights, is_multimodal, written_config
@@ -194,8 +194,19 @@ def convert_gguf(gguf: Path) -> Path:
     bf16 tensors kept as they are, the others in fp32), once per content (`gguf_key`)."""
     key = gguf_key(gguf)
     out = cache_dir() / "models" / f"{gguf.stem}-{key}"
-    if (out / "config.json").is_file() and json.loads((out / "minitron_source.json").read_text())["key"] == key:
-        return out
+
+    def converted() -> bool:
+        return (out / "config.json").is_file() and json.loads((out / "minitron_source.json").read_text())["key"] == key
+
+    if not converted():
+        with one_builder(out):  # another process converting it: wait for it, then use its conversion
+            if not converted():
+                write_conversion(gguf, key, out)
+    return out
+
+
+def write_conversion(gguf: Path, key: str, out: Path) -> None:
+    """`convert_gguf`'s conversion, into `out` through a temporary directory."""
     require("gguf")  # the reading goes through it: a missing one is one line here
     print(f"converting {gguf.name} to a Hugging Face checkpoint (once; cached in {out})", flush=True)
     try:
@@ -208,7 +219,6 @@ def convert_gguf(gguf: Path) -> Path:
         raise
     except Exception as e:  # gguf raises many kinds of errors for files that are not models
         raise MinitronError(f"{gguf} is not a readable GGUF model ({type(e).__name__}: {str(e)[:120]})") from None
-    return out
 
 
 def gguf_reader(path: Path):

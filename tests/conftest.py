@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,16 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
 FALCON_LAYOUTS = ["falcon_7b", "falcon_11b", "falcon_in_turn"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs two workers), the cores shared out: each worker, and what it starts,
+    computes on its own share, since threads beyond the cores make torch crawl."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def tiny_config(family: str, tie: bool = False, **overrides):

@@ -274,7 +274,7 @@ def test_compress_real_default_teacher(tmp_path):
     """The real SmolLM2-135M-Instruct teacher on the default corpus: the demo's config, with a tiny token budget."""
     run = tmp_path / "real"
     fn, kw = parse(["compress", "--config", str(REPO / "configs" / "demo.yaml"), "--out", str(run),
-                    "--prune.calib-seqs", "4",
+                    "--prune.calib-seqs", "4", "--prune.seq-len", "128",
                     "--eval.tokens", "1024", "--eval.tasks", "[]", "--distill.tokens", "3072",
                     "--distill.seq-len", "128",
                     "--distill.global-batch-tokens", "1024", "--distill.eval-seqs", "4", "--distill.lr", "3e-4",

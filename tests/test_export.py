@@ -7,6 +7,8 @@ import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 
 import gguf
 import numpy as np
@@ -21,7 +23,8 @@ from minitron.export import FAMILY_KEYS, PRE_TOKENIZERS, Exported, export, pre_t
 from minitron.export_checks import LLAMA_CPP_HIDDEN_WIDE
 from minitron.export_ollama import CHATML_GO, NEMOTRON_GO, modelfile
 from minitron.export_quant import TYPES, ggml_library_path, ggml_quantize, tensor_type
-from minitron.load import default_gguf, load_model, load_tokenizer, resolve_model
+from minitron.io import one_builder
+from minitron.load import default_gguf, gguf_key, load_model, load_tokenizer, resolve_model, write_conversion
 from minitron.shards import Checkpoint
 
 T = gguf.GGMLQuantizationType
@@ -988,6 +991,25 @@ def test_a_gguf_converts_once_whatever_its_path(tmp_path, monkeypatch):
     assert resolve_model(copy) == converted and (converted / "model.safetensors").stat().st_mtime_ns == made
     other = export(str(tmp_path / "hf"), tmp_path / "c" / "m.gguf", "q8_0").gguf
     assert resolve_model(other) != converted and len(list((tmp_path / "cache" / "models").iterdir())) == 2
+
+
+def test_a_process_waits_for_another_converting_the_same_gguf(tmp_path, monkeypatch):
+    """Two processes wanting one GGUF's conversion at once (two runs on the default teacher, the test suite's
+    workers): the second waits for the first, then loads its conversion instead of failing or converting again."""
+    monkeypatch.setenv("MINITRON_CACHE", str(tmp_path / "cache"))
+    save_model(tmp_path / "hf", "llama", byte_level_tokenizer())
+    path = export(str(tmp_path / "hf"), tmp_path / "m.gguf", "f16").gguf
+    out = tmp_path / "cache" / "models" / f"m-{gguf_key(path)}"
+    code = "import sys; from minitron.load import resolve_model; print(resolve_model(sys.argv[1]))"
+    with one_builder(out):  # this process converts it
+        other = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+        first = other.stdout.readline()  # the other process is at the lock
+        assert first == f"waiting for another process to finish building {out}\n", first + other.communicate()[0]
+        write_conversion(path, gguf_key(path), out)
+    made = (out / "model.safetensors").stat().st_mtime_ns
+    rest = other.communicate(timeout=120)[0]
+    assert other.returncode == 0 and rest == f"{out}\n"  # no second conversion
+    assert (out / "model.safetensors").stat().st_mtime_ns == made and resolve_model(path) == out
 
 
 @pytest.mark.parametrize("family,rope,dtype,tie", [
