@@ -5,12 +5,15 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch import nn
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from conftest import build_tiny_data, cli_error, run_cli, save_tiny
+from conftest import FALCON_LAYOUTS, FAMILIES, build_tiny_data, cli_error, run_cli, save_tiny, tiny_model
 from minitron.data import TokenData
+from minitron.arch import decoder_layers, mamba_of
 from minitron.distill import TrainConfig, distill
+from minitron.distill.lora import add_lora, merged
 from minitron.numerics import lm_loss, windows_in_batches
 
 TINY = ["--train.tokens", 2048, "--train.seq-len", 32, "--train.micro-batch", 4, "--train.global-batch-tokens", 256]
@@ -78,3 +81,32 @@ def test_lora_training_resumes_exactly(tiny_dir, tiny_data, tmp_path, die_after_
     unbroken = distill(replace(cfg, out=tmp_path / "b"))
     assert resumed.steps == unbroken.steps == 4
     assert resumed.val_loss == pytest.approx(unbroken.val_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("layout", [*FAMILIES, *FALCON_LAYOUTS])
+def test_lora_adapts_and_merges_back_every_family(layout, one_thread):
+    """LoRA on every family (and Falcon's layouts): adapters on its linear layers train, and merged back they give a
+    model with the teacher's tensor names and shapes, whose logits are the adapted model's and whose every decoder
+    layer moved. A Mamba-2 mixer's out_proj, which the fused CUDA kernel reads directly, gets none."""
+    cfg = TrainConfig(lora_rank=4, lora_alpha=8)
+    teacher = tiny_model(layout)
+    lm = add_lora(tiny_model(layout), cfg)
+    trainable = [p for p in lm.parameters() if p.requires_grad]
+    assert trainable and all(".lora_" in n for n, p in lm.named_parameters() if p.requires_grad)
+    for mamba in filter(None, map(mamba_of, decoder_layers(lm))):
+        assert type(mamba.out_proj) is nn.Linear and hasattr(mamba.in_proj, "lora_A")
+    ids = torch.randint(0, teacher.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    lm.train()
+    lm(ids, labels=ids).loss.backward()
+    torch.optim.SGD(trainable, lr=0.1).step()  # lora_B starts at zero: one step makes the adapters count
+    lm.eval()
+    with torch.no_grad():
+        adapted = lm(ids).logits
+        out = merged(tiny_model(layout), lm.state_dict(), cfg).eval()
+        torch.testing.assert_close(out(ids).logits, adapted, rtol=1e-4, atol=1e-5)
+    before, after = teacher.state_dict(), out.state_dict()
+    assert {n: t.shape for n, t in after.items()} == {n: t.shape for n, t in before.items()}
+    moved = {n for n in before if not torch.equal(before[n], after[n])}
+    layers = {id(layer) for layer in decoder_layers(out)}
+    prefixes = [f"{name}." for name, module in out.named_modules() if id(module) in layers]
+    assert len(prefixes) == len(layers) and all(any(n.startswith(p) for n in moved) for p in prefixes), moved

@@ -1,19 +1,27 @@
 """LoRA through `peft`: adapters on every linear layer of a model (its other weights frozen) for training, and
 the trained adapters merged back into an ordinary model for saving. `--lora-rank 0` (the default) trains all
-weights and never imports peft."""
+weights and never imports peft.
+
+A Mamba-2 mixer's `out_proj` gets none: transformers' fused CUDA kernel for Mamba-2 (Nemotron-H, Granite 4, Bamba)
+reads its weight directly in training, so an adapter there would be left out on a GPU (peft refuses it outright
+on Nemotron-H); the mixer's `in_proj` is adapted."""
 from __future__ import annotations
 
 import warnings
 
 from torch import nn
 
+from minitron.arch import decoder_layers, mamba_of
 from minitron.distill.config import TrainConfig
 from minitron.errors import require
 
 
-def lora_config(cfg: TrainConfig):
+def lora_config(cfg: TrainConfig, model: nn.Module):
+    """Adapters of `cfg`'s rank on every linear layer of `model` but lm_head and its Mamba-2 mixers' out_proj."""
+    mixers = {id(m) for m in map(mamba_of, decoder_layers(model)) if m is not None}
+    fused = [f"{name}.out_proj" for name, module in model.named_modules() if id(module) in mixers]
     return require("peft").LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                                      target_modules="all-linear")
+                                      target_modules="all-linear", exclude_modules=fused or None)
 
 
 def add_lora(lm: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -22,7 +30,7 @@ def add_lora(lm: nn.Module, cfg: TrainConfig) -> nn.Module:
 
     with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for a user to do
         warnings.simplefilter("ignore", FutureWarning)
-        get_peft_model(lm, lora_config(cfg))  # mutates lm; the PeftModel wrapper is not needed to train it
+        get_peft_model(lm, lora_config(cfg, lm))  # mutates lm; the PeftModel wrapper is not needed to train it
     return lm
 
 
@@ -33,6 +41,6 @@ def merged(plain: nn.Module, state_dict: dict, cfg: TrainConfig) -> nn.Module:
 
     with warnings.catch_warnings():  # as in add_lora
         warnings.simplefilter("ignore", FutureWarning)
-        wrapped = get_peft_model(plain, lora_config(cfg))
+        wrapped = get_peft_model(plain, lora_config(cfg, plain))
     wrapped.base_model.model.load_state_dict(state_dict)
     return wrapped.merge_and_unload()
