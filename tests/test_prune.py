@@ -266,8 +266,9 @@ def test_dropping_layers_equals_skipping_them(family, drop, tmp_path):
             assert getattr(reloaded.config, name) == [getattr(model.config, name)[i] for i in kept]
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_path):
+def prune_wide_and_deep(family: str, tie: bool = False):
+    """A tiny model of `family` pruned in every width it has (random scores) and by one layer (the third): the model,
+    the pruned one, the target and its parameter count as the dry run computes it."""
     model = tiny_model(family, tie)
     arch = arch_of(model.config)
     experts = {"num_experts": 4} if arch.moe else {}
@@ -287,7 +288,12 @@ def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_
                 shared=[s.topk(shared_width(model.config, sizes)).indices.sort().values for s in r["shared"]]
                 if arch.shared_expert and not arch.shared_names.size else None)  # a shared expert as wide as experts
     # (GLM-4.5's, Hunyuan's)
-    pruned = apply_plan(copy.deepcopy(model), plan)
+    return model, apply_plan(copy.deepcopy(model), plan), target, expected
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_path):
+    _, pruned, target, expected = prune_wide_and_deep(family, tie)
     assert count_params(pruned) == expected
     pruned.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
@@ -295,6 +301,22 @@ def test_full_width_and_depth_prune_reloads_with_dry_run_count(family, tie, tmp_
     assert {k: getattr(reloaded.config, k) for k in target} == target
     assert_close(logits(reloaded), logits(pruned))
     assert torch.isfinite(logits(reloaded)).all()
+
+
+def test_a_pruned_model_generates_through_its_cache_as_without_one(family, tmp_path):
+    """Pruned in width and depth and reloaded by stock transformers, a model's greedy generation through its cache
+    (keys and values, Mamba-2 and convolution states, sliding windows) gives at every step the logits of a full
+    forward without one: the cache's slots and each layer's kind follow the kept layers."""
+    _, pruned, _, _ = prune_wide_and_deep(family)
+    pruned.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    prompt = IDS[:, :12]
+    out = reloaded.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False,
+                            output_logits=True, return_dict_in_generate=True, pad_token_id=0, eos_token_id=None)
+    assert out.sequences.shape == (2, 20)
+    with torch.no_grad():
+        full = reloaded(out.sequences, use_cache=False).logits[:, 11:-1]
+    assert_close(torch.stack(out.logits, 1), full, rtol=1e-4, atol=1e-4)
 
 
 def test_hidden_pruning_keeps_tied_embeddings_tied():
