@@ -241,6 +241,9 @@ FAMILIES: dict[str, Arch] = {a.model_type: a for a in [
     Arch("hunyuan_v1_dense", _PRE_POST),
     Arch("smollm3", _PRE_POST),  # Llama's layout; every fourth layer without RoPE (no_rope_layers)
     Arch("granite", _PRE_POST),  # Llama's layout; embeddings, residuals, attention and logits scaled (`LogitHead`)
+    # Granite SWA (granite_swa: Granite-Swash): Granite's layer with sliding and global layers (layer_types), a learned
+    # attention sink a query head (as GPT-OSS's) and a RoPE base a layer (layer_rope_theta; 0: no RoPE)
+    Arch("granite_swa", _PRE_POST),
     # Gemma (2B, 7B, CodeGemma): Llama's layout with a GeGLU MLP, RMSNorms of x * (1 + w), embeddings scaled by
     # sqrt(hidden_size), tied
     Arch("gemma", _PRE_POST, scaled_embedding=True),
@@ -499,9 +502,9 @@ NEMOTRON_H_MOE = replace(FAMILIES["nemotron_h"], moe=True, mlp_size="moe_interme
 # two in turn, a LayerNorm in front of each (parallel_attn false)
 FALCON_ONE_NORM = replace(FAMILIES["falcon"], norms=("input_layernorm",))
 FALCON_IN_TURN = replace(FAMILIES["falcon"], norms=_PRE_POST)
-# Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE): removing
-# layers removes their entries.
-PER_LAYER = ("layer_types", "no_rope_layers", "mlp_layer_types")
+# Config lists with one entry per decoder layer (attention kinds; SmolLM3's layers with and without RoPE; Granite SWA's
+# RoPE bases): removing layers removes their entries.
+PER_LAYER = ("layer_types", "no_rope_layers", "mlp_layer_types", "layer_rope_theta")
 # Config lists of a hybrid's attention layers by index (LFM2's full_attn_idxs; Bamba's attn_layer_indices, from which
 # its layer_types follow): removing layers renumbers them
 ATTENTION_INDICES = ("full_attn_idxs", "attn_layer_indices")

@@ -236,6 +236,16 @@ def granite_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_logit_scale(config.logits_scaling)
 
 
+def granite_swa_keys(writer: gguf.GGUFWriter, config) -> None:
+    """Granite SWA's multipliers, window, sliding layers and the layers with RoPE (one flag a layer each; its one RoPE
+    base is checked: `check_granite_swa`)."""
+    granite_keys(writer, config)
+    writer.add_sliding_window(config.sliding_window)
+    writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in layer_types(config)])
+    if not all(config.layer_rope_theta):  # (llama.cpp gives every layer RoPE without the key)
+        writer.add_array(f"{writer.arch}.attention.rope_pattern", [bool(theta) for theta in config.layer_rope_theta])
+
+
 def gemma2_keys(writer: gguf.GGUFWriter, config) -> None:
     """Gemma 2's window (its local and global layers in turn are checked) and both soft-caps."""
     writer.add_sliding_window(config.sliding_window)
@@ -539,7 +549,8 @@ def gpt_neox_keys(writer: gguf.GGUFWriter, config) -> None:
 
 
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
-FAMILY_KEYS = {"granite": granite_keys, "gemma2": gemma2_keys, "gemma3_text": gemma3_keys, "phi3": phi3_keys,
+FAMILY_KEYS = {"granite": granite_keys, "granite_swa": granite_swa_keys, "gemma2": gemma2_keys,
+               "gemma3_text": gemma3_keys, "phi3": phi3_keys,
                "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys, "olmo3": olmo3_keys,
                "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys,
                "granitemoe": granitemoe_keys, "nemotron_h": nemotron_h_keys, "qwen3_5_text": qwen3_5_keys,

@@ -534,6 +534,16 @@ def check_gpt_oss(config) -> None:
                             "one")
 
 
+def check_granite_swa(config) -> None:
+    """llama.cpp's granite_swa graph gives every layer with RoPE the file's one base: refuse layers of other bases
+    (`layer_rope_theta`, which transformers reads in place of rope_theta; 0: no RoPE)."""
+    bases = sorted({float(theta) for theta in config.layer_rope_theta if theta})
+    if bases and bases != [rope_theta(config)]:
+        raise MinitronError(f"cannot export this granite_swa model: its layers' RoPE bases "
+                            f"({', '.join(map(str, bases))}) are not its rope_theta ({rope_theta(config):g}), the one "
+                            "base llama.cpp's granite_swa graph gives every layer with RoPE")
+
+
 def check_falcon(config) -> None:
     """Refuse a Falcon that llama.cpp's falcon graph computes otherwise: one with biases (bias: none of the released
     Falcons with RoPE has them; the graph reads none) or its attention and MLP in turn (the graph runs them in
@@ -556,4 +566,4 @@ FAMILY_CHECKS = {"smollm3": check_smollm3, "seed_oss": check_seed_oss,
                  "glm4_moe_lite": check_latent, "deepseek_v2": check_deepseek_v2, "youtu": check_latent,
                  "sarvam_mla": check_latent, "deepseek_v32": check_indexed, "dots1": check_dots1,
                  "afmoe": check_afmoe, "glm_moe_dsa": check_indexed,
-                 "phi": check_phi, "falcon": check_falcon}
+                 "phi": check_phi, "falcon": check_falcon, "granite_swa": check_granite_swa}

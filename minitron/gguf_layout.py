@@ -37,7 +37,8 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "phi": "phi2", "glm": "chatglm", "exaone": "exaone",
              "internlm3": "llama",  # (InternLM3: Llama's, as llama.cpp's converter)
              "olmo": "olmo", "gpt_neox": "gptneox", "gpt2": "gpt2", "gpt_bigcode": "starcoder", "falcon": "falcon",
-             "hy_v3": "hy_v3", "bamba": "granitehybrid"}  # (Bamba: Granite 4's graph, as llama.cpp's converter)
+             "hy_v3": "hy_v3", "bamba": "granitehybrid",  # (Bamba: Granite 4's graph, as llama.cpp's converter)
+             "granite_swa": "granite_swa"}
 
 
 def gguf_arch(config) -> str:
@@ -63,7 +64,7 @@ OUTPUT_REQUIRED = ("nemotron", "olmo2", "apertus", "olmoe", "stablelm", "qwen2mo
 # Qwen3.5's and Qwen3-Next's, all but its Gated DeltaNet's gated norm (`stored_plus_one`).
 NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3_text", "nemotron", "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next")
 # Graphs that rotate q/k in Llama's interleaved layout (the converter permutes Hugging Face's halves into it).
-INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee", "olmo", "granitehybrid")
+INTERLEAVED_ROTARY = ("llama", "mistral3", "smollm3", "granite", "arcee", "olmo", "granitehybrid", "granite_swa")
 # Apertus's xIELU activation: its scalars of each layer (Hugging Face's `model.layers.N.mlp.act_fn.NAME`, as stored),
 # which llama.cpp's converter writes as one array key each, `xielu.NAME`, a value a layer, not as tensors.
 XIELU = ("alpha_p", "alpha_n", "beta", "eps")
@@ -331,8 +332,9 @@ EXAONE4_HYBRID_LAYERS, EXAONE4_GLOBAL_STEP, EXAONE4_WINDOW = 64, 4, 4096
 
 # Graphs that gguf-py (0.19, the newest on PyPI) does not know, and the graph whose tensors they have, by the same names
 # (DeepSeek V3.2's: GLM-5's, the latent attention, experts and indexer of both; Hy3's: dots.llm1's, q/k norms, dense
-# layers, experts with the bias that steers their picks and a shared expert).
-TENSORS_AS = {"deepseek32": "glm-dsa", "hy_v3": "dots1"}
+# layers, experts with the bias that steers their picks and a shared expert; Granite SWA's: MiMo-V2's, Llama's layer
+# with attention sinks).
+TENSORS_AS = {"deepseek32": "glm-dsa", "hy_v3": "dots1", "granite_swa": "mimo2"}
 # Graphs that read the bias steering a router's picks as `exp_probs_b` itself, with no `.bias` (Hy3's)
 BARE_PROBS_B = ("hy_v3",)
 

@@ -563,7 +563,20 @@ def gpt_oss(meta: Metadata, layers: int) -> dict:
             "sliding_window": required(meta, "attention.sliding_window", int)}
 
 
-FAMILY_SETTINGS = {"granite": granite, "cohere": cohere, "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
+def granite_swa(meta: Metadata, layers: int) -> dict:
+    """Granite SWA's multipliers, window and sliding layers (as OLMo 3's), and each layer's RoPE base: the file's where
+    the layer has RoPE (`attention.rope_pattern`, one flag a layer; all of them without the key), 0 where not."""
+    pattern = meta.get("attention.rope_pattern", [True] * layers)
+    if not isinstance(pattern, list) or len(pattern) != layers:
+        raise MinitronError(f"cannot read this {meta.arch} GGUF file: its {meta.arch}.attention.rope_pattern is not "
+                            f"one flag for each of its {layers} layers")
+    base = required(meta, "rope.freq_base", float)
+    return {**granite(meta, layers), **olmo3(meta, layers), "layer_rope_theta": [base if r else 0.0 for r in pattern],
+            "sliding_window": required(meta, "attention.sliding_window", int)}
+
+
+FAMILY_SETTINGS = {"granite": granite, "granite_swa": granite_swa, "cohere": cohere, "cohere2": cohere2,
+                   "smollm3": smollm3, "olmo3": olmo3,
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
                    "qwen3_5_moe_text": qwen3_5_moe, "qwen3_next": qwen3_next, "qwen2_moe": qwen2_moe,

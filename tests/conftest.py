@@ -26,7 +26,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
             "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
             "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj", "falcon", "ministral", "cwm", "helium", "hy_v3",
-            "vaultgemma", "bamba", "gpt_neo"]
+            "vaultgemma", "bamba", "gpt_neo", "granite_swa"]
 # Falcon's layouts beside the 40B's ("falcon", in FAMILIES): Falcon-7B's, Falcon2-11B's, and one with its blocks in turn
 FALCON_LAYOUTS = ["falcon_7b", "falcon_11b", "falcon_in_turn"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
@@ -73,6 +73,13 @@ def tiny_config(family: str, tie: bool = False, **overrides):
     if family == "granite":  # every multiplier away from 1, as Granite 3's are
         return GraniteConfig(**{"embedding_multiplier": 12.0, "residual_multiplier": 0.22, "attention_multiplier": 0.1,
                                 "logits_scaling": 8.0, **sizes})
+    if family == "granite_swa":  # Granite's multipliers; three of four layers sliding (the first global), a sink a
+        # head, the second layer without RoPE (layer_rope_theta 0)
+        from transformers import GraniteSWAConfig
+        return GraniteSWAConfig(**{"embedding_multiplier": 12.0, "residual_multiplier": 0.22,
+                                   "attention_multiplier": 0.1, "logits_scaling": 8.0, "sliding_window": 8,
+                                   "layer_rope_theta": [1e4, 0, 1e4, 1e4], **sizes},
+                                pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family == "gemma":  # GeGLU, (1 + w) norms, scaled embeddings, as Gemma 2B and 7B
         return GemmaConfig(**sizes, pad_token_id=None, bos_token_id=None, eos_token_id=None)
     if family in ("gemma2", "vaultgemma"):  # local and global layers in turn, both soft-caps (VaultGemma: Gemma 2's

@@ -92,6 +92,10 @@ MINISTRAL3_ROPE = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 16.0, "orig
 # tiny model (with them, q/k rows written not interleaved went unseen; so, they fall 0.15 short, measured)
 GRANITE_MICRO = {"layer_types": ["full_attention"] * 4, "position_embedding_type": "rope", "embedding_multiplier": 1.0,
                  "residual_multiplier": 1.0, "attention_multiplier": 0.25, "logits_scaling": 1.0}
+# Granite SWA's multipliers at 1 (Granite 3's flatten what positions and sinks do in the tiny model): with them, its
+# second layer's RoPE written as on (no rope_pattern) falls 0.05 short in llama.cpp (14 of 16 picks), measured
+GRANITE_SWASH = {"embedding_multiplier": 1.0, "residual_multiplier": 1.0, "attention_multiplier": 1.0,
+                 "layer_rope_theta": [1e4, 0, 1e4, 1e4]}
 # Nemotron 3 with a Mamba-2 layer, as released (llama.cpp fails to allocate a Nemotron-H's state without one)
 NEMOTRON_3_MAMBA = {"layers_block_type": ["linear_attention", "moe", "full_attention", "moe"]}
 # LFM2's MLP as its released configs give it: neurons derived from intermediate_size (2/3 of 144, a multiple of 32: 96)
@@ -311,7 +315,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("falcon", "llama-bpe", "q8_0", True), ("falcon_7b", None, "f16", True),
              ("falcon_11b", "llama-bpe", "q8_0", False), ("hy_v3", None, "f16", False),
              ("hy_v3", "llama-bpe", "q8_0", True), ("bamba", None, "f16", False),
-             ("bamba", "llama-bpe", "bf16", True)]
+             ("bamba", "llama-bpe", "bf16", True), ("granite_swa", "swash", "f16", False),
+             ("granite_swa", "llama-bpe", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -326,7 +331,7 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
                      "groups": EXPERT_GROUPS, "deepseek-yarn": DEEPSEEK_YARN, "v32-yarn": DEEPSEEK_V32_YARN,
                      "all-keys": ALL_KEYS,
                      "global-llama3": {**EXAONE4_GLOBAL, **scaled_rope(family, LLAMA3_ROPE)}, "32b": EXAONE4_32B,
-                     "micro": GRANITE_MICRO, "auto": LFM2_AUTO, "mamba": NEMOTRON_3_MAMBA,
+                     "micro": GRANITE_MICRO, "swash": GRANITE_SWASH, "auto": LFM2_AUTO, "mamba": NEMOTRON_3_MAMBA,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
         out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
@@ -677,7 +682,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "minimax_m2, exaone_moe, granitemoeshared, deepseek_v32, "
                                             "solar_open, starcoder2, afmoe, glm_moe_dsa, jais2, "
                                             "iquestcoder, phi, glm, exaone, internlm3, olmo, gpt_neox, gpt2, "
-                                            "gpt_bigcode, falcon, hy_v3, bamba$"):
+                                            "gpt_bigcode, falcon, hy_v3, bamba, granite_swa$"):
         export(str(tmp_path / "opt"), tmp_path / "opt.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -688,6 +693,8 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
 # What llama.cpp's graphs cannot compute, refused in one line: (family, save_model's settings, the refusal).
 REFUSED = [
     ("falcon", {"bias": True}, "a falcon model with biases or with its attention and MLP in turn"),
+    ("granite_swa", {"layer_rope_theta": [1e4, 0, 5e5, 1e4]}, r"its layers' RoPE bases \(10000.0, 500000.0\) are not "
+                                                              "its rope_theta"),
     ("falcon_7b", {"parallel_attn": False}, r"\(bias, parallel_attn false\): llama.cpp's falcon graph has no biases "
                                             "and runs the two in parallel"),
     ("phi", {"qk_layernorm": True}, r"phi model with q/k LayerNorms \(qk_layernorm\): llama.cpp's phi2 graph has none"),
@@ -870,6 +877,7 @@ RELEASED = {
                    multi_query=True, parallel_attn=True, bias=False, new_decoder_architecture=False),
     "hy_v3": {},  # (transformers' defaults are Hy3-preview's)
     "bamba": dict(attn_layer_indices=[9, 18, 27]),  # Bamba-9B (transformers' defaults are its sizes)
+    "granite_swa": {},  # (transformers' defaults are Granite-Swash 2B's)
 }
 
 
@@ -1059,7 +1067,7 @@ def test_a_process_waits_for_another_converting_the_same_gguf(tmp_path, monkeypa
     ("gpt_bigcode", None, "f16", False), ("gpt_bigcode", None, "q8_0", True), ("falcon", None, "f16", False),
     ("falcon", None, "q8_0", True), ("falcon_7b", None, "f16", True), ("falcon_11b", None, "f16", False),
     ("hy_v3", None, "f16", False), ("hy_v3", None, "q8_0", True), ("bamba", None, "f16", False),
-    ("bamba", None, "q8_0", True),
+    ("bamba", None, "q8_0", True), ("granite_swa", None, "f16", False), ("granite_swa", None, "q8_0", True),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

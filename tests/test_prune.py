@@ -345,7 +345,7 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "glm, glm4, "
                                             "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt2, gpt_bigcode, gpt_neo, "
                                             "gpt_neox, "
-                                            "gpt_oss, gptj, granite, "
+                                            "gpt_oss, gptj, granite, granite_swa, "
                                             "granitemoe, "
                                             "granitemoehybrid, "
                                             "granitemoeshared, helium, "
