@@ -59,7 +59,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "nemotron_h_latent", "exaone_moe", "granitemoeshared", "deepseek_v32",
             "solar_open", "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone",
             "internlm3", "olmo", "gpt_neox", "gpt2", "gpt_bigcode", "falcon", "falcon_7b", "falcon_11b", "hy_v3",
-            "bamba", "granite_swa"]
+            "bamba", "granite_swa", "granitemoe_swa", "granitemoe_swa_shared"]
 TINY_TEXT = "the teacher prunes 123 heads\n  and the student keeps them while the model distils"
 
 
@@ -110,7 +110,8 @@ def quantized_reference(model, dtype: str):
                 p.copy_(torch.from_numpy(oss_read(oss[1], [rounded(torch.from_numpy(part), name, dtype,
                                                                    config.num_hidden_layers, shared).numpy()
                                                            for part, name in zip(parts, oss[0])])))
-            elif mlp := granite_mlp_in_gguf(key, experts):  # Granite 4's gate and up halves (or down), each in its GGUF type
+            elif mlp := granite_mlp_in_gguf(key, experts, arch):  # Granite 4's gate and up halves (or down), each in
+                # its GGUF type
                 p.copy_(torch.cat([rounded(w, name, dtype, config.num_hidden_layers, shared)
                                    for w, name in zip(p.chunk(len(mlp), dim=0), mlp)], dim=0))
             elif mla := mla_in_gguf(key):  # latent attention's keys and values apart, each in its type
@@ -272,7 +273,7 @@ FALCON = dict(ffn_hidden_size=96, num_kv_heads=2, bos_token_id=None, eos_token_i
 # The tiny families that are a model type's variant (`nemotron_h_latent`: Nemotron 3 Super's kind, its experts behind
 # a latent of 32 channels; Falcon's layouts)
 MODEL_TYPES = {"nemotron_h_moe": "nemotron_h", "nemotron_h_latent": "nemotron_h", "falcon_7b": "falcon",
-               "falcon_11b": "falcon"}
+               "falcon_11b": "falcon", "granitemoe_swa_shared": "granitemoe_swa"}
 
 
 def tiny_model(family: str, seed: int = 0):
@@ -312,6 +313,15 @@ def tiny_model(family: str, seed: int = 0):
              # (Granite SWA's multipliers at 1, not Granite 3's, which leave positions moving the tiny model's logits
              # by 1e-3: with its second layer without RoPE, RoPE there moves 9 of its 16 greedy tokens in
              # transformers, its sinks zeroed 8)
+             "granitemoe_swa": dict(num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=1.0,
+                                    residual_multiplier=1.0, attention_multiplier=1.0, logits_scaling=8.0,
+                                    sliding_window=8, layer_rope_theta=[1e4, 0, 1e4, 1e4], pad_token_id=None,
+                                    bos_token_id=None, eos_token_id=None),
+             "granitemoe_swa_shared": dict(num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=1.0,
+                                           residual_multiplier=1.0, attention_multiplier=1.0, logits_scaling=8.0,
+                                           sliding_window=8, layer_rope_theta=[1e4, 0, 1e4, 1e4],
+                                           shared_intermediate_size=64, pad_token_id=None, bos_token_id=None,
+                                           eos_token_id=None),
              "granite_swa": dict(embedding_multiplier=1.0, residual_multiplier=1.0, attention_multiplier=1.0,
                                  logits_scaling=8.0, sliding_window=8, layer_rope_theta=[1e4, 0, 1e4, 1e4],
                                  pad_token_id=None, bos_token_id=None, eos_token_id=None),

@@ -486,6 +486,13 @@ FAMILIES["afmoe"] = Arch("afmoe", _AFMOE, score_norms=("input_layernorm", "pre_m
 # Granite 4's (`GRANITE_SHARED`)
 FAMILIES["granitemoeshared"] = replace(FAMILIES["granitemoe"], model_type="granitemoeshared", shared_expert=True,
                                        shared_names=GRANITE_SHARED)
+# Granite-MoE SWA (granitemoe_swa: Granite-Swash 3B-A600M): those layers with Granite SWA's attention (sliding and
+# global layers, a sink a query head, a RoPE base a layer); a shared expert only where shared_intermediate_size is set
+# (none by default: `GRANITE_MOE_SWA_UNSHARED`); its checkpoints store the experts' 3D tensors by their own names
+# (transformers renames no Granite-MoE tensor of it)
+FAMILIES["granitemoe_swa"] = replace(FAMILIES["granitemoeshared"], model_type="granitemoe_swa", stored_fused=(
+    "block_sparse_moe.router.weight", "block_sparse_moe.experts.gate_up_proj", "block_sparse_moe.experts.down_proj"))
+GRANITE_MOE_SWA_UNSHARED = replace(FAMILIES["granitemoe_swa"], shared_expert=False)
 # Granite 4.0 H-Tiny and H-Small: Granite 4's layers with a mixture of experts (Granite-MoE's: a router, the experts
 # stored as 3D tensors) beside each layer's MLP, which becomes its always-on shared expert (`GRANITE_SHARED`)
 GRANITE_MOE_HYBRID = replace(FAMILIES["granitemoehybrid"], moe=True, mlp_size="intermediate_size",
@@ -691,6 +698,8 @@ def arch_of(config) -> Arch:
         return falcon_arch(config)
     if model_type == "granitemoehybrid" and getattr(config, "num_local_experts", 0):
         return GRANITE_MOE_HYBRID
+    if model_type == "granitemoe_swa" and not config.shared_intermediate_size:
+        return GRANITE_MOE_SWA_UNSHARED
     return FAMILIES[model_type]
 
 

@@ -36,7 +36,8 @@ from minitron.export_checks import (HIDDEN_WIDE_SOME_BUILDS, YARN_DERIVED, appro
 from minitron.export_quant import TYPES, ExportDtype, encode, ggml_library, tensor_type
 from minitron.gguf_config import GEMMA_27B_LAYERS, gemma_query_size, rope_parameters, rotary_dims
 from minitron.gguf_layout import (EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY, LAYER_NORM_EPS, OUTPUT_REQUIRED,
-                                  RMS_NORM_EPS, XIELU, XIELU_TENSOR, delta_in_gguf, delta_stored, fused_gate_up,
+                                  RMS_NORM_EPS, XIELU, XIELU_TENSOR, delta_in_gguf, delta_stored, experts_in_gguf,
+                                  fused_gate_up,
                                   gguf_arch, gguf_tensor, granite_mlp_in_gguf, interleave_rotary, mamba_in_gguf,
                                   mamba_stored, mla_in_gguf, mla_stored, oss_in_gguf, oss_stored, qkv_by_kind,
                                   qkvz_in_gguf, qkvz_stored, stacked_key, stored_plus_one, tensor_names)
@@ -244,6 +245,8 @@ def granite_swa_keys(writer: gguf.GGUFWriter, config) -> None:
     writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in layer_types(config)])
     if not all(config.layer_rope_theta):  # (llama.cpp gives every layer RoPE without the key)
         writer.add_array(f"{writer.arch}.attention.rope_pattern", [bool(theta) for theta in config.layer_rope_theta])
+    if arch_of(config).moe:  # (Granite-MoE SWA's experts, and its shared expert's width where it has one)
+        moe_keys(writer, config)
 
 
 def gemma2_keys(writer: gguf.GGUFWriter, config) -> None:
@@ -549,7 +552,8 @@ def gpt_neox_keys(writer: gguf.GGUFWriter, config) -> None:
 
 
 # The `{arch}.*` keys a family's llama.cpp graph reads beyond the common ones.
-FAMILY_KEYS = {"granite": granite_keys, "granite_swa": granite_swa_keys, "gemma2": gemma2_keys,
+FAMILY_KEYS = {"granite": granite_keys, "granite_swa": granite_swa_keys, "granitemoe_swa": granite_swa_keys,
+               "gemma2": gemma2_keys,
                "gemma3_text": gemma3_keys, "phi3": phi3_keys,
                "cohere": cohere_keys, "cohere2": cohere2_keys, "ministral3": ministral3_keys, "olmo3": olmo3_keys,
                "exaone4": exaone4_keys, "qwen3_moe": moe_keys, "mixtral": moe_keys, "olmoe": moe_keys,
@@ -704,7 +708,7 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
         return list(zip(gate_up, np.split(data, 2, axis=1)))
     if mamba := mamba_in_gguf(key):  # Nemotron-H's, Granite 4's
         return [(mamba[0], mamba_stored(mamba[1], data, getattr(config, arch_of(config).mamba_names.groups)))]
-    if mlp := granite_mlp_in_gguf(key, num_experts(config)):  # Granite 4's: gate and up fused
+    if mlp := granite_mlp_in_gguf(key, num_experts(config), arch):  # Granite 4's: gate and up fused
         return list(zip(mlp, np.split(data, len(mlp), axis=0)))
     if delta := delta_in_gguf(key):  # Qwen3.5's, Qwen3-Next's
         return [(delta[0], delta_stored(delta[1], data, config))]
@@ -712,6 +716,8 @@ def gguf_tensors(key: str, data: np.ndarray, config, names) -> list[tuple[str, n
         return list(zip(qkvz, qkvz_stored(data, config)))
     if oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts
         return list(zip(oss[0], oss_stored(oss[1], data)))
+    if experts := experts_in_gguf(key):  # 3D experts stored as held in memory (Granite-MoE SWA's): gate rows, then up
+        return list(zip(experts, np.split(data, len(experts), axis=1)))
     if mla := mla_in_gguf(key):  # multi-head latent attention's keys and values, from the latent
         return list(zip(mla, mla_stored(data, config)))
     name = gguf_tensor(names, key)

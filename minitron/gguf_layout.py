@@ -38,7 +38,8 @@ GGUF_ARCH = {"llama": "llama", "mistral": "llama", "ministral3": "mistral3", "qw
              "internlm3": "llama",  # (InternLM3: Llama's, as llama.cpp's converter)
              "olmo": "olmo", "gpt_neox": "gptneox", "gpt2": "gpt2", "gpt_bigcode": "starcoder", "falcon": "falcon",
              "hy_v3": "hy_v3", "bamba": "granitehybrid",  # (Bamba: Granite 4's graph, as llama.cpp's converter)
-             "granite_swa": "granite_swa"}
+             "granite_swa": "granite_swa",
+             "granitemoe_swa": "granite_swa"}  # (Granite-MoE SWA: Granite SWA's graph, as llama.cpp's converter)
 
 
 def gguf_arch(config) -> str:
@@ -277,16 +278,22 @@ def mla_read(stored: list[np.ndarray]) -> np.ndarray:
 GRANITE_MLP = re.compile(r"model\.layers\.(\d+)\.shared_mlp\.(input_linear|output_linear)\.weight")
 
 
-def granite_mlp_in_gguf(key: str, experts: int) -> tuple[str, ...] | None:
-    """The GGUF tensors a Granite 4's MLP tensor is written as: input_linear's gate and up halves, or output_linear as
-    the down projection (a shared expert's where the model has `experts`); None for any other tensor."""
+# Graphs that read a shared expert's gate and up rows as one tensor, `ffn_up_shexp` (SwiGLU of its two halves)
+SHEXP_FUSED = ("granite_swa",)
+
+
+def granite_mlp_in_gguf(key: str, experts: int, graph: str = "") -> tuple[str, ...] | None:
+    """The GGUF tensors a Granite 4's MLP tensor (or Granite-MoE's shared expert's) is written as: input_linear's gate
+    and up halves (one tensor in the `SHEXP_FUSED` graphs), or output_linear as the down projection (a shared
+    expert's where the model has `experts`); None for any other tensor."""
     import gguf  # lazy: an extra, and CLI start-up speed
 
     if (m := GRANITE_MLP.fullmatch(key)) is None:
         return None
     T = gguf.MODEL_TENSOR
-    kinds = ((T.FFN_GATE_SHEXP, T.FFN_UP_SHEXP) if experts else (T.FFN_GATE, T.FFN_UP)) if m[2] == "input_linear" \
-        else (T.FFN_DOWN_SHEXP if experts else T.FFN_DOWN,)
+    gate_up = ((T.FFN_UP_SHEXP,) if graph in SHEXP_FUSED else (T.FFN_GATE_SHEXP, T.FFN_UP_SHEXP)) if experts \
+        else (T.FFN_GATE, T.FFN_UP)
+    kinds = gate_up if m[2] == "input_linear" else (T.FFN_DOWN_SHEXP if experts else T.FFN_DOWN,)
     return tuple(f"{gguf.TENSOR_NAMES[kind].format(bid=int(m[1]))}.weight" for kind in kinds)
 
 
@@ -355,9 +362,11 @@ def gguf_tensor(names, key: str) -> str | None:
     with the `.weight` and LFM2-MoE's expert_bias with the `.bias` llama.cpp's converter gives them (GLM-4.5's and
     ERNIE 4.5's e_score_correction_bias it renames e_score_correction.bias, which gguf-py maps; Hy3's graph reads it
     with no suffix, `BARE_PROBS_B`); an untied head as `output.weight` where gguf-py's list of the graph's tensors
-    leaves it out (LFM2-MoE's, whose graph reads it)."""
+    leaves it out (LFM2-MoE's, whose graph reads it); Granite-MoE SWA's router by Mixtral's name for it."""
     if key.endswith(".e_score_correction_bias"):
         key = key.removesuffix("_bias") + ".bias"
+    if key.endswith(".block_sparse_moe.router.weight"):  # (Granite-MoE SWA's router, stored as held: Mixtral's name)
+        key = key.replace(".router.", ".gate.")
     name = names.get_name(key, try_suffixes=(".weight", ".bias")) or \
         names.get_name(key.removeprefix("model."), try_suffixes=(".weight", ".bias"))
     if name is None and key == "lm_head.weight":

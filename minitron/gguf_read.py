@@ -24,7 +24,7 @@ from minitron.gguf_config import Metadata, correct_config, rotary_dims
 from minitron.gguf_layout import (AFMOE_GLOBAL_STEP, COHERE2_GLOBAL_STEP, COMMAND_R_PLUS_LAYERS, EXAONE4_GLOBAL_STEP,
                                   EXAONE4_HYBRID_LAYERS, EXAONE4_WINDOW, EXPERT_TENSOR, GGUF_ARCH, INTERLEAVED_ROTARY,
                                   LAYER_NORM_EPS, RMS_NORM_EPS, SMOLLM3_NO_ROPE_STEP, XIELU_TENSOR, delta_in_gguf,
-                                  delta_stored, fused_gate_up, gguf_arch, gguf_tensor, global_every,
+                                  delta_stored, experts_in_gguf, fused_gate_up, gguf_arch, gguf_tensor, global_every,
                                   granite_mlp_in_gguf, halve_rotary, mamba_in_gguf, mamba_read, mla_in_gguf, mla_read,
                                   oss_in_gguf, oss_read, qkv_by_group, qkvz_in_gguf, qkvz_read, stacked_key,
                                   stored_plus_one, tensor_names)
@@ -35,10 +35,12 @@ from minitron.shards import SafetensorsWriter, TensorSpec
 # as llama.cpp's Llama and read back as one, as transformers does; a GLM-4.7-Flash or a Sarvam-105B as llama.cpp's
 # deepseek2 and read back as DeepSeek V3, whose layers transformers computes as theirs, a Solar Open as GLM-4.5's
 # glm4moe and read back as one; an OLMo 2 file with a layer pattern is an OLMo 3, a Llama file with experts a Mixtral,
-# a deepseek2 file with a softmax router a DeepSeek V2, one without experts a Youtu-LLM: `family`).
+# a deepseek2 file with a softmax router a DeepSeek V2, one without experts a Youtu-LLM, a granite_swa file with experts
+# a Granite-MoE SWA: `family`).
 READ_AS = {graph: model_type for model_type, graph in GGUF_ARCH.items()
            if model_type not in ("mistral", "olmo3", "mixtral", "glm4_moe_lite", "deepseek_v2", "youtu", "sarvam_mla",
-                                 "granitemoeshared", "solar_open", "iquestcoder", "internlm3", "bamba")}
+                                 "granitemoeshared", "solar_open", "iquestcoder", "internlm3", "bamba",
+                                 "granitemoe_swa")}
 READ_AS["nemotron_h_moe"] = "nemotron_h"  # Nemotron 3's graph (`gguf_layout.gguf_arch`)
 # The common keys: Hugging Face config field <- `{arch}.KEY`.
 COMMON_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
@@ -98,10 +100,13 @@ def gguf_name(names, key: str, model_type: str, experts: int) -> tuple[str | Non
         return gguf_tensor(names, stacked_key(int(match[1]), match[2], match[4])), int(match[3])
     if recurrent := mamba_in_gguf(key) or delta_in_gguf(key):
         return recurrent[0], None
-    if gate_up := fused_gate_up(key) or granite_mlp_in_gguf(key, experts):  # the gate half's (up's: second), or down's
+    if gate_up := fused_gate_up(key) or granite_mlp_in_gguf(key, experts, names.graph):  # the gate half's (up's:
+        # second), or down's
         return gate_up[0], None
     if oss := oss_in_gguf(key, model_type):  # GPT-OSS's experts: the gate's (up's is the second) or down's
         return oss[0][0], None
+    if stored := experts_in_gguf(key):  # 3D experts stored as held (Granite-MoE SWA's): the gate's, or down's
+        return stored[0], None
     if two := mla_in_gguf(key) or qkvz_in_gguf(key):  # latent attention's keys' (values' is the second), Qwen3-Next's
         return two[0], None  # queries, keys and values' (z's is the second)
     return gguf_tensor(names, key), None
@@ -164,6 +169,8 @@ def family(meta: Metadata) -> str:
         return "mixtral"
     if meta.arch == "granitemoe" and meta.get("expert_shared_feed_forward_length"):
         return "granitemoeshared"
+    if meta.arch == "granite_swa" and meta.get("expert_count"):
+        return "granitemoe_swa"
     if meta.arch == "granitehybrid" and meta.get("embedding_scale") is None:  # (no multipliers: Bamba's)
         return "bamba"
     if meta.arch == "deepseek2" and not meta.get("expert_count"):
@@ -575,8 +582,14 @@ def granite_swa(meta: Metadata, layers: int) -> dict:
             "sliding_window": required(meta, "attention.sliding_window", int)}
 
 
-FAMILY_SETTINGS = {"granite": granite, "granite_swa": granite_swa, "cohere": cohere, "cohere2": cohere2,
-                   "smollm3": smollm3, "olmo3": olmo3,
+def granitemoe_swa(meta: Metadata, layers: int) -> dict:
+    """Granite SWA's settings with Granite-MoE's experts, and its shared expert's width (0: none)."""
+    return {**granite_swa(meta, layers), **local_experts(meta, layers),
+            "shared_intermediate_size": int(meta.get("expert_shared_feed_forward_length", 0))}
+
+
+FAMILY_SETTINGS = {"granite": granite, "granite_swa": granite_swa, "granitemoe_swa": granitemoe_swa, "cohere": cohere,
+                   "cohere2": cohere2, "smollm3": smollm3, "olmo3": olmo3,
                    "exaone4": exaone4, "mixtral": mixtral, "qwen3_moe": qwen3_moe, "olmoe": olmoe,
                    "granitemoe": granitemoe, "nemotron_h": nemotron_h, "qwen3_5_text": qwen3_5,
                    "qwen3_5_moe_text": qwen3_5_moe, "qwen3_next": qwen3_next, "qwen2_moe": qwen2_moe,
@@ -713,13 +726,16 @@ def read_weights(meta: Metadata, tensors: dict, shapes: dict[str, tuple], config
         elif oss := oss_in_gguf(key, config.model_type):  # GPT-OSS's experts: gate and up apart, transposed
             used.update(oss[0])
             data = oss_read(oss[1], [dequantized(tensors[n]) for n in oss[0]])
+        elif experts := experts_in_gguf(key):  # 3D experts stored as held (Granite-MoE SWA's): gate's, then up's rows
+            used.update(experts)
+            data = np.concatenate([dequantized(tensors[n]) for n in experts], 1)
         elif mla := mla_in_gguf(key):  # multi-head latent attention's keys and values, apart
             used.update(mla)
             data = mla_read([dequantized(tensors[n]) for n in mla])
         elif qkvz := qkvz_in_gguf(key):  # Qwen3-Next's queries, keys and values, and z, apart
             used.update(qkvz)
             data = qkvz_read([dequantized(tensors[n]) for n in qkvz], config)
-        elif mlp := granite_mlp_in_gguf(key, num_experts(config)):  # Granite 4's MLP: gate and up rows joined
+        elif mlp := granite_mlp_in_gguf(key, num_experts(config), arch):  # Granite 4's MLP: gate and up rows joined
             used.update(mlp)
             data = np.concatenate([dequantized(tensors[n]) for n in mlp], 0)
         elif mamba := mamba_in_gguf(key):  # Nemotron-H's and Granite 4's Mamba-2 tensors the converter writes otherwise

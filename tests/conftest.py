@@ -26,7 +26,7 @@ FAMILIES = ["llama", "mistral", "ministral3", "qwen2", "qwen3", "ernie4_5", "see
             "exaone_moe", "granitemoeshared", "deepseek_v32", "solar_open",
             "starcoder2", "afmoe", "glm_moe_dsa", "jais2", "iquestcoder", "phi", "glm", "exaone", "internlm3", "olmo",
             "gpt_neox", "opt", "gpt2", "gpt_bigcode", "gptj", "falcon", "ministral", "cwm", "helium", "hy_v3",
-            "vaultgemma", "bamba", "gpt_neo", "granite_swa"]
+            "vaultgemma", "bamba", "gpt_neo", "granite_swa", "granitemoe_swa"]
 # Falcon's layouts beside the 40B's ("falcon", in FAMILIES): Falcon-7B's, Falcon2-11B's, and one with its blocks in turn
 FALCON_LAYOUTS = ["falcon_7b", "falcon_11b", "falcon_in_turn"]
 SIZES = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
@@ -271,6 +271,14 @@ def tiny_config(family: str, tie: bool = False, **overrides):
         granitemoe = tiny_config("granitemoe", tie, **overrides).to_dict()
         granitemoe.pop("model_type")
         return GraniteMoeSharedConfig(**{**granitemoe, "shared_intermediate_size": 64, **overrides})
+    if family == "granitemoe_swa":  # Granite-MoE's (below) with Granite SWA's attention (sliding layers, sinks, the
+        # second layer without RoPE); no shared expert, as transformers' default
+        from transformers import GraniteMoeSWAConfig
+
+        granitemoe = tiny_config("granitemoe", tie, **overrides).to_dict()
+        granitemoe.pop("model_type")
+        return GraniteMoeSWAConfig(**{**granitemoe, "sliding_window": 8, "layer_rope_theta": [1e4, 0, 1e4, 1e4],
+                                      **overrides})
     if family == "granitemoe":  # six experts, two a token, Granite's multipliers (as Granite 3.0 1B-A400M's, but 1)
         return GraniteMoeConfig(**{"num_local_experts": 6, "num_experts_per_tok": 2, "embedding_multiplier": 12.0,
                                    "residual_multiplier": 0.22, "attention_multiplier": 0.1, "logits_scaling": 8.0,

@@ -316,7 +316,8 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
              ("falcon_11b", "llama-bpe", "q8_0", False), ("hy_v3", None, "f16", False),
              ("hy_v3", "llama-bpe", "q8_0", True), ("bamba", None, "f16", False),
              ("bamba", "llama-bpe", "bf16", True), ("granite_swa", "swash", "f16", False),
-             ("granite_swa", "llama-bpe", "q8_0", True)]
+             ("granite_swa", "llama-bpe", "q8_0", True), ("granitemoe_swa", "swash", "f16", False),
+             ("granitemoe_swa", "swash-shared", "q8_0", True)]
     jobs, models = [], []
     for i, (family, pre, dtype, tie) in enumerate(cases):
         tokenizer = sentencepiece_tokenizer() if pre == "sentencepiece" else byte_level_tokenizer(
@@ -331,7 +332,9 @@ def test_llama_cpp_generates_as_transformers(tmp_path):
                      "groups": EXPERT_GROUPS, "deepseek-yarn": DEEPSEEK_YARN, "v32-yarn": DEEPSEEK_V32_YARN,
                      "all-keys": ALL_KEYS,
                      "global-llama3": {**EXAONE4_GLOBAL, **scaled_rope(family, LLAMA3_ROPE)}, "32b": EXAONE4_32B,
-                     "micro": GRANITE_MICRO, "swash": GRANITE_SWASH, "auto": LFM2_AUTO, "mamba": NEMOTRON_3_MAMBA,
+                     "micro": GRANITE_MICRO, "swash": GRANITE_SWASH,
+                     "swash-shared": {**GRANITE_SWASH, "shared_intermediate_size": 64}, "auto": LFM2_AUTO,
+                     "mamba": NEMOTRON_3_MAMBA,
                      **{name: scaled_rope(family, rope) for name, rope in ropes.items()}}.get(pre, {})
             model = save_model(tmp_path / f"hf{i}", family, tokenizer, tie, **extra)
         out = export(str(tmp_path / f"hf{i}"), tmp_path / f"{i}.gguf", dtype).gguf
@@ -682,7 +685,7 @@ def test_export_refuses_other_families_and_tokenizers(tmp_path):
                                             "minimax_m2, exaone_moe, granitemoeshared, deepseek_v32, "
                                             "solar_open, starcoder2, afmoe, glm_moe_dsa, jais2, "
                                             "iquestcoder, phi, glm, exaone, internlm3, olmo, gpt_neox, gpt2, "
-                                            "gpt_bigcode, falcon, hy_v3, bamba, granite_swa$"):
+                                            "gpt_bigcode, falcon, hy_v3, bamba, granite_swa, granitemoe_swa$"):
         export(str(tmp_path / "opt"), tmp_path / "opt.gguf")
     save_tiny(tmp_path / "word-level")  # conftest's character-level WordLevel tokenizer
     with pytest.raises(MinitronError, match="cannot export a WordLevel tokenizer"):
@@ -878,6 +881,7 @@ RELEASED = {
     "hy_v3": {},  # (transformers' defaults are Hy3-preview's)
     "bamba": dict(attn_layer_indices=[9, 18, 27]),  # Bamba-9B (transformers' defaults are its sizes)
     "granite_swa": {},  # (transformers' defaults are Granite-Swash 2B's)
+    "granitemoe_swa": {},  # (transformers' defaults: no shared expert, as Granite-Swash 3B-A600M's)
 }
 
 
@@ -1068,6 +1072,7 @@ def test_a_process_waits_for_another_converting_the_same_gguf(tmp_path, monkeypa
     ("falcon", None, "q8_0", True), ("falcon_7b", None, "f16", True), ("falcon_11b", None, "f16", False),
     ("hy_v3", None, "f16", False), ("hy_v3", None, "q8_0", True), ("bamba", None, "f16", False),
     ("bamba", None, "q8_0", True), ("granite_swa", None, "f16", False), ("granite_swa", None, "q8_0", True),
+    ("granitemoe_swa", None, "f16", False),
 ])
 def test_a_gguf_teacher_converts_to_the_model_it_holds(tmp_path, monkeypatch, family, rope, dtype, tie):
     """minitron's own export of every family read back as a teacher (`load.convert_gguf`, `gguf_read`) is the model

@@ -346,7 +346,7 @@ def test_unsupported_architecture_is_refused_by_name():
                                             "glm4_moe, glm4_moe_lite, glm_moe_dsa, gpt2, gpt_bigcode, gpt_neo, "
                                             "gpt_neox, "
                                             "gpt_oss, gptj, granite, granite_swa, "
-                                            "granitemoe, "
+                                            "granitemoe, granitemoe_swa, "
                                             "granitemoehybrid, "
                                             "granitemoeshared, helium, "
                                             "hunyuan_v1_dense, hunyuan_v1_moe, hy_v3, internlm3, iquestcoder, jais2, "

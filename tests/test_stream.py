@@ -160,6 +160,19 @@ def test_falcon_layouts_stream_as_in_memory_and_load_in_transformers(layout, tmp
     assert_close(logits(load_model(tmp_path / "out")), expected, rtol=0, atol=0)
 
 
+def test_a_granite_moe_swa_with_a_shared_expert_streams_as_in_memory(tmp_path):
+    """Granite-MoE SWA with a shared expert (shared_intermediate_size set; the released default has none): its shared
+    expert is scored and pruned, streamed as in memory, and stock transformers loads the student."""
+    path = tmp_path / "m"
+    save_tiny(path, "granitemoe_swa", shared_intermediate_size=64)
+    teacher = load_model(path)
+    assert arch_of(teacher.config).shared_expert and teacher.model.layers[0].shared_mlp is not None
+    plan, new_config, _ = scored_and_pruned_streamed(path, teacher, tmp_path / "out")
+    assert plan.shared is not None and new_config.shared_intermediate_size < 64
+    expected = logits(apply_plan(teacher, plan))
+    assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()), expected, rtol=0, atol=0)
+
+
 def test_streamed_scores_from_a_single_file(tmp_path):
     model = tiny_model("qwen3")
     model.save_pretrained(tmp_path / "m")
