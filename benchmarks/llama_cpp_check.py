@@ -272,6 +272,13 @@ NEMOTRON_3 = dict(layers_block_type=["linear_attention", "moe", "full_attention"
 FALCON = dict(ffn_hidden_size=96, num_kv_heads=2, bos_token_id=None, eos_token_id=None)
 # The tiny families that are a model type's variant (`nemotron_h_latent`: Nemotron 3 Super's kind, its experts behind
 # a latent of 32 channels; Falcon's layouts)
+# Granite SWA's multipliers at 1, not Granite 3's, which leave positions moving the tiny model's logits by 1e-3: with
+# its second layer without RoPE, RoPE there moves 9 of its 16 greedy tokens in transformers, its sinks zeroed 8;
+# Granite-MoE SWA's, with six experts, two a token
+GRANITE_SWASH = dict(embedding_multiplier=1.0, residual_multiplier=1.0, attention_multiplier=1.0, logits_scaling=8.0,
+                     sliding_window=8, layer_rope_theta=[1e4, 0, 1e4, 1e4], pad_token_id=None, bos_token_id=None,
+                     eos_token_id=None)
+GRANITE_MOE_SWASH = dict(GRANITE_SWASH, num_local_experts=6, num_experts_per_tok=2)
 MODEL_TYPES = {"nemotron_h_moe": "nemotron_h", "nemotron_h_latent": "nemotron_h", "falcon_7b": "falcon",
                "falcon_11b": "falcon", "granitemoe_swa_shared": "granitemoe_swa"}
 
@@ -310,21 +317,8 @@ def tiny_model(family: str, seed: int = 0):
                                 bos_token_id=None, eos_token_id=None),
              "granite": dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.1,
                              logits_scaling=8.0),
-             # (Granite SWA's multipliers at 1, not Granite 3's, which leave positions moving the tiny model's logits
-             # by 1e-3: with its second layer without RoPE, RoPE there moves 9 of its 16 greedy tokens in
-             # transformers, its sinks zeroed 8)
-             "granitemoe_swa": dict(num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=1.0,
-                                    residual_multiplier=1.0, attention_multiplier=1.0, logits_scaling=8.0,
-                                    sliding_window=8, layer_rope_theta=[1e4, 0, 1e4, 1e4], pad_token_id=None,
-                                    bos_token_id=None, eos_token_id=None),
-             "granitemoe_swa_shared": dict(num_local_experts=6, num_experts_per_tok=2, embedding_multiplier=1.0,
-                                           residual_multiplier=1.0, attention_multiplier=1.0, logits_scaling=8.0,
-                                           sliding_window=8, layer_rope_theta=[1e4, 0, 1e4, 1e4],
-                                           shared_intermediate_size=64, pad_token_id=None, bos_token_id=None,
-                                           eos_token_id=None),
-             "granite_swa": dict(embedding_multiplier=1.0, residual_multiplier=1.0, attention_multiplier=1.0,
-                                 logits_scaling=8.0, sliding_window=8, layer_rope_theta=[1e4, 0, 1e4, 1e4],
-                                 pad_token_id=None, bos_token_id=None, eos_token_id=None),
+             "granite_swa": GRANITE_SWASH, "granitemoe_swa": GRANITE_MOE_SWASH,
+             "granitemoe_swa_shared": dict(GRANITE_MOE_SWASH, shared_intermediate_size=64),
              "gemma": dict(pad_token_id=None, bos_token_id=None, eos_token_id=None),
              "hunyuan_v1_dense": dict(rope_parameters={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0,
                                                        "rope_theta": 10000.0}, pad_token_id=None, bos_token_id=None,

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from safetensors import SafetensorError
 
@@ -124,11 +124,20 @@ def output_lock(path: Path) -> Iterator[None]:
         yield
 
 
+def build_once(entry: Path, built: Callable[[], bool], build: Callable[[], None]) -> None:
+    """Build the cache entry `entry` (a conversion, a tokenised corpus) with `build()` unless `built()`; processes that
+    would each build it take turns (`one_builder`): the others wait for the first, then find it built. The writing
+    itself still goes through `atomic_dir`."""
+    if not built():
+        with one_builder(entry):
+            if not built():
+                build()
+
+
 @contextmanager
 def one_builder(entry: Path) -> Iterator[None]:
-    """Processes that would each build the cache entry `entry` (a conversion, a tokenised corpus) take turns: the
-    first builds it while the others wait (a `.NAME.build` lock file beside it), then find it built. Check for the
-    entry again inside; the writing itself still goes through `atomic_dir`."""
+    """The turn of one process at building the cache entry `entry` (a `.NAME.build` lock file beside it), waited
+    for, saying so, while another holds it (`build_once`)."""
     with _locked(entry.with_name(f".{entry.name}.build"),
                  lambda: print(f"waiting for another process to finish building {entry}", flush=True)):
         yield

@@ -19,7 +19,7 @@ import torch
 from minitron.arch import as_built, as_linears
 from minitron.errors import MinitronError, require, whole_number
 from minitron.gguf_read import convert
-from minitron.io import atomic_dir, one_builder, write_json
+from minitron.io import atomic_dir, build_once, write_json
 from minitron.shards import PICKLE_WEIGHTS, Checkpoint, require_safetensors
 from minitron.lazy import LazyModel, skeleton
 from minitron.text_model import directory_config, extract_language_model, has_weights, is_multimodal, written_config
@@ -198,10 +198,7 @@ def convert_gguf(gguf: Path) -> Path:
     def converted() -> bool:
         return (out / "config.json").is_file() and json.loads((out / "minitron_source.json").read_text())["key"] == key
 
-    if not converted():
-        with one_builder(out):  # another process converting it: wait for it, then use its conversion
-            if not converted():
-                write_conversion(gguf, key, out)
+    build_once(out, converted, lambda: write_conversion(gguf, key, out))  # (another process's, waited for)
     return out
 
 

@@ -18,7 +18,7 @@ import torch
 
 from minitron.arch import arch_of, as_built, implied_sizes, prunable_sizes
 from minitron.errors import MinitronError, whole_number
-from minitron.io import atomic_dir, one_builder, write_json
+from minitron.io import atomic_dir, build_once, write_json
 from minitron.shards import INDEX, SINGLE, Checkpoint, SafetensorsWriter, TensorSpec
 
 # Where a multimodal checkpoint keeps its language model's decoder ("model." of a text checkpoint) and its head.
@@ -57,10 +57,7 @@ def extract_language_model(path: Path, cache: Path) -> Path:
         return known
     checkpoint = Checkpoint.open(path)
     out = cache / f"{path.name}-text-{checkpoint.fingerprint()}"
-    if not (out / "minitron_source.json").is_file():
-        with one_builder(out):  # another process extracting it: wait for it, then use its copy
-            if not (out / "minitron_source.json").is_file():
-                write_language_model(path, checkpoint, out)
+    build_once(out, (out / "minitron_source.json").is_file, lambda: write_language_model(path, checkpoint, out))
     _EXTRACTED[path, cache] = out
     return out
 

@@ -17,7 +17,7 @@ from minitron.data.prompts import Generation, bundled_prompts, user_prompts
 from minitron.data.sources import iter_conversations, iter_documents, source_bytes, split_of
 from minitron.data.tokens import SPLITS, ShardWriter, TokenData, token_dtype, tokenizer_identity, write_meta
 from minitron.errors import MinitronError, real_number, whole_number
-from minitron.io import atomic_dir, one_builder, read_jsonl, refuse_existing, write_json
+from minitron.io import atomic_dir, build_once, read_jsonl, refuse_existing, write_json
 from minitron.load import cache_dir, load_tokenizer
 
 
@@ -186,10 +186,8 @@ def default_data(tokenizer_spec: str = "default", max_tokens: int | None = None,
     """A corpus (by default the default one, `corpora.MIXES`) tokenised for a model's tokenizer, built on first use and
     cached. A mix is made from its parts' caches (`mix_data`), without tokenising again what is already cached."""
     out = default_data_dir(load_tokenizer(tokenizer_spec), max_tokens, corpus)
-    if not (out / "meta.json").is_file():
-        with one_builder(out):  # another process tokenising it: wait for it, then use its data
-            if not (out / "meta.json").is_file():
-                build_data(tokenizer=tokenizer_spec, out=out, max_tokens=max_tokens, corpus=corpus)
+    build_once(out, (out / "meta.json").is_file,
+               lambda: build_data(tokenizer=tokenizer_spec, out=out, max_tokens=max_tokens, corpus=corpus))
     return out
 
 
